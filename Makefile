@@ -1,0 +1,67 @@
+# tradecache — developer tasks. `make` alone lists them.
+#
+# Tests start their own private redis-server processes (free loopback ports,
+# temp dirs); `scripts/ensure-redis` makes sure redis-server is installed.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Tests run in parallel, each with its own redis-server: keep the load
+# bounded on small (2-core) machines. Override: make test TEST_THREADS=4
+TEST_THREADS ?= 2
+FUZZ_SECONDS ?= 60
+HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.DEFAULT_GOAL := help
+.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis
+
+help: ## List the targets
+	@echo "tradecache make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
+
+ensure-redis: ## Check for (or, as root with apt-get, install) redis-server
+	@scripts/ensure-redis
+
+test: ensure-redis ## Run all tests (nextest if installed) against private redis-servers
+ifeq ($(HAVE_NEXTEST),yes)
+	$(CARGO) nextest run --all-features --no-fail-fast --test-threads $(TEST_THREADS)
+	$(CARGO) test --doc --all-features
+else
+	$(CARGO) test --all-features --no-fail-fast -- --test-threads $(TEST_THREADS)
+endif
+
+lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+demo: ensure-redis ## Run examples/trading_node twice against a private AOF redis (2nd run recovers)
+	@scripts/redis-up --fresh >/dev/null
+	@trap 'scripts/redis-down' EXIT; \
+	url="redis://127.0.0.1:$$(cat target/redis-demo/port)"; \
+	echo "=== demo, first run (REDIS_URL=$$url) ==="; \
+	REDIS_URL="$$url" $(CARGO) run --release --example trading_node && \
+	echo "=== demo, second run: recovers the state the first one left ===" && \
+	REDIS_URL="$$url" $(CARGO) run --release --example trading_node
+
+redis-up: ## Start the demo redis-server (target/redis-demo, port in target/redis-demo/port)
+	@scripts/redis-up
+
+redis-down: ## Stop the demo redis-server
+	@scripts/redis-down
+
+bench: ensure-redis ## Run the benches (load report in target/bench/report.json)
+	$(CARGO) bench --bench load
+	$(CARGO) bench --bench hot_path
+
+recovery-test: ensure-redis ## Crash/recovery scenario (examples/recovery_test)
+	$(CARGO) run --release --example recovery_test
+
+fuzz: ensure-redis ## Randomized fault-injection test, FUZZ_SECONDS (default 60)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --test fuzz -- --ignored --nocapture
+
+clean: ## Stop the demo redis and remove build output
+	@scripts/redis-down
+	$(CARGO) clean

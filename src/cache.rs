@@ -1,0 +1,351 @@
+//! The public handle: what trading threads call. Never reaches into the
+//! flusher's state: it talks to it through the channel and a few atomics.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
+
+use crate::config::{Config, OverflowPolicy};
+use crate::connection;
+use crate::entity::{Entity, Event};
+use crate::error::{CloseReport, Error, PushError, Result};
+use crate::flusher::{Flusher, FlusherInit, Waiters};
+use crate::ident::{self, Ident};
+use crate::keys::Keys;
+use crate::stats::{Health, Shared, Stats};
+use crate::Msg;
+
+/// The sequence number of an accepted write. Writes are acknowledged in
+/// sequence order: once `n` is acknowledged, so is every write before it.
+///
+/// ```
+/// # use tradecache::Seq;
+/// let s = Seq::new(5);
+/// assert_eq!(s.get(), 5);
+/// assert!(Seq::new(4) < s);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Seq(u64);
+
+impl Seq {
+    /// Wraps a raw sequence number.
+    pub const fn new(n: u64) -> Self {
+        Seq(n)
+    }
+
+    /// The raw sequence number (1 for the first accepted write).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+struct Producer {
+    tx: Sender<Msg>,
+    next_seq: u64,
+}
+
+/// A handle to the write-behind cache: cheap, non-blocking writes on the
+/// calling thread, persisted to Redis by one flusher thread.
+///
+/// `Cache` is `Send + Sync`: share it between threads behind an `Arc`.
+/// Writes from several threads are ordered by their [`Seq`].
+pub struct Cache {
+    producer: Mutex<Producer>,
+    shared: Arc<Shared>,
+    waiters: Arc<Waiters>,
+    done: Receiver<CloseReport>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    cfg: Config,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("addr", &self.cfg.addr())
+            .field("trader_key", &self.cfg.trader_key())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Validates `config`, connects (at most `connect_attempts` tries with
+    /// exponential backoff between `open_backoff` bounds), deletes this
+    /// trader's keys if `flush_on_start` is set, and starts the flusher
+    /// thread `tradecache-flusher`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every configuration problem;
+    /// [`Error::Connect`] naming `host:port` and whether the connection was
+    /// refused, timed out or the credentials were rejected.
+    pub fn open(config: Config) -> Result<Cache> {
+        config.validate()?;
+        let keys = Keys::new(&config.trader_key(), !config.cluster_nodes.is_empty());
+        let marker = keys.writer(&config.writer_id);
+        let mut conn = connection::connect_with_retries(&config, &marker)?;
+        if config.flush_on_start {
+            crate::recovery::delete_trader_keys(&mut conn, &keys)?;
+        }
+        let batch_no = match conn.query(redis::cmd("GET").arg(&marker)) {
+            Ok(redis::Value::BulkString(b)) => {
+                std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+            }
+            Ok(_) => 0,
+            Err(e) => return Err(connection::failure(&e, &conn.addr).into_error()),
+        };
+        let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared::default());
+        let waiters = Arc::new(Waiters::default());
+        let flusher = Flusher::new(FlusherInit {
+            cfg: config.clone(),
+            keys: keys.clone(),
+            rx,
+            shared: shared.clone(),
+            waiters: waiters.clone(),
+            done: done_tx,
+            conn,
+            batch_no,
+        });
+        let thread = std::thread::Builder::new()
+            .name("tradecache-flusher".into())
+            .spawn(move || flusher.run())
+            .map_err(|e| Error::Redis {
+                addr: config.addr(),
+                kind: crate::ErrorKind::Io,
+                detail: format!("cannot start the flusher thread: {e}"),
+            })?;
+        Ok(Cache {
+            producer: Mutex::new(Producer { tx, next_seq: 0 }),
+            shared,
+            waiters,
+            done: done_rx,
+            thread: Mutex::new(Some(thread)),
+            closed: AtomicBool::new(false),
+            cfg: config,
+            keys,
+        })
+    }
+
+    /// Queues the latest state of an entity. Hot path: validates the id,
+    /// clones the value into a message and pushes it; no I/O, no encoding.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::InvalidId`] for a bad id; [`PushError::Full`] (with a
+    /// clone of the value) when the channel is full under
+    /// [`OverflowPolicy::Reject`] or stays full for the `Block` timeout;
+    /// [`PushError::Closed`] after `close`.
+    pub fn put<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
+        ident::validate(entity.id()).map_err(PushError::InvalidId)?;
+        let rec = entity.to_record();
+        self.push(|seq| Msg::Put { seq, rec }, || entity.clone())
+    }
+
+    /// Appends an event to the log of entity `id` (for example an order's
+    /// fill to `orders:{id}:events`). Account events are skipped (and the
+    /// last sequence number returned) when `persist_account_events` is off.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::put`].
+    pub fn append<E: Event>(&self, id: &str, event: &E) -> std::result::Result<Seq, PushError<E>> {
+        let id = Ident::new(id).map_err(PushError::InvalidId)?;
+        let collection = <E::Of as Entity>::COLLECTION;
+        if collection == "accounts" && !self.cfg.persist_account_events {
+            return Ok(Seq(self.producer.lock().next_seq));
+        }
+        let rec = event.to_record();
+        self.push(|seq| Msg::Append { seq, collection, id, rec }, || event.clone())
+    }
+
+    /// Deletes an entity, its event log, and its index entry.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::put`]; the value handed back is the id.
+    pub fn delete<T: Entity>(&self, id: &str) -> std::result::Result<Seq, PushError<Ident>> {
+        let id = Ident::new(id).map_err(PushError::InvalidId)?;
+        let back = id.clone();
+        self.push(move |seq| Msg::Delete { seq, collection: T::COLLECTION, id }, move || back)
+    }
+
+    #[inline]
+    fn push<T>(
+        &self,
+        make: impl FnOnce(u64) -> Msg,
+        back: impl FnOnce() -> T,
+    ) -> std::result::Result<Seq, PushError<T>> {
+        // The lock makes sequence order equal channel order across threads;
+        // the flusher never takes it.
+        let mut p = self.producer.lock();
+        let seq = p.next_seq + 1;
+        let msg = make(seq);
+        let sent = match self.cfg.overflow {
+            OverflowPolicy::Reject => p.tx.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(_) => false,
+                TrySendError::Disconnected(_) => true,
+            }),
+            OverflowPolicy::Block { timeout } => p.tx.send_timeout(msg, timeout).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => false,
+                SendTimeoutError::Disconnected(_) => true,
+            }),
+        };
+        match sent {
+            Ok(()) => {
+                p.next_seq = seq;
+                self.shared.accepted_seq.store(seq, Relaxed);
+                Ok(Seq(seq))
+            }
+            Err(closed) => {
+                drop(p);
+                if closed || self.closed.load(Relaxed) {
+                    Err(PushError::Closed(back()))
+                } else {
+                    self.shared.rejected.fetch_add(1, Relaxed);
+                    Err(PushError::Full(back()))
+                }
+            }
+        }
+    }
+
+    /// The last sequence number handed out (0 before the first write).
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.shared.accepted_seq.load(SeqCst))
+    }
+
+    /// The last sequence number Redis has acknowledged.
+    pub fn acked_seq(&self) -> Seq {
+        Seq(self.shared.acked_seq.load(SeqCst))
+    }
+
+    /// Blocks until write `seq` (and so every write before it) is
+    /// acknowledged by Redis, or `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WaitTimeout`] when the timeout passes first;
+    /// [`Error::Closed`] when the flusher has stopped.
+    pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
+        if self.shared.acked_seq.load(SeqCst) >= seq.0 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        self.waiters.count.fetch_add(1, SeqCst);
+        let mut guard = self.waiters.lock.lock();
+        let result = loop {
+            if self.shared.acked_seq.load(SeqCst) >= seq.0 {
+                break Ok(());
+            }
+            if !self.shared.flusher_alive.load(SeqCst) {
+                break Err(Error::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(Error::WaitTimeout(timeout));
+            }
+            // Bounded slices: a safety net, not the wake-up mechanism.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            self.waiters.cv.wait_for(&mut guard, slice);
+        };
+        drop(guard);
+        self.waiters.count.fetch_sub(1, SeqCst);
+        result
+    }
+
+    /// Blocks until every write accepted so far is acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::wait`].
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.wait(self.last_seq(), timeout)
+    }
+
+    /// Connection state, backlog, last error and reconnect count.
+    pub fn health(&self) -> Health {
+        self.shared.health()
+    }
+
+    /// Counters since `open`.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The configuration this cache was opened with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Sends shutdown through the channel (after every accepted write),
+    /// lets the flusher write what it can until `timeout`, and joins it.
+    /// Returns within `timeout` plus a small slack even when Redis is down.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unpersisted`] with the count of accepted writes that did not
+    /// reach Redis.
+    pub fn close(self, timeout: Duration) -> Result<CloseReport> {
+        let report = self.shutdown(timeout);
+        if report.unpersisted > 0 {
+            Err(Error::Unpersisted(report))
+        } else {
+            Ok(report)
+        }
+    }
+
+    fn shutdown(&self, timeout: Duration) -> CloseReport {
+        if self.closed.swap(true, SeqCst) {
+            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
+        }
+        let deadline = Instant::now() + timeout;
+        {
+            let p = self.producer.lock();
+            let _ = p.tx.send_deadline(Msg::Shutdown { deadline }, deadline);
+        }
+        // The flusher stops at `deadline` at the latest; its longest
+        // blocking call is bounded by the connect/response timeouts.
+        let slack = Duration::from_millis(250);
+        let report = match self.done.recv_deadline(deadline + slack) {
+            Ok(r) => {
+                if let Some(t) = self.thread.lock().take() {
+                    let _ = t.join();
+                }
+                r
+            }
+            Err(_) => {
+                let acked = self.shared.acked_seq.load(SeqCst);
+                CloseReport {
+                    acked_seq: acked,
+                    unpersisted: self.shared.accepted_seq.load(SeqCst).saturating_sub(acked),
+                }
+            }
+        };
+        report
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let report = self.shutdown(self.cfg.close_timeout);
+        if report.unpersisted > 0 {
+            log::error!(
+                "tradecache: dropped with {} accepted write(s) not persisted (acked up to seq {})",
+                report.unpersisted,
+                report.acked_seq
+            );
+        }
+    }
+}

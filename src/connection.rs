@@ -1,0 +1,495 @@
+//! Connecting (standalone, Sentinel, Cluster), timeouts, error
+//! classification and backoff. Private to the flusher and `open`.
+
+use std::time::{Duration, Instant};
+
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+
+use crate::config::{Config, HostPort};
+use crate::error::{Error, ErrorKind};
+use crate::stats::ErrorClass;
+
+/// One established, authenticated connection with timeouts set.
+pub(crate) struct Conn {
+    pub(crate) con: redis::Connection,
+    /// `host:port` it is connected to (never credentials).
+    pub(crate) addr: String,
+    /// `CLIENT ID` of this connection, used to make sure a dropped
+    /// connection can no longer apply a batch (see `Flusher::resolve`).
+    pub(crate) client_id: Option<i64>,
+}
+
+/// A failure to connect or talk, already classified.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) class: ErrorClass,
+    pub(crate) action: Action,
+    pub(crate) addr: String,
+    pub(crate) text: String,
+}
+
+impl Failure {
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self.class {
+            ErrorClass::Timeout => ErrorKind::Timeout,
+            ErrorClass::Auth => ErrorKind::Auth,
+            ErrorClass::Io if self.text.contains("refused") => ErrorKind::ConnectionRefused,
+            ErrorClass::Io if self.text.to_ascii_lowercase().contains("tls") => ErrorKind::Tls,
+            ErrorClass::Io => ErrorKind::Io,
+            _ => ErrorKind::Server,
+        }
+    }
+
+    pub(crate) fn into_error(self) -> Error {
+        Error::Redis { addr: self.addr.clone(), kind: self.kind(), detail: self.text }
+    }
+}
+
+/// What to do about an error: the single place where retry decisions are
+/// made (DESIGN.md, "redis-rs facts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// The connection is unusable or points at the wrong server: drop it,
+    /// reconnect (re-resolving Sentinel/Cluster), resolve in-doubt batches.
+    Reconnect,
+    /// The server is temporarily unable (`LOADING`, `TRYAGAIN`, …): keep
+    /// the batch, wait with backoff, retry.
+    WaitRetry,
+    /// The server refuses writes until an operator acts (`OOM`, `MISCONF`,
+    /// auth): surface it in `health()`, retry with backoff.
+    Backpressure,
+    /// This one command failed for a reason a retry will not fix
+    /// (`WRONGTYPE`, …): count it and move on.
+    Drop,
+}
+
+/// Classifies an error code (the first word of a Redis error reply).
+pub(crate) fn classify_code(code: &str) -> (ErrorClass, Action) {
+    match code {
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "NOREPLICAS" | "BUSY" => {
+            (ErrorClass::Busy, Action::WaitRetry)
+        }
+        "READONLY" | "MOVED" | "ASK" => (ErrorClass::ReadOnly, Action::Reconnect),
+        "OOM" => (ErrorClass::Oom, Action::Backpressure),
+        "MISCONF" => (ErrorClass::Misconf, Action::Backpressure),
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => (ErrorClass::Auth, Action::Backpressure),
+        "EXECABORT" => (ErrorClass::Other, Action::WaitRetry),
+        _ => (ErrorClass::Command, Action::Drop),
+    }
+}
+
+/// Classifies a redis-rs error.
+pub(crate) fn classify(err: &redis::RedisError) -> (ErrorClass, Action) {
+    if err.is_timeout() {
+        return (ErrorClass::Timeout, Action::Reconnect);
+    }
+    if let Some(code) = err.code() {
+        return classify_code(code);
+    }
+    match err.kind() {
+        redis::ErrorKind::AuthenticationFailed => (ErrorClass::Auth, Action::Backpressure),
+        _ => (ErrorClass::Io, Action::Reconnect),
+    }
+}
+
+/// The error code of a server error reply value, if it is one.
+pub(crate) fn reply_error(v: &Value) -> Option<(String, String)> {
+    match v {
+        Value::ServerError(e) => Some((e.code().to_string(), e.to_string())),
+        _ => None,
+    }
+}
+
+pub(crate) fn failure(err: &redis::RedisError, addr: &str) -> Failure {
+    let (class, action) = classify(err);
+    Failure { class, action, addr: addr.to_string(), text: scrub(&err.to_string()) }
+}
+
+/// Removes anything that looks like URL credentials from a message.
+pub(crate) fn scrub(text: &str) -> String {
+    // redis-rs never prints passwords, but a URL with credentials may reach
+    // an error text through user input; cut `user:pass@` out.
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_inclusive(char::is_whitespace) {
+        if let (Some(scheme), Some(at)) = (word.find("://"), word.rfind('@')) {
+            if at > scheme {
+                out.push_str(&word[..scheme + 3]);
+                out.push_str("<redacted>@");
+                out.push_str(&word[at + 1..]);
+                continue;
+            }
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// Capped exponential backoff with jitter.
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff { min, max, next: min, seed }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The next delay: the current step with ±25 % jitter, then the step
+    /// doubles up to the cap.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // xorshift64: jitter only, no need for a real RNG.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let frac = (self.seed % 1000) as f64 / 1000.0; // 0..1
+        let factor = 0.75 + frac * 0.5;
+        base.mul_f64(factor).min(self.max).max(Duration::from_millis(1).min(self.min))
+    }
+}
+
+/// Opens one connection to `host:port` with the configured credentials,
+/// TLS, `TCP_NODELAY`, and read/write timeouts.
+fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>) -> Result<Conn, Failure> {
+    let addr = format!("{host}:{port}");
+    let mut timeout = cfg.connect_timeout;
+    if let Some(d) = deadline_cap {
+        timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+    }
+    let client = make_client(cfg, host, port).map_err(|e| failure(&e, &addr))?;
+    let con = client.get_connection_with_timeout(timeout).map_err(|e| failure(&e, &addr))?;
+    // redis-rs clears the socket timeouts after the handshake: set ours.
+    con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
+    con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
+    let mut conn = Conn { con, addr, client_id: None };
+    conn.client_id = match conn.query(&redis::cmd("CLIENT").arg("ID")) {
+        Ok(Value::Int(id)) => Some(id),
+        _ => None,
+    };
+    Ok(conn)
+}
+
+fn redis_settings(cfg: &Config) -> RedisConnectionInfo {
+    let mut r = RedisConnectionInfo::default().set_db(cfg.db);
+    if let Some(u) = &cfg.username {
+        r = r.set_username(u);
+    }
+    if let Some(p) = &cfg.password {
+        r = r.set_password(&p.0);
+    }
+    r.set_lib_name("tradecache", env!("CARGO_PKG_VERSION"))
+}
+
+fn make_client(cfg: &Config, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+    if cfg.tls {
+        #[cfg(feature = "tls")]
+        return crate::tls::make_client(cfg, host, port, redis_settings(cfg));
+        #[cfg(not(feature = "tls"))]
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS requested but tradecache was built without its `tls` feature",
+        )));
+    }
+    let info = ConnectionAddr::Tcp(host.to_string(), port)
+        .into_connection_info()?
+        .set_redis_settings(redis_settings(cfg))
+        .set_tcp_settings(tcp_settings());
+    redis::Client::open(info)
+}
+
+pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    // Off by default in redis-rs; a batch is one write, so Nagle only adds
+    // latency.
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+impl Conn {
+    /// Sends one command and reads its reply; server error replies become
+    /// `Err`.
+    pub(crate) fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        self.con.send_packed_command(&cmd.get_packed_command())?;
+        let v = self.con.recv_response()?;
+        match v {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }
+    }
+}
+
+/// Connects according to the configured mode, resolving the master through
+/// Sentinel or the trader's slot owner through Cluster.
+pub(crate) fn connect(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    if !cfg.sentinels.is_empty() {
+        connect_sentinel(cfg, deadline)
+    } else if !cfg.cluster_nodes.is_empty() {
+        connect_cluster(cfg, slot_key, deadline)
+    } else {
+        let conn = connect_to(cfg, &cfg.host, cfg.port, deadline)?;
+        Ok(conn)
+    }
+}
+
+fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    let master = cfg.sentinel_master.clone().unwrap_or_default();
+    let mut last: Option<Failure> = None;
+    for s in &cfg.sentinels {
+        let addr = format!("{}:{}", s.host, s.port);
+        // Sentinels usually have no password (or a different one): connect
+        // without credentials, and bounded by our own timeouts.
+        let sentinel_cfg = Config { username: None, password: None, db: 0, ..cfg.clone() };
+        let mut sc = match connect_to(&sentinel_cfg, &s.host, s.port, deadline) {
+            Ok(c) => c,
+            Err(f) => {
+                last = Some(f);
+                continue;
+            }
+        };
+        let reply = sc.query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&master));
+        let (host, port) = match reply {
+            Ok(Value::Array(items)) if items.len() == 2 => {
+                let host: String = redis::from_redis_value(items[0].clone()).unwrap_or_default();
+                let port: u16 = redis::from_redis_value::<String>(items[1].clone())
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                (host, port)
+            }
+            Ok(_) => {
+                last = Some(Failure {
+                    class: ErrorClass::Other,
+                    action: Action::WaitRetry,
+                    addr,
+                    text: format!("sentinel does not know master {master:?}"),
+                });
+                continue;
+            }
+            Err(e) => {
+                last = Some(failure(&e, &addr));
+                continue;
+            }
+        };
+        let mut conn = match connect_to(cfg, &host, port, deadline) {
+            Ok(c) => c,
+            Err(f) => {
+                last = Some(f);
+                continue;
+            }
+        };
+        // A sentinel may lag behind a failover: make sure this is a master.
+        match conn.query(&redis::cmd("ROLE")) {
+            Ok(Value::Array(items)) if matches!(items.first(), Some(Value::BulkString(b)) if b == b"master") => {
+                return Ok(conn)
+            }
+            Ok(_) => {
+                last = Some(Failure {
+                    class: ErrorClass::ReadOnly,
+                    action: Action::Reconnect,
+                    addr: conn.addr.clone(),
+                    text: format!("{} reported by sentinel {addr} is not a master", conn.addr),
+                });
+            }
+            Err(e) => last = Some(failure(&e, &conn.addr)),
+        }
+    }
+    Err(last.unwrap_or_else(|| Failure {
+        class: ErrorClass::Io,
+        action: Action::Reconnect,
+        addr: "sentinels".into(),
+        text: "no sentinel configured".into(),
+    }))
+}
+
+fn connect_cluster(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    let mut last: Option<Failure> = None;
+    for HostPort { host, port } in &cfg.cluster_nodes {
+        let mut seed = match connect_to(cfg, host, *port, deadline) {
+            Ok(c) => c,
+            Err(f) => {
+                last = Some(f);
+                continue;
+            }
+        };
+        let owner = cluster_owner(&mut seed, slot_key);
+        match owner {
+            Ok((h, p)) if h == *host && p == *port => return Ok(seed),
+            Ok((h, p)) => match connect_to(cfg, &h, p, deadline) {
+                Ok(c) => return Ok(c),
+                Err(f) => last = Some(f),
+            },
+            Err(f) => last = Some(f),
+        }
+    }
+    Err(last.unwrap_or_else(|| Failure {
+        class: ErrorClass::Io,
+        action: Action::Reconnect,
+        addr: "cluster".into(),
+        text: "no cluster node configured".into(),
+    }))
+}
+
+/// Finds the master that owns `key`'s slot.
+fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
+    let addr = seed.addr.clone();
+    let slot = match seed.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)) {
+        Ok(Value::Int(s)) => s,
+        Ok(_) => return Err(other(&addr, "unexpected CLUSTER KEYSLOT reply")),
+        Err(e) => return Err(failure(&e, &addr)),
+    };
+    let slots = seed.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| failure(&e, &addr))?;
+    let Value::Array(ranges) = slots else {
+        return Err(other(&addr, "unexpected CLUSTER SLOTS reply"));
+    };
+    for r in ranges {
+        let Value::Array(items) = r else { continue };
+        let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) =
+            (items.first(), items.get(1), items.get(2))
+        else {
+            continue;
+        };
+        if (*lo..=*hi).contains(&slot) {
+            let host = match master.first() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(Value::SimpleString(s)) => s.clone(),
+                _ => continue,
+            };
+            let host = if host.is_empty() { seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string()) } else { host };
+            if let Some(Value::Int(p)) = master.get(1) {
+                return Ok((host, *p as u16));
+            }
+        }
+    }
+    Err(Failure {
+        class: ErrorClass::Busy,
+        action: Action::WaitRetry,
+        addr,
+        text: format!("no master owns slot {slot}"),
+    })
+}
+
+fn other(addr: &str, text: &str) -> Failure {
+    Failure { class: ErrorClass::Other, action: Action::Reconnect, addr: addr.into(), text: text.into() }
+}
+
+/// `Cache::open`'s bounded connect: at most `connect_attempts` tries with
+/// exponential backoff between them.
+pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn, Error> {
+    let mut backoff = Backoff::new(cfg.open_backoff_min, cfg.open_backoff_max);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connect(cfg, slot_key, None) {
+            Ok(c) => return Ok(c),
+            Err(f) => {
+                log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
+                // A wrong password will not fix itself: fail at once.
+                if attempt >= cfg.connect_attempts || f.class == ErrorClass::Auth {
+                    return Err(Error::Connect { addr: f.addr.clone(), attempts: attempt, kind: f.kind(), detail: f.text });
+                }
+                std::thread::sleep(backoff.next_delay());
+            }
+        }
+    }
+}
+
+/// Packs commands in RESP into a reused buffer.
+#[derive(Default)]
+pub(crate) struct Packer {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) commands: usize,
+}
+
+impl Packer {
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.commands = 0;
+    }
+
+    pub(crate) fn array(&mut self, n: usize) {
+        self.commands += 1;
+        self.buf.push(b'*');
+        push_int(&mut self.buf, n);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub(crate) fn bulk(&mut self, b: &[u8]) {
+        self.buf.push(b'$');
+        push_int(&mut self.buf, b.len());
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub(crate) fn cmd(&mut self, args: &[&[u8]]) {
+        self.array(args.len());
+        for a in args {
+            self.bulk(a);
+        }
+    }
+}
+
+fn push_int(buf: &mut Vec<u8>, n: usize) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify_code("LOADING").1, Action::WaitRetry);
+        assert_eq!(classify_code("READONLY").1, Action::Reconnect);
+        assert_eq!(classify_code("OOM"), (ErrorClass::Oom, Action::Backpressure));
+        assert_eq!(classify_code("MISCONF"), (ErrorClass::Misconf, Action::Backpressure));
+        assert_eq!(classify_code("WRONGPASS"), (ErrorClass::Auth, Action::Backpressure));
+        assert_eq!(classify_code("NOAUTH"), (ErrorClass::Auth, Action::Backpressure));
+        assert_eq!(classify_code("WRONGTYPE"), (ErrorClass::Command, Action::Drop));
+        assert_eq!(classify_code("MASTERDOWN").1, Action::WaitRetry);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(80));
+        let d: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(d.iter().all(|d| *d <= Duration::from_millis(80)));
+        assert!(d[0] >= Duration::from_micros(7_500) && d[0] <= Duration::from_micros(12_500));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_micros(12_500));
+    }
+
+    #[test]
+    fn packer_resp() {
+        let mut p = Packer::default();
+        p.cmd(&[b"SET", b"k", b"v"]);
+        assert_eq!(p.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+        assert_eq!(p.commands, 1);
+    }
+
+    #[test]
+    fn scrub_removes_credentials() {
+        assert_eq!(scrub("bad url redis://u:secret@h:1/0 x"), "bad url redis://<redacted>@h:1/0 x");
+    }
+}

@@ -1,0 +1,258 @@
+//! Error types.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::ident::IdError;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One problem found while validating a [`crate::Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The field or environment variable at fault (`"port"`, `"REDIS_PORT"`).
+    pub field: String,
+    /// The bad value as given; passwords are never shown.
+    pub value: String,
+    /// What is allowed instead.
+    pub allowed: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {:?}: {}", self.field, self.value, self.allowed)
+    }
+}
+
+/// A configuration that cannot be used, with every problem found (not just
+/// the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One entry per problem.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    pub(crate) fn one(field: impl Into<String>, value: impl Into<String>, allowed: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() }],
+        }
+    }
+
+    /// Whether some problem concerns `field`.
+    pub fn mentions(&self, field: &str) -> bool {
+        self.problems.iter().any(|p| p.field == field)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: ")?;
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What kind of failure an [`Error`] is; stable for matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The configuration is invalid.
+    Config,
+    /// The TCP connection was refused.
+    ConnectionRefused,
+    /// Connecting or waiting for a reply timed out.
+    Timeout,
+    /// The server refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+    Auth,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// Another I/O failure.
+    Io,
+    /// The server answered with an error.
+    Server,
+    /// A value could not be encoded or decoded.
+    Codec,
+    /// An id is invalid.
+    InvalidId,
+    /// A value is larger than the configured maximum.
+    TooLarge,
+    /// The cache is closed, or its flusher thread has stopped.
+    Closed,
+    /// Sentinel or cluster discovery failed.
+    Discovery,
+}
+
+/// An error from a [`crate::Cache`] operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An id is invalid.
+    #[error("invalid id: {0}")]
+    InvalidId(#[from] IdError),
+    /// Connecting to Redis failed after every allowed attempt.
+    #[error("cannot connect to Redis at {addr} after {attempts} attempt(s): {kind_text}: {detail}", kind_text = kind_text(*.kind))]
+    Connect {
+        /// `host:port` that was tried (never credentials).
+        addr: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// Refused, timeout, auth, TLS, I/O, …
+        kind: ErrorKind,
+        /// The last failure's text.
+        detail: String,
+    },
+    /// A command failed on an established connection.
+    #[error("redis error ({kind_text}) at {addr}: {detail}", kind_text = kind_text(*.kind))]
+    Redis {
+        /// `host:port` of the server.
+        addr: String,
+        /// The failure's kind.
+        kind: ErrorKind,
+        /// The failure's text.
+        detail: String,
+    },
+    /// Waiting for an acknowledgement timed out.
+    #[error("timed out after {0:?} waiting for Redis to acknowledge")]
+    WaitTimeout(Duration),
+    /// A value could not be encoded or decoded.
+    #[error("codec error at {key}: {detail}")]
+    Codec {
+        /// The Redis key concerned.
+        key: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The load found values it could not use and `strict_load` is on.
+    #[error("load found {count} unusable value(s); first: {first}")]
+    Load {
+        /// How many issues.
+        count: usize,
+        /// The first issue.
+        first: String,
+    },
+    /// The cache is closed or its flusher thread has stopped.
+    #[error("the cache is closed")]
+    Closed,
+    /// `close` returned before every accepted write was persisted.
+    #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
+    Unpersisted(CloseReport),
+}
+
+fn kind_text(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Config => "configuration",
+        ErrorKind::ConnectionRefused => "connection refused",
+        ErrorKind::Timeout => "timed out",
+        ErrorKind::Auth => "authentication failed",
+        ErrorKind::Tls => "TLS failure",
+        ErrorKind::Io => "I/O error",
+        ErrorKind::Server => "server error",
+        ErrorKind::Codec => "codec error",
+        ErrorKind::InvalidId => "invalid id",
+        ErrorKind::TooLarge => "value too large",
+        ErrorKind::Closed => "closed",
+        ErrorKind::Discovery => "discovery failed",
+    }
+}
+
+impl Error {
+    /// The kind of failure, for matching.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) => ErrorKind::Config,
+            Error::InvalidId(_) => ErrorKind::InvalidId,
+            Error::Connect { kind, .. } | Error::Redis { kind, .. } => *kind,
+            Error::WaitTimeout(_) => ErrorKind::Timeout,
+            Error::Codec { .. } | Error::Load { .. } => ErrorKind::Codec,
+            Error::Closed | Error::Unpersisted(_) => ErrorKind::Closed,
+        }
+    }
+}
+
+/// Why a write was not accepted. The value comes back with the error, so
+/// the engine can keep it, retry, or persist it another way.
+///
+/// ```
+/// # use tradecache::PushError;
+/// let err: PushError<u32> = PushError::Full(7);
+/// assert!(err.is_full());
+/// assert_eq!(err.into_inner(), Some(7));
+/// ```
+#[derive(thiserror::Error)]
+pub enum PushError<T> {
+    /// The channel to the flusher is full (Redis slow or down); the value is
+    /// handed back and counted in [`crate::Stats::rejected`].
+    #[error("the write channel is full; the value was not accepted")]
+    Full(T),
+    /// The cache is closed; the value is handed back.
+    #[error("the cache is closed; the value was not accepted")]
+    Closed(T),
+    /// The id is invalid.
+    #[error("invalid id: {0}")]
+    InvalidId(IdError),
+}
+
+impl<T> PushError<T> {
+    /// The value that was not accepted, when there is one.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            PushError::Full(v) | PushError::Closed(v) => Some(v),
+            PushError::InvalidId(_) => None,
+        }
+    }
+
+    /// Whether the channel was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, PushError::Full(_))
+    }
+
+    /// Whether the cache was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PushError::Closed(_))
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    // Like crossbeam's `TrySendError`: the payload is not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full(_) => f.write_str("Full(..)"),
+            PushError::Closed(_) => f.write_str("Closed(..)"),
+            PushError::InvalidId(e) => f.debug_tuple("InvalidId").field(e).finish(),
+        }
+    }
+}
+
+/// What [`crate::Cache::close`] could and could not persist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CloseReport {
+    /// The last sequence number acknowledged by Redis.
+    pub acked_seq: u64,
+    /// Accepted writes that were not persisted (0 on a clean close).
+    pub unpersisted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Error>();
+        check::<ConfigError>();
+        check::<PushError<String>>();
+    }
+}

@@ -1,0 +1,65 @@
+//! Write-behind persistence of a trading engine's state to Redis, without
+//! slowing the thread that trades.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tradecache::{Cache, Config};
+//! use tradecache::model::{Position, PositionSide, Price, Quantity};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_env()?.trader_id("TESTER-001");
+//! let cache = Cache::open(config)?;
+//! let position = Position::example("BTCUSDT-PERP.BINANCE-001");
+//! let seq = cache.put(&position)?;              // hot path: no I/O
+//! cache.wait(seq, Duration::from_millis(50))?;  // this write is in Redis
+//! cache.close(Duration::from_secs(5))?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+mod codec;
+mod config;
+mod connection;
+mod entity;
+mod error;
+mod flusher;
+mod ident;
+mod keys;
+pub mod model;
+mod recovery;
+mod stats;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use cache::{Cache, Seq};
+pub use config::{Config, Encoding, OverflowPolicy};
+pub use entity::{Entity, Event};
+pub use error::{CloseReport, ConfigError, ConfigProblem, Error, ErrorKind, PushError, Result};
+pub use ident::{Ident, IdError};
+pub use recovery::{LoadIssue, LoadReport, Snapshot};
+pub use stats::{ErrorClass, Health, Stats};
+
+/// A message from the callers to the flusher thread. Shutdown travels
+/// through the same channel, so it arrives after every write before it.
+pub(crate) enum Msg {
+    Put {
+        seq: u64,
+        rec: entity::Record,
+    },
+    Append {
+        seq: u64,
+        collection: &'static str,
+        id: Ident,
+        rec: entity::EventRecord,
+    },
+    Delete {
+        seq: u64,
+        collection: &'static str,
+        id: Ident,
+    },
+    Shutdown {
+        deadline: std::time::Instant,
+    },
+}

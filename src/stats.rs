@@ -1,0 +1,257 @@
+//! Counters shared between the callers and the flusher, and the public
+//! `Stats` / `Health` views of them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Error classes counted separately in [`Stats::errors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Connection refused, reset or closed.
+    Io,
+    /// A connect or reply timed out.
+    Timeout,
+    /// `LOADING`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`.
+    Busy,
+    /// `READONLY`: the server is a replica.
+    ReadOnly,
+    /// `OOM`: `maxmemory` reached under `noeviction`.
+    Oom,
+    /// `MISCONF`: the server cannot persist.
+    Misconf,
+    /// `NOAUTH`, `WRONGPASS`, `NOPERM`.
+    Auth,
+    /// A value could not be encoded.
+    Encode,
+    /// A value was larger than `max_value_bytes`.
+    TooLarge,
+    /// A command inside an applied transaction failed (e.g. `WRONGTYPE`).
+    Command,
+    /// Any other server error.
+    Other,
+}
+
+impl ErrorClass {
+    const ALL: [ErrorClass; 11] = [
+        ErrorClass::Io,
+        ErrorClass::Timeout,
+        ErrorClass::Busy,
+        ErrorClass::ReadOnly,
+        ErrorClass::Oom,
+        ErrorClass::Misconf,
+        ErrorClass::Auth,
+        ErrorClass::Encode,
+        ErrorClass::TooLarge,
+        ErrorClass::Command,
+        ErrorClass::Other,
+    ];
+
+    /// A short lowercase name: `"oom"`, `"timeout"`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Io => "io",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Busy => "busy",
+            ErrorClass::ReadOnly => "readonly",
+            ErrorClass::Oom => "oom",
+            ErrorClass::Misconf => "misconf",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Encode => "encode",
+            ErrorClass::TooLarge => "too_large",
+            ErrorClass::Command => "command",
+            ErrorClass::Other => "other",
+        }
+    }
+}
+
+const LAT_BUCKETS: usize = 32;
+
+/// State shared by the handle and the flusher. Callers only ever touch
+/// `accepted_seq` (their own cache line) and, when rejected, `rejected`.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) accepted_seq: CachePadded<AtomicU64>,
+    pub(crate) acked_seq: CachePadded<AtomicU64>,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) replays: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) flusher_alive: AtomicBool,
+    errors: [AtomicU64; 11],
+    lat_us: [AtomicU64; LAT_BUCKETS],
+    pub(crate) last_error: Mutex<Option<LastError>>,
+    pub(crate) backpressure: Mutex<Option<String>>,
+}
+
+/// The last error the flusher met.
+#[derive(Debug, Clone)]
+pub(crate) struct LastError {
+    pub(crate) class: ErrorClass,
+    pub(crate) text: String,
+    pub(crate) at: std::time::SystemTime,
+}
+
+/// Keeps a hot atomic on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl Shared {
+    pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
+        let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(10);
+        self.errors[i].fetch_add(1, Relaxed);
+        *self.last_error.lock() = Some(LastError { class, text, at: std::time::SystemTime::now() });
+    }
+
+    pub(crate) fn record_batch_latency(&self, d: Duration) {
+        let us = d.as_micros().max(1) as u64;
+        let bucket = (63 - us.leading_zeros() as usize).min(LAT_BUCKETS - 1);
+        self.lat_us[bucket].fetch_add(1, Relaxed);
+    }
+
+    fn percentile_us(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.lat_us.iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                // Upper bound of the power-of-two bucket.
+                return Some((2u64 << i) - 1);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let accepted = self.accepted_seq.load(Relaxed);
+        let acked = self.acked_seq.load(Relaxed);
+        Stats {
+            accepted,
+            acked,
+            backlog: accepted.saturating_sub(acked),
+            rejected: self.rejected.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            commands: self.written.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            replays: self.replays.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            errors: ErrorClass::ALL
+                .iter()
+                .zip(self.errors.iter())
+                .map(|(c, n)| (c.name(), n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            batch_latency_p50_us: self.percentile_us(0.50),
+            batch_latency_p99_us: self.percentile_us(0.99),
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        let accepted = self.accepted_seq.load(Relaxed);
+        let acked = self.acked_seq.load(Relaxed);
+        let last = self.last_error.lock().clone();
+        Health {
+            connected: self.connected.load(Relaxed),
+            flusher_running: self.flusher_alive.load(Relaxed),
+            backlog: accepted.saturating_sub(acked),
+            reconnects: self.reconnects.load(Relaxed),
+            last_error: last.as_ref().map(|e| format!("{}: {}", e.class.name(), e.text)),
+            last_error_class: last.as_ref().map(|e| e.class),
+            last_error_age: last.and_then(|e| e.at.elapsed().ok()),
+            backpressure: self.backpressure.lock().clone(),
+        }
+    }
+}
+
+/// Counters since the cache was opened. See [`crate::Cache::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Writes accepted into the channel (the last sequence number handed out).
+    pub accepted: u64,
+    /// The last sequence number acknowledged by Redis.
+    pub acked: u64,
+    /// Accepted writes not yet acknowledged.
+    pub backlog: u64,
+    /// Writes refused because the channel was full (each value was handed
+    /// back to the caller).
+    pub rejected: u64,
+    /// Transactions (`MULTI … EXEC`) applied.
+    pub batches: u64,
+    /// Redis commands sent inside applied transactions.
+    pub commands: u64,
+    /// Snapshot writes superseded by a later write to the same key before
+    /// they were sent (coalescing).
+    pub coalesced: u64,
+    /// Connections re-established after a failure.
+    pub reconnects: u64,
+    /// In-doubt batches resent after a reconnect because the commit marker
+    /// showed they had not been applied.
+    pub replays: u64,
+    /// Accepted writes that could not be persisted (encode failure, too
+    /// large, or a command error inside the transaction); see `errors`.
+    pub dropped: u64,
+    /// Errors by class name (`"io"`, `"timeout"`, `"oom"`, …), non-zero only.
+    pub errors: Vec<(&'static str, u64)>,
+    /// Median round trip of one transaction, in µs (power-of-two bucket).
+    pub batch_latency_p50_us: Option<u64>,
+    /// 99th percentile round trip of one transaction, in µs.
+    pub batch_latency_p99_us: Option<u64>,
+}
+
+impl Stats {
+    /// The count for one error class name (`"oom"`), 0 when none.
+    pub fn error_count(&self, class: &str) -> u64 {
+        self.errors.iter().find(|(n, _)| *n == class).map_or(0, |(_, c)| *c)
+    }
+}
+
+/// Whether the cache is keeping up. See [`crate::Cache::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The flusher holds a working connection.
+    pub connected: bool,
+    /// The flusher thread is running.
+    pub flusher_running: bool,
+    /// Accepted writes not yet acknowledged by Redis.
+    pub backlog: u64,
+    /// Connections re-established after a failure.
+    pub reconnects: u64,
+    /// The last error met, as `"class: text"` (never a password).
+    pub last_error: Option<String>,
+    /// The class of the last error.
+    pub last_error_class: Option<ErrorClass>,
+    /// How long ago the last error happened.
+    pub last_error_age: Option<Duration>,
+    /// Why the server currently refuses writes (`OOM`, `MISCONF`, …), while
+    /// it does.
+    pub backpressure: Option<String>,
+}
+
+impl Health {
+    /// Connected, flusher running, and no server-side backpressure.
+    pub fn is_healthy(&self) -> bool {
+        self.connected && self.flusher_running && self.backpressure.is_none()
+    }
+}

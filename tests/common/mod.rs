@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests: test entity types and a
+//! config pointed at a private server with small, fast bounds.
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tradecache::{Config, Entity, Event};
+
+/// A user-defined entity (travels boxed through the channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    pub id: String,
+    pub value: u64,
+}
+
+impl Entity for Counter {
+    const COLLECTION: &'static str = "counters";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A user-defined event appended to a `Counter`'s log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    pub n: u64,
+}
+
+impl Event for Tick {
+    type Of = Counter;
+    fn event_id(&self) -> u64 {
+        self.n
+    }
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A config for a private server on `port`, with test-sized bounds.
+pub fn config(port: u16, trader: &str) -> Config {
+    Config::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .trader_id(trader)
+        .connect_attempts(2)
+        .open_backoff(ms(10), ms(50))
+        .reconnect_backoff(ms(10), ms(200))
+        .connect_timeout(ms(500))
+        .response_timeout(ms(1000))
+        .close_timeout(Duration::from_secs(10))
+}
+
+/// The event log of `counters:{id}` as stored, decoded.
+pub fn ticks(con: &mut redis::Connection, trader: &str, id: &str) -> Vec<u64> {
+    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(format!("trader-{trader}:counters:{id}:events"))
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .expect("LRANGE");
+    raw.iter().map(|b| rmp_serde::from_slice::<Tick>(b).expect("decode tick").n).collect()
+}
+
+/// The stored `Counter`, decoded.
+pub fn counter(con: &mut redis::Connection, trader: &str, id: &str) -> Option<Counter> {
+    let raw: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("trader-{trader}:counters:{id}"))
+        .query(con)
+        .expect("GET");
+    raw.map(|b| rmp_serde::from_slice(&b).expect("decode counter"))
+}
+
+/// Asserts that `got` is exactly `1..=n`: every event present once, in order.
+pub fn assert_exactly_once(got: &[u64], n: u64) {
+    let dups = got.len() as i64 - n as i64;
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(*v, i as u64 + 1, "event {i} is {v}: lost or duplicated events ({} stored, {n} accepted, {dups} extra)", got.len());
+    }
+    assert_eq!(got.len() as u64, n, "stored {} events, accepted {n}", got.len());
+}

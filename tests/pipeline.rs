@@ -1,0 +1,161 @@
+//! The write-behind pipeline against a real redis-server: round trips,
+//! ordering, `wait`/`flush`, and a clean close.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::*;
+use support::RedisServer;
+use tradecache::{Cache, ErrorKind, OverflowPolicy, Seq};
+
+#[test]
+fn round_trip_put_append_delete() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+    cache.put(&Counter { id: "B".into(), value: 2 }).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.append("B", &Tick { n: 1 }).unwrap();
+    cache.delete::<Counter>("B").unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+
+    let mut con = server.client();
+    assert_eq!(counter(&mut con, "T1", "A"), Some(Counter { id: "A".into(), value: 1 }));
+    assert_eq!(ticks(&mut con, "T1", "A"), vec![1]);
+    assert_eq!(counter(&mut con, "T1", "B"), None);
+    assert!(ticks(&mut con, "T1", "B").is_empty(), "delete removes the event log too");
+    let index: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:counters").query(&mut con).unwrap();
+    assert_eq!(index, vec!["A".to_string()]);
+
+    let (loaded, report) = cache.load_all::<Counter>().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(loaded, vec![Counter { id: "A".into(), value: 1 }]);
+    let (events, _) = cache.load_events::<Tick>("A").unwrap();
+    assert_eq!(events, vec![Tick { n: 1 }]);
+    cache.close(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn writes_to_one_key_keep_their_order() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(5) })).unwrap();
+    for i in 1..=5_000u64 {
+        cache.put(&Counter { id: "A".into(), value: i }).unwrap();
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let mut con = server.client();
+    assert_eq!(counter(&mut con, "T1", "A").unwrap().value, 5_000, "last write wins");
+    assert_exactly_once(&ticks(&mut con, "T1", "A"), 5_000);
+    let stats = cache.stats();
+    assert_eq!(stats.acked, stats.accepted);
+    assert_eq!(stats.backlog, 0);
+}
+
+#[test]
+fn delete_then_put_in_one_batch() {
+    let server = RedisServer::start();
+    // A linger makes the three writes share one batch.
+    let cache = Cache::open(config(server.port(), "T1").buffer_interval_ms(50)).unwrap();
+    cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    cache.delete::<Counter>("A").unwrap();
+    cache.put(&Counter { id: "A".into(), value: 2 }).unwrap();
+    cache.append("A", &Tick { n: 2 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    assert_eq!(counter(&mut con, "T1", "A").unwrap().value, 2);
+    assert_eq!(ticks(&mut con, "T1", "A"), vec![2], "the log restarts after a delete");
+}
+
+#[test]
+fn wait_and_flush() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    let seq = cache.put(&Counter { id: "A".into(), value: 7 }).unwrap();
+    assert_eq!(seq, Seq::new(1));
+    cache.wait(seq, Duration::from_secs(5)).unwrap();
+    assert!(cache.acked_seq() >= seq);
+    assert_eq!(counter(&mut server.client(), "T1", "A").unwrap().value, 7);
+
+    // A sequence number never handed out is never acknowledged.
+    let err = cache.wait(Seq::new(1_000), Duration::from_millis(50)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+
+    for i in 0..100 {
+        cache.append("A", &Tick { n: i + 1 }).unwrap();
+    }
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(ticks(&mut server.client(), "T1", "A").len(), 100);
+}
+
+#[test]
+fn close_after_100k_writes_loses_nothing() {
+    let server = RedisServer::start();
+    let cache = Cache::open(
+        config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(10) }),
+    )
+    .unwrap();
+    const N: u64 = 100_000;
+    for i in 1..=N {
+        let id = format!("C{}", i % 100);
+        cache.append(&id, &Tick { n: i }).unwrap();
+        if i % 10 == 0 {
+            cache.put(&Counter { id, value: i }).unwrap();
+        }
+    }
+    let accepted = cache.stats().accepted;
+    let report = cache.close(Duration::from_secs(30)).unwrap();
+    assert_eq!(report.unpersisted, 0);
+    assert_eq!(report.acked_seq, accepted);
+    let mut con = server.client();
+    let mut total = 0;
+    for c in 0..100 {
+        let got = ticks(&mut con, "T1", &format!("C{c}"));
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "events of C{c} out of order");
+        total += got.len() as u64;
+    }
+    assert_eq!(total, N);
+}
+
+#[test]
+fn drop_flushes() {
+    let server = RedisServer::start();
+    {
+        let cache = Cache::open(config(server.port(), "T1")).unwrap();
+        for i in 1..=1_000 {
+            cache.append("A", &Tick { n: i }).unwrap();
+        }
+    }
+    assert_exactly_once(&ticks(&mut server.client(), "T1", "A"), 1_000);
+}
+
+#[test]
+fn writes_from_many_threads() {
+    let server = RedisServer::start();
+    let cache = std::sync::Arc::new(
+        Cache::open(config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(10) }))
+            .unwrap(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for i in 1..=2_000 {
+                    cache.append(&format!("T{t}"), &Tick { n: i }).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let mut con = server.client();
+    for t in 0..4 {
+        assert_exactly_once(&ticks(&mut con, "T1", &format!("T{t}")), 2_000);
+    }
+}
