@@ -60,9 +60,3 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
         Some(_) => rmp_serde::from_slice(bytes).map_err(|e| DecodeError(format!("msgpack: {e}"))),
     }
 }
-
-/// Decodes any stored value (msgpack or JSON) to a JSON value, for people
-/// inspecting production state.
-pub(crate) fn to_json(bytes: &[u8]) -> Result<serde_json::Value, DecodeError> {
-    decode::<serde_json::Value>(bytes)
-}

@@ -10,10 +10,6 @@ pub(crate) struct Keys {
     prefix: String,
 }
 
-/// Collections that tradecache itself uses below the trader key; entity
-/// collections may not take these names.
-pub(crate) const RESERVED: &[&str] = &["index", "writer"];
-
 impl Keys {
     pub(crate) fn new(trader_key: &str, cluster: bool) -> Self {
         let prefix = if cluster && !trader_key.is_empty() {
@@ -95,16 +91,6 @@ impl Keys {
             p + ":*"
         }
     }
-
-    /// Splits a key of this trader into `(collection, rest)`.
-    pub(crate) fn strip<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
-        let rest = if self.prefix.is_empty() {
-            key
-        } else {
-            key.strip_prefix(self.prefix.as_str())?.strip_prefix(':')?
-        };
-        rest.split_once(':')
-    }
 }
 
 #[cfg(test)]
@@ -122,8 +108,6 @@ mod tests {
         assert_eq!(k.index("orders"), "trader-TESTER-001:index:orders");
         assert_eq!(k.writer("main"), "trader-TESTER-001:writer:main");
         assert_eq!(k.pattern(), "trader-TESTER-001:*");
-        assert_eq!(k.strip("trader-TESTER-001:orders:O-1"), Some(("orders", "O-1")));
-        assert_eq!(k.strip("trader-OTHER:orders:O-1"), None);
     }
 
     #[test]
