@@ -1,8 +1,8 @@
 //! The public handle: what trading threads call. Never reaches into the
 //! flusher's state: it talks to it through the channel and a few atomics.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

@@ -314,11 +314,7 @@ struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
     fn push(&mut self, field: &str, value: impl Into<String>, allowed: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            field: field.to_string(),
-            value: value.into(),
-            allowed: allowed.into(),
-        });
+        self.0.push(ConfigProblem { field: field.to_string(), value: value.into(), allowed: allowed.into() });
     }
 
     fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
@@ -346,9 +342,7 @@ impl Config {
     /// `redis-cli GET` shows them readably. Everything else is the default.
     #[must_use]
     pub fn debug() -> Config {
-        Config::default()
-            .encoding(Encoding::Json)
-            .timestamps_as_iso8601(true)
+        Config::default().encoding(Encoding::Json).timestamps_as_iso8601(true)
     }
 
     // --- connection ---
@@ -788,11 +782,7 @@ impl Config {
     /// `host:port` of the configured server (`[::1]:6379` for IPv6), for
     /// messages; never credentials.
     pub(crate) fn addr(&self) -> String {
-        HostPort {
-            host: self.host.clone(),
-            port: self.port,
-        }
-        .to_string()
+        HostPort { host: self.host.clone(), port: self.port }.to_string()
     }
 
     /// The prefix of every key: `trader-{trader_id}`, followed by
@@ -841,20 +831,10 @@ impl Config {
             (Some(u), None) => format!("{}@", percent_encode(u)),
             (None, None) => String::new(),
         };
-        let join = |nodes: &[HostPort]| {
-            nodes
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let join = |nodes: &[HostPort]| nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         if !self.sentinels.is_empty() {
             let master = self.sentinel_master.as_deref().unwrap_or("");
-            format!(
-                "{scheme}+sentinel://{userinfo}{}/{master}/{}",
-                join(&self.sentinels),
-                self.db
-            )
+            format!("{scheme}+sentinel://{userinfo}{}/{master}/{}", join(&self.sentinels), self.db)
         } else if !self.cluster_nodes.is_empty() {
             format!("{scheme}://{userinfo}{}", join(&self.cluster_nodes))
         } else {
@@ -868,13 +848,7 @@ where
     I: IntoIterator<Item = (H, u16)>,
     H: Into<String>,
 {
-    nodes
-        .into_iter()
-        .map(|(host, port)| HostPort {
-            host: host.into(),
-            port,
-        })
-        .collect()
+    nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -978,10 +952,7 @@ impl Config {
     /// per problem in `REDIS_URL`), naming the variable, the bad value
     /// (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
-        let mut env = Env {
-            get,
-            problems: Problems::default(),
-        };
+        let mut env = Env { get, problems: Problems::default() };
         let mut c = Config::default();
 
         // --- connection ---
@@ -1006,12 +977,7 @@ impl Config {
         if let Some(password) = (env.get)("REDIS_PASSWORD").filter(|p| !p.is_empty()) {
             c.password = Some(Secret(password));
         }
-        if let Some(db) = env.int(
-            "REDIS_DB",
-            0,
-            i64::MAX as u64,
-            "a database number, 0 or more",
-        ) {
+        if let Some(db) = env.int("REDIS_DB", 0, i64::MAX as u64, "a database number, 0 or more") {
             c.db = db as i64;
         }
         if let Some(tls) = env.boolean("REDIS_SSL") {
@@ -1034,10 +1000,7 @@ impl Config {
             c.sentinels = nodes;
         }
         if let Some(master) = env.text("REDIS_SENTINEL_MASTER") {
-            if master
-                .chars()
-                .any(|ch| ch.is_whitespace() || ch.is_control())
-            {
+            if master.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
                 env.problems.push(
                     "REDIS_SENTINEL_MASTER",
                     master.as_str(),
@@ -1116,18 +1079,12 @@ impl Config {
                 c.overflow = OverflowPolicy::Block { timeout };
             }
             Some(p) if p.eq_ignore_ascii_case("reject") => c.overflow = OverflowPolicy::Reject,
-            Some(p) => env
-                .problems
-                .push("CACHE_OVERFLOW", p, "one of: reject, block"),
+            Some(p) => env.problems.push("CACHE_OVERFLOW", p, "one of: reject, block"),
             None => {}
         }
         if !matches!(c.overflow, OverflowPolicy::Block { .. }) {
             if let (Some(text), Some(_)) = (env.text("CACHE_BLOCK_TIMEOUT_MS"), block_timeout) {
-                env.problems.push(
-                    "CACHE_BLOCK_TIMEOUT_MS",
-                    text,
-                    "only with CACHE_OVERFLOW=block",
-                );
+                env.problems.push("CACHE_BLOCK_TIMEOUT_MS", text, "only with CACHE_OVERFLOW=block");
             }
         }
         if let Some(n) = env.count("CACHE_MAX_BATCH") {
@@ -1148,12 +1105,8 @@ impl Config {
         if let Some(d) = env.millis("CACHE_CLOSE_TIMEOUT_MS", 0) {
             c.close_timeout = d;
         }
-        let replicas = env.int(
-            "CACHE_REPLICA_WAIT",
-            0,
-            u32::MAX.into(),
-            "a number of replicas (0 turns waiting off)",
-        );
+        let replicas =
+            env.int("CACHE_REPLICA_WAIT", 0, u32::MAX.into(), "a number of replicas (0 turns waiting off)");
         let wait_timeout = env.millis("CACHE_REPLICA_WAIT_TIMEOUT_MS", 1);
         match replicas {
             Some(n) if n > 0 => {
@@ -1227,9 +1180,7 @@ struct Env<F> {
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// The trimmed value, or `None` when unset or empty.
     fn text(&self, name: &str) -> Option<String> {
-        (self.get)(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+        (self.get)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
     fn boolean(&mut self, name: &str) -> Option<bool> {
@@ -1258,15 +1209,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// A count of 1 or more.
     fn count(&mut self, name: &str) -> Option<usize> {
-        self.int(name, 1, usize::MAX as u64, "a whole number, 1 or more")
-            .map(|n| n as usize)
+        self.int(name, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
     }
 
     /// Milliseconds, at least `min`.
     fn millis(&mut self, name: &str, min: u64) -> Option<Duration> {
         let allowed = format!("a whole number of milliseconds, {min} or more");
-        self.int(name, min, u64::MAX, &allowed)
-            .map(Duration::from_millis)
+        self.int(name, min, u64::MAX, &allowed).map(Duration::from_millis)
     }
 
     /// Seconds above zero, possibly fractional.
@@ -1279,11 +1228,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .filter(|d| !d.is_zero());
         if d.is_none() {
-            self.problems.push(
-                name,
-                text,
-                "a number of seconds above zero, such as 2 or 0.5",
-            );
+            self.problems.push(name, text, "a number of seconds above zero, such as 2 or 0.5");
         }
         d
     }
@@ -1519,9 +1464,7 @@ fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'stat
             (_, None) => return Err(vec!["host:port, or [ipv6]:port"]),
         }
     } else if item.matches(':').count() > 1 {
-        return Err(vec![
-            "host:port, with an IPv6 address in brackets: [::1]:6379",
-        ]);
+        return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"]);
     } else {
         match item.split_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -1540,10 +1483,7 @@ fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'stat
         }),
     };
     if problems.is_empty() {
-        Ok(HostPort {
-            host: host.to_string(),
-            port,
-        })
+        Ok(HostPort { host: host.to_string(), port })
     } else {
         Err(problems)
     }
@@ -1564,9 +1504,7 @@ fn host_problem(host: &str) -> Option<&'static str> {
         return host.parse::<Ipv4Addr>().is_err().then_some(NAME);
     }
     let ok = host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         && !host.starts_with(['.', '-']);
     (!ok).then_some(NAME)
 }
@@ -1627,45 +1565,26 @@ impl Config {
         if self.db < 0 {
             p.push("db", self.db.to_string(), "a database number, 0 or more");
         } else if clustered && self.db != 0 {
-            p.push(
-                "db",
-                self.db.to_string(),
-                "0 in cluster mode (a cluster has only db 0)",
-            );
+            p.push("db", self.db.to_string(), "0 in cluster mode (a cluster has only db 0)");
         }
         let tls_files = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
         if tls_files && !self.tls {
-            p.push(
-                "tls",
-                "false",
-                "true when tls_ca, tls_cert or tls_key is set",
-            );
+            p.push("tls", "false", "true when tls_ca, tls_cert or tls_key is set");
         }
         #[cfg(not(feature = "tls"))]
         if self.tls {
-            p.push(
-                "tls",
-                "true",
-                "false: tradecache was built without its `tls` feature",
-            );
+            p.push("tls", "true", "false: tradecache was built without its `tls` feature");
         }
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), None) => p.push(
-                "tls_key",
-                "",
-                format!("a key file to go with tls_cert {}", cert.display()),
-            ),
-            (None, Some(key)) => p.push(
-                "tls_cert",
-                "",
-                format!("a certificate file to go with tls_key {}", key.display()),
-            ),
+            (Some(cert), None) => {
+                p.push("tls_key", "", format!("a key file to go with tls_cert {}", cert.display()))
+            }
+            (None, Some(key)) => {
+                p.push("tls_cert", "", format!("a certificate file to go with tls_key {}", key.display()))
+            }
             _ => {}
         }
-        for (field, nodes) in [
-            ("sentinels", &self.sentinels),
-            ("cluster_nodes", &self.cluster_nodes),
-        ] {
+        for (field, nodes) in [("sentinels", &self.sentinels), ("cluster_nodes", &self.cluster_nodes)] {
             for node in nodes {
                 if let Some(allowed) = host_problem(&node.host) {
                     p.push(field, node.to_string(), allowed);
@@ -1675,22 +1594,13 @@ impl Config {
             }
         }
         match &self.sentinel_master {
-            None if sentinel => p.push(
-                "sentinel_master",
-                "",
-                "the name of the master the sentinels monitor",
-            ),
-            Some(m) if !sentinel => p.push(
-                "sentinels",
-                "",
-                format!("at least one sentinel, since sentinel_master is {m:?}"),
-            ),
-            Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => p
-                .push(
-                    "sentinel_master",
-                    m.as_str(),
-                    "a master name, not empty, without whitespace",
-                ),
+            None if sentinel => p.push("sentinel_master", "", "the name of the master the sentinels monitor"),
+            Some(m) if !sentinel => {
+                p.push("sentinels", "", format!("at least one sentinel, since sentinel_master is {m:?}"))
+            }
+            Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                p.push("sentinel_master", m.as_str(), "a master name, not empty, without whitespace")
+            }
             _ => {}
         }
         if sentinel && clustered {
@@ -1707,10 +1617,9 @@ impl Config {
                 "true in cluster mode (the trader key is the hash tag that keeps a batch in one slot)",
             );
         }
-        for (field, d) in [
-            ("connect_timeout", self.connect_timeout),
-            ("response_timeout", self.response_timeout),
-        ] {
+        for (field, d) in
+            [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)]
+        {
             if d.is_zero() {
                 p.push(field, "0s", "a timeout above zero");
             }
@@ -1720,18 +1629,10 @@ impl Config {
         }
         for (field, min, max) in [
             ("open_backoff", self.open_backoff_min, self.open_backoff_max),
-            (
-                "reconnect_backoff",
-                self.reconnect_backoff_min,
-                self.reconnect_backoff_max,
-            ),
+            ("reconnect_backoff", self.reconnect_backoff_min, self.reconnect_backoff_max),
         ] {
             if min > max {
-                p.push(
-                    field,
-                    format!("min {min:?}, max {max:?}"),
-                    "a minimum no greater than the maximum",
-                );
+                p.push(field, format!("min {min:?}, max {max:?}"), "a minimum no greater than the maximum");
             }
         }
 
@@ -1748,11 +1649,7 @@ impl Config {
         }
         if self.use_instance_id {
             if self.instance_id.is_none() {
-                p.push(
-                    "instance_id",
-                    "",
-                    "an instance id, since use_instance_id is true",
-                );
+                p.push("instance_id", "", "an instance id, since use_instance_id is true");
             }
             if !self.use_trader_prefix {
                 p.push(
@@ -1802,18 +1699,10 @@ impl Config {
         if let Some((replicas, timeout)) = self.replica_wait {
             let value = format!("Some(({replicas}, {timeout:?}))");
             if replicas == 0 {
-                p.push(
-                    "replica_wait",
-                    value.as_str(),
-                    "1 or more replicas, or None",
-                );
+                p.push("replica_wait", value.as_str(), "1 or more replicas, or None");
             }
             if timeout.is_zero() {
-                p.push(
-                    "replica_wait",
-                    value.as_str(),
-                    "a timeout above zero (WAIT with 0 blocks forever)",
-                );
+                p.push("replica_wait", value.as_str(), "a timeout above zero (WAIT with 0 blocks forever)");
             } else if timeout >= self.response_timeout {
                 p.push(
                     "replica_wait",
@@ -1837,10 +1726,8 @@ mod tests {
     const PASSWORD: &str = "hunter2-S3CRET";
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_vars(|k| map.get(k).cloned())
     }
 
@@ -1922,55 +1809,28 @@ mod tests {
             .strict_load(true)
             .tick_capacity(15)
             .bar_capacity(16);
-        assert_eq!(
-            (c.host.as_str(), c.port, c.db, c.tls),
-            ("redis-1", 6380, 3, true)
-        );
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("redis-1", 6380, 3, true));
         assert_eq!(c.username.as_deref(), Some("u"));
         assert_eq!(c.password, Some(Secret("p".into())));
         assert_eq!(c.tls_ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.tls_cert, Some(PathBuf::from("/c.pem")));
         assert_eq!(c.tls_key, Some(PathBuf::from("/k.pem")));
         assert_eq!(c.sentinels.len(), 2);
-        assert_eq!(
-            c.sentinels[1],
-            HostPort {
-                host: "s2".into(),
-                port: 26380
-            }
-        );
+        assert_eq!(c.sentinels[1], HostPort { host: "s2".into(), port: 26380 });
         assert_eq!(c.sentinel_master.as_deref(), Some("mymaster"));
-        assert_eq!(
-            c.cluster_nodes,
-            vec![HostPort {
-                host: "n1".into(),
-                port: 7000
-            }]
-        );
+        assert_eq!(c.cluster_nodes, vec![HostPort { host: "n1".into(), port: 7000 }]);
         assert_eq!((c.connect_timeout, c.response_timeout), (ms(1), ms(2)));
         assert_eq!(c.connect_attempts, 7);
         assert_eq!((c.open_backoff_min, c.open_backoff_max), (ms(3), ms(4)));
-        assert_eq!(
-            (c.reconnect_backoff_min, c.reconnect_backoff_max),
-            (ms(5), ms(6))
-        );
-        assert_eq!(
-            (c.trader_id.as_str(), c.instance_id.as_deref()),
-            ("T1", Some("I1"))
-        );
+        assert_eq!((c.reconnect_backoff_min, c.reconnect_backoff_max), (ms(5), ms(6)));
+        assert_eq!((c.trader_id.as_str(), c.instance_id.as_deref()), ("T1", Some("I1")));
         assert!(!c.use_trader_prefix && c.use_instance_id);
         assert_eq!(c.encoding, Encoding::Json);
         assert!(c.timestamps_as_iso8601 && c.flush_on_start && !c.persist_account_events);
         assert_eq!((c.max_value_bytes, c.writer_id.as_str()), (10, "w2"));
-        assert_eq!(
-            (c.channel_capacity, c.max_batch, c.max_pending_events),
-            (11, 12, 13)
-        );
+        assert_eq!((c.channel_capacity, c.max_batch, c.max_pending_events), (11, 12, 13));
         assert_eq!(c.overflow, OverflowPolicy::Block { timeout: ms(7) });
-        assert_eq!(
-            (c.buffer_interval, c.idle_poll, c.idle_park_after),
-            (ms(8), ms(9), ms(10))
-        );
+        assert_eq!((c.buffer_interval, c.idle_poll, c.idle_park_after), (ms(8), ms(9), ms(10)));
         assert_eq!(c.close_timeout, ms(11));
         assert_eq!(c.replica_wait, Some((1, ms(12))));
         assert_eq!((c.load_chunk, c.strict_load), (14, true));
@@ -1985,11 +1845,7 @@ mod tests {
         let c = Config::builder().trader_id("TESTER-001");
         assert_eq!(c.trader_key(), "trader-TESTER-001");
         let c = c.instance_id("abc");
-        assert_eq!(
-            c.trader_key(),
-            "trader-TESTER-001",
-            "instance id unused unless enabled"
-        );
+        assert_eq!(c.trader_key(), "trader-TESTER-001", "instance id unused unless enabled");
         let c = c.use_instance_id(true);
         assert_eq!(c.trader_key(), "trader-TESTER-001:abc");
         assert_eq!(c.clone().use_trader_prefix(false).trader_key(), "");
@@ -2005,13 +1861,8 @@ mod tests {
         assert_eq!(c.redacted_url(), "rediss://us%20er:<redacted>@h:1/2");
         let c = Config::builder().password(PASSWORD);
         assert_eq!(c.redacted_url(), "redis://:<redacted>@127.0.0.1:6379/0");
-        let c = Config::builder()
-            .sentinels([("s1", 26379), ("::1", 26380)])
-            .sentinel_master("m");
-        assert_eq!(
-            c.redacted_url(),
-            "redis+sentinel://s1:26379,[::1]:26380/m/0"
-        );
+        let c = Config::builder().sentinels([("s1", 26379), ("::1", 26380)]).sentinel_master("m");
+        assert_eq!(c.redacted_url(), "redis+sentinel://s1:26379,[::1]:26380/m/0");
         let c = Config::builder().cluster_nodes([("n1", 7000), ("n2", 7001)]);
         assert_eq!(c.redacted_url(), "redis://n1:7000,n2:7001");
     }
@@ -2029,31 +1880,10 @@ mod tests {
 
     #[test]
     fn host_rules() {
-        for good in [
-            "localhost",
-            "redis-1.internal",
-            "10.0.0.1",
-            "::1",
-            "fe80::1",
-            "my_host",
-        ] {
-            Config::builder()
-                .host(good)
-                .validate()
-                .unwrap_or_else(|e| panic!("{good}: {e}"));
+        for good in ["localhost", "redis-1.internal", "10.0.0.1", "::1", "fe80::1", "my_host"] {
+            Config::builder().host(good).validate().unwrap_or_else(|e| panic!("{good}: {e}"));
         }
-        for bad in [
-            "",
-            "a b",
-            "a/b",
-            "u@h",
-            "h:6379",
-            "[::1]",
-            "999.1.1.1",
-            "a\tb",
-            "-x",
-            "h?x",
-        ] {
+        for bad in ["", "a b", "a/b", "u@h", "h:6379", "[::1]", "999.1.1.1", "a\tb", "-x", "h?x"] {
             let e = Config::builder().host(bad).validate().expect_err(bad);
             assert_eq!(fields(&e), vec!["host"], "{bad:?}");
             assert_eq!(e.problems[0].value, bad);
@@ -2068,24 +1898,14 @@ mod tests {
     #[test]
     fn username_without_password() {
         assert_only(Config::builder().username("u"), "username");
-        Config::builder()
-            .username("u")
-            .password("p")
-            .validate()
-            .unwrap();
+        Config::builder().username("u").password("p").validate().unwrap();
         Config::builder().password("p").validate().unwrap();
     }
 
     #[test]
     fn zero_timeouts() {
-        assert_only(
-            Config::builder().connect_timeout(Duration::ZERO),
-            "connect_timeout",
-        );
-        assert_only(
-            Config::builder().response_timeout(Duration::ZERO),
-            "response_timeout",
-        );
+        assert_only(Config::builder().connect_timeout(Duration::ZERO), "connect_timeout");
+        assert_only(Config::builder().response_timeout(Duration::ZERO), "response_timeout");
     }
 
     #[test]
@@ -2110,16 +1930,9 @@ mod tests {
     #[test]
     fn use_instance_id_rules() {
         assert_only(Config::builder().use_instance_id(true), "instance_id");
-        Config::builder()
-            .use_instance_id(true)
-            .instance_id("I1")
-            .validate()
-            .unwrap();
+        Config::builder().use_instance_id(true).instance_id("I1").validate().unwrap();
         assert_only(
-            Config::builder()
-                .instance_id("I1")
-                .use_instance_id(true)
-                .use_trader_prefix(false),
+            Config::builder().instance_id("I1").use_instance_id(true).use_trader_prefix(false),
             "use_instance_id",
         );
     }
@@ -2128,107 +1941,58 @@ mod tests {
     fn zero_sizes() {
         assert_only(Config::builder().channel_capacity(0), "channel_capacity");
         assert_only(Config::builder().max_batch(0), "max_batch");
-        assert_only(
-            Config::builder().max_pending_events(0),
-            "max_pending_events",
-        );
+        assert_only(Config::builder().max_pending_events(0), "max_pending_events");
         assert_only(Config::builder().load_chunk(0), "load_chunk");
         assert_only(Config::builder().tick_capacity(0), "tick_capacity");
         assert_only(Config::builder().bar_capacity(0), "bar_capacity");
         assert_only(Config::builder().max_value_bytes(0), "max_value_bytes");
-        assert_only(
-            Config::builder().max_value_bytes(REDIS_MAX_VALUE_BYTES + 1),
-            "max_value_bytes",
-        );
+        assert_only(Config::builder().max_value_bytes(REDIS_MAX_VALUE_BYTES + 1), "max_value_bytes");
     }
 
     #[test]
     fn backoff_min_above_max() {
         let s = Duration::from_secs;
         assert_only(Config::builder().open_backoff(s(2), s(1)), "open_backoff");
-        assert_only(
-            Config::builder().reconnect_backoff(s(2), s(1)),
-            "reconnect_backoff",
-        );
-        Config::builder()
-            .open_backoff(s(1), s(1))
-            .validate()
-            .unwrap();
+        assert_only(Config::builder().reconnect_backoff(s(2), s(1)), "reconnect_backoff");
+        Config::builder().open_backoff(s(1), s(1)).validate().unwrap();
     }
 
     #[test]
     fn tls_rules() {
         assert_only(Config::builder().tls_ca("/ca.pem"), "tls");
         assert_only(Config::builder().tls_cert("/c").tls_key("/k"), "tls");
-        let e = Config::builder()
-            .tls(true)
-            .tls_cert("/c")
-            .validate()
-            .unwrap_err();
+        let e = Config::builder().tls(true).tls_cert("/c").validate().unwrap_err();
         assert!(e.mentions("tls_key"), "{e}");
-        let e = Config::builder()
-            .tls(true)
-            .tls_key("/k")
-            .validate()
-            .unwrap_err();
+        let e = Config::builder().tls(true).tls_key("/k").validate().unwrap_err();
         assert!(e.mentions("tls_cert"), "{e}");
         #[cfg(feature = "tls")]
-        Config::builder()
-            .tls(true)
-            .tls_cert("/c")
-            .tls_key("/k")
-            .validate()
-            .unwrap();
+        Config::builder().tls(true).tls_cert("/c").tls_key("/k").validate().unwrap();
         #[cfg(not(feature = "tls"))]
         assert_only(Config::builder().tls(true), "tls");
     }
 
     #[test]
     fn sentinel_and_cluster_rules() {
-        assert_only(
-            Config::builder().sentinels([("s1", 26379)]),
-            "sentinel_master",
-        );
+        assert_only(Config::builder().sentinels([("s1", 26379)]), "sentinel_master");
         assert_only(Config::builder().sentinel_master("m"), "sentinels");
-        Config::builder()
-            .sentinels([("s1", 26379)])
-            .sentinel_master("m")
-            .validate()
-            .unwrap();
-        let both = Config::builder()
-            .sentinels([("s1", 26379)])
-            .sentinel_master("m")
-            .cluster_nodes([("n1", 7000)]);
+        Config::builder().sentinels([("s1", 26379)]).sentinel_master("m").validate().unwrap();
+        let both =
+            Config::builder().sentinels([("s1", 26379)]).sentinel_master("m").cluster_nodes([("n1", 7000)]);
         assert_only(both, "cluster_nodes");
-        assert_only(
-            Config::builder()
-                .sentinels([("s 1", 26379)])
-                .sentinel_master("m"),
-            "sentinels",
-        );
-        assert_only(
-            Config::builder().cluster_nodes([("n1", 0)]),
-            "cluster_nodes",
-        );
+        assert_only(Config::builder().sentinels([("s 1", 26379)]).sentinel_master("m"), "sentinels");
+        assert_only(Config::builder().cluster_nodes([("n1", 0)]), "cluster_nodes");
         assert_only(Config::builder().cluster_nodes([("n1", 7000)]).db(1), "db");
         assert_only(
-            Config::builder()
-                .cluster_nodes([("n1", 7000)])
-                .use_trader_prefix(false),
+            Config::builder().cluster_nodes([("n1", 7000)]).use_trader_prefix(false),
             "use_trader_prefix",
         );
-        Config::builder()
-            .cluster_nodes([("n1", 7000)])
-            .validate()
-            .unwrap();
+        Config::builder().cluster_nodes([("n1", 7000)]).validate().unwrap();
     }
 
     #[test]
     fn block_with_zero_timeout() {
         assert_only(
-            Config::builder().overflow(OverflowPolicy::Block {
-                timeout: Duration::ZERO,
-            }),
+            Config::builder().overflow(OverflowPolicy::Block { timeout: Duration::ZERO }),
             "overflow",
         );
     }
@@ -2236,30 +2000,15 @@ mod tests {
     #[test]
     fn replica_wait_rules() {
         let ms = Duration::from_millis;
-        Config::builder()
-            .replica_wait(Some((1, ms(100))))
-            .validate()
-            .unwrap();
-        assert_only(
-            Config::builder().replica_wait(Some((0, ms(100)))),
-            "replica_wait",
-        );
-        assert_only(
-            Config::builder().replica_wait(Some((1, ms(0)))),
-            "replica_wait",
-        );
-        assert_only(
-            Config::builder().replica_wait(Some((1, ms(2000)))),
-            "replica_wait",
-        );
+        Config::builder().replica_wait(Some((1, ms(100)))).validate().unwrap();
+        assert_only(Config::builder().replica_wait(Some((0, ms(100)))), "replica_wait");
+        assert_only(Config::builder().replica_wait(Some((1, ms(0)))), "replica_wait");
+        assert_only(Config::builder().replica_wait(Some((1, ms(2000)))), "replica_wait");
     }
 
     #[test]
     fn iso8601_needs_json() {
-        assert_only(
-            Config::builder().timestamps_as_iso8601(true),
-            "timestamps_as_iso8601",
-        );
+        assert_only(Config::builder().timestamps_as_iso8601(true), "timestamps_as_iso8601");
     }
 
     #[test]
@@ -2275,14 +2024,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             fields(&e),
-            vec![
-                "host",
-                "port",
-                "username",
-                "connect_attempts",
-                "trader_id",
-                "channel_capacity"
-            ]
+            vec!["host", "port", "username", "connect_attempts", "trader_id", "channel_capacity"]
         );
         let text = e.to_string();
         assert!(text.contains("port = \"0\""), "{text}");
@@ -2307,12 +2049,7 @@ mod tests {
     fn empty_env_is_default() {
         let c = from(&[]).unwrap();
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
-        let c = from(&[
-            ("REDIS_HOST", ""),
-            ("REDIS_PORT", "  "),
-            ("REDIS_PASSWORD", ""),
-        ])
-        .unwrap();
+        let c = from(&[("REDIS_HOST", ""), ("REDIS_PORT", "  "), ("REDIS_PASSWORD", "")]).unwrap();
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
     }
 
@@ -2364,10 +2101,7 @@ mod tests {
         ])
         .unwrap();
         let ms = Duration::from_millis;
-        assert_eq!(
-            (c.host.as_str(), c.port, c.db, c.tls),
-            ("redis-1", 6380, 4, true)
-        );
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("redis-1", 6380, 4, true));
         assert_eq!(c.username.as_deref(), Some("alice"));
         assert_eq!(c.password, Some(Secret(" pw with spaces ".into())));
         assert_eq!((c.connect_timeout, c.response_timeout), (ms(250), ms(250)));
@@ -2377,60 +2111,30 @@ mod tests {
         assert_eq!(
             c.sentinels,
             vec![
-                HostPort {
-                    host: "s1".into(),
-                    port: 26379
-                },
-                HostPort {
-                    host: "s2".into(),
-                    port: 26379
-                },
-                HostPort {
-                    host: "::1".into(),
-                    port: 26380
-                },
+                HostPort { host: "s1".into(), port: 26379 },
+                HostPort { host: "s2".into(), port: 26379 },
+                HostPort { host: "::1".into(), port: 26380 },
             ]
         );
         assert_eq!(c.sentinel_master.as_deref(), Some("mymaster"));
         assert_eq!(c.trader_key(), "trader-TESTER-001:I-9");
-        assert_eq!(
-            (c.encoding, c.timestamps_as_iso8601),
-            (Encoding::Json, true)
-        );
+        assert_eq!((c.encoding, c.timestamps_as_iso8601), (Encoding::Json, true));
         assert!(c.flush_on_start && !c.persist_account_events && c.strict_load);
         assert_eq!((c.max_value_bytes, c.writer_id.as_str()), (1024, "w-2"));
         assert_eq!(c.buffer_interval, ms(5));
         assert_eq!(c.channel_capacity, 100);
         assert_eq!(c.overflow, OverflowPolicy::Block { timeout: ms(3) });
-        assert_eq!(
-            (c.max_batch, c.max_pending_events, c.connect_attempts),
-            (50, 60, 9)
-        );
+        assert_eq!((c.max_batch, c.max_pending_events, c.connect_attempts), (50, 60, 9));
         assert_eq!((c.open_backoff_min, c.open_backoff_max), (ms(10), ms(20)));
-        assert_eq!(
-            (c.reconnect_backoff_min, c.reconnect_backoff_max),
-            (ms(30), ms(40))
-        );
+        assert_eq!((c.reconnect_backoff_min, c.reconnect_backoff_max), (ms(30), ms(40)));
         assert_eq!(c.idle_poll, Duration::from_micros(7));
         assert_eq!((c.idle_park_after, c.close_timeout), (ms(8), ms(9000)));
         assert_eq!(c.replica_wait, Some((2, ms(50))));
-        assert_eq!(
-            (c.load_chunk, c.tick_capacity, c.bar_capacity),
-            (77, 88, 99)
-        );
+        assert_eq!((c.load_chunk, c.tick_capacity, c.bar_capacity), (77, 88, 99));
 
-        let c = from(&[
-            ("REDIS_CLUSTER", "n1:7000,n2,[fe80::1]:7002"),
-            ("CACHE_OVERFLOW", "Reject"),
-        ])
-        .unwrap();
-        assert_eq!(
-            c.cluster_nodes[1],
-            HostPort {
-                host: "n2".into(),
-                port: 6379
-            }
-        );
+        let c =
+            from(&[("REDIS_CLUSTER", "n1:7000,n2,[fe80::1]:7002"), ("CACHE_OVERFLOW", "Reject")]).unwrap();
+        assert_eq!(c.cluster_nodes[1], HostPort { host: "n2".into(), port: 6379 });
         assert_eq!(c.cluster_nodes[2].host, "fe80::1");
         assert_eq!(c.overflow, OverflowPolicy::Reject);
     }
@@ -2438,12 +2142,7 @@ mod tests {
     #[test]
     fn env_defaults_for_block_and_replica_wait() {
         let c = from(&[("CACHE_OVERFLOW", "BLOCK"), ("CACHE_REPLICA_WAIT", "1")]).unwrap();
-        assert_eq!(
-            c.overflow,
-            OverflowPolicy::Block {
-                timeout: DEFAULT_BLOCK_TIMEOUT
-            }
-        );
+        assert_eq!(c.overflow, OverflowPolicy::Block { timeout: DEFAULT_BLOCK_TIMEOUT });
         assert_eq!(c.replica_wait, Some((1, DEFAULT_REPLICA_WAIT_TIMEOUT)));
         c.validate().unwrap();
         let c = from(&[("CACHE_REPLICA_WAIT", "0")]).unwrap();
@@ -2516,11 +2215,7 @@ mod tests {
             assert!(got.contains(name), "{name} not reported: {e}");
         }
         // Two bad items in REDIS_SENTINELS: one problem each.
-        assert_eq!(
-            got.iter().filter(|f| **f == "REDIS_SENTINELS").count(),
-            2,
-            "{e}"
-        );
+        assert_eq!(got.iter().filter(|f| **f == "REDIS_SENTINELS").count(), 2, "{e}");
         let port = e.problems.iter().find(|p| p.field == "REDIS_PORT").unwrap();
         assert_eq!(port.value, "70000");
         assert_eq!(port.allowed, PORT_ALLOWED);
@@ -2553,10 +2248,7 @@ mod tests {
         let t = from(&[("REDIS_TIMEOUT", "3")]).unwrap();
         assert_eq!(t.connect_timeout, Duration::from_secs(3));
         for bad in ["0", "-1", "nan", "inf", "abc", "1e400"] {
-            assert_eq!(
-                fields(&problems(from(&[("REDIS_TIMEOUT", bad)]))),
-                vec!["REDIS_TIMEOUT"]
-            );
+            assert_eq!(fields(&problems(from(&[("REDIS_TIMEOUT", bad)]))), vec!["REDIS_TIMEOUT"]);
         }
     }
 
@@ -2566,10 +2258,7 @@ mod tests {
         // even alongside other problems.
         let e = problems(from(&[("REDIS_PASSWORD", PASSWORD), ("REDIS_PORT", "x")]));
         assert_no_secret(&e, PASSWORD);
-        let e = problems(from(&[(
-            "REDIS_URL",
-            &format!("redis://u:{PASSWORD}@h:bad/0"),
-        )]));
+        let e = problems(from(&[("REDIS_URL", &format!("redis://u:{PASSWORD}@h:bad/0"))]));
         assert_no_secret(&e, PASSWORD);
     }
 
@@ -2577,10 +2266,7 @@ mod tests {
     fn env_example_lists_every_variable() {
         let example = include_str!("../.env.example");
         for name in ENV_VARS {
-            assert!(
-                example.contains(&format!("# {name}=")),
-                "{name} missing from .env.example"
-            );
+            assert!(example.contains(&format!("# {name}=")), "{name} missing from .env.example");
         }
     }
 
@@ -2593,17 +2279,11 @@ mod tests {
     #[test]
     fn url_forms() {
         let c = url("redis://localhost").unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.db, c.tls),
-            ("localhost", 6379, 0, false)
-        );
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("localhost", 6379, 0, false));
         assert_eq!((c.username.clone(), c.password.clone()), (None, None));
 
         let c = url("rediss://cache.example.com:6380/5").unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.db, c.tls),
-            ("cache.example.com", 6380, 5, true)
-        );
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("cache.example.com", 6380, 5, true));
 
         let c = url("redis://alice:s3cret@10.1.2.3:7000/1").unwrap();
         assert_eq!(c.username.as_deref(), Some("alice"));
@@ -2611,10 +2291,7 @@ mod tests {
         assert_eq!((c.host.as_str(), c.port, c.db), ("10.1.2.3", 7000, 1));
 
         let c = url("redis://:onlypass@h/").unwrap();
-        assert_eq!(
-            (c.username.clone(), c.password.clone()),
-            (None, Some(Secret("onlypass".into())))
-        );
+        assert_eq!((c.username.clone(), c.password.clone()), (None, Some(Secret("onlypass".into()))));
 
         let c = url("REDIS://[::1]:6390").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("::1", 6390));
@@ -2636,10 +2313,7 @@ mod tests {
             .trader_id("T7")
             .from_url("redis://new-host")
             .unwrap();
-        assert_eq!(
-            (c.username, c.password, c.db, c.tls),
-            (None, None, 0, false)
-        );
+        assert_eq!((c.username, c.password, c.db, c.tls), (None, None, 0, false));
         assert_eq!(c.trader_id, "T7");
     }
 

@@ -174,7 +174,7 @@ fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
     let mut conn = Conn { con, addr, client_id: None };
-    conn.client_id = match conn.query(&redis::cmd("CLIENT").arg("ID")) {
+    conn.client_id = match conn.query(redis::cmd("CLIENT").arg("ID")) {
         Ok(Value::Int(id)) => Some(id),
         _ => None,
     };
@@ -364,7 +364,11 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
                 Some(Value::SimpleString(s)) => s.clone(),
                 _ => continue,
             };
-            let host = if host.is_empty() { seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string()) } else { host };
+            let host = if host.is_empty() {
+                seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string())
+            } else {
+                host
+            };
             if let Some(Value::Int(p)) = master.get(1) {
                 return Ok((host, *p as u16));
             }
@@ -395,7 +399,12 @@ pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn,
                 log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
                 // A wrong password will not fix itself: fail at once.
                 if attempt >= cfg.connect_attempts || f.class == ErrorClass::Auth {
-                    return Err(Error::Connect { addr: f.addr.clone(), attempts: attempt, kind: f.kind(), detail: f.text });
+                    return Err(Error::Connect {
+                        addr: f.addr.clone(),
+                        attempts: attempt,
+                        kind: f.kind(),
+                        detail: f.text,
+                    });
                 }
                 std::thread::sleep(backoff.next_delay());
             }

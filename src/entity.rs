@@ -115,12 +115,13 @@ impl<E: Event> DynEvent for E {
     }
 }
 
-/// A snapshot write as it travels through the channel: the reference model
-/// types by value (no allocation), anything else boxed.
+/// A snapshot write as it travels through the channel: the hot reference
+/// types (orders, positions, instruments) by value, without allocating;
+/// accounts (large, and rarely written) and user types boxed.
 #[doc(hidden)]
 pub enum Record {
     Instrument(Instrument),
-    Account(Account),
+    Account(Box<Account>),
     Order(Order),
     Position(Position),
     Dyn(Box<dyn DynEntity>),
@@ -140,7 +141,7 @@ impl Record {
     pub(crate) fn id(&self) -> &str {
         match self {
             Record::Instrument(v) => Entity::id(v),
-            Record::Account(v) => Entity::id(v),
+            Record::Account(v) => Entity::id(v.as_ref()),
             Record::Order(v) => Entity::id(v),
             Record::Position(v) => Entity::id(v),
             Record::Dyn(d) => d.id(),
@@ -162,7 +163,7 @@ impl Record {
 #[doc(hidden)]
 pub enum EventRecord {
     Order(OrderEvent),
-    Account(AccountEvent),
+    Account(Box<AccountEvent>),
     Dyn(Box<dyn DynEvent>),
 }
 

@@ -34,9 +34,17 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn one(field: impl Into<String>, value: impl Into<String>, allowed: impl Into<String>) -> Self {
+    pub(crate) fn one(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        allowed: impl Into<String>,
+    ) -> Self {
         ConfigError {
-            problems: vec![ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() }],
+            problems: vec![ConfigProblem {
+                field: field.into(),
+                value: value.into(),
+                allowed: allowed.into(),
+            }],
         }
     }
 

@@ -39,6 +39,8 @@ impl Waiters {
 
 type Key = (&'static str, Ident);
 
+// Pending values are kept unboxed: boxing each would allocate per write.
+#[allow(clippy::large_enum_variant)]
 enum Snap {
     Put { rec: Record, clear_events: bool },
     Delete,
@@ -511,7 +513,11 @@ impl Flusher {
         let addr = conn.addr.clone();
         let mut queued_error: Option<(String, String)> = None;
         let mut exec: Option<Value> = None;
-        let exec_index = if batch.applied { usize::MAX } else { replies - 1 - usize::from(self.cfg.replica_wait.is_some()) };
+        let exec_index = if batch.applied {
+            usize::MAX
+        } else {
+            replies - 1 - usize::from(self.cfg.replica_wait.is_some())
+        };
         let mut wait_reply: Option<Value> = None;
         for i in 0..replies {
             let v = match conn.con.recv_response() {

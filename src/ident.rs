@@ -95,11 +95,7 @@ pub fn validate(s: &str) -> Result<(), IdError> {
 }
 
 fn bad_char(s: &str, at: usize) -> IdError {
-    IdError::BadChar {
-        id: s.chars().take(64).collect(),
-        ch: s[at..].chars().next().unwrap_or('?'),
-        at,
-    }
+    IdError::BadChar { id: s.chars().take(64).collect(), ch: s[at..].chars().next().unwrap_or('?'), at }
 }
 
 impl Ident {

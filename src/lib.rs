@@ -37,29 +37,15 @@ pub use cache::{Cache, Seq};
 pub use config::{Config, Encoding, OverflowPolicy};
 pub use entity::{Entity, Event};
 pub use error::{CloseReport, ConfigError, ConfigProblem, Error, ErrorKind, PushError, Result};
-pub use ident::{Ident, IdError};
+pub use ident::{IdError, Ident};
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use stats::{ErrorClass, Health, Stats};
 
 /// A message from the callers to the flusher thread. Shutdown travels
 /// through the same channel, so it arrives after every write before it.
 pub(crate) enum Msg {
-    Put {
-        seq: u64,
-        rec: entity::Record,
-    },
-    Append {
-        seq: u64,
-        collection: &'static str,
-        id: Ident,
-        rec: entity::EventRecord,
-    },
-    Delete {
-        seq: u64,
-        collection: &'static str,
-        id: Ident,
-    },
-    Shutdown {
-        deadline: std::time::Instant,
-    },
+    Put { seq: u64, rec: entity::Record },
+    Append { seq: u64, collection: &'static str, id: Ident, rec: entity::EventRecord },
+    Delete { seq: u64, collection: &'static str, id: Ident },
+    Shutdown { deadline: std::time::Instant },
 }

@@ -102,7 +102,13 @@ impl<'a> Reader<'a> {
     pub(crate) fn open(cfg: &Config, keys: &'a Keys) -> Result<Self> {
         let marker = keys.writer(&cfg.writer_id);
         let conn = connection::connect(cfg, &marker, None).map_err(|f| f.into_error())?;
-        Ok(Reader { conn, keys, chunk: cfg.load_chunk.max(1), packer: Packer::default(), scratch: Vec::new() })
+        Ok(Reader {
+            conn,
+            keys,
+            chunk: cfg.load_chunk.max(1),
+            packer: Packer::default(),
+            scratch: Vec::new(),
+        })
     }
 
     /// Sends the packed commands and reads one reply per command.
@@ -184,11 +190,15 @@ impl<'a> Reader<'a> {
                         }),
                         Err(e) => report.issues.push(LoadIssue { key: key(), problem: e.to_string() }),
                     },
-                    Value::Nil => {
-                        report.issues.push(LoadIssue { key: key(), problem: "in the index but has no value".into() })
+                    Value::Nil => report
+                        .issues
+                        .push(LoadIssue { key: key(), problem: "in the index but has no value".into() }),
+                    Value::ServerError(e) => {
+                        report.issues.push(LoadIssue { key: key(), problem: e.to_string() })
                     }
-                    Value::ServerError(e) => report.issues.push(LoadIssue { key: key(), problem: e.to_string() }),
-                    other => report.issues.push(LoadIssue { key: key(), problem: format!("unexpected reply {other:?}") }),
+                    other => report
+                        .issues
+                        .push(LoadIssue { key: key(), problem: format!("unexpected reply {other:?}") }),
                 }
                 if with_events {
                     let reply = it.next().unwrap_or(Value::Nil);
@@ -221,7 +231,9 @@ fn decode_events<E: Event>(reply: Value, key: &str, report: &mut LoadReport) -> 
             return Vec::new();
         }
         other => {
-            report.issues.push(LoadIssue { key: key.to_string(), problem: format!("unexpected reply {other:?}") });
+            report
+                .issues
+                .push(LoadIssue { key: key.to_string(), problem: format!("unexpected reply {other:?}") });
             return Vec::new();
         }
     };
@@ -258,7 +270,9 @@ pub(crate) fn delete_trader_keys(conn: &mut Conn, keys: &Keys) -> Result<u64> {
         let Value::Array(mut parts) = reply else { break };
         let batch = parts.pop();
         let next: u64 = match parts.pop() {
-            Some(Value::BulkString(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+            Some(Value::BulkString(b)) => {
+                std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+            }
             _ => 0,
         };
         if let Some(Value::Array(found)) = batch {

@@ -35,7 +35,10 @@ pub(crate) fn make_client(
     install_provider();
     let root_cert = cfg.tls_ca.as_deref().map(|p| read(p, "CA certificate")).transpose()?;
     let client_tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(ClientTlsConfig { client_cert: read(c, "client certificate")?, client_key: read(k, "client key")? }),
+        (Some(c), Some(k)) => Some(ClientTlsConfig {
+            client_cert: read(c, "client certificate")?,
+            client_key: read(k, "client key")?,
+        }),
         _ => None,
     };
     let info = ConnectionAddr::TcpTls { host: host.to_string(), port, insecure: false, tls_params: None }

@@ -40,7 +40,10 @@ fn round_trip_put_append_delete() {
 #[test]
 fn writes_to_one_key_keep_their_order() {
     let server = RedisServer::start();
-    let cache = Cache::open(config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(5) })).unwrap();
+    let cache = Cache::open(
+        config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(5) }),
+    )
+    .unwrap();
     for i in 1..=5_000u64 {
         cache.put(&Counter { id: "A".into(), value: i }).unwrap();
         cache.append("A", &Tick { n: i }).unwrap();
@@ -137,8 +140,10 @@ fn drop_flushes() {
 fn writes_from_many_threads() {
     let server = RedisServer::start();
     let cache = std::sync::Arc::new(
-        Cache::open(config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(10) }))
-            .unwrap(),
+        Cache::open(
+            config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(10) }),
+        )
+        .unwrap(),
     );
     let threads: Vec<_> = (0..4)
         .map(|t| {

@@ -14,8 +14,7 @@ fn connect(addr: &str) -> redis::Connection {
         .get_connection_with_timeout(Duration::from_secs(5))
         .unwrap();
     con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    con.set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    con.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     con
 }
 
@@ -39,16 +38,9 @@ fn starts_answers_and_cleans_up() {
     assert!(server.is_running());
     assert_eq!(ping(&mut server.client()).unwrap(), "PONG");
     assert_eq!(ping(&mut connect(&server.addr())).unwrap(), "PONG");
-    let mut con = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
     assert_eq!(ping(&mut con).unwrap(), "PONG");
-    let config: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendonly")
-        .query(&mut con)
-        .unwrap();
+    let config: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query(&mut con).unwrap();
     assert_eq!(config, vec!["appendonly".to_string(), "yes".to_string()]);
 
     let (dir, pid) = (server.dir().to_path_buf(), server.pid());
@@ -62,22 +54,12 @@ fn starts_answers_and_cleans_up() {
 
 #[test]
 fn password_and_extra_args() {
-    let server = RedisServer::builder()
-        .password("s3cret:/@")
-        .arg("maxmemory", "10mb")
-        .start();
+    let server = RedisServer::builder().password("s3cret:/@").arg("maxmemory", "10mb").start();
     let mut con = server.client();
     assert_eq!(ping(&mut con).unwrap(), "PONG");
-    let mm: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory")
-        .query(&mut con)
-        .unwrap();
+    let mm: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxmemory").query(&mut con).unwrap();
     assert_eq!(mm[1], (10 * 1024 * 1024).to_string());
-    let mut via_url = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut via_url = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
     assert_eq!(ping(&mut via_url).unwrap(), "PONG");
     let err = ping(&mut connect(&server.addr())).unwrap_err();
     assert!(err.to_string().contains("NOAUTH"), "{err}");
@@ -90,11 +72,7 @@ fn kill_and_restart_keep_aof_data() {
     let old_pid = server.pid();
     let mut con = server.client();
     for i in 0..100 {
-        let _: () = redis::cmd("RPUSH")
-            .arg("list")
-            .arg(i)
-            .query(&mut con)
-            .unwrap();
+        let _: () = redis::cmd("RPUSH").arg("list").arg(i).query(&mut con).unwrap();
     }
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
     server.kill();
@@ -115,10 +93,7 @@ fn kill_and_restart_keep_aof_data() {
     server.stop();
     assert!(!server.is_running());
     server.restart();
-    let len: usize = redis::cmd("LLEN")
-        .arg("list")
-        .query(&mut server.client())
-        .unwrap();
+    let len: usize = redis::cmd("LLEN").arg("list").query(&mut server.client()).unwrap();
     assert_eq!(len, 100);
 }
 
@@ -126,8 +101,7 @@ fn kill_and_restart_keep_aof_data() {
 fn pause_and_resume() {
     let server = RedisServer::start();
     let mut con = server.client();
-    con.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    con.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     server.pause();
     assert!(server.is_running() && server.is_paused());
     let err = ping(&mut con).unwrap_err();
@@ -155,15 +129,8 @@ fn proxy_forwards() {
     let proxy = Proxy::start(server.addr());
     let mut con = connect(&proxy.addr());
     assert_eq!(ping(&mut con).unwrap(), "PONG");
-    let _: () = redis::cmd("SET")
-        .arg("k")
-        .arg("through-proxy")
-        .query(&mut con)
-        .unwrap();
-    let v: String = redis::cmd("GET")
-        .arg("k")
-        .query(&mut server.client())
-        .unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg("through-proxy").query(&mut con).unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut server.client()).unwrap();
     assert_eq!(v, "through-proxy");
     let _second = connect(&proxy.addr());
     assert_eq!(proxy.connections(), 2);
@@ -175,23 +142,13 @@ fn proxy_drop_replies_times_out_but_the_write_lands() {
     let proxy = Proxy::start(server.addr());
     let mut con = connect(&proxy.addr());
     assert_eq!(ping(&mut con).unwrap(), "PONG");
-    con.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    con.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     proxy.drop_replies(true);
-    let err = redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query::<()>(&mut con)
-        .unwrap_err();
+    let err = redis::cmd("SET").arg("k").arg("v").query::<()>(&mut con).unwrap_err();
     assert!(err.is_timeout(), "expected a timeout, got {err}");
     let mut direct = server.client();
     eventually("the SET reaches the server", || {
-        redis::cmd("GET")
-            .arg("k")
-            .query::<Option<String>>(&mut direct)
-            .unwrap()
-            .as_deref()
-            == Some("v")
+        redis::cmd("GET").arg("k").query::<Option<String>>(&mut direct).unwrap().as_deref() == Some("v")
     });
     proxy.drop_replies(false);
     assert_eq!(ping(&mut connect(&proxy.addr())).unwrap(), "PONG");
@@ -207,27 +164,14 @@ fn proxy_cut_after_upstream_bytes() {
     // Exactly the first command of a two-command pipeline gets through.
     let first = redis::cmd("SET").arg("a").arg("1").get_packed_command();
     proxy.cut_after_upstream_bytes(first.len() as u64);
-    let result = redis::pipe()
-        .cmd("SET")
-        .arg("a")
-        .arg("1")
-        .cmd("SET")
-        .arg("b")
-        .arg("2")
-        .query::<()>(&mut con);
+    let result =
+        redis::pipe().cmd("SET").arg("a").arg("1").cmd("SET").arg("b").arg("2").query::<()>(&mut con);
     let err = result.unwrap_err();
-    assert!(
-        err.is_connection_dropped() || err.is_io_error(),
-        "expected a dropped connection, got {err}"
-    );
+    assert!(err.is_connection_dropped() || err.is_io_error(), "expected a dropped connection, got {err}");
 
     let mut direct = server.client();
     eventually("the first SET lands", || {
-        redis::cmd("GET")
-            .arg("a")
-            .query::<Option<String>>(&mut direct)
-            .unwrap()
-            .is_some()
+        redis::cmd("GET").arg("a").query::<Option<String>>(&mut direct).unwrap().is_some()
     });
     let b: Option<String> = redis::cmd("GET").arg("b").query(&mut direct).unwrap();
     assert_eq!(b, None, "bytes past the cut never reach the server");
@@ -248,24 +192,15 @@ fn proxy_cut_all_and_half_open() {
     assert_eq!(ping(&mut con).unwrap(), "PONG");
 
     proxy.half_open(true);
-    con.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let err = redis::cmd("SET")
-        .arg("h")
-        .arg("1")
-        .query::<()>(&mut con)
-        .unwrap_err();
+    con.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let err = redis::cmd("SET").arg("h").arg("1").query::<()>(&mut con).unwrap_err();
     assert!(err.is_timeout(), "expected a timeout, got {err}");
     let mut direct = server.client();
     let h: Option<String> = redis::cmd("GET").arg("h").query(&mut direct).unwrap();
     assert_eq!(h, None, "nothing is forwarded while half-open");
     proxy.half_open(false);
     eventually("the held SET is delivered once the partition heals", || {
-        redis::cmd("GET")
-            .arg("h")
-            .query::<Option<String>>(&mut direct)
-            .unwrap()
-            .is_some()
+        redis::cmd("GET").arg("h").query::<Option<String>>(&mut direct).unwrap().is_some()
     });
 }
 

@@ -159,7 +159,12 @@ impl Account {
             id: id(account_id),
             kind: AccountKind::Margin,
             base_currency: Some(usdt),
-            balances: [Some(AccountBalance { total: m(10_000_000), locked: m(0), free: m(10_000_000) }), None, None, None],
+            balances: [
+                Some(AccountBalance { total: m(10_000_000), locked: m(0), free: m(10_000_000) }),
+                None,
+                None,
+                None,
+            ],
             margins: [None, None, None, None],
             ts_event: UnixNanos(1_700_000_000_000_000_000),
         }
@@ -513,7 +518,8 @@ impl Position {
             // Opening or adding: new weighted average open price.
             let total = before.abs() + delta.abs();
             if total > 0 {
-                let avg = (self.avg_px_open.raw as i128 * before.abs() + px.raw as i128 * delta.abs()) / total;
+                let avg =
+                    (self.avg_px_open.raw as i128 * before.abs() + px.raw as i128 * delta.abs()) / total;
                 self.avg_px_open = Price::new(avg as i64, self.avg_px_open.precision);
             }
             if before == 0 {
@@ -567,9 +573,18 @@ macro_rules! entity {
 }
 
 entity!(Instrument, "instruments", id, Instrument);
-entity!(Account, "accounts", id, Account);
 entity!(Order, "orders", client_order_id, Order);
 entity!(Position, "positions", id, Position);
+
+impl Entity for Account {
+    const COLLECTION: &'static str = "accounts";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn to_record(&self) -> Record {
+        Record::Account(Box::new(self.clone()))
+    }
+}
 
 impl Event for OrderEvent {
     type Of = Order;
@@ -587,7 +602,7 @@ impl Event for AccountEvent {
         self.event_id
     }
     fn to_record(&self) -> EventRecord {
-        EventRecord::Account(self.clone())
+        EventRecord::Account(Box::new(self.clone()))
     }
 }
 

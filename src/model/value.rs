@@ -39,7 +39,10 @@ fn parse_decimal(s: &str) -> Result<(i128, u8), ParseError> {
     }
     let mut raw: i128 = 0;
     for b in int.bytes().chain(frac.bytes()) {
-        raw = raw.checked_mul(10).and_then(|r| r.checked_add((b - b'0') as i128)).ok_or_else(|| perr(s, "too large"))?;
+        raw = raw
+            .checked_mul(10)
+            .and_then(|r| r.checked_add((b - b'0') as i128))
+            .ok_or_else(|| perr(s, "too large"))?;
     }
     Ok((if neg { -raw } else { raw }, frac.len() as u8))
 }
@@ -295,12 +298,7 @@ impl UnixNanos {
         let nanos = self.0 % 1_000_000_000;
         let (y, m, d) = civil_from_days((secs / 86_400) as i64);
         let rem = secs % 86_400;
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
@@ -311,11 +309,19 @@ impl UnixNanos {
     pub fn parse_iso8601(s: &str) -> Result<UnixNanos, ParseError> {
         let b = s.as_bytes();
         let bad = || perr(s, "expected YYYY-MM-DDTHH:MM:SS[.fraction]Z");
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || !s.ends_with('Z') {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+            || !s.ends_with('Z')
+        {
             return Err(bad());
         }
         let num = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad);
-        let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+        let (y, mo, d, h, mi, se) =
+            (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 || y < 1970 {
             return Err(bad());
         }
@@ -399,7 +405,8 @@ mod tests {
         assert_eq!("-0.05".parse::<Price>().unwrap(), Price::new(-5, 2));
         assert_eq!("007".parse::<Price>().unwrap(), Price::new(7, 0));
         assert_eq!(Price::new(-5, 2).to_string(), "-0.05");
-        for bad in ["", "-", ".", "1.2.3", "abc", "1e5", "99999999999999999999", "0.12345678901234567", " 1"] {
+        for bad in ["", "-", ".", "1.2.3", "abc", "1e5", "99999999999999999999", "0.12345678901234567", " 1"]
+        {
             assert!(bad.parse::<Price>().is_err(), "{bad:?}");
         }
         assert!("-1".parse::<Quantity>().is_err());

@@ -66,10 +66,8 @@ pub fn ticks(con: &mut redis::Connection, trader: &str, id: &str) -> Vec<u64> {
 
 /// The stored `Counter`, decoded.
 pub fn counter(con: &mut redis::Connection, trader: &str, id: &str) -> Option<Counter> {
-    let raw: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(format!("trader-{trader}:counters:{id}"))
-        .query(con)
-        .expect("GET");
+    let raw: Option<Vec<u8>> =
+        redis::cmd("GET").arg(format!("trader-{trader}:counters:{id}")).query(con).expect("GET");
     raw.map(|b| rmp_serde::from_slice(&b).expect("decode counter"))
 }
 
@@ -77,7 +75,12 @@ pub fn counter(con: &mut redis::Connection, trader: &str, id: &str) -> Option<Co
 pub fn assert_exactly_once(got: &[u64], n: u64) {
     let dups = got.len() as i64 - n as i64;
     for (i, v) in got.iter().enumerate() {
-        assert_eq!(*v, i as u64 + 1, "event {i} is {v}: lost or duplicated events ({} stored, {n} accepted, {dups} extra)", got.len());
+        assert_eq!(
+            *v,
+            i as u64 + 1,
+            "event {i} is {v}: lost or duplicated events ({} stored, {n} accepted, {dups} extra)",
+            got.len()
+        );
     }
     assert_eq!(got.len() as u64, n, "stored {} events, accepted {n}", got.len());
 }

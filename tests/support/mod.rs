@@ -60,9 +60,8 @@ pub fn redis_server_path() -> PathBuf {
             bin.display()
         );
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let on_path =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     let fallback = [PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")];
     for dir in on_path.iter().chain(fallback.iter()) {
         let bin = dir.join("redis-server");
@@ -80,9 +79,7 @@ pub fn redis_server_path() -> PathBuf {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// A loopback TCP port that was free a moment ago (bound to
@@ -157,8 +154,7 @@ impl RedisServerBuilder {
         K: Into<String>,
         V: Into<String>,
     {
-        self.args
-            .extend(args.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self.args.extend(args.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -176,11 +172,7 @@ impl RedisServerBuilder {
             .prefix("tradecache-redis-")
             .tempdir()
             .expect("create a temp dir for redis-server");
-        let attempts = if self.port.is_some() {
-            1
-        } else {
-            PORT_ATTEMPTS
-        };
+        let attempts = if self.port.is_some() { 1 } else { PORT_ATTEMPTS };
         let mut last_log = String::new();
         for _ in 0..attempts {
             let port = self.port.unwrap_or_else(free_port);
@@ -198,9 +190,7 @@ impl RedisServerBuilder {
                 Err(StartError::Other(msg)) => panic!("{msg}"),
             }
         }
-        panic!(
-            "redis-server could not bind a loopback port ({attempts} attempt(s)); last log:\n{last_log}"
-        );
+        panic!("redis-server could not bind a loopback port ({attempts} attempt(s)); last log:\n{last_log}");
     }
 }
 
@@ -260,10 +250,7 @@ impl RedisServer {
     /// The process id of the current process (changes on restart). Panics
     /// if it is not running (after [`Self::kill`]/[`Self::stop`]).
     pub fn pid(&self) -> u32 {
-        self.lock_child()
-            .as_ref()
-            .map(|c| c.id())
-            .expect("redis-server is not running")
+        self.lock_child().as_ref().map(|c| c.id()).expect("redis-server is not running")
     }
 
     /// Whether the process is alive (a paused process counts as alive).
@@ -283,9 +270,7 @@ impl RedisServer {
     /// password).
     pub fn connection_info(&self) -> redis::ConnectionInfo {
         use redis::IntoConnectionInfo;
-        let info = ("127.0.0.1", self.port)
-            .into_connection_info()
-            .expect("connection info");
+        let info = ("127.0.0.1", self.port).into_connection_info().expect("connection info");
         match &self.opts.password {
             Some(pw) => {
                 let redis = info.redis_settings().clone().set_password(pw);
@@ -304,19 +289,11 @@ impl RedisServer {
             self.wait_ready(START_TIMEOUT);
         }
         let client = redis::Client::open(self.connection_info()).expect("redis::Client::open");
-        let con = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "connect to the test redis-server at {}: {e}\n{}",
-                    self.addr(),
-                    self.log_tail()
-                )
-            });
-        con.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("set_read_timeout");
-        con.set_write_timeout(Some(Duration::from_secs(10)))
-            .expect("set_write_timeout");
+        let con = client.get_connection_with_timeout(Duration::from_secs(5)).unwrap_or_else(|e| {
+            panic!("connect to the test redis-server at {}: {e}\n{}", self.addr(), self.log_tail())
+        });
+        con.set_read_timeout(Some(Duration::from_secs(10))).expect("set_read_timeout");
+        con.set_write_timeout(Some(Duration::from_secs(10))).expect("set_write_timeout");
         con
     }
 
@@ -326,21 +303,13 @@ impl RedisServer {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
-            match probe(
-                self.port,
-                self.opts.password.as_deref(),
-                Duration::from_millis(500),
-            ) {
+            match probe(self.port, self.opts.password.as_deref(), Duration::from_millis(500)) {
                 Ok(p) if p.reply == "+PONG" || p.reply.starts_with("-NOAUTH") => return,
                 Ok(p) => last = p.reply,
                 Err(e) => last = e.to_string(),
             }
             if !self.is_running() {
-                panic!(
-                    "redis-server on {} is not running\n{}",
-                    self.addr(),
-                    self.log_tail()
-                );
+                panic!("redis-server on {} is not running\n{}", self.addr(), self.log_tail());
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -403,10 +372,9 @@ impl RedisServer {
                     *self.lock_child() = Some(child);
                     return;
                 }
-                Err(StartError::PortInUse(log)) if Instant::now() >= deadline => panic!(
-                    "restart: port {} is taken by another process; redis log:\n{log}",
-                    self.port
-                ),
+                Err(StartError::PortInUse(log)) if Instant::now() >= deadline => {
+                    panic!("restart: port {} is taken by another process; redis log:\n{log}", self.port)
+                }
                 Err(StartError::PortInUse(_)) => thread::sleep(Duration::from_millis(100)),
                 Err(StartError::Other(msg)) => panic!("restart: {msg}"),
             }
@@ -467,11 +435,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if thread::panicking() {
-            eprintln!(
-                "--- redis-server {} log (test failed) ---\n{}",
-                self.addr(),
-                self.log_tail()
-            );
+            eprintln!("--- redis-server {} log (test failed) ---\n{}", self.addr(), self.log_tail());
         }
         if self.paused.swap(false, Ordering::SeqCst) {
             self.signal(libc::SIGCONT);
@@ -501,12 +465,7 @@ enum StartError {
 }
 
 /// Spawns redis-server on `port` in `dir` and waits until it answers.
-fn launch(
-    opts: &RedisServerBuilder,
-    dir: &Path,
-    port: u16,
-    ready: Ready,
-) -> Result<Child, StartError> {
+fn launch(opts: &RedisServerBuilder, dir: &Path, port: u16, ready: Ready) -> Result<Child, StartError> {
     let bin = redis_server_path();
     let mut cmd = Command::new(&bin);
     cmd.arg("--port")
@@ -533,14 +492,9 @@ fn launch(
     }
     let stderr = File::create(dir.join(STDERR_FILE))
         .map_err(|e| StartError::Other(format!("create stderr file: {e}")))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
     let mut child = spawn(cmd).map_err(|e| {
-        StartError::Other(format!(
-            "spawn {}: {e} (run `scripts/ensure-redis`)",
-            bin.display()
-        ))
+        StartError::Other(format!("spawn {}: {e} (run `scripts/ensure-redis`)", bin.display()))
     })?;
 
     let deadline = Instant::now() + START_TIMEOUT;
@@ -561,9 +515,7 @@ fn launch(
             }
             // `-NOAUTH`: a password was set through `arg("requirepass", …)`.
             Ok(p) if p.reply == "+PONG" || p.reply.starts_with("-NOAUTH") => return Ok(child),
-            Ok(p) if ready == Ready::PongOrLoading && p.reply.starts_with("-LOADING") => {
-                return Ok(child)
-            }
+            Ok(p) if ready == Ready::PongOrLoading && p.reply.starts_with("-LOADING") => return Ok(child),
             Ok(p) => p.reply,
             Err(e) => e.to_string(),
         };
@@ -608,20 +560,14 @@ fn probe(port: u16, password: Option<&str>, timeout: Duration) -> io::Result<Pro
     let mut read_line = || -> io::Result<String> {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
         }
         Ok(line.trim_end().to_string())
     };
     if password.is_some() {
         let auth = read_line()?;
         if !auth.starts_with("+OK") {
-            return Ok(Probe {
-                reply: auth,
-                pid: None,
-            });
+            return Ok(Probe { reply: auth, pid: None });
         }
     }
     let reply = read_line()?;
@@ -660,9 +606,7 @@ fn log_tail_of(dir: &Path) -> String {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -697,8 +641,7 @@ fn spawn(cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|e| e.into_inner())
         .send((cmd, tx))
         .map_err(|_| io::Error::other("redis-spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("redis-spawner thread is gone"))?
+    rx.recv().map_err(|_| io::Error::other("redis-spawner thread is gone"))?
 }
 
 #[cfg(target_os = "linux")]
@@ -781,10 +724,7 @@ impl ProxyShared {
 
     /// Forgets a connection whose pumps have ended (closes its handles).
     fn forget(&self, id: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| c.id != id);
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| c.id != id);
     }
 
     fn stopped(&self, generation: u64) -> bool {
@@ -798,9 +738,7 @@ impl Proxy {
     pub fn start(upstream: impl Into<String>) -> Proxy {
         let upstream = upstream.into();
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy: bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("proxy: set_nonblocking");
+        listener.set_nonblocking(true).expect("proxy: set_nonblocking");
         let addr = listener.local_addr().expect("proxy: local_addr");
         let shared = Arc::new(ProxyShared::default());
         let acceptor = {
@@ -811,12 +749,7 @@ impl Proxy {
                 .spawn(move || accept_loop(listener, upstream, shared))
                 .expect("proxy: spawn acceptor")
         };
-        Proxy {
-            addr,
-            upstream,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        Proxy { addr, upstream, shared, acceptor: Some(acceptor) }
     }
 
     /// `"127.0.0.1:<port>"`: point the client here.
@@ -840,11 +773,7 @@ impl Proxy {
     /// no further reply, only the close. `n == 0` cuts at the next byte a
     /// client sends. One-shot: later connections are forwarded normally.
     pub fn cut_after_upstream_bytes(&self, n: u64) {
-        *self
-            .shared
-            .cut_budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(n);
+        *self.shared.cut_budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 
     /// While on, client→server bytes are forwarded but server→client bytes
@@ -882,13 +811,7 @@ impl Drop for Proxy {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        let threads = std::mem::take(
-            &mut *self
-                .shared
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let threads = std::mem::take(&mut *self.shared.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
         }
@@ -943,15 +866,11 @@ fn start_pumps(client: TcpStream, server: TcpStream, shared: &Arc<ProxyShared>) 
     }
     let generation = shared.generation.load(Ordering::SeqCst);
     let id = shared.next_conn_id.fetch_add(1, Ordering::SeqCst);
-    shared
-        .conns
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(ConnHandles {
-            id,
-            client: client.try_clone()?,
-            server: server.try_clone()?,
-        });
+    shared.conns.lock().unwrap_or_else(|e| e.into_inner()).push(ConnHandles {
+        id,
+        client: client.try_clone()?,
+        server: server.try_clone()?,
+    });
     let up = {
         let (from, to, shared) = (client.try_clone()?, server.try_clone()?, Arc::clone(shared));
         thread::Builder::new()
@@ -1061,10 +980,7 @@ fn pump(
 }
 
 fn is_retry(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
 }
 
 /// `write_all` that gives up once `cancelled()` (a plain one could block
