@@ -4,7 +4,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use tradecache::{Cache, Config};
-//! use tradecache::model::{Position, PositionSide, Price, Quantity};
+//! use tradecache::model::Position;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::from_env()?.trader_id("TESTER-001");
