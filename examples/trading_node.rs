@@ -80,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let oid = format!("O-{run}-{orders}");
             let mut order = Order::example(&oid);
             order.instrument_id = Ident::new(inst)?;
-            order.side = if orders % 3 == 0 { OrderSide::Sell } else { OrderSide::Buy };
+            order.side = if orders.is_multiple_of(3) { OrderSide::Sell } else { OrderSide::Buy };
             let px = Price::new(6_000_000 + (orders % 500) as i64 * 10, 2);
             let half = Quantity::new(500, 3);
             let fill = |n: u64| Fill {

@@ -1,0 +1,86 @@
+//! Lists a trader's keys by collection and prints values decoded to JSON,
+//! for a person debugging production state.
+//!
+//! ```sh
+//! REDIS_URL=redis://127.0.0.1:6390 CACHE_TRADER_ID=DEMO-001 \
+//!     cargo run --example inspect                 # keys per collection
+//! ... cargo run --example inspect -- orders       # every order, as JSON
+//! ... cargo run --example inspect -- orders O-1   # one order and its events
+//! ```
+
+use std::collections::BTreeMap;
+
+use redis::Value;
+use tradecache::Config;
+
+fn to_json(bytes: &[u8]) -> String {
+    let value: Result<serde_json::Value, String> = if bytes.first() == Some(&b'{') {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    } else {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    };
+    match value {
+        Ok(v) => v.to_string(),
+        Err(e) => format!("<undecodable: {e}; {} bytes>", bytes.len()),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let prefix = config.trader_key();
+    let url = config.redacted_url();
+    let mut con = redis::Client::open(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| format!("redis://{}:{}/", "127.0.0.1", 6379)),
+    )?
+    .get_connection()?;
+    let pattern = if prefix.is_empty() { "*".to_string() } else { format!("{prefix}:*") };
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con)?;
+    keys.sort();
+    let strip = |k: &str| k.strip_prefix(&format!("{prefix}:")).unwrap_or(k).to_string();
+    match args.as_slice() {
+        [] => {
+            let mut by: BTreeMap<String, usize> = BTreeMap::new();
+            for k in &keys {
+                let rest = strip(k);
+                let coll = rest.split(':').next().unwrap_or("").to_string();
+                let kind = if rest.ends_with(":events") { format!("{coll} (event logs)") } else { coll };
+                *by.entry(kind).or_default() += 1;
+            }
+            println!("{url} {pattern}: {} keys", keys.len());
+            for (c, n) in by {
+                println!("  {c:<28} {n}");
+            }
+        }
+        [coll, rest @ ..] => {
+            for k in &keys {
+                let r = strip(k);
+                let mut parts = r.splitn(3, ':');
+                let (c, id) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                if c != coll || rest.first().is_some_and(|want| want != id) {
+                    continue;
+                }
+                match redis::cmd("TYPE").arg(k).query::<String>(&mut con)?.as_str() {
+                    "string" => {
+                        let v: Vec<u8> = redis::cmd("GET").arg(k).query(&mut con)?;
+                        println!("{k} = {}", to_json(&v));
+                    }
+                    "list" => {
+                        let items: Vec<Vec<u8>> =
+                            redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query(&mut con)?;
+                        println!("{k} ({} items)", items.len());
+                        for (i, v) in items.iter().enumerate() {
+                            println!("  [{i}] {}", to_json(v));
+                        }
+                    }
+                    "set" => {
+                        let v: Value = redis::cmd("SMEMBERS").arg(k).query(&mut con)?;
+                        println!("{k} = {v:?}");
+                    }
+                    other => println!("{k}: {other}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
