@@ -1,0 +1,84 @@
+//! Batches whose `EXEC` reply is lost, or that are cut mid-transaction:
+//! the commit marker decides, and each event lands exactly once.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::*;
+use support::{Proxy, RedisServer};
+use tradecache::{Cache, OverflowPolicy};
+
+fn through(proxy: &Proxy) -> tradecache::Config {
+    config(proxy.port(), "T1")
+        .response_timeout(ms(300))
+        .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(30) })
+}
+
+#[test]
+fn lost_exec_reply_is_not_replayed() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::open(through(&proxy)).unwrap();
+    for i in 1..=100 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    // The server applies the next batch but its replies never arrive.
+    proxy.drop_replies(true);
+    for i in 101..=200 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    while cache.health().last_error.is_none() {
+        std::thread::sleep(ms(20));
+    }
+    proxy.drop_replies(false);
+    cache.flush(Duration::from_secs(30)).unwrap();
+    assert_exactly_once(&ticks(&mut server.client(), "T1", "A"), 200);
+    let stats = cache.stats();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert!(stats.error_count("timeout") >= 1, "{stats:?}");
+}
+
+#[test]
+fn transaction_cut_mid_batch_is_replayed() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::open(through(&proxy).buffer_interval_ms(20)).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    // The next transaction reaches the server only in part: no EXEC.
+    proxy.cut_after_upstream_bytes(200);
+    for i in 2..=500 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(30)).unwrap();
+    assert_exactly_once(&ticks(&mut server.client(), "T1", "A"), 500);
+    let stats = cache.stats();
+    assert!(stats.replays >= 1, "the cut batch was replayed: {stats:?}");
+}
+
+#[test]
+fn flush_on_start_deletes_only_this_trader() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let _: () = redis::cmd("SET").arg("unrelated:key").arg("keep").query(&mut con).unwrap();
+    for trader in ["T1", "T2"] {
+        let cache = Cache::open(config(server.port(), trader)).unwrap();
+        cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+        cache.append("A", &Tick { n: 1 }).unwrap();
+        cache.close(Duration::from_secs(5)).unwrap();
+    }
+    let cache = Cache::open(config(server.port(), "T1").flush_on_start(true)).unwrap();
+    assert!(counter(&mut con, "T1", "A").is_none());
+    assert!(ticks(&mut con, "T1", "A").is_empty());
+    assert_eq!(counter(&mut con, "T2", "A").unwrap().value, 1, "another trader's keys survive");
+    assert_eq!(ticks(&mut con, "T2", "A"), vec![1]);
+    let kept: String = redis::cmd("GET").arg("unrelated:key").query(&mut con).unwrap();
+    assert_eq!(kept, "keep");
+    // Numbering restarts cleanly after the marker was deleted.
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(ticks(&mut con, "T1", "A"), vec![1]);
+}
