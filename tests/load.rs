@@ -1,0 +1,83 @@
+//! `load()` of the reference model, and bad data in Redis reported by key.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::*;
+use support::RedisServer;
+use tradecache::model::{Account, Instrument, Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::{Cache, Ident};
+
+#[test]
+fn load_returns_the_model() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&Instrument::example("BTCUSDT-PERP.BINANCE")).unwrap();
+    cache.put(&Account::example("BINANCE-001")).unwrap();
+    let mut order = Order::example("O-1");
+    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
+        let ev = OrderEvent {
+            event_id: i as u64 + 1,
+            client_order_id: order.client_order_id.clone(),
+            ts_event: UnixNanos(i as u64),
+            kind,
+        };
+        order.apply(&ev);
+        cache.append("O-1", &ev).unwrap();
+    }
+    // A repeated event id is dropped on load and counted.
+    let dup = OrderEvent {
+        event_id: 2,
+        client_order_id: order.client_order_id.clone(),
+        ts_event: UnixNanos(9),
+        kind: OrderEventKind::Expired,
+    };
+    cache.append("O-1", &dup).unwrap();
+    cache.put(&order).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+
+    let snap = cache.load().unwrap();
+    assert_eq!(snap.instruments, vec![Instrument::example("BTCUSDT-PERP.BINANCE")]);
+    assert_eq!(snap.accounts, vec![Account::example("BINANCE-001")]);
+    assert_eq!(snap.orders, vec![order]);
+    assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
+    assert_eq!(snap.report.duplicate_events, 1);
+    assert_eq!(snap.positions, vec![Position::example("P-1")]);
+    assert!(snap.report.is_clean(), "{:?}", snap.report);
+}
+
+#[test]
+fn bad_data_is_reported_not_fatal() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    // Garbage bytes, a key of the wrong type, and an index entry without value.
+    let _: () = redis::cmd("SET")
+        .arg("trader-T1:positions:P-2")
+        .arg(&b"\xc1\xff garbage"[..])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH").arg("trader-T1:positions:P-3").arg("x").query(&mut con).unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg("trader-T1:index:positions")
+        .arg("P-2")
+        .arg("P-3")
+        .arg("P-4")
+        .query(&mut con)
+        .unwrap();
+
+    let snap = cache.load().unwrap();
+    assert_eq!(snap.positions, vec![Position::example("P-1")]);
+    let keys: Vec<&str> = snap.report.issues.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, vec!["trader-T1:positions:P-2", "trader-T1:positions:P-3", "trader-T1:positions:P-4"]);
+    assert!(snap.report.issues[1].problem.contains("WRONGTYPE"), "{:?}", snap.report.issues);
+
+    let strict = Cache::open(config(server.port(), "T1").strict_load(true)).unwrap();
+    let err = strict.load().unwrap_err();
+    assert!(err.to_string().contains("trader-T1:positions:P-2"), "{err}");
+}
