@@ -132,6 +132,14 @@ impl Ident {
         }
     }
 
+    /// The identifier's bytes (always valid UTF-8), without re-checking.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..*len as usize],
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
+
     /// Whether the identifier is stored inline (cloning it does not allocate).
     pub fn is_inline(&self) -> bool {
         matches!(self.0, Repr::Inline { .. })
@@ -157,9 +165,11 @@ impl Borrow<str> for Ident {
     }
 }
 
+// Comparisons and hashing work on the bytes: `as_str` re-checks UTF-8
+// (the crate forbids `unsafe`), which showed up in recovery profiles.
 impl PartialEq for Ident {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 impl Eq for Ident {}
@@ -183,13 +193,15 @@ impl PartialOrd for Ident {
 }
 impl Ord for Ident {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
 impl Hash for Ident {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        // Exactly what `str`'s `Hash` does, as `Borrow<str>` requires.
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
     }
 }
 
@@ -265,6 +277,10 @@ mod tests {
         assert!(!long.is_inline());
         assert_eq!(long.as_str(), long_s);
         assert_eq!(short, "BTCUSDT-PERP.BINANCE-001");
+        // `Borrow<str>` needs hashes equal to `str`'s.
+        let mut set = std::collections::HashSet::new();
+        set.insert(short.clone());
+        assert!(set.contains("BTCUSDT-PERP.BINANCE-001"));
     }
 
     #[test]

@@ -165,8 +165,10 @@ impl<'a> Reader<'a> {
         let ids = self.ids(T::COLLECTION, &mut report)?;
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::new();
-        for chunk in ids.chunks(self.chunk) {
-            for id in chunk {
+        let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
+        let mut requests = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            for id in chunk.iter() {
                 self.scratch.clear();
                 self.keys.write_entity(&mut self.scratch, T::COLLECTION, id);
                 self.packer.cmd(&[b"GET", &self.scratch]);
@@ -175,41 +177,80 @@ impl<'a> Reader<'a> {
                     self.packer.cmd(&[b"LRANGE", &self.scratch, b"0", b"-1"]);
                 }
             }
-            let replies = self.round_trip(&mut report)?;
-            let mut it = replies.into_iter();
-            for id in chunk {
-                let value = it.next().unwrap_or(Value::Nil);
-                report.keys_read += 1;
-                let key = || self.keys.entity(T::COLLECTION, id);
-                match value {
-                    Value::BulkString(b) => match codec::decode::<T>(&b) {
-                        Ok(v) if v.id() == id.as_str() => items.push(v),
-                        Ok(v) => report.issues.push(LoadIssue {
-                            key: key(),
-                            problem: format!("value has id {:?}, key says {id:?}", v.id()),
-                        }),
-                        Err(e) => report.issues.push(LoadIssue { key: key(), problem: e.to_string() }),
-                    },
-                    Value::Nil => report
-                        .issues
-                        .push(LoadIssue { key: key(), problem: "in the index but has no value".into() }),
-                    Value::ServerError(e) => {
-                        report.issues.push(LoadIssue { key: key(), problem: e.to_string() })
+            requests.push((std::mem::take(&mut self.packer.buf), self.packer.commands));
+            self.packer.clear();
+        }
+        report.round_trips += requests.len() as u64;
+        // One thread talks to Redis (keeping the next chunk's request in
+        // flight while it reads this one's replies); this one decodes.
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<Value>>>(4);
+        let conn = &mut self.conn;
+        std::thread::scope(|scope| -> Result<()> {
+            scope.spawn(move || {
+                let addr = conn.addr.clone();
+                let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+                let mut sent = 0;
+                for i in 0..requests.len() {
+                    while sent < requests.len() && sent <= i + 1 {
+                        if let Err(e) = conn.con.send_packed_command(&requests[sent].0) {
+                            let _ = tx.send(Err(fail(&e)));
+                            return;
+                        }
+                        sent += 1;
                     }
-                    other => report
-                        .issues
-                        .push(LoadIssue { key: key(), problem: format!("unexpected reply {other:?}") }),
+                    let mut replies = Vec::with_capacity(requests[i].1);
+                    for _ in 0..requests[i].1 {
+                        match conn.con.recv_response() {
+                            Ok(v) => replies.push(v),
+                            Err(e) => {
+                                let _ = tx.send(Err(fail(&e)));
+                                return;
+                            }
+                        }
+                    }
+                    if tx.send(Ok(replies)).is_err() {
+                        return;
+                    }
                 }
-                if with_events {
-                    let reply = it.next().unwrap_or(Value::Nil);
-                    let key = self.keys.events(T::COLLECTION, id);
-                    let list = decode_events::<E>(reply, &key, &mut report);
-                    if !list.is_empty() {
-                        events.insert(id.clone(), list);
+            });
+            for chunk in &chunks {
+                let replies = rx.recv().map_err(|_| Error::Closed)??;
+                let mut it = replies.into_iter();
+                for id in chunk.iter() {
+                    let value = it.next().unwrap_or(Value::Nil);
+                    report.keys_read += 1;
+                    let key = || self.keys.entity(T::COLLECTION, id);
+                    match value {
+                        Value::BulkString(b) => match codec::decode::<T>(&b) {
+                            Ok(v) if v.id() == id.as_str() => items.push(v),
+                            Ok(v) => report.issues.push(LoadIssue {
+                                key: key(),
+                                problem: format!("value has id {:?}, key says {id:?}", v.id()),
+                            }),
+                            Err(e) => report.issues.push(LoadIssue { key: key(), problem: e.to_string() }),
+                        },
+                        Value::Nil => report
+                            .issues
+                            .push(LoadIssue { key: key(), problem: "in the index but has no value".into() }),
+                        Value::ServerError(e) => {
+                            report.issues.push(LoadIssue { key: key(), problem: e.to_string() })
+                        }
+                        other => report
+                            .issues
+                            .push(LoadIssue { key: key(), problem: format!("unexpected reply {other:?}") }),
+                    }
+                    if with_events {
+                        let reply = it.next().unwrap_or(Value::Nil);
+                        let key = self.keys.events(T::COLLECTION, id);
+                        let list = decode_events::<E>(reply, &key, &mut report);
+                        if !list.is_empty() {
+                            events.insert(id.clone(), list);
+                        }
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(Loaded { items, events, report })
     }
 
