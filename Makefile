@@ -56,8 +56,8 @@ bench: ensure-redis ## Run the benches (load report in target/bench/report.json)
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench hot_path
 
-recovery-test: ensure-redis ## Crash/recovery scenario (examples/recovery_test)
-	$(CARGO) run --release --example recovery_test
+recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
+	scripts/recovery-test
 
 fuzz: ensure-redis ## Randomized fault-injection test, FUZZ_SECONDS (default 60)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --test fuzz -- --ignored --nocapture

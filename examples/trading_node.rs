@@ -5,7 +5,10 @@
 //! first one left.
 //!
 //! Environment: `REDIS_URL` (or `REDIS_HOST`/`REDIS_PORT`…), `CACHE_*`,
-//! `DEMO_SECONDS` (default 5).
+//! `DEMO_SECONDS` (default 5). For `make recovery-test`: `DEMO_ACK_FILE`
+//! (keep writing `{run} {orders}` there: the orders whose every write is
+//! acknowledged) and `DEMO_VERIFY=run:orders` (check after recovery that
+//! those orders came back complete; exit 1 if not).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -52,6 +55,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         println!("continuing from the recovered state");
     }
+    if let Ok(spec) = std::env::var("DEMO_VERIFY") {
+        let (run, n) = spec.split_once(':').ok_or("DEMO_VERIFY is run:orders")?;
+        let n: u64 = n.trim().parse()?;
+        let by_id: HashMap<&str, &Order> =
+            state.orders.iter().map(|o| (o.client_order_id.as_str(), o)).collect();
+        let mut missing = 0u64;
+        for i in 1..=n {
+            let oid = format!("O-{run}-{i}");
+            let complete = by_id.get(oid.as_str()).is_some_and(|o| {
+                o.status == tradecache::model::OrderStatus::Filled
+                    && state.order_events.get(&o.client_order_id).map_or(0, Vec::len) == 5
+            });
+            if !complete {
+                missing += 1;
+            }
+        }
+        println!(
+            "verify: {} of {n} acknowledged orders of run {run} came back complete (Filled, 5 events); {missing} missing",
+            n - missing
+        );
+        if missing > 0 {
+            std::process::exit(1);
+        }
+    }
+    let ack_file = std::env::var_os("DEMO_ACK_FILE");
+    let mut order_seqs: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
+    let mut acked_orders = 0u64;
 
     // --- setup ----------------------------------------------------------
     for id in INSTRUMENTS {
@@ -150,6 +180,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     writes += 3;
                 }
             }
+        }
+        if let Some(path) = &ack_file {
+            order_seqs.push_back((orders, cache.last_seq().get()));
+            let acked = cache.acked_seq().get();
+            while order_seqs.front().is_some_and(|(_, seq)| *seq <= acked) {
+                acked_orders = order_seqs.pop_front().map_or(acked_orders, |(o, _)| o);
+            }
+            let tmp = std::path::Path::new(path).with_extension("tmp");
+            std::fs::write(&tmp, format!("{run} {acked_orders}\n"))?;
+            std::fs::rename(&tmp, path)?;
         }
         // A real engine waits for market data here; pace the simulation.
         std::thread::sleep(Duration::from_millis(1));
