@@ -81,3 +81,42 @@ fn bad_data_is_reported_not_fatal() {
     let err = strict.load().unwrap_err();
     assert!(err.to_string().contains("trader-T1:positions:P-2"), "{err}");
 }
+
+#[test]
+fn account_events_only_when_enabled() {
+    use tradecache::model::AccountEvent;
+    let server = RedisServer::start();
+    let account = Account::example("BINANCE-001");
+    let event = AccountEvent {
+        event_id: 1,
+        account_id: account.id.clone(),
+        balances: account.balances,
+        margins: account.margins.clone(),
+        reported: true,
+        ts_event: UnixNanos(1),
+    };
+    for (trader, on) in [("ON", true), ("OFF", false)] {
+        let cache = Cache::open(config(server.port(), trader).persist_account_events(on)).unwrap();
+        cache.put(&account).unwrap();
+        cache.append("BINANCE-001", &event).unwrap();
+        cache.flush(Duration::from_secs(5)).unwrap();
+        let snap = cache.load().unwrap();
+        assert_eq!(snap.accounts.len(), 1);
+        assert_eq!(snap.account_events.values().map(Vec::len).sum::<usize>(), usize::from(on), "{trader}");
+    }
+}
+
+#[test]
+fn json_encoding_with_iso8601_timestamps() {
+    let server = RedisServer::start();
+    let cfg =
+        tradecache::Config::debug().host("127.0.0.1").port(server.port()).trader_id("J1").connect_attempts(1);
+    let cache = Cache::open(cfg).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let raw: String = redis::cmd("GET").arg("trader-J1:positions:P-1").query(&mut server.client()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(json["id"], "P-1");
+    assert!(json["ts_opened"].as_str().unwrap().ends_with('Z'), "{raw}");
+    assert_eq!(cache.load().unwrap().positions, vec![Position::example("P-1")]);
+}
