@@ -1,0 +1,71 @@
+//! ACL users: a user allowed only this trader's keys and the commands
+//! tradecache needs is enough; passwords never reach a log line, an error or
+//! `Debug` output.
+
+mod common;
+mod support;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use support::RedisServer;
+use tradecache::{Cache, ErrorKind};
+
+/// The minimal ACL rule documented in the README.
+const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +set +get +del +unlink +sadd +srem +rpush +lrange +smembers +scan +wait +ping +client|id +client|kill";
+
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        LOG.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn minimal_acl_user_and_no_password_anywhere() {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Trace);
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg("trader");
+    for part in RULE.split(' ') {
+        cmd.arg(part);
+    }
+    let _: () = cmd.query(&mut admin).unwrap();
+
+    let cfg = config(server.port(), "ACL1").username("trader").password("acl-secret-1");
+    let cache = Cache::open(cfg.clone().flush_on_start(true)).unwrap();
+    cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(cache.load_all::<Counter>().unwrap().0.len(), 1);
+    assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
+    assert_eq!(ticks(&mut admin, "ACL1", "A"), vec![1]);
+
+    // The same user may not touch another trader's keys: `open` says so.
+    let other = Cache::open(config(server.port(), "OTHER").username("trader").password("acl-secret-1"));
+    let other = other.unwrap_err();
+    assert_eq!(other.kind(), ErrorKind::Auth, "{other}");
+    assert!(other.to_string().contains("permissions"), "{other}");
+
+    // A wrong password fails `open` clearly.
+    let err = Cache::open(cfg.clone().password("acl-wrong-2")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+
+    let mut seen =
+        format!("{err} {err:?} {cfg:?} {:?} {:?} {}", cache.health(), cache.stats(), cfg.redacted_url());
+    cache.close(Duration::from_secs(5)).unwrap();
+    seen.push_str(&LOG.lock().unwrap().join("\n"));
+    assert!(!LOG.lock().unwrap().is_empty(), "the log capture saw nothing");
+    for secret in ["acl-secret-1", "acl-wrong-2"] {
+        assert!(!seen.contains(secret), "{secret} leaked into:\n{seen}");
+    }
+}
