@@ -69,3 +69,23 @@ fn minimal_acl_user_and_no_password_anywhere() {
         assert!(!seen.contains(secret), "{secret} leaked into:\n{seen}");
     }
 }
+
+#[test]
+fn databases_are_separate() {
+    let server = RedisServer::start();
+    let a = Cache::open(config(server.port(), "SAME").db(1)).unwrap();
+    let b = Cache::open(config(server.port(), "SAME").db(2)).unwrap();
+    a.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+    b.put(&Counter { id: "B".into(), value: 2 }).unwrap();
+    a.flush(Duration::from_secs(5)).unwrap();
+    b.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(a.load_all::<Counter>().unwrap().0, vec![Counter { id: "A".into(), value: 1 }]);
+    assert_eq!(b.load_all::<Counter>().unwrap().0, vec![Counter { id: "B".into(), value: 2 }]);
+    let mut con = server.client();
+    let keys0: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(keys0.is_empty(), "db 0 untouched: {keys0:?}");
+    // The URL path selects the database too.
+    let url = format!("redis://127.0.0.1:{}/2", server.port());
+    let c = Cache::open(config(1, "SAME").from_url(&url).unwrap()).unwrap();
+    assert_eq!(c.load_all::<Counter>().unwrap().0.len(), 1);
+}
