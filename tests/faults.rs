@@ -117,3 +117,37 @@ fn close_with_redis_down_is_bounded_and_reports_losses() {
     // Behaviour, not speed: close honours its bound (timeout + slack).
     assert!(took < Duration::from_secs(3), "close took {took:?}");
 }
+
+#[test]
+fn loading_after_restart_is_waited_out() {
+    let mut server = RedisServer::builder()
+        .appendfsync("always")
+        .arg("key-load-delay", "200")
+        .arg("loading-process-events-interval-bytes", "1024")
+        .start();
+    let mut admin = server.client();
+    // A large enough AOF that loading it takes a while.
+    for chunk in 0..30 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            pipe.cmd("SET").arg(format!("bulk:{chunk}:{i}")).arg("x").ignore();
+        }
+        let _: () = pipe.query(&mut admin).unwrap();
+    }
+    let _: () = redis::cmd("BGREWRITEAOF").query(&mut admin).unwrap();
+    drop(admin);
+    std::thread::sleep(ms(500));
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    server.kill();
+    server.restart(); // returns while the server still answers LOADING
+    for i in 2..=100 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(60)).unwrap();
+    assert_exactly_once(&ticks(&mut server.client(), "T1", "A"), 100);
+    let stats = cache.stats();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert!(stats.error_count("busy") >= 1, "LOADING was met and waited out: {stats:?}");
+}
