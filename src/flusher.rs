@@ -80,7 +80,6 @@ struct Batch {
     indexed: Vec<Key>,
     removed: Vec<Key>,
     max_seq: u64,
-    writes: u64,
     /// The connection generation the body was built for.
     generation: u64,
     /// Sent, but the reply was lost: applied or not, the marker decides.
@@ -339,7 +338,6 @@ impl Flusher {
             indexed: Vec::new(),
             removed: Vec::new(),
             max_seq: pending.max_seq,
-            writes: pending.msgs as u64,
             generation: self.generation,
             in_doubt: false,
             applied: false,
@@ -623,7 +621,6 @@ impl Flusher {
         if self.shared.backpressure.lock().take().is_some() {
             log::info!("tradecache: Redis accepts writes again");
         }
-        let _ = batch.writes;
     }
 
     fn fail(&mut self, f: Failure) {
