@@ -1,0 +1,282 @@
+//! Accounts, their balances and margins, and balance events.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{example_id, Currency, Money, UnixNanos};
+use crate::ident::Ident;
+
+/// How many balances, and how many margins, an [`Account`] or
+/// [`AccountEvent`] holds. The capacity is fixed so that the types never
+/// allocate; an engine with more currencies per account keeps the rest in
+/// its own [`crate::Entity`] type.
+pub const MAX_BALANCES: usize = 4;
+
+/// Cash or margin account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccountKind {
+    /// Cash account.
+    Cash,
+    /// Margin account.
+    Margin,
+}
+
+/// One currency's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AccountBalance {
+    /// The currency of all three amounts.
+    pub currency: Currency,
+    /// Total.
+    pub total: Money,
+    /// Locked by open orders.
+    pub locked: Money,
+    /// Free to use.
+    pub free: Money,
+}
+
+impl AccountBalance {
+    /// A balance of `total` with `locked` of it in use; `free` is the rest.
+    /// `None` if the currencies differ or on overflow.
+    pub fn new(total: Money, locked: Money) -> Option<AccountBalance> {
+        let free = total.checked_sub(locked)?;
+        Some(AccountBalance { currency: total.currency, total, locked, free })
+    }
+}
+
+/// One margin requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MarginBalance {
+    /// The instrument, or none for account-wide margin.
+    #[serde(default)]
+    pub instrument_id: Option<Ident>,
+    /// Initial margin.
+    pub initial: Money,
+    /// Maintenance margin.
+    pub maintenance: Money,
+}
+
+/// An account (or account event) already holds [`MAX_BALANCES`] entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an account holds at most {MAX_BALANCES} balances and {MAX_BALANCES} margins")]
+pub struct CapacityError;
+
+/// An account's latest state (`accounts:{id}`).
+///
+/// Holds at most [`MAX_BALANCES`] balances and [`MAX_BALANCES`] margins, in
+/// fixed slots (`None` is an empty slot). They are serialized as a sequence
+/// up to the last used slot; decoding a longer one is an error.
+///
+/// # Examples
+///
+/// ```
+/// use tradecache::model::{Account, AccountBalance, Currency, Money};
+///
+/// let mut acc = Account::example("BINANCE-001");
+/// assert_eq!(acc.balance(Currency::USDT).unwrap().free, Money::new(10_000_000, 2, Currency::USDT));
+/// let btc = AccountBalance::new(Money::new(150, 2, Currency::BTC), Money::new(50, 2, Currency::BTC)).unwrap();
+/// acc.set_balance(btc).unwrap();
+/// assert_eq!(acc.balances().count(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    /// `BINANCE-001`.
+    pub id: Ident,
+    /// Cash or margin.
+    pub kind: AccountKind,
+    /// Base currency, if single-currency.
+    #[serde(default)]
+    pub base_currency: Option<Currency>,
+    /// Balances, one per currency (at most [`MAX_BALANCES`]).
+    #[serde(default, with = "slots")]
+    pub balances: [Option<AccountBalance>; MAX_BALANCES],
+    /// Margins (at most [`MAX_BALANCES`]).
+    #[serde(default, with = "slots")]
+    pub margins: [Option<MarginBalance>; MAX_BALANCES],
+    /// Last update.
+    pub ts_event: UnixNanos,
+}
+
+impl Account {
+    /// A margin account with 100,000.00 USDT, for examples, tests and
+    /// benches. An invalid id is replaced by `invalid-id`.
+    pub fn example(account_id: &str) -> Account {
+        let m = |raw| Money::new(raw, 2, Currency::USDT);
+        Account {
+            id: example_id(account_id),
+            kind: AccountKind::Margin,
+            base_currency: Some(Currency::USDT),
+            balances: [
+                Some(AccountBalance {
+                    currency: Currency::USDT,
+                    total: m(10_000_000),
+                    locked: m(0),
+                    free: m(10_000_000),
+                }),
+                None,
+                None,
+                None,
+            ],
+            margins: [None, None, None, None],
+            ts_event: UnixNanos(1_700_000_000_000_000_000),
+        }
+    }
+
+    /// The balance in `currency`, if any.
+    pub fn balance(&self, currency: Currency) -> Option<&AccountBalance> {
+        self.balances.iter().flatten().find(|b| b.currency == currency)
+    }
+
+    /// The balances present.
+    pub fn balances(&self) -> impl Iterator<Item = &AccountBalance> {
+        self.balances.iter().flatten()
+    }
+
+    /// The margins present.
+    pub fn margins(&self) -> impl Iterator<Item = &MarginBalance> {
+        self.margins.iter().flatten()
+    }
+
+    /// Replaces the balance in the same currency, or takes a free slot.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] when the currency is new and all
+    /// [`MAX_BALANCES`] slots are used.
+    pub fn set_balance(&mut self, balance: AccountBalance) -> Result<(), CapacityError> {
+        let slot = match self.balances.iter().position(|b| b.is_some_and(|b| b.currency == balance.currency))
+        {
+            Some(i) => i,
+            None => self.balances.iter().position(Option::is_none).ok_or(CapacityError)?,
+        };
+        self.balances[slot] = Some(balance);
+        Ok(())
+    }
+
+    /// Replaces the margin for the same instrument (or the account-wide
+    /// one), or takes a free slot.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] when the margin is new and all
+    /// [`MAX_BALANCES`] slots are used.
+    pub fn set_margin(&mut self, margin: MarginBalance) -> Result<(), CapacityError> {
+        let same =
+            |m: &Option<MarginBalance>| m.as_ref().is_some_and(|m| m.instrument_id == margin.instrument_id);
+        let slot = match self.margins.iter().position(same) {
+            Some(i) => i,
+            None => self.margins.iter().position(Option::is_none).ok_or(CapacityError)?,
+        };
+        self.margins[slot] = Some(margin);
+        Ok(())
+    }
+
+    /// Applies a balance event: the account takes its balances, margins and
+    /// time. Events for another account are ignored.
+    pub fn apply(&mut self, event: &AccountEvent) {
+        if event.account_id != self.id {
+            return;
+        }
+        self.balances = event.balances;
+        self.margins = event.margins.clone();
+        self.ts_event = event.ts_event;
+    }
+}
+
+/// A balance/margin update appended to `accounts:{id}:events` (when
+/// `persist_account_events` is on). Same capacity as [`Account`].
+///
+/// # Examples
+///
+/// ```
+/// use tradecache::model::{Account, AccountEvent, UnixNanos};
+///
+/// let mut acc = Account::example("BINANCE-001");
+/// let mut ev = AccountEvent::snapshot_of(&acc, 1, UnixNanos(5));
+/// ev.balances[0].as_mut().unwrap().free.raw -= 100;
+/// acc.apply(&ev);
+/// assert_eq!(acc.balances[0].unwrap().free.raw, 9_999_900);
+/// assert_eq!(acc.ts_event, UnixNanos(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountEvent {
+    /// Unique within the account's log.
+    pub event_id: u64,
+    /// The account.
+    pub account_id: Ident,
+    /// Balances after the event.
+    #[serde(default, with = "slots")]
+    pub balances: [Option<AccountBalance>; MAX_BALANCES],
+    /// Margins after the event.
+    #[serde(default, with = "slots")]
+    pub margins: [Option<MarginBalance>; MAX_BALANCES],
+    /// Reported by the venue (as opposed to calculated).
+    #[serde(default)]
+    pub reported: bool,
+    /// When it happened.
+    pub ts_event: UnixNanos,
+}
+
+impl AccountEvent {
+    /// An event carrying `account`'s current balances and margins.
+    pub fn snapshot_of(account: &Account, event_id: u64, ts_event: UnixNanos) -> AccountEvent {
+        AccountEvent {
+            event_id,
+            account_id: account.id.clone(),
+            balances: account.balances,
+            margins: account.margins.clone(),
+            reported: false,
+            ts_event,
+        }
+    }
+}
+
+/// Serde for fixed slot arrays: a sequence up to the last used slot (empty
+/// slots before it as `null`); decoding accepts up to `N` elements.
+mod slots {
+    use super::*;
+
+    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
+        v: &[Option<T>; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let used = v.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        let mut seq = s.serialize_seq(Some(used))?;
+        for x in &v[..used] {
+            seq.serialize_element(x)?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[Option<T>; N], D::Error> {
+        struct V<T, const N: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
+            type Value = [Option<T>; N];
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a sequence of at most {N} entries")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
+                let mut i = 0;
+                while let Some(x) = seq.next_element::<Option<T>>()? {
+                    if i == N {
+                        // Trailing empty slots are harmless; more entries are not.
+                        if x.is_some() {
+                            return Err(serde::de::Error::invalid_length(i + 1, &self));
+                        }
+                        continue;
+                    }
+                    out[i] = x;
+                    i += 1;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V::<T, N>(PhantomData))
+    }
+}
