@@ -293,9 +293,11 @@ fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Result<Conn, Fai
                 return Ok(conn)
             }
             Ok(_) => {
+                // What the server would answer to a write: READONLY.
+                let (class, action) = classify_code("READONLY");
                 last = Some(Failure {
-                    class: ErrorClass::ReadOnly,
-                    action: Action::Reconnect,
+                    class,
+                    action,
                     addr: conn.addr.clone(),
                     text: format!("{} reported by sentinel {addr} is not a master", conn.addr),
                 });
@@ -374,12 +376,9 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
             }
         }
     }
-    Err(Failure {
-        class: ErrorClass::Busy,
-        action: Action::WaitRetry,
-        addr,
-        text: format!("no master owns slot {slot}"),
-    })
+    // What a node answers while a slot has no owner: CLUSTERDOWN.
+    let (class, action) = classify_code("CLUSTERDOWN");
+    Err(Failure { class, action, addr, text: format!("no master owns slot {slot}") })
 }
 
 fn other(addr: &str, text: &str) -> Failure {
@@ -467,16 +466,96 @@ fn push_int(buf: &mut Vec<u8>, n: usize) {
 mod tests {
     use super::*;
 
+    /// Every code the flusher can meet, one row each: the fault tests
+    /// (tests/faults.rs) rely on these classes and actions.
     #[test]
-    fn classification() {
-        assert_eq!(classify_code("LOADING").1, Action::WaitRetry);
-        assert_eq!(classify_code("READONLY").1, Action::Reconnect);
-        assert_eq!(classify_code("OOM"), (ErrorClass::Oom, Action::Backpressure));
-        assert_eq!(classify_code("MISCONF"), (ErrorClass::Misconf, Action::Backpressure));
-        assert_eq!(classify_code("WRONGPASS"), (ErrorClass::Auth, Action::Backpressure));
-        assert_eq!(classify_code("NOAUTH"), (ErrorClass::Auth, Action::Backpressure));
-        assert_eq!(classify_code("WRONGTYPE"), (ErrorClass::Command, Action::Drop));
-        assert_eq!(classify_code("MASTERDOWN").1, Action::WaitRetry);
+    fn classification_per_code() {
+        use Action::*;
+        use ErrorClass as C;
+        let table = [
+            ("LOADING", C::Busy, WaitRetry),
+            ("MASTERDOWN", C::Busy, WaitRetry),
+            ("TRYAGAIN", C::Busy, WaitRetry),
+            ("CLUSTERDOWN", C::Busy, WaitRetry),
+            ("NOREPLICAS", C::Busy, WaitRetry),
+            ("BUSY", C::Busy, WaitRetry),
+            ("READONLY", C::ReadOnly, Reconnect),
+            ("MOVED", C::ReadOnly, Reconnect),
+            ("ASK", C::ReadOnly, Reconnect),
+            ("OOM", C::Oom, Backpressure),
+            ("MISCONF", C::Misconf, Backpressure),
+            ("NOAUTH", C::Auth, Backpressure),
+            ("WRONGPASS", C::Auth, Backpressure),
+            ("NOPERM", C::Auth, Backpressure),
+            ("EXECABORT", C::Other, WaitRetry),
+            ("WRONGTYPE", C::Command, Drop),
+            ("ERR", C::Command, Drop),
+            ("SOMETHINGNEW", C::Command, Drop),
+        ];
+        for (code, class, action) in table {
+            assert_eq!(classify_code(code), (class, action), "{code}");
+        }
+    }
+
+    /// Server error replies as redis-rs parses them (known and extension
+    /// codes alike) go through `classify_code`.
+    #[test]
+    fn classification_of_server_replies() {
+        for (reply, class, action) in [
+            (
+                &b"-READONLY You can't write against a read only replica.\r\n"[..],
+                ErrorClass::ReadOnly,
+                Action::Reconnect,
+            ),
+            (b"-LOADING Redis is loading the dataset in memory\r\n", ErrorClass::Busy, Action::WaitRetry),
+            (b"-MASTERDOWN Link with MASTER is down\r\n", ErrorClass::Busy, Action::WaitRetry),
+            (
+                b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+                ErrorClass::Oom,
+                Action::Backpressure,
+            ),
+            (
+                b"-MISCONF Errors writing to the AOF file: No space left on device\r\n",
+                ErrorClass::Misconf,
+                Action::Backpressure,
+            ),
+            (b"-NOPERM this user has no permissions\r\n", ErrorClass::Auth, Action::Backpressure),
+            (
+                b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                ErrorClass::Command,
+                Action::Drop,
+            ),
+            (
+                b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+                ErrorClass::Other,
+                Action::WaitRetry,
+            ),
+        ] {
+            let Ok(Value::ServerError(e)) = redis::parse_redis_value(reply) else {
+                panic!("not parsed as a server error: {reply:?}");
+            };
+            let err: redis::RedisError = e.into();
+            assert_eq!(classify(&err), (class, action), "{err}");
+            assert_eq!(failure(&err, "h:1").class, class);
+        }
+    }
+
+    /// Errors without a server code: timeouts, I/O, refused credentials.
+    #[test]
+    fn classification_of_client_errors() {
+        use std::io;
+        let timeout = redis::RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(classify(&timeout), (ErrorClass::Timeout, Action::Reconnect));
+        let would_block = redis::RedisError::from(io::Error::from(io::ErrorKind::WouldBlock));
+        assert_eq!(classify(&would_block), (ErrorClass::Timeout, Action::Reconnect));
+        let refused = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify(&refused), (ErrorClass::Io, Action::Reconnect));
+        assert_eq!(failure(&refused, "h:1").kind(), ErrorKind::ConnectionRefused);
+        let reset = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(classify(&reset), (ErrorClass::Io, Action::Reconnect));
+        let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "invalid password"));
+        assert_eq!(classify(&auth), (ErrorClass::Auth, Action::Backpressure));
+        assert_eq!(failure(&auth, "h:1").kind(), ErrorKind::Auth);
     }
 
     #[test]

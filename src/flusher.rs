@@ -564,9 +564,11 @@ impl Flusher {
                 _ => 0,
             };
             if got < i64::from(n) {
+                // Classified like Redis's own NOREPLICAS.
+                let (class, action) = connection::classify_code("NOREPLICAS");
                 return Outcome::NotApplied(Failure {
-                    class: ErrorClass::Busy,
-                    action: Action::WaitRetry,
+                    class,
+                    action,
                     addr,
                     text: format!("only {got} of {n} replica(s) acknowledged the batch"),
                 });
@@ -665,8 +667,8 @@ impl Flusher {
             }
             Err(f) => {
                 self.shared.count_error(f.class, f.text.clone());
-                if f.class == ErrorClass::Auth {
-                    *self.shared.backpressure.lock() = Some(format!("auth: {}", f.text));
+                if f.action == Action::Backpressure {
+                    *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class.name(), f.text));
                 }
                 log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
                 self.retry_at = Some(Instant::now() + self.backoff.next_delay());
