@@ -238,7 +238,7 @@ impl Cache {
         if self.shared.acked_seq.load(SeqCst) >= seq.0 {
             return Ok(());
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = connection::deadline_after(timeout);
         self.waiters.count.fetch_add(1, SeqCst);
         let mut guard = self.waiters.lock.lock();
         let result = loop {
@@ -291,12 +291,17 @@ impl Cache {
 
     /// Sends shutdown through the channel (after every accepted write),
     /// lets the flusher write what it can until `timeout`, and joins it.
-    /// Returns within `timeout` plus a small slack even when Redis is down.
+    /// Returns within `timeout` plus a small slack even when Redis is down
+    /// or stalled, or the channel is full; the flusher stops by then too
+    /// (it finishes at most the one reply it is reading, bounded by
+    /// `response_timeout`), so nothing is written after the cache is gone.
+    /// `Drop` does the same with `close_timeout` and logs the count.
     ///
     /// # Errors
     ///
-    /// [`Error::Unpersisted`] with the count of accepted writes that did not
-    /// reach Redis.
+    /// [`Error::Unpersisted`] with the count of accepted writes that were not
+    /// acknowledged (an upper bound: a batch whose reply was under way at
+    /// the deadline may still have been applied).
     pub fn close(self, timeout: Duration) -> Result<CloseReport> {
         let report = self.shutdown(timeout);
         if report.unpersisted > 0 {
@@ -310,15 +315,19 @@ impl Cache {
         if self.closed.swap(true, SeqCst) {
             return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = connection::deadline_after(timeout);
+        // The flag reaches the flusher even when the channel is full (Redis
+        // down, the flusher no longer draining); the message, sent after
+        // every write, wakes it when it is idle.
+        self.shared.request_stop(deadline);
         {
             let p = self.producer.lock();
-            let _ = p.tx.send_deadline(Msg::Shutdown { deadline }, deadline);
+            let _ = p.tx.try_send(Msg::Shutdown { deadline });
         }
         // The flusher stops at `deadline` at the latest; its longest
         // blocking call is bounded by the connect/response timeouts.
         let slack = Duration::from_millis(250);
-        let report = match self.done.recv_deadline(deadline + slack) {
+        let report = match self.done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
             Ok(r) => {
                 if let Some(t) = self.thread.lock().take() {
                     let _ = t.join();

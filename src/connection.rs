@@ -149,15 +149,25 @@ impl Backoff {
     /// doubles up to the cap.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
+        // Saturating: a configured maximum of `Duration::MAX` must not panic.
+        self.next = self.next.saturating_mul(2).min(self.max);
         // xorshift64: jitter only, no need for a real RNG.
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         let frac = (self.seed % 1000) as f64 / 1000.0; // 0..1
         let factor = 0.75 + frac * 0.5;
-        base.mul_f64(factor).min(self.max).max(Duration::from_millis(1).min(self.min))
+        let jittered = Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(self.max);
+        jittered.min(self.max).max(Duration::from_millis(1).min(self.min))
     }
+}
+
+/// `now + d`, or a point a century away when that does not fit in an
+/// `Instant`: a timeout of `Duration::MAX` means "no limit", not a panic.
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
 }
 
 /// Opens one connection to `host:port` with the configured credentials,
@@ -556,6 +566,20 @@ mod tests {
         let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "invalid password"));
         assert_eq!(classify(&auth), (ErrorClass::Auth, Action::Backpressure));
         assert_eq!(failure(&auth, "h:1").kind(), ErrorKind::Auth);
+    }
+
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX);
+        for _ in 0..4 {
+            assert!(b.next_delay() > Duration::from_secs(3600));
+        }
+        let mut b = Backoff::new(Duration::from_millis(1), Duration::MAX);
+        for _ in 0..200 {
+            let _ = deadline_after(b.next_delay());
+        }
+        assert!(deadline_after(Duration::MAX) > Instant::now() + Duration::from_secs(3600));
+        assert!(deadline_after(Duration::ZERO) <= Instant::now());
     }
 
     #[test]

@@ -180,15 +180,24 @@ impl Flusher {
             self.cfg.timestamps_as_iso8601 && self.cfg.encoding == crate::Encoding::Json,
         );
         loop {
+            self.check_stop();
             if self.pending.is_empty() && self.held.is_none() {
                 if self.shutdown.is_some() {
-                    break;
+                    // Told to stop through `Shared` rather than by the
+                    // message: writes may still be queued behind it.
+                    match self.rx.try_recv() {
+                        Ok(msg) => {
+                            self.absorb(msg);
+                            continue;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 // Nothing to write: wait for the next message. This is
                 // where the thread yields.
                 match self.wait_first() {
                     Some(msg) => self.absorb(msg),
-                    None => self.begin_shutdown(Instant::now() + self.cfg.close_timeout),
+                    None => self.begin_shutdown(connection::deadline_after(self.cfg.close_timeout)),
                 }
                 continue;
             }
@@ -212,7 +221,9 @@ impl Flusher {
             self.write_held();
         }
         let acked = self.shared.acked_seq.load(SeqCst);
-        let report = CloseReport { acked_seq: acked, unpersisted: self.received_seq.saturating_sub(acked) };
+        // Writes still in the channel were accepted too.
+        let accepted = self.received_seq.max(self.shared.accepted_seq.load(SeqCst));
+        let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
         if report.unpersisted > 0 {
             log::error!(
                 "tradecache: flusher stopped with {} accepted write(s) not persisted",
@@ -220,6 +231,18 @@ impl Flusher {
             );
         }
         let _ = self.done.try_send(report);
+    }
+
+    /// `close`/`Drop` leave their deadline in `Shared` as well as sending
+    /// `Shutdown`: when Redis is down and the flusher holds
+    /// `max_pending_events`, it stops draining, the channel fills, and the
+    /// message would never arrive (the thread would outlive the `Cache`).
+    fn check_stop(&mut self) {
+        if self.shutdown.is_none() {
+            if let Some(deadline) = self.shared.stop_requested() {
+                self.begin_shutdown(deadline);
+            }
+        }
     }
 
     fn begin_shutdown(&mut self, deadline: Instant) {
@@ -262,7 +285,7 @@ impl Flusher {
                 Ok(m) => self.absorb(m),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.begin_shutdown(Instant::now() + self.cfg.close_timeout);
+                    self.begin_shutdown(connection::deadline_after(self.cfg.close_timeout));
                     break;
                 }
             }
@@ -275,7 +298,7 @@ impl Flusher {
         if self.cfg.buffer_interval.is_zero() || self.shutdown.is_some() {
             return;
         }
-        let until = Instant::now() + self.cfg.buffer_interval;
+        let until = connection::deadline_after(self.cfg.buffer_interval);
         while self.pending.msgs < self.cfg.max_batch && Instant::now() < until {
             self.drain();
             std::thread::sleep(self.cfg.idle_poll.min(until.saturating_duration_since(Instant::now())));
@@ -635,7 +658,7 @@ impl Flusher {
             }
             Action::WaitRetry | Action::Drop => {}
         }
-        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+        self.retry_at = Some(connection::deadline_after(self.backoff.next_delay()));
     }
 
     fn drop_conn(&mut self) {
@@ -671,7 +694,7 @@ impl Flusher {
                     *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class.name(), f.text));
                 }
                 log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
-                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+                self.retry_at = Some(connection::deadline_after(self.backoff.next_delay()));
             }
         }
     }

@@ -88,6 +88,10 @@ pub(crate) struct Shared {
     lat_us: [AtomicU64; LAT_BUCKETS],
     pub(crate) last_error: Mutex<Option<LastError>>,
     pub(crate) backpressure: Mutex<Option<String>>,
+    /// Set by `close`/`Drop`: the flusher's deadline, for when the
+    /// `Shutdown` message cannot reach it (see `Flusher::check_stop`).
+    stop_requested: AtomicBool,
+    stop_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// The last error the flusher met.
@@ -111,6 +115,21 @@ impl<T> std::ops::Deref for CachePadded<T> {
 }
 
 impl Shared {
+    /// Asks the flusher to stop by `deadline`, however full the channel is.
+    pub(crate) fn request_stop(&self, deadline: std::time::Instant) {
+        *self.stop_at.lock() = Some(deadline);
+        self.stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The deadline set by [`Shared::request_stop`], if any.
+    pub(crate) fn stop_requested(&self) -> Option<std::time::Instant> {
+        if self.stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
+            *self.stop_at.lock()
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
         let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(10);
         self.errors[i].fetch_add(1, Relaxed);

@@ -19,6 +19,30 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Writing goes on after the fault without the caller doing anything.
+fn assert_resumes(cache: &Cache) {
+    let seq = cache.put(&Counter { id: "after".into(), value: 1 }).expect("accepted after the fault");
+    cache.wait(seq, Duration::from_secs(30)).expect("a write after the fault is acknowledged");
+}
+
+/// Retried with backoff, not in a busy loop: at most `max` more errors of
+/// `class` in half a second.
+fn assert_backs_off(cache: &Cache, class: &str, max: u64) {
+    let before = cache.stats().error_count(class);
+    std::thread::sleep(ms(500));
+    let retries = cache.stats().error_count(class) - before;
+    assert!(retries <= max, "{retries} {class} retries in 500 ms: a busy loop");
+}
+
+fn info(con: &mut redis::Connection, section: &str) -> String {
+    redis::cmd("INFO").arg(section).query(con).expect("INFO")
+}
+
+fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let text = info(con, section);
+    text.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')).map(str::to_string))
+}
+
 #[test]
 fn stalled_server_sigstop_then_sigcont() {
     let server = RedisServer::start();
@@ -33,11 +57,14 @@ fn stalled_server_sigstop_then_sigcont() {
     wait_until("the flusher to notice the stall", Duration::from_secs(10), || {
         cache.stats().error_count("timeout") > 0
     });
-    assert!(!cache.health().connected || cache.health().backlog > 0);
+    let during = cache.health();
+    assert!(!during.connected || during.backlog > 0);
     server.resume();
     cache.flush(Duration::from_secs(30)).unwrap();
-    assert_exactly_once(&ticks(&mut server.client(), "T1", "A"), 1_000);
+    let got = ticks(&mut server.client(), "T1", "A");
+    matrix_row("Redis stalled (SIGSTOP), then SIGCONT", &health_cell(&during), &got, 1_000);
     assert!(cache.health().is_healthy(), "{:?}", cache.health());
+    assert_resumes(&cache);
 }
 
 #[test]
@@ -57,10 +84,13 @@ fn out_of_memory_is_backpressure_then_resumes() {
     let health = cache.health();
     assert!(health.backpressure.as_deref().unwrap_or("").contains("oom"), "{health:?}");
     assert!(!health.is_healthy());
+    assert_backs_off(&cache, "oom", 50);
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query(&mut admin).unwrap();
     cache.flush(Duration::from_secs(30)).unwrap();
-    assert_exactly_once(&ticks(&mut admin, "T1", "A"), 500);
+    let got = ticks(&mut admin, "T1", "A");
+    matrix_row("OOM (maxmemory reached, noeviction), then raised", &health_cell(&health), &got, 500);
     assert!(cache.health().backpressure.is_none(), "{:?}", cache.health());
+    assert_resumes(&cache);
 }
 
 #[test]
@@ -86,17 +116,17 @@ fn password_changed_at_run_time() {
     wait_until("auth failure in health()", Duration::from_secs(10), || {
         cache.health().last_error_class == Some(ErrorClass::Auth)
     });
-    // Retried with backoff, not in a busy loop.
-    let before = cache.stats().error_count("auth");
-    std::thread::sleep(ms(500));
-    let retries = cache.stats().error_count("auth") - before;
-    assert!(retries <= 50, "{retries} auth retries in 500 ms: a busy loop");
+    let during = cache.health();
+    assert!(during.backpressure.as_deref().unwrap_or("").starts_with("auth"), "{during:?}");
+    assert_backs_off(&cache, "auth", 50);
     let text = format!("{:?} {:?}", cache.health(), cache.stats());
     assert!(!text.contains("old-secret") && !text.contains("new-secret"), "{text}");
     let _: () =
         redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("old-secret").query(&mut admin).unwrap();
     cache.flush(Duration::from_secs(30)).unwrap();
-    assert_exactly_once(&ticks(&mut admin, "T1", "A"), 100);
+    let got = ticks(&mut admin, "T1", "A");
+    matrix_row("password changed at run time, then restored", &health_cell(&during), &got, 100);
+    assert_resumes(&cache);
 }
 
 #[test]
@@ -116,6 +146,10 @@ fn close_with_redis_down_is_bounded_and_reports_losses() {
     }
     // Behaviour, not speed: close honours its bound (timeout + slack).
     assert!(took < Duration::from_secs(3), "close took {took:?}");
+    eprintln!(
+        "FAULT-MATRIX | Redis killed and never back; close(300 ms) | connected=false last_error=io | \
+         50 of 50 unpersisted, reported by close as Error::Unpersisted | duplicates 0"
+    );
 }
 
 #[test]
@@ -145,9 +179,242 @@ fn loading_after_restart_is_waited_out() {
     for i in 2..=100 {
         cache.append("A", &Tick { n: i }).unwrap();
     }
+    wait_until("LOADING in health()", Duration::from_secs(30), || cache.stats().error_count("busy") >= 1);
+    let during = cache.health();
     cache.flush(Duration::from_secs(60)).unwrap();
-    assert_exactly_once(&ticks(&mut server.client(), "T1", "A"), 100);
+    let got = ticks(&mut server.client(), "T1", "A");
     let stats = cache.stats();
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert!(stats.error_count("busy") >= 1, "LOADING was met and waited out: {stats:?}");
+    matrix_row("LOADING after a restart (slow AOF load)", &health_cell(&during), &got, 100);
+    assert_resumes(&cache);
+}
+
+fn replicaof(con: &mut redis::Connection, master: Option<u16>) {
+    let mut cmd = redis::cmd("REPLICAOF");
+    match master {
+        Some(port) => cmd.arg("127.0.0.1").arg(port),
+        None => cmd.arg("NO").arg("ONE"),
+    };
+    let _: () = cmd.query(con).expect("REPLICAOF");
+}
+
+fn wait_link_up(con: &mut redis::Connection) {
+    wait_until("the replication link", Duration::from_secs(20), || {
+        info_field(con, "replication", "master_link_status").as_deref() == Some("up")
+    });
+}
+
+fn marker(con: &mut redis::Connection) -> Option<String> {
+    redis::cmd("GET").arg("trader-T1:writer:main").query(con).expect("GET marker")
+}
+
+/// A manual failover and back while the cache stays pointed at A: B
+/// replicates A and is promoted, A follows B (the cache now gets
+/// `READONLY`, reconnects and backs off), then A is made master again (it
+/// has everything, through B) and writing resumes by itself.
+#[test]
+fn readonly_after_replicaof_then_back() {
+    // No 5 s wait before a full sync (the default for diskless sync).
+    let server = || RedisServer::builder().arg("repl-diskless-sync-delay", "0").start();
+    let (a, b) = (server(), server());
+    let (mut ca, mut cb) = (a.client(), b.client());
+    replicaof(&mut cb, Some(a.port()));
+    wait_link_up(&mut cb);
+    let cache = Cache::open(config(a.port(), "T1")).unwrap();
+    for i in 1..=100 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(5)).unwrap();
+
+    // Failover: B has caught up (same commit marker), is promoted, A follows.
+    let applied = marker(&mut ca);
+    wait_until("B to catch up", Duration::from_secs(10), || marker(&mut cb) == applied);
+    replicaof(&mut cb, None);
+    replicaof(&mut ca, Some(b.port()));
+    wait_link_up(&mut ca);
+
+    for i in 101..=300 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    wait_until("READONLY in health()", Duration::from_secs(10), || {
+        cache.health().last_error_class == Some(ErrorClass::ReadOnly)
+    });
+    let during = cache.health();
+    assert!(during.backlog > 0, "{during:?}");
+    assert!(
+        during.last_error.as_deref().unwrap_or("").to_lowercase().contains("read only replica"),
+        "{during:?}"
+    );
+    assert_backs_off(&cache, "readonly", 50);
+    assert!(cache.stats().reconnects >= 1, "READONLY makes the flusher reconnect: {:?}", cache.stats());
+
+    // Back: A is master again and B follows it.
+    replicaof(&mut ca, None);
+    replicaof(&mut cb, Some(a.port()));
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let got = ticks(&mut ca, "T1", "A");
+    matrix_row(
+        "READONLY: REPLICAOF pointed elsewhere (manual failover), then back",
+        &health_cell(&during),
+        &got,
+        300,
+    );
+    assert_resumes(&cache);
+}
+
+/// `MISCONF`: the last background save failed (its directory vanished)
+/// and `stop-writes-on-bgsave-error` refuses writes until a save works.
+#[test]
+fn misconf_when_persistence_fails_then_resumes() {
+    let server = RedisServer::builder()
+        .appendonly(false)
+        .arg("enable-protected-configs", "yes")
+        .arg("stop-writes-on-bgsave-error", "yes")
+        .start();
+    let mut admin = server.client();
+    // MISCONF needs save points (the test server starts with none).
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("save").arg("3600 1").query(&mut admin).unwrap();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+
+    let gone = server.dir().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("dir").arg(gone.to_str().unwrap()).query(&mut admin).unwrap();
+    std::fs::remove_dir(&gone).unwrap();
+    bgsave(&mut admin, "err");
+
+    for i in 2..=200 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    wait_until("MISCONF in health()", Duration::from_secs(10), || {
+        cache.health().last_error_class == Some(ErrorClass::Misconf)
+    });
+    let during = cache.health();
+    assert!(during.backpressure.as_deref().unwrap_or("").starts_with("misconf"), "{during:?}");
+    assert!(!during.is_healthy() && during.backlog > 0, "{during:?}");
+    assert_backs_off(&cache, "misconf", 50);
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("dir")
+        .arg(server.dir().to_str().unwrap())
+        .query(&mut admin)
+        .unwrap();
+    bgsave(&mut admin, "ok");
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let got = ticks(&mut admin, "T1", "A");
+    matrix_row("MISCONF: background save fails, then a save works", &health_cell(&during), &got, 200);
+    assert!(cache.health().backpressure.is_none(), "{:?}", cache.health());
+    assert_resumes(&cache);
+}
+
+/// Runs `BGSAVE` and waits for it to finish with `status` (`ok`/`err`).
+fn bgsave(con: &mut redis::Connection, status: &str) {
+    wait_until("no save in progress", Duration::from_secs(10), || {
+        info_field(con, "persistence", "rdb_bgsave_in_progress").as_deref() == Some("0")
+    });
+    let _: redis::Value = redis::cmd("BGSAVE").query(con).expect("BGSAVE");
+    wait_until("BGSAVE to finish", Duration::from_secs(20), || {
+        info_field(con, "persistence", "rdb_bgsave_in_progress").as_deref() == Some("0")
+            && info_field(con, "persistence", "rdb_last_bgsave_status").as_deref() == Some(status)
+    });
+}
+
+/// Redis goes away after `open` (not running any more): writes are still
+/// accepted, health says disconnected with an I/O error, and once Redis is
+/// back (from its AOF) everything lands exactly once.
+#[test]
+fn redis_gone_after_open_then_back() {
+    let mut server = RedisServer::builder().appendfsync("always").start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    server.stop();
+    for i in 2..=300 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    wait_until("the outage in health()", Duration::from_secs(10), || {
+        let h = cache.health();
+        !h.connected && h.last_error_class.is_some()
+    });
+    let during = cache.health();
+    assert!(matches!(during.last_error_class, Some(ErrorClass::Io | ErrorClass::Timeout)), "{during:?}");
+    assert_eq!(during.backlog, 299, "{during:?}");
+    assert!(during.flusher_running && !during.is_healthy());
+    server.restart();
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let got = ticks(&mut server.client(), "T1", "A");
+    matrix_row("Redis stopped after open (SIGTERM), restarted later", &health_cell(&during), &got, 300);
+    assert!(cache.health().is_healthy(), "{:?}", cache.health());
+    assert_resumes(&cache);
+}
+
+/// `Drop` is bounded by `close_timeout` (plus slack) with Redis down or
+/// stalled, and never hangs.
+#[test]
+fn drop_with_redis_down_or_stalled_is_bounded() {
+    let mut down = RedisServer::start();
+    let stalled = RedisServer::start();
+    for (what, port) in [("down", down.port()), ("stalled", stalled.port())] {
+        let cache = Cache::open(config(port, "T1").close_timeout(ms(300))).unwrap();
+        cache.append("A", &Tick { n: 1 }).unwrap();
+        cache.flush(Duration::from_secs(5)).unwrap();
+        if what == "down" {
+            down.kill();
+        } else {
+            stalled.pause();
+        }
+        for i in 2..=50 {
+            cache.append("A", &Tick { n: i }).unwrap();
+        }
+        let start = Instant::now();
+        drop(cache);
+        let took = start.elapsed();
+        // Behaviour, not speed: 300 ms close_timeout, plus at most one
+        // response timeout (1 s) for a read already under way, plus slack.
+        assert!(took < Duration::from_secs(5), "Drop with Redis {what} took {took:?}");
+    }
+    stalled.resume();
+}
+
+/// Redis down and the channel full (the flusher holds `max_pending_events`
+/// and no longer drains): `close` still stops the flusher within its
+/// timeout, counts every accepted write as unpersisted, and nothing is
+/// written behind the caller's back once Redis returns.
+#[test]
+fn close_with_channel_full_and_redis_down_stops_the_flusher() {
+    let mut server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1").channel_capacity(16).max_pending_events(16)).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    server.kill();
+    let mut accepted = 0u64;
+    for i in 2..=500u64 {
+        if cache.append("A", &Tick { n: i }).is_ok() {
+            accepted += 1;
+        }
+    }
+    assert!(cache.stats().rejected > 0, "the channel filled: {:?}", cache.stats());
+    let start = Instant::now();
+    let err = cache.close(ms(300)).unwrap_err();
+    let took = start.elapsed();
+    match err {
+        tradecache::Error::Unpersisted(report) => {
+            assert_eq!(report.unpersisted, accepted, "{report:?}");
+            assert_eq!(report.acked_seq, 1, "{report:?}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(took < Duration::from_secs(3), "close took {took:?}");
+    server.restart();
+    // An absence cannot be awaited: give a leftover flusher (reconnect
+    // backoff at most 200 ms here) ample time to show itself.
+    std::thread::sleep(ms(1_000));
+    let mut con = server.client();
+    assert_eq!(ticks(&mut con, "T1", "A"), vec![1], "no write after close returned");
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+    assert_eq!(clients.lines().count(), 1, "only this test's connection: {clients}");
 }

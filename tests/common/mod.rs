@@ -84,3 +84,25 @@ pub fn assert_exactly_once(got: &[u64], n: u64) {
     }
     assert_eq!(got.len() as u64, n, "stored {} events, accepted {n}", got.len());
 }
+
+/// What `health()` showed during a fault, as a fault-matrix cell.
+pub fn health_cell(h: &tradecache::Health) -> String {
+    format!(
+        "connected={} last_error={} backpressure={}",
+        h.connected,
+        h.last_error_class.map_or("none", |c| c.name()),
+        h.backpressure.as_deref().map_or("none", |b| b.split(':').next().unwrap_or(b)),
+    )
+}
+
+/// Checks a stored event log against `1..=n` accepted events and prints a
+/// fault-matrix row (`cargo test -- --nocapture` shows them); panics on
+/// any loss or duplicate.
+pub fn matrix_row(fault: &str, health: &str, got: &[u64], n: u64) {
+    let distinct: std::collections::BTreeSet<u64> =
+        got.iter().copied().filter(|v| (1..=n).contains(v)).collect();
+    let lost = n - distinct.len() as u64;
+    let dups = got.len() as u64 - distinct.len() as u64;
+    eprintln!("FAULT-MATRIX | {fault} | {health} | lost {lost} of {n} | duplicates {dups}");
+    assert_exactly_once(got, n);
+}
