@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::config::{Config, OverflowPolicy};
 use crate::connection;
 use crate::entity::{Entity, Event};
-use crate::error::{CloseReport, Error, PushError, Result};
+use crate::error::{CloseReport, DroppedWrite, Error, PushError, Result};
 use crate::flusher::{Flusher, FlusherInit, Waiters};
 use crate::ident::{self, Ident};
 use crate::keys::Keys;
@@ -85,7 +85,11 @@ impl Cache {
     ///
     /// [`Error::Config`] listing every configuration problem;
     /// [`Error::Connect`] naming `host:port` and whether the connection was
-    /// refused, timed out or the credentials were rejected.
+    /// refused, timed out or the credentials were rejected;
+    /// [`Error::Codec`] naming the key when this writer's commit marker
+    /// (`{trader}:writer:{writer_id}`) holds something other than a batch
+    /// number; [`Error::Redis`] when reading it fails (a key of the wrong
+    /// type, say).
     pub fn open(config: Config) -> Result<Cache> {
         config.validate()?;
         let keys = Keys::new(&config.trader_key(), !config.cluster_nodes.is_empty());
@@ -94,13 +98,7 @@ impl Cache {
         if config.flush_on_start {
             crate::recovery::delete_trader_keys(&mut conn, &keys)?;
         }
-        let batch_no = match conn.query(redis::cmd("GET").arg(&marker)) {
-            Ok(redis::Value::BulkString(b)) => {
-                std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
-            }
-            Ok(_) => 0,
-            Err(e) => return Err(connection::failure(&e, &conn.addr).into_error()),
-        };
+        let batch_no = read_marker(&mut conn, &marker)?;
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
@@ -228,22 +226,28 @@ impl Cache {
     }
 
     /// Blocks until write `seq` (and so every write before it) is
-    /// acknowledged by Redis, or `timeout` passes.
+    /// acknowledged by Redis, or `timeout` passes. `Ok` means every write up
+    /// to `seq` is in Redis, except dropped writes already collected with
+    /// [`Cache::take_dropped`].
     ///
     /// # Errors
     ///
     /// [`Error::WaitTimeout`] when the timeout passes first;
-    /// [`Error::Closed`] when the flusher has stopped.
+    /// [`Error::Closed`] when the flusher has stopped; [`Error::Dropped`]
+    /// when a write at or before `seq` was dropped (too large, not
+    /// encodable, refused by Redis) and not yet collected with
+    /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
+    /// until the drops are collected).
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
         if self.shared.acked_seq.load(SeqCst) >= seq.0 {
-            return Ok(());
+            return self.shared.drop_error(seq.0).map_or(Ok(()), Err);
         }
         let deadline = connection::deadline_after(timeout);
         self.waiters.count.fetch_add(1, SeqCst);
         let mut guard = self.waiters.lock.lock();
         let result = loop {
             if self.shared.acked_seq.load(SeqCst) >= seq.0 {
-                break Ok(());
+                break self.shared.drop_error(seq.0).map_or(Ok(()), Err);
             }
             if !self.shared.flusher_alive.load(SeqCst) {
                 break Err(Error::Closed);
@@ -265,9 +269,41 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// As [`Cache::wait`].
+    /// As [`Cache::wait`]: in particular [`Error::Dropped`] while any
+    /// dropped write has not been collected with [`Cache::take_dropped`].
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         self.wait(self.last_seq(), timeout)
+    }
+
+    /// Hands over the accepted writes the flusher has dropped since the
+    /// last call, oldest first, and clears the record (so [`Cache::wait`]
+    /// and [`Cache::flush`] stop reporting them).
+    ///
+    /// A write is dropped, never retried, when its value is larger than
+    /// `max_value_bytes` or cannot be encoded (both found on the flusher
+    /// thread, since encoding stays off the caller's hot path), or when
+    /// Redis refuses its command inside the transaction (a key of the
+    /// wrong type). Each is also counted in [`Stats::dropped`] and shown in
+    /// [`Health::last_error`]. At most 1024 are kept between two calls;
+    /// `stats().dropped` counts all of them.
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config, Error};
+    /// # use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?)?;
+    /// match cache.flush(Duration::from_secs(1)) {
+    ///     Err(Error::Dropped { .. }) => {
+    ///         for d in cache.take_dropped() {
+    ///             eprintln!("not persisted: {d}"); // seq, key, class, detail
+    ///         }
+    ///     }
+    ///     other => other?,
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn take_dropped(&self) -> Vec<DroppedWrite> {
+        self.shared.take_drops()
     }
 
     /// Connection state, backlog, last error and reconnect count.
@@ -343,6 +379,36 @@ impl Cache {
             }
         };
         report
+    }
+}
+
+/// The last batch number applied under this writer's commit marker (0 if
+/// none). Anything else in the key is an error at `open`: the marker
+/// decides what is replayed after a lost reply, so a value this crate did
+/// not write must not be guessed at.
+fn read_marker(conn: &mut connection::Conn, marker: &str) -> Result<u64> {
+    let corrupt = |what: String| Error::Codec {
+        key: marker.to_string(),
+        detail: format!(
+            "the commit marker holds {what}, not a batch number; delete the key \
+             (or open with flush_on_start, or another writer_id)"
+        ),
+    };
+    match conn.query(redis::cmd("GET").arg(marker)) {
+        Ok(redis::Value::Nil) => Ok(0),
+        Ok(redis::Value::BulkString(b)) => {
+            match std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok()) {
+                // Far below u64::MAX: batch numbers must have room to grow.
+                Some(n) if n < u64::MAX / 2 => Ok(n),
+                _ => Err(corrupt(format!("{:?}", String::from_utf8_lossy(&b[..b.len().min(64)])))),
+            }
+        }
+        Ok(other) => Err(corrupt(format!("{other:?}"))),
+        Err(e) => {
+            let mut f = connection::failure(&e, &conn.addr);
+            f.text = format!("reading the commit marker {marker}: {}", f.text);
+            Err(f.into_error())
+        }
     }
 }
 

@@ -457,6 +457,42 @@ impl Packer {
     }
 }
 
+impl Packer {
+    /// The first argument (the key) of the `n`-th command packed so far,
+    /// counting from 0; `None` if there is no such command or argument.
+    /// Only used to name a key after Redis refused a command, so a linear
+    /// walk is fine.
+    pub(crate) fn key_of(&self, n: usize) -> Option<&[u8]> {
+        /// Reads one `{tag}{number}\r\n` header line.
+        fn line(rest: &mut &[u8], tag: u8) -> Option<usize> {
+            let end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let (head, tail) = rest.split_at(end);
+            *rest = &tail[2..];
+            let (&t, digits) = head.split_first()?;
+            if t != tag {
+                return None;
+            }
+            std::str::from_utf8(digits).ok()?.parse().ok()
+        }
+        let mut rest = &self.buf[..];
+        for i in 0..=n {
+            let argc = line(&mut rest, b'*')?;
+            for a in 0..argc {
+                let len = line(&mut rest, b'$')?;
+                let arg = rest.get(..len)?;
+                rest = rest.get(len + 2..)?;
+                if i == n && a == 1 {
+                    return Some(arg);
+                }
+            }
+            if i == n {
+                return None;
+            }
+        }
+        None
+    }
+}
+
 fn push_int(buf: &mut Vec<u8>, n: usize) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
@@ -598,6 +634,26 @@ mod tests {
         p.cmd(&[b"SET", b"k", b"v"]);
         assert_eq!(p.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
         assert_eq!(p.commands, 1);
+    }
+
+    #[test]
+    fn packer_key_of() {
+        let mut p = Packer::default();
+        p.cmd(&[b"MULTI"]);
+        p.cmd(&[b"SET", b"k\r\n1", b"v"]);
+        p.array(4);
+        p.bulk(b"RPUSH");
+        p.bulk(b"k2");
+        p.bulk(b"a");
+        p.bulk(b"b");
+        p.cmd(&[b"EXEC"]);
+        assert_eq!(p.key_of(0), None);
+        assert_eq!(p.key_of(1), Some(&b"k\r\n1"[..]));
+        assert_eq!(p.key_of(2), Some(&b"k2"[..]));
+        assert_eq!(p.key_of(3), None);
+        assert_eq!(p.key_of(4), None);
+        p.buf.truncate(p.buf.len() - 5); // a torn buffer is not a panic
+        assert_eq!(p.key_of(3), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::cache::Seq;
 use crate::ident::IdError;
+use crate::stats::ErrorClass;
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -153,6 +155,17 @@ pub enum Error {
     /// The cache is closed or its flusher thread has stopped.
     #[error("the cache is closed")]
     Closed,
+    /// A write at or before the awaited one was accepted but dropped by the
+    /// flusher (too large, not encodable, or refused by Redis inside the
+    /// transaction), and has not been collected with
+    /// [`crate::Cache::take_dropped`] yet.
+    #[error("{count} accepted write(s) dropped, not persisted (the first: {first}); collect them with Cache::take_dropped")]
+    Dropped {
+        /// Dropped writes not collected yet.
+        count: u64,
+        /// The earliest of them.
+        first: Box<DroppedWrite>,
+    },
     /// `close` returned before every accepted write was persisted.
     #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
     Unpersisted(CloseReport),
@@ -185,6 +198,11 @@ impl Error {
             Error::WaitTimeout(_) => ErrorKind::Timeout,
             Error::Codec { .. } | Error::Load { .. } => ErrorKind::Codec,
             Error::Closed | Error::Unpersisted(_) => ErrorKind::Closed,
+            Error::Dropped { first, .. } => match first.class {
+                ErrorClass::TooLarge => ErrorKind::TooLarge,
+                ErrorClass::Encode => ErrorKind::Codec,
+                _ => ErrorKind::Server,
+            },
         }
     }
 }
@@ -243,6 +261,46 @@ impl<T> fmt::Debug for PushError<T> {
     }
 }
 
+/// An accepted write that the flusher could not persist, so dropped: its
+/// value was larger than `max_value_bytes` or could not be encoded (both
+/// found on the flusher thread, which does the encoding), or Redis refused
+/// its command inside the transaction (a key of the wrong type, put there
+/// by someone else). Collected with [`crate::Cache::take_dropped`]; until
+/// then [`crate::Cache::wait`] and [`crate::Cache::flush`] report it as
+/// [`Error::Dropped`].
+///
+/// ```
+/// # use tradecache::{DroppedWrite, ErrorClass};
+/// fn alert(d: &DroppedWrite) -> String {
+///     match d.class {
+///         ErrorClass::TooLarge => format!("raise max_value_bytes or shrink {}", d.key),
+///         _ => d.to_string(),
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedWrite {
+    /// The write's sequence number. For a command Redis refused inside a
+    /// transaction, the first write of that batch (the flusher does not
+    /// track which write each command came from).
+    pub seq: Seq,
+    /// The Redis key it was for (`…:events` for an event append).
+    pub key: String,
+    /// [`ErrorClass::TooLarge`], [`ErrorClass::Encode`] or
+    /// [`ErrorClass::Command`].
+    pub class: ErrorClass,
+    /// What went wrong, for example `the value is 600000 bytes;
+    /// max_value_bytes is 524288`.
+    pub detail: String,
+}
+
+impl fmt::Display for DroppedWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "write {} to {} ({}): {}", self.seq.get(), self.key, self.class.name(), self.detail)
+    }
+}
+
 /// What [`crate::Cache::close`] could and could not persist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CloseReport {
@@ -262,5 +320,6 @@ mod tests {
         check::<Error>();
         check::<ConfigError>();
         check::<PushError<String>>();
+        check::<DroppedWrite>();
     }
 }

@@ -42,7 +42,12 @@ type Key = (&'static str, Ident);
 // Pending values are kept unboxed: boxing each would allocate per write.
 #[allow(clippy::large_enum_variant)]
 enum Snap {
-    Put { rec: Record, clear_events: bool },
+    /// `seq`: the write whose value this is, named if it has to be dropped.
+    Put {
+        rec: Record,
+        clear_events: bool,
+        seq: u64,
+    },
     Delete,
 }
 
@@ -50,6 +55,7 @@ struct PendingEvent {
     collection: &'static str,
     id: Ident,
     rec: EventRecord,
+    seq: u64,
 }
 
 /// Writes received but not yet packed into a batch, coalesced per key.
@@ -320,7 +326,7 @@ impl Flusher {
                     }
                     None => false,
                 };
-                self.pending.snaps.insert(key, Snap::Put { rec, clear_events });
+                self.pending.snaps.insert(key, Snap::Put { rec, clear_events, seq });
                 seq
             }
             Msg::Delete { seq, collection, id } => {
@@ -333,7 +339,7 @@ impl Flusher {
                 seq
             }
             Msg::Append { seq, collection, id, rec } => {
-                self.pending.events.push(PendingEvent { collection, id, rec });
+                self.pending.events.push(PendingEvent { collection, id, rec, seq });
                 seq
             }
             Msg::Shutdown { deadline } => {
@@ -370,10 +376,10 @@ impl Flusher {
         for (key, snap) in pending.snaps {
             let (collection, id) = &key;
             match snap {
-                Snap::Put { rec, clear_events } => {
+                Snap::Put { rec, clear_events, seq } => {
                     self.value.clear();
                     let r = rec.encode(enc, &mut self.value);
-                    if !self.encode_ok(r, self.value.len(), collection, id) {
+                    if !self.encode_ok(r, self.value.len(), collection, id, seq, false) {
                         continue;
                     }
                     self.scratch.clear();
@@ -418,7 +424,7 @@ impl Flusher {
             while j < events.len() && events[j].collection == collection && events[j].id == *id {
                 let mut v = Vec::new();
                 let r = events[j].rec.encode(enc, &mut v);
-                if self.encode_ok(r, v.len(), collection, id) {
+                if self.encode_ok(r, v.len(), collection, id, events[j].seq, true) {
                     values.push(v);
                 }
                 j += 1;
@@ -440,29 +446,30 @@ impl Flusher {
         self.held = Some(batch);
     }
 
-    /// Checks an encode result and the size limit; counts what is dropped.
-    fn encode_ok(&self, r: Result<(), codec::EncodeError>, len: usize, collection: &str, id: &str) -> bool {
-        let key = || self.keys.entity(collection, id);
-        match r {
-            Err(e) => {
-                self.shared.dropped.fetch_add(1, Relaxed);
-                self.shared.count_error(ErrorClass::Encode, format!("cannot encode {}: {e}", key()));
-                false
-            }
-            Ok(()) if len > self.cfg.max_value_bytes => {
-                self.shared.dropped.fetch_add(1, Relaxed);
-                self.shared.count_error(
-                    ErrorClass::TooLarge,
-                    format!(
-                        "value for {} is {len} bytes; max_value_bytes is {}",
-                        key(),
-                        self.cfg.max_value_bytes
-                    ),
-                );
-                false
-            }
-            Ok(()) => true,
-        }
+    /// Checks an encode result and the size limit. A value that fails is
+    /// dropped (encoding stays on this thread, so the caller cannot be told
+    /// at the call): counted, and recorded for `Cache::take_dropped` and
+    /// `Cache::wait`.
+    fn encode_ok(
+        &self,
+        r: Result<(), codec::EncodeError>,
+        len: usize,
+        collection: &str,
+        id: &str,
+        seq: u64,
+        event: bool,
+    ) -> bool {
+        let (class, detail) = match r {
+            Err(e) => (ErrorClass::Encode, format!("cannot encode the value: {e}")),
+            Ok(()) if len > self.cfg.max_value_bytes => (
+                ErrorClass::TooLarge,
+                format!("the value is {len} bytes; max_value_bytes is {}", self.cfg.max_value_bytes),
+            ),
+            Ok(()) => return true,
+        };
+        let key = if event { self.keys.events(collection, id) } else { self.keys.entity(collection, id) };
+        self.shared.record_drop(seq, key, class, detail);
+        false
     }
 
     fn write_held(&mut self) {
@@ -556,16 +563,23 @@ impl Flusher {
         if !batch.applied {
             match exec {
                 Some(Value::Array(results)) => {
-                    let mut failed = 0u64;
-                    for r in &results {
+                    // The batch applied, but a command in it failed (a key
+                    // of the wrong type, say): that write is dropped. Which
+                    // write is not tracked per command, so it is recorded
+                    // at the batch's first sequence number, where `wait`
+                    // on any write of the batch will see it.
+                    let first_seq = self.shared.acked_seq.load(SeqCst) + 1;
+                    for (i, r) in results.iter().enumerate() {
                         if let Some((code, text)) = reply_error(r) {
-                            failed += 1;
                             let (class, _) = connection::classify_code(&code);
-                            self.shared.count_error(class, format!("in batch {}: {text}", batch.no));
+                            // Reply i answers command i + 1 (after MULTI).
+                            let key = self.packer.key_of(i + 1).map_or_else(
+                                || format!("batch {}", batch.no),
+                                |k| String::from_utf8_lossy(k).into_owned(),
+                            );
+                            let detail = format!("refused inside batch {}: {text}", batch.no);
+                            self.shared.record_drop(first_seq, key, class, detail);
                         }
-                    }
-                    if failed > 0 {
-                        self.shared.dropped.fetch_add(failed, Relaxed);
                     }
                     self.shared.written.fetch_add(results.len() as u64, Relaxed);
                     if let Some(b) = self.held.as_mut() {

@@ -36,7 +36,7 @@ mod tls;
 pub use cache::{Cache, Seq};
 pub use config::{Config, Encoding, OverflowPolicy};
 pub use entity::{Entity, Event};
-pub use error::{CloseReport, ConfigError, ConfigProblem, Error, ErrorKind, PushError, Result};
+pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use stats::{ErrorClass, Health, Stats};

@@ -397,8 +397,10 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// As [`Cache::load`].
+    /// [`Error::InvalidId`] for an id that [`Cache::append`] would refuse;
+    /// otherwise as [`Cache::load`].
     pub fn load_events<E: Event>(&self, id: &str) -> Result<(Vec<E>, LoadReport)> {
+        crate::ident::validate(id)?;
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
         let mut report = LoadReport::default();

@@ -1,10 +1,13 @@
 //! Counters shared between the callers and the flusher, and the public
 //! `Stats` / `Health` views of them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use crate::cache::Seq;
+use crate::error::{DroppedWrite, Error};
 
 /// Error classes counted separately in [`Stats::errors`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,10 +91,26 @@ pub(crate) struct Shared {
     lat_us: [AtomicU64; LAT_BUCKETS],
     pub(crate) last_error: Mutex<Option<LastError>>,
     pub(crate) backpressure: Mutex<Option<String>>,
+    /// Dropped writes not yet collected by `Cache::take_dropped`.
+    drop_log: Mutex<DropLog>,
+    /// The lowest sequence number in `drop_log` (0: none), so that `wait`
+    /// checks for drops with one atomic load.
+    first_untaken_drop: AtomicU64,
     /// Set by `close`/`Drop`: the flusher's deadline, for when the
     /// `Shutdown` message cannot reach it (see `Flusher::check_stop`).
     stop_requested: AtomicBool,
     stop_at: Mutex<Option<std::time::Instant>>,
+}
+
+/// How many dropped writes are kept for [`crate::Cache::take_dropped`]
+/// between two calls; [`Stats::dropped`] counts every one.
+pub(crate) const DROP_LOG_CAPACITY: usize = 1024;
+
+#[derive(Default)]
+struct DropLog {
+    writes: Vec<DroppedWrite>,
+    /// Dropped since the last take, including any beyond the capacity.
+    untaken: u64,
 }
 
 /// The last error the flusher met.
@@ -128,6 +147,44 @@ impl Shared {
         } else {
             None
         }
+    }
+
+    /// Counts a write the flusher could not persist and records it for
+    /// `take_dropped` and `wait`.
+    pub(crate) fn record_drop(&self, seq: u64, key: String, class: ErrorClass, detail: String) {
+        self.dropped.fetch_add(1, Relaxed);
+        self.count_error(class, format!("write {seq} to {key} dropped: {detail}"));
+        let mut log = self.drop_log.lock();
+        log.untaken += 1;
+        if log.writes.len() < DROP_LOG_CAPACITY {
+            log.writes.push(DroppedWrite { seq: Seq::new(seq), key, class, detail });
+        }
+        let first = self.first_untaken_drop.load(SeqCst);
+        if first == 0 || seq < first {
+            self.first_untaken_drop.store(seq, SeqCst);
+        }
+    }
+
+    /// Hands over the dropped writes recorded so far, oldest first.
+    pub(crate) fn take_drops(&self) -> Vec<DroppedWrite> {
+        let mut log = self.drop_log.lock();
+        log.untaken = 0;
+        self.first_untaken_drop.store(0, SeqCst);
+        let mut writes = std::mem::take(&mut log.writes);
+        writes.sort_by_key(|w| w.seq);
+        writes
+    }
+
+    /// `Error::Dropped` when a write at or before `seq` was dropped and has
+    /// not been collected yet.
+    pub(crate) fn drop_error(&self, seq: u64) -> Option<Error> {
+        let first = self.first_untaken_drop.load(SeqCst);
+        if first == 0 || first > seq {
+            return None;
+        }
+        let log = self.drop_log.lock();
+        let earliest = log.writes.iter().min_by_key(|w| w.seq)?;
+        Some(Error::Dropped { count: log.untaken, first: Box::new(earliest.clone()) })
     }
 
     pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
@@ -228,7 +285,8 @@ pub struct Stats {
     /// showed they had not been applied.
     pub replays: u64,
     /// Accepted writes that could not be persisted (encode failure, too
-    /// large, or a command error inside the transaction); see `errors`.
+    /// large, or a command error inside the transaction); see `errors`, and
+    /// [`crate::Cache::take_dropped`] for which ones.
     pub dropped: u64,
     /// Errors by class name (`"io"`, `"timeout"`, `"oom"`, …), non-zero only.
     pub errors: Vec<(&'static str, u64)>,
