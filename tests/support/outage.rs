@@ -208,10 +208,10 @@ pub fn run_outage(params: &OutageParams) -> OutageReport {
     }
     report.events_accepted = accepted_events.len() as u64;
     // With the channel full, position updates are handed back too.
-    for i in 0..params.positions.min(100) {
+    for (i, last) in last_accepted.iter_mut().enumerate().take(100) {
         match cache.put(&position(i, round + 1)) {
             Ok(_) => {
-                last_accepted[i] = round + 1;
+                *last = round + 1;
                 report.position_updates_accepted += 1;
             }
             Err(_) => report.position_updates_rejected += 1,
