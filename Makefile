@@ -59,8 +59,8 @@ bench: ensure-redis ## Run the benches (load report in target/bench/report.json)
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test
 
-fuzz: ensure-redis ## Randomized fault-injection test, FUZZ_SECONDS (default 60)
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --test fuzz -- --ignored --nocapture
+fuzz: ## Long fuzz runs (tests/fuzz.rs: model decoding, config from env and URL, ids), FUZZ_SECONDS (default 60) each; not in CI
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test fuzz -- --ignored --nocapture --test-threads $(TEST_THREADS)
 
 clean: ## Stop the demo redis and remove build output
 	@scripts/redis-down

@@ -49,14 +49,61 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     }
 }
 
-/// Decodes a stored value. JSON is recognised by its first byte (`{`), so a
-/// reader copes with values written under either encoding.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    match bytes.first() {
-        None => Err(DecodeError("empty value".into())),
-        Some(b'{') | Some(b'[') | Some(b'"') => {
-            serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("json: {e}")))
+/// Decodes a stored value, whichever encoding wrote it.
+///
+/// In MessagePack a first byte below `0x80` is a whole value (a small
+/// integer), so a longer value that starts so is JSON (an object, array,
+/// string, number, `true`, `false` or `null`), and a value starting at
+/// `0x80` or above is MessagePack. A single byte below `0x80` is both (`5`
+/// is 5 in JSON and 53 in MessagePack): `preferred`, the configured
+/// encoding, decides, and the other is tried if it fails.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T, DecodeError> {
+    let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| DecodeError(format!("json: {e}")));
+    let msgpack = |b: &[u8]| rmp_serde::from_slice(b).map_err(|e| DecodeError(format!("msgpack: {e}")));
+    match bytes {
+        [] => Err(DecodeError("empty value".into())),
+        [first, ..] if *first >= 0x80 => msgpack(bytes),
+        [_, _, ..] => json(bytes),
+        [_] => match preferred {
+            Encoding::Json => json(bytes).or_else(|e| msgpack(bytes).map_err(|_| e)),
+            Encoding::MsgPack => msgpack(bytes).or_else(|e| json(bytes).map_err(|_| e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_tells_the_encodings_apart() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct S {
+            a: u64,
         }
-        Some(_) => rmp_serde::from_slice(bytes).map_err(|e| DecodeError(format!("msgpack: {e}"))),
+        let s = S { a: 7 };
+        for enc in [Encoding::MsgPack, Encoding::Json] {
+            let mut b = Vec::new();
+            encode(&s, enc, &mut b).unwrap();
+            for preferred in [Encoding::MsgPack, Encoding::Json] {
+                assert_eq!(decode::<S>(&b, preferred).unwrap(), s, "{enc:?} read as {preferred:?}");
+            }
+        }
+        // Bare numbers (a newtype user type under JSON): found by
+        // tests/fuzz.rs, `0` used to come back as 48 and `1234` as 49.
+        for n in [0u64, 5, 48, 1234, u64::MAX] {
+            let text = n.to_string();
+            assert_eq!(decode::<u64>(text.as_bytes(), Encoding::Json).unwrap(), n);
+            if text.len() > 1 {
+                assert_eq!(decode::<u64>(text.as_bytes(), Encoding::MsgPack).unwrap(), n);
+            }
+            let mut b = Vec::new();
+            encode(&n, Encoding::MsgPack, &mut b).unwrap();
+            assert_eq!(decode::<u64>(&b, Encoding::MsgPack).unwrap(), n);
+        }
+        assert!(decode::<bool>(b"true", Encoding::MsgPack).unwrap());
+        assert_eq!(decode::<u64>(b"5", Encoding::MsgPack).unwrap(), 53, "one byte: the configured encoding");
+        assert!(decode::<u64>(b"", Encoding::Json).is_err());
+        assert!(decode::<S>(b"{\"a\":", Encoding::MsgPack).is_err());
     }
 }

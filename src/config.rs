@@ -1358,7 +1358,11 @@ fn apply_url(c: &mut Config, url: &str, field: &str, problems: &mut Problems) {
 /// query string, or without user info a "port" that is not a number, as in
 /// `redis://:secret`) replaced by `<redacted>`.
 fn redact_url(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
+    // The scheme ends at the first "://", unless that comes after the user
+    // info (`redis:/:pw@h://`, a mistyped scheme): then the user info
+    // starts at the beginning, and the password is still hidden.
+    let last_at = url.rfind('@');
+    let start = url.find("://").filter(|&i| last_at.is_none_or(|at| i < at)).map_or(0, |i| i + 3);
     let (head, rest) = url.split_at(start);
     let mut out = head.to_string();
     let has_userinfo = rest.contains('@');
@@ -2376,6 +2380,9 @@ mod tests {
         assert_eq!(redact_url("redis://u:pw@h"), "redis://u:<redacted>@h");
         assert_eq!(redact_url("redis://[::1]:6379"), "redis://[::1]:6379");
         assert_eq!(redact_url("u:pw@h"), "u:<redacted>@h");
+        // Found by tests/fuzz.rs (config_url): "://" after the user info.
+        assert_eq!(redact_url("redis:/:pw@localhost://"), "redis:<redacted>@localhost://");
+        assert_eq!(redact_url("redis:pw@h"), "redis:<redacted>@h");
     }
 
     #[test]

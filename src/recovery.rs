@@ -92,6 +92,9 @@ pub(crate) struct Loaded<T, E> {
 /// A short-lived reader on its own connection (the flusher's stays free).
 pub(crate) struct Reader<'a> {
     conn: Conn,
+    /// The configured encoding, which decides the rare value that reads as
+    /// either (see `codec::decode`).
+    encoding: crate::config::Encoding,
     keys: &'a Keys,
     chunk: usize,
     packer: Packer,
@@ -104,6 +107,7 @@ impl<'a> Reader<'a> {
         let conn = connection::connect(cfg, &marker, None).map_err(|f| f.into_error())?;
         Ok(Reader {
             conn,
+            encoding: cfg.encoding,
             keys,
             chunk: cfg.load_chunk.max(1),
             packer: Packer::default(),
@@ -221,7 +225,7 @@ impl<'a> Reader<'a> {
                     report.keys_read += 1;
                     let key = || self.keys.entity(T::COLLECTION, id);
                     match value {
-                        Value::BulkString(b) => match codec::decode::<T>(&b) {
+                        Value::BulkString(b) => match codec::decode::<T>(&b, self.encoding) {
                             Ok(v) if v.id() == id.as_str() => items.push(v),
                             Ok(v) => report.issues.push(LoadIssue {
                                 key: key(),
@@ -242,7 +246,7 @@ impl<'a> Reader<'a> {
                     if with_events {
                         let reply = it.next().unwrap_or(Value::Nil);
                         let key = self.keys.events(T::COLLECTION, id);
-                        let list = decode_events::<E>(reply, &key, &mut report);
+                        let list = decode_events::<E>(reply, &key, self.encoding, &mut report);
                         if !list.is_empty() {
                             events.insert(id.clone(), list);
                         }
@@ -259,11 +263,16 @@ impl<'a> Reader<'a> {
         let key = self.keys.events(<E::Of as Entity>::COLLECTION, id);
         self.packer.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]);
         let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
-        Ok(decode_events::<E>(reply, &key, report))
+        Ok(decode_events::<E>(reply, &key, self.encoding, report))
     }
 }
 
-fn decode_events<E: Event>(reply: Value, key: &str, report: &mut LoadReport) -> Vec<E> {
+fn decode_events<E: Event>(
+    reply: Value,
+    key: &str,
+    encoding: crate::config::Encoding,
+    report: &mut LoadReport,
+) -> Vec<E> {
     let items = match reply {
         Value::Array(v) => v,
         Value::Nil => Vec::new(),
@@ -283,7 +292,7 @@ fn decode_events<E: Event>(reply: Value, key: &str, report: &mut LoadReport) -> 
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::BulkString(b) = item else { continue };
-        match codec::decode::<E>(&b) {
+        match codec::decode::<E>(&b, encoding) {
             Ok(ev) => {
                 if seen.insert(ev.event_id()) {
                     out.push(ev);

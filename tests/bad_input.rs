@@ -459,3 +459,48 @@ fn corrupt_data_is_reported_by_key_on_load() {
     cache.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(llen(&mut server.client(), "trader-T1:orders:O-1:events"), 4);
 }
+
+/// A user event that is a bare number (a newtype) under JSON encoding:
+/// stored as `5`, it must load as 5, not as MessagePack's fixint `0x35`.
+/// Found by tests/fuzz.rs (decode_model: `UnixNanos(0)` came back as 48).
+#[test]
+fn json_scalar_values_load_back() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Seqno(u64);
+    impl Event for Seqno {
+        type Of = Counter;
+        fn event_id(&self) -> u64 {
+            self.0
+        }
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Flag(bool);
+    impl Event for Flag {
+        type Of = Blob;
+        fn event_id(&self) -> u64 {
+            u64::from(self.0)
+        }
+    }
+    let server = RedisServer::start();
+    let cfg = Config::debug().host("127.0.0.1").port(server.port()).trader_id("J1").connect_attempts(1);
+    let cache = Cache::open(cfg).unwrap();
+    for n in [0, 5, 48, 1234, u64::MAX] {
+        cache.append("A", &Seqno(n)).unwrap();
+    }
+    cache.append("B", &Flag(true)).unwrap();
+    cache.append("B", &Flag(false)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg("trader-J1:counters:A:events")
+        .arg(0)
+        .arg(-1)
+        .query(&mut server.client())
+        .unwrap();
+    assert_eq!(raw, ["0", "5", "48", "1234", "18446744073709551615"]);
+    let (got, report) = cache.load_events::<Seqno>("A").unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(got, vec![Seqno(0), Seqno(5), Seqno(48), Seqno(1234), Seqno(u64::MAX)]);
+    let (flags, report) = cache.load_events::<Flag>("B").unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(flags, vec![Flag(true), Flag(false)]);
+}
