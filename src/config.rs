@@ -692,7 +692,8 @@ impl Config {
     }
 
     /// How long the idle flusher sleeps between polls of the channel, so
-    /// that a write rarely has to wake a parked thread; zero spins.
+    /// that a write rarely has to wake a parked thread; zero spins. It is
+    /// the most a write can wait to be noticed, so at most 1 s.
     ///
     /// Defaults to `100µs`.
     #[must_use]
@@ -915,7 +916,7 @@ impl Config {
     /// | `CACHE_CONNECT_ATTEMPTS` | [`connect_attempts`](Config::connect_attempts) | 1 or more |
     /// | `CACHE_BACKOFF_MIN_MS`, `CACHE_BACKOFF_MAX_MS` | [`open_backoff`](Config::open_backoff) | milliseconds |
     /// | `CACHE_RECONNECT_BACKOFF_MIN_MS`, `CACHE_RECONNECT_BACKOFF_MAX_MS` | [`reconnect_backoff`](Config::reconnect_backoff) | milliseconds |
-    /// | `CACHE_IDLE_POLL_US` | [`idle_poll`](Config::idle_poll) | microseconds |
+    /// | `CACHE_IDLE_POLL_US` | [`idle_poll`](Config::idle_poll) | microseconds (at most 1000000, checked by [`Config::validate`]) |
     /// | `CACHE_IDLE_PARK_AFTER_MS` | [`idle_park_after`](Config::idle_park_after) | milliseconds |
     /// | `CACHE_CLOSE_TIMEOUT_MS` | [`close_timeout`](Config::close_timeout) | milliseconds |
     /// | `CACHE_REPLICA_WAIT`, `CACHE_REPLICA_WAIT_TIMEOUT_MS` | [`replica_wait`](Config::replica_wait) | replicas (0 = off); milliseconds, 1 or more (default 100) |
@@ -1513,6 +1514,9 @@ fn host_problem(host: &str) -> Option<&'static str> {
     (!ok).then_some(NAME)
 }
 
+/// The longest [`Config::idle_poll`] accepted.
+const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
+
 fn id_allowed(e: &IdError) -> String {
     match e {
         IdError::Empty => format!("a non-empty id; {ID_CHARS}"),
@@ -1550,7 +1554,7 @@ impl Config {
     /// key and the reverse; sentinels need a master name and the reverse;
     /// sentinels and a cluster exclude each other; a cluster needs the
     /// trader prefix; `Block` overflow and `replica_wait` have timeouts above
-    /// zero, the latter below `response_timeout`.
+    /// zero, the latter below `response_timeout`; `idle_poll` is at most 1 s.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
         let clustered = !self.cluster_nodes.is_empty();
@@ -1690,6 +1694,10 @@ impl Config {
             if n == 0 {
                 p.push(field, "0", "1 or more");
             }
+        }
+        if self.idle_poll > MAX_IDLE_POLL {
+            // The flusher sleeps this long between looks at the channel.
+            p.push("idle_poll", format!("{:?}", self.idle_poll), "at most 1s (100µs by default)");
         }
         if let OverflowPolicy::Block { timeout } = self.overflow {
             if timeout.is_zero() {
@@ -1951,6 +1959,13 @@ mod tests {
         assert_only(Config::builder().bar_capacity(0), "bar_capacity");
         assert_only(Config::builder().max_value_bytes(0), "max_value_bytes");
         assert_only(Config::builder().max_value_bytes(REDIS_MAX_VALUE_BYTES + 1), "max_value_bytes");
+    }
+
+    #[test]
+    fn idle_poll_at_most_a_second() {
+        assert!(Config::builder().idle_poll(Duration::from_secs(1)).validate().is_ok());
+        assert_only(Config::builder().idle_poll(Duration::from_millis(1_001)), "idle_poll");
+        assert_only(Config::builder().idle_poll(Duration::MAX), "idle_poll");
     }
 
     #[test]

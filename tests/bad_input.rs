@@ -268,6 +268,7 @@ fn invalid_configurations_fail_open_clearly() {
         ("cluster_nodes", ok().sentinels([("h", 1)]).sentinel_master("m").cluster_nodes([("h", 2)])),
         ("use_trader_prefix", ok().cluster_nodes([("h", 2)]).use_trader_prefix(false)),
         ("tls_key", ok().tls(true).tls_cert("/nonexistent.pem")),
+        ("idle_poll", ok().idle_poll(Duration::from_secs(3_600))),
     ];
     for (field, cfg) in from_code {
         let start = Instant::now();
@@ -309,7 +310,10 @@ fn invalid_configurations_fail_open_clearly() {
         let err = env(&[(var, value)]).unwrap_err();
         assert!(err.mentions(var), "{var}={value}: {err}");
     }
-    // Valid one by one, invalid together: `open` says so.
+    // Valid one by one, invalid together (or out of range): `open` says so.
+    let cfg =
+        env(&[("CACHE_IDLE_POLL_US", "3600000000"), ("REDIS_PORT", &server.port().to_string())]).unwrap();
+    assert!(matches!(Cache::open(cfg), Err(Error::Config(e)) if e.mentions("idle_poll")));
     let cfg = env(&[("REDIS_USERNAME", "u"), ("REDIS_PORT", &server.port().to_string())]).unwrap();
     assert!(matches!(Cache::open(cfg), Err(Error::Config(e)) if e.mentions("username")));
 
