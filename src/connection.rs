@@ -455,42 +455,76 @@ impl Packer {
             self.bulk(a);
         }
     }
+
+    /// One command: `head` followed by the arguments collected in `args`.
+    pub(crate) fn cmd_args(&mut self, head: &[&[u8]], args: &Args) {
+        self.array(head.len() + args.n);
+        for h in head {
+            self.bulk(h);
+        }
+        self.buf.extend_from_slice(&args.buf);
+    }
 }
 
-impl Packer {
-    /// The first argument (the key) of the `n`-th command packed so far,
-    /// counting from 0; `None` if there is no such command or argument.
-    /// Only used to name a key after Redis refused a command, so a linear
-    /// walk is fine.
-    pub(crate) fn key_of(&self, n: usize) -> Option<&[u8]> {
-        /// Reads one `{tag}{number}\r\n` header line.
-        fn line(rest: &mut &[u8], tag: u8) -> Option<usize> {
-            let end = rest.windows(2).position(|w| w == b"\r\n")?;
-            let (head, tail) = rest.split_at(end);
-            *rest = &tail[2..];
-            let (&t, digits) = head.split_first()?;
-            if t != tag {
-                return None;
-            }
-            std::str::from_utf8(digits).ok()?.parse().ok()
-        }
-        let mut rest = &self.buf[..];
-        for i in 0..=n {
-            let argc = line(&mut rest, b'*')?;
-            for a in 0..argc {
-                let len = line(&mut rest, b'$')?;
-                let arg = rest.get(..len)?;
-                rest = rest.get(len + 2..)?;
-                if i == n && a == 1 {
-                    return Some(arg);
-                }
-            }
-            if i == n {
-                return None;
-            }
-        }
-        None
+/// The arguments of one variadic command (`MSET`, `SADD`, `RPUSH`, …),
+/// packed as they come, for commands whose length is known only at the end.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) n: usize,
+}
+
+impl Args {
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.n = 0;
     }
+
+    pub(crate) fn bulk(&mut self, b: &[u8]) {
+        self.buf.push(b'$');
+        push_int(&mut self.buf, b.len());
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+        self.n += 1;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// The first argument (the key) of the `n`-th command (from 0) in packed
+/// RESP `buf`; `None` if there is no such command or argument. Only used
+/// to name a key after Redis refused a command, so a linear walk is fine.
+pub(crate) fn command_key(buf: &[u8], n: usize) -> Option<&[u8]> {
+    /// Reads one `{tag}{number}\r\n` header line.
+    fn line(rest: &mut &[u8], tag: u8) -> Option<usize> {
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let (head, tail) = rest.split_at(end);
+        *rest = &tail[2..];
+        let (&t, digits) = head.split_first()?;
+        if t != tag {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+    let mut rest = buf;
+    for i in 0..=n {
+        let argc = line(&mut rest, b'*')?;
+        for a in 0..argc {
+            let len = line(&mut rest, b'$')?;
+            let arg = rest.get(..len)?;
+            rest = rest.get(len + 2..)?;
+            if i == n && a == 1 {
+                return Some(arg);
+            }
+        }
+        if i == n {
+            return None;
+        }
+    }
+    None
 }
 
 fn push_int(buf: &mut Vec<u8>, n: usize) {
@@ -647,13 +681,24 @@ mod tests {
         p.bulk(b"a");
         p.bulk(b"b");
         p.cmd(&[b"EXEC"]);
-        assert_eq!(p.key_of(0), None);
-        assert_eq!(p.key_of(1), Some(&b"k\r\n1"[..]));
-        assert_eq!(p.key_of(2), Some(&b"k2"[..]));
-        assert_eq!(p.key_of(3), None);
-        assert_eq!(p.key_of(4), None);
+        assert_eq!(command_key(&p.buf, 0), None);
+        assert_eq!(command_key(&p.buf, 1), Some(&b"k\r\n1"[..]));
+        assert_eq!(command_key(&p.buf, 2), Some(&b"k2"[..]));
+        assert_eq!(command_key(&p.buf, 3), None);
+        assert_eq!(command_key(&p.buf, 4), None);
         p.buf.truncate(p.buf.len() - 5); // a torn buffer is not a panic
-        assert_eq!(p.key_of(3), None);
+        assert_eq!(command_key(&p.buf, 3), None);
+    }
+
+    #[test]
+    fn variadic_args() {
+        let mut a = Args::default();
+        a.bulk(b"k");
+        a.bulk(b"");
+        let mut p = Packer::default();
+        p.cmd_args(&[b"SADD", b"i"], &a);
+        assert_eq!(p.buf, b"*4\r\n$4\r\nSADD\r\n$1\r\ni\r\n$1\r\nk\r\n$0\r\n\r\n");
+        assert_eq!(p.commands, 1);
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub enum Error {
     /// [`crate::Cache::take_dropped`] yet.
     #[error("{count} accepted write(s) dropped, not persisted (the first: {first}); collect them with Cache::take_dropped")]
     Dropped {
-        /// Dropped writes not collected yet.
+        /// Dropped writes not collected yet (the sum of their
+        /// [`DroppedWrite::writes`]).
         count: u64,
         /// The earliest of them.
         first: Box<DroppedWrite>,
@@ -285,6 +286,9 @@ pub struct DroppedWrite {
     /// transaction, the first write of that batch (the flusher does not
     /// track which write each command came from).
     pub seq: Seq,
+    /// How many writes this entry stands for: 1, or for a refused command
+    /// the writes it carried (the batch's appends to one log, say).
+    pub writes: u64,
     /// The Redis key it was for (`…:events` for an event append).
     pub key: String,
     /// [`ErrorClass::TooLarge`], [`ErrorClass::Encode`] or
@@ -297,7 +301,11 @@ pub struct DroppedWrite {
 
 impl fmt::Display for DroppedWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "write {} to {} ({}): {}", self.seq.get(), self.key, self.class.name(), self.detail)
+        match self.writes {
+            1 => write!(f, "write {}", self.seq.get())?,
+            n => write!(f, "{n} writes from {}", self.seq.get())?,
+        }
+        write!(f, " to {} ({}): {}", self.key, self.class.name(), self.detail)
     }
 }
 

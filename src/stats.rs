@@ -102,8 +102,9 @@ pub(crate) struct Shared {
     stop_at: Mutex<Option<std::time::Instant>>,
 }
 
-/// How many dropped writes are kept for [`crate::Cache::take_dropped`]
-/// between two calls; [`Stats::dropped`] counts every one.
+/// How many dropped-write entries are kept for
+/// [`crate::Cache::take_dropped`] between two calls; [`Stats::dropped`]
+/// counts every write.
 pub(crate) const DROP_LOG_CAPACITY: usize = 1024;
 
 #[derive(Default)]
@@ -151,13 +152,15 @@ impl Shared {
 
     /// Counts a write the flusher could not persist and records it for
     /// `take_dropped` and `wait`.
-    pub(crate) fn record_drop(&self, seq: u64, key: String, class: ErrorClass, detail: String) {
-        self.dropped.fetch_add(1, Relaxed);
-        self.count_error(class, format!("write {seq} to {key} dropped: {detail}"));
+    /// `writes` is how many writes the entry stands for (more than one
+    /// for a command, refused inside a transaction, that carried several).
+    pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
+        self.dropped.fetch_add(writes, Relaxed);
+        self.count_error(class, format!("{writes} write(s) from seq {seq} to {key} dropped: {detail}"));
         let mut log = self.drop_log.lock();
-        log.untaken += 1;
+        log.untaken += writes;
         if log.writes.len() < DROP_LOG_CAPACITY {
-            log.writes.push(DroppedWrite { seq: Seq::new(seq), key, class, detail });
+            log.writes.push(DroppedWrite { seq: Seq::new(seq), writes, key, class, detail });
         }
         let first = self.first_untaken_drop.load(SeqCst);
         if first == 0 || seq < first {

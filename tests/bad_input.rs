@@ -163,7 +163,7 @@ fn too_large_values_are_reported_to_the_caller() {
     assert_eq!((dropped[0].seq, dropped[0].key.as_str()), (big, "trader-T1:blobs:big"));
     assert_eq!((dropped[1].seq, dropped[1].key.as_str()), (ev_big, "trader-T1:blobs:small:events"));
     for d in &dropped {
-        assert_eq!(d.class, ErrorClass::TooLarge, "{d}");
+        assert_eq!((d.class, d.writes), (ErrorClass::TooLarge, 1), "{d}");
         assert!(d.detail.contains("max_value_bytes is 1000"), "{d}");
     }
     assert!(cache.take_dropped().is_empty(), "taken once");
@@ -212,21 +212,24 @@ fn wrong_type_key_in_the_write_path_is_reported() {
     let mut con = server.client();
     let _: () =
         redis::cmd("SET").arg("trader-T1:counters:A:events").arg("not a list").query(&mut con).unwrap();
-    let cache = Cache::open(config(server.port(), "T1")).unwrap();
-    let seq = cache.append("A", &Tick { n: 1 }).unwrap();
+    // A linger puts the writes in one batch: one RPUSH carries both.
+    let cache = Cache::open(config(server.port(), "T1").buffer_interval_ms(50)).unwrap();
+    let first = cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.append("A", &Tick { n: 2 }).unwrap();
     cache.append("B", &Tick { n: 1 }).unwrap();
     let err = cache.flush(Duration::from_secs(5)).unwrap_err();
-    assert!(matches!(err, Error::Dropped { count: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Dropped { count: 2, .. }), "{err}");
     let dropped = cache.take_dropped();
-    assert_eq!(dropped.len(), 1, "{dropped:?}");
-    let d = &dropped[0];
-    assert_eq!((d.class, d.key.as_str()), (ErrorClass::Command, "trader-T1:counters:A:events"), "{d}");
-    assert!(d.detail.contains("WRONGTYPE") || d.detail.to_lowercase().contains("wrong kind"), "{d}");
-    assert!(d.seq <= seq, "recorded at or before the write: {d}");
+    assert_eq!(dropped.iter().map(|d| d.writes).sum::<u64>(), 2, "{dropped:?}");
+    for d in &dropped {
+        assert_eq!((d.class, d.key.as_str()), (ErrorClass::Command, "trader-T1:counters:A:events"), "{d}");
+        assert!(d.detail.contains("WRONGTYPE") || d.detail.to_lowercase().contains("wrong kind"), "{d}");
+        assert!(d.seq <= first, "recorded at or before the writes: {d}");
+    }
     assert_eq!(ticks(&mut con, "T1", "B"), vec![1]);
     cache.put(&Counter { id: "C".into(), value: 1 }).unwrap();
     cache.flush(Duration::from_secs(5)).unwrap();
-    assert_eq!(cache.stats().dropped, 1);
+    assert_eq!(cache.stats().dropped, 2);
 }
 
 /// Every invalid configuration, from code, environment or URL, is a
