@@ -1358,15 +1358,13 @@ fn apply_url(c: &mut Config, url: &str, field: &str, problems: &mut Problems) {
 /// `url` with the password (and anything else that might hold one: a
 /// query string, or without user info a "port" that is not a number, as in
 /// `redis://:secret`) replaced by `<redacted>`.
+///
+/// The user info is everything before the last `@`, after a well-formed
+/// `scheme://` if the URL starts with one: a mistyped scheme or a `://`
+/// inside the password does not move it (both found by tests/fuzz.rs).
 fn redact_url(url: &str) -> String {
-    // The scheme ends at the first "://", unless that comes after the user
-    // info (`redis:/:pw@h://`, a mistyped scheme): then the user info
-    // starts at the beginning, and the password is still hidden.
-    let last_at = url.rfind('@');
-    let start = url.find("://").filter(|&i| last_at.is_none_or(|at| i < at)).map_or(0, |i| i + 3);
-    let (head, rest) = url.split_at(start);
+    let (head, rest) = url.split_at(scheme_prefix_len(url));
     let mut out = head.to_string();
-    let has_userinfo = rest.contains('@');
     let rest = match rest.rfind('@') {
         Some(at) => {
             let info = &rest[..at];
@@ -1387,19 +1385,18 @@ fn redact_url(url: &str) -> String {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    // `redis://:secret` (the '@' forgotten) reads as host "" and port
-    // "secret": hide a port that is not a number.
-    match authority.rfind(':') {
-        Some(i)
-            if !has_userinfo
-                && !authority.ends_with(']')
-                && !authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
-        {
+    // `redis://:secret` or `redis://user:secret/0` (the '@' forgotten)
+    // reads as a port that is not a number: hide it and all that follows
+    // (with or without user info: `redis://@:secret` too).
+    let after_ipv6 = if authority.starts_with('[') { authority.find(']').map_or(0, |i| i + 1) } else { 0 };
+    if let Some(i) = authority[after_ipv6..].find(':').map(|i| i + after_ipv6) {
+        if !authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&authority[..=i]);
             out.push_str(REDACTED);
+            return out;
         }
-        _ => out.push_str(authority),
     }
+    out.push_str(authority);
     match tail.find(['?', '#']) {
         Some(i) => {
             out.push_str(&tail[..=i]);
@@ -1408,6 +1405,24 @@ fn redact_url(url: &str) -> String {
         None => out.push_str(tail),
     }
     out
+}
+
+/// The length of a leading `scheme://` (RFC 3986: a letter, then letters,
+/// digits, `+`, `-`, `.`), or 0.
+fn scheme_prefix_len(url: &str) -> usize {
+    let b = url.as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return 0;
+    }
+    let end = b
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
+        .unwrap_or(b.len());
+    if url[end..].starts_with("://") {
+        end + 3
+    } else {
+        0
+    }
 }
 
 /// Decodes `%XX` escapes; `None` when an escape is malformed or the result
@@ -2384,8 +2399,10 @@ mod tests {
             assert_no_secret(&e, p);
             assert!(e.problems[0].value.contains(REDACTED), "{u}: {e}");
         }
+        // A port that is not a number is hidden too (it may be a password
+        // whose '@' was forgotten; tests/fuzz.rs found `redis://@:secret`).
         let e = problems(url(&format!("redis://alice:{p}@h:x/0")));
-        assert_eq!(e.problems[0].value, "redis://alice:<redacted>@h:x/0");
+        assert_eq!(e.problems[0].value, "redis://alice:<redacted>@h:<redacted>");
     }
 
     #[test]
@@ -2395,9 +2412,20 @@ mod tests {
         assert_eq!(redact_url("redis://u:pw@h"), "redis://u:<redacted>@h");
         assert_eq!(redact_url("redis://[::1]:6379"), "redis://[::1]:6379");
         assert_eq!(redact_url("u:pw@h"), "u:<redacted>@h");
-        // Found by tests/fuzz.rs (config_url): "://" after the user info.
+        // Found by tests/fuzz.rs (config_url): "://" after the user info,
+        // or inside the password.
         assert_eq!(redact_url("redis:/:pw@localhost://"), "redis:<redacted>@localhost://");
         assert_eq!(redact_url("redis:pw@h"), "redis:<redacted>@h");
+        assert_eq!(redact_url("redis:/:pw://@localhost"), "redis:<redacted>@localhost");
+        assert_eq!(redact_url("redis://u:p://w@h:1/2"), "redis://u:<redacted>@h:1/2");
+        // The '@' forgotten: the non-number port and all after it.
+        assert_eq!(redact_url("redis://:secret"), "redis://:<redacted>");
+        assert_eq!(redact_url("redis://u:se/cret?x"), "redis://u:<redacted>");
+        assert_eq!(redact_url("redis://[::1]:6379/0?x"), "redis://[::1]:6379/0?<redacted>");
+        assert_eq!(redact_url("redis://@:secret"), "redis://@:<redacted>");
+        assert_eq!(redact_url("redis://:secret:"), "redis://:<redacted>");
+        assert_eq!(redact_url("redis://[::1]"), "redis://[::1]");
+        assert_eq!(redact_url("redis://[::1]:x"), "redis://[::1]:<redacted>");
     }
 
     #[test]
