@@ -333,6 +333,10 @@ impl Cache {
     /// `response_timeout`), so nothing is written after the cache is gone.
     /// `Drop` does the same with `close_timeout` and logs the count.
     ///
+    /// Writes the flusher dropped (too large, not encodable, refused by
+    /// Redis) are not counted here: collect them with
+    /// [`Cache::take_dropped`] before closing (`Drop` logs any left).
+    ///
     /// # Errors
     ///
     /// [`Error::Unpersisted`] with the count of accepted writes that were not
@@ -421,6 +425,10 @@ impl Drop for Cache {
                 report.unpersisted,
                 report.acked_seq
             );
+        }
+        // Dropped writes nobody collected with `take_dropped`: say so once.
+        for d in self.shared.take_drops() {
+            log::error!("tradecache: never persisted, and not collected with take_dropped: {d}");
         }
     }
 }
