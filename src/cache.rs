@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::config::{Config, OverflowPolicy};
@@ -194,10 +194,7 @@ impl Cache {
                 TrySendError::Full(_) => false,
                 TrySendError::Disconnected(_) => true,
             }),
-            OverflowPolicy::Block { timeout } => p.tx.send_timeout(msg, timeout).map_err(|e| match e {
-                SendTimeoutError::Timeout(_) => false,
-                SendTimeoutError::Disconnected(_) => true,
-            }),
+            OverflowPolicy::Block { timeout } => block_send(&p.tx, msg, timeout),
         };
         match sent {
             Ok(()) => {
@@ -334,6 +331,38 @@ impl Cache {
             }
         };
         report
+    }
+}
+
+/// `OverflowPolicy::Block`: waits for room by polling with short sleeps
+/// rather than parking in crossbeam's blocking send, which would make the
+/// flusher wake the sender (a futex call) for every message it takes off a
+/// full channel. `Err(true)` when the flusher is gone, `Err(false)` when the
+/// channel stayed full for `timeout`.
+fn block_send(tx: &Sender<Msg>, msg: Msg, timeout: Duration) -> std::result::Result<(), bool> {
+    let mut msg = match tx.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Disconnected(_)) => return Err(true),
+        Err(TrySendError::Full(m)) => m,
+    };
+    let deadline = Instant::now() + timeout;
+    let mut spins = 0u32;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(false);
+        }
+        if spins < 64 {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep((deadline - now).min(Duration::from_micros(50)));
+        }
+        msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(true),
+            Err(TrySendError::Full(m)) => m,
+        };
     }
 }
 
