@@ -33,8 +33,8 @@ impl Failure {
         match self.class {
             ErrorClass::Timeout => ErrorKind::Timeout,
             ErrorClass::Auth => ErrorKind::Auth,
+            ErrorClass::Io if self.text.contains(TLS_MARK) => ErrorKind::Tls,
             ErrorClass::Io if self.text.contains("refused") => ErrorKind::ConnectionRefused,
-            ErrorClass::Io if self.text.to_ascii_lowercase().contains("tls") => ErrorKind::Tls,
             ErrorClass::Io => ErrorKind::Io,
             _ => ErrorKind::Server,
         }
@@ -100,8 +100,17 @@ pub(crate) fn reply_error(v: &Value) -> Option<(String, String)> {
     }
 }
 
+/// Marks the text of a failure raised by the TLS layer; [`Failure::kind`]
+/// recognises it (the class stays `Io`, as counted in `stats()`).
+const TLS_MARK: &str = " (TLS: ";
+
 pub(crate) fn failure(err: &redis::RedisError, addr: &str) -> Failure {
     let (class, action) = classify(err);
+    #[cfg(feature = "tls")]
+    if let Some(hint) = crate::tls::explain(err) {
+        let text = format!("{}{TLS_MARK}{hint})", scrub(&err.to_string()));
+        return Failure { class: ErrorClass::Io, action: Action::Reconnect, addr: addr.to_string(), text };
+    }
     Failure { class, action, addr: addr.to_string(), text: scrub(&err.to_string()) }
 }
 
@@ -169,7 +178,14 @@ fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>
         timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
     }
     let client = make_client(cfg, host, port).map_err(|e| failure(&e, &addr))?;
-    let con = client.get_connection_with_timeout(timeout).map_err(|e| failure(&e, &addr))?;
+    let con = client.get_connection_with_timeout(timeout).map_err(|e| {
+        let mut f = failure(&e, &addr);
+        if cfg.tls && f.class == ErrorClass::Timeout {
+            // A plaintext port never answers a TLS client hello.
+            f.text.push_str("; no TLS handshake reply: is this the server's TLS port?");
+        }
+        f
+    })?;
     // redis-rs clears the socket timeouts after the handshake: set ours.
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
@@ -397,8 +413,10 @@ pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn,
             Ok(c) => return Ok(c),
             Err(f) => {
                 log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
-                // A wrong password will not fix itself: fail at once.
-                if attempt >= cfg.connect_attempts || f.class == ErrorClass::Auth {
+                // A wrong password or certificate will not fix itself:
+                // fail at once.
+                let hopeless = f.class == ErrorClass::Auth || f.kind() == ErrorKind::Tls;
+                if attempt >= cfg.connect_attempts || hopeless {
                     return Err(Error::Connect {
                         addr: f.addr.clone(),
                         attempts: attempt,
