@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use support::topology::{connect, wait_until, Cluster, TOPOLOGY_TIMEOUT};
+use support::topology::{acl_rule, acl_setuser, connect, wait_until, Cluster, TOPOLOGY_TIMEOUT};
 use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
 use tradecache::{Cache, Config, Ident, OverflowPolicy};
 
@@ -146,6 +146,23 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         HashMap::from([("REDIS_CLUSTER", cluster.seed_list()), ("CACHE_TRADER_ID", second.clone())]);
     let from_env = Cache::open(Config::from_vars(|k| vars.get(k).cloned()).unwrap()).unwrap();
     assert_eq!(from_env.load().unwrap().orders, vec![orders[1].clone()]);
+
+    // An ACL user (defined on every node) needs the README's rule with the
+    // hash-tagged key pattern, plus `CLUSTER SLOTS` to find the owner.
+    let (third, _, third_owner) = &traders[2];
+    let rule = acl_rule("cluster-pw-1", &format!("{}:*", tag(third)), "+cluster|slots");
+    for node in &cluster.nodes {
+        acl_setuser(node.port(), "trader", &rule);
+    }
+    let user =
+        cluster_config(&cluster, third).username("trader").password("cluster-pw-1").flush_on_start(true);
+    let cache = Cache::open(user).unwrap();
+    cache.put(&Counter { id: "U".into(), value: 1 }).unwrap();
+    cache.append("U", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(cache.load_all::<Counter>().unwrap().0, vec![Counter { id: "U".into(), value: 1 }]);
+    assert_eq!(ticks_on(*third_owner, third, "U"), vec![1]);
+    assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
 }
 
 /// Appends tick `i` and puts the counter at `i` until `stop`; returns the

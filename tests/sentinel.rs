@@ -17,7 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use support::topology::{connect, wait_until, SentinelSetup, TOPOLOGY_TIMEOUT};
+use support::topology::{acl_rule, acl_setuser, connect, wait_until, SentinelSetup, TOPOLOGY_TIMEOUT};
 use tradecache::{Cache, Config, ErrorKind, OverflowPolicy};
 
 /// A config that finds the master through `setup`'s sentinels.
@@ -213,6 +213,25 @@ fn sentinel_variables_and_dead_sentinels() {
     cache.flush(Duration::from_secs(10)).unwrap();
     assert_exactly_once(&ticks(&mut connect(master), "SV1", "A"), 10);
     cache.close(Duration::from_secs(5)).unwrap();
+
+    // An ACL user (defined on the data nodes, not the sentinels) needs the
+    // README's rule plus `ROLE`, which checks that the server the
+    // sentinels named is a master.
+    for s in &setup.servers {
+        acl_setuser(s.port(), "trader", &acl_rule("sentinel-pw-1", "trader-SV2:*", "+role"));
+        acl_setuser(s.port(), "norole", &acl_rule("sentinel-pw-2", "trader-SV2:*", ""));
+    }
+    let user = |name: &str, pw: &str| {
+        sentinel_config(&setup, "SV2").username(name).password(pw).replica_wait(Some((1, ms(200))))
+    };
+    let cache = Cache::open(user("trader", "sentinel-pw-1").flush_on_start(true)).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert_exactly_once(&ticks(&mut connect(master), "SV2", "A"), 1);
+    cache.close(Duration::from_secs(5)).unwrap();
+    let err = Cache::open(user("norole", "sentinel-pw-2")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(err.to_string().contains("role"), "{err}");
 
     // A master name no sentinel knows fails `open` and says so.
     let vars: HashMap<&str, String> = HashMap::from([

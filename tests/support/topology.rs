@@ -48,6 +48,25 @@ pub fn connect(port: u16) -> redis::Connection {
     con
 }
 
+/// The ACL rule tradecache needs, as documented in the README, for keys
+/// matching `keys` (e.g. `trader-T1:*`), plus `extra` (e.g. `+role`).
+pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
+    format!(
+        "on >{password} ~{keys} resetchannels -@all +multi +exec +set +get +del +unlink +sadd +srem +rpush \
+         +lrange +smembers +scan +wait +ping +client|id +client|kill {extra}"
+    )
+}
+
+/// `ACL SETUSER user <rule…>` on the server on `port`.
+pub fn acl_setuser(port: u16, user: &str, rule: &str) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg(user);
+    for part in rule.split_whitespace() {
+        cmd.arg(part);
+    }
+    let _: () = cmd.query(&mut connect(port)).expect("ACL SETUSER");
+}
+
 /// `INFO <section>` of the server on `port` as `field → value`; empty if it
 /// does not answer.
 pub fn info(port: u16, section: &str) -> HashMap<String, String> {
