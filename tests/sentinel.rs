@@ -104,92 +104,99 @@ fn failover_is_followed_and_loses_no_acknowledged_write() {
     Arc::into_inner(cache).expect("the writer is done").close(Duration::from_secs(10)).unwrap();
 }
 
-/// With the replicas cut off from the master, nothing is acknowledged
-/// under `replica_wait`; the master then dies, and the batches it had
-/// applied alone are written again to the promoted replica, exactly once.
-/// Without `replica_wait`, the same writes are acknowledged by the master
-/// alone and the failover loses them (the risk the README describes).
-#[test]
-fn replica_wait_holds_acknowledgements_until_a_replica_has_the_write() {
-    for wait in [true, false] {
-        let mut setup = SentinelSetup::start(2);
-        let old = setup.servers[0].port();
-        let trader = if wait { "W1" } else { "W0" };
-        let cfg = sentinel_config(&setup, trader).replica_wait(wait.then_some((1, ms(100))));
-        let cache = Cache::open(cfg).unwrap();
-        for n in 1..=100 {
-            cache.append("A", &Tick { n }).unwrap();
-        }
-        cache.flush(Duration::from_secs(10)).unwrap();
-        setup.wait_replicas(old, 2);
-
-        // Cut both replicas off: they keep their data, but cannot get back
-        // in (a wrong `masterauth`), so the master's stream stops at them.
-        for s in &setup.servers[1..] {
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("masterauth")
-                .arg("wrong")
-                .query(&mut connect(s.port()))
-                .unwrap();
-        }
-        let _: u64 =
-            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query(&mut connect(old)).unwrap();
-        wait_until(
-            "the replicas to be cut off",
-            TOPOLOGY_TIMEOUT,
-            || {
-                support::topology::info(old, "replication").get("connected_slaves").map(String::as_str)
-                    == Some("0")
-            },
-            || setup.describe(),
-        );
-        for n in 101..=200 {
-            cache.append("A", &Tick { n }).unwrap();
-        }
-        if wait {
-            // The master applies the first of these batches, but no replica
-            // confirms it: nothing more is acknowledged.
-            wait_until(
-                "the master to apply a batch",
-                TOPOLOGY_TIMEOUT,
-                || ticks(&mut connect(old), trader, "A").len() > 100,
-                || format!("{:?}", cache.stats()),
-            );
-            thread::sleep(ms(500));
-            assert_eq!(cache.acked_seq().get(), 100, "acknowledged with no replica: {:?}", cache.stats());
-        } else {
-            cache.flush(Duration::from_secs(10)).unwrap();
-        }
-        let acked_before = cache.acked_seq().get();
-
-        setup.server_mut(old).kill();
-        for s in &setup.servers[1..] {
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("masterauth")
-                .arg("")
-                .query(&mut connect(s.port()))
-                .unwrap();
-        }
-        let new = setup.wait_failover(old);
-        cache.flush(TOPOLOGY_TIMEOUT).unwrap();
-        let got = ticks(&mut connect(new), trader, "A");
-        if wait {
-            assert_exactly_once(&got, 200);
-            assert!(cache.stats().replays >= 1, "{:?}", cache.stats());
-        } else {
-            // Ticks 101..=200 were acknowledged, but only the dead master
-            // had them.
-            assert_eq!(acked_before, 200);
-            assert_prefix(&got);
-            assert_eq!(got.len(), 100, "without replica_wait the failover lost acknowledged ticks 101..=200");
-        }
-        cache.close(Duration::from_secs(10)).unwrap();
+/// Writes ticks 1..=100 (acknowledged with the replicas attached), cuts
+/// both replicas off from the master, writes ticks 101..=200, kills the
+/// master and lets the sentinels promote a replica. With `wait`, the cache
+/// uses `replica_wait(1)`.
+fn cut_off_replicas_then_fail_over(wait: bool) {
+    let mut setup = SentinelSetup::start(2);
+    let old = setup.servers[0].port();
+    let trader = if wait { "W1" } else { "W0" };
+    let cfg = sentinel_config(&setup, trader).replica_wait(wait.then_some((1, ms(100))));
+    let cache = Cache::open(cfg).unwrap();
+    for n in 1..=100 {
+        cache.append("A", &Tick { n }).unwrap();
     }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    setup.wait_replicas(old, 2);
+
+    // Cut both replicas off: they keep their data, but cannot get back
+    // in (a wrong `masterauth`), so the master's stream stops at them.
+    for s in &setup.servers[1..] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("wrong")
+            .query(&mut connect(s.port()))
+            .unwrap();
+    }
+    let _: u64 =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query(&mut connect(old)).unwrap();
+    wait_until(
+        "the replicas to be cut off",
+        TOPOLOGY_TIMEOUT,
+        || {
+            support::topology::info(old, "replication").get("connected_slaves").map(String::as_str)
+                == Some("0")
+        },
+        || setup.describe(),
+    );
+    for n in 101..=200 {
+        cache.append("A", &Tick { n }).unwrap();
+    }
+    if wait {
+        // The master applies the first of these batches, but no replica
+        // confirms it: nothing more is acknowledged.
+        wait_until(
+            "the master to apply a batch",
+            TOPOLOGY_TIMEOUT,
+            || ticks(&mut connect(old), trader, "A").len() > 100,
+            || format!("{:?}", cache.stats()),
+        );
+        thread::sleep(ms(500));
+        assert_eq!(cache.acked_seq().get(), 100, "acknowledged with no replica: {:?}", cache.stats());
+    } else {
+        cache.flush(Duration::from_secs(10)).unwrap();
+    }
+    let acked_before = cache.acked_seq().get();
+
+    setup.server_mut(old).kill();
+    for s in &setup.servers[1..] {
+        let _: () =
+            redis::cmd("CONFIG").arg("SET").arg("masterauth").arg("").query(&mut connect(s.port())).unwrap();
+    }
+    let new = setup.wait_failover(old);
+    cache.flush(TOPOLOGY_TIMEOUT).unwrap();
+    let got = ticks(&mut connect(new), trader, "A");
+    if wait {
+        assert_exactly_once(&got, 200);
+        assert!(cache.stats().replays >= 1, "{:?}", cache.stats());
+    } else {
+        // Ticks 101..=200 were acknowledged, but only the dead master
+        // had them.
+        assert_eq!(acked_before, 200);
+        assert_prefix(&got);
+        assert_eq!(got.len(), 100, "without replica_wait the failover lost acknowledged ticks 101..=200");
+    }
+    cache.close(Duration::from_secs(10)).unwrap();
 }
 
-/// `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER` and the sentinel URL form;
+/// With the replicas cut off, nothing more is acknowledged under
+/// `replica_wait`; when the master dies, the batches it had applied alone
+/// are written again to the promoted replica, exactly once.
+#[test]
+fn replica_wait_acknowledges_only_what_a_replica_has() {
+    cut_off_replicas_then_fail_over(true);
+}
+
+/// Without `replica_wait`, the same writes are acknowledged by the master
+/// alone and the failover loses them: the risk the README describes.
+#[test]
+fn without_replica_wait_a_failover_loses_unreplicated_acknowledged_writes() {
+    cut_off_replicas_then_fail_over(false);
+}
+
+/// `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER`, an ACL user through Sentinel;
 /// a sentinel that is down, or a master name the sentinels do not know,
 /// are handled.
 #[test]
