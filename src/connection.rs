@@ -512,6 +512,43 @@ impl Packer {
             self.bulk(a);
         }
     }
+
+    /// One command: `head` followed by the arguments collected in `args`.
+    pub(crate) fn cmd_args(&mut self, head: &[&[u8]], args: &Args) {
+        self.array(head.len() + args.n);
+        for h in head {
+            self.bulk(h);
+        }
+        self.buf.extend_from_slice(&args.buf);
+    }
+}
+
+/// The arguments of one variadic command (`MSET`, `SADD`, `RPUSH`, …),
+/// packed as they come, for commands whose length is known only at the end.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) n: usize,
+}
+
+impl Args {
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.n = 0;
+    }
+
+    pub(crate) fn bulk(&mut self, b: &[u8]) {
+        self.buf.push(b'$');
+        push_int(&mut self.buf, b.len());
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+        self.n += 1;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
 }
 
 fn push_int(buf: &mut Vec<u8>, n: usize) {
@@ -587,6 +624,17 @@ mod tests {
         let mut p = Packer::default();
         p.cmd(&[b"SET", b"k", b"v"]);
         assert_eq!(p.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+        assert_eq!(p.commands, 1);
+    }
+
+    #[test]
+    fn variadic_args() {
+        let mut a = Args::default();
+        a.bulk(b"k");
+        a.bulk(b"");
+        let mut p = Packer::default();
+        p.cmd_args(&[b"SADD", b"i"], &a);
+        assert_eq!(p.buf, b"*4\r\n$4\r\nSADD\r\n$1\r\ni\r\n$1\r\nk\r\n$0\r\n\r\n");
         assert_eq!(p.commands, 1);
     }
 

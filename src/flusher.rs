@@ -12,7 +12,7 @@ use redis::Value;
 
 use crate::codec;
 use crate::config::Config;
-use crate::connection::{self, reply_error, Action, Backoff, Conn, Failure, Packer};
+use crate::connection::{self, reply_error, Action, Args, Backoff, Conn, Failure, Packer};
 use crate::entity::{EventRecord, Record};
 use crate::error::CloseReport;
 use crate::ident::Ident;
@@ -67,12 +67,14 @@ impl Pending {
     }
 }
 
-/// A packed transaction body, kept until Redis confirms it.
+/// A packed transaction, kept until Redis confirms it.
 struct Batch {
     no: u64,
-    /// Commands between `MULTI` and the marker `SET`.
-    body: Vec<u8>,
-    body_cmds: usize,
+    /// `MULTI`, the commands, `EXEC` (and `WAIT`), exactly as sent.
+    tx: Vec<u8>,
+    /// How many writes each command between `MULTI` and `EXEC` carries, in
+    /// order: what a command that fails inside the transaction drops.
+    weights: Vec<u64>,
     /// Puts whose `SADD` to the index was skipped because the id was known
     /// to be indexed on the connection the batch was built for.
     unindexed: Vec<Key>,
@@ -80,12 +82,49 @@ struct Batch {
     indexed: Vec<Key>,
     removed: Vec<Key>,
     max_seq: u64,
-    /// The connection generation the body was built for.
+    /// The connection generation `tx` was built for.
     generation: u64,
     /// Sent, but the reply was lost: applied or not, the marker decides.
     in_doubt: bool,
     /// `EXEC` succeeded; only the replica `WAIT` is outstanding.
     applied: bool,
+}
+
+impl Batch {
+    /// Replies `tx` produces: `MULTI`, one `QUEUED` per command, `EXEC`.
+    fn tx_replies(&self) -> usize {
+        self.weights.len() + 2
+    }
+}
+
+/// Reused buffers for packing a batch: one variadic command per kind of
+/// change (DESIGN.md: batches are cheap for Redis to apply).
+#[derive(Default)]
+struct Bufs {
+    /// `MSET` pairs of every snapshot put, and the commit marker.
+    mset: Args,
+    puts: u64,
+    /// `DEL` of deleted entities, their logs, and logs restarted by a put.
+    del: Args,
+    deletes: u64,
+    /// `SADD`/`SREM` members per index.
+    sadd: Vec<(&'static str, Args)>,
+    srem: Vec<(&'static str, Args)>,
+    /// One log's events, for its `RPUSH`.
+    events: Args,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+fn members<'a>(v: &'a mut Vec<(&'static str, Args)>, collection: &'static str) -> &'a mut Args {
+    let i = match v.iter().position(|(c, _)| *c == collection) {
+        Some(i) => i,
+        None => {
+            v.push((collection, Args::default()));
+            v.len() - 1
+        }
+    };
+    &mut v[i].1
 }
 
 enum Outcome {
@@ -117,8 +156,7 @@ pub(crate) struct Flusher {
     shutdown: Option<Instant>,
     indexed: HashSet<Key>,
     packer: Packer,
-    scratch: Vec<u8>,
-    value: Vec<u8>,
+    bufs: Bufs,
 }
 
 pub(crate) struct FlusherInit {
@@ -169,8 +207,7 @@ impl Flusher {
             shutdown: None,
             indexed: HashSet::new(),
             packer: Packer::default(),
-            scratch: Vec::with_capacity(256),
-            value: Vec::with_capacity(1024),
+            bufs: Bufs::default(),
             cfg: init.cfg,
         }
     }
@@ -324,123 +361,159 @@ impl Flusher {
         self.received_seq = seq;
     }
 
-    /// Encodes `pending` into a transaction body.
+    /// Encodes `pending` into one transaction: `MULTI`, one `MSET` of
+    /// every snapshot and the commit marker, one `DEL` of deleted keys and
+    /// restarted logs, one `SADD`/`SREM` per index, one `RPUSH` per run of
+    /// appends to the same log (in order), `EXEC`. Snapshots come before
+    /// events, so a log restarted by a put gets the events that followed it.
     fn build(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
         self.batch_no += 1;
         let mut batch = Batch {
             no: self.batch_no,
-            body: Vec::new(),
-            body_cmds: 0,
+            tx: Vec::new(),
+            weights: Vec::new(),
             unindexed: Vec::new(),
             indexed: Vec::new(),
             removed: Vec::new(),
-            max_seq: pending.max_seq,
+            max_seq: self.pending.max_seq,
             generation: self.generation,
             in_doubt: false,
             applied: false,
         };
-        self.packer.clear();
         let enc = self.cfg.encoding;
-        for (key, snap) in pending.snaps {
+        let b = &mut self.bufs;
+        b.mset.clear();
+        b.del.clear();
+        b.puts = 0;
+        b.deletes = 0;
+        b.sadd.iter_mut().chain(b.srem.iter_mut()).for_each(|(_, a)| a.clear());
+        let mut snaps = std::mem::take(&mut self.pending.snaps);
+        for (key, snap) in snaps.drain() {
             let (collection, id) = &key;
             match snap {
                 Snap::Put { rec, clear_events } => {
-                    self.value.clear();
-                    let r = rec.encode(enc, &mut self.value);
-                    if !self.encode_ok(r, self.value.len(), collection, id) {
+                    b.value.clear();
+                    let r = rec.encode(enc, &mut b.value);
+                    if !encode_ok(&self.cfg, &self.shared, &self.keys, r, b.value.len(), collection, id) {
                         continue;
                     }
-                    self.scratch.clear();
-                    self.keys.write_entity(&mut self.scratch, collection, id);
-                    self.packer.cmd(&[b"SET", &self.scratch, &self.value]);
+                    b.key.clear();
+                    self.keys.write_entity(&mut b.key, collection, id);
+                    b.mset.bulk(&b.key);
+                    b.mset.bulk(&b.value);
+                    b.puts += 1;
                     if clear_events {
-                        self.scratch.extend_from_slice(b":events");
-                        self.packer.cmd(&[b"DEL", &self.scratch]);
+                        b.key.extend_from_slice(b":events");
+                        b.del.bulk(&b.key);
                     }
                     if self.indexed.contains(&key) {
                         batch.unindexed.push(key);
                     } else {
-                        self.scratch.clear();
-                        self.keys.write_index(&mut self.scratch, collection);
-                        self.packer.cmd(&[b"SADD", &self.scratch, id.as_bytes()]);
+                        members(&mut b.sadd, collection).bulk(id.as_bytes());
                         batch.indexed.push(key);
                     }
                 }
                 Snap::Delete => {
-                    self.scratch.clear();
-                    self.keys.write_entity(&mut self.scratch, collection, id);
-                    let entity_len = self.scratch.len();
-                    self.scratch.extend_from_slice(b":events");
-                    let (entity, events) = self.scratch.split_at(entity_len);
-                    let events = [entity, events].concat();
-                    self.packer.cmd(&[b"DEL", entity, &events]);
-                    self.scratch.clear();
-                    self.keys.write_index(&mut self.scratch, collection);
-                    self.packer.cmd(&[b"SREM", &self.scratch, id.as_bytes()]);
+                    b.key.clear();
+                    self.keys.write_entity(&mut b.key, collection, id);
+                    b.del.bulk(&b.key);
+                    b.key.extend_from_slice(b":events");
+                    b.del.bulk(&b.key);
+                    b.deletes += 1;
+                    members(&mut b.srem, collection).bulk(id.as_bytes());
                     batch.removed.push(key);
                 }
             }
         }
+        self.pending.snaps = snaps; // keeps its capacity for the next batch
+
+        let p = &mut self.packer;
+        p.clear();
+        p.cmd(&[b"MULTI"]);
+        let no = batch.no.to_string();
+        b.mset.bulk(&self.marker_key);
+        b.mset.bulk(no.as_bytes());
+        p.cmd_args(&[b"MSET"], &b.mset);
+        batch.weights.push(b.puts);
+        if !b.del.is_empty() {
+            p.cmd_args(&[b"DEL"], &b.del);
+            batch.weights.push(b.deletes);
+        }
+        for (set, cmd) in [(&b.sadd, &b"SADD"[..]), (&b.srem, &b"SREM"[..])] {
+            for (collection, ids) in set.iter().filter(|(_, a)| !a.is_empty()) {
+                b.key.clear();
+                self.keys.write_index(&mut b.key, collection);
+                p.cmd_args(&[cmd, &b.key], ids);
+                batch.weights.push(ids.n as u64);
+            }
+        }
         // Events in order; consecutive appends to one log share an RPUSH.
+        let events = std::mem::take(&mut self.pending.events);
         let mut i = 0;
-        let events = pending.events;
-        let mut values: Vec<Vec<u8>> = Vec::new();
         while i < events.len() {
             let (collection, id) = (events[i].collection, &events[i].id);
+            b.events.clear();
             let mut j = i;
-            values.clear();
             while j < events.len() && events[j].collection == collection && events[j].id == *id {
-                let mut v = Vec::new();
-                let r = events[j].rec.encode(enc, &mut v);
-                if self.encode_ok(r, v.len(), collection, id) {
-                    values.push(v);
+                b.value.clear();
+                let r = events[j].rec.encode(enc, &mut b.value);
+                if encode_ok(&self.cfg, &self.shared, &self.keys, r, b.value.len(), collection, id) {
+                    b.events.bulk(&b.value);
                 }
                 j += 1;
             }
-            if !values.is_empty() {
-                self.scratch.clear();
-                self.keys.write_events(&mut self.scratch, collection, id);
-                self.packer.array(2 + values.len());
-                self.packer.bulk(b"RPUSH");
-                self.packer.bulk(&self.scratch);
-                for v in &values {
-                    self.packer.bulk(v);
-                }
+            if !b.events.is_empty() {
+                b.key.clear();
+                self.keys.write_events(&mut b.key, collection, id);
+                p.cmd_args(&[b"RPUSH", &b.key], &b.events);
+                batch.weights.push(b.events.n as u64);
             }
             i = j;
         }
-        batch.body_cmds = self.packer.commands;
-        batch.body = std::mem::take(&mut self.packer.buf);
+        self.pending.events = events;
+        self.pending.events.clear();
+        self.pending.msgs = 0;
+        p.cmd(&[b"EXEC"]);
+        if let Some((n, t)) = self.cfg.replica_wait {
+            p.cmd(&[b"WAIT", n.to_string().as_bytes(), t.as_millis().to_string().as_bytes()]);
+        }
+        batch.tx = p.buf.clone();
         self.held = Some(batch);
     }
 
-    /// Checks an encode result and the size limit; counts what is dropped.
-    fn encode_ok(&self, r: Result<(), codec::EncodeError>, len: usize, collection: &str, id: &str) -> bool {
-        let key = || self.keys.entity(collection, id);
-        match r {
-            Err(e) => {
-                self.shared.dropped.fetch_add(1, Relaxed);
-                self.shared.count_error(ErrorClass::Encode, format!("cannot encode {}: {e}", key()));
-                false
-            }
-            Ok(()) if len > self.cfg.max_value_bytes => {
-                self.shared.dropped.fetch_add(1, Relaxed);
-                self.shared.count_error(
-                    ErrorClass::TooLarge,
-                    format!(
-                        "value for {} is {len} bytes; max_value_bytes is {}",
-                        key(),
-                        self.cfg.max_value_bytes
-                    ),
-                );
-                false
-            }
-            Ok(()) => true,
+    /// The connection changed since `held` was built: the `SADD`s it
+    /// skipped may be missing (a restarted server), so add them inside the
+    /// transaction, right after `MULTI`.
+    fn reindex_held(&mut self) {
+        let Some(batch) = self.held.as_mut() else { return };
+        batch.generation = self.generation;
+        if batch.unindexed.is_empty() {
+            return;
         }
+        let b = &mut self.bufs;
+        b.sadd.iter_mut().for_each(|(_, a)| a.clear());
+        for (collection, id) in &batch.unindexed {
+            members(&mut b.sadd, collection).bulk(id.as_bytes());
+        }
+        let p = &mut self.packer;
+        p.clear();
+        p.cmd(&[b"MULTI"]);
+        let multi_len = p.buf.len();
+        let mut weights = Vec::new();
+        for (collection, ids) in b.sadd.iter().filter(|(_, a)| !a.is_empty()) {
+            b.key.clear();
+            self.keys.write_index(&mut b.key, collection);
+            p.cmd_args(&[b"SADD", &b.key], ids);
+            weights.push(ids.n as u64);
+        }
+        p.buf.extend_from_slice(&batch.tx[multi_len..]);
+        weights.extend_from_slice(&batch.weights);
+        batch.tx = std::mem::take(&mut p.buf);
+        batch.weights = weights;
+        batch.indexed.append(&mut batch.unindexed);
     }
 
     fn write_held(&mut self) {
@@ -478,45 +551,29 @@ impl Flusher {
     /// Sends the held batch (or only its `WAIT`, once applied) and reads
     /// every reply, stopping at the first I/O error.
     fn send_held(&mut self) -> Outcome {
+        if self.held.as_ref().is_some_and(|b| !b.applied && b.generation != self.generation) {
+            self.reindex_held();
+        }
         let batch = self.held.as_ref().expect("held batch");
         let conn = self.conn.as_mut().expect("connected");
-        let mut p = std::mem::take(&mut self.packer);
-        p.clear();
-        if !batch.applied {
-            p.cmd(&[b"MULTI"]);
-            p.buf.extend_from_slice(&batch.body);
-            p.commands += batch.body_cmds;
-            // The connection changed since the body was built: the
-            // skipped `SADD`s may be missing (a restarted server), so add
-            // them inside this transaction.
-            if batch.generation != self.generation {
-                for (collection, id) in &batch.unindexed {
-                    self.scratch.clear();
-                    self.keys.write_index(&mut self.scratch, collection);
-                    p.cmd(&[b"SADD", &self.scratch, id.as_bytes()]);
-                }
-            }
-            let no = batch.no.to_string();
-            p.cmd(&[b"SET", &self.marker_key, no.as_bytes()]);
-            p.cmd(&[b"EXEC"]);
-        }
-        if let Some((n, t)) = self.cfg.replica_wait {
-            p.cmd(&[b"WAIT", n.to_string().as_bytes(), t.as_millis().to_string().as_bytes()]);
-        }
-        let replies = p.commands;
-        let sent = conn.con.send_packed_command(&p.buf);
-        self.packer = p;
+        let wait_only = batch.applied;
+        let sent = if wait_only {
+            let Some((n, t)) = self.cfg.replica_wait else { return Outcome::Applied };
+            self.packer.clear();
+            self.packer.cmd(&[b"WAIT", n.to_string().as_bytes(), t.as_millis().to_string().as_bytes()]);
+            conn.con.send_packed_command(&self.packer.buf)
+        } else {
+            conn.con.send_packed_command(&batch.tx)
+        };
         if let Err(e) = sent {
             return Outcome::InDoubt(connection::failure(&e, &conn.addr));
         }
         let addr = conn.addr.clone();
+        let exec_index = if wait_only { usize::MAX } else { batch.tx_replies() - 1 };
+        let replies =
+            if wait_only { 0 } else { batch.tx_replies() } + usize::from(self.cfg.replica_wait.is_some());
         let mut queued_error: Option<(String, String)> = None;
         let mut exec: Option<Value> = None;
-        let exec_index = if batch.applied {
-            usize::MAX
-        } else {
-            replies - 1 - usize::from(self.cfg.replica_wait.is_some())
-        };
         let mut wait_reply: Option<Value> = None;
         for i in 0..replies {
             let v = match conn.con.recv_response() {
@@ -525,19 +582,19 @@ impl Flusher {
             };
             if i == exec_index {
                 exec = Some(v);
-            } else if i > exec_index || batch.applied {
+            } else if wait_only || i > exec_index {
                 wait_reply = Some(v);
             } else if queued_error.is_none() {
                 queued_error = reply_error(&v);
             }
         }
-        if !batch.applied {
+        if !wait_only {
             match exec {
                 Some(Value::Array(results)) => {
                     let mut failed = 0u64;
-                    for r in &results {
+                    for (r, weight) in results.iter().zip(&batch.weights) {
                         if let Some((code, text)) = reply_error(r) {
-                            failed += 1;
+                            failed += weight;
                             let (class, _) = connection::classify_code(&code);
                             self.shared.count_error(class, format!("in batch {}: {text}", batch.no));
                         }
@@ -690,5 +747,34 @@ impl Flusher {
         if !slice.is_zero() {
             std::thread::sleep(slice);
         }
+    }
+}
+
+/// Checks an encode result and the size limit; counts what is dropped.
+fn encode_ok(
+    cfg: &Config,
+    shared: &Shared,
+    keys: &Keys,
+    r: Result<(), codec::EncodeError>,
+    len: usize,
+    collection: &str,
+    id: &str,
+) -> bool {
+    let key = || keys.entity(collection, id);
+    match r {
+        Err(e) => {
+            shared.dropped.fetch_add(1, Relaxed);
+            shared.count_error(ErrorClass::Encode, format!("cannot encode {}: {e}", key()));
+            false
+        }
+        Ok(()) if len > cfg.max_value_bytes => {
+            shared.dropped.fetch_add(1, Relaxed);
+            shared.count_error(
+                ErrorClass::TooLarge,
+                format!("value for {} is {len} bytes; max_value_bytes is {}", key(), cfg.max_value_bytes),
+            );
+            false
+        }
+        Ok(()) => true,
     }
 }

@@ -51,7 +51,7 @@ impl AccountBalance {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MarginBalance {
     /// The instrument, or none for account-wide margin.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instrument_id: Option<Ident>,
     /// Initial margin.
     pub initial: Money,
@@ -88,7 +88,7 @@ pub struct Account {
     /// Cash or margin.
     pub kind: AccountKind,
     /// Base currency, if single-currency.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_currency: Option<Currency>,
     /// Balances, one per currency (at most [`MAX_BALANCES`]).
     #[serde(default, with = "slots")]

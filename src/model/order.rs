@@ -157,7 +157,7 @@ pub struct Order {
     /// Client order id.
     pub client_order_id: Ident,
     /// Venue order id, once accepted.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub venue_order_id: Option<Ident>,
     /// The strategy that owns it.
     pub strategy_id: Ident,
@@ -170,10 +170,10 @@ pub struct Order {
     /// Quantity ordered.
     pub quantity: Quantity,
     /// Limit price.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,
     /// Trigger price.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_price: Option<Price>,
     /// Time in force.
     pub time_in_force: TimeInForce,
@@ -183,7 +183,7 @@ pub struct Order {
     pub filled_qty: Quantity,
     /// Average fill price (quantity-weighted, rounded half away from zero
     /// at the finest precision of the fill prices).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_px: Option<Price>,
     /// Created.
     pub ts_init: UnixNanos,
@@ -412,7 +412,7 @@ pub enum OrderEventKind {
         /// Quantity.
         quantity: Quantity,
         /// Limit price.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         price: Option<Price>,
         /// Time in force.
         time_in_force: TimeInForce,
@@ -441,10 +441,10 @@ pub enum OrderEventKind {
         /// New quantity.
         quantity: Quantity,
         /// New price.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         price: Option<Price>,
         /// New trigger price.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         trigger_price: Option<Price>,
     },
     /// Partly filled.

@@ -63,7 +63,7 @@ pub struct Position {
     pub avg_px_open: Price,
     /// Average price of the closing fills since the position was last
     /// opened (or flipped); `None` before the first reduction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_px_close: Option<Price>,
     /// Quantity closed since the position was last opened (or flipped):
     /// the weight of `avg_px_close`.
@@ -76,7 +76,7 @@ pub struct Position {
     /// When the current position was opened (or flipped).
     pub ts_opened: UnixNanos,
     /// When it was last closed, while it is flat.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts_closed: Option<UnixNanos>,
     /// Last change.
     pub ts_last: UnixNanos,

@@ -91,8 +91,10 @@ fn round_trips() {
 #[test]
 fn wire_format() {
     let json = serde_json::to_value(Position::example("P-1")).unwrap();
-    assert_eq!(json["quantity"], serde_json::json!({"raw": 1000, "precision": 3}));
-    assert_eq!(json["realized_pnl"], serde_json::json!({"raw": 0, "precision": 2, "currency": "USDT"}));
+    assert_eq!(json["quantity"], serde_json::json!([1000, 3]));
+    assert_eq!(json["realized_pnl"], serde_json::json!([0, 2, "USDT"]));
+    // Absent options are left out, and read back as `None`.
+    assert!(json.get("avg_px_close").is_none() && json.get("ts_closed").is_none());
     assert_eq!(json["ts_opened"], serde_json::json!(1_700_000_000_000_000_000u64));
     let acc = serde_json::to_value(Account::example("A-1")).unwrap();
     assert_eq!(acc["balances"].as_array().unwrap().len(), 1);

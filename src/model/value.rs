@@ -197,7 +197,7 @@ fn to_f64(raw: i128, precision: u8) -> f64 {
 /// assert!("1.2.3".parse::<Price>().is_err());
 /// assert!(Price::from_str_with_precision("1.234", 2).is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Price {
     /// The scaled integer value.
     pub raw: i64,
@@ -307,7 +307,7 @@ impl fmt::Display for Price {
 /// assert!(q > Quantity::new(1, 0));
 /// assert!("-1".parse::<Quantity>().is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Quantity {
     /// The scaled integer value.
     pub raw: u64,
@@ -541,7 +541,7 @@ impl<T, E: fmt::Display> serde::de::Visitor<'_> for StrVisitor<T, E> {
 /// assert_eq!(total, Money::new(1_205, 3, Currency::USDT));
 /// assert_eq!(fee.checked_add(Money::new(1, 2, Currency::BTC)), None); // currencies differ
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Money {
     /// The scaled integer value.
     pub raw: i64,
@@ -613,6 +613,171 @@ impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_decimal(f, i128::from(self.raw), self.precision)?;
         write!(f, " {}", self.currency)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stored form of the fixed-point types
+//
+// `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for
+// any precision, and a third of the size of a map with field names (a
+// position has four of them; DESIGN.md keeps values small). Reading also
+// accepts the `{raw, precision[, currency]}` map written by earlier versions.
+
+/// A decoded fixed-point value before its range is checked.
+struct Fixed {
+    raw: i128,
+    precision: u8,
+    currency: Option<Currency>,
+}
+
+/// An integer of either sign, as the first element of a stored value.
+struct AnyInt(i128);
+
+impl<'de> Deserialize<'de> for AnyInt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AnyInt;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AnyInt, E> {
+                Ok(AnyInt(i128::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AnyInt, E> {
+                Ok(AnyInt(i128::from(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum FixedField {
+    Raw,
+    Precision,
+    Currency,
+    #[serde(other)]
+    Other,
+}
+
+struct FixedVisitor {
+    expecting: &'static str,
+    with_currency: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for FixedVisitor {
+    type Value = Fixed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Fixed, A::Error> {
+        use serde::de::Error;
+        let n = 2 + usize::from(self.with_currency);
+        let raw = seq.next_element::<AnyInt>()?.ok_or_else(|| A::Error::invalid_length(0, &self))?.0;
+        let precision = seq.next_element::<u8>()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        let currency = if self.with_currency {
+            Some(seq.next_element::<Currency>()?.ok_or_else(|| A::Error::invalid_length(2, &self))?)
+        } else {
+            None
+        };
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(A::Error::invalid_length(n + 1, &self));
+        }
+        Ok(Fixed { raw, precision, currency })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fixed, A::Error> {
+        use serde::de::Error;
+        let (mut raw, mut precision, mut currency) = (None, None, None);
+        while let Some(k) = map.next_key::<FixedField>()? {
+            match k {
+                FixedField::Raw => raw = Some(map.next_value::<AnyInt>()?.0),
+                FixedField::Precision => precision = Some(map.next_value::<u8>()?),
+                FixedField::Currency => currency = Some(map.next_value::<Currency>()?),
+                FixedField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let raw = raw.ok_or_else(|| A::Error::missing_field("raw"))?;
+        let precision = precision.ok_or_else(|| A::Error::missing_field("precision"))?;
+        if self.with_currency && currency.is_none() {
+            return Err(A::Error::missing_field("currency"));
+        }
+        Ok(Fixed { raw, precision, currency })
+    }
+}
+
+fn deserialize_fixed<'de, D: Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+    with_currency: bool,
+) -> Result<Fixed, D::Error> {
+    d.deserialize_any(FixedVisitor { expecting, with_currency })
+}
+
+fn fixed_range<E: serde::de::Error, T: TryFrom<i128>>(raw: i128, what: &str) -> Result<T, E> {
+    T::try_from(raw).map_err(|_| E::custom(format_args!("{raw} is out of range for {what}")))
+}
+
+/// Stored as `[raw, precision]`.
+impl Serialize for Price {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&self.precision)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = deserialize_fixed(d, "a price as [raw, precision]", false)?;
+        Ok(Price::new(fixed_range(f.raw, "a price")?, f.precision))
+    }
+}
+
+/// Stored as `[raw, precision]`.
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&self.precision)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = deserialize_fixed(d, "a quantity as [raw, precision]", false)?;
+        Ok(Quantity::new(fixed_range(f.raw, "a quantity (non-negative)")?, f.precision))
+    }
+}
+
+/// Stored as `[raw, precision, "CCY"]`.
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&self.precision)?;
+        t.serialize_element(&self.currency)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = deserialize_fixed(d, "an amount as [raw, precision, \"CCY\"]", true)?;
+        let currency = f.currency.ok_or_else(|| <D::Error as serde::de::Error>::missing_field("currency"))?;
+        Ok(Money::new(fixed_range(f.raw, "an amount")?, f.precision, currency))
     }
 }
 
@@ -1136,6 +1301,58 @@ mod tests {
         ] {
             assert!(UnixNanos::parse_iso8601(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fixed_point_stored_form() {
+        let p = Price::new(-6_000_050, 2);
+        let q = Quantity::new(u64::MAX, 20);
+        let m = Money::new(-120, 2, Currency::USDT);
+        assert_eq!(serde_json::to_string(&p).unwrap(), "[-6000050,2]");
+        assert_eq!(serde_json::to_string(&q).unwrap(), "[18446744073709551615,20]");
+        assert_eq!(serde_json::to_string(&m).unwrap(), "[-120,2,\"USDT\"]");
+        for enc in [rmp_serde::to_vec(&p).unwrap(), rmp_serde::to_vec_named(&p).unwrap()] {
+            assert_eq!(rmp_serde::from_slice::<Price>(&enc).unwrap(), p);
+        }
+        assert_eq!(rmp_serde::from_slice::<Quantity>(&rmp_serde::to_vec_named(&q).unwrap()).unwrap(), q);
+        assert_eq!(rmp_serde::from_slice::<Money>(&rmp_serde::to_vec_named(&m).unwrap()).unwrap(), m);
+        // [raw, precision] in msgpack: a fixarray of two small ints.
+        assert_eq!(rmp_serde::to_vec_named(&Quantity::new(5, 3)).unwrap(), [0x92, 5, 3]);
+    }
+
+    #[test]
+    fn fixed_point_reads_the_earlier_map_form() {
+        #[derive(Serialize)]
+        struct OldMoney {
+            raw: i64,
+            precision: u8,
+            currency: &'static str,
+        }
+        let old = OldMoney { raw: 120, precision: 2, currency: "USDT" };
+        let mp = rmp_serde::to_vec_named(&old).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Money>(&mp).unwrap(), Money::new(120, 2, Currency::USDT));
+        let p: Price = serde_json::from_str(r#"{"raw":5,"precision":1,"extra":true}"#).unwrap();
+        assert_eq!(p, Price::new(5, 1));
+    }
+
+    #[test]
+    fn fixed_point_bad_stored_values_are_errors() {
+        for bad in [
+            "[1]",
+            "[1,2,3]",
+            "[-1,2]",
+            "[1,300]",
+            "\"1.5\"",
+            "{\"raw\":1}",
+            "[18446744073709551615,0,\"USDT\"]",
+            "null",
+        ] {
+            assert!(serde_json::from_str::<Quantity>(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Price>("[9223372036854775808,0]").is_err());
+        assert!(serde_json::from_str::<Money>("[1,2]").is_err());
+        assert!(serde_json::from_str::<Money>("[1,2,\"usdt\"]").is_err());
+        assert!(serde_json::from_str::<Money>("{\"raw\":1,\"precision\":2}").is_err());
     }
 
     #[test]
