@@ -222,7 +222,8 @@ pub(crate) struct Flusher {
     done: Sender<CloseReport>,
     conn: Option<Conn>,
     generation: u64,
-    dead_client: Option<i64>,
+    /// `CLIENT ID` of the last dropped connection, and the server it was on.
+    dead_client: Option<(i64, String)>,
     pending: Pending,
     /// The batch being written: the oldest not yet acknowledged.
     held: Option<Batch>,
@@ -835,7 +836,10 @@ impl Flusher {
         let conn = self.conn.as_mut().expect("connected");
         // Make sure the dropped connection can no longer apply the batch
         // behind our back (its bytes may still sit in the server's socket).
-        if let Some(old) = self.dead_client.take() {
+        // Only on the server it was on: after a failover or a `MOVED` the
+        // id means some other client of the new server.
+        if let Some((old, addr)) = self.dead_client.take().filter(|(_, addr)| *addr == conn.addr) {
+            log::debug!("tradecache: killing dropped connection {old} on {addr}");
             let _ = conn.query(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(old));
         }
         let marker = conn
@@ -900,7 +904,7 @@ impl Flusher {
 
     fn drop_conn(&mut self) {
         if let Some(c) = self.conn.take() {
-            self.dead_client = c.client_id.or(self.dead_client);
+            self.dead_client = c.client_id.map(|id| (id, c.addr)).or(self.dead_client.take());
         }
         // Whatever was queued on that connection is gone with it.
         for b in self.held.iter_mut().chain(self.next.iter_mut()) {

@@ -18,6 +18,8 @@
 // a subset of it; the rest would warn as dead code.
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
