@@ -14,9 +14,10 @@ pub(crate) struct Conn {
     pub(crate) con: redis::Connection,
     /// `host:port` it is connected to (never credentials).
     pub(crate) addr: String,
-    /// `CLIENT ID` of this connection, used to make sure a dropped
-    /// connection can no longer apply a batch (see `Flusher::resolve`).
-    pub(crate) client_id: Option<i64>,
+    /// This connection as the server sees it (`CLIENT INFO`: id and the
+    /// client's address), used to make sure a dropped connection can no
+    /// longer apply a batch (see `Flusher::resolve`).
+    pub(crate) client: Option<ClientIdentity>,
 }
 
 /// A failure to connect or talk, already classified.
@@ -195,12 +196,40 @@ fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>
     // redis-rs clears the socket timeouts after the handshake: set ours.
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
-    let mut conn = Conn { con, addr, client_id: None };
-    conn.client_id = match conn.query(redis::cmd("CLIENT").arg("ID")) {
-        Ok(Value::Int(id)) => Some(id),
+    let mut conn = Conn { con, addr, client: None };
+    conn.client = match conn.query(redis::cmd("CLIENT").arg("INFO")) {
+        Ok(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
+        Ok(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
         _ => None,
     };
     Ok(conn)
+}
+
+/// Who a connection is on the server: its `CLIENT ID` and the client
+/// address the server sees. Both are needed to name it safely later: a
+/// restarted server numbers its clients from 1 again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientIdentity {
+    pub(crate) id: i64,
+    pub(crate) addr: String,
+}
+
+impl ClientIdentity {
+    /// From a `CLIENT INFO` line: `id=7 addr=127.0.0.1:53412 laddr=… …`.
+    fn parse(info: &str) -> Option<ClientIdentity> {
+        let field = |name: &str| {
+            info.split_whitespace().find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        Some(ClientIdentity { id: field("id")?.parse().ok()?, addr: field("addr")?.to_string() })
+    }
+
+    /// `CLIENT KILL` of exactly this connection (no other client matches
+    /// both the id and the address).
+    pub(crate) fn kill_cmd(&self) -> redis::Cmd {
+        let mut c = redis::cmd("CLIENT");
+        c.arg("KILL").arg("ID").arg(self.id).arg("ADDR").arg(&self.addr);
+        c
+    }
 }
 
 fn redis_settings(cfg: &Config) -> RedisConnectionInfo {
@@ -625,6 +654,16 @@ mod tests {
         p.cmd(&[b"SET", b"k", b"v"]);
         assert_eq!(p.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
         assert_eq!(p.commands, 1);
+    }
+
+    #[test]
+    fn client_identity_from_client_info() {
+        let line = "id=7 addr=127.0.0.1:53412 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=N db=0\n";
+        let c = ClientIdentity::parse(line).unwrap();
+        assert_eq!(c, ClientIdentity { id: 7, addr: "127.0.0.1:53412".into() });
+        assert_eq!(ClientIdentity::parse("laddr=1.2.3.4:5 id=x"), None);
+        let packed = c.kill_cmd().get_packed_command();
+        assert!(String::from_utf8_lossy(&packed).contains("ADDR"));
     }
 
     #[test]

@@ -222,8 +222,8 @@ pub(crate) struct Flusher {
     done: Sender<CloseReport>,
     conn: Option<Conn>,
     generation: u64,
-    /// `CLIENT ID` of the last dropped connection, and the server it was on.
-    dead_client: Option<(i64, String)>,
+    /// The last dropped connection, and the server (`host:port`) it was on.
+    dead_client: Option<(connection::ClientIdentity, String)>,
     pending: Pending,
     /// The batch being written: the oldest not yet acknowledged.
     held: Option<Batch>,
@@ -836,11 +836,12 @@ impl Flusher {
         let conn = self.conn.as_mut().expect("connected");
         // Make sure the dropped connection can no longer apply the batch
         // behind our back (its bytes may still sit in the server's socket).
-        // Only on the server it was on: after a failover or a `MOVED` the
-        // id means some other client of the new server.
+        // Only on the server it was on (after a failover or a `MOVED` it
+        // names nobody), and by id and client address together (a
+        // restarted server reuses ids).
         if let Some((old, addr)) = self.dead_client.take().filter(|(_, addr)| *addr == conn.addr) {
-            log::debug!("tradecache: killing dropped connection {old} on {addr}");
-            let _ = conn.query(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(old));
+            log::debug!("tradecache: killing dropped connection {} ({}) on {addr}", old.id, old.addr);
+            let _ = conn.query(&old.kill_cmd());
         }
         let marker = conn
             .query(redis::cmd("GET").arg(&self.marker_key[..]))
@@ -904,7 +905,7 @@ impl Flusher {
 
     fn drop_conn(&mut self) {
         if let Some(c) = self.conn.take() {
-            self.dead_client = c.client_id.map(|id| (id, c.addr)).or(self.dead_client.take());
+            self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
         }
         // Whatever was queued on that connection is gone with it.
         for b in self.held.iter_mut().chain(self.next.iter_mut()) {

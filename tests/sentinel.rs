@@ -71,7 +71,7 @@ fn failover_is_followed_and_loses_no_acknowledged_write() {
     // Every write acknowledged so far is on a replica (WAIT 1): the master
     // may die now.
     let acked_at_kill = cache.acked_seq().get();
-    setup.server_mut(old).kill();
+    setup.kill_and_hold(old);
     let new = setup.wait_failover(old);
     assert_ne!(new, old);
 
@@ -160,7 +160,7 @@ fn cut_off_replicas_then_fail_over(wait: bool) {
     }
     let acked_before = cache.acked_seq().get();
 
-    setup.server_mut(old).kill();
+    setup.kill_and_hold(old);
     for s in &setup.servers[1..] {
         let _: () =
             redis::cmd("CONFIG").arg("SET").arg("masterauth").arg("").query(&mut connect(s.port())).unwrap();

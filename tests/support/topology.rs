@@ -53,7 +53,7 @@ pub fn connect(port: u16) -> redis::Connection {
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     format!(
         "on >{password} ~{keys} resetchannels -@all +multi +exec +mset +get +del +unlink +sadd +srem +rpush \
-         +lrange +smembers +scan +wait +ping +client|id +client|kill {extra}"
+         +lrange +smembers +scan +wait +ping +client|info +client|kill {extra}"
     )
 }
 
@@ -406,6 +406,10 @@ pub struct SentinelSetup {
     pub servers: Vec<RedisServer>,
     /// The sentinels.
     pub sentinels: Vec<Sentinel>,
+    /// Ports of killed servers, kept bound until the sentinels are gone
+    /// (fields drop in order): sentinels keep calling a lost master, and
+    /// would turn another test's new server on that port into a replica.
+    held_ports: Vec<std::net::TcpListener>,
 }
 
 /// How long topology setup and failovers may take before a test fails.
@@ -442,7 +446,7 @@ impl SentinelSetup {
         );
         let sentinels: Vec<Sentinel> =
             (0..3).map(|_| Sentinel::start(&name, master_port, 2, 500, 4000)).collect();
-        let setup = SentinelSetup { name, servers, sentinels };
+        let setup = SentinelSetup { name, servers, sentinels, held_ports: Vec::new() };
         wait_until(
             "every sentinel to see the replicas and the other sentinels",
             TOPOLOGY_TIMEOUT,
@@ -479,6 +483,20 @@ impl SentinelSetup {
             .iter_mut()
             .find(|s| s.port() == port)
             .unwrap_or_else(|| panic!("no server on port {port}"))
+    }
+
+    /// SIGKILLs the data server on `port` and keeps the port bound (to a
+    /// listener that never answers) for the rest of the test.
+    pub fn kill_and_hold(&mut self, port: u16) {
+        self.server_mut(port).kill();
+        let deadline = std::time::Instant::now() + TOPOLOGY_TIMEOUT;
+        loop {
+            match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => return self.held_ports.push(l),
+                Err(e) if std::time::Instant::now() > deadline => panic!("cannot hold port {port}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     /// Waits until every sentinel reports a master other than `old_port`,
