@@ -68,7 +68,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("addr", &self.cfg.addr())
+            .field("redis", &self.cfg.redacted_url())
             .field("trader_key", &self.cfg.trader_key())
             .field("stats", &self.stats())
             .finish()
@@ -119,7 +119,7 @@ impl Cache {
             .name("tradecache-flusher".into())
             .spawn(move || flusher.run())
             .map_err(|e| Error::Redis {
-                addr: config.addr(),
+                addr: config.redacted_url(),
                 kind: crate::ErrorKind::Io,
                 detail: format!("cannot start the flusher thread: {e}"),
             })?;
