@@ -52,7 +52,11 @@ redis-up: ## Start the demo redis-server (target/redis-demo, port in target/redi
 redis-down: ## Stop the demo redis-server
 	@scripts/redis-down
 
-bench: ensure-redis ## Run the benches (load report in target/bench/report.json)
+bench: ensure-redis ## Run the benches (table printed, report in target/bench/report.json)
+	@# strace counts the hot path's syscalls; installed when we can, skipped otherwise.
+	@command -v strace >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null; } || \
+		echo "bench: strace not installed; the syscall count is skipped"
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench hot_path
 

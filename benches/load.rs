@@ -1,14 +1,25 @@
-//! Load benchmark: `cargo bench --bench load`.
+//! Load benchmark: `cargo bench --bench load` (or `make bench`).
 //!
-//! Starts one private `redis-server` (AOF on, `appendfsync everysec`),
-//! measures the cache against simple alternatives, writes
-//! `target/bench/report.json` and prints a table. Never touches a Redis on
-//! 6379: the server is a child process on a free loopback port.
+//! Starts one private `redis-server` (AOF on, `appendfsync everysec`) on a
+//! free loopback port, measures the cache next to what a user would do
+//! instead, in the same run and against the same server, writes
+//! `target/bench/report.json` and prints a table. Each timed section runs
+//! `BENCH_REPS` times (default 3); the report gives the median of the
+//! repetitions and every run. `BENCH_ONLY=put_ns,throughput` runs some
+//! sections only (for profiling). Never touches a Redis on 6379.
+//!
+//! Memory figures come from child processes (this binary with `--child`),
+//! so the bench's own buffers do not count: `client_rss_mb` (10,000
+//! positions written) and `hot_path` (syscalls and heap allocations made by
+//! the calling thread inside `put`, counted with `strace` and a counting
+//! allocator).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +30,45 @@ use tradecache::model::{
     OrderType, Position, Price, Quantity, TimeInForce, UnixNanos,
 };
 use tradecache::{Cache, Config, Encoding, Ident, OverflowPolicy};
+
+// ---------------------------------------------------------------------------
+// A counting allocator: heap allocations per thread, for the hot-path check.
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// only addition is a thread-local counter with a const initializer and no
+// destructor, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs_here() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
 
 const BLOCK: OverflowPolicy = OverflowPolicy::Block { timeout: Duration::from_secs(10) };
 
@@ -52,11 +102,43 @@ fn pcts(h: &Histogram<u64>, div: f64) -> Value {
     })
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The median, over `runs`, of the number at `path` in each run.
+fn med(runs: &[Value], path: &[&str]) -> f64 {
+    median(
+        runs.iter()
+            .filter_map(|r| path.iter().try_fold(r, |v, k| v.get(*k)).and_then(Value::as_f64))
+            .collect(),
+    )
+}
+
+/// `{p50, p99, p99_9}` medians over `runs` of the percentiles at `path`.
+fn med_pcts(runs: &[Value], path: &[&str], qs: &[&str]) -> Value {
+    let mut out = serde_json::Map::new();
+    for q in qs {
+        let mut p: Vec<&str> = path.to_vec();
+        p.push(q);
+        out.insert((*q).to_string(), json!(med(runs, &p)));
+    }
+    Value::Object(out)
+}
+
 fn rss_mb() -> Option<f64> {
+    status_kb("VmRSS:").map(|kb| kb / 1024.0)
+}
+
+fn status_kb(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn machine() -> Value {
@@ -70,78 +152,210 @@ fn machine() -> Value {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    json!({ "nproc": nproc, "cpu_model": cpu })
+    let redis = std::process::Command::new(support::redis_server_path())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    json!({ "nproc": nproc, "cpu_model": cpu, "redis_server": redis })
 }
 
 fn position_key(trader: &str, id: &str) -> String {
     format!("trader-{trader}:positions:{id}")
 }
 
+fn positions(prefix: &str, n: usize) -> Vec<Position> {
+    (0..n).map(|i| Position::example(&format!("{prefix}-{i}"))).collect()
+}
+
+/// Runs this bench binary with `--child ARGS` and parses the JSON line it
+/// prints last.
+fn child(args: &[String]) -> Result<Value, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out =
+        std::process::Command::new(exe).arg("--child").args(args).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| {
+        format!("child {args:?} printed {text:?} ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Sections
-// ---------------------------------------------------------------------------
 
-/// Writes 10,000 positions with msgpack, reads RSS, then `MEMORY USAGE` per
-/// key for msgpack and for JSON.
-fn memory(port: u16, con: &mut redis::Connection) -> (Value, Value) {
+/// `MEMORY USAGE` averaged over 10,000 positions written with msgpack, and
+/// the same with JSON. Deterministic: run once.
+fn redis_bytes(port: u16, con: &mut redis::Connection) -> Value {
     let n = 10_000;
-    let cache = open(config(port, "BENCH"));
-    for i in 0..n {
-        cache.put(&Position::example(&format!("P-{i}"))).expect("put");
-    }
-    cache.flush(Duration::from_secs(30)).expect("flush");
-    let rss = rss_mb();
-    let json_cache = open(config(port, "BENCH-JSON").encoding(Encoding::Json));
-    for i in 0..n {
-        json_cache.put(&Position::example(&format!("P-{i}"))).expect("put");
-    }
-    json_cache.flush(Duration::from_secs(30)).expect("flush");
-    let mut usage = |trader: &str| -> f64 {
+    let ps = positions("P", n);
+    let mut usage = |trader: &str, encoding: Encoding| -> f64 {
+        let cache = open(config(port, trader).encoding(encoding));
+        for p in &ps {
+            cache.put(p).expect("put");
+        }
+        cache.flush(Duration::from_secs(30)).expect("flush");
+        drop(cache);
         let mut total = 0u64;
-        for i in 0..n {
+        for p in &ps {
             let bytes: Option<u64> = redis::cmd("MEMORY")
                 .arg("USAGE")
-                .arg(position_key(trader, &format!("P-{i}")))
+                .arg(position_key(trader, p.id.as_str()))
                 .query(con)
                 .expect("MEMORY USAGE");
             total += bytes.expect("position key exists");
         }
         total as f64 / n as f64
     };
-    let msgpack = usage("BENCH");
-    let jsn = usage("BENCH-JSON");
-    let pos = Position::example("P-1");
-    let mp_len = rmp_serde::to_vec_named(&pos).map(|v| v.len()).unwrap_or(0);
-    let json_len = serde_json::to_vec(&pos).map(|v| v.len()).unwrap_or(0);
-    drop(json_cache);
-    drop(cache);
-    (
-        json!({
-            "ours": msgpack,
-            "alternative": { "name": "json_encoding", "value": jsn },
-            "ratio": msgpack / jsn,
-            "encoded_bytes": { "msgpack": mp_len, "json": json_len },
-            "keys": n,
-        }),
-        json!({
-            "ours": rss,
-            "alternative": null,
-            "note": "VmRSS of the bench process after writing 10,000 positions (includes the bench's own buffers)",
-        }),
-    )
+    let msgpack = usage("BENCH", Encoding::MsgPack);
+    let jsn = usage("BENCH-JSON", Encoding::Json);
+    let pos = &ps[1234];
+    let mp_len = rmp_serde::to_vec_named(pos).map(|v| v.len()).unwrap_or(0);
+    let json_len = serde_json::to_vec(pos).map(|v| v.len()).unwrap_or(0);
+    json!({
+        "ours": msgpack,
+        "alternative": { "name": "json_encoding", "value": jsn },
+        "ratio": msgpack / jsn,
+        "encoded_bytes": { "msgpack": mp_len, "json": json_len, "id": pos.id.as_str() },
+        "keys": n,
+        "note": "MEMORY USAGE of trader-BENCH:positions:P-{0..9999}: key, value and Redis' overhead",
+    })
 }
 
-/// `put` latency at 100,000/s offered for ~2 s, against a blocking SET per write.
-fn put_latency(port: u16, con: &mut redis::Connection) -> Value {
+/// Child: writes 10,000 positions through a cache, prints VmRSS.
+fn child_rss(port: u16) -> Value {
+    let before = rss_mb();
+    let ps = positions("R", 10_000);
+    let cache = open(config(port, "BENCH-RSS"));
+    for p in &ps {
+        cache.put(p).expect("put");
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    json!({ "rss_mb": rss_mb(), "rss_mb_before_open": before, "hwm_mb": status_kb("VmHWM:").map(|k| k / 1024.0) })
+}
+
+fn client_rss(port: u16) -> Value {
+    match child(&["rss".into(), port.to_string()]) {
+        Ok(v) => json!({
+            "ours": v["rss_mb"],
+            "alternative": null,
+            "peak_mb": v["hwm_mb"],
+            "before_open_mb": v["rss_mb_before_open"],
+            "note": "VmRSS of a child process that opened a cache and wrote 10,000 positions (includes the 10,000 positions it built)",
+        }),
+        Err(e) => json!({ "ours": null, "error": e }),
+    }
+}
+
+/// Child: the calling thread's syscalls and allocations inside `put`.
+/// Prints its thread id, writes `BEGIN` and `END` markers to stderr around
+/// 100,000 puts paced at 100,000/s (spinning on the vDSO clock), and the
+/// allocation count of that thread between the markers.
+fn child_hot_path(port: u16) -> Value {
+    let cache = open(config(port, "BENCH-SYS").channel_capacity(1 << 18).overflow(OverflowPolicy::Reject));
+    let ps = positions("S", 1_000);
+    // Warm up: the first pushes touch fresh channel slots.
+    for p in &ps {
+        let _ = cache.put(p);
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let n = 100_000u64;
+    let mut rejected = 0u64;
+    eprintln!("BEGIN");
+    let a0 = allocs_here();
+    let start = Instant::now();
+    for i in 0..n {
+        pace(start, i, 100_000);
+        if cache.put(&ps[(i % 1_000) as usize]).is_err() {
+            rejected += 1;
+        }
+    }
+    let allocs = allocs_here() - a0;
+    eprintln!("END");
+    cache.flush(Duration::from_secs(60)).expect("flush");
+    json!({ "tid": tid, "puts": n, "allocs": allocs, "rejected": rejected })
+}
+
+/// Runs the hot-path child under `strace -f` (when strace is installed) and
+/// counts the syscalls its calling thread made between the markers.
+fn hot_path(port: u16) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("strace.txt");
+    let exe = std::env::current_exe().expect("current exe");
+    let have_strace =
+        std::process::Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !have_strace {
+        // Still count allocations.
+        return match child(&["hot_path".into(), port.to_string()]) {
+            Ok(v) => {
+                json!({ "allocs_per_put": v["allocs"].as_f64().unwrap_or(f64::NAN) / v["puts"].as_f64().unwrap_or(1.0),
+                             "syscalls_in_put": null, "note": "strace not installed (apt-get install strace)" })
+            }
+            Err(e) => json!({ "error": e }),
+        };
+    }
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(&exe)
+        .args(["--child", "hot_path", &port.to_string()])
+        .output()
+        .expect("run strace");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = match text.lines().last().map(serde_json::from_str) {
+        Some(Ok(v)) => v,
+        _ => return json!({ "error": format!("child printed {text:?}") }),
+    };
+    let tid = v["tid"].as_str().unwrap_or("").to_string();
+    let lines = std::fs::read_to_string(&trace).unwrap_or_default();
+    let mut inside = false;
+    let mut calls: Vec<String> = Vec::new();
+    for line in lines.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else { continue };
+        if pid != tid {
+            continue;
+        }
+        let rest = rest.trim_start();
+        if rest.starts_with("write(2, \"BEGIN") {
+            inside = true;
+            continue;
+        }
+        if rest.starts_with("write(2, \"END") {
+            break;
+        }
+        // `<... x resumed>` ends a call begun before (the BEGIN write itself,
+        // interrupted in the trace by another thread); `---`/`+++` are
+        // signals and exits, not calls.
+        if inside && !rest.starts_with("<...") && !rest.starts_with("---") && !rest.starts_with("+++") {
+            calls.push(rest.split('(').next().unwrap_or(rest).to_string());
+        }
+    }
+    let puts = v["puts"].as_f64().unwrap_or(1.0);
+    json!({
+        "syscalls_in_put": calls.len(),
+        "syscall_names": calls.iter().take(20).collect::<Vec<_>>(),
+        "allocs_per_put": v["allocs"].as_f64().unwrap_or(f64::NAN) / puts,
+        "puts": v["puts"],
+        "rejected_under_strace": v["rejected"],
+        "method": "strace -f on a child; syscalls of the calling thread between its BEGIN and END marker writes around 100,000 paced put(&Position) calls; allocations counted by a per-thread counting allocator",
+    })
+}
+
+/// One run: `put` latency at 100,000/s offered for 2 s, then encode + a
+/// blocking `SET` per write on the calling thread.
+fn put_latency_run(port: u16, con: &mut redis::Connection, ps: &[Position]) -> Value {
     let cache = open(config(port, "BENCH-PUT"));
-    let positions: Vec<Position> = (0..1_000).map(|i| Position::example(&format!("P-{i}"))).collect();
     let rate = 100_000;
     let n = 200_000u64;
     let mut h = hist();
     let start = Instant::now();
     for i in 0..n {
         pace(start, i, rate);
-        let p = &positions[(i % 1_000) as usize];
+        let p = &ps[(i % ps.len() as u64) as usize];
         let t = Instant::now();
         let r = cache.put(p);
         let ns = t.elapsed().as_nanos() as u64;
@@ -150,13 +364,12 @@ fn put_latency(port: u16, con: &mut redis::Connection) -> Value {
     }
     let achieved = n as f64 / start.elapsed().as_secs_f64();
     cache.flush(Duration::from_secs(30)).expect("flush");
-    let rejected = cache.stats().rejected;
     drop(cache);
 
     let m = 20_000u64;
     let mut d = hist();
     for i in 0..m {
-        let p = &positions[(i % 1_000) as usize];
+        let p = &ps[(i % ps.len() as u64) as usize];
         let t = Instant::now();
         let bytes = rmp_serde::to_vec_named(p).expect("encode");
         let _: () = redis::cmd("SET")
@@ -166,18 +379,20 @@ fn put_latency(port: u16, con: &mut redis::Connection) -> Value {
             .expect("SET");
         d.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
     }
-    let ours = pcts(&h, 1.0);
-    let alt = pcts(&d, 1.0);
+    json!({ "ours": pcts(&h, 1.0), "direct_set_ns": pcts(&d, 1.0), "achieved_per_s": achieved })
+}
+
+fn put_latency(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let ps = positions("P", 1_000);
+    let runs: Vec<Value> = (0..reps).map(|_| put_latency_run(port, con, &ps)).collect();
+    let qs = ["p50", "p99", "p99_9"];
     json!({
-        "ours": ours,
-        "alternative": { "name": "direct_set_ns", "value": alt,
-            "note": "encode + blocking SET per write, back to back (it cannot sustain 100k/s)" },
-        "ratio_p50": h.value_at_quantile(0.5) as f64 / d.value_at_quantile(0.5) as f64,
-        "ratio_p99": h.value_at_quantile(0.99) as f64 / d.value_at_quantile(0.99) as f64,
-        "offered_per_s": rate,
-        "achieved_per_s": achieved,
-        "writes": n,
-        "rejected": rejected,
+        "ours": med_pcts(&runs, &["ours"], &qs),
+        "alternative": { "name": "direct_set_ns", "value": med_pcts(&runs, &["direct_set_ns"], &qs),
+            "note": "rmp-serde encode + blocking redis-rs SET per write on the calling thread, back to back (it cannot sustain 100,000/s)" },
+        "offered_per_s": 100_000,
+        "writes_per_run": 200_000,
+        "runs": runs,
     })
 }
 
@@ -201,88 +416,168 @@ fn redis_benchmark(port: u16, size: usize, n: u64) -> (Option<f64>, String) {
     }
 }
 
-/// Sustained acknowledged writes/s with distinct ids, against redis-benchmark.
-fn throughput(port: u16) -> Value {
-    let n = 200_000usize;
-    let positions: Vec<Position> = (0..n).map(|i| Position::example(&format!("T-{i}"))).collect();
-    let size = rmp_serde::to_vec_named(&positions[0]).map(|v| v.len()).unwrap_or(0);
-    let cache = open(config(port, "BENCH-TP"));
+/// Rewrites the AOF now and waits for the rewrite to finish, so the next
+/// measurement starts from a compact file and no rewrite runs during it
+/// (the bench's server has automatic rewrites off; see `main`).
+fn settle(con: &mut redis::Connection) {
+    let _: redis::Value = redis::cmd("BGREWRITEAOF").query(con).expect("BGREWRITEAOF");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info: String = redis::cmd("INFO").arg("persistence").query(con).expect("INFO");
+        let busy = info
+            .lines()
+            .any(|l| l.trim() == "aof_rewrite_in_progress:1" || l.trim() == "aof_rewrite_scheduled:1");
+        if !busy || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU seconds the redis-server main thread has used (`INFO cpu`).
+fn redis_cpu_s(con: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query(con).expect("INFO cpu");
+    info.lines()
+        .filter(|l| l.starts_with("used_cpu_sys_main_thread:") || l.starts_with("used_cpu_user_main_thread:"))
+        .filter_map(|l| l.split(':').nth(1).and_then(|v| v.trim().parse::<f64>().ok()))
+        .sum()
+}
+
+/// CPU nanoseconds used so far by this process's threads named `name`
+/// (`/proc/self/task/*/schedstat`).
+fn thread_cpu_ns(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Writes `ps` through a fresh cache as fast as the calling thread can
+/// push (blocking when the channel is full) and returns acknowledged
+/// writes per second, from the first put to the last acknowledgement.
+fn push_all(port: u16, trader: &str, ps: &[Position], passes: usize, flush_on_start: bool) -> (f64, Value) {
+    let cache = open(config(port, trader).flush_on_start(flush_on_start));
+    let mut admin = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .expect("admin connection");
+    let n = ps.len() * passes;
+    let redis0 = redis_cpu_s(&mut admin);
+    let flusher0 = thread_cpu_ns("tradecache-flus");
     let start = Instant::now();
-    for p in &positions {
-        cache.put(p).expect("put");
+    for _ in 0..passes {
+        for p in ps {
+            cache.put(p).expect("put");
+        }
     }
     cache.flush(Duration::from_secs(120)).expect("flush");
     let elapsed = start.elapsed().as_secs_f64();
+    let flusher_ns = thread_cpu_ns("tradecache-flus") - flusher0;
+    let redis_s = redis_cpu_s(&mut admin) - redis0;
+    let stats = cache.stats();
     drop(cache);
-    let ours = n as f64 / elapsed;
-    let (theirs, note) = redis_benchmark(port, size, n as u64);
+    let detail = json!({
+        "batches": stats.batches,
+        "coalesced": stats.coalesced,
+        "batch_rtt_p50_us": stats.batch_latency_p50_us,
+        "flusher_cpu_ns_per_write": flusher_ns as f64 / n as f64,
+        "redis_cpu_ns_per_write": redis_s * 1e9 / n as f64,
+    });
+    (n as f64 / elapsed, detail)
+}
+
+/// Sustained acknowledged writes/s of position updates: 100,000 positions,
+/// each updated twice per run (100,000 writes apart, so coalescing never
+/// merges two writes: `coalesced` stays 0), against redis-benchmark's
+/// pipelined `SET`s of the same size on the same server, alternating. Also
+/// reports the first write of each position (new keys that join the index).
+fn throughput(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let distinct = 100_000usize;
+    let passes = 2usize;
+    let n = distinct * passes;
+    let ps = positions("T", distinct);
+    let size = rmp_serde::to_vec_named(&ps[distinct / 2]).map(|v| v.len()).unwrap_or(0);
+    let trader = "BENCH-TP";
+    settle(con);
+    let (new_keys, _) = push_all(port, trader, &ps, 1, true);
+    let mut runs = Vec::new();
+    let mut note = String::new();
+    for _ in 0..reps {
+        settle(con);
+        let (ours, stats) = push_all(port, trader, &ps, passes, false);
+        settle(con);
+        let redis0 = redis_cpu_s(con);
+        let (theirs, nt) = redis_benchmark(port, size, n as u64);
+        let theirs_cpu = (redis_cpu_s(con) - redis0) * 1e9 / n as f64;
+        note = nt;
+        runs.push(json!({ "ours": ours, "redis_benchmark": theirs, "ratio": theirs.map(|t| ours / t),
+                          "ours_detail": stats, "redis_benchmark_redis_cpu_ns_per_write": theirs_cpu }));
+    }
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    settle(con);
     json!({
-        "ours": ours,
-        "alternative": { "name": "redis_benchmark", "value": theirs, "note": note,
-            "command": format!("redis-benchmark -p PORT -c 1 -P 512 -t set -d {size} -n {n} -q") },
-        "throughput_ratio": theirs.map(|t| ours / t),
-        "writes": n,
-        "elapsed_s": elapsed,
+        "ours": med(&runs, &["ours"]),
+        "alternative": { "name": "redis_benchmark", "value": med(&runs, &["redis_benchmark"]), "note": note,
+            "command": format!("redis-benchmark -h 127.0.0.1 -p PORT -c 1 -P 512 -t set -d {size} -n {n} -q") },
+        "throughput_ratio": med(&runs, &["ratio"]),
+        "workload": format!("{passes} passes of put() over {distinct} existing positions per run"),
+        "writes_per_run": n,
         "encoded_bytes": size,
+        "new_keys_per_s": new_keys,
+        "runs": runs,
     })
 }
 
 /// Put-to-acknowledged latency through the cache at `rate` for `secs`.
+/// The calling thread paces itself by spinning (as a trading loop on its
+/// own core would) and, while it spins, watches `acked_seq` and records
+/// each write's latency the moment it is acknowledged: no extra thread.
 fn ack_ours(port: u16, rate: u64, secs: f64) -> Histogram<u64> {
-    let cache = Arc::new(open(config(port, "BENCH-ACK")));
+    let cache = open(config(port, "BENCH-ACK"));
     let n = (rate as f64 * secs) as u64;
+    let ps = positions("A", 1_000);
     let base = cache.last_seq().get();
+    let mut put_at = vec![0u64; n as usize];
+    let mut h = hist();
+    let mut next = 0u64; // index of the next write to see acknowledged
     let epoch = Instant::now();
-    // Slot i: nanoseconds since `epoch` + 1 at which seq base+1+i was put.
-    let slots: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let positions: Vec<Position> = (0..1_000).map(|i| Position::example(&format!("A-{i}"))).collect();
-    let watcher = {
-        let cache = cache.clone();
-        let slots = slots.clone();
-        std::thread::spawn(move || {
-            let mut h = hist();
-            let mut next = 0u64; // index of the next seq to see acked
-            let deadline = Instant::now() + Duration::from_secs_f64(secs + 30.0);
-            while next < n && Instant::now() < deadline {
-                let acked = cache.acked_seq().get().saturating_sub(base).min(n);
-                if acked <= next {
-                    // A short spin that leaves the core to the flusher and
-                    // redis-server when they need it (2-core machines).
-                    std::thread::yield_now();
-                    continue;
-                }
-                let now = epoch.elapsed().as_nanos() as u64;
-                while next < acked {
-                    let mut t = slots[next as usize].load(Ordering::Acquire);
-                    while t == 0 {
-                        std::hint::spin_loop();
-                        t = slots[next as usize].load(Ordering::Acquire);
-                    }
-                    h.record(now.saturating_sub(t - 1).max(1)).expect("record");
-                    next += 1;
-                }
-            }
-            h
-        })
+    let mut collect = |put_at: &[u64], now: u64, h: &mut Histogram<u64>| {
+        let acked = cache.acked_seq().get().saturating_sub(base);
+        while next < acked {
+            h.record(now.saturating_sub(put_at[next as usize]).max(1)).expect("record");
+            next += 1;
+        }
     };
-    let start = Instant::now();
     for i in 0..n {
-        pace(start, i, rate);
-        let t = epoch.elapsed().as_nanos() as u64 + 1;
-        let seq = cache.put(&positions[(i % 1_000) as usize]).expect("put").get();
-        slots[(seq - base - 1) as usize].store(t, Ordering::Release);
+        let due = i * 1_000_000_000 / rate;
+        loop {
+            let now = epoch.elapsed().as_nanos() as u64;
+            collect(&put_at, now, &mut h);
+            if now >= due {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        put_at[i as usize] = epoch.elapsed().as_nanos() as u64;
+        cache.put(&ps[(i % 1_000) as usize]).expect("put");
     }
-    let h = watcher.join().expect("watcher");
-    cache.flush(Duration::from_secs(30)).expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.len() < n && Instant::now() < deadline {
+        collect(&put_at, epoch.elapsed().as_nanos() as u64, &mut h);
+        std::hint::spin_loop();
+    }
     h
 }
 
 /// A write waiting for the interval writer: when it was buffered, key, value.
 type Buffered = (Instant, String, Vec<u8>);
 
-/// The same offered load written by a timer loop: buffered, and sent every
-/// 100 ms as one redis-rs pipeline of SETs. A write's latency is the time
-/// from its buffering until the pipeline that carries it has been answered.
+/// The same offered load written by a timer loop: encoded and buffered on
+/// the calling thread, and sent every 100 ms (the spec's
+/// `buffer_interval_ms`) as one redis-rs pipeline of `SET`s. A write's
+/// latency runs from its buffering until that pipeline is answered.
 fn ack_interval(con: redis::Connection, rate: u64, secs: f64) -> Histogram<u64> {
     let n = (rate as f64 * secs) as u64;
     let buf: Arc<Mutex<Vec<Buffered>>> = Arc::new(Mutex::new(Vec::new()));
@@ -321,12 +616,12 @@ fn ack_interval(con: redis::Connection, rate: u64, secs: f64) -> Histogram<u64> 
             h
         })
     };
-    let positions: Vec<Position> = (0..1_000).map(|i| Position::example(&format!("A-{i}"))).collect();
+    let ps = positions("A", 1_000);
     let start = Instant::now();
     for i in 0..n {
         pace(start, i, rate);
         let t = Instant::now();
-        let p = &positions[(i % 1_000) as usize];
+        let p = &ps[(i % 1_000) as usize];
         let bytes = rmp_serde::to_vec_named(p).expect("encode");
         let key = format!("interval:positions:{}", p.id.as_str());
         buf.lock().expect("lock").push((t, key, bytes));
@@ -335,18 +630,24 @@ fn ack_interval(con: redis::Connection, rate: u64, secs: f64) -> Histogram<u64> 
     writer.join().expect("writer")
 }
 
-fn ack_latency(port: u16, server: &support::RedisServer) -> Value {
+fn ack_latency(port: u16, server: &support::RedisServer, reps: usize) -> Value {
     let mut out = serde_json::Map::new();
-    for (rate, secs) in [(10_000u64, 1.5f64), (100_000, 1.5)] {
-        let ours = ack_ours(port, rate, secs);
-        let theirs = ack_interval(server.client(), rate, secs);
+    for (rate, secs) in [(10_000u64, 2.0f64), (100_000, 1.5)] {
+        let mut runs = Vec::new();
+        for _ in 0..reps {
+            let ours = ack_ours(port, rate, secs);
+            let theirs = ack_interval(server.client(), rate, secs);
+            runs.push(json!({ "ours": pcts(&ours, 1_000.0), "interval": pcts(&theirs, 1_000.0) }));
+        }
+        let qs = ["p50", "p99", "p99_9"];
         out.insert(
             format!("{rate}_per_s"),
             json!({
-                "ours": pcts(&ours, 1_000.0),
-                "alternative": { "name": "interval_writer_ack_latency_us", "value": pcts(&theirs, 1_000.0) },
-                "ratio_p50": ours.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64,
-                "ratio_p99": ours.value_at_quantile(0.99) as f64 / theirs.value_at_quantile(0.99) as f64,
+                "ours": med_pcts(&runs, &["ours"], &qs),
+                "alternative": { "name": "interval_writer_ack_latency_us",
+                                 "value": med_pcts(&runs, &["interval"], &qs) },
+                "seconds_per_run": secs,
+                "runs": runs,
             }),
         );
     }
@@ -388,10 +689,11 @@ fn order_events(id: &str) -> Vec<OrderEvent> {
         .collect()
 }
 
-/// Time of `cache.load()` (best of 3) against one round trip per key.
-fn recovery(port: u16, con: &mut redis::Connection) -> Value {
+/// `cache.load()` of 100,000 orders × 5 events, 10,000 positions and 1,000
+/// instruments (median of `reps` loads) against one round trip per key.
+fn recovery(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     let trader = "BENCH-REC";
-    let (orders, events_per, positions, instruments) = (100_000usize, 5usize, 10_000usize, 1_000usize);
+    let (orders, events_per, positions_n, instruments) = (100_000usize, 5usize, 10_000usize, 1_000usize);
     let cache = open(config(port, trader));
     let wstart = Instant::now();
     for i in 0..instruments {
@@ -404,25 +706,25 @@ fn recovery(port: u16, con: &mut redis::Connection) -> Value {
             cache.append(&id, &ev).expect("append");
         }
     }
-    for i in 0..positions {
+    for i in 0..positions_n {
         cache.put(&Position::example(&format!("P-{i}"))).expect("put position");
     }
     cache.flush(Duration::from_secs(180)).expect("flush");
     let write_s = wstart.elapsed().as_secs_f64();
 
-    let mut best = f64::MAX;
-    let mut counts = (0, 0, 0, 0, 0);
-    for _ in 0..3 {
+    let mut times = Vec::new();
+    let mut counts = json!(null);
+    for _ in 0..reps {
         let t = Instant::now();
         let snap = cache.load().expect("load");
-        best = best.min(t.elapsed().as_secs_f64());
-        counts = (
-            snap.orders.len(),
-            snap.order_events.values().map(Vec::len).sum::<usize>(),
-            snap.positions.len(),
-            snap.instruments.len(),
-            snap.report.issues.len(),
-        );
+        times.push(t.elapsed().as_secs_f64());
+        counts = json!({
+            "orders": snap.orders.len(),
+            "order_events": snap.order_events.values().map(Vec::len).sum::<usize>(),
+            "positions": snap.positions.len(),
+            "instruments": snap.instruments.len(),
+            "issues": snap.report.issues.len(),
+        });
     }
     drop(cache);
 
@@ -467,28 +769,28 @@ fn recovery(port: u16, con: &mut redis::Connection) -> Value {
         }
     }
     let naive = t.elapsed().as_secs_f64();
+    let ours = median(times.clone());
     json!({
-        "ours": best,
+        "ours": ours,
         "alternative": { "name": "naive_recovery_s", "value": naive,
             "loaded": { "instruments": naive_counts[0], "orders": naive_counts[1], "positions": naive_counts[2],
                         "order_events": naive_counts[3] },
             "decode_errors": decode_errors },
-        "ratio": best / naive,
-        "dataset": { "orders": orders, "events_per_order": events_per, "positions": positions,
+        "ratio": ours / naive,
+        "runs": times,
+        "dataset": { "orders": orders, "events_per_order": events_per, "positions": positions_n,
                      "instruments": instruments },
-        "loaded": { "orders": counts.0, "order_events": counts.1, "positions": counts.2,
-                    "instruments": counts.3, "issues": counts.4 },
+        "loaded": counts,
         "write_s": write_s,
     })
 }
 
 // ---------------------------------------------------------------------------
 // Report
-// ---------------------------------------------------------------------------
 
 fn fmt(v: &Value) -> String {
     match v {
-        Value::Null => "null".into(),
+        Value::Null => "-".into(),
         Value::Number(n) => {
             let f = n.as_f64().unwrap_or(0.0);
             if f.abs() >= 100.0 {
@@ -501,98 +803,131 @@ fn fmt(v: &Value) -> String {
     }
 }
 
-fn row(rows: &mut Vec<[String; 4]>, key: &str, ours: &Value, alt: &Value) {
+fn row(rows: &mut Vec<[String; 5]>, key: &str, ours: &Value, alt: &Value, target: &str) {
     let ratio = match (ours.as_f64(), alt.as_f64()) {
         (Some(a), Some(b)) if b != 0.0 => format!("{:.3}", a / b),
         _ => "-".into(),
     };
-    rows.push([key.into(), fmt(ours), fmt(alt), ratio]);
+    rows.push([key.into(), fmt(ours), fmt(alt), ratio, target.into()]);
 }
 
 fn table(r: &Value) -> String {
-    let mut rows: Vec<[String; 4]> =
-        vec![["key".into(), "ours".into(), "alternative".into(), "ratio".into()]];
-    for q in ["p50", "p99", "p99_9"] {
-        row(
-            &mut rows,
-            &format!("put_ns.{q}"),
-            &r["put_ns"]["ours"][q],
-            &r["put_ns"]["alternative"]["value"][q],
-        );
+    let mut rows: Vec<[String; 5]> =
+        vec![["key".into(), "ours".into(), "alternative".into(), "ratio".into(), "target".into()]];
+    let put = &r["put_ns"];
+    for (q, t) in [("p50", "<= 250"), ("p99", "<= 1000"), ("p99_9", "<= 10000")] {
+        row(&mut rows, &format!("put_ns.{q}"), &put["ours"][q], &put["alternative"]["value"][q], t);
     }
-    row(
-        &mut rows,
-        "throughput (writes/s)",
-        &r["throughput"]["ours"],
-        &r["throughput"]["alternative"]["value"],
-    );
+    let tp = &r["throughput"];
+    row(&mut rows, "throughput (writes/s)", &tp["ours"], &tp["alternative"]["value"], "ratio >= 0.6");
     for rate in ["10000_per_s", "100000_per_s"] {
         let a = &r["ack_latency_us"][rate];
         for q in ["p50", "p99"] {
+            let t = if rate == "10000_per_s" && q == "p99" { "<= 2000" } else { "" };
             row(
                 &mut rows,
                 &format!("ack_latency_us.{rate}.{q}"),
                 &a["ours"][q],
                 &a["alternative"]["value"][q],
+                t,
             );
         }
     }
-    row(&mut rows, "recovery_s", &r["recovery_s"]["ours"], &r["recovery_s"]["alternative"]["value"]);
+    let rec = &r["recovery_s"];
+    row(&mut rows, "recovery_s", &rec["ours"], &rec["alternative"]["value"], "<= 1.5");
+    let b = &r["redis_bytes_per_position"];
     row(
         &mut rows,
         "redis_bytes_per_position (msgpack vs json)",
-        &r["redis_bytes_per_position"]["ours"],
-        &r["redis_bytes_per_position"]["alternative"]["value"],
+        &b["ours"],
+        &b["alternative"]["value"],
+        "<= 300",
     );
-    row(&mut rows, "client_rss_mb", &r["client_rss_mb"]["ours"], &Value::Null);
-    let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    row(&mut rows, "client_rss_mb", &r["client_rss_mb"]["ours"], &Value::Null, "");
+    if r.get("outage_rss_mb").is_some() {
+        row(&mut rows, "outage_rss_mb", &r["outage_rss_mb"]["ours"], &Value::Null, "");
+    }
+    let hp = &r["hot_path"];
+    row(&mut rows, "hot_path.syscalls_in_put", &hp["syscalls_in_put"], &Value::Null, "0");
+    row(&mut rows, "hot_path.allocs_per_put", &hp["allocs_per_put"], &Value::Null, "0");
+    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     let mut s = String::new();
     for r in &rows {
         s.push_str(&format!(
-            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n",
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:<w4$}\n",
             r[0],
             r[1],
             r[2],
             r[3],
+            r[4],
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
-            w3 = widths[3]
+            w3 = widths[3],
+            w4 = widths[4]
         ));
     }
     s
 }
 
+fn run_child(args: &[String]) {
+    let port: u16 = args.get(1).and_then(|p| p.parse().ok()).expect("--child MODE PORT");
+    let out = match args.first().map(String::as_str) {
+        Some("rss") => child_rss(port),
+        Some("hot_path") => child_hot_path(port),
+        other => panic!("unknown child mode {other:?}"),
+    };
+    println!("{out}");
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; ignore arguments (harness = false).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        return run_child(&args[i + 1..]);
+    }
+    // `cargo bench` passes `--bench`; other arguments are ignored.
+    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let only = std::env::var("BENCH_ONLY").ok();
+    let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x.trim() == s));
     let started = Instant::now();
-    let server = support::RedisServer::builder().appendfsync("everysec").start();
+    // AOF on, fsync every second. Automatic AOF rewrites are off so that a
+    // rewrite (a fork copying the whole dataset) never lands inside one
+    // measurement and not the other: sections rewrite explicitly between
+    // runs instead (`settle`).
+    let server = support::RedisServer::builder()
+        .appendfsync("everysec")
+        .arg("auto-aof-rewrite-percentage", "0")
+        .start();
     let port = server.port();
     let mut con = server.client();
-    eprintln!("load bench: redis-server on 127.0.0.1:{port}");
+    eprintln!("load bench: redis-server on 127.0.0.1:{port} (AOF, everysec), {reps} repetition(s)");
 
-    eprintln!("memory / rss ...");
-    let (bytes, rss) = memory(port, &mut con);
-    eprintln!("put latency ...");
-    let put = put_latency(port, &mut con);
-    eprintln!("throughput ...");
-    let tp = throughput(port);
-    eprintln!("ack latency ...");
-    let ack = ack_latency(port, &server);
-    eprintln!("recovery ...");
-    let rec = recovery(port, &mut con);
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), machine());
+    report.insert(
+        "redis".into(),
+        json!({ "appendonly": true, "appendfsync": "everysec", "auto_aof_rewrite": false, "port": port }),
+    );
+    report.insert("repetitions".into(), json!(reps));
+    let mut section = |name: &str, f: &mut dyn FnMut() -> Value| {
+        if want(name) {
+            let t = Instant::now();
+            eprintln!("{name} ...");
+            let v = f();
+            eprintln!("{name}: {:.1} s", t.elapsed().as_secs_f64());
+            report.insert(name.into(), v);
+        }
+    };
+    section("redis_bytes_per_position", &mut || redis_bytes(port, &mut con));
+    section("client_rss_mb", &mut || client_rss(port));
+    section("hot_path", &mut || hot_path(port));
+    section("put_ns", &mut || put_latency(port, &mut server.client(), reps));
+    section("throughput", &mut || throughput(port, &mut server.client(), reps));
+    section("ack_latency_us", &mut || ack_latency(port, &server, reps));
+    section("recovery_s", &mut || recovery(port, &mut server.client(), reps));
+    report.insert("bench_runtime_s".into(), json!(started.elapsed().as_secs_f64()));
+    let report = Value::Object(report);
 
-    let report = json!({
-        "machine": machine(),
-        "redis": { "appendonly": true, "appendfsync": "everysec" },
-        "put_ns": put,
-        "throughput": tp,
-        "ack_latency_us": ack,
-        "recovery_s": rec,
-        "redis_bytes_per_position": bytes,
-        "client_rss_mb": rss,
-        "bench_runtime_s": started.elapsed().as_secs_f64(),
-    });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
     let path = dir.join("report.json");

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::Value;
+use redis::{Commands, Value};
 use tradecache::Config;
 
 fn to_json(bytes: &[u8]) -> String {
@@ -35,7 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?
     .get_connection()?;
     let pattern = if prefix.is_empty() { "*".to_string() } else { format!("{prefix}:*") };
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con)?;
+    // SCAN, not KEYS: never blocks a production server for the whole keyspace.
+    let mut keys: Vec<String> = con.scan_match::<_, String>(&pattern)?.collect::<Result<_, _>>()?;
     keys.sort();
     let strip = |k: &str| k.strip_prefix(&format!("{prefix}:")).unwrap_or(k).to_string();
     match args.as_slice() {

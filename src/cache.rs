@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::config::{Config, OverflowPolicy};
@@ -68,7 +68,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("addr", &self.cfg.addr())
+            .field("redis", &self.cfg.redacted_url())
             .field("trader_key", &self.cfg.trader_key())
             .field("stats", &self.stats())
             .finish()
@@ -117,7 +117,7 @@ impl Cache {
             .name("tradecache-flusher".into())
             .spawn(move || flusher.run())
             .map_err(|e| Error::Redis {
-                addr: config.addr(),
+                addr: config.redacted_url(),
                 kind: crate::ErrorKind::Io,
                 detail: format!("cannot start the flusher thread: {e}"),
             })?;
@@ -192,10 +192,7 @@ impl Cache {
                 TrySendError::Full(_) => false,
                 TrySendError::Disconnected(_) => true,
             }),
-            OverflowPolicy::Block { timeout } => p.tx.send_timeout(msg, timeout).map_err(|e| match e {
-                SendTimeoutError::Timeout(_) => false,
-                SendTimeoutError::Disconnected(_) => true,
-            }),
+            OverflowPolicy::Block { timeout } => block_send(&p.tx, msg, timeout),
         };
         match sent {
             Ok(()) => {
@@ -413,6 +410,38 @@ fn read_marker(conn: &mut connection::Conn, marker: &str) -> Result<u64> {
             f.text = format!("reading the commit marker {marker}: {}", f.text);
             Err(f.into_error())
         }
+    }
+}
+
+/// `OverflowPolicy::Block`: waits for room by polling with short sleeps
+/// rather than parking in crossbeam's blocking send, which would make the
+/// flusher wake the sender (a futex call) for every message it takes off a
+/// full channel. `Err(true)` when the flusher is gone, `Err(false)` when the
+/// channel stayed full for `timeout`.
+fn block_send(tx: &Sender<Msg>, msg: Msg, timeout: Duration) -> std::result::Result<(), bool> {
+    let mut msg = match tx.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Disconnected(_)) => return Err(true),
+        Err(TrySendError::Full(m)) => m,
+    };
+    let deadline = connection::deadline_after(timeout);
+    let mut spins = 0u32;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(false);
+        }
+        if spins < 64 {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep((deadline - now).min(Duration::from_micros(50)));
+        }
+        msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(true),
+            Err(TrySendError::Full(m)) => m,
+        };
     }
 }
 

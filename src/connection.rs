@@ -14,9 +14,10 @@ pub(crate) struct Conn {
     pub(crate) con: redis::Connection,
     /// `host:port` it is connected to (never credentials).
     pub(crate) addr: String,
-    /// `CLIENT ID` of this connection, used to make sure a dropped
-    /// connection can no longer apply a batch (see `Flusher::resolve`).
-    pub(crate) client_id: Option<i64>,
+    /// This connection as the server sees it (`CLIENT INFO`: id and the
+    /// client's address), used to make sure a dropped connection can no
+    /// longer apply a batch (see `Flusher::resolve`).
+    pub(crate) client: Option<ClientIdentity>,
 }
 
 /// A failure to connect or talk, already classified.
@@ -31,10 +32,11 @@ pub(crate) struct Failure {
 impl Failure {
     pub(crate) fn kind(&self) -> ErrorKind {
         match self.class {
+            _ if self.text.starts_with(DISCOVERY_MARK) => ErrorKind::Discovery,
             ErrorClass::Timeout => ErrorKind::Timeout,
             ErrorClass::Auth => ErrorKind::Auth,
+            ErrorClass::Io if self.text.contains(TLS_MARK) => ErrorKind::Tls,
             ErrorClass::Io if self.text.contains("refused") => ErrorKind::ConnectionRefused,
-            ErrorClass::Io if self.text.to_ascii_lowercase().contains("tls") => ErrorKind::Tls,
             ErrorClass::Io => ErrorKind::Io,
             _ => ErrorKind::Server,
         }
@@ -66,10 +68,15 @@ pub(crate) enum Action {
 /// Classifies an error code (the first word of a Redis error reply).
 pub(crate) fn classify_code(code: &str) -> (ErrorClass, Action) {
     match code {
-        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "NOREPLICAS" | "BUSY" => {
+        // `ASK`: the trader's slot is being migrated and some of its keys
+        // have moved. A batch spans many keys, which the target node would
+        // refuse (`TRYAGAIN`) until all of them have moved: wait, the
+        // migration ends with `MOVED`.
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "NOREPLICAS" | "BUSY" | "ASK" => {
             (ErrorClass::Busy, Action::WaitRetry)
         }
-        "READONLY" | "MOVED" | "ASK" => (ErrorClass::ReadOnly, Action::Reconnect),
+        // `MOVED`: the slot has a new owner; reconnecting asks the seeds.
+        "READONLY" | "MOVED" => (ErrorClass::ReadOnly, Action::Reconnect),
         "OOM" => (ErrorClass::Oom, Action::Backpressure),
         "MISCONF" => (ErrorClass::Misconf, Action::Backpressure),
         "NOAUTH" | "WRONGPASS" | "NOPERM" => (ErrorClass::Auth, Action::Backpressure),
@@ -100,8 +107,17 @@ pub(crate) fn reply_error(v: &Value) -> Option<(String, String)> {
     }
 }
 
+/// Marks the text of a failure raised by the TLS layer; [`Failure::kind`]
+/// recognises it (the class stays `Io`, as counted in `stats()`).
+const TLS_MARK: &str = " (TLS: ";
+
 pub(crate) fn failure(err: &redis::RedisError, addr: &str) -> Failure {
     let (class, action) = classify(err);
+    #[cfg(feature = "tls")]
+    if let Some(hint) = crate::tls::explain(err) {
+        let text = format!("{}{TLS_MARK}{hint})", scrub(&err.to_string()));
+        return Failure { class: ErrorClass::Io, action: Action::Reconnect, addr: addr.to_string(), text };
+    }
     Failure { class, action, addr: addr.to_string(), text: scrub(&err.to_string()) }
 }
 
@@ -179,16 +195,51 @@ fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>
         timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
     }
     let client = make_client(cfg, host, port).map_err(|e| failure(&e, &addr))?;
-    let con = client.get_connection_with_timeout(timeout).map_err(|e| failure(&e, &addr))?;
+    let con = client.get_connection_with_timeout(timeout).map_err(|e| {
+        let mut f = failure(&e, &addr);
+        if cfg.tls && f.class == ErrorClass::Timeout {
+            // A plaintext port never answers a TLS client hello.
+            f.text.push_str("; no TLS handshake reply: is this the server's TLS port?");
+        }
+        f
+    })?;
     // redis-rs clears the socket timeouts after the handshake: set ours.
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
-    let mut conn = Conn { con, addr, client_id: None };
-    conn.client_id = match conn.query(redis::cmd("CLIENT").arg("ID")) {
-        Ok(Value::Int(id)) => Some(id),
+    let mut conn = Conn { con, addr, client: None };
+    conn.client = match conn.query(redis::cmd("CLIENT").arg("INFO")) {
+        Ok(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
+        Ok(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
         _ => None,
     };
     Ok(conn)
+}
+
+/// Who a connection is on the server: its `CLIENT ID` and the client
+/// address the server sees. Both are needed to name it safely later: a
+/// restarted server numbers its clients from 1 again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientIdentity {
+    pub(crate) id: i64,
+    pub(crate) addr: String,
+}
+
+impl ClientIdentity {
+    /// From a `CLIENT INFO` line: `id=7 addr=127.0.0.1:53412 laddr=… …`.
+    fn parse(info: &str) -> Option<ClientIdentity> {
+        let field = |name: &str| {
+            info.split_whitespace().find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        Some(ClientIdentity { id: field("id")?.parse().ok()?, addr: field("addr")?.to_string() })
+    }
+
+    /// `CLIENT KILL` of exactly this connection (no other client matches
+    /// both the id and the address).
+    pub(crate) fn kill_cmd(&self) -> redis::Cmd {
+        let mut c = redis::cmd("CLIENT");
+        c.arg("KILL").arg("ID").arg(self.id).arg("ADDR").arg(&self.addr);
+        c
+    }
 }
 
 fn redis_settings(cfg: &Config) -> RedisConnectionInfo {
@@ -251,114 +302,158 @@ pub(crate) fn connect(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -
     }
 }
 
+/// Asks each sentinel in turn for the master's address (each step bounded
+/// by the connect and response timeouts: redis-rs's own sync Sentinel
+/// client has none), connects to it and checks with `ROLE` that it is a
+/// master, since a sentinel may not have caught up with a failover yet.
+/// Called again on every reconnect, so a failover is followed.
 fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Result<Conn, Failure> {
     let master = cfg.sentinel_master.clone().unwrap_or_default();
-    let mut last: Option<Failure> = None;
+    // Sentinels usually have no password (or another one than the data
+    // nodes): connect without credentials.
+    let sentinel_cfg = Config { username: None, password: None, db: 0, ..cfg.clone() };
+    let mut tried = Vec::with_capacity(cfg.sentinels.len());
     for s in &cfg.sentinels {
-        let addr = format!("{}:{}", s.host, s.port);
-        // Sentinels usually have no password (or a different one): connect
-        // without credentials, and bounded by our own timeouts.
-        let sentinel_cfg = Config { username: None, password: None, db: 0, ..cfg.clone() };
-        let mut sc = match connect_to(&sentinel_cfg, &s.host, s.port, deadline) {
-            Ok(c) => c,
-            Err(f) => {
-                last = Some(f);
-                continue;
-            }
-        };
-        let reply = sc.query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&master));
-        let (host, port) = match reply {
-            Ok(Value::Array(items)) if items.len() == 2 => {
-                let host: String = redis::from_redis_value(items[0].clone()).unwrap_or_default();
-                let port: u16 = redis::from_redis_value::<String>(items[1].clone())
-                    .ok()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                (host, port)
-            }
-            Ok(_) => {
-                last = Some(Failure {
-                    class: ErrorClass::Other,
-                    action: Action::WaitRetry,
-                    addr,
-                    text: format!("sentinel does not know master {master:?}"),
-                });
-                continue;
-            }
-            Err(e) => {
-                last = Some(failure(&e, &addr));
-                continue;
-            }
-        };
-        let mut conn = match connect_to(cfg, &host, port, deadline) {
-            Ok(c) => c,
-            Err(f) => {
-                last = Some(f);
-                continue;
-            }
-        };
-        // A sentinel may lag behind a failover: make sure this is a master.
-        match conn.query(&redis::cmd("ROLE")) {
-            Ok(Value::Array(items)) if matches!(items.first(), Some(Value::BulkString(b)) if b == b"master") => {
-                return Ok(conn)
-            }
-            Ok(_) => {
-                // What the server would answer to a write: READONLY.
-                let (class, action) = classify_code("READONLY");
-                last = Some(Failure {
-                    class,
-                    action,
-                    addr: conn.addr.clone(),
-                    text: format!("{} reported by sentinel {addr} is not a master", conn.addr),
-                });
-            }
-            Err(e) => last = Some(failure(&e, &conn.addr)),
+        match master_from_sentinel(cfg, &sentinel_cfg, s, &master, deadline) {
+            Ok(conn) => return Ok(conn),
+            // The master itself refused our credentials or certificate:
+            // another sentinel will not change that.
+            Err(f) if f.class == ErrorClass::Auth || f.kind() == ErrorKind::Tls => return Err(f),
+            Err(f) => tried.push((s.to_string(), f)),
         }
     }
-    Err(last.unwrap_or_else(|| Failure {
-        class: ErrorClass::Io,
-        action: Action::Reconnect,
-        addr: "sentinels".into(),
-        text: "no sentinel configured".into(),
-    }))
+    Err(discovery_failure(&cfg.sentinels, &format!("master {master:?}"), "sentinel", tried))
 }
 
-fn connect_cluster(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
-    let mut last: Option<Failure> = None;
-    for HostPort { host, port } in &cfg.cluster_nodes {
-        let mut seed = match connect_to(cfg, host, *port, deadline) {
-            Ok(c) => c,
-            Err(f) => {
-                last = Some(f);
-                continue;
+fn master_from_sentinel(
+    cfg: &Config,
+    sentinel_cfg: &Config,
+    s: &HostPort,
+    master: &str,
+    deadline: Option<Instant>,
+) -> Result<Conn, Failure> {
+    let addr = s.to_string();
+    let mut sc = connect_to(sentinel_cfg, &s.host, s.port, deadline)?;
+    let reply = sc
+        .query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master))
+        .map_err(|e| failure(&e, &addr))?;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let (host, port) = match reply {
+        Value::Array(items) if items.len() == 2 => {
+            match (text(&items[0]), text(&items[1]).and_then(|p| p.parse::<u16>().ok())) {
+                (Some(h), Some(p)) => (h, p),
+                _ => return Err(other(&addr, &format!("unexpected reply for master {master:?}: {items:?}"))),
             }
-        };
-        let owner = cluster_owner(&mut seed, slot_key);
-        match owner {
-            Ok((h, p)) if h == *host && p == *port => return Ok(seed),
-            Ok((h, p)) => match connect_to(cfg, &h, p, deadline) {
-                Ok(c) => return Ok(c),
-                Err(f) => last = Some(f),
-            },
-            Err(f) => last = Some(f),
+        }
+        Value::Nil => {
+            return Err(Failure {
+                class: ErrorClass::Other,
+                action: Action::WaitRetry,
+                addr,
+                text: format!("does not know master {master:?}"),
+            })
+        }
+        other_reply => return Err(other(&addr, &format!("unexpected reply {other_reply:?}"))),
+    };
+    drop(sc);
+    let mut conn = connect_to(cfg, &host, port, deadline).map_err(|mut f| {
+        f.text = format!("its master {host}:{port}: {}", f.text);
+        f
+    })?;
+    match conn.query(&redis::cmd("ROLE")) {
+        Ok(Value::Array(items)) if items.first().and_then(text).as_deref() == Some("master") => Ok(conn),
+        Ok(_) => {
+            // What the server would answer to a write: READONLY.
+            let (class, action) = classify_code("READONLY");
+            Err(Failure {
+                class,
+                action,
+                addr: conn.addr.clone(),
+                text: format!("its master {} is not a master (yet)", conn.addr),
+            })
+        }
+        Err(e) => {
+            let mut f = failure(&e, &conn.addr);
+            f.text = format!("its master {}: {}", conn.addr, f.text);
+            Err(f)
         }
     }
-    Err(last.unwrap_or_else(|| Failure {
-        class: ErrorClass::Io,
-        action: Action::Reconnect,
-        addr: "cluster".into(),
-        text: "no cluster node configured".into(),
-    }))
+}
+
+/// Marks the text of a failure to find the right node through sentinels or
+/// cluster seeds; [`Failure::kind`] reports it as `Discovery`.
+const DISCOVERY_MARK: &str = "no usable master for ";
+
+/// One failure out of every node tried: names each with what went wrong,
+/// keeps the last one's class for counting.
+fn discovery_failure(nodes: &[HostPort], what: &str, role: &str, tried: Vec<(String, Failure)>) -> Failure {
+    let addr = nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let Some((_, last)) = tried.last() else {
+        return other(&addr, &format!("{DISCOVERY_MARK}{what}: no {role} configured"));
+    };
+    let (class, action) = (last.class, last.action);
+    let detail =
+        tried.iter().map(|(node, f)| format!("{role} {node}: {}", f.text)).collect::<Vec<_>>().join("; ");
+    Failure { class, action, addr, text: format!("{DISCOVERY_MARK}{what} ({detail})") }
+}
+
+/// Asks the seed nodes in turn which master owns the trader's slot and
+/// connects to it (once per reconnect, so `MOVED` after a resharding or a
+/// cluster failover is followed).
+fn connect_cluster(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    let mut tried = Vec::with_capacity(cfg.cluster_nodes.len());
+    for seed_addr @ HostPort { host, port } in &cfg.cluster_nodes {
+        let result = connect_to(cfg, host, *port, deadline).and_then(|mut seed| {
+            let (h, p) = cluster_owner(&mut seed, slot_key)?;
+            if h == *host && p == *port {
+                Ok(seed)
+            } else {
+                drop(seed);
+                connect_to(cfg, &h, p, deadline)
+            }
+        });
+        match result {
+            Ok(conn) => return Ok(conn),
+            Err(f) if f.class == ErrorClass::Auth || f.kind() == ErrorKind::Tls => return Err(f),
+            Err(f) => tried.push((seed_addr.to_string(), f)),
+        }
+    }
+    Err(discovery_failure(&cfg.cluster_nodes, &format!("key {slot_key}"), "seed", tried))
+}
+
+/// The cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// part between the first `{` and the next `}`, if not empty) or of the
+/// whole key, modulo 16384 (Redis Cluster specification, "Keys hash tags").
+/// Computed here rather than asked with `CLUSTER KEYSLOT`: one round trip
+/// and one ACL permission less.
+fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').map(|close| &rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
 }
 
 /// Finds the master that owns `key`'s slot.
 fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
     let addr = seed.addr.clone();
-    let slot = match seed.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)) {
-        Ok(Value::Int(s)) => s,
-        Ok(_) => return Err(other(&addr, "unexpected CLUSTER KEYSLOT reply")),
-        Err(e) => return Err(failure(&e, &addr)),
-    };
+    let slot = i64::from(key_slot(key.as_bytes()));
     let slots = seed.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| failure(&e, &addr))?;
     let Value::Array(ranges) = slots else {
         return Err(other(&addr, "unexpected CLUSTER SLOTS reply"));
@@ -406,8 +501,10 @@ pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn,
             Ok(c) => return Ok(c),
             Err(f) => {
                 log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
-                // A wrong password will not fix itself: fail at once.
-                if attempt >= cfg.connect_attempts || f.class == ErrorClass::Auth {
+                // A wrong password or certificate will not fix itself:
+                // fail at once.
+                let hopeless = f.class == ErrorClass::Auth || f.kind() == ErrorKind::Tls;
+                if attempt >= cfg.connect_attempts || hopeless {
                     return Err(Error::Connect {
                         addr: f.addr.clone(),
                         attempts: attempt,
@@ -561,7 +658,7 @@ mod tests {
             ("BUSY", C::Busy, WaitRetry),
             ("READONLY", C::ReadOnly, Reconnect),
             ("MOVED", C::ReadOnly, Reconnect),
-            ("ASK", C::ReadOnly, Reconnect),
+            ("ASK", C::Busy, WaitRetry),
             ("OOM", C::Oom, Backpressure),
             ("MISCONF", C::Misconf, Backpressure),
             ("NOAUTH", C::Auth, Backpressure),
@@ -653,6 +750,30 @@ mod tests {
     }
 
     #[test]
+    fn key_slots_match_redis() {
+        // The specification's check value, then `CLUSTER KEYSLOT` answers
+        // of Redis 7.0.15.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        for (key, slot) in [
+            (&b"somekey"[..], 11058),
+            (b"foo{hash_tag}", 2515),
+            (b"{user1000}.following", 3443),
+            (b"user1000", 3443),
+            // An empty tag does not count; only the first `{` opens one.
+            (b"foo{}{bar}", 8363),
+            (b"foo{{bar}}zap", 4015),
+            (b"{bar", 4015),
+            (b"{trader-T1}:writer:main", 12116),
+            (b"trader-T1", 12116),
+            (b"no-brace}", 8241),
+            (b"{}", 15257),
+            (b"", 0),
+        ] {
+            assert_eq!(key_slot(key), slot, "{}", String::from_utf8_lossy(key));
+        }
+    }
+
+    #[test]
     fn backoff_is_capped() {
         let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(80));
         let d: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
@@ -688,6 +809,16 @@ mod tests {
         assert_eq!(command_key(&p.buf, 4), None);
         p.buf.truncate(p.buf.len() - 5); // a torn buffer is not a panic
         assert_eq!(command_key(&p.buf, 3), None);
+    }
+
+    #[test]
+    fn client_identity_from_client_info() {
+        let line = "id=7 addr=127.0.0.1:53412 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=N db=0\n";
+        let c = ClientIdentity::parse(line).unwrap();
+        assert_eq!(c, ClientIdentity { id: 7, addr: "127.0.0.1:53412".into() });
+        assert_eq!(ClientIdentity::parse("laddr=1.2.3.4:5 id=x"), None);
+        let packed = c.kill_cmd().get_packed_command();
+        assert!(String::from_utf8_lossy(&packed).contains("ADDR"));
     }
 
     #[test]

@@ -17,9 +17,11 @@ pub enum ErrorClass {
     Io,
     /// A connect or reply timed out.
     Timeout,
-    /// `LOADING`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`.
+    /// `LOADING`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`,
+    /// `BUSY`, and `ASK` (the trader's cluster slot is being migrated).
     Busy,
-    /// `READONLY`: the server is a replica.
+    /// `READONLY` or `MOVED`: the server is a replica (a failover), or no
+    /// longer owns the trader's cluster slot.
     ReadOnly,
     /// `OOM`: `maxmemory` reached under `noeviction`.
     Oom,

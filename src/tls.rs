@@ -47,3 +47,50 @@ pub(crate) fn make_client(
         .set_tcp_settings(crate::connection::tcp_settings());
     redis::Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
 }
+
+/// The `rustls::Error` behind `err`, if the TLS layer raised it.
+fn rustls_error(err: &redis::RedisError) -> Option<&rustls::Error> {
+    use std::error::Error as StdError;
+    type Shared = std::sync::Arc<dyn StdError + Send + Sync>;
+    let mut next: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(mut e) = next {
+        // redis-rs hands out its `Arc`-wrapped cause as the source.
+        if let Some(inner) = e.downcast_ref::<Shared>() {
+            e = &**inner;
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // rustls reports through `io::Error`s whose payload is the
+        // `rustls::Error`; `io::Error::source` skips the payload itself.
+        if let Some(tls) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref()) {
+            return Some(tls);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// For an error raised by the TLS layer, what it most likely means and
+/// what to change (rustls's own texts, such as "received fatal alert:
+/// UnknownCA", leave the user guessing). `None` for other errors.
+pub(crate) fn explain(err: &redis::RedisError) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    let e = rustls_error(err)?;
+    Some(match e {
+        rustls::Error::InvalidCertificate(_) => {
+            "the server's certificate is not trusted: set tls_ca or REDIS_TLS_CA to the CA that signed it, \
+             and connect by a name or address the certificate was issued for"
+        }
+        rustls::Error::AlertReceived(A::CertificateRequired) => {
+            "the server requires a client certificate: set tls_cert and tls_key, or REDIS_TLS_CERT and REDIS_TLS_KEY"
+        }
+        rustls::Error::AlertReceived(
+            A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::CertificateExpired | A::AccessDenied,
+        ) => "the server rejected the client certificate: is tls_cert signed by a CA the server trusts?",
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the server did not answer in TLS: is this its TLS port?"
+        }
+        _ => "the TLS handshake or session failed",
+    })
+}

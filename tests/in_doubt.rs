@@ -86,3 +86,54 @@ fn flush_on_start_deletes_only_this_trader() {
     cache.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(ticks(&mut con, "T1", "A"), vec![1]);
 }
+
+/// The reply to a batch is lost while writes keep coming, so the flusher
+/// has built (and queued) the next batch behind the one in doubt. After
+/// the reconnect the marker settles the first; the next must still go out,
+/// after it: nothing stranded, nothing reordered.
+#[test]
+fn lost_exec_reply_with_the_next_batch_built() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const N: u64 = 3_000;
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    // Small batches: one is held and the next built behind it while the
+    // writer is still going.
+    let cache = Arc::new(Cache::open(through(&proxy).max_batch(50)).unwrap());
+    for i in 1..=100 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    proxy.drop_replies(true);
+    let lost = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cache, lost) = (cache.clone(), lost.clone());
+        std::thread::spawn(move || {
+            for i in 101..=N {
+                cache.append("A", &Tick { n: i }).unwrap();
+                // A burst, then writes spread over the outage, so batches
+                // are built while one is in doubt.
+                if i > 1_000 && i % 20 == 0 && !lost.load(Ordering::SeqCst) {
+                    std::thread::sleep(ms(2));
+                }
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cache.health().last_error.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the lost reply was never noticed");
+        std::thread::sleep(ms(5));
+    }
+    let during = cache.health();
+    lost.store(true, Ordering::SeqCst);
+    proxy.drop_replies(false);
+    writer.join().unwrap();
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let got = ticks(&mut server.client(), "T1", "A");
+    // Before the fix in `Flusher::run`, the batch built behind the one in
+    // doubt was stranded, then applied after newer ones (event 150 was
+    // 201) and `acked_seq` went back to 200.
+    matrix_row("EXEC reply lost, next batch built behind it (proxy)", &health_cell(&during), &got, N);
+    assert_eq!(cache.stats().acked, N, "acked_seq never goes back");
+}

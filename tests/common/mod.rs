@@ -103,6 +103,7 @@ pub fn matrix_row(fault: &str, health: &str, got: &[u64], n: u64) {
         got.iter().copied().filter(|v| (1..=n).contains(v)).collect();
     let lost = n - distinct.len() as u64;
     let dups = got.len() as u64 - distinct.len() as u64;
-    eprintln!("FAULT-MATRIX | {fault} | {health} | lost {lost} of {n} | duplicates {dups}");
+    let order = if got.windows(2).all(|w| w[0] < w[1]) { "in order" } else { "REORDERED" };
+    eprintln!("FAULT-MATRIX | {fault} | {health} | lost {lost} of {n} | duplicates {dups} | {order}");
     assert_exactly_once(got, n);
 }

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod outage;
+pub mod topology;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

@@ -1,0 +1,236 @@
+//! Redis Cluster: each trader's keys share one hash-tag slot, so its
+//! batches stay single transactions on the slot's master; `load()` and
+//! `flush_on_start` run there too; a slot migration (`ASK`, then `MOVED`)
+//! is followed with nothing lost or duplicated.
+
+mod common;
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use support::topology::{acl_rule, acl_setuser, connect, wait_until, Cluster, TOPOLOGY_TIMEOUT};
+use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::{Cache, Config, Ident, OverflowPolicy};
+
+fn cluster_config(cluster: &Cluster, trader: &str) -> Config {
+    config(1, trader)
+        .cluster_nodes(cluster.seeds())
+        .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(60) })
+}
+
+/// The trader's hash tag, e.g. `{trader-C1}`.
+fn tag(trader: &str) -> String {
+    format!("{{trader-{trader}}}")
+}
+
+/// The stored ticks of `counters:{id}` of `trader`, read on `port`.
+fn ticks_on(port: u16, trader: &str, id: &str) -> Vec<u64> {
+    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(format!("{}:counters:{id}:events", tag(trader)))
+        .arg(0)
+        .arg(-1)
+        .query(&mut connect(port))
+        .expect("LRANGE");
+    raw.iter().map(|b| rmp_serde::from_slice::<Tick>(b).expect("decode tick").n).collect()
+}
+
+/// One trader per master: `(trader, slot, owner port)`.
+fn traders_on_every_master(cluster: &Cluster) -> Vec<(String, u16, u16)> {
+    let mut by_owner = BTreeMap::new();
+    for i in 0..1000 {
+        let trader = format!("C{i}");
+        let slot = cluster.keyslot(&tag(&trader));
+        by_owner.entry(cluster.owner(slot)).or_insert((trader, slot));
+        if by_owner.len() == cluster.nodes.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        by_owner.len(),
+        cluster.nodes.len(),
+        "no trader name for some master:\n{}",
+        cluster.describe()
+    );
+    by_owner.into_iter().map(|(owner, (trader, slot))| (trader, slot, owner)).collect()
+}
+
+/// An order with two events and a position, written by `cache`.
+fn write_model(cache: &Cache) -> Order {
+    let mut order = Order::example("O-1");
+    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
+        let ev = OrderEvent {
+            event_id: i as u64 + 1,
+            client_order_id: order.client_order_id.clone(),
+            ts_event: UnixNanos(i as u64),
+            kind,
+        };
+        order.apply(&ev);
+        cache.append("O-1", &ev).unwrap();
+    }
+    cache.put(&order).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    order
+}
+
+#[test]
+fn traders_on_three_masters_write_load_and_flush_on_start() {
+    let cluster = Cluster::start(3);
+    let traders = traders_on_every_master(&cluster);
+    let caches: Vec<Cache> = traders
+        .iter()
+        .map(|(t, _, _)| Cache::open(cluster_config(&cluster, t).flush_on_start(true)).unwrap())
+        .collect();
+    let mut orders = Vec::new();
+    for (cache, (trader, _, _)) in caches.iter().zip(&traders) {
+        orders.push(write_model(cache));
+        for n in 1..=500 {
+            cache.append("A", &Tick { n }).unwrap();
+            cache.put(&Counter { id: "A".into(), value: n }).unwrap();
+        }
+        cache.put(&Counter { id: trader.clone(), value: 7 }).unwrap();
+    }
+    for cache in &caches {
+        cache.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    for ((cache, (trader, slot, owner)), order) in caches.iter().zip(&traders).zip(&orders) {
+        // Everything of this trader sits in its slot on its master.
+        assert_exactly_once(&ticks_on(*owner, trader, "A"), 500);
+        let in_slot: u64 =
+            redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*slot).query(&mut connect(*owner)).unwrap();
+        // counters A (+ events) and the trader's own, order (+ events),
+        // position, three index sets and the commit marker.
+        assert_eq!(in_slot, 10, "keys of {trader} in slot {slot}");
+        let snap = cache.load().unwrap();
+        assert_eq!(snap.orders, vec![order.clone()]);
+        assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
+        assert_eq!(snap.positions, vec![Position::example("P-1")]);
+        assert!(snap.report.is_clean(), "{:?}", snap.report);
+        let (counters, _) = cache.load_all::<Counter>().unwrap();
+        assert_eq!(
+            counters,
+            vec![Counter { id: "A".into(), value: 500 }, Counter { id: trader.clone(), value: 7 }]
+        );
+        assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
+    }
+    // The masters each hold one trader's keys.
+    for node in &cluster.nodes {
+        let size: u64 = redis::cmd("DBSIZE").query(&mut connect(node.port())).unwrap();
+        assert_eq!(size, 10, "keys on {}", node.addr());
+    }
+
+    // flush_on_start deletes the first trader's keys, and only those.
+    let (first, first_slot, first_owner) = traders[0].clone();
+    drop(caches);
+    let again = Cache::open(cluster_config(&cluster, &first).flush_on_start(true)).unwrap();
+    let snap = again.load().unwrap();
+    assert!(snap.orders.is_empty() && snap.positions.is_empty(), "{snap:?}");
+    let in_slot: u64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(first_slot)
+        .query(&mut connect(first_owner))
+        .unwrap();
+    assert_eq!(in_slot, 0);
+    for (trader, _, owner) in &traders[1..] {
+        assert_eq!(ticks_on(*owner, trader, "A").len(), 500, "{trader} untouched");
+    }
+
+    // REDIS_CLUSTER finds the same data.
+    let (second, _, _) = &traders[1];
+    let vars: HashMap<&str, String> =
+        HashMap::from([("REDIS_CLUSTER", cluster.seed_list()), ("CACHE_TRADER_ID", second.clone())]);
+    let from_env = Cache::open(Config::from_vars(|k| vars.get(k).cloned()).unwrap()).unwrap();
+    assert_eq!(from_env.load().unwrap().orders, vec![orders[1].clone()]);
+
+    // An ACL user (defined on every node) needs the README's rule with the
+    // hash-tagged key pattern, plus `CLUSTER SLOTS` to find the owner.
+    let (third, _, third_owner) = &traders[2];
+    let rule = acl_rule("cluster-pw-1", &format!("{}:*", tag(third)), "+cluster|slots");
+    for node in &cluster.nodes {
+        acl_setuser(node.port(), "trader", &rule);
+    }
+    let user =
+        cluster_config(&cluster, third).username("trader").password("cluster-pw-1").flush_on_start(true);
+    let cache = Cache::open(user).unwrap();
+    cache.put(&Counter { id: "U".into(), value: 1 }).unwrap();
+    cache.append("U", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(cache.load_all::<Counter>().unwrap().0, vec![Counter { id: "U".into(), value: 1 }]);
+    assert_eq!(ticks_on(*third_owner, third, "U"), vec![1]);
+    assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
+}
+
+/// Appends tick `i` and puts the counter at `i` until `stop`; returns the
+/// last i.
+fn writer(cache: Arc<Cache>, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            cache.append("A", &Tick { n: i }).expect("accepted");
+            cache.put(&Counter { id: "A".into(), value: i }).expect("accepted");
+            if i % 50 == 0 {
+                thread::sleep(ms(5));
+            }
+        }
+        i
+    })
+}
+
+#[test]
+fn slot_migration_under_writes_is_followed() {
+    let cluster = Cluster::start(3);
+    let (trader, slot, from) = traders_on_every_master(&cluster).remove(0);
+    let to = cluster.nodes.iter().map(|n| n.port()).find(|p| *p != from).unwrap();
+    let cache = Arc::new(Cache::open(cluster_config(&cluster, &trader)).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(cache.clone(), stop.clone());
+    let progress = || format!("{:?} {:?}\n{}", cache.stats(), cache.health(), cluster.describe());
+    wait_until("1000 acknowledged writes", TOPOLOGY_TIMEOUT, || cache.acked_seq().get() >= 1000, progress);
+
+    // Migrating: move the keys one by one until a batch touches a moved key
+    // and gets ASK (counted as "busy", retried on the same node).
+    cluster.begin_migration(slot, from, to);
+    let busy_before = cache.stats().error_count("busy");
+    wait_until(
+        "a batch to get ASK",
+        TOPOLOGY_TIMEOUT,
+        || {
+            cluster.migrate_keys(slot, from, to, 1);
+            thread::sleep(ms(50));
+            cache.stats().error_count("busy") > busy_before
+        },
+        progress,
+    );
+    // Done: every key moved, the slot assigned to the target everywhere.
+    // The source now answers MOVED; the flusher asks the seeds again.
+    cluster.finish_migration(slot, from, to);
+    assert_eq!(cluster.owner(slot), to);
+    let resumed_from = cache.acked_seq().get();
+    wait_until(
+        "writes acknowledged by the new owner",
+        TOPOLOGY_TIMEOUT,
+        || cache.acked_seq().get() >= resumed_from + 2000,
+        progress,
+    );
+    stop.store(true, Ordering::SeqCst);
+    let n = w.join().unwrap();
+    cache.flush(TOPOLOGY_TIMEOUT).unwrap();
+
+    assert_exactly_once(&ticks_on(to, &trader, "A"), n);
+    let left: u64 = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query(&mut connect(from)).unwrap();
+    assert_eq!(left, 0, "keys left behind on the old owner");
+    let (counters, _) = cache.load_all::<Counter>().unwrap();
+    assert_eq!(counters, vec![Counter { id: "A".into(), value: n }]);
+    let stats = cache.stats();
+    eprintln!("{stats:?}");
+    assert!(stats.error_count("readonly") >= 1, "no MOVED seen: {stats:?}");
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    Arc::into_inner(cache).expect("the writer is done").close(Duration::from_secs(10)).unwrap();
+}

@@ -1,0 +1,182 @@
+//! TLS (cargo feature `tls`): a verified connection round-trips, mutual TLS
+//! works, a wrong CA or a missing client certificate fails `open` clearly,
+//! and a TLS client never falls back to plaintext (nor the reverse).
+#![cfg(feature = "tls")]
+
+mod common;
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use support::topology::{Certs, TlsServer};
+use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::{Cache, Config, Error, ErrorKind, Ident};
+
+/// A config for the TLS port of `server`, trusting `ca`.
+fn tls_config(server: &TlsServer, ca: std::path::PathBuf, trader: &str) -> Config {
+    config(server.tls_port, trader).tls(true).tls_ca(ca)
+}
+
+/// `open` failed at once with [`ErrorKind::Tls`], and the text says TLS.
+fn assert_tls_failure(err: &Error) {
+    eprintln!("expected TLS failure: {err}");
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(err.to_string().contains("(TLS: "), "{err}");
+    assert!(matches!(err, Error::Connect { attempts: 1, .. }), "a TLS failure is not retried: {err:?}");
+}
+
+/// Writes an order with events and a position, flushes, loads them back.
+fn round_trip(cache: &Cache) {
+    let mut order = Order::example("O-1");
+    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
+        let ev = OrderEvent {
+            event_id: i as u64 + 1,
+            client_order_id: order.client_order_id.clone(),
+            ts_event: UnixNanos(i as u64),
+            kind,
+        };
+        order.apply(&ev);
+        cache.append("O-1", &ev).unwrap();
+    }
+    cache.put(&order).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let snap = cache.load().unwrap();
+    assert_eq!(snap.orders, vec![order]);
+    assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
+    assert_eq!(snap.positions, vec![Position::example("P-1")]);
+    assert!(snap.report.is_clean(), "{:?}", snap.report);
+}
+
+#[test]
+fn verified_connection_round_trips_and_reconnects_over_tls() {
+    let certs = Certs::generate();
+    let server = TlsServer::start(&certs, false);
+    let cache = Cache::open(tls_config(&server, certs.ca(), "TLS1")).unwrap();
+    round_trip(&cache);
+
+    // The server sees the flusher as a TLS client (its last command was
+    // EXEC); after its connection is killed, it comes back over TLS and
+    // goes on writing.
+    let mut admin = server.server.client();
+    let admin_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut admin).unwrap();
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let tls_laddr = format!("laddr=127.0.0.1:{} ", server.tls_port);
+    let flusher = clients
+        .lines()
+        .find(|l| l.contains(&tls_laddr) && l.contains(" cmd=exec "))
+        .unwrap_or_else(|| panic!("no flusher connection on the TLS port:\n{clients}"));
+    let id = flusher.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+    let _: () = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(&mut admin).unwrap();
+    for n in 1..=100 {
+        cache.append("A", &Tick { n }).unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert_exactly_once(&ticks(&mut admin, "TLS1", "A"), 100);
+    assert!(cache.stats().reconnects >= 1, "{:?}", cache.stats());
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let others: Vec<&str> = clients.lines().filter(|l| !l.starts_with(&format!("id={admin_id} "))).collect();
+    assert!(
+        !others.is_empty() && others.iter().all(|l| l.contains(&tls_laddr)),
+        "a connection not on the TLS port:\n{clients}"
+    );
+    cache.close(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let certs = Certs::generate();
+    let server = TlsServer::start(&certs, true);
+    let with_cert =
+        tls_config(&server, certs.ca(), "MTLS").tls_cert(certs.client_cert()).tls_key(certs.client_key());
+    let cache = Cache::open(with_cert).unwrap();
+    round_trip(&cache);
+    cache.close(Duration::from_secs(5)).unwrap();
+
+    // Without one, the server ends the handshake and `open` says so.
+    let err = Cache::open(tls_config(&server, certs.ca(), "MTLS")).unwrap_err();
+    assert_tls_failure(&err);
+
+    // A client certificate the server's CA did not sign is refused too.
+    let other = Certs::generate();
+    let foreign =
+        tls_config(&server, certs.ca(), "MTLS").tls_cert(other.client_cert()).tls_key(other.client_key());
+    let err = Cache::open(foreign).unwrap_err();
+    assert_tls_failure(&err);
+}
+
+#[test]
+fn wrong_ca_fails_open_clearly() {
+    let certs = Certs::generate();
+    let server = TlsServer::start(&certs, false);
+    let err = Cache::open(tls_config(&server, certs.other_ca(), "TLS2")).unwrap_err();
+    assert_tls_failure(&err);
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+
+    // Without a CA, the system roots are used: they do not know ours either.
+    let err = Cache::open(config(server.tls_port, "TLS2").tls(true)).unwrap_err();
+    assert_tls_failure(&err);
+
+    // A CA file that does not exist is named in the error.
+    let missing = certs.ca().with_file_name("missing.crt");
+    let err = Cache::open(tls_config(&server, missing.clone(), "TLS2")).unwrap_err();
+    assert!(err.to_string().contains("missing.crt"), "{err}");
+}
+
+#[test]
+fn no_fallback_between_tls_and_plaintext() {
+    let certs = Certs::generate();
+    let server = TlsServer::start(&certs, false);
+    // TLS asked, plaintext port: the handshake fails, nothing is sent in clear.
+    // (Redis reads the client hello as an unfinished inline command and
+    // waits: the handshake times out.)
+    let err = Cache::open(config(server.server.port(), "TLS3").tls(true).tls_ca(certs.ca())).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Tls), "{err}");
+    assert!(err.to_string().contains("TLS port"), "{err}");
+    // Plaintext asked, TLS port: the server does not speak RESP in clear.
+    let err = Cache::open(config(server.tls_port, "TLS3")).unwrap_err();
+    eprintln!("plaintext to the TLS port: {err}");
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    // Neither wrote anything.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut server.server.client()).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[test]
+fn rediss_url_and_tls_variables() {
+    let certs = Certs::generate();
+    let server = TlsServer::start(&certs, true);
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("REDIS_URL", format!("rediss://127.0.0.1:{}/3", server.tls_port)),
+        ("REDIS_TLS_CA", certs.ca().display().to_string()),
+        ("REDIS_TLS_CERT", certs.client_cert().display().to_string()),
+        ("REDIS_TLS_KEY", certs.client_key().display().to_string()),
+        ("REDIS_TIMEOUT", "2".to_string()),
+        ("CACHE_TRADER_ID", "ENV1".to_string()),
+        ("CACHE_CONNECT_ATTEMPTS", "2".to_string()),
+    ]);
+    let cfg = Config::from_vars(|k| vars.get(k).cloned()).unwrap();
+    let cache = Cache::open(cfg).unwrap();
+    round_trip(&cache);
+    cache.close(Duration::from_secs(5)).unwrap();
+    let mut admin = server.server.client();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut admin).unwrap();
+    let n: u64 = redis::cmd("EXISTS").arg("trader-ENV1:positions:P-1").query(&mut admin).unwrap();
+    assert_eq!(n, 1, "the URL's database 3 holds the data");
+
+    // REDIS_SSL=true with host and port does the same.
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("REDIS_HOST", "127.0.0.1".to_string()),
+        ("REDIS_PORT", server.tls_port.to_string()),
+        ("REDIS_SSL", "true".to_string()),
+        ("REDIS_TLS_CA", certs.ca().display().to_string()),
+        ("REDIS_TLS_CERT", certs.client_cert().display().to_string()),
+        ("REDIS_TLS_KEY", certs.client_key().display().to_string()),
+        ("CACHE_TRADER_ID", "ENV2".to_string()),
+    ]);
+    let cache = Cache::open(Config::from_vars(|k| vars.get(k).cloned()).unwrap()).unwrap();
+    round_trip(&cache);
+    cache.close(Duration::from_secs(5)).unwrap();
+}
