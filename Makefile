@@ -64,7 +64,7 @@ recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verif
 	scripts/recovery-test
 
 fuzz: ## Long fuzz runs (tests/fuzz.rs: model decoding, config from env and URL, ids), FUZZ_SECONDS (default 60) each; not in CI
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test fuzz -- --ignored --nocapture --test-threads $(TEST_THREADS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test fuzz -- --nocapture --test-threads $(TEST_THREADS)
 
 clean: ## Stop the demo redis and remove build output
 	@scripts/redis-down

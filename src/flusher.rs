@@ -306,7 +306,8 @@ impl Flusher {
         );
         loop {
             self.check_stop();
-            if self.pending.is_empty() && self.held.is_none() && self.next.is_none() {
+            // (`next` is only ever set while `held` is: `ack` promotes it.)
+            if self.pending.is_empty() && self.held.is_none() {
                 if self.shutdown.is_some() {
                     // Told to stop through `Shared` rather than by the
                     // message: writes may still be queued behind it.
@@ -338,12 +339,6 @@ impl Flusher {
                     self.reconnect();
                 }
                 continue;
-            }
-            if self.held.is_none() {
-                // A batch built behind one that was settled by the marker
-                // after a reconnect (`resolve`) goes first: it is older
-                // than anything still pending.
-                self.held = self.next.take();
             }
             if self.held.is_none() {
                 self.linger();
@@ -672,7 +667,7 @@ impl Flusher {
             Outcome::Applied => {
                 self.shared.record_batch_latency(start.elapsed());
                 self.ack();
-                if let Some(f) = self.read_next_head() {
+                if let Some(f) = self.read_held_head() {
                     self.fail(f);
                 }
             }
@@ -826,12 +821,11 @@ impl Flusher {
         Outcome::Applied
     }
 
-    /// After the held batch was acknowledged: the queued next batch becomes
-    /// the held one, and the replies to its `MULTI` and commands are read.
-    /// An I/O error here leaves it unsent as far as anyone can tell (its
-    /// `EXEC` was never sent, and the dropped connection discards it).
-    fn read_next_head(&mut self) -> Option<Failure> {
-        self.held = self.next.take();
+    /// After the held batch was acknowledged (and `ack` made the next one
+    /// the held one): reads the replies to its `MULTI` and commands, if it
+    /// was queued. An I/O error here leaves it unapplied (its `EXEC` was
+    /// never sent, and the dropped connection discards it).
+    fn read_held_head(&mut self) -> Option<Failure> {
         let batch = self.held.as_mut()?;
         if batch.stage != Stage::Queued {
             return None;
@@ -937,6 +931,9 @@ impl Flusher {
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.acked_seq.store(batch.max_seq, SeqCst);
         self.waiters.wake();
+        // The batch queued or built behind it is next, before anything
+        // still pending (however this one was settled: reply or marker).
+        self.held = self.next.take();
     }
 
     fn fail(&mut self, f: Failure) {

@@ -15,10 +15,10 @@
 //! error, `Debug` or redacted URL shows a password; a URL a config prints
 //! parses back to the same config.
 //!
-//! Each target has a short run with a fixed seed in the normal suite, and
-//! an `#[ignore]`d long run with fresh random seeds that loops for
-//! `FUZZ_SECONDS` (default 60): `make fuzz`. Inputs that failed once are
-//! kept below as named regression tests.
+//! Each target is one test: a short run with a fixed seed in the normal
+//! suite, or, with `FUZZ_SECONDS` set (`make fuzz`), a long run with fresh
+//! random seeds for that many seconds. Inputs that failed once are kept
+//! below as named regression tests.
 //!
 //! Decoding uses the crate's rule (`codec::decode`, private): JSON when the
 //! first byte is `{`, `[` or `"`, MessagePack otherwise, through the same
@@ -39,7 +39,8 @@ use tradecache::{Config, ConfigError, Ident};
 // ---------------------------------------------------------------------------
 // Runners
 
-/// A short, deterministic run for the normal suite.
+/// A short, deterministic run for the normal suite; with `FUZZ_SECONDS`
+/// set (`make fuzz`), a long run with fresh random seeds instead.
 fn short<S: Strategy>(
     name: &str,
     cases: u32,
@@ -48,6 +49,9 @@ fn short<S: Strategy>(
 ) where
     S::Value: Debug,
 {
+    if std::env::var_os("FUZZ_SECONDS").is_some() {
+        return long(name, strategy, test);
+    }
     let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
     let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     if let Err(e) = runner.run(&strategy, test) {
@@ -55,7 +59,7 @@ fn short<S: Strategy>(
     }
 }
 
-/// A long run: fresh random seeds for `FUZZ_SECONDS` (default 60).
+/// A long run: fresh random seeds for `FUZZ_SECONDS` seconds (60 if unparsable).
 fn long<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
 where
     S::Value: Debug,
@@ -519,12 +523,6 @@ fn decode_model() {
     short("decode_model", 3_000, input(), decode_model_case);
 }
 
-#[test]
-#[ignore = "long fuzz run: make fuzz"]
-fn decode_model_long() {
-    long("decode_model", input(), decode_model_case);
-}
-
 /// Decoded entities fed decoded events: the state machines must never
 /// panic on what a corrupt store could hold, and a refused change must
 /// leave the value unchanged.
@@ -561,12 +559,6 @@ fn model_state_case((a, b): (Input, Input)) -> Result<(), TestCaseError> {
 #[test]
 fn model_state() {
     short("model_state", 1_500, (input(), input()), model_state_case);
-}
-
-#[test]
-#[ignore = "long fuzz run: make fuzz"]
-fn model_state_long() {
-    long("model_state", (input(), input()), model_state_case);
 }
 
 // ---------------------------------------------------------------------------
@@ -757,12 +749,6 @@ fn config_env() {
     short("config_env", 3_000, env_case(), config_env_case);
 }
 
-#[test]
-#[ignore = "long fuzz run: make fuzz"]
-fn config_env_long() {
-    long("config_env", env_case(), config_env_case);
-}
-
 fn url_case() -> impl Strategy<Value = (String, String)> {
     secret().prop_flat_map(|s| {
         let s2 = s.clone();
@@ -792,12 +778,6 @@ fn config_url_case((secret, url): (String, String)) -> Result<(), TestCaseError>
 #[test]
 fn config_url() {
     short("config_url", 5_000, url_case(), config_url_case);
-}
-
-#[test]
-#[ignore = "long fuzz run: make fuzz"]
-fn config_url_long() {
-    long("config_url", url_case(), config_url_case);
 }
 
 // ---------------------------------------------------------------------------
@@ -837,12 +817,6 @@ fn ident_case(s: String) -> Result<(), TestCaseError> {
 #[test]
 fn ident() {
     short("ident", 5_000, ident_text(), ident_case);
-}
-
-#[test]
-#[ignore = "long fuzz run: make fuzz"]
-fn ident_long() {
-    long("ident", ident_text(), ident_case);
 }
 
 // ---------------------------------------------------------------------------
