@@ -57,8 +57,8 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 	@command -v strace >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null; } || \
 		echo "bench: strace not installed; the syscall count is skipped"
-	$(CARGO) bench --bench load
 	$(CARGO) bench --bench hot_path
+	$(CARGO) bench --bench load
 
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test
