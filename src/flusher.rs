@@ -139,7 +139,8 @@ impl Pending {
 /// A packed transaction, kept until Redis confirms it.
 struct Batch {
     no: u64,
-    /// `MULTI`, the commands, `EXEC` (and `WAIT`), exactly as sent.
+    /// `MULTI` and the commands, packed once and sent as they are; `EXEC`
+    /// (and `WAIT`) go after them (see `send_exec`).
     tx: Vec<u8>,
     /// How many writes each command between `MULTI` and `EXEC` carries, in
     /// order: what a command that fails inside the transaction drops.
@@ -479,8 +480,9 @@ impl Flusher {
     /// Encodes `pending` into one transaction: `MULTI`, one `MSET` of
     /// every snapshot and the commit marker, one `DEL` of deleted keys and
     /// restarted logs, one `SADD`/`SREM` per index, one `RPUSH` per run of
-    /// appends to the same log (in order); `EXEC` is sent separately. Snapshots come before
-    /// events, so a log restarted by a put gets the events that followed it.
+    /// appends to the same log (in order); `EXEC` is sent separately.
+    /// Snapshots come before events, so a log restarted by a put gets the
+    /// events that followed it.
     fn build(&mut self) -> Option<Batch> {
         if self.pending.is_empty() {
             return None;
@@ -796,7 +798,12 @@ impl Flusher {
                             ("EXECABORT".into(), format!("unexpected EXEC reply {other:?}"))
                         });
                     batch.stage = Stage::Built;
-                    let (class, action) = connection::classify_code(&code);
+                    let (class, mut action) = connection::classify_code(&code);
+                    // The `WAIT` sent behind the `EXEC` still answers: read
+                    // it, or the next reply read would be taken for it.
+                    if self.cfg.replica_wait.is_some() && conn.con.recv_response().is_err() {
+                        action = Action::Reconnect;
+                    }
                     return Outcome::NotApplied(Failure { class, action, addr, text });
                 }
             }

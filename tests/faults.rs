@@ -93,6 +93,48 @@ fn out_of_memory_is_backpressure_then_resumes() {
     assert_resumes(&cache);
 }
 
+/// The same with `replica_wait`: an aborted transaction is followed by its
+/// `WAIT`'s reply, which must be read too, or every later reply on the
+/// connection would be taken for the one before it.
+#[test]
+fn out_of_memory_with_replica_wait_then_resumes() {
+    let master = RedisServer::builder().arg("maxmemory-policy", "noeviction").start();
+    let replica = RedisServer::start();
+    let mut admin = master.client();
+    let mut rcon = replica.client();
+    replicaof(&mut rcon, Some(master.port()));
+    wait_link_up(&mut rcon);
+    let cfg = config(master.port(), "T1").replica_wait(Some((1, ms(500))));
+    let cache = Cache::open(cfg).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1").query(&mut admin).unwrap();
+    for i in 2..=300 {
+        cache.append("A", &Tick { n: i }).unwrap();
+        cache.put(&Counter { id: "A".into(), value: i }).unwrap();
+    }
+    wait_until("OOM in health()", Duration::from_secs(10), || {
+        cache.health().last_error_class == Some(ErrorClass::Oom)
+    });
+    // A few refused retries, each with its WAIT reply behind it.
+    wait_until("several OOM retries", Duration::from_secs(10), || cache.stats().error_count("oom") >= 3);
+    let health = cache.health();
+    assert!(health.backpressure.as_deref().unwrap_or("").contains("oom"), "{health:?}");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query(&mut admin).unwrap();
+    cache.flush(Duration::from_secs(30)).unwrap();
+    assert_exactly_once(&ticks(&mut admin, "T1", "A"), 300);
+    assert_eq!(counter(&mut admin, "T1", "A").unwrap().value, 300);
+    // Acknowledged means on the replica too.
+    wait_until("the replica to have every tick", Duration::from_secs(10), || {
+        ticks(&mut rcon, "T1", "A").len() == 300
+    });
+    assert_exactly_once(&ticks(&mut rcon, "T1", "A"), 300);
+    let stats = cache.stats();
+    assert_eq!(stats.reconnects, 0, "the connection stayed usable: {stats:?}");
+    assert!(cache.health().is_healthy(), "{:?}", cache.health());
+    assert_resumes(&cache);
+}
+
 #[test]
 fn password_changed_at_run_time() {
     let server = RedisServer::builder().password("old-secret").start();
