@@ -83,7 +83,8 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] listing every configuration problem;
+    /// [`Error::Config`] listing every configuration problem (including a
+    /// TLS file that cannot be read);
     /// [`Error::Connect`] naming `host:port` and whether the connection was
     /// refused, timed out or the credentials were rejected;
     /// [`Error::Codec`] naming the key when this writer's commit marker
@@ -92,6 +93,7 @@ impl Cache {
     /// type, say).
     pub fn open(config: Config) -> Result<Cache> {
         config.validate()?;
+        config.check_files()?;
         let keys = Keys::new(&config.trader_key(), !config.cluster_nodes.is_empty());
         let marker = keys.writer(&config.writer_id);
         let mut conn = connection::connect_with_retries(&config, &marker)?;

@@ -1544,6 +1544,24 @@ fn id_allowed(e: &IdError) -> String {
 // Validation.
 
 impl Config {
+    /// At `open`: the TLS files named in the configuration can be read, so
+    /// a wrong path is a configuration error at once rather than a
+    /// connection error after every retry. (Not part of [`Config::validate`],
+    /// which checks the values alone.)
+    pub(crate) fn check_files(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        for (field, path) in
+            [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
+        {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::File::open(path) {
+                    p.push(field, path.display().to_string(), format!("a readable PEM file ({e})"));
+                }
+            }
+        }
+        p.finish(())
+    }
+
     /// Checks the whole configuration; [`crate::Cache::open`] calls it.
     ///
     /// ```

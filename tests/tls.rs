@@ -123,6 +123,8 @@ fn wrong_ca_fails_open_clearly() {
     let missing = certs.ca().with_file_name("missing.crt");
     let err = Cache::open(tls_config(&server, missing.clone(), "TLS2")).unwrap_err();
     assert!(err.to_string().contains("missing.crt"), "{err}");
+    // ... as a configuration problem at once, not after connect retries.
+    assert!(matches!(&err, tradecache::Error::Config(c) if c.mentions("tls_ca")), "{err:?}");
 }
 
 #[test]
