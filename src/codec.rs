@@ -59,7 +59,16 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// encoding, decides, and the other is tried if it fails.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T, DecodeError> {
     let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| DecodeError(format!("json: {e}")));
-    let msgpack = |b: &[u8]| rmp_serde::from_slice(b).map_err(|e| DecodeError(format!("msgpack: {e}")));
+    let msgpack = |b: &[u8]| {
+        // Read from a shrinking slice, so what follows the value is known:
+        // trailing bytes mean the stored value is not what was written.
+        let mut de = rmp_serde::Deserializer::new(b);
+        let v = T::deserialize(&mut de).map_err(|e| DecodeError(format!("msgpack: {e}")))?;
+        match de.get_ref().len() {
+            0 => Ok(v),
+            n => Err(DecodeError(format!("msgpack: {n} unexpected byte(s) after the value"))),
+        }
+    };
     match bytes {
         [] => Err(DecodeError("empty value".into())),
         [first, ..] if *first >= 0x80 => msgpack(bytes),
@@ -105,5 +114,17 @@ mod tests {
         assert_eq!(decode::<u64>(b"5", Encoding::MsgPack).unwrap(), 53, "one byte: the configured encoding");
         assert!(decode::<u64>(b"", Encoding::Json).is_err());
         assert!(decode::<S>(b"{\"a\":", Encoding::MsgPack).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_after_a_msgpack_value_are_an_error() {
+        let mut b = Vec::new();
+        encode(&vec![1u8, 2, 3], Encoding::MsgPack, &mut b).unwrap();
+        assert_eq!(decode::<Vec<u8>>(&b, Encoding::MsgPack).unwrap(), [1, 2, 3]);
+        b.extend_from_slice(&[0xc0, 0x01]);
+        let e = decode::<Vec<u8>>(&b, Encoding::MsgPack).unwrap_err();
+        assert!(e.to_string().contains("2 unexpected byte(s)"), "{e}");
+        // JSON already refuses trailing characters.
+        assert!(decode::<Vec<u8>>(b"[1,2] x", Encoding::Json).is_err());
     }
 }
