@@ -539,11 +539,7 @@ impl Packer {
     }
 
     pub(crate) fn bulk(&mut self, b: &[u8]) {
-        self.buf.push(b'$');
-        push_int(&mut self.buf, b.len());
-        self.buf.extend_from_slice(b"\r\n");
-        self.buf.extend_from_slice(b);
-        self.buf.extend_from_slice(b"\r\n");
+        push_bulk(&mut self.buf, b);
     }
 
     pub(crate) fn cmd(&mut self, args: &[&[u8]]) {
@@ -578,11 +574,7 @@ impl Args {
     }
 
     pub(crate) fn bulk(&mut self, b: &[u8]) {
-        self.buf.push(b'$');
-        push_int(&mut self.buf, b.len());
-        self.buf.extend_from_slice(b"\r\n");
-        self.buf.extend_from_slice(b);
-        self.buf.extend_from_slice(b"\r\n");
+        push_bulk(&mut self.buf, b);
         self.n += 1;
     }
 
@@ -622,6 +614,15 @@ pub(crate) fn command_key(buf: &[u8], n: usize) -> Option<&[u8]> {
         }
     }
     None
+}
+
+/// One RESP bulk string: `$len\r\nbytes\r\n`.
+fn push_bulk(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.push(b'$');
+    push_int(buf, b.len());
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(b);
+    buf.extend_from_slice(b"\r\n");
 }
 
 fn push_int(buf: &mut Vec<u8>, n: usize) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use support::topology::{acl_rule, acl_setuser, connect, wait_until, Cluster, TOPOLOGY_TIMEOUT};
-use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::model::Position;
 use tradecache::{Cache, Config, Ident, OverflowPolicy};
 
 fn cluster_config(cluster: &Cluster, trader: &str) -> Config {
@@ -59,24 +59,6 @@ fn traders_on_every_master(cluster: &Cluster) -> Vec<(String, u16, u16)> {
     by_owner.into_iter().map(|(owner, (trader, slot))| (trader, slot, owner)).collect()
 }
 
-/// An order with two events and a position, written by `cache`.
-fn write_model(cache: &Cache) -> Order {
-    let mut order = Order::example("O-1");
-    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
-        let ev = OrderEvent {
-            event_id: i as u64 + 1,
-            client_order_id: order.client_order_id.clone(),
-            ts_event: UnixNanos(i as u64),
-            kind,
-        };
-        order.apply(&ev);
-        cache.append("O-1", &ev).unwrap();
-    }
-    cache.put(&order).unwrap();
-    cache.put(&Position::example("P-1")).unwrap();
-    order
-}
-
 #[test]
 fn traders_on_three_masters_write_load_and_flush_on_start() {
     let cluster = Cluster::start(3);
@@ -87,7 +69,7 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         .collect();
     let mut orders = Vec::new();
     for (cache, (trader, _, _)) in caches.iter().zip(&traders) {
-        orders.push(write_model(cache));
+        orders.push(write_order_and_position(cache));
         for n in 1..=500 {
             cache.append("A", &Tick { n }).unwrap();
             cache.put(&Counter { id: "A".into(), value: n }).unwrap();
@@ -165,23 +147,6 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
     assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
 }
 
-/// Appends tick `i` and puts the counter at `i` until `stop`; returns the
-/// last i.
-fn writer(cache: Arc<Cache>, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let mut i = 0;
-        while !stop.load(Ordering::SeqCst) {
-            i += 1;
-            cache.append("A", &Tick { n: i }).expect("accepted");
-            cache.put(&Counter { id: "A".into(), value: i }).expect("accepted");
-            if i % 50 == 0 {
-                thread::sleep(ms(5));
-            }
-        }
-        i
-    })
-}
-
 #[test]
 fn slot_migration_under_writes_is_followed() {
     let cluster = Cluster::start(3);
@@ -189,7 +154,7 @@ fn slot_migration_under_writes_is_followed() {
     let to = cluster.nodes.iter().map(|n| n.port()).find(|p| *p != from).unwrap();
     let cache = Arc::new(Cache::open(cluster_config(&cluster, &trader)).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(cache.clone(), stop.clone());
+    let w = tick_writer(cache.clone(), stop.clone());
     let progress = || format!("{:?} {:?}\n{}", cache.stats(), cache.health(), cluster.describe());
     wait_until("1000 acknowledged writes", TOPOLOGY_TIMEOUT, || cache.acked_seq().get() >= 1000, progress);
 

@@ -28,23 +28,6 @@ fn sentinel_config(setup: &SentinelSetup, trader: &str) -> Config {
         .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(60) })
 }
 
-/// Appends tick `i` and puts the counter at `i`, for i = 1, 2, … until
-/// `stop`, pacing itself; returns the last i. Seq of tick `i` is `2i - 1`.
-fn writer(cache: Arc<Cache>, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let mut i = 0;
-        while !stop.load(Ordering::SeqCst) {
-            i += 1;
-            cache.append("A", &Tick { n: i }).expect("accepted");
-            cache.put(&Counter { id: "A".into(), value: i }).expect("accepted");
-            if i % 50 == 0 {
-                thread::sleep(ms(5));
-            }
-        }
-        i
-    })
-}
-
 /// The stored ticks are 1, 2, …, k with no gap or repeat; returns k.
 fn assert_prefix(got: &[u64]) -> u64 {
     for (i, v) in got.iter().enumerate() {
@@ -60,7 +43,7 @@ fn failover_is_followed_and_loses_no_acknowledged_write() {
     let cfg = sentinel_config(&setup, "S1").replica_wait(Some((1, ms(200))));
     let cache = Arc::new(Cache::open(cfg).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(cache.clone(), stop.clone());
+    let w = tick_writer(cache.clone(), stop.clone());
     wait_until(
         "2000 acknowledged writes",
         TOPOLOGY_TIMEOUT,

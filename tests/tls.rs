@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use support::topology::{Certs, TlsServer};
-use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::model::Position;
 use tradecache::{Cache, Config, Error, ErrorKind, Ident};
 
 /// A config for the TLS port of `server`, trusting `ca`.
@@ -29,19 +29,7 @@ fn assert_tls_failure(err: &Error) {
 
 /// Writes an order with events and a position, flushes, loads them back.
 fn round_trip(cache: &Cache) {
-    let mut order = Order::example("O-1");
-    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
-        let ev = OrderEvent {
-            event_id: i as u64 + 1,
-            client_order_id: order.client_order_id.clone(),
-            ts_event: UnixNanos(i as u64),
-            kind,
-        };
-        order.apply(&ev);
-        cache.append("O-1", &ev).unwrap();
-    }
-    cache.put(&order).unwrap();
-    cache.put(&Position::example("P-1")).unwrap();
+    let order = write_order_and_position(cache);
     cache.flush(Duration::from_secs(10)).unwrap();
     let snap = cache.load().unwrap();
     assert_eq!(snap.orders, vec![order]);

@@ -3,10 +3,14 @@
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tradecache::{Config, Entity, Event};
+use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::{Cache, Config, Entity, Event};
 
 /// A user-defined entity (travels boxed through the channel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,4 +110,41 @@ pub fn matrix_row(fault: &str, health: &str, got: &[u64], n: u64) {
     let order = if got.windows(2).all(|w| w[0] < w[1]) { "in order" } else { "REORDERED" };
     eprintln!("FAULT-MATRIX | {fault} | {health} | lost {lost} of {n} | duplicates {dups} | {order}");
     assert_exactly_once(got, n);
+}
+
+/// Writes order `O-1` with two events (`Canceled`, `Expired`, ids 1 and 2)
+/// and position `P-1` through `cache`; returns the order as it should load.
+pub fn write_order_and_position(cache: &Cache) -> Order {
+    let mut order = Order::example("O-1");
+    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
+        let ev = OrderEvent {
+            event_id: i as u64 + 1,
+            client_order_id: order.client_order_id.clone(),
+            ts_event: UnixNanos(i as u64),
+            kind,
+        };
+        order.apply(&ev);
+        cache.append("O-1", &ev).unwrap();
+    }
+    cache.put(&order).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    order
+}
+
+/// Appends tick `i` to counter "A" and puts the counter at `i`, for
+/// i = 1, 2, … until `stop`, pacing itself; returns the last i. The seq of
+/// tick `i` is `2i - 1` on a fresh cache.
+pub fn tick_writer(cache: Arc<Cache>, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            cache.append("A", &Tick { n: i }).expect("accepted");
+            cache.put(&Counter { id: "A".into(), value: i }).expect("accepted");
+            if i % 50 == 0 {
+                thread::sleep(ms(5));
+            }
+        }
+        i
+    })
 }
