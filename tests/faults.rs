@@ -93,6 +93,32 @@ fn out_of_memory_is_backpressure_then_resumes() {
     assert_resumes(&cache);
 }
 
+/// Small batches, so one is queued behind the other when Redis starts
+/// refusing: the refused batch is retried first and the one queued behind
+/// it is discarded (`DISCARD`) and sent after it, never applied out of
+/// order.
+#[test]
+fn out_of_memory_with_a_batch_queued_behind() {
+    let server = RedisServer::builder().arg("maxmemory-policy", "noeviction").start();
+    let mut admin = server.client();
+    let cache = Cache::open(config(server.port(), "T1").max_batch(10)).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1").query(&mut admin).unwrap();
+    for i in 2..=500 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    wait_until("several OOM retries", Duration::from_secs(10), || cache.stats().error_count("oom") >= 3);
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query(&mut admin).unwrap();
+    cache.flush(Duration::from_secs(30)).unwrap();
+    assert_exactly_once(&ticks(&mut admin, "T1", "A"), 500);
+    assert_eq!(cache.stats().reconnects, 0, "{:?}", cache.stats());
+    // The queued batch was thrown away on the server, not left to apply.
+    let discards = info_field(&mut admin, "commandstats", "cmdstat_discard").unwrap_or_default();
+    assert!(discards.starts_with("calls=") && !discards.starts_with("calls=0"), "{discards:?}");
+    assert_resumes(&cache);
+}
+
 /// The same with `replica_wait`: an aborted transaction is followed by its
 /// `WAIT`'s reply, which must be read too, or every later reply on the
 /// connection would be taken for the one before it.
