@@ -91,11 +91,19 @@ enum Preferred {
 }
 
 /// The crate's decode rule (`codec::decode`): a first byte at `0x80` or
-/// above is MessagePack; a longer value starting below is JSON; a single
-/// byte is read in the configured encoding, then the other.
+/// above is MessagePack (nothing may follow the value); a longer value
+/// starting below is JSON; a single byte is read in the configured
+/// encoding, then the other.
 fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Preferred) -> Result<T, String> {
     let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| format!("json: {e}"));
-    let msgpack = |b: &[u8]| rmp_serde::from_slice(b).map_err(|e| format!("msgpack: {e}"));
+    let msgpack = |b: &[u8]| {
+        let mut de = rmp_serde::Deserializer::new(b);
+        let v = T::deserialize(&mut de).map_err(|e| format!("msgpack: {e}"))?;
+        match de.get_ref().len() {
+            0 => Ok(v),
+            n => Err(format!("msgpack: {n} unexpected byte(s) after the value")),
+        }
+    };
     match bytes {
         [] => Err("empty value".into()),
         [first, ..] if *first >= 0x80 => msgpack(bytes),
