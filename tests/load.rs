@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use support::RedisServer;
-use tradecache::model::{Account, Instrument, Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::model::{Account, Instrument, OrderEvent, OrderEventKind, Position, UnixNanos};
 use tradecache::{Cache, Ident};
 
 #[test]
@@ -16,17 +16,7 @@ fn load_returns_the_model() {
     let cache = Cache::open(config(server.port(), "T1")).unwrap();
     cache.put(&Instrument::example("BTCUSDT-PERP.BINANCE")).unwrap();
     cache.put(&Account::example("BINANCE-001")).unwrap();
-    let mut order = Order::example("O-1");
-    for (i, kind) in [OrderEventKind::Canceled, OrderEventKind::Expired].into_iter().enumerate() {
-        let ev = OrderEvent {
-            event_id: i as u64 + 1,
-            client_order_id: order.client_order_id.clone(),
-            ts_event: UnixNanos(i as u64),
-            kind,
-        };
-        order.apply(&ev);
-        cache.append("O-1", &ev).unwrap();
-    }
+    let order = write_order_and_position(&cache);
     // A repeated event id is dropped on load and counted.
     let dup = OrderEvent {
         event_id: 2,
@@ -35,8 +25,6 @@ fn load_returns_the_model() {
         kind: OrderEventKind::Expired,
     };
     cache.append("O-1", &dup).unwrap();
-    cache.put(&order).unwrap();
-    cache.put(&Position::example("P-1")).unwrap();
     cache.flush(Duration::from_secs(5)).unwrap();
 
     let snap = cache.load().unwrap();
