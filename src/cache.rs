@@ -77,9 +77,12 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     /// Validates `config`, connects (at most `connect_attempts` tries with
-    /// exponential backoff between `open_backoff` bounds), deletes this
-    /// trader's keys if `flush_on_start` is set, and starts the flusher
-    /// thread `tradecache-flusher`.
+    /// exponential backoff between `open_backoff` bounds), claims this
+    /// writer's commit marker with a new epoch (fencing any cache opened
+    /// before with the same trader, instance and `writer_id`: README,
+    /// "Writers and fencing"), deletes this cache's keys if
+    /// `flush_on_start` is set, and starts the flusher thread
+    /// `tradecache-flusher`.
     ///
     /// # Errors
     ///
@@ -89,18 +92,22 @@ impl Cache {
     /// refused, timed out or the credentials were rejected;
     /// [`Error::Codec`] naming the key when this writer's commit marker
     /// (`{trader}:writer:{writer_id}`) holds something other than a batch
-    /// number; [`Error::Redis`] when reading it fails (a key of the wrong
-    /// type, say).
+    /// number (unless `flush_on_start` is set, which replaces it);
+    /// [`Error::Redis`] when reading or claiming it fails (a key of the
+    /// wrong type, say).
     pub fn open(config: Config) -> Result<Cache> {
         config.validate()?;
         config.check_files()?;
         let keys = Keys::new(&config.trader_key(), !config.cluster_nodes.is_empty());
-        let marker = keys.writer(&config.writer_id);
-        let mut conn = connection::connect_with_retries(&config, &marker)?;
+        let marker_key = keys.writer(&config.writer_id);
+        let mut conn = connection::connect_with_retries(&config, &marker_key)?;
+        // Claimed first: once it is, an older writer's batch cannot land,
+        // so nothing it writes survives the flush below.
+        let marker = crate::marker::claim(&mut conn, &marker_key, config.flush_on_start)?;
         if config.flush_on_start {
-            crate::recovery::delete_trader_keys(&mut conn, &keys)?;
+            crate::clear::delete_own_keys(&mut conn, &keys, &[], crate::clear::unlink)
+                .map_err(|f| f.into_error())?;
         }
-        let batch_no = read_marker(&mut conn, &marker)?;
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
@@ -113,7 +120,7 @@ impl Cache {
             waiters: waiters.clone(),
             done: done_tx,
             conn,
-            batch_no,
+            marker,
         });
         let thread = std::thread::Builder::new()
             .name("tradecache-flusher".into())
@@ -184,12 +191,22 @@ impl Cache {
         make: impl FnOnce(u64) -> Msg,
         back: impl FnOnce() -> T,
     ) -> std::result::Result<Seq, PushError<T>> {
+        self.push_with(self.cfg.overflow, make, back)
+    }
+
+    #[inline]
+    fn push_with<T>(
+        &self,
+        overflow: OverflowPolicy,
+        make: impl FnOnce(u64) -> Msg,
+        back: impl FnOnce() -> T,
+    ) -> std::result::Result<Seq, PushError<T>> {
         // The lock makes sequence order equal channel order across threads;
         // the flusher never takes it.
         let mut p = self.producer.lock();
         let seq = p.next_seq + 1;
         let msg = make(seq);
-        let sent = match self.cfg.overflow {
+        let sent = match overflow {
             OverflowPolicy::Reject => p.tx.try_send(msg).map_err(|e| match e {
                 TrySendError::Full(_) => false,
                 TrySendError::Disconnected(_) => true,
@@ -204,12 +221,69 @@ impl Cache {
             }
             Err(closed) => {
                 drop(p);
-                if closed || self.closed.load(Relaxed) {
+                if closed && self.shared.fence_error().is_some() {
+                    // The flusher stopped because a newer writer took over.
+                    Err(PushError::Fenced(back()))
+                } else if closed || self.closed.load(Relaxed) {
                     Err(PushError::Closed(back()))
                 } else {
                     self.shared.rejected.fetch_add(1, Relaxed);
                     Err(PushError::Full(back()))
                 }
+            }
+        }
+    }
+
+    /// Deletes this cache's keys: its entities, event logs and index sets
+    /// (with an instance id, that instance's; without one, the trader's but
+    /// no instance's), never another trader's, instance's or application's
+    /// key, never `FLUSHDB`. Writers' commit markers stay (they carry the
+    /// fencing epoch).
+    ///
+    /// It is a write like the others: it takes the next sequence number,
+    /// applies after every write before it and before every write after
+    /// it, and returns once applied, with the number of keys deleted. The
+    /// flusher writes nothing else while it runs (a `SCAN` of the database).
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = Cache::open(Config::from_env()?.trader_id("T1"))?;
+    /// cache.put(&tradecache::model::Position::example("P-1"))?;
+    /// cache.clear(Duration::from_secs(5))?;       // P-1 is gone
+    /// assert!(cache.load()?.positions.is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `use_trader_prefix` is off (which keys are this
+    /// cache's cannot be told then); [`Error::WaitTimeout`] when it has not
+    /// been applied within `timeout` (it still applies later, in its place
+    /// in the sequence); [`Error::Fenced`] or [`Error::Closed`] when the
+    /// flusher stopped first.
+    pub fn clear(&self, timeout: Duration) -> Result<u64> {
+        if self.keys.pattern().is_none() {
+            return Err(Error::Config(crate::error::ConfigError::one(
+                "use_trader_prefix",
+                "false",
+                "true: without a trader prefix this cache's keys cannot be told from other applications' \
+                 (clear refuses rather than delete theirs)",
+            )));
+        }
+        let (reply, done) = crossbeam_channel::bounded(1);
+        let policy = OverflowPolicy::Block { timeout };
+        self.push_with(policy, |seq| Msg::Clear { seq, reply }, || ()).map_err(|e| match e {
+            PushError::Full(()) => Error::WaitTimeout(timeout),
+            PushError::Fenced(()) => self.shared.fence_error().unwrap_or(Error::Closed),
+            _ => Error::Closed,
+        })?;
+        match done.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::WaitTimeout(timeout)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Err(self.shared.fence_error().unwrap_or(Error::Closed))
             }
         }
     }
@@ -232,7 +306,9 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::WaitTimeout`] when the timeout passes first;
-    /// [`Error::Closed`] when the flusher has stopped; [`Error::Dropped`]
+    /// [`Error::Fenced`] when another writer took over before `seq` was
+    /// acknowledged; [`Error::Closed`] when the flusher has stopped;
+    /// [`Error::Dropped`]
     /// when a write at or before `seq` was dropped (too large, not
     /// encodable, refused by Redis) and not yet collected with
     /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
@@ -247,6 +323,9 @@ impl Cache {
         let result = loop {
             if self.shared.acked_seq.load(SeqCst) >= seq.0 {
                 break self.shared.drop_error(seq.0).map_or(Ok(()), Err);
+            }
+            if let Some(e) = self.shared.fence_error() {
+                break Err(e);
             }
             if !self.shared.flusher_alive.load(SeqCst) {
                 break Err(Error::Closed);
@@ -338,12 +417,16 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::Unpersisted`] with the count of accepted writes that were not
-    /// acknowledged (an upper bound: a batch whose reply was under way at
-    /// the deadline may still have been applied).
+    /// [`Error::Fenced`] when another writer took over (whatever this cache
+    /// had not written by then is not written); [`Error::Unpersisted`] with
+    /// the count of accepted writes that were not acknowledged (an upper
+    /// bound: a batch whose reply was under way at the deadline may still
+    /// have been applied).
     pub fn close(self, timeout: Duration) -> Result<CloseReport> {
         let report = self.shutdown(timeout);
-        if report.unpersisted > 0 {
+        if let Some(e) = self.shared.fence_error() {
+            Err(e)
+        } else if report.unpersisted > 0 {
             Err(Error::Unpersisted(report))
         } else {
             Ok(report)
@@ -382,36 +465,6 @@ impl Cache {
             }
         };
         report
-    }
-}
-
-/// The last batch number applied under this writer's commit marker (0 if
-/// none). Anything else in the key is an error at `open`: the marker
-/// decides what is replayed after a lost reply, so a value this crate did
-/// not write must not be guessed at.
-fn read_marker(conn: &mut connection::Conn, marker: &str) -> Result<u64> {
-    let corrupt = |what: String| Error::Codec {
-        key: marker.to_string(),
-        detail: format!(
-            "the commit marker holds {what}, not a batch number; delete the key \
-             (or open with flush_on_start, or another writer_id)"
-        ),
-    };
-    match conn.query(redis::cmd("GET").arg(marker)) {
-        Ok(redis::Value::Nil) => Ok(0),
-        Ok(redis::Value::BulkString(b)) => {
-            match std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok()) {
-                // Far below u64::MAX: batch numbers must have room to grow.
-                Some(n) if n < u64::MAX / 2 => Ok(n),
-                _ => Err(corrupt(format!("{:?}", String::from_utf8_lossy(&b[..b.len().min(64)])))),
-            }
-        }
-        Ok(other) => Err(corrupt(format!("{other:?}"))),
-        Err(e) => {
-            let mut f = connection::failure(&e, &conn.addr);
-            f.text = format!("reading the commit marker {marker}: {}", f.text);
-            Err(f.into_error())
-        }
     }
 }
 

@@ -177,6 +177,8 @@ pub struct Config {
     pub(crate) overflow: OverflowPolicy,
     pub(crate) max_batch: usize,
     pub(crate) max_pending_events: usize,
+    pub(crate) max_pending_snapshots: usize,
+    pub(crate) max_batch_bytes: usize,
     pub(crate) buffer_interval: Duration,
     pub(crate) idle_poll: Duration,
     pub(crate) idle_park_after: Duration,
@@ -226,6 +228,8 @@ impl Default for Config {
             overflow: OverflowPolicy::Reject,
             max_batch: 4096,
             max_pending_events: 65_536,
+            max_pending_snapshots: 262_144,
+            max_batch_bytes: 16 * 1024 * 1024,
             buffer_interval: Duration::ZERO,
             idle_poll: Duration::from_micros(100),
             idle_park_after: Duration::from_secs(1),
@@ -292,6 +296,8 @@ const ENV_VARS: &[&str] = &[
     "CACHE_BLOCK_TIMEOUT_MS",
     "CACHE_MAX_BATCH",
     "CACHE_MAX_PENDING_EVENTS",
+    "CACHE_MAX_PENDING_SNAPSHOTS",
+    "CACHE_MAX_BATCH_BYTES",
     "CACHE_CONNECT_ATTEMPTS",
     "CACHE_BACKOFF_MIN_MS",
     "CACHE_BACKOFF_MAX_MS",
@@ -672,6 +678,30 @@ impl Config {
         self
     }
 
+    /// The most distinct snapshot keys the flusher holds while Redis is
+    /// unreachable before it stops draining the channel (and writes start
+    /// to overflow): coalescing keeps one value per key, so this bounds
+    /// the flusher's memory when every write is a new id; at least 1.
+    ///
+    /// Defaults to `262144`.
+    #[must_use]
+    pub fn max_pending_snapshots(mut self, v: usize) -> Self {
+        self.max_pending_snapshots = v;
+        self
+    }
+
+    /// The most value bytes packed into one transaction (a batch holds at
+    /// least one value whatever its size); with [`Config::max_batch`] it
+    /// keeps the transactions that drain an outage's backlog a size Redis
+    /// takes; at least 1.
+    ///
+    /// Defaults to `16777216` (16 MiB).
+    #[must_use]
+    pub fn max_batch_bytes(mut self, v: usize) -> Self {
+        self.max_batch_bytes = v;
+        self
+    }
+
     /// How long the flusher keeps collecting after the first message of a
     /// batch, for fewer, larger batches; zero writes at once.
     ///
@@ -910,7 +940,7 @@ impl Config {
     /// | `CACHE_TIMESTAMPS_AS_ISO8601`, `CACHE_FLUSH_ON_START`, `CACHE_PERSIST_ACCOUNT_EVENTS`, `CACHE_STRICT_LOAD` | the setters of the same names | boolean |
     /// | `CACHE_MAX_VALUE_BYTES` | [`max_value_bytes`](Config::max_value_bytes) | 1 to 536870912 |
     /// | `CACHE_BUFFER_INTERVAL_MS` | [`buffer_interval`](Config::buffer_interval) | milliseconds |
-    /// | `CACHE_CHANNEL_CAPACITY`, `CACHE_MAX_BATCH`, `CACHE_MAX_PENDING_EVENTS`, `CACHE_LOAD_CHUNK`, `CACHE_TICK_CAPACITY`, `CACHE_BAR_CAPACITY` | the setters of the same names | 1 or more |
+    /// | `CACHE_CHANNEL_CAPACITY`, `CACHE_MAX_BATCH`, `CACHE_MAX_PENDING_EVENTS`, `CACHE_MAX_PENDING_SNAPSHOTS`, `CACHE_MAX_BATCH_BYTES`, `CACHE_LOAD_CHUNK`, `CACHE_TICK_CAPACITY`, `CACHE_BAR_CAPACITY` | the setters of the same names | 1 or more |
     /// | `CACHE_OVERFLOW` | [`overflow`](Config::overflow) | `reject` or `block` |
     /// | `CACHE_BLOCK_TIMEOUT_MS` | the timeout of `block` | milliseconds, 1 or more (default 10; needs `CACHE_OVERFLOW=block`) |
     /// | `CACHE_CONNECT_ATTEMPTS` | [`connect_attempts`](Config::connect_attempts) | 1 or more |
@@ -1093,6 +1123,12 @@ impl Config {
         }
         if let Some(n) = env.count("CACHE_MAX_PENDING_EVENTS") {
             c.max_pending_events = n;
+        }
+        if let Some(n) = env.count("CACHE_MAX_PENDING_SNAPSHOTS") {
+            c.max_pending_snapshots = n;
+        }
+        if let Some(n) = env.count("CACHE_MAX_BATCH_BYTES") {
+            c.max_batch_bytes = n;
         }
         if let Some(d) = env.millis("CACHE_BUFFER_INTERVAL_MS", 0) {
             c.buffer_interval = d;
@@ -1529,6 +1565,11 @@ fn host_problem(host: &str) -> Option<&'static str> {
     (!ok).then_some(NAME)
 }
 
+/// Instance ids that would read as this trader's own keys: the key kinds
+/// and the reference model's collections.
+const RESERVED_INSTANCE_IDS: [&str; 6] =
+    ["index", "writer", "instruments", "accounts", "orders", "positions"];
+
 /// The longest [`Config::idle_poll`] accepted.
 const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -1675,6 +1716,10 @@ impl Config {
             if min > max {
                 p.push(field, format!("min {min:?}, max {max:?}"), "a minimum no greater than the maximum");
             }
+            if min < Duration::from_millis(1) {
+                // A zero minimum retries a failing server in a busy loop.
+                p.push(field, format!("min {min:?}"), "a minimum of at least 1ms");
+            }
         }
 
         // --- keys and values ---
@@ -1687,6 +1732,15 @@ impl Config {
         check_id("writer_id", &self.writer_id);
         if let Some(instance) = &self.instance_id {
             check_id("instance_id", instance);
+            // `clear` tells this trader's keys from its instances' by the
+            // first part after the prefix (`Keys::owns`).
+            if RESERVED_INSTANCE_IDS.contains(&instance.as_str()) {
+                p.push(
+                    "instance_id",
+                    instance.as_str(),
+                    format!("an id other than {}", RESERVED_INSTANCE_IDS.join(", ")),
+                );
+            }
         }
         if self.use_instance_id {
             if self.instance_id.is_none() {
@@ -1699,6 +1753,14 @@ impl Config {
                     "false when use_trader_prefix is false (the instance id is part of the trader prefix)",
                 );
             }
+        }
+        if self.flush_on_start && !self.use_trader_prefix {
+            p.push(
+                "flush_on_start",
+                "true",
+                "false when use_trader_prefix is false: without a prefix this cache's keys cannot be told \
+                 from other applications' (it would delete theirs)",
+            );
         }
         if self.timestamps_as_iso8601 && self.encoding != Encoding::Json {
             p.push(
@@ -1720,6 +1782,8 @@ impl Config {
             ("channel_capacity", self.channel_capacity),
             ("max_batch", self.max_batch),
             ("max_pending_events", self.max_pending_events),
+            ("max_pending_snapshots", self.max_pending_snapshots),
+            ("max_batch_bytes", self.max_batch_bytes),
             ("load_chunk", self.load_chunk),
             ("tick_capacity", self.tick_capacity),
             ("bar_capacity", self.bar_capacity),
@@ -2242,6 +2306,8 @@ mod tests {
             ("CACHE_BLOCK_TIMEOUT_MS", "0"),
             ("CACHE_MAX_BATCH", "lots"),
             ("CACHE_MAX_PENDING_EVENTS", "0"),
+            ("CACHE_MAX_PENDING_SNAPSHOTS", "0"),
+            ("CACHE_MAX_BATCH_BYTES", "none"),
             ("CACHE_CONNECT_ATTEMPTS", "0"),
             ("CACHE_BACKOFF_MIN_MS", "1.5"),
             ("CACHE_BACKOFF_MAX_MS", "x"),

@@ -18,6 +18,10 @@ pub(crate) struct Conn {
     /// client's address), used to make sure a dropped connection can no
     /// longer apply a batch (see `Flusher::resolve`).
     pub(crate) client: Option<ClientIdentity>,
+    /// The largest bulk string the server accepts (`proto-max-bulk-len`),
+    /// when `CONFIG GET` is allowed: a larger value would make it close
+    /// the connection, and the batch carrying it would be retried forever.
+    pub(crate) bulk_limit: Option<usize>,
 }
 
 /// A failure to connect or talk, already classified.
@@ -63,6 +67,8 @@ pub(crate) enum Action {
     /// This one command failed for a reason a retry will not fix
     /// (`WRONGTYPE`, …): count it and move on.
     Drop,
+    /// Another writer claimed the commit marker: stop writing for good.
+    Fence,
 }
 
 /// Classifies an error code (the first word of a Redis error reply).
@@ -83,6 +89,25 @@ pub(crate) fn classify_code(code: &str) -> (ErrorClass, Action) {
         "EXECABORT" => (ErrorClass::Other, Action::WaitRetry),
         _ => (ErrorClass::Command, Action::Drop),
     }
+}
+
+/// The code to classify an `EXEC` refusal by. Redis 7 refuses an `EXEC`
+/// whose transaction cannot run any more (memory full, the server turned
+/// replica since `MULTI`) with `EXECABORT Transaction discarded because
+/// of: -OOM …`: the cause is the code after `because of:`, not
+/// `EXECABORT`.
+pub(crate) fn exec_abort_cause(code: &str, text: &str) -> String {
+    if code == "EXECABORT" {
+        if let Some((_, cause)) = text.split_once("because of:") {
+            let cause = cause.trim_start().trim_start_matches('-');
+            if let Some(word) = cause.split_whitespace().next() {
+                if !word.is_empty() && word.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return word.to_string();
+                }
+            }
+        }
+    }
+    code.to_string()
 }
 
 /// Classifies a redis-rs error.
@@ -206,13 +231,28 @@ fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>
     // redis-rs clears the socket timeouts after the handshake: set ours.
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| failure(&e, &addr))?;
-    let mut conn = Conn { con, addr, client: None };
+    let mut conn = Conn { con, addr, client: None, bulk_limit: None };
     conn.client = match conn.query(redis::cmd("CLIENT").arg("INFO")) {
         Ok(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
         Ok(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
         _ => None,
     };
+    // Refused under a strict ACL or on managed Redis: then only
+    // `max_value_bytes` bounds a value (README, "Limits").
+    conn.bulk_limit = match conn.query(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len")) {
+        Ok(Value::Array(v)) => v.get(1).and_then(int_of),
+        Ok(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
+        _ => None,
+    };
     Ok(conn)
+}
+
+fn int_of(v: &Value) -> Option<usize> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::Int(n) => usize::try_from(*n).ok(),
+        _ => None,
+    }
 }
 
 /// Who a connection is on the server: its `CLIENT ID` and the client
@@ -583,10 +623,16 @@ impl Args {
     }
 }
 
-/// The first argument (the key) of the `n`-th command (from 0) in packed
-/// RESP `buf`; `None` if there is no such command or argument. Only used
-/// to name a key after Redis refused a command, so a linear walk is fine.
+/// The key (first argument) of the `n`-th command (from 0) in packed
+/// RESP `buf`; `None` if there is no such command or argument.
 pub(crate) fn command_key(buf: &[u8], n: usize) -> Option<&[u8]> {
+    command_name_key(buf, n).map(|(_, key)| key)
+}
+
+/// The name and the key of the `n`-th command (from 0) in packed RESP
+/// `buf`. Only used after Redis refused a command or a reply was lost, so
+/// a linear walk is fine.
+pub(crate) fn command_name_key(buf: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
     /// Reads one `{tag}{number}\r\n` header line.
     fn line(rest: &mut &[u8], tag: u8) -> Option<usize> {
         let end = rest.windows(2).position(|w| w == b"\r\n")?;
@@ -601,12 +647,16 @@ pub(crate) fn command_key(buf: &[u8], n: usize) -> Option<&[u8]> {
     let mut rest = buf;
     for i in 0..=n {
         let argc = line(&mut rest, b'*')?;
+        let mut name: &[u8] = &[];
         for a in 0..argc {
             let len = line(&mut rest, b'$')?;
             let arg = rest.get(..len)?;
             rest = rest.get(len + 2..)?;
+            if i == n && a == 0 {
+                name = arg;
+            }
             if i == n && a == 1 {
-                return Some(arg);
+                return Some((name, arg));
             }
         }
         if i == n {
@@ -673,6 +723,44 @@ mod tests {
         for (code, class, action) in table {
             assert_eq!(classify_code(code), (class, action), "{code}");
         }
+    }
+
+    /// An `EXEC` refused for a cause found at `EXEC` time is classified by
+    /// that cause (issue 10: it was `other`, with no backpressure and no
+    /// reconnect).
+    #[test]
+    fn exec_abort_is_classified_by_its_cause() {
+        let cases = [
+            ("EXECABORT Transaction discarded because of: OOM command not allowed when used memory > 'maxmemory'.", "OOM"),
+            ("EXECABORT: Transaction discarded because of: -READONLY You can't write against a read only replica.", "READONLY"),
+            ("EXECABORT Transaction discarded because of: MISCONF Errors writing to the AOF file", "MISCONF"),
+            ("EXECABORT Transaction discarded because of previous errors.", "EXECABORT"),
+            ("EXECABORT Transaction discarded because of: something odd", "EXECABORT"),
+        ];
+        for (text, cause) in cases {
+            assert_eq!(exec_abort_cause("EXECABORT", text), cause, "{text}");
+        }
+        assert_eq!(
+            classify_code(&exec_abort_cause("EXECABORT", cases[0].0)),
+            (ErrorClass::Oom, Action::Backpressure)
+        );
+        assert_eq!(
+            classify_code(&exec_abort_cause("EXECABORT", cases[1].0)),
+            (ErrorClass::ReadOnly, Action::Reconnect)
+        );
+        assert_eq!(exec_abort_cause("OOM", "OOM because of: READONLY"), "OOM");
+    }
+
+    #[test]
+    fn command_names_and_keys() {
+        let mut p = Packer::default();
+        p.cmd(&[b"MULTI"]);
+        p.cmd(&[b"SADD", b"t:index:orders", b"O-1"]);
+        p.cmd(&[b"RPUSH", b"t:orders:O-1:events", b"x"]);
+        assert_eq!(command_name_key(&p.buf, 0), None);
+        assert_eq!(command_name_key(&p.buf, 1), Some((&b"SADD"[..], &b"t:index:orders"[..])));
+        assert_eq!(command_name_key(&p.buf, 2), Some((&b"RPUSH"[..], &b"t:orders:O-1:events"[..])));
+        assert_eq!(command_name_key(&p.buf, 3), None);
     }
 
     /// Server error replies as redis-rs parses them (known and extension

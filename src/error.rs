@@ -99,6 +99,9 @@ pub enum ErrorKind {
     Closed,
     /// Sentinel or cluster discovery failed.
     Discovery,
+    /// Another writer opened as this one (same trader, instance and
+    /// `writer_id`) and took over; this cache writes nothing more.
+    Fenced,
 }
 
 /// An error from a [`crate::Cache`] operation.
@@ -167,6 +170,17 @@ pub enum Error {
         /// The earliest of them.
         first: Box<DroppedWrite>,
     },
+    /// Another writer opened with the same trader, instance and
+    /// `writer_id`, and took over (the newest `open` wins). Nothing this
+    /// cache had not written by then is written.
+    #[error("{detail}")]
+    Fenced {
+        /// The commit marker key both writers claim
+        /// (`trader-T1:writer:main`).
+        writer_key: String,
+        /// What was found, naming the key and both epochs.
+        detail: String,
+    },
     /// `close` returned before every accepted write was persisted.
     #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
     Unpersisted(CloseReport),
@@ -186,6 +200,7 @@ fn kind_text(kind: ErrorKind) -> &'static str {
         ErrorKind::TooLarge => "value too large",
         ErrorKind::Closed => "closed",
         ErrorKind::Discovery => "discovery failed",
+        ErrorKind::Fenced => "fenced by a newer writer",
     }
 }
 
@@ -199,6 +214,7 @@ impl Error {
             Error::WaitTimeout(_) => ErrorKind::Timeout,
             Error::Codec { .. } | Error::Load { .. } => ErrorKind::Codec,
             Error::Closed | Error::Unpersisted(_) => ErrorKind::Closed,
+            Error::Fenced { .. } => ErrorKind::Fenced,
             Error::Dropped { first, .. } => match first.class {
                 ErrorClass::TooLarge => ErrorKind::TooLarge,
                 ErrorClass::Encode => ErrorKind::Codec,
@@ -226,6 +242,11 @@ pub enum PushError<T> {
     /// The cache is closed; the value is handed back.
     #[error("the cache is closed; the value was not accepted")]
     Closed(T),
+    /// Another writer opened as this one and took over (see
+    /// [`crate::Error::Fenced`] and [`crate::Health::fenced`]); the value is
+    /// handed back.
+    #[error("this writer was fenced by a newer one (see Cache::health); the value was not accepted")]
+    Fenced(T),
     /// The id is invalid.
     #[error("invalid id: {0}")]
     InvalidId(IdError),
@@ -235,7 +256,7 @@ impl<T> PushError<T> {
     /// The value that was not accepted, when there is one.
     pub fn into_inner(self) -> Option<T> {
         match self {
-            PushError::Full(v) | PushError::Closed(v) => Some(v),
+            PushError::Full(v) | PushError::Closed(v) | PushError::Fenced(v) => Some(v),
             PushError::InvalidId(_) => None,
         }
     }
@@ -249,6 +270,11 @@ impl<T> PushError<T> {
     pub fn is_closed(&self) -> bool {
         matches!(self, PushError::Closed(_))
     }
+
+    /// Whether a newer writer took over.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PushError::Fenced(_))
+    }
 }
 
 impl<T> fmt::Debug for PushError<T> {
@@ -257,6 +283,7 @@ impl<T> fmt::Debug for PushError<T> {
         match self {
             PushError::Full(_) => f.write_str("Full(..)"),
             PushError::Closed(_) => f.write_str("Closed(..)"),
+            PushError::Fenced(_) => f.write_str("Fenced(..)"),
             PushError::InvalidId(e) => f.debug_tuple("InvalidId").field(e).finish(),
         }
     }

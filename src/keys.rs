@@ -8,6 +8,10 @@ pub(crate) struct Keys {
     /// `"trader-T1"`, `"trader-T1:I1"`, `"{trader-T1}"` in cluster mode, or
     /// empty when the trader prefix is off.
     prefix: String,
+    /// No other cache's keys start with `prefix:`: it names an instance
+    /// (`trader-T1:I1`), or it is a cluster hash tag (`{trader-T1}`, which
+    /// an instance's `{trader-T1:I1}` does not start with).
+    exclusive: bool,
 }
 
 impl Keys {
@@ -17,7 +21,9 @@ impl Keys {
         } else {
             trader_key.to_string()
         };
-        Keys { prefix }
+        // Trader ids cannot contain ':', so one names an instance.
+        let exclusive = cluster || trader_key.contains(':');
+        Keys { prefix, exclusive }
     }
 
     fn push_prefix(&self, out: &mut Vec<u8>) {
@@ -75,9 +81,8 @@ impl Keys {
         }
     }
 
-    /// A `SCAN` pattern matching every key of this trader (and only it).
-    pub(crate) fn pattern(&self) -> String {
-        // Escape glob metacharacters that ids may legally contain.
+    /// The prefix with glob metacharacters escaped, for `SCAN … MATCH`.
+    fn glob_prefix(&self) -> String {
         let mut p = String::new();
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -85,10 +90,62 @@ impl Keys {
             }
             p.push(c);
         }
-        if p.is_empty() {
-            "*".into()
-        } else {
-            p + ":*"
+        p
+    }
+
+    /// A `SCAN` pattern matching every key under this trader prefix; with
+    /// no instance it matches the instances' keys too (see
+    /// [`Keys::owns`]). `None` without a trader prefix.
+    pub(crate) fn pattern(&self) -> Option<String> {
+        (!self.prefix.is_empty()).then(|| self.glob_prefix() + ":*")
+    }
+
+    /// A `SCAN` pattern matching this cache's index sets.
+    pub(crate) fn index_pattern(&self) -> Option<String> {
+        (!self.prefix.is_empty()).then(|| self.glob_prefix() + ":index:*")
+    }
+
+    /// The collection an index key (`{prefix}:index:{collection}`) names.
+    pub(crate) fn index_collection<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
+        let rest = self.rest(key)?;
+        let c = rest.strip_prefix(b"index:")?;
+        (!c.is_empty() && !c.contains(&b':')).then_some(c)
+    }
+
+    fn rest<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        key.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b":")
+    }
+
+    /// Whether `clear`/`flush_on_start` delete `key`: one of this cache's
+    /// keys, and not a writer's commit marker (which carries the fencing
+    /// epoch, so it is kept).
+    ///
+    /// Without an instance id, `trader-T1:*` also matches the keys of the
+    /// trader's instances (`trader-T1:I1:orders:O-1`). The key shapes tell
+    /// them apart: this cache's keys are `{collection}:{id}`,
+    /// `index:{collection}`, `writer:{id}` (two parts after the prefix) and
+    /// `{collection}:{id}:events` (three, ending in `events`), an
+    /// instance's have one part more. The one shape both can have,
+    /// `{a}:{b}:events`, is taken as this cache's only when `a` is one of
+    /// `collections` (the reference model's, those with an index set, and
+    /// those this cache wrote): an instance id is never a collection name
+    /// (`Config::validate`).
+    pub(crate) fn owns(&self, key: &[u8], collections: &[&[u8]]) -> bool {
+        let Some(rest) = self.rest(key) else { return false };
+        let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();
+        if parts.len() == 2 && parts[0] == b"writer" {
+            return false;
+        }
+        if self.exclusive {
+            return true;
+        }
+        match parts.as_slice() {
+            [_, _] => true,
+            [collection, _, events] => *events == b"events" && collections.contains(collection),
+            _ => false,
         }
     }
 }
@@ -107,7 +164,8 @@ mod tests {
         assert_eq!(k.events("orders", "O-1"), "trader-TESTER-001:orders:O-1:events");
         assert_eq!(k.index("orders"), "trader-TESTER-001:index:orders");
         assert_eq!(k.writer("main"), "trader-TESTER-001:writer:main");
-        assert_eq!(k.pattern(), "trader-TESTER-001:*");
+        assert_eq!(k.pattern().as_deref(), Some("trader-TESTER-001:*"));
+        assert_eq!(k.index_pattern().as_deref(), Some("trader-TESTER-001:index:*"));
     }
 
     #[test]
@@ -116,12 +174,52 @@ mod tests {
         assert_eq!(k.entity("orders", "O-1"), "{trader-T1:I1}:orders:O-1");
         let k = Keys::new("", false);
         assert_eq!(k.entity("orders", "O-1"), "orders:O-1");
-        assert_eq!(k.pattern(), "*");
+        assert_eq!(k.pattern(), None);
     }
 
     #[test]
     fn pattern_escapes_glob() {
         let k = Keys::new("trader-A*B", false);
-        assert_eq!(k.pattern(), "trader-A\\*B:*");
+        assert_eq!(k.pattern().as_deref(), Some("trader-A\\*B:*"));
+    }
+
+    #[test]
+    fn owns_its_keys_and_no_instances() {
+        let cols: [&[u8]; 2] = [b"orders", b"counters"];
+        let k = Keys::new("trader-T", false);
+        for own in
+            ["trader-T:orders:O-1", "trader-T:orders:O-1:events", "trader-T:index:orders", "trader-T:x:y"]
+        {
+            assert!(k.owns(own.as_bytes(), &cols), "{own}");
+        }
+        for other in [
+            "trader-T:writer:main",   // the marker is kept
+            "trader-T:I1:orders:O-1", // an instance's
+            "trader-T:I1:orders:O-1:events",
+            "trader-T:I1:index:orders",
+            "trader-T:I1:writer:main",
+            "trader-T:I1:orders:events",   // an instance's order "events"
+            "trader-T:unknown:O-1:events", // not a known collection
+            "trader-TX:orders:O-1",
+            "trader-T",
+            "other:orders:O-1",
+        ] {
+            assert!(!k.owns(other.as_bytes(), &cols), "{other}");
+        }
+        assert_eq!(k.index_collection(b"trader-T:index:orders"), Some(&b"orders"[..]));
+        assert_eq!(k.index_collection(b"trader-T:I1:index:orders"), None);
+
+        let k = Keys::new("trader-T:I1", false);
+        assert!(k.owns(b"trader-T:I1:orders:O-1", &cols));
+        assert!(k.owns(b"trader-T:I1:anything:O-1:events", &cols));
+        assert!(!k.owns(b"trader-T:I1:writer:main", &cols));
+        assert!(!k.owns(b"trader-T:I2:orders:O-1", &cols));
+        assert!(!k.owns(b"trader-T:orders:O-1", &cols));
+
+        let k = Keys::new("trader-T", true);
+        assert!(k.owns(b"{trader-T}:unknown:O-1:events", &cols));
+        assert!(!k.owns(b"{trader-T:I1}:orders:O-1", &cols));
+
+        assert!(!Keys::new("", false).owns(b"orders:O-1", &cols));
     }
 }

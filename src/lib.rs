@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod clear;
 mod codec;
 mod config;
 mod connection;
@@ -27,6 +28,7 @@ mod error;
 mod flusher;
 mod ident;
 mod keys;
+mod marker;
 pub mod model;
 mod recovery;
 mod stats;
@@ -44,8 +46,27 @@ pub use stats::{ErrorClass, Health, Stats};
 /// A message from the callers to the flusher thread. Shutdown travels
 /// through the same channel, so it arrives after every write before it.
 pub(crate) enum Msg {
-    Put { seq: u64, rec: entity::Record },
-    Append { seq: u64, collection: &'static str, id: Ident, rec: entity::EventRecord },
-    Delete { seq: u64, collection: &'static str, id: Ident },
-    Shutdown { deadline: std::time::Instant },
+    Put {
+        seq: u64,
+        rec: entity::Record,
+    },
+    Append {
+        seq: u64,
+        collection: &'static str,
+        id: Ident,
+        rec: entity::EventRecord,
+    },
+    Delete {
+        seq: u64,
+        collection: &'static str,
+        id: Ident,
+    },
+    /// `Cache::clear`: applied once every write before it is.
+    Clear {
+        seq: u64,
+        reply: crossbeam_channel::Sender<Result<u64>>,
+    },
+    Shutdown {
+        deadline: std::time::Instant,
+    },
 }

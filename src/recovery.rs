@@ -46,6 +46,16 @@ pub struct LoadReport {
     pub round_trips: u64,
     /// How long the load took.
     pub elapsed: Duration,
+    /// [`Cache::load`] only: no batch of this writer was applied while it
+    /// read (its commit marker was the same before and after), so the
+    /// state is exactly what some prefix of the acknowledged batches
+    /// produced. `false` when batches kept landing through every attempt;
+    /// each entity is then read whole, but entities (and an entity and its
+    /// log) may be from different batches.
+    pub consistent: bool,
+    /// How many times [`Cache::load`] read the state (it reads again when a
+    /// batch landed meanwhile, up to three times).
+    pub attempts: u32,
 }
 
 impl LoadReport {
@@ -258,6 +268,16 @@ impl<'a> Reader<'a> {
         Ok(Loaded { items, events, report })
     }
 
+    /// The commit marker's bytes (`None` when there is none).
+    pub(crate) fn marker(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut report = LoadReport::default();
+        self.packer.cmd(&[b"GET", key.as_bytes()]);
+        match self.round_trip(&mut report)?.pop() {
+            Some(Value::BulkString(b)) => Ok(Some(b)),
+            _ => Ok(None),
+        }
+    }
+
     /// Loads one entity's event log.
     pub(crate) fn events<E: Event>(&mut self, id: &str, report: &mut LoadReport) -> Result<Vec<E>> {
         let key = self.keys.events(<E::Of as Entity>::COLLECTION, id);
@@ -306,46 +326,6 @@ fn decode_events<E: Event>(
     out
 }
 
-/// Deletes every key of this trader (and only this trader) with `SCAN` +
-/// `UNLINK`; never `FLUSHDB`.
-pub(crate) fn delete_trader_keys(conn: &mut Conn, keys: &Keys) -> Result<u64> {
-    let pattern = keys.pattern();
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    let addr = conn.addr.clone();
-    loop {
-        let reply = conn
-            .query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000))
-            .map_err(|e| connection::failure(&e, &addr).into_error())?;
-        let Value::Array(mut parts) = reply else { break };
-        let batch = parts.pop();
-        let next: u64 = match parts.pop() {
-            Some(Value::BulkString(b)) => {
-                std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
-            }
-            _ => 0,
-        };
-        if let Some(Value::Array(found)) = batch {
-            if !found.is_empty() {
-                let mut cmd = redis::cmd("UNLINK");
-                for k in &found {
-                    if let Value::BulkString(b) = k {
-                        cmd.arg(&b[..]);
-                    }
-                }
-                if let Ok(Value::Int(n)) = conn.query(&cmd) {
-                    deleted += n as u64;
-                }
-            }
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    Ok(deleted)
-}
-
 fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
     if cfg.strict_load && !report.issues.is_empty() {
         return Err(Error::Load { count: report.issues.len(), first: report.issues[0].to_string() });
@@ -356,8 +336,13 @@ fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
 impl Cache {
     /// Loads every instrument, account (with its events), order (with its
     /// events) and position of this trader, on a connection of its own.
-    /// Call it at startup, before writing: it reads while the flusher may
-    /// write, so it is a consistent cut only when nothing is being written.
+    ///
+    /// The result is a consistent cut (what some prefix of this writer's
+    /// acknowledged batches produced) when [`LoadReport::consistent`] says
+    /// so: the commit marker is read before and after, and the state read
+    /// again (up to three times in all) when a batch landed in between. At
+    /// startup, before writing, the first read is consistent. Writes of
+    /// other writer ids to the same trader are not watched.
     ///
     /// # Errors
     ///
@@ -367,26 +352,48 @@ impl Cache {
     pub fn load(&self) -> Result<Snapshot> {
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
-        let mut snap = Snapshot::default();
-        let inst = r.load::<Instrument, OrderEvent>(false)?;
-        snap.instruments = inst.items;
-        snap.report.merge(inst.report);
-        let acc = r.load::<Account, AccountEvent>(true)?;
-        snap.accounts = acc.items;
-        snap.account_events = acc.events;
-        snap.report.merge(acc.report);
-        let ord = r.load::<Order, OrderEvent>(true)?;
-        snap.orders = ord.items;
-        snap.order_events = ord.events;
-        snap.report.merge(ord.report);
-        let pos = r.load::<Position, OrderEvent>(false)?;
-        snap.positions = pos.items;
-        snap.report.merge(pos.report);
+        let marker = self.keys().writer(&self.config().writer_id);
+        let mut attempts = 0;
+        let mut snap = loop {
+            attempts += 1;
+            let before = r.marker(&marker)?;
+            let mut snap = load_state(&mut r)?;
+            snap.report.consistent = r.marker(&marker)? == before;
+            if snap.report.consistent || attempts == LOAD_ATTEMPTS {
+                break snap;
+            }
+        };
+        snap.report.attempts = attempts;
         snap.report.elapsed = start.elapsed();
         check_strict(self.config(), &snap.report)?;
         Ok(snap)
     }
+}
 
+/// How many times `Cache::load` reads while batches keep landing.
+const LOAD_ATTEMPTS: u32 = 3;
+
+/// One read of the whole state.
+fn load_state(r: &mut Reader<'_>) -> Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    let inst = r.load::<Instrument, OrderEvent>(false)?;
+    snap.instruments = inst.items;
+    snap.report.merge(inst.report);
+    let acc = r.load::<Account, AccountEvent>(true)?;
+    snap.accounts = acc.items;
+    snap.account_events = acc.events;
+    snap.report.merge(acc.report);
+    let ord = r.load::<Order, OrderEvent>(true)?;
+    snap.orders = ord.items;
+    snap.order_events = ord.events;
+    snap.report.merge(ord.report);
+    let pos = r.load::<Position, OrderEvent>(false)?;
+    snap.positions = pos.items;
+    snap.report.merge(pos.report);
+    Ok(snap)
+}
+
+impl Cache {
     /// Loads every entity of one type (any [`Entity`], including your own),
     /// sorted by id.
     ///
@@ -417,18 +424,6 @@ impl Cache {
         report.elapsed = start.elapsed();
         check_strict(self.config(), &report)?;
         Ok((events, report))
-    }
-
-    /// Deletes every key of this trader (never another trader's, never
-    /// `FLUSHDB`), returning how many were deleted. Writes still queued are
-    /// applied afterwards; call [`Cache::flush`] first to avoid that.
-    ///
-    /// # Errors
-    ///
-    /// Connection failures.
-    pub fn clear(&self) -> Result<u64> {
-        let mut r = Reader::open(self.config(), self.keys())?;
-        delete_trader_keys(&mut r.conn, self.keys())
     }
 }
 

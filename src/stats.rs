@@ -35,12 +35,15 @@ pub enum ErrorClass {
     TooLarge,
     /// A command inside an applied transaction failed (e.g. `WRONGTYPE`).
     Command,
+    /// Another writer opened as this one (same trader, instance and
+    /// `writer_id`) and took over: this cache writes nothing more.
+    Fenced,
     /// Any other server error.
     Other,
 }
 
 impl ErrorClass {
-    const ALL: [ErrorClass; 11] = [
+    const ALL: [ErrorClass; 12] = [
         ErrorClass::Io,
         ErrorClass::Timeout,
         ErrorClass::Busy,
@@ -51,6 +54,7 @@ impl ErrorClass {
         ErrorClass::Encode,
         ErrorClass::TooLarge,
         ErrorClass::Command,
+        ErrorClass::Fenced,
         ErrorClass::Other,
     ];
 
@@ -67,6 +71,7 @@ impl ErrorClass {
             ErrorClass::Encode => "encode",
             ErrorClass::TooLarge => "too_large",
             ErrorClass::Command => "command",
+            ErrorClass::Fenced => "fenced",
             ErrorClass::Other => "other",
         }
     }
@@ -89,7 +94,7 @@ pub(crate) struct Shared {
     pub(crate) replays: AtomicU64,
     pub(crate) connected: AtomicBool,
     pub(crate) flusher_alive: AtomicBool,
-    errors: [AtomicU64; 11],
+    errors: [AtomicU64; 12],
     lat_us: [AtomicU64; LAT_BUCKETS],
     pub(crate) last_error: Mutex<Option<LastError>>,
     pub(crate) backpressure: Mutex<Option<String>>,
@@ -102,6 +107,10 @@ pub(crate) struct Shared {
     /// `Shutdown` message cannot reach it (see `Flusher::check_stop`).
     stop_requested: AtomicBool,
     stop_at: Mutex<Option<std::time::Instant>>,
+    /// Set once another writer took over: the writer key and what the
+    /// flusher found. Read on the callers' error paths only.
+    fenced: AtomicBool,
+    fence: Mutex<Option<(String, String)>>,
 }
 
 /// How many dropped-write entries are kept for
@@ -152,6 +161,22 @@ impl Shared {
         }
     }
 
+    /// Records that another writer took over (`writer_key`, and what was
+    /// found).
+    pub(crate) fn set_fenced(&self, writer_key: String, detail: String) {
+        *self.fence.lock() = Some((writer_key, detail));
+        self.fenced.store(true, SeqCst);
+    }
+
+    /// `Error::Fenced` once this writer has been fenced.
+    pub(crate) fn fence_error(&self) -> Option<Error> {
+        if !self.fenced.load(SeqCst) {
+            return None;
+        }
+        let (writer_key, detail) = self.fence.lock().clone()?;
+        Some(Error::Fenced { writer_key, detail })
+    }
+
     /// Counts a write the flusher could not persist and records it for
     /// `take_dropped` and `wait`.
     /// `writes` is how many writes the entry stands for (more than one
@@ -193,7 +218,7 @@ impl Shared {
     }
 
     pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
-        let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(10);
+        let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(ErrorClass::ALL.len() - 1);
         self.errors[i].fetch_add(1, Relaxed);
         *self.last_error.lock() = Some(LastError { class, text, at: std::time::SystemTime::now() });
     }
@@ -260,6 +285,7 @@ impl Shared {
             last_error_class: last.as_ref().map(|e| e.class),
             last_error_age: last.and_then(|e| e.at.elapsed().ok()),
             backpressure: self.backpressure.lock().clone(),
+            fenced: self.fence.lock().as_ref().map(|(_, detail)| detail.clone()),
         }
     }
 }
@@ -329,11 +355,16 @@ pub struct Health {
     /// Why the server currently refuses writes (`OOM`, `MISCONF`, …), while
     /// it does.
     pub backpressure: Option<String>,
+    /// Set when another writer opened as this one and took over (README,
+    /// "Writers and fencing"): this cache writes nothing more. Names the
+    /// writer key.
+    pub fenced: Option<String>,
 }
 
 impl Health {
-    /// Connected, flusher running, and no server-side backpressure.
+    /// Connected, flusher running, not fenced, and no server-side
+    /// backpressure.
     pub fn is_healthy(&self) -> bool {
-        self.connected && self.flusher_running && self.backpressure.is_none()
+        self.connected && self.flusher_running && self.backpressure.is_none() && self.fenced.is_none()
     }
 }

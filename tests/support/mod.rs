@@ -699,6 +699,8 @@ struct ProxyShared {
     stop: AtomicBool,
     drop_replies: AtomicBool,
     half_open: AtomicBool,
+    /// Connections with an id below this are frozen (see `freeze_current`).
+    frozen_below: AtomicU64,
     accepted: AtomicUsize,
     /// Client→server bytes still to forward before cutting, if armed.
     cut_budget: Mutex<Option<u64>>,
@@ -793,6 +795,16 @@ impl Proxy {
     /// switched off.
     pub fn half_open(&self, on: bool) {
         self.shared.half_open.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, the connections open now forward nothing in either
+    /// direction (their bytes wait, as with `half_open`); connections
+    /// accepted later flow normally. Switched off, the held bytes are
+    /// delivered: a dropped connection's last command can reach the server
+    /// after its successor's.
+    pub fn freeze_current(&self, on: bool) {
+        let below = if on { self.shared.next_conn_id.load(Ordering::SeqCst) } else { 0 };
+        self.shared.frozen_below.store(below, Ordering::SeqCst);
     }
 
     /// Closes every current connection now (both sides see EOF). New
@@ -919,7 +931,7 @@ fn pump(
         if shared.stopped(generation) {
             break;
         }
-        if shared.half_open.load(Ordering::SeqCst) {
+        if shared.half_open.load(Ordering::SeqCst) || id < shared.frozen_below.load(Ordering::SeqCst) {
             thread::sleep(PROXY_TICK);
             continue;
         }
@@ -930,7 +942,7 @@ fn pump(
             Err(_) => break,
         };
         // Switched to half-open while this read was pending: hold the bytes.
-        while shared.half_open.load(Ordering::SeqCst) {
+        while shared.half_open.load(Ordering::SeqCst) || id < shared.frozen_below.load(Ordering::SeqCst) {
             if shared.stopped(generation) {
                 break 'forward;
             }

@@ -53,7 +53,7 @@ pub fn connect(port: u16) -> redis::Connection {
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     format!(
         "on >{password} ~{keys} resetchannels -@all +multi +exec +mset +get +del +unlink +sadd +srem +rpush \
-         +lrange +smembers +scan +wait +ping +client|info +client|kill {extra}"
+         +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill {extra}"
     )
 }
 

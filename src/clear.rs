@@ -1,0 +1,112 @@
+//! Deleting a cache's own keys (`clear`, `flush_on_start`): `SCAN` +
+//! `UNLINK` of exactly the keys [`Keys::owns`] says are this cache's, never
+//! another trader's, instance's or application's, and never `FLUSHDB`.
+
+use redis::Value;
+
+use crate::connection::{self, Conn, Failure};
+use crate::entity::Entity;
+use crate::keys::Keys;
+use crate::model::{Account, Instrument, Order, Position};
+
+/// The reference model's collections.
+const REFERENCE: [&str; 4] =
+    [Instrument::COLLECTION, Account::COLLECTION, Order::COLLECTION, Position::COLLECTION];
+
+/// Deletes this cache's keys, except writers' commit markers, handing each
+/// `SCAN` page's keys to `unlink` (which returns how many it deleted).
+/// `written` are collections this cache wrote (their logs are found even
+/// without an index set). Returns how many keys were deleted.
+///
+/// Keys written while the scan runs may or may not be deleted (`SCAN`'s
+/// guarantee); the flusher runs it with nothing of its own in flight.
+pub(crate) fn delete_own_keys(
+    conn: &mut Conn,
+    keys: &Keys,
+    written: &[&'static str],
+    mut unlink: impl FnMut(&mut Conn, &[Vec<u8>]) -> Result<u64, Failure>,
+) -> Result<u64, Failure> {
+    let (Some(pattern), Some(index_pattern)) = (keys.pattern(), keys.index_pattern()) else {
+        // No trader prefix: which keys are ours cannot be told from a
+        // pattern (refused by `Config::validate` and `Cache::clear`).
+        return Ok(0);
+    };
+    let mut collections: Vec<Vec<u8>> =
+        REFERENCE.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
+    scan(conn, &index_pattern, |_, page| {
+        for k in page {
+            if let Some(c) = keys.index_collection(&k) {
+                if !collections.iter().any(|known| known == c) {
+                    collections.push(c.to_vec());
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let known: Vec<&[u8]> = collections.iter().map(Vec::as_slice).collect();
+    let mut deleted = 0;
+    scan(conn, &pattern, |conn, page| {
+        let own: Vec<Vec<u8>> = page.into_iter().filter(|k| keys.owns(k, &known)).collect();
+        if !own.is_empty() {
+            deleted += unlink(conn, &own)?;
+        }
+        Ok(())
+    })?;
+    Ok(deleted)
+}
+
+/// A plain `UNLINK` (at `open`, before the flusher exists; the marker was
+/// claimed just before, so a fenced writer cannot write behind it).
+pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> {
+    let mut cmd = redis::cmd("UNLINK");
+    for k in keys {
+        cmd.arg(&k[..]);
+    }
+    match conn.query(&cmd) {
+        Ok(Value::Int(n)) => Ok(n as u64),
+        Ok(_) => Ok(0),
+        Err(e) => Err(connection::failure(&e, &conn.addr)),
+    }
+}
+
+/// Walks `SCAN … MATCH pattern`, handing each page of keys to `page`.
+fn scan(
+    conn: &mut Conn,
+    pattern: &str,
+    mut page: impl FnMut(&mut Conn, Vec<Vec<u8>>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let mut cursor: u64 = 0;
+    loop {
+        let reply = conn
+            .query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000))
+            .map_err(|e| connection::failure(&e, &conn.addr))?;
+        let Value::Array(mut parts) = reply else {
+            return Err(Failure {
+                class: crate::stats::ErrorClass::Other,
+                action: connection::Action::Reconnect,
+                addr: conn.addr.clone(),
+                text: "unexpected SCAN reply".into(),
+            });
+        };
+        let found = parts.pop();
+        cursor = match parts.pop() {
+            Some(Value::BulkString(b)) => {
+                std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        if let Some(Value::Array(found)) = found {
+            let keys = found
+                .into_iter()
+                .filter_map(|k| match k {
+                    Value::BulkString(b) => Some(b),
+                    _ => None,
+                })
+                .collect();
+            page(conn, keys)?;
+        }
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Writes received but not yet packed into a batch: snapshots coalesced
+//! per key, kept in the order each key first arrived, and events in
+//! arrival order. A batch takes a prefix of both by sequence number, so
+//! however many batches an outage's backlog is split into, they apply in
+//! the order the writes were made, and acknowledging a batch acknowledges
+//! exactly the writes before its cut.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+
+use crate::entity::{EventRecord, Record};
+use crate::ident::Ident;
+
+use super::FastState;
+
+/// A snapshot key: collection and id.
+pub(super) type Key = (&'static str, Ident);
+
+/// The state a snapshot key is pending in.
+// Pending values are kept unboxed: boxing each would allocate per write.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Snap {
+    Put {
+        rec: Record,
+        /// A delete was folded into this put: the log and the index entry
+        /// are restarted (the `DEL` is still applied if the put is dropped).
+        after_delete: bool,
+        /// The first put folded into this one since it stopped being a
+        /// delete, and how many there were: what is reported lost if the
+        /// value cannot be written.
+        since: u64,
+        puts: u64,
+    },
+    Delete,
+}
+
+pub(super) struct SnapEntry {
+    pub(super) key: Key,
+    pub(super) snap: Snap,
+    /// The first write folded into this entry: entries are ordered by it.
+    pub(super) first_seq: u64,
+}
+
+pub(super) struct PendingEvent {
+    pub(super) collection: &'static str,
+    pub(super) id: Ident,
+    pub(super) rec: EventRecord,
+    pub(super) seq: u64,
+}
+
+/// One item taken for a batch, in sequence order.
+pub(super) enum Item {
+    Snap(SnapEntry),
+    Event(PendingEvent),
+}
+
+#[derive(Default)]
+pub(super) struct Pending {
+    snaps: VecDeque<SnapEntry>,
+    /// Where each key's entry is: `base` + its index in `snaps`.
+    slots: HashMap<Key, u64, FastState>,
+    base: u64,
+    events: VecDeque<PendingEvent>,
+    /// The highest sequence number absorbed.
+    max_seq: u64,
+}
+
+impl Pending {
+    pub(super) fn is_empty(&self) -> bool {
+        self.snaps.is_empty() && self.events.is_empty()
+    }
+
+    /// Entries pending (coalesced snapshots plus events).
+    pub(super) fn len(&self) -> usize {
+        self.snaps.len() + self.events.len()
+    }
+
+    pub(super) fn snapshots(&self) -> usize {
+        self.snaps.len()
+    }
+
+    pub(super) fn events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Folds a put in; returns whether it superseded a pending write.
+    pub(super) fn put(&mut self, seq: u64, rec: Record) -> bool {
+        self.max_seq = seq;
+        let key = (rec.collection(), Ident::new_unchecked(rec.id()));
+        match self.slots.entry(key) {
+            Entry::Occupied(e) => {
+                let entry = &mut self.snaps[(*e.get() - self.base) as usize];
+                let (after_delete, since, puts) = match &entry.snap {
+                    Snap::Put { after_delete, since, puts, .. } => (*after_delete, *since, puts + 1),
+                    Snap::Delete => (true, seq, 1),
+                };
+                entry.snap = Snap::Put { rec, after_delete, since, puts };
+                true
+            }
+            Entry::Vacant(e) => {
+                let key = e.key().clone();
+                e.insert(self.base + self.snaps.len() as u64);
+                let snap = Snap::Put { rec, after_delete: false, since: seq, puts: 1 };
+                self.snaps.push_back(SnapEntry { key, snap, first_seq: seq });
+                false
+            }
+        }
+    }
+
+    /// Folds a delete in; returns how many pending writes it superseded
+    /// (events of that entity, and a pending put).
+    pub(super) fn delete(&mut self, seq: u64, collection: &'static str, id: Ident) -> u64 {
+        self.max_seq = seq;
+        let before = self.events.len();
+        self.events.retain(|e| !(e.collection == collection && e.id == id));
+        let mut superseded = (before - self.events.len()) as u64;
+        match self.slots.entry((collection, id)) {
+            Entry::Occupied(e) => {
+                let entry = &mut self.snaps[(*e.get() - self.base) as usize];
+                superseded += u64::from(matches!(entry.snap, Snap::Put { .. }));
+                entry.snap = Snap::Delete;
+            }
+            Entry::Vacant(e) => {
+                let key = e.key().clone();
+                e.insert(self.base + self.snaps.len() as u64);
+                self.snaps.push_back(SnapEntry { key, snap: Snap::Delete, first_seq: seq });
+            }
+        }
+        superseded
+    }
+
+    pub(super) fn append(&mut self, seq: u64, collection: &'static str, id: Ident, rec: EventRecord) {
+        self.max_seq = seq;
+        self.events.push_back(PendingEvent { collection, id, rec, seq });
+    }
+
+    /// Takes the next item in sequence order: the snapshot entry or the
+    /// event whose (first) sequence number is lower.
+    pub(super) fn take(&mut self) -> Option<Item> {
+        let snap = self.snaps.front().map(|e| e.first_seq);
+        let event = self.events.front().map(|e| e.seq);
+        match (snap, event) {
+            (None, None) => None,
+            (Some(s), e) if e.is_none_or(|e| s < e) => {
+                let entry = self.snaps.pop_front()?;
+                self.slots.remove(&entry.key);
+                self.base += 1;
+                Some(Item::Snap(entry))
+            }
+            _ => self.events.pop_front().map(Item::Event),
+        }
+    }
+
+    /// The last sequence number covered once everything taken so far is
+    /// applied: just below the first write still pending, or the last write
+    /// absorbed when nothing is.
+    pub(super) fn covered_seq(&self) -> u64 {
+        let snap = self.snaps.front().map(|e| e.first_seq);
+        let event = self.events.front().map(|e| e.seq);
+        match (snap, event) {
+            (None, None) => self.max_seq,
+            (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)) - 1,
+        }
+    }
+
+    /// Throws everything away (a fenced writer), returning how many entries
+    /// there were.
+    pub(super) fn discard(&mut self) -> usize {
+        let n = self.len();
+        self.base += self.snaps.len() as u64;
+        self.snaps.clear();
+        self.slots.clear();
+        self.events.clear();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+
+    fn pos(id: &str) -> Record {
+        Record::Position(Position::example(id))
+    }
+
+    fn ev(id: &str, n: u64) -> EventRecord {
+        let order = Order::example(id);
+        EventRecord::Order(OrderEvent {
+            event_id: n,
+            client_order_id: order.client_order_id,
+            ts_event: UnixNanos(n),
+            kind: OrderEventKind::Canceled,
+        })
+    }
+
+    fn id(s: &str) -> Ident {
+        Ident::new(s).unwrap()
+    }
+
+    /// (kind, id, first seq) of every item, in the order taken.
+    fn drain(p: &mut Pending) -> Vec<(&'static str, String, u64)> {
+        let mut out = Vec::new();
+        while let Some(item) = p.take() {
+            out.push(match item {
+                Item::Snap(e) => match e.snap {
+                    Snap::Put { .. } => ("put", e.key.1.to_string(), e.first_seq),
+                    Snap::Delete => ("delete", e.key.1.to_string(), e.first_seq),
+                },
+                Item::Event(e) => ("event", e.id.to_string(), e.seq),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn takes_in_sequence_order_and_coalesces_in_place() {
+        let mut p = Pending::default();
+        p.append(1, "orders", id("O-1"), ev("O-1", 1));
+        assert!(!p.put(2, pos("P-1")));
+        p.append(3, "orders", id("O-1"), ev("O-1", 2));
+        assert!(!p.put(4, pos("P-2")));
+        assert!(p.put(5, pos("P-1"))); // keeps P-1's place (first seq 2)
+        assert_eq!(p.len(), 4);
+        assert_eq!(
+            drain(&mut p),
+            vec![
+                ("event", "O-1".into(), 1),
+                ("put", "P-1".into(), 2),
+                ("event", "O-1".into(), 3),
+                ("put", "P-2".into(), 4)
+            ]
+        );
+        assert!(p.is_empty());
+        assert_eq!(p.covered_seq(), 5);
+    }
+
+    #[test]
+    fn covered_seq_stops_below_the_first_pending_write() {
+        let mut p = Pending::default();
+        p.put(1, pos("P-1"));
+        p.append(2, "orders", id("O-1"), ev("O-1", 1));
+        p.put(3, pos("P-2"));
+        assert!(p.take().is_some());
+        assert_eq!(p.covered_seq(), 1);
+        assert!(p.take().is_some());
+        assert_eq!(p.covered_seq(), 2);
+        // A later put of a taken key starts a new entry at the back.
+        p.put(4, pos("P-1"));
+        assert!(p.take().is_some());
+        assert_eq!(p.covered_seq(), 3);
+        assert!(p.take().is_some());
+        assert_eq!(p.covered_seq(), 4);
+    }
+
+    #[test]
+    fn delete_drops_the_entitys_pending_events_and_a_put_after_it_remembers() {
+        let mut p = Pending::default();
+        p.put(1, pos("P-1"));
+        p.append(2, "positions", id("P-1"), ev("P-1", 1));
+        p.append(3, "orders", id("O-1"), ev("O-1", 1));
+        assert_eq!(p.delete(4, "positions", id("P-1")), 2);
+        p.put(5, pos("P-1"));
+        let Some(Item::Snap(e)) = p.take() else { panic!("snapshot first") };
+        assert_eq!(e.first_seq, 1);
+        match e.snap {
+            Snap::Put { after_delete, since, puts, .. } => {
+                assert!(after_delete);
+                assert_eq!((since, puts), (5, 1));
+            }
+            Snap::Delete => panic!("a put"),
+        }
+        assert_eq!(drain(&mut p), vec![("event", "O-1".into(), 3)]);
+    }
+
+    #[test]
+    fn discard_forgets_everything() {
+        let mut p = Pending::default();
+        p.put(1, pos("P-1"));
+        p.append(2, "orders", id("O-1"), ev("O-1", 1));
+        assert_eq!(p.discard(), 2);
+        assert!(p.take().is_none());
+        assert!(!p.put(3, pos("P-1")));
+        assert_eq!(drain(&mut p), vec![("put", "P-1".into(), 3)]);
+    }
+}
