@@ -150,7 +150,8 @@ impl Cache {
     /// [`PushError::InvalidId`] for a bad id; [`PushError::Full`] (with a
     /// clone of the value) when the channel is full under
     /// [`OverflowPolicy::Reject`] or stays full for the `Block` timeout;
-    /// [`PushError::Closed`] after `close`.
+    /// [`PushError::Closed`] after `close`; [`PushError::Fenced`] once a
+    /// newer writer has taken over (README, "Writers and fencing").
     pub fn put<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
@@ -201,6 +202,9 @@ impl Cache {
         make: impl FnOnce(u64) -> Msg,
         back: impl FnOnce() -> T,
     ) -> std::result::Result<Seq, PushError<T>> {
+        if self.shared.is_fenced() {
+            return Err(PushError::Fenced(back()));
+        }
         // The lock makes sequence order equal channel order across threads;
         // the flusher never takes it.
         let mut p = self.producer.lock();
@@ -221,7 +225,7 @@ impl Cache {
             }
             Err(closed) => {
                 drop(p);
-                if closed && self.shared.fence_error().is_some() {
+                if closed && self.shared.is_fenced() {
                     // The flusher stopped because a newer writer took over.
                     Err(PushError::Fenced(back()))
                 } else if closed || self.closed.load(Relaxed) {

@@ -107,9 +107,9 @@ pub(crate) struct Shared {
     /// `Shutdown` message cannot reach it (see `Flusher::check_stop`).
     stop_requested: AtomicBool,
     stop_at: Mutex<Option<std::time::Instant>>,
-    /// Set once another writer took over: the writer key and what the
-    /// flusher found. Read on the callers' error paths only.
-    fenced: AtomicBool,
+    /// Set once another writer took over (its own cache line: every write
+    /// reads it), with the writer key and what the flusher found.
+    fenced: CachePadded<AtomicBool>,
     fence: Mutex<Option<(String, String)>>,
 }
 
@@ -166,6 +166,12 @@ impl Shared {
     pub(crate) fn set_fenced(&self, writer_key: String, detail: String) {
         *self.fence.lock() = Some((writer_key, detail));
         self.fenced.store(true, SeqCst);
+    }
+
+    /// Whether another writer took over (one load, for the hot path).
+    #[inline]
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Relaxed)
     }
 
     /// `Error::Fenced` once this writer has been fenced.

@@ -513,3 +513,93 @@ fn zero_backoff_is_refused() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("reconnect_backoff"), "{err}");
 }
+
+/// `close` must not let the flusher send an `EXEC` after its deadline: here
+/// the flusher is blocked in the round trip that settles an in-doubt batch
+/// when the deadline passes, and the reply comes after `close` returned.
+/// The batch (not applied, so due for a replay) must not land.
+#[test]
+fn no_exec_after_the_close_deadline() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let mut con = server.client();
+    let cfg = config(proxy.port(), "T1").response_timeout(Duration::from_secs(3));
+    let cache = Cache::open(cfg).unwrap();
+    cache.put(&counter_v("X", 1)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    // The next transaction is cut before a byte of it arrives; the
+    // reconnection's first look at the marker is held.
+    proxy.hold_new_at(b"writer:main");
+    proxy.cut_after_upstream_bytes(0);
+    cache.put(&counter_v("X", 2)).unwrap();
+    wait_until("the marker lookup to be held", Duration::from_secs(10), || proxy.held() == 1);
+    let err = cache.close(ms(300)).unwrap_err();
+    assert!(matches!(err, Error::Unpersisted(_)), "{err}");
+    proxy.release();
+    wait_until("the flusher to let go of its connection", Duration::from_secs(10), || {
+        proxy.open_connections() == 0
+    });
+    assert_eq!(counter(&mut con, "T1", "X").unwrap().value, 1, "a batch was written after close returned");
+}
+
+/// A command Redis refused inside a batch whose `EXEC` reply was lost
+/// (the batch settled as applied by the marker after a reconnect) is
+/// still reported, not forgotten.
+#[test]
+fn a_refused_command_in_a_batch_settled_by_the_marker_is_reported() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let mut con = server.client();
+    set(&mut con, "trader-T1:counters:A:events", "not a list");
+    let cache = Cache::open(config(proxy.port(), "T1").response_timeout(ms(300))).unwrap();
+    cache.put(&counter_v("B", 1)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    proxy.drop_replies(true);
+    let append = cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.put(&counter_v("C", 1)).unwrap();
+    wait_until("the lost reply to time out", Duration::from_secs(10), || cache.health().last_error.is_some());
+    proxy.drop_replies(false);
+    let err = cache.flush(Duration::from_secs(10)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Dropped { first, .. } if first.key == "trader-T1:counters:A:events"),
+        "{err}"
+    );
+    let dropped = cache.take_dropped();
+    assert_eq!(dropped[0].class, ErrorClass::Command, "{dropped:?}");
+    assert!(dropped[0].seq <= append);
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(counter(&mut con, "T1", "C").unwrap().value, 1);
+    assert!(cache.stats().replays == 0, "settled by the marker, not replayed: {:?}", cache.stats());
+}
+
+/// With `replica_wait`, a batch settled as applied by the marker after a
+/// reconnect was acknowledged by a bare `WAIT` on the fresh connection,
+/// which returns at once (the connection has written nothing), although no
+/// replica had the batch. Now it waits until a replica has it.
+#[test]
+fn replica_wait_after_a_lost_reply_waits_for_a_replica() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    let mut rcon = replica.client();
+    let _: () = redis::cmd("REPLICAOF").arg("127.0.0.1").arg(master.port()).query(&mut rcon).unwrap();
+    wait_until("the replication link", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut rcon).unwrap();
+        info.contains("master_link_status:up")
+    });
+    let proxy = Proxy::start(master.addr());
+    let cfg = config(proxy.port(), "T1").response_timeout(ms(600)).replica_wait(Some((1, ms(200))));
+    let cache = Cache::open(cfg).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    replica.pause();
+    proxy.drop_replies(true);
+    let seq = cache.append("A", &Tick { n: 2 }).unwrap();
+    wait_until("the lost reply to time out", Duration::from_secs(10), || cache.health().last_error.is_some());
+    proxy.drop_replies(false);
+    // Applied on the master, settled by the marker, but no replica has it.
+    let err = cache.wait(seq, Duration::from_secs(2)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "acknowledged without a replica: {err}");
+    replica.resume();
+    cache.wait(seq, Duration::from_secs(20)).unwrap();
+    assert_eq!(ticks(&mut rcon, "T1", "A"), vec![1, 2]);
+}

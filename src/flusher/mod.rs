@@ -397,7 +397,10 @@ impl Flusher {
         self.shared.fence_error().unwrap_or(Error::Closed)
     }
 
-    fn past_deadline(&self) -> bool {
+    /// Whether `close`'s deadline has passed (asked through `Shared` too:
+    /// the `Shutdown` message may still be in the channel).
+    fn past_deadline(&mut self) -> bool {
+        self.check_stop();
         self.shutdown.is_some_and(|d| Instant::now() >= d)
     }
 

@@ -701,6 +701,10 @@ struct ProxyShared {
     half_open: AtomicBool,
     /// Connections with an id below this are frozen (see `freeze_current`).
     frozen_below: AtomicU64,
+    /// `hold_new_at`: (pattern, first connection id it applies to).
+    hold: Mutex<Option<(Vec<u8>, u64)>>,
+    /// Client→server chunks currently held by `hold_new_at`.
+    held: AtomicUsize,
     accepted: AtomicUsize,
     /// Client→server bytes still to forward before cutting, if armed.
     cut_budget: Mutex<Option<u64>>,
@@ -805,6 +809,29 @@ impl Proxy {
     pub fn freeze_current(&self, on: bool) {
         let below = if on { self.shared.next_conn_id.load(Ordering::SeqCst) } else { 0 };
         self.shared.frozen_below.store(below, Ordering::SeqCst);
+    }
+
+    /// Connections accepted from now on forward client→server bytes until a
+    /// read chunk contains `pattern`; that chunk and everything after it
+    /// wait until [`Self::release`]. (`held()` tells when one waits.)
+    pub fn hold_new_at(&self, pattern: &[u8]) {
+        let first = self.shared.next_conn_id.load(Ordering::SeqCst);
+        *self.shared.hold.lock().unwrap_or_else(|e| e.into_inner()) = Some((pattern.to_vec(), first));
+    }
+
+    /// Undoes [`Self::hold_new_at`]: held bytes are delivered.
+    pub fn release(&self) {
+        *self.shared.hold.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// How many connections have a chunk held by [`Self::hold_new_at`].
+    pub fn held(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Connections currently open through the proxy.
+    pub fn open_connections(&self) -> usize {
+        self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Closes every current connection now (both sides see EOF). New
@@ -947,6 +974,19 @@ fn pump(
                 break 'forward;
             }
             thread::sleep(PROXY_TICK);
+        }
+        let holds = |shared: &ProxyShared| {
+            let hold = shared.hold.lock().unwrap_or_else(|e| e.into_inner());
+            hold.as_ref().is_some_and(|(pattern, first)| {
+                id >= *first && buf[..n].windows(pattern.len()).any(|w| w == pattern.as_slice())
+            })
+        };
+        if dir == Direction::Up && holds(shared) {
+            shared.held.fetch_add(1, Ordering::SeqCst);
+            while holds(shared) && !shared.stopped(generation) {
+                thread::sleep(PROXY_TICK);
+            }
+            shared.held.fetch_sub(1, Ordering::SeqCst);
         }
         match dir {
             Direction::Down => {
