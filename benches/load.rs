@@ -558,6 +558,61 @@ fn throughput(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     })
 }
 
+/// What fencing costs Redis: the same transactions the flusher sends (one
+/// `MSET` of 1,000 positions and the marker) with and without the `WATCH`
+/// and `GET` of the marker the flusher sends behind each `EXEC`, one
+/// round trip each, on one connection.
+fn fencing(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let ps = positions("F", 1_000);
+    let values: Vec<Vec<u8>> = ps.iter().map(|p| rmp_serde::to_vec_named(p).expect("encode")).collect();
+    let tx = |watch: bool, no: usize| -> Vec<u8> {
+        let mut p = redis::pipe();
+        p.cmd("MULTI");
+        let mut mset = redis::cmd("MSET");
+        for (pos, v) in ps.iter().zip(&values) {
+            mset.arg(position_key("BENCH-F", tradecache::Entity::id(pos))).arg(&v[..]);
+        }
+        mset.arg("trader-BENCH-F:writer:main").arg(format!("1:{no}"));
+        p.add_command(mset);
+        p.cmd("EXEC");
+        if watch {
+            p.cmd("WATCH").arg("trader-BENCH-F:writer:main");
+            p.cmd("GET").arg("trader-BENCH-F:writer:main");
+        }
+        p.get_packed_pipeline()
+    };
+    let batches = 200;
+    let mut run = |watch: bool| -> f64 {
+        let packed: Vec<Vec<u8>> = (0..batches).map(|i| tx(watch, i)).collect();
+        let replies = if watch { 5 } else { 3 };
+        let mut c =
+            redis::Client::open(("127.0.0.1", port)).expect("client").get_connection().expect("connect");
+        settle(con);
+        let start = Instant::now();
+        for t in &packed {
+            c.send_packed_command(t).expect("send");
+            for _ in 0..replies {
+                c.recv_response().expect("reply");
+            }
+        }
+        (batches * ps.len()) as f64 / start.elapsed().as_secs_f64()
+    };
+    let mut runs = Vec::new();
+    for _ in 0..reps {
+        let plain = run(false);
+        let fenced = run(true);
+        runs.push(json!({ "plain": plain, "fenced": fenced, "ratio": fenced / plain }));
+    }
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    json!({
+        "ours": med(&runs, &["fenced"]),
+        "alternative": { "name": "the same transactions without WATCH + GET", "value": med(&runs, &["plain"]) },
+        "ratio": med(&runs, &["ratio"]),
+        "workload": "200 transactions of MULTI, MSET of 1,000 positions and the marker, EXEC (+ WATCH, GET of the marker), one round trip each",
+        "runs": runs,
+    })
+}
+
 /// Put-to-acknowledged latency through the cache at `rate` for `secs`.
 /// The calling thread paces itself by spinning (as a trading loop on its
 /// own core would) and, while it spins, watches `acked_seq` and records
@@ -860,7 +915,15 @@ fn table(r: &Value) -> String {
         &tp["ours"],
         &tp["alternative"]["value"],
         &tp["throughput_ratio"],
-        "ratio >= 0.6",
+        "ratio >= 0.8",
+    );
+    let f = &r["fencing"];
+    ratio_row(
+        "fencing: writes/s with WATCH+GET per batch (vs without)",
+        &f["ours"],
+        &f["alternative"]["value"],
+        &f["ratio"],
+        "",
     );
     let lk = &tp["large_keyspace"];
     ratio_row(
@@ -1001,6 +1064,7 @@ fn main() {
     section("hot_path", &mut || hot_path(port));
     section("put_ns", &mut || put_latency(port, &mut server.client(), reps));
     section("throughput", &mut || throughput(port, &mut server.client(), reps));
+    section("fencing", &mut || fencing(port, &mut server.client(), reps));
     section("ack_latency_us", &mut || ack_latency(port, &server, reps));
     section("recovery_s", &mut || recovery(port, &mut server.client(), reps));
     section("outage_rss_mb", &mut || outage_rss());

@@ -2113,6 +2113,32 @@ mod tests {
         );
     }
 
+    /// Issue 10: settings that made the flusher spin, or `flush_on_start`
+    /// reach other applications' keys, are refused.
+    #[test]
+    fn trust_rules() {
+        assert_only(
+            Config::builder().reconnect_backoff(Duration::ZERO, Duration::from_millis(10)),
+            "reconnect_backoff",
+        );
+        assert_only(
+            Config::builder().open_backoff(Duration::ZERO, Duration::from_millis(10)),
+            "open_backoff",
+        );
+        Config::builder()
+            .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .validate()
+            .unwrap();
+        assert_only(Config::builder().use_trader_prefix(false).flush_on_start(true), "flush_on_start");
+        Config::builder().use_trader_prefix(false).validate().unwrap();
+        for reserved in ["index", "writer", "orders", "positions"] {
+            assert_only(Config::builder().instance_id(reserved), "instance_id");
+        }
+        Config::builder().instance_id("I1").use_instance_id(true).validate().unwrap();
+        assert_only(Config::builder().max_pending_snapshots(0), "max_pending_snapshots");
+        assert_only(Config::builder().max_batch_bytes(0), "max_batch_bytes");
+    }
+
     #[test]
     fn replica_wait_rules() {
         let ms = Duration::from_millis;
