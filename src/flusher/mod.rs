@@ -713,9 +713,10 @@ impl Flusher {
         batch.unindexed.clear();
     }
 
-    /// The index sets may have changed under us (a reconnect, a restarted
-    /// server, a marker found missing): forget what is known to be indexed,
-    /// and make batches already built add back the entries they skipped.
+    /// The index sets may have changed under us (a reconnect: a restarted
+    /// server; a `clear`): forget what is known to be indexed, and make
+    /// batches already built, none of them queued on a connection, add back
+    /// the entries they skipped.
     fn forget_index(&mut self) {
         self.indexed.clear();
         self.generation += 1;
@@ -830,7 +831,7 @@ impl Flusher {
         if self.cfg.replica_wait.is_some() || self.held.as_ref().is_some_and(|b| b.applied) {
             return Ok(());
         }
-        if self.next.is_none() && self.barrier.is_none() {
+        if self.next.is_none() {
             self.drain();
             self.next = self.build();
         }
@@ -1009,8 +1010,9 @@ impl Flusher {
         }
         if read == marker::Read::Missing {
             // Someone deleted the marker (FLUSHDB, an operator): the index
-            // sets may be gone too.
-            self.forget_index();
+            // sets may be gone too. (Batches already built keep what they
+            // skipped: one may be queued on the server already.)
+            self.indexed.clear();
         }
         self.watching = true;
         Ok(())
