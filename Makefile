@@ -63,8 +63,8 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test
 
-fuzz: ## Long fuzz runs (tests/fuzz.rs: model decoding, config from env and URL, ids), FUZZ_SECONDS (default 60) each; not in CI
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test fuzz -- --nocapture --test-threads $(TEST_THREADS)
+fuzz: ensure-redis ## Long fuzz runs: tests/fuzz.rs (decoding, config, ids) and tests/model_based.rs (the write path against a model), FUZZ_SECONDS (default 60) each; not in CI
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test fuzz --test model_based -- --nocapture --test-threads $(TEST_THREADS)
 
 clean: ## Stop the demo redis and remove build output
 	@scripts/redis-down
