@@ -813,6 +813,168 @@ fn recovery(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     })
 }
 
+/// CPU nanoseconds this whole process has used (`/proc/self/schedstat`
+/// of every thread, alive ones only).
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Parses `redis-benchmark -q` output for a custom command: the last
+/// "…: N requests per second" figure.
+fn rps_of(text: &str) -> Option<f64> {
+    text.split(['\r', '\n'])
+        .filter_map(|l| l.split_once(" requests per second").map(|(head, _)| head))
+        .filter_map(|head| head.rsplit(": ").next().and_then(|n| n.trim().parse::<f64>().ok()))
+        .next_back()
+}
+
+/// The physical limit of a load on this server: `redis-benchmark`
+/// pipelined (`-c 1 -P 512`) `LRANGE … 0 -1` of 5-event lists and `GET` of
+/// order values (the bench's own encoded bytes), over `n` random keys.
+fn physical_limit(
+    port: u16,
+    con: &mut redis::Connection,
+    n: usize,
+    order: &[u8],
+    events: &[Vec<u8>],
+) -> Value {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET").arg(format!("phys:ord:{i:012}")).arg(order).ignore();
+            let mut rpush = redis::cmd("RPUSH");
+            rpush.arg(format!("phys:ev:{i:012}"));
+            for e in events {
+                rpush.arg(&e[..]);
+            }
+            pipe.add_command(rpush).ignore();
+        }
+        let _: () = pipe.query(con).expect("fill the physical-limit keys");
+    }
+    settle(con);
+    let run = |args: &[&str]| -> (Option<f64>, String) {
+        let out = std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "1", "-P", "512"])
+            .args(["-n", &(5 * n).to_string(), "-r", &n.to_string(), "-q"])
+            .args(args)
+            .output();
+        match out {
+            Err(e) => (None, format!("redis-benchmark not run: {e}")),
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stdout).to_string();
+                let rps = rps_of(&text);
+                (rps, if rps.is_some() { "ok".into() } else { format!("could not parse: {text:?}") })
+            }
+        }
+    };
+    let (lrange, n1) = run(&["LRANGE", "phys:ev:__rand_int__", "0", "-1"]);
+    let (get, n2) = run(&["GET", "phys:ord:__rand_int__"]);
+    let per = events.len() as f64;
+    // One GET and one LRANGE per order: (1 + events) values.
+    let values_per_s = lrange.zip(get).map(|(l, g)| (1.0 + per) / (1.0 / l + 1.0 / g));
+    let mut del = redis::cmd("UNLINK");
+    for i in 0..n {
+        del.arg(format!("phys:ord:{i:012}")).arg(format!("phys:ev:{i:012}"));
+    }
+    let _: redis::Value = del.query(con).expect("UNLINK");
+    json!({
+        "lrange_per_s": lrange,
+        "lrange_values_per_s": lrange.map(|l| l * per),
+        "get_per_s": get,
+        "values_per_s": values_per_s,
+        "notes": [n1, n2],
+        "commands": [
+            format!("redis-benchmark -h 127.0.0.1 -p PORT -c 1 -P 512 -n {} -r {n} -q LRANGE phys:ev:__rand_int__ 0 -1", 5 * n),
+            format!("redis-benchmark -h 127.0.0.1 -p PORT -c 1 -P 512 -n {} -r {n} -q GET phys:ord:__rand_int__", 5 * n),
+        ],
+        "method": "lists of the bench's 5 encoded events and strings of its encoded order; values/s for one GET + one LRANGE per order",
+    })
+}
+
+/// `load()` of N orders × 5 events (nothing else) for N = 10,000, 100,000
+/// and 1,000,000 (`BENCH_SCALE_MAX` lowers the top), in values (orders +
+/// events) per second, with the CPU Redis and this process spent in each
+/// load; and the physical limit of the same server next to it.
+fn recovery_scaling(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let max: usize = std::env::var("BENCH_SCALE_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let mut rows = serde_json::Map::new();
+    let mut rates = Vec::new();
+    for n in [10_000usize, 100_000, 1_000_000].into_iter().filter(|n| *n <= max) {
+        let trader = format!("BENCH-SCALE-{n}");
+        let cache = open(config(port, &trader).channel_capacity(1 << 16));
+        let wstart = Instant::now();
+        for i in 0..n {
+            let id = format!("O-{i}");
+            cache.put(&Order::example(&id)).expect("put order");
+            for ev in order_events(&id) {
+                cache.append(&id, &ev).expect("append");
+            }
+        }
+        cache.flush(Duration::from_secs(600)).expect("flush");
+        let write_s = wstart.elapsed().as_secs_f64();
+        settle(con);
+        let mut runs = Vec::new();
+        for _ in 0..reps {
+            let redis0 = redis_cpu_s(con);
+            let cpu0 = process_cpu_ns();
+            let t = Instant::now();
+            let snap = cache.load().expect("load");
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = (process_cpu_ns() - cpu0) as f64 / 1e9;
+            let redis_s = redis_cpu_s(con) - redis0;
+            let values = snap.orders.len() + snap.order_events.values().map(Vec::len).sum::<usize>();
+            assert_eq!(values, n * 6, "every order and event loads ({:?})", snap.report.issues.first());
+            let rt = snap.report.round_trips;
+            drop(snap);
+            runs.push(json!({ "s": secs, "values_per_s": values as f64 / secs, "redis_cpu_s": redis_s,
+                              "client_cpu_s": cpu, "round_trips": rt }));
+        }
+        drop(cache);
+        let rate = med(&runs, &["values_per_s"]);
+        rates.push(rate);
+        rows.insert(
+            n.to_string(),
+            json!({ "values_per_s": rate, "s": med(&runs, &["s"]), "redis_cpu_s": med(&runs, &["redis_cpu_s"]),
+                    "client_cpu_s": med(&runs, &["client_cpu_s"]), "values": n * 6, "write_s": write_s,
+                    "runs": runs }),
+        );
+        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    }
+    let id = "O-123456";
+    let mut order = Vec::new();
+    tradecache_encode(&Order::example(id), &mut order);
+    let events: Vec<Vec<u8>> = order_events(id)
+        .iter()
+        .map(|e| {
+            let mut b = Vec::new();
+            tradecache_encode(e, &mut b);
+            b
+        })
+        .collect();
+    let limit = physical_limit(port, con, 100_000, &order, &events);
+    settle(con);
+    let flatness = match (rates.first(), rates.last()) {
+        (Some(a), Some(b)) if *a > 0.0 => json!(b / a),
+        _ => Value::Null,
+    };
+    json!({
+        "ours": rows,
+        "alternative": { "name": "redis_benchmark_pipelined", "value": limit },
+        "largest_over_smallest": flatness,
+        "dataset": "N orders (Order::example) with 5 events each (initialized, submitted, accepted, partially filled, filled); values = orders + events",
+    })
+}
+
+/// The bytes the cache stores for `v` (MessagePack, struct maps).
+fn tradecache_encode<T: serde::Serialize>(v: &T, out: &mut Vec<u8>) {
+    v.serialize(&mut rmp_serde::Serializer::new(out).with_struct_map()).expect("encode");
+}
+
 // ---------------------------------------------------------------------------
 // Report
 
@@ -885,6 +1047,13 @@ fn table(r: &Value) -> String {
     }
     let rec = &r["recovery_s"];
     row(&mut rows, "recovery_s", &rec["ours"], &rec["alternative"]["value"], "<= 1.5");
+    let sc = &r["recovery_scaling"];
+    if let Some(rows_by_n) = sc["ours"].as_object() {
+        let limit = &sc["alternative"]["value"]["values_per_s"];
+        for (n, v) in rows_by_n {
+            row(&mut rows, &format!("recovery_scaling.{n} (values/s)"), &v["values_per_s"], limit, "flat");
+        }
+    }
     let b = &r["redis_bytes_per_position"];
     row(
         &mut rows,
@@ -1003,6 +1172,7 @@ fn main() {
     section("throughput", &mut || throughput(port, &mut server.client(), reps));
     section("ack_latency_us", &mut || ack_latency(port, &server, reps));
     section("recovery_s", &mut || recovery(port, &mut server.client(), reps));
+    section("recovery_scaling", &mut || recovery_scaling(port, &mut server.client(), reps));
     section("outage_rss_mb", &mut || outage_rss());
     report.insert("bench_runtime_s".into(), json!(started.elapsed().as_secs_f64()));
     let report = Value::Object(report);
