@@ -1046,7 +1046,7 @@ fn table(r: &Value) -> String {
         }
     }
     let rec = &r["recovery_s"];
-    row(&mut rows, "recovery_s", &rec["ours"], &rec["alternative"]["value"], "<= 1.5");
+    row(&mut rows, "recovery_s", &rec["ours"], &rec["alternative"]["value"], "<= 0.5");
     let sc = &r["recovery_scaling"];
     if let Some(rows_by_n) = sc["ours"].as_object() {
         let limit = &sc["alternative"]["value"]["values_per_s"];
@@ -1060,7 +1060,7 @@ fn table(r: &Value) -> String {
         "redis_bytes_per_position (msgpack vs json)",
         &b["ours"],
         &b["alternative"]["value"],
-        "<= 300",
+        "<= 200",
     );
     row(&mut rows, "client_rss_mb", &r["client_rss_mb"]["ours"], &Value::Null, "");
     if r.get("outage_rss_mb").is_some() {

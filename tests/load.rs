@@ -105,6 +105,6 @@ fn json_encoding_with_iso8601_timestamps() {
     let raw: String = redis::cmd("GET").arg("trader-J1:positions:P-1").query(&mut server.client()).unwrap();
     let json: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(json["id"], "P-1");
-    assert!(json["ts_opened"].as_str().unwrap().ends_with('Z'), "{raw}");
+    assert!(json["to"].as_str().unwrap().ends_with('Z'), "ts_opened is stored as \"to\": {raw}");
     assert_eq!(cache.load().unwrap().positions, vec![Position::example("P-1")]);
 }
