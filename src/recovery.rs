@@ -89,30 +89,65 @@ pub(crate) struct Loaded<T, E> {
     pub(crate) report: LoadReport,
 }
 
-/// A short-lived reader on its own connection (the flusher's stays free).
+/// At most this many connections (each with its own thread) read one
+/// collection in parallel during a load.
+const MAX_LOAD_CONNECTIONS: usize = 4;
+
+/// How many connections a load reads on: one per core, at least two (so
+/// that Redis always has a request queued while a worker decodes) and at
+/// most [`MAX_LOAD_CONNECTIONS`].
+fn load_connections() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_LOAD_CONNECTIONS)
+}
+
+/// A short-lived reader on connections of its own (the flusher's stays
+/// free).
+///
+/// `load` splits the sorted ids into chunks of `load_chunk` and hands
+/// them round-robin to workers, one thread and one connection each. A
+/// worker asks for a chunk with one `MGET` of the snapshots and one
+/// `LRANGE` per event log, keeps its next chunk's request in flight while
+/// it reads and decodes the current one, and passes the decoded chunk to
+/// the calling thread, which appends the chunks in id order and fills the
+/// event map. Redis, the reply parsing and the decoding all run at once.
 pub(crate) struct Reader<'a> {
-    conn: Conn,
+    pub(crate) conn: Conn,
+    /// The other workers' connections, opened at the first large load and
+    /// reused by the next.
+    extra: Vec<Conn>,
+    cfg: &'a Config,
     /// The configured encoding, which decides the rare value that reads as
     /// either (see `codec::decode`).
     encoding: crate::config::Encoding,
     keys: &'a Keys,
     chunk: usize,
     packer: Packer,
-    scratch: Vec<u8>,
+}
+
+/// One chunk of a load, decoded by a worker.
+struct ChunkOut<T, E> {
+    items: Vec<T>,
+    events: Vec<(Ident, Vec<E>)>,
+    report: LoadReport,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn open(cfg: &Config, keys: &'a Keys) -> Result<Self> {
-        let marker = keys.writer(&cfg.writer_id);
-        let conn = connection::connect(cfg, &marker, None).map_err(|f| f.into_error())?;
+    pub(crate) fn open(cfg: &'a Config, keys: &'a Keys) -> Result<Self> {
+        let conn = Self::connect(cfg, keys)?;
         Ok(Reader {
             conn,
+            extra: Vec::new(),
+            cfg,
             encoding: cfg.encoding,
             keys,
             chunk: cfg.load_chunk.max(1),
             packer: Packer::default(),
-            scratch: Vec::new(),
         })
+    }
+
+    fn connect(cfg: &Config, keys: &Keys) -> Result<Conn> {
+        let marker = keys.writer(&cfg.writer_id);
+        connection::connect(cfg, &marker, None).map_err(|f| f.into_error())
     }
 
     /// Sends the packed commands and reads one reply per command.
@@ -159,7 +194,7 @@ impl<'a> Reader<'a> {
                 }),
             }
         }
-        ids.sort();
+        ids.sort_unstable();
         Ok(ids)
     }
 
@@ -167,95 +202,78 @@ impl<'a> Reader<'a> {
     pub(crate) fn load<T: Entity, E: Event>(&mut self, with_events: bool) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let ids = self.ids(T::COLLECTION, &mut report)?;
-        let mut items = Vec::with_capacity(ids.len());
-        let mut events = HashMap::new();
         let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
-        let mut requests = Vec::with_capacity(chunks.len());
-        for chunk in &chunks {
-            for id in chunk.iter() {
-                self.scratch.clear();
-                self.keys.write_entity(&mut self.scratch, T::COLLECTION, id);
-                self.packer.cmd(&[b"GET", &self.scratch]);
-                if with_events {
-                    self.scratch.extend_from_slice(b":events");
-                    self.packer.cmd(&[b"LRANGE", &self.scratch, b"0", b"-1"]);
+        // Small collections stay on the one connection; larger ones get
+        // their workers (connections opened once, reused by later loads).
+        let workers = load_connections().min(chunks.len()).max(1);
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
+        let (keys, encoding) = (self.keys, self.encoding);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let tx = tx.clone();
+                let mine: Vec<(usize, &[Ident])> =
+                    chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || {
+                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx)
+                    });
+                if let Err(e) = spawned {
+                    return Err(Error::Redis {
+                        addr: self.cfg.redacted_url(),
+                        kind: crate::ErrorKind::Io,
+                        detail: format!("cannot start a load thread: {e}"),
+                    });
                 }
             }
-            requests.push((std::mem::take(&mut self.packer.buf), self.packer.commands));
-            self.packer.clear();
-        }
-        report.round_trips += requests.len() as u64;
-        // One thread talks to Redis (keeping the next chunk's request in
-        // flight while it reads this one's replies); this one decodes.
-        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<Value>>>(4);
-        let conn = &mut self.conn;
-        std::thread::scope(|scope| -> Result<()> {
-            scope.spawn(move || {
-                let addr = conn.addr.clone();
-                let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
-                let mut sent = 0;
-                for i in 0..requests.len() {
-                    while sent < requests.len() && sent <= i + 1 {
-                        if let Err(e) = conn.con.send_packed_command(&requests[sent].0) {
-                            let _ = tx.send(Err(fail(&e)));
-                            return;
-                        }
-                        sent += 1;
-                    }
-                    let mut replies = Vec::with_capacity(requests[i].1);
-                    for _ in 0..requests[i].1 {
-                        match conn.con.recv_response() {
-                            Ok(v) => replies.push(v),
-                            Err(e) => {
-                                let _ = tx.send(Err(fail(&e)));
-                                return;
-                            }
-                        }
-                    }
-                    if tx.send(Ok(replies)).is_err() {
-                        return;
-                    }
-                }
-            });
-            for chunk in &chunks {
-                let replies = rx.recv().map_err(|_| Error::Closed)??;
-                let mut it = replies.into_iter();
-                for id in chunk.iter() {
-                    let value = it.next().unwrap_or(Value::Nil);
-                    report.keys_read += 1;
-                    let key = || self.keys.entity(T::COLLECTION, id);
-                    match value {
-                        Value::BulkString(b) => match codec::decode::<T>(&b, self.encoding) {
-                            Ok(v) if v.id() == id.as_str() => items.push(v),
-                            Ok(v) => report.issues.push(LoadIssue {
-                                key: key(),
-                                problem: format!("value has id {:?}, key says {id:?}", v.id()),
-                            }),
-                            Err(e) => report.issues.push(LoadIssue { key: key(), problem: e.to_string() }),
-                        },
-                        Value::Nil => report
-                            .issues
-                            .push(LoadIssue { key: key(), problem: "in the index but has no value".into() }),
-                        Value::ServerError(e) => {
-                            report.issues.push(LoadIssue { key: key(), problem: e.to_string() })
-                        }
-                        other => report
-                            .issues
-                            .push(LoadIssue { key: key(), problem: format!("unexpected reply {other:?}") }),
-                    }
-                    if with_events {
-                        let reply = it.next().unwrap_or(Value::Nil);
-                        let key = self.keys.events(T::COLLECTION, id);
-                        let list = decode_events::<E>(reply, &key, self.encoding, &mut report);
-                        if !list.is_empty() {
-                            events.insert(id.clone(), list);
-                        }
-                    }
+            drop(tx);
+            // Chunks arrive in any order; they are appended in id order.
+            let mut slots: Vec<Option<ChunkOut<T, E>>> = (0..chunks.len()).map(|_| None).collect();
+            let mut next = 0;
+            while next < chunks.len() {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some(out) = slots.get_mut(next).and_then(Option::take) {
+                    items.extend(out.items);
+                    events.extend(out.events);
+                    report.merge(out.report);
+                    next += 1;
                 }
             }
             Ok(())
         })?;
+        self.explain_missing(&mut report)?;
         Ok(Loaded { items, events, report })
+    }
+
+    /// `MGET` answers nil both for a missing key and for a key of another
+    /// type: a `GET` of each key reported without a value tells them apart
+    /// (one more round trip, only when there are such keys).
+    fn explain_missing(&mut self, report: &mut LoadReport) -> Result<()> {
+        let missing: Vec<usize> =
+            (0..report.issues.len()).filter(|&i| report.issues[i].problem == NO_VALUE).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.packer.clear();
+        for &i in &missing {
+            self.packer.cmd(&[b"GET", report.issues[i].key.as_bytes()]);
+        }
+        let replies = self.round_trip(report)?;
+        for (&i, reply) in missing.iter().zip(replies) {
+            match reply {
+                Value::ServerError(e) => report.issues[i].problem = e.to_string(),
+                Value::Nil => {}
+                _ => report.issues[i].problem = format!("{NO_VALUE} (it had one when checked again)"),
+            }
+        }
+        Ok(())
     }
 
     /// Loads one entity's event log.
@@ -266,6 +284,124 @@ impl<'a> Reader<'a> {
         Ok(decode_events::<E>(reply, &key, self.encoding, report))
     }
 }
+
+/// A worker of `Reader::load`: requests its chunks on `conn`, one ahead of
+/// the one it reads, decodes each and sends it to the calling thread.
+/// Stops at the first connection error (sent as the chunk's result) or
+/// when the calling thread has gone.
+fn read_chunks<T: Entity, E: Event>(
+    conn: &mut Conn,
+    keys: &Keys,
+    encoding: crate::config::Encoding,
+    with_events: bool,
+    chunks: &[(usize, &[Ident])],
+    tx: &crossbeam_channel::Sender<(usize, Result<ChunkOut<T, E>>)>,
+) {
+    let addr = conn.addr.clone();
+    let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+    let mut packer = Packer::default();
+    let mut key = Vec::new();
+    let mut send = |conn: &mut Conn, ids: &[Ident]| -> redis::RedisResult<()> {
+        packer.clear();
+        packer.array(ids.len() + 1);
+        packer.bulk(b"MGET");
+        for id in ids {
+            key.clear();
+            keys.write_entity(&mut key, T::COLLECTION, id);
+            packer.bulk(&key);
+        }
+        if with_events {
+            for id in ids {
+                key.clear();
+                keys.write_events(&mut key, T::COLLECTION, id);
+                packer.cmd(&[b"LRANGE", &key, b"0", b"-1"]);
+            }
+        }
+        conn.con.send_packed_command(&packer.buf)
+    };
+    let mut sent = 0;
+    for (i, &(index, ids)) in chunks.iter().enumerate() {
+        let mut result = Ok(());
+        while result.is_ok() && sent < chunks.len() && sent <= i + 1 {
+            result = send(conn, chunks[sent].1);
+            sent += 1;
+        }
+        let out = result.map_err(|e| fail(&e)).and_then(|()| {
+            let snapshots = conn.con.recv_response().map_err(|e| fail(&e))?;
+            let mut logs = Vec::with_capacity(if with_events { ids.len() } else { 0 });
+            for _ in 0..logs.capacity() {
+                logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
+            }
+            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs))
+        });
+        let failed = out.is_err();
+        if tx.send((index, out)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Decodes one chunk's replies: the `MGET` of the snapshots and, with
+/// events, one `LRANGE` reply per id. Problems are reported by key in id
+/// order (a snapshot before its log).
+fn decode_chunk<T: Entity, E: Event>(
+    keys: &Keys,
+    encoding: crate::config::Encoding,
+    ids: &[Ident],
+    snapshots: Value,
+    logs: Vec<Value>,
+) -> ChunkOut<T, E> {
+    let mut report = LoadReport::default();
+    let mut items = Vec::with_capacity(ids.len());
+    let mut events = Vec::with_capacity(logs.len());
+    let key = |id: &Ident| keys.entity(T::COLLECTION, id);
+    let values = match snapshots {
+        Value::Array(v) if v.len() == ids.len() => v,
+        Value::ServerError(e) => {
+            let problem = format!("MGET of {} snapshots failed: {e}", ids.len());
+            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
+            Vec::new()
+        }
+        other => {
+            let problem = format!("unexpected reply to MGET: {other:?}");
+            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
+            Vec::new()
+        }
+    };
+    let mut values = values.into_iter();
+    let mut logs = logs.into_iter();
+    for id in ids {
+        if let Some(value) = values.next() {
+            report.keys_read += 1;
+            match value {
+                Value::BulkString(b) => match codec::decode::<T>(&b, encoding) {
+                    Ok(v) if v.id() == id.as_str() => items.push(v),
+                    Ok(v) => report.issues.push(LoadIssue {
+                        key: key(id),
+                        problem: format!("value has id {:?}, key says {id:?}", v.id()),
+                    }),
+                    Err(e) => report.issues.push(LoadIssue { key: key(id), problem: e.to_string() }),
+                },
+                // `MGET` answers nil for a missing key and for a key of
+                // another type alike: `explain_nil` tells them apart.
+                Value::Nil => report.issues.push(LoadIssue { key: key(id), problem: NO_VALUE.into() }),
+                other => report
+                    .issues
+                    .push(LoadIssue { key: key(id), problem: format!("unexpected reply {other:?}") }),
+            }
+        }
+        if let Some(reply) = logs.next() {
+            let key = keys.events(T::COLLECTION, id);
+            let list = decode_events::<E>(reply, &key, encoding, &mut report);
+            if !list.is_empty() {
+                events.push((id.clone(), list));
+            }
+        }
+    }
+    ChunkOut { items, events, report }
+}
+
+const NO_VALUE: &str = "in the index but has no value";
 
 fn decode_events<E: Event>(
     reply: Value,
@@ -288,13 +424,20 @@ fn decode_events<E: Event>(
         }
     };
     report.keys_read += 1;
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut out = Vec::with_capacity(items.len());
+    // Repeated event ids are dropped: a short log is searched, a long one
+    // hashed.
+    let mut seen = (items.len() > 16).then(|| HashSet::with_capacity(items.len()));
+    let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::BulkString(b) = item else { continue };
         match codec::decode::<E>(&b, encoding) {
             Ok(ev) => {
-                if seen.insert(ev.event_id()) {
+                let id = ev.event_id();
+                let new = match seen.as_mut() {
+                    Some(seen) => seen.insert(id),
+                    None => out.iter().all(|e| e.event_id() != id),
+                };
+                if new {
                     out.push(ev);
                 } else {
                     report.duplicate_events += 1;
