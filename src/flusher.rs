@@ -593,6 +593,17 @@ impl Flusher {
                 self.keys.write_events(&mut b.key, collection, id);
                 p.cmd_args(&[b"RPUSH", &b.key], &b.events);
                 batch.weights.push(b.events.n as u64);
+                // Market data (issue 13): a capped list keeps its newest
+                // `cap` entries, trimmed in the same transaction.
+                if let Some(cap) = events[i].rec.cap(&self.cfg) {
+                    use std::io::Write as _;
+                    let mut start = [0u8; 24];
+                    let mut w = &mut start[..];
+                    let _ = write!(w, "-{cap}");
+                    let len = 24 - w.len();
+                    p.cmd(&[b"LTRIM", &b.key, &start[..len], b"-1"]);
+                    batch.weights.push(0);
+                }
             }
             i = j;
         }

@@ -28,6 +28,7 @@ mod flusher;
 mod ident;
 mod keys;
 pub mod model;
+mod reads;
 mod recovery;
 mod stats;
 #[cfg(feature = "tls")]
@@ -35,7 +36,7 @@ mod tls;
 
 pub use cache::{Cache, Seq};
 pub use config::{Config, Encoding, OverflowPolicy};
-pub use entity::{Entity, Event};
+pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
 pub use recovery::{LoadIssue, LoadReport, Snapshot};

@@ -403,7 +403,7 @@ fn decode_chunk<T: Entity, E: Event>(
 
 const NO_VALUE: &str = "in the index but has no value";
 
-fn decode_events<E: Event>(
+pub(crate) fn decode_events<E: Event>(
     reply: Value,
     key: &str,
     encoding: crate::config::Encoding,
@@ -489,7 +489,7 @@ pub(crate) fn delete_trader_keys(conn: &mut Conn, keys: &Keys) -> Result<u64> {
     Ok(deleted)
 }
 
-fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
+pub(crate) fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
     if cfg.strict_load && !report.issues.is_empty() {
         return Err(Error::Load { count: report.issues.len(), first: report.issues[0].to_string() });
     }

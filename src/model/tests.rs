@@ -83,6 +83,9 @@ fn round_trips() {
     for (i, kind) in all_event_kinds().into_iter().enumerate() {
         round_trip(&ev(i as u64, kind));
     }
+    round_trip(&QuoteTick::example("BTCUSDT-PERP.BINANCE", UnixNanos(1)));
+    round_trip(&TradeTick::example("BTCUSDT-PERP.BINANCE", UnixNanos(2)));
+    round_trip(&Bar::example("BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL", UnixNanos(3)));
     // Struct maps: the (short) field names are in the msgpack bytes.
     let bytes = msgpack(&Position::example("P-1"));
     assert!(bytes.windows(3).any(|w| w == b"\xa2po"), "avg_px_open is stored as \"po\"");
@@ -163,6 +166,11 @@ fn sizes() {
         ("Account", std::mem::size_of::<Account>()),
         ("AccountEvent", std::mem::size_of::<AccountEvent>()),
         ("Fill", std::mem::size_of::<Fill>()),
+        ("QuoteTick", std::mem::size_of::<QuoteTick>()),
+        ("TradeTick", std::mem::size_of::<TradeTick>()),
+        ("Bar", std::mem::size_of::<Bar>()),
+        ("EventRecord", std::mem::size_of::<crate::entity::EventRecord>()),
+        ("Msg", std::mem::size_of::<crate::Msg>()),
         ("Ident", std::mem::size_of::<Ident>()),
         ("Price", std::mem::size_of::<Price>()),
         ("Quantity", std::mem::size_of::<Quantity>()),
@@ -189,6 +197,28 @@ fn entity_impls() {
     assert_eq!(<Account as Entity>::COLLECTION, "accounts");
     assert_eq!(<Order as Entity>::COLLECTION, "orders");
     assert_eq!(<Position as Entity>::COLLECTION, "positions");
+    {
+        use crate::entity::MarketData as _;
+        let q = QuoteTick::example("I.V", UnixNanos(1));
+        let t = TradeTick::example("I.V", UnixNanos(1));
+        let b = Bar::example("I.V-1-MINUTE-LAST-EXTERNAL", UnixNanos(1));
+        assert_eq!(
+            (q.series_id(), t.series_id(), b.series_id()),
+            ("I.V", "I.V", "I.V-1-MINUTE-LAST-EXTERNAL")
+        );
+        assert_eq!(
+            (QuoteTick::COLLECTION, TradeTick::COLLECTION, Bar::COLLECTION),
+            ("quotes", "trades", "bars")
+        );
+        // By value through the channel, with their capacity.
+        let cfg = crate::Config::builder().tick_capacity(11).bar_capacity(22);
+        assert!(matches!(q.to_record(), EventRecord::Quote(_)));
+        assert_eq!(
+            (q.to_record().cap(&cfg), t.to_record().cap(&cfg), b.to_record().cap(&cfg)),
+            (Some(11), Some(11), Some(22))
+        );
+        assert_eq!(ev(1, OrderEventKind::Canceled).to_record().cap(&cfg), None);
+    }
     assert_eq!(Position::example("P-9").id(), "P-9");
     assert_eq!(Order::example("O-9").id(), "O-9");
     assert!(matches!(Position::example("P-9").to_record(), Record::Position(_)));
