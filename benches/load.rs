@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tradecache::model::{
     Currency, Fill, Instrument, LiquiditySide, Money, Order, OrderEvent, OrderEventKind, OrderSide,
-    OrderType, Position, Price, Quantity, TimeInForce, UnixNanos,
+    OrderType, Position, Price, Quantity, QuoteTick, TimeInForce, UnixNanos,
 };
 use tradecache::{Cache, Config, Encoding, Ident, OverflowPolicy};
 
@@ -975,6 +975,134 @@ fn recovery_scaling(port: u16, con: &mut redis::Connection, reps: usize) -> Valu
     })
 }
 
+/// One run of the point-read figures (see `reads`).
+fn reads_run(port: u16, con: &mut redis::Connection) -> Value {
+    let trader = "BENCH-READS";
+    let cache = open(config(port, trader));
+    let ps = positions("G", 1_000);
+    for p in &ps {
+        cache.put(p).expect("put");
+    }
+    let oid = "O-READS";
+    cache.put(&Order::example(oid)).expect("put order");
+    for ev in order_events(oid) {
+        cache.append(oid, &ev).expect("append");
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    let keys: Vec<String> = ps.iter().map(|p| position_key(trader, p.id.as_str())).collect();
+    // Warm up both connections.
+    for (p, k) in ps.iter().zip(&keys).take(200) {
+        cache.get::<Position>(p.id.as_str()).expect("get");
+        let _: Option<Vec<u8>> = redis::cmd("GET").arg(k).query(con).expect("GET");
+    }
+    // `get` and a plain GET of the same keys, in alternating blocks.
+    let (mut ours, mut plain) = (hist(), hist());
+    for block in 0..20 {
+        for i in 0..1_000 {
+            let id = ps[(block * 37 + i) % ps.len()].id.as_str();
+            let t = Instant::now();
+            let v = cache.get::<Position>(id).expect("get");
+            ours.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert!(v.is_some());
+        }
+        for i in 0..1_000 {
+            let k = &keys[(block * 37 + i) % keys.len()];
+            let t = Instant::now();
+            let v: Option<Vec<u8>> = redis::cmd("GET").arg(k).query(con).expect("GET");
+            plain.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert!(v.is_some());
+        }
+    }
+    let (mut events, mut plain_events) = (hist(), hist());
+    let events_key = format!("trader-{trader}:orders:{oid}:events");
+    for _ in 0..10 {
+        for _ in 0..500 {
+            let t = Instant::now();
+            let evs = cache.get_events::<OrderEvent>(oid).expect("get_events");
+            events.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert_eq!(evs.len(), 5);
+        }
+        for _ in 0..500 {
+            let t = Instant::now();
+            let evs: Vec<Vec<u8>> =
+                redis::cmd("LRANGE").arg(&events_key).arg(0).arg(-1).query(con).expect("LRANGE");
+            plain_events.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert_eq!(evs.len(), 5);
+        }
+    }
+    // Appends on the calling thread at 100,000/s: a quote tick, then an
+    // order event (the budget it must match), alternating.
+    let inst = "BTCUSDT-PERP.BINANCE";
+    let quotes: Vec<QuoteTick> = (0..1_000).map(|i| QuoteTick::example(inst, UnixNanos(i))).collect();
+    let evs = order_events("O-APPEND");
+    let (mut tick_ns, mut event_ns) = (hist(), hist());
+    let start = Instant::now();
+    for i in 0..200_000u64 {
+        pace(start, i, 100_000);
+        let t = Instant::now();
+        if i % 2 == 0 {
+            cache.append_market_data(&quotes[(i / 2 % 1_000) as usize]).expect("append tick");
+            tick_ns.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+        } else {
+            let ev = &evs[(i / 2 % 5) as usize];
+            cache.append("O-APPEND", ev).expect("append event");
+            event_ns.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+        }
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    // The newest 10,000 ticks (the default capacity) of a full series.
+    let series = "ETHUSDT-PERP.BINANCE";
+    for i in 0..15_000 {
+        cache.append_market_data(&QuoteTick::example(series, UnixNanos(i))).expect("append tick");
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    let mut load = hist();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (got, _) = cache.load_ticks::<QuoteTick>(series, 10_000).expect("load_ticks");
+        load.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+        assert_eq!(got.len(), 10_000);
+        assert_eq!(got[0].ts_event, UnixNanos(5_000));
+    }
+    drop(cache);
+    json!({
+        "get_us": pcts(&ours, 1_000.0),
+        "plain_get_us": pcts(&plain, 1_000.0),
+        "get_events_us": pcts(&events, 1_000.0),
+        "plain_lrange_us": pcts(&plain_events, 1_000.0),
+        "tick_append_ns": pcts(&tick_ns, 1.0),
+        "event_append_ns": pcts(&event_ns, 1.0),
+        "load_ticks_10000_ms": pcts(&load, 1_000_000.0),
+    })
+}
+
+/// `get::<Position>` next to a plain redis-rs `GET` of the same keys (raw
+/// bytes, not decoded) on the same server, in alternating blocks of 1,000
+/// (nothing pending, so read-your-writes costs nothing); `get_events` of a
+/// 5-event order; `append_market_data` of a quote tick on the calling
+/// thread at 100,000/s next to `append` of an order event in the same
+/// loop; `load_ticks` of the newest 10,000 of a 15,000-tick series.
+fn reads(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let runs: Vec<Value> = (0..reps).map(|_| reads_run(port, con)).collect();
+    let qs = ["p50", "p99", "p99_9"];
+    let get = med_pcts(&runs, &["get_us"], &qs);
+    let plain = med_pcts(&runs, &["plain_get_us"], &qs);
+    let ratio = |q: &str| match (get[q].as_f64(), plain[q].as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    };
+    json!({
+        "get_us": { "ours": get.clone(), "alternative": { "name": "plain_redis_rs_get_us", "value": plain.clone() },
+                    "ratio_p50": ratio("p50"), "ratio_p99": ratio("p99") },
+        "get_events_us": { "ours": med_pcts(&runs, &["get_events_us"], &qs),
+                           "alternative": { "name": "plain_redis_rs_lrange_us", "value": med_pcts(&runs, &["plain_lrange_us"], &qs) } },
+        "tick_append_ns": { "ours": med_pcts(&runs, &["tick_append_ns"], &qs),
+                            "alternative": { "name": "event_append_ns", "value": med_pcts(&runs, &["event_append_ns"], &qs) } },
+        "load_ticks_10000_ms": med_pcts(&runs, &["load_ticks_10000_ms"], &qs),
+        "runs": runs,
+    })
+}
+
 /// The bytes the cache stores for `v` (MessagePack, struct maps).
 fn tradecache_encode<T: serde::Serialize>(v: &T, out: &mut Vec<u8>) {
     v.serialize(&mut rmp_serde::Serializer::new(out).with_struct_map()).expect("encode");
@@ -1059,6 +1187,35 @@ fn table(r: &Value) -> String {
             row(&mut rows, &format!("recovery_scaling.{n} (values/s)"), &v["values_per_s"], limit, "flat");
         }
     }
+    let rd = &r["reads"];
+    for q in ["p50", "p99"] {
+        row(
+            &mut rows,
+            &format!("reads.get_us.{q} (vs plain GET)"),
+            &rd["get_us"]["ours"][q],
+            &rd["get_us"]["alternative"]["value"][q],
+            "ratio <= 1.5",
+        );
+    }
+    for q in ["p50", "p99"] {
+        row(
+            &mut rows,
+            &format!("reads.get_events_us.{q} (5 events, vs plain LRANGE)"),
+            &rd["get_events_us"]["ours"][q],
+            &rd["get_events_us"]["alternative"]["value"][q],
+            "",
+        );
+    }
+    for q in ["p50", "p99"] {
+        row(
+            &mut rows,
+            &format!("reads.tick_append_ns.{q} (vs event append)"),
+            &rd["tick_append_ns"]["ours"][q],
+            &rd["tick_append_ns"]["alternative"]["value"][q],
+            "",
+        );
+    }
+    row(&mut rows, "reads.load_ticks_10000_ms.p50", &rd["load_ticks_10000_ms"]["p50"], &Value::Null, "");
     let b = &r["redis_bytes_per_position"];
     row(
         &mut rows,
@@ -1178,6 +1335,7 @@ fn main() {
     section("ack_latency_us", &mut || ack_latency(port, &server, reps));
     section("recovery_s", &mut || recovery(port, &mut server.client(), reps));
     section("recovery_scaling", &mut || recovery_scaling(port, &mut server.client(), reps));
+    section("reads", &mut || reads(port, &mut server.client(), reps));
     section("outage_rss_mb", &mut || outage_rss());
     report.insert("bench_runtime_s".into(), json!(started.elapsed().as_secs_f64()));
     let report = Value::Object(report);

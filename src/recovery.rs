@@ -351,7 +351,7 @@ fn decode_chunk<T: Entity, E: Event>(
     snapshots: Value,
     logs: Vec<Value>,
 ) -> ChunkOut<T, E> {
-    let mut report = LoadReport::default();
+    let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
     let mut items = Vec::with_capacity(ids.len());
     let mut events = Vec::with_capacity(logs.len());
     let key = |id: &Ident| keys.entity(T::COLLECTION, id);
