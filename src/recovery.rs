@@ -212,17 +212,20 @@ impl<'a> Reader<'a> {
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
         let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
+        // Emptied chunk buffers go back to the workers: fresh memory for
+        // every chunk (then freed) cost page faults at a million orders.
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<ChunkOut<T, E>>(2 * workers);
         let (keys, encoding) = (self.keys, self.encoding);
         let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
         std::thread::scope(|scope| -> Result<()> {
             for (w, conn) in conns.enumerate() {
-                let tx = tx.clone();
+                let (tx, spare) = (tx.clone(), spare_rx.clone());
                 let mine: Vec<(usize, &[Ident])> =
                     chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
                 let spawned = std::thread::Builder::new()
                     .name("tradecache-load".into())
                     .spawn_scoped(scope, move || {
-                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx)
+                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx, &spare)
                     });
                 if let Err(e) = spawned {
                     return Err(Error::Redis {
@@ -239,10 +242,11 @@ impl<'a> Reader<'a> {
             while next < chunks.len() {
                 let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
                 slots[i] = Some(out?);
-                while let Some(out) = slots.get_mut(next).and_then(Option::take) {
-                    items.extend(out.items);
-                    events.extend(out.events);
-                    report.merge(out.report);
+                while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
+                    items.append(&mut out.items);
+                    events.extend(out.events.drain(..));
+                    report.merge(std::mem::take(&mut out.report));
+                    let _ = spare_tx.try_send(out);
                     next += 1;
                 }
             }
@@ -296,6 +300,7 @@ fn read_chunks<T: Entity, E: Event>(
     with_events: bool,
     chunks: &[(usize, &[Ident])],
     tx: &crossbeam_channel::Sender<(usize, Result<ChunkOut<T, E>>)>,
+    spare: &crossbeam_channel::Receiver<ChunkOut<T, E>>,
 ) {
     let addr = conn.addr.clone();
     let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
@@ -332,7 +337,7 @@ fn read_chunks<T: Entity, E: Event>(
             for _ in 0..logs.capacity() {
                 logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
             }
-            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs))
+            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs, spare.try_recv().ok()))
         });
         let failed = out.is_err();
         if tx.send((index, out)).is_err() || failed {
@@ -350,10 +355,14 @@ fn decode_chunk<T: Entity, E: Event>(
     ids: &[Ident],
     snapshots: Value,
     logs: Vec<Value>,
+    reuse: Option<ChunkOut<T, E>>,
 ) -> ChunkOut<T, E> {
     let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
-    let mut items = Vec::with_capacity(ids.len());
-    let mut events = Vec::with_capacity(logs.len());
+    let (mut items, mut events) = match reuse {
+        // Emptied by the calling thread.
+        Some(out) => (out.items, out.events),
+        None => (Vec::with_capacity(ids.len()), Vec::with_capacity(logs.len())),
+    };
     let key = |id: &Ident| keys.entity(T::COLLECTION, id);
     let values = match snapshots {
         Value::Array(v) if v.len() == ids.len() => v,
