@@ -12,6 +12,7 @@
 //! let position = Position::example("BTCUSDT-PERP.BINANCE-001");
 //! let seq = cache.put(&position)?;              // hot path: no I/O
 //! cache.wait(seq, Duration::from_millis(50))?;  // this write is in Redis
+//! assert_eq!(cache.get::<Position>("BTCUSDT-PERP.BINANCE-001")?, Some(position));
 //! cache.close(Duration::from_secs(5))?;
 //! # Ok(()) }
 //! ```

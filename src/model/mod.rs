@@ -1,6 +1,6 @@
 //! Reference domain types: instruments, accounts with balance events, orders
-//! with their event history, positions, and the fixed-point value types they
-//! are made of.
+//! with their event history, positions, market data (quote ticks, trade
+//! ticks, bars), and the fixed-point value types they are made of.
 //!
 //! None of them owns a heap allocation: ids are inline [`Ident`]s (up to 46
 //! bytes), currencies and reject reasons are inline too, and balances live in
