@@ -737,8 +737,8 @@ impl Config {
     // --- recovery ---
 
     /// How many ids [`crate::Cache::load`] reads per pipelined request (one
-    /// `MGET` of their snapshots and one `LRANGE` per event log); at least
-    /// 1. Several such requests are in flight at once, on one connection
+    /// `MGET` of their snapshots and one `LRANGE` per event log), at least
+    /// one. Several such requests are in flight at once, on one connection
     /// per core (2 to 4).
     ///
     /// Defaults to `1000`.
