@@ -128,8 +128,18 @@ pub(crate) struct Reader<'a> {
 struct ChunkOut<T, E> {
     items: Vec<T>,
     events: Vec<(Ident, Vec<E>)>,
+    /// Ids whose log filled its first slice: the rest is read after.
+    long: Vec<Ident>,
     report: LoadReport,
 }
+
+/// One decoded slice of a long log, and what its decoding found.
+type Slice<E> = (Vec<E>, LoadReport);
+
+/// A load reads event logs in slices of this many entries: the first with
+/// the log's chunk, the rest (of long logs, such as an account's balance
+/// events) spread over the workers afterwards.
+const LOG_SLICE: usize = 4096;
 
 impl<'a> Reader<'a> {
     pub(crate) fn open(cfg: &'a Config, keys: &'a Keys) -> Result<Self> {
@@ -211,6 +221,7 @@ impl<'a> Reader<'a> {
         }
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
+        let mut long = Vec::new();
         let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
         // Emptied chunk buffers go back to the workers: fresh memory for
         // every chunk (then freed) cost page faults at a million orders.
@@ -245,6 +256,7 @@ impl<'a> Reader<'a> {
                 while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
                     items.append(&mut out.items);
                     events.extend(out.events.drain(..));
+                    long.append(&mut out.long);
                     report.merge(std::mem::take(&mut out.report));
                     let _ = spare_tx.try_send(out);
                     next += 1;
@@ -252,8 +264,92 @@ impl<'a> Reader<'a> {
             }
             Ok(())
         })?;
+        if !long.is_empty() {
+            self.load_tails::<T, E>(&long, &mut events, &mut report)?;
+        }
         self.explain_missing(&mut report)?;
         Ok(Loaded { items, events, report })
+    }
+
+    /// The rest of the logs that filled their first slice: their lengths
+    /// (one `LLEN` each, one round trip), then slices of `LOG_SLICE`
+    /// entries spread round-robin over the workers, appended in order.
+    /// Repeated event ids are dropped across slices too.
+    fn load_tails<T: Entity, E: Event>(
+        &mut self,
+        long: &[Ident],
+        events: &mut HashMap<Ident, Vec<E>>,
+        report: &mut LoadReport,
+    ) -> Result<()> {
+        let keys: Vec<String> = long.iter().map(|id| self.keys.events(T::COLLECTION, id)).collect();
+        self.packer.clear();
+        for key in &keys {
+            self.packer.cmd(&[b"LLEN", key.as_bytes()]);
+        }
+        let lens = self.round_trip(report)?;
+        // (log, first entry, last entry)
+        let mut slices: Vec<(usize, usize, usize)> = Vec::new();
+        for (log, len) in lens.into_iter().enumerate() {
+            let len = match len {
+                Value::Int(n) => usize::try_from(n).unwrap_or(0),
+                _ => 0,
+            };
+            slices.extend(
+                (LOG_SLICE..len).step_by(LOG_SLICE).map(|at| (log, at, (at + LOG_SLICE).min(len) - 1)),
+            );
+        }
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let workers = load_connections().min(slices.len());
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Slice<E>>)>();
+        let encoding = self.encoding;
+        let (keys, slices) = (&keys, &slices);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let tx = tx.clone();
+                let mine: Vec<usize> = (w..slices.len()).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || read_slices::<E>(conn, keys, slices, &mine, encoding, &tx));
+                if let Err(e) = spawned {
+                    return Err(Error::Redis {
+                        addr: self.cfg.redacted_url(),
+                        kind: crate::ErrorKind::Io,
+                        detail: format!("cannot start a load thread: {e}"),
+                    });
+                }
+            }
+            drop(tx);
+            let mut slots: Vec<Option<Slice<E>>> = (0..slices.len()).map(|_| None).collect();
+            let mut seen: HashMap<usize, HashSet<u64>> = HashMap::new();
+            let mut next = 0;
+            while next < slices.len() {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some((list, mut slice_report)) = slots.get_mut(next).and_then(Option::take) {
+                    let log = slices[next].0;
+                    let all = events.entry(long[log].clone()).or_default();
+                    let seen = seen.entry(log).or_insert_with(|| all.iter().map(Event::event_id).collect());
+                    for ev in list {
+                        if seen.insert(ev.event_id()) {
+                            all.push(ev);
+                        } else {
+                            slice_report.duplicate_events += 1;
+                        }
+                    }
+                    // The log was counted once, with its first slice.
+                    slice_report.keys_read = 0;
+                    report.merge(slice_report);
+                    next += 1;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// `MGET` answers nil both for a missing key and for a key of another
@@ -306,6 +402,7 @@ fn read_chunks<T: Entity, E: Event>(
     let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
     let mut packer = Packer::default();
     let mut key = Vec::new();
+    let slice_last = (LOG_SLICE - 1).to_string();
     let mut send = |conn: &mut Conn, ids: &[Ident]| -> redis::RedisResult<()> {
         packer.clear();
         packer.array(ids.len() + 1);
@@ -319,7 +416,7 @@ fn read_chunks<T: Entity, E: Event>(
             for id in ids {
                 key.clear();
                 keys.write_events(&mut key, T::COLLECTION, id);
-                packer.cmd(&[b"LRANGE", &key, b"0", b"-1"]);
+                packer.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
             }
         }
         conn.con.send_packed_command(&packer.buf)
@@ -327,7 +424,7 @@ fn read_chunks<T: Entity, E: Event>(
     let mut sent = 0;
     for (i, &(index, ids)) in chunks.iter().enumerate() {
         let mut result = Ok(());
-        while result.is_ok() && sent < chunks.len() && sent <= i + 1 {
+        while result.is_ok() && sent < chunks.len() && sent <= i + 2 {
             result = send(conn, chunks[sent].1);
             sent += 1;
         }
@@ -341,6 +438,51 @@ fn read_chunks<T: Entity, E: Event>(
         });
         let failed = out.is_err();
         if tx.send((index, out)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A worker of `Reader::load_tails`: reads its slices (`mine`, indexes
+/// into `slices`) with one request ahead, decodes each and sends it back.
+fn read_slices<E: Event>(
+    conn: &mut Conn,
+    keys: &[String],
+    slices: &[(usize, usize, usize)],
+    mine: &[usize],
+    encoding: crate::config::Encoding,
+    tx: &crossbeam_channel::Sender<(usize, Result<Slice<E>>)>,
+) {
+    let addr = conn.addr.clone();
+    let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+    let mut packer = Packer::default();
+    let mut send = |conn: &mut Conn, slice: usize| -> redis::RedisResult<()> {
+        let (log, first, last) = slices[slice];
+        packer.clear();
+        packer.cmd(&[
+            b"LRANGE",
+            keys[log].as_bytes(),
+            first.to_string().as_bytes(),
+            last.to_string().as_bytes(),
+        ]);
+        conn.con.send_packed_command(&packer.buf)
+    };
+    let mut sent = 0;
+    for (i, &slice) in mine.iter().enumerate() {
+        let mut result = Ok(());
+        while result.is_ok() && sent < mine.len() && sent <= i + 2 {
+            result = send(conn, mine[sent]);
+            sent += 1;
+        }
+        let out = result.map_err(|e| fail(&e)).and_then(|()| {
+            let reply = conn.con.recv_response().map_err(|e| fail(&e))?;
+            let (log, first, _) = slices[slice];
+            let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
+            let list = decode_events_from::<E>(reply, &keys[log], first, encoding, &mut report);
+            Ok((list, report))
+        });
+        let failed = out.is_err();
+        if tx.send((slice, out)).is_err() || failed {
             return;
         }
     }
@@ -363,6 +505,7 @@ fn decode_chunk<T: Entity, E: Event>(
         Some(out) => (out.items, out.events),
         None => (Vec::with_capacity(ids.len()), Vec::with_capacity(logs.len())),
     };
+    let mut long = Vec::new();
     let key = |id: &Ident| keys.entity(T::COLLECTION, id);
     let values = match snapshots {
         Value::Array(v) if v.len() == ids.len() => v,
@@ -400,6 +543,9 @@ fn decode_chunk<T: Entity, E: Event>(
             }
         }
         if let Some(reply) = logs.next() {
+            if matches!(&reply, Value::Array(v) if v.len() == LOG_SLICE) {
+                long.push(id.clone());
+            }
             let key = keys.events(T::COLLECTION, id);
             let list = decode_events::<E>(reply, &key, encoding, &mut report);
             if !list.is_empty() {
@@ -407,7 +553,7 @@ fn decode_chunk<T: Entity, E: Event>(
             }
         }
     }
-    ChunkOut { items, events, report }
+    ChunkOut { items, events, long, report }
 }
 
 const NO_VALUE: &str = "in the index but has no value";
@@ -415,6 +561,18 @@ const NO_VALUE: &str = "in the index but has no value";
 pub(crate) fn decode_events<E: Event>(
     reply: Value,
     key: &str,
+    encoding: crate::config::Encoding,
+    report: &mut LoadReport,
+) -> Vec<E> {
+    decode_events_from(reply, key, 0, encoding, report)
+}
+
+/// As [`decode_events`] for a slice of a log that starts at entry
+/// `offset` (which names entries in issues).
+fn decode_events_from<E: Event>(
+    reply: Value,
+    key: &str,
+    offset: usize,
     encoding: crate::config::Encoding,
     report: &mut LoadReport,
 ) -> Vec<E> {
@@ -452,7 +610,9 @@ pub(crate) fn decode_events<E: Event>(
                     report.duplicate_events += 1;
                 }
             }
-            Err(e) => report.issues.push(LoadIssue { key: format!("{key}[{i}]"), problem: e.to_string() }),
+            Err(e) => report
+                .issues
+                .push(LoadIssue { key: format!("{key}[{}]", offset + i), problem: e.to_string() }),
         }
     }
     out
