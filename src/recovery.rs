@@ -1,5 +1,12 @@
 //! Loading a trader's state back: ids from the index sets, values from
-//! pipelined reads in chunks, decode problems reported by key.
+//! pipelined reads in chunks on parallel workers, long event logs in
+//! slices, decode problems reported by key.
+//!
+//! Over 600 lines: the two worker loops (chunks, then the slices of long
+//! logs), their decoders and the in-order merge share the report and the
+//! connection set, and read best side by side. The `Cache` wrappers at the
+//! bottom are the public surface (DESIGN.md's `src/load/` split would put
+//! the workers in a file of their own).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
