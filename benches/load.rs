@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tradecache::model::{
     Currency, Fill, Instrument, LiquiditySide, Money, Order, OrderEvent, OrderEventKind, OrderSide,
-    OrderType, Position, Price, Quantity, TimeInForce, UnixNanos,
+    OrderType, Position, Price, Quantity, QuoteTick, TimeInForce, UnixNanos,
 };
 use tradecache::{Cache, Config, Encoding, Ident, OverflowPolicy};
 
@@ -868,6 +868,300 @@ fn recovery(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     })
 }
 
+/// CPU nanoseconds this whole process has used, user and system, its
+/// finished threads included (`getrusage(RUSAGE_SELF)`).
+fn process_cpu_ns() -> u64 {
+    // SAFETY: `getrusage` only writes the struct it is given, which is
+    // zero-initialized plain data of the right type.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return 0;
+        }
+        ru
+    };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
+}
+
+/// Parses `redis-benchmark -q` output for a custom command: the last
+/// "…: N requests per second" figure.
+fn rps_of(text: &str) -> Option<f64> {
+    text.split(['\r', '\n'])
+        .filter_map(|l| l.split_once(" requests per second").map(|(head, _)| head))
+        .filter_map(|head| head.rsplit(": ").next().and_then(|n| n.trim().parse::<f64>().ok()))
+        .next_back()
+}
+
+/// The physical limit of a load on this server: `redis-benchmark`
+/// pipelined (`-c 1 -P 512`) `LRANGE … 0 -1` of 5-event lists and `GET` of
+/// order values (the bench's own encoded bytes), over `n` random keys.
+fn physical_limit(
+    port: u16,
+    con: &mut redis::Connection,
+    n: usize,
+    requests: usize,
+    order: &[u8],
+    events: &[Vec<u8>],
+) -> Value {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET").arg(format!("phys:ord:{i:012}")).arg(order).ignore();
+            let mut rpush = redis::cmd("RPUSH");
+            rpush.arg(format!("phys:ev:{i:012}"));
+            for e in events {
+                rpush.arg(&e[..]);
+            }
+            pipe.add_command(rpush).ignore();
+        }
+        let _: () = pipe.query(con).expect("fill the physical-limit keys");
+    }
+    settle(con);
+    let run = |args: &[&str]| -> (Option<f64>, String) {
+        let out = std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "1", "-P", "512"])
+            .args(["-n", &requests.to_string(), "-r", &n.to_string(), "-q"])
+            .args(args)
+            .output();
+        match out {
+            Err(e) => (None, format!("redis-benchmark not run: {e}")),
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stdout).to_string();
+                let rps = rps_of(&text);
+                (rps, if rps.is_some() { "ok".into() } else { format!("could not parse: {text:?}") })
+            }
+        }
+    };
+    let (lrange, n1) = run(&["LRANGE", "phys:ev:__rand_int__", "0", "-1"]);
+    let (get, n2) = run(&["GET", "phys:ord:__rand_int__"]);
+    let per = events.len() as f64;
+    // One GET and one LRANGE per order: (1 + events) values.
+    let values_per_s = lrange.zip(get).map(|(l, g)| (1.0 + per) / (1.0 / l + 1.0 / g));
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    json!({
+        "lrange_per_s": lrange,
+        "lrange_values_per_s": lrange.map(|l| l * per),
+        "get_per_s": get,
+        "values_per_s": values_per_s,
+        "notes": [n1, n2],
+        "commands": [
+            format!("redis-benchmark -h 127.0.0.1 -p PORT -c 1 -P 512 -n {requests} -r {n} -q LRANGE phys:ev:__rand_int__ 0 -1"),
+            format!("redis-benchmark -h 127.0.0.1 -p PORT -c 1 -P 512 -n {requests} -r {n} -q GET phys:ord:__rand_int__"),
+        ],
+        "method": "lists of the bench's 5 encoded events and strings of its encoded order; values/s for one GET + one LRANGE per order",
+    })
+}
+
+/// `load()` of N orders × 5 events (nothing else) for N = 10,000, 100,000
+/// and 1,000,000 (`BENCH_SCALE_MAX` lowers the top), in values (orders +
+/// events) per second, with the CPU Redis and this process spent in each
+/// load; and next to each, the physical limit of the same server over a
+/// keyspace of the same size.
+fn recovery_scaling(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let max: usize = std::env::var("BENCH_SCALE_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let id = "O-123456";
+    let mut order = Vec::new();
+    tradecache_encode(&Order::example(id), &mut order);
+    let events: Vec<Vec<u8>> = order_events(id)
+        .iter()
+        .map(|e| {
+            let mut b = Vec::new();
+            tradecache_encode(e, &mut b);
+            b
+        })
+        .collect();
+    let mut rows = serde_json::Map::new();
+    let mut ratios = Vec::new();
+    for n in [10_000usize, 100_000, 1_000_000].into_iter().filter(|n| *n <= max) {
+        let trader = format!("BENCH-SCALE-{n}");
+        let cache = open(config(port, &trader).channel_capacity(1 << 16));
+        let wstart = Instant::now();
+        for i in 0..n {
+            let id = format!("O-{i}");
+            cache.put(&Order::example(&id)).expect("put order");
+            for ev in order_events(&id) {
+                cache.append(&id, &ev).expect("append");
+            }
+        }
+        cache.flush(Duration::from_secs(600)).expect("flush");
+        let write_s = wstart.elapsed().as_secs_f64();
+        settle(con);
+        let mut runs = Vec::new();
+        for _ in 0..reps {
+            let redis0 = redis_cpu_s(con);
+            let cpu0 = process_cpu_ns();
+            let t = Instant::now();
+            let snap = cache.load().expect("load");
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = (process_cpu_ns() - cpu0) as f64 / 1e9;
+            let redis_s = redis_cpu_s(con) - redis0;
+            let values = snap.orders.len() + snap.order_events.values().map(Vec::len).sum::<usize>();
+            assert_eq!(values, n * 6, "every order and event loads ({:?})", snap.report.issues.first());
+            let rt = snap.report.round_trips;
+            drop(snap);
+            runs.push(json!({ "s": secs, "values_per_s": values as f64 / secs, "redis_cpu_s": redis_s,
+                              "client_cpu_s": cpu, "round_trips": rt }));
+        }
+        drop(cache);
+        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+        let limit = physical_limit(port, con, n, 500_000, &order, &events);
+        settle(con);
+        let rate = med(&runs, &["values_per_s"]);
+        let ratio = limit["values_per_s"].as_f64().map(|l| rate / l);
+        ratios.push(ratio);
+        rows.insert(
+            n.to_string(),
+            json!({ "values_per_s": rate, "s": med(&runs, &["s"]), "redis_cpu_s": med(&runs, &["redis_cpu_s"]),
+                    "client_cpu_s": med(&runs, &["client_cpu_s"]), "values": n * 6, "write_s": write_s,
+                    "limit": limit, "ratio_to_limit": ratio, "runs": runs }),
+        );
+    }
+    let flatness = match (ratios.first(), ratios.last()) {
+        (Some(Some(a)), Some(Some(b))) if *a > 0.0 => json!(b / a),
+        _ => Value::Null,
+    };
+    json!({
+        "ours": rows,
+        "largest_over_smallest_ratio_to_limit": flatness,
+        "dataset": "N orders (Order::example) with 5 events each (initialized, submitted, accepted, partially filled, filled); values = orders + events",
+        "limit": "redis-benchmark -c 1 -P 512 pipelined LRANGE (5-event lists) and GET (orders) over N random keys of the bench's own encoded values, 500,000 requests each; values/s for one GET + one LRANGE per order",
+    })
+}
+
+/// One run of the point-read figures (see `reads`).
+fn reads_run(port: u16, con: &mut redis::Connection) -> Value {
+    let trader = "BENCH-READS";
+    let cache = open(config(port, trader));
+    let ps = positions("G", 1_000);
+    for p in &ps {
+        cache.put(p).expect("put");
+    }
+    let oid = "O-READS";
+    cache.put(&Order::example(oid)).expect("put order");
+    for ev in order_events(oid) {
+        cache.append(oid, &ev).expect("append");
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    let keys: Vec<String> = ps.iter().map(|p| position_key(trader, p.id.as_str())).collect();
+    // Warm up both connections.
+    for (p, k) in ps.iter().zip(&keys).take(200) {
+        cache.get::<Position>(p.id.as_str()).expect("get");
+        let _: Option<Vec<u8>> = redis::cmd("GET").arg(k).query(con).expect("GET");
+    }
+    // `get` and a plain GET of the same keys, in alternating blocks.
+    let (mut ours, mut plain) = (hist(), hist());
+    for block in 0..20 {
+        for i in 0..1_000 {
+            let id = ps[(block * 37 + i) % ps.len()].id.as_str();
+            let t = Instant::now();
+            let v = cache.get::<Position>(id).expect("get");
+            ours.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert!(v.is_some());
+        }
+        for i in 0..1_000 {
+            let k = &keys[(block * 37 + i) % keys.len()];
+            let t = Instant::now();
+            let v: Option<Vec<u8>> = redis::cmd("GET").arg(k).query(con).expect("GET");
+            plain.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert!(v.is_some());
+        }
+    }
+    let (mut events, mut plain_events) = (hist(), hist());
+    let events_key = format!("trader-{trader}:orders:{oid}:events");
+    for _ in 0..10 {
+        for _ in 0..500 {
+            let t = Instant::now();
+            let evs = cache.get_events::<OrderEvent>(oid).expect("get_events");
+            events.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert_eq!(evs.len(), 5);
+        }
+        for _ in 0..500 {
+            let t = Instant::now();
+            let evs: Vec<Vec<u8>> =
+                redis::cmd("LRANGE").arg(&events_key).arg(0).arg(-1).query(con).expect("LRANGE");
+            plain_events.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+            assert_eq!(evs.len(), 5);
+        }
+    }
+    // Appends on the calling thread at 100,000/s: a quote tick, then an
+    // order event (the budget it must match), alternating.
+    let inst = "BTCUSDT-PERP.BINANCE";
+    let quotes: Vec<QuoteTick> = (0..1_000).map(|i| QuoteTick::example(inst, UnixNanos(i))).collect();
+    let evs = order_events("O-APPEND");
+    let (mut tick_ns, mut event_ns) = (hist(), hist());
+    let start = Instant::now();
+    for i in 0..200_000u64 {
+        pace(start, i, 100_000);
+        let t = Instant::now();
+        if i % 2 == 0 {
+            cache.append_market_data(&quotes[(i / 2 % 1_000) as usize]).expect("append tick");
+            tick_ns.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+        } else {
+            let ev = &evs[(i / 2 % 5) as usize];
+            cache.append("O-APPEND", ev).expect("append event");
+            event_ns.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+        }
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    // The newest 10,000 ticks (the default capacity) of a full series.
+    let series = "ETHUSDT-PERP.BINANCE";
+    for i in 0..15_000 {
+        cache.append_market_data(&QuoteTick::example(series, UnixNanos(i))).expect("append tick");
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    let mut load = hist();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (got, _) = cache.load_ticks::<QuoteTick>(series, 10_000).expect("load_ticks");
+        load.record((t.elapsed().as_nanos() as u64).max(1)).expect("record");
+        assert_eq!(got.len(), 10_000);
+        assert_eq!(got[0].ts_event, UnixNanos(5_000));
+    }
+    drop(cache);
+    json!({
+        "get_us": pcts(&ours, 1_000.0),
+        "plain_get_us": pcts(&plain, 1_000.0),
+        "get_events_us": pcts(&events, 1_000.0),
+        "plain_lrange_us": pcts(&plain_events, 1_000.0),
+        "tick_append_ns": pcts(&tick_ns, 1.0),
+        "event_append_ns": pcts(&event_ns, 1.0),
+        "load_ticks_10000_ms": pcts(&load, 1_000_000.0),
+    })
+}
+
+/// `get::<Position>` next to a plain redis-rs `GET` of the same keys (raw
+/// bytes, not decoded) on the same server, in alternating blocks of 1,000
+/// (nothing pending, so read-your-writes costs nothing); `get_events` of a
+/// 5-event order; `append_market_data` of a quote tick on the calling
+/// thread at 100,000/s next to `append` of an order event in the same
+/// loop; `load_ticks` of the newest 10,000 of a 15,000-tick series.
+fn reads(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let runs: Vec<Value> = (0..reps).map(|_| reads_run(port, con)).collect();
+    let qs = ["p50", "p99", "p99_9"];
+    let get = med_pcts(&runs, &["get_us"], &qs);
+    let plain = med_pcts(&runs, &["plain_get_us"], &qs);
+    let ratio = |q: &str| match (get[q].as_f64(), plain[q].as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    };
+    json!({
+        "get_us": { "ours": get.clone(), "alternative": { "name": "plain_redis_rs_get_us", "value": plain.clone() },
+                    "ratio_p50": ratio("p50"), "ratio_p99": ratio("p99") },
+        "get_events_us": { "ours": med_pcts(&runs, &["get_events_us"], &qs),
+                           "alternative": { "name": "plain_redis_rs_lrange_us", "value": med_pcts(&runs, &["plain_lrange_us"], &qs) } },
+        "tick_append_ns": { "ours": med_pcts(&runs, &["tick_append_ns"], &qs),
+                            "alternative": { "name": "event_append_ns", "value": med_pcts(&runs, &["event_append_ns"], &qs) } },
+        "load_ticks_10000_ms": med_pcts(&runs, &["load_ticks_10000_ms"], &qs),
+        "runs": runs,
+    })
+}
+
+/// The bytes the cache stores for `v` (MessagePack, struct maps).
+fn tradecache_encode<T: serde::Serialize>(v: &T, out: &mut Vec<u8>) {
+    v.serialize(&mut rmp_serde::Serializer::new(out).with_struct_map()).expect("encode");
+}
+
 // ---------------------------------------------------------------------------
 // Report
 
@@ -947,14 +1241,49 @@ fn table(r: &Value) -> String {
         }
     }
     let rec = &r["recovery_s"];
-    row(&mut rows, "recovery_s", &rec["ours"], &rec["alternative"]["value"], "<= 1.5");
+    row(&mut rows, "recovery_s", &rec["ours"], &rec["alternative"]["value"], "<= 0.5");
+    if let Some(rows_by_n) = r["recovery_scaling"]["ours"].as_object() {
+        for (n, v) in rows_by_n {
+            let key = format!("recovery_scaling.{n} (values/s vs redis-benchmark)");
+            row(&mut rows, &key, &v["values_per_s"], &v["limit"]["values_per_s"], "flat");
+        }
+    }
+    let rd = &r["reads"];
+    for q in ["p50", "p99"] {
+        row(
+            &mut rows,
+            &format!("reads.get_us.{q} (vs plain GET)"),
+            &rd["get_us"]["ours"][q],
+            &rd["get_us"]["alternative"]["value"][q],
+            "ratio <= 1.5",
+        );
+    }
+    for q in ["p50", "p99"] {
+        row(
+            &mut rows,
+            &format!("reads.get_events_us.{q} (5 events, vs plain LRANGE)"),
+            &rd["get_events_us"]["ours"][q],
+            &rd["get_events_us"]["alternative"]["value"][q],
+            "",
+        );
+    }
+    for q in ["p50", "p99"] {
+        row(
+            &mut rows,
+            &format!("reads.tick_append_ns.{q} (vs event append)"),
+            &rd["tick_append_ns"]["ours"][q],
+            &rd["tick_append_ns"]["alternative"]["value"][q],
+            "",
+        );
+    }
+    row(&mut rows, "reads.load_ticks_10000_ms.p50", &rd["load_ticks_10000_ms"]["p50"], &Value::Null, "");
     let b = &r["redis_bytes_per_position"];
     row(
         &mut rows,
         "redis_bytes_per_position (msgpack vs json)",
         &b["ours"],
         &b["alternative"]["value"],
-        "<= 300",
+        "<= 200",
     );
     row(&mut rows, "client_rss_mb", &r["client_rss_mb"]["ours"], &Value::Null, "");
     if r.get("outage_rss_mb").is_some() {
@@ -1067,6 +1396,8 @@ fn main() {
     section("fencing", &mut || fencing(port, &mut server.client(), reps));
     section("ack_latency_us", &mut || ack_latency(port, &server, reps));
     section("recovery_s", &mut || recovery(port, &mut server.client(), reps));
+    section("recovery_scaling", &mut || recovery_scaling(port, &mut server.client(), reps));
+    section("reads", &mut || reads(port, &mut server.client(), reps));
     section("outage_rss_mb", &mut || outage_rss());
     report.insert("bench_runtime_s".into(), json!(started.elapsed().as_secs_f64()));
     let report = Value::Object(report);

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::config::{Config, OverflowPolicy};
 use crate::connection;
-use crate::entity::{Entity, Event};
+use crate::entity::{Entity, Event, MarketData};
 use crate::error::{CloseReport, DroppedWrite, Error, PushError, Result};
 use crate::flusher::{Flusher, FlusherInit, Waiters};
 use crate::ident::{self, Ident};
@@ -63,6 +63,8 @@ pub struct Cache {
     closed: AtomicBool,
     cfg: Config,
     keys: Keys,
+    /// The connection point reads use (`get`, `get_events`, `load_ticks`).
+    reads: crate::reads::ReadLink,
 }
 
 impl std::fmt::Debug for Cache {
@@ -139,6 +141,7 @@ impl Cache {
             closed: AtomicBool::new(false),
             cfg: config,
             keys,
+            reads: crate::reads::ReadLink::default(),
         })
     }
 
@@ -173,6 +176,24 @@ impl Cache {
         }
         let rec = event.to_record();
         self.push(|seq| Msg::Append { seq, collection, id, rec }, || event.clone())
+    }
+
+    /// Appends market data (a [`crate::model::QuoteTick`], a
+    /// [`crate::model::TradeTick`], a [`crate::model::Bar`] or a type of your
+    /// own) to its series, `{COLLECTION}:{series_id}:events`. Hot path, as
+    /// cheap as [`Cache::append`]: the flusher pushes it and trims the list
+    /// to the newest `tick_capacity` (ticks) or `bar_capacity` (bars)
+    /// entries in the same transaction. Read them back with
+    /// [`Cache::load_ticks`] / [`Cache::load_bars`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::put`] (an invalid series id is
+    /// [`PushError::InvalidId`]).
+    pub fn append_market_data<D: MarketData>(&self, item: &D) -> std::result::Result<Seq, PushError<D>> {
+        let id = Ident::new(item.series_id()).map_err(PushError::InvalidId)?;
+        let rec = item.to_record();
+        self.push(|seq| Msg::Append { seq, collection: D::COLLECTION, id, rec }, || item.clone())
     }
 
     /// Deletes an entity, its event log, and its index entry.
@@ -405,6 +426,32 @@ impl Cache {
 
     pub(crate) fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub(crate) fn read_link(&self) -> &crate::reads::ReadLink {
+        &self.reads
+    }
+
+    /// Read-your-writes for the point reads: waits until every write
+    /// accepted before this call is acknowledged (Redis has it, or the
+    /// flusher dropped it and reported it). Free when nothing is pending;
+    /// nothing is added to the write path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WaitTimeout`] after `timeout`; [`Error::Closed`] when the
+    /// flusher has stopped.
+    pub(crate) fn settle_reads(&self, timeout: Duration) -> Result<()> {
+        let accepted = self.shared.accepted_seq.load(SeqCst);
+        if self.shared.acked_seq.load(SeqCst) >= accepted {
+            return Ok(());
+        }
+        match self.wait(Seq(accepted), timeout) {
+            // Acknowledged up to `accepted`, some of it dropped: the reader
+            // sees what Redis has; the drops are the caller's to collect.
+            Ok(()) | Err(Error::Dropped { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends shutdown through the channel (after every accepted write),

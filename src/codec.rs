@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned};
 use serde::Serialize;
 
 use crate::config::Encoding;
@@ -60,13 +60,24 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T, DecodeError> {
     let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| DecodeError(format!("json: {e}")));
     let msgpack = |b: &[u8]| {
-        // Read from a shrinking slice, so what follows the value is known:
-        // trailing bytes mean the stored value is not what was written.
-        let mut de = rmp_serde::Deserializer::new(b);
+        // Borrowing strings from the slice (no copy per string: the load
+        // decodes millions of them).
+        let mut de = rmp_serde::Deserializer::from_read_ref(b);
         let v = T::deserialize(&mut de).map_err(|e| DecodeError(format!("msgpack: {e}")))?;
-        match de.get_ref().len() {
-            0 => Ok(v),
-            n => Err(DecodeError(format!("msgpack: {n} unexpected byte(s) after the value"))),
+        // Trailing bytes mean the stored value is not what was written:
+        // nothing may follow the value.
+        match serde::de::IgnoredAny::deserialize(&mut de) {
+            Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Ok(v)
+            }
+            _ => {
+                // Rare: count them, reading again from a shrinking slice.
+                let mut again = rmp_serde::Deserializer::new(b);
+                let n = T::deserialize(&mut again).map_or(0, |_| again.get_ref().len());
+                Err(DecodeError(format!("msgpack: {n} unexpected byte(s) after the value")))
+            }
         }
     };
     match bytes {

@@ -766,8 +766,10 @@ impl Config {
 
     // --- recovery ---
 
-    /// How many keys [`crate::Cache::load`] reads per pipelined round trip;
-    /// at least 1.
+    /// How many ids [`crate::Cache::load`] reads per pipelined request (one
+    /// `MGET` of their snapshots and one `LRANGE` per event log), at least
+    /// one. Several such requests are in flight at once, on one connection
+    /// per core (2 to 4).
     ///
     /// Defaults to `1000`.
     #[must_use]
@@ -788,8 +790,10 @@ impl Config {
 
     // --- spec's market-data buffers ---
 
-    /// How many ticks per instrument the spec's market-data buffer keeps; at
-    /// least 1.
+    /// How many ticks each market-data tick series keeps in Redis (quote
+    /// ticks and trade ticks, per instrument): every
+    /// [`crate::Cache::append_market_data`] trims its list to the newest
+    /// `tick_capacity`, in the same transaction. At least 1.
     ///
     /// Defaults to `10000`.
     #[must_use]
@@ -798,8 +802,8 @@ impl Config {
         self
     }
 
-    /// How many bars per bar type the spec's market-data buffer keeps; at
-    /// least 1.
+    /// How many bars each bar series (per bar type) keeps in Redis, as
+    /// [`Config::tick_capacity`] for ticks. At least 1.
     ///
     /// Defaults to `10000`.
     #[must_use]

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use crate::codec::{self, EncodeError};
 use crate::config::Encoding;
-use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position};
+use crate::model::{
+    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick,
+};
 
 /// A type whose latest state is kept as one Redis string
 /// (`{trader}:{COLLECTION}:{id}`) and listed in `{trader}:index:{COLLECTION}`.
@@ -83,6 +85,60 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Send + 'static {
     }
 }
 
+/// Which configured capacity bounds a market-data series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesCapacity {
+    /// `tick_capacity` (quote and trade ticks).
+    Ticks,
+    /// `bar_capacity` (bars).
+    Bars,
+}
+
+/// Market data kept in a capped Redis list per series
+/// (`{trader}:{COLLECTION}:{series_id}:events`): every append also trims
+/// the list to the newest `tick_capacity` or `bar_capacity` entries, in the
+/// same transaction, so Redis memory stays bounded however long the
+/// engine runs.
+///
+/// The crate's [`QuoteTick`], [`TradeTick`] and [`Bar`] implement it (and
+/// travel through the channel by value, without allocating); a type of
+/// your own is cloned and boxed.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tradecache::{MarketData, SeriesCapacity};
+///
+/// #[derive(Clone, Serialize, Deserialize)]
+/// struct FundingRate { instrument_id: String, rate_bps: i32, ts: u64 }
+///
+/// impl MarketData for FundingRate {
+///     const COLLECTION: &'static str = "funding";
+///     const CAPACITY: SeriesCapacity = SeriesCapacity::Bars;
+///     fn series_id(&self) -> &str { &self.instrument_id }
+/// }
+/// # let f = FundingRate { instrument_id: "BTCUSDT-PERP.BINANCE".into(), rate_bps: 1, ts: 0 };
+/// # assert_eq!(f.series_id(), "BTCUSDT-PERP.BINANCE");
+/// ```
+pub trait MarketData: Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// The collection name, part of the key: `"quotes"`. It must be a valid
+    /// [`crate::Ident`] and must not be `index` or `writer`.
+    const COLLECTION: &'static str;
+
+    /// The capacity that bounds each series.
+    const CAPACITY: SeriesCapacity;
+
+    /// The series this item belongs to (an instrument id, a bar type);
+    /// validated on every append.
+    fn series_id(&self) -> &str;
+
+    /// Turns a clone of the value into a channel payload. The default boxes
+    /// it; there is no need to override this.
+    #[doc(hidden)]
+    fn to_record(&self) -> EventRecord {
+        EventRecord::Series(Box::new(self.clone()), Self::CAPACITY)
+    }
+}
+
 /// Object-safe view of a user entity, encoded on the flusher thread.
 #[doc(hidden)]
 pub trait DynEntity: Send {
@@ -110,6 +166,20 @@ pub trait DynEvent: Send {
 }
 
 impl<E: Event> DynEvent for E {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}
+
+/// Object-safe view of a user market-data type, encoded on the flusher
+/// thread. (A separate trait: a type could be both an event and market
+/// data.)
+#[doc(hidden)]
+pub trait DynSeries: Send {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<D: MarketData> DynSeries for D {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         codec::encode(self, encoding, out)
     }
@@ -159,12 +229,16 @@ impl Record {
     }
 }
 
-/// An event append as it travels through the channel.
+/// An event (or market-data) append as it travels through the channel.
 #[doc(hidden)]
 pub enum EventRecord {
     Order(OrderEvent),
     Account(Box<AccountEvent>),
     Dyn(Box<dyn DynEvent>),
+    Quote(QuoteTick),
+    Trade(TradeTick),
+    Bar(Bar),
+    Series(Box<dyn DynSeries>, SeriesCapacity),
 }
 
 impl EventRecord {
@@ -173,6 +247,25 @@ impl EventRecord {
             EventRecord::Order(v) => codec::encode(v, encoding, out),
             EventRecord::Account(v) => codec::encode(v, encoding, out),
             EventRecord::Dyn(d) => d.encode(encoding, out),
+            EventRecord::Quote(v) => codec::encode(v, encoding, out),
+            EventRecord::Trade(v) => codec::encode(v, encoding, out),
+            EventRecord::Bar(v) => codec::encode(v, encoding, out),
+            EventRecord::Series(d, _) => d.encode(encoding, out),
         }
+    }
+
+    /// For market data, how many entries its list keeps (`LTRIM` after the
+    /// `RPUSH`); `None` for event logs, which are never trimmed.
+    pub(crate) fn cap(&self, cfg: &crate::config::Config) -> Option<usize> {
+        let capacity = match self {
+            EventRecord::Quote(_) | EventRecord::Trade(_) => SeriesCapacity::Ticks,
+            EventRecord::Bar(_) => SeriesCapacity::Bars,
+            EventRecord::Series(_, c) => *c,
+            EventRecord::Order(_) | EventRecord::Account(_) | EventRecord::Dyn(_) => return None,
+        };
+        Some(match capacity {
+            SeriesCapacity::Ticks => cfg.tick_capacity,
+            SeriesCapacity::Bars => cfg.bar_capacity,
+        })
     }
 }

@@ -12,6 +12,7 @@
 //! let position = Position::example("BTCUSDT-PERP.BINANCE-001");
 //! let seq = cache.put(&position)?;              // hot path: no I/O
 //! cache.wait(seq, Duration::from_millis(50))?;  // this write is in Redis
+//! assert_eq!(cache.get::<Position>("BTCUSDT-PERP.BINANCE-001")?, Some(position));
 //! cache.close(Duration::from_secs(5))?;
 //! # Ok(()) }
 //! ```
@@ -30,6 +31,7 @@ mod ident;
 mod keys;
 mod marker;
 pub mod model;
+mod reads;
 mod recovery;
 mod stats;
 #[cfg(feature = "tls")]
@@ -37,7 +39,7 @@ mod tls;
 
 pub use cache::{Cache, Seq};
 pub use config::{Config, Encoding, OverflowPolicy};
-pub use entity::{Entity, Event};
+pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
 pub use recovery::{LoadIssue, LoadReport, Snapshot};

@@ -1,5 +1,12 @@
 //! Loading a trader's state back: ids from the index sets, values from
-//! pipelined reads in chunks, decode problems reported by key.
+//! pipelined reads in chunks on parallel workers, long event logs in
+//! slices, decode problems reported by key.
+//!
+//! Over 600 lines: the two worker loops (chunks, then the slices of long
+//! logs), their decoders and the in-order merge share the report and the
+//! connection set, and read best side by side. The `Cache` wrappers at the
+//! bottom are the public surface (DESIGN.md's `src/load/` split would put
+//! the workers in a file of their own).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -99,30 +106,75 @@ pub(crate) struct Loaded<T, E> {
     pub(crate) report: LoadReport,
 }
 
-/// A short-lived reader on its own connection (the flusher's stays free).
+/// At most this many connections (each with its own thread) read one
+/// collection in parallel during a load.
+const MAX_LOAD_CONNECTIONS: usize = 4;
+
+/// How many connections a load reads on: one per core, at least two (so
+/// that Redis always has a request queued while a worker decodes) and at
+/// most [`MAX_LOAD_CONNECTIONS`].
+fn load_connections() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_LOAD_CONNECTIONS)
+}
+
+/// A short-lived reader on connections of its own (the flusher's stays
+/// free).
+///
+/// `load` splits the sorted ids into chunks of `load_chunk` and hands
+/// them round-robin to workers, one thread and one connection each. A
+/// worker asks for a chunk with one `MGET` of the snapshots and one
+/// `LRANGE` per event log, keeps its next chunk's request in flight while
+/// it reads and decodes the current one, and passes the decoded chunk to
+/// the calling thread, which appends the chunks in id order and fills the
+/// event map. Redis, the reply parsing and the decoding all run at once.
 pub(crate) struct Reader<'a> {
-    conn: Conn,
+    pub(crate) conn: Conn,
+    /// The other workers' connections, opened at the first large load and
+    /// reused by the next.
+    extra: Vec<Conn>,
+    cfg: &'a Config,
     /// The configured encoding, which decides the rare value that reads as
     /// either (see `codec::decode`).
     encoding: crate::config::Encoding,
     keys: &'a Keys,
     chunk: usize,
     packer: Packer,
-    scratch: Vec<u8>,
 }
 
+/// One chunk of a load, decoded by a worker.
+struct ChunkOut<T, E> {
+    items: Vec<T>,
+    events: Vec<(Ident, Vec<E>)>,
+    /// Ids whose log filled its first slice: the rest is read after.
+    long: Vec<Ident>,
+    report: LoadReport,
+}
+
+/// One decoded slice of a long log, and what its decoding found.
+type Slice<E> = (Vec<E>, LoadReport);
+
+/// A load reads event logs in slices of this many entries: the first with
+/// the log's chunk, the rest (of long logs, such as an account's balance
+/// events) spread over the workers afterwards.
+const LOG_SLICE: usize = 4096;
+
 impl<'a> Reader<'a> {
-    pub(crate) fn open(cfg: &Config, keys: &'a Keys) -> Result<Self> {
-        let marker = keys.writer(&cfg.writer_id);
-        let conn = connection::connect(cfg, &marker, None).map_err(|f| f.into_error())?;
+    pub(crate) fn open(cfg: &'a Config, keys: &'a Keys) -> Result<Self> {
+        let conn = Self::connect(cfg, keys)?;
         Ok(Reader {
             conn,
+            extra: Vec::new(),
+            cfg,
             encoding: cfg.encoding,
             keys,
             chunk: cfg.load_chunk.max(1),
             packer: Packer::default(),
-            scratch: Vec::new(),
         })
+    }
+
+    fn connect(cfg: &Config, keys: &Keys) -> Result<Conn> {
+        let marker = keys.writer(&cfg.writer_id);
+        connection::connect(cfg, &marker, None).map_err(|f| f.into_error())
     }
 
     /// Sends the packed commands and reads one reply per command.
@@ -169,7 +221,7 @@ impl<'a> Reader<'a> {
                 }),
             }
         }
-        ids.sort();
+        ids.sort_unstable();
         Ok(ids)
     }
 
@@ -177,95 +229,168 @@ impl<'a> Reader<'a> {
     pub(crate) fn load<T: Entity, E: Event>(&mut self, with_events: bool) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let ids = self.ids(T::COLLECTION, &mut report)?;
-        let mut items = Vec::with_capacity(ids.len());
-        let mut events = HashMap::new();
         let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
-        let mut requests = Vec::with_capacity(chunks.len());
-        for chunk in &chunks {
-            for id in chunk.iter() {
-                self.scratch.clear();
-                self.keys.write_entity(&mut self.scratch, T::COLLECTION, id);
-                self.packer.cmd(&[b"GET", &self.scratch]);
-                if with_events {
-                    self.scratch.extend_from_slice(b":events");
-                    self.packer.cmd(&[b"LRANGE", &self.scratch, b"0", b"-1"]);
+        // Small collections stay on the one connection; larger ones get
+        // their workers (connections opened once, reused by later loads).
+        let workers = load_connections().min(chunks.len()).max(1);
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
+        let mut long = Vec::new();
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
+        // Emptied chunk buffers go back to the workers: fresh memory for
+        // every chunk (then freed) cost page faults at a million orders.
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<ChunkOut<T, E>>(2 * workers);
+        let (keys, encoding) = (self.keys, self.encoding);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let (tx, spare) = (tx.clone(), spare_rx.clone());
+                let mine: Vec<(usize, &[Ident])> =
+                    chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || {
+                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx, &spare)
+                    });
+                if let Err(e) = spawned {
+                    return Err(Error::Redis {
+                        addr: self.cfg.redacted_url(),
+                        kind: crate::ErrorKind::Io,
+                        detail: format!("cannot start a load thread: {e}"),
+                    });
                 }
             }
-            requests.push((std::mem::take(&mut self.packer.buf), self.packer.commands));
-            self.packer.clear();
-        }
-        report.round_trips += requests.len() as u64;
-        // One thread talks to Redis (keeping the next chunk's request in
-        // flight while it reads this one's replies); this one decodes.
-        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<Value>>>(4);
-        let conn = &mut self.conn;
-        std::thread::scope(|scope| -> Result<()> {
-            scope.spawn(move || {
-                let addr = conn.addr.clone();
-                let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
-                let mut sent = 0;
-                for i in 0..requests.len() {
-                    while sent < requests.len() && sent <= i + 1 {
-                        if let Err(e) = conn.con.send_packed_command(&requests[sent].0) {
-                            let _ = tx.send(Err(fail(&e)));
-                            return;
-                        }
-                        sent += 1;
-                    }
-                    let mut replies = Vec::with_capacity(requests[i].1);
-                    for _ in 0..requests[i].1 {
-                        match conn.con.recv_response() {
-                            Ok(v) => replies.push(v),
-                            Err(e) => {
-                                let _ = tx.send(Err(fail(&e)));
-                                return;
-                            }
-                        }
-                    }
-                    if tx.send(Ok(replies)).is_err() {
-                        return;
-                    }
-                }
-            });
-            for chunk in &chunks {
-                let replies = rx.recv().map_err(|_| Error::Closed)??;
-                let mut it = replies.into_iter();
-                for id in chunk.iter() {
-                    let value = it.next().unwrap_or(Value::Nil);
-                    report.keys_read += 1;
-                    let key = || self.keys.entity(T::COLLECTION, id);
-                    match value {
-                        Value::BulkString(b) => match codec::decode::<T>(&b, self.encoding) {
-                            Ok(v) if v.id() == id.as_str() => items.push(v),
-                            Ok(v) => report.issues.push(LoadIssue {
-                                key: key(),
-                                problem: format!("value has id {:?}, key says {id:?}", v.id()),
-                            }),
-                            Err(e) => report.issues.push(LoadIssue { key: key(), problem: e.to_string() }),
-                        },
-                        Value::Nil => report
-                            .issues
-                            .push(LoadIssue { key: key(), problem: "in the index but has no value".into() }),
-                        Value::ServerError(e) => {
-                            report.issues.push(LoadIssue { key: key(), problem: e.to_string() })
-                        }
-                        other => report
-                            .issues
-                            .push(LoadIssue { key: key(), problem: format!("unexpected reply {other:?}") }),
-                    }
-                    if with_events {
-                        let reply = it.next().unwrap_or(Value::Nil);
-                        let key = self.keys.events(T::COLLECTION, id);
-                        let list = decode_events::<E>(reply, &key, self.encoding, &mut report);
-                        if !list.is_empty() {
-                            events.insert(id.clone(), list);
-                        }
-                    }
+            drop(tx);
+            // Chunks arrive in any order; they are appended in id order.
+            let mut slots: Vec<Option<ChunkOut<T, E>>> = (0..chunks.len()).map(|_| None).collect();
+            let mut next = 0;
+            while next < chunks.len() {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
+                    items.append(&mut out.items);
+                    events.extend(out.events.drain(..));
+                    long.append(&mut out.long);
+                    report.merge(std::mem::take(&mut out.report));
+                    let _ = spare_tx.try_send(out);
+                    next += 1;
                 }
             }
             Ok(())
         })?;
+        if !long.is_empty() {
+            self.load_tails::<T, E>(&long, &mut events, &mut report)?;
+        }
+        self.explain_missing(&mut report)?;
         Ok(Loaded { items, events, report })
+    }
+
+    /// The rest of the logs that filled their first slice: their lengths
+    /// (one `LLEN` each, one round trip), then slices of `LOG_SLICE`
+    /// entries spread round-robin over the workers, appended in order.
+    /// Repeated event ids are dropped across slices too.
+    fn load_tails<T: Entity, E: Event>(
+        &mut self,
+        long: &[Ident],
+        events: &mut HashMap<Ident, Vec<E>>,
+        report: &mut LoadReport,
+    ) -> Result<()> {
+        let keys: Vec<String> = long.iter().map(|id| self.keys.events(T::COLLECTION, id)).collect();
+        self.packer.clear();
+        for key in &keys {
+            self.packer.cmd(&[b"LLEN", key.as_bytes()]);
+        }
+        let lens = self.round_trip(report)?;
+        // (log, first entry, last entry)
+        let mut slices: Vec<(usize, usize, usize)> = Vec::new();
+        for (log, len) in lens.into_iter().enumerate() {
+            let len = match len {
+                Value::Int(n) => usize::try_from(n).unwrap_or(0),
+                _ => 0,
+            };
+            slices.extend(
+                (LOG_SLICE..len).step_by(LOG_SLICE).map(|at| (log, at, (at + LOG_SLICE).min(len) - 1)),
+            );
+        }
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let workers = load_connections().min(slices.len());
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Slice<E>>)>();
+        let encoding = self.encoding;
+        let (keys, slices) = (&keys, &slices);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let tx = tx.clone();
+                let mine: Vec<usize> = (w..slices.len()).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || read_slices::<E>(conn, keys, slices, &mine, encoding, &tx));
+                if let Err(e) = spawned {
+                    return Err(Error::Redis {
+                        addr: self.cfg.redacted_url(),
+                        kind: crate::ErrorKind::Io,
+                        detail: format!("cannot start a load thread: {e}"),
+                    });
+                }
+            }
+            drop(tx);
+            let mut slots: Vec<Option<Slice<E>>> = (0..slices.len()).map(|_| None).collect();
+            let mut seen: HashMap<usize, HashSet<u64>> = HashMap::new();
+            let mut next = 0;
+            while next < slices.len() {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some((list, mut slice_report)) = slots.get_mut(next).and_then(Option::take) {
+                    let log = slices[next].0;
+                    let all = events.entry(long[log].clone()).or_default();
+                    let seen = seen.entry(log).or_insert_with(|| all.iter().map(Event::event_id).collect());
+                    for ev in list {
+                        if seen.insert(ev.event_id()) {
+                            all.push(ev);
+                        } else {
+                            slice_report.duplicate_events += 1;
+                        }
+                    }
+                    // The log was counted once, with its first slice.
+                    slice_report.keys_read = 0;
+                    report.merge(slice_report);
+                    next += 1;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// `MGET` answers nil both for a missing key and for a key of another
+    /// type: a `GET` of each key reported without a value tells them apart
+    /// (one more round trip, only when there are such keys).
+    fn explain_missing(&mut self, report: &mut LoadReport) -> Result<()> {
+        let missing: Vec<usize> =
+            (0..report.issues.len()).filter(|&i| report.issues[i].problem == NO_VALUE).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.packer.clear();
+        for &i in &missing {
+            self.packer.cmd(&[b"GET", report.issues[i].key.as_bytes()]);
+        }
+        let replies = self.round_trip(report)?;
+        for (&i, reply) in missing.iter().zip(replies) {
+            match reply {
+                Value::ServerError(e) => report.issues[i].problem = e.to_string(),
+                Value::Nil => {}
+                _ => report.issues[i].problem = format!("{NO_VALUE} (it had one when checked again)"),
+            }
+        }
+        Ok(())
     }
 
     /// The commit marker's bytes (`None` when there is none).
@@ -287,9 +412,194 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_events<E: Event>(
+/// A worker of `Reader::load`: requests its chunks on `conn`, one ahead of
+/// the one it reads, decodes each and sends it to the calling thread.
+/// Stops at the first connection error (sent as the chunk's result) or
+/// when the calling thread has gone.
+fn read_chunks<T: Entity, E: Event>(
+    conn: &mut Conn,
+    keys: &Keys,
+    encoding: crate::config::Encoding,
+    with_events: bool,
+    chunks: &[(usize, &[Ident])],
+    tx: &crossbeam_channel::Sender<(usize, Result<ChunkOut<T, E>>)>,
+    spare: &crossbeam_channel::Receiver<ChunkOut<T, E>>,
+) {
+    let addr = conn.addr.clone();
+    let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+    let mut packer = Packer::default();
+    let mut key = Vec::new();
+    let slice_last = (LOG_SLICE - 1).to_string();
+    let mut send = |conn: &mut Conn, ids: &[Ident]| -> redis::RedisResult<()> {
+        packer.clear();
+        packer.array(ids.len() + 1);
+        packer.bulk(b"MGET");
+        for id in ids {
+            key.clear();
+            keys.write_entity(&mut key, T::COLLECTION, id);
+            packer.bulk(&key);
+        }
+        if with_events {
+            for id in ids {
+                key.clear();
+                keys.write_events(&mut key, T::COLLECTION, id);
+                packer.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
+            }
+        }
+        conn.con.send_packed_command(&packer.buf)
+    };
+    let mut sent = 0;
+    for (i, &(index, ids)) in chunks.iter().enumerate() {
+        let mut result = Ok(());
+        while result.is_ok() && sent < chunks.len() && sent <= i + 2 {
+            result = send(conn, chunks[sent].1);
+            sent += 1;
+        }
+        let out = result.map_err(|e| fail(&e)).and_then(|()| {
+            let snapshots = conn.con.recv_response().map_err(|e| fail(&e))?;
+            let mut logs = Vec::with_capacity(if with_events { ids.len() } else { 0 });
+            for _ in 0..logs.capacity() {
+                logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
+            }
+            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs, spare.try_recv().ok()))
+        });
+        let failed = out.is_err();
+        if tx.send((index, out)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A worker of `Reader::load_tails`: reads its slices (`mine`, indexes
+/// into `slices`) with one request ahead, decodes each and sends it back.
+fn read_slices<E: Event>(
+    conn: &mut Conn,
+    keys: &[String],
+    slices: &[(usize, usize, usize)],
+    mine: &[usize],
+    encoding: crate::config::Encoding,
+    tx: &crossbeam_channel::Sender<(usize, Result<Slice<E>>)>,
+) {
+    let addr = conn.addr.clone();
+    let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+    let mut packer = Packer::default();
+    let mut send = |conn: &mut Conn, slice: usize| -> redis::RedisResult<()> {
+        let (log, first, last) = slices[slice];
+        packer.clear();
+        packer.cmd(&[
+            b"LRANGE",
+            keys[log].as_bytes(),
+            first.to_string().as_bytes(),
+            last.to_string().as_bytes(),
+        ]);
+        conn.con.send_packed_command(&packer.buf)
+    };
+    let mut sent = 0;
+    for (i, &slice) in mine.iter().enumerate() {
+        let mut result = Ok(());
+        while result.is_ok() && sent < mine.len() && sent <= i + 2 {
+            result = send(conn, mine[sent]);
+            sent += 1;
+        }
+        let out = result.map_err(|e| fail(&e)).and_then(|()| {
+            let reply = conn.con.recv_response().map_err(|e| fail(&e))?;
+            let (log, first, _) = slices[slice];
+            let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
+            let list = decode_events_from::<E>(reply, &keys[log], first, encoding, &mut report);
+            Ok((list, report))
+        });
+        let failed = out.is_err();
+        if tx.send((slice, out)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Decodes one chunk's replies: the `MGET` of the snapshots and, with
+/// events, one `LRANGE` reply per id. Problems are reported by key in id
+/// order (a snapshot before its log).
+fn decode_chunk<T: Entity, E: Event>(
+    keys: &Keys,
+    encoding: crate::config::Encoding,
+    ids: &[Ident],
+    snapshots: Value,
+    logs: Vec<Value>,
+    reuse: Option<ChunkOut<T, E>>,
+) -> ChunkOut<T, E> {
+    let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
+    let (mut items, mut events) = match reuse {
+        // Emptied by the calling thread.
+        Some(out) => (out.items, out.events),
+        None => (Vec::with_capacity(ids.len()), Vec::with_capacity(logs.len())),
+    };
+    let mut long = Vec::new();
+    let key = |id: &Ident| keys.entity(T::COLLECTION, id);
+    let values = match snapshots {
+        Value::Array(v) if v.len() == ids.len() => v,
+        Value::ServerError(e) => {
+            let problem = format!("MGET of {} snapshots failed: {e}", ids.len());
+            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
+            Vec::new()
+        }
+        other => {
+            let problem = format!("unexpected reply to MGET: {other:?}");
+            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
+            Vec::new()
+        }
+    };
+    let mut values = values.into_iter();
+    let mut logs = logs.into_iter();
+    for id in ids {
+        if let Some(value) = values.next() {
+            report.keys_read += 1;
+            match value {
+                Value::BulkString(b) => match codec::decode::<T>(&b, encoding) {
+                    Ok(v) if v.id() == id.as_str() => items.push(v),
+                    Ok(v) => report.issues.push(LoadIssue {
+                        key: key(id),
+                        problem: format!("value has id {:?}, key says {id:?}", v.id()),
+                    }),
+                    Err(e) => report.issues.push(LoadIssue { key: key(id), problem: e.to_string() }),
+                },
+                // `MGET` answers nil for a missing key and for a key of
+                // another type alike: `explain_nil` tells them apart.
+                Value::Nil => report.issues.push(LoadIssue { key: key(id), problem: NO_VALUE.into() }),
+                other => report
+                    .issues
+                    .push(LoadIssue { key: key(id), problem: format!("unexpected reply {other:?}") }),
+            }
+        }
+        if let Some(reply) = logs.next() {
+            if matches!(&reply, Value::Array(v) if v.len() == LOG_SLICE) {
+                long.push(id.clone());
+            }
+            let key = keys.events(T::COLLECTION, id);
+            let list = decode_events::<E>(reply, &key, encoding, &mut report);
+            if !list.is_empty() {
+                events.push((id.clone(), list));
+            }
+        }
+    }
+    ChunkOut { items, events, long, report }
+}
+
+const NO_VALUE: &str = "in the index but has no value";
+
+pub(crate) fn decode_events<E: Event>(
     reply: Value,
     key: &str,
+    encoding: crate::config::Encoding,
+    report: &mut LoadReport,
+) -> Vec<E> {
+    decode_events_from(reply, key, 0, encoding, report)
+}
+
+/// As [`decode_events`] for a slice of a log that starts at entry
+/// `offset` (which names entries in issues).
+fn decode_events_from<E: Event>(
+    reply: Value,
+    key: &str,
+    offset: usize,
     encoding: crate::config::Encoding,
     report: &mut LoadReport,
 ) -> Vec<E> {
@@ -308,25 +618,34 @@ fn decode_events<E: Event>(
         }
     };
     report.keys_read += 1;
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut out = Vec::with_capacity(items.len());
+    // Repeated event ids are dropped: a short log is searched, a long one
+    // hashed.
+    let mut seen = (items.len() > 16).then(|| HashSet::with_capacity(items.len()));
+    let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::BulkString(b) = item else { continue };
         match codec::decode::<E>(&b, encoding) {
             Ok(ev) => {
-                if seen.insert(ev.event_id()) {
+                let id = ev.event_id();
+                let new = match seen.as_mut() {
+                    Some(seen) => seen.insert(id),
+                    None => out.iter().all(|e| e.event_id() != id),
+                };
+                if new {
                     out.push(ev);
                 } else {
                     report.duplicate_events += 1;
                 }
             }
-            Err(e) => report.issues.push(LoadIssue { key: format!("{key}[{i}]"), problem: e.to_string() }),
+            Err(e) => report
+                .issues
+                .push(LoadIssue { key: format!("{key}[{}]", offset + i), problem: e.to_string() }),
         }
     }
     out
 }
 
-fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
+pub(crate) fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
     if cfg.strict_load && !report.issues.is_empty() {
         return Err(Error::Load { count: report.issues.len(), first: report.issues[0].to_string() });
     }

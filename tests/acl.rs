@@ -13,7 +13,7 @@ use support::RedisServer;
 use tradecache::{Cache, ErrorKind};
 
 /// The minimal ACL rule documented in the README.
-const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +mset +get +del +unlink +sadd +srem +rpush +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill";
+const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill";
 
 static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 

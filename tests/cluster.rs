@@ -93,6 +93,9 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
         assert_eq!(snap.positions, vec![Position::example("P-1")]);
         assert!(snap.report.is_clean(), "{:?}", snap.report);
+        // Point reads on the slot's master.
+        assert_eq!(cache.get::<Position>("P-1").unwrap(), Some(Position::example("P-1")));
+        assert_eq!(cache.get_events::<Tick>("A").unwrap().len(), 500);
         let (counters, _) = cache.load_all::<Counter>().unwrap();
         assert_eq!(
             counters,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tradecache::model::*;
@@ -97,11 +97,19 @@ enum Preferred {
 fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Preferred) -> Result<T, String> {
     let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| format!("json: {e}"));
     let msgpack = |b: &[u8]| {
-        let mut de = rmp_serde::Deserializer::new(b);
+        let mut de = rmp_serde::Deserializer::from_read_ref(b);
         let v = T::deserialize(&mut de).map_err(|e| format!("msgpack: {e}"))?;
-        match de.get_ref().len() {
-            0 => Ok(v),
-            n => Err(format!("msgpack: {n} unexpected byte(s) after the value")),
+        match serde::de::IgnoredAny::deserialize(&mut de) {
+            Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Ok(v)
+            }
+            _ => {
+                let mut again = rmp_serde::Deserializer::new(b);
+                let n = T::deserialize(&mut again).map_or(0, |_| again.get_ref().len());
+                Err(format!("msgpack: {n} unexpected byte(s) after the value"))
+            }
         }
     };
     match bytes {

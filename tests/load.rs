@@ -105,6 +105,38 @@ fn json_encoding_with_iso8601_timestamps() {
     let raw: String = redis::cmd("GET").arg("trader-J1:positions:P-1").query(&mut server.client()).unwrap();
     let json: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(json["id"], "P-1");
-    assert!(json["ts_opened"].as_str().unwrap().ends_with('Z'), "{raw}");
+    assert!(json["to"].as_str().unwrap().ends_with('Z'), "ts_opened is stored as \"to\": {raw}");
     assert_eq!(cache.load().unwrap().positions, vec![Position::example("P-1")]);
+}
+
+/// A log much longer than one read slice (an account's balance events: one
+/// per fill) loads whole and in order; a repeated event id in a later
+/// slice is dropped and counted; a bad entry is reported at its index.
+#[test]
+fn long_event_logs_load_whole_in_order() {
+    use tradecache::model::AccountEvent;
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "LONG")).unwrap();
+    let account = Account::example("BINANCE-001");
+    cache.put(&account).unwrap();
+    let n = 10_000u64;
+    for id in 1..=n {
+        cache.append("BINANCE-001", &AccountEvent::snapshot_of(&account, id, UnixNanos(id))).unwrap();
+    }
+    // Event 5 again, near the end (a later slice than the first).
+    cache.append("BINANCE-001", &AccountEvent::snapshot_of(&account, 5, UnixNanos(5))).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("trader-LONG:accounts:BINANCE-001:events")
+        .arg(&b"\xc1"[..])
+        .query(&mut server.client())
+        .unwrap();
+
+    let snap = cache.load().unwrap();
+    let log = &snap.account_events[&Ident::new("BINANCE-001").unwrap()];
+    assert_eq!(log.iter().map(|e| e.event_id).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+    assert_eq!(snap.report.duplicate_events, 1);
+    let keys: Vec<&str> = snap.report.issues.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, vec!["trader-LONG:accounts:BINANCE-001:events[10001]"], "{:?}", snap.report);
+    assert_eq!(snap.accounts, vec![account]);
 }

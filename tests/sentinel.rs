@@ -51,6 +51,9 @@ fn failover_is_followed_and_loses_no_acknowledged_write() {
         || format!("{:?} {:?}", cache.stats(), cache.health()),
     );
 
+    // Point reads find the master through the sentinels too (this opens
+    // the read connection on the old master).
+    assert!(cache.get::<Counter>("A").unwrap().is_some());
     // Every write acknowledged so far is on a replica (WAIT 1): the master
     // may die now.
     let acked_at_kill = cache.acked_seq().get();
@@ -80,6 +83,8 @@ fn failover_is_followed_and_loses_no_acknowledged_write() {
     let mut con = connect(new);
     assert_exactly_once(&ticks(&mut con, "S1", "A"), n);
     assert_eq!(counter(&mut con, "S1", "A").map(|c| c.value), Some(n));
+    // The read connection to the dead master is replaced by one to the new.
+    assert_eq!(cache.get::<Counter>("A").unwrap().map(|c| c.value), Some(n));
     let stats = cache.stats();
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert_eq!(stats.dropped, 0, "{stats:?}");

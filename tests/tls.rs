@@ -36,6 +36,9 @@ fn round_trip(cache: &Cache) {
     assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
     assert_eq!(snap.positions, vec![Position::example("P-1")]);
     assert!(snap.report.is_clean(), "{:?}", snap.report);
+    // Point reads go over TLS too, on their own connection.
+    assert_eq!(cache.get::<Position>("P-1").unwrap(), Some(Position::example("P-1")));
+    assert_eq!(cache.get_events::<tradecache::model::OrderEvent>("O-1").unwrap().len(), 2);
 }
 
 #[test]

@@ -173,8 +173,8 @@ struct Bufs {
     sadd: Vec<(&'static str, Args)>,
     srem: Vec<(&'static str, Args)>,
     /// The batch's events, encoded back to back, in order: (collection,
-    /// id, end offset in `event_bytes`).
-    events: Vec<(&'static str, crate::ident::Ident, usize)>,
+    /// id, end offset in `event_bytes`, the list's cap for market data).
+    events: Vec<(&'static str, crate::ident::Ident, usize, Option<usize>)>,
     event_bytes: Vec<u8>,
     /// One log's events, for its `RPUSH`.
     log: Args,
@@ -631,7 +631,8 @@ impl Flusher {
                         continue;
                     }
                     bytes += len;
-                    b.events.push((ev.collection, ev.id, b.event_bytes.len()));
+                    let cap = ev.rec.cap(&self.cfg);
+                    b.events.push((ev.collection, ev.id, b.event_bytes.len(), cap));
                 }
             }
         }
@@ -662,7 +663,7 @@ impl Flusher {
         let mut i = 0;
         let mut start = 0;
         while i < b.events.len() {
-            let (collection, ref id, _) = b.events[i];
+            let (collection, ref id, _, _) = b.events[i];
             b.log.clear();
             let mut j = i;
             while j < b.events.len() && b.events[j].0 == collection && b.events[j].1 == *id {
@@ -675,6 +676,13 @@ impl Flusher {
             self.keys.write_events(&mut b.key, collection, id);
             p.cmd_args(&[b"RPUSH", &b.key], &b.log);
             batch.weights.push(b.log.n as u64);
+            // Market data (issue 13): a capped list keeps its newest `cap`
+            // entries, trimmed in the same transaction.
+            if let Some(cap) = b.events[i].3 {
+                let start = format!("-{cap}");
+                p.cmd(&[b"LTRIM", &b.key, start.as_bytes(), b"-1"]);
+                batch.weights.push(0);
+            }
             i = j;
         }
         batch.tx = std::mem::take(&mut p.buf);

@@ -29,12 +29,16 @@ pub enum AccountKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AccountBalance {
     /// The currency of all three amounts.
+    #[serde(rename = "c", alias = "currency")]
     pub currency: Currency,
     /// Total.
+    #[serde(rename = "t", alias = "total")]
     pub total: Money,
     /// Locked by open orders.
+    #[serde(rename = "l", alias = "locked")]
     pub locked: Money,
     /// Free to use.
+    #[serde(rename = "f", alias = "free")]
     pub free: Money,
 }
 
@@ -52,10 +56,13 @@ impl AccountBalance {
 pub struct MarginBalance {
     /// The instrument, or none for account-wide margin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "i", alias = "instrument_id")]
     pub instrument_id: Option<Ident>,
     /// Initial margin.
+    #[serde(rename = "im", alias = "initial")]
     pub initial: Money,
     /// Maintenance margin.
+    #[serde(rename = "mm", alias = "maintenance")]
     pub maintenance: Money,
 }
 
@@ -86,17 +93,22 @@ pub struct Account {
     /// `BINANCE-001`.
     pub id: Ident,
     /// Cash or margin.
+    #[serde(rename = "k", alias = "kind")]
     pub kind: AccountKind,
     /// Base currency, if single-currency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "bc", alias = "base_currency")]
     pub base_currency: Option<Currency>,
     /// Balances, one per currency (at most [`MAX_BALANCES`]).
     #[serde(default, with = "slots")]
+    #[serde(rename = "b", alias = "balances")]
     pub balances: [Option<AccountBalance>; MAX_BALANCES],
     /// Margins (at most [`MAX_BALANCES`]).
     #[serde(default, with = "slots")]
+    #[serde(rename = "m", alias = "margins")]
     pub margins: [Option<MarginBalance>; MAX_BALANCES],
     /// Last update.
+    #[serde(rename = "te", alias = "ts_event")]
     pub ts_event: UnixNanos,
 }
 
@@ -204,19 +216,25 @@ impl Account {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountEvent {
     /// Unique within the account's log.
+    #[serde(rename = "e", alias = "event_id")]
     pub event_id: u64,
     /// The account.
+    #[serde(rename = "a", alias = "account_id")]
     pub account_id: Ident,
     /// Balances after the event.
     #[serde(default, with = "slots")]
+    #[serde(rename = "b", alias = "balances")]
     pub balances: [Option<AccountBalance>; MAX_BALANCES],
     /// Margins after the event.
     #[serde(default, with = "slots")]
+    #[serde(rename = "m", alias = "margins")]
     pub margins: [Option<MarginBalance>; MAX_BALANCES],
     /// Reported by the venue (as opposed to calculated).
     #[serde(default)]
+    #[serde(rename = "r", alias = "reported")]
     pub reported: bool,
     /// When it happened.
+    #[serde(rename = "te", alias = "ts_event")]
     pub ts_event: UnixNanos,
 }
 

@@ -38,34 +38,48 @@ pub struct Instrument {
     /// `BTCUSDT-PERP.BINANCE`.
     pub id: Ident,
     /// Venue symbol, `BTCUSDT-PERP`.
+    #[serde(rename = "sym", alias = "symbol")]
     pub symbol: Ident,
     /// Venue, `BINANCE`.
+    #[serde(rename = "v", alias = "venue")]
     pub venue: Ident,
     /// Spot, perpetual, …
+    #[serde(rename = "k", alias = "kind")]
     pub kind: InstrumentKind,
     /// Base currency.
+    #[serde(rename = "b", alias = "base")]
     pub base: Currency,
     /// Quote currency.
+    #[serde(rename = "q", alias = "quote")]
     pub quote: Currency,
     /// Settlement currency.
+    #[serde(rename = "st", alias = "settlement")]
     pub settlement: Currency,
     /// Decimal places of prices.
+    #[serde(rename = "pp", alias = "price_precision")]
     pub price_precision: u8,
     /// Decimal places of sizes.
+    #[serde(rename = "sp", alias = "size_precision")]
     pub size_precision: u8,
     /// Smallest price step.
+    #[serde(rename = "pi", alias = "price_increment")]
     pub price_increment: Price,
     /// Smallest size step.
+    #[serde(rename = "si", alias = "size_increment")]
     pub size_increment: Quantity,
     /// Contract multiplier.
+    #[serde(rename = "m", alias = "multiplier")]
     pub multiplier: Quantity,
     /// Maker fee in basis points (negative is a rebate).
     #[serde(default)]
+    #[serde(rename = "mf", alias = "maker_fee_bps")]
     pub maker_fee_bps: i32,
     /// Taker fee in basis points.
     #[serde(default)]
+    #[serde(rename = "tf", alias = "taker_fee_bps")]
     pub taker_fee_bps: i32,
     /// When the definition was created.
+    #[serde(rename = "ti", alias = "ts_init")]
     pub ts_init: UnixNanos,
 }
 

@@ -1,6 +1,6 @@
 //! Reference domain types: instruments, accounts with balance events, orders
-//! with their event history, positions, and the fixed-point value types they
-//! are made of.
+//! with their event history, positions, market data (quote ticks, trade
+//! ticks, bars), and the fixed-point value types they are made of.
 //!
 //! None of them owns a heap allocation: ids are inline [`Ident`]s (up to 46
 //! bytes), currencies and reject reasons are inline too, and balances live in
@@ -20,6 +20,7 @@
 
 mod account;
 mod instrument;
+mod market;
 mod order;
 mod position;
 mod value;
@@ -28,6 +29,7 @@ pub use account::{
     Account, AccountBalance, AccountEvent, AccountKind, CapacityError, MarginBalance, MAX_BALANCES,
 };
 pub use instrument::{Instrument, InstrumentKind};
+pub use market::{AggressorSide, Bar, QuoteTick, TradeTick};
 pub use order::{
     Fill, LiquiditySide, Order, OrderError, OrderEvent, OrderEventKind, OrderSide, OrderStatus, OrderType,
     TimeInForce,
@@ -37,7 +39,7 @@ pub use value::{
     Currency, Money, ParseError, Price, Quantity, ReasonText, UnixNanos, MAX_PRECISION, REASON_CAPACITY,
 };
 
-use crate::entity::{Entity, Event, EventRecord, Record};
+use crate::entity::{Entity, Event, EventRecord, MarketData, Record, SeriesCapacity};
 use crate::ident::Ident;
 
 /// An id for the `example` constructors: `s` if valid, else `invalid-id`.
@@ -84,6 +86,25 @@ impl Event for AccountEvent {
         EventRecord::Account(Box::new(self.clone()))
     }
 }
+
+macro_rules! market_data {
+    ($t:ty, $coll:literal, $cap:expr, $field:ident, $rec:expr) => {
+        impl MarketData for $t {
+            const COLLECTION: &'static str = $coll;
+            const CAPACITY: SeriesCapacity = $cap;
+            fn series_id(&self) -> &str {
+                &self.$field
+            }
+            fn to_record(&self) -> EventRecord {
+                $rec(self.clone())
+            }
+        }
+    };
+}
+
+market_data!(QuoteTick, "quotes", SeriesCapacity::Ticks, instrument_id, EventRecord::Quote);
+market_data!(TradeTick, "trades", SeriesCapacity::Ticks, instrument_id, EventRecord::Trade);
+market_data!(Bar, "bars", SeriesCapacity::Bars, bar_type, EventRecord::Bar);
 
 #[cfg(test)]
 mod tests;

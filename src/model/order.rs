@@ -155,43 +155,59 @@ pub enum OrderError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     /// Client order id.
+    #[serde(rename = "id", alias = "client_order_id")]
     pub client_order_id: Ident,
     /// Venue order id, once accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "vid", alias = "venue_order_id")]
     pub venue_order_id: Option<Ident>,
     /// The strategy that owns it.
+    #[serde(rename = "sid", alias = "strategy_id")]
     pub strategy_id: Ident,
     /// The instrument.
+    #[serde(rename = "i", alias = "instrument_id")]
     pub instrument_id: Ident,
     /// Buy or sell.
+    #[serde(rename = "s", alias = "side")]
     pub side: OrderSide,
     /// Order type.
+    #[serde(rename = "ot", alias = "order_type")]
     pub order_type: OrderType,
     /// Quantity ordered.
+    #[serde(rename = "q", alias = "quantity")]
     pub quantity: Quantity,
     /// Limit price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "p", alias = "price")]
     pub price: Option<Price>,
     /// Trigger price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tp", alias = "trigger_price")]
     pub trigger_price: Option<Price>,
     /// Time in force.
+    #[serde(rename = "tif", alias = "time_in_force")]
     pub time_in_force: TimeInForce,
     /// Status.
+    #[serde(rename = "st", alias = "status")]
     pub status: OrderStatus,
     /// Quantity filled so far.
+    #[serde(rename = "fq", alias = "filled_qty")]
     pub filled_qty: Quantity,
     /// Average fill price (quantity-weighted, rounded half away from zero
     /// at the finest precision of the fill prices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ap", alias = "avg_px")]
     pub avg_px: Option<Price>,
     /// Created.
+    #[serde(rename = "ti", alias = "ts_init")]
     pub ts_init: UnixNanos,
     /// Time of the last event applied.
+    #[serde(rename = "tl", alias = "ts_last")]
     pub ts_last: UnixNanos,
     /// Number of events applied (equals the length of its event log when
     /// every event was applied once).
     #[serde(default)]
+    #[serde(rename = "n", alias = "event_count")]
     pub event_count: u32,
 }
 
@@ -388,14 +404,19 @@ pub(crate) fn weighted_avg(a: Price, qa: Quantity, b: Price, qb: Quantity) -> Op
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fill {
     /// Venue trade id.
+    #[serde(rename = "tid", alias = "trade_id")]
     pub trade_id: Ident,
     /// Fill price.
+    #[serde(rename = "p", alias = "last_px")]
     pub last_px: Price,
     /// Fill quantity.
+    #[serde(rename = "q", alias = "last_qty")]
     pub last_qty: Quantity,
     /// Commission paid (negative is a rebate).
+    #[serde(rename = "c", alias = "commission")]
     pub commission: Money,
     /// Maker or taker.
+    #[serde(rename = "l", alias = "liquidity_side")]
     pub liquidity_side: LiquiditySide,
 }
 
@@ -406,30 +427,38 @@ pub enum OrderEventKind {
     /// Created.
     Initialized {
         /// Side.
+        #[serde(rename = "s", alias = "side")]
         side: OrderSide,
         /// Type.
+        #[serde(rename = "ot", alias = "order_type")]
         order_type: OrderType,
         /// Quantity.
+        #[serde(rename = "q", alias = "quantity")]
         quantity: Quantity,
         /// Limit price.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "p", alias = "price")]
         price: Option<Price>,
         /// Time in force.
+        #[serde(rename = "tif", alias = "time_in_force")]
         time_in_force: TimeInForce,
     },
     /// Sent to the venue.
     Submitted {
         /// The account it was sent from.
+        #[serde(rename = "a", alias = "account_id")]
         account_id: Ident,
     },
     /// Accepted by the venue.
     Accepted {
         /// The venue's id.
+        #[serde(rename = "vid", alias = "venue_order_id")]
         venue_order_id: Ident,
     },
     /// Rejected by the venue.
     Rejected {
         /// Why, cut to 64 bytes (inline, no heap).
+        #[serde(rename = "r", alias = "reason")]
         reason: ReasonText,
     },
     /// Canceled.
@@ -439,12 +468,15 @@ pub enum OrderEventKind {
     /// Modified.
     Updated {
         /// New quantity.
+        #[serde(rename = "q", alias = "quantity")]
         quantity: Quantity,
         /// New price.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "p", alias = "price")]
         price: Option<Price>,
         /// New trigger price.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "tp", alias = "trigger_price")]
         trigger_price: Option<Price>,
     },
     /// Partly filled.
@@ -489,11 +521,15 @@ impl OrderEventKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OrderEvent {
     /// Unique within the order's log.
+    #[serde(rename = "e", alias = "event_id")]
     pub event_id: u64,
     /// The order.
+    #[serde(rename = "o", alias = "client_order_id")]
     pub client_order_id: Ident,
     /// When it happened.
+    #[serde(rename = "te", alias = "ts_event")]
     pub ts_event: UnixNanos,
     /// What happened.
+    #[serde(rename = "k", alias = "kind")]
     pub kind: OrderEventKind,
 }

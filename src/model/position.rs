@@ -50,35 +50,47 @@ pub struct Position {
     /// `BTCUSDT-PERP.BINANCE-001`.
     pub id: Ident,
     /// The instrument.
+    #[serde(rename = "i", alias = "instrument_id")]
     pub instrument_id: Ident,
     /// The account.
+    #[serde(rename = "a", alias = "account_id")]
     pub account_id: Ident,
     /// The order that opened it.
+    #[serde(rename = "o", alias = "opening_order_id")]
     pub opening_order_id: Ident,
     /// Long, short or flat.
+    #[serde(rename = "s", alias = "side")]
     pub side: PositionSide,
     /// Open quantity (unsigned; the side gives the direction).
+    #[serde(rename = "q", alias = "quantity")]
     pub quantity: Quantity,
     /// Average open price of the current quantity.
+    #[serde(rename = "po", alias = "avg_px_open")]
     pub avg_px_open: Price,
     /// Average price of the closing fills since the position was last
     /// opened (or flipped); `None` before the first reduction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "pc", alias = "avg_px_close")]
     pub avg_px_close: Option<Price>,
     /// Quantity closed since the position was last opened (or flipped):
     /// the weight of `avg_px_close`.
     #[serde(default)]
+    #[serde(rename = "qc", alias = "closed_qty")]
     pub closed_qty: Quantity,
     /// PnL realized over the position's life, before fees:
     /// (close − open) × quantity, in this amount's currency and precision
     /// (linear contracts, multiplier 1).
+    #[serde(rename = "pnl", alias = "realized_pnl")]
     pub realized_pnl: Money,
     /// When the current position was opened (or flipped).
+    #[serde(rename = "to", alias = "ts_opened")]
     pub ts_opened: UnixNanos,
     /// When it was last closed, while it is flat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tc", alias = "ts_closed")]
     pub ts_closed: Option<UnixNanos>,
     /// Last change.
+    #[serde(rename = "tl", alias = "ts_last")]
     pub ts_last: UnixNanos,
 }
 

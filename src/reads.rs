@@ -1,0 +1,230 @@
+//! Point reads: `get`, `get_events`, and the newest market data
+//! (`load_ticks`, `load_bars`), each one round trip on a read connection of
+//! the cache's own (never the flusher's).
+//!
+//! Read-your-writes: a read first makes sure every write accepted before it
+//! is acknowledged (`Cache::settle_reads`): nothing pending, nothing to
+//! wait for; otherwise it waits for the flusher's acknowledgement, which
+//! it publishes anyway. The write path is untouched: no per-write
+//! bookkeeping on the calling thread, no map of pending values to keep in
+//! sync with the flusher.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::Value;
+
+use crate::cache::Cache;
+use crate::codec;
+use crate::connection::{self, Conn, Packer};
+use crate::entity::{Entity, Event, MarketData};
+use crate::error::{Error, Result};
+use crate::model::Bar;
+use crate::recovery::{decode_events, LoadIssue, LoadReport};
+
+/// The read connection: opened at the first read, reused, dropped after an
+/// I/O error (and opened again by the next read). Reads from several
+/// threads take turns on it.
+#[derive(Default)]
+pub(crate) struct ReadLink {
+    conn: Mutex<Option<Conn>>,
+}
+
+impl ReadLink {
+    /// Sends one command (packed by `pack`) and returns its reply. A
+    /// connection that fails on its first use after being idle is replaced
+    /// once (Redis restarted, a failover, an idle timeout): a read is safe
+    /// to repeat.
+    fn round_trip(&self, cache: &Cache, pack: impl Fn(&mut Packer)) -> Result<Value> {
+        let mut packer = Packer::default();
+        pack(&mut packer);
+        let mut guard = self.conn.lock();
+        for attempt in 0..2 {
+            let fresh = guard.is_none();
+            if fresh {
+                let marker = cache.keys().writer(&cache.config().writer_id);
+                *guard =
+                    Some(connection::connect(cache.config(), &marker, None).map_err(|f| f.into_error())?);
+            }
+            let Some(conn) = guard.as_mut() else { continue };
+            let reply = conn.con.send_packed_command(&packer.buf).and_then(|()| conn.con.recv_response());
+            match reply {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let err = connection::failure(&e, &conn.addr).into_error();
+                    // Whatever the error, this connection's state is unknown.
+                    *guard = None;
+                    if fresh || attempt == 1 {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Err(Error::Closed)
+    }
+}
+
+/// The most a read waits for the writes accepted before it: one reply, or
+/// one reconnect.
+fn settle_timeout(cache: &Cache) -> Duration {
+    cache.config().response_timeout + cache.config().reconnect_backoff_max
+}
+
+fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
+    Error::Redis {
+        addr: cache.config().redacted_url(),
+        kind: crate::ErrorKind::Server,
+        detail: format!("{key}: {e}"),
+    }
+}
+
+impl Cache {
+    /// The latest stored state of entity `id`, or `None` when it has none.
+    ///
+    /// One `GET` on the cache's read connection (opened at the first read,
+    /// never the flusher's). Read-your-writes within the process: after a
+    /// [`Cache::put`] of the same id, acknowledged or merely accepted, `get`
+    /// returns that value or a newer one. The read first waits until every
+    /// write accepted before it is acknowledged, which costs nothing when
+    /// none is pending, and at most `response_timeout` +
+    /// `reconnect_backoff_max` when Redis is slow or reconnecting. A write
+    /// the flusher dropped (see [`Cache::take_dropped`]) is not in Redis, so
+    /// `get` returns the value before it.
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # use tradecache::model::Position;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = Cache::open(Config::from_env()?)?;
+    /// let p = Position::example("P-1");
+    /// cache.put(&p)?;                                   // accepted, not yet in Redis
+    /// assert_eq!(cache.get::<Position>("P-1")?, Some(p)); // read-your-writes
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`]; [`Error::WaitTimeout`] when earlier writes are
+    /// still unacknowledged after the bound above; [`Error::Closed`] when
+    /// the flusher has stopped; connection failures; [`Error::Codec`]
+    /// naming the key when the stored value does not decode as `T` or holds
+    /// another id; [`Error::Redis`] for a server error (a key of another
+    /// type, say).
+    pub fn get<T: Entity>(&self, id: &str) -> Result<Option<T>> {
+        crate::ident::validate(id)?;
+        self.settle_reads(settle_timeout(self))?;
+        let key = self.keys().entity(T::COLLECTION, id);
+        match self.read_link().round_trip(self, |p| p.cmd(&[b"GET", key.as_bytes()]))? {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) => {
+                let v: T = codec::decode(&b, self.config().encoding)
+                    .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
+                if v.id() != id {
+                    return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
+                }
+                Ok(Some(v))
+            }
+            Value::ServerError(e) => Err(server_error(self, &key, &e)),
+            other => Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
+        }
+    }
+
+    /// The event log of entity `id` (`E::Of`'s collection), in append
+    /// order, repeated event ids dropped; empty when there is none.
+    ///
+    /// One `LRANGE` on the read connection, read-your-writes as
+    /// [`Cache::get`] (an accepted [`Cache::append`] is in the result).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`]; [`Error::Codec`] names the first entry that does
+    /// not decode (`key[index]`).
+    pub fn get_events<E: Event>(&self, id: &str) -> Result<Vec<E>> {
+        crate::ident::validate(id)?;
+        self.settle_reads(settle_timeout(self))?;
+        let key = self.keys().events(<E::Of as Entity>::COLLECTION, id);
+        let reply =
+            self.read_link().round_trip(self, |p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
+        if let Value::ServerError(e) = &reply {
+            return Err(server_error(self, &key, e));
+        }
+        let mut report = LoadReport::default();
+        let events = decode_events::<E>(reply, &key, self.config().encoding, &mut report);
+        match report.issues.into_iter().next() {
+            None => Ok(events),
+            Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
+        }
+    }
+
+    /// The newest `n` entries of a market-data series (quote or trade
+    /// ticks of an instrument, or a type of your own), oldest first: what an
+    /// indicator needs to warm up after a restart. At most the configured
+    /// capacity is stored, so at most that many come back.
+    ///
+    /// One `LRANGE … -n -1` on the read connection, read-your-writes as
+    /// [`Cache::get`]. Entries that do not decode are listed in the report
+    /// (or fail the call under `strict_load`), as for [`Cache::load`].
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # use tradecache::model::QuoteTick;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?)?;
+    /// let (quotes, report) = cache.load_ticks::<QuoteTick>("BTCUSDT-PERP.BINANCE", 1_000)?;
+    /// assert!(quotes.len() <= 1_000 && report.is_clean());
+    /// assert!(quotes.windows(2).all(|w| w[0].ts_event <= w[1].ts_event));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] for a bad series id; otherwise as
+    /// [`Cache::get`], and [`Error::Load`] under `strict_load`.
+    pub fn load_ticks<D: MarketData>(&self, series_id: &str, n: usize) -> Result<(Vec<D>, LoadReport)> {
+        crate::ident::validate(series_id)?;
+        let start = Instant::now();
+        let mut report = LoadReport::default();
+        if n == 0 {
+            return Ok((Vec::new(), report));
+        }
+        self.settle_reads(settle_timeout(self))?;
+        let key = self.keys().events(D::COLLECTION, series_id);
+        let from = format!("-{n}");
+        let reply = self
+            .read_link()
+            .round_trip(self, |p| p.cmd(&[b"LRANGE", key.as_bytes(), from.as_bytes(), b"-1"]))?;
+        report.round_trips = 1;
+        let items = match reply {
+            Value::Array(v) => v,
+            Value::Nil => Vec::new(),
+            Value::ServerError(e) => return Err(server_error(self, &key, &e)),
+            other => return Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
+        };
+        report.keys_read = 1;
+        let mut out = Vec::with_capacity(items.len());
+        let len = items.len();
+        for (i, item) in items.into_iter().enumerate() {
+            let Value::BulkString(b) = item else { continue };
+            match codec::decode::<D>(&b, self.config().encoding) {
+                Ok(v) => out.push(v),
+                Err(e) => report.issues.push(LoadIssue {
+                    key: format!("{key}[{i} of the newest {len}]"),
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        report.elapsed = start.elapsed();
+        crate::recovery::check_strict(self.config(), &report)?;
+        Ok((out, report))
+    }
+
+    /// The newest `n` bars of `bar_type`, oldest first: as
+    /// [`Cache::load_ticks`] for [`Bar`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::load_ticks`].
+    pub fn load_bars(&self, bar_type: &str, n: usize) -> Result<(Vec<Bar>, LoadReport)> {
+        self.load_ticks::<Bar>(bar_type, n)
+    }
+}
