@@ -99,6 +99,9 @@ pub enum ErrorKind {
     Closed,
     /// Sentinel or cluster discovery failed.
     Discovery,
+    /// The caching layer ([`crate::kv`]) answered without Redis: its
+    /// circuit breaker is open, or its writer's channel is full.
+    Unavailable,
 }
 
 /// An error from a [`crate::Cache`] operation.
@@ -167,6 +170,11 @@ pub enum Error {
         /// The earliest of them.
         first: Box<DroppedWrite>,
     },
+    /// The caching layer ([`crate::kv`]) did not go to Redis: its circuit
+    /// breaker is open (after repeated failures), or its writer's channel
+    /// is full. The text says which.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// `close` returned before every accepted write was persisted.
     #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
     Unpersisted(CloseReport),
@@ -186,6 +194,7 @@ fn kind_text(kind: ErrorKind) -> &'static str {
         ErrorKind::TooLarge => "value too large",
         ErrorKind::Closed => "closed",
         ErrorKind::Discovery => "discovery failed",
+        ErrorKind::Unavailable => "unavailable",
     }
 }
 
@@ -197,6 +206,7 @@ impl Error {
             Error::InvalidId(_) => ErrorKind::InvalidId,
             Error::Connect { kind, .. } | Error::Redis { kind, .. } => *kind,
             Error::WaitTimeout(_) => ErrorKind::Timeout,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Codec { .. } | Error::Load { .. } => ErrorKind::Codec,
             Error::Closed | Error::Unpersisted(_) => ErrorKind::Closed,
             Error::Dropped { first, .. } => match first.class {

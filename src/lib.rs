@@ -27,6 +27,7 @@ mod error;
 mod flusher;
 mod ident;
 mod keys;
+pub mod kv;
 pub mod model;
 mod recovery;
 mod stats;
