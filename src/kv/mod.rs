@@ -110,6 +110,12 @@ pub enum Ttl {
     Never,
 }
 
+/// The invalidation listener: its stop flag and thread.
+struct Tracking {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
 struct Producer {
     tx: Sender<KvMsg>,
     next_seq: u64,
@@ -132,7 +138,7 @@ pub struct Kv {
     flights: Flights,
     done: Receiver<CloseReport>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    tracking: Option<(Arc<AtomicBool>, Mutex<Option<JoinHandle<()>>>)>,
+    tracking: Option<Tracking>,
     closed: AtomicBool,
 }
 
@@ -251,7 +257,7 @@ impl Kv {
                 let stop = Arc::new(AtomicBool::new(false));
                 let t = near::spawn_tracking(topo.clone(), near.clone(), keys.head().to_vec(), stop.clone())
                     .map_err(spawn_error)?;
-                Some((stop, Mutex::new(Some(t))))
+                Some(Tracking { stop, thread: Mutex::new(Some(t)) })
             }
             _ => None,
         };
@@ -505,7 +511,7 @@ impl Kv {
                 let ask: Vec<Vec<u8>> = remote.iter().map(|&i| full[i].clone()).collect();
                 let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
                 for ((i, reply), ticket) in remote.into_iter().zip(replies).zip(tickets) {
-                    let found = self.from_reply(&full[i], reply, ticket);
+                    let found = self.found_in(&full[i], reply, ticket);
                     out[i] = self.decode_found(&full[i], found);
                 }
             }
@@ -667,7 +673,7 @@ impl Kv {
             return Ok(Found2::Skipped);
         }
         let reply = self.call(permit, || self.pool.get(key))?;
-        Ok(self.from_reply(key, reply, ticket))
+        Ok(self.found_in(key, reply, ticket))
     }
 
     /// The queued writes, then the near cache; `Err` with the near cache's
@@ -690,7 +696,7 @@ impl Kv {
         }
     }
 
-    fn from_reply(&self, key: &[u8], reply: Reply, ticket: Option<near::Ticket>) -> Found2 {
+    fn found_in(&self, key: &[u8], reply: Reply, ticket: Option<near::Ticket>) -> Found2 {
         match reply {
             Reply::Nil => Found2::Miss,
             Reply::Refused(text) => {
@@ -903,9 +909,9 @@ impl Kv {
         if self.closed.swap(true, SeqCst) {
             return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
         }
-        if let Some((stop, t)) = &self.tracking {
-            stop.store(true, SeqCst);
-            if let Some(t) = t.lock().take() {
+        if let Some(tracking) = &self.tracking {
+            tracking.stop.store(true, SeqCst);
+            if let Some(t) = tracking.thread.lock().take() {
                 let _ = t.join();
             }
         }

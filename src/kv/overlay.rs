@@ -42,9 +42,11 @@ struct Entry {
 /// The previous entry of a key, to put back if the write is not accepted.
 pub(crate) struct Undo(Option<Entry>);
 
+type Shard = Mutex<HashMap<Box<[u8]>, Entry>>;
+
 pub(crate) struct Overlay {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<Box<[u8]>, Entry>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Overlay {
@@ -53,7 +55,7 @@ impl Overlay {
     }
 
     #[inline]
-    fn shard(&self, key: &[u8]) -> &Mutex<HashMap<Box<[u8]>, Entry>> {
+    fn shard(&self, key: &[u8]) -> &Shard {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 

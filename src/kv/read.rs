@@ -60,9 +60,10 @@ impl Pool {
         self.slots[start].lock()
     }
 
-    /// Runs `f` against the node owning `key` (or the first master for
-    /// `None`), once more after a `MOVED`/`ASK` or a dropped connection in
-    /// a cluster (the slot table is read again in between).
+    /// Runs `f` against the node owning `key`, once more after a failure
+    /// of a connection that had been idle in the pool (a server restart
+    /// leaves it dead), and in a cluster after a `MOVED`/`ASK` or a lost
+    /// node (the slot table is read again in between).
     fn with_node<T>(
         &self,
         key: &[u8],
@@ -74,24 +75,28 @@ impl Pool {
         loop {
             attempt += 1;
             let node = self.topo.route(key)?;
-            let result = links.get(&self.topo, &node).and_then(|c| f(c, packer));
-            match result {
+            let mut reused = false;
+            let result = links.get_fresh(&self.topo, &node).and_then(|(c, fresh)| {
+                reused = !fresh;
+                f(c, packer)
+            });
+            let e = match result {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    if e.action == Action::Reconnect {
-                        links.drop_node(&node);
-                    }
-                    // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
-                    // (Busy) or a lost node: the slot table may be out of date.
-                    let stale = matches!(e.class, ErrorClass::ReadOnly | ErrorClass::Busy);
-                    if self.topo.clustered() && (stale || e.action == Action::Reconnect) {
-                        self.topo.invalidate();
-                        if attempt < 2 {
-                            continue;
-                        }
-                    }
-                    return Err(e);
-                }
+                Err(e) => e,
+            };
+            // Replies may be left unread after an error: never reuse it.
+            links.drop_node(&node);
+            // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
+            // (Busy) or a lost node: the slot table may be out of date.
+            let stale = self.topo.clustered()
+                && (matches!(e.class, ErrorClass::ReadOnly | ErrorClass::Busy)
+                    || e.action == Action::Reconnect);
+            if stale {
+                self.topo.invalidate();
+            }
+            let retry = stale || (reused && e.action == Action::Reconnect);
+            if !retry || attempt >= 2 {
+                return Err(e);
             }
         }
     }
@@ -205,9 +210,7 @@ impl Pool {
                 let reply = match reply {
                     Ok(r) => r,
                     Err(f) => {
-                        if f.action == Action::Reconnect {
-                            links.drop_node(&node);
-                        }
+                        links.drop_node(&node);
                         return Err(f);
                     }
                 };
@@ -222,20 +225,10 @@ impl Pool {
                     other => return Err(server_failure(c, &other.unwrap_or(Value::Nil))),
                 };
                 if !keys.is_empty() {
-                    let mut cmd = redis::cmd("UNLINK");
-                    for k in &keys {
-                        if let Value::BulkString(k) = k {
-                            cmd.arg(&k[..]);
-                        }
-                    }
-                    match c.query(&cmd) {
-                        Ok(Value::Int(n)) => deleted += n.max(0) as u64,
-                        Ok(_) => {}
-                        Err(e) => {
-                            let f = connection::failure(&e, &c.addr);
-                            if f.action == Action::Reconnect {
-                                links.drop_node(&node);
-                            }
+                    match unlink(c, &keys, self.topo.clustered()) {
+                        Ok(n) => deleted += n,
+                        Err(f) => {
+                            links.drop_node(&node);
                             return Err(f);
                         }
                     }
@@ -253,6 +246,40 @@ impl Pool {
     pub(crate) fn warm(&self, node: Node, conn: connection::Conn) {
         self.slots[0].lock().links.insert(node, conn);
     }
+}
+
+/// `UNLINK` of `keys` found by one `SCAN` step: one command, or in a
+/// cluster one per key, pipelined (keys of several slots cannot share a
+/// command).
+fn unlink(c: &mut connection::Conn, keys: &[Value], per_key: bool) -> Result<u64, Failure> {
+    let keys: Vec<&[u8]> = keys
+        .iter()
+        .filter_map(|k| match k {
+            Value::BulkString(k) => Some(&k[..]),
+            _ => None,
+        })
+        .collect();
+    let mut p = Packer::default();
+    if per_key {
+        for k in &keys {
+            p.cmd(&[b"UNLINK", k]);
+        }
+    } else {
+        p.array(keys.len() + 1);
+        p.bulk(b"UNLINK");
+        for k in &keys {
+            p.bulk(k);
+        }
+    }
+    c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+    let mut deleted = 0;
+    for _ in 0..p.commands {
+        match c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))? {
+            Value::Int(n) => deleted += n.max(0) as u64,
+            v => return Err(server_failure(c, &v)),
+        }
+    }
+    Ok(deleted)
 }
 
 fn roundtrip(c: &mut connection::Conn, buf: &[u8]) -> Result<Value, Failure> {

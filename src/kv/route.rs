@@ -173,11 +173,18 @@ pub(crate) struct Links {
 impl Links {
     /// The connection to `node`, connecting if there is none.
     pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<&mut Conn, Failure> {
-        if !self.conns.contains_key(node) {
+        self.get_fresh(topo, node).map(|(c, _)| c)
+    }
+
+    /// As [`Links::get`], and whether the connection was opened just now
+    /// (a reused one may have died while idle: worth one retry).
+    pub(crate) fn get_fresh(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
+        let fresh = !self.conns.contains_key(node);
+        if fresh {
             let c = topo.connect(node, None)?;
             self.conns.insert(node.clone(), c);
         }
-        self.conns.get_mut(node).ok_or_else(|| unreachable_failure())
+        self.conns.get_mut(node).map(|c| (c, fresh)).ok_or_else(unreachable_failure)
     }
 
     pub(crate) fn insert(&mut self, node: Node, conn: Conn) {

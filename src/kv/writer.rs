@@ -220,9 +220,12 @@ impl Writer {
     /// `max_pending_keys` are dropped), so the channel never fills because
     /// Redis is away.
     fn drain(&mut self) {
-        let limit = if self.retry_at.is_some() { usize::MAX } else { self.cfg.redis.max_batch };
+        let waiting = self.retry_at.is_some();
+        let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
         let mut n = 0;
-        while n < limit {
+        // While writing, what does not fit waits in the channel; only an
+        // outage drops writes (`queue`).
+        while n < limit && (waiting || self.pending.len() < self.cfg.max_pending_keys) {
             match self.rx.try_recv() {
                 Ok(m) => self.absorb(m),
                 Err(TryRecvError::Empty) => break,
