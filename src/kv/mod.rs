@@ -84,7 +84,7 @@ use breaker::{Breaker, Permit};
 use flight::{Flights, Role};
 use keys::KeySpace;
 use near::Near;
-use op::{Item, KvMsg};
+use op::{Item, KvMsg, Recycler};
 use overlay::{Found, Overlay};
 use read::{Pool, Reply};
 use route::{Links, Node, Topology};
@@ -131,6 +131,7 @@ pub struct Kv {
     shared: Arc<Shared>,
     waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
+    recycler: Arc<Recycler>,
     near: Option<Arc<Near>>,
     pool: Pool,
     breaker: Breaker,
@@ -230,7 +231,9 @@ impl Kv {
         let shared = Arc::new(Shared::default());
         let waiters = Arc::new(Waiters::default());
         let overlay = Arc::new(Overlay::new());
+        let recycler = Arc::new(Recycler::new(config.channel_capacity.min(4096)));
         let writer = Writer::new(WriterInit {
+            recycler: recycler.clone(),
             cfg: config.clone(),
             topo: topo.clone(),
             rx,
@@ -267,6 +270,7 @@ impl Kv {
             shared,
             waiters,
             overlay,
+            recycler,
             near,
             pool,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
@@ -302,7 +306,7 @@ impl Kv {
     pub fn set<T: Serialize + ?Sized>(&self, namespace: &str, key: &str, value: &T, ttl: Ttl) -> Result<Seq> {
         let t0 = self.clock();
         check(namespace, key)?;
-        let expires = self.expires(namespace, ttl)?;
+        let expires = self.expires_from(namespace, ttl, t0)?;
         let item = self.encode_item(namespace, key, value)?;
         let seq = self.push(op::Op::Set { item, expires })?;
         self.timed(Op::Set, t0, namespace, key);
@@ -344,10 +348,7 @@ impl Kv {
     pub fn delete(&self, namespace: &str, key: &str) -> Result<Seq> {
         let t0 = self.clock();
         check(namespace, key)?;
-        let item = with_scratch(|s| {
-            self.keys.write(s, namespace, key);
-            Item::new(s, s.len())
-        });
+        let item = self.key_item(namespace, key);
         let seq = self.push(op::Op::Del { key: item })?;
         self.timed(Op::Delete, t0, namespace, key);
         Ok(seq)
@@ -363,39 +364,50 @@ impl Kv {
     pub fn touch(&self, namespace: &str, key: &str, ttl: Ttl) -> Result<Seq> {
         let t0 = self.clock();
         check(namespace, key)?;
-        let expires = self.expires(namespace, ttl)?;
-        let item = with_scratch(|s| {
-            self.keys.write(s, namespace, key);
-            Item::new(s, s.len())
-        });
+        let expires = self.expires_from(namespace, ttl, t0)?;
+        let item = self.key_item(namespace, key);
         let seq = self.push(op::Op::Expire { key: item, expires })?;
         self.timed(Op::Touch, t0, namespace, key);
         Ok(seq)
     }
 
+    fn key_item(&self, namespace: &str, key: &str) -> Item {
+        let Ok(item) = Item::build(&self.recycler, |v| {
+            self.keys.write(v, namespace, key);
+            Ok::<_, std::convert::Infallible>(v.len())
+        });
+        item
+    }
+
     fn encode_item<T: Serialize + ?Sized>(&self, namespace: &str, key: &str, value: &T) -> Result<Item> {
-        with_scratch(|s| {
-            self.keys.write(s, namespace, key);
-            let klen = s.len();
-            codec::encode(value, self.cfg.encoding(), s).map_err(|e| Error::Codec {
-                key: String::from_utf8_lossy(&s[..klen]).into_owned(),
+        Item::build(&self.recycler, |v| {
+            self.keys.write(v, namespace, key);
+            let klen = v.len();
+            let key_text = |v: &[u8]| String::from_utf8_lossy(&v[..klen]).into_owned();
+            codec::encode(value, self.cfg.encoding(), v).map_err(|e| Error::Codec {
+                key: key_text(v),
                 detail: format!("cannot encode the value: {e}"),
             })?;
-            let len = s.len() - klen;
+            let len = v.len() - klen;
             if len > self.cfg.redis.max_value_bytes {
                 return Err(Error::Codec {
-                    key: String::from_utf8_lossy(&s[..klen]).into_owned(),
+                    key: key_text(v),
                     detail: format!(
                         "the value is {len} bytes; max_value_bytes is {}",
                         self.cfg.redis.max_value_bytes
                     ),
                 });
             }
-            Ok(Item::new(s, klen))
+            Ok(klen)
         })
     }
 
     fn expires(&self, namespace: &str, ttl: Ttl) -> Result<Option<Instant>> {
+        self.expires_from(namespace, ttl, None)
+    }
+
+    /// When a write made at `now` (read from the clock if `None`) expires.
+    fn expires_from(&self, namespace: &str, ttl: Ttl, now: Option<Instant>) -> Result<Option<Instant>> {
         let d = match ttl {
             Ttl::Policy => self.cfg.policy(namespace),
             Ttl::After(d) => Some(d),
@@ -407,7 +419,12 @@ impl Kv {
                 format!("{d:?}"),
                 "at least 1ms (Redis counts in milliseconds), or Ttl::Never",
             ))),
-            Some(d) => Ok(Some(connection::deadline_after(d))),
+            Some(d) => {
+                // Capped: a TTL of `Duration::MAX` is "very long", not a panic.
+                const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+                let now = now.unwrap_or_else(Instant::now);
+                Ok(Some(now.checked_add(d.min(CENTURY)).unwrap_or(now)))
+            }
             None => Ok(None),
         }
     }
@@ -433,7 +450,7 @@ impl Kv {
                 Ok(Seq::new(seq))
             }
             Err(e) => {
-                self.overlay.undo(seq, item.key(), undo);
+                self.overlay.undo(seq, &item, undo);
                 match e {
                     TrySendError::Full(_) => {
                         self.shared.rejected.fetch_add(1, Relaxed);

@@ -21,7 +21,6 @@
 //! write or invalidation touched its shard while it was being read, so a
 //! `get` never brings back a value older than one this process wrote.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -31,6 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::Value;
 
+use super::op::KeyHash;
 use super::route::{Node, Topology};
 use crate::connection::{self, Backoff};
 
@@ -45,14 +45,14 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<[u8]>, Entry>,
+    map: HashMap<Box<[u8]>, Entry, KeyHash>,
     /// Bumped by every eviction by key: a read that began before it does
     /// not keep its value.
     epoch: u64,
 }
 
 pub(crate) struct Near {
-    hasher: RandomState,
+    hasher: KeyHash,
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     ttl: Duration,
@@ -70,7 +70,7 @@ pub(crate) struct Ticket(u64);
 impl Near {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         Near {
-            hasher: RandomState::new(),
+            hasher: KeyHash::default(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl,

@@ -8,14 +8,13 @@
 //! it once the write with that very number is applied or dropped, so a
 //! newer write's entry is never removed by an older write's completion.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::op::{Item, Op};
+use super::op::{Item, ItemKey, KeyHash, Op};
 
 const SHARDS: usize = 64;
 
@@ -42,16 +41,17 @@ struct Entry {
 /// The previous entry of a key, to put back if the write is not accepted.
 pub(crate) struct Undo(Option<Entry>);
 
-type Shard = Mutex<HashMap<Box<[u8]>, Entry>>;
+type Shard = Mutex<HashMap<ItemKey, Entry, KeyHash>>;
 
 pub(crate) struct Overlay {
-    hasher: RandomState,
+    hasher: KeyHash,
     shards: Box<[Shard]>,
 }
 
 impl Overlay {
     pub(crate) fn new() -> Self {
-        Overlay { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+        let hasher = KeyHash::default();
+        Overlay { hasher, shards: (0..SHARDS).map(|_| Mutex::new(HashMap::with_hasher(hasher))).collect() }
     }
 
     #[inline]
@@ -88,19 +88,20 @@ impl Overlay {
         match map.get_mut(key) {
             Some(e) => Undo(Some(std::mem::replace(e, Entry { seq, state }))),
             None => {
-                map.insert(key.into(), Entry { seq, state });
+                map.insert(ItemKey(op.item().clone()), Entry { seq, state });
                 Undo(None)
             }
         }
     }
 
     /// Write `seq` was not accepted: puts back what was there before it.
-    pub(crate) fn undo(&self, seq: u64, key: &[u8], undo: Undo) {
+    pub(crate) fn undo(&self, seq: u64, item: &Item, undo: Undo) {
+        let key = item.key();
         let mut map = self.shard(key).lock();
         if map.get(key).is_some_and(|e| e.seq == seq) {
             match undo.0 {
                 Some(old) => {
-                    map.insert(key.into(), old);
+                    map.insert(ItemKey(item.clone()), old);
                 }
                 None => {
                     map.remove(key);
@@ -137,7 +138,7 @@ impl Overlay {
     /// after the writer has applied everything queued before it).
     pub(crate) fn forget_prefix(&self, head: &[u8]) {
         for s in self.shards.iter() {
-            s.lock().retain(|k, _| !k.starts_with(head));
+            s.lock().retain(|k, _| !k.0.key().starts_with(head));
         }
     }
 
@@ -183,10 +184,10 @@ mod tests {
         let o = Overlay::new();
         o.record(1, &set(b"k", b"a"));
         let u = o.record(2, &set(b"k", b"b"));
-        o.undo(2, b"k", u);
+        o.undo(2, &Item::new(b"k", 1), u);
         assert_eq!(value(&o, b"k"), Some(b"a".to_vec()));
         let u = o.record(3, &set(b"j", b"c"));
-        o.undo(3, b"j", u);
+        o.undo(3, &Item::new(b"j", 1), u);
         assert_eq!(value(&o, b"j"), None);
         // A touch only changes what is there.
         let past = Some(Instant::now());

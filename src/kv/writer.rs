@@ -32,7 +32,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::Value;
 
 use super::config::KvConfig;
-use super::op::{KvMsg, Op};
+use super::op::{ItemKey, KeyHash, KvMsg, Op, Recycler};
 use super::overlay::Overlay;
 use super::route::{self, Links, Node, Topology};
 use super::value;
@@ -73,6 +73,7 @@ pub(crate) struct WriterInit {
     pub(crate) shared: Arc<Shared>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) overlay: Arc<Overlay>,
+    pub(crate) recycler: Arc<Recycler>,
     pub(crate) done: Sender<CloseReport>,
     pub(crate) links: Links,
 }
@@ -84,9 +85,10 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
+    recycler: Arc<Recycler>,
     done: Sender<CloseReport>,
     links: Links,
-    pending: HashMap<Box<[u8]>, Pend>,
+    pending: HashMap<ItemKey, Pend, KeyHash>,
     received_seq: u64,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -122,9 +124,10 @@ impl Writer {
             shared: init.shared,
             waiters: init.waiters,
             overlay: init.overlay,
+            recycler: init.recycler,
             done: init.done,
             links: init.links,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             received_seq: 0,
             retry_at: None,
             shutdown: None,
@@ -253,7 +256,7 @@ impl Writer {
     fn queue(&mut self, p: Pend, older: bool) {
         use std::collections::hash_map::Entry;
         let full = self.pending.len() >= self.cfg.max_pending_keys;
-        match self.pending.entry(p.op.item().key().into()) {
+        match self.pending.entry(ItemKey(p.op.item().clone())) {
             Entry::Occupied(mut e) => {
                 let cur = e.get_mut();
                 let (first, last) = if older { (p.op, cur.op.clone()) } else { (cur.op.clone(), p.op) };
@@ -409,15 +412,16 @@ impl Writer {
         self.note_connected();
         match exec {
             Some(Value::Array(results)) => {
-                for (r, p) in results.iter().zip(&batch) {
+                for (r, p) in results.iter().zip(batch) {
                     match reply_error(r) {
                         Some((code, text)) => {
                             let (class, _) = connection::classify_code(&code);
                             let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                            self.drop_write(p, key, class, format!("refused: {text}"));
+                            self.drop_write(&p, key, class, format!("refused: {text}"));
                         }
                         None => self.overlay.settle(p.op.item().key(), p.seq),
                     }
+                    self.recycler.give(p.op.into_item());
                 }
                 self.shared.written.fetch_add(results.len() as u64, Relaxed);
                 Ok(())
@@ -499,6 +503,7 @@ impl Writer {
                     Some(None) => {
                         self.overlay.settle(p.op.item().key(), p.seq);
                         self.shared.written.fetch_add(1, Relaxed);
+                        self.recycler.give(p.op.into_item());
                     }
                     Some(Some((code, text))) => {
                         let (class, action) = connection::classify_code(&code);
