@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tradecache::kv::{BreakerState, Kv, KvConfig, Ttl};
-use tradecache::model::{Price, Quantity, UnixNanos};
+use tradecache::model::{Position, Price, Quantity, UnixNanos};
 use tradecache::Config;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +138,24 @@ fn set_run(port: u16, con: &mut redis::Connection) -> Value {
     kv.flush(Duration::from_secs(30)).expect("flush");
     let stats = kv.stats();
     drop(kv);
+    // The same pacing through `Cache::put` (positions, the state writer's
+    // hot path), for the comparison the design asks for.
+    let cache = tradecache::Cache::open(Config::builder().host("127.0.0.1").port(port).trader_id("KV-BENCH"))
+        .expect("open cache");
+    let ps: Vec<Position> = (0..KEYS).map(|i| Position::example(&format!("P-{i}"))).collect();
+    let mut c = hist();
+    let start = Instant::now();
+    for i in 0..n {
+        pace(start, i, rate);
+        let p = &ps[(i % KEYS) as usize];
+        let t = Instant::now();
+        let r = cache.put(p);
+        let d = ns(t);
+        r.expect("put");
+        c.record(d).expect("record");
+    }
+    cache.flush(Duration::from_secs(30)).expect("flush");
+    drop(cache);
     let mut d = hist();
     for i in 0..20_000u64 {
         let (k, q) = (key(i), quote(i));
@@ -152,7 +170,7 @@ fn set_run(port: u16, con: &mut redis::Connection) -> Value {
             .expect("SET");
         d.record(ns(t)).expect("record");
     }
-    json!({ "ours": pcts(&h, 1.0), "plain_set_ns": pcts(&d, 1.0), "achieved_per_s": achieved,
+    json!({ "ours": pcts(&h, 1.0), "plain_set_ns": pcts(&d, 1.0), "cache_put_ns": pcts(&c, 1.0), "achieved_per_s": achieved,
             "written": stats.written, "coalesced": stats.coalesced, "dropped": stats.dropped })
 }
 
@@ -409,6 +427,9 @@ fn table(r: &Value) -> String {
         let t = if q == "p99" { "<= 1000" } else { "" };
         row(&format!("set_ns.{q} (vs plain SET)"), &s["ours"][q], &s["plain_set_ns"][q], t);
     }
+    for q in ["p50", "p99"] {
+        row(&format!("set_ns.{q} (vs Cache::put, same pacing)"), &s["ours"][q], &s["cache_put_ns"][q], "");
+    }
     let g = &r["get"];
     for q in ["p50", "p99"] {
         let t = if q == "p99" { "<= 1000" } else { "" };
@@ -500,6 +521,7 @@ fn main() {
     };
     section("set_ns", &mut || set_run(port, &mut con), &|runs| {
         json!({ "ours": med_pcts(runs, &["ours"]), "plain_set_ns": med_pcts(runs, &["plain_set_ns"]),
+                "cache_put_ns": med_pcts(runs, &["cache_put_ns"]),
                 "offered_per_s": 100_000,
                 "note": "Kv::set of a 4-field quote on the calling thread, paced at 100,000/s (writer thread working); plain: encode + blocking redis-rs SET … PX, back to back" })
     });

@@ -80,7 +80,7 @@ fn values_round_trip_exactly_with_ttls_from_the_namespace_policy() {
     kv.set("market_data", "AAPL:quote", &q, Ttl::Policy).unwrap();
     kv.set("portfolio", "P-123:value", &p, Ttl::Policy).unwrap();
     kv.set("risk", "P-123:var99", &-1_250.5f64, Ttl::After(Duration::from_secs(7))).unwrap();
-    kv.set("session", "u-1", "token-abc", Ttl::Never).unwrap();
+    kv.set("session", "u-1", &"token-abc", Ttl::Never).unwrap();
     kv.set("fast", "k", &1u8, Ttl::Policy).unwrap();
     kv.flush(LONG).unwrap();
 
@@ -489,7 +489,7 @@ fn single_flight_under_8_threads() {
     assert!(raw_get(&mut server.client(), "t12:risk:BOOK:var").is_some(), "cached once");
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Unencodable;
 impl Serialize for Unencodable {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
@@ -498,7 +498,7 @@ impl Serialize for Unencodable {
 }
 
 #[test]
-fn bad_input_is_an_error_at_the_call_and_corrupt_values_are_counted_misses() {
+fn bad_input_is_refused_or_reported_and_corrupt_values_are_counted_misses() {
     let server = RedisServer::start();
     let kv = Kv::open(
         kv_config(server.port(), "t13").redis(common::config(server.port(), "KV").max_value_bytes(1000)),
@@ -517,14 +517,31 @@ fn bad_input_is_an_error_at_the_call_and_corrupt_values_are_counted_misses() {
     assert!(matches!(kv.set("ns", &long, &1u8, Ttl::Policy), Err(Error::InvalidId(_))));
     let e = kv.set("ns", "k", &1u8, Ttl::After(Duration::from_micros(10))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
-    let e = kv.set("ns", "k", &Unencodable, Ttl::Policy).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
-    let e = kv.set("ns", "big", &"x".repeat(2000), Ttl::Policy).unwrap_err();
-    assert!(e.to_string().contains("max_value_bytes"), "{e}");
     let e = kv.set_many("ns", &[("ok", &1u8), ("bad key", &2u8)], Ttl::Policy).unwrap_err();
     assert!(matches!(e, Error::InvalidId(_)), "{e}");
     assert_eq!(kv.get::<u8>("ns", "ok").unwrap(), None, "set_many queued nothing");
     assert_eq!(kv.stats().accepted, 0);
+    // A value that cannot be encoded, or is too large encoded, is found by
+    // the writer (encoding stays off the calling thread): dropped, counted,
+    // reported by flush and take_dropped, with its key and reason.
+    kv.set("ns", "unencodable", &Unencodable, Ttl::Policy).unwrap();
+    kv.set("ns", "big", &"x".repeat(2000), Ttl::Policy).unwrap();
+    kv.set("ns", "fine", &1u8, Ttl::Policy).unwrap();
+    let e = kv.flush(LONG).unwrap_err();
+    assert!(matches!(e, Error::Dropped { count: 2, .. }), "{e}");
+    let dropped = kv.take_dropped();
+    let reasons: Vec<(String, &str)> = dropped.iter().map(|d| (d.key.clone(), d.class.name())).collect();
+    assert_eq!(
+        reasons,
+        vec![("t13:ns:unencodable".to_string(), "encode"), ("t13:ns:big".to_string(), "too_large")],
+        "{dropped:?}"
+    );
+    assert!(dropped[1].detail.contains("max_value_bytes"), "{dropped:?}");
+    kv.flush(LONG).unwrap();
+    assert_eq!(kv.stats().dropped, 2);
+    assert_eq!(kv.get::<u8>("ns", "unencodable").unwrap(), None);
+    assert_eq!(kv.get::<String>("ns", "big").unwrap(), None);
+    assert_eq!(kv.get::<u8>("ns", "fine").unwrap(), Some(1));
 
     // Corrupt values in Redis: each is a counted miss, never an error or a panic.
     let mut con = server.client();

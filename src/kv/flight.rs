@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::op::Value;
+
 #[derive(Default)]
 struct Flight {
-    /// `None` while computing; then the encoded value, or `Some(None)` if
-    /// the leader had none to share (its computation panicked, or the value
-    /// could not be encoded): followers compute for themselves.
-    result: Mutex<Option<Option<Arc<[u8]>>>>,
+    /// `None` while computing; then the value, or `Some(None)` if the
+    /// leader had none to share (its computation panicked): followers
+    /// compute for themselves.
+    result: Mutex<Option<Option<Value>>>,
     cv: Condvar,
 }
 
@@ -24,8 +26,8 @@ pub(crate) struct Flights {
 pub(crate) enum Role<'a> {
     /// Compute, then [`Leader::publish`].
     Leader(Leader<'a>),
-    /// Another caller computed: its encoded value, if it had one to share.
-    Follower(Option<Arc<[u8]>>),
+    /// Another caller computed: its value, if it had one to share.
+    Follower(Option<Value>),
 }
 
 pub(crate) struct Leader<'a> {
@@ -58,11 +60,11 @@ impl Flights {
 
 impl Leader<'_> {
     /// Hands the result to the waiting callers and ends the flight.
-    pub(crate) fn publish(self, value: Option<Arc<[u8]>>) {
+    pub(crate) fn publish(self, value: Option<Value>) {
         self.finish(value);
     }
 
-    fn finish(&self, value: Option<Arc<[u8]>>) {
+    fn finish(&self, value: Option<Value>) {
         let mut result = self.flight.result.lock();
         if result.is_none() {
             *result = Some(value);
@@ -102,17 +104,21 @@ mod tests {
                             Role::Leader(l) => {
                                 computed.fetch_add(1, Ordering::SeqCst);
                                 std::thread::sleep(std::time::Duration::from_millis(50));
-                                l.publish(Some(Arc::from(&b"v"[..])));
-                                Some(b"v".to_vec())
+                                l.publish(Some(Arc::new(7u32)));
+                                Some(b"7".to_vec())
                             }
-                            Role::Follower(v) => v.map(|v| v.to_vec()),
+                            Role::Follower(v) => v.map(|v| {
+                                let mut out = Vec::new();
+                                v.encode(crate::Encoding::Json, &mut out).unwrap();
+                                out
+                            }),
                         }
                     })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert!(got.iter().all(|v| v.as_deref() == Some(&b"v"[..])), "{got:?}");
+        assert!(got.iter().all(|v| v.as_deref() == Some(&b"7"[..])), "{got:?}");
         // Threads that arrive after the flight ended start a new one, so
         // more than one computation is possible, never one per thread
         // while they overlap.

@@ -75,7 +75,6 @@ pub use stats::{KvHealth, KvStats, Latency, Op};
 pub use value::{decode, encode};
 
 use crate::cache::Seq;
-use crate::codec;
 use crate::connection::{self, Failure};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
@@ -84,7 +83,7 @@ use breaker::{Breaker, Permit};
 use flight::{Flights, Role};
 use keys::KeySpace;
 use near::Near;
-use op::{Item, KvMsg, Recycler};
+use op::{DynValue, Item, KvMsg};
 use overlay::{Found, Overlay};
 use read::{Pool, Reply};
 use route::{Links, Node, Topology};
@@ -131,7 +130,6 @@ pub struct Kv {
     shared: Arc<Shared>,
     waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
-    recycler: Arc<Recycler>,
     near: Option<Arc<Near>>,
     pool: Pool,
     breaker: Breaker,
@@ -177,17 +175,30 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 
 /// The bytes of a value found by a lookup.
 enum Body {
-    Queued(Item),
+    /// Queued, not encoded yet.
+    Queued(op::Value),
+    /// As stored (decompressed, without the header).
     Shared(Arc<[u8]>),
 }
 
 impl Body {
-    fn bytes(&self) -> &[u8] {
+    fn decode<T: DeserializeOwned>(&self, enc: crate::Encoding) -> std::result::Result<T, String> {
         match self {
-            Body::Queued(i) => i.value(),
-            Body::Shared(b) => b,
+            Body::Shared(b) => value::decode_body(b, enc),
+            Body::Queued(v) => decode_value(&**v, enc),
         }
     }
+}
+
+/// A value as a `get` would read it back: encoded, then decoded as `T`.
+fn decode_value<T: DeserializeOwned>(
+    v: &dyn DynValue,
+    enc: crate::Encoding,
+) -> std::result::Result<T, String> {
+    with_scratch(|s| {
+        v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
+        value::decode_body(s, enc)
+    })
 }
 
 /// What a lookup found.
@@ -231,9 +242,7 @@ impl Kv {
         let shared = Arc::new(Shared::default());
         let waiters = Arc::new(Waiters::default());
         let overlay = Arc::new(Overlay::new());
-        let recycler = Arc::new(Recycler::new(config.channel_capacity.min(4096)));
         let writer = Writer::new(WriterInit {
-            recycler: recycler.clone(),
             cfg: config.clone(),
             topo: topo.clone(),
             rx,
@@ -270,7 +279,6 @@ impl Kv {
             shared,
             waiters,
             overlay,
-            recycler,
             near,
             pool,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
@@ -291,30 +299,35 @@ impl Kv {
 
     // --- writes --------------------------------------------------------
 
-    /// Caches `value` under `namespace`/`key` for `ttl`. Encodes it on the
-    /// calling thread and queues it; the writer thread sends
+    /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks
+    /// the key, clones the value behind an `Arc` and queues it, with no
+    /// I/O and no encoding; the writer thread encodes it and sends
     /// `SET key value PX ttl`. A `get` in this process returns it at once.
+    ///
+    /// A value that turns out not to be encodable, or larger than
+    /// `max_value_bytes` once encoded, is found by the writer (encoding
+    /// stays off the calling thread, as for [`crate::Cache::put`]): it is
+    /// dropped, counted in [`KvStats::dropped`] and reported by
+    /// [`Kv::take_dropped`] and by `wait`/`flush` ([`Error::Dropped`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidId`] for a bad namespace or key; [`Error::Config`]
-    /// for a TTL under 1 ms; [`Error::Codec`] when the value cannot be
-    /// encoded; [`crate::ErrorKind::TooLarge`] (as [`Error::Codec`]) when
-    /// it is larger than `max_value_bytes`; [`Error::Unavailable`] when the
-    /// writer's channel is full (the write is not queued);
-    /// [`Error::Closed`] after `close`.
-    pub fn set<T: Serialize + ?Sized>(&self, namespace: &str, key: &str, value: &T, ttl: Ttl) -> Result<Seq> {
-        let t0 = self.clock();
+    /// for a TTL under 1 ms; [`Error::Unavailable`] when the writer's
+    /// channel is full (the write is not queued); [`Error::Closed`] after
+    /// `close`.
+    pub fn set<T>(&self, namespace: &str, key: &str, value: &T, ttl: Ttl) -> Result<Seq>
+    where
+        T: Serialize + Clone + Send + Sync + 'static,
+    {
         check(namespace, key)?;
-        let expires = self.expires_from(namespace, ttl, t0)?;
-        let item = self.encode_item(namespace, key, value)?;
-        let seq = self.push(op::Op::Set { item, expires })?;
-        self.timed(Op::Set, t0, namespace, key);
-        Ok(seq)
+        let expires = self.expires_at(namespace, ttl)?;
+        let item = self.key_item(namespace, key);
+        self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })
     }
 
-    /// [`Kv::set`] for several keys of one namespace; all are checked and
-    /// encoded before any is queued. Returns the last write's sequence
+    /// [`Kv::set`] for several keys of one namespace; every key is checked
+    /// before any write is queued. Returns the last write's sequence
     /// number.
     ///
     /// # Errors
@@ -322,19 +335,19 @@ impl Kv {
     /// As [`Kv::set`]; on an error nothing is queued, except with
     /// [`Error::Unavailable`] (the channel filled part-way), when the
     /// writes before it are.
-    pub fn set_many<T: Serialize>(&self, namespace: &str, items: &[(&str, &T)], ttl: Ttl) -> Result<Seq> {
-        let t0 = self.clock();
-        let expires = self.expires(namespace, ttl)?;
-        let mut encoded = Vec::with_capacity(items.len());
-        for (key, value) in items {
+    pub fn set_many<T>(&self, namespace: &str, items: &[(&str, &T)], ttl: Ttl) -> Result<Seq>
+    where
+        T: Serialize + Clone + Send + Sync + 'static,
+    {
+        let expires = self.expires_at(namespace, ttl)?;
+        for (key, _) in items {
             check(namespace, key)?;
-            encoded.push(self.encode_item(namespace, key, *value)?);
         }
         let mut last = self.last_seq();
-        for item in encoded {
-            last = self.push(op::Op::Set { item, expires })?;
+        for (key, value) in items {
+            let item = self.key_item(namespace, key);
+            last = self.push(op::Op::Set { item, value: Arc::new((*value).clone()), expires })?;
         }
-        self.timed(Op::SetMany, t0, namespace, "*");
         Ok(last)
     }
 
@@ -346,12 +359,9 @@ impl Kv {
     /// [`Error::InvalidId`], [`Error::Unavailable`], [`Error::Closed`] as
     /// for [`Kv::set`].
     pub fn delete(&self, namespace: &str, key: &str) -> Result<Seq> {
-        let t0 = self.clock();
         check(namespace, key)?;
         let item = self.key_item(namespace, key);
-        let seq = self.push(op::Op::Del { key: item })?;
-        self.timed(Op::Delete, t0, namespace, key);
-        Ok(seq)
+        self.push(op::Op::Del { key: item })
     }
 
     /// Gives an existing key a new TTL from now (`PEXPIRE`, or `PERSIST`
@@ -362,52 +372,21 @@ impl Kv {
     ///
     /// As [`Kv::delete`], and [`Error::Config`] for a TTL under 1 ms.
     pub fn touch(&self, namespace: &str, key: &str, ttl: Ttl) -> Result<Seq> {
-        let t0 = self.clock();
         check(namespace, key)?;
-        let expires = self.expires_from(namespace, ttl, t0)?;
+        let expires = self.expires_at(namespace, ttl)?;
         let item = self.key_item(namespace, key);
-        let seq = self.push(op::Op::Expire { key: item, expires })?;
-        self.timed(Op::Touch, t0, namespace, key);
-        Ok(seq)
+        self.push(op::Op::Expire { key: item, expires })
     }
 
     fn key_item(&self, namespace: &str, key: &str) -> Item {
-        let Ok(item) = Item::build(&self.recycler, |v| {
-            self.keys.write(v, namespace, key);
-            Ok::<_, std::convert::Infallible>(v.len())
-        });
-        item
-    }
-
-    fn encode_item<T: Serialize + ?Sized>(&self, namespace: &str, key: &str, value: &T) -> Result<Item> {
-        Item::build(&self.recycler, |v| {
-            self.keys.write(v, namespace, key);
-            let klen = v.len();
-            let key_text = |v: &[u8]| String::from_utf8_lossy(&v[..klen]).into_owned();
-            codec::encode(value, self.cfg.encoding(), v).map_err(|e| Error::Codec {
-                key: key_text(v),
-                detail: format!("cannot encode the value: {e}"),
-            })?;
-            let len = v.len() - klen;
-            if len > self.cfg.redis.max_value_bytes {
-                return Err(Error::Codec {
-                    key: key_text(v),
-                    detail: format!(
-                        "the value is {len} bytes; max_value_bytes is {}",
-                        self.cfg.redis.max_value_bytes
-                    ),
-                });
-            }
-            Ok(klen)
+        with_scratch(|s| {
+            self.keys.write(s, namespace, key);
+            Item::from_bytes(s)
         })
     }
 
-    fn expires(&self, namespace: &str, ttl: Ttl) -> Result<Option<Instant>> {
-        self.expires_from(namespace, ttl, None)
-    }
-
-    /// When a write made at `now` (read from the clock if `None`) expires.
-    fn expires_from(&self, namespace: &str, ttl: Ttl, now: Option<Instant>) -> Result<Option<Instant>> {
+    /// When a write made now expires.
+    fn expires_at(&self, namespace: &str, ttl: Ttl) -> Result<Option<Instant>> {
         let d = match ttl {
             Ttl::Policy => self.cfg.policy(namespace),
             Ttl::After(d) => Some(d),
@@ -422,7 +401,7 @@ impl Kv {
             Some(d) => {
                 // Capped: a TTL of `Duration::MAX` is "very long", not a panic.
                 const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-                let now = now.unwrap_or_else(Instant::now);
+                let now = Instant::now();
                 Ok(Some(now.checked_add(d.min(CENTURY)).unwrap_or(now)))
             }
             None => Ok(None),
@@ -439,7 +418,7 @@ impl Kv {
         }
         let seq = p.next_seq + 1;
         let item = op.item().clone();
-        let undo = self.overlay.record(seq, &op);
+        let undo = self.overlay.record(seq, &op, || self.shared.acked_seq.load(SeqCst));
         if let Some(near) = &self.near {
             near.evict(item.key());
         }
@@ -549,7 +528,7 @@ impl Kv {
         check(namespace, key)?;
         let mut full = Vec::new();
         self.keys.write(&mut full, namespace, key);
-        let found = match self.overlay.lookup(&full) {
+        let found = match self.overlay.lookup(&full, self.shared.acked_seq.load(SeqCst)) {
             Found::Value(_) => true,
             Found::Absent => false,
             Found::Unknown => match self.near.as_ref().map(|n| n.get(&full)) {
@@ -621,12 +600,12 @@ impl Kv {
     /// [`Error::Config`] for a TTL under 1 ms (`compute` is not called).
     pub fn get_or_compute<T, F>(&self, namespace: &str, key: &str, ttl: Ttl, compute: F) -> Result<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> T,
     {
         let t0 = self.clock();
         check(namespace, key)?;
-        let expires = self.expires(namespace, ttl)?;
+        let expires = self.expires_at(namespace, ttl)?;
         let mut full = Vec::new();
         self.keys.write(&mut full, namespace, key);
         let cacheable = match self.lookup(&full) {
@@ -640,32 +619,34 @@ impl Kv {
                 None => true,
             },
         };
+        let enc = self.cfg.encoding();
         let value = match self.flights.join(&full) {
             Role::Follower(shared) => {
                 self.metrics.c.flight_waits.fetch_add(1, Relaxed);
-                match shared.and_then(|b| value::decode_body::<T>(&b, self.cfg.encoding()).ok()) {
+                match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
                     Some(v) => v,
                     None => self.compute(compute),
                 }
             }
             Role::Leader(leader) => {
                 // A caller that finished just before us may have cached it.
-                if let Found::Value(item) = self.overlay.lookup(&full) {
-                    if let Ok(v) = value::decode_body::<T>(item.value(), self.cfg.encoding()) {
-                        leader.publish(Some(Arc::from(item.value())));
+                if let Found::Value(queued) = self.overlay.lookup(&full, self.shared.acked_seq.load(SeqCst)) {
+                    if let Ok(v) = decode_value::<T>(&*queued, enc) {
+                        leader.publish(Some(queued));
                         self.metrics.c.hits.fetch_add(1, Relaxed);
                         self.timed(Op::GetOrCompute, t0, namespace, key);
                         return Ok(v);
                     }
                 }
                 let v = self.compute(compute);
-                let encoded = self.encode_item(namespace, key, &v).ok();
-                if let (true, Some(item)) = (cacheable, &encoded) {
-                    if let Err(e) = self.push(op::Op::Set { item: item.clone(), expires }) {
+                let shared: op::Value = Arc::new(v.clone());
+                if cacheable {
+                    let item = self.key_item(namespace, key);
+                    if let Err(e) = self.push(op::Op::Set { item, value: shared.clone(), expires }) {
                         log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                     }
                 }
-                leader.publish(encoded.map(|i| Arc::from(i.value())));
+                leader.publish(Some(shared));
                 v
             }
         };
@@ -696,7 +677,7 @@ impl Kv {
     /// The queued writes, then the near cache; `Err` with the near cache's
     /// ticket when Redis must be asked.
     fn local(&self, key: &[u8]) -> std::result::Result<Found2, Option<near::Ticket>> {
-        match self.overlay.lookup(key) {
+        match self.overlay.lookup(key, self.shared.acked_seq.load(SeqCst)) {
             Found::Value(item) => {
                 self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
                 return Ok(Found2::Hit(Body::Queued(item), self.cfg.encoding()));
@@ -740,7 +721,7 @@ impl Kv {
     /// (the latter counted and logged). Counts hits and misses.
     fn decode_found<T: DeserializeOwned>(&self, key: &[u8], found: Found2) -> Option<T> {
         match found {
-            Found2::Hit(body, enc) => match value::decode_body::<T>(body.bytes(), enc) {
+            Found2::Hit(body, enc) => match body.decode::<T>(enc) {
                 Ok(v) => {
                     self.metrics.c.hits.fetch_add(1, Relaxed);
                     Some(v)
@@ -889,6 +870,8 @@ impl Kv {
             near_entries: self.near.as_ref().map_or(0, |n| n.len()),
             near_invalidations: self.near.as_ref().map_or(0, |n| n.invalidations.load(Relaxed)),
             latency: self.metrics.latency(),
+            write_batch_p50_us: w.batch_latency_p50_us,
+            write_batch_p99_us: w.batch_latency_p99_us,
         }
     }
 

@@ -1,84 +1,43 @@
 //! What a kv write carries from the calling thread to the writer thread.
+//!
+//! A value travels as it was given, behind an `Arc` (one allocation, the
+//! clone the caller's `set` makes), and is encoded on the writer thread, as
+//! `Cache` does with user types: encoding is the largest cost a call would
+//! otherwise pay. The overlay shares the same `Arc` for read-your-writes.
+//! The key travels inline.
 
 use std::borrow::Borrow;
+
+use crate::ident::Ident;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A key, or a key and its encoded value, in one buffer: the calling
-/// thread builds it once, and the message, the read-your-writes overlay and
-/// the writer share it. Buffers go back to the calling threads through a
-/// [`Recycler`] once written, so a steady stream of writes does not
-/// allocate (nor free on another thread than the one that allocated, which
-/// is what makes allocation expensive in the tail: DESIGN.md, "Hot-path
-/// budget").
+/// A full key (`{prefix}:{namespace}:{key}`), as the message, the
+/// read-your-writes overlay and the writer carry it: an [`Ident`], so a key
+/// of up to 46 bytes is stored inline and copying it never allocates (the
+/// message is moved by value, as `Cache` moves its model types).
 #[derive(Clone)]
-pub(crate) struct Item {
-    buf: Arc<Vec<u8>>,
-    klen: u32,
-}
+pub(crate) struct Item(Ident);
 
 impl Item {
-    /// `key` followed by `value`, copied from `bytes`.
-    #[cfg(test)]
-    pub(crate) fn new(bytes: &[u8], klen: usize) -> Item {
-        Item { buf: Arc::new(bytes.to_vec()), klen: klen as u32 }
+    /// A key built by the calling thread from checked parts.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Item {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Item(Ident::new_unchecked(s)),
+            // Not reachable: keys are joined from `&str`s.
+            Err(_) => Item(Ident::new_unchecked(&String::from_utf8_lossy(bytes))),
+        }
     }
 
-    /// Builds an item in a recycled buffer: `fill` writes the key and the
-    /// value and returns the key's length.
-    pub(crate) fn build<E>(
-        pool: &Recycler,
-        fill: impl FnOnce(&mut Vec<u8>) -> Result<usize, E>,
-    ) -> Result<Item, E> {
-        let mut buf = pool.take();
-        // Unique (see `Recycler::give`), so this does not copy.
-        let v = Arc::make_mut(&mut buf);
-        v.clear();
-        let klen = fill(v)?;
-        Ok(Item { buf, klen: klen.min(u32::MAX as usize) as u32 })
+    #[cfg(test)]
+    pub(crate) fn new(bytes: &[u8], _klen: usize) -> Item {
+        Item::from_bytes(bytes)
     }
 
     #[inline]
     pub(crate) fn key(&self) -> &[u8] {
-        &self.buf[..self.klen as usize]
-    }
-
-    /// The encoded value (without the stored header); empty for a key alone.
-    #[inline]
-    pub(crate) fn value(&self) -> &[u8] {
-        &self.buf[self.klen as usize..]
-    }
-}
-
-/// Item buffers on their way back from the writer to the calling threads.
-pub(crate) struct Recycler {
-    tx: crossbeam_channel::Sender<Arc<Vec<u8>>>,
-    rx: crossbeam_channel::Receiver<Arc<Vec<u8>>>,
-}
-
-/// Larger buffers are freed, not kept.
-const RECYCLE_MAX_BYTES: usize = 16 * 1024;
-
-impl Recycler {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        Recycler { tx, rx }
-    }
-
-    fn take(&self) -> Arc<Vec<u8>> {
-        match self.rx.try_recv() {
-            Ok(buf) => buf,
-            Err(_) => Arc::new(Vec::with_capacity(128)),
-        }
-    }
-
-    /// Keeps `item`'s buffer for reuse if nothing else refers to it.
-    pub(crate) fn give(&self, item: Item) {
-        let buf = item.buf;
-        if Arc::strong_count(&buf) == 1 && Arc::weak_count(&buf) == 0 && buf.capacity() <= RECYCLE_MAX_BYTES {
-            let _ = self.tx.try_send(buf);
-        }
+        self.0.as_bytes()
     }
 }
 
@@ -169,11 +128,25 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// A value to cache, encoded on the writer thread (and, for a `get` that
+/// finds it queued, on the reading thread).
+pub(crate) trait DynValue: Send + Sync {
+    fn encode(&self, encoding: crate::Encoding, out: &mut Vec<u8>) -> Result<(), crate::codec::EncodeError>;
+}
+
+impl<T: serde::Serialize + Send + Sync> DynValue for T {
+    fn encode(&self, encoding: crate::Encoding, out: &mut Vec<u8>) -> Result<(), crate::codec::EncodeError> {
+        crate::codec::encode(self, encoding, out)
+    }
+}
+
+pub(crate) type Value = Arc<dyn DynValue>;
+
 /// A change to one key. `expires: None` is "never expires".
 #[derive(Clone)]
 pub(crate) enum Op {
     /// `SET key value [PX ms]`.
-    Set { item: Item, expires: Option<Instant> },
+    Set { item: Item, value: Value, expires: Option<Instant> },
     /// `DEL key`.
     Del { key: Item },
     /// `PEXPIRE key ms`, or `PERSIST key` for `None`.
@@ -181,12 +154,6 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    pub(crate) fn into_item(self) -> Item {
-        match self {
-            Op::Set { item, .. } | Op::Del { key: item } | Op::Expire { key: item, .. } => item,
-        }
-    }
-
     pub(crate) fn item(&self) -> &Item {
         match self {
             Op::Set { item, .. } | Op::Del { key: item } | Op::Expire { key: item, .. } => item,
@@ -197,7 +164,7 @@ impl Op {
     pub(crate) fn then(self, later: Op) -> Op {
         match (self, later) {
             // A new TTL for a value not written yet: write it with that TTL.
-            (Op::Set { item, .. }, Op::Expire { expires, .. }) => Op::Set { item, expires },
+            (Op::Set { item, value, .. }, Op::Expire { expires, .. }) => Op::Set { item, value, expires },
             // Nothing to expire: the key is gone.
             (Op::Del { key }, Op::Expire { .. }) => Op::Del { key },
             (_, later) => later,
@@ -217,35 +184,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_come_back_only_when_unshared() {
-        let pool = Recycler::new(4);
-        let a = Item::build(&pool, |v| {
-            v.extend_from_slice(b"kv");
-            Ok::<_, ()>(1)
-        })
-        .unwrap();
-        let p = Arc::as_ptr(&a.buf);
-        let shared = a.clone();
-        pool.give(a);
-        assert!(pool.rx.is_empty(), "still shared: not recycled");
-        pool.give(shared);
-        let b = Item::build(&pool, |v| {
-            assert!(v.is_empty());
-            v.extend_from_slice(b"xyz");
-            Ok::<_, ()>(2)
-        })
-        .unwrap();
-        assert_eq!(Arc::as_ptr(&b.buf), p, "reused");
-        assert_eq!((b.key(), b.value()), (&b"xy"[..], &b"z"[..]));
-    }
-
-    #[test]
     fn coalescing() {
         let k = Item::new(b"k", 1);
-        let v = Item::new(b"kv", 1);
-        assert_eq!((v.key(), v.value()), (&b"k"[..], &b"v"[..]));
+        let v: Value = Arc::new(7u32);
         let t = Some(Instant::now());
-        let set = || Op::Set { item: v.clone(), expires: None };
+        let set = || Op::Set { item: k.clone(), value: v.clone(), expires: None };
         let exp = || Op::Expire { key: k.clone(), expires: t };
         let del = || Op::Del { key: k.clone() };
         assert!(matches!(set().then(exp()), Op::Set { expires, .. } if expires == t));

@@ -32,7 +32,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::Value;
 
 use super::config::KvConfig;
-use super::op::{ItemKey, KeyHash, KvMsg, Op, Recycler};
+use super::op::{ItemKey, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{self, Links, Node, Topology};
 use super::value;
@@ -73,7 +73,6 @@ pub(crate) struct WriterInit {
     pub(crate) shared: Arc<Shared>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) overlay: Arc<Overlay>,
-    pub(crate) recycler: Arc<Recycler>,
     pub(crate) done: Sender<CloseReport>,
     pub(crate) links: Links,
 }
@@ -85,7 +84,6 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
-    recycler: Arc<Recycler>,
     done: Sender<CloseReport>,
     links: Links,
     pending: HashMap<ItemKey, Pend, KeyHash>,
@@ -97,6 +95,8 @@ pub(crate) struct Writer {
     /// counted under.
     last_class: ErrorClass,
     packer: Packer,
+    /// A value as encoded, then as stored (header, maybe compressed).
+    raw: Vec<u8>,
     framed: Vec<u8>,
 }
 
@@ -124,7 +124,6 @@ impl Writer {
             shared: init.shared,
             waiters: init.waiters,
             overlay: init.overlay,
-            recycler: init.recycler,
             done: init.done,
             links: init.links,
             pending: HashMap::default(),
@@ -133,6 +132,7 @@ impl Writer {
             shutdown: None,
             last_class: ErrorClass::Io,
             packer: Packer::default(),
+            raw: Vec::new(),
             framed: Vec::new(),
             cfg: init.cfg,
         }
@@ -284,7 +284,7 @@ impl Writer {
 
     fn drop_write(&mut self, p: &Pend, key: String, class: ErrorClass, detail: String) {
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
-        self.overlay.settle(p.op.item().key(), p.seq);
+        self.overlay.forget(p.op.item().key(), p.seq);
     }
 
     /// Publishes how far every write is settled: up to just before the
@@ -331,46 +331,74 @@ impl Writer {
         }
     }
 
-    /// Appends one op's command to the packer.
-    fn pack(&mut self, op: &Op) {
+    /// Appends one op's command to the packer: encodes a value (the
+    /// calling thread did not), frames it (compressing above the
+    /// threshold), and turns a deadline into `PX`. A value that cannot be
+    /// encoded or is too large is not packed: the error says why.
+    fn pack(&mut self, op: &Op) -> Result<(), (ErrorClass, String)> {
         let now = Instant::now();
-        let p = &mut self.packer;
         match op {
-            Op::Set { item, expires } => {
+            Op::Set { item, value, expires } => {
                 let ms = match expires {
                     Some(t) => match remaining_ms(*t, now) {
                         Some(ms) => Some(ms),
-                        None => return p.cmd(&[b"DEL", item.key()]),
+                        None => {
+                            self.packer.cmd(&[b"DEL", item.key()]);
+                            return Ok(());
+                        }
                     },
                     None => None,
                 };
+                self.raw.clear();
+                value
+                    .encode(self.cfg.encoding(), &mut self.raw)
+                    .map_err(|e| (ErrorClass::Encode, format!("cannot encode the value: {e}")))?;
+                let max = self.cfg.redis.max_value_bytes;
+                if self.raw.len() > max {
+                    let detail = format!("the value is {} bytes; max_value_bytes is {max}", self.raw.len());
+                    return Err((ErrorClass::TooLarge, detail));
+                }
                 self.framed.clear();
-                value::frame(
-                    item.value(),
-                    self.cfg.encoding(),
-                    self.cfg.compress_threshold,
-                    &mut self.framed,
-                );
+                value::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
+                let p = &mut self.packer;
                 match ms {
                     Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),
                     None => p.cmd(&[b"SET", item.key(), &self.framed]),
                 }
             }
-            Op::Del { key } => p.cmd(&[b"DEL", key.key()]),
-            Op::Expire { key, expires: None } => p.cmd(&[b"PERSIST", key.key()]),
+            Op::Del { key } => self.packer.cmd(&[b"DEL", key.key()]),
+            Op::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.key()]),
             Op::Expire { key, expires: Some(t) } => match remaining_ms(*t, now) {
-                Some(ms) => p.cmd(&[b"PEXPIRE", key.key(), ms.to_string().as_bytes()]),
-                None => p.cmd(&[b"DEL", key.key()]),
+                Some(ms) => self.packer.cmd(&[b"PEXPIRE", key.key(), ms.to_string().as_bytes()]),
+                None => self.packer.cmd(&[b"DEL", key.key()]),
             },
         }
+        Ok(())
+    }
+
+    /// Packs every op of `batch`; returns those packed, in order. The
+    /// others are dropped and recorded (`take_dropped`, `flush`).
+    fn pack_batch(&mut self, batch: Vec<Pend>) -> Vec<Pend> {
+        let mut packed = Vec::with_capacity(batch.len());
+        for p in batch {
+            match self.pack(&p.op) {
+                Ok(()) => packed.push(p),
+                Err((class, detail)) => {
+                    let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
+                    self.drop_write(&p, key, class, detail);
+                }
+            }
+        }
+        packed
     }
 
     /// Standalone and Sentinel: the batch as one `MULTI … EXEC`.
     fn send_single(&mut self, batch: Vec<Pend>) -> Result<(), Failure> {
         self.packer.clear();
         self.packer.cmd(&[b"MULTI"]);
-        for p in &batch {
-            self.pack(&p.op);
+        let batch = self.pack_batch(batch);
+        if batch.is_empty() {
+            return Ok(());
         }
         self.packer.cmd(&[b"EXEC"]);
         let conn = match self.links.get(&self.topo, &Node::Main) {
@@ -413,15 +441,11 @@ impl Writer {
         match exec {
             Some(Value::Array(results)) => {
                 for (r, p) in results.iter().zip(batch) {
-                    match reply_error(r) {
-                        Some((code, text)) => {
-                            let (class, _) = connection::classify_code(&code);
-                            let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                            self.drop_write(&p, key, class, format!("refused: {text}"));
-                        }
-                        None => self.overlay.settle(p.op.item().key(), p.seq),
+                    if let Some((code, text)) = reply_error(r) {
+                        let (class, _) = connection::classify_code(&code);
+                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
+                        self.drop_write(&p, key, class, format!("refused: {text}"));
                     }
-                    self.recycler.give(p.op.into_item());
                 }
                 self.shared.written.fetch_add(results.len() as u64, Relaxed);
                 Ok(())
@@ -471,8 +495,9 @@ impl Writer {
         }
         for (node, group) in groups {
             self.packer.clear();
-            for p in &group {
-                self.pack(&p.op);
+            let group = self.pack_batch(group);
+            if group.is_empty() {
+                continue;
             }
             let conn = match self.links.get(&self.topo, &node) {
                 Ok(c) => c,
@@ -501,9 +526,7 @@ impl Writer {
                 match replies.get(i).map(reply_error) {
                     None => rest.push(p),
                     Some(None) => {
-                        self.overlay.settle(p.op.item().key(), p.seq);
                         self.shared.written.fetch_add(1, Relaxed);
-                        self.recycler.give(p.op.into_item());
                     }
                     Some(Some((code, text))) => {
                         let (class, action) = connection::classify_code(&code);
