@@ -634,6 +634,36 @@ fn an_outage_coalesces_per_key_and_drops_past_the_bound() {
 }
 
 #[test]
+fn a_full_channel_refuses_the_write_and_it_is_not_read_back() {
+    let server = RedisServer::start();
+    let kv = Kv::open(kv_config(server.port(), "t16").channel_capacity(4)).unwrap();
+    kv.set("risk", "R", &0u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    // Frozen Redis: the writer waits for a reply (up to the response
+    // timeout) and stops draining; four writes fill the channel.
+    server.pause();
+    let mut last_accepted = 0;
+    let mut refused = 0;
+    for v in 1..=50u32 {
+        match kv.set("risk", "R", &v, Ttl::Never) {
+            Ok(_) => last_accepted = v,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                assert!(e.to_string().contains("channel is full"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0 && last_accepted > 0, "refused {refused}, last accepted {last_accepted}");
+    assert_eq!(kv.stats().rejected, refused);
+    // The process reads back the newest accepted write, not a refused one.
+    assert_eq!(kv.get::<u32>("risk", "R").unwrap(), Some(last_accepted));
+    server.resume();
+    kv.flush(LONG).unwrap();
+    assert_eq!(open(server.port(), "t16").get::<u32>("risk", "R").unwrap(), Some(last_accepted));
+}
+
+#[test]
 fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
     let mut server = RedisServer::start();
     let kv = open(server.port(), "t15");
