@@ -9,7 +9,7 @@
 //! use tradecache::kv::{Kv, KvConfig, Ttl};
 //! use tradecache::model::{Price, UnixNanos};
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Clone, Serialize, Deserialize)]
 //! struct Quote { bid: Price, ask: Price, ts: UnixNanos }
 //!
 //! # fn fetch_price(_: &str) -> Price { Price::new(1, 0) }
@@ -560,6 +560,9 @@ impl Kv {
     pub fn clear_namespace(&self, namespace: &str) -> Result<u64> {
         let t0 = self.clock();
         ident::validate(namespace)?;
+        if matches!(self.breaker.state(), BreakerState::Open { .. }) {
+            return Err(self.unavailable());
+        }
         // What was queued before the call goes first, so it is cleared too.
         match self.flush(self.cfg.redis.response_timeout) {
             Ok(()) | Err(Error::Dropped { .. }) => {}
