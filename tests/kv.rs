@@ -302,6 +302,9 @@ fn near_cache_serves_hits_and_is_invalidated_by_other_writers() {
     );
     writer.set("market_data", "AAPL:quote", &quote(1), Ttl::Policy).unwrap();
     writer.flush(LONG).unwrap();
+    // The invalidation of that write reaches the listener on its own
+    // connection, maybe after the read below: let it arrive first.
+    wait_until("the write's invalidation", LONG, || near.stats().near_invalidations >= 1, String::new);
     assert_eq!(near.get::<Quote>("market_data", "AAPL:quote").unwrap(), Some(quote(1)));
     let mut admin = server.client();
     let calls = |admin: &mut redis::Connection| -> String {
@@ -315,6 +318,7 @@ fn near_cache_serves_hits_and_is_invalidated_by_other_writers() {
     assert_eq!(calls(&mut admin), before, "near hits make no round trip");
     assert!(near.stats().near_hits >= 100);
     // Another process changes the key: the server's invalidation evicts it.
+    let seen = near.stats().near_invalidations;
     writer.set("market_data", "AAPL:quote", &quote(2), Ttl::Policy).unwrap();
     writer.flush(LONG).unwrap();
     wait_until(
@@ -323,7 +327,7 @@ fn near_cache_serves_hits_and_is_invalidated_by_other_writers() {
         || near.get::<Quote>("market_data", "AAPL:quote").unwrap() == Some(quote(2)),
         || format!("{:?}", near.stats()),
     );
-    assert!(near.stats().near_invalidations >= 1);
+    assert!(near.stats().near_invalidations > seen);
     // This process's own writes are read back at once.
     near.set("market_data", "AAPL:quote", &quote(3), Ttl::Policy).unwrap();
     assert_eq!(near.get::<Quote>("market_data", "AAPL:quote").unwrap(), Some(quote(3)));
@@ -737,6 +741,27 @@ fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
     for secret in ["kv-secret-1", "kv-wrong-2"] {
         assert!(!seen.contains(secret), "{secret} leaked into:\n{seen}");
     }
+}
+
+#[test]
+fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Trace);
+    let server = RedisServer::start();
+    let kv = Kv::open(kv_config(server.port(), "t17").slow_op_threshold(Duration::ZERO)).unwrap();
+    kv.set("portfolio", "P-9", &9u32, Ttl::Policy).unwrap();
+    kv.flush(LONG).unwrap();
+    let reader = Kv::open(kv_config(server.port(), "t17").slow_op_threshold(Duration::ZERO)).unwrap();
+    assert_eq!(reader.get::<u32>("portfolio", "P-9").unwrap(), Some(9));
+    assert!(reader.stats().slow_ops >= 1, "{:?}", reader.stats());
+    let logged = LOG.lock().unwrap().join("\n");
+    assert!(logged.contains("slow get: portfolio:P-9 took"), "{logged}");
+    // A frozen server: the read times out (response_timeout), a distinct kind.
+    server.pause();
+    let e = reader.get::<u32>("portfolio", "P-8").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert_eq!(reader.stats().read_errors, vec![("timeout", 1)]);
+    server.resume();
 }
 
 #[cfg(feature = "tls")]

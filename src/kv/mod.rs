@@ -561,6 +561,7 @@ impl Kv {
         let t0 = self.clock();
         ident::validate(namespace)?;
         if matches!(self.breaker.state(), BreakerState::Open { .. }) {
+            self.breaker.short_circuited.fetch_add(1, Relaxed);
             return Err(self.unavailable());
         }
         // What was queued before the call goes first, so it is cleared too.
