@@ -22,6 +22,9 @@
 //! TTLs are turned into `PX` at send time from the deadline the call set,
 //! so a value held through an outage does not outlive its TTL (and one that
 //! expired meanwhile is sent as a `DEL`).
+//!
+//! (Over 600 lines: one thread's loop with its two ways of sending, one
+//! transaction or per-master pipelines, kept together like the flusher.)
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
