@@ -61,7 +61,7 @@ enum Found2 {
 impl Kv {
     /// The value cached under `namespace`/`key`, if any: from this
     /// process's queued writes, the near cache, or Redis. `Ok(None)` when
-    /// absent, expired, or corrupt (counted in [`KvStats::corrupt`] and
+    /// absent, expired, or corrupt (counted in [`super::KvStats::corrupt`] and
     /// logged), and at once while the breaker is open.
     ///
     /// # Errors

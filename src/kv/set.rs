@@ -23,7 +23,7 @@ impl Kv {
     /// A value that turns out not to be encodable, or larger than
     /// `max_value_bytes` once encoded, is found by the writer (encoding
     /// stays off the calling thread, as for [`crate::Cache::put`]): it is
-    /// dropped, counted in [`KvStats::dropped`] and reported by
+    /// dropped, counted in [`super::KvStats::dropped`] and reported by
     /// [`Kv::take_dropped`] and by `wait`/`flush` ([`Error::Dropped`]).
     ///
     /// # Errors
