@@ -118,7 +118,9 @@ impl Writer {
     pub(crate) fn new(init: WriterInit) -> Self {
         let backoff =
             Backoff::new(init.cfg.redis.reconnect_backoff_min, init.cfg.redis.reconnect_backoff_max);
-        init.shared.connected.store(!init.links.is_empty(), Relaxed);
+        // `open` has just reached Redis (in a cluster the writer connects to
+        // each master on first use).
+        init.shared.connected.store(true, Relaxed);
         init.shared.flusher_alive.store(true, SeqCst);
         Writer {
             backoff,
