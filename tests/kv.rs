@@ -578,6 +578,83 @@ fn bad_input_is_refused_or_reported_and_corrupt_values_are_counted_misses() {
     assert_eq!(open(server.port(), "t13").get::<u32>("ns", "bad-lz4").unwrap(), Some(5));
 }
 
+#[derive(Debug, Clone)]
+enum ModelOp {
+    Set(u8, u32),
+    Delete(u8),
+    Touch(u8),
+    Get(u8),
+    GetMany,
+    Flush,
+}
+
+fn model_op() -> impl proptest::strategy::Strategy<Value = ModelOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..8u8, any::<u32>()).prop_map(|(k, v)| ModelOp::Set(k, v)),
+        2 => (0..8u8).prop_map(ModelOp::Delete),
+        1 => (0..8u8).prop_map(ModelOp::Touch),
+        4 => (0..8u8).prop_map(ModelOp::Get),
+        1 => Just(ModelOp::GetMany),
+        1 => Just(ModelOp::Flush),
+    ]
+}
+
+/// Random sequences of writes and reads against an in-memory map: every
+/// read in the process agrees with the map (read-your-writes, whatever the
+/// writer has sent yet), and after a flush a fresh handle reads the same
+/// from Redis.
+#[test]
+fn random_operations_agree_with_an_in_memory_model() {
+    use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
+    use std::collections::HashMap;
+    let server = RedisServer::start();
+    let case = AtomicUsize::new(0);
+    let config = PtConfig { cases: 64, failure_persistence: None, ..PtConfig::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let keys: Vec<String> = (0..8).map(|k| format!("K{k}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let result = runner.run(&proptest::collection::vec(model_op(), 1..80), |ops| {
+        let prefix = format!("m{}", case.fetch_add(1, Ordering::SeqCst));
+        let kv = open(server.port(), &prefix);
+        let mut model: HashMap<u8, u32> = HashMap::new();
+        for op in &ops {
+            match op {
+                ModelOp::Set(k, v) => {
+                    kv.set("model", &keys[*k as usize], v, Ttl::Never).unwrap();
+                    model.insert(*k, *v);
+                }
+                ModelOp::Delete(k) => {
+                    kv.delete("model", &keys[*k as usize]).unwrap();
+                    model.remove(k);
+                }
+                ModelOp::Touch(k) => {
+                    kv.touch("model", &keys[*k as usize], Ttl::Never).unwrap();
+                }
+                ModelOp::Get(k) => {
+                    let got = kv.get::<u32>("model", &keys[*k as usize]).unwrap();
+                    proptest::prop_assert_eq!(got, model.get(k).copied(), "get {} after {:?}", k, ops);
+                }
+                ModelOp::GetMany => {
+                    let got = kv.get_many::<u32>("model", &refs).unwrap();
+                    let want: Vec<Option<u32>> = (0..8u8).map(|k| model.get(&k).copied()).collect();
+                    proptest::prop_assert_eq!(got, want, "get_many after {:?}", ops);
+                }
+                ModelOp::Flush => kv.flush(LONG).unwrap(),
+            }
+        }
+        kv.flush(LONG).unwrap();
+        let fresh = open(server.port(), &prefix);
+        let got = fresh.get_many::<u32>("model", &refs).unwrap();
+        let want: Vec<Option<u32>> = (0..8u8).map(|k| model.get(&k).copied()).collect();
+        proptest::prop_assert_eq!(got, want, "Redis after {:?}", ops);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
 #[test]
 fn an_outage_coalesces_per_key_and_drops_past_the_bound() {
     let mut server = RedisServer::start();
