@@ -597,7 +597,9 @@ impl Writer {
             Action::Backpressure => {
                 *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class.name(), f.text));
             }
-            Action::WaitRetry | Action::Drop => {}
+            // WaitRetry, Drop (and any action the state writer adds, such
+            // as its fencing, which a cache never meets): back off, retry.
+            _ => {}
         }
         if self.links.is_empty() {
             self.shared.connected.store(false, Relaxed);
