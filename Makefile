@@ -59,6 +59,8 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 		echo "bench: strace not installed; the syscall count is skipped"
 	$(CARGO) bench --bench hot_path
 	$(CARGO) bench --bench load
+	@# After load, which rewrites report.json: kv merges its key into it.
+	$(CARGO) bench --bench kv
 
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test

@@ -213,7 +213,12 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
 
 /// Opens one connection to `host:port` with the configured credentials,
 /// TLS, `TCP_NODELAY`, and read/write timeouts.
-fn connect_to(cfg: &Config, host: &str, port: u16, deadline_cap: Option<Instant>) -> Result<Conn, Failure> {
+pub(crate) fn connect_to(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    deadline_cap: Option<Instant>,
+) -> Result<Conn, Failure> {
     let addr = format!("{host}:{port}");
     let mut timeout = cfg.connect_timeout;
     if let Some(d) = deadline_cap {
@@ -470,7 +475,7 @@ fn connect_cluster(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> R
 /// whole key, modulo 16384 (Redis Cluster specification, "Keys hash tags").
 /// Computed here rather than asked with `CLUSTER KEYSLOT`: one round trip
 /// and one ACL permission less.
-fn key_slot(key: &[u8]) -> u16 {
+pub(crate) fn key_slot(key: &[u8]) -> u16 {
     let hashed = key
         .iter()
         .position(|&b| b == b'{')

@@ -102,6 +102,9 @@ pub enum ErrorKind {
     /// Another writer opened as this one (same trader, instance and
     /// `writer_id`) and took over; this cache writes nothing more.
     Fenced,
+    /// The caching layer ([`crate::kv`]) answered without Redis: its
+    /// circuit breaker is open, or its writer's channel is full.
+    Unavailable,
 }
 
 /// An error from a [`crate::Cache`] operation.
@@ -181,6 +184,11 @@ pub enum Error {
         /// What was found, naming the key and both epochs.
         detail: String,
     },
+    /// The caching layer ([`crate::kv`]) did not go to Redis: its circuit
+    /// breaker is open (after repeated failures), or its writer's channel
+    /// is full. The text says which.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// `close` returned before every accepted write was persisted.
     #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
     Unpersisted(CloseReport),
@@ -201,6 +209,7 @@ fn kind_text(kind: ErrorKind) -> &'static str {
         ErrorKind::Closed => "closed",
         ErrorKind::Discovery => "discovery failed",
         ErrorKind::Fenced => "fenced by a newer writer",
+        ErrorKind::Unavailable => "unavailable",
     }
 }
 
@@ -212,6 +221,7 @@ impl Error {
             Error::InvalidId(_) => ErrorKind::InvalidId,
             Error::Connect { kind, .. } | Error::Redis { kind, .. } => *kind,
             Error::WaitTimeout(_) => ErrorKind::Timeout,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Codec { .. } | Error::Load { .. } => ErrorKind::Codec,
             Error::Closed | Error::Unpersisted(_) => ErrorKind::Closed,
             Error::Fenced { .. } => ErrorKind::Fenced,

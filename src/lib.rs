@@ -29,6 +29,7 @@ mod error;
 mod flusher;
 mod ident;
 mod keys;
+pub mod kv;
 mod marker;
 pub mod model;
 mod reads;

@@ -8,7 +8,10 @@
 //!   events (the state machines with whatever a corrupt store holds);
 //! - `config_env`: [`Config::from_vars`] on arbitrary variable sets;
 //! - `config_url`: [`Config::from_url`] on arbitrary and URL-shaped text;
-//! - `ident`: [`Ident::new`] on arbitrary text.
+//! - `ident`: [`Ident::new`] on arbitrary text;
+//! - `kv_value`: [`tradecache::kv::decode`] (the kv value header, LZ4 and
+//!   the codec) on arbitrary bytes, every header byte, and stored values
+//!   cut or with a byte changed.
 //!
 //! Properties: nothing panics; a value that decodes encodes again and
 //! decodes to itself; decimals and timestamps print and parse back; no
@@ -833,6 +836,68 @@ fn ident_case(s: String) -> Result<(), TestCaseError> {
 #[test]
 fn ident() {
     short("ident", 5_000, ident_text(), ident_case);
+}
+
+// ---------------------------------------------------------------------------
+// kv_value
+
+#[derive(Debug, Clone)]
+enum KvMutation {
+    None,
+    Flip(usize, u8),
+    Truncate(usize),
+    Header(u8),
+    Raw(Vec<u8>),
+}
+
+fn kv_value_input() -> impl Strategy<Value = (Vec<u64>, bool, usize, KvMutation)> {
+    let mutation = prop_oneof![
+        2 => Just(KvMutation::None),
+        3 => (any::<usize>(), 1..=255u8).prop_map(|(i, b)| KvMutation::Flip(i, b)),
+        2 => any::<usize>().prop_map(KvMutation::Truncate),
+        1 => any::<u8>().prop_map(KvMutation::Header),
+        2 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(KvMutation::Raw),
+        1 => (0xA0..=0xA3u8, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(h, mut b)| {
+            b.insert(0, h);
+            KvMutation::Raw(b)
+        }),
+    ];
+    // Small repeating numbers compress, so both stored forms are covered.
+    let payload = proptest::collection::vec(prop_oneof![0..4u64, any::<u64>()], 0..600);
+    (payload, any::<bool>(), 0..2048usize, mutation)
+}
+
+fn kv_value_case(
+    (payload, json, threshold, mutation): (Vec<u64>, bool, usize, KvMutation),
+) -> Result<(), TestCaseError> {
+    use tradecache::kv;
+    let enc = if json { tradecache::Encoding::Json } else { tradecache::Encoding::MsgPack };
+    let mut stored = kv::encode(&payload, enc, threshold).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    match mutation {
+        KvMutation::None => {
+            let back: Vec<u64> = kv::decode(&stored).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, payload);
+            return Ok(());
+        }
+        KvMutation::Flip(i, b) => {
+            let i = i % stored.len();
+            stored[i] ^= b;
+        }
+        KvMutation::Truncate(n) => stored.truncate(n % (stored.len() + 1)),
+        KvMutation::Header(h) => stored[0] = h,
+        KvMutation::Raw(bytes) => stored = bytes,
+    }
+    // Whatever the bytes: an answer, never a panic.
+    let _ = kv::decode::<Vec<u64>>(&stored);
+    let _ = kv::decode::<Value>(&stored);
+    let _ = kv::decode::<String>(&stored);
+    let _ = kv::decode::<Position>(&stored);
+    Ok(())
+}
+
+#[test]
+fn kv_value() {
+    short("kv_value", 1_500, kv_value_input(), kv_value_case);
 }
 
 // ---------------------------------------------------------------------------

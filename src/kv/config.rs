@@ -1,0 +1,730 @@
+//! [`KvConfig`]: the connection part is a [`Config`] (so ACL, TLS, Sentinel
+//! and Cluster work exactly as for [`crate::Cache`]); the rest is the
+//! caching layer's own: namespaces and their TTLs, the key prefix,
+//! compression, batches, the read pool, the near cache and the breaker.
+
+use std::time::Duration;
+
+use crate::config::{Config, Encoding};
+use crate::error::{ConfigError, ConfigProblem};
+use crate::ident;
+
+/// The namespaces with a TTL policy of their own by default, as the
+/// specification lists them (seconds).
+const DEFAULT_POLICIES: [(&str, u64); 4] =
+    [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
+
+/// The environment variables of the caching layer, each with the setter it
+/// drives and the format it takes. One table drives [`KvConfig::from_vars`],
+/// its documentation and the test that `.env.example` lists them all.
+pub(crate) const KV_ENV_VARS: &[(&str, &str)] = &[
+    ("CACHE_KEY_PREFIX", "key_prefix"),
+    ("CACHE_DEFAULT_TTL", "default_ttl"),
+    ("CACHE_MARKET_DATA_TTL", "ttl(\"market_data\", …)"),
+    ("CACHE_PORTFOLIO_TTL", "ttl(\"portfolio\", …)"),
+    ("CACHE_RISK_TTL", "ttl(\"risk\", …)"),
+    ("CACHE_SESSION_TTL", "ttl(\"session\", …)"),
+    ("CACHE_COMPRESS_THRESHOLD", "compress_threshold"),
+    ("CACHE_MAX_BATCH_SIZE", "max_batch_size"),
+    ("CACHE_ENABLE_METRICS", "enable_metrics"),
+    ("CACHE_LOG_SLOW_OPS", "log_slow_ops"),
+    ("CACHE_SLOW_OP_THRESHOLD", "slow_op_threshold"),
+    ("REDIS_MAX_CONNECTIONS", "max_connections"),
+    ("CACHE_NEAR_CAPACITY", "near_capacity"),
+    ("CACHE_NEAR_TTL_MS", "near_ttl"),
+    ("CACHE_NEAR_TRACKING", "near_tracking"),
+    ("CACHE_BREAKER_FAILURES", "breaker_failures"),
+    ("CACHE_BREAKER_OPEN_SECS", "breaker_open"),
+    ("CACHE_KV_CHANNEL_CAPACITY", "channel_capacity"),
+    ("CACHE_KV_MAX_PENDING_KEYS", "max_pending_keys"),
+];
+
+/// The configuration of a [`crate::kv::Kv`].
+///
+/// The connection (host, port, ACL user, password, db, TLS, Sentinel,
+/// Cluster, timeouts, connect attempts and backoff), the encoding and the
+/// largest value accepted come from the embedded [`Config`], read from the
+/// same `REDIS_*` and `CACHE_*` variables; see [`KvConfig::redis`]. The
+/// trader id and the pipeline settings of `Config` are not used by the
+/// caching layer.
+///
+/// ```
+/// use std::time::Duration;
+/// use tradecache::Config;
+/// use tradecache::kv::KvConfig;
+///
+/// let config = KvConfig::builder()
+///     .redis(Config::builder().host("redis.internal").password("s3cret"))
+///     .key_prefix("engine-7")
+///     .ttl("orderbook", Duration::from_secs(5))
+///     .near_capacity(10_000);
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.ttl_of("orderbook"), Some(Duration::from_secs(5)));
+/// assert_eq!(config.ttl_of("market_data"), Some(Duration::from_secs(60)));
+/// assert_eq!(config.ttl_of("anything_else"), Some(Duration::from_secs(3600)));
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct KvConfig {
+    pub(crate) redis: Config,
+    pub(crate) key_prefix: String,
+    pub(crate) default_ttl: Option<Duration>,
+    /// Namespace policies; `None` is "never expires".
+    pub(crate) ttls: Vec<(String, Option<Duration>)>,
+    pub(crate) compress_threshold: usize,
+    pub(crate) max_batch_size: usize,
+    pub(crate) enable_metrics: bool,
+    pub(crate) log_slow_ops: bool,
+    pub(crate) slow_op_threshold: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) near_capacity: usize,
+    pub(crate) near_ttl: Duration,
+    pub(crate) near_tracking: bool,
+    pub(crate) breaker_failures: u32,
+    pub(crate) breaker_open: Duration,
+    pub(crate) channel_capacity: usize,
+    pub(crate) max_pending_keys: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            redis: Config::default(),
+            key_prefix: "cache".into(),
+            default_ttl: Some(Duration::from_secs(3600)),
+            ttls: DEFAULT_POLICIES
+                .iter()
+                .map(|(ns, s)| ((*ns).to_string(), Some(Duration::from_secs(*s))))
+                .collect(),
+            compress_threshold: 1024,
+            max_batch_size: 100,
+            enable_metrics: true,
+            log_slow_ops: true,
+            slow_op_threshold: Duration::from_millis(100),
+            max_connections: 16,
+            near_capacity: 0,
+            near_ttl: Duration::from_secs(1),
+            near_tracking: true,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(60),
+            channel_capacity: 65_536,
+            max_pending_keys: 100_000,
+        }
+    }
+}
+
+impl KvConfig {
+    /// The defaults, to be changed with the setters below; the same as
+    /// [`KvConfig::default()`].
+    #[must_use]
+    pub fn builder() -> KvConfig {
+        KvConfig::default()
+    }
+
+    /// A preset for debugging: values are written as JSON
+    /// ([`Encoding::Json`]), so that `redis-cli GET` shows them after the
+    /// one header byte (below the compression threshold).
+    #[must_use]
+    pub fn debug() -> KvConfig {
+        let mut c = KvConfig::default();
+        c.redis = c.redis.encoding(Encoding::Json);
+        c
+    }
+
+    /// The connection settings, encoding and largest value
+    /// (`max_value_bytes`, the limit on an encoded value before
+    /// compression), as for [`crate::Cache`].
+    ///
+    /// Defaults to [`Config::default()`].
+    #[must_use]
+    pub fn redis(mut self, v: Config) -> Self {
+        self.redis = v;
+        self
+    }
+
+    /// The first part of every key: `{key_prefix}:{namespace}:{key}`. Same
+    /// rules as an [`crate::Ident`]; empty leaves keys without a prefix.
+    ///
+    /// Defaults to `cache`.
+    #[must_use]
+    pub fn key_prefix(mut self, v: impl Into<String>) -> Self {
+        self.key_prefix = v.into();
+        self
+    }
+
+    /// The TTL of namespaces without a policy of their own; `None` never
+    /// expires.
+    ///
+    /// Defaults to `Some(3600s)`.
+    #[must_use]
+    pub fn default_ttl(mut self, v: Option<Duration>) -> Self {
+        self.default_ttl = v;
+        self
+    }
+
+    /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]
+    /// means for it), replacing any set before.
+    ///
+    /// Defaults to `market_data` 60 s, `portfolio` 300 s, `risk` 180 s,
+    /// `session` 1800 s.
+    #[must_use]
+    pub fn ttl(self, namespace: impl Into<String>, ttl: Duration) -> Self {
+        self.ttl_policy(namespace, Some(ttl))
+    }
+
+    /// Like [`KvConfig::ttl`], with `None` for a namespace whose keys never
+    /// expire.
+    ///
+    /// Defaults as for [`KvConfig::ttl`].
+    #[must_use]
+    pub fn ttl_policy(mut self, namespace: impl Into<String>, ttl: Option<Duration>) -> Self {
+        let namespace = namespace.into();
+        self.ttls.retain(|(ns, _)| *ns != namespace);
+        self.ttls.push((namespace, ttl));
+        self
+    }
+
+    /// Encoded values larger than this many bytes are stored LZ4-compressed
+    /// (when that makes them smaller); 0 compresses every value.
+    ///
+    /// Defaults to `1024`.
+    #[must_use]
+    pub fn compress_threshold(mut self, v: usize) -> Self {
+        self.compress_threshold = v;
+        self
+    }
+
+    /// The most keys in one `MGET` of `get_many` (larger requests are split
+    /// and pipelined), and the most items `set_many` accepts in one call.
+    ///
+    /// Defaults to `100`.
+    #[must_use]
+    pub fn max_batch_size(mut self, v: usize) -> Self {
+        self.max_batch_size = v;
+        self
+    }
+
+    /// Whether per-operation latencies are recorded (two clock reads per
+    /// call). Counters are always kept.
+    ///
+    /// Defaults to `true`.
+    #[must_use]
+    pub fn enable_metrics(mut self, v: bool) -> Self {
+        self.enable_metrics = v;
+        self
+    }
+
+    /// Whether operations slower than [`KvConfig::slow_op_threshold`] are
+    /// logged (`log::warn!`, with operation, namespace, key and duration).
+    ///
+    /// Defaults to `true`.
+    #[must_use]
+    pub fn log_slow_ops(mut self, v: bool) -> Self {
+        self.log_slow_ops = v;
+        self
+    }
+
+    /// See [`KvConfig::log_slow_ops`].
+    ///
+    /// Defaults to `100ms`.
+    #[must_use]
+    pub fn slow_op_threshold(mut self, v: Duration) -> Self {
+        self.slow_op_threshold = v;
+        self
+    }
+
+    /// The most read connections (the pool `get`, `get_many`, `exists` and
+    /// `clear_namespace` use, opened on demand; the writer has its own).
+    ///
+    /// Defaults to `16`.
+    #[must_use]
+    pub fn max_connections(mut self, v: usize) -> Self {
+        self.max_connections = v;
+        self
+    }
+
+    /// How many values the in-process near cache holds; 0 turns it off.
+    ///
+    /// Defaults to `0` (off).
+    #[must_use]
+    pub fn near_capacity(mut self, v: usize) -> Self {
+        self.near_capacity = v;
+        self
+    }
+
+    /// How long the near cache serves a value read from Redis: the bound on
+    /// staleness against other processes' writes when server-assisted
+    /// invalidation is off or its connection is down, and on a Redis TTL
+    /// that ran out meanwhile.
+    ///
+    /// Defaults to `1s`.
+    #[must_use]
+    pub fn near_ttl(mut self, v: Duration) -> Self {
+        self.near_ttl = v;
+        self
+    }
+
+    /// Whether the near cache subscribes to server-assisted invalidation
+    /// (`CLIENT TRACKING … BCAST PREFIX`), so other processes' writes evict
+    /// its entries at once. Standalone and Sentinel only; in a cluster the
+    /// near cache relies on [`KvConfig::near_ttl`].
+    ///
+    /// Defaults to `true`.
+    #[must_use]
+    pub fn near_tracking(mut self, v: bool) -> Self {
+        self.near_tracking = v;
+        self
+    }
+
+    /// After this many consecutive failures of calls to Redis, the circuit
+    /// breaker opens; at least 1.
+    ///
+    /// Defaults to `5`.
+    #[must_use]
+    pub fn breaker_failures(mut self, v: u32) -> Self {
+        self.breaker_failures = v;
+        self
+    }
+
+    /// How long an open breaker keeps calls away from Redis before one
+    /// probe is let through (half-open).
+    ///
+    /// Defaults to `60s`.
+    #[must_use]
+    pub fn breaker_open(mut self, v: Duration) -> Self {
+        self.breaker_open = v;
+        self
+    }
+
+    /// How many writes may wait for the writer thread; when it is full, a
+    /// write is dropped and counted (it never blocks).
+    ///
+    /// Defaults to `65536`.
+    #[must_use]
+    pub fn channel_capacity(mut self, v: usize) -> Self {
+        self.channel_capacity = v;
+        self
+    }
+
+    /// The most distinct keys the writer holds while Redis is unreachable
+    /// (one pending write per key); writes to further keys are dropped and
+    /// counted.
+    ///
+    /// Defaults to `100000`.
+    #[must_use]
+    pub fn max_pending_keys(mut self, v: usize) -> Self {
+        self.max_pending_keys = v;
+        self
+    }
+
+    /// The TTL that [`crate::kv::Ttl::Policy`] gives keys of `namespace`
+    /// (its own policy, or the default one); `None` when they never expire.
+    pub fn ttl_of(&self, namespace: &str) -> Option<Duration> {
+        self.policy(namespace)
+    }
+
+    pub(crate) fn policy(&self, namespace: &str) -> Option<Duration> {
+        self.ttls.iter().find(|(ns, _)| ns == namespace).map_or(self.default_ttl, |(_, t)| *t)
+    }
+
+    /// The encoding of values.
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.redis.encoding
+    }
+
+    /// Reads the configuration from the process environment; see
+    /// [`KvConfig::from_vars`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] listing every variable that cannot be used.
+    pub fn from_env() -> Result<KvConfig, ConfigError> {
+        let mut not_unicode = Vec::new();
+        for (name, _) in KV_ENV_VARS {
+            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
+                not_unicode.push(problem(name, "<not valid UTF-8>", "valid UTF-8 text"));
+            }
+        }
+        let redis = Config::from_env();
+        let kv = KvConfig::from_kv_vars(|name| std::env::var(name).ok());
+        merge(redis, kv, not_unicode)
+    }
+
+    /// Builds a configuration from variables looked up by `get`: the
+    /// connection part with [`Config::from_vars`] (every `REDIS_*` and
+    /// `CACHE_*` variable it reads), then these:
+    ///
+    /// | variable | sets | format | default |
+    /// | --- | --- | --- | --- |
+    /// | `CACHE_KEY_PREFIX` | [`key_prefix`](KvConfig::key_prefix) | an id, or empty for none | `cache` |
+    /// | `CACHE_DEFAULT_TTL` | [`default_ttl`](KvConfig::default_ttl) | seconds, 0 = never expires | 3600 |
+    /// | `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`, `CACHE_RISK_TTL`, `CACHE_SESSION_TTL` | [`ttl`](KvConfig::ttl) of `market_data`, `portfolio`, `risk`, `session` | seconds, 0 = never expires | 60, 300, 180, 1800 |
+    /// | `CACHE_COMPRESS_THRESHOLD` | [`compress_threshold`](KvConfig::compress_threshold) | bytes | 1024 |
+    /// | `CACHE_MAX_BATCH_SIZE` | [`max_batch_size`](KvConfig::max_batch_size) | 1 or more | 100 |
+    /// | `CACHE_ENABLE_METRICS`, `CACHE_LOG_SLOW_OPS` | [`enable_metrics`](KvConfig::enable_metrics), [`log_slow_ops`](KvConfig::log_slow_ops) | boolean | true |
+    /// | `CACHE_SLOW_OP_THRESHOLD` | [`slow_op_threshold`](KvConfig::slow_op_threshold) | milliseconds | 100 |
+    /// | `REDIS_MAX_CONNECTIONS` | [`max_connections`](KvConfig::max_connections) | 1 or more | 16 |
+    /// | `CACHE_NEAR_CAPACITY` | [`near_capacity`](KvConfig::near_capacity) | entries, 0 = off | 0 |
+    /// | `CACHE_NEAR_TTL_MS` | [`near_ttl`](KvConfig::near_ttl) | milliseconds, 1 or more | 1000 |
+    /// | `CACHE_NEAR_TRACKING` | [`near_tracking`](KvConfig::near_tracking) | boolean | true |
+    /// | `CACHE_BREAKER_FAILURES` | [`breaker_failures`](KvConfig::breaker_failures) | 1 or more | 5 |
+    /// | `CACHE_BREAKER_OPEN_SECS` | [`breaker_open`](KvConfig::breaker_open) | seconds, may be fractional | 60 |
+    /// | `CACHE_KV_CHANNEL_CAPACITY` | [`channel_capacity`](KvConfig::channel_capacity) | 1 or more | 65536 |
+    /// | `CACHE_KV_MAX_PENDING_KEYS` | [`max_pending_keys`](KvConfig::max_pending_keys) | 1 or more | 100000 |
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use tradecache::kv::KvConfig;
+    ///
+    /// let vars = HashMap::from([
+    ///     ("REDIS_URL", "redis://cache-1:6380/2"),
+    ///     ("CACHE_KEY_PREFIX", "desk-3"),
+    ///     ("CACHE_MARKET_DATA_TTL", "15"),
+    /// ]);
+    /// let config = KvConfig::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+    /// assert_eq!(config.ttl_of("market_data"), Some(Duration::from_secs(15)));
+    ///
+    /// let vars = HashMap::from([("REDIS_PORT", "0"), ("CACHE_RISK_TTL", "soon")]);
+    /// let err = KvConfig::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_RISK_TTL"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with every problem of both parts, each naming the
+    /// variable, the bad value (never a password) and what is allowed.
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
+        let redis = Config::from_vars(&get);
+        let kv = KvConfig::from_kv_vars(&get);
+        merge(redis, kv, Vec::new())
+    }
+
+    /// The caching layer's own variables, onto the defaults.
+    fn from_kv_vars<F: Fn(&str) -> Option<String>>(get: F) -> (KvConfig, Vec<ConfigProblem>) {
+        let mut c = KvConfig::default();
+        let mut p = Vec::new();
+        let text = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let uint = |name: &str, min: u64, allowed: &str, p: &mut Vec<ConfigProblem>| -> Option<u64> {
+            let t = text(name)?;
+            match t.parse::<u64>() {
+                Ok(n) if n >= min => Some(n),
+                _ => {
+                    p.push(problem(name, &t, allowed));
+                    None
+                }
+            }
+        };
+        const SECS: &str = "a whole number of seconds, 0 for never expires";
+        const COUNT: &str = "a whole number, 1 or more";
+        if let Some(prefix) = get("CACHE_KEY_PREFIX").map(|v| v.trim().to_string()) {
+            if !prefix.is_empty() {
+                if let Err(e) = ident::validate(&prefix) {
+                    p.push(problem("CACHE_KEY_PREFIX", &prefix, &format!("an id, or empty ({e})")));
+                }
+            }
+            c.key_prefix = prefix;
+        }
+        let ttl = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+        if let Some(n) = uint("CACHE_DEFAULT_TTL", 0, SECS, &mut p) {
+            c.default_ttl = ttl(n);
+        }
+        for (var, ns) in [
+            ("CACHE_MARKET_DATA_TTL", "market_data"),
+            ("CACHE_PORTFOLIO_TTL", "portfolio"),
+            ("CACHE_RISK_TTL", "risk"),
+            ("CACHE_SESSION_TTL", "session"),
+        ] {
+            if let Some(n) = uint(var, 0, SECS, &mut p) {
+                c = c.ttl_policy(ns, ttl(n));
+            }
+        }
+        if let Some(n) = uint("CACHE_COMPRESS_THRESHOLD", 0, "a number of bytes, 0 or more", &mut p) {
+            c.compress_threshold = n as usize;
+        }
+        if let Some(n) = uint("CACHE_MAX_BATCH_SIZE", 1, COUNT, &mut p) {
+            c.max_batch_size = n as usize;
+        }
+        for (var, field) in
+            [("CACHE_ENABLE_METRICS", 0), ("CACHE_LOG_SLOW_OPS", 1), ("CACHE_NEAR_TRACKING", 2)]
+        {
+            let Some(t) = text(var) else { continue };
+            let v = match t.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    p.push(problem(var, &t, "one of: true, false, 1, 0, yes, no"));
+                    continue;
+                }
+            };
+            match field {
+                0 => c.enable_metrics = v,
+                1 => c.log_slow_ops = v,
+                _ => c.near_tracking = v,
+            }
+        }
+        if let Some(n) = uint("CACHE_SLOW_OP_THRESHOLD", 0, "a whole number of milliseconds", &mut p) {
+            c.slow_op_threshold = Duration::from_millis(n);
+        }
+        if let Some(n) = uint("REDIS_MAX_CONNECTIONS", 1, COUNT, &mut p) {
+            c.max_connections = n as usize;
+        }
+        if let Some(n) = uint("CACHE_NEAR_CAPACITY", 0, "a number of entries, 0 turns it off", &mut p) {
+            c.near_capacity = n as usize;
+        }
+        if let Some(n) = uint("CACHE_NEAR_TTL_MS", 1, "a whole number of milliseconds, 1 or more", &mut p) {
+            c.near_ttl = Duration::from_millis(n);
+        }
+        if let Some(n) = uint("CACHE_BREAKER_FAILURES", 1, COUNT, &mut p) {
+            c.breaker_failures = n.min(u64::from(u32::MAX)) as u32;
+        }
+        if let Some(t) = text("CACHE_BREAKER_OPEN_SECS") {
+            match t
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            {
+                Some(d) if !d.is_zero() => c.breaker_open = d,
+                _ => p.push(problem(
+                    "CACHE_BREAKER_OPEN_SECS",
+                    &t,
+                    "a number of seconds above zero, such as 60 or 0.5",
+                )),
+            }
+        }
+        if let Some(n) = uint("CACHE_KV_CHANNEL_CAPACITY", 1, COUNT, &mut p) {
+            c.channel_capacity = n as usize;
+        }
+        if let Some(n) = uint("CACHE_KV_MAX_PENDING_KEYS", 1, COUNT, &mut p) {
+            c.max_pending_keys = n as usize;
+        }
+        (c, p)
+    }
+
+    /// Checks the whole configuration: the embedded [`Config`] (see
+    /// [`Config::validate`]) and the caching layer's settings.
+    /// [`crate::kv::Kv::open`] calls it.
+    ///
+    /// ```
+    /// use tradecache::kv::KvConfig;
+    ///
+    /// let err = KvConfig::builder().key_prefix("a:b").max_connections(0).validate().unwrap_err();
+    /// assert!(err.mentions("key_prefix") && err.mentions("max_connections"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with one problem per issue: the key prefix and every
+    /// namespace with a policy follow the [`crate::Ident`] rules; TTLs are at
+    /// least 1 ms; `max_batch_size`, `max_connections`, `breaker_failures`,
+    /// `channel_capacity` and `max_pending_keys` are 1 or more;
+    /// `breaker_open` and `near_ttl` are above zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = match self.redis.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.problems,
+        };
+        if !self.key_prefix.is_empty() {
+            if let Err(e) = ident::validate(&self.key_prefix) {
+                p.push(problem("key_prefix", &self.key_prefix, &format!("an id, or empty ({e})")));
+            }
+        }
+        let policies = std::iter::once(("default_ttl", None, self.default_ttl))
+            .chain(self.ttls.iter().map(|(ns, t)| ("ttl", Some(ns.as_str()), *t)));
+        for (field, ns, ttl) in policies {
+            if let Some(ns) = ns {
+                if let Err(e) = ident::validate(ns) {
+                    p.push(problem(field, ns, &format!("a namespace that is a valid id ({e})")));
+                }
+            }
+            if ttl.is_some_and(|t| t < Duration::from_millis(1)) {
+                let what = ns.map_or(format!("{ttl:?}"), |ns| format!("{ns}: {ttl:?}"));
+                p.push(problem(field, &what, "at least 1ms, or None for never expires"));
+            }
+        }
+        for (field, n) in [
+            ("max_batch_size", self.max_batch_size),
+            ("max_connections", self.max_connections),
+            ("breaker_failures", self.breaker_failures as usize),
+            ("channel_capacity", self.channel_capacity),
+            ("max_pending_keys", self.max_pending_keys),
+        ] {
+            if n == 0 {
+                p.push(problem(field, "0", "1 or more"));
+            }
+        }
+        for (field, d) in [("breaker_open", self.breaker_open), ("near_ttl", self.near_ttl)] {
+            if d.is_zero() {
+                p.push(problem(field, "0s", "a duration above zero"));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: p })
+        }
+    }
+}
+
+fn problem(field: &str, value: &str, allowed: &str) -> ConfigProblem {
+    ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() }
+}
+
+fn merge(
+    redis: Result<Config, ConfigError>,
+    kv: (KvConfig, Vec<ConfigProblem>),
+    mut problems: Vec<ConfigProblem>,
+) -> Result<KvConfig, ConfigError> {
+    let (mut c, kv_problems) = kv;
+    match redis {
+        Ok(r) => c.redis = r,
+        Err(e) => problems.extend(e.problems),
+    }
+    problems.extend(kv_problems);
+    if problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<KvConfig, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        KvConfig::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_spec() {
+        let c = KvConfig::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.policy("market_data"), Some(Duration::from_secs(60)));
+        assert_eq!(c.policy("portfolio"), Some(Duration::from_secs(300)));
+        assert_eq!(c.policy("risk"), Some(Duration::from_secs(180)));
+        assert_eq!(c.policy("session"), Some(Duration::from_secs(1800)));
+        assert_eq!(c.policy("other"), Some(Duration::from_secs(3600)));
+        assert_eq!((c.compress_threshold, c.max_batch_size), (1024, 100));
+        assert_eq!(c.slow_op_threshold, Duration::from_millis(100));
+        assert_eq!((c.breaker_failures, c.breaker_open), (5, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn env_sets_every_field() {
+        let c = from(&[
+            ("CACHE_KEY_PREFIX", "p1"),
+            ("CACHE_DEFAULT_TTL", "0"),
+            ("CACHE_MARKET_DATA_TTL", "1"),
+            ("CACHE_PORTFOLIO_TTL", "2"),
+            ("CACHE_RISK_TTL", "3"),
+            ("CACHE_SESSION_TTL", "4"),
+            ("CACHE_COMPRESS_THRESHOLD", "5"),
+            ("CACHE_MAX_BATCH_SIZE", "6"),
+            ("CACHE_ENABLE_METRICS", "no"),
+            ("CACHE_LOG_SLOW_OPS", "0"),
+            ("CACHE_SLOW_OP_THRESHOLD", "7"),
+            ("REDIS_MAX_CONNECTIONS", "8"),
+            ("CACHE_NEAR_CAPACITY", "9"),
+            ("CACHE_NEAR_TTL_MS", "10"),
+            ("CACHE_NEAR_TRACKING", "false"),
+            ("CACHE_BREAKER_FAILURES", "11"),
+            ("CACHE_BREAKER_OPEN_SECS", "0.5"),
+            ("CACHE_KV_CHANNEL_CAPACITY", "12"),
+            ("CACHE_KV_MAX_PENDING_KEYS", "13"),
+            ("CACHE_ENCODING", "json"),
+        ])
+        .unwrap();
+        assert_eq!(c.key_prefix, "p1");
+        assert_eq!(c.default_ttl, None);
+        let s = Duration::from_secs;
+        assert_eq!(
+            [c.policy("market_data"), c.policy("portfolio"), c.policy("risk"), c.policy("session")],
+            [Some(s(1)), Some(s(2)), Some(s(3)), Some(s(4))]
+        );
+        assert_eq!(c.policy("x"), None);
+        assert_eq!((c.compress_threshold, c.max_batch_size), (5, 6));
+        assert!(!c.enable_metrics && !c.log_slow_ops && !c.near_tracking);
+        assert_eq!(c.slow_op_threshold, Duration::from_millis(7));
+        assert_eq!((c.max_connections, c.near_capacity), (8, 9));
+        assert_eq!(c.near_ttl, Duration::from_millis(10));
+        assert_eq!((c.breaker_failures, c.breaker_open), (11, Duration::from_millis(500)));
+        assert_eq!((c.channel_capacity, c.max_pending_keys), (12, 13));
+        assert_eq!(c.encoding(), Encoding::Json);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn env_lists_every_problem_of_both_parts() {
+        let e = from(&[
+            ("REDIS_PORT", "x"),
+            ("REDIS_PASSWORD", "pw-S3CRET"),
+            ("CACHE_KEY_PREFIX", "a b"),
+            ("CACHE_DEFAULT_TTL", "-1"),
+            ("CACHE_MAX_BATCH_SIZE", "0"),
+            ("CACHE_ENABLE_METRICS", "maybe"),
+            ("REDIS_MAX_CONNECTIONS", "many"),
+            ("CACHE_BREAKER_OPEN_SECS", "0"),
+            ("CACHE_NEAR_TTL_MS", "0"),
+        ])
+        .unwrap_err();
+        for var in [
+            "REDIS_PORT",
+            "CACHE_KEY_PREFIX",
+            "CACHE_DEFAULT_TTL",
+            "CACHE_MAX_BATCH_SIZE",
+            "CACHE_ENABLE_METRICS",
+            "REDIS_MAX_CONNECTIONS",
+            "CACHE_BREAKER_OPEN_SECS",
+            "CACHE_NEAR_TTL_MS",
+        ] {
+            assert!(e.mentions(var), "{var} not in {e}");
+        }
+        assert!(!format!("{e} {e:?}").contains("pw-S3CRET"));
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let c = KvConfig::builder()
+            .key_prefix("a:b")
+            .ttl("bad ns", Duration::from_secs(1))
+            .ttl("tiny", Duration::from_micros(10))
+            .max_batch_size(0)
+            .max_connections(0)
+            .breaker_failures(0)
+            .breaker_open(Duration::ZERO)
+            .channel_capacity(0)
+            .max_pending_keys(0)
+            .near_ttl(Duration::ZERO)
+            .redis(Config::builder().port(0));
+        let e = c.validate().unwrap_err();
+        for f in [
+            "port",
+            "key_prefix",
+            "ttl",
+            "max_batch_size",
+            "max_connections",
+            "breaker_failures",
+            "breaker_open",
+            "channel_capacity",
+            "max_pending_keys",
+            "near_ttl",
+        ] {
+            assert!(e.mentions(f), "{f} not in {e}");
+        }
+        assert_eq!(e.problems.iter().filter(|p| p.field == "ttl").count(), 2, "{e}");
+        assert!(KvConfig::builder().key_prefix("").validate().is_ok());
+    }
+
+    #[test]
+    fn env_example_lists_every_variable() {
+        let example = include_str!("../../.env.example");
+        for (name, _) in KV_ENV_VARS {
+            assert!(example.contains(&format!("# {name}=")), "{name} missing from .env.example");
+        }
+    }
+}

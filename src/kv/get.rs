@@ -1,0 +1,399 @@
+//! The read calls of [`Kv`]: read-your-writes (the queued writes), then
+//! the near cache, then Redis through the circuit breaker and the read
+//! pool; compute on miss with single flight.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::breaker::{BreakerState, Permit};
+use super::flight::Role;
+use super::near;
+use super::op::{self, DynValue};
+use super::overlay::Found;
+use super::read::Reply;
+use super::stats::Op;
+use super::value;
+use super::{check, with_scratch, Kv, Ttl};
+use crate::connection::Failure;
+use crate::error::{Error, Result};
+use crate::ident;
+use crate::stats::ErrorClass;
+
+/// The bytes of a value found by a lookup.
+enum Body {
+    /// Queued, not encoded yet.
+    Queued(op::Value),
+    /// As stored (decompressed, without the header).
+    Shared(Arc<[u8]>),
+}
+
+impl Body {
+    fn decode<T: DeserializeOwned>(&self, enc: crate::Encoding) -> std::result::Result<T, String> {
+        match self {
+            Body::Shared(b) => value::decode_body(b, enc),
+            Body::Queued(v) => decode_value(&**v, enc),
+        }
+    }
+}
+
+/// A value as a `get` would read it back: encoded, then decoded as `T`.
+fn decode_value<T: DeserializeOwned>(
+    v: &dyn DynValue,
+    enc: crate::Encoding,
+) -> std::result::Result<T, String> {
+    with_scratch(|s| {
+        v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
+        value::decode_body(s, enc)
+    })
+}
+
+/// What a lookup found.
+enum Found2 {
+    Hit(Body, crate::Encoding),
+    Miss,
+    /// The breaker kept the call away from Redis.
+    Skipped,
+}
+
+impl Kv {
+    /// The value cached under `namespace`/`key`, if any: from this
+    /// process's queued writes, the near cache, or Redis. `Ok(None)` when
+    /// absent, expired, or corrupt (counted in [`super::KvStats::corrupt`] and
+    /// logged), and at once while the breaker is open.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] for a bad namespace or key; a connection error
+    /// ([`Error::Connect`], [`Error::Redis`], with
+    /// [`crate::ErrorKind::ConnectionRefused`], [`crate::ErrorKind::Io`],
+    /// [`crate::ErrorKind::Timeout`], …) when Redis cannot answer.
+    pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
+        let t0 = self.clock();
+        check(namespace, key)?;
+        let mut full = Vec::with_capacity(self.keys.head().len() + namespace.len() + key.len() + 1);
+        self.keys.write(&mut full, namespace, key);
+        let found = self.lookup(&full)?;
+        let out = self.decode_found(&full, found);
+        self.timed(Op::Get, t0, namespace, key);
+        Ok(out)
+    }
+
+    /// The values of several keys of one namespace, in order: queued
+    /// writes and the near cache first, the rest with one `MGET` per
+    /// `max_batch_size` keys, all sent in one write (pipelined `GET`s per
+    /// master in a cluster).
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::get`], for any key.
+    pub fn get_many<T: DeserializeOwned>(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<T>>> {
+        let t0 = self.clock();
+        let mut full = Vec::with_capacity(keys.len());
+        for key in keys {
+            check(namespace, key)?;
+            let mut k = Vec::new();
+            self.keys.write(&mut k, namespace, key);
+            full.push(k);
+        }
+        let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
+        let mut remote: Vec<usize> = Vec::new();
+        let mut tickets = Vec::new();
+        for (i, k) in full.iter().enumerate() {
+            match self.local(k) {
+                Ok(found) => out.push(self.decode_found(k, found)),
+                Err(ticket) => {
+                    out.push(None);
+                    remote.push(i);
+                    tickets.push(ticket);
+                }
+            }
+        }
+        if !remote.is_empty() {
+            let permit = self.breaker.permit();
+            if permit == Permit::Deny {
+                self.metrics.c.misses.fetch_add(remote.len() as u64, Relaxed);
+            } else {
+                let ask: Vec<Vec<u8>> = remote.iter().map(|&i| full[i].clone()).collect();
+                let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
+                for ((i, reply), ticket) in remote.into_iter().zip(replies).zip(tickets) {
+                    let found = self.found_in(&full[i], reply, ticket);
+                    out[i] = self.decode_found(&full[i], found);
+                }
+            }
+        }
+        self.timed(Op::GetMany, t0, namespace, "*");
+        Ok(out)
+    }
+
+    /// Whether `namespace`/`key` holds a value (this process's queued
+    /// writes first). `false` at once while the breaker is open, as `get`
+    /// is a miss then.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::get`].
+    pub fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
+        let t0 = self.clock();
+        check(namespace, key)?;
+        let mut full = Vec::new();
+        self.keys.write(&mut full, namespace, key);
+        let found = match self.overlay.lookup(&full, self.shared.acked_seq.load(SeqCst)) {
+            Found::Value(_) => true,
+            Found::Absent => false,
+            Found::Unknown => match self.near.as_ref().map(|n| n.get(&full)) {
+                Some(Ok(_)) => true,
+                _ => {
+                    let permit = self.breaker.permit();
+                    if permit == Permit::Deny {
+                        false
+                    } else {
+                        self.call(permit, || self.pool.exists(&full))?
+                    }
+                }
+            },
+        };
+        self.timed(Op::Exists, t0, namespace, key);
+        Ok(found)
+    }
+
+    /// Deletes every key of `namespace` (on every master in a cluster) with
+    /// `SCAN` + `UNLINK`, after the writes queued before the call are
+    /// written; forgets the namespace in the near cache. Returns how many
+    /// keys were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] for a bad namespace; [`Error::Unavailable`]
+    /// while the breaker is open; a connection error when Redis cannot
+    /// answer.
+    pub fn clear_namespace(&self, namespace: &str) -> Result<u64> {
+        let t0 = self.clock();
+        ident::validate(namespace)?;
+        if matches!(self.breaker.state(), BreakerState::Open { .. }) {
+            self.breaker.short_circuited.fetch_add(1, Relaxed);
+            return Err(self.unavailable());
+        }
+        // What was queued before the call goes first, so it is cleared too.
+        match self.flush(self.cfg.redis.response_timeout) {
+            Ok(()) | Err(Error::Dropped { .. }) => {}
+            Err(e) => log::debug!("tradecache::kv: clear_namespace({namespace}): flush: {e}"),
+        }
+        let permit = self.breaker.permit();
+        if permit == Permit::Deny {
+            return Err(self.unavailable());
+        }
+        let n = self.call(permit, || self.pool.scan_unlink(&self.keys.namespace_pattern(namespace)))?;
+        let head = self.keys.namespace_head(namespace);
+        self.overlay.forget_prefix(&head);
+        if let Some(near) = &self.near {
+            near.clear(&head);
+        }
+        self.timed(Op::ClearNamespace, t0, namespace, "*");
+        Ok(n)
+    }
+
+    /// The cached value, or else `compute()`'s, which is then cached for
+    /// `ttl` and returned. Never fails because of Redis: when Redis is
+    /// down or the breaker is open, it computes and caches nothing.
+    /// Concurrent calls for one key that all miss run `compute` once; the
+    /// others wait for its value (single flight).
+    ///
+    /// ```no_run
+    /// # use tradecache::kv::{Kv, KvConfig, Ttl};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kv = Kv::open(KvConfig::from_env()?)?;
+    /// let var: f64 = kv.get_or_compute("risk", "P-123:var99", Ttl::Policy, || 1_250.5)?;
+    /// assert_eq!(var, 1_250.5);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only for bad input: [`Error::InvalidId`] for a bad namespace or key,
+    /// [`Error::Config`] for a TTL under 1 ms (`compute` is not called).
+    pub fn get_or_compute<T, F>(&self, namespace: &str, key: &str, ttl: Ttl, compute: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> T,
+    {
+        let t0 = self.clock();
+        check(namespace, key)?;
+        let expires = self.expires_at(namespace, ttl)?;
+        let mut full = Vec::new();
+        self.keys.write(&mut full, namespace, key);
+        let cacheable = match self.lookup(&full) {
+            Ok(Found2::Skipped) | Err(_) => false,
+            Ok(Found2::Miss) => true,
+            Ok(found @ Found2::Hit(..)) => match self.decode_found::<T>(&full, found) {
+                Some(v) => {
+                    self.timed(Op::GetOrCompute, t0, namespace, key);
+                    return Ok(v);
+                }
+                None => true,
+            },
+        };
+        let enc = self.cfg.encoding();
+        let value = match self.flights.join(&full) {
+            Role::Follower(shared) => {
+                self.metrics.c.flight_waits.fetch_add(1, Relaxed);
+                match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
+                    Some(v) => v,
+                    None => self.compute(compute),
+                }
+            }
+            Role::Leader(leader) => {
+                // A caller that finished just before us may have cached it.
+                if let Found::Value(queued) = self.overlay.lookup(&full, self.shared.acked_seq.load(SeqCst)) {
+                    if let Ok(v) = decode_value::<T>(&*queued, enc) {
+                        leader.publish(Some(queued));
+                        self.metrics.c.hits.fetch_add(1, Relaxed);
+                        self.timed(Op::GetOrCompute, t0, namespace, key);
+                        return Ok(v);
+                    }
+                }
+                let v = self.compute(compute);
+                let shared: op::Value = Arc::new(v.clone());
+                if cacheable {
+                    let item = self.key_item(namespace, key);
+                    if let Err(e) = self.push(op::Op::Set { item, value: shared.clone(), expires }) {
+                        log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
+                    }
+                }
+                leader.publish(Some(shared));
+                v
+            }
+        };
+        self.timed(Op::GetOrCompute, t0, namespace, key);
+        Ok(value)
+    }
+
+    fn compute<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.metrics.c.computed.fetch_add(1, Relaxed);
+        f()
+    }
+
+    /// The local layers, then Redis (through the breaker).
+    fn lookup(&self, key: &[u8]) -> Result<Found2> {
+        let ticket = match self.local(key) {
+            Ok(found) => return Ok(found),
+            Err(t) => t,
+        };
+        let permit = self.breaker.permit();
+        if permit == Permit::Deny {
+            self.metrics.c.misses.fetch_add(1, Relaxed);
+            return Ok(Found2::Skipped);
+        }
+        let reply = self.call(permit, || self.pool.get(key))?;
+        Ok(self.found_in(key, reply, ticket))
+    }
+
+    /// The queued writes, then the near cache; `Err` with the near cache's
+    /// ticket when Redis must be asked.
+    fn local(&self, key: &[u8]) -> std::result::Result<Found2, Option<near::Ticket>> {
+        match self.overlay.lookup(key, self.shared.acked_seq.load(SeqCst)) {
+            Found::Value(item) => {
+                self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
+                return Ok(Found2::Hit(Body::Queued(item), self.cfg.encoding()));
+            }
+            Found::Absent => return Ok(Found2::Miss),
+            Found::Unknown => {}
+        }
+        match &self.near {
+            Some(near) => match near.get(key) {
+                Ok((body, enc)) => Ok(Found2::Hit(Body::Shared(body), enc)),
+                Err(ticket) => Err(Some(ticket)),
+            },
+            None => Err(None),
+        }
+    }
+
+    fn found_in(&self, key: &[u8], reply: Reply, ticket: Option<near::Ticket>) -> Found2 {
+        match reply {
+            Reply::Nil => Found2::Miss,
+            Reply::Refused(text) => {
+                self.corrupt(key, &text);
+                Found2::Miss
+            }
+            Reply::Value(stored) => match value::unframe(&stored, self.cfg.redis.max_value_bytes) {
+                Ok((enc, body)) => {
+                    let body: Arc<[u8]> = Arc::from(&body[..]);
+                    if let (Some(near), Some(t)) = (&self.near, ticket) {
+                        near.fill(t, key, body.clone(), enc);
+                    }
+                    Found2::Hit(Body::Shared(body), enc)
+                }
+                Err(text) => {
+                    self.corrupt(key, &text);
+                    Found2::Miss
+                }
+            },
+        }
+    }
+
+    /// Decodes a lookup's value; a miss or an undecodable value is `None`
+    /// (the latter counted and logged). Counts hits and misses.
+    fn decode_found<T: DeserializeOwned>(&self, key: &[u8], found: Found2) -> Option<T> {
+        match found {
+            Found2::Hit(body, enc) => match body.decode::<T>(enc) {
+                Ok(v) => {
+                    self.metrics.c.hits.fetch_add(1, Relaxed);
+                    Some(v)
+                }
+                Err(text) => {
+                    self.corrupt(key, &text);
+                    None
+                }
+            },
+            Found2::Miss => {
+                self.metrics.c.misses.fetch_add(1, Relaxed);
+                None
+            }
+            // Counted as a miss by `lookup`.
+            Found2::Skipped => None,
+        }
+    }
+
+    fn corrupt(&self, key: &[u8], text: &str) {
+        self.metrics.c.corrupt.fetch_add(1, Relaxed);
+        log::warn!(
+            "tradecache::kv: unusable value at {} (counted as a miss): {text}",
+            String::from_utf8_lossy(key)
+        );
+    }
+
+    /// Runs a Redis call under the breaker, counting its outcome.
+    fn call<R>(&self, permit: Permit, f: impl FnOnce() -> std::result::Result<R, Failure>) -> Result<R> {
+        match f() {
+            Ok(r) => {
+                self.breaker.success(permit);
+                Ok(r)
+            }
+            Err(mut fail) => {
+                self.metrics.read_error(fail.class);
+                if fail.class == ErrorClass::Command {
+                    self.breaker.release(permit);
+                } else {
+                    self.breaker.failure(permit);
+                }
+                if fail.addr.is_empty() {
+                    fail.addr = self.cfg.redis.redacted_url();
+                }
+                Err(fail.into_error())
+            }
+        }
+    }
+
+    fn unavailable(&self) -> Error {
+        let retry = match self.breaker.state() {
+            BreakerState::Open { retry_in } => format!("for another {retry_in:?}"),
+            _ => "while a probe is under way".into(),
+        };
+        Error::Unavailable(format!(
+            "the kv circuit breaker is open {retry} after {} consecutive failure(s)",
+            self.cfg.breaker_failures
+        ))
+    }
+}

@@ -1,0 +1,474 @@
+//! The general caching layer: a namespaced key-value cache with TTLs per
+//! kind of data, for market data, portfolio calculations, risk metrics and
+//! sessions, in the crate's style (synchronous; nothing on the calling
+//! thread that a trading loop cannot afford).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use tradecache::kv::{Kv, KvConfig, Ttl};
+//! use tradecache::model::{Price, UnixNanos};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Quote { bid: Price, ask: Price, ts: UnixNanos }
+//!
+//! # fn fetch_price(_: &str) -> Price { Price::new(1, 0) }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kv = Kv::open(KvConfig::from_env()?)?;
+//! let q = Quote { bid: Price::new(18_950, 2), ask: Price::new(18_952, 2), ts: UnixNanos(1) };
+//! kv.set("market_data", "AAPL:quote", &q, Ttl::Policy)?;       // queued: no I/O here
+//! let back: Option<Quote> = kv.get("market_data", "AAPL:quote")?; // read-your-writes
+//! assert!(back.is_some());
+//! let px = kv.get_or_compute("market_data", "AAPL:px", Ttl::Policy, || fetch_price("AAPL"))?;
+//! kv.close(Duration::from_secs(5))?;
+//! # Ok(()) }
+//! ```
+//!
+//! - **Keys** are `{key_prefix}:{namespace}:{key}`; the namespace's TTL
+//!   policy applies with [`Ttl::Policy`] (defaults: 3600 s; `market_data`
+//!   60 s, `portfolio` 300 s, `risk` 180 s, `session` 1800 s).
+//! - **Writes** (`set`, `set_many`, `delete`, `touch`) encode the value on
+//!   the calling thread (so a bad value is an error at the call, and a
+//!   `get` can read it back at once) and queue it for the writer thread,
+//!   which sends `SET … PX` (the TTL with the value, atomically) in
+//!   batches. `flush`/`wait` block until written, as for
+//!   [`crate::Cache`]. A cache is not state: in an outage writes are
+//!   coalesced per key and, past `max_pending_keys`, dropped and counted
+//!   (see `writer.rs` for why kv has its own writer).
+//! - **Reads** go to the queued writes first (read-your-writes), then the
+//!   near cache if on, then Redis over a small pool of blocking
+//!   connections; `get_many` sends one `MGET` per `max_batch_size` keys,
+//!   pipelined.
+//! - **Compute on miss**: [`Kv::get_or_compute`] never returns a Redis
+//!   error; with Redis down or the breaker open it computes and caches
+//!   nothing; concurrent misses of a key compute once.
+//! - **Circuit breaker**: after `breaker_failures` consecutive failures,
+//!   calls skip Redis for `breaker_open` (a `get` is a miss at once).
+
+// The calling threads' side: the calls (set.rs: writes, get.rs: reads),
+// the queued writes they read back (overlay), the near cache, the read
+// pool, the breaker, single flight. The writer thread's side: writer.rs.
+// Shared by both: the message (op), routing (route), the value format
+// (value), keys, config, stats.
+mod breaker;
+mod config;
+mod flight;
+mod get;
+mod keys;
+mod near;
+mod op;
+mod overlay;
+mod read;
+mod route;
+mod set;
+mod stats;
+mod value;
+mod writer;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+pub use breaker::BreakerState;
+pub use config::KvConfig;
+pub use stats::{KvHealth, KvStats, Latency, Op};
+pub use value::{decode, encode};
+
+use crate::cache::Seq;
+use crate::connection::{self, Failure};
+use crate::error::{CloseReport, DroppedWrite, Error, Result};
+use crate::ident;
+use crate::stats::Shared;
+use breaker::Breaker;
+use flight::Flights;
+use keys::KeySpace;
+use near::Near;
+use op::KvMsg;
+use overlay::Overlay;
+use read::Pool;
+use route::{Links, Node, Topology};
+use stats::Metrics;
+use writer::{Waiters, Writer, WriterInit};
+
+/// How long a key lives.
+///
+/// ```
+/// use std::time::Duration;
+/// use tradecache::kv::Ttl;
+///
+/// let ttls = [Ttl::Policy, Ttl::After(Duration::from_secs(5)), Ttl::Never];
+/// assert_eq!(ttls[1], Ttl::After(Duration::from_secs(5)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The namespace's policy ([`KvConfig::ttl`], else the default TTL).
+    Policy,
+    /// This long from the call (at least 1 ms).
+    After(Duration),
+    /// No expiry.
+    Never,
+}
+
+/// The invalidation listener: its stop flag and thread.
+struct Tracking {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Producer {
+    tx: Sender<KvMsg>,
+    next_seq: u64,
+}
+
+/// A namespaced, TTL-aware cache in Redis. See the [module docs](self).
+///
+/// `Kv` is `Send + Sync`: share it between threads behind an `Arc`.
+pub struct Kv {
+    cfg: KvConfig,
+    keys: KeySpace,
+    producer: Mutex<Producer>,
+    shared: Arc<Shared>,
+    waiters: Arc<Waiters>,
+    overlay: Arc<Overlay>,
+    near: Option<Arc<Near>>,
+    pool: Pool,
+    breaker: Breaker,
+    metrics: Metrics,
+    flights: Flights,
+    done: Receiver<CloseReport>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    tracking: Option<Tracking>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Kv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kv")
+            .field("redis", &self.cfg.redis.redacted_url())
+            .field("key_prefix", &self.cfg.key_prefix)
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// Where the calling thread builds keys and encodes values: reused, so
+    /// a call allocates only the message it sends.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the thread's scratch buffer (cleared), or a fresh one if
+/// it is in use (a `Serialize` impl that calls back into the cache).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut b) => {
+            b.clear();
+            let r = f(&mut b);
+            if b.capacity() > 1 << 20 {
+                *b = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+impl Kv {
+    /// Validates `config`, connects (as [`crate::Cache::open`] does:
+    /// `connect_attempts` tries with backoff), reads the slot table in a
+    /// cluster, and starts the writer thread `tradecache-kv-writer` (and,
+    /// with the near cache and `near_tracking`, the invalidation listener
+    /// `tradecache-kv-tracking`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every configuration problem;
+    /// [`Error::Connect`] naming `host:port` and whether the connection was
+    /// refused, timed out or the credentials were rejected.
+    pub fn open(config: KvConfig) -> Result<Kv> {
+        config.validate()?;
+        config.redis.check_files()?;
+        let topo = Arc::new(Topology::new(config.redis.clone()));
+        let first = connection::connect_with_retries(&config.redis, "")?;
+        let mut links = Links::default();
+        let pool = Pool::new(topo.clone(), config.max_connections);
+        if topo.clustered() {
+            drop(first);
+            topo.refresh().map_err(Failure::into_error)?;
+        } else {
+            links.insert(Node::Main, first);
+            if let Ok(c) = topo.connect(&Node::Main, None) {
+                pool.warm(Node::Main, c);
+            }
+        }
+        let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared::default());
+        let waiters = Arc::new(Waiters::default());
+        let overlay = Arc::new(Overlay::new());
+        let writer = Writer::new(WriterInit {
+            cfg: config.clone(),
+            topo: topo.clone(),
+            rx,
+            shared: shared.clone(),
+            waiters: waiters.clone(),
+            overlay: overlay.clone(),
+            done: done_tx,
+            links,
+        });
+        let spawn_error = |e: std::io::Error| Error::Redis {
+            addr: config.redis.redacted_url(),
+            kind: crate::ErrorKind::Io,
+            detail: format!("cannot start a kv thread: {e}"),
+        };
+        let writer = std::thread::Builder::new()
+            .name("tradecache-kv-writer".into())
+            .spawn(move || writer.run())
+            .map_err(spawn_error)?;
+        let keys = KeySpace::new(&config.key_prefix);
+        let near =
+            (config.near_capacity > 0).then(|| Arc::new(Near::new(config.near_capacity, config.near_ttl)));
+        let tracking = match &near {
+            Some(near) if config.near_tracking && !topo.clustered() => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let t = near::spawn_tracking(topo.clone(), near.clone(), keys.head().to_vec(), stop.clone())
+                    .map_err(spawn_error)?;
+                Some(Tracking { stop, thread: Mutex::new(Some(t)) })
+            }
+            _ => None,
+        };
+        Ok(Kv {
+            keys,
+            producer: Mutex::new(Producer { tx, next_seq: 0 }),
+            shared,
+            waiters,
+            overlay,
+            near,
+            pool,
+            breaker: Breaker::new(config.breaker_failures, config.breaker_open),
+            metrics: Metrics::new(config.enable_metrics),
+            flights: Flights::default(),
+            done: done_rx,
+            writer: Mutex::new(Some(writer)),
+            tracking,
+            closed: AtomicBool::new(false),
+            cfg: config,
+        })
+    }
+
+    /// The configuration this cache was opened with.
+    pub fn config(&self) -> &KvConfig {
+        &self.cfg
+    }
+
+    // --- waiting, stats, closing -----------------------------------------
+
+    /// The last sequence number handed out (0 before the first write).
+    pub fn last_seq(&self) -> Seq {
+        Seq::new(self.shared.accepted_seq.load(SeqCst))
+    }
+
+    /// Blocks until write `seq` and every write before it is settled
+    /// (written, or replaced by a newer write to its key), or `timeout`
+    /// passes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WaitTimeout`]; [`Error::Closed`] when the writer has
+    /// stopped; [`Error::Dropped`] when a write at or before `seq` was
+    /// dropped and not yet collected with [`Kv::take_dropped`].
+    pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
+        let settled = || self.shared.acked_seq.load(SeqCst) >= seq.get();
+        if settled() {
+            return self.shared.drop_error(seq.get()).map_or(Ok(()), Err);
+        }
+        let deadline = connection::deadline_after(timeout);
+        self.waiters.count.fetch_add(1, SeqCst);
+        let mut guard = self.waiters.lock.lock();
+        let result = loop {
+            if settled() {
+                break self.shared.drop_error(seq.get()).map_or(Ok(()), Err);
+            }
+            if !self.shared.flusher_alive.load(SeqCst) {
+                break Err(Error::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(Error::WaitTimeout(timeout));
+            }
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            self.waiters.cv.wait_for(&mut guard, slice);
+        };
+        drop(guard);
+        self.waiters.count.fetch_sub(1, SeqCst);
+        result
+    }
+
+    /// Blocks until every write queued so far is settled.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::wait`].
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.wait(self.last_seq(), timeout)
+    }
+
+    /// Hands over the writes dropped since the last call (past
+    /// `max_pending_keys` in an outage, or refused by Redis), oldest first,
+    /// and clears the record, so `wait`/`flush` stop reporting them.
+    pub fn take_dropped(&self) -> Vec<DroppedWrite> {
+        self.shared.take_drops()
+    }
+
+    /// Counters, breaker state and per-operation latencies.
+    pub fn stats(&self) -> KvStats {
+        let c = &self.metrics.c;
+        let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+        let w = self.shared.stats();
+        KvStats {
+            hits,
+            misses,
+            hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            near_hits: self.near.as_ref().map_or(0, |n| n.hits.load(Relaxed)),
+            overlay_hits: c.overlay_hits.load(Relaxed),
+            corrupt: c.corrupt.load(Relaxed),
+            computed: c.computed.load(Relaxed),
+            flight_waits: c.flight_waits.load(Relaxed),
+            accepted: w.accepted,
+            acked: w.acked,
+            written: w.commands,
+            coalesced: w.coalesced,
+            dropped: w.dropped,
+            rejected: w.rejected,
+            reconnects: w.reconnects,
+            read_errors: self.metrics.read_errors(),
+            write_errors: w.errors,
+            breaker: self.breaker.state(),
+            breaker_opened: self.breaker.opened.load(Relaxed),
+            short_circuited: self.breaker.short_circuited.load(Relaxed),
+            slow_ops: c.slow_ops.load(Relaxed),
+            near_entries: self.near.as_ref().map_or(0, |n| n.len()),
+            near_invalidations: self.near.as_ref().map_or(0, |n| n.invalidations.load(Relaxed)),
+            latency: self.metrics.latency(),
+            write_batch_p50_us: w.batch_latency_p50_us,
+            write_batch_p99_us: w.batch_latency_p99_us,
+        }
+    }
+
+    /// Whether the writer is connected, the breaker's state, the backlog.
+    pub fn health(&self) -> KvHealth {
+        let h = self.shared.health();
+        KvHealth {
+            writer_connected: h.connected,
+            writer_running: h.flusher_running,
+            backlog: h.backlog,
+            breaker: self.breaker.state(),
+            near_tracking: self.tracking.as_ref().and(self.near.as_ref()).map(|n| n.tracking.load(Relaxed)),
+            last_error: h.last_error,
+            backpressure: h.backpressure,
+        }
+    }
+
+    /// Writes what is queued (until `timeout`), stops the writer and the
+    /// invalidation listener, and joins them. Bounded even with Redis
+    /// down.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unpersisted`] with the count of writes not written.
+    pub fn close(self, timeout: Duration) -> Result<CloseReport> {
+        let report = self.shutdown(timeout);
+        if report.unpersisted > 0 {
+            Err(Error::Unpersisted(report))
+        } else {
+            Ok(report)
+        }
+    }
+
+    fn shutdown(&self, timeout: Duration) -> CloseReport {
+        if self.closed.swap(true, SeqCst) {
+            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
+        }
+        if let Some(tracking) = &self.tracking {
+            tracking.stop.store(true, SeqCst);
+            if let Some(t) = tracking.thread.lock().take() {
+                let _ = t.join();
+            }
+        }
+        let deadline = connection::deadline_after(timeout);
+        self.shared.request_stop(deadline);
+        {
+            let p = self.producer.lock();
+            let _ = p.tx.try_send(KvMsg::Shutdown { deadline });
+        }
+        let slack = Duration::from_millis(250);
+        match self.done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
+            Ok(r) => {
+                if let Some(t) = self.writer.lock().take() {
+                    let _ = t.join();
+                }
+                r
+            }
+            Err(_) => {
+                let acked = self.shared.acked_seq.load(SeqCst);
+                CloseReport {
+                    acked_seq: acked,
+                    unpersisted: self.shared.accepted_seq.load(SeqCst).saturating_sub(acked),
+                }
+            }
+        }
+    }
+
+    // --- timing ----------------------------------------------------------
+
+    #[inline]
+    fn clock(&self) -> Option<Instant> {
+        (self.metrics.enabled || self.cfg.log_slow_ops).then(Instant::now)
+    }
+
+    #[inline]
+    fn timed(&self, op: Op, t0: Option<Instant>, namespace: &str, key: &str) {
+        let Some(t0) = t0 else { return };
+        let d = t0.elapsed();
+        self.metrics.time(op, d);
+        if self.cfg.log_slow_ops && d > self.cfg.slow_op_threshold {
+            self.metrics.c.slow_ops.fetch_add(1, Relaxed);
+            log::warn!("tradecache::kv: slow {}: {namespace}:{key} took {d:?}", op.name());
+        }
+    }
+}
+
+impl Drop for Kv {
+    fn drop(&mut self) {
+        let report = self.shutdown(self.cfg.redis.close_timeout);
+        if report.unpersisted > 0 {
+            log::warn!("tradecache::kv: dropped with {} cache write(s) not written", report.unpersisted);
+        }
+    }
+}
+
+/// Checks a namespace and a key (see the module docs for the rules).
+fn check(namespace: &str, key: &str) -> Result<()> {
+    ident::validate(namespace)?;
+    keys::validate_key(key)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Kv>();
+        check::<KvConfig>();
+        check::<KvStats>();
+        check::<KvHealth>();
+    }
+}

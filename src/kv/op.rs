@@ -1,0 +1,200 @@
+//! What a kv write carries from the calling thread to the writer thread.
+//!
+//! A value travels as it was given, behind an `Arc` (one allocation, the
+//! clone the caller's `set` makes), and is encoded on the writer thread, as
+//! `Cache` does with user types: encoding is the largest cost a call would
+//! otherwise pay. The overlay shares the same `Arc` for read-your-writes.
+//! The key travels inline.
+
+use std::borrow::Borrow;
+
+use crate::ident::Ident;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A full key (`{prefix}:{namespace}:{key}`), as the message, the
+/// read-your-writes overlay and the writer carry it: an [`Ident`], so a key
+/// of up to 46 bytes is stored inline and copying it never allocates (the
+/// message is moved by value, as `Cache` moves its model types).
+#[derive(Clone)]
+pub(crate) struct Item(Ident);
+
+impl Item {
+    /// A key built by the calling thread from checked parts.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Item {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Item(Ident::new_unchecked(s)),
+            // Not reachable: keys are joined from `&str`s.
+            Err(_) => Item(Ident::new_unchecked(&String::from_utf8_lossy(bytes))),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new(bytes: &[u8], _klen: usize) -> Item {
+        Item::from_bytes(bytes)
+    }
+
+    #[inline]
+    pub(crate) fn key(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// An [`Item`] as a map key: hashed and compared by its key bytes, and
+/// looked up with a `&[u8]`, so the maps of the overlay and the writer
+/// share the item's allocation instead of copying the key.
+#[derive(Clone)]
+pub(crate) struct ItemKey(pub(crate) Item);
+
+impl Hash for ItemKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Exactly what `[u8]` does, as `Borrow<[u8]>` requires.
+        self.0.key().hash(state);
+    }
+}
+
+impl PartialEq for ItemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for ItemKey {}
+
+impl Borrow<[u8]> for ItemKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.key()
+    }
+}
+
+/// The hasher of the kv maps (overlay, near cache, writer): keys are hashed
+/// on every call, and SipHash showed in profiles of `set`. Multiply-rotate
+/// over 8-byte words with a per-process random seed and a final avalanche.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyHash(u64);
+
+impl Default for KeyHash {
+    fn default() -> Self {
+        KeyHash(std::collections::hash_map::RandomState::new().hash_one(0x6b76_6361_6368_6521u64))
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+pub(crate) struct KeyHasher(u64);
+
+impl KeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// A value to cache, encoded on the writer thread (and, for a `get` that
+/// finds it queued, on the reading thread).
+pub(crate) trait DynValue: Send + Sync {
+    fn encode(&self, encoding: crate::Encoding, out: &mut Vec<u8>) -> Result<(), crate::codec::EncodeError>;
+}
+
+impl<T: serde::Serialize + Send + Sync> DynValue for T {
+    fn encode(&self, encoding: crate::Encoding, out: &mut Vec<u8>) -> Result<(), crate::codec::EncodeError> {
+        crate::codec::encode(self, encoding, out)
+    }
+}
+
+pub(crate) type Value = Arc<dyn DynValue>;
+
+/// A change to one key. `expires: None` is "never expires".
+#[derive(Clone)]
+pub(crate) enum Op {
+    /// `SET key value [PX ms]`.
+    Set { item: Item, value: Value, expires: Option<Instant> },
+    /// `DEL key`.
+    Del { key: Item },
+    /// `PEXPIRE key ms`, or `PERSIST key` for `None`.
+    Expire { key: Item, expires: Option<Instant> },
+}
+
+impl Op {
+    pub(crate) fn item(&self) -> &Item {
+        match self {
+            Op::Set { item, .. } | Op::Del { key: item } | Op::Expire { key: item, .. } => item,
+        }
+    }
+
+    /// This op, followed by `later` on the same key, as one op.
+    pub(crate) fn then(self, later: Op) -> Op {
+        match (self, later) {
+            // A new TTL for a value not written yet: write it with that TTL.
+            (Op::Set { item, value, .. }, Op::Expire { expires, .. }) => Op::Set { item, value, expires },
+            // Nothing to expire: the key is gone.
+            (Op::Del { key }, Op::Expire { .. }) => Op::Del { key },
+            (_, later) => later,
+        }
+    }
+}
+
+/// A message to the writer thread. Shutdown travels through the same
+/// channel, so it arrives after every write before it.
+pub(crate) enum KvMsg {
+    Write { seq: u64, op: Op },
+    Shutdown { deadline: Instant },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing() {
+        let k = Item::new(b"k", 1);
+        let v: Value = Arc::new(7u32);
+        let t = Some(Instant::now());
+        let set = || Op::Set { item: k.clone(), value: v.clone(), expires: None };
+        let exp = || Op::Expire { key: k.clone(), expires: t };
+        let del = || Op::Del { key: k.clone() };
+        assert!(matches!(set().then(exp()), Op::Set { expires, .. } if expires == t));
+        assert!(matches!(del().then(exp()), Op::Del { .. }));
+        assert!(matches!(exp().then(set()), Op::Set { expires: None, .. }));
+        assert!(matches!(set().then(del()), Op::Del { .. }));
+        assert!(matches!(del().then(set()), Op::Set { .. }));
+    }
+}

@@ -1,0 +1,238 @@
+//! Read-your-writes: the writes this process has queued and Redis may not
+//! have applied yet, by key. `get` looks here first, so it returns the new
+//! value (or the deletion) even before the writer has sent it.
+//!
+//! An entry carries the sequence number of the latest write to its key.
+//! The calling thread inserts it before the write enters the channel (under
+//! the producer lock, so entries follow channel order). An entry counts
+//! only while its write is not settled (`seq > acked_seq`): once the writer
+//! has applied everything up to it, Redis holds that value or a newer one,
+//! and the entry is ignored and swept away by later inserts. So the writer
+//! never touches the overlay on the hot path (cross-core cache traffic on
+//! every write was most of `set`'s cost); it only removes the entry of a
+//! write it drops, so that a dropped value is not read back.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::op::{Item, ItemKey, KeyHash, Op, Value};
+
+const SHARDS: usize = 64;
+/// A shard is swept of settled entries when it grows past this (and then
+/// past twice what the last sweep left), so sweeping costs O(1) per write.
+const SWEEP_AT: usize = 256;
+
+/// What the overlay knows about a key.
+pub(crate) enum Found {
+    /// A queued value.
+    Value(Value),
+    /// Deleted, or its queued value has expired.
+    Absent,
+    /// Nothing queued: ask the next layer.
+    Unknown,
+}
+
+enum State {
+    Value { value: Value, expires: Option<Instant> },
+    Deleted,
+}
+
+struct Entry {
+    seq: u64,
+    state: State,
+}
+
+/// The previous entry of a key, to put back if the write is not accepted.
+pub(crate) struct Undo(Option<Entry>);
+
+struct ShardMap {
+    map: HashMap<ItemKey, Entry, KeyHash>,
+    sweep_at: usize,
+}
+
+pub(crate) struct Overlay {
+    hasher: KeyHash,
+    shards: Box<[Mutex<ShardMap>]>,
+}
+
+impl Overlay {
+    pub(crate) fn new() -> Self {
+        let hasher = KeyHash::default();
+        let shard = || Mutex::new(ShardMap { map: HashMap::with_hasher(hasher), sweep_at: SWEEP_AT });
+        Overlay { hasher, shards: (0..SHARDS).map(|_| shard()).collect() }
+    }
+
+    #[inline]
+    fn shard(&self, key: &[u8]) -> &Mutex<ShardMap> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// Records write `seq`; `acked` is how far writes are settled. A
+    /// `touch` (`Expire`) changes an unsettled entry and adds none (the
+    /// value is in Redis already).
+    pub(crate) fn record(&self, seq: u64, op: &Op, acked: impl Fn() -> u64) -> Undo {
+        let key = op.item().key();
+        let mut s = self.shard(key).lock();
+        let state = match op {
+            Op::Set { value, expires, .. } => State::Value { value: value.clone(), expires: *expires },
+            Op::Del { .. } => State::Deleted,
+            Op::Expire { expires, .. } => {
+                let acked = acked();
+                let Some(e) = s.map.get_mut(key).filter(|e| e.seq > acked) else { return Undo(None) };
+                let old = Entry {
+                    seq: e.seq,
+                    state: match &e.state {
+                        State::Value { value, expires } => {
+                            State::Value { value: value.clone(), expires: *expires }
+                        }
+                        State::Deleted => State::Deleted,
+                    },
+                };
+                e.seq = seq;
+                if let State::Value { expires: x, .. } = &mut e.state {
+                    *x = *expires;
+                }
+                return Undo(Some(old));
+            }
+        };
+        if let Some(e) = s.map.get_mut(key) {
+            return Undo(Some(std::mem::replace(e, Entry { seq, state })));
+        }
+        s.map.insert(ItemKey(op.item().clone()), Entry { seq, state });
+        if s.map.len() > s.sweep_at {
+            let acked = acked();
+            s.map.retain(|_, e| e.seq > acked);
+            s.sweep_at = (s.map.len() * 2).max(SWEEP_AT);
+        }
+        Undo(None)
+    }
+
+    /// Write `seq` was not accepted: puts back what was there before it.
+    pub(crate) fn undo(&self, seq: u64, item: &Item, undo: Undo) {
+        let key = item.key();
+        let mut s = self.shard(key).lock();
+        if s.map.get(key).is_some_and(|e| e.seq == seq) {
+            match undo.0 {
+                Some(old) => {
+                    s.map.insert(ItemKey(item.clone()), old);
+                }
+                None => {
+                    s.map.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Write `seq` was dropped: forget it unless a newer one to the same
+    /// key is queued.
+    pub(crate) fn forget(&self, key: &[u8], seq: u64) {
+        let mut s = self.shard(key).lock();
+        if s.map.get(key).is_some_and(|e| e.seq == seq) {
+            s.map.remove(key);
+        }
+    }
+
+    /// What is queued for `key`, if its write is not settled (`acked`).
+    pub(crate) fn lookup(&self, key: &[u8], acked: u64) -> Found {
+        let s = self.shard(key).lock();
+        match s.map.get(key) {
+            Some(e) if e.seq > acked => match &e.state {
+                State::Deleted => Found::Absent,
+                State::Value { expires: Some(t), .. } if *t <= Instant::now() => Found::Absent,
+                State::Value { value, .. } => Found::Value(value.clone()),
+            },
+            _ => Found::Unknown,
+        }
+    }
+
+    /// Forgets every entry whose key starts with `head` (`clear_namespace`,
+    /// after the writer has applied everything queued before it).
+    pub(crate) fn forget_prefix(&self, head: &[u8]) {
+        for s in self.shards.iter() {
+            s.lock().map.retain(|k, _| !k.0.key().starts_with(head));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &[u8], value: &[u8]) -> Op {
+        let v: Value = std::sync::Arc::new(value.to_vec());
+        Op::Set { item: Item::new(key, key.len()), value: v, expires: None }
+    }
+
+    fn value(o: &Overlay, key: &[u8], acked: u64) -> Option<Vec<u8>> {
+        match o.lookup(key, acked) {
+            Found::Value(v) => {
+                let mut out = Vec::new();
+                v.encode(crate::Encoding::Json, &mut out).unwrap();
+                Some(serde_json::from_slice::<Vec<u8>>(&out).unwrap())
+            }
+            Found::Absent => Some(Vec::new()),
+            Found::Unknown => None,
+        }
+    }
+
+    #[test]
+    fn newest_write_wins_until_it_is_settled() {
+        let o = Overlay::new();
+        o.record(1, &set(b"k", b"a"), || 0);
+        o.record(2, &set(b"k", b"b"), || 0);
+        assert_eq!(value(&o, b"k", 1), Some(b"b".to_vec()), "write 1 settled, 2 not");
+        assert_eq!(value(&o, b"k", 2), None, "settled: Redis answers");
+        o.record(3, &Op::Del { key: Item::new(b"k", 1) }, || 2);
+        assert_eq!(value(&o, b"k", 2), Some(vec![]));
+        // A dropped write is forgotten, unless a newer one is queued.
+        o.record(4, &set(b"j", b"c"), || 2);
+        o.forget(b"j", 3);
+        assert_eq!(value(&o, b"j", 2), Some(b"c".to_vec()));
+        o.forget(b"j", 4);
+        assert_eq!(value(&o, b"j", 2), None);
+    }
+
+    #[test]
+    fn undo_restores_the_previous_write() {
+        let o = Overlay::new();
+        o.record(1, &set(b"k", b"a"), || 0);
+        let u = o.record(2, &set(b"k", b"b"), || 0);
+        o.undo(2, &Item::new(b"k", 1), u);
+        assert_eq!(value(&o, b"k", 0), Some(b"a".to_vec()));
+        let u = o.record(3, &set(b"j", b"c"), || 0);
+        o.undo(3, &Item::new(b"j", 1), u);
+        assert_eq!(value(&o, b"j", 0), None);
+        // A touch only changes what is there and unsettled.
+        let past = Some(Instant::now());
+        o.record(4, &Op::Expire { key: Item::new(b"x", 1), expires: past }, || 0);
+        assert_eq!(value(&o, b"x", 0), None);
+        o.record(5, &Op::Expire { key: Item::new(b"k", 1), expires: past }, || 0);
+        assert_eq!(value(&o, b"k", 0), Some(vec![]), "expired");
+        assert_eq!(o.len(), 1);
+        o.forget_prefix(b"k");
+        assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn settled_entries_are_swept() {
+        let o = Overlay::new();
+        for i in 1..=100_000u64 {
+            o.record(i, &set(i.to_string().as_bytes(), b"v"), || i - 1);
+        }
+        assert!(o.len() <= SHARDS * SWEEP_AT * 2, "{}", o.len());
+        // Unsettled entries are never swept.
+        let o = Overlay::new();
+        for i in 1..=20_000u64 {
+            o.record(i, &set(i.to_string().as_bytes(), b"v"), || 0);
+        }
+        assert_eq!(o.len(), 20_000);
+    }
+}

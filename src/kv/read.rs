@@ -1,0 +1,320 @@
+//! The read pool: up to `max_connections` blocking connections (opened on
+//! demand, separate from the writer's) for the calls that need an answer
+//! on the calling thread: `GET`, pipelined `MGET`s, `EXISTS`, and
+//! `SCAN`/`UNLINK` for `clear_namespace`. A caller takes a free connection
+//! (trying each once before waiting for one). Any I/O error or timeout
+//! drops the connection (redis-rs keeps reading the replies of a
+//! pipeline after a failure, each up to the timeout: DESIGN.md).
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use redis::Value;
+
+use super::route::{self, Links, Node, Topology};
+use crate::connection::{self, reply_error, Action, Failure, Packer};
+use crate::stats::ErrorClass;
+
+pub(crate) struct Pool {
+    topo: Arc<Topology>,
+    slots: Box<[Mutex<Slot>]>,
+}
+
+#[derive(Default)]
+struct Slot {
+    links: Links,
+    packer: Packer,
+}
+
+thread_local! {
+    /// Where this thread starts looking for a free connection, so threads
+    /// spread over the pool.
+    static START: Cell<usize> = Cell::new({
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::thread::current().id()) as usize
+    });
+}
+
+/// A reply to one key.
+pub(crate) enum Reply {
+    Value(Vec<u8>),
+    Nil,
+    /// A server error for this key alone (`WRONGTYPE`: not a string).
+    Refused(String),
+}
+
+impl Pool {
+    pub(crate) fn new(topo: Arc<Topology>, size: usize) -> Self {
+        Pool { topo, slots: (0..size.max(1)).map(|_| Mutex::default()).collect() }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        let n = self.slots.len();
+        let start = START.with(Cell::get) % n;
+        for i in 0..n {
+            if let Some(g) = self.slots[(start + i) % n].try_lock() {
+                return g;
+            }
+        }
+        self.slots[start].lock()
+    }
+
+    /// Runs `f` against the node owning `key`, once more after a failure
+    /// of a connection that had been idle in the pool (a server restart
+    /// leaves it dead), and in a cluster after a `MOVED`/`ASK` or a lost
+    /// node (the slot table is read again in between).
+    fn with_node<T>(
+        &self,
+        key: &[u8],
+        mut f: impl FnMut(&mut connection::Conn, &mut Packer) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut slot = self.slot();
+        let Slot { links, packer } = &mut *slot;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let node = self.topo.route(key)?;
+            let mut reused = false;
+            let result = links.get_fresh(&self.topo, &node).and_then(|(c, fresh)| {
+                reused = !fresh;
+                f(c, packer)
+            });
+            let e = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            // Replies may be left unread after an error: never reuse it.
+            links.drop_node(&node);
+            // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
+            // (Busy) or a lost node: the slot table may be out of date.
+            let stale = self.topo.clustered()
+                && (matches!(e.class, ErrorClass::ReadOnly | ErrorClass::Busy)
+                    || e.action == Action::Reconnect);
+            if stale {
+                self.topo.invalidate();
+            }
+            let retry = stale || (reused && e.action == Action::Reconnect);
+            if !retry || attempt >= 2 {
+                return Err(e);
+            }
+        }
+    }
+
+    /// `GET key`.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Reply, Failure> {
+        self.with_node(key, |c, p| {
+            p.clear();
+            p.cmd(&[b"GET", key]);
+            let v = roundtrip(c, &p.buf)?;
+            one_reply(v)
+        })
+    }
+
+    /// `EXISTS key`.
+    pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, Failure> {
+        self.with_node(key, |c, p| {
+            p.clear();
+            p.cmd(&[b"EXISTS", key]);
+            match roundtrip(c, &p.buf)? {
+                Value::Int(n) => Ok(n > 0),
+                v => Err(server_failure(c, &v)),
+            }
+        })
+    }
+
+    /// The values of `keys`, in order: one `MGET` per `chunk` keys, all
+    /// sent in one write (outside a cluster); in a cluster, pipelined `GET`s
+    /// to each key's master.
+    pub(crate) fn mget(&self, keys: &[Vec<u8>], chunk: usize) -> Result<Vec<Reply>, Failure> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.topo.clustered() {
+            return self.mget_cluster(keys);
+        }
+        self.with_node(b"", |c, p| {
+            p.clear();
+            for part in keys.chunks(chunk.max(1)) {
+                p.array(part.len() + 1);
+                p.bulk(b"MGET");
+                for k in part {
+                    p.bulk(k);
+                }
+            }
+            c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+            let mut out = Vec::with_capacity(keys.len());
+            for part in keys.chunks(chunk.max(1)) {
+                let v = c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))?;
+                match v {
+                    Value::Array(items) if items.len() == part.len() => {
+                        out.extend(items.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)))
+                    }
+                    other => return Err(server_failure(c, &other)),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn mget_cluster(&self, keys: &[Vec<u8>]) -> Result<Vec<Reply>, Failure> {
+        let mut by_node: Vec<(Node, Vec<usize>)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let node = self.topo.route(k)?;
+            match by_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, v)) => v.push(i),
+                None => by_node.push((node, vec![i])),
+            }
+        }
+        let mut out: Vec<Option<Reply>> = keys.iter().map(|_| None).collect();
+        for (_, idx) in by_node {
+            let first = &keys[idx[0]];
+            let replies = self.with_node(first, |c, p| {
+                p.clear();
+                for &i in &idx {
+                    p.cmd(&[b"GET", &keys[i]]);
+                }
+                c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+                let mut r = Vec::with_capacity(idx.len());
+                for _ in &idx {
+                    let v = c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))?;
+                    if reply_error(&v).is_some_and(|(code, _)| route::is_redirect(&code)) {
+                        return Err(server_failure(c, &v));
+                    }
+                    r.push(one_reply(v).unwrap_or(Reply::Nil));
+                }
+                Ok(r)
+            })?;
+            for (i, r) in idx.into_iter().zip(replies) {
+                out[i] = Some(r);
+            }
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or(Reply::Nil)).collect())
+    }
+
+    /// Deletes every key matching `pattern` on every master (`SCAN` +
+    /// `UNLINK`); returns how many were deleted.
+    pub(crate) fn scan_unlink(&self, pattern: &[u8]) -> Result<u64, Failure> {
+        let mut deleted = 0;
+        for node in self.topo.masters()? {
+            let mut slot = self.slot();
+            let Slot { links, .. } = &mut *slot;
+            let c = links.get(&self.topo, &node)?;
+            let mut cursor = b"0".to_vec();
+            loop {
+                let reply = c
+                    .query(
+                        redis::cmd("SCAN").arg(&cursor[..]).arg("MATCH").arg(pattern).arg("COUNT").arg(1000),
+                    )
+                    .map_err(|e| connection::failure(&e, &c.addr));
+                let reply = match reply {
+                    Ok(r) => r,
+                    Err(f) => {
+                        links.drop_node(&node);
+                        return Err(f);
+                    }
+                };
+                let Value::Array(mut parts) = reply else { return Err(server_failure(c, &reply)) };
+                let keys = match parts.pop() {
+                    Some(Value::Array(keys)) => keys,
+                    other => return Err(server_failure(c, &other.unwrap_or(Value::Nil))),
+                };
+                cursor = match parts.pop() {
+                    Some(Value::BulkString(b)) => b,
+                    Some(Value::SimpleString(s)) => s.into_bytes(),
+                    other => return Err(server_failure(c, &other.unwrap_or(Value::Nil))),
+                };
+                if !keys.is_empty() {
+                    match unlink(c, &keys, self.topo.clustered()) {
+                        Ok(n) => deleted += n,
+                        Err(f) => {
+                            links.drop_node(&node);
+                            return Err(f);
+                        }
+                    }
+                }
+                if cursor == b"0" {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Opens one connection now (at `open`, so a first `get` does not pay
+    /// for it).
+    pub(crate) fn warm(&self, node: Node, conn: connection::Conn) {
+        self.slots[0].lock().links.insert(node, conn);
+    }
+}
+
+/// `UNLINK` of `keys` found by one `SCAN` step: one command, or in a
+/// cluster one per key, pipelined (keys of several slots cannot share a
+/// command).
+fn unlink(c: &mut connection::Conn, keys: &[Value], per_key: bool) -> Result<u64, Failure> {
+    let keys: Vec<&[u8]> = keys
+        .iter()
+        .filter_map(|k| match k {
+            Value::BulkString(k) => Some(&k[..]),
+            _ => None,
+        })
+        .collect();
+    let mut p = Packer::default();
+    if per_key {
+        for k in &keys {
+            p.cmd(&[b"UNLINK", k]);
+        }
+    } else {
+        p.array(keys.len() + 1);
+        p.bulk(b"UNLINK");
+        for k in &keys {
+            p.bulk(k);
+        }
+    }
+    c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+    let mut deleted = 0;
+    for _ in 0..p.commands {
+        match c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))? {
+            Value::Int(n) => deleted += n.max(0) as u64,
+            v => return Err(server_failure(c, &v)),
+        }
+    }
+    Ok(deleted)
+}
+
+fn roundtrip(c: &mut connection::Conn, buf: &[u8]) -> Result<Value, Failure> {
+    c.con.send_packed_command(buf).map_err(|e| connection::failure(&e, &c.addr))?;
+    c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))
+}
+
+fn one_reply(v: Value) -> Result<Reply, Failure> {
+    match v {
+        Value::Nil => Ok(Reply::Nil),
+        Value::BulkString(b) => Ok(Reply::Value(b)),
+        Value::ServerError(e) => {
+            let code = e.code().to_string();
+            let (class, action) = connection::classify_code(&code);
+            if action == Action::Drop {
+                Ok(Reply::Refused(e.to_string()))
+            } else {
+                Err(Failure { class, action, addr: String::new(), text: e.to_string() })
+            }
+        }
+        other => Ok(Reply::Refused(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn server_failure(c: &connection::Conn, v: &Value) -> Failure {
+    match reply_error(v) {
+        Some((code, text)) => {
+            let (class, action) = connection::classify_code(&code);
+            Failure { class, action, addr: c.addr.clone(), text }
+        }
+        None => Failure {
+            class: ErrorClass::Other,
+            action: Action::Reconnect,
+            addr: c.addr.clone(),
+            text: format!("unexpected reply {v:?}"),
+        },
+    }
+}

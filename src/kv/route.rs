@@ -1,0 +1,239 @@
+//! Where a key lives, and connections to it.
+//!
+//! Standalone and Sentinel: one master (Sentinel re-resolved on every
+//! connect, so a failover is followed). Cluster: unlike the trader state,
+//! which shares one hash-tag slot, cache keys spread over every master (a
+//! cache is what a cluster scales out), so each key is routed by its slot
+//! with the table from `CLUSTER SLOTS`, refreshed on `MOVED`/`ASK` or a
+//! failed connect. Connecting itself is the crate's (`connection`): the
+//! same ACL, TLS, timeouts and error classes as `Cache`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use redis::Value;
+
+use crate::config::Config;
+use crate::connection::{self, Action, Conn, Failure};
+use crate::stats::ErrorClass;
+
+/// A node to talk to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Node {
+    /// The master (standalone, or found through Sentinel).
+    Main,
+    /// A cluster master, `host:port`.
+    At(Arc<str>, u16),
+}
+
+/// The cluster's slot table.
+pub(crate) struct Slots {
+    /// The owner of each of the 16384 slots, as an index into `masters`
+    /// (`u16::MAX`: no owner).
+    owner: Vec<u16>,
+    masters: Vec<Node>,
+}
+
+impl Slots {
+    fn parse(reply: &Value, seed_host: &str) -> Option<Slots> {
+        let Value::Array(ranges) = reply else { return None };
+        let mut owner = vec![u16::MAX; 16384];
+        let mut masters: Vec<Node> = Vec::new();
+        for r in ranges {
+            let Value::Array(items) = r else { continue };
+            let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(m))) =
+                (items.first(), items.get(1), items.get(2))
+            else {
+                continue;
+            };
+            let host = match m.first() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(Value::SimpleString(s)) => s.clone(),
+                _ => continue,
+            };
+            let host = if host.is_empty() { seed_host.to_string() } else { host };
+            let Some(Value::Int(port)) = m.get(1) else { continue };
+            let node = Node::At(host.into(), *port as u16);
+            let i = match masters.iter().position(|n| *n == node) {
+                Some(i) => i,
+                None => {
+                    masters.push(node);
+                    masters.len() - 1
+                }
+            };
+            let (lo, hi) = ((*lo).clamp(0, 16383) as usize, (*hi).clamp(0, 16383) as usize);
+            for slot in owner.iter_mut().take(hi + 1).skip(lo) {
+                *slot = i as u16;
+            }
+        }
+        (!masters.is_empty()).then_some(Slots { owner, masters })
+    }
+}
+
+/// The deployment's shape, shared by the writer and the read pool.
+pub(crate) struct Topology {
+    pub(crate) cfg: Config,
+    slots: RwLock<Option<Arc<Slots>>>,
+}
+
+impl Topology {
+    pub(crate) fn new(cfg: Config) -> Self {
+        Topology { cfg, slots: RwLock::new(None) }
+    }
+
+    pub(crate) fn clustered(&self) -> bool {
+        !self.cfg.cluster_nodes.is_empty()
+    }
+
+    /// The node that owns `key`.
+    pub(crate) fn route(&self, key: &[u8]) -> Result<Node, Failure> {
+        if !self.clustered() {
+            return Ok(Node::Main);
+        }
+        let slots = self.slots()?;
+        let i = slots.owner[usize::from(connection::key_slot(key))];
+        slots.masters.get(usize::from(i)).cloned().ok_or_else(|| {
+            let (class, action) = connection::classify_code("CLUSTERDOWN");
+            Failure { class, action, addr: self.cfg.redacted_url(), text: "a slot has no owner".into() }
+        })
+    }
+
+    /// Every master (one outside a cluster).
+    pub(crate) fn masters(&self) -> Result<Vec<Node>, Failure> {
+        if !self.clustered() {
+            return Ok(vec![Node::Main]);
+        }
+        Ok(self.slots()?.masters.clone())
+    }
+
+    fn slots(&self) -> Result<Arc<Slots>, Failure> {
+        if let Some(s) = self.slots.read().as_ref() {
+            return Ok(s.clone());
+        }
+        self.refresh()
+    }
+
+    /// Reads the slot table again from the first seed that answers.
+    pub(crate) fn refresh(&self) -> Result<Arc<Slots>, Failure> {
+        let mut last = None;
+        for seed in &self.cfg.cluster_nodes {
+            let addr = seed.to_string();
+            let got = connection::connect_to(&self.cfg, &seed.host, seed.port, None).and_then(|mut c| {
+                let reply = c
+                    .query(redis::cmd("CLUSTER").arg("SLOTS"))
+                    .map_err(|e| connection::failure(&e, &addr))?;
+                Slots::parse(&reply, &seed.host).ok_or_else(|| Failure {
+                    class: ErrorClass::Busy,
+                    action: Action::WaitRetry,
+                    addr: addr.clone(),
+                    text: "CLUSTER SLOTS lists no master".into(),
+                })
+            });
+            match got {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    *self.slots.write() = Some(s.clone());
+                    return Ok(s);
+                }
+                Err(f) if f.class == ErrorClass::Auth || f.kind() == crate::ErrorKind::Tls => return Err(f),
+                Err(f) => last = Some(f),
+            }
+        }
+        Err(last.unwrap_or_else(|| Failure {
+            class: ErrorClass::Other,
+            action: Action::Reconnect,
+            addr: String::new(),
+            text: "no cluster seed configured".into(),
+        }))
+    }
+
+    /// Forgets the slot table (after `MOVED`, `ASK` or a failure), so the
+    /// next route reads it again.
+    pub(crate) fn invalidate(&self) {
+        *self.slots.write() = None;
+    }
+
+    pub(crate) fn connect(&self, node: &Node, deadline: Option<Instant>) -> Result<Conn, Failure> {
+        match node {
+            Node::Main => connection::connect(&self.cfg, "", deadline),
+            Node::At(host, port) => connection::connect_to(&self.cfg, host, *port, deadline),
+        }
+    }
+}
+
+/// Connections to the nodes one user (the writer, one pool slot) talks
+/// to, opened on demand.
+#[derive(Default)]
+pub(crate) struct Links {
+    conns: HashMap<Node, Conn>,
+}
+
+impl Links {
+    /// The connection to `node`, connecting if there is none.
+    pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<&mut Conn, Failure> {
+        self.get_fresh(topo, node).map(|(c, _)| c)
+    }
+
+    /// As [`Links::get`], and whether the connection was opened just now
+    /// (a reused one may have died while idle: worth one retry).
+    pub(crate) fn get_fresh(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
+        let fresh = !self.conns.contains_key(node);
+        if fresh {
+            let c = topo.connect(node, None)?;
+            self.conns.insert(node.clone(), c);
+        }
+        self.conns.get_mut(node).map(|c| (c, fresh)).ok_or_else(unreachable_failure)
+    }
+
+    pub(crate) fn insert(&mut self, node: Node, conn: Conn) {
+        self.conns.insert(node, conn);
+    }
+
+    pub(crate) fn drop_node(&mut self, node: &Node) {
+        self.conns.remove(node);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.conns.clear();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
+
+fn unreachable_failure() -> Failure {
+    Failure {
+        class: ErrorClass::Other,
+        action: Action::Reconnect,
+        addr: String::new(),
+        text: "no connection".into(),
+    }
+}
+
+/// What a reply error asks of the router: `MOVED`/`ASK` mean the slot
+/// table is out of date.
+pub(crate) fn is_redirect(code: &str) -> bool {
+    code == "MOVED" || code == "ASK"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_table_from_cluster_slots() {
+        let node = |h: &str, p: i64| Value::Array(vec![Value::BulkString(h.into()), Value::Int(p)]);
+        let reply = Value::Array(vec![
+            Value::Array(vec![Value::Int(0), Value::Int(8000), node("", 7000)]),
+            Value::Array(vec![Value::Int(8001), Value::Int(16383), node("10.0.0.2", 7001)]),
+        ]);
+        let s = Slots::parse(&reply, "seed").unwrap();
+        assert_eq!(s.masters, vec![Node::At("seed".into(), 7000), Node::At("10.0.0.2".into(), 7001)]);
+        assert_eq!((s.owner[0], s.owner[8000], s.owner[8001], s.owner[16383]), (0, 0, 1, 1));
+        assert!(Slots::parse(&Value::Array(vec![]), "x").is_none());
+        assert!(Slots::parse(&Value::Nil, "x").is_none());
+    }
+}

@@ -1,0 +1,163 @@
+//! The write calls of [`Kv`]: check the key, queue the write for the
+//! writer thread (with its sequence number, recorded for read-your-writes),
+//! return. No I/O and no encoding here.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+use serde::Serialize;
+
+use super::op::{self, Item, KvMsg};
+use super::{check, with_scratch, Kv, Ttl};
+use crate::cache::Seq;
+use crate::error::{Error, Result};
+
+impl Kv {
+    /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks
+    /// the key, clones the value behind an `Arc` and queues it, with no
+    /// I/O and no encoding; the writer thread encodes it and sends
+    /// `SET key value PX ttl`. A `get` in this process returns it at once.
+    ///
+    /// A value that turns out not to be encodable, or larger than
+    /// `max_value_bytes` once encoded, is found by the writer (encoding
+    /// stays off the calling thread, as for [`crate::Cache::put`]): it is
+    /// dropped, counted in [`super::KvStats::dropped`] and reported by
+    /// [`Kv::take_dropped`] and by `wait`/`flush` ([`Error::Dropped`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] for a bad namespace or key; [`Error::Config`]
+    /// for a TTL under 1 ms; [`Error::Unavailable`] when the writer's
+    /// channel is full (the write is not queued); [`Error::Closed`] after
+    /// `close`.
+    pub fn set<T>(&self, namespace: &str, key: &str, value: &T, ttl: Ttl) -> Result<Seq>
+    where
+        T: Serialize + Clone + Send + Sync + 'static,
+    {
+        check(namespace, key)?;
+        let expires = self.expires_at(namespace, ttl)?;
+        let item = self.key_item(namespace, key);
+        self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })
+    }
+
+    /// [`Kv::set`] for several keys of one namespace; every key is checked
+    /// before any write is queued. Returns the last write's sequence
+    /// number.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::set`]; on an error nothing is queued, except with
+    /// [`Error::Unavailable`] (the channel filled part-way), when the
+    /// writes before it are.
+    pub fn set_many<T>(&self, namespace: &str, items: &[(&str, &T)], ttl: Ttl) -> Result<Seq>
+    where
+        T: Serialize + Clone + Send + Sync + 'static,
+    {
+        let expires = self.expires_at(namespace, ttl)?;
+        for (key, _) in items {
+            check(namespace, key)?;
+        }
+        let mut last = self.last_seq();
+        for (key, value) in items {
+            let item = self.key_item(namespace, key);
+            last = self.push(op::Op::Set { item, value: Arc::new((*value).clone()), expires })?;
+        }
+        Ok(last)
+    }
+
+    /// Removes a key (queued, as for [`Kv::set`]; a `get` here sees it gone
+    /// at once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`], [`Error::Unavailable`], [`Error::Closed`] as
+    /// for [`Kv::set`].
+    pub fn delete(&self, namespace: &str, key: &str) -> Result<Seq> {
+        check(namespace, key)?;
+        let item = self.key_item(namespace, key);
+        self.push(op::Op::Del { key: item })
+    }
+
+    /// Gives an existing key a new TTL from now (`PEXPIRE`, or `PERSIST`
+    /// for [`Ttl::Never`]): extends a session. Nothing happens to a key
+    /// that does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::delete`], and [`Error::Config`] for a TTL under 1 ms.
+    pub fn touch(&self, namespace: &str, key: &str, ttl: Ttl) -> Result<Seq> {
+        check(namespace, key)?;
+        let expires = self.expires_at(namespace, ttl)?;
+        let item = self.key_item(namespace, key);
+        self.push(op::Op::Expire { key: item, expires })
+    }
+
+    pub(super) fn key_item(&self, namespace: &str, key: &str) -> Item {
+        with_scratch(|s| {
+            self.keys.write(s, namespace, key);
+            Item::from_bytes(s)
+        })
+    }
+
+    /// When a write made now expires.
+    pub(super) fn expires_at(&self, namespace: &str, ttl: Ttl) -> Result<Option<Instant>> {
+        let d = match ttl {
+            Ttl::Policy => self.cfg.policy(namespace),
+            Ttl::After(d) => Some(d),
+            Ttl::Never => None,
+        };
+        match d {
+            Some(d) if d < Duration::from_millis(1) => Err(Error::Config(crate::ConfigError::one(
+                "ttl",
+                format!("{d:?}"),
+                "at least 1ms (Redis counts in milliseconds), or Ttl::Never",
+            ))),
+            Some(d) => {
+                // Capped: a TTL of `Duration::MAX` is "very long", not a panic.
+                const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+                let now = Instant::now();
+                Ok(Some(now.checked_add(d.min(CENTURY)).unwrap_or(now)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    #[inline]
+    pub(super) fn push(&self, op: op::Op) -> Result<Seq> {
+        // The lock makes sequence order, overlay order and channel order
+        // one; the writer never takes it.
+        let mut p = self.producer.lock();
+        if self.closed.load(Relaxed) {
+            return Err(Error::Closed);
+        }
+        let seq = p.next_seq + 1;
+        let item = op.item().clone();
+        let undo = self.overlay.record(seq, &op, || self.shared.acked_seq.load(SeqCst));
+        if let Some(near) = &self.near {
+            near.evict(item.key());
+        }
+        match p.tx.try_send(KvMsg::Write { seq, op }) {
+            Ok(()) => {
+                p.next_seq = seq;
+                self.shared.accepted_seq.store(seq, Relaxed);
+                Ok(Seq::new(seq))
+            }
+            Err(e) => {
+                self.overlay.undo(seq, &item, undo);
+                match e {
+                    TrySendError::Full(_) => {
+                        self.shared.rejected.fetch_add(1, Relaxed);
+                        Err(Error::Unavailable(format!(
+                            "the kv writer's channel is full ({} writes queued): write to {} not queued",
+                            self.cfg.channel_capacity,
+                            String::from_utf8_lossy(item.key())
+                        )))
+                    }
+                    TrySendError::Disconnected(_) => Err(Error::Closed),
+                }
+            }
+        }
+    }
+}
