@@ -14,9 +14,10 @@ use crate::config::{Config, OverflowPolicy};
 use crate::connection;
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{CloseReport, DroppedWrite, Error, PushError, Result};
-use crate::flusher::{Flusher, FlusherInit, Waiters};
+use crate::flusher::{Flusher, FlusherInit};
 use crate::ident::{self, Ident};
 use crate::keys::Keys;
+use crate::stats::Waiters;
 use crate::stats::{Health, Shared, Stats};
 use crate::Msg;
 

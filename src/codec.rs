@@ -30,8 +30,27 @@ pub(crate) fn timestamps_as_iso8601() -> bool {
 }
 
 /// Sets the ISO 8601 timestamp mode for encodes on the calling thread.
+#[cfg(test)]
 pub(crate) fn set_timestamps_as_iso8601(on: bool) {
     ISO8601.with(|c| c.set(on));
+}
+
+/// ISO 8601 timestamps for the encodes made while it lives, on this thread
+/// (the flusher holds one while it builds a batch); the previous mode comes
+/// back when it is dropped.
+pub(crate) struct IsoScope(bool);
+
+impl IsoScope {
+    pub(crate) fn enter(on: bool) -> IsoScope {
+        IsoScope(ISO8601.with(|c| c.replace(on)))
+    }
+}
+
+impl Drop for IsoScope {
+    fn drop(&mut self) {
+        let previous = self.0;
+        ISO8601.with(|c| c.set(previous));
+    }
 }
 
 /// Appends the encoding of `value` to `out`.

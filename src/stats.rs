@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::cache::Seq;
@@ -133,15 +134,21 @@ pub(crate) struct LastError {
     pub(crate) at: std::time::SystemTime,
 }
 
-/// Keeps a hot atomic on a cache line of its own.
+/// Lets `wait`/`flush` (of a `Cache` or a `Kv`) sleep until `acked_seq`
+/// moves; the writer thread wakes them only when someone waits.
 #[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct CachePadded<T>(pub(crate) T);
+pub(crate) struct Waiters {
+    pub(crate) count: std::sync::atomic::AtomicUsize,
+    pub(crate) lock: Mutex<()>,
+    pub(crate) cv: parking_lot::Condvar,
+}
 
-impl<T> std::ops::Deref for CachePadded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
+impl Waiters {
+    pub(crate) fn wake(&self) {
+        if self.count.load(SeqCst) > 0 {
+            let _g = self.lock.lock();
+            self.cv.notify_all();
+        }
     }
 }
 

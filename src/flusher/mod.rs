@@ -28,90 +28,15 @@ use crate::connection::{self, reply_error, Action, Args, Backoff, Conn, Failure,
 use crate::error::{CloseReport, Error};
 use crate::keys::Keys;
 use crate::marker::{self, Marker};
-use crate::stats::{ErrorClass, Shared};
+use crate::stats::{ErrorClass, Shared, Waiters};
 use crate::Msg;
 
 use pending::{Item, Key, Pending, Snap};
 
-/// Lets `wait`/`flush` sleep until `acked_seq` moves.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    pub(crate) count: std::sync::atomic::AtomicUsize,
-    pub(crate) lock: parking_lot::Mutex<()>,
-    pub(crate) cv: parking_lot::Condvar,
-}
-
-impl Waiters {
-    pub(crate) fn wake(&self) {
-        if self.count.load(SeqCst) > 0 {
-            let _g = self.lock.lock();
-            self.cv.notify_all();
-        }
-    }
-}
-
-/// The hasher of the flusher's per-key maps: every write is hashed once on
-/// arrival and once more when its batch is acknowledged, and SipHash showed
-/// in throughput profiles. Multiply-rotate over 8-byte words with a
-/// per-process random seed and a final avalanche; the keys are the
-/// engine's own ids.
-#[derive(Clone)]
-struct FastState(u64);
-
-impl Default for FastState {
-    fn default() -> Self {
-        use std::hash::BuildHasher;
-        FastState(std::collections::hash_map::RandomState::new().hash_one(0x7261_6465_6361_6368u64))
-    }
-}
-
-impl std::hash::BuildHasher for FastState {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(self.0)
-    }
-}
-
-struct FastHasher(u64);
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl std::hash::Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, b: u8) {
-        self.add(u64::from(b));
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // murmur3's fmix64: spreads the bits hashbrown takes its tags from.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
+/// The hasher of the flusher's per-key maps: every write is hashed on
+/// arrival and when its batch is built (SipHash showed in throughput
+/// profiles); the keys are the engine's own ids.
+type FastState = foldhash::fast::RandomState;
 
 /// A packed transaction, kept until Redis confirms it.
 struct Batch {
@@ -287,7 +212,6 @@ impl Flusher {
     pub(crate) fn new(init: FlusherInit) -> Self {
         let marker_key = init.keys.writer(&init.cfg.writer_id).into_bytes();
         let backoff = Backoff::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max);
-        codec::set_timestamps_as_iso8601(false);
         init.shared.connected.store(true, Relaxed);
         init.shared.flusher_alive.store(true, SeqCst);
         Flusher {
@@ -324,9 +248,6 @@ impl Flusher {
 
     pub(crate) fn run(mut self) {
         let _alive = AliveGuard(self.shared.clone(), self.waiters.clone());
-        codec::set_timestamps_as_iso8601(
-            self.cfg.timestamps_as_iso8601 && self.cfg.encoding == crate::Encoding::Json,
-        );
         loop {
             self.check_stop();
             if self.fenced {
@@ -547,6 +468,7 @@ impl Flusher {
             queued_error: None,
         };
         let enc = self.cfg.encoding;
+        let _iso = codec::IsoScope::enter(self.cfg.timestamps_as_iso8601 && enc == crate::Encoding::Json);
         let (limit, limit_name) = self.value_limit();
         let b = &mut self.bufs;
         b.mset.clear();

@@ -84,6 +84,7 @@ use crate::connection::{self, Failure};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
 use crate::stats::Shared;
+use crate::stats::Waiters;
 use breaker::Breaker;
 use flight::Flights;
 use keys::KeySpace;
@@ -93,7 +94,7 @@ use overlay::Overlay;
 use read::Pool;
 use route::{Links, Node, Topology};
 use stats::Metrics;
-use writer::{Waiters, Writer, WriterInit};
+use writer::{Writer, WriterInit};
 
 /// How long a key lives.
 ///

@@ -9,7 +9,7 @@
 use std::borrow::Borrow;
 
 use crate::ident::Ident;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,64 +69,8 @@ impl Borrow<[u8]> for ItemKey {
 }
 
 /// The hasher of the kv maps (overlay, near cache, writer): keys are hashed
-/// on every call, and SipHash showed in profiles of `set`. Multiply-rotate
-/// over 8-byte words with a per-process random seed and a final avalanche.
-#[derive(Clone, Copy)]
-pub(crate) struct KeyHash(u64);
-
-impl Default for KeyHash {
-    fn default() -> Self {
-        KeyHash(std::collections::hash_map::RandomState::new().hash_one(0x6b76_6361_6368_6521u64))
-    }
-}
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-pub(crate) struct KeyHasher(u64);
-
-impl KeyHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for KeyHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // murmur3's fmix64.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
+/// on every call, and SipHash showed in profiles of `set`.
+pub(crate) type KeyHash = foldhash::fast::RandomState;
 
 /// A value to cache, encoded on the writer thread (and, for a `get` that
 /// finds it queued, on the reading thread).

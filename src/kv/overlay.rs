@@ -61,8 +61,10 @@ pub(crate) struct Overlay {
 impl Overlay {
     pub(crate) fn new() -> Self {
         let hasher = KeyHash::default();
-        let shard = || Mutex::new(ShardMap { map: HashMap::with_hasher(hasher), sweep_at: SWEEP_AT });
-        Overlay { hasher, shards: (0..SHARDS).map(|_| shard()).collect() }
+        let shard =
+            || Mutex::new(ShardMap { map: HashMap::with_hasher(KeyHash::default()), sweep_at: SWEEP_AT });
+        let shards = (0..SHARDS).map(|_| shard()).collect();
+        Overlay { hasher, shards }
     }
 
     #[inline]

@@ -41,24 +41,7 @@ use super::route::{self, Links, Node, Topology};
 use super::value;
 use crate::connection::{self, reply_error, Action, Backoff, Failure, Packer};
 use crate::error::CloseReport;
-use crate::stats::{ErrorClass, Shared};
-
-/// Lets `wait`/`flush` sleep until `acked_seq` moves.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    pub(crate) count: std::sync::atomic::AtomicUsize,
-    pub(crate) lock: parking_lot::Mutex<()>,
-    pub(crate) cv: parking_lot::Condvar,
-}
-
-impl Waiters {
-    fn wake(&self) {
-        if self.count.load(SeqCst) > 0 {
-            let _g = self.lock.lock();
-            self.cv.notify_all();
-        }
-    }
-}
+use crate::stats::{ErrorClass, Shared, Waiters};
 
 /// The newest pending write of one key.
 struct Pend {
