@@ -25,11 +25,16 @@ mod config;
 mod connection;
 mod entity;
 mod error;
+pub mod exposition;
 mod flusher;
 mod ident;
 mod keys;
 mod marker;
+#[cfg(feature = "metrics")]
+mod metrics_facade;
 pub mod model;
+#[doc(hidden)]
+pub mod ops;
 mod recovery;
 mod stats;
 #[cfg(feature = "tls")]
@@ -40,6 +45,8 @@ pub use config::{Config, Encoding, OverflowPolicy};
 pub use entity::{Entity, Event};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
+#[cfg(feature = "metrics")]
+pub use metrics_facade::MetricsReporter;
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use stats::{ErrorClass, Health, Stats};
 
