@@ -22,9 +22,11 @@
 //! e.sample_u64("myapp_orders_total", &[("venue", "BINANCE")], None, 42);
 //! assert_eq!(
 //!     out,
-//!     "# HELP myapp_orders_total Orders sent.\n\
-//!      # TYPE myapp_orders_total counter\n\
-//!      myapp_orders_total{venue=\"BINANCE\"} 42\n"
+//!     concat!(
+//!         "# HELP myapp_orders_total Orders sent.\n",
+//!         "# TYPE myapp_orders_total counter\n",
+//!         "myapp_orders_total{venue=\"BINANCE\"} 42\n",
+//!     )
 //! );
 //! ```
 
@@ -530,6 +532,11 @@ impl Cache {
         write_caches(out, &[self]);
     }
 }
+
+/// The Rust in docs/monitoring.md, compiled by `cargo test --doc`.
+#[doc = include_str!("../docs/monitoring.md")]
+#[cfg(doctest)]
+pub struct MonitoringGuide;
 
 #[cfg(test)]
 mod tests {
