@@ -146,18 +146,19 @@ impl<'a> Exposition<'a> {
     }
 
     /// Writes the samples of a histogram whose bucket `i` counts
-    /// observations of `2^i` to `2^(i+1)` `unit`s (the first also those
-    /// below, the last also those above): cumulative `_bucket`s with `le`
-    /// upper bounds in seconds (`2^(i+1) × unit_seconds`), `+Inf`, `_sum`
-    /// (`sum × unit_seconds`) and `_count`. `name` is the family name,
-    /// without the suffixes.
+    /// observations of `2^i` to `2^(i+1)` units (the first also those
+    /// below, the last also those above), `units_per_second` of them in a
+    /// second (`1e6` for µs): cumulative `_bucket`s with `le` upper bounds
+    /// in seconds (`2^(i+1) / units_per_second`), `+Inf`, `_sum` (`sum /
+    /// units_per_second`) and `_count`. `name` is the family name, without
+    /// the suffixes.
     pub fn pow2_histogram(
         &mut self,
         name: &str,
         labels: &[(&str, &str)],
         counts: &[u64],
         sum: u64,
-        unit_seconds: f64,
+        units_per_second: f64,
     ) {
         let mut bucket = NameBuf::new(name, "_bucket");
         let mut cumulative = 0u64;
@@ -165,13 +166,13 @@ impl<'a> Exposition<'a> {
         let finite = counts.len().saturating_sub(1);
         for (i, c) in counts.iter().enumerate().take(finite) {
             cumulative += c;
-            let bound = (2u64 << i) as f64 * unit_seconds;
+            let bound = (2u64 << i) as f64 / units_per_second;
             self.sample_u64(bucket.get(), labels, Some(("le", le.format(bound))), cumulative);
         }
         cumulative += counts.get(finite).copied().unwrap_or(0);
         self.sample_u64(bucket.get(), labels, Some(("le", "+Inf")), cumulative);
         bucket.set(name, "_sum");
-        self.sample_f64(bucket.get(), labels, None, sum as f64 * unit_seconds);
+        self.sample_f64(bucket.get(), labels, None, sum as f64 / units_per_second);
         bucket.set(name, "_count");
         self.sample_u64(bucket.get(), labels, None, cumulative);
     }
@@ -470,7 +471,7 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
         }
         Source::AckLatency => {
             let (counts, sum_us) = shared.latency_histogram();
-            e.pow2_histogram(name, labels, &counts[..LAT_BUCKETS], sum_us, 1e-6);
+            e.pow2_histogram(name, labels, &counts[..LAT_BUCKETS], sum_us, 1e6);
         }
     }
 }
@@ -561,7 +562,7 @@ mod tests {
     #[test]
     fn pow2_histogram_is_cumulative() {
         let mut out = String::new();
-        Exposition::new(&mut out).pow2_histogram("h_seconds", &[("a", "b")], &[1, 0, 2, 5], 40, 1e-6);
+        Exposition::new(&mut out).pow2_histogram("h_seconds", &[("a", "b")], &[1, 0, 2, 5], 40, 1e6);
         assert_eq!(
             out,
             "h_seconds_bucket{a=\"b\",le=\"0.000002\"} 1\n\
