@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 60
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis
+.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis docs-check
 
 help: ## List the targets
 	@echo "tradecache make targets:"
@@ -61,6 +61,9 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 	$(CARGO) bench --bench load
 	@# After load, which rewrites report.json: kv merges its key into it.
 	$(CARGO) bench --bench kv
+
+docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and docs/recovery.md against a private Redis + replica + sentinel
+	scripts/docs-check
 
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test

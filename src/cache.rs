@@ -455,6 +455,11 @@ impl Cache {
         }
     }
 
+    /// The counters shared with the flusher, for the metrics exposition.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Sends shutdown through the channel (after every accepted write),
     /// lets the flusher write what it can until `timeout`, and joins it.
     /// Returns within `timeout` plus a small slack even when Redis is down

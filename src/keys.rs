@@ -26,6 +26,12 @@ impl Keys {
         Keys { prefix, exclusive }
     }
 
+    /// The prefix of every key (`trader-T1`, `{trader-T1}` in cluster
+    /// mode), empty without a trader prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn push_prefix(&self, out: &mut Vec<u8>) {
         if !self.prefix.is_empty() {
             out.extend_from_slice(self.prefix.as_bytes());

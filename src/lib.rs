@@ -26,12 +26,17 @@ mod config;
 mod connection;
 mod entity;
 mod error;
+pub mod exposition;
 mod flusher;
 mod ident;
 mod keys;
 pub mod kv;
 mod marker;
+#[cfg(feature = "metrics")]
+mod metrics_facade;
 pub mod model;
+#[doc(hidden)]
+pub mod ops;
 mod reads;
 mod recovery;
 mod stats;
@@ -43,6 +48,8 @@ pub use config::{Config, Encoding, OverflowPolicy};
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
+#[cfg(feature = "metrics")]
+pub use metrics_facade::MetricsReporter;
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use stats::{ErrorClass, Health, Stats};
 

@@ -44,7 +44,8 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    const ALL: [ErrorClass; 12] = [
+    /// Every class, in a fixed order.
+    pub(crate) const ALL: [ErrorClass; 12] = [
         ErrorClass::Io,
         ErrorClass::Timeout,
         ErrorClass::Busy,
@@ -78,7 +79,12 @@ impl ErrorClass {
     }
 }
 
-const LAT_BUCKETS: usize = 32;
+/// Buckets of the batch latency histogram (powers of two, in µs).
+pub(crate) const LAT_BUCKETS: usize = 32;
+
+fn class_index(class: ErrorClass) -> usize {
+    ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(ErrorClass::ALL.len() - 1)
+}
 
 /// State shared by the handle and the flusher. Callers only ever touch
 /// `accepted_seq` (their own cache line) and, when rejected, `rejected`.
@@ -96,7 +102,11 @@ pub(crate) struct Shared {
     pub(crate) connected: AtomicBool,
     pub(crate) flusher_alive: AtomicBool,
     errors: [AtomicU64; 12],
+    /// Dropped writes by the class of the reason (`Stats::dropped` split).
+    dropped_by: [AtomicU64; 12],
     lat_us: [AtomicU64; LAT_BUCKETS],
+    /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
+    lat_sum_us: AtomicU64,
     pub(crate) last_error: Mutex<Option<LastError>>,
     pub(crate) backpressure: Mutex<Option<String>>,
     /// Dropped writes not yet collected by `Cache::take_dropped`.
@@ -196,6 +206,7 @@ impl Shared {
     /// for a command, refused inside a transaction, that carried several).
     pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
         self.dropped.fetch_add(writes, Relaxed);
+        self.dropped_by[class_index(class)].fetch_add(writes, Relaxed);
         self.count_error(class, format!("{writes} write(s) from seq {seq} to {key} dropped: {detail}"));
         let mut log = self.drop_log.lock();
         log.untaken += writes;
@@ -231,8 +242,7 @@ impl Shared {
     }
 
     pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
-        let i = ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(ErrorClass::ALL.len() - 1);
-        self.errors[i].fetch_add(1, Relaxed);
+        self.errors[class_index(class)].fetch_add(1, Relaxed);
         *self.last_error.lock() = Some(LastError { class, text, at: std::time::SystemTime::now() });
     }
 
@@ -240,6 +250,30 @@ impl Shared {
         let us = d.as_micros().max(1) as u64;
         let bucket = (63 - us.leading_zeros() as usize).min(LAT_BUCKETS - 1);
         self.lat_us[bucket].fetch_add(1, Relaxed);
+        self.lat_sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Read by the metrics exposition (`src/metrics.rs`), which must not
+    /// allocate: every error class with its count (zeros included), in
+    /// [`ErrorClass::ALL`] order.
+    pub(crate) fn error_counts(&self) -> impl Iterator<Item = (ErrorClass, u64)> + '_ {
+        ErrorClass::ALL.iter().zip(self.errors.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
+    }
+
+    /// Dropped writes by the class of the reason, zeros included.
+    pub(crate) fn dropped_counts(&self) -> impl Iterator<Item = (ErrorClass, u64)> + '_ {
+        ErrorClass::ALL.iter().zip(self.dropped_by.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
+    }
+
+    /// The batch latency histogram: the count in each power-of-two bucket
+    /// (bucket `i` holds round trips of `2^i` to `2^(i+1) - 1` whole µs;
+    /// the last bucket also holds everything longer) and the sum in µs.
+    pub(crate) fn latency_histogram(&self) -> ([u64; LAT_BUCKETS], u64) {
+        let mut counts = [0; LAT_BUCKETS];
+        for (c, a) in counts.iter_mut().zip(self.lat_us.iter()) {
+            *c = a.load(Relaxed);
+        }
+        (counts, self.lat_sum_us.load(Relaxed))
     }
 
     fn percentile_us(&self, q: f64) -> Option<u64> {

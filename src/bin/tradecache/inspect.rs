@@ -1,0 +1,203 @@
+//! `inspect`: traders present, a trader's keys by collection, values as JSON.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+
+use clap::Args;
+use redis::Value;
+use tradecache::ops;
+
+use crate::util::{self, bytes, err, text, CliError};
+use crate::Setup;
+
+#[derive(Args, Debug)]
+pub(crate) struct InspectArgs {
+    /// A collection (`orders`, `positions`, ...): print its values as JSON.
+    collection: Option<String>,
+    /// One id in the collection: print that value and its event log.
+    id: Option<String>,
+    /// List every trader and instance present, even when a trader id is
+    /// configured.
+    #[arg(long)]
+    all: bool,
+}
+
+pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
+    let mut conn = util::connect(setup)?;
+    if a.all || !setup.trader_given {
+        if a.collection.is_some() && !setup.trader_given {
+            return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID)"));
+        }
+        list_traders(setup, &mut conn)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let layout = util::layout(setup)?;
+    let survey = util::survey(&mut conn, &layout)?;
+    let enc = ops::encoding(&setup.config);
+    let Some(collection) = a.collection else {
+        println!(
+            "{} {}: {} keys",
+            setup.config.redacted_url(),
+            layout.pattern().unwrap_or_default(),
+            survey.state_keys() + survey.writers.len()
+        );
+        let members = util::index_members(&mut conn, &layout, &survey)?;
+        for c in survey.collections() {
+            let values = survey.entities.iter().filter(|(x, _)| *x == c).count();
+            let logs = survey.logs.iter().filter(|(x, _)| *x == c).count();
+            let index = match members.get(&c) {
+                Some(Ok(m)) => format!("{} ids indexed", m.len()),
+                Some(Err(e)) => format!("index unreadable: {e}"),
+                None => "no index".into(),
+            };
+            println!("  {c:<16} {values:>8} values  {logs:>8} event logs  {index}");
+        }
+        for (w, v) in util::markers(&mut conn, &layout, &survey)? {
+            let shown = v.map(|b| text(&b)).unwrap_or_else(|| "(gone)".into());
+            println!("  writer {w:<9} {}  marker {shown}", layout.writer(&w));
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let ids: Vec<&String> = survey
+        .entities
+        .iter()
+        .chain(survey.logs.iter())
+        .filter(|(c, id)| *c == collection && a.id.as_ref().is_none_or(|want| want == id))
+        .map(|(_, id)| id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() {
+        return Err(err(format!(
+            "nothing under {}:{collection}{}",
+            layout.prefix(),
+            a.id.map(|i| format!(":{i}")).unwrap_or_default()
+        )));
+    }
+    let with_events = a.id.is_some();
+    for id in ids {
+        let key = layout.entity(&collection, id);
+        let mut c = redis::cmd("GET");
+        c.arg(&key);
+        match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
+            Some(Value::BulkString(b)) => match ops::entity_to_json(&collection, id, &b, enc) {
+                Ok(j) => println!("{key} = {j}"),
+                Err(e) => println!("{key}: undecodable ({e}; {} bytes)", b.len()),
+            },
+            Some(Value::Nil) => println!("{key}: no value"),
+            Some(other) => println!("{key}: {other:?}"),
+            None => {}
+        }
+        if with_events {
+            let key = layout.events(&collection, id);
+            let mut c = redis::cmd("LRANGE");
+            c.arg(&key).arg(0).arg(-1);
+            if let Some(Value::Array(items)) = util::pipeline(&mut conn, &[c], 1, None)?.pop() {
+                println!("{key} ({} events)", items.len());
+                for (i, v) in items.into_iter().filter_map(bytes).enumerate() {
+                    match ops::event_to_json(&collection, &v, enc) {
+                        Ok((j, _)) => println!("  [{i}] {j}"),
+                        Err(e) => println!("  [{i}] undecodable ({e})"),
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Default)]
+struct Tally {
+    keys: usize,
+    by: BTreeMap<String, usize>,
+}
+
+/// Splits `trader-T1:…` / `{trader-T1:I1}:…` keys into (trader, instance,
+/// what): the key shapes tell a trader's own keys from its instances'.
+fn owner(key: &str) -> Option<(String, Option<String>, String)> {
+    const KNOWN: [&str; 6] = ["instruments", "accounts", "orders", "positions", "index", "writer"];
+    if let Some(rest) = key.strip_prefix('{') {
+        // Cluster: the hash tag is the whole trader key.
+        let (tag, rest) = rest.split_once("}:")?;
+        let (trader, instance) = match tag.split_once(':') {
+            Some((t, i)) => (t, Some(i.to_string())),
+            None => (tag, None),
+        };
+        let trader = trader.strip_prefix("trader-")?;
+        return Some((trader.to_string(), instance, kind(rest)));
+    }
+    let rest = key.strip_prefix("trader-")?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    let trader = parts[0].to_string();
+    match parts.len() {
+        3 => Some((trader, None, kind(&parts[1..].join(":")))),
+        4 if parts[3] == "events" && KNOWN.contains(&parts[1]) => {
+            Some((trader, None, kind(&parts[1..].join(":"))))
+        }
+        4 | 5 => Some((trader, Some(parts[1].to_string()), kind(&parts[2..].join(":")))),
+        _ => None,
+    }
+}
+
+/// `orders`, `orders (event logs)`, `index`, `writer`.
+fn kind(rest: &str) -> String {
+    let parts: Vec<&str> = rest.split(':').collect();
+    match parts.as_slice() {
+        ["index", _] => "index".into(),
+        ["writer", _] => "writer".into(),
+        [c, _, "events"] => format!("{c} (event logs)"),
+        [c, ..] => (*c).to_string(),
+        [] => String::new(),
+    }
+}
+
+fn list_traders(setup: &Setup, conn: &mut ops::Conn) -> Result<(), CliError> {
+    if ops::is_cluster(&setup.config) {
+        return Err(err(
+            "listing traders scans one node, and a cluster spreads traders over several: give --trader",
+        ));
+    }
+    let mut all: BTreeMap<(String, Option<String>), Tally> = BTreeMap::new();
+    for pattern in ["trader-*", "{trader-*"] {
+        for k in util::scan(conn, pattern)? {
+            let k = text(&k);
+            if let Some((t, i, what)) = owner(&k) {
+                let tally = all.entry((t, i)).or_default();
+                tally.keys += 1;
+                *tally.by.entry(what).or_default() += 1;
+            }
+        }
+    }
+    println!("{}: {} trader(s)/instance(s)", setup.config.redacted_url(), all.len());
+    if all.is_empty() {
+        println!("  no tradecache keys (trader-*) in this database");
+        return Ok(());
+    }
+    println!("  {:<24} {:<12} {:>8}  collections", "TRADER", "INSTANCE", "KEYS");
+    for ((t, i), tally) in &all {
+        let by: Vec<String> = tally.by.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("  {t:<24} {:<12} {:>8}  {}", i.as_deref().unwrap_or("-"), tally.keys, by.join(", "));
+    }
+    println!("inspect one: tradecache --trader ID [--instance I] inspect [COLLECTION [ID]]");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners() {
+        let o = |k: &str| owner(k).map(|(t, i, w)| format!("{t}|{}|{w}", i.unwrap_or_default()));
+        assert_eq!(o("trader-T1:orders:O-1").as_deref(), Some("T1||orders"));
+        assert_eq!(o("trader-T1:orders:O-1:events").as_deref(), Some("T1||orders (event logs)"));
+        assert_eq!(o("trader-T1:index:orders").as_deref(), Some("T1||index"));
+        assert_eq!(o("trader-T1:writer:main").as_deref(), Some("T1||writer"));
+        assert_eq!(o("trader-T1:I1:orders:O-1").as_deref(), Some("T1|I1|orders"));
+        assert_eq!(o("trader-T1:I1:orders:O-1:events").as_deref(), Some("T1|I1|orders (event logs)"));
+        assert_eq!(o("{trader-T1:I1}:orders:O-1").as_deref(), Some("T1|I1|orders"));
+        assert_eq!(o("{trader-T1}:index:orders").as_deref(), Some("T1||index"));
+        assert_eq!(o("trader-T1").as_deref(), None);
+        assert_eq!(o("other:x").as_deref(), None);
+    }
+}

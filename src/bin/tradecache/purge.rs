@@ -1,0 +1,191 @@
+//! `purge`: closed orders and flat positions older than an age, with their
+//! event logs and index entries. A dry run unless `--execute`.
+//!
+//! Each entity goes in one `WATCH`/`MULTI`/`EXEC` (in batches): its value is
+//! read again under the `WATCH` and deleted only if it is still closed and
+//! old enough, so a write that lands meanwhile wins and the entity stays.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use redis::Value;
+use tradecache::ops::{self, Conn, Layout};
+
+use crate::util::{self, human, CliError, Progress};
+use crate::Setup;
+
+#[derive(Args, Debug)]
+pub(crate) struct PurgeArgs {
+    /// Age: closed (order: last event; position: ts_closed) more than this
+    /// long ago. A number and a unit: 90m, 12h, 30d, 2w.
+    #[arg(long, value_name = "AGE", value_parser = util::parse_age)]
+    older_than: Duration,
+    /// Only orders (default: orders and positions).
+    #[arg(long)]
+    orders: bool,
+    /// Only positions (default: orders and positions).
+    #[arg(long)]
+    positions: bool,
+    /// Only list what would be deleted (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Delete.
+    #[arg(long)]
+    execute: bool,
+    /// Entities per transaction.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    batch: usize,
+}
+
+pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
+    if !setup.trader_given {
+        return Err(util::err(
+            "which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them",
+        ));
+    }
+    let layout = util::layout(setup)?;
+    let enc = ops::encoding(&setup.config);
+    let mut conn = util::connect(setup)?;
+    let now = util::now_ns();
+    let cutoff = now.saturating_sub(u64::try_from(a.older_than.as_nanos()).unwrap_or(u64::MAX));
+    let both = a.orders == a.positions;
+    let wanted =
+        |c: &str| (c == "orders" && (both || a.orders)) || (c == "positions" && (both || a.positions));
+
+    let survey = util::survey(&mut conn, &layout)?;
+    let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
+    let cmds: Vec<redis::Cmd> = targets
+        .iter()
+        .map(|(c, id)| {
+            let mut g = redis::cmd("GET");
+            g.arg(layout.entity(c, id));
+            g
+        })
+        .collect();
+    let mut progress = Progress::new("purge scan", cmds.len() as u64, setup.quiet);
+    let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
+    progress.finish();
+    let mut candidates = Vec::new();
+    let mut undecodable = 0;
+    for ((c, id), reply) in targets.iter().zip(replies) {
+        let Value::BulkString(b) = reply else { continue };
+        match ops::closed_at(c, &b, enc) {
+            Ok(Some(at)) if at < cutoff => candidates.push((c.clone(), id.clone(), at)),
+            Ok(_) => {}
+            Err(_) => undecodable += 1,
+        }
+    }
+    let with_logs =
+        candidates.iter().filter(|(c, id, _)| survey.logs.contains(&(c.clone(), id.clone()))).count();
+    let age = |at: u64| human(Duration::from_nanos(now.saturating_sub(at)));
+
+    if !a.execute {
+        for (c, id, at) in candidates.iter().take(20) {
+            println!("would delete {} (closed {} ago)", layout.entity(c, id), age(*at));
+        }
+        if candidates.len() > 20 {
+            println!("... and {} more", candidates.len() - 20);
+        }
+        println!(
+            "dry run: {} entities ({} with event logs) closed more than {} ago would be deleted from {}; --execute deletes them",
+            candidates.len(),
+            with_logs,
+            human(a.older_than),
+            layout.prefix()
+        );
+    } else {
+        let mut progress = Progress::new("purge", candidates.len() as u64, setup.quiet);
+        let (mut deleted, mut kept) = (0usize, 0usize);
+        for chunk in candidates.chunks(a.batch.max(1)) {
+            let (d, k) = purge_batch(&mut conn, &layout, enc, cutoff, chunk)?;
+            deleted += d;
+            kept += k;
+            progress.add(chunk.len() as u64);
+        }
+        progress.finish();
+        println!(
+            "purged {deleted} entities (with their event logs and index entries) closed more than {} ago from {}{}",
+            human(a.older_than),
+            layout.prefix(),
+            if kept > 0 { format!("; {kept} changed meanwhile and were kept") } else { String::new() }
+        );
+    }
+    if undecodable > 0 {
+        println!("{undecodable} value(s) did not decode and were left alone: see `tradecache verify`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes one batch under a `WATCH` of its values; returns (deleted,
+/// kept). A batch whose transaction is aborted (a value changed) is retried
+/// one entity at a time.
+fn purge_batch(
+    conn: &mut Conn,
+    layout: &Layout,
+    enc: tradecache::Encoding,
+    cutoff: u64,
+    chunk: &[(String, String, u64)],
+) -> Result<(usize, usize), CliError> {
+    for attempt in 0..2 {
+        if attempt == 1 && chunk.len() > 1 {
+            let (mut d, mut k) = (0, 0);
+            for one in chunk {
+                let (a, b) = purge_batch(conn, layout, enc, cutoff, std::slice::from_ref(one))?;
+                d += a;
+                k += b;
+            }
+            return Ok((d, k));
+        }
+        let mut watch = redis::cmd("WATCH");
+        for (c, id, _) in chunk {
+            watch.arg(layout.entity(c, id));
+        }
+        util::query(conn, &watch)?;
+        let gets: Vec<redis::Cmd> = chunk
+            .iter()
+            .map(|(c, id, _)| {
+                let mut g = redis::cmd("GET");
+                g.arg(layout.entity(c, id));
+                g
+            })
+            .collect();
+        let values = util::pipeline(conn, &gets, gets.len(), None)?;
+        let mut cmds = vec![redis::cmd("MULTI")];
+        let mut deleting = 0;
+        for ((c, id, _), v) in chunk.iter().zip(values) {
+            let still = match v {
+                Value::BulkString(b) => matches!(ops::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff),
+                _ => false,
+            };
+            if !still {
+                continue;
+            }
+            let mut del = redis::cmd("DEL");
+            del.arg(layout.entity(c, id)).arg(layout.events(c, id));
+            let mut srem = redis::cmd("SREM");
+            srem.arg(layout.index(c)).arg(id);
+            cmds.push(del);
+            cmds.push(srem);
+            deleting += 1;
+        }
+        if deleting == 0 {
+            util::query(conn, &redis::cmd("UNWATCH"))?;
+            return Ok((0, chunk.len()));
+        }
+        cmds.push(redis::cmd("EXEC"));
+        let replies = util::pipeline(conn, &cmds, cmds.len(), None)?;
+        match replies.last() {
+            Some(Value::Array(r)) => {
+                if let Some(Value::ServerError(e)) = r.iter().find(|x| matches!(x, Value::ServerError(_))) {
+                    return Err(util::err(format!("a delete was refused: {e}")));
+                }
+                return Ok((deleting, chunk.len() - deleting));
+            }
+            // Nil: a watched value changed; retry.
+            Some(Value::Nil) => continue,
+            other => return Err(util::err(format!("purge transaction: unexpected {other:?}"))),
+        }
+    }
+    Ok((0, chunk.len()))
+}

@@ -1,0 +1,419 @@
+//! `export` and `import`: a trader's whole state as JSON lines.
+//!
+//! ```text
+//! {"format":"tradecache-export","version":1,"trader_key":"trader-T1",...}   header
+//! {"collection":"orders","id":"O-1","value":{...},"events":[{...},...]}     one line per id
+//! {"collection":"orders","id":"O-9","events":[...]}                         a log without a value
+//! {"collection":"orders","id":"O-7","value":{...},"indexed":false}          a value missing from its index
+//! {"end":true,"lines":3,"values":2,"events":5,"consistent":true}           footer
+//! ```
+//!
+//! Values and events are decoded and re-encoded through the crate's own
+//! types for the reference collections, so an import writes exactly what
+//! the engine would have written; the footer lets `import` refuse a
+//! truncated file before touching Redis.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use redis::Value;
+use serde_json::{json, Value as Json};
+use tradecache::ops::{self, Conn, Layout};
+
+use crate::util::{self, bytes, err, text, CliError, Progress};
+use crate::Setup;
+
+const FORMAT: &str = "tradecache-export";
+const VERSION: u64 = 1;
+
+#[derive(Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Leave out (and list on stderr) values that do not decode, instead of
+    /// failing.
+    #[arg(long)]
+    skip_undecodable: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// Read from FILE instead of standard input.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Replace the trader's existing state (its values, event logs and index
+    /// sets are deleted first; writers' markers are kept and fenced).
+    #[arg(long)]
+    force: bool,
+}
+
+fn require_trader(setup: &Setup) -> Result<(), CliError> {
+    if setup.trader_given {
+        Ok(())
+    } else {
+        Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"))
+    }
+}
+
+fn marker_map(conn: &mut Conn, layout: &Layout, survey: &util::Survey) -> Result<Json, CliError> {
+    let mut m = serde_json::Map::new();
+    for (w, v) in util::markers(conn, layout, survey)? {
+        m.insert(w, v.map_or(Json::Null, |b| Json::String(text(&b))));
+    }
+    Ok(Json::Object(m))
+}
+
+pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError> {
+    require_trader(setup)?;
+    let start = Instant::now();
+    let layout = util::layout(setup)?;
+    let enc = ops::encoding(&setup.config);
+    let mut conn = util::connect(setup)?;
+    let survey = util::survey(&mut conn, &layout)?;
+    let markers_before = marker_map(&mut conn, &layout, &survey)?;
+    let members = util::index_members(&mut conn, &layout, &survey)?;
+    let indexed =
+        |c: &str, id: &str| members.get(c).and_then(|m| m.as_ref().ok()).is_some_and(|m| m.contains(id));
+
+    let out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::fs::File::create(p).map_err(|e| err(format!("{}: {e}", p.display())))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let header = json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "trader_key": layout.prefix(),
+        "encoding": enc.as_str(),
+        "source": setup.config.redacted_url(),
+        "exported_at_ns": util::now_ns(),
+        "markers": markers_before,
+    });
+    writeln!(out, "{header}")?;
+
+    let ids: Vec<(String, String)> = survey
+        .entities
+        .iter()
+        .chain(survey.logs.iter())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut progress = Progress::new("export", ids.len() as u64, setup.quiet);
+    let (mut lines, mut values, mut events, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    for chunk in ids.chunks(500) {
+        let mut cmds = Vec::with_capacity(chunk.len() * 2);
+        for (c, id) in chunk {
+            let mut get = redis::cmd("GET");
+            get.arg(layout.entity(c, id));
+            let mut range = redis::cmd("LRANGE");
+            range.arg(layout.events(c, id)).arg(0).arg(-1);
+            cmds.push(get);
+            cmds.push(range);
+        }
+        let replies = util::pipeline(&mut conn, &cmds, cmds.len(), None)?;
+        let mut it = replies.into_iter();
+        for (c, id) in chunk {
+            let (value, log) = (it.next().unwrap_or(Value::Nil), it.next().unwrap_or(Value::Nil));
+            let mut line = serde_json::Map::new();
+            line.insert("collection".into(), json!(c));
+            line.insert("id".into(), json!(id));
+            match value {
+                Value::BulkString(b) => match ops::entity_to_json(c, id, &b, enc) {
+                    Ok(j) => {
+                        line.insert("value".into(), j);
+                        if !indexed(c, id) {
+                            line.insert("indexed".into(), json!(false));
+                        }
+                        values += 1;
+                    }
+                    Err(e) if a.skip_undecodable => {
+                        eprintln!("export: left out {}: {e}", layout.entity(c, id));
+                        skipped += 1;
+                    }
+                    Err(e) => {
+                        return Err(err(format!(
+                            "{} does not decode ({e}); `tradecache verify` lists such values, --skip-undecodable leaves them out",
+                            layout.entity(c, id)
+                        )))
+                    }
+                },
+                Value::Nil => {}
+                Value::ServerError(e) => {
+                    return Err(err(format!("{}: {e} (not a tradecache value)", layout.entity(c, id))));
+                }
+                other => return Err(err(format!("{}: unexpected {other:?}", layout.entity(c, id)))),
+            }
+            match log {
+                Value::Array(items) if !items.is_empty() => {
+                    let mut list = Vec::with_capacity(items.len());
+                    for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
+                        match ops::event_to_json(c, &item, enc) {
+                            Ok((j, _)) => list.push(j),
+                            Err(e) if a.skip_undecodable => {
+                                eprintln!("export: left out {}[{i}]: {e}", layout.events(c, id));
+                                skipped += 1;
+                            }
+                            Err(e) => {
+                                return Err(err(format!(
+                                    "{}[{i}] does not decode ({e}); --skip-undecodable leaves it out",
+                                    layout.events(c, id)
+                                )))
+                            }
+                        }
+                    }
+                    events += list.len() as u64;
+                    line.insert("events".into(), Json::Array(list));
+                }
+                Value::Array(_) | Value::Nil => {}
+                Value::ServerError(e) => {
+                    return Err(err(format!("{}: {e} (not an event log)", layout.events(c, id))));
+                }
+                other => return Err(err(format!("{}: unexpected {other:?}", layout.events(c, id)))),
+            }
+            if line.contains_key("value") || line.contains_key("events") {
+                writeln!(out, "{}", Json::Object(line))?;
+                lines += 1;
+            }
+        }
+        progress.add(chunk.len() as u64);
+    }
+    progress.finish();
+    let markers_after = marker_map(&mut conn, &layout, &survey)?;
+    let consistent = markers_after == markers_before;
+    let footer =
+        json!({ "end": true, "lines": lines, "values": values, "events": events, "consistent": consistent });
+    writeln!(out, "{footer}")?;
+    out.flush()?;
+    if !consistent {
+        eprintln!(
+            "export: warning: a writer applied batches while exporting; each entity is whole but entities may be from different batches (stop the engine, or export again)"
+        );
+    }
+    if !setup.quiet {
+        eprintln!(
+            "export {}: {lines} ids, {values} values, {events} events{} in {:.2}s",
+            layout.prefix(),
+            if skipped > 0 { format!(", {skipped} left out") } else { String::new() },
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One id of the export, encoded for the target.
+struct Prepared {
+    collection: String,
+    id: String,
+    value: Option<Vec<u8>>,
+    indexed: bool,
+    events: Vec<Vec<u8>>,
+}
+
+fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>), CliError> {
+    let enc = ops::encoding(&setup.config);
+    let _timestamps = ops::use_timestamp_format_of(&setup.config);
+    let mut header = None;
+    let mut footer = None;
+    let mut items = Vec::new();
+    let mut seen = BTreeSet::new();
+    let (mut values, mut events) = (0u64, 0u64);
+    for (n, line) in input.lines().enumerate() {
+        let n = n + 1;
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |what: String| err(format!("line {n}: {what}"));
+        if footer.is_some() {
+            return Err(bad("data after the end line".into()));
+        }
+        let j: Json = serde_json::from_str(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if header.is_none() {
+            if j["format"] != FORMAT {
+                return Err(bad(format!(
+                    "not a {FORMAT} file (its first line has no \"format\":\"{FORMAT}\")"
+                )));
+            }
+            if j["version"].as_u64().is_none_or(|v| v > VERSION) {
+                return Err(bad(format!(
+                    "format version {} is newer than this tool's ({VERSION})",
+                    j["version"]
+                )));
+            }
+            header = Some(j);
+            continue;
+        }
+        if j["end"] == true {
+            footer = Some(j);
+            continue;
+        }
+        let field = |k: &str| j[k].as_str().map(str::to_string).ok_or_else(|| bad(format!("no \"{k}\"")));
+        let (collection, id) = (field("collection")?, field("id")?);
+        for (what, v) in [("collection", &collection), ("id", &id)] {
+            if let Err(e) = tradecache::Ident::new(v) {
+                return Err(bad(format!("{what} {v:?}: {e}")));
+            }
+        }
+        if collection == "index" || collection == "writer" {
+            return Err(bad(format!("collection {collection:?} is reserved")));
+        }
+        if !seen.insert((collection.clone(), id.clone())) {
+            return Err(bad(format!("{collection} {id} appears twice")));
+        }
+        let value = match j.get("value") {
+            Some(v) => Some(
+                ops::entity_from_json(&collection, &id, v, enc).map_err(|e| bad(format!("value: {e}")))?,
+            ),
+            None => None,
+        };
+        values += u64::from(value.is_some());
+        let mut evs = Vec::new();
+        if let Some(list) = j.get("events") {
+            let list = list.as_array().ok_or_else(|| bad("\"events\" is not an array".into()))?;
+            for (i, e) in list.iter().enumerate() {
+                evs.push(
+                    ops::event_from_json(&collection, e, enc).map_err(|e| bad(format!("event {i}: {e}")))?,
+                );
+            }
+        }
+        events += evs.len() as u64;
+        let indexed = value.is_some() && j.get("indexed") != Some(&Json::Bool(false));
+        items.push(Prepared { collection, id, value, indexed, events: evs });
+    }
+    let header = header.ok_or_else(|| err("empty input: no export header"))?;
+    let footer = footer.ok_or_else(|| err("no end line: the export is truncated (nothing was written)"))?;
+    if footer["lines"].as_u64() != Some(items.len() as u64)
+        || footer["values"].as_u64() != Some(values)
+        || footer["events"].as_u64() != Some(events)
+    {
+        return Err(err(format!(
+            "the end line says {} lines, {} values, {} events; the file has {}, {values}, {events} (nothing was written)",
+            footer["lines"],
+            footer["values"],
+            footer["events"],
+            items.len()
+        )));
+    }
+    Ok((header, items))
+}
+
+/// Runs a transaction of `cmds`; fails on a refused command.
+fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
+    let mut all = Vec::with_capacity(cmds.len() + 2);
+    all.push(redis::cmd("MULTI"));
+    all.extend(cmds);
+    all.push(redis::cmd("EXEC"));
+    let replies = util::pipeline(conn, &all, all.len(), None)?;
+    match replies.last() {
+        Some(Value::Array(results)) => {
+            if let Some(Value::ServerError(e)) = results.iter().find(|r| matches!(r, Value::ServerError(_))) {
+                return Err(err(format!("a write was refused: {e}")));
+            }
+            Ok(())
+        }
+        Some(Value::ServerError(e)) => Err(err(format!("transaction refused: {e}"))),
+        other => Err(err(format!("transaction not applied: {other:?}"))),
+    }
+}
+
+pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError> {
+    require_trader(setup)?;
+    let start = Instant::now();
+    let layout = util::layout(setup)?;
+    let input: Box<dyn BufRead> = match &a.input {
+        Some(p) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(p).map_err(|e| err(format!("{}: {e}", p.display())))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    // Everything is read, checked and encoded before Redis is touched.
+    let (header, items) = parse(setup, input)?;
+    let mut conn = util::connect(setup)?;
+    let survey = util::survey(&mut conn, &layout)?;
+    if survey.state_keys() > 0 && !a.force {
+        return Err(err(format!(
+            "{} already holds {} keys ({} values, {} event logs): refusing to overwrite; --force replaces them",
+            layout.prefix(),
+            survey.state_keys(),
+            survey.entities.len(),
+            survey.logs.len()
+        )));
+    }
+    if header["trader_key"].as_str() != Some(layout.prefix()) && !setup.quiet {
+        eprintln!("import: the export is of {}, importing into {}", header["trader_key"], layout.prefix());
+    }
+    // A writer still running would mix its batches into the restored
+    // state: claim its marker so that its next transaction is refused.
+    for w in &survey.writers {
+        let key = layout.writer(w);
+        let (epoch, _) = ops::fence(&mut conn, &key)?;
+        if !setup.quiet {
+            eprintln!("import: fenced writer {key} (new epoch {epoch}); restart the engine after the import");
+        }
+    }
+    if survey.state_keys() > 0 {
+        let mut old: Vec<String> = survey.entities.iter().map(|(c, i)| layout.entity(c, i)).collect();
+        old.extend(survey.logs.iter().map(|(c, i)| layout.events(c, i)));
+        old.extend(survey.indexes.iter().map(|c| layout.index(c)));
+        for chunk in old.chunks(500) {
+            let mut u = redis::cmd("UNLINK");
+            for k in chunk {
+                u.arg(k);
+            }
+            util::query(&mut conn, &u)?;
+        }
+        if !setup.quiet {
+            eprintln!("import: deleted {} existing keys of {}", old.len(), layout.prefix());
+        }
+    }
+    let mut progress = Progress::new("import", items.len() as u64, setup.quiet);
+    let (mut values, mut events) = (0u64, 0u64);
+    for chunk in items.chunks(500) {
+        let mut cmds = Vec::with_capacity(chunk.len() * 4);
+        for p in chunk {
+            if let Some(v) = &p.value {
+                let mut set = redis::cmd("SET");
+                set.arg(layout.entity(&p.collection, &p.id)).arg(v.as_slice());
+                cmds.push(set);
+                values += 1;
+            }
+            let log = layout.events(&p.collection, &p.id);
+            let mut del = redis::cmd("DEL");
+            del.arg(&log);
+            cmds.push(del);
+            if !p.events.is_empty() {
+                let mut push = redis::cmd("RPUSH");
+                push.arg(&log);
+                for e in &p.events {
+                    push.arg(e.as_slice());
+                }
+                cmds.push(push);
+                events += p.events.len() as u64;
+            }
+            if p.indexed {
+                let mut add = redis::cmd("SADD");
+                add.arg(layout.index(&p.collection)).arg(&p.id);
+                cmds.push(add);
+            }
+        }
+        transaction(&mut conn, cmds)?;
+        progress.add(chunk.len() as u64);
+    }
+    progress.finish();
+    if !setup.quiet {
+        eprintln!(
+            "import {}: {} ids, {values} values, {events} events in {:.2}s",
+            layout.prefix(),
+            items.len(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,434 @@
+//! `verify`: every index entry against its value, every value against its
+//! index, every value and event through the crate's decoders, every event
+//! log for duplicate or out-of-order event ids. `--repair` fixes what can be
+//! fixed without choosing between two versions of the data.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::process::ExitCode;
+
+use clap::Args;
+use redis::Value;
+use serde_json::json;
+use tradecache::ops::{self, Conn, Layout};
+
+use crate::util::{self, bytes, err, CliError, Progress};
+use crate::Setup;
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// Print the findings as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Fix what has one right answer: remove index entries whose value is
+    /// gone, index values missing from their index, drop repeated events
+    /// from logs (keeping the first of each id). Each fix is one
+    /// WATCH/MULTI/EXEC, skipped if the key changes meanwhile.
+    #[arg(long)]
+    repair: bool,
+}
+
+/// What a finding is about; the names are in docs/recovery.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    IndexWithoutValue,
+    ValueWithoutIndex,
+    InvalidIndexEntry,
+    WrongType,
+    Undecodable,
+    UndecodableEvent,
+    DuplicateEvent,
+    OutOfOrderEvent,
+    LogWithoutValue,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::IndexWithoutValue => "index-without-value",
+            Kind::ValueWithoutIndex => "value-without-index",
+            Kind::InvalidIndexEntry => "invalid-index-entry",
+            Kind::WrongType => "wrong-type",
+            Kind::Undecodable => "undecodable",
+            Kind::UndecodableEvent => "undecodable-event",
+            Kind::DuplicateEvent => "duplicate-event",
+            Kind::OutOfOrderEvent => "out-of-order-event",
+            Kind::LogWithoutValue => "log-without-value",
+        }
+    }
+
+    /// Warnings do not make `verify` fail: `load()` is not affected.
+    fn is_problem(self) -> bool {
+        self != Kind::LogWithoutValue
+    }
+}
+
+#[derive(Debug)]
+struct Finding {
+    kind: Kind,
+    key: String,
+    detail: String,
+    /// (collection, id) for the fixes.
+    target: (String, String),
+}
+
+pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
+    if !setup.trader_given {
+        return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"));
+    }
+    let layout = util::layout(setup)?;
+    let mut conn = util::connect(setup)?;
+    let enc = ops::encoding(&setup.config);
+    let survey = util::survey(&mut conn, &layout)?;
+    let members = util::index_members(&mut conn, &layout, &survey)?;
+    let mut findings = Vec::new();
+
+    // Index sets: readable, valid ids, each with a value.
+    let mut indexed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (c, m) in &members {
+        match m {
+            Ok(ids) => {
+                let set = indexed.entry(c.as_str()).or_default();
+                for id in ids {
+                    if tradecache::Ident::new(id).is_err() {
+                        findings.push(Finding {
+                            kind: Kind::InvalidIndexEntry,
+                            key: layout.index(c),
+                            detail: format!("member {id:?} is not a valid id"),
+                            target: (c.clone(), id.clone()),
+                        });
+                        continue;
+                    }
+                    set.insert(id.as_str());
+                    if !survey.entities.contains(&(c.clone(), id.clone())) {
+                        findings.push(Finding {
+                            kind: Kind::IndexWithoutValue,
+                            key: layout.index(c),
+                            detail: format!("{id} is indexed but {} does not exist", layout.entity(c, id)),
+                            target: (c.clone(), id.clone()),
+                        });
+                    }
+                }
+            }
+            Err(e) => findings.push(Finding {
+                kind: Kind::WrongType,
+                key: layout.index(c),
+                detail: e.clone(),
+                target: (c.clone(), String::new()),
+            }),
+        }
+    }
+
+    // Values: decodable, of the right type, indexed.
+    let entities: Vec<&(String, String)> = survey.entities.iter().collect();
+    let cmds: Vec<redis::Cmd> = entities
+        .iter()
+        .map(|(c, id)| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(layout.entity(c, id));
+            cmd
+        })
+        .collect();
+    let total = (cmds.len() + survey.logs.len()) as u64;
+    let mut progress = Progress::new("verify", total, setup.quiet);
+    let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
+    for ((c, id), reply) in entities.iter().zip(replies) {
+        let key = layout.entity(c, id);
+        let target = (c.clone(), id.clone());
+        match reply {
+            Value::BulkString(b) => {
+                if let Err(e) = ops::entity_to_json(c, id, &b, enc) {
+                    findings.push(Finding {
+                        kind: Kind::Undecodable,
+                        key: key.clone(),
+                        detail: e,
+                        target: target.clone(),
+                    });
+                }
+            }
+            Value::Nil => continue, // deleted since the scan
+            Value::ServerError(e) => {
+                findings.push(Finding {
+                    kind: Kind::WrongType,
+                    key: key.clone(),
+                    detail: e.to_string(),
+                    target: target.clone(),
+                });
+            }
+            other => findings.push(Finding {
+                kind: Kind::WrongType,
+                key: key.clone(),
+                detail: format!("unexpected reply {other:?}"),
+                target: target.clone(),
+            }),
+        }
+        if !indexed.get(c.as_str()).is_some_and(|s| s.contains(id.as_str())) {
+            findings.push(Finding {
+                kind: Kind::ValueWithoutIndex,
+                key: key.clone(),
+                detail: format!("{id} is not in {}: load() does not see it", layout.index(c)),
+                target,
+            });
+        }
+    }
+
+    // Event logs.
+    let logs: Vec<&(String, String)> = survey.logs.iter().collect();
+    let cmds: Vec<redis::Cmd> = logs
+        .iter()
+        .map(|(c, id)| {
+            let mut cmd = redis::cmd("LRANGE");
+            cmd.arg(layout.events(c, id)).arg(0).arg(-1);
+            cmd
+        })
+        .collect();
+    let replies = util::pipeline(&mut conn, &cmds, 200, Some(&mut progress))?;
+    progress.finish();
+    let mut events_checked = 0u64;
+    for ((c, id), reply) in logs.iter().zip(replies) {
+        let key = layout.events(c, id);
+        let target = (c.clone(), id.clone());
+        if !survey.entities.contains(&target) {
+            findings.push(Finding {
+                kind: Kind::LogWithoutValue,
+                key: key.clone(),
+                detail: format!("no {}: load() does not read this log", layout.entity(c, id)),
+                target: target.clone(),
+            });
+        }
+        let items = match reply {
+            Value::Array(items) => items,
+            Value::Nil => continue,
+            Value::ServerError(e) => {
+                findings.push(Finding { kind: Kind::WrongType, key, detail: e.to_string(), target });
+                continue;
+            }
+            other => {
+                findings.push(Finding {
+                    kind: Kind::WrongType,
+                    key,
+                    detail: format!("unexpected {other:?}"),
+                    target,
+                });
+                continue;
+            }
+        };
+        let (mut seen, mut last, mut dups, mut disorder) =
+            (HashSet::new(), None::<u64>, Vec::new(), Vec::new());
+        for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
+            events_checked += 1;
+            match ops::event_to_json(c, &item, enc) {
+                Ok((_, Some(eid))) => {
+                    if !seen.insert(eid) {
+                        dups.push(eid);
+                    } else if last.is_some_and(|l| eid < l) {
+                        disorder.push((i, eid, last.unwrap_or(0)));
+                    }
+                    last = Some(last.map_or(eid, |l| l.max(eid)));
+                }
+                Ok((_, None)) => {}
+                Err(e) => findings.push(Finding {
+                    kind: Kind::UndecodableEvent,
+                    key: format!("{key}[{i}]"),
+                    detail: e,
+                    target: target.clone(),
+                }),
+            }
+        }
+        if !dups.is_empty() {
+            findings.push(Finding {
+                kind: Kind::DuplicateEvent,
+                key: key.clone(),
+                detail: format!("event id(s) {} repeated (load() keeps the first)", list(&dups)),
+                target: target.clone(),
+            });
+        }
+        if let Some((i, eid, before)) = disorder.first() {
+            findings.push(Finding {
+                kind: Kind::OutOfOrderEvent,
+                key: key.clone(),
+                detail: format!(
+                    "{} event(s) out of order; first: [{i}] id {eid} after id {before}",
+                    disorder.len()
+                ),
+                target: target.clone(),
+            });
+        }
+    }
+
+    // A batch landing during the scan can make an entity and its index
+    // disagree for a moment: keep only what a second look confirms.
+    recheck(&mut conn, &layout, &mut findings)?;
+    findings.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+
+    let problems = findings.iter().filter(|f| f.kind.is_problem()).count();
+    let warnings = findings.len() - problems;
+    for f in &findings {
+        if a.json {
+            println!(
+                "{}",
+                json!({ "severity": if f.kind.is_problem() { "problem" } else { "warning" },
+                        "kind": f.kind.name(), "key": f.key, "detail": f.detail })
+            );
+        } else {
+            let sev = if f.kind.is_problem() { "PROBLEM" } else { "warning" };
+            println!("{sev} {:<20} {}: {}", f.kind.name(), f.key, f.detail);
+        }
+    }
+    let summary = format!(
+        "verify {}: {} values, {} event logs ({events_checked} events), {} index sets checked: {problems} problem(s), {warnings} warning(s)",
+        layout.prefix(),
+        survey.entities.len(),
+        survey.logs.len(),
+        survey.indexes.len()
+    );
+    if a.json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    if a.repair && !findings.is_empty() {
+        let fixed = repair(&mut conn, &layout, enc, &findings)?;
+        println!("repaired {fixed} finding(s); run verify again to see what is left");
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(if problems > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn list(ids: &[u64]) -> String {
+    let shown: Vec<String> = ids.iter().take(10).map(u64::to_string).collect();
+    let more = if ids.len() > 10 { format!(" and {} more", ids.len() - 10) } else { String::new() };
+    shown.join(", ") + &more
+}
+
+/// Re-reads index membership and existence for the index findings.
+fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Result<(), CliError> {
+    let idx: Vec<usize> = (0..findings.len())
+        .filter(|i| matches!(findings[*i].kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex))
+        .collect();
+    let mut cmds = Vec::new();
+    for i in &idx {
+        let (c, id) = &findings[*i].target;
+        let mut m = redis::cmd("SISMEMBER");
+        m.arg(layout.index(c)).arg(id);
+        let mut e = redis::cmd("EXISTS");
+        e.arg(layout.entity(c, id));
+        cmds.push(m);
+        cmds.push(e);
+    }
+    let replies = util::pipeline(conn, &cmds, 1000, None)?;
+    let mut drop = HashSet::new();
+    for (n, i) in idx.iter().enumerate() {
+        let member = matches!(replies.get(2 * n), Some(Value::Int(1)) | Some(Value::Boolean(true)));
+        let exists = matches!(replies.get(2 * n + 1), Some(Value::Int(1)));
+        let still = match findings[*i].kind {
+            Kind::IndexWithoutValue => member && !exists,
+            _ => exists && !member,
+        };
+        if !still {
+            drop.insert(*i);
+        }
+    }
+    let mut n = 0;
+    findings.retain(|_| {
+        n += 1;
+        !drop.contains(&(n - 1))
+    });
+    Ok(())
+}
+
+/// Runs `MULTI`, the commands, `EXEC` after `WATCH keys`, if `still` holds
+/// on a fresh read; returns whether it applied.
+fn watched(
+    conn: &mut Conn,
+    watch: &[String],
+    check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
+) -> Result<bool, CliError> {
+    let mut w = redis::cmd("WATCH");
+    for k in watch {
+        w.arg(k);
+    }
+    util::query(conn, &w)?;
+    let Some(cmds) = check(conn)? else {
+        util::query(conn, &redis::cmd("UNWATCH"))?;
+        return Ok(false);
+    };
+    let mut all = vec![redis::cmd("MULTI")];
+    all.extend(cmds);
+    all.push(redis::cmd("EXEC"));
+    let replies = util::pipeline(conn, &all, all.len(), None)?;
+    Ok(matches!(replies.last(), Some(Value::Array(_))))
+}
+
+fn repair(
+    conn: &mut Conn,
+    layout: &Layout,
+    enc: tradecache::Encoding,
+    findings: &[Finding],
+) -> Result<usize, CliError> {
+    let mut fixed = 0;
+    for f in findings {
+        let (c, id) = &f.target;
+        let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
+        let done = match f.kind {
+            Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
+                let mut e = redis::cmd("EXISTS");
+                e.arg(&entity);
+                Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
+                    let mut s = redis::cmd("SREM");
+                    s.arg(&index).arg(id);
+                    vec![s]
+                }))
+            })?,
+            Kind::InvalidIndexEntry => watched(conn, std::slice::from_ref(&index), |_| {
+                let mut s = redis::cmd("SREM");
+                s.arg(&index).arg(id);
+                Ok(Some(vec![s]))
+            })?,
+            Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
+                let mut e = redis::cmd("EXISTS");
+                e.arg(&entity);
+                Ok((util::query(conn, &e)? == Value::Int(1)).then(|| {
+                    let mut s = redis::cmd("SADD");
+                    s.arg(&index).arg(id);
+                    vec![s]
+                }))
+            })?,
+            Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
+                let mut r = redis::cmd("LRANGE");
+                r.arg(&events).arg(0).arg(-1);
+                let Value::Array(items) = util::query(conn, &r)? else { return Ok(None) };
+                let mut seen = HashSet::new();
+                let mut keep = Vec::new();
+                for item in items.into_iter().filter_map(bytes) {
+                    let first = match ops::event_to_json(c, &item, enc) {
+                        Ok((_, Some(eid))) => seen.insert(eid),
+                        _ => true,
+                    };
+                    if first {
+                        keep.push(item);
+                    }
+                }
+                let mut del = redis::cmd("DEL");
+                del.arg(&events);
+                let mut cmds = vec![del];
+                if !keep.is_empty() {
+                    let mut push = redis::cmd("RPUSH");
+                    push.arg(&events);
+                    for k in &keep {
+                        push.arg(k.as_slice());
+                    }
+                    cmds.push(push);
+                }
+                Ok(Some(cmds))
+            })?,
+            // Two versions of the data, or none readable: an operator decides
+            // (docs/recovery.md).
+            _ => false,
+        };
+        if done {
+            println!("repaired {} {}", f.kind.name(), f.key);
+            fixed += 1;
+        }
+    }
+    Ok(fixed)
+}
