@@ -315,6 +315,7 @@ fn alert_rules_refer_to_exported_metrics() {
     let docs = YamlLoader::load_from_str(&text).expect("valid YAML");
     let groups = docs[0]["groups"].as_vec().expect("groups: a list");
     let exported: BTreeSet<String> = exposition::family_names()
+        .chain(tradecache::kv::metric_families())
         .flat_map(|n| ["", "_bucket", "_sum", "_count"].map(|s| format!("{n}{s}")))
         .collect();
     let mut alerts = BTreeMap::new();
@@ -503,4 +504,38 @@ mod facade {
         assert_eq!(h.1.lock().unwrap().len(), cache.stats().batches as usize);
         assert!(h.1.lock().unwrap().iter().all(|v| *v > 0.0 && *v < 10.0));
     }
+}
+
+/// A `Kv`'s families follow a cache's in the same body, which still parses
+/// strictly; its hits, misses, breaker state and writes are those of
+/// `stats()`.
+#[test]
+fn kv_exposition_follows_the_caches() {
+    use tradecache::kv::{Kv, KvConfig, Ttl};
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    let kv = Kv::open(KvConfig::builder().redis(config(server.port(), "KV")).key_prefix("app")).unwrap();
+    kv.set("portfolio", "P-1", &42u64, Ttl::Policy).unwrap();
+    kv.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(kv.get::<u64>("portfolio", "P-1").unwrap(), Some(42));
+    assert_eq!(kv.get::<u64>("portfolio", "P-2").unwrap(), None);
+    let mut out = render(&[&cache]);
+    kv.write_prometheus(&mut out);
+    let s = parse_strict(&out);
+    for name in tradecache::kv::metric_families() {
+        assert!(out.contains(&format!("# TYPE {name} ")), "{name} not written");
+    }
+    let stats = kv.stats();
+    let l = [("key_prefix", "app")];
+    assert_eq!(value(&s, "tradecache_kv_hits_total", &l), Some(stats.hits as f64));
+    assert_eq!(value(&s, "tradecache_kv_misses_total", &l), Some(stats.misses as f64));
+    assert!(stats.hits >= 1 && stats.misses >= 1, "{stats:?}");
+    assert_eq!(value(&s, "tradecache_kv_writes_acked_total", &l), Some(stats.acked as f64));
+    assert_eq!(value(&s, "tradecache_kv_breaker_state", &l), Some(0.0));
+    assert_eq!(value(&s, "tradecache_kv_healthy", &l), Some(1.0));
+    assert!(s
+        .samples
+        .iter()
+        .any(|x| x.metric == "tradecache_kv_latency_seconds" && x.labels.get("op") == Some("get")));
+    assert!(value(&s, "tradecache_backlog", &[("trader_id", "T1")]).is_some());
 }

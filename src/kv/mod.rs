@@ -52,6 +52,8 @@
 // (value), keys, config, stats.
 mod breaker;
 mod config;
+mod exposition;
+pub use exposition::metric_families;
 mod flight;
 mod get;
 mod keys;
