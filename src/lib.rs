@@ -34,6 +34,7 @@ mod marker;
 pub mod model;
 mod reads;
 mod recovery;
+mod retention;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;
@@ -44,6 +45,7 @@ pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
+pub use retention::Purged;
 pub use stats::{ErrorClass, Health, Stats};
 
 /// A message from the callers to the flusher thread. Shutdown travels
@@ -69,6 +71,8 @@ pub(crate) enum Msg {
         seq: u64,
         reply: crossbeam_channel::Sender<Result<u64>>,
     },
+    /// `Cache::purge_closed`: not a write, it takes no sequence number.
+    Purge(flusher::PurgeRequest),
     Shutdown {
         deadline: std::time::Instant,
     },

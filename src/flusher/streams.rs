@@ -1,0 +1,87 @@
+//! Live event streams (issue 15, `publish_events`): every event appended
+//! to an entity's log is also added to `{trader}:stream:{collection}` with
+//! `XADD`, in the same transaction as its `RPUSH`, with the entity id
+//! (`id`) and the encoded event (`ev`), and the stream trimmed by length
+//! (`MAXLEN ~ stream_max_len`) and optionally by age (`XTRIM … MINID ~`).
+//!
+//! Exactly once: a batch is applied whole or not at all, and a batch whose
+//! reply was lost is replayed only when the commit marker shows it was not
+//! applied; the `WATCH` on the marker aborts a late `EXEC` of a dropped
+//! connection (see `mod.rs` and `marker.rs`). So the `XADD`s of a batch
+//! land exactly once, in the batch's order, like its `RPUSH`es, and a
+//! consumer reading the stream from the last id it saw gets every
+//! acknowledged event once, in order, across reconnects and replays.
+
+use crate::config::Config;
+use crate::connection::Packer;
+use crate::ident::Ident;
+use crate::keys::Keys;
+
+use super::BatchEvent;
+
+/// The streams one batch published to (for the age trim).
+#[derive(Default)]
+pub(super) struct Streams {
+    collections: Vec<&'static str>,
+    key: Vec<u8>,
+}
+
+impl Streams {
+    /// One `XADD` per event of a run of appends to one log (`run`, whose
+    /// bytes start at `start` in `bytes`). Each `XADD` is one command of
+    /// the transaction (the caller adds its weights).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publish(
+        &mut self,
+        p: &mut Packer,
+        cfg: &Config,
+        keys: &Keys,
+        collection: &'static str,
+        id: &Ident,
+        run: &[BatchEvent],
+        bytes: &[u8],
+        mut start: usize,
+    ) {
+        self.key.clear();
+        keys.write_stream(&mut self.key, collection);
+        let maxlen = cfg.stream_max_len.to_string();
+        for ev in run {
+            p.cmd(&[
+                b"XADD",
+                &self.key,
+                b"MAXLEN",
+                b"~",
+                maxlen.as_bytes(),
+                b"*",
+                b"id",
+                id.as_bytes(),
+                b"ev",
+                &bytes[start..ev.end],
+            ]);
+            start = ev.end;
+        }
+        if !self.collections.contains(&collection) {
+            self.collections.push(collection);
+        }
+    }
+
+    /// With `stream_max_age`: one `XTRIM … MINID ~ {now - age}` per stream
+    /// published to (stream ids are the server's milliseconds).
+    pub(super) fn trim(
+        &mut self,
+        p: &mut Packer,
+        cfg: &Config,
+        keys: &Keys,
+        now_ms: u64,
+        weights: &mut Vec<u64>,
+    ) {
+        let Some(age) = cfg.stream_max_age else { return };
+        let min = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)).to_string();
+        for collection in &self.collections {
+            self.key.clear();
+            keys.write_stream(&mut self.key, collection);
+            p.cmd(&[b"XTRIM", &self.key, b"MINID", b"~", min.as_bytes()]);
+            weights.push(0);
+        }
+    }
+}
