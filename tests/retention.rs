@@ -304,8 +304,17 @@ fn purge_runs_in_bounded_steps_while_writes_flow() {
     cache.flush(S).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tick_writer(cache.clone(), stop.clone());
+    // Writes are being acknowledged when the purge starts…
+    let before = cache.acked_seq();
+    while cache.acked_seq() == before {
+        std::thread::sleep(ms(1));
+    }
+    let acked_at_start = cache.acked_seq();
     let purged = cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(60)).unwrap();
+    // …and went on being acknowledged between its steps.
+    let acked_at_end = cache.acked_seq();
     stop.store(true, Ordering::SeqCst);
+    assert!(acked_at_end > acked_at_start, "no batch between the purge's steps");
     let ticks_written = writer.join().unwrap();
     cache.flush(S).unwrap();
     assert_eq!(purged.removed.len(), N);

@@ -786,16 +786,7 @@ impl Flusher {
                 batch.weights.push(0);
             }
             if b.events[i].publish {
-                streams.publish(
-                    p,
-                    &self.cfg,
-                    &self.keys,
-                    collection,
-                    id,
-                    &b.events[i..j],
-                    &b.event_bytes,
-                    first,
-                );
+                streams.publish(p, &self.keys, collection, id, &b.events[i..j], &b.event_bytes, first);
                 batch.weights.extend(std::iter::repeat_n(0, j - i));
             }
             i = j;

@@ -1,8 +1,11 @@
 //! Live event streams (issue 15, `publish_events`): every event appended
 //! to an entity's log is also added to `{trader}:stream:{collection}` with
 //! `XADD`, in the same transaction as its `RPUSH`, with the entity id
-//! (`id`) and the encoded event (`ev`), and the stream trimmed by length
-//! (`MAXLEN ~ stream_max_len`) and optionally by age (`XTRIM … MINID ~`).
+//! (`id`) and the encoded event (`ev`). After the batch's last `XADD` to a
+//! stream, one `XTRIM … MAXLEN ~ stream_max_len` trims it (once per batch
+//! rather than with each `XADD`: cheaper for Redis, the same bound at the
+//! end of every transaction), and with `stream_max_age` one
+//! `XTRIM … MINID ~` by age.
 //!
 //! Exactly once: a batch is applied whole or not at all, and a batch whose
 //! reply was lost is replayed only when the commit marker shows it was not
@@ -19,7 +22,7 @@ use crate::keys::Keys;
 
 use super::BatchEvent;
 
-/// The streams one batch published to (for the age trim).
+/// The streams one batch published to (for the trims).
 #[derive(Default)]
 pub(super) struct Streams {
     collections: Vec<&'static str>,
@@ -30,11 +33,9 @@ impl Streams {
     /// One `XADD` per event of a run of appends to one log (`run`, whose
     /// bytes start at `start` in `bytes`). Each `XADD` is one command of
     /// the transaction (the caller adds its weights).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn publish(
         &mut self,
         p: &mut Packer,
-        cfg: &Config,
         keys: &Keys,
         collection: &'static str,
         id: &Ident,
@@ -44,20 +45,8 @@ impl Streams {
     ) {
         self.key.clear();
         keys.write_stream(&mut self.key, collection);
-        let maxlen = cfg.stream_max_len.to_string();
         for ev in run {
-            p.cmd(&[
-                b"XADD",
-                &self.key,
-                b"MAXLEN",
-                b"~",
-                maxlen.as_bytes(),
-                b"*",
-                b"id",
-                id.as_bytes(),
-                b"ev",
-                &bytes[start..ev.end],
-            ]);
+            p.cmd(&[b"XADD", &self.key, b"*", b"id", id.as_bytes(), b"ev", &bytes[start..ev.end]]);
             start = ev.end;
         }
         if !self.collections.contains(&collection) {
@@ -65,8 +54,9 @@ impl Streams {
         }
     }
 
-    /// With `stream_max_age`: one `XTRIM … MINID ~ {now - age}` per stream
-    /// published to (stream ids are the server's milliseconds).
+    /// Per stream published to: `XTRIM … MAXLEN ~ stream_max_len`, and with
+    /// `stream_max_age` `XTRIM … MINID ~ {now - age}` (stream ids are the
+    /// server's milliseconds). Pushes each command's weight (0).
     pub(super) fn trim(
         &mut self,
         p: &mut Packer,
@@ -75,13 +65,19 @@ impl Streams {
         now_ms: u64,
         weights: &mut Vec<u64>,
     ) {
-        let Some(age) = cfg.stream_max_age else { return };
-        let min = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)).to_string();
+        let maxlen = cfg.stream_max_len.to_string();
+        let min = cfg
+            .stream_max_age
+            .map(|age| now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)).to_string());
         for collection in &self.collections {
             self.key.clear();
             keys.write_stream(&mut self.key, collection);
-            p.cmd(&[b"XTRIM", &self.key, b"MINID", b"~", min.as_bytes()]);
+            p.cmd(&[b"XTRIM", &self.key, b"MAXLEN", b"~", maxlen.as_bytes()]);
             weights.push(0);
+            if let Some(min) = &min {
+                p.cmd(&[b"XTRIM", &self.key, b"MINID", b"~", min.as_bytes()]);
+                weights.push(0);
+            }
         }
     }
 }
