@@ -215,6 +215,8 @@ fn members<'a>(v: &'a mut Vec<(&'static str, Args)>, collection: &'static str) -
 }
 
 /// What ended an idle wait.
+// A message is moved on by value, as it came through the channel.
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Msg(Msg),
     /// Idle work is due.
@@ -786,7 +788,7 @@ impl Flusher {
                 batch.weights.push(0);
             }
             if b.events[i].publish {
-                streams.publish(p, &self.keys, collection, id, &b.events[i..j], &b.event_bytes, first);
+                streams.publish(p, &self.keys, &b.events[i..j], &b.event_bytes, first);
                 batch.weights.extend(std::iter::repeat_n(0, j - i));
             }
             i = j;

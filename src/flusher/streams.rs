@@ -17,7 +17,6 @@
 
 use crate::config::Config;
 use crate::connection::Packer;
-use crate::ident::Ident;
 use crate::keys::Keys;
 
 use super::BatchEvent;
@@ -30,19 +29,19 @@ pub(super) struct Streams {
 }
 
 impl Streams {
-    /// One `XADD` per event of a run of appends to one log (`run`, whose
-    /// bytes start at `start` in `bytes`). Each `XADD` is one command of
-    /// the transaction (the caller adds its weights).
+    /// One `XADD` per event of a run of appends to one log (`run`, not
+    /// empty, whose bytes start at `start` in `bytes`). Each `XADD` is one
+    /// command of the transaction (the caller adds its weights).
     pub(super) fn publish(
         &mut self,
         p: &mut Packer,
         keys: &Keys,
-        collection: &'static str,
-        id: &Ident,
         run: &[BatchEvent],
         bytes: &[u8],
         mut start: usize,
     ) {
+        let Some(first) = run.first() else { return };
+        let (collection, id) = (first.collection, &first.id);
         self.key.clear();
         keys.write_stream(&mut self.key, collection);
         for ev in run {
