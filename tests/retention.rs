@@ -434,3 +434,20 @@ fn clear_deletes_the_open_and_closed_indexes() {
     cache.flush(S).unwrap();
     assert_eq!(smembers(&mut con, "trader-T1:index:orders:open"), set(&["O-2"]));
 }
+
+#[test]
+fn a_purge_refused_by_redis_fails_alone() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    // Someone else's string where the closed index of positions goes.
+    let _: () = redis::cmd("SET").arg("trader-T1:index:positions:closed").arg("x").query(&mut con).unwrap();
+    let err = cache.purge_closed::<Position>(Duration::from_millis(DAY_MS), S).unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    // Writes and other purges go on.
+    cache.put(&order("O-1", OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+    cache.flush(S).unwrap();
+    let purged = cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), S).unwrap();
+    assert_eq!(purged.removed.len(), 1);
+    assert!(cache.stats().error_count("command") >= 1, "{:?}", cache.stats());
+}

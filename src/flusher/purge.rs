@@ -139,6 +139,20 @@ impl Flusher {
         match self.try_purge_step() {
             Ok(()) => self.finish_purge_if_done(),
             Err(f) if f.action == Action::Fence => self.enter_fenced(f),
+            Err(f) if f.action == Action::Drop => {
+                // Refused for a reason a retry will not fix (an index key
+                // of another type): this purge ends with the error; writes
+                // go on.
+                self.shared.count_error(f.class, f.text.clone());
+                if let Some(job) = self.purges.pop_front() {
+                    if let Some(r) = &job.req.reply {
+                        let _ = r.try_send(Err(f.clone().into_error()));
+                    }
+                }
+                if let Err(f) = self.unwatch() {
+                    self.fail(f);
+                }
+            }
             Err(f) => self.fail(f),
         }
     }
