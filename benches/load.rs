@@ -868,6 +868,204 @@ fn recovery(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     })
 }
 
+/// `used_memory` of the server (`INFO memory`), in bytes.
+fn used_memory(con: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(con).expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Writes `n` orders with their 5 events through `cache`, closed (filled,
+/// last updated `ts`) or open, ids `{prefix}-{i}`.
+fn write_orders(cache: &Cache, prefix: &str, n: usize, closed: bool, ts: UnixNanos) {
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let mut order = Order::example(&id);
+        if closed {
+            order.status = tradecache::model::OrderStatus::Filled;
+        }
+        order.ts_last = ts;
+        for ev in order_events(&id) {
+            cache.append(&id, &ev).expect("append");
+        }
+        cache.put(&order).expect("put order");
+    }
+}
+
+/// Issue 15, running 24/7. Three figures, each median of `reps`:
+/// - `recovery_open_only`: `load_open()` of 1,000 open orders × 5 events
+///   stored next to 100,000 closed ones, against `load()` of everything;
+/// - `purge`: `purge_closed` of 100,000 closed orders × 5 events
+///   (entities/s, default `purge_batch`), with and without writes flowing
+///   (a thread appending events as fast as it can meanwhile);
+/// - `streams`: acknowledged event appends/s (200,000 over 10,000 orders)
+///   with `publish_events` against without, alternating.
+///
+/// Plus Redis memory per closed order (snapshot, 5 events, index entries)
+/// and per stream entry, for the README's sizing.
+fn running_24_7(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
+    let (closed_n, open_n) = (100_000usize, 1_000usize);
+    let old = UnixNanos(1_600_000_000_000_000_000); // 2020: older than any retention
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    settle(con);
+
+    // Open-only recovery.
+    let mem0 = used_memory(con);
+    let cache = open(config(port, "BENCH-247"));
+    write_orders(&cache, "C", closed_n, true, old);
+    cache.flush(Duration::from_secs(300)).expect("flush");
+    let bytes_per_closed_order = (used_memory(con) - mem0) / closed_n as f64;
+    write_orders(&cache, "O", open_n, false, old);
+    cache.flush(Duration::from_secs(300)).expect("flush");
+    settle(con);
+    let (mut open_times, mut full_times) = (Vec::new(), Vec::new());
+    let mut open_keys = 0;
+    let mut full_keys = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let snap = cache.load_open().expect("load_open");
+        open_times.push(t.elapsed().as_secs_f64());
+        assert_eq!(snap.orders.len(), open_n);
+        open_keys = snap.report.keys_read;
+        let t = Instant::now();
+        let snap = cache.load().expect("load");
+        full_times.push(t.elapsed().as_secs_f64());
+        assert_eq!(snap.orders.len(), open_n + closed_n);
+        full_keys = snap.report.keys_read;
+    }
+    drop(cache);
+
+    // Purge: the same 100,000 closed orders, rewritten before each run.
+    let mut purge_runs = Vec::new();
+    for _ in 0..reps {
+        for busy in [false, true] {
+            let cache = Arc::new(open(config(port, "BENCH-247").overflow(BLOCK)));
+            // (`open` with `flush_on_start` emptied the trader's keys.)
+            write_orders(&cache, "C", closed_n, true, old);
+            cache.flush(Duration::from_secs(300)).expect("flush");
+            settle(con);
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = busy.then(|| {
+                let (cache, stop) = (cache.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let evs = order_events("W-1");
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut ev = evs[(n % 5) as usize].clone();
+                        ev.event_id = n;
+                        cache.append("W-1", &ev).expect("append");
+                        n += 1;
+                    }
+                    n
+                })
+            });
+            let t = Instant::now();
+            let purged =
+                cache.purge_closed::<Order>(Duration::from_secs(1), Duration::from_secs(300)).expect("purge");
+            let secs = t.elapsed().as_secs_f64();
+            stop.store(true, Ordering::Relaxed);
+            let written = writer.map(|w| w.join().expect("writer"));
+            cache.flush(Duration::from_secs(120)).expect("flush");
+            assert_eq!(purged.removed.len(), closed_n);
+            purge_runs.push(json!({
+                "writes_flowing": busy,
+                "entities_per_s": closed_n as f64 / secs,
+                "keys_per_s": purged.keys as f64 / secs,
+                "steps": purged.steps,
+                "seconds": secs,
+                "events_written_meanwhile_per_s": written.map(|n| n as f64 / secs),
+            }));
+        }
+    }
+    let purge_med = |busy: bool, field: &str| {
+        median(
+            purge_runs
+                .iter()
+                .filter(|r| r["writes_flowing"] == busy)
+                .filter_map(|r| r[field].as_f64())
+                .collect(),
+        )
+    };
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    settle(con);
+
+    // Streams: event appends/s with and without publish_events.
+    let (events_n, logs) = (200_000usize, 10_000usize);
+    let evs = order_events("S");
+    let appends = |publish: bool| -> f64 {
+        let cache =
+            open(config(port, "BENCH-STREAM").overflow(BLOCK).publish_events(publish).flush_on_start(true));
+        let ids: Vec<String> = (0..logs).map(|i| format!("S-{i}")).collect();
+        let t = Instant::now();
+        for n in 0..events_n {
+            let mut ev = evs[n % 5].clone();
+            ev.event_id = n as u64;
+            cache.append(&ids[n % logs], &ev).expect("append");
+        }
+        cache.flush(Duration::from_secs(120)).expect("flush");
+        let rate = events_n as f64 / t.elapsed().as_secs_f64();
+        drop(cache);
+        rate
+    };
+    let mut stream_runs = Vec::new();
+    for _ in 0..reps {
+        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+        settle(con);
+        let without = appends(false);
+        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+        settle(con);
+        let with = appends(true);
+        stream_runs.push(json!({ "with": with, "without": without, "ratio": with / without }));
+    }
+    // Bytes per stream entry: 100,000 entries (the default MAXLEN).
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    {
+        let cache = open(config(port, "BENCH-STREAM").overflow(BLOCK).publish_events(true));
+        for n in 0..100_000usize {
+            let mut ev = evs[n % 5].clone();
+            ev.event_id = n as u64;
+            cache.append("S-1", &ev).expect("append");
+        }
+        cache.flush(Duration::from_secs(120)).expect("flush");
+    }
+    let with_stream = used_memory(con);
+    let _: () = redis::cmd("DEL").arg("trader-BENCH-STREAM:stream:orders").query(con).expect("DEL");
+    let bytes_per_stream_entry = (with_stream - used_memory(con)) / 100_000.0;
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    settle(con);
+
+    json!({
+        "recovery_open_only": {
+            "ours": median(open_times.clone()),
+            "alternative": { "name": "load() of everything", "value": median(full_times.clone()) },
+            "keys_read": open_keys, "keys_read_full": full_keys,
+            "runs": open_times, "full_runs": full_times,
+            "dataset": { "closed_orders": closed_n, "open_orders": open_n, "events_per_order": 5 },
+        },
+        "purge": {
+            "entities_per_s": purge_med(false, "entities_per_s"),
+            "keys_per_s": purge_med(false, "keys_per_s"),
+            "entities_per_s_with_writes": purge_med(true, "entities_per_s"),
+            "events_written_meanwhile_per_s": purge_med(true, "events_written_meanwhile_per_s"),
+            "runs": purge_runs,
+            "dataset": { "closed_orders": closed_n, "events_per_order": 5 },
+        },
+        "streams": {
+            "ours": med(&stream_runs, &["with"]),
+            "alternative": { "name": "publish_events off", "value": med(&stream_runs, &["without"]) },
+            "ratio": med(&stream_runs, &["ratio"]),
+            "workload": format!("{events_n} order events appended over {logs} orders, acknowledged/s"),
+            "runs": stream_runs,
+        },
+        "sizing": {
+            "redis_bytes_per_closed_order_with_5_events": bytes_per_closed_order,
+            "redis_bytes_per_stream_entry": bytes_per_stream_entry,
+        },
+    })
+}
+
 /// CPU nanoseconds this whole process has used, user and system, its
 /// finished threads included (`getrusage(RUSAGE_SELF)`).
 fn process_cpu_ns() -> u64 {
@@ -1188,6 +1386,14 @@ fn row(rows: &mut Vec<[String; 5]>, key: &str, ours: &Value, alt: &Value, target
     rows.push([key.into(), fmt(ours), fmt(alt), ratio, target.into()]);
 }
 
+/// A row whose ratio is the median of the runs' ratios.
+fn ratio_row_plain(rows: &mut Vec<[String; 5]>, key: &str, v: &Value) {
+    row(rows, key, &v["ours"], &v["alternative"]["value"], "");
+    if let (Some(last), Some(r)) = (rows.last_mut(), v["ratio"].as_f64()) {
+        last[3] = format!("{r:.3}");
+    }
+}
+
 fn table(r: &Value) -> String {
     let mut rows: Vec<[String; 5]> =
         vec![["key".into(), "ours".into(), "alternative".into(), "ratio".into(), "target".into()]];
@@ -1248,6 +1454,29 @@ fn table(r: &Value) -> String {
             row(&mut rows, &key, &v["values_per_s"], &v["limit"]["values_per_s"], "flat");
         }
     }
+    let o = &r["running_24_7"];
+    row(
+        &mut rows,
+        "recovery_open_only_s (1k open next to 100k closed, vs load())",
+        &o["recovery_open_only"]["ours"],
+        &o["recovery_open_only"]["alternative"]["value"],
+        "",
+    );
+    row(
+        &mut rows,
+        "purge entities/s (100k closed orders x 5 events)",
+        &o["purge"]["entities_per_s"],
+        &Value::Null,
+        "",
+    );
+    row(
+        &mut rows,
+        "purge entities/s with writes flowing",
+        &o["purge"]["entities_per_s_with_writes"],
+        &o["purge"]["entities_per_s"],
+        "",
+    );
+    ratio_row_plain(&mut rows, "streams: event appends/s with publish_events (vs off)", &o["streams"]);
     let rd = &r["reads"];
     for q in ["p50", "p99"] {
         row(
@@ -1398,6 +1627,7 @@ fn main() {
     section("recovery_s", &mut || recovery(port, &mut server.client(), reps));
     section("recovery_scaling", &mut || recovery_scaling(port, &mut server.client(), reps));
     section("reads", &mut || reads(port, &mut server.client(), reps));
+    section("running_24_7", &mut || running_24_7(port, &mut server.client(), reps));
     section("outage_rss_mb", &mut || outage_rss());
     report.insert("bench_runtime_s".into(), json!(started.elapsed().as_secs_f64()));
     let report = Value::Object(report);

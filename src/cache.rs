@@ -314,6 +314,33 @@ impl Cache {
         }
     }
 
+    /// Sends a request that is not a write (it takes no sequence number)
+    /// to the flusher, waiting at most `timeout` for room in the channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WaitTimeout`] when the channel stayed full; [`Error::Fenced`]
+    /// or [`Error::Closed`] when the flusher has stopped.
+    pub(crate) fn send_request(&self, msg: Msg, timeout: Duration) -> Result<()> {
+        if let Some(e) = self.shared.fence_error() {
+            return Err(e);
+        }
+        if self.closed.load(Relaxed) {
+            return Err(Error::Closed);
+        }
+        let p = self.producer.lock();
+        match block_send(&p.tx, msg, timeout) {
+            Ok(()) => Ok(()),
+            Err(false) => Err(Error::WaitTimeout(timeout)),
+            Err(true) => Err(self.shared.fence_error().unwrap_or(Error::Closed)),
+        }
+    }
+
+    /// The error a request gets when the flusher stopped before replying.
+    pub(crate) fn stopped(&self) -> Error {
+        self.shared.fence_error().unwrap_or(Error::Closed)
+    }
+
     /// The last sequence number handed out (0 before the first write).
     pub fn last_seq(&self) -> Seq {
         Seq(self.shared.accepted_seq.load(SeqCst))

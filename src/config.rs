@@ -190,6 +190,14 @@ pub struct Config {
     // --- spec's market-data buffers ---
     pub(crate) tick_capacity: usize,
     pub(crate) bar_capacity: usize,
+    // --- running 24/7 ---
+    pub(crate) retain_closed_for: Option<Duration>,
+    pub(crate) purge_batch: usize,
+    pub(crate) max_account_events: Option<usize>,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) publish_events: bool,
+    pub(crate) stream_max_len: usize,
+    pub(crate) stream_max_age: Option<Duration>,
 }
 
 impl Default for Config {
@@ -239,6 +247,13 @@ impl Default for Config {
             strict_load: false,
             tick_capacity: 10_000,
             bar_capacity: 10_000,
+            retain_closed_for: None,
+            purge_batch: 500,
+            max_account_events: None,
+            heartbeat_interval: None,
+            publish_events: false,
+            stream_max_len: 100_000,
+            stream_max_age: None,
         }
     }
 }
@@ -312,6 +327,13 @@ const ENV_VARS: &[&str] = &[
     "CACHE_STRICT_LOAD",
     "CACHE_TICK_CAPACITY",
     "CACHE_BAR_CAPACITY",
+    "CACHE_RETAIN_CLOSED_SECS",
+    "CACHE_PURGE_BATCH",
+    "CACHE_MAX_ACCOUNT_EVENTS",
+    "CACHE_HEARTBEAT_MS",
+    "CACHE_PUBLISH_EVENTS",
+    "CACHE_STREAM_MAXLEN",
+    "CACHE_STREAM_MAX_AGE_SECS",
 ];
 
 /// Collects problems; never stops at the first.
@@ -812,6 +834,93 @@ impl Config {
         self
     }
 
+    // --- running 24/7 ---
+
+    /// `Some(age)`: the flusher purges closed entities (see
+    /// [`crate::Entity::is_closed`]) whose last update is older than `age`,
+    /// with their event logs and index entries, as
+    /// [`crate::Cache::purge_closed`] does: a pass over every collection
+    /// when the cache opens and then every `min(age, 60 s)`, in steps of
+    /// [`Config::purge_batch`] entities between batches. At least 1 s.
+    /// `None` keeps closed entities until purged by hand.
+    ///
+    /// Defaults to `None`.
+    #[must_use]
+    pub fn retain_closed_for(mut self, v: Option<Duration>) -> Self {
+        self.retain_closed_for = v;
+        self
+    }
+
+    /// How many closed entities one purge step deletes (one transaction
+    /// between two batches of writes), at least 1.
+    ///
+    /// Defaults to `500`.
+    #[must_use]
+    pub fn purge_batch(mut self, v: usize) -> Self {
+        self.purge_batch = v;
+        self
+    }
+
+    /// `Some(n)`: every append to an account's event log also trims it to
+    /// its newest `n` events, in the same transaction (`RPUSH` + `LTRIM`),
+    /// so a 24/7 engine's balance history stays bounded. At least 1.
+    /// `None` keeps every event.
+    ///
+    /// Defaults to `None`.
+    #[must_use]
+    pub fn max_account_events(mut self, v: Option<usize>) -> Self {
+        self.max_account_events = v;
+        self
+    }
+
+    /// `Some(interval)`: the flusher sets `{trader}:heartbeat:{writer_id}`
+    /// (epoch, time, acknowledged seq, backlog) with a TTL of three
+    /// intervals, inside a batch's transaction when writes flow, on its own
+    /// when idle, so a supervisor sees it vanish when the engine hangs,
+    /// dies or loses Redis. At least 1 ms. `None` writes no heartbeat.
+    ///
+    /// Defaults to `None`.
+    #[must_use]
+    pub fn heartbeat_interval(mut self, v: Option<Duration>) -> Self {
+        self.heartbeat_interval = v;
+        self
+    }
+
+    /// Whether each event appended to an entity's log (not market data)
+    /// is also added (`XADD`) to the stream
+    /// `{trader}:stream:{collection}`, in the same transaction, for
+    /// consumers in other processes (`XREAD`, `XREADGROUP`).
+    ///
+    /// Defaults to `false`.
+    #[must_use]
+    pub fn publish_events(mut self, v: bool) -> Self {
+        self.publish_events = v;
+        self
+    }
+
+    /// The length each event stream is trimmed to (`XADD … MAXLEN ~ n`:
+    /// Redis trims whole nodes, so a stream may hold a little more). At
+    /// least 1.
+    ///
+    /// Defaults to `100000`.
+    #[must_use]
+    pub fn stream_max_len(mut self, v: usize) -> Self {
+        self.stream_max_len = v;
+        self
+    }
+
+    /// `Some(age)`: each batch that publishes to a stream also trims the
+    /// entries older than `age` (`XTRIM … MINID ~`, Redis 6.2 or later),
+    /// besides [`Config::stream_max_len`]. At least 1 ms. `None` trims by
+    /// length only.
+    ///
+    /// Defaults to `None`.
+    #[must_use]
+    pub fn stream_max_age(mut self, v: Option<Duration>) -> Self {
+        self.stream_max_age = v;
+        self
+    }
+
     // --- derived values ---
 
     /// `host:port` of the configured server (`[::1]:6379` for IPv6), for
@@ -954,6 +1063,12 @@ impl Config {
     /// | `CACHE_IDLE_PARK_AFTER_MS` | [`idle_park_after`](Config::idle_park_after) | milliseconds |
     /// | `CACHE_CLOSE_TIMEOUT_MS` | [`close_timeout`](Config::close_timeout) | milliseconds |
     /// | `CACHE_REPLICA_WAIT`, `CACHE_REPLICA_WAIT_TIMEOUT_MS` | [`replica_wait`](Config::replica_wait) | replicas (0 = off); milliseconds, 1 or more (default 100) |
+    /// | `CACHE_RETAIN_CLOSED_SECS` | [`retain_closed_for`](Config::retain_closed_for) | seconds (0 = off) |
+    /// | `CACHE_PURGE_BATCH`, `CACHE_STREAM_MAXLEN` | [`purge_batch`](Config::purge_batch), [`stream_max_len`](Config::stream_max_len) | 1 or more |
+    /// | `CACHE_MAX_ACCOUNT_EVENTS` | [`max_account_events`](Config::max_account_events) | a count (0 = keep all) |
+    /// | `CACHE_HEARTBEAT_MS` | [`heartbeat_interval`](Config::heartbeat_interval) | milliseconds (0 = off) |
+    /// | `CACHE_PUBLISH_EVENTS` | [`publish_events`](Config::publish_events) | boolean |
+    /// | `CACHE_STREAM_MAX_AGE_SECS` | [`stream_max_age`](Config::stream_max_age) | seconds (0 = off) |
     ///
     /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
     /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
@@ -1178,6 +1293,31 @@ impl Config {
         }
         if let Some(n) = env.count("CACHE_BAR_CAPACITY") {
             c.bar_capacity = n;
+        }
+
+        // --- running 24/7 ---
+        if let Some(s) = env.int("CACHE_RETAIN_CLOSED_SECS", 0, u64::MAX, "seconds, 0 (off) or more") {
+            c.retain_closed_for = (s > 0).then(|| Duration::from_secs(s));
+        }
+        if let Some(n) = env.count("CACHE_PURGE_BATCH") {
+            c.purge_batch = n;
+        }
+        if let Some(n) =
+            env.int("CACHE_MAX_ACCOUNT_EVENTS", 0, usize::MAX as u64, "a count, 0 (keep all) or more")
+        {
+            c.max_account_events = (n > 0).then_some(n as usize);
+        }
+        if let Some(d) = env.millis("CACHE_HEARTBEAT_MS", 0) {
+            c.heartbeat_interval = (!d.is_zero()).then_some(d);
+        }
+        if let Some(v) = env.boolean("CACHE_PUBLISH_EVENTS") {
+            c.publish_events = v;
+        }
+        if let Some(n) = env.count("CACHE_STREAM_MAXLEN") {
+            c.stream_max_len = n;
+        }
+        if let Some(s) = env.int("CACHE_STREAM_MAX_AGE_SECS", 0, u64::MAX, "seconds, 0 (off) or more") {
+            c.stream_max_age = (s > 0).then(|| Duration::from_secs(s));
         }
 
         env.problems.finish(c)
@@ -1571,8 +1711,8 @@ fn host_problem(host: &str) -> Option<&'static str> {
 
 /// Instance ids that would read as this trader's own keys: the key kinds
 /// and the reference model's collections.
-const RESERVED_INSTANCE_IDS: [&str; 6] =
-    ["index", "writer", "instruments", "accounts", "orders", "positions"];
+const RESERVED_INSTANCE_IDS: [&str; 8] =
+    ["index", "writer", "stream", "heartbeat", "instruments", "accounts", "orders", "positions"];
 
 /// The longest [`Config::idle_poll`] accepted.
 const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
@@ -1624,8 +1764,10 @@ impl Config {
     /// the port is not 0; a username comes with a password; the db is 0 or
     /// more (0 in cluster mode); timeouts, `connect_attempts`,
     /// `channel_capacity`, `max_batch`, `max_pending_events`, `load_chunk`,
-    /// `tick_capacity`, `bar_capacity` and `max_value_bytes` (at most 512
-    /// MiB) are above zero; backoff minimums do not exceed maximums; ids
+    /// `tick_capacity`, `bar_capacity`, `purge_batch`, `stream_max_len`,
+    /// `max_account_events` and `max_value_bytes` (at most 512 MiB) are
+    /// above zero; `retain_closed_for` is at least 1 s, `heartbeat_interval`
+    /// and `stream_max_age` at least 1 ms; backoff minimums do not exceed maximums; ids
     /// are valid (see [`crate::Ident`]); `use_instance_id` has an instance
     /// id and the trader prefix; `timestamps_as_iso8601` goes with JSON;
     /// TLS files need `tls` (and the `tls` feature), a certificate needs a
@@ -1791,9 +1933,26 @@ impl Config {
             ("load_chunk", self.load_chunk),
             ("tick_capacity", self.tick_capacity),
             ("bar_capacity", self.bar_capacity),
+            ("purge_batch", self.purge_batch),
+            ("stream_max_len", self.stream_max_len),
+            ("max_account_events", self.max_account_events.unwrap_or(1)),
         ] {
             if n == 0 {
                 p.push(field, "0", "1 or more");
+            }
+        }
+        for (field, d, min, allowed) in [
+            ("retain_closed_for", self.retain_closed_for, Duration::from_secs(1), "None, or at least 1s"),
+            (
+                "heartbeat_interval",
+                self.heartbeat_interval,
+                Duration::from_millis(1),
+                "None, or at least 1ms",
+            ),
+            ("stream_max_age", self.stream_max_age, Duration::from_millis(1), "None, or at least 1ms"),
+        ] {
+            if let Some(d) = d.filter(|d| *d < min) {
+                p.push(field, format!("Some({d:?})"), allowed);
             }
         }
         if self.idle_poll > MAX_IDLE_POLL {
@@ -1921,7 +2080,14 @@ mod tests {
             .load_chunk(14)
             .strict_load(true)
             .tick_capacity(15)
-            .bar_capacity(16);
+            .bar_capacity(16)
+            .retain_closed_for(Some(ms(17_000)))
+            .purge_batch(18)
+            .max_account_events(Some(19))
+            .heartbeat_interval(Some(ms(20)))
+            .publish_events(true)
+            .stream_max_len(21)
+            .stream_max_age(Some(ms(22)));
         assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("redis-1", 6380, 3, true));
         assert_eq!(c.username.as_deref(), Some("u"));
         assert_eq!(c.password, Some(Secret("p".into())));
@@ -1948,6 +2114,10 @@ mod tests {
         assert_eq!(c.replica_wait, Some((1, ms(12))));
         assert_eq!((c.load_chunk, c.strict_load), (14, true));
         assert_eq!((c.tick_capacity, c.bar_capacity), (15, 16));
+        assert_eq!((c.retain_closed_for, c.purge_batch), (Some(ms(17_000)), 18));
+        assert_eq!((c.max_account_events, c.heartbeat_interval), (Some(19), Some(ms(20))));
+        assert!(c.publish_events);
+        assert_eq!((c.stream_max_len, c.stream_max_age), (21, Some(ms(22))));
         // Empty credentials clear them.
         let c = c.username("").password("");
         assert_eq!((c.username, c.password), (None, None));
@@ -2058,6 +2228,15 @@ mod tests {
         assert_only(Config::builder().load_chunk(0), "load_chunk");
         assert_only(Config::builder().tick_capacity(0), "tick_capacity");
         assert_only(Config::builder().bar_capacity(0), "bar_capacity");
+        assert_only(Config::builder().purge_batch(0), "purge_batch");
+        assert_only(Config::builder().stream_max_len(0), "stream_max_len");
+        assert_only(Config::builder().max_account_events(Some(0)), "max_account_events");
+        assert_only(
+            Config::builder().retain_closed_for(Some(Duration::from_millis(999))),
+            "retain_closed_for",
+        );
+        assert_only(Config::builder().heartbeat_interval(Some(Duration::ZERO)), "heartbeat_interval");
+        assert_only(Config::builder().stream_max_age(Some(Duration::ZERO)), "stream_max_age");
         assert_only(Config::builder().max_value_bytes(0), "max_value_bytes");
         assert_only(Config::builder().max_value_bytes(REDIS_MAX_VALUE_BYTES + 1), "max_value_bytes");
     }
@@ -2135,7 +2314,7 @@ mod tests {
             .unwrap();
         assert_only(Config::builder().use_trader_prefix(false).flush_on_start(true), "flush_on_start");
         Config::builder().use_trader_prefix(false).validate().unwrap();
-        for reserved in ["index", "writer", "orders", "positions"] {
+        for reserved in ["index", "writer", "stream", "heartbeat", "orders", "positions"] {
             assert_only(Config::builder().instance_id(reserved), "instance_id");
         }
         Config::builder().instance_id("I1").use_instance_id(true).validate().unwrap();
@@ -2244,6 +2423,13 @@ mod tests {
             ("CACHE_STRICT_LOAD", "true"),
             ("CACHE_TICK_CAPACITY", "88"),
             ("CACHE_BAR_CAPACITY", "99"),
+            ("CACHE_RETAIN_CLOSED_SECS", "86400"),
+            ("CACHE_PURGE_BATCH", "33"),
+            ("CACHE_MAX_ACCOUNT_EVENTS", "1000"),
+            ("CACHE_HEARTBEAT_MS", "250"),
+            ("CACHE_PUBLISH_EVENTS", "yes"),
+            ("CACHE_STREAM_MAXLEN", "5000"),
+            ("CACHE_STREAM_MAX_AGE_SECS", "3600"),
         ])
         .unwrap();
         let ms = Duration::from_millis;
@@ -2277,6 +2463,20 @@ mod tests {
         assert_eq!((c.idle_park_after, c.close_timeout), (ms(8), ms(9000)));
         assert_eq!(c.replica_wait, Some((2, ms(50))));
         assert_eq!((c.load_chunk, c.tick_capacity, c.bar_capacity), (77, 88, 99));
+        assert_eq!((c.retain_closed_for, c.purge_batch), (Some(Duration::from_secs(86_400)), 33));
+        assert_eq!((c.max_account_events, c.heartbeat_interval), (Some(1000), Some(ms(250))));
+        assert!(c.publish_events);
+        assert_eq!((c.stream_max_len, c.stream_max_age), (5000, Some(Duration::from_secs(3600))));
+        // 0 turns the optional ones off.
+        let c = from(&[
+            ("CACHE_RETAIN_CLOSED_SECS", "0"),
+            ("CACHE_MAX_ACCOUNT_EVENTS", "0"),
+            ("CACHE_HEARTBEAT_MS", "0"),
+            ("CACHE_STREAM_MAX_AGE_SECS", "0"),
+        ])
+        .unwrap();
+        assert_eq!((c.retain_closed_for, c.max_account_events), (None, None));
+        assert_eq!((c.heartbeat_interval, c.stream_max_age), (None, None));
 
         let c =
             from(&[("REDIS_CLUSTER", "n1:7000,n2,[fe80::1]:7002"), ("CACHE_OVERFLOW", "Reject")]).unwrap();
@@ -2352,6 +2552,13 @@ mod tests {
             ("CACHE_STRICT_LOAD", "x"),
             ("CACHE_TICK_CAPACITY", "0"),
             ("CACHE_BAR_CAPACITY", "99999999999999999999999"),
+            ("CACHE_RETAIN_CLOSED_SECS", "-1"),
+            ("CACHE_PURGE_BATCH", "0"),
+            ("CACHE_MAX_ACCOUNT_EVENTS", "x"),
+            ("CACHE_HEARTBEAT_MS", "1.5"),
+            ("CACHE_PUBLISH_EVENTS", "x"),
+            ("CACHE_STREAM_MAXLEN", "0"),
+            ("CACHE_STREAM_MAX_AGE_SECS", "x"),
         ]));
         let got = fields(&e);
         for name in ENV_VARS {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::codec::{self, EncodeError};
 use crate::config::Encoding;
 use crate::model::{
-    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick,
+    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick, UnixNanos,
 };
 
 /// A type whose latest state is kept as one Redis string
@@ -39,6 +39,28 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + 'static {
 
     /// The entity's id within its collection; validated on every write.
     fn id(&self) -> &str;
+
+    /// Whether the entity is done: a filled or canceled order, a flat
+    /// position. Closed entities leave `{trader}:index:{COLLECTION}:open`
+    /// (kept by the flusher in the same transaction as the write), so
+    /// [`crate::Cache::load_open`] skips them, and
+    /// [`crate::Cache::purge_closed`] may delete them once they are old
+    /// enough. A closed entity written again as open (a position reopened)
+    /// joins the open index again.
+    ///
+    /// Defaults to `false`: an entity that never closes is always loaded
+    /// and never purged. Evaluated on the flusher thread, not the caller's.
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    /// When the entity last changed (nanoseconds since the epoch), the age
+    /// [`crate::Cache::purge_closed`] compares with its cutoff.
+    ///
+    /// Defaults to `None`: the time the flusher wrote the value is used.
+    fn last_updated(&self) -> Option<UnixNanos> {
+        None
+    }
 
     /// Turns a clone of the value into a channel payload. The default boxes
     /// it; there is no need to override this.
@@ -144,6 +166,8 @@ pub trait MarketData: Serialize + DeserializeOwned + Clone + Send + 'static {
 pub trait DynEntity: Send {
     fn collection(&self) -> &'static str;
     fn id(&self) -> &str;
+    fn is_closed(&self) -> bool;
+    fn last_updated(&self) -> Option<UnixNanos>;
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 }
 
@@ -153,6 +177,12 @@ impl<T: Entity> DynEntity for T {
     }
     fn id(&self) -> &str {
         Entity::id(self)
+    }
+    fn is_closed(&self) -> bool {
+        Entity::is_closed(self)
+    }
+    fn last_updated(&self) -> Option<UnixNanos> {
+        Entity::last_updated(self)
     }
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         codec::encode(self, encoding, out)
@@ -218,6 +248,28 @@ impl Record {
         }
     }
 
+    /// [`Entity::is_closed`], asked on the flusher thread.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Record::Instrument(v) => Entity::is_closed(v),
+            Record::Account(v) => Entity::is_closed(v.as_ref()),
+            Record::Order(v) => Entity::is_closed(v),
+            Record::Position(v) => Entity::is_closed(v),
+            Record::Dyn(d) => d.is_closed(),
+        }
+    }
+
+    /// [`Entity::last_updated`], asked on the flusher thread.
+    pub(crate) fn last_updated(&self) -> Option<UnixNanos> {
+        match self {
+            Record::Instrument(v) => Entity::last_updated(v),
+            Record::Account(v) => Entity::last_updated(v.as_ref()),
+            Record::Order(v) => Entity::last_updated(v),
+            Record::Position(v) => Entity::last_updated(v),
+            Record::Dyn(d) => d.last_updated(),
+        }
+    }
+
     pub(crate) fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             Record::Instrument(v) => codec::encode(v, encoding, out),
@@ -254,14 +306,25 @@ impl EventRecord {
         }
     }
 
-    /// For market data, how many entries its list keeps (`LTRIM` after the
-    /// `RPUSH`); `None` for event logs, which are never trimmed.
+    /// Market data (capped lists), as opposed to an entity's event log
+    /// (which `publish_events` also sends to a stream).
+    pub(crate) fn is_series(&self) -> bool {
+        matches!(
+            self,
+            EventRecord::Quote(_) | EventRecord::Trade(_) | EventRecord::Bar(_) | EventRecord::Series(..)
+        )
+    }
+
+    /// How many entries its list keeps (`LTRIM` after the `RPUSH`): the
+    /// capacity for market data, `max_account_events` for account events;
+    /// `None` for other event logs, which are never trimmed.
     pub(crate) fn cap(&self, cfg: &crate::config::Config) -> Option<usize> {
         let capacity = match self {
             EventRecord::Quote(_) | EventRecord::Trade(_) => SeriesCapacity::Ticks,
             EventRecord::Bar(_) => SeriesCapacity::Bars,
             EventRecord::Series(_, c) => *c,
-            EventRecord::Order(_) | EventRecord::Account(_) | EventRecord::Dyn(_) => return None,
+            EventRecord::Account(_) => return cfg.max_account_events,
+            EventRecord::Order(_) | EventRecord::Dyn(_) => return None,
         };
         Some(match capacity {
             SeriesCapacity::Ticks => cfg.tick_capacity,

@@ -1,6 +1,9 @@
 //! The key layout of DESIGN.md:
 //! `{trader_key}:{collection}:{id}`, `…:{id}:events`, `…:index:{collection}`
-//! and the writer's commit marker `…:writer:{writer_id}`.
+//! (with `…:index:{collection}:open`, a set, and `…:index:{collection}:closed`,
+//! a sorted set by last update), `…:stream:{collection}`, the writer's
+//! commit marker `…:writer:{writer_id}` and its heartbeat
+//! `…:heartbeat:{writer_id}`.
 
 /// Builds keys for one trader (and optionally one instance).
 #[derive(Debug, Clone)]
@@ -58,6 +61,47 @@ impl Keys {
         self.push_prefix(out);
         out.extend_from_slice(b"index:");
         out.extend_from_slice(collection.as_bytes());
+    }
+
+    /// Appends `{prefix}:index:{collection}:open` (the open entities' ids).
+    pub(crate) fn write_open_index(&self, out: &mut Vec<u8>, collection: &str) {
+        self.write_index(out, collection);
+        out.extend_from_slice(b":open");
+    }
+
+    /// Appends `{prefix}:index:{collection}:closed` (a sorted set of the
+    /// closed entities' ids, scored by last update in ms since the epoch).
+    pub(crate) fn write_closed_index(&self, out: &mut Vec<u8>, collection: &str) {
+        self.write_index(out, collection);
+        out.extend_from_slice(b":closed");
+    }
+
+    /// Appends `{prefix}:stream:{collection}` (published events).
+    pub(crate) fn write_stream(&self, out: &mut Vec<u8>, collection: &str) {
+        self.push_prefix(out);
+        out.extend_from_slice(b"stream:");
+        out.extend_from_slice(collection.as_bytes());
+    }
+
+    pub(crate) fn open_index(&self, collection: &str) -> String {
+        let mut v = Vec::new();
+        self.write_open_index(&mut v, collection);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    pub(crate) fn closed_index(&self, collection: &str) -> String {
+        let mut v = Vec::new();
+        self.write_closed_index(&mut v, collection);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    /// The writer's heartbeat (`Config::heartbeat_interval`).
+    pub(crate) fn heartbeat(&self, writer_id: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("heartbeat:{writer_id}")
+        } else {
+            format!("{}:heartbeat:{writer_id}", self.prefix)
+        }
     }
 
     pub(crate) fn entity(&self, collection: &str, id: &str) -> String {
@@ -127,14 +171,15 @@ impl Keys {
 
     /// Whether `clear`/`flush_on_start` delete `key`: one of this cache's
     /// keys, and not a writer's commit marker (which carries the fencing
-    /// epoch, so it is kept).
+    /// epoch, so it is kept) or heartbeat (which expires by itself).
     ///
     /// Without an instance id, `trader-T1:*` also matches the keys of the
     /// trader's instances (`trader-T1:I1:orders:O-1`). The key shapes tell
     /// them apart: this cache's keys are `{collection}:{id}`,
-    /// `index:{collection}`, `writer:{id}` (two parts after the prefix) and
-    /// `{collection}:{id}:events` (three, ending in `events`), an
-    /// instance's have one part more. The one shape both can have,
+    /// `index:{collection}`, `writer:{id}`, `stream:{collection}` (two parts
+    /// after the prefix), `{collection}:{id}:events` and
+    /// `index:{collection}:open|closed` (three, ending in `events`, or
+    /// starting with `index`), an instance's have one part more. The one shape both can have,
     /// `{a}:{b}:events`, is taken as this cache's only when `a` is one of
     /// `collections` (the reference model's, those with an index set, and
     /// those this cache wrote): an instance id is never a collection name
@@ -142,7 +187,7 @@ impl Keys {
     pub(crate) fn owns(&self, key: &[u8], collections: &[&[u8]]) -> bool {
         let Some(rest) = self.rest(key) else { return false };
         let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();
-        if parts.len() == 2 && parts[0] == b"writer" {
+        if parts.len() == 2 && (parts[0] == b"writer" || parts[0] == b"heartbeat") {
             return false;
         }
         if self.exclusive {
@@ -150,6 +195,8 @@ impl Keys {
         }
         match parts.as_slice() {
             [_, _] => true,
+            // An instance id is never `index` (`Config::validate`).
+            [index, _, kind] if *index == b"index" => *kind == b"open" || *kind == b"closed",
             [collection, _, events] => *events == b"events" && collections.contains(collection),
             _ => false,
         }
@@ -169,6 +216,12 @@ mod tests {
         );
         assert_eq!(k.events("orders", "O-1"), "trader-TESTER-001:orders:O-1:events");
         assert_eq!(k.index("orders"), "trader-TESTER-001:index:orders");
+        assert_eq!(k.open_index("orders"), "trader-TESTER-001:index:orders:open");
+        assert_eq!(k.closed_index("orders"), "trader-TESTER-001:index:orders:closed");
+        assert_eq!(k.heartbeat("main"), "trader-TESTER-001:heartbeat:main");
+        let mut stream = Vec::new();
+        k.write_stream(&mut stream, "orders");
+        assert_eq!(stream, b"trader-TESTER-001:stream:orders");
         assert_eq!(k.writer("main"), "trader-TESTER-001:writer:main");
         assert_eq!(k.pattern().as_deref(), Some("trader-TESTER-001:*"));
         assert_eq!(k.index_pattern().as_deref(), Some("trader-TESTER-001:index:*"));
@@ -193,13 +246,24 @@ mod tests {
     fn owns_its_keys_and_no_instances() {
         let cols: [&[u8]; 2] = [b"orders", b"counters"];
         let k = Keys::new("trader-T", false);
-        for own in
-            ["trader-T:orders:O-1", "trader-T:orders:O-1:events", "trader-T:index:orders", "trader-T:x:y"]
-        {
+        for own in [
+            "trader-T:orders:O-1",
+            "trader-T:orders:O-1:events",
+            "trader-T:index:orders",
+            "trader-T:index:orders:open",
+            "trader-T:index:orders:closed",
+            "trader-T:stream:orders",
+            "trader-T:x:y",
+        ] {
             assert!(k.owns(own.as_bytes(), &cols), "{own}");
         }
         for other in [
-            "trader-T:writer:main",   // the marker is kept
+            "trader-T:writer:main",    // the marker is kept
+            "trader-T:heartbeat:main", // expires by itself
+            "trader-T:I1:index:orders:open",
+            "trader-T:I1:stream:orders",
+            "trader-T:I1:heartbeat:main",
+            "trader-T:index:orders:other",
             "trader-T:I1:orders:O-1", // an instance's
             "trader-T:I1:orders:O-1:events",
             "trader-T:I1:index:orders",

@@ -39,6 +39,7 @@ pub mod model;
 pub mod ops;
 mod reads;
 mod recovery;
+mod retention;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;
@@ -51,6 +52,7 @@ pub use ident::{IdError, Ident};
 #[cfg(feature = "metrics")]
 pub use metrics_facade::MetricsReporter;
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
+pub use retention::Purged;
 pub use stats::{ErrorClass, Health, Stats};
 
 /// A message from the callers to the flusher thread. Shutdown travels
@@ -76,6 +78,8 @@ pub(crate) enum Msg {
         seq: u64,
         reply: crossbeam_channel::Sender<Result<u64>>,
     },
+    /// `Cache::purge_closed`: not a write, it takes no sequence number.
+    Purge(flusher::PurgeRequest),
     Shutdown {
         deadline: std::time::Instant,
     },

@@ -110,6 +110,17 @@ pub enum KeyKind {
         /// The writer id.
         writer_id: String,
     },
+    /// `{prefix}:index:{collection}:open` (a set) or `…:closed` (a sorted
+    /// set by last update): which entities are open and closed.
+    OpenClosed {
+        /// The collection.
+        collection: String,
+        /// `true` for the open index.
+        open: bool,
+    },
+    /// `{prefix}:stream:{collection}` (published events) or
+    /// `{prefix}:heartbeat:{writer_id}`: live signals, not state.
+    Live,
 }
 
 impl Layout {
@@ -138,6 +149,16 @@ impl Layout {
         self.keys.writer(writer_id)
     }
 
+    /// `{prefix}:index:{collection}:open`.
+    pub fn open_index(&self, collection: &str) -> String {
+        self.keys.open_index(collection)
+    }
+
+    /// `{prefix}:index:{collection}:closed`.
+    pub fn closed_index(&self, collection: &str) -> String {
+        self.keys.closed_index(collection)
+    }
+
     /// The `SCAN` pattern of every key under the prefix (instances' keys
     /// included when there is no instance: [`Layout::classify`] tells).
     /// `None` without a trader prefix.
@@ -155,8 +176,13 @@ impl Layout {
         let rest = key.strip_prefix(prefix)?.strip_prefix(b":")?;
         let rest = std::str::from_utf8(rest).ok()?;
         let parts: Vec<&str> = rest.split(':').collect();
-        if let ["writer", w] = parts.as_slice() {
-            return Some(KeyKind::Writer { writer_id: (*w).to_string() });
+        match parts.as_slice() {
+            ["writer", w] => return Some(KeyKind::Writer { writer_id: (*w).to_string() }),
+            ["heartbeat", _] | ["stream", _] => return Some(KeyKind::Live),
+            ["index", c, which @ ("open" | "closed")] => {
+                return Some(KeyKind::OpenClosed { collection: (*c).to_string(), open: *which == "open" })
+            }
+            _ => {}
         }
         if !self.keys.owns(key, collections) {
             return None;

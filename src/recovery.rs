@@ -63,6 +63,10 @@ pub struct LoadReport {
     /// How many times [`Cache::load`] read the state (it reads again when a
     /// batch landed meanwhile, up to three times).
     pub attempts: u32,
+    /// [`Cache::load_open`] only: ids in a collection's index that were in
+    /// neither its open nor its closed index (written before those
+    /// existed), read in full and kept when open.
+    pub unclassified: u64,
 }
 
 impl LoadReport {
@@ -71,6 +75,7 @@ impl LoadReport {
         self.duplicate_events += other.duplicate_events;
         self.keys_read += other.keys_read;
         self.round_trips += other.round_trips;
+        self.unclassified += other.unclassified;
     }
 
     /// No issue was found.
@@ -198,37 +203,68 @@ impl<'a> Reader<'a> {
         self.packer.clear();
         self.packer.cmd(&[b"SMEMBERS", index.as_bytes()]);
         let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
-        let members = match reply {
-            Value::Array(v) | Value::Set(v) => v,
-            Value::Nil => Vec::new(),
-            Value::ServerError(e) => {
-                report.issues.push(LoadIssue { key: index, problem: e.to_string() });
-                return Ok(Vec::new());
-            }
-            other => {
-                report.issues.push(LoadIssue { key: index, problem: format!("unexpected reply {other:?}") });
-                return Ok(Vec::new());
-            }
-        };
-        let mut ids = Vec::with_capacity(members.len());
-        for m in members {
-            let Value::BulkString(b) = m else { continue };
-            match std::str::from_utf8(&b).ok().map(Ident::new) {
-                Some(Ok(id)) => ids.push(id),
-                _ => report.issues.push(LoadIssue {
-                    key: index.clone(),
-                    problem: format!("invalid id {:?} in index", String::from_utf8_lossy(&b)),
-                }),
-            }
-        }
+        let mut ids = members_to_ids(reply, &index, report);
         ids.sort_unstable();
         Ok(ids)
     }
 
-    /// Loads every entity of `T`, and with `E` its event logs.
-    pub(crate) fn load<T: Entity, E: Event>(&mut self, with_events: bool) -> Result<Loaded<T, E>> {
+    /// The ids of the open entities of `collection`, sorted: the members
+    /// of `index:{collection}:open`, plus (when the counts say some ids of
+    /// `index:{collection}` are in neither the open nor the closed index,
+    /// as ids written before those existed) those ids, found with one
+    /// `ZDIFF` (Redis 6.2+; sets are taken as sorted sets). Returns whether
+    /// such ids were added (the caller then keeps only the open ones).
+    pub(crate) fn open_ids(
+        &mut self,
+        collection: &str,
+        report: &mut LoadReport,
+    ) -> Result<(Vec<Ident>, bool)> {
+        let (index, open, closed) = (
+            self.keys.index(collection),
+            self.keys.open_index(collection),
+            self.keys.closed_index(collection),
+        );
+        self.packer.clear();
+        self.packer.cmd(&[b"SMEMBERS", open.as_bytes()]);
+        self.packer.cmd(&[b"SCARD", index.as_bytes()]);
+        self.packer.cmd(&[b"SCARD", open.as_bytes()]);
+        self.packer.cmd(&[b"ZCARD", closed.as_bytes()]);
+        let mut replies = self.round_trip(report)?.into_iter();
+        let members = replies.next().unwrap_or(Value::Nil);
+        let count = |v: Option<Value>| match v {
+            Some(Value::Int(n)) => n,
+            _ => 0,
+        };
+        let (all, open_n, closed_n) = (count(replies.next()), count(replies.next()), count(replies.next()));
+        let mut ids = members_to_ids(members, &open, report);
+        let mut unclassified = false;
+        if all != open_n + closed_n {
+            self.packer.clear();
+            self.packer.cmd(&[b"ZDIFF", b"3", index.as_bytes(), open.as_bytes(), closed.as_bytes()]);
+            let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+            let extra = members_to_ids(reply, &index, report);
+            report.unclassified += extra.len() as u64;
+            unclassified = !extra.is_empty();
+            ids.extend(extra);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok((ids, unclassified))
+    }
+
+    /// Loads every entity of `T` (only the open ones with `open_only`, see
+    /// [`Reader::open_ids`]), and with `E` their event logs.
+    pub(crate) fn load<T: Entity, E: Event>(
+        &mut self,
+        with_events: bool,
+        open_only: bool,
+    ) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
-        let ids = self.ids(T::COLLECTION, &mut report)?;
+        let (ids, filter) = if open_only {
+            self.open_ids(T::COLLECTION, &mut report)?
+        } else {
+            (self.ids(T::COLLECTION, &mut report)?, false)
+        };
         let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
         // Small collections stay on the one connection; larger ones get
         // their workers (connections opened once, reused by later loads).
@@ -285,6 +321,13 @@ impl<'a> Reader<'a> {
             self.load_tails::<T, E>(&long, &mut events, &mut report)?;
         }
         self.explain_missing(&mut report)?;
+        if filter {
+            // Unclassified ids were read too: keep the open ones.
+            let closed: HashSet<Ident> =
+                items.iter().filter(|t| t.is_closed()).filter_map(|t| Ident::new(t.id()).ok()).collect();
+            items.retain(|t| !t.is_closed());
+            events.retain(|id, _| !closed.contains(id));
+        }
         Ok(Loaded { items, events, report })
     }
 
@@ -585,6 +628,37 @@ fn decode_chunk<T: Entity, E: Event>(
 
 const NO_VALUE: &str = "in the index but has no value";
 
+/// The ids in a reply listing an index's members (`SMEMBERS`, `ZDIFF`);
+/// errors and invalid ids are reported against `index`.
+fn members_to_ids(reply: Value, index: &str, report: &mut LoadReport) -> Vec<Ident> {
+    let members = match reply {
+        Value::Array(v) | Value::Set(v) => v,
+        Value::Nil => Vec::new(),
+        Value::ServerError(e) => {
+            report.issues.push(LoadIssue { key: index.to_string(), problem: e.to_string() });
+            return Vec::new();
+        }
+        other => {
+            report
+                .issues
+                .push(LoadIssue { key: index.to_string(), problem: format!("unexpected reply {other:?}") });
+            return Vec::new();
+        }
+    };
+    let mut ids = Vec::with_capacity(members.len());
+    for m in members {
+        let Value::BulkString(b) = m else { continue };
+        match std::str::from_utf8(&b).ok().map(Ident::new) {
+            Some(Ok(id)) => ids.push(id),
+            _ => report.issues.push(LoadIssue {
+                key: index.to_string(),
+                problem: format!("invalid id {:?} in index", String::from_utf8_lossy(&b)),
+            }),
+        }
+    }
+    ids
+}
+
 pub(crate) fn decode_events<E: Event>(
     reply: Value,
     key: &str,
@@ -669,6 +743,39 @@ impl Cache {
     /// value could not be used (otherwise such values are listed in
     /// [`Snapshot::report`]).
     pub fn load(&self) -> Result<Snapshot> {
+        self.load_with(false)
+    }
+
+    /// As [`Cache::load`], but only the open entities ([`Entity::is_closed`]
+    /// is `false`) with their event logs: orders that are still working,
+    /// positions that are not flat, and every instrument and account
+    /// (which never close). The ids come from `index:{collection}:open`,
+    /// which every batch keeps in step with its writes, so a restart reads
+    /// live state, not history: 1,000 open orders next to 100,000 closed
+    /// ones cost what 1,000 orders cost.
+    ///
+    /// Entities written before the open index existed (in
+    /// `index:{collection}` but in neither `…:open` nor `…:closed`) are
+    /// read in full and kept when open; [`LoadReport::unclassified`] counts
+    /// them (their next write classifies them).
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = Cache::open(Config::from_env()?.trader_id("T1"))?;
+    /// let live = cache.load_open()?;
+    /// assert!(live.orders.iter().all(|o| !o.status.is_closed()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::load`].
+    pub fn load_open(&self) -> Result<Snapshot> {
+        self.load_with(true)
+    }
+
+    fn load_with(&self, open_only: bool) -> Result<Snapshot> {
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
         let marker = self.keys().writer(&self.config().writer_id);
@@ -676,7 +783,7 @@ impl Cache {
         let mut snap = loop {
             attempts += 1;
             let before = r.marker(&marker)?;
-            let mut snap = load_state(&mut r)?;
+            let mut snap = load_state(&mut r, open_only)?;
             snap.report.consistent = r.marker(&marker)? == before;
             if snap.report.consistent || attempts == LOAD_ATTEMPTS {
                 break snap;
@@ -692,21 +799,21 @@ impl Cache {
 /// How many times `Cache::load` reads while batches keep landing.
 const LOAD_ATTEMPTS: u32 = 3;
 
-/// One read of the whole state.
-fn load_state(r: &mut Reader<'_>) -> Result<Snapshot> {
+/// One read of the whole state (or of its open entities).
+fn load_state(r: &mut Reader<'_>, open_only: bool) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
-    let inst = r.load::<Instrument, OrderEvent>(false)?;
+    let inst = r.load::<Instrument, OrderEvent>(false, open_only)?;
     snap.instruments = inst.items;
     snap.report.merge(inst.report);
-    let acc = r.load::<Account, AccountEvent>(true)?;
+    let acc = r.load::<Account, AccountEvent>(true, open_only)?;
     snap.accounts = acc.items;
     snap.account_events = acc.events;
     snap.report.merge(acc.report);
-    let ord = r.load::<Order, OrderEvent>(true)?;
+    let ord = r.load::<Order, OrderEvent>(true, open_only)?;
     snap.orders = ord.items;
     snap.order_events = ord.events;
     snap.report.merge(ord.report);
-    let pos = r.load::<Position, OrderEvent>(false)?;
+    let pos = r.load::<Position, OrderEvent>(false, open_only)?;
     snap.positions = pos.items;
     snap.report.merge(pos.report);
     Ok(snap)
@@ -722,7 +829,7 @@ impl Cache {
     pub fn load_all<T: Entity>(&self) -> Result<(Vec<T>, LoadReport)> {
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
-        let mut loaded = r.load::<T, NoEvent<T>>(false)?;
+        let mut loaded = r.load::<T, NoEvent<T>>(false, false)?;
         loaded.report.elapsed = start.elapsed();
         check_strict(self.config(), &loaded.report)?;
         Ok((loaded.items, loaded.report))

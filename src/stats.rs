@@ -99,6 +99,7 @@ pub(crate) struct Shared {
     pub(crate) reconnects: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) replays: AtomicU64,
+    pub(crate) purged: AtomicU64,
     pub(crate) connected: AtomicBool,
     pub(crate) flusher_alive: AtomicBool,
     errors: [AtomicU64; 12],
@@ -307,6 +308,7 @@ impl Shared {
             coalesced: self.coalesced.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             replays: self.replays.load(Relaxed),
+            purged: self.purged.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             errors: ErrorClass::ALL
                 .iter()
@@ -362,6 +364,9 @@ pub struct Stats {
     /// In-doubt batches resent after a reconnect because the commit marker
     /// showed they had not been applied.
     pub replays: u64,
+    /// Closed entities deleted by purges ([`crate::Cache::purge_closed`]
+    /// and the `retain_closed_for` policy).
+    pub purged: u64,
     /// Accepted writes that could not be persisted (encode failure, too
     /// large, or a command error inside the transaction); see `errors`, and
     /// [`crate::Cache::take_dropped`] for which ones.

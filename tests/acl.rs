@@ -13,7 +13,7 @@ use support::RedisServer;
 use tradecache::{Cache, ErrorKind};
 
 /// The minimal ACL rule documented in the README.
-const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill";
+const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim";
 
 static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -42,13 +42,41 @@ fn minimal_acl_user_and_no_password_anywhere() {
     let _: () = cmd.query(&mut admin).unwrap();
 
     let cfg = config(server.port(), "ACL1").username("trader").password("acl-secret-1");
-    let cache = Cache::open(cfg.clone().flush_on_start(true)).unwrap();
+    // Every feature on, so that each command the cache sends is covered:
+    // heartbeat (SET PX), streams (XADD, XTRIM), account event trimming,
+    // purges (ZRANGEBYSCORE, UNWATCH, …), open-only loads (SCARD, ZDIFF).
+    let all = cfg
+        .clone()
+        .flush_on_start(true)
+        .heartbeat_interval(Some(ms(20)))
+        .publish_events(true)
+        .stream_max_age(Some(Duration::from_secs(3600)))
+        .max_account_events(Some(2));
+    let cache = Cache::open(all).unwrap();
     cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
     cache.append("A", &Tick { n: 1 }).unwrap();
+    let mut order = tradecache::model::Order::example("O-1");
+    order.status = tradecache::model::OrderStatus::Filled;
+    order.ts_last = tradecache::model::UnixNanos(1);
+    cache.put(&order).unwrap();
+    cache.put(&tradecache::model::Account::example("ACC-1")).unwrap();
+    for n in 1..=3 {
+        let acc = tradecache::model::Account::example("ACC-1");
+        let ev = tradecache::model::AccountEvent::snapshot_of(&acc, n, tradecache::model::UnixNanos(n));
+        cache.append("ACC-1", &ev).unwrap();
+    }
     cache.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(cache.load_all::<Counter>().unwrap().0.len(), 1);
+    assert_eq!(cache.load_open().unwrap().accounts.len(), 1);
+    let purged = cache.purge_closed::<tradecache::model::Order>(ms(1000), Duration::from_secs(5)).unwrap();
+    assert_eq!(purged.removed.len(), 1, "{purged:?}");
     assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
+    assert_eq!(cache.stats().errors, vec![], "{:?}", cache.stats());
     assert_eq!(ticks(&mut admin, "ACL1", "A"), vec![1]);
+    let stream: usize = redis::cmd("XLEN").arg("trader-ACL1:stream:counters").query(&mut admin).unwrap();
+    assert_eq!(stream, 1);
+    let heartbeat: bool = redis::cmd("EXISTS").arg("trader-ACL1:heartbeat:main").query(&mut admin).unwrap();
+    assert!(heartbeat);
 
     // The same user may not touch another trader's keys: `open` says so.
     let other = Cache::open(config(server.port(), "OTHER").username("trader").password("acl-secret-1"));

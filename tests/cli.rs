@@ -119,6 +119,7 @@ fn dump(server: &RedisServer, pattern: &str) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> 
                 "string" => p.cmd("GET").arg(k),
                 "list" => p.cmd("LRANGE").arg(k).arg(0).arg(-1),
                 "set" => p.cmd("SMEMBERS").arg(k),
+                "zset" => p.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
                 other => panic!("{other}"),
             };
         }
@@ -168,16 +169,17 @@ fn inspect_lists_traders_then_collections_then_values() {
             .to_string()
     };
     let demo = line("DEMO-001");
-    // O-1, its log, P-1, two index sets, the writer marker.
+    // O-1, its log, P-1, two index sets, the closed-orders and
+    // open-positions indexes, the writer marker.
     assert!(
-        demo.contains(" 6 ") && demo.contains("orders=1") && demo.contains("orders (event logs)=1"),
+        demo.contains(" 8 ") && demo.contains("orders=1") && demo.contains("orders (event logs)=1"),
         "{demo}"
     );
     let quick = line("QUICKSTART-001");
     assert!(quick.contains(" I1 ") && quick.contains("counters=1"), "{quick}");
 
     let out = stdout(&ok(run(&server, &["--trader", "DEMO-001", "inspect"])));
-    assert!(out.contains("trader-DEMO-001:*: 6 keys"), "{out}");
+    assert!(out.contains("trader-DEMO-001:*: 8 keys"), "{out}");
     let orders = out.lines().find(|l| l.trim_start().starts_with("orders")).unwrap();
     assert!(
         orders.contains("1 values") && orders.contains("1 event logs") && orders.contains("1 ids indexed"),
@@ -236,7 +238,7 @@ fn stats_shows_counts_memory_marker_and_redis_status() {
 
     // The text view, twice with --watch.
     let out = stdout(&ok(run(&server, &["-t", "T1", "stats", "--watch", "1", "--count", "2"])));
-    assert_eq!(out.matches("trader-T1: 402 keys").count(), 2, "{out}");
+    assert_eq!(out.matches("trader-T1: 403 keys").count(), 2, "{out}");
     assert!(out.contains("writer main") && out.contains("redis: role master"), "{out}");
     cache.close(Duration::from_secs(5)).unwrap();
 }
@@ -367,7 +369,11 @@ fn export_import_round_trips_100k_orders_exactly() {
         import_s.as_secs_f64()
     );
     let (a, b) = (dump(&source, "trader-BIG:*"), dump(&target, "trader-BIG:*"));
-    assert_eq!(a.len(), 2 * N + 1 + 2, "orders, logs, a position, two index sets");
+    assert_eq!(
+        a.len(),
+        2 * N + 1 + 2 + 3,
+        "orders, logs, a position, two index sets, three open/closed indexes"
+    );
     assert!(a == b, "the imported state differs from the exported one");
 
     // The library loads it back the same.

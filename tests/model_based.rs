@@ -1,10 +1,17 @@
 //! Model-based test of the write path (issue 10): random sequences of
-//! put / delete / append / `clear` / flush over a handful of ids, with
-//! random `max_batch` and `buffer_interval`, the flusher's connection
+//! put / delete / append / `clear` / purge / flush over a handful of ids,
+//! with random `max_batch` and `buffer_interval`, the flusher's connection
 //! killed (`CLIENT KILL`) and Redis restarted (`appendfsync always`) at
 //! random points. After every flush, Redis is compared with a plain
 //! in-memory model: every snapshot, the exact members of the index set,
-//! and every event log.
+//! of the open index and of the closed index (with its scores), and every
+//! event log.
+//!
+//! The entity closes and reopens (odd values are closed, last updated at
+//! `value` ms), and `purge_closed_before` (issue 15) is an operation: what
+//! it returns as removed must be closed and older than the cutoff in the
+//! model, and every such entity must be removed unless a write to it was
+//! still pending (not yet flushed) when the purge ran.
 //!
 //! A short run with a fixed seed is part of `make test`; `make fuzz` runs
 //! it with fresh seeds for `FUZZ_SECONDS`. The two sequences of issue 10
@@ -19,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use tradecache::{Cache, OverflowPolicy};
+use serde::{Deserialize, Serialize};
+use tradecache::model::UnixNanos;
+use tradecache::{Cache, Entity, Event, OverflowPolicy};
 
 use common::*;
 use support::RedisServer;
@@ -27,12 +36,48 @@ use support::RedisServer;
 const TRADER: &str = "M";
 const IDS: [&str; 4] = ["A", "B", "C", "D"];
 
+/// A counter that is closed while its value is odd, last updated at
+/// `value` milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Job {
+    id: String,
+    value: u64,
+}
+
+impl Entity for Job {
+    const COLLECTION: &'static str = "counters";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn is_closed(&self) -> bool {
+        self.value % 2 == 1
+    }
+    fn last_updated(&self) -> Option<UnixNanos> {
+        Some(UnixNanos(self.value * 1_000_000))
+    }
+}
+
+/// `Tick`, in the log of a `Job` (same collection as `Counter`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Step {
+    n: u64,
+}
+
+impl Event for Step {
+    type Of = Job;
+    fn event_id(&self) -> u64 {
+        self.n
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Put(usize, u64),
     Delete(usize),
     Append(usize),
     Clear,
+    /// `purge_closed_before` a cutoff in ms.
+    Purge(u64),
     Flush,
     /// `CLIENT KILL` of the flusher's connection.
     Kill,
@@ -54,6 +99,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => id.clone().prop_map(Op::Delete),
         8 => id.prop_map(Op::Append),
         1 => Just(Op::Clear),
+        3 => (0..1000u64).prop_map(Op::Purge),
         4 => Just(Op::Flush),
         1 => Just(Op::Kill),
         1 => Just(Op::Restart),
@@ -74,20 +120,55 @@ fn case() -> impl Strategy<Value = Case> {
 struct Model {
     snaps: BTreeMap<String, u64>,
     index: BTreeSet<String>,
+    open: BTreeSet<String>,
+    /// Closed ids and their scores (last update, ms).
+    closed: BTreeMap<String, u64>,
     logs: BTreeMap<String, Vec<u64>>,
 }
 
 impl Model {
+    fn put(&mut self, id: &str, v: u64) {
+        self.snaps.insert(id.into(), v);
+        self.index.insert(id.into());
+        if v % 2 == 1 {
+            self.open.remove(id);
+            self.closed.insert(id.into(), v);
+        } else {
+            self.open.insert(id.into());
+            self.closed.remove(id);
+        }
+    }
+
+    fn delete(&mut self, id: &str) {
+        self.snaps.remove(id);
+        self.index.remove(id);
+        self.open.remove(id);
+        self.closed.remove(id);
+        self.logs.remove(id);
+    }
+
     fn read(con: &mut redis::Connection) -> Model {
         let index: BTreeSet<String> = redis::cmd("SMEMBERS")
             .arg(format!("trader-{TRADER}:index:counters"))
             .query(con)
             .expect("SMEMBERS");
-        let mut m = Model { index, ..Model::default() };
+        let open: BTreeSet<String> = redis::cmd("SMEMBERS")
+            .arg(format!("trader-{TRADER}:index:counters:open"))
+            .query(con)
+            .expect("SMEMBERS");
+        let closed: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(format!("trader-{TRADER}:index:counters:closed"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(con)
+            .expect("ZRANGE");
+        let mut m = Model { index, open, closed: closed.into_iter().collect(), ..Model::default() };
         for id in IDS {
             if let Some(c) = counter(con, TRADER, id) {
                 m.snaps.insert(id.to_string(), c.value);
             }
+            // (`Job` and `Counter`, `Step` and `Tick` are stored alike.)
             let log = ticks(con, TRADER, id);
             if !log.is_empty() {
                 m.logs.insert(id.to_string(), log);
@@ -107,6 +188,9 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(30) });
     let cache = Cache::open(cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut model = Model::default();
+    // Ids written since the last flush: a purge may find their writes
+    // still pending in the flusher, and then leaves them alone.
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut next_event = 0u64;
     let check = |cache: &Cache, admin: &mut redis::Connection, model: &Model, step: usize| {
         cache
@@ -119,28 +203,62 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     for (step, op) in case.ops.iter().enumerate() {
         match *op {
             Op::Put(i, v) => {
-                cache.put(&Counter { id: IDS[i].into(), value: v }).expect("accepted");
-                model.snaps.insert(IDS[i].into(), v);
-                model.index.insert(IDS[i].into());
+                cache.put(&Job { id: IDS[i].into(), value: v }).expect("accepted");
+                model.put(IDS[i], v);
+                dirty.insert(IDS[i].into());
             }
             Op::Delete(i) => {
-                cache.delete::<Counter>(IDS[i]).expect("accepted");
-                model.snaps.remove(IDS[i]);
-                model.index.remove(IDS[i]);
-                model.logs.remove(IDS[i]);
+                cache.delete::<Job>(IDS[i]).expect("accepted");
+                model.delete(IDS[i]);
+                dirty.insert(IDS[i].into());
             }
             Op::Append(i) => {
                 next_event += 1;
-                cache.append(IDS[i], &Tick { n: next_event }).expect("accepted");
+                cache.append(IDS[i], &Step { n: next_event }).expect("accepted");
                 model.logs.entry(IDS[i].into()).or_default().push(next_event);
+                dirty.insert(IDS[i].into());
             }
             Op::Clear => {
                 cache
                     .clear(Duration::from_secs(30))
                     .map_err(|e| TestCaseError::fail(format!("clear: {e}")))?;
                 model = Model::default();
+                dirty.clear();
             }
-            Op::Flush => check(&cache, &mut admin, &model, step)?,
+            Op::Purge(cutoff) => {
+                let purged = cache
+                    .purge_closed_before::<Job>(UnixNanos(cutoff * 1_000_000), Duration::from_secs(30))
+                    .map_err(|e| TestCaseError::fail(format!("purge at step {step}: {e}")))?;
+                let removed: BTreeSet<String> = purged.removed.iter().map(|id| id.to_string()).collect();
+                prop_assert_eq!(removed.len(), purged.removed.len(), "removed twice: {:?}", purged);
+                for id in IDS {
+                    let due = model.closed.get(id).is_some_and(|score| *score < cutoff);
+                    if removed.contains(id) {
+                        prop_assert!(
+                            due,
+                            "purge at step {} removed {} ({:?}): {:?}",
+                            step,
+                            id,
+                            model,
+                            purged
+                        );
+                        model.delete(id);
+                    } else {
+                        prop_assert!(
+                            !due || dirty.contains(id),
+                            "purge at step {} kept {}, closed and old with nothing pending ({:?}): {:?}",
+                            step,
+                            id,
+                            model,
+                            purged
+                        );
+                    }
+                }
+            }
+            Op::Flush => {
+                check(&cache, &mut admin, &model, step)?;
+                dirty.clear();
+            }
             Op::Kill => {
                 let _: redis::Value = redis::cmd("CLIENT")
                     .arg("KILL")
@@ -209,4 +327,28 @@ fn regression_delete_then_put() {
 fn regression_clear_then_put() {
     let ops = vec![Op::Put(0, 1), Op::Flush, Op::Clear, Op::Put(0, 2), Op::Flush];
     run(Case { max_batch: 7, buffer_interval_ms: 0, ops }).unwrap();
+}
+
+/// Issue 15: closed and old, purged; reopened, kept; closed again with a
+/// write pending, kept; then purged.
+#[test]
+fn purge_of_closed_reopened_and_pending() {
+    let ops = vec![
+        Op::Put(0, 1),
+        Op::Append(0),
+        Op::Put(1, 3),
+        Op::Flush,
+        Op::Purge(2),
+        Op::Flush,
+        Op::Put(1, 4),
+        Op::Purge(10),
+        Op::Flush,
+        Op::Put(1, 5),
+        Op::Append(1),
+        Op::Purge(10),
+        Op::Flush,
+        Op::Purge(10),
+        Op::Flush,
+    ];
+    run(Case { max_batch: 1, buffer_interval_ms: 0, ops }).unwrap();
 }

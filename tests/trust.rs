@@ -90,7 +90,7 @@ fn clear_then_put_is_indexed_again() {
     cache.append("X", &Tick { n: 1 }).unwrap();
     cache.flush(Duration::from_secs(5)).unwrap();
     let deleted = cache.clear(Duration::from_secs(5)).unwrap();
-    assert_eq!(deleted, 3, "snapshot, log and index");
+    assert_eq!(deleted, 4, "snapshot, log, index and open index");
     assert!(ids::<Counter>(&cache).is_empty());
     cache.put(&counter_v("X", 2)).unwrap();
     cache.flush(Duration::from_secs(5)).unwrap();

@@ -12,9 +12,12 @@
 //! (built, queued, sent, in doubt, applied) and splitting it would spread
 //! that state over files; intake and coalescing are in `pending.rs`.
 
+mod heartbeat;
+mod index;
 mod pending;
+mod purge;
+mod streams;
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +34,11 @@ use crate::marker::{self, Marker};
 use crate::stats::{ErrorClass, Shared, Waiters};
 use crate::Msg;
 
-use pending::{Item, Key, Pending, Snap};
+pub(crate) use index::now_ms;
+use index::{Indexed, Skipped, StateBufs};
+use pending::{Item, Pending, Snap};
+use purge::PurgeJob;
+pub(crate) use purge::PurgeRequest;
 
 /// The hasher of the flusher's per-key maps: every write is hashed on
 /// arrival and when its batch is built (SipHash showed in throughput
@@ -47,10 +54,10 @@ struct Batch {
     /// How many writes each command between `MULTI` and `EXEC` carries, in
     /// order: what a command that fails inside the transaction drops.
     weights: Vec<u64>,
-    /// Puts whose `SADD` to the index was skipped because the id was known
-    /// to be indexed (once the batches before this one apply) on the
-    /// connection the batch was built for.
-    unindexed: Vec<Key>,
+    /// Puts whose index commands were skipped because the id was known to
+    /// be indexed in the same state, open or closed (once the batches
+    /// before this one apply), on the connection the batch was built for.
+    unindexed: Vec<Skipped>,
     /// The sequence numbers this batch covers: acknowledging it
     /// acknowledges every write up to `max_seq`.
     first_seq: u64,
@@ -97,14 +104,28 @@ struct Bufs {
     /// `SADD`/`SREM` members per index.
     sadd: Vec<(&'static str, Args)>,
     srem: Vec<(&'static str, Args)>,
-    /// The batch's events, encoded back to back, in order: (collection,
-    /// id, end offset in `event_bytes`, the list's cap for market data).
-    events: Vec<(&'static str, crate::ident::Ident, usize, Option<usize>)>,
+    /// The open and closed indexes' commands (`index.rs`).
+    state: StateBufs,
+    /// The batch's events, encoded back to back, in order.
+    events: Vec<BatchEvent>,
     event_bytes: Vec<u8>,
     /// One log's events, for its `RPUSH`.
     log: Args,
     key: Vec<u8>,
     value: Vec<u8>,
+}
+
+/// One event of a batch, encoded in `Bufs::event_bytes`.
+struct BatchEvent {
+    collection: &'static str,
+    id: crate::ident::Ident,
+    /// End offset in `event_bytes` (it starts where the one before ends).
+    end: usize,
+    /// How many entries the list keeps (market data, account events with
+    /// `max_account_events`): `LTRIM` after the `RPUSH`.
+    cap: Option<usize>,
+    /// Also added to the collection's stream (`publish_events`).
+    publish: bool,
 }
 
 fn members<'a>(v: &'a mut Vec<(&'static str, Args)>, collection: &'static str) -> &'a mut Args {
@@ -116,6 +137,17 @@ fn members<'a>(v: &'a mut Vec<(&'static str, Args)>, collection: &'static str) -
         }
     };
     &mut v[i].1
+}
+
+/// What ended an idle wait.
+// A message is moved on by value, as it came through the channel.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Msg(Msg),
+    /// Idle work is due.
+    Tick,
+    /// Every `Cache` handle is gone.
+    Closed,
 }
 
 enum Outcome {
@@ -174,14 +206,24 @@ pub(crate) struct Flusher {
     shutdown: Option<Instant>,
     /// Another writer took over: nothing more is written.
     fenced: bool,
-    /// Ids in the index sets once every built batch applies (updated as
-    /// batches are built; forgotten when the connection or the data may
-    /// have changed under us).
-    indexed: HashSet<Key, FastState>,
+    /// Ids in the index sets once every built batch applies, open or
+    /// closed (updated as batches are built; forgotten when the connection
+    /// or the data may have changed under us).
+    indexed: Indexed,
     /// Collections written by this flusher (for `clear`).
     collections: Vec<&'static str>,
     packer: Packer,
     bufs: Bufs,
+    /// Purges waiting or under way, oldest first (`purge.rs`).
+    purges: std::collections::VecDeque<PurgeJob>,
+    /// A purge step is owed: a batch was written since the last step (so
+    /// purges and batches take turns).
+    purge_owed: bool,
+    /// When `retain_closed_for` starts its next pass.
+    next_auto_purge: Option<Instant>,
+    /// When the heartbeat is written next (`heartbeat.rs`).
+    next_heartbeat: Option<Instant>,
+    heartbeat_key: Vec<u8>,
 }
 
 pub(crate) struct FlusherInit {
@@ -211,6 +253,8 @@ impl Drop for AliveGuard {
 impl Flusher {
     pub(crate) fn new(init: FlusherInit) -> Self {
         let marker_key = init.keys.writer(&init.cfg.writer_id).into_bytes();
+        let heartbeat_key = init.keys.heartbeat(&init.cfg.writer_id).into_bytes();
+        let now = Instant::now();
         let backoff = Backoff::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max);
         init.shared.connected.store(true, Relaxed);
         init.shared.flusher_alive.store(true, SeqCst);
@@ -238,10 +282,15 @@ impl Flusher {
             retry_at: None,
             shutdown: None,
             fenced: false,
-            indexed: HashSet::default(),
+            indexed: Indexed::default(),
             collections: Vec::new(),
             packer: Packer::default(),
             bufs: Bufs::default(),
+            purges: std::collections::VecDeque::new(),
+            purge_owed: false,
+            next_auto_purge: init.cfg.retain_closed_for.map(|_| now),
+            next_heartbeat: init.cfg.heartbeat_interval.map(|_| now),
+            heartbeat_key,
             cfg: init.cfg,
         }
     }
@@ -253,8 +302,14 @@ impl Flusher {
             if self.fenced {
                 break;
             }
+            self.start_auto_purge();
             // (`next` is only ever set while `held` is: `ack` promotes it.)
-            if self.pending.is_empty() && self.held.is_none() && self.barrier.is_none() {
+            let work = !self.pending.is_empty()
+                || self.held.is_some()
+                || self.barrier.is_some()
+                || !self.purges.is_empty()
+                || self.heartbeat_due();
+            if !work {
                 if self.shutdown.is_some() {
                     // Told to stop through `Shared` rather than by the
                     // message: writes may still be queued behind it.
@@ -269,8 +324,9 @@ impl Flusher {
                 // Nothing to write: wait for the next message. This is
                 // where the thread yields.
                 match self.wait_first() {
-                    Some(msg) => self.absorb(msg),
-                    None => self.begin_shutdown(connection::deadline_after(self.cfg.close_timeout)),
+                    Wake::Msg(msg) => self.absorb(msg),
+                    Wake::Tick => {}
+                    Wake::Closed => self.begin_shutdown(connection::deadline_after(self.cfg.close_timeout)),
                 }
                 continue;
             }
@@ -286,10 +342,20 @@ impl Flusher {
                 continue;
             }
             if self.held.is_none() {
+                if self.purge_turn() {
+                    // Nothing in flight: one bounded purge step, between
+                    // two batches (`purge.rs`).
+                    self.purge_step();
+                    continue;
+                }
                 if self.pending.is_empty() {
-                    // Only a `clear` is left, and everything before it is
-                    // acknowledged.
-                    self.run_clear();
+                    if self.barrier.is_some() {
+                        // Only a `clear` is left, and everything before it
+                        // is acknowledged.
+                        self.run_clear();
+                    } else if self.heartbeat_due() {
+                        self.idle_heartbeat();
+                    }
                     continue;
                 }
                 self.linger();
@@ -310,6 +376,7 @@ impl Flusher {
         if let Some(b) = self.barrier.take() {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
+        self.abandon_purges();
         let _ = self.done.try_send(report);
     }
 
@@ -340,26 +407,40 @@ impl Flusher {
     fn begin_shutdown(&mut self, deadline: Instant) {
         if self.shutdown.is_none() {
             self.shutdown = Some(deadline);
+            // Writes are what `close` waits for; a purge is given up.
+            self.abandon_purges();
         }
     }
 
     /// Waits for the first message of a batch: polls with a short sleep
     /// so a producer's push does not have to wake a parked thread, and
     /// parks only after being idle for `idle_park_after`.
-    fn wait_first(&mut self) -> Option<Msg> {
+    ///
+    /// Returns `Wake::Tick` when idle work is due (the heartbeat, a
+    /// `retain_closed_for` pass).
+    fn wait_first(&mut self) -> Wake {
         let idle_since = Instant::now();
+        let due = self.idle_work_at();
         loop {
             match self.rx.try_recv() {
-                Ok(m) => return Some(m),
-                Err(TryRecvError::Disconnected) => return None,
+                Ok(m) => return Wake::Msg(m),
+                Err(TryRecvError::Disconnected) => return Wake::Closed,
                 Err(TryRecvError::Empty) => {}
             }
-            if idle_since.elapsed() < self.cfg.idle_park_after {
+            let now = Instant::now();
+            if due.is_some_and(|d| now >= d) {
+                return Wake::Tick;
+            }
+            if now.duration_since(idle_since) < self.cfg.idle_park_after {
                 std::thread::sleep(self.cfg.idle_poll);
             } else {
-                match self.rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(m) => return Some(m),
-                    Err(RecvTimeoutError::Disconnected) => return None,
+                let mut park = Duration::from_millis(200);
+                if let Some(d) = due {
+                    park = park.min(d.saturating_duration_since(now));
+                }
+                match self.rx.recv_timeout(park) {
+                    Ok(m) => return Wake::Msg(m),
+                    Err(RecvTimeoutError::Disconnected) => return Wake::Closed,
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
@@ -424,6 +505,11 @@ impl Flusher {
                 self.barrier = Some(Barrier { seq, reply });
                 seq
             }
+            Msg::Purge(req) => {
+                // Not a write: it takes no sequence number.
+                self.queue_purge(req);
+                return;
+            }
             Msg::Shutdown { deadline } => {
                 self.begin_shutdown(deadline);
                 return;
@@ -445,10 +531,13 @@ impl Flusher {
     /// `max_batch` entries and about `max_batch_bytes`, taken in sequence
     /// order (see `pending.rs`). `MULTI`, one `MSET` of every snapshot and
     /// the commit marker, one `DEL` of deleted keys and restarted logs,
-    /// one `SADD`/`SREM` per index, one `RPUSH` per run of appends to the
-    /// same log (in order); `EXEC` is sent separately. Snapshots come
-    /// before events: a log restarted by a delete gets the events that
-    /// followed the delete.
+    /// one `SADD`/`SREM` per index (and per open/closed index, `index.rs`),
+    /// one `RPUSH` per run of appends to the same log (in order; with its
+    /// `LTRIM` for capped lists and its `XADD`s with `publish_events`,
+    /// `streams.rs`), and the heartbeat when due (`heartbeat.rs`); `EXEC`
+    /// is sent separately. Snapshots come before events: a log restarted
+    /// by a delete gets the events that followed the delete. Nothing is
+    /// read from Redis to build it.
     fn build(&mut self) -> Option<Batch> {
         if self.pending.is_empty() {
             return None;
@@ -467,8 +556,11 @@ impl Flusher {
             stage: Stage::Built,
             queued_error: None,
         };
+        let heartbeat = self.heartbeat_command();
+        let now_ms = index::now_ms();
         let enc = self.cfg.encoding;
         let _iso = codec::IsoScope::enter(self.cfg.timestamps_as_iso8601 && enc == crate::Encoding::Json);
+        let publish = self.cfg.publish_events;
         let (limit, limit_name) = self.value_limit();
         let b = &mut self.bufs;
         b.mset.clear();
@@ -476,6 +568,7 @@ impl Flusher {
         b.puts = 0;
         b.deletes = 0;
         b.sadd.iter_mut().chain(b.srem.iter_mut()).for_each(|(_, a)| a.clear());
+        b.state.clear();
         b.events.clear();
         b.event_bytes.clear();
         let mut taken = 0;
@@ -507,12 +600,13 @@ impl Flusher {
                                         b.key.extend_from_slice(b":events");
                                         b.del.bulk(&b.key);
                                     }
-                                    if self.indexed.contains(&key) {
-                                        batch.unindexed.push(key);
-                                    } else {
-                                        members(&mut b.sadd, collection).bulk(key.1.as_bytes());
-                                        self.indexed.insert(key);
-                                    }
+                                    // Open or closed: asked of the record
+                                    // here, on the flusher thread.
+                                    let open = !rec.is_closed();
+                                    let score = rec.last_updated().map_or(now_ms, |t| t.0 / 1_000_000);
+                                    let skipped =
+                                        b.state.put(&mut b.sadd, &mut self.indexed, key, open, score);
+                                    batch.unindexed.extend(skipped);
                                     continue;
                                 }
                                 Some((class, detail)) => {
@@ -537,6 +631,7 @@ impl Flusher {
                     b.deletes += 1;
                     bytes += 2 * b.key.len();
                     members(&mut b.srem, collection).bulk(key.1.as_bytes());
+                    b.state.delete(collection, &key.1);
                     self.indexed.remove(&key);
                 }
                 Item::Event(ev) => {
@@ -553,8 +648,13 @@ impl Flusher {
                         continue;
                     }
                     bytes += len;
-                    let cap = ev.rec.cap(&self.cfg);
-                    b.events.push((ev.collection, ev.id, b.event_bytes.len(), cap));
+                    b.events.push(BatchEvent {
+                        collection: ev.collection,
+                        id: ev.id,
+                        end: b.event_bytes.len(),
+                        cap: ev.rec.cap(&self.cfg),
+                        publish: publish && !ev.rec.is_series(),
+                    });
                 }
             }
         }
@@ -581,15 +681,18 @@ impl Flusher {
                 batch.weights.push(ids.n as u64);
             }
         }
+        b.state.pack(p, &self.keys, &mut b.key, &mut batch.weights);
         // Events in order; consecutive appends to one log share an RPUSH.
         let mut i = 0;
         let mut start = 0;
+        let mut streams = streams::Streams::default();
         while i < b.events.len() {
-            let (collection, ref id, _, _) = b.events[i];
+            let (collection, id) = (b.events[i].collection, &b.events[i].id);
             b.log.clear();
             let mut j = i;
-            while j < b.events.len() && b.events[j].0 == collection && b.events[j].1 == *id {
-                let end = b.events[j].2;
+            let first = start;
+            while j < b.events.len() && b.events[j].collection == collection && b.events[j].id == *id {
+                let end = b.events[j].end;
                 b.log.bulk(&b.event_bytes[start..end]);
                 start = end;
                 j += 1;
@@ -598,22 +701,33 @@ impl Flusher {
             self.keys.write_events(&mut b.key, collection, id);
             p.cmd_args(&[b"RPUSH", &b.key], &b.log);
             batch.weights.push(b.log.n as u64);
-            // Market data (issue 13): a capped list keeps its newest `cap`
-            // entries, trimmed in the same transaction.
-            if let Some(cap) = b.events[i].3 {
+            // Market data (issue 13) and account events with
+            // `max_account_events` (issue 15): a capped list keeps its
+            // newest `cap` entries, trimmed in the same transaction.
+            if let Some(cap) = b.events[i].cap {
                 let start = format!("-{cap}");
                 p.cmd(&[b"LTRIM", &b.key, start.as_bytes(), b"-1"]);
                 batch.weights.push(0);
             }
+            if b.events[i].publish {
+                streams.publish(p, &self.keys, &b.events[i..j], &b.event_bytes, first);
+                batch.weights.extend(std::iter::repeat_n(0, j - i));
+            }
             i = j;
+        }
+        streams.trim(p, &self.cfg, &self.keys, now_ms, &mut batch.weights);
+        if let Some(cmd) = heartbeat {
+            p.buf.extend_from_slice(&cmd);
+            p.commands += 1;
+            batch.weights.push(0);
         }
         batch.tx = std::mem::take(&mut p.buf);
         Some(batch)
     }
 
-    /// The connection changed since `held` was built: the `SADD`s it
-    /// skipped may be missing (a restarted server), so add them inside the
-    /// transaction, right after `MULTI`.
+    /// The connection changed since `held` was built: the index commands
+    /// it skipped may be missing (a restarted server), so add them inside
+    /// the transaction, right after `MULTI`.
     fn reindex_held(&mut self) {
         let Some(batch) = self.held.as_mut() else { return };
         batch.generation = self.generation;
@@ -621,21 +735,12 @@ impl Flusher {
             return;
         }
         let b = &mut self.bufs;
-        b.sadd.iter_mut().for_each(|(_, a)| a.clear());
-        for (collection, id) in &batch.unindexed {
-            members(&mut b.sadd, collection).bulk(id.as_bytes());
-        }
         let p = &mut self.packer;
         p.clear();
         p.cmd(&[b"MULTI"]);
         let multi_len = p.buf.len();
-        let mut weights = Vec::new();
-        for (collection, ids) in b.sadd.iter().filter(|(_, a)| !a.is_empty()) {
-            b.key.clear();
-            self.keys.write_index(&mut b.key, collection);
-            p.cmd_args(&[b"SADD", &b.key], ids);
-            weights.push(ids.n as u64);
-        }
+        let mut weights =
+            index::pack_reindex(p, &self.keys, &batch.unindexed, &mut b.sadd, &mut b.state, &mut b.key);
         p.buf.extend_from_slice(&batch.tx[multi_len..]);
         weights.extend_from_slice(&batch.weights);
         batch.tx = std::mem::take(&mut p.buf);
@@ -759,6 +864,10 @@ impl Flusher {
     /// commands, without `EXEC`.
     fn queue_next(&mut self) -> Result<(), Failure> {
         if self.cfg.replica_wait.is_some() || self.held.as_ref().is_some_and(|b| b.applied) {
+            return Ok(());
+        }
+        if !self.purges.is_empty() {
+            // A purge step goes between this batch and the next.
             return Ok(());
         }
         if self.next.is_none() {
@@ -1084,7 +1193,9 @@ impl Flusher {
             let Some((name, key)) = connection::command_name_key(&batch.tx, i + 1) else { continue };
             let expected = match name {
                 b"SADD" | b"SREM" => "set",
+                b"ZADD" | b"ZREM" => "zset",
                 b"RPUSH" => "list",
+                b"XADD" => "stream",
                 _ => continue,
             };
             p.cmd(&[b"TYPE", key]);
@@ -1127,6 +1238,7 @@ impl Flusher {
             log::info!("tradecache: Redis accepts writes again");
         }
         self.shared.batches.fetch_add(1, Relaxed);
+        self.purge_owed = true;
         self.publish_ack(batch.max_seq);
         // The batch queued or built behind it is next, before anything
         // still pending (however this one was settled: reply or marker).

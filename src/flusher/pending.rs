@@ -163,6 +163,14 @@ impl Pending {
         }
     }
 
+    /// The ids of `collection` with a write still pending (a snapshot or an
+    /// event): a purge leaves them alone.
+    pub(super) fn touched(&self, collection: &str) -> std::collections::HashSet<Ident> {
+        let snaps = self.slots.keys().filter(|(c, _)| *c == collection).map(|(_, id)| id.clone());
+        let events = self.events.iter().filter(|e| e.collection == collection).map(|e| e.id.clone());
+        snaps.chain(events).collect()
+    }
+
     /// Throws everything away (a fenced writer), returning how many entries
     /// there were.
     pub(super) fn discard(&mut self) -> usize {

@@ -49,10 +49,19 @@ fn example_id(s: &str) -> Ident {
 
 macro_rules! entity {
     ($t:ty, $coll:literal, $field:ident, $rec:expr) => {
+        entity!($t, $coll, $field, $rec, |_s: &$t| false, |_s: &$t| None);
+    };
+    ($t:ty, $coll:literal, $field:ident, $rec:expr, $closed:expr, $updated:expr) => {
         impl Entity for $t {
             const COLLECTION: &'static str = $coll;
             fn id(&self) -> &str {
                 &self.$field
+            }
+            fn is_closed(&self) -> bool {
+                $closed(self)
+            }
+            fn last_updated(&self) -> Option<UnixNanos> {
+                $updated(self)
             }
             fn to_record(&self) -> Record {
                 $rec(self.clone())
@@ -62,8 +71,19 @@ macro_rules! entity {
 }
 
 entity!(Instrument, "instruments", id, Record::Instrument);
-entity!(Order, "orders", client_order_id, Record::Order);
-entity!(Position, "positions", id, Record::Position);
+// An order is closed once rejected, canceled, expired or filled; a
+// position once flat. Both changed last at `ts_last`.
+entity!(Order, "orders", client_order_id, Record::Order, |o: &Order| o.status.is_closed(), |o: &Order| Some(
+    o.ts_last
+));
+entity!(
+    Position,
+    "positions",
+    id,
+    Record::Position,
+    |p: &Position| p.side == PositionSide::Flat,
+    |p: &Position| Some(p.ts_last)
+);
 // Accounts are large (fixed slots) and rarely written: boxed on the channel.
 entity!(Account, "accounts", id, |a| Record::Account(Box::new(a)));
 

@@ -53,7 +53,8 @@ pub fn connect(port: u16) -> redis::Connection {
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     format!(
         "on >{password} ~{keys} resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim \
-         +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill {extra}"
+         +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore \
+         +zcard +scard +zdiff +unwatch +set +xadd +xtrim {extra}"
     )
 }
 

@@ -134,6 +134,10 @@ fn owner(key: &str) -> Option<(String, Option<String>, String)> {
         4 if parts[3] == "events" && KNOWN.contains(&parts[1]) => {
             Some((trader, None, kind(&parts[1..].join(":"))))
         }
+        // `index:{collection}:open|closed`.
+        4 if parts[1] == "index" && matches!(parts[3], "open" | "closed") => {
+            Some((trader, None, kind(&parts[1..].join(":"))))
+        }
         4 | 5 => Some((trader, Some(parts[1].to_string()), kind(&parts[2..].join(":")))),
         _ => None,
     }
@@ -144,6 +148,9 @@ fn kind(rest: &str) -> String {
     let parts: Vec<&str> = rest.split(':').collect();
     match parts.as_slice() {
         ["index", _] => "index".into(),
+        ["index", _, "open" | "closed"] => "index (open/closed)".into(),
+        ["stream", _] => "stream".into(),
+        ["heartbeat", _] => "heartbeat".into(),
         ["writer", _] => "writer".into(),
         [c, _, "events"] => format!("{c} (event logs)"),
         [c, ..] => (*c).to_string(),

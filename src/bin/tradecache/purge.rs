@@ -165,8 +165,12 @@ fn purge_batch(
             del.arg(layout.entity(c, id)).arg(layout.events(c, id));
             let mut srem = redis::cmd("SREM");
             srem.arg(layout.index(c)).arg(id);
-            cmds.push(del);
-            cmds.push(srem);
+            // The open/closed indexes the flusher keeps (issue 15).
+            let mut srem_open = redis::cmd("SREM");
+            srem_open.arg(layout.open_index(c)).arg(id);
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(layout.closed_index(c)).arg(id);
+            cmds.extend([del, srem, srem_open, zrem]);
             deleting += 1;
         }
         if deleting == 0 {

@@ -5,6 +5,8 @@
 //! {"collection":"orders","id":"O-1","value":{...},"events":[{...},...]}     one line per id
 //! {"collection":"orders","id":"O-9","events":[...]}                         a log without a value
 //! {"collection":"orders","id":"O-7","value":{...},"indexed":false}          a value missing from its index
+//! {"collection":"orders","id":"O-2","value":{...},"open":true}              in index:orders:open
+//! {"collection":"orders","id":"O-3","value":{...},"closed":"1700000000000"} in index:orders:closed, with its score
 //! {"end":true,"lines":3,"values":2,"events":5,"consistent":true}           footer
 //! ```
 //!
@@ -79,6 +81,7 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let indexed =
         |c: &str, id: &str| members.get(c).and_then(|m| m.as_ref().ok()).is_some_and(|m| m.contains(id));
+    let (open, closed) = open_closed_members(&mut conn, &layout, &survey)?;
 
     let out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).map_err(|e| err(format!("{}: {e}", p.display())))?),
@@ -129,6 +132,12 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                         line.insert("value".into(), j);
                         if !indexed(c, id) {
                             line.insert("indexed".into(), json!(false));
+                        }
+                        if open.contains(&(c.clone(), id.clone())) {
+                            line.insert("open".into(), json!(true));
+                        }
+                        if let Some(score) = closed.get(&(c.clone(), id.clone())) {
+                            line.insert("closed".into(), json!(score));
                         }
                         values += 1;
                     }
@@ -206,12 +215,60 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The members of the open indexes, and of the closed ones with their
+/// scores (as Redis prints them, so they come back exactly).
+#[allow(clippy::type_complexity)]
+fn open_closed_members(
+    conn: &mut Conn,
+    layout: &Layout,
+    survey: &util::Survey,
+) -> Result<(BTreeSet<(String, String)>, std::collections::BTreeMap<(String, String), String>), CliError> {
+    let mut open = BTreeSet::new();
+    let mut closed = std::collections::BTreeMap::new();
+    for (c, is_open) in &survey.open_closed {
+        let mut cmd;
+        if *is_open {
+            cmd = redis::cmd("SMEMBERS");
+            cmd.arg(layout.open_index(c));
+        } else {
+            cmd = redis::cmd("ZRANGE");
+            cmd.arg(layout.closed_index(c)).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        let reply = util::query(conn, &cmd)?;
+        let items: Vec<String> = match reply {
+            Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
+            Value::Map(kv) => kv
+                .into_iter()
+                .flat_map(|(k, v)| [k, v])
+                .map(|v| match v {
+                    Value::Double(d) => d.to_string(),
+                    other => bytes(other).map(|b| text(&b)).unwrap_or_default(),
+                })
+                .collect(),
+            other => return Err(err(format!("index of {c}: unexpected {other:?}"))),
+        };
+        if *is_open {
+            open.extend(items.into_iter().map(|id| (c.clone(), id)));
+        } else {
+            for pair in items.chunks(2) {
+                if let [id, score] = pair {
+                    closed.insert((c.clone(), id.clone()), score.clone());
+                }
+            }
+        }
+    }
+    Ok((open, closed))
+}
+
 /// One id of the export, encoded for the target.
 struct Prepared {
     collection: String,
     id: String,
     value: Option<Vec<u8>>,
     indexed: bool,
+    /// In the open index; in the closed one, with this score.
+    open: bool,
+    closed: Option<String>,
     events: Vec<Vec<u8>>,
 }
 
@@ -284,7 +341,13 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
         }
         events += evs.len() as u64;
         let indexed = value.is_some() && j.get("indexed") != Some(&Json::Bool(false));
-        items.push(Prepared { collection, id, value, indexed, events: evs });
+        let open = j.get("open") == Some(&Json::Bool(true));
+        let closed = match j.get("closed") {
+            None => None,
+            Some(Json::String(score)) if score.parse::<f64>().is_ok() => Some(score.clone()),
+            Some(other) => return Err(bad(format!("\"closed\" is {other}, not a score"))),
+        };
+        items.push(Prepared { collection, id, value, indexed, open, closed, events: evs });
     }
     let header = header.ok_or_else(|| err("empty input: no export header"))?;
     let footer = footer.ok_or_else(|| err("no end line: the export is truncated (nothing was written)"))?;
@@ -362,6 +425,13 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         let mut old: Vec<String> = survey.entities.iter().map(|(c, i)| layout.entity(c, i)).collect();
         old.extend(survey.logs.iter().map(|(c, i)| layout.events(c, i)));
         old.extend(survey.indexes.iter().map(|c| layout.index(c)));
+        old.extend(survey.open_closed.iter().map(|(c, open)| {
+            if *open {
+                layout.open_index(c)
+            } else {
+                layout.closed_index(c)
+            }
+        }));
         for chunk in old.chunks(500) {
             let mut u = redis::cmd("UNLINK");
             for k in chunk {
@@ -400,6 +470,16 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             if p.indexed {
                 let mut add = redis::cmd("SADD");
                 add.arg(layout.index(&p.collection)).arg(&p.id);
+                cmds.push(add);
+            }
+            if p.open {
+                let mut add = redis::cmd("SADD");
+                add.arg(layout.open_index(&p.collection)).arg(&p.id);
+                cmds.push(add);
+            }
+            if let Some(score) = &p.closed {
+                let mut add = redis::cmd("ZADD");
+                add.arg(layout.closed_index(&p.collection)).arg(score).arg(&p.id);
                 cmds.push(add);
             }
         }

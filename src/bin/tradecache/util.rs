@@ -140,6 +140,8 @@ pub(crate) struct Survey {
     pub(crate) indexes: BTreeSet<String>,
     /// Writer ids with a commit marker.
     pub(crate) writers: BTreeSet<String>,
+    /// Open/closed indexes: (collection, open?).
+    pub(crate) open_closed: BTreeSet<(String, bool)>,
 }
 
 impl Survey {
@@ -153,7 +155,7 @@ impl Survey {
 
     /// Keys that hold state (everything but the writers' markers).
     pub(crate) fn state_keys(&self) -> usize {
-        self.entities.len() + self.logs.len() + self.indexes.len()
+        self.entities.len() + self.logs.len() + self.indexes.len() + self.open_closed.len()
     }
 }
 
@@ -197,7 +199,10 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
             Some(KeyKind::Writer { writer_id }) => {
                 s.writers.insert(writer_id);
             }
-            None => {}
+            Some(KeyKind::OpenClosed { collection, open }) => {
+                s.open_closed.insert((collection, open));
+            }
+            Some(KeyKind::Live) | None => {}
         }
     }
     Ok(s)

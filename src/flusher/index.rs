@@ -1,0 +1,168 @@
+//! Open and closed entities (issue 15): besides `index:{collection}` (every
+//! id with a snapshot), each batch keeps `index:{collection}:open` (a set
+//! of the open ids) and `index:{collection}:closed` (a sorted set of the
+//! closed ids, scored by last update in milliseconds since the epoch) in
+//! step with its writes, in the same transaction, without reading
+//! anything: whether a put is open or closed is asked of the record on
+//! the flusher thread ([`crate::Entity::is_closed`]) when it builds the
+//! batch.
+//!
+//! What the flusher knows to be indexed (`Indexed`) lets it skip the
+//! commands of an id whose state did not change (a position updated while
+//! open); the batch keeps those ids (`Skipped`) so that, if the connection
+//! changes before it is sent (a restarted server may have lost entries),
+//! the commands are added back at its front (`pack_reindex`).
+
+use std::collections::HashMap;
+
+use crate::connection::{Args, Packer};
+use crate::ident::Ident;
+use crate::keys::Keys;
+
+use super::pending::Key;
+use super::{members, FastState};
+
+/// Ids in the index sets once every built batch applies, with whether each
+/// is open (in `…:open`) or closed (in `…:closed`).
+pub(super) type Indexed = HashMap<Key, bool, FastState>;
+
+/// A put whose index commands were skipped (the id was known indexed in
+/// the same state), and whether it is open.
+pub(super) type Skipped = (Key, bool);
+
+/// One batch's commands on the open and closed indexes.
+#[derive(Default)]
+pub(super) struct StateBufs {
+    /// `SADD …:open`.
+    open_add: Vec<(&'static str, Args)>,
+    /// `SREM …:open`.
+    open_rem: Vec<(&'static str, Args)>,
+    /// `ZADD …:closed` (score, member pairs).
+    closed_add: Vec<(&'static str, Args)>,
+    /// `ZREM …:closed`.
+    closed_rem: Vec<(&'static str, Args)>,
+}
+
+impl StateBufs {
+    pub(super) fn clear(&mut self) {
+        for v in [&mut self.open_add, &mut self.open_rem, &mut self.closed_add, &mut self.closed_rem] {
+            v.iter_mut().for_each(|(_, a)| a.clear());
+        }
+    }
+
+    fn open(&mut self, collection: &'static str, id: &Ident) {
+        members(&mut self.open_add, collection).bulk(id.as_bytes());
+        members(&mut self.closed_rem, collection).bulk(id.as_bytes());
+    }
+
+    fn closed(&mut self, collection: &'static str, id: &Ident) {
+        members(&mut self.open_rem, collection).bulk(id.as_bytes());
+    }
+
+    fn score(&mut self, collection: &'static str, id: &Ident, score_ms: u64) {
+        let a = members(&mut self.closed_add, collection);
+        a.bulk(score_ms.to_string().as_bytes());
+        a.bulk(id.as_bytes());
+    }
+
+    /// A put of `key`, open or closed (last updated at `score_ms`): adds the
+    /// commands that keep the indexes in step to this batch, and to `sadd`
+    /// (the `index:{collection}` members) when the id is not known to be
+    /// indexed. Returns `Some` when nothing but a closed entity's new score
+    /// was needed: the batch lists it as skipped (see `pack_reindex`).
+    pub(super) fn put(
+        &mut self,
+        sadd: &mut Vec<(&'static str, Args)>,
+        indexed: &mut Indexed,
+        key: Key,
+        open: bool,
+        score_ms: u64,
+    ) -> Option<Skipped> {
+        let collection = key.0;
+        if !open {
+            // The last update moves with every put of a closed entity.
+            self.score(collection, &key.1, score_ms);
+        }
+        if indexed.get(&key) == Some(&open) {
+            return Some((key, open));
+        }
+        members(sadd, collection).bulk(key.1.as_bytes());
+        if open {
+            self.open(collection, &key.1);
+        } else {
+            self.closed(collection, &key.1);
+        }
+        indexed.insert(key, open);
+        None
+    }
+
+    /// A delete (or a purge) of `id`: out of both.
+    pub(super) fn delete(&mut self, collection: &'static str, id: &Ident) {
+        members(&mut self.open_rem, collection).bulk(id.as_bytes());
+        members(&mut self.closed_rem, collection).bulk(id.as_bytes());
+    }
+
+    /// Packs the batch's commands, each with its weight (the writes it
+    /// carries: dropped if Redis refuses it, a key of the wrong type).
+    pub(super) fn pack(&self, p: &mut Packer, keys: &Keys, key: &mut Vec<u8>, weights: &mut Vec<u64>) {
+        let sets = [
+            (&self.open_add, &b"SADD"[..], false, 1),
+            (&self.open_rem, &b"SREM"[..], false, 1),
+            (&self.closed_add, &b"ZADD"[..], true, 2),
+            (&self.closed_rem, &b"ZREM"[..], true, 1),
+        ];
+        for (set, cmd, closed, per) in sets {
+            for (collection, ids) in set.iter().filter(|(_, a)| !a.is_empty()) {
+                key.clear();
+                if closed {
+                    keys.write_closed_index(key, collection);
+                } else {
+                    keys.write_open_index(key, collection);
+                }
+                p.cmd_args(&[cmd, key], ids);
+                weights.push((ids.n / per) as u64);
+            }
+        }
+    }
+}
+
+/// The commands a batch skipped for ids known indexed, to put back at its
+/// front when it is sent on a connection it was not built for: `SADD` to
+/// `index:{collection}`, and the id's open or closed state (a closed id's
+/// score is in the batch already). Returns each command's weight.
+pub(super) fn pack_reindex(
+    p: &mut Packer,
+    keys: &Keys,
+    skipped: &[Skipped],
+    sadd: &mut Vec<(&'static str, Args)>,
+    state: &mut StateBufs,
+    key: &mut Vec<u8>,
+) -> Vec<u64> {
+    sadd.iter_mut().for_each(|(_, a)| a.clear());
+    state.clear();
+    for ((collection, id), open) in skipped {
+        members(sadd, collection).bulk(id.as_bytes());
+        if *open {
+            state.open(collection, id);
+        } else {
+            state.closed(collection, id);
+        }
+    }
+    let mut weights = Vec::new();
+    for (collection, ids) in sadd.iter().filter(|(_, a)| !a.is_empty()) {
+        key.clear();
+        keys.write_index(key, collection);
+        p.cmd_args(&[b"SADD", key], ids);
+        weights.push(ids.n as u64);
+    }
+    state.pack(p, keys, key, &mut weights);
+    weights
+}
+
+/// Milliseconds since the epoch, the score of a closed entity without
+/// [`crate::Entity::last_updated`] and the clock of purges and streams.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

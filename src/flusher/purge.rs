@@ -1,0 +1,362 @@
+//! Retention (issue 15): deleting closed entities whose last update is
+//! older than a cutoff, with their event logs and index entries.
+//!
+//! A purge runs on the flusher, in bounded steps that take turns with the
+//! batches of writes (a step, a batch, a step…), each step only when
+//! nothing is in flight (every built batch is acknowledged). That is what
+//! keeps it from racing the live writer:
+//!
+//! - the candidates come from `index:{collection}:closed`, which every
+//!   batch keeps in step with its writes, so an entity reopened by an
+//!   acknowledged write is no longer a candidate;
+//! - an id with a write still pending in the flusher (not yet in a batch)
+//!   is skipped, so a write accepted before the step is never lost to it;
+//!   a write accepted after it applies after it, as after a `delete`;
+//! - each step is one transaction guarded by the marker's `WATCH` (a fenced
+//!   writer deletes nothing) and by a `WATCH` on the closed index (any
+//!   other change to it, say by another `writer_id`, aborts the step,
+//!   which is then taken again), and it moves the marker on, so a `load`
+//!   running meanwhile sees that the state changed.
+//!
+//! The caller's thread only sends the request and waits for the reply;
+//! steps are `purge_batch` entities, one `ZRANGEBYSCORE` and one
+//! transaction each.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::Sender;
+use redis::Value;
+
+use crate::connection::{self, reply_error, Action, Failure};
+use crate::ident::Ident;
+use crate::marker::Marker;
+use crate::retention::Purged;
+
+use super::{not_connected, Flusher};
+
+/// A purge asked for by [`crate::Cache::purge_closed`] (or started by the
+/// `retain_closed_for` policy, without a reply).
+pub(crate) struct PurgeRequest {
+    /// The collections to purge, in order.
+    pub(crate) collections: Vec<&'static str>,
+    /// Closed entities last updated before this (ms since the epoch) go.
+    pub(crate) cutoff_ms: u64,
+    pub(crate) reply: Option<Sender<crate::Result<Purged>>>,
+}
+
+/// A purge under way.
+pub(super) struct PurgeJob {
+    req: PurgeRequest,
+    /// The collection being purged (an index into `req.collections`).
+    at: usize,
+    /// Candidates of this collection kept (a write pending) and still in
+    /// the index, at the front of its range: the next step reads past them.
+    offset: usize,
+    result: Purged,
+    /// A step's transaction sent, its reply lost: (its marker batch number,
+    /// the ids it deletes, candidates kept, collection exhausted). The
+    /// marker settles it before anything else is written.
+    in_doubt: Option<(u64, Vec<Ident>, usize, bool)>,
+}
+
+/// The collections a `retain_closed_for` pass covers besides those this
+/// cache wrote.
+const REFERENCE: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
+
+/// How often a `retain_closed_for` pass starts, at most.
+const AUTO_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Flusher {
+    pub(super) fn queue_purge(&mut self, req: PurgeRequest) {
+        if self.fenced || self.shutdown.is_some() {
+            if let Some(r) = &req.reply {
+                let _ = r.try_send(Err(self.stopped_error()));
+            }
+            return;
+        }
+        self.purges.push_back(PurgeJob { req, at: 0, offset: 0, result: Purged::default(), in_doubt: None });
+    }
+
+    /// The flusher is stopping: purges under way end with an error.
+    pub(super) fn abandon_purges(&mut self) {
+        let jobs: Vec<PurgeJob> = self.purges.drain(..).collect();
+        for job in jobs {
+            if let Some(r) = &job.req.reply {
+                let _ = r.try_send(Err(self.stopped_error()));
+            }
+        }
+    }
+
+    /// A purge step may run now (the caller checks that nothing is in
+    /// flight): purges take turns with batches while writes are pending.
+    pub(super) fn purge_turn(&self) -> bool {
+        let Some(job) = self.purges.front() else { return false };
+        // A step in doubt is settled first: no batch may move the marker
+        // before it is read.
+        job.in_doubt.is_some() || (self.barrier.is_none() && (self.pending.is_empty() || self.purge_owed))
+    }
+
+    /// `retain_closed_for`: starts a pass over the reference collections
+    /// and those written since `open` when one is due.
+    pub(super) fn start_auto_purge(&mut self) {
+        let (Some(retain), Some(at)) = (self.cfg.retain_closed_for, self.next_auto_purge) else { return };
+        if std::time::Instant::now() < at || self.shutdown.is_some() {
+            return;
+        }
+        self.next_auto_purge = Some(connection::deadline_after(retain.min(AUTO_PURGE_EVERY)));
+        if self.purges.iter().any(|j| j.req.reply.is_none()) {
+            return; // the last pass is still going
+        }
+        let mut collections: Vec<&'static str> = REFERENCE.to_vec();
+        for c in &self.collections {
+            if !collections.contains(c) {
+                collections.push(c);
+            }
+        }
+        let retain_ms = u64::try_from(retain.as_millis()).unwrap_or(u64::MAX);
+        let cutoff_ms = super::index::now_ms().saturating_sub(retain_ms);
+        self.queue_purge(PurgeRequest { collections, cutoff_ms, reply: None });
+    }
+
+    /// One step of the oldest purge: reads up to `purge_batch` candidates
+    /// of its current collection and deletes those without a pending write
+    /// in one guarded transaction.
+    pub(super) fn purge_step(&mut self) {
+        self.purge_owed = false;
+        if !self.watching {
+            match self.watch() {
+                Ok(read) => self.settle_purge(&read),
+                Err(f) => {
+                    self.fail(f);
+                    return;
+                }
+            }
+        }
+        if self.purges.front().is_some_and(|j| j.in_doubt.is_some()) {
+            // Not settled (the marker could not be read): try again later.
+            return;
+        }
+        match self.try_purge_step() {
+            Ok(()) => self.finish_purge_if_done(),
+            Err(f) if f.action == Action::Fence => self.enter_fenced(f),
+            Err(f) if f.action == Action::Drop => {
+                // Refused for a reason a retry will not fix (an index key
+                // of another type): this purge ends with the error; writes
+                // go on.
+                self.shared.count_error(f.class, f.text.clone());
+                if let Some(job) = self.purges.pop_front() {
+                    if let Some(r) = &job.req.reply {
+                        let _ = r.try_send(Err(f.clone().into_error()));
+                    }
+                }
+                if let Err(f) = self.unwatch() {
+                    self.fail(f);
+                }
+            }
+            Err(f) => self.fail(f),
+        }
+    }
+
+    /// A step whose reply was lost: applied if the marker reached its batch
+    /// number (nothing else was written since), otherwise taken again.
+    fn settle_purge(&mut self, read: &crate::marker::Read) {
+        let epoch = self.epoch;
+        let Some(job) = self.purges.front_mut() else { return };
+        let Some((no, ids, kept, exhausted)) = job.in_doubt.take() else { return };
+        if read.applied_batch(epoch) >= no {
+            if let Some(&collection) = job.req.collections.get(job.at) {
+                for id in &ids {
+                    self.indexed.remove(&(collection, id.clone()));
+                }
+            }
+            self.shared.purged.fetch_add(ids.len() as u64, Relaxed);
+            // (How many keys it unlinked was in the lost reply.)
+            self.advance_purge(kept, exhausted, ids, 0);
+        }
+    }
+
+    fn try_purge_step(&mut self) -> Result<(), Failure> {
+        let Some(job) = self.purges.front() else { return Ok(()) };
+        let Some(&collection) = job.req.collections.get(job.at) else { return Ok(()) };
+        let (cutoff, offset, n) = (job.req.cutoff_ms, job.offset, self.cfg.purge_batch);
+        let closed_key = self.keys.closed_index(collection);
+        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let io = |e: redis::RedisError, addr: &str| connection::failure(&e, addr);
+
+        // 1. The oldest candidates, with a WATCH on the closed index.
+        let p = &mut self.packer;
+        p.clear();
+        p.cmd(&[b"WATCH", closed_key.as_bytes()]);
+        p.cmd(&[
+            b"ZRANGEBYSCORE",
+            closed_key.as_bytes(),
+            b"-inf",
+            format!("({cutoff}").as_bytes(),
+            b"LIMIT",
+            offset.to_string().as_bytes(),
+            n.to_string().as_bytes(),
+        ]);
+        conn.con.send_packed_command(&p.buf).map_err(|e| io(e, &conn.addr))?;
+        let watch = conn.con.recv_response().map_err(|e| io(e, &conn.addr))?;
+        let range = conn.con.recv_response().map_err(|e| io(e, &conn.addr))?;
+        // The WATCH on the closed index stays armed until the EXEC or
+        // the UNWATCH below.
+        self.watching = false;
+        let addr = conn.addr.clone();
+        let server_error = |what: &str, v: &Value| {
+            reply_error(v).map(|(code, text)| {
+                let (class, action) = connection::classify_code(&code);
+                Failure { class, action, addr: addr.clone(), text: format!("purge, {what}: {text}") }
+            })
+        };
+        if let Some(f) = server_error("WATCH", &watch).or_else(|| server_error("ZRANGEBYSCORE", &range)) {
+            return Err(f);
+        }
+        let members = match range {
+            Value::Array(v) | Value::Set(v) => v,
+            _ => Vec::new(),
+        };
+        let exhausted = members.len() < n;
+        let touched = self.pending.touched(collection);
+        let (mut delete, mut kept) = (Vec::new(), 0usize);
+        for m in members {
+            let id = match &m {
+                Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| Ident::new(s).ok()),
+                _ => None,
+            };
+            match id {
+                Some(id) if !touched.contains(&id) => delete.push(id),
+                _ => kept += 1,
+            }
+        }
+
+        if delete.is_empty() {
+            // Nothing to delete: drop the index's WATCH, keep the marker's.
+            self.unwatch()?;
+            self.advance_purge(kept, exhausted, Vec::new(), 0);
+            return Ok(());
+        }
+
+        // 2. One transaction: the entities, their logs, their index entries.
+        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let no = self.batch_no + 1;
+        let marker = Marker { epoch: self.epoch, batch: no }.format();
+        let p = &mut self.packer;
+        p.clear();
+        p.cmd(&[b"MULTI"]);
+        p.array(1 + 2 * delete.len());
+        p.bulk(b"UNLINK");
+        let mut key = Vec::new();
+        for id in &delete {
+            key.clear();
+            self.keys.write_entity(&mut key, collection, id);
+            p.bulk(&key);
+            key.extend_from_slice(b":events");
+            p.bulk(&key);
+        }
+        let index_keys = [self.keys.index(collection), self.keys.open_index(collection), closed_key.clone()];
+        for (cmd, k) in [(&b"SREM"[..], &index_keys[0]), (b"SREM", &index_keys[1]), (b"ZREM", &index_keys[2])]
+        {
+            p.array(2 + delete.len());
+            p.bulk(cmd);
+            p.bulk(k.as_bytes());
+            for id in &delete {
+                p.bulk(id.as_bytes());
+            }
+        }
+        p.cmd(&[b"MSET", &self.marker_key, marker.as_bytes()]);
+        p.cmd(&[b"EXEC"]);
+        p.cmd(&[b"WATCH", &self.marker_key]);
+        p.cmd(&[b"GET", &self.marker_key]);
+        self.batch_no = no;
+        if let Some(job) = self.purges.front_mut() {
+            job.in_doubt = Some((no, delete.clone(), kept, exhausted));
+        }
+        conn.con.send_packed_command(&p.buf).map_err(|e| io(e, &conn.addr))?;
+        // MULTI, 5 × QUEUED, EXEC, WATCH, GET.
+        let mut replies = Vec::with_capacity(9);
+        for _ in 0..9 {
+            replies.push(conn.con.recv_response().map_err(|e| io(e, &conn.addr))?);
+        }
+        let get = replies.pop().unwrap_or(Value::Nil);
+        let watch = replies.pop().unwrap_or(Value::Nil);
+        let exec = replies.pop().unwrap_or(Value::Nil);
+        if let Some(job) = self.purges.front_mut() {
+            job.in_doubt = None;
+        }
+        self.check_marker(&[watch, get])?;
+        match exec {
+            Value::Array(results) => {
+                let unlinked = match results.first() {
+                    Some(Value::Int(k)) => u64::try_from(*k).unwrap_or(0),
+                    _ => 0,
+                };
+                for id in &delete {
+                    self.indexed.remove(&(collection, id.clone()));
+                }
+                self.shared.purged.fetch_add(delete.len() as u64, Relaxed);
+                self.advance_purge(kept, exhausted, delete, unlinked);
+                Ok(())
+            }
+            // The closed index (or the marker) changed between the read and
+            // the EXEC: nothing was deleted; the step is taken again.
+            Value::Nil => Ok(()),
+            other => {
+                let (code, text) = reply_error(&other)
+                    .or_else(|| replies.iter().find_map(reply_error))
+                    .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
+                let (class, action) = connection::classify_code(&connection::exec_abort_cause(&code, &text));
+                Err(Failure { class, action, addr: self.addr(), text: format!("purge: {text}") })
+            }
+        }
+    }
+
+    /// Records a step's outcome and moves to the next collection when the
+    /// current one has no candidates left.
+    fn advance_purge(&mut self, kept: usize, exhausted: bool, deleted: Vec<Ident>, unlinked: u64) {
+        let Some(job) = self.purges.front_mut() else { return };
+        job.result.steps += 1;
+        job.result.skipped += kept as u64;
+        job.result.keys += unlinked;
+        job.result.removed.extend(deleted);
+        job.offset += kept;
+        if exhausted {
+            job.at += 1;
+            job.offset = 0;
+        }
+    }
+
+    fn finish_purge_if_done(&mut self) {
+        let done = self.purges.front().is_some_and(|j| j.at >= j.req.collections.len());
+        if !done {
+            return;
+        }
+        let Some(job) = self.purges.pop_front() else { return };
+        match job.req.reply {
+            Some(r) => {
+                let _ = r.try_send(Ok(job.result));
+            }
+            None if !job.result.removed.is_empty() => log::info!(
+                "tradecache: retention purged {} closed entit(ies) ({} keys) in {} step(s)",
+                job.result.removed.len(),
+                job.result.keys,
+                job.result.steps
+            ),
+            None => {}
+        }
+    }
+
+    /// `UNWATCH`, then `WATCH` and `GET` of the marker again.
+    fn unwatch(&mut self) -> Result<(), Failure> {
+        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        conn.con
+            .send_packed_command(b"*1\r\n$7\r\nUNWATCH\r\n")
+            .map_err(|e| connection::failure(&e, &conn.addr))?;
+        conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+        self.watch().map(|_| ())
+    }
+
+    fn addr(&self) -> String {
+        self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone())
+    }
+}

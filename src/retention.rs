@@ -1,0 +1,96 @@
+//! Retention of closed state (issue 15): the caller's side of a purge.
+//! The work is done by the flusher, in bounded steps between batches
+//! (`flusher/purge.rs` says why there); the calling thread sends the
+//! request through the channel and waits for the result.
+
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::entity::Entity;
+use crate::error::Result;
+use crate::flusher::PurgeRequest;
+use crate::ident::Ident;
+use crate::model::UnixNanos;
+use crate::Msg;
+
+/// What a purge removed. See [`Cache::purge_closed`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purged {
+    /// The ids of the entities deleted (with their event logs and index
+    /// entries), oldest first.
+    pub removed: Vec<Ident>,
+    /// Keys deleted: snapshots and event logs.
+    pub keys: u64,
+    /// Closed entities old enough, but kept because a write to them was
+    /// waiting in the flusher when their step ran (they go in a later
+    /// purge if they are still closed and old).
+    pub skipped: u64,
+    /// Steps taken: transactions of at most `purge_batch` entities, each
+    /// between two batches of writes.
+    pub steps: u64,
+}
+
+impl Cache {
+    /// Deletes the closed entities of `T` ([`Entity::is_closed`]) whose last
+    /// update ([`Entity::last_updated`], or the time the flusher wrote them)
+    /// is more than `older_than` ago, with their event logs and their
+    /// index entries, and returns what it removed.
+    ///
+    /// Bounded and off the hot path: the flusher does it in steps of
+    /// [`crate::Config::purge_batch`] entities, each one transaction taken
+    /// between two batches of writes, so writes keep flowing while a large
+    /// purge runs; the calling thread only waits. It never deletes an open
+    /// entity (only ids in `index:{collection}:closed`, which each batch
+    /// keeps in step with its writes), an entity with a write still
+    /// waiting in the flusher, or another trader's, instance's or
+    /// writer's keys. A write accepted after the purge reached an entity
+    /// applies after it, as after [`Cache::delete`].
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # use tradecache::model::Order;
+    /// # use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = Cache::open(Config::from_env()?.trader_id("T1"))?;
+    /// let day = Duration::from_secs(86_400);
+    /// let purged = cache.purge_closed::<Order>(7 * day, Duration::from_secs(60))?;
+    /// println!("removed {} closed orders ({} keys)", purged.removed.len(), purged.keys);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::WaitTimeout`] when it has not finished within
+    /// `timeout` (it goes on in the background; what it removes is counted
+    /// in [`crate::Stats::purged`]); [`crate::Error::Fenced`] or
+    /// [`crate::Error::Closed`] when the flusher stopped first.
+    pub fn purge_closed<T: Entity>(&self, older_than: Duration, timeout: Duration) -> Result<Purged> {
+        let now = crate::flusher::now_ms();
+        let cutoff_ms = now.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+        self.purge_before(T::COLLECTION, cutoff_ms, timeout)
+    }
+
+    /// As [`Cache::purge_closed`], with an explicit cutoff: deletes the
+    /// closed entities of `T` last updated before `cutoff` (nanoseconds
+    /// since the epoch, compared at millisecond precision).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::purge_closed`].
+    pub fn purge_closed_before<T: Entity>(&self, cutoff: UnixNanos, timeout: Duration) -> Result<Purged> {
+        self.purge_before(T::COLLECTION, cutoff.0 / 1_000_000, timeout)
+    }
+
+    fn purge_before(&self, collection: &'static str, cutoff_ms: u64, timeout: Duration) -> Result<Purged> {
+        let deadline = crate::connection::deadline_after(timeout);
+        let (reply, done) = crossbeam_channel::bounded(1);
+        let req = PurgeRequest { collections: vec![collection], cutoff_ms, reply: Some(reply) };
+        self.send_request(Msg::Purge(req), timeout)?;
+        match done.recv_deadline(deadline) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(crate::Error::WaitTimeout(timeout)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Issue 15, running 24/7: the open and closed indexes kept with the
+//! writes, `load_open`, purging closed state (`purge_closed`, the
+//! `retain_closed_for` policy) and account-event trimming. The clock is
+//! the data's: entities carry their own timestamps (`ts_last`), set
+//! relative to now; nothing sleeps to age them.
+
+mod common;
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use support::RedisServer;
+use tradecache::model::{
+    Account, AccountEvent, Order, OrderEvent, OrderEventKind, OrderSide, OrderStatus, Position, Price,
+    Quantity, UnixNanos,
+};
+use tradecache::{Cache, OverflowPolicy};
+
+const DAY_MS: u64 = 86_400_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Nanoseconds of `ms_ago` milliseconds before now.
+fn ago(ms_ago: u64) -> UnixNanos {
+    UnixNanos((now_ms() - ms_ago) * 1_000_000)
+}
+
+fn order(id: &str, status: OrderStatus, ts: UnixNanos) -> Order {
+    let mut o = Order::example(id);
+    o.status = status;
+    o.ts_last = ts;
+    o
+}
+
+fn event(id: &str, n: u64) -> OrderEvent {
+    OrderEvent {
+        event_id: n,
+        client_order_id: tradecache::Ident::new(id).unwrap(),
+        ts_event: UnixNanos(n),
+        kind: OrderEventKind::Canceled,
+    }
+}
+
+fn flat(id: &str, ts: UnixNanos) -> Position {
+    let mut p = Position::example(id); // long 1.000
+    p.apply_fill(OrderSide::Sell, Price::new(6_000_000, 2), Quantity::new(1_000, 3), ts);
+    p
+}
+
+fn smembers(con: &mut redis::Connection, key: &str) -> BTreeSet<String> {
+    redis::cmd("SMEMBERS").arg(key).query(con).unwrap()
+}
+
+fn zrange(con: &mut redis::Connection, key: &str) -> Vec<(String, u64)> {
+    redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").query(con).unwrap()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn exists(con: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(con).unwrap()
+}
+
+const S: Duration = Duration::from_secs(10);
+
+#[test]
+fn open_and_closed_indexes_follow_the_writes() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&order("O-1", OrderStatus::Accepted, UnixNanos(5_000_000))).unwrap();
+    cache.put(&order("O-2", OrderStatus::Filled, UnixNanos(7_000_000))).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    cache.put(&flat("P-2", UnixNanos(9_000_000))).unwrap();
+    cache.flush(S).unwrap();
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders:open"), set(&["O-1"]));
+    assert_eq!(zrange(&mut con, "trader-T1:index:orders:closed"), vec![("O-2".into(), 7)]);
+    assert_eq!(smembers(&mut con, "trader-T1:index:positions:open"), set(&["P-1"]));
+    assert_eq!(zrange(&mut con, "trader-T1:index:positions:closed"), vec![("P-2".into(), 9)]);
+
+    // O-1 fills, P-1 goes flat, P-2 reopens (one batch, or several).
+    cache.put(&order("O-1", OrderStatus::Filled, UnixNanos(11_000_000))).unwrap();
+    cache.put(&flat("P-1", UnixNanos(12_000_000))).unwrap();
+    cache.put(&Position::example("P-2")).unwrap();
+    // A closed order written again moves its score (its last update).
+    cache.put(&order("O-2", OrderStatus::Filled, UnixNanos(13_000_000))).unwrap();
+    cache.flush(S).unwrap();
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders:open"), set(&[]));
+    assert_eq!(
+        zrange(&mut con, "trader-T1:index:orders:closed"),
+        vec![("O-1".into(), 11), ("O-2".into(), 13)]
+    );
+    assert_eq!(smembers(&mut con, "trader-T1:index:positions:open"), set(&["P-2"]));
+    assert_eq!(zrange(&mut con, "trader-T1:index:positions:closed"), vec![("P-1".into(), 12)]);
+
+    // A delete leaves both.
+    cache.delete::<Order>("O-1").unwrap();
+    cache.delete::<Position>("P-2").unwrap();
+    cache.flush(S).unwrap();
+    assert_eq!(zrange(&mut con, "trader-T1:index:orders:closed"), vec![("O-2".into(), 13)]);
+    assert_eq!(smembers(&mut con, "trader-T1:index:positions:open"), set(&[]));
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders"), set(&["O-2"]));
+
+    // A restarted Redis that lost the open index: a later put of an
+    // unchanged open entity puts it back (after a reconnect nothing is
+    // taken as known).
+    cache.put(&order("O-3", OrderStatus::Accepted, UnixNanos(1))).unwrap();
+    cache.flush(S).unwrap();
+    cache.put(&order("O-3", OrderStatus::Accepted, UnixNanos(2))).unwrap();
+    cache.flush(S).unwrap();
+    let _: () = redis::cmd("DEL").arg("trader-T1:index:orders:open").query(&mut con).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut con)
+        .unwrap();
+    cache.put(&order("O-3", OrderStatus::Accepted, UnixNanos(3))).unwrap();
+    cache.flush(S).unwrap();
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders:open"), set(&["O-3"]));
+    assert_eq!(cache.stats().dropped, 0);
+}
+
+/// `CONFIG RESETSTAT`, then the server's count of key lookups that found
+/// a key (`keyspace_hits`) after `f`.
+fn keyspace_hits(con: &mut redis::Connection, f: impl FnOnce()) -> u64 {
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(con).unwrap();
+    f();
+    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("keyspace_hits:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("keyspace_hits")
+}
+
+#[test]
+fn load_open_reads_only_the_open_orders() {
+    const CLOSED: usize = 100_000;
+    const OPEN: usize = 1_000;
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cfg = config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Cache::open(cfg).unwrap();
+    for i in 0..CLOSED {
+        let id = format!("C-{i:06}");
+        cache.append(&id, &event(&id, 1)).unwrap();
+        cache.put(&order(&id, OrderStatus::Filled, UnixNanos(1))).unwrap();
+    }
+    for i in 0..OPEN {
+        let id = format!("O-{i:06}");
+        cache.append(&id, &event(&id, 1)).unwrap();
+        cache.put(&order(&id, OrderStatus::Accepted, UnixNanos(1))).unwrap();
+    }
+    cache.flush(Duration::from_secs(120)).unwrap();
+
+    let mut snap = None;
+    let hits = keyspace_hits(&mut con, || snap = Some(cache.load_open().unwrap()));
+    let snap = snap.unwrap();
+    assert_eq!(snap.orders.len(), OPEN);
+    assert!(snap.orders.iter().all(|o| o.status == OrderStatus::Accepted));
+    assert_eq!(snap.order_events.len(), OPEN);
+    // One snapshot and one log per open order, nothing of the closed ones.
+    assert_eq!(snap.report.keys_read, 2 * OPEN as u64, "{:?}", snap.report);
+    assert_eq!(snap.report.unclassified, 0);
+    assert!(snap.report.is_clean() && snap.report.consistent, "{:?}", snap.report);
+    // The server agrees: it looked up the open orders' keys and the index
+    // sets, not the 100,000 closed orders.
+    assert!(hits <= 2 * OPEN as u64 + 20, "keyspace hits {hits}");
+
+    let full = cache.load().unwrap();
+    assert_eq!(full.orders.len(), CLOSED + OPEN);
+    assert_eq!(full.report.keys_read, 2 * (CLOSED + OPEN) as u64);
+}
+
+#[test]
+fn load_open_keeps_every_account_and_instrument_and_reads_old_data() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&Account::example("ACC-1")).unwrap();
+    cache.put(&tradecache::model::Instrument::example("BTCUSDT-PERP.BINANCE")).unwrap();
+    cache.put(&Position::example("P-1")).unwrap();
+    cache.put(&flat("P-2", UnixNanos(1))).unwrap();
+    cache.flush(S).unwrap();
+    // Entities written before the open index existed: in the index, with a
+    // snapshot, in neither the open nor the closed index.
+    let enc = |p: &Position| rmp_serde::to_vec_named(p).unwrap();
+    let (p3, p4) = (Position::example("P-3"), flat("P-4", UnixNanos(1)));
+    let _: () = redis::cmd("MSET")
+        .arg("trader-T1:positions:P-3")
+        .arg(enc(&p3))
+        .arg("trader-T1:positions:P-4")
+        .arg(enc(&p4))
+        .query(&mut con)
+        .unwrap();
+    let _: () =
+        redis::cmd("SADD").arg("trader-T1:index:positions").arg("P-3").arg("P-4").query(&mut con).unwrap();
+
+    let snap = cache.load_open().unwrap();
+    assert_eq!(snap.accounts.len(), 1);
+    assert_eq!(snap.instruments.len(), 1);
+    let ids: Vec<&str> = snap.positions.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, vec!["P-1", "P-3"]);
+    assert_eq!(snap.report.unclassified, 2, "{:?}", snap.report);
+}
+
+/// The state of one trader-like key space, for "untouched" checks.
+fn dump(con: &mut redis::Connection, pattern: &str) -> Vec<(String, Vec<u8>)> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(con).unwrap();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let v: Vec<u8> = redis::cmd("DUMP").arg(&k).query(con).unwrap();
+            (k, v)
+        })
+        .collect()
+}
+
+#[test]
+fn purge_deletes_old_closed_entities_only() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    // The same orders under another trader, an instance of this trader,
+    // and a second writer of this trader's instance: none may be touched.
+    let others =
+        [config(server.port(), "T2"), config(server.port(), "T1").instance_id("I1").use_instance_id(true)];
+    let write = |cache: &Cache| {
+        cache.put(&order("OLD-FILLED", OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+        cache.append("OLD-FILLED", &event("OLD-FILLED", 1)).unwrap();
+        cache.put(&order("OLD-CANCELED", OrderStatus::Canceled, ago(8 * DAY_MS))).unwrap();
+        cache.put(&order("NEW-FILLED", OrderStatus::Filled, ago(DAY_MS))).unwrap();
+        cache.append("NEW-FILLED", &event("NEW-FILLED", 1)).unwrap();
+        cache.put(&order("OLD-WORKING", OrderStatus::Accepted, ago(30 * DAY_MS))).unwrap();
+        cache.append("OLD-WORKING", &event("OLD-WORKING", 1)).unwrap();
+        cache.put(&flat("P-OLD", ago(30 * DAY_MS))).unwrap();
+        cache.flush(S).unwrap();
+    };
+    for cfg in others {
+        let other = Cache::open(cfg).unwrap();
+        write(&other);
+        other.close(S).unwrap();
+    }
+    let before_t2 = dump(&mut con, "trader-T2:*");
+    let before_i1 = dump(&mut con, "trader-T1:I1:*");
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    write(&cache);
+
+    let purged = cache.purge_closed::<Order>(Duration::from_millis(7 * DAY_MS), S).unwrap();
+    let removed: Vec<&str> = purged.removed.iter().map(|id| id.as_str()).collect();
+    assert_eq!(removed, vec!["OLD-FILLED", "OLD-CANCELED"], "oldest first: {purged:?}");
+    assert_eq!(purged.keys, 3, "two snapshots and one log: {purged:?}");
+    assert_eq!(purged.skipped, 0);
+    for gone in ["OLD-FILLED", "OLD-FILLED:events", "OLD-CANCELED"] {
+        assert!(!exists(&mut con, &format!("trader-T1:orders:{gone}")), "{gone}");
+    }
+    for kept in ["NEW-FILLED", "NEW-FILLED:events", "OLD-WORKING", "OLD-WORKING:events"] {
+        assert!(exists(&mut con, &format!("trader-T1:orders:{kept}")), "{kept}");
+    }
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders"), set(&["NEW-FILLED", "OLD-WORKING"]));
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders:open"), set(&["OLD-WORKING"]));
+    let closed: Vec<String> =
+        zrange(&mut con, "trader-T1:index:orders:closed").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(closed, vec!["NEW-FILLED"]);
+    // Positions are another collection: untouched until purged.
+    assert!(exists(&mut con, "trader-T1:positions:P-OLD"));
+    let purged = cache.purge_closed::<Position>(Duration::from_millis(7 * DAY_MS), S).unwrap();
+    assert_eq!(purged.removed.len(), 1);
+    assert!(!exists(&mut con, "trader-T1:positions:P-OLD"));
+    // Nothing else changed.
+    assert_eq!(dump(&mut con, "trader-T2:*"), before_t2);
+    assert_eq!(dump(&mut con, "trader-T1:I1:*"), before_i1);
+    assert_eq!(cache.stats().purged, 3);
+    // Loading agrees.
+    let snap = cache.load().unwrap();
+    let ids: Vec<&str> = snap.orders.iter().map(|o| o.client_order_id.as_str()).collect();
+    assert_eq!(ids, vec!["NEW-FILLED", "OLD-WORKING"]);
+    assert!(snap.report.is_clean(), "{:?}", snap.report);
+    // An explicit cutoff: everything closed before now.
+    let purged = cache.purge_closed_before::<Order>(ago(0), S).unwrap();
+    assert_eq!(purged.removed.len(), 1);
+}
+
+#[test]
+fn purge_runs_in_bounded_steps_while_writes_flow() {
+    const N: usize = 2_000;
+    let server = RedisServer::start();
+    let cfg = config(server.port(), "T1").purge_batch(100).overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Arc::new(Cache::open(cfg).unwrap());
+    for i in 0..N {
+        let id = format!("C-{i:05}");
+        cache.append(&id, &event(&id, 1)).unwrap();
+        cache.put(&order(&id, OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+    }
+    cache.flush(S).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tick_writer(cache.clone(), stop.clone());
+    // Writes are being acknowledged when the purge starts…
+    let before = cache.acked_seq();
+    while cache.acked_seq() == before {
+        std::thread::sleep(ms(1));
+    }
+    let acked_at_start = cache.acked_seq();
+    let purged = cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(60)).unwrap();
+    // …and went on being acknowledged between its steps.
+    let acked_at_end = cache.acked_seq();
+    stop.store(true, Ordering::SeqCst);
+    assert!(acked_at_end > acked_at_start, "no batch between the purge's steps");
+    let ticks_written = writer.join().unwrap();
+    cache.flush(S).unwrap();
+    assert_eq!(purged.removed.len(), N);
+    assert_eq!(purged.keys, 2 * N as u64);
+    assert!(purged.steps >= (N / 100) as u64, "{purged:?}");
+    let mut con = server.client();
+    assert_exactly_once(&ticks(&mut con, "T1", "A"), ticks_written);
+    let left: u64 = redis::cmd("SCARD").arg("trader-T1:index:orders").query(&mut con).unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn purge_never_deletes_what_the_writer_reopened() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    // One write per batch, so that some writes are still pending in the
+    // flusher when a purge step runs.
+    let cfg = config(server.port(), "T1").max_batch(1).overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Cache::open(cfg).unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("P-{i:02}")).collect();
+    for id in &ids {
+        cache.put(&flat(id, ago(10 * DAY_MS))).unwrap();
+    }
+    cache.flush(S).unwrap();
+    // Reopen every other position, then purge at once: each reopening is
+    // either applied before a step reads the closed index (no longer a
+    // candidate) or pending when it runs (skipped).
+    for id in ids.iter().step_by(2) {
+        cache.put(&Position::example(id)).unwrap();
+    }
+    let purged = cache.purge_closed::<Position>(Duration::from_millis(DAY_MS), S).unwrap();
+    cache.flush(S).unwrap();
+    let removed: BTreeSet<String> = purged.removed.iter().map(|id| id.to_string()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let key = format!("trader-T1:positions:{id}");
+        if i % 2 == 0 {
+            assert!(!removed.contains(id), "{id} was reopened: {purged:?}");
+            assert!(exists(&mut con, &key), "{id}");
+        } else {
+            assert!(removed.contains(id) != exists(&mut con, &key), "{id}");
+        }
+    }
+    assert_eq!(smembers(&mut con, "trader-T1:index:positions:open").len(), 25);
+    // What is left closed goes in the next purge (nothing pending now).
+    let again = cache.purge_closed::<Position>(Duration::from_millis(DAY_MS), S).unwrap();
+    assert_eq!(removed.len() + again.removed.len(), 25, "{purged:?} {again:?}");
+    assert_eq!(again.skipped, 0);
+    let positions = cache.load().unwrap().positions;
+    assert_eq!(positions.len(), 25);
+    assert!(positions.iter().all(|p| p.side != tradecache::model::PositionSide::Flat));
+}
+
+#[test]
+fn retention_policy_purges_by_itself() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    {
+        let cache = Cache::open(config(server.port(), "T1")).unwrap();
+        for i in 0..300 {
+            let id = format!("C-{i:03}");
+            cache.append(&id, &event(&id, 1)).unwrap();
+            cache.put(&order(&id, OrderStatus::Filled, ago(3 * DAY_MS))).unwrap();
+        }
+        cache.put(&order("RECENT", OrderStatus::Filled, ago(1000))).unwrap();
+        cache.put(&order("WORKING", OrderStatus::Accepted, ago(3 * DAY_MS))).unwrap();
+        cache.close(S).unwrap();
+    }
+    // Retain closed orders for a day: the pass at open removes the 300.
+    let cfg =
+        config(server.port(), "T1").retain_closed_for(Some(Duration::from_secs(86_400))).purge_batch(64);
+    let cache = Cache::open(cfg).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cache.stats().purged < 300 {
+        assert!(std::time::Instant::now() < deadline, "not purged: {:?}", cache.stats());
+        std::thread::sleep(ms(20));
+    }
+    assert_eq!(cache.stats().purged, 300);
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders"), set(&["RECENT", "WORKING"]));
+    let keys: Vec<String> = redis::cmd("KEYS").arg("trader-T1:orders:C-*").query(&mut con).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[test]
+fn account_events_are_trimmed_to_max_account_events() {
+    let server = RedisServer::start();
+    let cfg = config(server.port(), "T1").max_account_events(Some(5)).max_batch(4);
+    let cache = Cache::open(cfg).unwrap();
+    let acc = Account::example("ACC-1");
+    cache.put(&acc).unwrap();
+    for n in 1..=23 {
+        cache.append("ACC-1", &AccountEvent::snapshot_of(&acc, n, UnixNanos(n))).unwrap();
+    }
+    cache.flush(S).unwrap();
+    let snap = cache.load().unwrap();
+    let ids: Vec<u64> =
+        snap.account_events[&tradecache::Ident::new("ACC-1").unwrap()].iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, vec![19, 20, 21, 22, 23]);
+    // Order logs are never trimmed.
+    for n in 1..=7 {
+        cache.append("O-1", &event("O-1", n)).unwrap();
+    }
+    cache.flush(S).unwrap();
+    assert_eq!(cache.get_events::<OrderEvent>("O-1").unwrap().len(), 7);
+}
+
+#[test]
+fn clear_deletes_the_open_and_closed_indexes() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&order("O-1", OrderStatus::Filled, UnixNanos(1))).unwrap();
+    cache.put(&order("O-2", OrderStatus::Accepted, UnixNanos(1))).unwrap();
+    cache.clear(S).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("trader-T1:*").query(&mut con).unwrap();
+    assert_eq!(keys, vec!["trader-T1:writer:main".to_string()]);
+    cache.put(&order("O-2", OrderStatus::Accepted, UnixNanos(1))).unwrap();
+    cache.flush(S).unwrap();
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders:open"), set(&["O-2"]));
+}
+
+#[test]
+fn a_purge_refused_by_redis_fails_alone() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    // Someone else's string where the closed index of positions goes.
+    let _: () = redis::cmd("SET").arg("trader-T1:index:positions:closed").arg("x").query(&mut con).unwrap();
+    let err = cache.purge_closed::<Position>(Duration::from_millis(DAY_MS), S).unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    // Writes and other purges go on.
+    cache.put(&order("O-1", OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+    cache.flush(S).unwrap();
+    let purged = cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), S).unwrap();
+    assert_eq!(purged.removed.len(), 1);
+    assert!(cache.stats().error_count("command") >= 1, "{:?}", cache.stats());
+}
