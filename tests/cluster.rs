@@ -86,8 +86,10 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         let in_slot: u64 =
             redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*slot).query(&mut connect(*owner)).unwrap();
         // counters A (+ events) and the trader's own, order (+ events),
-        // position, three index sets and the commit marker.
-        assert_eq!(in_slot, 10, "keys of {trader} in slot {slot}");
+        // position, three index sets, the open index of the counters and
+        // of the positions, the closed index of the orders (O-1 is
+        // canceled) and the commit marker.
+        assert_eq!(in_slot, 13, "keys of {trader} in slot {slot}");
         let snap = cache.load().unwrap();
         assert_eq!(snap.orders, vec![order.clone()]);
         assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
@@ -106,7 +108,7 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
     // The masters each hold one trader's keys.
     for node in &cluster.nodes {
         let size: u64 = redis::cmd("DBSIZE").query(&mut connect(node.port())).unwrap();
-        assert_eq!(size, 10, "keys on {}", node.addr());
+        assert_eq!(size, 13, "keys on {}", node.addr());
     }
 
     // flush_on_start deletes the first trader's keys, and only those.
