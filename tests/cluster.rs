@@ -86,8 +86,9 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         let in_slot: u64 =
             redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*slot).query(&mut connect(*owner)).unwrap();
         // counters A (+ events) and the trader's own, order (+ events),
-        // position, three index sets, the open (counters, positions) and
-        // closed (orders) indexes and the commit marker.
+        // position, three index sets, the open index of the counters and
+        // of the positions, the closed index of the orders (O-1 is
+        // canceled) and the commit marker.
         assert_eq!(in_slot, 13, "keys of {trader} in slot {slot}");
         let snap = cache.load().unwrap();
         assert_eq!(snap.orders, vec![order.clone()]);

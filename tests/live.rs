@@ -22,7 +22,14 @@ const STREAM: &str = "trader-T1:stream:counters";
 fn consumer(port: u16, n: usize) -> thread::JoinHandle<Vec<(String, u64)>> {
     thread::spawn(move || {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let mut con = client.get_connection().unwrap();
+        // The test's CLIENT KILLs may cut a connection being opened too.
+        let connect = || loop {
+            match client.get_connection() {
+                Ok(con) => return con,
+                Err(_) => thread::sleep(ms(10)),
+            }
+        };
+        let mut con = connect();
         let mut last = "0-0".to_string();
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -38,8 +45,7 @@ fn consumer(port: u16, n: usize) -> thread::JoinHandle<Vec<(String, u64)>> {
                 .query(&mut con);
             let Ok(reply) = reply else {
                 // Cut too: reconnect and go on from the last id seen.
-                thread::sleep(ms(10));
-                con = client.get_connection().unwrap();
+                con = connect();
                 continue;
             };
             for (id, fields) in entries(reply) {

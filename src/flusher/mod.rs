@@ -11,6 +11,10 @@
 //! This file is over 600 lines: it is the one state machine of a batch
 //! (built, queued, sent, in doubt, applied) and splitting it would spread
 //! that state over files; intake and coalescing are in `pending.rs`.
+//! What issue 15 added sits in files of its own, each a set of helpers
+//! the state machine calls: the open and closed indexes a batch keeps
+//! (`index.rs`), purges taking turns with batches (`purge.rs`), the
+//! heartbeat (`heartbeat.rs`) and the event streams (`streams.rs`).
 
 mod heartbeat;
 mod index;
