@@ -367,33 +367,7 @@ impl Cache {
     /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
     /// until the drops are collected).
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        if self.shared.acked_seq.load(SeqCst) >= seq.0 {
-            return self.shared.drop_error(seq.0).map_or(Ok(()), Err);
-        }
-        let deadline = connection::deadline_after(timeout);
-        self.waiters.count.fetch_add(1, SeqCst);
-        let mut guard = self.waiters.lock.lock();
-        let result = loop {
-            if self.shared.acked_seq.load(SeqCst) >= seq.0 {
-                break self.shared.drop_error(seq.0).map_or(Ok(()), Err);
-            }
-            if let Some(e) = self.shared.fence_error() {
-                break Err(e);
-            }
-            if !self.shared.flusher_alive.load(SeqCst) {
-                break Err(Error::Closed);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(Error::WaitTimeout(timeout));
-            }
-            // Bounded slices: a safety net, not the wake-up mechanism.
-            let slice = (deadline - now).min(Duration::from_millis(20));
-            self.waiters.cv.wait_for(&mut guard, slice);
-        };
-        drop(guard);
-        self.waiters.count.fetch_sub(1, SeqCst);
-        result
+        self.waiters.wait(&self.shared, seq.0, timeout)
     }
 
     /// Blocks until every write accepted so far is acknowledged.

@@ -203,6 +203,18 @@ impl Backoff {
     }
 }
 
+/// A writer thread waiting to retry sleeps a little, at most 5 ms and not
+/// past `retry_at` or the shutdown deadline, so it keeps draining its
+/// channel meanwhile.
+pub(crate) fn pause(retry_at: Option<Instant>, shutdown: Option<Instant>) {
+    let now = Instant::now();
+    let until = retry_at.unwrap_or(now).min(shutdown.unwrap_or(now + Duration::from_secs(3600)));
+    let slice = until.saturating_duration_since(now).min(Duration::from_millis(5));
+    if !slice.is_zero() {
+        std::thread::sleep(slice);
+    }
+}
+
 /// `now + d`, or a point a century away when that does not fit in an
 /// `Instant`: a timeout of `Duration::MAX` means "no limit", not a panic.
 pub(crate) fn deadline_after(d: Duration) -> Instant {

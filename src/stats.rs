@@ -161,6 +161,38 @@ impl Waiters {
             self.cv.notify_all();
         }
     }
+
+    /// Blocks until write `seq` is acknowledged in `shared`, the writer is
+    /// fenced or stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
+    pub(crate) fn wait(&self, shared: &Shared, seq: u64, timeout: Duration) -> Result<(), Error> {
+        if shared.acked_seq.load(SeqCst) >= seq {
+            return shared.drop_error(seq).map_or(Ok(()), Err);
+        }
+        let deadline = crate::connection::deadline_after(timeout);
+        self.count.fetch_add(1, SeqCst);
+        let mut guard = self.lock.lock();
+        let result = loop {
+            if shared.acked_seq.load(SeqCst) >= seq {
+                break shared.drop_error(seq).map_or(Ok(()), Err);
+            }
+            if let Some(e) = shared.fence_error() {
+                break Err(e);
+            }
+            if !shared.flusher_alive.load(SeqCst) {
+                break Err(Error::Closed);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break Err(Error::WaitTimeout(timeout));
+            }
+            // Bounded slices: a safety net, not the wake-up mechanism.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            self.cv.wait_for(&mut guard, slice);
+        };
+        drop(guard);
+        self.count.fetch_sub(1, SeqCst);
+        result
+    }
 }
 
 impl Shared {

@@ -1381,15 +1381,7 @@ impl Flusher {
     /// Sleeps a little while waiting to retry, bounded by the retry time and
     /// the shutdown deadline, so the channel keeps being drained.
     fn pause(&mut self) {
-        let now = Instant::now();
-        let mut until = self.retry_at.unwrap_or(now);
-        if let Some(d) = self.shutdown {
-            until = until.min(d);
-        }
-        let slice = until.saturating_duration_since(now).min(Duration::from_millis(5));
-        if !slice.is_zero() {
-            std::thread::sleep(slice);
-        }
+        connection::pause(self.retry_at, self.shutdown);
     }
 }
 

@@ -286,30 +286,7 @@ impl Kv {
     /// stopped; [`Error::Dropped`] when a write at or before `seq` was
     /// dropped and not yet collected with [`Kv::take_dropped`].
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        let settled = || self.shared.acked_seq.load(SeqCst) >= seq.get();
-        if settled() {
-            return self.shared.drop_error(seq.get()).map_or(Ok(()), Err);
-        }
-        let deadline = connection::deadline_after(timeout);
-        self.waiters.count.fetch_add(1, SeqCst);
-        let mut guard = self.waiters.lock.lock();
-        let result = loop {
-            if settled() {
-                break self.shared.drop_error(seq.get()).map_or(Ok(()), Err);
-            }
-            if !self.shared.flusher_alive.load(SeqCst) {
-                break Err(Error::Closed);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(Error::WaitTimeout(timeout));
-            }
-            let slice = (deadline - now).min(Duration::from_millis(20));
-            self.waiters.cv.wait_for(&mut guard, slice);
-        };
-        drop(guard);
-        self.waiters.count.fetch_sub(1, SeqCst);
-        result
+        self.waiters.wait(&self.shared, seq.get(), timeout)
     }
 
     /// Blocks until every write queued so far is settled.
