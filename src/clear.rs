@@ -4,10 +4,10 @@
 
 use redis::Value;
 
-use crate::connection::{self, Conn, Failure};
 use crate::entity::Entity;
 use crate::keys::Keys;
 use crate::model::{Account, Instrument, Order, Position};
+use crate::net::{self, Conn, Failure};
 
 /// The reference model's collections.
 const REFERENCE: [&str; 4] =
@@ -65,7 +65,7 @@ pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> 
     match conn.query(&cmd) {
         Ok(Value::Int(n)) => Ok(n as u64),
         Ok(_) => Ok(0),
-        Err(e) => Err(connection::failure(&e, &conn.addr)),
+        Err(e) => Err(net::Failure::of(&e, &conn.addr)),
     }
 }
 
@@ -79,14 +79,9 @@ fn scan(
     loop {
         let reply = conn
             .query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000))
-            .map_err(|e| connection::failure(&e, &conn.addr))?;
+            .map_err(|e| net::Failure::of(&e, &conn.addr))?;
         let Value::Array(mut parts) = reply else {
-            return Err(Failure {
-                class: crate::stats::ErrorClass::Other,
-                action: connection::Action::Reconnect,
-                addr: conn.addr.clone(),
-                text: "unexpected SCAN reply".into(),
-            });
+            return Err(Failure::new(net::Cause::Protocol, conn.addr.clone(), "unexpected SCAN reply"));
         };
         let found = parts.pop();
         cursor = match parts.pop() {

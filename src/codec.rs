@@ -1,8 +1,6 @@
 //! MessagePack (default) and JSON encoding of values, on the flusher thread
 //! and in recovery.
 
-use std::cell::Cell;
-
 use serde::de::{Deserialize, DeserializeOwned};
 use serde::Serialize;
 
@@ -18,40 +16,9 @@ pub struct EncodeError(pub(crate) String);
 #[error("{0}")]
 pub struct DecodeError(pub(crate) String);
 
-thread_local! {
-    static ISO8601: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether timestamps should be written as ISO 8601 strings on this thread
-/// (set by the flusher when the encoding is JSON and
-/// `timestamps_as_iso8601` is on).
-pub(crate) fn timestamps_as_iso8601() -> bool {
-    ISO8601.with(Cell::get)
-}
-
-/// Sets the ISO 8601 timestamp mode for encodes on the calling thread.
-#[cfg(test)]
-pub(crate) fn set_timestamps_as_iso8601(on: bool) {
-    ISO8601.with(|c| c.set(on));
-}
-
-/// ISO 8601 timestamps for the encodes made while it lives, on this thread
-/// (the flusher holds one while it builds a batch); the previous mode comes
-/// back when it is dropped.
-pub(crate) struct IsoScope(bool);
-
-impl IsoScope {
-    pub(crate) fn enter(on: bool) -> IsoScope {
-        IsoScope(ISO8601.with(|c| c.replace(on)))
-    }
-}
-
-impl Drop for IsoScope {
-    fn drop(&mut self) {
-        let previous = self.0;
-        ISO8601.with(|c| c.set(previous));
-    }
-}
+/// The ISO 8601 timestamp mode lives with [`crate::model::UnixNanos`],
+/// which reads it; the flusher and the CLI enter it through this scope.
+pub(crate) use crate::model::IsoScope;
 
 /// Appends the encoding of `value` to `out`.
 pub(crate) fn encode<T: Serialize + ?Sized>(

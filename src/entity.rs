@@ -1,14 +1,15 @@
-//! The traits that make a type persistable, and the by-value message
-//! payloads the hot path moves through the channel.
+//! The traits that make a type persistable, and their implementations for
+//! the reference model (which itself knows nothing of persistence). The
+//! channel payloads they turn into are in `pipeline/msg.rs`.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{self, EncodeError};
-use crate::config::Encoding;
 use crate::model::{
-    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick, UnixNanos,
+    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
+    UnixNanos,
 };
+use crate::pipeline::msg::{EventRecord, Record};
 
 /// A type whose latest state is kept as one Redis string
 /// (`{trader}:{COLLECTION}:{id}`) and listed in `{trader}:index:{COLLECTION}`.
@@ -161,174 +162,83 @@ pub trait MarketData: Serialize + DeserializeOwned + Clone + Send + 'static {
     }
 }
 
-/// Object-safe view of a user entity, encoded on the flusher thread.
-#[doc(hidden)]
-pub trait DynEntity: Send {
-    fn collection(&self) -> &'static str;
-    fn id(&self) -> &str;
-    fn is_closed(&self) -> bool;
-    fn last_updated(&self) -> Option<UnixNanos>;
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
+// The reference model's implementations: the hot types travel by value.
 
-impl<T: Entity> DynEntity for T {
-    fn collection(&self) -> &'static str {
-        T::COLLECTION
-    }
-    fn id(&self) -> &str {
-        Entity::id(self)
-    }
-    fn is_closed(&self) -> bool {
-        Entity::is_closed(self)
-    }
-    fn last_updated(&self) -> Option<UnixNanos> {
-        Entity::last_updated(self)
-    }
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
-}
-
-/// Object-safe view of a user event, encoded on the flusher thread.
-#[doc(hidden)]
-pub trait DynEvent: Send {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
-
-impl<E: Event> DynEvent for E {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
-}
-
-/// Object-safe view of a user market-data type, encoded on the flusher
-/// thread. (A separate trait: a type could be both an event and market
-/// data.)
-#[doc(hidden)]
-pub trait DynSeries: Send {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
-
-impl<D: MarketData> DynSeries for D {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
-}
-
-/// A snapshot write as it travels through the channel: the hot reference
-/// types (orders, positions, instruments) by value, without allocating;
-/// accounts (large, and rarely written) and user types boxed.
-#[doc(hidden)]
-pub enum Record {
-    Instrument(Instrument),
-    Account(Box<Account>),
-    Order(Order),
-    Position(Position),
-    Dyn(Box<dyn DynEntity>),
-}
-
-impl Record {
-    pub(crate) fn collection(&self) -> &'static str {
-        match self {
-            Record::Instrument(_) => Instrument::COLLECTION,
-            Record::Account(_) => Account::COLLECTION,
-            Record::Order(_) => Order::COLLECTION,
-            Record::Position(_) => Position::COLLECTION,
-            Record::Dyn(d) => d.collection(),
+macro_rules! entity {
+    ($t:ty, $coll:literal, $field:ident, $rec:expr) => {
+        entity!($t, $coll, $field, $rec, |_s: &$t| false, |_s: &$t| None);
+    };
+    ($t:ty, $coll:literal, $field:ident, $rec:expr, $closed:expr, $updated:expr) => {
+        impl Entity for $t {
+            const COLLECTION: &'static str = $coll;
+            fn id(&self) -> &str {
+                &self.$field
+            }
+            fn is_closed(&self) -> bool {
+                $closed(self)
+            }
+            fn last_updated(&self) -> Option<UnixNanos> {
+                $updated(self)
+            }
+            fn to_record(&self) -> Record {
+                $rec(self.clone())
+            }
         }
-    }
+    };
+}
 
-    pub(crate) fn id(&self) -> &str {
-        match self {
-            Record::Instrument(v) => Entity::id(v),
-            Record::Account(v) => Entity::id(v.as_ref()),
-            Record::Order(v) => Entity::id(v),
-            Record::Position(v) => Entity::id(v),
-            Record::Dyn(d) => d.id(),
-        }
-    }
+entity!(Instrument, "instruments", id, Record::Instrument);
+// An order is closed once rejected, canceled, expired or filled; a
+// position once flat. Both changed last at `ts_last`.
+entity!(Order, "orders", client_order_id, Record::Order, |o: &Order| o.status.is_closed(), |o: &Order| Some(
+    o.ts_last
+));
+entity!(
+    Position,
+    "positions",
+    id,
+    Record::Position,
+    |p: &Position| p.side == PositionSide::Flat,
+    |p: &Position| Some(p.ts_last)
+);
+// Accounts are large (fixed slots) and rarely written: boxed on the channel.
+entity!(Account, "accounts", id, |a| Record::Account(Box::new(a)));
 
-    /// [`Entity::is_closed`], asked on the flusher thread.
-    pub(crate) fn is_closed(&self) -> bool {
-        match self {
-            Record::Instrument(v) => Entity::is_closed(v),
-            Record::Account(v) => Entity::is_closed(v.as_ref()),
-            Record::Order(v) => Entity::is_closed(v),
-            Record::Position(v) => Entity::is_closed(v),
-            Record::Dyn(d) => d.is_closed(),
-        }
+impl Event for OrderEvent {
+    type Of = Order;
+    fn event_id(&self) -> u64 {
+        self.event_id
     }
-
-    /// [`Entity::last_updated`], asked on the flusher thread.
-    pub(crate) fn last_updated(&self) -> Option<UnixNanos> {
-        match self {
-            Record::Instrument(v) => Entity::last_updated(v),
-            Record::Account(v) => Entity::last_updated(v.as_ref()),
-            Record::Order(v) => Entity::last_updated(v),
-            Record::Position(v) => Entity::last_updated(v),
-            Record::Dyn(d) => d.last_updated(),
-        }
-    }
-
-    pub(crate) fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        match self {
-            Record::Instrument(v) => codec::encode(v, encoding, out),
-            Record::Account(v) => codec::encode(v, encoding, out),
-            Record::Order(v) => codec::encode(v, encoding, out),
-            Record::Position(v) => codec::encode(v, encoding, out),
-            Record::Dyn(d) => d.encode(encoding, out),
-        }
+    fn to_record(&self) -> EventRecord {
+        EventRecord::Order(self.clone())
     }
 }
 
-/// An event (or market-data) append as it travels through the channel.
-#[doc(hidden)]
-pub enum EventRecord {
-    Order(OrderEvent),
-    Account(Box<AccountEvent>),
-    Dyn(Box<dyn DynEvent>),
-    Quote(QuoteTick),
-    Trade(TradeTick),
-    Bar(Bar),
-    Series(Box<dyn DynSeries>, SeriesCapacity),
+impl Event for AccountEvent {
+    type Of = Account;
+    fn event_id(&self) -> u64 {
+        self.event_id
+    }
+    fn to_record(&self) -> EventRecord {
+        EventRecord::Account(Box::new(self.clone()))
+    }
 }
 
-impl EventRecord {
-    pub(crate) fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        match self {
-            EventRecord::Order(v) => codec::encode(v, encoding, out),
-            EventRecord::Account(v) => codec::encode(v, encoding, out),
-            EventRecord::Dyn(d) => d.encode(encoding, out),
-            EventRecord::Quote(v) => codec::encode(v, encoding, out),
-            EventRecord::Trade(v) => codec::encode(v, encoding, out),
-            EventRecord::Bar(v) => codec::encode(v, encoding, out),
-            EventRecord::Series(d, _) => d.encode(encoding, out),
+macro_rules! market_data {
+    ($t:ty, $coll:literal, $cap:expr, $field:ident, $rec:expr) => {
+        impl MarketData for $t {
+            const COLLECTION: &'static str = $coll;
+            const CAPACITY: SeriesCapacity = $cap;
+            fn series_id(&self) -> &str {
+                &self.$field
+            }
+            fn to_record(&self) -> EventRecord {
+                $rec(self.clone())
+            }
         }
-    }
-
-    /// Market data (capped lists), as opposed to an entity's event log
-    /// (which `publish_events` also sends to a stream).
-    pub(crate) fn is_series(&self) -> bool {
-        matches!(
-            self,
-            EventRecord::Quote(_) | EventRecord::Trade(_) | EventRecord::Bar(_) | EventRecord::Series(..)
-        )
-    }
-
-    /// How many entries its list keeps (`LTRIM` after the `RPUSH`): the
-    /// capacity for market data, `max_account_events` for account events;
-    /// `None` for other event logs, which are never trimmed.
-    pub(crate) fn cap(&self, cfg: &crate::config::Config) -> Option<usize> {
-        let capacity = match self {
-            EventRecord::Quote(_) | EventRecord::Trade(_) => SeriesCapacity::Ticks,
-            EventRecord::Bar(_) => SeriesCapacity::Bars,
-            EventRecord::Series(_, c) => *c,
-            EventRecord::Account(_) => return cfg.max_account_events,
-            EventRecord::Order(_) | EventRecord::Dyn(_) => return None,
-        };
-        Some(match capacity {
-            SeriesCapacity::Ticks => cfg.tick_capacity,
-            SeriesCapacity::Bars => cfg.bar_capacity,
-        })
-    }
+    };
 }
+
+market_data!(QuoteTick, "quotes", SeriesCapacity::Ticks, instrument_id, EventRecord::Quote);
+market_data!(TradeTick, "trades", SeriesCapacity::Ticks, instrument_id, EventRecord::Trade);
+market_data!(Bar, "bars", SeriesCapacity::Bars, bar_type, EventRecord::Bar);

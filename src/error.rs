@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::cache::Seq;
+use crate::error_class::ErrorClass;
 use crate::ident::IdError;
-use crate::stats::ErrorClass;
+use crate::seq::Seq;
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

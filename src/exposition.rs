@@ -33,8 +33,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::cache::Cache;
-use crate::stats::{Shared, LAT_BUCKETS};
+use crate::pipeline::shared::{Shared, LAT_BUCKETS};
+use crate::Cache;
 
 /// The type of a metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

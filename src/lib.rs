@@ -19,13 +19,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod cache;
 mod clear;
 mod codec;
 mod config;
-mod connection;
 mod entity;
 mod error;
+mod error_class;
 pub mod exposition;
 mod flusher;
 mod ident;
@@ -35,52 +34,25 @@ mod marker;
 #[cfg(feature = "metrics")]
 mod metrics_facade;
 pub mod model;
+mod net;
 #[doc(hidden)]
 pub mod ops;
+mod pipeline;
 mod reads;
 mod recovery;
 mod retention;
+mod seq;
 mod stats;
-#[cfg(feature = "tls")]
-mod tls;
 
-pub use cache::{Cache, Seq};
 pub use config::{Config, Encoding, OverflowPolicy};
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
+pub use error_class::ErrorClass;
 pub use ident::{IdError, Ident};
 #[cfg(feature = "metrics")]
 pub use metrics_facade::MetricsReporter;
+pub use pipeline::handle::Cache;
 pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use retention::Purged;
-pub use stats::{ErrorClass, Health, Stats};
-
-/// A message from the callers to the flusher thread. Shutdown travels
-/// through the same channel, so it arrives after every write before it.
-pub(crate) enum Msg {
-    Put {
-        seq: u64,
-        rec: entity::Record,
-    },
-    Append {
-        seq: u64,
-        collection: &'static str,
-        id: Ident,
-        rec: entity::EventRecord,
-    },
-    Delete {
-        seq: u64,
-        collection: &'static str,
-        id: Ident,
-    },
-    /// `Cache::clear`: applied once every write before it is.
-    Clear {
-        seq: u64,
-        reply: crossbeam_channel::Sender<Result<u64>>,
-    },
-    /// `Cache::purge_closed`: not a write, it takes no sequence number.
-    Purge(flusher::PurgeRequest),
-    Shutdown {
-        deadline: std::time::Instant,
-    },
-}
+pub use seq::Seq;
+pub use stats::{Health, Stats};

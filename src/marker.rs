@@ -14,8 +14,8 @@
 
 use redis::Value;
 
-use crate::connection::Conn;
 use crate::error::{Error, Result};
+use crate::net::Conn;
 
 /// The content of a commit marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,7 +127,7 @@ fn next_epoch(previous: u64) -> u64 {
 /// when a command fails or the claim keeps racing with other opens.
 pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Result<Marker> {
     let redis_err = |conn: &Conn, e: &redis::RedisError| {
-        let mut f = crate::connection::failure(e, &conn.addr);
+        let mut f = crate::net::Failure::of(e, &conn.addr);
         f.text = format!("claiming the commit marker {key}: {}", f.text);
         f.into_error()
     };
@@ -162,7 +162,7 @@ pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Resu
             }
         };
         let mine = Marker { epoch: next_epoch(previous.epoch), batch: previous.batch };
-        let mut p = crate::connection::Packer::default();
+        let mut p = crate::net::Packer::default();
         p.cmd(&[b"MULTI"]);
         p.cmd(&[b"MSET", key.as_bytes(), mine.format().as_bytes()]);
         p.cmd(&[b"EXEC"]);

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit};
 
-use crate::cache::Cache;
-use crate::stats::LAT_BUCKETS;
+use crate::pipeline::shared::LAT_BUCKETS;
+use crate::Cache;
 
 /// Hands a [`Cache`]'s counters, gauges and ack-latency histogram to the
 /// installed `metrics` recorder, under the same names and labels as

@@ -9,18 +9,18 @@ use serde_json::Value as Json;
 
 use crate::codec;
 use crate::config::{Config, Encoding};
-use crate::connection;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position, PositionSide};
+use crate::net;
 
 /// The collections of the reference model, in the order they are loaded.
 pub const REFERENCE_COLLECTIONS: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
 
 /// One connection, made as `Cache::open` makes its own (Sentinel, Cluster
 /// slot owner, TLS, ACL, timeouts), in one attempt.
-pub struct Conn(connection::Conn);
+pub struct Conn(net::Conn);
 
 impl Conn {
     /// The underlying blocking connection.
@@ -45,7 +45,7 @@ pub fn connect(cfg: &Config) -> Result<Conn> {
     cfg.check_files()?;
     let keys = layout(cfg);
     let marker = keys.keys.writer(&cfg.writer_id);
-    connection::connect(cfg, &marker, None).map(Conn).map_err(|f| f.into_error())
+    net::connect(cfg, &marker, None).map(Conn).map_err(|f| f.into_error())
 }
 
 /// Settings of `cfg` the CLI shows or needs.
@@ -365,5 +365,5 @@ pub fn fence(conn: &mut Conn, key: &str) -> Result<(u64, u64)> {
 
 /// An error for the CLI's own failures, shaped like the library's.
 pub fn redis_error(conn: &Conn, e: &redis::RedisError) -> Error {
-    connection::failure(e, &conn.0.addr).into_error()
+    net::Failure::of(e, &conn.0.addr).into_error()
 }

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::Value;
 
-use crate::cache::Cache;
 use crate::codec;
-use crate::connection::{self, Conn, Packer};
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
 use crate::model::Bar;
+use crate::net::{self, Conn, Packer};
 use crate::recovery::{decode_events, LoadIssue, LoadReport};
+use crate::Cache;
 
 /// The read connection: opened at the first read, reused, dropped after an
 /// I/O error (and opened again by the next read). Reads from several
@@ -43,15 +43,14 @@ impl ReadLink {
             let fresh = guard.is_none();
             if fresh {
                 let marker = cache.keys().writer(&cache.config().writer_id);
-                *guard =
-                    Some(connection::connect(cache.config(), &marker, None).map_err(|f| f.into_error())?);
+                *guard = Some(net::connect(cache.config(), &marker, None).map_err(|f| f.into_error())?);
             }
             let Some(conn) = guard.as_mut() else { continue };
             let reply = conn.con.send_packed_command(&packer.buf).and_then(|()| conn.con.recv_response());
             match reply {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let err = connection::failure(&e, &conn.addr).into_error();
+                    let err = net::Failure::of(&e, &conn.addr).into_error();
                     // Whatever the error, this connection's state is unknown.
                     *guard = None;
                     if fresh || attempt == 1 {

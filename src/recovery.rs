@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use crate::cache::Cache;
 use crate::codec;
 use crate::config::Config;
-use crate::connection::{self, Conn, Packer};
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position};
+use crate::net::{self, Conn, Packer};
+use crate::Cache;
 
 /// One value that could not be used during a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl<'a> Reader<'a> {
 
     fn connect(cfg: &Config, keys: &Keys) -> Result<Conn> {
         let marker = keys.writer(&cfg.writer_id);
-        connection::connect(cfg, &marker, None).map_err(|f| f.into_error())
+        net::connect(cfg, &marker, None).map_err(|f| f.into_error())
     }
 
     /// Sends the packed commands and reads one reply per command.
@@ -189,10 +189,10 @@ impl<'a> Reader<'a> {
         self.conn
             .con
             .send_packed_command(&self.packer.buf)
-            .map_err(|e| connection::failure(&e, &addr).into_error())?;
+            .map_err(|e| net::Failure::of(&e, &addr).into_error())?;
         let mut out = Vec::with_capacity(self.packer.commands);
         for _ in 0..self.packer.commands {
-            out.push(self.conn.con.recv_response().map_err(|e| connection::failure(&e, &addr).into_error())?);
+            out.push(self.conn.con.recv_response().map_err(|e| net::Failure::of(&e, &addr).into_error())?);
         }
         self.packer.clear();
         Ok(out)
@@ -469,7 +469,7 @@ fn read_chunks<T: Entity, E: Event>(
     spare: &crossbeam_channel::Receiver<ChunkOut<T, E>>,
 ) {
     let addr = conn.addr.clone();
-    let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+    let fail = |e: &redis::RedisError| net::Failure::of(e, &addr).into_error();
     let mut packer = Packer::default();
     let mut key = Vec::new();
     let slice_last = (LOG_SLICE - 1).to_string();
@@ -524,7 +524,7 @@ fn read_slices<E: Event>(
     tx: &crossbeam_channel::Sender<(usize, Result<Slice<E>>)>,
 ) {
     let addr = conn.addr.clone();
-    let fail = |e: &redis::RedisError| connection::failure(e, &addr).into_error();
+    let fail = |e: &redis::RedisError| net::Failure::of(e, &addr).into_error();
     let mut packer = Packer::default();
     let mut send = |conn: &mut Conn, slice: usize| -> redis::RedisResult<()> {
         let (log, first, last) = slices[slice];

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use crate::cache::Cache;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::flusher::PurgeRequest;
 use crate::ident::Ident;
 use crate::model::UnixNanos;
-use crate::Msg;
+use crate::pipeline::msg::Msg;
+use crate::Cache;
 
 /// What a purge removed. See [`Cache::purge_closed`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Cache {
     }
 
     fn purge_before(&self, collection: &'static str, cutoff_ms: u64, timeout: Duration) -> Result<Purged> {
-        let deadline = crate::connection::deadline_after(timeout);
+        let deadline = crate::net::deadline_after(timeout);
         let (reply, done) = crossbeam_channel::bounded(1);
         let req = PurgeRequest { collections: vec![collection], cutoff_ms, reply: Some(reply) };
         self.send_request(Msg::Purge(req), timeout)?;

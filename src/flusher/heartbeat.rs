@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use redis::Value;
 
-use crate::connection::{self, Packer};
+use crate::net::{self, Packer};
 
 use super::{not_connected, Flusher};
 
@@ -39,7 +39,7 @@ impl Flusher {
         if !self.heartbeat_due() {
             return None;
         }
-        self.next_heartbeat = Some(connection::deadline_after(interval));
+        self.next_heartbeat = Some(net::deadline_after(interval));
         let acked = self.shared.acked_seq.load(SeqCst);
         let accepted = self.shared.accepted_seq.load(SeqCst).max(self.received_seq);
         let value = format!(
@@ -75,10 +75,10 @@ impl Flusher {
             p.cmd(&[b"WATCH", &self.marker_key]);
             p.cmd(&[b"GET", &self.marker_key]);
             self.watching = false;
-            conn.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &conn.addr))?;
+            conn.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &conn.addr))?;
             let mut replies = [Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil];
             for r in &mut replies {
-                *r = conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+                *r = conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
             }
             let [_, _, _, watch, get] = replies;
             // An aborted EXEC (the marker moved) only skips this beat; the

@@ -15,9 +15,9 @@
 
 use std::collections::HashMap;
 
-use crate::connection::{Args, Packer};
 use crate::ident::Ident;
 use crate::keys::Keys;
+use crate::net::{Args, Packer};
 
 use super::pending::Key;
 use super::{members, FastState};

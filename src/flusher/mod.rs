@@ -31,12 +31,13 @@ use redis::Value;
 
 use crate::codec;
 use crate::config::Config;
-use crate::connection::{self, reply_error, Action, Args, Backoff, Conn, Failure, Packer};
 use crate::error::{CloseReport, Error};
+use crate::error_class::ErrorClass;
 use crate::keys::Keys;
 use crate::marker::{self, Marker};
-use crate::stats::{ErrorClass, Shared, Waiters};
-use crate::Msg;
+use crate::net::{self, reply_error, Action, Args, Backoff, Conn, Failure, Packer};
+use crate::pipeline::msg::Msg;
+use crate::pipeline::shared::{Shared, Waiters};
 
 pub(crate) use index::now_ms;
 use index::{Indexed, Skipped, StateBufs};
@@ -193,7 +194,7 @@ pub(crate) struct Flusher {
     /// said.
     server_bulk_limit: Option<usize>,
     /// The last dropped connection, and the server (`host:port`) it was on.
-    dead_client: Option<(connection::ClientIdentity, String)>,
+    dead_client: Option<(net::ClientIdentity, String)>,
     pending: Pending,
     /// A `clear` that waits for everything before it.
     barrier: Option<Barrier>,
@@ -330,7 +331,7 @@ impl Flusher {
                 match self.wait_first() {
                     Wake::Msg(msg) => self.absorb(msg),
                     Wake::Tick => {}
-                    Wake::Closed => self.begin_shutdown(connection::deadline_after(self.cfg.close_timeout)),
+                    Wake::Closed => self.begin_shutdown(net::deadline_after(self.cfg.close_timeout)),
                 }
                 continue;
             }
@@ -468,7 +469,7 @@ impl Flusher {
                 Ok(m) => self.absorb(m),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.begin_shutdown(connection::deadline_after(self.cfg.close_timeout));
+                    self.begin_shutdown(net::deadline_after(self.cfg.close_timeout));
                     break;
                 }
             }
@@ -481,7 +482,7 @@ impl Flusher {
         if self.cfg.buffer_interval.is_zero() || self.shutdown.is_some() {
             return;
         }
-        let until = connection::deadline_after(self.cfg.buffer_interval);
+        let until = net::deadline_after(self.cfg.buffer_interval);
         while self.pending.len() < self.cfg.max_batch && self.barrier.is_none() && Instant::now() < until {
             self.drain();
             std::thread::sleep(self.cfg.idle_poll.min(until.saturating_duration_since(Instant::now())));
@@ -817,14 +818,14 @@ impl Flusher {
                     b.in_doubt = true;
                 }
                 log::info!("tradecache: the commit marker changed under a batch; resolving it by the marker");
-                self.retry_at = Some(connection::deadline_after(self.backoff.next_delay()));
+                self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
             }
             Outcome::InDoubt(f) => {
                 if let Some(b) = self.held.as_mut() {
                     b.in_doubt = true;
                 }
                 // Whatever the error, this connection's state is unknown.
-                self.fail(Failure { action: Action::Reconnect, ..f })
+                self.fail(f.unsettled())
             }
         }
     }
@@ -861,7 +862,7 @@ impl Flusher {
             batch.tx.truncate(head);
             r
         };
-        sent.map_err(|e| connection::failure(&e, &conn.addr))
+        sent.map_err(|e| net::Failure::of(&e, &conn.addr))
     }
 
     /// Builds the next batch from what is pending and sends its `MULTI` and
@@ -884,7 +885,7 @@ impl Flusher {
             // is the held batch (`send_exec` re-adds its index entries).
             return Ok(());
         }
-        conn.con.send_packed_command(&next.tx).map_err(|e| connection::failure(&e, &conn.addr))?;
+        conn.con.send_packed_command(&next.tx).map_err(|e| net::Failure::of(&e, &conn.addr))?;
         next.stage = Stage::Queued;
         next.queued_error = None;
         Ok(())
@@ -910,13 +911,13 @@ impl Flusher {
                                 batch.queued_error = reply_error(&v);
                             }
                         }
-                        Err(e) => return Outcome::InDoubt(connection::failure(&e, &addr)),
+                        Err(e) => return Outcome::InDoubt(net::Failure::of(&e, &addr)),
                     }
                 }
             }
             let exec = match conn.con.recv_response() {
                 Ok(v) => v,
-                Err(e) => return Outcome::InDoubt(connection::failure(&e, &addr)),
+                Err(e) => return Outcome::InDoubt(net::Failure::of(&e, &addr)),
             };
             match exec {
                 Value::Array(results) => {
@@ -928,9 +929,9 @@ impl Flusher {
                     // them; the key is read back from the transaction.
                     for (i, (r, weight)) in results.iter().zip(&batch.weights).enumerate() {
                         if let Some((code, text)) = reply_error(r) {
-                            let (class, _) = connection::classify_code(&code);
+                            let class = net::Cause::of_code(&code).class();
                             // Reply i answers command i + 1 (after MULTI).
-                            let key = connection::command_key(&batch.tx, i + 1).map_or_else(
+                            let key = net::command_key(&batch.tx, i + 1).map_or_else(
                                 || format!("batch {}", batch.no),
                                 |k| String::from_utf8_lossy(k).into_owned(),
                             );
@@ -952,9 +953,7 @@ impl Flusher {
                             ("EXECABORT".into(), format!("unexpected EXEC reply {other:?}"))
                         });
                     batch.stage = Stage::Built;
-                    let (class, action) =
-                        connection::classify_code(&connection::exec_abort_cause(&code, &text));
-                    refused = Some(Failure { class, action, addr: addr.clone(), text });
+                    refused = Some(Failure::new(net::Cause::of_exec_error(&code, &text), addr.clone(), text));
                 }
             }
         }
@@ -965,21 +964,19 @@ impl Flusher {
                 Err(e) => {
                     return match refused {
                         // Not applied whatever happened after.
-                        Some(f) => Outcome::NotApplied(Failure { action: Action::Reconnect, ..f }),
-                        None if aborted => Outcome::InDoubt(connection::failure(&e, &addr)),
-                        None => Outcome::InDoubt(connection::failure(&e, &addr)),
+                        Some(f) => Outcome::NotApplied(f.unsettled()),
+                        None if aborted => Outcome::InDoubt(net::Failure::of(&e, &addr)),
+                        None => Outcome::InDoubt(net::Failure::of(&e, &addr)),
                     };
                 }
             };
             if refused.is_none() && !aborted && got < i64::from(n) {
                 // Classified like Redis's own NOREPLICAS.
-                let (class, action) = connection::classify_code("NOREPLICAS");
-                refused = Some(Failure {
-                    class,
-                    action,
-                    addr: addr.clone(),
-                    text: format!("only {got} of {n} replica(s) acknowledged the batch"),
-                });
+                refused = Some(Failure::new(
+                    net::Cause::Busy,
+                    addr.clone(),
+                    format!("only {got} of {n} replica(s) acknowledged the batch"),
+                ));
             }
         }
         let applied = batch.applied && refused.is_none();
@@ -988,9 +985,9 @@ impl Flusher {
             (true, _, _, Ok(())) => Outcome::Applied(None),
             (true, _, _, Err(f)) => Outcome::Applied(Some(f)),
             // A newer writer comes first: it decides what happens next.
-            (false, _, _, Err(f)) if f.action == Action::Fence => Outcome::NotApplied(f),
+            (false, _, _, Err(f)) if f.action() == Action::Fence => Outcome::NotApplied(f),
             (false, _, Some(f), Ok(())) => Outcome::NotApplied(f),
-            (false, _, Some(f), Err(_)) => Outcome::NotApplied(Failure { action: Action::Reconnect, ..f }),
+            (false, _, Some(f), Err(_)) => Outcome::NotApplied(f.unsettled()),
             (false, true, None, Ok(())) => Outcome::Aborted,
             (false, _, None, Err(f)) => Outcome::InDoubt(f),
             // Not applied, not refused, not aborted: cannot happen.
@@ -1004,7 +1001,7 @@ impl Flusher {
         let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
         let mut replies = [Value::Nil, Value::Nil];
         for r in &mut replies {
-            *r = conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+            *r = conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
         }
         self.check_marker(&replies)
     }
@@ -1016,10 +1013,10 @@ impl Flusher {
         p.clear();
         p.cmd(&[b"WATCH", &self.marker_key]);
         p.cmd(&[b"GET", &self.marker_key]);
-        conn.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &conn.addr))?;
+        conn.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &conn.addr))?;
         let mut replies = [Value::Nil, Value::Nil];
         for r in &mut replies {
-            *r = conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+            *r = conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
         }
         self.check_marker(&replies)?;
         Ok(marker::Read::from_reply(&replies[1]))
@@ -1029,27 +1026,23 @@ impl Flusher {
     fn check_marker(&mut self, replies: &[Value; 2]) -> Result<(), Failure> {
         let addr = self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone());
         if let Some((code, text)) = reply_error(&replies[0]) {
-            let (class, action) = connection::classify_code(&code);
-            return Err(Failure { class, action, addr, text: format!("WATCH of the commit marker: {text}") });
+            let text = format!("WATCH of the commit marker: {text}");
+            return Err(Failure::new(net::Cause::of_code(&code), addr, text));
         }
         let read = marker::Read::from_reply(&replies[1]);
         if let Value::ServerError(e) = &replies[1] {
-            let (class, action) = connection::classify_code(e.code());
-            return Err(Failure { class, action, addr, text: format!("reading the commit marker: {e}") });
+            let text = format!("reading the commit marker: {e}");
+            return Err(Failure::new(net::Cause::of_code(e.code()), addr, text));
         }
         if read.fences(self.epoch) {
-            return Err(Failure {
-                class: ErrorClass::Fenced,
-                action: Action::Fence,
-                addr,
-                text: format!(
-                    "writer {} was fenced: another Cache opened as this writer (the marker shows {}; \
-                     this writer is epoch {})",
-                    String::from_utf8_lossy(&self.marker_key),
-                    read.describe(),
-                    self.epoch
-                ),
-            });
+            let text = format!(
+                "writer {} was fenced: another Cache opened as this writer (the marker shows {}; \
+                 this writer is epoch {})",
+                String::from_utf8_lossy(&self.marker_key),
+                read.describe(),
+                self.epoch
+            );
+            return Err(Failure::new(net::Cause::Fenced, addr, text));
         }
         if read == marker::Read::Missing {
             // Someone deleted the marker (FLUSHDB, an operator): the index
@@ -1080,7 +1073,7 @@ impl Flusher {
                 }
                 Err(e) => {
                     batch.stage = Stage::Built;
-                    return Some(connection::failure(&e, &conn.addr));
+                    return Some(net::Failure::of(&e, &conn.addr));
                 }
             }
         }
@@ -1127,9 +1120,9 @@ impl Flusher {
             if addr == conn.addr {
                 log::debug!("tradecache: killing dropped connection {} ({}) on {addr}", old.id, old.addr);
                 if let Err(e) = conn.query(&old.kill_cmd()) {
-                    let f = connection::failure(&e, &conn.addr);
+                    let f = net::Failure::of(&e, &conn.addr);
                     self.shared
-                        .count_error(f.class, format!("CLIENT KILL of the dropped connection: {}", f.text));
+                        .count_error(f.class(), format!("CLIENT KILL of the dropped connection: {}", f.text));
                 }
             }
         }
@@ -1167,10 +1160,10 @@ impl Flusher {
         p.cmd(&[b"WATCH", &self.marker_key]);
         p.cmd(&[b"GET", &self.marker_key]);
         self.watching = false;
-        conn.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &conn.addr))?;
+        conn.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &conn.addr))?;
         let mut replies = [Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil];
         for r in &mut replies {
-            *r = conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+            *r = conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
         }
         let [_, _, exec, watch, get] = replies;
         self.check_marker(&[watch, get])?;
@@ -1194,7 +1187,7 @@ impl Flusher {
         let p = &mut self.packer;
         p.clear();
         for (i, weight) in batch.weights.iter().enumerate() {
-            let Some((name, key)) = connection::command_name_key(&batch.tx, i + 1) else { continue };
+            let Some((name, key)) = net::command_name_key(&batch.tx, i + 1) else { continue };
             let expected = match name {
                 b"SADD" | b"SREM" => "set",
                 b"ZADD" | b"ZREM" => "zset",
@@ -1208,9 +1201,9 @@ impl Flusher {
         if checks.is_empty() {
             return Ok(());
         }
-        conn.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &conn.addr))?;
+        conn.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &conn.addr))?;
         for (key, expected, weight) in checks {
-            let reply = conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+            let reply = conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
             let found = match &reply {
                 Value::SimpleString(s) => s.clone(),
                 Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
@@ -1277,7 +1270,7 @@ impl Flusher {
             no += 1;
             let r = guarded_unlink(conn, &marker_key, Marker { epoch, batch: no }, keys);
             if let Err(f) = &r {
-                if f.action == Action::Fence {
+                if f.action() == Action::Fence {
                     fence = Some(f.clone());
                 }
             }
@@ -1299,20 +1292,20 @@ impl Flusher {
     }
 
     fn fail(&mut self, f: Failure) {
-        if f.action == Action::Fence {
+        if f.action() == Action::Fence {
             self.enter_fenced(f);
             return;
         }
-        log::warn!("tradecache: {} ({}): {}", f.addr, f.class.name(), f.text);
-        self.shared.count_error(f.class, f.text.clone());
-        match f.action {
+        log::warn!("tradecache: {} ({}): {}", f.addr, f.class().name(), f.text);
+        self.shared.count_error(f.class(), f.text.clone());
+        match f.action() {
             Action::Reconnect => self.drop_conn(),
             Action::Backpressure => {
-                *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class.name(), f.text));
+                *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
             }
             Action::WaitRetry | Action::Drop | Action::Fence => {}
         }
-        self.retry_at = Some(connection::deadline_after(self.backoff.next_delay()));
+        self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }
 
     /// Another writer claimed the marker: stop for good. Nothing held or
@@ -1320,7 +1313,7 @@ impl Flusher {
     /// their next write, and `health()`.
     fn enter_fenced(&mut self, f: Failure) {
         log::error!("tradecache: {}", f.text);
-        self.shared.count_error(f.class, f.text.clone());
+        self.shared.count_error(f.class(), f.text.clone());
         self.shared.set_fenced(String::from_utf8_lossy(&self.marker_key).into_owned(), f.text);
         self.held = None;
         self.next = None;
@@ -1348,7 +1341,7 @@ impl Flusher {
 
     fn reconnect(&mut self) {
         let deadline = self.shutdown;
-        match connection::connect(&self.cfg, &String::from_utf8_lossy(&self.marker_key), deadline) {
+        match net::connect(&self.cfg, &String::from_utf8_lossy(&self.marker_key), deadline) {
             Ok(c) => {
                 log::info!("tradecache: reconnected to {}", c.addr);
                 self.server_bulk_limit = c.bulk_limit;
@@ -1368,12 +1361,12 @@ impl Flusher {
                 self.retry_at = None;
             }
             Err(f) => {
-                self.shared.count_error(f.class, f.text.clone());
-                if f.action == Action::Backpressure {
-                    *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class.name(), f.text));
+                self.shared.count_error(f.class(), f.text.clone());
+                if f.action() == Action::Backpressure {
+                    *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
                 }
                 log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
-                self.retry_at = Some(connection::deadline_after(self.backoff.next_delay()));
+                self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
             }
         }
     }
@@ -1381,17 +1374,12 @@ impl Flusher {
     /// Sleeps a little while waiting to retry, bounded by the retry time and
     /// the shutdown deadline, so the channel keeps being drained.
     fn pause(&mut self) {
-        connection::pause(self.retry_at, self.shutdown);
+        net::pause(self.retry_at, self.shutdown);
     }
 }
 
 fn not_connected() -> Failure {
-    Failure {
-        class: ErrorClass::Io,
-        action: Action::Reconnect,
-        addr: String::new(),
-        text: "not connected".into(),
-    }
+    Failure::not_connected()
 }
 
 /// `UNLINK` of some of this cache's keys, in a transaction the marker's
@@ -1416,7 +1404,7 @@ fn guarded_unlink(
     p.cmd(&[b"EXEC"]);
     p.cmd(&[b"WATCH", marker_key]);
     p.cmd(&[b"GET", marker_key]);
-    let io = |e: redis::RedisError, addr: &str| connection::failure(&e, addr);
+    let io = |e: redis::RedisError, addr: &str| net::Failure::of(&e, addr);
     conn.con.send_packed_command(&p.buf).map_err(|e| io(e, &conn.addr))?;
     let mut replies = Vec::with_capacity(6);
     for _ in 0..6 {
@@ -1424,16 +1412,12 @@ fn guarded_unlink(
     }
     let read = marker::Read::from_reply(&replies[5]);
     if read.fences(epoch) {
-        return Err(Failure {
-            class: ErrorClass::Fenced,
-            action: Action::Fence,
-            addr: conn.addr.clone(),
-            text: format!(
-                "writer {} was fenced during clear (the marker shows {})",
-                String::from_utf8_lossy(marker_key),
-                read.describe()
-            ),
-        });
+        let text = format!(
+            "writer {} was fenced during clear (the marker shows {})",
+            String::from_utf8_lossy(marker_key),
+            read.describe()
+        );
+        return Err(Failure::new(net::Cause::Fenced, conn.addr.clone(), text));
     }
     match &replies[3] {
         Value::Array(r) => Ok(match r.first() {
@@ -1446,8 +1430,11 @@ fn guarded_unlink(
         other => {
             let (code, text) = reply_error(other)
                 .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
-            let (class, action) = connection::classify_code(&connection::exec_abort_cause(&code, &text));
-            Err(Failure { class, action, addr: conn.addr.clone(), text: format!("clear: {text}") })
+            Err(net::Failure::new(
+                net::Cause::of_exec_error(&code, &text),
+                conn.addr.clone(),
+                format!("clear: {text}"),
+            ))
         }
     }
 }

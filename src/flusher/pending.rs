@@ -8,8 +8,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
-use crate::entity::{EventRecord, Record};
 use crate::ident::Ident;
+use crate::pipeline::msg::{EventRecord, Record};
 
 use super::FastState;
 

@@ -27,9 +27,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use crossbeam_channel::Sender;
 use redis::Value;
 
-use crate::connection::{self, reply_error, Action, Failure};
 use crate::ident::Ident;
 use crate::marker::Marker;
+use crate::net::{self, reply_error, Action, Failure};
 use crate::retention::Purged;
 
 use super::{not_connected, Flusher};
@@ -103,7 +103,7 @@ impl Flusher {
         if std::time::Instant::now() < at || self.shutdown.is_some() {
             return;
         }
-        self.next_auto_purge = Some(connection::deadline_after(retain.min(AUTO_PURGE_EVERY)));
+        self.next_auto_purge = Some(net::deadline_after(retain.min(AUTO_PURGE_EVERY)));
         if self.purges.iter().any(|j| j.req.reply.is_none()) {
             return; // the last pass is still going
         }
@@ -138,12 +138,12 @@ impl Flusher {
         }
         match self.try_purge_step() {
             Ok(()) => self.finish_purge_if_done(),
-            Err(f) if f.action == Action::Fence => self.enter_fenced(f),
-            Err(f) if f.action == Action::Drop => {
+            Err(f) if f.action() == Action::Fence => self.enter_fenced(f),
+            Err(f) if f.action() == Action::Drop => {
                 // Refused for a reason a retry will not fix (an index key
                 // of another type): this purge ends with the error; writes
                 // go on.
-                self.shared.count_error(f.class, f.text.clone());
+                self.shared.count_error(f.class(), f.text.clone());
                 if let Some(job) = self.purges.pop_front() {
                     if let Some(r) = &job.req.reply {
                         let _ = r.try_send(Err(f.clone().into_error()));
@@ -181,7 +181,7 @@ impl Flusher {
         let (cutoff, offset, n) = (job.req.cutoff_ms, job.offset, self.cfg.purge_batch);
         let closed_key = self.keys.closed_index(collection);
         let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
-        let io = |e: redis::RedisError, addr: &str| connection::failure(&e, addr);
+        let io = |e: redis::RedisError, addr: &str| net::Failure::of(&e, addr);
 
         // 1. The oldest candidates, with a WATCH on the closed index.
         let p = &mut self.packer;
@@ -205,8 +205,7 @@ impl Flusher {
         let addr = conn.addr.clone();
         let server_error = |what: &str, v: &Value| {
             reply_error(v).map(|(code, text)| {
-                let (class, action) = connection::classify_code(&code);
-                Failure { class, action, addr: addr.clone(), text: format!("purge, {what}: {text}") }
+                net::Failure::new(net::Cause::of_code(&code), addr.clone(), format!("purge, {what}: {text}"))
             })
         };
         if let Some(f) = server_error("WATCH", &watch).or_else(|| server_error("ZRANGEBYSCORE", &range)) {
@@ -305,8 +304,11 @@ impl Flusher {
                 let (code, text) = reply_error(&other)
                     .or_else(|| replies.iter().find_map(reply_error))
                     .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
-                let (class, action) = connection::classify_code(&connection::exec_abort_cause(&code, &text));
-                Err(Failure { class, action, addr: self.addr(), text: format!("purge: {text}") })
+                Err(net::Failure::new(
+                    net::Cause::of_exec_error(&code, &text),
+                    self.addr(),
+                    format!("purge: {text}"),
+                ))
             }
         }
     }
@@ -351,8 +353,8 @@ impl Flusher {
         let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
         conn.con
             .send_packed_command(b"*1\r\n$7\r\nUNWATCH\r\n")
-            .map_err(|e| connection::failure(&e, &conn.addr))?;
-        conn.con.recv_response().map_err(|e| connection::failure(&e, &conn.addr))?;
+            .map_err(|e| net::Failure::of(&e, &conn.addr))?;
+        conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
         self.watch().map(|_| ())
     }
 

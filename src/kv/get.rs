@@ -17,10 +17,10 @@ use super::read::Reply;
 use super::stats::Op;
 use super::value;
 use super::{check, with_scratch, Kv, Ttl};
-use crate::connection::Failure;
 use crate::error::{Error, Result};
+use crate::error_class::ErrorClass;
 use crate::ident;
-use crate::stats::ErrorClass;
+use crate::net::Failure;
 
 /// The bytes of a value found by a lookup.
 enum Body {
@@ -372,8 +372,8 @@ impl Kv {
                 Ok(r)
             }
             Err(mut fail) => {
-                self.metrics.read_error(fail.class);
-                if fail.class == ErrorClass::Command {
+                self.metrics.read_error(fail.class());
+                if fail.class() == ErrorClass::Command {
                     self.breaker.release(permit);
                 } else {
                     self.breaker.failure(permit);

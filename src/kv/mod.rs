@@ -81,12 +81,12 @@ pub use config::KvConfig;
 pub use stats::{KvHealth, KvStats, Latency, Op};
 pub use value::{decode, encode};
 
-use crate::cache::Seq;
-use crate::connection::{self, Failure};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
-use crate::stats::Shared;
-use crate::stats::Waiters;
+use crate::net::{self, Failure};
+use crate::pipeline::shared::Shared;
+use crate::pipeline::shared::Waiters;
+use crate::seq::Seq;
 use breaker::Breaker;
 use flight::Flights;
 use keys::KeySpace;
@@ -197,7 +197,7 @@ impl Kv {
         config.validate()?;
         config.redis.check_files()?;
         let topo = Arc::new(Topology::new(config.redis.clone()));
-        let first = connection::connect_with_retries(&config.redis, "")?;
+        let first = net::connect_with_retries(&config.redis, "")?;
         let mut links = Links::default();
         let pool = Pool::new(topo.clone(), config.max_connections);
         if topo.clustered() {
@@ -380,7 +380,7 @@ impl Kv {
                 let _ = t.join();
             }
         }
-        let deadline = connection::deadline_after(timeout);
+        let deadline = net::deadline_after(timeout);
         self.shared.request_stop(deadline);
         {
             let p = self.producer.lock();

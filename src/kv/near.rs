@@ -32,7 +32,7 @@ use redis::Value;
 
 use super::op::KeyHash;
 use super::route::{Node, Topology};
-use crate::connection::{self, Backoff};
+use crate::net::{self, Backoff};
 
 const SHARDS: usize = 32;
 
@@ -122,7 +122,7 @@ impl Near {
                 self.evictions.fetch_add(1, Relaxed);
             }
         }
-        let until = connection::deadline_after(self.ttl);
+        let until = net::deadline_after(self.ttl);
         s.map.insert(key.into(), Entry { body, encoding, until });
     }
 
@@ -168,7 +168,7 @@ pub(crate) fn spawn_tracking(
             near.clear(b"");
             if let Err(text) = result {
                 log::debug!("tradecache::kv: near-cache invalidation: {text}");
-                let until = connection::deadline_after(backoff.next_delay());
+                let until = net::deadline_after(backoff.next_delay());
                 while !stop.load(SeqCst) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(10));
                 }

@@ -13,8 +13,8 @@ use parking_lot::{Mutex, MutexGuard};
 use redis::Value;
 
 use super::route::{self, Links, Node, Topology};
-use crate::connection::{self, reply_error, Action, Failure, Packer};
-use crate::stats::ErrorClass;
+use crate::error_class::ErrorClass;
+use crate::net::{self, reply_error, Action, Failure, Packer};
 
 pub(crate) struct Pool {
     topo: Arc<Topology>,
@@ -67,7 +67,7 @@ impl Pool {
     fn with_node<T>(
         &self,
         key: &[u8],
-        mut f: impl FnMut(&mut connection::Conn, &mut Packer) -> Result<T, Failure>,
+        mut f: impl FnMut(&mut net::Conn, &mut Packer) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let mut slot = self.slot();
         let Slot { links, packer } = &mut *slot;
@@ -89,12 +89,12 @@ impl Pool {
             // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
             // (Busy) or a lost node: the slot table may be out of date.
             let stale = self.topo.clustered()
-                && (matches!(e.class, ErrorClass::ReadOnly | ErrorClass::Busy)
-                    || e.action == Action::Reconnect);
+                && (matches!(e.class(), ErrorClass::ReadOnly | ErrorClass::Busy)
+                    || e.action() == Action::Reconnect);
             if stale {
                 self.topo.invalidate();
             }
-            let retry = stale || (reused && e.action == Action::Reconnect);
+            let retry = stale || (reused && e.action() == Action::Reconnect);
             if !retry || attempt >= 2 {
                 return Err(e);
             }
@@ -142,10 +142,10 @@ impl Pool {
                     p.bulk(k);
                 }
             }
-            c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+            c.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
             let mut out = Vec::with_capacity(keys.len());
             for part in keys.chunks(chunk.max(1)) {
-                let v = c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))?;
+                let v = c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))?;
                 match v {
                     Value::Array(items) if items.len() == part.len() => {
                         out.extend(items.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)))
@@ -174,10 +174,10 @@ impl Pool {
                 for &i in &idx {
                     p.cmd(&[b"GET", &keys[i]]);
                 }
-                c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+                c.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
                 let mut r = Vec::with_capacity(idx.len());
                 for _ in &idx {
-                    let v = c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))?;
+                    let v = c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))?;
                     if reply_error(&v).is_some_and(|(code, _)| route::is_redirect(&code)) {
                         return Err(server_failure(c, &v));
                     }
@@ -206,7 +206,7 @@ impl Pool {
                     .query(
                         redis::cmd("SCAN").arg(&cursor[..]).arg("MATCH").arg(pattern).arg("COUNT").arg(1000),
                     )
-                    .map_err(|e| connection::failure(&e, &c.addr));
+                    .map_err(|e| net::Failure::of(&e, &c.addr));
                 let reply = match reply {
                     Ok(r) => r,
                     Err(f) => {
@@ -243,7 +243,7 @@ impl Pool {
 
     /// Opens one connection now (at `open`, so a first `get` does not pay
     /// for it).
-    pub(crate) fn warm(&self, node: Node, conn: connection::Conn) {
+    pub(crate) fn warm(&self, node: Node, conn: net::Conn) {
         self.slots[0].lock().links.insert(node, conn);
     }
 }
@@ -251,7 +251,7 @@ impl Pool {
 /// `UNLINK` of `keys` found by one `SCAN` step: one command, or in a
 /// cluster one per key, pipelined (keys of several slots cannot share a
 /// command).
-fn unlink(c: &mut connection::Conn, keys: &[Value], per_key: bool) -> Result<u64, Failure> {
+fn unlink(c: &mut net::Conn, keys: &[Value], per_key: bool) -> Result<u64, Failure> {
     let keys: Vec<&[u8]> = keys
         .iter()
         .filter_map(|k| match k {
@@ -271,10 +271,10 @@ fn unlink(c: &mut connection::Conn, keys: &[Value], per_key: bool) -> Result<u64
             p.bulk(k);
         }
     }
-    c.con.send_packed_command(&p.buf).map_err(|e| connection::failure(&e, &c.addr))?;
+    c.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
     let mut deleted = 0;
     for _ in 0..p.commands {
-        match c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))? {
+        match c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))? {
             Value::Int(n) => deleted += n.max(0) as u64,
             v => return Err(server_failure(c, &v)),
         }
@@ -282,9 +282,9 @@ fn unlink(c: &mut connection::Conn, keys: &[Value], per_key: bool) -> Result<u64
     Ok(deleted)
 }
 
-fn roundtrip(c: &mut connection::Conn, buf: &[u8]) -> Result<Value, Failure> {
-    c.con.send_packed_command(buf).map_err(|e| connection::failure(&e, &c.addr))?;
-    c.con.recv_response().map_err(|e| connection::failure(&e, &c.addr))
+fn roundtrip(c: &mut net::Conn, buf: &[u8]) -> Result<Value, Failure> {
+    c.con.send_packed_command(buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
+    c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))
 }
 
 fn one_reply(v: Value) -> Result<Reply, Failure> {
@@ -293,28 +293,20 @@ fn one_reply(v: Value) -> Result<Reply, Failure> {
         Value::BulkString(b) => Ok(Reply::Value(b)),
         Value::ServerError(e) => {
             let code = e.code().to_string();
-            let (class, action) = connection::classify_code(&code);
-            if action == Action::Drop {
+            let cause = net::Cause::of_code(&code);
+            if cause.action() == Action::Drop {
                 Ok(Reply::Refused(e.to_string()))
             } else {
-                Err(Failure { class, action, addr: String::new(), text: e.to_string() })
+                Err(Failure::new(cause, String::new(), e.to_string()))
             }
         }
         other => Ok(Reply::Refused(format!("unexpected reply {other:?}"))),
     }
 }
 
-fn server_failure(c: &connection::Conn, v: &Value) -> Failure {
+fn server_failure(c: &net::Conn, v: &Value) -> Failure {
     match reply_error(v) {
-        Some((code, text)) => {
-            let (class, action) = connection::classify_code(&code);
-            Failure { class, action, addr: c.addr.clone(), text }
-        }
-        None => Failure {
-            class: ErrorClass::Other,
-            action: Action::Reconnect,
-            addr: c.addr.clone(),
-            text: format!("unexpected reply {v:?}"),
-        },
+        Some((code, text)) => net::Failure::new(net::Cause::of_code(&code), c.addr.clone(), text),
+        None => Failure::new(net::Cause::Protocol, c.addr.clone(), format!("unexpected reply {v:?}")),
     }
 }

@@ -16,8 +16,7 @@ use parking_lot::RwLock;
 use redis::Value;
 
 use crate::config::Config;
-use crate::connection::{self, Action, Conn, Failure};
-use crate::stats::ErrorClass;
+use crate::net::{self, Conn, Failure};
 
 /// A node to talk to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -93,10 +92,9 @@ impl Topology {
             return Ok(Node::Main);
         }
         let slots = self.slots()?;
-        let i = slots.owner[usize::from(connection::key_slot(key))];
+        let i = slots.owner[usize::from(net::discovery::key_slot(key))];
         slots.masters.get(usize::from(i)).cloned().ok_or_else(|| {
-            let (class, action) = connection::classify_code("CLUSTERDOWN");
-            Failure { class, action, addr: self.cfg.redacted_url(), text: "a slot has no owner".into() }
+            net::Failure::new(net::Cause::Busy, self.cfg.redacted_url(), "a slot has no owner")
         })
     }
 
@@ -120,15 +118,11 @@ impl Topology {
         let mut last = None;
         for seed in &self.cfg.cluster_nodes {
             let addr = seed.to_string();
-            let got = connection::connect_to(&self.cfg, &seed.host, seed.port, None).and_then(|mut c| {
-                let reply = c
-                    .query(redis::cmd("CLUSTER").arg("SLOTS"))
-                    .map_err(|e| connection::failure(&e, &addr))?;
-                Slots::parse(&reply, &seed.host).ok_or_else(|| Failure {
-                    class: ErrorClass::Busy,
-                    action: Action::WaitRetry,
-                    addr: addr.clone(),
-                    text: "CLUSTER SLOTS lists no master".into(),
+            let got = net::connect_to(&self.cfg, &seed.host, seed.port, None).and_then(|mut c| {
+                let reply =
+                    c.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| net::Failure::of(&e, &addr))?;
+                Slots::parse(&reply, &seed.host).ok_or_else(|| {
+                    Failure::new(net::Cause::Busy, addr.clone(), "CLUSTER SLOTS lists no master")
                 })
             });
             match got {
@@ -137,16 +131,11 @@ impl Topology {
                     *self.slots.write() = Some(s.clone());
                     return Ok(s);
                 }
-                Err(f) if f.class == ErrorClass::Auth || f.kind() == crate::ErrorKind::Tls => return Err(f),
+                Err(f) if f.cause.is_permanent() => return Err(f),
                 Err(f) => last = Some(f),
             }
         }
-        Err(last.unwrap_or_else(|| Failure {
-            class: ErrorClass::Other,
-            action: Action::Reconnect,
-            addr: String::new(),
-            text: "no cluster seed configured".into(),
-        }))
+        Err(last.unwrap_or_else(|| Failure::new(net::Cause::Protocol, "", "no cluster seed configured")))
     }
 
     /// Forgets the slot table (after `MOVED`, `ASK` or a failure), so the
@@ -157,8 +146,8 @@ impl Topology {
 
     pub(crate) fn connect(&self, node: &Node, deadline: Option<Instant>) -> Result<Conn, Failure> {
         match node {
-            Node::Main => connection::connect(&self.cfg, "", deadline),
-            Node::At(host, port) => connection::connect_to(&self.cfg, host, *port, deadline),
+            Node::Main => net::connect(&self.cfg, "", deadline),
+            Node::At(host, port) => net::connect_to(&self.cfg, host, *port, deadline),
         }
     }
 }
@@ -205,12 +194,7 @@ impl Links {
 }
 
 fn unreachable_failure() -> Failure {
-    Failure {
-        class: ErrorClass::Other,
-        action: Action::Reconnect,
-        addr: String::new(),
-        text: "no connection".into(),
-    }
+    Failure::new(net::Cause::Protocol, "", "no connection")
 }
 
 /// What a reply error asks of the router: `MOVED`/`ASK` mean the slot

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::op::{self, Item, KvMsg};
 use super::{check, with_scratch, Kv, Ttl};
-use crate::cache::Seq;
 use crate::error::{Error, Result};
+use crate::seq::Seq;
 
 impl Kv {
     /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::breaker::BreakerState;
-use crate::stats::ErrorClass;
+use crate::error_class::ErrorClass;
 
 /// The operations timed separately in [`KvStats::latency`]: those that
 /// answer from Redis on the calling thread. (The writes only queue: their

@@ -39,9 +39,10 @@ use super::op::{ItemKey, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{self, Links, Node, Topology};
 use super::value;
-use crate::connection::{self, reply_error, Action, Backoff, Failure, Packer};
 use crate::error::CloseReport;
-use crate::stats::{ErrorClass, Shared, Waiters};
+use crate::error_class::ErrorClass;
+use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
+use crate::pipeline::shared::{Shared, Waiters};
 
 /// The newest pending write of one key.
 struct Pend {
@@ -149,7 +150,7 @@ impl Writer {
                 // where the thread yields.
                 match self.wait_first() {
                     Some(msg) => self.absorb(msg),
-                    None => self.begin_shutdown(connection::deadline_after(self.cfg.redis.close_timeout)),
+                    None => self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout)),
                 }
                 continue;
             }
@@ -221,7 +222,7 @@ impl Writer {
                 Ok(m) => self.absorb(m),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.begin_shutdown(connection::deadline_after(self.cfg.redis.close_timeout));
+                    self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout));
                     break;
                 }
             }
@@ -422,7 +423,7 @@ impl Writer {
         if let Some(e) = io {
             self.links.drop_node(&Node::Main);
             self.shared.connected.store(false, Relaxed);
-            let f = connection::failure(&e, &addr);
+            let f = net::Failure::of(&e, &addr);
             return Err(self.requeue(batch, f));
         }
         self.note_connected();
@@ -430,7 +431,7 @@ impl Writer {
             Some(Value::Array(results)) => {
                 for (r, p) in results.iter().zip(batch) {
                     if let Some((code, text)) = reply_error(r) {
-                        let (class, _) = connection::classify_code(&code);
+                        let class = net::Cause::of_code(&code).class();
                         let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
                         self.drop_write(&p, key, class, format!("refused: {text}"));
                     }
@@ -443,8 +444,9 @@ impl Writer {
                 let (at, code, text) = queued_error.unwrap_or_else(|| {
                     (usize::MAX, "EXECABORT".into(), format!("unexpected EXEC reply {other:?}"))
                 });
-                let (class, action) = connection::classify_code(&code);
-                if action == Action::Drop {
+                let cause = net::Cause::of_code(&code);
+                let class = cause.class();
+                if cause.action() == Action::Drop {
                     // That one command is at fault: drop it, retry the rest.
                     let mut batch = batch;
                     if at < batch.len() {
@@ -457,8 +459,7 @@ impl Writer {
                     }
                     return Ok(());
                 }
-                let f = Failure { class, action, addr, text };
-                Err(self.requeue(batch, f))
+                Err(self.requeue(batch, Failure::new(cause, addr, text)))
             }
         }
     }
@@ -517,7 +518,8 @@ impl Writer {
                         self.shared.written.fetch_add(1, Relaxed);
                     }
                     Some(Some((code, text))) => {
-                        let (class, action) = connection::classify_code(&code);
+                        let cause = net::Cause::of_code(&code);
+                        let (class, action) = (cause.class(), cause.action());
                         if route::is_redirect(&code) {
                             self.topo.invalidate();
                         }
@@ -528,7 +530,7 @@ impl Writer {
                             if action == Action::Reconnect {
                                 self.links.drop_node(&node);
                             }
-                            failure = Some(Failure { class, action, addr: addr.clone(), text });
+                            failure = Some(Failure::new(cause, addr.clone(), text));
                             rest.push(p);
                         }
                     }
@@ -537,7 +539,7 @@ impl Writer {
             if let Some(e) = io {
                 self.links.drop_node(&node);
                 self.topo.invalidate();
-                failure = Some(connection::failure(&e, &addr));
+                failure = Some(net::Failure::of(&e, &addr));
             }
             for p in rest {
                 self.queue(p, true);
@@ -569,16 +571,16 @@ impl Writer {
     }
 
     fn fail(&mut self, f: Failure) {
-        log::debug!("tradecache::kv: writer: {} ({}): {}", f.addr, f.class.name(), f.text);
-        self.shared.count_error(f.class, f.text.clone());
-        self.last_class = f.class;
-        match f.action {
+        log::debug!("tradecache::kv: writer: {} ({}): {}", f.addr, f.class().name(), f.text);
+        self.shared.count_error(f.class(), f.text.clone());
+        self.last_class = f.class();
+        match f.action() {
             Action::Reconnect => {
                 self.links.clear();
                 self.shared.connected.store(false, Relaxed);
             }
             Action::Backpressure => {
-                *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class.name(), f.text));
+                *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
             }
             // WaitRetry, Drop (and any action the state writer adds, such
             // as its fencing, which a cache never meets): back off, retry.
@@ -587,13 +589,13 @@ impl Writer {
         if self.links.is_empty() {
             self.shared.connected.store(false, Relaxed);
         }
-        self.retry_at = Some(connection::deadline_after(self.backoff.next_delay()));
+        self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }
 
     /// Sleeps a little while waiting to retry (so the channel keeps being
     /// drained), bounded by the retry time and the shutdown deadline.
     fn pause(&mut self) {
-        connection::pause(self.retry_at, self.shutdown);
+        net::pause(self.retry_at, self.shutdown);
     }
 }
 

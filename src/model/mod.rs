@@ -35,96 +35,19 @@ pub use order::{
     TimeInForce,
 };
 pub use position::{Position, PositionError, PositionSide};
+pub(crate) use value::IsoScope;
+#[cfg(test)]
+pub(crate) use value::set_timestamps_as_iso8601;
 pub use value::{
     Currency, Money, ParseError, Price, Quantity, ReasonText, UnixNanos, MAX_PRECISION, REASON_CAPACITY,
 };
 
-use crate::entity::{Entity, Event, EventRecord, MarketData, Record, SeriesCapacity};
 use crate::ident::Ident;
 
 /// An id for the `example` constructors: `s` if valid, else `invalid-id`.
 fn example_id(s: &str) -> Ident {
     Ident::new(s).unwrap_or_else(|_| Ident::new_unchecked("invalid-id"))
 }
-
-macro_rules! entity {
-    ($t:ty, $coll:literal, $field:ident, $rec:expr) => {
-        entity!($t, $coll, $field, $rec, |_s: &$t| false, |_s: &$t| None);
-    };
-    ($t:ty, $coll:literal, $field:ident, $rec:expr, $closed:expr, $updated:expr) => {
-        impl Entity for $t {
-            const COLLECTION: &'static str = $coll;
-            fn id(&self) -> &str {
-                &self.$field
-            }
-            fn is_closed(&self) -> bool {
-                $closed(self)
-            }
-            fn last_updated(&self) -> Option<UnixNanos> {
-                $updated(self)
-            }
-            fn to_record(&self) -> Record {
-                $rec(self.clone())
-            }
-        }
-    };
-}
-
-entity!(Instrument, "instruments", id, Record::Instrument);
-// An order is closed once rejected, canceled, expired or filled; a
-// position once flat. Both changed last at `ts_last`.
-entity!(Order, "orders", client_order_id, Record::Order, |o: &Order| o.status.is_closed(), |o: &Order| Some(
-    o.ts_last
-));
-entity!(
-    Position,
-    "positions",
-    id,
-    Record::Position,
-    |p: &Position| p.side == PositionSide::Flat,
-    |p: &Position| Some(p.ts_last)
-);
-// Accounts are large (fixed slots) and rarely written: boxed on the channel.
-entity!(Account, "accounts", id, |a| Record::Account(Box::new(a)));
-
-impl Event for OrderEvent {
-    type Of = Order;
-    fn event_id(&self) -> u64 {
-        self.event_id
-    }
-    fn to_record(&self) -> EventRecord {
-        EventRecord::Order(self.clone())
-    }
-}
-
-impl Event for AccountEvent {
-    type Of = Account;
-    fn event_id(&self) -> u64 {
-        self.event_id
-    }
-    fn to_record(&self) -> EventRecord {
-        EventRecord::Account(Box::new(self.clone()))
-    }
-}
-
-macro_rules! market_data {
-    ($t:ty, $coll:literal, $cap:expr, $field:ident, $rec:expr) => {
-        impl MarketData for $t {
-            const COLLECTION: &'static str = $coll;
-            const CAPACITY: SeriesCapacity = $cap;
-            fn series_id(&self) -> &str {
-                &self.$field
-            }
-            fn to_record(&self) -> EventRecord {
-                $rec(self.clone())
-            }
-        }
-    };
-}
-
-market_data!(QuoteTick, "quotes", SeriesCapacity::Ticks, instrument_id, EventRecord::Quote);
-market_data!(TradeTick, "trades", SeriesCapacity::Ticks, instrument_id, EventRecord::Trade);
-market_data!(Bar, "bars", SeriesCapacity::Bars, bar_type, EventRecord::Bar);
 
 #[cfg(test)]
 mod tests;

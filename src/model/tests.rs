@@ -2,6 +2,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
+use crate::entity::Entity;
+use crate::pipeline::msg::{EventRecord, Record};
 
 fn id(s: &str) -> Ident {
     Ident::new(s).unwrap()
@@ -18,9 +20,9 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: 
     assert_eq!(&back, v, "msgpack");
     let json = serde_json::to_string(v).unwrap();
     assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "json: {json}");
-    crate::codec::set_timestamps_as_iso8601(true);
+    super::set_timestamps_as_iso8601(true);
     let iso = serde_json::to_string(v);
-    crate::codec::set_timestamps_as_iso8601(false);
+    super::set_timestamps_as_iso8601(false);
     assert_eq!(&serde_json::from_str::<T>(&iso.unwrap()).unwrap(), v, "json with ISO 8601 timestamps");
 }
 
@@ -105,9 +107,9 @@ fn wire_format() {
     let rej =
         serde_json::to_value(ev(1, OrderEventKind::Rejected { reason: ReasonText::new("no") })).unwrap();
     assert_eq!(rej["k"], serde_json::json!({"Rejected": {"r": "no"}}));
-    crate::codec::set_timestamps_as_iso8601(true);
+    super::set_timestamps_as_iso8601(true);
     let iso = serde_json::to_value(Position::example("P-1")).unwrap();
-    crate::codec::set_timestamps_as_iso8601(false);
+    super::set_timestamps_as_iso8601(false);
     assert_eq!(iso["to"], "2023-11-14T22:13:20.000000000Z");
     assert_eq!(iso["tc"], serde_json::Value::Null);
 }
@@ -169,8 +171,8 @@ fn sizes() {
         ("QuoteTick", std::mem::size_of::<QuoteTick>()),
         ("TradeTick", std::mem::size_of::<TradeTick>()),
         ("Bar", std::mem::size_of::<Bar>()),
-        ("EventRecord", std::mem::size_of::<crate::entity::EventRecord>()),
-        ("Msg", std::mem::size_of::<crate::Msg>()),
+        ("EventRecord", std::mem::size_of::<crate::pipeline::msg::EventRecord>()),
+        ("Msg", std::mem::size_of::<crate::pipeline::msg::Msg>()),
         ("Ident", std::mem::size_of::<Ident>()),
         ("Price", std::mem::size_of::<Price>()),
         ("Quantity", std::mem::size_of::<Quantity>()),

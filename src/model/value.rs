@@ -2,6 +2,7 @@
 //! timestamps. None of them allocates; every operation is total (checked
 //! arithmetic returns `None`, parsing returns an error, nothing panics).
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -1085,9 +1086,45 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+thread_local! {
+    static ISO8601: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether timestamps are written as ISO 8601 strings by encodes on this
+/// thread: only inside an [`IsoScope`] (the flusher enters one while it
+/// builds a batch, when the encoding is JSON and `timestamps_as_iso8601`
+/// is on). Never set on a caller's thread.
+pub(crate) fn timestamps_as_iso8601() -> bool {
+    ISO8601.with(Cell::get)
+}
+
+/// Sets the ISO 8601 timestamp mode for encodes on the calling thread.
+#[cfg(test)]
+pub(crate) fn set_timestamps_as_iso8601(on: bool) {
+    ISO8601.with(|c| c.set(on));
+}
+
+/// ISO 8601 timestamps for the encodes made while it lives, on this thread
+/// (the flusher holds one while it builds a batch); the previous mode comes
+/// back when it is dropped.
+pub(crate) struct IsoScope(bool);
+
+impl IsoScope {
+    pub(crate) fn enter(on: bool) -> IsoScope {
+        IsoScope(ISO8601.with(|c| c.replace(on)))
+    }
+}
+
+impl Drop for IsoScope {
+    fn drop(&mut self) {
+        let previous = self.0;
+        ISO8601.with(|c| c.set(previous));
+    }
+}
+
 impl Serialize for UnixNanos {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() && crate::codec::timestamps_as_iso8601() {
+        if s.is_human_readable() && timestamps_as_iso8601() {
             s.collect_str(&Iso8601(*self))
         } else {
             s.serialize_u64(self.0)
@@ -1380,10 +1417,10 @@ mod tests {
     fn unix_nanos_serde() {
         let t = UnixNanos(1_704_164_645_123_456_789);
         assert_eq!(serde_json::to_string(&t).unwrap(), "1704164645123456789");
-        crate::codec::set_timestamps_as_iso8601(true);
+        super::set_timestamps_as_iso8601(true);
         let json = serde_json::to_string(&t).unwrap();
         let mp = rmp_serde::to_vec(&t).unwrap(); // binary: stays an integer
-        crate::codec::set_timestamps_as_iso8601(false);
+        super::set_timestamps_as_iso8601(false);
         assert_eq!(json, "\"2024-01-02T03:04:05.123456789Z\"");
         assert_eq!(serde_json::from_str::<UnixNanos>(&json).unwrap(), t);
         assert_eq!(rmp_serde::from_slice::<UnixNanos>(&mp).unwrap(), t);

@@ -11,39 +11,16 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::config::{Config, OverflowPolicy};
-use crate::connection;
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{CloseReport, DroppedWrite, Error, PushError, Result};
 use crate::flusher::{Flusher, FlusherInit};
 use crate::ident::{self, Ident};
 use crate::keys::Keys;
-use crate::stats::Waiters;
-use crate::stats::{Health, Shared, Stats};
-use crate::Msg;
-
-/// The sequence number of an accepted write. Writes are acknowledged in
-/// sequence order: once `n` is acknowledged, so is every write before it.
-///
-/// ```
-/// # use tradecache::Seq;
-/// let s = Seq::new(5);
-/// assert_eq!(s.get(), 5);
-/// assert!(Seq::new(4) < s);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Seq(u64);
-
-impl Seq {
-    /// Wraps a raw sequence number.
-    pub const fn new(n: u64) -> Self {
-        Seq(n)
-    }
-
-    /// The raw sequence number (1 for the first accepted write).
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
+use crate::net;
+use crate::pipeline::msg::Msg;
+use crate::pipeline::shared::{Shared, Waiters};
+use crate::seq::Seq;
+use crate::stats::{Health, Stats};
 
 struct Producer {
     tx: Sender<Msg>,
@@ -103,7 +80,7 @@ impl Cache {
         config.check_files()?;
         let keys = Keys::new(&config.trader_key(), !config.cluster_nodes.is_empty());
         let marker_key = keys.writer(&config.writer_id);
-        let mut conn = connection::connect_with_retries(&config, &marker_key)?;
+        let mut conn = net::connect_with_retries(&config, &marker_key)?;
         // Claimed first: once it is, an older writer's batch cannot land,
         // so nothing it writes survives the flush below.
         let marker = crate::marker::claim(&mut conn, &marker_key, config.flush_on_start)?;
@@ -173,7 +150,7 @@ impl Cache {
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
         let collection = <E::Of as Entity>::COLLECTION;
         if collection == "accounts" && !self.cfg.persist_account_events {
-            return Ok(Seq(self.producer.lock().next_seq));
+            return Ok(Seq::new(self.producer.lock().next_seq));
         }
         let rec = event.to_record();
         self.push(|seq| Msg::Append { seq, collection, id, rec }, || event.clone())
@@ -243,7 +220,7 @@ impl Cache {
             Ok(()) => {
                 p.next_seq = seq;
                 self.shared.accepted_seq.store(seq, Relaxed);
-                Ok(Seq(seq))
+                Ok(Seq::new(seq))
             }
             Err(closed) => {
                 drop(p);
@@ -343,12 +320,12 @@ impl Cache {
 
     /// The last sequence number handed out (0 before the first write).
     pub fn last_seq(&self) -> Seq {
-        Seq(self.shared.accepted_seq.load(SeqCst))
+        Seq::new(self.shared.accepted_seq.load(SeqCst))
     }
 
     /// The last sequence number Redis has acknowledged.
     pub fn acked_seq(&self) -> Seq {
-        Seq(self.shared.acked_seq.load(SeqCst))
+        Seq::new(self.shared.acked_seq.load(SeqCst))
     }
 
     /// Blocks until write `seq` (and so every write before it) is
@@ -367,7 +344,7 @@ impl Cache {
     /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
     /// until the drops are collected).
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.waiters.wait(&self.shared, seq.0, timeout)
+        self.waiters.wait(&self.shared, seq.get(), timeout)
     }
 
     /// Blocks until every write accepted so far is acknowledged.
@@ -448,7 +425,7 @@ impl Cache {
         if self.shared.acked_seq.load(SeqCst) >= accepted {
             return Ok(());
         }
-        match self.wait(Seq(accepted), timeout) {
+        match self.wait(Seq::new(accepted), timeout) {
             // Acknowledged up to `accepted`, some of it dropped: the reader
             // sees what Redis has; the drops are the caller's to collect.
             Ok(()) | Err(Error::Dropped { .. }) => Ok(()),
@@ -495,7 +472,7 @@ impl Cache {
         if self.closed.swap(true, SeqCst) {
             return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
         }
-        let deadline = connection::deadline_after(timeout);
+        let deadline = net::deadline_after(timeout);
         // The flag reaches the flusher even when the channel is full (Redis
         // down, the flusher no longer draining); the message, sent after
         // every write, wakes it when it is idle.
@@ -537,7 +514,7 @@ fn block_send(tx: &Sender<Msg>, msg: Msg, timeout: Duration) -> std::result::Res
         Err(TrySendError::Disconnected(_)) => return Err(true),
         Err(TrySendError::Full(m)) => m,
     };
-    let deadline = connection::deadline_after(timeout);
+    let deadline = net::deadline_after(timeout);
     let mut spins = 0u32;
     loop {
         let now = Instant::now();

@@ -1,0 +1,206 @@
+//! One established connection: credentials, TLS, `TCP_NODELAY`, timeouts,
+//! what the server tells about it (`CLIENT INFO`, `proto-max-bulk-len`),
+//! and `connect` by deployment mode (standalone, or through
+//! `discovery.rs`).
+
+use std::time::{Duration, Instant};
+
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+
+use super::discovery;
+use super::retry::{Backoff, Cause, Failure};
+use crate::config::Config;
+use crate::error::Error;
+
+/// One established, authenticated connection with timeouts set.
+pub(crate) struct Conn {
+    pub(crate) con: redis::Connection,
+    /// `host:port` it is connected to (never credentials).
+    pub(crate) addr: String,
+    /// This connection as the server sees it (`CLIENT INFO`: id and the
+    /// client's address), used to make sure a dropped connection can no
+    /// longer apply a batch (see `Flusher::resolve`).
+    pub(crate) client: Option<ClientIdentity>,
+    /// The largest bulk string the server accepts (`proto-max-bulk-len`),
+    /// when `CONFIG GET` is allowed: a larger value would make it close
+    /// the connection, and the batch carrying it would be retried forever.
+    pub(crate) bulk_limit: Option<usize>,
+}
+
+/// Opens one connection to `host:port` with the configured credentials,
+/// TLS, `TCP_NODELAY`, and read/write timeouts.
+pub(crate) fn connect_to(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    deadline_cap: Option<Instant>,
+) -> Result<Conn, Failure> {
+    let addr = format!("{host}:{port}");
+    let mut timeout = cfg.connect_timeout;
+    if let Some(d) = deadline_cap {
+        timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+    }
+    let client = make_client(cfg, host, port).map_err(|e| Failure::of(&e, &addr))?;
+    let con = client.get_connection_with_timeout(timeout).map_err(|e| {
+        let mut f = Failure::of(&e, &addr);
+        if cfg.tls && f.cause == Cause::Timeout {
+            // A plaintext port never answers a TLS client hello.
+            f.text.push_str("; no TLS handshake reply: is this the server's TLS port?");
+        }
+        f
+    })?;
+    // redis-rs clears the socket timeouts after the handshake: set ours.
+    con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
+    con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
+    let mut conn = Conn { con, addr, client: None, bulk_limit: None };
+    conn.client = match conn.query(redis::cmd("CLIENT").arg("INFO")) {
+        Ok(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
+        Ok(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
+        _ => None,
+    };
+    // Refused under a strict ACL or on managed Redis: then only
+    // `max_value_bytes` bounds a value (README, "Limits").
+    conn.bulk_limit = match conn.query(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len")) {
+        Ok(Value::Array(v)) => v.get(1).and_then(int_of),
+        Ok(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
+        _ => None,
+    };
+    Ok(conn)
+}
+
+fn int_of(v: &Value) -> Option<usize> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::Int(n) => usize::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// Who a connection is on the server: its `CLIENT ID` and the client
+/// address the server sees. Both are needed to name it safely later: a
+/// restarted server numbers its clients from 1 again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientIdentity {
+    pub(crate) id: i64,
+    pub(crate) addr: String,
+}
+
+impl ClientIdentity {
+    /// From a `CLIENT INFO` line: `id=7 addr=127.0.0.1:53412 laddr=… …`.
+    pub(crate) fn parse(info: &str) -> Option<ClientIdentity> {
+        let field = |name: &str| {
+            info.split_whitespace().find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        Some(ClientIdentity { id: field("id")?.parse().ok()?, addr: field("addr")?.to_string() })
+    }
+
+    /// `CLIENT KILL` of exactly this connection (no other client matches
+    /// both the id and the address).
+    pub(crate) fn kill_cmd(&self) -> redis::Cmd {
+        let mut c = redis::cmd("CLIENT");
+        c.arg("KILL").arg("ID").arg(self.id).arg("ADDR").arg(&self.addr);
+        c
+    }
+}
+
+fn redis_settings(cfg: &Config) -> RedisConnectionInfo {
+    let mut r = RedisConnectionInfo::default().set_db(cfg.db);
+    if let Some(u) = &cfg.username {
+        r = r.set_username(u);
+    }
+    if let Some(p) = &cfg.password {
+        r = r.set_password(&p.0);
+    }
+    r.set_lib_name("tradecache", env!("CARGO_PKG_VERSION"))
+}
+
+fn make_client(cfg: &Config, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+    if cfg.tls {
+        #[cfg(feature = "tls")]
+        return super::tls::make_client(cfg, host, port, redis_settings(cfg));
+        #[cfg(not(feature = "tls"))]
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS requested but tradecache was built without its `tls` feature",
+        )));
+    }
+    let info = ConnectionAddr::Tcp(host.to_string(), port)
+        .into_connection_info()?
+        .set_redis_settings(redis_settings(cfg))
+        .set_tcp_settings(tcp_settings());
+    redis::Client::open(info)
+}
+
+pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    // Off by default in redis-rs; a batch is one write, so Nagle only adds
+    // latency.
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+impl Conn {
+    /// Sends one command and reads its reply; server error replies become
+    /// `Err`.
+    pub(crate) fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        self.con.send_packed_command(&cmd.get_packed_command())?;
+        let v = self.con.recv_response()?;
+        match v {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }
+    }
+}
+
+/// Connects according to the configured mode, resolving the master through
+/// Sentinel or the trader's slot owner through Cluster.
+pub(crate) fn connect(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    if !cfg.sentinels.is_empty() {
+        discovery::connect_sentinel(cfg, deadline)
+    } else if !cfg.cluster_nodes.is_empty() {
+        discovery::connect_cluster(cfg, slot_key, deadline)
+    } else {
+        let conn = connect_to(cfg, &cfg.host, cfg.port, deadline)?;
+        Ok(conn)
+    }
+}
+
+/// `Cache::open`'s bounded connect: at most `connect_attempts` tries with
+/// exponential backoff between them.
+pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn, Error> {
+    let mut backoff = Backoff::new(cfg.open_backoff_min, cfg.open_backoff_max);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connect(cfg, slot_key, None) {
+            Ok(c) => return Ok(c),
+            Err(f) => {
+                log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
+                // A wrong password or certificate will not fix itself:
+                // fail at once.
+                if attempt >= cfg.connect_attempts || f.cause.is_permanent() {
+                    return Err(Error::Connect {
+                        addr: f.addr.clone(),
+                        attempts: attempt,
+                        kind: f.kind(),
+                        detail: f.text,
+                    });
+                }
+                std::thread::sleep(backoff.next_delay());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_identity_from_client_info() {
+        let line = "id=7 addr=127.0.0.1:53412 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=N db=0\n";
+        let c = ClientIdentity::parse(line).unwrap();
+        assert_eq!(c, ClientIdentity { id: 7, addr: "127.0.0.1:53412".into() });
+        assert_eq!(ClientIdentity::parse("laddr=1.2.3.4:5 id=x"), None);
+        let packed = c.kill_cmd().get_packed_command();
+        assert!(String::from_utf8_lossy(&packed).contains("ADDR"));
+    }
+}

@@ -1,0 +1,223 @@
+//! Finding the node to write to: the master through Sentinel (checked
+//! with `ROLE`), or the owner of the trader's hash slot in a Cluster
+//! (`CLUSTER SLOTS`). Run again on every reconnect, so failovers and
+//! resharding are followed.
+
+use std::time::Instant;
+
+use redis::Value;
+
+use super::connect::{connect_to, Conn};
+use super::retry::{Cause, Failure};
+use crate::config::{Config, HostPort};
+
+/// Asks each sentinel in turn for the master's address (each step bounded
+/// by the connect and response timeouts: redis-rs's own sync Sentinel
+/// client has none), connects to it and checks with `ROLE` that it is a
+/// master, since a sentinel may not have caught up with a failover yet.
+/// Called again on every reconnect, so a failover is followed.
+pub(crate) fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    let master = cfg.sentinel_master.clone().unwrap_or_default();
+    // Sentinels usually have no password (or another one than the data
+    // nodes): connect without credentials.
+    let sentinel_cfg = Config { username: None, password: None, db: 0, ..cfg.clone() };
+    let mut tried = Vec::with_capacity(cfg.sentinels.len());
+    for s in &cfg.sentinels {
+        match master_from_sentinel(cfg, &sentinel_cfg, s, &master, deadline) {
+            Ok(conn) => return Ok(conn),
+            // The master itself refused our credentials or certificate:
+            // another sentinel will not change that.
+            Err(f) if f.cause.is_permanent() => return Err(f),
+            Err(f) => tried.push((s.to_string(), f)),
+        }
+    }
+    Err(discovery_failure(&cfg.sentinels, &format!("master {master:?}"), "sentinel", tried))
+}
+
+fn master_from_sentinel(
+    cfg: &Config,
+    sentinel_cfg: &Config,
+    s: &HostPort,
+    master: &str,
+    deadline: Option<Instant>,
+) -> Result<Conn, Failure> {
+    let addr = s.to_string();
+    let mut sc = connect_to(sentinel_cfg, &s.host, s.port, deadline)?;
+    let reply = sc
+        .query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master))
+        .map_err(|e| Failure::of(&e, &addr))?;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let (host, port) = match reply {
+        Value::Array(items) if items.len() == 2 => {
+            match (text(&items[0]), text(&items[1]).and_then(|p| p.parse::<u16>().ok())) {
+                (Some(h), Some(p)) => (h, p),
+                _ => return Err(other(&addr, &format!("unexpected reply for master {master:?}: {items:?}"))),
+            }
+        }
+        Value::Nil => {
+            return Err(Failure::new(Cause::UnknownMaster, addr, format!("does not know master {master:?}")))
+        }
+        other_reply => return Err(other(&addr, &format!("unexpected reply {other_reply:?}"))),
+    };
+    drop(sc);
+    let mut conn = connect_to(cfg, &host, port, deadline).map_err(|mut f| {
+        f.text = format!("its master {host}:{port}: {}", f.text);
+        f
+    })?;
+    match conn.query(&redis::cmd("ROLE")) {
+        Ok(Value::Array(items)) if items.first().and_then(text).as_deref() == Some("master") => Ok(conn),
+        Ok(_) => {
+            // What the server would answer to a write: READONLY.
+            Err(Failure::new(
+                Cause::ReadOnly,
+                conn.addr.clone(),
+                format!("its master {} is not a master (yet)", conn.addr),
+            ))
+        }
+        Err(e) => {
+            let mut f = Failure::of(&e, &conn.addr);
+            f.text = format!("its master {}: {}", conn.addr, f.text);
+            Err(f)
+        }
+    }
+}
+
+/// One failure out of every node tried: names each with what went wrong,
+/// keeps the last one's class for counting.
+fn discovery_failure(nodes: &[HostPort], what: &str, role: &str, tried: Vec<(String, Failure)>) -> Failure {
+    let addr = nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let Some((_, last)) = tried.last() else {
+        let cause = Cause::Discovery(Box::new(Cause::Protocol));
+        return Failure::new(cause, addr, format!("no usable master for {what}: no {role} configured"));
+    };
+    let cause = Cause::Discovery(Box::new(last.cause.clone()));
+    let detail =
+        tried.iter().map(|(node, f)| format!("{role} {node}: {}", f.text)).collect::<Vec<_>>().join("; ");
+    Failure::new(cause, addr, format!("no usable master for {what} ({detail})"))
+}
+
+/// Asks the seed nodes in turn which master owns the trader's slot and
+/// connects to it (once per reconnect, so `MOVED` after a resharding or a
+/// cluster failover is followed).
+pub(crate) fn connect_cluster(
+    cfg: &Config,
+    slot_key: &str,
+    deadline: Option<Instant>,
+) -> Result<Conn, Failure> {
+    let mut tried = Vec::with_capacity(cfg.cluster_nodes.len());
+    for seed_addr @ HostPort { host, port } in &cfg.cluster_nodes {
+        let result = connect_to(cfg, host, *port, deadline).and_then(|mut seed| {
+            let (h, p) = cluster_owner(&mut seed, slot_key)?;
+            if h == *host && p == *port {
+                Ok(seed)
+            } else {
+                drop(seed);
+                connect_to(cfg, &h, p, deadline)
+            }
+        });
+        match result {
+            Ok(conn) => return Ok(conn),
+            Err(f) if f.cause.is_permanent() => return Err(f),
+            Err(f) => tried.push((seed_addr.to_string(), f)),
+        }
+    }
+    Err(discovery_failure(&cfg.cluster_nodes, &format!("key {slot_key}"), "seed", tried))
+}
+
+/// The cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// part between the first `{` and the next `}`, if not empty) or of the
+/// whole key, modulo 16384 (Redis Cluster specification, "Keys hash tags").
+/// Computed here rather than asked with `CLUSTER KEYSLOT`: one round trip
+/// and one ACL permission less.
+pub(crate) fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').map(|close| &rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
+}
+
+/// Finds the master that owns `key`'s slot.
+fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
+    let addr = seed.addr.clone();
+    let slot = i64::from(key_slot(key.as_bytes()));
+    let slots = seed.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| Failure::of(&e, &addr))?;
+    let Value::Array(ranges) = slots else {
+        return Err(other(&addr, "unexpected CLUSTER SLOTS reply"));
+    };
+    for r in ranges {
+        let Value::Array(items) = r else { continue };
+        let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) =
+            (items.first(), items.get(1), items.get(2))
+        else {
+            continue;
+        };
+        if (*lo..=*hi).contains(&slot) {
+            let host = match master.first() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(Value::SimpleString(s)) => s.clone(),
+                _ => continue,
+            };
+            let host = if host.is_empty() {
+                seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string())
+            } else {
+                host
+            };
+            if let Some(Value::Int(p)) = master.get(1) {
+                return Ok((host, *p as u16));
+            }
+        }
+    }
+    // What a node answers while a slot has no owner: CLUSTERDOWN.
+    Err(Failure::new(Cause::Busy, addr, format!("no master owns slot {slot}")))
+}
+
+/// A reply of a shape we did not expect.
+fn other(addr: &str, text: &str) -> Failure {
+    Failure::new(Cause::Protocol, addr, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // The specification's check value, then `CLUSTER KEYSLOT` answers
+        // of Redis 7.0.15.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        for (key, slot) in [
+            (&b"somekey"[..], 11058),
+            (b"foo{hash_tag}", 2515),
+            (b"{user1000}.following", 3443),
+            (b"user1000", 3443),
+            // An empty tag does not count; only the first `{` opens one.
+            (b"foo{}{bar}", 8363),
+            (b"foo{{bar}}zap", 4015),
+            (b"{bar", 4015),
+            (b"{trader-T1}:writer:main", 12116),
+            (b"trader-T1", 12116),
+            (b"no-brace}", 8241),
+            (b"{}", 15257),
+            (b"", 0),
+        ] {
+            assert_eq!(key_slot(key), slot, "{}", String::from_utf8_lossy(key));
+        }
+    }
+}

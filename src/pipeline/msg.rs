@@ -1,0 +1,215 @@
+//! What travels through the channel from the callers to the flusher:
+//! [`Msg`], and the write payloads [`Record`] (a snapshot) and
+//! [`EventRecord`] (an event or market-data append). The hot reference
+//! types travel by value, without allocating; everything else is boxed.
+
+use crate::codec::{self, EncodeError};
+use crate::config::Encoding;
+use crate::entity::{Entity, Event, MarketData, SeriesCapacity};
+use crate::error::Result;
+use crate::ident::Ident;
+use crate::model::{
+    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick, UnixNanos,
+};
+
+/// A message from the callers to the flusher thread. Shutdown travels
+/// through the same channel, so it arrives after every write before it.
+pub(crate) enum Msg {
+    Put {
+        seq: u64,
+        rec: Record,
+    },
+    Append {
+        seq: u64,
+        collection: &'static str,
+        id: Ident,
+        rec: EventRecord,
+    },
+    Delete {
+        seq: u64,
+        collection: &'static str,
+        id: Ident,
+    },
+    /// `Cache::clear`: applied once every write before it is.
+    Clear {
+        seq: u64,
+        reply: crossbeam_channel::Sender<Result<u64>>,
+    },
+    /// `Cache::purge_closed`: not a write, it takes no sequence number.
+    Purge(crate::flusher::PurgeRequest),
+    Shutdown {
+        deadline: std::time::Instant,
+    },
+}
+
+/// Object-safe view of a user entity, encoded on the flusher thread.
+#[doc(hidden)]
+pub trait DynEntity: Send {
+    fn collection(&self) -> &'static str;
+    fn id(&self) -> &str;
+    fn is_closed(&self) -> bool;
+    fn last_updated(&self) -> Option<UnixNanos>;
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<T: Entity> DynEntity for T {
+    fn collection(&self) -> &'static str {
+        T::COLLECTION
+    }
+    fn id(&self) -> &str {
+        Entity::id(self)
+    }
+    fn is_closed(&self) -> bool {
+        Entity::is_closed(self)
+    }
+    fn last_updated(&self) -> Option<UnixNanos> {
+        Entity::last_updated(self)
+    }
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}
+
+/// Object-safe view of a user event, encoded on the flusher thread.
+#[doc(hidden)]
+pub trait DynEvent: Send {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<E: Event> DynEvent for E {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}
+
+/// Object-safe view of a user market-data type, encoded on the flusher
+/// thread. (A separate trait: a type could be both an event and market
+/// data.)
+#[doc(hidden)]
+pub trait DynSeries: Send {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<D: MarketData> DynSeries for D {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}
+
+/// A snapshot write as it travels through the channel: the hot reference
+/// types (orders, positions, instruments) by value, without allocating;
+/// accounts (large, and rarely written) and user types boxed.
+#[doc(hidden)]
+pub enum Record {
+    Instrument(Instrument),
+    Account(Box<Account>),
+    Order(Order),
+    Position(Position),
+    Dyn(Box<dyn DynEntity>),
+}
+
+impl Record {
+    pub(crate) fn collection(&self) -> &'static str {
+        match self {
+            Record::Instrument(_) => Instrument::COLLECTION,
+            Record::Account(_) => Account::COLLECTION,
+            Record::Order(_) => Order::COLLECTION,
+            Record::Position(_) => Position::COLLECTION,
+            Record::Dyn(d) => d.collection(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        match self {
+            Record::Instrument(v) => Entity::id(v),
+            Record::Account(v) => Entity::id(v.as_ref()),
+            Record::Order(v) => Entity::id(v),
+            Record::Position(v) => Entity::id(v),
+            Record::Dyn(d) => d.id(),
+        }
+    }
+
+    /// [`Entity::is_closed`], asked on the flusher thread.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Record::Instrument(v) => Entity::is_closed(v),
+            Record::Account(v) => Entity::is_closed(v.as_ref()),
+            Record::Order(v) => Entity::is_closed(v),
+            Record::Position(v) => Entity::is_closed(v),
+            Record::Dyn(d) => d.is_closed(),
+        }
+    }
+
+    /// [`Entity::last_updated`], asked on the flusher thread.
+    pub(crate) fn last_updated(&self) -> Option<UnixNanos> {
+        match self {
+            Record::Instrument(v) => Entity::last_updated(v),
+            Record::Account(v) => Entity::last_updated(v.as_ref()),
+            Record::Order(v) => Entity::last_updated(v),
+            Record::Position(v) => Entity::last_updated(v),
+            Record::Dyn(d) => d.last_updated(),
+        }
+    }
+
+    pub(crate) fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Record::Instrument(v) => codec::encode(v, encoding, out),
+            Record::Account(v) => codec::encode(v, encoding, out),
+            Record::Order(v) => codec::encode(v, encoding, out),
+            Record::Position(v) => codec::encode(v, encoding, out),
+            Record::Dyn(d) => d.encode(encoding, out),
+        }
+    }
+}
+
+/// An event (or market-data) append as it travels through the channel.
+#[doc(hidden)]
+pub enum EventRecord {
+    Order(OrderEvent),
+    Account(Box<AccountEvent>),
+    Dyn(Box<dyn DynEvent>),
+    Quote(QuoteTick),
+    Trade(TradeTick),
+    Bar(Bar),
+    Series(Box<dyn DynSeries>, SeriesCapacity),
+}
+
+impl EventRecord {
+    pub(crate) fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            EventRecord::Order(v) => codec::encode(v, encoding, out),
+            EventRecord::Account(v) => codec::encode(v, encoding, out),
+            EventRecord::Dyn(d) => d.encode(encoding, out),
+            EventRecord::Quote(v) => codec::encode(v, encoding, out),
+            EventRecord::Trade(v) => codec::encode(v, encoding, out),
+            EventRecord::Bar(v) => codec::encode(v, encoding, out),
+            EventRecord::Series(d, _) => d.encode(encoding, out),
+        }
+    }
+
+    /// Market data (capped lists), as opposed to an entity's event log
+    /// (which `publish_events` also sends to a stream).
+    pub(crate) fn is_series(&self) -> bool {
+        matches!(
+            self,
+            EventRecord::Quote(_) | EventRecord::Trade(_) | EventRecord::Bar(_) | EventRecord::Series(..)
+        )
+    }
+
+    /// How many entries its list keeps (`LTRIM` after the `RPUSH`): the
+    /// capacity for market data, `max_account_events` for account events;
+    /// `None` for other event logs, which are never trimmed.
+    pub(crate) fn cap(&self, cfg: &crate::config::Config) -> Option<usize> {
+        let capacity = match self {
+            EventRecord::Quote(_) | EventRecord::Trade(_) => SeriesCapacity::Ticks,
+            EventRecord::Bar(_) => SeriesCapacity::Bars,
+            EventRecord::Series(_, c) => *c,
+            EventRecord::Account(_) => return cfg.max_account_events,
+            EventRecord::Order(_) | EventRecord::Dyn(_) => return None,
+        };
+        Some(match capacity {
+            SeriesCapacity::Ticks => cfg.tick_capacity,
+            SeriesCapacity::Bars => cfg.bar_capacity,
+        })
+    }
+}

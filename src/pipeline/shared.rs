@@ -1,0 +1,307 @@
+//! The state both threads share: the callers' handle and the flusher.
+//! `Shared` holds the sequence numbers, the counters behind `stats()` and
+//! `health()`, the stop request, the fence and the drop log; `Waiters` lets
+//! `wait`/`flush` sleep until `acked_seq` moves.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::error::{DroppedWrite, Error};
+use crate::error_class::ErrorClass;
+use crate::seq::Seq;
+use crate::stats::{Health, Stats};
+
+/// Buckets of the batch latency histogram (powers of two, in µs).
+pub(crate) const LAT_BUCKETS: usize = 32;
+
+fn class_index(class: ErrorClass) -> usize {
+    ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(ErrorClass::ALL.len() - 1)
+}
+
+/// State shared by the handle and the flusher. Callers only ever touch
+/// `accepted_seq` (their own cache line) and, when rejected, `rejected`.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) accepted_seq: CachePadded<AtomicU64>,
+    pub(crate) acked_seq: CachePadded<AtomicU64>,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) replays: AtomicU64,
+    pub(crate) purged: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) flusher_alive: AtomicBool,
+    errors: [AtomicU64; 12],
+    /// Dropped writes by the class of the reason (`Stats::dropped` split).
+    dropped_by: [AtomicU64; 12],
+    lat_us: [AtomicU64; LAT_BUCKETS],
+    /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
+    lat_sum_us: AtomicU64,
+    pub(crate) last_error: Mutex<Option<LastError>>,
+    pub(crate) backpressure: Mutex<Option<String>>,
+    /// Dropped writes not yet collected by `Cache::take_dropped`.
+    drop_log: Mutex<DropLog>,
+    /// The lowest sequence number in `drop_log` (0: none), so that `wait`
+    /// checks for drops with one atomic load.
+    first_untaken_drop: AtomicU64,
+    /// Set by `close`/`Drop`: the flusher's deadline, for when the
+    /// `Shutdown` message cannot reach it (see `Flusher::check_stop`).
+    stop_requested: AtomicBool,
+    stop_at: Mutex<Option<std::time::Instant>>,
+    /// Set once another writer took over (its own cache line: every write
+    /// reads it), with the writer key and what the flusher found.
+    fenced: CachePadded<AtomicBool>,
+    fence: Mutex<Option<(String, String)>>,
+}
+
+/// How many dropped-write entries are kept for
+/// [`crate::Cache::take_dropped`] between two calls; [`Stats::dropped`]
+/// counts every write.
+pub(crate) const DROP_LOG_CAPACITY: usize = 1024;
+
+#[derive(Default)]
+struct DropLog {
+    writes: Vec<DroppedWrite>,
+    /// Dropped since the last take, including any beyond the capacity.
+    untaken: u64,
+}
+
+/// The last error the flusher met.
+#[derive(Debug, Clone)]
+pub(crate) struct LastError {
+    pub(crate) class: ErrorClass,
+    pub(crate) text: String,
+    pub(crate) at: std::time::SystemTime,
+}
+
+/// Lets `wait`/`flush` (of a `Cache` or a `Kv`) sleep until `acked_seq`
+/// moves; the writer thread wakes them only when someone waits.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub(crate) count: std::sync::atomic::AtomicUsize,
+    pub(crate) lock: Mutex<()>,
+    pub(crate) cv: parking_lot::Condvar,
+}
+
+impl Waiters {
+    pub(crate) fn wake(&self) {
+        if self.count.load(SeqCst) > 0 {
+            let _g = self.lock.lock();
+            self.cv.notify_all();
+        }
+    }
+
+    /// Blocks until write `seq` is acknowledged in `shared`, the writer is
+    /// fenced or stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
+    pub(crate) fn wait(&self, shared: &Shared, seq: u64, timeout: Duration) -> Result<(), Error> {
+        if shared.acked_seq.load(SeqCst) >= seq {
+            return shared.drop_error(seq).map_or(Ok(()), Err);
+        }
+        let deadline = crate::net::deadline_after(timeout);
+        self.count.fetch_add(1, SeqCst);
+        let mut guard = self.lock.lock();
+        let result = loop {
+            if shared.acked_seq.load(SeqCst) >= seq {
+                break shared.drop_error(seq).map_or(Ok(()), Err);
+            }
+            if let Some(e) = shared.fence_error() {
+                break Err(e);
+            }
+            if !shared.flusher_alive.load(SeqCst) {
+                break Err(Error::Closed);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break Err(Error::WaitTimeout(timeout));
+            }
+            // Bounded slices: a safety net, not the wake-up mechanism.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            self.cv.wait_for(&mut guard, slice);
+        };
+        drop(guard);
+        self.count.fetch_sub(1, SeqCst);
+        result
+    }
+}
+
+impl Shared {
+    /// Asks the flusher to stop by `deadline`, however full the channel is.
+    pub(crate) fn request_stop(&self, deadline: std::time::Instant) {
+        *self.stop_at.lock() = Some(deadline);
+        self.stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The deadline set by [`Shared::request_stop`], if any.
+    pub(crate) fn stop_requested(&self) -> Option<std::time::Instant> {
+        if self.stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
+            *self.stop_at.lock()
+        } else {
+            None
+        }
+    }
+
+    /// Records that another writer took over (`writer_key`, and what was
+    /// found).
+    pub(crate) fn set_fenced(&self, writer_key: String, detail: String) {
+        *self.fence.lock() = Some((writer_key, detail));
+        self.fenced.store(true, SeqCst);
+    }
+
+    /// Whether another writer took over (one load, for the hot path).
+    #[inline]
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Relaxed)
+    }
+
+    /// `Error::Fenced` once this writer has been fenced.
+    pub(crate) fn fence_error(&self) -> Option<Error> {
+        if !self.fenced.load(SeqCst) {
+            return None;
+        }
+        let (writer_key, detail) = self.fence.lock().clone()?;
+        Some(Error::Fenced { writer_key, detail })
+    }
+
+    /// Counts a write the flusher could not persist and records it for
+    /// `take_dropped` and `wait`.
+    /// `writes` is how many writes the entry stands for (more than one
+    /// for a command, refused inside a transaction, that carried several).
+    pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
+        self.dropped.fetch_add(writes, Relaxed);
+        self.dropped_by[class_index(class)].fetch_add(writes, Relaxed);
+        self.count_error(class, format!("{writes} write(s) from seq {seq} to {key} dropped: {detail}"));
+        let mut log = self.drop_log.lock();
+        log.untaken += writes;
+        if log.writes.len() < DROP_LOG_CAPACITY {
+            log.writes.push(DroppedWrite { seq: Seq::new(seq), writes, key, class, detail });
+        }
+        let first = self.first_untaken_drop.load(SeqCst);
+        if first == 0 || seq < first {
+            self.first_untaken_drop.store(seq, SeqCst);
+        }
+    }
+
+    /// Hands over the dropped writes recorded so far, oldest first.
+    pub(crate) fn take_drops(&self) -> Vec<DroppedWrite> {
+        let mut log = self.drop_log.lock();
+        log.untaken = 0;
+        self.first_untaken_drop.store(0, SeqCst);
+        let mut writes = std::mem::take(&mut log.writes);
+        writes.sort_by_key(|w| w.seq);
+        writes
+    }
+
+    /// `Error::Dropped` when a write at or before `seq` was dropped and has
+    /// not been collected yet.
+    pub(crate) fn drop_error(&self, seq: u64) -> Option<Error> {
+        let first = self.first_untaken_drop.load(SeqCst);
+        if first == 0 || first > seq {
+            return None;
+        }
+        let log = self.drop_log.lock();
+        let earliest = log.writes.iter().min_by_key(|w| w.seq)?;
+        Some(Error::Dropped { count: log.untaken, first: Box::new(earliest.clone()) })
+    }
+
+    pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
+        self.errors[class_index(class)].fetch_add(1, Relaxed);
+        *self.last_error.lock() = Some(LastError { class, text, at: std::time::SystemTime::now() });
+    }
+
+    pub(crate) fn record_batch_latency(&self, d: Duration) {
+        let us = d.as_micros().max(1) as u64;
+        let bucket = (63 - us.leading_zeros() as usize).min(LAT_BUCKETS - 1);
+        self.lat_us[bucket].fetch_add(1, Relaxed);
+        self.lat_sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Read by the metrics exposition (`src/metrics.rs`), which must not
+    /// allocate: every error class with its count (zeros included), in
+    /// [`ErrorClass::ALL`] order.
+    pub(crate) fn error_counts(&self) -> impl Iterator<Item = (ErrorClass, u64)> + '_ {
+        ErrorClass::ALL.iter().zip(self.errors.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
+    }
+
+    /// Dropped writes by the class of the reason, zeros included.
+    pub(crate) fn dropped_counts(&self) -> impl Iterator<Item = (ErrorClass, u64)> + '_ {
+        ErrorClass::ALL.iter().zip(self.dropped_by.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
+    }
+
+    /// The batch latency histogram: the count in each power-of-two bucket
+    /// (bucket `i` holds round trips of `2^i` to `2^(i+1) - 1` whole µs;
+    /// the last bucket also holds everything longer) and the sum in µs.
+    pub(crate) fn latency_histogram(&self) -> ([u64; LAT_BUCKETS], u64) {
+        let mut counts = [0; LAT_BUCKETS];
+        for (c, a) in counts.iter_mut().zip(self.lat_us.iter()) {
+            *c = a.load(Relaxed);
+        }
+        (counts, self.lat_sum_us.load(Relaxed))
+    }
+
+    fn percentile_us(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.lat_us.iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                // Upper bound of the power-of-two bucket.
+                return Some((2u64 << i) - 1);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let accepted = self.accepted_seq.load(Relaxed);
+        let acked = self.acked_seq.load(Relaxed);
+        Stats {
+            accepted,
+            acked,
+            backlog: accepted.saturating_sub(acked),
+            rejected: self.rejected.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            commands: self.written.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            replays: self.replays.load(Relaxed),
+            purged: self.purged.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            errors: ErrorClass::ALL
+                .iter()
+                .zip(self.errors.iter())
+                .map(|(c, n)| (c.name(), n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            batch_latency_p50_us: self.percentile_us(0.50),
+            batch_latency_p99_us: self.percentile_us(0.99),
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        let accepted = self.accepted_seq.load(Relaxed);
+        let acked = self.acked_seq.load(Relaxed);
+        let last = self.last_error.lock().clone();
+        Health {
+            connected: self.connected.load(Relaxed),
+            flusher_running: self.flusher_alive.load(Relaxed),
+            backlog: accepted.saturating_sub(acked),
+            reconnects: self.reconnects.load(Relaxed),
+            last_error: last.as_ref().map(|e| format!("{}: {}", e.class.name(), e.text)),
+            last_error_class: last.as_ref().map(|e| e.class),
+            last_error_age: last.and_then(|e| e.at.elapsed().ok()),
+            backpressure: self.backpressure.lock().clone(),
+            fenced: self.fence.lock().as_ref().map(|(_, detail)| detail.clone()),
+        }
+    }
+}
