@@ -35,8 +35,11 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// How many classes there are.
+    pub(crate) const COUNT: usize = 12;
+
     /// Every class, in a fixed order.
-    pub(crate) const ALL: [ErrorClass; 12] = [
+    pub(crate) const ALL: [ErrorClass; ErrorClass::COUNT] = [
         ErrorClass::Io,
         ErrorClass::Timeout,
         ErrorClass::Busy,
@@ -50,6 +53,11 @@ impl ErrorClass {
         ErrorClass::Fenced,
         ErrorClass::Other,
     ];
+
+    /// Its position in [`ErrorClass::ALL`] (for arrays of counters).
+    pub(crate) fn index(self) -> usize {
+        ErrorClass::ALL.iter().position(|c| *c == self).unwrap_or(ErrorClass::COUNT - 1)
+    }
 
     /// A short lowercase name: `"oom"`, `"timeout"`, …
     pub fn name(self) -> &'static str {

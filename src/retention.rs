@@ -56,6 +56,9 @@ impl Cache {
     /// let day = Duration::from_secs(86_400);
     /// let purged = cache.purge_closed::<Order>(7 * day, Duration::from_secs(60))?;
     /// println!("removed {} closed orders ({} keys)", purged.removed.len(), purged.keys);
+    /// for id in &purged.removed {
+    ///     assert_eq!(cache.get::<Order>(id.as_str())?, None);
+    /// }
     /// # Ok(()) }
     /// ```
     ///
@@ -78,6 +81,21 @@ impl Cache {
     /// # Errors
     ///
     /// As [`Cache::purge_closed`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::{Order, UnixNanos};
+    /// let purged = cache.purge_closed_before::<Order>(UnixNanos(1_700_000_000_000_000_000), Duration::from_secs(60))?;
+    /// for id in &purged.removed {
+    ///     assert_eq!(cache.get::<Order>(id.as_str())?, None);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn purge_closed_before<T: Entity>(&self, cutoff: UnixNanos, timeout: Duration) -> Result<Purged> {
         self.purge_before(T::COLLECTION, cutoff.0 / 1_000_000, timeout)
     }

@@ -135,7 +135,7 @@ pub(crate) struct Counters {
     pub(crate) computed: AtomicU64,
     pub(crate) flight_waits: AtomicU64,
     pub(crate) slow_ops: AtomicU64,
-    pub(crate) read_errors: [AtomicU64; 11],
+    pub(crate) read_errors: [AtomicU64; ErrorClass::COUNT],
 }
 
 pub(crate) struct Metrics {
@@ -161,8 +161,7 @@ impl Metrics {
     }
 
     pub(crate) fn read_error(&self, class: ErrorClass) {
-        let i = ERROR_CLASSES.iter().position(|c| *c == class).unwrap_or(ERROR_CLASSES.len() - 1);
-        self.c.read_errors[i].fetch_add(1, Relaxed);
+        self.c.read_errors[class.index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn latency(&self) -> Vec<(Op, Latency)> {
@@ -170,7 +169,7 @@ impl Metrics {
     }
 
     pub(crate) fn read_errors(&self) -> Vec<(&'static str, u64)> {
-        ERROR_CLASSES
+        ErrorClass::ALL
             .iter()
             .zip(&self.c.read_errors)
             .map(|(c, n)| (c.name(), n.load(Relaxed)))
@@ -178,20 +177,6 @@ impl Metrics {
             .collect()
     }
 }
-
-const ERROR_CLASSES: [ErrorClass; 11] = [
-    ErrorClass::Io,
-    ErrorClass::Timeout,
-    ErrorClass::Busy,
-    ErrorClass::ReadOnly,
-    ErrorClass::Oom,
-    ErrorClass::Misconf,
-    ErrorClass::Auth,
-    ErrorClass::Encode,
-    ErrorClass::TooLarge,
-    ErrorClass::Command,
-    ErrorClass::Other,
-];
 
 /// Counters and latencies of a [`crate::kv::Kv`] since `open`. See
 /// [`crate::kv::Kv::stats`].

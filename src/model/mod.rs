@@ -35,9 +35,9 @@ pub use order::{
     TimeInForce,
 };
 pub use position::{Position, PositionError, PositionSide};
-pub(crate) use value::IsoScope;
 #[cfg(test)]
 pub(crate) use value::set_timestamps_as_iso8601;
+pub(crate) use value::IsoScope;
 pub use value::{
     Currency, Money, ParseError, Price, Quantity, ReasonText, UnixNanos, MAX_PRECISION, REASON_CAPACITY,
 };

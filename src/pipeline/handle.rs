@@ -75,6 +75,20 @@ impl Cache {
     /// number (unless `flush_on_start` is set, which replaces it);
     /// [`Error::Redis`] when reading or claiming it fails (a key of the
     /// wrong type, say).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::from_env()?.trader_id("TESTER-001");
+    /// let cache = Cache::open(config)?;
+    /// assert!(cache.health().connected);
+    /// assert_eq!(cache.last_seq().get(), 0);
+    /// cache.close(Duration::from_secs(5))?;
+    /// # Ok(()) }
+    /// ```
     pub fn open(config: Config) -> Result<Cache> {
         config.validate()?;
         config.check_files()?;
@@ -133,6 +147,22 @@ impl Cache {
     /// [`OverflowPolicy::Reject`] or stays full for the `Block` timeout;
     /// [`PushError::Closed`] after `close`; [`PushError::Fenced`] once a
     /// newer writer has taken over (README, "Writers and fencing").
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// let position = Position::example("BTCUSDT-PERP.BINANCE-001");
+    /// let seq = cache.put(&position)?;             // no I/O on this thread
+    /// assert_eq!(cache.last_seq(), seq);
+    /// cache.wait(seq, Duration::from_secs(1))?;   // now in Redis
+    /// assert!(cache.acked_seq() >= seq);
+    /// # Ok(()) }
+    /// ```
     pub fn put<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
@@ -146,6 +176,29 @@ impl Cache {
     /// # Errors
     ///
     /// As [`Cache::put`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::{Order, OrderEvent, OrderEventKind, UnixNanos};
+    /// use tradecache::Ident;
+    /// cache.put(&Order::example("O-1"))?;
+    /// let event = OrderEvent {
+    ///     event_id: 1,
+    ///     client_order_id: Ident::new("O-1")?,
+    ///     ts_event: UnixNanos(1),
+    ///     kind: OrderEventKind::Canceled,
+    /// };
+    /// let seq = cache.append("O-1", &event)?;
+    /// cache.wait(seq, Duration::from_secs(1))?;
+    /// let (events, _) = cache.load_events::<OrderEvent>("O-1")?;
+    /// assert_eq!(events.last(), Some(&event));
+    /// # Ok(()) }
+    /// ```
     pub fn append<E: Event>(&self, id: &str, event: &E) -> std::result::Result<Seq, PushError<E>> {
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
         let collection = <E::Of as Entity>::COLLECTION;
@@ -168,6 +221,22 @@ impl Cache {
     ///
     /// As [`Cache::put`] (an invalid series id is
     /// [`PushError::InvalidId`]).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::{QuoteTick, UnixNanos};
+    /// let tick = QuoteTick::example("BTCUSDT-PERP.BINANCE", UnixNanos(1));
+    /// let seq = cache.append_market_data(&tick)?;
+    /// cache.wait(seq, Duration::from_secs(1))?;
+    /// let (ticks, _) = cache.load_ticks::<QuoteTick>("BTCUSDT-PERP.BINANCE", 1)?;
+    /// assert_eq!(ticks, vec![tick]);
+    /// # Ok(()) }
+    /// ```
     pub fn append_market_data<D: MarketData>(&self, item: &D) -> std::result::Result<Seq, PushError<D>> {
         let id = Ident::new(item.series_id()).map_err(PushError::InvalidId)?;
         let rec = item.to_record();
@@ -179,6 +248,21 @@ impl Cache {
     /// # Errors
     ///
     /// As [`Cache::put`]; the value handed back is the id.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// cache.put(&Position::example("P-1"))?;
+    /// let seq = cache.delete::<Position>("P-1")?;
+    /// cache.wait(seq, Duration::from_secs(1))?;
+    /// assert_eq!(cache.get::<Position>("P-1")?, None);
+    /// # Ok(()) }
+    /// ```
     pub fn delete<T: Entity>(&self, id: &str) -> std::result::Result<Seq, PushError<Ident>> {
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
         let back = id.clone();
@@ -319,11 +403,40 @@ impl Cache {
     }
 
     /// The last sequence number handed out (0 before the first write).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// let before = cache.last_seq();
+    /// let seq = cache.put(&Position::example("P-1"))?;
+    /// assert_eq!(cache.last_seq(), seq);
+    /// assert!(seq > before);
+    /// # Ok(()) }
+    /// ```
     pub fn last_seq(&self) -> Seq {
         Seq::new(self.shared.accepted_seq.load(SeqCst))
     }
 
     /// The last sequence number Redis has acknowledged.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// let seq = cache.put(&Position::example("P-1"))?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// assert!(cache.acked_seq() >= seq);
+    /// # Ok(()) }
+    /// ```
     pub fn acked_seq(&self) -> Seq {
         Seq::new(self.shared.acked_seq.load(SeqCst))
     }
@@ -343,6 +456,23 @@ impl Cache {
     /// encodable, refused by Redis) and not yet collected with
     /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
     /// until the drops are collected).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// let seq = cache.put(&Position::example("P-1"))?;
+    /// match cache.wait(seq, Duration::from_millis(50)) {
+    ///     Ok(()) => assert!(cache.acked_seq() >= seq),
+    ///     // Redis slow or down: the write is still queued, not lost.
+    ///     Err(e) => assert_eq!(e.kind(), tradecache::ErrorKind::Timeout),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
         self.waiters.wait(&self.shared, seq.get(), timeout)
     }
@@ -353,6 +483,21 @@ impl Cache {
     ///
     /// As [`Cache::wait`]: in particular [`Error::Dropped`] while any
     /// dropped write has not been collected with [`Cache::take_dropped`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// cache.put(&Position::example("P-1"))?;
+    /// cache.put(&Position::example("P-2"))?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// assert_eq!(cache.stats().backlog, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         self.wait(self.last_seq(), timeout)
     }
@@ -389,16 +534,58 @@ impl Cache {
     }
 
     /// Connection state, backlog, last error and reconnect count.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// let health = cache.health();
+    /// if !health.is_healthy() {
+    ///     eprintln!("tradecache: {:?} (backlog {})", health.last_error, health.backlog);
+    /// }
+    /// assert!(health.flusher_running);
+    /// # Ok(()) }
+    /// ```
     pub fn health(&self) -> Health {
         self.shared.health()
     }
 
     /// Counters since `open`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// cache.put(&Position::example("P-1"))?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// let stats = cache.stats();
+    /// assert!(stats.accepted >= 1 && stats.acked == stats.accepted);
+    /// assert_eq!(stats.error_count("oom"), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
 
     /// The configuration this cache was opened with.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// assert_eq!(cache.config().trader_key(), "trader-DOC-001");
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -457,6 +644,20 @@ impl Cache {
     /// the count of accepted writes that were not acknowledged (an upper
     /// bound: a batch whose reply was under way at the deadline may still
     /// have been applied).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// cache.put(&Position::example("P-1"))?;
+    /// let report = cache.close(Duration::from_secs(5))?;
+    /// assert_eq!(report.unpersisted, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn close(self, timeout: Duration) -> Result<CloseReport> {
         let report = self.shutdown(timeout);
         if let Some(e) = self.shared.fence_error() {

@@ -17,10 +17,6 @@ use crate::stats::{Health, Stats};
 /// Buckets of the batch latency histogram (powers of two, in µs).
 pub(crate) const LAT_BUCKETS: usize = 32;
 
-fn class_index(class: ErrorClass) -> usize {
-    ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(ErrorClass::ALL.len() - 1)
-}
-
 /// State shared by the handle and the flusher. Callers only ever touch
 /// `accepted_seq` (their own cache line) and, when rejected, `rejected`.
 #[derive(Default)]
@@ -37,9 +33,9 @@ pub(crate) struct Shared {
     pub(crate) purged: AtomicU64,
     pub(crate) connected: AtomicBool,
     pub(crate) flusher_alive: AtomicBool,
-    errors: [AtomicU64; 12],
+    errors: [AtomicU64; ErrorClass::COUNT],
     /// Dropped writes by the class of the reason (`Stats::dropped` split).
-    dropped_by: [AtomicU64; 12],
+    dropped_by: [AtomicU64; ErrorClass::COUNT],
     lat_us: [AtomicU64; LAT_BUCKETS],
     /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
     lat_sum_us: AtomicU64,
@@ -174,7 +170,7 @@ impl Shared {
     /// for a command, refused inside a transaction, that carried several).
     pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
         self.dropped.fetch_add(writes, Relaxed);
-        self.dropped_by[class_index(class)].fetch_add(writes, Relaxed);
+        self.dropped_by[class.index()].fetch_add(writes, Relaxed);
         self.count_error(class, format!("{writes} write(s) from seq {seq} to {key} dropped: {detail}"));
         let mut log = self.drop_log.lock();
         log.untaken += writes;
@@ -210,7 +206,7 @@ impl Shared {
     }
 
     pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
-        self.errors[class_index(class)].fetch_add(1, Relaxed);
+        self.errors[class.index()].fetch_add(1, Relaxed);
         *self.last_error.lock() = Some(LastError { class, text, at: std::time::SystemTime::now() });
     }
 
