@@ -2,7 +2,7 @@
 //! flusher's state: it talks to it through the channel and a few atomics.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::config::{Config, OverflowPolicy};
 use crate::entity::{Entity, Event, MarketData};
-use crate::error::{CloseReport, DroppedWrite, Error, PushError, Result};
+use crate::error::{CloseReport, Error, PushError, Result};
 use crate::flusher::{Flusher, FlusherInit};
 use crate::ident::{self, Ident};
 use crate::keys::Keys;
@@ -20,10 +20,9 @@ use crate::net;
 use crate::pipeline::msg::Msg;
 use crate::pipeline::shared::{Shared, Waiters};
 use crate::seq::Seq;
-use crate::stats::{Health, Stats};
 
-struct Producer {
-    tx: Sender<Msg>,
+pub(super) struct Producer {
+    pub(super) tx: Sender<Msg>,
     next_seq: u64,
 }
 
@@ -33,16 +32,16 @@ struct Producer {
 /// `Cache` is `Send + Sync`: share it between threads behind an `Arc`.
 /// Writes from several threads are ordered by their [`Seq`].
 pub struct Cache {
-    producer: Mutex<Producer>,
-    shared: Arc<Shared>,
-    waiters: Arc<Waiters>,
-    done: Receiver<CloseReport>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    closed: AtomicBool,
-    cfg: Config,
-    keys: Keys,
+    pub(super) producer: Mutex<Producer>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) waiters: Arc<Waiters>,
+    pub(super) done: Receiver<CloseReport>,
+    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+    pub(super) closed: AtomicBool,
+    pub(super) cfg: Config,
+    pub(super) keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
-    reads: crate::reads::ReadLink,
+    pub(super) reads: crate::reads::ReadLink,
 }
 
 impl std::fmt::Debug for Cache {
@@ -401,307 +400,6 @@ impl Cache {
     pub(crate) fn stopped(&self) -> Error {
         self.shared.fence_error().unwrap_or(Error::Closed)
     }
-
-    /// The last sequence number handed out (0 before the first write).
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// use tradecache::model::Position;
-    /// let before = cache.last_seq();
-    /// let seq = cache.put(&Position::example("P-1"))?;
-    /// assert_eq!(cache.last_seq(), seq);
-    /// assert!(seq > before);
-    /// # Ok(()) }
-    /// ```
-    pub fn last_seq(&self) -> Seq {
-        Seq::new(self.shared.accepted_seq.load(SeqCst))
-    }
-
-    /// The last sequence number Redis has acknowledged.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// use tradecache::model::Position;
-    /// let seq = cache.put(&Position::example("P-1"))?;
-    /// cache.flush(Duration::from_secs(1))?;
-    /// assert!(cache.acked_seq() >= seq);
-    /// # Ok(()) }
-    /// ```
-    pub fn acked_seq(&self) -> Seq {
-        Seq::new(self.shared.acked_seq.load(SeqCst))
-    }
-
-    /// Blocks until write `seq` (and so every write before it) is
-    /// acknowledged by Redis, or `timeout` passes. `Ok` means every write up
-    /// to `seq` is in Redis, except dropped writes already collected with
-    /// [`Cache::take_dropped`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WaitTimeout`] when the timeout passes first;
-    /// [`Error::Fenced`] when another writer took over before `seq` was
-    /// acknowledged; [`Error::Closed`] when the flusher has stopped;
-    /// [`Error::Dropped`]
-    /// when a write at or before `seq` was dropped (too large, not
-    /// encodable, refused by Redis) and not yet collected with
-    /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
-    /// until the drops are collected).
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// use tradecache::model::Position;
-    /// let seq = cache.put(&Position::example("P-1"))?;
-    /// match cache.wait(seq, Duration::from_millis(50)) {
-    ///     Ok(()) => assert!(cache.acked_seq() >= seq),
-    ///     // Redis slow or down: the write is still queued, not lost.
-    ///     Err(e) => assert_eq!(e.kind(), tradecache::ErrorKind::Timeout),
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.waiters.wait(&self.shared, seq.get(), timeout)
-    }
-
-    /// Blocks until every write accepted so far is acknowledged.
-    ///
-    /// # Errors
-    ///
-    /// As [`Cache::wait`]: in particular [`Error::Dropped`] while any
-    /// dropped write has not been collected with [`Cache::take_dropped`].
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// use tradecache::model::Position;
-    /// cache.put(&Position::example("P-1"))?;
-    /// cache.put(&Position::example("P-2"))?;
-    /// cache.flush(Duration::from_secs(1))?;
-    /// assert_eq!(cache.stats().backlog, 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.wait(self.last_seq(), timeout)
-    }
-
-    /// Hands over the accepted writes the flusher has dropped since the
-    /// last call, oldest first, and clears the record (so [`Cache::wait`]
-    /// and [`Cache::flush`] stop reporting them).
-    ///
-    /// A write is dropped, never retried, when its value is larger than
-    /// `max_value_bytes` or cannot be encoded (both found on the flusher
-    /// thread, since encoding stays off the caller's hot path), or when
-    /// Redis refuses its command inside the transaction (a key of the
-    /// wrong type). Each is also counted in [`Stats::dropped`] and shown in
-    /// [`Health::last_error`]. At most 1024 are kept between two calls;
-    /// `stats().dropped` counts all of them.
-    ///
-    /// ```no_run
-    /// # use tradecache::{Cache, Config, Error};
-    /// # use std::time::Duration;
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?)?;
-    /// match cache.flush(Duration::from_secs(1)) {
-    ///     Err(Error::Dropped { .. }) => {
-    ///         for d in cache.take_dropped() {
-    ///             eprintln!("not persisted: {d}"); // seq, key, class, detail
-    ///         }
-    ///     }
-    ///     other => other?,
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn take_dropped(&self) -> Vec<DroppedWrite> {
-        self.shared.take_drops()
-    }
-
-    /// Connection state, backlog, last error and reconnect count.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// let health = cache.health();
-    /// if !health.is_healthy() {
-    ///     eprintln!("tradecache: {:?} (backlog {})", health.last_error, health.backlog);
-    /// }
-    /// assert!(health.flusher_running);
-    /// # Ok(()) }
-    /// ```
-    pub fn health(&self) -> Health {
-        self.shared.health()
-    }
-
-    /// Counters since `open`.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// use tradecache::model::Position;
-    /// cache.put(&Position::example("P-1"))?;
-    /// cache.flush(Duration::from_secs(1))?;
-    /// let stats = cache.stats();
-    /// assert!(stats.accepted >= 1 && stats.acked == stats.accepted);
-    /// assert_eq!(stats.error_count("oom"), 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.shared.stats()
-    }
-
-    /// The configuration this cache was opened with.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// assert_eq!(cache.config().trader_key(), "trader-DOC-001");
-    /// # Ok(()) }
-    /// ```
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    pub(crate) fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
-    pub(crate) fn read_link(&self) -> &crate::reads::ReadLink {
-        &self.reads
-    }
-
-    /// Read-your-writes for the point reads: waits until every write
-    /// accepted before this call is acknowledged (Redis has it, or the
-    /// flusher dropped it and reported it). Free when nothing is pending;
-    /// nothing is added to the write path.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WaitTimeout`] after `timeout`; [`Error::Closed`] when the
-    /// flusher has stopped.
-    pub(crate) fn settle_reads(&self, timeout: Duration) -> Result<()> {
-        let accepted = self.shared.accepted_seq.load(SeqCst);
-        if self.shared.acked_seq.load(SeqCst) >= accepted {
-            return Ok(());
-        }
-        match self.wait(Seq::new(accepted), timeout) {
-            // Acknowledged up to `accepted`, some of it dropped: the reader
-            // sees what Redis has; the drops are the caller's to collect.
-            Ok(()) | Err(Error::Dropped { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The counters shared with the flusher, for the metrics exposition.
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-
-    /// Sends shutdown through the channel (after every accepted write),
-    /// lets the flusher write what it can until `timeout`, and joins it.
-    /// Returns within `timeout` plus a small slack even when Redis is down
-    /// or stalled, or the channel is full; the flusher stops by then too
-    /// (it finishes at most the one reply it is reading, bounded by
-    /// `response_timeout`), so nothing is written after the cache is gone.
-    /// `Drop` does the same with `close_timeout` and logs the count.
-    ///
-    /// Writes the flusher dropped (too large, not encodable, refused by
-    /// Redis) are not counted here: collect them with
-    /// [`Cache::take_dropped`] before closing (`Drop` logs any left).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Fenced`] when another writer took over (whatever this cache
-    /// had not written by then is not written); [`Error::Unpersisted`] with
-    /// the count of accepted writes that were not acknowledged (an upper
-    /// bound: a batch whose reply was under way at the deadline may still
-    /// have been applied).
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use tradecache::{Cache, Config};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
-    /// use tradecache::model::Position;
-    /// cache.put(&Position::example("P-1"))?;
-    /// let report = cache.close(Duration::from_secs(5))?;
-    /// assert_eq!(report.unpersisted, 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn close(self, timeout: Duration) -> Result<CloseReport> {
-        let report = self.shutdown(timeout);
-        if let Some(e) = self.shared.fence_error() {
-            Err(e)
-        } else if report.unpersisted > 0 {
-            Err(Error::Unpersisted(report))
-        } else {
-            Ok(report)
-        }
-    }
-
-    fn shutdown(&self, timeout: Duration) -> CloseReport {
-        if self.closed.swap(true, SeqCst) {
-            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
-        }
-        let deadline = net::deadline_after(timeout);
-        // The flag reaches the flusher even when the channel is full (Redis
-        // down, the flusher no longer draining); the message, sent after
-        // every write, wakes it when it is idle.
-        self.shared.request_stop(deadline);
-        {
-            let p = self.producer.lock();
-            let _ = p.tx.try_send(Msg::Shutdown { deadline });
-        }
-        // The flusher stops at `deadline` at the latest; its longest
-        // blocking call is bounded by the connect/response timeouts.
-        let slack = Duration::from_millis(250);
-        let report = match self.done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
-            Ok(r) => {
-                if let Some(t) = self.thread.lock().take() {
-                    let _ = t.join();
-                }
-                r
-            }
-            Err(_) => {
-                let acked = self.shared.acked_seq.load(SeqCst);
-                CloseReport {
-                    acked_seq: acked,
-                    unpersisted: self.shared.accepted_seq.load(SeqCst).saturating_sub(acked),
-                }
-            }
-        };
-        report
-    }
 }
 
 /// `OverflowPolicy::Block`: waits for room by polling with short sleeps
@@ -733,22 +431,5 @@ fn block_send(tx: &Sender<Msg>, msg: Msg, timeout: Duration) -> std::result::Res
             Err(TrySendError::Disconnected(_)) => return Err(true),
             Err(TrySendError::Full(m)) => m,
         };
-    }
-}
-
-impl Drop for Cache {
-    fn drop(&mut self) {
-        let report = self.shutdown(self.cfg.close_timeout);
-        if report.unpersisted > 0 {
-            log::error!(
-                "tradecache: dropped with {} accepted write(s) not persisted (acked up to seq {})",
-                report.unpersisted,
-                report.acked_seq
-            );
-        }
-        // Dropped writes nobody collected with `take_dropped`: say so once.
-        for d in self.shared.take_drops() {
-            log::error!("tradecache: never persisted, and not collected with take_dropped: {d}");
-        }
     }
 }
