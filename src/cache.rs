@@ -65,7 +65,7 @@ pub struct Cache {
     cfg: Config,
     keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
-    reads: crate::reads::ReadLink,
+    reads: crate::load::reads::ReadLink,
 }
 
 impl std::fmt::Debug for Cache {
@@ -142,7 +142,7 @@ impl Cache {
             closed: AtomicBool::new(false),
             cfg: config,
             keys,
-            reads: crate::reads::ReadLink::default(),
+            reads: crate::load::reads::ReadLink::default(),
         })
     }
 
@@ -430,7 +430,7 @@ impl Cache {
         &self.keys
     }
 
-    pub(crate) fn read_link(&self) -> &crate::reads::ReadLink {
+    pub(crate) fn read_link(&self) -> &crate::load::reads::ReadLink {
         &self.reads
     }
 

@@ -31,14 +31,13 @@ mod flusher;
 mod ident;
 mod keys;
 pub mod kv;
+mod load;
 mod marker;
 #[cfg(feature = "metrics")]
 mod metrics_facade;
 pub mod model;
 #[doc(hidden)]
 pub mod ops;
-mod reads;
-mod recovery;
 mod retention;
 mod stats;
 #[cfg(feature = "tls")]
@@ -49,9 +48,9 @@ pub use config::{Config, Encoding, OverflowPolicy};
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
+pub use load::{LoadIssue, LoadReport, Snapshot};
 #[cfg(feature = "metrics")]
 pub use metrics_facade::MetricsReporter;
-pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use retention::Purged;
 pub use stats::{ErrorClass, Health, Stats};
 

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::Value;
 
-use crate::cache::Cache;
 use crate::codec;
 use crate::connection::{self, Conn, Packer};
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
+use crate::load::{decode_events, LoadIssue, LoadReport};
 use crate::model::Bar;
-use crate::recovery::{decode_events, LoadIssue, LoadReport};
+use crate::Cache;
 
 /// The read connection: opened at the first read, reused, dropped after an
 /// I/O error (and opened again by the next read). Reads from several
@@ -214,7 +214,7 @@ impl Cache {
             }
         }
         report.elapsed = start.elapsed();
-        crate::recovery::check_strict(self.config(), &report)?;
+        crate::load::check_strict(self.config(), &report)?;
         Ok((out, report))
     }
 

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use crate::cache::Cache;
 use crate::codec;
 use crate::config::Config;
 use crate::connection::{self, Conn, Packer};
@@ -22,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position};
+use crate::Cache;
+
+pub(crate) mod reads;
 
 /// One value that could not be used during a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
