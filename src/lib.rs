@@ -30,6 +30,7 @@ mod flusher;
 mod ident;
 mod keys;
 pub mod kv;
+mod load;
 mod marker;
 #[cfg(feature = "metrics")]
 mod metrics_facade;
@@ -38,8 +39,6 @@ mod net;
 #[doc(hidden)]
 pub mod ops;
 mod pipeline;
-mod reads;
-mod recovery;
 mod retention;
 mod seq;
 mod stats;
@@ -49,10 +48,10 @@ pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use error_class::ErrorClass;
 pub use ident::{IdError, Ident};
+pub use load::{LoadIssue, LoadReport, Snapshot};
 #[cfg(feature = "metrics")]
 pub use metrics_facade::MetricsReporter;
 pub use pipeline::handle::Cache;
-pub use recovery::{LoadIssue, LoadReport, Snapshot};
 pub use retention::Purged;
 pub use seq::Seq;
 pub use stats::{Health, Stats};

@@ -206,7 +206,7 @@ impl Cache {
         &self.keys
     }
 
-    pub(crate) fn read_link(&self) -> &crate::reads::ReadLink {
+    pub(crate) fn read_link(&self) -> &crate::load::reads::ReadLink {
         &self.reads
     }
 

@@ -17,9 +17,9 @@ use redis::Value;
 use crate::codec;
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
+use crate::load::{decode_events, LoadIssue, LoadReport};
 use crate::model::Bar;
 use crate::net::{self, Conn, Packer};
-use crate::recovery::{decode_events, LoadIssue, LoadReport};
 use crate::Cache;
 
 /// The read connection: opened at the first read, reused, dropped after an
@@ -213,7 +213,7 @@ impl Cache {
             }
         }
         report.elapsed = start.elapsed();
-        crate::recovery::check_strict(self.config(), &report)?;
+        crate::load::check_strict(self.config(), &report)?;
         Ok((out, report))
     }
 

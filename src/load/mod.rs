@@ -23,6 +23,8 @@ use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Positio
 use crate::net::{self, Conn, Packer};
 use crate::Cache;
 
+pub(crate) mod reads;
+
 /// One value that could not be used during a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadIssue {
