@@ -5,11 +5,14 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::{self, EncodeError};
+use crate::config::Encoding;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
     UnixNanos,
 };
-use crate::pipeline::msg::{EventRecord, Record};
+pub use crate::pipeline::msg::SeriesCapacity;
+use crate::pipeline::msg::{DynEntity, DynEvent, DynSeries, EventRecord, Record};
 
 /// A type whose latest state is kept as one Redis string
 /// (`{trader}:{COLLECTION}:{id}`) and listed in `{trader}:index:{COLLECTION}`.
@@ -106,15 +109,6 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn to_record(&self) -> EventRecord {
         EventRecord::Dyn(Box::new(self.clone()))
     }
-}
-
-/// Which configured capacity bounds a market-data series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SeriesCapacity {
-    /// `tick_capacity` (quote and trade ticks).
-    Ticks,
-    /// `bar_capacity` (bars).
-    Bars,
 }
 
 /// Market data kept in a capped Redis list per series
@@ -242,3 +236,35 @@ macro_rules! market_data {
 market_data!(QuoteTick, "quotes", SeriesCapacity::Ticks, instrument_id, EventRecord::Quote);
 market_data!(TradeTick, "trades", SeriesCapacity::Ticks, instrument_id, EventRecord::Trade);
 market_data!(Bar, "bars", SeriesCapacity::Bars, bar_type, EventRecord::Bar);
+
+// The object-safe views the channel payloads use (`pipeline/msg.rs`).
+
+impl<T: Entity> DynEntity for T {
+    fn collection(&self) -> &'static str {
+        T::COLLECTION
+    }
+    fn id(&self) -> &str {
+        Entity::id(self)
+    }
+    fn is_closed(&self) -> bool {
+        Entity::is_closed(self)
+    }
+    fn last_updated(&self) -> Option<UnixNanos> {
+        Entity::last_updated(self)
+    }
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}
+
+impl<E: Event> DynEvent for E {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}
+
+impl<D: MarketData> DynSeries for D {
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
+    }
+}

@@ -1,7 +1,7 @@
 //! [`ErrorClass`], the classes errors are counted by (a leaf: it imports
 //! nothing from the crate).
 
-/// Error classes counted separately in [`Stats::errors`].
+/// Error classes counted separately in [`crate::Stats::errors`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorClass {

@@ -1,16 +1,13 @@
 //! One established connection: credentials, TLS, `TCP_NODELAY`, timeouts,
-//! what the server tells about it (`CLIENT INFO`, `proto-max-bulk-len`),
-//! and `connect` by deployment mode (standalone, or through
-//! `discovery.rs`).
+//! and what the server tells about it (`CLIENT INFO`,
+//! `proto-max-bulk-len`).
 
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 
-use super::discovery;
-use super::retry::{Backoff, Cause, Failure};
+use super::retry::{Cause, Failure};
 use crate::config::Config;
-use crate::error::Error;
 
 /// One established, authenticated connection with timeouts set.
 pub(crate) struct Conn {
@@ -146,46 +143,6 @@ impl Conn {
         match v {
             Value::ServerError(e) => Err(e.into()),
             v => Ok(v),
-        }
-    }
-}
-
-/// Connects according to the configured mode, resolving the master through
-/// Sentinel or the trader's slot owner through Cluster.
-pub(crate) fn connect(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
-    if !cfg.sentinels.is_empty() {
-        discovery::connect_sentinel(cfg, deadline)
-    } else if !cfg.cluster_nodes.is_empty() {
-        discovery::connect_cluster(cfg, slot_key, deadline)
-    } else {
-        let conn = connect_to(cfg, &cfg.host, cfg.port, deadline)?;
-        Ok(conn)
-    }
-}
-
-/// `Cache::open`'s bounded connect: at most `connect_attempts` tries with
-/// exponential backoff between them.
-pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn, Error> {
-    let mut backoff = Backoff::new(cfg.open_backoff_min, cfg.open_backoff_max);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match connect(cfg, slot_key, None) {
-            Ok(c) => return Ok(c),
-            Err(f) => {
-                log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
-                // A wrong password or certificate will not fix itself:
-                // fail at once.
-                if attempt >= cfg.connect_attempts || f.cause.is_permanent() {
-                    return Err(Error::Connect {
-                        addr: f.addr.clone(),
-                        attempts: attempt,
-                        kind: f.kind(),
-                        detail: f.text,
-                    });
-                }
-                std::thread::sleep(backoff.next_delay());
-            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Talking to Redis: everything below the flusher and the readers.
 //!
-//! - `connect.rs`: one connection with credentials, TLS and timeouts, and
-//!   `connect` by deployment mode;
+//! - this file: `connect` by deployment mode (standalone, Sentinel,
+//!   Cluster) and `open`'s bounded retries;
+//! - `connect.rs`: one connection with credentials, TLS and timeouts;
 //! - `discovery.rs`: finding the master through Sentinel, or the trader's
 //!   slot owner in a Cluster;
 //! - `retry.rs`: the one failure model (`Cause`, `Failure`), what to do
@@ -16,6 +17,51 @@ pub(crate) mod retry;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
-pub(crate) use connect::{connect, connect_to, connect_with_retries, tcp_settings, ClientIdentity, Conn};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::error::Error;
+
+pub(crate) use connect::{connect_to, tcp_settings, ClientIdentity, Conn};
 pub(crate) use resp::{command_key, command_name_key, Args, Packer};
 pub(crate) use retry::{deadline_after, pause, reply_error, Action, Backoff, Cause, Failure};
+
+/// Connects according to the configured mode, resolving the master through
+/// Sentinel or the trader's slot owner through Cluster.
+pub(crate) fn connect(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    if !cfg.sentinels.is_empty() {
+        discovery::connect_sentinel(cfg, deadline)
+    } else if !cfg.cluster_nodes.is_empty() {
+        discovery::connect_cluster(cfg, slot_key, deadline)
+    } else {
+        let conn = connect_to(cfg, &cfg.host, cfg.port, deadline)?;
+        Ok(conn)
+    }
+}
+
+/// `Cache::open`'s bounded connect: at most `connect_attempts` tries with
+/// exponential backoff between them.
+pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn, Error> {
+    let mut backoff = Backoff::new(cfg.open_backoff_min, cfg.open_backoff_max);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connect(cfg, slot_key, None) {
+            Ok(c) => return Ok(c),
+            Err(f) => {
+                log::warn!("tradecache: connect attempt {attempt} to {} failed: {}", f.addr, f.text);
+                // A wrong password or certificate will not fix itself:
+                // fail at once.
+                if attempt >= cfg.connect_attempts || f.cause.is_permanent() {
+                    return Err(Error::Connect {
+                        addr: f.addr.clone(),
+                        attempts: attempt,
+                        kind: f.kind(),
+                        detail: f.text,
+                    });
+                }
+                std::thread::sleep(backoff.next_delay());
+            }
+        }
+    }
+}

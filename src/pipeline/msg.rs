@@ -2,15 +2,27 @@
 //! [`Msg`], and the write payloads [`Record`] (a snapshot) and
 //! [`EventRecord`] (an event or market-data append). The hot reference
 //! types travel by value, without allocating; everything else is boxed.
+//!
+//! This module knows the persistence traits only through the object-safe
+//! `Dyn*` views below; `entity.rs` implements them for every `Entity`,
+//! `Event` and `MarketData` (so the two files do not import each other).
 
 use crate::codec::{self, EncodeError};
 use crate::config::Encoding;
-use crate::entity::{Entity, Event, MarketData, SeriesCapacity};
 use crate::error::Result;
 use crate::ident::Ident;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick, UnixNanos,
 };
+
+/// Which configured capacity bounds a market-data series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesCapacity {
+    /// `tick_capacity` (quote and trade ticks).
+    Ticks,
+    /// `bar_capacity` (bars).
+    Bars,
+}
 
 /// A message from the callers to the flusher thread. Shutdown travels
 /// through the same channel, so it arrives after every write before it.
@@ -52,34 +64,10 @@ pub trait DynEntity: Send {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 }
 
-impl<T: Entity> DynEntity for T {
-    fn collection(&self) -> &'static str {
-        T::COLLECTION
-    }
-    fn id(&self) -> &str {
-        Entity::id(self)
-    }
-    fn is_closed(&self) -> bool {
-        Entity::is_closed(self)
-    }
-    fn last_updated(&self) -> Option<UnixNanos> {
-        Entity::last_updated(self)
-    }
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
-}
-
 /// Object-safe view of a user event, encoded on the flusher thread.
 #[doc(hidden)]
 pub trait DynEvent: Send {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
-
-impl<E: Event> DynEvent for E {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
 }
 
 /// Object-safe view of a user market-data type, encoded on the flusher
@@ -88,12 +76,6 @@ impl<E: Event> DynEvent for E {
 #[doc(hidden)]
 pub trait DynSeries: Send {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
-
-impl<D: MarketData> DynSeries for D {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
 }
 
 /// A snapshot write as it travels through the channel: the hot reference
@@ -111,20 +93,20 @@ pub enum Record {
 impl Record {
     pub(crate) fn collection(&self) -> &'static str {
         match self {
-            Record::Instrument(_) => Instrument::COLLECTION,
-            Record::Account(_) => Account::COLLECTION,
-            Record::Order(_) => Order::COLLECTION,
-            Record::Position(_) => Position::COLLECTION,
+            Record::Instrument(v) => DynEntity::collection(v),
+            Record::Account(v) => DynEntity::collection(v.as_ref()),
+            Record::Order(v) => DynEntity::collection(v),
+            Record::Position(v) => DynEntity::collection(v),
             Record::Dyn(d) => d.collection(),
         }
     }
 
     pub(crate) fn id(&self) -> &str {
         match self {
-            Record::Instrument(v) => Entity::id(v),
-            Record::Account(v) => Entity::id(v.as_ref()),
-            Record::Order(v) => Entity::id(v),
-            Record::Position(v) => Entity::id(v),
+            Record::Instrument(v) => DynEntity::id(v),
+            Record::Account(v) => DynEntity::id(v.as_ref()),
+            Record::Order(v) => DynEntity::id(v),
+            Record::Position(v) => DynEntity::id(v),
             Record::Dyn(d) => d.id(),
         }
     }
@@ -132,10 +114,10 @@ impl Record {
     /// [`Entity::is_closed`], asked on the flusher thread.
     pub(crate) fn is_closed(&self) -> bool {
         match self {
-            Record::Instrument(v) => Entity::is_closed(v),
-            Record::Account(v) => Entity::is_closed(v.as_ref()),
-            Record::Order(v) => Entity::is_closed(v),
-            Record::Position(v) => Entity::is_closed(v),
+            Record::Instrument(v) => DynEntity::is_closed(v),
+            Record::Account(v) => DynEntity::is_closed(v.as_ref()),
+            Record::Order(v) => DynEntity::is_closed(v),
+            Record::Position(v) => DynEntity::is_closed(v),
             Record::Dyn(d) => d.is_closed(),
         }
     }
@@ -143,10 +125,10 @@ impl Record {
     /// [`Entity::last_updated`], asked on the flusher thread.
     pub(crate) fn last_updated(&self) -> Option<UnixNanos> {
         match self {
-            Record::Instrument(v) => Entity::last_updated(v),
-            Record::Account(v) => Entity::last_updated(v.as_ref()),
-            Record::Order(v) => Entity::last_updated(v),
-            Record::Position(v) => Entity::last_updated(v),
+            Record::Instrument(v) => DynEntity::last_updated(v),
+            Record::Account(v) => DynEntity::last_updated(v.as_ref()),
+            Record::Order(v) => DynEntity::last_updated(v),
+            Record::Position(v) => DynEntity::last_updated(v),
             Record::Dyn(d) => d.last_updated(),
         }
     }
