@@ -386,22 +386,7 @@ impl Kv {
             let p = self.producer.lock();
             let _ = p.tx.try_send(KvMsg::Shutdown { deadline });
         }
-        let slack = Duration::from_millis(250);
-        match self.done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
-            Ok(r) => {
-                if let Some(t) = self.writer.lock().take() {
-                    let _ = t.join();
-                }
-                r
-            }
-            Err(_) => {
-                let acked = self.shared.acked_seq.load(SeqCst);
-                CloseReport {
-                    acked_seq: acked,
-                    unpersisted: self.shared.accepted_seq.load(SeqCst).saturating_sub(acked),
-                }
-            }
-        }
+        self.shared.await_writer(&self.done, &self.writer, deadline)
     }
 
     // --- timing ----------------------------------------------------------

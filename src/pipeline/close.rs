@@ -68,25 +68,7 @@ impl Cache {
             let p = self.producer.lock();
             let _ = p.tx.try_send(Msg::Shutdown { deadline });
         }
-        // The flusher stops at `deadline` at the latest; its longest
-        // blocking call is bounded by the connect/response timeouts.
-        let slack = Duration::from_millis(250);
-        let report = match self.done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
-            Ok(r) => {
-                if let Some(t) = self.thread.lock().take() {
-                    let _ = t.join();
-                }
-                r
-            }
-            Err(_) => {
-                let acked = self.shared.acked_seq.load(SeqCst);
-                CloseReport {
-                    acked_seq: acked,
-                    unpersisted: self.shared.accepted_seq.load(SeqCst).saturating_sub(acked),
-                }
-            }
-        };
-        report
+        self.shared.await_writer(&self.done, &self.thread, deadline)
     }
 }
 

@@ -127,6 +127,36 @@ impl Waiters {
 }
 
 impl Shared {
+    /// The end of a writer thread's life (the flusher's, or the kv
+    /// writer's), once it was asked to stop by `deadline`: waits for its
+    /// own report and joins it. It stops at `deadline` at the latest (its
+    /// longest blocking call is bounded by the connect/response timeouts,
+    /// hence a little slack); if it does not report by then, what is still
+    /// unacknowledged is counted from the sequence numbers.
+    pub(crate) fn await_writer(
+        &self,
+        done: &crossbeam_channel::Receiver<crate::error::CloseReport>,
+        thread: &Mutex<Option<std::thread::JoinHandle<()>>>,
+        deadline: std::time::Instant,
+    ) -> crate::error::CloseReport {
+        let slack = Duration::from_millis(250);
+        match done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
+            Ok(report) => {
+                if let Some(t) = thread.lock().take() {
+                    let _ = t.join();
+                }
+                report
+            }
+            Err(_) => {
+                let acked = self.acked_seq.load(SeqCst);
+                crate::error::CloseReport {
+                    acked_seq: acked,
+                    unpersisted: self.accepted_seq.load(SeqCst).saturating_sub(acked),
+                }
+            }
+        }
+    }
+
     /// Asks the flusher to stop by `deadline`, however full the channel is.
     pub(crate) fn request_stop(&self, deadline: std::time::Instant) {
         *self.stop_at.lock() = Some(deadline);
