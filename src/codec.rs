@@ -6,7 +6,7 @@ use std::cell::Cell;
 use serde::de::{Deserialize, DeserializeOwned};
 use serde::Serialize;
 
-use crate::config::Encoding;
+use crate::encoding::Encoding;
 
 /// Why a value could not be encoded.
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,7 @@ mod clear;
 mod codec;
 mod config;
 mod connection;
+mod encoding;
 mod entity;
 mod error;
 pub mod exposition;
@@ -45,7 +46,8 @@ mod stats;
 mod tls;
 
 pub use cache::{Cache, Seq};
-pub use config::{Config, Encoding, OverflowPolicy};
+pub use config::{Config, OverflowPolicy};
+pub use encoding::Encoding;
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use ident::{IdError, Ident};
