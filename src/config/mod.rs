@@ -31,7 +31,6 @@ mod url;
 mod validate;
 
 pub use crate::encoding::Encoding;
-use url::percent_encode;
 pub(crate) use url::HostPort;
 
 /// What a write does when the channel to the flusher is full.
@@ -203,7 +202,6 @@ impl Default for Config {
 
 /// Redis's own limit on a string value.
 const REDIS_MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
-const REDACTED: &str = "<redacted>";
 const ENCODING_ALLOWED: &str = "one of: msgpack, json";
 const PORT_ALLOWED: &str = "a port number from 1 to 65535";
 const BOOL_ALLOWED: &str = "one of: true, false, 1, 0, yes, no";
@@ -840,13 +838,7 @@ impl Config {
     ///
     /// It is meant to be read, not parsed back.
     pub fn redacted_url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        let userinfo = match (&self.username, &self.password) {
-            (Some(u), Some(_)) => format!("{}:{REDACTED}@", percent_encode(u)),
-            (None, Some(_)) => format!(":{REDACTED}@"),
-            (Some(u), None) => format!("{}@", percent_encode(u)),
-            (None, None) => String::new(),
-        };
+        let (scheme, userinfo) = (self.scheme(), self.userinfo());
         let join = |nodes: &[HostPort]| nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         if !self.sentinels.is_empty() {
             let master = self.sentinel_master.as_deref().unwrap_or("");
@@ -854,7 +846,7 @@ impl Config {
         } else if !self.cluster_nodes.is_empty() {
             format!("{scheme}://{userinfo}{}", join(&self.cluster_nodes))
         } else {
-            format!("{scheme}://{userinfo}{}/{}", self.addr(), self.db)
+            self.server_url()
         }
     }
 }
