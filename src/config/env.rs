@@ -1,79 +1,177 @@
-//! The environment: [`Config::from_env`] and [`Config::from_vars`].
+//! The environment: [`Config::from_env`] and [`Config::from_vars`], driven
+//! by the table of variables in `vars.rs` ([`EnvVar`], shared with
+//! `KvConfig`); the parsers its entries use; and the renderers of a table
+//! into README's configuration table, the documentation of `from_vars`
+//! (`vars.md`) and `.env.example`.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::url::{apply_url, host_problem, parse_host_port, parse_port, DEFAULT_PORT};
+use super::url::{parse_host_port, REDACTED};
 use super::validate::id_allowed;
-use super::{Config, Encoding, HostPort, OverflowPolicy, Problems, Secret};
-use super::{BOOL_ALLOWED, ENCODING_ALLOWED, REDIS_MAX_VALUE_BYTES};
+use super::vars::ENV;
+use super::{Config, Encoding, HostPort, Problems, BOOL_ALLOWED, ENCODING_ALLOWED};
 use crate::error::ConfigError;
 use crate::ident;
 
-/// The port of a sentinel in `REDIS_SENTINELS` without one.
-const DEFAULT_SENTINEL_PORT: u16 = 26379;
-/// The block timeout of `CACHE_OVERFLOW=block` without `CACHE_BLOCK_TIMEOUT_MS`.
-const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_millis(10);
-/// The `WAIT` timeout of `CACHE_REPLICA_WAIT` without
-/// `CACHE_REPLICA_WAIT_TIMEOUT_MS`.
-const DEFAULT_REPLICA_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
+/// One environment variable of a configuration `C`: its name, what it
+/// sets, its default, the values it takes, what it does, and how a value
+/// is applied. A table of these drives `from_vars` and the documentation.
+pub(crate) struct EnvVar<C: 'static> {
+    /// The heading it is listed under in `.env.example`.
+    pub(crate) section: &'static str,
+    pub(crate) name: &'static str,
+    /// The setters it drives, comma-separated (`"connect_timeout, response_timeout"`).
+    pub(crate) sets: &'static str,
+    /// Its default as the variable would spell it, read from
+    /// `C::default()`; empty when there is none.
+    pub(crate) default: fn(&C) -> String,
+    /// The values it takes (markdown, one line).
+    pub(crate) values: &'static str,
+    /// What it does (markdown, one paragraph).
+    pub(crate) doc: &'static str,
+    /// A password: not trimmed, never shown.
+    pub(crate) secret: bool,
+    /// Applies a value (trimmed unless `secret`, not empty).
+    pub(crate) apply: fn(&mut C, &str) -> Result<(), Refused>,
+}
 
-/// Every environment variable [`Config::from_vars`] reads.
-const ENV_VARS: &[&str] = &[
-    "REDIS_URL",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "REDIS_SSL",
-    "REDIS_TIMEOUT",
-    "REDIS_TLS_CA",
-    "REDIS_TLS_CERT",
-    "REDIS_TLS_KEY",
-    "REDIS_SENTINELS",
-    "REDIS_SENTINEL_MASTER",
-    "REDIS_CLUSTER",
-    "CACHE_TRADER_ID",
-    "CACHE_INSTANCE_ID",
-    "CACHE_USE_TRADER_PREFIX",
-    "CACHE_USE_INSTANCE_ID",
-    "CACHE_ENCODING",
-    "CACHE_TIMESTAMPS_AS_ISO8601",
-    "CACHE_FLUSH_ON_START",
-    "CACHE_PERSIST_ACCOUNT_EVENTS",
-    "CACHE_MAX_VALUE_BYTES",
-    "CACHE_WRITER_ID",
-    "CACHE_BUFFER_INTERVAL_MS",
-    "CACHE_CHANNEL_CAPACITY",
-    "CACHE_OVERFLOW",
-    "CACHE_BLOCK_TIMEOUT_MS",
-    "CACHE_MAX_BATCH",
-    "CACHE_MAX_PENDING_EVENTS",
-    "CACHE_MAX_PENDING_SNAPSHOTS",
-    "CACHE_MAX_BATCH_BYTES",
-    "CACHE_CONNECT_ATTEMPTS",
-    "CACHE_BACKOFF_MIN_MS",
-    "CACHE_BACKOFF_MAX_MS",
-    "CACHE_RECONNECT_BACKOFF_MIN_MS",
-    "CACHE_RECONNECT_BACKOFF_MAX_MS",
-    "CACHE_IDLE_POLL_US",
-    "CACHE_IDLE_PARK_AFTER_MS",
-    "CACHE_CLOSE_TIMEOUT_MS",
-    "CACHE_REPLICA_WAIT",
-    "CACHE_REPLICA_WAIT_TIMEOUT_MS",
-    "CACHE_LOAD_CHUNK",
-    "CACHE_STRICT_LOAD",
-    "CACHE_TICK_CAPACITY",
-    "CACHE_BAR_CAPACITY",
-    "CACHE_RETAIN_CLOSED_SECS",
-    "CACHE_PURGE_BATCH",
-    "CACHE_MAX_ACCOUNT_EVENTS",
-    "CACHE_HEARTBEAT_MS",
-    "CACHE_PUBLISH_EVENTS",
-    "CACHE_STREAM_MAXLEN",
-    "CACHE_STREAM_MAX_AGE_SECS",
-];
+/// Why a variable's value was refused: one entry per problem, each with
+/// the value to show (`None`: the variable's text) and what is allowed.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) Vec<(Option<String>, Cow<'static, str>)>);
+
+impl Refused {
+    /// A problem with part of the value (one item of a list), or with a
+    /// value that must not be echoed as given (a URL).
+    pub(crate) fn showing(value: impl Into<String>, allowed: impl Into<Cow<'static, str>>) -> Refused {
+        Refused(vec![(Some(value.into()), allowed.into())])
+    }
+}
+
+impl From<&'static str> for Refused {
+    fn from(allowed: &'static str) -> Refused {
+        Refused(vec![(None, allowed.into())])
+    }
+}
+
+impl From<String> for Refused {
+    fn from(allowed: String) -> Refused {
+        Refused(vec![(None, allowed.into())])
+    }
+}
+
+/// `*slot = value`, as a table entry's result.
+pub(crate) fn set<T>(slot: &mut T, value: T) -> Result<(), Refused> {
+    *slot = value;
+    Ok(())
+}
+
+/// Applies each variable of `table` that `get` finds (and that is not
+/// empty) onto `c`, in the table's order, recording every problem under
+/// the variable's name.
+pub(crate) fn apply_vars<C>(
+    table: &[EnvVar<C>],
+    c: &mut C,
+    get: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) {
+    for var in table {
+        let Some(raw) = get(var.name) else { continue };
+        let text = if var.secret { raw } else { raw.trim().to_string() };
+        if text.is_empty() {
+            continue;
+        }
+        if let Err(refused) = (var.apply)(c, &text) {
+            let shown = if var.secret { REDACTED } else { text.as_str() };
+            problems.refused(var.name, shown, refused);
+        }
+    }
+}
+
+/// Records each variable of `table` whose value in the process
+/// environment is not valid UTF-8.
+pub(crate) fn not_unicode<C>(table: &[EnvVar<C>], problems: &mut Problems) {
+    for var in table {
+        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(var.name) {
+            problems.push(var.name, "<not valid UTF-8>", "valid UTF-8 text");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsers of the table's entries.
+
+pub(crate) fn boolean(v: &str) -> Result<bool, Refused> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(BOOL_ALLOWED.into()),
+    }
+}
+
+/// A whole number from `min` to `max`.
+pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<u64, Refused> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(allowed.into()),
+    }
+}
+
+/// A count of 1 or more.
+pub(crate) fn count(v: &str) -> Result<usize, Refused> {
+    int(v, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
+}
+
+/// Milliseconds, at least `min`.
+pub(crate) fn millis(v: &str, min: u64) -> Result<Duration, Refused> {
+    match v.parse::<u64>() {
+        Ok(n) if n >= min => Ok(Duration::from_millis(n)),
+        _ => Err(format!("a whole number of milliseconds, {min} or more").into()),
+    }
+}
+
+/// `d` in whole milliseconds, as a variable spells it.
+pub(crate) fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+/// Seconds above zero, possibly fractional.
+pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "a number of seconds above zero, such as 2 or 0.5".into())
+}
+
+/// An id (see [`crate::Ident`]).
+pub(crate) fn id(v: &str) -> Result<String, Refused> {
+    match ident::validate(v) {
+        Ok(_) => Ok(v.to_string()),
+        Err(e) => Err(id_allowed(&e).into()),
+    }
+}
+
+/// `host:port,host:port`; empty items are skipped; one problem per
+/// defect of each bad item.
+pub(crate) fn host_list(v: &str, default_port: u16) -> Result<Vec<HostPort>, Refused> {
+    let mut nodes = Vec::new();
+    let mut refused = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match parse_host_port(item, default_port) {
+            Ok(node) => nodes.push(node),
+            Err(all) => refused.extend(all.into_iter().map(|a| (Some(item.to_string()), a.into()))),
+        }
+    }
+    if refused.is_empty() {
+        Ok(nodes)
+    } else {
+        Err(Refused(refused))
+    }
+}
 
 impl FromStr for Encoding {
     type Err = ConfigError;
@@ -101,11 +199,7 @@ impl Config {
     /// values that are not valid UTF-8), with what is allowed.
     pub fn from_env() -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
-        for name in ENV_VARS {
-            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-                problems.push(name, "<not valid UTF-8>", "valid UTF-8 text");
-            }
-        }
+        not_unicode(ENV, &mut problems);
         match Config::from_vars(|name| std::env::var(name).ok()) {
             Ok(config) => problems.finish(config),
             Err(e) => {
@@ -118,44 +212,11 @@ impl Config {
     /// Builds a configuration from variables looked up by `get` (for
     /// example a `HashMap`, or `std::env::var` as [`Config::from_env`] does),
     /// starting from the defaults. A variable that is unset or empty keeps
-    /// its default. Values are trimmed, except passwords.
+    /// its default. Values are trimmed, except passwords. The variables,
+    /// in the order they are applied (README's configuration table and
+    /// `.env.example` are rendered from the same table):
     ///
-    /// | variable | sets | format |
-    /// | --- | --- | --- |
-    /// | `REDIS_URL` | host, port, username, password, db, tls | `redis[s]://[user[:password]@]host[:port][/db]`, see [`Config::from_url`] |
-    /// | `REDIS_HOST` | [`host`](Config::host) | host name, IPv4 or IPv6 address |
-    /// | `REDIS_PORT` | [`port`](Config::port) | 1–65535 |
-    /// | `REDIS_USERNAME` | [`username`](Config::username) | text |
-    /// | `REDIS_PASSWORD` | [`password`](Config::password) | text (not trimmed) |
-    /// | `REDIS_DB` | [`db`](Config::db) | 0 or more |
-    /// | `REDIS_SSL` | [`tls`](Config::tls) | boolean |
-    /// | `REDIS_TIMEOUT` | connect and response timeouts | seconds, may be fractional (`0.5`) |
-    /// | `REDIS_TLS_CA`, `REDIS_TLS_CERT`, `REDIS_TLS_KEY` | [`tls_ca`](Config::tls_ca), [`tls_cert`](Config::tls_cert), [`tls_key`](Config::tls_key) | file paths |
-    /// | `REDIS_SENTINELS` | [`sentinels`](Config::sentinels) | `host:port,host:port` (port defaults to 26379; IPv6 as `[::1]:26379`) |
-    /// | `REDIS_SENTINEL_MASTER` | [`sentinel_master`](Config::sentinel_master) | name |
-    /// | `REDIS_CLUSTER` | [`cluster_nodes`](Config::cluster_nodes) | `host:port,host:port` (port defaults to 6379) |
-    /// | `CACHE_TRADER_ID`, `CACHE_INSTANCE_ID`, `CACHE_WRITER_ID` | [`trader_id`](Config::trader_id), [`instance_id`](Config::instance_id), [`writer_id`](Config::writer_id) | ids |
-    /// | `CACHE_USE_TRADER_PREFIX`, `CACHE_USE_INSTANCE_ID` | [`use_trader_prefix`](Config::use_trader_prefix), [`use_instance_id`](Config::use_instance_id) | boolean |
-    /// | `CACHE_ENCODING` | [`encoding`](Config::encoding) | `msgpack` or `json` |
-    /// | `CACHE_TIMESTAMPS_AS_ISO8601`, `CACHE_FLUSH_ON_START`, `CACHE_PERSIST_ACCOUNT_EVENTS`, `CACHE_STRICT_LOAD` | the setters of the same names | boolean |
-    /// | `CACHE_MAX_VALUE_BYTES` | [`max_value_bytes`](Config::max_value_bytes) | 1 to 536870912 |
-    /// | `CACHE_BUFFER_INTERVAL_MS` | [`buffer_interval`](Config::buffer_interval) | milliseconds |
-    /// | `CACHE_CHANNEL_CAPACITY`, `CACHE_MAX_BATCH`, `CACHE_MAX_PENDING_EVENTS`, `CACHE_MAX_PENDING_SNAPSHOTS`, `CACHE_MAX_BATCH_BYTES`, `CACHE_LOAD_CHUNK`, `CACHE_TICK_CAPACITY`, `CACHE_BAR_CAPACITY` | the setters of the same names | 1 or more |
-    /// | `CACHE_OVERFLOW` | [`overflow`](Config::overflow) | `reject` or `block` |
-    /// | `CACHE_BLOCK_TIMEOUT_MS` | the timeout of `block` | milliseconds, 1 or more (default 10; needs `CACHE_OVERFLOW=block`) |
-    /// | `CACHE_CONNECT_ATTEMPTS` | [`connect_attempts`](Config::connect_attempts) | 1 or more |
-    /// | `CACHE_BACKOFF_MIN_MS`, `CACHE_BACKOFF_MAX_MS` | [`open_backoff`](Config::open_backoff) | milliseconds |
-    /// | `CACHE_RECONNECT_BACKOFF_MIN_MS`, `CACHE_RECONNECT_BACKOFF_MAX_MS` | [`reconnect_backoff`](Config::reconnect_backoff) | milliseconds |
-    /// | `CACHE_IDLE_POLL_US` | [`idle_poll`](Config::idle_poll) | microseconds (at most 1000000, checked by [`Config::validate`]) |
-    /// | `CACHE_IDLE_PARK_AFTER_MS` | [`idle_park_after`](Config::idle_park_after) | milliseconds |
-    /// | `CACHE_CLOSE_TIMEOUT_MS` | [`close_timeout`](Config::close_timeout) | milliseconds |
-    /// | `CACHE_REPLICA_WAIT`, `CACHE_REPLICA_WAIT_TIMEOUT_MS` | [`replica_wait`](Config::replica_wait) | replicas (0 = off); milliseconds, 1 or more (default 100) |
-    /// | `CACHE_RETAIN_CLOSED_SECS` | [`retain_closed_for`](Config::retain_closed_for) | seconds (0 = off) |
-    /// | `CACHE_PURGE_BATCH`, `CACHE_STREAM_MAXLEN` | [`purge_batch`](Config::purge_batch), [`stream_max_len`](Config::stream_max_len) | 1 or more |
-    /// | `CACHE_MAX_ACCOUNT_EVENTS` | [`max_account_events`](Config::max_account_events) | a count (0 = keep all) |
-    /// | `CACHE_HEARTBEAT_MS` | [`heartbeat_interval`](Config::heartbeat_interval) | milliseconds (0 = off) |
-    /// | `CACHE_PUBLISH_EVENTS` | [`publish_events`](Config::publish_events) | boolean |
-    /// | `CACHE_STREAM_MAX_AGE_SECS` | [`stream_max_age`](Config::stream_max_age) | seconds (0 = off) |
+    #[doc = include_str!("vars.md")]
     ///
     /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
     /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
@@ -185,327 +246,123 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] with one [`ConfigProblem`] per unusable variable (or
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per unusable variable (or
     /// per problem in `REDIS_URL`), naming the variable, the bad value
     /// (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
-        let mut env = Env { get, problems: Problems::default() };
+        let mut problems = Problems::default();
         let mut c = Config::default();
+        apply_vars(ENV, &mut c, &get, &mut problems);
+        problems.finish(c)
+    }
 
-        // --- connection ---
-        if let Some(url) = env.text("REDIS_URL") {
-            apply_url(&mut c, &url, "REDIS_URL", &mut env.problems);
-        }
-        if let Some(host) = env.text("REDIS_HOST") {
-            if let Some(allowed) = host_problem(&host) {
-                env.problems.push("REDIS_HOST", host.as_str(), allowed);
-            }
-            c.host = host;
-        }
-        if let Some(port) = env.text("REDIS_PORT") {
-            match parse_port(&port) {
-                Ok(port) => c.port = port,
-                Err(allowed) => env.problems.push("REDIS_PORT", port, allowed),
-            }
-        }
-        if let Some(user) = env.text("REDIS_USERNAME") {
-            c.username = Some(user);
-        }
-        if let Some(password) = (env.get)("REDIS_PASSWORD").filter(|p| !p.is_empty()) {
-            c.password = Some(Secret(password));
-        }
-        if let Some(db) = env.int("REDIS_DB", 0, i64::MAX as u64, "a database number, 0 or more") {
-            c.db = db as i64;
-        }
-        if let Some(tls) = env.boolean("REDIS_SSL") {
-            c.tls = tls;
-        }
-        if let Some(t) = env.seconds("REDIS_TIMEOUT") {
-            c.connect_timeout = t;
-            c.response_timeout = t;
-        }
-        if let Some(path) = env.text("REDIS_TLS_CA") {
-            c.tls_ca = Some(path.into());
-        }
-        if let Some(path) = env.text("REDIS_TLS_CERT") {
-            c.tls_cert = Some(path.into());
-        }
-        if let Some(path) = env.text("REDIS_TLS_KEY") {
-            c.tls_key = Some(path.into());
-        }
-        if let Some(nodes) = env.host_list("REDIS_SENTINELS", DEFAULT_SENTINEL_PORT) {
-            c.sentinels = nodes;
-        }
-        if let Some(master) = env.text("REDIS_SENTINEL_MASTER") {
-            if master.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-                env.problems.push(
-                    "REDIS_SENTINEL_MASTER",
-                    master.as_str(),
-                    "a master name without whitespace",
-                );
-            }
-            c.sentinel_master = Some(master);
-        }
-        if let Some(nodes) = env.host_list("REDIS_CLUSTER", DEFAULT_PORT) {
-            c.cluster_nodes = nodes;
-        }
-        if let Some(n) = env.int("CACHE_CONNECT_ATTEMPTS", 1, u32::MAX.into(), "1 or more") {
-            c.connect_attempts = n as u32;
-        }
-        if let Some(d) = env.millis("CACHE_BACKOFF_MIN_MS", 0) {
-            c.open_backoff_min = d;
-        }
-        if let Some(d) = env.millis("CACHE_BACKOFF_MAX_MS", 0) {
-            c.open_backoff_max = d;
-        }
-        if let Some(d) = env.millis("CACHE_RECONNECT_BACKOFF_MIN_MS", 0) {
-            c.reconnect_backoff_min = d;
-        }
-        if let Some(d) = env.millis("CACHE_RECONNECT_BACKOFF_MAX_MS", 0) {
-            c.reconnect_backoff_max = d;
-        }
+    /// The rows of the configuration table in README.md (with its header),
+    /// rendered from the table [`Config::from_vars`] reads; a unit test
+    /// checks that README shows exactly this.
+    #[doc(hidden)]
+    pub fn env_markdown() -> String {
+        markdown(ENV, None)
+    }
 
-        // --- keys and values ---
-        if let Some(id) = env.id("CACHE_TRADER_ID") {
-            c.trader_id = id;
-        }
-        if let Some(id) = env.id("CACHE_INSTANCE_ID") {
-            c.instance_id = Some(id);
-        }
-        if let Some(id) = env.id("CACHE_WRITER_ID") {
-            c.writer_id = id;
-        }
-        if let Some(v) = env.boolean("CACHE_USE_TRADER_PREFIX") {
-            c.use_trader_prefix = v;
-        }
-        if let Some(v) = env.boolean("CACHE_USE_INSTANCE_ID") {
-            c.use_instance_id = v;
-        }
-        if let Some(text) = env.text("CACHE_ENCODING") {
-            match text.parse() {
-                Ok(encoding) => c.encoding = encoding,
-                Err(_) => env.problems.push("CACHE_ENCODING", text, ENCODING_ALLOWED),
-            }
-        }
-        if let Some(v) = env.boolean("CACHE_TIMESTAMPS_AS_ISO8601") {
-            c.timestamps_as_iso8601 = v;
-        }
-        if let Some(v) = env.boolean("CACHE_FLUSH_ON_START") {
-            c.flush_on_start = v;
-        }
-        if let Some(v) = env.boolean("CACHE_PERSIST_ACCOUNT_EVENTS") {
-            c.persist_account_events = v;
-        }
-        if let Some(n) = env.int(
-            "CACHE_MAX_VALUE_BYTES",
-            1,
-            REDIS_MAX_VALUE_BYTES as u64,
-            "from 1 to 536870912 bytes (Redis's limit)",
-        ) {
-            c.max_value_bytes = n as usize;
-        }
-
-        // --- pipeline ---
-        if let Some(n) = env.count("CACHE_CHANNEL_CAPACITY") {
-            c.channel_capacity = n;
-        }
-        let block_timeout = env.millis("CACHE_BLOCK_TIMEOUT_MS", 1);
-        match env.text("CACHE_OVERFLOW") {
-            Some(p) if p.eq_ignore_ascii_case("block") => {
-                let timeout = block_timeout.unwrap_or(DEFAULT_BLOCK_TIMEOUT);
-                c.overflow = OverflowPolicy::Block { timeout };
-            }
-            Some(p) if p.eq_ignore_ascii_case("reject") => c.overflow = OverflowPolicy::Reject,
-            Some(p) => env.problems.push("CACHE_OVERFLOW", p, "one of: reject, block"),
-            None => {}
-        }
-        if !matches!(c.overflow, OverflowPolicy::Block { .. }) {
-            if let (Some(text), Some(_)) = (env.text("CACHE_BLOCK_TIMEOUT_MS"), block_timeout) {
-                env.problems.push("CACHE_BLOCK_TIMEOUT_MS", text, "only with CACHE_OVERFLOW=block");
-            }
-        }
-        if let Some(n) = env.count("CACHE_MAX_BATCH") {
-            c.max_batch = n;
-        }
-        if let Some(n) = env.count("CACHE_MAX_PENDING_EVENTS") {
-            c.max_pending_events = n;
-        }
-        if let Some(n) = env.count("CACHE_MAX_PENDING_SNAPSHOTS") {
-            c.max_pending_snapshots = n;
-        }
-        if let Some(n) = env.count("CACHE_MAX_BATCH_BYTES") {
-            c.max_batch_bytes = n;
-        }
-        if let Some(d) = env.millis("CACHE_BUFFER_INTERVAL_MS", 0) {
-            c.buffer_interval = d;
-        }
-        if let Some(us) = env.int("CACHE_IDLE_POLL_US", 0, u64::MAX, "microseconds, 0 or more") {
-            c.idle_poll = Duration::from_micros(us);
-        }
-        if let Some(d) = env.millis("CACHE_IDLE_PARK_AFTER_MS", 0) {
-            c.idle_park_after = d;
-        }
-        if let Some(d) = env.millis("CACHE_CLOSE_TIMEOUT_MS", 0) {
-            c.close_timeout = d;
-        }
-        let replicas =
-            env.int("CACHE_REPLICA_WAIT", 0, u32::MAX.into(), "a number of replicas (0 turns waiting off)");
-        let wait_timeout = env.millis("CACHE_REPLICA_WAIT_TIMEOUT_MS", 1);
-        match replicas {
-            Some(n) if n > 0 => {
-                let timeout = wait_timeout.unwrap_or(DEFAULT_REPLICA_WAIT_TIMEOUT);
-                c.replica_wait = Some((n as u32, timeout));
-            }
-            _ => {
-                let text = env.text("CACHE_REPLICA_WAIT_TIMEOUT_MS");
-                if let (Some(text), Some(_)) = (text, wait_timeout) {
-                    env.problems.push(
-                        "CACHE_REPLICA_WAIT_TIMEOUT_MS",
-                        text,
-                        "only with CACHE_REPLICA_WAIT of 1 or more",
-                    );
-                }
-            }
-        }
-
-        // --- recovery and buffers ---
-        if let Some(n) = env.count("CACHE_LOAD_CHUNK") {
-            c.load_chunk = n;
-        }
-        if let Some(v) = env.boolean("CACHE_STRICT_LOAD") {
-            c.strict_load = v;
-        }
-        if let Some(n) = env.count("CACHE_TICK_CAPACITY") {
-            c.tick_capacity = n;
-        }
-        if let Some(n) = env.count("CACHE_BAR_CAPACITY") {
-            c.bar_capacity = n;
-        }
-
-        // --- running 24/7 ---
-        if let Some(s) = env.int("CACHE_RETAIN_CLOSED_SECS", 0, u64::MAX, "seconds, 0 (off) or more") {
-            c.retain_closed_for = (s > 0).then(|| Duration::from_secs(s));
-        }
-        if let Some(n) = env.count("CACHE_PURGE_BATCH") {
-            c.purge_batch = n;
-        }
-        if let Some(n) =
-            env.int("CACHE_MAX_ACCOUNT_EVENTS", 0, usize::MAX as u64, "a count, 0 (keep all) or more")
-        {
-            c.max_account_events = (n > 0).then_some(n as usize);
-        }
-        if let Some(d) = env.millis("CACHE_HEARTBEAT_MS", 0) {
-            c.heartbeat_interval = (!d.is_zero()).then_some(d);
-        }
-        if let Some(v) = env.boolean("CACHE_PUBLISH_EVENTS") {
-            c.publish_events = v;
-        }
-        if let Some(n) = env.count("CACHE_STREAM_MAXLEN") {
-            c.stream_max_len = n;
-        }
-        if let Some(s) = env.int("CACHE_STREAM_MAX_AGE_SECS", 0, u64::MAX, "seconds, 0 (off) or more") {
-            c.stream_max_age = (s > 0).then(|| Duration::from_secs(s));
-        }
-
-        env.problems.finish(c)
+    /// The variable lines of `.env.example` (each with its comment, by
+    /// section), rendered from the table [`Config::from_vars`] reads; a
+    /// unit test checks that `.env.example` holds exactly this.
+    #[doc(hidden)]
+    pub fn env_example() -> String {
+        env_example(ENV)
     }
 }
 
-/// Looks variables up and records problems.
-struct Env<F> {
-    get: F,
-    problems: Problems,
+// ---------------------------------------------------------------------------
+// Rendering a table for people.
+
+/// A markdown table of `table`: variable, setters, default, values,
+/// meaning. With `links`, each setter links to its documentation
+/// (`Config::port`, for rustdoc).
+pub(crate) fn markdown<C: Default>(table: &[EnvVar<C>], links: Option<&str>) -> String {
+    let defaults = C::default();
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out =
+        String::from("| variable | sets | default | values | meaning |\n| --- | --- | --- | --- | --- |\n");
+    for var in table {
+        let sets: Vec<String> = var
+            .sets
+            .split(", ")
+            .map(|s| match links {
+                Some(ty) if s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
+                    format!("[`{s}`]({ty}::{s})")
+                }
+                _ => format!("`{s}`"),
+            })
+            .collect();
+        let default = (var.default)(&defaults);
+        let default = if default.is_empty() { "—".to_string() } else { format!("`{default}`") };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            var.name,
+            cell(&sets.join(", ")),
+            cell(&default),
+            cell(var.values),
+            cell(var.doc)
+        ));
+    }
+    out
 }
 
-impl<F: Fn(&str) -> Option<String>> Env<F> {
-    /// The trimmed value, or `None` when unset or empty.
-    fn text(&self, name: &str) -> Option<String> {
-        (self.get)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-    }
-
-    fn boolean(&mut self, name: &str) -> Option<bool> {
-        let text = self.text(name)?;
-        match text.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Some(true),
-            "false" | "0" | "no" => Some(false),
-            _ => {
-                self.problems.push(name, text, BOOL_ALLOWED);
-                None
+/// `.env.example`'s lines for `table`: under a heading per section, each
+/// variable commented out with its default, after its meaning and values.
+pub(crate) fn env_example<C: Default>(table: &[EnvVar<C>]) -> String {
+    let defaults = C::default();
+    let mut out = String::new();
+    let mut section = "";
+    for var in table {
+        if var.section != section {
+            section = var.section;
+            if !out.is_empty() {
+                out.push('\n');
             }
+            let heading = format!("# --- {section} ");
+            out.push_str(&format!("{heading:-<78}\n\n"));
         }
-    }
-
-    /// A whole number from `min` to `max`.
-    fn int(&mut self, name: &str, min: u64, max: u64, allowed: &str) -> Option<u64> {
-        let text = self.text(name)?;
-        match text.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                self.problems.push(name, text, allowed);
-                None
-            }
+        let default = (var.default)(&defaults);
+        let none = if default.is_empty() { " Default: none." } else { "" };
+        let text = format!("{}{none} Values: {}.", var.doc, var.values).replace('`', "");
+        for line in wrap(&text, 76) {
+            out.push_str(&format!("# {line}\n"));
         }
+        out.push_str(&format!("# {}={default}\n", var.name));
     }
+    out
+}
 
-    /// A count of 1 or more.
-    fn count(&mut self, name: &str) -> Option<usize> {
-        self.int(name, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
-    }
-
-    /// Milliseconds, at least `min`.
-    fn millis(&mut self, name: &str, min: u64) -> Option<Duration> {
-        let allowed = format!("a whole number of milliseconds, {min} or more");
-        self.int(name, min, u64::MAX, &allowed).map(Duration::from_millis)
-    }
-
-    /// Seconds above zero, possibly fractional.
-    fn seconds(&mut self, name: &str) -> Option<Duration> {
-        let text = self.text(name)?;
-        let d = text
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .filter(|d| !d.is_zero());
-        if d.is_none() {
-            self.problems.push(name, text, "a number of seconds above zero, such as 2 or 0.5");
+/// `text` in lines of at most `width` characters, broken between words.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
         }
-        d
-    }
-
-    fn id(&mut self, name: &str) -> Option<String> {
-        let text = self.text(name)?;
-        if let Err(e) = ident::validate(&text) {
-            self.problems.push(name, text.as_str(), id_allowed(&e));
+        if !line.is_empty() {
+            line.push(' ');
         }
-        Some(text)
+        line.push_str(word);
     }
-
-    /// `host:port,host:port`; empty items are skipped.
-    fn host_list(&mut self, name: &str, default_port: u16) -> Option<Vec<HostPort>> {
-        let text = self.text(name)?;
-        let mut nodes = Vec::new();
-        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match parse_host_port(item, default_port) {
-                Ok(node) => nodes.push(node),
-                Err(all) => {
-                    for allowed in all {
-                        self.problems.push(name, item, allowed);
-                    }
-                }
-            }
-        }
-        Some(nodes)
+    if !line.is_empty() {
+        lines.push(line);
     }
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
+    use super::super::docs;
     use super::super::test_util::*;
+    use super::super::vars::{DEFAULT_BLOCK_TIMEOUT, DEFAULT_REPLICA_WAIT_TIMEOUT};
     use super::*;
-    use crate::config::PORT_ALLOWED;
+    use crate::config::{HostPort, OverflowPolicy, Secret, PORT_ALLOWED};
 
     // --- encoding ---
 
@@ -712,13 +569,13 @@ mod tests {
             ("CACHE_STREAM_MAX_AGE_SECS", "x"),
         ]));
         let got = fields(&e);
-        for name in ENV_VARS {
-            if matches!(*name, "REDIS_URL" | "REDIS_USERNAME" | "REDIS_PASSWORD")
+        for name in ENV.iter().map(|v| v.name) {
+            if matches!(name, "REDIS_URL" | "REDIS_USERNAME" | "REDIS_PASSWORD")
                 || name.starts_with("REDIS_TLS_")
             {
                 continue;
             }
-            assert!(got.contains(name), "{name} not reported: {e}");
+            assert!(got.contains(&name), "{name} not reported: {e}");
         }
         // Two bad items in REDIS_SENTINELS: one problem each.
         assert_eq!(got.iter().filter(|f| **f == "REDIS_SENTINELS").count(), 2, "{e}");
@@ -768,11 +625,42 @@ mod tests {
         assert_no_secret(&e, PASSWORD);
     }
 
+    /// README's configuration table, the table in the documentation of
+    /// `from_vars` and `.env.example` are what the table renders. With
+    /// `TRADECACHE_WRITE_DOCS=1`, this test writes them instead.
     #[test]
-    fn env_example_lists_every_variable() {
-        let example = include_str!("../../.env.example");
-        for name in ENV_VARS {
-            assert!(example.contains(&format!("# {name}=")), "{name} missing from .env.example");
+    fn docs_match_the_table() {
+        let doc = markdown(ENV, Some("Config"));
+        docs::check_file("src/config/vars.md", &doc);
+        docs::check_block("README.md", "config-env", &Config::env_markdown());
+        docs::check_block(".env.example", "config-env", &Config::env_example());
+    }
+
+    #[test]
+    fn table_is_complete() {
+        let mut names: Vec<&str> = ENV.iter().map(|v| v.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ENV.len(), "a variable is listed twice");
+        let defaults = Config::default();
+        for var in ENV {
+            assert!(!var.doc.is_empty() && !var.values.is_empty() && !var.sets.is_empty(), "{}", var.name);
+            // Each default, read back, is the default: the table says what
+            // `Config::default()` does.
+            // (Two variables refine another, which must be on.)
+            let text = (var.default)(&defaults);
+            let needs = match var.name {
+                "CACHE_BLOCK_TIMEOUT_MS" => vec![("CACHE_OVERFLOW", "block")],
+                "CACHE_REPLICA_WAIT_TIMEOUT_MS" => vec![("CACHE_REPLICA_WAIT", "1")],
+                _ => vec![],
+            };
+            if !text.is_empty() {
+                let expected = from(&needs).unwrap();
+                let mut vars = needs.clone();
+                vars.push((var.name, &text));
+                let c = from(&vars).unwrap_or_else(|e| panic!("{}={text}: {e}", var.name));
+                assert_eq!(format!("{c:?}"), format!("{expected:?}"), "{}={text}", var.name);
+            }
         }
     }
 }

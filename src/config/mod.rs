@@ -29,6 +29,7 @@ use crate::error::{ConfigError, ConfigProblem};
 mod env;
 mod url;
 mod validate;
+mod vars;
 
 pub use crate::encoding::Encoding;
 pub(crate) use url::HostPort;
@@ -56,8 +57,6 @@ impl std::fmt::Debug for Secret {
         f.write_str("\"<redacted>\"")
     }
 }
-
-/// A `host:port` pair (sentinels, cluster seed nodes).
 
 /// Everything a [`crate::Cache`] needs: where Redis is, how to log in, the
 /// key layout and the pipeline's bounds.
@@ -208,14 +207,22 @@ const BOOL_ALLOWED: &str = "one of: true, false, 1, 0, yes, no";
 
 /// Collects problems; never stops at the first.
 #[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
+pub(crate) struct Problems(pub(crate) Vec<ConfigProblem>);
 
 impl Problems {
-    fn push(&mut self, field: &str, value: impl Into<String>, allowed: impl Into<String>) {
+    pub(crate) fn push(&mut self, field: &str, value: impl Into<String>, allowed: impl Into<String>) {
         self.0.push(ConfigProblem { field: field.to_string(), value: value.into(), allowed: allowed.into() });
     }
 
-    fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
+    /// Each problem of `refused`, under `field`; `text` is the value shown
+    /// where `refused` names none.
+    pub(crate) fn refused(&mut self, field: &str, text: &str, refused: env::Refused) {
+        for (shown, allowed) in refused.0 {
+            self.push(field, shown.unwrap_or_else(|| text.to_string()), allowed);
+        }
+    }
+
+    pub(crate) fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
         if self.0.is_empty() {
             Ok(ok)
         } else {
@@ -857,6 +864,95 @@ where
     H: Into<String>,
 {
     nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect()
+}
+
+/// Checks that generated documentation matches what a table renders.
+#[cfg(test)]
+pub(crate) mod docs {
+    use std::path::Path;
+
+    /// Whether to write the files instead of checking them.
+    fn writing() -> bool {
+        std::env::var_os("TRADECACHE_WRITE_DOCS").is_some_and(|v| v == "1")
+    }
+
+    fn path(file: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
+    }
+
+    /// `file` (relative to the crate) is `expected`.
+    pub(crate) fn check_file(file: &str, expected: &str) {
+        let found = std::fs::read_to_string(path(file)).unwrap_or_default();
+        if found != expected && writing() {
+            std::fs::write(path(file), expected).unwrap();
+            return;
+        }
+        assert!(
+            found == expected,
+            "{file} differs from the table that renders it:\n{}",
+            diff(expected, &found)
+        );
+    }
+
+    /// The lines of `file` between the markers `BEGIN {name}` and
+    /// `END {name}` (each on a line of its own, in a comment) are
+    /// `expected`.
+    pub(crate) fn check_block(file: &str, name: &str, expected: &str) {
+        let text = std::fs::read_to_string(path(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (begin, end) = (format!("BEGIN {name}"), format!("END {name}"));
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let start = lines.iter().position(|l| l.contains(&begin));
+        let stop = lines.iter().position(|l| l.contains(&end));
+        let (Some(start), Some(stop)) = (start, stop) else {
+            panic!("{file}: no lines with {begin:?} and {end:?} around the generated part");
+        };
+        assert!(start < stop, "{file}: {end:?} before {begin:?}");
+        let found: String = lines[start + 1..stop].concat();
+        if found != expected && writing() {
+            let new = [lines[..=start].concat(), expected.to_string(), lines[stop..].concat()].concat();
+            std::fs::write(path(file), new).unwrap();
+            return;
+        }
+        assert!(
+            found == expected,
+            "{file} (between {begin:?} and {end:?}) differs from the table that renders it \
+             (TRADECACHE_WRITE_DOCS=1 cargo test docs_match rewrites it):\n{}",
+            diff(expected, &found)
+        );
+    }
+
+    /// A line diff: `-` lines the table renders and the file lacks, `+`
+    /// lines the file has and the table does not render.
+    pub(crate) fn diff(expected: &str, found: &str) -> String {
+        let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), found.lines().collect());
+        // Longest common subsequence, from the end.
+        let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for i in (0..a.len()).rev() {
+            for j in (0..b.len()).rev() {
+                lcs[i][j] =
+                    if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            }
+        }
+        let (mut i, mut j, mut out) = (0, 0, String::new());
+        while i < a.len() || j < b.len() {
+            if i < a.len() && j < b.len() && a[i] == b[j] {
+                (i, j) = (i + 1, j + 1);
+            } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+                out.push_str(&format!("+ {}\n", b[j]));
+                j += 1;
+            } else {
+                out.push_str(&format!("- {}\n", a[i]));
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn diff_shows_changed_lines() {
+        assert_eq!(diff("a\nb\nc\n", "a\nx\nc\n"), "+ x\n- b\n");
+        assert_eq!(diff("a\n", "a\n"), "");
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use url::{Host, Url};
 
+use super::env::Refused;
 use super::{Config, Problems, Secret, PORT_ALLOWED};
 use crate::error::ConfigError;
 
@@ -80,7 +81,9 @@ impl Config {
     /// cannot be parsed (it is never echoed).
     pub fn from_url(mut self, url: &str) -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
-        apply_url(&mut self, url, "url", &mut problems);
+        if let Err(refused) = apply_url(&mut self, url) {
+            problems.refused("url", UNPARSEABLE, refused);
+        }
         problems.finish(self)
     }
 
@@ -147,9 +150,17 @@ fn parse_error_allowed(e: url::ParseError) -> &'static str {
 /// `url` as it may be shown in a message: the password replaced by
 /// `<redacted>`, and with it anything else that might hold one (a query,
 /// a fragment, a path that is not a database number).
+///
+/// With a scheme other than `redis` or `rediss` the user is hidden too:
+/// it may be a password (`user://pass@host` is `user:` and the password
+/// `//pass` with the scheme forgotten).
 fn shown(url: &Url) -> String {
     let mut out = format!("{}://", url.scheme());
+    let ours = matches!(url.scheme(), "redis" | "rediss");
     match url.password() {
+        _ if !ours && (url.password().is_some() || !url.username().is_empty()) => {
+            out.push_str(&format!("{REDACTED}@"));
+        }
         Some(_) => out.push_str(&format!("{}:{REDACTED}@", url.username())),
         None if !url.username().is_empty() => out.push_str(&format!("{}@", url.username())),
         None => {}
@@ -178,16 +189,13 @@ fn shown(url: &Url) -> String {
     out
 }
 
-/// Parses `text` as a URL and applies it to `c`, recording each problem
-/// under `field`. On any problem, `c` is left unchanged.
-pub(super) fn apply_url(c: &mut Config, text: &str, field: &str, problems: &mut Problems) {
-    let url = match parse(text) {
-        Ok(url) => url,
-        Err(allowed) => return problems.push(field, UNPARSEABLE, allowed),
-    };
+/// Parses `text` as a URL and applies it to `c`; on any problem, `c` is
+/// left unchanged.
+pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
+    let url = parse(text).map_err(|allowed| Refused::showing(UNPARSEABLE, allowed))?;
     let shown = shown(&url);
-    let before = problems.0.len();
-    let mut bad = |allowed: &str| problems.push(field, shown.as_str(), allowed);
+    let mut refused = Refused(Vec::new());
+    let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
 
     let tls = match url.scheme() {
         "redis" => false,
@@ -243,8 +251,8 @@ pub(super) fn apply_url(c: &mut Config, text: &str, field: &str, problems: &mut 
         }
     };
 
-    if problems.0.len() > before {
-        return;
+    if !refused.0.is_empty() {
+        return Err(refused);
     }
     c.host = host;
     c.port = port;
@@ -252,6 +260,7 @@ pub(super) fn apply_url(c: &mut Config, text: &str, field: &str, problems: &mut 
     c.password = password.map(Secret);
     c.db = db;
     c.tls = tls;
+    Ok(())
 }
 
 /// Decodes `%XX` escapes; `None` when a `%` does not start one (two hex
@@ -473,6 +482,8 @@ mod tests {
             ("redis://h/0#pw", "redis://h/0#<redacted>"),
             ("redis://h/pw", "redis://h/<redacted>"),
             ("redis://h/-1", "redis://h/-1"),
+            ("http://u:pw@h", "http://<redacted>@h/"),
+            ("user://pw@h", "user://<redacted>@h"),
             // Not parseable, or a password cut short by '/', '?' or '#'
             // (found by tests/fuzz.rs against the hand-written parser).
             ("u:pw@h", UNPARSEABLE),

@@ -56,7 +56,7 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] with one [`ConfigProblem`] per issue, each naming the
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per issue, each naming the
     /// setter (`"port"`), the bad value (never a password) and what is
     /// allowed. The rules: the host is a host name, IPv4 or IPv6 address;
     /// the port is not 0; a username comes with a password; the db is 0 or
