@@ -31,10 +31,21 @@ pub(crate) struct EnvVar<C: 'static> {
     pub(crate) values: &'static str,
     /// What it does (markdown, one paragraph).
     pub(crate) doc: &'static str,
-    /// A password: not trimmed, never shown.
-    pub(crate) secret: bool,
-    /// Applies a value (trimmed unless `secret`, not empty).
+    /// How the value is read before `apply` sees it.
+    pub(crate) read: Read,
+    /// Applies a value, read as `read` says.
     pub(crate) apply: fn(&mut C, &str) -> Result<(), Refused>,
+}
+
+/// How a variable's value is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Trimmed; empty is the same as unset.
+    Trimmed,
+    /// Trimmed; empty is a value (an empty key prefix).
+    TrimmedEmptyCounts,
+    /// A password: not trimmed, empty is unset, never shown.
+    Secret,
 }
 
 /// Why a variable's value was refused: one entry per problem, each with
@@ -79,12 +90,12 @@ pub(crate) fn apply_vars<C>(
 ) {
     for var in table {
         let Some(raw) = get(var.name) else { continue };
-        let text = if var.secret { raw } else { raw.trim().to_string() };
-        if text.is_empty() {
+        let text = if var.read == Read::Secret { raw } else { raw.trim().to_string() };
+        if text.is_empty() && var.read != Read::TrimmedEmptyCounts {
             continue;
         }
         if let Err(refused) = (var.apply)(c, &text) {
-            let shown = if var.secret { REDACTED } else { text.as_str() };
+            let shown = if var.read == Read::Secret { REDACTED } else { text.as_str() };
             problems.refused(var.name, shown, refused);
         }
     }

@@ -32,6 +32,8 @@ mod validate;
 mod vars;
 
 pub use crate::encoding::Encoding;
+pub(crate) use env::{apply_vars, boolean, env_example, int, markdown, millis, ms, not_unicode, seconds};
+pub(crate) use env::{set, EnvVar, Read, Refused};
 pub(crate) use url::HostPort;
 
 /// What a write does when the channel to the flusher is full.
@@ -255,7 +257,7 @@ impl Config {
     /// The Redis server's host name, IPv4 address or IPv6 address (without
     /// brackets). Not used with sentinels or a cluster.
     ///
-    /// Defaults to `127.0.0.1`.
+    /// Default: see `REDIS_HOST` in [`Config::from_vars`].
     #[must_use]
     pub fn host(mut self, v: impl Into<String>) -> Self {
         self.host = v.into();
@@ -264,7 +266,7 @@ impl Config {
 
     /// The Redis server's port, from 1 to 65535.
     ///
-    /// Defaults to `6379`.
+    /// Default: see `REDIS_PORT` in [`Config::from_vars`].
     #[must_use]
     pub fn port(mut self, v: u16) -> Self {
         self.port = v;
@@ -274,7 +276,7 @@ impl Config {
     /// The ACL user to log in as (needs a password too); an empty string
     /// clears it.
     ///
-    /// Defaults to `None` (the `default` user).
+    /// Default: see `REDIS_USERNAME` in [`Config::from_vars`].
     #[must_use]
     pub fn username(mut self, v: impl Into<String>) -> Self {
         let v = v.into();
@@ -285,7 +287,7 @@ impl Config {
     /// The password to log in with (`AUTH`); an empty string clears it. It is
     /// never shown in `Debug` output, logs or errors.
     ///
-    /// Defaults to `None`.
+    /// Default: see `REDIS_PASSWORD` in [`Config::from_vars`].
     #[must_use]
     pub fn password(mut self, v: impl Into<String>) -> Self {
         let v = v.into();
@@ -295,7 +297,7 @@ impl Config {
 
     /// The database number (`SELECT`); must be 0 in cluster mode.
     ///
-    /// Defaults to `0`.
+    /// Default: see `REDIS_DB` in [`Config::from_vars`].
     #[must_use]
     pub fn db(mut self, v: i64) -> Self {
         self.db = v;
@@ -304,7 +306,7 @@ impl Config {
 
     /// Whether to connect with TLS (needs the crate's `tls` feature).
     ///
-    /// Defaults to `false`.
+    /// Default: see `REDIS_SSL` in [`Config::from_vars`].
     #[must_use]
     pub fn tls(mut self, v: bool) -> Self {
         self.tls = v;
@@ -314,7 +316,7 @@ impl Config {
     /// A PEM file of CA certificates to trust instead of the system's roots
     /// (only with `tls`).
     ///
-    /// Defaults to `None`.
+    /// Default: see `REDIS_TLS_CA` in [`Config::from_vars`].
     #[must_use]
     pub fn tls_ca(mut self, v: impl Into<PathBuf>) -> Self {
         self.tls_ca = Some(v.into());
@@ -324,7 +326,7 @@ impl Config {
     /// A PEM client certificate for mutual TLS (only with `tls`, and with
     /// [`Config::tls_key`]).
     ///
-    /// Defaults to `None`.
+    /// Default: see `REDIS_TLS_CERT` in [`Config::from_vars`].
     #[must_use]
     pub fn tls_cert(mut self, v: impl Into<PathBuf>) -> Self {
         self.tls_cert = Some(v.into());
@@ -333,7 +335,7 @@ impl Config {
 
     /// The PEM private key of [`Config::tls_cert`] (only with `tls`).
     ///
-    /// Defaults to `None`.
+    /// Default: see `REDIS_TLS_KEY` in [`Config::from_vars`].
     #[must_use]
     pub fn tls_key(mut self, v: impl Into<PathBuf>) -> Self {
         self.tls_key = Some(v.into());
@@ -344,7 +346,7 @@ impl Config {
     /// [`Config::sentinel_master`]); replaces any set before. When set,
     /// `host` and `port` are not used.
     ///
-    /// Defaults to `[]` (no sentinels).
+    /// Default: see `REDIS_SENTINELS` in [`Config::from_vars`].
     #[must_use]
     pub fn sentinels<I, H>(mut self, nodes: I) -> Self
     where
@@ -357,7 +359,7 @@ impl Config {
 
     /// The name of the master the sentinels monitor.
     ///
-    /// Defaults to `None`.
+    /// Default: see `REDIS_SENTINEL_MASTER` in [`Config::from_vars`].
     #[must_use]
     pub fn sentinel_master(mut self, v: impl Into<String>) -> Self {
         self.sentinel_master = Some(v.into());
@@ -368,7 +370,7 @@ impl Config {
     /// `host` and `port` are not used, and the trader key becomes a hash tag
     /// (`{trader-T1}:…`) so that one trader's keys share a slot.
     ///
-    /// Defaults to `[]` (no cluster).
+    /// Default: see `REDIS_CLUSTER` in [`Config::from_vars`].
     #[must_use]
     pub fn cluster_nodes<I, H>(mut self, nodes: I) -> Self
     where
@@ -381,7 +383,7 @@ impl Config {
 
     /// The longest one connection attempt may take.
     ///
-    /// Defaults to `2s`.
+    /// Default: see `REDIS_TIMEOUT` in [`Config::from_vars`].
     #[must_use]
     pub fn connect_timeout(mut self, v: Duration) -> Self {
         self.connect_timeout = v;
@@ -391,7 +393,7 @@ impl Config {
     /// The longest to wait for a reply on an established connection (the
     /// socket's read and write timeouts).
     ///
-    /// Defaults to `2s`.
+    /// Default: see `REDIS_TIMEOUT` in [`Config::from_vars`].
     #[must_use]
     pub fn response_timeout(mut self, v: Duration) -> Self {
         self.response_timeout = v;
@@ -401,7 +403,7 @@ impl Config {
     /// How many times [`crate::Cache::open`] tries to connect before it
     /// fails; at least 1.
     ///
-    /// Defaults to `5`.
+    /// Default: see `CACHE_CONNECT_ATTEMPTS` in [`Config::from_vars`].
     #[must_use]
     pub fn connect_attempts(mut self, v: u32) -> Self {
         self.connect_attempts = v;
@@ -411,7 +413,7 @@ impl Config {
     /// The bounds of the exponential backoff (with jitter) between connection
     /// attempts in [`crate::Cache::open`]; `min` may not exceed `max`.
     ///
-    /// Defaults to `(1s, 32s)`.
+    /// Default: see `CACHE_BACKOFF_MIN_MS` and `CACHE_BACKOFF_MAX_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn open_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.open_backoff_min = min;
@@ -423,7 +425,8 @@ impl Config {
     /// flusher's reconnection attempts after a connection is lost; `min` may
     /// not exceed `max`.
     ///
-    /// Defaults to `(50ms, 2s)`.
+    /// Default: see `CACHE_RECONNECT_BACKOFF_MIN_MS` and
+    /// `CACHE_RECONNECT_BACKOFF_MAX_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_backoff_min = min;
@@ -436,7 +439,7 @@ impl Config {
     /// The trader id, part of every key (`trader-{trader_id}:…`). Not empty,
     /// no `:`, `{`, `}`, whitespace or control characters.
     ///
-    /// Defaults to `TRADER-001`.
+    /// Default: see `CACHE_TRADER_ID` in [`Config::from_vars`].
     #[must_use]
     pub fn trader_id(mut self, v: impl Into<String>) -> Self {
         self.trader_id = v.into();
@@ -447,7 +450,7 @@ impl Config {
     /// [`Config::use_instance_id`] is on (`trader-T1:{instance_id}:…`). Same
     /// character rules as the trader id.
     ///
-    /// Defaults to `None`.
+    /// Default: see `CACHE_INSTANCE_ID` in [`Config::from_vars`].
     #[must_use]
     pub fn instance_id(mut self, v: impl Into<String>) -> Self {
         self.instance_id = Some(v.into());
@@ -459,7 +462,7 @@ impl Config {
     /// database can then hold only one trader's state; cluster mode needs the
     /// prefix.
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_USE_TRADER_PREFIX` in [`Config::from_vars`].
     #[must_use]
     pub fn use_trader_prefix(mut self, v: bool) -> Self {
         self.use_trader_prefix = v;
@@ -470,7 +473,7 @@ impl Config {
     /// (`trader-T1:{instance_id}:…`); needs [`Config::instance_id`] and the
     /// trader prefix.
     ///
-    /// Defaults to `false`.
+    /// Default: see `CACHE_USE_INSTANCE_ID` in [`Config::from_vars`].
     #[must_use]
     pub fn use_instance_id(mut self, v: bool) -> Self {
         self.use_instance_id = v;
@@ -479,7 +482,7 @@ impl Config {
 
     /// How values are encoded.
     ///
-    /// Defaults to `Encoding::MsgPack`.
+    /// Default: see `CACHE_ENCODING` in [`Config::from_vars`].
     #[must_use]
     pub fn encoding(mut self, v: Encoding) -> Self {
         self.encoding = v;
@@ -489,7 +492,7 @@ impl Config {
     /// Whether timestamps are written as ISO 8601 strings instead of
     /// nanoseconds; only with [`Encoding::Json`].
     ///
-    /// Defaults to `false`.
+    /// Default: see `CACHE_TIMESTAMPS_AS_ISO8601` in [`Config::from_vars`].
     #[must_use]
     pub fn timestamps_as_iso8601(mut self, v: bool) -> Self {
         self.timestamps_as_iso8601 = v;
@@ -499,7 +502,7 @@ impl Config {
     /// Whether [`crate::Cache::open`] deletes this trader's keys (never the
     /// whole database) before starting.
     ///
-    /// Defaults to `false`.
+    /// Default: see `CACHE_FLUSH_ON_START` in [`Config::from_vars`].
     #[must_use]
     pub fn flush_on_start(mut self, v: bool) -> Self {
         self.flush_on_start = v;
@@ -509,7 +512,7 @@ impl Config {
     /// Whether account events are appended to `accounts:{id}:events`
     /// (otherwise only the latest account snapshot is kept).
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_PERSIST_ACCOUNT_EVENTS` in [`Config::from_vars`].
     #[must_use]
     pub fn persist_account_events(mut self, v: bool) -> Self {
         self.persist_account_events = v;
@@ -519,7 +522,7 @@ impl Config {
     /// The largest encoded value accepted, in bytes: from 1 to 512 MiB
     /// (Redis's own limit).
     ///
-    /// Defaults to `524288` (512 KiB).
+    /// Default: see `CACHE_MAX_VALUE_BYTES` in [`Config::from_vars`].
     #[must_use]
     pub fn max_value_bytes(mut self, v: usize) -> Self {
         self.max_value_bytes = v;
@@ -530,7 +533,7 @@ impl Config {
     /// which settles in-doubt batches after a reconnect. Two processes
     /// writing the same trader's keys need different writer ids.
     ///
-    /// Defaults to `main`.
+    /// Default: see `CACHE_WRITER_ID` in [`Config::from_vars`].
     #[must_use]
     pub fn writer_id(mut self, v: impl Into<String>) -> Self {
         self.writer_id = v.into();
@@ -541,7 +544,7 @@ impl Config {
 
     /// How many writes may wait in the channel to the flusher; at least 1.
     ///
-    /// Defaults to `65536`.
+    /// Default: see `CACHE_CHANNEL_CAPACITY` in [`Config::from_vars`].
     #[must_use]
     pub fn channel_capacity(mut self, v: usize) -> Self {
         self.channel_capacity = v;
@@ -550,7 +553,7 @@ impl Config {
 
     /// What a write does when the channel is full.
     ///
-    /// Defaults to `OverflowPolicy::Reject`.
+    /// Default: see `CACHE_OVERFLOW` and `CACHE_BLOCK_TIMEOUT_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn overflow(mut self, v: OverflowPolicy) -> Self {
         self.overflow = v;
@@ -559,7 +562,7 @@ impl Config {
 
     /// The most messages written in one `MULTI … EXEC` batch; at least 1.
     ///
-    /// Defaults to `4096`.
+    /// Default: see `CACHE_MAX_BATCH` in [`Config::from_vars`].
     #[must_use]
     pub fn max_batch(mut self, v: usize) -> Self {
         self.max_batch = v;
@@ -570,7 +573,7 @@ impl Config {
     /// it stops draining the channel (and writes start to overflow); at
     /// least 1.
     ///
-    /// Defaults to `65536`.
+    /// Default: see `CACHE_MAX_PENDING_EVENTS` in [`Config::from_vars`].
     #[must_use]
     pub fn max_pending_events(mut self, v: usize) -> Self {
         self.max_pending_events = v;
@@ -582,7 +585,7 @@ impl Config {
     /// to overflow): coalescing keeps one value per key, so this bounds
     /// the flusher's memory when every write is a new id; at least 1.
     ///
-    /// Defaults to `262144`.
+    /// Default: see `CACHE_MAX_PENDING_SNAPSHOTS` in [`Config::from_vars`].
     #[must_use]
     pub fn max_pending_snapshots(mut self, v: usize) -> Self {
         self.max_pending_snapshots = v;
@@ -594,7 +597,7 @@ impl Config {
     /// keeps the transactions that drain an outage's backlog a size Redis
     /// takes; at least 1.
     ///
-    /// Defaults to `16777216` (16 MiB).
+    /// Default: see `CACHE_MAX_BATCH_BYTES` in [`Config::from_vars`].
     #[must_use]
     pub fn max_batch_bytes(mut self, v: usize) -> Self {
         self.max_batch_bytes = v;
@@ -604,7 +607,7 @@ impl Config {
     /// How long the flusher keeps collecting after the first message of a
     /// batch, for fewer, larger batches; zero writes at once.
     ///
-    /// Defaults to `0s`.
+    /// Default: see `CACHE_BUFFER_INTERVAL_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn buffer_interval(mut self, v: Duration) -> Self {
         self.buffer_interval = v;
@@ -614,7 +617,7 @@ impl Config {
     /// [`Config::buffer_interval`] in milliseconds (the spec's
     /// `buffer_interval_ms`).
     ///
-    /// Defaults to `0`.
+    /// Default: see `CACHE_BUFFER_INTERVAL_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn buffer_interval_ms(self, ms: u64) -> Self {
         self.buffer_interval(Duration::from_millis(ms))
@@ -624,7 +627,7 @@ impl Config {
     /// that a write rarely has to wake a parked thread; zero spins. It is
     /// the most a write can wait to be noticed, so at most 1 s.
     ///
-    /// Defaults to `100µs`.
+    /// Default: see `CACHE_IDLE_POLL_US` in [`Config::from_vars`].
     #[must_use]
     pub fn idle_poll(mut self, v: Duration) -> Self {
         self.idle_poll = v;
@@ -634,7 +637,7 @@ impl Config {
     /// After how long without writes the flusher stops polling and parks
     /// until the next write.
     ///
-    /// Defaults to `1s`.
+    /// Default: see `CACHE_IDLE_PARK_AFTER_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn idle_park_after(mut self, v: Duration) -> Self {
         self.idle_park_after = v;
@@ -644,7 +647,7 @@ impl Config {
     /// How long `Drop` waits for the final flush (as
     /// [`crate::Cache::close`] does with its own timeout).
     ///
-    /// Defaults to `5s`.
+    /// Default: see `CACHE_CLOSE_TIMEOUT_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn close_timeout(mut self, v: Duration) -> Self {
         self.close_timeout = v;
@@ -656,7 +659,7 @@ impl Config {
     /// below the response timeout); a batch not replicated in time is
     /// retried. `None` does not wait.
     ///
-    /// Defaults to `None`.
+    /// Default: see `CACHE_REPLICA_WAIT` and `CACHE_REPLICA_WAIT_TIMEOUT_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn replica_wait(mut self, v: Option<(u32, Duration)>) -> Self {
         self.replica_wait = v;
@@ -670,7 +673,7 @@ impl Config {
     /// one. Several such requests are in flight at once, on one connection
     /// per core (2 to 4).
     ///
-    /// Defaults to `1000`.
+    /// Default: see `CACHE_LOAD_CHUNK` in [`Config::from_vars`].
     #[must_use]
     pub fn load_chunk(mut self, v: usize) -> Self {
         self.load_chunk = v;
@@ -680,7 +683,7 @@ impl Config {
     /// Whether [`crate::Cache::load`] fails on a value it cannot decode
     /// (otherwise it skips the value and reports it).
     ///
-    /// Defaults to `false`.
+    /// Default: see `CACHE_STRICT_LOAD` in [`Config::from_vars`].
     #[must_use]
     pub fn strict_load(mut self, v: bool) -> Self {
         self.strict_load = v;
@@ -694,7 +697,7 @@ impl Config {
     /// [`crate::Cache::append_market_data`] trims its list to the newest
     /// `tick_capacity`, in the same transaction. At least 1.
     ///
-    /// Defaults to `10000`.
+    /// Default: see `CACHE_TICK_CAPACITY` in [`Config::from_vars`].
     #[must_use]
     pub fn tick_capacity(mut self, v: usize) -> Self {
         self.tick_capacity = v;
@@ -704,7 +707,7 @@ impl Config {
     /// How many bars each bar series (per bar type) keeps in Redis, as
     /// [`Config::tick_capacity`] for ticks. At least 1.
     ///
-    /// Defaults to `10000`.
+    /// Default: see `CACHE_BAR_CAPACITY` in [`Config::from_vars`].
     #[must_use]
     pub fn bar_capacity(mut self, v: usize) -> Self {
         self.bar_capacity = v;
@@ -721,7 +724,7 @@ impl Config {
     /// [`Config::purge_batch`] entities between batches. At least 1 s.
     /// `None` keeps closed entities until purged by hand.
     ///
-    /// Defaults to `None`.
+    /// Default: see `CACHE_RETAIN_CLOSED_SECS` in [`Config::from_vars`].
     #[must_use]
     pub fn retain_closed_for(mut self, v: Option<Duration>) -> Self {
         self.retain_closed_for = v;
@@ -731,7 +734,7 @@ impl Config {
     /// How many closed entities one purge step deletes (one transaction
     /// between two batches of writes), at least 1.
     ///
-    /// Defaults to `500`.
+    /// Default: see `CACHE_PURGE_BATCH` in [`Config::from_vars`].
     #[must_use]
     pub fn purge_batch(mut self, v: usize) -> Self {
         self.purge_batch = v;
@@ -743,7 +746,7 @@ impl Config {
     /// so a 24/7 engine's balance history stays bounded. At least 1.
     /// `None` keeps every event.
     ///
-    /// Defaults to `None`.
+    /// Default: see `CACHE_MAX_ACCOUNT_EVENTS` in [`Config::from_vars`].
     #[must_use]
     pub fn max_account_events(mut self, v: Option<usize>) -> Self {
         self.max_account_events = v;
@@ -756,7 +759,7 @@ impl Config {
     /// when idle, so a supervisor sees it vanish when the engine hangs,
     /// dies or loses Redis. At least 1 ms. `None` writes no heartbeat.
     ///
-    /// Defaults to `None`.
+    /// Default: see `CACHE_HEARTBEAT_MS` in [`Config::from_vars`].
     #[must_use]
     pub fn heartbeat_interval(mut self, v: Option<Duration>) -> Self {
         self.heartbeat_interval = v;
@@ -768,7 +771,7 @@ impl Config {
     /// `{trader}:stream:{collection}`, in the same transaction, for
     /// consumers in other processes (`XREAD`, `XREADGROUP`).
     ///
-    /// Defaults to `false`.
+    /// Default: see `CACHE_PUBLISH_EVENTS` in [`Config::from_vars`].
     #[must_use]
     pub fn publish_events(mut self, v: bool) -> Self {
         self.publish_events = v;
@@ -779,7 +782,7 @@ impl Config {
     /// Redis trims whole nodes, so a stream may hold a little more). At
     /// least 1.
     ///
-    /// Defaults to `100000`.
+    /// Default: see `CACHE_STREAM_MAXLEN` in [`Config::from_vars`].
     #[must_use]
     pub fn stream_max_len(mut self, v: usize) -> Self {
         self.stream_max_len = v;
@@ -791,7 +794,7 @@ impl Config {
     /// besides [`Config::stream_max_len`]. At least 1 ms. `None` trims by
     /// length only.
     ///
-    /// Defaults to `None`.
+    /// Default: see `CACHE_STREAM_MAX_AGE_SECS` in [`Config::from_vars`].
     #[must_use]
     pub fn stream_max_age(mut self, v: Option<Duration>) -> Self {
         self.stream_max_age = v;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::env::{boolean, count, host_list, id, int, millis, ms, seconds, set, EnvVar};
+use super::env::{boolean, count, host_list, id, int, millis, ms, seconds, set, EnvVar, Read};
 use super::url::{apply_url, host_problem, parse_port, DEFAULT_PORT};
 use super::{Config, Encoding, OverflowPolicy, Secret, ENCODING_ALLOWED, REDIS_MAX_VALUE_BYTES};
 
@@ -65,7 +65,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         doc: "Sets host, port, username, password, db and TLS at once; applied first, the other \
               `REDIS_*` variables override its parts. Percent-encode '@', ':', '/', '?', '#', '%' in the \
               user and password (@ is %40).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| apply_url(c, v),
     },
     EnvVar {
@@ -75,7 +75,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| text(&c.host),
         values: "host name, IPv4 or IPv6 address",
         doc: "The server (not used with sentinels or a cluster).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| match host_problem(v) {
             Some(allowed) => Err(allowed.into()),
             None => set(&mut c.host, v.to_string()),
@@ -88,7 +88,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.port.to_string(),
         values: "1 to 65535",
         doc: "The server's port.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.port, parse_port(v)?),
     },
     EnvVar {
@@ -98,7 +98,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| opt_text(&c.username),
         values: "text",
         doc: "ACL user; needs a password too. Without one: the `default` user.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.username, Some(v.to_string())),
     },
     EnvVar {
@@ -108,7 +108,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |_| String::new(),
         values: "text, not trimmed",
         doc: "Never shown in logs, errors or `Debug` output.",
-        secret: true,
+        read: Read::Secret,
         apply: |c, v| set(&mut c.password, Some(Secret(v.to_string()))),
     },
     EnvVar {
@@ -118,7 +118,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.db.to_string(),
         values: "0 or more (0 with a cluster)",
         doc: "Database number (`SELECT`).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.db, int(v, 0, i64::MAX as u64, "a database number, 0 or more")? as i64),
     },
     EnvVar {
@@ -128,7 +128,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.tls),
         values: "boolean",
         doc: "Connect with TLS (needs the crate's `tls` feature).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.tls, boolean(v)?),
     },
     EnvVar {
@@ -138,7 +138,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.connect_timeout.as_secs_f64().to_string(),
         values: "seconds above zero, may be fractional (`0.5`)",
         doc: "Connect timeout and per-reply timeout.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let t = seconds(v)?;
             c.connect_timeout = t;
@@ -153,7 +153,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.tls_ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         values: "PEM file path",
         doc: "CA certificates to trust instead of the system's roots (only with REDIS_SSL).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.tls_ca, Some(v.into())),
     },
     EnvVar {
@@ -163,7 +163,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.tls_cert.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         values: "PEM file path",
         doc: "Client certificate for mutual TLS (with REDIS_TLS_KEY).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.tls_cert, Some(v.into())),
     },
     EnvVar {
@@ -173,7 +173,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.tls_key.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         values: "PEM file path",
         doc: "The private key of REDIS_TLS_CERT.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.tls_key, Some(v.into())),
     },
     EnvVar {
@@ -183,7 +183,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| nodes(&c.sentinels),
         values: "`host:port,host:port` (port 26379 if absent; IPv6 as `[::1]:26379`)",
         doc: "Sentinels to ask for the master (with REDIS_SENTINEL_MASTER).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.sentinels, host_list(v, DEFAULT_SENTINEL_PORT)?),
     },
     EnvVar {
@@ -193,7 +193,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| opt_text(&c.sentinel_master),
         values: "name",
         doc: "The master the sentinels monitor; both or neither.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             if v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
                 return Err("a master name without whitespace".into());
@@ -208,7 +208,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| nodes(&c.cluster_nodes),
         values: "`host:port,host:port` (port 6379 if absent)",
         doc: "Cluster seed nodes; not with sentinels.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.cluster_nodes, host_list(v, DEFAULT_PORT)?),
     },
     // --- Connecting and reconnecting ---
@@ -219,7 +219,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.connect_attempts.to_string(),
         values: "1 or more",
         doc: "Attempts at startup before `Cache::open` fails.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.connect_attempts, int(v, 1, u32::MAX.into(), "1 or more")? as u32),
     },
     EnvVar {
@@ -229,7 +229,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.open_backoff_min),
         values: "milliseconds",
         doc: "Shortest pause between attempts at startup (exponential, with jitter).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.open_backoff_min, millis(v, 0)?),
     },
     EnvVar {
@@ -239,7 +239,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.open_backoff_max),
         values: "milliseconds",
         doc: "Longest pause between attempts at startup.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.open_backoff_max, millis(v, 0)?),
     },
     EnvVar {
@@ -249,7 +249,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.reconnect_backoff_min),
         values: "milliseconds",
         doc: "Shortest pause between reconnection attempts after a connection is lost.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.reconnect_backoff_min, millis(v, 0)?),
     },
     EnvVar {
@@ -259,7 +259,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.reconnect_backoff_max),
         values: "milliseconds",
         doc: "Longest pause between reconnection attempts (they go on forever).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.reconnect_backoff_max, millis(v, 0)?),
     },
     // --- Keys and values ---
@@ -270,7 +270,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| text(&c.trader_id),
         values: "id (no ':', '{', '}', whitespace or control characters)",
         doc: "Keys are `trader-{trader_id}[:{instance_id}]:{collection}:{id}`.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.trader_id, id(v)?),
     },
     EnvVar {
@@ -280,7 +280,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| opt_text(&c.instance_id),
         values: "id",
         doc: "Second part of the trader key, with CACHE_USE_INSTANCE_ID.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.instance_id, Some(id(v)?)),
     },
     EnvVar {
@@ -290,7 +290,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.use_trader_prefix),
         values: "boolean",
         doc: "false: keys have no trader prefix at all (not with REDIS_CLUSTER).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.use_trader_prefix, boolean(v)?),
     },
     EnvVar {
@@ -300,7 +300,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.use_instance_id),
         values: "boolean",
         doc: "Add `:{instance_id}` to the trader key.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.use_instance_id, boolean(v)?),
     },
     EnvVar {
@@ -310,7 +310,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| text(&c.writer_id),
         values: "id",
         doc: "Names this writer's commit marker (`{trader_key}:writer:{writer_id}`).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.writer_id, id(v)?),
     },
     EnvVar {
@@ -320,7 +320,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.encoding.as_str().to_string(),
         values: "`msgpack` or `json`",
         doc: "How values are encoded (`Config::debug()` picks JSON).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.encoding, Encoding::from_name(v).ok_or(ENCODING_ALLOWED)?),
     },
     EnvVar {
@@ -330,7 +330,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.timestamps_as_iso8601),
         values: "boolean",
         doc: "Timestamps as ISO 8601 text instead of nanoseconds; JSON only.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.timestamps_as_iso8601, boolean(v)?),
     },
     EnvVar {
@@ -340,7 +340,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.flush_on_start),
         values: "boolean",
         doc: "Delete this trader's keys (never the whole database) at open; needs the trader prefix.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.flush_on_start, boolean(v)?),
     },
     EnvVar {
@@ -350,7 +350,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.persist_account_events),
         values: "boolean",
         doc: "Write account event logs (otherwise only the latest account snapshot).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.persist_account_events, boolean(v)?),
     },
     EnvVar {
@@ -360,7 +360,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.max_value_bytes.to_string(),
         values: "1 to 536870912 (Redis's limit)",
         doc: "Largest encoded value accepted, in bytes; larger ones are dropped and counted.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let allowed = "from 1 to 536870912 bytes (Redis's limit)";
             set(&mut c.max_value_bytes, int(v, 1, REDIS_MAX_VALUE_BYTES as u64, allowed)? as usize)
@@ -374,7 +374,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.channel_capacity.to_string(),
         values: "1 or more",
         doc: "Writes that may wait in the channel to the flusher thread.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.channel_capacity, count(v)?),
     },
     EnvVar {
@@ -388,7 +388,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         values: "`reject` or `block`",
         doc: "When the channel is full: fail at once and hand the value back, or wait up to \
               CACHE_BLOCK_TIMEOUT_MS first.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             if v.eq_ignore_ascii_case("block") {
                 let timeout = match c.overflow {
@@ -413,7 +413,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         },
         values: "milliseconds, 1 or more",
         doc: "The longest a write waits for room; only with CACHE_OVERFLOW=block.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let t = millis(v, 1)?;
             match &mut c.overflow {
@@ -429,7 +429,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.max_batch.to_string(),
         values: "1 or more",
         doc: "Most writes per `MULTI`/`EXEC` transaction.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.max_batch, count(v)?),
     },
     EnvVar {
@@ -439,7 +439,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.max_pending_events.to_string(),
         values: "1 or more",
         doc: "Most events the flusher holds while Redis is unreachable.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.max_pending_events, count(v)?),
     },
     EnvVar {
@@ -449,7 +449,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.max_pending_snapshots.to_string(),
         values: "1 or more",
         doc: "Most distinct snapshot keys the flusher holds while Redis is unreachable.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.max_pending_snapshots, count(v)?),
     },
     EnvVar {
@@ -459,7 +459,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.max_batch_bytes.to_string(),
         values: "1 or more",
         doc: "Most value bytes per transaction.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.max_batch_bytes, count(v)?),
     },
     EnvVar {
@@ -469,7 +469,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.buffer_interval),
         values: "milliseconds",
         doc: "Linger after the first write of a batch, for fewer, larger batches (0: write at once).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.buffer_interval, millis(v, 0)?),
     },
     EnvVar {
@@ -479,7 +479,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.idle_poll.as_micros().to_string(),
         values: "microseconds, at most 1000000",
         doc: "Sleep between polls of an idle flusher (0: spin).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             set(&mut c.idle_poll, Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?))
         },
@@ -491,7 +491,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.idle_park_after),
         values: "milliseconds",
         doc: "Idle time after which the flusher parks until the next write instead of polling.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.idle_park_after, millis(v, 0)?),
     },
     EnvVar {
@@ -501,7 +501,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.close_timeout),
         values: "milliseconds",
         doc: "How long dropping a `Cache` waits for the final flush.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.close_timeout, millis(v, 0)?),
     },
     EnvVar {
@@ -511,7 +511,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.replica_wait.map_or(0, |(n, _)| n).to_string(),
         values: "replicas (0: off)",
         doc: "`WAIT` for this many replicas after each batch before acknowledging it.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let n = int(v, 0, u32::MAX.into(), "a number of replicas (0 turns waiting off)")? as u32;
             let timeout = c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t);
@@ -525,7 +525,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t)),
         values: "milliseconds, 1 or more, below REDIS_TIMEOUT",
         doc: "The longest that `WAIT` waits; only with CACHE_REPLICA_WAIT of 1 or more.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let t = millis(v, 1)?;
             match &mut c.replica_wait {
@@ -542,7 +542,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.load_chunk.to_string(),
         values: "1 or more",
         doc: "Ids per pipelined request when loading (one `MGET`, one `LRANGE` per id).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.load_chunk, count(v)?),
     },
     EnvVar {
@@ -552,7 +552,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.strict_load),
         values: "boolean",
         doc: "Fail the load on a value that cannot be decoded (otherwise skip and report it).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.strict_load, boolean(v)?),
     },
     EnvVar {
@@ -562,7 +562,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.tick_capacity.to_string(),
         values: "1 or more",
         doc: "Ticks each market-data tick series keeps in Redis (per instrument).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.tick_capacity, count(v)?),
     },
     EnvVar {
@@ -572,7 +572,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.bar_capacity.to_string(),
         values: "1 or more",
         doc: "Bars each bar series keeps in Redis (per bar type).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.bar_capacity, count(v)?),
     },
     // --- Running 24/7 ---
@@ -584,7 +584,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         values: "seconds (0: off)",
         doc: "Purge closed entities older than this, with their event logs and index entries: at open, \
               then every min(this, 60 s).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let s = int(v, 0, u64::MAX, "seconds, 0 (off) or more")?;
             set(&mut c.retain_closed_for, (s > 0).then(|| Duration::from_secs(s)))
@@ -597,7 +597,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.purge_batch.to_string(),
         values: "1 or more",
         doc: "Closed entities deleted per purge step (one transaction between two batches).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.purge_batch, count(v)?),
     },
     EnvVar {
@@ -607,7 +607,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.max_account_events.unwrap_or(0).to_string(),
         values: "a count (0: keep all)",
         doc: "Keep only the newest N events of each account's log (`LTRIM` with every append).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let n = int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")?;
             set(&mut c.max_account_events, (n > 0).then_some(n as usize))
@@ -620,7 +620,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| ms(c.heartbeat_interval.unwrap_or_default()),
         values: "milliseconds (0: off)",
         doc: "Set `{trader}:heartbeat:{writer_id}` this often, with a TTL of three intervals.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let d = millis(v, 0)?;
             set(&mut c.heartbeat_interval, (!d.is_zero()).then_some(d))
@@ -633,7 +633,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| flag(c.publish_events),
         values: "boolean",
         doc: "Also `XADD` every appended event (not market data) to `{trader}:stream:{collection}`.",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.publish_events, boolean(v)?),
     },
     EnvVar {
@@ -643,7 +643,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| c.stream_max_len.to_string(),
         values: "1 or more",
         doc: "Streams are trimmed to about this many entries (`XADD … MAXLEN ~`).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| set(&mut c.stream_max_len, count(v)?),
     },
     EnvVar {
@@ -653,7 +653,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         default: |c| secs_or_zero(c.stream_max_age),
         values: "seconds (0: by length only)",
         doc: "And to entries younger than this (`XTRIM … MINID ~`, Redis 6.2 or later).",
-        secret: false,
+        read: Read::Trimmed,
         apply: |c, v| {
             let s = int(v, 0, u64::MAX, "seconds, 0 (off) or more")?;
             set(&mut c.stream_max_age, (s > 0).then(|| Duration::from_secs(s)))

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, Encoding};
+use crate::config::{
+    apply_vars, boolean, env_example, int, markdown, millis, ms, not_unicode, seconds, set, Config, Encoding,
+    EnvVar, Problems, Read, Refused,
+};
 use crate::error::{ConfigError, ConfigProblem};
 use crate::ident;
 
@@ -14,30 +17,246 @@ use crate::ident;
 const DEFAULT_POLICIES: [(&str, u64); 4] =
     [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
 
-/// The environment variables of the caching layer, each with the setter it
-/// drives and the format it takes. One table drives [`KvConfig::from_vars`],
-/// its documentation and the test that `.env.example` lists them all.
-pub(crate) const KV_ENV_VARS: &[(&str, &str)] = &[
-    ("CACHE_KEY_PREFIX", "key_prefix"),
-    ("CACHE_DEFAULT_TTL", "default_ttl"),
-    ("CACHE_MARKET_DATA_TTL", "ttl(\"market_data\", …)"),
-    ("CACHE_PORTFOLIO_TTL", "ttl(\"portfolio\", …)"),
-    ("CACHE_RISK_TTL", "ttl(\"risk\", …)"),
-    ("CACHE_SESSION_TTL", "ttl(\"session\", …)"),
-    ("CACHE_COMPRESS_THRESHOLD", "compress_threshold"),
-    ("CACHE_MAX_BATCH_SIZE", "max_batch_size"),
-    ("CACHE_ENABLE_METRICS", "enable_metrics"),
-    ("CACHE_LOG_SLOW_OPS", "log_slow_ops"),
-    ("CACHE_SLOW_OP_THRESHOLD", "slow_op_threshold"),
-    ("REDIS_MAX_CONNECTIONS", "max_connections"),
-    ("CACHE_NEAR_CAPACITY", "near_capacity"),
-    ("CACHE_NEAR_TTL_MS", "near_ttl"),
-    ("CACHE_NEAR_TRACKING", "near_tracking"),
-    ("CACHE_BREAKER_FAILURES", "breaker_failures"),
-    ("CACHE_BREAKER_OPEN_SECS", "breaker_open"),
-    ("CACHE_KV_CHANNEL_CAPACITY", "channel_capacity"),
-    ("CACHE_KV_MAX_PENDING_KEYS", "max_pending_keys"),
+const SECS: &str = "a whole number of seconds, 0 for never expires";
+const COUNT: &str = "a whole number, 1 or more";
+
+/// A TTL in seconds as a variable spells it: 0 for never expires.
+fn ttl_secs(ttl: Option<Duration>) -> String {
+    ttl.map_or(0, |t| t.as_secs()).to_string()
+}
+
+/// Seconds, 0 for never expires.
+fn ttl(v: &str) -> Result<Option<Duration>, Refused> {
+    let n = int(v, 0, u64::MAX, SECS)?;
+    Ok((n > 0).then(|| Duration::from_secs(n)))
+}
+
+/// The environment variables of the caching layer, in the shape of
+/// [`Config::from_vars`]'s table (the same mechanism applies them): it
+/// drives [`KvConfig::from_vars`], the table in its documentation
+/// (`vars.md`), README's `KvConfig` table and the kv part of
+/// `.env.example`, which a unit test checks against it.
+pub(crate) const KV_ENV: &[EnvVar<KvConfig>] = &[
+    EnvVar {
+        section: "",
+        name: "CACHE_KEY_PREFIX",
+        sets: "key_prefix",
+        default: |c| c.key_prefix.clone(),
+        values: "an id, or empty for none",
+        doc: "First part of every key: `{prefix}:{namespace}:{key}`; empty: `{namespace}:{key}`.",
+        read: Read::TrimmedEmptyCounts,
+        apply: |c, v| {
+            c.key_prefix = v.to_string();
+            match v.is_empty() {
+                true => Ok(()),
+                false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
+            }
+        },
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_DEFAULT_TTL",
+        sets: "default_ttl",
+        default: |c| ttl_secs(c.default_ttl),
+        values: "seconds, 0 = never expires",
+        doc: "TTL of the namespaces without a policy of their own.",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.default_ttl, ttl(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_MARKET_DATA_TTL",
+        sets: "ttl",
+        default: |c| ttl_secs(c.policy("market_data")),
+        values: "seconds, 0 = never expires",
+        doc: "TTL policy of the `market_data` namespace.",
+        read: Read::Trimmed,
+        apply: |c, v| set_policy(c, "market_data", ttl(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_PORTFOLIO_TTL",
+        sets: "ttl",
+        default: |c| ttl_secs(c.policy("portfolio")),
+        values: "seconds, 0 = never expires",
+        doc: "TTL policy of the `portfolio` namespace.",
+        read: Read::Trimmed,
+        apply: |c, v| set_policy(c, "portfolio", ttl(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_RISK_TTL",
+        sets: "ttl",
+        default: |c| ttl_secs(c.policy("risk")),
+        values: "seconds, 0 = never expires",
+        doc: "TTL policy of the `risk` namespace.",
+        read: Read::Trimmed,
+        apply: |c, v| set_policy(c, "risk", ttl(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_SESSION_TTL",
+        sets: "ttl",
+        default: |c| ttl_secs(c.policy("session")),
+        values: "seconds, 0 = never expires",
+        doc: "TTL policy of the `session` namespace.",
+        read: Read::Trimmed,
+        apply: |c, v| set_policy(c, "session", ttl(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_COMPRESS_THRESHOLD",
+        sets: "compress_threshold",
+        default: |c| c.compress_threshold.to_string(),
+        values: "bytes",
+        doc: "Encoded values longer than this are stored LZ4-compressed.",
+        read: Read::Trimmed,
+        apply: |c, v| {
+            set(&mut c.compress_threshold, int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize)
+        },
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_MAX_BATCH_SIZE",
+        sets: "max_batch_size",
+        default: |c| c.max_batch_size.to_string(),
+        values: "1 or more",
+        doc: "Keys per `MGET` in `get_many` (larger requests are split and pipelined).",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.max_batch_size, int(v, 1, u64::MAX, COUNT)? as usize),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_ENABLE_METRICS",
+        sets: "enable_metrics",
+        default: |c| c.enable_metrics.to_string(),
+        values: "boolean",
+        doc: "Per-operation latency histograms (two clock reads per call).",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.enable_metrics, boolean(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_LOG_SLOW_OPS",
+        sets: "log_slow_ops",
+        default: |c| c.log_slow_ops.to_string(),
+        values: "boolean",
+        doc: "Log operations slower than `CACHE_SLOW_OP_THRESHOLD`.",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.log_slow_ops, boolean(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_SLOW_OP_THRESHOLD",
+        sets: "slow_op_threshold",
+        default: |c| ms(c.slow_op_threshold),
+        values: "milliseconds",
+        doc: "What a slow operation is.",
+        read: Read::Trimmed,
+        apply: |c, v| {
+            let n = int(v, 0, u64::MAX, "a whole number of milliseconds")?;
+            set(&mut c.slow_op_threshold, Duration::from_millis(n))
+        },
+    },
+    EnvVar {
+        section: "",
+        name: "REDIS_MAX_CONNECTIONS",
+        sets: "max_connections",
+        default: |c| c.max_connections.to_string(),
+        values: "1 or more",
+        doc: "Read connections, opened on demand (the writer has its own).",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.max_connections, int(v, 1, u64::MAX, COUNT)? as usize),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_NEAR_CAPACITY",
+        sets: "near_capacity",
+        default: |c| c.near_capacity.to_string(),
+        values: "entries, 0 = off",
+        doc: "Entries in the in-process near cache.",
+        read: Read::Trimmed,
+        apply: |c, v| {
+            let n = int(v, 0, u64::MAX, "a number of entries, 0 turns it off")?;
+            set(&mut c.near_capacity, n as usize)
+        },
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_NEAR_TTL_MS",
+        sets: "near_ttl",
+        default: |c| ms(c.near_ttl),
+        values: "milliseconds, 1 or more",
+        doc: "How long the near cache serves a value.",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.near_ttl, millis(v, 1)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_NEAR_TRACKING",
+        sets: "near_tracking",
+        default: |c| c.near_tracking.to_string(),
+        values: "boolean",
+        doc: "Server-assisted invalidation of the near cache (`CLIENT TRACKING`; not in a cluster).",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.near_tracking, boolean(v)?),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_BREAKER_FAILURES",
+        sets: "breaker_failures",
+        default: |c| c.breaker_failures.to_string(),
+        values: "1 or more",
+        doc: "Consecutive failures that open the circuit breaker.",
+        read: Read::Trimmed,
+        apply: |c, v| {
+            let n = int(v, 1, u64::MAX, COUNT)?;
+            set(&mut c.breaker_failures, n.min(u64::from(u32::MAX)) as u32)
+        },
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_BREAKER_OPEN_SECS",
+        sets: "breaker_open",
+        default: |c| c.breaker_open.as_secs_f64().to_string(),
+        values: "seconds above zero, may be fractional",
+        doc: "How long an open breaker keeps calls away from Redis.",
+        read: Read::Trimmed,
+        apply: |c, v| {
+            let d = seconds(v).map_err(|_| "a number of seconds above zero, such as 60 or 0.5")?;
+            set(&mut c.breaker_open, d)
+        },
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_KV_CHANNEL_CAPACITY",
+        sets: "channel_capacity",
+        default: |c| c.channel_capacity.to_string(),
+        values: "1 or more",
+        doc: "Writes that may wait for the kv writer (a full channel refuses a write).",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.channel_capacity, int(v, 1, u64::MAX, COUNT)? as usize),
+    },
+    EnvVar {
+        section: "",
+        name: "CACHE_KV_MAX_PENDING_KEYS",
+        sets: "max_pending_keys",
+        default: |c| c.max_pending_keys.to_string(),
+        values: "1 or more",
+        doc: "Distinct keys the writer holds while Redis is unreachable (more are dropped).",
+        read: Read::Trimmed,
+        apply: |c, v| set(&mut c.max_pending_keys, int(v, 1, u64::MAX, COUNT)? as usize),
+    },
 ];
+
+/// `ttl_policy(namespace, ttl)`, in place.
+fn set_policy(c: &mut KvConfig, namespace: &str, ttl: Option<Duration>) -> Result<(), Refused> {
+    match c.ttls.iter_mut().find(|(ns, _)| ns == namespace) {
+        Some(policy) => policy.1 = ttl,
+        None => c.ttls.push((namespace.to_string(), ttl)),
+    }
+    Ok(())
+}
 
 /// The configuration of a [`crate::kv::Kv`].
 ///
@@ -339,38 +558,18 @@ impl KvConfig {
     ///
     /// [`ConfigError`] listing every variable that cannot be used.
     pub fn from_env() -> Result<KvConfig, ConfigError> {
-        let mut not_unicode = Vec::new();
-        for (name, _) in KV_ENV_VARS {
-            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-                not_unicode.push(problem(name, "<not valid UTF-8>", "valid UTF-8 text"));
-            }
-        }
+        let mut problems = Problems::default();
+        not_unicode(KV_ENV, &mut problems);
         let redis = Config::from_env();
         let kv = KvConfig::from_kv_vars(|name| std::env::var(name).ok());
-        merge(redis, kv, not_unicode)
+        merge(redis, kv, problems)
     }
 
     /// Builds a configuration from variables looked up by `get`: the
     /// connection part with [`Config::from_vars`] (every `REDIS_*` and
     /// `CACHE_*` variable it reads), then these:
     ///
-    /// | variable | sets | format | default |
-    /// | --- | --- | --- | --- |
-    /// | `CACHE_KEY_PREFIX` | [`key_prefix`](KvConfig::key_prefix) | an id, or empty for none | `cache` |
-    /// | `CACHE_DEFAULT_TTL` | [`default_ttl`](KvConfig::default_ttl) | seconds, 0 = never expires | 3600 |
-    /// | `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`, `CACHE_RISK_TTL`, `CACHE_SESSION_TTL` | [`ttl`](KvConfig::ttl) of `market_data`, `portfolio`, `risk`, `session` | seconds, 0 = never expires | 60, 300, 180, 1800 |
-    /// | `CACHE_COMPRESS_THRESHOLD` | [`compress_threshold`](KvConfig::compress_threshold) | bytes | 1024 |
-    /// | `CACHE_MAX_BATCH_SIZE` | [`max_batch_size`](KvConfig::max_batch_size) | 1 or more | 100 |
-    /// | `CACHE_ENABLE_METRICS`, `CACHE_LOG_SLOW_OPS` | [`enable_metrics`](KvConfig::enable_metrics), [`log_slow_ops`](KvConfig::log_slow_ops) | boolean | true |
-    /// | `CACHE_SLOW_OP_THRESHOLD` | [`slow_op_threshold`](KvConfig::slow_op_threshold) | milliseconds | 100 |
-    /// | `REDIS_MAX_CONNECTIONS` | [`max_connections`](KvConfig::max_connections) | 1 or more | 16 |
-    /// | `CACHE_NEAR_CAPACITY` | [`near_capacity`](KvConfig::near_capacity) | entries, 0 = off | 0 |
-    /// | `CACHE_NEAR_TTL_MS` | [`near_ttl`](KvConfig::near_ttl) | milliseconds, 1 or more | 1000 |
-    /// | `CACHE_NEAR_TRACKING` | [`near_tracking`](KvConfig::near_tracking) | boolean | true |
-    /// | `CACHE_BREAKER_FAILURES` | [`breaker_failures`](KvConfig::breaker_failures) | 1 or more | 5 |
-    /// | `CACHE_BREAKER_OPEN_SECS` | [`breaker_open`](KvConfig::breaker_open) | seconds, may be fractional | 60 |
-    /// | `CACHE_KV_CHANNEL_CAPACITY` | [`channel_capacity`](KvConfig::channel_capacity) | 1 or more | 65536 |
-    /// | `CACHE_KV_MAX_PENDING_KEYS` | [`max_pending_keys`](KvConfig::max_pending_keys) | 1 or more | 100000 |
+    #[doc = include_str!("vars.md")]
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -397,109 +596,29 @@ impl KvConfig {
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
         let redis = Config::from_vars(&get);
         let kv = KvConfig::from_kv_vars(&get);
-        merge(redis, kv, Vec::new())
+        merge(redis, kv, Problems::default())
     }
 
     /// The caching layer's own variables, onto the defaults.
-    fn from_kv_vars<F: Fn(&str) -> Option<String>>(get: F) -> (KvConfig, Vec<ConfigProblem>) {
+    fn from_kv_vars<F: Fn(&str) -> Option<String>>(get: F) -> (KvConfig, Problems) {
         let mut c = KvConfig::default();
-        let mut p = Vec::new();
-        let text = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let uint = |name: &str, min: u64, allowed: &str, p: &mut Vec<ConfigProblem>| -> Option<u64> {
-            let t = text(name)?;
-            match t.parse::<u64>() {
-                Ok(n) if n >= min => Some(n),
-                _ => {
-                    p.push(problem(name, &t, allowed));
-                    None
-                }
-            }
-        };
-        const SECS: &str = "a whole number of seconds, 0 for never expires";
-        const COUNT: &str = "a whole number, 1 or more";
-        if let Some(prefix) = get("CACHE_KEY_PREFIX").map(|v| v.trim().to_string()) {
-            if !prefix.is_empty() {
-                if let Err(e) = ident::validate(&prefix) {
-                    p.push(problem("CACHE_KEY_PREFIX", &prefix, &format!("an id, or empty ({e})")));
-                }
-            }
-            c.key_prefix = prefix;
-        }
-        let ttl = |n: u64| (n > 0).then(|| Duration::from_secs(n));
-        if let Some(n) = uint("CACHE_DEFAULT_TTL", 0, SECS, &mut p) {
-            c.default_ttl = ttl(n);
-        }
-        for (var, ns) in [
-            ("CACHE_MARKET_DATA_TTL", "market_data"),
-            ("CACHE_PORTFOLIO_TTL", "portfolio"),
-            ("CACHE_RISK_TTL", "risk"),
-            ("CACHE_SESSION_TTL", "session"),
-        ] {
-            if let Some(n) = uint(var, 0, SECS, &mut p) {
-                c = c.ttl_policy(ns, ttl(n));
-            }
-        }
-        if let Some(n) = uint("CACHE_COMPRESS_THRESHOLD", 0, "a number of bytes, 0 or more", &mut p) {
-            c.compress_threshold = n as usize;
-        }
-        if let Some(n) = uint("CACHE_MAX_BATCH_SIZE", 1, COUNT, &mut p) {
-            c.max_batch_size = n as usize;
-        }
-        for (var, field) in
-            [("CACHE_ENABLE_METRICS", 0), ("CACHE_LOG_SLOW_OPS", 1), ("CACHE_NEAR_TRACKING", 2)]
-        {
-            let Some(t) = text(var) else { continue };
-            let v = match t.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => {
-                    p.push(problem(var, &t, "one of: true, false, 1, 0, yes, no"));
-                    continue;
-                }
-            };
-            match field {
-                0 => c.enable_metrics = v,
-                1 => c.log_slow_ops = v,
-                _ => c.near_tracking = v,
-            }
-        }
-        if let Some(n) = uint("CACHE_SLOW_OP_THRESHOLD", 0, "a whole number of milliseconds", &mut p) {
-            c.slow_op_threshold = Duration::from_millis(n);
-        }
-        if let Some(n) = uint("REDIS_MAX_CONNECTIONS", 1, COUNT, &mut p) {
-            c.max_connections = n as usize;
-        }
-        if let Some(n) = uint("CACHE_NEAR_CAPACITY", 0, "a number of entries, 0 turns it off", &mut p) {
-            c.near_capacity = n as usize;
-        }
-        if let Some(n) = uint("CACHE_NEAR_TTL_MS", 1, "a whole number of milliseconds, 1 or more", &mut p) {
-            c.near_ttl = Duration::from_millis(n);
-        }
-        if let Some(n) = uint("CACHE_BREAKER_FAILURES", 1, COUNT, &mut p) {
-            c.breaker_failures = n.min(u64::from(u32::MAX)) as u32;
-        }
-        if let Some(t) = text("CACHE_BREAKER_OPEN_SECS") {
-            match t
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            {
-                Some(d) if !d.is_zero() => c.breaker_open = d,
-                _ => p.push(problem(
-                    "CACHE_BREAKER_OPEN_SECS",
-                    &t,
-                    "a number of seconds above zero, such as 60 or 0.5",
-                )),
-            }
-        }
-        if let Some(n) = uint("CACHE_KV_CHANNEL_CAPACITY", 1, COUNT, &mut p) {
-            c.channel_capacity = n as usize;
-        }
-        if let Some(n) = uint("CACHE_KV_MAX_PENDING_KEYS", 1, COUNT, &mut p) {
-            c.max_pending_keys = n as usize;
-        }
-        (c, p)
+        let mut problems = Problems::default();
+        apply_vars(KV_ENV, &mut c, &get, &mut problems);
+        (c, problems)
+    }
+
+    /// The rows of README's `KvConfig` table (with its header), rendered
+    /// from the table [`KvConfig::from_vars`] reads.
+    #[doc(hidden)]
+    pub fn env_markdown() -> String {
+        markdown(KV_ENV, None)
+    }
+
+    /// The kv variable lines of `.env.example`, rendered from the table
+    /// [`KvConfig::from_vars`] reads.
+    #[doc(hidden)]
+    pub fn env_example() -> String {
+        env_example(KV_ENV)
     }
 
     /// Checks the whole configuration: the embedded [`Config`] (see
@@ -573,20 +692,16 @@ fn problem(field: &str, value: &str, allowed: &str) -> ConfigProblem {
 
 fn merge(
     redis: Result<Config, ConfigError>,
-    kv: (KvConfig, Vec<ConfigProblem>),
-    mut problems: Vec<ConfigProblem>,
+    kv: (KvConfig, Problems),
+    mut problems: Problems,
 ) -> Result<KvConfig, ConfigError> {
     let (mut c, kv_problems) = kv;
     match redis {
         Ok(r) => c.redis = r,
-        Err(e) => problems.extend(e.problems),
+        Err(e) => problems.0.extend(e.problems),
     }
-    problems.extend(kv_problems);
-    if problems.is_empty() {
-        Ok(c)
-    } else {
-        Err(ConfigError { problems })
-    }
+    problems.0.extend(kv_problems.0);
+    problems.finish(c)
 }
 
 #[cfg(test)]
@@ -720,11 +835,26 @@ mod tests {
         assert!(KvConfig::builder().key_prefix("").validate().is_ok());
     }
 
+    /// README's `KvConfig` table, the table in the documentation of
+    /// `from_vars` and the kv part of `.env.example` are what the table
+    /// renders (`TRADECACHE_WRITE_DOCS=1` writes them).
     #[test]
-    fn env_example_lists_every_variable() {
-        let example = include_str!("../../.env.example");
-        for (name, _) in KV_ENV_VARS {
-            assert!(example.contains(&format!("# {name}=")), "{name} missing from .env.example");
+    fn docs_match_the_table() {
+        use crate::config::docs;
+        docs::check_file("src/kv/vars.md", &markdown(KV_ENV, Some("KvConfig")));
+        docs::check_block("README.md", "kv-env", &KvConfig::env_markdown());
+        docs::check_block(".env.example", "kv-env", &KvConfig::env_example());
+    }
+
+    #[test]
+    fn each_default_reads_back_as_the_default() {
+        let defaults = format!("{:?}", KvConfig::default());
+        for var in KV_ENV {
+            let text = (var.default)(&KvConfig::default());
+            let c = from(&[(var.name, &text)]).unwrap_or_else(|e| panic!("{}={text}: {e}", var.name));
+            assert_eq!(format!("{c:?}"), defaults, "{}={text}", var.name);
         }
+        // An empty prefix is a prefix (none), not the default.
+        assert_eq!(from(&[("CACHE_KEY_PREFIX", " ")]).unwrap().key_prefix, "");
     }
 }
