@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use crate::config::{
-    apply_vars, boolean, env_example, int, markdown, millis, ms, not_unicode, seconds, set, Config, Encoding,
-    EnvVar, Problems, Read, Refused,
-};
+use super::vars::KV_ENV;
+use crate::config::{apply_vars, env_example, markdown, not_unicode, Config, Encoding, Problems};
 use crate::error::{ConfigError, ConfigProblem};
 use crate::ident;
 
@@ -16,247 +14,6 @@ use crate::ident;
 /// specification lists them (seconds).
 const DEFAULT_POLICIES: [(&str, u64); 4] =
     [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
-
-const SECS: &str = "a whole number of seconds, 0 for never expires";
-const COUNT: &str = "a whole number, 1 or more";
-
-/// A TTL in seconds as a variable spells it: 0 for never expires.
-fn ttl_secs(ttl: Option<Duration>) -> String {
-    ttl.map_or(0, |t| t.as_secs()).to_string()
-}
-
-/// Seconds, 0 for never expires.
-fn ttl(v: &str) -> Result<Option<Duration>, Refused> {
-    let n = int(v, 0, u64::MAX, SECS)?;
-    Ok((n > 0).then(|| Duration::from_secs(n)))
-}
-
-/// The environment variables of the caching layer, in the shape of
-/// [`Config::from_vars`]'s table (the same mechanism applies them): it
-/// drives [`KvConfig::from_vars`], the table in its documentation
-/// (`vars.md`), README's `KvConfig` table and the kv part of
-/// `.env.example`, which a unit test checks against it.
-pub(crate) const KV_ENV: &[EnvVar<KvConfig>] = &[
-    EnvVar {
-        section: "",
-        name: "CACHE_KEY_PREFIX",
-        sets: "key_prefix",
-        default: |c| c.key_prefix.clone(),
-        values: "an id, or empty for none",
-        doc: "First part of every key: `{prefix}:{namespace}:{key}`; empty: `{namespace}:{key}`.",
-        read: Read::TrimmedEmptyCounts,
-        apply: |c, v| {
-            c.key_prefix = v.to_string();
-            match v.is_empty() {
-                true => Ok(()),
-                false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
-            }
-        },
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_DEFAULT_TTL",
-        sets: "default_ttl",
-        default: |c| ttl_secs(c.default_ttl),
-        values: "seconds, 0 = never expires",
-        doc: "TTL of the namespaces without a policy of their own.",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.default_ttl, ttl(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_MARKET_DATA_TTL",
-        sets: "ttl",
-        default: |c| ttl_secs(c.policy("market_data")),
-        values: "seconds, 0 = never expires",
-        doc: "TTL policy of the `market_data` namespace.",
-        read: Read::Trimmed,
-        apply: |c, v| set_policy(c, "market_data", ttl(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_PORTFOLIO_TTL",
-        sets: "ttl",
-        default: |c| ttl_secs(c.policy("portfolio")),
-        values: "seconds, 0 = never expires",
-        doc: "TTL policy of the `portfolio` namespace.",
-        read: Read::Trimmed,
-        apply: |c, v| set_policy(c, "portfolio", ttl(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_RISK_TTL",
-        sets: "ttl",
-        default: |c| ttl_secs(c.policy("risk")),
-        values: "seconds, 0 = never expires",
-        doc: "TTL policy of the `risk` namespace.",
-        read: Read::Trimmed,
-        apply: |c, v| set_policy(c, "risk", ttl(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_SESSION_TTL",
-        sets: "ttl",
-        default: |c| ttl_secs(c.policy("session")),
-        values: "seconds, 0 = never expires",
-        doc: "TTL policy of the `session` namespace.",
-        read: Read::Trimmed,
-        apply: |c, v| set_policy(c, "session", ttl(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_COMPRESS_THRESHOLD",
-        sets: "compress_threshold",
-        default: |c| c.compress_threshold.to_string(),
-        values: "bytes",
-        doc: "Encoded values longer than this are stored LZ4-compressed.",
-        read: Read::Trimmed,
-        apply: |c, v| {
-            set(&mut c.compress_threshold, int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize)
-        },
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_MAX_BATCH_SIZE",
-        sets: "max_batch_size",
-        default: |c| c.max_batch_size.to_string(),
-        values: "1 or more",
-        doc: "Keys per `MGET` in `get_many` (larger requests are split and pipelined).",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.max_batch_size, int(v, 1, u64::MAX, COUNT)? as usize),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_ENABLE_METRICS",
-        sets: "enable_metrics",
-        default: |c| c.enable_metrics.to_string(),
-        values: "boolean",
-        doc: "Per-operation latency histograms (two clock reads per call).",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.enable_metrics, boolean(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_LOG_SLOW_OPS",
-        sets: "log_slow_ops",
-        default: |c| c.log_slow_ops.to_string(),
-        values: "boolean",
-        doc: "Log operations slower than `CACHE_SLOW_OP_THRESHOLD`.",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.log_slow_ops, boolean(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_SLOW_OP_THRESHOLD",
-        sets: "slow_op_threshold",
-        default: |c| ms(c.slow_op_threshold),
-        values: "milliseconds",
-        doc: "What a slow operation is.",
-        read: Read::Trimmed,
-        apply: |c, v| {
-            let n = int(v, 0, u64::MAX, "a whole number of milliseconds")?;
-            set(&mut c.slow_op_threshold, Duration::from_millis(n))
-        },
-    },
-    EnvVar {
-        section: "",
-        name: "REDIS_MAX_CONNECTIONS",
-        sets: "max_connections",
-        default: |c| c.max_connections.to_string(),
-        values: "1 or more",
-        doc: "Read connections, opened on demand (the writer has its own).",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.max_connections, int(v, 1, u64::MAX, COUNT)? as usize),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_NEAR_CAPACITY",
-        sets: "near_capacity",
-        default: |c| c.near_capacity.to_string(),
-        values: "entries, 0 = off",
-        doc: "Entries in the in-process near cache.",
-        read: Read::Trimmed,
-        apply: |c, v| {
-            let n = int(v, 0, u64::MAX, "a number of entries, 0 turns it off")?;
-            set(&mut c.near_capacity, n as usize)
-        },
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_NEAR_TTL_MS",
-        sets: "near_ttl",
-        default: |c| ms(c.near_ttl),
-        values: "milliseconds, 1 or more",
-        doc: "How long the near cache serves a value.",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.near_ttl, millis(v, 1)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_NEAR_TRACKING",
-        sets: "near_tracking",
-        default: |c| c.near_tracking.to_string(),
-        values: "boolean",
-        doc: "Server-assisted invalidation of the near cache (`CLIENT TRACKING`; not in a cluster).",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.near_tracking, boolean(v)?),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_BREAKER_FAILURES",
-        sets: "breaker_failures",
-        default: |c| c.breaker_failures.to_string(),
-        values: "1 or more",
-        doc: "Consecutive failures that open the circuit breaker.",
-        read: Read::Trimmed,
-        apply: |c, v| {
-            let n = int(v, 1, u64::MAX, COUNT)?;
-            set(&mut c.breaker_failures, n.min(u64::from(u32::MAX)) as u32)
-        },
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_BREAKER_OPEN_SECS",
-        sets: "breaker_open",
-        default: |c| c.breaker_open.as_secs_f64().to_string(),
-        values: "seconds above zero, may be fractional",
-        doc: "How long an open breaker keeps calls away from Redis.",
-        read: Read::Trimmed,
-        apply: |c, v| {
-            let d = seconds(v).map_err(|_| "a number of seconds above zero, such as 60 or 0.5")?;
-            set(&mut c.breaker_open, d)
-        },
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_KV_CHANNEL_CAPACITY",
-        sets: "channel_capacity",
-        default: |c| c.channel_capacity.to_string(),
-        values: "1 or more",
-        doc: "Writes that may wait for the kv writer (a full channel refuses a write).",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.channel_capacity, int(v, 1, u64::MAX, COUNT)? as usize),
-    },
-    EnvVar {
-        section: "",
-        name: "CACHE_KV_MAX_PENDING_KEYS",
-        sets: "max_pending_keys",
-        default: |c| c.max_pending_keys.to_string(),
-        values: "1 or more",
-        doc: "Distinct keys the writer holds while Redis is unreachable (more are dropped).",
-        read: Read::Trimmed,
-        apply: |c, v| set(&mut c.max_pending_keys, int(v, 1, u64::MAX, COUNT)? as usize),
-    },
-];
-
-/// `ttl_policy(namespace, ttl)`, in place.
-fn set_policy(c: &mut KvConfig, namespace: &str, ttl: Option<Duration>) -> Result<(), Refused> {
-    match c.ttls.iter_mut().find(|(ns, _)| ns == namespace) {
-        Some(policy) => policy.1 = ttl,
-        None => c.ttls.push((namespace.to_string(), ttl)),
-    }
-    Ok(())
-}
 
 /// The configuration of a [`crate::kv::Kv`].
 ///
@@ -364,7 +121,7 @@ impl KvConfig {
     /// The first part of every key: `{key_prefix}:{namespace}:{key}`. Same
     /// rules as an [`crate::Ident`]; empty leaves keys without a prefix.
     ///
-    /// Defaults to `cache`.
+    /// Default: see `CACHE_KEY_PREFIX` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn key_prefix(mut self, v: impl Into<String>) -> Self {
         self.key_prefix = v.into();
@@ -374,7 +131,7 @@ impl KvConfig {
     /// The TTL of namespaces without a policy of their own; `None` never
     /// expires.
     ///
-    /// Defaults to `Some(3600s)`.
+    /// Default: see `CACHE_DEFAULT_TTL` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn default_ttl(mut self, v: Option<Duration>) -> Self {
         self.default_ttl = v;
@@ -384,8 +141,8 @@ impl KvConfig {
     /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]
     /// means for it), replacing any set before.
     ///
-    /// Defaults to `market_data` 60 s, `portfolio` 300 s, `risk` 180 s,
-    /// `session` 1800 s.
+    /// Default policies: see `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`,
+    /// `CACHE_RISK_TTL` and `CACHE_SESSION_TTL` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn ttl(self, namespace: impl Into<String>, ttl: Duration) -> Self {
         self.ttl_policy(namespace, Some(ttl))
@@ -406,7 +163,7 @@ impl KvConfig {
     /// Encoded values larger than this many bytes are stored LZ4-compressed
     /// (when that makes them smaller); 0 compresses every value.
     ///
-    /// Defaults to `1024`.
+    /// Default: see `CACHE_COMPRESS_THRESHOLD` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn compress_threshold(mut self, v: usize) -> Self {
         self.compress_threshold = v;
@@ -416,7 +173,7 @@ impl KvConfig {
     /// The most keys in one `MGET` of `get_many` (larger requests are split
     /// and pipelined), and the most items `set_many` accepts in one call.
     ///
-    /// Defaults to `100`.
+    /// Default: see `CACHE_MAX_BATCH_SIZE` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn max_batch_size(mut self, v: usize) -> Self {
         self.max_batch_size = v;
@@ -426,7 +183,7 @@ impl KvConfig {
     /// Whether per-operation latencies are recorded (two clock reads per
     /// call). Counters are always kept.
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_ENABLE_METRICS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn enable_metrics(mut self, v: bool) -> Self {
         self.enable_metrics = v;
@@ -436,7 +193,7 @@ impl KvConfig {
     /// Whether operations slower than [`KvConfig::slow_op_threshold`] are
     /// logged (`log::warn!`, with operation, namespace, key and duration).
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_LOG_SLOW_OPS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn log_slow_ops(mut self, v: bool) -> Self {
         self.log_slow_ops = v;
@@ -445,7 +202,7 @@ impl KvConfig {
 
     /// See [`KvConfig::log_slow_ops`].
     ///
-    /// Defaults to `100ms`.
+    /// Default: see `CACHE_SLOW_OP_THRESHOLD` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn slow_op_threshold(mut self, v: Duration) -> Self {
         self.slow_op_threshold = v;
@@ -455,7 +212,7 @@ impl KvConfig {
     /// The most read connections (the pool `get`, `get_many`, `exists` and
     /// `clear_namespace` use, opened on demand; the writer has its own).
     ///
-    /// Defaults to `16`.
+    /// Default: see `REDIS_MAX_CONNECTIONS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn max_connections(mut self, v: usize) -> Self {
         self.max_connections = v;
@@ -464,7 +221,7 @@ impl KvConfig {
 
     /// How many values the in-process near cache holds; 0 turns it off.
     ///
-    /// Defaults to `0` (off).
+    /// Default: see `CACHE_NEAR_CAPACITY` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn near_capacity(mut self, v: usize) -> Self {
         self.near_capacity = v;
@@ -476,7 +233,7 @@ impl KvConfig {
     /// invalidation is off or its connection is down, and on a Redis TTL
     /// that ran out meanwhile.
     ///
-    /// Defaults to `1s`.
+    /// Default: see `CACHE_NEAR_TTL_MS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn near_ttl(mut self, v: Duration) -> Self {
         self.near_ttl = v;
@@ -488,7 +245,7 @@ impl KvConfig {
     /// its entries at once. Standalone and Sentinel only; in a cluster the
     /// near cache relies on [`KvConfig::near_ttl`].
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_NEAR_TRACKING` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn near_tracking(mut self, v: bool) -> Self {
         self.near_tracking = v;
@@ -498,7 +255,7 @@ impl KvConfig {
     /// After this many consecutive failures of calls to Redis, the circuit
     /// breaker opens; at least 1.
     ///
-    /// Defaults to `5`.
+    /// Default: see `CACHE_BREAKER_FAILURES` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn breaker_failures(mut self, v: u32) -> Self {
         self.breaker_failures = v;
@@ -508,7 +265,7 @@ impl KvConfig {
     /// How long an open breaker keeps calls away from Redis before one
     /// probe is let through (half-open).
     ///
-    /// Defaults to `60s`.
+    /// Default: see `CACHE_BREAKER_OPEN_SECS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn breaker_open(mut self, v: Duration) -> Self {
         self.breaker_open = v;
@@ -518,7 +275,7 @@ impl KvConfig {
     /// How many writes may wait for the writer thread; when it is full, a
     /// write is dropped and counted (it never blocks).
     ///
-    /// Defaults to `65536`.
+    /// Default: see `CACHE_KV_CHANNEL_CAPACITY` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn channel_capacity(mut self, v: usize) -> Self {
         self.channel_capacity = v;
@@ -529,7 +286,7 @@ impl KvConfig {
     /// (one pending write per key); writes to further keys are dropped and
     /// counted.
     ///
-    /// Defaults to `100000`.
+    /// Default: see `CACHE_KV_MAX_PENDING_KEYS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn max_pending_keys(mut self, v: usize) -> Self {
         self.max_pending_keys = v;
