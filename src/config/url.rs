@@ -26,6 +26,8 @@ const FORM: &str = "a URL of the form redis://[user[:password]@]host[:port][/db]
 const HOST: &str = "a host after redis:// (a host name, IPv4 address or [IPv6] address)";
 const HOST_NAME: &str = "a host name (letters, digits, '-', '.', '_'), an IPv4 address, \
                          or an IPv6 address without brackets";
+const PORT_AFTER_HOST: &str = "a port number from 1 to 65535 after the host (and '@', '/', '?' and '#' \
+                               in a password percent-encoded)";
 const IPV6: &str = "an IPv6 address in brackets: [::1]:6379";
 const SPLIT_PASSWORD: &str = "a user and password with '@', '/', '?' and '#' percent-encoded \
                               (%40, %2F, %3F, %23): the '@' that ends them must be the last";
@@ -137,10 +139,7 @@ fn parse_error_allowed(e: url::ParseError) -> &'static str {
     use url::ParseError as E;
     match e {
         E::EmptyHost => HOST,
-        E::InvalidPort => {
-            "a port number from 1 to 65535 after the host (and '@', '/', '?' and '#' \
-                           in a password percent-encoded)"
-        }
+        E::InvalidPort => PORT_AFTER_HOST,
         E::InvalidIpv6Address => IPV6,
         E::InvalidIpv4Address | E::InvalidDomainCharacter | E::IdnaError => HOST_NAME,
         _ => FORM,
@@ -157,13 +156,13 @@ fn parse_error_allowed(e: url::ParseError) -> &'static str {
 fn shown(url: &Url) -> String {
     let mut out = format!("{}://", url.scheme());
     let ours = matches!(url.scheme(), "redis" | "rediss");
-    match url.password() {
-        _ if !ours && (url.password().is_some() || !url.username().is_empty()) => {
-            out.push_str(&format!("{REDACTED}@"));
-        }
-        Some(_) => out.push_str(&format!("{}:{REDACTED}@", url.username())),
-        None if !url.username().is_empty() => out.push_str(&format!("{}@", url.username())),
-        None => {}
+    let (user, has_password) = (url.username(), url.password().is_some());
+    if !ours && (has_password || !user.is_empty()) {
+        out.push_str(&format!("{REDACTED}@"));
+    } else if has_password {
+        out.push_str(&format!("{user}:{REDACTED}@"));
+    } else if !user.is_empty() {
+        out.push_str(&format!("{user}@"));
     }
     out.push_str(url.host_str().unwrap_or_default());
     if let Some(port) = url.port() {
