@@ -4,7 +4,7 @@
 use serde::de::{Deserialize, DeserializeOwned};
 use serde::Serialize;
 
-use crate::config::Encoding;
+use crate::encoding::Encoding;
 
 /// Why a value could not be encoded.
 #[derive(Debug, thiserror::Error)]

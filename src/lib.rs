@@ -22,6 +22,7 @@
 mod clear;
 mod codec;
 mod config;
+mod encoding;
 mod entity;
 mod error;
 mod error_class;
@@ -43,7 +44,8 @@ mod retention;
 mod seq;
 mod stats;
 
-pub use config::{Config, Encoding, OverflowPolicy};
+pub use config::{Config, OverflowPolicy};
+pub use encoding::Encoding;
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
 pub use error_class::ErrorClass;

@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::codec;
-use crate::config::{Config, Encoding};
+use crate::config::Config;
+use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::keys::Keys;

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, Encoding};
+use super::vars::KV_ENV;
+use crate::config::{apply_vars, env_example, markdown, not_unicode, Config, Encoding, Problems};
 use crate::error::{ConfigError, ConfigProblem};
 use crate::ident;
 
@@ -13,31 +14,6 @@ use crate::ident;
 /// specification lists them (seconds).
 const DEFAULT_POLICIES: [(&str, u64); 4] =
     [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
-
-/// The environment variables of the caching layer, each with the setter it
-/// drives and the format it takes. One table drives [`KvConfig::from_vars`],
-/// its documentation and the test that `.env.example` lists them all.
-pub(crate) const KV_ENV_VARS: &[(&str, &str)] = &[
-    ("CACHE_KEY_PREFIX", "key_prefix"),
-    ("CACHE_DEFAULT_TTL", "default_ttl"),
-    ("CACHE_MARKET_DATA_TTL", "ttl(\"market_data\", …)"),
-    ("CACHE_PORTFOLIO_TTL", "ttl(\"portfolio\", …)"),
-    ("CACHE_RISK_TTL", "ttl(\"risk\", …)"),
-    ("CACHE_SESSION_TTL", "ttl(\"session\", …)"),
-    ("CACHE_COMPRESS_THRESHOLD", "compress_threshold"),
-    ("CACHE_MAX_BATCH_SIZE", "max_batch_size"),
-    ("CACHE_ENABLE_METRICS", "enable_metrics"),
-    ("CACHE_LOG_SLOW_OPS", "log_slow_ops"),
-    ("CACHE_SLOW_OP_THRESHOLD", "slow_op_threshold"),
-    ("REDIS_MAX_CONNECTIONS", "max_connections"),
-    ("CACHE_NEAR_CAPACITY", "near_capacity"),
-    ("CACHE_NEAR_TTL_MS", "near_ttl"),
-    ("CACHE_NEAR_TRACKING", "near_tracking"),
-    ("CACHE_BREAKER_FAILURES", "breaker_failures"),
-    ("CACHE_BREAKER_OPEN_SECS", "breaker_open"),
-    ("CACHE_KV_CHANNEL_CAPACITY", "channel_capacity"),
-    ("CACHE_KV_MAX_PENDING_KEYS", "max_pending_keys"),
-];
 
 /// The configuration of a [`crate::kv::Kv`].
 ///
@@ -145,7 +121,7 @@ impl KvConfig {
     /// The first part of every key: `{key_prefix}:{namespace}:{key}`. Same
     /// rules as an [`crate::Ident`]; empty leaves keys without a prefix.
     ///
-    /// Defaults to `cache`.
+    /// Default: see `CACHE_KEY_PREFIX` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn key_prefix(mut self, v: impl Into<String>) -> Self {
         self.key_prefix = v.into();
@@ -155,7 +131,7 @@ impl KvConfig {
     /// The TTL of namespaces without a policy of their own; `None` never
     /// expires.
     ///
-    /// Defaults to `Some(3600s)`.
+    /// Default: see `CACHE_DEFAULT_TTL` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn default_ttl(mut self, v: Option<Duration>) -> Self {
         self.default_ttl = v;
@@ -165,8 +141,8 @@ impl KvConfig {
     /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]
     /// means for it), replacing any set before.
     ///
-    /// Defaults to `market_data` 60 s, `portfolio` 300 s, `risk` 180 s,
-    /// `session` 1800 s.
+    /// Default policies: see `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`,
+    /// `CACHE_RISK_TTL` and `CACHE_SESSION_TTL` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn ttl(self, namespace: impl Into<String>, ttl: Duration) -> Self {
         self.ttl_policy(namespace, Some(ttl))
@@ -187,7 +163,7 @@ impl KvConfig {
     /// Encoded values larger than this many bytes are stored LZ4-compressed
     /// (when that makes them smaller); 0 compresses every value.
     ///
-    /// Defaults to `1024`.
+    /// Default: see `CACHE_COMPRESS_THRESHOLD` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn compress_threshold(mut self, v: usize) -> Self {
         self.compress_threshold = v;
@@ -197,7 +173,7 @@ impl KvConfig {
     /// The most keys in one `MGET` of `get_many` (larger requests are split
     /// and pipelined), and the most items `set_many` accepts in one call.
     ///
-    /// Defaults to `100`.
+    /// Default: see `CACHE_MAX_BATCH_SIZE` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn max_batch_size(mut self, v: usize) -> Self {
         self.max_batch_size = v;
@@ -207,7 +183,7 @@ impl KvConfig {
     /// Whether per-operation latencies are recorded (two clock reads per
     /// call). Counters are always kept.
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_ENABLE_METRICS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn enable_metrics(mut self, v: bool) -> Self {
         self.enable_metrics = v;
@@ -217,7 +193,7 @@ impl KvConfig {
     /// Whether operations slower than [`KvConfig::slow_op_threshold`] are
     /// logged (`log::warn!`, with operation, namespace, key and duration).
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_LOG_SLOW_OPS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn log_slow_ops(mut self, v: bool) -> Self {
         self.log_slow_ops = v;
@@ -226,7 +202,7 @@ impl KvConfig {
 
     /// See [`KvConfig::log_slow_ops`].
     ///
-    /// Defaults to `100ms`.
+    /// Default: see `CACHE_SLOW_OP_THRESHOLD` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn slow_op_threshold(mut self, v: Duration) -> Self {
         self.slow_op_threshold = v;
@@ -236,7 +212,7 @@ impl KvConfig {
     /// The most read connections (the pool `get`, `get_many`, `exists` and
     /// `clear_namespace` use, opened on demand; the writer has its own).
     ///
-    /// Defaults to `16`.
+    /// Default: see `REDIS_MAX_CONNECTIONS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn max_connections(mut self, v: usize) -> Self {
         self.max_connections = v;
@@ -245,7 +221,7 @@ impl KvConfig {
 
     /// How many values the in-process near cache holds; 0 turns it off.
     ///
-    /// Defaults to `0` (off).
+    /// Default: see `CACHE_NEAR_CAPACITY` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn near_capacity(mut self, v: usize) -> Self {
         self.near_capacity = v;
@@ -257,7 +233,7 @@ impl KvConfig {
     /// invalidation is off or its connection is down, and on a Redis TTL
     /// that ran out meanwhile.
     ///
-    /// Defaults to `1s`.
+    /// Default: see `CACHE_NEAR_TTL_MS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn near_ttl(mut self, v: Duration) -> Self {
         self.near_ttl = v;
@@ -269,7 +245,7 @@ impl KvConfig {
     /// its entries at once. Standalone and Sentinel only; in a cluster the
     /// near cache relies on [`KvConfig::near_ttl`].
     ///
-    /// Defaults to `true`.
+    /// Default: see `CACHE_NEAR_TRACKING` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn near_tracking(mut self, v: bool) -> Self {
         self.near_tracking = v;
@@ -279,7 +255,7 @@ impl KvConfig {
     /// After this many consecutive failures of calls to Redis, the circuit
     /// breaker opens; at least 1.
     ///
-    /// Defaults to `5`.
+    /// Default: see `CACHE_BREAKER_FAILURES` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn breaker_failures(mut self, v: u32) -> Self {
         self.breaker_failures = v;
@@ -289,7 +265,7 @@ impl KvConfig {
     /// How long an open breaker keeps calls away from Redis before one
     /// probe is let through (half-open).
     ///
-    /// Defaults to `60s`.
+    /// Default: see `CACHE_BREAKER_OPEN_SECS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn breaker_open(mut self, v: Duration) -> Self {
         self.breaker_open = v;
@@ -299,7 +275,7 @@ impl KvConfig {
     /// How many writes may wait for the writer thread; when it is full, a
     /// write is dropped and counted (it never blocks).
     ///
-    /// Defaults to `65536`.
+    /// Default: see `CACHE_KV_CHANNEL_CAPACITY` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn channel_capacity(mut self, v: usize) -> Self {
         self.channel_capacity = v;
@@ -310,7 +286,7 @@ impl KvConfig {
     /// (one pending write per key); writes to further keys are dropped and
     /// counted.
     ///
-    /// Defaults to `100000`.
+    /// Default: see `CACHE_KV_MAX_PENDING_KEYS` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn max_pending_keys(mut self, v: usize) -> Self {
         self.max_pending_keys = v;
@@ -339,38 +315,18 @@ impl KvConfig {
     ///
     /// [`ConfigError`] listing every variable that cannot be used.
     pub fn from_env() -> Result<KvConfig, ConfigError> {
-        let mut not_unicode = Vec::new();
-        for (name, _) in KV_ENV_VARS {
-            if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-                not_unicode.push(problem(name, "<not valid UTF-8>", "valid UTF-8 text"));
-            }
-        }
+        let mut problems = Problems::default();
+        not_unicode(KV_ENV, &mut problems);
         let redis = Config::from_env();
         let kv = KvConfig::from_kv_vars(|name| std::env::var(name).ok());
-        merge(redis, kv, not_unicode)
+        merge(redis, kv, problems)
     }
 
     /// Builds a configuration from variables looked up by `get`: the
     /// connection part with [`Config::from_vars`] (every `REDIS_*` and
     /// `CACHE_*` variable it reads), then these:
     ///
-    /// | variable | sets | format | default |
-    /// | --- | --- | --- | --- |
-    /// | `CACHE_KEY_PREFIX` | [`key_prefix`](KvConfig::key_prefix) | an id, or empty for none | `cache` |
-    /// | `CACHE_DEFAULT_TTL` | [`default_ttl`](KvConfig::default_ttl) | seconds, 0 = never expires | 3600 |
-    /// | `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`, `CACHE_RISK_TTL`, `CACHE_SESSION_TTL` | [`ttl`](KvConfig::ttl) of `market_data`, `portfolio`, `risk`, `session` | seconds, 0 = never expires | 60, 300, 180, 1800 |
-    /// | `CACHE_COMPRESS_THRESHOLD` | [`compress_threshold`](KvConfig::compress_threshold) | bytes | 1024 |
-    /// | `CACHE_MAX_BATCH_SIZE` | [`max_batch_size`](KvConfig::max_batch_size) | 1 or more | 100 |
-    /// | `CACHE_ENABLE_METRICS`, `CACHE_LOG_SLOW_OPS` | [`enable_metrics`](KvConfig::enable_metrics), [`log_slow_ops`](KvConfig::log_slow_ops) | boolean | true |
-    /// | `CACHE_SLOW_OP_THRESHOLD` | [`slow_op_threshold`](KvConfig::slow_op_threshold) | milliseconds | 100 |
-    /// | `REDIS_MAX_CONNECTIONS` | [`max_connections`](KvConfig::max_connections) | 1 or more | 16 |
-    /// | `CACHE_NEAR_CAPACITY` | [`near_capacity`](KvConfig::near_capacity) | entries, 0 = off | 0 |
-    /// | `CACHE_NEAR_TTL_MS` | [`near_ttl`](KvConfig::near_ttl) | milliseconds, 1 or more | 1000 |
-    /// | `CACHE_NEAR_TRACKING` | [`near_tracking`](KvConfig::near_tracking) | boolean | true |
-    /// | `CACHE_BREAKER_FAILURES` | [`breaker_failures`](KvConfig::breaker_failures) | 1 or more | 5 |
-    /// | `CACHE_BREAKER_OPEN_SECS` | [`breaker_open`](KvConfig::breaker_open) | seconds, may be fractional | 60 |
-    /// | `CACHE_KV_CHANNEL_CAPACITY` | [`channel_capacity`](KvConfig::channel_capacity) | 1 or more | 65536 |
-    /// | `CACHE_KV_MAX_PENDING_KEYS` | [`max_pending_keys`](KvConfig::max_pending_keys) | 1 or more | 100000 |
+    #[doc = include_str!("vars.md")]
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -397,109 +353,29 @@ impl KvConfig {
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
         let redis = Config::from_vars(&get);
         let kv = KvConfig::from_kv_vars(&get);
-        merge(redis, kv, Vec::new())
+        merge(redis, kv, Problems::default())
     }
 
     /// The caching layer's own variables, onto the defaults.
-    fn from_kv_vars<F: Fn(&str) -> Option<String>>(get: F) -> (KvConfig, Vec<ConfigProblem>) {
+    fn from_kv_vars<F: Fn(&str) -> Option<String>>(get: F) -> (KvConfig, Problems) {
         let mut c = KvConfig::default();
-        let mut p = Vec::new();
-        let text = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let uint = |name: &str, min: u64, allowed: &str, p: &mut Vec<ConfigProblem>| -> Option<u64> {
-            let t = text(name)?;
-            match t.parse::<u64>() {
-                Ok(n) if n >= min => Some(n),
-                _ => {
-                    p.push(problem(name, &t, allowed));
-                    None
-                }
-            }
-        };
-        const SECS: &str = "a whole number of seconds, 0 for never expires";
-        const COUNT: &str = "a whole number, 1 or more";
-        if let Some(prefix) = get("CACHE_KEY_PREFIX").map(|v| v.trim().to_string()) {
-            if !prefix.is_empty() {
-                if let Err(e) = ident::validate(&prefix) {
-                    p.push(problem("CACHE_KEY_PREFIX", &prefix, &format!("an id, or empty ({e})")));
-                }
-            }
-            c.key_prefix = prefix;
-        }
-        let ttl = |n: u64| (n > 0).then(|| Duration::from_secs(n));
-        if let Some(n) = uint("CACHE_DEFAULT_TTL", 0, SECS, &mut p) {
-            c.default_ttl = ttl(n);
-        }
-        for (var, ns) in [
-            ("CACHE_MARKET_DATA_TTL", "market_data"),
-            ("CACHE_PORTFOLIO_TTL", "portfolio"),
-            ("CACHE_RISK_TTL", "risk"),
-            ("CACHE_SESSION_TTL", "session"),
-        ] {
-            if let Some(n) = uint(var, 0, SECS, &mut p) {
-                c = c.ttl_policy(ns, ttl(n));
-            }
-        }
-        if let Some(n) = uint("CACHE_COMPRESS_THRESHOLD", 0, "a number of bytes, 0 or more", &mut p) {
-            c.compress_threshold = n as usize;
-        }
-        if let Some(n) = uint("CACHE_MAX_BATCH_SIZE", 1, COUNT, &mut p) {
-            c.max_batch_size = n as usize;
-        }
-        for (var, field) in
-            [("CACHE_ENABLE_METRICS", 0), ("CACHE_LOG_SLOW_OPS", 1), ("CACHE_NEAR_TRACKING", 2)]
-        {
-            let Some(t) = text(var) else { continue };
-            let v = match t.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => {
-                    p.push(problem(var, &t, "one of: true, false, 1, 0, yes, no"));
-                    continue;
-                }
-            };
-            match field {
-                0 => c.enable_metrics = v,
-                1 => c.log_slow_ops = v,
-                _ => c.near_tracking = v,
-            }
-        }
-        if let Some(n) = uint("CACHE_SLOW_OP_THRESHOLD", 0, "a whole number of milliseconds", &mut p) {
-            c.slow_op_threshold = Duration::from_millis(n);
-        }
-        if let Some(n) = uint("REDIS_MAX_CONNECTIONS", 1, COUNT, &mut p) {
-            c.max_connections = n as usize;
-        }
-        if let Some(n) = uint("CACHE_NEAR_CAPACITY", 0, "a number of entries, 0 turns it off", &mut p) {
-            c.near_capacity = n as usize;
-        }
-        if let Some(n) = uint("CACHE_NEAR_TTL_MS", 1, "a whole number of milliseconds, 1 or more", &mut p) {
-            c.near_ttl = Duration::from_millis(n);
-        }
-        if let Some(n) = uint("CACHE_BREAKER_FAILURES", 1, COUNT, &mut p) {
-            c.breaker_failures = n.min(u64::from(u32::MAX)) as u32;
-        }
-        if let Some(t) = text("CACHE_BREAKER_OPEN_SECS") {
-            match t
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            {
-                Some(d) if !d.is_zero() => c.breaker_open = d,
-                _ => p.push(problem(
-                    "CACHE_BREAKER_OPEN_SECS",
-                    &t,
-                    "a number of seconds above zero, such as 60 or 0.5",
-                )),
-            }
-        }
-        if let Some(n) = uint("CACHE_KV_CHANNEL_CAPACITY", 1, COUNT, &mut p) {
-            c.channel_capacity = n as usize;
-        }
-        if let Some(n) = uint("CACHE_KV_MAX_PENDING_KEYS", 1, COUNT, &mut p) {
-            c.max_pending_keys = n as usize;
-        }
-        (c, p)
+        let mut problems = Problems::default();
+        apply_vars(KV_ENV, &mut c, &get, &mut problems);
+        (c, problems)
+    }
+
+    /// The rows of README's `KvConfig` table (with its header), rendered
+    /// from the table [`KvConfig::from_vars`] reads.
+    #[doc(hidden)]
+    pub fn env_markdown() -> String {
+        markdown(KV_ENV, None)
+    }
+
+    /// The kv variable lines of `.env.example`, rendered from the table
+    /// [`KvConfig::from_vars`] reads.
+    #[doc(hidden)]
+    pub fn env_example() -> String {
+        env_example(KV_ENV)
     }
 
     /// Checks the whole configuration: the embedded [`Config`] (see
@@ -573,20 +449,16 @@ fn problem(field: &str, value: &str, allowed: &str) -> ConfigProblem {
 
 fn merge(
     redis: Result<Config, ConfigError>,
-    kv: (KvConfig, Vec<ConfigProblem>),
-    mut problems: Vec<ConfigProblem>,
+    kv: (KvConfig, Problems),
+    mut problems: Problems,
 ) -> Result<KvConfig, ConfigError> {
     let (mut c, kv_problems) = kv;
     match redis {
         Ok(r) => c.redis = r,
-        Err(e) => problems.extend(e.problems),
+        Err(e) => problems.0.extend(e.problems),
     }
-    problems.extend(kv_problems);
-    if problems.is_empty() {
-        Ok(c)
-    } else {
-        Err(ConfigError { problems })
-    }
+    problems.0.extend(kv_problems.0);
+    problems.finish(c)
 }
 
 #[cfg(test)]
@@ -720,11 +592,26 @@ mod tests {
         assert!(KvConfig::builder().key_prefix("").validate().is_ok());
     }
 
+    /// README's `KvConfig` table, the table in the documentation of
+    /// `from_vars` and the kv part of `.env.example` are what the table
+    /// renders (`TRADECACHE_WRITE_DOCS=1` writes them).
     #[test]
-    fn env_example_lists_every_variable() {
-        let example = include_str!("../../.env.example");
-        for (name, _) in KV_ENV_VARS {
-            assert!(example.contains(&format!("# {name}=")), "{name} missing from .env.example");
+    fn docs_match_the_table() {
+        use crate::config::docs;
+        docs::check_file("src/kv/vars.md", &markdown(KV_ENV, Some("KvConfig")));
+        docs::check_block("README.md", "kv-env", &KvConfig::env_markdown());
+        docs::check_block(".env.example", "kv-env", &KvConfig::env_example());
+    }
+
+    #[test]
+    fn each_default_reads_back_as_the_default() {
+        let defaults = format!("{:?}", KvConfig::default());
+        for var in KV_ENV {
+            let text = (var.default)(&KvConfig::default());
+            let c = from(&[(var.name, &text)]).unwrap_or_else(|e| panic!("{}={text}: {e}", var.name));
+            assert_eq!(format!("{c:?}"), defaults, "{}={text}", var.name);
         }
+        // An empty prefix is a prefix (none), not the default.
+        assert_eq!(from(&[("CACHE_KEY_PREFIX", " ")]).unwrap().key_prefix, "");
     }
 }

@@ -65,6 +65,7 @@ mod route;
 mod set;
 mod stats;
 mod value;
+mod vars;
 mod writer;
 
 use std::cell::RefCell;

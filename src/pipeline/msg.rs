@@ -8,7 +8,7 @@
 //! `Event` and `MarketData` (so the two files do not import each other).
 
 use crate::codec::{self, EncodeError};
-use crate::config::Encoding;
+use crate::encoding::Encoding;
 use crate::error::Result;
 use crate::ident::Ident;
 use crate::model::{

@@ -1,0 +1,677 @@
+//! The environment: [`Config::from_env`] and [`Config::from_vars`], driven
+//! by the table of variables in `vars.rs` ([`EnvVar`], shared with
+//! `KvConfig`); the parsers its entries use; and the renderers of a table
+//! into README's configuration table, the documentation of `from_vars`
+//! (`vars.md`) and `.env.example`.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::url::{parse_host_port, REDACTED};
+use super::validate::id_allowed;
+use super::vars::ENV;
+use super::{Config, Encoding, HostPort, Problems, BOOL_ALLOWED, ENCODING_ALLOWED};
+use crate::error::ConfigError;
+use crate::ident;
+
+/// One environment variable of a configuration `C`: its name, what it
+/// sets, its default, the values it takes, what it does, and how a value
+/// is applied. A table of these drives `from_vars` and the documentation.
+pub(crate) struct EnvVar<C: 'static> {
+    /// The heading it is listed under in `.env.example`.
+    pub(crate) section: &'static str,
+    pub(crate) name: &'static str,
+    /// The setters it drives, comma-separated (`"connect_timeout, response_timeout"`).
+    pub(crate) sets: &'static str,
+    /// Its default as the variable would spell it, read from
+    /// `C::default()`; empty when there is none.
+    pub(crate) default: fn(&C) -> String,
+    /// The values it takes (markdown, one line).
+    pub(crate) values: &'static str,
+    /// What it does (markdown, one paragraph).
+    pub(crate) doc: &'static str,
+    /// How the value is read before `apply` sees it.
+    pub(crate) read: Read,
+    /// Applies a value, read as `read` says.
+    pub(crate) apply: fn(&mut C, &str) -> Result<(), Refused>,
+}
+
+/// How a variable's value is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Trimmed; empty is the same as unset.
+    Trimmed,
+    /// Trimmed; empty is a value (an empty key prefix).
+    TrimmedEmptyCounts,
+    /// A password: not trimmed, empty is unset, never shown.
+    Secret,
+}
+
+/// Why a variable's value was refused: one entry per problem, each with
+/// the value to show (`None`: the variable's text) and what is allowed.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) Vec<(Option<String>, Cow<'static, str>)>);
+
+impl Refused {
+    /// A problem with part of the value (one item of a list), or with a
+    /// value that must not be echoed as given (a URL).
+    pub(crate) fn showing(value: impl Into<String>, allowed: impl Into<Cow<'static, str>>) -> Refused {
+        Refused(vec![(Some(value.into()), allowed.into())])
+    }
+}
+
+impl From<&'static str> for Refused {
+    fn from(allowed: &'static str) -> Refused {
+        Refused(vec![(None, allowed.into())])
+    }
+}
+
+impl From<String> for Refused {
+    fn from(allowed: String) -> Refused {
+        Refused(vec![(None, allowed.into())])
+    }
+}
+
+/// `*slot = value`, as a table entry's result.
+pub(crate) fn set<T>(slot: &mut T, value: T) -> Result<(), Refused> {
+    *slot = value;
+    Ok(())
+}
+
+/// Applies each variable of `table` that `get` finds (and that is not
+/// empty) onto `c`, in the table's order, recording every problem under
+/// the variable's name.
+pub(crate) fn apply_vars<C>(
+    table: &[EnvVar<C>],
+    c: &mut C,
+    get: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) {
+    for var in table {
+        let Some(raw) = get(var.name) else { continue };
+        let text = if var.read == Read::Secret { raw } else { raw.trim().to_string() };
+        if text.is_empty() && var.read != Read::TrimmedEmptyCounts {
+            continue;
+        }
+        if let Err(refused) = (var.apply)(c, &text) {
+            let shown = if var.read == Read::Secret { REDACTED } else { text.as_str() };
+            problems.refused(var.name, shown, refused);
+        }
+    }
+}
+
+/// Records each variable of `table` whose value in the process
+/// environment is not valid UTF-8.
+pub(crate) fn not_unicode<C>(table: &[EnvVar<C>], problems: &mut Problems) {
+    for var in table {
+        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(var.name) {
+            problems.push(var.name, "<not valid UTF-8>", "valid UTF-8 text");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsers of the table's entries.
+
+pub(crate) fn boolean(v: &str) -> Result<bool, Refused> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(BOOL_ALLOWED.into()),
+    }
+}
+
+/// A whole number from `min` to `max`.
+pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<u64, Refused> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(allowed.into()),
+    }
+}
+
+/// A count of 1 or more.
+pub(crate) fn count(v: &str) -> Result<usize, Refused> {
+    int(v, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
+}
+
+/// Milliseconds, at least `min`.
+pub(crate) fn millis(v: &str, min: u64) -> Result<Duration, Refused> {
+    match v.parse::<u64>() {
+        Ok(n) if n >= min => Ok(Duration::from_millis(n)),
+        _ => Err(format!("a whole number of milliseconds, {min} or more").into()),
+    }
+}
+
+/// `d` in whole milliseconds, as a variable spells it.
+pub(crate) fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+/// Seconds above zero, possibly fractional.
+pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "a number of seconds above zero, such as 2 or 0.5".into())
+}
+
+/// An id (see [`crate::Ident`]).
+pub(crate) fn id(v: &str) -> Result<String, Refused> {
+    match ident::validate(v) {
+        Ok(_) => Ok(v.to_string()),
+        Err(e) => Err(id_allowed(&e).into()),
+    }
+}
+
+/// `host:port,host:port`; empty items are skipped; one problem per
+/// defect of each bad item.
+pub(crate) fn host_list(v: &str, default_port: u16) -> Result<Vec<HostPort>, Refused> {
+    let mut nodes = Vec::new();
+    let mut refused = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match parse_host_port(item, default_port) {
+            Ok(node) => nodes.push(node),
+            Err(all) => refused.extend(all.into_iter().map(|a| (Some(item.to_string()), a.into()))),
+        }
+    }
+    if refused.is_empty() {
+        Ok(nodes)
+    } else {
+        Err(Refused(refused))
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = ConfigError;
+
+    /// Parses `msgpack` (or `messagepack`) or `json`, ignoring case and
+    /// surrounding whitespace.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Encoding::from_name(s).ok_or_else(|| ConfigError::one("encoding", s, ENCODING_ALLOWED))
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment; see
+    /// [`Config::from_vars`] for the variables and their meaning.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tradecache::ConfigError> {
+    /// let config = tradecache::Config::from_env()?.trader_id("TESTER-001");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] listing every variable that cannot be used (including
+    /// values that are not valid UTF-8), with what is allowed.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+        not_unicode(ENV, &mut problems);
+        match Config::from_vars(|name| std::env::var(name).ok()) {
+            Ok(config) => problems.finish(config),
+            Err(e) => {
+                problems.0.extend(e.problems);
+                problems.finish(Config::default())
+            }
+        }
+    }
+
+    /// Builds a configuration from variables looked up by `get` (for
+    /// example a `HashMap`, or `std::env::var` as [`Config::from_env`] does),
+    /// starting from the defaults. A variable that is unset or empty keeps
+    /// its default. Values are trimmed, except passwords. The variables,
+    /// in the order they are applied (README's configuration table and
+    /// `.env.example` are rendered from the same table):
+    ///
+    #[doc = include_str!("vars.md")]
+    ///
+    /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
+    /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
+    /// override its parts, so a password can come from its own variable:
+    /// `REDIS_URL=redis://cache-1:6379/2` with `REDIS_PASSWORD` set.
+    ///
+    /// Each variable is checked on its own here; rules that involve several
+    /// settings (a username needs a password, …) are checked by
+    /// [`Config::validate`], which [`crate::Cache::open`] calls.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use tradecache::Config;
+    ///
+    /// let vars = HashMap::from([
+    ///     ("REDIS_URL", "rediss://engine:p%40ss@redis.internal:6380/2"),
+    ///     ("CACHE_TRADER_ID", "TESTER-001"),
+    ///     ("CACHE_ENCODING", "json"),
+    /// ]);
+    /// let config = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+    /// assert_eq!(config.redacted_url(), "rediss://engine:<redacted>@redis.internal:6380/2");
+    ///
+    /// let vars = HashMap::from([("REDIS_PORT", "70000"), ("CACHE_ENCODING", "yaml")]);
+    /// let err = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_ENCODING"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per unusable variable (or
+    /// per problem in `REDIS_URL`), naming the variable, the bad value
+    /// (never a password) and what is allowed.
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+        let mut c = Config::default();
+        apply_vars(ENV, &mut c, &get, &mut problems);
+        problems.finish(c)
+    }
+
+    /// The rows of the configuration table in README.md (with its header),
+    /// rendered from the table [`Config::from_vars`] reads; a unit test
+    /// checks that README shows exactly this.
+    #[doc(hidden)]
+    pub fn env_markdown() -> String {
+        markdown(ENV, None)
+    }
+
+    /// The variable lines of `.env.example` (each with its comment, by
+    /// section), rendered from the table [`Config::from_vars`] reads; a
+    /// unit test checks that `.env.example` holds exactly this.
+    #[doc(hidden)]
+    pub fn env_example() -> String {
+        env_example(ENV)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering a table for people.
+
+/// A markdown table of `table`: variable, setters, default, values,
+/// meaning. With `links`, each setter links to its documentation
+/// (`Config::port`, for rustdoc).
+pub(crate) fn markdown<C: Default>(table: &[EnvVar<C>], links: Option<&str>) -> String {
+    let defaults = C::default();
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out =
+        String::from("| variable | sets | default | values | meaning |\n| --- | --- | --- | --- | --- |\n");
+    for var in table {
+        let sets: Vec<String> = var
+            .sets
+            .split(", ")
+            .map(|s| match links {
+                Some(ty) if s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
+                    format!("[`{s}`]({ty}::{s})")
+                }
+                _ => format!("`{s}`"),
+            })
+            .collect();
+        let default = (var.default)(&defaults);
+        let default = if default.is_empty() { "—".to_string() } else { format!("`{default}`") };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            var.name,
+            cell(&sets.join(", ")),
+            cell(&default),
+            cell(var.values),
+            cell(var.doc)
+        ));
+    }
+    out
+}
+
+/// `.env.example`'s lines for `table`: under a heading per section, each
+/// variable commented out with its default, after its meaning and values.
+pub(crate) fn env_example<C: Default>(table: &[EnvVar<C>]) -> String {
+    let defaults = C::default();
+    let mut out = String::new();
+    let mut section = "";
+    for var in table {
+        if var.section != section {
+            section = var.section;
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let heading = format!("# --- {section} ");
+            out.push_str(&format!("{heading:-<78}\n\n"));
+        }
+        let default = (var.default)(&defaults);
+        let none = if default.is_empty() { " Default: none." } else { "" };
+        let text = format!("{}{none} Values: {}.", var.doc, var.values).replace('`', "");
+        for line in wrap(&text, 76) {
+            out.push_str(&format!("# {line}\n"));
+        }
+        out.push_str(&format!("# {}={default}\n", var.name));
+    }
+    out
+}
+
+/// `text` in lines of at most `width` characters, broken between words.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::docs;
+    use super::super::test_util::*;
+    use super::super::vars::{DEFAULT_BLOCK_TIMEOUT, DEFAULT_REPLICA_WAIT_TIMEOUT};
+    use super::*;
+    use crate::config::{HostPort, OverflowPolicy, Secret, PORT_ALLOWED};
+
+    // --- encoding ---
+
+    #[test]
+    fn encoding_from_str() {
+        assert_eq!("msgpack".parse::<Encoding>().unwrap(), Encoding::MsgPack);
+        assert_eq!(" JSON ".parse::<Encoding>().unwrap(), Encoding::Json);
+        let e = "yaml".parse::<Encoding>().unwrap_err();
+        assert_eq!(e.problems[0].value, "yaml");
+        assert!(e.to_string().contains("msgpack, json"), "{e}");
+        assert_eq!(Encoding::Json.to_string(), "json");
+    }
+
+    // --- environment ---
+
+    #[test]
+    fn empty_env_is_default() {
+        let c = from(&[]).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+        let c = from(&[("REDIS_HOST", ""), ("REDIS_PORT", "  "), ("REDIS_PASSWORD", "")]).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn env_sets_every_field() {
+        let c = from(&[
+            ("REDIS_HOST", "redis-1"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_USERNAME", "alice"),
+            ("REDIS_PASSWORD", " pw with spaces "),
+            ("REDIS_DB", "4"),
+            ("REDIS_SSL", "Yes"),
+            ("REDIS_TIMEOUT", "0.25"),
+            ("REDIS_TLS_CA", "/ca.pem"),
+            ("REDIS_TLS_CERT", "/c.pem"),
+            ("REDIS_TLS_KEY", "/k.pem"),
+            ("REDIS_SENTINELS", "s1:26379, s2 ,[::1]:26380"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("CACHE_TRADER_ID", "TESTER-001"),
+            ("CACHE_INSTANCE_ID", "I-9"),
+            ("CACHE_USE_TRADER_PREFIX", "true"),
+            ("CACHE_USE_INSTANCE_ID", "1"),
+            ("CACHE_ENCODING", "json"),
+            ("CACHE_TIMESTAMPS_AS_ISO8601", "TRUE"),
+            ("CACHE_FLUSH_ON_START", "yes"),
+            ("CACHE_PERSIST_ACCOUNT_EVENTS", "no"),
+            ("CACHE_MAX_VALUE_BYTES", "1024"),
+            ("CACHE_WRITER_ID", "w-2"),
+            ("CACHE_BUFFER_INTERVAL_MS", "5"),
+            ("CACHE_CHANNEL_CAPACITY", "100"),
+            ("CACHE_OVERFLOW", "block"),
+            ("CACHE_BLOCK_TIMEOUT_MS", "3"),
+            ("CACHE_MAX_BATCH", "50"),
+            ("CACHE_MAX_PENDING_EVENTS", "60"),
+            ("CACHE_CONNECT_ATTEMPTS", "9"),
+            ("CACHE_BACKOFF_MIN_MS", "10"),
+            ("CACHE_BACKOFF_MAX_MS", "20"),
+            ("CACHE_RECONNECT_BACKOFF_MIN_MS", "30"),
+            ("CACHE_RECONNECT_BACKOFF_MAX_MS", "40"),
+            ("CACHE_IDLE_POLL_US", "7"),
+            ("CACHE_IDLE_PARK_AFTER_MS", "8"),
+            ("CACHE_CLOSE_TIMEOUT_MS", "9000"),
+            ("CACHE_REPLICA_WAIT", "2"),
+            ("CACHE_REPLICA_WAIT_TIMEOUT_MS", "50"),
+            ("CACHE_LOAD_CHUNK", "77"),
+            ("CACHE_STRICT_LOAD", "true"),
+            ("CACHE_TICK_CAPACITY", "88"),
+            ("CACHE_BAR_CAPACITY", "99"),
+            ("CACHE_RETAIN_CLOSED_SECS", "86400"),
+            ("CACHE_PURGE_BATCH", "33"),
+            ("CACHE_MAX_ACCOUNT_EVENTS", "1000"),
+            ("CACHE_HEARTBEAT_MS", "250"),
+            ("CACHE_PUBLISH_EVENTS", "yes"),
+            ("CACHE_STREAM_MAXLEN", "5000"),
+            ("CACHE_STREAM_MAX_AGE_SECS", "3600"),
+        ])
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("redis-1", 6380, 4, true));
+        assert_eq!(c.username.as_deref(), Some("alice"));
+        assert_eq!(c.password, Some(Secret(" pw with spaces ".into())));
+        assert_eq!((c.connect_timeout, c.response_timeout), (ms(250), ms(250)));
+        assert_eq!(c.tls_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(
+            c.sentinels,
+            vec![
+                HostPort { host: "s1".into(), port: 26379 },
+                HostPort { host: "s2".into(), port: 26379 },
+                HostPort { host: "::1".into(), port: 26380 },
+            ]
+        );
+        assert_eq!(c.sentinel_master.as_deref(), Some("mymaster"));
+        assert_eq!(c.trader_key(), "trader-TESTER-001:I-9");
+        assert_eq!((c.encoding, c.timestamps_as_iso8601), (Encoding::Json, true));
+        assert!(c.flush_on_start && !c.persist_account_events && c.strict_load);
+        assert_eq!((c.max_value_bytes, c.writer_id.as_str()), (1024, "w-2"));
+        assert_eq!(c.buffer_interval, ms(5));
+        assert_eq!(c.channel_capacity, 100);
+        assert_eq!(c.overflow, OverflowPolicy::Block { timeout: ms(3) });
+        assert_eq!((c.max_batch, c.max_pending_events, c.connect_attempts), (50, 60, 9));
+        assert_eq!((c.open_backoff_min, c.open_backoff_max), (ms(10), ms(20)));
+        assert_eq!((c.reconnect_backoff_min, c.reconnect_backoff_max), (ms(30), ms(40)));
+        assert_eq!(c.idle_poll, Duration::from_micros(7));
+        assert_eq!((c.idle_park_after, c.close_timeout), (ms(8), ms(9000)));
+        assert_eq!(c.replica_wait, Some((2, ms(50))));
+        assert_eq!((c.load_chunk, c.tick_capacity, c.bar_capacity), (77, 88, 99));
+        assert_eq!((c.retain_closed_for, c.purge_batch), (Some(Duration::from_secs(86_400)), 33));
+        assert_eq!((c.max_account_events, c.heartbeat_interval), (Some(1000), Some(ms(250))));
+        assert!(c.publish_events);
+        assert_eq!((c.stream_max_len, c.stream_max_age), (5000, Some(Duration::from_secs(3600))));
+        // 0 turns the optional ones off.
+        let c = from(&[
+            ("CACHE_RETAIN_CLOSED_SECS", "0"),
+            ("CACHE_MAX_ACCOUNT_EVENTS", "0"),
+            ("CACHE_HEARTBEAT_MS", "0"),
+            ("CACHE_STREAM_MAX_AGE_SECS", "0"),
+        ])
+        .unwrap();
+        assert_eq!((c.retain_closed_for, c.max_account_events), (None, None));
+        assert_eq!((c.heartbeat_interval, c.stream_max_age), (None, None));
+
+        let c =
+            from(&[("REDIS_CLUSTER", "n1:7000,n2,[fe80::1]:7002"), ("CACHE_OVERFLOW", "Reject")]).unwrap();
+        assert_eq!(c.cluster_nodes[1], HostPort { host: "n2".into(), port: 6379 });
+        assert_eq!(c.cluster_nodes[2].host, "fe80::1");
+        assert_eq!(c.overflow, OverflowPolicy::Reject);
+    }
+
+    #[test]
+    fn env_defaults_for_block_and_replica_wait() {
+        let c = from(&[("CACHE_OVERFLOW", "BLOCK"), ("CACHE_REPLICA_WAIT", "1")]).unwrap();
+        assert_eq!(c.overflow, OverflowPolicy::Block { timeout: DEFAULT_BLOCK_TIMEOUT });
+        assert_eq!(c.replica_wait, Some((1, DEFAULT_REPLICA_WAIT_TIMEOUT)));
+        c.validate().unwrap();
+        let c = from(&[("CACHE_REPLICA_WAIT", "0")]).unwrap();
+        assert_eq!(c.replica_wait, None);
+    }
+
+    #[test]
+    fn env_url_then_overrides() {
+        let c = from(&[
+            ("REDIS_URL", "redis://cache-1:6390/2"),
+            ("REDIS_PASSWORD", PASSWORD),
+            ("REDIS_PORT", "6391"),
+        ])
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db), ("cache-1", 6391, 2));
+        assert_eq!(c.password, Some(Secret(PASSWORD.into())));
+        let c = from(&[("REDIS_URL", "rediss://h"), ("REDIS_SSL", "false")]).unwrap();
+        assert!(!c.tls);
+    }
+
+    #[test]
+    fn env_lists_every_problem() {
+        let e = problems(from(&[
+            ("REDIS_HOST", "bad host"),
+            ("REDIS_PORT", "70000"),
+            ("REDIS_DB", "-1"),
+            ("REDIS_SSL", "maybe"),
+            ("REDIS_TIMEOUT", "0"),
+            ("REDIS_SENTINELS", "s1:26379,s2:x,::1:5"),
+            ("REDIS_SENTINEL_MASTER", "my master"),
+            ("REDIS_CLUSTER", "n1:0"),
+            ("CACHE_TRADER_ID", "a:b"),
+            ("CACHE_INSTANCE_ID", "a b"),
+            ("CACHE_WRITER_ID", "{w}"),
+            ("CACHE_USE_TRADER_PREFIX", "on"),
+            ("CACHE_USE_INSTANCE_ID", "2"),
+            ("CACHE_ENCODING", "yaml"),
+            ("CACHE_TIMESTAMPS_AS_ISO8601", "t"),
+            ("CACHE_FLUSH_ON_START", "x"),
+            ("CACHE_PERSIST_ACCOUNT_EVENTS", "x"),
+            ("CACHE_MAX_VALUE_BYTES", "0"),
+            ("CACHE_BUFFER_INTERVAL_MS", "-5"),
+            ("CACHE_CHANNEL_CAPACITY", "0"),
+            ("CACHE_OVERFLOW", "drop"),
+            ("CACHE_BLOCK_TIMEOUT_MS", "0"),
+            ("CACHE_MAX_BATCH", "lots"),
+            ("CACHE_MAX_PENDING_EVENTS", "0"),
+            ("CACHE_MAX_PENDING_SNAPSHOTS", "0"),
+            ("CACHE_MAX_BATCH_BYTES", "none"),
+            ("CACHE_CONNECT_ATTEMPTS", "0"),
+            ("CACHE_BACKOFF_MIN_MS", "1.5"),
+            ("CACHE_BACKOFF_MAX_MS", "x"),
+            ("CACHE_RECONNECT_BACKOFF_MIN_MS", "x"),
+            ("CACHE_RECONNECT_BACKOFF_MAX_MS", "x"),
+            ("CACHE_IDLE_POLL_US", "x"),
+            ("CACHE_IDLE_PARK_AFTER_MS", "x"),
+            ("CACHE_CLOSE_TIMEOUT_MS", "x"),
+            ("CACHE_REPLICA_WAIT", "-1"),
+            ("CACHE_REPLICA_WAIT_TIMEOUT_MS", "0"),
+            ("CACHE_LOAD_CHUNK", "0"),
+            ("CACHE_STRICT_LOAD", "x"),
+            ("CACHE_TICK_CAPACITY", "0"),
+            ("CACHE_BAR_CAPACITY", "99999999999999999999999"),
+            ("CACHE_RETAIN_CLOSED_SECS", "-1"),
+            ("CACHE_PURGE_BATCH", "0"),
+            ("CACHE_MAX_ACCOUNT_EVENTS", "x"),
+            ("CACHE_HEARTBEAT_MS", "1.5"),
+            ("CACHE_PUBLISH_EVENTS", "x"),
+            ("CACHE_STREAM_MAXLEN", "0"),
+            ("CACHE_STREAM_MAX_AGE_SECS", "x"),
+        ]));
+        let got = fields(&e);
+        for name in ENV.iter().map(|v| v.name) {
+            if matches!(name, "REDIS_URL" | "REDIS_USERNAME" | "REDIS_PASSWORD")
+                || name.starts_with("REDIS_TLS_")
+            {
+                continue;
+            }
+            assert!(got.contains(&name), "{name} not reported: {e}");
+        }
+        // Two bad items in REDIS_SENTINELS: one problem each.
+        assert_eq!(got.iter().filter(|f| **f == "REDIS_SENTINELS").count(), 2, "{e}");
+        let port = e.problems.iter().find(|p| p.field == "REDIS_PORT").unwrap();
+        assert_eq!(port.value, "70000");
+        assert_eq!(port.allowed, PORT_ALLOWED);
+        for p in &e.problems {
+            assert!(!p.allowed.is_empty(), "{p}");
+        }
+    }
+
+    #[test]
+    fn env_port_values() {
+        for bad in ["0", "65536", "abc", "-1", "1.5", "99999999999999999999"] {
+            let e = problems(from(&[("REDIS_PORT", bad)]));
+            assert_eq!(fields(&e), vec!["REDIS_PORT"], "{bad}");
+            assert_eq!(e.problems[0].value, bad);
+        }
+        assert_eq!(from(&[("REDIS_PORT", "65535")]).unwrap().port, 65535);
+        assert_eq!(from(&[("REDIS_PORT", " 1 ")]).unwrap().port, 1);
+    }
+
+    #[test]
+    fn env_block_timeout_needs_block() {
+        let e = problems(from(&[("CACHE_BLOCK_TIMEOUT_MS", "5")]));
+        assert_eq!(fields(&e), vec!["CACHE_BLOCK_TIMEOUT_MS"]);
+        let e = problems(from(&[("CACHE_REPLICA_WAIT_TIMEOUT_MS", "5")]));
+        assert_eq!(fields(&e), vec!["CACHE_REPLICA_WAIT_TIMEOUT_MS"]);
+    }
+
+    #[test]
+    fn env_timeout_values() {
+        let t = from(&[("REDIS_TIMEOUT", "3")]).unwrap();
+        assert_eq!(t.connect_timeout, Duration::from_secs(3));
+        for bad in ["0", "-1", "nan", "inf", "abc", "1e400"] {
+            assert_eq!(fields(&problems(from(&[("REDIS_TIMEOUT", bad)]))), vec!["REDIS_TIMEOUT"]);
+        }
+    }
+
+    #[test]
+    fn env_never_shows_password() {
+        // A password is never validated, so it can never be a problem's value,
+        // even alongside other problems.
+        let e = problems(from(&[("REDIS_PASSWORD", PASSWORD), ("REDIS_PORT", "x")]));
+        assert_no_secret(&e, PASSWORD);
+        let e = problems(from(&[("REDIS_URL", &format!("redis://u:{PASSWORD}@h:bad/0"))]));
+        assert_no_secret(&e, PASSWORD);
+    }
+
+    /// README's configuration table, the table in the documentation of
+    /// `from_vars` and `.env.example` are what the table renders. With
+    /// `TRADECACHE_WRITE_DOCS=1`, this test writes them instead.
+    #[test]
+    fn docs_match_the_table() {
+        let doc = markdown(ENV, Some("Config"));
+        docs::check_file("src/config/vars.md", &doc);
+        docs::check_block("README.md", "config-env", &Config::env_markdown());
+        docs::check_block(".env.example", "config-env", &Config::env_example());
+    }
+
+    #[test]
+    fn table_is_complete() {
+        let mut names: Vec<&str> = ENV.iter().map(|v| v.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ENV.len(), "a variable is listed twice");
+        let defaults = Config::default();
+        for var in ENV {
+            assert!(!var.doc.is_empty() && !var.values.is_empty() && !var.sets.is_empty(), "{}", var.name);
+            // Each default, read back, is the default: the table says what
+            // `Config::default()` does.
+            // (Two variables refine another, which must be on.)
+            let text = (var.default)(&defaults);
+            let needs = match var.name {
+                "CACHE_BLOCK_TIMEOUT_MS" => vec![("CACHE_OVERFLOW", "block")],
+                "CACHE_REPLICA_WAIT_TIMEOUT_MS" => vec![("CACHE_REPLICA_WAIT", "1")],
+                _ => vec![],
+            };
+            if !text.is_empty() {
+                let expected = from(&needs).unwrap();
+                let mut vars = needs.clone();
+                vars.push((var.name, &text));
+                let c = from(&vars).unwrap_or_else(|e| panic!("{}={text}: {e}", var.name));
+                assert_eq!(format!("{c:?}"), format!("{expected:?}"), "{}={text}", var.name);
+            }
+        }
+    }
+}

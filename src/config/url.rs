@@ -1,0 +1,624 @@
+//! URLs: [`Config::from_url`], and showing a URL without its password,
+//! both with the `url` crate (a WHATWG parser); the `host:port` items of
+//! `REDIS_SENTINELS` and `REDIS_CLUSTER` (`parse_host_port`); and the host
+//! and port rules that parsing and [`Config::validate`] share.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use url::{Host, Url};
+
+use super::env::Refused;
+use super::{Config, Problems, Secret, PORT_ALLOWED};
+use crate::error::ConfigError;
+
+/// The port of a `redis://` URL without one.
+pub(super) const DEFAULT_PORT: u16 = 6379;
+/// What a password (or anything that may hold one) is shown as.
+pub(super) const REDACTED: &str = "<redacted>";
+/// What a URL that cannot be shown safely is shown as: one that does not
+/// parse, or whose password was split by an unencoded `/`, `?` or `#`.
+/// Never the text itself.
+pub(super) const UNPARSEABLE: &str = "<unparseable URL>";
+
+const FORM: &str = "a URL of the form redis://[user[:password]@]host[:port][/db] (or rediss:// for TLS)";
+const HOST: &str = "a host after redis:// (a host name, IPv4 address or [IPv6] address)";
+const HOST_NAME: &str = "a host name (letters, digits, '-', '.', '_'), an IPv4 address, \
+                         or an IPv6 address without brackets";
+const PORT_AFTER_HOST: &str = "a port number from 1 to 65535 after the host (and '@', '/', '?' and '#' \
+                               in a password percent-encoded)";
+const IPV6: &str = "an IPv6 address in brackets: [::1]:6379";
+const SPLIT_PASSWORD: &str = "a user and password with '@', '/', '?' and '#' percent-encoded \
+                              (%40, %2F, %3F, %23): the '@' that ends them must be the last";
+
+/// What a user name keeps unescaped in [`Config::redacted_url`]: the
+/// unreserved characters of RFC 3986.
+const USER_KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A `host:port` pair (sentinels, cluster seed nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostPort {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl fmt::Display for HostPort {
+    /// `host:port`, with an IPv6 address in brackets (`[::1]:6379`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Config {
+    /// Applies a URL onto this configuration:
+    /// `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS.
+    ///
+    /// The URL sets host, port (6379 if absent), username and password
+    /// (none if absent), db (0 if absent) and tls; the user and password
+    /// are percent-decoded (`p%40ss` is `p@ss`), and an `@`, `/`, `?`, `#`
+    /// or `%` in them must be percent-encoded. IPv6 addresses go in
+    /// brackets: `redis://[::1]:6379`. Query strings are not accepted.
+    ///
+    /// ```
+    /// use tradecache::Config;
+    ///
+    /// let config = Config::builder().trader_id("T1").from_url("redis://:pw@10.0.0.5/3").unwrap();
+    /// assert_eq!(config.redacted_url(), "redis://:<redacted>@10.0.0.5:6379/3");
+    /// assert!(Config::builder().from_url("http://host").is_err());
+    /// let err = Config::builder().from_url("redis://user:pass/word@host").unwrap_err();
+    /// assert_eq!(err.problems[0].value, "<unparseable URL>");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with one problem (field `url`) per defect found: a
+    /// scheme other than `redis`/`rediss`, a missing or malformed host, a
+    /// bad port or db, bad percent-encoding. The URL shown in it has its
+    /// password replaced by `<redacted>`, or is `<unparseable URL>` when it
+    /// cannot be parsed (it is never echoed).
+    pub fn from_url(mut self, url: &str) -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+        if let Err(refused) = apply_url(&mut self, url) {
+            problems.refused("url", UNPARSEABLE, refused);
+        }
+        problems.finish(self)
+    }
+
+    /// [`Config::redacted_url`] for a single server:
+    /// `redis[s]://[user[:<redacted>]@]host:port/db`.
+    pub(super) fn server_url(&self) -> String {
+        format!("{}://{}{}/{}", self.scheme(), self.userinfo(), self.addr(), self.db)
+    }
+
+    /// `redis` or `rediss` (TLS).
+    pub(super) fn scheme(&self) -> &'static str {
+        if self.tls {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// `user:<redacted>@`, `:<redacted>@`, `user@` or nothing; the user
+    /// percent-encoded, the password never shown.
+    pub(super) fn userinfo(&self) -> String {
+        let user = self.username.as_deref().map(|u| utf8_percent_encode(u, USER_KEEPS).to_string());
+        match (user, &self.password) {
+            (user, Some(_)) => format!("{}:{REDACTED}@", user.unwrap_or_default()),
+            (Some(user), None) => format!("{user}@"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// A URL that can be shown: it parses, is written `scheme://…` (the
+/// parser repairs `http:user@host` into `http://user@host`, which would
+/// show a password typed after the scheme as the user), has a host, and
+/// no `@` after its host (which would mean that an unencoded `/`, `?` or
+/// `#` cut a password short, leaving the rest of it in the path).
+fn parse(text: &str) -> Result<Url, &'static str> {
+    let text = text.trim();
+    let url = Url::parse(text).map_err(parse_error_allowed)?;
+    let written = text.get(url.scheme().len()..).is_some_and(|rest| rest.starts_with("://"));
+    if !written || !url.has_host() {
+        return Err(FORM);
+    }
+    let after_host = [Some(url.path()), url.query(), url.fragment()];
+    if after_host.into_iter().flatten().any(|part| part.contains('@')) {
+        return Err(SPLIT_PASSWORD);
+    }
+    Ok(url)
+}
+
+fn parse_error_allowed(e: url::ParseError) -> &'static str {
+    use url::ParseError as E;
+    match e {
+        E::EmptyHost => HOST,
+        E::InvalidPort => PORT_AFTER_HOST,
+        E::InvalidIpv6Address => IPV6,
+        E::InvalidIpv4Address | E::InvalidDomainCharacter | E::IdnaError => HOST_NAME,
+        _ => FORM,
+    }
+}
+
+/// `url` as it may be shown in a message: the password replaced by
+/// `<redacted>`, and with it anything else that might hold one (a query,
+/// a fragment, a path that is not a database number).
+///
+/// With a scheme other than `redis` or `rediss` the user is hidden too:
+/// it may be a password (`user://pass@host` is `user:` and the password
+/// `//pass` with the scheme forgotten).
+fn shown(url: &Url) -> String {
+    let mut out = format!("{}://", url.scheme());
+    let ours = matches!(url.scheme(), "redis" | "rediss");
+    let (user, has_password) = (url.username(), url.password().is_some());
+    if !ours && (has_password || !user.is_empty()) {
+        out.push_str(&format!("{REDACTED}@"));
+    } else if has_password {
+        out.push_str(&format!("{user}:{REDACTED}@"));
+    } else if !user.is_empty() {
+        out.push_str(&format!("{user}@"));
+    }
+    out.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let path = url.path();
+    let db_like =
+        path.strip_prefix('/').is_some_and(|db| db.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+    if path.is_empty() || db_like {
+        out.push_str(path);
+    } else {
+        out.push('/');
+        out.push_str(REDACTED);
+    }
+    if url.query().is_some() {
+        out.push('?');
+        out.push_str(REDACTED);
+    }
+    if url.fragment().is_some() {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// Parses `text` as a URL and applies it to `c`; on any problem, `c` is
+/// left unchanged.
+pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
+    let url = parse(text).map_err(|allowed| Refused::showing(UNPARSEABLE, allowed))?;
+    let shown = shown(&url);
+    let mut refused = Refused(Vec::new());
+    let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
+
+    let tls = match url.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        _ => {
+            bad("the scheme redis:// or rediss:// (TLS)");
+            false
+        }
+    };
+    let username = match percent_decode(url.username()) {
+        Some(u) => Some(u).filter(|u| !u.is_empty()),
+        None => {
+            bad("a percent-encoded user name (%XX with two hex digits, valid UTF-8)");
+            None
+        }
+    };
+    let password = match url.password().map(percent_decode) {
+        None => None,
+        Some(Some(p)) => Some(p).filter(|p| !p.is_empty()),
+        Some(None) => {
+            bad("a percent-encoded password (%XX with two hex digits, valid UTF-8)");
+            None
+        }
+    };
+    let host = match url.host() {
+        Some(Host::Domain(name)) => name.to_string(),
+        Some(Host::Ipv4(addr)) => addr.to_string(),
+        Some(Host::Ipv6(addr)) => addr.to_string(),
+        None => String::new(),
+    };
+    if host.is_empty() {
+        bad(HOST);
+    } else if let Some(allowed) = host_problem(&host) {
+        bad(allowed);
+    }
+    let port = url.port().unwrap_or(DEFAULT_PORT);
+    if port == 0 {
+        bad(PORT_ALLOWED);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bad("no query string or fragment (put the database in the path: /0)");
+    }
+    let db_text = url.path().strip_prefix('/').unwrap_or(url.path());
+    let db = if db_text.is_empty() {
+        0
+    } else {
+        match db_text.parse::<i64>() {
+            Ok(db) if db >= 0 => db,
+            _ => {
+                bad("a database number (0 or more) as the path: /0");
+                0
+            }
+        }
+    };
+
+    if !refused.0.is_empty() {
+        return Err(refused);
+    }
+    c.host = host;
+    c.port = port;
+    c.username = username;
+    c.password = password.map(Secret);
+    c.db = db;
+    c.tls = tls;
+    Ok(())
+}
+
+/// Decodes `%XX` escapes; `None` when a `%` does not start one (two hex
+/// digits) or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let escapes_ok = s
+        .match_indices('%')
+        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
+    if !escapes_ok {
+        return None;
+    }
+    percent_decode_str(s).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+pub(super) fn parse_port(text: &str) -> Result<u16, &'static str> {
+    match text.parse::<u64>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(PORT_ALLOWED),
+    }
+}
+
+/// `host`, `host:port`, `[ipv6]` or `[ipv6]:port`; every problem found.
+pub(super) fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'static str>> {
+    let (host, port) = if let Some(rest) = item.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(vec![IPV6]);
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(vec![IPV6]);
+        }
+        match (after, after.strip_prefix(':')) {
+            ("", _) => (host, None),
+            (_, Some(port)) => (host, Some(port)),
+            (_, None) => return Err(vec!["host:port, or [ipv6]:port"]),
+        }
+    } else if item.matches(':').count() > 1 {
+        return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"]);
+    } else {
+        match item.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (item, None),
+        }
+    };
+    let mut problems = Vec::new();
+    if let Some(allowed) = host_problem(host) {
+        problems.push(allowed);
+    }
+    let port = match port {
+        None | Some("") => default_port,
+        Some(p) => parse_port(p).unwrap_or_else(|allowed| {
+            problems.push(allowed);
+            0
+        }),
+    };
+    if problems.is_empty() {
+        Ok(HostPort { host: host.to_string(), port })
+    } else {
+        Err(problems)
+    }
+}
+
+/// What is wrong with `host`, if anything: it must be a host name, an IPv4
+/// address or an IPv6 address without brackets.
+pub(super) fn host_problem(host: &str) -> Option<&'static str> {
+    if host.is_empty() {
+        return Some("a host name or IP address (not empty)");
+    }
+    if host.contains(':') {
+        return host.parse::<Ipv6Addr>().is_err().then_some(HOST_NAME);
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return host.parse::<Ipv4Addr>().is_err().then_some(HOST_NAME);
+    }
+    let ok = host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && !host.starts_with(['.', '-']);
+    (!ok).then_some(HOST_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::test_util::*;
+    use super::*;
+
+    fn url(u: &str) -> Result<Config, ConfigError> {
+        Config::default().from_url(u)
+    }
+
+    /// What a problem about `text` shows of it.
+    fn redact_url(text: &str) -> String {
+        parse(text).map_or_else(|_| UNPARSEABLE.to_string(), |url| shown(&url))
+    }
+
+    #[test]
+    fn url_forms() {
+        let c = url("redis://localhost").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("localhost", 6379, 0, false));
+        assert_eq!((c.username.clone(), c.password.clone()), (None, None));
+
+        let c = url("rediss://cache.example.com:6380/5").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db, c.tls), ("cache.example.com", 6380, 5, true));
+
+        let c = url("redis://alice:s3cret@10.1.2.3:7000/1").unwrap();
+        assert_eq!(c.username.as_deref(), Some("alice"));
+        assert_eq!(c.password, Some(Secret("s3cret".into())));
+        assert_eq!((c.host.as_str(), c.port, c.db), ("10.1.2.3", 7000, 1));
+
+        let c = url("redis://:onlypass@h/").unwrap();
+        assert_eq!((c.username.clone(), c.password.clone()), (None, Some(Secret("onlypass".into()))));
+
+        let c = url("REDIS://[::1]:6390").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 6390));
+        let c = url("  redis://Redis-1.Internal  ").unwrap();
+        assert_eq!(c.host, "Redis-1.Internal");
+
+        // Percent-encoded user and password; an unencoded '@' (or ':') in a
+        // password: the user info ends at the last '@'.
+        let c = url("redis://us%3Aer:p%40ss%2Fw%3Ard%25@h:1").unwrap();
+        assert_eq!(c.username.as_deref(), Some("us:er"));
+        assert_eq!(c.password, Some(Secret("p@ss/w:rd%".into())));
+        let c = url("redis://u:p@s:s@h").unwrap();
+        assert_eq!(c.password, Some(Secret("p@s:s".into())));
+        assert_eq!(c.host, "h");
+        let c = url("redis://%E2%82%AC:\u{20ac}%F0%9F%94%91@h").unwrap();
+        assert_eq!(c.username.as_deref(), Some("\u{20ac}"));
+        assert_eq!(c.password, Some(Secret("\u{20ac}\u{1f511}".into())));
+
+        // A URL replaces earlier connection settings; other settings stay.
+        let c = Config::builder()
+            .username("old")
+            .password("old")
+            .db(9)
+            .tls(true)
+            .trader_id("T7")
+            .from_url("redis://new-host")
+            .unwrap();
+        assert_eq!((c.username, c.password, c.db, c.tls), (None, None, 0, false));
+        assert_eq!(c.trader_id, "T7");
+    }
+
+    #[test]
+    fn url_errors() {
+        let cases: &[(&str, usize)] = &[
+            ("", 1),
+            ("http://h:6379", 1),
+            ("localhost:6379", 1),
+            ("redis://", 1),
+            ("redis://:6379/0", 1),
+            ("redis://h:abc", 1),
+            ("redis://h:0", 1),
+            ("redis://h:65536", 1),
+            ("redis://h/abc", 1),
+            ("redis://h/-1", 1),
+            ("redis://h/0?db=1", 1),
+            ("redis://h/0#x", 1),
+            ("redis://::1:6379", 1),
+            ("redis://[::1", 1),
+            ("redis://bad host", 1),
+            ("redis://999.1.1.1", 1),
+            ("redis://u:p%zz@h", 1),
+            ("redis://u:p%4@h", 1),
+            ("redis://u:%ff@h", 1),
+            ("redis://u%zz:p@h", 1),
+            ("unix:///tmp/redis.sock", 1),
+            ("unix://u:p@h:0/x?y", 4),
+        ];
+        for (u, n) in cases {
+            let e = problems(url(u));
+            assert_eq!(e.problems.len(), *n, "{u}: {e}");
+            assert!(e.problems.iter().all(|p| p.field == "url"), "{u}: {e}");
+            assert!(e.problems.iter().all(|p| !p.allowed.is_empty()), "{u}: {e}");
+        }
+        // The env variable is named as the field.
+        let e = problems(from(&[("REDIS_URL", "redis://h:0")]));
+        assert_eq!(fields(&e), vec!["REDIS_URL"]);
+        assert_eq!(e.problems[0].value, "redis://h:0");
+        // What does not parse is never echoed.
+        let e = problems(url("redis://h:65536"));
+        assert_eq!(e.problems[0].value, UNPARSEABLE);
+        assert_eq!(e.problems[0].allowed, parse_error_allowed(::url::ParseError::InvalidPort));
+    }
+
+    #[test]
+    fn url_errors_hide_password() {
+        let p = PASSWORD;
+        for u in [
+            format!("redis://user:{p}@h:notaport/0"),
+            format!("redis://:{p}@/0"),
+            format!("http://user:{p}@h"),
+            format!("redis://user:{p}/with/slash@h:x"),
+            format!("redis://user:{p}%zz@h"),
+            format!("redis://:{p}"),
+            format!("redis:/user:{p}@h:x"),
+            format!("redis://h/0?password={p}"),
+            format!("redis://h/{p}"),
+            format!("redis://u:12/{p}@h"),
+            format!("redis://u:{p}#x@h"),
+        ] {
+            let e = problems(url(&u));
+            assert_no_secret(&e, p);
+            let shown = &e.problems[0].value;
+            assert!(shown.contains(REDACTED) || shown == UNPARSEABLE, "{u}: {e}");
+        }
+    }
+
+    #[test]
+    fn redact_url_cases() {
+        for (text, shown) in [
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://u@h", "redis://u@h"),
+            ("redis://u:pw@h", "redis://u:<redacted>@h"),
+            ("redis://:pw@h/2", "redis://:<redacted>@h/2"),
+            ("redis://u:p@w@h", "redis://u:<redacted>@h"),
+            ("redis://[::1]:6379", "redis://[::1]:6379"),
+            ("redis://[::1]:6379/0?x", "redis://[::1]:6379/0?<redacted>"),
+            ("redis://h/0#pw", "redis://h/0#<redacted>"),
+            ("redis://h/pw", "redis://h/<redacted>"),
+            ("redis://h/-1", "redis://h/-1"),
+            ("http://u:pw@h", "http://<redacted>@h/"),
+            ("user://pw@h", "user://<redacted>@h"),
+            // Not parseable, or a password cut short by '/', '?' or '#'
+            // (found by tests/fuzz.rs against the hand-written parser).
+            ("u:pw@h", UNPARSEABLE),
+            ("redis:/:pw@localhost://", UNPARSEABLE),
+            ("redis:pw@h", UNPARSEABLE),
+            ("redis:/:pw://@localhost", UNPARSEABLE),
+            ("redis://u:p://w@h:1/2", UNPARSEABLE),
+            ("redis://:secret", UNPARSEABLE),
+            ("redis://u:se/cret?x", UNPARSEABLE),
+            ("redis://@:secret", UNPARSEABLE),
+            ("redis://:secret:", UNPARSEABLE),
+            ("redis://[::1]:x", UNPARSEABLE),
+            ("redis://u:12/pw@h", UNPARSEABLE),
+            ("redis://u:12?pw@h", UNPARSEABLE),
+            ("http:pw@h", UNPARSEABLE),
+            ("http:/pw@h", UNPARSEABLE),
+            ("http:\\\\u:pw@h", UNPARSEABLE),
+        ] {
+            assert_eq!(redact_url(text), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn percent_coding() {
+        assert_eq!(percent_decode("a%20b%2F").as_deref(), Some("a b/"));
+        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("\u{20ac}"));
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        let c = Config::builder().username("a b:@~").password("x");
+        assert_eq!(c.userinfo(), "a%20b%3A%40~:<redacted>@");
+    }
+
+    /// Characters that need care in a URL's user info, and unicode.
+    fn password() -> impl Strategy<Value = String> {
+        // Pieces that can only come from the password ("Q" and three
+        // digits: never a port, a host or a word of a message), joined by
+        // characters that end or split URL parts.
+        let piece = "Q[0-9]{3}";
+        let sep = prop::sample::select(vec![
+            "@",
+            ":",
+            "/",
+            "%",
+            "#",
+            "?",
+            "%4",
+            "%zz",
+            "%25",
+            "@:",
+            "://",
+            "\u{20ac}",
+            "\u{1f511}",
+            "\u{e9}",
+            " ",
+            "[",
+            "]",
+            "",
+            "",
+        ]);
+        prop::collection::vec((sep, piece), 1..5).prop_flat_map(|parts| {
+            prop::sample::select(vec!["", "@", "/", "%", ":"]).prop_map(move |lead| {
+                let mut s = lead.to_string();
+                for (sep, piece) in &parts {
+                    s.push_str(sep);
+                    s.push_str(piece);
+                }
+                s
+            })
+        })
+    }
+
+    /// Each `Q123` piece of `password` that `text` shows.
+    fn fragments_in(password: &str, text: &str) -> Vec<String> {
+        let pieces = password.split(|c: char| !c.is_ascii_alphanumeric()).filter(|p| p.starts_with('Q'));
+        pieces.filter(|p| text.contains(*p)).map(String::from).collect()
+    }
+
+    fn check(password: &str, what: &str, text: &str) -> Result<(), TestCaseError> {
+        let seen = fragments_in(password, text);
+        prop_assert!(seen.is_empty(), "{} shows {:?} of {:?}: {}", what, seen, password, text);
+        Ok(())
+    }
+
+    /// Everything a configuration or an error shows of `c`.
+    fn check_config(password: &str, c: &Config) -> Result<(), TestCaseError> {
+        check(password, "Debug", &format!("{c:?} {c:#?}"))?;
+        check(password, "redacted_url", &c.redacted_url())?;
+        if let Err(e) = c.validate() {
+            check(password, "validate", &format!("{e} {e:?}"))?;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// No piece of a password ever shows in `redacted_url()`, `Debug`
+        /// or a `ConfigError`, however it is given: to the setter, in
+        /// `REDIS_PASSWORD`, or in a URL (percent-encoded or raw, in a
+        /// URL with other defects or none).
+        #[test]
+        fn password_never_shows(
+            pw in password(),
+            user in prop::sample::select(vec!["", "engine", "a%40b", "\u{e9}"]),
+            tail in prop::sample::select(vec!["", "/0", ":6380/2", ":0", ":x/1", "/db", "/0?x=1", "#f"]),
+            scheme in prop::sample::select(vec!["redis://", "rediss://", "http://", "redis:/", "http:", "", "HTTP:/"]),
+        ) {
+            let c = Config::builder().username(user).password(pw.as_str());
+            check_config(&pw, &c)?;
+            check_config(&pw, &c.clone().tls(true).sentinels([("s1", 1)]).sentinel_master("m"))?;
+            check_config(&pw, &c.clone().cluster_nodes([("n1", 1)]).db(3))?;
+            let vars = [("REDIS_PASSWORD", pw.as_str()), ("REDIS_PORT", "x"), ("REDIS_USERNAME", user)];
+            match from(&vars) {
+                Ok(c) => check_config(&pw, &c)?,
+                Err(e) => check(&pw, "from_vars", &format!("{e} {e:?}"))?,
+            }
+
+            let encoded = utf8_percent_encode(&pw, NON_ALPHANUMERIC).to_string();
+            for pass in [encoded.as_str(), pw.as_str()] {
+                let text = format!("{scheme}{user}:{pass}@redis.internal{tail}");
+                match url(&text) {
+                    Ok(c) => {
+                        check_config(&pw, &c)?;
+                        if pass == encoded {
+                            prop_assert_eq!(c.password.as_ref().map(|s| s.0.as_str()), Some(pw.as_str()));
+                        }
+                    }
+                    Err(e) => check(&pw, &format!("from_url({text:?})"), &format!("{e} {e:?}"))?,
+                }
+                match from(&[("REDIS_URL", text.as_str()), ("CACHE_ENCODING", "x")]) {
+                    Ok(c) => check_config(&pw, &c)?,
+                    Err(e) => check(&pw, "REDIS_URL", &format!("{e} {e:?}"))?,
+                }
+            }
+        }
+    }
+}

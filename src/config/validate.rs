@@ -1,0 +1,492 @@
+//! [`Config::validate`]: the rules that involve several settings, and the
+//! range checks of each setter's value.
+
+use std::time::Duration;
+
+use super::url::host_problem;
+use super::{Config, Encoding, OverflowPolicy, Problems, PORT_ALLOWED, REDIS_MAX_VALUE_BYTES};
+use crate::error::ConfigError;
+use crate::ident::{self, IdError};
+
+const ID_CHARS: &str = "ids may not contain ':', '{', '}', whitespace or control characters";
+
+/// Instance ids that would read as this trader's own keys: the key kinds
+/// and the reference model's collections.
+const RESERVED_INSTANCE_IDS: [&str; 8] =
+    ["index", "writer", "stream", "heartbeat", "instruments", "accounts", "orders", "positions"];
+
+/// The longest [`Config::idle_poll`] accepted.
+const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
+
+pub(super) fn id_allowed(e: &IdError) -> String {
+    match e {
+        IdError::Empty => format!("a non-empty id; {ID_CHARS}"),
+        IdError::TooLong { max, .. } => format!("an id of at most {max} bytes"),
+        IdError::BadChar { ch, .. } => format!("an id without {ch:?}; {ID_CHARS}"),
+    }
+}
+
+impl Config {
+    /// At `open`: the TLS files named in the configuration can be read, so
+    /// a wrong path is a configuration error at once rather than a
+    /// connection error after every retry. (Not part of [`Config::validate`],
+    /// which checks the values alone.)
+    pub(crate) fn check_files(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        for (field, path) in
+            [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
+        {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::File::open(path) {
+                    p.push(field, path.display().to_string(), format!("a readable PEM file ({e})"));
+                }
+            }
+        }
+        p.finish(())
+    }
+
+    /// Checks the whole configuration; [`crate::Cache::open`] calls it.
+    ///
+    /// ```
+    /// use tradecache::Config;
+    ///
+    /// let err = Config::builder().port(0).connect_attempts(0).validate().unwrap_err();
+    /// assert!(err.mentions("port") && err.mentions("connect_attempts"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per issue, each naming the
+    /// setter (`"port"`), the bad value (never a password) and what is
+    /// allowed. The rules: the host is a host name, IPv4 or IPv6 address;
+    /// the port is not 0; a username comes with a password; the db is 0 or
+    /// more (0 in cluster mode); timeouts, `connect_attempts`,
+    /// `channel_capacity`, `max_batch`, `max_pending_events`, `load_chunk`,
+    /// `tick_capacity`, `bar_capacity`, `purge_batch`, `stream_max_len`,
+    /// `max_account_events` and `max_value_bytes` (at most 512 MiB) are
+    /// above zero; `retain_closed_for` is at least 1 s, `heartbeat_interval`
+    /// and `stream_max_age` at least 1 ms; backoff minimums do not exceed maximums; ids
+    /// are valid (see [`crate::Ident`]); `use_instance_id` has an instance
+    /// id and the trader prefix; `timestamps_as_iso8601` goes with JSON;
+    /// TLS files need `tls` (and the `tls` feature), a certificate needs a
+    /// key and the reverse; sentinels need a master name and the reverse;
+    /// sentinels and a cluster exclude each other; a cluster needs the
+    /// trader prefix; `Block` overflow and `replica_wait` have timeouts above
+    /// zero, the latter below `response_timeout`; `idle_poll` is at most 1 s.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        let clustered = !self.cluster_nodes.is_empty();
+        let sentinel = !self.sentinels.is_empty();
+
+        // --- connection ---
+        if let Some(allowed) = host_problem(&self.host) {
+            p.push("host", self.host.as_str(), allowed);
+        }
+        if self.port == 0 {
+            p.push("port", "0", PORT_ALLOWED);
+        }
+        if let (Some(user), None) = (&self.username, &self.password) {
+            p.push("username", user.as_str(), "a username only with a password");
+        }
+        if self.db < 0 {
+            p.push("db", self.db.to_string(), "a database number, 0 or more");
+        } else if clustered && self.db != 0 {
+            p.push("db", self.db.to_string(), "0 in cluster mode (a cluster has only db 0)");
+        }
+        let tls_files = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+        if tls_files && !self.tls {
+            p.push("tls", "false", "true when tls_ca, tls_cert or tls_key is set");
+        }
+        #[cfg(not(feature = "tls"))]
+        if self.tls {
+            p.push("tls", "true", "false: tradecache was built without its `tls` feature");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), None) => {
+                p.push("tls_key", "", format!("a key file to go with tls_cert {}", cert.display()))
+            }
+            (None, Some(key)) => {
+                p.push("tls_cert", "", format!("a certificate file to go with tls_key {}", key.display()))
+            }
+            _ => {}
+        }
+        for (field, nodes) in [("sentinels", &self.sentinels), ("cluster_nodes", &self.cluster_nodes)] {
+            for node in nodes {
+                if let Some(allowed) = host_problem(&node.host) {
+                    p.push(field, node.to_string(), allowed);
+                } else if node.port == 0 {
+                    p.push(field, node.to_string(), PORT_ALLOWED);
+                }
+            }
+        }
+        match &self.sentinel_master {
+            None if sentinel => p.push("sentinel_master", "", "the name of the master the sentinels monitor"),
+            Some(m) if !sentinel => {
+                p.push("sentinels", "", format!("at least one sentinel, since sentinel_master is {m:?}"))
+            }
+            Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                p.push("sentinel_master", m.as_str(), "a master name, not empty, without whitespace")
+            }
+            _ => {}
+        }
+        if sentinel && clustered {
+            p.push(
+                "cluster_nodes",
+                format!("{} node(s)", self.cluster_nodes.len()),
+                "either sentinels or cluster_nodes, not both",
+            );
+        }
+        if clustered && !self.use_trader_prefix {
+            p.push(
+                "use_trader_prefix",
+                "false",
+                "true in cluster mode (the trader key is the hash tag that keeps a batch in one slot)",
+            );
+        }
+        for (field, d) in
+            [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)]
+        {
+            if d.is_zero() {
+                p.push(field, "0s", "a timeout above zero");
+            }
+        }
+        if self.connect_attempts == 0 {
+            p.push("connect_attempts", "0", "1 or more");
+        }
+        for (field, min, max) in [
+            ("open_backoff", self.open_backoff_min, self.open_backoff_max),
+            ("reconnect_backoff", self.reconnect_backoff_min, self.reconnect_backoff_max),
+        ] {
+            if min > max {
+                p.push(field, format!("min {min:?}, max {max:?}"), "a minimum no greater than the maximum");
+            }
+            if min < Duration::from_millis(1) {
+                // A zero minimum retries a failing server in a busy loop.
+                p.push(field, format!("min {min:?}"), "a minimum of at least 1ms");
+            }
+        }
+
+        // --- keys and values ---
+        let mut check_id = |field: &str, id: &str| {
+            if let Err(e) = ident::validate(id) {
+                p.push(field, id, id_allowed(&e));
+            }
+        };
+        check_id("trader_id", &self.trader_id);
+        check_id("writer_id", &self.writer_id);
+        if let Some(instance) = &self.instance_id {
+            check_id("instance_id", instance);
+            // `clear` tells this trader's keys from its instances' by the
+            // first part after the prefix (`Keys::owns`).
+            if RESERVED_INSTANCE_IDS.contains(&instance.as_str()) {
+                p.push(
+                    "instance_id",
+                    instance.as_str(),
+                    format!("an id other than {}", RESERVED_INSTANCE_IDS.join(", ")),
+                );
+            }
+        }
+        if self.use_instance_id {
+            if self.instance_id.is_none() {
+                p.push("instance_id", "", "an instance id, since use_instance_id is true");
+            }
+            if !self.use_trader_prefix {
+                p.push(
+                    "use_instance_id",
+                    "true",
+                    "false when use_trader_prefix is false (the instance id is part of the trader prefix)",
+                );
+            }
+        }
+        if self.flush_on_start && !self.use_trader_prefix {
+            p.push(
+                "flush_on_start",
+                "true",
+                "false when use_trader_prefix is false: without a prefix this cache's keys cannot be told \
+                 from other applications' (it would delete theirs)",
+            );
+        }
+        if self.timestamps_as_iso8601 && self.encoding != Encoding::Json {
+            p.push(
+                "timestamps_as_iso8601",
+                "true",
+                "false unless encoding is Encoding::Json (msgpack stores nanoseconds)",
+            );
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > REDIS_MAX_VALUE_BYTES {
+            p.push(
+                "max_value_bytes",
+                self.max_value_bytes.to_string(),
+                "from 1 to 536870912 bytes (Redis's limit)",
+            );
+        }
+
+        // --- pipeline, recovery, buffers ---
+        for (field, n) in [
+            ("channel_capacity", self.channel_capacity),
+            ("max_batch", self.max_batch),
+            ("max_pending_events", self.max_pending_events),
+            ("max_pending_snapshots", self.max_pending_snapshots),
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("load_chunk", self.load_chunk),
+            ("tick_capacity", self.tick_capacity),
+            ("bar_capacity", self.bar_capacity),
+            ("purge_batch", self.purge_batch),
+            ("stream_max_len", self.stream_max_len),
+            ("max_account_events", self.max_account_events.unwrap_or(1)),
+        ] {
+            if n == 0 {
+                p.push(field, "0", "1 or more");
+            }
+        }
+        for (field, d, min, allowed) in [
+            ("retain_closed_for", self.retain_closed_for, Duration::from_secs(1), "None, or at least 1s"),
+            (
+                "heartbeat_interval",
+                self.heartbeat_interval,
+                Duration::from_millis(1),
+                "None, or at least 1ms",
+            ),
+            ("stream_max_age", self.stream_max_age, Duration::from_millis(1), "None, or at least 1ms"),
+        ] {
+            if let Some(d) = d.filter(|d| *d < min) {
+                p.push(field, format!("Some({d:?})"), allowed);
+            }
+        }
+        if self.idle_poll > MAX_IDLE_POLL {
+            // The flusher sleeps this long between looks at the channel.
+            p.push("idle_poll", format!("{:?}", self.idle_poll), "at most 1s (100µs by default)");
+        }
+        if let OverflowPolicy::Block { timeout } = self.overflow {
+            if timeout.is_zero() {
+                p.push(
+                    "overflow",
+                    "Block { timeout: 0s }",
+                    "a block timeout above zero (or OverflowPolicy::Reject)",
+                );
+            }
+        }
+        if let Some((replicas, timeout)) = self.replica_wait {
+            let value = format!("Some(({replicas}, {timeout:?}))");
+            if replicas == 0 {
+                p.push("replica_wait", value.as_str(), "1 or more replicas, or None");
+            }
+            if timeout.is_zero() {
+                p.push("replica_wait", value.as_str(), "a timeout above zero (WAIT with 0 blocks forever)");
+            } else if timeout >= self.response_timeout {
+                p.push(
+                    "replica_wait",
+                    value,
+                    format!(
+                        "a timeout below response_timeout ({:?}), or the reply to WAIT times out",
+                        self.response_timeout
+                    ),
+                );
+            }
+        }
+        p.finish(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::*;
+
+    // --- validation: one test per rule ---
+
+    #[test]
+    fn host_rules() {
+        for good in ["localhost", "redis-1.internal", "10.0.0.1", "::1", "fe80::1", "my_host"] {
+            Config::builder().host(good).validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["", "a b", "a/b", "u@h", "h:6379", "[::1]", "999.1.1.1", "a\tb", "-x", "h?x"] {
+            let e = Config::builder().host(bad).validate().expect_err(bad);
+            assert_eq!(fields(&e), vec!["host"], "{bad:?}");
+            assert_eq!(e.problems[0].value, bad);
+        }
+    }
+
+    #[test]
+    fn port_zero() {
+        assert_only(Config::builder().port(0), "port");
+    }
+
+    #[test]
+    fn username_without_password() {
+        assert_only(Config::builder().username("u"), "username");
+        Config::builder().username("u").password("p").validate().unwrap();
+        Config::builder().password("p").validate().unwrap();
+    }
+
+    #[test]
+    fn zero_timeouts() {
+        assert_only(Config::builder().connect_timeout(Duration::ZERO), "connect_timeout");
+        assert_only(Config::builder().response_timeout(Duration::ZERO), "response_timeout");
+    }
+
+    #[test]
+    fn zero_connect_attempts() {
+        assert_only(Config::builder().connect_attempts(0), "connect_attempts");
+    }
+
+    #[test]
+    fn negative_db() {
+        assert_only(Config::builder().db(-1), "db");
+    }
+
+    #[test]
+    fn bad_ids() {
+        for bad in ["", "a:b", "a{b", "a}b", "a b", "a\u{1}b"] {
+            assert_only(Config::builder().trader_id(bad), "trader_id");
+            assert_only(Config::builder().writer_id(bad), "writer_id");
+            assert_only(Config::builder().instance_id(bad), "instance_id");
+        }
+    }
+
+    #[test]
+    fn use_instance_id_rules() {
+        assert_only(Config::builder().use_instance_id(true), "instance_id");
+        Config::builder().use_instance_id(true).instance_id("I1").validate().unwrap();
+        assert_only(
+            Config::builder().instance_id("I1").use_instance_id(true).use_trader_prefix(false),
+            "use_instance_id",
+        );
+    }
+
+    #[test]
+    fn zero_sizes() {
+        assert_only(Config::builder().channel_capacity(0), "channel_capacity");
+        assert_only(Config::builder().max_batch(0), "max_batch");
+        assert_only(Config::builder().max_pending_events(0), "max_pending_events");
+        assert_only(Config::builder().load_chunk(0), "load_chunk");
+        assert_only(Config::builder().tick_capacity(0), "tick_capacity");
+        assert_only(Config::builder().bar_capacity(0), "bar_capacity");
+        assert_only(Config::builder().purge_batch(0), "purge_batch");
+        assert_only(Config::builder().stream_max_len(0), "stream_max_len");
+        assert_only(Config::builder().max_account_events(Some(0)), "max_account_events");
+        assert_only(
+            Config::builder().retain_closed_for(Some(Duration::from_millis(999))),
+            "retain_closed_for",
+        );
+        assert_only(Config::builder().heartbeat_interval(Some(Duration::ZERO)), "heartbeat_interval");
+        assert_only(Config::builder().stream_max_age(Some(Duration::ZERO)), "stream_max_age");
+        assert_only(Config::builder().max_value_bytes(0), "max_value_bytes");
+        assert_only(Config::builder().max_value_bytes(REDIS_MAX_VALUE_BYTES + 1), "max_value_bytes");
+    }
+
+    #[test]
+    fn idle_poll_at_most_a_second() {
+        assert!(Config::builder().idle_poll(Duration::from_secs(1)).validate().is_ok());
+        assert_only(Config::builder().idle_poll(Duration::from_millis(1_001)), "idle_poll");
+        assert_only(Config::builder().idle_poll(Duration::MAX), "idle_poll");
+    }
+
+    #[test]
+    fn backoff_min_above_max() {
+        let s = Duration::from_secs;
+        assert_only(Config::builder().open_backoff(s(2), s(1)), "open_backoff");
+        assert_only(Config::builder().reconnect_backoff(s(2), s(1)), "reconnect_backoff");
+        Config::builder().open_backoff(s(1), s(1)).validate().unwrap();
+    }
+
+    #[test]
+    fn tls_rules() {
+        assert_only(Config::builder().tls_ca("/ca.pem"), "tls");
+        assert_only(Config::builder().tls_cert("/c").tls_key("/k"), "tls");
+        let e = Config::builder().tls(true).tls_cert("/c").validate().unwrap_err();
+        assert!(e.mentions("tls_key"), "{e}");
+        let e = Config::builder().tls(true).tls_key("/k").validate().unwrap_err();
+        assert!(e.mentions("tls_cert"), "{e}");
+        #[cfg(feature = "tls")]
+        Config::builder().tls(true).tls_cert("/c").tls_key("/k").validate().unwrap();
+        #[cfg(not(feature = "tls"))]
+        assert_only(Config::builder().tls(true), "tls");
+    }
+
+    #[test]
+    fn sentinel_and_cluster_rules() {
+        assert_only(Config::builder().sentinels([("s1", 26379)]), "sentinel_master");
+        assert_only(Config::builder().sentinel_master("m"), "sentinels");
+        Config::builder().sentinels([("s1", 26379)]).sentinel_master("m").validate().unwrap();
+        let both =
+            Config::builder().sentinels([("s1", 26379)]).sentinel_master("m").cluster_nodes([("n1", 7000)]);
+        assert_only(both, "cluster_nodes");
+        assert_only(Config::builder().sentinels([("s 1", 26379)]).sentinel_master("m"), "sentinels");
+        assert_only(Config::builder().cluster_nodes([("n1", 0)]), "cluster_nodes");
+        assert_only(Config::builder().cluster_nodes([("n1", 7000)]).db(1), "db");
+        assert_only(
+            Config::builder().cluster_nodes([("n1", 7000)]).use_trader_prefix(false),
+            "use_trader_prefix",
+        );
+        Config::builder().cluster_nodes([("n1", 7000)]).validate().unwrap();
+    }
+
+    #[test]
+    fn block_with_zero_timeout() {
+        assert_only(
+            Config::builder().overflow(OverflowPolicy::Block { timeout: Duration::ZERO }),
+            "overflow",
+        );
+    }
+
+    /// Issue 10: settings that made the flusher spin, or `flush_on_start`
+    /// reach other applications' keys, are refused.
+    #[test]
+    fn trust_rules() {
+        assert_only(
+            Config::builder().reconnect_backoff(Duration::ZERO, Duration::from_millis(10)),
+            "reconnect_backoff",
+        );
+        assert_only(
+            Config::builder().open_backoff(Duration::ZERO, Duration::from_millis(10)),
+            "open_backoff",
+        );
+        Config::builder()
+            .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .validate()
+            .unwrap();
+        assert_only(Config::builder().use_trader_prefix(false).flush_on_start(true), "flush_on_start");
+        Config::builder().use_trader_prefix(false).validate().unwrap();
+        for reserved in ["index", "writer", "stream", "heartbeat", "orders", "positions"] {
+            assert_only(Config::builder().instance_id(reserved), "instance_id");
+        }
+        Config::builder().instance_id("I1").use_instance_id(true).validate().unwrap();
+        assert_only(Config::builder().max_pending_snapshots(0), "max_pending_snapshots");
+        assert_only(Config::builder().max_batch_bytes(0), "max_batch_bytes");
+    }
+
+    #[test]
+    fn replica_wait_rules() {
+        let ms = Duration::from_millis;
+        Config::builder().replica_wait(Some((1, ms(100)))).validate().unwrap();
+        assert_only(Config::builder().replica_wait(Some((0, ms(100)))), "replica_wait");
+        assert_only(Config::builder().replica_wait(Some((1, ms(0)))), "replica_wait");
+        assert_only(Config::builder().replica_wait(Some((1, ms(2000)))), "replica_wait");
+    }
+
+    #[test]
+    fn iso8601_needs_json() {
+        assert_only(Config::builder().timestamps_as_iso8601(true), "timestamps_as_iso8601");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let e = Config::builder()
+            .host("")
+            .port(0)
+            .username("u")
+            .connect_attempts(0)
+            .trader_id("a:b")
+            .channel_capacity(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            vec!["host", "port", "username", "connect_attempts", "trader_id", "channel_capacity"]
+        );
+        let text = e.to_string();
+        assert!(text.contains("port = \"0\""), "{text}");
+        assert!(text.contains("trader_id = \"a:b\""), "{text}");
+    }
+}
