@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests: test entity types and a
 //! config pointed at a private server with small, fast bounds.
-// Each test binary uses a subset of these helpers.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,13 +2,10 @@
 //! path unblocked, surface the problem in `health()`, lose and duplicate
 //! nothing, and resume by itself once the server recovers.
 
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::RedisServer;
+use crate::harness::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, ErrorClass};
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

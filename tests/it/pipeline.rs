@@ -1,13 +1,10 @@
 //! The write-behind pipeline against a real redis-server: round trips,
 //! ordering, `wait`/`flush`, and a clean close.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::*;
-use support::RedisServer;
+use crate::harness::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, ErrorKind, OverflowPolicy, Seq};
 
 #[test]

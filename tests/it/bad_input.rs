@@ -3,15 +3,12 @@
 //! dropped-write record or a load-report entry: never a panic, never a
 //! silent loss.
 
-mod common;
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::RedisServer;
+use crate::harness::*;
 use serde::{Deserialize, Serialize};
-use support::RedisServer;
 use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
 use tradecache::{Cache, Config, Entity, Error, ErrorClass, ErrorKind, Event, IdError, PushError};
 

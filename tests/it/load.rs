@@ -1,12 +1,9 @@
 //! `load()` of the reference model, and bad data in Redis reported by key.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::*;
-use support::RedisServer;
+use crate::harness::RedisServer;
+use crate::harness::*;
 use tradecache::model::{Account, Instrument, OrderEvent, OrderEventKind, Position, UnixNanos};
 use tradecache::{Cache, Ident};
 

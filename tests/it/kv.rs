@@ -4,18 +4,15 @@
 //! miss with Redis down, single flight, outages, bad input and corrupt
 //! values, and the deployment modes (ACL, TLS, Sentinel, Cluster).
 
-mod common;
-mod support;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use crate::harness::topology::{acl_setuser, connect, wait_until, Cluster, SentinelSetup, TOPOLOGY_TIMEOUT};
+use crate::harness::RedisServer;
 use serde::{Deserialize, Serialize};
-use support::topology::{acl_setuser, connect, wait_until, Cluster, SentinelSetup, TOPOLOGY_TIMEOUT};
-use support::RedisServer;
 use tradecache::kv::{self, BreakerState, Kv, KvConfig, Ttl};
 use tradecache::model::{Currency, Money, Price, Quantity, UnixNanos};
 use tradecache::{Encoding, Error, ErrorKind};
@@ -48,7 +45,7 @@ struct Portfolio {
 
 /// A kv config for the private server on `port`, with test-sized bounds.
 fn kv_config(port: u16, prefix: &str) -> KvConfig {
-    KvConfig::builder().redis(common::config(port, "KV")).key_prefix(prefix)
+    KvConfig::builder().redis(crate::harness::config(port, "KV")).key_prefix(prefix)
 }
 
 fn open(port: u16, prefix: &str) -> Kv {
@@ -222,7 +219,7 @@ fn compression_round_trips_at_the_threshold_plus_minus_one_byte() {
     // JSON (debug preset) values carry their own header.
     let json = Kv::open(
         KvConfig::debug()
-            .redis(common::config(server.port(), "KV").encoding(Encoding::Json))
+            .redis(crate::harness::config(server.port(), "KV").encoding(Encoding::Json))
             .key_prefix("t5"),
     )
     .unwrap();
@@ -505,7 +502,8 @@ impl Serialize for Unencodable {
 fn bad_input_is_refused_or_reported_and_corrupt_values_are_counted_misses() {
     let server = RedisServer::start();
     let kv = Kv::open(
-        kv_config(server.port(), "t13").redis(common::config(server.port(), "KV").max_value_bytes(1000)),
+        kv_config(server.port(), "t13")
+            .redis(crate::harness::config(server.port(), "KV").max_value_bytes(1000)),
     )
     .unwrap();
     for (ns, key) in
@@ -782,7 +780,7 @@ fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
     log::set_max_level(log::LevelFilter::Trace);
     let server = RedisServer::start();
     acl_setuser(server.port(), "kv", KV_ACL);
-    let redis_cfg = common::config(server.port(), "KV").username("kv").password("kv-secret-1");
+    let redis_cfg = crate::harness::config(server.port(), "KV").username("kv").password("kv-secret-1");
     let cfg = KvConfig::builder().redis(redis_cfg.clone()).near_capacity(100);
     let kv = Kv::open(cfg.clone()).unwrap();
     wait_until(
@@ -844,10 +842,10 @@ fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
 #[cfg(feature = "tls")]
 #[test]
 fn tls_round_trip() {
-    use support::topology::{Certs, TlsServer};
+    use crate::harness::topology::{Certs, TlsServer};
     let certs = Certs::generate();
     let server = TlsServer::start(&certs, true);
-    let redis_cfg = common::config(server.tls_port, "KV")
+    let redis_cfg = crate::harness::config(server.tls_port, "KV")
         .tls(true)
         .tls_ca(certs.ca())
         .tls_cert(certs.client_cert())
@@ -866,7 +864,7 @@ fn tls_round_trip() {
     // Stored over TLS, visible on the plaintext port.
     assert!(raw_get(&mut server.server.client(), "cache:portfolio:P-1").is_some());
     // Without a client certificate the server refuses: a TLS error at open.
-    let no_cert = common::config(server.tls_port, "KV").tls(true).tls_ca(certs.ca());
+    let no_cert = crate::harness::config(server.tls_port, "KV").tls(true).tls_ca(certs.ca());
     let e = Kv::open(KvConfig::builder().redis(no_cert)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
 }
@@ -875,7 +873,8 @@ fn tls_round_trip() {
 fn sentinel_finds_the_master_and_follows_a_failover() {
     let mut setup = SentinelSetup::start(1);
     let old = setup.servers[0].port();
-    let redis_cfg = common::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
+    let redis_cfg =
+        crate::harness::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
     let kv = Kv::open(KvConfig::builder().redis(redis_cfg).near_capacity(100)).unwrap();
     kv.set("market_data", "AAPL:quote", &quote(1), Ttl::Policy).unwrap();
     kv.flush(LONG).unwrap();
@@ -895,7 +894,8 @@ fn sentinel_finds_the_master_and_follows_a_failover() {
         },
         || format!("{:?}\n{}", kv.health(), setup.describe()),
     );
-    let reader_cfg = common::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
+    let reader_cfg =
+        crate::harness::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
     let reader = Kv::open(KvConfig::builder().redis(reader_cfg)).unwrap();
     assert_eq!(reader.get::<Quote>("market_data", "MSFT:quote").unwrap(), Some(quote(2)));
     assert_eq!(
@@ -908,7 +908,7 @@ fn sentinel_finds_the_master_and_follows_a_failover() {
 #[test]
 fn cluster_spreads_keys_over_masters_and_clear_namespace_reaches_every_one() {
     let cluster = Cluster::start(3);
-    let redis_cfg = common::config(1, "KV").cluster_nodes(cluster.seeds());
+    let redis_cfg = crate::harness::config(1, "KV").cluster_nodes(cluster.seeds());
     let kv = Kv::open(KvConfig::builder().redis(redis_cfg.clone()).max_batch_size(16)).unwrap();
     let names: Vec<String> = (0..300).map(|i| format!("S{i}:quote")).collect();
     for (i, n) in names.iter().enumerate() {

@@ -473,11 +473,6 @@ impl SentinelSetup {
         self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port())).collect::<Vec<_>>().join(",")
     }
 
-    /// The data server listening on `port`.
-    pub fn server(&self, port: u16) -> &RedisServer {
-        self.servers.iter().find(|s| s.port() == port).unwrap_or_else(|| panic!("no server on port {port}"))
-    }
-
     /// The data server listening on `port`, mutably (to kill it).
     pub fn server_mut(&mut self, port: u16) -> &mut RedisServer {
         self.servers
@@ -624,11 +619,6 @@ impl Cluster {
     /// The same, as `REDIS_CLUSTER` wants it.
     pub fn seed_list(&self) -> String {
         self.nodes.iter().map(RedisServer::addr).collect::<Vec<_>>().join(",")
-    }
-
-    /// The node listening on `port`.
-    pub fn node(&self, port: u16) -> &RedisServer {
-        self.nodes.iter().find(|s| s.port() == port).unwrap_or_else(|| panic!("no node on port {port}"))
     }
 
     /// `CLUSTER KEYSLOT key`.

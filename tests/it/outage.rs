@@ -4,9 +4,7 @@
 //! each value back and counts it. Nothing accepted is lost, nothing is
 //! dropped silently.
 
-mod support;
-
-use support::outage::{run_outage, OutageParams};
+use crate::harness::outage::{run_outage, OutageParams};
 
 #[test]
 fn memory_stays_bounded_through_an_outage() {

@@ -2,14 +2,11 @@
 //! tradecache needs is enough; passwords never reach a log line, an error or
 //! `Debug` output.
 
-mod common;
-mod support;
-
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
-use support::RedisServer;
+use crate::harness::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, ErrorKind};
 
 /// The minimal ACL rule documented in the README.

@@ -2,16 +2,13 @@
 //! consumers on connections (and in processes) of their own, and the
 //! heartbeat (`heartbeat_interval`).
 
-mod common;
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::{Proxy, RedisServer};
+use crate::harness::*;
+use crate::harness::{Proxy, RedisServer};
 use tradecache::{Cache, OverflowPolicy};
 
 const STREAM: &str = "trader-T1:stream:counters";
@@ -107,7 +104,7 @@ fn kill_clients(con: &mut redis::Connection) {
 
 /// `redis-cli` (installed with redis-server), a consumer in another process.
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let cli = support::redis_server_path().with_file_name("redis-cli");
+    let cli = crate::harness::redis_server_path().with_file_name("redis-cli");
     let out = std::process::Command::new(&cli)
         .arg("-p")
         .arg(port.to_string())
@@ -149,7 +146,7 @@ fn consumers_see_every_acknowledged_event_once_in_order_across_reconnects() {
     // The logs hold the same events.
     let mut a = ticks.iter().copied().filter(|n| n % 2 == 0).collect::<Vec<_>>();
     a.sort_unstable();
-    assert_eq!(common::ticks(&mut admin, "T1", "A"), a);
+    assert_eq!(crate::harness::ticks(&mut admin, "T1", "A"), a);
     // And another process reads the same stream.
     assert_eq!(redis_cli(server.port(), &["XLEN", STREAM]).trim(), N.to_string());
     let first = redis_cli(server.port(), &["XRANGE", STREAM, "-", "+", "COUNT", "1"]);
@@ -187,7 +184,7 @@ fn a_replayed_or_in_doubt_batch_publishes_once() {
     let reader = consumer(server.port(), 600);
     let got: Vec<u64> = reader.join().unwrap().into_iter().map(|(_, n)| n).collect();
     matrix_row("publish_events: batch cut before EXEC, then EXEC reply lost (proxy)", "stream", &got, 600);
-    assert_exactly_once(&common::ticks(&mut server.client(), "T1", "A"), 600);
+    assert_exactly_once(&crate::harness::ticks(&mut server.client(), "T1", "A"), 600);
 }
 
 #[test]

@@ -586,7 +586,7 @@ fn model_state() {
 /// Every variable `Config::from_vars` reads, from `.env.example` (a unit
 /// test keeps that file complete).
 fn env_names() -> Vec<&'static str> {
-    include_str!("../.env.example")
+    include_str!("../../.env.example")
         .lines()
         .filter_map(|l| l.strip_prefix("# ")?.split_once('=').map(|(name, _)| name))
         .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))

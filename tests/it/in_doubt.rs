@@ -1,13 +1,10 @@
 //! Batches whose `EXEC` reply is lost, or that are cut mid-transaction:
 //! the commit marker decides, and each event lands exactly once.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::*;
-use support::{Proxy, RedisServer};
+use crate::harness::*;
+use crate::harness::{Proxy, RedisServer};
 use tradecache::{Cache, OverflowPolicy};
 
 fn through(proxy: &Proxy) -> tradecache::Config {

@@ -6,16 +6,13 @@
 //! server takes, an outage's backlog split into batches, and consistent
 //! loads.
 
-mod common;
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::{Proxy, RedisServer};
+use crate::harness::*;
+use crate::harness::{Proxy, RedisServer};
 use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
 use tradecache::{Cache, Config, Entity, Error, ErrorClass, ErrorKind, OverflowPolicy};
 
