@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::RedisServer;
 use crate::harness::*;
 use tradecache::{Cache, OverflowPolicy};
 

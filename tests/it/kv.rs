@@ -4,14 +4,13 @@
 //! miss with Redis down, single flight, outages, bad input and corrupt
 //! values, and the deployment modes (ACL, TLS, Sentinel, Cluster).
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
 use crate::harness::topology::{acl_setuser, connect, wait_until, Cluster, SentinelSetup, TOPOLOGY_TIMEOUT};
-use crate::harness::RedisServer;
+use crate::harness::{capture_logs, keys, logged, raw_get, RedisServer};
 use serde::{Deserialize, Serialize};
 use tradecache::kv::{self, BreakerState, Kv, KvConfig, Ttl};
 use tradecache::model::{Currency, Money, Price, Quantity, UnixNanos};
@@ -52,16 +51,8 @@ fn open(port: u16, prefix: &str) -> Kv {
     Kv::open(kv_config(port, prefix)).expect("open kv")
 }
 
-fn raw_get(con: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {
-    redis::cmd("GET").arg(key).query(con).expect("GET")
-}
-
 fn pttl(con: &mut redis::Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(con).expect("PTTL")
-}
-
-fn keys(con: &mut redis::Connection, pattern: &str) -> HashSet<String> {
-    redis::cmd("KEYS").arg(pattern).query::<Vec<String>>(con).expect("KEYS").into_iter().collect()
 }
 
 #[test]
@@ -759,25 +750,12 @@ fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
 
 // --- deployment modes ---------------------------------------------------
 
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-struct Capture;
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOG.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
 /// The ACL rule the kv layer needs, as the README documents it.
 const KV_ACL: &str = "on >kv-secret-1 ~cache:* resetchannels &__redis__:invalidate -@all +get +mget +set +del +unlink +pexpire +persist +exists +scan +multi +exec +ping +subscribe +unsubscribe +client|id +client|info +client|tracking";
 
 #[test]
 fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Trace);
+    capture_logs();
     let server = RedisServer::start();
     acl_setuser(server.port(), "kv", KV_ACL);
     let redis_cfg = crate::harness::config(server.port(), "KV").username("kv").password("kv-secret-1");
@@ -812,7 +790,7 @@ fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
     let mut seen = format!("{err} {err:?} {cfg:?} {kv:?} {:?} {:?} {e}", kv.stats(), kv.health());
     kv.close(LONG).unwrap();
-    seen.push_str(&LOG.lock().unwrap().join("\n"));
+    seen.push_str(&logged().join("\n"));
     for secret in ["kv-secret-1", "kv-wrong-2"] {
         assert!(!seen.contains(secret), "{secret} leaked into:\n{seen}");
     }
@@ -820,8 +798,7 @@ fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
 
 #[test]
 fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Trace);
+    capture_logs();
     let server = RedisServer::start();
     let kv = Kv::open(kv_config(server.port(), "t17").slow_op_threshold(Duration::ZERO)).unwrap();
     kv.set("portfolio", "P-9", &9u32, Ttl::Policy).unwrap();
@@ -829,7 +806,7 @@ fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
     let reader = Kv::open(kv_config(server.port(), "t17").slow_op_threshold(Duration::ZERO)).unwrap();
     assert_eq!(reader.get::<u32>("portfolio", "P-9").unwrap(), Some(9));
     assert!(reader.stats().slow_ops >= 1, "{:?}", reader.stats());
-    let logged = LOG.lock().unwrap().join("\n");
+    let logged = logged().join("\n");
     assert!(logged.contains("slow get: portfolio:P-9 took"), "{logged}");
     // A frozen server: the read times out (response_timeout), a distinct kind.
     server.pause();
@@ -842,7 +819,7 @@ fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
 #[cfg(feature = "tls")]
 #[test]
 fn tls_round_trip() {
-    use crate::harness::topology::{Certs, TlsServer};
+    use crate::harness::tls::{Certs, TlsServer};
     let certs = Certs::generate();
     let server = TlsServer::start(&certs, true);
     let redis_cfg = crate::harness::config(server.tls_port, "KV")

@@ -8,7 +8,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::harness::{Proxy, RedisServer};
 use tradecache::{Cache, OverflowPolicy};
 
 const STREAM: &str = "trader-T1:stream:counters";
@@ -178,7 +177,9 @@ fn a_replayed_or_in_doubt_batch_publishes_once() {
     for n in 301..=600 {
         cache.append("A", &Tick { n }).unwrap();
     }
-    wait_until("the lost reply times out", || cache.stats().error_count("timeout") > timeouts);
+    wait_until("the lost reply times out", Duration::from_secs(20), || {
+        cache.stats().error_count("timeout") > timeouts
+    });
     proxy.drop_replies(false);
     cache.flush(Duration::from_secs(30)).unwrap();
     let reader = consumer(server.port(), 600);
@@ -238,14 +239,6 @@ fn heartbeat(con: &mut redis::Connection) -> Option<serde_json::Value> {
     raw.map(|r| serde_json::from_str(&r).unwrap())
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(ms(10));
-    }
-}
-
 #[test]
 fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     let server = RedisServer::start();
@@ -254,7 +247,7 @@ fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     let cfg = config(proxy.port(), "T1").heartbeat_interval(Some(ms(50)));
     let cache = Cache::open(cfg.clone()).unwrap();
     // Idle: written on its own, with a TTL of three intervals.
-    wait_until("the first heartbeat", || heartbeat(&mut con).is_some());
+    wait_until("the first heartbeat", Duration::from_secs(20), || heartbeat(&mut con).is_some());
     let hb = heartbeat(&mut con).unwrap();
     let marker: String = redis::cmd("GET").arg("trader-T1:writer:main").query(&mut con).unwrap();
     assert_eq!(hb["writer"], "main");
@@ -266,7 +259,7 @@ fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     let stop = Arc::new(AtomicBool::new(false));
     let cache = Arc::new(cache);
     let writer = tick_writer(cache.clone(), stop.clone());
-    wait_until("a heartbeat showing writes", || {
+    wait_until("a heartbeat showing writes", Duration::from_secs(20), || {
         heartbeat(&mut con).is_some_and(|hb| hb["acked_seq"].as_u64().unwrap() > 100)
     });
     stop.store(true, Ordering::SeqCst);
@@ -274,16 +267,18 @@ fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     cache.flush(Duration::from_secs(10)).unwrap();
     assert_exactly_once(&ticks(&mut con, "T1", "A"), written);
     let seq = cache.last_seq().get();
-    wait_until("a heartbeat with everything acknowledged", || {
+    wait_until("a heartbeat with everything acknowledged", Duration::from_secs(20), || {
         heartbeat(&mut con).is_some_and(|hb| hb["acked_seq"].as_u64() == Some(seq) && hb["backlog"] == 0)
     });
     // Redis unreachable (a partition): the key expires within its TTL.
     proxy.half_open(true);
-    wait_until("the heartbeat expires", || heartbeat(&mut con).is_none());
+    wait_until("the heartbeat expires", Duration::from_secs(20), || heartbeat(&mut con).is_none());
     proxy.half_open(false);
-    wait_until("the heartbeat is back", || heartbeat(&mut con).is_some());
+    wait_until("the heartbeat is back", Duration::from_secs(20), || heartbeat(&mut con).is_some());
     // The engine stops: it expires.
     let cache = Arc::try_unwrap(cache).ok().unwrap();
     cache.close(Duration::from_secs(10)).unwrap();
-    wait_until("the heartbeat expires after close", || heartbeat(&mut con).is_none());
+    wait_until("the heartbeat expires after close", Duration::from_secs(20), || {
+        heartbeat(&mut con).is_none()
+    });
 }

@@ -10,13 +10,17 @@ mod harness;
 
 mod acl;
 mod bad_input;
+mod clear;
 // Runs the `tradecache` binary (`CARGO_BIN_EXE_tradecache`), which is only
 // built with the feature.
 #[cfg(feature = "cli")]
 mod cli;
+mod close;
 mod cluster;
 mod crash;
 mod faults;
+mod fencing;
+mod flush_on_start;
 mod fuzz;
 mod harness_smoke;
 mod in_doubt;
@@ -34,4 +38,3 @@ mod retention;
 mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
-mod trust;

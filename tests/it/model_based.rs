@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 use tradecache::model::UnixNanos;
 use tradecache::{Cache, Entity, Event, OverflowPolicy};
 
-use crate::harness::RedisServer;
 use crate::harness::*;
 
 const TRADER: &str = "M";

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::harness::RedisServer;
 use crate::harness::*;
 use tradecache::{Cache, ErrorKind, OverflowPolicy, PushError};
 

@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::RedisServer;
 use crate::harness::*;
 use tradecache::model::{
     Currency, Fill, LiquiditySide, Money, Order, OrderEvent, OrderEventKind, OrderStatus, Price, Quantity,

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::harness::RedisServer;
 use crate::harness::*;
 use tradecache::model::{
     Account, AccountEvent, Order, OrderEvent, OrderEventKind, OrderSide, OrderStatus, Position, Price,

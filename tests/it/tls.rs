@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::harness::topology::{Certs, TlsServer};
+use crate::harness::tls::{Certs, TlsServer};
 use crate::harness::*;
 use tradecache::model::Position;
 use tradecache::{Cache, Config, Error, ErrorKind, Ident};

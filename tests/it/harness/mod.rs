@@ -14,17 +14,20 @@
 //! Nothing here ever touches a Redis it did not start (in particular not the
 //! one a developer may run on 6379), and nothing listens beyond loopback.
 //!
-//! Everything the integration tests share lives here, compiled once into the
-//! one test binary (`tests/it/main.rs`): [`server`] (private redis-servers),
-//! [`proxy`] (fault injection on the wire), [`topology`] (TLS, Sentinel,
-//! Cluster), [`outage`] (the outage scenario the `outage` test and the load
-//! bench share) and [`fixtures`] (test entities, configs, readers and
+//! Everything the integration tests share lives here, compiled once into
+//! the one test binary (`tests/it/main.rs`): [`server`] (private
+//! redis-servers), [`proxy`] (fault injection on the wire), [`topology`]
+//! (Sentinel, Cluster), `tls` (certificates and a TLS server; feature
+//! `tls`), [`outage`] (the outage scenario that the `outage` test and the
+//! load bench share) and [`fixtures`] (test entities, configs, readers and
 //! assertions). The benches include this module by path, too.
 
 pub mod fixtures;
 pub mod outage;
 pub mod proxy;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topology;
 
 pub use fixtures::*;
