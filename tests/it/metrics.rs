@@ -46,6 +46,9 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+// The allocator of the whole test binary (every module's tests), not only
+// of this module's: it only counts on a thread inside `allocations`, and
+// costs the others one thread-local read per allocation.
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
