@@ -9,6 +9,8 @@ CARGO ?= cargo
 # bounded on small (2-core) machines. Override: make test TEST_THREADS=4
 TEST_THREADS ?= 2
 FUZZ_SECONDS ?= 60
+# A test that measures its own process (nextest: the `heavy` group).
+ALONE := outage::memory_stays_bounded_through_an_outage
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
@@ -26,7 +28,10 @@ ifeq ($(HAVE_NEXTEST),yes)
 	$(CARGO) nextest run --all-features --no-fail-fast --test-threads $(TEST_THREADS)
 	$(CARGO) test --doc --all-features
 else
-	$(CARGO) test --all-features --no-fail-fast -- --test-threads $(TEST_THREADS)
+	@# Without nextest one process runs all the tests of tests/it: the test
+	@# that measures the process (its RSS through an outage) runs alone after.
+	$(CARGO) test --all-features --no-fail-fast -- --test-threads $(TEST_THREADS) --skip $(ALONE)
+	$(CARGO) test --all-features --test it -- --exact $(ALONE)
 endif
 
 lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are errors)
@@ -68,8 +73,8 @@ docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and do
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test
 
-fuzz: ensure-redis ## Long fuzz runs: tests/fuzz.rs (decoding, config, ids) and tests/model_based.rs (the write path against a model), FUZZ_SECONDS (default 60) each; not in CI
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test fuzz --test model_based -- --nocapture --test-threads $(TEST_THREADS)
+fuzz: ensure-redis ## Long fuzz runs: tests/it/fuzz.rs (decoding, config, ids) and tests/it/model_based.rs (the write path against a model), FUZZ_SECONDS (default 60) each; not in CI
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test it -- fuzz:: model_based:: --nocapture --test-threads $(TEST_THREADS)
 
 clean: ## Stop the demo redis and remove build output
 	@scripts/redis-down

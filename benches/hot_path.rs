@@ -5,8 +5,10 @@
 //! drained (flushed) between chunks, outside the timed region, so the
 //! channel never fills. Plus `Ident::new` on valid and invalid ids.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+// The integration tests' harness; a bench uses only part of it.
+#[path = "../tests/it/harness/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod harness;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use tradecache::{Cache, Config, Ident, OverflowPolicy};
 const CHUNK: u64 = 100_000;
 
 fn bench_put(c: &mut Criterion) {
-    let server = support::RedisServer::builder().appendfsync("everysec").start();
+    let server = harness::RedisServer::builder().appendfsync("everysec").start();
     let config = Config::builder()
         .host("127.0.0.1")
         .port(server.port())

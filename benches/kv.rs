@@ -10,8 +10,10 @@
 //! report gives the median of the repetitions and every run. Never touches
 //! a Redis on 6379.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+// The integration tests' harness; a bench uses only part of it.
+#[path = "../tests/it/harness/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod harness;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -305,7 +307,7 @@ fn concurrent_run(port: u16) -> Value {
     }));
     let stats = kv.stats();
     let conns: Arc<Vec<std::sync::Mutex<redis::Connection>>> =
-        Arc::new((0..THREADS).map(|_| std::sync::Mutex::new(support::topology::connect(port))).collect());
+        Arc::new((0..THREADS).map(|_| std::sync::Mutex::new(harness::topology::connect(port))).collect());
     let (plain_ops, plain) = run(Arc::new(move |t, i| {
         let mut c = conns[t].lock().expect("lock");
         let k = format!("bench:plain:{}", key(i));
@@ -328,7 +330,7 @@ fn concurrent_run(port: u16) -> Value {
 /// `get_or_compute` with Redis stopped (the breaker open after the first
 /// failure), next to the computation alone.
 fn compute_down_run() -> Value {
-    let mut server = support::RedisServer::builder().appendonly(false).start();
+    let mut server = harness::RedisServer::builder().appendonly(false).start();
     let kv = Kv::open(kv_config(server.port()).breaker_failures(1).breaker_open(Duration::from_secs(600)))
         .expect("open");
     server.stop();
@@ -501,7 +503,7 @@ fn table(r: &Value) -> String {
 fn main() {
     let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let started = Instant::now();
-    let server = support::RedisServer::builder()
+    let server = harness::RedisServer::builder()
         .appendfsync("everysec")
         .arg("auto-aof-rewrite-percentage", "0")
         .start();

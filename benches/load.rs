@@ -14,8 +14,10 @@
 //! the calling thread inside `put`, counted with `strace` and a counting
 //! allocator).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+// The integration tests' harness; a bench uses only part of it.
+#[path = "../tests/it/harness/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod harness;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -152,7 +154,7 @@ fn machine() -> Value {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let redis = std::process::Command::new(support::redis_server_path())
+    let redis = std::process::Command::new(harness::redis_server_path())
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -713,7 +715,7 @@ fn ack_interval(con: redis::Connection, rate: u64, secs: f64) -> Histogram<u64> 
     writer.join().expect("writer")
 }
 
-fn ack_latency(port: u16, server: &support::RedisServer, reps: usize) -> Value {
+fn ack_latency(port: u16, server: &harness::RedisServer, reps: usize) -> Value {
     let mut out = serde_json::Map::new();
     for (rate, secs) in [(10_000u64, 2.0f64), (100_000, 1.5)] {
         let mut runs = Vec::new();
@@ -1541,11 +1543,11 @@ fn table(r: &Value) -> String {
     s
 }
 
-/// Child: the outage scenario of `tests/outage.rs` (its own redis-server,
+/// Child: the outage scenario of `tests/it/outage.rs` (its own redis-server,
 /// killed for 10 s while 10,000 positions are updated as fast as possible
 /// and events are appended until the channel is full, then restarted).
 fn child_outage() -> Value {
-    let r = support::outage::run_outage(&support::outage::OutageParams::default());
+    let r = harness::outage::run_outage(&harness::outage::OutageParams::default());
     json!({
         "rss_mb_before": r.rss_mb_before, "rss_mb_peak": r.rss_mb_peak, "rss_mb_after": r.rss_mb_after,
         "outage_s": r.outage_secs, "recovery_s": r.recovery_secs, "rounds": r.rounds,
@@ -1593,7 +1595,7 @@ fn main() {
     // rewrite (a fork copying the whole dataset) never lands inside one
     // measurement and not the other: sections rewrite explicitly between
     // runs instead (`settle`).
-    let server = support::RedisServer::builder()
+    let server = harness::RedisServer::builder()
         .appendfsync("everysec")
         .arg("auto-aof-rewrite-percentage", "0")
         .start();

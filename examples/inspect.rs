@@ -11,13 +11,16 @@
 use std::collections::BTreeMap;
 
 use redis::{Commands, Value};
-use tradecache::Config;
+use tradecache::{ops, Config, Encoding};
 
-fn to_json(bytes: &[u8]) -> String {
-    let value: Result<serde_json::Value, String> = if bytes.first() == Some(&b'{') {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+/// A stored value as JSON, decoded by the crate's own decoder (as `load`
+/// reads it: reference collections into their types, others schemaless);
+/// `event` for an item of an event log.
+fn to_json(collection: &str, id: &str, bytes: &[u8], enc: Encoding, event: bool) -> String {
+    let value = if event {
+        ops::event_to_json(collection, bytes, enc).map(|(v, _)| v)
     } else {
-        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+        ops::entity_to_json(collection, id, bytes, enc)
     };
     match value {
         Ok(v) => v.to_string(),
@@ -27,6 +30,7 @@ fn to_json(bytes: &[u8]) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
+    let enc = ops::encoding(&config);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let prefix = config.trader_key();
     let url = config.redacted_url();
@@ -64,14 +68,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 match redis::cmd("TYPE").arg(k).query::<String>(&mut con)?.as_str() {
                     "string" => {
                         let v: Vec<u8> = redis::cmd("GET").arg(k).query(&mut con)?;
-                        println!("{k} = {}", to_json(&v));
+                        println!("{k} = {}", to_json(c, id, &v, enc, false));
                     }
                     "list" => {
                         let items: Vec<Vec<u8>> =
                             redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query(&mut con)?;
                         println!("{k} ({} items)", items.len());
                         for (i, v) in items.iter().enumerate() {
-                            println!("  [{i}] {}", to_json(v));
+                            println!("  [{i}] {}", to_json(c, id, v, enc, true));
                         }
                     }
                     "set" => {

@@ -368,3 +368,29 @@ pub fn fence(conn: &mut Conn, key: &str) -> Result<(u64, u64)> {
 pub fn redis_error(conn: &Conn, e: &redis::RedisError) -> Error {
     net::Failure::of(e, &conn.0.addr).into_error()
 }
+
+/// Decodes a stored value exactly as `load` does, with the crate's one
+/// decode rule: a first byte at `0x80` or above is MessagePack (nothing may
+/// follow the value), a longer value starting below is JSON, and a single
+/// byte is read in `enc`, the configured encoding, then in the other. For
+/// the fuzz tests and `examples/inspect.rs`, so that neither keeps a copy
+/// of the rule.
+///
+/// # Errors
+///
+/// A description of why `bytes` is not a `T` in either encoding.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> std::result::Result<T, String> {
+    decode(bytes, enc)
+}
+
+/// Encodes `value` as the flusher stores it in `enc` (MessagePack maps
+/// with field names, or JSON).
+///
+/// # Errors
+///
+/// A description of why `value` cannot be encoded.
+pub fn encode_value<T: Serialize>(value: &T, enc: Encoding) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    codec::encode(value, enc, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}

@@ -2,22 +2,10 @@
 //! path unblocked, surface the problem in `health()`, lose and duplicate
 //! nothing, and resume by itself once the server recovers.
 
-mod common;
-mod support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, ErrorClass};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(ms(10));
-    }
-}
 
 /// Writing goes on after the fault without the caller doing anything.
 fn assert_resumes(cache: &Cache) {
@@ -195,29 +183,6 @@ fn password_changed_at_run_time() {
     let got = ticks(&mut admin, "T1", "A");
     matrix_row("password changed at run time, then restored", &health_cell(&during), &got, 100);
     assert_resumes(&cache);
-}
-
-#[test]
-fn close_with_redis_down_is_bounded_and_reports_losses() {
-    let mut server = RedisServer::start();
-    let cache = Cache::open(config(server.port(), "T1")).unwrap();
-    server.kill();
-    for i in 1..=50 {
-        cache.append("A", &Tick { n: i }).unwrap();
-    }
-    let start = Instant::now();
-    let err = cache.close(ms(300)).unwrap_err();
-    let took = start.elapsed();
-    match err {
-        tradecache::Error::Unpersisted(report) => assert_eq!(report.unpersisted, 50),
-        other => panic!("unexpected {other}"),
-    }
-    // Behaviour, not speed: close honours its bound (timeout + slack).
-    assert!(took < Duration::from_secs(3), "close took {took:?}");
-    eprintln!(
-        "FAULT-MATRIX | Redis killed and never back; close(300 ms) | connected=false last_error=io | \
-         50 of 50 unpersisted, reported by close as Error::Unpersisted | duplicates 0"
-    );
 }
 
 #[test]
@@ -418,71 +383,4 @@ fn redis_gone_after_open_then_back() {
     matrix_row("Redis stopped after open (SIGTERM), restarted later", &health_cell(&during), &got, 300);
     assert!(cache.health().is_healthy(), "{:?}", cache.health());
     assert_resumes(&cache);
-}
-
-/// `Drop` is bounded by `close_timeout` (plus slack) with Redis down or
-/// stalled, and never hangs.
-#[test]
-fn drop_with_redis_down_or_stalled_is_bounded() {
-    let mut down = RedisServer::start();
-    let stalled = RedisServer::start();
-    for (what, port) in [("down", down.port()), ("stalled", stalled.port())] {
-        let cache = Cache::open(config(port, "T1").close_timeout(ms(300))).unwrap();
-        cache.append("A", &Tick { n: 1 }).unwrap();
-        cache.flush(Duration::from_secs(5)).unwrap();
-        if what == "down" {
-            down.kill();
-        } else {
-            stalled.pause();
-        }
-        for i in 2..=50 {
-            cache.append("A", &Tick { n: i }).unwrap();
-        }
-        let start = Instant::now();
-        drop(cache);
-        let took = start.elapsed();
-        // Behaviour, not speed: 300 ms close_timeout, plus at most one
-        // response timeout (1 s) for a read already under way, plus slack.
-        assert!(took < Duration::from_secs(5), "Drop with Redis {what} took {took:?}");
-    }
-    stalled.resume();
-}
-
-/// Redis down and the channel full (the flusher holds `max_pending_events`
-/// and no longer drains): `close` still stops the flusher within its
-/// timeout, counts every accepted write as unpersisted, and nothing is
-/// written behind the caller's back once Redis returns.
-#[test]
-fn close_with_channel_full_and_redis_down_stops_the_flusher() {
-    let mut server = RedisServer::start();
-    let cache = Cache::open(config(server.port(), "T1").channel_capacity(16).max_pending_events(16)).unwrap();
-    cache.append("A", &Tick { n: 1 }).unwrap();
-    cache.flush(Duration::from_secs(5)).unwrap();
-    server.kill();
-    let mut accepted = 0u64;
-    for i in 2..=500u64 {
-        if cache.append("A", &Tick { n: i }).is_ok() {
-            accepted += 1;
-        }
-    }
-    assert!(cache.stats().rejected > 0, "the channel filled: {:?}", cache.stats());
-    let start = Instant::now();
-    let err = cache.close(ms(300)).unwrap_err();
-    let took = start.elapsed();
-    match err {
-        tradecache::Error::Unpersisted(report) => {
-            assert_eq!(report.unpersisted, accepted, "{report:?}");
-            assert_eq!(report.acked_seq, 1, "{report:?}");
-        }
-        other => panic!("unexpected {other}"),
-    }
-    assert!(took < Duration::from_secs(3), "close took {took:?}");
-    server.restart();
-    // An absence cannot be awaited: give a leftover flusher (reconnect
-    // backoff at most 200 ms here) ample time to show itself.
-    std::thread::sleep(ms(1_000));
-    let mut con = server.client();
-    assert_eq!(ticks(&mut con, "T1", "A"), vec![1], "no write after close returned");
-    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
-    assert_eq!(clients.lines().count(), 1, "only this test's connection: {clients}");
 }

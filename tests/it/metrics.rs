@@ -3,17 +3,14 @@
 //! docs/alerts.yml against the metrics we export; the `metrics` facade
 //! reporter (feature `metrics`).
 
-mod common;
-mod support;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{config, Counter};
+use crate::harness::RedisServer;
+use crate::harness::{config, Counter};
 use prometheus_parse::{LineInfo, Scrape, Value};
-use support::RedisServer;
 use tradecache::model::Position;
 use tradecache::{exposition, Cache};
 
@@ -49,6 +46,9 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+// The allocator of the whole test binary (every module's tests), not only
+// of this module's: it only counts on a thread inside `allocations`, and
+// costs the others one thread-local read per allocation.
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 

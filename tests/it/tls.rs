@@ -1,16 +1,12 @@
 //! TLS (cargo feature `tls`): a verified connection round-trips, mutual TLS
 //! works, a wrong CA or a missing client certificate fails `open` clearly,
 //! and a TLS client never falls back to plaintext (nor the reverse).
-#![cfg(feature = "tls")]
-
-mod common;
-mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
-use support::topology::{Certs, TlsServer};
+use crate::harness::tls::{Certs, TlsServer};
+use crate::harness::*;
 use tradecache::model::Position;
 use tradecache::{Cache, Config, Error, ErrorKind, Ident};
 

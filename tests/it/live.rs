@@ -2,16 +2,12 @@
 //! consumers on connections (and in processes) of their own, and the
 //! heartbeat (`heartbeat_interval`).
 
-mod common;
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::{Proxy, RedisServer};
+use crate::harness::*;
 use tradecache::{Cache, OverflowPolicy};
 
 const STREAM: &str = "trader-T1:stream:counters";
@@ -107,7 +103,7 @@ fn kill_clients(con: &mut redis::Connection) {
 
 /// `redis-cli` (installed with redis-server), a consumer in another process.
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let cli = support::redis_server_path().with_file_name("redis-cli");
+    let cli = crate::harness::redis_server_path().with_file_name("redis-cli");
     let out = std::process::Command::new(&cli)
         .arg("-p")
         .arg(port.to_string())
@@ -149,7 +145,7 @@ fn consumers_see_every_acknowledged_event_once_in_order_across_reconnects() {
     // The logs hold the same events.
     let mut a = ticks.iter().copied().filter(|n| n % 2 == 0).collect::<Vec<_>>();
     a.sort_unstable();
-    assert_eq!(common::ticks(&mut admin, "T1", "A"), a);
+    assert_eq!(crate::harness::ticks(&mut admin, "T1", "A"), a);
     // And another process reads the same stream.
     assert_eq!(redis_cli(server.port(), &["XLEN", STREAM]).trim(), N.to_string());
     let first = redis_cli(server.port(), &["XRANGE", STREAM, "-", "+", "COUNT", "1"]);
@@ -181,13 +177,15 @@ fn a_replayed_or_in_doubt_batch_publishes_once() {
     for n in 301..=600 {
         cache.append("A", &Tick { n }).unwrap();
     }
-    wait_until("the lost reply times out", || cache.stats().error_count("timeout") > timeouts);
+    wait_until("the lost reply times out", Duration::from_secs(20), || {
+        cache.stats().error_count("timeout") > timeouts
+    });
     proxy.drop_replies(false);
     cache.flush(Duration::from_secs(30)).unwrap();
     let reader = consumer(server.port(), 600);
     let got: Vec<u64> = reader.join().unwrap().into_iter().map(|(_, n)| n).collect();
     matrix_row("publish_events: batch cut before EXEC, then EXEC reply lost (proxy)", "stream", &got, 600);
-    assert_exactly_once(&common::ticks(&mut server.client(), "T1", "A"), 600);
+    assert_exactly_once(&crate::harness::ticks(&mut server.client(), "T1", "A"), 600);
 }
 
 #[test]
@@ -241,14 +239,6 @@ fn heartbeat(con: &mut redis::Connection) -> Option<serde_json::Value> {
     raw.map(|r| serde_json::from_str(&r).unwrap())
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(ms(10));
-    }
-}
-
 #[test]
 fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     let server = RedisServer::start();
@@ -257,7 +247,7 @@ fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     let cfg = config(proxy.port(), "T1").heartbeat_interval(Some(ms(50)));
     let cache = Cache::open(cfg.clone()).unwrap();
     // Idle: written on its own, with a TTL of three intervals.
-    wait_until("the first heartbeat", || heartbeat(&mut con).is_some());
+    wait_until("the first heartbeat", Duration::from_secs(20), || heartbeat(&mut con).is_some());
     let hb = heartbeat(&mut con).unwrap();
     let marker: String = redis::cmd("GET").arg("trader-T1:writer:main").query(&mut con).unwrap();
     assert_eq!(hb["writer"], "main");
@@ -269,7 +259,7 @@ fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     let stop = Arc::new(AtomicBool::new(false));
     let cache = Arc::new(cache);
     let writer = tick_writer(cache.clone(), stop.clone());
-    wait_until("a heartbeat showing writes", || {
+    wait_until("a heartbeat showing writes", Duration::from_secs(20), || {
         heartbeat(&mut con).is_some_and(|hb| hb["acked_seq"].as_u64().unwrap() > 100)
     });
     stop.store(true, Ordering::SeqCst);
@@ -277,16 +267,18 @@ fn heartbeat_is_kept_while_alive_and_vanishes_when_not() {
     cache.flush(Duration::from_secs(10)).unwrap();
     assert_exactly_once(&ticks(&mut con, "T1", "A"), written);
     let seq = cache.last_seq().get();
-    wait_until("a heartbeat with everything acknowledged", || {
+    wait_until("a heartbeat with everything acknowledged", Duration::from_secs(20), || {
         heartbeat(&mut con).is_some_and(|hb| hb["acked_seq"].as_u64() == Some(seq) && hb["backlog"] == 0)
     });
     // Redis unreachable (a partition): the key expires within its TTL.
     proxy.half_open(true);
-    wait_until("the heartbeat expires", || heartbeat(&mut con).is_none());
+    wait_until("the heartbeat expires", Duration::from_secs(20), || heartbeat(&mut con).is_none());
     proxy.half_open(false);
-    wait_until("the heartbeat is back", || heartbeat(&mut con).is_some());
+    wait_until("the heartbeat is back", Duration::from_secs(20), || heartbeat(&mut con).is_some());
     // The engine stops: it expires.
     let cache = Arc::try_unwrap(cache).ok().unwrap();
     cache.close(Duration::from_secs(10)).unwrap();
-    wait_until("the heartbeat expires after close", || heartbeat(&mut con).is_none());
+    wait_until("the heartbeat expires after close", Duration::from_secs(20), || {
+        heartbeat(&mut con).is_none()
+    });
 }

@@ -4,16 +4,12 @@
 //! the data's: entities carry their own timestamps (`ts_last`), set
 //! relative to now; nothing sleeps to age them.
 
-mod common;
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 use tradecache::model::{
     Account, AccountEvent, Order, OrderEvent, OrderEventKind, OrderSide, OrderStatus, Position, Price,
     Quantity, UnixNanos,

@@ -1,15 +1,11 @@
 //! Connection loss mid-stream: every accepted write lands exactly once and
 //! writing goes on by itself.
 
-mod common;
-mod support;
-
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, ErrorKind, OverflowPolicy, PushError};
 
 const N: u64 = 20_000;
@@ -165,7 +161,7 @@ fn block_policy_times_out() {
 
 #[test]
 fn open_against_closed_port_fails_clearly() {
-    let port = support::free_port();
+    let port = crate::harness::free_port();
     let err = Cache::open(config(port, "T1")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     let text = err.to_string();

@@ -1,12 +1,10 @@
-//! Tests of the test support itself (`tests/support`): private redis-server
+//! Tests of the test support itself (`tests/it/harness`): private redis-server
 //! processes and the fault-injecting proxy. No tradecache code involved.
-
-mod support;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Proxy, RedisServer};
+use crate::harness::{Proxy, RedisServer};
 
 fn connect(addr: &str) -> redis::Connection {
     let con = redis::Client::open(format!("redis://{addr}/"))
@@ -206,7 +204,7 @@ fn proxy_cut_all_and_half_open() {
 
 #[test]
 fn proxy_to_a_dead_upstream_closes_the_client() {
-    let proxy = Proxy::start(format!("127.0.0.1:{}", support::free_port()));
+    let proxy = Proxy::start(format!("127.0.0.1:{}", crate::harness::free_port()));
     let result = redis::Client::open(format!("redis://{}/", proxy.addr()))
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(5))

@@ -5,17 +5,13 @@
 //! writer had seen acknowledged: no torn batch, no duplicate event, no lost
 //! acknowledged write.
 
-mod common;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, OverflowPolicy};
 
 const KEYS: u64 = 20;
@@ -108,8 +104,11 @@ impl Rng {
 /// Runs one trial; `kill_redis` kills Redis first (appendfsync always),
 /// then the writer, then restarts Redis from its AOF.
 fn trial(server: &mut RedisServer, trader: &str, rng: &mut Rng, kill_redis: bool) -> (u64, u64) {
+    // This test's path in the test binary (`crash::crash_consistency`),
+    // from the module it is in, so the child runs just this test.
+    let this_test = format!("{}::crash_consistency", module_path!().split_once("::").map_or("", |(_, m)| m));
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_consistency", "--exact", "--nocapture", "--test-threads", "1"])
+        .args([this_test.as_str(), "--exact", "--nocapture", "--test-threads", "1"])
         .env("CRASH_CHILD", format!("{}:{trader}", server.port()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -132,6 +131,10 @@ fn trial(server: &mut RedisServer, trader: &str, rng: &mut Rng, kill_redis: bool
     while acked.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(ms(5));
     }
+    assert!(
+        acked.load(Ordering::SeqCst) > 0,
+        "{trader}: the child acknowledged nothing in 20 s (did `{this_test} --exact` match no test?)"
+    );
     std::thread::sleep(ms(20 + rng.below(400)));
     if kill_redis {
         server.kill();

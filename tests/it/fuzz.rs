@@ -23,9 +23,10 @@
 //! random seeds for that many seconds. Inputs that failed once are kept
 //! below as named regression tests.
 //!
-//! Decoding uses the crate's rule (`codec::decode`, private): JSON when the
-//! first byte is `{`, `[` or `"`, MessagePack otherwise, through the same
-//! `rmp_serde`/`serde_json` entry points the crate calls.
+//! Values are decoded and encoded by the crate itself
+//! (`tradecache::ops::decode_value`/`encode_value`, hidden helpers over the
+//! codec `load` and the flusher use), so the targets exercise the rule the
+//! crate applies, not a copy of it.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -33,11 +34,11 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use serde::de::{Deserialize, DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tradecache::model::*;
-use tradecache::{Config, ConfigError, Ident};
+use tradecache::{ops, Config, ConfigError, Encoding, Ident};
 
 // ---------------------------------------------------------------------------
 // Runners
@@ -85,54 +86,19 @@ where
 // ---------------------------------------------------------------------------
 // Decoding the model
 
-/// The configured encoding, which decides a one-byte value (see
-/// [`decode`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Preferred {
-    MsgPack,
-    Json,
-}
-
-/// The crate's decode rule (`codec::decode`): a first byte at `0x80` or
-/// above is MessagePack (nothing may follow the value); a longer value
-/// starting below is JSON; a single byte is read in the configured
-/// encoding, then the other.
-fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Preferred) -> Result<T, String> {
-    let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| format!("json: {e}"));
-    let msgpack = |b: &[u8]| {
-        let mut de = rmp_serde::Deserializer::from_read_ref(b);
-        let v = T::deserialize(&mut de).map_err(|e| format!("msgpack: {e}"))?;
-        match serde::de::IgnoredAny::deserialize(&mut de) {
-            Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
-                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                Ok(v)
-            }
-            _ => {
-                let mut again = rmp_serde::Deserializer::new(b);
-                let n = T::deserialize(&mut again).map_or(0, |_| again.get_ref().len());
-                Err(format!("msgpack: {n} unexpected byte(s) after the value"))
-            }
-        }
-    };
-    match bytes {
-        [] => Err("empty value".into()),
-        [first, ..] if *first >= 0x80 => msgpack(bytes),
-        [_, _, ..] => json(bytes),
-        [_] => match preferred {
-            Preferred::Json => json(bytes).or_else(|e| msgpack(bytes).map_err(|_| e)),
-            Preferred::MsgPack => msgpack(bytes).or_else(|e| json(bytes).map_err(|_| e)),
-        },
-    }
+/// `bytes` decoded as `load` decodes them, `enc` being the configured
+/// encoding (which decides a one-byte value).
+fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, String> {
+    ops::decode_value(bytes, enc)
 }
 
 /// What the flusher writes: MessagePack maps with field names, or JSON;
 /// each with the reader configured the same way.
-fn encodings<T: Serialize>(v: &T) -> Result<[(Vec<u8>, Preferred); 2], TestCaseError> {
-    let msgpack =
-        rmp_serde::to_vec_named(v).map_err(|e| TestCaseError::fail(format!("msgpack encode: {e}")))?;
-    let json = serde_json::to_vec(v).map_err(|e| TestCaseError::fail(format!("json encode: {e}")))?;
-    Ok([(msgpack, Preferred::MsgPack), (json, Preferred::Json)])
+fn encodings<T: Serialize>(v: &T) -> Result<[(Vec<u8>, Encoding); 2], TestCaseError> {
+    let enc = |e: Encoding| {
+        ops::encode_value(v, e).map_err(|err| TestCaseError::fail(format!("{e:?} encode: {err}")))
+    };
+    Ok([(enc(Encoding::MsgPack)?, Encoding::MsgPack), (enc(Encoding::Json)?, Encoding::Json)])
 }
 
 /// Decodes `bytes` as `T` (configured either way); when that works,
@@ -142,7 +108,7 @@ fn check<T>(bytes: &[u8], exercise: impl Fn(&T) -> Result<(), TestCaseError>) ->
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
-    for preferred in [Preferred::MsgPack, Preferred::Json] {
+    for preferred in [Encoding::MsgPack, Encoding::Json] {
         let Ok(v) = decode::<T>(bytes, preferred) else { continue };
         let _ = format!("{v:?}");
         exercise(&v)?;
@@ -548,7 +514,7 @@ fn decode_model() {
 fn model_state_case((a, b): (Input, Input)) -> Result<(), TestCaseError> {
     let seeds = seeds();
     let (a, b) = (bytes_of(&a, &seeds), bytes_of(&b, &seeds));
-    let pref = Preferred::MsgPack;
+    let pref = Encoding::MsgPack;
     if let (Ok(order), Ok(ev)) = (decode::<Order>(&a, pref), decode::<OrderEvent>(&b, pref)) {
         let mut lenient = order.clone();
         lenient.apply(&ev);
@@ -586,7 +552,7 @@ fn model_state() {
 /// Every variable `Config::from_vars` reads, from `.env.example` (a unit
 /// test keeps that file complete).
 fn env_names() -> Vec<&'static str> {
-    include_str!("../.env.example")
+    include_str!("../../.env.example")
         .lines()
         .filter_map(|l| l.strip_prefix("# ")?.split_once('=').map(|(name, _)| name))
         .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
@@ -930,7 +896,7 @@ fn regression_json_number_read_as_msgpack_fixint() {
     decode_model_case(Input::Raw(vec![b'0'])).unwrap();
     for n in [0u64, 48, 1234, u64::MAX] {
         let text = n.to_string();
-        assert_eq!(decode::<UnixNanos>(text.as_bytes(), Preferred::Json), Ok(UnixNanos(n)));
+        assert_eq!(decode::<UnixNanos>(text.as_bytes(), Encoding::Json), Ok(UnixNanos(n)));
         check::<UnixNanos>(text.as_bytes(), exercise_nanos).unwrap();
     }
 }

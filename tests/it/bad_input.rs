@@ -3,15 +3,11 @@
 //! dropped-write record or a load-report entry: never a panic, never a
 //! silent loss.
 
-mod common;
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde::{Deserialize, Serialize};
-use support::RedisServer;
 use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
 use tradecache::{Cache, Config, Entity, Error, ErrorClass, ErrorKind, Event, IdError, PushError};
 
@@ -95,10 +91,6 @@ fn blob(id: &str, len: usize) -> Blob {
     Blob { id: id.into(), data: vec![7; len] }
 }
 
-fn get(con: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {
-    redis::cmd("GET").arg(key).query(con).expect("GET")
-}
-
 fn llen(con: &mut redis::Connection, key: &str) -> u64 {
     redis::cmd("LLEN").arg(key).query(con).expect("LLEN")
 }
@@ -177,8 +169,8 @@ fn too_large_values_are_reported_to_the_caller() {
     assert!(health.is_healthy(), "a dropped value is not a connection problem: {health:?}");
 
     let mut con = server.client();
-    assert!(get(&mut con, "trader-T1:blobs:big").is_none());
-    assert!(get(&mut con, "trader-T1:blobs:small").is_some());
+    assert!(raw_get(&mut con, "trader-T1:blobs:big").is_none());
+    assert!(raw_get(&mut con, "trader-T1:blobs:small").is_some());
     let (events, _) = cache.load_events::<Chunk>("small").unwrap();
     assert_eq!(events.iter().map(|e| e.n).collect::<Vec<_>>(), vec![1, 3], "the others land, in order");
     let (blobs, report) = cache.load_all::<Blob>().unwrap();
@@ -511,4 +503,86 @@ fn json_scalar_values_load_back() {
     let (flags, report) = cache.load_events::<Flag>("B").unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(flags, vec![Flag(true), Flag(false)]);
+}
+
+/// A delete and a put of the same key folded into one put that cannot be
+/// written (too large): the put is reported dropped, the delete still
+/// applies, and `wait` on the delete is `Ok` because it is in Redis.
+#[test]
+fn a_delete_folded_into_a_dropped_put_still_applies() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1").max_value_bytes(1000)).unwrap();
+    cache.put(&HugeCounter { id: "Y".into(), pad: "y".into() }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    server.pause(); // so that the writes below meet in one batch
+    let delete = cache.delete::<HugeCounter>("Y").unwrap();
+    let put = cache.put(&HugeCounter { id: "Y".into(), pad: "y".repeat(5000) }).unwrap();
+    server.resume();
+    let err = cache.wait(put, Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(&err, Error::Dropped { first, .. } if first.seq == put), "{err}");
+    cache.wait(delete, Duration::from_secs(10)).expect("the delete is acknowledged");
+    let stored: Option<Vec<u8>> = redis::cmd("GET").arg("trader-T1:huge:Y").query(&mut con).unwrap();
+    assert_eq!(stored, None, "the delete folded into the dropped put applied");
+    let members: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:huge").query(&mut con).unwrap();
+    assert!(members.is_empty(), "{members:?}");
+    let dropped = cache.take_dropped();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].class, ErrorClass::TooLarge);
+}
+
+/// Two puts of one key folded together, the later one too large: the
+/// earlier value was never written either, so `wait` on it fails too.
+#[test]
+fn a_value_superseded_by_a_dropped_one_is_reported() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1").max_value_bytes(1000)).unwrap();
+    server.pause();
+    let first = cache.put(&HugeCounter { id: "Z".into(), pad: "ok".into() }).unwrap();
+    let second = cache.put(&HugeCounter { id: "Z".into(), pad: "z".repeat(5000) }).unwrap();
+    server.resume();
+    let err = cache.wait(first, Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(&err, Error::Dropped { first: d, .. } if d.seq == first && d.writes == 2), "{err}");
+    assert!(second > first);
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct HugeCounter {
+    id: String,
+    pad: String,
+}
+
+impl Entity for HugeCounter {
+    const COLLECTION: &'static str = "huge";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A value larger than the server's `proto-max-bulk-len` (but within
+/// `max_value_bytes`) made the server close the connection, and the batch
+/// carrying it was retried forever. Now it is dropped and reported, and
+/// the writes around it land.
+#[test]
+fn a_value_larger_than_the_server_takes_is_dropped_not_retried_forever() {
+    let server = RedisServer::builder().arg("proto-max-bulk-len", "1mb").start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1").max_value_bytes(4 << 20)).unwrap();
+    cache.put(&counter_v("before", 1)).unwrap();
+    let big = cache.put(&HugeCounter { id: "B".into(), pad: "b".repeat(1_200_000) }).unwrap();
+    cache.put(&counter_v("after", 1)).unwrap();
+    let err = cache.flush(Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(&err, Error::Dropped { first, .. } if first.seq == big), "{err}");
+    let d = cache.take_dropped();
+    assert!(d[0].detail.contains("proto-max-bulk-len"), "{d:?}");
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert!(counter(&mut con, "T1", "before").is_some() && counter(&mut con, "T1", "after").is_some());
+}
+
+/// A reconnect backoff minimum of 0 retried in a busy loop: refused.
+#[test]
+fn zero_backoff_is_refused() {
+    let err = Cache::open(Config::builder().reconnect_backoff(Duration::ZERO, ms(10))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("reconnect_backoff"), "{err}");
 }

@@ -17,9 +17,6 @@
 //! it with fresh seeds for `FUZZ_SECONDS`. The two sequences of issue 10
 //! that once lost an index entry are kept below as regressions.
 
-mod common;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -30,8 +27,7 @@ use serde::{Deserialize, Serialize};
 use tradecache::model::UnixNanos;
 use tradecache::{Cache, Entity, Event, OverflowPolicy};
 
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 
 const TRADER: &str = "M";
 const IDS: [&str; 4] = ["A", "B", "C", "D"];

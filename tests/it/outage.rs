@@ -4,9 +4,11 @@
 //! each value back and counts it. Nothing accepted is lost, nothing is
 //! dropped silently.
 
-mod support;
+use std::time::Duration;
 
-use support::outage::{run_outage, OutageParams};
+use crate::harness::outage::{run_outage, OutageParams};
+use crate::harness::*;
+use tradecache::Cache;
 
 #[test]
 fn memory_stays_bounded_through_an_outage() {
@@ -44,4 +46,41 @@ fn memory_stays_bounded_through_an_outage() {
     assert_eq!(r.positions_ok, params.positions, "{r:?}");
     assert!(r.events_exact, "stored {} events, accepted {}: {r:?}", r.events_stored, r.events_accepted);
     assert_eq!(r.events_stored, r.events_accepted, "{r:?}");
+}
+
+/// An outage's backlog of distinct keys is bounded (the channel fills and
+/// callers are told), and it drains in transactions of at most
+/// `max_batch` writes, in order.
+#[test]
+fn an_outage_backlog_is_bounded_and_drains_in_batches() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cfg = config(server.port(), "T1")
+        .max_batch(50)
+        .max_pending_snapshots(300)
+        .channel_capacity(100)
+        .response_timeout(ms(200));
+    let cache = Cache::open(cfg).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    server.pause();
+    let mut accepted = 0u64;
+    let mut rejected = 0u64;
+    for i in 0..2000u64 {
+        match cache.put(&counter_v(&format!("N-{i}"), i)) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert!(e.is_full(), "{e:?}");
+                rejected += 1;
+            }
+        }
+    }
+    // The flusher holds at most 300 keys, plus the channel's 100.
+    assert!(accepted <= 300 + 100 + 1, "{accepted} accepted");
+    assert!(rejected > 0);
+    server.resume();
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let n: usize = redis::cmd("SCARD").arg("trader-T1:index:counters").query(&mut con).unwrap();
+    assert_eq!(n as u64, accepted);
+    let stats = cache.stats();
+    assert!(stats.batches >= accepted / 50, "{stats:?}: a transaction carried more than max_batch");
 }

@@ -2,36 +2,17 @@
 //! tradecache needs is enough; passwords never reach a log line, an error or
 //! `Debug` output.
 
-mod common;
-mod support;
-
-use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 use tradecache::{Cache, ErrorKind};
 
 /// The minimal ACL rule documented in the README.
 const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim";
 
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOG.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
 #[test]
 fn minimal_acl_user_and_no_password_anywhere() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Trace);
+    capture_logs();
     let server = RedisServer::start();
     let mut admin = server.client();
     let mut cmd = redis::cmd("ACL");
@@ -91,8 +72,8 @@ fn minimal_acl_user_and_no_password_anywhere() {
     let mut seen =
         format!("{err} {err:?} {cfg:?} {:?} {:?} {}", cache.health(), cache.stats(), cfg.redacted_url());
     cache.close(Duration::from_secs(5)).unwrap();
-    seen.push_str(&LOG.lock().unwrap().join("\n"));
-    assert!(!LOG.lock().unwrap().is_empty(), "the log capture saw nothing");
+    seen.push_str(&logged().join("\n"));
+    assert!(!logged().is_empty(), "the log capture saw nothing");
     for secret in ["acl-secret-1", "acl-wrong-2"] {
         assert!(!seen.contains(secret), "{secret} leaked into:\n{seen}");
     }

@@ -1,16 +1,13 @@
 //! The `tradecache` command-line tool (feature `cli`), every subcommand run
 //! as a process against a private redis-server.
 
-mod common;
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{config, Counter};
+use crate::harness::RedisServer;
+use crate::harness::{config, Counter};
 use redis::Value;
-use support::RedisServer;
 use tradecache::model::{
     Order, OrderEvent, OrderEventKind, OrderStatus, Position, PositionSide, Quantity, UnixNanos,
 };
@@ -501,7 +498,7 @@ fn errors_are_clear_and_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("which trader?"), "{}", stderr(&o));
 
-    let down = format!("redis://127.0.0.1:{}", support::free_port());
+    let down = format!("redis://127.0.0.1:{}", crate::harness::free_port());
     let o = run(&server, &["--url", &down, "-t", "T1", "stats"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
@@ -518,7 +515,9 @@ fn errors_are_clear_and_exit_2() {
     assert_eq!(o.status.code(), Some(2));
 
     // A password never shows: not in errors, not in the URL printed.
-    let o =
-        run(&server, &["--url", &format!("redis://:hunter2@127.0.0.1:{}", support::free_port()), "inspect"]);
+    let o = run(
+        &server,
+        &["--url", &format!("redis://:hunter2@127.0.0.1:{}", crate::harness::free_port()), "inspect"],
+    );
     assert!(!stderr(&o).contains("hunter2") && !stdout(&o).contains("hunter2"));
 }

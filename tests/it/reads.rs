@@ -4,17 +4,13 @@
 //! capped lists that keep exactly the newest `capacity` entries, and a
 //! model-based run of random operations against an in-memory model.
 
-mod common;
-mod support;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use common::*;
+use crate::harness::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use serde::{Deserialize, Serialize};
-use support::RedisServer;
 use tradecache::model::{
     Bar, Order, OrderEvent, OrderEventKind, Position, Price, QuoteTick, TradeTick, UnixNanos,
 };

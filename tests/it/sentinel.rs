@@ -7,17 +7,14 @@
 //! satisfiable once the old master is gone and one replica has become the
 //! new master.
 
-mod common;
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use support::topology::{acl_rule, acl_setuser, connect, wait_until, SentinelSetup, TOPOLOGY_TIMEOUT};
+use crate::harness::topology::{acl_rule, acl_setuser, connect, wait_until, SentinelSetup, TOPOLOGY_TIMEOUT};
+use crate::harness::*;
 use tradecache::{Cache, Config, ErrorKind, OverflowPolicy};
 
 /// A config that finds the master through `setup`'s sentinels.
@@ -124,7 +121,7 @@ fn cut_off_replicas_then_fail_over(wait: bool) {
         "the replicas to be cut off",
         TOPOLOGY_TIMEOUT,
         || {
-            support::topology::info(old, "replication").get("connected_slaves").map(String::as_str)
+            crate::harness::topology::info(old, "replication").get("connected_slaves").map(String::as_str)
                 == Some("0")
         },
         || setup.describe(),
@@ -192,7 +189,7 @@ fn sentinel_variables_and_dead_sentinels() {
     let setup = SentinelSetup::start(1);
     let master = setup.servers[0].port();
     // The first sentinel listed is down: the next ones answer.
-    let list = format!("127.0.0.1:{},{}", support::free_port(), setup.sentinel_list());
+    let list = format!("127.0.0.1:{},{}", crate::harness::free_port(), setup.sentinel_list());
     let vars: HashMap<&str, String> = HashMap::from([
         ("REDIS_SENTINELS", list.clone()),
         ("REDIS_SENTINEL_MASTER", setup.name.clone()),
@@ -239,7 +236,7 @@ fn sentinel_variables_and_dead_sentinels() {
     assert!(err.to_string().contains(r#"does not know master "nosuchmaster""#), "{err}");
 
     // No sentinel answering is a discovery failure naming each one.
-    let (a, b) = (support::free_port(), support::free_port());
+    let (a, b) = (crate::harness::free_port(), crate::harness::free_port());
     let cfg = config(1, "SV1")
         .sentinels([("127.0.0.1", a), ("127.0.0.1", b)])
         .sentinel_master("m")

@@ -1,12 +1,11 @@
 //! Helpers shared by the integration tests: test entity types and a
 //! config pointed at a private server with small, fast bounds.
-// Each test binary uses a subset of these helpers.
-#![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
@@ -147,4 +146,85 @@ pub fn tick_writer(cache: Arc<Cache>, stop: Arc<AtomicBool>) -> thread::JoinHand
         }
         i
     })
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics after `timeout`
+/// naming `what`. (The topologies' waits, which also print logs, are
+/// [`super::topology::wait_until`].)
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        thread::sleep(ms(20));
+    }
+}
+
+/// Every key matching `pattern`, by `SCAN`.
+pub fn keys(con: &mut redis::Connection, pattern: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).query(con).expect("SCAN");
+        out.extend(found);
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+/// `SET key value`, behind the cache's back.
+pub fn set_key(con: &mut redis::Connection, key: &str, value: &str) {
+    let _: () = redis::cmd("SET").arg(key).arg(value).query(con).expect("SET");
+}
+
+/// The raw bytes stored at `key`, if any.
+pub fn raw_get(con: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(con).expect("GET")
+}
+
+/// The ids `load_all::<T>` returns (which must report no problem).
+pub fn ids<T: Entity>(cache: &Cache) -> Vec<String> {
+    let (items, report) = cache.load_all::<T>().expect("load_all");
+    assert!(report.is_clean(), "{report:?}");
+    items.iter().map(|t| t.id().to_string()).collect()
+}
+
+/// `Counter { id, value }`.
+pub fn counter_v(id: &str, value: u64) -> Counter {
+    Counter { id: id.into(), value }
+}
+
+/// Every log line of this process (`"LEVEL message"`) since the first
+/// [`capture_logs`].
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        LOG.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+/// Installs a logger that keeps every line at every level, once per
+/// process (`cargo test` runs many tests in one process, nextest one each):
+/// the tests that check what reaches the log read it with [`logged`].
+pub fn capture_logs() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in the test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The lines logged since [`capture_logs`] (in this process: with
+/// `cargo test`, other tests' lines too).
+pub fn logged() -> Vec<String> {
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

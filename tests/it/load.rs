@@ -1,14 +1,12 @@
 //! `load()` of the reference model, and bad data in Redis reported by key.
 
-mod common;
-mod support;
-
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
-use support::RedisServer;
-use tradecache::model::{Account, Instrument, OrderEvent, OrderEventKind, Position, UnixNanos};
-use tradecache::{Cache, Ident};
+use crate::harness::*;
+use tradecache::model::{Account, Instrument, Order, OrderEvent, OrderEventKind, Position, UnixNanos};
+use tradecache::{Cache, Ident, OverflowPolicy};
 
 #[test]
 fn load_returns_the_model() {
@@ -139,4 +137,65 @@ fn long_event_logs_load_whole_in_order() {
     let keys: Vec<&str> = snap.report.issues.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, vec!["trader-LONG:accounts:BINANCE-001:events[10001]"], "{:?}", snap.report);
     assert_eq!(snap.accounts, vec![account]);
+}
+
+/// `load` returns a state some prefix of the acknowledged batches
+/// produced: here, each order's snapshot counts the events in its log, and
+/// a load while a writer keeps both moving must never see them disagree
+/// when it reports itself consistent.
+#[test]
+fn load_is_a_consistent_cut_or_says_it_is_not() {
+    let server = RedisServer::start();
+    let cfg =
+        config(server.port(), "T1").overflow(OverflowPolicy::Block { timeout: Duration::from_secs(30) });
+    let cache = Arc::new(Cache::open(cfg).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cache, done) = (cache.clone(), done.clone());
+        std::thread::spawn(move || {
+            for n in 1..=300u64 {
+                for o in 0..20 {
+                    let id = format!("O-{o}");
+                    let mut order = Order::example(&id);
+                    let ev = OrderEvent {
+                        event_id: n,
+                        client_order_id: order.client_order_id.clone(),
+                        ts_event: UnixNanos(n),
+                        kind: OrderEventKind::Canceled,
+                    };
+                    order.event_count = n as u32;
+                    cache.append(&id, &ev).unwrap();
+                    cache.put(&order).unwrap();
+                }
+                // Pauses between rounds, so that some loads fall between
+                // batches and some across them.
+                std::thread::sleep(ms(3));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let (mut loads, mut consistent) = (0, 0);
+    while !done.load(Ordering::SeqCst) && loads < 200 {
+        let snap = cache.load().unwrap();
+        loads += 1;
+        if !snap.report.consistent {
+            continue;
+        }
+        consistent += 1;
+        for order in &snap.orders {
+            let events = snap.order_events.get(&order.client_order_id).map_or(0, Vec::len) as u64;
+            assert_eq!(
+                u64::from(order.event_count),
+                events,
+                "order {} and its log are from different batches",
+                order.client_order_id
+            );
+        }
+    }
+    writer.join().unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    eprintln!("{consistent} of {loads} loads under writes were consistent cuts");
+    let snap = cache.load().unwrap();
+    assert!(snap.report.consistent, "{:?}", snap.report);
+    assert_eq!(snap.orders.len(), 20);
 }

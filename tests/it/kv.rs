@@ -4,18 +4,14 @@
 //! miss with Redis down, single flight, outages, bad input and corrupt
 //! values, and the deployment modes (ACL, TLS, Sentinel, Cluster).
 
-mod common;
-mod support;
-
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use crate::harness::topology::{acl_setuser, connect, wait_until, Cluster, SentinelSetup, TOPOLOGY_TIMEOUT};
+use crate::harness::{capture_logs, keys, logged, raw_get, RedisServer};
 use serde::{Deserialize, Serialize};
-use support::topology::{acl_setuser, connect, wait_until, Cluster, SentinelSetup, TOPOLOGY_TIMEOUT};
-use support::RedisServer;
 use tradecache::kv::{self, BreakerState, Kv, KvConfig, Ttl};
 use tradecache::model::{Currency, Money, Price, Quantity, UnixNanos};
 use tradecache::{Encoding, Error, ErrorKind};
@@ -48,23 +44,15 @@ struct Portfolio {
 
 /// A kv config for the private server on `port`, with test-sized bounds.
 fn kv_config(port: u16, prefix: &str) -> KvConfig {
-    KvConfig::builder().redis(common::config(port, "KV")).key_prefix(prefix)
+    KvConfig::builder().redis(crate::harness::config(port, "KV")).key_prefix(prefix)
 }
 
 fn open(port: u16, prefix: &str) -> Kv {
     Kv::open(kv_config(port, prefix)).expect("open kv")
 }
 
-fn raw_get(con: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {
-    redis::cmd("GET").arg(key).query(con).expect("GET")
-}
-
 fn pttl(con: &mut redis::Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(con).expect("PTTL")
-}
-
-fn keys(con: &mut redis::Connection, pattern: &str) -> HashSet<String> {
-    redis::cmd("KEYS").arg(pattern).query::<Vec<String>>(con).expect("KEYS").into_iter().collect()
 }
 
 #[test]
@@ -222,7 +210,7 @@ fn compression_round_trips_at_the_threshold_plus_minus_one_byte() {
     // JSON (debug preset) values carry their own header.
     let json = Kv::open(
         KvConfig::debug()
-            .redis(common::config(server.port(), "KV").encoding(Encoding::Json))
+            .redis(crate::harness::config(server.port(), "KV").encoding(Encoding::Json))
             .key_prefix("t5"),
     )
     .unwrap();
@@ -505,7 +493,8 @@ impl Serialize for Unencodable {
 fn bad_input_is_refused_or_reported_and_corrupt_values_are_counted_misses() {
     let server = RedisServer::start();
     let kv = Kv::open(
-        kv_config(server.port(), "t13").redis(common::config(server.port(), "KV").max_value_bytes(1000)),
+        kv_config(server.port(), "t13")
+            .redis(crate::harness::config(server.port(), "KV").max_value_bytes(1000)),
     )
     .unwrap();
     for (ns, key) in
@@ -761,28 +750,15 @@ fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
 
 // --- deployment modes ---------------------------------------------------
 
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-struct Capture;
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOG.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
 /// The ACL rule the kv layer needs, as the README documents it.
 const KV_ACL: &str = "on >kv-secret-1 ~cache:* resetchannels &__redis__:invalidate -@all +get +mget +set +del +unlink +pexpire +persist +exists +scan +multi +exec +ping +subscribe +unsubscribe +client|id +client|info +client|tracking";
 
 #[test]
 fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Trace);
+    capture_logs();
     let server = RedisServer::start();
     acl_setuser(server.port(), "kv", KV_ACL);
-    let redis_cfg = common::config(server.port(), "KV").username("kv").password("kv-secret-1");
+    let redis_cfg = crate::harness::config(server.port(), "KV").username("kv").password("kv-secret-1");
     let cfg = KvConfig::builder().redis(redis_cfg.clone()).near_capacity(100);
     let kv = Kv::open(cfg.clone()).unwrap();
     wait_until(
@@ -814,7 +790,7 @@ fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
     let mut seen = format!("{err} {err:?} {cfg:?} {kv:?} {:?} {:?} {e}", kv.stats(), kv.health());
     kv.close(LONG).unwrap();
-    seen.push_str(&LOG.lock().unwrap().join("\n"));
+    seen.push_str(&logged().join("\n"));
     for secret in ["kv-secret-1", "kv-wrong-2"] {
         assert!(!seen.contains(secret), "{secret} leaked into:\n{seen}");
     }
@@ -822,8 +798,7 @@ fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
 
 #[test]
 fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
-    let _ = log::set_logger(&Capture);
-    log::set_max_level(log::LevelFilter::Trace);
+    capture_logs();
     let server = RedisServer::start();
     let kv = Kv::open(kv_config(server.port(), "t17").slow_op_threshold(Duration::ZERO)).unwrap();
     kv.set("portfolio", "P-9", &9u32, Ttl::Policy).unwrap();
@@ -831,7 +806,7 @@ fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
     let reader = Kv::open(kv_config(server.port(), "t17").slow_op_threshold(Duration::ZERO)).unwrap();
     assert_eq!(reader.get::<u32>("portfolio", "P-9").unwrap(), Some(9));
     assert!(reader.stats().slow_ops >= 1, "{:?}", reader.stats());
-    let logged = LOG.lock().unwrap().join("\n");
+    let logged = logged().join("\n");
     assert!(logged.contains("slow get: portfolio:P-9 took"), "{logged}");
     // A frozen server: the read times out (response_timeout), a distinct kind.
     server.pause();
@@ -844,10 +819,10 @@ fn slow_operations_are_logged_and_a_stalled_server_is_a_timeout() {
 #[cfg(feature = "tls")]
 #[test]
 fn tls_round_trip() {
-    use support::topology::{Certs, TlsServer};
+    use crate::harness::tls::{Certs, TlsServer};
     let certs = Certs::generate();
     let server = TlsServer::start(&certs, true);
-    let redis_cfg = common::config(server.tls_port, "KV")
+    let redis_cfg = crate::harness::config(server.tls_port, "KV")
         .tls(true)
         .tls_ca(certs.ca())
         .tls_cert(certs.client_cert())
@@ -866,7 +841,7 @@ fn tls_round_trip() {
     // Stored over TLS, visible on the plaintext port.
     assert!(raw_get(&mut server.server.client(), "cache:portfolio:P-1").is_some());
     // Without a client certificate the server refuses: a TLS error at open.
-    let no_cert = common::config(server.tls_port, "KV").tls(true).tls_ca(certs.ca());
+    let no_cert = crate::harness::config(server.tls_port, "KV").tls(true).tls_ca(certs.ca());
     let e = Kv::open(KvConfig::builder().redis(no_cert)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
 }
@@ -875,7 +850,8 @@ fn tls_round_trip() {
 fn sentinel_finds_the_master_and_follows_a_failover() {
     let mut setup = SentinelSetup::start(1);
     let old = setup.servers[0].port();
-    let redis_cfg = common::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
+    let redis_cfg =
+        crate::harness::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
     let kv = Kv::open(KvConfig::builder().redis(redis_cfg).near_capacity(100)).unwrap();
     kv.set("market_data", "AAPL:quote", &quote(1), Ttl::Policy).unwrap();
     kv.flush(LONG).unwrap();
@@ -895,7 +871,8 @@ fn sentinel_finds_the_master_and_follows_a_failover() {
         },
         || format!("{:?}\n{}", kv.health(), setup.describe()),
     );
-    let reader_cfg = common::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
+    let reader_cfg =
+        crate::harness::config(1, "KV").sentinels(setup.sentinel_addrs()).sentinel_master(&setup.name);
     let reader = Kv::open(KvConfig::builder().redis(reader_cfg)).unwrap();
     assert_eq!(reader.get::<Quote>("market_data", "MSFT:quote").unwrap(), Some(quote(2)));
     assert_eq!(
@@ -908,7 +885,7 @@ fn sentinel_finds_the_master_and_follows_a_failover() {
 #[test]
 fn cluster_spreads_keys_over_masters_and_clear_namespace_reaches_every_one() {
     let cluster = Cluster::start(3);
-    let redis_cfg = common::config(1, "KV").cluster_nodes(cluster.seeds());
+    let redis_cfg = crate::harness::config(1, "KV").cluster_nodes(cluster.seeds());
     let kv = Kv::open(KvConfig::builder().redis(redis_cfg.clone()).max_batch_size(16)).unwrap();
     let names: Vec<String> = (0..300).map(|i| format!("S{i}:quote")).collect();
     for (i, n) in names.iter().enumerate() {

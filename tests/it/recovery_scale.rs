@@ -6,13 +6,9 @@
 //! measures it (`recovery_scaling`). `RECOVERY_SCALE_ORDERS` lowers the
 //! size for a quick run.
 
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::RedisServer;
+use crate::harness::*;
 use tradecache::model::{
     Currency, Fill, LiquiditySide, Money, Order, OrderEvent, OrderEventKind, OrderStatus, Price, Quantity,
     UnixNanos,

@@ -3,17 +3,14 @@
 //! `flush_on_start` run there too; a slot migration (`ASK`, then `MOVED`)
 //! is followed with nothing lost or duplicated.
 
-mod common;
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use support::topology::{acl_rule, acl_setuser, connect, wait_until, Cluster, TOPOLOGY_TIMEOUT};
+use crate::harness::topology::{acl_rule, acl_setuser, connect, wait_until, Cluster, TOPOLOGY_TIMEOUT};
+use crate::harness::*;
 use tradecache::model::Position;
 use tradecache::{Cache, Config, Ident, OverflowPolicy};
 

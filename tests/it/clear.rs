@@ -1,0 +1,49 @@
+//! `clear`: ordered with the writes around it, and the flusher's knowledge
+//! of the indexes does not outlive it.
+
+use std::time::Duration;
+
+use crate::harness::*;
+use tradecache::Cache;
+
+/// Item 2: the flusher's knowledge of the index outlived a `clear`.
+#[test]
+fn clear_then_put_is_indexed_again() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&counter_v("X", 1)).unwrap();
+    cache.append("X", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let deleted = cache.clear(Duration::from_secs(5)).unwrap();
+    assert_eq!(deleted, 4, "snapshot, log, index and open index");
+    assert!(ids::<Counter>(&cache).is_empty());
+    cache.put(&counter_v("X", 2)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(ids::<Counter>(&cache), vec!["X"]);
+    assert!(ticks(&mut server.client(), "T1", "X").is_empty(), "the old log is gone");
+}
+
+/// `clear` is ordered with the writes around it: what came before is
+/// deleted, what comes after is kept, even while all are still queued.
+#[test]
+fn clear_applies_in_sequence() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    server.pause();
+    for i in 1..=50 {
+        cache.put(&counter_v(&format!("before-{i}"), i)).unwrap();
+    }
+    let clear = std::thread::scope(|s| {
+        let c = s.spawn(|| cache.clear(Duration::from_secs(20)));
+        // Give the clear its place in the sequence before the next writes.
+        wait_until("the clear to be queued", Duration::from_secs(5), || cache.last_seq().get() == 51);
+        cache.put(&counter_v("after", 1)).unwrap();
+        cache.append("after", &Tick { n: 1 }).unwrap();
+        server.resume();
+        c.join().unwrap()
+    });
+    assert!(clear.is_ok(), "{clear:?}");
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(ids::<Counter>(&cache), vec!["after"]);
+    assert_eq!(ticks(&mut server.client(), "T1", "after"), vec![1]);
+}
