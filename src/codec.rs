@@ -96,7 +96,7 @@ mod tests {
             }
         }
         // Bare numbers (a newtype user type under JSON): found by
-        // tests/fuzz.rs, `0` used to come back as 48 and `1234` as 49.
+        // tests/it/fuzz.rs, `0` used to come back as 48 and `1234` as 49.
         for n in [0u64, 5, 48, 1234, u64::MAX] {
             let text = n.to_string();
             assert_eq!(decode::<u64>(text.as_bytes(), Encoding::Json).unwrap(), n);

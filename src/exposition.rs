@@ -11,7 +11,7 @@
 //! Rendering reads the counters the flusher maintains (atomics, and the
 //! flusher's last-error lock for a moment); it takes nothing the writing
 //! threads use, and into a `String` with room to spare it allocates
-//! nothing (`tests/metrics.rs` checks both).
+//! nothing (`tests/it/metrics.rs` checks both).
 //!
 //! ```
 //! use tradecache::exposition::{Exposition, MetricType};

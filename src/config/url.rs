@@ -484,7 +484,7 @@ mod tests {
             ("http://u:pw@h", "http://<redacted>@h/"),
             ("user://pw@h", "user://<redacted>@h"),
             // Not parseable, or a password cut short by '/', '?' or '#'
-            // (found by tests/fuzz.rs against the hand-written parser).
+            // (found by tests/it/fuzz.rs against the hand-written parser).
             ("u:pw@h", UNPARSEABLE),
             ("redis:/:pw@localhost://", UNPARSEABLE),
             ("redis:pw@h", UNPARSEABLE),

@@ -840,7 +840,7 @@ impl ReasonText {
     }
 }
 
-// The text only: see the type's docs (found by tests/fuzz.rs, a cut
+// The text only: see the type's docs (found by tests/it/fuzz.rs, a cut
 // reason did not equal itself after a round trip).
 impl PartialEq for ReasonText {
     fn eq(&self, other: &Self) -> bool {
