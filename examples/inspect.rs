@@ -34,10 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let prefix = config.trader_key();
     let url = config.redacted_url();
-    let mut con = redis::Client::open(
-        std::env::var("REDIS_URL").unwrap_or_else(|_| format!("redis://{}:{}/", "127.0.0.1", 6379)),
-    )?
-    .get_connection()?;
+    // Connected as `Cache::open` connects (Sentinel, Cluster, TLS, ACL):
+    // the server the configuration names, never a default one.
+    let mut link = ops::connect(&config)?;
+    let con = link.con();
     let pattern = if prefix.is_empty() { "*".to_string() } else { format!("{prefix}:*") };
     // SCAN, not KEYS: never blocks a production server for the whole keyspace.
     let mut keys: Vec<String> = con.scan_match::<_, String>(&pattern)?.collect::<Result<_, _>>()?;
@@ -65,21 +65,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if c != coll || rest.first().is_some_and(|want| want != id) {
                     continue;
                 }
-                match redis::cmd("TYPE").arg(k).query::<String>(&mut con)?.as_str() {
+                match redis::cmd("TYPE").arg(k).query::<String>(con)?.as_str() {
                     "string" => {
-                        let v: Vec<u8> = redis::cmd("GET").arg(k).query(&mut con)?;
+                        let v: Vec<u8> = redis::cmd("GET").arg(k).query(con)?;
                         println!("{k} = {}", to_json(c, id, &v, enc, false));
                     }
                     "list" => {
-                        let items: Vec<Vec<u8>> =
-                            redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query(&mut con)?;
+                        let items: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query(con)?;
                         println!("{k} ({} items)", items.len());
                         for (i, v) in items.iter().enumerate() {
                             println!("  [{i}] {}", to_json(c, id, v, enc, true));
                         }
                     }
                     "set" => {
-                        let v: Value = redis::cmd("SMEMBERS").arg(k).query(&mut con)?;
+                        let v: Value = redis::cmd("SMEMBERS").arg(k).query(con)?;
                         println!("{k} = {v:?}");
                     }
                     other => println!("{k}: {other}"),
