@@ -1,0 +1,497 @@
+//! `Price`, `Quantity` and `Money`: fixed-point `raw / 10^precision`, and
+//! their stored form.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Price
+
+/// A price: `raw / 10^precision`, signed (spreads and some futures trade
+/// below zero). Equality is structural (`1.0` and `1.00` differ); ordering
+/// compares values exactly, ties broken by precision.
+///
+/// # Examples
+///
+/// ```
+/// use tradecache::model::Price;
+///
+/// let p: Price = "60123.45".parse().unwrap();
+/// assert_eq!(p, Price::new(6_012_345, 2));
+/// assert_eq!(p.to_string(), "60123.45");
+/// assert_eq!(p.checked_add(Price::new(5, 3)), Some(Price::new(60_123_455, 3)));
+/// assert!("1.2.3".parse::<Price>().is_err());
+/// assert!(Price::from_str_with_precision("1.234", 2).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Price {
+    /// The scaled integer value.
+    pub raw: i64,
+    /// Decimal places.
+    pub precision: u8,
+}
+
+impl Price {
+    /// `raw / 10^precision`.
+    pub const fn new(raw: i64, precision: u8) -> Self {
+        Price { raw, precision }
+    }
+
+    /// Parses decimal text and aligns it to exactly `precision` decimals
+    /// (`"1.5"` at 2 is `Price::new(150, 2)`).
+    ///
+    /// # Errors
+    ///
+    /// When the text is not a decimal number, has more decimal places than
+    /// `precision`, or does not fit.
+    pub fn from_str_with_precision(s: &str, precision: u8) -> Result<Price, ParseError> {
+        let raw = parse_decimal_at(s, precision)?;
+        let raw = i64::try_from(raw).map_err(|_| perr(s, "out of range for a price"))?;
+        Ok(Price::new(raw, precision))
+    }
+
+    /// The same value with `precision` decimals, rounding half away from
+    /// zero when decimals are dropped; `None` if it does not fit.
+    pub fn rescale(self, precision: u8) -> Option<Price> {
+        let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
+        Some(Price::new(i64::try_from(raw).ok()?, precision))
+    }
+
+    /// The sum at the larger precision; `None` on overflow.
+    pub fn checked_add(self, other: Price) -> Option<Price> {
+        let p = self.precision.max(other.precision);
+        let raw = i128::from(self.rescale(p)?.raw) + i128::from(other.rescale(p)?.raw);
+        Some(Price::new(i64::try_from(raw).ok()?, p))
+    }
+
+    /// The difference at the larger precision; `None` on overflow.
+    pub fn checked_sub(self, other: Price) -> Option<Price> {
+        self.checked_add(Price::new(other.raw.checked_neg()?, other.precision))
+    }
+
+    /// Whether the value is zero.
+    pub const fn is_zero(self) -> bool {
+        self.raw == 0
+    }
+
+    /// As a float, for display and statistics only.
+    pub fn as_f64(self) -> f64 {
+        to_f64(i128::from(self.raw), self.precision)
+    }
+}
+
+impl Price {
+    /// Compares the values exactly, ignoring how many decimals each has
+    /// (`1.0` equals `1.000` here; [`Ord`] orders them by precision).
+    pub fn cmp_value(&self, other: &Price) -> Ordering {
+        cmp_values(i128::from(self.raw), self.precision, i128::from(other.raw), other.precision)
+    }
+}
+
+impl PartialOrd for Price {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Price {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_value(other).then(self.precision.cmp(&other.precision))
+    }
+}
+
+impl FromStr for Price {
+    type Err = ParseError;
+    /// Parses `[+-]digits[.digits]`, keeping the decimals written.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (raw, precision) = parse_decimal(s)?;
+        let raw = i64::try_from(raw).map_err(|_| perr(s, "out of range for a price"))?;
+        Ok(Price::new(raw, precision))
+    }
+}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_decimal(f, i128::from(self.raw), self.precision)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Quantity
+
+/// A non-negative quantity: `raw / 10^precision`. Equality is structural;
+/// ordering compares values exactly, ties broken by precision.
+///
+/// # Examples
+///
+/// ```
+/// use tradecache::model::Quantity;
+///
+/// let q: Quantity = "1.500".parse().unwrap();
+/// assert_eq!(q.checked_add(Quantity::new(5, 1)), Some(Quantity::new(2_000, 3)));
+/// assert_eq!(q.checked_sub(Quantity::new(2, 0)), None); // would be negative
+/// assert!(q > Quantity::new(1, 0));
+/// assert!("-1".parse::<Quantity>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Quantity {
+    /// The scaled integer value.
+    pub raw: u64,
+    /// Decimal places.
+    pub precision: u8,
+}
+
+impl Quantity {
+    /// `raw / 10^precision`.
+    pub const fn new(raw: u64, precision: u8) -> Self {
+        Quantity { raw, precision }
+    }
+
+    /// Zero with `precision` decimals.
+    pub const fn zero(precision: u8) -> Self {
+        Quantity { raw: 0, precision }
+    }
+
+    /// Parses decimal text and aligns it to exactly `precision` decimals.
+    ///
+    /// # Errors
+    ///
+    /// When the text is not a non-negative decimal number, has more decimal
+    /// places than `precision`, or does not fit.
+    pub fn from_str_with_precision(s: &str, precision: u8) -> Result<Quantity, ParseError> {
+        let raw = parse_decimal_at(s, precision)?;
+        let raw = u64::try_from(raw).map_err(|_| perr(s, "negative or out of range for a quantity"))?;
+        Ok(Quantity::new(raw, precision))
+    }
+
+    /// The same value with `precision` decimals, rounding half up when
+    /// decimals are dropped; `None` if it does not fit.
+    pub fn rescale(self, precision: u8) -> Option<Quantity> {
+        let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
+        Some(Quantity::new(u64::try_from(raw).ok()?, precision))
+    }
+
+    /// The sum at the larger precision; `None` on overflow.
+    pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
+        let p = self.precision.max(other.precision);
+        self.rescale(p)?.raw.checked_add(other.rescale(p)?.raw).map(|r| Quantity::new(r, p))
+    }
+
+    /// The difference at the larger precision; `None` if it would be
+    /// negative or on overflow.
+    pub fn checked_sub(self, other: Quantity) -> Option<Quantity> {
+        let p = self.precision.max(other.precision);
+        self.rescale(p)?.raw.checked_sub(other.rescale(p)?.raw).map(|r| Quantity::new(r, p))
+    }
+
+    /// Whether the value is zero.
+    pub const fn is_zero(self) -> bool {
+        self.raw == 0
+    }
+
+    /// As a float, for display and statistics only.
+    pub fn as_f64(self) -> f64 {
+        to_f64(i128::from(self.raw), self.precision)
+    }
+}
+
+impl Quantity {
+    /// Compares the values exactly, ignoring how many decimals each has
+    /// (`1.0` equals `1.000` here; [`Ord`] orders them by precision).
+    pub fn cmp_value(&self, other: &Quantity) -> Ordering {
+        cmp_values(i128::from(self.raw), self.precision, i128::from(other.raw), other.precision)
+    }
+}
+
+impl PartialOrd for Quantity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_value(other).then(self.precision.cmp(&other.precision))
+    }
+}
+
+impl FromStr for Quantity {
+    type Err = ParseError;
+    /// Parses `digits[.digits]`, keeping the decimals written.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (raw, precision) = parse_decimal(s)?;
+        let raw = u64::try_from(raw).map_err(|_| perr(s, "negative or out of range for a quantity"))?;
+        Ok(Quantity::new(raw, precision))
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_decimal(f, i128::from(self.raw), self.precision)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ---------------------------------------------------------------------------
+// Money
+
+/// An amount of money: `raw / 10^precision` in `currency`, signed.
+///
+/// # Examples
+///
+/// ```
+/// use tradecache::model::{Currency, Money};
+///
+/// let fee = Money::new(120, 2, Currency::USDT);
+/// assert_eq!(fee.to_string(), "1.20 USDT");
+/// assert_eq!("1.20 USDT".parse::<Money>().unwrap(), fee);
+/// let total = fee.checked_add(Money::new(5, 3, Currency::USDT)).unwrap();
+/// assert_eq!(total, Money::new(1_205, 3, Currency::USDT));
+/// assert_eq!(fee.checked_add(Money::new(1, 2, Currency::BTC)), None); // currencies differ
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Money {
+    /// The scaled integer value.
+    pub raw: i64,
+    /// Decimal places.
+    pub precision: u8,
+    /// Currency.
+    pub currency: Currency,
+}
+
+impl Money {
+    /// `raw / 10^precision` in `currency`.
+    pub const fn new(raw: i64, precision: u8, currency: Currency) -> Self {
+        Money { raw, precision, currency }
+    }
+
+    /// Zero in `currency` with `precision` decimals.
+    pub const fn zero(precision: u8, currency: Currency) -> Self {
+        Money { raw: 0, precision, currency }
+    }
+
+    /// The same amount with `precision` decimals, rounding half away from
+    /// zero when decimals are dropped; `None` if it does not fit.
+    pub fn rescale(self, precision: u8) -> Option<Money> {
+        let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
+        Some(Money::new(i64::try_from(raw).ok()?, precision, self.currency))
+    }
+
+    /// The sum at the larger precision; `None` if the currencies differ or
+    /// on overflow.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        if self.currency != other.currency {
+            return None;
+        }
+        let p = self.precision.max(other.precision);
+        let raw = i128::from(self.rescale(p)?.raw) + i128::from(other.rescale(p)?.raw);
+        Some(Money::new(i64::try_from(raw).ok()?, p, self.currency))
+    }
+
+    /// The difference at the larger precision; `None` if the currencies
+    /// differ or on overflow.
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        self.checked_add(Money::new(other.raw.checked_neg()?, other.precision, other.currency))
+    }
+
+    /// Whether the amount is zero.
+    pub const fn is_zero(self) -> bool {
+        self.raw == 0
+    }
+
+    /// As a float, for display and statistics only.
+    pub fn as_f64(self) -> f64 {
+        to_f64(i128::from(self.raw), self.precision)
+    }
+}
+
+impl FromStr for Money {
+    type Err = ParseError;
+    /// Parses `"-12.50 USDT"`: a decimal, one space, a currency code.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (amount, code) = s.split_once(' ').ok_or_else(|| perr(s, "expected an amount and a currency"))?;
+        let currency = Currency::new(code).map_err(|e| perr(s, e.reason))?;
+        let (raw, precision) = parse_decimal(amount).map_err(|e| perr(s, e.reason))?;
+        let raw = i64::try_from(raw).map_err(|_| perr(s, "out of range for an amount"))?;
+        Ok(Money::new(raw, precision, currency))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_decimal(f, i128::from(self.raw), self.precision)?;
+        write!(f, " {}", self.currency)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stored form of the fixed-point types
+//
+// `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for
+// any precision, and a third of the size of a map with field names (a
+// position has four of them; DESIGN.md keeps values small). Reading also
+// accepts the `{raw, precision[, currency]}` map written by earlier versions.
+
+/// A decoded fixed-point value before its range is checked.
+struct Fixed {
+    raw: i128,
+    precision: u8,
+    currency: Option<Currency>,
+}
+
+/// An integer of either sign, as the first element of a stored value.
+struct AnyInt(i128);
+
+impl<'de> Deserialize<'de> for AnyInt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AnyInt;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AnyInt, E> {
+                Ok(AnyInt(i128::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AnyInt, E> {
+                Ok(AnyInt(i128::from(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum FixedField {
+    Raw,
+    Precision,
+    Currency,
+    #[serde(other)]
+    Other,
+}
+
+struct FixedVisitor {
+    expecting: &'static str,
+    with_currency: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for FixedVisitor {
+    type Value = Fixed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Fixed, A::Error> {
+        use serde::de::Error;
+        let n = 2 + usize::from(self.with_currency);
+        let raw = seq.next_element::<AnyInt>()?.ok_or_else(|| A::Error::invalid_length(0, &self))?.0;
+        let precision = seq.next_element::<u8>()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        let currency = if self.with_currency {
+            Some(seq.next_element::<Currency>()?.ok_or_else(|| A::Error::invalid_length(2, &self))?)
+        } else {
+            None
+        };
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(A::Error::invalid_length(n + 1, &self));
+        }
+        Ok(Fixed { raw, precision, currency })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fixed, A::Error> {
+        use serde::de::Error;
+        let (mut raw, mut precision, mut currency) = (None, None, None);
+        while let Some(k) = map.next_key::<FixedField>()? {
+            match k {
+                FixedField::Raw => raw = Some(map.next_value::<AnyInt>()?.0),
+                FixedField::Precision => precision = Some(map.next_value::<u8>()?),
+                FixedField::Currency => currency = Some(map.next_value::<Currency>()?),
+                FixedField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let raw = raw.ok_or_else(|| A::Error::missing_field("raw"))?;
+        let precision = precision.ok_or_else(|| A::Error::missing_field("precision"))?;
+        if self.with_currency && currency.is_none() {
+            return Err(A::Error::missing_field("currency"));
+        }
+        Ok(Fixed { raw, precision, currency })
+    }
+}
+
+fn deserialize_fixed<'de, D: Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+    with_currency: bool,
+) -> Result<Fixed, D::Error> {
+    d.deserialize_any(FixedVisitor { expecting, with_currency })
+}
+
+fn fixed_range<E: serde::de::Error, T: TryFrom<i128>>(raw: i128, what: &str) -> Result<T, E> {
+    T::try_from(raw).map_err(|_| E::custom(format_args!("{raw} is out of range for {what}")))
+}
+
+/// Stored as `[raw, precision]`.
+impl Serialize for Price {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&self.precision)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = deserialize_fixed(d, "a price as [raw, precision]", false)?;
+        Ok(Price::new(fixed_range(f.raw, "a price")?, f.precision))
+    }
+}
+
+/// Stored as `[raw, precision]`.
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&self.precision)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = deserialize_fixed(d, "a quantity as [raw, precision]", false)?;
+        Ok(Quantity::new(fixed_range(f.raw, "a quantity (non-negative)")?, f.precision))
+    }
+}
+
+/// Stored as `[raw, precision, "CCY"]`.
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&self.precision)?;
+        t.serialize_element(&self.currency)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = deserialize_fixed(d, "an amount as [raw, precision, \"CCY\"]", true)?;
+        let currency = f.currency.ok_or_else(|| <D::Error as serde::de::Error>::missing_field("currency"))?;
+        Ok(Money::new(fixed_range(f.raw, "an amount")?, f.precision, currency))
+    }
+}
+
+// ---------------------------------------------------------------------------
