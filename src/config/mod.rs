@@ -27,13 +27,16 @@ use std::time::Duration;
 use crate::error::{ConfigError, ConfigProblem};
 
 mod env;
+mod table;
 mod url;
 mod validate;
 mod vars;
 
+/// What a password (or anything that may hold one) is shown as.
+pub(super) const REDACTED: &str = "<redacted>";
 pub use crate::encoding::Encoding;
-pub(crate) use env::{apply_vars, boolean, env_example, int, markdown, millis, ms, not_unicode, seconds};
-pub(crate) use env::{set, EnvVar, Read, Refused};
+pub(crate) use table::{apply_vars, boolean, env_example, int, markdown, millis, ms, not_unicode, seconds};
+pub(crate) use table::{set, EnvVar, Read, Refused};
 pub(crate) use url::HostPort;
 
 /// What a write does when the channel to the flusher is full.
@@ -218,7 +221,7 @@ impl Problems {
 
     /// Each problem of `refused`, under `field`; `text` is the value shown
     /// where `refused` names none.
-    pub(crate) fn refused(&mut self, field: &str, text: &str, refused: env::Refused) {
+    pub(crate) fn refused(&mut self, field: &str, text: &str, refused: table::Refused) {
         for (shown, allowed) in refused.0 {
             self.push(field, shown.unwrap_or_else(|| text.to_string()), allowed);
         }

@@ -9,14 +9,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use url::{Host, Url};
 
-use super::env::Refused;
-use super::{Config, Problems, Secret, PORT_ALLOWED};
+use super::table::Refused;
+use super::{Config, Problems, Secret, PORT_ALLOWED, REDACTED};
 use crate::error::ConfigError;
 
 /// The port of a `redis://` URL without one.
 pub(super) const DEFAULT_PORT: u16 = 6379;
-/// What a password (or anything that may hold one) is shown as.
-pub(super) const REDACTED: &str = "<redacted>";
 /// What a URL that cannot be shown safely is shown as: one that does not
 /// parse, or whose password was split by an unencoded `/`, `?` or `#`.
 /// Never the text itself.
@@ -338,6 +336,24 @@ pub(super) fn host_problem(host: &str) -> Option<&'static str> {
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         && !host.starts_with(['.', '-']);
     (!ok).then_some(HOST_NAME)
+}
+
+/// `host:port,host:port`; empty items are skipped; one problem per
+/// defect of each bad item.
+pub(crate) fn host_list(v: &str, default_port: u16) -> Result<Vec<HostPort>, Refused> {
+    let mut nodes = Vec::new();
+    let mut refused = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match parse_host_port(item, default_port) {
+            Ok(node) => nodes.push(node),
+            Err(all) => refused.extend(all.into_iter().map(|a| (Some(item.to_string()), a.into()))),
+        }
+    }
+    if refused.is_empty() {
+        Ok(nodes)
+    } else {
+        Err(Refused(refused))
+    }
 }
 
 #[cfg(test)]

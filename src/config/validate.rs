@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::table::Refused;
 use super::url::host_problem;
 use super::{Config, Encoding, OverflowPolicy, Problems, PORT_ALLOWED, REDIS_MAX_VALUE_BYTES};
 use crate::error::ConfigError;
@@ -285,6 +286,14 @@ impl Config {
             }
         }
         p.finish(())
+    }
+}
+
+/// An id (see [`crate::Ident`]).
+pub(crate) fn id(v: &str) -> Result<String, Refused> {
+    match ident::validate(v) {
+        Ok(_) => Ok(v.to_string()),
+        Err(e) => Err(id_allowed(&e).into()),
     }
 }
 

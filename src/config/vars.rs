@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
-use super::env::{boolean, count, host_list, id, int, millis, ms, seconds, set, EnvVar, Read};
-use super::url::{apply_url, host_problem, parse_port, DEFAULT_PORT};
+use super::table::{boolean, count, int, millis, ms, seconds, set, EnvVar, Read};
+use super::url::{apply_url, host_list, host_problem, parse_port, DEFAULT_PORT};
+use super::validate::id;
 use super::{Config, Encoding, OverflowPolicy, Secret, ENCODING_ALLOWED, REDIS_MAX_VALUE_BYTES};
 
 /// The port of a sentinel in `REDIS_SENTINELS` without one.

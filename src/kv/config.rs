@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use super::vars::KV_ENV;
-use crate::config::{apply_vars, env_example, markdown, not_unicode, Config, Encoding, Problems};
+use crate::config::{Config, Encoding};
 use crate::error::{ConfigError, ConfigProblem};
 use crate::ident;
 
@@ -308,76 +307,6 @@ impl KvConfig {
         self.redis.encoding
     }
 
-    /// Reads the configuration from the process environment; see
-    /// [`KvConfig::from_vars`].
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] listing every variable that cannot be used.
-    pub fn from_env() -> Result<KvConfig, ConfigError> {
-        let mut problems = Problems::default();
-        not_unicode(KV_ENV, &mut problems);
-        let redis = Config::from_env();
-        let kv = KvConfig::from_kv_vars(|name| std::env::var(name).ok());
-        merge(redis, kv, problems)
-    }
-
-    /// Builds a configuration from variables looked up by `get`: the
-    /// connection part with [`Config::from_vars`] (every `REDIS_*` and
-    /// `CACHE_*` variable it reads), then these:
-    ///
-    #[doc = include_str!("vars.md")]
-    ///
-    /// ```
-    /// use std::collections::HashMap;
-    /// use std::time::Duration;
-    /// use tradecache::kv::KvConfig;
-    ///
-    /// let vars = HashMap::from([
-    ///     ("REDIS_URL", "redis://cache-1:6380/2"),
-    ///     ("CACHE_KEY_PREFIX", "desk-3"),
-    ///     ("CACHE_MARKET_DATA_TTL", "15"),
-    /// ]);
-    /// let config = KvConfig::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
-    /// assert_eq!(config.ttl_of("market_data"), Some(Duration::from_secs(15)));
-    ///
-    /// let vars = HashMap::from([("REDIS_PORT", "0"), ("CACHE_RISK_TTL", "soon")]);
-    /// let err = KvConfig::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
-    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_RISK_TTL"));
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] with every problem of both parts, each naming the
-    /// variable, the bad value (never a password) and what is allowed.
-    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
-        let redis = Config::from_vars(&get);
-        let kv = KvConfig::from_kv_vars(&get);
-        merge(redis, kv, Problems::default())
-    }
-
-    /// The caching layer's own variables, onto the defaults.
-    fn from_kv_vars<F: Fn(&str) -> Option<String>>(get: F) -> (KvConfig, Problems) {
-        let mut c = KvConfig::default();
-        let mut problems = Problems::default();
-        apply_vars(KV_ENV, &mut c, &get, &mut problems);
-        (c, problems)
-    }
-
-    /// The rows of README's `KvConfig` table (with its header), rendered
-    /// from the table [`KvConfig::from_vars`] reads.
-    #[doc(hidden)]
-    pub fn env_markdown() -> String {
-        markdown(KV_ENV, None)
-    }
-
-    /// The kv variable lines of `.env.example`, rendered from the table
-    /// [`KvConfig::from_vars`] reads.
-    #[doc(hidden)]
-    pub fn env_example() -> String {
-        env_example(KV_ENV)
-    }
-
     /// Checks the whole configuration: the embedded [`Config`] (see
     /// [`Config::validate`]) and the caching layer's settings.
     /// [`crate::kv::Kv::open`] calls it.
@@ -447,23 +376,11 @@ fn problem(field: &str, value: &str, allowed: &str) -> ConfigProblem {
     ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() }
 }
 
-fn merge(
-    redis: Result<Config, ConfigError>,
-    kv: (KvConfig, Problems),
-    mut problems: Problems,
-) -> Result<KvConfig, ConfigError> {
-    let (mut c, kv_problems) = kv;
-    match redis {
-        Ok(r) => c.redis = r,
-        Err(e) => problems.0.extend(e.problems),
-    }
-    problems.0.extend(kv_problems.0);
-    problems.finish(c)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::vars::KV_ENV;
     use super::*;
+    use crate::config::markdown;
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<KvConfig, ConfigError> {
