@@ -744,6 +744,22 @@ impl Cache {
     /// Connection failures; with `strict_load`, [`Error::Load`] when any
     /// value could not be used (otherwise such values are listed in
     /// [`Snapshot::report`]).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// cache.put(&Position::example("P-1"))?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// let snapshot = cache.load()?;
+    /// assert!(snapshot.report.consistent);
+    /// assert!(snapshot.positions.iter().any(|p| p.id.as_str() == "P-1"));
+    /// # Ok(()) }
+    /// ```
     pub fn load(&self) -> Result<Snapshot> {
         self.load_with(false)
     }
@@ -828,6 +844,22 @@ impl Cache {
     /// # Errors
     ///
     /// As [`Cache::load`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// cache.put(&Position::example("P-1"))?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// let (positions, report) = cache.load_all::<Position>()?;
+    /// assert!(report.issues.is_empty());
+    /// assert!(positions.iter().any(|p| p.id.as_str() == "P-1"));
+    /// # Ok(()) }
+    /// ```
     pub fn load_all<T: Entity>(&self) -> Result<(Vec<T>, LoadReport)> {
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
@@ -843,6 +875,29 @@ impl Cache {
     ///
     /// [`Error::InvalidId`] for an id that [`Cache::append`] would refuse;
     /// otherwise as [`Cache::load`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::{Order, OrderEvent, OrderEventKind, UnixNanos};
+    /// use tradecache::Ident;
+    /// cache.put(&Order::example("O-1"))?;
+    /// let event = OrderEvent {
+    ///     event_id: 1,
+    ///     client_order_id: Ident::new("O-1")?,
+    ///     ts_event: UnixNanos(1),
+    ///     kind: OrderEventKind::Canceled,
+    /// };
+    /// cache.append("O-1", &event)?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// let (events, _report) = cache.load_events::<OrderEvent>("O-1")?;
+    /// assert_eq!(events.last(), Some(&event));
+    /// # Ok(()) }
+    /// ```
     pub fn load_events<E: Event>(&self, id: &str) -> Result<(Vec<E>, LoadReport)> {
         crate::ident::validate(id)?;
         let start = Instant::now();

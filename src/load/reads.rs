@@ -138,6 +138,29 @@ impl Cache {
     ///
     /// As [`Cache::get`]; [`Error::Codec`] names the first entry that does
     /// not decode (`key[index]`).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::{Order, OrderEvent, OrderEventKind, UnixNanos};
+    /// use tradecache::Ident;
+    /// cache.put(&Order::example("O-1"))?;
+    /// let event = OrderEvent {
+    ///     event_id: 1,
+    ///     client_order_id: Ident::new("O-1")?,
+    ///     ts_event: UnixNanos(1),
+    ///     kind: OrderEventKind::Canceled,
+    /// };
+    /// cache.append("O-1", &event)?;
+    /// // No flush needed: a read sees every write accepted before it.
+    /// let events = cache.get_events::<OrderEvent>("O-1")?;
+    /// assert_eq!(events.last(), Some(&event));
+    /// # Ok(()) }
+    /// ```
     pub fn get_events<E: Event>(&self, id: &str) -> Result<Vec<E>> {
         crate::ident::validate(id)?;
         self.settle_reads(settle_timeout(self))?;
@@ -223,6 +246,24 @@ impl Cache {
     /// # Errors
     ///
     /// As [`Cache::load_ticks`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::{Bar, UnixNanos};
+    /// let bar_type = "BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL";
+    /// for ts in 1..=3 {
+    ///     cache.append_market_data(&Bar::example(bar_type, UnixNanos(ts)))?;
+    /// }
+    /// let (bars, _report) = cache.load_bars(bar_type, 2)?;
+    /// assert_eq!(bars.len(), 2);
+    /// assert!(bars[0].ts_event < bars[1].ts_event); // oldest first
+    /// # Ok(()) }
+    /// ```
     pub fn load_bars(&self, bar_type: &str, n: usize) -> Result<(Vec<Bar>, LoadReport)> {
         self.load_ticks::<Bar>(bar_type, n)
     }
