@@ -98,7 +98,9 @@ fn drop_with_redis_down_or_stalled_is_bounded() {
 /// written behind the caller's back once Redis returns.
 #[test]
 fn close_with_channel_full_and_redis_down_stops_the_flusher() {
-    let mut server = RedisServer::start();
+    // `always`: the first write, acknowledged before the SIGKILL, must
+    // survive it (under `everysec` the kill may take the last second).
+    let mut server = RedisServer::builder().appendfsync("always").start();
     let cache = Cache::open(config(server.port(), "T1").channel_capacity(16).max_pending_events(16)).unwrap();
     cache.append("A", &Tick { n: 1 }).unwrap();
     cache.flush(Duration::from_secs(5)).unwrap();
