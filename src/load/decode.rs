@@ -121,6 +121,12 @@ impl<'a> Rd<'a> {
     }
 
     fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.key()?).ok()
+    }
+
+    /// A string's bytes, unchecked: field and variant names are compared
+    /// with ASCII literals, which only valid UTF-8 can equal.
+    fn key(&mut self) -> Option<&'a [u8]> {
         let n = match self.marker()? {
             Marker::FixStr(n) => usize::from(n),
             Marker::Str8 => usize::try_from(self.be(1)?).ok()?,
@@ -128,7 +134,7 @@ impl<'a> Rd<'a> {
             Marker::Str32 => usize::try_from(self.be(4)?).ok()?,
             _ => return None,
         };
-        std::str::from_utf8(self.take(n)?).ok()
+        self.take(n)
     }
 
     /// Any MessagePack integer.
@@ -227,71 +233,71 @@ fn set<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
 }
 
 fn order_side(rd: &mut Rd<'_>) -> Option<OrderSide> {
-    Some(match rd.str()? {
-        "Buy" => OrderSide::Buy,
-        "Sell" => OrderSide::Sell,
+    Some(match rd.key()? {
+        b"Buy" => OrderSide::Buy,
+        b"Sell" => OrderSide::Sell,
         _ => return None,
     })
 }
 
 fn order_type(rd: &mut Rd<'_>) -> Option<OrderType> {
-    Some(match rd.str()? {
-        "Market" => OrderType::Market,
-        "Limit" => OrderType::Limit,
-        "StopMarket" => OrderType::StopMarket,
-        "StopLimit" => OrderType::StopLimit,
+    Some(match rd.key()? {
+        b"Market" => OrderType::Market,
+        b"Limit" => OrderType::Limit,
+        b"StopMarket" => OrderType::StopMarket,
+        b"StopLimit" => OrderType::StopLimit,
         _ => return None,
     })
 }
 
 fn time_in_force(rd: &mut Rd<'_>) -> Option<TimeInForce> {
-    Some(match rd.str()? {
-        "Gtc" => TimeInForce::Gtc,
-        "Ioc" => TimeInForce::Ioc,
-        "Fok" => TimeInForce::Fok,
-        "Gtd" => TimeInForce::Gtd,
-        "Day" => TimeInForce::Day,
+    Some(match rd.key()? {
+        b"Gtc" => TimeInForce::Gtc,
+        b"Ioc" => TimeInForce::Ioc,
+        b"Fok" => TimeInForce::Fok,
+        b"Gtd" => TimeInForce::Gtd,
+        b"Day" => TimeInForce::Day,
         _ => return None,
     })
 }
 
 fn order_status(rd: &mut Rd<'_>) -> Option<OrderStatus> {
-    Some(match rd.str()? {
-        "Initialized" => OrderStatus::Initialized,
-        "Submitted" => OrderStatus::Submitted,
-        "Accepted" => OrderStatus::Accepted,
-        "Rejected" => OrderStatus::Rejected,
-        "Canceled" => OrderStatus::Canceled,
-        "Expired" => OrderStatus::Expired,
-        "PartiallyFilled" => OrderStatus::PartiallyFilled,
-        "Filled" => OrderStatus::Filled,
+    Some(match rd.key()? {
+        b"Initialized" => OrderStatus::Initialized,
+        b"Submitted" => OrderStatus::Submitted,
+        b"Accepted" => OrderStatus::Accepted,
+        b"Rejected" => OrderStatus::Rejected,
+        b"Canceled" => OrderStatus::Canceled,
+        b"Expired" => OrderStatus::Expired,
+        b"PartiallyFilled" => OrderStatus::PartiallyFilled,
+        b"Filled" => OrderStatus::Filled,
         _ => return None,
     })
 }
 
 fn liquidity_side(rd: &mut Rd<'_>) -> Option<LiquiditySide> {
-    Some(match rd.str()? {
-        "Maker" => LiquiditySide::Maker,
-        "Taker" => LiquiditySide::Taker,
+    Some(match rd.key()? {
+        b"Maker" => LiquiditySide::Maker,
+        b"Taker" => LiquiditySide::Taker,
         _ => return None,
     })
 }
 
 fn position_side(rd: &mut Rd<'_>) -> Option<PositionSide> {
-    Some(match rd.str()? {
-        "Long" => PositionSide::Long,
-        "Short" => PositionSide::Short,
-        "Flat" => PositionSide::Flat,
+    Some(match rd.key()? {
+        b"Long" => PositionSide::Long,
+        b"Short" => PositionSide::Short,
+        b"Flat" => PositionSide::Flat,
         _ => return None,
     })
 }
 
 fn instrument_kind(rd: &mut Rd<'_>) -> Option<InstrumentKind> {
-    Some(match rd.str()? {
-        "Spot" => InstrumentKind::Spot,
-        "Perpetual" => InstrumentKind::Perpetual,
-        "Future" => InstrumentKind::Future,
-        "Option" => InstrumentKind::Option,
+    Some(match rd.key()? {
+        b"Spot" => InstrumentKind::Spot,
+        b"Perpetual" => InstrumentKind::Perpetual,
+        b"Future" => InstrumentKind::Future,
+        b"Option" => InstrumentKind::Option,
         _ => return None,
     })
 }
@@ -302,23 +308,23 @@ fn order(rd: &mut Rd<'_>) -> Option<Order> {
     let (mut side, mut ot, mut q, mut p, mut tp, mut tif) = (None, None, None, None, None, None);
     let (mut st, mut fq, mut ap, mut ti, mut tl, mut count) = (None, None, None, None, None, None);
     for _ in 0..n {
-        match rd.str()? {
-            "id" | "client_order_id" => set(&mut id, rd.ident())?,
-            "vid" | "venue_order_id" => set(&mut vid, rd.opt_ident())?,
-            "sid" | "strategy_id" => set(&mut sid, rd.ident())?,
-            "i" | "instrument_id" => set(&mut inst, rd.ident())?,
-            "s" | "side" => set(&mut side, order_side(rd))?,
-            "ot" | "order_type" => set(&mut ot, order_type(rd))?,
-            "q" | "quantity" => set(&mut q, rd.quantity())?,
-            "p" | "price" => set(&mut p, rd.opt_price())?,
-            "tp" | "trigger_price" => set(&mut tp, rd.opt_price())?,
-            "tif" | "time_in_force" => set(&mut tif, time_in_force(rd))?,
-            "st" | "status" => set(&mut st, order_status(rd))?,
-            "fq" | "filled_qty" => set(&mut fq, rd.quantity())?,
-            "ap" | "avg_px" => set(&mut ap, rd.opt_price())?,
-            "ti" | "ts_init" => set(&mut ti, rd.nanos())?,
-            "tl" | "ts_last" => set(&mut tl, rd.nanos())?,
-            "n" | "event_count" => set(&mut count, rd.int_as::<u32>())?,
+        match rd.key()? {
+            b"id" | b"client_order_id" => set(&mut id, rd.ident())?,
+            b"vid" | b"venue_order_id" => set(&mut vid, rd.opt_ident())?,
+            b"sid" | b"strategy_id" => set(&mut sid, rd.ident())?,
+            b"i" | b"instrument_id" => set(&mut inst, rd.ident())?,
+            b"s" | b"side" => set(&mut side, order_side(rd))?,
+            b"ot" | b"order_type" => set(&mut ot, order_type(rd))?,
+            b"q" | b"quantity" => set(&mut q, rd.quantity())?,
+            b"p" | b"price" => set(&mut p, rd.opt_price())?,
+            b"tp" | b"trigger_price" => set(&mut tp, rd.opt_price())?,
+            b"tif" | b"time_in_force" => set(&mut tif, time_in_force(rd))?,
+            b"st" | b"status" => set(&mut st, order_status(rd))?,
+            b"fq" | b"filled_qty" => set(&mut fq, rd.quantity())?,
+            b"ap" | b"avg_px" => set(&mut ap, rd.opt_price())?,
+            b"ti" | b"ts_init" => set(&mut ti, rd.nanos())?,
+            b"tl" | b"ts_last" => set(&mut tl, rd.nanos())?,
+            b"n" | b"event_count" => set(&mut count, rd.int_as::<u32>())?,
             _ => return None,
         }
     }
@@ -346,11 +352,11 @@ fn order_event(rd: &mut Rd<'_>) -> Option<OrderEvent> {
     let n = rd.map_len()?;
     let (mut e, mut o, mut te, mut k) = (None, None, None, None);
     for _ in 0..n {
-        match rd.str()? {
-            "e" | "event_id" => set(&mut e, rd.int_as::<u64>())?,
-            "o" | "client_order_id" => set(&mut o, rd.ident())?,
-            "te" | "ts_event" => set(&mut te, rd.nanos())?,
-            "k" | "kind" => set(&mut k, event_kind(rd))?,
+        match rd.key()? {
+            b"e" | b"event_id" => set(&mut e, rd.int_as::<u64>())?,
+            b"o" | b"client_order_id" => set(&mut o, rd.ident())?,
+            b"te" | b"ts_event" => set(&mut te, rd.nanos())?,
+            b"k" | b"kind" => set(&mut k, event_kind(rd))?,
             _ => return None,
         }
     }
@@ -361,9 +367,9 @@ fn order_event(rd: &mut Rd<'_>) -> Option<OrderEvent> {
 fn event_kind(rd: &mut Rd<'_>) -> Option<OrderEventKind> {
     match rd.b.first()? {
         0xa0..=0xbf | 0xd9..=0xdb => {
-            return match rd.str()? {
-                "Canceled" => Some(OrderEventKind::Canceled),
-                "Expired" => Some(OrderEventKind::Expired),
+            return match rd.key()? {
+                b"Canceled" => Some(OrderEventKind::Canceled),
+                b"Expired" => Some(OrderEventKind::Expired),
                 _ => None,
             };
         }
@@ -372,18 +378,18 @@ fn event_kind(rd: &mut Rd<'_>) -> Option<OrderEventKind> {
     if rd.map_len()? != 1 {
         return None;
     }
-    let name = rd.str()?;
+    let name = rd.key()?;
     let n = rd.map_len()?;
     Some(match name {
-        "Initialized" => {
+        b"Initialized" => {
             let (mut side, mut ot, mut q, mut p, mut tif) = (None, None, None, None, None);
             for _ in 0..n {
-                match rd.str()? {
-                    "s" | "side" => set(&mut side, order_side(rd))?,
-                    "ot" | "order_type" => set(&mut ot, order_type(rd))?,
-                    "q" | "quantity" => set(&mut q, rd.quantity())?,
-                    "p" | "price" => set(&mut p, rd.opt_price())?,
-                    "tif" | "time_in_force" => set(&mut tif, time_in_force(rd))?,
+                match rd.key()? {
+                    b"s" | b"side" => set(&mut side, order_side(rd))?,
+                    b"ot" | b"order_type" => set(&mut ot, order_type(rd))?,
+                    b"q" | b"quantity" => set(&mut q, rd.quantity())?,
+                    b"p" | b"price" => set(&mut p, rd.opt_price())?,
+                    b"tif" | b"time_in_force" => set(&mut tif, time_in_force(rd))?,
                     _ => return None,
                 }
             }
@@ -395,50 +401,50 @@ fn event_kind(rd: &mut Rd<'_>) -> Option<OrderEventKind> {
                 time_in_force: tif?,
             }
         }
-        "Submitted" => {
+        b"Submitted" => {
             let mut a = None;
             for _ in 0..n {
-                match rd.str()? {
-                    "a" | "account_id" => set(&mut a, rd.ident())?,
+                match rd.key()? {
+                    b"a" | b"account_id" => set(&mut a, rd.ident())?,
                     _ => return None,
                 }
             }
             OrderEventKind::Submitted { account_id: a? }
         }
-        "Accepted" => {
+        b"Accepted" => {
             let mut vid = None;
             for _ in 0..n {
-                match rd.str()? {
-                    "vid" | "venue_order_id" => set(&mut vid, rd.ident())?,
+                match rd.key()? {
+                    b"vid" | b"venue_order_id" => set(&mut vid, rd.ident())?,
                     _ => return None,
                 }
             }
             OrderEventKind::Accepted { venue_order_id: vid? }
         }
-        "Rejected" => {
+        b"Rejected" => {
             let mut r = None;
             for _ in 0..n {
-                match rd.str()? {
-                    "r" | "reason" => set(&mut r, rd.str().map(ReasonText::new))?,
+                match rd.key()? {
+                    b"r" | b"reason" => set(&mut r, rd.str().map(ReasonText::new))?,
                     _ => return None,
                 }
             }
             OrderEventKind::Rejected { reason: r? }
         }
-        "Updated" => {
+        b"Updated" => {
             let (mut q, mut p, mut tp) = (None, None, None);
             for _ in 0..n {
-                match rd.str()? {
-                    "q" | "quantity" => set(&mut q, rd.quantity())?,
-                    "p" | "price" => set(&mut p, rd.opt_price())?,
-                    "tp" | "trigger_price" => set(&mut tp, rd.opt_price())?,
+                match rd.key()? {
+                    b"q" | b"quantity" => set(&mut q, rd.quantity())?,
+                    b"p" | b"price" => set(&mut p, rd.opt_price())?,
+                    b"tp" | b"trigger_price" => set(&mut tp, rd.opt_price())?,
                     _ => return None,
                 }
             }
             OrderEventKind::Updated { quantity: q?, price: p.flatten(), trigger_price: tp.flatten() }
         }
-        "PartiallyFilled" => OrderEventKind::PartiallyFilled(fill(rd, n)?),
-        "Filled" => OrderEventKind::Filled(fill(rd, n)?),
+        b"PartiallyFilled" => OrderEventKind::PartiallyFilled(fill(rd, n)?),
+        b"Filled" => OrderEventKind::Filled(fill(rd, n)?),
         _ => return None,
     })
 }
@@ -447,12 +453,12 @@ fn event_kind(rd: &mut Rd<'_>) -> Option<OrderEventKind> {
 fn fill(rd: &mut Rd<'_>, n: usize) -> Option<Fill> {
     let (mut tid, mut p, mut q, mut c, mut l) = (None, None, None, None, None);
     for _ in 0..n {
-        match rd.str()? {
-            "tid" | "trade_id" => set(&mut tid, rd.ident())?,
-            "p" | "last_px" => set(&mut p, rd.price())?,
-            "q" | "last_qty" => set(&mut q, rd.quantity())?,
-            "c" | "commission" => set(&mut c, rd.money())?,
-            "l" | "liquidity_side" => set(&mut l, liquidity_side(rd))?,
+        match rd.key()? {
+            b"tid" | b"trade_id" => set(&mut tid, rd.ident())?,
+            b"p" | b"last_px" => set(&mut p, rd.price())?,
+            b"q" | b"last_qty" => set(&mut q, rd.quantity())?,
+            b"c" | b"commission" => set(&mut c, rd.money())?,
+            b"l" | b"liquidity_side" => set(&mut l, liquidity_side(rd))?,
             _ => return None,
         }
     }
@@ -465,20 +471,20 @@ fn position(rd: &mut Rd<'_>) -> Option<Position> {
         (None, None, None, None, None, None, None);
     let (mut pc, mut qc, mut pnl, mut to, mut tc, mut tl) = (None, None, None, None, None, None);
     for _ in 0..n {
-        match rd.str()? {
-            "id" => set(&mut id, rd.ident())?,
-            "i" | "instrument_id" => set(&mut inst, rd.ident())?,
-            "a" | "account_id" => set(&mut acc, rd.ident())?,
-            "o" | "opening_order_id" => set(&mut oo, rd.ident())?,
-            "s" | "side" => set(&mut side, position_side(rd))?,
-            "q" | "quantity" => set(&mut q, rd.quantity())?,
-            "po" | "avg_px_open" => set(&mut po, rd.price())?,
-            "pc" | "avg_px_close" => set(&mut pc, rd.opt_price())?,
-            "qc" | "closed_qty" => set(&mut qc, rd.quantity())?,
-            "pnl" | "realized_pnl" => set(&mut pnl, rd.money())?,
-            "to" | "ts_opened" => set(&mut to, rd.nanos())?,
-            "tc" | "ts_closed" => set(&mut tc, rd.opt_nanos())?,
-            "tl" | "ts_last" => set(&mut tl, rd.nanos())?,
+        match rd.key()? {
+            b"id" => set(&mut id, rd.ident())?,
+            b"i" | b"instrument_id" => set(&mut inst, rd.ident())?,
+            b"a" | b"account_id" => set(&mut acc, rd.ident())?,
+            b"o" | b"opening_order_id" => set(&mut oo, rd.ident())?,
+            b"s" | b"side" => set(&mut side, position_side(rd))?,
+            b"q" | b"quantity" => set(&mut q, rd.quantity())?,
+            b"po" | b"avg_px_open" => set(&mut po, rd.price())?,
+            b"pc" | b"avg_px_close" => set(&mut pc, rd.opt_price())?,
+            b"qc" | b"closed_qty" => set(&mut qc, rd.quantity())?,
+            b"pnl" | b"realized_pnl" => set(&mut pnl, rd.money())?,
+            b"to" | b"ts_opened" => set(&mut to, rd.nanos())?,
+            b"tc" | b"ts_closed" => set(&mut tc, rd.opt_nanos())?,
+            b"tl" | b"ts_last" => set(&mut tl, rd.nanos())?,
             _ => return None,
         }
     }
@@ -506,22 +512,22 @@ fn instrument(rd: &mut Rd<'_>) -> Option<Instrument> {
     let (mut pp, mut sp, mut pi, mut si, mut m, mut mf, mut tf, mut ti) =
         (None, None, None, None, None, None, None, None);
     for _ in 0..n {
-        match rd.str()? {
-            "id" => set(&mut id, rd.ident())?,
-            "sym" | "symbol" => set(&mut sym, rd.ident())?,
-            "v" | "venue" => set(&mut venue, rd.ident())?,
-            "k" | "kind" => set(&mut kind, instrument_kind(rd))?,
-            "b" | "base" => set(&mut base, rd.currency())?,
-            "q" | "quote" => set(&mut quote, rd.currency())?,
-            "st" | "settlement" => set(&mut settle, rd.currency())?,
-            "pp" | "price_precision" => set(&mut pp, rd.int_as::<u8>())?,
-            "sp" | "size_precision" => set(&mut sp, rd.int_as::<u8>())?,
-            "pi" | "price_increment" => set(&mut pi, rd.price())?,
-            "si" | "size_increment" => set(&mut si, rd.quantity())?,
-            "m" | "multiplier" => set(&mut m, rd.quantity())?,
-            "mf" | "maker_fee_bps" => set(&mut mf, rd.int_as::<i32>())?,
-            "tf" | "taker_fee_bps" => set(&mut tf, rd.int_as::<i32>())?,
-            "ti" | "ts_init" => set(&mut ti, rd.nanos())?,
+        match rd.key()? {
+            b"id" => set(&mut id, rd.ident())?,
+            b"sym" | b"symbol" => set(&mut sym, rd.ident())?,
+            b"v" | b"venue" => set(&mut venue, rd.ident())?,
+            b"k" | b"kind" => set(&mut kind, instrument_kind(rd))?,
+            b"b" | b"base" => set(&mut base, rd.currency())?,
+            b"q" | b"quote" => set(&mut quote, rd.currency())?,
+            b"st" | b"settlement" => set(&mut settle, rd.currency())?,
+            b"pp" | b"price_precision" => set(&mut pp, rd.int_as::<u8>())?,
+            b"sp" | b"size_precision" => set(&mut sp, rd.int_as::<u8>())?,
+            b"pi" | b"price_increment" => set(&mut pi, rd.price())?,
+            b"si" | b"size_increment" => set(&mut si, rd.quantity())?,
+            b"m" | b"multiplier" => set(&mut m, rd.quantity())?,
+            b"mf" | b"maker_fee_bps" => set(&mut mf, rd.int_as::<i32>())?,
+            b"tf" | b"taker_fee_bps" => set(&mut tf, rd.int_as::<i32>())?,
+            b"ti" | b"ts_init" => set(&mut ti, rd.nanos())?,
             _ => return None,
         }
     }
