@@ -75,7 +75,15 @@ fn allocs_here() -> u64 {
 const BLOCK: OverflowPolicy = OverflowPolicy::Block { timeout: Duration::from_secs(10) };
 
 fn config(port: u16, trader: &str) -> Config {
-    Config::builder().host("127.0.0.1").port(port).trader_id(trader).flush_on_start(true).overflow(BLOCK)
+    Config::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .trader_id(trader)
+        .flush_on_start(true)
+        .overflow(BLOCK)
+        // A loaded machine (other builds on 2 cores) stalled Redis past
+        // the default in the middle of a load.
+        .response_timeout(Duration::from_secs(60))
 }
 
 fn open(cfg: Config) -> Cache {
@@ -536,7 +544,7 @@ fn throughput(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
                                 "ratio_prescribed": theirs.map(|t| ours / t),
                                 "ours_detail": detail, "redis_benchmark_r100000_redis_cpu_ns_per_write": random_cpu }));
     }
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     settle(con);
     json!({
         "ours": med(&runs, &["ours"]),
@@ -605,7 +613,7 @@ fn fencing(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
         let fenced = run(true);
         runs.push(json!({ "plain": plain, "fenced": fenced, "ratio": fenced / plain }));
     }
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     json!({
         "ours": med(&runs, &["fenced"]),
         "alternative": { "name": "the same transactions without WATCH + GET", "value": med(&runs, &["plain"]) },
@@ -870,6 +878,14 @@ fn recovery(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     })
 }
 
+/// `FLUSHALL`, waiting up to two minutes: on a loaded machine it waits for
+/// the AOF's fsync, which outlasted the client's 10 s read timeout.
+fn flushall(con: &mut redis::Connection) {
+    con.set_read_timeout(Some(Duration::from_secs(120))).expect("set_read_timeout");
+    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    con.set_read_timeout(Some(Duration::from_secs(10))).expect("set_read_timeout");
+}
+
 /// `used_memory` of the server (`INFO memory`), in bytes.
 fn used_memory(con: &mut redis::Connection) -> f64 {
     let info: String = redis::cmd("INFO").arg("memory").query(con).expect("INFO memory");
@@ -910,7 +926,7 @@ fn write_orders(cache: &Cache, prefix: &str, n: usize, closed: bool, ts: UnixNan
 fn running_24_7(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     let (closed_n, open_n) = (100_000usize, 1_000usize);
     let old = UnixNanos(1_600_000_000_000_000_000); // 2020: older than any retention
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     settle(con);
 
     // Open-only recovery.
@@ -990,7 +1006,7 @@ fn running_24_7(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
                 .collect(),
         )
     };
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     settle(con);
 
     // Streams: event appends/s with and without publish_events.
@@ -1013,16 +1029,16 @@ fn running_24_7(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     };
     let mut stream_runs = Vec::new();
     for _ in 0..reps {
-        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+        flushall(con);
         settle(con);
         let without = appends(false);
-        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+        flushall(con);
         settle(con);
         let with = appends(true);
         stream_runs.push(json!({ "with": with, "without": without, "ratio": with / without }));
     }
     // Bytes per stream entry: 100,000 entries (the default MAXLEN).
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     {
         let cache = open(config(port, "BENCH-STREAM").overflow(BLOCK).publish_events(true));
         for n in 0..100_000usize {
@@ -1035,7 +1051,7 @@ fn running_24_7(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     let with_stream = used_memory(con);
     let _: () = redis::cmd("DEL").arg("trader-BENCH-STREAM:stream:orders").query(con).expect("DEL");
     let bytes_per_stream_entry = (with_stream - used_memory(con)) / 100_000.0;
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     settle(con);
 
     json!({
@@ -1138,7 +1154,7 @@ fn physical_limit(
     let per = events.len() as f64;
     // One GET and one LRANGE per order: (1 + events) values.
     let values_per_s = lrange.zip(get).map(|(l, g)| (1.0 + per) / (1.0 / l + 1.0 / g));
-    let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+    flushall(con);
     json!({
         "lrange_per_s": lrange,
         "lrange_values_per_s": lrange.map(|l| l * per),
@@ -1204,7 +1220,7 @@ fn recovery_scaling(port: u16, con: &mut redis::Connection, reps: usize) -> Valu
                               "client_cpu_s": cpu, "round_trips": rt }));
         }
         drop(cache);
-        let _: () = redis::cmd("FLUSHALL").query(con).expect("FLUSHALL");
+        flushall(con);
         let limit = physical_limit(port, con, n, 500_000, &order, &events);
         settle(con);
         let rate = med(&runs, &["values_per_s"]);

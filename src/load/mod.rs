@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use crate::codec;
 use crate::config::Config;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
@@ -23,6 +22,7 @@ use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Positio
 use crate::net::{self, Conn, Packer};
 use crate::Cache;
 
+mod decode;
 pub(crate) mod reads;
 
 /// One value that could not be used during a load.
@@ -598,7 +598,7 @@ fn decode_chunk<T: Entity, E: Event>(
         if let Some(value) = values.next() {
             report.keys_read += 1;
             match value {
-                Value::BulkString(b) => match codec::decode::<T>(&b, encoding) {
+                Value::BulkString(b) => match decode::decode::<T>(&b, encoding) {
                     Ok(v) if v.id() == id.as_str() => items.push(v),
                     Ok(v) => report.issues.push(LoadIssue {
                         key: key(id),
@@ -700,7 +700,7 @@ fn decode_events_from<E: Event>(
     let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::BulkString(b) = item else { continue };
-        match codec::decode::<E>(&b, encoding) {
+        match decode::decode::<E>(&b, encoding) {
             Ok(ev) => {
                 let id = ev.event_id();
                 let new = match seen.as_mut() {

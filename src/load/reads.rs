@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::Value;
 
-use crate::codec;
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
 use crate::load::{decode_events, LoadIssue, LoadReport};
@@ -116,7 +115,7 @@ impl Cache {
         match self.read_link().round_trip(self, |p| p.cmd(&[b"GET", key.as_bytes()]))? {
             Value::Nil => Ok(None),
             Value::BulkString(b) => {
-                let v: T = codec::decode(&b, self.config().encoding)
+                let v: T = super::decode::decode(&b, self.config().encoding)
                     .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
                 if v.id() != id {
                     return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
@@ -227,7 +226,7 @@ impl Cache {
         let len = items.len();
         for (i, item) in items.into_iter().enumerate() {
             let Value::BulkString(b) = item else { continue };
-            match codec::decode::<D>(&b, self.config().encoding) {
+            match super::decode::decode::<D>(&b, self.config().encoding) {
                 Ok(v) => out.push(v),
                 Err(e) => report.issues.push(LoadIssue {
                     key: format!("{key}[{i} of the newest {len}]"),
