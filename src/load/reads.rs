@@ -11,54 +11,20 @@
 
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use redis::Value;
 
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
 use crate::load::{decode_events, LoadIssue, LoadReport};
 use crate::model::Bar;
-use crate::net::{self, Conn, Packer};
+use crate::net::Packer;
 use crate::Cache;
 
-/// The read connection: opened at the first read, reused, dropped after an
-/// I/O error (and opened again by the next read). Reads from several
-/// threads take turns on it.
-#[derive(Default)]
-pub(crate) struct ReadLink {
-    conn: Mutex<Option<Conn>>,
-}
-
-impl ReadLink {
-    /// Sends one command (packed by `pack`) and returns its reply. A
-    /// connection that fails on its first use after being idle is replaced
-    /// once (Redis restarted, a failover, an idle timeout): a read is safe
-    /// to repeat.
-    fn round_trip(&self, cache: &Cache, pack: impl Fn(&mut Packer)) -> Result<Value> {
-        let mut packer = Packer::default();
-        pack(&mut packer);
-        let mut guard = self.conn.lock();
-        for attempt in 0..2 {
-            let fresh = guard.is_none();
-            if fresh {
-                let marker = cache.keys().writer(&cache.config().writer_id);
-                *guard = Some(net::connect(cache.config(), &marker, None).map_err(|f| f.into_error())?);
-            }
-            let Some(conn) = guard.as_mut() else { continue };
-            let reply = conn.con.send_packed_command(&packer.buf).and_then(|()| conn.con.recv_response());
-            match reply {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let err = net::Failure::of(&e, &conn.addr).into_error();
-                    // Whatever the error, this connection's state is unknown.
-                    *guard = None;
-                    if fresh || attempt == 1 {
-                        return Err(err);
-                    }
-                }
-            }
-        }
-        Err(Error::Closed)
+impl Cache {
+    /// One round trip on the read connection (`net/read_link.rs`).
+    fn read(&self, pack: impl Fn(&mut Packer)) -> Result<Value> {
+        let slot_key = || self.keys().writer(&self.config().writer_id);
+        self.read_link().round_trip(self.config(), slot_key, pack)
     }
 }
 
@@ -112,7 +78,7 @@ impl Cache {
         crate::ident::validate(id)?;
         self.settle_reads(settle_timeout(self))?;
         let key = self.keys().entity(T::COLLECTION, id);
-        match self.read_link().round_trip(self, |p| p.cmd(&[b"GET", key.as_bytes()]))? {
+        match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
             Value::Nil => Ok(None),
             Value::BulkString(b) => {
                 let v: T = super::decode::decode(&b, self.config().encoding)
@@ -164,8 +130,7 @@ impl Cache {
         crate::ident::validate(id)?;
         self.settle_reads(settle_timeout(self))?;
         let key = self.keys().events(<E::Of as Entity>::COLLECTION, id);
-        let reply =
-            self.read_link().round_trip(self, |p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
+        let reply = self.read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
         if let Value::ServerError(e) = &reply {
             return Err(server_error(self, &key, e));
         }
@@ -211,9 +176,7 @@ impl Cache {
         self.settle_reads(settle_timeout(self))?;
         let key = self.keys().events(D::COLLECTION, series_id);
         let from = format!("-{n}");
-        let reply = self
-            .read_link()
-            .round_trip(self, |p| p.cmd(&[b"LRANGE", key.as_bytes(), from.as_bytes(), b"-1"]))?;
+        let reply = self.read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), from.as_bytes(), b"-1"]))?;
         report.round_trips = 1;
         let items = match reply {
             Value::Array(v) => v,

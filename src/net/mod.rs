@@ -8,10 +8,12 @@
 //! - `retry.rs`: the one failure model (`Cause`, `Failure`), what to do
 //!   about each, and the backoff;
 //! - `resp.rs`: packing commands in RESP into reused buffers;
+//! - `read_link.rs`: the lazily opened connection reads use;
 //! - `tls.rs` (feature `tls`): the rustls client and TLS error hints.
 
 pub(crate) mod connect;
 pub(crate) mod discovery;
+pub(crate) mod read_link;
 pub(crate) mod resp;
 pub(crate) mod retry;
 #[cfg(feature = "tls")]

@@ -206,7 +206,7 @@ impl Cache {
         &self.keys
     }
 
-    pub(crate) fn read_link(&self) -> &crate::load::reads::ReadLink {
+    pub(crate) fn read_link(&self) -> &crate::net::read_link::ReadLink {
         &self.reads
     }
 

@@ -41,7 +41,7 @@ pub struct Cache {
     pub(super) cfg: Config,
     pub(super) keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
-    pub(super) reads: crate::load::reads::ReadLink,
+    pub(super) reads: crate::net::read_link::ReadLink,
 }
 
 impl std::fmt::Debug for Cache {
@@ -132,7 +132,7 @@ impl Cache {
             closed: AtomicBool::new(false),
             cfg: config,
             keys,
-            reads: crate::load::reads::ReadLink::default(),
+            reads: crate::net::read_link::ReadLink::default(),
         })
     }
 

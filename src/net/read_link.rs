@@ -1,0 +1,55 @@
+//! The connection reads use (`get`, `get_events`, `load_ticks`): opened
+//! lazily, never the flusher's, replaced once when it fails after being
+//! idle.
+
+use parking_lot::Mutex;
+use redis::Value;
+
+use super::{Conn, Failure, Packer};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The read connection: opened at the first read, reused, dropped after an
+/// I/O error (and opened again by the next read). Reads from several
+/// threads take turns on it.
+#[derive(Default)]
+pub(crate) struct ReadLink {
+    conn: Mutex<Option<Conn>>,
+}
+
+impl ReadLink {
+    /// Sends one command (packed by `pack`) and returns its reply. A
+    /// connection that fails on its first use after being idle is replaced
+    /// once (Redis restarted, a failover, an idle timeout): a read is safe
+    /// to repeat.
+    pub(crate) fn round_trip(
+        &self,
+        cfg: &Config,
+        slot_key: impl Fn() -> String,
+        pack: impl Fn(&mut Packer),
+    ) -> Result<Value> {
+        let mut packer = Packer::default();
+        pack(&mut packer);
+        let mut guard = self.conn.lock();
+        for attempt in 0..2 {
+            let fresh = guard.is_none();
+            if fresh {
+                *guard = Some(super::connect(cfg, &slot_key(), None).map_err(|f| f.into_error())?);
+            }
+            let Some(conn) = guard.as_mut() else { continue };
+            let reply = conn.con.send_packed_command(&packer.buf).and_then(|()| conn.con.recv_response());
+            match reply {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let err = Failure::of(&e, &conn.addr).into_error();
+                    // Whatever the error, this connection's state is unknown.
+                    *guard = None;
+                    if fresh || attempt == 1 {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Err(Error::Closed)
+    }
+}
