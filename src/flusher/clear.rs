@@ -26,11 +26,8 @@ impl Flusher {
         if self.barrier.is_none() {
             return;
         }
-        if !self.watching {
-            if let Err(f) = self.watch() {
-                self.fail(f);
-                return;
-            }
+        if !self.ensure_watching() {
+            return;
         }
         let Some(conn) = self.conn.as_mut() else { return };
         let mut fence = None;

@@ -56,11 +56,8 @@ impl Flusher {
     /// The heartbeat on its own, while idle: `MULTI`, `SET … PX`, `EXEC`,
     /// then `WATCH` and `GET` of the marker (re-armed as after a batch).
     pub(super) fn idle_heartbeat(&mut self) {
-        if !self.watching {
-            if let Err(f) = self.watch() {
-                self.fail(f);
-                return;
-            }
+        if !self.ensure_watching() {
+            return;
         }
         let Some(cmd) = self.heartbeat_command() else { return };
         // An aborted EXEC (the marker moved) only skips this beat; the

@@ -8,12 +8,6 @@ use crate::net::{self, Action, Failure};
 
 use super::Flusher;
 
-/// The failure of an operation that needs the connection while there is
-/// none.
-pub(super) fn not_connected() -> Failure {
-    Failure::not_connected()
-}
-
 impl Flusher {
     /// Counts the failure and does what its action says; the next attempt
     /// waits for the backoff.
@@ -26,12 +20,22 @@ impl Flusher {
         self.shared.count_error(f.class(), f.text.clone());
         match f.action() {
             Action::Reconnect => self.drop_conn(),
-            Action::Backpressure => {
-                *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
-            }
+            Action::Backpressure => self.set_backpressure(&f),
             Action::WaitRetry | Action::Drop | Action::Fence => {}
         }
         self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+    }
+
+    /// Redis refuses writes for now (OOM, MISCONF, an auth change):
+    /// `health()` shows why until a batch is acknowledged again.
+    fn set_backpressure(&self, f: &Failure) {
+        *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
+    }
+
+    /// The address of the current connection (empty when there is none),
+    /// for failures.
+    pub(super) fn addr(&self) -> String {
+        self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone())
     }
 
     /// Another writer claimed the marker: stop for good. Nothing held or
@@ -87,7 +91,7 @@ impl Flusher {
             Err(f) => {
                 self.shared.count_error(f.class(), f.text.clone());
                 if f.action() == Action::Backpressure {
-                    *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
+                    self.set_backpressure(&f);
                 }
                 log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
                 self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));

@@ -77,6 +77,9 @@ pub(crate) struct Flusher {
     waiters: Arc<Waiters>,
     done: Sender<CloseReport>,
     conn: Option<Conn>,
+    /// Bumped whenever the index sets may have changed under us
+    /// (`forget_index`): a batch built for an older generation adds back
+    /// the index entries it skipped before it is sent (`Batch::reindex`).
     generation: u64,
     /// A `WATCH` on the marker is armed on `conn`, and the last look at
     /// the marker showed no newer writer.
@@ -91,7 +94,7 @@ pub(crate) struct Flusher {
     barrier: Option<Barrier>,
     /// The batch being written: the oldest not yet acknowledged.
     held: Option<Batch>,
-    /// The batch after it, queued on the server behind it (see `write_held`).
+    /// The batch after it, queued on the server behind it (`pipeline.rs`).
     next: Option<Batch>,
     batch_no: u64,
     received_seq: u64,

@@ -21,7 +21,6 @@ use crate::marker::{self, Marker};
 use crate::net::{self, reply_error, Action, Conn, Failure, Packer};
 
 use super::batch::push_wait;
-use super::link::not_connected;
 use super::Flusher;
 
 /// What became of the held batch.
@@ -82,11 +81,8 @@ impl Flusher {
                 return;
             }
         }
-        if !self.watching {
-            if let Err(f) = self.watch() {
-                self.fail(f);
-                return;
-            }
+        if !self.ensure_watching() {
+            return;
         }
         // `close`: nothing is sent once its deadline has passed.
         if self.past_deadline() {
@@ -143,7 +139,7 @@ impl Flusher {
         }
         let wait = self.cfg.replica_wait;
         let (Some(batch), Some(conn)) = (self.held.as_mut(), self.conn.as_mut()) else {
-            return Err(not_connected());
+            return Err(Failure::not_connected());
         };
         let p = &mut self.packer;
         p.clear();
@@ -196,7 +192,7 @@ impl Flusher {
     /// error.
     fn read_result(&mut self) -> Outcome {
         let (Some(batch), Some(conn)) = (self.held.as_mut(), self.conn.as_mut()) else {
-            return Outcome::InDoubt(not_connected());
+            return Outcome::InDoubt(Failure::not_connected());
         };
         let addr = conn.addr.clone();
         // What `EXEC` did: `None` while only the WAIT was outstanding.
@@ -300,14 +296,29 @@ impl Flusher {
     /// Reads the replies to `WATCH` and `GET` of the marker sent behind an
     /// `EXEC`: re-arms the guard, or finds this writer fenced.
     fn read_watch(&mut self) -> Result<(), Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         let replies = recv_n(conn)?;
         self.check_marker(&replies)
     }
 
+    /// Arms the `WATCH` on the marker unless it is armed. A failure is
+    /// handled (`fail`), and `false` returned: nothing is sent then.
+    pub(super) fn ensure_watching(&mut self) -> bool {
+        if self.watching {
+            return true;
+        }
+        match self.watch() {
+            Ok(_) => true,
+            Err(f) => {
+                self.fail(f);
+                false
+            }
+        }
+    }
+
     /// One round trip: `WATCH` and `GET` of the marker; what it holds.
     pub(super) fn watch(&mut self) -> Result<marker::Read, Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         let p = &mut self.packer;
         p.clear();
         p.cmd(&[b"WATCH", &self.marker_key]);
@@ -321,7 +332,7 @@ impl Flusher {
     /// Judges the replies to `WATCH` and `GET` of the marker.
     pub(super) fn check_marker(&mut self, replies: &[Value; 2]) -> Result<(), Failure> {
         let [watch, get] = replies;
-        let addr = self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone());
+        let addr = self.addr();
         if let Some((code, text)) = reply_error(watch) {
             let text = format!("WATCH of the commit marker: {text}");
             return Err(Failure::new(net::Cause::of_code(&code), addr, text));
@@ -357,7 +368,7 @@ impl Flusher {
     /// Returns `EXEC`'s reply: `Nil` when the marker moved since the last
     /// look.
     pub(super) fn guarded_tx(&mut self, command: &[u8]) -> Result<Value, Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         let p = &mut self.packer;
         p.clear();
         p.cmd(&[b"MULTI"]);

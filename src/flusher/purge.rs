@@ -32,7 +32,6 @@ use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure};
 use crate::retention::Purged;
 
-use super::link::not_connected;
 use super::pipeline::round_trip;
 use super::Flusher;
 
@@ -182,7 +181,7 @@ impl Flusher {
         let Some(&collection) = job.req.collections.get(job.at) else { return Ok(()) };
         let (cutoff, offset, n) = (job.req.cutoff_ms, job.offset, self.cfg.purge_batch);
         let closed_key = self.keys.closed_index(collection);
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
 
         // 1. The oldest candidates, with a WATCH on the closed index.
         let p = &mut self.packer;
@@ -236,7 +235,7 @@ impl Flusher {
         }
 
         // 2. One transaction: the entities, their logs, their index entries.
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         let no = self.batch_no + 1;
         let marker = Marker { epoch: self.epoch, batch: no }.format();
         let p = &mut self.packer;
@@ -342,12 +341,8 @@ impl Flusher {
 
     /// `UNWATCH`, then `WATCH` and `GET` of the marker again.
     fn unwatch(&mut self) -> Result<(), Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         round_trip::<1>(conn, b"*1\r\n$7\r\nUNWATCH\r\n")?;
         self.watch().map(|_| ())
-    }
-
-    fn addr(&self) -> String {
-        self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone())
     }
 }
