@@ -9,7 +9,7 @@ use redis::Value;
 use crate::marker::{self, Marker};
 use crate::net::{self, reply_error, Action, Conn, Failure, Packer};
 
-use super::pipeline::round_trip;
+use super::link::round_trip;
 use super::Flusher;
 
 /// A `clear` waiting for every write before it to be acknowledged.

@@ -1,12 +1,41 @@
 //! The connection's life: what a failure does (`fail`, by its
 //! `net::Action`), fencing (`enter_fenced`), dropping the connection and
-//! reconnecting with backoff (`drop_conn`, `reconnect`, `pause`).
+//! reconnecting with backoff (`drop_conn`, `reconnect`, `pause`), and the
+//! one way to talk on it (`send`, `recv`, `round_trip`: every I/O error
+//! becomes a `Failure` naming the server).
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::net::{self, Action, Failure};
+use redis::Value;
+
+use crate::net::{self, Action, Conn, Failure};
 
 use super::Flusher;
+
+/// Sends packed commands.
+pub(super) fn send(conn: &mut Conn, buf: &[u8]) -> Result<(), Failure> {
+    conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr))
+}
+
+/// Reads one reply.
+pub(super) fn recv(conn: &mut Conn) -> Result<Value, Failure> {
+    conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr))
+}
+
+/// Reads `N` replies, stopping at the first I/O error.
+pub(super) fn recv_n<const N: usize>(conn: &mut Conn) -> Result<[Value; N], Failure> {
+    let mut replies = std::array::from_fn(|_| Value::Nil);
+    for r in &mut replies {
+        *r = recv(conn)?;
+    }
+    Ok(replies)
+}
+
+/// Sends packed commands and reads their `N` replies.
+pub(super) fn round_trip<const N: usize>(conn: &mut Conn, buf: &[u8]) -> Result<[Value; N], Failure> {
+    send(conn, buf)?;
+    recv_n(conn)
+}
 
 impl Flusher {
     /// Counts the failure and does what its action says; the next attempt

@@ -10,7 +10,10 @@
 //!   and the state of a batch until Redis confirms it;
 //! - `pipeline.rs`: sending, queueing the next batch behind the held one,
 //!   `EXEC`, settling a batch in doubt by the commit marker, acknowledging;
-//! - `link.rs`: failures, fencing, dropping and reconnecting;
+//! - `guard.rs`: the `WATCH` on the commit marker that guards every
+//!   transaction, and what its `GET` says (fenced or not);
+//! - `link.rs`: failures, fencing, dropping and reconnecting, and the
+//!   round trips on the connection;
 //! - `clear.rs`: `Cache::clear`, a barrier then guarded deletes.
 //!
 //! What issue 15 added sits in files of its own, each a set of helpers
@@ -20,6 +23,7 @@
 
 mod batch;
 mod clear;
+mod guard;
 mod heartbeat;
 mod index;
 mod link;

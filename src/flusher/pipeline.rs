@@ -3,13 +3,9 @@
 //! (`read_result`), settling a batch whose reply was lost by the commit
 //! marker (`resolve`, `check_refused`), and acknowledging (`ack`).
 //!
-//! Between its transactions the flusher keeps a `WATCH` on the commit
-//! marker (re-armed right after every `EXEC`, with a `GET` that shows who
-//! owns it; `check_marker`): a batch whose `EXEC` comes after another
-//! writer claimed the marker, or after a dropped connection of ours
-//! applied a batch behind our back, is aborted by Redis (see `marker.rs`).
-//! A batch's state (`batch::State`) moves only through this file and
-//! `link.rs`.
+//! Every `EXEC` is guarded by the `WATCH` on the commit marker, re-armed
+//! behind it (`guard.rs`). A batch's state (`batch::State`) moves only
+//! through this file and `link.rs`.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
@@ -17,13 +13,15 @@ use std::time::Instant;
 use redis::Value;
 
 use crate::error_class::ErrorClass;
-use crate::marker::{self, Marker};
-use crate::net::{self, reply_error, Action, Conn, Failure, Packer};
+use crate::marker::Marker;
+use crate::net::{self, reply_error, Action, Failure, Packer};
 
 use super::batch::push_wait;
+use super::link::{recv, round_trip, send};
 use super::Flusher;
 
 /// What became of the held batch.
+#[derive(Debug)]
 pub(super) enum Outcome {
     /// Applied; a failure met afterwards (reading the marker behind it) is
     /// handled once the batch is acknowledged.
@@ -38,29 +36,36 @@ pub(super) enum Outcome {
     InDoubt(Failure),
 }
 
-/// Sends packed commands.
-pub(super) fn send(conn: &mut Conn, buf: &[u8]) -> Result<(), Failure> {
-    conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr))
-}
-
-/// Reads one reply.
-pub(super) fn recv(conn: &mut Conn) -> Result<Value, Failure> {
-    conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr))
-}
-
-/// Reads `N` replies, stopping at the first I/O error.
-pub(super) fn recv_n<const N: usize>(conn: &mut Conn) -> Result<[Value; N], Failure> {
-    let mut replies = std::array::from_fn(|_| Value::Nil);
-    for r in &mut replies {
-        *r = recv(conn)?;
+/// What became of the held batch, from what its replies showed: whether
+/// it applied (`EXEC`, and enough replicas when `replica_wait` asks),
+/// whether the `WATCH` on the marker aborted it, why it was refused, and
+/// how reading the marker behind it went.
+fn outcome(applied: bool, aborted: bool, refused: Option<Failure>, watch: Result<(), Failure>) -> Outcome {
+    match (applied, aborted, refused, watch) {
+        (true, _, _, Ok(())) => Outcome::Applied(None),
+        (true, _, _, Err(f)) => Outcome::Applied(Some(f)),
+        // A newer writer comes first: it decides what happens next.
+        (false, _, _, Err(f)) if f.action() == Action::Fence => Outcome::NotApplied(f),
+        (false, _, Some(f), Ok(())) => Outcome::NotApplied(f),
+        (false, _, Some(f), Err(_)) => Outcome::NotApplied(f.unsettled()),
+        (false, true, None, Ok(())) => Outcome::Aborted,
+        (false, _, None, Err(f)) => Outcome::InDoubt(f),
+        // Not applied, not refused, not aborted: cannot happen.
+        (false, false, None, Ok(())) => Outcome::Aborted,
     }
-    Ok(replies)
 }
 
-/// Sends packed commands and reads their `N` replies.
-pub(super) fn round_trip<const N: usize>(conn: &mut Conn, buf: &[u8]) -> Result<[Value; N], Failure> {
-    send(conn, buf)?;
-    recv_n(conn)
+/// The type a key must hold for a batch's command `name` to apply, for the
+/// commands Redis refuses inside a transaction when it does not (found
+/// with `TYPE` after a batch's reply was lost, `check_refused`).
+fn expected_type(name: &[u8]) -> Option<&'static str> {
+    match name {
+        b"SADD" | b"SREM" => Some("set"),
+        b"ZADD" | b"ZREM" => Some("zset"),
+        b"RPUSH" => Some("list"),
+        b"XADD" => Some("stream"),
+        _ => None,
+    }
 }
 
 impl Flusher {
@@ -279,107 +284,7 @@ impl Flusher {
         }
         let applied = batch.is_applied() && refused.is_none();
         let watch = self.read_watch();
-        match (applied, aborted, refused, watch) {
-            (true, _, _, Ok(())) => Outcome::Applied(None),
-            (true, _, _, Err(f)) => Outcome::Applied(Some(f)),
-            // A newer writer comes first: it decides what happens next.
-            (false, _, _, Err(f)) if f.action() == Action::Fence => Outcome::NotApplied(f),
-            (false, _, Some(f), Ok(())) => Outcome::NotApplied(f),
-            (false, _, Some(f), Err(_)) => Outcome::NotApplied(f.unsettled()),
-            (false, true, None, Ok(())) => Outcome::Aborted,
-            (false, _, None, Err(f)) => Outcome::InDoubt(f),
-            // Not applied, not refused, not aborted: cannot happen.
-            (false, false, None, Ok(())) => Outcome::Aborted,
-        }
-    }
-
-    /// Reads the replies to `WATCH` and `GET` of the marker sent behind an
-    /// `EXEC`: re-arms the guard, or finds this writer fenced.
-    fn read_watch(&mut self) -> Result<(), Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        let replies = recv_n(conn)?;
-        self.check_marker(&replies)
-    }
-
-    /// Arms the `WATCH` on the marker unless it is armed. A failure is
-    /// handled (`fail`), and `false` returned: nothing is sent then.
-    pub(super) fn ensure_watching(&mut self) -> bool {
-        if self.watching {
-            return true;
-        }
-        match self.watch() {
-            Ok(_) => true,
-            Err(f) => {
-                self.fail(f);
-                false
-            }
-        }
-    }
-
-    /// One round trip: `WATCH` and `GET` of the marker; what it holds.
-    pub(super) fn watch(&mut self) -> Result<marker::Read, Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        let p = &mut self.packer;
-        p.clear();
-        p.cmd(&[b"WATCH", &self.marker_key]);
-        p.cmd(&[b"GET", &self.marker_key]);
-        let replies = round_trip(conn, &p.buf)?;
-        self.check_marker(&replies)?;
-        let [_, get] = replies;
-        Ok(marker::Read::from_reply(&get))
-    }
-
-    /// Judges the replies to `WATCH` and `GET` of the marker.
-    pub(super) fn check_marker(&mut self, replies: &[Value; 2]) -> Result<(), Failure> {
-        let [watch, get] = replies;
-        let addr = self.addr();
-        if let Some((code, text)) = reply_error(watch) {
-            let text = format!("WATCH of the commit marker: {text}");
-            return Err(Failure::new(net::Cause::of_code(&code), addr, text));
-        }
-        let read = marker::Read::from_reply(get);
-        if let Value::ServerError(e) = get {
-            let text = format!("reading the commit marker: {e}");
-            return Err(Failure::new(net::Cause::of_code(e.code()), addr, text));
-        }
-        if read.fences(self.epoch) {
-            let text = format!(
-                "writer {} was fenced: another Cache opened as this writer (the marker shows {}; \
-                 this writer is epoch {})",
-                String::from_utf8_lossy(&self.marker_key),
-                read.describe(),
-                self.epoch
-            );
-            return Err(Failure::new(net::Cause::Fenced, addr, text));
-        }
-        if read == marker::Read::Missing {
-            // Someone deleted the marker (FLUSHDB, an operator): the index
-            // sets may be gone too. (Batches already built keep what they
-            // skipped: one may be queued on the server already.)
-            self.indexed.clear();
-        }
-        self.watching = true;
-        Ok(())
-    }
-
-    /// One small transaction of `command` (packed), guarded by the marker's
-    /// `WATCH` (a fenced writer writes nothing), then `WATCH` and `GET` of
-    /// the marker, which re-arm the guard (or find this writer fenced).
-    /// Returns `EXEC`'s reply: `Nil` when the marker moved since the last
-    /// look.
-    pub(super) fn guarded_tx(&mut self, command: &[u8]) -> Result<Value, Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        let p = &mut self.packer;
-        p.clear();
-        p.cmd(&[b"MULTI"]);
-        p.buf.extend_from_slice(command);
-        p.cmd(&[b"EXEC"]);
-        p.cmd(&[b"WATCH", &self.marker_key]);
-        p.cmd(&[b"GET", &self.marker_key]);
-        self.watching = false;
-        let [_, _, exec, watch, get] = round_trip(conn, &p.buf)?;
-        self.check_marker(&[watch, get])?;
-        Ok(exec)
+        outcome(applied, aborted, refused, watch)
     }
 
     /// After the held batch was acknowledged (and `ack` made the next one
@@ -503,13 +408,7 @@ impl Flusher {
         p.clear();
         for (i, weight) in batch.weights.iter().enumerate() {
             let Some((name, key)) = net::command_name_key(&batch.tx, i + 1) else { continue };
-            let expected = match name {
-                b"SADD" | b"SREM" => "set",
-                b"ZADD" | b"ZREM" => "zset",
-                b"RPUSH" => "list",
-                b"XADD" => "stream",
-                _ => continue,
-            };
+            let Some(expected) = expected_type(name) else { continue };
             p.cmd(&[b"TYPE", key]);
             checks.push((key.to_vec(), expected, *weight));
         }
@@ -563,5 +462,46 @@ impl Flusher {
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.acked_seq.store(seq, SeqCst);
         self.waiters.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Cause;
+
+    fn failure(cause: Cause) -> Failure {
+        Failure::new(cause, "127.0.0.1:1", "test")
+    }
+
+    #[test]
+    fn the_outcome_of_a_batch_follows_its_replies() {
+        let io = || Err(failure(Cause::Io));
+        assert!(matches!(outcome(true, false, None, Ok(())), Outcome::Applied(None)));
+        // Applied, then the marker could not be read: acknowledged first.
+        assert!(matches!(outcome(true, false, None, io()), Outcome::Applied(Some(_))));
+        // A newer writer comes before a refusal.
+        let fenced = outcome(false, false, Some(failure(Cause::Oom)), Err(failure(Cause::Fenced)));
+        assert!(matches!(fenced, Outcome::NotApplied(f) if f.action() == Action::Fence));
+        let refused = outcome(false, false, Some(failure(Cause::Oom)), Ok(()));
+        assert!(matches!(refused, Outcome::NotApplied(f) if f.action() == Action::Backpressure));
+        // Refused, and the connection failed behind it: not applied, but the
+        // connection is not to be trusted.
+        let refused_io = outcome(false, false, Some(failure(Cause::Oom)), io());
+        assert!(matches!(refused_io, Outcome::NotApplied(f) if f.action() == Action::Reconnect));
+        assert!(matches!(outcome(false, true, None, Ok(())), Outcome::Aborted));
+        assert!(matches!(outcome(false, true, None, io()), Outcome::InDoubt(_)));
+        assert!(matches!(outcome(false, false, None, Ok(())), Outcome::Aborted));
+    }
+
+    #[test]
+    fn only_commands_redis_refuses_by_type_are_checked() {
+        assert_eq!(expected_type(b"SADD"), Some("set"));
+        assert_eq!(expected_type(b"ZREM"), Some("zset"));
+        assert_eq!(expected_type(b"RPUSH"), Some("list"));
+        assert_eq!(expected_type(b"XADD"), Some("stream"));
+        for name in [&b"MSET"[..], b"DEL", b"LTRIM", b"XTRIM", b"SET"] {
+            assert_eq!(expected_type(name), None);
+        }
     }
 }

@@ -32,7 +32,7 @@ use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure};
 use crate::retention::Purged;
 
-use super::pipeline::round_trip;
+use super::link::round_trip;
 use super::Flusher;
 
 /// A purge asked for by [`crate::Cache::purge_closed`] (or started by the
