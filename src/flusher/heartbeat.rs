@@ -11,11 +11,9 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
-use redis::Value;
-
 use crate::net::{self, Packer};
 
-use super::{not_connected, Flusher};
+use super::Flusher;
 
 impl Flusher {
     /// The heartbeat is due (never while shutting down).
@@ -58,33 +56,13 @@ impl Flusher {
     /// The heartbeat on its own, while idle: `MULTI`, `SET … PX`, `EXEC`,
     /// then `WATCH` and `GET` of the marker (re-armed as after a batch).
     pub(super) fn idle_heartbeat(&mut self) {
-        if !self.watching {
-            if let Err(f) = self.watch() {
-                self.fail(f);
-                return;
-            }
+        if !self.ensure_watching() {
+            return;
         }
         let Some(cmd) = self.heartbeat_command() else { return };
-        let result = (|| {
-            let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
-            let p = &mut self.packer;
-            p.clear();
-            p.cmd(&[b"MULTI"]);
-            p.buf.extend_from_slice(&cmd);
-            p.cmd(&[b"EXEC"]);
-            p.cmd(&[b"WATCH", &self.marker_key]);
-            p.cmd(&[b"GET", &self.marker_key]);
-            self.watching = false;
-            conn.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &conn.addr))?;
-            let mut replies = [Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil];
-            for r in &mut replies {
-                *r = conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
-            }
-            let [_, _, _, watch, get] = replies;
-            // An aborted EXEC (the marker moved) only skips this beat; the
-            // marker's GET says whether this writer was fenced.
-            self.check_marker(&[watch, get])
-        })();
+        // An aborted EXEC (the marker moved) only skips this beat; the
+        // marker's GET says whether this writer was fenced.
+        let result = self.guarded_tx(&cmd);
         if let Err(f) = result {
             self.fail(f);
         }

@@ -19,8 +19,9 @@ use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::net::{Args, Packer};
 
+use super::batch::add_member;
 use super::pending::Key;
-use super::{members, FastState};
+use super::FastState;
 
 /// Ids in the index sets once every built batch applies, with whether each
 /// is open (in `…:open`) or closed (in `…:closed`).
@@ -51,18 +52,17 @@ impl StateBufs {
     }
 
     fn open(&mut self, collection: &'static str, id: &Ident) {
-        members(&mut self.open_add, collection).bulk(id.as_bytes());
-        members(&mut self.closed_rem, collection).bulk(id.as_bytes());
+        add_member(&mut self.open_add, collection, id.as_bytes());
+        add_member(&mut self.closed_rem, collection, id.as_bytes());
     }
 
     fn closed(&mut self, collection: &'static str, id: &Ident) {
-        members(&mut self.open_rem, collection).bulk(id.as_bytes());
+        add_member(&mut self.open_rem, collection, id.as_bytes());
     }
 
     fn score(&mut self, collection: &'static str, id: &Ident, score_ms: u64) {
-        let a = members(&mut self.closed_add, collection);
-        a.bulk(score_ms.to_string().as_bytes());
-        a.bulk(id.as_bytes());
+        add_member(&mut self.closed_add, collection, score_ms.to_string().as_bytes());
+        add_member(&mut self.closed_add, collection, id.as_bytes());
     }
 
     /// A put of `key`, open or closed (last updated at `score_ms`): adds the
@@ -86,7 +86,7 @@ impl StateBufs {
         if indexed.get(&key) == Some(&open) {
             return Some((key, open));
         }
-        members(sadd, collection).bulk(key.1.as_bytes());
+        add_member(sadd, collection, key.1.as_bytes());
         if open {
             self.open(collection, &key.1);
         } else {
@@ -98,8 +98,8 @@ impl StateBufs {
 
     /// A delete (or a purge) of `id`: out of both.
     pub(super) fn delete(&mut self, collection: &'static str, id: &Ident) {
-        members(&mut self.open_rem, collection).bulk(id.as_bytes());
-        members(&mut self.closed_rem, collection).bulk(id.as_bytes());
+        add_member(&mut self.open_rem, collection, id.as_bytes());
+        add_member(&mut self.closed_rem, collection, id.as_bytes());
     }
 
     /// Packs the batch's commands, each with its weight (the writes it
@@ -141,7 +141,7 @@ pub(super) fn pack_reindex(
     sadd.iter_mut().for_each(|(_, a)| a.clear());
     state.clear();
     for ((collection, id), open) in skipped {
-        members(sadd, collection).bulk(id.as_bytes());
+        add_member(sadd, collection, id.as_bytes());
         if *open {
             state.open(collection, id);
         } else {

@@ -88,15 +88,24 @@ impl Pending {
         self.max_seq = seq;
         let key = (rec.collection(), Ident::new_unchecked(rec.id()));
         match self.slots.entry(key) {
-            Entry::Occupied(e) => {
-                let entry = &mut self.snaps[(*e.get() - self.base) as usize];
-                let (after_delete, since, puts) = match &entry.snap {
-                    Snap::Put { after_delete, since, puts, .. } => (*after_delete, *since, puts + 1),
-                    Snap::Delete => (true, seq, 1),
-                };
-                entry.snap = Snap::Put { rec, after_delete, since, puts };
-                true
-            }
+            Entry::Occupied(e) => match slot(&mut self.snaps, self.base, *e.get()) {
+                Some(entry) => {
+                    let (after_delete, since, puts) = match &entry.snap {
+                        Snap::Put { after_delete, since, puts, .. } => (*after_delete, *since, puts + 1),
+                        Snap::Delete => (true, seq, 1),
+                    };
+                    entry.snap = Snap::Put { rec, after_delete, since, puts };
+                    true
+                }
+                // (Cannot happen: every slot points into `snaps`.)
+                None => {
+                    let key = e.key().clone();
+                    let snap = Snap::Put { rec, after_delete: false, since: seq, puts: 1 };
+                    self.snaps.push_back(SnapEntry { key, snap, first_seq: seq });
+                    *e.into_mut() = self.base + self.snaps.len() as u64 - 1;
+                    false
+                }
+            },
             Entry::Vacant(e) => {
                 let key = e.key().clone();
                 e.insert(self.base + self.snaps.len() as u64);
@@ -115,11 +124,18 @@ impl Pending {
         self.events.retain(|e| !(e.collection == collection && e.id == id));
         let mut superseded = (before - self.events.len()) as u64;
         match self.slots.entry((collection, id)) {
-            Entry::Occupied(e) => {
-                let entry = &mut self.snaps[(*e.get() - self.base) as usize];
-                superseded += u64::from(matches!(entry.snap, Snap::Put { .. }));
-                entry.snap = Snap::Delete;
-            }
+            Entry::Occupied(e) => match slot(&mut self.snaps, self.base, *e.get()) {
+                Some(entry) => {
+                    superseded += u64::from(matches!(entry.snap, Snap::Put { .. }));
+                    entry.snap = Snap::Delete;
+                }
+                // (Cannot happen: every slot points into `snaps`.)
+                None => {
+                    let key = e.key().clone();
+                    self.snaps.push_back(SnapEntry { key, snap: Snap::Delete, first_seq: seq });
+                    *e.into_mut() = self.base + self.snaps.len() as u64 - 1;
+                }
+            },
             Entry::Vacant(e) => {
                 let key = e.key().clone();
                 e.insert(self.base + self.snaps.len() as u64);
@@ -159,7 +175,7 @@ impl Pending {
         let event = self.events.front().map(|e| e.seq);
         match (snap, event) {
             (None, None) => self.max_seq,
-            (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)) - 1,
+            (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)).saturating_sub(1),
         }
     }
 
@@ -181,6 +197,12 @@ impl Pending {
         self.events.clear();
         n
     }
+}
+
+/// The entry at position `at` (counted from `base`) in `snaps`.
+fn slot(snaps: &mut VecDeque<SnapEntry>, base: u64, at: u64) -> Option<&mut SnapEntry> {
+    let i = usize::try_from(at.checked_sub(base)?).ok()?;
+    snaps.get_mut(i)
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure};
 use crate::retention::Purged;
 
-use super::{not_connected, Flusher};
+use super::link::round_trip;
+use super::Flusher;
 
 /// A purge asked for by [`crate::Cache::purge_closed`] (or started by the
 /// `retain_closed_for` policy, without a reply).
@@ -180,8 +181,7 @@ impl Flusher {
         let Some(&collection) = job.req.collections.get(job.at) else { return Ok(()) };
         let (cutoff, offset, n) = (job.req.cutoff_ms, job.offset, self.cfg.purge_batch);
         let closed_key = self.keys.closed_index(collection);
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
-        let io = |e: redis::RedisError, addr: &str| net::Failure::of(&e, addr);
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
 
         // 1. The oldest candidates, with a WATCH on the closed index.
         let p = &mut self.packer;
@@ -196,9 +196,7 @@ impl Flusher {
             offset.to_string().as_bytes(),
             n.to_string().as_bytes(),
         ]);
-        conn.con.send_packed_command(&p.buf).map_err(|e| io(e, &conn.addr))?;
-        let watch = conn.con.recv_response().map_err(|e| io(e, &conn.addr))?;
-        let range = conn.con.recv_response().map_err(|e| io(e, &conn.addr))?;
+        let [watch, range] = round_trip(conn, &p.buf)?;
         // The WATCH on the closed index stays armed until the EXEC or
         // the UNWATCH below.
         self.watching = false;
@@ -237,7 +235,7 @@ impl Flusher {
         }
 
         // 2. One transaction: the entities, their logs, their index entries.
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         let no = self.batch_no + 1;
         let marker = Marker { epoch: self.epoch, batch: no }.format();
         let p = &mut self.packer;
@@ -253,9 +251,8 @@ impl Flusher {
             key.extend_from_slice(b":events");
             p.bulk(&key);
         }
-        let index_keys = [self.keys.index(collection), self.keys.open_index(collection), closed_key.clone()];
-        for (cmd, k) in [(&b"SREM"[..], &index_keys[0]), (b"SREM", &index_keys[1]), (b"ZREM", &index_keys[2])]
-        {
+        let (index_key, open_key) = (self.keys.index(collection), self.keys.open_index(collection));
+        for (cmd, k) in [(&b"SREM"[..], &index_key), (b"SREM", &open_key), (b"ZREM", &closed_key)] {
             p.array(2 + delete.len());
             p.bulk(cmd);
             p.bulk(k.as_bytes());
@@ -271,15 +268,9 @@ impl Flusher {
         if let Some(job) = self.purges.front_mut() {
             job.in_doubt = Some((no, delete.clone(), kept, exhausted));
         }
-        conn.con.send_packed_command(&p.buf).map_err(|e| io(e, &conn.addr))?;
         // MULTI, 5 × QUEUED, EXEC, WATCH, GET.
-        let mut replies = Vec::with_capacity(9);
-        for _ in 0..9 {
-            replies.push(conn.con.recv_response().map_err(|e| io(e, &conn.addr))?);
-        }
-        let get = replies.pop().unwrap_or(Value::Nil);
-        let watch = replies.pop().unwrap_or(Value::Nil);
-        let exec = replies.pop().unwrap_or(Value::Nil);
+        let [multi, q1, q2, q3, q4, q5, exec, watch, get] = round_trip(conn, &p.buf)?;
+        let head = [multi, q1, q2, q3, q4, q5];
         if let Some(job) = self.purges.front_mut() {
             job.in_doubt = None;
         }
@@ -302,7 +293,7 @@ impl Flusher {
             Value::Nil => Ok(()),
             other => {
                 let (code, text) = reply_error(&other)
-                    .or_else(|| replies.iter().find_map(reply_error))
+                    .or_else(|| head.iter().find_map(reply_error))
                     .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
                 Err(net::Failure::new(
                     net::Cause::of_exec_error(&code, &text),
@@ -350,15 +341,8 @@ impl Flusher {
 
     /// `UNWATCH`, then `WATCH` and `GET` of the marker again.
     fn unwatch(&mut self) -> Result<(), Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(not_connected()) };
-        conn.con
-            .send_packed_command(b"*1\r\n$7\r\nUNWATCH\r\n")
-            .map_err(|e| net::Failure::of(&e, &conn.addr))?;
-        conn.con.recv_response().map_err(|e| net::Failure::of(&e, &conn.addr))?;
+        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
+        round_trip::<1>(conn, b"*1\r\n$7\r\nUNWATCH\r\n")?;
         self.watch().map(|_| ())
-    }
-
-    fn addr(&self) -> String {
-        self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone())
     }
 }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::keys::Keys;
 use crate::net::Packer;
 
-use super::BatchEvent;
+use super::batch::{event_bytes, BatchEvent};
 
 /// The streams one batch published to (for the trims).
 #[derive(Default)]
@@ -45,7 +45,15 @@ impl Streams {
         self.key.clear();
         keys.write_stream(&mut self.key, collection);
         for ev in run {
-            p.cmd(&[b"XADD", &self.key, b"*", b"id", id.as_bytes(), b"ev", &bytes[start..ev.end]]);
+            p.cmd(&[
+                b"XADD",
+                &self.key,
+                b"*",
+                b"id",
+                id.as_bytes(),
+                b"ev",
+                event_bytes(bytes, start, ev.end),
+            ]);
             start = ev.end;
         }
         if !self.collections.contains(&collection) {

@@ -1,0 +1,507 @@
+//! The queued-transaction pipeline: sending the held batch's transaction
+//! and `EXEC`, queueing the next batch behind it, reading what Redis did
+//! (`read_result`), settling a batch whose reply was lost by the commit
+//! marker (`resolve`, `check_refused`), and acknowledging (`ack`).
+//!
+//! Every `EXEC` is guarded by the `WATCH` on the commit marker, re-armed
+//! behind it (`guard.rs`). A batch's state (`batch::State`) moves only
+//! through this file and `link.rs`.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::Instant;
+
+use redis::Value;
+
+use crate::error_class::ErrorClass;
+use crate::marker::Marker;
+use crate::net::{self, reply_error, Action, Failure, Packer};
+
+use super::batch::push_wait;
+use super::link::{recv, round_trip, send};
+use super::Flusher;
+
+/// What became of the held batch.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Applied; a failure met afterwards (reading the marker behind it) is
+    /// handled once the batch is acknowledged.
+    Applied(Option<Failure>),
+    /// Definitely not applied (the transaction was refused).
+    NotApplied(Failure),
+    /// Aborted by the `WATCH` on the marker: something changed the marker
+    /// since the last look. Not applied by this `EXEC`; the marker decides
+    /// whether an earlier connection of ours applied it.
+    Aborted,
+    /// The connection failed after the batch was (partly) sent.
+    InDoubt(Failure),
+}
+
+/// What became of the held batch, from what its replies showed: whether
+/// it applied (`EXEC`, and enough replicas when `replica_wait` asks),
+/// whether the `WATCH` on the marker aborted it, why it was refused, and
+/// how reading the marker behind it went.
+fn outcome(applied: bool, aborted: bool, refused: Option<Failure>, watch: Result<(), Failure>) -> Outcome {
+    match (applied, aborted, refused, watch) {
+        (true, _, _, Ok(())) => Outcome::Applied(None),
+        (true, _, _, Err(f)) => Outcome::Applied(Some(f)),
+        // A newer writer comes first: it decides what happens next.
+        (false, _, _, Err(f)) if f.action() == Action::Fence => Outcome::NotApplied(f),
+        (false, _, Some(f), Ok(())) => Outcome::NotApplied(f),
+        (false, _, Some(f), Err(_)) => Outcome::NotApplied(f.unsettled()),
+        (false, true, None, Ok(())) => Outcome::Aborted,
+        (false, _, None, Err(f)) => Outcome::InDoubt(f),
+        // Not applied, not refused, not aborted: cannot happen.
+        (false, false, None, Ok(())) => Outcome::Aborted,
+    }
+}
+
+/// The type a key must hold for a batch's command `name` to apply, for the
+/// commands Redis refuses inside a transaction when it does not (found
+/// with `TYPE` after a batch's reply was lost, `check_refused`).
+fn expected_type(name: &[u8]) -> Option<&'static str> {
+    match name {
+        b"SADD" | b"SREM" => Some("set"),
+        b"ZADD" | b"ZREM" => Some("zset"),
+        b"RPUSH" => Some("list"),
+        b"XADD" => Some("stream"),
+        _ => None,
+    }
+}
+
+impl Flusher {
+    /// Writes the held batch and, while Redis executes it, encodes the next
+    /// one and queues it behind: `MULTI` and its commands are sent, but its
+    /// `EXEC` only once the held batch is confirmed (`DISCARD` if it is
+    /// not). Redis never waits for the flusher to encode, and batches still
+    /// apply strictly in order, each whole or not at all. With
+    /// `replica_wait` nothing is queued behind a batch.
+    pub(super) fn write_held(&mut self) {
+        let Some(batch) = self.held.as_ref() else { return };
+        if batch.is_in_doubt() {
+            if let Err(f) = self.resolve() {
+                self.fail(f);
+                return;
+            }
+            if self.held.as_ref().is_none_or(|b| b.is_in_doubt()) {
+                return;
+            }
+        }
+        if !self.ensure_watching() {
+            return;
+        }
+        // `close`: nothing is sent once its deadline has passed.
+        if self.past_deadline() {
+            return;
+        }
+        let start = Instant::now();
+        let outcome = match self.send_exec() {
+            Err(f) => Outcome::InDoubt(f),
+            Ok(()) => match self.queue_next() {
+                // The held batch went out: applied or not, unknown.
+                Err(f) => Outcome::InDoubt(f),
+                Ok(()) => self.read_result(),
+            },
+        };
+        match outcome {
+            Outcome::Applied(after) => {
+                self.shared.record_batch_latency(start.elapsed());
+                self.ack();
+                if let Some(f) = after {
+                    self.fail(f);
+                } else if let Some(f) = self.read_held_head() {
+                    self.fail(f);
+                }
+            }
+            Outcome::NotApplied(f) => {
+                self.unqueue_next();
+                self.fail(f)
+            }
+            Outcome::Aborted => {
+                self.unqueue_next();
+                if let Some(b) = self.held.as_mut() {
+                    b.lost();
+                }
+                log::info!("tradecache: the commit marker changed under a batch; resolving it by the marker");
+                self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+            }
+            Outcome::InDoubt(f) => {
+                if let Some(b) = self.held.as_mut() {
+                    b.lost();
+                }
+                // Whatever the error, this connection's state is unknown.
+                self.fail(f.unsettled())
+            }
+        }
+    }
+
+    /// Sends what the held batch still needs to be applied: its whole
+    /// transaction, or only `EXEC` when it is already queued, or only the
+    /// replica `WAIT` once applied; then `WATCH` and `GET` of the marker,
+    /// which arm the guard for the next transaction.
+    fn send_exec(&mut self) -> Result<(), Failure> {
+        if let Some(b) = self.held.as_mut().filter(|b| !b.is_applied() && b.generation != self.generation) {
+            b.reindex(self.generation, &self.keys, &mut self.bufs, &mut self.packer);
+        }
+        let wait = self.cfg.replica_wait;
+        let (Some(batch), Some(conn)) = (self.held.as_mut(), self.conn.as_mut()) else {
+            return Err(Failure::not_connected());
+        };
+        let p = &mut self.packer;
+        p.clear();
+        if !batch.is_applied() {
+            p.cmd(&[b"EXEC"]);
+        }
+        push_wait(p, wait);
+        p.cmd(&[b"WATCH", &self.marker_key]);
+        p.cmd(&[b"GET", &self.marker_key]);
+        // `EXEC` unwatches every key; `read_result` re-arms.
+        self.watching = false;
+        if batch.is_applied() || batch.is_queued() {
+            send(conn, &p.buf)
+        } else {
+            // One write: the transaction with EXEC (and WAIT) behind it.
+            let head = batch.tx.len();
+            batch.tx.extend_from_slice(&p.buf);
+            let r = send(conn, &batch.tx);
+            batch.tx.truncate(head);
+            r
+        }
+    }
+
+    /// Builds the next batch from what is pending and sends its `MULTI` and
+    /// commands, without `EXEC`.
+    fn queue_next(&mut self) -> Result<(), Failure> {
+        if self.cfg.replica_wait.is_some() || self.held.as_ref().is_some_and(|b| b.is_applied()) {
+            return Ok(());
+        }
+        if !self.purges.is_empty() {
+            // A purge step goes between this batch and the next.
+            return Ok(());
+        }
+        if self.next.is_none() {
+            self.drain();
+            self.next = self.build();
+        }
+        let (Some(next), Some(conn)) = (self.next.as_mut(), self.conn.as_mut()) else { return Ok(()) };
+        if !next.is_built() || next.generation != self.generation {
+            // Not built for this connection: it goes the plain way, once it
+            // is the held batch (`send_exec` re-adds its index entries).
+            return Ok(());
+        }
+        send(conn, &next.tx)?;
+        next.sent_queued();
+        Ok(())
+    }
+
+    /// Reads the replies to what `send_exec` sent, stopping at the first I/O
+    /// error.
+    fn read_result(&mut self) -> Outcome {
+        let (Some(batch), Some(conn)) = (self.held.as_mut(), self.conn.as_mut()) else {
+            return Outcome::InDoubt(Failure::not_connected());
+        };
+        let addr = conn.addr.clone();
+        // What `EXEC` did: `None` while only the WAIT was outstanding.
+        let mut refused: Option<Failure> = None;
+        let mut aborted = false;
+        if !batch.is_applied() {
+            // A queued batch's replies were read when it became the held one
+            // (`read_held_head`).
+            let mut queued_error = batch.take_queued_error();
+            if batch.is_built() {
+                // The transaction's own replies: OK, QUEUED… (or errors).
+                for _ in 0..batch.head_replies() {
+                    match recv(conn) {
+                        Ok(v) => {
+                            if queued_error.is_none() {
+                                queued_error = reply_error(&v);
+                            }
+                        }
+                        Err(f) => return Outcome::InDoubt(f),
+                    }
+                }
+            }
+            let exec = match recv(conn) {
+                Ok(v) => v,
+                Err(f) => return Outcome::InDoubt(f),
+            };
+            match exec {
+                Value::Array(results) => {
+                    // The batch applied, but a command in it failed (a key
+                    // of the wrong type, say): the writes it carried are
+                    // dropped. Which writes is not tracked per command, so
+                    // they are recorded at the batch's first sequence
+                    // number, where `wait` on any write of the batch sees
+                    // them; the key is read back from the transaction.
+                    for (i, (r, weight)) in results.iter().zip(&batch.weights).enumerate() {
+                        if let Some((code, text)) = reply_error(r) {
+                            let class = net::Cause::of_code(&code).class();
+                            // Reply i answers command i + 1 (after MULTI).
+                            let key = net::command_key(&batch.tx, i + 1).map_or_else(
+                                || format!("batch {}", batch.no),
+                                |k| String::from_utf8_lossy(k).into_owned(),
+                            );
+                            let detail = format!("refused inside batch {}: {text}", batch.no);
+                            self.shared.record_drop(batch.first_seq, *weight, key, class, detail);
+                        }
+                    }
+                    self.shared.written.fetch_add(results.len() as u64, Relaxed);
+                    batch.exec_applied();
+                }
+                // The WATCH on the marker fired.
+                Value::Nil => {
+                    batch.unqueued();
+                    aborted = true;
+                }
+                other => {
+                    let (code, text) = queued_error
+                        .or_else(|| reply_error(&other))
+                        .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected EXEC reply {other:?}")));
+                    batch.unqueued();
+                    refused = Some(Failure::new(net::Cause::of_exec_error(&code, &text), addr.clone(), text));
+                }
+            }
+        }
+        if let Some((n, _)) = self.cfg.replica_wait {
+            let got = match recv(conn) {
+                Ok(Value::Int(k)) => k,
+                Ok(_) => 0,
+                Err(f) => {
+                    return match refused {
+                        // Not applied whatever happened after.
+                        Some(refused) => Outcome::NotApplied(refused.unsettled()),
+                        None => Outcome::InDoubt(f),
+                    };
+                }
+            };
+            if refused.is_none() && !aborted && got < i64::from(n) {
+                // Classified like Redis's own NOREPLICAS.
+                refused = Some(Failure::new(
+                    net::Cause::Busy,
+                    addr.clone(),
+                    format!("only {got} of {n} replica(s) acknowledged the batch"),
+                ));
+            }
+        }
+        let applied = batch.is_applied() && refused.is_none();
+        let watch = self.read_watch();
+        outcome(applied, aborted, refused, watch)
+    }
+
+    /// After the held batch was acknowledged (and `ack` made the next one
+    /// the held one): reads the replies to its `MULTI` and commands, if it
+    /// was queued. An I/O error here leaves it unapplied (its `EXEC` was
+    /// never sent, and the dropped connection discards it).
+    fn read_held_head(&mut self) -> Option<Failure> {
+        let batch = self.held.as_mut()?;
+        if !batch.is_queued() {
+            return None;
+        }
+        let conn = self.conn.as_mut()?;
+        for _ in 0..batch.head_replies() {
+            match recv(conn) {
+                Ok(v) => batch.head_reply(reply_error(&v)),
+                Err(f) => {
+                    batch.unqueued();
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    /// The held batch was not applied: throw away the batch queued behind
+    /// it (`DISCARD`), so nothing applies out of order; it is sent again
+    /// after the held one.
+    fn unqueue_next(&mut self) {
+        let Some(next) = self.next.as_mut() else { return };
+        if !next.is_queued() {
+            return;
+        }
+        next.unqueued();
+        let Some(conn) = self.conn.as_mut() else { return };
+        let mut ok = true;
+        for _ in 0..next.head_replies() {
+            if recv(conn).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        ok = ok && round_trip::<1>(conn, b"*1\r\n$7\r\nDISCARD\r\n").is_ok();
+        // `DISCARD` unwatches too.
+        self.watching = false;
+        if !ok {
+            // Unsure what the connection holds now: start afresh.
+            self.drop_conn();
+        }
+    }
+
+    /// After a reconnect (or an aborted `EXEC`): settles an in-doubt batch
+    /// with the commit marker, under a fresh `WATCH`, so that a batch still
+    /// on its way on a dropped connection cannot apply after the decision.
+    ///
+    /// The batch stays in doubt until it is settled: replayed (the marker
+    /// is behind it), or, when the marker shows it applied, its refused
+    /// commands checked and it acknowledged (or rewritten for the replica
+    /// `WAIT`). A failure on the way leaves it in doubt, to be settled
+    /// again on the next connection.
+    fn resolve(&mut self) -> Result<(), Failure> {
+        if let (Some(conn), Some((old, addr))) = (self.conn.as_mut(), self.dead_client.take()) {
+            // Not needed for correctness (the WATCH aborts a late EXEC of
+            // the old connection), but it frees the server of it. Only on
+            // the server it was on, by id and client address together (a
+            // restarted server reuses ids).
+            if addr == conn.addr {
+                log::debug!("tradecache: killing dropped connection {} ({}) on {addr}", old.id, old.addr);
+                if let Err(e) = conn.query(&old.kill_cmd()) {
+                    let f = net::Failure::of(&e, &conn.addr);
+                    self.shared
+                        .count_error(f.class(), format!("CLIENT KILL of the dropped connection: {}", f.text));
+                }
+            }
+        }
+        let read = self.watch()?;
+        let epoch = self.epoch;
+        let Some(batch) = self.held.as_mut() else { return Ok(()) };
+        let applied = read.applied_batch(epoch);
+        if applied < batch.no {
+            batch.replay();
+            self.shared.replays.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        self.check_refused()?;
+        if self.cfg.replica_wait.is_some() {
+            // This connection has written nothing yet, so a bare WAIT
+            // would return at once: write the marker again, behind the
+            // batch in the replication stream, and WAIT for that.
+            self.touch_marker(Marker { epoch, batch: applied })?;
+        } else {
+            self.ack();
+        }
+        Ok(())
+    }
+
+    /// Rewrites the marker with what it holds (`marker`: a write for `WAIT`
+    /// to cover), guarded by the `WATCH`; re-arms it. The held batch then
+    /// waits for its replicas.
+    fn touch_marker(&mut self, marker: Marker) -> Result<(), Failure> {
+        let mut cmd = Packer::default();
+        cmd.cmd(&[b"MSET", &self.marker_key, marker.format().as_bytes()]);
+        let exec = self.guarded_tx(&cmd.buf)?;
+        let Some(batch) = self.held.as_mut() else { return Ok(()) };
+        match exec {
+            Value::Array(_) => batch.exec_applied(),
+            // The marker moved again: decide again.
+            _ => batch.lost(),
+        }
+        Ok(())
+    }
+
+    /// A batch settled as applied by the marker: its `EXEC` reply, with the
+    /// result of each command, was lost. The only commands of a batch that
+    /// Redis can refuse once queued are those on a key of the wrong type
+    /// (`SADD`/`SREM` on an index, `RPUSH` on a log): ask for those keys'
+    /// types and record the writes of each command that must have failed.
+    fn check_refused(&mut self) -> Result<(), Failure> {
+        let (Some(batch), Some(conn)) = (self.held.as_ref(), self.conn.as_mut()) else { return Ok(()) };
+        let mut checks = Vec::new();
+        let p = &mut self.packer;
+        p.clear();
+        for (i, weight) in batch.weights.iter().enumerate() {
+            let Some((name, key)) = net::command_name_key(&batch.tx, i + 1) else { continue };
+            let Some(expected) = expected_type(name) else { continue };
+            p.cmd(&[b"TYPE", key]);
+            checks.push((key.to_vec(), expected, *weight));
+        }
+        if checks.is_empty() {
+            return Ok(());
+        }
+        send(conn, &p.buf)?;
+        for (key, expected, weight) in checks {
+            let reply = recv(conn)?;
+            let found = match &reply {
+                Value::SimpleString(s) => s.clone(),
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => continue,
+            };
+            if found != "none" && found != expected {
+                let detail = format!(
+                    "refused inside batch {} (WRONGTYPE: the key holds a {found}; found by TYPE after \
+                     the batch's reply was lost)",
+                    batch.no
+                );
+                let key = String::from_utf8_lossy(&key).into_owned();
+                self.shared.record_drop(batch.first_seq, weight, key, ErrorClass::Command, detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// The held batch is in Redis: publish its last sequence number, and
+    /// make the batch behind it the held one.
+    pub(super) fn ack(&mut self) {
+        let Some(mut batch) = self.held.take() else { return };
+        // Recycle the transaction's buffer for the next one.
+        if batch.tx.capacity() > self.packer.buf.capacity() {
+            batch.tx.clear();
+            std::mem::swap(&mut self.packer.buf, &mut batch.tx);
+        }
+        self.backoff.reset();
+        self.retry_at = None;
+        if self.shared.backpressure.lock().take().is_some() {
+            log::info!("tradecache: Redis accepts writes again");
+        }
+        self.shared.batches.fetch_add(1, Relaxed);
+        self.purge_owed = true;
+        self.publish_ack(batch.max_seq);
+        // The batch queued or built behind it is next, before anything
+        // still pending (however this one was settled: reply or marker).
+        self.held = self.next.take();
+    }
+
+    pub(super) fn publish_ack(&self, seq: u64) {
+        // Last: a caller woken by this sees the health that goes with it.
+        self.shared.acked_seq.store(seq, SeqCst);
+        self.waiters.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Cause;
+
+    fn failure(cause: Cause) -> Failure {
+        Failure::new(cause, "127.0.0.1:1", "test")
+    }
+
+    #[test]
+    fn the_outcome_of_a_batch_follows_its_replies() {
+        let io = || Err(failure(Cause::Io));
+        assert!(matches!(outcome(true, false, None, Ok(())), Outcome::Applied(None)));
+        // Applied, then the marker could not be read: acknowledged first.
+        assert!(matches!(outcome(true, false, None, io()), Outcome::Applied(Some(_))));
+        // A newer writer comes before a refusal.
+        let fenced = outcome(false, false, Some(failure(Cause::Oom)), Err(failure(Cause::Fenced)));
+        assert!(matches!(fenced, Outcome::NotApplied(f) if f.action() == Action::Fence));
+        let refused = outcome(false, false, Some(failure(Cause::Oom)), Ok(()));
+        assert!(matches!(refused, Outcome::NotApplied(f) if f.action() == Action::Backpressure));
+        // Refused, and the connection failed behind it: not applied, but the
+        // connection is not to be trusted.
+        let refused_io = outcome(false, false, Some(failure(Cause::Oom)), io());
+        assert!(matches!(refused_io, Outcome::NotApplied(f) if f.action() == Action::Reconnect));
+        assert!(matches!(outcome(false, true, None, Ok(())), Outcome::Aborted));
+        assert!(matches!(outcome(false, true, None, io()), Outcome::InDoubt(_)));
+        assert!(matches!(outcome(false, false, None, Ok(())), Outcome::Aborted));
+    }
+
+    #[test]
+    fn only_commands_redis_refuses_by_type_are_checked() {
+        assert_eq!(expected_type(b"SADD"), Some("set"));
+        assert_eq!(expected_type(b"ZREM"), Some("zset"));
+        assert_eq!(expected_type(b"RPUSH"), Some("list"));
+        assert_eq!(expected_type(b"XADD"), Some("stream"));
+        for name in [&b"MSET"[..], b"DEL", b"LTRIM", b"XTRIM", b"SET"] {
+            assert_eq!(expected_type(name), None);
+        }
+    }
+}
