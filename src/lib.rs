@@ -54,6 +54,6 @@ pub use load::{LoadIssue, LoadReport, Snapshot};
 #[cfg(feature = "metrics")]
 pub use metrics_facade::MetricsReporter;
 pub use pipeline::handle::Cache;
-pub use retention::Purged;
+pub use pipeline::msg::Purged;
 pub use seq::Seq;
 pub use stats::{Health, Stats};

@@ -7,29 +7,9 @@ use std::time::Duration;
 
 use crate::entity::Entity;
 use crate::error::Result;
-use crate::flusher::PurgeRequest;
-use crate::ident::Ident;
 use crate::model::UnixNanos;
-use crate::pipeline::msg::Msg;
+use crate::pipeline::msg::{Msg, PurgeRequest, Purged};
 use crate::Cache;
-
-/// What a purge removed. See [`Cache::purge_closed`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Purged {
-    /// The ids of the entities deleted (with their event logs and index
-    /// entries), oldest first.
-    pub removed: Vec<Ident>,
-    /// Keys deleted: snapshots and event logs.
-    pub keys: u64,
-    /// Closed entities old enough, but kept because a write to them was
-    /// waiting in the flusher when their step ran (they go in a later
-    /// purge if they are still closed and old).
-    pub skipped: u64,
-    /// Steps taken: transactions of at most `purge_batch` entities, each
-    /// between two batches of writes.
-    pub steps: u64,
-}
 
 impl Cache {
     /// Deletes the closed entities of `T` ([`Entity::is_closed`]) whose last

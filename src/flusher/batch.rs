@@ -19,7 +19,7 @@ use crate::keys::Keys;
 use crate::marker::Marker;
 use crate::net::{Args, Packer};
 
-use super::index::{self, Indexed, Skipped, StateBufs};
+use super::index::{self, add_member, Indexed, Skipped, StateBufs};
 use super::pending::{Item, Pending, Snap};
 use super::streams::Streams;
 
@@ -235,18 +235,6 @@ pub(super) struct BatchEvent {
     publish: bool,
 }
 
-/// Adds `member` to the arguments kept for `collection` in `v`.
-pub(super) fn add_member(v: &mut Vec<(&'static str, Args)>, collection: &'static str, member: &[u8]) {
-    match v.iter_mut().find(|(c, _)| *c == collection) {
-        Some((_, a)) => a.bulk(member),
-        None => {
-            let mut a = Args::default();
-            a.bulk(member);
-            v.push((collection, a));
-        }
-    }
-}
-
 /// What building a batch reads.
 pub(super) struct Spec<'a> {
     pub(super) cfg: &'a Config,
@@ -460,7 +448,13 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             batch.weights.push(0);
         }
         if first.publish {
-            streams.publish(p, keys, run, &b.event_bytes, run_start);
+            let bytes = &b.event_bytes;
+            let events = run.iter().scan(run_start, |start, ev| {
+                let e = event_bytes(bytes, *start, ev.end);
+                *start = ev.end;
+                Some(e)
+            });
+            streams.publish(p, keys, first.collection, &first.id, events);
             batch.weights.extend(std::iter::repeat_n(0, run.len()));
         }
     }

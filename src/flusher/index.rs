@@ -19,7 +19,6 @@ use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::net::{Args, Packer};
 
-use super::batch::add_member;
 use super::pending::Key;
 use super::FastState;
 
@@ -165,4 +164,16 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Adds `member` to the arguments kept for `collection` in `v`.
+pub(super) fn add_member(v: &mut Vec<(&'static str, Args)>, collection: &'static str, member: &[u8]) {
+    match v.iter_mut().find(|(c, _)| *c == collection) {
+        Some((_, a)) => a.bulk(member),
+        None => {
+            let mut a = Args::default();
+            a.bulk(member);
+            v.push((collection, a));
+        }
+    }
 }

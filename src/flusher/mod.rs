@@ -52,7 +52,6 @@ pub(crate) use index::now_ms;
 use index::Indexed;
 use pending::Pending;
 use purge::PurgeJob;
-pub(crate) use purge::PurgeRequest;
 
 /// The hasher of the flusher's per-key maps: every write is hashed on
 /// arrival and when its batch is built (SipHash showed in throughput

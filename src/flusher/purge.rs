@@ -24,26 +24,15 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crossbeam_channel::Sender;
 use redis::Value;
 
 use crate::ident::Ident;
 use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure};
-use crate::retention::Purged;
+use crate::pipeline::msg::{PurgeRequest, Purged};
 
 use super::link::round_trip;
 use super::Flusher;
-
-/// A purge asked for by [`crate::Cache::purge_closed`] (or started by the
-/// `retain_closed_for` policy, without a reply).
-pub(crate) struct PurgeRequest {
-    /// The collections to purge, in order.
-    pub(crate) collections: Vec<&'static str>,
-    /// Closed entities last updated before this (ms since the epoch) go.
-    pub(crate) cutoff_ms: u64,
-    pub(crate) reply: Option<Sender<crate::Result<Purged>>>,
-}
 
 /// A purge under way.
 pub(super) struct PurgeJob {

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::keys::Keys;
 use crate::net::Packer;
 
-use super::batch::{event_bytes, BatchEvent};
+use crate::ident::Ident;
 
 /// The streams one batch published to (for the trims).
 #[derive(Default)]
@@ -29,32 +29,21 @@ pub(super) struct Streams {
 }
 
 impl Streams {
-    /// One `XADD` per event of a run of appends to one log (`run`, not
-    /// empty, whose bytes start at `start` in `bytes`). Each `XADD` is one
-    /// command of the transaction (the caller adds its weights).
-    pub(super) fn publish(
+    /// One `XADD` per event (`events`, encoded) of a run of appends to the
+    /// log of `collection`/`id`. Each `XADD` is one command of the
+    /// transaction (the caller adds its weights).
+    pub(super) fn publish<'a>(
         &mut self,
         p: &mut Packer,
         keys: &Keys,
-        run: &[BatchEvent],
-        bytes: &[u8],
-        mut start: usize,
+        collection: &'static str,
+        id: &Ident,
+        events: impl Iterator<Item = &'a [u8]>,
     ) {
-        let Some(first) = run.first() else { return };
-        let (collection, id) = (first.collection, &first.id);
         self.key.clear();
         keys.write_stream(&mut self.key, collection);
-        for ev in run {
-            p.cmd(&[
-                b"XADD",
-                &self.key,
-                b"*",
-                b"id",
-                id.as_bytes(),
-                b"ev",
-                event_bytes(bytes, start, ev.end),
-            ]);
-            start = ev.end;
+        for ev in events {
+            p.cmd(&[b"XADD", &self.key, b"*", b"id", id.as_bytes(), b"ev", ev]);
         }
         if !self.collections.contains(&collection) {
             self.collections.push(collection);

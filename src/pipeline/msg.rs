@@ -48,10 +48,38 @@ pub(crate) enum Msg {
         reply: crossbeam_channel::Sender<Result<u64>>,
     },
     /// `Cache::purge_closed`: not a write, it takes no sequence number.
-    Purge(crate::flusher::PurgeRequest),
+    Purge(PurgeRequest),
     Shutdown {
         deadline: std::time::Instant,
     },
+}
+
+/// What a purge removed. See [`Cache::purge_closed`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purged {
+    /// The ids of the entities deleted (with their event logs and index
+    /// entries), oldest first.
+    pub removed: Vec<Ident>,
+    /// Keys deleted: snapshots and event logs.
+    pub keys: u64,
+    /// Closed entities old enough, but kept because a write to them was
+    /// waiting in the flusher when their step ran (they go in a later
+    /// purge if they are still closed and old).
+    pub skipped: u64,
+    /// Steps taken: transactions of at most `purge_batch` entities, each
+    /// between two batches of writes.
+    pub steps: u64,
+}
+
+/// A purge asked for by [`crate::Cache::purge_closed`] (or started by the
+/// `retain_closed_for` policy, without a reply).
+pub(crate) struct PurgeRequest {
+    /// The collections to purge, in order.
+    pub(crate) collections: Vec<&'static str>,
+    /// Closed entities last updated before this (ms since the epoch) go.
+    pub(crate) cutoff_ms: u64,
+    pub(crate) reply: Option<crossbeam_channel::Sender<Result<Purged>>>,
 }
 
 /// Object-safe view of a user entity, encoded on the flusher thread.
