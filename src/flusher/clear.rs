@@ -6,7 +6,9 @@
 use crossbeam_channel::Sender;
 use redis::Value;
 
-use crate::marker::{self, Marker};
+use crate::marker::Marker;
+
+use super::guard::judge_marker;
 use crate::net::{self, reply_error, Action, Conn, Failure, Packer};
 
 use super::link::round_trip;
@@ -82,16 +84,10 @@ fn guarded_unlink(
     p.cmd(&[b"EXEC"]);
     p.cmd(&[b"WATCH", marker_key]);
     p.cmd(&[b"GET", marker_key]);
-    let [_, _, _, exec, _, get] = round_trip(conn, &p.buf)?;
-    let read = marker::Read::from_reply(&get);
-    if read.fences(epoch) {
-        let text = format!(
-            "writer {} was fenced during clear (the marker shows {})",
-            String::from_utf8_lossy(marker_key),
-            read.describe()
-        );
-        return Err(Failure::new(net::Cause::Fenced, conn.addr.clone(), text));
-    }
+    let [_, _, _, exec, watch, get] = round_trip(conn, &p.buf)?;
+    // The WATCH re-armed here guards the next batch: a refused WATCH or a
+    // newer writer is a failure, as after any other `EXEC`.
+    judge_marker(&[watch, get], epoch, marker_key, &conn.addr)?;
     match &exec {
         Value::Array(r) => Ok(match r.first() {
             Some(Value::Int(n)) => *n as u64,

@@ -17,7 +17,7 @@ use super::Flusher;
 /// `addr`) for the writer at `epoch`: what the marker holds, or why this
 /// writer may not write (an error reply; a newer writer or a value that is
 /// not a marker: fenced).
-fn judge_marker(
+pub(super) fn judge_marker(
     replies: &[Value; 2],
     epoch: u64,
     marker_key: &[u8],
