@@ -54,7 +54,7 @@ pub(crate) enum Msg {
     },
 }
 
-/// What a purge removed. See [`Cache::purge_closed`].
+/// What a purge removed. See [`crate::Cache::purge_closed`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Purged {
