@@ -1,0 +1,457 @@
+//! The reader of a load: workers on connections of their own read chunks of
+//! ids (`MGET` of the snapshots, `LRANGE` of their logs) in parallel, and
+//! the long logs in slices afterwards; the calling thread merges in order.
+
+use std::collections::{HashMap, HashSet};
+
+use super::values::{
+    decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LOG_SLICE, NO_VALUE,
+};
+use super::LoadReport;
+use crate::config::Config;
+use crate::entity::{Entity, Event};
+use crate::error::{Error, Result};
+use crate::ident::Ident;
+use crate::keys::Keys;
+use crate::net::{self, Conn, Packer};
+use redis::Value;
+
+/// Entities of one collection with their (optional) event logs.
+pub(crate) struct Loaded<T, E> {
+    pub(crate) items: Vec<T>,
+    pub(crate) events: HashMap<Ident, Vec<E>>,
+    pub(crate) report: LoadReport,
+}
+
+/// At most this many connections (each with its own thread) read one
+/// collection in parallel during a load.
+pub(super) const MAX_LOAD_CONNECTIONS: usize = 4;
+
+/// How many connections a load reads on: one per core, at least two (so
+/// that Redis always has a request queued while a worker decodes) and at
+/// most [`MAX_LOAD_CONNECTIONS`].
+pub(super) fn load_connections() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_LOAD_CONNECTIONS)
+}
+
+/// A short-lived reader on connections of its own (the flusher's stays
+/// free).
+///
+/// `load` splits the sorted ids into chunks of `load_chunk` and hands
+/// them round-robin to workers, one thread and one connection each. A
+/// worker asks for a chunk with one `MGET` of the snapshots and one
+/// `LRANGE` per event log, keeps its next chunk's request in flight while
+/// it reads and decodes the current one, and passes the decoded chunk to
+/// the calling thread, which appends the chunks in id order and fills the
+/// event map. Redis, the reply parsing and the decoding all run at once.
+pub(crate) struct Reader<'a> {
+    pub(crate) conn: Conn,
+    /// The other workers' connections, opened at the first large load and
+    /// reused by the next.
+    pub(super) extra: Vec<Conn>,
+    pub(super) cfg: &'a Config,
+    /// The configured encoding, which decides the rare value that reads as
+    /// either (see `codec::decode`).
+    pub(super) encoding: crate::config::Encoding,
+    pub(super) keys: &'a Keys,
+    pub(super) chunk: usize,
+    pub(super) packer: Packer,
+}
+
+/// One decoded slice of a long log, and what its decoding found.
+pub(super) type Slice<E> = (Vec<E>, LoadReport);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn open(cfg: &'a Config, keys: &'a Keys) -> Result<Self> {
+        let conn = Self::connect(cfg, keys)?;
+        Ok(Reader {
+            conn,
+            extra: Vec::new(),
+            cfg,
+            encoding: cfg.encoding,
+            keys,
+            chunk: cfg.load_chunk.max(1),
+            packer: Packer::default(),
+        })
+    }
+
+    fn connect(cfg: &Config, keys: &Keys) -> Result<Conn> {
+        let marker = keys.writer(&cfg.writer_id);
+        net::connect(cfg, &marker, None).map_err(|f| f.into_error())
+    }
+
+    /// Sends the packed commands and reads one reply per command.
+    fn round_trip(&mut self, report: &mut LoadReport) -> Result<Vec<Value>> {
+        report.round_trips += 1;
+        let addr = self.conn.addr.clone();
+        self.conn
+            .con
+            .send_packed_command(&self.packer.buf)
+            .map_err(|e| net::Failure::of(&e, &addr).into_error())?;
+        let mut out = Vec::with_capacity(self.packer.commands);
+        for _ in 0..self.packer.commands {
+            out.push(self.conn.con.recv_response().map_err(|e| net::Failure::of(&e, &addr).into_error())?);
+        }
+        self.packer.clear();
+        Ok(out)
+    }
+
+    pub(crate) fn ids(&mut self, collection: &str, report: &mut LoadReport) -> Result<Vec<Ident>> {
+        let index = self.keys.index(collection);
+        self.packer.clear();
+        self.packer.cmd(&[b"SMEMBERS", index.as_bytes()]);
+        let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+        let mut ids = members_to_ids(reply, &index, report);
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The ids of the open entities of `collection`, sorted: the members
+    /// of `index:{collection}:open`, plus (when the counts say some ids of
+    /// `index:{collection}` are in neither the open nor the closed index,
+    /// as ids written before those existed) those ids, found with one
+    /// `ZDIFF` (Redis 6.2+; sets are taken as sorted sets). Returns whether
+    /// such ids were added (the caller then keeps only the open ones).
+    pub(crate) fn open_ids(
+        &mut self,
+        collection: &str,
+        report: &mut LoadReport,
+    ) -> Result<(Vec<Ident>, bool)> {
+        let (index, open, closed) = (
+            self.keys.index(collection),
+            self.keys.open_index(collection),
+            self.keys.closed_index(collection),
+        );
+        self.packer.clear();
+        self.packer.cmd(&[b"SMEMBERS", open.as_bytes()]);
+        self.packer.cmd(&[b"SCARD", index.as_bytes()]);
+        self.packer.cmd(&[b"SCARD", open.as_bytes()]);
+        self.packer.cmd(&[b"ZCARD", closed.as_bytes()]);
+        let mut replies = self.round_trip(report)?.into_iter();
+        let members = replies.next().unwrap_or(Value::Nil);
+        let count = |v: Option<Value>| match v {
+            Some(Value::Int(n)) => n,
+            _ => 0,
+        };
+        let (all, open_n, closed_n) = (count(replies.next()), count(replies.next()), count(replies.next()));
+        let mut ids = members_to_ids(members, &open, report);
+        let mut unclassified = false;
+        if all != open_n + closed_n {
+            self.packer.clear();
+            self.packer.cmd(&[b"ZDIFF", b"3", index.as_bytes(), open.as_bytes(), closed.as_bytes()]);
+            let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+            let extra = members_to_ids(reply, &index, report);
+            report.unclassified += extra.len() as u64;
+            unclassified = !extra.is_empty();
+            ids.extend(extra);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok((ids, unclassified))
+    }
+
+    /// Loads every entity of `T` (only the open ones with `open_only`, see
+    /// [`Reader::open_ids`]), and with `E` their event logs.
+    pub(crate) fn load<T: Entity, E: Event>(
+        &mut self,
+        with_events: bool,
+        open_only: bool,
+    ) -> Result<Loaded<T, E>> {
+        let mut report = LoadReport::default();
+        let (ids, filter) = if open_only {
+            self.open_ids(T::COLLECTION, &mut report)?
+        } else {
+            (self.ids(T::COLLECTION, &mut report)?, false)
+        };
+        let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
+        // Small collections stay on the one connection; larger ones get
+        // their workers (connections opened once, reused by later loads).
+        let workers = load_connections().min(chunks.len()).max(1);
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
+        let mut long = Vec::new();
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
+        // Emptied chunk buffers go back to the workers: fresh memory for
+        // every chunk (then freed) cost page faults at a million orders.
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<ChunkOut<T, E>>(2 * workers);
+        let (keys, encoding) = (self.keys, self.encoding);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let (tx, spare) = (tx.clone(), spare_rx.clone());
+                let mine: Vec<(usize, &[Ident])> =
+                    chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || {
+                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx, &spare)
+                    });
+                if let Err(e) = spawned {
+                    return Err(Error::Redis {
+                        addr: self.cfg.redacted_url(),
+                        kind: crate::ErrorKind::Io,
+                        detail: format!("cannot start a load thread: {e}"),
+                    });
+                }
+            }
+            drop(tx);
+            // Chunks arrive in any order; they are appended in id order.
+            let mut slots: Vec<Option<ChunkOut<T, E>>> = (0..chunks.len()).map(|_| None).collect();
+            let mut next = 0;
+            while next < chunks.len() {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
+                    items.append(&mut out.items);
+                    events.extend(out.events.drain(..));
+                    long.append(&mut out.long);
+                    report.merge(std::mem::take(&mut out.report));
+                    let _ = spare_tx.try_send(out);
+                    next += 1;
+                }
+            }
+            Ok(())
+        })?;
+        if !long.is_empty() {
+            self.load_tails::<T, E>(&long, &mut events, &mut report)?;
+        }
+        self.explain_missing(&mut report)?;
+        if filter {
+            // Unclassified ids were read too: keep the open ones.
+            let closed: HashSet<Ident> =
+                items.iter().filter(|t| t.is_closed()).filter_map(|t| Ident::new(t.id()).ok()).collect();
+            items.retain(|t| !t.is_closed());
+            events.retain(|id, _| !closed.contains(id));
+        }
+        Ok(Loaded { items, events, report })
+    }
+
+    /// The rest of the logs that filled their first slice: their lengths
+    /// (one `LLEN` each, one round trip), then slices of `LOG_SLICE`
+    /// entries spread round-robin over the workers, appended in order.
+    /// Repeated event ids are dropped across slices too.
+    fn load_tails<T: Entity, E: Event>(
+        &mut self,
+        long: &[Ident],
+        events: &mut HashMap<Ident, Vec<E>>,
+        report: &mut LoadReport,
+    ) -> Result<()> {
+        let keys: Vec<String> = long.iter().map(|id| self.keys.events(T::COLLECTION, id)).collect();
+        self.packer.clear();
+        for key in &keys {
+            self.packer.cmd(&[b"LLEN", key.as_bytes()]);
+        }
+        let lens = self.round_trip(report)?;
+        // (log, first entry, last entry)
+        let mut slices: Vec<(usize, usize, usize)> = Vec::new();
+        for (log, len) in lens.into_iter().enumerate() {
+            let len = match len {
+                Value::Int(n) => usize::try_from(n).unwrap_or(0),
+                _ => 0,
+            };
+            slices.extend(
+                (LOG_SLICE..len).step_by(LOG_SLICE).map(|at| (log, at, (at + LOG_SLICE).min(len) - 1)),
+            );
+        }
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let workers = load_connections().min(slices.len());
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Slice<E>>)>();
+        let encoding = self.encoding;
+        let (keys, slices) = (&keys, &slices);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let tx = tx.clone();
+                let mine: Vec<usize> = (w..slices.len()).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || read_slices::<E>(conn, keys, slices, &mine, encoding, &tx));
+                if let Err(e) = spawned {
+                    return Err(Error::Redis {
+                        addr: self.cfg.redacted_url(),
+                        kind: crate::ErrorKind::Io,
+                        detail: format!("cannot start a load thread: {e}"),
+                    });
+                }
+            }
+            drop(tx);
+            let mut slots: Vec<Option<Slice<E>>> = (0..slices.len()).map(|_| None).collect();
+            let mut seen: HashMap<usize, HashSet<u64>> = HashMap::new();
+            let mut next = 0;
+            while next < slices.len() {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some((list, mut slice_report)) = slots.get_mut(next).and_then(Option::take) {
+                    let log = slices[next].0;
+                    let all = events.entry(long[log].clone()).or_default();
+                    let seen = seen.entry(log).or_insert_with(|| all.iter().map(Event::event_id).collect());
+                    for ev in list {
+                        if seen.insert(ev.event_id()) {
+                            all.push(ev);
+                        } else {
+                            slice_report.duplicate_events += 1;
+                        }
+                    }
+                    // The log was counted once, with its first slice.
+                    slice_report.keys_read = 0;
+                    report.merge(slice_report);
+                    next += 1;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// `MGET` answers nil both for a missing key and for a key of another
+    /// type: a `GET` of each key reported without a value tells them apart
+    /// (one more round trip, only when there are such keys).
+    fn explain_missing(&mut self, report: &mut LoadReport) -> Result<()> {
+        let missing: Vec<usize> =
+            (0..report.issues.len()).filter(|&i| report.issues[i].problem == NO_VALUE).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.packer.clear();
+        for &i in &missing {
+            self.packer.cmd(&[b"GET", report.issues[i].key.as_bytes()]);
+        }
+        let replies = self.round_trip(report)?;
+        for (&i, reply) in missing.iter().zip(replies) {
+            match reply {
+                Value::ServerError(e) => report.issues[i].problem = e.to_string(),
+                Value::Nil => {}
+                _ => report.issues[i].problem = format!("{NO_VALUE} (it had one when checked again)"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit marker's bytes (`None` when there is none).
+    pub(crate) fn marker(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut report = LoadReport::default();
+        self.packer.cmd(&[b"GET", key.as_bytes()]);
+        match self.round_trip(&mut report)?.pop() {
+            Some(Value::BulkString(b)) => Ok(Some(b)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Loads one entity's event log.
+    pub(crate) fn events<E: Event>(&mut self, id: &str, report: &mut LoadReport) -> Result<Vec<E>> {
+        let key = self.keys.events(<E::Of as Entity>::COLLECTION, id);
+        self.packer.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]);
+        let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+        Ok(decode_events::<E>(reply, &key, self.encoding, report))
+    }
+}
+
+/// A worker of `Reader::load`: requests its chunks on `conn`, one ahead of
+/// the one it reads, decodes each and sends it to the calling thread.
+/// Stops at the first connection error (sent as the chunk's result) or
+/// when the calling thread has gone.
+pub(super) fn read_chunks<T: Entity, E: Event>(
+    conn: &mut Conn,
+    keys: &Keys,
+    encoding: crate::config::Encoding,
+    with_events: bool,
+    chunks: &[(usize, &[Ident])],
+    tx: &crossbeam_channel::Sender<(usize, Result<ChunkOut<T, E>>)>,
+    spare: &crossbeam_channel::Receiver<ChunkOut<T, E>>,
+) {
+    let addr = conn.addr.clone();
+    let fail = |e: &redis::RedisError| net::Failure::of(e, &addr).into_error();
+    let mut packer = Packer::default();
+    let mut key = Vec::new();
+    let slice_last = (LOG_SLICE - 1).to_string();
+    let mut send = |conn: &mut Conn, ids: &[Ident]| -> redis::RedisResult<()> {
+        packer.clear();
+        packer.array(ids.len() + 1);
+        packer.bulk(b"MGET");
+        for id in ids {
+            key.clear();
+            keys.write_entity(&mut key, T::COLLECTION, id);
+            packer.bulk(&key);
+        }
+        if with_events {
+            for id in ids {
+                key.clear();
+                keys.write_events(&mut key, T::COLLECTION, id);
+                packer.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
+            }
+        }
+        conn.con.send_packed_command(&packer.buf)
+    };
+    let mut sent = 0;
+    for (i, &(index, ids)) in chunks.iter().enumerate() {
+        let mut result = Ok(());
+        while result.is_ok() && sent < chunks.len() && sent <= i + 2 {
+            result = send(conn, chunks[sent].1);
+            sent += 1;
+        }
+        let out = result.map_err(|e| fail(&e)).and_then(|()| {
+            let snapshots = conn.con.recv_response().map_err(|e| fail(&e))?;
+            let mut logs = Vec::with_capacity(if with_events { ids.len() } else { 0 });
+            for _ in 0..logs.capacity() {
+                logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
+            }
+            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs, spare.try_recv().ok()))
+        });
+        let failed = out.is_err();
+        if tx.send((index, out)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A worker of `Reader::load_tails`: reads its slices (`mine`, indexes
+/// into `slices`) with one request ahead, decodes each and sends it back.
+pub(super) fn read_slices<E: Event>(
+    conn: &mut Conn,
+    keys: &[String],
+    slices: &[(usize, usize, usize)],
+    mine: &[usize],
+    encoding: crate::config::Encoding,
+    tx: &crossbeam_channel::Sender<(usize, Result<Slice<E>>)>,
+) {
+    let addr = conn.addr.clone();
+    let fail = |e: &redis::RedisError| net::Failure::of(e, &addr).into_error();
+    let mut packer = Packer::default();
+    let mut send = |conn: &mut Conn, slice: usize| -> redis::RedisResult<()> {
+        let (log, first, last) = slices[slice];
+        packer.clear();
+        packer.cmd(&[
+            b"LRANGE",
+            keys[log].as_bytes(),
+            first.to_string().as_bytes(),
+            last.to_string().as_bytes(),
+        ]);
+        conn.con.send_packed_command(&packer.buf)
+    };
+    let mut sent = 0;
+    for (i, &slice) in mine.iter().enumerate() {
+        let mut result = Ok(());
+        while result.is_ok() && sent < mine.len() && sent <= i + 2 {
+            result = send(conn, mine[sent]);
+            sent += 1;
+        }
+        let out = result.map_err(|e| fail(&e)).and_then(|()| {
+            let reply = conn.con.recv_response().map_err(|e| fail(&e))?;
+            let (log, first, _) = slices[slice];
+            let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
+            let list = decode_events_from::<E>(reply, &keys[log], first, encoding, &mut report);
+            Ok((list, report))
+        });
+        let failed = out.is_err();
+        if tx.send((slice, out)).is_err() || failed {
+            return;
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Turning replies into values: decoding a chunk's snapshots and logs (the
+//! hot types through `decode.rs`), index members into ids, and recording
+//! what could not be used in the report.
+
+use std::collections::HashSet;
+
+use super::decode;
+use super::{LoadIssue, LoadReport};
+use crate::entity::{Entity, Event};
+use crate::ident::Ident;
+use crate::keys::Keys;
+use redis::Value;
+
+/// One chunk of a load, decoded by a worker.
+pub(super) struct ChunkOut<T, E> {
+    pub(super) items: Vec<T>,
+    pub(super) events: Vec<(Ident, Vec<E>)>,
+    /// Ids whose log filled its first slice: the rest is read after.
+    pub(super) long: Vec<Ident>,
+    pub(super) report: LoadReport,
+}
+
+/// A load reads event logs in slices of this many entries: the first with
+/// the log's chunk, the rest (of long logs, such as an account's balance
+/// events) spread over the workers afterwards.
+pub(super) const LOG_SLICE: usize = 4096;
+
+/// Decodes one chunk's replies: the `MGET` of the snapshots and, with
+/// events, one `LRANGE` reply per id. Problems are reported by key in id
+/// order (a snapshot before its log).
+pub(super) fn decode_chunk<T: Entity, E: Event>(
+    keys: &Keys,
+    encoding: crate::config::Encoding,
+    ids: &[Ident],
+    snapshots: Value,
+    logs: Vec<Value>,
+    reuse: Option<ChunkOut<T, E>>,
+) -> ChunkOut<T, E> {
+    let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
+    let (mut items, mut events) = match reuse {
+        // Emptied by the calling thread.
+        Some(out) => (out.items, out.events),
+        None => (Vec::with_capacity(ids.len()), Vec::with_capacity(logs.len())),
+    };
+    let mut long = Vec::new();
+    let key = |id: &Ident| keys.entity(T::COLLECTION, id);
+    let values = match snapshots {
+        Value::Array(v) if v.len() == ids.len() => v,
+        Value::ServerError(e) => {
+            let problem = format!("MGET of {} snapshots failed: {e}", ids.len());
+            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
+            Vec::new()
+        }
+        other => {
+            let problem = format!("unexpected reply to MGET: {other:?}");
+            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
+            Vec::new()
+        }
+    };
+    let mut values = values.into_iter();
+    let mut logs = logs.into_iter();
+    for id in ids {
+        if let Some(value) = values.next() {
+            report.keys_read += 1;
+            match value {
+                Value::BulkString(b) => match decode::decode::<T>(&b, encoding) {
+                    Ok(v) if v.id() == id.as_str() => items.push(v),
+                    Ok(v) => report.issues.push(LoadIssue {
+                        key: key(id),
+                        problem: format!("value has id {:?}, key says {id:?}", v.id()),
+                    }),
+                    Err(e) => report.issues.push(LoadIssue { key: key(id), problem: e.to_string() }),
+                },
+                // `MGET` answers nil for a missing key and for a key of
+                // another type alike: `explain_nil` tells them apart.
+                Value::Nil => report.issues.push(LoadIssue { key: key(id), problem: NO_VALUE.into() }),
+                other => report
+                    .issues
+                    .push(LoadIssue { key: key(id), problem: format!("unexpected reply {other:?}") }),
+            }
+        }
+        if let Some(reply) = logs.next() {
+            if matches!(&reply, Value::Array(v) if v.len() == LOG_SLICE) {
+                long.push(id.clone());
+            }
+            let key = keys.events(T::COLLECTION, id);
+            let list = decode_events::<E>(reply, &key, encoding, &mut report);
+            if !list.is_empty() {
+                events.push((id.clone(), list));
+            }
+        }
+    }
+    ChunkOut { items, events, long, report }
+}
+
+pub(super) const NO_VALUE: &str = "in the index but has no value";
+
+/// The ids in a reply listing an index's members (`SMEMBERS`, `ZDIFF`);
+/// errors and invalid ids are reported against `index`.
+pub(super) fn members_to_ids(reply: Value, index: &str, report: &mut LoadReport) -> Vec<Ident> {
+    let members = match reply {
+        Value::Array(v) | Value::Set(v) => v,
+        Value::Nil => Vec::new(),
+        Value::ServerError(e) => {
+            report.issues.push(LoadIssue { key: index.to_string(), problem: e.to_string() });
+            return Vec::new();
+        }
+        other => {
+            report
+                .issues
+                .push(LoadIssue { key: index.to_string(), problem: format!("unexpected reply {other:?}") });
+            return Vec::new();
+        }
+    };
+    let mut ids = Vec::with_capacity(members.len());
+    for m in members {
+        let Value::BulkString(b) = m else { continue };
+        match std::str::from_utf8(&b).ok().map(Ident::new) {
+            Some(Ok(id)) => ids.push(id),
+            _ => report.issues.push(LoadIssue {
+                key: index.to_string(),
+                problem: format!("invalid id {:?} in index", String::from_utf8_lossy(&b)),
+            }),
+        }
+    }
+    ids
+}
+
+pub(crate) fn decode_events<E: Event>(
+    reply: Value,
+    key: &str,
+    encoding: crate::config::Encoding,
+    report: &mut LoadReport,
+) -> Vec<E> {
+    decode_events_from(reply, key, 0, encoding, report)
+}
+
+/// As [`decode_events`] for a slice of a log that starts at entry
+/// `offset` (which names entries in issues).
+pub(super) fn decode_events_from<E: Event>(
+    reply: Value,
+    key: &str,
+    offset: usize,
+    encoding: crate::config::Encoding,
+    report: &mut LoadReport,
+) -> Vec<E> {
+    let items = match reply {
+        Value::Array(v) => v,
+        Value::Nil => Vec::new(),
+        Value::ServerError(e) => {
+            report.issues.push(LoadIssue { key: key.to_string(), problem: e.to_string() });
+            return Vec::new();
+        }
+        other => {
+            report
+                .issues
+                .push(LoadIssue { key: key.to_string(), problem: format!("unexpected reply {other:?}") });
+            return Vec::new();
+        }
+    };
+    report.keys_read += 1;
+    // Repeated event ids are dropped: a short log is searched, a long one
+    // hashed.
+    let mut seen = (items.len() > 16).then(|| HashSet::with_capacity(items.len()));
+    let mut out: Vec<E> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::BulkString(b) = item else { continue };
+        match decode::decode::<E>(&b, encoding) {
+            Ok(ev) => {
+                let id = ev.event_id();
+                let new = match seen.as_mut() {
+                    Some(seen) => seen.insert(id),
+                    None => out.iter().all(|e| e.event_id() != id),
+                };
+                if new {
+                    out.push(ev);
+                } else {
+                    report.duplicate_events += 1;
+                }
+            }
+            Err(e) => report
+                .issues
+                .push(LoadIssue { key: format!("{key}[{}]", offset + i), problem: e.to_string() }),
+        }
+    }
+    out
+}
