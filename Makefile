@@ -37,6 +37,8 @@ endif
 lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	@# Default features too: code behind a feature must not leave the rest unused.
+	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
 
 fmt: ## Format the code

@@ -37,7 +37,7 @@ pub(crate) fn connect_to(
     if let Some(d) = deadline_cap {
         timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
     }
-    let client = make_client(cfg, host, port).map_err(|e| Failure::of(&e, &addr))?;
+    let client = make_client(cfg, host, port, &addr)?;
     let con = client.get_connection_with_timeout(timeout).map_err(|e| {
         let mut f = Failure::of(&e, &addr);
         if cfg.tls && f.cause == Cause::Timeout {
@@ -111,21 +111,23 @@ fn redis_settings(cfg: &Config) -> RedisConnectionInfo {
     r.set_lib_name("tradecache", env!("CARGO_PKG_VERSION"))
 }
 
-fn make_client(cfg: &Config, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+fn make_client(cfg: &Config, host: &str, port: u16, addr: &str) -> Result<redis::Client, Failure> {
     if cfg.tls {
         #[cfg(feature = "tls")]
-        return super::tls::make_client(cfg, host, port, redis_settings(cfg));
+        return super::tls::make_client(cfg, host, port, redis_settings(cfg))
+            .map_err(|e| Failure::of(&e, addr));
         #[cfg(not(feature = "tls"))]
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::InvalidClientConfig,
+        return Err(Failure::new(
+            Cause::Tls,
+            addr,
             "TLS requested but tradecache was built without its `tls` feature",
-        )));
+        ));
     }
-    let info = ConnectionAddr::Tcp(host.to_string(), port)
-        .into_connection_info()?
-        .set_redis_settings(redis_settings(cfg))
-        .set_tcp_settings(tcp_settings());
-    redis::Client::open(info)
+    ConnectionAddr::Tcp(host.to_string(), port)
+        .into_connection_info()
+        .map(|info| info.set_redis_settings(redis_settings(cfg)).set_tcp_settings(tcp_settings()))
+        .and_then(redis::Client::open)
+        .map_err(|e| Failure::of(&e, addr))
 }
 
 pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {

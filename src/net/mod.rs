@@ -24,7 +24,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::error::Error;
 
-pub(crate) use connect::{connect_to, tcp_settings, ClientIdentity, Conn};
+pub(crate) use connect::{connect_to, ClientIdentity, Conn};
 pub(crate) use resp::{command_key, command_name_key, Args, Packer};
 pub(crate) use retry::{deadline_after, pause, reply_error, Action, Backoff, Cause, Failure};
 

@@ -44,7 +44,7 @@ pub(crate) fn make_client(
     let info = ConnectionAddr::TcpTls { host: host.to_string(), port, insecure: false, tls_params: None }
         .into_connection_info()?
         .set_redis_settings(settings)
-        .set_tcp_settings(crate::net::tcp_settings());
+        .set_tcp_settings(super::connect::tcp_settings());
     redis::Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
 }
 
