@@ -36,17 +36,17 @@ pub struct LoadReport {
     pub round_trips: u64,
     /// How long the load took.
     pub elapsed: Duration,
-    /// [`Cache::load`] only: no batch of this writer was applied while it
+    /// [`crate::Cache::load`] only: no batch of this writer was applied while it
     /// read (its commit marker was the same before and after), so the
     /// state is exactly what some prefix of the acknowledged batches
     /// produced. `false` when batches kept landing through every attempt;
     /// each entity is then read whole, but entities (and an entity and its
     /// log) may be from different batches.
     pub consistent: bool,
-    /// How many times [`Cache::load`] read the state (it reads again when a
+    /// How many times [`crate::Cache::load`] read the state (it reads again when a
     /// batch landed meanwhile, up to three times).
     pub attempts: u32,
-    /// [`Cache::load_open`] only: ids in a collection's index that were in
+    /// [`crate::Cache::load_open`] only: ids in a collection's index that were in
     /// neither its open nor its closed index (written before those
     /// existed), read in full and kept when open.
     pub unclassified: u64,
@@ -67,7 +67,7 @@ impl LoadReport {
     }
 }
 
-/// Everything a trader had persisted, as loaded by [`Cache::load`].
+/// Everything a trader had persisted, as loaded by [`crate::Cache::load`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Snapshot {
