@@ -1,4 +1,4 @@
-//! What the operator CLI (`src/bin/tradecache.rs`, feature `cli`) needs
+//! What the operator CLI (`src/bin/tradecache/`, feature `cli`) needs
 //! from the crate: connecting as the library does, the key layout, and the
 //! crate's own decoding and encoding of stored values. Public only so that
 //! the binary can reach it; not a stable API (`#[doc(hidden)]`).
