@@ -264,7 +264,16 @@ impl Flusher {
         if let Some((n, _)) = self.cfg.replica_wait {
             let got = match recv(conn) {
                 Ok(Value::Int(k)) => k,
-                Ok(_) => 0,
+                // `WAIT` itself refused (an ACL without `+wait`, say): that
+                // cause, not "no replica acknowledged", is what health
+                // and stats report.
+                Ok(v) => {
+                    if let (None, false, Some((code, text))) = (&refused, aborted, reply_error(&v)) {
+                        let text = format!("WAIT after the batch: {text}");
+                        refused = Some(Failure::new(net::Cause::of_code(&code), addr.clone(), text));
+                    }
+                    0
+                }
                 Err(f) => {
                     return match refused {
                         // Not applied whatever happened after.

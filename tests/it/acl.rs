@@ -98,3 +98,32 @@ fn databases_are_separate() {
     let c = Cache::open(config(1, "SAME").from_url(&url).unwrap()).unwrap();
     assert_eq!(c.load_all::<Counter>().unwrap().0.len(), 1);
 }
+
+/// `replica_wait` with a user that may not run `WAIT`: the refusal is
+/// reported as what it is (`auth`, in `health()` and the error counts),
+/// not as "no replica acknowledged", and the write is not acknowledged.
+#[test]
+fn a_refused_wait_is_reported_by_its_cause() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg("trader");
+    for part in RULE.replace(" +wait", " -wait").split(' ') {
+        cmd.arg(part);
+    }
+    let _: () = cmd.query(&mut admin).unwrap();
+    let cfg = config(server.port(), "ACL1")
+        .username("trader")
+        .password("acl-secret-1")
+        .replica_wait(Some((1, ms(50))));
+    let cache = Cache::open(cfg).unwrap();
+    let seq = cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+    wait_until("the refused WAIT to be counted", Duration::from_secs(10), || {
+        cache.stats().error_count("auth") > 0
+    });
+    assert!(cache.wait(seq, ms(100)).is_err(), "not acknowledged without the replica WAIT");
+    let health = cache.health();
+    assert_eq!(health.last_error_class, Some(tradecache::ErrorClass::Auth), "{health:?}");
+    assert!(health.backpressure.as_deref().is_some_and(|b| b.contains("WAIT")), "{health:?}");
+    assert_eq!(cache.stats().error_count("busy"), 0, "{:?}", cache.stats());
+}
