@@ -293,7 +293,12 @@ pub(super) fn value_limit(cfg: &Config, server_bulk_limit: Option<usize>) -> (us
 
 /// Encodes the oldest pending writes into one transaction: at most
 /// `max_batch` entries and about `max_batch_bytes`, taken in sequence
-/// order (see `pending.rs`). `MULTI`, one `MSET` of every snapshot and
+/// order (see `pending.rs`), and always exactly the writes of a sequence
+/// range: when a taken entry folded a later write (a put coalesced into
+/// an earlier slot, a delete that superseded an earlier event), the batch
+/// grows past those bounds to include every write up to it. An outage's
+/// backlog of a key updated all along can so become one large batch; the
+/// `max_pending_*` bounds still cap it. `MULTI`, one `MSET` of every snapshot and
 /// the commit marker, one `DEL` of deleted keys and restarted logs,
 /// one `SADD`/`SREM` per index (and per open/closed index, `index.rs`),
 /// one `RPUSH` per run of appends to the same log (in order; with its
@@ -319,9 +324,17 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
     b.clear();
     let mut taken = 0;
     let mut bytes = 0;
-    while taken < cfg.max_batch && bytes < cfg.max_batch_bytes {
+    // The last write an item taken so far stands for: the batch may end
+    // only where no taken item reaches past the cut (`pending.rs`).
+    let mut reach = 0;
+    loop {
+        let full = taken >= cfg.max_batch || bytes >= cfg.max_batch_bytes;
+        if full && pending.next_position().is_none_or(|next| next > reach) {
+            break;
+        }
         let Some(item) = pending.take() else { break };
         taken += 1;
+        reach = reach.max(item.reach());
         match item {
             Item::Snap(entry) => {
                 let key = entry.key;
@@ -378,6 +391,8 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                 b.state.delete(collection, &key.1);
                 indexed.remove(&key);
             }
+            // Superseded by a delete taken in this batch: not written.
+            Item::Event(ev) if ev.superseded_by.is_some() => {}
             Item::Event(ev) => {
                 if !collections.contains(&ev.collection) {
                     collections.push(ev.collection);
@@ -554,6 +569,11 @@ mod tests {
         fn delete(&mut self, id: &str) {
             let seq = self.next_seq();
             self.pending.delete(seq, "positions", ident(id));
+        }
+
+        fn delete_order(&mut self, id: &str) {
+            let seq = self.next_seq();
+            self.pending.delete(seq, "orders", ident(id));
         }
 
         fn append(&mut self, order: &str, n: u64) {
@@ -870,6 +890,49 @@ mod tests {
         let (c, _) = f.build();
         assert_eq!((c.first_seq, c.max_seq), (4, 5));
         assert!(f.pending.is_empty());
+    }
+
+    /// Every batch applies exactly the writes with seq in (last built, its
+    /// `max_seq`]: a put folded into an earlier entry carries a later
+    /// write, so the cut cannot fall between them; nor between an event and
+    /// the delete that superseded it.
+    #[test]
+    fn a_batch_is_a_sequence_prefix_whatever_was_folded() {
+        let mut f = Fixture::new();
+        f.cfg.max_batch = 2;
+        f.put(position("X", 3)); // 1
+        f.append("Y", 1); // 2
+        f.append("Y", 2); // 3
+        f.put(position("X", 5)); // 4: folds into seq 1's entry
+        let (a, _) = f.build();
+        let cmds = commands(&a.tx);
+        // X holds write 4, so the batch covers 1..=4: both events too.
+        assert_eq!(cmds[1][2], lossy(&encoded(&position("X", 5))));
+        assert_eq!((a.first_seq, a.max_seq), (1, 4));
+        assert!(cmds.iter().any(|c| c[0] == "RPUSH" && c.len() == 4), "{cmds:?}");
+        assert!(f.pending.is_empty());
+
+        // An event superseded by a later delete: taking the event's place
+        // means taking the delete too.
+        f.append("Z", 3); // 5
+        f.put(position("W", 1)); // 6
+        f.put(position("V", 1)); // 7
+        f.delete_order("Z"); // 8: drops event 5
+        let (b, _) = f.build();
+        assert_eq!(b.first_seq, 5);
+        assert!(b.max_seq >= 8 || b.max_seq < 5, "cut inside a fold: {}", b.max_seq);
+        if b.max_seq < 8 {
+            let (c, _) = f.build();
+            assert_eq!(c.max_seq, 8);
+        }
+        assert!(f.pending.is_empty());
+
+        // Without folds the cut stays at max_batch.
+        for i in 0..5 {
+            f.put(position(&format!("N-{i}"), i));
+        }
+        let (d, _) = f.build();
+        assert_eq!((d.first_seq, d.max_seq), (9, 10));
     }
 
     #[test]

@@ -4,6 +4,15 @@
 //! however many batches an outage's backlog is split into, they apply in
 //! the order the writes were made, and acknowledging a batch acknowledges
 //! exactly the writes before its cut.
+//!
+//! Folding moves a write to an earlier place: a put coalesced into a
+//! key's entry is taken where the key first arrived, and a delete drops
+//! the entity's pending events. So every item also carries its *reach*,
+//! the last write it stands for (the latest put folded into an entry, the
+//! delete that superseded an event), and a batch that takes an item takes
+//! everything up to its reach ([`Pending::next_position`] tells the
+//! builder where it may stop). A batch is then exactly the writes of a
+//! sequence range, whatever was folded.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -39,6 +48,9 @@ pub(super) struct SnapEntry {
     pub(super) snap: Snap,
     /// The first write folded into this entry: entries are ordered by it.
     pub(super) first_seq: u64,
+    /// The last write folded into it: a batch that takes the entry covers
+    /// every write up to this one.
+    pub(super) last_seq: u64,
 }
 
 pub(super) struct PendingEvent {
@@ -46,12 +58,26 @@ pub(super) struct PendingEvent {
     pub(super) id: Ident,
     pub(super) rec: EventRecord,
     pub(super) seq: u64,
+    /// The delete of its entity that superseded it: it is not written,
+    /// but it keeps its place, and a batch that takes it takes the delete.
+    pub(super) superseded_by: Option<u64>,
 }
 
 /// One item taken for a batch, in sequence order.
 pub(super) enum Item {
     Snap(SnapEntry),
     Event(PendingEvent),
+}
+
+impl Item {
+    /// The last write it stands for: the batch that takes it must take
+    /// every write up to this one.
+    pub(super) fn reach(&self) -> u64 {
+        match self {
+            Item::Snap(e) => e.last_seq,
+            Item::Event(e) => e.superseded_by.unwrap_or(e.seq),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -95,13 +121,14 @@ impl Pending {
                         Snap::Delete => (true, seq, 1),
                     };
                     entry.snap = Snap::Put { rec, after_delete, since, puts };
+                    entry.last_seq = seq;
                     true
                 }
                 // (Cannot happen: every slot points into `snaps`.)
                 None => {
                     let key = e.key().clone();
                     let snap = Snap::Put { rec, after_delete: false, since: seq, puts: 1 };
-                    self.snaps.push_back(SnapEntry { key, snap, first_seq: seq });
+                    self.snaps.push_back(SnapEntry { key, snap, first_seq: seq, last_seq: seq });
                     *e.into_mut() = self.base + self.snaps.len() as u64 - 1;
                     false
                 }
@@ -110,7 +137,7 @@ impl Pending {
                 let key = e.key().clone();
                 e.insert(self.base + self.snaps.len() as u64);
                 let snap = Snap::Put { rec, after_delete: false, since: seq, puts: 1 };
-                self.snaps.push_back(SnapEntry { key, snap, first_seq: seq });
+                self.snaps.push_back(SnapEntry { key, snap, first_seq: seq, last_seq: seq });
                 false
             }
         }
@@ -120,26 +147,36 @@ impl Pending {
     /// (events of that entity, and a pending put).
     pub(super) fn delete(&mut self, seq: u64, collection: &'static str, id: Ident) -> u64 {
         self.max_seq = seq;
-        let before = self.events.len();
-        self.events.retain(|e| !(e.collection == collection && e.id == id));
-        let mut superseded = (before - self.events.len()) as u64;
+        let mut superseded = 0;
+        for e in self.events.iter_mut().filter(|e| e.superseded_by.is_none()) {
+            if e.collection == collection && e.id == id {
+                e.superseded_by = Some(seq);
+                superseded += 1;
+            }
+        }
         match self.slots.entry((collection, id)) {
             Entry::Occupied(e) => match slot(&mut self.snaps, self.base, *e.get()) {
                 Some(entry) => {
                     superseded += u64::from(matches!(entry.snap, Snap::Put { .. }));
                     entry.snap = Snap::Delete;
+                    entry.last_seq = seq;
                 }
                 // (Cannot happen: every slot points into `snaps`.)
                 None => {
                     let key = e.key().clone();
-                    self.snaps.push_back(SnapEntry { key, snap: Snap::Delete, first_seq: seq });
+                    self.snaps.push_back(SnapEntry {
+                        key,
+                        snap: Snap::Delete,
+                        first_seq: seq,
+                        last_seq: seq,
+                    });
                     *e.into_mut() = self.base + self.snaps.len() as u64 - 1;
                 }
             },
             Entry::Vacant(e) => {
                 let key = e.key().clone();
                 e.insert(self.base + self.snaps.len() as u64);
-                self.snaps.push_back(SnapEntry { key, snap: Snap::Delete, first_seq: seq });
+                self.snaps.push_back(SnapEntry { key, snap: Snap::Delete, first_seq: seq, last_seq: seq });
             }
         }
         superseded
@@ -147,7 +184,7 @@ impl Pending {
 
     pub(super) fn append(&mut self, seq: u64, collection: &'static str, id: Ident, rec: EventRecord) {
         self.max_seq = seq;
-        self.events.push_back(PendingEvent { collection, id, rec, seq });
+        self.events.push_back(PendingEvent { collection, id, rec, seq, superseded_by: None });
     }
 
     /// Takes the next item in sequence order: the snapshot entry or the
@@ -167,23 +204,34 @@ impl Pending {
         }
     }
 
+    /// The place of the next item [`Pending::take`] returns (its first
+    /// sequence number), if any: a batch may stop before it only when no
+    /// item already taken reaches that far.
+    pub(super) fn next_position(&self) -> Option<u64> {
+        let snap = self.snaps.front().map(|e| e.first_seq);
+        let event = self.events.front().map(|e| e.seq);
+        match (snap, event) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX))),
+        }
+    }
+
     /// The last sequence number covered once everything taken so far is
     /// applied: just below the first write still pending, or the last write
     /// absorbed when nothing is.
     pub(super) fn covered_seq(&self) -> u64 {
-        let snap = self.snaps.front().map(|e| e.first_seq);
-        let event = self.events.front().map(|e| e.seq);
-        match (snap, event) {
-            (None, None) => self.max_seq,
-            (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)).saturating_sub(1),
-        }
+        self.next_position().map_or(self.max_seq, |p| p.saturating_sub(1))
     }
 
     /// The ids of `collection` with a write still pending (a snapshot or an
     /// event): a purge leaves them alone.
     pub(super) fn touched(&self, collection: &str) -> std::collections::HashSet<Ident> {
         let snaps = self.slots.keys().filter(|(c, _)| *c == collection).map(|(_, id)| id.clone());
-        let events = self.events.iter().filter(|e| e.collection == collection).map(|e| e.id.clone());
+        let events = self
+            .events
+            .iter()
+            .filter(|e| e.collection == collection && e.superseded_by.is_none())
+            .map(|e| e.id.clone());
         snaps.chain(events).collect()
     }
 
@@ -237,6 +285,7 @@ mod tests {
                     Snap::Put { .. } => ("put", e.key.1.to_string(), e.first_seq),
                     Snap::Delete => ("delete", e.key.1.to_string(), e.first_seq),
                 },
+                Item::Event(e) if e.superseded_by.is_some() => ("superseded", e.id.to_string(), e.seq),
                 Item::Event(e) => ("event", e.id.to_string(), e.seq),
             });
         }
@@ -300,7 +349,8 @@ mod tests {
             }
             Snap::Delete => panic!("a put"),
         }
-        assert_eq!(drain(&mut p), vec![("event", "O-1".into(), 3)]);
+        // The superseded event keeps its place (it reaches the delete).
+        assert_eq!(drain(&mut p), vec![("superseded", "P-1".into(), 2), ("event", "O-1".into(), 3)]);
     }
 
     #[test]
