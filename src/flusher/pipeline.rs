@@ -68,6 +68,19 @@ fn expected_type(name: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// `DISCARD` of the transaction queued on `conn`. A refusal (an ACL
+/// without `+discard`) leaves the `MULTI` open, so it is an error: the
+/// caller drops the connection, which discards it as surely.
+fn discard(conn: &mut net::Conn) -> Result<(), Failure> {
+    let [reply] = round_trip::<1>(conn, b"*1\r\n$7\r\nDISCARD\r\n")?;
+    match reply_error(&reply) {
+        None => Ok(()),
+        Some((code, text)) => {
+            Err(Failure::new(net::Cause::of_code(&code), conn.addr.clone(), format!("DISCARD: {text}")))
+        }
+    }
+}
+
 impl Flusher {
     /// Writes the held batch and, while Redis executes it, encodes the next
     /// one and queues it behind: `MULTI` and its commands are sent, but its
@@ -106,9 +119,16 @@ impl Flusher {
             Outcome::Applied(after) => {
                 self.shared.record_batch_latency(start.elapsed());
                 self.ack();
+                // The batch `ack` promoted may be queued on the connection:
+                // its replies come next in the stream, whatever `after` is.
+                let head = self.read_held_head();
                 if let Some(f) = after {
+                    // The guard was not re-armed (a refused WATCH, say): the
+                    // promoted batch sits in a MULTI that no WATCH guards,
+                    // so it is discarded and sent again once guarded.
+                    self.discard_held();
                     self.fail(f);
-                } else if let Some(f) = self.read_held_head() {
+                } else if let Some(f) = head {
                     self.fail(f);
                 }
             }
@@ -318,6 +338,20 @@ impl Flusher {
         None
     }
 
+    /// `DISCARD` of the held batch's queued transaction, its head replies
+    /// already read (`read_held_head`): it goes out whole next time.
+    fn discard_held(&mut self) {
+        let Some(held) = self.held.as_mut().filter(|b| b.is_queued()) else { return };
+        held.unqueued();
+        // `DISCARD` unwatches too.
+        self.watching = false;
+        let Some(conn) = self.conn.as_mut() else { return };
+        if let Err(f) = discard(conn) {
+            self.shared.count_error(f.class(), f.text);
+            self.drop_conn();
+        }
+    }
+
     /// The held batch was not applied: throw away the batch queued behind
     /// it (`DISCARD`), so nothing applies out of order; it is sent again
     /// after the held one.
@@ -335,7 +369,11 @@ impl Flusher {
                 break;
             }
         }
-        ok = ok && round_trip::<1>(conn, b"*1\r\n$7\r\nDISCARD\r\n").is_ok();
+        let discarded = if ok { discard(conn) } else { Ok(()) };
+        if let Err(f) = &discarded {
+            self.shared.count_error(f.class(), f.text.clone());
+            ok = false;
+        }
         // `DISCARD` unwatches too.
         self.watching = false;
         if !ok {

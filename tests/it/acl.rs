@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use crate::harness::topology::acl_setuser;
 use crate::harness::*;
 use tradecache::{Cache, ErrorKind};
 
 /// The minimal ACL rule documented in the README.
-const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim";
+const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim";
 
 #[test]
 fn minimal_acl_user_and_no_password_anywhere() {
@@ -126,4 +127,61 @@ fn a_refused_wait_is_reported_by_its_cause() {
     assert_eq!(health.last_error_class, Some(tradecache::ErrorClass::Auth), "{health:?}");
     assert!(health.backpressure.as_deref().is_some_and(|b| b.contains("WAIT")), "{health:?}");
     assert_eq!(cache.stats().error_count("busy"), 0, "{:?}", cache.stats());
+}
+
+/// `WATCH` refused for a moment (the ACL loses `+watch`) while batches are
+/// queued behind each other: the refusal after an applied `EXEC` leaves
+/// the batch queued behind it unread on the connection. The writer must
+/// read (and discard) it rather than take its `QUEUED` replies for the
+/// marker: it is never fenced by its own marker, and every write lands.
+/// Also without `+discard`, when only dropping the connection can end the
+/// queued transaction.
+#[test]
+fn a_refused_watch_after_an_applied_batch_keeps_the_reply_stream_in_step() {
+    refused_watch_under(RULE);
+    refused_watch_under(&RULE.replace(" +discard", ""));
+}
+
+fn refused_watch_under(rule: &str) {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    acl_setuser(server.port(), "trader", rule);
+    let cfg = config(server.port(), "ACL1")
+        .username("trader")
+        .password("acl-secret-1")
+        .max_batch(4)
+        .reconnect_backoff(ms(5), ms(20))
+        .overflow(tradecache::OverflowPolicy::Block { timeout: Duration::from_secs(10) });
+    let cache = std::sync::Arc::new(Cache::open(cfg).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                n += 1;
+                if cache.put(&Counter { id: format!("C-{}", n % 16), value: n }).is_err() {
+                    break;
+                }
+            }
+            n
+        })
+    };
+    for _ in 0..10 {
+        std::thread::sleep(ms(30));
+        acl_setuser(server.port(), "trader", "-watch");
+        std::thread::sleep(ms(100));
+        acl_setuser(server.port(), "trader", "+watch");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = writer.join().unwrap();
+    let flushed = cache.flush(Duration::from_secs(30));
+    assert!(flushed.is_ok(), "{flushed:?}; {:?}", cache.health());
+    assert!(cache.health().fenced.is_none(), "{:?}", cache.health());
+    assert_eq!(cache.stats().dropped, 0, "{:?}", cache.stats());
+    for i in 0..16u64.min(n) {
+        let last = (1..=n).rev().find(|v| v % 16 == (i % 16)).unwrap();
+        let got = counter(&mut admin, "ACL1", &format!("C-{i}")).map(|c| c.value);
+        assert_eq!(got, Some(last), "C-{i}");
+    }
 }

@@ -52,7 +52,7 @@ pub fn connect(port: u16) -> redis::Connection {
 /// matching `keys` (e.g. `trader-T1:*`), plus `extra` (e.g. `+role`).
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     format!(
-        "on >{password} ~{keys} resetchannels -@all +multi +exec +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim \
+        "on >{password} ~{keys} resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim \
          +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore \
          +zcard +scard +zdiff +unwatch +set +xadd +xtrim {extra}"
     )
