@@ -93,9 +93,15 @@ fn guarded_unlink(
             Some(Value::Int(n)) => *n as u64,
             _ => 0,
         }),
-        // Aborted by the WATCH (the marker moved, but no newer writer):
-        // nothing deleted; the scan goes on and finds these keys again.
-        Value::Nil => Ok(0),
+        // Aborted by the WATCH (the marker was written, but not by a newer
+        // writer): nothing was deleted, and the scan cursor has moved past
+        // these keys, so the whole `clear` starts again (it is idempotent)
+        // rather than report keys it never deleted.
+        Value::Nil => Err(net::Failure::new(
+            net::Cause::ExecAbort,
+            conn.addr.clone(),
+            "clear: the commit marker was written while deleting; clear starts again",
+        )),
         other => {
             let (code, text) = reply_error(other)
                 .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));

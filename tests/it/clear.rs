@@ -47,3 +47,42 @@ fn clear_applies_in_sequence() {
     assert_eq!(ids::<Counter>(&cache), vec!["after"]);
     assert_eq!(ticks(&mut server.client(), "T1", "after"), vec![1]);
 }
+
+/// A `clear` whose guarded `UNLINK` is aborted because the marker was
+/// written meanwhile (not by a newer writer: the same value again) must
+/// not report success with keys left: it starts again, and when it
+/// returns, every key it owned is gone.
+#[test]
+fn clear_aborted_by_a_marker_write_starts_again() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let cache = Cache::open(config(server.port(), "T1").max_batch(500)).unwrap();
+    for i in 0..5_000u64 {
+        cache.put(&counter_v(&format!("C-{i}"), i)).unwrap();
+    }
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let marker_key = "trader-T1:writer:main";
+    let marker = raw_get(&mut admin, marker_key).expect("a marker");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let cleared = std::thread::scope(|s| {
+        let rewriter = s.spawn(|| {
+            // Rewrites the marker with what it holds (every write fires the
+            // WATCH), for a bounded number of rounds.
+            let mut con = server.client();
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let current = raw_get(&mut con, marker_key).unwrap_or_else(|| marker.clone());
+                let _: () = redis::cmd("SET").arg(marker_key).arg(current).query(&mut con).unwrap();
+            }
+        });
+        let r = cache.clear(Duration::from_secs(60));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        rewriter.join().unwrap();
+        r
+    });
+    assert!(cleared.is_ok(), "{cleared:?}");
+    let left = keys(&mut admin, "trader-T1:counters:*");
+    assert!(left.is_empty(), "clear returned {cleared:?} but left {} keys", left.len());
+}
