@@ -1,4 +1,4 @@
-//! Retention (issue 15): deleting closed entities whose last update is
+//! Retention: deleting closed entities whose last update is
 //! older than a cutoff, with their event logs and index entries.
 //!
 //! A purge runs on the flusher, in bounded steps that take turns with the
@@ -9,9 +9,10 @@
 //! - the candidates come from `index:{collection}:closed`, which every
 //!   batch keeps in step with its writes, so an entity reopened by an
 //!   acknowledged write is no longer a candidate;
-//! - an id with a write still pending in the flusher (not yet in a batch)
-//!   is skipped, so a write accepted before the step is never lost to it;
-//!   a write accepted after it applies after it, as after a `delete`;
+//! - before a step, every write accepted so far is taken from the channel
+//!   into `pending` (`absorb_accepted`), and an id with a write pending is
+//!   skipped, so a write accepted before the step is never lost to it; a
+//!   write accepted after it applies after it, as after a `delete`;
 //! - each step is one transaction guarded by the marker's `WATCH` (a fenced
 //!   writer deletes nothing) and by a `WATCH` on the closed index (any
 //!   other change to it, say by another `writer_id`, aborts the step,
@@ -126,6 +127,11 @@ impl Flusher {
             // Not settled (the marker could not be read): try again later.
             return;
         }
+        if !self.absorb_accepted() {
+            // Writes accepted before this step are still in the channel and
+            // `pending` is full (or a `clear` came first): batches go first.
+            return;
+        }
         match self.try_purge_step() {
             Ok(()) => self.finish_purge_if_done(),
             Err(f) if f.action() == Action::Fence => self.enter_fenced(f),
@@ -145,6 +151,30 @@ impl Flusher {
             }
             Err(f) => self.fail(f),
         }
+    }
+
+    /// Takes every write accepted so far from the channel into `pending`,
+    /// so that a step sees each write accepted before it: one still queued
+    /// behind a batch's worth of others would otherwise be invisible, and
+    /// the step would delete the entity it reopened. `false` when that
+    /// cannot be done now: `pending` is at its bounds, or a `clear` was
+    /// met (what follows it waits for it).
+    fn absorb_accepted(&mut self) -> bool {
+        let accepted = self.shared.accepted_seq.load(std::sync::atomic::Ordering::Acquire);
+        while self.received_seq < accepted {
+            if self.barrier.is_some()
+                || self.pending.events() >= self.cfg.max_pending_events
+                || self.pending.snapshots() >= self.cfg.max_pending_snapshots
+            {
+                return false;
+            }
+            match self.rx.try_recv() {
+                Ok(m) => self.absorb(m),
+                // (The store of `accepted_seq` follows its send.)
+                Err(_) => return false,
+            }
+        }
+        self.barrier.is_none()
     }
 
     /// A step whose reply was lost: applied if the marker reached its batch

@@ -302,7 +302,9 @@ impl Cache {
         match sent {
             Ok(()) => {
                 p.next_seq = seq;
-                self.shared.accepted_seq.store(seq, Relaxed);
+                // Release: a flusher that reads `seq` here finds the message
+                // in the channel (a purge step takes every accepted write).
+                self.shared.accepted_seq.store(seq, std::sync::atomic::Ordering::Release);
                 Ok(Seq::new(seq))
             }
             Err(closed) => {

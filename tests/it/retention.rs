@@ -447,3 +447,64 @@ fn a_purge_refused_by_redis_fails_alone() {
     assert_eq!(purged.removed.len(), 1);
     assert!(cache.stats().error_count("command") >= 1, "{:?}", cache.stats());
 }
+
+/// A purge is ordered with the writes, step by step: a reopening or a new
+/// event accepted before a step is never lost to it, even while it still
+/// sits in the channel behind thousands of other writes (the flusher takes
+/// at most a batch from the channel between two purge steps).
+#[test]
+fn purge_never_deletes_what_a_write_still_in_the_channel_reopened() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cfg = config(server.port(), "T1")
+        .max_batch(64)
+        .purge_batch(10)
+        .channel_capacity(100_000)
+        .overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Cache::open(cfg).unwrap();
+    let n = 3_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("O-{i:04}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        // Older first: the purge reaches the last ids last.
+        cache.put(&order(id, OrderStatus::Filled, ago(10 * DAY_MS - i as u64))).unwrap();
+        cache.append(id, &event(id, 1)).unwrap();
+    }
+    cache.flush(S).unwrap();
+    let reopened: Vec<&String> = ids.iter().rev().take(40).collect();
+    let appended: Vec<&String> = ids.iter().rev().skip(40).take(40).collect();
+    let purged = std::thread::scope(|s| {
+        let purge = s.spawn(|| cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), S));
+        wait_until("the first purge step", S, || cache.stats().purged > 0);
+        // Thousands of other writes queued first, then the reopenings and
+        // the new events of orders the purge has not reached yet.
+        for i in 0..20_000u64 {
+            cache.put(&counter_v(&format!("N-{}", i % 5_000), i)).unwrap();
+        }
+        for id in &reopened {
+            cache.put(&order(id, OrderStatus::Accepted, ago(0))).unwrap();
+        }
+        for id in &appended {
+            cache.append(id, &event(id, 2)).unwrap();
+        }
+        purge.join().unwrap().unwrap()
+    });
+    cache.flush(S).unwrap();
+    let removed: BTreeSet<String> = purged.removed.iter().map(|id| id.to_string()).collect();
+    for id in &reopened {
+        assert!(!removed.contains(*id), "{id} was reopened before the purge reached it: {}", removed.len());
+        assert!(exists(&mut con, &format!("trader-T1:orders:{id}")), "{id}");
+        assert_eq!(cache.get_events::<OrderEvent>(id).unwrap().len(), 1, "{id}");
+    }
+    // A new event does not reopen a closed order: it is purged with its
+    // whole log (the event applied first), or kept with it (pending when
+    // the step ran); never a log left without its order.
+    for id in &appended {
+        let events = cache.get_events::<OrderEvent>(id).unwrap();
+        let there = exists(&mut con, &format!("trader-T1:orders:{id}"));
+        if removed.contains(*id) {
+            assert!(!there && events.is_empty(), "{id}: purged, yet {there} / {events:?}");
+        } else {
+            assert!(there && events.len() == 2, "{id}: kept, yet {there} / {events:?}");
+        }
+    }
+}
