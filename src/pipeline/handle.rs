@@ -287,28 +287,39 @@ impl Cache {
         if self.shared.is_fenced() {
             return Err(PushError::Fenced(back()));
         }
-        // The lock makes sequence order equal channel order across threads;
-        // the flusher never takes it.
-        let mut p = self.producer.lock();
-        let seq = p.next_seq + 1;
-        let msg = make(seq);
-        let sent = match overflow {
-            OverflowPolicy::Reject => p.tx.try_send(msg).map_err(|e| match e {
-                TrySendError::Full(_) => false,
-                TrySendError::Disconnected(_) => true,
-            }),
-            OverflowPolicy::Block { timeout } => block_send(&p.tx, msg, timeout),
+        // Built outside the lock; numbered inside it, right before the send.
+        let mut msg = make(0);
+        let mut waited: Option<(Instant, u32)> = None;
+        let sent = loop {
+            // The lock makes sequence order equal channel order across
+            // threads; it is held for one `try_send` only, never across a
+            // wait (so a `Reject` call never waits behind a blocked one),
+            // and the flusher never takes it.
+            let mut p = self.producer.lock();
+            let seq = p.next_seq + 1;
+            msg.set_seq(seq);
+            match p.tx.try_send(msg) {
+                Ok(()) => {
+                    p.next_seq = seq;
+                    // Release: a flusher that reads `seq` here finds the
+                    // message in the channel (a purge step takes every
+                    // accepted write).
+                    self.shared.accepted_seq.store(seq, std::sync::atomic::Ordering::Release);
+                    break Ok(Seq::new(seq));
+                }
+                Err(TrySendError::Disconnected(_)) => break Err(true),
+                Err(TrySendError::Full(m)) => msg = m,
+            }
+            drop(p);
+            let OverflowPolicy::Block { timeout } = overflow else { break Err(false) };
+            let (deadline, spins) = waited.get_or_insert_with(|| (net::deadline_after(timeout), 0));
+            if !pause_before_retry(*deadline, spins) {
+                break Err(false);
+            }
         };
         match sent {
-            Ok(()) => {
-                p.next_seq = seq;
-                // Release: a flusher that reads `seq` here finds the message
-                // in the channel (a purge step takes every accepted write).
-                self.shared.accepted_seq.store(seq, std::sync::atomic::Ordering::Release);
-                Ok(Seq::new(seq))
-            }
+            Ok(seq) => Ok(seq),
             Err(closed) => {
-                drop(p);
                 if closed && self.shared.is_fenced() {
                     // The flusher stopped because a newer writer took over.
                     Err(PushError::Fenced(back()))
@@ -390,8 +401,10 @@ impl Cache {
         if self.closed.load(Relaxed) {
             return Err(Error::Closed);
         }
-        let p = self.producer.lock();
-        match block_send(&p.tx, msg, timeout) {
+        // Not a write: no sequence number to order, so no producer lock
+        // (a request waiting for room never holds up a write).
+        let tx = self.producer.lock().tx.clone();
+        match block_send(&tx, msg, timeout) {
             Ok(()) => Ok(()),
             Err(false) => Err(Error::WaitTimeout(timeout)),
             Err(true) => Err(self.shared.fence_error().unwrap_or(Error::Closed)),
@@ -404,34 +417,38 @@ impl Cache {
     }
 }
 
-/// `OverflowPolicy::Block`: waits for room by polling with short sleeps
-/// rather than parking in crossbeam's blocking send, which would make the
-/// flusher wake the sender (a futex call) for every message it takes off a
-/// full channel. `Err(true)` when the flusher is gone, `Err(false)` when the
-/// channel stayed full for `timeout`.
-fn block_send(tx: &Sender<Msg>, msg: Msg, timeout: Duration) -> std::result::Result<(), bool> {
-    let mut msg = match tx.try_send(msg) {
-        Ok(()) => return Ok(()),
-        Err(TrySendError::Disconnected(_)) => return Err(true),
-        Err(TrySendError::Full(m)) => m,
-    };
-    let deadline = net::deadline_after(timeout);
-    let mut spins = 0u32;
+/// `OverflowPolicy::Block` and requests: waits for room by polling with
+/// short sleeps rather than parking in crossbeam's blocking send, which
+/// would make the flusher wake the sender (a futex call) for every message
+/// it takes off a full channel. `Err(true)` when the flusher is gone,
+/// `Err(false)` when the channel stayed full for `timeout`.
+fn block_send(tx: &Sender<Msg>, mut msg: Msg, timeout: Duration) -> std::result::Result<(), bool> {
+    let mut waited: Option<(Instant, u32)> = None;
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(false);
-        }
-        if spins < 64 {
-            spins += 1;
-            std::hint::spin_loop();
-        } else {
-            std::thread::sleep((deadline - now).min(Duration::from_micros(50)));
-        }
         msg = match tx.try_send(msg) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(true),
             Err(TrySendError::Full(m)) => m,
         };
+        let (deadline, spins) = waited.get_or_insert_with(|| (net::deadline_after(timeout), 0));
+        if !pause_before_retry(*deadline, spins) {
+            return Err(false);
+        }
     }
+}
+
+/// One pause of a wait for room in the channel: a few spins, then 50 µs
+/// sleeps; `false` once `deadline` has passed.
+fn pause_before_retry(deadline: Instant, spins: &mut u32) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
+    }
+    if *spins < 64 {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::sleep((deadline - now).min(Duration::from_micros(50)));
+    }
+    true
 }

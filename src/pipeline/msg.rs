@@ -54,6 +54,20 @@ pub(crate) enum Msg {
     },
 }
 
+impl Msg {
+    /// Gives a write its sequence number, under the producer lock, right
+    /// before it is sent (it is built outside the lock with none).
+    pub(crate) fn set_seq(&mut self, n: u64) {
+        match self {
+            Msg::Put { seq, .. }
+            | Msg::Append { seq, .. }
+            | Msg::Delete { seq, .. }
+            | Msg::Clear { seq, .. } => *seq = n,
+            Msg::Purge(_) | Msg::Shutdown { .. } => {}
+        }
+    }
+}
+
 /// What a purge removed. See [`crate::Cache::purge_closed`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

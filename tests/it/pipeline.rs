@@ -146,3 +146,66 @@ fn delete_then_put_the_same_id_stays_indexed() {
     cache.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(ids::<Position>(&cache), vec!["P-1"]);
 }
+
+/// Fills the channel of `cache` (Redis stopped, the flusher at its pending
+/// bound): puts until one is refused as full, at most 100,000 tries.
+fn fill_channel(cache: &Cache) {
+    for i in 0..100_000u64 {
+        match cache.put(&counter_v(&format!("F-{i}"), i)) {
+            Ok(_) => {}
+            Err(e) if e.is_full() => return,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    panic!("the channel never filled");
+}
+
+/// A caller waiting for room (`clear`, or a `Block` put) never holds the
+/// producer lock while it waits: with the channel full and Redis stopped,
+/// a `Reject` put is refused at once and a `Block { timeout }` put gives up
+/// after its own timeout, both while the long `clear` is still waiting.
+#[test]
+fn a_waiting_caller_never_holds_up_another() {
+    let server = RedisServer::start();
+    let small = |trader: &str, overflow| {
+        config(server.port(), trader)
+            .channel_capacity(8)
+            .max_pending_snapshots(8)
+            .response_timeout(ms(200))
+            .overflow(overflow)
+    };
+    let reject = Cache::open(small("R1", OverflowPolicy::Reject)).unwrap();
+    let block = Cache::open(small("B1", OverflowPolicy::Block { timeout: ms(20) })).unwrap();
+    server.pause();
+    for cache in [&reject, &block] {
+        // Until the flusher has stopped taking (its pending bound reached
+        // while it cannot connect): then the clear below must wait.
+        fill_channel(cache);
+        wait_until("the flusher to give up its connection", Duration::from_secs(20), || {
+            !cache.health().connected
+        });
+        for _ in 0..50 {
+            fill_channel(cache);
+            std::thread::sleep(ms(100));
+            if cache.put(&counter_v("probe", 0)).is_err_and(|e| e.is_full()) {
+                break;
+            }
+        }
+        std::thread::scope(|s| {
+            let clear = s.spawn(|| cache.clear(Duration::from_secs(20)));
+            // Let the clear start its wait for room (it holds nothing now,
+            // so this only makes the interleaving likely, not required).
+            std::thread::sleep(ms(100));
+            // (The flusher may still take a few writes before its bound.)
+            let refused = (0..1_000)
+                .any(|i| cache.put(&counter_v(&format!("late-{i}"), 1)).is_err_and(|e| e.is_full()));
+            assert!(refused);
+            assert!(!clear.is_finished(), "the put returned only after the clear gave up");
+            server.resume();
+            let cleared = clear.join().unwrap();
+            assert!(cleared.is_ok(), "{cleared:?}");
+            server.pause();
+        });
+    }
+    server.resume();
+}
