@@ -16,7 +16,7 @@ use tradecache::kv::{self, BreakerState, Kv, KvConfig, Ttl};
 use tradecache::model::{Currency, Money, Price, Quantity, UnixNanos};
 use tradecache::{Encoding, Error, ErrorKind};
 
-const LONG: Duration = Duration::from_secs(10);
+pub(crate) const LONG: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Quote {
@@ -43,11 +43,11 @@ struct Portfolio {
 }
 
 /// A kv config for the private server on `port`, with test-sized bounds.
-fn kv_config(port: u16, prefix: &str) -> KvConfig {
+pub(crate) fn kv_config(port: u16, prefix: &str) -> KvConfig {
     KvConfig::builder().redis(crate::harness::config(port, "KV")).key_prefix(prefix)
 }
 
-fn open(port: u16, prefix: &str) -> Kv {
+pub(crate) fn open(port: u16, prefix: &str) -> Kv {
     Kv::open(kv_config(port, prefix)).expect("open kv")
 }
 

@@ -1,0 +1,149 @@
+//! The kv layer's consistency under concurrency and faults: read-your-writes
+//! with the near cache while other threads write the same keys and
+//! connections are cut, a dropped writer connection whose bytes reach
+//! Redis late, and a burst of writes while Redis is frozen.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Barrier, Mutex};
+use std::time::Duration;
+
+use crate::harness::{Proxy, RedisServer};
+use crate::kv::{kv_config, LONG};
+use tradecache::kv::{Kv, Ttl};
+
+const THREADS: usize = 8;
+const KEYS: usize = 8;
+const OPS_PER_THREAD: usize = 60_000;
+/// One operation in this many is a write (few writes: a stale near-cache
+/// entry lives until the next write to its key, long enough to be read).
+const WRITE_EVERY: u64 = 32;
+/// Proxy cuts per run, spread over its operations.
+const CUTS: usize = 6;
+
+/// A small deterministic generator per thread (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Threads write and read the same keys through one `Kv` with the near
+/// cache, while the proxy cuts every connection a few times. Writes to a
+/// key are serialised (a per-key lock around `set`), so its values rise in
+/// the order Redis applies them. Model: every read by a thread returns a
+/// value at least as new as that thread's own last write to the key (and
+/// never one nobody wrote); once everything is flushed, every key reads its
+/// last value, in this process and from Redis.
+fn read_your_writes_under_concurrency(tracking: bool) {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let prefix = if tracking { "ryw-t" } else { "ryw-n" };
+    let config = |port: u16| {
+        kv_config(port, prefix)
+            .near_capacity(1_000)
+            .near_ttl(Duration::from_secs(60))
+            .near_tracking(tracking)
+            // Cuts fail some reads; the breaker must not turn them into
+            // misses, which the model would take for lost writes.
+            .breaker_failures(1_000_000)
+    };
+    let kv = Kv::open(config(proxy.port())).unwrap();
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("K{k}")).collect();
+    // The last value written to each key (its lock serialises the writes).
+    let last: Vec<Mutex<u64>> = (0..KEYS).map(|_| Mutex::new(0)).collect();
+    for (k, key) in keys.iter().enumerate() {
+        let mut l = last[k].lock().unwrap();
+        *l = 1;
+        kv.set("ryw", key, &*l, Ttl::Never).unwrap();
+    }
+    kv.flush(LONG).unwrap();
+    let done = AtomicUsize::new(0);
+    let stale = Mutex::new(Vec::<String>::new());
+    let read_errors = AtomicU64::new(0);
+    let start = Barrier::new(THREADS + 1);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (kv, keys, last, done, stale, read_errors, start) =
+                (&kv, &keys, &last, &done, &stale, &read_errors, &start);
+            s.spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut own = [0u64; KEYS];
+                start.wait();
+                for op in 0..OPS_PER_THREAD {
+                    let r = rng.next();
+                    let k = (r % KEYS as u64) as usize;
+                    if (r >> 32) % WRITE_EVERY == 0 {
+                        let mut l = last[k].lock().unwrap();
+                        let v = *l + 1;
+                        kv.set("ryw", &keys[k], &v, Ttl::Never).unwrap();
+                        *l = v;
+                        own[k] = v;
+                    } else {
+                        match kv.get::<u64>("ryw", &keys[k]) {
+                            Ok(got) => {
+                                let newest = *last[k].lock().unwrap();
+                                if got.is_none_or(|g| g < own[k] || g > newest) {
+                                    stale.lock().unwrap().push(format!(
+                                        "thread {t} op {op}: {} read {got:?} after its own write of {} \
+                                         (newest {newest})",
+                                        keys[k], own[k]
+                                    ));
+                                }
+                            }
+                            Err(_) => {
+                                read_errors.fetch_add(1, SeqCst);
+                            }
+                        }
+                    }
+                    done.fetch_add(1, SeqCst);
+                }
+            });
+        }
+        // The fault thread: a cut after every so many operations (a
+        // rendezvous on the progress counter, not on time).
+        let (proxy, done, start) = (&proxy, &done, &start);
+        s.spawn(move || {
+            start.wait();
+            let step = THREADS * OPS_PER_THREAD / (CUTS + 1);
+            for cut in 1..=CUTS {
+                while done.load(SeqCst) < cut * step {
+                    std::thread::yield_now();
+                }
+                proxy.cut_all();
+            }
+        });
+    });
+    let stale = stale.into_inner().unwrap();
+    assert!(
+        stale.is_empty(),
+        "{} stale reads (tracking {tracking}): {:#?}",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+    kv.flush(LONG).unwrap();
+    let s = kv.stats();
+    assert!(s.reconnects >= 1, "the cuts reached the writer: {s:?}");
+    let want: Vec<Option<u64>> = last.iter().map(|l| Some(*l.lock().unwrap())).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (k, key) in keys.iter().enumerate() {
+        assert_eq!(kv.get::<u64>("ryw", key).unwrap(), want[k], "{key} in process after flush");
+    }
+    assert_eq!(kv.get_many::<u64>("ryw", &refs).unwrap(), want, "get_many in process after flush");
+    let fresh = Kv::open(kv_config(server.port(), prefix)).unwrap();
+    assert_eq!(fresh.get_many::<u64>("ryw", &refs).unwrap(), want, "Redis after flush");
+    eprintln!("tracking {tracking}: {} read errors, stats {s:?}", read_errors.load(SeqCst));
+}
+
+#[test]
+fn kv_near_cache_read_your_writes_without_tracking() {
+    read_your_writes_under_concurrency(false);
+}
+
+#[test]
+fn kv_near_cache_read_your_writes_with_tracking() {
+    read_your_writes_under_concurrency(true);
+}
