@@ -57,6 +57,7 @@ pub use exposition::metric_families;
 mod flight;
 mod get;
 mod keys;
+mod link;
 mod near;
 mod op;
 mod overlay;

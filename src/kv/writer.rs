@@ -14,7 +14,10 @@
 //! `max_pending_keys`, resends a batch whose reply was lost (`SET`, `DEL`
 //! and `PEXPIRE` with the same arguments are idempotent, and anything newer
 //! for the key is sent after it), and routes each key to its own master in
-//! a cluster, where a batch cannot be one transaction.
+//! a cluster, where a batch cannot be one transaction. A connection given
+//! up on is killed on its server before anything is written there again
+//! (`link.rs`), so its bytes, if they arrive late, never apply after newer
+//! writes.
 //!
 //! The shape is the flusher's: a bounded crossbeam channel, sequence
 //! numbers with `acked_seq` for `wait`/`flush`, poll-then-park when idle,
@@ -35,6 +38,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::Value;
 
 use super::config::KvConfig;
+use super::link::WriterLinks;
 use super::op::{ItemKey, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{self, Links, Node, Topology};
@@ -72,7 +76,7 @@ pub(crate) struct Writer {
     waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
-    links: Links,
+    links: WriterLinks,
     pending: HashMap<ItemKey, Pend, KeyHash>,
     received_seq: u64,
     backoff: Backoff,
@@ -114,7 +118,7 @@ impl Writer {
             waiters: init.waiters,
             overlay: init.overlay,
             done: init.done,
-            links: init.links,
+            links: WriterLinks::new(init.links),
             pending: HashMap::default(),
             received_seq: 0,
             retry_at: None,
@@ -421,7 +425,7 @@ impl Writer {
         }
         let addr = conn.addr.clone();
         if let Some(e) = io {
-            self.links.drop_node(&Node::Main);
+            self.drop_link(&Node::Main);
             self.shared.connected.store(false, Relaxed);
             let f = net::Failure::of(&e, &addr);
             return Err(self.requeue(batch, f));
@@ -528,7 +532,7 @@ impl Writer {
                             self.drop_write(&p, key, class, format!("refused: {text}"));
                         } else {
                             if action == Action::Reconnect {
-                                self.links.drop_node(&node);
+                                self.drop_link(&node);
                             }
                             failure = Some(Failure::new(cause, addr.clone(), text));
                             rest.push(p);
@@ -537,7 +541,7 @@ impl Writer {
                 }
             }
             if let Some(e) = io {
-                self.links.drop_node(&node);
+                self.drop_link(&node);
                 self.topo.invalidate();
                 failure = Some(net::Failure::of(&e, &addr));
             }
@@ -563,6 +567,23 @@ impl Writer {
         f
     }
 
+    /// Drops the connection to `node` (see `link.rs`: if it carried writes,
+    /// it is killed before the next write to its server).
+    fn drop_link(&mut self, node: &Node) {
+        if self.links.drop_node(node) {
+            self.unguarded();
+        }
+    }
+
+    /// A dropped connection had to be forgotten without being killed.
+    fn unguarded(&mut self) {
+        let text =
+            "more dropped writer connections than the writer remembers: the oldest will not be killed, so \
+                    its late writes, if any reach Redis, may replace newer ones";
+        log::warn!("tradecache::kv: {text}");
+        self.shared.count_error(ErrorClass::Other, text.into());
+    }
+
     fn note_connected(&mut self) {
         if !self.shared.connected.swap(true, Relaxed) {
             self.shared.reconnects.fetch_add(1, Relaxed);
@@ -576,7 +597,9 @@ impl Writer {
         self.last_class = f.class();
         match f.action() {
             Action::Reconnect => {
-                self.links.clear();
+                if self.links.clear() {
+                    self.unguarded();
+                }
                 self.shared.connected.store(false, Relaxed);
             }
             Action::Backpressure => {

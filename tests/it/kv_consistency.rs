@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Barrier, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Proxy, RedisServer};
+use crate::harness::topology::wait_until;
+use crate::harness::{raw_get, Proxy, RedisServer};
 use crate::kv::{kv_config, LONG};
-use tradecache::kv::{Kv, Ttl};
+use tradecache::kv::{self, Kv, Ttl};
 
 const THREADS: usize = 8;
 const KEYS: usize = 8;
@@ -146,4 +147,62 @@ fn kv_near_cache_read_your_writes_without_tracking() {
 #[test]
 fn kv_near_cache_read_your_writes_with_tracking() {
     read_your_writes_under_concurrency(true);
+}
+
+/// `connected_clients` of the server behind `con`.
+fn connected_clients(con: &mut redis::Connection) -> usize {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// The writer's connection stalls (the proxy holds its bytes), so it gives
+/// up on it and writes the batch again on a new one; newer writes follow.
+/// When the old connection's bytes are delivered at last, they must not
+/// bring back the older value of one key or a deleted other key.
+#[test]
+fn kv_a_dropped_writer_connection_delivered_late_changes_nothing() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let kv = Kv::open(kv_config(proxy.port(), "late")).unwrap();
+    kv.set("ns", "a", &1u32, Ttl::Never).unwrap();
+    kv.set("ns", "b", &1u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    // The writer's (and the idle read pool's) connection now forwards
+    // nothing; connections opened later flow.
+    proxy.freeze_current(true);
+    kv.set("ns", "a", &2u32, Ttl::Never).unwrap();
+    kv.set("ns", "b", &2u32, Ttl::Never).unwrap();
+    // Settled only on a new connection, after the reply timeout.
+    kv.flush(LONG).unwrap();
+    assert!(kv.stats().reconnects >= 1, "{:?}", kv.stats());
+    kv.set("ns", "a", &3u32, Ttl::Never).unwrap();
+    kv.delete("ns", "b").unwrap();
+    kv.flush(LONG).unwrap();
+    let mut con = server.client();
+    let live = proxy.open_connections();
+    proxy.freeze_current(false);
+    // The dropped connection's bytes reach the server (or its killed
+    // connection), and it is gone on both sides: whatever it could apply,
+    // it has applied.
+    wait_until(
+        "the dropped connection to be delivered and closed",
+        LONG,
+        || proxy.open_connections() < live && connected_clients(&mut con) == proxy.open_connections() + 1,
+        || {
+            format!(
+                "proxy {} (was {live}), server {}",
+                proxy.open_connections(),
+                connected_clients(&mut server.client()) - 1
+            )
+        },
+    );
+    let a = raw_get(&mut con, "late:ns:a").map(|b| kv::decode::<u32>(&b).unwrap());
+    assert_eq!(a, Some(3), "a acknowledged as 3");
+    assert_eq!(raw_get(&mut con, "late:ns:b"), None, "b acknowledged as deleted");
+    assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(3));
+    assert_eq!(kv.get::<u32>("ns", "b").unwrap(), None);
+    kv.close(LONG).unwrap();
 }
