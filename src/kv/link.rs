@@ -120,8 +120,4 @@ impl WriterLinks {
         }
         lost
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.links.is_empty()
-    }
 }

@@ -193,10 +193,6 @@ impl Links {
     pub(crate) fn nodes(&self) -> Vec<Node> {
         self.conns.keys().cloned().collect()
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
 }
 
 fn unreachable_failure() -> Failure {

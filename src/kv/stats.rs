@@ -220,6 +220,10 @@ pub struct KvStats {
     /// Writes dropped: past `max_pending_keys` in an outage, or refused by
     /// Redis. Collect them with [`crate::kv::Kv::take_dropped`].
     pub dropped: u64,
+    /// Dropped writes left out of [`crate::kv::Kv::take_dropped`]'s list,
+    /// which keeps the first 1,024 between two calls (counted in
+    /// `dropped` too).
+    pub dropped_unlisted: u64,
     /// Writes refused at the call because the writer's channel was full.
     pub rejected: u64,
     /// Times the writer connected again after losing its connection.

@@ -706,31 +706,38 @@ fn an_outage_coalesces_per_key_and_drops_past_the_bound() {
 #[test]
 fn a_full_channel_refuses_the_write_and_it_is_not_read_back() {
     let server = RedisServer::start();
-    let kv = Kv::open(kv_config(server.port(), "t16").channel_capacity(4)).unwrap();
+    let kv = Kv::open(kv_config(server.port(), "t16").channel_capacity(4).max_pending_keys(8)).unwrap();
     kv.set("risk", "R", &0u32, Ttl::Never).unwrap();
     kv.flush(LONG).unwrap();
-    // Frozen Redis: the writer waits for a reply (up to the response
-    // timeout) and stops draining; four writes fill the channel.
+    // Frozen Redis: the batch in flight waits for its reply (up to the
+    // response timeout); the writer holds 8 keys meanwhile, the channel 4
+    // more writes, and writes to further keys are refused.
     server.pause();
-    let mut last_accepted = 0;
-    let mut refused = 0;
-    for v in 1..=50u32 {
-        match kv.set("risk", "R", &v, Ttl::Never) {
-            Ok(_) => last_accepted = v,
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for k in 1..=50u32 {
+        match kv.set("risk", &format!("R{k}"), &k, Ttl::Never) {
+            Ok(_) => accepted.push(k),
             Err(e) => {
                 assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
                 assert!(e.to_string().contains("channel is full"), "{e}");
-                refused += 1;
+                refused.push(k);
             }
         }
     }
-    assert!(refused > 0 && last_accepted > 0, "refused {refused}, last accepted {last_accepted}");
-    assert_eq!(kv.stats().rejected, refused);
-    // The process reads back the newest accepted write, not a refused one.
-    assert_eq!(kv.get::<u32>("risk", "R").unwrap(), Some(last_accepted));
+    assert!(!refused.is_empty() && !accepted.is_empty(), "refused {refused:?}, accepted {accepted:?}");
+    assert_eq!(kv.stats().rejected, refused.len() as u64);
+    // The process reads back the accepted writes, not the refused ones.
+    for k in &refused {
+        assert_eq!(kv.get::<u32>("risk", &format!("R{k}")).unwrap_or(None), None, "R{k}");
+    }
     server.resume();
     kv.flush(LONG).unwrap();
-    assert_eq!(open(server.port(), "t16").get::<u32>("risk", "R").unwrap(), Some(last_accepted));
+    let other = open(server.port(), "t16");
+    for k in 1..=50u32 {
+        let want = accepted.contains(&k).then_some(k);
+        assert_eq!(other.get::<u32>("risk", &format!("R{k}")).unwrap(), want, "R{k}");
+    }
 }
 
 #[test]

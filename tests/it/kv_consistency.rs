@@ -71,13 +71,13 @@ fn read_your_writes_under_concurrency(tracking: bool) {
             let (kv, keys, last, done, stale, read_errors, start) =
                 (&kv, &keys, &last, &done, &stale, &read_errors, &start);
             s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1234_5678));
                 let mut own = [0u64; KEYS];
                 start.wait();
                 for op in 0..OPS_PER_THREAD {
                     let r = rng.next();
                     let k = (r % KEYS as u64) as usize;
-                    if (r >> 32) % WRITE_EVERY == 0 {
+                    if (r >> 32).is_multiple_of(WRITE_EVERY) {
                         let mut l = last[k].lock().unwrap();
                         let v = *l + 1;
                         kv.set("ryw", &keys[k], &v, Ttl::Never).unwrap();
@@ -205,4 +205,47 @@ fn kv_a_dropped_writer_connection_delivered_late_changes_nothing() {
     assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(3));
     assert_eq!(kv.get::<u32>("ns", "b").unwrap(), None);
     kv.close(LONG).unwrap();
+}
+
+/// While Redis is frozen (SIGSTOP) the writer waits for replies and
+/// handshakes that do not come; a burst of writes meanwhile (to a bounded
+/// set of keys) is taken into its pending set, coalesced per key, not
+/// refused, and lands once Redis runs again.
+#[test]
+fn kv_a_burst_while_redis_is_frozen_is_taken_not_refused() {
+    const KEYS: usize = 500;
+    let server = RedisServer::start();
+    let kv = Kv::open(kv_config(server.port(), "frz").channel_capacity(1_000)).unwrap();
+    kv.set("ns", "warm", &0u64, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    let errors = |kv: &Kv| kv.stats().write_errors.iter().map(|(_, n)| *n).sum::<u64>();
+    let before = errors(&kv);
+    server.pause();
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("K{k}")).collect();
+    let mut last: Vec<Option<u64>> = vec![None; KEYS];
+    let (mut n, mut refused) = (0u64, 0u64);
+    let mut first_refusal = None;
+    // Until the writer has failed twice (the reply timeout, then a
+    // handshake), so the burst spans its waits; bounded in count.
+    while errors(&kv) < before + 2 && n < 3_000_000 {
+        let k = (n % KEYS as u64) as usize;
+        match kv.set("ns", &keys[k], &n, Ttl::Never) {
+            Ok(_) => last[k] = Some(n),
+            Err(e) => {
+                refused += 1;
+                first_refusal.get_or_insert(e.to_string());
+            }
+        }
+        n += 1;
+    }
+    server.resume();
+    kv.flush(LONG).unwrap();
+    assert_eq!(refused, 0, "{refused} of {n} writes refused while Redis was frozen: {first_refusal:?}");
+    assert!(errors(&kv) >= before + 2, "the writer met the frozen server: {:?}", kv.stats());
+    let mut con = server.client();
+    for (k, key) in keys.iter().enumerate() {
+        let got = raw_get(&mut con, &format!("frz:ns:{key}")).map(|b| kv::decode::<u64>(&b).unwrap());
+        assert_eq!(got, last[k], "{key}");
+    }
+    assert_eq!(kv.stats().dropped, 0);
 }

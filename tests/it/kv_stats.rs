@@ -2,9 +2,13 @@
 //! each key of a `get_many`, a `get_or_compute`) counts exactly one hit or
 //! one miss, in `stats()` and in the Prometheus exposition alike.
 
+use std::time::Duration;
+
+use crate::harness::topology::wait_until;
 use crate::harness::RedisServer;
 use crate::kv::{kv_config, open, LONG};
 use tradecache::kv::{Kv, Ttl};
+use tradecache::Error;
 
 /// The value of one sample line `name{key_prefix="prefix"} v` in `body`.
 fn sample(body: &str, name: &str, prefix: &str) -> Option<u64> {
@@ -49,4 +53,34 @@ fn kv_hits_and_misses_count_every_lookup_once() {
     assert_eq!(sample(&body, "tradecache_kv_misses_total", "hm"), Some(7), "{body}");
     assert_eq!(sample(&body, "tradecache_kv_corrupt_total", "hm"), Some(4), "{body}");
     kv.close(LONG).unwrap();
+}
+
+/// Past `max_pending_keys` in an outage writes are dropped: more than the
+/// 1,024 that `take_dropped` lists between two calls. The rest are counted,
+/// and the error of `wait` tells a kv user which call collects them.
+#[test]
+fn kv_drops_past_the_log_are_counted_and_the_error_names_the_kv_api() {
+    let mut server = RedisServer::start();
+    let kv = Kv::open(kv_config(server.port(), "dl").max_pending_keys(1)).unwrap();
+    kv.set("ns", "warm", &0u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    server.stop();
+    kv.set("ns", "K0", &0u32, Ttl::Never).unwrap();
+    wait_until("the writer to see the outage", LONG, || !kv.health().writer_connected, String::new);
+    let mut last = kv.last_seq();
+    for i in 1..=1_100u32 {
+        last = kv.set("ns", &format!("K{i}"), &i, Ttl::Never).unwrap();
+    }
+    wait_until("1,100 drops", LONG, || kv.stats().dropped >= 1_100, || format!("{:?}", kv.stats()));
+    assert!(matches!(kv.wait(last, Duration::from_millis(50)), Err(Error::WaitTimeout(_))));
+    server.restart();
+    server.wait_ready(LONG);
+    let e = kv.flush(LONG).unwrap_err();
+    assert!(matches!(e, Error::Dropped { count: 1_100, .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("Kv::take_dropped"), "{text}");
+    let listed = kv.take_dropped();
+    assert_eq!(listed.len(), 1_024);
+    let s = kv.stats();
+    assert_eq!((s.dropped, s.dropped_unlisted), (1_100, 76), "{s:?}");
 }
