@@ -20,6 +20,9 @@ const OPS_PER_THREAD: usize = 60_000;
 const WRITE_EVERY: u64 = 32;
 /// Proxy cuts per run, spread over its operations.
 const CUTS: usize = 6;
+/// Runs per test: the race the model looks for is a matter of
+/// interleaving, so each test gives it several chances.
+const ROUNDS: usize = 3;
 
 /// A small deterministic generator per thread (xorshift).
 struct Rng(u64);
@@ -141,12 +144,16 @@ fn read_your_writes_under_concurrency(tracking: bool) {
 
 #[test]
 fn kv_near_cache_read_your_writes_without_tracking() {
-    read_your_writes_under_concurrency(false);
+    for _ in 0..ROUNDS {
+        read_your_writes_under_concurrency(false);
+    }
 }
 
 #[test]
 fn kv_near_cache_read_your_writes_with_tracking() {
-    read_your_writes_under_concurrency(true);
+    for _ in 0..ROUNDS {
+        read_your_writes_under_concurrency(true);
+    }
 }
 
 /// `connected_clients` of the server behind `con`.
