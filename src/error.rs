@@ -163,9 +163,10 @@ pub enum Error {
     Closed,
     /// A write at or before the awaited one was accepted but dropped by the
     /// flusher (too large, not encodable, or refused by Redis inside the
-    /// transaction), and has not been collected with
-    /// [`crate::Cache::take_dropped`] yet.
-    #[error("{count} accepted write(s) dropped, not persisted (the first: {first}); collect them with Cache::take_dropped")]
+    /// transaction), or by the kv writer, and has not been collected with
+    /// [`crate::Cache::take_dropped`] (or [`crate::kv::Kv::take_dropped`])
+    /// yet.
+    #[error("{count} accepted write(s) dropped, not persisted (the first: {first}); collect them with take_dropped (Cache::take_dropped, or Kv::take_dropped for a kv::Kv)")]
     Dropped {
         /// Dropped writes not collected yet (the sum of their
         /// [`DroppedWrite::writes`]).

@@ -170,7 +170,9 @@ impl KvConfig {
     }
 
     /// The most keys in one `MGET` of `get_many` (larger requests are split
-    /// and pipelined), and the most items `set_many` accepts in one call.
+    /// and pipelined). Writes are not bounded by it: `set_many` takes any
+    /// number of items, each one queued write, and the writer's batches
+    /// are bounded by [`Config::max_batch`].
     ///
     /// Default: see `CACHE_MAX_BATCH_SIZE` in [`KvConfig::from_vars`].
     #[must_use]
@@ -271,8 +273,12 @@ impl KvConfig {
         self
     }
 
-    /// How many writes may wait for the writer thread; when it is full, a
-    /// write is dropped and counted (it never blocks).
+    /// How many writes may wait in the channel to the writer thread. The
+    /// writer takes them into its pending set (one per key) as they come,
+    /// also while it waits for Redis, so the channel fills only when that
+    /// set holds `max_pending_keys` keys while a batch is on its way: then
+    /// a write is refused at the call with [`crate::Error::Unavailable`]
+    /// (counted in `rejected`; it never blocks).
     ///
     /// Default: see `CACHE_KV_CHANNEL_CAPACITY` in [`KvConfig::from_vars`].
     #[must_use]
@@ -281,9 +287,11 @@ impl KvConfig {
         self
     }
 
-    /// The most distinct keys the writer holds while Redis is unreachable
-    /// (one pending write per key); writes to further keys are dropped and
-    /// counted.
+    /// The most distinct keys the writer holds (one pending write per
+    /// key). Past it, writes to further keys wait in the channel while a
+    /// batch is on its way (and are refused once the channel is full, see
+    /// [`KvConfig::channel_capacity`]); in an outage (a batch failed) they
+    /// are dropped and counted.
     ///
     /// Default: see `CACHE_KV_MAX_PENDING_KEYS` in [`KvConfig::from_vars`].
     #[must_use]

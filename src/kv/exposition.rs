@@ -48,7 +48,7 @@ impl Kv {
     ///
     /// | family | type | meaning |
     /// | --- | --- | --- |
-    /// | `tradecache_kv_hits_total`, `tradecache_kv_misses_total` | counter | `get`s answered with a value / without |
+    /// | `tradecache_kv_hits_total`, `tradecache_kv_misses_total` | counter | lookups (`get`, each key of `get_many`, `get_or_compute`) answered with a cached value / without ([`super::KvStats::hits`]) |
     /// | `tradecache_kv_near_hits_total`, `tradecache_kv_overlay_hits_total` | counter | hits from the near cache / from this process's unacknowledged writes |
     /// | `tradecache_kv_corrupt_total`, `tradecache_kv_computed_total` | counter | values that did not decode; `get_or_compute` computations |
     /// | `tradecache_kv_writes_accepted_total`, `…_acked_total`, `…_coalesced_total`, `…_dropped_total`, `…_rejected_total` | counter | the write-behind pipeline |
@@ -75,8 +75,8 @@ impl Kv {
         let labels = [("key_prefix", prefix)];
         let mut e = Exposition::new(out);
         let counters: [(&str, &str, u64); 15] = [
-            ("tradecache_kv_hits_total", "get calls answered with a value", s.hits),
-            ("tradecache_kv_misses_total", "get calls answered without a value", s.misses),
+            ("tradecache_kv_hits_total", "lookups answered with a cached value", s.hits),
+            ("tradecache_kv_misses_total", "lookups answered without a cached value", s.misses),
             ("tradecache_kv_near_hits_total", "hits answered by the near cache", s.near_hits),
             (
                 "tradecache_kv_overlay_hits_total",

@@ -77,6 +77,7 @@ impl Kv {
         self.keys.write(&mut full, namespace, key);
         let found = self.lookup(&full)?;
         let out = self.decode_found(&full, found);
+        self.count(out.is_some());
         self.timed(Op::Get, t0, namespace, key);
         Ok(out)
     }
@@ -113,9 +114,7 @@ impl Kv {
         }
         if !remote.is_empty() {
             let permit = self.breaker.permit();
-            if permit == Permit::Deny {
-                self.metrics.c.misses.fetch_add(remote.len() as u64, Relaxed);
-            } else {
+            if permit != Permit::Deny {
                 let ask: Vec<Vec<u8>> = remote.iter().map(|&i| full[i].clone()).collect();
                 let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
                 for ((i, reply), ticket) in remote.into_iter().zip(replies).zip(tickets) {
@@ -123,6 +122,9 @@ impl Kv {
                     out[i] = self.decode_found(&full[i], found);
                 }
             }
+        }
+        for v in &out {
+            self.count(v.is_some());
         }
         self.timed(Op::GetMany, t0, namespace, "*");
         Ok(out)
@@ -140,10 +142,12 @@ impl Kv {
         check(namespace, key)?;
         let mut full = Vec::new();
         self.keys.write(&mut full, namespace, key);
+        // The near cache before the queued writes, as in `local`.
+        let near = self.near.as_ref().map(|n| n.get(&full));
         let found = match self.overlay.lookup(&full, self.shared.acked_seq.load(SeqCst)) {
             Found::Value(_) => true,
             Found::Absent => false,
-            Found::Unknown => match self.near.as_ref().map(|n| n.get(&full)) {
+            Found::Unknown => match near {
                 Some(Ok(_)) => true,
                 _ => {
                     let permit = self.breaker.permit();
@@ -229,6 +233,7 @@ impl Kv {
             Ok(Found2::Miss) => true,
             Ok(found @ Found2::Hit(..)) => match self.decode_found::<T>(&full, found) {
                 Some(v) => {
+                    self.count(true);
                     self.timed(Op::GetOrCompute, t0, namespace, key);
                     return Ok(v);
                 }
@@ -236,6 +241,9 @@ impl Kv {
             },
         };
         let enc = self.cfg.encoding();
+        // From here on the call returns a computed value (its own or,
+        // waiting, another caller's): a miss, unless the re-check below
+        // finds the value cached after all.
         let value = match self.flights.join(&full) {
             Role::Follower(shared) => {
                 self.metrics.c.flight_waits.fetch_add(1, Relaxed);
@@ -249,7 +257,7 @@ impl Kv {
                 if let Found::Value(queued) = self.overlay.lookup(&full, self.shared.acked_seq.load(SeqCst)) {
                     if let Ok(v) = decode_value::<T>(&*queued, enc) {
                         leader.publish(Some(queued));
-                        self.metrics.c.hits.fetch_add(1, Relaxed);
+                        self.count(true);
                         self.timed(Op::GetOrCompute, t0, namespace, key);
                         return Ok(v);
                     }
@@ -266,6 +274,7 @@ impl Kv {
                 v
             }
         };
+        self.count(false);
         self.timed(Op::GetOrCompute, t0, namespace, key);
         Ok(value)
     }
@@ -283,7 +292,6 @@ impl Kv {
         };
         let permit = self.breaker.permit();
         if permit == Permit::Deny {
-            self.metrics.c.misses.fetch_add(1, Relaxed);
             return Ok(Found2::Skipped);
         }
         let reply = self.call(permit, || self.pool.get(key))?;
@@ -292,7 +300,19 @@ impl Kv {
 
     /// The queued writes, then the near cache; `Err` with the near cache's
     /// ticket when Redis must be asked.
+    ///
+    /// The near cache is asked first and the queued writes after, so that
+    /// no write falls between the two: a write records itself in the
+    /// overlay and only then evicts the key here (bumping the ticket's
+    /// epoch), both before `set` returns. So either this lookup's near
+    /// answer or ticket comes after that eviction, and then the overlay
+    /// check below sees the write (or it is settled, and Redis holds it or
+    /// newer); or it comes before, and a value read from Redis on that
+    /// ticket is refused by `fill`. Asked the other way round, a write
+    /// between the overlay check and the ticket let an older value from
+    /// Redis be kept, and served after the write was settled.
     fn local(&self, key: &[u8]) -> std::result::Result<Found2, Option<near::Ticket>> {
+        let near = self.near.as_ref().map(|n| n.get(key));
         match self.overlay.lookup(key, self.shared.acked_seq.load(SeqCst)) {
             Found::Value(item) => {
                 self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
@@ -301,12 +321,13 @@ impl Kv {
             Found::Absent => return Ok(Found2::Miss),
             Found::Unknown => {}
         }
-        match &self.near {
-            Some(near) => match near.get(key) {
-                Ok((body, enc)) => Ok(Found2::Hit(Body::Shared(body), enc)),
-                Err(ticket) => Err(Some(ticket)),
-            },
-            None => Err(None),
+        match (near, &self.near) {
+            (Some(Ok((body, enc))), Some(n)) => {
+                n.hits.fetch_add(1, Relaxed);
+                Ok(Found2::Hit(Body::Shared(body), enc))
+            }
+            (Some(Err(ticket)), _) => Err(Some(ticket)),
+            _ => Err(None),
         }
     }
 
@@ -334,26 +355,27 @@ impl Kv {
     }
 
     /// Decodes a lookup's value; a miss or an undecodable value is `None`
-    /// (the latter counted and logged). Counts hits and misses.
+    /// (the latter counted as corrupt and logged). Hits and misses are
+    /// counted by the calls, once per key looked up ([`Kv::count`]).
     fn decode_found<T: DeserializeOwned>(&self, key: &[u8], found: Found2) -> Option<T> {
         match found {
             Found2::Hit(body, enc) => match body.decode::<T>(enc) {
-                Ok(v) => {
-                    self.metrics.c.hits.fetch_add(1, Relaxed);
-                    Some(v)
-                }
+                Ok(v) => Some(v),
                 Err(text) => {
                     self.corrupt(key, &text);
                     None
                 }
             },
-            Found2::Miss => {
-                self.metrics.c.misses.fetch_add(1, Relaxed);
-                None
-            }
-            // Counted as a miss by `lookup`.
-            Found2::Skipped => None,
+            Found2::Miss | Found2::Skipped => None,
         }
+    }
+
+    /// Counts one lookup of one key: a hit when it returned a cached
+    /// value, else a miss (absent, expired, corrupt, skipped by the
+    /// breaker, or computed by `get_or_compute`).
+    fn count(&self, hit: bool) {
+        let c = &self.metrics.c;
+        if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
     }
 
     fn corrupt(&self, key: &[u8], text: &str) {

@@ -27,11 +27,12 @@
 //! - **Keys** are `{key_prefix}:{namespace}:{key}`; the namespace's TTL
 //!   policy applies with [`Ttl::Policy`] (defaults: 3600 s; `market_data`
 //!   60 s, `portfolio` 300 s, `risk` 180 s, `session` 1800 s).
-//! - **Writes** (`set`, `set_many`, `delete`, `touch`) encode the value on
-//!   the calling thread (so a bad value is an error at the call, and a
-//!   `get` can read it back at once) and queue it for the writer thread,
-//!   which sends `SET … PX` (the TTL with the value, atomically) in
-//!   batches. `flush`/`wait` block until written, as for
+//! - **Writes** (`set`, `set_many`, `delete`, `touch`) check the key and
+//!   queue the value as given (behind an `Arc`: no encoding and no I/O on
+//!   the calling thread; a `get` reads it back at once) for the writer
+//!   thread, which encodes it and sends `SET … PX` (the TTL with the value,
+//!   atomically) in batches. A value that cannot be encoded or is too
+//!   large is found there: dropped and reported (`take_dropped`, `flush`). `flush`/`wait` block until written, as for
 //!   [`crate::Cache`]. A cache is not state: in an outage writes are
 //!   coalesced per key and, past `max_pending_keys`, dropped and counted
 //!   (see `writer.rs` for why kv has its own writer).
@@ -56,7 +57,9 @@ mod exposition;
 pub use exposition::metric_families;
 mod flight;
 mod get;
+mod io;
 mod keys;
+mod link;
 mod near;
 mod op;
 mod overlay;
@@ -215,6 +218,11 @@ impl Kv {
         let shared = Arc::new(Shared::default());
         let waiters = Arc::new(Waiters::default());
         let overlay = Arc::new(Overlay::new());
+        let spawn_error = |e: std::io::Error| Error::Redis {
+            addr: config.redis.redacted_url(),
+            kind: crate::ErrorKind::Io,
+            detail: format!("cannot start a kv thread: {e}"),
+        };
         let writer = Writer::new(WriterInit {
             cfg: config.clone(),
             topo: topo.clone(),
@@ -224,12 +232,8 @@ impl Kv {
             overlay: overlay.clone(),
             done: done_tx,
             links,
-        });
-        let spawn_error = |e: std::io::Error| Error::Redis {
-            addr: config.redis.redacted_url(),
-            kind: crate::ErrorKind::Io,
-            detail: format!("cannot start a kv thread: {e}"),
-        };
+        })
+        .map_err(spawn_error)?;
         let writer = std::thread::Builder::new()
             .name("tradecache-kv-writer".into())
             .spawn(move || writer.run())
@@ -300,8 +304,14 @@ impl Kv {
     }
 
     /// Hands over the writes dropped since the last call (past
-    /// `max_pending_keys` in an outage, or refused by Redis), oldest first,
-    /// and clears the record, so `wait`/`flush` stop reporting them.
+    /// `max_pending_keys` in an outage, not encodable, too large, or
+    /// refused by Redis), oldest first, and clears the record, so
+    /// `wait`/`flush` stop reporting them.
+    ///
+    /// At most the first 1,024 drops between two calls are listed (a
+    /// record that stays bounded however long an outage lasts); every drop
+    /// is counted in [`KvStats::dropped`], and those left out of the list
+    /// in [`KvStats::dropped_unlisted`].
     pub fn take_dropped(&self) -> Vec<DroppedWrite> {
         self.shared.take_drops()
     }
@@ -325,6 +335,7 @@ impl Kv {
             written: w.commands,
             coalesced: w.coalesced,
             dropped: w.dropped,
+            dropped_unlisted: self.shared.drops_unlisted.load(Relaxed),
             rejected: w.rejected,
             reconnects: w.reconnects,
             read_errors: self.metrics.read_errors(),

@@ -16,10 +16,12 @@
 //! connection is lost, the near cache is emptied (invalidations may have
 //! been missed) and both are set up again.
 //!
-//! Writes from this process evict their key at the call (and `get` looks at
-//! the queued writes first), and a value read from Redis is kept only if no
-//! write or invalidation touched its shard while it was being read, so a
-//! `get` never brings back a value older than one this process wrote.
+//! Writes from this process record themselves in the overlay and then evict
+//! their key here, at the call; a lookup takes its ticket here before it
+//! looks at the queued writes (see `Kv::local` for why that order), and a
+//! value read from Redis is kept only if no write or invalidation touched
+//! its shard since the ticket, so a `get` never brings back a value older
+//! than one this process wrote.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -90,10 +92,9 @@ impl Near {
     pub(crate) fn get(&self, key: &[u8]) -> Result<(Arc<[u8]>, crate::Encoding), Ticket> {
         let mut s = self.shard(key).lock();
         match s.map.get(key) {
-            Some(e) if e.until > Instant::now() => {
-                self.hits.fetch_add(1, Relaxed);
-                Ok((e.body.clone(), e.encoding))
-            }
+            // Counted as a hit by the caller, if it uses it (queued writes
+            // take precedence).
+            Some(e) if e.until > Instant::now() => Ok((e.body.clone(), e.encoding)),
             Some(_) => {
                 s.map.remove(key);
                 Err(Ticket(s.epoch))

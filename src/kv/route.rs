@@ -184,12 +184,14 @@ impl Links {
         self.conns.remove(node);
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.conns.clear();
+    /// Removes the connection to `node` and hands it over.
+    pub(crate) fn take(&mut self, node: &Node) -> Option<Conn> {
+        self.conns.remove(node)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+    /// The nodes connected to.
+    pub(crate) fn nodes(&self) -> Vec<Node> {
+        self.conns.keys().cloned().collect()
     }
 }
 

@@ -183,11 +183,16 @@ impl Metrics {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct KvStats {
-    /// Lookups (`get`, each key of `get_many`, `get_or_compute`) that found
-    /// a value: in Redis, the near cache or this process's queued writes.
+    /// Lookups (`get`, each key of `get_many`, `get_or_compute`) that
+    /// returned a cached value: from Redis, the near cache or this
+    /// process's queued writes. Every lookup is one hit or one miss; a
+    /// lookup that fails with an error (`get` with Redis down) is neither,
+    /// and is counted in `read_errors`.
     pub hits: u64,
-    /// Lookups that found nothing (including corrupt values, and lookups
-    /// while the breaker was open).
+    /// Lookups that returned no cached value: absent, expired, corrupt
+    /// (also counted in `corrupt`), skipped while the breaker was open, and
+    /// every `get_or_compute` that returned a computed value (also when
+    /// Redis could not be asked).
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 before any lookup.
     pub hit_rate: f64,
@@ -215,6 +220,10 @@ pub struct KvStats {
     /// Writes dropped: past `max_pending_keys` in an outage, or refused by
     /// Redis. Collect them with [`crate::kv::Kv::take_dropped`].
     pub dropped: u64,
+    /// Dropped writes left out of [`crate::kv::Kv::take_dropped`]'s list,
+    /// which keeps the first 1,024 between two calls (counted in
+    /// `dropped` too).
+    pub dropped_unlisted: u64,
     /// Writes refused at the call because the writer's channel was full.
     pub rejected: u64,
     /// Times the writer connected again after losing its connection.

@@ -235,7 +235,7 @@ pub(crate) const KV_ENV: &[EnvVar<KvConfig>] = &[
         sets: "max_pending_keys",
         default: |c| c.max_pending_keys.to_string(),
         values: "1 or more",
-        doc: "Distinct keys the writer holds while Redis is unreachable (more are dropped).",
+        doc: "Distinct keys the writer holds (past it, writes to new keys wait in the channel while a batch is on its way, and are dropped in an outage).",
         read: Read::Trimmed,
         apply: |c, v| set(&mut c.max_pending_keys, int(v, 1, u64::MAX, COUNT)? as usize),
     },

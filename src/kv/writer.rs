@@ -14,7 +14,10 @@
 //! `max_pending_keys`, resends a batch whose reply was lost (`SET`, `DEL`
 //! and `PEXPIRE` with the same arguments are idempotent, and anything newer
 //! for the key is sent after it), and routes each key to its own master in
-//! a cluster, where a batch cannot be one transaction.
+//! a cluster, where a batch cannot be one transaction. A connection given
+//! up on is killed on its server before anything is written there again
+//! (`link.rs`), so its bytes, if they arrive late, never apply after newer
+//! writes.
 //!
 //! The shape is the flusher's: a bounded crossbeam channel, sequence
 //! numbers with `acked_seq` for `wait`/`flush`, poll-then-park when idle,
@@ -23,10 +26,17 @@
 //! so a value held through an outage does not outlive its TTL (and one that
 //! expired meanwhile is sent as a `DEL`).
 //!
-//! (Over 600 lines: one thread's loop with its two ways of sending, one
-//! transaction or per-master pipelines, kept together like the flusher.)
+//! The sending itself (connections, replies, the guard against a dropped
+//! connection) runs on the writer's I/O thread (`io.rs`), so that this
+//! thread keeps taking writes from the channel while a batch waits for
+//! Redis.
+//!
+//! (Over 600 lines: one thread's loop with its two ways of packing and
+//! settling a batch, one transaction or per-master pipelines, kept
+//! together like the flusher.)
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,13 +45,24 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::Value;
 
 use super::config::KvConfig;
+use super::io::{self, Done, Io, Job, Outcome, Work};
 use super::op::{ItemKey, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
-use super::route::{self, Links, Node, Topology};
+use super::route::{Links, Topology};
 use super::value;
 use crate::error::CloseReport;
 use crate::error_class::ErrorClass;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
+
+/// The batch the I/O thread is writing.
+struct InFlight {
+    batch: Vec<Pend>,
+    started: Instant,
+}
+
+fn io_gone() -> Failure {
+    Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
+}
 use crate::pipeline::shared::{Shared, Waiters};
 
 /// The newest pending write of one key.
@@ -72,7 +93,11 @@ pub(crate) struct Writer {
     waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
-    links: Links,
+    /// The I/O thread (`None` once stopped).
+    io: Option<Io>,
+    in_flight: Option<InFlight>,
+    /// The next job drops every connection first.
+    reset: bool,
     pending: HashMap<ItemKey, Pend, KeyHash>,
     received_seq: u64,
     backoff: Backoff,
@@ -99,14 +124,16 @@ impl Drop for AliveGuard {
 }
 
 impl Writer {
-    pub(crate) fn new(init: WriterInit) -> Self {
+    /// The writer, with its I/O thread started.
+    pub(crate) fn new(init: WriterInit) -> std::io::Result<Self> {
         let backoff =
             Backoff::new(init.cfg.redis.reconnect_backoff_min, init.cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
         init.shared.connected.store(true, Relaxed);
+        let io = io::spawn(init.topo.clone(), init.links, init.shared.clone())?;
         init.shared.flusher_alive.store(true, SeqCst);
-        Writer {
+        Ok(Writer {
             backoff,
             topo: init.topo,
             rx: init.rx,
@@ -114,7 +141,9 @@ impl Writer {
             waiters: init.waiters,
             overlay: init.overlay,
             done: init.done,
-            links: init.links,
+            io: Some(io),
+            in_flight: None,
+            reset: false,
             pending: HashMap::default(),
             received_seq: 0,
             retry_at: None,
@@ -124,7 +153,7 @@ impl Writer {
             raw: Vec::new(),
             framed: Vec::new(),
             cfg: init.cfg,
-        }
+        })
     }
 
     pub(crate) fn run(mut self) {
@@ -135,7 +164,7 @@ impl Writer {
                     self.shutdown = Some(deadline);
                 }
             }
-            if self.pending.is_empty() {
+            if self.pending.is_empty() && self.in_flight.is_none() {
                 self.advance();
                 if self.shutdown.is_some() {
                     match self.rx.try_recv() {
@@ -157,12 +186,19 @@ impl Writer {
             if self.shutdown.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
+            if self.in_flight.is_some() {
+                self.await_io();
+                continue;
+            }
             self.drain();
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 self.pause();
                 continue;
             }
             self.write_batch();
+        }
+        if let Some(io) = self.io.take() {
+            io.stop(self.shutdown.unwrap_or_else(Instant::now));
         }
         let acked = self.shared.acked_seq.load(SeqCst);
         let accepted = self.received_seq.max(self.shared.accepted_seq.load(SeqCst));
@@ -279,7 +315,8 @@ impl Writer {
     /// Publishes how far every write is settled: up to just before the
     /// oldest write still pending.
     fn advance(&mut self) {
-        let upto = match self.pending.values().map(|p| p.first_seq).min() {
+        let in_flight = self.in_flight.iter().flat_map(|f| f.batch.iter());
+        let upto = match self.pending.values().chain(in_flight).map(|p| p.first_seq).min() {
             Some(first) => first - 1,
             None => self.received_seq,
         };
@@ -301,10 +338,55 @@ impl Writer {
             .collect()
     }
 
+    /// Packs the next batch and hands it to the I/O thread; its outcome
+    /// is settled by [`Writer::finish`].
     fn write_batch(&mut self) {
         let batch = self.take_batch();
-        let started = Instant::now();
-        let outcome = if self.topo.clustered() { self.send_cluster(batch) } else { self.send_single(batch) };
+        let work = if self.topo.clustered() { self.pack_cluster(batch) } else { self.pack_single(batch) };
+        let Some((work, batch)) = work else {
+            self.advance();
+            return;
+        };
+        let job =
+            Job { buf: std::mem::take(&mut self.packer.buf), work, reset: std::mem::take(&mut self.reset) };
+        match self.io.as_ref().map(|io| io.jobs.send(job)) {
+            Some(Ok(())) => self.in_flight = Some(InFlight { batch, started: Instant::now() }),
+            _ => {
+                let f = self.requeue(batch, io_gone());
+                self.fail(f);
+            }
+        }
+    }
+
+    /// Waits a little for the batch in flight, taking writes from the
+    /// channel meanwhile (as far as `drain` takes them).
+    fn await_io(&mut self) {
+        let got = match &self.io {
+            Some(io) => io.done.recv_timeout(self.cfg.redis.idle_poll.max(Duration::from_micros(50))),
+            None => Err(RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(done) => self.finish(done),
+            Err(RecvTimeoutError::Timeout) => self.drain(),
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some(flight) = self.in_flight.take() {
+                    let f = self.requeue(flight.batch, io_gone());
+                    self.fail(f);
+                }
+            }
+        }
+    }
+
+    /// Settles the batch in flight with what the I/O thread reports.
+    fn finish(&mut self, done: Done) {
+        let Some(InFlight { batch, started }) = self.in_flight.take() else { return };
+        let mut buf = done.buf;
+        buf.clear();
+        self.packer.buf = buf;
+        let outcome = match done.outcome {
+            Outcome::Single(r) => self.settle_single(batch, r),
+            Outcome::Cluster(replies, failure) => self.settle_cluster(batch, replies, failure),
+        };
         match outcome {
             Ok(()) => {
                 self.shared.record_batch_latency(started.elapsed());
@@ -365,69 +447,74 @@ impl Writer {
         Ok(())
     }
 
-    /// Packs every op of `batch`; returns those packed, in order. The
-    /// others are dropped and recorded (`take_dropped`, `flush`).
-    fn pack_batch(&mut self, batch: Vec<Pend>) -> Vec<Pend> {
+    /// Packs every op of `batch` onto the packer; returns those packed,
+    /// in order, with where each one's command is. The others are dropped
+    /// and recorded (`take_dropped`, `flush`).
+    fn pack_batch(&mut self, batch: Vec<Pend>) -> (Vec<Pend>, Vec<Range<usize>>) {
         let mut packed = Vec::with_capacity(batch.len());
+        let mut at = Vec::with_capacity(batch.len());
         for p in batch {
+            let start = self.packer.buf.len();
             match self.pack(&p.op) {
-                Ok(()) => packed.push(p),
+                Ok(()) => {
+                    at.push(start..self.packer.buf.len());
+                    packed.push(p);
+                }
                 Err((class, detail)) => {
+                    self.packer.buf.truncate(start);
                     let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
                     self.drop_write(&p, key, class, detail);
                 }
             }
         }
-        packed
+        (packed, at)
     }
 
     /// Standalone and Sentinel: the batch as one `MULTI … EXEC`.
-    fn send_single(&mut self, batch: Vec<Pend>) -> Result<(), Failure> {
+    fn pack_single(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
         self.packer.clear();
         self.packer.cmd(&[b"MULTI"]);
-        let batch = self.pack_batch(batch);
+        let (batch, _) = self.pack_batch(batch);
         if batch.is_empty() {
-            return Ok(());
+            return None;
         }
         self.packer.cmd(&[b"EXEC"]);
-        let conn = match self.links.get(&self.topo, &Node::Main) {
-            Ok(c) => c,
+        Some((Work::Single { replies: batch.len() + 2 }, batch))
+    }
+
+    /// Cluster: each command on its own, routed by the I/O thread (keys in
+    /// different slots cannot share a transaction).
+    fn pack_cluster(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
+        self.packer.clear();
+        let (batch, at) = self.pack_batch(batch);
+        if batch.is_empty() {
+            return None;
+        }
+        let cmds = batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect();
+        Some((Work::Cluster { cmds }, batch))
+    }
+
+    /// The replies to a `MULTI … EXEC`: each refused command is dropped;
+    /// an aborted transaction is retried without the command at fault, or
+    /// requeued whole.
+    fn settle_single(
+        &mut self,
+        batch: Vec<Pend>,
+        r: Result<(Vec<Value>, String), Failure>,
+    ) -> Result<(), Failure> {
+        let (replies, addr) = match r {
+            Ok(r) => r,
             Err(f) => return Err(self.requeue(batch, f)),
         };
-        let mut io = conn.con.send_packed_command(&self.packer.buf).err();
-        let mut queued_error: Option<(usize, String, String)> = None;
-        let mut exec = None;
-        if io.is_none() {
-            for i in 0..=batch.len() {
-                match conn.con.recv_response() {
-                    Ok(v) => {
-                        if let (None, Some((code, text))) = (&queued_error, reply_error(&v)) {
-                            // Reply 0 answers MULTI; reply i the i-th op.
-                            queued_error = Some((i.saturating_sub(1), code, text));
-                        }
-                    }
-                    Err(e) => {
-                        io = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        if io.is_none() {
-            match conn.con.recv_response() {
-                Ok(v) => exec = Some(v),
-                Err(e) => io = Some(e),
-            }
-        }
-        let addr = conn.addr.clone();
-        if let Some(e) = io {
-            self.links.drop_node(&Node::Main);
-            self.shared.connected.store(false, Relaxed);
-            let f = net::Failure::of(&e, &addr);
-            return Err(self.requeue(batch, f));
-        }
         self.note_connected();
-        match exec {
+        let mut queued_error: Option<(usize, String, String)> = None;
+        // Reply 0 answers MULTI; reply i the i-th op; the last, EXEC.
+        for (i, v) in replies.iter().take(batch.len() + 1).enumerate() {
+            if let (None, Some((code, text))) = (&queued_error, reply_error(v)) {
+                queued_error = Some((i.saturating_sub(1), code, text));
+            }
+        }
+        match replies.get(batch.len() + 1) {
             Some(Value::Array(results)) => {
                 for (r, p) in results.iter().zip(batch) {
                     if let Some((code, text)) = reply_error(r) {
@@ -464,86 +551,39 @@ impl Writer {
         }
     }
 
-    /// Cluster: each master gets its keys as a plain pipeline (keys in
-    /// different slots cannot share a transaction); a `MOVED`/`ASK` reply
-    /// refreshes the slot table and the write is sent again.
-    fn send_cluster(&mut self, batch: Vec<Pend>) -> Result<(), Failure> {
-        let mut groups: Vec<(Node, Vec<Pend>)> = Vec::new();
-        let mut failure = None;
-        for p in batch {
-            match self.topo.route(p.op.item().key()) {
-                Ok(node) => match groups.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, g)) => g.push(p),
-                    None => groups.push((node, vec![p])),
-                },
-                Err(f) => {
-                    self.queue(p, true);
-                    failure = Some(f);
+    /// The replies of the per-master pipelines: a write without a reply is
+    /// requeued, a refused one dropped (or requeued, when the refusal asks
+    /// to wait or reconnect).
+    fn settle_cluster(
+        &mut self,
+        batch: Vec<Pend>,
+        replies: Vec<io::Reply>,
+        mut failure: Option<Failure>,
+    ) -> Result<(), Failure> {
+        let mut rest = Vec::new();
+        for (p, reply) in batch.into_iter().zip(replies) {
+            let Some((v, addr)) = reply else {
+                rest.push(p);
+                continue;
+            };
+            match reply_error(&v) {
+                None => {
+                    self.shared.written.fetch_add(1, Relaxed);
+                }
+                Some((code, text)) => {
+                    let cause = net::Cause::of_code(&code);
+                    if cause.action() == Action::Drop {
+                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
+                        self.drop_write(&p, key, cause.class(), format!("refused: {text}"));
+                    } else {
+                        failure = Some(Failure::new(cause, addr.to_string(), text));
+                        rest.push(p);
+                    }
                 }
             }
         }
-        for (node, group) in groups {
-            self.packer.clear();
-            let group = self.pack_batch(group);
-            if group.is_empty() {
-                continue;
-            }
-            let conn = match self.links.get(&self.topo, &node) {
-                Ok(c) => c,
-                Err(f) => {
-                    self.topo.invalidate();
-                    failure = Some(self.requeue(group, f));
-                    continue;
-                }
-            };
-            let addr = conn.addr.clone();
-            let mut replies = Vec::with_capacity(group.len());
-            let mut io = conn.con.send_packed_command(&self.packer.buf).err();
-            if io.is_none() {
-                for _ in 0..group.len() {
-                    match conn.con.recv_response() {
-                        Ok(v) => replies.push(v),
-                        Err(e) => {
-                            io = Some(e);
-                            break;
-                        }
-                    }
-                }
-            }
-            let mut rest = Vec::new();
-            for (i, p) in group.into_iter().enumerate() {
-                match replies.get(i).map(reply_error) {
-                    None => rest.push(p),
-                    Some(None) => {
-                        self.shared.written.fetch_add(1, Relaxed);
-                    }
-                    Some(Some((code, text))) => {
-                        let cause = net::Cause::of_code(&code);
-                        let (class, action) = (cause.class(), cause.action());
-                        if route::is_redirect(&code) {
-                            self.topo.invalidate();
-                        }
-                        if action == Action::Drop {
-                            let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                            self.drop_write(&p, key, class, format!("refused: {text}"));
-                        } else {
-                            if action == Action::Reconnect {
-                                self.links.drop_node(&node);
-                            }
-                            failure = Some(Failure::new(cause, addr.clone(), text));
-                            rest.push(p);
-                        }
-                    }
-                }
-            }
-            if let Some(e) = io {
-                self.links.drop_node(&node);
-                self.topo.invalidate();
-                failure = Some(net::Failure::of(&e, &addr));
-            }
-            for p in rest {
-                self.queue(p, true);
-            }
+        for p in rest {
+            self.queue(p, true);
         }
         match failure {
             Some(f) => Err(f),
@@ -576,7 +616,7 @@ impl Writer {
         self.last_class = f.class();
         match f.action() {
             Action::Reconnect => {
-                self.links.clear();
+                self.reset = true;
                 self.shared.connected.store(false, Relaxed);
             }
             Action::Backpressure => {
@@ -585,9 +625,6 @@ impl Writer {
             // WaitRetry, Drop (and any action the state writer adds, such
             // as its fencing, which a cache never meets): back off, retry.
             _ => {}
-        }
-        if self.links.is_empty() {
-            self.shared.connected.store(false, Relaxed);
         }
         self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) backpressure: Mutex<Option<String>>,
     /// Dropped writes not yet collected by `Cache::take_dropped`.
     drop_log: Mutex<DropLog>,
+    /// Dropped writes left out of `drop_log` because it was full.
+    pub(crate) drops_unlisted: AtomicU64,
     /// The lowest sequence number in `drop_log` (0: none), so that `wait`
     /// checks for drops with one atomic load.
     first_untaken_drop: AtomicU64,
@@ -206,6 +208,8 @@ impl Shared {
         log.untaken += writes;
         if log.writes.len() < DROP_LOG_CAPACITY {
             log.writes.push(DroppedWrite { seq: Seq::new(seq), writes, key, class, detail });
+        } else {
+            self.drops_unlisted.fetch_add(writes, Relaxed);
         }
         let first = self.first_untaken_drop.load(SeqCst);
         if first == 0 || seq < first {
@@ -213,7 +217,9 @@ impl Shared {
         }
     }
 
-    /// Hands over the dropped writes recorded so far, oldest first.
+    /// Hands over the dropped writes recorded so far, oldest first: the
+    /// first [`DROP_LOG_CAPACITY`] since the last call; the others are
+    /// counted in `dropped` and `drops_unlisted` only.
     pub(crate) fn take_drops(&self) -> Vec<DroppedWrite> {
         let mut log = self.drop_log.lock();
         log.untaken = 0;

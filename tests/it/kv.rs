@@ -16,7 +16,7 @@ use tradecache::kv::{self, BreakerState, Kv, KvConfig, Ttl};
 use tradecache::model::{Currency, Money, Price, Quantity, UnixNanos};
 use tradecache::{Encoding, Error, ErrorKind};
 
-const LONG: Duration = Duration::from_secs(10);
+pub(crate) const LONG: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Quote {
@@ -43,11 +43,11 @@ struct Portfolio {
 }
 
 /// A kv config for the private server on `port`, with test-sized bounds.
-fn kv_config(port: u16, prefix: &str) -> KvConfig {
+pub(crate) fn kv_config(port: u16, prefix: &str) -> KvConfig {
     KvConfig::builder().redis(crate::harness::config(port, "KV")).key_prefix(prefix)
 }
 
-fn open(port: u16, prefix: &str) -> Kv {
+pub(crate) fn open(port: u16, prefix: &str) -> Kv {
     Kv::open(kv_config(port, prefix)).expect("open kv")
 }
 
@@ -706,31 +706,38 @@ fn an_outage_coalesces_per_key_and_drops_past_the_bound() {
 #[test]
 fn a_full_channel_refuses_the_write_and_it_is_not_read_back() {
     let server = RedisServer::start();
-    let kv = Kv::open(kv_config(server.port(), "t16").channel_capacity(4)).unwrap();
+    let kv = Kv::open(kv_config(server.port(), "t16").channel_capacity(4).max_pending_keys(8)).unwrap();
     kv.set("risk", "R", &0u32, Ttl::Never).unwrap();
     kv.flush(LONG).unwrap();
-    // Frozen Redis: the writer waits for a reply (up to the response
-    // timeout) and stops draining; four writes fill the channel.
+    // Frozen Redis: the batch in flight waits for its reply (up to the
+    // response timeout); the writer holds 8 keys meanwhile, the channel 4
+    // more writes, and writes to further keys are refused.
     server.pause();
-    let mut last_accepted = 0;
-    let mut refused = 0;
-    for v in 1..=50u32 {
-        match kv.set("risk", "R", &v, Ttl::Never) {
-            Ok(_) => last_accepted = v,
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for k in 1..=50u32 {
+        match kv.set("risk", &format!("R{k}"), &k, Ttl::Never) {
+            Ok(_) => accepted.push(k),
             Err(e) => {
                 assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
                 assert!(e.to_string().contains("channel is full"), "{e}");
-                refused += 1;
+                refused.push(k);
             }
         }
     }
-    assert!(refused > 0 && last_accepted > 0, "refused {refused}, last accepted {last_accepted}");
-    assert_eq!(kv.stats().rejected, refused);
-    // The process reads back the newest accepted write, not a refused one.
-    assert_eq!(kv.get::<u32>("risk", "R").unwrap(), Some(last_accepted));
+    assert!(!refused.is_empty() && !accepted.is_empty(), "refused {refused:?}, accepted {accepted:?}");
+    assert_eq!(kv.stats().rejected, refused.len() as u64);
+    // The process reads back the accepted writes, not the refused ones.
+    for k in &refused {
+        assert_eq!(kv.get::<u32>("risk", &format!("R{k}")).unwrap_or(None), None, "R{k}");
+    }
     server.resume();
     kv.flush(LONG).unwrap();
-    assert_eq!(open(server.port(), "t16").get::<u32>("risk", "R").unwrap(), Some(last_accepted));
+    let other = open(server.port(), "t16");
+    for k in 1..=50u32 {
+        let want = accepted.contains(&k).then_some(k);
+        assert_eq!(other.get::<u32>("risk", &format!("R{k}")).unwrap(), want, "R{k}");
+    }
 }
 
 #[test]
@@ -751,7 +758,7 @@ fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
 // --- deployment modes ---------------------------------------------------
 
 /// The ACL rule the kv layer needs, as the README documents it.
-const KV_ACL: &str = "on >kv-secret-1 ~cache:* resetchannels &__redis__:invalidate -@all +get +mget +set +del +unlink +pexpire +persist +exists +scan +multi +exec +ping +subscribe +unsubscribe +client|id +client|info +client|tracking";
+const KV_ACL: &str = "on >kv-secret-1 ~cache:* resetchannels &__redis__:invalidate -@all +get +mget +set +del +unlink +pexpire +persist +exists +scan +multi +exec +ping +subscribe +unsubscribe +client|id +client|info +client|kill +client|tracking";
 
 #[test]
 fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {

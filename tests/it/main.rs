@@ -25,6 +25,8 @@ mod fuzz;
 mod harness_smoke;
 mod in_doubt;
 mod kv;
+mod kv_consistency;
+mod kv_stats;
 mod live;
 mod load;
 mod metrics;

@@ -1,0 +1,258 @@
+//! The kv layer's consistency under concurrency and faults: read-your-writes
+//! with the near cache while other threads write the same keys and
+//! connections are cut, a dropped writer connection whose bytes reach
+//! Redis late, and a burst of writes while Redis is frozen.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Barrier, Mutex};
+use std::time::Duration;
+
+use crate::harness::topology::wait_until;
+use crate::harness::{raw_get, Proxy, RedisServer};
+use crate::kv::{kv_config, LONG};
+use tradecache::kv::{self, Kv, Ttl};
+
+const THREADS: usize = 8;
+const KEYS: usize = 8;
+const OPS_PER_THREAD: usize = 60_000;
+/// One operation in this many is a write (few writes: a stale near-cache
+/// entry lives until the next write to its key, long enough to be read).
+const WRITE_EVERY: u64 = 32;
+/// Proxy cuts per run, spread over its operations.
+const CUTS: usize = 6;
+/// Runs per test: the race the model looks for is a matter of
+/// interleaving, so each test gives it several chances.
+const ROUNDS: usize = 3;
+
+/// A small deterministic generator per thread (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Threads write and read the same keys through one `Kv` with the near
+/// cache, while the proxy cuts every connection a few times. Writes to a
+/// key are serialised (a per-key lock around `set`), so its values rise in
+/// the order Redis applies them. Model: every read by a thread returns a
+/// value at least as new as that thread's own last write to the key (and
+/// never one nobody wrote); once everything is flushed, every key reads its
+/// last value, in this process and from Redis.
+fn read_your_writes_under_concurrency(tracking: bool) {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let prefix = if tracking { "ryw-t" } else { "ryw-n" };
+    let config = |port: u16| {
+        kv_config(port, prefix)
+            .near_capacity(1_000)
+            .near_ttl(Duration::from_secs(60))
+            .near_tracking(tracking)
+            // Cuts fail some reads; the breaker must not turn them into
+            // misses, which the model would take for lost writes.
+            .breaker_failures(1_000_000)
+    };
+    let kv = Kv::open(config(proxy.port())).unwrap();
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("K{k}")).collect();
+    // The last value written to each key (its lock serialises the writes).
+    let last: Vec<Mutex<u64>> = (0..KEYS).map(|_| Mutex::new(0)).collect();
+    for (k, key) in keys.iter().enumerate() {
+        let mut l = last[k].lock().unwrap();
+        *l = 1;
+        kv.set("ryw", key, &*l, Ttl::Never).unwrap();
+    }
+    kv.flush(LONG).unwrap();
+    let done = AtomicUsize::new(0);
+    let stale = Mutex::new(Vec::<String>::new());
+    let read_errors = AtomicU64::new(0);
+    let start = Barrier::new(THREADS + 1);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (kv, keys, last, done, stale, read_errors, start) =
+                (&kv, &keys, &last, &done, &stale, &read_errors, &start);
+            s.spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1234_5678));
+                let mut own = [0u64; KEYS];
+                start.wait();
+                for op in 0..OPS_PER_THREAD {
+                    let r = rng.next();
+                    let k = (r % KEYS as u64) as usize;
+                    if (r >> 32).is_multiple_of(WRITE_EVERY) {
+                        let mut l = last[k].lock().unwrap();
+                        let v = *l + 1;
+                        kv.set("ryw", &keys[k], &v, Ttl::Never).unwrap();
+                        *l = v;
+                        own[k] = v;
+                    } else {
+                        match kv.get::<u64>("ryw", &keys[k]) {
+                            Ok(got) => {
+                                let newest = *last[k].lock().unwrap();
+                                if got.is_none_or(|g| g < own[k] || g > newest) {
+                                    stale.lock().unwrap().push(format!(
+                                        "thread {t} op {op}: {} read {got:?} after its own write of {} \
+                                         (newest {newest})",
+                                        keys[k], own[k]
+                                    ));
+                                }
+                            }
+                            Err(_) => {
+                                read_errors.fetch_add(1, SeqCst);
+                            }
+                        }
+                    }
+                    done.fetch_add(1, SeqCst);
+                }
+            });
+        }
+        // The fault thread: a cut after every so many operations (a
+        // rendezvous on the progress counter, not on time).
+        let (proxy, done, start) = (&proxy, &done, &start);
+        s.spawn(move || {
+            start.wait();
+            let step = THREADS * OPS_PER_THREAD / (CUTS + 1);
+            for cut in 1..=CUTS {
+                while done.load(SeqCst) < cut * step {
+                    std::thread::yield_now();
+                }
+                proxy.cut_all();
+            }
+        });
+    });
+    let stale = stale.into_inner().unwrap();
+    assert!(
+        stale.is_empty(),
+        "{} stale reads (tracking {tracking}): {:#?}",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+    kv.flush(LONG).unwrap();
+    let s = kv.stats();
+    assert!(s.reconnects >= 1, "the cuts reached the writer: {s:?}");
+    let want: Vec<Option<u64>> = last.iter().map(|l| Some(*l.lock().unwrap())).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (k, key) in keys.iter().enumerate() {
+        assert_eq!(kv.get::<u64>("ryw", key).unwrap(), want[k], "{key} in process after flush");
+    }
+    assert_eq!(kv.get_many::<u64>("ryw", &refs).unwrap(), want, "get_many in process after flush");
+    let fresh = Kv::open(kv_config(server.port(), prefix)).unwrap();
+    assert_eq!(fresh.get_many::<u64>("ryw", &refs).unwrap(), want, "Redis after flush");
+    eprintln!("tracking {tracking}: {} read errors, stats {s:?}", read_errors.load(SeqCst));
+}
+
+#[test]
+fn kv_near_cache_read_your_writes_without_tracking() {
+    for _ in 0..ROUNDS {
+        read_your_writes_under_concurrency(false);
+    }
+}
+
+#[test]
+fn kv_near_cache_read_your_writes_with_tracking() {
+    for _ in 0..ROUNDS {
+        read_your_writes_under_concurrency(true);
+    }
+}
+
+/// `connected_clients` of the server behind `con`.
+fn connected_clients(con: &mut redis::Connection) -> usize {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// The writer's connection stalls (the proxy holds its bytes), so it gives
+/// up on it and writes the batch again on a new one; newer writes follow.
+/// When the old connection's bytes are delivered at last, they must not
+/// bring back the older value of one key or a deleted other key.
+#[test]
+fn kv_a_dropped_writer_connection_delivered_late_changes_nothing() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let kv = Kv::open(kv_config(proxy.port(), "late")).unwrap();
+    kv.set("ns", "a", &1u32, Ttl::Never).unwrap();
+    kv.set("ns", "b", &1u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    // The writer's (and the idle read pool's) connection now forwards
+    // nothing; connections opened later flow.
+    proxy.freeze_current(true);
+    kv.set("ns", "a", &2u32, Ttl::Never).unwrap();
+    kv.set("ns", "b", &2u32, Ttl::Never).unwrap();
+    // Settled only on a new connection, after the reply timeout.
+    kv.flush(LONG).unwrap();
+    assert!(kv.stats().reconnects >= 1, "{:?}", kv.stats());
+    kv.set("ns", "a", &3u32, Ttl::Never).unwrap();
+    kv.delete("ns", "b").unwrap();
+    kv.flush(LONG).unwrap();
+    let mut con = server.client();
+    let live = proxy.open_connections();
+    proxy.freeze_current(false);
+    // The dropped connection's bytes reach the server (or its killed
+    // connection), and it is gone on both sides: whatever it could apply,
+    // it has applied.
+    wait_until(
+        "the dropped connection to be delivered and closed",
+        LONG,
+        || proxy.open_connections() < live && connected_clients(&mut con) == proxy.open_connections() + 1,
+        || {
+            format!(
+                "proxy {} (was {live}), server {}",
+                proxy.open_connections(),
+                connected_clients(&mut server.client()) - 1
+            )
+        },
+    );
+    let a = raw_get(&mut con, "late:ns:a").map(|b| kv::decode::<u32>(&b).unwrap());
+    assert_eq!(a, Some(3), "a acknowledged as 3");
+    assert_eq!(raw_get(&mut con, "late:ns:b"), None, "b acknowledged as deleted");
+    assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(3));
+    assert_eq!(kv.get::<u32>("ns", "b").unwrap(), None);
+    kv.close(LONG).unwrap();
+}
+
+/// While Redis is frozen (SIGSTOP) the writer waits for replies and
+/// handshakes that do not come; a burst of writes meanwhile (to a bounded
+/// set of keys) is taken into its pending set, coalesced per key, not
+/// refused, and lands once Redis runs again.
+#[test]
+fn kv_a_burst_while_redis_is_frozen_is_taken_not_refused() {
+    const KEYS: usize = 500;
+    let server = RedisServer::start();
+    let kv = Kv::open(kv_config(server.port(), "frz").channel_capacity(1_000)).unwrap();
+    kv.set("ns", "warm", &0u64, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    let errors = |kv: &Kv| kv.stats().write_errors.iter().map(|(_, n)| *n).sum::<u64>();
+    let before = errors(&kv);
+    server.pause();
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("K{k}")).collect();
+    let mut last: Vec<Option<u64>> = vec![None; KEYS];
+    let (mut n, mut refused) = (0u64, 0u64);
+    let mut first_refusal = None;
+    // Until the writer has failed twice (the reply timeout, then a
+    // handshake), so the burst spans its waits; bounded in count.
+    while errors(&kv) < before + 2 && n < 3_000_000 {
+        let k = (n % KEYS as u64) as usize;
+        match kv.set("ns", &keys[k], &n, Ttl::Never) {
+            Ok(_) => last[k] = Some(n),
+            Err(e) => {
+                refused += 1;
+                first_refusal.get_or_insert(e.to_string());
+            }
+        }
+        n += 1;
+    }
+    server.resume();
+    kv.flush(LONG).unwrap();
+    assert_eq!(refused, 0, "{refused} of {n} writes refused while Redis was frozen: {first_refusal:?}");
+    assert!(errors(&kv) >= before + 2, "the writer met the frozen server: {:?}", kv.stats());
+    let mut con = server.client();
+    for (k, key) in keys.iter().enumerate() {
+        let got = raw_get(&mut con, &format!("frz:ns:{key}")).map(|b| kv::decode::<u64>(&b).unwrap());
+        assert_eq!(got, last[k], "{key}");
+    }
+    assert_eq!(kv.stats().dropped, 0);
+}
