@@ -4,6 +4,24 @@
 //! a sorted set by last update), `…:stream:{collection}`, the writer's
 //! commit marker `…:writer:{writer_id}` and its heartbeat
 //! `…:heartbeat:{writer_id}`.
+//!
+//! Collection names are part of this layout, so the names it uses itself
+//! are reserved: [`LAYOUT_NAMES`] for every type, [`MARKET_DATA_COLLECTIONS`]
+//! for all but the crate's market-data types, [`ENTITY_COLLECTIONS`] for
+//! market data (whose lists would otherwise be those entities' event logs).
+//! `crate::entity` checks them at compile time; the rule is documented on
+//! [`crate::Entity::COLLECTION`].
+
+/// The first part after the prefix of the layout's own keys: index sets,
+/// streams, commit markers, heartbeats.
+pub(crate) const LAYOUT_NAMES: [&str; 4] = ["index", "writer", "stream", "heartbeat"];
+
+/// The collections of the crate's market-data series (`QuoteTick`,
+/// `TradeTick`, `Bar`): lists without a snapshot.
+pub(crate) const MARKET_DATA_COLLECTIONS: [&str; 3] = ["quotes", "trades", "bars"];
+
+/// The collections of the reference model's entities.
+pub(crate) const ENTITY_COLLECTIONS: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
 
 /// Builds keys for one trader (and optionally one instance).
 #[derive(Debug, Clone)]

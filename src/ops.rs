@@ -17,7 +17,32 @@ use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Positio
 use crate::net;
 
 /// The collections of the reference model, in the order they are loaded.
-pub const REFERENCE_COLLECTIONS: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
+pub const REFERENCE_COLLECTIONS: [&str; 4] = crate::keys::ENTITY_COLLECTIONS;
+
+/// The collections of the crate's market-data series (`quotes`, `trades`,
+/// `bars`): lists without snapshots.
+pub const MARKET_DATA_COLLECTIONS: [&str; 3] = crate::keys::MARKET_DATA_COLLECTIONS;
+
+/// Why `name` cannot be an [`Entity`]'s collection (the rule of
+/// [`Entity::COLLECTION`], which the compiler applies to types), or `None`.
+pub fn entity_collection_problem(name: &str) -> Option<&'static str> {
+    crate::entity::collection_problem(name, crate::entity::CollectionOf::Entity)
+}
+
+/// Why `name` cannot be the collection of a [`crate::MarketData`] type of
+/// the user's, or `None`.
+pub fn series_collection_problem(name: &str) -> Option<&'static str> {
+    crate::entity::collection_problem(name, crate::entity::CollectionOf::Series)
+}
+
+/// Why `name` cannot be a collection of the stored state at all (an
+/// entity's, or one of the crate's market-data series), or `None`: what
+/// `import` accepts.
+pub fn stored_collection_problem(name: &str) -> Option<&'static str> {
+    let entity = entity_collection_problem(name);
+    let series = crate::entity::collection_problem(name, crate::entity::CollectionOf::CrateSeries);
+    entity.and(series)
+}
 
 /// One connection, made as `Cache::open` makes its own (Sentinel, Cluster
 /// slot owner, TLS, ACL, timeouts), in one attempt.

@@ -317,8 +317,11 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
                 return Err(bad(format!("{what} {v:?}: {e}")));
             }
         }
-        if collection == "index" || collection == "writer" {
-            return Err(bad(format!("collection {collection:?} is reserved")));
+        if let Some(why) = ops::stored_collection_problem(&collection) {
+            return Err(bad(format!("collection {collection:?}: {why}")));
+        }
+        if let (Some(why), Some(_)) = (ops::entity_collection_problem(&collection), j.get("value")) {
+            return Err(bad(format!("collection {collection:?} has no snapshots: {why}")));
         }
         if !seen.insert((collection.clone(), id.clone())) {
             return Err(bad(format!("{collection} {id} appears twice")));
