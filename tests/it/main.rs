@@ -16,6 +16,8 @@ mod clear;
 // built with the feature.
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_checks;
 mod close;
 mod cluster;
 mod crash;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tradecache::Config;
 
 mod inspect;
+mod open_closed;
 mod purge;
 mod stats;
 mod transfer;

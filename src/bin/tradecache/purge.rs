@@ -53,7 +53,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let wanted =
         |c: &str| (c == "orders" && (both || a.orders)) || (c == "positions" && (both || a.positions));
 
-    let survey = util::survey(&mut conn, &layout)?;
+    let survey = util::survey_existing(&mut conn, &layout)?;
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
     let cmds: Vec<redis::Cmd> = targets
         .iter()

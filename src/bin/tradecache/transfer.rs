@@ -76,7 +76,7 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     let layout = util::layout(setup)?;
     let enc = ops::encoding(&setup.config);
     let mut conn = util::connect(setup)?;
-    let survey = util::survey(&mut conn, &layout)?;
+    let survey = util::survey_existing(&mut conn, &layout)?;
     let markers_before = marker_map(&mut conn, &layout, &survey)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let indexed =

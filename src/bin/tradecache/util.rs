@@ -142,6 +142,8 @@ pub(crate) struct Survey {
     pub(crate) writers: BTreeSet<String>,
     /// Open/closed indexes: (collection, open?).
     pub(crate) open_closed: BTreeSet<(String, bool)>,
+    /// Streams and heartbeats.
+    pub(crate) live: usize,
 }
 
 impl Survey {
@@ -151,6 +153,11 @@ impl Survey {
         c.extend(self.entities.iter().map(|(c, _)| c.clone()));
         c.extend(self.logs.iter().map(|(c, _)| c.clone()));
         c
+    }
+
+    /// Whether the trader has no key at all: no marker, no index, nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state_keys() == 0 && self.writers.is_empty() && self.live == 0
     }
 
     /// Keys that hold state (everything but the writers' markers).
@@ -176,8 +183,11 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     let pattern = layout.pattern().ok_or_else(|| err("no trader prefix"))?;
     let keys = scan(conn, &pattern)?;
     // Index sets first: their collections tell a log from an instance's key.
-    let mut known: BTreeSet<Vec<u8>> =
-        ops::REFERENCE_COLLECTIONS.iter().map(|c| c.as_bytes().to_vec()).collect();
+    let mut known: BTreeSet<Vec<u8>> = ops::REFERENCE_COLLECTIONS
+        .iter()
+        .chain(ops::MARKET_DATA_COLLECTIONS.iter())
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
     for k in &keys {
         if let Some(KeyKind::Index { collection }) = layout.classify(k, &[]) {
             known.insert(collection.into_bytes());
@@ -202,8 +212,24 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
             Some(KeyKind::OpenClosed { collection, open }) => {
                 s.open_closed.insert((collection, open));
             }
-            Some(KeyKind::Live) | None => {}
+            Some(KeyKind::Live) => s.live += 1,
+            None => {}
         }
+    }
+    Ok(s)
+}
+
+/// [`survey`] for the commands that read an existing trader: a trader
+/// without a single key is an error (a mistyped id must not look like an
+/// empty, healthy state or give an empty backup).
+pub(crate) fn survey_existing(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliError> {
+    let s = survey(conn, layout)?;
+    if s.is_empty() {
+        return Err(err(format!(
+            "no keys under {}: (no commit marker, no index, no values): is the trader (and instance) id \
+             right? `tradecache inspect` lists the traders present",
+            layout.prefix()
+        )));
     }
     Ok(s)
 }

@@ -29,7 +29,7 @@ pub(crate) struct VerifyArgs {
 
 /// What a finding is about; the names are in docs/recovery.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     IndexWithoutValue,
     ValueWithoutIndex,
     InvalidIndexEntry,
@@ -39,6 +39,13 @@ enum Kind {
     DuplicateEvent,
     OutOfOrderEvent,
     LogWithoutValue,
+    ClosedNotInClosedIndex,
+    ClosedInOpenIndex,
+    OpenNotInOpenIndex,
+    OpenInClosedIndex,
+    InOpenAndClosed,
+    InNeitherOpenNorClosed,
+    OpenClosedWithoutValue,
 }
 
 impl Kind {
@@ -53,6 +60,28 @@ impl Kind {
             Kind::DuplicateEvent => "duplicate-event",
             Kind::OutOfOrderEvent => "out-of-order-event",
             Kind::LogWithoutValue => "log-without-value",
+            Kind::ClosedNotInClosedIndex => "closed-not-in-closed-index",
+            Kind::ClosedInOpenIndex => "closed-in-open-index",
+            Kind::OpenNotInOpenIndex => "open-not-in-open-index",
+            Kind::OpenInClosedIndex => "open-in-closed-index",
+            Kind::InOpenAndClosed => "in-open-and-closed-index",
+            Kind::InNeitherOpenNorClosed => "in-neither-open-nor-closed-index",
+            Kind::OpenClosedWithoutValue => "open-closed-entry-without-value",
+        }
+    }
+
+    /// What an open/closed finding means, for its detail.
+    pub(crate) fn open_closed_detail(self, open: &str, closed: &str) -> String {
+        match self {
+            Kind::ClosedNotInClosedIndex => format!("closed, but not in {closed}: purges never see it"),
+            Kind::ClosedInOpenIndex => format!("closed, but in {open}: load_open() loads it"),
+            Kind::OpenNotInOpenIndex => format!("open, but not in {open}: load_open() does not load it"),
+            Kind::OpenInClosedIndex => format!("open, but in {closed}: a purge may delete it"),
+            Kind::InOpenAndClosed => format!("in both {open} and {closed}"),
+            Kind::InNeitherOpenNorClosed => {
+                format!("in neither {open} nor {closed}: load_open() and purges do not see it")
+            }
+            _ => String::new(),
         }
     }
 
@@ -63,12 +92,12 @@ impl Kind {
 }
 
 #[derive(Debug)]
-struct Finding {
-    kind: Kind,
-    key: String,
-    detail: String,
+pub(crate) struct Finding {
+    pub(crate) kind: Kind,
+    pub(crate) key: String,
+    pub(crate) detail: String,
     /// (collection, id) for the fixes.
-    target: (String, String),
+    pub(crate) target: (String, String),
 }
 
 pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
@@ -78,7 +107,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     let layout = util::layout(setup)?;
     let mut conn = util::connect(setup)?;
     let enc = ops::encoding(&setup.config);
-    let survey = util::survey(&mut conn, &layout)?;
+    let survey = util::survey_existing(&mut conn, &layout)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let mut findings = Vec::new();
 
@@ -187,7 +216,9 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     for ((c, id), reply) in logs.iter().zip(replies) {
         let key = layout.events(c, id);
         let target = (c.clone(), id.clone());
-        if !survey.entities.contains(&target) {
+        // A market-data series is a list without a snapshot by design.
+        let series = ops::MARKET_DATA_COLLECTIONS.contains(&c.as_str());
+        if !series && !survey.entities.contains(&target) {
             findings.push(Finding {
                 kind: Kind::LogWithoutValue,
                 key: key.clone(),
@@ -254,6 +285,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             });
         }
     }
+
+    crate::open_closed::check(&mut conn, &layout, enc, &survey, &mut findings)?;
 
     // A batch landing during the scan can make an entity and its index
     // disagree for a moment: keep only what a second look confirms.
@@ -338,7 +371,7 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
 
 /// Runs `MULTI`, the commands, `EXEC` after `WATCH keys`, if `still` holds
 /// on a fresh read; returns whether it applied.
-fn watched(
+pub(crate) fn watched(
     conn: &mut Conn,
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
@@ -421,8 +454,13 @@ fn repair(
                 }
                 Ok(Some(cmds))
             })?,
-            // Two versions of the data, or none readable: an operator decides
-            // (docs/recovery.md).
+            Kind::ClosedNotInClosedIndex
+            | Kind::ClosedInOpenIndex
+            | Kind::OpenNotInOpenIndex
+            | Kind::OpenInClosedIndex
+            | Kind::OpenClosedWithoutValue => crate::open_closed::repair(conn, layout, enc, f)?,
+            // Two versions of the data, none readable, or a state only the
+            // engine's type knows: an operator decides (docs/recovery.md).
             _ => false,
         };
         if done {
