@@ -117,3 +117,84 @@ fn cli_an_unknown_trader_is_an_error() {
     ok(run(&server, &["-t", "REAL", "verify"]));
     ok(run(&server, &["-t", "REAL", "stats"]));
 }
+
+fn event(id: &str, event_id: u64) -> tradecache::model::OrderEvent {
+    tradecache::model::OrderEvent {
+        event_id,
+        client_order_id: tradecache::Ident::new(id).unwrap(),
+        ts_event: UnixNanos(event_id),
+        kind: tradecache::model::OrderEventKind::Canceled,
+    }
+}
+
+/// An event appended after its entity was deleted is kept (acknowledged,
+/// returned by `get_events`) but is an orphan: `verify` exits 1 naming it,
+/// `--repair` deletes it, and a log whose snapshot exists is left alone.
+#[test]
+fn cli_verify_reports_and_repairs_an_orphan_log() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(
+        &cache,
+        &[
+            order("O-GONE", OrderStatus::Accepted, NOW_NS, 2),
+            order("O-KEEP", OrderStatus::Accepted, NOW_NS, 2),
+        ],
+    );
+    cache.delete::<tradecache::model::Order>("O-GONE").unwrap();
+    let late = event("O-GONE", 3);
+    cache.append("O-GONE", &late).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let kept = cache.get_events::<tradecache::model::OrderEvent>("O-GONE").unwrap();
+    assert_eq!(kept, [late], "an acknowledged event is never hidden");
+    assert!(cache.load().unwrap().orders.iter().all(|o| o.client_order_id.as_str() != "O-GONE"));
+
+    let o = run(&server, &["-t", "T1", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let f = findings(&o);
+    assert_eq!(f, [("orphan-log".to_string(), "trader-T1:orders:O-GONE:events".to_string())], "{f:?}");
+
+    let o = ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(stdout(&o).contains("repaired 1 finding(s)"), "{}", stdout(&o));
+    ok(run(&server, &["-t", "T1", "verify"]));
+    let after = dump(&server, "trader-T1:*");
+    assert!(!after.contains_key(&b"trader-T1:orders:O-GONE:events"[..]), "the orphan is gone");
+    assert_eq!(after[&b"trader-T1:orders:O-KEEP:events"[..]].len(), 2, "a log with its snapshot stays");
+
+    // An orphan whose snapshot is written again before the repair is no
+    // orphan any more: it is kept.
+    cache.delete::<tradecache::model::Order>("O-KEEP").unwrap();
+    cache.append("O-KEEP", &event("O-KEEP", 3)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(run(&server, &["-t", "T1", "verify"]).status.code(), Some(1));
+    write_orders(&cache, &[order("O-KEEP", OrderStatus::Accepted, NOW_NS, 0)]);
+    ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(dump(&server, "trader-T1:*").contains_key(&b"trader-T1:orders:O-KEEP:events"[..]));
+    cache.close(Duration::from_secs(5)).unwrap();
+}
+
+/// `purge` removes the orphan logs of the collections it purges (listed in
+/// a dry run), and no log whose snapshot exists.
+#[test]
+fn cli_purge_removes_orphan_logs() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(
+        &cache,
+        &[order("O-GONE", OrderStatus::Filled, NOW_NS, 2), order("O-OPEN", OrderStatus::Accepted, NOW_NS, 2)],
+    );
+    cache.delete::<tradecache::model::Order>("O-GONE").unwrap();
+    cache.append("O-GONE", &event("O-GONE", 3)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+
+    let o = ok(run(&server, &["-t", "T1", "purge", "--older-than", "30d"]));
+    assert!(stdout(&o).contains("would delete orphan log trader-T1:orders:O-GONE:events"), "{}", stdout(&o));
+    assert!(dump(&server, "trader-T1:*").contains_key(&b"trader-T1:orders:O-GONE:events"[..]), "dry run");
+    let o = ok(run(&server, &["-t", "T1", "purge", "--older-than", "30d", "--execute"]));
+    assert!(stdout(&o).contains("and 1 orphan event log(s)"), "{}", stdout(&o));
+    let after = dump(&server, "trader-T1:*");
+    assert!(!after.contains_key(&b"trader-T1:orders:O-GONE:events"[..]));
+    assert_eq!(after[&b"trader-T1:orders:O-OPEN:events"[..]].len(), 2);
+    ok(run(&server, &["-t", "T1", "verify"]));
+    cache.close(Duration::from_secs(5)).unwrap();
+}

@@ -264,6 +264,42 @@ pub(crate) fn index_members(
     Ok(out)
 }
 
+/// Deletes the orphan event log of `collection`/`id` (a log whose id has
+/// no snapshot), guarded so that a snapshot appearing meanwhile keeps it:
+/// `WATCH` the snapshot key, check it is absent, `UNLINK` the log in
+/// `MULTI`/`EXEC` (aborted by Redis if the snapshot was written since the
+/// `WATCH`). Returns whether the log was deleted.
+pub(crate) fn delete_orphan_log(
+    conn: &mut Conn,
+    layout: &Layout,
+    collection: &str,
+    id: &str,
+) -> Result<bool, CliError> {
+    let entity = layout.entity(collection, id);
+    let mut watch = redis::cmd("WATCH");
+    watch.arg(&entity);
+    query(conn, &watch)?;
+    let mut exists = redis::cmd("EXISTS");
+    exists.arg(&entity);
+    if query(conn, &exists)? != Value::Int(0) {
+        query(conn, &redis::cmd("UNWATCH"))?;
+        return Ok(false);
+    }
+    let mut unlink = redis::cmd("UNLINK");
+    unlink.arg(layout.events(collection, id));
+    let cmds = [redis::cmd("MULTI"), unlink, redis::cmd("EXEC")];
+    match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
+        Some(Value::Array(r)) => match r.first() {
+            Some(Value::Int(n)) => Ok(*n > 0),
+            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
+            _ => Ok(false),
+        },
+        // Nil: the snapshot was written meanwhile; the log is its own now.
+        Some(Value::Nil) => Ok(false),
+        other => Err(err(format!("orphan log transaction: unexpected {other:?}"))),
+    }
+}
+
 /// A writer id and its marker's raw value (`None`: gone since the scan).
 pub(crate) type Marker = (String, Option<Vec<u8>>);
 

@@ -20,9 +20,10 @@ pub(crate) struct VerifyArgs {
     #[arg(long)]
     json: bool,
     /// Fix what has one right answer: remove index entries whose value is
-    /// gone, index values missing from their index, drop repeated events
-    /// from logs (keeping the first of each id). Each fix is one
-    /// WATCH/MULTI/EXEC, skipped if the key changes meanwhile.
+    /// gone, index values missing from their index, put open/closed index
+    /// entries where the value says, drop repeated events from logs
+    /// (keeping the first of each id), delete orphan event logs. Each fix is
+    /// one WATCH/MULTI/EXEC, skipped if the key changes meanwhile.
     #[arg(long)]
     repair: bool,
 }
@@ -39,6 +40,7 @@ pub(crate) enum Kind {
     DuplicateEvent,
     OutOfOrderEvent,
     LogWithoutValue,
+    OrphanLog,
     ClosedNotInClosedIndex,
     ClosedInOpenIndex,
     OpenNotInOpenIndex,
@@ -60,6 +62,7 @@ impl Kind {
             Kind::DuplicateEvent => "duplicate-event",
             Kind::OutOfOrderEvent => "out-of-order-event",
             Kind::LogWithoutValue => "log-without-value",
+            Kind::OrphanLog => "orphan-log",
             Kind::ClosedNotInClosedIndex => "closed-not-in-closed-index",
             Kind::ClosedInOpenIndex => "closed-in-open-index",
             Kind::OpenNotInOpenIndex => "open-not-in-open-index",
@@ -216,13 +219,28 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     for ((c, id), reply) in logs.iter().zip(replies) {
         let key = layout.events(c, id);
         let target = (c.clone(), id.clone());
-        // A market-data series is a list without a snapshot by design.
+        // A market-data series is a list without a snapshot by design. A
+        // log of a collection with snapshots (a reference one, or one with
+        // an index set) whose id has none is an orphan: load() attaches it
+        // to nothing, and an entity written later under the id inherits it.
+        // Elsewhere the collection may be a series of the user's: a warning.
         let series = ops::MARKET_DATA_COLLECTIONS.contains(&c.as_str());
         if !series && !survey.entities.contains(&target) {
+            let entities =
+                ops::REFERENCE_COLLECTIONS.contains(&c.as_str()) || survey.indexes.contains(c.as_str());
             findings.push(Finding {
-                kind: Kind::LogWithoutValue,
+                kind: if entities { Kind::OrphanLog } else { Kind::LogWithoutValue },
                 key: key.clone(),
-                detail: format!("no {}: load() does not read this log", layout.entity(c, id)),
+                detail: if entities {
+                    format!(
+                        "orphan: no {} (not in {}); load() attaches it to nothing and an entity written \
+                         later as {id} would inherit it; --repair deletes it",
+                        layout.entity(c, id),
+                        layout.index(c)
+                    )
+                } else {
+                    format!("no {}: load() does not read this log", layout.entity(c, id))
+                },
                 target: target.clone(),
             });
         }
@@ -336,7 +354,9 @@ fn list(ids: &[u64]) -> String {
 /// Re-reads index membership and existence for the index findings.
 fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Result<(), CliError> {
     let idx: Vec<usize> = (0..findings.len())
-        .filter(|i| matches!(findings[*i].kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex))
+        .filter(|i| {
+            matches!(findings[*i].kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex | Kind::OrphanLog)
+        })
         .collect();
     let mut cmds = Vec::new();
     for i in &idx {
@@ -355,6 +375,7 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
         let exists = matches!(replies.get(2 * n + 1), Some(Value::Int(1)));
         let still = match findings[*i].kind {
             Kind::IndexWithoutValue => member && !exists,
+            Kind::OrphanLog => !exists,
             _ => exists && !member,
         };
         if !still {
@@ -454,6 +475,7 @@ fn repair(
                 }
                 Ok(Some(cmds))
             })?,
+            Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
             Kind::ClosedNotInClosedIndex
             | Kind::ClosedInOpenIndex
             | Kind::OpenNotInOpenIndex
