@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::codec::{self, EncodeError};
 use crate::encoding::Encoding;
+use crate::keys;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
     UnixNanos,
@@ -37,8 +38,46 @@ use crate::pipeline::msg::{DynEntity, DynEvent, DynSeries, EventRecord, Record};
 /// # assert_eq!(s.id(), "EMA-1");
 /// ```
 pub trait Entity: Serialize + DeserializeOwned + Clone + Send + 'static {
-    /// The collection name, part of every key: `"positions"`. It must be a
-    /// valid [`crate::Ident`] and must not be `index` or `writer`.
+    /// The collection name, part of every key: `"positions"`.
+    ///
+    /// The rule for every collection name, of entities and of
+    /// [`MarketData`] alike (README, "Key layout"):
+    ///
+    /// - 1 to 256 bytes of ASCII letters, digits and punctuation other than
+    ///   `:`, `{` and `}`: no whitespace, control or non-ASCII characters,
+    ///   since the name is part of a Redis key;
+    /// - not a name the key layout uses itself: `index`, `writer`, `stream`,
+    ///   `heartbeat` (an entity `heartbeat` with the writer id as its id
+    ///   would be the writer's heartbeat key, one `stream` with id `orders`
+    ///   the orders' event stream);
+    /// - for an entity, not a market-data series' collection: `quotes`,
+    ///   `trades`, `bars`;
+    /// - for market data, not a reference entity's collection
+    ///   (`instruments`, `accounts`, `orders`, `positions`: the lists would
+    ///   be their event logs), and `quotes`, `trades`, `bars` only for the
+    ///   crate's own [`QuoteTick`], [`TradeTick`] and [`Bar`].
+    ///
+    /// The check runs at compile time: a program that writes or reads a
+    /// type with a bad name (`put`, `append`, `delete`, `get`, `get_events`,
+    /// `load_events`, `append_market_data`, `load_ticks`) does not build
+    /// (`error[E0080]` naming the type, with the reason; `cargo check`
+    /// may not show it, `cargo build` does):
+    ///
+    /// ```compile_fail,E0080
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tradecache::{Cache, Config, Entity};
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct Beat { writer: String }
+    ///
+    /// impl Entity for Beat {
+    ///     const COLLECTION: &'static str = "heartbeat"; // the layout's own
+    ///     fn id(&self) -> &str { &self.writer }
+    /// }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?)?;
+    /// cache.put(&Beat { writer: "main".into() })?; // error[E0080]
+    /// # Ok(()) }
+    /// ```
     const COLLECTION: &'static str;
 
     /// The entity's id within its collection; validated on every write.
@@ -137,12 +176,17 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Send + 'static {
 /// # assert_eq!(f.series_id(), "BTCUSDT-PERP.BINANCE");
 /// ```
 pub trait MarketData: Serialize + DeserializeOwned + Clone + Send + 'static {
-    /// The collection name, part of the key: `"quotes"`. It must be a valid
-    /// [`crate::Ident`] and must not be `index` or `writer`.
+    /// The collection name, part of the key: `"quotes"`. Checked at compile
+    /// time by the rule of [`Entity::COLLECTION`].
     const COLLECTION: &'static str;
 
     /// The capacity that bounds each series.
     const CAPACITY: SeriesCapacity;
+
+    /// Set by the crate's [`QuoteTick`], [`TradeTick`] and [`Bar`], which
+    /// own the `quotes`, `trades` and `bars` collections.
+    #[doc(hidden)]
+    const CRATE_SERIES: bool = false;
 
     /// The series this item belongs to (an instrument id, a bar type);
     /// validated on every append.
@@ -223,6 +267,7 @@ macro_rules! market_data {
         impl MarketData for $t {
             const COLLECTION: &'static str = $coll;
             const CAPACITY: SeriesCapacity = $cap;
+            const CRATE_SERIES: bool = true;
             fn series_id(&self) -> &str {
                 &self.$field
             }
@@ -236,6 +281,113 @@ macro_rules! market_data {
 market_data!(QuoteTick, "quotes", SeriesCapacity::Ticks, instrument_id, EventRecord::Quote);
 market_data!(TradeTick, "trades", SeriesCapacity::Ticks, instrument_id, EventRecord::Trade);
 market_data!(Bar, "bars", SeriesCapacity::Bars, bar_type, EventRecord::Bar);
+
+// The collection rule of `Entity::COLLECTION`, evaluated at compile time.
+
+/// What a collection name is checked as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CollectionOf {
+    /// An [`Entity`]'s (and so its events' log).
+    Entity,
+    /// A [`MarketData`] type of the user's.
+    Series,
+    /// One of the crate's own market-data types.
+    CrateSeries,
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn one_of(name: &[u8], names: &[&str]) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        if same(name, names[i].as_bytes()) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Why `name` cannot be a collection of `of`, or `None` when it can (the
+/// rule of [`Entity::COLLECTION`]).
+pub(crate) const fn collection_problem(name: &str, of: CollectionOf) -> Option<&'static str> {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return Some("the collection name is empty");
+    }
+    if b.len() > crate::ident::MAX_LEN {
+        return Some("the collection name is longer than 256 bytes");
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !c.is_ascii_graphic() || c == b':' || c == b'{' || c == b'}' {
+            return Some(
+                "the collection name may hold only ASCII letters, digits and punctuation other than ':', \
+                 '{' and '}' (no whitespace, control or non-ASCII characters): it is part of every key",
+            );
+        }
+        i += 1;
+    }
+    if one_of(b, &keys::LAYOUT_NAMES) {
+        return Some(
+            "the collection name is one the key layout uses itself (index, writer, stream, heartbeat): \
+             its keys would be the layout's own",
+        );
+    }
+    match of {
+        CollectionOf::Entity if one_of(b, &keys::MARKET_DATA_COLLECTIONS) => Some(
+            "an entity's collection may not be a market-data series' (quotes, trades, bars): its event \
+             logs would be those series",
+        ),
+        CollectionOf::Series | CollectionOf::CrateSeries if one_of(b, &keys::ENTITY_COLLECTIONS) => Some(
+            "a market-data collection may not be a reference entity's (instruments, accounts, orders, \
+             positions): its lists would be their event logs",
+        ),
+        CollectionOf::Series if one_of(b, &keys::MARKET_DATA_COLLECTIONS) => Some(
+            "quotes, trades and bars are the collections of the crate's QuoteTick, TradeTick and Bar: a \
+             type of your own would mix its items into their lists",
+        ),
+        _ => None,
+    }
+}
+
+const fn refuse(problem: Option<&'static str>) {
+    if let Some(why) = problem {
+        panic!("{}", why);
+    }
+}
+
+/// Carries the compile-time check of a type's collection name: the calls
+/// that build keys from it refer to [`Checked::ENTITY`] or
+/// [`Checked::SERIES`], so a bad name fails the build where such a call is
+/// instantiated (a post-monomorphization error), never a key at run time.
+pub(crate) struct Checked<T>(std::marker::PhantomData<T>);
+
+impl<T: Entity> Checked<T> {
+    /// Fails to evaluate when `T::COLLECTION` breaks the rule.
+    pub(crate) const ENTITY: () = refuse(collection_problem(T::COLLECTION, CollectionOf::Entity));
+}
+
+impl<D: MarketData> Checked<D> {
+    /// Fails to evaluate when `D::COLLECTION` breaks the rule.
+    pub(crate) const SERIES: () = refuse(collection_problem(
+        D::COLLECTION,
+        if D::CRATE_SERIES { CollectionOf::CrateSeries } else { CollectionOf::Series },
+    ));
+}
 
 // The object-safe views the channel payloads use (`pipeline/msg.rs`).
 
@@ -267,4 +419,66 @@ impl<D: MarketData> DynSeries for D {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         codec::encode(self, encoding, out)
     }
+}
+
+// Compile-time tests of the collection rule (`cargo test --doc`): each
+// reserved or malformed name fails to build where it is used.
+macro_rules! refused {
+    ($($test:ident: $coll:literal via $call:literal;)*) => {$(
+        #[cfg(doctest)]
+        #[doc = concat!(
+            "```compile_fail,E0080\n",
+            "use serde::{Deserialize, Serialize};\n",
+            "use tradecache::{Cache, Config, Entity, Event, MarketData, SeriesCapacity};\n",
+            "#[derive(Clone, Serialize, Deserialize)]\n",
+            "struct T { id: String }\n",
+            "impl Entity for T {\n",
+            "    const COLLECTION: &'static str = \"", $coll, "\";\n",
+            "    fn id(&self) -> &str { &self.id }\n",
+            "}\n",
+            "#[derive(Clone, Serialize, Deserialize)]\n",
+            "struct E { n: u64 }\n",
+            "impl Event for E { type Of = T; fn event_id(&self) -> u64 { self.n } }\n",
+            "#[derive(Clone, Serialize, Deserialize)]\n",
+            "struct D { s: String }\n",
+            "impl MarketData for D {\n",
+            "    const COLLECTION: &'static str = \"", $coll, "\";\n",
+            "    const CAPACITY: SeriesCapacity = SeriesCapacity::Ticks;\n",
+            "    fn series_id(&self) -> &str { &self.s }\n",
+            "}\n",
+            "fn main() {\n",
+            "    let cache = Cache::open(Config::from_env().unwrap()).unwrap();\n",
+            "    let (t, e, d) = (T { id: \"main\".into() }, E { n: 1 }, D { s: \"X\".into() });\n",
+            "    let _ = (&t, &e, &d);\n",
+            "    ", $call, ";\n",
+            "}\n",
+            "```"
+        )]
+        #[allow(dead_code)]
+        struct $test;
+    )*};
+}
+
+refused! {
+    EntityIndex: "index" via "let _ = cache.put(&t)";
+    EntityWriter: "writer" via "let _ = cache.put(&t)";
+    EntityStream: "stream" via "let _ = cache.put(&t)";
+    EntityHeartbeat: "heartbeat" via "let _ = cache.put(&t)";
+    EntityQuotes: "quotes" via "let _ = cache.put(&t)";
+    EntityTrades: "trades" via "let _ = cache.put(&t)";
+    EntityBars: "bars" via "let _ = cache.put(&t)";
+    EntityEmpty: "" via "let _ = cache.put(&t)";
+    EntityColon: "a:b" via "let _ = cache.put(&t)";
+    EntityBraces: "{t}" via "let _ = cache.put(&t)";
+    EntitySpace: "a b" via "let _ = cache.put(&t)";
+    EntityControl: "a\\u{7}" via "let _ = cache.put(&t)";
+    EntityNonAscii: "caf\\u{e9}" via "let _ = cache.put(&t)";
+    ByDelete: "heartbeat" via "let _ = cache.delete::<T>(\"main\")";
+    ByAppend: "stream" via "let _ = cache.append(\"orders\", &e)";
+    ByGet: "index" via "let _ = cache.get::<T>(\"x\")";
+    ByGetEvents: "stream" via "let _ = cache.get_events::<E>(\"x\")";
+    ByLoadEvents: "writer" via "let _ = cache.load_events::<E>(\"x\")";
+    SeriesOrders: "orders" via "let _ = cache.append_market_data(&d)";
+    SeriesQuotes: "quotes" via "let _ = cache.append_market_data(&d)";
+    SeriesHeartbeat: "heartbeat" via "let _ = cache.load_ticks::<D>(\"X\", 1)";
 }

@@ -264,6 +264,7 @@ enum Source {
     Commands,
     Reconnects,
     Replays,
+    Purged,
     Backlog,
     Connected,
     FlusherRunning,
@@ -337,6 +338,12 @@ const FAMILIES: &[(&str, MetricType, &str, Source)] = &[
         MetricType::Counter,
         "In-doubt transactions resent after a reconnect (the commit marker showed them not applied).",
         Source::Replays,
+    ),
+    (
+        "tradecache_purged_total",
+        MetricType::Counter,
+        "Closed entities deleted by purges (Cache::purge_closed and the retain_closed_for policy).",
+        Source::Purged,
     ),
     (
         "tradecache_backlog",
@@ -437,6 +444,7 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
         Source::Commands => u(shared.written.load(Relaxed)),
         Source::Reconnects => u(shared.reconnects.load(Relaxed)),
         Source::Replays => u(shared.replays.load(Relaxed)),
+        Source::Purged => u(shared.purged.load(Relaxed)),
         Source::Backlog => {
             let acked = shared.acked_seq.load(Relaxed);
             u(shared.accepted_seq.load(Relaxed).saturating_sub(acked))
@@ -510,6 +518,7 @@ impl Cache {
     /// | `tradecache_errors_total{class}` | counter | [`Stats::errors`](crate::Stats::errors), every class (zeros too) |
     /// | `tradecache_batches_total`, `tradecache_commands_total` | counter | transactions and commands applied |
     /// | `tradecache_reconnects_total`, `tradecache_replays_total` | counter | reconnects; in-doubt batches resent |
+    /// | `tradecache_purged_total` | counter | closed entities purged: [`Stats::purged`](crate::Stats::purged) |
     /// | `tradecache_backlog` | gauge | accepted, not yet acknowledged |
     /// | `tradecache_connected`, `tradecache_flusher_running` | gauge | 0 or 1 |
     /// | `tradecache_fenced`, `tradecache_backpressure`, `tradecache_healthy` | gauge | 0 or 1, as in [`Health`](crate::Health) |

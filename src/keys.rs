@@ -4,6 +4,24 @@
 //! a sorted set by last update), `…:stream:{collection}`, the writer's
 //! commit marker `…:writer:{writer_id}` and its heartbeat
 //! `…:heartbeat:{writer_id}`.
+//!
+//! Collection names are part of this layout, so the names it uses itself
+//! are reserved: [`LAYOUT_NAMES`] for every type, [`MARKET_DATA_COLLECTIONS`]
+//! for all but the crate's market-data types, [`ENTITY_COLLECTIONS`] for
+//! market data (whose lists would otherwise be those entities' event logs).
+//! `crate::entity` checks them at compile time; the rule is documented on
+//! [`crate::Entity::COLLECTION`].
+
+/// The first part after the prefix of the layout's own keys: index sets,
+/// streams, commit markers, heartbeats.
+pub(crate) const LAYOUT_NAMES: [&str; 4] = ["index", "writer", "stream", "heartbeat"];
+
+/// The collections of the crate's market-data series (`QuoteTick`,
+/// `TradeTick`, `Bar`): lists without a snapshot.
+pub(crate) const MARKET_DATA_COLLECTIONS: [&str; 3] = ["quotes", "trades", "bars"];
+
+/// The collections of the reference model's entities.
+pub(crate) const ENTITY_COLLECTIONS: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
 
 /// Builds keys for one trader (and optionally one instance).
 #[derive(Debug, Clone)]
@@ -182,8 +200,9 @@ impl Keys {
     /// starting with `index`), an instance's have one part more. The one shape both can have,
     /// `{a}:{b}:events`, is taken as this cache's only when `a` is one of
     /// `collections` (the reference model's, those with an index set, and
-    /// those this cache wrote): an instance id is never a collection name
-    /// (`Config::validate`).
+    /// those this cache wrote) or a market-data series'
+    /// ([`MARKET_DATA_COLLECTIONS`], which have no index set): an instance
+    /// id is never a reference collection name (`Config::validate`).
     pub(crate) fn owns(&self, key: &[u8], collections: &[&[u8]]) -> bool {
         let Some(rest) = self.rest(key) else { return false };
         let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();
@@ -197,7 +216,11 @@ impl Keys {
             [_, _] => true,
             // An instance id is never `index` (`Config::validate`).
             [index, _, kind] if *index == b"index" => *kind == b"open" || *kind == b"closed",
-            [collection, _, events] => *events == b"events" && collections.contains(collection),
+            [collection, _, events] => {
+                *events == b"events"
+                    && (collections.contains(collection)
+                        || MARKET_DATA_COLLECTIONS.iter().any(|m| m.as_bytes() == *collection))
+            }
             _ => false,
         }
     }
@@ -253,6 +276,8 @@ mod tests {
             "trader-T:index:orders:open",
             "trader-T:index:orders:closed",
             "trader-T:stream:orders",
+            "trader-T:quotes:BTCUSDT-PERP.BINANCE:events",
+            "trader-T:bars:BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL:events",
             "trader-T:x:y",
         ] {
             assert!(k.owns(own.as_bytes(), &cols), "{own}");

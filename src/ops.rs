@@ -13,11 +13,38 @@ use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
-use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position, PositionSide};
+use crate::model::{
+    Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
+};
 use crate::net;
 
 /// The collections of the reference model, in the order they are loaded.
-pub const REFERENCE_COLLECTIONS: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
+pub const REFERENCE_COLLECTIONS: [&str; 4] = crate::keys::ENTITY_COLLECTIONS;
+
+/// The collections of the crate's market-data series (`quotes`, `trades`,
+/// `bars`): lists without snapshots.
+pub const MARKET_DATA_COLLECTIONS: [&str; 3] = crate::keys::MARKET_DATA_COLLECTIONS;
+
+/// Why `name` cannot be an [`Entity`]'s collection (the rule of
+/// [`Entity::COLLECTION`], which the compiler applies to types), or `None`.
+pub fn entity_collection_problem(name: &str) -> Option<&'static str> {
+    crate::entity::collection_problem(name, crate::entity::CollectionOf::Entity)
+}
+
+/// Why `name` cannot be the collection of a [`crate::MarketData`] type of
+/// the user's, or `None`.
+pub fn series_collection_problem(name: &str) -> Option<&'static str> {
+    crate::entity::collection_problem(name, crate::entity::CollectionOf::Series)
+}
+
+/// Why `name` cannot be a collection of the stored state at all (an
+/// entity's, or one of the crate's market-data series), or `None`: what
+/// `import` accepts.
+pub fn stored_collection_problem(name: &str) -> Option<&'static str> {
+    let entity = entity_collection_problem(name);
+    let series = crate::entity::collection_problem(name, crate::entity::CollectionOf::CrateSeries);
+    entity.and(series)
+}
 
 /// One connection, made as `Cache::open` makes its own (Sentinel, Cluster
 /// slot owner, TLS, ACL, timeouts), in one attempt.
@@ -239,7 +266,9 @@ pub fn entity_to_json(
 }
 
 /// Decodes a stored event of `collection`'s log as JSON, with its event id
-/// for the reference collections' events (`None` for others).
+/// for the reference collections' events (`None` for others). The crate's
+/// market-data series (`quotes`, `trades`, `bars`) are decoded into their
+/// types, so that an import writes them as the flusher would.
 ///
 /// # Errors
 ///
@@ -253,9 +282,18 @@ pub fn event_to_json(
         let e: E = decode(bytes, enc)?;
         Ok((to_json(&e)?, Some(e.event_id())))
     }
+    fn series<D: DeserializeOwned + Serialize>(
+        bytes: &[u8],
+        enc: Encoding,
+    ) -> std::result::Result<(Json, Option<u64>), String> {
+        Ok((to_json(&decode::<D>(bytes, enc)?)?, None))
+    }
     match collection {
         "orders" => typed::<OrderEvent>(bytes, enc),
         "accounts" => typed::<AccountEvent>(bytes, enc),
+        "quotes" => series::<QuoteTick>(bytes, enc),
+        "trades" => series::<TradeTick>(bytes, enc),
+        "bars" => series::<Bar>(bytes, enc),
         _ => Ok((decode::<Json>(bytes, enc)?, None)),
     }
 }
@@ -319,6 +357,9 @@ pub fn event_from_json(collection: &str, json: &Json, enc: Encoding) -> std::res
     match collection {
         "orders" => encode_json::<OrderEvent>(json, enc),
         "accounts" => encode_json::<AccountEvent>(json, enc),
+        "quotes" => encode_json::<QuoteTick>(json, enc),
+        "trades" => encode_json::<TradeTick>(json, enc),
+        "bars" => encode_json::<Bar>(json, enc),
         _ => encode_json::<Json>(json, enc),
     }
 }
@@ -341,6 +382,37 @@ pub fn closed_at(collection: &str, bytes: &[u8], enc: Encoding) -> std::result::
             let p: Position = decode(bytes, enc)?;
             Ok(if p.side == PositionSide::Flat { p.ts_closed.map(|t| t.0) } else { None })
         }
+        _ => Ok(None),
+    }
+}
+
+/// For `verify`: whether a stored snapshot of a reference collection is
+/// closed ([`Entity::is_closed`], which decides whether the flusher lists
+/// it in `index:{collection}:open` or `…:closed`) and its last update in
+/// milliseconds since the epoch ([`Entity::last_updated`], the closed
+/// index's score), if it has one. `Ok(None)` for other collections, whose
+/// rule only their own type knows.
+///
+/// # Errors
+///
+/// A description of why the value cannot be decoded.
+pub fn open_closed_state(
+    collection: &str,
+    bytes: &[u8],
+    enc: Encoding,
+) -> std::result::Result<Option<(bool, Option<u64>)>, String> {
+    fn state<T: Entity>(
+        bytes: &[u8],
+        enc: Encoding,
+    ) -> std::result::Result<Option<(bool, Option<u64>)>, String> {
+        let v: T = decode(bytes, enc)?;
+        Ok(Some((v.is_closed(), v.last_updated().map(|t| t.0 / 1_000_000))))
+    }
+    match collection {
+        "instruments" => state::<Instrument>(bytes, enc),
+        "accounts" => state::<Account>(bytes, enc),
+        "orders" => state::<Order>(bytes, enc),
+        "positions" => state::<Position>(bytes, enc),
         _ => Ok(None),
     }
 }

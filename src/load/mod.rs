@@ -204,6 +204,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn load_events<E: Event>(&self, id: &str) -> Result<(Vec<E>, LoadReport)> {
+        let () = crate::entity::Checked::<E::Of>::ENTITY;
         crate::ident::validate(id)?;
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;

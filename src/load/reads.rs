@@ -75,6 +75,7 @@ impl Cache {
     /// another id; [`Error::Redis`] for a server error (a key of another
     /// type, say).
     pub fn get<T: Entity>(&self, id: &str) -> Result<Option<T>> {
+        let () = crate::entity::Checked::<T>::ENTITY;
         crate::ident::validate(id)?;
         self.settle_reads(settle_timeout(self))?;
         let key = self.keys().entity(T::COLLECTION, id);
@@ -127,6 +128,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn get_events<E: Event>(&self, id: &str) -> Result<Vec<E>> {
+        let () = crate::entity::Checked::<E::Of>::ENTITY;
         crate::ident::validate(id)?;
         self.settle_reads(settle_timeout(self))?;
         let key = self.keys().events(<E::Of as Entity>::COLLECTION, id);
@@ -167,6 +169,7 @@ impl Cache {
     /// [`Error::InvalidId`] for a bad series id; otherwise as
     /// [`Cache::get`], and [`Error::Load`] under `strict_load`.
     pub fn load_ticks<D: MarketData>(&self, series_id: &str, n: usize) -> Result<(Vec<D>, LoadReport)> {
+        let () = crate::entity::Checked::<D>::SERIES;
         crate::ident::validate(series_id)?;
         let start = Instant::now();
         let mut report = LoadReport::default();

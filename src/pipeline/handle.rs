@@ -163,6 +163,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn put<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
+        let () = crate::entity::Checked::<T>::ENTITY;
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
         self.push(|seq| Msg::Put { seq, rec }, || entity.clone())
@@ -199,6 +200,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn append<E: Event>(&self, id: &str, event: &E) -> std::result::Result<Seq, PushError<E>> {
+        let () = crate::entity::Checked::<E::Of>::ENTITY;
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
         let collection = <E::Of as Entity>::COLLECTION;
         if collection == "accounts" && !self.cfg.persist_account_events {
@@ -237,6 +239,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn append_market_data<D: MarketData>(&self, item: &D) -> std::result::Result<Seq, PushError<D>> {
+        let () = crate::entity::Checked::<D>::SERIES;
         let id = Ident::new(item.series_id()).map_err(PushError::InvalidId)?;
         let rec = item.to_record();
         self.push(|seq| Msg::Append { seq, collection: D::COLLECTION, id, rec }, || item.clone())
@@ -263,6 +266,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn delete<T: Entity>(&self, id: &str) -> std::result::Result<Seq, PushError<Ident>> {
+        let () = crate::entity::Checked::<T>::ENTITY;
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
         let back = id.clone();
         self.push(move |seq| Msg::Delete { seq, collection: T::COLLECTION, id }, move || back)

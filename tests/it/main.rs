@@ -10,11 +10,14 @@ mod harness;
 
 mod acl;
 mod bad_input;
+mod bad_input_collections;
 mod clear;
 // Runs the `tradecache` binary (`CARGO_BIN_EXE_tradecache`), which is only
 // built with the feature.
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_checks;
 mod close;
 mod cluster;
 mod crash;

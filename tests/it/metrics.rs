@@ -1,7 +1,8 @@
 //! The Prometheus exposition (`Cache::write_prometheus`), read back with an
 //! independent parser of the text format; the alerting rules in
 //! docs/alerts.yml against the metrics we export; the `metrics` facade
-//! reporter (feature `metrics`).
+//! reporter (feature `metrics`). Over 600 lines: one topic, and the
+//! allocation counter and strict parser its tests share stay in one file.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -164,6 +165,97 @@ fn exposition_parses_and_matches_stats() {
         .and_then(|l| l.rsplit(' ').next())
         .unwrap();
     assert_eq!(count.parse::<u64>().unwrap(), stats.batches);
+    cache.close(Duration::from_secs(5)).unwrap();
+}
+
+/// The names of `Stats`' fields, read from its `Debug` output (so a field
+/// added later shows up here without anyone listing it).
+fn stats_fields(stats: &tradecache::Stats) -> Vec<String> {
+    let text = format!("{stats:?}");
+    let body = text.split_once('{').and_then(|(_, b)| b.rsplit_once('}')).map(|(b, _)| b).unwrap();
+    let (mut depth, mut fields, mut current) = (0, Vec::new(), String::new());
+    for c in body.chars() {
+        match c {
+            '[' | '(' | '{' => depth += 1,
+            ']' | ')' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                fields.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    fields.push(current);
+    fields.iter().filter_map(|f| f.split_once(':')).map(|(n, _)| n.trim().to_string()).collect()
+}
+
+/// Every counter of `Stats` is in the exposition, with `stats()`'s value:
+/// the table below maps each field to its family, and a field missing from
+/// the table fails the test (add it to `write_prometheus` and here).
+#[test]
+fn metrics_every_stats_counter_is_exported() {
+    use tradecache::model::{Order, OrderStatus, UnixNanos};
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    let mut old = Order::example("O-OLD");
+    old.status = OrderStatus::Filled;
+    old.ts_last = UnixNanos(1_000_000_000);
+    cache.put(&old).unwrap();
+    for i in 0..5 {
+        cache.put(&Position::example(&format!("P-{i}"))).unwrap();
+    }
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let purged = cache.purge_closed::<Order>(Duration::from_secs(86_400), Duration::from_secs(10)).unwrap();
+    assert_eq!(purged.removed.len(), 1);
+    let stats = cache.stats();
+    assert_eq!(stats.purged, 1);
+    let mut text = String::new();
+    cache.write_prometheus(&mut text);
+    let s = parse_strict(&text);
+    let sum = |name: &str| -> f64 {
+        s.samples
+            .iter()
+            .filter(|x| x.metric == name)
+            .map(|x| match &x.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                other => panic!("{name} is {other:?}"),
+            })
+            .sum()
+    };
+    let errors: u64 = stats.errors.iter().map(|(_, n)| n).sum();
+    // Field, family, the value `stats()` gives (None: a histogram).
+    let table: &[(&str, &str, Option<u64>)] = &[
+        ("accepted", "tradecache_writes_accepted_total", Some(stats.accepted)),
+        ("acked", "tradecache_writes_acked_total", Some(stats.acked)),
+        ("backlog", "tradecache_backlog", Some(stats.backlog)),
+        ("rejected", "tradecache_writes_rejected_total", Some(stats.rejected)),
+        ("batches", "tradecache_batches_total", Some(stats.batches)),
+        ("commands", "tradecache_commands_total", Some(stats.commands)),
+        ("coalesced", "tradecache_writes_coalesced_total", Some(stats.coalesced)),
+        ("reconnects", "tradecache_reconnects_total", Some(stats.reconnects)),
+        ("replays", "tradecache_replays_total", Some(stats.replays)),
+        ("purged", "tradecache_purged_total", Some(stats.purged)),
+        ("dropped", "tradecache_dropped_total", Some(stats.dropped)),
+        ("errors", "tradecache_errors_total", Some(errors)),
+        ("batch_latency_p50_us", "tradecache_ack_latency_seconds", None),
+        ("batch_latency_p99_us", "tradecache_ack_latency_seconds", None),
+    ];
+    let fields = stats_fields(&stats);
+    assert!(fields.len() >= table.len(), "{fields:?}");
+    for field in &fields {
+        let Some((_, family, want)) = table.iter().find(|(f, _, _)| f == field) else {
+            panic!(
+                "Stats::{field} is not mapped to an exposition family: add it to write_prometheus and here"
+            )
+        };
+        assert!(exposition::family_names().any(|n| n == *family), "{field}: no family {family}");
+        assert!(s.docs.contains_key(*family), "{field}: {family} has no HELP");
+        assert!(s.samples.iter().any(|x| x.metric == *family), "{field}: {family} has no sample");
+        if let Some(want) = want {
+            assert_eq!(sum(family), *want as f64, "{field} vs {family}");
+        }
+    }
     cache.close(Duration::from_secs(5)).unwrap();
 }
 

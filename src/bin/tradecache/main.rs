@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tradecache::Config;
 
 mod inspect;
+mod open_closed;
 mod purge;
 mod stats;
 mod transfer;
@@ -64,8 +65,9 @@ enum Command {
     /// Key counts, memory, writer markers and the Redis server's
     /// persistence and replication status for one trader.
     Stats(stats::StatsArgs),
-    /// Check index entries against values and event logs for duplicate or
-    /// out-of-order event ids; exit 1 on problems.
+    /// Check index entries (open/closed too) against values, event logs for
+    /// duplicate or out-of-order event ids, and orphan event logs (no
+    /// snapshot); exit 1 on problems.
     Verify(verify::VerifyArgs),
     /// Write a trader's whole state as JSON lines (a backup any tool reads).
     Export(transfer::ExportArgs),
@@ -73,7 +75,8 @@ enum Command {
     /// state without --force.
     Import(transfer::ImportArgs),
     /// Delete closed orders and flat positions older than an age, with their
-    /// event logs and index entries (a dry run unless --execute).
+    /// event logs and index entries, and the orphan event logs (no snapshot)
+    /// of those collections (a dry run unless --execute).
     Purge(purge::PurgeArgs),
 }
 

@@ -1,5 +1,8 @@
 //! `purge`: closed orders and flat positions older than an age, with their
-//! event logs and index entries. A dry run unless `--execute`.
+//! event logs and index entries, and the orphan event logs of those
+//! collections (a log whose id has no snapshot, each deleted only while its
+//! snapshot is absent: `util::delete_orphan_log`). A dry run unless
+//! `--execute`.
 //!
 //! Each entity goes in one `WATCH`/`MULTI`/`EXEC` (in batches): its value is
 //! read again under the `WATCH` and deleted only if it is still closed and
@@ -53,7 +56,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let wanted =
         |c: &str| (c == "orders" && (both || a.orders)) || (c == "positions" && (both || a.positions));
 
-    let survey = util::survey(&mut conn, &layout)?;
+    let survey = util::survey_existing(&mut conn, &layout)?;
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
     let cmds: Vec<redis::Cmd> = targets
         .iter()
@@ -79,6 +82,14 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let with_logs =
         candidates.iter().filter(|(c, id, _)| survey.logs.contains(&(c.clone(), id.clone()))).count();
     let age = |at: u64| human(Duration::from_nanos(now.saturating_sub(at)));
+    // Event logs of these collections whose id has no snapshot (an event
+    // appended after a delete or purge): nothing loads them, and an entity
+    // written later under the id would inherit them.
+    let orphans: Vec<&(String, String)> = survey
+        .logs
+        .iter()
+        .filter(|(c, id)| wanted(c) && !survey.entities.contains(&(c.clone(), id.clone())))
+        .collect();
 
     if !a.execute {
         for (c, id, at) in candidates.iter().take(20) {
@@ -87,11 +98,18 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
         if candidates.len() > 20 {
             println!("... and {} more", candidates.len() - 20);
         }
+        for (c, id) in orphans.iter().take(20) {
+            println!("would delete orphan log {} (no {})", layout.events(c, id), layout.entity(c, id));
+        }
+        if orphans.len() > 20 {
+            println!("... and {} more orphan logs", orphans.len() - 20);
+        }
         println!(
-            "dry run: {} entities ({} with event logs) closed more than {} ago would be deleted from {}; --execute deletes them",
+            "dry run: {} entities ({} with event logs) closed more than {} ago and {} orphan event log(s) would be deleted from {}; --execute deletes them",
             candidates.len(),
             with_logs,
             human(a.older_than),
+            orphans.len(),
             layout.prefix()
         );
     } else {
@@ -103,9 +121,15 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
             kept += k;
             progress.add(chunk.len() as u64);
         }
+        let mut orphans_deleted = 0usize;
+        for (c, id) in &orphans {
+            if util::delete_orphan_log(&mut conn, &layout, c, id)? {
+                orphans_deleted += 1;
+            }
+        }
         progress.finish();
         println!(
-            "purged {deleted} entities (with their event logs and index entries) closed more than {} ago from {}{}",
+            "purged {deleted} entities (with their event logs and index entries) closed more than {} ago and {orphans_deleted} orphan event log(s) from {}{}",
             human(a.older_than),
             layout.prefix(),
             if kept > 0 { format!("; {kept} changed meanwhile and were kept") } else { String::new() }

@@ -101,7 +101,7 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
 }
 
 fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliError> {
-    let survey: Survey = util::survey(conn, layout)?;
+    let survey: Survey = util::survey_existing(conn, layout)?;
     let members = util::index_members(conn, layout, &survey)?;
     let mut collections = serde_json::Map::new();
     for c in survey.collections() {

@@ -76,7 +76,7 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     let layout = util::layout(setup)?;
     let enc = ops::encoding(&setup.config);
     let mut conn = util::connect(setup)?;
-    let survey = util::survey(&mut conn, &layout)?;
+    let survey = util::survey_existing(&mut conn, &layout)?;
     let markers_before = marker_map(&mut conn, &layout, &survey)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let indexed =
@@ -317,8 +317,11 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
                 return Err(bad(format!("{what} {v:?}: {e}")));
             }
         }
-        if collection == "index" || collection == "writer" {
-            return Err(bad(format!("collection {collection:?} is reserved")));
+        if let Some(why) = ops::stored_collection_problem(&collection) {
+            return Err(bad(format!("collection {collection:?}: {why}")));
+        }
+        if let (Some(why), Some(_)) = (ops::entity_collection_problem(&collection), j.get("value")) {
+            return Err(bad(format!("collection {collection:?} has no snapshots: {why}")));
         }
         if !seen.insert((collection.clone(), id.clone())) {
             return Err(bad(format!("{collection} {id} appears twice")));

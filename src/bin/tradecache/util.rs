@@ -142,6 +142,8 @@ pub(crate) struct Survey {
     pub(crate) writers: BTreeSet<String>,
     /// Open/closed indexes: (collection, open?).
     pub(crate) open_closed: BTreeSet<(String, bool)>,
+    /// Streams and heartbeats.
+    pub(crate) live: usize,
 }
 
 impl Survey {
@@ -151,6 +153,11 @@ impl Survey {
         c.extend(self.entities.iter().map(|(c, _)| c.clone()));
         c.extend(self.logs.iter().map(|(c, _)| c.clone()));
         c
+    }
+
+    /// Whether the trader has no key at all: no marker, no index, nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state_keys() == 0 && self.writers.is_empty() && self.live == 0
     }
 
     /// Keys that hold state (everything but the writers' markers).
@@ -176,8 +183,11 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     let pattern = layout.pattern().ok_or_else(|| err("no trader prefix"))?;
     let keys = scan(conn, &pattern)?;
     // Index sets first: their collections tell a log from an instance's key.
-    let mut known: BTreeSet<Vec<u8>> =
-        ops::REFERENCE_COLLECTIONS.iter().map(|c| c.as_bytes().to_vec()).collect();
+    let mut known: BTreeSet<Vec<u8>> = ops::REFERENCE_COLLECTIONS
+        .iter()
+        .chain(ops::MARKET_DATA_COLLECTIONS.iter())
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
     for k in &keys {
         if let Some(KeyKind::Index { collection }) = layout.classify(k, &[]) {
             known.insert(collection.into_bytes());
@@ -202,8 +212,24 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
             Some(KeyKind::OpenClosed { collection, open }) => {
                 s.open_closed.insert((collection, open));
             }
-            Some(KeyKind::Live) | None => {}
+            Some(KeyKind::Live) => s.live += 1,
+            None => {}
         }
+    }
+    Ok(s)
+}
+
+/// [`survey`] for the commands that read an existing trader: a trader
+/// without a single key is an error (a mistyped id must not look like an
+/// empty, healthy state or give an empty backup).
+pub(crate) fn survey_existing(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliError> {
+    let s = survey(conn, layout)?;
+    if s.is_empty() {
+        return Err(err(format!(
+            "no keys under {}: (no commit marker, no index, no values): is the trader (and instance) id \
+             right? `tradecache inspect` lists the traders present",
+            layout.prefix()
+        )));
     }
     Ok(s)
 }
@@ -236,6 +262,42 @@ pub(crate) fn index_members(
         out.insert(c.clone(), members);
     }
     Ok(out)
+}
+
+/// Deletes the orphan event log of `collection`/`id` (a log whose id has
+/// no snapshot), guarded so that a snapshot appearing meanwhile keeps it:
+/// `WATCH` the snapshot key, check it is absent, `UNLINK` the log in
+/// `MULTI`/`EXEC` (aborted by Redis if the snapshot was written since the
+/// `WATCH`). Returns whether the log was deleted.
+pub(crate) fn delete_orphan_log(
+    conn: &mut Conn,
+    layout: &Layout,
+    collection: &str,
+    id: &str,
+) -> Result<bool, CliError> {
+    let entity = layout.entity(collection, id);
+    let mut watch = redis::cmd("WATCH");
+    watch.arg(&entity);
+    query(conn, &watch)?;
+    let mut exists = redis::cmd("EXISTS");
+    exists.arg(&entity);
+    if query(conn, &exists)? != Value::Int(0) {
+        query(conn, &redis::cmd("UNWATCH"))?;
+        return Ok(false);
+    }
+    let mut unlink = redis::cmd("UNLINK");
+    unlink.arg(layout.events(collection, id));
+    let cmds = [redis::cmd("MULTI"), unlink, redis::cmd("EXEC")];
+    match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
+        Some(Value::Array(r)) => match r.first() {
+            Some(Value::Int(n)) => Ok(*n > 0),
+            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
+            _ => Ok(false),
+        },
+        // Nil: the snapshot was written meanwhile; the log is its own now.
+        Some(Value::Nil) => Ok(false),
+        other => Err(err(format!("orphan log transaction: unexpected {other:?}"))),
+    }
 }
 
 /// A writer id and its marker's raw value (`None`: gone since the scan).

@@ -20,16 +20,17 @@ pub(crate) struct VerifyArgs {
     #[arg(long)]
     json: bool,
     /// Fix what has one right answer: remove index entries whose value is
-    /// gone, index values missing from their index, drop repeated events
-    /// from logs (keeping the first of each id). Each fix is one
-    /// WATCH/MULTI/EXEC, skipped if the key changes meanwhile.
+    /// gone, index values missing from their index, put open/closed index
+    /// entries where the value says, drop repeated events from logs
+    /// (keeping the first of each id), delete orphan event logs. Each fix is
+    /// one WATCH/MULTI/EXEC, skipped if the key changes meanwhile.
     #[arg(long)]
     repair: bool,
 }
 
 /// What a finding is about; the names are in docs/recovery.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     IndexWithoutValue,
     ValueWithoutIndex,
     InvalidIndexEntry,
@@ -39,6 +40,14 @@ enum Kind {
     DuplicateEvent,
     OutOfOrderEvent,
     LogWithoutValue,
+    OrphanLog,
+    ClosedNotInClosedIndex,
+    ClosedInOpenIndex,
+    OpenNotInOpenIndex,
+    OpenInClosedIndex,
+    InOpenAndClosed,
+    InNeitherOpenNorClosed,
+    OpenClosedWithoutValue,
 }
 
 impl Kind {
@@ -53,6 +62,29 @@ impl Kind {
             Kind::DuplicateEvent => "duplicate-event",
             Kind::OutOfOrderEvent => "out-of-order-event",
             Kind::LogWithoutValue => "log-without-value",
+            Kind::OrphanLog => "orphan-log",
+            Kind::ClosedNotInClosedIndex => "closed-not-in-closed-index",
+            Kind::ClosedInOpenIndex => "closed-in-open-index",
+            Kind::OpenNotInOpenIndex => "open-not-in-open-index",
+            Kind::OpenInClosedIndex => "open-in-closed-index",
+            Kind::InOpenAndClosed => "in-open-and-closed-index",
+            Kind::InNeitherOpenNorClosed => "in-neither-open-nor-closed-index",
+            Kind::OpenClosedWithoutValue => "open-closed-entry-without-value",
+        }
+    }
+
+    /// What an open/closed finding means, for its detail.
+    pub(crate) fn open_closed_detail(self, open: &str, closed: &str) -> String {
+        match self {
+            Kind::ClosedNotInClosedIndex => format!("closed, but not in {closed}: purges never see it"),
+            Kind::ClosedInOpenIndex => format!("closed, but in {open}: load_open() loads it"),
+            Kind::OpenNotInOpenIndex => format!("open, but not in {open}: load_open() does not load it"),
+            Kind::OpenInClosedIndex => format!("open, but in {closed}: a purge may delete it"),
+            Kind::InOpenAndClosed => format!("in both {open} and {closed}"),
+            Kind::InNeitherOpenNorClosed => {
+                format!("in neither {open} nor {closed}: load_open() and purges do not see it")
+            }
+            _ => String::new(),
         }
     }
 
@@ -63,12 +95,12 @@ impl Kind {
 }
 
 #[derive(Debug)]
-struct Finding {
-    kind: Kind,
-    key: String,
-    detail: String,
+pub(crate) struct Finding {
+    pub(crate) kind: Kind,
+    pub(crate) key: String,
+    pub(crate) detail: String,
     /// (collection, id) for the fixes.
-    target: (String, String),
+    pub(crate) target: (String, String),
 }
 
 pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
@@ -78,7 +110,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     let layout = util::layout(setup)?;
     let mut conn = util::connect(setup)?;
     let enc = ops::encoding(&setup.config);
-    let survey = util::survey(&mut conn, &layout)?;
+    let survey = util::survey_existing(&mut conn, &layout)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let mut findings = Vec::new();
 
@@ -187,11 +219,28 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     for ((c, id), reply) in logs.iter().zip(replies) {
         let key = layout.events(c, id);
         let target = (c.clone(), id.clone());
-        if !survey.entities.contains(&target) {
+        // A market-data series is a list without a snapshot by design. A
+        // log of a collection with snapshots (a reference one, or one with
+        // an index set) whose id has none is an orphan: load() attaches it
+        // to nothing, and an entity written later under the id inherits it.
+        // Elsewhere the collection may be a series of the user's: a warning.
+        let series = ops::MARKET_DATA_COLLECTIONS.contains(&c.as_str());
+        if !series && !survey.entities.contains(&target) {
+            let entities =
+                ops::REFERENCE_COLLECTIONS.contains(&c.as_str()) || survey.indexes.contains(c.as_str());
             findings.push(Finding {
-                kind: Kind::LogWithoutValue,
+                kind: if entities { Kind::OrphanLog } else { Kind::LogWithoutValue },
                 key: key.clone(),
-                detail: format!("no {}: load() does not read this log", layout.entity(c, id)),
+                detail: if entities {
+                    format!(
+                        "orphan: no {} (not in {}); load() attaches it to nothing and an entity written \
+                         later as {id} would inherit it; --repair deletes it",
+                        layout.entity(c, id),
+                        layout.index(c)
+                    )
+                } else {
+                    format!("no {}: load() does not read this log", layout.entity(c, id))
+                },
                 target: target.clone(),
             });
         }
@@ -255,6 +304,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     }
 
+    crate::open_closed::check(&mut conn, &layout, enc, &survey, &mut findings)?;
+
     // A batch landing during the scan can make an entity and its index
     // disagree for a moment: keep only what a second look confirms.
     recheck(&mut conn, &layout, &mut findings)?;
@@ -303,7 +354,9 @@ fn list(ids: &[u64]) -> String {
 /// Re-reads index membership and existence for the index findings.
 fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Result<(), CliError> {
     let idx: Vec<usize> = (0..findings.len())
-        .filter(|i| matches!(findings[*i].kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex))
+        .filter(|i| {
+            matches!(findings[*i].kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex | Kind::OrphanLog)
+        })
         .collect();
     let mut cmds = Vec::new();
     for i in &idx {
@@ -322,6 +375,7 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
         let exists = matches!(replies.get(2 * n + 1), Some(Value::Int(1)));
         let still = match findings[*i].kind {
             Kind::IndexWithoutValue => member && !exists,
+            Kind::OrphanLog => !exists,
             _ => exists && !member,
         };
         if !still {
@@ -338,7 +392,7 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
 
 /// Runs `MULTI`, the commands, `EXEC` after `WATCH keys`, if `still` holds
 /// on a fresh read; returns whether it applied.
-fn watched(
+pub(crate) fn watched(
     conn: &mut Conn,
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
@@ -421,8 +475,14 @@ fn repair(
                 }
                 Ok(Some(cmds))
             })?,
-            // Two versions of the data, or none readable: an operator decides
-            // (docs/recovery.md).
+            Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
+            Kind::ClosedNotInClosedIndex
+            | Kind::ClosedInOpenIndex
+            | Kind::OpenNotInOpenIndex
+            | Kind::OpenInClosedIndex
+            | Kind::OpenClosedWithoutValue => crate::open_closed::repair(conn, layout, enc, f)?,
+            // Two versions of the data, none readable, or a state only the
+            // engine's type knows: an operator decides (docs/recovery.md).
             _ => false,
         };
         if done {

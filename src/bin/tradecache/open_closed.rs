@@ -1,0 +1,177 @@
+//! `verify`'s check of the open/closed indexes: every snapshot the flusher
+//! wrote is in exactly one of `index:{c}:open` (a set) and
+//! `index:{c}:closed` (a sorted set by last update), the one its state
+//! says; `load_open` reads the first and purges the second, so an entry
+//! missing there hides the entity from them. For the reference
+//! collections the state is decoded from the value (and `--repair` puts
+//! the entry back); for others only their own type knows it, so an id in
+//! both or in neither is reported and left to the operator.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use redis::Value;
+use tradecache::ops::{self, Conn, Layout};
+use tradecache::Encoding;
+
+use crate::util::{self, bytes, text, CliError, Survey};
+use crate::verify::{watched, Finding, Kind};
+
+/// One collection's open and closed members.
+#[derive(Default)]
+struct Members {
+    open: BTreeSet<String>,
+    closed: BTreeSet<String>,
+}
+
+fn members(reply: Value) -> Result<BTreeSet<String>, String> {
+    match reply {
+        Value::Array(v) | Value::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
+        Value::Nil => Ok(BTreeSet::new()),
+        Value::ServerError(e) => Err(e.to_string()),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Adds the open/closed findings of every collection that has snapshots
+/// and either is a reference collection or has an open or closed index.
+pub(crate) fn check(
+    conn: &mut Conn,
+    layout: &Layout,
+    enc: Encoding,
+    survey: &Survey,
+    findings: &mut Vec<Finding>,
+) -> Result<(), CliError> {
+    let mut collections: BTreeSet<String> = survey.open_closed.iter().map(|(c, _)| c.clone()).collect();
+    collections.extend(
+        survey
+            .entities
+            .iter()
+            .map(|(c, _)| c.clone())
+            .filter(|c| ops::REFERENCE_COLLECTIONS.contains(&c.as_str())),
+    );
+    let mut cmds = Vec::new();
+    for c in &collections {
+        let mut open = redis::cmd("SMEMBERS");
+        open.arg(layout.open_index(c));
+        let mut closed = redis::cmd("ZRANGE");
+        closed.arg(layout.closed_index(c)).arg(0).arg(-1);
+        cmds.extend([open, closed]);
+    }
+    let mut replies = util::pipeline(conn, &cmds, 100, None)?.into_iter();
+    let mut by_collection = BTreeMap::new();
+    for c in &collections {
+        let mut m = Members::default();
+        for (open, reply) in [(true, replies.next()), (false, replies.next())] {
+            match members(reply.unwrap_or(Value::Nil)) {
+                Ok(ids) if open => m.open = ids,
+                Ok(ids) => m.closed = ids,
+                Err(e) => findings.push(Finding {
+                    kind: Kind::WrongType,
+                    key: if open { layout.open_index(c) } else { layout.closed_index(c) },
+                    detail: e,
+                    target: (c.clone(), String::new()),
+                }),
+            }
+        }
+        by_collection.insert(c.clone(), m);
+    }
+
+    // Entries whose snapshot is gone.
+    for (c, m) in &by_collection {
+        for (open, ids) in [(true, &m.open), (false, &m.closed)] {
+            for id in ids.iter().filter(|id| !survey.entities.contains(&(c.clone(), (*id).clone()))) {
+                findings.push(Finding {
+                    kind: Kind::OpenClosedWithoutValue,
+                    key: if open { layout.open_index(c) } else { layout.closed_index(c) },
+                    detail: format!("{id} is listed but {} does not exist", layout.entity(c, id)),
+                    target: (c.clone(), id.clone()),
+                });
+            }
+        }
+    }
+
+    // Each snapshot in the index its state says.
+    let targets: Vec<&(String, String)> =
+        survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
+    let gets: Vec<redis::Cmd> = targets
+        .iter()
+        .map(|(c, id)| {
+            let mut g = redis::cmd("GET");
+            g.arg(layout.entity(c, id));
+            g
+        })
+        .collect();
+    let values = util::pipeline(conn, &gets, 1000, None)?;
+    for ((c, id), v) in targets.into_iter().zip(values) {
+        let Some(m) = by_collection.get(c) else { continue };
+        let (in_open, in_closed) = (m.open.contains(id), m.closed.contains(id));
+        let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
+        let kind = match ops::open_closed_state(c, &b, enc) {
+            Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
+            Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
+            Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
+            Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
+            Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosed),
+            Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosed),
+            _ => None, // consistent, or undecodable (verify reports it)
+        };
+        if let Some(kind) = kind {
+            findings.push(Finding {
+                kind,
+                key: layout.entity(c, id),
+                detail: kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c)),
+                target: (c.clone(), id.clone()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Repairs one open/closed finding under a `WATCH` of the value and both
+/// indexes: the state is read again and the entry put where it says (a
+/// closed entry keeps its score; a new one is scored by the value's last
+/// update, or now). Returns whether it applied.
+pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> Result<bool, CliError> {
+    let (c, id) = &f.target;
+    let (entity, open, closed) = (layout.entity(c, id), layout.open_index(c), layout.closed_index(c));
+    let watch = [entity.clone(), open.clone(), closed.clone()];
+    match f.kind {
+        Kind::OpenClosedWithoutValue => watched(conn, &watch, |conn| {
+            let mut e = redis::cmd("EXISTS");
+            e.arg(&entity);
+            Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
+                let mut srem = redis::cmd("SREM");
+                srem.arg(&open).arg(id);
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(&closed).arg(id);
+                vec![srem, zrem]
+            }))
+        }),
+        Kind::ClosedInOpenIndex
+        | Kind::ClosedNotInClosedIndex
+        | Kind::OpenInClosedIndex
+        | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
+            let mut g = redis::cmd("GET");
+            g.arg(&entity);
+            let Value::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
+            let Ok(Some((is_closed, updated_ms))) = ops::open_closed_state(c, &b, enc) else {
+                return Ok(None);
+            };
+            Ok(Some(if is_closed {
+                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(&closed).arg("NX").arg(score).arg(id);
+                let mut srem = redis::cmd("SREM");
+                srem.arg(&open).arg(id);
+                vec![zadd, srem]
+            } else {
+                let mut sadd = redis::cmd("SADD");
+                sadd.arg(&open).arg(id);
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(&closed).arg(id);
+                vec![sadd, zrem]
+            }))
+        }),
+        _ => Ok(false),
+    }
+}

@@ -1,0 +1,200 @@
+//! The `tradecache` CLI's coverage of the whole layout: market-data series
+//! in backups, the open/closed indexes in `verify`, a trader that does not
+//! exist, and orphan event logs (an id's log without its snapshot).
+
+use std::time::Duration;
+
+use crate::cli::{cfg, dump, findings, ok, order, run, stderr, stdout, write_orders, NOW_NS};
+use crate::harness::RedisServer;
+use tradecache::model::{Bar, OrderStatus, QuoteTick, TradeTick, UnixNanos};
+use tradecache::Cache;
+
+/// export → import keeps the market-data series: quote, trade and bar
+/// lists come back byte for byte, and the library reads them.
+#[test]
+fn cli_export_import_round_trips_market_data() {
+    let source = RedisServer::start();
+    let cache = Cache::open(cfg(source.port(), "MD")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Accepted, NOW_NS, 2)]);
+    for i in 1..=5 {
+        cache.append_market_data(&QuoteTick::example("BTCUSDT-PERP.BINANCE", UnixNanos(i))).unwrap();
+        cache.append_market_data(&TradeTick::example("ETHUSDT-PERP.BINANCE", UnixNanos(i))).unwrap();
+        cache
+            .append_market_data(&Bar::example("BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL", UnixNanos(i)))
+            .unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    cache.close(Duration::from_secs(5)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("md.jsonl");
+    let f = file.to_str().unwrap();
+    ok(run(&source, &["-t", "MD", "export", "-o", f]));
+    let target = RedisServer::start();
+    ok(run(&target, &["-t", "MD", "import", "-f", f]));
+    let (a, b) = (dump(&source, "trader-MD:*"), dump(&target, "trader-MD:*"));
+    for series in [
+        "trader-MD:quotes:BTCUSDT-PERP.BINANCE:events",
+        "trader-MD:trades:ETHUSDT-PERP.BINANCE:events",
+        "trader-MD:bars:BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL:events",
+    ] {
+        assert_eq!(a.get(series.as_bytes()).map(Vec::len), Some(5), "{series} in the source");
+        assert_eq!(b.get(series.as_bytes()), a.get(series.as_bytes()), "{series} restored exactly");
+    }
+    assert!(a == b, "the imported state differs from the exported one");
+    let again = Cache::open(cfg(target.port(), "MD")).unwrap();
+    let (ticks, _) = again.load_ticks::<QuoteTick>("BTCUSDT-PERP.BINANCE", 10).unwrap();
+    assert_eq!(ticks.len(), 5);
+    // A series has no snapshot by design: verify finds nothing wrong.
+    ok(run(&target, &["-t", "MD", "verify"]));
+}
+
+/// `verify` checks each snapshot's open/closed state against
+/// `index:{c}:open` / `index:{c}:closed`, and `--repair` puts it back.
+#[test]
+fn cli_verify_checks_the_open_and_closed_indexes() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(
+        &cache,
+        &[
+            order("O-OPEN", OrderStatus::Accepted, NOW_NS, 1),
+            order("O-DONE", OrderStatus::Filled, NOW_NS, 1),
+            order("O-ALSO", OrderStatus::Canceled, NOW_NS, 1),
+        ],
+    );
+    cache.close(Duration::from_secs(5)).unwrap();
+    ok(run(&server, &["-t", "T1", "verify"]));
+    let mut con = server.client();
+    let _: () =
+        redis::cmd("ZREM").arg("trader-T1:index:orders:closed").arg("O-DONE").query(&mut con).unwrap();
+    let _: () = redis::cmd("SREM").arg("trader-T1:index:orders:open").arg("O-OPEN").query(&mut con).unwrap();
+    let _: () = redis::cmd("SADD").arg("trader-T1:index:orders:open").arg("O-ALSO").query(&mut con).unwrap();
+
+    let o = run(&server, &["-t", "T1", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let f = findings(&o);
+    for (kind, key) in [
+        ("closed-not-in-closed-index", "trader-T1:orders:O-DONE"),
+        ("open-not-in-open-index", "trader-T1:orders:O-OPEN"),
+        ("closed-in-open-index", "trader-T1:orders:O-ALSO"),
+    ] {
+        assert!(f.contains(&(kind.to_string(), key.to_string())), "{kind} {key} not in {f:?}");
+    }
+    assert_eq!(f.len(), 3, "{f:?}");
+
+    let o = ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(stdout(&o).contains("repaired 3 finding(s)"), "{}", stdout(&o));
+    ok(run(&server, &["-t", "T1", "verify"]));
+    let open: Vec<String> =
+        redis::cmd("SMEMBERS").arg("trader-T1:index:orders:open").query(&mut con).unwrap();
+    assert_eq!(open, ["O-OPEN"]);
+    let closed: Vec<String> =
+        redis::cmd("ZRANGE").arg("trader-T1:index:orders:closed").arg(0).arg(-1).query(&mut con).unwrap();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert!(closed.contains(&"O-DONE".to_string()));
+}
+
+/// A trader with no keys at all is an error (exit 2, a clear message) for
+/// `verify`, `export`, `stats` and `purge`, not an empty success.
+#[test]
+fn cli_an_unknown_trader_is_an_error() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "REAL")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Accepted, NOW_NS, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.jsonl");
+    for args in [
+        &["-t", "NOBODY", "verify"][..],
+        &["-t", "NOBODY", "export", "-o", file.to_str().unwrap()],
+        &["-t", "NOBODY", "stats"],
+        &["-t", "NOBODY", "purge", "--older-than", "1d"],
+    ] {
+        let o = run(&server, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stdout(&o));
+        assert!(stderr(&o).contains("no keys under trader-NOBODY:"), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!file.exists() || std::fs::read(&file).unwrap().is_empty(), "no backup written");
+    ok(run(&server, &["-t", "REAL", "verify"]));
+    ok(run(&server, &["-t", "REAL", "stats"]));
+}
+
+fn event(id: &str, event_id: u64) -> tradecache::model::OrderEvent {
+    tradecache::model::OrderEvent {
+        event_id,
+        client_order_id: tradecache::Ident::new(id).unwrap(),
+        ts_event: UnixNanos(event_id),
+        kind: tradecache::model::OrderEventKind::Canceled,
+    }
+}
+
+/// An event appended after its entity was deleted is kept (acknowledged,
+/// returned by `get_events`) but is an orphan: `verify` exits 1 naming it,
+/// `--repair` deletes it, and a log whose snapshot exists is left alone.
+#[test]
+fn cli_verify_reports_and_repairs_an_orphan_log() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(
+        &cache,
+        &[
+            order("O-GONE", OrderStatus::Accepted, NOW_NS, 2),
+            order("O-KEEP", OrderStatus::Accepted, NOW_NS, 2),
+        ],
+    );
+    cache.delete::<tradecache::model::Order>("O-GONE").unwrap();
+    let late = event("O-GONE", 3);
+    cache.append("O-GONE", &late).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let kept = cache.get_events::<tradecache::model::OrderEvent>("O-GONE").unwrap();
+    assert_eq!(kept, [late], "an acknowledged event is never hidden");
+    assert!(cache.load().unwrap().orders.iter().all(|o| o.client_order_id.as_str() != "O-GONE"));
+
+    let o = run(&server, &["-t", "T1", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let f = findings(&o);
+    assert_eq!(f, [("orphan-log".to_string(), "trader-T1:orders:O-GONE:events".to_string())], "{f:?}");
+
+    let o = ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(stdout(&o).contains("repaired 1 finding(s)"), "{}", stdout(&o));
+    ok(run(&server, &["-t", "T1", "verify"]));
+    let after = dump(&server, "trader-T1:*");
+    assert!(!after.contains_key(&b"trader-T1:orders:O-GONE:events"[..]), "the orphan is gone");
+    assert_eq!(after[&b"trader-T1:orders:O-KEEP:events"[..]].len(), 2, "a log with its snapshot stays");
+
+    // An orphan whose snapshot is written again before the repair is no
+    // orphan any more: it is kept.
+    cache.delete::<tradecache::model::Order>("O-KEEP").unwrap();
+    cache.append("O-KEEP", &event("O-KEEP", 3)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(run(&server, &["-t", "T1", "verify"]).status.code(), Some(1));
+    write_orders(&cache, &[order("O-KEEP", OrderStatus::Accepted, NOW_NS, 0)]);
+    ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(dump(&server, "trader-T1:*").contains_key(&b"trader-T1:orders:O-KEEP:events"[..]));
+    cache.close(Duration::from_secs(5)).unwrap();
+}
+
+/// `purge` removes the orphan logs of the collections it purges (listed in
+/// a dry run), and no log whose snapshot exists.
+#[test]
+fn cli_purge_removes_orphan_logs() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(
+        &cache,
+        &[order("O-GONE", OrderStatus::Filled, NOW_NS, 2), order("O-OPEN", OrderStatus::Accepted, NOW_NS, 2)],
+    );
+    cache.delete::<tradecache::model::Order>("O-GONE").unwrap();
+    cache.append("O-GONE", &event("O-GONE", 3)).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+
+    let o = ok(run(&server, &["-t", "T1", "purge", "--older-than", "30d"]));
+    assert!(stdout(&o).contains("would delete orphan log trader-T1:orders:O-GONE:events"), "{}", stdout(&o));
+    assert!(dump(&server, "trader-T1:*").contains_key(&b"trader-T1:orders:O-GONE:events"[..]), "dry run");
+    let o = ok(run(&server, &["-t", "T1", "purge", "--older-than", "30d", "--execute"]));
+    assert!(stdout(&o).contains("and 1 orphan event log(s)"), "{}", stdout(&o));
+    let after = dump(&server, "trader-T1:*");
+    assert!(!after.contains_key(&b"trader-T1:orders:O-GONE:events"[..]));
+    assert_eq!(after[&b"trader-T1:orders:O-OPEN:events"[..]].len(), 2);
+    ok(run(&server, &["-t", "T1", "verify"]));
+    cache.close(Duration::from_secs(5)).unwrap();
+}
