@@ -30,13 +30,19 @@ pub enum ErrorClass {
     /// Another writer opened as this one (same trader, instance and
     /// `writer_id`) and took over: this cache writes nothing more.
     Fenced,
+    /// The commit marker is missing or behind what this writer had
+    /// acknowledged: Redis lost acknowledged batches (AOF `everysec` loss,
+    /// a failover to a lagging replica, a restore) or someone deleted it.
+    /// The writes that may be gone are listed by
+    /// [`crate::Cache::take_dropped`].
+    MarkerLost,
     /// Any other server error.
     Other,
 }
 
 impl ErrorClass {
     /// How many classes there are.
-    pub(crate) const COUNT: usize = 12;
+    pub(crate) const COUNT: usize = 13;
 
     /// Every class, in a fixed order.
     pub(crate) const ALL: [ErrorClass; ErrorClass::COUNT] = [
@@ -51,6 +57,7 @@ impl ErrorClass {
         ErrorClass::TooLarge,
         ErrorClass::Command,
         ErrorClass::Fenced,
+        ErrorClass::MarkerLost,
         ErrorClass::Other,
     ];
 
@@ -73,6 +80,7 @@ impl ErrorClass {
             ErrorClass::TooLarge => "too_large",
             ErrorClass::Command => "command",
             ErrorClass::Fenced => "fenced",
+            ErrorClass::MarkerLost => "marker_lost",
             ErrorClass::Other => "other",
         }
     }

@@ -265,6 +265,7 @@ enum Source {
     Reconnects,
     Replays,
     Purged,
+    MarkerLosses,
     Backlog,
     Connected,
     FlusherRunning,
@@ -344,6 +345,12 @@ const FAMILIES: &[(&str, MetricType, &str, Source)] = &[
         MetricType::Counter,
         "Closed entities deleted by purges (Cache::purge_closed and the retain_closed_for policy).",
         Source::Purged,
+    ),
+    (
+        "tradecache_marker_losses_total",
+        MetricType::Counter,
+        "Times the commit marker was missing or behind what this writer had acknowledged (Redis may have lost acknowledged writes).",
+        Source::MarkerLosses,
     ),
     (
         "tradecache_backlog",
@@ -445,6 +452,7 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
         Source::Reconnects => u(shared.reconnects.load(Relaxed)),
         Source::Replays => u(shared.replays.load(Relaxed)),
         Source::Purged => u(shared.purged.load(Relaxed)),
+        Source::MarkerLosses => u(shared.marker_losses.load(Relaxed)),
         Source::Backlog => {
             let acked = shared.acked_seq.load(Relaxed);
             u(shared.accepted_seq.load(Relaxed).saturating_sub(acked))
@@ -519,6 +527,7 @@ impl Cache {
     /// | `tradecache_batches_total`, `tradecache_commands_total` | counter | transactions and commands applied |
     /// | `tradecache_reconnects_total`, `tradecache_replays_total` | counter | reconnects; in-doubt batches resent |
     /// | `tradecache_purged_total` | counter | closed entities purged: [`Stats::purged`](crate::Stats::purged) |
+    /// | `tradecache_marker_losses_total` | counter | commit marker missing or behind: [`Stats::marker_losses`](crate::Stats::marker_losses) |
     /// | `tradecache_backlog` | gauge | accepted, not yet acknowledged |
     /// | `tradecache_connected`, `tradecache_flusher_running` | gauge | 0 or 1 |
     /// | `tradecache_fenced`, `tradecache_backpressure`, `tradecache_healthy` | gauge | 0 or 1, as in [`Health`](crate::Health) |

@@ -54,6 +54,11 @@ const COUNTERS: &[(&str, &str)] = &[
     ("tradecache_commands_total", "Redis commands sent inside applied transactions."),
     ("tradecache_reconnects_total", "Connections re-established after a failure."),
     ("tradecache_replays_total", "In-doubt transactions resent after a reconnect."),
+    ("tradecache_purged_total", "Closed entities deleted by purges."),
+    (
+        "tradecache_marker_losses_total",
+        "Times the commit marker was missing or behind what was acknowledged.",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
@@ -109,6 +114,8 @@ impl MetricsReporter {
         abs("tradecache_commands_total", shared.written.load(Relaxed));
         abs("tradecache_reconnects_total", shared.reconnects.load(Relaxed));
         abs("tradecache_replays_total", shared.replays.load(Relaxed));
+        abs("tradecache_purged_total", shared.purged.load(Relaxed));
+        abs("tradecache_marker_losses_total", shared.marker_losses.load(Relaxed));
         for (class, n) in shared.dropped_counts() {
             counter!("tradecache_dropped_total", with("reason", class.name())).absolute(n);
         }

@@ -33,6 +33,9 @@ pub struct Stats {
     /// Closed entities deleted by purges ([`crate::Cache::purge_closed`]
     /// and the `retain_closed_for` policy).
     pub purged: u64,
+    /// Times the commit marker was found missing or behind what this
+    /// writer had acknowledged (see [`Health::marker_lost`]).
+    pub marker_losses: u64,
     /// Accepted writes that could not be persisted (encode failure, too
     /// large, or a command error inside the transaction); see `errors`, and
     /// [`crate::Cache::take_dropped`] for which ones.
@@ -77,6 +80,10 @@ pub struct Health {
     /// "Writers and fencing"): this cache writes nothing more. Names the
     /// writer key.
     pub fenced: Option<String>,
+    /// The last time the commit marker was found missing or behind what
+    /// this writer had acknowledged: Redis may have lost acknowledged
+    /// writes (README, "Guarantees"). Stays set; it is a fact to act on.
+    pub marker_lost: Option<String>,
 }
 
 impl Health {

@@ -45,7 +45,18 @@ pub(super) struct Batch {
     pub(super) max_seq: u64,
     /// The connection generation `tx` was built for.
     pub(super) generation: u64,
+    /// What settles the batch when the commit marker cannot (it is gone
+    /// or behind): the last log it appends to and the entries it leaves at
+    /// that log's tail. `None` when it appends nothing, and replaying it
+    /// is harmless (snapshots, deletes and index entries are idempotent).
+    pub(super) probe: Option<Probe>,
     state: State,
+}
+
+/// The tail a batch leaves on one of its logs (`Batch::probe`).
+pub(super) struct Probe {
+    pub(super) key: Vec<u8>,
+    pub(super) tail: Vec<Vec<u8>>,
 }
 
 /// Where a batch is. Changed only through `Batch`'s methods, each named
@@ -76,6 +87,7 @@ impl Batch {
             first_seq,
             max_seq: 0,
             generation,
+            probe: None,
             state: State::Built,
         }
     }
@@ -454,6 +466,19 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
         keys.write_events(&mut b.key, first.collection, &first.id);
         p.cmd_args(&[b"RPUSH", &b.key], &b.log);
         batch.weights.push(b.log.n as u64);
+        if start == b.event_bytes.len() {
+            // The batch's last log: the tail it leaves there (at most `cap`).
+            let keep = first.cap.unwrap_or(usize::MAX).min(run.len());
+            let mut at = run_start;
+            let mut tail = Vec::with_capacity(keep);
+            for (i, ev) in run.iter().enumerate() {
+                if i >= run.len() - keep {
+                    tail.push(event_bytes(&b.event_bytes, at, ev.end).to_vec());
+                }
+                at = ev.end;
+            }
+            batch.probe = Some(Probe { key: b.key.clone(), tail });
+        }
         // Market data (issue 13) and account events with
         // `max_account_events` (issue 15): a capped list keeps its
         // newest `cap` entries, trimmed in the same transaction.

@@ -90,6 +90,7 @@ impl Flusher {
             // skipped: one may be queued on the server already.)
             self.indexed.clear();
         }
+        self.note_marker(&read);
         self.watching = true;
         Ok(read)
     }

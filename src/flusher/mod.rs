@@ -27,6 +27,7 @@ mod guard;
 mod heartbeat;
 mod index;
 mod link;
+mod loss;
 mod pending;
 mod pipeline;
 mod purge;
@@ -126,6 +127,14 @@ pub(crate) struct Flusher {
     /// When the heartbeat is written next (`heartbeat.rs`).
     next_heartbeat: Option<Instant>,
     heartbeat_key: Vec<u8>,
+    /// The last batch number this writer acknowledged (`loss.rs`): a
+    /// marker behind it means Redis lost acknowledged batches.
+    marker_floor: u64,
+    /// The last marker read showed such a loss (`resolve` then settles an
+    /// in-doubt batch by what it wrote).
+    marker_lost_now: bool,
+    /// Recently acknowledged batches: (number, first sequence number).
+    recent: std::collections::VecDeque<(u64, u64)>,
 }
 
 pub(crate) struct FlusherInit {
@@ -193,6 +202,9 @@ impl Flusher {
             next_auto_purge: init.cfg.retain_closed_for.map(|_| now),
             next_heartbeat: init.cfg.heartbeat_interval.map(|_| now),
             heartbeat_key,
+            marker_floor: init.marker.batch,
+            marker_lost_now: false,
+            recent: std::collections::VecDeque::new(),
             cfg: init.cfg,
         }
     }

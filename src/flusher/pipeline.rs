@@ -408,13 +408,20 @@ impl Flusher {
         }
         let read = self.watch()?;
         let epoch = self.epoch;
+        // The marker lost (`loss.rs`): it cannot say, what the batch wrote can.
+        let by_content = if self.marker_lost_now { Some(self.probe_applied()?) } else { None };
         let Some(batch) = self.held.as_mut() else { return Ok(()) };
-        let applied = read.applied_batch(epoch);
+        let applied = match by_content {
+            Some(true) => batch.no,
+            Some(false) => 0,
+            None => read.applied_batch(epoch),
+        };
         if applied < batch.no {
             batch.replay();
             self.shared.replays.fetch_add(1, Relaxed);
             return Ok(());
         }
+
         self.check_refused()?;
         if self.cfg.replica_wait.is_some() {
             // This connection has written nothing yet, so a bare WAIT
@@ -498,6 +505,14 @@ impl Flusher {
             log::info!("tradecache: Redis accepts writes again");
         }
         self.shared.batches.fetch_add(1, Relaxed);
+        if self.recent.len() >= super::loss::RECENT_BATCHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((batch.no, batch.first_seq));
+        // Acknowledged: a marker behind it from now on is a loss
+        // (`loss.rs`). (Applied but unacknowledged, waiting for replicas,
+        // it may still be lost in a failover without anyone told wrong.)
+        self.marker_floor = self.marker_floor.max(batch.no);
         self.purge_owed = true;
         self.publish_ack(batch.max_seq);
         // The batch queued or built behind it is next, before anything

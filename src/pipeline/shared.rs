@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pub(crate) dropped: AtomicU64,
     pub(crate) replays: AtomicU64,
     pub(crate) purged: AtomicU64,
+    /// Commit-marker losses seen by the flusher, and the last one.
+    pub(crate) marker_losses: AtomicU64,
+    pub(crate) marker_lost: Mutex<Option<String>>,
     pub(crate) connected: AtomicBool,
     pub(crate) flusher_alive: AtomicBool,
     errors: [AtomicU64; ErrorClass::COUNT],
@@ -308,6 +311,7 @@ impl Shared {
             reconnects: self.reconnects.load(Relaxed),
             replays: self.replays.load(Relaxed),
             purged: self.purged.load(Relaxed),
+            marker_losses: self.marker_losses.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             errors: ErrorClass::ALL
                 .iter()
@@ -333,6 +337,7 @@ impl Shared {
             last_error_class: last.as_ref().map(|e| e.class),
             last_error_age: last.and_then(|e| e.at.elapsed().ok()),
             backpressure: self.backpressure.lock().clone(),
+            marker_lost: self.marker_lost.lock().clone(),
             fenced: self.fence.lock().as_ref().map(|(_, detail)| detail.clone()),
         }
     }

@@ -221,3 +221,72 @@ fn replica_wait_after_a_lost_reply_waits_for_a_replica() {
     cache.wait(seq, Duration::from_secs(20)).unwrap();
     assert_eq!(ticks(&mut rcon, "T1", "A"), vec![1, 2]);
 }
+
+/// The marker deleted (an operator's `DEL`, an AOF `everysec` loss, a
+/// failover to a lagging replica) while a batch is in doubt: the batch is
+/// settled by what it wrote (the tail of its log), not replayed on the
+/// guess that a missing marker means "nothing applied", and the loss of
+/// the marker is reported loudly: counted, in `health()`, and the writes it
+/// may have taken listed by `take_dropped`.
+#[test]
+fn a_marker_lost_while_a_batch_is_in_doubt_is_reported_not_replayed() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::open(through(&proxy)).unwrap();
+    for i in 1..=100 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    // The next batch applies but its reply is lost; then the marker goes.
+    proxy.drop_replies(true);
+    for i in 101..=200 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    wait_until("the lost reply to be noticed", Duration::from_secs(20), || {
+        cache.health().last_error.is_some()
+    });
+    wait_until("a batch to be applied", Duration::from_secs(20), || ticks(&mut admin, "T1", "A").len() > 100);
+    let _: () = redis::cmd("DEL").arg("trader-T1:writer:main").query(&mut admin).unwrap();
+    proxy.drop_replies(false);
+    // `flush` tells of the writes the loss may have taken.
+    match cache.flush(Duration::from_secs(30)) {
+        Ok(()) => {}
+        Err(Error::Dropped { first, .. }) => assert_eq!(first.class, ErrorClass::MarkerLost, "{first:?}"),
+        Err(e) => panic!("{e}"),
+    }
+    let got = ticks(&mut admin, "T1", "A");
+    assert_exactly_once(&got, 200);
+    let stats = cache.stats();
+    assert!(stats.marker_losses >= 1, "{stats:?}");
+    let health = cache.health();
+    assert!(health.marker_lost.as_deref().is_some_and(|m| m.contains("writer:main")), "{health:?}");
+    let dropped = cache.take_dropped();
+    assert!(dropped.iter().any(|d| d.class == ErrorClass::MarkerLost), "{dropped:?}");
+}
+
+/// A marker behind what this writer had acknowledged (restored from an
+/// old backup, say) is reported the same way, and writing goes on.
+#[test]
+fn a_regressed_marker_is_reported() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&counter_v("X", 1)).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let old = raw_get(&mut admin, "trader-T1:writer:main").unwrap();
+    for i in 2..=5 {
+        cache.put(&counter_v("X", i)).unwrap();
+        cache.flush(Duration::from_secs(10)).unwrap();
+    }
+    let _: () = redis::cmd("SET").arg("trader-T1:writer:main").arg(old).query(&mut admin).unwrap();
+    cache.put(&counter_v("X", 6)).unwrap();
+    match cache.flush(Duration::from_secs(10)) {
+        Ok(()) => {}
+        Err(Error::Dropped { first, .. }) => assert_eq!(first.class, ErrorClass::MarkerLost, "{first:?}"),
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(counter(&mut admin, "T1", "X").unwrap().value, 6);
+    assert!(cache.stats().marker_losses >= 1, "{:?}", cache.stats());
+    assert!(cache.health().marker_lost.is_some(), "{:?}", cache.health());
+}
