@@ -340,6 +340,13 @@ impl<'a> Reader<'a> {
         self.packer.cmd(&[b"GET", key.as_bytes()]);
         match self.round_trip(&mut report)?.pop() {
             Some(Value::BulkString(b)) => Ok(Some(b)),
+            // A refused read is not "no marker": two refusals would compare
+            // equal and call any read a consistent cut.
+            Some(Value::ServerError(e)) => Err(Error::Redis {
+                addr: self.cfg.redacted_url(),
+                kind: crate::net::Cause::of_code(e.code()).kind(),
+                detail: format!("reading the commit marker {key}: {e}"),
+            }),
             _ => Ok(None),
         }
     }

@@ -235,6 +235,7 @@ fn metrics_every_stats_counter_is_exported() {
         ("coalesced", "tradecache_writes_coalesced_total", Some(stats.coalesced)),
         ("reconnects", "tradecache_reconnects_total", Some(stats.reconnects)),
         ("replays", "tradecache_replays_total", Some(stats.replays)),
+        ("marker_losses", "tradecache_marker_losses_total", Some(stats.marker_losses)),
         ("purged", "tradecache_purged_total", Some(stats.purged)),
         ("dropped", "tradecache_dropped_total", Some(stats.dropped)),
         ("errors", "tradecache_errors_total", Some(errors)),
