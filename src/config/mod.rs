@@ -141,6 +141,9 @@ pub struct Config {
     pub(crate) publish_events: bool,
     pub(crate) stream_max_len: usize,
     pub(crate) stream_max_age: Option<Duration>,
+    // --- tests only ---
+    /// Added to the flusher's wall clock (`Config::clock_skew_for_tests`).
+    pub(crate) clock_skew_ms: i64,
 }
 
 impl Default for Config {
@@ -197,6 +200,7 @@ impl Default for Config {
             publish_events: false,
             stream_max_len: 100_000,
             stream_max_age: None,
+            clock_skew_ms: 0,
         }
     }
 }
@@ -797,10 +801,31 @@ impl Config {
     /// besides [`Config::stream_max_len`]. At least 1 ms. `None` trims by
     /// length only.
     ///
+    /// The age is measured by the Redis server's clock, like the stream
+    /// ids (`XADD … *`), not by the engine's: the flusher reads the
+    /// server's `TIME` on every connection and reconnection, so an engine
+    /// clock that is off never trims the events a batch publishes. Where
+    /// `TIME` is refused (an ACL without `+time`), that connection trims by
+    /// length only, and logs a warning.
+    ///
     /// Default: see `CACHE_STREAM_MAX_AGE_SECS` in [`Config::from_vars`].
     #[must_use]
     pub fn stream_max_age(mut self, v: Option<Duration>) -> Self {
         self.stream_max_age = v;
+        self
+    }
+
+    /// Tests only, not a stable API: runs the flusher as if the engine's
+    /// wall clock were `ms` milliseconds ahead (negative: behind) of the
+    /// machine's, for the clock it stamps batches with (the score of a
+    /// closed entity without a last update). Lets a test show that
+    /// [`Config::stream_max_age`] trims by the Redis server's clock, not
+    /// the engine's (issue 19). Not validated, not read from the
+    /// environment. Default 0.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn clock_skew_for_tests(mut self, ms: i64) -> Self {
+        self.clock_skew_ms = ms;
         self
     }
 

@@ -653,7 +653,7 @@ pub(crate) const ENV: &[EnvVar<Config>] = &[
         sets: "stream_max_age",
         default: |c| secs_or_zero(c.stream_max_age),
         values: "seconds (0: by length only)",
-        doc: "And to entries younger than this (`XTRIM … MINID ~`, Redis 6.2 or later).",
+        doc: "And to entries younger than this by the Redis server's clock (`XTRIM … MINID ~`, Redis 6.2 or later).",
         read: Read::Trimmed,
         apply: |c, v| {
             let s = int(v, 0, u64::MAX, "seconds, 0 (off) or more")?;

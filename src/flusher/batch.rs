@@ -264,9 +264,13 @@ pub(super) struct Spec<'a> {
     pub(super) value_limit: (usize, &'static str),
     /// The packed heartbeat `SET`, when one is due (`heartbeat.rs`).
     pub(super) heartbeat: Option<&'a [u8]>,
-    /// The clock of closed entities without a last update, and of stream
-    /// trims by age.
+    /// The engine's clock: the score of closed entities without a last
+    /// update.
     pub(super) now_ms: u64,
+    /// The server's clock (`Conn::server_clock`), the one stream trims by
+    /// age go by: stream ids are its milliseconds. `None` (`TIME` refused):
+    /// no trim by age.
+    pub(super) server_now_ms: Option<u64>,
 }
 
 /// What building a batch takes from and updates.
@@ -498,7 +502,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             batch.weights.extend(std::iter::repeat_n(0, run.len()));
         }
     }
-    streams.trim(p, cfg, keys, spec.now_ms, &mut batch.weights);
+    streams.trim(p, cfg, keys, spec.server_now_ms, &mut batch.weights);
     if let Some(cmd) = spec.heartbeat {
         p.buf.extend_from_slice(cmd);
         p.commands += 1;
@@ -560,6 +564,7 @@ mod tests {
         no: u64,
         built_seq: u64,
         seq: u64,
+        server_now_ms: Option<u64>,
     }
 
     impl Fixture {
@@ -574,6 +579,7 @@ mod tests {
                 collections: Vec::new(),
                 bufs: Bufs::default(),
                 packer: Packer::default(),
+                server_now_ms: None,
                 value_limit,
                 no: 0,
                 built_seq: 0,
@@ -618,6 +624,7 @@ mod tests {
                 value_limit: self.value_limit,
                 heartbeat,
                 now_ms: 1_000,
+                server_now_ms: self.server_now_ms,
             };
             let work = Work {
                 pending: &mut self.pending,
@@ -851,6 +858,28 @@ mod tests {
         assert_eq!(cmds[6][4], "O-2");
         assert_eq!(cmds[7], ["XTRIM", "trader-T:stream:orders", "MAXLEN", "~", "100"]);
         assert_eq!(batch.weights, [0, 2, 0, 0, 1, 0, 0]);
+    }
+
+    /// Issue 19: the age cutoff is the server's clock less the age, whatever
+    /// the engine's clock says; without the server's clock, no age trim.
+    #[test]
+    fn stream_age_trims_go_by_the_server_clock() {
+        let mut f = Fixture::new();
+        f.cfg.publish_events = true;
+        f.cfg.stream_max_len = 100;
+        f.cfg.stream_max_age = Some(Duration::from_secs(600));
+        f.server_now_ms = Some(5_000_000);
+        f.append("O-1", 1);
+        let (batch, _) = f.build();
+        let cmds = commands(&batch.tx);
+        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "RPUSH", "XADD", "XTRIM", "XTRIM"]);
+        assert_eq!(cmds[5], ["XTRIM", "trader-T:stream:orders", "MINID", "~", "4400000"]);
+        assert_eq!(batch.weights, [0, 1, 0, 0, 0]);
+
+        f.server_now_ms = None;
+        f.append("O-1", 2);
+        let (batch, _) = f.build();
+        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "RPUSH", "XADD", "XTRIM"]);
     }
 
     #[test]

@@ -449,7 +449,8 @@ impl Flusher {
             generation: self.generation,
             value_limit: batch::value_limit(&self.cfg, self.server_bulk_limit),
             heartbeat: heartbeat.as_deref(),
-            now_ms: index::now_ms(),
+            now_ms: index::now_ms().saturating_add_signed(self.cfg.clock_skew_ms),
+            server_now_ms: self.conn.as_ref().and_then(|c| c.server_clock).map(|c| c.now_ms()),
         };
         let work = batch::Work {
             pending: &mut self.pending,

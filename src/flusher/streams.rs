@@ -5,7 +5,7 @@
 //! stream, one `XTRIM … MAXLEN ~ stream_max_len` trims it (once per batch
 //! rather than with each `XADD`: cheaper for Redis, the same bound at the
 //! end of every transaction), and with `stream_max_age` one
-//! `XTRIM … MINID ~` by age.
+//! `XTRIM … MINID ~` by age, by the server's clock (see `trim`).
 //!
 //! Exactly once: a batch is applied whole or not at all, and a batch whose
 //! reply was lost is replayed only when the commit marker shows it was not
@@ -51,20 +51,28 @@ impl Streams {
     }
 
     /// Per stream published to: `XTRIM … MAXLEN ~ stream_max_len`, and with
-    /// `stream_max_age` `XTRIM … MINID ~ {now - age}` (stream ids are the
-    /// server's milliseconds). Pushes each command's weight (0).
+    /// `stream_max_age` `XTRIM … MINID ~ {server_now - age}`. Pushes each
+    /// command's weight (0).
+    ///
+    /// The age cutoff goes by the server's clock (`server_now_ms`, see
+    /// `Conn::server_clock`), because stream ids (`XADD … *`) are the
+    /// server's milliseconds: a cutoff from the engine's clock, ahead of
+    /// the server's by more than the age, would trim the very events this
+    /// transaction adds (issue 19). Without the server's clock there is no
+    /// age trim (the length still bounds the stream): keeping entries a
+    /// while longer is safer than trimming unread ones.
     pub(super) fn trim(
         &mut self,
         p: &mut Packer,
         cfg: &Config,
         keys: &Keys,
-        now_ms: u64,
+        server_now_ms: Option<u64>,
         weights: &mut Vec<u64>,
     ) {
         let maxlen = cfg.stream_max_len.to_string();
-        let min = cfg
-            .stream_max_age
-            .map(|age| now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)).to_string());
+        let min = cfg.stream_max_age.zip(server_now_ms).map(|(age, now)| {
+            now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)).to_string()
+        });
         for collection in &self.collections {
             self.key.clear();
             keys.write_stream(&mut self.key, collection);

@@ -1,6 +1,6 @@
 //! One established connection: credentials, TLS, `TCP_NODELAY`, timeouts,
 //! and what the server tells about it (`CLIENT INFO`,
-//! `proto-max-bulk-len`).
+//! `proto-max-bulk-len`, its clock).
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,40 @@ pub(crate) struct Conn {
     /// when `CONFIG GET` is allowed: a larger value would make it close
     /// the connection, and the batch carrying it would be retried forever.
     pub(crate) bulk_limit: Option<usize>,
+    /// The server's clock, read (`TIME`) when the connection opened, when
+    /// it is needed (`stream_max_age`) and allowed: stream ids are the
+    /// server's milliseconds, so age trims go by its clock, not the
+    /// engine's (issue 19). Read again on each new connection: a
+    /// failover or a restart may bring a server with another clock.
+    pub(crate) server_clock: Option<ServerClock>,
+}
+
+/// The server's wall clock as of a moment on this machine's monotonic
+/// clock: what it reads now is that plus the time elapsed here, so the
+/// engine's wall clock (its skew, its steps) plays no part.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerClock {
+    /// `TIME`, in milliseconds since the epoch.
+    server_ms: u64,
+    /// When its reply was read: the server read its clock before that, so
+    /// `now_ms` is late by at most one round trip, and an age trim keeps
+    /// that much more rather than trimming anything early.
+    at: Instant,
+}
+
+impl ServerClock {
+    /// The server's clock now, in milliseconds since the epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.server_ms.saturating_add(u64::try_from(self.at.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// From a `TIME` reply: seconds and microseconds, as bulk strings.
+    fn parse(reply: &Value, at: Instant) -> Option<ServerClock> {
+        let Value::Array(parts) = reply else { return None };
+        let [secs, micros] = parts.as_slice() else { return None };
+        let (secs, micros) = (u64::try_from(int_of(secs)?).ok()?, u64::try_from(int_of(micros)?).ok()?);
+        Some(ServerClock { server_ms: secs.checked_mul(1000)?.checked_add(micros / 1000)?, at })
+    }
 }
 
 /// Opens one connection to `host:port` with the configured credentials,
@@ -49,7 +83,7 @@ pub(crate) fn connect_to(
     // redis-rs clears the socket timeouts after the handshake: set ours.
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
-    let mut conn = Conn { con, addr, client: None, bulk_limit: None };
+    let mut conn = Conn { con, addr, client: None, bulk_limit: None, server_clock: None };
     conn.client = match conn.query(redis::cmd("CLIENT").arg("INFO")) {
         Ok(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
         Ok(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
@@ -62,6 +96,22 @@ pub(crate) fn connect_to(
         Ok(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
         _ => None,
     };
+    if cfg.publish_events && cfg.stream_max_age.is_some() {
+        conn.server_clock = match conn.query(&redis::cmd("TIME")) {
+            Ok(v) => ServerClock::parse(&v, Instant::now()),
+            Err(_) => None,
+        };
+        if conn.server_clock.is_none() {
+            // Trimming by the engine's clock could trim the events a batch
+            // just published (a clock ahead by more than the age), so
+            // streams are then trimmed by length only (README, "Live
+            // event streams").
+            log::warn!(
+                "tradecache: {}: TIME refused or unreadable: stream_max_age is not applied on this connection",
+                conn.addr
+            );
+        }
+    }
     Ok(conn)
 }
 
@@ -161,5 +211,16 @@ mod tests {
         assert_eq!(ClientIdentity::parse("laddr=1.2.3.4:5 id=x"), None);
         let packed = c.kill_cmd().get_packed_command();
         assert!(String::from_utf8_lossy(&packed).contains("ADDR"));
+    }
+
+    #[test]
+    fn server_clock_from_time() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let at = Instant::now();
+        let c = ServerClock::parse(&Value::Array(vec![bulk("1700000000"), bulk("123456")]), at).unwrap();
+        assert_eq!(c.server_ms, 1_700_000_000_123);
+        assert!(c.now_ms() >= 1_700_000_000_123);
+        assert!(ServerClock::parse(&Value::Array(vec![bulk("x"), bulk("1")]), at).is_none());
+        assert!(ServerClock::parse(&bulk("1700000000"), at).is_none());
     }
 }

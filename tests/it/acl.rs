@@ -9,7 +9,7 @@ use crate::harness::*;
 use tradecache::{Cache, ErrorKind};
 
 /// The minimal ACL rule documented in the README.
-const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim";
+const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim +time";
 
 #[test]
 fn minimal_acl_user_and_no_password_anywhere() {

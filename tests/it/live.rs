@@ -233,6 +233,48 @@ fn streams_are_trimmed_by_length_and_by_age() {
     assert_eq!(streams, vec![STREAM.to_string()]);
 }
 
+/// Issue 19: `stream_max_age` trims by the Redis server's clock (stream
+/// ids are its milliseconds), not by the engine's. With the engine's clock
+/// an hour ahead and a 10-minute age, the events a batch publishes stay;
+/// entries older than 10 minutes by the server's clock still go, and
+/// younger ones stay.
+#[test]
+fn stream_max_age_trims_by_the_server_clock_not_the_engines() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let (secs, _micros): (u64, u64) = redis::cmd("TIME").query(&mut con).unwrap();
+    let server_ms = secs * 1000;
+    let min = 60_000;
+    // Three full nodes (100 entries each by default: `MINID ~` trims
+    // whole nodes) 20 minutes old by the server's clock, then one entry
+    // 5 minutes old.
+    let ev = rmp_serde::to_vec(&Tick { n: 0 }).unwrap();
+    let xadd = |con: &mut redis::Connection, id: String, what: &str| {
+        let _: String =
+            redis::cmd("XADD").arg(STREAM).arg(id).arg("id").arg(what).arg("ev").arg(&ev).query(con).unwrap();
+    };
+    for i in 1..=300u64 {
+        xadd(&mut con, format!("{}-{i}", server_ms - 20 * min), "old");
+    }
+    xadd(&mut con, format!("{}-0", server_ms - 5 * min), "recent");
+    let cfg = config(server.port(), "T1")
+        .publish_events(true)
+        .stream_max_age(Some(Duration::from_secs(600)))
+        .clock_skew_for_tests(3_600_000);
+    let cache = Cache::open(cfg).unwrap();
+    for n in 1..=3 {
+        cache.append("A", &Tick { n }).unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let range: redis::Value = redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+").query(&mut con).unwrap();
+    // In the shape of an `XREAD` reply, for `entries`.
+    let reply =
+        redis::Value::Array(vec![redis::Value::Array(vec![redis::Value::BulkString(STREAM.into()), range])]);
+    let got: Vec<String> = entries(reply).into_iter().map(|(_, (id, n))| format!("{id}:{n}")).collect();
+    assert_eq!(got, ["recent:0", "A:1", "A:2", "A:3"], "what the stream holds after the batch");
+    cache.close(Duration::from_secs(10)).unwrap();
+}
+
 /// The heartbeat's JSON fields.
 fn heartbeat(con: &mut redis::Connection) -> Option<serde_json::Value> {
     let raw: Option<String> = redis::cmd("GET").arg("trader-T1:heartbeat:main").query(con).unwrap();

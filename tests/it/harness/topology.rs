@@ -54,7 +54,7 @@ pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     format!(
         "on >{password} ~{keys} resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim \
          +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore \
-         +zcard +scard +zdiff +unwatch +set +xadd +xtrim {extra}"
+         +zcard +scard +zdiff +unwatch +set +xadd +xtrim +time {extra}"
     )
 }
 
