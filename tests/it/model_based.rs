@@ -423,7 +423,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 for _ in 0..n {
                     next_burst += 1;
                     let id = BURST_IDS[(next_burst % BURST_IDS.len() as u64) as usize];
-                    let seq = if next_burst % 3 == 0 {
+                    let seq = if next_burst.is_multiple_of(3) {
                         next_event += 1;
                         let seq = cache.append(id, &Step { n: next_event }).expect("accepted");
                         model.append(id, next_event);
