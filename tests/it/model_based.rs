@@ -660,3 +660,24 @@ fn purge_racing_a_burst_in_the_channel() {
     ];
     run(Case { max_batch: 2, buffer_interval_ms: 0, ops, drop_at_end: true }).unwrap();
 }
+
+/// The prefix check itself (no Redis): it accepts a state at or after the
+/// acknowledged prefix and rejects an older prefix and a state that is no
+/// prefix at all (a later write without an earlier one).
+#[test]
+fn prefix_check_rejects_what_it_must() {
+    let mut model = Model::default();
+    let mut history = History::known(&model);
+    model.put("A", 2);
+    history.wrote(Seq::new(1), &model);
+    let after_a = model.clone();
+    // Seq 2 is a control operation (not in the history); 3 is a write.
+    model.put("B", 4);
+    history.wrote(Seq::new(3), &model);
+    let mut only_b = Model::default();
+    only_b.put("B", 4);
+    assert!(history.check(&after_a, Seq::new(2), 0).is_ok());
+    assert!(history.check(&model, Seq::new(1), 0).is_ok());
+    assert!(history.check(&Model::default(), Seq::new(1), 0).is_err());
+    assert!(history.check(&only_b, Seq::new(0), 0).is_err());
+}
