@@ -299,8 +299,13 @@ impl Writer {
                 let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
                 let detail = format!(
                     "Redis is unavailable and {} keys are already pending (max_pending_keys): a cache \
-                     drops rather than grow",
-                    self.pending.len()
+                     drops rather than grow{}",
+                    self.pending.len(),
+                    if older {
+                        " (its batch's reply was lost: it may have been written all the same)"
+                    } else {
+                        ""
+                    }
                 );
                 self.drop_write(&p, key, self.last_class, detail);
             }

@@ -732,11 +732,25 @@ fn a_full_channel_refuses_the_write_and_it_is_not_read_back() {
         assert_eq!(kv.get::<u32>("risk", &format!("R{k}")).unwrap_or(None), None, "R{k}");
     }
     server.resume();
-    kv.flush(LONG).unwrap();
+    // On a slow machine the batch in flight can time out before the reads
+    // above end: the writes past `max_pending_keys` are then dropped, and
+    // reported (never silently).
+    match kv.flush(LONG) {
+        Ok(()) => {}
+        Err(Error::Dropped { first, .. }) => assert!(first.detail.contains("max_pending_keys"), "{first:?}"),
+        Err(e) => panic!("{e}"),
+    }
+    let dropped: Vec<String> = kv.take_dropped().into_iter().map(|d| d.key).collect();
     let other = open(server.port(), "t16");
     for k in 1..=50u32 {
-        let want = accepted.contains(&k).then_some(k);
-        assert_eq!(other.get::<u32>("risk", &format!("R{k}")).unwrap(), want, "R{k}");
+        let got = other.get::<u32>("risk", &format!("R{k}")).unwrap();
+        if dropped.iter().any(|d| d.ends_with(&format!(":R{k}"))) {
+            // Dropped from a batch whose reply was lost: that batch may
+            // still have applied (the frozen server read it), so either.
+            assert!(got.is_none() || got == Some(k), "R{k}: {got:?}");
+            continue;
+        }
+        assert_eq!(got, accepted.contains(&k).then_some(k), "R{k}");
     }
 }
 
