@@ -64,9 +64,9 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 	@command -v strace >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null; } || \
 		echo "bench: strace not installed; the syscall count is skipped"
-	$(CARGO) bench --bench hot_path
+	@# load writes report.json afresh; hot_path and kv merge their keys into it.
 	$(CARGO) bench --bench load
-	@# After load, which rewrites report.json: kv merges its key into it.
+	$(CARGO) bench --bench hot_path
 	$(CARGO) bench --bench kv
 
 docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and docs/recovery.md against a private Redis + replica + sentinel

@@ -21,6 +21,9 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+#[path = "common/report.rs"]
+mod report;
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -275,17 +278,7 @@ fn main() {
     let started = Instant::now();
     eprintln!("hot_path: put with one and two producers, {reps} repetition(s) ...");
     let figures = producers(reps);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
-    std::fs::create_dir_all(&dir).expect("create target/bench");
-    let path = dir.join("report.json");
-    // Merge: the other benches' keys stay.
-    let mut report = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    report["hot_path_put_ns"] = figures;
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report.json");
+    let (path, report) = report::merge("hot_path_put_ns", figures);
     println!("{}", table(&report));
     println!(
         "report: {} (key \"hot_path_put_ns\", {:.1} s)",

@@ -15,6 +15,9 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+#[path = "common/report.rs"]
+mod report;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -564,17 +567,7 @@ fn main() {
     kv.insert("bench_runtime_s".into(), json!(started.elapsed().as_secs_f64()));
     let kv = Value::Object(kv);
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
-    std::fs::create_dir_all(&dir).expect("create target/bench");
-    let path = dir.join("report.json");
-    // Merge: the other benches' keys stay.
-    let mut report = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    report["kv"] = kv;
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report.json");
+    let (path, report) = report::merge("kv", kv);
     println!("{}", table(&report["kv"]));
     println!("report: {} (key \"kv\", {:.1} s)", path.display(), started.elapsed().as_secs_f64());
 }
