@@ -7,7 +7,28 @@ use redis::Value;
 use crate::entity::Entity;
 use crate::keys::Keys;
 use crate::model::{Account, Instrument, Order, Position};
-use crate::net::{self, Conn, Failure};
+use crate::net::{self, Conn, Failure, Packer};
+
+/// Where `delete_own_keys` sends its reads: a plain connection (at
+/// `open`), or the flusher's, whose round trips keep its reply stream in
+/// step.
+pub(crate) trait Session {
+    /// Sends one packed command and reads its reply.
+    fn query(&mut self, packed: &[u8]) -> Result<Value, Failure>;
+    /// `host:port` of the server, for failures.
+    fn addr(&self) -> &str;
+}
+
+impl Session for Conn {
+    fn query(&mut self, packed: &[u8]) -> Result<Value, Failure> {
+        self.con.send_packed_command(packed).map_err(|e| Failure::of(&e, &self.addr))?;
+        self.con.recv_response().map_err(|e| Failure::of(&e, &self.addr))
+    }
+
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+}
 
 /// The reference model's collections.
 const REFERENCE: [&str; 4] =
@@ -20,11 +41,11 @@ const REFERENCE: [&str; 4] =
 ///
 /// Keys written while the scan runs may or may not be deleted (`SCAN`'s
 /// guarantee); the flusher runs it with nothing of its own in flight.
-pub(crate) fn delete_own_keys(
-    conn: &mut Conn,
+pub(crate) fn delete_own_keys<S: Session>(
+    conn: &mut S,
     keys: &Keys,
     written: &[&'static str],
-    mut unlink: impl FnMut(&mut Conn, &[Vec<u8>]) -> Result<u64, Failure>,
+    mut unlink: impl FnMut(&mut S, &[Vec<u8>]) -> Result<u64, Failure>,
 ) -> Result<u64, Failure> {
     let (Some(pattern), Some(index_pattern)) = (keys.pattern(), keys.index_pattern()) else {
         // No trader prefix: which keys are ours cannot be told from a
@@ -70,18 +91,22 @@ pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> 
 }
 
 /// Walks `SCAN … MATCH pattern`, handing each page of keys to `page`.
-fn scan(
-    conn: &mut Conn,
+fn scan<S: Session>(
+    conn: &mut S,
     pattern: &str,
-    mut page: impl FnMut(&mut Conn, Vec<Vec<u8>>) -> Result<(), Failure>,
+    mut page: impl FnMut(&mut S, Vec<Vec<u8>>) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let mut cursor: u64 = 0;
+    let mut p = Packer::default();
     loop {
-        let reply = conn
-            .query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000))
-            .map_err(|e| net::Failure::of(&e, &conn.addr))?;
+        p.clear();
+        p.cmd(&[b"SCAN", cursor.to_string().as_bytes(), b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"]);
+        let reply = conn.query(&p.buf)?;
+        if let Some((code, text)) = net::reply_error(&reply) {
+            return Err(Failure::new(net::Cause::of_code(&code), conn.addr(), format!("SCAN: {text}")));
+        }
         let Value::Array(mut parts) = reply else {
-            return Err(Failure::new(net::Cause::Protocol, conn.addr.clone(), "unexpected SCAN reply"));
+            return Err(Failure::new(net::Cause::Protocol, conn.addr(), "unexpected SCAN reply"));
         };
         let found = parts.pop();
         cursor = match parts.pop() {

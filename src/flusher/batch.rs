@@ -483,8 +483,8 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             }
             batch.probe = Some(Probe { key: b.key.clone(), tail });
         }
-        // Market data (issue 13) and account events with
-        // `max_account_events` (issue 15): a capped list keeps its
+        // Market data and account events with
+        // `max_account_events`: a capped list keeps its
         // newest `cap` entries, trimmed in the same transaction.
         if let Some(cap) = first.cap {
             let start = format!("-{cap}");
@@ -860,7 +860,7 @@ mod tests {
         assert_eq!(batch.weights, [0, 2, 0, 0, 1, 0, 0]);
     }
 
-    /// Issue 19: the age cutoff is the server's clock less the age, whatever
+    /// The age cutoff is the server's clock less the age, whatever
     /// the engine's clock says; without the server's clock, no age trim.
     #[test]
     fn stream_age_trims_go_by_the_server_clock() {

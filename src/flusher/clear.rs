@@ -3,21 +3,24 @@
 //! (`crate::clear` finds them) in transactions guarded by the marker's
 //! `WATCH`, then acknowledges the `clear` itself.
 
+use std::time::Instant;
+
 use crossbeam_channel::Sender;
 use redis::Value;
 
 use crate::marker::Marker;
+use crate::net::{self, reply_error, Failure, Packer};
 
-use super::guard::judge_marker;
-use crate::net::{self, reply_error, Action, Conn, Failure, Packer};
-
-use super::link::round_trip;
+use super::link::Link;
 use super::Flusher;
 
 /// A `clear` waiting for every write before it to be acknowledged.
 pub(super) struct Barrier {
     pub(super) seq: u64,
     pub(super) reply: Sender<crate::Result<u64>>,
+    /// Keys deleted by its passes so far (a pass the marker aborted
+    /// starts again; what it deleted before counts).
+    pub(super) deleted: u64,
 }
 
 impl Flusher {
@@ -31,33 +34,41 @@ impl Flusher {
         if !self.ensure_watching() {
             return;
         }
-        let Some(conn) = self.conn.as_mut() else { return };
-        let mut fence = None;
         let marker_key = self.marker_key.clone();
-        let epoch = self.epoch;
+        let (epoch, shutdown, shared) = (self.epoch, self.shutdown, self.shared.clone());
         let mut no = self.batch_no;
-        let result = crate::clear::delete_own_keys(conn, &self.keys, &self.collections, |conn, keys| {
-            no += 1;
-            let r = guarded_unlink(conn, &marker_key, Marker { epoch, batch: no }, keys);
-            if let Err(f) = &r {
-                if f.action() == Action::Fence {
-                    fence = Some(f.clone());
+        let (mut deleted, mut interrupted) = (0, false);
+        let result =
+            crate::clear::delete_own_keys(&mut self.link, &self.keys, &self.collections, |link, keys| {
+                // (`close` leaves its deadline in `Shared` first.)
+                if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
+                    // `close` does not wait for a long clear past its deadline:
+                    // nothing is deleted once it has returned.
+                    interrupted = true;
+                    return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
                 }
-            }
-            r
-        });
+                no += 1;
+                let n = guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
+                deleted += n;
+                Ok(n)
+            });
         self.batch_no = no;
-        self.watching = fence.is_none() && result.is_ok();
+        if let Some(b) = self.barrier.as_mut() {
+            b.deleted += deleted;
+        }
         match result {
-            Ok(n) => {
+            Ok(_) => {
                 self.forget_index();
                 if let Some(b) = self.barrier.take() {
                     self.publish_ack(b.seq);
                     self.built_seq = b.seq;
-                    let _ = b.reply.try_send(Ok(n));
+                    let _ = b.reply.try_send(Ok(b.deleted));
                 }
             }
-            Err(f) => self.fail(fence.unwrap_or(f)),
+            // The run loop stops at the deadline; the clear is answered
+            // `Closed` then.
+            Err(_) if interrupted => {}
+            Err(f) => self.fail(f),
         }
     }
 }
@@ -65,30 +76,24 @@ impl Flusher {
 /// `UNLINK` of some of this cache's keys, in a transaction the marker's
 /// `WATCH` guards (a fenced writer deletes nothing) and that moves the
 /// marker on (so a `load` running meanwhile sees that the state changed);
-/// re-arms the guard.
+/// re-arms the guard (`Link::guarded_tx`).
 fn guarded_unlink(
-    conn: &mut Conn,
+    link: &mut Link,
     marker_key: &[u8],
     marker: Marker,
     keys: &[Vec<u8>],
 ) -> Result<u64, Failure> {
-    let epoch = marker.epoch;
     let mut p = Packer::default();
-    p.cmd(&[b"MULTI"]);
     p.array(keys.len() + 1);
     p.bulk(b"UNLINK");
     for k in keys {
         p.bulk(k);
     }
     p.cmd(&[b"MSET", marker_key, marker.format().as_bytes()]);
-    p.cmd(&[b"EXEC"]);
-    p.cmd(&[b"WATCH", marker_key]);
-    p.cmd(&[b"GET", marker_key]);
-    let [_, _, _, exec, watch, get] = round_trip(conn, &p.buf)?;
-    // The WATCH re-armed here guards the next batch: a refused WATCH or a
-    // newer writer is a failure, as after any other `EXEC`.
-    judge_marker(&[watch, get], epoch, marker_key, &conn.addr)?;
-    match &exec {
+    // A refused WATCH or a newer writer behind it is a failure, as after
+    // any other `EXEC`.
+    let reply = link.guarded_tx(&p.buf, 2)?;
+    match &reply.exec {
         Value::Array(r) => Ok(match r.first() {
             Some(Value::Int(n)) => *n as u64,
             _ => 0,
@@ -99,15 +104,16 @@ fn guarded_unlink(
         // rather than report keys it never deleted.
         Value::Nil => Err(net::Failure::new(
             net::Cause::ExecAbort,
-            conn.addr.clone(),
+            link.addr(),
             "clear: the commit marker was written while deleting; clear starts again",
         )),
         other => {
             let (code, text) = reply_error(other)
+                .or_else(|| reply.head.iter().find_map(reply_error))
                 .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
             Err(net::Failure::new(
                 net::Cause::of_exec_error(&code, &text),
-                conn.addr.clone(),
+                link.addr(),
                 format!("clear: {text}"),
             ))
         }

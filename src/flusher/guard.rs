@@ -10,7 +10,7 @@ use redis::Value;
 use crate::marker;
 use crate::net::{self, reply_error, Failure};
 
-use super::link::{recv_n, round_trip};
+use super::link::GuardedReply;
 use super::Flusher;
 
 /// Judges the replies to `WATCH` and `GET` of the marker (`marker_key`, on
@@ -49,15 +49,15 @@ impl Flusher {
     /// Reads the replies to `WATCH` and `GET` of the marker sent behind an
     /// `EXEC`: re-arms the guard, or finds this writer fenced.
     pub(super) fn read_watch(&mut self) -> Result<(), Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        let replies = recv_n(conn)?;
-        self.check_marker(&replies).map(drop)
+        let read = self.link.read_guard()?;
+        self.saw_marker(&read);
+        Ok(())
     }
 
     /// Arms the `WATCH` on the marker unless it is armed. A failure is
     /// handled (`fail`), and `false` returned: nothing is sent then.
     pub(super) fn ensure_watching(&mut self) -> bool {
-        if self.watching {
+        if self.link.is_guarded() {
             return true;
         }
         match self.watch() {
@@ -71,48 +71,32 @@ impl Flusher {
 
     /// One round trip: `WATCH` and `GET` of the marker; what it holds.
     pub(super) fn watch(&mut self) -> Result<marker::Read, Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        let p = &mut self.packer;
-        p.clear();
-        p.cmd(&[b"WATCH", &self.marker_key]);
-        p.cmd(&[b"GET", &self.marker_key]);
-        let replies = round_trip(conn, &p.buf)?;
-        self.check_marker(&replies)
+        let read = self.link.watch()?;
+        self.saw_marker(&read);
+        Ok(read)
     }
 
-    /// Judges the replies to `WATCH` and `GET` of the marker
-    /// ([`judge_marker`]); when this writer may go on, the guard is armed.
-    pub(super) fn check_marker(&mut self, replies: &[Value; 2]) -> Result<marker::Read, Failure> {
-        let read = judge_marker(replies, self.epoch, &self.marker_key, &self.addr())?;
-        if read == marker::Read::Missing {
+    /// What every look at the marker that does not fence this writer
+    /// tells the flusher (the link has judged it and armed the guard).
+    fn saw_marker(&mut self, read: &marker::Read) {
+        if *read == marker::Read::Missing {
             // Someone deleted the marker (FLUSHDB, an operator): the index
             // sets may be gone too. (Batches already built keep what they
             // skipped: one may be queued on the server already.)
             self.indexed.clear();
         }
-        self.note_marker(&read);
-        self.watching = true;
-        Ok(read)
+        self.note_marker(read);
     }
 
-    /// One small transaction of `command` (packed), guarded by the marker's
-    /// `WATCH` (a fenced writer writes nothing), then `WATCH` and `GET` of
-    /// the marker, which re-arm the guard (or find this writer fenced).
-    /// Returns `EXEC`'s reply: `Nil` when the marker moved since the last
-    /// look.
-    pub(super) fn guarded_tx(&mut self, command: &[u8]) -> Result<Value, Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        let p = &mut self.packer;
-        p.clear();
-        p.cmd(&[b"MULTI"]);
-        p.buf.extend_from_slice(command);
-        p.cmd(&[b"EXEC"]);
-        p.cmd(&[b"WATCH", &self.marker_key]);
-        p.cmd(&[b"GET", &self.marker_key]);
-        self.watching = false;
-        let [_, _, exec, watch, get] = round_trip(conn, &p.buf)?;
-        self.check_marker(&[watch, get])?;
-        Ok(exec)
+    /// One small transaction of `command` (packed; `commands` commands),
+    /// guarded by the marker's `WATCH` (a fenced writer writes nothing),
+    /// then `WATCH` and `GET` of the marker, which re-arm the guard (or
+    /// find this writer fenced). Returns the transaction's replies; `EXEC`'s
+    /// is `Nil` when the marker moved since the last look.
+    pub(super) fn guarded_tx(&mut self, command: &[u8], commands: usize) -> Result<GuardedReply, Failure> {
+        let reply = self.link.guarded_tx(command, commands)?;
+        self.saw_marker(&reply.read);
+        Ok(reply)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The heartbeat (issue 15, `heartbeat_interval`): the flusher sets
+//! The heartbeat (`heartbeat_interval`): the flusher sets
 //! `{trader}:heartbeat:{writer_id}` to
 //! `{"writer":…,"epoch":…,"ts_ms":…,"acked_seq":…,"backlog":…}` with a TTL
 //! of three intervals. While writes flow it rides inside a batch's
@@ -62,7 +62,7 @@ impl Flusher {
         let Some(cmd) = self.heartbeat_command() else { return };
         // An aborted EXEC (the marker moved) only skips this beat; the
         // marker's GET says whether this writer was fenced.
-        let result = self.guarded_tx(&cmd);
+        let result = self.guarded_tx(&cmd, 1);
         if let Err(f) = result {
             self.fail(f);
         }

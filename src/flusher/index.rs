@@ -1,4 +1,4 @@
-//! Open and closed entities (issue 15): besides `index:{collection}` (every
+//! Open and closed entities: besides `index:{collection}` (every
 //! id with a snapshot), each batch keeps `index:{collection}:open` (a set
 //! of the open ids) and `index:{collection}:closed` (a sorted set of the
 //! closed ids, scored by last update in milliseconds since the epoch) in

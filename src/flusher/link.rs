@@ -1,145 +1,355 @@
-//! The connection's life: what a failure does (`fail`, by its
-//! `net::Action`), fencing (`enter_fenced`), dropping the connection and
-//! reconnecting with backoff (`drop_conn`, `reconnect`, `pause`), and the
-//! one way to talk on it (`send`, `recv`, `round_trip`: every I/O error
-//! becomes a `Failure` naming the server).
-
-use std::sync::atomic::Ordering::Relaxed;
+//! The flusher's connection, with everything that is true of it, in one
+//! owner: the connection itself, the replies owed on it, whether the
+//! `WATCH` on the commit marker guards the next transaction, and the last
+//! dropped connection (to kill it once reconnected).
+//!
+//! Every byte the flusher sends and every reply it reads goes through a
+//! [`Link`]. Two invariants are facts of this type rather than of its
+//! callers:
+//!
+//! - **The reply stream stays in step.** Each send says how many replies
+//!   it asks for and each read takes one; a fresh round trip (`watch`,
+//!   `guarded_tx`, `discard`, `round_trip`) starts only when nothing is
+//!   owed. A caller that forgot replies (a batch queued behind an `EXEC`
+//!   whose `QUEUED`s were never read, say) cannot have them taken for the
+//!   marker: the link refuses the round trip with a failure that drops the
+//!   connection, and debug builds stop on it.
+//! - **The guard is what was last sent and read.** Only the link sends
+//!   `WATCH`, `EXEC`, `DISCARD` and `UNWATCH`, so only it knows whether
+//!   the marker's `WATCH` is armed: anything that ends a `WATCH` turns the
+//!   guard off, and it is armed again only by reading a `GET` of the
+//!   marker, sent right after its `WATCH`, that shows no newer writer
+//!   (`judge_marker`), when nothing ended that `WATCH` since. It also
+//!   knows whether a `MULTI` is open (a batch queued behind another), so
+//!   a `WATCH` is never sent inside one, nor a `MULTI` inside another.
+//!
+//! The bookkeeping itself is the `Ledger` (`ledger.rs`, pure and
+//! unit-tested); a send or read it refuses is a bug of the caller, so it
+//! drops the connection (a `Protocol` failure) and debug builds stop on
+//! it. A stream that failed is never used again. What a failure does to
+//! the flusher (fencing, dropping the connection, reconnecting with
+//! backoff) is in `reconnect.rs`.
 
 use redis::Value;
 
-use crate::net::{self, Action, Conn, Failure};
+use crate::marker;
+use crate::net::{self, ClientIdentity, Conn, Failure, Packer};
 
-use super::Flusher;
+use super::guard::judge_marker;
+use super::ledger::{Ledger, Refusal};
 
-/// Sends packed commands.
-pub(super) fn send(conn: &mut Conn, buf: &[u8]) -> Result<(), Failure> {
-    conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr))
+/// The flusher's one connection to Redis (see the module docs).
+pub(super) struct Link {
+    conn: Option<Conn>,
+    /// What is true of its stream.
+    ledger: Ledger,
+    /// The last dropped connection, and the server (`host:port`) it was on.
+    dead_client: Option<(ClientIdentity, String)>,
+    /// The largest value the server takes (`proto-max-bulk-len`), when the
+    /// last connection said; kept while disconnected, for building batches.
+    bulk_limit: Option<usize>,
+    marker_key: Vec<u8>,
+    epoch: u64,
+    /// The commands the link appends itself (`EXEC`, `WATCH`, `GET`, …).
+    tail: Packer,
 }
 
-/// Reads one reply.
-pub(super) fn recv(conn: &mut Conn) -> Result<Value, Failure> {
-    conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr))
+/// What a guarded transaction got back ([`Link::guarded_tx`]).
+pub(super) struct GuardedReply {
+    /// The replies to `MULTI` and to each queued command (`QUEUED`, or
+    /// the error that refused the command).
+    pub(super) head: Vec<Value>,
+    /// `EXEC`'s reply: `Nil` when the `WATCH` aborted it.
+    pub(super) exec: Value,
+    /// The marker as read right after.
+    pub(super) read: marker::Read,
 }
 
-/// Reads `N` replies, stopping at the first I/O error.
-pub(super) fn recv_n<const N: usize>(conn: &mut Conn) -> Result<[Value; N], Failure> {
-    let mut replies = std::array::from_fn(|_| Value::Nil);
-    for r in &mut replies {
-        *r = recv(conn)?;
-    }
-    Ok(replies)
-}
-
-/// Sends packed commands and reads their `N` replies.
-pub(super) fn round_trip<const N: usize>(conn: &mut Conn, buf: &[u8]) -> Result<[Value; N], Failure> {
-    send(conn, buf)?;
-    recv_n(conn)
-}
-
-impl Flusher {
-    /// Counts the failure and does what its action says; the next attempt
-    /// waits for the backoff.
-    pub(super) fn fail(&mut self, f: Failure) {
-        if f.action() == Action::Fence {
-            self.enter_fenced(f);
-            return;
+impl Link {
+    pub(super) fn new(conn: Conn, marker_key: Vec<u8>, epoch: u64) -> Link {
+        Link {
+            bulk_limit: conn.bulk_limit,
+            conn: Some(conn),
+            ledger: Ledger::default(),
+            dead_client: None,
+            marker_key,
+            epoch,
+            tail: Packer::default(),
         }
-        log::warn!("tradecache: {} ({}): {}", f.addr, f.class().name(), f.text);
-        self.shared.count_error(f.class(), f.text.clone());
-        match f.action() {
-            Action::Reconnect => self.drop_conn(),
-            Action::Backpressure => self.set_backpressure(&f),
-            Action::WaitRetry | Action::Drop | Action::Fence => {}
-        }
-        self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }
 
-    /// Redis refuses writes for now (OOM, MISCONF, an auth change):
-    /// `health()` shows why until a batch is acknowledged again.
-    fn set_backpressure(&self, f: &Failure) {
-        *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
+    /// Whether there is a connection.
+    pub(super) fn is_up(&self) -> bool {
+        self.conn.is_some()
     }
 
-    /// The address of the current connection (empty when there is none),
-    /// for failures.
-    pub(super) fn addr(&self) -> String {
-        self.conn.as_ref().map_or_else(String::new, |c| c.addr.clone())
+    /// The address of the connection (empty when there is none), for
+    /// failures.
+    pub(super) fn addr(&self) -> &str {
+        self.conn.as_ref().map_or("", |c| c.addr.as_str())
     }
 
-    /// Another writer claimed the marker: stop for good. Nothing held or
-    /// pending is written; callers learn it from `wait`, `flush`, `close`,
-    /// their next write, and `health()`.
-    pub(super) fn enter_fenced(&mut self, f: Failure) {
-        log::error!("tradecache: {}", f.text);
-        self.shared.count_error(f.class(), f.text.clone());
-        self.shared.set_fenced(String::from_utf8_lossy(&self.marker_key).into_owned(), f.text);
-        self.held = None;
-        self.next = None;
-        self.pending.discard();
-        if let Some(b) = self.barrier.take() {
-            let _ = b.reply.try_send(Err(self.stopped_error()));
-        }
-        self.fenced = true;
-        let _g = self.waiters.lock.lock();
-        self.waiters.cv.notify_all();
+    /// The largest value the server takes, when it said.
+    pub(super) fn bulk_limit(&self) -> Option<usize> {
+        self.bulk_limit
+    }
+
+    /// The server's clock now, when the connection read it.
+    pub(super) fn server_now_ms(&self) -> Option<u64> {
+        self.conn.as_ref().and_then(|c| c.server_clock).map(|c| c.now_ms())
+    }
+
+    /// Whether the marker's `WATCH` guards the next transaction.
+    pub(super) fn is_guarded(&self) -> bool {
+        self.ledger.is_guarded()
+    }
+
+    /// A new connection: nothing is owed on it, nothing is watched.
+    pub(super) fn install(&mut self, conn: Conn) {
+        self.bulk_limit = conn.bulk_limit;
+        self.conn = Some(conn);
+        self.ledger = Ledger::default();
     }
 
     /// Drops the connection (remembering its client, to kill it once
     /// reconnected to the same server): whatever was queued on it is gone.
-    pub(super) fn drop_conn(&mut self) {
-        if let Some(c) = self.conn.take() {
-            self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
-        }
-        self.watching = false;
-        for b in self.held.iter_mut().chain(self.next.iter_mut()) {
-            b.unqueued();
-        }
-        self.shared.connected.store(false, Relaxed);
+    /// `false` when there was none.
+    pub(super) fn drop_conn(&mut self) -> bool {
+        self.ledger = Ledger::default();
+        let Some(c) = self.conn.take() else { return false };
+        self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
+        true
     }
 
-    pub(super) fn reconnect(&mut self) {
-        let deadline = self.shutdown;
-        match net::connect(&self.cfg, &String::from_utf8_lossy(&self.marker_key), deadline) {
-            Ok(c) => {
-                log::info!("tradecache: reconnected to {}", c.addr);
-                self.server_bulk_limit = c.bulk_limit;
-                self.conn = Some(c);
-                self.watching = false;
-                // A restarted server may have lost recent index entries.
-                self.forget_index();
-                self.shared.connected.store(true, Relaxed);
-                self.shared.reconnects.fetch_add(1, Relaxed);
-                if let Some(b) = self.held.as_mut() {
-                    // Only the replica WAIT was outstanding; after a
-                    // failover the marker decides.
-                    b.reconnected();
-                }
-                self.retry_at = None;
+    /// The dropped connection to kill, when it was on the server this one
+    /// is on (by id and client address together: a restarted server
+    /// reuses ids). Forgotten either way.
+    pub(super) fn take_dead_client(&mut self) -> Option<ClientIdentity> {
+        let (old, addr) = self.dead_client.take()?;
+        (addr == self.addr()).then_some(old)
+    }
+
+    /// A send or read the ledger refused: a bug of the caller.
+    fn refused(&self, problem: Refusal) -> Failure {
+        debug_assert!(false, "the flusher's connection refused {problem}");
+        Failure::new(
+            net::Cause::Protocol,
+            self.addr(),
+            format!("the flusher's connection refused {problem}: the reply stream would be out of step"),
+        )
+    }
+
+    fn check(&self, verdict: Result<(), Refusal>) -> Result<(), Failure> {
+        verdict.map_err(|problem| self.refused(problem))
+    }
+
+    /// Writes packed commands; a failure breaks the stream.
+    fn write(&mut self, buf: &[u8]) -> Result<(), Failure> {
+        let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
+        let r = conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr));
+        if r.is_err() {
+            self.ledger.broke();
+        }
+        r
+    }
+
+    /// Sends a transaction without its `EXEC` (`tx`: `MULTI` and the
+    /// commands it queues, `replies` replies), to be applied by
+    /// [`send_exec`](Self::send_exec) or thrown away by
+    /// [`discard`](Self::discard). Allowed with replies owed: it is queued
+    /// behind a batch whose replies are still on their way.
+    pub(super) fn send_queued(&mut self, tx: &[u8], replies: usize) -> Result<(), Failure> {
+        self.check(self.ledger.can_queue())?;
+        self.write(tx)?;
+        self.ledger.sent_queued(replies);
+        Ok(())
+    }
+
+    /// Sends packed reads (commands that leave the `WATCH` as it is),
+    /// asking for `replies` replies, read with [`recv`](Self::recv).
+    pub(super) fn send_reads(&mut self, buf: &[u8], replies: usize) -> Result<(), Failure> {
+        self.check(self.ledger.fresh("reads", false))?;
+        self.write(buf)?;
+        self.ledger.sent(replies);
+        Ok(())
+    }
+
+    /// Reads one reply owed.
+    pub(super) fn recv(&mut self) -> Result<Value, Failure> {
+        self.check(self.ledger.can_recv())?;
+        let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
+        match conn.con.recv_response() {
+            Ok(v) => {
+                self.ledger.received();
+                Ok(v)
             }
-            Err(f) => {
-                self.shared.count_error(f.class(), f.text.clone());
-                if f.action() == Action::Backpressure {
-                    self.set_backpressure(&f);
-                }
-                log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
-                self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+            Err(e) => {
+                let f = Failure::of(&e, &conn.addr);
+                self.ledger.broke();
+                Err(f)
             }
         }
     }
 
-    /// The index sets may have changed under us (a reconnect: a restarted
-    /// server; a `clear`): forget what is known to be indexed, and make
-    /// batches already built, none of them queued on a connection, add back
-    /// the entries they skipped.
-    pub(super) fn forget_index(&mut self) {
-        self.indexed.clear();
-        self.generation += 1;
+    /// Reads `N` replies owed, stopping at the first failure.
+    fn recv_n<const N: usize>(&mut self) -> Result<[Value; N], Failure> {
+        let mut replies = std::array::from_fn(|_| Value::Nil);
+        for r in &mut replies {
+            *r = self.recv()?;
+        }
+        Ok(replies)
     }
 
-    /// Sleeps a little while waiting to retry, bounded by the retry time and
-    /// the shutdown deadline, so the channel keeps being drained.
-    pub(super) fn pause(&mut self) {
-        net::pause(self.retry_at, self.shutdown);
+    /// Sends packed commands that leave the `WATCH` as it is and reads
+    /// their `N` replies.
+    pub(super) fn round_trip<const N: usize>(&mut self, buf: &[u8]) -> Result<[Value; N], Failure> {
+        self.send_reads(buf, N)?;
+        self.recv_n()
+    }
+
+    /// Sends what makes a transaction apply, then what arms the guard
+    /// again: `body` (the transaction, `MULTI` first, when it is not
+    /// already queued; `body_replies` replies), `EXEC` (unless `exec` is
+    /// false: it was applied, only the replica `WAIT` is outstanding), the
+    /// `WAIT`, and `WATCH` and `GET` of the marker. Its replies are read
+    /// with [`recv`](Self::recv), the marker's last with
+    /// [`read_guard`](Self::read_guard). Allowed with replies owed (a
+    /// queued batch's head replies are read after its `EXEC` is sent).
+    pub(super) fn send_exec(
+        &mut self,
+        body: &mut Vec<u8>,
+        body_replies: usize,
+        exec: bool,
+        wait: Option<(u32, std::time::Duration)>,
+    ) -> Result<(), Failure> {
+        self.check(self.ledger.can_exec(!body.is_empty(), exec, false))?;
+        self.send_tail(body, body_replies, exec, wait)
+    }
+
+    /// [`send_exec`](Self::send_exec), once checked.
+    fn send_tail(
+        &mut self,
+        body: &mut Vec<u8>,
+        body_replies: usize,
+        exec: bool,
+        wait: Option<(u32, std::time::Duration)>,
+    ) -> Result<(), Failure> {
+        let p = &mut self.tail;
+        p.clear();
+        if exec {
+            p.cmd(&[b"EXEC"]);
+        }
+        super::batch::push_wait(p, wait);
+        p.cmd(&[b"WATCH", &self.marker_key]);
+        p.cmd(&[b"GET", &self.marker_key]);
+        let replies = body_replies + usize::from(exec) + usize::from(wait.is_some()) + 2;
+        // One write: the body with its tail.
+        let head = body.len();
+        body.extend_from_slice(&self.tail.buf);
+        let r = self.write(body);
+        body.truncate(head);
+        r?;
+        self.ledger.sent_exec(replies);
+        Ok(())
+    }
+
+    /// Reads the replies to the marker's `WATCH` and `GET` sent last, and
+    /// judges them: the guard is armed when this writer may go on.
+    pub(super) fn read_guard(&mut self) -> Result<marker::Read, Failure> {
+        let replies = self.recv_n::<2>()?;
+        let read = judge_marker(&replies, self.epoch, &self.marker_key, self.addr());
+        self.ledger.marker_read(read.is_ok());
+        read
+    }
+
+    /// One round trip: `WATCH` and `GET` of the marker (after `UNWATCH`
+    /// when other keys are watched); what it holds. Arms the guard.
+    pub(super) fn watch(&mut self) -> Result<marker::Read, Failure> {
+        self.check(self.ledger.fresh("a WATCH", false))?;
+        let widened = self.ledger.is_widened();
+        let p = &mut self.tail;
+        p.clear();
+        if widened {
+            p.cmd(&[b"UNWATCH"]);
+        }
+        p.cmd(&[b"WATCH", &self.marker_key]);
+        p.cmd(&[b"GET", &self.marker_key]);
+        let buf = std::mem::take(&mut self.tail.buf);
+        let sent = self.write(&buf);
+        self.tail.buf = buf;
+        sent?;
+        self.ledger.sent_watch(usize::from(widened) + 2);
+        if widened {
+            self.recv()?;
+        }
+        self.read_guard()
+    }
+
+    /// `WATCH` of `key` as well as the marker, and `then` (one packed read
+    /// command) in the same round trip: their replies. The next
+    /// transaction is then guarded by both (a purge step), or the extra
+    /// `WATCH` is dropped by [`watch`](Self::watch).
+    pub(super) fn watch_also(&mut self, key: &[u8], then: &[u8]) -> Result<[Value; 2], Failure> {
+        self.check(self.ledger.fresh("a WATCH", false))?;
+        let p = &mut self.tail;
+        p.clear();
+        p.cmd(&[b"WATCH", key]);
+        p.buf.extend_from_slice(then);
+        let buf = std::mem::take(&mut self.tail.buf);
+        let sent = self.write(&buf);
+        self.tail.buf = buf;
+        sent?;
+        self.ledger.sent_watch_also(2);
+        self.recv_n()
+    }
+
+    /// One small transaction of `command` (packed; `commands` of them),
+    /// guarded by the `WATCH`s armed, then `WATCH` and `GET` of the marker,
+    /// which arm the guard again (or find this writer fenced).
+    pub(super) fn guarded_tx(&mut self, command: &[u8], commands: usize) -> Result<GuardedReply, Failure> {
+        self.check(self.ledger.fresh("a transaction", false))?;
+        self.check(self.ledger.can_exec(true, true, true))?;
+        let mut body = Packer::default();
+        body.cmd(&[b"MULTI"]);
+        body.buf.extend_from_slice(command);
+        self.send_tail(&mut body.buf, 1 + commands, true, None)?;
+        let mut head = Vec::with_capacity(1 + commands);
+        for _ in 0..=commands {
+            head.push(self.recv()?);
+        }
+        let exec = self.recv()?;
+        let read = self.read_guard()?;
+        Ok(GuardedReply { head, exec, read })
+    }
+
+    /// `DISCARD` of the transaction queued on the connection, its replies
+    /// read. A refusal (an ACL without `+discard`) leaves the `MULTI`
+    /// open, so it is an error: the caller drops the connection, which
+    /// discards it as surely.
+    pub(super) fn discard(&mut self) -> Result<(), Failure> {
+        self.check(self.ledger.fresh("a DISCARD", true))?;
+        self.write(b"*1\r\n$7\r\nDISCARD\r\n")?;
+        self.ledger.sent_discard();
+        let reply = self.recv()?;
+        match net::reply_error(&reply) {
+            None => Ok(()),
+            Some((code, text)) => {
+                self.ledger.broke();
+                Err(Failure::new(net::Cause::of_code(&code), self.addr(), format!("DISCARD: {text}")))
+            }
+        }
+    }
+}
+
+/// `crate::clear` walks and deletes keys through the link: its round
+/// trips keep the stream in step like any other.
+impl crate::clear::Session for Link {
+    fn query(&mut self, packed: &[u8]) -> Result<Value, Failure> {
+        let [reply] = self.round_trip::<1>(packed)?;
+        Ok(reply)
+    }
+
+    fn addr(&self) -> &str {
+        Link::addr(self)
     }
 }

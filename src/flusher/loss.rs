@@ -16,7 +16,6 @@ use crate::error_class::ErrorClass;
 use crate::marker::{Marker, Read};
 use crate::net::Failure;
 
-use super::link::round_trip;
 use super::Flusher;
 
 /// How many acknowledged batches are remembered (their first sequence
@@ -86,13 +85,13 @@ impl Flusher {
     /// A batch that appends nothing is replayed: its snapshots, deletes and
     /// index entries are the same written twice.
     pub(super) fn probe_applied(&mut self) -> Result<bool, Failure> {
-        let (Some(batch), Some(conn)) = (self.held.as_ref(), self.conn.as_mut()) else { return Ok(false) };
+        let Some(batch) = self.held.as_ref() else { return Ok(false) };
         let Some(probe) = &batch.probe else { return Ok(false) };
         let from = format!("-{}", probe.tail.len());
         let p = &mut self.packer;
         p.clear();
         p.cmd(&[b"LRANGE", &probe.key, from.as_bytes(), b"-1"]);
-        let [reply] = round_trip::<1>(conn, &p.buf)?;
+        let [reply] = self.link.round_trip::<1>(&p.buf)?;
         let applied = match &reply {
             Value::Array(items) => {
                 items.len() == probe.tail.len()

@@ -12,25 +12,28 @@
 //!   `EXEC`, settling a batch in doubt by the commit marker, acknowledging;
 //! - `guard.rs`: the `WATCH` on the commit marker that guards every
 //!   transaction, and what its `GET` says (fenced or not);
-//! - `link.rs`: failures, fencing, dropping and reconnecting, and the
-//!   round trips on the connection;
-//! - `clear.rs`: `Cache::clear`, a barrier then guarded deletes.
-//!
-//! What issue 15 added sits in files of its own, each a set of helpers
-//! the loop calls: the open and closed indexes a batch keeps
-//! (`index.rs`), purges taking turns with batches (`purge.rs`), the
-//! heartbeat (`heartbeat.rs`) and the event streams (`streams.rs`).
+//! - `link.rs`: the connection, its one owner: every send and reply read
+//!   goes through it; `ledger.rs` keeps what is true of its stream (the
+//!   replies owed, the `WATCH` state, an open `MULTI`);
+//! - `reconnect.rs`: failures, fencing, dropping and reconnecting;
+//! - `loss.rs`: a commit marker found behind what this writer applied;
+//! - `clear.rs`: `Cache::clear`, a barrier then guarded deletes;
+//! - `index.rs`: the open and closed indexes a batch keeps;
+//! - `purge.rs`: purges taking turns with batches;
+//! - `heartbeat.rs` and `streams.rs`: the heartbeat and the event streams.
 
 mod batch;
 mod clear;
 mod guard;
 mod heartbeat;
 mod index;
+mod ledger;
 mod link;
 mod loss;
 mod pending;
 mod pipeline;
 mod purge;
+mod reconnect;
 mod streams;
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -44,8 +47,10 @@ use crate::error::{CloseReport, Error};
 use crate::keys::Keys;
 use crate::marker::Marker;
 use crate::net::{self, Backoff, Conn, Packer};
+
 use crate::pipeline::msg::Msg;
 use crate::pipeline::shared::{Shared, Waiters};
+use link::Link;
 
 use batch::{Batch, Bufs};
 use clear::Barrier;
@@ -80,19 +85,12 @@ pub(crate) struct Flusher {
     shared: Arc<Shared>,
     waiters: Arc<Waiters>,
     done: Sender<CloseReport>,
-    conn: Option<Conn>,
+    /// The connection, and what is true of it (`link.rs`).
+    link: Link,
     /// Bumped whenever the index sets may have changed under us
     /// (`forget_index`): a batch built for an older generation adds back
     /// the index entries it skipped before it is sent (`Batch::reindex`).
     generation: u64,
-    /// A `WATCH` on the marker is armed on `conn`, and the last look at
-    /// the marker showed no newer writer.
-    watching: bool,
-    /// The largest value the server takes (`proto-max-bulk-len`), when it
-    /// said.
-    server_bulk_limit: Option<usize>,
-    /// The last dropped connection, and the server (`host:port`) it was on.
-    dead_client: Option<(net::ClientIdentity, String)>,
     pending: Pending,
     /// A `clear` that waits for everything before it.
     barrier: Option<Barrier>,
@@ -170,7 +168,7 @@ impl Flusher {
         init.shared.connected.store(true, Relaxed);
         init.shared.flusher_alive.store(true, SeqCst);
         Flusher {
-            marker_key,
+            marker_key: marker_key.clone(),
             epoch: init.marker.epoch,
             backoff,
             keys: init.keys,
@@ -178,11 +176,8 @@ impl Flusher {
             shared: init.shared,
             waiters: init.waiters,
             done: init.done,
-            server_bulk_limit: init.conn.bulk_limit,
-            conn: Some(init.conn),
+            link: Link::new(init.conn, marker_key, init.marker.epoch),
             generation: 0,
-            watching: false,
-            dead_client: None,
             pending: Pending::default(),
             barrier: None,
             held: None,
@@ -248,9 +243,9 @@ impl Flusher {
                 break;
             }
             self.drain();
-            if self.conn.is_none() || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            if !self.link.is_up() || self.retry_at.is_some_and(|t| Instant::now() < t) {
                 self.pause();
-                if self.conn.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                if !self.link.is_up() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
                     self.reconnect();
                 }
                 continue;
@@ -367,7 +362,7 @@ impl Flusher {
     /// `max_pending_snapshots` keys, so that an outage fills the channel
     /// and callers are told. Stops at a `clear`: what follows it waits.
     fn drain(&mut self) {
-        let writing = self.conn.is_some() && self.retry_at.is_none();
+        let writing = self.link.is_up() && self.retry_at.is_none();
         let limit = if writing { self.cfg.max_batch } else { usize::MAX };
         while self.barrier.is_none()
             && self.pending.len() < limit
@@ -416,7 +411,7 @@ impl Flusher {
                 seq
             }
             Msg::Clear { seq, reply } => {
-                self.barrier = Some(Barrier { seq, reply });
+                self.barrier = Some(Barrier { seq, reply, deleted: 0 });
                 seq
             }
             Msg::Purge(req) => {
@@ -447,10 +442,10 @@ impl Flusher {
             marker: Marker { epoch: self.epoch, batch: self.batch_no },
             first_seq: self.built_seq + 1,
             generation: self.generation,
-            value_limit: batch::value_limit(&self.cfg, self.server_bulk_limit),
+            value_limit: batch::value_limit(&self.cfg, self.link.bulk_limit()),
             heartbeat: heartbeat.as_deref(),
             now_ms: index::now_ms().saturating_add_signed(self.cfg.clock_skew_ms),
-            server_now_ms: self.conn.as_ref().and_then(|c| c.server_clock).map(|c| c.now_ms()),
+            server_now_ms: self.link.server_now_ms(),
         };
         let work = batch::Work {
             pending: &mut self.pending,

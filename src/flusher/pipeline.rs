@@ -16,8 +16,6 @@ use crate::error_class::ErrorClass;
 use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure, Packer};
 
-use super::batch::push_wait;
-use super::link::{recv, round_trip, send};
 use super::Flusher;
 
 /// What became of the held batch.
@@ -65,19 +63,6 @@ fn expected_type(name: &[u8]) -> Option<&'static str> {
         b"RPUSH" => Some("list"),
         b"XADD" => Some("stream"),
         _ => None,
-    }
-}
-
-/// `DISCARD` of the transaction queued on `conn`. A refusal (an ACL
-/// without `+discard`) leaves the `MULTI` open, so it is an error: the
-/// caller drops the connection, which discards it as surely.
-fn discard(conn: &mut net::Conn) -> Result<(), Failure> {
-    let [reply] = round_trip::<1>(conn, b"*1\r\n$7\r\nDISCARD\r\n")?;
-    match reply_error(&reply) {
-        None => Ok(()),
-        Some((code, text)) => {
-            Err(Failure::new(net::Cause::of_code(&code), conn.addr.clone(), format!("DISCARD: {text}")))
-        }
     }
 }
 
@@ -163,28 +148,14 @@ impl Flusher {
             b.reindex(self.generation, &self.keys, &mut self.bufs, &mut self.packer);
         }
         let wait = self.cfg.replica_wait;
-        let (Some(batch), Some(conn)) = (self.held.as_mut(), self.conn.as_mut()) else {
-            return Err(Failure::not_connected());
-        };
-        let p = &mut self.packer;
-        p.clear();
-        if !batch.is_applied() {
-            p.cmd(&[b"EXEC"]);
-        }
-        push_wait(p, wait);
-        p.cmd(&[b"WATCH", &self.marker_key]);
-        p.cmd(&[b"GET", &self.marker_key]);
-        // `EXEC` unwatches every key; `read_result` re-arms.
-        self.watching = false;
+        let Some(batch) = self.held.as_mut() else { return Err(Failure::not_connected()) };
+        let exec = !batch.is_applied();
         if batch.is_applied() || batch.is_queued() {
-            send(conn, &p.buf)
+            self.link.send_exec(&mut Vec::new(), 0, exec, wait)
         } else {
             // One write: the transaction with EXEC (and WAIT) behind it.
-            let head = batch.tx.len();
-            batch.tx.extend_from_slice(&p.buf);
-            let r = send(conn, &batch.tx);
-            batch.tx.truncate(head);
-            r
+            let replies = batch.head_replies();
+            self.link.send_exec(&mut batch.tx, replies, exec, wait)
         }
     }
 
@@ -202,13 +173,13 @@ impl Flusher {
             self.drain();
             self.next = self.build();
         }
-        let (Some(next), Some(conn)) = (self.next.as_mut(), self.conn.as_mut()) else { return Ok(()) };
-        if !next.is_built() || next.generation != self.generation {
+        let Some(next) = self.next.as_mut() else { return Ok(()) };
+        if !self.link.is_up() || !next.is_built() || next.generation != self.generation {
             // Not built for this connection: it goes the plain way, once it
             // is the held batch (`send_exec` re-adds its index entries).
             return Ok(());
         }
-        send(conn, &next.tx)?;
+        self.link.send_queued(&next.tx, next.head_replies())?;
         next.sent_queued();
         Ok(())
     }
@@ -216,10 +187,9 @@ impl Flusher {
     /// Reads the replies to what `send_exec` sent, stopping at the first I/O
     /// error.
     fn read_result(&mut self) -> Outcome {
-        let (Some(batch), Some(conn)) = (self.held.as_mut(), self.conn.as_mut()) else {
-            return Outcome::InDoubt(Failure::not_connected());
-        };
-        let addr = conn.addr.clone();
+        let Some(batch) = self.held.as_mut() else { return Outcome::InDoubt(Failure::not_connected()) };
+        let link = &mut self.link;
+        let addr = link.addr().to_string();
         // What `EXEC` did: `None` while only the WAIT was outstanding.
         let mut refused: Option<Failure> = None;
         let mut aborted = false;
@@ -230,7 +200,7 @@ impl Flusher {
             if batch.is_built() {
                 // The transaction's own replies: OK, QUEUED… (or errors).
                 for _ in 0..batch.head_replies() {
-                    match recv(conn) {
+                    match link.recv() {
                         Ok(v) => {
                             if queued_error.is_none() {
                                 queued_error = reply_error(&v);
@@ -240,7 +210,7 @@ impl Flusher {
                     }
                 }
             }
-            let exec = match recv(conn) {
+            let exec = match link.recv() {
                 Ok(v) => v,
                 Err(f) => return Outcome::InDoubt(f),
             };
@@ -282,7 +252,7 @@ impl Flusher {
             }
         }
         if let Some((n, _)) = self.cfg.replica_wait {
-            let got = match recv(conn) {
+            let got = match link.recv() {
                 Ok(Value::Int(k)) => k,
                 // `WAIT` itself refused (an ACL without `+wait`, say): that
                 // cause, not "no replica acknowledged", is what health
@@ -325,9 +295,8 @@ impl Flusher {
         if !batch.is_queued() {
             return None;
         }
-        let conn = self.conn.as_mut()?;
         for _ in 0..batch.head_replies() {
-            match recv(conn) {
+            match self.link.recv() {
                 Ok(v) => batch.head_reply(reply_error(&v)),
                 Err(f) => {
                     batch.unqueued();
@@ -343,10 +312,7 @@ impl Flusher {
     fn discard_held(&mut self) {
         let Some(held) = self.held.as_mut().filter(|b| b.is_queued()) else { return };
         held.unqueued();
-        // `DISCARD` unwatches too.
-        self.watching = false;
-        let Some(conn) = self.conn.as_mut() else { return };
-        if let Err(f) = discard(conn) {
+        if let Err(f) = self.link.discard() {
             self.shared.count_error(f.class(), f.text);
             self.drop_conn();
         }
@@ -361,21 +327,21 @@ impl Flusher {
             return;
         }
         next.unqueued();
-        let Some(conn) = self.conn.as_mut() else { return };
+        if !self.link.is_up() {
+            return;
+        }
         let mut ok = true;
         for _ in 0..next.head_replies() {
-            if recv(conn).is_err() {
+            if self.link.recv().is_err() {
                 ok = false;
                 break;
             }
         }
-        let discarded = if ok { discard(conn) } else { Ok(()) };
+        let discarded = if ok { self.link.discard() } else { Ok(()) };
         if let Err(f) = &discarded {
             self.shared.count_error(f.class(), f.text.clone());
             ok = false;
         }
-        // `DISCARD` unwatches too.
-        self.watching = false;
         if !ok {
             // Unsure what the connection holds now: start afresh.
             self.drop_conn();
@@ -392,18 +358,25 @@ impl Flusher {
     /// `WAIT`). A failure on the way leaves it in doubt, to be settled
     /// again on the next connection.
     fn resolve(&mut self) -> Result<(), Failure> {
-        if let (Some(conn), Some((old, addr))) = (self.conn.as_mut(), self.dead_client.take()) {
+        if let Some(old) = self.link.take_dead_client() {
             // Not needed for correctness (the WATCH aborts a late EXEC of
             // the old connection), but it frees the server of it. Only on
             // the server it was on, by id and client address together (a
             // restarted server reuses ids).
-            if addr == conn.addr {
-                log::debug!("tradecache: killing dropped connection {} ({}) on {addr}", old.id, old.addr);
-                if let Err(e) = conn.query(&old.kill_cmd()) {
-                    let f = net::Failure::of(&e, &conn.addr);
-                    self.shared
-                        .count_error(f.class(), format!("CLIENT KILL of the dropped connection: {}", f.text));
-                }
+            log::debug!(
+                "tradecache: killing dropped connection {} ({}) on {}",
+                old.id,
+                old.addr,
+                self.link.addr()
+            );
+            let refused = match self.link.round_trip::<1>(&old.kill_cmd().get_packed_command()) {
+                Ok([reply]) => reply_error(&reply)
+                    .map(|(code, text)| Failure::new(net::Cause::of_code(&code), self.link.addr(), text)),
+                Err(f) => return Err(f),
+            };
+            if let Some(f) = refused {
+                self.shared
+                    .count_error(f.class(), format!("CLIENT KILL of the dropped connection: {}", f.text));
             }
         }
         let read = self.watch()?;
@@ -440,7 +413,7 @@ impl Flusher {
     fn touch_marker(&mut self, marker: Marker) -> Result<(), Failure> {
         let mut cmd = Packer::default();
         cmd.cmd(&[b"MSET", &self.marker_key, marker.format().as_bytes()]);
-        let exec = self.guarded_tx(&cmd.buf)?;
+        let exec = self.guarded_tx(&cmd.buf, 1)?.exec;
         let Some(batch) = self.held.as_mut() else { return Ok(()) };
         match exec {
             Value::Array(_) => batch.exec_applied(),
@@ -456,7 +429,7 @@ impl Flusher {
     /// (`SADD`/`SREM` on an index, `RPUSH` on a log): ask for those keys'
     /// types and record the writes of each command that must have failed.
     fn check_refused(&mut self) -> Result<(), Failure> {
-        let (Some(batch), Some(conn)) = (self.held.as_ref(), self.conn.as_mut()) else { return Ok(()) };
+        let Some(batch) = self.held.as_ref() else { return Ok(()) };
         let mut checks = Vec::new();
         let p = &mut self.packer;
         p.clear();
@@ -469,9 +442,10 @@ impl Flusher {
         if checks.is_empty() {
             return Ok(());
         }
-        send(conn, &p.buf)?;
+        let link = &mut self.link;
+        link.send_reads(&p.buf, checks.len())?;
         for (key, expected, weight) in checks {
-            let reply = recv(conn)?;
+            let reply = link.recv()?;
             let found = match &reply {
                 Value::SimpleString(s) => s.clone(),
                 Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),

@@ -32,7 +32,6 @@ use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure};
 use crate::pipeline::msg::{PurgeRequest, Purged};
 
-use super::link::round_trip;
 use super::Flusher;
 
 /// A purge under way.
@@ -114,7 +113,7 @@ impl Flusher {
     /// in one guarded transaction.
     pub(super) fn purge_step(&mut self) {
         self.purge_owed = false;
-        if !self.watching {
+        if !self.link.is_guarded() {
             match self.watch() {
                 Ok(read) => self.settle_purge(&read),
                 Err(f) => {
@@ -145,7 +144,7 @@ impl Flusher {
                         let _ = r.try_send(Err(f.clone().into_error()));
                     }
                 }
-                if let Err(f) = self.unwatch() {
+                if let Err(f) = self.watch() {
                     self.fail(f);
                 }
             }
@@ -200,12 +199,10 @@ impl Flusher {
         let Some(&collection) = job.req.collections.get(job.at) else { return Ok(()) };
         let (cutoff, offset, n) = (job.req.cutoff_ms, job.offset, self.cfg.purge_batch);
         let closed_key = self.keys.closed_index(collection);
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
 
         // 1. The oldest candidates, with a WATCH on the closed index.
         let p = &mut self.packer;
         p.clear();
-        p.cmd(&[b"WATCH", closed_key.as_bytes()]);
         p.cmd(&[
             b"ZRANGEBYSCORE",
             closed_key.as_bytes(),
@@ -215,11 +212,10 @@ impl Flusher {
             offset.to_string().as_bytes(),
             n.to_string().as_bytes(),
         ]);
-        let [watch, range] = round_trip(conn, &p.buf)?;
         // The WATCH on the closed index stays armed until the EXEC or
         // the UNWATCH below.
-        self.watching = false;
-        let addr = conn.addr.clone();
+        let [watch, range] = self.link.watch_also(closed_key.as_bytes(), &p.buf)?;
+        let addr = self.link.addr().to_string();
         let server_error = |what: &str, v: &Value| {
             reply_error(v).map(|(code, text)| {
                 net::Failure::new(net::Cause::of_code(&code), addr.clone(), format!("purge, {what}: {text}"))
@@ -248,18 +244,16 @@ impl Flusher {
 
         if delete.is_empty() {
             // Nothing to delete: drop the index's WATCH, keep the marker's.
-            self.unwatch()?;
+            self.watch()?;
             self.advance_purge(kept, exhausted, Vec::new(), 0);
             return Ok(());
         }
 
         // 2. One transaction: the entities, their logs, their index entries.
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
         let no = self.batch_no + 1;
         let marker = Marker { epoch: self.epoch, batch: no }.format();
         let p = &mut self.packer;
         p.clear();
-        p.cmd(&[b"MULTI"]);
         p.array(1 + 2 * delete.len());
         p.bulk(b"UNLINK");
         let mut key = Vec::new();
@@ -280,21 +274,21 @@ impl Flusher {
             }
         }
         p.cmd(&[b"MSET", &self.marker_key, marker.as_bytes()]);
-        p.cmd(&[b"EXEC"]);
-        p.cmd(&[b"WATCH", &self.marker_key]);
-        p.cmd(&[b"GET", &self.marker_key]);
         self.batch_no = no;
         if let Some(job) = self.purges.front_mut() {
             job.in_doubt = Some((no, delete.clone(), kept, exhausted));
         }
-        // MULTI, 5 × QUEUED, EXEC, WATCH, GET.
-        let [multi, q1, q2, q3, q4, q5, exec, watch, get] = round_trip(conn, &p.buf)?;
-        let head = [multi, q1, q2, q3, q4, q5];
+        // UNLINK, 3 × SREM/ZREM, MSET: guarded by the marker's WATCH and
+        // the closed index's.
+        let cmd = std::mem::take(&mut self.packer.buf);
+        let reply = self.guarded_tx(&cmd, 5);
+        self.packer.buf = cmd;
+        let reply = reply?;
         if let Some(job) = self.purges.front_mut() {
             job.in_doubt = None;
         }
-        self.check_marker(&[watch, get])?;
-        match exec {
+        let head = reply.head;
+        match reply.exec {
             Value::Array(results) => {
                 let unlinked = match results.first() {
                     Some(Value::Int(k)) => u64::try_from(*k).unwrap_or(0),
@@ -316,7 +310,7 @@ impl Flusher {
                     .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
                 Err(net::Failure::new(
                     net::Cause::of_exec_error(&code, &text),
-                    self.addr(),
+                    self.link.addr(),
                     format!("purge: {text}"),
                 ))
             }
@@ -356,12 +350,5 @@ impl Flusher {
             ),
             None => {}
         }
-    }
-
-    /// `UNWATCH`, then `WATCH` and `GET` of the marker again.
-    fn unwatch(&mut self) -> Result<(), Failure> {
-        let Some(conn) = self.conn.as_mut() else { return Err(Failure::not_connected()) };
-        round_trip::<1>(conn, b"*1\r\n$7\r\nUNWATCH\r\n")?;
-        self.watch().map(|_| ())
     }
 }

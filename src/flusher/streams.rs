@@ -1,4 +1,4 @@
-//! Live event streams (issue 15, `publish_events`): every event appended
+//! Live event streams (`publish_events`): every event appended
 //! to an entity's log is also added to `{trader}:stream:{collection}` with
 //! `XADD`, in the same transaction as its `RPUSH`, with the entity id
 //! (`id`) and the encoded event (`ev`). After the batch's last `XADD` to a
@@ -58,7 +58,7 @@ impl Streams {
     /// `Conn::server_clock`), because stream ids (`XADD … *`) are the
     /// server's milliseconds: a cutoff from the engine's clock, ahead of
     /// the server's by more than the age, would trim the very events this
-    /// transaction adds (issue 19). Without the server's clock there is no
+    /// transaction adds. Without the server's clock there is no
     /// age trim (the length still bounds the stream): keeping entries a
     /// while longer is safer than trimming unread ones.
     pub(super) fn trim(

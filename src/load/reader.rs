@@ -112,6 +112,14 @@ impl<'a> Reader<'a> {
     /// as ids written before those existed) those ids, found with one
     /// `ZDIFF` (Redis 6.2+; sets are taken as sorted sets). Returns whether
     /// such ids were added (the caller then keeps only the open ones).
+    ///
+    /// The counts are exact when the open and closed indexes are disjoint
+    /// subsets of `index:{collection}`, which every write of tradecache
+    /// keeps (a batch moves an id from one to the other in one
+    /// transaction; a delete or purge removes it from all three). Indexes
+    /// edited by hand can balance the counts with an unclassified id
+    /// missed (one id in both, another in neither): `tradecache verify`
+    /// reports both, and `load()` reads every id whatever the counts.
     pub(crate) fn open_ids(
         &mut self,
         collection: &str,

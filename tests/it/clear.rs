@@ -63,6 +63,8 @@ fn clear_aborted_by_a_marker_write_starts_again() {
     cache.flush(Duration::from_secs(30)).unwrap();
     let marker_key = "trader-T1:writer:main";
     let marker = raw_get(&mut admin, marker_key).expect("a marker");
+    // Every key of this cache but its marker.
+    let owned = keys(&mut admin, "trader-T1:*").len() - 1;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let cleared = std::thread::scope(|s| {
         let rewriter = s.spawn(|| {
@@ -85,4 +87,36 @@ fn clear_aborted_by_a_marker_write_starts_again() {
     assert!(cleared.is_ok(), "{cleared:?}");
     let left = keys(&mut admin, "trader-T1:counters:*");
     assert!(left.is_empty(), "clear returned {cleared:?} but left {} keys", left.len());
+    // What the passes the marker aborted had deleted before counts too.
+    assert_eq!(cleared.unwrap(), owned as u64, "clear reports every key it deleted");
+}
+
+/// `close` does not leave a long `clear` deleting behind it: once `close`
+/// has returned, nothing more is deleted (the flusher looks at the
+/// deadline between pages of the scan, not only between passes).
+#[test]
+fn nothing_is_deleted_after_close_returns() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    cache.put(&counter_v("C-0", 0)).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    // Many keys of this cache, so that one pass of the scan is long.
+    for chunk in 0..20u64 {
+        let mut pipe = redis::pipe();
+        for i in 0..10_000u64 {
+            pipe.cmd("SET").arg(format!("trader-T1:counters:K-{chunk}-{i}")).arg("x").ignore();
+        }
+        let _: () = pipe.query(&mut admin).unwrap();
+    }
+    // Returns before the clear is done when its pass is long: the flusher
+    // goes on deleting until close.
+    let cleared = cache.clear(ms(20));
+    eprintln!("clear returned {cleared:?}");
+    let closed = cache.close(ms(20));
+    eprintln!("close returned {closed:?}");
+    let dbsize = |con: &mut redis::Connection| -> u64 { redis::cmd("DBSIZE").query(con).unwrap() };
+    let after_close = dbsize(&mut admin);
+    std::thread::sleep(ms(500));
+    assert_eq!(dbsize(&mut admin), after_close, "keys were deleted after close returned");
 }

@@ -42,7 +42,7 @@ impl Rng {
 /// value at least as new as that thread's own last write to the key (and
 /// never one nobody wrote); once everything is flushed, every key reads its
 /// last value, in this process and from Redis.
-fn read_your_writes_under_concurrency(tracking: bool) {
+fn read_your_writes_under_concurrency(tracking: bool, seed: u64) {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.addr());
     let prefix = if tracking { "ryw-t" } else { "ryw-n" };
@@ -74,7 +74,7 @@ fn read_your_writes_under_concurrency(tracking: bool) {
             let (kv, keys, last, done, stale, read_errors, start) =
                 (&kv, &keys, &last, &done, &stale, &read_errors, &start);
             s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1234_5678));
+                let mut rng = Rng((0x9E37_79B9_7F4A_7C15 ^ seed ^ ((t as u64 + 1) * 0x1234_5678)) | 1);
                 let mut own = [0u64; KEYS];
                 start.wait();
                 for op in 0..OPS_PER_THREAD {
@@ -142,18 +142,36 @@ fn read_your_writes_under_concurrency(tracking: bool) {
     eprintln!("tracking {tracking}: {} read errors, stats {s:?}", read_errors.load(SeqCst));
 }
 
+/// The seeds of the rounds to run: `ROUNDS` fixed ones in the suite; with
+/// `FUZZ_SECONDS` set (`make fuzz`), fresh ones for that many seconds.
+fn rounds(tracking: bool) {
+    let Some(secs) = std::env::var("FUZZ_SECONDS").ok().map(|s| s.parse::<u64>().unwrap_or(60)) else {
+        for seed in 0..ROUNDS as u64 {
+            read_your_writes_under_concurrency(tracking, seed);
+        }
+        return;
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while std::time::Instant::now() < until {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(n, |d| d.as_nanos() as u64);
+        eprintln!("kv read-your-writes (tracking {tracking}) round {n}, seed {seed:#x}");
+        read_your_writes_under_concurrency(tracking, seed);
+        n += 1;
+    }
+    eprintln!("kv read-your-writes (tracking {tracking}): {n} rounds in {secs} s");
+}
+
 #[test]
 fn kv_near_cache_read_your_writes_without_tracking() {
-    for _ in 0..ROUNDS {
-        read_your_writes_under_concurrency(false);
-    }
+    rounds(false);
 }
 
 #[test]
 fn kv_near_cache_read_your_writes_with_tracking() {
-    for _ in 0..ROUNDS {
-        read_your_writes_under_concurrency(true);
-    }
+    rounds(true);
 }
 
 /// `connected_clients` of the server behind `con`.
