@@ -76,13 +76,13 @@ pub struct Health {
     /// Why the server currently refuses writes (`OOM`, `MISCONF`, …), while
     /// it does.
     pub backpressure: Option<String>,
-    /// Set when another writer opened as this one and took over (README,
+    /// Set when another writer opened as this one and took over (docs/guarantees.md,
     /// "Writers and fencing"): this cache writes nothing more. Names the
     /// writer key.
     pub fenced: Option<String>,
     /// The last time the commit marker was found missing or behind what
     /// this writer had acknowledged: Redis may have lost acknowledged
-    /// writes (README, "Guarantees"). Stays set; it is a fact to act on.
+    /// writes (docs/guarantees.md). Stays set; it is a fact to act on.
     pub marker_lost: Option<String>,
 }
 
