@@ -25,7 +25,7 @@ pub(crate) struct Conn {
     /// The server's clock, read (`TIME`) when the connection opened, when
     /// it is needed (`stream_max_age`) and allowed: stream ids are the
     /// server's milliseconds, so age trims go by its clock, not the
-    /// engine's (issue 19). Read again on each new connection: a
+    /// engine's. Read again on each new connection: a
     /// failover or a restart may bring a server with another clock.
     pub(crate) server_clock: Option<ServerClock>,
 }
