@@ -70,7 +70,9 @@ mod stats;
 pub use config::{Config, OverflowPolicy};
 pub use encoding::Encoding;
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
-pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
+pub use error::{
+    CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result, SourceError,
+};
 pub use error_class::ErrorClass;
 pub use ident::{IdError, Ident};
 pub use load::{LoadIssue, LoadReport, Snapshot};

@@ -185,6 +185,7 @@ pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Resu
         addr: conn.addr.clone(),
         kind: crate::ErrorKind::Server,
         detail: format!("claiming the commit marker {key}: other writers kept claiming it at the same time"),
+        source: None,
     })
 }
 

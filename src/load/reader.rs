@@ -194,6 +194,7 @@ impl<'a> Reader<'a> {
                         addr: self.cfg.redacted_url(),
                         kind: crate::ErrorKind::Io,
                         detail: format!("cannot start a load thread: {e}"),
+                        source: Some(net::source_of(&e)),
                     });
                 }
             }
@@ -279,6 +280,7 @@ impl<'a> Reader<'a> {
                         addr: self.cfg.redacted_url(),
                         kind: crate::ErrorKind::Io,
                         detail: format!("cannot start a load thread: {e}"),
+                        source: Some(net::source_of(&e)),
                     });
                 }
             }
@@ -346,6 +348,7 @@ impl<'a> Reader<'a> {
                 addr: self.cfg.redacted_url(),
                 kind: crate::net::Cause::of_code(e.code()).kind(),
                 detail: format!("reading the commit marker {key}: {e}"),
+                source: Some(net::reply_source(&e)),
             }),
             _ => Ok(None),
         }

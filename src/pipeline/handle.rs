@@ -122,6 +122,7 @@ impl Cache {
                 addr: config.redacted_url(),
                 kind: crate::ErrorKind::Io,
                 detail: format!("cannot start the flusher thread: {e}"),
+                source: Some(crate::net::source_of(&e)),
             })?;
         Ok(Cache {
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
