@@ -922,7 +922,7 @@ fn write_orders(cache: &Cache, prefix: &str, n: usize, closed: bool, ts: UnixNan
 ///   with `publish_events` against without, alternating.
 ///
 /// Plus Redis memory per closed order (snapshot, 5 events, index entries)
-/// and per stream entry, for the README's sizing.
+/// and per stream entry, for the sizing in docs/running-24-7.md.
 fn running_24_7(port: u16, con: &mut redis::Connection, reps: usize) -> Value {
     let (closed_n, open_n) = (100_000usize, 1_000usize);
     let old = UnixNanos(1_600_000_000_000_000_000); // 2020: older than any retention

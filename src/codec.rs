@@ -95,8 +95,9 @@ mod tests {
                 assert_eq!(decode::<S>(&b, preferred).unwrap(), s, "{enc:?} read as {preferred:?}");
             }
         }
-        // Bare numbers (a newtype user type under JSON): found by
-        // tests/it/fuzz.rs, `0` used to come back as 48 and `1234` as 49.
+        // Bare numbers (a newtype user type under JSON) decode as the
+        // number, not as the byte of its first digit (`0` as 48, `1234` as
+        // 49): a case tests/it/fuzz.rs found.
         for n in [0u64, 5, 48, 1234, u64::MAX] {
             let text = n.to_string();
             assert_eq!(decode::<u64>(text.as_bytes(), Encoding::Json).unwrap(), n);

@@ -41,7 +41,7 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + 'static {
     /// The collection name, part of every key: `"positions"`.
     ///
     /// The rule for every collection name, of entities and of
-    /// [`MarketData`] alike (README, "Key layout"):
+    /// [`MarketData`] alike (docs/usage.md, "Keys"):
     ///
     /// - 1 to 256 bytes of ASCII letters, digits and punctuation other than
     ///   `:`, `{` and `}`: no whitespace, control or non-ASCII characters,

@@ -128,6 +128,9 @@ pub enum Error {
         kind: ErrorKind,
         /// The last failure's text.
         detail: String,
+        /// The last failure's underlying error, when there was one (the
+        /// error's [`std::error::Error::source`]).
+        source: Option<SourceError>,
     },
     /// A command failed on an established connection.
     #[error("redis error ({kind_text}) at {addr}: {detail}", kind_text = kind_text(*.kind))]
@@ -138,6 +141,10 @@ pub enum Error {
         kind: ErrorKind,
         /// The failure's text.
         detail: String,
+        /// The underlying error, when there was one (the error's
+        /// [`std::error::Error::source`]): what redis-rs, the TLS layer,
+        /// the operating system or the server reported.
+        source: Option<SourceError>,
     },
     /// Waiting for an acknowledgement timed out.
     #[error("timed out after {0:?} waiting for Redis to acknowledge")]
@@ -347,6 +354,67 @@ impl fmt::Display for DroppedWrite {
     }
 }
 
+/// The underlying error of an [`Error::Connect`] or an [`Error::Redis`],
+/// returned by their [`source`](std::error::Error::source): what redis-rs,
+/// the TLS layer, the operating system or the server reported, with its own
+/// chain. Every level's text is scrubbed of credentials (a URL's
+/// `user:password@` reads `<redacted>@`), so a chain can be logged whole.
+///
+/// It is a copy of the chain, not the original error value, so that this
+/// crate's API does not depend on the Redis client's error types; the
+/// operating system's [`std::io::ErrorKind`] is kept where a level was an
+/// I/O error.
+///
+/// ```
+/// # use tradecache::{Config, Cache};
+/// # use std::error::Error as _;
+/// # let config = Config::builder().port(1).connect_attempts(1);
+/// if let Err(e) = Cache::open(config) {
+///     let mut chain = vec![e.to_string()];
+///     let mut next = e.source();
+///     while let Some(cause) = next {
+///         chain.push(cause.to_string());
+///         next = cause.source();
+///     }
+///     eprintln!("{}", chain.join(": "));
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    text: String,
+    io_kind: Option<std::io::ErrorKind>,
+    source: Option<Box<SourceError>>,
+}
+
+impl SourceError {
+    /// A level of a chain: its (scrubbed) text, its I/O kind, what caused it.
+    pub(crate) fn new(
+        text: String,
+        io_kind: Option<std::io::ErrorKind>,
+        source: Option<SourceError>,
+    ) -> Self {
+        SourceError { text, io_kind, source: source.map(Box::new) }
+    }
+
+    /// The operating system's error kind, when this level is an I/O error
+    /// (`ConnectionRefused`, `TimedOut`, …).
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        self.io_kind
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// What [`crate::Cache::close`] could and could not persist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CloseReport {
@@ -367,5 +435,6 @@ mod tests {
         check::<ConfigError>();
         check::<PushError<String>>();
         check::<DroppedWrite>();
+        check::<SourceError>();
     }
 }

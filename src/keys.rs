@@ -1,4 +1,4 @@
-//! The key layout of DESIGN.md:
+//! The key layout (docs/usage.md, "Keys"):
 //! `{trader_key}:{collection}:{id}`, `…:{id}:events`, `…:index:{collection}`
 //! (with `…:index:{collection}:open`, a set, and `…:index:{collection}:closed`,
 //! a sorted set by last update), `…:stream:{collection}`, the writer's

@@ -16,6 +16,29 @@
 //! cache.close(Duration::from_secs(5))?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`Cache`] is the write path and its reads; [`kv`] is a general caching
+//! layer (namespaced TTL key-value caching) that shares its connection code.
+//! [`Cache::health`] and [`Cache::stats`] print for a person (`{}`) and for
+//! a program (`{:?}`, or their fields).
+//!
+//! # Guides
+//!
+//! The crate's `README.md` has the two commands (`make demo`, `make test`),
+//! the headline guarantees and figures. The depth is in its `docs/` folder
+//! (in the repository and in the published package):
+//!
+//! | file | what it covers |
+//! | --- | --- |
+//! | `docs/usage.md` | the key layout, reads (`load`, `load_open`, `get`, market data), the stored schema |
+//! | `docs/running-24-7.md` | open/closed indexes, retention, the heartbeat, live event streams, sizing |
+//! | `docs/configuration.md` | every option of [`Config`] and [`kv::KvConfig`] with its environment variable |
+//! | `docs/guarantees.md` | every guarantee with its test, fencing, the fault matrix, Redis losing acknowledged batches |
+//! | `docs/deployment.md` | ACL users, databases, TLS, Sentinel with `replica_wait`, Cluster |
+//! | `docs/kv.md` | the caching layer |
+//! | `docs/performance.md` | the benchmarks and how each figure is taken |
+//! | `docs/architecture.md` | the threads, the channel, and which file owns what |
+//! | `docs/monitoring.md`, `docs/recovery.md` | what to alert on and at what threshold; the recovery runbook |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -47,7 +70,9 @@ mod stats;
 pub use config::{Config, OverflowPolicy};
 pub use encoding::Encoding;
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
-pub use error::{CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result};
+pub use error::{
+    CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result, SourceError,
+};
 pub use error_class::ErrorClass;
 pub use ident::{IdError, Ident};
 pub use load::{LoadIssue, LoadReport, Snapshot};

@@ -5,7 +5,7 @@
 //! Stored as the text `{epoch}:{batch}` (`1764550000123456:42`); a bare
 //! `{batch}`, as written before epochs existed, reads as epoch 0.
 //!
-//! Fencing (DESIGN.md, "Writers and fencing"; Kafka's producer epoch):
+//! Fencing (docs/guarantees.md, "Writers and fencing"; Kafka's producer epoch):
 //! `open` claims the marker with an epoch larger than any before it
 //! (`WATCH` + `MULTI`/`EXEC`, so two opens cannot both win), and the
 //! flusher keeps a `WATCH` on the marker between its transactions. A batch
@@ -185,6 +185,7 @@ pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Resu
         addr: conn.addr.clone(),
         kind: crate::ErrorKind::Server,
         detail: format!("claiming the commit marker {key}: other writers kept claiming it at the same time"),
+        source: None,
     })
 }
 

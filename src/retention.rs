@@ -1,4 +1,4 @@
-//! Retention of closed state (issue 15): the caller's side of a purge.
+//! Retention of closed state: the caller's side of a purge.
 //! The work is done by the flusher, in bounded steps between batches
 //! (`flusher/purge.rs` says why there); the calling thread sends the
 //! request through the channel and waits for the result.

@@ -49,7 +49,7 @@ impl Config {
     /// example a `HashMap`, or `std::env::var` as [`Config::from_env`] does),
     /// starting from the defaults. A variable that is unset or empty keeps
     /// its default. Values are trimmed, except passwords. The variables,
-    /// in the order they are applied (README's configuration table and
+    /// in the order they are applied (the table in docs/configuration.md and
     /// `.env.example` are rendered from the same table):
     ///
     #[doc = include_str!("vars.md")]
@@ -92,9 +92,9 @@ impl Config {
         problems.finish(c)
     }
 
-    /// The rows of the configuration table in README.md (with its header),
+    /// The rows of the configuration table in docs/configuration.md (with its header),
     /// rendered from the table [`Config::from_vars`] reads; a unit test
-    /// checks that README shows exactly this.
+    /// checks that the file shows exactly this.
     #[doc(hidden)]
     pub fn env_markdown() -> String {
         markdown(ENV, None)
@@ -381,14 +381,14 @@ mod tests {
         assert_no_secret(&e, PASSWORD);
     }
 
-    /// README's configuration table, the table in the documentation of
+    /// The configuration table in docs/configuration.md, the table in the documentation of
     /// `from_vars` and `.env.example` are what the table renders. With
     /// `TRADECACHE_WRITE_DOCS=1`, this test writes them instead.
     #[test]
     fn docs_match_the_table() {
         let doc = markdown(ENV, Some("Config"));
         docs::check_file("src/config/vars.md", &doc);
-        docs::check_block("README.md", "config-env", &Config::env_markdown());
+        docs::check_block("docs/configuration.md", "config-env", &Config::env_markdown());
         docs::check_block(".env.example", "config-env", &Config::env_example());
     }
 

@@ -820,7 +820,7 @@ impl Config {
     /// machine's, for the clock it stamps batches with (the score of a
     /// closed entity without a last update). Lets a test show that
     /// [`Config::stream_max_age`] trims by the Redis server's clock, not
-    /// the engine's (issue 19). Not validated, not read from the
+    /// the engine's. Not validated, not read from the
     /// environment. Default 0.
     #[doc(hidden)]
     #[must_use]

@@ -1,7 +1,7 @@
 //! The mechanism behind the variable tables of `Config` (`vars.rs`) and
 //! `KvConfig` (`kv/vars.rs`): [`EnvVar`], applying a table to a set of
 //! variables, the parsers the entries share, and rendering a table into
-//! README's configuration tables, the documentation of `from_vars` and
+//! the configuration tables of docs/configuration.md, the documentation of `from_vars` and
 //! `.env.example`.
 
 use std::borrow::Cow;

@@ -439,7 +439,7 @@ mod tests {
         );
     }
 
-    /// Issue 10: settings that made the flusher spin, or `flush_on_start`
+    /// Settings that would make the flusher spin, or `flush_on_start`
     /// reach other applications' keys, are refused.
     #[test]
     fn trust_rules() {

@@ -1,8 +1,8 @@
 //! [`ENV`]: every environment variable [`Config::from_vars`] reads, with
 //! the setter it drives, its default (read from [`Config::default()`]),
 //! the values it takes and what it does. This one table drives
-//! `from_vars`, the table in its documentation (`vars.md`), README's
-//! configuration table and `.env.example`; a unit test in `env.rs` checks
+//! `from_vars`, the table in its documentation (`vars.md`), the
+//! configuration table of docs/configuration.md and `.env.example`; a unit test in `env.rs` checks
 //! that the three files match it.
 //!
 //! This file is longer than 600 lines because it is one table, one entry

@@ -517,14 +517,14 @@ mod tests {
         assert!(KvConfig::builder().key_prefix("").validate().is_ok());
     }
 
-    /// README's `KvConfig` table, the table in the documentation of
+    /// The `KvConfig` table in docs/configuration.md, the table in the documentation of
     /// `from_vars` and the kv part of `.env.example` are what the table
     /// renders (`TRADECACHE_WRITE_DOCS=1` writes them).
     #[test]
     fn docs_match_the_table() {
         use crate::config::docs;
         docs::check_file("src/kv/vars.md", &markdown(KV_ENV, Some("KvConfig")));
-        docs::check_block("README.md", "kv-env", &KvConfig::env_markdown());
+        docs::check_block("docs/configuration.md", "kv-env", &KvConfig::env_markdown());
         docs::check_block(".env.example", "kv-env", &KvConfig::env_example());
     }
 

@@ -56,7 +56,7 @@ impl WriterLinks {
         let conn = links.get(topo, node)?;
         if conn.client.is_none() {
             let text = "the kv writer cannot name its connection (CLIENT INFO refused), so it could not keep a \
-                        dropped connection's late writes out: it needs +client|info and +client|kill (README, \
+                        dropped connection's late writes out: it needs +client|info and +client|kill (docs/kv.md, \
                         the kv ACL)";
             let f = Failure::new(net::Cause::Auth, conn.addr.clone(), text);
             links.drop_node(node);

@@ -222,6 +222,7 @@ impl Kv {
             addr: config.redis.redacted_url(),
             kind: crate::ErrorKind::Io,
             detail: format!("cannot start a kv thread: {e}"),
+            source: Some(crate::net::source_of(&e)),
         };
         let writer = Writer::new(WriterInit {
             cfg: config.clone(),

@@ -4,7 +4,7 @@
 //! `SCAN`/`UNLINK` for `clear_namespace`. A caller takes a free connection
 //! (trying each once before waiting for one). Any I/O error or timeout
 //! drops the connection (redis-rs keeps reading the replies of a
-//! pipeline after a failure, each up to the timeout: DESIGN.md).
+//! pipeline after a failure, each up to the timeout).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -297,7 +297,7 @@ fn one_reply(v: Value) -> Result<Reply, Failure> {
             if cause.action() == Action::Drop {
                 Ok(Reply::Refused(e.to_string()))
             } else {
-                Err(Failure::new(cause, String::new(), e.to_string()))
+                Err(Failure::new(cause, String::new(), e.to_string()).with_source(net::reply_source(&e)))
             }
         }
         other => Ok(Reply::Refused(format!("unexpected reply {other:?}"))),

@@ -1,7 +1,7 @@
 //! [`KV_ENV`]: the environment variables of the caching layer, in the
 //! shape of `Config`'s table (src/config/vars.rs) and applied by the same
 //! mechanism. It drives [`KvConfig::from_vars`], the table in its
-//! documentation (`vars.md`), README's `KvConfig` table and the kv part of
+//! documentation (`vars.md`), the `KvConfig` table of docs/configuration.md and the kv part of
 //! `.env.example`, which a unit test in `config.rs` checks against it;
 //! and the `KvConfig` constructors that read it (`from_env`, `from_vars`).
 
@@ -307,7 +307,7 @@ impl KvConfig {
         (c, problems)
     }
 
-    /// The rows of README's `KvConfig` table (with its header), rendered
+    /// The rows of the `KvConfig` table in docs/configuration.md (with its header), rendered
     /// from the table [`KvConfig::from_vars`] reads.
     #[doc(hidden)]
     pub fn env_markdown() -> String {

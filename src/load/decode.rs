@@ -3,7 +3,7 @@
 //!
 //! Profiles of `load()` showed the serde path (`rmp_serde`'s generic
 //! `any_inner`, field visitors, identifier visitors) as the largest share
-//! of the workers' time. This decoder reads the stored schema (README,
+//! of the workers' time. This decoder reads the stored schema (docs/usage.md,
 //! "Stored schema") directly with `rmp`'s markers: maps keyed by the short
 //! field names or the old long ones, fixed-point values as `[raw,
 //! precision]` arrays, enums as variant names.

@@ -202,6 +202,7 @@ impl<'a> Reader<'a> {
                         addr: self.cfg.redacted_url(),
                         kind: crate::ErrorKind::Io,
                         detail: format!("cannot start a load thread: {e}"),
+                        source: Some(net::source_of(&e)),
                     });
                 }
             }
@@ -287,6 +288,7 @@ impl<'a> Reader<'a> {
                         addr: self.cfg.redacted_url(),
                         kind: crate::ErrorKind::Io,
                         detail: format!("cannot start a load thread: {e}"),
+                        source: Some(net::source_of(&e)),
                     });
                 }
             }
@@ -354,6 +356,7 @@ impl<'a> Reader<'a> {
                 addr: self.cfg.redacted_url(),
                 kind: crate::net::Cause::of_code(e.code()).kind(),
                 detail: format!("reading the commit marker {key}: {e}"),
+                source: Some(net::reply_source(&e)),
             }),
             _ => Ok(None),
         }

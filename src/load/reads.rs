@@ -39,6 +39,7 @@ fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
         addr: cache.config().redacted_url(),
         kind: crate::ErrorKind::Server,
         detail: format!("{key}: {e}"),
+        source: Some(crate::net::reply_source(e)),
     }
 }
 

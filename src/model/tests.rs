@@ -595,7 +595,7 @@ mod old_format {
         assert_eq!(serde_json::from_str::<OrderEvent>(EVENT_FILLED_JSON).unwrap(), ev(8, filled));
     }
 
-    /// The stored schema README documents: a MessagePack map per value,
+    /// The stored schema docs/usage.md documents: a MessagePack map per value,
     /// read here by a generic decoder (into `serde_json::Value`) by key.
     #[test]
     fn stored_maps_have_the_documented_keys() {
@@ -626,7 +626,7 @@ mod old_format {
         // MEMORY USAGE each, where the long names took 204 bytes of value.
         let p = msgpack(&Position::example("P-9999"));
         assert!(p.len() <= 124, "{} bytes", p.len());
-        assert_eq!(msgpack(&Position::example("P-1234")).len(), 120, "the figure in README");
+        assert_eq!(msgpack(&Position::example("P-1234")).len(), 120, "the figure in docs/usage.md");
         let before: String = POSITION_EXAMPLE.split_whitespace().collect();
         assert!(
             msgpack(&Position::example("P-1")).len() * 3 < before.len() / 2 * 2,

@@ -25,7 +25,7 @@ pub(crate) struct Conn {
     /// The server's clock, read (`TIME`) when the connection opened, when
     /// it is needed (`stream_max_age`) and allowed: stream ids are the
     /// server's milliseconds, so age trims go by its clock, not the
-    /// engine's (issue 19). Read again on each new connection: a
+    /// engine's. Read again on each new connection: a
     /// failover or a restart may bring a server with another clock.
     pub(crate) server_clock: Option<ServerClock>,
 }
@@ -90,7 +90,7 @@ pub(crate) fn connect_to(
         _ => None,
     };
     // Refused under a strict ACL or on managed Redis: then only
-    // `max_value_bytes` bounds a value (README, "Limits").
+    // `max_value_bytes` bounds a value (docs/guarantees.md, "Dropped writes").
     conn.bulk_limit = match conn.query(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len")) {
         Ok(Value::Array(v)) => v.get(1).and_then(int_of),
         Ok(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
@@ -104,8 +104,8 @@ pub(crate) fn connect_to(
         if conn.server_clock.is_none() {
             // Trimming by the engine's clock could trim the events a batch
             // just published (a clock ahead by more than the age), so
-            // streams are then trimmed by length only (README, "Live
-            // event streams").
+            // streams are then trimmed by length only (docs/running-24-7.md,
+            // "Live event streams").
             log::warn!(
                 "tradecache: {}: TIME refused or unreadable: stream_max_age is not applied on this connection",
                 conn.addr

@@ -97,7 +97,8 @@ fn discovery_failure(nodes: &[HostPort], what: &str, role: &str, tried: Vec<(Str
     let cause = Cause::Discovery(Box::new(last.cause.clone()));
     let detail =
         tried.iter().map(|(node, f)| format!("{role} {node}: {}", f.text)).collect::<Vec<_>>().join("; ");
-    Failure::new(cause, addr, format!("no usable master for {what} ({detail})"))
+    let source = last.source.clone();
+    Failure { source, ..Failure::new(cause, addr, format!("no usable master for {what} ({detail})")) }
 }
 
 /// Asks the seed nodes in turn which master owns the trader's slot and

@@ -26,7 +26,9 @@ use crate::error::Error;
 
 pub(crate) use connect::{connect_to, ClientIdentity, Conn};
 pub(crate) use resp::{command_key, command_name_key, Args, Packer};
-pub(crate) use retry::{deadline_after, pause, reply_error, Action, Backoff, Cause, Failure};
+pub(crate) use retry::{
+    deadline_after, pause, reply_error, reply_source, source_of, Action, Backoff, Cause, Failure,
+};
 
 /// Connects according to the configured mode, resolving the master through
 /// Sentinel or the trader's slot owner through Cluster.
@@ -55,12 +57,7 @@ pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn,
                 // A wrong password or certificate will not fix itself:
                 // fail at once.
                 if attempt >= cfg.connect_attempts || f.cause.is_permanent() {
-                    return Err(Error::Connect {
-                        addr: f.addr.clone(),
-                        attempts: attempt,
-                        kind: f.kind(),
-                        detail: f.text,
-                    });
+                    return Err(f.into_connect_error(attempt));
                 }
                 std::thread::sleep(backoff.next_delay());
             }

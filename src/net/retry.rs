@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, SourceError};
 use crate::error_class::ErrorClass;
 
 /// Why something failed.
@@ -198,20 +198,29 @@ pub(crate) struct Failure {
     /// `host:port` (never credentials).
     pub(crate) addr: String,
     pub(crate) text: String,
+    /// The error it came from, scrubbed, when there was one: the public
+    /// error's `source()`.
+    pub(crate) source: Option<SourceError>,
 }
 
 impl Failure {
     pub(crate) fn new(cause: Cause, addr: impl Into<String>, text: impl Into<String>) -> Failure {
-        Failure { cause, addr: addr.into(), text: text.into() }
+        Failure { cause, addr: addr.into(), text: text.into(), source: None }
     }
 
     /// From a redis-rs error on the connection to `addr`.
     pub(crate) fn of(err: &redis::RedisError, addr: &str) -> Failure {
         #[cfg(feature = "tls")]
         if let Some(hint) = super::tls::explain(err) {
-            return Failure::new(Cause::Tls, addr, format!("{} (TLS: {hint})", scrub(&err.to_string())));
+            let text = format!("{} (TLS: {hint})", scrub(&err.to_string()));
+            return Failure::new(Cause::Tls, addr, text).with_source(source_of(err));
         }
-        Failure::new(Cause::of(err), addr, scrub(&err.to_string()))
+        Failure::new(Cause::of(err), addr, scrub(&err.to_string())).with_source(source_of(err))
+    }
+
+    /// The same failure, with the error it came from.
+    pub(crate) fn with_source(self, source: SourceError) -> Failure {
+        Failure { source: Some(source), ..self }
     }
 
     /// Not connected at all (no connection to send on).
@@ -242,8 +251,53 @@ impl Failure {
     }
 
     pub(crate) fn into_error(self) -> Error {
-        Error::Redis { addr: self.addr.clone(), kind: self.kind(), detail: self.text }
+        Error::Redis { kind: self.kind(), addr: self.addr, detail: self.text, source: self.source }
     }
+
+    /// The error `open` returns after `attempts` tries that ended in this.
+    pub(crate) fn into_connect_error(self, attempts: u32) -> Error {
+        Error::Connect {
+            kind: self.kind(),
+            addr: self.addr,
+            attempts,
+            detail: self.text,
+            source: self.source,
+        }
+    }
+}
+
+/// A copy of `err` and its chain of sources, each text scrubbed of
+/// credentials, keeping the I/O kind of each level that is an I/O error
+/// (at most 16 levels: a chain is not expected to be longer, or to loop).
+pub(crate) fn source_of(err: &(dyn std::error::Error + 'static)) -> SourceError {
+    let mut levels = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next.filter(|_| levels.len() < 16) {
+        levels.push((scrub(&e.to_string()), io_kind(e)));
+        next = e.source();
+    }
+    levels
+        .into_iter()
+        .rev()
+        .fold(None, |source, (text, io_kind)| Some(SourceError::new(text, io_kind, source)))
+        .expect("at least the error itself")
+}
+
+/// The I/O kind of one level of a chain: an `io::Error`, or one behind the
+/// `Arc` redis-rs keeps its I/O errors in (that level's `source()` is the
+/// I/O error's own).
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return Some(io.kind());
+    }
+    let inner = e.downcast_ref::<Shared>()?;
+    inner.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+}
+
+/// A server's error reply as the source of a public error.
+pub(crate) fn reply_source(e: &redis::ServerError) -> SourceError {
+    SourceError::new(scrub(&e.to_string()), None, None)
 }
 
 /// The code and text of a server error reply value, if it is one.
@@ -334,6 +388,43 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text of `err` and of each of its sources.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(err), |e| e.source()).map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn errors_keep_their_cause_as_a_walkable_scrubbed_source() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "redis://trader:hunter2@redis.internal:6379 refused",
+        );
+        let err = redis::RedisError::from(io);
+        for public in [
+            Failure::of(&err, "redis.internal:6379").into_error(),
+            Failure::of(&err, "redis.internal:6379").into_connect_error(3),
+        ] {
+            let links = chain(&public);
+            assert!(links.len() >= 3, "the error, redis-rs's, the I/O error: {links:?}");
+            assert!(links.iter().all(|l| !l.contains("hunter2")), "{links:?}");
+            assert!(!format!("{public:?}").contains("hunter2"), "{public:?}");
+            assert!(links.iter().skip(1).any(|l| l.contains("<redacted>@redis.internal")), "{links:?}");
+            let source = std::error::Error::source(&public).expect("a source");
+            let kinds: Vec<_> = std::iter::successors(Some(source), |e| e.source())
+                .filter_map(|e| e.downcast_ref::<SourceError>())
+                .map(SourceError::io_kind)
+                .collect();
+            assert!(kinds.contains(&Some(std::io::ErrorKind::ConnectionRefused)), "{kinds:?}");
+        }
+        // A failure of our own making has no source; a server's reply is one.
+        let own = Failure::new(Cause::Protocol, "h:1", "unexpected reply").into_error();
+        assert!(std::error::Error::source(&own).is_none());
+        let reply = Failure::new(Cause::Command, "h:1", "x")
+            .with_source(SourceError::new("WRONGTYPE wrong kind".into(), None, None))
+            .into_error();
+        assert_eq!(chain(&reply)[1], "WRONGTYPE wrong kind");
+    }
 
     fn classify_code(code: &str) -> (ErrorClass, Action) {
         let c = Cause::of_code(code);

@@ -58,7 +58,7 @@ impl Cache {
     /// Validates `config`, connects (at most `connect_attempts` tries with
     /// exponential backoff between `open_backoff` bounds), claims this
     /// writer's commit marker with a new epoch (fencing any cache opened
-    /// before with the same trader, instance and `writer_id`: README,
+    /// before with the same trader, instance and `writer_id`: docs/guarantees.md,
     /// "Writers and fencing"), deletes this cache's keys if
     /// `flush_on_start` is set, and starts the flusher thread
     /// `tradecache-flusher`.
@@ -122,6 +122,7 @@ impl Cache {
                 addr: config.redacted_url(),
                 kind: crate::ErrorKind::Io,
                 detail: format!("cannot start the flusher thread: {e}"),
+                source: Some(crate::net::source_of(&e)),
             })?;
         Ok(Cache {
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
@@ -145,7 +146,7 @@ impl Cache {
     /// clone of the value) when the channel is full under
     /// [`OverflowPolicy::Reject`] or stays full for the `Block` timeout;
     /// [`PushError::Closed`] after `close`; [`PushError::Fenced`] once a
-    /// newer writer has taken over (README, "Writers and fencing").
+    /// newer writer has taken over (docs/guarantees.md, "Writers and fencing").
     ///
     /// # Example
     ///

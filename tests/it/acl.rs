@@ -8,7 +8,7 @@ use crate::harness::topology::acl_setuser;
 use crate::harness::*;
 use tradecache::{Cache, ErrorKind};
 
-/// The minimal ACL rule documented in the README.
+/// The minimal ACL rule documented in docs/deployment.md.
 const RULE: &str = "on >acl-secret-1 ~trader-ACL1:* resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore +zcard +scard +zdiff +unwatch +set +xadd +xtrim +time";
 
 #[test]

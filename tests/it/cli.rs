@@ -187,7 +187,7 @@ fn inspect_lists_traders_then_collections_then_values() {
     let out = stdout(&ok(run(&server, &["-t", "DEMO-001", "inspect", "orders", "O-1"])));
     let value = out.lines().find(|l| l.starts_with("trader-DEMO-001:orders:O-1 = ")).expect(&out);
     let json: serde_json::Value = serde_json::from_str(value.split_once(" = ").unwrap().1).unwrap();
-    assert_eq!(json["id"], "O-1"); // stored field names are short (README, stored schema)
+    assert_eq!(json["id"], "O-1"); // stored field names are short (docs/usage.md, stored schema)
     assert_eq!(json["st"], "Canceled");
     assert!(out.contains("trader-DEMO-001:orders:O-1:events (2 events)"), "{out}");
     assert!(out.contains("[1] ") && out.contains("\"Canceled\""), "{out}");

@@ -132,7 +132,7 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
     let from_env = Cache::open(Config::from_vars(|k| vars.get(k).cloned()).unwrap()).unwrap();
     assert_eq!(from_env.load().unwrap().orders, vec![orders[1].clone()]);
 
-    // An ACL user (defined on every node) needs the README's rule with the
+    // An ACL user (defined on every node) needs docs/deployment.md's rule with the
     // hash-tagged key pattern, plus `CLUSTER SLOTS` to find the owner.
     let (third, _, third_owner) = &traders[2];
     let rule = acl_rule("cluster-pw-1", &format!("{}:*", tag(third)), "+cluster|slots");

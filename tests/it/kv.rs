@@ -771,7 +771,7 @@ fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
 
 // --- deployment modes ---------------------------------------------------
 
-/// The ACL rule the kv layer needs, as the README documents it.
+/// The ACL rule the kv layer needs, as docs/kv.md documents it.
 const KV_ACL: &str = "on >kv-secret-1 ~cache:* resetchannels &__redis__:invalidate -@all +get +mget +set +del +unlink +pexpire +persist +exists +scan +multi +exec +ping +subscribe +unsubscribe +client|id +client|info +client|kill +client|tracking";
 
 #[test]

@@ -167,6 +167,21 @@ fn open_against_closed_port_fails_clearly() {
     let text = err.to_string();
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(text.contains("2 attempt"), "{text}");
+    // The cause is kept as the error's source, down to the operating
+    // system's error.
+    let chain = chain(&err);
+    assert!(chain.len() >= 2, "{chain:?}");
+    let refused = std::iter::successors(std::error::Error::source(&err), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<tradecache::SourceError>())
+        .any(|e| e.io_kind() == Some(std::io::ErrorKind::ConnectionRefused));
+    assert!(refused, "{chain:?}");
+}
+
+/// The error and its sources, each as text.
+fn chain(err: &tradecache::Error) -> Vec<String> {
+    std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[test]
@@ -177,6 +192,11 @@ fn open_with_wrong_password_fails_clearly() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains("wrong-secret") && !text.contains("right-secret"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{}", server.port())), "{text}");
+    // Its source chain says what the server answered, and no password.
+    let chain = chain(&err);
+    assert!(chain.len() >= 2, "the server's refusal is the source: {chain:?}");
+    let all = format!("{chain:?} {:?}", std::error::Error::source(&err));
+    assert!(!all.contains("wrong-secret") && !all.contains("right-secret"), "{all}");
     Cache::open(config(server.port(), "T1").password("right-secret")).unwrap();
 }
 

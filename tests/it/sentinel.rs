@@ -175,7 +175,7 @@ fn replica_wait_acknowledges_only_what_a_replica_has() {
 }
 
 /// Without `replica_wait`, the same writes are acknowledged by the master
-/// alone and the failover loses them: the risk the README describes.
+/// alone and the failover loses them: the risk docs/deployment.md describes.
 #[test]
 fn without_replica_wait_a_failover_loses_unreplicated_acknowledged_writes() {
     cut_off_replicas_then_fail_over(false);
@@ -207,7 +207,7 @@ fn sentinel_variables_and_dead_sentinels() {
     cache.close(Duration::from_secs(5)).unwrap();
 
     // An ACL user (defined on the data nodes, not the sentinels) needs the
-    // README's rule plus `ROLE`, which checks that the server the
+    // docs/deployment.md's rule plus `ROLE`, which checks that the server the
     // sentinels named is a master.
     for s in &setup.servers {
         acl_setuser(s.port(), "trader", &acl_rule("sentinel-pw-1", "trader-SV2:*", "+role"));

@@ -189,7 +189,7 @@ fn purge_batch(
             del.arg(layout.entity(c, id)).arg(layout.events(c, id));
             let mut srem = redis::cmd("SREM");
             srem.arg(layout.index(c)).arg(id);
-            // The open/closed indexes the flusher keeps (issue 15).
+            // The open/closed indexes the flusher keeps.
             let mut srem_open = redis::cmd("SREM");
             srem_open.arg(layout.open_index(c)).arg(id);
             let mut zrem = redis::cmd("ZREM");

@@ -334,8 +334,9 @@ impl fmt::Display for Money {
 //
 // `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for
 // any precision, and a third of the size of a map with field names (a
-// position has four of them; DESIGN.md keeps values small). Reading also
-// accepts the `{raw, precision[, currency]}` map written by earlier versions.
+// position has four of them, and stored values are kept small: docs/usage.md,
+// "Stored schema"). Reading also accepts the `{raw, precision[, currency]}`
+// map, the older stored form.
 
 /// A decoded fixed-point value before its range is checked.
 struct Fixed {

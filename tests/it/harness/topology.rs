@@ -48,7 +48,7 @@ pub fn connect(port: u16) -> redis::Connection {
     con
 }
 
-/// The ACL rule tradecache needs, as documented in the README, for keys
+/// The ACL rule tradecache needs, as docs/deployment.md documents it, for keys
 /// matching `keys` (e.g. `trader-T1:*`), plus `extra` (e.g. `+role`).
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     format!(
