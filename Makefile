@@ -76,7 +76,7 @@ recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verif
 	scripts/recovery-test
 
 fuzz: ensure-redis ## Long fuzz runs: tests/it/fuzz.rs (decoding, config, ids), tests/it/model_based.rs (the write path against a model) and the kv read-your-writes model (tests/it/kv_consistency.rs), FUZZ_SECONDS (default 60) each; not in CI
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --all-features --test it -- fuzz:: model_based:: kv_consistency::kv_near_cache --nocapture --test-threads $(TEST_THREADS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --profile fuzz --all-features --test it -- fuzz:: model_based:: kv_consistency::kv_near_cache --nocapture --test-threads $(TEST_THREADS)
 
 clean: ## Stop the demo redis and remove build output
 	@scripts/redis-down

@@ -198,7 +198,8 @@ impl Batch {
 }
 
 /// Reused buffers for packing a batch: one variadic command per kind of
-/// change (DESIGN.md: batches are cheap for Redis to apply).
+/// change (a few large commands are cheaper for Redis to apply than many
+/// small ones).
 #[derive(Default)]
 pub(super) struct Bufs {
     /// `MSET` pairs of every snapshot put, and the commit marker.
