@@ -199,3 +199,32 @@ fn load_is_a_consistent_cut_or_says_it_is_not() {
     assert!(snap.report.consistent, "{:?}", snap.report);
     assert_eq!(snap.orders.len(), 20);
 }
+
+/// `load_all_with_events`: a type of the user's own with its logs in one
+/// call, each log in append order with repeats dropped, and enough
+/// entities that the load goes over several connections.
+#[test]
+fn a_user_type_loads_with_its_event_logs() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    for i in 0..3_000u64 {
+        let id = format!("C-{i:04}");
+        cache.put(&counter_v(&id, i)).unwrap();
+        for n in 1..=(i % 4) {
+            cache.append(&id, &Tick { n }).unwrap();
+        }
+    }
+    // A repeat of an event id is dropped on load and counted.
+    cache.append("C-0003", &Tick { n: 2 }).unwrap();
+    cache.flush(Duration::from_secs(30)).unwrap();
+    let (counters, events, report) = cache.load_all_with_events::<Tick>().unwrap();
+    assert_eq!(counters.len(), 3_000);
+    assert!(counters.windows(2).all(|w| w[0].id < w[1].id), "sorted by id");
+    assert_eq!(report.duplicate_events, 1, "{report:?}");
+    assert_eq!(events.len(), 3_000 / 4 * 3, "an entity without events has no entry");
+    for (i, c) in counters.iter().enumerate() {
+        let want: Vec<u64> = (1..=(i as u64 % 4)).collect();
+        let got: Vec<u64> = events.get(c.id.as_str()).map(|e| e.iter().map(|t| t.n).collect()).unwrap_or_default();
+        assert_eq!(got, want, "{}", c.id);
+    }
+}
