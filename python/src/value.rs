@@ -137,7 +137,7 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Mp> {
         }
         return Ok(Mp::Array(out));
     }
-    if let Ok(t) = obj.downcast::<PyTuple>() {
+    if let Ok(t) = obj.downcast_exact::<PyTuple>() {
         let mut out = Vec::with_capacity(t.len());
         for v in t.iter() {
             out.push(from_py_at(&v, depth + 1)?);
@@ -170,6 +170,14 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Mp> {
         let data = obj.getattr("data")?;
         let data = data.downcast::<PyBytes>()?;
         return Ok(Mp::Ext(code, data.as_bytes().to_vec()));
+    }
+    // Other tuple subclasses (named tuples) are arrays, as msgpack has them.
+    if let Ok(t) = obj.downcast::<PyTuple>() {
+        let mut out = Vec::with_capacity(t.len());
+        for v in t.iter() {
+            out.push(from_py_at(&v, depth + 1)?);
+        }
+        return Ok(Mp::Array(out));
     }
     let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     Err(errors::encode_error(
