@@ -34,7 +34,7 @@ impl<'de> Deserialize<'de> for Val {
 fn ttl_of(py: Python<'_>, ttl: Option<f64>) -> PyResult<Ttl> {
     match ttl {
         None => Ok(Ttl::Policy),
-        Some(t) if t == 0.0 => Ok(Ttl::Never),
+        Some(0.0) => Ok(Ttl::Never),
         Some(t) if t.is_finite() && t > 0.0 => Ok(Ttl::After(Duration::from_secs_f64(t))),
         Some(t) => Err(errors::config_error(
             py,
