@@ -418,8 +418,12 @@ impl PyCache {
     /// Everything this trader persisted: `{"entities": {collection: {id:
     /// value}}, "events": {collection: {id: [event, …]}}, "report": {…}}`
     /// (the Python `load()` wraps it in a `Snapshot`). `collections`: the
-    /// ones to read (default: every collection with an index set).
-    /// Reads without the GIL, then builds the Python objects.
+    /// ones to read (default: those of `COLLECTIONS` that have an index
+    /// set). A thread of its own reads chunks of `load_chunk` ids (one
+    /// pipeline of an `MGET` and an `LRANGE` per id each) while this one,
+    /// with the GIL, builds the Python objects of the chunk before. The
+    /// commit marker is read before and after; the state is read again
+    /// (three times at most) when a batch landed in between.
     #[pyo3(signature = (collections = None, events = true, timeout = 5.0))]
     fn _load(
         &self,
@@ -431,72 +435,103 @@ impl PyCache {
         self.settle(py, secs(py, timeout)?)?;
         let started = std::time::Instant::now();
         let reader = &self.reader;
-        let fetched = py.allow_threads(|| -> Result<_, String> {
-            let names = match collections {
-                Some(c) => c,
-                None => reader.collections()?,
-            };
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let before = reader.marker()?;
-                let mut keys_read = 0;
-                let mut round_trips = 0;
-                let mut all = Vec::new();
-                for name in &names {
-                    all.push((name.clone(), reader.load(name, events, &mut keys_read, &mut round_trips)?));
-                }
-                let consistent = reader.marker()? == before;
-                if consistent || attempts == 3 {
-                    break Ok((all, consistent, attempts, keys_read, round_trips));
-                }
-            }
-        });
-        let (all, consistent, attempts, keys_read, round_trips) =
-            fetched.map_err(|e| Self::read_err(py, e))?;
-        let entities = PyDict::new(py);
-        let event_map = PyDict::new(py);
-        let issues = PyList::empty(py);
-        for (name, raws) in all {
-            let ents = PyDict::new(py);
-            let evs = PyDict::new(py);
-            for raw in raws {
-                let key = reader.entity_key(&name, &raw.id);
-                let Some(b) = raw.value else {
-                    continue; // deleted between SMEMBERS and MGET
-                };
-                match value::decode(py, &b) {
-                    Ok(v) => ents.set_item(&raw.id, v)?,
-                    Err(e) => {
-                        issues.append((key, e.to_string()))?;
-                        continue;
-                    }
-                }
-                if events && !raw.events.is_empty() {
-                    let ekey = reader.events_key(&name, &raw.id);
-                    match Self::decode_events(py, &ekey, &raw.events, false) {
-                        Ok(l) => evs.set_item(&raw.id, l)?,
-                        Err(e) => issues.append((ekey, e.to_string()))?,
-                    }
-                }
-            }
-            entities.set_item(&name, ents)?;
-            if events {
-                event_map.set_item(&name, evs)?;
-            }
+        let names: Vec<String> = match collections {
+            Some(c) => c,
+            None => py.allow_threads(|| reader.present(COLLECTIONS)).map_err(|e| Self::read_err(py, e))?,
+        };
+        for n in &names {
+            check_collection(py, n)?;
         }
-        let report = PyDict::new(py);
-        report.set_item("consistent", consistent)?;
-        report.set_item("attempts", attempts)?;
-        report.set_item("keys_read", keys_read)?;
-        report.set_item("round_trips", round_trips)?;
-        report.set_item("elapsed", started.elapsed().as_secs_f64())?;
-        report.set_item("issues", issues)?;
-        let out = PyDict::new(py);
-        out.set_item("entities", entities)?;
-        out.set_item("events", event_map)?;
-        out.set_item("report", report)?;
-        Ok(out.into_any().unbind())
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut keys_read = 0u64;
+            let mut round_trips = 2u64; // the marker, before and after
+            let entities = PyDict::new(py);
+            let event_map = PyDict::new(py);
+            let issues = PyList::empty(py);
+            let mut dicts = Vec::with_capacity(names.len());
+            for n in &names {
+                let (e, v) = (PyDict::new(py), PyDict::new(py));
+                entities.set_item(n, &e)?;
+                if events {
+                    event_map.set_item(n, &v)?;
+                }
+                dicts.push((e, v));
+            }
+            let before = py.allow_threads(|| reader.marker()).map_err(|e| Self::read_err(py, e))?;
+            let (tx, rx) = crossbeam_channel::bounded::<Result<(usize, Vec<crate::reader::Raw>), String>>(2);
+            let names_ref = &names;
+            let done: PyResult<()> = std::thread::scope(|s| {
+                let rx = rx; // dropped when this closure returns: the fetcher's next send fails and it ends
+                s.spawn(move || {
+                    for (ci, name) in names_ref.iter().enumerate() {
+                        let ids = match reader.ids(name) {
+                            Ok(ids) => ids,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        for chunk in ids.chunks(reader.chunk) {
+                            let r = reader.chunk(name, chunk, events).map(|raws| (ci, raws));
+                            let failed = r.is_err();
+                            if tx.send(r).is_err() || failed {
+                                return;
+                            }
+                        }
+                    }
+                });
+                loop {
+                    let Ok(msg) = py.allow_threads(|| rx.recv()) else {
+                        return Ok(()); // the fetcher is done
+                    };
+                    let (ci, raws) = msg.map_err(|e| Self::read_err(py, e))?;
+                    round_trips += 1;
+                    let (ents, evs) = &dicts[ci];
+                    let name = &names[ci];
+                    for raw in raws {
+                        keys_read += 1 + u64::from(events);
+                        let Some(b) = raw.value else {
+                            continue; // deleted between SMEMBERS and MGET
+                        };
+                        match value::decode(py, &b) {
+                            Ok(v) => ents.set_item(&raw.id, v)?,
+                            Err(e) => {
+                                issues.append((reader.entity_key(name, &raw.id), e.to_string()))?;
+                                continue;
+                            }
+                        }
+                        if events && !raw.events.is_empty() {
+                            let ekey = reader.events_key(name, &raw.id);
+                            match Self::decode_events(py, &ekey, &raw.events, false) {
+                                Ok(l) => evs.set_item(&raw.id, l)?,
+                                Err(e) => issues.append((ekey, e.to_string()))?,
+                            }
+                        }
+                    }
+                }
+            });
+            done?;
+            let after = py.allow_threads(|| reader.marker()).map_err(|e| Self::read_err(py, e))?;
+            let consistent = after == before;
+            if !consistent && attempts < 3 {
+                continue;
+            }
+            round_trips += names.len() as u64; // the SMEMBERS
+            let report = PyDict::new(py);
+            report.set_item("consistent", consistent)?;
+            report.set_item("attempts", attempts)?;
+            report.set_item("keys_read", keys_read)?;
+            report.set_item("round_trips", round_trips)?;
+            report.set_item("elapsed", started.elapsed().as_secs_f64())?;
+            report.set_item("issues", issues)?;
+            let out = PyDict::new(py);
+            out.set_item("entities", entities)?;
+            out.set_item("events", event_map)?;
+            out.set_item("report", report)?;
+            return Ok(out.into_any().unbind());
+        }
     }
 
     /// Writes the flusher dropped (too large, a key of another type, …),

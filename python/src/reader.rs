@@ -154,92 +154,62 @@ impl Reader {
         self.with(|c| redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query::<Vec<Vec<u8>>>(c))
     }
 
-    /// The collections with an index set (`SCAN … MATCH {prefix}:index:*`).
-    pub fn collections(&self) -> Result<Vec<String>, String> {
-        let head = self.key("index:");
-        let pattern = format!("{}*", glob_escape(&head));
-        let keys: Vec<String> = self.with(|c| {
-            let mut out = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)?;
-                out.extend(batch);
-                if next == 0 {
-                    break Ok(out);
-                }
-                cursor = next;
-            }
-        })?;
-        let mut names: Vec<String> = keys
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(&head).map(str::to_string))
-            .filter(|rest| !rest.contains(':'))
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-
     pub fn marker(&self) -> Result<Option<Vec<u8>>, String> {
         let key = self.marker_key();
         self.with(|c| redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c))
     }
 
-    /// Every entity of `collection` (ids from its index set, sorted), with
-    /// its event log when `events`: one pipeline of an `MGET` and an
-    /// `LRANGE` per id for each chunk of ids.
-    pub fn load(
-        &self,
-        collection: &str,
-        events: bool,
-        keys_read: &mut u64,
-        round_trips: &mut u64,
-    ) -> Result<Vec<Raw>, String> {
+    /// The ids of `collection` (its index set), sorted.
+    pub fn ids(&self, collection: &str) -> Result<Vec<String>, String> {
         let index = self.index_key(collection);
         let mut ids: Vec<String> = self.with(|c| redis::cmd("SMEMBERS").arg(&index).query(c))?;
-        *round_trips += 1;
         ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Which of `names` have an index set (one pipeline of `EXISTS`).
+    pub fn present(&self, names: &[&str]) -> Result<Vec<String>, String> {
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("EXISTS").arg(self.index_key(n));
+        }
+        let flags: Vec<bool> = self.with(|c| pipe.query(c))?;
+        Ok(names.iter().zip(flags).filter(|(_, f)| *f).map(|(n, _)| n.to_string()).collect())
+    }
+
+    /// The values (and, with `events`, the event logs) of `ids`: one
+    /// pipeline of an `MGET` and an `LRANGE` per id.
+    pub fn chunk(&self, collection: &str, ids: &[String], events: bool) -> Result<Vec<Raw>, String> {
+        let mut pipe = redis::pipe();
+        let keys: Vec<String> = ids.iter().map(|id| self.entity_key(collection, id)).collect();
+        pipe.cmd("MGET").arg(&keys);
+        if events {
+            for id in ids {
+                pipe.cmd("LRANGE").arg(self.events_key(collection, id)).arg(0).arg(-1);
+            }
+        }
+        let replies: Vec<Value> = self.with(|c| pipe.query(c))?;
+        let mut it = replies.into_iter();
+        let values = match it.next() {
+            Some(Value::Array(v)) => v,
+            other => return Err(format!("unexpected MGET reply {other:?}")),
+        };
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(self.chunk) {
-            let mut pipe = redis::pipe();
-            let keys: Vec<String> = chunk.iter().map(|id| self.entity_key(collection, id)).collect();
-            pipe.cmd("MGET").arg(&keys);
-            if events {
-                for id in chunk {
-                    pipe.cmd("LRANGE").arg(self.events_key(collection, id)).arg(0).arg(-1);
+        for (id, v) in ids.iter().zip(values) {
+            let value = bulk(v)?;
+            let evs = if events {
+                match it.next() {
+                    Some(Value::Array(items)) => items
+                        .into_iter()
+                        .filter_map(|i| bulk(i).transpose())
+                        .collect::<Result<Vec<_>, _>>()?,
+                    Some(Value::Nil) | None => Vec::new(),
+                    Some(other) => return Err(format!("unexpected LRANGE reply {other:?}")),
                 }
-            }
-            let replies: Vec<Value> = self.with(|c| pipe.query(c))?;
-            *round_trips += 1;
-            let mut it = replies.into_iter();
-            let values = match it.next() {
-                Some(Value::Array(v)) => v,
-                other => return Err(format!("unexpected MGET reply {other:?}")),
+            } else {
+                Vec::new()
             };
-            for (id, v) in chunk.iter().zip(values) {
-                *keys_read += 1;
-                let value = bulk(v)?;
-                let evs = if events {
-                    *keys_read += 1;
-                    match it.next() {
-                        Some(Value::Array(items)) => items
-                            .into_iter()
-                            .filter_map(|i| bulk(i).transpose())
-                            .collect::<Result<Vec<_>, _>>()?,
-                        Some(Value::Nil) | None => Vec::new(),
-                        Some(other) => return Err(format!("unexpected LRANGE reply {other:?}")),
-                    }
-                } else {
-                    Vec::new()
-                };
-                out.push(Raw { id: id.clone(), value, events: evs });
-            }
+            out.push(Raw { id: id.clone(), value, events: evs });
         }
         Ok(out)
     }
@@ -253,18 +223,6 @@ fn bulk(v: Value) -> Result<Option<Vec<u8>>, String> {
         Value::ServerError(e) => Err(format!("server error: {e:?}")),
         other => Err(format!("unexpected reply {other:?}")),
     }
-}
-
-/// `*`, `?`, `[`, `]` and `\` escaped for `SCAN … MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// The server's URL from REDIS_URL and the REDIS_* variables that override

@@ -319,6 +319,30 @@ fn decode_at(py: Python<'_>, rd: &mut &[u8], depth: usize) -> PyResult<PyObject>
     })
 }
 
+thread_local! {
+    static KEYS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Py<PyString>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most distinct keys remembered (per thread).
+const MAX_KEYS: usize = 4096;
+
+fn key_str(py: Python<'_>, b: &[u8]) -> PyResult<PyObject> {
+    KEYS.with(|cell| {
+        let mut keys = cell.borrow_mut();
+        if let Some(k) = keys.get(b) {
+            return Ok(k.clone_ref(py).into_any());
+        }
+        let s =
+            std::str::from_utf8(b).map_err(|_| errors::decode_error(py, "str is not UTF-8".to_string()))?;
+        let k = PyString::new(py, s).unbind();
+        if keys.len() < MAX_KEYS {
+            keys.insert(b.to_vec(), k.clone_ref(py));
+        }
+        Ok(k.into_any())
+    })
+}
+
 fn decode_array(py: Python<'_>, rd: &mut &[u8], n: usize, depth: usize) -> PyResult<PyObject> {
     if n > rd.len() {
         return Err(errors::decode_error(py, "truncated MessagePack array".to_string()));
@@ -336,7 +360,16 @@ fn decode_map(py: Python<'_>, rd: &mut &[u8], n: usize, depth: usize) -> PyResul
     }
     let out = PyDict::new(py);
     for _ in 0..n {
-        let k = decode_at(py, rd, depth + 1)?;
+        let k = match rd.first() {
+            // Short str keys (field names) repeat across values: one Python
+            // string each, shared (and its hash computed once).
+            Some(&m) if (0xa0..=0xbf).contains(&m) => {
+                let len = (m & 0x1f) as usize;
+                take(py, rd, 1)?;
+                key_str(py, take(py, rd, len)?)?
+            }
+            _ => decode_at(py, rd, depth + 1)?,
+        };
         let v = decode_at(py, rd, depth + 1)?;
         out.set_item(k, v).map_err(|e| {
             if e.is_instance_of::<PyTypeError>(py) {
