@@ -189,6 +189,8 @@ pub struct PyCache {
     inner: RwLock<Option<Cache>>,
     reader: Reader,
     close_timeout: Duration,
+    /// `overflow=block`: a write may wait for room, so it releases the GIL.
+    block: bool,
 }
 
 impl PyCache {
@@ -277,7 +279,8 @@ impl PyCache {
             .unwrap_or(Duration::from_secs(5));
         let reader = Reader::new(&vars);
         let cache = py.allow_threads(|| Cache::open(config)).map_err(|e| errors::from_core(py, e))?;
-        Ok(PyCache { inner: RwLock::new(Some(cache)), reader, close_timeout })
+        let block = vars.set("CACHE_OVERFLOW").is_some_and(|o| o.trim().eq_ignore_ascii_case("block"));
+        Ok(PyCache { inner: RwLock::new(Some(cache)), reader, close_timeout, block })
     }
 
     /// Queues the latest value of entity `id` in `collection`; returns its
@@ -288,10 +291,18 @@ impl PyCache {
     fn put(&self, py: Python<'_>, collection: &str, id: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
         let mp = value::from_py(value)?;
         let rec = Rec(Arc::new((id.to_owned(), mp)));
-        self.with(py, |c| match put_in(c, collection, rec) {
-            None => Err(unknown_collection(py, collection)),
-            Some(Ok(seq)) => Ok(seq.get()),
-            Some(Err(e)) => Err(errors::from_push(py, e, value.clone().unbind())),
+        let block = self.block;
+        self.with(py, |c| {
+            let r = if block {
+                py.allow_threads(|| put_in(c, collection, rec))
+            } else {
+                put_in(c, collection, rec)
+            };
+            match r {
+                None => Err(unknown_collection(py, collection)),
+                Some(Ok(seq)) => Ok(seq.get()),
+                Some(Err(e)) => Err(errors::from_push(py, e, value.clone().unbind())),
+            }
         })
     }
 
@@ -308,10 +319,18 @@ impl PyCache {
     ) -> PyResult<u64> {
         let mp = value::from_py(event)?;
         let ev = EvRec(Arc::new((event_id, mp)));
-        self.with(py, |c| match append_in(c, collection, id, ev) {
-            None => Err(unknown_collection(py, collection)),
-            Some(Ok(seq)) => Ok(seq.get()),
-            Some(Err(e)) => Err(errors::from_push(py, e, event.clone().unbind())),
+        let block = self.block;
+        self.with(py, |c| {
+            let r = if block {
+                py.allow_threads(|| append_in(c, collection, id, ev))
+            } else {
+                append_in(c, collection, id, ev)
+            };
+            match r {
+                None => Err(unknown_collection(py, collection)),
+                Some(Ok(seq)) => Ok(seq.get()),
+                Some(Err(e)) => Err(errors::from_push(py, e, event.clone().unbind())),
+            }
         })
     }
 

@@ -333,3 +333,22 @@ def test_packb_unpackb_and_ext_type():
         tradecache.unpackb(b"\x92\x01")  # truncated
     with pytest.raises(tradecache.DecodeError):
         tradecache.unpackb(b"\x01\x02")  # trailing bytes
+
+
+def test_block_overflow_waits_then_hands_the_value_back(open_cache, own_server):
+    c = open_cache(own_server, channel_capacity=2, overflow="block", block_timeout_ms=20, timeout=0.5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    try:
+        full = None
+        for i in range(100_000):
+            try:
+                c.put("positions", f"P-{i % 10}", {"i": i})
+            except tradecache.Full as err:
+                full = err
+                break
+        assert full is not None and full.value == {"i": i}
+    finally:
+        own_server.resume()
+    c.flush(timeout=30)
