@@ -105,7 +105,7 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Mp> {
     }
     if obj.is_instance_of::<PyString>() {
         let s = obj.downcast::<PyString>()?;
-        return Ok(Mp::Str(s.to_cow()?.into_owned()));
+        return Ok(Mp::Str(s.to_str()?.to_owned()));
     }
     if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
         if let Ok(v) = obj.extract::<i64>() {
@@ -209,7 +209,11 @@ pub fn to_py(py: Python<'_>, v: &Mp) -> PyResult<PyObject> {
         Mp::Map(entries) => {
             let out = PyDict::new(py);
             for (k, v) in entries {
-                out.set_item(to_py(py, k)?, to_py(py, v)?)?;
+                let k = match k {
+                    Mp::Str(s) if s.len() < 32 => key_str(py, s.as_bytes())?,
+                    _ => to_py(py, k)?,
+                };
+                out.set_item(k, to_py(py, v)?)?;
             }
             out.into_any().unbind()
         }
