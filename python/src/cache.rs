@@ -479,33 +479,56 @@ impl PyCache {
                 dicts.push((e, v));
             }
             let before = py.allow_threads(|| reader.marker()).map_err(|e| Self::read_err(py, e))?;
-            let (tx, rx) = crossbeam_channel::bounded::<Result<(usize, Vec<crate::reader::Raw>), String>>(2);
+            // The ids of every collection, then their chunks, fetched by
+            // FETCHERS threads (a connection each) taking turns, and
+            // decoded here, in order, as they arrive.
+            let mut tasks: Vec<(usize, Vec<String>)> = Vec::new();
+            for (ci, name) in names.iter().enumerate() {
+                let ids = py.allow_threads(|| reader.ids(name)).map_err(|e| Self::read_err(py, e))?;
+                for chunk in ids.chunks(reader.chunk) {
+                    tasks.push((ci, chunk.to_vec()));
+                }
+            }
+            let fetchers = FETCHERS.min(tasks.len()).max(1);
+            let (tx, rx) =
+                crossbeam_channel::bounded::<(usize, Result<Vec<crate::reader::Raw>, String>)>(2 * fetchers);
+            let tasks_ref = &tasks;
             let names_ref = &names;
             let done: PyResult<()> = std::thread::scope(|s| {
-                let rx = rx; // dropped when this closure returns: the fetcher's next send fails and it ends
-                s.spawn(move || {
-                    for (ci, name) in names_ref.iter().enumerate() {
-                        let ids = match reader.ids(name) {
-                            Ok(ids) => ids,
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
-                            }
-                        };
-                        for chunk in ids.chunks(reader.chunk) {
-                            let r = reader.chunk(name, chunk, events).map(|raws| (ci, raws));
+                let rx = rx; // dropped when this closure returns: the fetchers' next send fails and they end
+                for w in 0..fetchers {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        for (t, (ci, ids)) in tasks_ref.iter().enumerate().skip(w).step_by(fetchers) {
+                            let r = reader.chunk(&names_ref[*ci], ids, events);
                             let failed = r.is_err();
-                            if tx.send(r).is_err() || failed {
+                            if tx.send((t, r)).is_err() || failed {
                                 return;
                             }
                         }
-                    }
-                });
-                loop {
-                    let Ok(msg) = py.allow_threads(|| rx.recv()) else {
-                        return Ok(()); // the fetcher is done
+                    });
+                }
+                drop(tx);
+                let mut early: std::collections::BTreeMap<usize, Vec<crate::reader::Raw>> =
+                    Default::default();
+                let mut next = 0;
+                while next < tasks_ref.len() {
+                    let raws = match early.remove(&next) {
+                        Some(r) => r,
+                        None => {
+                            let Ok((t, msg)) = py.allow_threads(|| rx.recv()) else {
+                                return Err(Self::read_err(py, "a load fetcher stopped".into()));
+                            };
+                            let raws = msg.map_err(|e| Self::read_err(py, e))?;
+                            if t != next {
+                                early.insert(t, raws);
+                                continue;
+                            }
+                            raws
+                        }
                     };
-                    let (ci, raws) = msg.map_err(|e| Self::read_err(py, e))?;
+                    let ci = tasks_ref[next].0;
+                    next += 1;
                     round_trips += 1;
                     let (ents, evs) = &dicts[ci];
                     let name = &names[ci];
@@ -530,6 +553,7 @@ impl PyCache {
                         }
                     }
                 }
+                Ok(())
             });
             done?;
             let after = py.allow_threads(|| reader.marker()).map_err(|e| Self::read_err(py, e))?;
@@ -588,6 +612,9 @@ impl PyCache {
         COLLECTIONS.to_vec()
     }
 }
+
+/// Threads (and connections) fetching chunks for `load`.
+const FETCHERS: usize = 2;
 
 fn check_collection(py: Python<'_>, collection: &str) -> PyResult<()> {
     if collection.is_empty()

@@ -32,7 +32,8 @@ pub struct Reader {
     pub prefix: String,
     pub writer_id: String,
     pub chunk: usize,
-    con: Mutex<Option<redis::Connection>>,
+    /// Idle connections (one per concurrent reader: `load`'s fetchers).
+    cons: Mutex<Vec<redis::Connection>>,
 }
 
 /// One entity read back: its id, its value's bytes, its events' bytes.
@@ -86,7 +87,7 @@ impl Reader {
             .and_then(|c| c.trim().parse().ok())
             .filter(|c| *c > 0)
             .unwrap_or(1000);
-        Reader { url, why_not, timeout, prefix, writer_id, chunk, con: Mutex::new(None) }
+        Reader { url, why_not, timeout, prefix, writer_id, chunk, cons: Mutex::new(Vec::new()) }
     }
 
     /// Why this configuration cannot be read by the bindings, if so.
@@ -122,25 +123,26 @@ impl Reader {
     /// error so the next call reconnects).
     fn with<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, String> {
         let url = self.url.as_deref().ok_or_else(|| self.why_not.clone().unwrap_or_default())?;
-        let mut guard = self.con.lock();
-        if guard.is_none() {
-            let client = redis::Client::open(url).map_err(|e| format!("cannot connect to Redis: {e}"))?;
-            let con = client
-                .get_connection_with_timeout(self.timeout)
-                .map_err(|e| format!("cannot connect to Redis: {e}"))?;
-            con.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
-            con.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
-            *guard = Some(con);
-        }
-        let con = guard.as_mut().expect("connection just opened");
-        match f(con) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    *guard = None;
-                }
-                Err(format!("redis read failed: {e}"))
+        let idle = self.cons.lock().pop();
+        let mut con = match idle {
+            Some(c) => c,
+            None => {
+                let client = redis::Client::open(url).map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                let con = client
+                    .get_connection_with_timeout(self.timeout)
+                    .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                con.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+                con.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+                con
             }
+        };
+        match f(&mut con) {
+            Ok(v) => {
+                self.cons.lock().push(con);
+                Ok(v)
+            }
+            // A connection that failed is dropped: the next call reconnects.
+            Err(e) => Err(format!("redis read failed: {e}")),
         }
     }
 
