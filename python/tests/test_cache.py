@@ -352,3 +352,39 @@ def test_block_overflow_waits_then_hands_the_value_back(open_cache, own_server):
     finally:
         own_server.resume()
     c.flush(timeout=30)
+
+
+def test_waiting_calls_release_the_gil(open_cache, own_server):
+    import threading
+
+    c = open_cache(own_server, timeout=0.5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    ticks = []
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=spin)
+    try:
+        seq = c.put("positions", "P-1", 1)
+        t.start()
+        before = len(ticks)
+        with pytest.raises(tradecache.WaitTimeout):
+            c.wait(seq, timeout=0.3)
+        during_wait = len(ticks) - before
+        before = len(ticks)
+        with pytest.raises(tradecache.WaitTimeout):
+            c.get("positions", "P-1", timeout=0.3)
+        during_get = len(ticks) - before
+    finally:
+        stop.set()
+        own_server.resume()
+        if t.is_alive():
+            t.join()
+    # the other thread ran while this one waited (it could not hold the GIL)
+    assert during_wait > 0 and during_get > 0
+    c.flush(timeout=30)
