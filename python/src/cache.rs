@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tradecache::{Cache, Config, Entity, Event, PushError, Seq};
 
@@ -226,24 +226,25 @@ impl PyCache {
 
     fn decode_events<'py>(
         py: Python<'py>,
-        key: &str,
+        key: impl Fn() -> String,
         raw: &[Vec<u8>],
         with_ids: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let mut seen = Dedup::new();
+        let single = raw.len() == 1;
         for (i, b) in raw.iter().enumerate() {
             let Some((id, body)) = split_event(b) else {
                 return Err(errors::decode_error(
                     py,
-                    format!("{key}[{i}] is not an [event_id, event] array"),
+                    format!("{}[{i}] is not an [event_id, event] array", key()),
                 ));
             };
-            if !seen.first(id) {
+            if !single && !seen.first(id) {
                 continue;
             }
-            let v =
-                value::decode(py, body).map_err(|e| errors::decode_error(py, format!("{key}[{i}]: {e}")))?;
+            let v = value::decode(py, body)
+                .map_err(|e| errors::decode_error(py, format!("{}[{i}]: {e}", key())))?;
             if with_ids {
                 out.append((id, v))?;
             } else {
@@ -431,7 +432,7 @@ impl PyCache {
         self.settle(py, secs(py, timeout)?)?;
         let raw =
             py.allow_threads(|| self.reader.get_events(collection, id)).map_err(|e| Self::read_err(py, e))?;
-        Self::decode_events(py, &self.reader.events_key(collection, id), &raw, with_ids)
+        Self::decode_events(py, || self.reader.events_key(collection, id), &raw, with_ids)
     }
 
     /// Everything this trader persisted: `{"entities": {collection: {id:
@@ -466,6 +467,7 @@ impl PyCache {
             attempts += 1;
             let mut keys_read = 0u64;
             let mut round_trips = 2u64; // the marker, before and after
+            let mut waited = Duration::ZERO;
             let entities = PyDict::new(py);
             let event_map = PyDict::new(py);
             let issues = PyList::empty(py);
@@ -516,7 +518,10 @@ impl PyCache {
                     let raws = match early.remove(&next) {
                         Some(r) => r,
                         None => {
-                            let Ok((t, msg)) = py.allow_threads(|| rx.recv()) else {
+                            let w0 = std::time::Instant::now();
+                            let got = py.allow_threads(|| rx.recv());
+                            waited += w0.elapsed();
+                            let Ok((t, msg)) = got else {
                                 return Err(Self::read_err(py, "a load fetcher stopped".into()));
                             };
                             let raws = msg.map_err(|e| Self::read_err(py, e))?;
@@ -537,18 +542,19 @@ impl PyCache {
                         let Some(b) = raw.value else {
                             continue; // deleted between SMEMBERS and MGET
                         };
+                        let id = PyString::new(py, &raw.id);
                         match value::decode(py, &b) {
-                            Ok(v) => ents.set_item(&raw.id, v)?,
+                            Ok(v) => ents.set_item(&id, v)?,
                             Err(e) => {
                                 issues.append((reader.entity_key(name, &raw.id), e.to_string()))?;
                                 continue;
                             }
                         }
                         if events && !raw.events.is_empty() {
-                            let ekey = reader.events_key(name, &raw.id);
-                            match Self::decode_events(py, &ekey, &raw.events, false) {
-                                Ok(l) => evs.set_item(&raw.id, l)?,
-                                Err(e) => issues.append((ekey, e.to_string()))?,
+                            let ekey = || reader.events_key(name, &raw.id);
+                            match Self::decode_events(py, ekey, &raw.events, false) {
+                                Ok(l) => evs.set_item(&id, l)?,
+                                Err(e) => issues.append((ekey(), e.to_string()))?,
                             }
                         }
                     }
@@ -569,6 +575,8 @@ impl PyCache {
             report.set_item("round_trips", round_trips)?;
             report.set_item("elapsed", started.elapsed().as_secs_f64())?;
             report.set_item("issues", issues)?;
+            // Time the decoding thread waited for the fetchers (diagnostics).
+            report.set_item("waited_for_redis", waited.as_secs_f64())?;
             let out = PyDict::new(py);
             out.set_item("entities", entities)?;
             out.set_item("events", event_map)?;
