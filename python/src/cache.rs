@@ -234,14 +234,16 @@ impl PyCache {
         let mut seen = Dedup::new();
         let single = raw.len() == 1;
         for (i, b) in raw.iter().enumerate() {
-            let Some((id, body)) = split_event(b) else {
-                return Err(errors::decode_error(
-                    py,
-                    format!("{}[{i}] is not an [event_id, event] array", key()),
-                ));
+            // An entry not written by the bindings (a Rust engine's event,
+            // a map with its own id field) is read whole, without an id.
+            let (id, body) = match split_event(b) {
+                Some((id, body)) => (Some(id), body),
+                None => (None, b.as_slice()),
             };
-            if !single && !seen.first(id) {
-                continue;
+            if let Some(id) = id {
+                if !single && !seen.first(id) {
+                    continue;
+                }
             }
             let v = value::decode(py, body)
                 .map_err(|e| errors::decode_error(py, format!("{}[{i}]: {e}", key())))?;

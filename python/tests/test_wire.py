@@ -160,3 +160,13 @@ def test_kv_values_byte_identical(open_kv, server):
         assert raw[0] == 0xA0, "kv header byte: MessagePack, not compressed"
         assert raw[1:] == pack(v)
         assert unpack(raw[1:]) == v
+
+
+def test_event_entries_of_other_writers_are_read_whole(open_cache, server):
+    c = open_cache()
+    r = server.client()
+    key = f"{c.key_prefix}:orders:RUST-1:events"
+    rust_like = {"e": 1, "o": "RUST-1", "te": 5, "k": "Canceled"}
+    r.rpush(key, pack(rust_like), pack([2, "ours"]))
+    assert c.get_events("orders", "RUST-1") == [rust_like, "ours"]
+    assert c.get_events("orders", "RUST-1", with_ids=True) == [(None, rust_like), (2, "ours")]
