@@ -186,6 +186,8 @@ fn split_event(b: &[u8]) -> Option<(u64, &[u8])> {
 /// block until Redis has them. Values are stored as MessagePack.
 #[pyclass(module = "tradecache._tradecache", name = "Cache", subclass)]
 pub struct PyCache {
+    /// Read with `read_recursive` while the GIL is held (a waiting `close`
+    /// must not make a GIL holder wait behind a reader that needs the GIL).
     inner: RwLock<Option<Cache>>,
     reader: Reader,
     close_timeout: Duration,
@@ -195,7 +197,7 @@ pub struct PyCache {
 
 impl PyCache {
     fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&Cache) -> PyResult<T>) -> PyResult<T> {
-        let guard = self.inner.read();
+        let guard = self.inner.read_recursive();
         match guard.as_ref() {
             Some(c) => f(c),
             None => Err(errors::make(py, "Closed", "the cache is closed".into(), "Closed", &[])),
@@ -209,7 +211,7 @@ impl PyCache {
         if let Some(why) = self.reader.unsupported() {
             return Err(errors::unsupported(py, why.to_string()));
         }
-        let guard = self.inner.read();
+        let guard = self.inner.read_recursive();
         let Some(cache) = guard.as_ref() else {
             return Err(errors::make(py, "Closed", "the cache is closed".into(), "Closed", &[]));
         };
@@ -373,7 +375,9 @@ impl PyCache {
             Some(t) => secs(py, t)?,
             None => self.close_timeout,
         };
-        let taken = self.inner.write().take();
+        // Without the GIL: a reader may hold the lock while it waits (GIL
+        // released) and needs the GIL back to finish.
+        let taken = py.allow_threads(|| self.inner.write().take());
         let d = PyDict::new(py);
         let Some(cache) = taken else {
             return Ok(d.into_any().unbind());
@@ -387,7 +391,7 @@ impl PyCache {
     /// Whether `close` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner.read().is_none()
+        self.inner.read_recursive().is_none()
     }
 
     /// The sequence number of the last accepted write (0 before any).

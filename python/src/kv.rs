@@ -62,12 +62,14 @@ fn secs(py: Python<'_>, timeout: f64) -> PyResult<Duration> {
 /// circuit breaker keeps calls away from a Redis that keeps failing.
 #[pyclass(module = "tradecache._tradecache", name = "Kv", subclass)]
 pub struct PyKv {
+    /// Read with `read_recursive` while the GIL is held (a waiting `close`
+    /// must not make a GIL holder wait behind a reader that needs the GIL).
     inner: RwLock<Option<Kv>>,
 }
 
 impl PyKv {
     fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&Kv) -> PyResult<T>) -> PyResult<T> {
-        let guard = self.inner.read();
+        let guard = self.inner.read_recursive();
         match guard.as_ref() {
             Some(k) => f(k),
             None => Err(errors::make(py, "Closed", "the kv cache is closed".into(), "Closed", &[])),
@@ -227,7 +229,9 @@ impl PyKv {
     #[pyo3(signature = (timeout = 5.0))]
     fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<PyObject> {
         let t = secs(py, timeout)?;
-        let taken = self.inner.write().take();
+        // Without the GIL: a reader may hold the lock while it waits (GIL
+        // released) and needs the GIL back to finish.
+        let taken = py.allow_threads(|| self.inner.write().take());
         let d = PyDict::new(py);
         let Some(kv) = taken else {
             return Ok(d.into_any().unbind());
@@ -241,7 +245,7 @@ impl PyKv {
     /// Whether `close` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner.read().is_none()
+        self.inner.read_recursive().is_none()
     }
 
     fn _health(&self, py: Python<'_>) -> PyResult<PyObject> {

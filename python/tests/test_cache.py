@@ -388,3 +388,49 @@ def test_waiting_calls_release_the_gil(open_cache, own_server):
     # the other thread ran while this one waited (it could not hold the GIL)
     assert during_wait > 0 and during_get > 0
     c.flush(timeout=30)
+
+
+def test_close_while_another_thread_waits(open_cache, own_server):
+    """A close waiting for a thread blocked in wait() (GIL released) must not
+    stop a third thread that holds the GIL (no deadlock)."""
+    import threading
+
+    c = open_cache(own_server, timeout=0.5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    seq = c.put("positions", "P-1", 1)
+    outcome = []
+    in_wait = threading.Event()
+
+    def waiter():
+        in_wait.set()
+        try:
+            c.wait(seq, timeout=0.5)
+        except tradecache.Error as e:
+            outcome.append(type(e).__name__)
+
+    def closer():
+        try:
+            c.close(timeout=0.5)
+            outcome.append("closed")
+        except tradecache.Error as e:
+            outcome.append(type(e).__name__)
+
+    w = threading.Thread(target=waiter, daemon=True)
+    k = threading.Thread(target=closer, daemon=True)
+    try:
+        w.start()
+        in_wait.wait()
+        k.start()
+        while k.is_alive():
+            try:
+                c.last_seq()  # takes the lock with the GIL held
+            except tradecache.Closed:
+                break
+        w.join(30)
+        k.join(30)
+        assert not w.is_alive() and not k.is_alive(), "deadlock"
+    finally:
+        own_server.resume()
+    assert "WaitTimeout" in outcome and c.closed
