@@ -81,3 +81,17 @@ def test_redis_restarted_under_writes_exactly_once(own_server, open_cache):
         assert got == list(range(k, n, len(logs))), f"{log}: not every event exactly once, in order"
         last = max(range(k, n, len(logs)))
         assert c.get("positions", log) == {"last": last}
+
+
+def test_engine_exiting_without_close_persists_what_it_put(own_server, trader, open_cache):
+    # The Cache is dropped at interpreter exit: the core's drop flushes
+    # (close_timeout) before the process ends.
+    code = (
+        "import tradecache\n"
+        f"c = tradecache.Cache(env=False, url={own_server.url!r}, trader_id={trader!r})\n"
+        "for i in range(20000):\n"
+        "    c.put('orders', f'O-{i}', {'i': i})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    orders = open_cache(own_server).load()["orders"]
+    assert len(orders) == 20000 and orders["O-19999"] == {"i": 19999}
