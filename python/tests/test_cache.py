@@ -271,7 +271,7 @@ def test_connection_refused():
 
 
 def test_wait_timeout_and_full_while_redis_is_paused(open_cache, own_server):
-    c = open_cache(own_server, channel_capacity=4, timeout=0.5)
+    c = open_cache(own_server, channel_capacity=4, max_pending_snapshots=4, timeout=5)
     c.put("positions", "P-0", 0)
     c.flush()
     own_server.pause()
@@ -283,7 +283,7 @@ def test_wait_timeout_and_full_while_redis_is_paused(open_cache, own_server):
         full = None
         for i in range(1_000_000):
             try:
-                c.put("positions", f"P-{i % 100}", {"i": i})
+                c.put("positions", f"P-{i}", {"i": i})
             except tradecache.Full as err:
                 full = err
                 break
@@ -336,7 +336,7 @@ def test_packb_unpackb_and_ext_type():
 
 
 def test_block_overflow_waits_then_hands_the_value_back(open_cache, own_server):
-    c = open_cache(own_server, channel_capacity=2, overflow="block", block_timeout_ms=20, timeout=0.5)
+    c = open_cache(own_server, channel_capacity=2, max_pending_snapshots=4, overflow="block", block_timeout_ms=20, timeout=5)
     c.put("positions", "P-0", 0)
     c.flush()
     own_server.pause()
@@ -344,7 +344,7 @@ def test_block_overflow_waits_then_hands_the_value_back(open_cache, own_server):
         full = None
         for i in range(100_000):
             try:
-                c.put("positions", f"P-{i % 10}", {"i": i})
+                c.put("positions", f"P-{i}", {"i": i})
             except tradecache.Full as err:
                 full = err
                 break
