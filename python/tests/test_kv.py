@@ -192,3 +192,73 @@ def test_cached_keeps_working_while_redis_is_down(own_server, open_kv):
         assert asyncio.run(acompute(i)) == i * 100
     assert [c for c in calls if not isinstance(c, tuple)] == [1, 2, 3, 4, 5, 6, 7]
     assert kv.health().breaker.startswith("open")
+
+
+def test_cached_concurrent_misses_compute_once_threads(open_kv):
+    import threading
+
+    kv = open_kv()
+    calls = []
+    gate = threading.Event()
+
+    @kv.cached(namespace="risk")
+    def slow(x):
+        calls.append(x)
+        gate.wait()
+        return x * 2
+
+    results = []
+    t1 = threading.Thread(target=lambda: results.append(slow(21)))
+    t1.start()
+    while not calls:  # the first caller is computing
+        threading.Event().wait(0.001)
+    t2 = threading.Thread(target=lambda: results.append(slow(21)))
+    t2.start()
+    flights = slow.__tradecache_flights__
+    while not any(f.waiters for f in list(flights.values())):  # the second waits for it
+        threading.Event().wait(0.001)
+    gate.set()
+    t1.join()
+    t2.join()
+    assert results == [42, 42] and calls == [21]
+
+
+def test_cached_concurrent_misses_compute_once_async(open_kv):
+    kv = open_kv()
+    calls = []
+
+    async def main():
+        gate = asyncio.Event()
+
+        @kv.cached(namespace="risk")
+        async def slow(x):
+            calls.append(x)
+            await gate.wait()
+            return x * 3
+
+        async def opener():
+            for _ in range(10):
+                await asyncio.sleep(0)
+            gate.set()
+
+        return await asyncio.gather(slow(5), slow(5), opener())
+
+    a, b, _ = asyncio.run(main())
+    assert (a, b) == (15, 15) and calls == [5]
+
+
+def test_cached_a_failing_first_call_lets_the_others_try(open_kv):
+    kv = open_kv()
+    attempts = []
+
+    @kv.cached(namespace="risk")
+    def flaky(x):
+        attempts.append(x)
+        if len(attempts) == 1:
+            raise RuntimeError("first fails")
+        return x
+
+    with pytest.raises(RuntimeError):
+        flaky(1)
+    assert flaky(1) == 1 and flaky(1) == 1
+    assert len(attempts) == 2

@@ -15,10 +15,12 @@ uncached, while Redis is down.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import inspect
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, TypeVar
 
@@ -72,6 +74,22 @@ class KvStats:
     near_entries: int
     near_invalidations: int
     latency: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+
+class _Flight:
+    """One computation in progress; the callers that missed the same key
+    meanwhile wait for it."""
+
+    __slots__ = ("done", "ok", "value", "waiters")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+        self.value: Any = None
+        self.waiters = 0
+
+
+_FAILED = object()
 
 
 def _arg_key(fn: Callable[..., Any], args: tuple, kwargs: dict) -> str:
@@ -129,7 +147,10 @@ class Kv(_Kv):
         """Caches the decorated function's result in ``namespace`` under a
         key made of its qualified name and a hash of its arguments (or
         ``key(*args, **kwargs)``), for ``ttl`` seconds (None: the
-        namespace's policy). Works for ``async def`` functions too. Any
+        namespace's policy). Works for ``async def`` functions too.
+        Concurrent misses of one key call the function once: the other
+        callers (threads, or tasks of the same event loop) wait for its
+        result (and call it themselves if it raised). Any
         cache failure (Redis down, the breaker open, a result that cannot be
         stored) just calls the function: it keeps working, uncached."""
 
@@ -138,6 +159,8 @@ class Kv(_Kv):
                 return key(*args, **kwargs) if key is not None else _arg_key(fn, args, kwargs)
 
             if inspect.iscoroutinefunction(fn):
+                # Per event loop: the misses of one key wait for the first.
+                aflights: Dict[tuple, Any] = {}
 
                 @functools.wraps(fn)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -145,11 +168,33 @@ class Kv(_Kv):
                     found, value = self._lookup(namespace, k)
                     if found:
                         return value
-                    value = await fn(*args, **kwargs)
+                    loop = asyncio.get_running_loop()
+                    fk = (id(loop), k)
+                    pending = aflights.get(fk)
+                    if pending is not None:
+                        value = await asyncio.shield(pending)
+                        if value is not _FAILED:
+                            return value
+                        return await fn(*args, **kwargs)  # the first one failed: try ourselves
+                    fut = loop.create_future()
+                    aflights[fk] = fut
+                    try:
+                        value = await fn(*args, **kwargs)
+                    except BaseException:
+                        fut.set_result(_FAILED)
+                        raise
+                    finally:
+                        aflights.pop(fk, None)
+                    fut.set_result(value)
                     self._store(namespace, k, value, ttl)
                     return value
 
+                async_wrapper.__tradecache_flights__ = aflights  # type: ignore[attr-defined]
                 return async_wrapper  # type: ignore[return-value]
+
+            # Across threads: the misses of one key wait for the first.
+            flights: Dict[str, _Flight] = {}
+            lock = threading.Lock()
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -157,10 +202,29 @@ class Kv(_Kv):
                 found, value = self._lookup(namespace, k)
                 if found:
                     return value
-                value = fn(*args, **kwargs)
+                with lock:
+                    flight = flights.get(k)
+                    leader = flight is None
+                    if flight is None:
+                        flight = flights[k] = _Flight()
+                    else:
+                        flight.waiters += 1
+                if not leader:
+                    flight.done.wait()
+                    if flight.ok:
+                        return flight.value
+                    return fn(*args, **kwargs)  # the first one failed: try ourselves
+                try:
+                    value = fn(*args, **kwargs)
+                    flight.value, flight.ok = value, True
+                finally:
+                    with lock:
+                        flights.pop(k, None)
+                    flight.done.set()
                 self._store(namespace, k, value, ttl)
                 return value
 
+            wrapper.__tradecache_flights__ = flights  # type: ignore[attr-defined]
             return wrapper  # type: ignore[return-value]
 
         return decorate

@@ -68,4 +68,5 @@ class Kv:
         self, namespace: str = "default", ttl: Optional[float] = None, key: Optional[Callable[..., str]] = None
     ) -> Callable[[F], F]:
         """Caches a function's (or coroutine function's) result by its
-        arguments; keeps calling it, uncached, while Redis is down."""
+        arguments; concurrent misses of one key call it once; keeps calling
+        it, uncached, while Redis is down."""
