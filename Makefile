@@ -14,7 +14,7 @@ ALONE := outage::memory_stays_bounded_through_an_outage
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis docs-check
+.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis docs-check python-test bench-python
 
 help: ## List the targets
 	@echo "tradecache make targets:"
@@ -33,6 +33,10 @@ else
 	$(CARGO) test --all-features --no-fail-fast -- --test-threads $(TEST_THREADS) --skip $(ALONE)
 	$(CARGO) test --all-features --test it -- --exact $(ALONE)
 endif
+	scripts/python-test
+
+python-test: ensure-redis ## Build the Python wheel (python/, maturin, venv in target/pyenv) and run its pytest suite
+	scripts/python-test
 
 lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are errors)
 	$(CARGO) fmt --all -- --check
@@ -40,6 +44,8 @@ lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are erro
 	@# Default features too: code behind a feature must not leave the rest unused.
 	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
+	@# The Python bindings (workspace member python/).
+	$(CARGO) clippy -p tradecache-py --all-targets -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -68,6 +74,9 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench hot_path
 	$(CARGO) bench --bench kv
+
+bench-python: ensure-redis ## The Python bench: put/kv.set/near-cache get/load against redis-py on one private server (target/bench/python.json)
+	scripts/python-test --bench
 
 docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and docs/recovery.md against a private Redis + replica + sentinel
 	scripts/docs-check

@@ -1,0 +1,44 @@
+//! Python bindings of tradecache (`import tradecache`): the write-behind
+//! `Cache` and the `kv` caching layer, for Python values stored as
+//! MessagePack. Built as an abi3 wheel with maturin (python/pyproject.toml);
+//! the Python package around this module is python/tradecache/.
+//!
+//! Nothing here panics across the boundary: every failure is a Python
+//! exception of the hierarchy under `tradecache.Error`
+//! (python/tradecache/_errors.py).
+#![forbid(unsafe_code)]
+
+mod cache;
+mod config;
+mod errors;
+mod kv;
+mod reader;
+mod stats;
+mod value;
+
+use pyo3::prelude::*;
+
+/// Encodes a Python value as the bindings store it (MessagePack with the
+/// Decimal/datetime/date extension types).
+#[pyfunction]
+fn packb<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let mp = value::from_py(value)?;
+    let out = rmp_serde::to_vec(&mp).map_err(|e| errors::encode_error(py, e.to_string()))?;
+    Ok(pyo3::types::PyBytes::new(py, &out))
+}
+
+/// Decodes MessagePack bytes as the bindings read them.
+#[pyfunction]
+fn unpackb(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
+    value::decode(py, data)
+}
+
+#[pymodule]
+fn _tradecache(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<cache::PyCache>()?;
+    m.add_class::<kv::PyKv>()?;
+    m.add_function(wrap_pyfunction!(packb, m)?)?;
+    m.add_function(wrap_pyfunction!(unpackb, m)?)?;
+    m.add("COLLECTIONS", cache::COLLECTIONS.to_vec())?;
+    Ok(())
+}

@@ -1,0 +1,436 @@
+"""tradecache.Cache: every method, bad input, the exception hierarchy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+import tradecache
+from tradecache import Cache
+
+VALUE = {
+    "id": "O-1",
+    "px": Decimal("18950.25"),
+    "qty": Decimal("-0.00100"),
+    "ts": dt.datetime(2026, 12, 2, 6, 30, 1, 123456, tzinfo=dt.timezone.utc),
+    "local": dt.datetime(2026, 12, 2, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    "naive": dt.datetime(2026, 1, 1, 0, 0),
+    "day": dt.date(2026, 12, 2),
+    "tags": ["a", "b"],
+    "n": -42,
+    "big": 2**64 - 1,
+    "f": 0.1,
+    "raw": b"\x00\xff",
+    "ok": True,
+    "none": None,
+    "nested": {"x": [1, {"y": [None, 1.5]}], 7: "int key"},
+}
+
+
+def test_put_get_round_trip_every_type(open_cache):
+    c = open_cache()
+    seq = c.put("orders", "O-1", VALUE)
+    assert seq >= 1
+    back = c.get("orders", "O-1")  # read-your-writes, no flush
+    assert back == VALUE
+    assert type(back["px"]) is Decimal and str(back["px"]) == "18950.25"
+    assert str(back["qty"]) == "-0.00100"
+    assert back["ts"].tzinfo is not None and back["naive"].tzinfo is None
+    assert back["local"].utcoffset() == dt.timedelta(hours=2)
+    assert type(back["day"]) is dt.date
+    assert type(back["raw"]) is bytes and type(back["ok"]) is bool
+
+
+def test_tuple_is_read_back_as_list(open_cache):
+    c = open_cache()
+    c.put("state", "s", {"t": (1, 2)})
+    assert c.get("state", "s") == {"t": [1, 2]}
+
+
+def test_get_missing_is_none(open_cache):
+    c = open_cache()
+    assert c.get("positions", "nope") is None
+    assert c.get_events("orders", "nope") == []
+
+
+def test_put_overwrites(open_cache):
+    c = open_cache()
+    c.put("positions", "P-1", {"q": 1})
+    c.put("positions", "P-1", {"q": 2})
+    assert c.get("positions", "P-1") == {"q": 2}
+
+
+def test_append_and_get_events(open_cache):
+    c = open_cache()
+    c.put("orders", "O-2", {"status": "new"})
+    for i in range(1, 6):
+        c.append("orders", "O-2", i, {"n": i, "px": Decimal(f"{i}.5")})
+    evs = c.get_events("orders", "O-2")
+    assert evs == [{"n": i, "px": Decimal(f"{i}.5")} for i in range(1, 6)]
+    pairs = c.get_events("orders", "O-2", with_ids=True)
+    assert [p[0] for p in pairs] == [1, 2, 3, 4, 5]
+
+
+def test_repeated_event_ids_are_dropped_on_read(open_cache):
+    c = open_cache()
+    c.append("orders", "O-3", 1, "a")
+    c.append("orders", "O-3", 1, "again")
+    c.append("orders", "O-3", 2, "b")
+    assert c.get_events("orders", "O-3") == ["a", "b"]
+
+
+def test_delete(open_cache):
+    c = open_cache()
+    c.put("orders", "O-4", {"x": 1})
+    c.append("orders", "O-4", 1, {"e": 1})
+    c.delete("orders", "O-4")
+    assert c.get("orders", "O-4") is None
+    assert c.get_events("orders", "O-4") == []
+    c.flush()
+    assert "O-4" not in c.load()["orders"]
+
+
+def test_wait_flush_and_seqs(open_cache):
+    c = open_cache()
+    assert c.last_seq() == 0
+    s1 = c.put("positions", "P-1", 1)
+    s2 = c.put("positions", "P-2", 2)
+    assert s2 > s1 and c.last_seq() == s2
+    c.wait(s1, timeout=5)
+    assert c.acked_seq() >= s1
+    c.flush(timeout=5)
+    assert c.acked_seq() == s2
+
+
+def test_load(open_cache):
+    c = open_cache()
+    for i in range(250):
+        c.put("orders", f"O-{i:04}", {"i": i, "px": Decimal(i) / 4})
+        c.append("orders", f"O-{i:04}", 1, {"ev": i})
+    c.put("positions", "P-1", {"q": Decimal("1.5")})
+    c.put("custom", "cfg", [1, 2, 3])
+    snap = c.load()
+    assert isinstance(snap, tradecache.Snapshot)
+    assert len(snap["orders"]) == 250
+    assert snap["orders"]["O-0007"] == {"i": 7, "px": Decimal(7) / 4}
+    assert snap.events["orders"]["O-0007"] == [{"ev": 7}]
+    assert snap["positions"] == {"P-1": {"q": Decimal("1.5")}}
+    assert snap["custom"] == {"cfg": [1, 2, 3]}
+    assert snap.report["consistent"] is True
+    assert snap.report["issues"] == []
+    assert "orders" in snap and "nothing" not in snap and snap["nothing"] == {}
+    assert "orders: 250" in repr(snap)
+    only = c.load(collections=["positions"], events=False)
+    assert list(only.entities) == ["positions"] and only.events == {}
+
+
+def test_health_and_stats(open_cache):
+    c = open_cache()
+    c.put("positions", "P-1", 1)
+    c.flush()
+    h = c.health()
+    assert isinstance(h, tradecache.Health)
+    assert h.connected and h.flusher_running and h.healthy and h.fenced is None
+    assert "Health(connected=True" in repr(h)
+    s = c.stats()
+    assert isinstance(s, tradecache.Stats)
+    assert s.accepted >= 1 and s.acked >= 1 and s.batches >= 1
+    assert "Stats(accepted=" in repr(s)
+    assert "tradecache.Cache trader-" in repr(c)
+
+
+def test_close_context_manager_and_closed(open_cache, server, trader):
+    with Cache(env=False, url=server.url, trader_id=trader) as c:
+        c.put("positions", "P-1", {"q": 1})
+    assert c.closed
+    assert "closed" in repr(c)
+    with pytest.raises(tradecache.Closed):
+        c.put("positions", "P-1", {"q": 2})
+    with pytest.raises(tradecache.Closed):
+        c.flush()
+    assert c.close() == {}  # twice: a no-op
+    c2 = open_cache()
+    assert c2.get("positions", "P-1") == {"q": 1}  # close flushed
+
+
+def test_close_reports(open_cache):
+    c = open_cache()
+    c.put("positions", "P-1", 1)
+    r = c.close(timeout=5)
+    assert r["unpersisted"] == 0 and r["acked_seq"] >= 1
+
+
+def test_options_from_environment(server, trader, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("CACHE_TRADER_ID", trader)
+    with Cache() as c:
+        assert c.key_prefix == f"trader-{trader}"
+        c.put("state", "s", 1)
+    # keyword arguments win over the environment
+    with Cache(trader_id=trader + "X") as c:
+        assert c.key_prefix == f"trader-{trader}X"
+    with Cache(env=True, CACHE_USE_INSTANCE_ID=True, instance_id="i1") as c:
+        assert c.key_prefix == f"trader-{trader}:i1"
+
+
+def test_take_dropped_and_dropped_error(open_cache):
+    c = open_cache(max_value_bytes=64)
+    c.put("state", "big", "x" * 500)
+    with pytest.raises(tradecache.Dropped) as e:
+        c.flush()
+    assert e.value.count == 1 and e.value.first["key"].endswith("state:big")
+    assert isinstance(e.value, tradecache.Error) and e.value.kind == "TooLarge"
+    dropped = c.take_dropped()
+    assert len(dropped) == 1 and dropped[0]["class"] == "too_large"
+    assert c.get("state", "big") is None
+
+
+# ---- bad input raises the right exception ----
+
+
+@pytest.mark.parametrize("bad", ["", "a:b", "a b", "{x}", "tab\t", "x" * 2000])
+def test_invalid_id(open_cache, bad):
+    c = open_cache()
+    with pytest.raises(tradecache.InvalidId) as e:
+        c.put("orders", bad, {})
+    assert isinstance(e.value, ValueError) and e.value.kind == "InvalidId"
+    with pytest.raises(tradecache.InvalidId):
+        c.get("orders", bad)
+    with pytest.raises(tradecache.InvalidId):
+        c.append("orders", bad, 1, {})
+    with pytest.raises(tradecache.InvalidId):
+        c.delete("orders", bad)
+
+
+def test_unknown_collection(open_cache):
+    c = open_cache()
+    with pytest.raises(tradecache.UnknownCollection) as e:
+        c.put("widgets", "w", 1)
+    assert isinstance(e.value, tradecache.ConfigError) and "orders" in str(e.value)
+    with pytest.raises(tradecache.ConfigError):
+        c.get("index", "x")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{1, 2}, object(), 2**64, -(2**63) - 1, {"k": frozenset()}, complex(1, 2)],
+    ids=["set", "object", "2**64", "below-i64", "nested-frozenset", "complex"],
+)
+def test_unencodable_values(open_cache, bad):
+    c = open_cache()
+    with pytest.raises(tradecache.EncodeError) as e:
+        c.put("state", "s", bad)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, tradecache.CodecError)
+    with pytest.raises(tradecache.EncodeError):
+        c.append("state", "s", 1, bad)
+
+
+def test_cycle_is_refused(open_cache):
+    c = open_cache()
+    a: list = []
+    a.append(a)
+    with pytest.raises(tradecache.EncodeError):
+        c.put("state", "s", a)
+
+
+def test_bad_options(server):
+    with pytest.raises(tradecache.ConfigError) as e:
+        Cache(env=False, url=server.url, no_such_option=1)
+    assert "no_such_option" in str(e.value)
+    with pytest.raises(tradecache.ConfigError) as e:
+        Cache(env=False, url=server.url, channel_capacity="lots", trader_id="a:b")
+    assert len(e.value.problems) == 2 and isinstance(e.value, ValueError)
+    with pytest.raises(tradecache.ConfigError):
+        Cache(env=False, url=server.url, encoding="json")
+
+
+def test_bad_timeout(open_cache):
+    c = open_cache()
+    with pytest.raises(tradecache.ConfigError):
+        c.flush(timeout=-1)
+    with pytest.raises(tradecache.ConfigError):
+        c.wait(1, timeout=float("nan"))
+
+
+def test_bad_argument_types(open_cache):
+    c = open_cache()
+    with pytest.raises(TypeError):
+        c.put(1, "x", {})
+    with pytest.raises(OverflowError):
+        c.append("orders", "O-1", -1, {})
+
+
+def test_connection_refused():
+    from conftest import free_port
+
+    with pytest.raises(tradecache.ConnectionRefused) as e:
+        Cache(env=False, url=f"redis://127.0.0.1:{free_port()}/0", connect_attempts=1)
+    assert isinstance(e.value, ConnectionError)
+
+
+def test_wait_timeout_and_full_while_redis_is_paused(open_cache, own_server):
+    c = open_cache(own_server, channel_capacity=4, max_pending_snapshots=4, timeout=5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    try:
+        seq = c.put("positions", "P-1", 1)
+        with pytest.raises(tradecache.WaitTimeout) as e:
+            c.wait(seq, timeout=0.2)
+        assert isinstance(e.value, TimeoutError) and e.value.timeout == pytest.approx(0.2)
+        full = None
+        for i in range(1_000_000):
+            try:
+                c.put("positions", f"P-{i}", {"i": i})
+            except tradecache.Full as err:
+                full = err
+                break
+        assert full is not None, "the channel never filled"
+        assert full.value == {"i": i} and full.kind == "Full"
+        assert c.stats().rejected >= 1
+    finally:
+        own_server.resume()
+    c.flush(timeout=30)
+    assert c.get("positions", "P-1") is not None
+
+
+def test_fenced_by_a_newer_writer(open_cache):
+    old = open_cache()
+    old.put("positions", "P-1", "old")
+    old.flush()
+    new = open_cache()
+    fenced = None
+    for i in range(10_000):
+        try:
+            old.put("positions", "P-1", i)
+            old.flush(timeout=5)
+        except tradecache.Fenced as e:
+            fenced = e
+            break
+    assert fenced is not None and fenced.kind == "Fenced"
+    assert old.health().fenced is not None
+    new.put("positions", "P-1", "new")
+    assert new.get("positions", "P-1") == "new"
+
+
+def test_exception_hierarchy():
+    for name in [
+        "ConfigError", "InvalidId", "ConnectionRefused", "Timeout", "WaitTimeout", "AuthError", "TlsError",
+        "IoError", "ServerError", "CodecError", "EncodeError", "DecodeError", "TooLarge", "Closed", "Unpersisted",
+        "DiscoveryError", "Fenced", "Unavailable", "Full", "Dropped", "NotSupported", "UnknownCollection",
+    ]:
+        assert issubclass(getattr(tradecache, name), tradecache.Error), name
+    assert issubclass(tradecache.Error, Exception)
+
+
+def test_packb_unpackb_and_ext_type():
+    v = {"d": Decimal("NaN"), "x": tradecache.ExtType(42, b"abc")}
+    back = tradecache.unpackb(tradecache.packb(v))
+    assert back["d"].is_nan() and back["x"] == tradecache.ExtType(42, b"abc")
+    with pytest.raises(tradecache.DecodeError):
+        tradecache.unpackb(b"\x92\x01")  # truncated
+    with pytest.raises(tradecache.DecodeError):
+        tradecache.unpackb(b"\x01\x02")  # trailing bytes
+
+
+def test_block_overflow_waits_then_hands_the_value_back(open_cache, own_server):
+    c = open_cache(own_server, channel_capacity=2, max_pending_snapshots=4, overflow="block", block_timeout_ms=20, timeout=5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    try:
+        full = None
+        for i in range(100_000):
+            try:
+                c.put("positions", f"P-{i}", {"i": i})
+            except tradecache.Full as err:
+                full = err
+                break
+        assert full is not None and full.value == {"i": i}
+    finally:
+        own_server.resume()
+    c.flush(timeout=30)
+
+
+def test_waiting_calls_release_the_gil(open_cache, own_server):
+    import threading
+
+    c = open_cache(own_server, timeout=0.5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    ticks = []
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=spin)
+    try:
+        seq = c.put("positions", "P-1", 1)
+        t.start()
+        before = len(ticks)
+        with pytest.raises(tradecache.WaitTimeout):
+            c.wait(seq, timeout=0.3)
+        during_wait = len(ticks) - before
+        before = len(ticks)
+        with pytest.raises(tradecache.WaitTimeout):
+            c.get("positions", "P-1", timeout=0.3)
+        during_get = len(ticks) - before
+    finally:
+        stop.set()
+        own_server.resume()
+        if t.is_alive():
+            t.join()
+    # the other thread ran while this one waited (it could not hold the GIL)
+    assert during_wait > 0 and during_get > 0
+    c.flush(timeout=30)
+
+
+def test_close_while_another_thread_waits(open_cache, own_server):
+    """A close waiting for a thread blocked in wait() (GIL released) must not
+    stop a third thread that holds the GIL (no deadlock)."""
+    import threading
+
+    c = open_cache(own_server, timeout=0.5)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    seq = c.put("positions", "P-1", 1)
+    outcome = []
+    in_wait = threading.Event()
+
+    def waiter():
+        in_wait.set()
+        try:
+            c.wait(seq, timeout=0.5)
+        except tradecache.Error as e:
+            outcome.append(type(e).__name__)
+
+    def closer():
+        try:
+            c.close(timeout=0.5)
+            outcome.append("closed")
+        except tradecache.Error as e:
+            outcome.append(type(e).__name__)
+
+    w = threading.Thread(target=waiter, daemon=True)
+    k = threading.Thread(target=closer, daemon=True)
+    try:
+        w.start()
+        in_wait.wait()
+        k.start()
+        while k.is_alive():
+            try:
+                c.last_seq()  # takes the lock with the GIL held
+            except tradecache.Closed:
+                break
+        w.join(30)
+        k.join(30)
+        assert not w.is_alive() and not k.is_alive(), "deadlock"
+    finally:
+        own_server.resume()
+    assert "WaitTimeout" in outcome and c.closed

@@ -1,0 +1,158 @@
+"""The exceptions of tradecache: one class per ``tradecache::ErrorKind``
+under :class:`Error`, with the builtin base a Python caller would catch
+(``InvalidId`` is a ``ValueError``, ``WaitTimeout`` a ``TimeoutError``, the
+connection errors ``ConnectionError``s).
+
+Every instance has ``kind``: the core's ``ErrorKind`` name (``"Fenced"``,
+``"Timeout"``, ...); ``Full``/``Closed``/``Fenced`` raised by a write carry
+the value that was not accepted as ``value``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Error(Exception):
+    """Base of every tradecache error."""
+
+    kind: str = "Error"
+    #: The value a refused write hands back (``Full``, ``Closed``, ``Fenced``).
+    value: Any = None
+
+
+class ConfigError(Error, ValueError):
+    """The configuration (or an argument) is invalid; ``problems`` lists
+    every problem found (never a password)."""
+
+    problems: list = []
+
+
+class NotSupported(ConfigError):
+    """The bindings cannot do this with this configuration (reads with
+    Sentinel, Cluster or TLS)."""
+
+
+class UnknownCollection(ConfigError):
+    """``put``/``append``/``delete`` to a collection the bindings cannot write
+    (see ``tradecache.COLLECTIONS``)."""
+
+
+class InvalidId(Error, ValueError):
+    """An id (or key, or namespace) is empty, too long, or contains ``:``,
+    ``{``, ``}``, whitespace or control characters."""
+
+
+class ConnectionRefused(Error, ConnectionError):
+    """Redis refused the connection."""
+
+
+class Timeout(Error, TimeoutError):
+    """Redis did not answer in time."""
+
+
+class WaitTimeout(Timeout):
+    """``wait``/``flush`` timed out before Redis acknowledged; ``timeout``
+    is the bound in seconds. The writes are still queued."""
+
+    timeout: float = 0.0
+
+
+class AuthError(Error, ConnectionError):
+    """Authentication failed (ACL user, password)."""
+
+
+class TlsError(Error, ConnectionError):
+    """TLS failure."""
+
+
+class IoError(Error, ConnectionError):
+    """An I/O error talking to Redis."""
+
+
+class ServerError(Error):
+    """Redis answered with an error."""
+
+
+class CodecError(Error):
+    """A value could not be encoded or decoded."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A Python value that cannot be stored (a set, an object, an int beyond
+    64 bits, a cycle)."""
+
+
+class DecodeError(CodecError):
+    """Stored bytes that are not a value the bindings read."""
+
+
+class TooLarge(Error):
+    """A value larger than ``max_value_bytes``."""
+
+
+class Closed(Error):
+    """The cache is closed."""
+
+
+class Unpersisted(Closed):
+    """``close`` ended with accepted writes not persisted (``unpersisted``,
+    ``acked_seq``)."""
+
+    acked_seq: int = 0
+    unpersisted: int = 0
+
+
+class DiscoveryError(Error, ConnectionError):
+    """Sentinel or Cluster discovery failed."""
+
+
+class Fenced(Error):
+    """A newer writer with the same trader, instance and writer id opened:
+    this one's writes are no longer applied."""
+
+
+class Unavailable(Error):
+    """Redis is unavailable (kv: the write channel is full, or the breaker is
+    open)."""
+
+
+class Full(Error):
+    """The write channel is full (Redis slow or down); the value was not
+    accepted and is handed back as ``value``."""
+
+
+class Dropped(Error):
+    """Accepted writes were dropped by the flusher and are not in Redis
+    (``count``; ``first``: a dict with seq, writes, key, class, detail).
+    ``take_dropped()`` lists them."""
+
+    count: int = 0
+    first: dict = {}
+
+
+__all__ = [
+    "Error",
+    "ConfigError",
+    "NotSupported",
+    "UnknownCollection",
+    "InvalidId",
+    "ConnectionRefused",
+    "Timeout",
+    "WaitTimeout",
+    "AuthError",
+    "TlsError",
+    "IoError",
+    "ServerError",
+    "CodecError",
+    "EncodeError",
+    "DecodeError",
+    "TooLarge",
+    "Closed",
+    "Unpersisted",
+    "DiscoveryError",
+    "Fenced",
+    "Unavailable",
+    "Full",
+    "Dropped",
+]
