@@ -67,6 +67,7 @@ mod pipeline;
 mod retention;
 mod seq;
 mod stats;
+mod writer;
 
 pub use config::{Config, OverflowPolicy};
 pub use encoding::Encoding;

@@ -1,12 +1,11 @@
 //! Closing: `close(timeout)` and `Drop` send `Shutdown` through the channel
 //! (so it arrives after every accepted write), let the flusher write what
-//! it can until the deadline, and join it.
+//! it can until the deadline, and join it (the end of life is
+//! `crate::writer::Handle::shutdown`, shared with `Kv`).
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use crate::error::{CloseReport, Error, Result};
-use crate::net;
+use crate::error::{CloseReport, Result};
 use crate::pipeline::handle::Cache;
 use crate::pipeline::msg::Msg;
 
@@ -46,29 +45,20 @@ impl Cache {
     /// ```
     pub fn close(self, timeout: Duration) -> Result<CloseReport> {
         let report = self.shutdown(timeout);
-        if let Some(e) = self.shared.fence_error() {
-            Err(e)
-        } else if report.unpersisted > 0 {
-            Err(Error::Unpersisted(report))
-        } else {
-            Ok(report)
-        }
+        self.writer.close_result(report)
     }
 
     fn shutdown(&self, timeout: Duration) -> CloseReport {
-        if self.closed.swap(true, SeqCst) {
-            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
-        }
-        let deadline = net::deadline_after(timeout);
-        // The flag reaches the flusher even when the channel is full (Redis
-        // down, the flusher no longer draining); the message, sent after
-        // every write, wakes it when it is idle.
-        self.shared.request_stop(deadline);
-        {
-            let p = self.producer.lock();
-            let _ = p.tx.try_send(Msg::Shutdown { deadline });
-        }
-        self.shared.await_writer(&self.done, &self.thread, deadline)
+        // The stop flag reaches the flusher even when the channel is full
+        // (Redis down, the flusher no longer draining); the message, sent
+        // after every write, wakes it when it is idle.
+        self.writer.shutdown(
+            timeout,
+            || {},
+            |deadline| {
+                let _ = self.producer.lock().tx.try_send(Msg::Shutdown { deadline });
+            },
+        )
     }
 }
 
@@ -83,7 +73,7 @@ impl Drop for Cache {
             );
         }
         // Dropped writes nobody collected with `take_dropped`: say so once.
-        for d in self.shared.take_drops() {
+        for d in self.writer.take_dropped() {
             log::error!("tradecache: never persisted, and not collected with take_dropped: {d}");
         }
     }
