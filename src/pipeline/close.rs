@@ -24,11 +24,12 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::Fenced`] when another writer took over (whatever this cache
-    /// had not written by then is not written); [`Error::Unpersisted`] with
-    /// the count of accepted writes that were not acknowledged (an upper
-    /// bound: a batch whose reply was under way at the deadline may still
-    /// have been applied).
+    /// [`Error::Fenced`](crate::Error::Fenced) when another writer took
+    /// over (whatever this cache had not written by then is not written);
+    /// [`Error::Unpersisted`](crate::Error::Unpersisted) with the count of
+    /// accepted writes that were not acknowledged (an upper bound: a batch
+    /// whose reply was under way at the deadline may still have been
+    /// applied).
     ///
     /// # Example
     ///
