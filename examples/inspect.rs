@@ -10,17 +10,17 @@
 
 use std::collections::BTreeMap;
 
-use redis::{Commands, Value};
-use tradecache::{ops, Config, Encoding};
+use tradecache::admin::{self, Admin};
+use tradecache::{Config, Encoding};
 
 /// A stored value as JSON, decoded by the crate's own decoder (as `load`
 /// reads it: reference collections into their types, others schemaless);
 /// `event` for an item of an event log.
 fn to_json(collection: &str, id: &str, bytes: &[u8], enc: Encoding, event: bool) -> String {
     let value = if event {
-        ops::event_to_json(collection, bytes, enc).map(|(v, _)| v)
+        admin::event_to_json(collection, bytes, enc).map(|(v, _)| v)
     } else {
-        ops::entity_to_json(collection, id, bytes, enc)
+        admin::entity_to_json(collection, id, bytes, enc)
     };
     match value {
         Ok(v) => v.to_string(),
@@ -30,18 +30,17 @@ fn to_json(collection: &str, id: &str, bytes: &[u8], enc: Encoding, event: bool)
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
-    let enc = ops::encoding(&config);
+    let enc = admin::encoding(&config);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let prefix = config.trader_key();
     let url = config.redacted_url();
     // Connected as `Cache::open` connects (Sentinel, Cluster, TLS, ACL):
     // the server the configuration names, never a default one.
-    let mut link = ops::connect(&config)?;
-    let con = link.con();
+    let mut con = Admin::connect(&config)?;
     let pattern = if prefix.is_empty() { "*".to_string() } else { format!("{prefix}:*") };
     // SCAN, not KEYS: never blocks a production server for the whole keyspace.
-    let mut keys: Vec<String> = con.scan_match::<_, String>(&pattern)?.collect::<Result<_, _>>()?;
-    keys.sort();
+    let keys: Vec<String> =
+        con.scan(&pattern)?.into_iter().map(|k| String::from_utf8_lossy(&k).into_owned()).collect();
     let strip = |k: &str| k.strip_prefix(&format!("{prefix}:")).unwrap_or(k).to_string();
     match args.as_slice() {
         [] => {
@@ -65,21 +64,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if c != coll || rest.first().is_some_and(|want| want != id) {
                     continue;
                 }
-                match redis::cmd("TYPE").arg(k).query::<String>(con)?.as_str() {
+                match con.key_type(k)?.as_str() {
                     "string" => {
-                        let v: Vec<u8> = redis::cmd("GET").arg(k).query(con)?;
+                        let v = con.get(k)?.unwrap_or_default();
                         println!("{k} = {}", to_json(c, id, &v, enc, false));
                     }
                     "list" => {
-                        let items: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query(con)?;
+                        let items = con.list(k)?;
                         println!("{k} ({} items)", items.len());
                         for (i, v) in items.iter().enumerate() {
                             println!("  [{i}] {}", to_json(c, id, v, enc, true));
                         }
                     }
                     "set" => {
-                        let v: Value = redis::cmd("SMEMBERS").arg(k).query(con)?;
-                        println!("{k} = {v:?}");
+                        let members: Vec<String> =
+                            con.members(k)?.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+                        println!("{k} = {members:?}");
                     }
                     other => println!("{k}: {other}"),
                 }

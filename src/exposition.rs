@@ -33,7 +33,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::pipeline::shared::{Shared, LAT_BUCKETS};
+use crate::writer::{Shared, LAT_BUCKETS};
 use crate::Cache;
 
 /// The type of a metric family, as written on its `# TYPE` line.

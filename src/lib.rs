@@ -18,7 +18,9 @@
 //! ```
 //!
 //! [`Cache`] is the write path and its reads; [`kv`] is a general caching
-//! layer (namespaced TTL key-value caching) that shares its connection code.
+//! layer (namespaced TTL key-value caching) that shares its connection code;
+//! [`admin`] is what an operator's tool (the `tradecache` CLI) reads and
+//! repairs the stored state with.
 //! [`Cache::health`] and [`Cache::stats`] print for a person (`{}`) and for
 //! a program (`{:?}`, or their fields).
 //!
@@ -42,6 +44,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 mod clear;
 mod codec;
 mod config;
@@ -60,12 +63,11 @@ mod marker;
 mod metrics_facade;
 pub mod model;
 mod net;
-#[doc(hidden)]
-pub mod ops;
 mod pipeline;
 mod retention;
 mod seq;
 mod stats;
+mod writer;
 
 pub use config::{Config, OverflowPolicy};
 pub use encoding::Encoding;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit};
 
-use crate::pipeline::shared::LAT_BUCKETS;
+use crate::writer::LAT_BUCKETS;
 use crate::Cache;
 
 /// Hands a [`Cache`]'s counters, gauges and ack-latency histogram to the

@@ -49,7 +49,7 @@ use crate::marker::Marker;
 use crate::net::{self, Backoff, Conn, Packer};
 
 use crate::pipeline::msg::Msg;
-use crate::pipeline::shared::{Shared, Waiters};
+use crate::writer::{Shared, Waiters};
 use link::Link;
 
 use batch::{Batch, Bufs};

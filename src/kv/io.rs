@@ -25,7 +25,7 @@ use super::link::WriterLinks;
 use super::route::{self, Links, Node, Topology};
 use crate::error_class::ErrorClass;
 use crate::net::{self, reply_error, Action, Failure};
-use crate::pipeline::shared::Shared;
+use crate::writer::Shared;
 
 /// What to send.
 pub(crate) enum Work {

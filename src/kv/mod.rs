@@ -77,7 +77,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 pub use breaker::BreakerState;
@@ -88,9 +88,8 @@ pub use value::{decode, encode};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
 use crate::net::{self, Failure};
-use crate::pipeline::shared::Shared;
-use crate::pipeline::shared::Waiters;
 use crate::seq::Seq;
+use crate::writer::{Handle, Shared, Waiters};
 use breaker::Breaker;
 use flight::Flights;
 use keys::KeySpace;
@@ -139,18 +138,15 @@ pub struct Kv {
     cfg: KvConfig,
     keys: KeySpace,
     producer: Mutex<Producer>,
-    shared: Arc<Shared>,
-    waiters: Arc<Waiters>,
+    /// The writer thread: what it shares with callers, its end of life.
+    writer: Handle,
     overlay: Arc<Overlay>,
     near: Option<Arc<Near>>,
     pool: Pool,
     breaker: Breaker,
     metrics: Metrics,
     flights: Flights,
-    done: Receiver<CloseReport>,
-    writer: Mutex<Option<JoinHandle<()>>>,
     tracking: Option<Tracking>,
-    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Kv {
@@ -254,18 +250,14 @@ impl Kv {
         Ok(Kv {
             keys,
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
-            shared,
-            waiters,
+            writer: Handle::new(shared, waiters, done_rx, writer),
             overlay,
             near,
             pool,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             metrics: Metrics::new(config.enable_metrics),
             flights: Flights::default(),
-            done: done_rx,
-            writer: Mutex::new(Some(writer)),
             tracking,
-            closed: AtomicBool::new(false),
             cfg: config,
         })
     }
@@ -279,7 +271,7 @@ impl Kv {
 
     /// The last sequence number handed out (0 before the first write).
     pub fn last_seq(&self) -> Seq {
-        Seq::new(self.shared.accepted_seq.load(SeqCst))
+        self.writer.last_seq()
     }
 
     /// Blocks until write `seq` and every write before it is settled
@@ -292,7 +284,7 @@ impl Kv {
     /// stopped; [`Error::Dropped`] when a write at or before `seq` was
     /// dropped and not yet collected with [`Kv::take_dropped`].
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.waiters.wait(&self.shared, seq.get(), timeout)
+        self.writer.wait(seq, timeout)
     }
 
     /// Blocks until every write queued so far is settled.
@@ -301,7 +293,7 @@ impl Kv {
     ///
     /// As [`Kv::wait`].
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.wait(self.last_seq(), timeout)
+        self.writer.flush(timeout)
     }
 
     /// Hands over the writes dropped since the last call (past
@@ -314,14 +306,14 @@ impl Kv {
     /// is counted in [`KvStats::dropped`], and those left out of the list
     /// in [`KvStats::dropped_unlisted`].
     pub fn take_dropped(&self) -> Vec<DroppedWrite> {
-        self.shared.take_drops()
+        self.writer.take_dropped()
     }
 
     /// Counters, breaker state and per-operation latencies.
     pub fn stats(&self) -> KvStats {
         let c = &self.metrics.c;
         let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
-        let w = self.shared.stats();
+        let w = self.writer.shared.stats();
         KvStats {
             hits,
             misses,
@@ -336,7 +328,7 @@ impl Kv {
             written: w.commands,
             coalesced: w.coalesced,
             dropped: w.dropped,
-            dropped_unlisted: self.shared.drops_unlisted.load(Relaxed),
+            dropped_unlisted: self.writer.shared.drops_unlisted.load(Relaxed),
             rejected: w.rejected,
             reconnects: w.reconnects,
             read_errors: self.metrics.read_errors(),
@@ -355,7 +347,7 @@ impl Kv {
 
     /// Whether the writer is connected, the breaker's state, the backlog.
     pub fn health(&self) -> KvHealth {
-        let h = self.shared.health();
+        let h = self.writer.shared.health();
         KvHealth {
             writer_connected: h.connected,
             writer_running: h.flusher_running,
@@ -376,30 +368,22 @@ impl Kv {
     /// [`Error::Unpersisted`] with the count of writes not written.
     pub fn close(self, timeout: Duration) -> Result<CloseReport> {
         let report = self.shutdown(timeout);
-        if report.unpersisted > 0 {
-            Err(Error::Unpersisted(report))
-        } else {
-            Ok(report)
-        }
+        // Never `Fenced`: a kv writer holds no commit marker.
+        self.writer.close_result(report)
     }
 
     fn shutdown(&self, timeout: Duration) -> CloseReport {
-        if self.closed.swap(true, SeqCst) {
-            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
-        }
-        if let Some(tracking) = &self.tracking {
-            tracking.stop.store(true, SeqCst);
-            if let Some(t) = tracking.thread.lock().take() {
-                let _ = t.join();
+        let stop_tracking = || {
+            if let Some(tracking) = &self.tracking {
+                tracking.stop.store(true, SeqCst);
+                if let Some(t) = tracking.thread.lock().take() {
+                    let _ = t.join();
+                }
             }
-        }
-        let deadline = net::deadline_after(timeout);
-        self.shared.request_stop(deadline);
-        {
-            let p = self.producer.lock();
-            let _ = p.tx.try_send(KvMsg::Shutdown { deadline });
-        }
-        self.shared.await_writer(&self.done, &self.writer, deadline)
+        };
+        self.writer.shutdown(timeout, stop_tracking, |deadline| {
+            let _ = self.producer.lock().tx.try_send(KvMsg::Shutdown { deadline });
+        })
     }
 
     // --- timing ----------------------------------------------------------

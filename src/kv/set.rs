@@ -129,26 +129,26 @@ impl Kv {
         // The lock makes sequence order, overlay order and channel order
         // one; the writer never takes it.
         let mut p = self.producer.lock();
-        if self.closed.load(Relaxed) {
+        if self.writer.is_closed() {
             return Err(Error::Closed);
         }
         let seq = p.next_seq + 1;
         let item = op.item().clone();
-        let undo = self.overlay.record(seq, &op, || self.shared.acked_seq.load(SeqCst));
+        let undo = self.overlay.record(seq, &op, || self.writer.shared.acked_seq.load(SeqCst));
         if let Some(near) = &self.near {
             near.evict(item.key());
         }
         match p.tx.try_send(KvMsg::Write { seq, op }) {
             Ok(()) => {
                 p.next_seq = seq;
-                self.shared.accepted_seq.store(seq, Relaxed);
+                self.writer.shared.accepted_seq.store(seq, Relaxed);
                 Ok(Seq::new(seq))
             }
             Err(e) => {
                 self.overlay.undo(seq, &item, undo);
                 match e {
                     TrySendError::Full(_) => {
-                        self.shared.rejected.fetch_add(1, Relaxed);
+                        self.writer.shared.rejected.fetch_add(1, Relaxed);
                         Err(Error::Unavailable(format!(
                             "the kv writer's channel is full ({} writes queued): write to {} not queued",
                             self.cfg.channel_capacity,

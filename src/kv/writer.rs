@@ -63,7 +63,7 @@ struct InFlight {
 fn io_gone() -> Failure {
     Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
 }
-use crate::pipeline::shared::{Shared, Waiters};
+use crate::writer::{Shared, Waiters};
 
 /// The newest pending write of one key.
 struct Pend {

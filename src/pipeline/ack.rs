@@ -1,6 +1,7 @@
 //! Acknowledgements and what the callers can observe: sequence numbers,
 //! `wait`, `flush`, dropped writes, `health`, `stats`. Everything here reads
-//! the state shared with the flusher (`shared.rs`); nothing does I/O.
+//! the state shared with the flusher (`crate::writer`, where the logic of
+//! `wait`, `flush` and `take_dropped` is, shared with `Kv`); nothing does I/O.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -9,9 +10,9 @@ use crate::config::Config;
 use crate::error::{DroppedWrite, Error, Result};
 use crate::keys::Keys;
 use crate::pipeline::handle::Cache;
-use crate::pipeline::shared::Shared;
 use crate::seq::Seq;
 use crate::stats::{Health, Stats};
+use crate::writer::Shared;
 
 impl Cache {
     /// The last sequence number handed out (0 before the first write).
@@ -31,7 +32,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn last_seq(&self) -> Seq {
-        Seq::new(self.shared.accepted_seq.load(SeqCst))
+        self.writer.last_seq()
     }
 
     /// The last sequence number Redis has acknowledged.
@@ -50,7 +51,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn acked_seq(&self) -> Seq {
-        Seq::new(self.shared.acked_seq.load(SeqCst))
+        self.writer.acked_seq()
     }
 
     /// Blocks until write `seq` (and so every write before it) is
@@ -86,7 +87,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.waiters.wait(&self.shared, seq.get(), timeout)
+        self.writer.wait(seq, timeout)
     }
 
     /// Blocks until every write accepted so far is acknowledged.
@@ -111,7 +112,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.wait(self.last_seq(), timeout)
+        self.writer.flush(timeout)
     }
 
     /// Hands over the accepted writes the flusher has dropped since the
@@ -142,7 +143,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn take_dropped(&self) -> Vec<DroppedWrite> {
-        self.shared.take_drops()
+        self.writer.take_dropped()
     }
 
     /// Connection state, backlog, last error and reconnect count.
@@ -162,7 +163,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn health(&self) -> Health {
-        self.shared.health()
+        self.writer.shared.health()
     }
 
     /// Counters since `open`.
@@ -183,7 +184,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        self.writer.shared.stats()
     }
 
     /// The configuration this cache was opened with.
@@ -220,8 +221,8 @@ impl Cache {
     /// [`Error::WaitTimeout`] after `timeout`; [`Error::Closed`] when the
     /// flusher has stopped.
     pub(crate) fn settle_reads(&self, timeout: Duration) -> Result<()> {
-        let accepted = self.shared.accepted_seq.load(SeqCst);
-        if self.shared.acked_seq.load(SeqCst) >= accepted {
+        let accepted = self.writer.shared.accepted_seq.load(SeqCst);
+        if self.writer.shared.acked_seq.load(SeqCst) >= accepted {
             return Ok(());
         }
         match self.wait(Seq::new(accepted), timeout) {
@@ -234,6 +235,6 @@ impl Cache {
 
     /// The counters shared with the flusher, for the metrics exposition.
     pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
+        &self.writer.shared
     }
 }

@@ -1,12 +1,11 @@
 //! Closing: `close(timeout)` and `Drop` send `Shutdown` through the channel
 //! (so it arrives after every accepted write), let the flusher write what
-//! it can until the deadline, and join it.
+//! it can until the deadline, and join it (the end of life is
+//! `crate::writer::Handle::shutdown`, shared with `Kv`).
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use crate::error::{CloseReport, Error, Result};
-use crate::net;
+use crate::error::{CloseReport, Result};
 use crate::pipeline::handle::Cache;
 use crate::pipeline::msg::Msg;
 
@@ -25,11 +24,12 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::Fenced`] when another writer took over (whatever this cache
-    /// had not written by then is not written); [`Error::Unpersisted`] with
-    /// the count of accepted writes that were not acknowledged (an upper
-    /// bound: a batch whose reply was under way at the deadline may still
-    /// have been applied).
+    /// [`Error::Fenced`](crate::Error::Fenced) when another writer took
+    /// over (whatever this cache had not written by then is not written);
+    /// [`Error::Unpersisted`](crate::Error::Unpersisted) with the count of
+    /// accepted writes that were not acknowledged (an upper bound: a batch
+    /// whose reply was under way at the deadline may still have been
+    /// applied).
     ///
     /// # Example
     ///
@@ -46,29 +46,20 @@ impl Cache {
     /// ```
     pub fn close(self, timeout: Duration) -> Result<CloseReport> {
         let report = self.shutdown(timeout);
-        if let Some(e) = self.shared.fence_error() {
-            Err(e)
-        } else if report.unpersisted > 0 {
-            Err(Error::Unpersisted(report))
-        } else {
-            Ok(report)
-        }
+        self.writer.close_result(report)
     }
 
     fn shutdown(&self, timeout: Duration) -> CloseReport {
-        if self.closed.swap(true, SeqCst) {
-            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
-        }
-        let deadline = net::deadline_after(timeout);
-        // The flag reaches the flusher even when the channel is full (Redis
-        // down, the flusher no longer draining); the message, sent after
-        // every write, wakes it when it is idle.
-        self.shared.request_stop(deadline);
-        {
-            let p = self.producer.lock();
-            let _ = p.tx.try_send(Msg::Shutdown { deadline });
-        }
-        self.shared.await_writer(&self.done, &self.thread, deadline)
+        // The stop flag reaches the flusher even when the channel is full
+        // (Redis down, the flusher no longer draining); the message, sent
+        // after every write, wakes it when it is idle.
+        self.writer.shutdown(
+            timeout,
+            || {},
+            |deadline| {
+                let _ = self.producer.lock().tx.try_send(Msg::Shutdown { deadline });
+            },
+        )
     }
 }
 
@@ -83,7 +74,7 @@ impl Drop for Cache {
             );
         }
         // Dropped writes nobody collected with `take_dropped`: say so once.
-        for d in self.shared.take_drops() {
+        for d in self.writer.take_dropped() {
             log::error!("tradecache: never persisted, and not collected with take_dropped: {d}");
         }
     }

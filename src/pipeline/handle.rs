@@ -1,25 +1,23 @@
 //! The public handle: what trading threads call. Never reaches into the
 //! flusher's state: it talks to it through the channel and a few atomics.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::config::{Config, OverflowPolicy};
 use crate::entity::{Entity, Event, MarketData};
-use crate::error::{CloseReport, Error, PushError, Result};
+use crate::error::{Error, PushError, Result};
 use crate::flusher::{Flusher, FlusherInit};
 use crate::ident::{self, Ident};
 use crate::keys::Keys;
 use crate::net;
 use crate::pipeline::msg::Msg;
-use crate::pipeline::shared::{Shared, Waiters};
 use crate::seq::Seq;
+use crate::writer::{Handle, Shared, Waiters};
 
 pub(super) struct Producer {
     pub(super) tx: Sender<Msg>,
@@ -33,11 +31,8 @@ pub(super) struct Producer {
 /// Writes from several threads are ordered by their [`Seq`].
 pub struct Cache {
     pub(super) producer: Mutex<Producer>,
-    pub(super) shared: Arc<Shared>,
-    pub(super) waiters: Arc<Waiters>,
-    pub(super) done: Receiver<CloseReport>,
-    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
-    pub(super) closed: AtomicBool,
+    /// The flusher thread: what it shares with callers, its end of life.
+    pub(super) writer: Handle,
     pub(super) cfg: Config,
     pub(super) keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
@@ -126,11 +121,7 @@ impl Cache {
             })?;
         Ok(Cache {
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
-            shared,
-            waiters,
-            done: done_rx,
-            thread: Mutex::new(Some(thread)),
-            closed: AtomicBool::new(false),
+            writer: Handle::new(shared, waiters, done_rx, thread),
             cfg: config,
             keys,
             reads: crate::net::read_link::ReadLink::default(),
@@ -289,7 +280,7 @@ impl Cache {
         make: impl FnOnce(u64) -> Msg,
         back: impl FnOnce() -> T,
     ) -> std::result::Result<Seq, PushError<T>> {
-        if self.shared.is_fenced() {
+        if self.writer.shared.is_fenced() {
             return Err(PushError::Fenced(back()));
         }
         // Built outside the lock; numbered inside it, right before the send.
@@ -309,7 +300,7 @@ impl Cache {
                     // Release: a flusher that reads `seq` here finds the
                     // message in the channel (a purge step takes every
                     // accepted write).
-                    self.shared.accepted_seq.store(seq, std::sync::atomic::Ordering::Release);
+                    self.writer.shared.accepted_seq.store(seq, std::sync::atomic::Ordering::Release);
                     break Ok(Seq::new(seq));
                 }
                 Err(TrySendError::Disconnected(_)) => break Err(true),
@@ -325,13 +316,13 @@ impl Cache {
         match sent {
             Ok(seq) => Ok(seq),
             Err(closed) => {
-                if closed && self.shared.is_fenced() {
+                if closed && self.writer.shared.is_fenced() {
                     // The flusher stopped because a newer writer took over.
                     Err(PushError::Fenced(back()))
-                } else if closed || self.closed.load(Relaxed) {
+                } else if closed || self.writer.is_closed() {
                     Err(PushError::Closed(back()))
                 } else {
-                    self.shared.rejected.fetch_add(1, Relaxed);
+                    self.writer.shared.rejected.fetch_add(1, Relaxed);
                     Err(PushError::Full(back()))
                 }
             }
@@ -380,14 +371,14 @@ impl Cache {
         let policy = OverflowPolicy::Block { timeout };
         self.push_with(policy, |seq| Msg::Clear { seq, reply }, || ()).map_err(|e| match e {
             PushError::Full(()) => Error::WaitTimeout(timeout),
-            PushError::Fenced(()) => self.shared.fence_error().unwrap_or(Error::Closed),
+            PushError::Fenced(()) => self.writer.shared.fence_error().unwrap_or(Error::Closed),
             _ => Error::Closed,
         })?;
         match done.recv_timeout(timeout) {
             Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::WaitTimeout(timeout)),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Err(self.shared.fence_error().unwrap_or(Error::Closed))
+                Err(self.writer.shared.fence_error().unwrap_or(Error::Closed))
             }
         }
     }
@@ -400,10 +391,10 @@ impl Cache {
     /// [`Error::WaitTimeout`] when the channel stayed full; [`Error::Fenced`]
     /// or [`Error::Closed`] when the flusher has stopped.
     pub(crate) fn send_request(&self, msg: Msg, timeout: Duration) -> Result<()> {
-        if let Some(e) = self.shared.fence_error() {
+        if let Some(e) = self.writer.shared.fence_error() {
             return Err(e);
         }
-        if self.closed.load(Relaxed) {
+        if self.writer.is_closed() {
             return Err(Error::Closed);
         }
         // Not a write: no sequence number to order, so no producer lock
@@ -412,13 +403,13 @@ impl Cache {
         match block_send(&tx, msg, timeout) {
             Ok(()) => Ok(()),
             Err(false) => Err(Error::WaitTimeout(timeout)),
-            Err(true) => Err(self.shared.fence_error().unwrap_or(Error::Closed)),
+            Err(true) => Err(self.writer.shared.fence_error().unwrap_or(Error::Closed)),
         }
     }
 
     /// The error a request gets when the flusher stopped before replying.
     pub(crate) fn stopped(&self) -> Error {
-        self.shared.fence_error().unwrap_or(Error::Closed)
+        self.writer.shared.fence_error().unwrap_or(Error::Closed)
     }
 }
 

@@ -4,18 +4,19 @@
 //! name at a time, through the function the compiler evaluates, and that
 //! `import` applies it to a backup's lines.
 
-use tradecache::ops;
+use tradecache::admin;
 
 #[track_caller]
 fn refused_entity(name: &str, why: &str) {
-    let p = ops::entity_collection_problem(name).unwrap_or_else(|| panic!("{name:?} accepted for an entity"));
+    let p =
+        admin::entity_collection_problem(name).unwrap_or_else(|| panic!("{name:?} accepted for an entity"));
     assert!(p.contains(why), "{name:?}: {p}");
 }
 
 #[track_caller]
 fn refused_series(name: &str, why: &str) {
     let p =
-        ops::series_collection_problem(name).unwrap_or_else(|| panic!("{name:?} accepted for market data"));
+        admin::series_collection_problem(name).unwrap_or_else(|| panic!("{name:?} accepted for market data"));
     assert!(p.contains(why), "{name:?}: {p}");
 }
 
@@ -63,9 +64,9 @@ fn collection_bars_is_reserved_for_bars() {
 
 #[test]
 fn market_data_may_not_use_an_entity_collection() {
-    for name in ops::REFERENCE_COLLECTIONS {
+    for name in admin::REFERENCE_COLLECTIONS {
         refused_series(name, "their event logs");
-        assert_eq!(ops::entity_collection_problem(name), None, "{name}");
+        assert_eq!(admin::entity_collection_problem(name), None, "{name}");
     }
 }
 
@@ -82,10 +83,10 @@ fn collection_names_must_be_key_safe() {
 #[test]
 fn ordinary_names_are_accepted() {
     for ok in ["strategies", "counters", "funding", "a-b_c.d", "events", "x", &"c".repeat(256)] {
-        assert_eq!(ops::entity_collection_problem(ok), None, "{ok}");
-        assert_eq!(ops::series_collection_problem(ok), None, "{ok}");
+        assert_eq!(admin::entity_collection_problem(ok), None, "{ok}");
+        assert_eq!(admin::series_collection_problem(ok), None, "{ok}");
     }
-    for md in ops::MARKET_DATA_COLLECTIONS {
-        assert_eq!(ops::stored_collection_problem(md), None, "{md}: the crate's series are stored state");
+    for md in admin::MARKET_DATA_COLLECTIONS {
+        assert_eq!(admin::stored_collection_problem(md), None, "{md}: the crate's series are stored state");
     }
 }

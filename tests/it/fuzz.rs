@@ -24,7 +24,7 @@
 //! below as named regression tests.
 //!
 //! Values are decoded and encoded by the crate itself
-//! (`tradecache::ops::decode_value`/`encode_value`, hidden helpers over the
+//! (`tradecache::admin::decode_value`/`encode_value`, the helpers over the
 //! codec `load` and the flusher use), so the targets exercise the rule the
 //! crate applies, not a copy of it.
 
@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tradecache::model::*;
-use tradecache::{ops, Config, ConfigError, Encoding, Ident};
+use tradecache::{admin, Config, ConfigError, Encoding, Ident};
 
 // ---------------------------------------------------------------------------
 // Runners
@@ -89,14 +89,14 @@ where
 /// `bytes` decoded as `load` decodes them, `enc` being the configured
 /// encoding (which decides a one-byte value).
 fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, String> {
-    ops::decode_value(bytes, enc)
+    admin::decode_value(bytes, enc)
 }
 
 /// What the flusher writes: MessagePack maps with field names, or JSON;
 /// each with the reader configured the same way.
 fn encodings<T: Serialize>(v: &T) -> Result<[(Vec<u8>, Encoding); 2], TestCaseError> {
     let enc = |e: Encoding| {
-        ops::encode_value(v, e).map_err(|err| TestCaseError::fail(format!("{e:?} encode: {err}")))
+        admin::encode_value(v, e).map_err(|err| TestCaseError::fail(format!("{e:?} encode: {err}")))
     };
     Ok([(enc(Encoding::MsgPack)?, Encoding::MsgPack), (enc(Encoding::Json)?, Encoding::Json)])
 }

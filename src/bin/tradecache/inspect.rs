@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use clap::Args;
-use redis::Value;
-use tradecache::ops;
+
+use tradecache::admin::{self, Admin as Conn, Command, Reply};
 
 use crate::util::{self, bytes, err, text, CliError};
 use crate::Setup;
@@ -33,7 +33,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     }
     let layout = util::layout(setup)?;
     let survey = util::survey(&mut conn, &layout)?;
-    let enc = ops::encoding(&setup.config);
+    let enc = admin::encoding(&setup.config);
     let Some(collection) = a.collection else {
         println!(
             "{} {}: {} keys",
@@ -77,25 +77,25 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     let with_events = a.id.is_some();
     for id in ids {
         let key = layout.entity(&collection, id);
-        let mut c = redis::cmd("GET");
+        let mut c = Command::new("GET");
         c.arg(&key);
         match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
-            Some(Value::BulkString(b)) => match ops::entity_to_json(&collection, id, &b, enc) {
+            Some(Reply::BulkString(b)) => match admin::entity_to_json(&collection, id, &b, enc) {
                 Ok(j) => println!("{key} = {j}"),
                 Err(e) => println!("{key}: undecodable ({e}; {} bytes)", b.len()),
             },
-            Some(Value::Nil) => println!("{key}: no value"),
+            Some(Reply::Nil) => println!("{key}: no value"),
             Some(other) => println!("{key}: {other:?}"),
             None => {}
         }
         if with_events {
             let key = layout.events(&collection, id);
-            let mut c = redis::cmd("LRANGE");
+            let mut c = Command::new("LRANGE");
             c.arg(&key).arg(0).arg(-1);
-            if let Some(Value::Array(items)) = util::pipeline(&mut conn, &[c], 1, None)?.pop() {
+            if let Some(Reply::Array(items)) = util::pipeline(&mut conn, &[c], 1, None)?.pop() {
                 println!("{key} ({} events)", items.len());
                 for (i, v) in items.into_iter().filter_map(bytes).enumerate() {
-                    match ops::event_to_json(&collection, &v, enc) {
+                    match admin::event_to_json(&collection, &v, enc) {
                         Ok((j, _)) => println!("  [{i}] {j}"),
                         Err(e) => println!("  [{i}] undecodable ({e})"),
                     }
@@ -158,8 +158,8 @@ fn kind(rest: &str) -> String {
     }
 }
 
-fn list_traders(setup: &Setup, conn: &mut ops::Conn) -> Result<(), CliError> {
-    if ops::is_cluster(&setup.config) {
+fn list_traders(setup: &Setup, conn: &mut Conn) -> Result<(), CliError> {
+    if admin::is_cluster(&setup.config) {
         return Err(err(
             "listing traders scans one node, and a cluster spreads traders over several: give --trader",
         ));

@@ -9,8 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redis::Value;
-use tradecache::ops::{self, Conn, Layout};
+use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 use tradecache::Encoding;
 
 use crate::util::{self, bytes, text, CliError, Survey};
@@ -23,11 +22,11 @@ struct Members {
     closed: BTreeSet<String>,
 }
 
-fn members(reply: Value) -> Result<BTreeSet<String>, String> {
+fn members(reply: Reply) -> Result<BTreeSet<String>, String> {
     match reply {
-        Value::Array(v) | Value::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
-        Value::Nil => Ok(BTreeSet::new()),
-        Value::ServerError(e) => Err(e.to_string()),
+        Reply::Array(v) | Reply::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
+        Reply::Nil => Ok(BTreeSet::new()),
+        Reply::ServerError(e) => Err(e.to_string()),
         other => Err(format!("unexpected reply {other:?}")),
     }
 }
@@ -47,13 +46,13 @@ pub(crate) fn check(
             .entities
             .iter()
             .map(|(c, _)| c.clone())
-            .filter(|c| ops::REFERENCE_COLLECTIONS.contains(&c.as_str())),
+            .filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str())),
     );
     let mut cmds = Vec::new();
     for c in &collections {
-        let mut open = redis::cmd("SMEMBERS");
+        let mut open = Command::new("SMEMBERS");
         open.arg(layout.open_index(c));
-        let mut closed = redis::cmd("ZRANGE");
+        let mut closed = Command::new("ZRANGE");
         closed.arg(layout.closed_index(c)).arg(0).arg(-1);
         cmds.extend([open, closed]);
     }
@@ -62,7 +61,7 @@ pub(crate) fn check(
     for c in &collections {
         let mut m = Members::default();
         for (open, reply) in [(true, replies.next()), (false, replies.next())] {
-            match members(reply.unwrap_or(Value::Nil)) {
+            match members(reply.unwrap_or(Reply::Nil)) {
                 Ok(ids) if open => m.open = ids,
                 Ok(ids) => m.closed = ids,
                 Err(e) => findings.push(Finding {
@@ -93,10 +92,10 @@ pub(crate) fn check(
     // Each snapshot in the index its state says.
     let targets: Vec<&(String, String)> =
         survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
-    let gets: Vec<redis::Cmd> = targets
+    let gets: Vec<Command> = targets
         .iter()
         .map(|(c, id)| {
-            let mut g = redis::cmd("GET");
+            let mut g = Command::new("GET");
             g.arg(layout.entity(c, id));
             g
         })
@@ -105,8 +104,8 @@ pub(crate) fn check(
     for ((c, id), v) in targets.into_iter().zip(values) {
         let Some(m) = by_collection.get(c) else { continue };
         let (in_open, in_closed) = (m.open.contains(id), m.closed.contains(id));
-        let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
-        let kind = match ops::open_closed_state(c, &b, enc) {
+        let Reply::BulkString(b) = v else { continue }; // gone, or reported by verify
+        let kind = match admin::open_closed_state(c, &b, enc) {
             Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
             Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
             Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
@@ -137,12 +136,12 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
     let watch = [entity.clone(), open.clone(), closed.clone()];
     match f.kind {
         Kind::OpenClosedWithoutValue => watched(conn, &watch, |conn| {
-            let mut e = redis::cmd("EXISTS");
+            let mut e = Command::new("EXISTS");
             e.arg(&entity);
-            Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
-                let mut srem = redis::cmd("SREM");
+            Ok((util::query(conn, &e)? == Reply::Int(0)).then(|| {
+                let mut srem = Command::new("SREM");
                 srem.arg(&open).arg(id);
-                let mut zrem = redis::cmd("ZREM");
+                let mut zrem = Command::new("ZREM");
                 zrem.arg(&closed).arg(id);
                 vec![srem, zrem]
             }))
@@ -151,23 +150,23 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
         | Kind::ClosedNotInClosedIndex
         | Kind::OpenInClosedIndex
         | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
-            let mut g = redis::cmd("GET");
+            let mut g = Command::new("GET");
             g.arg(&entity);
-            let Value::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
-            let Ok(Some((is_closed, updated_ms))) = ops::open_closed_state(c, &b, enc) else {
+            let Reply::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
+            let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
                 return Ok(None);
             };
             Ok(Some(if is_closed {
                 let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
-                let mut zadd = redis::cmd("ZADD");
+                let mut zadd = Command::new("ZADD");
                 zadd.arg(&closed).arg("NX").arg(score).arg(id);
-                let mut srem = redis::cmd("SREM");
+                let mut srem = Command::new("SREM");
                 srem.arg(&open).arg(id);
                 vec![zadd, srem]
             } else {
-                let mut sadd = redis::cmd("SADD");
+                let mut sadd = Command::new("SADD");
                 sadd.arg(&open).arg(id);
-                let mut zrem = redis::cmd("ZREM");
+                let mut zrem = Command::new("ZREM");
                 zrem.arg(&closed).arg(id);
                 vec![sadd, zrem]
             }))

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use redis::Value;
-use tradecache::ops::{self, Conn, Layout};
+
+use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
 use crate::util::{self, human, CliError, Progress};
 use crate::Setup;
@@ -48,7 +48,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
         ));
     }
     let layout = util::layout(setup)?;
-    let enc = ops::encoding(&setup.config);
+    let enc = admin::encoding(&setup.config);
     let mut conn = util::connect(setup)?;
     let now = util::now_ns();
     let cutoff = now.saturating_sub(u64::try_from(a.older_than.as_nanos()).unwrap_or(u64::MAX));
@@ -58,10 +58,10 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
 
     let survey = util::survey_existing(&mut conn, &layout)?;
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
-    let cmds: Vec<redis::Cmd> = targets
+    let cmds: Vec<Command> = targets
         .iter()
         .map(|(c, id)| {
-            let mut g = redis::cmd("GET");
+            let mut g = Command::new("GET");
             g.arg(layout.entity(c, id));
             g
         })
@@ -72,8 +72,8 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let mut candidates = Vec::new();
     let mut undecodable = 0;
     for ((c, id), reply) in targets.iter().zip(replies) {
-        let Value::BulkString(b) = reply else { continue };
-        match ops::closed_at(c, &b, enc) {
+        let Reply::BulkString(b) = reply else { continue };
+        match admin::closed_at(c, &b, enc) {
             Ok(Some(at)) if at < cutoff => candidates.push((c.clone(), id.clone(), at)),
             Ok(_) => {}
             Err(_) => undecodable += 1,
@@ -161,57 +161,57 @@ fn purge_batch(
             }
             return Ok((d, k));
         }
-        let mut watch = redis::cmd("WATCH");
+        let mut watch = Command::new("WATCH");
         for (c, id, _) in chunk {
             watch.arg(layout.entity(c, id));
         }
         util::query(conn, &watch)?;
-        let gets: Vec<redis::Cmd> = chunk
+        let gets: Vec<Command> = chunk
             .iter()
             .map(|(c, id, _)| {
-                let mut g = redis::cmd("GET");
+                let mut g = Command::new("GET");
                 g.arg(layout.entity(c, id));
                 g
             })
             .collect();
         let values = util::pipeline(conn, &gets, gets.len(), None)?;
-        let mut cmds = vec![redis::cmd("MULTI")];
+        let mut cmds = vec![Command::new("MULTI")];
         let mut deleting = 0;
         for ((c, id, _), v) in chunk.iter().zip(values) {
             let still = match v {
-                Value::BulkString(b) => matches!(ops::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff),
+                Reply::BulkString(b) => matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff),
                 _ => false,
             };
             if !still {
                 continue;
             }
-            let mut del = redis::cmd("DEL");
+            let mut del = Command::new("DEL");
             del.arg(layout.entity(c, id)).arg(layout.events(c, id));
-            let mut srem = redis::cmd("SREM");
+            let mut srem = Command::new("SREM");
             srem.arg(layout.index(c)).arg(id);
             // The open/closed indexes the flusher keeps.
-            let mut srem_open = redis::cmd("SREM");
+            let mut srem_open = Command::new("SREM");
             srem_open.arg(layout.open_index(c)).arg(id);
-            let mut zrem = redis::cmd("ZREM");
+            let mut zrem = Command::new("ZREM");
             zrem.arg(layout.closed_index(c)).arg(id);
             cmds.extend([del, srem, srem_open, zrem]);
             deleting += 1;
         }
         if deleting == 0 {
-            util::query(conn, &redis::cmd("UNWATCH"))?;
+            util::query(conn, &Command::new("UNWATCH"))?;
             return Ok((0, chunk.len()));
         }
-        cmds.push(redis::cmd("EXEC"));
+        cmds.push(Command::new("EXEC"));
         let replies = util::pipeline(conn, &cmds, cmds.len(), None)?;
         match replies.last() {
-            Some(Value::Array(r)) => {
-                if let Some(Value::ServerError(e)) = r.iter().find(|x| matches!(x, Value::ServerError(_))) {
+            Some(Reply::Array(r)) => {
+                if let Some(Reply::ServerError(e)) = r.iter().find(|x| matches!(x, Reply::ServerError(_))) {
                     return Err(util::err(format!("a delete was refused: {e}")));
                 }
                 return Ok((deleting, chunk.len() - deleting));
             }
             // Nil: a watched value changed; retry.
-            Some(Value::Nil) => continue,
+            Some(Reply::Nil) => continue,
             other => return Err(util::err(format!("purge transaction: unexpected {other:?}"))),
         }
     }

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use redis::Value;
+
 use serde_json::{json, Value as Json};
-use tradecache::ops::{self, Conn, Layout};
+use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
 use crate::util::{self, bytes, err, human, text, CliError, Survey};
 use crate::Setup;
@@ -58,12 +58,12 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let mut c = redis::cmd("INFO");
+    let mut c = Command::new("INFO");
     c.arg(section);
     let v = util::query(conn, &c)?;
     let body = match v {
-        Value::BulkString(b) => text(&b),
-        Value::VerbatimString { text, .. } => text,
+        Reply::BulkString(b) => text(&b),
+        Reply::VerbatimString { text, .. } => text,
         other => return Err(err(format!("unexpected INFO reply {other:?}"))),
     };
     Ok(body
@@ -79,12 +79,12 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
         return Ok((0, 0));
     }
     let step = (keys.len() / n).max(1);
-    let cmds: Vec<redis::Cmd> = keys
+    let cmds: Vec<Command> = keys
         .iter()
         .step_by(step)
         .take(n)
         .map(|k| {
-            let mut c = redis::cmd("MEMORY");
+            let mut c = Command::new("MEMORY");
             c.arg("USAGE").arg(k);
             c
         })
@@ -92,7 +92,7 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
     let mut total = 0;
     let mut sampled = 0;
     for v in util::pipeline(conn, &cmds, 500, None)? {
-        if let Value::Int(b) = v {
+        if let Reply::Int(b) = v {
             total += u64::try_from(b).unwrap_or(0);
             sampled += 1;
         }
@@ -143,11 +143,11 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Idle times first: reading a marker resets its own. The flusher reads
     // it after every transaction, so this is the time since its last batch.
     // Not available under an LFU maxmemory-policy, or to an ACL without it.
-    let idle_cmds: Vec<redis::Cmd> = survey
+    let idle_cmds: Vec<Command> = survey
         .writers
         .iter()
         .map(|w| {
-            let mut c = redis::cmd("OBJECT");
+            let mut c = Command::new("OBJECT");
             c.arg("IDLETIME").arg(layout.writer(w));
             c
         })
@@ -156,10 +156,10 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);
         let idle_s = match idle {
-            Value::Int(s) => Some(s),
+            Reply::Int(s) => Some(s),
             _ => None,
         };
-        let parsed = raw.as_deref().and_then(ops::parse_marker);
+        let parsed = raw.as_deref().and_then(admin::parse_marker);
         writers.push(json!({
             "writer_id": w,
             "key": key,
@@ -206,12 +206,12 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
             redis.insert(k.into(), json!(v));
         }
     }
-    let mut fsync = redis::cmd("CONFIG");
+    let mut fsync = Command::new("CONFIG");
     fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.
     let fsync_value = match util::pipeline(conn, &[fsync], 1, None)?.pop() {
-        Some(Value::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
-        Some(Value::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
+        Some(Reply::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
+        Some(Reply::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
     };
     if let Some(v) = fsync_value {

@@ -22,9 +22,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use redis::Value;
+
 use serde_json::{json, Value as Json};
-use tradecache::ops::{self, Conn, Layout};
+use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
 use crate::util::{self, bytes, err, text, CliError, Progress};
 use crate::Setup;
@@ -74,7 +74,7 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
-    let enc = ops::encoding(&setup.config);
+    let enc = admin::encoding(&setup.config);
     let mut conn = util::connect(setup)?;
     let survey = util::survey_existing(&mut conn, &layout)?;
     let markers_before = marker_map(&mut conn, &layout, &survey)?;
@@ -112,9 +112,9 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     for chunk in ids.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (c, id) in chunk {
-            let mut get = redis::cmd("GET");
+            let mut get = Command::new("GET");
             get.arg(layout.entity(c, id));
-            let mut range = redis::cmd("LRANGE");
+            let mut range = Command::new("LRANGE");
             range.arg(layout.events(c, id)).arg(0).arg(-1);
             cmds.push(get);
             cmds.push(range);
@@ -122,12 +122,12 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
         let replies = util::pipeline(&mut conn, &cmds, cmds.len(), None)?;
         let mut it = replies.into_iter();
         for (c, id) in chunk {
-            let (value, log) = (it.next().unwrap_or(Value::Nil), it.next().unwrap_or(Value::Nil));
+            let (value, log) = (it.next().unwrap_or(Reply::Nil), it.next().unwrap_or(Reply::Nil));
             let mut line = serde_json::Map::new();
             line.insert("collection".into(), json!(c));
             line.insert("id".into(), json!(id));
             match value {
-                Value::BulkString(b) => match ops::entity_to_json(c, id, &b, enc) {
+                Reply::BulkString(b) => match admin::entity_to_json(c, id, &b, enc) {
                     Ok(j) => {
                         line.insert("value".into(), j);
                         if !indexed(c, id) {
@@ -152,17 +152,17 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                         )))
                     }
                 },
-                Value::Nil => {}
-                Value::ServerError(e) => {
+                Reply::Nil => {}
+                Reply::ServerError(e) => {
                     return Err(err(format!("{}: {e} (not a tradecache value)", layout.entity(c, id))));
                 }
                 other => return Err(err(format!("{}: unexpected {other:?}", layout.entity(c, id)))),
             }
             match log {
-                Value::Array(items) if !items.is_empty() => {
+                Reply::Array(items) if !items.is_empty() => {
                     let mut list = Vec::with_capacity(items.len());
                     for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
-                        match ops::event_to_json(c, &item, enc) {
+                        match admin::event_to_json(c, &item, enc) {
                             Ok((j, _)) => list.push(j),
                             Err(e) if a.skip_undecodable => {
                                 eprintln!("export: left out {}[{i}]: {e}", layout.events(c, id));
@@ -179,8 +179,8 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                     events += list.len() as u64;
                     line.insert("events".into(), Json::Array(list));
                 }
-                Value::Array(_) | Value::Nil => {}
-                Value::ServerError(e) => {
+                Reply::Array(_) | Reply::Nil => {}
+                Reply::ServerError(e) => {
                     return Err(err(format!("{}: {e} (not an event log)", layout.events(c, id))));
                 }
                 other => return Err(err(format!("{}: unexpected {other:?}", layout.events(c, id)))),
@@ -228,20 +228,20 @@ fn open_closed_members(
     for (c, is_open) in &survey.open_closed {
         let mut cmd;
         if *is_open {
-            cmd = redis::cmd("SMEMBERS");
+            cmd = Command::new("SMEMBERS");
             cmd.arg(layout.open_index(c));
         } else {
-            cmd = redis::cmd("ZRANGE");
+            cmd = Command::new("ZRANGE");
             cmd.arg(layout.closed_index(c)).arg(0).arg(-1).arg("WITHSCORES");
         }
         let reply = util::query(conn, &cmd)?;
         let items: Vec<String> = match reply {
-            Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
-            Value::Map(kv) => kv
+            Reply::Array(v) | Reply::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
+            Reply::Map(kv) => kv
                 .into_iter()
                 .flat_map(|(k, v)| [k, v])
                 .map(|v| match v {
-                    Value::Double(d) => d.to_string(),
+                    Reply::Double(d) => d.to_string(),
                     other => bytes(other).map(|b| text(&b)).unwrap_or_default(),
                 })
                 .collect(),
@@ -273,8 +273,8 @@ struct Prepared {
 }
 
 fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>), CliError> {
-    let enc = ops::encoding(&setup.config);
-    let _timestamps = ops::use_timestamp_format_of(&setup.config);
+    let enc = admin::encoding(&setup.config);
+    let _timestamps = admin::use_timestamp_format_of(&setup.config);
     let mut header = None;
     let mut footer = None;
     let mut items = Vec::new();
@@ -317,10 +317,10 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
                 return Err(bad(format!("{what} {v:?}: {e}")));
             }
         }
-        if let Some(why) = ops::stored_collection_problem(&collection) {
+        if let Some(why) = admin::stored_collection_problem(&collection) {
             return Err(bad(format!("collection {collection:?}: {why}")));
         }
-        if let (Some(why), Some(_)) = (ops::entity_collection_problem(&collection), j.get("value")) {
+        if let (Some(why), Some(_)) = (admin::entity_collection_problem(&collection), j.get("value")) {
             return Err(bad(format!("collection {collection:?} has no snapshots: {why}")));
         }
         if !seen.insert((collection.clone(), id.clone())) {
@@ -328,7 +328,7 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
         }
         let value = match j.get("value") {
             Some(v) => Some(
-                ops::entity_from_json(&collection, &id, v, enc).map_err(|e| bad(format!("value: {e}")))?,
+                admin::entity_from_json(&collection, &id, v, enc).map_err(|e| bad(format!("value: {e}")))?,
             ),
             None => None,
         };
@@ -338,7 +338,8 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
             let list = list.as_array().ok_or_else(|| bad("\"events\" is not an array".into()))?;
             for (i, e) in list.iter().enumerate() {
                 evs.push(
-                    ops::event_from_json(&collection, e, enc).map_err(|e| bad(format!("event {i}: {e}")))?,
+                    admin::event_from_json(&collection, e, enc)
+                        .map_err(|e| bad(format!("event {i}: {e}")))?,
                 );
             }
         }
@@ -370,20 +371,20 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
 }
 
 /// Runs a transaction of `cmds`; fails on a refused command.
-fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
+fn transaction(conn: &mut Conn, cmds: Vec<Command>) -> Result<(), CliError> {
     let mut all = Vec::with_capacity(cmds.len() + 2);
-    all.push(redis::cmd("MULTI"));
+    all.push(Command::new("MULTI"));
     all.extend(cmds);
-    all.push(redis::cmd("EXEC"));
+    all.push(Command::new("EXEC"));
     let replies = util::pipeline(conn, &all, all.len(), None)?;
     match replies.last() {
-        Some(Value::Array(results)) => {
-            if let Some(Value::ServerError(e)) = results.iter().find(|r| matches!(r, Value::ServerError(_))) {
+        Some(Reply::Array(results)) => {
+            if let Some(Reply::ServerError(e)) = results.iter().find(|r| matches!(r, Reply::ServerError(_))) {
                 return Err(err(format!("a write was refused: {e}")));
             }
             Ok(())
         }
-        Some(Value::ServerError(e)) => Err(err(format!("transaction refused: {e}"))),
+        Some(Reply::ServerError(e)) => Err(err(format!("transaction refused: {e}"))),
         other => Err(err(format!("transaction not applied: {other:?}"))),
     }
 }
@@ -419,7 +420,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     // state: claim its marker so that its next transaction is refused.
     for w in &survey.writers {
         let key = layout.writer(w);
-        let (epoch, _) = ops::fence(&mut conn, &key)?;
+        let (epoch, _) = conn.fence(&key)?;
         if !setup.quiet {
             eprintln!("import: fenced writer {key} (new epoch {epoch}); restart the engine after the import");
         }
@@ -436,7 +437,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             }
         }));
         for chunk in old.chunks(500) {
-            let mut u = redis::cmd("UNLINK");
+            let mut u = Command::new("UNLINK");
             for k in chunk {
                 u.arg(k);
             }
@@ -452,17 +453,17 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         let mut cmds = Vec::with_capacity(chunk.len() * 4);
         for p in chunk {
             if let Some(v) = &p.value {
-                let mut set = redis::cmd("SET");
+                let mut set = Command::new("SET");
                 set.arg(layout.entity(&p.collection, &p.id)).arg(v.as_slice());
                 cmds.push(set);
                 values += 1;
             }
             let log = layout.events(&p.collection, &p.id);
-            let mut del = redis::cmd("DEL");
+            let mut del = Command::new("DEL");
             del.arg(&log);
             cmds.push(del);
             if !p.events.is_empty() {
-                let mut push = redis::cmd("RPUSH");
+                let mut push = Command::new("RPUSH");
                 push.arg(&log);
                 for e in &p.events {
                     push.arg(e.as_slice());
@@ -471,17 +472,17 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 events += p.events.len() as u64;
             }
             if p.indexed {
-                let mut add = redis::cmd("SADD");
+                let mut add = Command::new("SADD");
                 add.arg(layout.index(&p.collection)).arg(&p.id);
                 cmds.push(add);
             }
             if p.open {
-                let mut add = redis::cmd("SADD");
+                let mut add = Command::new("SADD");
                 add.arg(layout.open_index(&p.collection)).arg(&p.id);
                 cmds.push(add);
             }
             if let Some(score) = &p.closed {
-                let mut add = redis::cmd("ZADD");
+                let mut add = Command::new("ZADD");
                 add.arg(layout.closed_index(&p.collection)).arg(score).arg(&p.id);
                 cmds.push(add);
             }

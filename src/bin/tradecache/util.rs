@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use redis::Value;
-use tradecache::ops::{self, Conn, KeyKind, Layout};
+use tradecache::admin::{self, Admin as Conn, Command, KeyKind, Layout, Reply};
 
 use crate::Setup;
 
@@ -44,28 +43,23 @@ pub(crate) fn err(msg: impl Into<String>) -> CliError {
 
 /// Connects with the library's connection code.
 pub(crate) fn connect(setup: &Setup) -> Result<Conn, CliError> {
-    Ok(ops::connect(&setup.config)?)
+    Ok(Conn::connect(&setup.config)?)
 }
 
 /// Sends `cmds` in pipelines of `chunk` and returns one reply per command,
-/// server errors as `Value::ServerError` (never a failure of the whole
+/// server errors as `Reply::ServerError` (never a failure of the whole
 /// pipeline).
 pub(crate) fn pipeline(
     conn: &mut Conn,
-    cmds: &[redis::Cmd],
+    cmds: &[Command],
     chunk: usize,
     mut progress: Option<&mut Progress>,
-) -> Result<Vec<Value>, CliError> {
+) -> Result<Vec<Reply>, CliError> {
     let mut out = Vec::with_capacity(cmds.len());
-    let mut buf = Vec::new();
     for part in cmds.chunks(chunk.max(1)) {
-        buf.clear();
-        for c in part {
-            c.write_packed_command(&mut buf);
-        }
-        send(conn, &buf)?;
+        conn.send(part)?;
         for _ in part {
-            out.push(recv(conn)?);
+            out.push(conn.read_reply()?);
         }
         if let Some(p) = progress.as_deref_mut() {
             p.add(part.len() as u64);
@@ -74,53 +68,23 @@ pub(crate) fn pipeline(
     Ok(out)
 }
 
-pub(crate) fn send(conn: &mut Conn, packed: &[u8]) -> Result<(), CliError> {
-    conn.con().send_packed_command(packed).map_err(|e| CliError(ops::redis_error(conn, &e).to_string()))
-}
-
-pub(crate) fn recv(conn: &mut Conn) -> Result<Value, CliError> {
-    conn.con().recv_response().map_err(|e| CliError(ops::redis_error(conn, &e).to_string()))
-}
-
 /// One command; a server error reply is an error.
-pub(crate) fn query(conn: &mut Conn, cmd: &redis::Cmd) -> Result<Value, CliError> {
-    send(conn, &cmd.get_packed_command())?;
-    match recv(conn)? {
-        Value::ServerError(e) => Err(err(format!("{}: {e}", conn.addr()))),
+pub(crate) fn query(conn: &mut Conn, cmd: &Command) -> Result<Reply, CliError> {
+    match conn.query(cmd)? {
+        Reply::ServerError(e) => Err(err(format!("{}: {e}", conn.addr()))),
         v => Ok(v),
     }
 }
 
-/// Every key matching `pattern`, by `SCAN` (never `KEYS`, which would block
-/// the server for the whole keyspace), sorted, without duplicates.
+/// Every key matching `pattern`, by `SCAN`, sorted, without duplicates.
 pub(crate) fn scan(conn: &mut Conn, pattern: &str) -> Result<Vec<Vec<u8>>, CliError> {
-    let mut cursor = b"0".to_vec();
-    let mut keys = Vec::new();
-    loop {
-        let mut c = redis::cmd("SCAN");
-        c.arg(&cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
-        match query(conn, &c)? {
-            Value::Array(mut parts) if parts.len() == 2 => {
-                if let Value::Array(found) = parts.pop().unwrap_or(Value::Nil) {
-                    keys.extend(found.into_iter().filter_map(bytes));
-                }
-                cursor = parts.pop().and_then(bytes).unwrap_or_else(|| b"0".to_vec());
-            }
-            other => return Err(err(format!("unexpected SCAN reply {other:?}"))),
-        }
-        if cursor == b"0" {
-            break;
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
+    Ok(conn.scan(pattern)?)
 }
 
-pub(crate) fn bytes(v: Value) -> Option<Vec<u8>> {
+pub(crate) fn bytes(v: Reply) -> Option<Vec<u8>> {
     match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
+        Reply::BulkString(b) => Some(b),
+        Reply::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     }
 }
@@ -169,7 +133,7 @@ impl Survey {
 /// The layout of the configured trader; refuses a configuration without a
 /// trader prefix (nothing tells its keys from others').
 pub(crate) fn layout(setup: &Setup) -> Result<Layout, CliError> {
-    let layout = ops::layout(&setup.config);
+    let layout = admin::layout(&setup.config);
     if layout.pattern().is_none() {
         return Err(err(
             "use_trader_prefix is off: this tool needs the trader prefix to find a trader's keys",
@@ -183,9 +147,9 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     let pattern = layout.pattern().ok_or_else(|| err("no trader prefix"))?;
     let keys = scan(conn, &pattern)?;
     // Index sets first: their collections tell a log from an instance's key.
-    let mut known: BTreeSet<Vec<u8>> = ops::REFERENCE_COLLECTIONS
+    let mut known: BTreeSet<Vec<u8>> = admin::REFERENCE_COLLECTIONS
         .iter()
-        .chain(ops::MARKET_DATA_COLLECTIONS.iter())
+        .chain(admin::MARKET_DATA_COLLECTIONS.iter())
         .map(|c| c.as_bytes().to_vec())
         .collect();
     for k in &keys {
@@ -240,11 +204,11 @@ pub(crate) fn index_members(
     layout: &Layout,
     survey: &Survey,
 ) -> Result<BTreeMap<String, Result<BTreeSet<String>, String>>, CliError> {
-    let cmds: Vec<redis::Cmd> = survey
+    let cmds: Vec<Command> = survey
         .indexes
         .iter()
         .map(|c| {
-            let mut cmd = redis::cmd("SMEMBERS");
+            let mut cmd = Command::new("SMEMBERS");
             cmd.arg(layout.index(c));
             cmd
         })
@@ -253,10 +217,10 @@ pub(crate) fn index_members(
     let mut out = BTreeMap::new();
     for (c, reply) in survey.indexes.iter().zip(replies) {
         let members = match reply {
-            Value::Array(v) | Value::Set(v) => {
+            Reply::Array(v) | Reply::Set(v) => {
                 Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect())
             }
-            Value::ServerError(e) => Err(e.to_string()),
+            Reply::ServerError(e) => Err(e.to_string()),
             other => Err(format!("unexpected reply {other:?}")),
         };
         out.insert(c.clone(), members);
@@ -276,26 +240,26 @@ pub(crate) fn delete_orphan_log(
     id: &str,
 ) -> Result<bool, CliError> {
     let entity = layout.entity(collection, id);
-    let mut watch = redis::cmd("WATCH");
+    let mut watch = Command::new("WATCH");
     watch.arg(&entity);
     query(conn, &watch)?;
-    let mut exists = redis::cmd("EXISTS");
+    let mut exists = Command::new("EXISTS");
     exists.arg(&entity);
-    if query(conn, &exists)? != Value::Int(0) {
-        query(conn, &redis::cmd("UNWATCH"))?;
+    if query(conn, &exists)? != Reply::Int(0) {
+        query(conn, &Command::new("UNWATCH"))?;
         return Ok(false);
     }
-    let mut unlink = redis::cmd("UNLINK");
+    let mut unlink = Command::new("UNLINK");
     unlink.arg(layout.events(collection, id));
-    let cmds = [redis::cmd("MULTI"), unlink, redis::cmd("EXEC")];
+    let cmds = [Command::new("MULTI"), unlink, Command::new("EXEC")];
     match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
-        Some(Value::Array(r)) => match r.first() {
-            Some(Value::Int(n)) => Ok(*n > 0),
-            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
+        Some(Reply::Array(r)) => match r.first() {
+            Some(Reply::Int(n)) => Ok(*n > 0),
+            Some(Reply::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
             _ => Ok(false),
         },
         // Nil: the snapshot was written meanwhile; the log is its own now.
-        Some(Value::Nil) => Ok(false),
+        Some(Reply::Nil) => Ok(false),
         other => Err(err(format!("orphan log transaction: unexpected {other:?}"))),
     }
 }
@@ -305,11 +269,11 @@ pub(crate) type Marker = (String, Option<Vec<u8>>);
 
 /// The writers' markers.
 pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Result<Vec<Marker>, CliError> {
-    let cmds: Vec<redis::Cmd> = survey
+    let cmds: Vec<Command> = survey
         .writers
         .iter()
         .map(|w| {
-            let mut c = redis::cmd("GET");
+            let mut c = Command::new("GET");
             c.arg(layout.writer(w));
             c
         })

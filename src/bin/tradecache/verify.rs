@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::ExitCode;
 
 use clap::Args;
-use redis::Value;
+
 use serde_json::json;
-use tradecache::ops::{self, Conn, Layout};
+use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
 use crate::util::{self, bytes, err, CliError, Progress};
 use crate::Setup;
@@ -109,7 +109,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     }
     let layout = util::layout(setup)?;
     let mut conn = util::connect(setup)?;
-    let enc = ops::encoding(&setup.config);
+    let enc = admin::encoding(&setup.config);
     let survey = util::survey_existing(&mut conn, &layout)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let mut findings = Vec::new();
@@ -152,10 +152,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
 
     // Values: decodable, of the right type, indexed.
     let entities: Vec<&(String, String)> = survey.entities.iter().collect();
-    let cmds: Vec<redis::Cmd> = entities
+    let cmds: Vec<Command> = entities
         .iter()
         .map(|(c, id)| {
-            let mut cmd = redis::cmd("GET");
+            let mut cmd = Command::new("GET");
             cmd.arg(layout.entity(c, id));
             cmd
         })
@@ -167,8 +167,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         let key = layout.entity(c, id);
         let target = (c.clone(), id.clone());
         match reply {
-            Value::BulkString(b) => {
-                if let Err(e) = ops::entity_to_json(c, id, &b, enc) {
+            Reply::BulkString(b) => {
+                if let Err(e) = admin::entity_to_json(c, id, &b, enc) {
                     findings.push(Finding {
                         kind: Kind::Undecodable,
                         key: key.clone(),
@@ -177,8 +177,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
                     });
                 }
             }
-            Value::Nil => continue, // deleted since the scan
-            Value::ServerError(e) => {
+            Reply::Nil => continue, // deleted since the scan
+            Reply::ServerError(e) => {
                 findings.push(Finding {
                     kind: Kind::WrongType,
                     key: key.clone(),
@@ -205,10 +205,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
 
     // Event logs.
     let logs: Vec<&(String, String)> = survey.logs.iter().collect();
-    let cmds: Vec<redis::Cmd> = logs
+    let cmds: Vec<Command> = logs
         .iter()
         .map(|(c, id)| {
-            let mut cmd = redis::cmd("LRANGE");
+            let mut cmd = Command::new("LRANGE");
             cmd.arg(layout.events(c, id)).arg(0).arg(-1);
             cmd
         })
@@ -224,10 +224,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         // an index set) whose id has none is an orphan: load() attaches it
         // to nothing, and an entity written later under the id inherits it.
         // Elsewhere the collection may be a series of the user's: a warning.
-        let series = ops::MARKET_DATA_COLLECTIONS.contains(&c.as_str());
+        let series = admin::MARKET_DATA_COLLECTIONS.contains(&c.as_str());
         if !series && !survey.entities.contains(&target) {
             let entities =
-                ops::REFERENCE_COLLECTIONS.contains(&c.as_str()) || survey.indexes.contains(c.as_str());
+                admin::REFERENCE_COLLECTIONS.contains(&c.as_str()) || survey.indexes.contains(c.as_str());
             findings.push(Finding {
                 kind: if entities { Kind::OrphanLog } else { Kind::LogWithoutValue },
                 key: key.clone(),
@@ -245,9 +245,9 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             });
         }
         let items = match reply {
-            Value::Array(items) => items,
-            Value::Nil => continue,
-            Value::ServerError(e) => {
+            Reply::Array(items) => items,
+            Reply::Nil => continue,
+            Reply::ServerError(e) => {
                 findings.push(Finding { kind: Kind::WrongType, key, detail: e.to_string(), target });
                 continue;
             }
@@ -265,7 +265,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             (HashSet::new(), None::<u64>, Vec::new(), Vec::new());
         for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
             events_checked += 1;
-            match ops::event_to_json(c, &item, enc) {
+            match admin::event_to_json(c, &item, enc) {
                 Ok((_, Some(eid))) => {
                     if !seen.insert(eid) {
                         dups.push(eid);
@@ -361,9 +361,9 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
     let mut cmds = Vec::new();
     for i in &idx {
         let (c, id) = &findings[*i].target;
-        let mut m = redis::cmd("SISMEMBER");
+        let mut m = Command::new("SISMEMBER");
         m.arg(layout.index(c)).arg(id);
-        let mut e = redis::cmd("EXISTS");
+        let mut e = Command::new("EXISTS");
         e.arg(layout.entity(c, id));
         cmds.push(m);
         cmds.push(e);
@@ -371,8 +371,8 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
     let replies = util::pipeline(conn, &cmds, 1000, None)?;
     let mut drop = HashSet::new();
     for (n, i) in idx.iter().enumerate() {
-        let member = matches!(replies.get(2 * n), Some(Value::Int(1)) | Some(Value::Boolean(true)));
-        let exists = matches!(replies.get(2 * n + 1), Some(Value::Int(1)));
+        let member = matches!(replies.get(2 * n), Some(Reply::Int(1)) | Some(Reply::Boolean(true)));
+        let exists = matches!(replies.get(2 * n + 1), Some(Reply::Int(1)));
         let still = match findings[*i].kind {
             Kind::IndexWithoutValue => member && !exists,
             Kind::OrphanLog => !exists,
@@ -395,22 +395,22 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
 pub(crate) fn watched(
     conn: &mut Conn,
     watch: &[String],
-    check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
+    check: impl FnOnce(&mut Conn) -> Result<Option<Vec<Command>>, CliError>,
 ) -> Result<bool, CliError> {
-    let mut w = redis::cmd("WATCH");
+    let mut w = Command::new("WATCH");
     for k in watch {
         w.arg(k);
     }
     util::query(conn, &w)?;
     let Some(cmds) = check(conn)? else {
-        util::query(conn, &redis::cmd("UNWATCH"))?;
+        util::query(conn, &Command::new("UNWATCH"))?;
         return Ok(false);
     };
-    let mut all = vec![redis::cmd("MULTI")];
+    let mut all = vec![Command::new("MULTI")];
     all.extend(cmds);
-    all.push(redis::cmd("EXEC"));
+    all.push(Command::new("EXEC"));
     let replies = util::pipeline(conn, &all, all.len(), None)?;
-    Ok(matches!(replies.last(), Some(Value::Array(_))))
+    Ok(matches!(replies.last(), Some(Reply::Array(_))))
 }
 
 fn repair(
@@ -425,36 +425,36 @@ fn repair(
         let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
         let done = match f.kind {
             Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                let mut e = redis::cmd("EXISTS");
+                let mut e = Command::new("EXISTS");
                 e.arg(&entity);
-                Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
-                    let mut s = redis::cmd("SREM");
+                Ok((util::query(conn, &e)? == Reply::Int(0)).then(|| {
+                    let mut s = Command::new("SREM");
                     s.arg(&index).arg(id);
                     vec![s]
                 }))
             })?,
             Kind::InvalidIndexEntry => watched(conn, std::slice::from_ref(&index), |_| {
-                let mut s = redis::cmd("SREM");
+                let mut s = Command::new("SREM");
                 s.arg(&index).arg(id);
                 Ok(Some(vec![s]))
             })?,
             Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                let mut e = redis::cmd("EXISTS");
+                let mut e = Command::new("EXISTS");
                 e.arg(&entity);
-                Ok((util::query(conn, &e)? == Value::Int(1)).then(|| {
-                    let mut s = redis::cmd("SADD");
+                Ok((util::query(conn, &e)? == Reply::Int(1)).then(|| {
+                    let mut s = Command::new("SADD");
                     s.arg(&index).arg(id);
                     vec![s]
                 }))
             })?,
             Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
-                let mut r = redis::cmd("LRANGE");
+                let mut r = Command::new("LRANGE");
                 r.arg(&events).arg(0).arg(-1);
-                let Value::Array(items) = util::query(conn, &r)? else { return Ok(None) };
+                let Reply::Array(items) = util::query(conn, &r)? else { return Ok(None) };
                 let mut seen = HashSet::new();
                 let mut keep = Vec::new();
                 for item in items.into_iter().filter_map(bytes) {
-                    let first = match ops::event_to_json(c, &item, enc) {
+                    let first = match admin::event_to_json(c, &item, enc) {
                         Ok((_, Some(eid))) => seen.insert(eid),
                         _ => true,
                     };
@@ -462,11 +462,11 @@ fn repair(
                         keep.push(item);
                     }
                 }
-                let mut del = redis::cmd("DEL");
+                let mut del = Command::new("DEL");
                 del.arg(&events);
                 let mut cmds = vec![del];
                 if !keep.is_empty() {
-                    let mut push = redis::cmd("RPUSH");
+                    let mut push = Command::new("RPUSH");
                     push.arg(&events);
                     for k in &keep {
                         push.arg(k.as_slice());

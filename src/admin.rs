@@ -1,7 +1,48 @@
-//! What the operator CLI (`src/bin/tradecache/`, feature `cli`) needs
-//! from the crate: connecting as the library does, the key layout, and the
-//! crate's own decoding and encoding of stored values. Public only so that
-//! the binary can reach it; not a stable API (`#[doc(hidden)]`).
+//! Administration: what an operator's tool (the `tradecache` CLI, feature
+//! `cli`, or one of your own) needs to read and repair the state a
+//! [`Cache`](crate::Cache) keeps, with tradecache's own types only.
+//!
+//! - [`Admin`]: one connection, made as [`Cache::open`](crate::Cache::open)
+//!   makes its own (Sentinel, Cluster slot owner, TLS, ACL, timeouts), with
+//!   point reads ([`Admin::scan`], [`Admin::get`], [`Admin::key_type`],
+//!   [`Admin::list`], [`Admin::members`]), any command ([`Admin::query`],
+//!   pipelined with [`Admin::send`] and [`Admin::read_reply`]) and fencing
+//!   a writer ([`Admin::fence`]).
+//! - [`Command`] and [`Reply`]: a command and what the server answered.
+//! - [`Layout`] and [`KeyKind`]: where a trader's state lives, and what a
+//!   key under its prefix is.
+//! - The crate's own decoding and encoding of stored values:
+//!   [`entity_to_json`], [`event_to_json`], [`entity_from_json`],
+//!   [`event_from_json`], [`decode_value`], [`encode_value`], and the
+//!   rules an import checks ([`stored_collection_problem`], …).
+//!
+//! The connection is never the flusher's: an `Admin` is a client of its
+//! own, and nothing it does goes through a `Cache`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use tradecache::admin::{self, Admin, KeyKind};
+//! use tradecache::Config;
+//!
+//! # fn main() -> Result<(), tradecache::Error> {
+//! let config = Config::default().trader_id("T1");
+//! let layout = admin::layout(&config);
+//! let mut conn = Admin::connect(&config)?;
+//! let pattern = layout.pattern().expect("a trader prefix");
+//! for key in conn.scan(&pattern)? {
+//!     if let Some(KeyKind::Entity { collection, id }) =
+//!         layout.classify(&key, &[b"orders".as_slice()])
+//!     {
+//!         if let Some(bytes) = conn.get(&key)? {
+//!             let json = admin::entity_to_json(&collection, &id, &bytes, admin::encoding(&config));
+//!             println!("{collection}/{id}: {json:?}");
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,7 +52,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys::Keys;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
@@ -46,37 +87,365 @@ pub fn stored_collection_problem(name: &str) -> Option<&'static str> {
     entity.and(series)
 }
 
-/// One connection, made as `Cache::open` makes its own (Sentinel, Cluster
-/// slot owner, TLS, ACL, timeouts), in one attempt.
-pub struct Conn(net::Conn);
+/// One connection to the server a [`Config`] names, made as
+/// [`Cache::open`](crate::Cache::open) makes its own (Sentinel, Cluster
+/// slot owner, TLS, ACL, timeouts), in one attempt. A client of its own:
+/// never a `Cache`'s connection.
+pub struct Admin {
+    conn: net::Conn,
+}
 
-impl Conn {
-    /// The underlying blocking connection.
-    pub fn con(&mut self) -> &mut redis::Connection {
-        &mut self.0.con
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").field("addr", &self.conn.addr).finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// Validates `cfg` and connects once (no retries: an operator wants the
+    /// error now).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) for an invalid
+    /// configuration, [`Error::Redis`](crate::Error::Redis) naming the
+    /// address and cause when the server cannot be reached or refuses the
+    /// connection.
+    pub fn connect(cfg: &Config) -> Result<Admin> {
+        cfg.validate()?;
+        cfg.check_files()?;
+        let keys = layout(cfg);
+        let marker = keys.keys.writer(&cfg.writer_id);
+        net::connect(cfg, &marker, None).map(|conn| Admin { conn }).map_err(|f| f.into_error())
     }
 
-    /// `host:port` (never credentials).
+    /// `host:port` of the server (never credentials).
     pub fn addr(&self) -> &str {
-        &self.0.addr
+        &self.conn.addr
+    }
+
+    fn failed(&self, e: &redis::RedisError) -> crate::Error {
+        net::Failure::of(e, &self.conn.addr).into_error()
+    }
+
+    /// Sends `cmds` in one write, without reading the replies: read them,
+    /// one per command and in order, with [`Admin::read_reply`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when the write fails.
+    pub fn send(&mut self, cmds: &[Command]) -> Result<()> {
+        let mut p = net::Packer::default();
+        for c in cmds {
+            let args: Vec<&[u8]> = c.args.iter().map(Vec::as_slice).collect();
+            p.cmd(&args);
+        }
+        let r = self.conn.con.send_packed_command(&p.buf);
+        r.map_err(|e| self.failed(&e))
+    }
+
+    /// Reads the reply to the oldest command sent and not yet answered. A
+    /// server's error reply is a [`Reply::ServerError`], not an `Err`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when the read fails (timeout,
+    /// connection lost, a reply that is not RESP).
+    pub fn read_reply(&mut self) -> Result<Reply> {
+        let r = self.conn.con.recv_response();
+        r.map(reply).map_err(|e| self.failed(&e))
+    }
+
+    /// Sends `cmd` and reads its reply (a server's error reply is a
+    /// [`Reply::ServerError`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Admin::send`] and [`Admin::read_reply`].
+    pub fn query(&mut self, cmd: &Command) -> Result<Reply> {
+        self.send(std::slice::from_ref(cmd))?;
+        self.read_reply()
+    }
+
+    /// [`Admin::query`], with a server's error reply as an `Err`.
+    fn checked(&mut self, cmd: &Command) -> Result<Reply> {
+        match self.query(cmd)? {
+            Reply::ServerError(e) => {
+                let code = e.split_whitespace().next().unwrap_or("");
+                let cause = net::Cause::of_code(code);
+                Err(net::Failure::new(cause, self.conn.addr.clone(), e).into_error())
+            }
+            r => Ok(r),
+        }
+    }
+
+    fn unexpected(&self, what: &str, r: &Reply) -> crate::Error {
+        let text = format!("unexpected {what} reply {r:?}");
+        net::Failure::new(net::Cause::Command, self.conn.addr.clone(), text).into_error()
+    }
+
+    /// Every key matching `pattern` (a `SCAN` `MATCH` pattern, such as
+    /// [`Layout::pattern`]), by `SCAN` (never `KEYS`, which would block the
+    /// server for the whole keyspace), sorted, without duplicates.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when a `SCAN` fails or its
+    /// reply is not a cursor and keys.
+    pub fn scan(&mut self, pattern: &str) -> Result<Vec<Vec<u8>>> {
+        let mut cursor = b"0".to_vec();
+        let mut keys = Vec::new();
+        loop {
+            let mut c = Command::new("SCAN");
+            c.arg(&cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+            match self.checked(&c)? {
+                Reply::Array(mut parts) if parts.len() == 2 => {
+                    if let Some(Reply::Array(found)) = parts.pop() {
+                        keys.extend(found.into_iter().filter_map(Reply::into_bytes));
+                    }
+                    cursor = parts.pop().and_then(Reply::into_bytes).unwrap_or_else(|| b"0".to_vec());
+                }
+                other => return Err(self.unexpected("SCAN", &other)),
+            }
+            if cursor == b"0" {
+                break;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The value of the string `key` (`GET`), `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when the command fails (for
+    /// example `WRONGTYPE`: `key` is not a string).
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let mut c = Command::new("GET");
+        c.arg(key.as_ref());
+        Ok(self.checked(&c)?.into_bytes())
+    }
+
+    /// What `key` holds (`TYPE`): `string`, `list`, `set`, `zset`, `hash`,
+    /// `stream`, or `none`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when the command fails.
+    pub fn key_type(&mut self, key: impl AsRef<[u8]>) -> Result<String> {
+        let mut c = Command::new("TYPE");
+        c.arg(key.as_ref());
+        let r = self.checked(&c)?;
+        match r.as_text() {
+            Some(t) => Ok(t),
+            None => Err(self.unexpected("TYPE", &r)),
+        }
+    }
+
+    /// Every item of the list `key` (`LRANGE key 0 -1`), such as an event
+    /// log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when the command fails.
+    pub fn list(&mut self, key: impl AsRef<[u8]>) -> Result<Vec<Vec<u8>>> {
+        let mut c = Command::new("LRANGE");
+        c.arg(key.as_ref()).arg(0).arg(-1);
+        let r = self.checked(&c)?;
+        r.clone().into_items().ok_or_else(|| self.unexpected("LRANGE", &r))
+    }
+
+    /// The members of the set `key` (`SMEMBERS`), such as an index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) when the command fails.
+    pub fn members(&mut self, key: impl AsRef<[u8]>) -> Result<Vec<Vec<u8>>> {
+        let mut c = Command::new("SMEMBERS");
+        c.arg(key.as_ref());
+        let r = self.checked(&c)?;
+        r.clone().into_items().ok_or_else(|| self.unexpected("SMEMBERS", &r))
+    }
+
+    /// Claims the commit marker `key` with a new epoch, as
+    /// [`Cache::open`](crate::Cache::open) does, so that the writer holding
+    /// it stops writing (its next transaction is aborted by Redis and it
+    /// reports [`ErrorKind::Fenced`](crate::ErrorKind::Fenced)). Returns
+    /// the new `(epoch, batch)`.
+    ///
+    /// # Errors
+    ///
+    /// As `Cache::open`'s claim: a marker this crate did not write, or a
+    /// failed command.
+    pub fn fence(&mut self, key: &str) -> Result<(u64, u64)> {
+        let m = crate::marker::claim(&mut self.conn, key, false)?;
+        Ok((m.epoch, m.batch))
     }
 }
 
-/// Validates `cfg` and connects once (no retries: an operator wants the
-/// error now).
+/// One command for [`Admin::query`] or [`Admin::send`]: a name and its
+/// arguments, each sent as one bulk string.
 ///
-/// # Errors
+/// ```
+/// use tradecache::admin::Command;
 ///
-/// [`Error::Config`] or [`Error::Redis`] naming the address and cause.
-pub fn connect(cfg: &Config) -> Result<Conn> {
-    cfg.validate()?;
-    cfg.check_files()?;
-    let keys = layout(cfg);
-    let marker = keys.keys.writer(&cfg.writer_id);
-    net::connect(cfg, &marker, None).map(Conn).map_err(|f| f.into_error())
+/// let mut c = Command::new("LRANGE");
+/// c.arg("trader-T1:orders:O-1:events").arg(0).arg(-1);
+/// assert_eq!(c.name(), "LRANGE");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    args: Vec<Vec<u8>>,
 }
 
-/// Settings of `cfg` the CLI shows or needs.
+impl Command {
+    /// A command `name` (`GET`, `SCAN`, `MULTI`, …) without arguments yet.
+    pub fn new(name: &str) -> Command {
+        Command { args: vec![name.as_bytes().to_vec()] }
+    }
+
+    /// Adds one argument: a string, bytes, or an integer (sent in decimal).
+    pub fn arg<A: Arg>(&mut self, a: A) -> &mut Command {
+        self.args.push(a.to_arg());
+        self
+    }
+
+    /// The command's name, as given to [`Command::new`].
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.args[0]).unwrap_or("")
+    }
+}
+
+mod sealed {
+    /// What makes an [`super::Arg`]: its bytes on the wire.
+    pub trait Sealed {
+        fn to_arg(&self) -> Vec<u8>;
+    }
+}
+
+/// A value that can be one argument of a [`Command`]: `str`, `String`,
+/// byte slices and vectors, integers, and references to them. Sealed: the
+/// crate decides how each is written.
+pub trait Arg: sealed::Sealed {}
+
+impl<T: Arg + ?Sized> sealed::Sealed for &T {
+    fn to_arg(&self) -> Vec<u8> {
+        (**self).to_arg()
+    }
+}
+impl<T: Arg + ?Sized> Arg for &T {}
+
+macro_rules! bytes_arg {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {
+            fn to_arg(&self) -> Vec<u8> {
+                AsRef::<[u8]>::as_ref(self).to_vec()
+            }
+        }
+        impl Arg for $t {}
+    )*};
+}
+bytes_arg!(str, String, [u8], Vec<u8>);
+
+macro_rules! int_arg {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {
+            fn to_arg(&self) -> Vec<u8> {
+                self.to_string().into_bytes()
+            }
+        }
+        impl Arg for $t {}
+    )*};
+}
+int_arg!(i32, i64, u32, u64, usize);
+
+/// A server's reply (RESP2 and RESP3 types).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// No value (a missing key, an aborted `EXEC`).
+    Nil,
+    /// An integer.
+    Int(i64),
+    /// A bulk string: a stored value, a key.
+    BulkString(Vec<u8>),
+    /// A status line other than `OK`.
+    SimpleString(String),
+    /// The status `OK`.
+    Okay,
+    /// An array, such as `LRANGE`'s or `EXEC`'s.
+    Array(Vec<Reply>),
+    /// A set (RESP3).
+    Set(Vec<Reply>),
+    /// A map (RESP3), as pairs in the server's order.
+    Map(Vec<(Reply, Reply)>),
+    /// A double (RESP3).
+    Double(f64),
+    /// A boolean (RESP3).
+    Boolean(bool),
+    /// Verbatim text (RESP3), such as `INFO`'s.
+    VerbatimString {
+        /// The text.
+        text: String,
+    },
+    /// A number too large for an integer (RESP3), as the server sent it.
+    BigNumber(String),
+    /// The server refused the command: its error reply (code and message,
+    /// `WRONGTYPE Operation against a key …`).
+    ServerError(String),
+}
+
+impl Reply {
+    /// The bytes of a bulk string or a status, `None` for other replies.
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Reply::BulkString(b) => Some(b),
+            Reply::SimpleString(s) => Some(s.into_bytes()),
+            Reply::Okay => Some(b"OK".to_vec()),
+            Reply::VerbatimString { text } => Some(text.into_bytes()),
+            _ => None,
+        }
+    }
+
+    /// The bytes of each item of an array or set of strings, `None` for
+    /// other replies (items that are not strings are left out).
+    pub fn into_items(self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Reply::Array(v) | Reply::Set(v) => Some(v.into_iter().filter_map(Reply::into_bytes).collect()),
+            _ => None,
+        }
+    }
+
+    /// A string or status as text (lossy UTF-8), `None` for other replies.
+    pub fn as_text(&self) -> Option<String> {
+        self.clone().into_bytes().map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+/// The crate's reply from redis-rs's (kept out of the public API).
+fn reply(v: redis::Value) -> Reply {
+    use redis::Value as V;
+    match v {
+        V::Nil => Reply::Nil,
+        V::Int(n) => Reply::Int(n),
+        V::BulkString(b) => Reply::BulkString(b),
+        V::SimpleString(s) => Reply::SimpleString(s),
+        V::Okay => Reply::Okay,
+        V::Array(v) => Reply::Array(v.into_iter().map(reply).collect()),
+        V::Set(v) => Reply::Set(v.into_iter().map(reply).collect()),
+        V::Map(m) => Reply::Map(m.into_iter().map(|(k, v)| (reply(k), reply(v))).collect()),
+        V::Attribute { data, .. } => reply(*data),
+        V::Double(d) => Reply::Double(d),
+        V::Boolean(b) => Reply::Boolean(b),
+        V::VerbatimString { text, .. } => Reply::VerbatimString { text },
+        V::BigNumber(n) => Reply::BigNumber(format!("{n:?}")),
+        V::Push { data, .. } => Reply::Array(data.into_iter().map(reply).collect()),
+        V::ServerError(e) => Reply::ServerError(e.to_string()),
+        other => Reply::ServerError(format!("unsupported reply {other:?}")),
+    }
+}
+/// The trader id `cfg` writes for.
 pub fn trader_id(cfg: &Config) -> &str {
     &cfg.trader_id
 }
@@ -420,25 +789,6 @@ pub fn open_closed_state(
 /// A commit marker's `(epoch, batch)`, if `bytes` is one.
 pub fn parse_marker(bytes: &[u8]) -> Option<(u64, u64)> {
     crate::marker::Marker::parse(bytes).map(|m| (m.epoch, m.batch))
-}
-
-/// Claims the commit marker `key` with a new epoch, as `Cache::open` does,
-/// so that the writer holding it stops writing (its next transaction is
-/// aborted by Redis and it reports `ErrorKind::Fenced`). Returns the new
-/// `(epoch, batch)`.
-///
-/// # Errors
-///
-/// As `Cache::open`'s claim: a marker this crate did not write, or a
-/// failed command.
-pub fn fence(conn: &mut Conn, key: &str) -> Result<(u64, u64)> {
-    let m = crate::marker::claim(&mut conn.0, key, false)?;
-    Ok((m.epoch, m.batch))
-}
-
-/// An error for the CLI's own failures, shaped like the library's.
-pub fn redis_error(conn: &Conn, e: &redis::RedisError) -> Error {
-    net::Failure::of(e, &conn.0.addr).into_error()
 }
 
 /// Decodes a stored value exactly as `load` does, with the crate's one

@@ -1,7 +1,8 @@
-//! The state both threads share: the callers' handle and the flusher.
-//! `Shared` holds the sequence numbers, the counters behind `stats()` and
-//! `health()`, the stop request, the fence and the drop log; `Waiters` lets
-//! `wait`/`flush` sleep until `acked_seq` moves.
+//! The state a writer thread (the `Cache`'s flusher, or the kv writer)
+//! shares with its callers. `Shared` holds the sequence numbers, the
+//! counters behind `stats()` and `health()` (error counts by class, the
+//! batch latency histogram), the stop request, the fence and the drop log;
+//! `Waiters` lets `wait`/`flush` sleep until `acked_seq` moves.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
