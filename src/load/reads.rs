@@ -83,7 +83,7 @@ impl Cache {
         match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
             Value::Nil => Ok(None),
             Value::BulkString(b) => {
-                let v: T = super::decode::decode(&b, self.config().encoding)
+                let v: T = crate::codec::decode(&b, self.config().encoding)
                     .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
                 if v.id() != id {
                     return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
@@ -193,7 +193,7 @@ impl Cache {
         let len = items.len();
         for (i, item) in items.into_iter().enumerate() {
             let Value::BulkString(b) = item else { continue };
-            match super::decode::decode::<D>(&b, self.config().encoding) {
+            match crate::codec::decode::<D>(&b, self.config().encoding) {
                 Ok(v) => out.push(v),
                 Err(e) => report.issues.push(LoadIssue {
                     key: format!("{key}[{i} of the newest {len}]"),

@@ -1,11 +1,11 @@
-//! Turning replies into values: decoding a chunk's snapshots and logs (the
-//! hot types through `decode.rs`), index members into ids, and recording
-//! what could not be used in the report.
+//! Turning replies into values: decoding a chunk's snapshots and logs,
+//! index members into ids, and recording what could not be used in the
+//! report.
 
 use std::collections::HashSet;
 
-use super::decode;
 use super::{LoadIssue, LoadReport};
+use crate::codec;
 use crate::entity::{Entity, Event};
 use crate::ident::Ident;
 use crate::keys::Keys;
@@ -63,7 +63,7 @@ pub(super) fn decode_chunk<T: Entity, E: Event>(
         if let Some(value) = values.next() {
             report.keys_read += 1;
             match value {
-                Value::BulkString(b) => match decode::decode::<T>(&b, encoding) {
+                Value::BulkString(b) => match codec::decode::<T>(&b, encoding) {
                     Ok(v) if v.id() == id.as_str() => items.push(v),
                     Ok(v) => report.issues.push(LoadIssue {
                         key: key(id),
@@ -165,7 +165,7 @@ pub(super) fn decode_events_from<E: Event>(
     let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::BulkString(b) = item else { continue };
-        match decode::decode::<E>(&b, encoding) {
+        match codec::decode::<E>(&b, encoding) {
             Ok(ev) => {
                 let id = ev.event_id();
                 let new = match seen.as_mut() {

@@ -224,7 +224,8 @@ fn a_user_type_loads_with_its_event_logs() {
     assert_eq!(events.len(), 3_000 / 4 * 3, "an entity without events has no entry");
     for (i, c) in counters.iter().enumerate() {
         let want: Vec<u64> = (1..=(i as u64 % 4)).collect();
-        let got: Vec<u64> = events.get(c.id.as_str()).map(|e| e.iter().map(|t| t.n).collect()).unwrap_or_default();
+        let got: Vec<u64> =
+            events.get(c.id.as_str()).map(|e| e.iter().map(|t| t.n).collect()).unwrap_or_default();
         assert_eq!(got, want, "{}", c.id);
     }
 }
