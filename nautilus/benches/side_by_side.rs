@@ -112,12 +112,18 @@ fn life(n: usize, partial: bool) -> Life {
         positions.push(position.clone().unwrap());
         push(&mut cur, f, &mut events);
     }
-    let mut account =
-        AccountAny::Cash(CashAccount::new(cash_account_state_million_usd("1000000 USD", "0 USD", "1000000 USD"), true, false));
+    let mut account = AccountAny::Cash(CashAccount::new(
+        cash_account_state_million_usd("1000000 USD", "0 USD", "1000000 USD"),
+        true,
+        false,
+    ));
     let mut s = cash_account_state_million_usd("1000000 USD", "0 USD", "1000000 USD");
     s.event_id = UUID4::new();
-    s.balances =
-        vec![AccountBalance::new(Money::new(999_999.0, Currency::USD()), Money::new(0.0, Currency::USD()), Money::new(999_999.0, Currency::USD()))];
+    s.balances = vec![AccountBalance::new(
+        Money::new(999_999.0, Currency::USD()),
+        Money::new(0.0, Currency::USD()),
+        Money::new(999_999.0, Currency::USD()),
+    )];
     account.apply(s).unwrap();
     Life { order, events, positions, account }
 }
@@ -284,14 +290,21 @@ fn calling_thread(redis: &Redis, lives: &[Life]) -> (Calls, Calls) {
 
 /// Time from the call until the event is visible in Redis to an
 /// independent reader, events paced at `rate` per second.
-fn ack_latency(redis: &Redis, lives: &[Life], rate: u64, probe_every: usize) -> (Histogram<u64>, Histogram<u64>) {
+fn ack_latency(
+    redis: &Redis,
+    lives: &[Life],
+    rate: u64,
+    probe_every: usize,
+) -> (Histogram<u64>, Histogram<u64>) {
     let interval = Duration::from_nanos(1_000_000_000 / rate);
-    let run = |write: &mut dyn FnMut(&OrderEventAny), key_of: &dyn Fn(&OrderEventAny) -> String,
+    let run = |write: &mut dyn FnMut(&OrderEventAny),
+               key_of: &dyn Fn(&OrderEventAny) -> String,
                base: &mut dyn FnMut(&Life)| {
         let (tx, rx) = std::sync::mpsc::channel::<(String, usize, Instant)>();
         let port = redis.port();
         let prober = std::thread::spawn(move || {
-            let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap();
+            let mut con =
+                redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap();
             let mut h = hist();
             for (key, len, t0) in rx {
                 if wait_len(&mut con, &key, len, Duration::from_secs(30)) {
@@ -463,12 +476,15 @@ fn populate(n: usize, template: &Life, mut f: impl FnMut(&OrderAny, &[OrderEvent
         let (c, p) = (format!("R-{i}"), format!("RP-{i}"));
         let q = |s: &str, from: &str, to: &str| s.replace(&format!("\"{from}\""), &format!("\"{to}\""));
         let order: OrderAny = serde_json::from_str(&q(&order_json, &coid, &c)).unwrap();
-        let mut events: Vec<OrderEventAny> = serde_json::from_str(&q(&q(&events_json, &coid, &c), &pid, &p)).unwrap();
+        let mut events: Vec<OrderEventAny> =
+            serde_json::from_str(&q(&q(&events_json, &coid, &c), &pid, &p)).unwrap();
         // Fresh event ids: each order's events are its own.
         for e in &mut events {
             let v = serde_json::to_value(&*e).unwrap();
             let mut v = v;
-            if let Some(obj) = v.as_object_mut().and_then(|o| o.values_mut().next()).and_then(|x| x.as_object_mut()) {
+            if let Some(obj) =
+                v.as_object_mut().and_then(|o| o.values_mut().next()).and_then(|x| x.as_object_mut())
+            {
                 obj.insert("event_id".into(), serde_json::Value::String(UUID4::new().to_string()));
             }
             *e = serde_json::from_value(v).unwrap();
@@ -485,12 +501,18 @@ fn populate(n: usize, template: &Life, mut f: impl FnMut(&OrderAny, &[OrderEvent
 fn fault(redis: &Redis, lives: &[Life]) -> ((u64, u64), (u64, u64)) {
     let kill = |stop: Arc<AtomicBool>, port: u16| {
         std::thread::spawn(move || {
-            let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap();
+            let mut con =
+                redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap();
             let mut kills = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
-                let _: redis::RedisResult<i64> =
-                    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query(&mut con);
+                let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query(&mut con);
                 kills += 1;
             }
             kills
@@ -500,7 +522,8 @@ fn fault(redis: &Redis, lives: &[Life]) -> ((u64, u64), (u64, u64)) {
         let mut con = redis.client();
         let (mut lost, mut dup) = (0u64, 0u64);
         for l in lives {
-            let entries: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(key_of(l)).arg(0).arg(-1).query(&mut con).unwrap();
+            let entries: Vec<Vec<u8>> =
+                redis::cmd("LRANGE").arg(key_of(l)).arg(0).arg(-1).query(&mut con).unwrap();
             let mut seen = std::collections::HashSet::new();
             for e in entries.iter().skip(skip) {
                 if !seen.insert(e.clone()) {

@@ -22,7 +22,8 @@ use nautilus_model::{
     },
     events::{position::snapshot::PositionSnapshot, AccountState, OrderEventAny, OrderSnapshot},
     identifiers::{
-        AccountId, ClientId, ClientOrderId, ComponentId, InstrumentId, PositionId, StrategyId, TraderId, VenueOrderId,
+        AccountId, ClientId, ClientOrderId, ComponentId, InstrumentId, PositionId, StrategyId, TraderId,
+        VenueOrderId,
     },
     instruments::{Instrument, InstrumentAny, SyntheticInstrument},
     orderbook::OrderBook,
@@ -35,8 +36,8 @@ use ustr::Ustr;
 
 use crate::kinds::{self, order_event_id};
 use crate::records::{
-    Book, CustomJson, General, Greeks, IndexEntry, Kind, Logged, Series, SeriesKind, State, StateMap, Stored, Tombstones,
-    YieldCurve,
+    Book, CustomJson, General, Greeks, IndexEntry, Kind, Logged, Series, SeriesKind, State, StateMap, Stored,
+    Tombstones, YieldCurve,
 };
 
 /// Why an adapter call failed; every error of [`TradecacheDatabase`] is
@@ -105,7 +106,8 @@ impl<T> From<PushError<T>> for AdapterError {
 /// ```
 #[must_use]
 pub fn escape_id(s: &str) -> String {
-    let plain = |c: char| !(c == '%' || c == ':' || c == '{' || c == '}' || c.is_whitespace() || c.is_control());
+    let plain =
+        |c: char| !(c == '%' || c == ':' || c == '{' || c == '}' || c.is_whitespace() || c.is_control());
     if s.chars().all(plain) {
         return s.to_string();
     }
@@ -134,7 +136,9 @@ pub fn unescape_id(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 3 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) =
+                std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -201,7 +205,11 @@ impl TradecacheDatabase {
     ///
     /// When the configuration is invalid or Redis cannot be reached
     /// (tradecache's `Cache::open`).
-    pub fn from_cache_config(trader_id: TraderId, instance_id: UUID4, config: &CacheConfig) -> anyhow::Result<Self> {
+    pub fn from_cache_config(
+        trader_id: TraderId,
+        instance_id: UUID4,
+        config: &CacheConfig,
+    ) -> anyhow::Result<Self> {
         let tc = crate::tradecache_config(trader_id, instance_id, config)?;
         Self::open(tc, config)
     }
@@ -287,9 +295,9 @@ impl TradecacheDatabase {
     ///
     /// As the loads.
     pub fn load_index_venue_order_ids(&self) -> anyhow::Result<AHashMap<ClientOrderId, VenueOrderId>> {
-        ok(self.index::<kinds::VenueOrderIds>().map(|m| {
-            m.into_iter().map(|(k, v)| (ClientOrderId::new(k), VenueOrderId::new(v))).collect()
-        }))
+        ok(self
+            .index::<kinds::VenueOrderIds>()
+            .map(|m| m.into_iter().map(|(k, v)| (ClientOrderId::new(k), VenueOrderId::new(v))).collect()))
     }
 
     /// The last heartbeat written with `heartbeat`.
@@ -308,7 +316,8 @@ impl TradecacheDatabase {
     /// As the loads; a stored book whose deltas do not apply is
     /// [`AdapterError::Decode`].
     pub fn load_order_book(&self, instrument_id: &InstrumentId) -> anyhow::Result<Option<OrderBook>> {
-        let Some(book) = self.get::<kinds::OrderBooks>(&instrument_id.to_string()).map_err(anyhow::Error::from)?
+        let Some(book) =
+            self.get::<kinds::OrderBooks>(&instrument_id.to_string()).map_err(anyhow::Error::from)?
         else {
             return Ok(None);
         };
@@ -356,11 +365,20 @@ impl TradecacheDatabase {
 
     fn issue(&self, key: String, problem: String) {
         log::warn!("tradecache-nautilus: skipped {key}: {problem}");
-        self.issues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(LoadIssue { key, problem });
+        self.issues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(LoadIssue { key, problem });
     }
 
     fn all<K: Kind>(&self) -> R<Vec<K::Value>> {
-        let (items, report) = self.cache()?.load_all::<Stored<K>>()?;
+        let cache = self.cache()?;
+        // Read-your-writes like tradecache's `get`: a bulk load sees every
+        // write accepted before it (it costs nothing when none is pending).
+        if cache.acked_seq() < cache.last_seq() {
+            cache.flush(self.opts.close_timeout)?;
+        }
+        let (items, report) = cache.load_all::<Stored<K>>()?;
         self.note(&report);
         Ok(items.into_iter().map(|s| s.value).collect())
     }
@@ -418,40 +436,60 @@ impl TradecacheDatabase {
                 continue;
             }
             if let Err(e) = order.apply(event.clone()) {
-                self.issue(format!("{}:{coid}:events", kinds::Orders::COLLECTION), format!("event not applied: {e}"));
+                self.issue(
+                    format!("{}:{coid}:events", kinds::Orders::COLLECTION),
+                    format!("event not applied: {e}"),
+                );
             }
         }
         Ok(order)
     }
 
-    /// The account as added, with its logged events applied (repeats
-    /// once) and deleted events left out.
-    fn complete_account(&self, account: AccountAny) -> R<AccountAny> {
+    /// The account as added, with its logged events applied in order
+    /// (repeats once) and deleted events left out.
+    fn complete_account(&self, mut account: AccountAny) -> R<AccountAny> {
         let id = account.id();
         let logged = self.events::<kinds::AccountEvents>(id.as_str())?;
-        let tomb = self.get::<kinds::AccountTombstones>(id.as_str())?.unwrap_or_default();
-        if logged.is_empty() && tomb.event_ids.is_empty() {
-            return Ok(account);
+        let tomb = self.get::<kinds::AccountTombstones>(id.as_str())?;
+        let deleted: HashSet<String> = tomb.map(|t| t.event_ids.into_iter().collect()).unwrap_or_default();
+        let own = account.events();
+        if own.iter().any(|e| deleted.contains(&e.event_id.to_string())) {
+            // An event of the stored account itself was deleted: rebuild
+            // the account from the events that remain.
+            let mut seen = HashSet::new();
+            let events: Vec<AccountState> = own
+                .into_iter()
+                .chain(logged)
+                .filter(|e| seen.insert(e.event_id) && !deleted.contains(&e.event_id.to_string()))
+                .collect();
+            if events.is_empty() {
+                self.issue(format!("{}:{id}", kinds::Accounts::COLLECTION), "every event was deleted".into());
+                return Ok(account);
+            }
+            return match AccountAny::from_events(&events) {
+                Ok(a) => Ok(a),
+                Err(e) => {
+                    self.issue(
+                        format!("{}:{id}:events", kinds::Accounts::COLLECTION),
+                        format!("not rebuilt: {e}"),
+                    );
+                    Ok(account)
+                }
+            };
         }
-        let deleted: HashSet<&str> = tomb.event_ids.iter().map(String::as_str).collect();
-        let mut seen = HashSet::new();
-        let mut events: Vec<AccountState> = Vec::new();
-        for e in account.events().into_iter().chain(logged) {
-            if seen.insert(e.event_id) && !deleted.contains(e.event_id.to_string().as_str()) {
-                events.push(e);
+        let mut seen: HashSet<UUID4> = own.iter().map(|e| e.event_id).collect();
+        for event in logged {
+            if !seen.insert(event.event_id) || deleted.contains(&event.event_id.to_string()) {
+                continue;
+            }
+            if let Err(e) = account.apply(event) {
+                self.issue(
+                    format!("{}:{id}:events", kinds::Accounts::COLLECTION),
+                    format!("event not applied: {e}"),
+                );
             }
         }
-        if events.is_empty() {
-            self.issue(format!("{}:{id}", kinds::Accounts::COLLECTION), "every event was deleted".into());
-            return Ok(account);
-        }
-        match AccountAny::from_events(&events) {
-            Ok(a) => Ok(a),
-            Err(e) => {
-                self.issue(format!("{}:{id}:events", kinds::Accounts::COLLECTION), format!("not rebuilt: {e}"));
-                Ok(account)
-            }
-        }
+        Ok(account)
     }
 
     fn load_orders_sync(&self) -> R<AHashMap<ClientOrderId, OrderAny>> {
@@ -517,15 +555,15 @@ impl CacheDatabaseAdapter for TradecacheDatabase {
     }
 
     async fn load_greeks(&self) -> anyhow::Result<AHashMap<InstrumentId, GreeksData>> {
-        ok(self.all::<kinds::GreeksEntries>().map(|v| {
-            v.into_iter().map(|g| (g.instrument_id, GreeksData::from(g))).collect()
-        }))
+        ok(self
+            .all::<kinds::GreeksEntries>()
+            .map(|v| v.into_iter().map(|g| (g.instrument_id, GreeksData::from(g))).collect()))
     }
 
     async fn load_yield_curves(&self) -> anyhow::Result<AHashMap<String, YieldCurveData>> {
-        ok(self.all::<kinds::YieldCurves>().map(|v| {
-            v.into_iter().map(|y| (y.curve_name.clone(), YieldCurveData::from(y))).collect()
-        }))
+        ok(self
+            .all::<kinds::YieldCurves>()
+            .map(|v| v.into_iter().map(|y| (y.curve_name.clone(), YieldCurveData::from(y))).collect()))
     }
 
     fn load(&self) -> anyhow::Result<AHashMap<String, Bytes>> {
@@ -581,7 +619,10 @@ impl CacheDatabaseAdapter for TradecacheDatabase {
         ok(self.get::<kinds::Instruments>(&instrument_id.to_string()))
     }
 
-    async fn load_synthetic(&self, instrument_id: &InstrumentId) -> anyhow::Result<Option<SyntheticInstrument>> {
+    async fn load_synthetic(
+        &self,
+        instrument_id: &InstrumentId,
+    ) -> anyhow::Result<Option<SyntheticInstrument>> {
         ok(self.get::<kinds::Synthetics>(&instrument_id.to_string()))
     }
 
@@ -706,7 +747,10 @@ impl CacheDatabaseAdapter for TradecacheDatabase {
 
     fn add_custom_data(&self, data: &CustomData) -> anyhow::Result<()> {
         let json = serde_json::to_string(data).map_err(|e| decode_err("custom data", e))?;
-        ok(self.append_series::<kinds::Custom>(&data.data_type.to_string(), CustomJson { data_type: data.data_type.to_string(), json }))
+        ok(self.append_series::<kinds::Custom>(
+            &data.data_type.to_string(),
+            CustomJson { data_type: data.data_type.to_string(), json },
+        ))
     }
 
     fn add_quote(&self, quote: &QuoteTick) -> anyhow::Result<()> {
@@ -767,18 +811,28 @@ impl CacheDatabaseAdapter for TradecacheDatabase {
         ok(self.put::<kinds::AccountTombstones>(tomb))
     }
 
-    fn index_venue_order_id(&self, client_order_id: ClientOrderId, venue_order_id: VenueOrderId) -> anyhow::Result<()> {
+    fn index_venue_order_id(
+        &self,
+        client_order_id: ClientOrderId,
+        venue_order_id: VenueOrderId,
+    ) -> anyhow::Result<()> {
         ok(self.index_entry::<kinds::VenueOrderIds>(&client_order_id, venue_order_id.to_string()))
     }
 
-    fn index_order_position(&self, client_order_id: ClientOrderId, position_id: PositionId) -> anyhow::Result<()> {
+    fn index_order_position(
+        &self,
+        client_order_id: ClientOrderId,
+        position_id: PositionId,
+    ) -> anyhow::Result<()> {
         ok(self.index_entry::<kinds::OrderPositions>(&client_order_id, position_id.to_string()))
     }
 
     /// Writes every actor state staged with
     /// [`TradecacheDatabase::stage_actor_state`] since the last call.
     fn update_actor(&self) -> anyhow::Result<()> {
-        let staged = std::mem::take(&mut *self.staged_actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let staged = std::mem::take(
+            &mut *self.staged_actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for (id, state) in staged {
             ok(self.put::<kinds::Actors>(State { id: id.to_string(), state }))?;
         }
@@ -788,8 +842,9 @@ impl CacheDatabaseAdapter for TradecacheDatabase {
     /// Writes every strategy state staged with
     /// [`TradecacheDatabase::stage_strategy_state`] since the last call.
     fn update_strategy(&self) -> anyhow::Result<()> {
-        let staged =
-            std::mem::take(&mut *self.staged_strategies.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let staged = std::mem::take(
+            &mut *self.staged_strategies.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for (id, state) in staged {
             ok(self.put::<kinds::Strategies>(State { id: id.to_string(), state }))?;
         }
@@ -830,4 +885,3 @@ impl CacheDatabaseAdapter for TradecacheDatabase {
         ok(self.put::<kinds::Health>(crate::records::Beat { ts: timestamp.as_u64() }))
     }
 }
-

@@ -38,7 +38,11 @@ use tradecache::{Config, Encoding};
 /// # Errors
 ///
 /// When `database.database_type` is set to something other than `redis`.
-pub fn tradecache_config(trader_id: TraderId, instance_id: UUID4, config: &CacheConfig) -> anyhow::Result<Config> {
+pub fn tradecache_config(
+    trader_id: TraderId,
+    instance_id: UUID4,
+    config: &CacheConfig,
+) -> anyhow::Result<Config> {
     let mut c = Config::builder();
     if let Some(db) = &config.database {
         if !db.database_type.is_empty() && !db.database_type.eq_ignore_ascii_case("redis") {

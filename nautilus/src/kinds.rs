@@ -7,7 +7,7 @@ use nautilus_common::signal::Signal;
 use nautilus_model::{
     accounts::AccountAny,
     data::{Bar, FundingRateUpdate, QuoteTick, TradeTick},
-    events::{AccountState, OrderEvent, OrderEventAny, OrderSnapshot, position::snapshot::PositionSnapshot},
+    events::{position::snapshot::PositionSnapshot, AccountState, OrderEvent, OrderEventAny, OrderSnapshot},
     instruments::{Instrument, InstrumentAny, SyntheticInstrument},
     orders::{Order, OrderAny},
     position::Position,
@@ -16,8 +16,8 @@ use nautilus_model::{
 use tradecache::SeriesCapacity;
 
 use crate::records::{
-    uuid_u64, Beat, Book, CustomJson, EventKind, General, Greeks, IndexEntry, Kind, SeriesKind, State, Tombstones,
-    YieldCurve,
+    uuid_u64, Beat, Book, CustomJson, EventKind, General, Greeks, IndexEntry, Kind, SeriesKind, State,
+    Tombstones, YieldCurve,
 };
 
 macro_rules! kind {

@@ -31,18 +31,69 @@ use crate::harness::{block_on, open, Redis};
 
 /// The methods of the trait (nautilus-common 0.57.0), in its order.
 const METHODS: [&str; 63] = [
-    "close", "flush", "load_all", "load", "load_currencies", "load_instruments", "load_synthetics",
-    "load_accounts", "load_orders", "load_positions", "load_greeks", "load_yield_curves",
-    "load_index_order_position", "load_index_order_client", "load_currency", "load_instrument",
-    "load_synthetic", "load_account", "load_order", "load_position", "load_actor", "load_strategy",
-    "load_signals", "load_custom_data", "load_order_snapshot", "load_position_snapshot", "load_quotes",
-    "load_trades", "load_funding_rates", "load_bars", "add", "add_currency", "add_instrument",
-    "add_synthetic", "add_account", "add_order", "add_order_snapshot", "add_position",
-    "add_position_snapshot", "add_order_book", "add_signal", "add_custom_data", "add_quote", "add_trade",
-    "add_funding_rate", "add_bar", "add_greeks", "add_yield_curve", "delete_actor", "delete_strategy",
-    "delete_order", "delete_position", "delete_account_event", "index_venue_order_id",
-    "index_order_position", "update_actor", "update_strategy", "update_account", "update_order",
-    "update_position", "snapshot_order_state", "snapshot_position_state", "heartbeat",
+    "close",
+    "flush",
+    "load_all",
+    "load",
+    "load_currencies",
+    "load_instruments",
+    "load_synthetics",
+    "load_accounts",
+    "load_orders",
+    "load_positions",
+    "load_greeks",
+    "load_yield_curves",
+    "load_index_order_position",
+    "load_index_order_client",
+    "load_currency",
+    "load_instrument",
+    "load_synthetic",
+    "load_account",
+    "load_order",
+    "load_position",
+    "load_actor",
+    "load_strategy",
+    "load_signals",
+    "load_custom_data",
+    "load_order_snapshot",
+    "load_position_snapshot",
+    "load_quotes",
+    "load_trades",
+    "load_funding_rates",
+    "load_bars",
+    "add",
+    "add_currency",
+    "add_instrument",
+    "add_synthetic",
+    "add_account",
+    "add_order",
+    "add_order_snapshot",
+    "add_position",
+    "add_position_snapshot",
+    "add_order_book",
+    "add_signal",
+    "add_custom_data",
+    "add_quote",
+    "add_trade",
+    "add_funding_rate",
+    "add_bar",
+    "add_greeks",
+    "add_yield_curve",
+    "delete_actor",
+    "delete_strategy",
+    "delete_order",
+    "delete_position",
+    "delete_account_event",
+    "index_venue_order_id",
+    "index_order_position",
+    "update_actor",
+    "update_strategy",
+    "update_account",
+    "update_order",
+    "update_position",
+    "snapshot_order_state",
+    "snapshot_position_state",
+    "heartbeat",
 ];
 
 /// The trait's method names, read from nautilus-common's source in the
@@ -90,7 +141,8 @@ fn every_method_does_what_the_trait_says() {
             $e
         }};
     }
-    let wait = |db: &tradecache_nautilus::TradecacheDatabase| db.flush_pending(Duration::from_secs(10)).unwrap();
+    let wait =
+        |db: &tradecache_nautilus::TradecacheDatabase| db.flush_pending(Duration::from_secs(10)).unwrap();
 
     // --- generic entries, currencies, instruments, synthetics ---
     call!("add", db.add("cache://position-snapshots/P-1/0".into(), Bytes::from_static(b"blob")).unwrap());
@@ -101,7 +153,10 @@ fn every_method_does_what_the_trait_says() {
 
     call!("add_currency", db.add_currency(&Currency::USD()).unwrap());
     call!("add_currency", db.add_currency(&Currency::BTC()).unwrap());
-    assert_eq!(call!("load_currency", block_on(db.load_currency(&Ustr::from("BTC"))).unwrap()), Some(Currency::BTC()));
+    assert_eq!(
+        call!("load_currency", block_on(db.load_currency(&Ustr::from("BTC"))).unwrap()),
+        Some(Currency::BTC())
+    );
     assert_eq!(call!("load_currencies", block_on(db.load_currencies()).unwrap()).len(), 2);
 
     let instrument = fixtures::instrument();
@@ -249,7 +304,13 @@ fn every_method_does_what_the_trait_says() {
     // --- load_all, deletes, flush, close ---
     let all = call!("load_all", block_on(db.load_all()).unwrap());
     assert_eq!(
-        (all.currencies.len(), all.instruments.len(), all.synthetics.len(), all.accounts.len(), all.orders.len()),
+        (
+            all.currencies.len(),
+            all.instruments.len(),
+            all.synthetics.len(),
+            all.accounts.len(),
+            all.orders.len()
+        ),
         (2, 1, 1, 1, 1)
     );
     assert_eq!((all.positions.len(), all.greeks.len(), all.yield_curves.len()), (1, 1, 1));

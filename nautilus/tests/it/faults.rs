@@ -101,8 +101,8 @@ fn two_nodes_with_one_trader_id_the_older_is_fenced() {
     older.flush_pending(Duration::from_secs(10)).unwrap();
 
     let newer = open(redis.port()); // same trader id: takes over
-    // The older node's next batch finds the newer epoch: its writes fail
-    // as Fenced, through the adapter's own calls and through a Cache.
+                                    // The older node's next batch finds the newer epoch: its writes fail
+                                    // as Fenced, through the adapter's own calls and through a Cache.
     let mut fenced = None;
     for n in 2..1_000 {
         let order = limit_order(n, OrderSide::Buy, "1000");
@@ -181,5 +181,6 @@ fn a_value_that_no_longer_decodes_is_reported_and_skipped() {
     // A Nautilus cache starts on it.
     let mut cache = Cache::new(Some(cache_config(redis.port())), Some(Box::new(db)));
     block_on(cache.cache_all()).unwrap();
+    cache.build_index();
     assert_eq!(cache.orders(None, None, None, None, None).len(), 2);
 }

@@ -6,7 +6,10 @@ use nautilus_common::cache::Cache;
 use nautilus_core::{UnixNanos, UUID4};
 use nautilus_model::{
     accounts::{AccountAny, CashAccount},
-    data::{stubs::{quote_audusd, stub_bar}, Bar, QuoteTick},
+    data::{
+        stubs::{quote_audusd, stub_bar},
+        Bar, QuoteTick,
+    },
     enums::{LiquiditySide, OmsType, OrderSide, OrderType},
     events::{account::stubs::cash_account_state_million_usd, AccountState, OrderEventAny, OrderFilled},
     identifiers::{AccountId, ClientId, ClientOrderId, PositionId, TradeId, VenueOrderId},
@@ -28,7 +31,11 @@ pub fn account_id() -> AccountId {
 
 /// A new account (one million USD).
 pub fn account() -> AccountAny {
-    AccountAny::Cash(CashAccount::new(cash_account_state_million_usd("1000000 USD", "0 USD", "1000000 USD"), true, false))
+    AccountAny::Cash(CashAccount::new(
+        cash_account_state_million_usd("1000000 USD", "0 USD", "1000000 USD"),
+        true,
+        false,
+    ))
 }
 
 /// The next balance event of `account`: `total` USD, `n` orders the time.
@@ -137,7 +144,10 @@ pub fn run(cache: &mut Cache) {
     let strategy = o1.strategy_id();
     cache.add_order(o1.clone(), Some(pid), Some(client), false).unwrap();
     update(cache, TestOrderEventStubs::submitted(&current(cache, &coid1), account_id()));
-    update(cache, TestOrderEventStubs::accepted(&current(cache, &coid1), account_id(), VenueOrderId::new("V-1")));
+    update(
+        cache,
+        TestOrderEventStubs::accepted(&current(cache, &coid1), account_id(), VenueOrderId::new("V-1")),
+    );
     let f1 = fill(&current(cache, &coid1), "T-1", "40000", &pid);
     let o1_now = update(cache, f1.clone());
     let mut position = Position::new(&instrument, filled(&f1));
@@ -153,15 +163,24 @@ pub fn run(cache: &mut Cache) {
     let coid2 = o2.client_order_id();
     cache.add_order(o2, None, Some(client), false).unwrap();
     update(cache, TestOrderEventStubs::submitted(&current(cache, &coid2), account_id()));
-    update(cache, TestOrderEventStubs::accepted(&current(cache, &coid2), account_id(), VenueOrderId::new("V-2")));
-    update(cache, TestOrderEventStubs::canceled(&current(cache, &coid2), account_id(), Some(VenueOrderId::new("V-2"))));
+    update(
+        cache,
+        TestOrderEventStubs::accepted(&current(cache, &coid2), account_id(), VenueOrderId::new("V-2")),
+    );
+    update(
+        cache,
+        TestOrderEventStubs::canceled(&current(cache, &coid2), account_id(), Some(VenueOrderId::new("V-2"))),
+    );
 
     // O-3: sells the position flat (closes P-1).
     let o3 = limit_order(3, OrderSide::Sell, "100000");
     let coid3 = o3.client_order_id();
     cache.add_order(o3, Some(pid), Some(client), false).unwrap();
     update(cache, TestOrderEventStubs::submitted(&current(cache, &coid3), account_id()));
-    update(cache, TestOrderEventStubs::accepted(&current(cache, &coid3), account_id(), VenueOrderId::new("V-3")));
+    update(
+        cache,
+        TestOrderEventStubs::accepted(&current(cache, &coid3), account_id(), VenueOrderId::new("V-3")),
+    );
     let f3 = fill(&current(cache, &coid3), "T-3", "100000", &pid);
     update(cache, f3.clone());
     cache.add_position_id(&pid, &venue, &coid3, &strategy).unwrap();
@@ -174,7 +193,10 @@ pub fn run(cache: &mut Cache) {
     let coid4 = o4.client_order_id();
     cache.add_order(o4, None, Some(client), false).unwrap();
     update(cache, TestOrderEventStubs::submitted(&current(cache, &coid4), account_id()));
-    update(cache, TestOrderEventStubs::accepted(&current(cache, &coid4), account_id(), VenueOrderId::new("V-4")));
+    update(
+        cache,
+        TestOrderEventStubs::accepted(&current(cache, &coid4), account_id(), VenueOrderId::new("V-4")),
+    );
 
     let (quotes, bars) = market_data();
     for q in quotes {

@@ -40,7 +40,16 @@ impl Redis {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             assert_ne!(port, 6379);
             let child = Command::new(redis_server_bin())
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
@@ -114,7 +123,8 @@ pub fn trader() -> TraderId {
 
 /// An adapter on the test's Redis.
 pub fn open(port: u16) -> TradecacheDatabase {
-    TradecacheDatabase::from_cache_config(trader(), UUID4::new(), &cache_config(port)).expect("open the adapter")
+    TradecacheDatabase::from_cache_config(trader(), UUID4::new(), &cache_config(port))
+        .expect("open the adapter")
 }
 
 /// Runs a future of the trait's async loads.
@@ -139,7 +149,8 @@ pub fn wait_for_line(child: &mut std::process::Child, want: &str) {
                     let _ = tx.send(Err(seen));
                     return;
                 }
-                Ok(_) if line.trim() == want_owned => {
+                // libtest may print "test name ... " on the same line first.
+                Ok(_) if line.trim().ends_with(want_owned.as_str()) => {
                     let _ = tx.send(Ok(()));
                     // Keep draining so that the child never blocks on a full pipe.
                     let mut sink = Vec::new();

@@ -7,4 +7,3 @@ mod harness;
 mod every_method;
 mod faults;
 mod roundtrip;
-mod debug_tmp;
