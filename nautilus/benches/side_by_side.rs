@@ -82,7 +82,7 @@ fn life(n: usize, partial: bool) -> Life {
     let mut cur = order.clone();
     let mut events = Vec::new();
     let mut positions = Vec::new();
-    let mut push = |cur: &mut OrderAny, e: OrderEventAny, events: &mut Vec<OrderEventAny>| {
+    let push = |cur: &mut OrderAny, e: OrderEventAny, events: &mut Vec<OrderEventAny>| {
         cur.apply(e.clone()).unwrap();
         events.push(e);
     };

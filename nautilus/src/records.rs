@@ -296,30 +296,32 @@ impl From<&nautilus_model::data::greeks::GreeksData> for Greeks {
 
 impl From<Greeks> for nautilus_model::data::greeks::GreeksData {
     fn from(g: Greeks) -> Self {
-        let mut out = nautilus_model::data::greeks::GreeksData::default();
-        out.ts_init = g.ts_init.into();
-        out.ts_event = g.ts_event.into();
-        out.instrument_id = g.instrument_id;
-        out.is_call = g.is_call;
-        out.strike = g.strike;
-        out.expiry = g.expiry;
-        out.expiry_in_days = g.expiry_in_days;
-        out.expiry_in_years = g.expiry_in_years;
-        out.multiplier = g.multiplier;
-        out.quantity = g.quantity;
-        out.underlying_price = g.underlying_price;
-        out.interest_rate = g.interest_rate;
-        out.cost_of_carry = g.cost_of_carry;
-        out.vol = g.vol;
-        out.pnl = g.pnl;
-        out.price = g.price;
-        out.greeks.delta = g.delta;
-        out.greeks.gamma = g.gamma;
-        out.greeks.vega = g.vega;
-        out.greeks.theta = g.theta;
-        out.greeks.rho = g.rho;
-        out.itm_prob = g.itm_prob;
-        out
+        nautilus_model::data::greeks::GreeksData {
+            ts_init: g.ts_init.into(),
+            ts_event: g.ts_event.into(),
+            instrument_id: g.instrument_id,
+            is_call: g.is_call,
+            strike: g.strike,
+            expiry: g.expiry,
+            expiry_in_days: g.expiry_in_days,
+            expiry_in_years: g.expiry_in_years,
+            multiplier: g.multiplier,
+            quantity: g.quantity,
+            underlying_price: g.underlying_price,
+            interest_rate: g.interest_rate,
+            cost_of_carry: g.cost_of_carry,
+            vol: g.vol,
+            pnl: g.pnl,
+            price: g.price,
+            greeks: nautilus_model::data::greeks::OptionGreekValues {
+                delta: g.delta,
+                gamma: g.gamma,
+                vega: g.vega,
+                theta: g.theta,
+                rho: g.rho,
+            },
+            itm_prob: g.itm_prob,
+        }
     }
 }
 

@@ -287,8 +287,7 @@ fn every_method_does_what_the_trait_says() {
     assert_eq!(got.best_bid_price(), book.best_bid_price());
     assert_eq!(got.best_bid_size(), book.best_bid_size());
 
-    let mut greeks = GreeksData::default();
-    greeks.instrument_id = InstrumentId::from("ESZ5.XCME");
+    let mut greeks = GreeksData { instrument_id: InstrumentId::from("ESZ5.XCME"), ..GreeksData::default() };
     greeks.greeks.delta = 0.25;
     call!("add_greeks", db.add_greeks(&greeks).unwrap());
     let got = call!("load_greeks", block_on(db.load_greeks()).unwrap());
