@@ -14,7 +14,7 @@ ALONE := outage::memory_stays_bounded_through_an_outage
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis docs-check
+.PHONY: help test lint fmt demo redis-up redis-down bench bench-nautilus recovery-test fuzz clean ensure-redis docs-check
 
 help: ## List the targets
 	@echo "tradecache make targets:"
@@ -27,11 +27,15 @@ test: ensure-redis ## Run all tests (nextest if installed) against private redis
 ifeq ($(HAVE_NEXTEST),yes)
 	$(CARGO) nextest run --all-features --no-fail-fast --test-threads $(TEST_THREADS)
 	$(CARGO) test --doc --all-features
+	@# The NautilusTrader adapter (workspace member nautilus/, LGPL-3.0-or-later).
+	$(CARGO) nextest run -p tradecache-nautilus --no-fail-fast --test-threads $(TEST_THREADS)
+	$(CARGO) test -p tradecache-nautilus --doc
 else
 	@# Without nextest one process runs all the tests of tests/it: the test
 	@# that measures the process (its RSS through an outage) runs alone after.
 	$(CARGO) test --all-features --no-fail-fast -- --test-threads $(TEST_THREADS) --skip $(ALONE)
 	$(CARGO) test --all-features --test it -- --exact $(ALONE)
+	$(CARGO) test -p tradecache-nautilus --no-fail-fast -- --test-threads $(TEST_THREADS)
 endif
 
 lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are errors)
@@ -40,6 +44,8 @@ lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are erro
 	@# Default features too: code behind a feature must not leave the rest unused.
 	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
+	$(CARGO) clippy -p tradecache-nautilus --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p tradecache-nautilus --no-deps
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -68,6 +74,9 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench hot_path
 	$(CARGO) bench --bench kv
+
+bench-nautilus: ensure-redis ## tradecache-nautilus vs Nautilus's own Redis backend, side by side (table printed, report in target/bench/nautilus.json)
+	$(CARGO) bench -p tradecache-nautilus --bench side_by_side
 
 docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and docs/recovery.md against a private Redis + replica + sentinel
 	scripts/docs-check
