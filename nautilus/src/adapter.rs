@@ -175,6 +175,7 @@ struct Options {
 /// [`TradecacheDatabase::flush_pending`].
 pub struct TradecacheDatabase {
     cache: Option<Cache>,
+    bulk: Option<crate::bulk::BulkReader>,
     opts: Options,
     staged_actors: Mutex<AHashMap<ComponentId, StateMap>>,
     staged_strategies: Mutex<AHashMap<StrategyId, StateMap>>,
@@ -232,9 +233,16 @@ impl TradecacheDatabase {
             persist_account_events: nautilus.persist_account_events,
             close_timeout: Duration::from_secs(30),
         };
+        // The bulk log reads connect as Nautilus's DatabaseConfig says:
+        // only when tradecache connects to that same server.
+        let same_server = crate::tradecache_config(TraderId::from("CHECK-000"), UUID4::default(), nautilus)
+            .is_ok_and(|c| c.redacted_url() == config.redacted_url());
+        let db = nautilus.database.clone().unwrap_or_default();
+        let bulk = if same_server { crate::bulk::BulkReader::from_config(&db) } else { None };
         let cache = Cache::open(config).map_err(AdapterError::from)?;
         Ok(TradecacheDatabase {
             cache: Some(cache),
+            bulk,
             opts,
             staged_actors: Mutex::new(AHashMap::new()),
             staged_strategies: Mutex::new(AHashMap::new()),
@@ -427,22 +435,26 @@ impl TradecacheDatabase {
 
     /// The order as added, with the events of its log it does not hold
     /// yet applied in append order (an event id seen twice is applied once).
-    fn complete_order(&self, mut order: OrderAny) -> R<OrderAny> {
+    fn complete_order(&self, order: OrderAny) -> R<OrderAny> {
+        let logged = self.events::<kinds::OrderEvents>(order.client_order_id().as_str())?;
+        Ok(self.complete_order_with(order, logged))
+    }
+
+    fn complete_order_with(&self, mut order: OrderAny, logged: Vec<OrderEventAny>) -> OrderAny {
         let coid = order.client_order_id();
-        let logged = self.events::<kinds::OrderEvents>(coid.as_str())?;
         let mut seen: HashSet<UUID4> = order.events().iter().map(|e| order_event_id(e)).collect();
         for event in logged {
             if !seen.insert(order_event_id(&event)) {
                 continue;
             }
-            if let Err(e) = order.apply(event.clone()) {
+            if let Err(e) = order.apply(event) {
                 self.issue(
                     format!("{}:{coid}:events", kinds::Orders::COLLECTION),
                     format!("event not applied: {e}"),
                 );
             }
         }
-        Ok(order)
+        order
     }
 
     /// The account as added, with its logged events applied in order
@@ -493,12 +505,46 @@ impl TradecacheDatabase {
     }
 
     fn load_orders_sync(&self) -> R<AHashMap<ClientOrderId, OrderAny>> {
-        let mut out = AHashMap::new();
-        for order in self.all::<kinds::Orders>()? {
+        let orders = self.all::<kinds::Orders>()?;
+        let mut out = AHashMap::with_capacity(orders.len());
+        let orders = match self.load_orders_bulk(orders) {
+            Ok(done) => {
+                out.extend(done.into_iter().map(|o| (o.client_order_id(), o)));
+                return Ok(out);
+            }
+            Err(orders) => orders,
+        };
+        for order in orders {
             let order = self.complete_order(order)?;
             out.insert(order.client_order_id(), order);
         }
         Ok(out)
+    }
+
+    /// The orders completed with their logs read in bulk ([`crate::bulk`]),
+    /// or the orders back when that is not possible here.
+    fn load_orders_bulk(&self, orders: Vec<OrderAny>) -> Result<Vec<OrderAny>, Vec<OrderAny>> {
+        let (Some(bulk), Ok(cache)) = (&self.bulk, self.cache()) else { return Err(orders) };
+        let tk = cache.config().trader_key();
+        let coll = kinds::Orders::COLLECTION;
+        if orders.is_empty() || !bulk.reaches(&format!("{tk}:index:{coll}"), orders.len()) {
+            return Err(orders);
+        }
+        let keys: Vec<String> = orders
+            .iter()
+            .map(|o| format!("{tk}:{coll}:{}:events", escape_id(o.client_order_id().as_str())))
+            .collect();
+        let Some(logs) = bulk.logs::<OrderEventAny>(&keys) else { return Err(orders) };
+        Ok(orders
+            .into_iter()
+            .zip(keys.iter().zip(logs))
+            .map(|(order, (key, (events, bad)))| {
+                for (i, problem) in bad {
+                    self.issue(format!("{key}[{i}]"), problem);
+                }
+                self.complete_order_with(order, events)
+            })
+            .collect())
     }
 
     fn load_accounts_sync(&self) -> R<AHashMap<AccountId, AccountAny>> {

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod adapter;
+mod bulk;
 mod config;
 pub mod kinds;
 pub mod records;
