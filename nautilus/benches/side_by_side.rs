@@ -359,7 +359,8 @@ fn ack_latency(
     drop(db);
 
     flushall(redis);
-    let mut theirs = Theirs::open(redis.port(), &cache_config(redis.port()));
+    let their_config = CacheConfig { buffer_interval_ms: their_buffer_ms, ..cache_config(redis.port()) };
+    let mut theirs = Theirs::open(redis.port(), &their_config);
     let tk = theirs.trader_key();
     let theirs_h = {
         let theirs_cell = std::cell::RefCell::new(&mut theirs);
@@ -613,7 +614,9 @@ fn main() {
     let (ours_calls, theirs_calls) = calling_thread(&redis, &lives);
     eprintln!("ack latency at 10,000 events/s ...");
     let ack_n = n.min(5_000);
-    let (ours_ack, theirs_ack) = ack_latency(&redis, &lives[..ack_n], 10_000, 10);
+    let (ours_ack, theirs_ack) = ack_latency(&redis, &lives[..ack_n], 10_000, 10, None);
+    eprintln!("ack latency, their buffer_interval_ms = 100 ...");
+    let (_, theirs_ack_100) = ack_latency(&redis, &lives[..ack_n], 10_000, 10, Some(100));
     eprintln!("bytes per order ...");
     let (ours_bytes, theirs_bytes) = bytes_per_order(&redis, &lives);
     let mut restart_rows = Vec::new();
@@ -630,7 +633,11 @@ fn main() {
         "orders": n,
         "nautilus_version": "0.57.0",
         "calling_thread": { "tradecache": calls_json(&ours_calls), "nautilus": calls_json(&theirs_calls) },
-        "ack_latency_10k_per_s": { "tradecache": pct(&ours_ack), "nautilus": pct(&theirs_ack) },
+        "ack_latency_10k_per_s": {
+            "tradecache": pct(&ours_ack),
+            "nautilus_default_buffer_interval": pct(&theirs_ack),
+            "nautilus_buffer_interval_100ms": pct(&theirs_ack_100),
+        },
         "redis_bytes_per_order_5_events": { "tradecache": ours_bytes, "nautilus": theirs_bytes },
         "restart_cache_all": restart_rows.iter().map(|(r, o, t, on, tn)| json!({
             "orders": r, "tradecache_ms": o.as_secs_f64() * 1e3, "nautilus_ms": t.as_secs_f64() * 1e3,
@@ -666,11 +673,13 @@ fn main() {
         );
     }
     println!(
-        "| in Redis after the call, 10,000 events/s, p50 / p99 | {} / {} | {} / {} |",
+        "| in Redis after the call, 10,000 events/s, p50 / p99 | {} / {} | {} / {} (default `buffer_interval_ms`: none); {} / {} (100 ms) |",
         us(ours_ack.value_at_quantile(0.5)),
         us(ours_ack.value_at_quantile(0.99)),
         us(theirs_ack.value_at_quantile(0.5)),
         us(theirs_ack.value_at_quantile(0.99)),
+        us(theirs_ack_100.value_at_quantile(0.5)),
+        us(theirs_ack_100.value_at_quantile(0.99)),
     );
     for (r, o, t, on, tn) in &restart_rows {
         println!(
