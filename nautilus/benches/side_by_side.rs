@@ -295,6 +295,7 @@ fn ack_latency(
     lives: &[Life],
     rate: u64,
     probe_every: usize,
+    their_buffer_ms: Option<usize>,
 ) -> (Histogram<u64>, Histogram<u64>) {
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let run = |write: &mut dyn FnMut(&OrderEventAny),
