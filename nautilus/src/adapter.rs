@@ -259,6 +259,14 @@ impl TradecacheDatabase {
         self.cache.as_ref().ok_or(AdapterError::Closed)
     }
 
+    /// Whether loads read order event logs in bulk on connections of their
+    /// own (made from Nautilus's `DatabaseConfig`, used only when that
+    /// names the server tradecache connects to), rather than one log per
+    /// round trip through tradecache.
+    pub fn uses_bulk_reads(&self) -> bool {
+        self.bulk.is_some()
+    }
+
     /// Waits until every write accepted so far is in Redis (tradecache's
     /// `flush`): after it returns, a crash of this process loses none of
     /// them.

@@ -105,7 +105,9 @@ fn orders_load_the_same_through_tradecache_alone_and_through_the_bulk_reader() {
     fixtures::run(&mut cache);
     cache.dispose();
 
-    let bulk = block_on(open(redis.port()).load_orders()).unwrap();
+    let db = open(redis.port());
+    assert!(db.uses_bulk_reads());
+    let bulk = block_on(db.load_orders()).unwrap();
     // A tradecache Config that names the server differently ("localhost"):
     // the adapter does not trust Nautilus's DatabaseConfig to reach the
     // same server, so it reads every log through tradecache.
@@ -118,6 +120,7 @@ fn orders_load_the_same_through_tradecache_alone_and_through_the_bulk_reader() {
     .unwrap()
     .host("localhost");
     let alone = TradecacheDatabase::open(tc, &config).unwrap();
+    assert!(!alone.uses_bulk_reads());
     let one_by_one = block_on(alone.load_orders()).unwrap();
     assert_eq!(bulk.len(), 4);
     assert_eq!(one_by_one.len(), bulk.len());
