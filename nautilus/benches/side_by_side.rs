@@ -179,8 +179,15 @@ impl Theirs {
     }
 }
 
+/// Ours, with `OverflowPolicy::Block` (10 s): when the bounded channel is
+/// full, a write waits for room (and the wait shows in the calling-thread
+/// figures) instead of being refused.
 fn ours(port: u16) -> TradecacheDatabase {
-    TradecacheDatabase::from_cache_config(harness::trader(), UUID4::new(), &cache_config(port)).expect("ours")
+    let config = cache_config(port);
+    let tc = tradecache_nautilus::tradecache_config(harness::trader(), UUID4::new(), &config)
+        .expect("config")
+        .overflow(tradecache::OverflowPolicy::Block { timeout: Duration::from_secs(10) });
+    TradecacheDatabase::open(tc, &config).expect("ours")
 }
 
 fn ours_trader_key(db: &TradecacheDatabase) -> String {
