@@ -431,6 +431,7 @@ fn restart(redis: &Redis, template: &Life, n: usize) -> (Duration, Duration, usi
     let mut cache = Cache::new(Some(cache_config(redis.port())), Some(Box::new(db)));
     pollster::block_on(cache.cache_all()).unwrap();
     let ours_t = t.elapsed();
+    cache.build_index();
     let ours_n = cache.orders(None, None, None, None, None).len();
     cache.dispose();
 
@@ -471,6 +472,7 @@ fn restart(redis: &Redis, template: &Life, n: usize) -> (Duration, Duration, usi
     let mut cache = Cache::new(Some(config), Some(Box::new(adapter)));
     get_runtime().block_on(cache.cache_all()).unwrap();
     let theirs_t = t.elapsed();
+    cache.build_index();
     let theirs_n = cache.orders(None, None, None, None, None).len();
     cache.dispose();
     (ours_t, theirs_t, ours_n, theirs_n)
