@@ -14,7 +14,7 @@ ALONE := outage::memory_stays_bounded_through_an_outage
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo redis-up redis-down bench recovery-test fuzz clean ensure-redis docs-check python-test bench-python
+.PHONY: help test lint fmt demo redis-up redis-down bench bench-nautilus bench-python recovery-test fuzz clean ensure-redis docs-check python-test
 
 help: ## List the targets
 	@echo "tradecache make targets:"
@@ -27,11 +27,15 @@ test: ensure-redis ## Run all tests (nextest if installed) against private redis
 ifeq ($(HAVE_NEXTEST),yes)
 	$(CARGO) nextest run --all-features --no-fail-fast --test-threads $(TEST_THREADS)
 	$(CARGO) test --doc --all-features
+	@# The NautilusTrader adapter (workspace member nautilus/, LGPL-3.0-or-later).
+	$(CARGO) nextest run -p tradecache-nautilus --no-fail-fast --test-threads $(TEST_THREADS)
+	$(CARGO) test -p tradecache-nautilus --doc
 else
 	@# Without nextest one process runs all the tests of tests/it: the test
 	@# that measures the process (its RSS through an outage) runs alone after.
 	$(CARGO) test --all-features --no-fail-fast -- --test-threads $(TEST_THREADS) --skip $(ALONE)
 	$(CARGO) test --all-features --test it -- --exact $(ALONE)
+	$(CARGO) test -p tradecache-nautilus --no-fail-fast -- --test-threads $(TEST_THREADS)
 endif
 	scripts/python-test
 
@@ -46,6 +50,9 @@ lint: ## rustfmt check, clippy (warnings are errors), rustdoc (warnings are erro
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
 	@# The Python bindings (workspace member python/).
 	$(CARGO) clippy -p tradecache-py --all-targets -- -D warnings
+	@# The NautilusTrader adapter (workspace member nautilus/).
+	$(CARGO) clippy -p tradecache-nautilus --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p tradecache-nautilus --no-deps
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -77,6 +84,9 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 
 bench-python: ensure-redis ## The Python bench: put/kv.set/near-cache get/load against redis-py on one private server (target/bench/python.json)
 	scripts/python-test --bench
+
+bench-nautilus: ensure-redis ## tradecache-nautilus vs Nautilus's own Redis backend, side by side (table printed, report in target/bench/nautilus.json)
+	$(CARGO) bench -p tradecache-nautilus --bench side_by_side
 
 docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and docs/recovery.md against a private Redis + replica + sentinel
 	scripts/docs-check
