@@ -175,7 +175,6 @@ struct Options {
 /// [`TradecacheDatabase::flush_pending`].
 pub struct TradecacheDatabase {
     cache: Option<Cache>,
-    bulk: Option<crate::bulk::BulkReader>,
     opts: Options,
     staged_actors: Mutex<AHashMap<ComponentId, StateMap>>,
     staged_strategies: Mutex<AHashMap<StrategyId, StateMap>>,
@@ -233,16 +232,9 @@ impl TradecacheDatabase {
             persist_account_events: nautilus.persist_account_events,
             close_timeout: Duration::from_secs(30),
         };
-        // The bulk log reads connect as Nautilus's DatabaseConfig says:
-        // only when tradecache connects to that same server.
-        let same_server = crate::tradecache_config(TraderId::from("CHECK-000"), UUID4::default(), nautilus)
-            .is_ok_and(|c| c.redacted_url() == config.redacted_url());
-        let db = nautilus.database.clone().unwrap_or_default();
-        let bulk = if same_server { crate::bulk::BulkReader::from_config(&db) } else { None };
         let cache = Cache::open(config).map_err(AdapterError::from)?;
         Ok(TradecacheDatabase {
             cache: Some(cache),
-            bulk,
             opts,
             staged_actors: Mutex::new(AHashMap::new()),
             staged_strategies: Mutex::new(AHashMap::new()),
@@ -257,14 +249,6 @@ impl TradecacheDatabase {
     /// [`AdapterError::Closed`] after `close`.
     pub fn cache(&self) -> Result<&Cache, AdapterError> {
         self.cache.as_ref().ok_or(AdapterError::Closed)
-    }
-
-    /// Whether loads read order event logs in bulk on connections of their
-    /// own (made from Nautilus's `DatabaseConfig`, used only when that
-    /// names the server tradecache connects to), rather than one log per
-    /// round trip through tradecache.
-    pub fn uses_bulk_reads(&self) -> bool {
-        self.bulk.is_some()
     }
 
     /// Waits until every write accepted so far is in Redis (tradecache's
@@ -513,46 +497,22 @@ impl TradecacheDatabase {
     }
 
     fn load_orders_sync(&self) -> R<AHashMap<ClientOrderId, OrderAny>> {
-        let orders = self.all::<kinds::Orders>()?;
+        let cache = self.cache()?;
+        // Read-your-writes, as in `all`.
+        if cache.acked_seq() < cache.last_seq() {
+            cache.flush(self.opts.close_timeout)?;
+        }
+        // Every order with its log in one call: tradecache's parallel,
+        // pipelined load (no round trip per log).
+        let (orders, mut logs, report) = cache.load_all_with_events::<Logged<kinds::OrderEvents>>()?;
+        self.note(&report);
         let mut out = AHashMap::with_capacity(orders.len());
-        let orders = match self.load_orders_bulk(orders) {
-            Ok(done) => {
-                out.extend(done.into_iter().map(|o| (o.client_order_id(), o)));
-                return Ok(out);
-            }
-            Err(orders) => orders,
-        };
-        for order in orders {
-            let order = self.complete_order(order)?;
+        for stored in orders {
+            let logged = logs.remove(stored.id.as_str()).unwrap_or_default();
+            let order = self.complete_order_with(stored.value, logged.into_iter().map(|l| l.value).collect());
             out.insert(order.client_order_id(), order);
         }
         Ok(out)
-    }
-
-    /// The orders completed with their logs read in bulk ([`crate::bulk`]),
-    /// or the orders back when that is not possible here.
-    fn load_orders_bulk(&self, orders: Vec<OrderAny>) -> Result<Vec<OrderAny>, Vec<OrderAny>> {
-        let (Some(bulk), Ok(cache)) = (&self.bulk, self.cache()) else { return Err(orders) };
-        let tk = cache.config().trader_key();
-        let coll = kinds::Orders::COLLECTION;
-        if orders.is_empty() || !bulk.reaches(&format!("{tk}:index:{coll}"), orders.len()) {
-            return Err(orders);
-        }
-        let keys: Vec<String> = orders
-            .iter()
-            .map(|o| format!("{tk}:{coll}:{}:events", escape_id(o.client_order_id().as_str())))
-            .collect();
-        let Some(logs) = bulk.logs::<OrderEventAny>(&keys) else { return Err(orders) };
-        Ok(orders
-            .into_iter()
-            .zip(keys.iter().zip(logs))
-            .map(|(order, (key, (events, bad)))| {
-                for (i, problem) in bad {
-                    self.issue(format!("{key}[{i}]"), problem);
-                }
-                self.complete_order_with(order, events)
-            })
-            .collect())
     }
 
     fn load_accounts_sync(&self) -> R<AHashMap<AccountId, AccountAny>> {

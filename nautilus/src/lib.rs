@@ -35,7 +35,6 @@
 #![deny(missing_docs)]
 
 mod adapter;
-mod bulk;
 mod config;
 pub mod kinds;
 pub mod records;

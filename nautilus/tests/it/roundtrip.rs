@@ -12,7 +12,6 @@ use nautilus_model::{
 
 use crate::fixtures::{self, json};
 use crate::harness::{block_on, cache_config, open, Redis};
-use tradecache_nautilus::TradecacheDatabase;
 
 #[test]
 fn a_second_cache_recovers_what_the_first_wrote() {
@@ -95,36 +94,4 @@ fn a_second_cache_recovers_what_the_first_wrote() {
     assert_eq!(cache2.orders_open_count(None, None, None, None, None), open_n);
     assert_eq!(cache2.orders_closed_count(None, None, None, None, None), closed_n);
     cache2.dispose();
-}
-
-#[test]
-fn orders_load_the_same_through_tradecache_alone_and_through_the_bulk_reader() {
-    let redis = Redis::start();
-    let db = open(redis.port());
-    let mut cache = Cache::new(Some(cache_config(redis.port())), Some(Box::new(db)));
-    fixtures::run(&mut cache);
-    cache.dispose();
-
-    let db = open(redis.port());
-    assert!(db.uses_bulk_reads());
-    let bulk = block_on(db.load_orders()).unwrap();
-    // A tradecache Config that names the server differently ("localhost"):
-    // the adapter does not trust Nautilus's DatabaseConfig to reach the
-    // same server, so it reads every log through tradecache.
-    let config = cache_config(redis.port());
-    let tc = tradecache_nautilus::tradecache_config(
-        crate::harness::trader(),
-        nautilus_core::UUID4::new(),
-        &config,
-    )
-    .unwrap()
-    .host("localhost");
-    let alone = TradecacheDatabase::open(tc, &config).unwrap();
-    assert!(!alone.uses_bulk_reads());
-    let one_by_one = block_on(alone.load_orders()).unwrap();
-    assert_eq!(bulk.len(), 4);
-    assert_eq!(one_by_one.len(), bulk.len());
-    for (coid, order) in &bulk {
-        assert_eq!(json(&one_by_one[coid]), json(order), "{coid}");
-    }
 }
