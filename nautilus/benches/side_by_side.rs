@@ -305,9 +305,13 @@ fn ack_latency(
     their_buffer_ms: Option<usize>,
 ) -> (Histogram<u64>, Histogram<u64>) {
     let interval = Duration::from_nanos(1_000_000_000 / rate);
+    // The orders are added first, and everything they wrote is in Redis
+    // before the paced events start: a burst of 10,000 base writes still
+    // in flight would otherwise be measured as the first events' latency.
     let run = |write: &mut dyn FnMut(&OrderEventAny),
                key_of: &dyn Fn(&OrderEventAny) -> String,
-               base: &mut dyn FnMut(&Life)| {
+               base: &mut dyn FnMut(&Life),
+               settle: &mut dyn FnMut()| {
         let (tx, rx) = std::sync::mpsc::channel::<(String, usize, Instant)>();
         let port = redis.port();
         let prober = std::thread::spawn(move || {
@@ -321,11 +325,12 @@ fn ack_latency(
             }
             h
         });
-        let start = Instant::now();
-        let mut k = 0u64;
         for l in lives {
             base(l);
         }
+        settle();
+        let start = Instant::now();
+        let mut k = 0u64;
         for l in lives {
             for (j, e) in l.events.iter().enumerate() {
                 let due = start + interval * k as u32;
@@ -360,7 +365,8 @@ fn ack_latency(
             db.update_order(e).unwrap();
         };
         let key_of = |e: &OrderEventAny| format!("{tk}:nt-orders:{}:events", e.client_order_id());
-        let h = run(&mut write, &key_of, &mut base);
+        let mut settle = || db.flush_pending(Duration::from_secs(60)).unwrap();
+        let h = run(&mut write, &key_of, &mut base, &mut settle);
         db.flush_pending(Duration::from_secs(60)).unwrap();
         h
     };
@@ -375,7 +381,12 @@ fn ack_latency(
         let mut base = |l: &Life| theirs_cell.borrow_mut().add_order(&l.order);
         let mut write = |e: &OrderEventAny| theirs_cell.borrow_mut().update_order(e);
         let key_of = |e: &OrderEventAny| format!("{tk}:orders:{}", e.client_order_id());
-        run(&mut write, &key_of, &mut base)
+        // Their writer has no acknowledgement: wait for the last order.
+        let last = key_of(&lives[lives.len() - 1].events[0]);
+        let mut con = redis.client();
+        let mut settle =
+            || assert!(wait_len(&mut con, &last, 1, Duration::from_secs(60)), "their base writes");
+        run(&mut write, &key_of, &mut base, &mut settle)
     };
     theirs.db.close();
     (ours_h, theirs_h)
@@ -434,6 +445,82 @@ fn restart(redis: &Redis, template: &Life, n: usize) -> (Duration, Duration, usi
     cache.build_index();
     let ours_n = cache.orders(None, None, None, None, None).len();
     cache.dispose();
+    if std::env::var_os("NAUT_BENCH_BREAKDOWN").is_some() {
+        let t = Instant::now();
+        let db = ours(redis.port());
+        let open = t.elapsed();
+        let t = Instant::now();
+        let orders = pollster::block_on(db.load_orders()).unwrap().len();
+        let o = t.elapsed();
+        let t = Instant::now();
+        let positions = pollster::block_on(db.load_positions()).unwrap().len();
+        let p = t.elapsed();
+        eprintln!("  ours: open {open:?}, load_orders {o:?} ({orders}), load_positions {p:?} ({positions})");
+        // What the bytes cost to fetch and to decode, outside tradecache.
+        let tk = ours_trader_key(&db);
+        let mut con = redis.client();
+        let t = Instant::now();
+        let ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(format!("{tk}:index:nt-positions")).query(&mut con).unwrap();
+        let mut blobs: Vec<Vec<u8>> = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1_000) {
+            let keys: Vec<String> = chunk.iter().map(|id| format!("{tk}:nt-positions:{id}")).collect();
+            let v: Vec<Vec<u8>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+            blobs.extend(v);
+        }
+        let fetch = t.elapsed();
+        let t = Instant::now();
+        let mut k = 0;
+        for b in &blobs {
+            let p: Position = rmp_serde::from_slice(b).unwrap();
+            k += p.events.len();
+        }
+        let decode = t.elapsed();
+        eprintln!(
+            "  positions: fetch {fetch:?}, rmp_serde decode {decode:?} ({} blobs, {k} events, {} bytes each)",
+            blobs.len(),
+            blobs[0].len()
+        );
+        let ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(format!("{tk}:index:nt-orders")).query(&mut con).unwrap();
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        let mut logs: Vec<Vec<Vec<u8>>> = Vec::new();
+        let t = Instant::now();
+        for chunk in ids.chunks(1_000) {
+            let keys: Vec<String> = chunk.iter().map(|id| format!("{tk}:nt-orders:{id}")).collect();
+            let v: Vec<Vec<u8>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+            blobs.extend(v);
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("LRANGE").arg(format!("{tk}:nt-orders:{id}:events")).arg(0).arg(-1);
+            }
+            let l: Vec<Vec<Vec<u8>>> = pipe.query(&mut con).unwrap();
+            logs.extend(l);
+        }
+        let fetch = t.elapsed();
+        let t = Instant::now();
+        let mut orders = Vec::with_capacity(blobs.len());
+        let mut all_events = Vec::with_capacity(blobs.len());
+        for (b, l) in blobs.iter().zip(&logs) {
+            let o: OrderAny = rmp_serde::from_slice(b).unwrap();
+            let ev: Vec<OrderEventAny> = l.iter().map(|e| rmp_serde::from_slice(e).unwrap()).collect();
+            orders.push(o);
+            all_events.push(ev);
+        }
+        let decode = t.elapsed();
+        let t = Instant::now();
+        for (o, ev) in orders.iter_mut().zip(all_events) {
+            for e in ev {
+                let _ = o.apply(e);
+            }
+        }
+        let apply = t.elapsed();
+        eprintln!(
+            "  orders: fetch {fetch:?}, decode {decode:?}, apply {apply:?} ({} orders, {} bytes each)",
+            orders.len(),
+            blobs[0].len()
+        );
+    }
 
     // Theirs: the same payloads written straight into Redis in their layout
     // (pipelined, to keep the bench short; their writer would send the
@@ -622,6 +709,14 @@ fn main() {
     eprintln!("building {n} order lives ...");
     let lives: Vec<Life> = (0..n).map(|i| life(i, true)).collect();
 
+    if std::env::var_os("NAUT_BENCH_BREAKDOWN").is_some() {
+        // Where a restart's time goes (printed, no report).
+        for &r in &restarts {
+            let (o, t, on, tn) = restart(&redis, &lives[0], r);
+            eprintln!("restart {r}: ours {o:?} ({on}), theirs {t:?} ({tn})");
+        }
+        return;
+    }
     eprintln!("calling-thread cost ...");
     let (ours_calls, theirs_calls) = calling_thread(&redis, &lives);
     eprintln!("ack latency at 10,000 events/s ...");
