@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::values::{
-    decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LOG_SLICE, NO_VALUE,
+    decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LoadEvent, LoadItem,
+    LOG_SLICE, NO_VALUE,
 };
 use super::LoadReport;
 use crate::config::Config;
@@ -165,11 +166,22 @@ impl<'a> Reader<'a> {
         with_events: bool,
         open_only: bool,
     ) -> Result<Loaded<T, E>> {
+        self.load_in::<T, E>(T::COLLECTION, with_events, open_only)
+    }
+
+    /// As [`Reader::load`], for the collection named `collection` (whose
+    /// name the caller has checked), into items of any [`LoadItem`].
+    pub(crate) fn load_in<T: LoadItem, E: LoadEvent>(
+        &mut self,
+        collection: &str,
+        with_events: bool,
+        open_only: bool,
+    ) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let (ids, filter) = if open_only {
-            self.open_ids(T::COLLECTION, &mut report)?
+            self.open_ids(collection, &mut report)?
         } else {
-            (self.ids(T::COLLECTION, &mut report)?, false)
+            (self.ids(collection, &mut report)?, false)
         };
         let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
         // Small collections stay on the one connection; larger ones get
@@ -192,11 +204,12 @@ impl<'a> Reader<'a> {
                 let (tx, spare) = (tx.clone(), spare_rx.clone());
                 let mine: Vec<(usize, &[Ident])> =
                     chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
-                let spawned = std::thread::Builder::new()
-                    .name("tradecache-load".into())
-                    .spawn_scoped(scope, move || {
-                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx, &spare)
-                    });
+                let spawned = std::thread::Builder::new().name("tradecache-load".into()).spawn_scoped(
+                    scope,
+                    move || {
+                        read_chunks::<T, E>(conn, keys, collection, encoding, with_events, &mine, &tx, &spare)
+                    },
+                );
                 if let Err(e) = spawned {
                     return Err(Error::Redis {
                         addr: self.cfg.redacted_url(),
@@ -225,14 +238,17 @@ impl<'a> Reader<'a> {
             Ok(())
         })?;
         if !long.is_empty() {
-            self.load_tails::<T, E>(&long, &mut events, &mut report)?;
+            self.load_tails::<E>(collection, &long, &mut events, &mut report)?;
         }
         self.explain_missing(&mut report)?;
         if filter {
             // Unclassified ids were read too: keep the open ones.
-            let closed: HashSet<Ident> =
-                items.iter().filter(|t| t.is_closed()).filter_map(|t| Ident::new(t.id()).ok()).collect();
-            items.retain(|t| !t.is_closed());
+            let closed: HashSet<Ident> = items
+                .iter()
+                .filter(|t| t.item_closed())
+                .filter_map(|t| Ident::new(t.item_id()).ok())
+                .collect();
+            items.retain(|t| !t.item_closed());
             events.retain(|id, _| !closed.contains(id));
         }
         Ok(Loaded { items, events, report })
@@ -242,13 +258,14 @@ impl<'a> Reader<'a> {
     /// (one `LLEN` each, one round trip), then slices of `LOG_SLICE`
     /// entries spread round-robin over the workers, appended in order.
     /// Repeated event ids are dropped across slices too.
-    fn load_tails<T: Entity, E: Event>(
+    fn load_tails<E: LoadEvent>(
         &mut self,
+        collection: &str,
         long: &[Ident],
         events: &mut HashMap<Ident, Vec<E>>,
         report: &mut LoadReport,
     ) -> Result<()> {
-        let keys: Vec<String> = long.iter().map(|id| self.keys.events(T::COLLECTION, id)).collect();
+        let keys: Vec<String> = long.iter().map(|id| self.keys.events(collection, id)).collect();
         self.packer.clear();
         for key in &keys {
             self.packer.cmd(&[b"LLEN", key.as_bytes()]);
@@ -302,9 +319,10 @@ impl<'a> Reader<'a> {
                 while let Some((list, mut slice_report)) = slots.get_mut(next).and_then(Option::take) {
                     let log = slices[next].0;
                     let all = events.entry(long[log].clone()).or_default();
-                    let seen = seen.entry(log).or_insert_with(|| all.iter().map(Event::event_id).collect());
+                    let seen =
+                        seen.entry(log).or_insert_with(|| all.iter().filter_map(E::dedup_id).collect());
                     for ev in list {
-                        if seen.insert(ev.event_id()) {
+                        if ev.dedup_id().is_none_or(|id| seen.insert(id)) {
                             all.push(ev);
                         } else {
                             slice_report.duplicate_events += 1;
@@ -375,9 +393,11 @@ impl<'a> Reader<'a> {
 /// the one it reads, decodes each and sends it to the calling thread.
 /// Stops at the first connection error (sent as the chunk's result) or
 /// when the calling thread has gone.
-pub(super) fn read_chunks<T: Entity, E: Event>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_chunks<T: LoadItem, E: LoadEvent>(
     conn: &mut Conn,
     keys: &Keys,
+    collection: &str,
     encoding: crate::config::Encoding,
     with_events: bool,
     chunks: &[(usize, &[Ident])],
@@ -395,13 +415,13 @@ pub(super) fn read_chunks<T: Entity, E: Event>(
         packer.bulk(b"MGET");
         for id in ids {
             key.clear();
-            keys.write_entity(&mut key, T::COLLECTION, id);
+            keys.write_entity(&mut key, collection, id);
             packer.bulk(&key);
         }
         if with_events {
             for id in ids {
                 key.clear();
-                keys.write_events(&mut key, T::COLLECTION, id);
+                keys.write_events(&mut key, collection, id);
                 packer.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
             }
         }
@@ -420,7 +440,7 @@ pub(super) fn read_chunks<T: Entity, E: Event>(
             for _ in 0..logs.capacity() {
                 logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
             }
-            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs, spare.try_recv().ok()))
+            Ok(decode_chunk::<T, E>(keys, collection, encoding, ids, snapshots, logs, spare.try_recv().ok()))
         });
         let failed = out.is_err();
         if tx.send((index, out)).is_err() || failed {
@@ -431,7 +451,7 @@ pub(super) fn read_chunks<T: Entity, E: Event>(
 
 /// A worker of `Reader::load_tails`: reads its slices (`mine`, indexes
 /// into `slices`) with one request ahead, decodes each and sends it back.
-pub(super) fn read_slices<E: Event>(
+pub(super) fn read_slices<E: LoadEvent>(
     conn: &mut Conn,
     keys: &[String],
     slices: &[(usize, usize, usize)],
