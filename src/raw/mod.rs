@@ -425,6 +425,23 @@ impl Cache {
     ) -> Result<crate::Purged> {
         self.purge_before(collection.0, cutoff.0 / 1_000_000, timeout)
     }
+
+    /// What every key of this cache starts with, before the `:` that
+    /// joins it to the rest (docs/usage.md, "Keys"): `trader-T1`,
+    /// `trader-T1:I1` with an instance id, `{trader-T1}` in a Cluster (a
+    /// hash tag), or empty without a trader prefix. For clients that read
+    /// the stored keys themselves.
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = Cache::open(Config::from_env()?.trader_id("T1"))?;
+    /// assert_eq!(cache.key_prefix(), "trader-T1");
+    /// # Ok(()) }
+    /// ```
+    pub fn key_prefix(&self) -> &str {
+        self.keys().prefix()
+    }
 }
 
 #[cfg(test)]
