@@ -17,6 +17,11 @@ use crate::keys::Keys;
 use crate::net::{self, Conn, Packer};
 use redis::Value;
 
+/// Where [`Reader::load_in`] hands each chunk, in id order: its items, the
+/// event logs read with them, and the ids whose logs are read on after.
+pub(crate) type Sink<'s, T, E> =
+    &'s mut dyn FnMut(&mut Vec<T>, &mut Vec<(Ident, Vec<E>)>, &[Ident]) -> std::ops::ControlFlow<()>;
+
 /// Entities of one collection with their (optional) event logs.
 pub(crate) struct Loaded<T, E> {
     pub(crate) items: Vec<T>,
@@ -166,16 +171,26 @@ impl<'a> Reader<'a> {
         with_events: bool,
         open_only: bool,
     ) -> Result<Loaded<T, E>> {
-        self.load_in::<T, E>(T::COLLECTION, with_events, open_only)
+        self.load_in::<T, E>(T::COLLECTION, with_events, open_only, None)
     }
 
     /// As [`Reader::load`], for the collection named `collection` (whose
     /// name the caller has checked), into items of any [`LoadItem`].
+    ///
+    /// With a `sink`, each chunk is handed to it on the calling thread as
+    /// soon as it and every chunk before it have arrived (while the
+    /// workers read the next ones), instead of being collected: its items
+    /// (drained by the sink) and the event logs of the chunk, except those
+    /// that filled their first slice (the `long` ids, also given), whose
+    /// logs are completed afterwards and returned in [`Loaded::events`].
+    /// [`Loaded::items`] is then empty, `open_only` must be false, and a
+    /// sink that breaks is not called again (the load still completes).
     pub(crate) fn load_in<T: LoadItem, E: LoadEvent>(
         &mut self,
         collection: &str,
         with_events: bool,
         open_only: bool,
+        mut sink: Option<Sink<'_, T, E>>,
     ) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let (ids, filter) = if open_only {
@@ -193,6 +208,8 @@ impl<'a> Reader<'a> {
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
         let mut long = Vec::new();
+        // A sink that broke: what is read from then on is dropped.
+        let mut broken = false;
         let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
         // Emptied chunk buffers go back to the workers: fresh memory for
         // every chunk (then freed) cost page faults at a million orders.
@@ -227,8 +244,27 @@ impl<'a> Reader<'a> {
                 let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
                 slots[i] = Some(out?);
                 while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
-                    items.append(&mut out.items);
-                    events.extend(out.events.drain(..));
+                    match sink.as_mut() {
+                        None => {
+                            items.append(&mut out.items);
+                            events.extend(out.events.drain(..));
+                        }
+                        Some(_) if broken => {
+                            out.items.clear();
+                            out.events.clear();
+                        }
+                        Some(f) => {
+                            if !out.long.is_empty() {
+                                let (tails, short): (Vec<_>, Vec<_>) =
+                                    out.events.drain(..).partition(|(id, _)| out.long.contains(id));
+                                events.extend(tails);
+                                out.events.extend(short);
+                            }
+                            broken = f(&mut out.items, &mut out.events, &out.long).is_break();
+                            out.items.clear();
+                            out.events.clear();
+                        }
+                    }
                     long.append(&mut out.long);
                     report.merge(std::mem::take(&mut out.report));
                     let _ = spare_tx.try_send(out);

@@ -120,6 +120,11 @@ impl Collection {
         Ok(Collection(leaked))
     }
 
+    /// A placeholder, never used as a collection.
+    pub(crate) const fn new_unchecked(name: &'static str) -> Collection {
+        Collection(name)
+    }
+
     /// The name.
     pub fn as_str(&self) -> &'static str {
         self.0
@@ -219,6 +224,21 @@ pub struct RawEntity {
     /// The event log's entries in append order (empty without events, or
     /// when the load was asked for none).
     pub events: Vec<Vec<u8>>,
+}
+
+/// What [`Cache::load_raw_each`] hands its callback: entities of one
+/// collection, read in one chunk.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RawPart {
+    /// Which read of the state this is from: 1, or 2 and 3 when a batch
+    /// landed during the read before (drop what earlier attempts gave).
+    pub attempt: u32,
+    /// The collection.
+    pub collection: Collection,
+    /// Entities in id order, with their events when asked for; take them
+    /// (`std::mem::take`) to keep them.
+    pub entities: Vec<RawEntity>,
 }
 
 /// What [`Cache::load_raw`] returns.

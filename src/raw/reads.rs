@@ -1,13 +1,14 @@
 //! The raw reads: `get_raw`, `get_events_raw`, `load_raw`, `collections`,
 //! on the cache's read connections and the core's loader.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use redis::Value;
 
-use super::{Collection, RawEntity, RawEntry, RawItem, RawSnapshot};
+use super::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
 use crate::error::{Error, Result};
-use crate::ident;
+use crate::ident::{self, Ident};
 use crate::load::{check_strict, decode_events, LoadReport, Reader};
 use crate::Cache;
 
@@ -106,37 +107,152 @@ impl Cache {
     /// Connection failures; with `strict_load`, [`Error::Load`] when any
     /// issue was found.
     pub fn load_raw(&self, collections: &[Collection], with_events: bool) -> Result<RawSnapshot> {
+        let mut snap = RawSnapshot::default();
+        let mut attempt = 0;
+        let report = self.load_raw_each(collections, with_events, |part| {
+            if part.attempt != attempt {
+                // Read again: what the earlier attempt gave is dropped.
+                attempt = part.attempt;
+                snap.collections.clear();
+            }
+            match snap.collections.last_mut() {
+                Some((c, list)) if *c == part.collection => list.append(&mut part.entities),
+                _ => snap.collections.push((part.collection, std::mem::take(&mut part.entities))),
+            }
+            ControlFlow::Continue(())
+        })?;
+        // Collections with no entity still get their (empty) entry, in
+        // the order asked; entities with long logs came last: sorted.
+        let mut by: Vec<(Collection, Vec<RawEntity>)> = Vec::with_capacity(collections.len());
+        for &c in collections {
+            if by.iter().any(|(b, _)| *b == c) {
+                continue;
+            }
+            let mut list: Vec<RawEntity> = Vec::new();
+            for (got, l) in snap.collections.iter_mut() {
+                if *got == c {
+                    list.append(l);
+                }
+            }
+            if !list.is_sorted_by(|a, b| a.id <= b.id) {
+                list.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            by.push((c, list));
+        }
+        snap.collections = by;
+        snap.report = report;
+        Ok(snap)
+    }
+
+    /// As [`Cache::load_raw`], handing the entities to `each` as they
+    /// arrive instead of collecting them: one [`RawPart`] per chunk of
+    /// `load_chunk` ids, in id order (entities whose log holds more than
+    /// 4,096 events, read on in slices, come after their collection's
+    /// chunks), called on this thread while the workers read the next
+    /// chunks, so that a caller's own work on a part (decoding it, say)
+    /// overlaps with the reading. Returns the load's report.
+    ///
+    /// When a batch landed while reading, the state is read again (three
+    /// times at most, as [`Cache::load`]): the parts of the new read carry
+    /// the next [`RawPart::attempt`], and what the earlier parts gave is
+    /// to be dropped. `each` returning [`ControlFlow::Break`] stops the
+    /// calls (the read in progress completes, uncalled).
+    ///
+    /// ```no_run
+    /// # use std::ops::ControlFlow;
+    /// # use tradecache::{Cache, Config};
+    /// use tradecache::raw::Collection;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// let mut values = 0;
+    /// let mut attempt = 0;
+    /// let report = cache.load_raw_each(&cache.collections()?, true, |part| {
+    ///     if part.attempt != attempt {
+    ///         (attempt, values) = (part.attempt, 0); // read again: start over
+    ///     }
+    ///     values += part.entities.len();
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert!(report.consistent || report.attempts == 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::load_raw`].
+    pub fn load_raw_each(
+        &self,
+        collections: &[Collection],
+        with_events: bool,
+        mut each: impl FnMut(&mut RawPart) -> ControlFlow<()>,
+    ) -> Result<LoadReport> {
         let start = Instant::now();
+        // Each collection once, in the order first named.
+        let mut unique: Vec<Collection> = Vec::with_capacity(collections.len());
+        for &c in collections {
+            if !unique.contains(&c) {
+                unique.push(c);
+            }
+        }
         let mut r = Reader::open(self.config(), self.keys())?;
         let marker = self.keys().writer(&self.config().writer_id);
         let mut attempts = 0;
-        let mut snap = loop {
+        let mut stopped = false;
+        let mut part =
+            RawPart { attempt: 0, collection: Collection::new_unchecked("-"), entities: Vec::new() };
+        let mut report = loop {
             attempts += 1;
             let before = r.marker(&marker)?;
-            let mut snap = RawSnapshot::default();
-            for &c in collections {
-                let loaded = r.load_in::<RawItem, RawEntry>(c.0, with_events, false)?;
-                let mut events = loaded.events;
-                let entities = loaded
-                    .items
-                    .into_iter()
-                    .map(|RawItem(id, value)| {
-                        let events = events.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
-                        RawEntity { id, value, events: events.unwrap_or_default() }
-                    })
-                    .collect();
-                snap.collections.push((c, entities));
-                snap.report.merge(loaded.report);
+            let mut report = LoadReport::default();
+            for &c in &unique {
+                part.attempt = attempts;
+                part.collection = c;
+                let mut held: Vec<RawItem> = Vec::new();
+                let mut sink =
+                    |items: &mut Vec<RawItem>, events: &mut Vec<(Ident, Vec<RawEntry>)>, long: &[Ident]| {
+                        part.entities.clear();
+                        part.entities.reserve(items.len());
+                        // Both in id order: a merge.
+                        let mut evs = events.drain(..).peekable();
+                        for RawItem(id, value) in items.drain(..) {
+                            if !long.is_empty() && long.contains(&id) {
+                                held.push(RawItem(id, value));
+                                continue;
+                            }
+                            while evs.next_if(|(e, _)| *e < id).is_some() {}
+                            let events = match evs.next_if(|(e, _)| *e == id) {
+                                Some((_, l)) => l.into_iter().map(|e| e.0).collect(),
+                                None => Vec::new(),
+                            };
+                            part.entities.push(RawEntity { id, value, events });
+                        }
+                        if stopped || part.entities.is_empty() {
+                            return ControlFlow::Continue(());
+                        }
+                        let flow = each(&mut part);
+                        stopped = flow.is_break();
+                        flow
+                    };
+                let mut loaded = r.load_in::<RawItem, RawEntry>(c.0, with_events, false, Some(&mut sink))?;
+                if !held.is_empty() && !stopped {
+                    part.entities.clear();
+                    for RawItem(id, value) in held {
+                        let events = loaded.events.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
+                        part.entities.push(RawEntity { id, value, events: events.unwrap_or_default() });
+                    }
+                    stopped = each(&mut part).is_break();
+                }
+                report.merge(loaded.report);
             }
-            snap.report.consistent = r.marker(&marker)? == before;
-            if snap.report.consistent || attempts == LOAD_ATTEMPTS {
-                break snap;
+            report.consistent = r.marker(&marker)? == before;
+            if report.consistent || attempts == LOAD_ATTEMPTS || stopped {
+                break report;
             }
         };
-        snap.report.attempts = attempts;
-        snap.report.elapsed = start.elapsed();
-        check_strict(self.config(), &snap.report)?;
-        Ok(snap)
+        report.attempts = attempts;
+        report.elapsed = start.elapsed();
+        check_strict(self.config(), &report)?;
+        Ok(report)
     }
 
     /// The collections of this cache that have an index set

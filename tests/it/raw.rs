@@ -427,3 +427,58 @@ fn raw_reads_work_in_a_cluster() {
     }
     cache.close(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn raw_long_logs_and_parts_arrive_whole_and_in_order() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "RAW-L").load_chunk(3)).unwrap();
+    let c = Collection::new("raw-accounts").unwrap();
+    for i in 0..10 {
+        cache.put_raw(c, &format!("A-{i}"), mp(&i)).unwrap();
+    }
+    // A-4's log is longer than a first slice (4,096): read on in slices.
+    for n in 0..5000u32 {
+        cache.append_raw(c, "A-4", mp(&n)).unwrap();
+    }
+    cache.append_raw(c, "A-5", mp(&"x")).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+
+    let snap = cache.load_raw(&[c, c], true).unwrap();
+    assert_eq!(snap.collections.len(), 1, "a collection named twice is read once");
+    let all = &snap.collections[0].1;
+    let ids: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, (0..10).map(|i| format!("A-{i}")).collect::<Vec<_>>());
+    let a4: Vec<Vec<u8>> = (0..5000u32).map(|n| mp(&n).as_bytes().to_vec()).collect();
+    assert_eq!(all[4].events, a4);
+    assert_eq!(all[5].events, vec![mp(&"x").as_bytes().to_vec()]);
+    assert!(all.iter().enumerate().all(|(i, e)| i == 4 || i == 5 || e.events.is_empty()));
+
+    // The parts: chunks of 3 in id order, the long log's entity last.
+    let mut seen = Vec::new();
+    let report = cache
+        .load_raw_each(&[c], true, |part| {
+            assert_eq!((part.attempt, part.collection), (1, c));
+            seen.push(part.entities.iter().map(|e| e.id.to_string()).collect::<Vec<_>>());
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(report.consistent && report.is_clean(), "{report:?}");
+    let want: Vec<Vec<&str>> = vec![
+        vec!["A-0", "A-1", "A-2"],
+        vec!["A-3", "A-5"],
+        vec!["A-6", "A-7", "A-8"],
+        vec!["A-9"],
+        vec!["A-4"],
+    ];
+    assert_eq!(seen, want);
+    // A callback that breaks is not called again.
+    let mut calls = 0;
+    cache
+        .load_raw_each(&[c], true, |_| {
+            calls += 1;
+            std::ops::ControlFlow::Break(())
+        })
+        .unwrap();
+    assert_eq!(calls, 1);
+    cache.close(Duration::from_secs(5)).unwrap();
+}
