@@ -145,6 +145,47 @@ impl PyCache {
         }
     }
 
+    /// Decodes one part of a load into the result's dicts.
+    #[allow(clippy::too_many_arguments)]
+    fn build_part(
+        &self,
+        py: Python<'_>,
+        part: &tradecache::raw::RawPart,
+        entities: &Bound<'_, PyDict>,
+        event_map: &Bound<'_, PyDict>,
+        issues: &Bound<'_, PyList>,
+        events: bool,
+        legacy: bool,
+    ) -> PyResult<()> {
+        let name = part.collection.as_str();
+        let ents = entities.get_item(name)?.ok_or_else(|| errors::config_error(py, format!("{name}?")))?;
+        let ents = ents.downcast::<PyDict>()?;
+        let evs = match event_map.get_item(name)? {
+            Some(d) if events => Some(d.downcast_into::<PyDict>()?),
+            _ => None,
+        };
+        for e in &part.entities {
+            let id = PyString::new(py, e.id.as_str());
+            match value::decode(py, &e.value) {
+                Ok(v) => ents.set_item(&id, v)?,
+                Err(err) => {
+                    issues.append((self.key(format_args!("{name}:{}", e.id)), err.value(py).to_string()))?;
+                    continue;
+                }
+            }
+            if let Some(evs) = &evs {
+                if !e.events.is_empty() {
+                    let key = || self.key(format_args!("{name}:{}:events", e.id));
+                    match decode_events(py, &key, &e.events, false, legacy) {
+                        Ok(l) => evs.set_item(&id, l)?,
+                        Err(err) => issues.append((key(), err.value(py).to_string()))?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A write, with the GIL released when it may wait for room.
     fn write(&self, py: Python<'_>, f: impl FnOnce(&Cache) -> PyResult<u64> + Send) -> PyResult<u64> {
         let block = self.block;
@@ -389,51 +430,88 @@ impl PyCache {
             None => None,
         };
         let started = std::time::Instant::now();
-        let snap = self.with(py, |cache| {
+        // Built part by part as the core's workers read the next chunks:
+        // the GIL is taken for each part only (the core's calling thread
+        // runs the callback), so reading and building overlap.
+        let entities = PyDict::new(py).unbind();
+        let event_map = PyDict::new(py).unbind();
+        let issues = PyList::empty(py).unbind();
+        let mut failed: Option<PyErr> = None;
+        let mut attempt = 0;
+        let mut building = Duration::ZERO;
+        let report = self.with(py, |cache| {
             self.settle(py, cache, t)?;
-            py.allow_threads(|| {
+            let run = || {
                 let names = match wanted {
                     Some(w) => w,
                     None => cache.collections()?,
                 };
-                cache.load_raw(&names, events)
-            })
-            .map_err(|e| errors::from_core(py, e))
+                cache
+                    .load_raw_each(&names, events, |part| {
+                        let t0 = std::time::Instant::now();
+                        let r = Python::with_gil(|py| {
+                            if part.attempt != attempt {
+                                // Read again (a batch landed): start over.
+                                attempt = part.attempt;
+                                entities.bind(py).clear();
+                                event_map.bind(py).clear();
+                                issues.bind(py).call_method0("clear")?;
+                                for n in &names {
+                                    entities.bind(py).set_item(n.as_str(), PyDict::new(py))?;
+                                    if events {
+                                        event_map.bind(py).set_item(n.as_str(), PyDict::new(py))?;
+                                    }
+                                }
+                            }
+                            self.build_part(
+                                py,
+                                part,
+                                entities.bind(py),
+                                event_map.bind(py),
+                                issues.bind(py),
+                                events,
+                                legacy_events,
+                            )
+                        });
+                        building += t0.elapsed();
+                        match r {
+                            Ok(()) => std::ops::ControlFlow::Continue(()),
+                            Err(e) => {
+                                failed = Some(e);
+                                std::ops::ControlFlow::Break(())
+                            }
+                        }
+                    })
+                    .map(|r| (r, names))
+            };
+            py.allow_threads(run).map_err(|e| errors::from_core(py, e))
         })?;
-        let fetched = started.elapsed();
-        let entities = PyDict::new(py);
-        let event_map = PyDict::new(py);
-        let issues = PyList::empty(py);
-        for issue in &snap.report.issues {
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (report, names) = report;
+        let (entities, event_map, issues) =
+            (entities.into_bound(py), event_map.into_bound(py), issues.into_bound(py));
+        if attempt != report.attempts {
+            // The last read found nothing: what an earlier one gave goes.
+            entities.clear();
+            event_map.clear();
+            issues.call_method0("clear")?;
+        }
+        // Collections without any entity (or all of them, when nothing
+        // was read).
+        for n in &names {
+            if !entities.contains(n.as_str())? {
+                entities.set_item(n.as_str(), PyDict::new(py))?;
+                if events {
+                    event_map.set_item(n.as_str(), PyDict::new(py))?;
+                }
+            }
+        }
+        for issue in &report.issues {
             issues.append((issue.key.as_str(), issue.problem.as_str()))?;
         }
-        for (c, list) in &snap.collections {
-            let name = c.as_str();
-            let (ents, evs) = (PyDict::new(py), PyDict::new(py));
-            entities.set_item(name, &ents)?;
-            if events {
-                event_map.set_item(name, &evs)?;
-            }
-            for e in list {
-                let id = PyString::new(py, e.id.as_str());
-                match value::decode(py, &e.value) {
-                    Ok(v) => ents.set_item(&id, v)?,
-                    Err(err) => {
-                        issues
-                            .append((self.key(format_args!("{name}:{}", e.id)), err.value(py).to_string()))?;
-                        continue;
-                    }
-                }
-                if events && !e.events.is_empty() {
-                    let key = || self.key(format_args!("{name}:{}:events", e.id));
-                    match decode_events(py, &key, &e.events, false, legacy_events) {
-                        Ok(l) => evs.set_item(&id, l)?,
-                        Err(err) => issues.append((key(), err.value(py).to_string()))?,
-                    }
-                }
-            }
-        }
-        let r = &snap.report;
+        let r = &report;
         let report = PyDict::new(py);
         report.set_item("consistent", r.consistent)?;
         report.set_item("attempts", r.attempts)?;
@@ -441,10 +519,9 @@ impl PyCache {
         report.set_item("round_trips", r.round_trips)?;
         report.set_item("elapsed", started.elapsed().as_secs_f64())?;
         report.set_item("issues", issues)?;
-        // Diagnostics: the core's read (Redis, replies, all without the
-        // GIL) and the building of the Python objects after it.
-        report.set_item("read_s", fetched.as_secs_f64())?;
-        report.set_item("build_s", (started.elapsed() - fetched).as_secs_f64())?;
+        // Diagnostics: the time spent building the Python objects (while
+        // the core's workers read on).
+        report.set_item("build_s", building.as_secs_f64())?;
         let out = PyDict::new(py);
         out.set_item("entities", entities)?;
         out.set_item("events", event_map)?;

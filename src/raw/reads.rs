@@ -121,6 +121,10 @@ impl Cache {
             }
             ControlFlow::Continue(())
         })?;
+        if attempt != report.attempts {
+            // The last read found nothing: what an earlier one gave goes.
+            snap.collections.clear();
+        }
         // Collections with no entity still get their (empty) entry, in
         // the order asked; entities with long logs came last: sorted.
         let mut by: Vec<(Collection, Vec<RawEntity>)> = Vec::with_capacity(collections.len());
