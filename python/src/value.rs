@@ -1,8 +1,9 @@
 //! Python values and MessagePack.
 //!
-//! Writes turn a Python object into a [`Mp`] tree on the calling thread
-//! (with the GIL: the objects must be read then), which the core's flusher
-//! (or the kv writer) encodes through serde with rmp-serde. Reads decode
+//! `Cache` writes pack a Python object straight into MessagePack bytes on
+//! the calling thread ([`pack`], with the GIL: the objects must be read
+//! then), handed to the core as a `RawValue`; kv writes turn it into a
+//! [`Mp`] tree, which the kv writer encodes through serde with rmp-serde. Reads decode
 //! MessagePack bytes straight into Python objects ([`decode`]), or a [`Mp`]
 //! tree that kv's serde decoding produced ([`to_py`]).
 //!

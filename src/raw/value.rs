@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 
-/// Exactly one encoded value, checked: what [`Cache::put_raw`] stores as an
-/// entity's value and [`Cache::append_raw`] appends to its log, byte for
+/// Exactly one encoded value, checked: what [`crate::Cache::put_raw`] stores as an
+/// entity's value and [`crate::Cache::append_raw`] appends to its log, byte for
 /// byte. Cheap to clone (the bytes are shared).
 ///
 /// MessagePack is checked to be one complete value (every length inside
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 /// JSON to be one value (whitespace around it allowed). A value must be in
 /// the cache's [`Encoding`] (`Config::encoding`): one in the other is
 /// dropped by the flusher as unencodable (and reported by
-/// [`Cache::take_dropped`]), never stored.
+/// [`crate::Cache::take_dropped`]), never stored.
 ///
 /// ```
 /// use tradecache::raw::RawValue;
