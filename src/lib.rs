@@ -64,6 +64,7 @@ mod metrics_facade;
 pub mod model;
 mod net;
 mod pipeline;
+pub mod raw;
 mod retention;
 mod seq;
 mod stats;

@@ -80,7 +80,12 @@ impl Cache {
         self.purge_before(T::COLLECTION, cutoff.0 / 1_000_000, timeout)
     }
 
-    fn purge_before(&self, collection: &'static str, cutoff_ms: u64, timeout: Duration) -> Result<Purged> {
+    pub(crate) fn purge_before(
+        &self,
+        collection: &'static str,
+        cutoff_ms: u64,
+        timeout: Duration,
+    ) -> Result<Purged> {
         let deadline = crate::net::deadline_after(timeout);
         let (reply, done) = crossbeam_channel::bounded(1);
         let req = PurgeRequest { collections: vec![collection], cutoff_ms, reply: Some(reply) };

@@ -186,7 +186,7 @@ def run(server: RedisServer) -> None:
     for i in range(n):
         oid = f"O-{i:06}"
         lc.put("orders", oid, {"id": oid, "px": Decimal(i) / 100, "q": 1.0, "st": "Filled", "ts": i})
-        lc.append("orders", oid, 1, {"e": 1, "k": "Filled", "ts": i})
+        lc.append("orders", oid, {"e": 1, "k": "Filled", "ts": i})
         if i % 20_000 == 0:
             lc.flush(60)
     lc.flush(120)
@@ -211,7 +211,7 @@ def run(server: RedisServer) -> None:
             for i, raw in zip(chunk, res[0]):
                 orders[i] = msgpack.unpackb(raw, strict_map_key=False, ext_hook=lambda c, d: Decimal(d.decode()))
             for i, evs in zip(chunk, res[1:]):
-                events[i] = [msgpack.unpackb(e)[1] for e in evs]
+                events[i] = [msgpack.unpackb(e) for e in evs]
         return orders, events
 
     rloads = []

@@ -1,148 +1,22 @@
-//! `tradecache.Cache`: the core `Cache` for Python values.
+//! `tradecache.Cache`: the core `Cache` for Python values, through the
+//! core's runtime-collection API (`tradecache::raw`): any collection name
+//! (checked by the core's rule), values encoded to MessagePack on the
+//! calling thread and handed over as `RawValue`s, reads (`get`,
+//! `get_events`, `load`) on the core's own read connections and loader
+//! (so TLS, Sentinel and Cluster deployments read as they write).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tradecache::{Cache, Config, Entity, Event, PushError, Seq};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use tradecache::raw::{Collection, RawState, RawValue};
+use tradecache::{Cache, Config, Seq};
 
 use crate::config::Vars;
 use crate::errors;
-use crate::reader::{Dedup, Reader};
 use crate::stats;
-use crate::value::{self, Mp};
-
-/// A Python value on its way to the flusher: its id and its value, shared
-/// (the core clones the entity it is given; this makes that a count).
-#[derive(Clone)]
-pub struct Rec(Arc<(String, Mp)>);
-
-/// An event: its id and value.
-#[derive(Clone)]
-pub struct EvRec(Arc<(u64, Mp)>);
-
-impl Serialize for Rec {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0 .1.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rec {
-    // Never used to read (the bindings read with their own reader), but
-    // `Entity` asks for it: the value, without its id.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Rec(Arc::new((String::new(), Mp::deserialize(d)?))))
-    }
-}
-
-impl Serialize for EvRec {
-    // Stored as the array [event_id, event].
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.0 .0, &self.0 .1).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for EvRec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (id, v) = <(u64, Mp)>::deserialize(d)?;
-        Ok(EvRec(Arc::new((id, v))))
-    }
-}
-
-/// One Rust type per collection the bindings can write (a collection is a
-/// compile-time constant of the core's `Entity`), with its event type.
-macro_rules! collections {
-    ($($ty:ident / $ev:ident => $name:literal),* $(,)?) => {
-        $(
-            #[derive(Clone, Serialize, Deserialize)]
-            #[serde(transparent)]
-            struct $ty(Rec);
-            impl Entity for $ty {
-                const COLLECTION: &'static str = $name;
-                fn id(&self) -> &str {
-                    &self.0 .0 .0
-                }
-            }
-            #[derive(Clone, Serialize, Deserialize)]
-            #[serde(transparent)]
-            struct $ev(EvRec);
-            impl Event for $ev {
-                type Of = $ty;
-                fn event_id(&self) -> u64 {
-                    self.0 .0 .0
-                }
-            }
-        )*
-
-        /// The collections `put`, `append` and `delete` accept.
-        pub const COLLECTIONS: &[&str] = &[$($name),*];
-
-        fn put_in(cache: &Cache, collection: &str, rec: Rec) -> Option<Result<Seq, PushError<()>>> {
-            Some(match collection {
-                $($name => cache.put(&$ty(rec)).map_err(unit),)*
-                _ => return None,
-            })
-        }
-
-        fn append_in(cache: &Cache, collection: &str, id: &str, ev: EvRec) -> Option<Result<Seq, PushError<()>>> {
-            Some(match collection {
-                $($name => cache.append(id, &$ev(ev)).map_err(unit),)*
-                _ => return None,
-            })
-        }
-
-        fn delete_in(cache: &Cache, collection: &str, id: &str) -> Option<Result<Seq, PushError<()>>> {
-            Some(match collection {
-                $($name => cache.delete::<$ty>(id).map_err(unit),)*
-                _ => return None,
-            })
-        }
-    };
-}
-
-fn unit<T>(e: PushError<T>) -> PushError<()> {
-    match e {
-        PushError::Full(_) => PushError::Full(()),
-        PushError::Closed(_) => PushError::Closed(()),
-        PushError::Fenced(_) => PushError::Fenced(()),
-        PushError::InvalidId(i) => PushError::InvalidId(i),
-    }
-}
-
-collections! {
-    Orders / OrdersEv => "orders",
-    Positions / PositionsEv => "positions",
-    Accounts / AccountsEv => "accounts",
-    Instruments / InstrumentsEv => "instruments",
-    Strategies / StrategiesEv => "strategies",
-    Signals / SignalsEv => "signals",
-    Portfolios / PortfoliosEv => "portfolios",
-    Balances / BalancesEv => "balances",
-    Fills / FillsEv => "fills",
-    Executions / ExecutionsEv => "executions",
-    Risk / RiskEv => "risk",
-    State / StateEv => "state",
-    Sessions / SessionsEv => "sessions",
-    Bots / BotsEv => "bots",
-    Custom / CustomEv => "custom",
-}
-
-fn unknown_collection(py: Python<'_>, collection: &str) -> PyErr {
-    errors::make(
-        py,
-        "UnknownCollection",
-        format!(
-            "collection {collection:?} is not one the Python bindings can write; they write: {} \
-             (the core's collections are compile-time constants; see python/README.md)",
-            COLLECTIONS.join(", ")
-        ),
-        "Config",
-        &[],
-    )
-}
+use crate::value;
 
 fn secs(py: Python<'_>, timeout: f64) -> PyResult<Duration> {
     if !timeout.is_finite() || timeout < 0.0 {
@@ -154,9 +28,23 @@ fn secs(py: Python<'_>, timeout: f64) -> PyResult<Duration> {
     Ok(Duration::from_secs_f64(timeout))
 }
 
-/// Splits a stored event `[event_id, event]` into its id and the event's
-/// bytes.
-fn split_event(b: &[u8]) -> Option<(u64, &[u8])> {
+/// The collection named `name`, or `UnknownCollection` (a `ConfigError`)
+/// saying why the name cannot be one.
+fn collection(py: Python<'_>, name: &str) -> PyResult<Collection> {
+    Collection::new(name).map_err(|e| errors::make(py, "UnknownCollection", e.to_string(), "Config", &[]))
+}
+
+/// Encodes a Python value as the `RawValue` the core stores.
+fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
+    let mut out = Vec::with_capacity(64);
+    value::pack(v, &mut out)?;
+    RawValue::msgpack(out).map_err(|e| errors::encode_error(py, e.to_string()))
+}
+
+/// Splits an event entry of the old format, the array `[event_id, event]`
+/// written by versions before the runtime-collection API, into its id and
+/// the event's bytes.
+fn split_legacy(b: &[u8]) -> Option<(u64, &[u8])> {
     let (&head, rest) = b.split_first()?;
     if head != 0x92 {
         return None;
@@ -177,6 +65,39 @@ fn split_event(b: &[u8]) -> Option<(u64, &[u8])> {
     Some((id, &rest[n..]))
 }
 
+/// Decodes an event log's entries: each is the event itself, or with
+/// `legacy` an old-format `[event_id, event]` entry is split (its id kept
+/// with `with_ids`, repeats of an id dropped, as the old reads did).
+fn decode_events<'py>(
+    py: Python<'py>,
+    key: &dyn Fn() -> String,
+    raw: &[Vec<u8>],
+    with_ids: bool,
+    legacy: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    let mut seen = std::collections::HashSet::new();
+    for (i, b) in raw.iter().enumerate() {
+        let (id, body) = match legacy.then(|| split_legacy(b)).flatten() {
+            Some((id, body)) => (Some(id), body),
+            None => (None, b.as_slice()),
+        };
+        if let Some(id) = id {
+            if !seen.insert(id) {
+                continue;
+            }
+        }
+        let v =
+            value::decode(py, body).map_err(|e| errors::decode_error(py, format!("{}[{i}]: {e}", key())))?;
+        if with_ids {
+            out.append((id, v))?;
+        } else {
+            out.append(v)?;
+        }
+    }
+    Ok(out)
+}
+
 /// A write-behind cache of a trading engine's state in Redis.
 ///
 /// Open it with keyword arguments or the environment (the variables of
@@ -189,7 +110,8 @@ pub struct PyCache {
     /// Read with `read_recursive` while the GIL is held (a waiting `close`
     /// must not make a GIL holder wait behind a reader that needs the GIL).
     inner: RwLock<Option<Cache>>,
-    reader: Reader,
+    /// `trader-T1` (`{trader-T1}` in a Cluster): what the keys start with.
+    key_prefix: String,
     close_timeout: Duration,
     /// `overflow=block`: a write may wait for room, so it releases the GIL.
     block: bool,
@@ -207,14 +129,7 @@ impl PyCache {
     /// Waits until every write accepted so far is acknowledged (a read's
     /// read-your-writes); a dropped write is not an error here (the read
     /// returns what Redis has; `flush` reports it).
-    fn settle(&self, py: Python<'_>, timeout: Duration) -> PyResult<()> {
-        if let Some(why) = self.reader.unsupported() {
-            return Err(errors::unsupported(py, why.to_string()));
-        }
-        let guard = self.inner.read_recursive();
-        let Some(cache) = guard.as_ref() else {
-            return Err(errors::make(py, "Closed", "the cache is closed".into(), "Closed", &[]));
-        };
+    fn settle(&self, py: Python<'_>, cache: &Cache, timeout: Duration) -> PyResult<()> {
         let r = py.allow_threads(|| cache.wait(cache.last_seq(), timeout));
         match r {
             Ok(()) | Err(tradecache::Error::Dropped { .. }) | Err(tradecache::Error::Fenced { .. }) => Ok(()),
@@ -222,40 +137,59 @@ impl PyCache {
         }
     }
 
-    fn read_err(py: Python<'_>, e: String) -> PyErr {
-        errors::make(py, "IoError", e, "Io", &[])
+    fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
+        if self.key_prefix.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}:{rest}", self.key_prefix)
+        }
     }
 
-    fn decode_events<'py>(
-        py: Python<'py>,
-        key: impl Fn() -> String,
-        raw: &[Vec<u8>],
-        with_ids: bool,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        let mut seen = Dedup::new();
-        let single = raw.len() == 1;
-        for (i, b) in raw.iter().enumerate() {
-            // An entry not written by the bindings (a Rust engine's event,
-            // a map with its own id field) is read whole, without an id.
-            let (id, body) = match split_event(b) {
-                Some((id, body)) => (Some(id), body),
-                None => (None, b.as_slice()),
-            };
-            if let Some(id) = id {
-                if !single && !seen.first(id) {
+    /// Decodes one part of a load into the result's dicts.
+    #[allow(clippy::too_many_arguments)]
+    fn build_part(
+        &self,
+        py: Python<'_>,
+        part: &tradecache::raw::RawPart,
+        entities: &Bound<'_, PyDict>,
+        event_map: &Bound<'_, PyDict>,
+        issues: &Bound<'_, PyList>,
+        events: bool,
+        legacy: bool,
+    ) -> PyResult<()> {
+        let name = part.collection.as_str();
+        let ents = entities.get_item(name)?.ok_or_else(|| errors::config_error(py, format!("{name}?")))?;
+        let ents = ents.downcast::<PyDict>()?;
+        let evs = match event_map.get_item(name)? {
+            Some(d) if events => Some(d.downcast_into::<PyDict>()?),
+            _ => None,
+        };
+        for e in &part.entities {
+            let id = PyString::new(py, e.id.as_str());
+            match value::decode(py, &e.value) {
+                Ok(v) => ents.set_item(&id, v)?,
+                Err(err) => {
+                    issues.append((self.key(format_args!("{name}:{}", e.id)), err.value(py).to_string()))?;
                     continue;
                 }
             }
-            let v = value::decode(py, body)
-                .map_err(|e| errors::decode_error(py, format!("{}[{i}]: {e}", key())))?;
-            if with_ids {
-                out.append((id, v))?;
-            } else {
-                out.append(v)?;
+            if let Some(evs) = &evs {
+                if !e.events.is_empty() {
+                    let key = || self.key(format_args!("{name}:{}:events", e.id));
+                    match decode_events(py, &key, &e.events, false, legacy) {
+                        Ok(l) => evs.set_item(&id, l)?,
+                        Err(err) => issues.append((key(), err.value(py).to_string()))?,
+                    }
+                }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// A write, with the GIL released when it may wait for room.
+    fn write(&self, py: Python<'_>, f: impl FnOnce(&Cache) -> PyResult<u64> + Send) -> PyResult<u64> {
+        let block = self.block;
+        self.with(py, |c| if block { py.allow_threads(|| f(c)) } else { f(c) })
     }
 }
 
@@ -282,70 +216,92 @@ impl PyCache {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(5));
-        let reader = Reader::new(&vars);
         let cache = py.allow_threads(|| Cache::open(config)).map_err(|e| errors::from_core(py, e))?;
         let block = vars.set("CACHE_OVERFLOW").is_some_and(|o| o.trim().eq_ignore_ascii_case("block"));
-        Ok(PyCache { inner: RwLock::new(Some(cache)), reader, close_timeout, block })
+        let key_prefix = cache.key_prefix().to_string();
+        Ok(PyCache { inner: RwLock::new(Some(cache)), key_prefix, close_timeout, block })
     }
 
-    /// Queues the latest value of entity `id` in `collection`; returns its
-    /// sequence number. No I/O: the value is converted here and encoded on
-    /// the flusher thread. Raises `Full` (the value handed back as
-    /// `.value`) when the channel is full, `InvalidId`, `EncodeError`,
+    /// Queues the latest value of entity `id` in `collection` (any name
+    /// the core's rule allows); returns its sequence number. No I/O: the
+    /// value is encoded to MessagePack here and written by the flusher
+    /// thread. `closed=True` marks the entity done (a filled order): it
+    /// leaves the open index and `purge_closed` / `retain_closed_for` may
+    /// remove it. Raises `Full` (the value handed back as `.value`) when
+    /// the channel is full, `InvalidId`, `EncodeError`,
     /// `UnknownCollection`, `Fenced`, `Closed`.
-    fn put(&self, py: Python<'_>, collection: &str, id: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let mp = value::from_py(value)?;
-        let rec = Rec(Arc::new((id.to_owned(), mp)));
-        let block = self.block;
-        self.with(py, |c| {
-            let r = if block {
-                py.allow_threads(|| put_in(c, collection, rec))
-            } else {
-                put_in(c, collection, rec)
-            };
-            match r {
-                None => Err(unknown_collection(py, collection)),
-                Some(Ok(seq)) => Ok(seq.get()),
-                Some(Err(e)) => Err(errors::from_push(py, e, value.clone().unbind())),
-            }
-        })
-    }
-
-    /// Appends `event` (id `event_id`, unique within the log) to the event
-    /// log of entity `id` in `collection`; returns its sequence number.
-    /// Stored as the MessagePack array `[event_id, event]`.
-    fn append(
+    #[pyo3(signature = (collection, id, value, closed = false))]
+    fn put(
         &self,
         py: Python<'_>,
         collection: &str,
         id: &str,
-        event_id: u64,
-        event: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        closed: bool,
     ) -> PyResult<u64> {
-        let mp = value::from_py(event)?;
-        let ev = EvRec(Arc::new((event_id, mp)));
-        let block = self.block;
-        self.with(py, |c| {
-            let r = if block {
-                py.allow_threads(|| append_in(c, collection, id, ev))
+        let c = self::collection(py, collection)?;
+        let raw = raw_value(py, value)?;
+        let r = self.with(py, |cache| {
+            Ok(if self.block {
+                py.allow_threads(|| cache.put_raw_with(c, id, raw, RawState::closed(closed)))
             } else {
-                append_in(c, collection, id, ev)
-            };
-            match r {
-                None => Err(unknown_collection(py, collection)),
-                Some(Ok(seq)) => Ok(seq.get()),
-                Some(Err(e)) => Err(errors::from_push(py, e, event.clone().unbind())),
+                cache.put_raw_with(c, id, raw, RawState::closed(closed))
+            })
+        })?;
+        r.map(Seq::get).map_err(|e| errors::from_push(py, e, value.clone().unbind()))
+    }
+
+    /// Appends `event` to the event log of entity `id` in `collection`;
+    /// returns its sequence number. Stored as the event's own MessagePack
+    /// (exactly once: no id is needed to drop repeats).
+    /// `append(collection, id, event_id, event)`, the older form, is still
+    /// accepted: `event_id` is checked (a non-negative int) but not stored
+    /// (a `DeprecationWarning` says so); put the id inside the event if you
+    /// need it back.
+    #[pyo3(signature = (collection, id, *args))]
+    fn append(&self, py: Python<'_>, collection: &str, id: &str, args: &Bound<'_, PyTuple>) -> PyResult<u64> {
+        let event = match args.len() {
+            1 => args.get_item(0)?,
+            2 => {
+                let _: u64 = args.get_item(0)?.extract()?;
+                PyErr::warn(
+                    py,
+                    &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+                    c"append(collection, id, event_id, event): event_id is no longer stored; call append(collection, id, event)",
+                    1,
+                )?;
+                args.get_item(1)?
             }
-        })
+            n => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "append(collection, id, event) takes 3 arguments ({} given)",
+                    n + 2
+                )))
+            }
+        };
+        let c = self::collection(py, collection)?;
+        let raw = raw_value(py, &event)?;
+        let r = self.with(py, |cache| {
+            Ok(if self.block {
+                py.allow_threads(|| cache.append_raw(c, id, raw))
+            } else {
+                cache.append_raw(c, id, raw)
+            })
+        })?;
+        r.map(Seq::get).map_err(|e| errors::from_push(py, e, event.clone().unbind()))
     }
 
     /// Queues the deletion of entity `id` (its value, event log and index
     /// entries); returns its sequence number.
     fn delete(&self, py: Python<'_>, collection: &str, id: &str) -> PyResult<u64> {
-        self.with(py, |c| match delete_in(c, collection, id) {
-            None => Err(unknown_collection(py, collection)),
-            Some(Ok(seq)) => Ok(seq.get()),
-            Some(Err(e)) => Err(errors::from_push(py, e, id.into_pyobject(py)?.into_any().unbind())),
+        let c = self::collection(py, collection)?;
+        self.write(py, |cache| {
+            cache.delete_raw(c, id).map(Seq::get).map_err(|e| {
+                Python::with_gil(|py| match id.into_pyobject(py) {
+                    Ok(v) => errors::from_push(py, e, v.into_any().unbind()),
+                    Err(e) => e.into(),
+                })
+            })
         })
     }
 
@@ -406,25 +362,31 @@ impl PyCache {
 
     /// The latest value of entity `id`, or None. Sees every write this
     /// process made before it (waits, without the GIL, until they are
-    /// acknowledged), then one `GET`.
+    /// acknowledged), then one `GET` on the core's read connection.
     #[pyo3(signature = (collection, id, timeout = 5.0))]
     fn get(&self, py: Python<'_>, collection: &str, id: &str, timeout: f64) -> PyResult<PyObject> {
         tradecache::Ident::new(id).map_err(|e| errors::from_core(py, e.into()))?;
-        check_collection(py, collection)?;
-        self.settle(py, secs(py, timeout)?)?;
-        let raw = py.allow_threads(|| self.reader.get(collection, id)).map_err(|e| Self::read_err(py, e))?;
+        let c = self::collection(py, collection)?;
+        let t = secs(py, timeout)?;
+        let raw = self.with(py, |cache| {
+            self.settle(py, cache, t)?;
+            py.allow_threads(|| cache.get_raw(c, id)).map_err(|e| errors::from_core(py, e))
+        })?;
         match raw {
             None => Ok(py.None()),
             Some(b) => value::decode(py, &b).map_err(|e| {
-                errors::decode_error(py, format!("{}: {e}", self.reader.entity_key(collection, id)))
+                errors::decode_error(py, format!("{}: {e}", self.key(format_args!("{collection}:{id}"))))
             }),
         }
     }
 
-    /// The event log of entity `id`, in append order (repeated event ids
-    /// dropped); `with_ids=True` gives `(event_id, event)` pairs. Read-your-
-    /// writes as `get`.
-    #[pyo3(signature = (collection, id, with_ids = false, timeout = 5.0))]
+    /// The event log of entity `id`, in append order. `legacy=True` also
+    /// reads entries of the old `[event_id, event]` format (as written
+    /// before events were stored as themselves): their event is returned,
+    /// repeats of an id dropped, and `with_ids=True` gives `(event_id,
+    /// event)` pairs (`None` for an entry that is not of that shape).
+    /// Read-your-writes as `get`.
+    #[pyo3(signature = (collection, id, with_ids = false, timeout = 5.0, legacy = false))]
     fn get_events<'py>(
         &self,
         py: Python<'py>,
@@ -432,163 +394,139 @@ impl PyCache {
         id: &str,
         with_ids: bool,
         timeout: f64,
+        legacy: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         tradecache::Ident::new(id).map_err(|e| errors::from_core(py, e.into()))?;
-        check_collection(py, collection)?;
-        self.settle(py, secs(py, timeout)?)?;
-        let raw =
-            py.allow_threads(|| self.reader.get_events(collection, id)).map_err(|e| Self::read_err(py, e))?;
-        Self::decode_events(py, || self.reader.events_key(collection, id), &raw, with_ids)
+        let c = self::collection(py, collection)?;
+        let t = secs(py, timeout)?;
+        let raw = self.with(py, |cache| {
+            self.settle(py, cache, t)?;
+            py.allow_threads(|| cache.get_events_raw(c, id)).map_err(|e| errors::from_core(py, e))
+        })?;
+        let key = || self.key(format_args!("{collection}:{id}:events"));
+        decode_events(py, &key, &raw, with_ids, legacy)
     }
 
     /// Everything this trader persisted: `{"entities": {collection: {id:
     /// value}}, "events": {collection: {id: [event, …]}}, "report": {…}}`
     /// (the Python `load()` wraps it in a `Snapshot`). `collections`: the
-    /// ones to read (default: those of `COLLECTIONS` that have an index
-    /// set). A thread of its own reads chunks of `load_chunk` ids (one
-    /// pipeline of an `MGET` and an `LRANGE` per id each) while this one,
-    /// with the GIL, builds the Python objects of the chunk before. The
-    /// commit marker is read before and after; the state is read again
-    /// (three times at most) when a batch landed in between.
-    #[pyo3(signature = (collections = None, events = true, timeout = 5.0))]
+    /// ones to read (default: every collection with an index set). The
+    /// core's `load_raw` reads them (its parallel workers, without the
+    /// GIL, and its consistent cut: the commit marker read before and
+    /// after, everything read again, three times at most, when a batch
+    /// landed in between); this thread then builds the Python objects.
+    #[pyo3(signature = (collections = None, events = true, timeout = 5.0, legacy_events = false))]
     fn _load(
         &self,
         py: Python<'_>,
         collections: Option<Vec<String>>,
         events: bool,
         timeout: f64,
+        legacy_events: bool,
     ) -> PyResult<PyObject> {
-        self.settle(py, secs(py, timeout)?)?;
-        let started = std::time::Instant::now();
-        let reader = &self.reader;
-        let names: Vec<String> = match collections {
-            Some(c) => c,
-            None => py.allow_threads(|| reader.present(COLLECTIONS)).map_err(|e| Self::read_err(py, e))?,
+        let t = secs(py, timeout)?;
+        let wanted = match &collections {
+            Some(names) => Some(names.iter().map(|n| self::collection(py, n)).collect::<PyResult<Vec<_>>>()?),
+            None => None,
         };
-        for n in &names {
-            check_collection(py, n)?;
-        }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut keys_read = 0u64;
-            let mut round_trips = 2u64; // the marker, before and after
-            let mut waited = Duration::ZERO;
-            let entities = PyDict::new(py);
-            let event_map = PyDict::new(py);
-            let issues = PyList::empty(py);
-            let mut dicts = Vec::with_capacity(names.len());
-            for n in &names {
-                let (e, v) = (PyDict::new(py), PyDict::new(py));
-                entities.set_item(n, &e)?;
-                if events {
-                    event_map.set_item(n, &v)?;
-                }
-                dicts.push((e, v));
-            }
-            let before = py.allow_threads(|| reader.marker()).map_err(|e| Self::read_err(py, e))?;
-            // The ids of every collection, then their chunks, fetched by
-            // FETCHERS threads (a connection each) taking turns, and
-            // decoded here, in order, as they arrive.
-            let mut tasks: Vec<(usize, Vec<String>)> = Vec::new();
-            for (ci, name) in names.iter().enumerate() {
-                let ids = py.allow_threads(|| reader.ids(name)).map_err(|e| Self::read_err(py, e))?;
-                for chunk in ids.chunks(reader.chunk) {
-                    tasks.push((ci, chunk.to_vec()));
-                }
-            }
-            let fetchers = FETCHERS.min(tasks.len()).max(1);
-            let (tx, rx) =
-                crossbeam_channel::bounded::<(usize, Result<Vec<crate::reader::Raw>, String>)>(2 * fetchers);
-            let tasks_ref = &tasks;
-            let names_ref = &names;
-            let done: PyResult<()> = std::thread::scope(|s| {
-                let rx = rx; // dropped when this closure returns: the fetchers' next send fails and they end
-                for w in 0..fetchers {
-                    let tx = tx.clone();
-                    s.spawn(move || {
-                        for (t, (ci, ids)) in tasks_ref.iter().enumerate().skip(w).step_by(fetchers) {
-                            let r = reader.chunk(&names_ref[*ci], ids, events);
-                            let failed = r.is_err();
-                            if tx.send((t, r)).is_err() || failed {
-                                return;
+        let started = std::time::Instant::now();
+        // Built part by part as the core's workers read the next chunks:
+        // the GIL is taken for each part only (the core's calling thread
+        // runs the callback), so reading and building overlap.
+        let entities = PyDict::new(py).unbind();
+        let event_map = PyDict::new(py).unbind();
+        let issues = PyList::empty(py).unbind();
+        let mut failed: Option<PyErr> = None;
+        let mut attempt = 0;
+        let mut building = Duration::ZERO;
+        let report = self.with(py, |cache| {
+            self.settle(py, cache, t)?;
+            let run = || {
+                let names = match wanted {
+                    Some(w) => w,
+                    None => cache.collections()?,
+                };
+                cache
+                    .load_raw_each(&names, events, |part| {
+                        let t0 = std::time::Instant::now();
+                        let r = Python::with_gil(|py| {
+                            if part.attempt != attempt {
+                                // Read again (a batch landed): start over.
+                                attempt = part.attempt;
+                                entities.bind(py).clear();
+                                event_map.bind(py).clear();
+                                issues.bind(py).call_method0("clear")?;
+                                for n in &names {
+                                    entities.bind(py).set_item(n.as_str(), PyDict::new(py))?;
+                                    if events {
+                                        event_map.bind(py).set_item(n.as_str(), PyDict::new(py))?;
+                                    }
+                                }
                             }
-                        }
-                    });
-                }
-                drop(tx);
-                let mut early: std::collections::BTreeMap<usize, Vec<crate::reader::Raw>> =
-                    Default::default();
-                let mut next = 0;
-                while next < tasks_ref.len() {
-                    let raws = match early.remove(&next) {
-                        Some(r) => r,
-                        None => {
-                            let w0 = std::time::Instant::now();
-                            let got = py.allow_threads(|| rx.recv());
-                            waited += w0.elapsed();
-                            let Ok((t, msg)) = got else {
-                                return Err(Self::read_err(py, "a load fetcher stopped".into()));
-                            };
-                            let raws = msg.map_err(|e| Self::read_err(py, e))?;
-                            if t != next {
-                                early.insert(t, raws);
-                                continue;
-                            }
-                            raws
-                        }
-                    };
-                    let ci = tasks_ref[next].0;
-                    next += 1;
-                    round_trips += 1;
-                    let (ents, evs) = &dicts[ci];
-                    let name = &names[ci];
-                    for raw in raws {
-                        keys_read += 1 + u64::from(events);
-                        let Some(b) = raw.value else {
-                            continue; // deleted between SMEMBERS and MGET
-                        };
-                        let id = PyString::new(py, &raw.id);
-                        match value::decode(py, &b) {
-                            Ok(v) => ents.set_item(&id, v)?,
+                            self.build_part(
+                                py,
+                                part,
+                                entities.bind(py),
+                                event_map.bind(py),
+                                issues.bind(py),
+                                events,
+                                legacy_events,
+                            )
+                        });
+                        building += t0.elapsed();
+                        match r {
+                            Ok(()) => std::ops::ControlFlow::Continue(()),
                             Err(e) => {
-                                issues.append((reader.entity_key(name, &raw.id), e.to_string()))?;
-                                continue;
+                                failed = Some(e);
+                                std::ops::ControlFlow::Break(())
                             }
                         }
-                        if events && !raw.events.is_empty() {
-                            let ekey = || reader.events_key(name, &raw.id);
-                            match Self::decode_events(py, ekey, &raw.events, false) {
-                                Ok(l) => evs.set_item(&id, l)?,
-                                Err(e) => issues.append((ekey(), e.to_string()))?,
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            });
-            done?;
-            let after = py.allow_threads(|| reader.marker()).map_err(|e| Self::read_err(py, e))?;
-            let consistent = after == before;
-            if !consistent && attempts < 3 {
-                continue;
-            }
-            round_trips += names.len() as u64; // the SMEMBERS
-            let report = PyDict::new(py);
-            report.set_item("consistent", consistent)?;
-            report.set_item("attempts", attempts)?;
-            report.set_item("keys_read", keys_read)?;
-            report.set_item("round_trips", round_trips)?;
-            report.set_item("elapsed", started.elapsed().as_secs_f64())?;
-            report.set_item("issues", issues)?;
-            // Time the decoding thread waited for the fetchers (diagnostics).
-            report.set_item("waited_for_redis", waited.as_secs_f64())?;
-            let out = PyDict::new(py);
-            out.set_item("entities", entities)?;
-            out.set_item("events", event_map)?;
-            out.set_item("report", report)?;
-            return Ok(out.into_any().unbind());
+                    })
+                    .map(|r| (r, names))
+            };
+            py.allow_threads(run).map_err(|e| errors::from_core(py, e))
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
+        let (report, names) = report;
+        let (entities, event_map, issues) =
+            (entities.into_bound(py), event_map.into_bound(py), issues.into_bound(py));
+        if attempt != report.attempts {
+            // The last read found nothing: what an earlier one gave goes.
+            entities.clear();
+            event_map.clear();
+            issues.call_method0("clear")?;
+        }
+        // Collections without any entity (or all of them, when nothing
+        // was read).
+        for n in &names {
+            if !entities.contains(n.as_str())? {
+                entities.set_item(n.as_str(), PyDict::new(py))?;
+                if events {
+                    event_map.set_item(n.as_str(), PyDict::new(py))?;
+                }
+            }
+        }
+        for issue in &report.issues {
+            issues.append((issue.key.as_str(), issue.problem.as_str()))?;
+        }
+        let r = &report;
+        let report = PyDict::new(py);
+        report.set_item("consistent", r.consistent)?;
+        report.set_item("attempts", r.attempts)?;
+        report.set_item("keys_read", r.keys_read)?;
+        report.set_item("round_trips", r.round_trips)?;
+        report.set_item("elapsed", started.elapsed().as_secs_f64())?;
+        report.set_item("issues", issues)?;
+        // Diagnostics: the time spent building the Python objects (while
+        // the core's workers read on).
+        report.set_item("build_s", building.as_secs_f64())?;
+        let out = PyDict::new(py);
+        out.set_item("entities", entities)?;
+        out.set_item("events", event_map)?;
+        out.set_item("report", report)?;
+        Ok(out.into_any().unbind())
     }
 
     /// Writes the flusher dropped (too large, a key of another type, …),
@@ -613,29 +551,10 @@ impl PyCache {
         self.with(py, |c| stats::stats(py, &c.stats()))
     }
 
-    /// The key prefix of this cache (`trader-T1`), as the bindings read it.
+    /// The key prefix of this cache (`trader-T1`; `{trader-T1}` in a
+    /// Cluster): every key is `{key_prefix}:{collection}:{id}`.
     #[getter]
     fn key_prefix(&self) -> String {
-        self.reader.prefix.clone()
+        self.key_prefix.clone()
     }
-
-    /// The collections `put`/`append`/`delete` accept.
-    #[classattr]
-    #[pyo3(name = "COLLECTIONS")]
-    fn collections() -> Vec<&'static str> {
-        COLLECTIONS.to_vec()
-    }
-}
-
-/// Threads (and connections) fetching chunks for `load`.
-const FETCHERS: usize = 2;
-
-fn check_collection(py: Python<'_>, collection: &str) -> PyResult<()> {
-    if collection.is_empty()
-        || !collection.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b'{' && b != b'}')
-        || matches!(collection, "index" | "writer" | "stream" | "heartbeat")
-    {
-        return Err(errors::config_error(py, format!("{collection:?} is not a collection name")));
-    }
-    Ok(())
 }

@@ -153,12 +153,4 @@ impl Vars {
     pub fn set(&self, name: &str) -> Option<String> {
         self.get(name).filter(|v| !v.trim().is_empty())
     }
-
-    /// A boolean variable (validated by the core already).
-    pub fn flag(&self, name: &str, default: bool) -> bool {
-        match self.set(name) {
-            Some(v) => matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
-            None => default,
-        }
-    }
 }

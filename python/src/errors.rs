@@ -128,8 +128,3 @@ pub fn decode_error(py: Python<'_>, message: String) -> PyErr {
 pub fn config_error(py: Python<'_>, message: String) -> PyErr {
     make(py, "ConfigError", message, "Config", &[])
 }
-
-/// Something the bindings cannot do with this configuration.
-pub fn unsupported(py: Python<'_>, message: String) -> PyErr {
-    make(py, "NotSupported", message, "Config", &[])
-}

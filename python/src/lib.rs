@@ -12,7 +12,6 @@ mod cache;
 mod config;
 mod errors;
 mod kv;
-mod reader;
 mod stats;
 mod value;
 
@@ -22,8 +21,8 @@ use pyo3::prelude::*;
 /// Decimal/datetime/date extension types).
 #[pyfunction]
 fn packb<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-    let mp = value::from_py(value)?;
-    let out = rmp_serde::to_vec(&mp).map_err(|e| errors::encode_error(py, e.to_string()))?;
+    let mut out = Vec::new();
+    value::pack(value, &mut out)?;
     Ok(pyo3::types::PyBytes::new(py, &out))
 }
 
@@ -39,6 +38,5 @@ fn _tradecache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kv::PyKv>()?;
     m.add_function(wrap_pyfunction!(packb, m)?)?;
     m.add_function(wrap_pyfunction!(unpackb, m)?)?;
-    m.add("COLLECTIONS", cache::COLLECTIONS.to_vec())?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Python values and MessagePack.
 //!
-//! Writes turn a Python object into a [`Mp`] tree on the calling thread
-//! (with the GIL: the objects must be read then), which the core's flusher
-//! (or the kv writer) encodes through serde with rmp-serde. Reads decode
+//! `Cache` writes pack a Python object straight into MessagePack bytes on
+//! the calling thread ([`pack`], with the GIL: the objects must be read
+//! then), handed to the core as a `RawValue`; kv writes turn it into a
+//! [`Mp`] tree, which the kv writer encodes through serde with rmp-serde. Reads decode
 //! MessagePack bytes straight into Python objects ([`decode`]), or a [`Mp`]
 //! tree that kv's serde decoding produced ([`to_py`]).
 //!
@@ -187,6 +188,212 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Mp> {
              decimal.Decimal, datetime.datetime or datetime.date"
         ),
     ))
+}
+
+/// Encodes a Python object straight into MessagePack bytes, the same
+/// bytes `rmp_serde` gives for its [`Mp`] tree (and
+/// `msgpack.packb(value, use_bin_type=True)` for the plain types): what
+/// `Cache.put`/`append` hand the core as a `RawValue`, on the calling
+/// thread, without building a tree first.
+pub fn pack(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    pack_at(obj, out, 0)
+}
+
+fn pack_len(out: &mut Vec<u8>, n: usize, fix: Option<(u8, usize)>, m8: Option<u8>, m16: u8, m32: u8) -> bool {
+    match fix {
+        Some((base, lim)) if n < lim => out.push(base | n as u8),
+        _ => match m8 {
+            Some(m) if n <= 0xff => out.extend_from_slice(&[m, n as u8]),
+            _ if n <= 0xffff => {
+                out.push(m16);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ if n <= 0xffff_ffff => {
+                out.push(m32);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            _ => return false,
+        },
+    }
+    true
+}
+
+fn too_long(py: Python<'_>) -> PyErr {
+    errors::encode_error(py, "a value longer than MessagePack's 2**32-1 limit".to_string())
+}
+
+fn pack_str(py: Python<'_>, s: &str, out: &mut Vec<u8>) -> PyResult<()> {
+    if !pack_len(out, s.len(), Some((0xa0, 32)), Some(0xd9), 0xda, 0xdb) {
+        return Err(too_long(py));
+    }
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn pack_bin(py: Python<'_>, b: &[u8], out: &mut Vec<u8>) -> PyResult<()> {
+    if !pack_len(out, b.len(), None, Some(0xc4), 0xc5, 0xc6) {
+        return Err(too_long(py));
+    }
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+fn pack_ext(py: Python<'_>, code: i8, data: &[u8], out: &mut Vec<u8>) -> PyResult<()> {
+    let n = data.len();
+    match n {
+        1 => out.push(0xd4),
+        2 => out.push(0xd5),
+        4 => out.push(0xd6),
+        8 => out.push(0xd7),
+        16 => out.push(0xd8),
+        _ => {
+            if !pack_len(out, n, None, Some(0xc7), 0xc8, 0xc9) {
+                return Err(too_long(py));
+            }
+        }
+    }
+    out.push(code as u8);
+    out.extend_from_slice(data);
+    Ok(())
+}
+
+fn pack_uint(v: u64, out: &mut Vec<u8>) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else if v <= 0xff {
+        out.extend_from_slice(&[0xcc, v as u8]);
+    } else if v <= 0xffff {
+        out.push(0xcd);
+        out.extend_from_slice(&(v as u16).to_be_bytes());
+    } else if v <= 0xffff_ffff {
+        out.push(0xce);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn pack_int(v: i64, out: &mut Vec<u8>) {
+    if v >= 0 {
+        pack_uint(v as u64, out);
+    } else if v >= -32 {
+        out.push(v as i8 as u8);
+    } else if v >= i64::from(i8::MIN) {
+        out.extend_from_slice(&[0xd0, v as i8 as u8]);
+    } else if v >= i64::from(i16::MIN) {
+        out.push(0xd1);
+        out.extend_from_slice(&(v as i16).to_be_bytes());
+    } else if v >= i64::from(i32::MIN) {
+        out.push(0xd2);
+        out.extend_from_slice(&(v as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn pack_at(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
+    let py = obj.py();
+    if depth > MAX_DEPTH {
+        return Err(errors::encode_error(py, format!("nesting deeper than {MAX_DEPTH} levels (a cycle?)")));
+    }
+    if obj.is_none() {
+        out.push(0xc0);
+        return Ok(());
+    }
+    if let Ok(b) = obj.downcast_exact::<PyBool>() {
+        out.push(if b.is_true() { 0xc3 } else { 0xc2 });
+        return Ok(());
+    }
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return pack_str(py, s.to_str()?, out);
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        if let Ok(v) = obj.extract::<i64>() {
+            pack_int(v, out);
+            return Ok(());
+        }
+        if let Ok(v) = obj.extract::<u64>() {
+            pack_uint(v, out);
+            return Ok(());
+        }
+        return Err(errors::encode_error(
+            py,
+            "integer out of MessagePack's range (-2**63 to 2**64-1); store it as a Decimal or a str"
+                .to_string(),
+        ));
+    }
+    if let Ok(f) = obj.downcast::<PyFloat>() {
+        out.push(0xcb);
+        out.extend_from_slice(&f.value().to_bits().to_be_bytes());
+        return Ok(());
+    }
+    if let Ok(d) = obj.downcast::<PyDict>() {
+        if !pack_len(out, d.len(), Some((0x80, 16)), None, 0xde, 0xdf) {
+            return Err(too_long(py));
+        }
+        for (k, v) in d.iter() {
+            pack_at(&k, out, depth + 1)?;
+            pack_at(&v, out, depth + 1)?;
+        }
+        return Ok(());
+    }
+    if let Ok(l) = obj.downcast::<PyList>() {
+        if !pack_len(out, l.len(), Some((0x90, 16)), None, 0xdc, 0xdd) {
+            return Err(too_long(py));
+        }
+        for v in l.iter() {
+            pack_at(&v, out, depth + 1)?;
+        }
+        return Ok(());
+    }
+    if let Ok(t) = obj.downcast_exact::<PyTuple>() {
+        if !pack_len(out, t.len(), Some((0x90, 16)), None, 0xdc, 0xdd) {
+            return Err(too_long(py));
+        }
+        for v in t.iter() {
+            pack_at(&v, out, depth + 1)?;
+        }
+        return Ok(());
+    }
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return pack_bin(py, b.as_bytes(), out);
+    }
+    if let Ok(b) = obj.downcast::<PyByteArray>() {
+        return pack_bin(py, &b.to_vec(), out);
+    }
+    let c = classes(py)?;
+    if obj.is_instance(c.decimal.bind(py))? {
+        let s = obj.str()?;
+        return pack_ext(py, EXT_DECIMAL, s.to_str()?.as_bytes(), out);
+    }
+    if obj.is_instance(c.datetime.bind(py))? {
+        let s = obj.call_method0("isoformat")?;
+        return pack_ext(py, EXT_DATETIME, s.downcast::<PyString>()?.to_str()?.as_bytes(), out);
+    }
+    if obj.is_instance(c.date.bind(py))? {
+        let s = obj.call_method0("isoformat")?;
+        return pack_ext(py, EXT_DATE, s.downcast::<PyString>()?.to_str()?.as_bytes(), out);
+    }
+    if obj.is_instance(c.ext_type.bind(py))? {
+        let code: i8 = obj.getattr("code")?.extract()?;
+        let data = obj.getattr("data")?;
+        let data = data.downcast::<PyBytes>()?;
+        return pack_ext(py, code, data.as_bytes(), out);
+    }
+    // Other tuple subclasses (named tuples) are arrays, as msgpack has them.
+    if let Ok(t) = obj.downcast::<PyTuple>() {
+        if !pack_len(out, t.len(), Some((0x90, 16)), None, 0xdc, 0xdd) {
+            return Err(too_long(py));
+        }
+        for v in t.iter() {
+            pack_at(&v, out, depth + 1)?;
+        }
+        return Ok(());
+    }
+    // Anything else: the message `from_py` gives.
+    from_py_at(obj, depth).map(|_| ())
 }
 
 /// A [`Mp`] tree as a Python object.

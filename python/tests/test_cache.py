@@ -66,25 +66,56 @@ def test_append_and_get_events(open_cache):
     c = open_cache()
     c.put("orders", "O-2", {"status": "new"})
     for i in range(1, 6):
-        c.append("orders", "O-2", i, {"n": i, "px": Decimal(f"{i}.5")})
+        c.append("orders", "O-2", {"n": i, "px": Decimal(f"{i}.5")})
     evs = c.get_events("orders", "O-2")
     assert evs == [{"n": i, "px": Decimal(f"{i}.5")} for i in range(1, 6)]
     pairs = c.get_events("orders", "O-2", with_ids=True)
-    assert [p[0] for p in pairs] == [1, 2, 3, 4, 5]
+    assert pairs == [(None, e) for e in evs]
 
 
-def test_repeated_event_ids_are_dropped_on_read(open_cache):
+def test_events_are_kept_as_appended(open_cache):
+    # Exactly once: every append is in the log once, repeats included.
     c = open_cache()
-    c.append("orders", "O-3", 1, "a")
-    c.append("orders", "O-3", 1, "again")
-    c.append("orders", "O-3", 2, "b")
-    assert c.get_events("orders", "O-3") == ["a", "b"]
+    c.append("orders", "O-3", "a")
+    c.append("orders", "O-3", "a")
+    c.append("orders", "O-3", [1, "b"])  # a pair is an event like any other
+    assert c.get_events("orders", "O-3") == ["a", "a", [1, "b"]]
+    assert "O-3" not in c.load().events.get("orders", {})  # no value: not in the index
+
+
+def test_append_with_an_event_id_is_deprecated(open_cache):
+    c = open_cache()
+    with pytest.warns(DeprecationWarning, match="event_id is no longer stored"):
+        c.append("orders", "O-5", 7, {"e": 7})
+    assert c.get_events("orders", "O-5") == [{"e": 7}]
+    with pytest.raises(TypeError):
+        c.append("orders", "O-5")
+    with pytest.raises(TypeError):
+        c.append("orders", "O-5", 1, 2, 3)
+
+
+def test_any_collection_name_and_closed_entities(open_cache, server):
+    c = open_cache()
+    names = ["widgets", "my.bots-2", "a" * 256, "Strategy_State"]
+    for n in names:
+        c.put(n, "x", {"n": n})
+        c.append(n, "x", 1)
+    c.put("widgets", "done", 1, closed=True)
+    snap = c.load()
+    for n in names:
+        assert snap[n] == {"x": {"n": n}} or n == "widgets"
+        assert snap.events[n]["x"] == [1]
+    assert snap["widgets"] == {"x": {"n": "widgets"}, "done": 1}
+    r = server.client()
+    assert {m.decode() for m in r.smembers(f"{c.key_prefix}:index:widgets:open")} == {"x"}
+    assert [m.decode() for m in r.zrange(f"{c.key_prefix}:index:widgets:closed", 0, -1)] == ["done"]
+    assert c.load(collections=["widgets"]).entities.keys() == {"widgets"}
 
 
 def test_delete(open_cache):
     c = open_cache()
     c.put("orders", "O-4", {"x": 1})
-    c.append("orders", "O-4", 1, {"e": 1})
+    c.append("orders", "O-4", {"e": 1})
     c.delete("orders", "O-4")
     assert c.get("orders", "O-4") is None
     assert c.get_events("orders", "O-4") == []
@@ -108,7 +139,7 @@ def test_load(open_cache):
     c = open_cache()
     for i in range(250):
         c.put("orders", f"O-{i:04}", {"i": i, "px": Decimal(i) / 4})
-        c.append("orders", f"O-{i:04}", 1, {"ev": i})
+        c.append("orders", f"O-{i:04}", {"ev": i})
     c.put("positions", "P-1", {"q": Decimal("1.5")})
     c.put("custom", "cfg", [1, 2, 3])
     snap = c.load()
@@ -199,18 +230,25 @@ def test_invalid_id(open_cache, bad):
     with pytest.raises(tradecache.InvalidId):
         c.get("orders", bad)
     with pytest.raises(tradecache.InvalidId):
-        c.append("orders", bad, 1, {})
+        c.append("orders", bad, {})
     with pytest.raises(tradecache.InvalidId):
         c.delete("orders", bad)
 
 
-def test_unknown_collection(open_cache):
+def test_bad_collection_names(open_cache):
     c = open_cache()
-    with pytest.raises(tradecache.UnknownCollection) as e:
-        c.put("widgets", "w", 1)
-    assert isinstance(e.value, tradecache.ConfigError) and "orders" in str(e.value)
-    with pytest.raises(tradecache.ConfigError):
-        c.get("index", "x")
+    for bad in ["", "index", "writer", "stream", "heartbeat", "quotes", "a:b", "{t}", "a b", "café", "x" * 257]:
+        with pytest.raises(tradecache.UnknownCollection) as e:
+            c.put(bad, "w", 1)
+        assert isinstance(e.value, tradecache.ConfigError) and "collection" in str(e.value), bad
+        with pytest.raises(tradecache.ConfigError):
+            c.get(bad, "x")
+        with pytest.raises(tradecache.ConfigError):
+            c.append(bad, "x", 1)
+        with pytest.raises(tradecache.ConfigError):
+            c.delete(bad, "x")
+        with pytest.raises(tradecache.ConfigError):
+            c.load(collections=[bad])
 
 
 @pytest.mark.parametrize(
@@ -224,7 +262,7 @@ def test_unencodable_values(open_cache, bad):
         c.put("state", "s", bad)
     assert isinstance(e.value, TypeError) and isinstance(e.value, tradecache.CodecError)
     with pytest.raises(tradecache.EncodeError):
-        c.append("state", "s", 1, bad)
+        c.append("state", "s", bad)
 
 
 def test_cycle_is_refused(open_cache):

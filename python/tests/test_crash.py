@@ -23,7 +23,7 @@ ENGINE = textwrap.dedent(
     i = 0
     while True:
         c.put("orders", f"O-{i}", {"i": i, "px": Decimal(i) / 8})
-        c.append("orders", f"O-{i}", 1, {"e": i})
+        c.append("orders", f"O-{i}", {"e": i})
         i += 1
         if i % 50 == 0:
             c.flush(timeout=30)
@@ -66,7 +66,7 @@ def test_redis_restarted_under_writes_exactly_once(own_server, open_cache):
     n = 4000
     for j in range(n):
         log = logs[j % len(logs)]
-        c.append("orders", log, j, {"j": j})
+        c.append("orders", log, {"j": j})
         c.put("positions", log, {"last": j})
         if j == n // 3:
             c.flush(timeout=30)
@@ -77,7 +77,7 @@ def test_redis_restarted_under_writes_exactly_once(own_server, open_cache):
     r = own_server.client()
     for k, log in enumerate(logs):
         raw = r.lrange(f"{c.key_prefix}:orders:{log}:events", 0, -1)
-        got = [tradecache.unpackb(b)[0] for b in raw]
+        got = [tradecache.unpackb(b)["j"] for b in raw]
         assert got == list(range(k, n, len(logs))), f"{log}: not every event exactly once, in order"
         last = max(range(k, n, len(logs)))
         assert c.get("positions", log) == {"last": last}

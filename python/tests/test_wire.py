@@ -113,10 +113,10 @@ def test_events_byte_identical(open_cache, server):
     c = open_cache()
     evs = [(1, {"kind": "Submitted"}), (2, {"kind": "Filled", "px": Decimal("1.25")}), (2**40, "x"), (200, None)]
     for eid, ev in evs:
-        c.append("orders", "O-1", eid, ev)
+        c.append("orders", "O-1", ev)
     c.flush()
     raw = server.client().lrange(f"{c.key_prefix}:orders:O-1:events", 0, -1)
-    assert raw == [pack([eid, ev]) for eid, ev in evs]
+    assert raw == [pack(ev) for _, ev in evs]
 
 
 def test_values_written_by_redis_py_are_read(open_cache, server):
@@ -125,11 +125,24 @@ def test_values_written_by_redis_py_are_read(open_cache, server):
     r = server.client()
     r.set(f"{c.key_prefix}:custom:ext", pack(v))
     r.sadd(f"{c.key_prefix}:index:custom", "ext")
-    r.rpush(f"{c.key_prefix}:custom:ext:events", pack([1, "a"]), pack([2, "b"]))
+    r.rpush(f"{c.key_prefix}:custom:ext:events", pack({"e": "a"}), pack("b"))
     assert c.get("custom", "ext") == v
-    assert c.get_events("custom", "ext") == ["a", "b"]
+    assert c.get_events("custom", "ext") == [{"e": "a"}, "b"]
     snap = c.load()
-    assert snap["custom"]["ext"] == v and snap.events["custom"]["ext"] == ["a", "b"]
+    assert snap["custom"]["ext"] == v and snap.events["custom"]["ext"] == [{"e": "a"}, "b"]
+
+
+def test_old_format_events_are_read_with_legacy(open_cache, server):
+    # Before events were stored as themselves, an entry was [event_id, event].
+    c = open_cache()
+    r = server.client()
+    r.set(f"{c.key_prefix}:custom:old", pack(1))
+    r.sadd(f"{c.key_prefix}:index:custom", "old")
+    r.rpush(f"{c.key_prefix}:custom:old:events", pack([1, "a"]), pack([1, "again"]), pack([2, "b"]))
+    assert c.get_events("custom", "old") == [[1, "a"], [1, "again"], [2, "b"]]
+    assert c.get_events("custom", "old", legacy=True) == ["a", "b"]
+    assert c.get_events("custom", "old", with_ids=True, legacy=True) == [(1, "a"), (2, "b")]
+    assert c.load(legacy_events=True).events["custom"]["old"] == ["a", "b"]
 
 
 def test_undecodable_values_are_reported_by_load(open_cache, server):
@@ -168,5 +181,6 @@ def test_event_entries_of_other_writers_are_read_whole(open_cache, server):
     key = f"{c.key_prefix}:orders:RUST-1:events"
     rust_like = {"e": 1, "o": "RUST-1", "te": 5, "k": "Canceled"}
     r.rpush(key, pack(rust_like), pack([2, "ours"]))
-    assert c.get_events("orders", "RUST-1") == [rust_like, "ours"]
-    assert c.get_events("orders", "RUST-1", with_ids=True) == [(None, rust_like), (2, "ours")]
+    assert c.get_events("orders", "RUST-1") == [rust_like, [2, "ours"]]
+    assert c.get_events("orders", "RUST-1", legacy=True) == [rust_like, "ours"]
+    assert c.get_events("orders", "RUST-1", with_ids=True, legacy=True) == [(None, rust_like), (2, "ours")]

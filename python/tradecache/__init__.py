@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from . import _errors
 from ._errors import *  # noqa: F401,F403
 from ._errors import __all__ as _error_names
-from ._tradecache import COLLECTIONS, packb, unpackb
+from ._tradecache import packb, unpackb
 from ._tradecache import Cache as _Cache
 from ._types import ExtType
 
@@ -111,13 +111,22 @@ class Cache(_Cache):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def load(self, collections: Optional[List[str]] = None, events: bool = True, timeout: float = 5.0) -> Snapshot:
-        """Reads everything this trader persisted (or only ``collections``),
-        with the event logs unless ``events=False``, as plain Python
-        structures. Waits (without the GIL) for the writes accepted before
-        it; reads the commit marker before and after and reads again (three
-        times at most) if a batch landed in between."""
-        d = self._load(collections, events, timeout)
+    def load(
+        self,
+        collections: Optional[List[str]] = None,
+        events: bool = True,
+        timeout: float = 5.0,
+        legacy_events: bool = False,
+    ) -> Snapshot:
+        """Reads everything this trader persisted (every collection with an
+        index set, or only ``collections``), with the event logs unless
+        ``events=False``, as plain Python structures, through the core's
+        loader (any deployment: TLS, Sentinel, Cluster). Waits (without the
+        GIL) for the writes accepted before it; reads the commit marker
+        before and after and reads again (three times at most) if a batch
+        landed in between. ``legacy_events=True`` also reads event entries
+        of the old ``[event_id, event]`` format (see ``get_events``)."""
+        d = self._load(collections, events, timeout, legacy_events)
         return Snapshot(d["entities"], d["events"], d["report"])
 
     def health(self) -> Health:
@@ -140,7 +149,6 @@ __all__ = [
     "Stats",
     "Snapshot",
     "ExtType",
-    "COLLECTIONS",
     "packb",
     "unpackb",
     *_error_names,

@@ -36,7 +36,6 @@ __version__: str
 Value = Any
 
 #: The collections put/append/delete accept.
-COLLECTIONS: List[str]
 
 def packb(value: Value) -> bytes:
     """The MessagePack bytes the bindings store for ``value``."""
@@ -90,14 +89,18 @@ class Cache:
     ``trader_id``, ``writer_id``, ``channel_capacity``, ``overflow``, ...).
     """
 
-    COLLECTIONS: List[str]
     def __init__(self, *, env: bool = True, **options: Union[str, int, float, bool, None]) -> None: ...
     def __enter__(self) -> "Cache": ...
     def __exit__(self, *exc: Any) -> None: ...
-    def put(self, collection: str, id: str, value: Value) -> int:
-        """Queues the latest value of ``id``; returns its sequence number (no I/O)."""
-    def append(self, collection: str, id: str, event_id: int, event: Value) -> int:
+    def put(self, collection: str, id: str, value: Value, closed: bool = False) -> int:
+        """Queues the latest value of ``id``; returns its sequence number (no I/O).
+        ``closed=True``: the entity is done (leaves the open index; purges may remove it)."""
+    @overload
+    def append(self, collection: str, id: str, event: Value) -> int:
         """Appends ``event`` to the event log of ``id``; returns its sequence number."""
+    @overload
+    def append(self, collection: str, id: str, event_id: int, event: Value) -> int:
+        """Deprecated form: ``event_id`` is checked but not stored."""
     def delete(self, collection: str, id: str) -> int:
         """Queues the deletion of ``id`` (value, events, index entries)."""
     def wait(self, seq: int, timeout: float = 5.0) -> None:
@@ -115,11 +118,11 @@ class Cache:
     def get(self, collection: str, id: str, timeout: float = 5.0) -> Optional[Value]:
         """The latest value of ``id`` (sees this process's earlier writes), or None."""
     @overload
-    def get_events(self, collection: str, id: str, with_ids: Literal[False] = False, timeout: float = 5.0) -> List[Value]: ...
+    def get_events(self, collection: str, id: str, with_ids: Literal[False] = False, timeout: float = 5.0, legacy: bool = False) -> List[Value]: ...
     @overload
-    def get_events(self, collection: str, id: str, with_ids: Literal[True], timeout: float = 5.0) -> List[Tuple[Optional[int], Value]]: ...
-    def load(self, collections: Optional[List[str]] = None, events: bool = True, timeout: float = 5.0) -> Snapshot:
-        """Everything this trader persisted, as plain Python structures."""
+    def get_events(self, collection: str, id: str, with_ids: Literal[True], timeout: float = 5.0, legacy: bool = False) -> List[Tuple[Optional[int], Value]]: ...
+    def load(self, collections: Optional[List[str]] = None, events: bool = True, timeout: float = 5.0, legacy_events: bool = False) -> Snapshot:
+        """Everything this trader persisted (every collection with an index set), as plain Python structures."""
     def take_dropped(self) -> List[Dict[str, Any]]: ...
     def health(self) -> Health: ...
     def stats(self) -> Stats: ...

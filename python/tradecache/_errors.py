@@ -29,13 +29,17 @@ class ConfigError(Error, ValueError):
 
 
 class NotSupported(ConfigError):
-    """The bindings cannot do this with this configuration (reads with
-    Sentinel, Cluster or TLS)."""
+    """The bindings cannot do this with this configuration. (Reserved: since
+    reads go through the core, every deployment the core supports is read
+    and written alike, and nothing raises it.)"""
 
 
 class UnknownCollection(ConfigError):
-    """``put``/``append``/``delete`` to a collection the bindings cannot write
-    (see ``tradecache.COLLECTIONS``)."""
+    """A collection name the core's rule refuses (any call naming it): empty
+    or longer than 256 bytes, anything but ASCII letters, digits and
+    punctuation other than ``:``, ``{``, ``}``, or a name the key layout
+    uses itself (``index``, ``writer``, ``stream``, ``heartbeat``,
+    ``quotes``, ``trades``, ``bars``)."""
 
 
 class InvalidId(Error, ValueError):

@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::values::{
-    decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LOG_SLICE, NO_VALUE,
+    decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LoadEvent, LoadItem,
+    LOG_SLICE, NO_VALUE,
 };
 use super::LoadReport;
 use crate::config::Config;
@@ -15,6 +16,11 @@ use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::net::{self, Conn, Packer};
 use redis::Value;
+
+/// Where [`Reader::load_in`] hands each chunk, in id order: its items, the
+/// event logs read with them, and the ids whose logs are read on after.
+pub(crate) type Sink<'s, T, E> =
+    &'s mut dyn FnMut(&mut Vec<T>, &mut Vec<(Ident, Vec<E>)>, &[Ident]) -> std::ops::ControlFlow<()>;
 
 /// Entities of one collection with their (optional) event logs.
 pub(crate) struct Loaded<T, E> {
@@ -165,11 +171,32 @@ impl<'a> Reader<'a> {
         with_events: bool,
         open_only: bool,
     ) -> Result<Loaded<T, E>> {
+        self.load_in::<T, E>(T::COLLECTION, with_events, open_only, None)
+    }
+
+    /// As [`Reader::load`], for the collection named `collection` (whose
+    /// name the caller has checked), into items of any [`LoadItem`].
+    ///
+    /// With a `sink`, each chunk is handed to it on the calling thread as
+    /// soon as it and every chunk before it have arrived (while the
+    /// workers read the next ones), instead of being collected: its items
+    /// (drained by the sink) and the event logs of the chunk, except those
+    /// that filled their first slice (the `long` ids, also given), whose
+    /// logs are completed afterwards and returned in [`Loaded::events`].
+    /// [`Loaded::items`] is then empty, `open_only` must be false, and a
+    /// sink that breaks is not called again (the load still completes).
+    pub(crate) fn load_in<T: LoadItem, E: LoadEvent>(
+        &mut self,
+        collection: &str,
+        with_events: bool,
+        open_only: bool,
+        mut sink: Option<Sink<'_, T, E>>,
+    ) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let (ids, filter) = if open_only {
-            self.open_ids(T::COLLECTION, &mut report)?
+            self.open_ids(collection, &mut report)?
         } else {
-            (self.ids(T::COLLECTION, &mut report)?, false)
+            (self.ids(collection, &mut report)?, false)
         };
         let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
         // Small collections stay on the one connection; larger ones get
@@ -181,6 +208,8 @@ impl<'a> Reader<'a> {
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
         let mut long = Vec::new();
+        // A sink that broke: what is read from then on is dropped.
+        let mut broken = false;
         let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
         // Emptied chunk buffers go back to the workers: fresh memory for
         // every chunk (then freed) cost page faults at a million orders.
@@ -192,11 +221,12 @@ impl<'a> Reader<'a> {
                 let (tx, spare) = (tx.clone(), spare_rx.clone());
                 let mine: Vec<(usize, &[Ident])> =
                     chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
-                let spawned = std::thread::Builder::new()
-                    .name("tradecache-load".into())
-                    .spawn_scoped(scope, move || {
-                        read_chunks::<T, E>(conn, keys, encoding, with_events, &mine, &tx, &spare)
-                    });
+                let spawned = std::thread::Builder::new().name("tradecache-load".into()).spawn_scoped(
+                    scope,
+                    move || {
+                        read_chunks::<T, E>(conn, keys, collection, encoding, with_events, &mine, &tx, &spare)
+                    },
+                );
                 if let Err(e) = spawned {
                     return Err(Error::Redis {
                         addr: self.cfg.redacted_url(),
@@ -214,8 +244,27 @@ impl<'a> Reader<'a> {
                 let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
                 slots[i] = Some(out?);
                 while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
-                    items.append(&mut out.items);
-                    events.extend(out.events.drain(..));
+                    match sink.as_mut() {
+                        None => {
+                            items.append(&mut out.items);
+                            events.extend(out.events.drain(..));
+                        }
+                        Some(_) if broken => {
+                            out.items.clear();
+                            out.events.clear();
+                        }
+                        Some(f) => {
+                            if !out.long.is_empty() {
+                                let (tails, short): (Vec<_>, Vec<_>) =
+                                    out.events.drain(..).partition(|(id, _)| out.long.contains(id));
+                                events.extend(tails);
+                                out.events.extend(short);
+                            }
+                            broken = f(&mut out.items, &mut out.events, &out.long).is_break();
+                            out.items.clear();
+                            out.events.clear();
+                        }
+                    }
                     long.append(&mut out.long);
                     report.merge(std::mem::take(&mut out.report));
                     let _ = spare_tx.try_send(out);
@@ -225,14 +274,17 @@ impl<'a> Reader<'a> {
             Ok(())
         })?;
         if !long.is_empty() {
-            self.load_tails::<T, E>(&long, &mut events, &mut report)?;
+            self.load_tails::<E>(collection, &long, &mut events, &mut report)?;
         }
         self.explain_missing(&mut report)?;
         if filter {
             // Unclassified ids were read too: keep the open ones.
-            let closed: HashSet<Ident> =
-                items.iter().filter(|t| t.is_closed()).filter_map(|t| Ident::new(t.id()).ok()).collect();
-            items.retain(|t| !t.is_closed());
+            let closed: HashSet<Ident> = items
+                .iter()
+                .filter(|t| t.item_closed())
+                .filter_map(|t| Ident::new(t.item_id()).ok())
+                .collect();
+            items.retain(|t| !t.item_closed());
             events.retain(|id, _| !closed.contains(id));
         }
         Ok(Loaded { items, events, report })
@@ -242,13 +294,14 @@ impl<'a> Reader<'a> {
     /// (one `LLEN` each, one round trip), then slices of `LOG_SLICE`
     /// entries spread round-robin over the workers, appended in order.
     /// Repeated event ids are dropped across slices too.
-    fn load_tails<T: Entity, E: Event>(
+    fn load_tails<E: LoadEvent>(
         &mut self,
+        collection: &str,
         long: &[Ident],
         events: &mut HashMap<Ident, Vec<E>>,
         report: &mut LoadReport,
     ) -> Result<()> {
-        let keys: Vec<String> = long.iter().map(|id| self.keys.events(T::COLLECTION, id)).collect();
+        let keys: Vec<String> = long.iter().map(|id| self.keys.events(collection, id)).collect();
         self.packer.clear();
         for key in &keys {
             self.packer.cmd(&[b"LLEN", key.as_bytes()]);
@@ -302,9 +355,10 @@ impl<'a> Reader<'a> {
                 while let Some((list, mut slice_report)) = slots.get_mut(next).and_then(Option::take) {
                     let log = slices[next].0;
                     let all = events.entry(long[log].clone()).or_default();
-                    let seen = seen.entry(log).or_insert_with(|| all.iter().map(Event::event_id).collect());
+                    let seen =
+                        seen.entry(log).or_insert_with(|| all.iter().filter_map(E::dedup_id).collect());
                     for ev in list {
-                        if seen.insert(ev.event_id()) {
+                        if ev.dedup_id().is_none_or(|id| seen.insert(id)) {
                             all.push(ev);
                         } else {
                             slice_report.duplicate_events += 1;
@@ -375,9 +429,11 @@ impl<'a> Reader<'a> {
 /// the one it reads, decodes each and sends it to the calling thread.
 /// Stops at the first connection error (sent as the chunk's result) or
 /// when the calling thread has gone.
-pub(super) fn read_chunks<T: Entity, E: Event>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_chunks<T: LoadItem, E: LoadEvent>(
     conn: &mut Conn,
     keys: &Keys,
+    collection: &str,
     encoding: crate::config::Encoding,
     with_events: bool,
     chunks: &[(usize, &[Ident])],
@@ -395,13 +451,13 @@ pub(super) fn read_chunks<T: Entity, E: Event>(
         packer.bulk(b"MGET");
         for id in ids {
             key.clear();
-            keys.write_entity(&mut key, T::COLLECTION, id);
+            keys.write_entity(&mut key, collection, id);
             packer.bulk(&key);
         }
         if with_events {
             for id in ids {
                 key.clear();
-                keys.write_events(&mut key, T::COLLECTION, id);
+                keys.write_events(&mut key, collection, id);
                 packer.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
             }
         }
@@ -420,7 +476,7 @@ pub(super) fn read_chunks<T: Entity, E: Event>(
             for _ in 0..logs.capacity() {
                 logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
             }
-            Ok(decode_chunk::<T, E>(keys, encoding, ids, snapshots, logs, spare.try_recv().ok()))
+            Ok(decode_chunk::<T, E>(keys, collection, encoding, ids, snapshots, logs, spare.try_recv().ok()))
         });
         let failed = out.is_err();
         if tx.send((index, out)).is_err() || failed {
@@ -431,7 +487,7 @@ pub(super) fn read_chunks<T: Entity, E: Event>(
 
 /// A worker of `Reader::load_tails`: reads its slices (`mine`, indexes
 /// into `slices`) with one request ahead, decodes each and sends it back.
-pub(super) fn read_slices<E: Event>(
+pub(super) fn read_slices<E: LoadEvent>(
     conn: &mut Conn,
     keys: &[String],
     slices: &[(usize, usize, usize)],

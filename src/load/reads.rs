@@ -30,11 +30,11 @@ impl Cache {
 
 /// The most a read waits for the writes accepted before it: one reply, or
 /// one reconnect.
-fn settle_timeout(cache: &Cache) -> Duration {
+pub(crate) fn settle_timeout(cache: &Cache) -> Duration {
     cache.config().response_timeout + cache.config().reconnect_backoff_max
 }
 
-fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
+pub(crate) fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
     Error::Redis {
         addr: cache.config().redacted_url(),
         kind: crate::ErrorKind::Server,

@@ -53,7 +53,7 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    pub(super) fn merge(&mut self, other: LoadReport) {
+    pub(crate) fn merge(&mut self, other: LoadReport) {
         self.issues.extend(other.issues);
         self.duplicate_events += other.duplicate_events;
         self.keys_read += other.keys_read;

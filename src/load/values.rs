@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use super::{LoadIssue, LoadReport};
 use crate::codec;
+use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
 use crate::ident::Ident;
 use crate::keys::Keys;
@@ -25,11 +26,58 @@ pub(super) struct ChunkOut<T, E> {
 /// events) spread over the workers afterwards.
 pub(super) const LOG_SLICE: usize = 4096;
 
+/// What a load decodes a snapshot into: an [`Entity`] (through serde), or
+/// the stored bytes themselves (`raw.rs`).
+pub(crate) trait LoadItem: Send + Sized {
+    /// The value of the key of entity `id`, or why it cannot be used.
+    fn decode_item(bytes: Vec<u8>, id: &Ident, encoding: Encoding) -> Result<Self, String>;
+    /// [`Entity::is_closed`] (`load_open`'s filter).
+    fn item_closed(&self) -> bool;
+    /// The entity's id.
+    fn item_id(&self) -> &str;
+}
+
+impl<T: Entity> LoadItem for T {
+    fn decode_item(bytes: Vec<u8>, id: &Ident, encoding: Encoding) -> Result<Self, String> {
+        match codec::decode::<T>(&bytes, encoding) {
+            Ok(v) if v.id() == id.as_str() => Ok(v),
+            Ok(v) => Err(format!("value has id {:?}, key says {id:?}", v.id())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn item_closed(&self) -> bool {
+        self.is_closed()
+    }
+    fn item_id(&self) -> &str {
+        self.id()
+    }
+}
+
+/// What a load decodes an event-log entry into: an [`Event`], or the
+/// stored bytes.
+pub(crate) trait LoadEvent: Send + Sized {
+    /// The entry, or why it cannot be used.
+    fn decode_event(bytes: Vec<u8>, encoding: Encoding) -> Result<Self, String>;
+    /// The id repeats are dropped by; `None`: entries are kept as stored.
+    fn dedup_id(&self) -> Option<u64>;
+}
+
+impl<E: Event> LoadEvent for E {
+    fn decode_event(bytes: Vec<u8>, encoding: Encoding) -> Result<Self, String> {
+        codec::decode::<E>(&bytes, encoding).map_err(|e| e.to_string())
+    }
+    fn dedup_id(&self) -> Option<u64> {
+        Some(self.event_id())
+    }
+}
+
 /// Decodes one chunk's replies: the `MGET` of the snapshots and, with
 /// events, one `LRANGE` reply per id. Problems are reported by key in id
 /// order (a snapshot before its log).
-pub(super) fn decode_chunk<T: Entity, E: Event>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
     keys: &Keys,
+    collection: &str,
     encoding: crate::config::Encoding,
     ids: &[Ident],
     snapshots: Value,
@@ -43,7 +91,7 @@ pub(super) fn decode_chunk<T: Entity, E: Event>(
         None => (Vec::with_capacity(ids.len()), Vec::with_capacity(logs.len())),
     };
     let mut long = Vec::new();
-    let key = |id: &Ident| keys.entity(T::COLLECTION, id);
+    let key = |id: &Ident| keys.entity(collection, id);
     let values = match snapshots {
         Value::Array(v) if v.len() == ids.len() => v,
         Value::ServerError(e) => {
@@ -63,13 +111,9 @@ pub(super) fn decode_chunk<T: Entity, E: Event>(
         if let Some(value) = values.next() {
             report.keys_read += 1;
             match value {
-                Value::BulkString(b) => match codec::decode::<T>(&b, encoding) {
-                    Ok(v) if v.id() == id.as_str() => items.push(v),
-                    Ok(v) => report.issues.push(LoadIssue {
-                        key: key(id),
-                        problem: format!("value has id {:?}, key says {id:?}", v.id()),
-                    }),
-                    Err(e) => report.issues.push(LoadIssue { key: key(id), problem: e.to_string() }),
+                Value::BulkString(b) => match T::decode_item(b, id, encoding) {
+                    Ok(v) => items.push(v),
+                    Err(problem) => report.issues.push(LoadIssue { key: key(id), problem }),
                 },
                 // `MGET` answers nil for a missing key and for a key of
                 // another type alike: `explain_nil` tells them apart.
@@ -83,7 +127,7 @@ pub(super) fn decode_chunk<T: Entity, E: Event>(
             if matches!(&reply, Value::Array(v) if v.len() == LOG_SLICE) {
                 long.push(id.clone());
             }
-            let key = keys.events(T::COLLECTION, id);
+            let key = keys.events(collection, id);
             let list = decode_events::<E>(reply, &key, encoding, &mut report);
             if !list.is_empty() {
                 events.push((id.clone(), list));
@@ -126,7 +170,7 @@ pub(super) fn members_to_ids(reply: Value, index: &str, report: &mut LoadReport)
     ids
 }
 
-pub(crate) fn decode_events<E: Event>(
+pub(crate) fn decode_events<E: LoadEvent>(
     reply: Value,
     key: &str,
     encoding: crate::config::Encoding,
@@ -137,7 +181,7 @@ pub(crate) fn decode_events<E: Event>(
 
 /// As [`decode_events`] for a slice of a log that starts at entry
 /// `offset` (which names entries in issues).
-pub(super) fn decode_events_from<E: Event>(
+pub(super) fn decode_events_from<E: LoadEvent>(
     reply: Value,
     key: &str,
     offset: usize,
@@ -165,12 +209,12 @@ pub(super) fn decode_events_from<E: Event>(
     let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::BulkString(b) = item else { continue };
-        match codec::decode::<E>(&b, encoding) {
+        match E::decode_event(b, encoding) {
             Ok(ev) => {
-                let id = ev.event_id();
-                let new = match seen.as_mut() {
-                    Some(seen) => seen.insert(id),
-                    None => out.iter().all(|e| e.event_id() != id),
+                let new = match (ev.dedup_id(), seen.as_mut()) {
+                    (None, _) => true,
+                    (Some(id), Some(seen)) => seen.insert(id),
+                    (Some(id), None) => out.iter().all(|e| e.dedup_id() != Some(id)),
                 };
                 if new {
                     out.push(ev);
@@ -178,9 +222,7 @@ pub(super) fn decode_events_from<E: Event>(
                     report.duplicate_events += 1;
                 }
             }
-            Err(e) => report
-                .issues
-                .push(LoadIssue { key: format!("{key}[{}]", offset + i), problem: e.to_string() }),
+            Err(e) => report.issues.push(LoadIssue { key: format!("{key}[{}]", offset + i), problem: e }),
         }
     }
     out

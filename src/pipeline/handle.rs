@@ -265,7 +265,7 @@ impl Cache {
     }
 
     #[inline]
-    fn push<T>(
+    pub(crate) fn push<T>(
         &self,
         make: impl FnOnce(u64) -> Msg,
         back: impl FnOnce() -> T,

@@ -36,6 +36,7 @@ mod metrics;
 mod model_based;
 mod outage;
 mod pipeline;
+mod raw;
 mod reads;
 mod reconnect;
 mod recovery_scale;

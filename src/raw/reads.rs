@@ -1,0 +1,323 @@
+//! The raw reads: `get_raw`, `get_events_raw`, `load_raw`, `collections`,
+//! on the cache's read connections and the core's loader.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use redis::Value;
+
+use super::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
+use crate::error::{Error, Result};
+use crate::ident::{self, Ident};
+use crate::load::{check_strict, decode_events, LoadReport, Reader};
+use crate::Cache;
+
+/// How many times `load_raw` reads while batches keep landing (as `load`).
+const LOAD_ATTEMPTS: u32 = 3;
+
+impl Cache {
+    /// The stored bytes of entity `id` of `collection`, or `None`. One
+    /// `GET` on the read connection, read-your-writes as [`Cache::get`].
+    /// The bytes are not checked: any value stored there (by this API, the
+    /// typed one, or another client) comes back as it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`] ([`Error::InvalidId`], [`Error::WaitTimeout`],
+    /// [`Error::Closed`], connection failures, [`Error::Redis`] for a key
+    /// of another type).
+    ///
+    /// # Example
+    ///
+    /// See [`Cache::put_raw`].
+    pub fn get_raw(&self, collection: Collection, id: &str) -> Result<Option<Vec<u8>>> {
+        ident::validate(id)?;
+        self.settle_reads(crate::load::reads::settle_timeout(self))?;
+        let key = self.keys().entity(collection.0, id);
+        match self.raw_read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) => Ok(Some(b)),
+            Value::ServerError(e) => Err(crate::load::reads::server_error(self, &key, &e)),
+            other => Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
+        }
+    }
+
+    /// The stored entries of the event log of entity `id` of `collection`,
+    /// in append order (empty when there is none). One `LRANGE` on the
+    /// read connection, read-your-writes as [`Cache::get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get_raw`].
+    ///
+    /// # Example
+    ///
+    /// See [`Cache::append_raw`].
+    pub fn get_events_raw(&self, collection: Collection, id: &str) -> Result<Vec<Vec<u8>>> {
+        ident::validate(id)?;
+        self.settle_reads(crate::load::reads::settle_timeout(self))?;
+        let key = self.keys().events(collection.0, id);
+        let reply = self.raw_read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
+        if let Value::ServerError(e) = &reply {
+            return Err(crate::load::reads::server_error(self, &key, e));
+        }
+        let mut report = LoadReport::default();
+        let entries = decode_events::<RawEntry>(reply, &key, self.config().encoding, &mut report);
+        match report.issues.into_iter().next() {
+            None => Ok(entries.into_iter().map(|e| e.0).collect()),
+            Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
+        }
+    }
+
+    /// Loads every entity of `collections` (with `with_events`, their event
+    /// logs too) as stored bytes: the parallel, pipelined reads of
+    /// [`Cache::load`] (ids from the index sets, sorted, in chunks of
+    /// `load_chunk` on up to four connections of their own, long logs in
+    /// slices), and its consistent cut: the commit marker is read before
+    /// and after, and everything read again (three times at most) when a
+    /// batch landed in between ([`LoadReport::consistent`],
+    /// [`LoadReport::attempts`]). Connections are made as [`Cache::open`]
+    /// makes them: TLS, Sentinel and Cluster alike.
+    ///
+    /// Entities listed in an index without a value are reported in
+    /// [`LoadReport::issues`] and left out; the bytes themselves are not
+    /// checked.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// use tradecache::raw::{Collection, RawValue};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// let bots = Collection::new("bots")?;
+    /// cache.put_raw(bots, "B-1", RawValue::msgpack(vec![0x2a])?)?;
+    /// cache.append_raw(bots, "B-1", RawValue::msgpack(vec![0x01])?)?;
+    /// cache.flush(Duration::from_secs(1))?;
+    /// let snap = cache.load_raw(&[bots], true)?;
+    /// assert!(snap.report.consistent);
+    /// let (collection, entities) = &snap.collections[0];
+    /// assert_eq!(*collection, bots);
+    /// let b1 = entities.iter().find(|e| e.id.as_str() == "B-1").unwrap();
+    /// assert_eq!((b1.value.as_slice(), b1.events.as_slice()), (&[0x2a][..], &[vec![0x01]][..]));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Connection failures; with `strict_load`, [`Error::Load`] when any
+    /// issue was found.
+    pub fn load_raw(&self, collections: &[Collection], with_events: bool) -> Result<RawSnapshot> {
+        let mut snap = RawSnapshot::default();
+        let mut attempt = 0;
+        let report = self.load_raw_each(collections, with_events, |part| {
+            if part.attempt != attempt {
+                // Read again: what the earlier attempt gave is dropped.
+                attempt = part.attempt;
+                snap.collections.clear();
+            }
+            match snap.collections.last_mut() {
+                Some((c, list)) if *c == part.collection => list.append(&mut part.entities),
+                _ => snap.collections.push((part.collection, std::mem::take(&mut part.entities))),
+            }
+            ControlFlow::Continue(())
+        })?;
+        if attempt != report.attempts {
+            // The last read found nothing: what an earlier one gave goes.
+            snap.collections.clear();
+        }
+        // Collections with no entity still get their (empty) entry, in
+        // the order asked; entities with long logs came last: sorted.
+        let mut by: Vec<(Collection, Vec<RawEntity>)> = Vec::with_capacity(collections.len());
+        for &c in collections {
+            if by.iter().any(|(b, _)| *b == c) {
+                continue;
+            }
+            let mut list: Vec<RawEntity> = Vec::new();
+            for (got, l) in snap.collections.iter_mut() {
+                if *got == c {
+                    list.append(l);
+                }
+            }
+            if !list.is_sorted_by(|a, b| a.id <= b.id) {
+                list.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            by.push((c, list));
+        }
+        snap.collections = by;
+        snap.report = report;
+        Ok(snap)
+    }
+
+    /// As [`Cache::load_raw`], handing the entities to `each` as they
+    /// arrive instead of collecting them: one [`RawPart`] per chunk of
+    /// `load_chunk` ids, in id order (entities whose log holds more than
+    /// 4,096 events, read on in slices, come after their collection's
+    /// chunks), called on this thread while the workers read the next
+    /// chunks, so that a caller's own work on a part (decoding it, say)
+    /// overlaps with the reading. Returns the load's report.
+    ///
+    /// When a batch landed while reading, the state is read again (three
+    /// times at most, as [`Cache::load`]): the parts of the new read carry
+    /// the next [`RawPart::attempt`], and what the earlier parts gave is
+    /// to be dropped. `each` returning [`ControlFlow::Break`] stops the
+    /// calls (the read in progress completes, uncalled).
+    ///
+    /// ```no_run
+    /// # use std::ops::ControlFlow;
+    /// # use tradecache::{Cache, Config};
+    /// use tradecache::raw::Collection;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// let mut values = 0;
+    /// let mut attempt = 0;
+    /// let report = cache.load_raw_each(&cache.collections()?, true, |part| {
+    ///     if part.attempt != attempt {
+    ///         (attempt, values) = (part.attempt, 0); // read again: start over
+    ///     }
+    ///     values += part.entities.len();
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert!(report.consistent || report.attempts == 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::load_raw`].
+    pub fn load_raw_each(
+        &self,
+        collections: &[Collection],
+        with_events: bool,
+        mut each: impl FnMut(&mut RawPart) -> ControlFlow<()>,
+    ) -> Result<LoadReport> {
+        let start = Instant::now();
+        // Each collection once, in the order first named.
+        let mut unique: Vec<Collection> = Vec::with_capacity(collections.len());
+        for &c in collections {
+            if !unique.contains(&c) {
+                unique.push(c);
+            }
+        }
+        let mut r = Reader::open(self.config(), self.keys())?;
+        let marker = self.keys().writer(&self.config().writer_id);
+        let mut attempts = 0;
+        let mut stopped = false;
+        let mut part =
+            RawPart { attempt: 0, collection: Collection::new_unchecked("-"), entities: Vec::new() };
+        let mut report = loop {
+            attempts += 1;
+            let before = r.marker(&marker)?;
+            let mut report = LoadReport::default();
+            for &c in &unique {
+                part.attempt = attempts;
+                part.collection = c;
+                let mut held: Vec<RawItem> = Vec::new();
+                let mut sink =
+                    |items: &mut Vec<RawItem>, events: &mut Vec<(Ident, Vec<RawEntry>)>, long: &[Ident]| {
+                        part.entities.clear();
+                        part.entities.reserve(items.len());
+                        // Both in id order: a merge.
+                        let mut evs = events.drain(..).peekable();
+                        for RawItem(id, value) in items.drain(..) {
+                            if !long.is_empty() && long.contains(&id) {
+                                held.push(RawItem(id, value));
+                                continue;
+                            }
+                            while evs.next_if(|(e, _)| *e < id).is_some() {}
+                            let events = match evs.next_if(|(e, _)| *e == id) {
+                                Some((_, l)) => l.into_iter().map(|e| e.0).collect(),
+                                None => Vec::new(),
+                            };
+                            part.entities.push(RawEntity { id, value, events });
+                        }
+                        if stopped || part.entities.is_empty() {
+                            return ControlFlow::Continue(());
+                        }
+                        let flow = each(&mut part);
+                        stopped = flow.is_break();
+                        flow
+                    };
+                let mut loaded = r.load_in::<RawItem, RawEntry>(c.0, with_events, false, Some(&mut sink))?;
+                if !held.is_empty() && !stopped {
+                    part.entities.clear();
+                    for RawItem(id, value) in held {
+                        let events = loaded.events.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
+                        part.entities.push(RawEntity { id, value, events: events.unwrap_or_default() });
+                    }
+                    stopped = each(&mut part).is_break();
+                }
+                report.merge(loaded.report);
+            }
+            report.consistent = r.marker(&marker)? == before;
+            if report.consistent || attempts == LOAD_ATTEMPTS || stopped {
+                break report;
+            }
+        };
+        report.attempts = attempts;
+        report.elapsed = start.elapsed();
+        check_strict(self.config(), &report)?;
+        Ok(report)
+    }
+
+    /// The collections of this cache that have an index set
+    /// (`{trader}:index:{collection}`), sorted: every collection written
+    /// through either API (and not since emptied by deletes). One `SCAN`
+    /// of this trader's index keys on a read connection.
+    ///
+    /// ```no_run
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// let snap = cache.load_raw(&cache.collections()?, true)?;
+    /// # let _ = snap;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Connection failures and server errors.
+    pub fn collections(&self) -> Result<Vec<Collection>> {
+        self.settle_reads(crate::load::reads::settle_timeout(self))?;
+        let prefix = self.keys().index("");
+        let pattern = self.keys().index_pattern().unwrap_or_else(|| "index:*".into());
+        let mut cursor = b"0".to_vec();
+        let mut found = Vec::new();
+        loop {
+            let reply = self.raw_read(|p| {
+                p.cmd(&[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000", b"TYPE", b"set"])
+            })?;
+            let (next, keys) = match reply {
+                Value::Array(mut v) if v.len() == 2 => {
+                    let keys = v.pop();
+                    (v.pop(), keys)
+                }
+                Value::ServerError(e) => return Err(crate::load::reads::server_error(self, &pattern, &e)),
+                other => {
+                    return Err(Error::Codec { key: pattern, detail: format!("unexpected reply {other:?}") })
+                }
+            };
+            if let Some(Value::Array(keys)) = keys {
+                for k in keys {
+                    let Value::BulkString(k) = k else { continue };
+                    let Some(rest) = k.strip_prefix(prefix.as_bytes()) else { continue };
+                    // `index:{c}:open` is a set too; a collection has no ':'.
+                    if let Some(c) = std::str::from_utf8(rest).ok().and_then(|c| Collection::new(c).ok()) {
+                        found.push(c);
+                    }
+                }
+            }
+            match next {
+                Some(Value::BulkString(c)) if c != b"0" => cursor = c,
+                _ => break,
+            }
+        }
+        found.sort_unstable_by_key(|c| c.0);
+        found.dedup();
+        Ok(found)
+    }
+
+    fn raw_read(&self, pack: impl Fn(&mut crate::net::Packer)) -> Result<Value> {
+        let slot_key = || self.keys().writer(&self.config().writer_id);
+        self.read_link().round_trip(self.config(), slot_key, pack)
+    }
+}
