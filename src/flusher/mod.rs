@@ -443,7 +443,7 @@ impl Flusher {
             first_seq: self.built_seq + 1,
             generation: self.generation,
             value_limit: batch::value_limit(&self.cfg, self.link.bulk_limit()),
-            heartbeat: heartbeat.as_deref(),
+            heartbeat: heartbeat.as_ref(),
             now_ms: index::now_ms().saturating_add_signed(self.cfg.clock_skew_ms),
             server_now_ms: self.link.server_now_ms(),
         };
