@@ -13,6 +13,32 @@
 //! threads use, and into a `String` with room to spare it allocates
 //! nothing (`tests/it/metrics.rs` checks both).
 //!
+//! Why a writer of its own rather than `prometheus-client` (the Prometheus
+//! project's crate), measured on 2026-12-02 in one run, alternating, on
+//! the same families, labels and values (this crate's 21 families, 13
+//! error classes and 13 drop reasons, the 32-bucket histogram: 120 lines,
+//! 9.9 kB), 20 rounds of 2,000 renders each, release build:
+//! - the format: `prometheus-client` writes OpenMetrics text only. Counter
+//!   families lose `_total` on their `# HELP`/`# TYPE` lines
+//!   (`# TYPE tradecache_writes_accepted counter`), which a parser of the
+//!   0.0.4 text format this crate serves (`text/plain; version=0.0.4`)
+//!   reads as untyped samples, and a body must end in one `# EOF`, so
+//!   `write_prometheus` could no longer append into a body that several
+//!   caches, a `Kv` and the application's own families share. Serving it
+//!   would change what every scrape config and dashboard sees;
+//! - render time: 8.2 µs per render here against 9.3 µs (medians, quiet
+//!   machine; 12.2–12.5 against 13.5–13.8 µs under other builds), with 0
+//!   allocations per render against 2: no reason either way at one scrape
+//!   every few seconds;
+//! - dependencies: three crates more in the core's tree
+//!   (`prometheus-client`, its derive macro, `dtoa`; the rest is already
+//!   there), 1.0 s of compile time in debug and 1.3 s in release: small,
+//!   but the core's list is kept to what it needs.
+//!
+//! An application that prefers a library exporter has one: feature
+//! `metrics` hands the same counters to any `metrics` recorder
+//! (`MetricsReporter`).
+//!
 //! ```
 //! use tradecache::exposition::{Exposition, MetricType};
 //!

@@ -17,7 +17,7 @@ use crate::error_class::ErrorClass;
 use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::marker::Marker;
-use crate::net::{Args, Packer};
+use crate::net::{Args, Packer, Span};
 
 use super::index::{self, add_member, Indexed, Skipped, StateBufs};
 use super::pending::{Item, Pending, Snap};
@@ -32,6 +32,10 @@ pub(super) struct Batch {
     /// `MULTI` and the commands, packed once and sent as they are; `EXEC`
     /// (and `WAIT`) go after them (see `send_exec`).
     pub(super) tx: Vec<u8>,
+    /// Where each command's name and key stand in `tx`, one a command
+    /// from `MULTI` on: what a refused command is reported by, and what
+    /// is checked after a lost reply.
+    pub(super) spans: Vec<Span>,
     /// How many writes each command between `MULTI` and `EXEC` carries, in
     /// order: what a command that fails inside the transaction drops.
     pub(super) weights: Vec<u64>,
@@ -82,6 +86,7 @@ impl Batch {
         Batch {
             no,
             tx: Vec::new(),
+            spans: Vec::new(),
             weights: Vec::new(),
             unindexed: Vec::new(),
             first_seq,
@@ -95,6 +100,12 @@ impl Batch {
     #[cfg(test)]
     pub(super) fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The name and the key of command `i` of `tx` (0 is `MULTI`), if it
+    /// has a key.
+    pub(super) fn command(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        self.spans.get(i)?.name_key(&self.tx)
     }
 
     pub(super) fn is_built(&self) -> bool {
@@ -189,9 +200,10 @@ impl Batch {
         p.cmd(&[b"MULTI"]);
         let mut weights =
             index::pack_reindex(p, keys, &self.unindexed, &mut b.sadd, &mut b.state, &mut b.key);
-        p.buf.extend_from_slice(commands);
+        p.extend(commands, self.spans.get(1..).unwrap_or_default(), MULTI.len());
         weights.extend_from_slice(&self.weights);
         self.tx = std::mem::take(&mut p.buf);
+        self.spans = std::mem::take(&mut p.spans);
         self.weights = weights;
         self.unindexed.clear();
     }
@@ -264,7 +276,7 @@ pub(super) struct Spec<'a> {
     /// ([`value_limit`]).
     pub(super) value_limit: (usize, &'static str),
     /// The packed heartbeat `SET`, when one is due (`heartbeat.rs`).
-    pub(super) heartbeat: Option<&'a [u8]>,
+    pub(super) heartbeat: Option<&'a Packer>,
     /// The engine's clock: the score of closed entities without a last
     /// update.
     pub(super) now_ms: u64,
@@ -505,11 +517,11 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
     }
     streams.trim(p, cfg, keys, spec.server_now_ms, &mut batch.weights);
     if let Some(cmd) = spec.heartbeat {
-        p.buf.extend_from_slice(cmd);
-        p.commands += 1;
+        p.append(cmd);
         batch.weights.push(0);
     }
     batch.tx = std::mem::take(&mut p.buf);
+    batch.spans = std::mem::take(&mut p.spans);
     Some((batch, dropped))
 }
 
@@ -613,7 +625,7 @@ mod tests {
             self.pending.append(seq, "orders", ident(order), order_event(order, n));
         }
 
-        fn build_with(&mut self, heartbeat: Option<&[u8]>) -> Option<(Batch, Vec<Dropped>)> {
+        fn build_with(&mut self, heartbeat: Option<&Packer>) -> Option<(Batch, Vec<Dropped>)> {
             self.no += 1;
             let spec = Spec {
                 cfg: &self.cfg,
@@ -637,6 +649,8 @@ mod tests {
             let built = build(&spec, work);
             if let Some((b, _)) = &built {
                 self.built_seq = b.max_seq;
+                // Every command's recorded name and key are what it packs.
+                crate::net::assert_spans_match(&b.tx, &b.spans);
             }
             built
         }
@@ -762,6 +776,8 @@ mod tests {
         let mut packer = Packer::default();
         batch.reindex(1, &f.keys, &mut bufs, &mut packer);
         assert_eq!(names(&batch.tx), ["MULTI", "SADD", "SADD", "ZREM", "MSET"]);
+        crate::net::assert_spans_match(&batch.tx, &batch.spans);
+        assert_eq!(batch.command(4), Some((&b"MSET"[..], &b"trader-T:positions:P-1"[..])));
         assert_eq!(batch.weights, [1, 1, 1, 1]);
         assert_eq!(batch.head_replies(), 5);
         assert!(batch.unindexed.is_empty());
@@ -996,15 +1012,14 @@ mod tests {
         f.put(position("P-1", 1));
         let mut hb = Packer::default();
         hb.cmd(&[b"SET", b"trader-T:heartbeat:main", b"{}", b"PX", b"3000"]);
-        let (batch, _) = f.build_with(Some(&hb.buf)).expect("a batch");
+        let (batch, _) = f.build_with(Some(&hb)).expect("a batch");
         let cmds = commands(&batch.tx);
         assert_eq!(cmds.last().unwrap(), &["SET", "trader-T:heartbeat:main", "{}", "PX", "3000"]);
         assert_eq!(batch.weights.last(), Some(&0));
         assert_eq!(batch.head_replies(), cmds.len());
-        assert_eq!(
-            crate::net::command_name_key(&batch.tx, 1),
-            Some((&b"MSET"[..], &b"trader-T:positions:P-1"[..]))
-        );
+        assert_eq!(batch.command(1), Some((&b"MSET"[..], &b"trader-T:positions:P-1"[..])));
+        assert_eq!(batch.command(cmds.len() - 1), Some((&b"SET"[..], &b"trader-T:heartbeat:main"[..])));
+        crate::net::assert_spans_match(&batch.tx, &batch.spans);
     }
 
     #[test]

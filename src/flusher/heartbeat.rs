@@ -32,7 +32,7 @@ impl Flusher {
 
     /// The packed `SET {key} {value} PX {3 × interval}` when the heartbeat
     /// is due, and the next one scheduled.
-    pub(super) fn heartbeat_command(&mut self) -> Option<Vec<u8>> {
+    pub(super) fn heartbeat_command(&mut self) -> Option<Packer> {
         let interval = self.cfg.heartbeat_interval?;
         if !self.heartbeat_due() {
             return None;
@@ -50,7 +50,7 @@ impl Flusher {
         let ttl = interval.as_millis().saturating_mul(3).max(1).to_string();
         let mut p = Packer::default();
         p.cmd(&[b"SET", &self.heartbeat_key, value.as_bytes(), b"PX", ttl.as_bytes()]);
-        Some(p.buf)
+        Some(p)
     }
 
     /// The heartbeat on its own, while idle: `MULTI`, `SET … PX`, `EXEC`,
@@ -62,7 +62,7 @@ impl Flusher {
         let Some(cmd) = self.heartbeat_command() else { return };
         // An aborted EXEC (the marker moved) only skips this beat; the
         // marker's GET says whether this writer was fenced.
-        let result = self.guarded_tx(&cmd, 1);
+        let result = self.guarded_tx(&cmd.buf, 1);
         if let Err(f) = result {
             self.fail(f);
         }

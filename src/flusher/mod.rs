@@ -3,7 +3,8 @@
 //! marker. Owns the connection; callers never reach in here.
 //!
 //! This file is the run loop: waiting for work, draining the channel into
-//! `pending` (`absorb`, `drain`, `linger`), and shutting down. The rest, by
+//! `pending` (`absorb`, `drain`, `linger`, on the channel side the kv
+//! writer shares, `crate::writer::intake`), and shutting down. The rest, by
 //! concern:
 //! - `pending.rs`: writes received but not yet in a batch (coalescing);
 //! - `batch.rs`: building one transaction from them (pure, unit-tested)
@@ -38,9 +39,9 @@ mod streams;
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::error::{CloseReport, Error};
@@ -49,6 +50,7 @@ use crate::marker::Marker;
 use crate::net::{self, Backoff, Conn, Packer};
 
 use crate::pipeline::msg::Msg;
+use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
 use crate::writer::{Shared, Waiters};
 use link::Link;
 
@@ -63,17 +65,6 @@ use purge::PurgeJob;
 /// arrival and when its batch is built (SipHash showed in throughput
 /// profiles); the keys are the engine's own ids.
 type FastState = foldhash::fast::RandomState;
-
-/// What ended an idle wait.
-// A message is moved on by value, as it came through the channel.
-#[allow(clippy::large_enum_variant)]
-enum Wake {
-    Msg(Msg),
-    /// Idle work is due.
-    Tick,
-    /// Every `Cache` handle is gone.
-    Closed,
-}
 
 pub(crate) struct Flusher {
     cfg: Config,
@@ -148,14 +139,19 @@ pub(crate) struct FlusherInit {
     pub(crate) marker: Marker,
 }
 
-/// Marks the flusher dead and wakes waiters however the thread ends.
-struct AliveGuard(Arc<Shared>, Arc<Waiters>);
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.flusher_alive.store(false, SeqCst);
-        self.0.connected.store(false, Relaxed);
-        let _g = self.1.lock.lock();
-        self.1.cv.notify_all();
+impl Intake for Flusher {
+    type Msg = Msg;
+
+    fn channel(&self) -> &Receiver<Msg> {
+        &self.rx
+    }
+
+    fn receive(&mut self, msg: Msg) {
+        self.absorb(msg);
+    }
+
+    fn senders_gone(&mut self) {
+        self.begin_shutdown(net::deadline_after(self.cfg.close_timeout));
     }
 }
 
@@ -222,20 +218,17 @@ impl Flusher {
                 if self.shutdown.is_some() {
                     // Told to stop through `Shared` rather than by the
                     // message: writes may still be queued behind it.
-                    match self.rx.try_recv() {
-                        Ok(msg) => {
-                            self.absorb(msg);
-                            continue;
-                        }
-                        Err(_) => break,
+                    if self.take_next() {
+                        continue;
                     }
+                    break;
                 }
                 // Nothing to write: wait for the next message. This is
                 // where the thread yields.
                 match self.wait_first() {
                     Wake::Msg(msg) => self.absorb(msg),
-                    Wake::Tick => {}
-                    Wake::Closed => self.begin_shutdown(net::deadline_after(self.cfg.close_timeout)),
+                    Wake::Tick | Wake::Stop => {}
+                    Wake::Closed => self.senders_gone(),
                 }
                 continue;
             }
@@ -327,33 +320,9 @@ impl Flusher {
     ///
     /// Returns `Wake::Tick` when idle work is due (the heartbeat, a
     /// `retain_closed_for` pass).
-    fn wait_first(&mut self) -> Wake {
-        let idle_since = Instant::now();
-        let due = self.idle_work_at();
-        loop {
-            match self.rx.try_recv() {
-                Ok(m) => return Wake::Msg(m),
-                Err(TryRecvError::Disconnected) => return Wake::Closed,
-                Err(TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            if due.is_some_and(|d| now >= d) {
-                return Wake::Tick;
-            }
-            if now.duration_since(idle_since) < self.cfg.idle_park_after {
-                std::thread::sleep(self.cfg.idle_poll);
-            } else {
-                let mut park = Duration::from_millis(200);
-                if let Some(d) = due {
-                    park = park.min(d.saturating_duration_since(now));
-                }
-                match self.rx.recv_timeout(park) {
-                    Ok(m) => return Wake::Msg(m),
-                    Err(RecvTimeoutError::Disconnected) => return Wake::Closed,
-                    Err(RecvTimeoutError::Timeout) => {}
-                }
-            }
-        }
+    fn wait_first(&mut self) -> Wake<Msg> {
+        let idle = Idle { poll: self.cfg.idle_poll, park_after: self.cfg.idle_park_after };
+        intake::wait_first(&self.rx, idle, self.idle_work_at(), || false)
     }
 
     /// Moves queued messages into `pending`: up to a batch while writing,
@@ -364,20 +333,12 @@ impl Flusher {
     fn drain(&mut self) {
         let writing = self.link.is_up() && self.retry_at.is_none();
         let limit = if writing { self.cfg.max_batch } else { usize::MAX };
-        while self.barrier.is_none()
-            && self.pending.len() < limit
-            && self.pending.events() < self.cfg.max_pending_events
-            && self.pending.snapshots() < self.cfg.max_pending_snapshots
-        {
-            match self.rx.try_recv() {
-                Ok(m) => self.absorb(m),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.begin_shutdown(net::deadline_after(self.cfg.close_timeout));
-                    break;
-                }
-            }
-        }
+        self.take_queued(|f, _| {
+            f.barrier.is_none()
+                && f.pending.len() < limit
+                && f.pending.events() < f.cfg.max_pending_events
+                && f.pending.snapshots() < f.cfg.max_pending_snapshots
+        });
     }
 
     /// Keeps draining for `buffer_interval` after the first message, for
@@ -443,7 +404,7 @@ impl Flusher {
             first_seq: self.built_seq + 1,
             generation: self.generation,
             value_limit: batch::value_limit(&self.cfg, self.link.bulk_limit()),
-            heartbeat: heartbeat.as_deref(),
+            heartbeat: heartbeat.as_ref(),
             now_ms: index::now_ms().saturating_add_signed(self.cfg.clock_skew_ms),
             server_now_ms: self.link.server_now_ms(),
         };

@@ -221,14 +221,14 @@ impl Flusher {
                     // dropped. Which writes is not tracked per command, so
                     // they are recorded at the batch's first sequence
                     // number, where `wait` on any write of the batch sees
-                    // them; the key is read back from the transaction.
+                    // them; the key is the one recorded when the command was packed.
                     for (i, (r, weight)) in results.iter().zip(&batch.weights).enumerate() {
                         if let Some((code, text)) = reply_error(r) {
                             let class = net::Cause::of_code(&code).class();
                             // Reply i answers command i + 1 (after MULTI).
-                            let key = net::command_key(&batch.tx, i + 1).map_or_else(
+                            let key = batch.command(i + 1).map_or_else(
                                 || format!("batch {}", batch.no),
-                                |k| String::from_utf8_lossy(k).into_owned(),
+                                |(_, k)| String::from_utf8_lossy(k).into_owned(),
                             );
                             let detail = format!("refused inside batch {}: {text}", batch.no);
                             self.shared.record_drop(batch.first_seq, *weight, key, class, detail);
@@ -434,7 +434,7 @@ impl Flusher {
         let p = &mut self.packer;
         p.clear();
         for (i, weight) in batch.weights.iter().enumerate() {
-            let Some((name, key)) = net::command_name_key(&batch.tx, i + 1) else { continue };
+            let Some((name, key)) = batch.command(i + 1) else { continue };
             let Some(expected) = expected_type(name) else { continue };
             p.cmd(&[b"TYPE", key]);
             checks.push((key.to_vec(), expected, *weight));
@@ -472,6 +472,10 @@ impl Flusher {
         if batch.tx.capacity() > self.packer.buf.capacity() {
             batch.tx.clear();
             std::mem::swap(&mut self.packer.buf, &mut batch.tx);
+        }
+        if batch.spans.capacity() > self.packer.spans.capacity() {
+            batch.spans.clear();
+            std::mem::swap(&mut self.packer.spans, &mut batch.spans);
         }
         self.backoff.reset();
         self.retry_at = None;

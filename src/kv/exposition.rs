@@ -1,6 +1,8 @@
 //! The caching layer's counters in the Prometheus text format, written with
 //! the crate's [`Exposition`] writer, so a process can serve its caches'
 //! and its `Kv`'s families in one body.
+//! (Why that writer rather than `prometheus-client`, with the figures:
+//! `crate::exposition`'s top comment.)
 
 use crate::exposition::{Exposition, MetricType};
 

@@ -19,9 +19,12 @@
 //! (`link.rs`), so its bytes, if they arrive late, never apply after newer
 //! writes.
 //!
-//! The shape is the flusher's: a bounded crossbeam channel, sequence
-//! numbers with `acked_seq` for `wait`/`flush`, poll-then-park when idle,
-//! reconnect with capped, jittered backoff, shutdown through the channel.
+//! What it shares with the flusher is written once: the callers' side
+//! (a bounded crossbeam channel, sequence numbers with `acked_seq` for
+//! `wait`/`flush`, shutdown through the channel: `crate::writer`), taking
+//! queued messages, poll-then-park when idle and the guard that marks the
+//! thread dead (`crate::writer::intake`), reconnecting with capped,
+//! jittered backoff (`crate::net::Backoff`, `crate::net::pause`).
 //! TTLs are turned into `PX` at send time from the deadline the call set,
 //! so a value held through an outage does not outlive its TTL (and one that
 //! expired meanwhile is sent as a `DEL`).
@@ -41,7 +44,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
 use super::config::KvConfig;
@@ -63,6 +66,7 @@ struct InFlight {
 fn io_gone() -> Failure {
     Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
 }
+use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
 use crate::writer::{Shared, Waiters};
 
 /// The newest pending write of one key.
@@ -112,14 +116,19 @@ pub(crate) struct Writer {
     framed: Vec<u8>,
 }
 
-/// Marks the writer dead and wakes waiters however the thread ends.
-struct AliveGuard(Arc<Shared>, Arc<Waiters>);
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.flusher_alive.store(false, SeqCst);
-        self.0.connected.store(false, Relaxed);
-        let _g = self.1.lock.lock();
-        self.1.cv.notify_all();
+impl Intake for Writer {
+    type Msg = KvMsg;
+
+    fn channel(&self) -> &Receiver<KvMsg> {
+        &self.rx
+    }
+
+    fn receive(&mut self, msg: KvMsg) {
+        self.absorb(msg);
+    }
+
+    fn senders_gone(&mut self) {
+        self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout));
     }
 }
 
@@ -167,19 +176,20 @@ impl Writer {
             if self.pending.is_empty() && self.in_flight.is_none() {
                 self.advance();
                 if self.shutdown.is_some() {
-                    match self.rx.try_recv() {
-                        Ok(msg) => {
-                            self.absorb(msg);
-                            continue;
-                        }
-                        Err(_) => break,
+                    if self.take_next() {
+                        continue;
                     }
+                    break;
                 }
                 // Nothing to write: wait for the next message. This is
                 // where the thread yields.
                 match self.wait_first() {
-                    Some(msg) => self.absorb(msg),
-                    None => self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout)),
+                    Wake::Msg(msg) => self.absorb(msg),
+                    Wake::Stop | Wake::Closed => {
+                        self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout))
+                    }
+                    // No idle work is given to wait for.
+                    Wake::Tick => {}
                 }
                 continue;
             }
@@ -219,28 +229,12 @@ impl Writer {
     }
 
     /// Polls with a short sleep so a caller's push does not have to wake a
-    /// parked thread; parks after `idle_park_after` without work.
-    fn wait_first(&mut self) -> Option<KvMsg> {
-        let idle_since = Instant::now();
-        loop {
-            match self.rx.try_recv() {
-                Ok(m) => return Some(m),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
-            if self.shared.stop_requested().is_some() {
-                return None;
-            }
-            if idle_since.elapsed() < self.cfg.redis.idle_park_after {
-                std::thread::sleep(self.cfg.redis.idle_poll);
-            } else {
-                match self.rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(m) => return Some(m),
-                    Err(RecvTimeoutError::Disconnected) => return None,
-                    Err(RecvTimeoutError::Timeout) => {}
-                }
-            }
-        }
+    /// parked thread; parks after `idle_park_after` without work. Ends
+    /// early on a stop request (`close`'s deadline is in `Shared`).
+    fn wait_first(&mut self) -> Wake<KvMsg> {
+        let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: self.cfg.redis.idle_park_after };
+        let shared = &self.shared;
+        intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some())
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
@@ -250,20 +244,9 @@ impl Writer {
     fn drain(&mut self) {
         let waiting = self.retry_at.is_some();
         let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
-        let mut n = 0;
         // While writing, what does not fit waits in the channel; only an
         // outage drops writes (`queue`).
-        while n < limit && (waiting || self.pending.len() < self.cfg.max_pending_keys) {
-            match self.rx.try_recv() {
-                Ok(m) => self.absorb(m),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout));
-                    break;
-                }
-            }
-            n += 1;
-        }
+        self.take_queued(|w, n| n < limit && (waiting || w.pending.len() < w.cfg.max_pending_keys));
     }
 
     fn absorb(&mut self, msg: KvMsg) {

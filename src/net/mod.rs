@@ -25,7 +25,9 @@ use crate::config::Config;
 use crate::error::Error;
 
 pub(crate) use connect::{connect_to, ClientIdentity, Conn};
-pub(crate) use resp::{command_key, command_name_key, Args, Packer};
+#[cfg(test)]
+pub(crate) use resp::tests::assert_spans_match;
+pub(crate) use resp::{Args, Packer, Span};
 pub(crate) use retry::{
     deadline_after, pause, reply_error, reply_source, source_of, Action, Backoff, Cause, Failure,
 };

@@ -6,6 +6,9 @@
 //!   error counts by class, the batch latency histogram, the stop request,
 //!   the fence, the drop log), and `Waiters`, which lets `wait`/`flush`
 //!   sleep until the acknowledged sequence number moves;
+//! - `intake.rs`: the channel side of the threads' run loops: taking
+//!   queued messages, waiting for the first one (poll, then park), and
+//!   the guard that marks a thread dead however it ends;
 //! - `Handle` (here): the callers' side of one writer thread, written
 //!   once for `Cache` and `Kv`: `last_seq`, `acked_seq`, `wait`, `flush`,
 //!   `take_dropped`, and the end of life (`shutdown`, `close`: ask the
@@ -14,6 +17,7 @@
 //! Nothing here does I/O or knows what is written: the writer threads own
 //! their connections; the public calls stay on `Cache` and `Kv`.
 
+pub(crate) mod intake;
 pub(crate) mod shared;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
