@@ -541,6 +541,13 @@ impl Layout {
         self.keys.index(collection)
     }
 
+    /// `{prefix}:index:`: the registry of collections, a set of the names
+    /// of the collections with an index set, and the empty member once it
+    /// is complete (docs/usage.md, "Keys"). `None` without a trader prefix.
+    pub fn registry(&self) -> Option<String> {
+        self.keys.registry()
+    }
+
     /// `{prefix}:writer:{writer_id}`.
     pub fn writer(&self, writer_id: &str) -> String {
         self.keys.writer(writer_id)

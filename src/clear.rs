@@ -54,16 +54,7 @@ pub(crate) fn delete_own_keys<S: Session>(
     };
     let mut collections: Vec<Vec<u8>> =
         REFERENCE.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
-    scan(conn, &index_pattern, |_, page| {
-        for k in page {
-            if let Some(c) = keys.index_collection(&k) {
-                if !collections.iter().any(|known| known == c) {
-                    collections.push(c.to_vec());
-                }
-            }
-        }
-        Ok(())
-    })?;
+    index_collections(conn, keys, &index_pattern, &mut collections)?;
     let known: Vec<&[u8]> = collections.iter().map(Vec::as_slice).collect();
     let mut deleted = 0;
     scan(conn, &pattern, |conn, page| {
@@ -74,6 +65,26 @@ pub(crate) fn delete_own_keys<S: Session>(
         Ok(())
     })?;
     Ok(deleted)
+}
+
+/// Adds to `found` the collection of every index set `index_pattern`
+/// matches (`SCAN`), each once.
+pub(crate) fn index_collections<S: Session>(
+    conn: &mut S,
+    keys: &Keys,
+    index_pattern: &str,
+    found: &mut Vec<Vec<u8>>,
+) -> Result<(), Failure> {
+    scan(conn, index_pattern, |_, page| {
+        for k in page {
+            if let Some(c) = keys.index_collection(&k) {
+                if !found.iter().any(|known| known == c) {
+                    found.push(c.to_vec());
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A plain `UNLINK` (at `open`, before the flusher exists; the marker was

@@ -3,7 +3,9 @@
 //! (with `…:index:{collection}:open`, a set, and `…:index:{collection}:closed`,
 //! a sorted set by last update), `…:stream:{collection}`, the writer's
 //! commit marker `…:writer:{writer_id}` and its heartbeat
-//! `…:heartbeat:{writer_id}`.
+//! `…:heartbeat:{writer_id}`, and the registry of collections `…:index:`
+//! (a set of the collection names that have an index set, with the empty
+//! member once it is complete: [`Keys::registry`]).
 //!
 //! Collection names are part of this layout, so the names it uses itself
 //! are reserved: [`LAYOUT_NAMES`] for every type, [`MARKET_DATA_COLLECTIONS`]
@@ -79,6 +81,28 @@ impl Keys {
         self.push_prefix(out);
         out.extend_from_slice(b"index:");
         out.extend_from_slice(collection.as_bytes());
+    }
+
+    /// The registry of collections, `{prefix}:index:` (the index key of no
+    /// collection): a set of the names of the collections that have an
+    /// index set. Every batch that adds to `index:{c}` adds `c` to it in
+    /// the same transaction; the empty member says it is complete (it was
+    /// seeded from a `SCAN` of the index sets, or everything was cleared),
+    /// and a registry without it is not trusted (`collections()` scans).
+    /// `None` without a trader prefix, where a bare `index:` key could be
+    /// an application's.
+    pub(crate) fn registry(&self) -> Option<String> {
+        (!self.prefix.is_empty()).then(|| format!("{}:index:", self.prefix))
+    }
+
+    /// Appends the registry's key ([`Keys::registry`]) to `out`; `false`
+    /// (and nothing appended) without a trader prefix.
+    pub(crate) fn write_registry(&self, out: &mut Vec<u8>) -> bool {
+        if self.prefix.is_empty() {
+            return false;
+        }
+        self.write_index(out, "");
+        true
     }
 
     /// Appends `{prefix}:index:{collection}:open` (the open entities' ids).
@@ -189,7 +213,8 @@ impl Keys {
 
     /// Whether `clear`/`flush_on_start` delete `key`: one of this cache's
     /// keys, and not a writer's commit marker (which carries the fencing
-    /// epoch, so it is kept) or heartbeat (which expires by itself).
+    /// epoch, so it is kept), heartbeat (which expires by itself) or the
+    /// registry of collections (complete once seeded: `crate::registry`).
     ///
     /// Without an instance id, `trader-T1:*` also matches the keys of the
     /// trader's instances (`trader-T1:I1:orders:O-1`). The key shapes tell
@@ -206,7 +231,13 @@ impl Keys {
     pub(crate) fn owns(&self, key: &[u8], collections: &[&[u8]]) -> bool {
         let Some(rest) = self.rest(key) else { return false };
         let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();
-        if parts.len() == 2 && (parts[0] == b"writer" || parts[0] == b"heartbeat") {
+        // The markers, heartbeats and the registry of collections
+        // (`index:`, which names no collection) are kept.
+        if parts.len() == 2
+            && (parts[0] == b"writer"
+                || parts[0] == b"heartbeat"
+                || (parts[0] == b"index" && parts[1].is_empty()))
+        {
             return false;
         }
         if self.exclusive {
@@ -285,6 +316,8 @@ mod tests {
         for other in [
             "trader-T:writer:main",    // the marker is kept
             "trader-T:heartbeat:main", // expires by itself
+            "trader-T:index:",         // the registry is kept
+            "trader-T:I1:index:",      // an instance's registry
             "trader-T:I1:index:orders:open",
             "trader-T:I1:stream:orders",
             "trader-T:I1:heartbeat:main",
@@ -303,11 +336,16 @@ mod tests {
         }
         assert_eq!(k.index_collection(b"trader-T:index:orders"), Some(&b"orders"[..]));
         assert_eq!(k.index_collection(b"trader-T:I1:index:orders"), None);
+        assert_eq!(k.index_collection(b"trader-T:index:"), None);
+        assert_eq!(k.registry().as_deref(), Some("trader-T:index:"));
+        assert_eq!(Keys::new("trader-T", true).registry().as_deref(), Some("{trader-T}:index:"));
+        assert_eq!(Keys::new("", false).registry(), None);
 
         let k = Keys::new("trader-T:I1", false);
         assert!(k.owns(b"trader-T:I1:orders:O-1", &cols));
         assert!(k.owns(b"trader-T:I1:anything:O-1:events", &cols));
         assert!(!k.owns(b"trader-T:I1:writer:main", &cols));
+        assert!(!k.owns(b"trader-T:I1:index:", &cols));
         assert!(!k.owns(b"trader-T:I2:orders:O-1", &cols));
         assert!(!k.owns(b"trader-T:orders:O-1", &cols));
 

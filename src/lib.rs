@@ -65,6 +65,7 @@ pub mod model;
 mod net;
 mod pipeline;
 pub mod raw;
+mod registry;
 mod retention;
 mod seq;
 mod stats;

@@ -530,26 +530,40 @@ fn decode_at(py: Python<'_>, rd: &mut &[u8], depth: usize) -> PyResult<PyObject>
     })
 }
 
+/// Slots of the map-key cache (a power of two).
+const KEY_SLOTS: usize = 1024;
+
+/// A slot of the map-key cache: the key's bytes and its Python string.
+type KeySlot = Option<(Box<[u8]>, Py<PyString>)>;
+
 thread_local! {
-    static KEYS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Py<PyString>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// Short map keys (field names) already made into Python strings: a
+    /// direct-mapped table, slot by a hash of the bytes; a key that meets
+    /// another in its slot takes it over.
+    static KEYS: std::cell::RefCell<Vec<KeySlot>> =
+        std::cell::RefCell::new((0..KEY_SLOTS).map(|_| None).collect());
 }
 
-/// Most distinct keys remembered (per thread).
-const MAX_KEYS: usize = 4096;
+/// FNV-1a: a few cycles for a field name (SipHash cost more than the
+/// lookup it guards).
+fn key_slot(b: &[u8]) -> usize {
+    let h = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
+    (h ^ (h >> 32)) as usize & (KEY_SLOTS - 1)
+}
 
 fn key_str(py: Python<'_>, b: &[u8]) -> PyResult<PyObject> {
     KEYS.with(|cell| {
         let mut keys = cell.borrow_mut();
-        if let Some(k) = keys.get(b) {
-            return Ok(k.clone_ref(py).into_any());
+        let slot = &mut keys[key_slot(b)];
+        if let Some((k, s)) = slot {
+            if **k == *b {
+                return Ok(s.clone_ref(py).into_any());
+            }
         }
         let s =
             std::str::from_utf8(b).map_err(|_| errors::decode_error(py, "str is not UTF-8".to_string()))?;
         let k = PyString::new(py, s).unbind();
-        if keys.len() < MAX_KEYS {
-            keys.insert(b.to_vec(), k.clone_ref(py));
-        }
+        *slot = Some((b.into(), k.clone_ref(py)));
         Ok(k.into_any())
     })
 }

@@ -128,6 +128,13 @@ def test_values_written_by_redis_py_are_read(open_cache, server):
     r.rpush(f"{c.key_prefix}:custom:ext:events", pack({"e": "a"}), pack("b"))
     assert c.get("custom", "ext") == v
     assert c.get_events("custom", "ext") == [{"e": "a"}, "b"]
+    snap = c.load(["custom"])
+    assert snap["custom"]["ext"] == v and snap.events["custom"]["ext"] == [{"e": "a"}, "b"]
+    # A load of every collection reads the registry of collections
+    # (`{prefix}:index:`): a collection created by another client is found
+    # once that client adds its name, as the key layout asks.
+    assert "custom" not in c.load()
+    r.sadd(f"{c.key_prefix}:index:", "custom")
     snap = c.load()
     assert snap["custom"]["ext"] == v and snap.events["custom"]["ext"] == [{"e": "a"}, "b"]
 
@@ -138,6 +145,7 @@ def test_old_format_events_are_read_with_legacy(open_cache, server):
     r = server.client()
     r.set(f"{c.key_prefix}:custom:old", pack(1))
     r.sadd(f"{c.key_prefix}:index:custom", "old")
+    r.sadd(f"{c.key_prefix}:index:", "custom")
     r.rpush(f"{c.key_prefix}:custom:old:events", pack([1, "a"]), pack([1, "again"]), pack([2, "b"]))
     assert c.get_events("custom", "old") == [[1, "a"], [1, "again"], [2, "b"]]
     assert c.get_events("custom", "old", legacy=True) == ["a", "b"]

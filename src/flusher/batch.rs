@@ -200,6 +200,7 @@ impl Batch {
         p.cmd(&[b"MULTI"]);
         let mut weights =
             index::pack_reindex(p, keys, &self.unindexed, &mut b.sadd, &mut b.state, &mut b.key);
+        registry_add(p, keys, &b.sadd, &mut b.names, &mut b.key, &mut weights);
         p.extend(commands, self.spans.get(1..).unwrap_or_default(), MULTI.len());
         weights.extend_from_slice(&self.weights);
         self.tx = std::mem::take(&mut p.buf);
@@ -230,6 +231,8 @@ pub(super) struct Bufs {
     event_bytes: Vec<u8>,
     /// One log's events, for its `RPUSH`.
     log: Args,
+    /// The collections added to the registry (`crate::registry`).
+    names: Args,
     key: Vec<u8>,
     value: Vec<u8>,
 }
@@ -308,6 +311,29 @@ pub(super) struct Dropped {
     pub(super) key: String,
     pub(super) class: ErrorClass,
     pub(super) detail: String,
+}
+
+/// `SADD` to the registry of collections (`crate::registry`) of every
+/// collection `sadd` adds ids to: in the transaction that creates an index
+/// set, its name is registered too. It carries no write of its own
+/// (weight 0: refused, it is counted as an error, not as dropped writes).
+pub(super) fn registry_add(
+    p: &mut Packer,
+    keys: &Keys,
+    sadd: &[(&'static str, Args)],
+    names: &mut Args,
+    key: &mut Vec<u8>,
+    weights: &mut Vec<u64>,
+) {
+    names.clear();
+    for (collection, _) in sadd.iter().filter(|(_, a)| !a.is_empty()) {
+        names.bulk(collection.as_bytes());
+    }
+    key.clear();
+    if !names.is_empty() && keys.write_registry(key) {
+        p.cmd_args(&[b"SADD", key], names);
+        weights.push(0);
+    }
 }
 
 /// The largest value written: `max_value_bytes`, or less when the server
@@ -467,6 +493,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             batch.weights.push(ids.n as u64);
         }
     }
+    registry_add(p, keys, &b.sadd, &mut b.names, &mut b.key, &mut batch.weights);
     b.state.pack(p, keys, &mut b.key, &mut batch.weights);
     // Events in order; consecutive appends to one log share an RPUSH.
     let mut start = 0;
@@ -732,12 +759,15 @@ mod tests {
             ["MSET".to_string(), "trader-T:positions:P-1".into(), value, MARKER_KEY.into(), "7:1".into()]
         );
         assert_eq!(cmds[2], ["SADD", "trader-T:index:positions", "P-1"]);
+        // The collection, in the registry of collections.
+        assert_eq!(cmds[3], ["SADD", "trader-T:index:", "positions"]);
         // Open: into `…:open`, out of `…:closed`.
-        assert_eq!(cmds[3], ["SADD", "trader-T:index:positions:open", "P-1"]);
-        assert_eq!(cmds[4], ["ZREM", "trader-T:index:positions:closed", "P-1"]);
-        assert_eq!(cmds.len(), 5, "EXEC is sent separately: {cmds:?}");
-        // One weight per command after MULTI: the writes each carries.
-        assert_eq!(batch.weights, [1, 1, 1, 1]);
+        assert_eq!(cmds[4], ["SADD", "trader-T:index:positions:open", "P-1"]);
+        assert_eq!(cmds[5], ["ZREM", "trader-T:index:positions:closed", "P-1"]);
+        assert_eq!(cmds.len(), 6, "EXEC is sent separately: {cmds:?}");
+        // One weight per command after MULTI: the writes each carries (the
+        // registry's SADD none).
+        assert_eq!(batch.weights, [1, 1, 0, 1, 1]);
         assert_eq!(batch.head_replies(), cmds.len());
         assert_eq!((batch.no, batch.first_seq, batch.max_seq), (1, 1, 1));
         assert_eq!(batch.state(), &State::Built);
@@ -775,11 +805,12 @@ mod tests {
         let mut bufs = Bufs::default();
         let mut packer = Packer::default();
         batch.reindex(1, &f.keys, &mut bufs, &mut packer);
-        assert_eq!(names(&batch.tx), ["MULTI", "SADD", "SADD", "ZREM", "MSET"]);
+        assert_eq!(names(&batch.tx), ["MULTI", "SADD", "SADD", "ZREM", "SADD", "MSET"]);
         crate::net::assert_spans_match(&batch.tx, &batch.spans);
-        assert_eq!(batch.command(4), Some((&b"MSET"[..], &b"trader-T:positions:P-1"[..])));
-        assert_eq!(batch.weights, [1, 1, 1, 1]);
-        assert_eq!(batch.head_replies(), 5);
+        assert_eq!(batch.command(4), Some((&b"SADD"[..], &b"trader-T:index:"[..])));
+        assert_eq!(batch.command(5), Some((&b"MSET"[..], &b"trader-T:positions:P-1"[..])));
+        assert_eq!(batch.weights, [1, 1, 1, 0, 1]);
+        assert_eq!(batch.head_replies(), 6);
         assert!(batch.unindexed.is_empty());
         assert_eq!(batch.generation, 1);
     }
@@ -797,7 +828,7 @@ mod tests {
         let cmds = commands(&batch.tx);
         assert_eq!(
             names(&batch.tx),
-            ["MULTI", "MSET", "DEL", "SADD", "SREM", "SADD", "SREM", "ZADD", "ZREM"]
+            ["MULTI", "MSET", "DEL", "SADD", "SREM", "SADD", "SADD", "SREM", "ZADD", "ZREM"]
         );
         assert_eq!(
             cmds[2],
@@ -810,15 +841,16 @@ mod tests {
         );
         assert_eq!(cmds[3], ["SADD", "trader-T:index:positions", "P-2", "P-3"]);
         assert_eq!(cmds[4], ["SREM", "trader-T:index:positions", "P-1"]);
-        assert_eq!(cmds[5], ["SADD", "trader-T:index:positions:open", "P-3"]);
-        assert_eq!(cmds[6], ["SREM", "trader-T:index:positions:open", "P-1", "P-2"]);
+        assert_eq!(cmds[5], ["SADD", "trader-T:index:", "positions"]);
+        assert_eq!(cmds[6], ["SADD", "trader-T:index:positions:open", "P-3"]);
+        assert_eq!(cmds[7], ["SREM", "trader-T:index:positions:open", "P-1", "P-2"]);
         // A closed entity is scored by its last update, in milliseconds.
         let score = (Position::example("P-2").ts_last.0 / 1_000_000).to_string();
         assert_eq!(
-            cmds[7],
+            cmds[8],
             ["ZADD".to_string(), "trader-T:index:positions:closed".into(), score, "P-2".into()]
         );
-        assert_eq!(cmds[8], ["ZREM", "trader-T:index:positions:closed", "P-1", "P-3"]);
+        assert_eq!(cmds[9], ["ZREM", "trader-T:index:positions:closed", "P-1", "P-3"]);
         // MSET carries two puts, DEL one delete (P-3's log restart rides on
         // its put).
         assert_eq!(batch.weights[..2], [2, 1]);
@@ -841,19 +873,19 @@ mod tests {
         let cmds = commands(&batch.tx);
         assert_eq!(
             names(&batch.tx),
-            ["MULTI", "MSET", "SADD", "SADD", "ZREM", "RPUSH", "RPUSH", "RPUSH", "RPUSH", "LTRIM"],
+            ["MULTI", "MSET", "SADD", "SADD", "SADD", "ZREM", "RPUSH", "RPUSH", "RPUSH", "RPUSH", "LTRIM"],
             "snapshots first, then the events in order"
         );
         let log = |c: &Vec<String>| (c[1].clone(), c.len() - 2);
-        assert_eq!(log(&cmds[5]), ("trader-T:orders:O-1:events".into(), 2));
-        assert_eq!(log(&cmds[6]), ("trader-T:orders:O-2:events".into(), 1));
-        assert_eq!(log(&cmds[7]), ("trader-T:orders:O-1:events".into(), 1));
-        assert_eq!(log(&cmds[8]), ("trader-T:quotes:BTCUSDT-PERP.BINANCE:events".into(), 1));
-        assert_eq!(cmds[9], ["LTRIM", "trader-T:quotes:BTCUSDT-PERP.BINANCE:events", "-3", "-1"]);
+        assert_eq!(log(&cmds[6]), ("trader-T:orders:O-1:events".into(), 2));
+        assert_eq!(log(&cmds[7]), ("trader-T:orders:O-2:events".into(), 1));
+        assert_eq!(log(&cmds[8]), ("trader-T:orders:O-1:events".into(), 1));
+        assert_eq!(log(&cmds[9]), ("trader-T:quotes:BTCUSDT-PERP.BINANCE:events".into(), 1));
+        assert_eq!(cmds[10], ["LTRIM", "trader-T:quotes:BTCUSDT-PERP.BINANCE:events", "-3", "-1"]);
         let mut first = Vec::new();
         order_event("O-1", 1).encode(f.cfg.encoding, &mut first).unwrap();
-        assert_eq!(cmds[5][2], lossy(&first));
-        assert_eq!(batch.weights, [1, 1, 1, 1, 2, 1, 1, 1, 0]);
+        assert_eq!(cmds[6][2], lossy(&first));
+        assert_eq!(batch.weights, [1, 1, 0, 1, 1, 2, 1, 1, 1, 0]);
         assert_eq!(batch.max_seq, 6);
         assert_eq!(f.collections, ["orders", "quotes", "positions"]);
     }

@@ -15,6 +15,7 @@ use redis::Value;
 use crate::error_class::ErrorClass;
 use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure, Packer};
+use crate::writer::Shared;
 
 use super::Flusher;
 
@@ -63,6 +64,17 @@ fn expected_type(name: &[u8]) -> Option<&'static str> {
         b"RPUSH" => Some("list"),
         b"XADD" => Some("stream"),
         _ => None,
+    }
+}
+
+/// A command of an applied batch that Redis refused: the writes it
+/// carried are dropped (`wait` reports them); one that carries none (the
+/// registry's `SADD`, weight 0) is counted as an error only.
+fn record_refused(shared: &Shared, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
+    if writes == 0 {
+        shared.count_error(class, format!("{key}: {detail}"));
+    } else {
+        shared.record_drop(seq, writes, key, class, detail);
     }
 }
 
@@ -231,7 +243,7 @@ impl Flusher {
                                 |(_, k)| String::from_utf8_lossy(k).into_owned(),
                             );
                             let detail = format!("refused inside batch {}: {text}", batch.no);
-                            self.shared.record_drop(batch.first_seq, *weight, key, class, detail);
+                            record_refused(&self.shared, batch.first_seq, *weight, key, class, detail);
                         }
                     }
                     self.shared.written.fetch_add(results.len() as u64, Relaxed);
@@ -458,7 +470,7 @@ impl Flusher {
                     batch.no
                 );
                 let key = String::from_utf8_lossy(&key).into_owned();
-                self.shared.record_drop(batch.first_seq, weight, key, ErrorClass::Command, detail);
+                record_refused(&self.shared, batch.first_seq, weight, key, ErrorClass::Command, detail);
             }
         }
         Ok(())

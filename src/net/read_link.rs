@@ -28,6 +28,19 @@ impl ReadLink {
         slot_key: impl Fn() -> String,
         pack: impl Fn(&mut Packer),
     ) -> Result<Value> {
+        let mut replies = self.pipeline(cfg, slot_key, pack, 1)?;
+        Ok(replies.pop().unwrap_or(Value::Nil))
+    }
+
+    /// Sends the `n` commands `pack` packs in one round trip and returns
+    /// their replies, in order; replaced once as [`ReadLink::round_trip`].
+    pub(crate) fn pipeline(
+        &self,
+        cfg: &Config,
+        slot_key: impl Fn() -> String,
+        pack: impl Fn(&mut Packer),
+        n: usize,
+    ) -> Result<Vec<Value>> {
         let mut packer = Packer::default();
         pack(&mut packer);
         let mut guard = self.conn.lock();
@@ -37,8 +50,14 @@ impl ReadLink {
                 *guard = Some(super::connect(cfg, &slot_key(), None).map_err(|f| f.into_error())?);
             }
             let Some(conn) = guard.as_mut() else { continue };
-            let reply = conn.con.send_packed_command(&packer.buf).and_then(|()| conn.con.recv_response());
-            match reply {
+            let replies = conn.con.send_packed_command(&packer.buf).and_then(|()| {
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    out.push(conn.con.recv_response()?);
+                }
+                Ok(out)
+            });
+            match replies {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let err = Failure::of(&e, &conn.addr).into_error();

@@ -96,6 +96,9 @@ impl Cache {
             crate::clear::delete_own_keys(&mut conn, &keys, &[], crate::clear::unlink)
                 .map_err(|f| f.into_error())?;
         }
+        // The registry of collections, complete before the first batch
+        // adds to it (`crate::registry`).
+        crate::registry::prepare(&mut conn, &keys).map_err(|f| f.into_error())?;
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());

@@ -261,8 +261,13 @@ impl Cache {
 
     /// The collections of this cache that have an index set
     /// (`{trader}:index:{collection}`), sorted: every collection written
-    /// through either API (and not since emptied by deletes). One `SCAN`
-    /// of this trader's index keys on a read connection.
+    /// through either API (and not since emptied by deletes). Two round
+    /// trips on a read connection, whatever else the database holds: the
+    /// registry of collections (`{trader}:index:`, docs/usage.md "Keys"),
+    /// then the type of each index set it names. When the registry is not
+    /// complete (it lacks its empty member: edited by hand, or not seeded
+    /// yet because no `Cache` of this version opened since the data was
+    /// written), one `SCAN` of this trader's index keys instead.
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};
@@ -278,6 +283,12 @@ impl Cache {
     /// Connection failures and server errors.
     pub fn collections(&self) -> Result<Vec<Collection>> {
         self.settle_reads(crate::load::reads::settle_timeout(self))?;
+        if let Some(registry) = self.keys().registry() {
+            let reply = self.raw_read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
+            if let Some(names) = crate::registry::members(reply) {
+                return self.registered(&names);
+            }
+        }
         let prefix = self.keys().index("");
         let pattern = self.keys().index_pattern().unwrap_or_else(|| "index:*".into());
         let mut cursor = b"0".to_vec();
@@ -309,6 +320,46 @@ impl Cache {
             match next {
                 Some(Value::BulkString(c)) if c != b"0" => cursor = c,
                 _ => break,
+            }
+        }
+        found.sort_unstable_by_key(|c| c.0);
+        found.dedup();
+        Ok(found)
+    }
+
+    /// The names of a complete registry whose index set exists (a set),
+    /// as collections, sorted: one `TYPE` of each index set, in one round
+    /// trip. (A name is interned only once its index set is found: the
+    /// registry may name collections emptied since.)
+    fn registered(&self, names: &[Vec<u8>]) -> Result<Vec<Collection>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let indexes: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| {
+                let mut k = Vec::new();
+                self.keys().write_index(&mut k, &String::from_utf8_lossy(n));
+                k
+            })
+            .collect();
+        let slot_key = || self.keys().writer(&self.config().writer_id);
+        let types = self.read_link().pipeline(
+            self.config(),
+            slot_key,
+            |p| indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k])),
+            indexes.len(),
+        )?;
+        let mut found = Vec::new();
+        for (name, t) in names.iter().zip(&types) {
+            if let Value::ServerError(e) = t {
+                return Err(crate::load::reads::server_error(self, &String::from_utf8_lossy(name), e));
+            }
+            if crate::registry::type_name(t) != Some("set") {
+                continue;
+            }
+            if let Some(c) = std::str::from_utf8(name).ok().and_then(|c| Collection::new(c).ok()) {
+                found.push(c);
             }
         }
         found.sort_unstable_by_key(|c| c.0);

@@ -122,7 +122,7 @@ fn invalid_ids_are_refused_at_the_call() {
     assert_eq!(seq.get(), 1);
     cache.flush(Duration::from_secs(5)).unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut server.client()).unwrap();
-    assert_eq!(keys.len(), 4, "value, index, open index and marker only: {keys:?}");
+    assert_eq!(keys.len(), 5, "value, index, open index, registry of collections and marker only: {keys:?}");
 }
 
 /// A value over `max_value_bytes` is accepted at the call (encoding stays

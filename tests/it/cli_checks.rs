@@ -198,3 +198,42 @@ fn cli_purge_removes_orphan_logs() {
     ok(run(&server, &["-t", "T1", "verify"]));
     cache.close(Duration::from_secs(5)).unwrap();
 }
+
+/// `verify` reports an index set that a complete registry of collections
+/// lacks (a load of every collection would not see it) and `--repair`
+/// registers it; `import` registers the collections it writes.
+#[test]
+fn cli_verify_and_import_keep_the_registry_of_collections_complete() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Accepted, NOW_NS, 2)]);
+    cache.close(Duration::from_secs(5)).unwrap();
+    ok(run(&server, &["-t", "T1", "verify"]));
+    let mut con = server.client();
+    let _: () = redis::cmd("SREM").arg("trader-T1:index:").arg("orders").query(&mut con).unwrap();
+    let o = run(&server, &["-t", "T1", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(findings(&o), [("index-not-in-registry".to_string(), "trader-T1:index:".to_string())]);
+    let o = ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(stdout(&o).contains("repaired 1 finding(s)"), "{}", stdout(&o));
+    ok(run(&server, &["-t", "T1", "verify"]));
+
+    // Exported, then imported where no cache ever opened: the registry
+    // names the collection; a cache opened there finds it complete.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t1.jsonl");
+    let f = file.to_str().unwrap();
+    ok(run(&server, &["-t", "T1", "export", "-o", f]));
+    let target = RedisServer::start();
+    ok(run(&target, &["-t", "T1", "import", "-f", f]));
+    let mut tcon = target.client();
+    let names: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:").query(&mut tcon).unwrap();
+    assert_eq!(names, ["orders"]);
+    let again = Cache::open(cfg(target.port(), "T1")).unwrap();
+    let mut names: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:").query(&mut tcon).unwrap();
+    names.sort();
+    assert_eq!(names, ["", "orders"]);
+    let found: Vec<&str> = again.collections().unwrap().iter().map(|c| c.as_str()).collect();
+    assert_eq!(found, ["orders"]);
+    again.close(Duration::from_secs(5)).unwrap();
+}

@@ -85,8 +85,8 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         // counters A (+ events) and the trader's own, order (+ events),
         // position, three index sets, the open index of the counters and
         // of the positions, the closed index of the orders (O-1 is
-        // canceled) and the commit marker.
-        assert_eq!(in_slot, 13, "keys of {trader} in slot {slot}");
+        // canceled), the registry of collections and the commit marker.
+        assert_eq!(in_slot, 14, "keys of {trader} in slot {slot}");
         let snap = cache.load().unwrap();
         assert_eq!(snap.orders, vec![order.clone()]);
         assert_eq!(snap.order_events[&Ident::new("O-1").unwrap()].len(), 2);
@@ -105,7 +105,7 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
     // The masters each hold one trader's keys.
     for node in &cluster.nodes {
         let size: u64 = redis::cmd("DBSIZE").query(&mut connect(node.port())).unwrap();
-        assert_eq!(size, 13, "keys on {}", node.addr());
+        assert_eq!(size, 14, "keys on {}", node.addr());
     }
 
     // flush_on_start deletes the first trader's keys, and only those.
@@ -119,8 +119,9 @@ fn traders_on_three_masters_write_load_and_flush_on_start() {
         .arg(first_slot)
         .query(&mut connect(first_owner))
         .unwrap();
-    // What is left is the writer's commit marker (it carries the epoch).
-    assert_eq!(in_slot, 1);
+    // What is left is the writer's commit marker (it carries the epoch)
+    // and the registry of collections.
+    assert_eq!(in_slot, 2);
     for (trader, _, owner) in &traders[1..] {
         assert_eq!(ticks_on(*owner, trader, "A").len(), 500, "{trader} untouched");
     }

@@ -44,7 +44,11 @@ fn flush_on_start_and_clear_delete_only_their_own_keys() {
             k.starts_with("trader-T:") && !k.starts_with("trader-T:I1:") && !k.starts_with("trader-T:I2:")
         })
         .collect();
-    assert_eq!(own_left, vec!["trader-T:writer:main"], "only the marker is kept");
+    assert_eq!(
+        own_left,
+        vec!["trader-T:index:", "trader-T:writer:main"],
+        "only the registry of collections and the marker are kept"
+    );
     assert!(i1.is_subset(&left) && i2.is_subset(&left) && u.is_subset(&left), "{left:?}");
     for k in foreign {
         assert!(left.contains(k), "{k} deleted");
@@ -58,7 +62,10 @@ fn flush_on_start_and_clear_delete_only_their_own_keys() {
     // Instance I1: its keys only.
     let cache = Cache::open(instance("I1").flush_on_start(true)).unwrap();
     let left = keys(&mut con, "*");
-    assert_eq!(keys(&mut con, "trader-T:I1:*"), BTreeSet::from(["trader-T:I1:writer:main".to_string()]));
+    assert_eq!(
+        keys(&mut con, "trader-T:I1:*"),
+        BTreeSet::from(["trader-T:I1:index:".to_string(), "trader-T:I1:writer:main".to_string()])
+    );
     assert!(i2.is_subset(&left) && u.is_subset(&left), "{left:?}");
     for k in foreign {
         assert!(left.contains(k), "{k} deleted");

@@ -40,6 +40,7 @@ mod raw;
 mod reads;
 mod reconnect;
 mod recovery_scale;
+mod registry;
 mod retention;
 mod sentinel;
 #[cfg(feature = "tls")]

@@ -143,10 +143,12 @@ fn owner(key: &str) -> Option<(String, Option<String>, String)> {
     }
 }
 
-/// `orders`, `orders (event logs)`, `index`, `writer`.
+/// `orders`, `orders (event logs)`, `index`, `registry` (of collections),
+/// `writer`.
 fn kind(rest: &str) -> String {
     let parts: Vec<&str> = rest.split(':').collect();
     match parts.as_slice() {
+        ["index", ""] => "registry".into(),
         ["index", _] => "index".into(),
         ["index", _, "open" | "closed"] => "index (open/closed)".into(),
         ["stream", _] => "stream".into(),

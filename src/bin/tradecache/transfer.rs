@@ -449,8 +449,12 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     }
     let mut progress = Progress::new("import", items.len() as u64, setup.quiet);
     let (mut values, mut events) = (0u64, 0u64);
+    let registry = layout.registry();
     for chunk in items.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 4);
+        // The collections this chunk indexes, in the registry of
+        // collections (`load()` of every collection finds them there).
+        let mut named: Vec<&str> = Vec::new();
         for p in chunk {
             if let Some(v) = &p.value {
                 let mut set = Command::new("SET");
@@ -475,6 +479,9 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 let mut add = Command::new("SADD");
                 add.arg(layout.index(&p.collection)).arg(&p.id);
                 cmds.push(add);
+                if !named.contains(&p.collection.as_str()) {
+                    named.push(&p.collection);
+                }
             }
             if p.open {
                 let mut add = Command::new("SADD");
@@ -486,6 +493,14 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 add.arg(layout.closed_index(&p.collection)).arg(score).arg(&p.id);
                 cmds.push(add);
             }
+        }
+        if let (Some(r), false) = (&registry, named.is_empty()) {
+            let mut add = Command::new("SADD");
+            add.arg(r);
+            for c in &named {
+                add.arg(*c);
+            }
+            cmds.push(add);
         }
         transaction(&mut conn, cmds)?;
         progress.add(chunk.len() as u64);

@@ -48,6 +48,7 @@ pub(crate) enum Kind {
     InOpenAndClosed,
     InNeitherOpenNorClosed,
     OpenClosedWithoutValue,
+    NotRegistered,
 }
 
 impl Kind {
@@ -70,6 +71,7 @@ impl Kind {
             Kind::InOpenAndClosed => "in-open-and-closed-index",
             Kind::InNeitherOpenNorClosed => "in-neither-open-nor-closed-index",
             Kind::OpenClosedWithoutValue => "open-closed-entry-without-value",
+            Kind::NotRegistered => "index-not-in-registry",
         }
     }
 
@@ -147,6 +149,41 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
                 detail: e.clone(),
                 target: (c.clone(), String::new()),
             }),
+        }
+    }
+
+    // The registry of collections: when complete, it names every index set
+    // (`load()` of every collection reads the ones it names).
+    if let Some(registry) = layout.registry() {
+        let mut m = Command::new("SMEMBERS");
+        m.arg(&registry);
+        let reply = util::query(&mut conn, &m);
+        if let Err(e) = &reply {
+            findings.push(Finding {
+                kind: Kind::WrongType,
+                key: registry.clone(),
+                detail: e.to_string(),
+                target: (String::new(), String::new()),
+            });
+        }
+        if let Ok(Reply::Array(names) | Reply::Set(names)) = reply {
+            let names: BTreeSet<Vec<u8>> = names.into_iter().filter_map(bytes).collect();
+            if names.contains(&b""[..]) {
+                for c in &survey.indexes {
+                    if !names.contains(c.as_bytes()) {
+                        findings.push(Finding {
+                            kind: Kind::NotRegistered,
+                            key: registry.clone(),
+                            detail: format!(
+                                "{} exists but {c:?} is not in {registry}: collections() and a load of every \
+                                 collection do not see it",
+                                layout.index(c)
+                            ),
+                            target: (c.clone(), String::new()),
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -476,6 +513,14 @@ fn repair(
                 Ok(Some(cmds))
             })?,
             Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
+            Kind::NotRegistered => match layout.registry() {
+                Some(r) => watched(conn, std::slice::from_ref(&r), |_| {
+                    let mut s = Command::new("SADD");
+                    s.arg(&r).arg(c);
+                    Ok(Some(vec![s]))
+                })?,
+                None => false,
+            },
             Kind::ClosedNotInClosedIndex
             | Kind::ClosedInOpenIndex
             | Kind::OpenNotInOpenIndex

@@ -1,0 +1,146 @@
+//! The registry of collections, `{prefix}:index:` ([`Keys::registry`]): a
+//! set of the names of the collections that have an index set, so that
+//! [`crate::Cache::collections`] (and with it every load of "all
+//! collections", the Python `load()`) costs two round trips whatever else
+//! the database holds, where a `SCAN` of the whole keyspace took time in
+//! proportion to every key of every application in it.
+//!
+//! How it stays true:
+//! - every batch that adds ids to `index:{c}` adds `c` to the registry in
+//!   the same transaction (`flusher/batch.rs`, `flusher/index.rs`), and so
+//!   does `tradecache import`;
+//! - `open`, once its marker is claimed (an older writer can no longer
+//!   add a collection behind it), makes sure the registry is complete: a
+//!   registry without its empty member (written before registries
+//!   existed, or deleted by hand) is seeded from a `SCAN` of the index
+//!   sets, then given the empty member ([`prepare`]);
+//! - `clear` and `flush_on_start` keep it, like the commit markers (it may
+//!   so name collections that no longer have an index set: readers keep
+//!   only the names whose index set exists).
+//!
+//! A reader trusts it only when it holds the empty member, and scans
+//! otherwise: a registry deleted by hand and re-created by later batches
+//! is not complete, and is not taken for it.
+
+use redis::Value;
+
+use crate::keys::Keys;
+use crate::net::{self, reply_error, Conn, Failure, Packer};
+
+/// The member that says the registry is complete (no collection is named
+/// with the empty string).
+pub(crate) const COMPLETE: &[u8] = b"";
+
+/// At `open`, once the marker is claimed: makes the registry complete if
+/// it is not (seeded from a `SCAN` of the index sets, then marked).
+/// Nothing without a trader prefix, or when the key holds something else
+/// than a set (logged; the readers then scan, as before registries
+/// existed, and each batch's `SADD` to it is counted as an error).
+///
+/// # Errors
+///
+/// Connection failures, and a refused `TYPE`, `SMEMBERS`, `SCAN` or
+/// `SADD`.
+pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
+    let Some(key) = keys.registry() else { return Ok(()) };
+    let mut p = Packer::default();
+    // (`SMEMBERS`, not `SISMEMBER`: the commands docs/deployment.md's ACL
+    // grants; the registry holds a few names.)
+    p.cmd(&[b"TYPE", key.as_bytes()]);
+    p.cmd(&[b"SMEMBERS", key.as_bytes()]);
+    let mut replies = pipeline(conn, &p, 2)?;
+    let members_reply = replies.pop().unwrap_or(Value::Nil);
+    let type_reply = replies.pop().unwrap_or(Value::Nil);
+    if type_name(&type_reply) == Some("set") && members(members_reply.clone()).is_some() {
+        return Ok(());
+    }
+    match [type_reply, members_reply].as_slice() {
+        [t, _] if type_name(t).is_some_and(|t| t != "set" && t != "none") => {
+            log::warn!(
+                "tradecache: {key} holds a {}, not the registry of collections: collections() scans \
+                 the index sets instead",
+                type_name(t).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        [a, b] => {
+            if let Some((code, text)) = reply_error(a).or_else(|| reply_error(b)) {
+                return Err(Failure::new(
+                    net::Cause::of_code(&code),
+                    conn.addr.clone(),
+                    format!("{key}: {text}"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    // Not complete: seed it with every index set there is.
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    if let Some(pattern) = keys.index_pattern() {
+        crate::clear::index_collections(conn, keys, &pattern, &mut found)?;
+    }
+    let mut args = net::Args::default();
+    args.bulk(COMPLETE);
+    for c in &found {
+        args.bulk(c);
+    }
+    p.clear();
+    p.cmd_args(&[b"SADD", key.as_bytes()], &args);
+    let reply = pipeline(conn, &p, 1)?.pop().unwrap_or(Value::Nil);
+    if let Some((code, text)) = reply_error(&reply) {
+        return Err(Failure::new(
+            net::Cause::of_code(&code),
+            conn.addr.clone(),
+            format!("SADD {key}: {text}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The collection names a registry's `SMEMBERS` reply lists, when it is
+/// complete (holds [`COMPLETE`]); `None` when it is not, or is not a set.
+pub(crate) fn members(reply: Value) -> Option<Vec<Vec<u8>>> {
+    let (Value::Array(items) | Value::Set(items)) = reply else { return None };
+    let mut complete = false;
+    let mut names = Vec::with_capacity(items.len());
+    for v in items {
+        if let Value::BulkString(b) = v {
+            if b.is_empty() {
+                complete = true;
+            } else {
+                names.push(b);
+            }
+        }
+    }
+    complete.then_some(names)
+}
+
+/// A `TYPE` reply's type name.
+pub(crate) fn type_name(v: &Value) -> Option<&str> {
+    match v {
+        Value::SimpleString(s) => Some(s),
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+fn pipeline(conn: &mut Conn, p: &Packer, n: usize) -> Result<Vec<Value>, Failure> {
+    conn.con.send_packed_command(&p.buf).map_err(|e| Failure::of(&e, &conn.addr))?;
+    (0..n).map(|_| conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_is_trusted_only_with_its_empty_member() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let names = members(Value::Array(vec![bulk("orders"), bulk(""), bulk("fills")])).expect("complete");
+        assert_eq!(names, [b"orders".to_vec(), b"fills".to_vec()]);
+        assert_eq!(members(Value::Set(vec![bulk("")])), Some(vec![]));
+        assert_eq!(members(Value::Array(vec![bulk("orders")])), None);
+        assert_eq!(members(Value::Array(vec![])), None);
+        assert_eq!(members(Value::Nil), None);
+    }
+}
