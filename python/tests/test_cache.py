@@ -472,3 +472,27 @@ def test_close_while_another_thread_waits(open_cache, own_server):
     finally:
         own_server.resume()
     assert "WaitTimeout" in outcome and c.closed
+
+
+def test_load_leaves_the_garbage_collector_as_it_found_it(open_cache, own_server):
+    import gc
+
+    c = open_cache(own_server)
+    for i in range(50):
+        c.put("orders", f"O-{i}", {"i": i})
+        c.append("orders", f"O-{i}", {"e": i})
+    c.flush()
+    assert gc.isenabled()
+    snap = c.load()
+    assert len(snap["orders"]) == 50 and gc.isenabled()
+    gc.disable()
+    try:
+        assert len(c.load()["orders"]) == 50
+        assert not gc.isenabled(), "a collector the application turned off stays off"
+    finally:
+        gc.enable()
+    # A load that fails once the pause began turns it back on too.
+    own_server.kill()
+    with pytest.raises(tradecache.Error):
+        c.load(timeout=0.5)
+    assert gc.isenabled()

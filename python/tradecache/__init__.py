@@ -118,14 +118,17 @@ class Cache(_Cache):
         timeout: float = 5.0,
         legacy_events: bool = False,
     ) -> Snapshot:
-        """Reads everything this trader persisted (every collection with an
-        index set, or only ``collections``), with the event logs unless
+        """Reads everything this trader persisted (every collection the
+        registry of collections ``{key_prefix}:index:`` names with an index
+        set, or only ``collections``), with the event logs unless
         ``events=False``, as plain Python structures, through the core's
         loader (any deployment: TLS, Sentinel, Cluster). Waits (without the
         GIL) for the writes accepted before it; reads the commit marker
         before and after and reads again (three times at most) if a batch
         landed in between. ``legacy_events=True`` also reads event entries
-        of the old ``[event_id, event]`` format (see ``get_events``)."""
+        of the old ``[event_id, event]`` format (see ``get_events``). The
+        cyclic garbage collector is paused while the objects are built (if
+        it was on), then turned back on."""
         d = self._load(collections, events, timeout, legacy_events)
         return Snapshot(d["entities"], d["events"], d["report"])
 
