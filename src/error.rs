@@ -268,13 +268,24 @@ pub enum PushError<T> {
     /// The id is invalid.
     #[error("invalid id: {0}")]
     InvalidId(IdError),
+    /// A [`crate::raw::RawValue`] in another encoding than the one this
+    /// cache writes ([`crate::Config::encoding`]): JSON bytes given to a
+    /// MessagePack cache, say. Refused at the call, the value handed back
+    /// (the readers of the collection expect one encoding).
+    #[error(
+        "the value is not in the encoding this cache writes (Config::encoding); the value was not accepted"
+    )]
+    WrongEncoding(T),
 }
 
 impl<T> PushError<T> {
     /// The value that was not accepted, when there is one.
     pub fn into_inner(self) -> Option<T> {
         match self {
-            PushError::Full(v) | PushError::Closed(v) | PushError::Fenced(v) => Some(v),
+            PushError::Full(v)
+            | PushError::Closed(v)
+            | PushError::Fenced(v)
+            | PushError::WrongEncoding(v) => Some(v),
             PushError::InvalidId(_) => None,
         }
     }
@@ -303,6 +314,7 @@ impl<T> fmt::Debug for PushError<T> {
             PushError::Closed(_) => f.write_str("Closed(..)"),
             PushError::Fenced(_) => f.write_str("Fenced(..)"),
             PushError::InvalidId(e) => f.debug_tuple("InvalidId").field(e).finish(),
+            PushError::WrongEncoding(_) => f.write_str("WrongEncoding(..)"),
         }
     }
 }

@@ -89,6 +89,10 @@ impl<T> From<PushError<T>> for AdapterError {
             PushError::Closed(_) => AdapterError::Closed,
             PushError::Fenced(_) => AdapterError::Fenced,
             PushError::InvalidId(e) => AdapterError::InvalidId(e),
+            PushError::WrongEncoding(_) => AdapterError::Cache(tradecache::Error::Codec {
+                key: String::new(),
+                detail: "a value in another encoding than the cache's".into(),
+            }),
         }
     }
 }

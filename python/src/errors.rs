@@ -110,6 +110,7 @@ pub fn from_push<T>(py: Python<'_>, e: PushError<T>, value: PyObject) -> PyErr {
         PushError::Closed(_) => ("Closed", "Closed"),
         PushError::Fenced(_) => ("Fenced", "Fenced"),
         PushError::InvalidId(_) => ("InvalidId", "InvalidId"),
+        PushError::WrongEncoding(_) => ("EncodeError", "Codec"),
     };
     make(py, class, message, kind, &[("value", value)])
 }

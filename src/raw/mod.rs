@@ -305,7 +305,9 @@ impl Cache {
     /// # Errors
     ///
     /// As [`Cache::put`]: [`PushError::InvalidId`], [`PushError::Full`],
-    /// [`PushError::Closed`], [`PushError::Fenced`], the value handed back.
+    /// [`PushError::Closed`], [`PushError::Fenced`], the value handed back;
+    /// and [`PushError::WrongEncoding`] for a value in another encoding
+    /// than the cache's.
     pub fn put_raw(
         &self,
         collection: Collection,
@@ -343,6 +345,9 @@ impl Cache {
         state: RawState,
     ) -> std::result::Result<Seq, PushError<RawValue>> {
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
+        if value.encoding != self.config().encoding {
+            return Err(PushError::WrongEncoding(value));
+        }
         let back = value.clone();
         let rec = Record::Dyn(Box::new(RawRecord {
             collection: collection.0,
@@ -384,6 +389,9 @@ impl Cache {
         event: RawValue,
     ) -> std::result::Result<Seq, PushError<RawValue>> {
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
+        if event.encoding != self.config().encoding {
+            return Err(PushError::WrongEncoding(event));
+        }
         let back = event.clone();
         let rec = EventRecord::Dyn(Box::new(RawEvent(event)));
         self.push(|seq| Msg::Append { seq, collection: collection.0, id, rec }, move || back)
