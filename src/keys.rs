@@ -227,7 +227,8 @@ impl Keys {
     /// `collections` (the reference model's, those with an index set, and
     /// those this cache wrote) or a market-data series'
     /// ([`MARKET_DATA_COLLECTIONS`], which have no index set): an instance
-    /// id is never a reference collection name (`Config::validate`).
+    /// id is never a reference collection name nor a market-data series'
+    /// (`Config::validate`).
     pub(crate) fn owns(&self, key: &[u8], collections: &[&[u8]]) -> bool {
         let Some(rest) = self.rest(key) else { return false };
         let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();

@@ -13,8 +13,21 @@ const ID_CHARS: &str = "ids may not contain ':', '{', '}', whitespace or control
 
 /// Instance ids that would read as this trader's own keys: the key kinds
 /// and the reference model's collections.
-const RESERVED_INSTANCE_IDS: [&str; 8] =
-    ["index", "writer", "stream", "heartbeat", "instruments", "accounts", "orders", "positions"];
+const RESERVED_INSTANCE_IDS: [&str; 11] = [
+    "index",
+    "writer",
+    "stream",
+    "heartbeat",
+    "instruments",
+    "accounts",
+    "orders",
+    "positions",
+    // The market-data series: `trader-T:quotes:{x}:events` is trader T's
+    // quote list; an instance `quotes` would have keys of that shape.
+    "quotes",
+    "trades",
+    "bars",
+];
 
 /// The longest [`Config::idle_poll`] accepted.
 const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
@@ -457,7 +470,9 @@ mod tests {
             .unwrap();
         assert_only(Config::builder().use_trader_prefix(false).flush_on_start(true), "flush_on_start");
         Config::builder().use_trader_prefix(false).validate().unwrap();
-        for reserved in ["index", "writer", "stream", "heartbeat", "orders", "positions"] {
+        for reserved in
+            ["index", "writer", "stream", "heartbeat", "orders", "positions", "quotes", "trades", "bars"]
+        {
             assert_only(Config::builder().instance_id(reserved), "instance_id");
         }
         Config::builder().instance_id("I1").use_instance_id(true).validate().unwrap();
