@@ -48,7 +48,7 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     // grants; the registry holds a few names.)
     p.cmd(&[b"TYPE", key.as_bytes()]);
     p.cmd(&[b"SMEMBERS", key.as_bytes()]);
-    let mut replies = pipeline(conn, &p, 2)?;
+    let mut replies = conn.round_trip(&p)?;
     let members_reply = replies.pop().unwrap_or(Value::Nil);
     let type_reply = replies.pop().unwrap_or(Value::Nil);
     if type_name(&type_reply) == Some("set") && members(members_reply.clone()).is_some() {
@@ -86,7 +86,7 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     }
     p.clear();
     p.cmd_args(&[b"SADD", key.as_bytes()], &args);
-    let reply = pipeline(conn, &p, 1)?.pop().unwrap_or(Value::Nil);
+    let reply = conn.round_trip(&p)?.pop().unwrap_or(Value::Nil);
     if let Some((code, text)) = reply_error(&reply) {
         return Err(Failure::new(
             net::Cause::of_code(&code),
@@ -122,11 +122,6 @@ pub(crate) fn type_name(v: &Value) -> Option<&str> {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),
         _ => None,
     }
-}
-
-fn pipeline(conn: &mut Conn, p: &Packer, n: usize) -> Result<Vec<Value>, Failure> {
-    conn.con.send_packed_command(&p.buf).map_err(|e| Failure::of(&e, &conn.addr))?;
-    (0..n).map(|_| conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr))).collect()
 }
 
 #[cfg(test)]

@@ -28,12 +28,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server (AOF on, fsync always unless told otherwise)."""
+    """One redis-server (AOF on, fsync always unless told otherwise), with
+    `extra` arguments (`--cluster-enabled yes`, `--tls-port …`)."""
 
-    def __init__(self, fsync: str = "always") -> None:
+    def __init__(self, fsync: str = "always", *, extra=(), appendonly: bool = True) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="tradecache-py-redis-")
         self.fsync = fsync
+        self.extra = [str(a) for a in extra]
+        self.appendonly = appendonly
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -48,11 +51,12 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", self.dir,
-                "--appendonly", "yes",
+                "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", self.fsync,
                 "--save", "",
                 "--daemonize", "no",
                 "--logfile", os.path.join(self.dir, "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -63,13 +67,16 @@ class RedisServer:
                 if self.client().ping():
                     # Loaded (PING answers LOADING errors while the AOF loads).
                     return
-            except redis.exceptions.BusyLoadingError:
-                pass
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
+                log = self.log()
+                self.close()
+                raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
             time.sleep(0.02)
+
+    def log(self) -> str:
+        return _log_tail(os.path.join(self.dir, "redis.log"))
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
@@ -219,49 +226,17 @@ def cluster_port() -> int:
 
 
 class TopoServer(RedisServer):
-    """A RedisServer with extra arguments (`--cluster-enabled yes`,
-    `--tls-port …`) and AOF off unless told otherwise."""
+    """A RedisServer with extra arguments and AOF off unless told otherwise;
+    a cluster node gets a port whose bus port (+ 10000) is free too."""
 
     def __init__(self, *extra, appendonly: bool = False) -> None:
-        self.extra = [str(a) for a in extra]
-        self.appendonly = appendonly
-        super().__init__(fsync="everysec")
+        super().__init__(fsync="everysec", extra=extra, appendonly=appendonly)
 
     def start(self) -> None:
         if "--cluster-enabled" in self.extra and not (self.port <= 55535 and _bindable(self.port + 10000)):
             # A cluster node also listens on its port + 10000 (the bus).
             self.port = cluster_port()
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", self.dir,
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", self.fsync,
-                "--save", "",
-                "--daemonize", "no",
-                "--logfile", os.path.join(self.dir, "redis.log"),
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log = self.log()
-                self.close()
-                raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
-            time.sleep(0.02)
-
-    def log(self) -> str:
-        return _log_tail(os.path.join(self.dir, "redis.log"))
+        super().start()
 
 
 class Sentinel:

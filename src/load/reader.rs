@@ -89,15 +89,7 @@ impl<'a> Reader<'a> {
     /// Sends the packed commands and reads one reply per command.
     fn round_trip(&mut self, report: &mut LoadReport) -> Result<Vec<Value>> {
         report.round_trips += 1;
-        let addr = self.conn.addr.clone();
-        self.conn
-            .con
-            .send_packed_command(&self.packer.buf)
-            .map_err(|e| net::Failure::of(&e, &addr).into_error())?;
-        let mut out = Vec::with_capacity(self.packer.commands);
-        for _ in 0..self.packer.commands {
-            out.push(self.conn.con.recv_response().map_err(|e| net::Failure::of(&e, &addr).into_error())?);
-        }
+        let out = self.conn.round_trip(&self.packer).map_err(|f| f.into_error())?;
         self.packer.clear();
         Ok(out)
     }

@@ -187,6 +187,13 @@ pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
 }
 
 impl Conn {
+    /// Sends the commands `p` packed in one round trip and reads their
+    /// replies, in order (server error replies among them).
+    pub(crate) fn round_trip(&mut self, p: &super::Packer) -> Result<Vec<Value>, Failure> {
+        self.con.send_packed_command(&p.buf).map_err(|e| Failure::of(&e, &self.addr))?;
+        (0..p.commands).map(|_| self.con.recv_response().map_err(|e| Failure::of(&e, &self.addr))).collect()
+    }
+
     /// Sends one command and reads its reply; server error replies become
     /// `Err`.
     pub(crate) fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {

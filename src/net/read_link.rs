@@ -5,7 +5,7 @@
 use parking_lot::Mutex;
 use redis::Value;
 
-use super::{Conn, Failure, Packer};
+use super::{Conn, Packer};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -28,18 +28,17 @@ impl ReadLink {
         slot_key: impl Fn() -> String,
         pack: impl Fn(&mut Packer),
     ) -> Result<Value> {
-        let mut replies = self.pipeline(cfg, slot_key, pack, 1)?;
+        let mut replies = self.pipeline(cfg, slot_key, pack)?;
         Ok(replies.pop().unwrap_or(Value::Nil))
     }
 
-    /// Sends the `n` commands `pack` packs in one round trip and returns
-    /// their replies, in order; replaced once as [`ReadLink::round_trip`].
+    /// Sends the commands `pack` packs in one round trip and returns their
+    /// replies, in order; replaced once as [`ReadLink::round_trip`].
     pub(crate) fn pipeline(
         &self,
         cfg: &Config,
         slot_key: impl Fn() -> String,
         pack: impl Fn(&mut Packer),
-        n: usize,
     ) -> Result<Vec<Value>> {
         let mut packer = Packer::default();
         pack(&mut packer);
@@ -50,17 +49,10 @@ impl ReadLink {
                 *guard = Some(super::connect(cfg, &slot_key(), None).map_err(|f| f.into_error())?);
             }
             let Some(conn) = guard.as_mut() else { continue };
-            let replies = conn.con.send_packed_command(&packer.buf).and_then(|()| {
-                let mut out = Vec::with_capacity(n);
-                for _ in 0..n {
-                    out.push(conn.con.recv_response()?);
-                }
-                Ok(out)
-            });
-            match replies {
+            match conn.round_trip(&packer) {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    let err = Failure::of(&e, &conn.addr).into_error();
+                Err(f) => {
+                    let err = f.into_error();
                     // Whatever the error, this connection's state is unknown.
                     *guard = None;
                     if fresh || attempt == 1 {

@@ -344,12 +344,9 @@ impl Cache {
             })
             .collect();
         let slot_key = || self.keys().writer(&self.config().writer_id);
-        let types = self.read_link().pipeline(
-            self.config(),
-            slot_key,
-            |p| indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k])),
-            indexes.len(),
-        )?;
+        let types = self
+            .read_link()
+            .pipeline(self.config(), slot_key, |p| indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k])))?;
         let mut found = Vec::new();
         for (name, t) in names.iter().zip(&types) {
             if let Value::ServerError(e) = t {
