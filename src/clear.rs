@@ -36,8 +36,12 @@ const REFERENCE: [&str; 4] =
 
 /// Deletes this cache's keys, except writers' commit markers, handing each
 /// `SCAN` page's keys to `unlink` (which returns how many it deleted).
-/// `written` are collections this cache wrote (their logs are found even
-/// without an index set). Returns how many keys were deleted.
+/// The event logs of a collection are recognised when it is a reference
+/// collection, has an index set, is named by the registry of collections
+/// (which every batch that first writes a collection adds it to, so a
+/// collection written only with `append` is found too), or is in
+/// `written` (collections this flusher wrote). Returns how many keys were
+/// deleted.
 ///
 /// Keys written while the scan runs may or may not be deleted (`SCAN`'s
 /// guarantee); the flusher runs it with nothing of its own in flight.
@@ -55,6 +59,7 @@ pub(crate) fn delete_own_keys<S: Session>(
     let mut collections: Vec<Vec<u8>> =
         REFERENCE.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
     index_collections(conn, keys, &index_pattern, &mut collections)?;
+    registry_collections(conn, keys, &mut collections)?;
     let known: Vec<&[u8]> = collections.iter().map(Vec::as_slice).collect();
     let mut deleted = 0;
     scan(conn, &pattern, |conn, page| {
@@ -85,6 +90,36 @@ pub(crate) fn index_collections<S: Session>(
         }
         Ok(())
     })
+}
+
+/// Adds to `found` the collections the registry of collections names
+/// (`crate::registry`), each once. A registry of another type names none
+/// (`open` logged it); a refused `SMEMBERS` is an error.
+fn registry_collections<S: Session>(
+    conn: &mut S,
+    keys: &Keys,
+    found: &mut Vec<Vec<u8>>,
+) -> Result<(), Failure> {
+    let Some(registry) = keys.registry() else { return Ok(()) };
+    let mut p = Packer::default();
+    p.cmd(&[b"SMEMBERS", registry.as_bytes()]);
+    match conn.query(&p.buf)? {
+        Value::Array(names) | Value::Set(names) => {
+            for name in names {
+                if let Value::BulkString(c) = name {
+                    if !c.is_empty() && !found.contains(&c) {
+                        found.push(c);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Value::ServerError(e) if e.code() == "WRONGTYPE" => Ok(()),
+        Value::ServerError(e) => {
+            Err(Failure::new(net::Cause::of_code(e.code()), conn.addr(), format!("SMEMBERS {registry}: {e}")))
+        }
+        _ => Err(Failure::new(net::Cause::Protocol, conn.addr(), "unexpected SMEMBERS reply")),
+    }
 }
 
 /// A plain `UNLINK` (at `open`, before the flusher exists; the marker was

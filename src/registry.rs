@@ -8,15 +8,19 @@
 //! How it stays true:
 //! - every batch that adds ids to `index:{c}` adds `c` to the registry in
 //!   the same transaction (`flusher/batch.rs`, `flusher/index.rs`), and so
-//!   does `tradecache import`;
+//!   does the first batch of a flusher that writes to `c` at all (an
+//!   event-only collection has no index set, but its logs are the cache's:
+//!   `clear`, `flush_on_start` and the CLI find them through the registry);
+//!   `tradecache import` registers every collection it writes, then marks
+//!   the registry complete (it replaced the trader's whole state);
 //! - `open`, once its marker is claimed (an older writer can no longer
 //!   add a collection behind it), makes sure the registry is complete: a
 //!   registry without its empty member (written before registries
 //!   existed, or deleted by hand) is seeded from a `SCAN` of the index
 //!   sets, then given the empty member ([`prepare`]);
 //! - `clear` and `flush_on_start` keep it, like the commit markers (it may
-//!   so name collections that no longer have an index set: readers keep
-//!   only the names whose index set exists).
+//!   so name collections that no longer have an index set, or never had
+//!   one: `collections()` keeps only the names whose index set exists).
 //!
 //! A reader trusts it only when it holds the empty member, and scans
 //! otherwise: a registry deleted by hand and re-created by later batches

@@ -200,7 +200,7 @@ impl Batch {
         p.cmd(&[b"MULTI"]);
         let mut weights =
             index::pack_reindex(p, keys, &self.unindexed, &mut b.sadd, &mut b.state, &mut b.key);
-        registry_add(p, keys, &b.sadd, &mut b.names, &mut b.key, &mut weights);
+        registry_add(p, keys, &b.sadd, &[], &mut b.names, &mut b.key, &mut weights);
         p.extend(commands, self.spans.get(1..).unwrap_or_default(), MULTI.len());
         weights.extend_from_slice(&self.weights);
         self.tx = std::mem::take(&mut p.buf);
@@ -233,6 +233,8 @@ pub(super) struct Bufs {
     log: Args,
     /// The collections added to the registry (`crate::registry`).
     names: Args,
+    /// Collections this flusher writes for the first time in this batch.
+    new: Vec<&'static str>,
     key: Vec<u8>,
     value: Vec<u8>,
 }
@@ -247,6 +249,7 @@ impl Bufs {
         self.state.clear();
         self.events.clear();
         self.event_bytes.clear();
+        self.new.clear();
     }
 }
 
@@ -314,19 +317,28 @@ pub(super) struct Dropped {
 }
 
 /// `SADD` to the registry of collections (`crate::registry`) of every
-/// collection `sadd` adds ids to: in the transaction that creates an index
-/// set, its name is registered too. It carries no write of its own
-/// (weight 0: refused, it is counted as an error, not as dropped writes).
+/// collection `sadd` adds ids to, and of the collections `new` that this
+/// flusher writes for the first time (an event-only collection has no
+/// index set, but its logs are the cache's own: `clear`, `flush_on_start`
+/// and the CLI find them through the registry): in the transaction that
+/// creates an index set or a collection's first key, its name is
+/// registered too. It carries no write of its own (weight 0: refused, it
+/// is counted as an error, not as dropped writes).
 pub(super) fn registry_add(
     p: &mut Packer,
     keys: &Keys,
     sadd: &[(&'static str, Args)],
+    new: &[&'static str],
     names: &mut Args,
     key: &mut Vec<u8>,
     weights: &mut Vec<u64>,
 ) {
     names.clear();
-    for (collection, _) in sadd.iter().filter(|(_, a)| !a.is_empty()) {
+    let indexed = sadd.iter().filter(|(_, a)| !a.is_empty()).map(|(c, _)| *c);
+    for collection in indexed.clone() {
+        names.bulk(collection.as_bytes());
+    }
+    for collection in new.iter().filter(|c| !indexed.clone().any(|i| i == **c)) {
         names.bulk(collection.as_bytes());
     }
     key.clear();
@@ -396,6 +408,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                 let collection = key.0;
                 if !collections.contains(&collection) {
                     collections.push(collection);
+                    b.new.push(collection);
                 }
                 match entry.snap {
                     Snap::Put { rec, after_delete, since, puts } => {
@@ -451,6 +464,10 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             Item::Event(ev) => {
                 if !collections.contains(&ev.collection) {
                     collections.push(ev.collection);
+                    // Market-data series are no collection of the registry.
+                    if !ev.rec.is_series() {
+                        b.new.push(ev.collection);
+                    }
                 }
                 let start = b.event_bytes.len();
                 let r = ev.rec.encode(enc, &mut b.event_bytes);
@@ -493,7 +510,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             batch.weights.push(ids.n as u64);
         }
     }
-    registry_add(p, keys, &b.sadd, &mut b.names, &mut b.key, &mut batch.weights);
+    registry_add(p, keys, &b.sadd, &b.new, &mut b.names, &mut b.key, &mut batch.weights);
     b.state.pack(p, keys, &mut b.key, &mut batch.weights);
     // Events in order; consecutive appends to one log share an RPUSH.
     let mut start = 0;
@@ -900,13 +917,18 @@ mod tests {
         f.append("O-2", 1);
         let (batch, _) = f.build();
         let cmds = commands(&batch.tx);
-        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "RPUSH", "XADD", "XADD", "RPUSH", "XADD", "XTRIM"]);
-        assert_eq!(cmds[3][..5], ["XADD", "trader-T:stream:orders", "*", "id", "O-1"]);
-        assert_eq!(cmds[3][6], cmds[2][2], "the stream carries the log's bytes");
-        assert_eq!(cmds[4][6], cmds[2][3]);
-        assert_eq!(cmds[6][4], "O-2");
-        assert_eq!(cmds[7], ["XTRIM", "trader-T:stream:orders", "MAXLEN", "~", "100"]);
-        assert_eq!(batch.weights, [0, 2, 0, 0, 1, 0, 0]);
+        assert_eq!(
+            names(&batch.tx),
+            ["MULTI", "MSET", "SADD", "RPUSH", "XADD", "XADD", "RPUSH", "XADD", "XTRIM"]
+        );
+        // The collection's first write: registered, though it has no index.
+        assert_eq!(cmds[2], ["SADD", "trader-T:index:", "orders"]);
+        assert_eq!(cmds[4][..5], ["XADD", "trader-T:stream:orders", "*", "id", "O-1"]);
+        assert_eq!(cmds[4][6], cmds[3][2], "the stream carries the log's bytes");
+        assert_eq!(cmds[5][6], cmds[3][3]);
+        assert_eq!(cmds[7][4], "O-2");
+        assert_eq!(cmds[8], ["XTRIM", "trader-T:stream:orders", "MAXLEN", "~", "100"]);
+        assert_eq!(batch.weights, [0, 0, 2, 0, 0, 1, 0, 0]);
     }
 
     /// The age cutoff is the server's clock less the age, whatever
@@ -921,10 +943,11 @@ mod tests {
         f.append("O-1", 1);
         let (batch, _) = f.build();
         let cmds = commands(&batch.tx);
-        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "RPUSH", "XADD", "XTRIM", "XTRIM"]);
-        assert_eq!(cmds[5], ["XTRIM", "trader-T:stream:orders", "MINID", "~", "4400000"]);
-        assert_eq!(batch.weights, [0, 1, 0, 0, 0]);
+        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "SADD", "RPUSH", "XADD", "XTRIM", "XTRIM"]);
+        assert_eq!(cmds[6], ["XTRIM", "trader-T:stream:orders", "MINID", "~", "4400000"]);
+        assert_eq!(batch.weights, [0, 0, 1, 0, 0, 0]);
 
+        // The collection is registered already: no SADD.
         f.server_now_ms = None;
         f.append("O-1", 2);
         let (batch, _) = f.build();
@@ -956,7 +979,10 @@ mod tests {
         // Only the marker in MSET; P-2 is still deleted.
         assert_eq!(cmds[1], ["MSET", MARKER_KEY, "7:1"]);
         assert_eq!(cmds[2], ["DEL", "trader-T:positions:P-2", "trader-T:positions:P-2:events"]);
-        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "DEL", "SREM", "SREM", "ZREM", "RPUSH"]);
+        // The registry's SADD names both collections, written for the
+        // first time (though neither gets an index entry).
+        assert_eq!(names(&batch.tx), ["MULTI", "MSET", "DEL", "SREM", "SADD", "SREM", "ZREM", "RPUSH"]);
+        assert_eq!(cmds[4], ["SADD", "trader-T:index:", "positions", "orders"]);
         assert_eq!(batch.weights[..2], [0, 1]);
         assert_eq!(batch.max_seq, 4, "dropped writes are covered: their callers are told");
     }

@@ -121,3 +121,43 @@ fn nothing_is_deleted_after_close_returns() {
     std::thread::sleep(ms(500));
     assert_eq!(dbsize(&mut admin), after_close, "keys were deleted after close returned");
 }
+
+/// Item 6 of issue 28: a collection written only with `append` (a typed
+/// event-only collection, raw or Python events without a put) has no index
+/// set; its logs survived `clear` and `flush_on_start` of any cache but the
+/// one that wrote them (0 keys deleted, the events still read back). Every
+/// key a cache wrote is its own: the registry of collections names the
+/// collection from its first batch on.
+#[test]
+fn clear_and_flush_on_start_delete_event_only_collections() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let s = Duration::from_secs(5);
+    let raw = tradecache::raw::Collection::new("clr-events-only").unwrap();
+    let event = tradecache::raw::RawValue::encode(&1u8, tradecache::Encoding::MsgPack).unwrap();
+    let write = |cfg: tradecache::Config| {
+        let cache = Cache::open(cfg).unwrap();
+        cache.append("LOG-ONLY", &Tick { n: 1 }).unwrap();
+        cache.append_raw(raw, "E-1", event.clone()).unwrap();
+        cache.close(s).unwrap();
+    };
+    let own = |con: &mut redis::Connection| {
+        let mut k: Vec<String> = keys(con, "trader-T1:*").into_iter().collect();
+        k.retain(|k| !k.ends_with(":index:") && !k.contains(":writer:"));
+        k
+    };
+    write(config(server.port(), "T1"));
+    assert_eq!(own(&mut con), ["trader-T1:clr-events-only:E-1:events", "trader-T1:counters:LOG-ONLY:events"]);
+    // A later cache's `clear`.
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    assert_eq!(cache.clear(s).unwrap(), 2);
+    assert_eq!(own(&mut con), Vec::<String>::new());
+    assert!(cache.get_events_raw(raw, "E-1").unwrap().is_empty());
+    assert!(cache.get_events::<Tick>("LOG-ONLY").unwrap().is_empty());
+    cache.close(s).unwrap();
+    // A later cache's `flush_on_start`.
+    write(config(server.port(), "T1"));
+    let cache = Cache::open(config(server.port(), "T1").flush_on_start(true)).unwrap();
+    assert_eq!(own(&mut con), Vec::<String>::new());
+    cache.close(s).unwrap();
+}

@@ -219,7 +219,9 @@ fn cli_verify_and_import_keep_the_registry_of_collections_complete() {
     ok(run(&server, &["-t", "T1", "verify"]));
 
     // Exported, then imported where no cache ever opened: the registry
-    // names the collection; a cache opened there finds it complete.
+    // names the collection and is complete (item 7 of issue 28: its empty
+    // member, the readers' trust in it, was lost, so that every reader
+    // scanned the keyspace until a cache opened there).
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t1.jsonl");
     let f = file.to_str().unwrap();
@@ -227,13 +229,63 @@ fn cli_verify_and_import_keep_the_registry_of_collections_complete() {
     let target = RedisServer::start();
     ok(run(&target, &["-t", "T1", "import", "-f", f]));
     let mut tcon = target.client();
-    let names: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:").query(&mut tcon).unwrap();
-    assert_eq!(names, ["orders"]);
+    let mut names: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:").query(&mut tcon).unwrap();
+    names.sort();
+    assert_eq!(names, ["", "orders"]);
+    ok(run(&target, &["-t", "T1", "verify"]));
     let again = Cache::open(cfg(target.port(), "T1")).unwrap();
     let mut names: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:").query(&mut tcon).unwrap();
     names.sort();
     assert_eq!(names, ["", "orders"]);
     let found: Vec<&str> = again.collections().unwrap().iter().map(|c| c.as_str()).collect();
     assert_eq!(found, ["orders"]);
+    again.close(Duration::from_secs(5)).unwrap();
+}
+
+/// Item 6 of issue 28: a collection written only with `append` (no index
+/// set) is the trader's all the same: `verify` sees its log (a warning:
+/// `load()` does not read a log without a value), `export` writes it,
+/// `import` restores it and registers the collection, and a `clear` there
+/// deletes it. Before, `export` left it out and `verify` never saw it.
+#[test]
+fn cli_event_only_collections_are_verified_exported_and_imported() {
+    let source = RedisServer::start();
+    let cache = Cache::open(cfg(source.port(), "EV")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Accepted, NOW_NS, 2)]);
+    let raw = tradecache::raw::Collection::new("cli-events-only").unwrap();
+    for n in 1..=3u64 {
+        cache
+            .append_raw(
+                raw,
+                "E-1",
+                tradecache::raw::RawValue::encode(&n, tradecache::Encoding::MsgPack).unwrap(),
+            )
+            .unwrap();
+    }
+    cache.flush(Duration::from_secs(10)).unwrap();
+    cache.close(Duration::from_secs(5)).unwrap();
+    let log = "trader-EV:cli-events-only:E-1:events";
+    let o = ok(run(&source, &["-t", "EV", "verify", "--json"]));
+    assert_eq!(findings(&o), [("log-without-value".to_string(), log.to_string())]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ev.jsonl");
+    let f = file.to_str().unwrap();
+    ok(run(&source, &["-t", "EV", "export", "-o", f]));
+    let target = RedisServer::start();
+    ok(run(&target, &["-t", "EV", "import", "-f", f]));
+    let (a, b) = (dump(&source, "trader-EV:*"), dump(&target, "trader-EV:*"));
+    assert_eq!(a.get(log.as_bytes()).map(Vec::len), Some(3), "the log in the source");
+    assert!(a == b, "the imported state differs from the exported one");
+    let registry = |server: &RedisServer| {
+        let mut names: Vec<String> =
+            redis::cmd("SMEMBERS").arg("trader-EV:index:").query(&mut server.client()).unwrap();
+        names.sort();
+        names
+    };
+    assert_eq!(registry(&target), ["", "cli-events-only", "orders"]);
+    assert_eq!(registry(&target), registry(&source));
+    let again = Cache::open(cfg(target.port(), "EV")).unwrap();
+    again.clear(Duration::from_secs(5)).unwrap();
+    assert!(dump(&target, "trader-EV:*").is_empty(), "clear left {:?}", dump(&target, "trader-EV:*").keys());
     again.close(Duration::from_secs(5)).unwrap();
 }

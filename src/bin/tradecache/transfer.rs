@@ -452,8 +452,9 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     let registry = layout.registry();
     for chunk in items.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 4);
-        // The collections this chunk indexes, in the registry of
-        // collections (`load()` of every collection finds them there).
+        // The collections this chunk writes (but market-data series), in
+        // the registry of collections: `load()` of every collection finds
+        // the indexed ones there, `clear` the logs of the others.
         let mut named: Vec<&str> = Vec::new();
         for p in chunk {
             if let Some(v) = &p.value {
@@ -479,9 +480,10 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 let mut add = Command::new("SADD");
                 add.arg(layout.index(&p.collection)).arg(&p.id);
                 cmds.push(add);
-                if !named.contains(&p.collection.as_str()) {
-                    named.push(&p.collection);
-                }
+            }
+            let series = admin::entity_collection_problem(&p.collection).is_some();
+            if !series && !named.contains(&p.collection.as_str()) {
+                named.push(&p.collection);
             }
             if p.open {
                 let mut add = Command::new("SADD");
@@ -504,6 +506,15 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         }
         transaction(&mut conn, cmds)?;
         progress.add(chunk.len() as u64);
+    }
+    // Every collection imported is registered, and the trader holds no
+    // other state (refused, or deleted with --force): the registry is
+    // complete. Its empty member says so, so that readers trust it rather
+    // than scan the keyspace (as they did after a restore before).
+    if let Some(r) = &registry {
+        let mut add = Command::new("SADD");
+        add.arg(r).arg("");
+        util::query(&mut conn, &add)?;
     }
     progress.finish();
     if !setup.quiet {

@@ -157,6 +157,9 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
             known.insert(collection.into_bytes());
         }
     }
+    // And the registry's: a collection written only with `append` has no
+    // index set, but its logs are the trader's.
+    known.extend(registered(conn, layout)?);
     let known: Vec<&[u8]> = known.iter().map(Vec::as_slice).collect();
     let mut s = Survey::default();
     for k in &keys {
@@ -181,6 +184,24 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
         }
     }
     Ok(s)
+}
+
+/// The collections the registry of collections names (`None`: there is
+/// none, or the key holds another type, which `verify` reports). A
+/// refused `SMEMBERS` is an error: the logs of the collections it names
+/// would go unseen.
+fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError> {
+    let Some(key) = layout.registry() else { return Ok(Vec::new()) };
+    let mut cmd = Command::new("SMEMBERS");
+    cmd.arg(&key);
+    match conn.query(&cmd)? {
+        Reply::Array(v) | Reply::Set(v) => {
+            Ok(v.into_iter().filter_map(bytes).filter(|c| !c.is_empty()).collect())
+        }
+        Reply::ServerError(e) if e.starts_with("WRONGTYPE") => Ok(Vec::new()),
+        Reply::ServerError(e) => Err(err(format!("{}: SMEMBERS {key}: {e}", conn.addr()))),
+        other => Err(err(format!("SMEMBERS {key}: unexpected {other:?}"))),
+    }
 }
 
 /// [`survey`] for the commands that read an existing trader: a trader
