@@ -5,10 +5,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::values::{
-    decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LoadEvent, LoadItem,
-    LOG_SLICE, NO_VALUE,
+    check_reply, decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LoadEvent,
+    LoadItem, LOG_SLICE, NO_VALUE,
 };
-use super::LoadReport;
+use super::{LoadIssue, LoadReport};
 use crate::config::Config;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
@@ -86,6 +86,11 @@ impl<'a> Reader<'a> {
         net::connect(cfg, &marker, None).map_err(|f| f.into_error())
     }
 
+    /// [`check_reply`] against this reader's server.
+    fn check(&self, reply: &Value, key: impl FnOnce() -> String) -> Result<()> {
+        check_reply(reply, key, &self.cfg.redacted_url())
+    }
+
     /// Sends the packed commands and reads one reply per command.
     fn round_trip(&mut self, report: &mut LoadReport) -> Result<Vec<Value>> {
         report.round_trips += 1;
@@ -99,6 +104,7 @@ impl<'a> Reader<'a> {
         self.packer.clear();
         self.packer.cmd(&[b"SMEMBERS", index.as_bytes()]);
         let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+        self.check(&reply, || index.clone())?;
         let mut ids = members_to_ids(reply, &index, report);
         ids.sort_unstable();
         Ok(ids)
@@ -133,19 +139,33 @@ impl<'a> Reader<'a> {
         self.packer.cmd(&[b"SCARD", index.as_bytes()]);
         self.packer.cmd(&[b"SCARD", open.as_bytes()]);
         self.packer.cmd(&[b"ZCARD", closed.as_bytes()]);
-        let mut replies = self.round_trip(report)?.into_iter();
+        let replies = self.round_trip(report)?;
+        let names = [&open, &index, &open, &closed];
+        for (reply, key) in replies.iter().zip(names) {
+            self.check(reply, || key.clone())?;
+        }
+        let mut replies = replies.into_iter();
         let members = replies.next().unwrap_or(Value::Nil);
-        let count = |v: Option<Value>| match v {
-            Some(Value::Int(n)) => n,
-            _ => 0,
+        // A count that is not a number (a key of another type) is
+        // reported, and the ids are then looked for with `ZDIFF`.
+        let mut count = |v: Option<Value>, key: &str| match v {
+            Some(Value::Int(n)) => Some(n),
+            other => {
+                report.issues.push(LoadIssue { key: key.to_string(), problem: format!("count: {other:?}") });
+                None
+            }
         };
-        let (all, open_n, closed_n) = (count(replies.next()), count(replies.next()), count(replies.next()));
+        let all = count(replies.next(), &index);
+        let open_n = count(replies.next(), &open);
+        let closed_n = count(replies.next(), &closed);
         let mut ids = members_to_ids(members, &open, report);
         let mut unclassified = false;
-        if all != open_n + closed_n {
+        let balanced = matches!((all, open_n, closed_n), (Some(a), Some(o), Some(c)) if a == o + c);
+        if !balanced {
             self.packer.clear();
             self.packer.cmd(&[b"ZDIFF", b"3", index.as_bytes(), open.as_bytes(), closed.as_bytes()]);
             let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+            self.check(&reply, || format!("ZDIFF of {index}"))?;
             let extra = members_to_ids(reply, &index, report);
             report.unclassified += extra.len() as u64;
             unclassified = !extra.is_empty();
@@ -302,9 +322,20 @@ impl<'a> Reader<'a> {
         // (log, first entry, last entry)
         let mut slices: Vec<(usize, usize, usize)> = Vec::new();
         for (log, len) in lens.into_iter().enumerate() {
+            // A refused `LLEN` fails the load (read as 0, it cut every long
+            // log to its first slice); another reply is reported.
+            self.check(&len, || format!("LLEN {}", keys[log]))?;
             let len = match len {
-                Value::Int(n) => usize::try_from(n).unwrap_or(0),
-                _ => 0,
+                Value::Int(n) if n >= 0 => n as usize,
+                other => {
+                    report.issues.push(LoadIssue {
+                        key: keys[log].clone(),
+                        problem: format!(
+                            "length unknown ({other:?}): only its first {LOG_SLICE} entries read"
+                        ),
+                    });
+                    0
+                }
             };
             slices.extend(
                 (LOG_SLICE..len).step_by(LOG_SLICE).map(|at| (log, at, (at + LOG_SLICE).min(len) - 1)),
@@ -381,6 +412,7 @@ impl<'a> Reader<'a> {
         }
         let replies = self.round_trip(report)?;
         for (&i, reply) in missing.iter().zip(replies) {
+            self.check(&reply, || report.issues[i].key.clone())?;
             match reply {
                 Value::ServerError(e) => report.issues[i].problem = e.to_string(),
                 Value::Nil => {}
@@ -404,7 +436,10 @@ impl<'a> Reader<'a> {
                 detail: format!("reading the commit marker {key}: {e}"),
                 source: Some(net::reply_source(&e)),
             }),
-            _ => Ok(None),
+            Some(Value::Nil) => Ok(None),
+            other => {
+                Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") })
+            }
         }
     }
 
@@ -413,6 +448,7 @@ impl<'a> Reader<'a> {
         let key = self.keys.events(<E::Of as Entity>::COLLECTION, id);
         self.packer.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]);
         let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
+        self.check(&reply, || key.clone())?;
         Ok(decode_events::<E>(reply, &key, self.encoding, report))
     }
 }
@@ -468,7 +504,16 @@ pub(super) fn read_chunks<T: LoadItem, E: LoadEvent>(
             for _ in 0..logs.capacity() {
                 logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
             }
-            Ok(decode_chunk::<T, E>(keys, collection, encoding, ids, snapshots, logs, spare.try_recv().ok()))
+            decode_chunk::<T, E>(
+                keys,
+                collection,
+                encoding,
+                &addr,
+                ids,
+                snapshots,
+                logs,
+                spare.try_recv().ok(),
+            )
         });
         let failed = out.is_err();
         if tx.send((index, out)).is_err() || failed {
@@ -511,6 +556,7 @@ pub(super) fn read_slices<E: LoadEvent>(
         let out = result.map_err(|e| fail(&e)).and_then(|()| {
             let reply = conn.con.recv_response().map_err(|e| fail(&e))?;
             let (log, first, _) = slices[slice];
+            check_reply(&reply, || keys[log].clone(), &addr)?;
             let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
             let list = decode_events_from::<E>(reply, &keys[log], first, encoding, &mut report);
             Ok((list, report))

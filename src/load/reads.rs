@@ -192,7 +192,13 @@ impl Cache {
         let mut out = Vec::with_capacity(items.len());
         let len = items.len();
         for (i, item) in items.into_iter().enumerate() {
-            let Value::BulkString(b) = item else { continue };
+            let Value::BulkString(b) = item else {
+                report.issues.push(LoadIssue {
+                    key: format!("{key}[{i} of the newest {len}]"),
+                    problem: format!("unexpected entry {item:?}"),
+                });
+                continue;
+            };
             match crate::codec::decode::<D>(&b, self.config().encoding) {
                 Ok(v) => out.push(v),
                 Err(e) => report.issues.push(LoadIssue {

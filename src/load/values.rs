@@ -8,6 +8,7 @@ use super::{LoadIssue, LoadReport};
 use crate::codec;
 use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
+use crate::error::{Error, Result};
 use crate::ident::Ident;
 use crate::keys::Keys;
 use redis::Value;
@@ -71,19 +72,44 @@ impl<E: Event> LoadEvent for E {
     }
 }
 
+/// A reply a load cannot go on past: a server error other than
+/// `WRONGTYPE`, such as a command the ACL refuses (`NOPERM`) or a server
+/// still loading, is an error of the whole load (read as empty, it would
+/// give a shorter result); `WRONGTYPE` (a key of another type) is a
+/// problem of that key, which the caller reports against it.
+/// `key` names what was read (made only for the error).
+pub(crate) fn check_reply(reply: &Value, key: impl FnOnce() -> String, addr: &str) -> Result<()> {
+    match reply {
+        Value::ServerError(e) if e.code() != "WRONGTYPE" => Err(Error::Redis {
+            addr: addr.to_string(),
+            kind: crate::net::Cause::of_code(e.code()).kind(),
+            detail: format!("{}: {e}", key()),
+            source: Some(crate::net::reply_source(e)),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes one chunk's replies: the `MGET` of the snapshots and, with
 /// events, one `LRANGE` reply per id. Problems are reported by key in id
-/// order (a snapshot before its log).
+/// order (a snapshot before its log); a refused command fails the chunk
+/// ([`check_reply`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
     keys: &Keys,
     collection: &str,
     encoding: crate::config::Encoding,
+    addr: &str,
     ids: &[Ident],
     snapshots: Value,
     logs: Vec<Value>,
     reuse: Option<ChunkOut<T, E>>,
-) -> ChunkOut<T, E> {
+) -> Result<ChunkOut<T, E>> {
+    let first = || ids.first().map(|id| keys.entity(collection, id)).unwrap_or_default();
+    check_reply(&snapshots, || format!("MGET of {} snapshots from {}", ids.len(), first()), addr)?;
+    for (id, log) in ids.iter().zip(&logs) {
+        check_reply(log, || keys.events(collection, id), addr)?;
+    }
     let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
     let (mut items, mut events) = match reuse {
         // Emptied by the calling thread.
@@ -134,7 +160,7 @@ pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
             }
         }
     }
-    ChunkOut { items, events, long, report }
+    Ok(ChunkOut { items, events, long, report })
 }
 
 pub(super) const NO_VALUE: &str = "in the index but has no value";
@@ -158,7 +184,12 @@ pub(super) fn members_to_ids(reply: Value, index: &str, report: &mut LoadReport)
     };
     let mut ids = Vec::with_capacity(members.len());
     for m in members {
-        let Value::BulkString(b) = m else { continue };
+        let Value::BulkString(b) = m else {
+            report
+                .issues
+                .push(LoadIssue { key: index.to_string(), problem: format!("unexpected member {m:?}") });
+            continue;
+        };
         match std::str::from_utf8(&b).ok().map(Ident::new) {
             Some(Ok(id)) => ids.push(id),
             _ => report.issues.push(LoadIssue {
@@ -208,7 +239,13 @@ pub(super) fn decode_events_from<E: LoadEvent>(
     let mut seen = (items.len() > 16).then(|| HashSet::with_capacity(items.len()));
     let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let Value::BulkString(b) = item else { continue };
+        let Value::BulkString(b) = item else {
+            report.issues.push(LoadIssue {
+                key: format!("{key}[{}]", offset + i),
+                problem: format!("unexpected entry {item:?}"),
+            });
+            continue;
+        };
         match E::decode_event(b, encoding) {
             Ok(ev) => {
                 let new = match (ev.dedup_id(), seen.as_mut()) {

@@ -280,11 +280,18 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// Connection failures and server errors.
+    /// Connection failures and server errors (a refused `SMEMBERS`,
+    /// `SCAN` or `TYPE`); [`Error::Config`] (field `collection`) when an
+    /// index set's name cannot be a [`Collection`] (more than
+    /// [`Collection::MAX_NAMES`] names interned in this process, or a name
+    /// against the rule): a collection is never left out silently.
     pub fn collections(&self) -> Result<Vec<Collection>> {
         self.settle_reads(crate::load::reads::settle_timeout(self))?;
         if let Some(registry) = self.keys().registry() {
             let reply = self.raw_read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
+            // Refused, it is an error (a `SCAN` would need more rights
+            // still); of another type, the index sets are scanned.
+            crate::load::check_reply(&reply, || registry.clone(), &self.config().redacted_url())?;
             if let Some(names) = crate::registry::members(reply) {
                 return self.registered(&names);
             }
@@ -311,10 +318,12 @@ impl Cache {
                 for k in keys {
                     let Value::BulkString(k) = k else { continue };
                     let Some(rest) = k.strip_prefix(prefix.as_bytes()) else { continue };
-                    // `index:{c}:open` is a set too; a collection has no ':'.
-                    if let Some(c) = std::str::from_utf8(rest).ok().and_then(|c| Collection::new(c).ok()) {
-                        found.push(c);
+                    // `index:{c}:open` is a set too, and so is the registry
+                    // (`index:`); a collection has no ':'.
+                    if rest.is_empty() || rest.contains(&b':') {
+                        continue;
                     }
+                    found.push(found_collection(rest)?);
                 }
             }
             match next {
@@ -355,9 +364,7 @@ impl Cache {
             if crate::registry::type_name(t) != Some("set") {
                 continue;
             }
-            if let Some(c) = std::str::from_utf8(name).ok().and_then(|c| Collection::new(c).ok()) {
-                found.push(c);
-            }
+            found.push(found_collection(name)?);
         }
         found.sort_unstable_by_key(|c| c.0);
         found.dedup();
@@ -368,4 +375,19 @@ impl Cache {
         let slot_key = || self.keys().writer(&self.config().writer_id);
         self.read_link().round_trip(self.config(), slot_key, pack)
     }
+}
+
+/// The collection of an index set found by [`Cache::collections`]: a name
+/// that cannot be one (it breaks the rule of [`Collection::new`], or
+/// [`Collection::MAX_NAMES`] names are interned already) is an error,
+/// never left out of the list.
+fn found_collection(name: &[u8]) -> Result<Collection> {
+    let name = std::str::from_utf8(name).map_err(|_| {
+        Error::Config(crate::error::ConfigError::one(
+            "collection",
+            String::from_utf8_lossy(name).escape_debug().to_string(),
+            "an index set of this name exists, but a collection name is ASCII".to_string(),
+        ))
+    })?;
+    Collection::new(name)
 }

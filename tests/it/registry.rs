@@ -166,3 +166,51 @@ fn no_registry_without_a_trader_prefix() {
     assert!(cache.stats().errors.iter().all(|(_, n)| *n == 0), "{:?}", cache.stats());
     cache.close(S).unwrap();
 }
+
+/// Item 5 of issue 28: `collections()` left out, silently, a collection
+/// whose name it could not intern (at most `Collection::MAX_NAMES` per
+/// process): the registry named it, its index set existed, and it returned
+/// `Ok` without it. It is an error now, through the registry and through
+/// the `SCAN` of the index sets alike. Run in a child process of its own:
+/// the names interned here stay for the life of the process.
+#[test]
+fn collections_never_leaves_out_a_name_it_cannot_intern() {
+    const CHILD: &str = "TRADECACHE_TEST_INTERN_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let name = "registry::collections_never_leaves_out_a_name_it_cannot_intern";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "the child failed:\n{text}");
+        assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+        return;
+    }
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "REG6")).unwrap();
+    cache.put_raw(c("reg-known"), "K", mp(&1)).unwrap();
+    cache.flush(S).unwrap();
+    // Another process wrote a collection this one has never named…
+    let _: () = redis::cmd("SADD").arg("trader-REG6:index:reg-late").arg("L").query(&mut con).unwrap();
+    let _: () = redis::cmd("SADD").arg("trader-REG6:index:").arg("reg-late").query(&mut con).unwrap();
+    // …and this one has interned as many names as it may.
+    let mut n = 0;
+    while Collection::new(&format!("reg-filler-{n}")).is_ok() {
+        n += 1;
+        assert!(n <= Collection::MAX_NAMES, "the interning never refused a name");
+    }
+    let err = cache.collections().unwrap_err();
+    assert!(err.to_string().contains("reg-late"), "{err}");
+    // Not trusted (no empty member): the `SCAN` of the index sets.
+    let _: () = redis::cmd("SREM").arg("trader-REG6:index:").arg("").query(&mut con).unwrap();
+    let err = cache.collections().unwrap_err();
+    assert!(err.to_string().contains("reg-late"), "{err}");
+    // Names already interned are still found.
+    let _: () = redis::cmd("DEL").arg("trader-REG6:index:reg-late").query(&mut con).unwrap();
+    assert_eq!(names(&cache), ["reg-known"]);
+    cache.close(S).unwrap();
+}

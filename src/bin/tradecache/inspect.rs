@@ -92,14 +92,22 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
             let key = layout.events(&collection, id);
             let mut c = Command::new("LRANGE");
             c.arg(&key).arg(0).arg(-1);
-            if let Some(Reply::Array(items)) = util::pipeline(&mut conn, &[c], 1, None)?.pop() {
-                println!("{key} ({} events)", items.len());
-                for (i, v) in items.into_iter().filter_map(bytes).enumerate() {
-                    match admin::event_to_json(&collection, &v, enc) {
-                        Ok((j, _)) => println!("  [{i}] {j}"),
-                        Err(e) => println!("  [{i}] undecodable ({e})"),
+            match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
+                Some(Reply::Array(items)) => {
+                    println!("{key} ({} events)", items.len());
+                    for (i, v) in items.into_iter().enumerate() {
+                        match bytes(v) {
+                            Some(v) => match admin::event_to_json(&collection, &v, enc) {
+                                Ok((j, _)) => println!("  [{i}] {j}"),
+                                Err(e) => println!("  [{i}] undecodable ({e})"),
+                            },
+                            None => println!("  [{i}] not a stored event"),
+                        }
                     }
                 }
+                Some(Reply::Nil) | None => {}
+                // Refused, or another type: said, never shown as no events.
+                Some(other) => println!("{key}: {other:?}"),
             }
         }
     }

@@ -72,7 +72,15 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let mut candidates = Vec::new();
     let mut undecodable = 0;
     for ((c, id), reply) in targets.iter().zip(replies) {
-        let Reply::BulkString(b) = reply else { continue };
+        let b = match reply {
+            Reply::BulkString(b) => b,
+            // Refused: not "nothing to purge". (A key of another type is
+            // not a snapshot; `verify` reports it.)
+            Reply::ServerError(e) if !e.starts_with("WRONGTYPE") => {
+                return Err(util::err(format!("{}: {e}", layout.entity(c, id))))
+            }
+            _ => continue,
+        };
         match admin::closed_at(c, &b, enc) {
             Ok(Some(at)) if at < cutoff => candidates.push((c.clone(), id.clone(), at)),
             Ok(_) => {}

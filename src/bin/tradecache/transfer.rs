@@ -79,6 +79,10 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     let survey = util::survey_existing(&mut conn, &layout)?;
     let markers_before = marker_map(&mut conn, &layout, &survey)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
+    // An index set that cannot be read would mark every id "not indexed".
+    if let Some((c, Err(e))) = members.iter().find(|(_, m)| m.is_err()) {
+        return Err(err(format!("{}: {e} (`tradecache verify` reports it)", layout.index(c))));
+    }
     let indexed =
         |c: &str, id: &str| members.get(c).and_then(|m| m.as_ref().ok()).is_some_and(|m| m.contains(id));
     let (open, closed) = open_closed_members(&mut conn, &layout, &survey)?;

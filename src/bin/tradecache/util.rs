@@ -300,7 +300,15 @@ pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Resu
         })
         .collect();
     let replies = pipeline(conn, &cmds, 100, None)?;
-    Ok(survey.writers.iter().cloned().zip(replies.into_iter().map(bytes)).collect())
+    let mut out = Vec::with_capacity(replies.len());
+    for (w, reply) in survey.writers.iter().zip(replies) {
+        match reply {
+            // A refused read is not "gone since the scan".
+            Reply::ServerError(e) => return Err(err(format!("{}: {e}", layout.writer(w)))),
+            r => out.push((w.clone(), bytes(r))),
+        }
+    }
+    Ok(out)
 }
 
 /// Progress on stderr for runs longer than a second: a bar redrawn in place

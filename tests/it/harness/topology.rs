@@ -48,14 +48,21 @@ pub fn connect(port: u16) -> redis::Connection {
     con
 }
 
-/// The ACL rule tradecache needs, as docs/deployment.md documents it, for keys
-/// matching `keys` (e.g. `trader-T1:*`), plus `extra` (e.g. `+role`).
+/// The ACL rule tradecache needs, read from docs/deployment.md itself (its
+/// `ACL SETUSER trader …` line), so that the rule the tests run under and
+/// the documented one cannot drift apart: for keys matching `keys` (e.g.
+/// `trader-T1:*`) instead of the doc's `trader-TRADER-001:*`, with
+/// `password`, plus `extra` (e.g. `+role`).
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
-    format!(
-        "on >{password} ~{keys} resetchannels -@all +multi +exec +discard +mset +get +mget +del +unlink +sadd +srem +rpush +ltrim \
-         +lrange +smembers +scan +wait +watch +type +ping +client|info +client|kill +zadd +zrem +zrangebyscore \
-         +zcard +scard +zdiff +unwatch +set +xadd +xtrim +time {extra}"
-    )
+    const DOC: &str = include_str!("../../../docs/deployment.md");
+    let rule = DOC
+        .lines()
+        .find_map(|l| l.strip_prefix("ACL SETUSER trader "))
+        .expect("docs/deployment.md documents the trader's rule as `ACL SETUSER trader …`");
+    let (pw, pattern) = (" >PASSWORD ", " ~trader-TRADER-001:* ");
+    assert!(rule.contains(pw) && rule.contains(pattern), "the documented rule changed shape: {rule}");
+    let rule = rule.replace(pw, &format!(" >{password} ")).replace(pattern, &format!(" ~{keys} "));
+    format!("{rule} {extra}").trim_end().to_string()
 }
 
 /// `ACL SETUSER user <rule…>` on the server on `port`.
