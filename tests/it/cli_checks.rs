@@ -289,3 +289,45 @@ fn cli_event_only_collections_are_verified_exported_and_imported() {
     assert!(dump(&target, "trader-EV:*").is_empty(), "clear left {:?}", dump(&target, "trader-EV:*").keys());
     again.close(Duration::from_secs(5)).unwrap();
 }
+
+/// Item 4 of issue 28, in the CLI: a read the server refuses is an error
+/// of the command, never an empty answer that looks clean. Each command
+/// run as a user that may do everything but one read: `export` without
+/// `SMEMBERS` wrote a backup marking every id "not indexed", `purge`
+/// without `GET` found nothing to purge, `verify` without `SISMEMBER`
+/// dropped its findings as "fixed since" and said the state was fine.
+#[test]
+fn cli_a_refused_read_fails_the_command() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(&cache, &[order("O-OLD", OrderStatus::Filled, 1_000_000_000, 1)]);
+    cache.close(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    let _: () = redis::cmd("SADD").arg("trader-T1:index:orders").arg("O-GHOST").query(&mut con).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t1.jsonl");
+    let f = file.to_str().unwrap();
+    let mut wrong = Vec::new();
+    for (user, refused, args) in [
+        ("no-smembers", "-smembers", vec!["-t", "T1", "export", "-o", f]),
+        ("no-get", "-get", vec!["-t", "T1", "purge", "--older-than", "30d"]),
+        ("no-sismember", "-sismember", vec!["-t", "T1", "verify"]),
+    ] {
+        crate::harness::topology::acl_setuser(
+            server.port(),
+            user,
+            &format!("on >pw-{user} ~* +@all {refused}"),
+        );
+        let url = format!("redis://{user}:pw-{user}@127.0.0.1:{}/", server.port());
+        let o = crate::cli::run_env(&server, &[("REDIS_URL", url.as_str())], &args);
+        if o.status.code() != Some(2) || !stderr(&o).contains("no permissions") {
+            wrong.push(format!(
+                "{user}: {args:?}: {:?}\nstdout:\n{}\nstderr:\n{}",
+                o.status,
+                stdout(&o),
+                stderr(&o)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "not refused:\n{}", wrong.join("\n"));
+}

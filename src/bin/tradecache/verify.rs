@@ -406,6 +406,10 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
         cmds.push(e);
     }
     let replies = util::pipeline(conn, &cmds, 1000, None)?;
+    // A refused check is not "fixed since": it would drop the finding.
+    if let Some(Reply::ServerError(e)) = replies.iter().find(|r| matches!(r, Reply::ServerError(_))) {
+        return Err(err(format!("checking the findings again: {e}")));
+    }
     let mut drop = HashSet::new();
     for (n, i) in idx.iter().enumerate() {
         let member = matches!(replies.get(2 * n), Some(Reply::Int(1)) | Some(Reply::Boolean(true)));
