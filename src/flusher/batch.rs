@@ -464,8 +464,9 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
             Item::Event(ev) => {
                 if !collections.contains(&ev.collection) {
                     collections.push(ev.collection);
-                    // Market-data series are no collection of the registry.
-                    if !ev.rec.is_series() {
+                    // The crate's market-data series are found by name
+                    // (`Keys::owns`), and are no collection of the registry.
+                    if !crate::keys::MARKET_DATA_COLLECTIONS.contains(&ev.collection) {
                         b.new.push(ev.collection);
                     }
                 }

@@ -123,8 +123,8 @@ fn nothing_is_deleted_after_close_returns() {
 }
 
 /// Item 6 of issue 28: a collection written only with `append` (a typed
-/// event-only collection, raw or Python events without a put) has no index
-/// set; its logs survived `clear` and `flush_on_start` of any cache but the
+/// event-only collection, raw or Python events without a put, a market-data
+/// series of the user's) has no index set; its logs survived `clear` and `flush_on_start` of any cache but the
 /// one that wrote them (0 keys deleted, the events still read back). Every
 /// key a cache wrote is its own: the registry of collections names the
 /// collection from its first batch on.
@@ -139,6 +139,7 @@ fn clear_and_flush_on_start_delete_event_only_collections() {
         let cache = Cache::open(cfg).unwrap();
         cache.append("LOG-ONLY", &Tick { n: 1 }).unwrap();
         cache.append_raw(raw, "E-1", event.clone()).unwrap();
+        cache.append_market_data(&Signal { source: "S-1".into(), n: 1 }).unwrap();
         cache.close(s).unwrap();
     };
     let own = |con: &mut redis::Connection| {
@@ -147,10 +148,17 @@ fn clear_and_flush_on_start_delete_event_only_collections() {
         k
     };
     write(config(server.port(), "T1"));
-    assert_eq!(own(&mut con), ["trader-T1:clr-events-only:E-1:events", "trader-T1:counters:LOG-ONLY:events"]);
+    assert_eq!(
+        own(&mut con),
+        [
+            "trader-T1:clr-events-only:E-1:events",
+            "trader-T1:clr-signals:S-1:events",
+            "trader-T1:counters:LOG-ONLY:events"
+        ]
+    );
     // A later cache's `clear`.
     let cache = Cache::open(config(server.port(), "T1")).unwrap();
-    assert_eq!(cache.clear(s).unwrap(), 2);
+    assert_eq!(cache.clear(s).unwrap(), 3);
     assert_eq!(own(&mut con), Vec::<String>::new());
     assert!(cache.get_events_raw(raw, "E-1").unwrap().is_empty());
     assert!(cache.get_events::<Tick>("LOG-ONLY").unwrap().is_empty());
@@ -160,4 +168,19 @@ fn clear_and_flush_on_start_delete_event_only_collections() {
     let cache = Cache::open(config(server.port(), "T1").flush_on_start(true)).unwrap();
     assert_eq!(own(&mut con), Vec::<String>::new());
     cache.close(s).unwrap();
+}
+
+/// A market-data series of the user's own: a list without a snapshot.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Signal {
+    source: String,
+    n: u64,
+}
+
+impl tradecache::MarketData for Signal {
+    const COLLECTION: &'static str = "clr-signals";
+    const CAPACITY: tradecache::SeriesCapacity = tradecache::SeriesCapacity::Ticks;
+    fn series_id(&self) -> &str {
+        &self.source
+    }
 }
