@@ -274,3 +274,45 @@ fn kv_a_burst_while_redis_is_frozen_is_taken_not_refused() {
     }
     assert_eq!(kv.stats().dropped, 0);
 }
+
+/// A `touch` of a key whose value is settled (in Redis, not among the
+/// queued writes) is read back before the writer has sent it: once its
+/// new TTL has passed, the key is gone for this process, even while the
+/// writer's `PEXPIRE` cannot reach Redis (the proxy holds it) and Redis
+/// itself, asked, still has the value.
+#[test]
+fn kv_a_touch_of_a_settled_key_is_read_back_before_it_is_written() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    // Every connection forwards until it sends a PEXPIRE (only the writer
+    // does), which waits there.
+    proxy.hold_new_at(b"PEXPIRE");
+    let kv = Kv::open(kv_config(proxy.port(), "touch")).unwrap();
+    kv.set("session", "u-1", &"alice", Ttl::Never).unwrap();
+    kv.set("session", "u-2", &"bob", Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    assert_eq!(kv.get::<String>("session", "u-1").unwrap().as_deref(), Some("alice"));
+    kv.touch("session", "u-1", Ttl::After(Duration::from_millis(30))).unwrap();
+    kv.touch("session", "u-2", Ttl::After(Duration::from_secs(600))).unwrap();
+    wait_until("the writer to send the PEXPIRE", LONG, || proxy.held() >= 1, String::new);
+    std::thread::sleep(Duration::from_millis(60));
+    // Redis has not seen the touch: it still holds u-1, without a TTL.
+    assert!(raw_get(&mut server.client(), "touch:session:u-1").is_some());
+    assert_eq!(kv.get::<String>("session", "u-1").unwrap(), None, "served past its new TTL");
+    assert!(!kv.exists("session", "u-1").unwrap());
+    assert_eq!(kv.get_many::<String>("session", &["u-1", "u-2"]).unwrap(), vec![None, Some("bob".into())]);
+    assert_eq!(kv.get::<String>("session", "u-2").unwrap().as_deref(), Some("bob"), "extended: still there");
+    proxy.release();
+    kv.flush(LONG).unwrap();
+    // Sent with what was left of its TTL when packed: it runs out in Redis
+    // too (`PEXPIRE` counts from when Redis applies it).
+    let mut con = server.client();
+    wait_until(
+        "u-1 to expire in Redis",
+        LONG,
+        || raw_get(&mut con, "touch:session:u-1").is_none(),
+        String::new,
+    );
+    assert_eq!(kv.get::<String>("session", "u-1").unwrap(), None);
+    assert_eq!(kv.get::<String>("session", "u-2").unwrap().as_deref(), Some("bob"));
+}
