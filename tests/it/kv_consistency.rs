@@ -316,3 +316,38 @@ fn kv_a_touch_of_a_settled_key_is_read_back_before_it_is_written() {
     assert_eq!(kv.get::<String>("session", "u-1").unwrap(), None);
     assert_eq!(kv.get::<String>("session", "u-2").unwrap().as_deref(), Some("bob"));
 }
+
+/// A connection cut while the writer's new connection waits for the reply
+/// to `CLIENT INFO` (its handshake) is a lost connection, counted as `io`,
+/// never as `auth` (an ACL without `+client|info`): the writer reconnects
+/// and writes.
+#[test]
+fn kv_a_cut_during_the_writers_handshake_is_not_an_auth_error() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let kv = Kv::open(kv_config(proxy.port(), "hs")).unwrap();
+    kv.set("ns", "a", &1u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    // New connections stop at `CLIENT INFO` (`SETINFO` does not match).
+    proxy.hold_new_at(b"$4\r\nINFO\r\n");
+    proxy.cut_all();
+    kv.set("ns", "a", &2u32, Ttl::Never).unwrap();
+    wait_until(
+        "the writer's new connection to send CLIENT INFO",
+        LONG,
+        || proxy.held() >= 1,
+        || format!("{:?}", kv.stats().write_errors),
+    );
+    proxy.cut_all();
+    proxy.release();
+    kv.flush(LONG).unwrap();
+    let s = kv.stats();
+    assert!(s.reconnects >= 1, "{s:?}");
+    assert!(
+        s.write_errors.iter().all(|(class, _)| *class != "auth"),
+        "a cut connection counted as an auth error: {:?} (last: {:?})",
+        s.write_errors,
+        kv.health().last_error
+    );
+    assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(2));
+}
