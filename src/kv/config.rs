@@ -288,7 +288,8 @@ impl KvConfig {
     }
 
     /// The most distinct keys the writer holds (one pending write per
-    /// key). Past it, writes to further keys wait in the channel while a
+    /// key, the batch on its way included: a write taken in is kept until
+    /// it is written). Past it, writes to further keys wait in the channel while a
     /// batch is on its way (and are refused once the channel is full, see
     /// [`KvConfig::channel_capacity`]); in an outage (a batch failed) they
     /// are dropped and counted.

@@ -11,6 +11,10 @@
 //! never touches the overlay on the hot path (cross-core cache traffic on
 //! every write was most of `set`'s cost); it only removes the entry of a
 //! write it drops, so that a dropped value is not read back.
+//!
+//! A `touch` of a key whose value is not queued here records the new TTL
+//! alone: once it has passed, the key reads as gone, even while Redis,
+//! not yet told, still holds it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -35,9 +39,17 @@ pub(crate) enum Found {
     Unknown,
 }
 
+#[derive(Clone)]
 enum State {
-    Value { value: Value, expires: Option<Instant> },
+    Value {
+        value: Value,
+        expires: Option<Instant>,
+    },
     Deleted,
+    /// A new TTL (`touch`) for a key whose value is not queued here (it
+    /// is in Redis, or nowhere): gone for this process once it passes,
+    /// whether or not the writer has sent it; until then, Redis answers.
+    Expires(Option<Instant>),
 }
 
 struct Entry {
@@ -73,8 +85,8 @@ impl Overlay {
     }
 
     /// Records write `seq`; `acked` is how far writes are settled. A
-    /// `touch` (`Expire`) changes an unsettled entry and adds none (the
-    /// value is in Redis already).
+    /// `touch` (`Expire`) gives an unsettled entry its new TTL, or else
+    /// records the TTL alone (the value is in Redis, if anywhere).
     pub(crate) fn record(&self, seq: u64, op: &Op, acked: impl Fn() -> u64) -> Undo {
         let key = op.item().key();
         let mut s = self.shard(key).lock();
@@ -83,21 +95,18 @@ impl Overlay {
             Op::Del { .. } => State::Deleted,
             Op::Expire { expires, .. } => {
                 let acked = acked();
-                let Some(e) = s.map.get_mut(key).filter(|e| e.seq > acked) else { return Undo(None) };
-                let old = Entry {
-                    seq: e.seq,
-                    state: match &e.state {
-                        State::Value { value, expires } => {
-                            State::Value { value: value.clone(), expires: *expires }
+                match s.map.get_mut(key).filter(|e| e.seq > acked) {
+                    Some(e) => {
+                        let old = Entry { seq: e.seq, state: e.state.clone() };
+                        e.seq = seq;
+                        match &mut e.state {
+                            State::Value { expires: x, .. } | State::Expires(x) => *x = *expires,
+                            State::Deleted => {}
                         }
-                        State::Deleted => State::Deleted,
-                    },
-                };
-                e.seq = seq;
-                if let State::Value { expires: x, .. } = &mut e.state {
-                    *x = *expires;
+                        return Undo(Some(old));
+                    }
+                    None => State::Expires(*expires),
                 }
-                return Undo(Some(old));
             }
         };
         if let Some(e) = s.map.get_mut(key) {
@@ -143,8 +152,11 @@ impl Overlay {
         match s.map.get(key) {
             Some(e) if e.seq > acked => match &e.state {
                 State::Deleted => Found::Absent,
-                State::Value { expires: Some(t), .. } if *t <= Instant::now() => Found::Absent,
+                State::Value { expires: Some(t), .. } | State::Expires(Some(t)) if *t <= Instant::now() => {
+                    Found::Absent
+                }
                 State::Value { value, .. } => Found::Value(value.clone()),
+                State::Expires(_) => Found::Unknown,
             },
             _ => Found::Unknown,
         }
@@ -212,15 +224,23 @@ mod tests {
         let u = o.record(3, &set(b"j", b"c"), || 0);
         o.undo(3, &Item::new(b"j", 1), u);
         assert_eq!(value(&o, b"j", 0), None);
-        // A touch only changes what is there and unsettled.
+        // A touch of a key with no queued value: Redis answers until the
+        // new TTL passes, then the key is gone here, written or not.
         let past = Some(Instant::now());
-        o.record(4, &Op::Expire { key: Item::new(b"x", 1), expires: past }, || 0);
-        assert_eq!(value(&o, b"x", 0), None);
-        o.record(5, &Op::Expire { key: Item::new(b"k", 1), expires: past }, || 0);
+        let later = Instant::now().checked_add(std::time::Duration::from_secs(60));
+        o.record(4, &Op::Expire { key: Item::new(b"x", 1), expires: later }, || 0);
+        assert_eq!(value(&o, b"x", 0), None, "not expired: ask Redis");
+        o.record(5, &Op::Expire { key: Item::new(b"x", 1), expires: past }, || 0);
+        assert_eq!(value(&o, b"x", 0), Some(vec![]), "expired");
+        assert_eq!(value(&o, b"x", 5), None, "settled: Redis answers");
+        // A touch of a queued value changes its TTL.
+        let u = o.record(6, &Op::Expire { key: Item::new(b"k", 1), expires: past }, || 0);
         assert_eq!(value(&o, b"k", 0), Some(vec![]), "expired");
-        assert_eq!(o.len(), 1);
+        o.undo(6, &Item::new(b"k", 1), u);
+        assert_eq!(value(&o, b"k", 0), Some(b"a".to_vec()), "undone");
+        assert_eq!(o.len(), 2);
         o.forget_prefix(b"k");
-        assert_eq!(o.len(), 0);
+        assert_eq!(o.len(), 1);
     }
 
     #[test]

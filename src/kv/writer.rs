@@ -246,7 +246,15 @@ impl Writer {
         let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
         // While writing, what does not fit waits in the channel; only an
         // outage drops writes (`queue`).
-        self.take_queued(|w, n| n < limit && (waiting || w.pending.len() < w.cfg.max_pending_keys));
+        self.take_queued(|w, n| n < limit && (waiting || w.held() < w.cfg.max_pending_keys));
+    }
+
+    /// The keys the writer holds: pending, and in the batch on its way.
+    /// At most `max_pending_keys`, so that a batch that fails always fits
+    /// back into `pending`: a write taken in is kept until it is written
+    /// (or its value is refused), and read back meanwhile.
+    fn held(&self) -> usize {
+        self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.batch.len())
     }
 
     fn absorb(&mut self, msg: KvMsg) {
@@ -260,10 +268,13 @@ impl Writer {
     }
 
     /// Adds a write to `pending`, merged with the one there. `older`: it
-    /// comes back from a failed batch, so what is pending is newer.
+    /// comes back from a failed batch, so what is pending is newer; it was
+    /// held all along, so it always finds room. A write that arrives while
+    /// the writer holds `max_pending_keys` other keys is dropped (`drain`
+    /// takes one in then only in an outage).
     fn queue(&mut self, p: Pend, older: bool) {
         use std::collections::hash_map::Entry;
-        let full = self.pending.len() >= self.cfg.max_pending_keys;
+        let full = !older && self.held() >= self.cfg.max_pending_keys;
         match self.pending.entry(ItemKey(p.op.item().clone())) {
             Entry::Occupied(mut e) => {
                 let cur = e.get_mut();
@@ -282,13 +293,8 @@ impl Writer {
                 let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
                 let detail = format!(
                     "Redis is unavailable and {} keys are already pending (max_pending_keys): a cache \
-                     drops rather than grow{}",
-                    self.pending.len(),
-                    if older {
-                        " (its batch's reply was lost: it may have been written all the same)"
-                    } else {
-                        ""
-                    }
+                     drops rather than grow",
+                    self.held(),
                 );
                 self.drop_write(&p, key, self.last_class, detail);
             }

@@ -84,23 +84,21 @@ pub(crate) fn connect_to(
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
     let mut conn = Conn { con, addr, client: None, bulk_limit: None, server_clock: None };
-    conn.client = match conn.query(redis::cmd("CLIENT").arg("INFO")) {
-        Ok(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
-        Ok(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
+    conn.client = match conn.probe(redis::cmd("CLIENT").arg("INFO"))? {
+        Some(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
+        Some(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
         _ => None,
     };
     // Refused under a strict ACL or on managed Redis: then only
     // `max_value_bytes` bounds a value (docs/guarantees.md, "Dropped writes").
-    conn.bulk_limit = match conn.query(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len")) {
-        Ok(Value::Array(v)) => v.get(1).and_then(int_of),
-        Ok(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
+    conn.bulk_limit = match conn.probe(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len"))? {
+        Some(Value::Array(v)) => v.get(1).and_then(int_of),
+        Some(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
         _ => None,
     };
     if cfg.publish_events && cfg.stream_max_age.is_some() {
-        conn.server_clock = match conn.query(&redis::cmd("TIME")) {
-            Ok(v) => ServerClock::parse(&v, Instant::now()),
-            Err(_) => None,
-        };
+        conn.server_clock =
+            conn.probe(&redis::cmd("TIME"))?.and_then(|v| ServerClock::parse(&v, Instant::now()));
         if conn.server_clock.is_none() {
             // Trimming by the engine's clock could trim the events a batch
             // just published (a clock ahead by more than the age), so
@@ -192,6 +190,18 @@ impl Conn {
     pub(crate) fn round_trip(&mut self, p: &super::Packer) -> Result<Vec<Value>, Failure> {
         self.con.send_packed_command(&p.buf).map_err(|e| Failure::of(&e, &self.addr))?;
         (0..p.commands).map(|_| self.con.recv_response().map_err(|e| Failure::of(&e, &self.addr))).collect()
+    }
+
+    /// What the server tells about this connection, asked while opening
+    /// it: `None` when it refuses the command (an ACL without it, managed
+    /// Redis); a failure when no reply comes (a cut, a timeout): then the
+    /// connection is lost, not one that cannot be named or measured.
+    fn probe(&mut self, cmd: &redis::Cmd) -> Result<Option<Value>, Failure> {
+        match self.query(cmd) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.code().is_some() => Ok(None),
+            Err(e) => Err(Failure::of(&e, &self.addr)),
+        }
     }
 
     /// Sends one command and reads its reply; server error replies become

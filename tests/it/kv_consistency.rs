@@ -1,7 +1,9 @@
 //! The kv layer's consistency under concurrency and faults: read-your-writes
 //! with the near cache while other threads write the same keys and
-//! connections are cut, a dropped writer connection whose bytes reach
-//! Redis late, and a burst of writes while Redis is frozen.
+//! connections are cut and Redis is frozen, a dropped writer connection
+//! whose bytes reach Redis late, bursts of writes while Redis is frozen
+//! (past the writer's bounds), a `touch` read back before it is written,
+//! and a cut during the writer's handshake.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Barrier, Mutex};
@@ -18,7 +20,8 @@ const OPS_PER_THREAD: usize = 60_000;
 /// One operation in this many is a write (few writes: a stale near-cache
 /// entry lives until the next write to its key, long enough to be read).
 const WRITE_EVERY: u64 = 32;
-/// Proxy cuts per run, spread over its operations.
+/// Faults per run, spread over its operations: every third freezes Redis,
+/// the others cut every connection.
 const CUTS: usize = 6;
 /// Runs per test: the race the model looks for is a matter of
 /// interleaving, so each test gives it several chances.
@@ -36,7 +39,8 @@ impl Rng {
 }
 
 /// Threads write and read the same keys through one `Kv` with the near
-/// cache, while the proxy cuts every connection a few times. Writes to a
+/// cache, while the proxy cuts every connection a few times and Redis is
+/// frozen (SIGSTOP) twice, long enough for the writer to fail. Writes to a
 /// key are serialised (a per-key lock around `set`), so its values rise in
 /// the order Redis applies them. Model: every read by a thread returns a
 /// value at least as new as that thread's own last write to the key (and
@@ -107,17 +111,33 @@ fn read_your_writes_under_concurrency(tracking: bool, seed: u64) {
                 }
             });
         }
-        // The fault thread: a cut after every so many operations (a
-        // rendezvous on the progress counter, not on time).
-        let (proxy, done, start) = (&proxy, &done, &start);
+        // The fault thread: a fault after every so many operations (a
+        // rendezvous on the progress counter, not on time). Every third
+        // fault freezes Redis (SIGSTOP) until the threads have gone on for
+        // a while and the writer has failed on it; the others cut every
+        // connection.
+        let (proxy, server, kv, done, start) = (&proxy, &server, &kv, &done, &start);
         s.spawn(move || {
             start.wait();
             let step = THREADS * OPS_PER_THREAD / (CUTS + 1);
-            for cut in 1..=CUTS {
-                while done.load(SeqCst) < cut * step {
+            let errors = || kv.stats().write_errors.iter().map(|(_, n)| *n).sum::<u64>();
+            for fault in 1..=CUTS {
+                while done.load(SeqCst) < fault * step {
                     std::thread::yield_now();
                 }
-                proxy.cut_all();
+                if fault % 3 != 0 {
+                    proxy.cut_all();
+                    continue;
+                }
+                let before = errors();
+                server.pause();
+                let until = std::time::Instant::now() + LONG;
+                while (done.load(SeqCst) < fault * step + step / 4 || errors() == before)
+                    && std::time::Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                server.resume();
             }
         });
     });
@@ -273,4 +293,206 @@ fn kv_a_burst_while_redis_is_frozen_is_taken_not_refused() {
         assert_eq!(got, last[k], "{key}");
     }
     assert_eq!(kv.stats().dropped, 0);
+}
+
+/// Read-your-writes with Redis frozen (SIGSTOP) through a burst that runs
+/// past every bound of the writer: 200,000 sets to distinct keys while the
+/// writer may hold 2,000 keys (the batch on its way included), its channel
+/// 500 more writes, and its batches (of up to 500 keys) wait for replies
+/// that do not come. Each set is accepted or refused at the call (the
+/// channel is full). Model:
+/// - a write the writer has taken in is kept: the first 2,000 accepted
+///   (taken in before any other) are never dropped, and every read of them
+///   returns the value, from the first read on;
+/// - every accepted write is read back, with no round trip to the frozen
+///   server, unless it was dropped on arrival and reported so
+///   (`take_dropped`, collected after every call so that none goes
+///   unlisted);
+/// - after SIGCONT, Redis holds every kept write.
+#[test]
+fn kv_read_your_writes_while_redis_is_frozen_past_the_bounds() {
+    use std::collections::HashSet;
+    const SETS: u64 = 200_000;
+    const HELD: usize = 2_000;
+    let server = RedisServer::start();
+    let config = kv::KvConfig::builder()
+        .redis(crate::harness::config(server.port(), "KV").max_batch(500))
+        .key_prefix("frozen")
+        .channel_capacity(500)
+        .max_pending_keys(HELD);
+    let kv = Kv::open(config).unwrap();
+    kv.set("ns", "warm", &0u64, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    let errors = |kv: &Kv| kv.stats().write_errors.iter().map(|(_, n)| *n).sum::<u64>();
+    let before = errors(&kv);
+    let full = |n: u64| format!("frozen:ns:K{n}");
+    let mut dropped: HashSet<String> = HashSet::new();
+    let collect = |kv: &Kv, dropped: &mut HashSet<String>| {
+        dropped.extend(kv.take_dropped().into_iter().map(|d| d.key));
+    };
+    // (write, what a read of it returned) for every read that did not
+    // return the value written.
+    let mut misread: Vec<(u64, String)> = Vec::new();
+    let read = |kv: &Kv, n: u64, misread: &mut Vec<(u64, String)>| match kv.get::<u64>("ns", &format!("K{n}"))
+    {
+        Ok(Some(v)) if v == n => {}
+        other => misread.push((n, format!("{other:?}"))),
+    };
+    server.pause();
+    let mut accepted: Vec<u64> = Vec::new();
+    let (mut n, mut refused) = (0u64, 0u64);
+    // The sets, until the writer has failed twice (a reply timeout, then a
+    // handshake), so the burst spans its waits; bounded in count.
+    while (n < SETS || errors(&kv) < before + 2) && n < 3_000_000 {
+        match kv.set("ns", &format!("K{n}"), &n, Ttl::Never) {
+            Ok(_) => accepted.push(n),
+            Err(e) => {
+                assert_eq!(e.kind(), tradecache::ErrorKind::Unavailable, "{e}");
+                refused += 1;
+            }
+        }
+        collect(&kv, &mut dropped);
+        // Now and then, reads of the first write and of the newest (unless
+        // reported dropped). A read that reaches the frozen server waits
+        // for it, a few times: then the breaker answers at once.
+        if n % 997 == 0 {
+            for m in [accepted.first(), accepted.last()].into_iter().flatten() {
+                if !dropped.contains(&full(*m)) {
+                    read(&kv, *m, &mut misread);
+                }
+            }
+        }
+        n += 1;
+    }
+    assert!(errors(&kv) >= before + 2, "the writer met the frozen server: {:?}", kv.stats());
+    assert!(refused > 0 && kv.stats().dropped > 0, "the bounds were reached: {:?}", kv.stats());
+    // Every write taken in, and every other accepted write not reported
+    // dropped, read while still frozen.
+    collect(&kv, &mut dropped);
+    for (i, &m) in accepted.iter().enumerate() {
+        if misread.len() > 20 {
+            break;
+        }
+        if i < HELD || !dropped.contains(&full(m)) {
+            read(&kv, m, &mut misread);
+        }
+    }
+    server.resume();
+    let mut flushed = kv.flush(LONG);
+    while let Err(tradecache::Error::Dropped { .. }) = flushed {
+        collect(&kv, &mut dropped);
+        flushed = kv.flush(LONG);
+    }
+    flushed.unwrap();
+    collect(&kv, &mut dropped);
+    let s = kv.stats();
+    assert_eq!(s.dropped_unlisted, 0, "every drop was listed, so the model knows them: {s:?}");
+    let first_read_failed: Vec<_> =
+        misread.iter().filter(|(m, _)| accepted[..HELD.min(accepted.len())].contains(m)).collect();
+    assert!(first_read_failed.is_empty(), "reads of writes taken in: {first_read_failed:?}");
+    let taken_in: Vec<&u64> = accepted.iter().take(HELD).filter(|m| dropped.contains(&full(**m))).collect();
+    assert!(taken_in.is_empty(), "writes the writer had taken in were dropped: {taken_in:?}");
+    let unreported: Vec<_> = misread.iter().filter(|(m, _)| !dropped.contains(&full(*m))).collect();
+    assert!(
+        unreported.is_empty(),
+        "{} reads of kept writes (of {} accepted, {} dropped) did not return the value: {:?}",
+        unreported.len(),
+        accepted.len(),
+        dropped.len(),
+        &unreported[..unreported.len().min(10)]
+    );
+    // Redis converges: every kept write is there, no dropped one.
+    let mut con = server.client();
+    let mut kept = 0;
+    for &m in &accepted {
+        let got = raw_get(&mut con, &full(m)).map(|b| kv::decode::<u64>(&b).unwrap());
+        if dropped.contains(&full(m)) {
+            assert_eq!(got, None, "{}", full(m));
+        } else {
+            assert_eq!(got, Some(m), "{}", full(m));
+            kept += 1;
+        }
+    }
+    eprintln!(
+        "{n} sets: {} accepted, {kept} kept, {} dropped, {refused} refused",
+        accepted.len(),
+        dropped.len()
+    );
+}
+
+/// A `touch` of a key whose value is settled (in Redis, not among the
+/// queued writes) is read back before the writer has sent it: once its
+/// new TTL has passed, the key is gone for this process, even while the
+/// writer's `PEXPIRE` cannot reach Redis (the proxy holds it) and Redis
+/// itself, asked, still has the value.
+#[test]
+fn kv_a_touch_of_a_settled_key_is_read_back_before_it_is_written() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    // Every connection forwards until it sends a PEXPIRE (only the writer
+    // does), which waits there.
+    proxy.hold_new_at(b"PEXPIRE");
+    let kv = Kv::open(kv_config(proxy.port(), "touch")).unwrap();
+    kv.set("session", "u-1", &"alice", Ttl::Never).unwrap();
+    kv.set("session", "u-2", &"bob", Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    assert_eq!(kv.get::<String>("session", "u-1").unwrap().as_deref(), Some("alice"));
+    kv.touch("session", "u-1", Ttl::After(Duration::from_millis(30))).unwrap();
+    kv.touch("session", "u-2", Ttl::After(Duration::from_secs(600))).unwrap();
+    wait_until("the writer to send the PEXPIRE", LONG, || proxy.held() >= 1, String::new);
+    std::thread::sleep(Duration::from_millis(60));
+    // Redis has not seen the touch: it still holds u-1, without a TTL.
+    assert!(raw_get(&mut server.client(), "touch:session:u-1").is_some());
+    assert_eq!(kv.get::<String>("session", "u-1").unwrap(), None, "served past its new TTL");
+    assert!(!kv.exists("session", "u-1").unwrap());
+    assert_eq!(kv.get_many::<String>("session", &["u-1", "u-2"]).unwrap(), vec![None, Some("bob".into())]);
+    assert_eq!(kv.get::<String>("session", "u-2").unwrap().as_deref(), Some("bob"), "extended: still there");
+    proxy.release();
+    kv.flush(LONG).unwrap();
+    // Sent with what was left of its TTL when packed: it runs out in Redis
+    // too (`PEXPIRE` counts from when Redis applies it).
+    let mut con = server.client();
+    wait_until(
+        "u-1 to expire in Redis",
+        LONG,
+        || raw_get(&mut con, "touch:session:u-1").is_none(),
+        String::new,
+    );
+    assert_eq!(kv.get::<String>("session", "u-1").unwrap(), None);
+    assert_eq!(kv.get::<String>("session", "u-2").unwrap().as_deref(), Some("bob"));
+}
+
+/// A connection cut while the writer's new connection waits for the reply
+/// to `CLIENT INFO` (its handshake) is a lost connection, counted as `io`,
+/// never as `auth` (an ACL without `+client|info`): the writer reconnects
+/// and writes.
+#[test]
+fn kv_a_cut_during_the_writers_handshake_is_not_an_auth_error() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    let kv = Kv::open(kv_config(proxy.port(), "hs")).unwrap();
+    kv.set("ns", "a", &1u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    // New connections stop at `CLIENT INFO` (`SETINFO` does not match).
+    proxy.hold_new_at(b"$4\r\nINFO\r\n");
+    proxy.cut_all();
+    kv.set("ns", "a", &2u32, Ttl::Never).unwrap();
+    wait_until(
+        "the writer's new connection to send CLIENT INFO",
+        LONG,
+        || proxy.held() >= 1,
+        || format!("{:?}", kv.stats().write_errors),
+    );
+    proxy.cut_all();
+    proxy.release();
+    kv.flush(LONG).unwrap();
+    let s = kv.stats();
+    assert!(s.reconnects >= 1, "{s:?}");
+    assert!(
+        s.write_errors.iter().all(|(class, _)| *class != "auth"),
+        "a cut connection counted as an auth error: {:?} (last: {:?})",
+        s.write_errors,
+        kv.health().last_error
+    );
+    assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(2));
 }
