@@ -16,6 +16,7 @@ use crate::args::{self, Flag, SeqArg, Timeout};
 use crate::config::Vars;
 use crate::errors;
 use crate::handle::Handle;
+use crate::pack;
 use crate::stats;
 use crate::value;
 
@@ -70,7 +71,7 @@ impl Drop for GcPause {
 /// Encodes a Python value as the `RawValue` the core stores.
 fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
     let mut out = Vec::with_capacity(64);
-    value::pack(v, &mut out)?;
+    pack::pack(v, &mut out)?;
     RawValue::msgpack(out).map_err(|e| errors::encode_error(py, e.to_string()))
 }
 

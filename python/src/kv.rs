@@ -14,6 +14,7 @@ use crate::args::{self, Flag, SeqArg, Timeout, TtlArg};
 use crate::config::Vars;
 use crate::errors;
 use crate::handle::Handle;
+use crate::pack;
 use crate::stats;
 use crate::value::{self, Mp};
 
@@ -79,7 +80,7 @@ fn items_of(items: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Val)>> {
     };
     let mut out = Vec::with_capacity(pairs.len());
     for (k, v) in &pairs {
-        out.push((args::name(k, "key")?.to_owned(), Val(Arc::new(value::from_py(v)?))));
+        out.push((args::name(k, "key")?.to_owned(), Val(Arc::new(pack::from_py(v)?))));
     }
     Ok(out)
 }
@@ -135,7 +136,7 @@ impl PyKv {
         ttl: TtlArg,
     ) -> PyResult<u64> {
         let (namespace, key) = (args::name(namespace, "namespace")?, args::name(key, "key")?);
-        let v = Val(Arc::new(value::from_py(value)?));
+        let v = Val(Arc::new(pack::from_py(value)?));
         self.inner.with(py, Some(value), |k| {
             k.set(namespace, key, &v, ttl.0).map(Seq::get).map_err(|e| errors::from_core(py, e))
         })

@@ -14,6 +14,7 @@ mod config;
 mod errors;
 mod handle;
 mod kv;
+mod pack;
 mod stats;
 mod value;
 
@@ -24,7 +25,7 @@ use pyo3::prelude::*;
 #[pyfunction]
 fn packb<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let mut out = Vec::new();
-    value::pack(value, &mut out)?;
+    pack::pack(value, &mut out)?;
     Ok(pyo3::types::PyBytes::new(py, &out))
 }
 
