@@ -7,14 +7,16 @@
 
 use std::time::Duration;
 
-use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use tradecache::raw::{Collection, RawState, RawValue};
+use tradecache::raw::{RawState, RawValue};
 use tradecache::{Cache, Config, Seq};
 
+use crate::args::{self, Flag, SeqArg, Timeout};
 use crate::config::Vars;
 use crate::errors;
+use crate::handle::Handle;
+use crate::pack;
 use crate::stats;
 use crate::value;
 
@@ -66,26 +68,10 @@ impl Drop for GcPause {
     }
 }
 
-fn secs(py: Python<'_>, timeout: f64) -> PyResult<Duration> {
-    if !timeout.is_finite() || timeout < 0.0 {
-        return Err(errors::config_error(
-            py,
-            format!("timeout must be a non-negative number of seconds, got {timeout}"),
-        ));
-    }
-    Ok(Duration::from_secs_f64(timeout))
-}
-
-/// The collection named `name`, or `UnknownCollection` (a `ConfigError`)
-/// saying why the name cannot be one.
-fn collection(py: Python<'_>, name: &str) -> PyResult<Collection> {
-    Collection::new(name).map_err(|e| errors::make(py, "UnknownCollection", e.to_string(), "Config", &[]))
-}
-
 /// Encodes a Python value as the `RawValue` the core stores.
 fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
     let mut out = Vec::with_capacity(64);
-    value::pack(v, &mut out)?;
+    pack::pack(v, &mut out)?;
     RawValue::msgpack(out).map_err(|e| errors::encode_error(py, e.to_string()))
 }
 
@@ -146,6 +132,9 @@ fn decode_events<'py>(
     Ok(out)
 }
 
+/// The default `timeout` of the calls that wait.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A write-behind cache of a trading engine's state in Redis.
 ///
 /// Open it with keyword arguments or the environment (the variables of
@@ -155,9 +144,7 @@ fn decode_events<'py>(
 /// block until Redis has them. Values are stored as MessagePack.
 #[pyclass(module = "tradecache._tradecache", name = "Cache", subclass)]
 pub struct PyCache {
-    /// Read with `read_recursive` while the GIL is held (a waiting `close`
-    /// must not make a GIL holder wait behind a reader that needs the GIL).
-    inner: RwLock<Option<Cache>>,
+    inner: Handle<Cache>,
     /// `trader-T1` (`{trader-T1}` in a Cluster): what the keys start with.
     key_prefix: String,
     close_timeout: Duration,
@@ -167,11 +154,7 @@ pub struct PyCache {
 
 impl PyCache {
     fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&Cache) -> PyResult<T>) -> PyResult<T> {
-        let guard = self.inner.read_recursive();
-        match guard.as_ref() {
-            Some(c) => f(c),
-            None => Err(errors::make(py, "Closed", "the cache is closed".into(), "Closed", &[])),
-        }
+        self.inner.with(py, None, f)
     }
 
     /// Waits until every write accepted so far is acknowledged (a read's
@@ -234,10 +217,18 @@ impl PyCache {
         Ok(())
     }
 
-    /// A write, with the GIL released when it may wait for room.
-    fn write(&self, py: Python<'_>, f: impl FnOnce(&Cache) -> PyResult<u64> + Send) -> PyResult<u64> {
+    /// A write of `value` (handed back if refused), with the GIL released
+    /// when it may wait for room.
+    fn write<E: Send>(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        f: impl FnOnce(&Cache) -> Result<Seq, tradecache::PushError<E>> + Send,
+    ) -> PyResult<u64> {
         let block = self.block;
-        self.with(py, |c| if block { py.allow_threads(|| f(c)) } else { f(c) })
+        let r =
+            self.inner.with(py, Some(value), |c| Ok(if block { py.allow_threads(|| f(c)) } else { f(c) }))?;
+        r.map(Seq::get).map_err(|e| errors::from_push(py, e, value.clone().unbind()))
     }
 }
 
@@ -249,9 +240,9 @@ impl PyCache {
     /// … or `REDIS_URL`, …); unless `env=False` the environment fills in
     /// the rest.
     #[new]
-    #[pyo3(signature = (*, env = true, **options))]
-    fn new(py: Python<'_>, env: bool, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let vars = Vars::from_kwargs(py, options, env)?;
+    #[pyo3(signature = (*, env = Flag(true), **options))]
+    fn new(py: Python<'_>, env: Flag, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let vars = Vars::from_kwargs(py, options, env.0)?;
         let config = Config::from_vars(|name| vars.get(name)).map_err(|e| errors::from_core(py, e.into()))?;
         if vars.set("CACHE_ENCODING").is_some_and(|e| e.trim().eq_ignore_ascii_case("json")) {
             return Err(errors::config_error(
@@ -267,7 +258,7 @@ impl PyCache {
         let cache = py.allow_threads(|| Cache::open(config)).map_err(|e| errors::from_core(py, e))?;
         let block = vars.set("CACHE_OVERFLOW").is_some_and(|o| o.trim().eq_ignore_ascii_case("block"));
         let key_prefix = cache.key_prefix().to_string();
-        Ok(PyCache { inner: RwLock::new(Some(cache)), key_prefix, close_timeout, block })
+        Ok(PyCache { inner: Handle::new(cache, "cache"), key_prefix, close_timeout, block })
     }
 
     /// Queues the latest value of entity `id` in `collection` (any name
@@ -277,26 +268,21 @@ impl PyCache {
     /// leaves the open index and `purge_closed` / `retain_closed_for` may
     /// remove it. Raises `Full` (the value handed back as `.value`) when
     /// the channel is full, `InvalidId`, `EncodeError`,
-    /// `UnknownCollection`, `Fenced`, `Closed`.
-    #[pyo3(signature = (collection, id, value, closed = false))]
+    /// `UnknownCollection`, `Fenced`, `Closed` (`Forked` in a forked
+    /// child; both hand the value back too).
+    #[pyo3(signature = (collection, id, value, closed = Flag(false)))]
     fn put(
         &self,
         py: Python<'_>,
-        collection: &str,
-        id: &str,
+        collection: &Bound<'_, PyAny>,
+        id: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
-        closed: bool,
+        closed: Flag,
     ) -> PyResult<u64> {
-        let c = self::collection(py, collection)?;
+        let c = args::collection(collection)?;
+        let id = args::id(id)?;
         let raw = raw_value(py, value)?;
-        let r = self.with(py, |cache| {
-            Ok(if self.block {
-                py.allow_threads(|| cache.put_raw_with(c, id, raw, RawState::closed(closed)))
-            } else {
-                cache.put_raw_with(c, id, raw, RawState::closed(closed))
-            })
-        })?;
-        r.map(Seq::get).map_err(|e| errors::from_push(py, e, value.clone().unbind()))
+        self.write(py, value, |cache| cache.put_raw_with(c, id, raw, RawState::closed(closed.0)))
     }
 
     /// Appends `event` to the event log of entity `id` in `collection`;
@@ -307,11 +293,17 @@ impl PyCache {
     /// (a `DeprecationWarning` says so); put the id inside the event if you
     /// need it back.
     #[pyo3(signature = (collection, id, *args))]
-    fn append(&self, py: Python<'_>, collection: &str, id: &str, args: &Bound<'_, PyTuple>) -> PyResult<u64> {
+    fn append(
+        &self,
+        py: Python<'_>,
+        collection: &Bound<'_, PyAny>,
+        id: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<u64> {
         let event = match args.len() {
             1 => args.get_item(0)?,
             2 => {
-                let _: u64 = args.get_item(0)?.extract()?;
+                args::event_id(&args.get_item(0)?)?;
                 PyErr::warn(
                     py,
                     &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
@@ -327,75 +319,55 @@ impl PyCache {
                 )))
             }
         };
-        let c = self::collection(py, collection)?;
+        let c = args::collection(collection)?;
+        let id = args::id(id)?;
         let raw = raw_value(py, &event)?;
-        let r = self.with(py, |cache| {
-            Ok(if self.block {
-                py.allow_threads(|| cache.append_raw(c, id, raw))
-            } else {
-                cache.append_raw(c, id, raw)
-            })
-        })?;
-        r.map(Seq::get).map_err(|e| errors::from_push(py, e, event.clone().unbind()))
+        self.write(py, &event, |cache| cache.append_raw(c, id, raw))
     }
 
     /// Queues the deletion of entity `id` (its value, event log and index
-    /// entries); returns its sequence number.
-    fn delete(&self, py: Python<'_>, collection: &str, id: &str) -> PyResult<u64> {
-        let c = self::collection(py, collection)?;
-        self.write(py, |cache| {
-            cache.delete_raw(c, id).map(Seq::get).map_err(|e| {
-                Python::with_gil(|py| match id.into_pyobject(py) {
-                    Ok(v) => errors::from_push(py, e, v.into_any().unbind()),
-                    Err(e) => e.into(),
-                })
-            })
-        })
+    /// entries); returns its sequence number. A refused delete hands the
+    /// id back as `value`.
+    fn delete(&self, py: Python<'_>, collection: &Bound<'_, PyAny>, id: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let c = args::collection(collection)?;
+        let id_s = args::id(id)?;
+        self.write(py, id, |cache| cache.delete_raw(c, id_s))
     }
 
     /// Blocks (without the GIL) until the write `seq` and every write
     /// before it are in Redis. Raises `WaitTimeout`, `Dropped`, `Fenced`.
-    #[pyo3(signature = (seq, timeout = 5.0))]
-    fn wait(&self, py: Python<'_>, seq: u64, timeout: f64) -> PyResult<()> {
-        let t = secs(py, timeout)?;
-        self.with(py, |c| py.allow_threads(|| c.wait(Seq::new(seq), t)).map_err(|e| errors::from_core(py, e)))
+    #[pyo3(signature = (seq, timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn wait(&self, py: Python<'_>, seq: SeqArg, timeout: Timeout) -> PyResult<()> {
+        let t = timeout.0;
+        self.with(py, |c| {
+            py.allow_threads(|| c.wait(Seq::new(seq.0), t)).map_err(|e| errors::from_core(py, e))
+        })
     }
 
     /// Blocks (without the GIL) until every write accepted so far is in
     /// Redis. Raises `WaitTimeout`, `Dropped`, `Fenced`.
-    #[pyo3(signature = (timeout = 5.0))]
-    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let t = secs(py, timeout)?;
+    #[pyo3(signature = (timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn flush(&self, py: Python<'_>, timeout: Timeout) -> PyResult<()> {
+        let t = timeout.0;
         self.with(py, |c| py.allow_threads(|| c.flush(t)).map_err(|e| errors::from_core(py, e)))
     }
 
     /// Flushes, stops the flusher and closes; returns
     /// `{"acked_seq": …, "unpersisted": 0}`. Raises `Unpersisted` when
     /// accepted writes could not be written within `timeout`. Closing twice
-    /// is a no-op.
+    /// is a no-op, and so is closing in a forked child (it lets go of the
+    /// parent's cache without touching it; `{}`).
     #[pyo3(signature = (timeout = None))]
-    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyObject> {
-        let t = match timeout {
-            Some(t) => secs(py, t)?,
-            None => self.close_timeout,
-        };
-        // Without the GIL: a reader may hold the lock while it waits (GIL
-        // released) and needs the GIL back to finish.
-        let taken = py.allow_threads(|| self.inner.write().take());
-        let d = PyDict::new(py);
-        let Some(cache) = taken else {
-            return Ok(d.into_any().unbind());
-        };
-        let report = py.allow_threads(|| cache.close(t)).map_err(|e| errors::from_core(py, e))?;
-        d.set_item("acked_seq", report.acked_seq)?;
-        d.set_item("unpersisted", report.unpersisted)?;
-        Ok(d.into_any().unbind())
+    fn close(&self, py: Python<'_>, timeout: Option<Timeout>) -> PyResult<PyObject> {
+        let t = timeout.map_or(self.close_timeout, |t| t.0);
+        self.inner.close(py, |cache| cache.close(t))
     }
 
-    /// Whether `close` was called.
+    /// Whether `close` was called (or the cache was inherited through a
+    /// fork: unusable here too).
     #[getter]
     fn closed(&self) -> bool {
-        self.inner.read_recursive().is_none()
+        self.inner.closed()
     }
 
     /// The sequence number of the last accepted write (0 before any).
@@ -411,11 +383,18 @@ impl PyCache {
     /// The latest value of entity `id`, or None. Sees every write this
     /// process made before it (waits, without the GIL, until they are
     /// acknowledged), then one `GET` on the core's read connection.
-    #[pyo3(signature = (collection, id, timeout = 5.0))]
-    fn get(&self, py: Python<'_>, collection: &str, id: &str, timeout: f64) -> PyResult<PyObject> {
+    #[pyo3(signature = (collection, id, timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        collection: &Bound<'_, PyAny>,
+        id: &Bound<'_, PyAny>,
+        timeout: Timeout,
+    ) -> PyResult<PyObject> {
+        let id = args::id(id)?;
         tradecache::Ident::new(id).map_err(|e| errors::from_core(py, e.into()))?;
-        let c = self::collection(py, collection)?;
-        let t = secs(py, timeout)?;
+        let c = args::collection(collection)?;
+        let t = timeout.0;
         let raw = self.with(py, |cache| {
             self.settle(py, cache, t)?;
             py.allow_threads(|| cache.get_raw(c, id)).map_err(|e| errors::from_core(py, e))
@@ -423,7 +402,7 @@ impl PyCache {
         match raw {
             None => Ok(py.None()),
             Some(b) => value::decode(py, &b).map_err(|e| {
-                errors::decode_error(py, format!("{}: {e}", self.key(format_args!("{collection}:{id}"))))
+                errors::decode_error(py, format!("{}: {e}", self.key(format_args!("{}:{id}", c.as_str()))))
             }),
         }
     }
@@ -434,25 +413,26 @@ impl PyCache {
     /// repeats of an id dropped, and `with_ids=True` gives `(event_id,
     /// event)` pairs (`None` for an entry that is not of that shape).
     /// Read-your-writes as `get`.
-    #[pyo3(signature = (collection, id, with_ids = false, timeout = 5.0, legacy = false))]
+    #[pyo3(signature = (collection, id, with_ids = Flag(false), timeout = Timeout(DEFAULT_TIMEOUT), legacy = Flag(false)))]
     fn get_events<'py>(
         &self,
         py: Python<'py>,
-        collection: &str,
-        id: &str,
-        with_ids: bool,
-        timeout: f64,
-        legacy: bool,
+        collection: &Bound<'_, PyAny>,
+        id: &Bound<'_, PyAny>,
+        with_ids: Flag,
+        timeout: Timeout,
+        legacy: Flag,
     ) -> PyResult<Bound<'py, PyList>> {
+        let id = args::id(id)?;
         tradecache::Ident::new(id).map_err(|e| errors::from_core(py, e.into()))?;
-        let c = self::collection(py, collection)?;
-        let t = secs(py, timeout)?;
+        let c = args::collection(collection)?;
+        let t = timeout.0;
         let raw = self.with(py, |cache| {
             self.settle(py, cache, t)?;
             py.allow_threads(|| cache.get_events_raw(c, id)).map_err(|e| errors::from_core(py, e))
         })?;
-        let key = || self.key(format_args!("{collection}:{id}:events"));
-        decode_events(py, &key, &raw, with_ids, legacy)
+        let key = || self.key(format_args!("{}:{id}:events", c.as_str()));
+        decode_events(py, &key, &raw, with_ids.0, legacy.0)
     }
 
     /// Everything this trader persisted: `{"entities": {collection: {id:
@@ -463,18 +443,18 @@ impl PyCache {
     /// GIL, and its consistent cut: the commit marker read before and
     /// after, everything read again, three times at most, when a batch
     /// landed in between); this thread then builds the Python objects.
-    #[pyo3(signature = (collections = None, events = true, timeout = 5.0, legacy_events = false))]
+    #[pyo3(signature = (collections = None, events = Flag(true), timeout = Timeout(DEFAULT_TIMEOUT), legacy_events = Flag(false)))]
     fn _load(
         &self,
         py: Python<'_>,
-        collections: Option<Vec<String>>,
-        events: bool,
-        timeout: f64,
-        legacy_events: bool,
+        collections: Option<&Bound<'_, PyAny>>,
+        events: Flag,
+        timeout: Timeout,
+        legacy_events: Flag,
     ) -> PyResult<PyObject> {
-        let t = secs(py, timeout)?;
-        let wanted = match &collections {
-            Some(names) => Some(names.iter().map(|n| self::collection(py, n)).collect::<PyResult<Vec<_>>>()?),
+        let (events, legacy_events, t) = (events.0, legacy_events.0, timeout.0);
+        let wanted = match collections.filter(|c| !c.is_none()) {
+            Some(names) => Some(args::collections(names)?),
             None => None,
         };
         let started = std::time::Instant::now();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict};
+use pyo3::types::{PyBool, PyDict, PyString};
 
 use crate::errors;
 
@@ -108,10 +108,19 @@ impl Vars {
         let mut map = HashMap::new();
         let mut unknown = Vec::new();
         if let Some(kw) = kwargs {
-            for (k, v) in kw.iter() {
-                let k: String = k.extract()?;
-                let Some(var) = var_of(&k) else {
-                    unknown.push(k);
+            // A snapshot: `str(value)` may run code that changes the dict.
+            for (k, v) in kw
+                .items()
+                .iter()
+                .map(|p| p.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>())
+                .collect::<PyResult<Vec<_>>>()?
+            {
+                let Some(k) = k.downcast::<PyString>().ok().and_then(|k| k.to_str().ok()) else {
+                    unknown.push(k.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into()));
+                    continue;
+                };
+                let Some(var) = var_of(k) else {
+                    unknown.push(k.to_string());
                     continue;
                 };
                 if v.is_none() {
@@ -120,7 +129,13 @@ impl Vars {
                 let text = if let Ok(b) = v.downcast::<PyBool>() {
                     if b.is_true() { "true" } else { "false" }.to_string()
                 } else {
-                    v.str()?.to_string()
+                    // The value is never in the message (it may be a password).
+                    let s = v.str().map_err(|e| errors::reclass(py, e, "ConfigError", "Config", k))?;
+                    s.to_str()
+                        .map_err(|_| {
+                            errors::config_error(py, format!("{k}: not valid Unicode (a lone surrogate)"))
+                        })?
+                        .to_owned()
                 };
                 map.insert(var.to_string(), text);
             }

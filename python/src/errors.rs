@@ -129,3 +129,34 @@ pub fn decode_error(py: Python<'_>, message: String) -> PyErr {
 pub fn config_error(py: Python<'_>, message: String) -> PyErr {
     make(py, "ConfigError", message, "Config", &[])
 }
+
+/// `Closed`: the handle was closed; a refused write hands `value` back.
+pub fn closed(py: Python<'_>, what: &str, value: Option<PyObject>) -> PyErr {
+    let extra: Vec<(&str, PyObject)> = value.into_iter().map(|v| ("value", v)).collect();
+    make(py, "Closed", format!("the {what} is closed"), "Closed", &extra)
+}
+
+/// Whether `e` is already one of the bindings' exceptions, or not an
+/// `Exception` at all (`KeyboardInterrupt`, `SystemExit`: never wrapped).
+fn passes_through(py: Python<'_>, e: &PyErr) -> bool {
+    if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+        return true;
+    }
+    match py.import("tradecache._errors").and_then(|m| m.getattr("Error")) {
+        Ok(base) => e.value(py).is_instance(&base).unwrap_or(false),
+        Err(_) => true,
+    }
+}
+
+/// `e` as the exception of `class`, unless it already is one of the
+/// bindings' (then unchanged): Python code that a conversion ran (a
+/// `__str__`, `__float__`, `isoformat`) or a failed conversion raised it.
+/// The original is kept as `__cause__`.
+pub fn reclass(py: Python<'_>, e: PyErr, class: &str, kind: &str, what: &str) -> PyErr {
+    if passes_through(py, &e) {
+        return e;
+    }
+    let out = make(py, class, format!("{what}: {}", e.value(py)), kind, &[]);
+    out.set_cause(py, Some(e));
+    out
+}

@@ -1,17 +1,20 @@
 //! `tradecache.kv.Kv`: the core's namespaced TTL cache for Python values.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tradecache::kv::{Kv, KvConfig, Ttl};
 use tradecache::Seq;
 
+use crate::args::{self, Flag, SeqArg, Timeout, TtlArg};
 use crate::config::Vars;
 use crate::errors;
+use crate::handle::Handle;
+use crate::pack;
 use crate::stats;
 use crate::value::{self, Mp};
 
@@ -31,29 +34,8 @@ impl<'de> Deserialize<'de> for Val {
     }
 }
 
-fn ttl_of(py: Python<'_>, ttl: Option<f64>) -> PyResult<Ttl> {
-    match ttl {
-        None => Ok(Ttl::Policy),
-        Some(0.0) => Ok(Ttl::Never),
-        Some(t) if t.is_finite() && t > 0.0 => Ok(Ttl::After(Duration::from_secs_f64(t))),
-        Some(t) => Err(errors::config_error(
-            py,
-            format!(
-                "ttl must be None (the namespace's policy), 0 (never expires) or seconds above zero, got {t}"
-            ),
-        )),
-    }
-}
-
-fn secs(py: Python<'_>, timeout: f64) -> PyResult<Duration> {
-    if !timeout.is_finite() || timeout < 0.0 {
-        return Err(errors::config_error(
-            py,
-            format!("timeout must be a non-negative number of seconds, got {timeout}"),
-        ));
-    }
-    Ok(Duration::from_secs_f64(timeout))
-}
+/// The default `timeout` of the calls that wait.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A namespaced key-value cache with TTLs in Redis (`{key_prefix}:{namespace}:{key}`).
 ///
@@ -62,19 +44,45 @@ fn secs(py: Python<'_>, timeout: f64) -> PyResult<Duration> {
 /// circuit breaker keeps calls away from a Redis that keeps failing.
 #[pyclass(module = "tradecache._tradecache", name = "Kv", subclass)]
 pub struct PyKv {
-    /// Read with `read_recursive` while the GIL is held (a waiting `close`
-    /// must not make a GIL holder wait behind a reader that needs the GIL).
-    inner: RwLock<Option<Kv>>,
+    inner: Handle<Kv>,
+    /// Computations of the `cached` decorator (python/tradecache/kv.py,
+    /// its own single flight), reported with the core's `get_or_compute`
+    /// ones in `stats()`.
+    computed: AtomicU64,
+    /// Decorated calls that waited for another caller's computation.
+    flight_waits: AtomicU64,
 }
 
 impl PyKv {
     fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&Kv) -> PyResult<T>) -> PyResult<T> {
-        let guard = self.inner.read_recursive();
-        match guard.as_ref() {
-            Some(k) => f(k),
-            None => Err(errors::make(py, "Closed", "the kv cache is closed".into(), "Closed", &[])),
-        }
+        self.inner.with(py, None, f)
     }
+}
+
+/// The `(key, value)` pairs of `set_many`'s items: a dict or an iterable
+/// of pairs; keys are names (`InvalidId`), values are packed (`EncodeError`).
+fn items_of(items: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Val)>> {
+    let py = items.py();
+    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(d) = items.downcast::<PyDict>() {
+        // A snapshot first: packing a value may run code that changes the dict.
+        d.items().iter().map(|p| p.extract()).collect::<PyResult<_>>()?
+    } else {
+        let bad =
+            || errors::config_error(py, "items must be a dict or an iterable of (key, value) pairs".into());
+        if items.is_instance_of::<PyString>() {
+            return Err(bad());
+        }
+        let mut out = Vec::new();
+        for p in items.try_iter().map_err(|_| bad())? {
+            out.push(p.and_then(|p| p.extract()).map_err(|_| bad())?);
+        }
+        out
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (k, v) in &pairs {
+        out.push((args::name(k, "key")?.to_owned(), Val(Arc::new(pack::from_py(v)?))));
+    }
+    Ok(out)
 }
 
 #[pymethods]
@@ -85,18 +93,28 @@ impl PyKv {
     /// `REDIS_URL`, `CACHE_*`); unless `env=False` the environment fills in
     /// the rest.
     #[new]
-    #[pyo3(signature = (*, env = true, **options))]
-    fn new(py: Python<'_>, env: bool, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let vars = Vars::from_kwargs(py, options, env)?;
+    #[pyo3(signature = (*, env = Flag(true), **options))]
+    fn new(py: Python<'_>, env: Flag, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let vars = Vars::from_kwargs(py, options, env.0)?;
         let config =
             KvConfig::from_vars(|name| vars.get(name)).map_err(|e| errors::from_core(py, e.into()))?;
         let kv = py.allow_threads(|| Kv::open(config)).map_err(|e| errors::from_core(py, e))?;
-        Ok(PyKv { inner: RwLock::new(Some(kv)) })
+        Ok(PyKv {
+            inner: Handle::new(kv, "kv cache"),
+            computed: AtomicU64::new(0),
+            flight_waits: AtomicU64::new(0),
+        })
     }
 
     /// The value of `key` in `namespace`, or None (a miss, an expired key,
     /// or an open breaker). May wait for Redis (without the GIL).
-    fn get(&self, py: Python<'_>, namespace: &str, key: &str) -> PyResult<PyObject> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        namespace: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<PyObject> {
+        let (namespace, key) = (args::name(namespace, "namespace")?, args::name(key, "key")?);
         let v = self.with(py, |k| {
             py.allow_threads(|| k.get::<Mp>(namespace, key)).map_err(|e| errors::from_core(py, e))
         })?;
@@ -108,27 +126,31 @@ impl PyKv {
 
     /// Queues `value` under `key` with `ttl` (None: the namespace's policy;
     /// 0: never expires; else seconds). Returns its sequence number.
-    #[pyo3(signature = (namespace, key, value, ttl = None))]
+    #[pyo3(signature = (namespace, key, value, ttl = TtlArg(Ttl::Policy)))]
     fn set(
         &self,
         py: Python<'_>,
-        namespace: &str,
-        key: &str,
+        namespace: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
-        ttl: Option<f64>,
+        ttl: TtlArg,
     ) -> PyResult<u64> {
-        let ttl = ttl_of(py, ttl)?;
-        let v = Val(Arc::new(value::from_py(value)?));
-        self.with(py, |k| k.set(namespace, key, &v, ttl).map(Seq::get).map_err(|e| errors::from_core(py, e)))
+        let (namespace, key) = (args::name(namespace, "namespace")?, args::name(key, "key")?);
+        let v = Val(Arc::new(pack::from_py(value)?));
+        self.inner.with(py, Some(value), |k| {
+            k.set(namespace, key, &v, ttl.0).map(Seq::get).map_err(|e| errors::from_core(py, e))
+        })
     }
 
     /// Queues the deletion of `key`.
-    fn delete(&self, py: Python<'_>, namespace: &str, key: &str) -> PyResult<u64> {
+    fn delete(&self, py: Python<'_>, namespace: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let (namespace, key) = (args::name(namespace, "namespace")?, args::name(key, "key")?);
         self.with(py, |k| k.delete(namespace, key).map(Seq::get).map_err(|e| errors::from_core(py, e)))
     }
 
     /// Whether `key` exists (queued writes first, then Redis).
-    fn exists(&self, py: Python<'_>, namespace: &str, key: &str) -> PyResult<bool> {
+    fn exists(&self, py: Python<'_>, namespace: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let (namespace, key) = (args::name(namespace, "namespace")?, args::name(key, "key")?);
         self.with(py, |k| py.allow_threads(|| k.exists(namespace, key)).map_err(|e| errors::from_core(py, e)))
     }
 
@@ -137,10 +159,17 @@ impl PyKv {
     fn get_many<'py>(
         &self,
         py: Python<'py>,
-        namespace: &str,
-        keys: Vec<String>,
+        namespace: &Bound<'_, PyAny>,
+        keys: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let namespace = args::name(namespace, "namespace")?;
+        let bad = || errors::make(py, "InvalidId", "keys must be a list of str".into(), "InvalidId", &[]);
+        if keys.is_instance_of::<PyString>() {
+            return Err(bad());
+        }
+        let keys: Vec<Bound<'_, PyAny>> =
+            keys.try_iter().map_err(|_| bad())?.collect::<PyResult<_>>().map_err(|_| bad())?;
+        let refs: Vec<&str> = keys.iter().map(|k| args::name(k, "key")).collect::<PyResult<_>>()?;
         let vals = self.with(py, |k| {
             py.allow_threads(|| k.get_many::<Mp>(namespace, &refs)).map_err(|e| errors::from_core(py, e))
         })?;
@@ -155,57 +184,58 @@ impl PyKv {
     }
 
     /// Queues every `(key, value)` of `items` (a dict or pairs) with one TTL.
-    #[pyo3(signature = (namespace, items, ttl = None))]
+    #[pyo3(signature = (namespace, items, ttl = TtlArg(Ttl::Policy)))]
     fn set_many(
         &self,
         py: Python<'_>,
-        namespace: &str,
+        namespace: &Bound<'_, PyAny>,
         items: &Bound<'_, PyAny>,
-        ttl: Option<f64>,
+        ttl: TtlArg,
     ) -> PyResult<u64> {
-        let ttl = ttl_of(py, ttl)?;
-        let pairs: Vec<(String, Bound<'_, PyAny>)> = if let Ok(d) = items.downcast::<PyDict>() {
-            d.iter().map(|(k, v)| Ok((k.extract::<String>()?, v))).collect::<PyResult<_>>()?
-        } else {
-            items.try_iter()?.map(|p| p?.extract::<(String, Bound<'_, PyAny>)>()).collect::<PyResult<_>>()?
-        };
-        let mut vals = Vec::with_capacity(pairs.len());
-        for (key, v) in &pairs {
-            vals.push((key.as_str(), Val(Arc::new(value::from_py(v)?))));
-        }
-        let refs: Vec<(&str, &Val)> = vals.iter().map(|(k, v)| (*k, v)).collect();
-        self.with(py, |k| {
-            k.set_many(namespace, &refs, ttl).map(Seq::get).map_err(|e| errors::from_core(py, e))
+        let namespace = args::name(namespace, "namespace")?;
+        let vals = items_of(items)?;
+        let refs: Vec<(&str, &Val)> = vals.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        self.inner.with(py, Some(items), |k| {
+            k.set_many(namespace, &refs, ttl.0).map(Seq::get).map_err(|e| errors::from_core(py, e))
         })
     }
 
     /// Deletes every key of `namespace` (`SCAN` + `UNLINK`); returns how
     /// many. Waits for Redis without the GIL.
-    fn clear_namespace(&self, py: Python<'_>, namespace: &str) -> PyResult<u64> {
+    fn clear_namespace(&self, py: Python<'_>, namespace: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let namespace = args::name(namespace, "namespace")?;
         self.with(py, |k| {
             py.allow_threads(|| k.clear_namespace(namespace)).map_err(|e| errors::from_core(py, e))
         })
     }
 
     /// Queues a new TTL for `key` (None: the policy; 0: never expires).
-    #[pyo3(signature = (namespace, key, ttl = None))]
-    fn touch(&self, py: Python<'_>, namespace: &str, key: &str, ttl: Option<f64>) -> PyResult<u64> {
-        let ttl = ttl_of(py, ttl)?;
-        self.with(py, |k| k.touch(namespace, key, ttl).map(Seq::get).map_err(|e| errors::from_core(py, e)))
+    #[pyo3(signature = (namespace, key, ttl = TtlArg(Ttl::Policy)))]
+    fn touch(
+        &self,
+        py: Python<'_>,
+        namespace: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        ttl: TtlArg,
+    ) -> PyResult<u64> {
+        let (namespace, key) = (args::name(namespace, "namespace")?, args::name(key, "key")?);
+        self.with(py, |k| k.touch(namespace, key, ttl.0).map(Seq::get).map_err(|e| errors::from_core(py, e)))
     }
 
     /// Blocks (without the GIL) until write `seq` and those before it are
     /// written.
-    #[pyo3(signature = (seq, timeout = 5.0))]
-    fn wait(&self, py: Python<'_>, seq: u64, timeout: f64) -> PyResult<()> {
-        let t = secs(py, timeout)?;
-        self.with(py, |k| py.allow_threads(|| k.wait(Seq::new(seq), t)).map_err(|e| errors::from_core(py, e)))
+    #[pyo3(signature = (seq, timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn wait(&self, py: Python<'_>, seq: SeqArg, timeout: Timeout) -> PyResult<()> {
+        let t = timeout.0;
+        self.with(py, |k| {
+            py.allow_threads(|| k.wait(Seq::new(seq.0), t)).map_err(|e| errors::from_core(py, e))
+        })
     }
 
     /// Blocks (without the GIL) until every queued write is written.
-    #[pyo3(signature = (timeout = 5.0))]
-    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let t = secs(py, timeout)?;
+    #[pyo3(signature = (timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn flush(&self, py: Python<'_>, timeout: Timeout) -> PyResult<()> {
+        let t = timeout.0;
         self.with(py, |k| py.allow_threads(|| k.flush(t)).map_err(|e| errors::from_core(py, e)))
     }
 
@@ -225,27 +255,26 @@ impl PyKv {
         })
     }
 
-    /// Flushes and stops the writer. Closing twice is a no-op.
-    #[pyo3(signature = (timeout = 5.0))]
-    fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<PyObject> {
-        let t = secs(py, timeout)?;
-        // Without the GIL: a reader may hold the lock while it waits (GIL
-        // released) and needs the GIL back to finish.
-        let taken = py.allow_threads(|| self.inner.write().take());
-        let d = PyDict::new(py);
-        let Some(kv) = taken else {
-            return Ok(d.into_any().unbind());
-        };
-        let report = py.allow_threads(|| kv.close(t)).map_err(|e| errors::from_core(py, e))?;
-        d.set_item("acked_seq", report.acked_seq)?;
-        d.set_item("unpersisted", report.unpersisted)?;
-        Ok(d.into_any().unbind())
+    /// Flushes and stops the writer. Closing twice is a no-op, and so is
+    /// closing in a forked child (`{}`: the parent's is left untouched).
+    #[pyo3(signature = (timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn close(&self, py: Python<'_>, timeout: Timeout) -> PyResult<PyObject> {
+        let t = timeout.0;
+        self.inner.close(py, |kv| kv.close(t))
     }
 
-    /// Whether `close` was called.
+    /// Whether `close` was called (or the cache was inherited through a
+    /// fork: unusable here too).
     #[getter]
     fn closed(&self) -> bool {
-        self.inner.read_recursive().is_none()
+        self.inner.closed()
+    }
+
+    /// Counts a computation of the `cached` decorator (`waited`: a caller
+    /// that waited for another's instead).
+    fn _count_computed(&self, waited: bool) {
+        let n = if waited { &self.flight_waits } else { &self.computed };
+        n.fetch_add(1, Ordering::Relaxed);
     }
 
     fn _health(&self, py: Python<'_>) -> PyResult<PyObject> {
@@ -253,6 +282,11 @@ impl PyKv {
     }
 
     fn _stats(&self, py: Python<'_>) -> PyResult<PyObject> {
-        self.with(py, |k| stats::kv_stats(py, &k.stats()))
+        self.with(py, |k| {
+            let mut s = k.stats();
+            s.computed += self.computed.load(Ordering::Relaxed);
+            s.flight_waits += self.flight_waits.load(Ordering::Relaxed);
+            stats::kv_stats(py, &s)
+        })
     }
 }

@@ -8,10 +8,13 @@
 //! (python/tradecache/_errors.py).
 #![forbid(unsafe_code)]
 
+mod args;
 mod cache;
 mod config;
 mod errors;
+mod handle;
 mod kv;
+mod pack;
 mod stats;
 mod value;
 
@@ -22,14 +25,21 @@ use pyo3::prelude::*;
 #[pyfunction]
 fn packb<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let mut out = Vec::new();
-    value::pack(value, &mut out)?;
+    pack::pack(value, &mut out)?;
     Ok(pyo3::types::PyBytes::new(py, &out))
 }
 
-/// Decodes MessagePack bytes as the bindings read them.
+/// Decodes MessagePack bytes (or a bytearray) as the bindings read them.
 #[pyfunction]
-fn unpackb(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
-    value::decode(py, data)
+fn unpackb(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    if let Ok(b) = data.downcast::<pyo3::types::PyBytes>() {
+        return value::decode(py, b.as_bytes());
+    }
+    if let Ok(b) = data.downcast::<pyo3::types::PyByteArray>() {
+        return value::decode(py, &b.to_vec());
+    }
+    let ty = data.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    Err(errors::decode_error(py, format!("unpackb takes bytes or a bytearray, got {ty}")))
 }
 
 #[pymodule]
@@ -38,5 +48,6 @@ fn _tradecache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kv::PyKv>()?;
     m.add_function(wrap_pyfunction!(packb, m)?)?;
     m.add_function(wrap_pyfunction!(unpackb, m)?)?;
+    handle::register(m)?;
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! Python values and MessagePack.
 //!
 //! `Cache` writes pack a Python object straight into MessagePack bytes on
-//! the calling thread ([`pack`], with the GIL: the objects must be read
-//! then), handed to the core as a `RawValue`; kv writes turn it into a
-//! [`Mp`] tree, which the kv writer encodes through serde with rmp-serde. Reads decode
-//! MessagePack bytes straight into Python objects ([`decode`]), or a [`Mp`]
-//! tree that kv's serde decoding produced ([`to_py`]).
+//! the calling thread ([`crate::pack::pack`], with the GIL: the objects
+//! must be read then), handed to the core as a `RawValue`; kv writes turn
+//! it into a [`Mp`] tree ([`crate::pack::from_py`]), which the kv writer
+//! encodes through serde with rmp-serde. Reads decode MessagePack bytes
+//! straight into Python objects ([`decode`]), or a [`Mp`] tree that kv's
+//! serde decoding produced ([`to_py`]).
 //!
 //! The encoding is the one `msgpack.packb(value, use_bin_type=True)` gives
 //! (smallest integer and length headers, floats as float64, `bytes` as bin,
@@ -24,7 +25,7 @@ use std::fmt;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyType};
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeTuple, Serializer};
 
@@ -38,7 +39,7 @@ pub const EXT_DATETIME: i8 = 2;
 pub const EXT_DATE: i8 = 3;
 
 /// Nesting deeper than this is refused (a cycle would never end).
-const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// A MessagePack value.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,16 +66,17 @@ pub enum Mp {
     Ext(i8, Vec<u8>),
 }
 
-struct Classes {
-    decimal: Py<PyType>,
-    datetime: Py<PyType>,
-    date: Py<PyType>,
-    ext_type: Py<PyAny>,
+/// The Python classes of the extension types (and `ExtType`).
+pub(crate) struct Classes {
+    pub decimal: Py<PyType>,
+    pub datetime: Py<PyType>,
+    pub date: Py<PyType>,
+    pub ext_type: Py<PyAny>,
 }
 
 static CLASSES: GILOnceCell<Classes> = GILOnceCell::new();
 
-fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
+pub(crate) fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
     CLASSES.get_or_try_init(py, || {
         let decimal = py.import("decimal")?.getattr("Decimal")?.downcast_into::<PyType>()?.unbind();
         let dt = py.import("datetime")?;
@@ -83,317 +85,6 @@ fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
         let ext_type = py.import("tradecache._types")?.getattr("ExtType")?.unbind();
         Ok(Classes { decimal, datetime, date, ext_type })
     })
-}
-
-/// Converts a Python object into a [`Mp`] tree; `EncodeError` (a
-/// `TypeError` too) for what cannot be stored.
-pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Mp> {
-    from_py_at(obj, 0)
-}
-
-fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Mp> {
-    if depth > MAX_DEPTH {
-        return Err(errors::encode_error(
-            obj.py(),
-            format!("nesting deeper than {MAX_DEPTH} levels (a cycle?)"),
-        ));
-    }
-    if obj.is_none() {
-        return Ok(Mp::Nil);
-    }
-    if let Ok(b) = obj.downcast_exact::<PyBool>() {
-        return Ok(Mp::Bool(b.is_true()));
-    }
-    if obj.is_instance_of::<PyString>() {
-        let s = obj.downcast::<PyString>()?;
-        return Ok(Mp::Str(s.to_str()?.to_owned()));
-    }
-    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        if let Ok(v) = obj.extract::<i64>() {
-            return Ok(if v < 0 { Mp::Int(v) } else { Mp::UInt(v as u64) });
-        }
-        if let Ok(v) = obj.extract::<u64>() {
-            return Ok(Mp::UInt(v));
-        }
-        return Err(errors::encode_error(
-            obj.py(),
-            "integer out of MessagePack's range (-2**63 to 2**64-1); store it as a Decimal or a str"
-                .to_string(),
-        ));
-    }
-    if obj.is_instance_of::<PyFloat>() {
-        return Ok(Mp::F64(obj.extract::<f64>()?));
-    }
-    if let Ok(d) = obj.downcast::<PyDict>() {
-        let mut out = Vec::with_capacity(d.len());
-        for (k, v) in d.iter() {
-            out.push((from_py_at(&k, depth + 1)?, from_py_at(&v, depth + 1)?));
-        }
-        return Ok(Mp::Map(out));
-    }
-    if let Ok(l) = obj.downcast::<PyList>() {
-        let mut out = Vec::with_capacity(l.len());
-        for v in l.iter() {
-            out.push(from_py_at(&v, depth + 1)?);
-        }
-        return Ok(Mp::Array(out));
-    }
-    if let Ok(t) = obj.downcast_exact::<PyTuple>() {
-        let mut out = Vec::with_capacity(t.len());
-        for v in t.iter() {
-            out.push(from_py_at(&v, depth + 1)?);
-        }
-        return Ok(Mp::Array(out));
-    }
-    if let Ok(b) = obj.downcast::<PyBytes>() {
-        return Ok(Mp::Bin(b.as_bytes().to_vec()));
-    }
-    if let Ok(b) = obj.downcast::<PyByteArray>() {
-        return Ok(Mp::Bin(b.to_vec()));
-    }
-    let py = obj.py();
-    let c = classes(py)?;
-    if obj.is_instance(c.decimal.bind(py))? {
-        let s: String = obj.str()?.extract()?;
-        return Ok(Mp::Ext(EXT_DECIMAL, s.into_bytes()));
-    }
-    // datetime is a subclass of date: test it first.
-    if obj.is_instance(c.datetime.bind(py))? {
-        let s: String = obj.call_method0("isoformat")?.extract()?;
-        return Ok(Mp::Ext(EXT_DATETIME, s.into_bytes()));
-    }
-    if obj.is_instance(c.date.bind(py))? {
-        let s: String = obj.call_method0("isoformat")?.extract()?;
-        return Ok(Mp::Ext(EXT_DATE, s.into_bytes()));
-    }
-    if obj.is_instance(c.ext_type.bind(py))? {
-        let code: i8 = obj.getattr("code")?.extract()?;
-        let data = obj.getattr("data")?;
-        let data = data.downcast::<PyBytes>()?;
-        return Ok(Mp::Ext(code, data.as_bytes().to_vec()));
-    }
-    // Other tuple subclasses (named tuples) are arrays, as msgpack has them.
-    if let Ok(t) = obj.downcast::<PyTuple>() {
-        let mut out = Vec::with_capacity(t.len());
-        for v in t.iter() {
-            out.push(from_py_at(&v, depth + 1)?);
-        }
-        return Ok(Mp::Array(out));
-    }
-    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-    Err(errors::encode_error(
-        py,
-        format!(
-            "cannot store a value of type {ty}: use dict, list, tuple, str, int, float, bytes, bool, None, \
-             decimal.Decimal, datetime.datetime or datetime.date"
-        ),
-    ))
-}
-
-/// Encodes a Python object straight into MessagePack bytes, the same
-/// bytes `rmp_serde` gives for its [`Mp`] tree (and
-/// `msgpack.packb(value, use_bin_type=True)` for the plain types): what
-/// `Cache.put`/`append` hand the core as a `RawValue`, on the calling
-/// thread, without building a tree first.
-pub fn pack(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
-    pack_at(obj, out, 0)
-}
-
-fn pack_len(out: &mut Vec<u8>, n: usize, fix: Option<(u8, usize)>, m8: Option<u8>, m16: u8, m32: u8) -> bool {
-    match fix {
-        Some((base, lim)) if n < lim => out.push(base | n as u8),
-        _ => match m8 {
-            Some(m) if n <= 0xff => out.extend_from_slice(&[m, n as u8]),
-            _ if n <= 0xffff => {
-                out.push(m16);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            _ if n <= 0xffff_ffff => {
-                out.push(m32);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
-            _ => return false,
-        },
-    }
-    true
-}
-
-fn too_long(py: Python<'_>) -> PyErr {
-    errors::encode_error(py, "a value longer than MessagePack's 2**32-1 limit".to_string())
-}
-
-fn pack_str(py: Python<'_>, s: &str, out: &mut Vec<u8>) -> PyResult<()> {
-    if !pack_len(out, s.len(), Some((0xa0, 32)), Some(0xd9), 0xda, 0xdb) {
-        return Err(too_long(py));
-    }
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-fn pack_bin(py: Python<'_>, b: &[u8], out: &mut Vec<u8>) -> PyResult<()> {
-    if !pack_len(out, b.len(), None, Some(0xc4), 0xc5, 0xc6) {
-        return Err(too_long(py));
-    }
-    out.extend_from_slice(b);
-    Ok(())
-}
-
-fn pack_ext(py: Python<'_>, code: i8, data: &[u8], out: &mut Vec<u8>) -> PyResult<()> {
-    let n = data.len();
-    match n {
-        1 => out.push(0xd4),
-        2 => out.push(0xd5),
-        4 => out.push(0xd6),
-        8 => out.push(0xd7),
-        16 => out.push(0xd8),
-        _ => {
-            if !pack_len(out, n, None, Some(0xc7), 0xc8, 0xc9) {
-                return Err(too_long(py));
-            }
-        }
-    }
-    out.push(code as u8);
-    out.extend_from_slice(data);
-    Ok(())
-}
-
-fn pack_uint(v: u64, out: &mut Vec<u8>) {
-    if v < 0x80 {
-        out.push(v as u8);
-    } else if v <= 0xff {
-        out.extend_from_slice(&[0xcc, v as u8]);
-    } else if v <= 0xffff {
-        out.push(0xcd);
-        out.extend_from_slice(&(v as u16).to_be_bytes());
-    } else if v <= 0xffff_ffff {
-        out.push(0xce);
-        out.extend_from_slice(&(v as u32).to_be_bytes());
-    } else {
-        out.push(0xcf);
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-}
-
-fn pack_int(v: i64, out: &mut Vec<u8>) {
-    if v >= 0 {
-        pack_uint(v as u64, out);
-    } else if v >= -32 {
-        out.push(v as i8 as u8);
-    } else if v >= i64::from(i8::MIN) {
-        out.extend_from_slice(&[0xd0, v as i8 as u8]);
-    } else if v >= i64::from(i16::MIN) {
-        out.push(0xd1);
-        out.extend_from_slice(&(v as i16).to_be_bytes());
-    } else if v >= i64::from(i32::MIN) {
-        out.push(0xd2);
-        out.extend_from_slice(&(v as i32).to_be_bytes());
-    } else {
-        out.push(0xd3);
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-}
-
-fn pack_at(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
-    let py = obj.py();
-    if depth > MAX_DEPTH {
-        return Err(errors::encode_error(py, format!("nesting deeper than {MAX_DEPTH} levels (a cycle?)")));
-    }
-    if obj.is_none() {
-        out.push(0xc0);
-        return Ok(());
-    }
-    if let Ok(b) = obj.downcast_exact::<PyBool>() {
-        out.push(if b.is_true() { 0xc3 } else { 0xc2 });
-        return Ok(());
-    }
-    if let Ok(s) = obj.downcast::<PyString>() {
-        return pack_str(py, s.to_str()?, out);
-    }
-    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        if let Ok(v) = obj.extract::<i64>() {
-            pack_int(v, out);
-            return Ok(());
-        }
-        if let Ok(v) = obj.extract::<u64>() {
-            pack_uint(v, out);
-            return Ok(());
-        }
-        return Err(errors::encode_error(
-            py,
-            "integer out of MessagePack's range (-2**63 to 2**64-1); store it as a Decimal or a str"
-                .to_string(),
-        ));
-    }
-    if let Ok(f) = obj.downcast::<PyFloat>() {
-        out.push(0xcb);
-        out.extend_from_slice(&f.value().to_bits().to_be_bytes());
-        return Ok(());
-    }
-    if let Ok(d) = obj.downcast::<PyDict>() {
-        if !pack_len(out, d.len(), Some((0x80, 16)), None, 0xde, 0xdf) {
-            return Err(too_long(py));
-        }
-        for (k, v) in d.iter() {
-            pack_at(&k, out, depth + 1)?;
-            pack_at(&v, out, depth + 1)?;
-        }
-        return Ok(());
-    }
-    if let Ok(l) = obj.downcast::<PyList>() {
-        if !pack_len(out, l.len(), Some((0x90, 16)), None, 0xdc, 0xdd) {
-            return Err(too_long(py));
-        }
-        for v in l.iter() {
-            pack_at(&v, out, depth + 1)?;
-        }
-        return Ok(());
-    }
-    if let Ok(t) = obj.downcast_exact::<PyTuple>() {
-        if !pack_len(out, t.len(), Some((0x90, 16)), None, 0xdc, 0xdd) {
-            return Err(too_long(py));
-        }
-        for v in t.iter() {
-            pack_at(&v, out, depth + 1)?;
-        }
-        return Ok(());
-    }
-    if let Ok(b) = obj.downcast::<PyBytes>() {
-        return pack_bin(py, b.as_bytes(), out);
-    }
-    if let Ok(b) = obj.downcast::<PyByteArray>() {
-        return pack_bin(py, &b.to_vec(), out);
-    }
-    let c = classes(py)?;
-    if obj.is_instance(c.decimal.bind(py))? {
-        let s = obj.str()?;
-        return pack_ext(py, EXT_DECIMAL, s.to_str()?.as_bytes(), out);
-    }
-    if obj.is_instance(c.datetime.bind(py))? {
-        let s = obj.call_method0("isoformat")?;
-        return pack_ext(py, EXT_DATETIME, s.downcast::<PyString>()?.to_str()?.as_bytes(), out);
-    }
-    if obj.is_instance(c.date.bind(py))? {
-        let s = obj.call_method0("isoformat")?;
-        return pack_ext(py, EXT_DATE, s.downcast::<PyString>()?.to_str()?.as_bytes(), out);
-    }
-    if obj.is_instance(c.ext_type.bind(py))? {
-        let code: i8 = obj.getattr("code")?.extract()?;
-        let data = obj.getattr("data")?;
-        let data = data.downcast::<PyBytes>()?;
-        return pack_ext(py, code, data.as_bytes(), out);
-    }
-    // Other tuple subclasses (named tuples) are arrays, as msgpack has them.
-    if let Ok(t) = obj.downcast::<PyTuple>() {
-        if !pack_len(out, t.len(), Some((0x90, 16)), None, 0xdc, 0xdd) {
-            return Err(too_long(py));
-        }
-        for v in t.iter() {
-            pack_at(&v, out, depth + 1)?;
-        }
-        return Ok(());
-    }
-    // Anything else: the message `from_py` gives.
-    from_py_at(obj, depth).map(|_| ())
 }
 
 /// A [`Mp`] tree as a Python object.
@@ -443,10 +134,12 @@ fn ext_to_py(py: Python<'_>, code: i8, data: &[u8]) -> PyResult<PyObject> {
 }
 
 /// Decodes one MessagePack value (the whole of `bytes`) into a Python
-/// object.
+/// object. Whatever goes wrong is a `DecodeError` (an ext 1 that is not a
+/// decimal number, an ext 2 that is not an ISO 8601 time, …).
 pub fn decode(py: Python<'_>, bytes: &[u8]) -> PyResult<PyObject> {
     let mut rd = bytes;
-    let v = decode_at(py, &mut rd, 0)?;
+    let v = decode_at(py, &mut rd, 0)
+        .map_err(|e| errors::reclass(py, e, "DecodeError", "Codec", "the value cannot be read"))?;
     if !rd.is_empty() {
         return Err(errors::decode_error(py, format!("{} byte(s) after the value", rd.len())));
     }

@@ -293,10 +293,14 @@ def test_bad_timeout(open_cache):
 
 
 def test_bad_argument_types(open_cache):
+    # The class of the argument, never TypeError / OverflowError
+    # (test_bad_input.py has them all).
     c = open_cache()
-    with pytest.raises(TypeError):
+    with pytest.raises(tradecache.UnknownCollection):
         c.put(1, "x", {})
-    with pytest.raises(OverflowError):
+    with pytest.raises(tradecache.InvalidId):
+        c.put("orders", 1, {})
+    with pytest.raises(tradecache.ConfigError):
         c.append("orders", "O-1", -1, {})
 
 
@@ -496,3 +500,40 @@ def test_load_leaves_the_garbage_collector_as_it_found_it(open_cache, own_server
     with pytest.raises(tradecache.Error):
         c.load(timeout=0.5)
     assert gc.isenabled()
+
+
+def test_a_cache_dropped_without_close_lets_other_threads_run(own_server, trader):
+    """The core's drop flushes for up to close_timeout; the bindings release
+    the GIL meanwhile: here another thread runs while the cache is being
+    dropped (it resumes the paused Redis, and the drop's flush lands the
+    write). Holding the GIL, the drop would end (after close_timeout)
+    before that thread could run."""
+    import threading
+    import weakref
+
+    c = Cache(env=False, url=own_server.url, trader_id=trader, close_timeout_ms=20000, timeout=1,
+              reconnect_backoff_min_ms=10, reconnect_backoff_max_ms=100)
+    c.put("positions", "P-0", 0)
+    c.flush()
+    own_server.pause()
+    c.put("positions", "P-1", "pending")
+    dropping = threading.Event()
+    weakref.finalize(c, dropping.set)
+    state: dict = {}
+
+    def resumer():
+        dropping.wait()
+        state["ran during the drop"] = "drop returned" not in state
+        own_server.resume()
+
+    t = threading.Thread(target=resumer)
+    t.start()
+    try:
+        del c  # the last reference: dropped here, without close()
+        state["drop returned"] = True  # no switch of threads before this
+    finally:
+        own_server.resume()
+        t.join()
+    assert state["ran during the drop"] is True
+    got = own_server.client().get(f"trader-{trader}:positions:P-1")
+    assert got is not None and tradecache.unpackb(got) == "pending"

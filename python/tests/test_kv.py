@@ -221,6 +221,8 @@ def test_cached_concurrent_misses_compute_once_threads(open_kv):
     t1.join()
     t2.join()
     assert results == [42, 42] and calls == [21]
+    s = kv.stats()
+    assert (s.computed, s.flight_waits) == (1, 1)
 
 
 def test_cached_concurrent_misses_compute_once_async(open_kv):
@@ -262,3 +264,22 @@ def test_cached_a_failing_first_call_lets_the_others_try(open_kv):
         flaky(1)
     assert flaky(1) == 1 and flaky(1) == 1
     assert len(attempts) == 2
+
+
+def test_cached_counts_its_computations(open_kv):
+    kv = open_kv()
+
+    @kv.cached(namespace="risk")
+    def double(x):
+        return x * 2
+
+    assert [double(1), double(1), double(2), double(2)] == [2, 2, 4, 4]
+    s = kv.stats()
+    assert (s.computed, s.misses, s.hits, s.flight_waits) == (2, 2, 2, 0)
+
+    @kv.cached(namespace="risk")
+    async def adouble(x):
+        return x * 2
+
+    assert asyncio.run(adouble(5)) == 10 and asyncio.run(adouble(5)) == 10
+    assert kv.stats().computed == 3

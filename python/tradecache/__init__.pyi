@@ -14,6 +14,7 @@ from ._errors import (
     EncodeError as EncodeError,
     Error as Error,
     Fenced as Fenced,
+    Forked as Forked,
     Full as Full,
     InvalidId as InvalidId,
     IoError as IoError,

@@ -4,8 +4,17 @@ under :class:`Error`, with the builtin base a Python caller would catch
 connection errors ``ConnectionError``s).
 
 Every instance has ``kind``: the core's ``ErrorKind`` name (``"Fenced"``,
-``"Timeout"``, ...); ``Full``/``Closed``/``Fenced`` raised by a write carry
-the value that was not accepted as ``value``.
+``"Timeout"``, ...); ``Full``/``Closed``/``Forked``/``Fenced`` raised by a
+write carry the value that was not accepted as ``value`` (the id, for a
+``delete``).
+
+Bad input to any public call raises the class its argument documents
+(python/README.md, "Exceptions"): ``UnknownCollection`` for a collection,
+``InvalidId`` for an id, namespace or key, ``EncodeError`` for a value,
+``ConfigError`` for a timeout, ttl, seq, event id, flag or option,
+``DecodeError`` for ``unpackb``'s data; never ``TypeError``,
+``OverflowError``, ``UnicodeEncodeError`` or a panic. Calling with missing,
+extra or unknown arguments is a ``TypeError``, as for any function.
 """
 
 from __future__ import annotations
@@ -99,6 +108,16 @@ class Closed(Error):
     """The cache is closed."""
 
 
+class Forked(Closed):
+    """This process is a forked child of the one that opened the ``Cache``
+    or ``Kv`` (``os.fork()``, multiprocessing's ``fork`` start method, a
+    pre-forking server): its connections and writer thread are the
+    parent's, so every call here refuses (a refused write hands the value
+    back as ``value``); ``close()`` just lets go of it, and the child's exit
+    does not wait for it. Open a new one in the child. ``kind`` is
+    ``"Closed"``."""
+
+
 class Unpersisted(Closed):
     """``close`` ended with accepted writes not persisted (``unpersisted``,
     ``acked_seq``)."""
@@ -153,6 +172,7 @@ __all__ = [
     "DecodeError",
     "TooLarge",
     "Closed",
+    "Forked",
     "Unpersisted",
     "DiscoveryError",
     "Fenced",

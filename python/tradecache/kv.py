@@ -50,7 +50,9 @@ class KvHealth:
 @dataclass(frozen=True)
 class KvStats:
     """The kv cache's counters (``Kv.stats()``); ``latency[op]`` has
-    ``count``, ``p50_us``, ``p99_us``, ``p999_us``."""
+    ``count``, ``p50_us``, ``p99_us``, ``p999_us``. ``computed`` and
+    ``flight_waits`` count the ``cached`` decorator's computations and
+    waits for another caller's."""
 
     hits: int
     misses: int
@@ -172,12 +174,15 @@ class Kv(_Kv):
                     fk = (id(loop), k)
                     pending = aflights.get(fk)
                     if pending is not None:
+                        self._count_computed(True)
                         value = await asyncio.shield(pending)
                         if value is not _FAILED:
                             return value
+                        self._count_computed(False)
                         return await fn(*args, **kwargs)  # the first one failed: try ourselves
                     fut = loop.create_future()
                     aflights[fk] = fut
+                    self._count_computed(False)
                     try:
                         value = await fn(*args, **kwargs)
                     except BaseException:
@@ -210,10 +215,13 @@ class Kv(_Kv):
                     else:
                         flight.waiters += 1
                 if not leader:
+                    self._count_computed(True)
                     flight.done.wait()
                     if flight.ok:
                         return flight.value
+                    self._count_computed(False)
                     return fn(*args, **kwargs)  # the first one failed: try ourselves
+                self._count_computed(False)
                 try:
                     value = fn(*args, **kwargs)
                     flight.value, flight.ok = value, True
