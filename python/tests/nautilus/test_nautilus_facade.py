@@ -85,6 +85,26 @@ def test_a_later_session_continues_the_state(make_cache):
     assert len(c.orders()) == 12
 
 
+@pytest.mark.parametrize(
+    "encoding, iso", [("json", False), ("msgpack", True)], ids=["json", "iso8601-timestamps"]
+)
+def test_other_encodings_round_trip_through_the_serializer(make_cache, server, encoding, iso):
+    """encoding="json" or timestamps_as_iso8601: every value is the node
+    serializer's bytes (readable as JSON / with ISO 8601 timestamps)."""
+    config = spec_cache_config(server.port, encoding=encoding, timestamps_as_iso8601=iso)
+    a, db = make_cache(config=config)
+    run_workload(a, pairs=2)
+    db.wait(5.0)
+    raw = server.client().get(f"{db.cache.key_prefix}:ntpy-orders:O-0-BUY")
+    stored = tradecache.unpackb(raw)
+    assert isinstance(stored, bytes)
+    if encoding == "json":
+        assert stored.startswith(b"{") and b'"OrderInitialized"' in stored
+    b, _ = make_cache(config=config)
+    start_like_a_node(b)
+    assert_same_state(a, b)
+
+
 def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
     a, db = make_cache()
     run_workload(a, pairs=1)
@@ -264,7 +284,7 @@ def test_every_facade_method(make_cache, make_db):
     call("snapshot_position_state", position, 123, Money(5, USD))
     snaps = db.cache.get_events(tn.COLLECTIONS["order_snapshots"], "O-1")
     assert len(snaps) == 2
-    pos_snap = db._deserialize(db.cache.get_events(tn.COLLECTIONS["position_snapshots"], "P-1")[0])
+    pos_snap = db.cache.get_events(tn.COLLECTIONS["position_snapshots"], "P-1")[0]  # a map
     assert pos_snap["ts_snapshot"] == 123 and pos_snap["unrealized_pnl"] == "5.00 USD"
 
     loaded = call("load_all")
