@@ -105,6 +105,37 @@ def test_other_encodings_round_trip_through_the_serializer(make_cache, server, e
     assert_same_state(a, b)
 
 
+def test_a_full_channel_raises_from_the_cache_call(make_cache, own_server):
+    """Redis frozen (SIGSTOP), a small channel: a write that finds it full
+    raises tradecache.Full (the value handed back) from Nautilus's Cache
+    call, never a silent drop; every write that returned is in Redis once
+    it answers again, the refused one is not."""
+    small = dict(channel_capacity=8, max_pending_events=16, max_pending_snapshots=16)
+    cache, db = make_cache(srv=own_server, **small)
+    cache.add_instrument(AUDUSD)
+    db.wait(5.0)
+    accepted, refused = [], None
+    own_server.pause()
+    try:
+        for i in range(5_000):
+            order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId(f"O-full-{i}"))
+            try:
+                cache.add_order(order)
+            except tradecache.Full as e:
+                refused = (order, e)
+                break
+            accepted.append(order.client_order_id)
+    finally:
+        own_server.resume()
+    assert refused is not None, "the channel never filled"
+    assert refused[1].value is not None and db.stats().rejected >= 1
+    db.wait(20.0)
+    b, _ = make_cache(srv=own_server)
+    start_like_a_node(b)
+    assert {o.client_order_id for o in b.orders()} == set(accepted)
+    assert b.order(refused[0].client_order_id) is None
+
+
 def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
     a, db = make_cache()
     run_workload(a, pairs=1)
