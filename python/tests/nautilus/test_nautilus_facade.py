@@ -438,10 +438,13 @@ def test_the_specification_config_maps_to_tradecache_options():
         use_instance_id=False,
         flush_on_start=False,
         persist_account_events=True,
-        buffer_interval_ms=100,
         tick_capacity=10_000,
         bar_capacity=10_000,
         channel_capacity=1024,
     )
+    # buffer_interval_ms is a bound tradecache always meets (it sends at
+    # once), not a linger; asked for explicitly, it is one.
+    assert "buffer_interval_ms" not in opts
+    assert tn.tradecache_options("T", None, config, buffer_interval_ms=5)["buffer_interval_ms"] == 5
     with pytest.raises(tradecache.ConfigError):
         tn.tradecache_options("T", None, spec_cache_config(1, database=DatabaseConfig(type="postgres")))
