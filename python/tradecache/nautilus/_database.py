@@ -190,7 +190,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._issues: List[tuple] = []
         self._unreadable: set = set()
         self._decoder = Decoder(_FROM_NATIVE)
+        #: What close() could not persist (``Unpersisted.unpersisted``) and
+        #: the error it met, if any.
         self.unpersisted = 0
+        self.close_error: Optional[tradecache.Error] = None
         with _live_lock:
             _live[self.trader_id] = self
 
@@ -229,19 +232,19 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def close(self) -> None:
         """Flushes and stops tradecache (bounded by ``close_timeout``,
         ``CACHE_CLOSE_TIMEOUT_MS`` by default): every accepted write is in
-        Redis, or the shortfall is logged and kept in ``unpersisted``
-        (close never raises, so the node's dispose completes)."""
+        Redis, or the error is logged and kept in ``close_error`` (with
+        ``Unpersisted``, the count in ``unpersisted``); close never raises,
+        so the node's dispose completes."""
         with _live_lock:
             if _live.get(self.trader_id) is self:
                 del _live[self.trader_id]
         try:
             self._cache.close(self._close_timeout)
-        except tradecache.Unpersisted as e:
-            self.unpersisted = e.unpersisted
-            self._log.error(f"tradecache: {e.unpersisted} accepted write(s) could not be persisted at close: {e}")
         except tradecache.Error as e:
-            self.unpersisted = -1
-            self._log.error(f"tradecache: close failed: {type(e).__name__}: {e}")
+            self.close_error = e
+            if isinstance(e, tradecache.Unpersisted):
+                self.unpersisted = e.unpersisted
+            self._log.error(f"tradecache: close did not persist everything: {type(e).__name__}: {e}")
 
     def flush(self) -> None:
         """Deletes this trader's keys (tradecache's ``clear``: its own keys
