@@ -4,7 +4,7 @@
 the node's way with the one that wrote it.
 
 `write_their_state` is a small trading day with Nautilus's test kit:
-currencies, two instruments, a cash account with one `AccountState` per
+currencies, two instruments and a synthetic one, a cash account with one `AccountState` per
 fill, orders submitted, accepted, partially filled and filled (positions
 opened and closed in pairs), canceled and rejected orders, an emulated
 stop-market order transformed into a market order (its log then holds two
@@ -19,69 +19,44 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-import msgspec
 from nautilus_trader.accounting.accounts.base import Account
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.cache.database import CacheDatabaseAdapter
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock, MessageBus
-from nautilus_trader.common.config import DatabaseConfig
 from nautilus_trader.config import ActorConfig, StrategyConfig
 from nautilus_trader.core.uuid import UUID4
-from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, OrderType, TriggerType
+from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, TriggerType
 from nautilus_trader.model.events import AccountState, OrderEmulated, OrderReleased
 from nautilus_trader.model.identifiers import (
     ClientId,
     ClientOrderId,
+    ComponentId,
     PositionId,
     StrategyId,
+    Symbol,
     TradeId,
     TraderId,
     VenueOrderId,
 )
 from nautilus_trader.model.objects import AccountBalance, Money, Price, Quantity
+from nautilus_trader.model.instruments import SyntheticInstrument
 from nautilus_trader.model.orders import MarketOrder, StopMarketOrder
 from nautilus_trader.model.position import Position
 from nautilus_trader.portfolio.portfolio import Portfolio
-from nautilus_trader.serialization.serializer import MsgSpecSerializer
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 from nautilus_trader.trading.strategy import Strategy
+
+from nt_workload import kernel_serializer
 
 STRATEGY_ID = "EMA-001"
 ACTOR_ID = "Recorder"
 STRATEGY_STATE = {"fast": b"10", "slow": b"20", "last_signal": b"BUY"}
 ACTOR_STATE = {"seen": b"1234"}
 GENERAL = {"session": b"2026-12-06", "blob": bytes(range(256))}
-
-
-def spec_config(port: int, **kw) -> CacheConfig:
-    """The specification's `CacheConfig` on a private redis-server."""
-    opts = dict(
-        database=DatabaseConfig(type="redis", host="127.0.0.1", port=port, timeout=2),
-        encoding="msgpack",
-        timestamps_as_iso8601=False,
-        persist_account_events=True,
-        buffer_interval_ms=100,
-        use_trader_prefix=True,
-        use_instance_id=False,
-        flush_on_start=False,
-        tick_capacity=10_000,
-        bar_capacity=10_000,
-    )
-    opts.update(kw)
-    return CacheConfig(**opts)
-
-
-def kernel_serializer(config: CacheConfig) -> MsgSpecSerializer:
-    """The serializer the kernel gives a cache database (system/kernel.py)."""
-    return MsgSpecSerializer(
-        encoding=msgspec.msgpack if config.encoding.lower() == "msgpack" else msgspec.json,
-        timestamps_as_str=True,
-        timestamps_as_iso8601=config.timestamps_as_iso8601,
-    )
 
 
 def their_adapter(trader_id: str, config: CacheConfig, instance_id: UUID4 | None = None) -> CacheDatabaseAdapter:
@@ -152,6 +127,10 @@ def write_their_state(config: CacheConfig, trader_id: str, pairs: int = 20, *, a
         cache.add_instrument(inst)
         for ccy in {inst.base_currency, inst.quote_currency} - {None}:
             cache.add_currency(ccy)
+    cache.add_synthetic(SyntheticInstrument(
+        symbol=Symbol("ETH-AUD"), price_precision=5, components=[audusd.id, ethusdt.id],
+        formula=f"({audusd.id} + {ethusdt.id}) / 2", ts_event=0, ts_init=0,
+    ))
 
     account = TestExecStubs.cash_account()
     cache.add_account(account)
@@ -249,27 +228,7 @@ def write_their_state(config: CacheConfig, trader_id: str, pairs: int = 20, *, a
     return Written(cache=cache, trader_id=trader_id, orders=orders, events=events)
 
 
-# ---- the node's start, and the comparison -------------------------------
-
-
-def start_the_nodes_way(db) -> Cache:
-    """A fresh Cache on `db`, loaded as ExecutionEngine.load_cache() does
-    (1.221.0: clear_index, cache_general, cache_currencies,
-    cache_instruments, cache_accounts, cache_orders, cache_order_lists,
-    cache_positions, build_index, check_integrity), plus synthetics."""
-    cache = Cache(database=db)
-    cache.clear_index()
-    cache.cache_general()
-    cache.cache_currencies()
-    cache.cache_instruments()
-    cache.cache_synthetics()
-    cache.cache_accounts()
-    cache.cache_orders()
-    cache.cache_order_lists()
-    cache.cache_positions()
-    cache.build_index()
-    assert cache.check_integrity(), "check_integrity failed after the node's loads"
-    return cache
+# ---- the comparison ----------------------------------------------------
 
 
 def _events(obj) -> list:
@@ -314,11 +273,19 @@ def _currencies(cs) -> list:
     return sorted((c.code, c.precision, c.iso4217, c.name, c.currency_type) for c in cs)
 
 
-def differences(expected: Cache, got: Cache, db=None) -> list[str]:
+def saved_states(db) -> tuple:
+    """The strategy's and the actor's saved state as `db` loads them (with
+    `encoding="json"` Nautilus's serializer gives the bytes back as base64
+    text)."""
+    return db.load_strategy(StrategyId(STRATEGY_ID)), db.load_actor(ComponentId(ACTOR_ID))
+
+
+def differences(expected: Cache, got: Cache, db=None, saved=(STRATEGY_STATE, ACTOR_STATE)) -> list[str]:
     """Every difference a node would see between the Cache that wrote and
     the one loaded (orders with every event, positions, accounts with every
     state, instruments, currencies, indexes, general entries; with `db`,
-    the strategy's and actor's saved state): empty when they agree."""
+    the currencies, synthetics and the strategy's and actor's saved state, `saved`):
+    empty when they agree."""
     out: list[str] = []
 
     def same(what, a, b):
@@ -362,8 +329,7 @@ def differences(expected: Cache, got: Cache, db=None) -> list[str]:
         same(f"general {key}", value, got.get(key))
     if db is not None:
         same("currencies", _currencies(expected_currencies(expected)), _currencies(db.load_currencies().values()))
-        same("strategy state", STRATEGY_STATE, db.load_strategy(StrategyId(STRATEGY_ID)))
-        from nautilus_trader.model.identifiers import ComponentId
-
-        same("actor state", ACTOR_STATE, db.load_actor(ComponentId(ACTOR_ID)))
+        same("synthetics", sorted(repr(type(i).to_dict(i)) for i in expected.synthetics()),
+             sorted(repr(type(i).to_dict(i)) for i in db.load_synthetics().values()))
+        same("strategy and actor state", tuple(saved), saved_states(db))
     return out

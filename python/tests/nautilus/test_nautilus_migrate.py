@@ -1,0 +1,202 @@
+"""Switching from Nautilus's own backend loses nothing: a trader's state
+written by NautilusTrader 1.221.0's own ``CacheDatabaseAdapter`` (through a
+real ``Cache``, into a private redis-server it reaches by host and port) is
+read into tradecache's layout by ``tradecache.nautilus.migrate``, once, and
+a node's start on ``TradecacheDatabase`` then gets back every order (every
+event), position, account (every state), instrument, currency, index,
+general entry and saved strategy/actor state the writing Cache held."""
+
+from __future__ import annotations
+
+import pytest
+
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.config import LoggingConfig, TradingNodeConfig
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import ClientOrderId, TraderId
+from nautilus_trader.live.node import TradingNode
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
+
+import tradecache.nautilus as tn
+from nt_workload import TEST_OPTIONS, kernel_serializer, nt_trader, spec_cache_config, start_like_a_node  # noqa: F401
+from their_backend import STRATEGY_STATE, differences, saved_states, their_adapter, write_their_state
+from tradecache.nautilus import MigrationError, TradecacheDatabase, migrate
+
+
+def open_db(srv, trader, config):
+    return TradecacheDatabase(TraderId(trader), UUID4(), kernel_serializer(config), config, **TEST_OPTIONS)
+
+
+def node_start(srv, trader, config):
+    """A node's start on tradecache: a fresh adapter and Cache, every load
+    of ExecutionEngine.load_cache, build_index, check_integrity."""
+    db = open_db(srv, trader, config)
+    cache = Cache(database=db)
+    start_like_a_node(cache)
+    return cache, db
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_state_written_by_nautilus_own_backend_is_migrated_whole(server, nt_trader, encoding):
+    config = spec_cache_config(server.port, encoding=encoding)
+    written = write_their_state(config, nt_trader, pairs=20)
+    theirs = their_adapter(nt_trader, config)
+    saved = saved_states(theirs)  # what their backend gives a node back
+    assert (saved[0] == STRATEGY_STATE) == (encoding == "msgpack")
+
+    report = migrate(nt_trader, config, **TEST_OPTIONS)
+
+    assert not report.already_done and report.issues == []
+    assert report.counts["orders"] == written.orders == 41
+    assert report.counts["order_events"] == written.events
+    assert report.counts["positions"] == len(written.cache.positions()) > 0
+    assert report.counts["accounts"] == 1
+    assert report.counts["account_events"] == len(written.cache.accounts()[0].events) > 1
+    assert report.counts["strategies"] == report.counts["actors"] == report.counts["synthetics"] == 1
+    # Nautilus never reads its state snapshots back: left where they are, counted.
+    assert report.left["snapshots:orders"] > 0 and report.left["snapshots:positions"] > 0
+
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db, saved) == []
+        assert db.load_issues() == []
+    finally:
+        db.close()
+
+    # Their keys are left as they were: their own adapter still loads the same.
+    try:
+        assert differences(written.cache, _their_start(theirs), theirs, saved) == []
+    finally:
+        theirs.close()
+
+
+def test_a_trading_node_starts_with_the_migrated_state(server, nt_trader):
+    """The documented steps: migrate(), then install() and the node as
+    configured before (the specification's CacheConfig): its kernel's
+    start loads every order, position and account."""
+    import nautilus_trader.system.kernel as kernel
+
+    config = spec_cache_config(server.port)
+    written = write_their_state(config, nt_trader, pairs=5)
+    migrate(nt_trader, config, **TEST_OPTIONS)
+
+    before = kernel.CacheDatabaseAdapter
+    tn.install(**TEST_OPTIONS)
+    try:
+        node = TradingNode(config=TradingNodeConfig(trader_id=TraderId(nt_trader), cache=config,
+                                                    logging=LoggingConfig(log_level="ERROR")))
+        try:
+            db = tn.adapter_for(nt_trader)
+            assert isinstance(db, TradecacheDatabase)
+            assert differences(written.cache, node.cache, db) == []
+            assert node.cache.check_integrity() and db.load_issues() == []
+        finally:
+            node.dispose()
+    finally:
+        kernel.CacheDatabaseAdapter = before
+        TradecacheDatabase.install_options = {}
+
+
+def _their_start(adapter) -> Cache:
+    cache = Cache(database=adapter)
+    start_like_a_node(cache)
+    return cache
+
+
+def test_a_second_migrate_writes_nothing(server, nt_trader):
+    """Once done, migrate() is a no-op: the node's later writes are never
+    overwritten by the old layout."""
+    config = spec_cache_config(server.port)
+    write_their_state(config, nt_trader, pairs=3)
+    first = migrate(nt_trader, config, **TEST_OPTIONS)
+
+    cache, db = node_start(server, nt_trader, config)
+    order = cache.order(ClientOrderId("O-0"))
+    before = order.event_count
+    open_order = next(o for o in cache.orders_open())
+    open_order.apply(TestEventStubs.order_canceled(open_order))
+    cache.update_order(open_order)
+    db.close()
+
+    again = migrate(nt_trader, config, **TEST_OPTIONS)
+    assert again.already_done and again.counts == first.counts
+
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert cache.order(ClientOrderId("O-0")).event_count == before
+        assert cache.order(open_order.client_order_id).status_string() == "CANCELED"
+    finally:
+        db.close()
+
+
+def test_a_target_with_a_state_of_its_own_is_refused_unless_overwrite(server, nt_trader):
+    config = spec_cache_config(server.port)
+    written = write_their_state(config, nt_trader, pairs=2)
+    db = open_db(server, nt_trader, config)
+    db.add("ran-on-tradecache", b"yes")
+    db.close()
+
+    with pytest.raises(MigrationError, match="overwrite=True"):
+        migrate(nt_trader, config, **TEST_OPTIONS)
+
+    report = migrate(nt_trader, config, overwrite=True, **TEST_OPTIONS)
+    assert report.counts["orders"] == written.orders
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db) == []
+        assert cache.get("ran-on-tradecache") == b"yes"
+    finally:
+        db.close()
+
+
+def test_a_migration_that_stopped_half_way_is_run_again_without_duplicates(server, nt_trader):
+    """A migration interrupted after its writes, before its marker said
+    done, runs again: each entity is replaced, no event doubled."""
+    config = spec_cache_config(server.port)
+    written = write_their_state(config, nt_trader, pairs=4)
+    migrate(nt_trader, config, **TEST_OPTIONS)
+    db = open_db(server, nt_trader, config)
+    db.cache.wait(db.cache.put("ntpy-migration", "nautilus", {"state": "started"}))
+    db.close()
+
+    report = migrate(nt_trader, config, **TEST_OPTIONS)
+    assert not report.already_done and report.counts["order_events"] == written.events
+
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db) == []
+    finally:
+        db.close()
+
+
+def test_a_value_of_theirs_that_does_not_decode_is_reported_and_the_rest_migrated(server, nt_trader):
+    config = spec_cache_config(server.port)
+    written = write_their_state(config, nt_trader, pairs=3)
+    r = server.client()
+    r.rpush(f"trader-{nt_trader}:orders:O-BROKEN", b"\xc1 not msgpack")
+    r.set(f"trader-{nt_trader}:instruments:BROKEN.SIM", b"\xc1")
+
+    report = migrate(nt_trader, config, **TEST_OPTIONS)
+    assert sorted(i.split(":")[0] + ":" + i.split(":")[1] for i in report.issues) == [
+        "instruments:BROKEN.SIM", "orders:O-BROKEN entry 0"]
+    assert report.counts["orders"] == written.orders
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db) == []
+    finally:
+        db.close()
+
+
+def test_the_old_layout_on_another_redis(server, own_server, nt_trader):
+    """``source=``: their keys on one Redis, tradecache's on another."""
+    old = spec_cache_config(own_server.port)
+    written = write_their_state(old, nt_trader, pairs=2)
+    config = spec_cache_config(server.port)
+
+    report = migrate(nt_trader, config, source=old.database, **TEST_OPTIONS)
+    assert report.counts["orders"] == written.orders and report.source == f"trader-{nt_trader}"
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db) == []
+    finally:
+        db.close()
