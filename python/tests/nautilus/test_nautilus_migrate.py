@@ -200,3 +200,20 @@ def test_the_old_layout_on_another_redis(server, own_server, nt_trader):
         assert differences(written.cache, cache, db) == []
     finally:
         db.close()
+
+
+def test_a_state_larger_than_the_channel_is_migrated(server, nt_trader):
+    """The migration queues far more writes than tradecache's bounded
+    channel holds (here 16; 65,536 by default, against a few writes per
+    event of tens of thousands of orders): it waits for Redis instead of
+    failing with ``Full``."""
+    config = spec_cache_config(server.port)
+    written = write_their_state(config, nt_trader, pairs=10)
+
+    report = migrate(nt_trader, config, channel_capacity=16, **TEST_OPTIONS)
+    assert report.counts["order_events"] == written.events > 16
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db) == []
+    finally:
+        db.close()

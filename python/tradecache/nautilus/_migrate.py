@@ -127,8 +127,9 @@ def migrate(
     are how theirs was written). ``instance_id``: the instance whose keys to
     read when ``use_instance_id`` is set. ``options``: tradecache's own
     ``Cache`` keywords for the target, as for ``install()``
-    (``flush_on_start`` is always off here). ``timeout`` bounds each wait
-    for Redis. Stop the node that writes the old layout first.
+    (``flush_on_start`` is always off here, and a write waits for room in
+    the channel: ``overflow="block"``). ``timeout`` bounds each wait for
+    Redis. Stop the node that writes the old layout first.
 
     Returns a ``MigrationReport``. Raises ``MigrationError`` when the target
     already holds a state of its own that no migration wrote (pass
@@ -141,6 +142,10 @@ def migrate(
     reader = TheirReader(trader, src_config, instance_id)
     options = dict(options)
     options["flush_on_start"] = False
+    # It writes far faster than Redis takes it (a few writes per event):
+    # each write waits for room in the bounded channel instead of failing.
+    options["overflow"] = "block"
+    options["block_timeout_ms"] = max(1, int(timeout * 1000))
     db = TradecacheDatabase(TraderId(trader), UUID4.from_str(instance_id) if instance_id else UUID4(),
                             kernel_serializer(config), config, **options)
     try:
