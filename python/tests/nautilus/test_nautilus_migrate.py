@@ -23,14 +23,15 @@ from their_backend import STRATEGY_STATE, differences, saved_states, their_adapt
 from tradecache.nautilus import MigrationError, TradecacheDatabase, migrate
 
 
-def open_db(srv, trader, config):
-    return TradecacheDatabase(TraderId(trader), UUID4(), kernel_serializer(config), config, **TEST_OPTIONS)
+def open_db(srv, trader, config, instance_id=None):
+    return TradecacheDatabase(TraderId(trader), instance_id or UUID4(), kernel_serializer(config), config,
+                              **TEST_OPTIONS)
 
 
-def node_start(srv, trader, config):
+def node_start(srv, trader, config, instance_id=None):
     """A node's start on tradecache: a fresh adapter and Cache, every load
     of ExecutionEngine.load_cache, build_index, check_integrity."""
-    db = open_db(srv, trader, config)
+    db = open_db(srv, trader, config, instance_id)
     cache = Cache(database=db)
     start_like_a_node(cache)
     return cache, db
@@ -215,5 +216,42 @@ def test_a_state_larger_than_the_channel_is_migrated(server, nt_trader):
     cache, db = node_start(server, nt_trader, config)
     try:
         assert differences(written.cache, cache, db) == []
+    finally:
+        db.close()
+
+
+def test_an_instance_of_the_trader_with_use_instance_id(server, nt_trader):
+    """``use_instance_id``: the keys of one instance (``trader-T:{uuid}:…``)
+    are read, and written under the same instance; another instance's are
+    not touched. Nautilus 1.221.0's reader refuses its own index hashes
+    there (it looks the index name up in the key with the instance id in
+    it), so their node cannot start on this state at all; the migration
+    reports them, takes each order's position from its fills, and the
+    order -> client ids (only in those hashes) are what is missing."""
+    config = spec_cache_config(server.port, use_instance_id=True)
+    iid, other = UUID4(), UUID4()
+    written = write_their_state(config, nt_trader, pairs=2, adapter=their_adapter(nt_trader, config, iid))
+    write_their_state(config, nt_trader, pairs=1, adapter=their_adapter(nt_trader, config, other))
+    theirs = their_adapter(nt_trader, config, iid)
+    try:
+        with pytest.raises(RuntimeError, match="Index unknown"):
+            _their_start(theirs)
+    finally:
+        theirs.close()
+
+    with pytest.raises(ValueError, match="instance_id"):
+        migrate(nt_trader, config, **TEST_OPTIONS)
+    report = migrate(nt_trader, config, instance_id=iid.value, **TEST_OPTIONS)
+    assert report.source == f"trader-{nt_trader}:{iid.value}" and report.counts["orders"] == written.orders
+    assert [i.split(":")[0] + ":" + i.split(":")[1] for i in report.issues] == [
+        "index:order_position", "index:order_client"]
+    cache, db = node_start(server, nt_trader, config, iid)
+    try:
+        assert [d.split(":")[0] for d in differences(written.cache, cache, db)] == ["order -> client"]
+    finally:
+        db.close()
+    cache, db = node_start(server, nt_trader, config, other)
+    try:
+        assert cache.orders() == []
     finally:
         db.close()

@@ -211,6 +211,8 @@ class _Expected:
     orders: Dict[str, Any] = dataclasses.field(default_factory=dict)
     positions: Dict[str, Any] = dataclasses.field(default_factory=dict)
     accounts: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # client order id -> (position id, client id) as indexed
+    order_indexes: Dict[str, tuple] = dataclasses.field(default_factory=dict)
     theirs: Optional[TheirState] = None
 
 
@@ -283,7 +285,7 @@ def _write(db: TradecacheDatabase, theirs: TheirState, report: MigrationReport) 
                   instruments=len(theirs.instruments), synthetics=len(theirs.synthetics),
                   actors=len(theirs.actors), strategies=len(theirs.strategies))
     expected.accounts = _write_accounts(db, theirs, report.issues)
-    expected.orders = _write_orders(db, theirs, report.issues)
+    expected.orders = _write_orders(db, theirs, report.issues, expected.order_indexes)
     expected.positions = _write_positions(db, theirs, report.issues)
     for kind, events, entities in (("accounts", "account_events", expected.accounts),
                                    ("orders", "order_events", expected.orders),
@@ -314,7 +316,8 @@ def _write_accounts(db: TradecacheDatabase, theirs: TheirState, issues: List[str
     return out
 
 
-def _write_orders(db: TradecacheDatabase, theirs: TheirState, issues: List[str]) -> Dict[str, Any]:
+def _write_orders(db: TradecacheDatabase, theirs: TheirState, issues: List[str],
+                  indexes: Dict[str, tuple]) -> Dict[str, Any]:
     """An order: ``add_order`` with its position and client id and every
     event but the last, then ``update_order`` with the last one (its
     closed state and venue order id, as update_order records them); a
@@ -337,7 +340,13 @@ def _write_orders(db: TradecacheDatabase, theirs: TheirState, issues: List[str])
             order = _apply_all("orders", ident, order, last, _apply_order_event, issues)
             if order.event_count > n:
                 db.update_order(order)
+        if position_id is None and order.position_id is not None:
+            # Their hash unreadable (``use_instance_id``): the position its
+            # fills name, as the node's ``build_index`` derives it.
+            db.index_order_position(order.client_order_id, order.position_id)
+            position_id = order.position_id.value
         out[ident] = order
+        indexes[ident] = (position_id, client_id)
     return out
 
 
@@ -397,9 +406,8 @@ def _compare(db: TradecacheDatabase, expected: _Expected) -> List[str]:
     each("general", theirs.general, db.load(), lambda v: v)
     positions = {k.value: v.value for k, v in db.load_index_order_position().items()}
     clients = {k.value: v.value for k, v in db.load_index_order_client().items()}
-    for ident in expected.orders:
-        same(f"orders:{ident} position", theirs.order_position.get(ident), positions.get(ident))
-        same(f"orders:{ident} client", theirs.order_client.get(ident), clients.get(ident))
+    for ident, (position_id, client_id) in expected.order_indexes.items():
+        same(f"orders:{ident} position, client", (position_id, client_id), (positions.get(ident), clients.get(ident)))
     for ident, state in theirs.actors.items():
         same(f"actors:{ident}", state, db.load_actor(ComponentId(ident)))
     for ident, state in theirs.strategies.items():

@@ -176,8 +176,15 @@ class TheirReader:
                 events = self._list(collection, ident, state)
                 if events:
                     into[ident] = events
-        state.order_position = self._hash("index:order_position")
-        state.order_client = self._hash("index:order_client")
+        for name, into in (("index:order_position", state.order_position), ("index:order_client", state.order_client)):
+            try:
+                into.update(self._hash(name))
+            except RuntimeError as e:
+                # 1.221.0 looks the index name up in the key with the
+                # instance id in it (`Index unknown '{uuid}:index:…'`): with
+                # `use_instance_id` their reader (and their node's start)
+                # refuses both hashes.
+                state.issues.append(f"{name}: Nautilus's reader refuses it: {e}")
         for collection, into in (("actors", state.actors), ("strategies", state.strategies)):
             for ident in self.ids(collection, ":state"):
                 saved = self._value(collection, f"{ident}:state", state)
