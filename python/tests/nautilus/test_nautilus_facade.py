@@ -85,6 +85,57 @@ def test_a_later_session_continues_the_state(make_cache):
     assert len(c.orders()) == 12
 
 
+@pytest.mark.parametrize(
+    "encoding, iso", [("json", False), ("msgpack", True)], ids=["json", "iso8601-timestamps"]
+)
+def test_other_encodings_round_trip_through_the_serializer(make_cache, server, encoding, iso):
+    """encoding="json" or timestamps_as_iso8601: every value is the node
+    serializer's bytes (readable as JSON / with ISO 8601 timestamps)."""
+    config = spec_cache_config(server.port, encoding=encoding, timestamps_as_iso8601=iso)
+    a, db = make_cache(config=config)
+    run_workload(a, pairs=2)
+    db.wait(5.0)
+    raw = server.client().get(f"{db.cache.key_prefix}:ntpy-orders:O-0-BUY")
+    stored = tradecache.unpackb(raw)
+    assert isinstance(stored, bytes)
+    if encoding == "json":
+        assert stored.startswith(b"{") and b'"OrderInitialized"' in stored
+    b, _ = make_cache(config=config)
+    start_like_a_node(b)
+    assert_same_state(a, b)
+
+
+def test_a_full_channel_raises_from_the_cache_call(make_cache, own_server):
+    """Redis frozen (SIGSTOP), a small channel: a write that finds it full
+    raises tradecache.Full (the value handed back) from Nautilus's Cache
+    call, never a silent drop; every write that returned is in Redis once
+    it answers again, the refused one is not."""
+    small = dict(channel_capacity=8, max_pending_events=16, max_pending_snapshots=16)
+    cache, db = make_cache(srv=own_server, **small)
+    cache.add_instrument(AUDUSD)
+    db.wait(5.0)
+    accepted, refused = [], None
+    own_server.pause()
+    try:
+        for i in range(5_000):
+            order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId(f"O-full-{i}"))
+            try:
+                cache.add_order(order)
+            except tradecache.Full as e:
+                refused = (order, e)
+                break
+            accepted.append(order.client_order_id)
+    finally:
+        own_server.resume()
+    assert refused is not None, "the channel never filled"
+    assert refused[1].value is not None and db.stats().rejected >= 1
+    db.wait(20.0)
+    b, _ = make_cache(srv=own_server)
+    start_like_a_node(b)
+    assert {o.client_order_id for o in b.orders()} == set(accepted)
+    assert b.order(refused[0].client_order_id) is None
+
+
 def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
     a, db = make_cache()
     run_workload(a, pairs=1)
@@ -264,7 +315,7 @@ def test_every_facade_method(make_cache, make_db):
     call("snapshot_position_state", position, 123, Money(5, USD))
     snaps = db.cache.get_events(tn.COLLECTIONS["order_snapshots"], "O-1")
     assert len(snaps) == 2
-    pos_snap = db._deserialize(db.cache.get_events(tn.COLLECTIONS["position_snapshots"], "P-1")[0])
+    pos_snap = db.cache.get_events(tn.COLLECTIONS["position_snapshots"], "P-1")[0]  # a map
     assert pos_snap["ts_snapshot"] == 123 and pos_snap["unrealized_pnl"] == "5.00 USD"
 
     loaded = call("load_all")

@@ -37,10 +37,16 @@ from nautilus_trader.core.datetime import format_iso8601
 from nautilus_trader.model.enums import OrderType
 from nautilus_trader.model.enums import currency_type_from_str
 from nautilus_trader.model.enums import currency_type_to_str
+from nautilus_trader.model import events as _events
+from nautilus_trader.model.events import AccountState
+from nautilus_trader.model.events import OrderEvent
+from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.events import OrderInitialized
 from nautilus_trader.model.identifiers import ClientId
 from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.identifiers import PositionId
+from nautilus_trader.model.instruments import Instrument
+from nautilus_trader.model.instruments import SyntheticInstrument
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.model.objects import Price
 from nautilus_trader.model.orders import LimitOrder
@@ -88,6 +94,26 @@ _POSITION_SNAPSHOTS = _C["position_snapshots"]
 _ACTORS = _C["actors"]
 _STRATEGIES = _C["strategies"]
 _HEALTH = _C["health"]
+
+#: The events written on the hot path (orders, fills, account states),
+#: stored as their ``to_dict`` (a MessagePack map) and read back with
+#: ``from_dict``: a fifth of the serializer's time (it matches every key
+#: against a regular expression and turns timestamps into text).
+_NATIVE = {
+    cls: cls.to_dict
+    for cls in (
+        getattr(_events, name)
+        for name in (
+            "OrderInitialized", "OrderDenied", "OrderEmulated", "OrderReleased", "OrderSubmitted",
+            "OrderAccepted", "OrderRejected", "OrderCanceled", "OrderExpired", "OrderTriggered",
+            "OrderPendingUpdate", "OrderPendingCancel", "OrderModifyRejected", "OrderCancelRejected",
+            "OrderUpdated", "OrderFilled", "AccountState",
+        )
+    )
+}
+_FROM_NATIVE = {cls.__name__: cls.from_dict for cls in _NATIVE}
+
+_INSTRUMENT_CLASS = {_INSTRUMENTS: Instrument, _SYNTHETICS: SyntheticInstrument}
 
 _UNSAFE = re.compile(r"[%:{}\s\x00-\x1f\x7f]")
 
@@ -140,6 +166,13 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._serializer = serializer
         self._serialize = serializer.serialize
         self._deserialize = serializer.deserialize
+        # The default (msgpack, timestamps as nanoseconds): events and
+        # dicts stored as MessagePack maps by tradecache itself; instruments
+        # as the serializer's bytes. With encoding="json" or
+        # timestamps_as_iso8601 everything is the serializer's bytes.
+        native = (config.encoding or "msgpack").lower() == "msgpack" and not config.timestamps_as_iso8601
+        self._native = native
+        self._to = _NATIVE if native else {}
         self._persist_account_events = bool(config.persist_account_events)
         merged = dict(self.install_options)
         merged.update(options)
@@ -249,7 +282,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             "name": currency.name,
             "currency_type": currency_type_to_str(currency.currency_type),
         }
-        self._put(_CURRENCIES, escape_id(currency.code), self._serialize(c_map))
+        self._put(_CURRENCIES, escape_id(currency.code), self._pack(c_map))
 
     def add_instrument(self, instrument: Any) -> None:
         self._put(_INSTRUMENTS, escape_id(instrument.id.value), self._serialize(instrument))
@@ -258,12 +291,14 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._put(_SYNTHETICS, escape_id(synthetic.id.value), self._serialize(synthetic))
 
     def add_account(self, account: Any) -> None:
-        self._put(_ACCOUNTS, escape_id(account.id.value), self._serialize(account.last_event))
+        self._put(_ACCOUNTS, escape_id(account.id.value), self._pack(account.last_event))
 
     def update_account(self, account: Any) -> None:
         """Appends the account's last state (``persist_account_events``);
         without it, the last state replaces the stored one."""
-        event = self._serialize(account.last_event)
+        state = account.last_event
+        to = self._to.get(type(state))
+        event = to(state) if to is not None else self._pack(state)
         if self._persist_account_events:
             self._append(_ACCOUNTS, escape_id(account.id.value), event)
         else:
@@ -280,12 +315,12 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def add_order(self, order: Any, position_id: Any = None, client_id: Any = None) -> None:
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        self._put(_ORDERS, id_, self._serialize(order.init_event))
+        self._put(_ORDERS, id_, self._pack(order.init_event))
         if order.event_count > 1:
             # Added with events already applied (an order rebuilt from a
             # report): those follow the initialization in the log.
             for event in order.events[1:]:
-                self._append(_ORDERS, id_, self._serialize(event))
+                self._append(_ORDERS, id_, self._pack(event))
         if position_id is not None:
             self._put(_ORDER_POSITIONS, id_, [coid, position_id.value])
         if client_id is not None:
@@ -300,12 +335,14 @@ class TradecacheDatabase(CacheDatabaseFacade):
         order id is indexed."""
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        self._append(_ORDERS, id_, self._serialize(order.last_event))
+        event = order.last_event
+        to = self._to.get(type(event))
+        self._append(_ORDERS, id_, to(event) if to is not None else self._serialize(event))
         venue_order_id = order.venue_order_id
         if venue_order_id is not None and self._venue_ids.get(coid) != venue_order_id.value:
             self.index_venue_order_id(order.client_order_id, venue_order_id)
         if order.is_closed:
-            self._put(_ORDERS, id_, self._serialize(order.init_event), True)
+            self._put(_ORDERS, id_, self._pack(order.init_event), True)
 
     def index_venue_order_id(self, client_order_id: Any, venue_order_id: Any) -> None:
         coid = client_order_id.value
@@ -320,9 +357,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
         id_ = escape_id(position.id.value)
         events = position.events
         self._cache.delete(_POSITIONS, id_)
-        self._put(_POSITIONS, id_, self._serialize(events[0]), position.is_closed)
+        self._put(_POSITIONS, id_, self._pack(events[0]), position.is_closed)
         for fill in events[1:]:
-            self._append(_POSITIONS, id_, self._serialize(fill))
+            self._append(_POSITIONS, id_, self._pack(fill))
 
     def update_position(self, position: Any) -> None:
         """Appends the last fill; a position that reopened (its first fill
@@ -331,23 +368,25 @@ class TradecacheDatabase(CacheDatabaseFacade):
         id_ = escape_id(position.id.value)
         if position.event_count == 1:
             self._cache.delete(_POSITIONS, id_)
-            self._put(_POSITIONS, id_, self._serialize(position.last_event), position.is_closed)
+            self._put(_POSITIONS, id_, self._pack(position.last_event), position.is_closed)
             return
-        self._append(_POSITIONS, id_, self._serialize(position.last_event))
+        fill = position.last_event
+        to = self._to.get(type(fill))
+        self._append(_POSITIONS, id_, to(fill) if to is not None else self._serialize(fill))
         if position.is_closed:
-            self._put(_POSITIONS, id_, self._serialize(position.events[0]), True)
+            self._put(_POSITIONS, id_, self._pack(position.events[0]), True)
 
     def update_actor(self, actor: Any) -> None:
-        self._put(_ACTORS, escape_id(actor.id.value), self._serialize(actor.save()))
+        self._put(_ACTORS, escape_id(actor.id.value), self._pack(actor.save()))
 
     def update_strategy(self, strategy: Any) -> None:
-        self._put(_STRATEGIES, escape_id(strategy.id.value), self._serialize(strategy.save()))
+        self._put(_STRATEGIES, escape_id(strategy.id.value), self._pack(strategy.save()))
 
     def snapshot_order_state(self, order: Any) -> None:
         coid = order.client_order_id.value
         id_ = escape_id(coid)
         self._put(_ORDER_SNAPSHOTS, id_, coid)
-        self._append(_ORDER_SNAPSHOTS, id_, self._serialize(order.to_dict()))
+        self._append(_ORDER_SNAPSHOTS, id_, self._pack(order.to_dict()))
 
     def snapshot_position_state(self, position: Any, ts_snapshot: int, unrealized_pnl: Any = None) -> None:
         state = position.to_dict()
@@ -357,7 +396,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         pid = position.id.value
         id_ = escape_id(pid)
         self._put(_POSITION_SNAPSHOTS, id_, pid)
-        self._append(_POSITION_SNAPSHOTS, id_, self._serialize(state))
+        self._append(_POSITION_SNAPSHOTS, id_, self._pack(state))
 
     def delete_order(self, client_order_id: Any) -> None:
         coid = client_order_id.value
@@ -376,6 +415,16 @@ class TradecacheDatabase(CacheDatabaseFacade):
 
     def delete_strategy(self, strategy_id: Any) -> None:
         self._cache.delete(_STRATEGIES, escape_id(strategy_id.value))
+
+    def _pack(self, obj: Any) -> Any:
+        """What is stored for ``obj``: an event's ``to_dict`` or a dict as
+        it is (tradecache packs it), else the serializer's bytes."""
+        to = self._to.get(type(obj))
+        if to is not None:
+            return to(obj)
+        if self._native and type(obj) is dict:
+            return obj
+        return self._serialize(obj)
 
     # ---- loads ----
 
@@ -405,10 +454,20 @@ class TradecacheDatabase(CacheDatabaseFacade):
         prefix = self._cache.key_prefix
         return f"{prefix}:{coll}:{id_}" if prefix else f"{coll}:{id_}"
 
-    def _decode(self, coll: str, id_: str, value: Any) -> Any:
-        """The serializer's object of a stored value, or None (reported)."""
+    def _decode(self, coll: str, id_: str, value: Any, cls: Any = None) -> Any:
+        """The object of a stored value (of class ``cls`` when given), or
+        None (reported)."""
         try:
-            return self._deserialize(value)
+            if isinstance(value, bytes):
+                obj = self._deserialize(value)
+            elif isinstance(value, dict):
+                from_dict = _FROM_NATIVE.get(value.get("type"))  # type: ignore[arg-type]
+                obj = value if from_dict is None else from_dict(value)
+            else:
+                raise ValueError(f"not a stored Nautilus value: {type(value).__name__}")
+            if cls is not None and not isinstance(obj, cls):
+                raise ValueError(f"a {type(obj).__name__}, not a {cls.__name__}")
+            return obj
         except Exception as e:  # noqa: BLE001 - any bad value is reported and skipped
             self._issue(self._key(coll, id_), f"{type(e).__name__}: {e}")
             return None
@@ -450,7 +509,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return out
 
     def _currency(self, id_: str, v: Any) -> Optional[Currency]:
-        m = self._decode(_CURRENCIES, id_, v)
+        m = self._decode(_CURRENCIES, id_, v, dict)
         if m is None:
             return None
         try:
@@ -474,7 +533,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def _instruments_of(self, snap: tradecache.Snapshot, coll: str) -> Dict[Any, Any]:
         out = {}
         for id_, v in snap[coll].items():
-            inst = self._decode(coll, id_, v)
+            inst = self._decode(coll, id_, v, _INSTRUMENT_CLASS[coll])
             if inst is not None:
                 out[inst.id] = inst
         return out
@@ -497,7 +556,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def _account(self, id_: str, value: Any, events: Any, deleted: set) -> Any:
         states = []
         for raw in (value, *events):
-            state = self._decode(_ACCOUNTS, id_, raw)
+            state = self._decode(_ACCOUNTS, id_, raw, AccountState)
             if state is not None and state.id.value not in deleted:
                 states.append(state)
         if not states:
@@ -529,7 +588,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return out
 
     def _order(self, id_: str, value: Any, events: Any) -> Any:
-        init = self._decode(_ORDERS, id_, value)
+        init = self._decode(_ORDERS, id_, value, OrderInitialized)
         if init is None:
             return None
         try:
@@ -538,7 +597,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._issue(self._key(_ORDERS, id_), f"{type(e).__name__}: {e}")
             return None
         for raw in events:
-            event = self._decode(_ORDERS, id_ + ":events", raw)
+            event = self._decode(_ORDERS, id_ + ":events", raw, OrderEvent)
             if event is None:
                 continue
             try:
@@ -573,7 +632,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return out
 
     def _position(self, id_: str, value: Any, events: Any, instruments: Dict[Any, Any]) -> Any:
-        first = self._decode(_POSITIONS, id_, value)
+        first = self._decode(_POSITIONS, id_, value, OrderFilled)
         if first is None:
             return None
         instrument = instruments.get(first.instrument_id)
@@ -586,7 +645,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._issue(self._key(_POSITIONS, id_), f"{type(e).__name__}: {e}")
             return None
         for raw in events:
-            fill = self._decode(_POSITIONS, id_ + ":events", raw)
+            fill = self._decode(_POSITIONS, id_ + ":events", raw, OrderFilled)
             if fill is None:
                 continue
             try:
@@ -621,16 +680,16 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return None if v is None else self._currency(id_, v)
 
     def load_instrument(self, instrument_id: Any) -> Any:
-        return self._one(_INSTRUMENTS, escape_id(instrument_id.value))
+        return self._one(_INSTRUMENTS, escape_id(instrument_id.value), Instrument)
 
     def load_synthetic(self, instrument_id: Any) -> Any:
         if not instrument_id.is_synthetic():
             raise ValueError("instrument_id was not for a synthetic instrument")
-        return self._one(_SYNTHETICS, escape_id(instrument_id.value))
+        return self._one(_SYNTHETICS, escape_id(instrument_id.value), SyntheticInstrument)
 
-    def _one(self, coll: str, id_: str) -> Any:
+    def _one(self, coll: str, id_: str, cls: Any = None) -> Any:
         v = self._get(coll, id_)
-        return None if v is None else self._decode(coll, id_, v)
+        return None if v is None else self._decode(coll, id_, v, cls)
 
     def load_account(self, account_id: Any) -> Any:
         id_ = escape_id(account_id.value)
@@ -653,7 +712,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         v = self._get(_POSITIONS, id_)
         if v is None:
             return None
-        first = self._decode(_POSITIONS, id_, v)
+        first = self._decode(_POSITIONS, id_, v, OrderFilled)
         if first is None:
             return None
         instrument = self.load_instrument(first.instrument_id)
@@ -668,7 +727,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return self._state(_STRATEGIES, escape_id(strategy_id.value))
 
     def _state(self, coll: str, id_: str) -> Dict[str, Any]:
-        state = self._one(coll, id_)
+        state = self._one(coll, id_, dict)
         return state if isinstance(state, dict) else {}
 
 
