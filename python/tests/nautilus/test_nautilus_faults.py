@@ -1,5 +1,6 @@
 """Faults under a NautilusTrader node on tradecache, each counted by an
-independent read of Redis (redis-py + msgpack, not tradecache): the
+independent read of Redis (redis-py + msgpack, not tradecache: each stored entry against the
+``to_dict()`` of every event the writing ``Cache`` holds): the
 adapter's connections killed every 200 ms during a workload, a node process
 SIGKILLed after its wait for acknowledgement returned, Redis SIGKILLed and
 restarted from its AOF (``appendfsync always``). Every write goes through a
@@ -11,6 +12,7 @@ state per fill) on ``TradecacheDatabase`` with the specification's
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -41,16 +43,22 @@ def open_db(srv, trader, config):
     return TradecacheDatabase(TraderId(trader), UUID4(), kernel_serializer(config), config, **TEST_OPTIONS)
 
 
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
 def stored_logs(r: redis.Redis, prefix: str, collection: str, ident: str) -> list:
     """What Redis holds for one entity, read without tradecache: its
-    value, then every entry of its event log (each the serializer's bytes,
-    stored as a MessagePack bin)."""
+    value, then every entry of its event log; each a MessagePack map, the
+    event's ``to_dict()`` (the adapter's layout with the specification's
+    ``encoding="msgpack"``), in a canonical text form."""
     key = f"{prefix}:{COLLECTIONS[collection]}:{escape_id(ident)}"
     head = r.get(key)
-    return ([] if head is None else [msgpack.unpackb(head)]) + [msgpack.unpackb(e) for e in r.lrange(key + ":events", 0, -1)]
+    entries = ([] if head is None else [head]) + r.lrange(key + ":events", 0, -1)
+    return [_canonical(msgpack.unpackb(e, raw=False)) for e in entries]
 
 
-def lost_and_duplicated(r: redis.Redis, prefix: str, cache: Cache, serializer) -> tuple:
+def lost_and_duplicated(r: redis.Redis, prefix: str, cache: Cache) -> tuple:
     """(written, lost, duplicated, out of order) over every event of every
     order, position and account the writing ``cache`` holds, against an
     independent read of Redis."""
@@ -59,7 +67,7 @@ def lost_and_duplicated(r: redis.Redis, prefix: str, cache: Cache, serializer) -
     entities += [("positions", p.id.value, p.events) for p in cache.positions()]
     entities += [("accounts", a.id.value, a.events) for a in cache.accounts()]
     for collection, ident, events in entities:
-        want = [serializer.serialize(e) for e in events]
+        want = [_canonical(type(e).to_dict(e)) for e in events]
         got = stored_logs(r, prefix, collection, ident)
         written += len(want)
         lost += sum((collections.Counter(want) - collections.Counter(got)).values())
@@ -97,9 +105,7 @@ def test_connections_killed_every_200ms_lose_and_duplicate_nothing(own_server, n
     assert kills >= 10, "the workload ended before ten kills"
     assert db.stats().reconnects > 0 and db.take_dropped() == []
 
-    written, lost, duplicated, disordered = lost_and_duplicated(
-        own_server.client(), db.cache.key_prefix, cache, kernel_serializer(config)
-    )
+    written, lost, duplicated, disordered = lost_and_duplicated(own_server.client(), db.cache.key_prefix, cache)
     assert written >= rounds * 10 * 2 * 5
     assert (lost, duplicated, disordered) == (0, 0, 0), f"of {written} events"
     db.close()
@@ -190,9 +196,7 @@ def test_redis_killed_and_restarted_from_its_aof_loses_nothing(own_server, nt_tr
     db.wait(30)
     assert db.stats().reconnects > 0 and db.take_dropped() == []
 
-    written, lost, duplicated, disordered = lost_and_duplicated(
-        own_server.client(), db.cache.key_prefix, cache, kernel_serializer(config)
-    )
+    written, lost, duplicated, disordered = lost_and_duplicated(own_server.client(), db.cache.key_prefix, cache)
     assert written >= 6 * 10 * 2 * 5
     assert (lost, duplicated, disordered) == (0, 0, 0), f"of {written} events"
     db.close()

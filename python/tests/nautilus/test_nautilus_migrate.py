@@ -8,6 +8,8 @@ general entry and saved strategy/actor state the writing Cache held."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from nautilus_trader.cache.cache import Cache
@@ -84,8 +86,10 @@ def test_a_trading_node_starts_with_the_migrated_state(server, nt_trader):
     before = kernel.CacheDatabaseAdapter
     tn.install(**TEST_OPTIONS)
     try:
+        # A loop of its own: the node's dispose closes its loop.
         node = TradingNode(config=TradingNodeConfig(trader_id=TraderId(nt_trader), cache=config,
-                                                    logging=LoggingConfig(log_level="ERROR")))
+                                                    logging=LoggingConfig(log_level="ERROR")),
+                           loop=asyncio.new_event_loop())
         try:
             db = tn.adapter_for(nt_trader)
             assert isinstance(db, TradecacheDatabase)
