@@ -135,12 +135,15 @@ def test_a_node_killed_after_its_wait_returned_keeps_everything_acknowledged(own
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(own_server.port), nt_trader], cwd=HERE, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     acked = []
+    watchdog = threading.Timer(120, child.kill)  # bounds the test if the node hangs
+    watchdog.start()
     try:
         for line in child.stdout:
             acked.append(int(line))
             if len(acked) == 5:
                 break
     finally:
+        watchdog.cancel()
         child.send_signal(signal.SIGKILL)
         _, err = child.communicate(timeout=30)
     assert len(acked) == 5, f"the node stopped early:\n{err[-3000:]}"
