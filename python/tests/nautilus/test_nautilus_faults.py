@@ -162,8 +162,16 @@ def test_a_node_killed_after_its_wait_returned_keeps_everything_acknowledged(own
                 assert _position(cache, f"P-c{k}-{i}").is_closed
             assert _order(cache, f"O-c{k}-open").status_string() == "ACCEPTED"
             assert _order(cache, f"O-c{k}-canceled").status_string() == "CANCELED"
-        # Nothing doubled anywhere, whatever the kill cut (independent read).
+        # The same, read without tradecache: every acknowledged order's
+        # initialization and its four events, and nothing doubled anywhere,
+        # whatever the kill cut.
         r = own_server.client()
+        for k in acked:
+            for i in range(3):
+                for side in ("BUY", "SELL"):
+                    stored = stored_logs(r, db.cache.key_prefix, "orders", f"O-c{k}-{i}-{side}")
+                    assert [json.loads(e)["type"] for e in stored] == [
+                        "OrderInitialized", "OrderSubmitted", "OrderAccepted", "OrderFilled", "OrderFilled"]
         for key in r.scan_iter(f"{db.cache.key_prefix}:*:events"):
             entries = r.lrange(key, 0, -1)
             assert len(entries) == len(set(entries)), key
