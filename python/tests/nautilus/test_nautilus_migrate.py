@@ -9,7 +9,13 @@ general entry and saved strategy/actor state the writing Cache held."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import msgpack
 import pytest
 
 from nautilus_trader.cache.cache import Cache
@@ -23,6 +29,8 @@ import tradecache.nautilus as tn
 from nt_workload import TEST_OPTIONS, kernel_serializer, nt_trader, spec_cache_config, start_like_a_node  # noqa: F401
 from their_backend import STRATEGY_STATE, differences, saved_states, their_adapter, write_their_state
 from tradecache.nautilus import MigrationError, TradecacheDatabase, migrate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def open_db(srv, trader, config, instance_id=None):
@@ -168,6 +176,54 @@ def test_a_migration_that_stopped_half_way_is_run_again_without_duplicates(serve
     assert not report.already_done and report.counts["order_events"] == written.events
 
     cache, db = node_start(server, nt_trader, config)
+    try:
+        assert differences(written.cache, cache, db) == []
+    finally:
+        db.close()
+
+
+MIGRATING = r"""
+import sys
+from nt_workload import TEST_OPTIONS, spec_cache_config
+from tradecache.nautilus import migrate
+
+migrate(sys.argv[2], spec_cache_config(int(sys.argv[1])), **TEST_OPTIONS)
+"""
+
+
+def test_a_migration_killed_half_way_is_run_again_without_duplicates(own_server, nt_trader):
+    """A process running migrate() SIGKILLed while its writes are landing
+    (Redis frozen as soon as the first migrated order is there, so the
+    kill cuts the migration wherever it is): run again, it completes, and
+    nothing is doubled."""
+    config = spec_cache_config(own_server.port)
+    written = write_their_state(config, nt_trader, pairs=80)
+    r = own_server.client()
+    index = f"trader-{nt_trader}:index:ntpy-orders"
+    marker = f"trader-{nt_trader}:ntpy-migration:nautilus"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen([sys.executable, "-c", MIGRATING, str(own_server.port), nt_trader], cwd=HERE, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not r.scard(index):
+            assert child.poll() is None, child.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no migrated order appeared"
+            time.sleep(0.002)
+        own_server.pause()
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        own_server.resume()
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=30)
+    assert msgpack.unpackb(r.get(marker))["state"] == "started"
+    assert 0 < r.scard(index) <= written.orders
+
+    report = migrate(nt_trader, config, **TEST_OPTIONS)
+    assert not report.already_done and report.counts["order_events"] == written.events
+    cache, db = node_start(own_server, nt_trader, config)
     try:
         assert differences(written.cache, cache, db) == []
     finally:
