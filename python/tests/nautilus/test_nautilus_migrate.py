@@ -26,6 +26,7 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
 import tradecache.nautilus as tn
+from conftest import free_port
 from nt_workload import TEST_OPTIONS, kernel_serializer, nt_trader, spec_cache_config, start_like_a_node  # noqa: F401
 from their_backend import STRATEGY_STATE, differences, saved_states, their_adapter, write_their_state
 from tradecache.nautilus import MigrationError, TradecacheDatabase, migrate
@@ -315,3 +316,27 @@ def test_an_instance_of_the_trader_with_use_instance_id(server, nt_trader):
         assert cache.orders() == []
     finally:
         db.close()
+
+
+UNREACHABLE = r"""
+import sys
+from nt_workload import TEST_OPTIONS, spec_cache_config
+from tradecache.nautilus import migrate
+
+try:
+    migrate("DOWN-001", spec_cache_config(int(sys.argv[1])), timeout=5, **TEST_OPTIONS)
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_a_redis_that_is_down_fails_the_migration_instead_of_hanging():
+    """Nautilus's reader, left to its Rust defaults (100 attempts, backoff
+    up to 1,000 s), waits for hours for a Redis that is down; migrate()
+    bounds it and raises (the call runs in a process of its own, bounded
+    at 60 s)."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", UNREACHABLE, str(port)], cwd=HERE, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.startswith("RuntimeError") and "refused" in out.stdout, out.stdout + out.stderr[-2000:]

@@ -142,7 +142,7 @@ def migrate(
     started = time.monotonic()
     trader = str(trader_id)
     src_config = config if source is None else _with_database(config, source)
-    reader = TheirReader(trader, src_config, instance_id)
+    reader = TheirReader(trader, src_config, instance_id, timeout)
     options = dict(options)
     options["flush_on_start"] = False
     # It writes far faster than Redis takes it (a few writes per event):

@@ -46,6 +46,11 @@ READ = ("general", "currencies", "instruments", "synthetics", "accounts", "order
 LEFT = ("snapshots:orders", "snapshots:positions", "health")
 
 
+def _seconds(value: float) -> int:
+    """Whole seconds for the Rust config's `u16` timeouts: 1 to 65,535."""
+    return min(max(int(value + 0.999), 1), 65_535)
+
+
 def trader_key(trader_id: str, config: CacheConfig, instance_id: str | None) -> str:
     """Their trader key (crates/infrastructure/src/redis/cache.rs,
     `get_trader_key`)."""
@@ -95,17 +100,30 @@ class TheirState:
 class TheirReader:
     """Nautilus's own reader on the Redis of `config.database`."""
 
-    def __init__(self, trader_id: str, config: CacheConfig, instance_id: str | None = None) -> None:
+    def __init__(self, trader_id: str, config: CacheConfig, instance_id: str | None = None,
+                 timeout: float = 60.0) -> None:
         if config.database is None:
             raise ValueError("config.database is None: no Redis to read Nautilus's state from")
         if config.use_instance_id and not instance_id:
             raise ValueError("config.use_instance_id is set: give the instance_id whose state to read")
         self.key = trader_key(trader_id, config, instance_id)
         self.serializer = kernel_serializer(config)
+        # The Rust side's DatabaseConfig has connection settings the Python
+        # one lacks, and its defaults (100 attempts, backoff up to 1,000 s)
+        # make a Redis that is down hang the call for hours: bounded here
+        # (the Python `timeout` to connect, `timeout` of migrate() to reply,
+        # three attempts a second apart at most).
+        settings = msgspec.json.decode(msgspec.json.encode(config, enc_hook=msgspec_encoding_hook))
+        settings["database"].update(
+            connection_timeout=_seconds(config.database.timeout or 20),
+            response_timeout=_seconds(timeout),
+            number_of_retries=2,
+            max_delay=1,
+        )
         self.backing = nautilus_pyo3.RedisCacheDatabase(
             trader_id=nautilus_pyo3.TraderId(trader_id),
             instance_id=nautilus_pyo3.UUID4.from_str(instance_id) if instance_id else nautilus_pyo3.UUID4(),
-            config_json=msgspec.json.encode(config, enc_hook=msgspec_encoding_hook),
+            config_json=msgspec.json.encode(settings),
         )
 
     def close(self) -> None:
