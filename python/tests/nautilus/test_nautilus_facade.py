@@ -7,7 +7,6 @@ import datetime as dt
 
 import pytest
 
-from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.model.currencies import AUD, USD
@@ -17,7 +16,6 @@ from nautilus_trader.model.identifiers import (
     ClientOrderId,
     ComponentId,
     PositionId,
-    StrategyId,
     TraderId,
     VenueOrderId,
 )
@@ -134,6 +132,22 @@ def test_a_full_channel_raises_from_the_cache_call(make_cache, own_server):
     start_like_a_node(b)
     assert {o.client_order_id for o in b.orders()} == set(accepted)
     assert b.order(refused[0].client_order_id) is None
+
+
+def test_close_is_bounded_and_reports_what_it_could_not_persist(make_cache, own_server):
+    """Redis frozen at the node's dispose: close() returns within its
+    timeout, never raises, and says what it could not persist."""
+    cache, db = make_cache(srv=own_server, close_timeout=0.5)
+    cache.add_instrument(AUDUSD)
+    db.wait(5.0)
+    own_server.pause()
+    try:
+        cache.add_order(TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-late")))
+        cache.dispose()  # Nautilus's Cache.dispose calls close()
+        assert isinstance(db.close_error, tradecache.Unpersisted), db.close_error
+        assert db.unpersisted >= 1 and db.cache.closed
+    finally:
+        own_server.resume()
 
 
 def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
@@ -363,11 +377,40 @@ def test_every_facade_method(make_cache, make_db):
 
     call("flush")
     assert call("keys") == []
-    assert StrategyId  # (imported for the facade's signature)
     call("close")
     assert db.cache.closed
     assert covered == facade_methods, f"not exercised: {sorted(facade_methods - covered)}; unknown: {sorted(covered - facade_methods)}"
     assert len(facade_methods) == 43
+
+
+def test_the_fast_decoder_equals_from_dict(make_cache):
+    """tradecache.nautilus._decode rebuilds fills, submissions,
+    acceptances and account states (cash and margin, with and without a
+    position id) exactly as their from_dict would, from the maps stored;
+    a malformed one is refused as from_dict refuses it."""
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs as E
+
+    from tradecache.nautilus._database import _FROM_NATIVE
+    from tradecache.nautilus._decode import Decoder
+
+    a, _ = make_cache()
+    run_workload(a, pairs=2)
+    events = [e for o in a.orders() for e in o.events] + [e for acc in a.accounts() for e in acc.events]
+    events.append(E.margin_account_state())
+    order = a.order(ClientOrderId("O-open"))
+    events.append(E.order_filled(order, AUDUSD, account_id=ACCOUNT_ID, position_id=None, last_qty=AUDUSD.make_qty(1)))
+    dec = Decoder(_FROM_NATIVE)
+    kinds = set()
+    for e in events:
+        stored = tradecache.unpackb(tradecache.packb(type(e).to_dict(e)))
+        got = dec.decode(stored)
+        assert type(got) is type(e)
+        assert type(e).to_dict(got) == type(e).to_dict(e)
+        kinds.add(type(e).__name__)
+    assert {"OrderFilled", "OrderAccepted", "OrderSubmitted", "AccountState"} <= kinds
+    bad = dict(type(events[0]).to_dict(events[0]), event_id="not-a-uuid")
+    with pytest.raises(Exception):
+        dec.decode(bad)
 
 
 def test_ids_that_are_no_tradecache_ids_are_escaped(make_cache):
@@ -387,7 +430,6 @@ def test_ids_that_are_no_tradecache_ids_are_escaped(make_cache):
 
 
 def test_the_specification_config_maps_to_tradecache_options():
-    config = spec_cache_config(7000, database=None)
     from nautilus_trader.common.config import DatabaseConfig
 
     config = spec_cache_config(
@@ -408,10 +450,13 @@ def test_the_specification_config_maps_to_tradecache_options():
         use_instance_id=False,
         flush_on_start=False,
         persist_account_events=True,
-        buffer_interval_ms=100,
         tick_capacity=10_000,
         bar_capacity=10_000,
         channel_capacity=1024,
     )
+    # buffer_interval_ms is a bound tradecache always meets (it sends at
+    # once), not a linger; asked for explicitly, it is one.
+    assert "buffer_interval_ms" not in opts
+    assert tn.tradecache_options("T", None, config, buffer_interval_ms=5)["buffer_interval_ms"] == 5
     with pytest.raises(tradecache.ConfigError):
         tn.tradecache_options("T", None, spec_cache_config(1, database=DatabaseConfig(type="postgres")))

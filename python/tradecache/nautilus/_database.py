@@ -55,6 +55,7 @@ from nautilus_trader.model.orders.unpacker import OrderUnpacker
 from nautilus_trader.model.position import Position
 
 from ._config import tradecache_options
+from ._decode import Decoder
 
 #: Nautilus's data → tradecache collection. Values: the node serializer's
 #: bytes unless said otherwise.
@@ -188,7 +189,11 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._venue_ids: Dict[str, str] = {}
         self._issues: List[tuple] = []
         self._unreadable: set = set()
+        self._decoder = Decoder(_FROM_NATIVE)
+        #: What close() could not persist (``Unpersisted.unpersisted``) and
+        #: the error it met, if any.
         self.unpersisted = 0
+        self.close_error: Optional[tradecache.Error] = None
         with _live_lock:
             _live[self.trader_id] = self
 
@@ -227,19 +232,19 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def close(self) -> None:
         """Flushes and stops tradecache (bounded by ``close_timeout``,
         ``CACHE_CLOSE_TIMEOUT_MS`` by default): every accepted write is in
-        Redis, or the shortfall is logged and kept in ``unpersisted``
-        (close never raises, so the node's dispose completes)."""
+        Redis, or the error is logged and kept in ``close_error`` (with
+        ``Unpersisted``, the count in ``unpersisted``); close never raises,
+        so the node's dispose completes."""
         with _live_lock:
             if _live.get(self.trader_id) is self:
                 del _live[self.trader_id]
         try:
             self._cache.close(self._close_timeout)
-        except tradecache.Unpersisted as e:
-            self.unpersisted = e.unpersisted
-            self._log.error(f"tradecache: {e.unpersisted} accepted write(s) could not be persisted at close: {e}")
         except tradecache.Error as e:
-            self.unpersisted = -1
-            self._log.error(f"tradecache: close failed: {type(e).__name__}: {e}")
+            self.close_error = e
+            if isinstance(e, tradecache.Unpersisted):
+                self.unpersisted = e.unpersisted
+            self._log.error(f"tradecache: close did not persist everything: {type(e).__name__}: {e}")
 
     def flush(self) -> None:
         """Deletes this trader's keys (tradecache's ``clear``: its own keys
@@ -430,6 +435,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
 
     def _load(self, collections: List[str]) -> tradecache.Snapshot:
         snap = self._cache.load(collections, events=True, timeout=self._load_timeout)
+        self._decoder = Decoder(_FROM_NATIVE)  # one load's memo of parsed strings
         # Keys whose value or log could not be read at all: an entity
         # whose log is one of them is skipped (never rebuilt from part of
         # its history).
@@ -461,8 +467,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             if isinstance(value, bytes):
                 obj = self._deserialize(value)
             elif isinstance(value, dict):
-                from_dict = _FROM_NATIVE.get(value.get("type"))  # type: ignore[arg-type]
-                obj = value if from_dict is None else from_dict(value)
+                obj = self._decoder.decode(value)
             else:
                 raise ValueError(f"not a stored Nautilus value: {type(value).__name__}")
             if cls is not None and not isinstance(obj, cls):
@@ -672,6 +677,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return out
 
     def _get(self, coll: str, id_: str) -> Any:
+        self._decoder = Decoder(_FROM_NATIVE)
         return self._cache.get(coll, id_, timeout=self._load_timeout)
 
     def load_currency(self, code: str) -> Optional[Currency]:
