@@ -1,10 +1,11 @@
 """``TradecacheDatabase``: Nautilus's ``CacheDatabaseFacade`` on
 ``tradecache.Cache``.
 
-Writes: the calling thread serializes with the node's own serializer (the
-kernel's ``MsgSpecSerializer``, so ``encoding`` and
-``timestamps_as_iso8601`` keep their meaning) and queues the bytes with
-``put``/``append`` (no I/O). Loads: one bulk ``Cache.load`` per call, of
+Writes: the calling thread turns the object into what is stored (by
+default an event's ``to_dict`` map, packed by tradecache; instruments, and
+everything with ``encoding="json"`` or ``timestamps_as_iso8601``, as the
+node's own serializer's bytes) and queues it with ``put``/``append`` (no
+I/O). Loads: one bulk ``Cache.load`` per call, of
 the collections the call needs, then Nautilus's own rebuild (an order from
 its ``OrderInitialized`` and its events, a position from its fills, an
 account from its states).
@@ -15,6 +16,10 @@ tradecache's own model, the Rust adapter's ``nt-`` collections (whose
 values are Nautilus's Rust serde forms, not the Python serializer's) or
 Nautilus's own keys. Ids are Nautilus's ids with ``%``, ``:``, ``{``,
 ``}``, whitespace and control characters escaped as ``%XX`` (UTF-8).
+
+Over 600 lines because it is one class, the unit Nautilus sees: the 43
+methods of the facade (short each, writes then loads) and their helpers;
+the event decoding that is not the facade's is in ``_decode``.
 """
 
 from __future__ import annotations
