@@ -143,6 +143,25 @@ def test_a_second_migrate_writes_nothing(server, nt_trader):
         db.close()
 
 
+def test_migrate_never_fences_a_running_node(server, nt_trader):
+    """migrate() called again while the node runs on tradecache (it writes
+    nothing then) does not take the node's writer over: the node's next
+    writes are accepted and acknowledged."""
+    config = spec_cache_config(server.port)
+    write_their_state(config, nt_trader, pairs=2)
+    migrate(nt_trader, config, **TEST_OPTIONS)
+    cache, db = node_start(server, nt_trader, config)
+    try:
+        assert migrate(nt_trader, config, **TEST_OPTIONS).already_done
+        order = next(o for o in cache.orders_open())
+        order.apply(TestEventStubs.order_canceled(order))
+        cache.update_order(order)
+        db.wait(5.0)
+        assert db.health().fenced is None
+    finally:
+        db.close()
+
+
 def test_a_target_with_a_state_of_its_own_is_refused_unless_overwrite(server, nt_trader):
     config = spec_cache_config(server.port)
     written = write_their_state(config, nt_trader, pairs=2)

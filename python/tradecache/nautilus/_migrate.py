@@ -62,6 +62,8 @@ from ._their_layout import TheirReader, TheirState, kernel_serializer
 #: Where the migration records itself (one entity, id ``nautilus``).
 MARKER_COLLECTION = "ntpy-migration"
 _MARKER_ID = "nautilus"
+#: The tradecache writer the migration writes as (never the node's).
+MIGRATION_WRITER = "nautilus-migration"
 
 #: The adapter's collections that hold a trader's state (a target holding
 #: any of them already has a state of its own).
@@ -129,8 +131,9 @@ def migrate(
     are how theirs was written). ``instance_id``: the instance whose keys to
     read when ``use_instance_id`` is set. ``options``: tradecache's own
     ``Cache`` keywords for the target, as for ``install()``
-    (``flush_on_start`` is always off here, and a write waits for room in
-    the channel: ``overflow="block"``). ``timeout`` bounds each wait for
+    (``flush_on_start`` is always off here, a write waits for room in the
+    channel, ``overflow="block"``, and the writer is ``MIGRATION_WRITER``,
+    so a node running on tradecache is never fenced by it). ``timeout`` bounds each wait for
     Redis. Stop the node that writes the old layout first.
 
     Returns a ``MigrationReport``. Raises ``MigrationError`` when the target
@@ -149,6 +152,9 @@ def migrate(
     # each write waits for room in the bounded channel instead of failing.
     options["overflow"] = "block"
     options["block_timeout_ms"] = max(1, int(timeout * 1000))
+    # A writer of its own: opening as the node's writer would fence a node
+    # already running on tradecache (a second, no-op migrate() included).
+    options["writer_id"] = MIGRATION_WRITER
     db = TradecacheDatabase(TraderId(trader), UUID4.from_str(instance_id) if instance_id else UUID4(),
                             kernel_serializer(config), config, **options)
     try:
