@@ -14,6 +14,9 @@ Needs ``nautilus_trader`` (``pip install "tradecache[nautilus]"``); see
 README.md next to this file for the mapping of every configuration field
 and the semantics (no I/O on the calling thread, ``Full``/``Fenced``
 raised from the ``Cache`` call, ``adapter_for(trader_id).wait()``).
+A trader whose state Nautilus's own backend wrote switches with
+``migrate(trader_id, cache_config)``, once, before the first node on
+tradecache starts.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ except ImportError as e:  # pragma: no cover - the test venv has it
 
 from ._config import tradecache_options
 from ._database import COLLECTIONS, TradecacheDatabase, adapter_for, escape_id
+from ._migrate import MigrationError, MigrationReport, migrate
 
-__all__ = ["TradecacheDatabase", "install", "adapter_for", "tradecache_options", "escape_id", "COLLECTIONS"]
+__all__ = ["TradecacheDatabase", "install", "adapter_for", "tradecache_options", "escape_id", "COLLECTIONS",
+           "migrate", "MigrationReport", "MigrationError"]
 
 
 def install(**options: Any) -> None:
