@@ -770,14 +770,12 @@ fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
 
 // --- deployment modes ---------------------------------------------------
 
-/// The ACL rule the kv layer needs, as docs/kv.md documents it.
-const KV_ACL: &str = "on >kv-secret-1 ~cache:* resetchannels &__redis__:invalidate -@all +get +mget +set +del +unlink +pexpire +persist +exists +scan +multi +exec +ping +subscribe +unsubscribe +client|id +client|info +client|kill +client|tracking";
-
 #[test]
 fn acl_user_limited_to_the_cache_prefix_and_no_password_anywhere() {
     capture_logs();
     let server = RedisServer::start();
-    acl_setuser(server.port(), "kv", KV_ACL);
+    // The rule as docs/kv.md documents it, read from the page.
+    acl_setuser(server.port(), "kv", &crate::harness::topology::kv_acl_rule("kv-secret-1"));
     let redis_cfg = crate::harness::config(server.port(), "KV").username("kv").password("kv-secret-1");
     let cfg = KvConfig::builder().redis(redis_cfg.clone()).near_capacity(100);
     let kv = Kv::open(cfg.clone()).unwrap();

@@ -55,14 +55,32 @@ pub fn connect(port: u16) -> redis::Connection {
 /// `password`, plus `extra` (e.g. `+role`).
 pub fn acl_rule(password: &str, keys: &str, extra: &str) -> String {
     const DOC: &str = include_str!("../../../docs/deployment.md");
-    let rule = DOC
-        .lines()
-        .find_map(|l| l.strip_prefix("ACL SETUSER trader "))
-        .expect("docs/deployment.md documents the trader's rule as `ACL SETUSER trader …`");
-    let (pw, pattern) = (" >PASSWORD ", " ~trader-TRADER-001:* ");
-    assert!(rule.contains(pw) && rule.contains(pattern), "the documented rule changed shape: {rule}");
-    let rule = rule.replace(pw, &format!(" >{password} ")).replace(pattern, &format!(" ~{keys} "));
+    let rule = documented_rule(DOC, "docs/deployment.md", "trader", password);
+    let pattern = " ~trader-TRADER-001:* ";
+    assert!(rule.contains(pattern), "the documented rule changed shape: {rule}");
+    let rule = rule.replace(pattern, &format!(" ~{keys} "));
     format!("{rule} {extra}").trim_end().to_string()
+}
+
+/// The ACL rule the kv layer needs, read from docs/kv.md itself (its
+/// `ACL SETUSER cache …` line, for the default key prefix `cache`), with
+/// `password`: the tests run under the documented rule, not a copy.
+pub fn kv_acl_rule(password: &str) -> String {
+    const DOC: &str = include_str!("../../../docs/kv.md");
+    documented_rule(DOC, "docs/kv.md", "cache", password)
+}
+
+/// The rule of the line `ACL SETUSER <user> …` of the page `doc` (named
+/// `page`), with its ` >PASSWORD ` set to `password`.
+fn documented_rule(doc: &str, page: &str, user: &str, password: &str) -> String {
+    let prefix = format!("ACL SETUSER {user} ");
+    let rule = doc
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{page} documents the rule as `{prefix}…`"));
+    let pw = " >PASSWORD ";
+    assert!(rule.contains(pw), "the rule of {page} changed shape: {rule}");
+    rule.replace(pw, &format!(" >{password} "))
 }
 
 /// `ACL SETUSER user <rule…>` on the server on `port`.
