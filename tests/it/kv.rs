@@ -840,8 +840,12 @@ fn tls_round_trip() {
     use crate::harness::tls::{Certs, TlsServer};
     let certs = Certs::generate();
     let server = TlsServer::start(&certs, true);
+    // A TLS handshake on a loaded 2-core machine can outlast the harness's
+    // short connect timeout (a timeout is retried, and the refusal below would
+    // then read as `Timeout`): a limit, not an assertion.
     let redis_cfg = crate::harness::config(server.tls_port, "KV")
         .tls(true)
+        .connect_timeout(std::time::Duration::from_secs(5))
         .tls_ca(certs.ca())
         .tls_cert(certs.client_cert())
         .tls_key(certs.client_key());
@@ -859,7 +863,10 @@ fn tls_round_trip() {
     // Stored over TLS, visible on the plaintext port.
     assert!(raw_get(&mut server.server.client(), "cache:portfolio:P-1").is_some());
     // Without a client certificate the server refuses: a TLS error at open.
-    let no_cert = crate::harness::config(server.tls_port, "KV").tls(true).tls_ca(certs.ca());
+    let no_cert = crate::harness::config(server.tls_port, "KV")
+        .tls(true)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tls_ca(certs.ca());
     let e = Kv::open(KvConfig::builder().redis(no_cert)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
 }
