@@ -510,3 +510,74 @@ fn purge_never_deletes_what_a_write_still_in_the_channel_reopened() {
         }
     }
 }
+
+/// `EXISTS` of the heartbeat key from another connection every few
+/// milliseconds while `work` runs: every sample must find it.
+fn heartbeat_samples(server: &RedisServer, work: impl FnOnce()) -> Vec<bool> {
+    let stop = AtomicBool::new(false);
+    let mut con = server.client();
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                samples.push(exists(&mut con, "trader-T1:heartbeat:main"));
+                std::thread::sleep(ms(5));
+            }
+            samples
+        });
+        work();
+        stop.store(true, Ordering::SeqCst);
+        sampler.join().unwrap()
+    })
+}
+
+/// Issue 28, item 3: the heartbeat (interval 100 ms, TTL 300 ms) is
+/// refreshed on time while the flusher runs a long purge (steps of 20
+/// closed orders, one after another) and a long `clear` (a `SCAN` through
+/// 300,000 keys of another application): sampled from another
+/// connection throughout, the key is always there. (Before: purge steps
+/// and the clear went before the idle heartbeat, and it expired.)
+#[test]
+fn the_heartbeat_lives_through_a_long_purge_and_a_long_clear() {
+    const N: usize = 6_000;
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cfg = config(server.port(), "T1")
+        .heartbeat_interval(Some(ms(100)))
+        .purge_batch(20)
+        .overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Cache::open(cfg).unwrap();
+    let write = || {
+        for i in 0..N {
+            let id = format!("C-{i:05}");
+            cache.append(&id, &event(&id, 1)).unwrap();
+            cache.put(&order(&id, OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+        }
+        cache.flush(Duration::from_secs(60)).unwrap();
+    };
+    write();
+    wait_until("the heartbeat", S, || exists(&mut con, "trader-T1:heartbeat:main"));
+    let samples = heartbeat_samples(&server, || {
+        let purged =
+            cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(120)).unwrap();
+        assert_eq!(purged.removed.len(), N);
+    });
+    let missing = samples.iter().filter(|s| !**s).count();
+    assert_eq!(missing, 0, "heartbeat missing in {missing} of {} samples during the purge", samples.len());
+
+    // Another application's keys: the clear walks past them all.
+    let _: () = redis::cmd("EVAL")
+        .arg("for i = 1, 300000 do redis.call('SET', 'other:' .. i, 'x') end")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    write();
+    let samples = heartbeat_samples(&server, || {
+        cache.clear(Duration::from_secs(120)).unwrap();
+    });
+    let missing = samples.iter().filter(|s| !**s).count();
+    assert_eq!(missing, 0, "heartbeat missing in {missing} of {} samples during the clear", samples.len());
+    let left: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert!(left >= 300_000, "the other application's keys stay: {left}");
+    assert!(!exists(&mut con, "trader-T1:orders:C-00001"));
+}
