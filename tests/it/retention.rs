@@ -603,8 +603,8 @@ fn heartbeat_samples(server: &RedisServer, work: impl FnOnce()) -> Vec<bool> {
 }
 
 /// Issue 28, item 3: the heartbeat (interval 100 ms, TTL 300 ms) is
-/// refreshed on time while the flusher runs a long purge (steps of 20
-/// closed orders, one after another) and a long `clear` (a `SCAN` through
+/// refreshed on time while the flusher runs a long purge (steps of 1
+/// closed order, one after another) and a long `clear` (a `SCAN` through
 /// 300,000 keys of another application): sampled from another
 /// connection throughout, the key is always there. (Before: purge steps
 /// and the clear went before the idle heartbeat, and it expired.)
@@ -615,7 +615,7 @@ fn the_heartbeat_lives_through_a_long_purge_and_a_long_clear() {
     let mut con = server.client();
     let cfg = config(server.port(), "T1")
         .heartbeat_interval(Some(ms(100)))
-        .purge_batch(20)
+        .purge_batch(1)
         .overflow(OverflowPolicy::Block { timeout: S });
     let cache = Cache::open(cfg).unwrap();
     let write = || {
