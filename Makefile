@@ -94,8 +94,8 @@ docs-check: ensure-redis ## Run every shell command in docs/monitoring.md and do
 recovery-test: ensure-redis ## Kill the engine and Redis mid-run, restart, verify every acked write came back
 	scripts/recovery-test
 
-fuzz: ensure-redis ## Long fuzz runs: tests/it/fuzz.rs (decoding, config, ids), tests/it/model_based.rs (the write path against a model) and the kv read-your-writes model (tests/it/kv_consistency.rs), FUZZ_SECONDS (default 60) each; not in CI
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --profile fuzz --all-features --test it -- fuzz:: model_based:: kv_consistency::kv_near_cache --nocapture --test-threads $(TEST_THREADS)
+fuzz: ensure-redis ## Long fuzz runs: tests/it/fuzz.rs (decoding, config, ids), tests/it/model_based.rs (the write path against a model), tests/it/model_purge.rs (purges racing writes) and the kv read-your-writes model (tests/it/kv_consistency.rs), FUZZ_SECONDS (default 60) each; not in CI
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --profile fuzz --all-features --test it -- fuzz:: model_based:: model_purge:: kv_consistency::kv_near_cache --nocapture --test-threads $(TEST_THREADS)
 
 clean: ## Stop the demo redis and remove build output
 	@scripts/redis-down

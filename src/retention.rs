@@ -24,8 +24,13 @@ impl Cache {
     /// entity (only ids in `index:{collection}:closed`, which each batch
     /// keeps in step with its writes), an entity with a write still
     /// waiting in the flusher, or another trader's, instance's or
-    /// writer's keys. A write accepted after the purge reached an entity
-    /// applies after it, as after [`Cache::delete`].
+    /// writer's keys. Each step has its own place in the sequence of
+    /// writes: it waits for the writes accepted before it (never for later
+    /// ones, so a purge finishes under any write load), and an entity with
+    /// one of them still waiting is kept whole (an event appended to a
+    /// closed entity is never left behind in a log of its own: applied by
+    /// then, it goes with the entity). A write accepted after the purge
+    /// reached an entity applies after it, as after [`Cache::delete`].
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};

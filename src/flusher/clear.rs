@@ -1,7 +1,9 @@
 //! `Cache::clear` on the flusher: a barrier that waits for every write
 //! before it to be acknowledged, then deletes this cache's keys
 //! (`crate::clear` finds them) in transactions guarded by the marker's
-//! `WATCH`, then acknowledges the `clear` itself.
+//! `WATCH`, then acknowledges the `clear` itself. The heartbeat goes on
+//! between its round trips (`Beating`): a `clear` walks the whole
+//! database, which may take long.
 
 use std::time::Instant;
 
@@ -11,8 +13,33 @@ use redis::Value;
 use crate::marker::Marker;
 use crate::net::{self, reply_error, Failure, Packer};
 
+use super::heartbeat::Heartbeat;
 use super::link::Link;
 use super::Flusher;
+
+/// The link as a `clear` walks the keys through it, writing the heartbeat
+/// when it is due before each round trip.
+struct Beating<'a> {
+    link: &'a mut Link,
+    /// `None` while shutting down (no heartbeat then).
+    heartbeat: Option<&'a mut Heartbeat>,
+    /// (acknowledged, accepted) sequence numbers (nothing is acknowledged
+    /// while a `clear` runs).
+    seqs: (u64, u64),
+}
+
+impl crate::clear::Session for Beating<'_> {
+    fn query(&mut self, packed: &[u8]) -> Result<Value, Failure> {
+        if let Some(heartbeat) = self.heartbeat.as_deref_mut() {
+            heartbeat.beat(self.link, self.seqs.0, self.seqs.1)?;
+        }
+        crate::clear::Session::query(self.link, packed)
+    }
+
+    fn addr(&self) -> &str {
+        self.link.addr()
+    }
+}
 
 /// A `clear` waiting for every write before it to be acknowledged.
 pub(super) struct Barrier {
@@ -38,8 +65,12 @@ impl Flusher {
         let (epoch, shutdown, shared) = (self.epoch, self.shutdown, self.shared.clone());
         let mut no = self.batch_no;
         let (mut deleted, mut interrupted) = (0, false);
+        let seqs = self.heartbeat_seqs();
+        let heartbeat = self.shutdown.is_none().then_some(&mut self.heartbeat);
+        let mut session = Beating { link: &mut self.link, heartbeat, seqs };
         let result =
-            crate::clear::delete_own_keys(&mut self.link, &self.keys, &self.collections, |link, keys| {
+            crate::clear::delete_own_keys(&mut session, &self.keys, &self.collections, |session, keys| {
+                let link = &mut *session.link;
                 // (`close` leaves its deadline in `Shared` first.)
                 if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
                     // `close` does not wait for a long clear past its deadline:

@@ -56,6 +56,7 @@ use link::Link;
 
 use batch::{Batch, Bufs};
 use clear::Barrier;
+use heartbeat::Heartbeat;
 pub(crate) use index::now_ms;
 use index::Indexed;
 use pending::Pending;
@@ -113,9 +114,8 @@ pub(crate) struct Flusher {
     purge_owed: bool,
     /// When `retain_closed_for` starts its next pass.
     next_auto_purge: Option<Instant>,
-    /// When the heartbeat is written next (`heartbeat.rs`).
-    next_heartbeat: Option<Instant>,
-    heartbeat_key: Vec<u8>,
+    /// When the heartbeat is written next, and what (`heartbeat.rs`).
+    heartbeat: Heartbeat,
     /// The last batch number this writer acknowledged (`loss.rs`): a
     /// marker behind it means Redis lost acknowledged batches.
     marker_floor: u64,
@@ -159,6 +159,12 @@ impl Flusher {
     pub(crate) fn new(init: FlusherInit) -> Self {
         let marker_key = init.keys.writer(&init.cfg.writer_id).into_bytes();
         let heartbeat_key = init.keys.heartbeat(&init.cfg.writer_id).into_bytes();
+        let heartbeat = Heartbeat::new(
+            init.cfg.heartbeat_interval,
+            heartbeat_key,
+            &init.cfg.writer_id,
+            init.marker.epoch,
+        );
         let now = Instant::now();
         let backoff = Backoff::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max);
         init.shared.connected.store(true, Relaxed);
@@ -191,8 +197,7 @@ impl Flusher {
             purges: std::collections::VecDeque::new(),
             purge_owed: false,
             next_auto_purge: init.cfg.retain_closed_for.map(|_| now),
-            next_heartbeat: init.cfg.heartbeat_interval.map(|_| now),
-            heartbeat_key,
+            heartbeat,
             marker_floor: init.marker.batch,
             marker_lost_now: false,
             recent: std::collections::VecDeque::new(),
@@ -244,6 +249,13 @@ impl Flusher {
                 continue;
             }
             if self.held.is_none() {
+                if self.heartbeat_due() && (self.pending.is_empty() || self.purge_turn()) {
+                    // No batch next to carry it: the heartbeat goes on its
+                    // own, before a purge step or a `clear`, so that a long
+                    // purge never starves it (`heartbeat.rs`).
+                    self.idle_heartbeat();
+                    continue;
+                }
                 if self.purge_turn() {
                     // Nothing in flight: one bounded purge step, between
                     // two batches (`purge.rs`).
@@ -255,8 +267,6 @@ impl Flusher {
                         // Only a `clear` is left, and everything before it
                         // is acknowledged.
                         self.run_clear();
-                    } else if self.heartbeat_due() {
-                        self.idle_heartbeat();
                     }
                     continue;
                 }

@@ -3,21 +3,31 @@
 //!
 //! A purge runs on the flusher, in bounded steps that take turns with the
 //! batches of writes (a step, a batch, a step…), each step only when
-//! nothing is in flight (every built batch is acknowledged). That is what
-//! keeps it from racing the live writer:
+//! nothing is in flight (every built batch is acknowledged). Each step is
+//! a control operation with a place in the sequence of writes:
 //!
-//! - the candidates come from `index:{collection}:closed`, which every
-//!   batch keeps in step with its writes, so an entity reopened by an
-//!   acknowledged write is no longer a candidate;
-//! - before a step, every write accepted so far is taken from the channel
-//!   into `pending` (`absorb_accepted`), and an id with a write pending is
-//!   skipped, so a write accepted before the step is never lost to it; a
-//!   write accepted after it applies after it, as after a `delete`;
+//! - when the flusher first tries a step it fixes the step's sequence
+//!   number, the last write accepted then (`PurgeJob::at_seq`); the step
+//!   runs once every write up to it has been taken from the channel
+//!   (`absorb_until`), and batches keep going meanwhile. It never waits
+//!   for writes accepted after it, so a purge finishes under any write
+//!   load, each step waiting at most for the backlog of its own moment;
+//! - it then acts at the point of the sequence the applied batches
+//!   reached: candidates come from `index:{collection}:closed`, which every
+//!   batch keeps in step with its writes (an entity reopened by an applied
+//!   write is no longer a candidate), and an id with a write still pending
+//!   in the flusher is kept whole (skipped), so a write accepted before the
+//!   step is never separated from its entity: applied, it goes with it;
+//!   pending, the entity stays. A write still in the channel (accepted
+//!   after the step's number) applies after it, as after a `delete`;
 //! - each step is one transaction guarded by the marker's `WATCH` (a fenced
 //!   writer deletes nothing) and by a `WATCH` on the closed index (any
 //!   other change to it, say by another `writer_id`, aborts the step,
 //!   which is then taken again), and it moves the marker on, so a `load`
-//!   running meanwhile sees that the state changed.
+//!   running meanwhile sees that the state changed. A step whose reply was
+//!   lost is settled by the marker, and, when the marker says it did not
+//!   apply, only after the marker was moved past it (`settle_purge`), so
+//!   its transaction cannot land later unreported.
 //!
 //! The caller's thread only sends the request and waits for the reply;
 //! steps are `purge_batch` entities, one `ZRANGEBYSCORE` and one
@@ -39,9 +49,15 @@ pub(super) struct PurgeJob {
     req: PurgeRequest,
     /// The collection being purged (an index into `req.collections`).
     at: usize,
-    /// Candidates of this collection kept (a write pending) and still in
-    /// the index, at the front of its range: the next step reads past them.
-    offset: usize,
+    /// Candidates of this collection the last step kept (a write pending):
+    /// the next step reads them again (they may be gone, or purgeable now)
+    /// and as many more as it may delete. (Not an offset past them: one
+    /// that left the index meanwhile would make it skip a candidate.)
+    kept: usize,
+    /// The sequence number of the step under way, fixed when the flusher
+    /// first tried it: the step runs once every write up to it is out of
+    /// the channel (`absorb_until`), never waiting for later ones.
+    at_seq: Option<u64>,
     result: Purged,
     /// A step's transaction sent, its reply lost: (its marker batch number,
     /// the ids it deletes, candidates kept, collection exhausted). The
@@ -64,7 +80,14 @@ impl Flusher {
             }
             return;
         }
-        self.purges.push_back(PurgeJob { req, at: 0, offset: 0, result: Purged::default(), in_doubt: None });
+        self.purges.push_back(PurgeJob {
+            req,
+            at: 0,
+            kept: 0,
+            at_seq: None,
+            result: Purged::default(),
+            in_doubt: None,
+        });
     }
 
     /// The flusher is stopping: purges under way end with an error.
@@ -113,22 +136,26 @@ impl Flusher {
     /// in one guarded transaction.
     pub(super) fn purge_step(&mut self) {
         self.purge_owed = false;
-        if !self.link.is_guarded() {
-            match self.watch() {
-                Ok(read) => self.settle_purge(&read),
-                Err(f) => {
-                    self.fail(f);
-                    return;
-                }
+        if self.purges.front().is_some_and(|j| j.in_doubt.is_some()) {
+            if let Err(f) = self.settle_purge() {
+                self.fail(f);
+                return;
+            }
+            if self.purges.front().is_some_and(|j| j.in_doubt.is_some()) {
+                // Not settled (the marker moved under the touch): try again.
+                return;
             }
         }
-        if self.purges.front().is_some_and(|j| j.in_doubt.is_some()) {
-            // Not settled (the marker could not be read): try again later.
-            return;
-        }
-        if !self.absorb_accepted() {
+        // The step's place in the sequence: the last write accepted when it
+        // is first tried (Acquire: its message is in the channel then).
+        let accepted = self.shared.accepted_seq.load(std::sync::atomic::Ordering::Acquire);
+        let Some(at_seq) = self.purges.front_mut().map(|j| *j.at_seq.get_or_insert(accepted)) else { return };
+        if !self.absorb_until(at_seq) {
             // Writes accepted before this step are still in the channel and
             // `pending` is full (or a `clear` came first): batches go first.
+            return;
+        }
+        if !self.ensure_watching() {
             return;
         }
         match self.try_purge_step() {
@@ -152,15 +179,15 @@ impl Flusher {
         }
     }
 
-    /// Takes every write accepted so far from the channel into `pending`,
-    /// so that a step sees each write accepted before it: one still queued
+    /// Takes the writes up to `seq` from the channel into `pending`, so
+    /// that a step sees each write accepted before it: one still queued
     /// behind a batch's worth of others would otherwise be invisible, and
-    /// the step would delete the entity it reopened. `false` when that
-    /// cannot be done now: `pending` is at its bounds, or a `clear` was
-    /// met (what follows it waits for it).
-    fn absorb_accepted(&mut self) -> bool {
-        let accepted = self.shared.accepted_seq.load(std::sync::atomic::Ordering::Acquire);
-        while self.received_seq < accepted {
+    /// the step would delete the entity it reopened or appended to.
+    /// Writes after `seq` stay in the channel (they are after the step).
+    /// `false` when that cannot be done now: `pending` is at its bounds, or
+    /// a `clear` was met (what follows it waits for it).
+    fn absorb_until(&mut self, seq: u64) -> bool {
+        while self.received_seq < seq {
             if self.barrier.is_some()
                 || self.pending.events() >= self.cfg.max_pending_events
                 || self.pending.snapshots() >= self.cfg.max_pending_snapshots
@@ -177,27 +204,69 @@ impl Flusher {
     }
 
     /// A step whose reply was lost: applied if the marker reached its batch
-    /// number (nothing else was written since), otherwise taken again.
-    fn settle_purge(&mut self, read: &crate::marker::Read) {
-        let epoch = self.epoch;
-        let Some(job) = self.purges.front_mut() else { return };
-        let Some((no, ids, kept, exhausted)) = job.in_doubt.take() else { return };
-        if read.applied_batch(epoch) >= no {
-            if let Some(&collection) = job.req.collections.get(job.at) {
-                for id in &ids {
-                    self.indexed.remove(&(collection, id.clone()));
+    /// number. Otherwise its transaction may still be on its way on the
+    /// dropped connection, so the marker is moved past it first (a guarded
+    /// `MSET`: the late transaction, guarded by the same key, can no longer
+    /// apply); if the marker moved under that touch, it is read again: the
+    /// late transaction may have landed. Only then is the step taken again.
+    fn settle_purge(&mut self) -> Result<(), Failure> {
+        let Some(no) = self.purges.front().and_then(|j| j.in_doubt.as_ref()).map(|d| d.0) else {
+            return Ok(());
+        };
+        let read = self.watch()?;
+        if read.applied_batch(self.epoch) >= no {
+            self.purge_applied_late();
+            return Ok(());
+        }
+        let touch = self.batch_no + 1;
+        let mut cmd = crate::net::Packer::default();
+        cmd.cmd(&[b"MSET", &self.marker_key, Marker { epoch: self.epoch, batch: touch }.format().as_bytes()]);
+        self.batch_no = touch;
+        let reply = self.guarded_tx(&cmd.buf, 1)?;
+        match reply.exec {
+            // Moved past it: it never applies. The step is taken again.
+            Value::Array(_) => {
+                if let Some(job) = self.purges.front_mut() {
+                    job.in_doubt = None;
                 }
             }
-            self.shared.purged.fetch_add(ids.len() as u64, Relaxed);
-            // (How many keys it unlinked was in the lost reply.)
-            self.advance_purge(kept, exhausted, ids, 0);
+            // The marker moved since the WATCH: the late step, or another
+            // writer (then the GET behind it fenced this one).
+            Value::Nil if reply.read.applied_batch(self.epoch) >= no => self.purge_applied_late(),
+            Value::Nil => {}
+            other => {
+                let (code, text) = reply_error(&other)
+                    .or_else(|| reply.head.iter().find_map(reply_error))
+                    .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
+                return Err(net::Failure::new(
+                    net::Cause::of_exec_error(&code, &text),
+                    self.link.addr(),
+                    format!("purge, settling a step: {text}"),
+                ));
+            }
         }
+        Ok(())
+    }
+
+    /// The step in doubt applied: what it deleted is removed.
+    fn purge_applied_late(&mut self) {
+        let Some(job) = self.purges.front_mut() else { return };
+        let Some((_, ids, kept, exhausted)) = job.in_doubt.take() else { return };
+        if let Some(&collection) = job.req.collections.get(job.at) {
+            for id in &ids {
+                self.indexed.remove(&(collection, id.clone()));
+            }
+        }
+        self.shared.purged.fetch_add(ids.len() as u64, Relaxed);
+        // (How many keys it unlinked was in the lost reply.)
+        self.advance_purge(kept, exhausted, ids, 0);
     }
 
     fn try_purge_step(&mut self) -> Result<(), Failure> {
         let Some(job) = self.purges.front() else { return Ok(()) };
         let Some(&collection) = job.req.collections.get(job.at) else { return Ok(()) };
-        let (cutoff, offset, n) = (job.req.cutoff_ms, job.offset, self.cfg.purge_batch);
+        let (cutoff, kept_before, n) = (job.req.cutoff_ms, job.kept, self.cfg.purge_batch);
+        let ask = kept_before.saturating_add(n);
         let closed_key = self.keys.closed_index(collection);
 
         // 1. The oldest candidates, with a WATCH on the closed index.
@@ -209,8 +278,8 @@ impl Flusher {
             b"-inf",
             format!("({cutoff}").as_bytes(),
             b"LIMIT",
-            offset.to_string().as_bytes(),
-            n.to_string().as_bytes(),
+            b"0",
+            ask.to_string().as_bytes(),
         ]);
         // The WATCH on the closed index stays armed until the EXEC or
         // the UNWATCH below.
@@ -228,7 +297,7 @@ impl Flusher {
             Value::Array(v) | Value::Set(v) => v,
             _ => Vec::new(),
         };
-        let exhausted = members.len() < n;
+        let exhausted = members.len() < ask;
         let touched = self.pending.touched(collection);
         let (mut delete, mut kept) = (Vec::new(), 0usize);
         for m in members {
@@ -237,7 +306,12 @@ impl Flusher {
                 _ => None,
             };
             match id {
-                Some(id) if !touched.contains(&id) => delete.push(id),
+                Some(id) if !touched.contains(&id) => {
+                    if delete.len() == n {
+                        break;
+                    }
+                    delete.push(id);
+                }
                 _ => kept += 1,
             }
         }
@@ -318,17 +392,19 @@ impl Flusher {
     }
 
     /// Records a step's outcome and moves to the next collection when the
-    /// current one has no candidates left.
+    /// current one has no candidates left (those still kept then are the
+    /// purge's `skipped`).
     fn advance_purge(&mut self, kept: usize, exhausted: bool, deleted: Vec<Ident>, unlinked: u64) {
         let Some(job) = self.purges.front_mut() else { return };
         job.result.steps += 1;
-        job.result.skipped += kept as u64;
         job.result.keys += unlinked;
         job.result.removed.extend(deleted);
-        job.offset += kept;
+        job.at_seq = None;
+        job.kept = kept;
         if exhausted {
+            job.result.skipped += kept as u64;
             job.at += 1;
-            job.offset = 0;
+            job.kept = 0;
         }
     }
 

@@ -34,6 +34,7 @@ mod live;
 mod load;
 mod metrics;
 mod model_based;
+mod model_purge;
 mod outage;
 mod pipeline;
 mod raw;

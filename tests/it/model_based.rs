@@ -537,8 +537,11 @@ fn run(case: Case) -> Result<(), TestCaseError> {
 
 /// A short, deterministic run in the suite; with `FUZZ_SECONDS` set
 /// (`make fuzz`), fresh seeds for that many seconds.
-fn runner<S: Strategy>(strategy: S, cases: u32, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
+pub(crate) fn runner<S: Strategy>(
+    strategy: S,
+    cases: u32,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
     S::Value: Debug,
 {
     let long = std::env::var("FUZZ_SECONDS").ok().map(|s| s.parse::<u64>().unwrap_or(60));

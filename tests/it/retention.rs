@@ -510,3 +510,241 @@ fn purge_never_deletes_what_a_write_still_in_the_channel_reopened() {
         }
     }
 }
+
+/// Issue 28, item 0: a purge is ordered at each step's own sequence
+/// number, so it finishes under sustained writes: a thread appending as
+/// fast as it can (bounded by `MAX_EVENTS`) is still appending when the
+/// purge returns, never gets `Full`, and every event is in Redis once, in
+/// order. Each step waits at most for the writes accepted before it (the
+/// channel and `pending` hold at most `CHANNEL + PENDING` of them), so the
+/// writes accepted while the purge runs are bounded by its steps, not by
+/// how long the writer keeps writing. (Before: each step wanted every
+/// write accepted up to the moment it looked, a target the writer kept
+/// moving: the purge only finished once the writer stopped.)
+#[test]
+fn a_purge_finishes_while_a_writer_appends_as_fast_as_it_can() {
+    const N: usize = 600;
+    const MAX_EVENTS: u64 = 300_000;
+    const CHANNEL: u64 = 8_192;
+    const PENDING: u64 = 1_024;
+    // One write a batch: the flusher is much slower than the writer, whose
+    // writes always fill the channel (as a release build's do).
+    const BATCH: u64 = 1;
+    let server = RedisServer::start();
+    let cfg = config(server.port(), "T1")
+        .purge_batch(100)
+        .channel_capacity(CHANNEL as usize)
+        .max_pending_events(PENDING as usize)
+        .max_batch(BATCH as usize)
+        .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(60) });
+    let cache = Cache::open(cfg).unwrap();
+    for i in 0..N {
+        let id = format!("C-{i:05}");
+        cache.append(&id, &event(&id, 1)).unwrap();
+        cache.put(&order(&id, OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+    }
+    cache.flush(Duration::from_secs(60)).unwrap();
+    let done = AtomicBool::new(false);
+    let (purged, written, during) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut n = 0u64;
+            while !done.load(Ordering::SeqCst) && n < MAX_EVENTS {
+                n += 1;
+                if let Err(e) = cache.append("W-1", &event("W-1", n)) {
+                    panic!("append {n} refused while a purge runs: {e:?}");
+                }
+            }
+            n
+        });
+        // Writes are flowing when the purge starts.
+        wait_until("the first writes acknowledged", Duration::from_secs(60), || {
+            cache.acked_seq().get() > 2 * N as u64
+        });
+        let before = cache.last_seq().get();
+        let purged = cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(300));
+        let during = cache.last_seq().get() - before;
+        done.store(true, Ordering::SeqCst);
+        (purged, writer.join().unwrap(), during)
+    });
+    let purged = purged.unwrap();
+    assert!(written < MAX_EVENTS, "the purge finished only once the writer stopped ({written} events)");
+    let bound = (purged.steps + 1) * (CHANNEL + PENDING + BATCH);
+    assert!(
+        during <= bound,
+        "{during} writes accepted during a purge of {} steps (at most {bound})",
+        purged.steps
+    );
+    assert_eq!(purged.removed.len(), N, "{} removed, {} skipped", purged.removed.len(), purged.skipped);
+    cache.flush(Duration::from_secs(60)).unwrap();
+    let got: Vec<u64> = cache.get_events::<OrderEvent>("W-1").unwrap().iter().map(|e| e.event_id).collect();
+    assert_exactly_once(&got, written);
+    let mut con = server.client();
+    assert_eq!(smembers(&mut con, "trader-T1:index:orders").len(), 0);
+}
+
+/// `EXISTS` of the heartbeat key from another connection every few
+/// milliseconds while `work` runs: every sample must find it.
+fn heartbeat_samples(server: &RedisServer, work: impl FnOnce()) -> Vec<bool> {
+    let stop = AtomicBool::new(false);
+    let mut con = server.client();
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                samples.push(exists(&mut con, "trader-T1:heartbeat:main"));
+                std::thread::sleep(ms(5));
+            }
+            samples
+        });
+        work();
+        stop.store(true, Ordering::SeqCst);
+        sampler.join().unwrap()
+    })
+}
+
+/// Issue 28, item 3: the heartbeat (interval 100 ms, TTL 300 ms) is
+/// refreshed on time while the flusher runs a long purge (steps of 1
+/// closed order, one after another) and a long `clear` (a `SCAN` through
+/// 300,000 keys of another application): sampled from another
+/// connection throughout, the key is always there. (Before: purge steps
+/// and the clear went before the idle heartbeat, and it expired.)
+#[test]
+fn the_heartbeat_lives_through_a_long_purge_and_a_long_clear() {
+    const N: usize = 6_000;
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cfg = config(server.port(), "T1")
+        .heartbeat_interval(Some(ms(100)))
+        .purge_batch(1)
+        .overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Cache::open(cfg).unwrap();
+    let write = || {
+        for i in 0..N {
+            let id = format!("C-{i:05}");
+            cache.append(&id, &event(&id, 1)).unwrap();
+            cache.put(&order(&id, OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+        }
+        cache.flush(Duration::from_secs(60)).unwrap();
+    };
+    write();
+    wait_until("the heartbeat", S, || exists(&mut con, "trader-T1:heartbeat:main"));
+    let samples = heartbeat_samples(&server, || {
+        let purged =
+            cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(120)).unwrap();
+        assert_eq!(purged.removed.len(), N);
+    });
+    let missing = samples.iter().filter(|s| !**s).count();
+    assert_eq!(missing, 0, "heartbeat missing in {missing} of {} samples during the purge", samples.len());
+
+    // Another application's keys: the clear walks past them all.
+    let _: () = redis::cmd("EVAL")
+        .arg("for i = 1, 300000 do redis.call('SET', 'other:' .. i, 'x') end")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    write();
+    let samples = heartbeat_samples(&server, || {
+        cache.clear(Duration::from_secs(120)).unwrap();
+    });
+    let missing = samples.iter().filter(|s| !**s).count();
+    assert_eq!(missing, 0, "heartbeat missing in {missing} of {} samples during the clear", samples.len());
+    let left: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert!(left >= 300_000, "the other application's keys stay: {left}");
+    assert!(!exists(&mut con, "trader-T1:orders:C-00001"));
+}
+
+/// `INFO commandstats`: how many `EXEC`s the server ran (applied or
+/// aborted).
+fn exec_calls(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_exec:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 28, "also examine": a purge step whose reply is lost, settled as
+/// not applied by the marker, while its transaction is still on its way
+/// on the dropped connection. The transaction arrives after the step was
+/// settled and retaken on the next connection: what it deleted must be in
+/// `Purged::removed` (or it must not apply). (Before: O-1 was deleted by
+/// the late transaction and missing from `removed`.)
+#[test]
+fn a_purge_steps_late_transaction_is_reported_or_aborted() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let proxy = Proxy::start(server.addr());
+    let cfg = config(proxy.port(), "T1").purge_batch(1).response_timeout(ms(300));
+    let cache = Cache::open(cfg).unwrap();
+    for id in ["O-1", "O-2"] {
+        cache.append(id, &event(id, 1)).unwrap();
+        cache.put(&order(id, OrderStatus::Filled, ago(10 * DAY_MS))).unwrap();
+    }
+    cache.flush(S).unwrap();
+    // Every step's transaction on a new connection waits in the proxy; the
+    // flusher's connection is cut, so the first step goes on a new one.
+    proxy.hold_new_at(b"UNLINK");
+    proxy.cut_all();
+    let purged = std::thread::scope(|s| {
+        let purge =
+            s.spawn(|| cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(30)));
+        // The first step's reply timed out; the flusher settled it on a new
+        // connection and sent the next step there.
+        wait_until("two steps held", Duration::from_secs(20), || proxy.held() >= 2);
+        let execs = exec_calls(&mut con);
+        // The first connection's transaction reaches Redis now…
+        proxy.release_all_but_newest();
+        wait_until("the late EXEC", Duration::from_secs(20), || exec_calls(&mut con) > execs);
+        // …then the rest.
+        proxy.release();
+        purge.join().unwrap().unwrap()
+    });
+    cache.flush(S).unwrap();
+    let removed: BTreeSet<String> = purged.removed.iter().map(|id| id.to_string()).collect();
+    for id in ["O-1", "O-2"] {
+        let there = exists(&mut con, &format!("trader-T1:orders:{id}"));
+        assert_eq!(there, exists(&mut con, &format!("trader-T1:orders:{id}:events")), "{id} half deleted");
+        assert_eq!(!there, removed.contains(id), "{id}: in Redis {there}, removed {purged:?}");
+    }
+    assert_eq!(cache.stats().purged, removed.len() as u64);
+}
+
+/// Issue 28, "also examine": a candidate a step keeps (here a member of
+/// the closed index that is no id, kept by every step) and that then
+/// leaves the index must not make the next step skip a candidate. (Before:
+/// the next step read past as many members as were kept, and the order
+/// that took the kept one's place was never purged.)
+#[test]
+fn a_kept_candidate_leaving_the_index_makes_no_step_skip_another() {
+    const N: usize = 1_000;
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cfg = config(server.port(), "T1").purge_batch(1).overflow(OverflowPolicy::Block { timeout: S });
+    let cache = Cache::open(cfg).unwrap();
+    for i in 0..N {
+        let id = format!("C-{i:05}");
+        cache.put(&order(&id, OrderStatus::Filled, ago(10 * DAY_MS - i as u64))).unwrap();
+    }
+    cache.flush(S).unwrap();
+    // Oldest of all, and no id (a space): kept by every step.
+    let _: () = redis::cmd("ZADD")
+        .arg("trader-T1:index:orders:closed")
+        .arg(0)
+        .arg("not an id")
+        .query(&mut con)
+        .unwrap();
+    let purged = std::thread::scope(|s| {
+        let purge =
+            s.spawn(|| cache.purge_closed::<Order>(Duration::from_millis(DAY_MS), Duration::from_secs(60)));
+        wait_until("the first steps", S, || cache.stats().purged >= 10);
+        let _: () =
+            redis::cmd("ZREM").arg("trader-T1:index:orders:closed").arg("not an id").query(&mut con).unwrap();
+        purge.join().unwrap().unwrap()
+    });
+    assert!(cache.stats().purged < N as u64 || purged.removed.len() == N, "{purged:?}");
+    let left: Vec<String> =
+        redis::cmd("ZRANGE").arg("trader-T1:index:orders:closed").arg(0).arg(-1).query(&mut con).unwrap();
+    assert_eq!(purged.removed.len(), N, "left in the closed index: {left:?}");
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -34,6 +34,9 @@ struct ProxyShared {
     hold: Mutex<Option<(Vec<u8>, u64)>>,
     /// Client→server chunks currently held by `hold_new_at`.
     held: AtomicUsize,
+    /// Connections with an id below this are no longer held
+    /// (`release_all_but_newest`).
+    released_below: AtomicU64,
     accepted: AtomicUsize,
     /// Client→server bytes still to forward before cutting, if armed.
     cut_budget: Mutex<Option<u64>>,
@@ -146,6 +149,14 @@ impl Proxy {
     /// Undoes [`Self::hold_new_at`]: held bytes are delivered.
     pub fn release(&self) {
         *self.shared.hold.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Delivers what [`Self::hold_new_at`] holds for every connection but
+    /// the newest, whose chunk stays held (until [`Self::release`]): an
+    /// older connection's transaction reaches the server first.
+    pub fn release_all_but_newest(&self) {
+        let newest = self.shared.next_conn_id.load(Ordering::SeqCst).saturating_sub(1);
+        self.shared.released_below.store(newest, Ordering::SeqCst);
     }
 
     /// How many connections have a chunk held by [`Self::hold_new_at`].
@@ -302,7 +313,9 @@ fn pump(
         let holds = |shared: &ProxyShared| {
             let hold = shared.hold.lock().unwrap_or_else(|e| e.into_inner());
             hold.as_ref().is_some_and(|(pattern, first)| {
-                id >= *first && buf[..n].windows(pattern.len()).any(|w| w == pattern.as_slice())
+                id >= *first
+                    && id >= shared.released_below.load(Ordering::SeqCst)
+                    && buf[..n].windows(pattern.len()).any(|w| w == pattern.as_slice())
             })
         };
         if dir == Direction::Up && holds(shared) {
