@@ -369,6 +369,18 @@ impl PyCache {
         self.with(py, |c| py.allow_threads(|| c.flush(t)).map_err(|e| errors::from_core(py, e)))
     }
 
+    /// Deletes this cache's keys (its values, event logs and index sets;
+    /// with an instance id, that instance's), never another trader's key,
+    /// never `FLUSHDB` (the core's `Cache::clear`): a write like the
+    /// others, applied after every write before it; blocks (without the
+    /// GIL) until applied and returns the number of keys deleted. Raises
+    /// `ConfigError` without a trader prefix, `WaitTimeout`, `Fenced`.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn clear(&self, py: Python<'_>, timeout: f64) -> PyResult<u64> {
+        let t = secs(py, timeout)?;
+        self.with(py, |c| py.allow_threads(|| c.clear(t)).map_err(|e| errors::from_core(py, e)))
+    }
+
     /// Flushes, stops the flusher and closes; returns
     /// `{"acked_seq": …, "unpersisted": 0}`. Raises `Unpersisted` when
     /// accepted writes could not be written within `timeout`. Closing twice

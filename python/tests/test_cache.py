@@ -43,6 +43,28 @@ def test_put_get_round_trip_every_type(open_cache):
     assert type(back["raw"]) is bytes and type(back["ok"]) is bool
 
 
+def test_clear_deletes_this_caches_keys_only(open_cache, server, trader):
+    c = open_cache()
+    other = open_cache(trader_id=trader + "-other")
+    c.put("orders", "O-1", {"a": 1})
+    c.append("orders", "O-1", "ev")
+    seq_before = c.put("positions", "P-1", {"q": 1})
+    other.put("orders", "O-1", {"b": 2})
+    r = server.client()
+    r.set(f"{trader}-not-a-cache-key", b"x")
+    assert c.clear() >= 3  # value, log, index sets
+    assert c.acked_seq() > seq_before  # in order with the writes
+    assert c.get("orders", "O-1") is None and c.get_events("orders", "O-1") == []
+    assert c.load().entities == {}
+    c.put("orders", "O-2", {"after": True})  # writes after it are kept
+    assert c.get("orders", "O-2") == {"after": True}
+    assert other.get("orders", "O-1") == {"b": 2}
+    assert r.get(f"{trader}-not-a-cache-key") == b"x"
+    r.delete(f"{trader}-not-a-cache-key")
+    with pytest.raises(tradecache.ConfigError):
+        open_cache(use_trader_prefix=False).clear()
+
+
 def test_tuple_is_read_back_as_list(open_cache):
     c = open_cache()
     c.put("state", "s", {"t": (1, 2)})

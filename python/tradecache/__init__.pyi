@@ -107,6 +107,8 @@ class Cache:
         """Blocks (without the GIL) until ``seq`` and every write before it are in Redis."""
     def flush(self, timeout: float = 5.0) -> None:
         """Blocks (without the GIL) until every accepted write is in Redis."""
+    def clear(self, timeout: float = 5.0) -> int:
+        """Deletes this cache's keys (never another trader's, never FLUSHDB), in order with the writes; returns how many."""
     def close(self, timeout: Optional[float] = None) -> Dict[str, int]:
         """Flushes and stops; ``{"acked_seq", "unpersisted"}``; a no-op the second time."""
     @property

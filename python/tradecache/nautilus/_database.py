@@ -1,0 +1,737 @@
+"""``TradecacheDatabase``: Nautilus's ``CacheDatabaseFacade`` on
+``tradecache.Cache``.
+
+Writes: the calling thread serializes with the node's own serializer (the
+kernel's ``MsgSpecSerializer``, so ``encoding`` and
+``timestamps_as_iso8601`` keep their meaning) and queues the bytes with
+``put``/``append`` (no I/O). Loads: one bulk ``Cache.load`` per call, of
+the collections the call needs, then Nautilus's own rebuild (an order from
+its ``OrderInitialized`` and its events, a position from its fills, an
+account from its states).
+
+Layout (``{trader}`` is ``trader-{trader_id}[:{instance_id}]``): every
+collection starts with ``ntpy-`` (``COLLECTIONS``), so none collides with
+tradecache's own model, the Rust adapter's ``nt-`` collections (whose
+values are Nautilus's Rust serde forms, not the Python serializer's) or
+Nautilus's own keys. Ids are Nautilus's ids with ``%``, ``:``, ``{``,
+``}``, whitespace and control characters escaped as ``%XX`` (UTF-8).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+import weakref
+from typing import Any, Dict, List, Optional
+
+import pandas as pd
+
+import tradecache
+
+from nautilus_trader.accounting.factory import AccountFactory
+from nautilus_trader.cache.config import CacheConfig
+from nautilus_trader.cache.facade import CacheDatabaseFacade
+from nautilus_trader.common.component import Logger
+from nautilus_trader.core.datetime import format_iso8601
+from nautilus_trader.model.enums import OrderType
+from nautilus_trader.model.enums import currency_type_from_str
+from nautilus_trader.model.enums import currency_type_to_str
+from nautilus_trader.model import events as _events
+from nautilus_trader.model.events import AccountState
+from nautilus_trader.model.events import OrderEvent
+from nautilus_trader.model.events import OrderFilled
+from nautilus_trader.model.events import OrderInitialized
+from nautilus_trader.model.identifiers import ClientId
+from nautilus_trader.model.identifiers import ClientOrderId
+from nautilus_trader.model.identifiers import PositionId
+from nautilus_trader.model.instruments import Instrument
+from nautilus_trader.model.instruments import SyntheticInstrument
+from nautilus_trader.model.objects import Currency
+from nautilus_trader.model.objects import Price
+from nautilus_trader.model.orders import LimitOrder
+from nautilus_trader.model.orders import MarketOrder
+from nautilus_trader.model.orders.unpacker import OrderUnpacker
+from nautilus_trader.model.position import Position
+
+from ._config import tradecache_options
+
+#: Nautilus's data → tradecache collection. Values: the node serializer's
+#: bytes unless said otherwise.
+COLLECTIONS: Dict[str, str] = {
+    "general": "ntpy-general",  # [key, bytes]: Cache.add(key, value)
+    "currencies": "ntpy-currencies",  # {code, precision, iso4217, name, currency_type}
+    "instruments": "ntpy-instruments",
+    "synthetics": "ntpy-synthetics",
+    "accounts": "ntpy-accounts",  # the first AccountState; events: later states
+    "account_tombstones": "ntpy-account-tombstones",  # account id; events: deleted event ids (str)
+    "orders": "ntpy-orders",  # the OrderInitialized; events: every later OrderEvent
+    "positions": "ntpy-positions",  # the opening OrderFilled; events: later fills of this cycle
+    "order_positions": "ntpy-index-order-positions",  # [client_order_id, position_id]
+    "order_clients": "ntpy-index-order-clients",  # [client_order_id, client_id]
+    "venue_order_ids": "ntpy-index-venue-order-ids",  # [client_order_id, venue_order_id]
+    "order_snapshots": "ntpy-order-snapshots",  # client order id; events: every snapshot dict
+    "position_snapshots": "ntpy-position-snapshots",  # position id; events: every snapshot dict
+    "actors": "ntpy-actors",  # the actor's saved state
+    "strategies": "ntpy-strategies",  # the strategy's saved state
+    "health": "ntpy-health",  # "heartbeat": ISO 8601 text
+}
+
+_C = COLLECTIONS
+_GENERAL = _C["general"]
+_CURRENCIES = _C["currencies"]
+_INSTRUMENTS = _C["instruments"]
+_SYNTHETICS = _C["synthetics"]
+_ACCOUNTS = _C["accounts"]
+_TOMBSTONES = _C["account_tombstones"]
+_ORDERS = _C["orders"]
+_POSITIONS = _C["positions"]
+_ORDER_POSITIONS = _C["order_positions"]
+_ORDER_CLIENTS = _C["order_clients"]
+_VENUE_ORDER_IDS = _C["venue_order_ids"]
+_ORDER_SNAPSHOTS = _C["order_snapshots"]
+_POSITION_SNAPSHOTS = _C["position_snapshots"]
+_ACTORS = _C["actors"]
+_STRATEGIES = _C["strategies"]
+_HEALTH = _C["health"]
+
+#: The events written on the hot path (orders, fills, account states),
+#: stored as their ``to_dict`` (a MessagePack map) and read back with
+#: ``from_dict``: a fifth of the serializer's time (it matches every key
+#: against a regular expression and turns timestamps into text).
+_NATIVE = {
+    cls: cls.to_dict
+    for cls in (
+        getattr(_events, name)
+        for name in (
+            "OrderInitialized", "OrderDenied", "OrderEmulated", "OrderReleased", "OrderSubmitted",
+            "OrderAccepted", "OrderRejected", "OrderCanceled", "OrderExpired", "OrderTriggered",
+            "OrderPendingUpdate", "OrderPendingCancel", "OrderModifyRejected", "OrderCancelRejected",
+            "OrderUpdated", "OrderFilled", "AccountState",
+        )
+    )
+}
+_FROM_NATIVE = {cls.__name__: cls.from_dict for cls in _NATIVE}
+
+_INSTRUMENT_CLASS = {_INSTRUMENTS: Instrument, _SYNTHETICS: SyntheticInstrument}
+
+_UNSAFE = re.compile(r"[%:{}\s\x00-\x1f\x7f]")
+
+
+def _escape_char(m: "re.Match[str]") -> str:
+    return "".join(f"%{b:02X}" for b in m.group(0).encode())
+
+
+def escape_id(s: str) -> str:
+    """A Nautilus id as a tradecache id: ``%``, ``:``, ``{``, ``}``,
+    whitespace and control characters as ``%XX`` (injective)."""
+    if _UNSAFE.search(s) is None:
+        return s
+    return _UNSAFE.sub(_escape_char, s)
+
+
+_live_lock = threading.Lock()
+_live: "weakref.WeakValueDictionary[str, TradecacheDatabase]" = weakref.WeakValueDictionary()
+
+
+class TradecacheDatabase(CacheDatabaseFacade):
+    """A ``CacheDatabaseFacade`` persisting through ``tradecache.Cache``,
+    built with the kernel's signature ``(trader_id, instance_id,
+    serializer, config)``; ``options`` are tradecache's own ``Cache``
+    keywords (they win over ``install(**options)``, which win over the
+    node's ``config`` and the environment).
+
+    Writes raise what ``tradecache.Cache`` raises when it refuses one
+    (``Full`` after the channel stayed full, ``Fenced`` after another node
+    with the same trader id took over, ``Closed``): Nautilus's ``Cache``
+    lets it propagate to the component that called it. Loads report
+    values that no longer decode (logged, kept in ``load_issues()``) and
+    skip them."""
+
+    #: Options given to ``install()`` (the kernel passes none of ours).
+    install_options: Dict[str, Any] = {}
+
+    def __init__(
+        self,
+        trader_id: Any,
+        instance_id: Any,
+        serializer: Any,
+        config: Optional[CacheConfig] = None,
+        **options: Any,
+    ) -> None:
+        if config is None:
+            config = CacheConfig()
+        super().__init__(config)
+        self._log = Logger(type(self).__name__)
+        self._serializer = serializer
+        self._serialize = serializer.serialize
+        self._deserialize = serializer.deserialize
+        # The default (msgpack, timestamps as nanoseconds): events and
+        # dicts stored as MessagePack maps by tradecache itself; instruments
+        # as the serializer's bytes. With encoding="json" or
+        # timestamps_as_iso8601 everything is the serializer's bytes.
+        native = (config.encoding or "msgpack").lower() == "msgpack" and not config.timestamps_as_iso8601
+        self._native = native
+        self._to = _NATIVE if native else {}
+        self._persist_account_events = bool(config.persist_account_events)
+        merged = dict(self.install_options)
+        merged.update(options)
+        env = merged.pop("env", True)
+        self._load_timeout = float(merged.pop("load_timeout", 60.0))
+        self._close_timeout = merged.pop("close_timeout", None)
+        self.trader_id = str(trader_id)
+        self._cache = tradecache.Cache(env=env, **tradecache_options(trader_id, instance_id, config, **merged))
+        self._put = self._cache.put
+        self._append = self._cache.append
+        # The venue order id last indexed per order: update_order indexes
+        # it only when it changed (one put per change, not per event).
+        self._venue_ids: Dict[str, str] = {}
+        self._issues: List[tuple] = []
+        self._unreadable: set = set()
+        self.unpersisted = 0
+        with _live_lock:
+            _live[self.trader_id] = self
+
+    # ---- tradecache's own: waiting, health ----
+
+    @property
+    def cache(self) -> tradecache.Cache:
+        """The underlying ``tradecache.Cache``."""
+        return self._cache
+
+    def wait(self, timeout: float = 5.0) -> None:
+        """Blocks (without the GIL) until every write accepted so far is
+        acknowledged by Redis (applied by its ``EXEC``, and by
+        ``replica_wait`` replicas when configured). Raises
+        ``tradecache.WaitTimeout``, ``Dropped``, ``Fenced``."""
+        self._cache.flush(timeout)
+
+    def health(self) -> tradecache.Health:
+        return self._cache.health()
+
+    def stats(self) -> tradecache.Stats:
+        return self._cache.stats()
+
+    def take_dropped(self) -> List[Dict[str, Any]]:
+        """Writes accepted and then dropped (fenced, too large, marker
+        lost), taken once."""
+        return self._cache.take_dropped()
+
+    def load_issues(self) -> List[tuple]:
+        """``(key, problem)`` for every value a load skipped since this
+        adapter was built (also logged as errors)."""
+        return list(self._issues)
+
+    # ---- the facade: lifecycle ----
+
+    def close(self) -> None:
+        """Flushes and stops tradecache (bounded by ``close_timeout``,
+        ``CACHE_CLOSE_TIMEOUT_MS`` by default): every accepted write is in
+        Redis, or the shortfall is logged and kept in ``unpersisted``
+        (close never raises, so the node's dispose completes)."""
+        with _live_lock:
+            if _live.get(self.trader_id) is self:
+                del _live[self.trader_id]
+        try:
+            self._cache.close(self._close_timeout)
+        except tradecache.Unpersisted as e:
+            self.unpersisted = e.unpersisted
+            self._log.error(f"tradecache: {e.unpersisted} accepted write(s) could not be persisted at close: {e}")
+        except tradecache.Error as e:
+            self.unpersisted = -1
+            self._log.error(f"tradecache: close failed: {type(e).__name__}: {e}")
+
+    def flush(self) -> None:
+        """Deletes this trader's keys (tradecache's ``clear``: its own keys
+        only, in order with the writes; never ``FLUSHDB``)."""
+        n = self._cache.clear(self._load_timeout)
+        self._venue_ids.clear()
+        self._log.info(f"Flushed {n} key(s) of this trader")
+
+    def keys(self, pattern: str = "*") -> List[str]:
+        """This trader's keys written by this adapter that match the glob
+        ``pattern`` (after ``{trader}:``), as full keys, built from one bulk
+        load (no ``SCAN``, no ``KEYS``)."""
+        snap = self._load(list(COLLECTIONS.values()))
+        prefix = self._cache.key_prefix
+        head = f"{prefix}:" if prefix else ""
+        out = []
+        for coll, entities in snap.entities.items():
+            events = snap.events.get(coll, {})
+            for id_ in entities:
+                rest = f"{coll}:{id_}"
+                if fnmatch.fnmatchcase(rest, pattern):
+                    out.append(head + rest)
+                if id_ in events and fnmatch.fnmatchcase(rest + ":events", pattern):
+                    out.append(f"{head}{rest}:events")
+        return out
+
+    def heartbeat(self, timestamp: Any) -> None:
+        self._put(_HEALTH, "heartbeat", format_iso8601(pd.Timestamp(timestamp)))
+
+    # ---- writes ----
+
+    def add(self, key: str, value: bytes) -> None:
+        self._put(_GENERAL, escape_id(key), [key, value])
+
+    def add_currency(self, currency: Currency) -> None:
+        c_map = {
+            "code": currency.code,
+            "precision": currency.precision,
+            "iso4217": currency.iso4217,
+            "name": currency.name,
+            "currency_type": currency_type_to_str(currency.currency_type),
+        }
+        self._put(_CURRENCIES, escape_id(currency.code), self._pack(c_map))
+
+    def add_instrument(self, instrument: Any) -> None:
+        self._put(_INSTRUMENTS, escape_id(instrument.id.value), self._serialize(instrument))
+
+    def add_synthetic(self, synthetic: Any) -> None:
+        self._put(_SYNTHETICS, escape_id(synthetic.id.value), self._serialize(synthetic))
+
+    def add_account(self, account: Any) -> None:
+        self._put(_ACCOUNTS, escape_id(account.id.value), self._pack(account.last_event))
+
+    def update_account(self, account: Any) -> None:
+        """Appends the account's last state (``persist_account_events``);
+        without it, the last state replaces the stored one."""
+        state = account.last_event
+        to = self._to.get(type(state))
+        event = to(state) if to is not None else self._pack(state)
+        if self._persist_account_events:
+            self._append(_ACCOUNTS, escape_id(account.id.value), event)
+        else:
+            id_ = escape_id(account.id.value)
+            self._cache.delete(_ACCOUNTS, id_)
+            self._put(_ACCOUNTS, id_, event)
+
+    def delete_account_event(self, account_id: Any, event_id: str) -> None:
+        """Records the event id as deleted: loads leave that state out."""
+        id_ = escape_id(account_id.value)
+        self._put(_TOMBSTONES, id_, account_id.value)
+        self._append(_TOMBSTONES, id_, str(event_id))
+
+    def add_order(self, order: Any, position_id: Any = None, client_id: Any = None) -> None:
+        coid = order.client_order_id.value
+        id_ = escape_id(coid)
+        self._put(_ORDERS, id_, self._pack(order.init_event))
+        if order.event_count > 1:
+            # Added with events already applied (an order rebuilt from a
+            # report): those follow the initialization in the log.
+            for event in order.events[1:]:
+                self._append(_ORDERS, id_, self._pack(event))
+        if position_id is not None:
+            self._put(_ORDER_POSITIONS, id_, [coid, position_id.value])
+        if client_id is not None:
+            self._put(_ORDER_CLIENTS, id_, [coid, client_id.value])
+        venue_order_id = order.venue_order_id
+        if venue_order_id is not None:
+            self.index_venue_order_id(order.client_order_id, venue_order_id)
+
+    def update_order(self, order: Any) -> None:
+        """Appends the order's last event (never reads the log back); an
+        order that closed leaves tradecache's open index; a new venue
+        order id is indexed."""
+        coid = order.client_order_id.value
+        id_ = escape_id(coid)
+        event = order.last_event
+        to = self._to.get(type(event))
+        self._append(_ORDERS, id_, to(event) if to is not None else self._serialize(event))
+        venue_order_id = order.venue_order_id
+        if venue_order_id is not None and self._venue_ids.get(coid) != venue_order_id.value:
+            self.index_venue_order_id(order.client_order_id, venue_order_id)
+        if order.is_closed:
+            self._put(_ORDERS, id_, self._pack(order.init_event), True)
+
+    def index_venue_order_id(self, client_order_id: Any, venue_order_id: Any) -> None:
+        coid = client_order_id.value
+        self._venue_ids[coid] = venue_order_id.value
+        self._put(_VENUE_ORDER_IDS, escape_id(coid), [coid, venue_order_id.value])
+
+    def index_order_position(self, client_order_id: Any, position_id: Any) -> None:
+        coid = client_order_id.value
+        self._put(_ORDER_POSITIONS, escape_id(coid), [coid, position_id.value])
+
+    def add_position(self, position: Any) -> None:
+        id_ = escape_id(position.id.value)
+        events = position.events
+        self._cache.delete(_POSITIONS, id_)
+        self._put(_POSITIONS, id_, self._pack(events[0]), position.is_closed)
+        for fill in events[1:]:
+            self._append(_POSITIONS, id_, self._pack(fill))
+
+    def update_position(self, position: Any) -> None:
+        """Appends the last fill; a position that reopened (its first fill
+        again, after it was flat) starts its log anew; a closed one
+        leaves tradecache's open index."""
+        id_ = escape_id(position.id.value)
+        if position.event_count == 1:
+            self._cache.delete(_POSITIONS, id_)
+            self._put(_POSITIONS, id_, self._pack(position.last_event), position.is_closed)
+            return
+        fill = position.last_event
+        to = self._to.get(type(fill))
+        self._append(_POSITIONS, id_, to(fill) if to is not None else self._serialize(fill))
+        if position.is_closed:
+            self._put(_POSITIONS, id_, self._pack(position.events[0]), True)
+
+    def update_actor(self, actor: Any) -> None:
+        self._put(_ACTORS, escape_id(actor.id.value), self._pack(actor.save()))
+
+    def update_strategy(self, strategy: Any) -> None:
+        self._put(_STRATEGIES, escape_id(strategy.id.value), self._pack(strategy.save()))
+
+    def snapshot_order_state(self, order: Any) -> None:
+        coid = order.client_order_id.value
+        id_ = escape_id(coid)
+        self._put(_ORDER_SNAPSHOTS, id_, coid)
+        self._append(_ORDER_SNAPSHOTS, id_, self._pack(order.to_dict()))
+
+    def snapshot_position_state(self, position: Any, ts_snapshot: int, unrealized_pnl: Any = None) -> None:
+        state = position.to_dict()
+        if unrealized_pnl is not None:
+            state["unrealized_pnl"] = str(unrealized_pnl)
+        state["ts_snapshot"] = ts_snapshot
+        pid = position.id.value
+        id_ = escape_id(pid)
+        self._put(_POSITION_SNAPSHOTS, id_, pid)
+        self._append(_POSITION_SNAPSHOTS, id_, self._pack(state))
+
+    def delete_order(self, client_order_id: Any) -> None:
+        coid = client_order_id.value
+        id_ = escape_id(coid)
+        self._venue_ids.pop(coid, None)
+        for coll in (_ORDERS, _ORDER_POSITIONS, _ORDER_CLIENTS, _VENUE_ORDER_IDS, _ORDER_SNAPSHOTS):
+            self._cache.delete(coll, id_)
+
+    def delete_position(self, position_id: Any) -> None:
+        id_ = escape_id(position_id.value)
+        self._cache.delete(_POSITIONS, id_)
+        self._cache.delete(_POSITION_SNAPSHOTS, id_)
+
+    def delete_actor(self, component_id: Any) -> None:
+        self._cache.delete(_ACTORS, escape_id(component_id.value))
+
+    def delete_strategy(self, strategy_id: Any) -> None:
+        self._cache.delete(_STRATEGIES, escape_id(strategy_id.value))
+
+    def _pack(self, obj: Any) -> Any:
+        """What is stored for ``obj``: an event's ``to_dict`` or a dict as
+        it is (tradecache packs it), else the serializer's bytes."""
+        to = self._to.get(type(obj))
+        if to is not None:
+            return to(obj)
+        if self._native and type(obj) is dict:
+            return obj
+        return self._serialize(obj)
+
+    # ---- loads ----
+
+    def _load(self, collections: List[str]) -> tradecache.Snapshot:
+        snap = self._cache.load(collections, events=True, timeout=self._load_timeout)
+        # Keys whose value or log could not be read at all: an entity
+        # whose log is one of them is skipped (never rebuilt from part of
+        # its history).
+        self._unreadable = set()
+        for key, problem in snap.report.get("issues", []):
+            self._unreadable.add(key)
+            self._issue(key, problem)
+        return snap
+
+    def _log_unreadable(self, coll: str, id_: str) -> bool:
+        key = self._key(coll, id_)
+        if key + ":events" in self._unreadable:
+            self._issue(key, "skipped: its event log could not be read")
+            return True
+        return False
+
+    def _issue(self, key: str, problem: str) -> None:
+        self._issues.append((key, problem))
+        self._log.error(f"tradecache: skipped {key}: {problem}")
+
+    def _key(self, coll: str, id_: str) -> str:
+        prefix = self._cache.key_prefix
+        return f"{prefix}:{coll}:{id_}" if prefix else f"{coll}:{id_}"
+
+    def _decode(self, coll: str, id_: str, value: Any, cls: Any = None) -> Any:
+        """The object of a stored value (of class ``cls`` when given), or
+        None (reported)."""
+        try:
+            if isinstance(value, bytes):
+                obj = self._deserialize(value)
+            elif isinstance(value, dict):
+                from_dict = _FROM_NATIVE.get(value.get("type"))  # type: ignore[arg-type]
+                obj = value if from_dict is None else from_dict(value)
+            else:
+                raise ValueError(f"not a stored Nautilus value: {type(value).__name__}")
+            if cls is not None and not isinstance(obj, cls):
+                raise ValueError(f"a {type(obj).__name__}, not a {cls.__name__}")
+            return obj
+        except Exception as e:  # noqa: BLE001 - any bad value is reported and skipped
+            self._issue(self._key(coll, id_), f"{type(e).__name__}: {e}")
+            return None
+
+    def load_all(self) -> Dict[str, Dict[Any, Any]]:
+        """Currencies, instruments, synthetics, accounts, orders and
+        positions in one bulk load (``Cache.cache_all``)."""
+        snap = self._load([_CURRENCIES, _INSTRUMENTS, _SYNTHETICS, _ACCOUNTS, _TOMBSTONES, _ORDERS, _POSITIONS])
+        instruments = self._instruments_of(snap, _INSTRUMENTS)
+        return {
+            "currencies": self._currencies_of(snap),
+            "instruments": instruments,
+            "synthetics": self._instruments_of(snap, _SYNTHETICS),
+            "accounts": self._accounts_of(snap),
+            "orders": self._orders_of(snap),
+            "positions": self._positions_of(snap, instruments),
+        }
+
+    def load(self) -> Dict[str, bytes]:
+        """The general entries (``Cache.add``): key → bytes."""
+        snap = self._load([_GENERAL])
+        out = {}
+        for id_, v in snap[_GENERAL].items():
+            if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], bytes):
+                out[v[0]] = v[1]
+            else:
+                self._issue(self._key(_GENERAL, id_), "not a [key, bytes] pair")
+        return out
+
+    def load_currencies(self) -> Dict[str, Currency]:
+        return self._currencies_of(self._load([_CURRENCIES]))
+
+    def _currencies_of(self, snap: tradecache.Snapshot) -> Dict[str, Currency]:
+        out = {}
+        for id_, v in snap[_CURRENCIES].items():
+            c = self._currency(id_, v)
+            if c is not None:
+                out[c.code] = c
+        return out
+
+    def _currency(self, id_: str, v: Any) -> Optional[Currency]:
+        m = self._decode(_CURRENCIES, id_, v, dict)
+        if m is None:
+            return None
+        try:
+            return Currency(
+                code=m["code"],
+                precision=int(m["precision"]),
+                iso4217=int(m["iso4217"]),
+                name=m["name"],
+                currency_type=currency_type_from_str(m["currency_type"]),
+            )
+        except Exception as e:  # noqa: BLE001
+            self._issue(self._key(_CURRENCIES, id_), f"{type(e).__name__}: {e}")
+            return None
+
+    def load_instruments(self) -> Dict[Any, Any]:
+        return self._instruments_of(self._load([_INSTRUMENTS]), _INSTRUMENTS)
+
+    def load_synthetics(self) -> Dict[Any, Any]:
+        return self._instruments_of(self._load([_SYNTHETICS]), _SYNTHETICS)
+
+    def _instruments_of(self, snap: tradecache.Snapshot, coll: str) -> Dict[Any, Any]:
+        out = {}
+        for id_, v in snap[coll].items():
+            inst = self._decode(coll, id_, v, _INSTRUMENT_CLASS[coll])
+            if inst is not None:
+                out[inst.id] = inst
+        return out
+
+    def load_accounts(self) -> Dict[Any, Any]:
+        return self._accounts_of(self._load([_ACCOUNTS, _TOMBSTONES]))
+
+    def _accounts_of(self, snap: tradecache.Snapshot) -> Dict[Any, Any]:
+        out = {}
+        events = snap.events.get(_ACCOUNTS, {})
+        tombstones = snap.events.get(_TOMBSTONES, {})
+        for id_, v in snap[_ACCOUNTS].items():
+            if self._log_unreadable(_ACCOUNTS, id_):
+                continue
+            account = self._account(id_, v, events.get(id_, ()), set(tombstones.get(id_, ())))
+            if account is not None:
+                out[account.id] = account
+        return out
+
+    def _account(self, id_: str, value: Any, events: Any, deleted: set) -> Any:
+        states = []
+        for raw in (value, *events):
+            state = self._decode(_ACCOUNTS, id_, raw, AccountState)
+            if state is not None and state.id.value not in deleted:
+                states.append(state)
+        if not states:
+            return None
+        try:
+            account = AccountFactory.create(states[0])
+        except Exception as e:  # noqa: BLE001
+            self._issue(self._key(_ACCOUNTS, id_), f"{type(e).__name__}: {e}")
+            return None
+        for state in states[1:]:
+            try:
+                account.apply(state)
+            except Exception as e:  # noqa: BLE001
+                self._issue(self._key(_ACCOUNTS, id_) + ":events", f"{type(e).__name__}: {e}")
+        return account
+
+    def load_orders(self) -> Dict[Any, Any]:
+        return self._orders_of(self._load([_ORDERS]))
+
+    def _orders_of(self, snap: tradecache.Snapshot) -> Dict[Any, Any]:
+        out = {}
+        events = snap.events.get(_ORDERS, {})
+        for id_, v in snap[_ORDERS].items():
+            if self._log_unreadable(_ORDERS, id_):
+                continue
+            order = self._order(id_, v, events.get(id_, ()))
+            if order is not None:
+                out[order.client_order_id] = order
+        return out
+
+    def _order(self, id_: str, value: Any, events: Any) -> Any:
+        init = self._decode(_ORDERS, id_, value, OrderInitialized)
+        if init is None:
+            return None
+        try:
+            order = OrderUnpacker.from_init(init)
+        except Exception as e:  # noqa: BLE001
+            self._issue(self._key(_ORDERS, id_), f"{type(e).__name__}: {e}")
+            return None
+        for raw in events:
+            event = self._decode(_ORDERS, id_ + ":events", raw, OrderEvent)
+            if event is None:
+                continue
+            try:
+                if isinstance(event, OrderInitialized):
+                    # A transformed order (emulated, then released).
+                    if event.order_type == OrderType.MARKET:
+                        order = MarketOrder.transform_py(order, event.ts_init)
+                    elif event.order_type == OrderType.LIMIT:
+                        price = Price.from_str(event.options["price"])
+                        order = LimitOrder.transform_py(order, event.ts_init, price)
+                    else:
+                        raise ValueError(f"cannot transform an order to {event.order_type}")
+                else:
+                    order.apply(event)
+            except Exception as e:  # noqa: BLE001
+                self._issue(self._key(_ORDERS, id_) + ":events", f"{type(event).__name__}: {type(e).__name__}: {e}")
+        return order
+
+    def load_positions(self) -> Dict[Any, Any]:
+        snap = self._load([_POSITIONS, _INSTRUMENTS])
+        return self._positions_of(snap, self._instruments_of(snap, _INSTRUMENTS))
+
+    def _positions_of(self, snap: tradecache.Snapshot, instruments: Dict[Any, Any]) -> Dict[Any, Any]:
+        out = {}
+        events = snap.events.get(_POSITIONS, {})
+        for id_, v in snap[_POSITIONS].items():
+            if self._log_unreadable(_POSITIONS, id_):
+                continue
+            position = self._position(id_, v, events.get(id_, ()), instruments)
+            if position is not None:
+                out[position.id] = position
+        return out
+
+    def _position(self, id_: str, value: Any, events: Any, instruments: Dict[Any, Any]) -> Any:
+        first = self._decode(_POSITIONS, id_, value, OrderFilled)
+        if first is None:
+            return None
+        instrument = instruments.get(first.instrument_id)
+        if instrument is None:
+            self._issue(self._key(_POSITIONS, id_), f"no instrument {first.instrument_id} stored")
+            return None
+        try:
+            position = Position(instrument, first)
+        except Exception as e:  # noqa: BLE001
+            self._issue(self._key(_POSITIONS, id_), f"{type(e).__name__}: {e}")
+            return None
+        for raw in events:
+            fill = self._decode(_POSITIONS, id_ + ":events", raw, OrderFilled)
+            if fill is None:
+                continue
+            try:
+                position.apply(fill)
+            except Exception as e:  # noqa: BLE001
+                self._issue(self._key(_POSITIONS, id_) + ":events", f"{type(e).__name__}: {e}")
+        return position
+
+    def load_index_order_position(self) -> Dict[Any, Any]:
+        snap = self._load([_ORDER_POSITIONS])
+        return {ClientOrderId(v[0]): PositionId(v[1]) for v in self._pairs(snap, _ORDER_POSITIONS)}
+
+    def load_index_order_client(self) -> Dict[Any, Any]:
+        snap = self._load([_ORDER_CLIENTS])
+        return {ClientOrderId(v[0]): ClientId(v[1]) for v in self._pairs(snap, _ORDER_CLIENTS)}
+
+    def _pairs(self, snap: tradecache.Snapshot, coll: str) -> List[Any]:
+        out = []
+        for id_, v in snap[coll].items():
+            if isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) and x for x in v):
+                out.append(v)
+            else:
+                self._issue(self._key(coll, id_), "not a pair of ids")
+        return out
+
+    def _get(self, coll: str, id_: str) -> Any:
+        return self._cache.get(coll, id_, timeout=self._load_timeout)
+
+    def load_currency(self, code: str) -> Optional[Currency]:
+        id_ = escape_id(code)
+        v = self._get(_CURRENCIES, id_)
+        return None if v is None else self._currency(id_, v)
+
+    def load_instrument(self, instrument_id: Any) -> Any:
+        return self._one(_INSTRUMENTS, escape_id(instrument_id.value), Instrument)
+
+    def load_synthetic(self, instrument_id: Any) -> Any:
+        if not instrument_id.is_synthetic():
+            raise ValueError("instrument_id was not for a synthetic instrument")
+        return self._one(_SYNTHETICS, escape_id(instrument_id.value), SyntheticInstrument)
+
+    def _one(self, coll: str, id_: str, cls: Any = None) -> Any:
+        v = self._get(coll, id_)
+        return None if v is None else self._decode(coll, id_, v, cls)
+
+    def load_account(self, account_id: Any) -> Any:
+        id_ = escape_id(account_id.value)
+        v = self._get(_ACCOUNTS, id_)
+        if v is None:
+            return None
+        events = self._cache.get_events(_ACCOUNTS, id_, timeout=self._load_timeout)
+        deleted = set(self._cache.get_events(_TOMBSTONES, id_, timeout=self._load_timeout))
+        return self._account(id_, v, events, deleted)
+
+    def load_order(self, client_order_id: Any) -> Any:
+        id_ = escape_id(client_order_id.value)
+        v = self._get(_ORDERS, id_)
+        if v is None:
+            return None
+        return self._order(id_, v, self._cache.get_events(_ORDERS, id_, timeout=self._load_timeout))
+
+    def load_position(self, position_id: Any) -> Any:
+        id_ = escape_id(position_id.value)
+        v = self._get(_POSITIONS, id_)
+        if v is None:
+            return None
+        first = self._decode(_POSITIONS, id_, v, OrderFilled)
+        if first is None:
+            return None
+        instrument = self.load_instrument(first.instrument_id)
+        instruments = {} if instrument is None else {instrument.id: instrument}
+        events = self._cache.get_events(_POSITIONS, id_, timeout=self._load_timeout)
+        return self._position(id_, v, events, instruments)
+
+    def load_actor(self, component_id: Any) -> Dict[str, Any]:
+        return self._state(_ACTORS, escape_id(component_id.value))
+
+    def load_strategy(self, strategy_id: Any) -> Dict[str, Any]:
+        return self._state(_STRATEGIES, escape_id(strategy_id.value))
+
+    def _state(self, coll: str, id_: str) -> Dict[str, Any]:
+        state = self._one(coll, id_, dict)
+        return state if isinstance(state, dict) else {}
+
+
+def adapter_for(trader_id: Any) -> Optional[TradecacheDatabase]:
+    """The open ``TradecacheDatabase`` of ``trader_id`` in this process
+    (the most recently built), or None."""
+    return _live.get(str(trader_id))
