@@ -13,9 +13,10 @@ That is 9 `Cache` calls per order, each timed on the calling thread.
 
 Figures (table printed, JSON in target/bench/nautilus_py.json):
 - events lost / duplicated with `CLIENT KILL TYPE normal` every 200 ms while
-  5,000 orders are written, buffer_interval_ms 100 and unset, counted by an
-  independent read of Redis (redis-py `LRANGE` of every order's log and of
-  the account's);
+  5,000 orders are written at 10,000 calls/s and until the adapter's
+  `close()` returned, buffer_interval_ms 100 and unset, counted by an
+  independent read of Redis (redis-py `GET`/`LRANGE` of every order and of
+  the account);
 - acknowledged writes lost when the node (a child process) is SIGKILLed 1 s
   after its last order: ours waits for the acknowledgement after each order,
   theirs has nothing to wait on (its calls returned at least 1 s before);
@@ -30,7 +31,10 @@ Figures (table printed, JSON in target/bench/nautilus_py.json):
 
     scripts/python-test --bench-nautilus      (make bench-nautilus-py)
     NBENCH_RESTART=10000 ...                  restart sizes (default 10000,100000)
+    NBENCH_RESTART_TIMEOUT=240                a restart not done by then is reported so
     NBENCH_SIDES=nautilus ...                 one side only
+    NBENCH_PHASES=calls,restart ...           some phases only (calls, in-redis, kill,
+                                              sigkill, bytes, restart, flush)
 """
 
 from __future__ import annotations
@@ -138,6 +142,9 @@ class Theirs:
         """Nothing to wait on: only `close()` drains."""
         return False
 
+    def reconnects(self, db) -> int | None:
+        return None
+
 
 class Ours:
     """tradecache's facade, `tradecache.nautilus.TradecacheDatabase` (the
@@ -170,6 +177,9 @@ class Ours:
     def acknowledge(self, db) -> bool:
         db.wait(30.0)
         return True
+
+    def reconnects(self, db) -> int | None:
+        return db.stats().reconnects
 
 
 SIDES = {"nautilus": Theirs, "tradecache": Ours}
@@ -354,6 +364,28 @@ def calling_thread(server: RedisServer, side, buffer_interval_ms, n: int, warmup
     return out
 
 
+def paced(calls, n: int, rate: int, after=None) -> float:
+    """Makes the first `n` calls of `calls` at `rate` calls/s, in bursts of
+    rate/1000 every millisecond with sleeps in between (as a node reacting
+    to market data does); `after(order)` follows each call of an order.
+    Returns the seconds taken."""
+    per_ms = max(1, rate // 1000)
+    nxt = t_start = mono()
+    done = 0
+    while done < n:
+        for _ in range(min(per_ms, n - done)):
+            _name, fn, args, o = next(calls)
+            fn(*args)
+            if after is not None and o is not None:
+                after(o)
+            done += 1
+        nxt += 1_000_000
+        delay = nxt - mono()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+    return (mono() - t_start) / 1e9
+
+
 def prober_main(port: int) -> None:
     """The prober process: reads `command key n t_ns` lines on stdin (a
     write that returned at t_ns and is in Redis once `LLEN key` or `EXISTS
@@ -423,28 +455,17 @@ def in_redis(server: RedisServer, side, buffer_interval_ms, rate: int, seconds: 
     w = Workload()
     w.setup(cache)
     total = int(rate * seconds)
-    per_ms = max(1, rate // 1000)
-    calls = w.calls(cache, 0, total // CALLS_PER_ORDER + 1)
-    order_writes = 0
-    nxt = t_start = mono()
-    done = 0
-    while done < total:
-        for _ in range(per_ms):
-            name, fn, args, o = next(calls)
-            fn(*args)
-            if o is not None:
-                order_writes += 1
-                if order_writes % 4 == 0:
-                    t = mono()
-                    cmd, key, want = side.probe(trader, o)
-                    prober.stdin.write(f"{cmd} {key} {want} {t}\n".encode())
-                    prober.stdin.flush()
-            done += 1
-        nxt += 1_000_000
-        delay = nxt - mono()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-    elapsed = (mono() - t_start) / 1e9
+    seen = [0]
+
+    def probe(o) -> None:
+        seen[0] += 1
+        if seen[0] % 4 == 0:
+            t = mono()
+            cmd, key, want = side.probe(trader, o)
+            prober.stdin.write(f"{cmd} {key} {want} {t}\n".encode())
+            prober.stdin.flush()
+
+    elapsed = paced(w.calls(cache, 0, total // CALLS_PER_ORDER + 1), total, rate, probe)
     prober.stdin.write(b"END\n")
     prober.stdin.flush()
     out, _ = prober.communicate(timeout=60)
@@ -452,20 +473,23 @@ def in_redis(server: RedisServer, side, buffer_interval_ms, rate: int, seconds: 
     # A write still not in Redis 10 s after the last call counts as never.
     lat = res["lat_ns"] + [float("inf")] * res["unresolved"]
     close_bounded(db)
+
     def ms(v):  # None: not in Redis 10 s after the last call
         return None if v == float("inf") else v / 1e6
 
     return {
         "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99)), "max_seen_ms": ms(pct(res["lat_ns"], 1.0)),
         "probes": len(lat), "not_in_redis_10s_after_the_last_call": res["unresolved"],
-        "calls": done, "calls_per_s": done / elapsed,
+        "calls": total, "calls_per_s": total / elapsed,
     }
 
 
-def client_kill(server: RedisServer, side, buffer_interval_ms, n: int) -> dict:
-    """`n` orders' lives written as fast as they come while another client
-    sends `CLIENT KILL TYPE normal SKIPME yes` every 200 ms; then the adapter
-    is closed and every order's log and the account's are read back."""
+def client_kill(server: RedisServer, side, buffer_interval_ms, n: int, rate: int) -> dict:
+    """`n` orders' lives written at `rate` calls/s while another client sends
+    `CLIENT KILL TYPE normal SKIPME yes` every 200 ms, from the first write
+    until the adapter's `close()` returned (so that the fault also meets
+    whatever is still on its way to Redis); then every order's events and
+    the account's states are read back."""
     trader = f"KILL{side.name.upper()}{buffer_interval_ms or 0}-001"
     config = cache_config(server.port, buffer_interval_ms)
     db, cache = node_cache(side, trader, config)
@@ -486,23 +510,38 @@ def client_kill(server: RedisServer, side, buffer_interval_ms, n: int) -> dict:
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     raised: dict[str, int] = {}
-    t0 = time.perf_counter()
-    for name, fn, args, _o in w.calls(cache, 0, n):
-        try:
-            fn(*args)
-        except Exception as e:  # counted: a write the caller learns was refused
-            raised[type(e).__name__] = raised.get(type(e).__name__, 0) + 1
-    write_s = time.perf_counter() - t0
+
+    def guarded(calls):
+        for name, fn, args, o in calls:
+            yield name, _guard(fn, raised), args, o
+
+    write_s = paced(guarded(w.calls(cache, 0, n)), n * CALLS_PER_ORDER, rate)
+    side.acknowledge(db)
+    reconnects = side.reconnects(db)
+    close_s = close_bounded(db)
     stop.set()
     t.join()
-    close_s = close_bounded(db)
     r = server.client()
     orders = log_counts(r, [side.keys(trader, "orders", f"O-{i:07}") for i in range(n)], EVENTS_PER_ORDER)
     account = log_counts(r, [side.keys(trader, "accounts", w.account.id.value)], w.states)
     return {
-        "orders": n, "kills": kills[0], "write_s": write_s, "close_s": close_s, "raised": raised,
+        "orders": n, "rate": rate, "kills": kills[0], "reconnects": reconnects, "write_s": write_s,
+        "close_s": close_s, "raised": raised,
         "order_events": orders, "account_states": account,
     }
+
+
+def _guard(fn, raised: dict):
+    """`fn`, with whatever it raises counted in `raised` by class (a write
+    the caller learns was refused) instead of propagated."""
+
+    def call(*args):
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - counted, reported
+            raised[type(e).__name__] = raised.get(type(e).__name__, 0) + 1
+
+    return call
 
 
 def node_child_main(side_name: str, port: int, trader: str, buffer_interval_ms: int, n: int) -> None:
@@ -587,10 +626,12 @@ def populate(server: RedisServer, side_list, n: int) -> tuple[str, dict]:
     return trader, {"write_s": write_s, "close_s": closes, "account_states": w.states}
 
 
-def restart(server: RedisServer, side, trader: str, n: int) -> dict:
-    """A node's start: a fresh adapter and `Cache`, then the kernel's loads
-    and `build_index`, each timed; what came back."""
-    config = cache_config(server.port, 100)
+def restart_child_main(side_name: str, port: int, trader: str) -> None:
+    """A node's start, in a process of its own: a fresh adapter and `Cache`,
+    then the kernel's loads and `build_index`, each timed; prints what came
+    back as JSON."""
+    side = SIDES[side_name]()
+    config = cache_config(port, 100)
     db, cache = node_cache(side, trader, config)
     steps = {}
     t_all = time.perf_counter()
@@ -600,23 +641,37 @@ def restart(server: RedisServer, side, trader: str, n: int) -> dict:
         steps[step] = time.perf_counter() - t0
     total = time.perf_counter() - t_all
     orders = cache.orders()
-    filled = sum(1 for o in orders if o.is_closed and o.filled_qty == o.quantity and len(o.events) == EVENTS_PER_ORDER)
     acct = cache.accounts()
     out = {
         "total_s": total,
         "steps_s": steps,
         "orders": len(orders),
-        "orders_filled_with_5_events": filled,
+        "orders_filled_with_5_events": sum(
+            1 for o in orders if o.is_closed and o.filled_qty == o.quantity and len(o.events) == EVENTS_PER_ORDER
+        ),
         "positions": len(cache.positions()),
         "positions_closed": len(cache.positions_closed()),
         "instruments": len(cache.instruments()),
         "account_events": len(acct[0].events) if acct else 0,
         "integrity": cache.check_integrity(),
     }
-    del orders, acct
-    cache.reset()
     close_bounded(db)
-    return out
+    print(json.dumps(out), flush=True)
+
+
+def restart(server: RedisServer, side, trader: str, timeout: float) -> dict:
+    """`restart_child_main` in a new process, given `timeout` seconds."""
+    child = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--restart-child", side.name, str(server.port), trader],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        out, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+        return {"total_s": None, "not_finished_within_s": timeout}
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def flush_scope(server: RedisServer, side) -> dict:
@@ -678,6 +733,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--prober":
         prober_main(int(sys.argv[2]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--restart-child":
+        restart_child_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--node-child":
         node_child_main(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
         return
@@ -692,8 +750,12 @@ def phase(title: str):
     print(f"nautilus bench: {title} ...", file=sys.stderr, flush=True)
 
 
+PHASES = ("calls", "in-redis", "kill", "sigkill", "bytes", "restart", "flush")
+
+
 def run(server: RedisServer) -> None:
     side_list = sides()
+    wanted = os.environ.get("NBENCH_PHASES", ",".join(PHASES)).split(",")
     r = server.client()
     t_start = time.perf_counter()
     report: dict = {
@@ -703,48 +765,56 @@ def run(server: RedisServer) -> None:
         "sides": {s.name: s.label for s in side_list},
         "loadavg_before": os.getloadavg(),
     }
-    calls_n = env_int("NBENCH_CALL_ORDERS", 5_000)
-    phase(f"calling thread, {calls_n:,} orders")
-    report["calling_thread_buffer_100"] = {"none": calling_thread(server, None, 100, calls_n)}
-    for s in side_list:
-        report["calling_thread_buffer_100"][s.name] = calling_thread(server, s, 100, calls_n)
-    r.flushall()
-
-    phase("in Redis at 2,000 calls/s")
-    report["in_redis_2000_per_s"] = {}
-    for s in side_list:
-        for b in (100, None):
-            report["in_redis_2000_per_s"][f"{s.name}/{b or 'unset'}"] = in_redis(server, s, b, 2_000, 4.0)
-    r.flushall()
-
-    kill_n = env_int("NBENCH_KILL_ORDERS", 5_000)
-    phase(f"CLIENT KILL every 200 ms, {kill_n:,} orders")
-    report["client_kill"] = {}
-    for s in side_list:
-        for b in (100, None):
-            report["client_kill"][f"{s.name}/{b or 'unset'}"] = client_kill(server, s, b, kill_n)
-    r.flushall()
-
-    phase("node SIGKILLed")
-    report["sigkill"] = {s.name: sigkill(server, s, 100, 200) for s in side_list}
-    r.flushall()
-
-    phase("bytes per order")
-    report["bytes_per_order_5_events"] = {s.name: bytes_per_order(server, s, 2_000) for s in side_list}
-
-    report["restart"] = {}
-    for n in [int(x) for x in os.environ.get("NBENCH_RESTART", "10000,100000").split(",") if x]:
-        phase(f"restart of {n:,} orders: writing them")
-        trader, written = populate(server, side_list, n)
-        row = {"written": written}
+    if "calls" in wanted:
+        calls_n = env_int("NBENCH_CALL_ORDERS", 5_000)
+        phase(f"calling thread, {calls_n:,} orders")
+        report["calling_thread_buffer_100"] = {"none": calling_thread(server, None, 100, calls_n)}
         for s in side_list:
-            phase(f"restart of {n:,} orders: {s.name}")
-            row[s.name] = restart(server, s, trader, n)
-        report["restart"][str(n)] = row
+            report["calling_thread_buffer_100"][s.name] = calling_thread(server, s, 100, calls_n)
         r.flushall()
 
-    phase("flush()")
-    report["flush"] = {s.name: flush_scope(server, s) for s in side_list}
+    if "in-redis" in wanted:
+        phase("in Redis at 2,000 calls/s")
+        report["in_redis_2000_per_s"] = {}
+        for s in side_list:
+            for b in (100, None):
+                report["in_redis_2000_per_s"][f"{s.name}/{b or 'unset'}"] = in_redis(server, s, b, 2_000, 4.0)
+        r.flushall()
+
+    if "kill" in wanted:
+        kill_n = env_int("NBENCH_KILL_ORDERS", 5_000)
+        phase(f"CLIENT KILL every 200 ms, {kill_n:,} orders at 10,000 calls/s")
+        report["client_kill"] = {}
+        for s in side_list:
+            for b in (100, None):
+                report["client_kill"][f"{s.name}/{b or 'unset'}"] = client_kill(server, s, b, kill_n, 10_000)
+        r.flushall()
+
+    if "sigkill" in wanted:
+        phase("node SIGKILLed")
+        report["sigkill"] = {s.name: sigkill(server, s, 100, 200) for s in side_list}
+        r.flushall()
+
+    if "bytes" in wanted:
+        phase("bytes per order")
+        report["bytes_per_order_5_events"] = {s.name: bytes_per_order(server, s, 2_000) for s in side_list}
+
+    if "restart" in wanted:
+        report["restart"] = {}
+        restart_timeout = float(os.environ.get("NBENCH_RESTART_TIMEOUT", 240))
+        for n in [int(x) for x in os.environ.get("NBENCH_RESTART", "10000,100000").split(",") if x]:
+            phase(f"restart of {n:,} orders: writing them")
+            trader, written = populate(server, side_list, n)
+            row = {"written": written}
+            for s in side_list:
+                phase(f"restart of {n:,} orders: {s.name}")
+                row[s.name] = restart(server, s, trader, restart_timeout)
+            report["restart"][str(n)] = row
+            r.flushall()
+
+    if "flush" in wanted:
+        phase("flush()")
+        report["flush"] = {s.name: flush_scope(server, s) for s in side_list}
     report["loadavg_after"] = os.getloadavg()
     report["elapsed_s"] = time.perf_counter() - t_start
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
@@ -756,48 +826,55 @@ def run(server: RedisServer) -> None:
 
 def print_table(rep: dict, side_list) -> None:
     names = [s.name for s in side_list]
-    w = 34
+    w = 40
 
     def row(label: str, cells: list[str]) -> None:
-        print(f"{label:58} " + " ".join(f"{c:{w}}" for c in cells))
+        print(f"{label:60} " + " ".join(f"{c:{w}}" for c in cells))
+
+    def ms(v):
+        return "never" if v is None else f"{v:.2f}"
+
+    def took(x):
+        if x["total_s"] is None:
+            return f"not done in {x['not_finished_within_s']:.0f} s"
+        return f"{x['total_s']:.2f} s ({x['orders']:,} orders, {x['positions']:,} pos)"
 
     print()
     row("figure", [rep["sides"][n] for n in names])
-    for b in ("100", "unset"):
+    for b in ("100", "unset") if "client_kill" in rep else ():
         cells = []
         for n in names:
             k = rep["client_kill"][f"{n}/{b}"]
             o, a = k["order_events"], k["account_states"]
             cells.append(f"{o['lost']:,}/{o['expected']:,} lost, {o['duplicated']} dup; acct {a['lost']} lost")
         row(f"CLIENT KILL every 200 ms, buffer {b}: order events", cells)
-    row("SIGKILL of the node: reported orders incomplete", [
-        f"{rep['sigkill'][n]['orders_incomplete']} of {rep['sigkill'][n]['orders_reported']}"
-        f" ({'acked' if rep['sigkill'][n]['reported_as'] == 'ACK' else 'returned'} ≥1 s before)" for n in names
-    ])
-    ct = rep["calling_thread_buffer_100"]
-    for m in ("add_order", "update_order", "update_position", "update_account"):
-        row(f"{m} calling thread p50 / p99 / p99.9 (µs), buffer 100", [
-            f"{ct[n][m]['p50_us']:.1f} / {ct[n][m]['p99_us']:.1f} / {ct[n][m]['p999_us']:.0f}" for n in names
+    if "sigkill" in rep:
+        row("SIGKILL of the node 1 s after its last order: incomplete", [
+            f"{rep['sigkill'][n]['orders_incomplete']} of {rep['sigkill'][n]['orders_reported']}"
+            f" ({'acknowledged' if rep['sigkill'][n]['reported_as'] == 'ACK' else 'calls returned'})"
+            for n in names
         ])
-        print(f"{'':58}   (no database: {ct['none'][m]['p50_us']:.1f} / {ct['none'][m]['p99_us']:.1f}"
-              f" / {ct['none'][m]['p999_us']:.0f})")
-    def ms(v):
-        return "never" if v is None else f"{v:.2f}"
-
-    for b in ("100", "unset"):
+    if "calling_thread_buffer_100" in rep:
+        ct = rep["calling_thread_buffer_100"]
+        for m in ("add_order", "update_order", "update_position", "update_account"):
+            row(f"{m}, buffer 100: p50 / p99 / p99.9 µs", [
+                f"{ct[n][m]['p50_us']:.1f} / {ct[n][m]['p99_us']:.1f} / {ct[n][m]['p999_us']:.0f}" for n in names
+            ] + [f"(no database: {ct['none'][m]['p50_us']:.1f} / {ct['none'][m]['p99_us']:.1f}"
+                 f" / {ct['none'][m]['p999_us']:.0f})"])
+    for b in ("100", "unset") if "in_redis_2000_per_s" in rep else ():
         ir = rep["in_redis_2000_per_s"]
-        row(f"in Redis at 2,000 calls/s, buffer {b}: p50 / p99 (ms)", [
+        row(f"in Redis at 2,000 calls/s, buffer {b}: p50 / p99 ms", [
             f"{ms(ir[f'{n}/{b}']['p50_ms'])} / {ms(ir[f'{n}/{b}']['p99_ms'])}"
             f" ({ir[f'{n}/{b}']['not_in_redis_10s_after_the_last_call']} never)" for n in names
         ])
-    for size, r in rep["restart"].items():
-        row(f"restart of {int(size):,} orders the node's way (s)", [
-            f"{r[n]['total_s']:.2f} s ({r[n]['orders']:,} orders, {r[n]['positions']:,} pos)" for n in names
+    for size, r in rep.get("restart", {}).items():
+        row(f"restart of {int(size):,} orders the node's way", [took(r[n]) for n in names])
+    if "flush" in rep:
+        row("flush()", [rep["flush"][n]["scope"] for n in names])
+    if "bytes_per_order_5_events" in rep:
+        row("Redis bytes per order with 5 events", [
+            f"{rep['bytes_per_order_5_events'][n]['bytes_per_order']:,.0f}" for n in names
         ])
-    row("flush()", [rep["flush"][n]["scope"] for n in names])
-    row("Redis bytes per order with 5 events", [
-        f"{rep['bytes_per_order_5_events'][n]['bytes_per_order']:,.0f}" for n in names
-    ])
     la, lb = rep["loadavg_before"], rep["loadavg_after"]
     print(f"load average before / after: {la[0]:.1f} / {lb[0]:.1f} ({os.cpu_count()} CPUs); "
           f"whole run {rep['elapsed_s']:.0f} s")
