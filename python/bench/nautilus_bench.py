@@ -48,19 +48,19 @@ import sys
 import threading
 import time
 
-import msgspec
 import redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "nautilus"))
 from conftest import RedisServer  # noqa: E402
+from nt_workload import kernel_serializer, spec_cache_config  # noqa: E402
 
 import nautilus_trader  # noqa: E402
 from nautilus_trader.cache.cache import Cache  # noqa: E402
 from nautilus_trader.cache.config import CacheConfig  # noqa: E402
 from nautilus_trader.cache.database import CacheDatabaseAdapter  # noqa: E402
 from nautilus_trader.cache.facade import CacheDatabaseFacade  # noqa: E402
-from nautilus_trader.common.config import DatabaseConfig  # noqa: E402
 from nautilus_trader.core.uuid import UUID4  # noqa: E402
 from nautilus_trader.model.enums import OmsType, OrderSide  # noqa: E402
 from nautilus_trader.model.identifiers import (  # noqa: E402
@@ -71,7 +71,6 @@ from nautilus_trader.model.identifiers import (  # noqa: E402
     VenueOrderId,
 )
 from nautilus_trader.model.position import Position  # noqa: E402
-from nautilus_trader.serialization.serializer import MsgSpecSerializer  # noqa: E402
 from nautilus_trader.test_kit.providers import TestInstrumentProvider  # noqa: E402
 from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: E402
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: E402
@@ -91,27 +90,7 @@ def env_int(name: str, default: int) -> int:
 
 def cache_config(port: int, buffer_interval_ms: int | None) -> CacheConfig:
     """The specification's configuration, `buffer_interval_ms` as given."""
-    return CacheConfig(
-        database=DatabaseConfig(type="redis", host="127.0.0.1", port=port, password=None, ssl=False, timeout=2),
-        encoding="msgpack",
-        timestamps_as_iso8601=False,
-        persist_account_events=True,
-        buffer_interval_ms=buffer_interval_ms,
-        use_trader_prefix=True,
-        use_instance_id=False,
-        flush_on_start=False,
-        tick_capacity=10_000,
-        bar_capacity=10_000,
-    )
-
-
-def serializer(config: CacheConfig) -> MsgSpecSerializer:
-    """The kernel's serializer for a Redis cache database (system/kernel.py)."""
-    return MsgSpecSerializer(
-        encoding=msgspec.msgpack if config.encoding == "msgpack" else msgspec.json,
-        timestamps_as_str=True,
-        timestamps_as_iso8601=config.timestamps_as_iso8601,
-    )
+    return spec_cache_config(port, buffer_interval_ms=buffer_interval_ms)
 
 
 # ---------------------------------------------------------------- the sides
@@ -127,7 +106,7 @@ class Theirs:
 
     def adapter(self, trader: str, config: CacheConfig) -> CacheDatabaseFacade:
         return CacheDatabaseAdapter(
-            trader_id=TraderId(trader), instance_id=UUID4(), serializer=serializer(config), config=config
+            trader_id=TraderId(trader), instance_id=UUID4(), serializer=kernel_serializer(config), config=config
         )
 
     def keys(self, trader: str, collection: str, id_: str) -> tuple[str | None, str]:
@@ -163,7 +142,7 @@ class Ours:
 
     def adapter(self, trader: str, config: CacheConfig) -> CacheDatabaseFacade:
         # env=False: the node's configuration alone (not REDIS_* of the shell).
-        return self.cls(TraderId(trader), UUID4(), serializer(config), config, env=False)
+        return self.cls(TraderId(trader), UUID4(), kernel_serializer(config), config, env=False)
 
     def keys(self, trader: str, collection: str, id_: str) -> tuple[str | None, str]:
         key = f"trader-{trader}:ntpy-{collection}:{self.escape(id_)}"
