@@ -370,6 +370,36 @@ def test_every_facade_method(make_cache, make_db):
     assert len(facade_methods) == 43
 
 
+def test_the_fast_decoder_equals_from_dict(make_cache):
+    """tradecache.nautilus._decode rebuilds fills, submissions,
+    acceptances and account states (cash and margin, with and without a
+    position id) exactly as their from_dict would, from the maps stored;
+    a malformed one is refused as from_dict refuses it."""
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs as E
+
+    from tradecache.nautilus._database import _FROM_NATIVE
+    from tradecache.nautilus._decode import Decoder
+
+    a, _ = make_cache()
+    run_workload(a, pairs=2)
+    events = [e for o in a.orders() for e in o.events] + [e for acc in a.accounts() for e in acc.events]
+    events.append(E.margin_account_state())
+    order = a.order(ClientOrderId("O-open"))
+    events.append(E.order_filled(order, AUDUSD, account_id=ACCOUNT_ID, position_id=None, last_qty=AUDUSD.make_qty(1)))
+    dec = Decoder(_FROM_NATIVE)
+    kinds = set()
+    for e in events:
+        stored = tradecache.unpackb(tradecache.packb(type(e).to_dict(e)))
+        got = dec.decode(stored)
+        assert type(got) is type(e)
+        assert type(e).to_dict(got) == type(e).to_dict(e)
+        kinds.add(type(e).__name__)
+    assert {"OrderFilled", "OrderAccepted", "OrderSubmitted", "AccountState"} <= kinds
+    bad = dict(type(events[0]).to_dict(events[0]), event_id="not-a-uuid")
+    with pytest.raises(Exception):
+        dec.decode(bad)
+
+
 def test_ids_that_are_no_tradecache_ids_are_escaped(make_cache):
     """Nautilus ids may hold what tradecache's keys cannot (':', spaces);
     they are escaped, and read back as they were."""
@@ -408,10 +438,13 @@ def test_the_specification_config_maps_to_tradecache_options():
         use_instance_id=False,
         flush_on_start=False,
         persist_account_events=True,
-        buffer_interval_ms=100,
         tick_capacity=10_000,
         bar_capacity=10_000,
         channel_capacity=1024,
     )
+    # buffer_interval_ms is a bound tradecache always meets (it sends at
+    # once), not a linger; asked for explicitly, it is one.
+    assert "buffer_interval_ms" not in opts
+    assert tn.tradecache_options("T", None, config, buffer_interval_ms=5)["buffer_interval_ms"] == 5
     with pytest.raises(tradecache.ConfigError):
         tn.tradecache_options("T", None, spec_cache_config(1, database=DatabaseConfig(type="postgres")))

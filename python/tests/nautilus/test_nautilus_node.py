@@ -49,6 +49,13 @@ class Flip(Strategy):
     def __init__(self, config: FlipConfig) -> None:
         super().__init__(config)
         self.ticks = 0
+        self.acknowledged = 0
+
+    def on_order_filled(self, event) -> None:
+        # How a strategy knows a fill is in Redis: the node's adapter, by
+        # trader id (Nautilus's Cache keeps its database private).
+        tn.adapter_for(self.trader_id).wait(5.0)
+        self.acknowledged += 1
 
     def on_start(self) -> None:
         self.subscribe_quote_ticks(self.config.instrument_id)
@@ -121,8 +128,10 @@ def test_a_real_backtest_persists_and_recovers(server, nt_trader):
     )
     engine.add_instrument(AUDUSD)
     engine.add_data(quotes(150))
-    engine.add_strategy(Flip(FlipConfig(instrument_id=AUDUSD.id)))
+    strategy = Flip(FlipConfig(instrument_id=AUDUSD.id))
+    engine.add_strategy(strategy)
     engine.run()
+    assert strategy.acknowledged == 150 // 7  # every market order's fill waited for
     # Indexed as a node's start indexes (build_index also maps each order
     # with a position id to it, which the running engine's index leaves
     # out for NETTING orders it never called add_position_id for): the

@@ -46,7 +46,13 @@ def tradecache_options(trader_id: Any, instance_id: Any, config: Any, **override
         value = getattr(config, field, None)
         if value is not None:
             opts[field] = bool(value)
-    for field in ("buffer_interval_ms", "tick_capacity", "bar_capacity"):
+    # buffer_interval_ms is the most a write may wait before it is sent.
+    # tradecache's flusher sends each batch as soon as it is free (batches
+    # grow with the load by themselves), which always meets that bound, so
+    # it is not turned into a linger (a linger of 100 ms would hold every
+    # batch, and every wait() after a fill, for 100 ms). To linger anyway:
+    # install(buffer_interval_ms=...) or CACHE_BUFFER_INTERVAL_MS.
+    for field in ("tick_capacity", "bar_capacity"):
         value = getattr(config, field, None)
         if value is not None:
             opts[field] = int(value)

@@ -55,6 +55,7 @@ from nautilus_trader.model.orders.unpacker import OrderUnpacker
 from nautilus_trader.model.position import Position
 
 from ._config import tradecache_options
+from ._decode import Decoder
 
 #: Nautilus's data → tradecache collection. Values: the node serializer's
 #: bytes unless said otherwise.
@@ -188,6 +189,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._venue_ids: Dict[str, str] = {}
         self._issues: List[tuple] = []
         self._unreadable: set = set()
+        self._decoder = Decoder(_FROM_NATIVE)
         self.unpersisted = 0
         with _live_lock:
             _live[self.trader_id] = self
@@ -430,6 +432,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
 
     def _load(self, collections: List[str]) -> tradecache.Snapshot:
         snap = self._cache.load(collections, events=True, timeout=self._load_timeout)
+        self._decoder = Decoder(_FROM_NATIVE)  # one load's memo of parsed strings
         # Keys whose value or log could not be read at all: an entity
         # whose log is one of them is skipped (never rebuilt from part of
         # its history).
@@ -461,8 +464,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             if isinstance(value, bytes):
                 obj = self._deserialize(value)
             elif isinstance(value, dict):
-                from_dict = _FROM_NATIVE.get(value.get("type"))  # type: ignore[arg-type]
-                obj = value if from_dict is None else from_dict(value)
+                obj = self._decoder.decode(value)
             else:
                 raise ValueError(f"not a stored Nautilus value: {type(value).__name__}")
             if cls is not None and not isinstance(obj, cls):
@@ -672,6 +674,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         return out
 
     def _get(self, coll: str, id_: str) -> Any:
+        self._decoder = Decoder(_FROM_NATIVE)
         return self._cache.get(coll, id_, timeout=self._load_timeout)
 
     def load_currency(self, code: str) -> Optional[Currency]:
