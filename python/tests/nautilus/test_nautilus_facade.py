@@ -7,7 +7,6 @@ import datetime as dt
 
 import pytest
 
-from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.model.currencies import AUD, USD
@@ -17,7 +16,6 @@ from nautilus_trader.model.identifiers import (
     ClientOrderId,
     ComponentId,
     PositionId,
-    StrategyId,
     TraderId,
     VenueOrderId,
 )
@@ -134,6 +132,22 @@ def test_a_full_channel_raises_from_the_cache_call(make_cache, own_server):
     start_like_a_node(b)
     assert {o.client_order_id for o in b.orders()} == set(accepted)
     assert b.order(refused[0].client_order_id) is None
+
+
+def test_close_is_bounded_and_reports_what_it_could_not_persist(make_cache, own_server):
+    """Redis frozen at the node's dispose: close() returns within its
+    timeout, never raises, and says what it could not persist."""
+    cache, db = make_cache(srv=own_server, close_timeout=0.5)
+    cache.add_instrument(AUDUSD)
+    db.wait(5.0)
+    own_server.pause()
+    try:
+        cache.add_order(TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-late")))
+        cache.dispose()  # Nautilus's Cache.dispose calls close()
+        assert isinstance(db.close_error, tradecache.Unpersisted), db.close_error
+        assert db.unpersisted >= 1 and db.cache.closed
+    finally:
+        own_server.resume()
 
 
 def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
@@ -363,7 +377,6 @@ def test_every_facade_method(make_cache, make_db):
 
     call("flush")
     assert call("keys") == []
-    assert StrategyId  # (imported for the facade's signature)
     call("close")
     assert db.cache.closed
     assert covered == facade_methods, f"not exercised: {sorted(facade_methods - covered)}; unknown: {sorted(covered - facade_methods)}"
@@ -417,7 +430,6 @@ def test_ids_that_are_no_tradecache_ids_are_escaped(make_cache):
 
 
 def test_the_specification_config_maps_to_tradecache_options():
-    config = spec_cache_config(7000, database=None)
     from nautilus_trader.common.config import DatabaseConfig
 
     config = spec_cache_config(

@@ -103,6 +103,18 @@ def installed():
     tn.TradecacheDatabase.install_options = {}
 
 
+@pytest.fixture
+def event_loop_of_its_own():
+    """A TradingNode runs on the current event loop, and its dispose
+    closes it: each node test gets a new one."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    if not loop.is_closed():
+        loop.close()
+    asyncio.set_event_loop(None)
+
+
 def fresh_cache(trader: str, port: int) -> tuple:
     config = spec_cache_config(port)
     db = tn.TradecacheDatabase(TraderId(trader), UUID4(), kernel_serializer(config), config, **TEST_OPTIONS)
@@ -153,7 +165,7 @@ def test_a_real_backtest_persists_and_recovers(server, nt_trader):
     assert db2.load_issues() == []
 
 
-def test_a_trading_node_persists_and_a_second_node_recovers(server, nt_trader):
+def test_a_trading_node_persists_and_a_second_node_recovers(server, nt_trader, event_loop_of_its_own):
     def node_config() -> TradingNodeConfig:
         return TradingNodeConfig(
             trader_id=TraderId(nt_trader),
@@ -187,5 +199,61 @@ def test_a_trading_node_persists_and_a_second_node_recovers(server, nt_trader):
     try:
         assert_state(expected, second.cache)
         assert second.cache.check_integrity()
+    finally:
+        second.dispose()
+
+
+def test_a_second_trading_node_with_the_same_trader_id_fences_the_first(server, nt_trader, event_loop_of_its_own):
+    """Node 1 runs; node 2 with the same trader id is built (its start
+    takes over). Node 1's next cache write raises tradecache.Fenced, an
+    ordinary Exception its code can catch and log; node 1 keeps running,
+    stops and disposes without hanging; node 2 recovered node 1's state."""
+    import tradecache
+    from nautilus_trader.model.identifiers import ClientOrderId
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs
+
+    def node_config() -> TradingNodeConfig:
+        return TradingNodeConfig(
+            trader_id=TraderId(nt_trader),
+            cache=spec_cache_config(server.port),
+            logging=LoggingConfig(log_level="ERROR"),
+        )
+
+    first = TradingNode(config=node_config())
+    first.build()
+    db1 = tn.adapter_for(nt_trader)
+    outcome = {}
+
+    async def run():
+        task = asyncio.ensure_future(first.run_async())
+        for _ in range(500):
+            if first.trader.is_running:
+                break
+            await asyncio.sleep(0.01)
+        run_workload(first.cache, pairs=1)
+        db1.wait(5.0)
+        second = TradingNode(config=node_config())  # takes over at its start
+        outcome["second"] = second
+        try:
+            for i in range(200):
+                order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId(f"O-zombie-{i}"))
+                first.cache.add_order(order)
+                db1.wait(1.0)
+        except Exception as e:  # what a node's component catches and logs
+            outcome["raised"] = e
+        outcome["running"] = first.trader.is_running
+        await first.stop_async()
+        await asyncio.wait_for(task, 30)
+
+    first.get_event_loop().run_until_complete(run())
+    first.dispose()
+    second = outcome["second"]
+    try:
+        assert isinstance(outcome.get("raised"), (tradecache.Fenced, tradecache.Dropped)), outcome
+        assert outcome["running"]
+        assert db1.cache.closed  # the dispose completed; close() kept its error
+        assert isinstance(db1.close_error, tradecache.Fenced), db1.close_error
+        expected_orders = {f"O-0-{side}" for side in ("BUY", "SELL")} | {"O-open", "O-canceled"}
+        assert {o.client_order_id.value for o in second.cache.orders()} == expected_orders
     finally:
         second.dispose()

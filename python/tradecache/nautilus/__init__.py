@@ -20,6 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+try:
+    import nautilus_trader  # noqa: F401
+except ImportError as e:  # pragma: no cover - the test venv has it
+    raise ImportError(
+        "tradecache.nautilus needs nautilus_trader: pip install \"tradecache[nautilus]\""
+    ) from e
+
 from ._config import tradecache_options
 from ._database import COLLECTIONS, TradecacheDatabase, adapter_for, escape_id
 

@@ -1,10 +1,11 @@
 """``TradecacheDatabase``: Nautilus's ``CacheDatabaseFacade`` on
 ``tradecache.Cache``.
 
-Writes: the calling thread serializes with the node's own serializer (the
-kernel's ``MsgSpecSerializer``, so ``encoding`` and
-``timestamps_as_iso8601`` keep their meaning) and queues the bytes with
-``put``/``append`` (no I/O). Loads: one bulk ``Cache.load`` per call, of
+Writes: the calling thread turns the object into what is stored (by
+default an event's ``to_dict`` map, packed by tradecache; instruments, and
+everything with ``encoding="json"`` or ``timestamps_as_iso8601``, as the
+node's own serializer's bytes) and queues it with ``put``/``append`` (no
+I/O). Loads: one bulk ``Cache.load`` per call, of
 the collections the call needs, then Nautilus's own rebuild (an order from
 its ``OrderInitialized`` and its events, a position from its fills, an
 account from its states).
@@ -15,11 +16,17 @@ tradecache's own model, the Rust adapter's ``nt-`` collections (whose
 values are Nautilus's Rust serde forms, not the Python serializer's) or
 Nautilus's own keys. Ids are Nautilus's ids with ``%``, ``:``, ``{``,
 ``}``, whitespace and control characters escaped as ``%XX`` (UTF-8).
+
+Over 600 lines because it is one class, the unit Nautilus sees: the 43
+methods of the facade (short each, writes then loads) and their helpers;
+the event decoding that is not the facade's is in ``_decode``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import gc
 import re
 import threading
 import weakref
@@ -131,6 +138,27 @@ def escape_id(s: str) -> str:
     return _UNSAFE.sub(_escape_char, s)
 
 
+def _gc_paused(load: Any) -> Any:
+    """Python's cyclic garbage collector paused while a bulk load rebuilds
+    the node's objects (as ``Cache.load`` does while it builds the
+    snapshot): they hold no cycles, yet every few hundred new objects set
+    off a collection, and the older generations' walk the whole snapshot
+    again and again (a restart of 10,000 orders took several times as long
+    as one of 5,000). A collector the application turned off stays off."""
+
+    @functools.wraps(load)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return load(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+
+    return paused
+
+
 _live_lock = threading.Lock()
 _live: "weakref.WeakValueDictionary[str, TradecacheDatabase]" = weakref.WeakValueDictionary()
 
@@ -190,7 +218,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._issues: List[tuple] = []
         self._unreadable: set = set()
         self._decoder = Decoder(_FROM_NATIVE)
+        #: What close() could not persist (``Unpersisted.unpersisted``) and
+        #: the error it met, if any.
         self.unpersisted = 0
+        self.close_error: Optional[tradecache.Error] = None
         with _live_lock:
             _live[self.trader_id] = self
 
@@ -229,19 +260,19 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def close(self) -> None:
         """Flushes and stops tradecache (bounded by ``close_timeout``,
         ``CACHE_CLOSE_TIMEOUT_MS`` by default): every accepted write is in
-        Redis, or the shortfall is logged and kept in ``unpersisted``
-        (close never raises, so the node's dispose completes)."""
+        Redis, or the error is logged and kept in ``close_error`` (with
+        ``Unpersisted``, the count in ``unpersisted``); close never raises,
+        so the node's dispose completes."""
         with _live_lock:
             if _live.get(self.trader_id) is self:
                 del _live[self.trader_id]
         try:
             self._cache.close(self._close_timeout)
-        except tradecache.Unpersisted as e:
-            self.unpersisted = e.unpersisted
-            self._log.error(f"tradecache: {e.unpersisted} accepted write(s) could not be persisted at close: {e}")
         except tradecache.Error as e:
-            self.unpersisted = -1
-            self._log.error(f"tradecache: close failed: {type(e).__name__}: {e}")
+            self.close_error = e
+            if isinstance(e, tradecache.Unpersisted):
+                self.unpersisted = e.unpersisted
+            self._log.error(f"tradecache: close did not persist everything: {type(e).__name__}: {e}")
 
     def flush(self) -> None:
         """Deletes this trader's keys (tradecache's ``clear``: its own keys
@@ -250,6 +281,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._venue_ids.clear()
         self._log.info(f"Flushed {n} key(s) of this trader")
 
+    @_gc_paused
     def keys(self, pattern: str = "*") -> List[str]:
         """This trader's keys written by this adapter that match the glob
         ``pattern`` (after ``{trader}:``), as full keys, built from one bulk
@@ -474,6 +506,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._issue(self._key(coll, id_), f"{type(e).__name__}: {e}")
             return None
 
+    @_gc_paused
     def load_all(self) -> Dict[str, Dict[Any, Any]]:
         """Currencies, instruments, synthetics, accounts, orders and
         positions in one bulk load (``Cache.cache_all``)."""
@@ -488,6 +521,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             "positions": self._positions_of(snap, instruments),
         }
 
+    @_gc_paused
     def load(self) -> Dict[str, bytes]:
         """The general entries (``Cache.add``): key → bytes."""
         snap = self._load([_GENERAL])
@@ -499,6 +533,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 self._issue(self._key(_GENERAL, id_), "not a [key, bytes] pair")
         return out
 
+    @_gc_paused
     def load_currencies(self) -> Dict[str, Currency]:
         return self._currencies_of(self._load([_CURRENCIES]))
 
@@ -526,9 +561,11 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._issue(self._key(_CURRENCIES, id_), f"{type(e).__name__}: {e}")
             return None
 
+    @_gc_paused
     def load_instruments(self) -> Dict[Any, Any]:
         return self._instruments_of(self._load([_INSTRUMENTS]), _INSTRUMENTS)
 
+    @_gc_paused
     def load_synthetics(self) -> Dict[Any, Any]:
         return self._instruments_of(self._load([_SYNTHETICS]), _SYNTHETICS)
 
@@ -540,6 +577,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 out[inst.id] = inst
         return out
 
+    @_gc_paused
     def load_accounts(self) -> Dict[Any, Any]:
         return self._accounts_of(self._load([_ACCOUNTS, _TOMBSTONES]))
 
@@ -575,6 +613,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 self._issue(self._key(_ACCOUNTS, id_) + ":events", f"{type(e).__name__}: {e}")
         return account
 
+    @_gc_paused
     def load_orders(self) -> Dict[Any, Any]:
         return self._orders_of(self._load([_ORDERS]))
 
@@ -618,6 +657,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 self._issue(self._key(_ORDERS, id_) + ":events", f"{type(event).__name__}: {type(e).__name__}: {e}")
         return order
 
+    @_gc_paused
     def load_positions(self) -> Dict[Any, Any]:
         snap = self._load([_POSITIONS, _INSTRUMENTS])
         return self._positions_of(snap, self._instruments_of(snap, _INSTRUMENTS))
@@ -656,10 +696,12 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 self._issue(self._key(_POSITIONS, id_) + ":events", f"{type(e).__name__}: {e}")
         return position
 
+    @_gc_paused
     def load_index_order_position(self) -> Dict[Any, Any]:
         snap = self._load([_ORDER_POSITIONS])
         return {ClientOrderId(v[0]): PositionId(v[1]) for v in self._pairs(snap, _ORDER_POSITIONS)}
 
+    @_gc_paused
     def load_index_order_client(self) -> Dict[Any, Any]:
         snap = self._load([_ORDER_CLIENTS])
         return {ClientOrderId(v[0]): ClientId(v[1]) for v in self._pairs(snap, _ORDER_CLIENTS)}

@@ -48,25 +48,47 @@ def _uuid4(s: str) -> UUID4:
     return UUID4.from_str(s)  # raises for anything else
 
 
+class _Memo(dict):
+    """``memo[s]``: ``parse(s)``, computed once (a C-level lookup on a hit)."""
+
+    __slots__ = ("parse",)
+
+    def __init__(self, parse: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.parse = parse
+
+    def __missing__(self, key: Any) -> Any:
+        v = self[key] = self.parse(key)
+        return v
+
+
 class Decoder:
     """One load's decoder: ``decode(d)`` is ``cls.from_dict(d)``."""
 
     def __init__(self, from_dict: Dict[str, Callable[[dict], Any]]) -> None:
         self._from_dict = from_dict
-        self._memo: Dict[tuple, Any] = {}
+        self._trader = _Memo(TraderId)
+        self._strategy = _Memo(StrategyId)
+        self._instrument = _Memo(InstrumentId.from_str)
+        self._client_order = _Memo(ClientOrderId)
+        self._venue_order = _Memo(VenueOrderId)
+        self._account = _Memo(AccountId)
+        self._position = _Memo(PositionId)
+        self._side = _Memo(order_side_from_str)
+        self._order_type = _Memo(order_type_from_str)
+        self._liquidity = _Memo(liquidity_side_from_str)
+        self._account_type = _Memo(account_type_from_str)
+        self._qty = _Memo(Quantity.from_str)
+        self._px = _Memo(Price.from_str)
+        self._currency = _Memo(Currency.from_str)
+        self._money_str = _Memo(Money.from_str)
+        self._money = _Memo(lambda k: Money(k[0], self._currency[k[1]]))
         self._fast = {
             "OrderFilled": self._filled,
             "OrderAccepted": self._accepted,
             "OrderSubmitted": self._submitted,
             "AccountState": self._account_state,
         }
-
-    def _m(self, parse: Callable[[str], Any], s: str) -> Any:
-        key = (parse, s)
-        v = self._memo.get(key)
-        if v is None:
-            v = self._memo[key] = parse(s)
-        return v
 
     def decode(self, d: dict) -> Any:
         kind = d.get("type")
@@ -80,24 +102,23 @@ class Decoder:
         return d if from_dict is None else from_dict(d)
 
     def _filled(self, d: dict) -> OrderFilled:
-        m = self._m
         pid = d.get("position_id")
         return OrderFilled(
-            trader_id=m(TraderId, d["trader_id"]),
-            strategy_id=m(StrategyId, d["strategy_id"]),
-            instrument_id=m(InstrumentId.from_str, d["instrument_id"]),
-            client_order_id=m(ClientOrderId, d["client_order_id"]),
-            venue_order_id=m(VenueOrderId, d["venue_order_id"]),
-            account_id=m(AccountId, d["account_id"]),
+            trader_id=self._trader[d["trader_id"]],
+            strategy_id=self._strategy[d["strategy_id"]],
+            instrument_id=self._instrument[d["instrument_id"]],
+            client_order_id=self._client_order[d["client_order_id"]],
+            venue_order_id=self._venue_order[d["venue_order_id"]],
+            account_id=self._account[d["account_id"]],
             trade_id=TradeId(d["trade_id"]),
-            position_id=m(PositionId, pid) if pid is not None else None,
-            order_side=m(order_side_from_str, d["order_side"]),
-            order_type=m(order_type_from_str, d["order_type"]),
-            last_qty=m(Quantity.from_str, d["last_qty"]),
-            last_px=m(Price.from_str, d["last_px"]),
-            currency=m(Currency.from_str, d["currency"]),
-            commission=m(Money.from_str, d["commission"]),
-            liquidity_side=m(liquidity_side_from_str, d["liquidity_side"]),
+            position_id=self._position[pid] if pid is not None else None,
+            order_side=self._side[d["order_side"]],
+            order_type=self._order_type[d["order_type"]],
+            last_qty=self._qty[d["last_qty"]],
+            last_px=self._px[d["last_px"]],
+            currency=self._currency[d["currency"]],
+            commission=self._money_str[d["commission"]],
+            liquidity_side=self._liquidity[d["liquidity_side"]],
             event_id=_uuid4(d["event_id"]),
             ts_event=d["ts_event"],
             ts_init=d["ts_init"],
@@ -106,14 +127,13 @@ class Decoder:
         )
 
     def _accepted(self, d: dict) -> OrderAccepted:
-        m = self._m
         return OrderAccepted(
-            trader_id=m(TraderId, d["trader_id"]),
-            strategy_id=m(StrategyId, d["strategy_id"]),
-            instrument_id=m(InstrumentId.from_str, d["instrument_id"]),
-            client_order_id=m(ClientOrderId, d["client_order_id"]),
-            venue_order_id=m(VenueOrderId, d["venue_order_id"]),
-            account_id=m(AccountId, d["account_id"]),
+            trader_id=self._trader[d["trader_id"]],
+            strategy_id=self._strategy[d["strategy_id"]],
+            instrument_id=self._instrument[d["instrument_id"]],
+            client_order_id=self._client_order[d["client_order_id"]],
+            venue_order_id=self._venue_order[d["venue_order_id"]],
+            account_id=self._account[d["account_id"]],
             event_id=_uuid4(d["event_id"]),
             ts_event=d["ts_event"],
             ts_init=d["ts_init"],
@@ -121,49 +141,40 @@ class Decoder:
         )
 
     def _submitted(self, d: dict) -> OrderSubmitted:
-        m = self._m
         return OrderSubmitted(
-            trader_id=m(TraderId, d["trader_id"]),
-            strategy_id=m(StrategyId, d["strategy_id"]),
-            instrument_id=m(InstrumentId.from_str, d["instrument_id"]),
-            client_order_id=m(ClientOrderId, d["client_order_id"]),
-            account_id=m(AccountId, d["account_id"]),
+            trader_id=self._trader[d["trader_id"]],
+            strategy_id=self._strategy[d["strategy_id"]],
+            instrument_id=self._instrument[d["instrument_id"]],
+            client_order_id=self._client_order[d["client_order_id"]],
+            account_id=self._account[d["account_id"]],
             event_id=_uuid4(d["event_id"]),
             ts_event=d["ts_event"],
             ts_init=d["ts_init"],
         )
 
-    def _money(self, amount: str, currency: str) -> Money:
-        key = (Money, amount, currency)
-        v = self._memo.get(key)
-        if v is None:
-            v = self._memo[key] = Money(amount, self._m(Currency.from_str, currency))
-        return v
-
     def _account_state(self, d: dict) -> AccountState:
-        m = self._m
         money = self._money
         base = d["base_currency"]
         balances = [
             AccountBalance(
-                total=money(b["total"], b["currency"]),
-                locked=money(b["locked"], b["currency"]),
-                free=money(b["free"], b["currency"]),
+                total=money[(b["total"], b["currency"])],
+                locked=money[(b["locked"], b["currency"])],
+                free=money[(b["free"], b["currency"])],
             )
             for b in d["balances"]
         ]
         margins = [
             MarginBalance(
-                initial=money(x["initial"], x["currency"]),
-                maintenance=money(x["maintenance"], x["currency"]),
-                instrument_id=m(InstrumentId.from_str, x["instrument_id"]) if x.get("instrument_id") is not None else None,
+                initial=money[(x["initial"], x["currency"])],
+                maintenance=money[(x["maintenance"], x["currency"])],
+                instrument_id=self._instrument[x["instrument_id"]] if x.get("instrument_id") is not None else None,
             )
             for x in d["margins"]
         ]
         return AccountState(
-            account_id=m(AccountId, d["account_id"]),
-            account_type=m(account_type_from_str, d["account_type"]),
-            base_currency=m(Currency.from_str, base) if base is not None else None,
+            account_id=self._account[d["account_id"]],
+            account_type=self._account_type[d["account_type"]],
+            base_currency=self._currency[base] if base is not None else None,
             reported=d["reported"],
             balances=balances,
             margins=margins,
