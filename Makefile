@@ -14,11 +14,11 @@ ALONE := outage::memory_stays_bounded_through_an_outage
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo redis-up redis-down bench bench-nautilus bench-python recovery-test fuzz clean ensure-redis docs-check python-test
+.PHONY: help test lint fmt demo demo-nautilus redis-up redis-down bench bench-nautilus bench-nautilus-py bench-python recovery-test fuzz clean ensure-redis docs-check python-test
 
 help: ## List the targets
 	@echo "tradecache make targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 21
 
 ensure-redis: ## Check for (or, as root with apt-get, install) redis-server
 	@scripts/ensure-redis
@@ -66,6 +66,10 @@ demo: ensure-redis ## Run examples/trading_node twice against a private AOF redi
 	echo "=== demo, second run: recovers the state the first one left ===" && \
 	REDIS_URL="$$url" $(CARGO) run --release --example trading_node
 
+demo-nautilus: ensure-redis ## A NautilusTrader backtest persisting through tradecache.nautilus into the demo redis, then a second engine that recovers it
+	@scripts/redis-up --fresh >/dev/null
+	@trap 'scripts/redis-down' EXIT; scripts/python-test --demo-nautilus "$$(cat target/redis-demo/port)"
+
 redis-up: ## Start the demo redis-server (target/redis-demo, port in target/redis-demo/port)
 	@scripts/redis-up
 
@@ -84,6 +88,9 @@ bench: ensure-redis ## Run the benches (table printed, report in target/bench/re
 
 bench-python: ensure-redis ## The Python bench: put/kv.set/near-cache get/load against redis-py on one private server (target/bench/python.json)
 	scripts/python-test --bench
+
+bench-nautilus-py: ensure-redis ## A NautilusTrader Python node's Cache on tradecache.nautilus vs Nautilus's own CacheDatabaseAdapter, side by side (target/bench/nautilus_py.json)
+	scripts/python-test --bench-nautilus
 
 bench-nautilus: ensure-redis ## tradecache-nautilus vs Nautilus's own Redis backend, side by side (table printed, report in target/bench/nautilus.json)
 	$(CARGO) bench -p tradecache-nautilus --bench side_by_side
