@@ -358,9 +358,9 @@ impl PyCache {
     /// others, applied after every write before it; blocks (without the
     /// GIL) until applied and returns the number of keys deleted. Raises
     /// `ConfigError` without a trader prefix, `WaitTimeout`, `Fenced`.
-    #[pyo3(signature = (timeout = 5.0))]
-    fn clear(&self, py: Python<'_>, timeout: f64) -> PyResult<u64> {
-        let t = secs(py, timeout)?;
+    #[pyo3(signature = (timeout = Timeout(DEFAULT_TIMEOUT)))]
+    fn clear(&self, py: Python<'_>, timeout: Timeout) -> PyResult<u64> {
+        let t = timeout.0;
         self.with(py, |c| py.allow_threads(|| c.clear(t)).map_err(|e| errors::from_core(py, e)))
     }
 
