@@ -4,10 +4,13 @@ against private redis-servers; state read back the node's way."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import random
+import warnings
 
 import pytest
 
+from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.core.uuid import UUID4
@@ -589,3 +592,66 @@ def test_cache_calls_with_nothing_new_write_nothing(make_cache):
     assert db2.load_issues() == []
     assert_same_state(a, b)
 
+
+def _calls_in_a_forked_child(a, db) -> dict:
+    """What a forked child (a multiprocessing worker beside a node) gets
+    from the node's Cache and adapter: name -> "Forked" or what happened."""
+    order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-child"))
+    open_order = a.orders_open()[0]
+    calls = {
+        "add_order": lambda: a.add_order(order, None, ClientId("SIM")),
+        "update_order": lambda: (open_order.apply(TestEventStubs.order_canceled(open_order)),
+                                 a.update_order(open_order)),
+        "update_position": lambda: a.update_position(a.positions()[0]),
+        "update_account": lambda: (a.account(ACCOUNT_ID).apply(account_state(7, 10**6)),
+                                   a.update_account(a.account(ACCOUNT_ID))),
+        "add": lambda: a.add("k", b"v"),
+        "wait": lambda: db.wait(1.0),
+        "flush": db.flush,
+        "load_orders": db.load_orders,
+        "node start": lambda: start_like_a_node(Cache(database=db)),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = "returned"
+        except tradecache.Forked:
+            out[name] = "Forked"
+        except BaseException as e:  # noqa: BLE001
+            out[name] = f"{type(e).__name__}: {e}"
+    try:
+        db.close()
+        out["close"] = f"returned, close_error={db.close_error!r}"
+    except BaseException as e:  # noqa: BLE001
+        out["close"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def test_a_forked_child_gets_forked_from_every_call(make_cache):
+    """A multiprocessing worker forked beside a node (the 'fork' start
+    method) that uses the node's Cache: every write, wait, flush and load
+    raises tradecache.Forked (through Nautilus's Cache too), close() returns
+    without touching the parent's writer, and the parent goes on: its
+    writes after the fork are persisted, none of the child's."""
+    a, db = make_cache()
+    run_workload(a, pairs=1)
+    db.wait(5.0)
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+        child = ctx.Process(target=lambda: child_end.send(_calls_in_a_forked_child(a, db)))
+        child.start()
+    assert parent_end.poll(60), "the child reported nothing"
+    report = parent_end.recv()
+    child.join(60)
+    assert child.exitcode == 0
+    assert report.pop("close") == "returned, close_error=None"
+    assert report == {name: "Forked" for name in report}, report
+    run_workload(a, pairs=1, tag="after-")
+    db.wait(5.0)
+    b, _ = make_cache()
+    start_like_a_node(b)
+    assert_same_state(a, b)
+    assert b.order(ClientOrderId("O-child")) is None
