@@ -22,6 +22,7 @@ from nautilus_trader.model.identifiers import (
     ClientOrderId,
     ComponentId,
     PositionId,
+    TradeId,
     TraderId,
     VenueOrderId,
 )
@@ -141,6 +142,75 @@ def test_a_full_channel_raises_from_the_cache_call(make_cache, own_server):
     assert {o.client_order_id for o in b.orders()} == set(accepted)
     assert b.order(refused[0].client_order_id) is None
 
+
+
+def test_an_event_refused_by_a_full_channel_is_written_with_the_next(make_cache, own_server):
+    """Redis frozen: an order, the account and a position (reopened by a
+    fill) each updated until a call finds the channel full and raises
+    Full (the flusher's pending values and events and the channel filled
+    to the brim before each call). Once Redis answers, the next update of
+    that order and that position writes the refused event with its own;
+    the refused update_account made again writes its state (an account's
+    next state alone would not: its states each stand alone). A node start
+    then holds what the writing Cache holds, each event once."""
+    first, db = make_cache(srv=own_server)
+    run_workload(first, pairs=1)
+    db.close()
+    small = dict(channel_capacity=8, max_pending_events=16, max_pending_snapshots=16)
+    a, db = make_cache(srv=own_server, **small)
+    start_like_a_node(a)
+    order = a.orders_open()[0]
+    position = a.positions()[0]  # closed: its next fill reopens it
+    account = a.account(ACCOUNT_ID)
+    buy = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-reopen"))
+    n = [0]
+
+    def update_order():
+        order.apply(TestEventStubs.order_updated(order, quantity=order.quantity))
+        a.update_order(order)
+
+    def update_account():
+        n[0] += 1
+        account.apply(account_state(1_000 + n[0], 10**6 + n[0]))
+        a.update_account(account)
+
+    def fill():
+        n[0] += 1
+        position.apply(TestEventStubs.order_filled(
+            buy, AUDUSD, position_id=position.id, trade_id=TradeId(f"E-reopen-{n[0]}"),
+            last_qty=AUDUSD.make_qty(10_000), last_px=AUDUSD.make_price(0.7), ts_event=10**6 + n[0]))
+        a.update_position(position)
+
+    own_server.pause()
+    try:
+        for update in (update_order, update_account, fill):
+            for attempt in range(50):
+                for write in (lambda i: a.add(f"filler-{n[0]}-{attempt}-{i}", b"x"),
+                              lambda i: db.cache.append("ntpy-filler", f"{attempt}", i)):
+                    with pytest.raises(tradecache.Full):
+                        for i in range(5_000):
+                            write(i)
+                try:
+                    update()
+                except tradecache.Full:
+                    break
+            else:
+                pytest.fail(f"{update.__name__}: never refused")
+    finally:
+        own_server.resume()
+    db.wait(20.0)
+    # One at a time (a few writes each; the channel holds 8).
+    for update in (lambda: a.update_account(account), update_order, fill):
+        update()
+        db.wait(5.0)
+    assert _stored_event_ids(db, order) == [e.id.value for e in order.events]
+    b, db2 = make_cache(srv=own_server)
+    start_like_a_node(b)
+    assert db2.load_issues() == []
+    assert [e.id for e in b.order(order.client_order_id).events] == [e.id for e in order.events]
+    assert [e.id for e in b.account(ACCOUNT_ID).events] == [e.id for e in account.events]
+    assert [e.trade_id for e in b.position(position.id).events] == [e.trade_id for e in position.events]
+    assert len(position.events) >= 2
 
 def test_close_is_bounded_and_reports_what_it_could_not_persist(make_cache, own_server):
     """Redis frozen at the node's dispose: close() returns within its

@@ -350,7 +350,6 @@ class TradecacheDatabase(CacheDatabaseFacade):
         state = account.last_event
         if self._account_last.get(account.id.value) == state.id:
             return  # written already
-        self._account_last[account.id.value] = state.id
         to = self._to.get(type(state))
         event = to(state) if to is not None else self._pack(state)
         if self._persist_account_events:
@@ -359,6 +358,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             id_ = escape_id(account.id.value)
             self._cache.delete(_ACCOUNTS, id_)
             self._put(_ACCOUNTS, id_, event)
+        self._account_last[account.id.value] = state.id
 
     def delete_account_event(self, account_id: Any, event_id: str) -> None:
         """Records the event id as deleted: loads leave that state out."""
@@ -372,11 +372,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         (re-added transformed, or again): only its events not yet written."""
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        written = self._order_events.get(coid)
-        if written is None:
-            self._put(_ORDERS, id_, self._pack(order.init_event))
-            written = 1
-        self._order_events[coid] = self._append_past(_ORDERS, id_, order, written)
+        self._write_order(coid, id_, order)
         if position_id is not None:
             self._put(_ORDER_POSITIONS, id_, [coid, position_id.value])
         if client_id is not None:
@@ -392,20 +388,27 @@ class TradecacheDatabase(CacheDatabaseFacade):
         order id is indexed."""
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        # An order this adapter has not seen (nothing to go by): its last
-        # event is the new one.
-        written = self._order_events.get(coid, order.event_count - 1)
-        self._order_events[coid] = self._append_past(_ORDERS, id_, order, written)
+        self._write_order(coid, id_, order)
         venue_order_id = order.venue_order_id
         if venue_order_id is not None and self._venue_ids.get(coid) != venue_order_id.value:
             self.index_venue_order_id(order.client_order_id, venue_order_id)
         if order.is_closed:
             self._put(_ORDERS, id_, self._pack(order.init_event), True)
 
-    def _append_past(self, coll: str, id_: str, entity: Any, written: int) -> int:
+    def _write_order(self, coid: str, id_: str, order: Any) -> None:
+        """The order's events not yet written; all of them for an order
+        this adapter has not written (or whose first write was refused)."""
+        written = self._order_events.get(coid)
+        if written is None:
+            self._put(_ORDERS, id_, self._pack(order.init_event))
+            self._order_events[coid] = written = 1
+        self._append_past(_ORDERS, id_, order, self._order_events, coid, written)
+
+    def _append_past(self, coll: str, id_: str, entity: Any, counts: Dict[str, int], key: str, written: int) -> None:
         """Appends the events of ``entity`` (an order, a position) past
         its first ``written`` (the last one alone without copying the list,
-        the usual case); returns its event count."""
+        the usual case), counting each in ``counts[key]`` once queued: an
+        append refused (``Full``) is made by the entity's next write."""
         count = entity.event_count
         if count == written + 1:
             event = entity.last_event
@@ -414,7 +417,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
         elif count > written:
             for event in entity.events[written:]:
                 self._append(coll, id_, self._pack(event))
-        return count
+                written += 1
+                counts[key] = written
+        counts[key] = count
 
     def index_venue_order_id(self, client_order_id: Any, venue_order_id: Any) -> None:
         coid = client_order_id.value
@@ -430,12 +435,12 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._write_position(escape_id(position.id.value), position)
 
     def _write_position(self, id_: str, position: Any) -> None:
-        events = position.events
+        pid = position.id.value
+        self._position_events.pop(pid, None)
         self._cache.delete(_POSITIONS, id_)
-        self._put(_POSITIONS, id_, self._pack(events[0]), position.is_closed)
-        for fill in events[1:]:
-            self._append(_POSITIONS, id_, self._pack(fill))
-        self._position_events[position.id.value] = len(events)
+        self._put(_POSITIONS, id_, self._pack(position.events[0]), position.is_closed)
+        self._position_events[pid] = 1
+        self._append_past(_POSITIONS, id_, position, self._position_events, pid, 1)
 
     def update_position(self, position: Any) -> None:
         """Appends the fills not yet written (the last one, usually; none
@@ -445,11 +450,11 @@ class TradecacheDatabase(CacheDatabaseFacade):
         pid = position.id.value
         id_ = escape_id(pid)
         count = position.event_count
-        written = self._position_events.get(pid, count - 1)
-        if count == 1 or count < written:
+        written = self._position_events.get(pid)
+        if written is None or count == 1 or count < written:
             self._write_position(id_, position)
             return
-        self._position_events[pid] = self._append_past(_POSITIONS, id_, position, written)
+        self._append_past(_POSITIONS, id_, position, self._position_events, pid, written)
         if position.is_closed:
             self._put(_POSITIONS, id_, self._pack(position.events[0]), True)
 
