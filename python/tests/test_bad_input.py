@@ -201,6 +201,8 @@ def cache_calls(c):
          dict(collection="collection", id="id", with_ids="flag", timeout="timeout", legacy="flag")),
         ("load", c.load, dict(collections=["orders"], events=True, timeout=5.0, legacy_events=False),
          dict(collections="collections", events="flag", timeout="timeout", legacy_events="flag")),
+        # A refused clear deletes nothing (no valid edge values: they would).
+        ("clear", c.clear, dict(timeout=5.0), dict(timeout="timeout"), False),
         # A refused close leaves the cache open (the write after it works).
         ("close", c.close, dict(timeout=None), dict(timeout="close_timeout"), False),
     ]

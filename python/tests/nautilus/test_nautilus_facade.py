@@ -4,22 +4,30 @@ against private redis-servers; state read back the node's way."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import random
+import warnings
 
 import pytest
 
+from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.actor import Actor
+from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.currencies import AUD, USD
-from nautilus_trader.model.enums import OrderSide
+from nautilus_trader.model.enums import OrderSide, TriggerType
+from nautilus_trader.model.events import OrderEmulated, OrderReleased
 from nautilus_trader.model.identifiers import (
     ClientId,
     ClientOrderId,
     ComponentId,
     PositionId,
+    TradeId,
     TraderId,
     VenueOrderId,
 )
 from nautilus_trader.model.objects import Money
+from nautilus_trader.model.orders import MarketOrder, StopMarketOrder
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.component import TestComponentStubs
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
@@ -42,6 +50,7 @@ from nt_workload import (  # noqa: F401 - fixtures
     start_like_a_node,
     state_of,
 )
+from their_backend import differences, write_their_state
 
 
 def test_a_node_start_gets_back_exactly_what_was_written(make_cache):
@@ -133,6 +142,75 @@ def test_a_full_channel_raises_from_the_cache_call(make_cache, own_server):
     assert {o.client_order_id for o in b.orders()} == set(accepted)
     assert b.order(refused[0].client_order_id) is None
 
+
+
+def test_an_event_refused_by_a_full_channel_is_written_with_the_next(make_cache, own_server):
+    """Redis frozen: an order, the account and a position (reopened by a
+    fill) each updated until a call finds the channel full and raises
+    Full (the flusher's pending values and events and the channel filled
+    to the brim before each call). Once Redis answers, the next update of
+    that order and that position writes the refused event with its own;
+    the refused update_account made again writes its state (an account's
+    next state alone would not: its states each stand alone). A node start
+    then holds what the writing Cache holds, each event once."""
+    first, db = make_cache(srv=own_server)
+    run_workload(first, pairs=1)
+    db.close()
+    small = dict(channel_capacity=8, max_pending_events=16, max_pending_snapshots=16)
+    a, db = make_cache(srv=own_server, **small)
+    start_like_a_node(a)
+    order = a.orders_open()[0]
+    position = a.positions()[0]  # closed: its next fill reopens it
+    account = a.account(ACCOUNT_ID)
+    buy = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-reopen"))
+    n = [0]
+
+    def update_order():
+        order.apply(TestEventStubs.order_updated(order, quantity=order.quantity))
+        a.update_order(order)
+
+    def update_account():
+        n[0] += 1
+        account.apply(account_state(1_000 + n[0], 10**6 + n[0]))
+        a.update_account(account)
+
+    def fill():
+        n[0] += 1
+        position.apply(TestEventStubs.order_filled(
+            buy, AUDUSD, position_id=position.id, trade_id=TradeId(f"E-reopen-{n[0]}"),
+            last_qty=AUDUSD.make_qty(10_000), last_px=AUDUSD.make_price(0.7), ts_event=10**6 + n[0]))
+        a.update_position(position)
+
+    own_server.pause()
+    try:
+        for update in (update_order, update_account, fill):
+            for attempt in range(50):
+                for write in (lambda i: a.add(f"filler-{n[0]}-{attempt}-{i}", b"x"),
+                              lambda i: db.cache.append("ntpy-filler", f"{attempt}", i)):
+                    with pytest.raises(tradecache.Full):
+                        for i in range(5_000):
+                            write(i)
+                try:
+                    update()
+                except tradecache.Full:
+                    break
+            else:
+                pytest.fail(f"{update.__name__}: never refused")
+    finally:
+        own_server.resume()
+    db.wait(20.0)
+    # One at a time (a few writes each; the channel holds 8).
+    for update in (lambda: a.update_account(account), update_order, fill):
+        update()
+        db.wait(5.0)
+    assert _stored_event_ids(db, order) == [e.id.value for e in order.events]
+    b, db2 = make_cache(srv=own_server)
+    start_like_a_node(b)
+    assert db2.load_issues() == []
+    assert [e.id for e in b.order(order.client_order_id).events] == [e.id for e in order.events]
+    assert [e.id for e in b.account(ACCOUNT_ID).events] == [e.id for e in account.events]
+    assert [e.trade_id for e in b.position(position.id).events] == [e.trade_id for e in position.events]
+    assert len(position.events) >= 2
 
 def test_close_is_bounded_and_reports_what_it_could_not_persist(make_cache, own_server):
     """Redis frozen at the node's dispose: close() returns within its
@@ -460,3 +538,190 @@ def test_the_specification_config_maps_to_tradecache_options():
     assert tn.tradecache_options("T", None, config, buffer_interval_ms=5)["buffer_interval_ms"] == 5
     with pytest.raises(tradecache.ConfigError):
         tn.tradecache_options("T", None, spec_cache_config(1, database=DatabaseConfig(type="postgres")))
+
+
+def _stored_event_ids(db, order) -> list:
+    """The event ids of `order`'s stored log (its initialization, then
+    every event appended), as written by `db`, read back from Redis."""
+    id_ = tn.escape_id(order.client_order_id.value)
+    init = db.cache.get(tn.COLLECTIONS["orders"], id_)
+    return [init["event_id"]] + [e["event_id"] for e in db.cache.get_events(tn.COLLECTIONS["orders"], id_)]
+
+
+def test_the_emulators_transformed_order_is_written_once(make_db, make_cache, server, nt_trader):
+    """The emulator re-adds a released order transformed into a market
+    order (Cache.add_order(overwrite=True), its events: the earlier ones,
+    then a second OrderInitialized): only that new event is appended, so a
+    node start finds every event once and nothing to report (before: the
+    OrderEmulated twice, "InvalidStateTrigger EMULATED -> EMULATED")."""
+    written = write_their_state(spec_cache_config(server.port), nt_trader, pairs=2, adapter=make_db())
+    b, db = make_cache()
+    start_like_a_node(b)
+    assert db.load_issues() == []
+    assert differences(written.cache, b, db) == []
+    for order in written.cache.orders():
+        assert _stored_event_ids(db, order) == [e.id.value for e in order.events]
+
+
+def test_each_order_event_is_written_once_whatever_the_cache_calls(make_cache):
+    """Model-based: random sequences of what Nautilus's components make the
+    Cache do with orders (a new event then update_order; update_order
+    again with no new event; add_order(overwrite=True) of the same order;
+    the emulator's transform then add_order(overwrite=True)): the stored log
+    is the order's events, each once, and a node start rebuilds every
+    order with them and reports nothing."""
+    rng = random.Random(29)
+    a, db = make_cache()
+    ts = [1]
+
+    def next_ts() -> int:
+        ts[0] += 1
+        return ts[0]
+
+    def ids(order) -> dict:
+        return dict(trader_id=order.trader_id, strategy_id=order.strategy_id, instrument_id=order.instrument_id,
+                    client_order_id=order.client_order_id, event_id=UUID4(), ts_init=next_ts())
+
+    def apply(order, event):
+        order.apply(event)
+        a.update_order(order)
+        return order
+
+    def transform(order):
+        released = MarketOrder.transform_py(order, next_ts())
+        a.add_order(released, None, ClientId("SIM"), overwrite=True)
+        return released
+
+    common = [
+        lambda o: apply(o, TestEventStubs.order_submitted(o, ts_event=next_ts())),
+        lambda o: apply(o, TestEventStubs.order_accepted(o, venue_order_id=VenueOrderId(f"V-{o.client_order_id}"),
+                                                         ts_event=next_ts())),
+        lambda o: apply(o, TestEventStubs.order_filled(o, AUDUSD, last_px=AUDUSD.make_price(0.8),
+                                                       ts_event=next_ts())),
+    ]
+    emulated = [
+        lambda o: apply(o, OrderEmulated(**ids(o))),
+        transform,
+        lambda o: apply(o, OrderReleased(**ids(o), released_price=AUDUSD.make_price(0.8))),
+    ]
+    orders, scripts = [], []
+    for n in range(12):
+        coid = ClientOrderId(f"O-{n}")
+        if n % 3 == 0:
+            order = StopMarketOrder(
+                trader_id=TraderId("TESTER-000"), strategy_id=TestExecStubs.limit_order().strategy_id,
+                instrument_id=AUDUSD.id, client_order_id=coid, order_side=OrderSide.BUY,
+                quantity=AUDUSD.make_qty(100_000), trigger_price=AUDUSD.make_price(0.8),
+                trigger_type=TriggerType.BID_ASK, init_id=UUID4(), ts_init=next_ts(),
+                emulation_trigger=TriggerType.BID_ASK,
+            )
+            scripts.append(emulated + common)
+        else:
+            order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=coid)
+            scripts.append(list(common))
+        a.add_order(order, None, ClientId("SIM"))
+        orders.append(order)
+    for _ in range(200):
+        k = rng.randrange(len(orders))
+        op = rng.choice(("step", "step", "update", "readd"))
+        if op == "step" and scripts[k]:
+            orders[k] = scripts[k].pop(0)(orders[k])
+        elif op == "update":
+            a.update_order(orders[k])
+        elif op == "readd":
+            a.add_order(orders[k], None, ClientId("SIM"), overwrite=True)
+    db.wait(5.0)
+    for order in orders:
+        assert _stored_event_ids(db, order) == [e.id.value for e in order.events], order
+    b, db2 = make_cache()
+    start_like_a_node(b)
+    assert db2.load_issues() == []
+    for order in orders:
+        got = b.order(order.client_order_id)
+        assert [type(e).__name__ for e in got.events] == [type(e).__name__ for e in order.events]
+        assert got.status_string() == order.status_string()
+
+
+def test_cache_calls_with_nothing_new_write_nothing(make_cache):
+    """update_order, update_position and update_account called again with
+    no new event, and add_order(overwrite=True) of an order already
+    written, append nothing: a node start gets back the same state and
+    has nothing to report (before: the last fill twice, "KeyError:
+    duplicate trade_id"; the last account state twice)."""
+    a, db = make_cache()
+    run_workload(a, pairs=2)
+    for order in a.orders():
+        a.update_order(order)
+        a.add_order(order, a.position_id(order.client_order_id), a.client_id(order.client_order_id), overwrite=True)
+    for position in a.positions():
+        a.update_position(position)
+    a.update_account(a.account(ACCOUNT_ID))
+    db.wait(5.0)
+    b, db2 = make_cache()
+    start_like_a_node(b)
+    assert db2.load_issues() == []
+    assert_same_state(a, b)
+
+
+def _calls_in_a_forked_child(a, db) -> dict:
+    """What a forked child (a multiprocessing worker beside a node) gets
+    from the node's Cache and adapter: name -> "Forked" or what happened."""
+    order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-child"))
+    open_order = a.orders_open()[0]
+    calls = {
+        "add_order": lambda: a.add_order(order, None, ClientId("SIM")),
+        "update_order": lambda: (open_order.apply(TestEventStubs.order_canceled(open_order)),
+                                 a.update_order(open_order)),
+        "update_position": lambda: a.update_position(a.positions()[0]),
+        "update_account": lambda: (a.account(ACCOUNT_ID).apply(account_state(7, 10**6)),
+                                   a.update_account(a.account(ACCOUNT_ID))),
+        "add": lambda: a.add("k", b"v"),
+        "wait": lambda: db.wait(1.0),
+        "flush": db.flush,
+        "load_orders": db.load_orders,
+        "node start": lambda: start_like_a_node(Cache(database=db)),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = "returned"
+        except tradecache.Forked:
+            out[name] = "Forked"
+        except BaseException as e:  # noqa: BLE001
+            out[name] = f"{type(e).__name__}: {e}"
+    try:
+        db.close()
+        out["close"] = f"returned, close_error={db.close_error!r}"
+    except BaseException as e:  # noqa: BLE001
+        out["close"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def test_a_forked_child_gets_forked_from_every_call(make_cache):
+    """A multiprocessing worker forked beside a node (the 'fork' start
+    method) that uses the node's Cache: every write, wait, flush and load
+    raises tradecache.Forked (through Nautilus's Cache too), close() returns
+    without touching the parent's writer, and the parent goes on: its
+    writes after the fork are persisted, none of the child's."""
+    a, db = make_cache()
+    run_workload(a, pairs=1)
+    db.wait(5.0)
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+        child = ctx.Process(target=lambda: child_end.send(_calls_in_a_forked_child(a, db)))
+        child.start()
+    assert parent_end.poll(60), "the child reported nothing"
+    report = parent_end.recv()
+    child.join(60)
+    assert child.exitcode == 0
+    assert report.pop("close") == "returned, close_error=None"
+    assert report == {name: "Forked" for name in report}, report
+    run_workload(a, pairs=1, tag="after-")
+    db.wait(5.0)
+    b, _ = make_cache()
+    start_like_a_node(b)
+    assert_same_state(a, b)
+    assert b.order(ClientOrderId("O-child")) is None

@@ -215,6 +215,18 @@ class TradecacheDatabase(CacheDatabaseFacade):
         # The venue order id last indexed per order: update_order indexes
         # it only when it changed (one put per change, not per event).
         self._venue_ids: Dict[str, str] = {}
+        # Per order: how many of its events its log holds (the order's
+        # event count when it was last written or loaded). add_order and
+        # update_order append only the events past it, so each event is
+        # written once whatever the Cache's calls: the emulator and the
+        # execution algorithms re-add a transformed order
+        # (add_order(overwrite=True)) whose events begin with those already
+        # written; an update_order with no new event appends nothing.
+        self._order_events: Dict[str, int] = {}
+        # The same per position (its fills), and per account the id of its
+        # last state written: a call with nothing new writes nothing.
+        self._position_events: Dict[str, int] = {}
+        self._account_last: Dict[str, Any] = {}
         self._issues: List[tuple] = []
         self._unreadable: set = set()
         self._decoder = Decoder(_FROM_NATIVE)
@@ -279,6 +291,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
         only, in order with the writes; never ``FLUSHDB``)."""
         n = self._cache.clear(self._load_timeout)
         self._venue_ids.clear()
+        self._order_events.clear()
+        self._position_events.clear()
+        self._account_last.clear()
         self._log.info(f"Flushed {n} key(s) of this trader")
 
     @_gc_paused
@@ -325,12 +340,16 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._put(_SYNTHETICS, escape_id(synthetic.id.value), self._serialize(synthetic))
 
     def add_account(self, account: Any) -> None:
-        self._put(_ACCOUNTS, escape_id(account.id.value), self._pack(account.last_event))
+        state = account.last_event
+        self._put(_ACCOUNTS, escape_id(account.id.value), self._pack(state))
+        self._account_last[account.id.value] = state.id
 
     def update_account(self, account: Any) -> None:
         """Appends the account's last state (``persist_account_events``);
         without it, the last state replaces the stored one."""
         state = account.last_event
+        if self._account_last.get(account.id.value) == state.id:
+            return  # written already
         to = self._to.get(type(state))
         event = to(state) if to is not None else self._pack(state)
         if self._persist_account_events:
@@ -339,6 +358,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
             id_ = escape_id(account.id.value)
             self._cache.delete(_ACCOUNTS, id_)
             self._put(_ACCOUNTS, id_, event)
+        self._account_last[account.id.value] = state.id
 
     def delete_account_event(self, account_id: Any, event_id: str) -> None:
         """Records the event id as deleted: loads leave that state out."""
@@ -347,14 +367,12 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._append(_TOMBSTONES, id_, str(event_id))
 
     def add_order(self, order: Any, position_id: Any = None, client_id: Any = None) -> None:
+        """A new order: its initialization, then any events already
+        applied (an order rebuilt from a report). An order already written
+        (re-added transformed, or again): only its events not yet written."""
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        self._put(_ORDERS, id_, self._pack(order.init_event))
-        if order.event_count > 1:
-            # Added with events already applied (an order rebuilt from a
-            # report): those follow the initialization in the log.
-            for event in order.events[1:]:
-                self._append(_ORDERS, id_, self._pack(event))
+        self._write_order(coid, id_, order)
         if position_id is not None:
             self._put(_ORDER_POSITIONS, id_, [coid, position_id.value])
         if client_id is not None:
@@ -364,19 +382,44 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self.index_venue_order_id(order.client_order_id, venue_order_id)
 
     def update_order(self, order: Any) -> None:
-        """Appends the order's last event (never reads the log back); an
+        """Appends the order's new event (its last; every event not yet
+        written, if several; none if none; never reads the log back); an
         order that closed leaves tradecache's open index; a new venue
         order id is indexed."""
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        event = order.last_event
-        to = self._to.get(type(event))
-        self._append(_ORDERS, id_, to(event) if to is not None else self._serialize(event))
+        self._write_order(coid, id_, order)
         venue_order_id = order.venue_order_id
         if venue_order_id is not None and self._venue_ids.get(coid) != venue_order_id.value:
             self.index_venue_order_id(order.client_order_id, venue_order_id)
         if order.is_closed:
             self._put(_ORDERS, id_, self._pack(order.init_event), True)
+
+    def _write_order(self, coid: str, id_: str, order: Any) -> None:
+        """The order's events not yet written; all of them for an order
+        this adapter has not written (or whose first write was refused)."""
+        written = self._order_events.get(coid)
+        if written is None:
+            self._put(_ORDERS, id_, self._pack(order.init_event))
+            self._order_events[coid] = written = 1
+        self._append_past(_ORDERS, id_, order, self._order_events, coid, written)
+
+    def _append_past(self, coll: str, id_: str, entity: Any, counts: Dict[str, int], key: str, written: int) -> None:
+        """Appends the events of ``entity`` (an order, a position) past
+        its first ``written`` (the last one alone without copying the list,
+        the usual case), counting each in ``counts[key]`` once queued: an
+        append refused (``Full``) is made by the entity's next write."""
+        count = entity.event_count
+        if count == written + 1:
+            event = entity.last_event
+            to = self._to.get(type(event))
+            self._append(coll, id_, to(event) if to is not None else self._serialize(event))
+        elif count > written:
+            for event in entity.events[written:]:
+                self._append(coll, id_, self._pack(event))
+                written += 1
+                counts[key] = written
+        counts[key] = count
 
     def index_venue_order_id(self, client_order_id: Any, venue_order_id: Any) -> None:
         coid = client_order_id.value
@@ -388,25 +431,30 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._put(_ORDER_POSITIONS, escape_id(coid), [coid, position_id.value])
 
     def add_position(self, position: Any) -> None:
-        id_ = escape_id(position.id.value)
-        events = position.events
+        """The position as it is (its log written anew)."""
+        self._write_position(escape_id(position.id.value), position)
+
+    def _write_position(self, id_: str, position: Any) -> None:
+        pid = position.id.value
+        self._position_events.pop(pid, None)
         self._cache.delete(_POSITIONS, id_)
-        self._put(_POSITIONS, id_, self._pack(events[0]), position.is_closed)
-        for fill in events[1:]:
-            self._append(_POSITIONS, id_, self._pack(fill))
+        self._put(_POSITIONS, id_, self._pack(position.events[0]), position.is_closed)
+        self._position_events[pid] = 1
+        self._append_past(_POSITIONS, id_, position, self._position_events, pid, 1)
 
     def update_position(self, position: Any) -> None:
-        """Appends the last fill; a position that reopened (its first fill
-        again, after it was flat) starts its log anew; a closed one
-        leaves tradecache's open index."""
-        id_ = escape_id(position.id.value)
-        if position.event_count == 1:
-            self._cache.delete(_POSITIONS, id_)
-            self._put(_POSITIONS, id_, self._pack(position.last_event), position.is_closed)
+        """Appends the fills not yet written (the last one, usually; none
+        when none is new); a position whose fills started again (it
+        reopened after it was flat: its first fill) or were purged is
+        written anew; a closed one leaves tradecache's open index."""
+        pid = position.id.value
+        id_ = escape_id(pid)
+        count = position.event_count
+        written = self._position_events.get(pid)
+        if written is None or count == 1 or count < written:
+            self._write_position(id_, position)
             return
-        fill = position.last_event
-        to = self._to.get(type(fill))
-        self._append(_POSITIONS, id_, to(fill) if to is not None else self._serialize(fill))
+        self._append_past(_POSITIONS, id_, position, self._position_events, pid, written)
         if position.is_closed:
             self._put(_POSITIONS, id_, self._pack(position.events[0]), True)
 
@@ -436,11 +484,13 @@ class TradecacheDatabase(CacheDatabaseFacade):
         coid = client_order_id.value
         id_ = escape_id(coid)
         self._venue_ids.pop(coid, None)
+        self._order_events.pop(coid, None)
         for coll in (_ORDERS, _ORDER_POSITIONS, _ORDER_CLIENTS, _VENUE_ORDER_IDS, _ORDER_SNAPSHOTS):
             self._cache.delete(coll, id_)
 
     def delete_position(self, position_id: Any) -> None:
         id_ = escape_id(position_id.value)
+        self._position_events.pop(position_id.value, None)
         self._cache.delete(_POSITIONS, id_)
         self._cache.delete(_POSITION_SNAPSHOTS, id_)
 
@@ -611,6 +661,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 account.apply(state)
             except Exception as e:  # noqa: BLE001
                 self._issue(self._key(_ACCOUNTS, id_) + ":events", f"{type(e).__name__}: {e}")
+        self._account_last[account.id.value] = account.last_event.id
         return account
 
     @_gc_paused
@@ -655,6 +706,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                     order.apply(event)
             except Exception as e:  # noqa: BLE001
                 self._issue(self._key(_ORDERS, id_) + ":events", f"{type(event).__name__}: {type(e).__name__}: {e}")
+        self._order_events[order.client_order_id.value] = order.event_count
         return order
 
     @_gc_paused
@@ -694,6 +746,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
                 position.apply(fill)
             except Exception as e:  # noqa: BLE001
                 self._issue(self._key(_POSITIONS, id_) + ":events", f"{type(e).__name__}: {e}")
+        self._position_events[position.id.value] = position.event_count
         return position
 
     @_gc_paused
