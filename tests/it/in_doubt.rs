@@ -290,3 +290,35 @@ fn a_regressed_marker_is_reported() {
     assert!(cache.stats().marker_losses >= 1, "{:?}", cache.stats());
     assert!(cache.health().marker_lost.is_some(), "{:?}", cache.health());
 }
+
+/// Issue 28, item 2 (`unqueue_next`): Redis refuses every transaction
+/// (`maxmemory` reached: `EXECABORT`) while batches are queued behind the
+/// one refused, and the connection is cut at each reply boundary in turn
+/// (after the refused `EXEC`'s reply, before the marker's, say). The
+/// batch queued behind was read on the failed stream: the flusher died
+/// (a debug assertion in `link.rs`). Each cut is a reconnect; once Redis
+/// takes writes again every event lands once.
+#[test]
+fn a_refused_exec_with_a_batch_queued_behind_survives_a_cut_at_every_reply() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::open(through(&proxy).max_batch(1)).unwrap();
+    let mut n = 0;
+    for k in 0..24 {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut admin).unwrap();
+        let before = proxy.connections();
+        proxy.cut_after_replies(k);
+        for _ in 0..4 {
+            n += 1;
+            cache.append("A", &Tick { n }).unwrap();
+        }
+        // Refused, retried with backoff, until the cut (and a reconnect).
+        wait_until("the cut", Duration::from_secs(30), || proxy.connections() > before);
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut admin).unwrap();
+        cache.flush(Duration::from_secs(30)).unwrap_or_else(|e| panic!("after a cut at reply {k}: {e}"));
+    }
+    assert_exactly_once(&ticks(&mut admin, "T1", "A"), n);
+    let stats = cache.stats();
+    assert!(stats.error_count("oom") >= 1, "{stats:?}");
+}

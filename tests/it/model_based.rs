@@ -31,9 +31,14 @@
 //! A purge's deletions interleave with writes in a way the history does
 //! not model, so peeks are skipped from a purge to the next flush.
 //!
+//! Connection drops (issue 28). The cache talks to Redis through the
+//! harness proxy, and `CutAfterReplies(n)` cuts its connection after `n`
+//! more replies, at a reply boundary; `cut_sweep` cuts at every boundary
+//! in turn (0, 1, 2, … replies) while bursts go out as pipelined pairs.
+//!
 //! A short run with a fixed seed is part of `make test`; `make fuzz` runs
-//! it with fresh seeds for `FUZZ_SECONDS`. Sequences that once failed are
-//! kept below as regressions.
+//! each with fresh seeds for `FUZZ_SECONDS`. Sequences that once failed
+//! are kept below as regressions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -55,6 +60,11 @@ const IDS: [&str; 4] = ["A", "B", "C", "D"];
 /// The ids a `Burst` writes to: other keys whose writes sit in the channel
 /// ahead of a purge.
 const BURST_IDS: [&str; 3] = ["X", "Y", "Z"];
+
+/// More replies than a pipelined pair of small batches gets (`MULTI`, a
+/// few commands and `EXEC` each, the marker's `WATCH` and `GET` behind
+/// each `EXEC`): `CutAfterReplies` cuts anywhere in such a pair.
+const PAIR_REPLIES: u64 = 48;
 
 fn all_ids() -> impl Iterator<Item = &'static str> {
     IDS.iter().chain(BURST_IDS.iter()).copied()
@@ -119,6 +129,9 @@ enum Op {
     Peek,
     /// `n` writes (puts and appends) to `BURST_IDS`, queued in one go.
     Burst(usize),
+    /// The proxy in front of Redis cuts the flusher's connection after `n`
+    /// more replies (issue 28: at a reply boundary of a pipelined pair).
+    CutAfterReplies(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +159,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Kill),
         1 => Just(Op::Crash),
         3 => Just(Op::Peek),
+        2 => (0..PAIR_REPLIES).prop_map(Op::CutAfterReplies),
     ]
 }
 
@@ -357,7 +371,9 @@ impl History {
 fn run(case: Case) -> Result<(), TestCaseError> {
     let mut server = RedisServer::builder().appendfsync("always").start();
     let mut admin = server.client();
-    let cfg = config(server.port(), TRADER)
+    // The cache talks to Redis through the proxy (`CutAfterReplies`).
+    let proxy = Proxy::start(server.addr());
+    let cfg = config(proxy.port(), TRADER)
         .max_batch(case.max_batch)
         .buffer_interval_ms(case.buffer_interval_ms)
         .response_timeout(ms(1000))
@@ -512,8 +528,11 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 }
             }
             Op::Peek => peek(&cache, &mut admin, &history, step)?,
+            Op::CutAfterReplies(n) => proxy.cut_after_replies(n),
         }
     }
+    // A cut still armed would only cut a connection with nothing on it.
+    proxy.cut_after_replies(u64::MAX);
     if paused {
         server.resume();
     }
@@ -659,6 +678,34 @@ fn purge_racing_a_burst_in_the_channel() {
         Op::Peek,
     ];
     run(Case { max_batch: 2, buffer_interval_ms: 0, ops, drop_at_end: true }).unwrap();
+}
+
+/// Issue 28, item 2: the flusher's connection cut at every reply boundary
+/// in turn (after 0, 1, … replies) while a burst of writes goes out as
+/// pipelined pairs (a batch's `EXEC`, the marker's `WATCH` and `GET`
+/// behind it, the next batch queued behind those), each followed by a
+/// flush and the comparison with the model. A cut between an applied
+/// `EXEC`'s reply and the marker's replies killed the flusher (a debug
+/// assertion in `link.rs`; `flush` returned `Closed`).
+fn cut_sweep() -> impl Strategy<Value = Case> {
+    (prop::sample::select(vec![1usize, 1, 2, 3]), 2..12usize, prop::collection::vec(id(), 1..3)).prop_map(
+        |(max_batch, burst, touch)| {
+            let mut ops = vec![Op::Put(0, 2), Op::Append(0), Op::Flush];
+            for k in 0..PAIR_REPLIES {
+                ops.push(Op::CutAfterReplies(k));
+                ops.push(Op::Burst(burst));
+                ops.extend(touch.iter().map(|i| Op::Append(*i)));
+                ops.push(Op::Peek);
+                ops.push(Op::Flush);
+            }
+            Case { max_batch, buffer_interval_ms: 0, ops, drop_at_end: false }
+        },
+    )
+}
+
+#[test]
+fn a_connection_cut_at_every_reply_boundary_of_a_pipelined_pair() {
+    runner(cut_sweep(), 2, run);
 }
 
 /// The prefix check itself (no Redis): it accepts a state at or after the
