@@ -344,12 +344,15 @@ pub struct DroppedWrite {
     /// track which write each command came from).
     pub seq: Seq,
     /// How many writes this entry stands for: 1, or for a refused command
-    /// the writes it carried (the batch's appends to one log, say).
+    /// the writes it carried (the batch's appends to one log, say); for
+    /// [`ErrorClass::MarkerLost`], the sequence numbers from `seq` on
+    /// (`seq` to `seq + writes - 1`) that may not be in Redis.
     pub writes: u64,
-    /// The Redis key it was for (`…:events` for an event append).
+    /// The Redis key it was for (`…:events` for an event append; the
+    /// commit marker or a log of the batch for a marker loss).
     pub key: String,
-    /// [`ErrorClass::TooLarge`], [`ErrorClass::Encode`] or
-    /// [`ErrorClass::Command`].
+    /// [`ErrorClass::TooLarge`], [`ErrorClass::Encode`],
+    /// [`ErrorClass::Command`] or [`ErrorClass::MarkerLost`].
     pub class: ErrorClass,
     /// What went wrong, for example `the value is 600000 bytes;
     /// max_value_bytes is 524288`.

@@ -34,7 +34,8 @@ pub enum ErrorClass {
     /// acknowledged: Redis lost acknowledged batches (AOF `everysec` loss,
     /// a failover to a lagging replica, a restore) or someone deleted it.
     /// The writes that may be gone are listed by
-    /// [`crate::Cache::take_dropped`].
+    /// [`crate::Cache::take_dropped`], and so are those of a batch in
+    /// doubt at that moment that could not be proven applied.
     MarkerLost,
     /// Any other server error.
     Other,

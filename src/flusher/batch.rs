@@ -49,12 +49,20 @@ pub(super) struct Batch {
     pub(super) max_seq: u64,
     /// The connection generation `tx` was built for.
     pub(super) generation: u64,
-    /// What settles the batch when the commit marker cannot (it is gone
-    /// or behind): the last log it appends to and the entries it leaves at
-    /// that log's tail. `None` when it appends nothing, and replaying it
-    /// is harmless (snapshots, deletes and index entries are idempotent).
+    /// What may show that the batch is not in Redis when the commit
+    /// marker cannot (it is gone): the last log it appends to and the
+    /// entries it leaves at that log's tail (a log that does not end with
+    /// them never got them; one that does may have had them already:
+    /// identical events are normal). `None` when it appends nothing, and
+    /// replaying it is harmless (snapshots, deletes and index entries are
+    /// the same written twice).
     pub(super) probe: Option<Probe>,
     state: State,
+    /// Its `EXEC` may have applied on a connection whose reply was lost
+    /// (or it did, and only the replica `WAIT` was lost): set by `lost`
+    /// and `reconnected`, never cleared. A batch only ever aborted by the
+    /// marker's `WATCH` is known not to be in Redis.
+    maybe_applied: bool,
 }
 
 /// The tail a batch leaves on one of its logs (`Batch::probe`).
@@ -94,6 +102,7 @@ impl Batch {
             generation,
             probe: None,
             state: State::Built,
+            maybe_applied: false,
         }
     }
 
@@ -167,9 +176,23 @@ impl Batch {
         self.state = State::Applied;
     }
 
-    /// The reply was lost, or the marker moved under it: → InDoubt.
+    /// The reply was lost (it may have applied), or the marker moved
+    /// after it applied: → InDoubt.
     pub(super) fn lost(&mut self) {
         self.state = State::InDoubt;
+        self.maybe_applied = true;
+    }
+
+    /// The `WATCH` on the marker aborted its `EXEC`: not applied by this
+    /// one, but an earlier connection's may have been (the marker
+    /// decides): → InDoubt.
+    pub(super) fn aborted(&mut self) {
+        self.state = State::InDoubt;
+    }
+
+    /// Whether an `EXEC` of it may have applied (see `maybe_applied`).
+    pub(super) fn maybe_applied(&self) -> bool {
+        self.maybe_applied
     }
 
     /// A new connection: a batch waiting only for its replicas may have
@@ -177,7 +200,7 @@ impl Batch {
     /// (Applied → InDoubt).
     pub(super) fn reconnected(&mut self) {
         if self.is_applied() {
-            self.state = State::InDoubt;
+            self.lost();
         }
     }
 
@@ -1121,5 +1144,29 @@ mod tests {
         assert!(b.is_built());
         b.lost();
         assert!(b.is_in_doubt());
+    }
+
+    #[test]
+    fn only_a_lost_reply_leaves_a_batch_maybe_applied() {
+        let mut f = Fixture::new();
+        f.put(position("P-1", 1));
+        let (mut b, _) = f.build();
+        // Aborted by the marker's WATCH: known not to be in Redis.
+        b.aborted();
+        assert!(b.is_in_doubt() && !b.maybe_applied());
+        b.replay();
+        b.lost();
+        assert!(b.is_in_doubt() && b.maybe_applied());
+        // Once it may have applied, a later abort does not undo that.
+        b.replay();
+        b.aborted();
+        assert!(b.maybe_applied());
+        let (mut b, _) = {
+            f.put(position("P-2", 1));
+            f.build()
+        };
+        b.exec_applied();
+        b.reconnected();
+        assert!(b.maybe_applied());
     }
 }

@@ -1,7 +1,8 @@
 //! What is true of the flusher's connection stream, kept by the `Link`
 //! (`link.rs`) and nowhere else: the replies owed, whether the `WATCH` on
-//! the commit marker guards the next transaction, whether a `MULTI` is
-//! open, and whether the stream failed. Pure: every send and read of the
+//! the commit marker guards the next transaction, and whether a `MULTI`
+//! is open. (A stream that failed is not here: the link drops it, so
+//! there is nothing left to read.) Pure: every send and read of the
 //! link asks it first and tells it after, and it refuses what would put
 //! the stream out of step (unit-tested below, without Redis).
 
@@ -31,9 +32,6 @@ pub(super) struct Ledger {
     arming: bool,
     /// A `MULTI` was sent, and neither `EXEC` nor `DISCARD` since.
     multi_open: bool,
-    /// A send or a read failed: what the server got or will answer is
-    /// unknown, so nothing more goes over this connection.
-    broken: bool,
 }
 
 /// Why the link refused to send or read: a bug in its caller, never a
@@ -42,7 +40,7 @@ pub(super) type Refusal = String;
 
 impl Default for Ledger {
     fn default() -> Self {
-        Ledger { owed: 0, guard: Guard::Off, arming: false, multi_open: false, broken: false }
+        Ledger { owed: 0, guard: Guard::Off, arming: false, multi_open: false }
     }
 }
 
@@ -52,24 +50,11 @@ impl Ledger {
         self.guard == Guard::Armed
     }
 
-    /// A send or read failed.
-    pub(super) fn broke(&mut self) {
-        self.broken = true;
-    }
-
-    fn usable(&self, what: &str) -> Result<(), Refusal> {
-        if self.broken {
-            return Err(format!("{what} on a connection whose stream already failed"));
-        }
-        Ok(())
-    }
-
     /// A fresh round trip (or a pipeline of reads) may start: nothing is
     /// owed (it would be read as its own), and a `MULTI` is open exactly
     /// when `multi` (a `DISCARD`; anything else inside one would be queued,
     /// not run).
     pub(super) fn fresh(&self, what: &str, multi: bool) -> Result<(), Refusal> {
-        self.usable(what)?;
         if self.owed == 0 && self.multi_open == multi {
             return Ok(());
         }
@@ -80,7 +65,6 @@ impl Ledger {
     /// A transaction may be queued: none is open (allowed with replies
     /// owed: it goes behind a batch whose replies are on their way).
     pub(super) fn can_queue(&self) -> Result<(), Refusal> {
-        self.usable("a MULTI")?;
         if self.multi_open {
             return Err("a MULTI inside an open MULTI".into());
         }
@@ -93,7 +77,6 @@ impl Ledger {
     /// open. An `EXEC` needs the marker's `WATCH` (`widened`: one that
     /// also watches other keys will do).
     pub(super) fn can_exec(&self, opens: bool, exec: bool, widened: bool) -> Result<(), Refusal> {
-        self.usable("an EXEC")?;
         if opens && !exec {
             return Err("a transaction without its EXEC".into());
         }
@@ -113,7 +96,6 @@ impl Ledger {
 
     /// A reply may be read: one is owed.
     pub(super) fn can_recv(&self) -> Result<(), Refusal> {
-        self.usable("a read")?;
         if self.owed == 0 {
             return Err("a reply read that nothing asked for".into());
         }
@@ -293,10 +275,5 @@ mod tests {
         l.sent_queued(2);
         l.can_queue().expect_err("MULTI inside MULTI");
         l.can_exec(false, false, false).expect_err("WAIT alone inside a MULTI");
-        // A failed stream refuses everything.
-        let mut l = Ledger::default();
-        l.broke();
-        l.fresh("a WATCH", false).expect_err("broken");
-        l.can_queue().expect_err("broken");
     }
 }

@@ -23,17 +23,24 @@
 //!   knows whether a `MULTI` is open (a batch queued behind another), so
 //!   a `WATCH` is never sent inside one, nor a `MULTI` inside another.
 //!
+//! - **A failed stream is never read again.** A send or a read that
+//!   fails drops the connection there and then (`lose`): the link holds
+//!   no stream any more, so whatever a caller does next (read a queued
+//!   batch's replies, `DISCARD` it, `WATCH` again) gets a
+//!   not-connected failure, whose action is to reconnect, and the batch
+//!   in doubt is settled by the marker on the next connection. Every
+//!   failure of the stream says "reconnect", whatever its cause.
+//!
 //! The bookkeeping itself is the `Ledger` (`ledger.rs`, pure and
 //! unit-tested); a send or read it refuses is a bug of the caller, so it
-//! drops the connection (a `Protocol` failure) and debug builds stop on
-//! it. A stream that failed is never used again. What a failure does to
-//! the flusher (fencing, dropping the connection, reconnecting with
+//! drops the connection too (a `Protocol` failure) and debug builds stop
+//! on it. What a failure does to the flusher (fencing, reconnecting with
 //! backoff) is in `reconnect.rs`.
 
 use redis::Value;
 
 use crate::marker;
-use crate::net::{self, ClientIdentity, Conn, Failure, Packer};
+use crate::net::{self, Action, ClientIdentity, Conn, Failure, Packer};
 
 use super::guard::judge_marker;
 use super::ledger::{Ledger, Refusal};
@@ -129,28 +136,50 @@ impl Link {
         (addr == self.addr()).then_some(old)
     }
 
-    /// A send or read the ledger refused: a bug of the caller.
-    fn refused(&self, problem: Refusal) -> Failure {
+    /// The stream failed (`f`): the connection is dropped at once, so
+    /// nothing is read from it again, and the failure says to reconnect
+    /// (whatever its cause: what the server got or will answer is
+    /// unknown).
+    fn lose(&mut self, f: Failure) -> Failure {
+        self.drop_conn();
+        if f.action() == Action::Reconnect {
+            f
+        } else {
+            f.unsettled()
+        }
+    }
+
+    /// A send or read the ledger refused: a bug of the caller. The
+    /// connection goes (its stream would be out of step).
+    fn refused(&mut self, problem: Refusal) -> Failure {
         debug_assert!(false, "the flusher's connection refused {problem}");
-        Failure::new(
+        let f = Failure::new(
             net::Cause::Protocol,
             self.addr(),
             format!("the flusher's connection refused {problem}: the reply stream would be out of step"),
-        )
+        );
+        self.lose(f)
     }
 
-    fn check(&self, verdict: Result<(), Refusal>) -> Result<(), Failure> {
+    /// Whether there is a connection, and the ledger allows what comes
+    /// next (`verdict`).
+    fn check(&mut self, verdict: Result<(), Refusal>) -> Result<(), Failure> {
+        if self.conn.is_none() {
+            return Err(Failure::not_connected());
+        }
         verdict.map_err(|problem| self.refused(problem))
     }
 
-    /// Writes packed commands; a failure breaks the stream.
+    /// Writes packed commands; a failure drops the connection.
     fn write(&mut self, buf: &[u8]) -> Result<(), Failure> {
         let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
-        let r = conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr));
-        if r.is_err() {
-            self.ledger.broke();
+        match conn.con.send_packed_command(buf) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let f = Failure::of(&e, &conn.addr);
+                Err(self.lose(f))
+            }
         }
-        r
     }
 
     /// Sends a transaction without its `EXEC` (`tx`: `MULTI` and the
@@ -174,7 +203,8 @@ impl Link {
         Ok(())
     }
 
-    /// Reads one reply owed.
+    /// Reads one reply owed; a failure drops the connection (later reads
+    /// get a not-connected failure).
     pub(super) fn recv(&mut self) -> Result<Value, Failure> {
         self.check(self.ledger.can_recv())?;
         let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
@@ -185,8 +215,7 @@ impl Link {
             }
             Err(e) => {
                 let f = Failure::of(&e, &conn.addr);
-                self.ledger.broke();
-                Err(f)
+                Err(self.lose(f))
             }
         }
     }
@@ -324,7 +353,7 @@ impl Link {
 
     /// `DISCARD` of the transaction queued on the connection, its replies
     /// read. A refusal (an ACL without `+discard`) leaves the `MULTI`
-    /// open, so it is an error: the caller drops the connection, which
+    /// open, so it is an error, and the connection is dropped, which
     /// discards it as surely.
     pub(super) fn discard(&mut self) -> Result<(), Failure> {
         self.check(self.ledger.fresh("a DISCARD", true))?;
@@ -334,8 +363,8 @@ impl Link {
         match net::reply_error(&reply) {
             None => Ok(()),
             Some((code, text)) => {
-                self.ledger.broke();
-                Err(Failure::new(net::Cause::of_code(&code), self.addr(), format!("DISCARD: {text}")))
+                let f = Failure::new(net::Cause::of_code(&code), self.addr(), format!("DISCARD: {text}"));
+                Err(self.lose(f))
             }
         }
     }

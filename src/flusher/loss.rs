@@ -4,9 +4,25 @@
 //! operator's `DEL`). It is reported loudly, never replayed over or
 //! ignored: counted (`Stats::marker_losses`, the `marker_lost` error
 //! class), shown in `Health::marker_lost`, logged, and the acknowledged
-//! writes that may be gone listed by `take_dropped`. A batch in doubt at
-//! that moment cannot be settled by the marker, so it is settled by what
-//! it wrote (`probe_applied`).
+//! writes that may be gone listed by `take_dropped`.
+//!
+//! A batch in doubt when the marker is found gone cannot be settled by it
+//! (`settle_without_marker`). It is acknowledged only when proven applied,
+//! and nothing else proves that: its events are stored as themselves, and
+//! identical events are normal, so a log that ends with what the batch
+//! appends may have ended so before. It is replayed when it is proven not
+//! applied (its only `EXEC`s were aborted by the marker's `WATCH`, or its
+//! last log does not end with what it appends), or when replaying it is
+//! harmless (it appends nothing: snapshots, deletes and index entries
+//! written twice are written once). Otherwise its writes are reported
+//! like the marker's own losses (`drop_unproven`): counted, listed by
+//! `take_dropped`, `Error::Dropped` from `wait`/`flush`; never replayed
+//! (that could apply them twice) and never acknowledged as written.
+//!
+//! A marker that is there but behind settles the batch as usual: Redis
+//! loses whole transactions, as a prefix (the marker is written in every
+//! batch's transaction), so a batch after what the marker shows is not in
+//! Redis.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
@@ -37,11 +53,9 @@ impl Flusher {
     }
 
     /// Looks at a marker just read: reports a loss (once per regression;
-    /// the floor drops to what the marker shows) and remembers whether the
-    /// last read was one, for `resolve`.
+    /// the floor drops to what the marker shows).
     pub(super) fn note_marker(&mut self, read: &Read) {
-        self.marker_lost_now = self.marker_regressed(read);
-        if !self.marker_lost_now {
+        if !self.marker_regressed(read) {
             return;
         }
         let key = String::from_utf8_lossy(&self.marker_key).into_owned();
@@ -79,34 +93,82 @@ impl Flusher {
         self.marker_floor = back_to;
     }
 
-    /// Settles the held batch without the marker: applied if the last log
-    /// it appends to ends with what it appended (a transaction applies
-    /// whole or not at all, and nothing of this writer's came after it).
-    /// A batch that appends nothing is replayed: its snapshots, deletes and
-    /// index entries are the same written twice.
-    pub(super) fn probe_applied(&mut self) -> Result<bool, Failure> {
-        let Some(batch) = self.held.as_ref() else { return Ok(false) };
-        let Some(probe) = &batch.probe else { return Ok(false) };
-        let from = format!("-{}", probe.tail.len());
-        let p = &mut self.packer;
-        p.clear();
-        p.cmd(&[b"LRANGE", &probe.key, from.as_bytes(), b"-1"]);
-        let [reply] = self.link.round_trip::<1>(&p.buf)?;
-        let applied = match &reply {
-            Value::Array(items) => {
-                items.len() == probe.tail.len()
-                    && items
-                        .iter()
-                        .zip(&probe.tail)
-                        .all(|(v, want)| matches!(v, Value::BulkString(b) if b == want))
+    /// Settles the held batch in doubt when the marker is gone (see the
+    /// module docs).
+    pub(super) fn settle_without_marker(&mut self) -> Result<Settled, Failure> {
+        let Some(batch) = self.held.as_ref() else { return Ok(Settled::Replay) };
+        let no = batch.no;
+        let settled = match &batch.probe {
+            // Only ever aborted by the WATCH: not applied.
+            _ if !batch.maybe_applied() => Settled::Replay,
+            // Appends nothing: written twice is written once.
+            None => Settled::Replay,
+            Some(probe) if probe.tail.is_empty() => Settled::Unproven,
+            Some(probe) => {
+                let from = format!("-{}", probe.tail.len());
+                let p = &mut self.packer;
+                p.clear();
+                p.cmd(&[b"LRANGE", &probe.key, from.as_bytes(), b"-1"]);
+                let [reply] = self.link.round_trip::<1>(&p.buf)?;
+                // An error reply (a key of another type, say) proves
+                // nothing either.
+                let ends_with_it = matches!(&reply, Value::Array(items)
+                    if items.len() == probe.tail.len()
+                        && items
+                            .iter()
+                            .zip(&probe.tail)
+                            .all(|(v, want)| matches!(v, Value::BulkString(b) if b == want)));
+                let readable = matches!(reply, Value::Array(_));
+                if readable && !ends_with_it {
+                    // The log never got what the batch appends.
+                    Settled::Replay
+                } else {
+                    Settled::Unproven
+                }
             }
-            _ => false,
         };
-        log::warn!(
-            "tradecache: batch {} in doubt with the commit marker lost: settled by its log's tail as {}",
-            batch.no,
-            if applied { "applied" } else { "not applied (replayed)" }
-        );
-        Ok(applied)
+        let what = match settled {
+            Settled::Replay => "not applied, or harmless to apply again: replayed",
+            Settled::Unproven => "cannot be proven applied or not: reported, not replayed",
+        };
+        log::warn!("tradecache: batch {no} in doubt with the commit marker gone: {what}");
+        Ok(settled)
     }
+
+    /// The held batch was in doubt when the marker was lost, and whether
+    /// Redis applied it cannot be proven: its writes are reported dropped
+    /// (class `marker_lost`), not replayed and not acknowledged as
+    /// written; the batch behind it is next.
+    pub(super) fn drop_unproven(&mut self) {
+        let Some(batch) = self.held.take() else { return };
+        let key = batch.probe.as_ref().map_or_else(
+            || String::from_utf8_lossy(&self.marker_key).into_owned(),
+            |p| String::from_utf8_lossy(&p.key).into_owned(),
+        );
+        let writes = (batch.max_seq + 1).saturating_sub(batch.first_seq).max(1);
+        let detail = format!(
+            "batch {} (seq {} to {}) was in doubt when the commit marker was lost, and nothing proves \
+             whether Redis applied it: its last log {key} ends with what it appends (which identical \
+             earlier events leave too) or could not be read; not replayed (it could apply twice)",
+            batch.no, batch.first_seq, batch.max_seq
+        );
+        log::error!("tradecache: {detail}");
+        self.shared.record_drop(batch.first_seq, writes, key, ErrorClass::MarkerLost, detail);
+        // Whether its index entries are in is unknown: the batches built
+        // after it add back the ones they skipped.
+        self.forget_index();
+        // Settled (reported): the writes after it go on.
+        self.publish_ack(batch.max_seq);
+        self.held = self.next.take();
+    }
+}
+
+/// How a batch in doubt with the marker gone is settled
+/// (`settle_without_marker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    /// Proven not applied, or harmless to apply again: sent again.
+    Replay,
+    /// Neither proven applied nor proven not applied: reported.
+    Unproven,
 }

@@ -119,9 +119,6 @@ pub(crate) struct Flusher {
     /// The last batch number this writer acknowledged (`loss.rs`): a
     /// marker behind it means Redis lost acknowledged batches.
     marker_floor: u64,
-    /// The last marker read showed such a loss (`resolve` then settles an
-    /// in-doubt batch by what it wrote).
-    marker_lost_now: bool,
     /// Recently acknowledged batches: (number, first sequence number).
     recent: std::collections::VecDeque<(u64, u64)>,
 }
@@ -199,7 +196,6 @@ impl Flusher {
             next_auto_purge: init.cfg.retain_closed_for.map(|_| now),
             heartbeat,
             marker_floor: init.marker.batch,
-            marker_lost_now: false,
             recent: std::collections::VecDeque::new(),
             cfg: init.cfg,
         }

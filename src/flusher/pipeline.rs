@@ -13,10 +13,11 @@ use std::time::Instant;
 use redis::Value;
 
 use crate::error_class::ErrorClass;
-use crate::marker::Marker;
+use crate::marker::{self, Marker};
 use crate::net::{self, reply_error, Action, Failure, Packer};
 use crate::writer::Shared;
 
+use super::loss::Settled;
 use super::Flusher;
 
 /// What became of the held batch.
@@ -136,7 +137,7 @@ impl Flusher {
             Outcome::Aborted => {
                 self.unqueue_next();
                 if let Some(b) = self.held.as_mut() {
-                    b.lost();
+                    b.aborted();
                 }
                 log::info!("tradecache: the commit marker changed under a batch; resolving it by the marker");
                 self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
@@ -393,15 +394,16 @@ impl Flusher {
         }
         let read = self.watch()?;
         let epoch = self.epoch;
-        // The marker lost (`loss.rs`): it cannot say, what the batch wrote can.
-        let by_content = if self.marker_lost_now { Some(self.probe_applied()?) } else { None };
+        // The marker gone, it cannot say (`loss.rs`).
+        let without_marker =
+            if read == marker::Read::Missing { Some(self.settle_without_marker()?) } else { None };
+        if without_marker == Some(Settled::Unproven) {
+            self.drop_unproven();
+            return Ok(());
+        }
         let Some(batch) = self.held.as_mut() else { return Ok(()) };
-        let applied = match by_content {
-            Some(true) => batch.no,
-            Some(false) => 0,
-            None => read.applied_batch(epoch),
-        };
-        if applied < batch.no {
+        let applied = read.applied_batch(epoch);
+        if without_marker.is_some() || applied < batch.no {
             batch.replay();
             self.shared.replays.fetch_add(1, Relaxed);
             return Ok(());

@@ -24,6 +24,11 @@ impl Flusher {
             Action::Backpressure => self.set_backpressure(&f),
             Action::WaitRetry | Action::Drop | Action::Fence => {}
         }
+        if !self.link.is_up() {
+            // The link dropped a connection whose stream failed (`Link::lose`):
+            // what was queued on it is gone too.
+            self.drop_conn();
+        }
         self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }
 
@@ -67,6 +72,10 @@ impl Flusher {
             Ok(c) => {
                 log::info!("tradecache: reconnected to {}", c.addr);
                 self.link.install(c);
+                // Nothing is queued on a new connection.
+                for b in self.held.iter_mut().chain(self.next.iter_mut()) {
+                    b.unqueued();
+                }
                 // A restarted server may have lost recent index entries.
                 self.forget_index();
                 self.shared.connected.store(true, Relaxed);

@@ -224,10 +224,11 @@ fn replica_wait_after_a_lost_reply_waits_for_a_replica() {
 
 /// The marker deleted (an operator's `DEL`, an AOF `everysec` loss, a
 /// failover to a lagging replica) while a batch is in doubt: the batch is
-/// settled by what it wrote (the tail of its log), not replayed on the
-/// guess that a missing marker means "nothing applied", and the loss of
-/// the marker is reported loudly: counted, in `health()`, and the writes it
-/// may have taken listed by `take_dropped`.
+/// not replayed on the guess that a missing marker means "nothing
+/// applied" (its log ends with its events: it may well be applied), nor
+/// acknowledged (that proves nothing): it is reported, and the loss of
+/// the marker loudly: counted, in `health()`, and the writes it may have
+/// taken listed by `take_dropped`.
 #[test]
 fn a_marker_lost_while_a_batch_is_in_doubt_is_reported_not_replayed() {
     let server = RedisServer::start();
@@ -263,6 +264,8 @@ fn a_marker_lost_while_a_batch_is_in_doubt_is_reported_not_replayed() {
     assert!(health.marker_lost.as_deref().is_some_and(|m| m.contains("writer:main")), "{health:?}");
     let dropped = cache.take_dropped();
     assert!(dropped.iter().any(|d| d.class == ErrorClass::MarkerLost), "{dropped:?}");
+    // The batch in doubt (from seq 101) is reported, not acknowledged as written.
+    assert!(dropped.iter().any(|d| d.seq.get() > 100), "{dropped:?}");
 }
 
 /// A marker behind what this writer had acknowledged (restored from an
@@ -289,4 +292,102 @@ fn a_regressed_marker_is_reported() {
     assert_eq!(counter(&mut admin, "T1", "X").unwrap().value, 6);
     assert!(cache.stats().marker_losses >= 1, "{:?}", cache.stats());
     assert!(cache.health().marker_lost.is_some(), "{:?}", cache.health());
+}
+
+/// Issue 28, item 1: the same raw event appended twice, the marker deleted,
+/// and the second batch cut by the proxy before any byte of it reached
+/// Redis. The log ends with the bytes the batch appends (the first event's
+/// own), which proves nothing: it was acknowledged (`acked_seq` 2, only
+/// seq 1 listed as dropped, Redis holding 1 of the 2 events). Now it is
+/// reported (`Error::Dropped` from `flush`, listed by `take_dropped`), not
+/// replayed (had it applied, that would duplicate it), and writing goes on.
+#[test]
+fn an_identical_event_in_doubt_with_the_marker_gone_is_reported_not_acknowledged() {
+    use tradecache::raw::{Collection, RawValue};
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::open(through(&proxy)).unwrap();
+    let fills = Collection::new("fills").unwrap();
+    let event = RawValue::msgpack(vec![0x01]).unwrap();
+    let log = |admin: &mut redis::Connection| -> Vec<Vec<u8>> {
+        redis::cmd("LRANGE").arg("trader-T1:fills:F-1:events").arg(0).arg(-1).query(admin).unwrap()
+    };
+    cache.append_raw(fills, "F-1", event.clone()).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let _: () = redis::cmd("DEL").arg("trader-T1:writer:main").query(&mut admin).unwrap();
+    // Nothing of the next batch reaches Redis.
+    proxy.cut_after_upstream_bytes(0);
+    let second = cache.append_raw(fills, "F-1", event.clone()).unwrap();
+    let err = cache.flush(Duration::from_secs(30)).expect_err("the second event is not proven written");
+    assert!(matches!(&err, Error::Dropped { first, .. } if first.class == ErrorClass::MarkerLost), "{err}");
+    let dropped = cache.take_dropped();
+    assert!(
+        dropped.iter().any(|d| d.seq <= second && second.get() < d.seq.get() + d.writes),
+        "the write in doubt is listed: {dropped:?}"
+    );
+    assert_eq!(log(&mut admin), vec![vec![0x01]], "not replayed on a guess");
+    assert_eq!(cache.stats().replays, 0, "{:?}", cache.stats());
+    // Writing goes on.
+    cache.append_raw(fills, "F-1", RawValue::msgpack(vec![0x02]).unwrap()).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(log(&mut admin), vec![vec![0x01], vec![0x02]]);
+}
+
+/// The marker deleted while idle: the next batch's `EXEC` is aborted by
+/// the `WATCH` on it, so that batch is known not to be in Redis, and it
+/// is replayed even though its log already ends with an identical event
+/// (nothing reported for it).
+#[test]
+fn a_batch_aborted_by_a_deleted_marker_is_replayed_even_with_identical_events() {
+    use tradecache::raw::{Collection, RawValue};
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let cache = Cache::open(config(server.port(), "T1")).unwrap();
+    let fills = Collection::new("fills").unwrap();
+    let event = RawValue::msgpack(vec![0x01]).unwrap();
+    cache.append_raw(fills, "F-1", event.clone()).unwrap();
+    cache.flush(Duration::from_secs(10)).unwrap();
+    let _: () = redis::cmd("DEL").arg("trader-T1:writer:main").query(&mut admin).unwrap();
+    let second = cache.append_raw(fills, "F-1", event).unwrap();
+    // The marker's loss is reported (for the acknowledged write), the
+    // batch in doubt is not.
+    let _ = cache.flush(Duration::from_secs(10));
+    let dropped = cache.take_dropped();
+    assert!(dropped.iter().all(|d| d.seq < second), "{dropped:?}");
+    let log: Vec<Vec<u8>> =
+        redis::cmd("LRANGE").arg("trader-T1:fills:F-1:events").arg(0).arg(-1).query(&mut admin).unwrap();
+    assert_eq!(log, vec![vec![0x01], vec![0x01]]);
+}
+
+/// Issue 28, item 2 (`unqueue_next`): Redis refuses every transaction
+/// (`maxmemory` reached: `EXECABORT`) while batches are queued behind the
+/// one refused, and the connection is cut at each reply boundary in turn
+/// (after the refused `EXEC`'s reply, before the marker's, say). The
+/// batch queued behind was read on the failed stream: the flusher died
+/// (a debug assertion in `link.rs`). Each cut is a reconnect; once Redis
+/// takes writes again every event lands once.
+#[test]
+fn a_refused_exec_with_a_batch_queued_behind_survives_a_cut_at_every_reply() {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::open(through(&proxy).max_batch(1)).unwrap();
+    let mut n = 0;
+    for k in 0..24 {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut admin).unwrap();
+        let before = proxy.connections();
+        proxy.cut_after_replies(k);
+        for _ in 0..4 {
+            n += 1;
+            cache.append("A", &Tick { n }).unwrap();
+        }
+        // Refused, retried with backoff, until the cut (and a reconnect).
+        wait_until("the cut", Duration::from_secs(30), || proxy.connections() > before);
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut admin).unwrap();
+        cache.flush(Duration::from_secs(30)).unwrap_or_else(|e| panic!("after a cut at reply {k}: {e}"));
+    }
+    assert_exactly_once(&ticks(&mut admin, "T1", "A"), n);
+    let stats = cache.stats();
+    assert!(stats.error_count("oom") >= 1, "{stats:?}");
 }

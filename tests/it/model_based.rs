@@ -31,9 +31,17 @@
 //! A purge's deletions interleave with writes in a way the history does
 //! not model, so peeks are skipped from a purge to the next flush.
 //!
+//! Connection drops (issue 28). The cache talks to Redis through the
+//! harness proxy, and `CutAfterReplies(n)` cuts its connection after `n`
+//! more replies, at a reply boundary; `cut_sweep` cuts at every boundary
+//! in turn (0, 1, 2, … replies) while bursts go out as pipelined pairs.
+//! A second, smaller model (`LossOp`) deletes the commit marker and cuts
+//! the connection around writes whose events equal the one before them:
+//! there Redis must hold every write not reported dropped, no event twice.
+//!
 //! A short run with a fixed seed is part of `make test`; `make fuzz` runs
-//! it with fresh seeds for `FUZZ_SECONDS`. Sequences that once failed are
-//! kept below as regressions.
+//! each with fresh seeds for `FUZZ_SECONDS`. Sequences that once failed
+//! are kept below as regressions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -55,6 +63,11 @@ const IDS: [&str; 4] = ["A", "B", "C", "D"];
 /// The ids a `Burst` writes to: other keys whose writes sit in the channel
 /// ahead of a purge.
 const BURST_IDS: [&str; 3] = ["X", "Y", "Z"];
+
+/// More replies than a pipelined pair of small batches gets (`MULTI`, a
+/// few commands and `EXEC` each, the marker's `WATCH` and `GET` behind
+/// each `EXEC`): `CutAfterReplies` cuts anywhere in such a pair.
+const PAIR_REPLIES: u64 = 48;
 
 fn all_ids() -> impl Iterator<Item = &'static str> {
     IDS.iter().chain(BURST_IDS.iter()).copied()
@@ -119,6 +132,9 @@ enum Op {
     Peek,
     /// `n` writes (puts and appends) to `BURST_IDS`, queued in one go.
     Burst(usize),
+    /// The proxy in front of Redis cuts the flusher's connection after `n`
+    /// more replies (issue 28: at a reply boundary of a pipelined pair).
+    CutAfterReplies(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +162,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Kill),
         1 => Just(Op::Crash),
         3 => Just(Op::Peek),
+        2 => (0..PAIR_REPLIES).prop_map(Op::CutAfterReplies),
     ]
 }
 
@@ -357,7 +374,9 @@ impl History {
 fn run(case: Case) -> Result<(), TestCaseError> {
     let mut server = RedisServer::builder().appendfsync("always").start();
     let mut admin = server.client();
-    let cfg = config(server.port(), TRADER)
+    // The cache talks to Redis through the proxy (`CutAfterReplies`).
+    let proxy = Proxy::start(server.addr());
+    let cfg = config(proxy.port(), TRADER)
         .max_batch(case.max_batch)
         .buffer_interval_ms(case.buffer_interval_ms)
         .response_timeout(ms(1000))
@@ -512,8 +531,11 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 }
             }
             Op::Peek => peek(&cache, &mut admin, &history, step)?,
+            Op::CutAfterReplies(n) => proxy.cut_after_replies(n),
         }
     }
+    // A cut still armed would only cut a connection with nothing on it.
+    proxy.cut_after_replies(u64::MAX);
     if paused {
         server.resume();
     }
@@ -662,6 +684,238 @@ fn purge_racing_a_burst_in_the_channel() {
         Op::Peek,
     ];
     run(Case { max_batch: 2, buffer_interval_ms: 0, ops, drop_at_end: true }).unwrap();
+}
+
+/// Issue 28, item 2: the flusher's connection cut at every reply boundary
+/// in turn (after 0, 1, … replies) while a burst of writes goes out as
+/// pipelined pairs (a batch's `EXEC`, the marker's `WATCH` and `GET`
+/// behind it, the next batch queued behind those), each followed by a
+/// flush and the comparison with the model. A cut between an applied
+/// `EXEC`'s reply and the marker's replies killed the flusher (a debug
+/// assertion in `link.rs`; `flush` returned `Closed`).
+fn cut_sweep() -> impl Strategy<Value = Case> {
+    (prop::sample::select(vec![1usize, 1, 2, 3]), 2..12usize, prop::collection::vec(id(), 1..3)).prop_map(
+        |(max_batch, burst, touch)| {
+            let mut ops = vec![Op::Put(0, 2), Op::Append(0), Op::Flush];
+            for k in 0..PAIR_REPLIES {
+                ops.push(Op::CutAfterReplies(k));
+                ops.push(Op::Burst(burst));
+                ops.extend(touch.iter().map(|i| Op::Append(*i)));
+                ops.push(Op::Peek);
+                ops.push(Op::Flush);
+            }
+            Case { max_batch, buffer_interval_ms: 0, ops, drop_at_end: false }
+        },
+    )
+}
+
+#[test]
+fn a_connection_cut_at_every_reply_boundary_of_a_pipelined_pair() {
+    runner(cut_sweep(), 2, run);
+}
+
+/// Marker loss with identical events (issue 28, item 1): writes, among
+/// them events equal to the one before them in their log (as raw and
+/// Python events are stored), the commit marker deleted and the
+/// connection cut (before, in, or after a batch, in either order), then a
+/// check. Redis must hold every write not reported dropped (`flush`'s
+/// `Error::Dropped`, `take_dropped`), and no event twice; a batch in doubt
+/// whose log already ended with what it appends had been acknowledged
+/// though it never reached Redis.
+#[derive(Debug, Clone)]
+enum LossOp {
+    Put(usize, u64),
+    /// An event: `true` equal to the last one of that log, else a new one.
+    Append(usize, bool),
+    /// `DEL` of the commit marker.
+    DeleteMarker,
+    /// The proxy cuts after this many client→server bytes (0: before any
+    /// byte of what is sent next reaches Redis).
+    CutBytes(u64),
+    /// The proxy cuts after this many replies.
+    CutReplies(u64),
+    /// `flush`, then Redis checked against the model.
+    Check,
+}
+
+#[derive(Debug, Clone)]
+struct LossCase {
+    max_batch: usize,
+    ops: Vec<LossOp>,
+}
+
+fn loss_case() -> impl Strategy<Value = LossCase> {
+    let write = || {
+        prop_oneof![
+            2 => (id(), 0..1000u64).prop_map(|(i, v)| LossOp::Put(i, v)),
+            3 => (id(), prop::bool::weighted(0.7)).prop_map(|(i, same)| LossOp::Append(i, same)),
+        ]
+    };
+    let cut =
+        prop_oneof![(0..400u64).prop_map(LossOp::CutBytes), (0..PAIR_REPLIES).prop_map(LossOp::CutReplies)];
+    let loss =
+        (prop::collection::vec(write(), 0..4), cut, any::<bool>(), prop::collection::vec(write(), 1..6))
+            .prop_map(|(before, cut, cut_first, after)| {
+                let mut ops = before;
+                if cut_first {
+                    ops.extend([cut, LossOp::DeleteMarker]);
+                } else {
+                    ops.extend([LossOp::DeleteMarker, cut]);
+                }
+                ops.extend(after);
+                ops.push(LossOp::Check);
+                ops
+            });
+    let segment = prop_oneof![
+        3 => write().prop_map(|w| vec![w]),
+        1 => Just(vec![LossOp::Check]),
+        2 => loss,
+    ];
+    (prop::sample::select(vec![1usize, 1, 2, 3, 64]), prop::collection::vec(segment, 1..12)).prop_map(
+        |(max_batch, segments)| {
+            let mut ops: Vec<LossOp> = segments.into_iter().flatten().collect();
+            ops.push(LossOp::Check);
+            LossCase { max_batch, ops }
+        },
+    )
+}
+
+/// What Redis may hold since the last check: per id, the snapshot then
+/// (seq 0) and each put since, with its seq; the events, each with its
+/// seq (0: in Redis at the last check).
+#[derive(Default, Debug)]
+struct LossModel {
+    snaps: BTreeMap<&'static str, Vec<(u64, Option<u64>)>>,
+    logs: BTreeMap<&'static str, Vec<(u64, u64)>>,
+}
+
+/// Whether `got` is `want` with some events left out, each of them
+/// `droppable` (order kept; identical events may stand for each other).
+fn embeds(want: &[(u64, u64)], got: &[u64], droppable: &impl Fn(u64) -> bool) -> bool {
+    // ok[i][j]: want[i..] can become got[j..].
+    let (n, m) = (want.len(), got.len());
+    let mut ok = vec![vec![false; m + 1]; n + 1];
+    ok[n][m] = true;
+    for i in (0..n).rev() {
+        for j in (0..=m).rev() {
+            let (seq, ev) = want[i];
+            ok[i][j] = (droppable(seq) && ok[i + 1][j]) || (j < m && got[j] == ev && ok[i + 1][j + 1]);
+        }
+    }
+    ok[0][0]
+}
+
+fn check_loss(
+    cache: &Cache,
+    admin: &mut redis::Connection,
+    model: &mut LossModel,
+    step: usize,
+) -> Result<(), TestCaseError> {
+    match cache.flush(Duration::from_secs(30)) {
+        Ok(()) | Err(tradecache::Error::Dropped { .. }) => {}
+        Err(e) => return Err(TestCaseError::fail(format!("flush at step {step}: {e}"))),
+    }
+    let dropped = cache.take_dropped();
+    for d in &dropped {
+        prop_assert_eq!(d.class, tradecache::ErrorClass::MarkerLost, "{:?}", d);
+    }
+    let droppable =
+        |seq: u64| seq != 0 && dropped.iter().any(|d| d.seq.get() <= seq && seq < d.seq.get() + d.writes);
+    let got = Model::read(admin);
+    for id in IDS {
+        let log = got.logs.get(id).cloned().unwrap_or_default();
+        let want = model.logs.entry(id).or_default();
+        prop_assert!(
+            embeds(want, &log, &droppable),
+            "step {}: the log of {} is {:?}, the writes (seq, event) were {:?}, reported dropped: {:?}",
+            step,
+            id,
+            log,
+            want,
+            dropped
+        );
+        *want = log.iter().map(|n| (0, *n)).collect();
+        let snap = got.snaps.get(id).copied();
+        let puts = model.snaps.entry(id).or_insert_with(|| vec![(0, None)]);
+        let kept = puts.iter().rposition(|(seq, _)| !droppable(*seq)).unwrap_or(0);
+        prop_assert!(
+            puts[kept..].iter().any(|(_, v)| *v == snap),
+            "step {}: the snapshot of {} is {:?}, the puts (seq, value) were {:?}, reported dropped: {:?}",
+            step,
+            id,
+            snap,
+            puts,
+            dropped
+        );
+        *puts = vec![(0, snap)];
+    }
+    Ok(())
+}
+
+fn run_marker_loss(case: LossCase) -> Result<(), TestCaseError> {
+    let server = RedisServer::start();
+    let mut admin = server.client();
+    let proxy = Proxy::start(server.addr());
+    let cfg = config(proxy.port(), TRADER)
+        .max_batch(case.max_batch)
+        .response_timeout(ms(1000))
+        .overflow(OverflowPolicy::Block { timeout: Duration::from_secs(30) });
+    let cache = Cache::open(cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut model = LossModel::default();
+    let mut next_event = 0u64;
+    for (step, op) in case.ops.iter().enumerate() {
+        match *op {
+            LossOp::Put(i, v) => {
+                let seq = cache.put(&Job { id: IDS[i].into(), value: v }).expect("accepted");
+                model.snaps.entry(IDS[i]).or_insert_with(|| vec![(0, None)]).push((seq.get(), Some(v)));
+            }
+            LossOp::Append(i, same) => {
+                let log = model.logs.entry(IDS[i]).or_default();
+                let n = match log.last() {
+                    Some((_, n)) if same => *n,
+                    _ => {
+                        next_event += 1;
+                        next_event
+                    }
+                };
+                let seq = cache.append(IDS[i], &Step { n }).expect("accepted");
+                log.push((seq.get(), n));
+            }
+            LossOp::DeleteMarker => {
+                let _: () =
+                    redis::cmd("DEL").arg(format!("trader-{TRADER}:writer:main")).query(&mut admin).unwrap();
+            }
+            LossOp::CutBytes(n) => proxy.cut_after_upstream_bytes(n),
+            LossOp::CutReplies(n) => proxy.cut_after_replies(n),
+            LossOp::Check => check_loss(&cache, &mut admin, &mut model, step)?,
+        }
+    }
+    proxy.cut_after_upstream_bytes(u64::MAX);
+    proxy.cut_after_replies(u64::MAX);
+    cache.close(Duration::from_secs(10)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    Ok(())
+}
+
+#[test]
+fn marker_loss_with_identical_events() {
+    runner(loss_case(), 12, run_marker_loss);
+}
+
+/// The issue's reproduction: an event, the marker deleted, the same event
+/// again in a batch of which no byte reaches Redis.
+#[test]
+fn regression_marker_loss_with_an_identical_event_cut_before_redis() {
+    let ops = vec![
+        LossOp::Append(0, false),
+        LossOp::Check,
+        LossOp::DeleteMarker,
+        LossOp::CutBytes(0),
+        LossOp::Append(0, true),
+        LossOp::Check,
+        LossOp::Append(0, true),
+        LossOp::Check,
+    ];
+    run_marker_loss(LossCase { max_batch: 1, ops }).unwrap();
 }
 
 /// The prefix check itself (no Redis): it accepts a state at or after the

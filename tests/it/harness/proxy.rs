@@ -40,6 +40,8 @@ struct ProxyShared {
     accepted: AtomicUsize,
     /// Client→server bytes still to forward before cutting, if armed.
     cut_budget: Mutex<Option<u64>>,
+    /// Server→client replies still to forward before cutting, if armed.
+    reply_budget: Mutex<Option<u64>>,
     /// Bumped by every cut; a pump exits when it differs from its own.
     generation: AtomicU64,
     next_conn_id: AtomicU64,
@@ -110,6 +112,16 @@ impl Proxy {
     /// client sends. One-shot: later connections are forwarded normally.
     pub fn cut_after_upstream_bytes(&self, n: u64) {
         *self.shared.cut_budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+    }
+
+    /// After forwarding `n` more whole replies (RESP values) from the
+    /// server to clients (counted across all connections), cut every
+    /// current connection: the client gets exactly those `n` replies and
+    /// then EOF, at a reply boundary; the server may have received (and
+    /// applied) any commands sent meanwhile. `n == 0` cuts before the next
+    /// byte of a reply. One-shot.
+    pub fn cut_after_replies(&self, n: u64) {
+        *self.shared.reply_budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 
     /// While on, client→server bytes are forwarded but server→client bytes
@@ -289,6 +301,9 @@ fn pump(
     shared: &ProxyShared,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    // Server→client: the bytes of a reply not yet complete, so that
+    // `cut_after_replies` counts whole replies across reads.
+    let mut partial = Vec::new();
     'forward: loop {
         if shared.stopped(generation) {
             break;
@@ -330,6 +345,14 @@ fn pump(
                 if shared.drop_replies.load(Ordering::SeqCst) {
                     continue;
                 }
+                if let Some(last) = reply_cut(shared, &mut partial, &buf[..n]) {
+                    // As for a cut of client bytes: no other pump may
+                    // deliver anything after these last bytes.
+                    shared.generation.fetch_add(1, Ordering::SeqCst);
+                    let _ = write_all(&mut to, &buf[..last], || shared.stop.load(Ordering::SeqCst));
+                    shared.cut_all();
+                    break;
+                }
                 if write_all(&mut to, &buf[..n], || shared.stopped(generation)).is_err() {
                     break;
                 }
@@ -369,6 +392,62 @@ fn pump(
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     shared.forget(id);
+}
+
+/// Counts the whole replies that `chunk` (server→client bytes, after the
+/// incomplete reply kept in `partial`) completes against the armed
+/// `reply_budget`: where in `chunk` to cut when the budget runs out (0:
+/// before it), `None` to forward it all.
+fn reply_cut(shared: &ProxyShared, partial: &mut Vec<u8>, chunk: &[u8]) -> Option<usize> {
+    let mut budget = shared.reply_budget.lock().unwrap_or_else(|e| e.into_inner());
+    if *budget == Some(0) {
+        *budget = None;
+        return Some(0);
+    }
+    let carried = partial.len();
+    partial.extend_from_slice(chunk);
+    let mut at = 0;
+    let mut cut = None;
+    while let Some(len) = resp_len(&partial[at..]) {
+        at += len;
+        if let Some(left) = budget.as_mut() {
+            *left -= 1;
+            if *left == 0 {
+                *budget = None;
+                // A reply completed here ends past the carried bytes.
+                cut = Some(at - carried);
+                break;
+            }
+        }
+    }
+    partial.drain(..at);
+    cut
+}
+
+/// The length of the RESP2/RESP3 value at the start of `b`, when it is
+/// all there.
+fn resp_len(b: &[u8]) -> Option<usize> {
+    let (&kind, _) = b.split_first()?;
+    let cr = b.windows(2).position(|w| w == b"\r\n")?;
+    let after = cr + 2;
+    let count = || std::str::from_utf8(&b[1..cr]).ok()?.parse::<i64>().ok();
+    match kind {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(after),
+        b'$' | b'=' | b'!' => match usize::try_from(count()?) {
+            Err(_) => Some(after),
+            Ok(n) => (b.len() >= after + n + 2).then_some(after + n + 2),
+        },
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let Ok(n) = usize::try_from(count()?) else { return Some(after) };
+            let items = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
+            let mut at = after;
+            for _ in 0..items {
+                at += resp_len(&b[at..])?;
+            }
+            Some(at)
+        }
+        _ => None,
+    }
 }
 
 fn is_retry(e: &io::Error) -> bool {
