@@ -496,3 +496,120 @@ fn kv_a_cut_during_the_writers_handshake_is_not_an_auth_error() {
     );
     assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(2));
 }
+
+/// Issue 28, item 2, for the kv layer: the connection is cut at each reply
+/// boundary in turn (counted across the writer's `MULTI … EXEC` batches,
+/// the readers' pipelined `MGET`s, `GET`, `EXISTS`, `SCAN`/`UNLINK`, and
+/// the handshakes of the connections opened after a cut). A reply stream
+/// read past a failure would fall out of step: a write settled on a
+/// reply meant for another command, a read answered with another key's
+/// value. Every cut is a reconnect: every write lands once, as written,
+/// and every read that succeeds returns its own key's value.
+#[test]
+fn kv_a_cut_at_every_reply_boundary_keeps_writer_and_readers_in_step() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    // Batches (and `MGET` chunks) of 3: several pipelined replies each;
+    // one read connection, so the readers' replies follow in order.
+    let cfg = kv_config(proxy.port(), "cut").max_batch_size(3).max_connections(1).breaker_failures(1_000_000);
+    let kv = Kv::open(cfg).unwrap();
+    let mut admin = server.client();
+    let keys = ["a", "b", "c", "d", "e", "f", "g"];
+    let value = |round: u64, i: usize| round * 100 + i as u64;
+    // Reads retried until one succeeds (a cut read is an error, or retried
+    // inside on a new connection); whatever succeeds must be right.
+    fn settled<T>(what: &str, mut f: impl FnMut() -> tradecache::Result<T>) -> T {
+        let mut last = None;
+        for _ in 0..5 {
+            match f() {
+                Ok(v) => return v,
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("{what}: still failing after 5 tries: {last:?}")
+    }
+    // Round n cuts after n replies, until a round ends before its cut:
+    // then every reply boundary of a round has been cut at.
+    let mut uncut = None;
+    for round in 0..400u64 {
+        proxy.cut_after_replies(round);
+        // The last key is deleted every other round, written otherwise.
+        let deleted = round % 2 == 1;
+        for (i, k) in keys.iter().enumerate() {
+            if deleted && i == keys.len() - 1 {
+                kv.delete("ns", k).unwrap();
+            } else {
+                kv.set("ns", k, &value(round, i), Ttl::Never).unwrap();
+            }
+        }
+        kv.set("tmp", "x", &round, Ttl::Never).unwrap();
+        kv.set("tmp", "y", &round, Ttl::Never).unwrap();
+        kv.flush(LONG).unwrap_or_else(|e| panic!("round {round}: flush: {e}"));
+        let want: Vec<Option<u64>> =
+            (0..keys.len()).map(|i| (!(deleted && i == keys.len() - 1)).then(|| value(round, i))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            let stored = raw_get(&mut admin, &format!("cut:ns:{k}")).map(|b| kv::decode::<u64>(&b).unwrap());
+            assert_eq!(stored, want[i], "round {round}: key {k} in Redis");
+        }
+        let got = settled("get_many", || kv.get_many::<u64>("ns", &keys));
+        assert_eq!(got, want, "round {round}: get_many");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(settled("get", || kv.get::<u64>("ns", k)), want[i], "round {round}: get {k}");
+            assert_eq!(
+                settled("exists", || kv.exists("ns", k)),
+                want[i].is_some(),
+                "round {round}: exists {k}"
+            );
+        }
+        settled("clear_namespace", || kv.clear_namespace("tmp"));
+        assert_eq!(raw_get(&mut admin, "cut:tmp:x"), None, "round {round}");
+        assert_eq!(raw_get(&mut admin, "cut:tmp:y"), None, "round {round}");
+        if proxy.disarm_reply_cut() {
+            uncut = Some(round);
+            break;
+        }
+    }
+    let uncut = uncut.expect("a round with fewer replies than its cut waited for");
+    assert!(uncut >= 20, "a round has only {uncut} replies: the sweep cut at too few boundaries");
+    let s = kv.stats();
+    assert!(s.reconnects >= 1, "{s:?}");
+    assert!(kv.take_dropped().is_empty(), "{s:?}");
+    assert!(
+        s.write_errors.iter().all(|(class, _)| *class != "protocol"),
+        "a reply read out of step: {:?} (last: {:?})",
+        s.write_errors,
+        kv.health().last_error
+    );
+    let report = kv.close(LONG).unwrap();
+    assert_eq!(report.unpersisted, 0, "{report:?}");
+}
+
+/// Issue 28, item 2, for the kv readers: a read whose reply does not come
+/// in time (the network stalls both ways, so the reply is only late) must
+/// leave nothing behind on the pool: once the stalled bytes flow again,
+/// the next reads get their own replies, never the late reply of a read
+/// that timed out.
+#[test]
+fn kv_a_timed_out_reads_late_reply_is_never_taken_for_a_later_read() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.addr());
+    // `MGET`s of one key: `get_many` of two keys pipelines two commands.
+    let cfg =
+        kv_config(proxy.port(), "late_read").max_batch_size(1).max_connections(1).breaker_failures(1_000_000);
+    let kv = Kv::open(cfg).unwrap();
+    kv.set("ns", "a", &1u32, Ttl::Never).unwrap();
+    kv.set("ns", "b", &2u32, Ttl::Never).unwrap();
+    kv.flush(LONG).unwrap();
+    assert_eq!(kv.get::<u32>("ns", "a").unwrap(), Some(1));
+    proxy.half_open(true);
+    let stalled = kv.get::<u32>("ns", "a");
+    assert!(stalled.is_err(), "{stalled:?}");
+    let stalled = kv.get_many::<u32>("ns", &["a", "a"]);
+    assert!(stalled.is_err(), "{stalled:?}");
+    proxy.half_open(false);
+    assert_eq!(kv.get::<u32>("ns", "b").unwrap(), Some(2));
+    assert_eq!(kv.get_many::<u32>("ns", &["b", "b"]).unwrap(), vec![Some(2), Some(2)]);
+    assert!(!kv.exists("ns", "c").unwrap());
+    assert_eq!(kv.get::<u32>("ns", "b").unwrap(), Some(2));
+    kv.close(LONG).unwrap();
+}

@@ -124,6 +124,12 @@ impl Proxy {
         *self.shared.reply_budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 
+    /// Disarms [`Proxy::cut_after_replies`]; whether it was still armed
+    /// (fewer replies passed than it waited for: no cut happened).
+    pub fn disarm_reply_cut(&self) -> bool {
+        self.shared.reply_budget.lock().unwrap_or_else(|e| e.into_inner()).take().is_some()
+    }
+
     /// While on, client→server bytes are forwarded but server→client bytes
     /// are discarded: the server applies the commands, the client waits for
     /// replies that never come (its read times out).
