@@ -76,9 +76,9 @@ fn all_ids() -> impl Iterator<Item = &'static str> {
 /// A counter that is closed while its value is odd, last updated at
 /// `value` milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Job {
-    id: String,
-    value: u64,
+pub(crate) struct Job {
+    pub(crate) id: String,
+    pub(crate) value: u64,
 }
 
 impl Entity for Job {
@@ -96,8 +96,8 @@ impl Entity for Job {
 
 /// `Tick`, in the log of a `Job` (same collection as `Counter`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Step {
-    n: u64,
+pub(crate) struct Step {
+    pub(crate) n: u64,
 }
 
 impl Event for Step {

@@ -28,9 +28,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redis::FromRedisValue;
-use serde::{Deserialize, Serialize};
 use tradecache::model::UnixNanos;
-use tradecache::{Cache, Entity, Event, OverflowPolicy};
+use tradecache::{Cache, OverflowPolicy};
 
 use crate::harness::*;
 
@@ -41,37 +40,9 @@ const IDS: [&str; 5] = ["A", "B", "C", "D", "E"];
 /// queued in the channel ahead of a purge and of the writes after it.
 const BURST_IDS: [&str; 2] = ["X", "Y"];
 
-/// Closed while its value is odd, last updated at `value` ms.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Job {
-    id: String,
-    value: u64,
-}
-
-impl Entity for Job {
-    const COLLECTION: &'static str = "jobs";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn is_closed(&self) -> bool {
-        self.value % 2 == 1
-    }
-    fn last_updated(&self) -> Option<UnixNanos> {
-        Some(UnixNanos(self.value * 1_000_000))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Step {
-    n: u64,
-}
-
-impl Event for Step {
-    type Of = Job;
-    fn event_id(&self) -> u64 {
-        self.n
-    }
-}
+// The entity and event of the write-path model (`counters`, closed while
+// its value is odd, last updated at `value` ms).
+use crate::model_based::{Job, Step};
 
 #[derive(Debug, Clone)]
 enum Write {
@@ -204,11 +175,11 @@ fn read(con: &mut redis::Connection) -> BTreeMap<&'static str, Entry> {
     let mut pipe = redis::pipe();
     pipe.atomic();
     for id in all_ids() {
-        pipe.cmd("GET").arg(key(format!("jobs:{id}")));
-        pipe.cmd("SISMEMBER").arg(key("index:jobs".into())).arg(id);
-        pipe.cmd("SISMEMBER").arg(key("index:jobs:open".into())).arg(id);
-        pipe.cmd("ZSCORE").arg(key("index:jobs:closed".into())).arg(id);
-        pipe.cmd("LRANGE").arg(key(format!("jobs:{id}:events"))).arg(0).arg(-1);
+        pipe.cmd("GET").arg(key(format!("counters:{id}")));
+        pipe.cmd("SISMEMBER").arg(key("index:counters".into())).arg(id);
+        pipe.cmd("SISMEMBER").arg(key("index:counters:open".into())).arg(id);
+        pipe.cmd("ZSCORE").arg(key("index:counters:closed".into())).arg(id);
+        pipe.cmd("LRANGE").arg(key(format!("counters:{id}:events"))).arg(0).arg(-1);
     }
     let replies: Vec<redis::Value> = pipe.query(con).expect("MULTI/EXEC read");
     let mut replies = replies.into_iter();
