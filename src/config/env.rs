@@ -1,12 +1,10 @@
-//! The environment: [`Config::from_env`] and [`Config::from_vars`], driven
-//! by the table of variables in `vars.rs` (the mechanism is `table.rs`,
-//! shared with `KvConfig`).
+//! The environment: [`Config::from_env`] and [`Config::from_vars`], which
+//! apply the rows of the option table (`mod.rs`).
 
 use std::str::FromStr;
 
-use super::table::{apply_vars, env_example, markdown, not_unicode};
-use super::vars::ENV;
-use super::{Config, Encoding, Problems, ENCODING_ALLOWED};
+use super::table::{apply_vars, not_unicode};
+use super::{Config, Encoding, Problems, ENCODING_ALLOWED, OPTIONS, URL};
 use crate::error::ConfigError;
 
 impl FromStr for Encoding {
@@ -35,7 +33,7 @@ impl Config {
     /// values that are not valid UTF-8), with what is allowed.
     pub fn from_env() -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
-        not_unicode(ENV, &mut problems);
+        not_unicode(Config::rows().map(|o| o.var), &mut problems);
         match Config::from_vars(|name| std::env::var(name).ok()) {
             Ok(config) => problems.finish(config),
             Err(e) => {
@@ -50,7 +48,7 @@ impl Config {
     /// starting from the defaults. A variable that is unset or empty keeps
     /// its default. Values are trimmed, except passwords. The variables,
     /// in the order they are applied (the table in docs/configuration.md and
-    /// `.env.example` are rendered from the same table):
+    /// `.env.example` are rendered from the same option table):
     ///
     #[doc = include_str!("vars.md")]
     ///
@@ -88,24 +86,9 @@ impl Config {
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
         let mut c = Config::default();
-        apply_vars(ENV, &mut c, &get, &mut problems);
+        apply_vars(&[&[URL]], &mut c, &get, &mut problems);
+        apply_vars(OPTIONS, &mut c, &get, &mut problems);
         problems.finish(c)
-    }
-
-    /// The rows of the configuration table in docs/configuration.md (with its header),
-    /// rendered from the table [`Config::from_vars`] reads; a unit test
-    /// checks that the file shows exactly this.
-    #[doc(hidden)]
-    pub fn env_markdown() -> String {
-        markdown(ENV, None)
-    }
-
-    /// The variable lines of `.env.example` (each with its comment, by
-    /// section), rendered from the table [`Config::from_vars`] reads; a
-    /// unit test checks that `.env.example` holds exactly this.
-    #[doc(hidden)]
-    pub fn env_example() -> String {
-        env_example(ENV)
     }
 }
 
@@ -115,8 +98,9 @@ mod tests {
     use std::time::Duration;
 
     use super::super::docs;
+    use super::super::table::render::{env_example, lines, markdown};
     use super::super::test_util::*;
-    use super::super::vars::{DEFAULT_BLOCK_TIMEOUT, DEFAULT_REPLICA_WAIT_TIMEOUT};
+    use super::super::{DEFAULT_BLOCK_TIMEOUT, DEFAULT_REPLICA_WAIT_TIMEOUT};
     use super::*;
     use crate::config::{HostPort, OverflowPolicy, Secret, PORT_ALLOWED};
 
@@ -325,7 +309,7 @@ mod tests {
             ("CACHE_STREAM_MAX_AGE_SECS", "x"),
         ]));
         let got = fields(&e);
-        for name in ENV.iter().map(|v| v.name) {
+        for name in Config::rows().map(|v| v.var) {
             if matches!(name, "REDIS_URL" | "REDIS_USERNAME" | "REDIS_PASSWORD")
                 || name.starts_with("REDIS_TLS_")
             {
@@ -386,26 +370,26 @@ mod tests {
     /// `TRADECACHE_WRITE_DOCS=1`, this test writes them instead.
     #[test]
     fn docs_match_the_table() {
-        let doc = markdown(ENV, Some("Config"));
-        docs::check_file("src/config/vars.md", &doc);
-        docs::check_block("docs/configuration.md", "config-env", &Config::env_markdown());
-        docs::check_block(".env.example", "config-env", &Config::env_example());
+        let lines = lines(Config::rows(), &Config::default());
+        docs::check_file("src/config/vars.md", &markdown(&lines, Some("Config")));
+        docs::check_block("docs/configuration.md", "config-env", &markdown(&lines, None));
+        docs::check_block(".env.example", "config-env", &env_example(&lines));
     }
 
     #[test]
     fn table_is_complete() {
-        let mut names: Vec<&str> = ENV.iter().map(|v| v.name).collect();
+        let mut names: Vec<&str> = Config::rows().map(|v| v.var).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), ENV.len(), "a variable is listed twice");
+        assert_eq!(names.len(), Config::rows().count(), "a variable is listed twice");
         let defaults = Config::default();
-        for var in ENV {
-            assert!(!var.doc.is_empty() && !var.values.is_empty() && !var.sets.is_empty(), "{}", var.name);
+        for var in Config::rows() {
+            assert!(!var.doc.is_empty() && !var.values.is_empty() && !var.sets.is_empty(), "{}", var.var);
             // Each default, read back, is the default: the table says what
             // `Config::default()` does.
             // (Two variables refine another, which must be on.)
             let text = (var.default)(&defaults);
-            let needs = match var.name {
+            let needs = match var.var {
                 "CACHE_BLOCK_TIMEOUT_MS" => vec![("CACHE_OVERFLOW", "block")],
                 "CACHE_REPLICA_WAIT_TIMEOUT_MS" => vec![("CACHE_REPLICA_WAIT", "1")],
                 _ => vec![],
@@ -413,9 +397,9 @@ mod tests {
             if !text.is_empty() {
                 let expected = from(&needs).unwrap();
                 let mut vars = needs.clone();
-                vars.push((var.name, &text));
-                let c = from(&vars).unwrap_or_else(|e| panic!("{}={text}: {e}", var.name));
-                assert_eq!(format!("{c:?}"), format!("{expected:?}"), "{}={text}", var.name);
+                vars.push((var.var, &text));
+                let c = from(&vars).unwrap_or_else(|e| panic!("{}={text}: {e}", var.var));
+                assert_eq!(format!("{c:?}"), format!("{expected:?}"), "{}={text}", var.var);
             }
         }
     }

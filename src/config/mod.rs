@@ -1,4 +1,4 @@
-//! Configuration: the [`Config`] struct, its defaults and setters.
+//! Configuration: [`Config`], declared option by option in one table.
 //!
 //! A [`Config`] is built in one of three ways, which can be combined:
 //!
@@ -10,16 +10,16 @@
 //!
 //! Parsing reports problems with single values (a port that is not a
 //! number, an id with a `:`); [`Config::validate`], which
-//! [`crate::Cache::open`] calls, reports the rest, such as a username without
+//! `Cache::open` calls, reports the rest, such as a username without
 //! a password. Both list every problem found, never just the first, and
 //! never show a password.
 //!
-//! Where things are: this file holds the struct, `Default`, the setters and
-//! the derived values (`trader_key`, `redacted_url`); `env.rs` the
-//! environment (`from_env`, `from_vars`); `url.rs` URL parsing and
-//! redaction (`from_url`); `validate.rs` the rules of [`Config::validate`].
-//! This file is longer than 600 lines because it holds one documented
-//! setter per option, which read best side by side with the struct.
+//! Each option is written once, below: its doc, type, default, setter and
+//! environment variable; the struct, `Default`, the setters, `from_vars`
+//! and the tables of docs/configuration.md and `.env.example` come from it
+//! (`table.rs` holds the mechanism). `env.rs` reads the environment,
+//! `url.rs` parses and redacts URLs, `validate.rs` holds the rules of
+//! [`Config::validate`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,14 +30,26 @@ mod env;
 mod table;
 mod url;
 mod validate;
-mod vars;
+
+pub use crate::encoding::Encoding;
+pub(crate) use table::{apply_var, apply_vars, not_unicode, options};
+pub(crate) use table::{int, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
+pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
+use table::{MILLIS_OFF, SECS_OFF};
+pub(crate) use url::HostPort;
+use url::{host_list, host_problem, parse_port};
+use validate::id;
 
 /// What a password (or anything that may hold one) is shown as.
 pub(super) const REDACTED: &str = "<redacted>";
-pub use crate::encoding::Encoding;
-pub(crate) use table::{apply_vars, boolean, env_example, int, markdown, millis, ms, not_unicode, seconds};
-pub(crate) use table::{set, EnvVar, Read, Refused};
-pub(crate) use url::HostPort;
+/// Redis's own limit on a string value.
+const REDIS_MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
+const ENCODING_ALLOWED: &str = "one of: msgpack, json";
+const PORT_ALLOWED: &str = "a port number from 1 to 65535";
+/// The block timeout of `CACHE_OVERFLOW=block` without `CACHE_BLOCK_TIMEOUT_MS`.
+const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_millis(10);
+/// The `WAIT` timeout of `CACHE_REPLICA_WAIT` without `CACHE_REPLICA_WAIT_TIMEOUT_MS`.
+const DEFAULT_REPLICA_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What a write does when the channel to the flusher is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,156 +75,290 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Everything a [`crate::Cache`] needs: where Redis is, how to log in, the
-/// key layout and the pipeline's bounds.
-///
-/// ```
-/// use std::time::Duration;
-/// use tradecache::{Config, OverflowPolicy};
-///
-/// let config = Config::builder()
-///     .host("redis.internal")
-///     .port(6380)
-///     .username("engine")
-///     .password("s3cret")
-///     .trader_id("TESTER-001")
-///     .overflow(OverflowPolicy::Block { timeout: Duration::from_millis(5) });
-/// assert!(config.validate().is_ok());
-/// assert_eq!(config.trader_key(), "trader-TESTER-001");
-/// assert_eq!(config.redacted_url(), "redis://engine:<redacted>@redis.internal:6380/0");
-/// assert!(!format!("{config:?}").contains("s3cret"));
-/// ```
-#[derive(Debug, Clone)]
-pub struct Config {
-    // --- connection ---
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) username: Option<String>,
-    pub(crate) password: Option<Secret>,
-    pub(crate) db: i64,
-    pub(crate) tls: bool,
-    pub(crate) tls_ca: Option<PathBuf>,
-    pub(crate) tls_cert: Option<PathBuf>,
-    pub(crate) tls_key: Option<PathBuf>,
-    pub(crate) sentinels: Vec<HostPort>,
-    pub(crate) sentinel_master: Option<String>,
-    pub(crate) cluster_nodes: Vec<HostPort>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-    pub(crate) connect_attempts: u32,
-    pub(crate) open_backoff_min: Duration,
-    pub(crate) open_backoff_max: Duration,
-    pub(crate) reconnect_backoff_min: Duration,
-    pub(crate) reconnect_backoff_max: Duration,
-    // --- keys and values ---
-    pub(crate) trader_id: String,
-    pub(crate) instance_id: Option<String>,
-    pub(crate) use_trader_prefix: bool,
-    pub(crate) use_instance_id: bool,
-    pub(crate) encoding: Encoding,
-    pub(crate) timestamps_as_iso8601: bool,
-    pub(crate) flush_on_start: bool,
-    pub(crate) persist_account_events: bool,
-    pub(crate) max_value_bytes: usize,
-    pub(crate) writer_id: String,
-    // --- pipeline ---
-    pub(crate) channel_capacity: usize,
-    pub(crate) overflow: OverflowPolicy,
-    pub(crate) max_batch: usize,
-    pub(crate) max_pending_events: usize,
-    pub(crate) max_pending_snapshots: usize,
-    pub(crate) max_batch_bytes: usize,
-    pub(crate) buffer_interval: Duration,
-    pub(crate) idle_poll: Duration,
-    pub(crate) idle_park_after: Duration,
-    pub(crate) close_timeout: Duration,
-    pub(crate) replica_wait: Option<(u32, Duration)>,
-    // --- recovery ---
-    pub(crate) load_chunk: usize,
-    pub(crate) strict_load: bool,
-    // --- spec's market-data buffers ---
-    pub(crate) tick_capacity: usize,
-    pub(crate) bar_capacity: usize,
-    // --- running 24/7 ---
-    pub(crate) retain_closed_for: Option<Duration>,
-    pub(crate) purge_batch: usize,
-    pub(crate) max_account_events: Option<usize>,
-    pub(crate) heartbeat_interval: Option<Duration>,
-    pub(crate) publish_events: bool,
-    pub(crate) stream_max_len: usize,
-    pub(crate) stream_max_age: Option<Duration>,
-    // --- tests only ---
-    /// Added to the flusher's wall clock (`Config::clock_skew_for_tests`).
-    pub(crate) clock_skew_ms: i64,
-}
+// The values of the variables.
+const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| match host_problem(v) {
+    Some(allowed) => Err(allowed.into()),
+    None => Ok(v.into()),
+});
+const PORT: Codec<u16> = Codec::plain("1 to 65535", |v| Ok(parse_port(v)?));
+const TEXT: Codec<Option<String>> = Codec {
+    values: "text",
+    read: Read::Trimmed,
+    parse: |v| Ok(Some(v.into())),
+    show: |v| v.clone().unwrap_or_default(),
+};
+const SECRET: Codec<Option<Secret>> = Codec {
+    values: "text, not trimmed",
+    read: Read::Secret,
+    parse: |v| Ok(Some(Secret(v.into()))),
+    show: |_| String::new(),
+};
+const DB: Codec<i64> = Codec::plain("0 or more (0 with a cluster)", |v| {
+    Ok(int(v, 0, i64::MAX as u64, "a database number, 0 or more")? as i64)
+});
+const PEM: Codec<Option<PathBuf>> = Codec {
+    values: "PEM file path",
+    read: Read::Trimmed,
+    parse: |v| Ok(Some(v.into())),
+    show: |p| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+};
+const SENTINELS: Codec<Vec<HostPort>> = Codec {
+    values: "`host:port,host:port` (port 26379 if absent; IPv6 as `[::1]:26379`)",
+    read: Read::Trimmed,
+    parse: |v| host_list(v, 26379),
+    show: |v| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+};
+const NODES: Codec<Vec<HostPort>> = Codec {
+    values: "`host:port,host:port` (port 6379 if absent)",
+    parse: |v| host_list(v, 6379),
+    ..SENTINELS
+};
+const MASTER: Codec<Option<String>> = Codec {
+    values: "name",
+    parse: |v| match v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        true => Err("a master name without whitespace".into()),
+        false => Ok(Some(v.into())),
+    },
+    ..TEXT
+};
+const ID: Codec<String> = Codec::plain("id (no ':', '{', '}', whitespace or control characters)", id);
+const OPT_ID: Codec<Option<String>> = Codec { values: "id", parse: |v| Ok(Some(id(v)?)), ..TEXT };
+const ENCODING: Codec<Encoding> =
+    Codec::plain("`msgpack` or `json`", |v| Encoding::from_name(v).ok_or(ENCODING_ALLOWED.into()));
+const VALUE_BYTES: Codec<usize> = Codec::plain("1 to 536870912 (Redis's limit)", |v| {
+    let allowed = "from 1 to 536870912 bytes (Redis's limit)";
+    Ok(int(v, 1, REDIS_MAX_VALUE_BYTES as u64, allowed)? as usize)
+});
+const MICROS: Codec<Duration> = Codec {
+    values: "microseconds, at most 1000000",
+    read: Read::Trimmed,
+    parse: |v| Ok(Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?)),
+    show: |d| d.as_micros().to_string(),
+};
+const COUNT_OFF: Codec<Option<usize>> = Codec {
+    values: "a count (0: keep all)",
+    read: Read::Trimmed,
+    parse: |v| {
+        Ok(Some(int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")? as usize).filter(|n| *n > 0))
+    },
+    show: |n| n.unwrap_or(0).to_string(),
+};
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            host: "127.0.0.1".into(),
-            port: 6379,
-            username: None,
-            password: None,
-            db: 0,
-            tls: false,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            sentinels: Vec::new(),
-            sentinel_master: None,
-            cluster_nodes: Vec::new(),
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            connect_attempts: 5,
-            open_backoff_min: Duration::from_secs(1),
-            open_backoff_max: Duration::from_secs(32),
-            reconnect_backoff_min: Duration::from_millis(50),
-            reconnect_backoff_max: Duration::from_secs(2),
-            trader_id: "TRADER-001".into(),
-            instance_id: None,
-            use_trader_prefix: true,
-            use_instance_id: false,
-            encoding: Encoding::MsgPack,
-            timestamps_as_iso8601: false,
-            flush_on_start: false,
-            persist_account_events: true,
-            max_value_bytes: 512 * 1024,
-            writer_id: "main".into(),
-            channel_capacity: 65_536,
-            overflow: OverflowPolicy::Reject,
-            max_batch: 4096,
-            max_pending_events: 65_536,
-            max_pending_snapshots: 262_144,
-            max_batch_bytes: 16 * 1024 * 1024,
-            buffer_interval: Duration::ZERO,
-            idle_poll: Duration::from_micros(100),
-            idle_park_after: Duration::from_secs(1),
-            close_timeout: Duration::from_secs(5),
-            replica_wait: None,
-            load_chunk: 1000,
-            strict_load: false,
-            tick_capacity: 10_000,
-            bar_capacity: 10_000,
-            retain_closed_for: None,
-            purge_batch: 500,
-            max_account_events: None,
-            heartbeat_interval: None,
-            publish_events: false,
-            stream_max_len: 100_000,
-            stream_max_age: None,
-            clock_skew_ms: 0,
-        }
+options! {
+    /// Everything a [`crate::Cache`] needs: where Redis is, how to log in, the
+    /// key layout and the pipeline's bounds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tradecache::{Config, OverflowPolicy};
+    ///
+    /// let config = Config::builder()
+    ///     .host("redis.internal")
+    ///     .port(6380)
+    ///     .username("engine")
+    ///     .password("s3cret")
+    ///     .trader_id("TESTER-001")
+    ///     .overflow(OverflowPolicy::Block { timeout: Duration::from_millis(5) });
+    /// assert!(config.validate().is_ok());
+    /// assert_eq!(config.trader_key(), "trader-TESTER-001");
+    /// assert_eq!(config.redacted_url(), "redis://engine:<redacted>@redis.internal:6380/0");
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// ```
+    #[derive(Debug, Clone)]
+    pub struct Config, table OPTIONS {
+        // --- Redis connection ---
+        /// The Redis server's host name, IPv4 or IPv6 address (without brackets); not used with sentinels or a cluster. Defaults to `127.0.0.1`.
+        host: String = "127.0.0.1".into(); [v: impl Into<String> => v.into()] ["REDIS_HOST" HOST]
+        /// The Redis server's port, from 1 to 65535. Defaults to `6379`.
+        port: u16 = 6379; [v: u16 => v] ["REDIS_PORT" PORT]
+        /// The ACL user to log in as (needs a password too); empty clears it, and without one the `default` user logs in. Defaults to none.
+        username: Option<String> = None; [v: impl Into<String> => Some(v.into()).filter(|v: &String| !v.is_empty())] ["REDIS_USERNAME" TEXT]
+        /// The password to log in with (`AUTH`); empty clears it; never shown in `Debug` output, logs or errors. Defaults to none.
+        password: Option<Secret> = None; [v: impl Into<String> => Some(Secret(v.into())).filter(|s| !s.0.is_empty())] ["REDIS_PASSWORD" SECRET]
+        /// The database number (`SELECT`), 0 or more; 0 in cluster mode. Defaults to `0`.
+        db: i64 = 0; [v: i64 => v] ["REDIS_DB" DB]
+        /// Whether to connect with TLS (needs the crate's `tls` feature). Defaults to `false`.
+        tls: bool = false; [v: bool => v] ["REDIS_SSL" BOOL]
+        /// A PEM file of CA certificates to trust instead of the system's roots (only with `tls`). Defaults to none.
+        tls_ca: Option<PathBuf> = None; [v: impl Into<PathBuf> => Some(v.into())] ["REDIS_TLS_CA" PEM]
+        /// A PEM client certificate for mutual TLS (only with `tls`, and with `tls_key`). Defaults to none.
+        tls_cert: Option<PathBuf> = None; [v: impl Into<PathBuf> => Some(v.into())] ["REDIS_TLS_CERT" PEM]
+        /// The PEM private key of `tls_cert` (only with `tls`). Defaults to none.
+        tls_key: Option<PathBuf> = None; [v: impl Into<PathBuf> => Some(v.into())] ["REDIS_TLS_KEY" PEM]
+        /// Sentinels to ask for the current master (with `sentinel_master`); when set, `host` and `port` are not used. Defaults to none.
+        sentinels: Vec<HostPort> = Vec::new(); [] ["REDIS_SENTINELS" SENTINELS => sentinels]
+        /// The name of the master the sentinels monitor; both or neither. Defaults to none.
+        sentinel_master: Option<String> = None; [v: impl Into<String> => Some(v.into())] ["REDIS_SENTINEL_MASTER" MASTER]
+        /// Seed nodes of a Redis Cluster (not with sentinels); the trader key then becomes a hash tag (`{trader-T1}:…`) so that one trader's keys share a slot. Defaults to none.
+        cluster_nodes: Vec<HostPort> = Vec::new(); [] ["REDIS_CLUSTER" NODES => cluster_nodes]
+        /// The longest one connection attempt may take. Defaults to 2 s.
+        connect_timeout: Duration = Duration::from_secs(2); [v: Duration => v] [rows TIMEOUT]
+        /// The longest to wait for a reply on an established connection (the socket's read and write timeouts). Defaults to 2 s.
+        response_timeout: Duration = Duration::from_secs(2); [v: Duration => v] [rows]
+        // --- Connecting and reconnecting ---
+        /// How many times `Cache::open` tries to connect before it fails; at least 1. Defaults to `5`.
+        connect_attempts: u32 = 5; [v: u32 => v] ["CACHE_CONNECT_ATTEMPTS" COUNT_U32]
+        /// The shortest pause between attempts at startup (exponential backoff, with jitter; see `open_backoff`). Defaults to 1 s.
+        open_backoff_min: Duration = Duration::from_secs(1); [] ["CACHE_BACKOFF_MIN_MS" MILLIS => open_backoff]
+        /// The longest pause between attempts at startup. Defaults to 32 s.
+        open_backoff_max: Duration = Duration::from_secs(32); [] ["CACHE_BACKOFF_MAX_MS" MILLIS => open_backoff]
+        /// The shortest pause between reconnection attempts after a connection is lost (see `reconnect_backoff`). Defaults to 50 ms.
+        reconnect_backoff_min: Duration = Duration::from_millis(50); [] ["CACHE_RECONNECT_BACKOFF_MIN_MS" MILLIS => reconnect_backoff]
+        /// The longest pause between reconnection attempts (they go on forever). Defaults to 2 s.
+        reconnect_backoff_max: Duration = Duration::from_secs(2); [] ["CACHE_RECONNECT_BACKOFF_MAX_MS" MILLIS => reconnect_backoff]
+        // --- Keys and values ---
+        /// The trader id, part of every key (`trader-{trader_id}:…`): not empty, no `:`, `{`, `}`, whitespace or control characters. Defaults to `TRADER-001`.
+        trader_id: String = "TRADER-001".into(); [v: impl Into<String> => v.into()] ["CACHE_TRADER_ID" ID]
+        /// The instance id, added to the trader key when `use_instance_id` is on (`trader-T1:{instance_id}:…`); the same rules as the trader id. Defaults to none.
+        instance_id: Option<String> = None; [v: impl Into<String> => Some(v.into())] ["CACHE_INSTANCE_ID" OPT_ID]
+        /// Whether keys start with the trader key; when off they have no trader prefix at all (`positions:P-1`), one database holds one trader's state, and a cluster cannot be used. Defaults to `true`.
+        use_trader_prefix: bool = true; [v: bool => v] ["CACHE_USE_TRADER_PREFIX" BOOL]
+        /// Whether the trader key includes the instance id (`trader-T1:{instance_id}:…`); needs `instance_id` and the trader prefix. Defaults to `false`.
+        use_instance_id: bool = false; [v: bool => v] ["CACHE_USE_INSTANCE_ID" BOOL]
+        /// How values are encoded (`Config::debug()` picks JSON). Defaults to `msgpack`.
+        encoding: Encoding = Encoding::MsgPack; [v: Encoding => v] ["CACHE_ENCODING" ENCODING]
+        /// Whether timestamps are written as ISO 8601 text instead of nanoseconds; only with JSON. Defaults to `false`.
+        timestamps_as_iso8601: bool = false; [v: bool => v] ["CACHE_TIMESTAMPS_AS_ISO8601" BOOL]
+        /// Whether `Cache::open` deletes this trader's keys (never the whole database) before starting; needs the trader prefix. Defaults to `false`.
+        flush_on_start: bool = false; [v: bool => v] ["CACHE_FLUSH_ON_START" BOOL]
+        /// Whether account events are appended to `accounts:{id}:events` (otherwise only the latest account snapshot is kept). Defaults to `true`.
+        persist_account_events: bool = true; [v: bool => v] ["CACHE_PERSIST_ACCOUNT_EVENTS" BOOL]
+        /// The largest encoded value accepted, in bytes, from 1 to 512 MiB (Redis's limit); larger ones are dropped and counted. Defaults to 512 KiB.
+        max_value_bytes: usize = 512 * 1024; [v: usize => v] ["CACHE_MAX_VALUE_BYTES" VALUE_BYTES]
+        /// The name of this writer's commit marker (`{trader_key}:writer:{writer_id}`), which settles in-doubt batches after a reconnect; two processes writing one trader's keys need different ones. Defaults to `main`.
+        writer_id: String = "main".into(); [v: impl Into<String> => v.into()] ["CACHE_WRITER_ID" ID]
+        // --- Write pipeline ---
+        /// How many writes may wait in the channel to the flusher thread; at least 1. Defaults to `65536`.
+        channel_capacity: usize = 65_536; [v: usize => v] ["CACHE_CHANNEL_CAPACITY" COUNT]
+        /// What a write does when the channel is full: fail at once and hand the value back, or wait for room first. Defaults to `OverflowPolicy::Reject`.
+        overflow: OverflowPolicy = OverflowPolicy::Reject; [v: OverflowPolicy => v] [rows OVERFLOW, BLOCK_TIMEOUT]
+        /// The most writes in one `MULTI`/`EXEC` transaction; at least 1. Defaults to `4096`.
+        max_batch: usize = 4096; [v: usize => v] ["CACHE_MAX_BATCH" COUNT]
+        /// The most events the flusher holds while Redis is unreachable before it stops draining the channel (and writes start to overflow); at least 1. Defaults to `65536`.
+        max_pending_events: usize = 65_536; [v: usize => v] ["CACHE_MAX_PENDING_EVENTS" COUNT]
+        /// The most distinct snapshot keys the flusher holds while Redis is unreachable (one value per key), as `max_pending_events` for events; at least 1. Defaults to `262144`.
+        max_pending_snapshots: usize = 262_144; [v: usize => v] ["CACHE_MAX_PENDING_SNAPSHOTS" COUNT]
+        /// The most value bytes in one transaction (a batch holds at least one value whatever its size); at least 1. Defaults to 16 MiB.
+        max_batch_bytes: usize = 16 * 1024 * 1024; [v: usize => v] ["CACHE_MAX_BATCH_BYTES" COUNT]
+        /// How long the flusher keeps collecting after the first write of a batch, for fewer, larger batches; zero writes at once. Defaults to zero.
+        buffer_interval: Duration = Duration::ZERO; [v: Duration => v] ["CACHE_BUFFER_INTERVAL_MS" MILLIS]
+        /// How long the idle flusher sleeps between polls of the channel (zero spins); the most a write waits to be noticed, so at most 1 s. Defaults to 100 µs.
+        idle_poll: Duration = Duration::from_micros(100); [v: Duration => v] ["CACHE_IDLE_POLL_US" MICROS]
+        /// After how long without writes the flusher stops polling and parks until the next write. Defaults to 1 s.
+        idle_park_after: Duration = Duration::from_secs(1); [v: Duration => v] ["CACHE_IDLE_PARK_AFTER_MS" MILLIS]
+        /// How long dropping a `Cache` waits for the final flush (as `Cache::close` does with its own timeout). Defaults to 5 s.
+        close_timeout: Duration = Duration::from_secs(5); [v: Duration => v] ["CACHE_CLOSE_TIMEOUT_MS" MILLIS]
+        /// `Some((replicas, timeout))`: after each batch, `WAIT` until that many replicas have it (at most `timeout`, above zero and below `response_timeout`); a batch not replicated in time is retried. Defaults to `None`.
+        replica_wait: Option<(u32, Duration)> = None; [v: Option<(u32, Duration)> => v] [rows REPLICA_WAIT, REPLICA_WAIT_TIMEOUT]
+        // --- Recovery and buffers ---
+        /// How many ids `Cache::load` reads per pipelined request (one `MGET` of their snapshots, one `LRANGE` per event log); at least 1. Defaults to `1000`.
+        load_chunk: usize = 1000; [v: usize => v] ["CACHE_LOAD_CHUNK" COUNT]
+        /// Whether `Cache::load` fails on a value it cannot decode (otherwise it skips the value and reports it). Defaults to `false`.
+        strict_load: bool = false; [v: bool => v] ["CACHE_STRICT_LOAD" BOOL]
+        /// How many ticks each tick series (per instrument) keeps in Redis: each append trims it, in the same transaction; at least 1. Defaults to `10000`.
+        tick_capacity: usize = 10_000; [v: usize => v] ["CACHE_TICK_CAPACITY" COUNT]
+        /// How many bars each bar series (per bar type) keeps in Redis, as `tick_capacity` for ticks; at least 1. Defaults to `10000`.
+        bar_capacity: usize = 10_000; [v: usize => v] ["CACHE_BAR_CAPACITY" COUNT]
+        // --- Running 24/7 ---
+        /// `Some(age)`: the flusher purges closed entities older than `age` with their event logs and index entries, at open and then every `min(age, 60 s)`, as `Cache::purge_closed` does; at least 1 s. Defaults to `None`.
+        retain_closed_for: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_RETAIN_CLOSED_SECS" SECS_OFF]
+        /// How many closed entities one purge step deletes (one transaction between two batches of writes); at least 1. Defaults to `500`.
+        purge_batch: usize = 500; [v: usize => v] ["CACHE_PURGE_BATCH" COUNT]
+        /// `Some(n)`: every append to an account's event log trims it to its newest `n` events, in the same transaction; at least 1. Defaults to `None` (keep all).
+        max_account_events: Option<usize> = None; [v: Option<usize> => v] ["CACHE_MAX_ACCOUNT_EVENTS" COUNT_OFF]
+        /// `Some(interval)`: the flusher sets `{trader}:heartbeat:{writer_id}` this often with a TTL of three intervals, so a supervisor sees it vanish when the engine hangs, dies or loses Redis; at least 1 ms. Defaults to `None`.
+        heartbeat_interval: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_HEARTBEAT_MS" MILLIS_OFF]
+        /// Whether each event appended to an entity's log (not market data) is also added (`XADD`) to the stream `{trader}:stream:{collection}`, in the same transaction. Defaults to `false`.
+        publish_events: bool = false; [v: bool => v] ["CACHE_PUBLISH_EVENTS" BOOL]
+        /// The length each event stream is trimmed to (`XADD … MAXLEN ~ n`, so a stream may hold a little more); at least 1. Defaults to `100000`.
+        stream_max_len: usize = 100_000; [v: usize => v] ["CACHE_STREAM_MAXLEN" COUNT]
+        /// `Some(age)`: each batch that publishes also trims stream entries older than `age` by the Redis server's clock (`XTRIM … MINID ~`, Redis 6.2 or later; by length only where `TIME` is refused); at least 1 ms. Defaults to `None`.
+        stream_max_age: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_STREAM_MAX_AGE_SECS" SECS_OFF]
+        /// Tests only: added to the flusher's wall clock (`clock_skew_for_tests`).
+        clock_skew_ms: i64 = 0; [] []
     }
 }
 
-// ---------------------------------------------------------------------------
-// Constants and texts shared by parsing and validation.
-
-/// Redis's own limit on a string value.
-const REDIS_MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
-const ENCODING_ALLOWED: &str = "one of: msgpack, json";
-const PORT_ALLOWED: &str = "a port number from 1 to 65535";
-const BOOL_ALLOWED: &str = "one of: true, false, 1, 0, yes, no";
+// Variables that are not one option's.
+const URL: Opt<Config> = Opt {
+    var: "REDIS_URL",
+    sets: "from_url",
+    doc: "Sets host, port, username, password, db and TLS at once; applied first, the other `REDIS_*` \
+          variables override its parts. Percent-encode '@', ':', '/', '?', '#', '%' in the user and \
+          password (@ is %40).",
+    values: "`redis[s]://[user[:password]@]host[:port][/db]`",
+    read: Read::Trimmed,
+    default: |c| c.server_url(),
+    apply: url::apply_url,
+};
+const TIMEOUT: Opt<Config> = Opt {
+    var: "REDIS_TIMEOUT",
+    sets: "connect_timeout, response_timeout",
+    doc: "Connect timeout and per-reply timeout.",
+    values: SECONDS.values,
+    read: Read::Trimmed,
+    default: |c| (SECONDS.show)(&c.connect_timeout),
+    apply: |c, v| {
+        let t = (SECONDS.parse)(v)?;
+        (c.connect_timeout, c.response_timeout) = (t, t);
+        Ok(())
+    },
+};
+const OVERFLOW: Opt<Config> = Opt {
+    var: "CACHE_OVERFLOW",
+    sets: "overflow",
+    doc: "When the channel is full: fail at once and hand the value back, or wait up to \
+          CACHE_BLOCK_TIMEOUT_MS first.",
+    values: "`reject` or `block`",
+    read: Read::Trimmed,
+    default: |c| if c.overflow == OverflowPolicy::Reject { "reject" } else { "block" }.into(),
+    apply: |c, v| {
+        c.overflow = match v.to_ascii_lowercase().as_str() {
+            "reject" => OverflowPolicy::Reject,
+            "block" => OverflowPolicy::Block { timeout: c.block_timeout() },
+            _ => return Err("one of: reject, block".into()),
+        };
+        Ok(())
+    },
+};
+const BLOCK_TIMEOUT: Opt<Config> = Opt {
+    var: "CACHE_BLOCK_TIMEOUT_MS",
+    sets: "overflow",
+    doc: "The longest a write waits for room; only with CACHE_OVERFLOW=block.",
+    values: MILLIS_MIN_1.values,
+    read: Read::Trimmed,
+    default: |c| (MILLIS.show)(&c.block_timeout()),
+    apply: |c, v| match &mut c.overflow {
+        OverflowPolicy::Block { timeout } => (MILLIS_MIN_1.parse)(v).map(|t| *timeout = t),
+        OverflowPolicy::Reject => Err("only with CACHE_OVERFLOW=block".into()),
+    },
+};
+const REPLICA_WAIT: Opt<Config> = Opt {
+    var: "CACHE_REPLICA_WAIT",
+    sets: "replica_wait",
+    doc: "`WAIT` for this many replicas after each batch before acknowledging it.",
+    values: "replicas (0: off)",
+    read: Read::Trimmed,
+    default: |c| c.replica_wait.map_or(0, |(n, _)| n).to_string(),
+    apply: |c, v| {
+        let n = int(v, 0, u32::MAX.into(), "a number of replicas (0 turns waiting off)")? as u32;
+        let timeout = c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t);
+        c.replica_wait = (n > 0).then_some((n, timeout));
+        Ok(())
+    },
+};
+const REPLICA_WAIT_TIMEOUT: Opt<Config> = Opt {
+    var: "CACHE_REPLICA_WAIT_TIMEOUT_MS",
+    sets: "replica_wait",
+    doc: "The longest that `WAIT` waits; only with CACHE_REPLICA_WAIT of 1 or more.",
+    values: "milliseconds, 1 or more, below REDIS_TIMEOUT",
+    read: Read::Trimmed,
+    default: |c| (MILLIS.show)(&c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t)),
+    apply: |c, v| match &mut c.replica_wait {
+        Some((_, timeout)) => (MILLIS_MIN_1.parse)(v).map(|t| *timeout = t),
+        None => Err("only with CACHE_REPLICA_WAIT of 1 or more".into()),
+    },
+};
 
 /// Collects problems; never stops at the first.
 #[derive(Default)]
@@ -225,7 +371,7 @@ impl Problems {
 
     /// Each problem of `refused`, under `field`; `text` is the value shown
     /// where `refused` names none.
-    pub(crate) fn refused(&mut self, field: &str, text: &str, refused: table::Refused) {
+    pub(crate) fn refused(&mut self, field: &str, text: &str, refused: Refused) {
         for (shown, allowed) in refused.0 {
             self.push(field, shown.unwrap_or_else(|| text.to_string()), allowed);
         }
@@ -240,11 +386,8 @@ impl Problems {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Builder.
-
 impl Config {
-    /// The defaults, to be changed with the setters below; the same as
+    /// The defaults, to be changed with the setters; the same as
     /// [`Config::default()`].
     #[must_use]
     pub fn builder() -> Config {
@@ -259,577 +402,71 @@ impl Config {
         Config::default().encoding(Encoding::Json).timestamps_as_iso8601(true)
     }
 
-    // --- connection ---
-
-    /// The Redis server's host name, IPv4 address or IPv6 address (without
-    /// brackets). Not used with sentinels or a cluster.
-    ///
-    /// Default: see `REDIS_HOST` in [`Config::from_vars`].
-    #[must_use]
-    pub fn host(mut self, v: impl Into<String>) -> Self {
-        self.host = v.into();
-        self
+    /// Every variable [`Config::from_vars`] reads, in the order it applies them.
+    pub(crate) fn rows() -> impl Iterator<Item = &'static Opt<Config>> {
+        std::iter::once(&URL).chain(OPTIONS.iter().flat_map(|rows| rows.iter()))
     }
 
-    /// The Redis server's port, from 1 to 65535.
-    ///
-    /// Default: see `REDIS_PORT` in [`Config::from_vars`].
-    #[must_use]
-    pub fn port(mut self, v: u16) -> Self {
-        self.port = v;
-        self
-    }
-
-    /// The ACL user to log in as (needs a password too); an empty string
-    /// clears it.
-    ///
-    /// Default: see `REDIS_USERNAME` in [`Config::from_vars`].
-    #[must_use]
-    pub fn username(mut self, v: impl Into<String>) -> Self {
-        let v = v.into();
-        self.username = (!v.is_empty()).then_some(v);
-        self
-    }
-
-    /// The password to log in with (`AUTH`); an empty string clears it. It is
-    /// never shown in `Debug` output, logs or errors.
-    ///
-    /// Default: see `REDIS_PASSWORD` in [`Config::from_vars`].
-    #[must_use]
-    pub fn password(mut self, v: impl Into<String>) -> Self {
-        let v = v.into();
-        self.password = (!v.is_empty()).then_some(Secret(v));
-        self
-    }
-
-    /// The database number (`SELECT`); must be 0 in cluster mode.
-    ///
-    /// Default: see `REDIS_DB` in [`Config::from_vars`].
-    #[must_use]
-    pub fn db(mut self, v: i64) -> Self {
-        self.db = v;
-        self
-    }
-
-    /// Whether to connect with TLS (needs the crate's `tls` feature).
-    ///
-    /// Default: see `REDIS_SSL` in [`Config::from_vars`].
-    #[must_use]
-    pub fn tls(mut self, v: bool) -> Self {
-        self.tls = v;
-        self
-    }
-
-    /// A PEM file of CA certificates to trust instead of the system's roots
-    /// (only with `tls`).
-    ///
-    /// Default: see `REDIS_TLS_CA` in [`Config::from_vars`].
-    #[must_use]
-    pub fn tls_ca(mut self, v: impl Into<PathBuf>) -> Self {
-        self.tls_ca = Some(v.into());
-        self
-    }
-
-    /// A PEM client certificate for mutual TLS (only with `tls`, and with
-    /// [`Config::tls_key`]).
-    ///
-    /// Default: see `REDIS_TLS_CERT` in [`Config::from_vars`].
-    #[must_use]
-    pub fn tls_cert(mut self, v: impl Into<PathBuf>) -> Self {
-        self.tls_cert = Some(v.into());
-        self
-    }
-
-    /// The PEM private key of [`Config::tls_cert`] (only with `tls`).
-    ///
-    /// Default: see `REDIS_TLS_KEY` in [`Config::from_vars`].
-    #[must_use]
-    pub fn tls_key(mut self, v: impl Into<PathBuf>) -> Self {
-        self.tls_key = Some(v.into());
-        self
+    /// The timeout of `OverflowPolicy::Block`, or the one `CACHE_OVERFLOW=block` sets.
+    fn block_timeout(&self) -> Duration {
+        match self.overflow {
+            OverflowPolicy::Block { timeout } => timeout,
+            OverflowPolicy::Reject => DEFAULT_BLOCK_TIMEOUT,
+        }
     }
 
     /// Sentinels to ask for the current master (with
-    /// [`Config::sentinel_master`]); replaces any set before. When set,
-    /// `host` and `port` are not used.
-    ///
-    /// Default: see `REDIS_SENTINELS` in [`Config::from_vars`].
+    /// [`Config::sentinel_master`]), replacing any set before. Defaults to none.
     #[must_use]
-    pub fn sentinels<I, H>(mut self, nodes: I) -> Self
-    where
-        I: IntoIterator<Item = (H, u16)>,
-        H: Into<String>,
-    {
-        self.sentinels = host_ports(nodes);
+    pub fn sentinels<I: IntoIterator<Item = (H, u16)>, H: Into<String>>(mut self, nodes: I) -> Self {
+        self.sentinels = nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect();
         self
     }
 
-    /// The name of the master the sentinels monitor.
-    ///
-    /// Default: see `REDIS_SENTINEL_MASTER` in [`Config::from_vars`].
+    /// Seed nodes of a Redis Cluster, replacing any set before; see
+    /// `REDIS_CLUSTER` in [`Config::from_vars`]. Defaults to none.
     #[must_use]
-    pub fn sentinel_master(mut self, v: impl Into<String>) -> Self {
-        self.sentinel_master = Some(v.into());
-        self
-    }
-
-    /// Seed nodes of a Redis Cluster; replaces any set before. When set,
-    /// `host` and `port` are not used, and the trader key becomes a hash tag
-    /// (`{trader-T1}:…`) so that one trader's keys share a slot.
-    ///
-    /// Default: see `REDIS_CLUSTER` in [`Config::from_vars`].
-    #[must_use]
-    pub fn cluster_nodes<I, H>(mut self, nodes: I) -> Self
-    where
-        I: IntoIterator<Item = (H, u16)>,
-        H: Into<String>,
-    {
-        self.cluster_nodes = host_ports(nodes);
-        self
-    }
-
-    /// The longest one connection attempt may take.
-    ///
-    /// Default: see `REDIS_TIMEOUT` in [`Config::from_vars`].
-    #[must_use]
-    pub fn connect_timeout(mut self, v: Duration) -> Self {
-        self.connect_timeout = v;
-        self
-    }
-
-    /// The longest to wait for a reply on an established connection (the
-    /// socket's read and write timeouts).
-    ///
-    /// Default: see `REDIS_TIMEOUT` in [`Config::from_vars`].
-    #[must_use]
-    pub fn response_timeout(mut self, v: Duration) -> Self {
-        self.response_timeout = v;
-        self
-    }
-
-    /// How many times [`crate::Cache::open`] tries to connect before it
-    /// fails; at least 1.
-    ///
-    /// Default: see `CACHE_CONNECT_ATTEMPTS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn connect_attempts(mut self, v: u32) -> Self {
-        self.connect_attempts = v;
+    pub fn cluster_nodes<I: IntoIterator<Item = (H, u16)>, H: Into<String>>(mut self, nodes: I) -> Self {
+        self.cluster_nodes =
+            nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect();
         self
     }
 
     /// The bounds of the exponential backoff (with jitter) between connection
-    /// attempts in [`crate::Cache::open`]; `min` may not exceed `max`.
-    ///
-    /// Default: see `CACHE_BACKOFF_MIN_MS` and `CACHE_BACKOFF_MAX_MS` in [`Config::from_vars`].
+    /// attempts in `Cache::open`; `min` may not exceed `max`.
+    /// Defaults to 1 s and 32 s.
     #[must_use]
     pub fn open_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.open_backoff_min = min;
-        self.open_backoff_max = max;
+        (self.open_backoff_min, self.open_backoff_max) = (min, max);
         self
     }
 
     /// The bounds of the exponential backoff (with jitter) between the
-    /// flusher's reconnection attempts after a connection is lost; `min` may
-    /// not exceed `max`.
-    ///
-    /// Default: see `CACHE_RECONNECT_BACKOFF_MIN_MS` and
-    /// `CACHE_RECONNECT_BACKOFF_MAX_MS` in [`Config::from_vars`].
+    /// reconnection attempts after a connection is lost; `min` may not
+    /// exceed `max`. Defaults to 50 ms and 2 s.
     #[must_use]
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.reconnect_backoff_min = min;
-        self.reconnect_backoff_max = max;
-        self
-    }
-
-    // --- keys and values ---
-
-    /// The trader id, part of every key (`trader-{trader_id}:…`). Not empty,
-    /// no `:`, `{`, `}`, whitespace or control characters.
-    ///
-    /// Default: see `CACHE_TRADER_ID` in [`Config::from_vars`].
-    #[must_use]
-    pub fn trader_id(mut self, v: impl Into<String>) -> Self {
-        self.trader_id = v.into();
-        self
-    }
-
-    /// The instance id, added to the trader key when
-    /// [`Config::use_instance_id`] is on (`trader-T1:{instance_id}:…`). Same
-    /// character rules as the trader id.
-    ///
-    /// Default: see `CACHE_INSTANCE_ID` in [`Config::from_vars`].
-    #[must_use]
-    pub fn instance_id(mut self, v: impl Into<String>) -> Self {
-        self.instance_id = Some(v.into());
-        self
-    }
-
-    /// Whether keys start with the trader key (`trader-{trader_id}:`). When
-    /// off, keys have no trader prefix at all (`positions:P-1`), and one
-    /// database can then hold only one trader's state; cluster mode needs the
-    /// prefix.
-    ///
-    /// Default: see `CACHE_USE_TRADER_PREFIX` in [`Config::from_vars`].
-    #[must_use]
-    pub fn use_trader_prefix(mut self, v: bool) -> Self {
-        self.use_trader_prefix = v;
-        self
-    }
-
-    /// Whether the trader key includes the instance id
-    /// (`trader-T1:{instance_id}:…`); needs [`Config::instance_id`] and the
-    /// trader prefix.
-    ///
-    /// Default: see `CACHE_USE_INSTANCE_ID` in [`Config::from_vars`].
-    #[must_use]
-    pub fn use_instance_id(mut self, v: bool) -> Self {
-        self.use_instance_id = v;
-        self
-    }
-
-    /// How values are encoded.
-    ///
-    /// Default: see `CACHE_ENCODING` in [`Config::from_vars`].
-    #[must_use]
-    pub fn encoding(mut self, v: Encoding) -> Self {
-        self.encoding = v;
-        self
-    }
-
-    /// Whether timestamps are written as ISO 8601 strings instead of
-    /// nanoseconds; only with [`Encoding::Json`].
-    ///
-    /// Default: see `CACHE_TIMESTAMPS_AS_ISO8601` in [`Config::from_vars`].
-    #[must_use]
-    pub fn timestamps_as_iso8601(mut self, v: bool) -> Self {
-        self.timestamps_as_iso8601 = v;
-        self
-    }
-
-    /// Whether [`crate::Cache::open`] deletes this trader's keys (never the
-    /// whole database) before starting.
-    ///
-    /// Default: see `CACHE_FLUSH_ON_START` in [`Config::from_vars`].
-    #[must_use]
-    pub fn flush_on_start(mut self, v: bool) -> Self {
-        self.flush_on_start = v;
-        self
-    }
-
-    /// Whether account events are appended to `accounts:{id}:events`
-    /// (otherwise only the latest account snapshot is kept).
-    ///
-    /// Default: see `CACHE_PERSIST_ACCOUNT_EVENTS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn persist_account_events(mut self, v: bool) -> Self {
-        self.persist_account_events = v;
-        self
-    }
-
-    /// The largest encoded value accepted, in bytes: from 1 to 512 MiB
-    /// (Redis's own limit).
-    ///
-    /// Default: see `CACHE_MAX_VALUE_BYTES` in [`Config::from_vars`].
-    #[must_use]
-    pub fn max_value_bytes(mut self, v: usize) -> Self {
-        self.max_value_bytes = v;
-        self
-    }
-
-    /// The name of this writer's commit marker (`…:writer:{writer_id}`),
-    /// which settles in-doubt batches after a reconnect. Two processes
-    /// writing the same trader's keys need different writer ids.
-    ///
-    /// Default: see `CACHE_WRITER_ID` in [`Config::from_vars`].
-    #[must_use]
-    pub fn writer_id(mut self, v: impl Into<String>) -> Self {
-        self.writer_id = v.into();
-        self
-    }
-
-    // --- pipeline ---
-
-    /// How many writes may wait in the channel to the flusher; at least 1.
-    ///
-    /// Default: see `CACHE_CHANNEL_CAPACITY` in [`Config::from_vars`].
-    #[must_use]
-    pub fn channel_capacity(mut self, v: usize) -> Self {
-        self.channel_capacity = v;
-        self
-    }
-
-    /// What a write does when the channel is full.
-    ///
-    /// Default: see `CACHE_OVERFLOW` and `CACHE_BLOCK_TIMEOUT_MS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn overflow(mut self, v: OverflowPolicy) -> Self {
-        self.overflow = v;
-        self
-    }
-
-    /// The most messages written in one `MULTI … EXEC` batch; at least 1.
-    ///
-    /// Default: see `CACHE_MAX_BATCH` in [`Config::from_vars`].
-    #[must_use]
-    pub fn max_batch(mut self, v: usize) -> Self {
-        self.max_batch = v;
-        self
-    }
-
-    /// The most events the flusher holds while Redis is unreachable before
-    /// it stops draining the channel (and writes start to overflow); at
-    /// least 1.
-    ///
-    /// Default: see `CACHE_MAX_PENDING_EVENTS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn max_pending_events(mut self, v: usize) -> Self {
-        self.max_pending_events = v;
-        self
-    }
-
-    /// The most distinct snapshot keys the flusher holds while Redis is
-    /// unreachable before it stops draining the channel (and writes start
-    /// to overflow): coalescing keeps one value per key, so this bounds
-    /// the flusher's memory when every write is a new id; at least 1.
-    ///
-    /// Default: see `CACHE_MAX_PENDING_SNAPSHOTS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn max_pending_snapshots(mut self, v: usize) -> Self {
-        self.max_pending_snapshots = v;
-        self
-    }
-
-    /// The most value bytes packed into one transaction (a batch holds at
-    /// least one value whatever its size); with [`Config::max_batch`] it
-    /// keeps the transactions that drain an outage's backlog a size Redis
-    /// takes; at least 1.
-    ///
-    /// Default: see `CACHE_MAX_BATCH_BYTES` in [`Config::from_vars`].
-    #[must_use]
-    pub fn max_batch_bytes(mut self, v: usize) -> Self {
-        self.max_batch_bytes = v;
-        self
-    }
-
-    /// How long the flusher keeps collecting after the first message of a
-    /// batch, for fewer, larger batches; zero writes at once.
-    ///
-    /// Default: see `CACHE_BUFFER_INTERVAL_MS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn buffer_interval(mut self, v: Duration) -> Self {
-        self.buffer_interval = v;
+        (self.reconnect_backoff_min, self.reconnect_backoff_max) = (min, max);
         self
     }
 
     /// [`Config::buffer_interval`] in milliseconds (the spec's
-    /// `buffer_interval_ms`).
-    ///
-    /// Default: see `CACHE_BUFFER_INTERVAL_MS` in [`Config::from_vars`].
+    /// `buffer_interval_ms`). Defaults to `0`.
     #[must_use]
     pub fn buffer_interval_ms(self, ms: u64) -> Self {
         self.buffer_interval(Duration::from_millis(ms))
     }
 
-    /// How long the idle flusher sleeps between polls of the channel, so
-    /// that a write rarely has to wake a parked thread; zero spins. It is
-    /// the most a write can wait to be noticed, so at most 1 s.
-    ///
-    /// Default: see `CACHE_IDLE_POLL_US` in [`Config::from_vars`].
-    #[must_use]
-    pub fn idle_poll(mut self, v: Duration) -> Self {
-        self.idle_poll = v;
-        self
-    }
-
-    /// After how long without writes the flusher stops polling and parks
-    /// until the next write.
-    ///
-    /// Default: see `CACHE_IDLE_PARK_AFTER_MS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn idle_park_after(mut self, v: Duration) -> Self {
-        self.idle_park_after = v;
-        self
-    }
-
-    /// How long `Drop` waits for the final flush (as
-    /// [`crate::Cache::close`] does with its own timeout).
-    ///
-    /// Default: see `CACHE_CLOSE_TIMEOUT_MS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn close_timeout(mut self, v: Duration) -> Self {
-        self.close_timeout = v;
-        self
-    }
-
-    /// `Some((replicas, timeout))`: after each batch, `WAIT` until that many
-    /// replicas have it (at most `timeout`, which must be above zero and
-    /// below the response timeout); a batch not replicated in time is
-    /// retried. `None` does not wait.
-    ///
-    /// Default: see `CACHE_REPLICA_WAIT` and `CACHE_REPLICA_WAIT_TIMEOUT_MS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn replica_wait(mut self, v: Option<(u32, Duration)>) -> Self {
-        self.replica_wait = v;
-        self
-    }
-
-    // --- recovery ---
-
-    /// How many ids [`crate::Cache::load`] reads per pipelined request (one
-    /// `MGET` of their snapshots and one `LRANGE` per event log), at least
-    /// one. Several such requests are in flight at once, on one connection
-    /// per core (2 to 4).
-    ///
-    /// Default: see `CACHE_LOAD_CHUNK` in [`Config::from_vars`].
-    #[must_use]
-    pub fn load_chunk(mut self, v: usize) -> Self {
-        self.load_chunk = v;
-        self
-    }
-
-    /// Whether [`crate::Cache::load`] fails on a value it cannot decode
-    /// (otherwise it skips the value and reports it).
-    ///
-    /// Default: see `CACHE_STRICT_LOAD` in [`Config::from_vars`].
-    #[must_use]
-    pub fn strict_load(mut self, v: bool) -> Self {
-        self.strict_load = v;
-        self
-    }
-
-    // --- spec's market-data buffers ---
-
-    /// How many ticks each market-data tick series keeps in Redis (quote
-    /// ticks and trade ticks, per instrument): every
-    /// [`crate::Cache::append_market_data`] trims its list to the newest
-    /// `tick_capacity`, in the same transaction. At least 1.
-    ///
-    /// Default: see `CACHE_TICK_CAPACITY` in [`Config::from_vars`].
-    #[must_use]
-    pub fn tick_capacity(mut self, v: usize) -> Self {
-        self.tick_capacity = v;
-        self
-    }
-
-    /// How many bars each bar series (per bar type) keeps in Redis, as
-    /// [`Config::tick_capacity`] for ticks. At least 1.
-    ///
-    /// Default: see `CACHE_BAR_CAPACITY` in [`Config::from_vars`].
-    #[must_use]
-    pub fn bar_capacity(mut self, v: usize) -> Self {
-        self.bar_capacity = v;
-        self
-    }
-
-    // --- running 24/7 ---
-
-    /// `Some(age)`: the flusher purges closed entities (see
-    /// [`crate::Entity::is_closed`]) whose last update is older than `age`,
-    /// with their event logs and index entries, as
-    /// [`crate::Cache::purge_closed`] does: a pass over every collection
-    /// when the cache opens and then every `min(age, 60 s)`, in steps of
-    /// [`Config::purge_batch`] entities between batches. At least 1 s.
-    /// `None` keeps closed entities until purged by hand.
-    ///
-    /// Default: see `CACHE_RETAIN_CLOSED_SECS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn retain_closed_for(mut self, v: Option<Duration>) -> Self {
-        self.retain_closed_for = v;
-        self
-    }
-
-    /// How many closed entities one purge step deletes (one transaction
-    /// between two batches of writes), at least 1.
-    ///
-    /// Default: see `CACHE_PURGE_BATCH` in [`Config::from_vars`].
-    #[must_use]
-    pub fn purge_batch(mut self, v: usize) -> Self {
-        self.purge_batch = v;
-        self
-    }
-
-    /// `Some(n)`: every append to an account's event log also trims it to
-    /// its newest `n` events, in the same transaction (`RPUSH` + `LTRIM`),
-    /// so a 24/7 engine's balance history stays bounded. At least 1.
-    /// `None` keeps every event.
-    ///
-    /// Default: see `CACHE_MAX_ACCOUNT_EVENTS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn max_account_events(mut self, v: Option<usize>) -> Self {
-        self.max_account_events = v;
-        self
-    }
-
-    /// `Some(interval)`: the flusher sets `{trader}:heartbeat:{writer_id}`
-    /// (epoch, time, acknowledged seq, backlog) with a TTL of three
-    /// intervals, inside a batch's transaction when writes flow, on its own
-    /// when idle, so a supervisor sees it vanish when the engine hangs,
-    /// dies or loses Redis. At least 1 ms. `None` writes no heartbeat.
-    ///
-    /// Default: see `CACHE_HEARTBEAT_MS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn heartbeat_interval(mut self, v: Option<Duration>) -> Self {
-        self.heartbeat_interval = v;
-        self
-    }
-
-    /// Whether each event appended to an entity's log (not market data)
-    /// is also added (`XADD`) to the stream
-    /// `{trader}:stream:{collection}`, in the same transaction, for
-    /// consumers in other processes (`XREAD`, `XREADGROUP`).
-    ///
-    /// Default: see `CACHE_PUBLISH_EVENTS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn publish_events(mut self, v: bool) -> Self {
-        self.publish_events = v;
-        self
-    }
-
-    /// The length each event stream is trimmed to (`XADD … MAXLEN ~ n`:
-    /// Redis trims whole nodes, so a stream may hold a little more). At
-    /// least 1.
-    ///
-    /// Default: see `CACHE_STREAM_MAXLEN` in [`Config::from_vars`].
-    #[must_use]
-    pub fn stream_max_len(mut self, v: usize) -> Self {
-        self.stream_max_len = v;
-        self
-    }
-
-    /// `Some(age)`: each batch that publishes to a stream also trims the
-    /// entries older than `age` (`XTRIM … MINID ~`, Redis 6.2 or later),
-    /// besides [`Config::stream_max_len`]. At least 1 ms. `None` trims by
-    /// length only.
-    ///
-    /// The age is measured by the Redis server's clock, like the stream
-    /// ids (`XADD … *`), not by the engine's: the flusher reads the
-    /// server's `TIME` on every connection and reconnection, so an engine
-    /// clock that is off never trims the events a batch publishes. Where
-    /// `TIME` is refused (an ACL without `+time`), that connection trims by
-    /// length only, and logs a warning.
-    ///
-    /// Default: see `CACHE_STREAM_MAX_AGE_SECS` in [`Config::from_vars`].
-    #[must_use]
-    pub fn stream_max_age(mut self, v: Option<Duration>) -> Self {
-        self.stream_max_age = v;
-        self
-    }
-
     /// Tests only, not a stable API: runs the flusher as if the engine's
     /// wall clock were `ms` milliseconds ahead (negative: behind) of the
-    /// machine's, for the clock it stamps batches with (the score of a
-    /// closed entity without a last update). Lets a test show that
-    /// [`Config::stream_max_age`] trims by the Redis server's clock, not
-    /// the engine's. Not validated, not read from the
-    /// environment. Default 0.
+    /// machine's, for the clock it stamps batches with. Lets a test show
+    /// that [`Config::stream_max_age`] trims by the Redis server's clock.
     #[doc(hidden)]
     #[must_use]
     pub fn clock_skew_for_tests(mut self, ms: i64) -> Self {
         self.clock_skew_ms = ms;
         self
     }
-
-    // --- derived values ---
 
     /// `host:port` of the configured server (`[::1]:6379` for IPv6), for
     /// messages; never credentials.
@@ -853,17 +490,11 @@ impl Config {
     /// assert_eq!(c.use_trader_prefix(false).trader_key(), "");
     /// ```
     pub fn trader_key(&self) -> String {
-        if !self.use_trader_prefix {
-            return String::new();
+        match (self.use_trader_prefix, self.use_instance_id, &self.instance_id) {
+            (false, ..) => String::new(),
+            (true, true, Some(instance)) => format!("trader-{}:{instance}", self.trader_id),
+            _ => format!("trader-{}", self.trader_id),
         }
-        let mut key = format!("trader-{}", self.trader_id);
-        if self.use_instance_id {
-            if let Some(instance) = &self.instance_id {
-                key.push(':');
-                key.push_str(instance);
-            }
-        }
-        key
     }
 
     /// Where this configuration connects, as a URL for logs, with the
@@ -877,25 +508,23 @@ impl Config {
     /// It is meant to be read, not parsed back.
     pub fn redacted_url(&self) -> String {
         let (scheme, userinfo) = (self.scheme(), self.userinfo());
-        let join = |nodes: &[HostPort]| nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         if !self.sentinels.is_empty() {
             let master = self.sentinel_master.as_deref().unwrap_or("");
-            format!("{scheme}+sentinel://{userinfo}{}/{master}/{}", join(&self.sentinels), self.db)
+            format!(
+                "{scheme}+sentinel://{userinfo}{}/{master}/{}",
+                (SENTINELS.show)(&self.sentinels),
+                self.db
+            )
         } else if !self.cluster_nodes.is_empty() {
-            format!("{scheme}://{userinfo}{}", join(&self.cluster_nodes))
+            format!("{scheme}://{userinfo}{}", (NODES.show)(&self.cluster_nodes))
         } else {
             self.server_url()
         }
     }
 }
 
-fn host_ports<I, H>(nodes: I) -> Vec<HostPort>
-where
-    I: IntoIterator<Item = (H, u16)>,
-    H: Into<String>,
-{
-    nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect()
-}
+#[cfg(test)]
+pub(crate) use table::render;
 
 /// Checks that generated documentation matches what a table renders.
 #[cfg(test)]

@@ -1,34 +1,115 @@
-//! The mechanism behind the variable tables of `Config` (`vars.rs`) and
-//! `KvConfig` (`kv/vars.rs`): [`EnvVar`], applying a table to a set of
-//! variables, the parsers the entries share, and rendering a table into
-//! the configuration tables of docs/configuration.md, the documentation of `from_vars` and
+//! The mechanism behind the option tables of `Config` and `KvConfig`: the
+//! [`options!`] macro that declares each option once, the [`Opt`] rows it
+//! yields (one per environment variable), the value types ([`Codec`]) the
+//! rows share, applying rows to variables, and rendering them into the
+//! tables of docs/configuration.md, of `from_vars`' documentation and
 //! `.env.example`.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use super::{Problems, BOOL_ALLOWED, REDACTED};
+use super::{Problems, REDACTED};
 
-/// One environment variable of a configuration `C`: its name, what it
-/// sets, its default, the values it takes, what it does, and how a value
-/// is applied. A table of these drives `from_vars` and the documentation.
-pub(crate) struct EnvVar<C: 'static> {
-    /// The heading it is listed under in `.env.example`.
-    pub(crate) section: &'static str,
-    pub(crate) name: &'static str,
-    /// The setters it drives, comma-separated (`"connect_timeout, response_timeout"`).
+/// Declares a configuration struct from one entry per option:
+///
+/// ```text
+/// /// One doc sentence. Defaults to `X`.
+/// field: Type = default; [v: Arg => conversion] [VARIABLE CODEC]
+/// ```
+///
+/// The first bracket is the public setter `field(v: Arg)` (`[]`: none);
+/// the second the environment variable read with a [`Codec`] (`[]`: none;
+/// `[VAR CODEC as setter]` names the setter that covers it; `[rows …]`
+/// lists [`Opt`] rows written by hand). Yields the struct (the doc on
+/// each field), `Default`, the setters and `$table`, the rows in order.
+macro_rules! options {
+    (
+        $(#[$meta:meta])*
+        pub struct $C:ident, table $table:ident {
+            $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $default:expr ; [$($set:tt)*] [$($env:tt)*] )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $C { $( $(#[doc = $doc])+ pub(crate) $field: $ty, )* }
+
+        impl Default for $C {
+            fn default() -> Self {
+                $C { $( $field: $default, )* }
+            }
+        }
+
+        impl $C {
+            $( options!(@setter [$(#[doc = $doc])+] $field $($set)*); )*
+        }
+
+        /// Every option, in the order its variables are applied.
+        pub(crate) const $table: &[&[$crate::config::Opt<$C>]] =
+            &[ $( options!(@rows $C [concat!($($doc),+)] $field [$($set)*] $($env)*), )* ];
+    };
+    (@setter [$($doc:tt)*] $field:ident) => {};
+    (@setter [$($doc:tt)*] $field:ident $v:ident : $arg:ty => $conv:expr) => {
+        $($doc)*
+        #[must_use]
+        pub fn $field(mut self, $v: $arg) -> Self {
+            self.$field = $conv;
+            self
+        }
+    };
+    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*]) => { &[] };
+    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] rows $($row:expr),*) => { &[$($row),*] };
+    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] $var:literal $codec:expr $(=> $sets:ident)?) => {
+        &[$crate::config::Opt {
+            var: $var,
+            sets: options!(@sets $field $($sets)?),
+            doc: $doc,
+            values: $codec.values,
+            read: $codec.read,
+            default: |c: &$C| ($codec.show)(&c.$field),
+            apply: |c: &mut $C, v| {
+                c.$field = ($codec.parse)(v)?;
+                Ok(())
+            },
+        }]
+    };
+    (@sets $field:ident) => { stringify!($field) };
+    (@sets $field:ident $sets:ident) => { stringify!($sets) };
+}
+pub(crate) use options;
+
+/// One environment variable: its name, the setters it stands for, what it
+/// does, the values it takes, how it is read, its default (as it would be
+/// spelt, from `C::default()`; empty for none) and how a value is applied.
+/// (Only the docs check reads `sets`, `doc`, `values` and `default`.)
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct Opt<C: 'static> {
+    pub(crate) var: &'static str,
+    /// Comma-separated (`"connect_timeout, response_timeout"`).
     pub(crate) sets: &'static str,
-    /// Its default as the variable would spell it, read from
-    /// `C::default()`; empty when there is none.
-    pub(crate) default: fn(&C) -> String,
-    /// The values it takes (markdown, one line).
-    pub(crate) values: &'static str,
-    /// What it does (markdown, one paragraph).
     pub(crate) doc: &'static str,
-    /// How the value is read before `apply` sees it.
+    pub(crate) values: &'static str,
     pub(crate) read: Read,
-    /// Applies a value, read as `read` says.
+    pub(crate) default: fn(&C) -> String,
     pub(crate) apply: fn(&mut C, &str) -> Result<(), Refused>,
+}
+
+/// The values of one type a variable takes: what they are (for people),
+/// how they are read, parsed and spelt.
+pub(crate) struct Codec<T: 'static> {
+    pub(crate) values: &'static str,
+    pub(crate) read: Read,
+    pub(crate) parse: fn(&str) -> Result<T, Refused>,
+    pub(crate) show: fn(&T) -> String,
+}
+
+impl<T: ToString> Codec<T> {
+    /// Values spelt with `to_string`, read trimmed.
+    pub(crate) const fn plain(values: &'static str, parse: fn(&str) -> Result<T, Refused>) -> Self {
+        Codec { values, read: Read::Trimmed, parse, show: to_text::<T> }
+    }
+}
+
+fn to_text<T: ToString>(v: &T) -> String {
+    v.to_string()
 }
 
 /// How a variable's value is read.
@@ -67,52 +148,55 @@ impl From<String> for Refused {
     }
 }
 
-/// `*slot = value`, as a table entry's result.
-pub(crate) fn set<T>(slot: &mut T, value: T) -> Result<(), Refused> {
-    *slot = value;
-    Ok(())
+/// Reads `name` with `get` as `read` says and, unless it is unset (or
+/// empty), hands it to `apply`, recording its problems under `name`.
+pub(crate) fn apply_var(
+    name: &str,
+    read: Read,
+    get: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+    apply: impl FnOnce(&str) -> Result<(), Refused>,
+) {
+    let Some(raw) = get(name) else { return };
+    let text = if read == Read::Secret { raw } else { raw.trim().to_string() };
+    if text.is_empty() && read != Read::TrimmedEmptyCounts {
+        return;
+    }
+    if let Err(refused) = apply(&text) {
+        problems.refused(name, if read == Read::Secret { REDACTED } else { &text }, refused);
+    }
 }
 
-/// Applies each variable of `table` that `get` finds (and that is not
-/// empty) onto `c`, in the table's order, recording every problem under
-/// the variable's name.
+/// Applies each row of `table` onto `c`, in order.
 pub(crate) fn apply_vars<C>(
-    table: &[EnvVar<C>],
+    table: &[&[Opt<C>]],
     c: &mut C,
     get: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) {
-    for var in table {
-        let Some(raw) = get(var.name) else { continue };
-        let text = if var.read == Read::Secret { raw } else { raw.trim().to_string() };
-        if text.is_empty() && var.read != Read::TrimmedEmptyCounts {
-            continue;
-        }
-        if let Err(refused) = (var.apply)(c, &text) {
-            let shown = if var.read == Read::Secret { REDACTED } else { text.as_str() };
-            problems.refused(var.name, shown, refused);
-        }
+    for opt in table.iter().flat_map(|rows| rows.iter()) {
+        apply_var(opt.var, opt.read, get, problems, |v| (opt.apply)(c, v));
     }
 }
 
-/// Records each variable of `table` whose value in the process
-/// environment is not valid UTF-8.
-pub(crate) fn not_unicode<C>(table: &[EnvVar<C>], problems: &mut Problems) {
-    for var in table {
-        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(var.name) {
-            problems.push(var.name, "<not valid UTF-8>", "valid UTF-8 text");
+/// Records each of `names` whose value in the process environment is not
+/// valid UTF-8.
+pub(crate) fn not_unicode<'a>(names: impl IntoIterator<Item = &'a str>, problems: &mut Problems) {
+    for name in names {
+        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
+            problems.push(name, "<not valid UTF-8>", "valid UTF-8 text");
         }
     }
 }
 
 // ---------------------------------------------------------------------------
-// Parsers of the table's entries.
+// Parsers.
 
 pub(crate) fn boolean(v: &str) -> Result<bool, Refused> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(BOOL_ALLOWED.into()),
+        _ => Err("one of: true, false, 1, 0, yes, no".into()),
     }
 }
 
@@ -124,22 +208,12 @@ pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<
     }
 }
 
-/// A count of 1 or more.
-pub(crate) fn count(v: &str) -> Result<usize, Refused> {
-    int(v, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
-}
-
 /// Milliseconds, at least `min`.
 pub(crate) fn millis(v: &str, min: u64) -> Result<Duration, Refused> {
     match v.parse::<u64>() {
         Ok(n) if n >= min => Ok(Duration::from_millis(n)),
         _ => Err(format!("a whole number of milliseconds, {min} or more").into()),
     }
-}
-
-/// `d` in whole milliseconds, as a variable spells it.
-pub(crate) fn ms(d: Duration) -> String {
-    d.as_millis().to_string()
 }
 
 /// Seconds above zero, possibly fractional.
@@ -152,83 +226,122 @@ pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
         .ok_or_else(|| "a number of seconds above zero, such as 2 or 0.5".into())
 }
 
-// ---------------------------------------------------------------------------
-// Rendering a table for people.
+/// `Some(d)` from a value, 0 for `None`.
+fn or_off(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
 
-/// A markdown table of `table`: variable, setters, default, values,
-/// meaning. With `links`, each setter links to its documentation
-/// (`Config::port`, for rustdoc).
-pub(crate) fn markdown<C: Default>(table: &[EnvVar<C>], links: Option<&str>) -> String {
-    let defaults = C::default();
-    let cell = |s: &str| s.replace('|', "\\|");
-    let mut out =
-        String::from("| variable | sets | default | values | meaning |\n| --- | --- | --- | --- | --- |\n");
-    for var in table {
-        let sets: Vec<String> = var
-            .sets
-            .split(", ")
-            .map(|s| match links {
-                Some(ty) if s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
-                    format!("[`{s}`]({ty}::{s})")
+pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", boolean);
+pub(crate) const COUNT: Codec<usize> = Codec::plain("1 or more", |v| {
+    int(v, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
+});
+pub(crate) const COUNT_U32: Codec<u32> =
+    Codec::plain("1 or more", |v| int(v, 1, u32::MAX.into(), "a whole number, 1 or more").map(|n| n as u32));
+pub(crate) const MILLIS: Codec<Duration> = Codec {
+    values: "milliseconds",
+    read: Read::Trimmed,
+    parse: |v| millis(v, 0),
+    show: |d| d.as_millis().to_string(),
+};
+pub(crate) const MILLIS_MIN_1: Codec<Duration> =
+    Codec { values: "milliseconds, 1 or more", parse: |v| millis(v, 1), ..MILLIS };
+pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec {
+    values: "milliseconds (0: off)",
+    read: Read::Trimmed,
+    parse: |v| millis(v, 0).map(or_off),
+    show: |d| d.unwrap_or_default().as_millis().to_string(),
+};
+pub(crate) const SECS_OFF: Codec<Option<Duration>> = Codec {
+    values: "seconds (0: off)",
+    read: Read::Trimmed,
+    parse: |v| int(v, 0, u64::MAX, "seconds, 0 (off) or more").map(|s| or_off(Duration::from_secs(s))),
+    show: |d| d.map_or(0, |d| d.as_secs()).to_string(),
+};
+pub(crate) const SECONDS: Codec<Duration> = Codec {
+    values: "seconds above zero, may be fractional (`0.5`)",
+    read: Read::Trimmed,
+    parse: seconds,
+    show: |d| d.as_secs_f64().to_string(),
+};
+
+/// Rendering the tables for people: docs/configuration.md, the tables of
+/// `from_vars`' documentation and `.env.example` (checked by the
+/// `docs_match_the_table` tests, which write them with
+/// `TRADECACHE_WRITE_DOCS=1`).
+#[cfg(test)]
+pub(crate) mod render {
+    use super::Opt;
+
+    /// A variable as the documentation lists it.
+    pub(crate) struct Line {
+        pub(crate) var: String,
+        pub(crate) sets: &'static str,
+        pub(crate) default: String,
+        pub(crate) values: &'static str,
+        pub(crate) doc: String,
+    }
+
+    /// The lines of `rows`, with their defaults read from `defaults`.
+    pub(crate) fn lines<'a, C: 'static>(
+        rows: impl IntoIterator<Item = &'a Opt<C>>,
+        defaults: &C,
+    ) -> Vec<Line> {
+        let rows = rows.into_iter();
+        rows.map(|o| Line {
+            var: o.var.into(),
+            sets: o.sets,
+            default: (o.default)(defaults),
+            values: o.values,
+            doc: o.doc.trim().into(),
+        })
+        .collect()
+    }
+
+    /// A markdown table of `lines`: variable, setters, default, values,
+    /// meaning. With `links`, each setter links to its documentation
+    /// (`Config::port`, for rustdoc).
+    pub(crate) fn markdown(lines: &[Line], links: Option<&str>) -> String {
+        let cell = |s: &str| s.replace('|', "\\|");
+        let mut out = String::from(
+            "| variable | sets | default | values | meaning |\n| --- | --- | --- | --- | --- |\n",
+        );
+        for l in lines {
+            let sets: Vec<String> = l
+                .sets
+                .split(", ")
+                .map(|s| links.map_or(format!("`{s}`"), |ty| format!("[`{s}`]({ty}::{s})")))
+                .collect();
+            let default = if l.default.is_empty() { "—".to_string() } else { format!("`{}`", l.default) };
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                l.var,
+                cell(&sets.join(", ")),
+                cell(&default),
+                cell(l.values),
+                cell(&l.doc)
+            ));
+        }
+        out
+    }
+
+    /// `.env.example`'s lines: each variable commented out with its default,
+    /// after its meaning and values.
+    pub(crate) fn env_example(lines: &[Line]) -> String {
+        let mut out = String::new();
+        for l in lines {
+            let text = format!("{} Values: {}.", l.doc, l.values).replace('`', "");
+            let mut line = String::new();
+            for word in text.split_whitespace() {
+                if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > 76 {
+                    out.push_str(&format!("# {}\n", std::mem::take(&mut line)));
                 }
-                _ => format!("`{s}`"),
-            })
-            .collect();
-        let default = (var.default)(&defaults);
-        let default = if default.is_empty() { "—".to_string() } else { format!("`{default}`") };
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
-            var.name,
-            cell(&sets.join(", ")),
-            cell(&default),
-            cell(var.values),
-            cell(var.doc)
-        ));
-    }
-    out
-}
-
-/// `.env.example`'s lines for `table`: under a heading per section, each
-/// variable commented out with its default, after its meaning and values.
-pub(crate) fn env_example<C: Default>(table: &[EnvVar<C>]) -> String {
-    let defaults = C::default();
-    let mut out = String::new();
-    let mut section = "";
-    for var in table {
-        if var.section != section {
-            section = var.section;
-            if !out.is_empty() {
-                out.push('\n');
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(word);
             }
-            let heading = format!("# --- {section} ");
-            out.push_str(&format!("{heading:-<78}\n\n"));
+            out.push_str(&format!("# {line}\n# {}={}\n\n", l.var, l.default));
         }
-        let default = (var.default)(&defaults);
-        let none = if default.is_empty() { " Default: none." } else { "" };
-        let text = format!("{}{none} Values: {}.", var.doc, var.values).replace('`', "");
-        for line in wrap(&text, 76) {
-            out.push_str(&format!("# {line}\n"));
-        }
-        out.push_str(&format!("# {}={default}\n", var.name));
+        out
     }
-    out
-}
-
-/// `text` in lines of at most `width` characters, broken between words.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
 }

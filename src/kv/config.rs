@@ -2,94 +2,113 @@
 //! and Cluster work exactly as for [`crate::Cache`]); the rest is the
 //! caching layer's own: namespaces and their TTLs, the key prefix,
 //! compression, batches, the read pool, the near cache and the breaker.
+//! Each option is written once, in the table below (the mechanism is
+//! `Config`'s, src/config/table.rs).
 
 use std::time::Duration;
 
-use crate::config::{Config, Encoding};
+use crate::config::{apply_var, apply_vars, not_unicode, options, Codec, Config, Encoding, Problems};
+use crate::config::{int, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
 use crate::error::{ConfigError, ConfigProblem};
 use crate::ident;
 
 /// The namespaces with a TTL policy of their own by default, as the
-/// specification lists them (seconds).
+/// specification lists them (seconds), each read from `CACHE_{NAMESPACE}_TTL`.
 const DEFAULT_POLICIES: [(&str, u64); 4] =
     [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
 
-/// The configuration of a [`crate::kv::Kv`].
-///
-/// The connection (host, port, ACL user, password, db, TLS, Sentinel,
-/// Cluster, timeouts, connect attempts and backoff), the encoding and the
-/// largest value accepted come from the embedded [`Config`], read from the
-/// same `REDIS_*` and `CACHE_*` variables; see [`KvConfig::redis`]. The
-/// trader id and the pipeline settings of `Config` are not used by the
-/// caching layer.
-///
-/// ```
-/// use std::time::Duration;
-/// use tradecache::Config;
-/// use tradecache::kv::KvConfig;
-///
-/// let config = KvConfig::builder()
-///     .redis(Config::builder().host("redis.internal").password("s3cret"))
-///     .key_prefix("engine-7")
-///     .ttl("orderbook", Duration::from_secs(5))
-///     .near_capacity(10_000);
-/// assert!(config.validate().is_ok());
-/// assert_eq!(config.ttl_of("orderbook"), Some(Duration::from_secs(5)));
-/// assert_eq!(config.ttl_of("market_data"), Some(Duration::from_secs(60)));
-/// assert_eq!(config.ttl_of("anything_else"), Some(Duration::from_secs(3600)));
-/// assert!(!format!("{config:?}").contains("s3cret"));
-/// ```
-#[derive(Debug, Clone)]
-pub struct KvConfig {
-    pub(crate) redis: Config,
-    pub(crate) key_prefix: String,
-    pub(crate) default_ttl: Option<Duration>,
-    /// Namespace policies; `None` is "never expires".
-    pub(crate) ttls: Vec<(String, Option<Duration>)>,
-    pub(crate) compress_threshold: usize,
-    pub(crate) max_batch_size: usize,
-    pub(crate) enable_metrics: bool,
-    pub(crate) log_slow_ops: bool,
-    pub(crate) slow_op_threshold: Duration,
-    pub(crate) max_connections: usize,
-    pub(crate) near_capacity: usize,
-    pub(crate) near_ttl: Duration,
-    pub(crate) near_tracking: bool,
-    pub(crate) breaker_failures: u32,
-    pub(crate) breaker_open: Duration,
-    pub(crate) channel_capacity: usize,
-    pub(crate) max_pending_keys: usize,
-}
+const PREFIX: Codec<String> = Codec {
+    values: "an id, or empty for none",
+    read: Read::TrimmedEmptyCounts,
+    parse: |v| match v.is_empty() {
+        true => Ok(String::new()),
+        false => ident::validate(v).map(|_| v.into()).map_err(|e| format!("an id, or empty ({e})").into()),
+    },
+    show: String::clone,
+};
+const TTL: Codec<Option<Duration>> = Codec {
+    values: "seconds, 0 = never expires",
+    read: Read::Trimmed,
+    parse: |v| {
+        let n = int(v, 0, u64::MAX, "a whole number of seconds, 0 for never expires")?;
+        Ok((n > 0).then(|| Duration::from_secs(n)))
+    },
+    show: |t| t.map_or(0, |t| t.as_secs()).to_string(),
+};
+const BYTES: Codec<usize> =
+    Codec::plain("bytes", |v| Ok(int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize));
+const ENTRIES: Codec<usize> = Codec::plain("entries, 0 = off", |v| {
+    Ok(int(v, 0, u64::MAX, "a number of entries, 0 turns it off")? as usize)
+});
 
-impl Default for KvConfig {
-    fn default() -> Self {
-        KvConfig {
-            redis: Config::default(),
-            key_prefix: "cache".into(),
-            default_ttl: Some(Duration::from_secs(3600)),
-            ttls: DEFAULT_POLICIES
-                .iter()
-                .map(|(ns, s)| ((*ns).to_string(), Some(Duration::from_secs(*s))))
-                .collect(),
-            compress_threshold: 1024,
-            max_batch_size: 100,
-            enable_metrics: true,
-            log_slow_ops: true,
-            slow_op_threshold: Duration::from_millis(100),
-            max_connections: 16,
-            near_capacity: 0,
-            near_ttl: Duration::from_secs(1),
-            near_tracking: true,
-            breaker_failures: 5,
-            breaker_open: Duration::from_secs(60),
-            channel_capacity: 65_536,
-            max_pending_keys: 100_000,
-        }
+options! {
+    /// The configuration of a [`crate::kv::Kv`].
+    ///
+    /// The connection (host, port, ACL user, password, db, TLS, Sentinel,
+    /// Cluster, timeouts, connect attempts and backoff), the encoding and the
+    /// largest value accepted come from the embedded [`Config`], read from the
+    /// same `REDIS_*` and `CACHE_*` variables; see [`KvConfig::redis`]. The
+    /// trader id and the pipeline settings of `Config` are not used by the
+    /// caching layer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tradecache::Config;
+    /// use tradecache::kv::KvConfig;
+    ///
+    /// let config = KvConfig::builder()
+    ///     .redis(Config::builder().host("redis.internal").password("s3cret"))
+    ///     .key_prefix("engine-7")
+    ///     .ttl("orderbook", Duration::from_secs(5))
+    ///     .near_capacity(10_000);
+    /// assert!(config.validate().is_ok());
+    /// assert_eq!(config.ttl_of("orderbook"), Some(Duration::from_secs(5)));
+    /// assert_eq!(config.ttl_of("market_data"), Some(Duration::from_secs(60)));
+    /// assert_eq!(config.ttl_of("anything_else"), Some(Duration::from_secs(3600)));
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// ```
+    #[derive(Debug, Clone)]
+    pub struct KvConfig, table KV_OPTIONS {
+        /// The connection settings, encoding and largest value (`max_value_bytes`, the limit on an encoded value before compression), as for `Cache`. Defaults to `Config::default()`.
+        redis: Config = Config::default(); [v: Config => v] []
+        /// The first part of every key: `{key_prefix}:{namespace}:{key}`; the rules of an id, and empty leaves keys without a prefix. Defaults to `cache`.
+        key_prefix: String = "cache".into(); [v: impl Into<String> => v.into()] ["CACHE_KEY_PREFIX" PREFIX]
+        /// The TTL of the namespaces without a policy of their own; `None` never expires. Defaults to one hour.
+        default_ttl: Option<Duration> = Some(Duration::from_secs(3600)); [v: Option<Duration> => v] ["CACHE_DEFAULT_TTL" TTL]
+        /// Namespace policies (`ttl`, `ttl_policy`); `None` is "never expires".
+        ttls: Vec<(String, Option<Duration>)> =
+            DEFAULT_POLICIES.iter().map(|(ns, s)| ((*ns).into(), Some(Duration::from_secs(*s)))).collect(); [] []
+        /// Encoded values larger than this many bytes are stored LZ4-compressed (when that makes them smaller); 0 compresses every value. Defaults to `1024`.
+        compress_threshold: usize = 1024; [v: usize => v] ["CACHE_COMPRESS_THRESHOLD" BYTES]
+        /// The most keys in one `MGET` of `get_many` (larger requests are split and pipelined; writes are not bounded by it). Defaults to `100`.
+        max_batch_size: usize = 100; [v: usize => v] ["CACHE_MAX_BATCH_SIZE" COUNT]
+        /// Whether per-operation latencies are recorded (two clock reads per call); counters are always kept. Defaults to `true`.
+        enable_metrics: bool = true; [v: bool => v] ["CACHE_ENABLE_METRICS" BOOL]
+        /// Whether operations slower than `slow_op_threshold` are logged (`log::warn!`, with operation, namespace, key and duration). Defaults to `true`.
+        log_slow_ops: bool = true; [v: bool => v] ["CACHE_LOG_SLOW_OPS" BOOL]
+        /// What a slow operation is (see `log_slow_ops`). Defaults to 100 ms.
+        slow_op_threshold: Duration = Duration::from_millis(100); [v: Duration => v] ["CACHE_SLOW_OP_THRESHOLD" MILLIS]
+        /// The most read connections (the pool `get`, `get_many`, `exists` and `clear_namespace` use, opened on demand; the writer has its own). Defaults to `16`.
+        max_connections: usize = 16; [v: usize => v] ["REDIS_MAX_CONNECTIONS" COUNT]
+        /// How many values the in-process near cache holds; 0 turns it off. Defaults to `0`.
+        near_capacity: usize = 0; [v: usize => v] ["CACHE_NEAR_CAPACITY" ENTRIES]
+        /// How long the near cache serves a value read from Redis: the bound on staleness when server-assisted invalidation is off or down, and on a TTL that ran out meanwhile. Defaults to 1 s.
+        near_ttl: Duration = Duration::from_secs(1); [v: Duration => v] ["CACHE_NEAR_TTL_MS" MILLIS_MIN_1]
+        /// Whether the near cache subscribes to server-assisted invalidation (`CLIENT TRACKING … BCAST PREFIX`), so that other processes' writes evict its entries at once; not in a cluster, where `near_ttl` bounds staleness. Defaults to `true`.
+        near_tracking: bool = true; [v: bool => v] ["CACHE_NEAR_TRACKING" BOOL]
+        /// After this many consecutive failures of calls to Redis the circuit breaker opens; at least 1. Defaults to `5`.
+        breaker_failures: u32 = 5; [v: u32 => v] ["CACHE_BREAKER_FAILURES" COUNT_U32]
+        /// How long an open breaker keeps calls away from Redis before one probe is let through (half-open). Defaults to 60 s.
+        breaker_open: Duration = Duration::from_secs(60); [v: Duration => v] ["CACHE_BREAKER_OPEN_SECS" SECONDS]
+        /// How many writes may wait in the channel to the writer thread, which takes them into its pending set as they come; a write to a full channel is refused with `Error::Unavailable` (counted in `rejected`; it never blocks). Defaults to `65536`.
+        channel_capacity: usize = 65_536; [v: usize => v] ["CACHE_KV_CHANNEL_CAPACITY" COUNT]
+        /// The most distinct keys the writer holds, the batch on its way included; past it, writes to new keys wait in the channel while a batch is on its way, and are dropped and counted in an outage. Defaults to `100000`.
+        max_pending_keys: usize = 100_000; [v: usize => v] ["CACHE_KV_MAX_PENDING_KEYS" COUNT]
     }
 }
 
 impl KvConfig {
-    /// The defaults, to be changed with the setters below; the same as
+    /// The defaults, to be changed with the setters; the same as
     /// [`KvConfig::default()`].
     #[must_use]
     pub fn builder() -> KvConfig {
@@ -101,47 +120,14 @@ impl KvConfig {
     /// one header byte (below the compression threshold).
     #[must_use]
     pub fn debug() -> KvConfig {
-        let mut c = KvConfig::default();
-        c.redis = c.redis.encoding(Encoding::Json);
-        c
-    }
-
-    /// The connection settings, encoding and largest value
-    /// (`max_value_bytes`, the limit on an encoded value before
-    /// compression), as for [`crate::Cache`].
-    ///
-    /// Defaults to [`Config::default()`].
-    #[must_use]
-    pub fn redis(mut self, v: Config) -> Self {
-        self.redis = v;
-        self
-    }
-
-    /// The first part of every key: `{key_prefix}:{namespace}:{key}`. Same
-    /// rules as an [`crate::Ident`]; empty leaves keys without a prefix.
-    ///
-    /// Default: see `CACHE_KEY_PREFIX` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn key_prefix(mut self, v: impl Into<String>) -> Self {
-        self.key_prefix = v.into();
-        self
-    }
-
-    /// The TTL of namespaces without a policy of their own; `None` never
-    /// expires.
-    ///
-    /// Default: see `CACHE_DEFAULT_TTL` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn default_ttl(mut self, v: Option<Duration>) -> Self {
-        self.default_ttl = v;
-        self
+        let redis = Config::default().encoding(Encoding::Json);
+        KvConfig { redis, ..KvConfig::default() }
     }
 
     /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]
-    /// means for it), replacing any set before.
-    ///
-    /// Default policies: see `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`,
-    /// `CACHE_RISK_TTL` and `CACHE_SESSION_TTL` in [`KvConfig::from_vars`].
+    /// means for it), replacing any set before. Defaults: see
+    /// `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`, `CACHE_RISK_TTL` and
+    /// `CACHE_SESSION_TTL` in [`KvConfig::from_vars`].
     #[must_use]
     pub fn ttl(self, namespace: impl Into<String>, ttl: Duration) -> Self {
         self.ttl_policy(namespace, Some(ttl))
@@ -149,156 +135,17 @@ impl KvConfig {
 
     /// Like [`KvConfig::ttl`], with `None` for a namespace whose keys never
     /// expire.
-    ///
-    /// Defaults as for [`KvConfig::ttl`].
     #[must_use]
     pub fn ttl_policy(mut self, namespace: impl Into<String>, ttl: Option<Duration>) -> Self {
-        let namespace = namespace.into();
-        self.ttls.retain(|(ns, _)| *ns != namespace);
-        self.ttls.push((namespace, ttl));
+        self.set_policy(&namespace.into(), ttl);
         self
     }
 
-    /// Encoded values larger than this many bytes are stored LZ4-compressed
-    /// (when that makes them smaller); 0 compresses every value.
-    ///
-    /// Default: see `CACHE_COMPRESS_THRESHOLD` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn compress_threshold(mut self, v: usize) -> Self {
-        self.compress_threshold = v;
-        self
-    }
-
-    /// The most keys in one `MGET` of `get_many` (larger requests are split
-    /// and pipelined). Writes are not bounded by it: `set_many` takes any
-    /// number of items, each one queued write, and the writer's batches
-    /// are bounded by [`Config::max_batch`].
-    ///
-    /// Default: see `CACHE_MAX_BATCH_SIZE` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn max_batch_size(mut self, v: usize) -> Self {
-        self.max_batch_size = v;
-        self
-    }
-
-    /// Whether per-operation latencies are recorded (two clock reads per
-    /// call). Counters are always kept.
-    ///
-    /// Default: see `CACHE_ENABLE_METRICS` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn enable_metrics(mut self, v: bool) -> Self {
-        self.enable_metrics = v;
-        self
-    }
-
-    /// Whether operations slower than [`KvConfig::slow_op_threshold`] are
-    /// logged (`log::warn!`, with operation, namespace, key and duration).
-    ///
-    /// Default: see `CACHE_LOG_SLOW_OPS` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn log_slow_ops(mut self, v: bool) -> Self {
-        self.log_slow_ops = v;
-        self
-    }
-
-    /// See [`KvConfig::log_slow_ops`].
-    ///
-    /// Default: see `CACHE_SLOW_OP_THRESHOLD` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn slow_op_threshold(mut self, v: Duration) -> Self {
-        self.slow_op_threshold = v;
-        self
-    }
-
-    /// The most read connections (the pool `get`, `get_many`, `exists` and
-    /// `clear_namespace` use, opened on demand; the writer has its own).
-    ///
-    /// Default: see `REDIS_MAX_CONNECTIONS` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn max_connections(mut self, v: usize) -> Self {
-        self.max_connections = v;
-        self
-    }
-
-    /// How many values the in-process near cache holds; 0 turns it off.
-    ///
-    /// Default: see `CACHE_NEAR_CAPACITY` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn near_capacity(mut self, v: usize) -> Self {
-        self.near_capacity = v;
-        self
-    }
-
-    /// How long the near cache serves a value read from Redis: the bound on
-    /// staleness against other processes' writes when server-assisted
-    /// invalidation is off or its connection is down, and on a Redis TTL
-    /// that ran out meanwhile.
-    ///
-    /// Default: see `CACHE_NEAR_TTL_MS` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn near_ttl(mut self, v: Duration) -> Self {
-        self.near_ttl = v;
-        self
-    }
-
-    /// Whether the near cache subscribes to server-assisted invalidation
-    /// (`CLIENT TRACKING … BCAST PREFIX`), so other processes' writes evict
-    /// its entries at once. Standalone and Sentinel only; in a cluster the
-    /// near cache relies on [`KvConfig::near_ttl`].
-    ///
-    /// Default: see `CACHE_NEAR_TRACKING` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn near_tracking(mut self, v: bool) -> Self {
-        self.near_tracking = v;
-        self
-    }
-
-    /// After this many consecutive failures of calls to Redis, the circuit
-    /// breaker opens; at least 1.
-    ///
-    /// Default: see `CACHE_BREAKER_FAILURES` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn breaker_failures(mut self, v: u32) -> Self {
-        self.breaker_failures = v;
-        self
-    }
-
-    /// How long an open breaker keeps calls away from Redis before one
-    /// probe is let through (half-open).
-    ///
-    /// Default: see `CACHE_BREAKER_OPEN_SECS` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn breaker_open(mut self, v: Duration) -> Self {
-        self.breaker_open = v;
-        self
-    }
-
-    /// How many writes may wait in the channel to the writer thread. The
-    /// writer takes them into its pending set (one per key) as they come,
-    /// also while it waits for Redis, so the channel fills only when that
-    /// set holds `max_pending_keys` keys while a batch is on its way: then
-    /// a write is refused at the call with [`crate::Error::Unavailable`]
-    /// (counted in `rejected`; it never blocks).
-    ///
-    /// Default: see `CACHE_KV_CHANNEL_CAPACITY` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn channel_capacity(mut self, v: usize) -> Self {
-        self.channel_capacity = v;
-        self
-    }
-
-    /// The most distinct keys the writer holds (one pending write per
-    /// key, the batch on its way included: a write taken in is kept until
-    /// it is written). Past it, writes to further keys wait in the channel while a
-    /// batch is on its way (and are refused once the channel is full, see
-    /// [`KvConfig::channel_capacity`]); in an outage (a batch failed) they
-    /// are dropped and counted.
-    ///
-    /// Default: see `CACHE_KV_MAX_PENDING_KEYS` in [`KvConfig::from_vars`].
-    #[must_use]
-    pub fn max_pending_keys(mut self, v: usize) -> Self {
-        self.max_pending_keys = v;
-        self
+    fn set_policy(&mut self, namespace: &str, ttl: Option<Duration>) {
+        match self.ttls.iter_mut().find(|(ns, _)| ns == namespace) {
+            Some(policy) => policy.1 = ttl,
+            None => self.ttls.push((namespace.to_string(), ttl)),
+        }
     }
 
     /// The TTL that [`crate::kv::Ttl::Policy`] gives keys of `namespace`
@@ -339,6 +186,11 @@ impl KvConfig {
             Ok(()) => Vec::new(),
             Err(e) => e.problems,
         };
+        let problem = |field: &str, value: &str, allowed: &str| ConfigProblem {
+            field: field.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        };
         if !self.key_prefix.is_empty() {
             if let Err(e) = ident::validate(&self.key_prefix) {
                 p.push(problem("key_prefix", &self.key_prefix, &format!("an id, or empty ({e})")));
@@ -373,23 +225,103 @@ impl KvConfig {
                 p.push(problem(field, "0s", "a duration above zero"));
             }
         }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems: p })
+        Problems(p).finish(())
+    }
+
+    /// Reads the configuration from the process environment; see
+    /// [`KvConfig::from_vars`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] listing every variable that cannot be used.
+    pub fn from_env() -> Result<KvConfig, ConfigError> {
+        let mut problems = Problems::default();
+        let ttl_vars: Vec<String> = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns)).collect();
+        let kv_vars = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
+        not_unicode(kv_vars.chain(ttl_vars.iter().map(String::as_str)), &mut problems);
+        let redis = Config::from_env();
+        KvConfig::from_kv_vars(redis, &|name| std::env::var(name).ok(), problems)
+    }
+
+    /// Builds a configuration from variables looked up by `get`: the
+    /// connection part with [`Config::from_vars`] (every `REDIS_*` and
+    /// `CACHE_*` variable it reads), then these:
+    ///
+    #[doc = include_str!("vars.md")]
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use tradecache::kv::KvConfig;
+    ///
+    /// let vars = HashMap::from([
+    ///     ("REDIS_URL", "redis://cache-1:6380/2"),
+    ///     ("CACHE_KEY_PREFIX", "desk-3"),
+    ///     ("CACHE_MARKET_DATA_TTL", "15"),
+    /// ]);
+    /// let config = KvConfig::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+    /// assert_eq!(config.ttl_of("market_data"), Some(Duration::from_secs(15)));
+    ///
+    /// let vars = HashMap::from([("REDIS_PORT", "0"), ("CACHE_RISK_TTL", "soon")]);
+    /// let err = KvConfig::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_RISK_TTL"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with every problem of both parts, each naming the
+    /// variable, the bad value (never a password) and what is allowed.
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
+        KvConfig::from_kv_vars(Config::from_vars(&get), &get, Problems::default())
+    }
+
+    /// The caching layer's own variables onto the defaults, with `redis`.
+    fn from_kv_vars(
+        redis: Result<Config, ConfigError>,
+        get: &dyn Fn(&str) -> Option<String>,
+        mut problems: Problems,
+    ) -> Result<KvConfig, ConfigError> {
+        let mut c = KvConfig::default();
+        match redis {
+            Ok(r) => c.redis = r,
+            Err(e) => problems.0.extend(e.problems),
         }
+        apply_vars(KV_OPTIONS, &mut c, get, &mut problems);
+        for (ns, _) in DEFAULT_POLICIES {
+            apply_var(&ttl_var(ns), TTL.read, get, &mut problems, |v| {
+                (TTL.parse)(v).map(|t| c.set_policy(ns, t))
+            });
+        }
+        problems.finish(c)
     }
 }
 
-fn problem(field: &str, value: &str, allowed: &str) -> ConfigProblem {
-    ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() }
+/// `CACHE_{NAMESPACE}_TTL`.
+fn ttl_var(namespace: &str) -> String {
+    format!("CACHE_{}_TTL", namespace.to_ascii_uppercase())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::vars::KV_ENV;
     use super::*;
-    use crate::config::markdown;
+    use crate::config::render::{env_example, lines, markdown, Line};
+
+    impl KvConfig {
+        /// The variables as the documentation lists them.
+        fn env_lines() -> Vec<Line> {
+            let d = KvConfig::default();
+            let mut lines = lines(KV_OPTIONS.iter().flat_map(|rows| rows.iter()), &d);
+            lines.extend(DEFAULT_POLICIES.iter().map(|(ns, _)| Line {
+                var: ttl_var(ns),
+                sets: "ttl",
+                default: (TTL.show)(&d.policy(ns)),
+                values: TTL.values,
+                doc: format!("TTL policy of the `{ns}` namespace."),
+            }));
+            lines
+        }
+    }
+
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<KvConfig, ConfigError> {
@@ -524,18 +456,19 @@ mod tests {
     #[test]
     fn docs_match_the_table() {
         use crate::config::docs;
-        docs::check_file("src/kv/vars.md", &markdown(KV_ENV, Some("KvConfig")));
-        docs::check_block("docs/configuration.md", "kv-env", &KvConfig::env_markdown());
-        docs::check_block(".env.example", "kv-env", &KvConfig::env_example());
+        let lines = KvConfig::env_lines();
+        docs::check_file("src/kv/vars.md", &markdown(&lines, Some("KvConfig")));
+        docs::check_block("docs/configuration.md", "kv-env", &markdown(&lines, None));
+        docs::check_block(".env.example", "kv-env", &env_example(&lines));
     }
 
     #[test]
     fn each_default_reads_back_as_the_default() {
         let defaults = format!("{:?}", KvConfig::default());
-        for var in KV_ENV {
-            let text = (var.default)(&KvConfig::default());
-            let c = from(&[(var.name, &text)]).unwrap_or_else(|e| panic!("{}={text}: {e}", var.name));
-            assert_eq!(format!("{c:?}"), defaults, "{}={text}", var.name);
+        for line in KvConfig::env_lines() {
+            let (var, text) = (line.var.as_str(), line.default.as_str());
+            let c = from(&[(var, text)]).unwrap_or_else(|e| panic!("{var}={text}: {e}"));
+            assert_eq!(format!("{c:?}"), defaults, "{var}={text}");
         }
         // An empty prefix is a prefix (none), not the default.
         assert_eq!(from(&[("CACHE_KEY_PREFIX", " ")]).unwrap().key_prefix, "");

@@ -68,7 +68,6 @@ mod route;
 mod set;
 mod stats;
 mod value;
-mod vars;
 mod writer;
 
 use std::cell::RefCell;
