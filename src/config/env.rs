@@ -163,7 +163,6 @@ mod tests {
             ("CACHE_RECONNECT_BACKOFF_MIN_MS", "30"),
             ("CACHE_RECONNECT_BACKOFF_MAX_MS", "40"),
             ("CACHE_IDLE_POLL_US", "7"),
-            ("CACHE_IDLE_PARK_AFTER_MS", "8"),
             ("CACHE_CLOSE_TIMEOUT_MS", "9000"),
             ("CACHE_REPLICA_WAIT", "2"),
             ("CACHE_REPLICA_WAIT_TIMEOUT_MS", "50"),
@@ -172,7 +171,6 @@ mod tests {
             ("CACHE_TICK_CAPACITY", "88"),
             ("CACHE_BAR_CAPACITY", "99"),
             ("CACHE_RETAIN_CLOSED_SECS", "86400"),
-            ("CACHE_PURGE_BATCH", "33"),
             ("CACHE_MAX_ACCOUNT_EVENTS", "1000"),
             ("CACHE_HEARTBEAT_MS", "250"),
             ("CACHE_PUBLISH_EVENTS", "yes"),
@@ -208,10 +206,10 @@ mod tests {
         assert_eq!((c.open_backoff_min, c.open_backoff_max), (ms(10), ms(20)));
         assert_eq!((c.reconnect_backoff_min, c.reconnect_backoff_max), (ms(30), ms(40)));
         assert_eq!(c.idle_poll, Duration::from_micros(7));
-        assert_eq!((c.idle_park_after, c.close_timeout), (ms(8), ms(9000)));
+        assert_eq!(c.close_timeout, ms(9000));
         assert_eq!(c.replica_wait, Some((2, ms(50))));
         assert_eq!((c.load_chunk, c.tick_capacity, c.bar_capacity), (77, 88, 99));
-        assert_eq!((c.retain_closed_for, c.purge_batch), (Some(Duration::from_secs(86_400)), 33));
+        assert_eq!(c.retain_closed_for, Some(Duration::from_secs(86_400)));
         assert_eq!((c.max_account_events, c.heartbeat_interval), (Some(1000), Some(ms(250))));
         assert!(c.publish_events);
         assert_eq!((c.stream_max_len, c.stream_max_age), (5000, Some(Duration::from_secs(3600))));
@@ -292,7 +290,6 @@ mod tests {
             ("CACHE_RECONNECT_BACKOFF_MIN_MS", "x"),
             ("CACHE_RECONNECT_BACKOFF_MAX_MS", "x"),
             ("CACHE_IDLE_POLL_US", "x"),
-            ("CACHE_IDLE_PARK_AFTER_MS", "x"),
             ("CACHE_CLOSE_TIMEOUT_MS", "x"),
             ("CACHE_REPLICA_WAIT", "-1"),
             ("CACHE_REPLICA_WAIT_TIMEOUT_MS", "0"),
@@ -301,7 +298,6 @@ mod tests {
             ("CACHE_TICK_CAPACITY", "0"),
             ("CACHE_BAR_CAPACITY", "99999999999999999999999"),
             ("CACHE_RETAIN_CLOSED_SECS", "-1"),
-            ("CACHE_PURGE_BATCH", "0"),
             ("CACHE_MAX_ACCOUNT_EVENTS", "x"),
             ("CACHE_HEARTBEAT_MS", "1.5"),
             ("CACHE_PUBLISH_EVENTS", "x"),

@@ -33,12 +33,12 @@ mod validate;
 
 pub use crate::encoding::Encoding;
 pub(crate) use table::{apply_var, apply_vars, not_unicode, options};
-pub(crate) use table::{int, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
+pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};
 pub(crate) use url::HostPort;
 use url::{host_list, host_problem, parse_port};
-use validate::id;
+use validate::{check_id, check_instance, check_nodes, id};
 
 /// What a password (or anything that may hold one) is shown as.
 pub(super) const REDACTED: &str = "<redacted>";
@@ -46,6 +46,9 @@ pub(super) const REDACTED: &str = "<redacted>";
 const REDIS_MAX_VALUE_BYTES: usize = 512 * 1024 * 1024;
 const ENCODING_ALLOWED: &str = "one of: msgpack, json";
 const PORT_ALLOWED: &str = "a port number from 1 to 65535";
+/// After how long without work the flusher and the kv writer stop polling
+/// and park until the next write (a constant: nothing is gained by turning it).
+pub(crate) const IDLE_PARK_AFTER: Duration = Duration::from_secs(1);
 /// The block timeout of `CACHE_OVERFLOW=block` without `CACHE_BLOCK_TIMEOUT_MS`.
 const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_millis(10);
 /// The `WAIT` timeout of `CACHE_REPLICA_WAIT` without `CACHE_REPLICA_WAIT_TIMEOUT_MS`.
@@ -79,34 +82,41 @@ impl std::fmt::Debug for Secret {
 const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| match host_problem(v) {
     Some(allowed) => Err(allowed.into()),
     None => Ok(v.into()),
-});
-const PORT: Codec<u16> = Codec::plain("1 to 65535", |v| Ok(parse_port(v)?));
+})
+.checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
+const PORT: Codec<u16> =
+    Codec::plain("1 to 65535", |v| Ok(parse_port(v)?)).checked(|n| refuse(*n == 0, PORT_ALLOWED));
 const TEXT: Codec<Option<String>> = Codec {
     values: "text",
     read: Read::Trimmed,
     parse: |v| Ok(Some(v.into())),
     show: |v| v.clone().unwrap_or_default(),
+    check: |_| Ok(()),
 };
 const SECRET: Codec<Option<Secret>> = Codec {
     values: "text, not trimmed",
     read: Read::Secret,
     parse: |v| Ok(Some(Secret(v.into()))),
     show: |_| String::new(),
+    check: |_| Ok(()),
 };
 const DB: Codec<i64> = Codec::plain("0 or more (0 with a cluster)", |v| {
     Ok(int(v, 0, i64::MAX as u64, "a database number, 0 or more")? as i64)
-});
+})
+.checked(|n| refuse(*n < 0, "a database number, 0 or more"));
 const PEM: Codec<Option<PathBuf>> = Codec {
     values: "PEM file path",
     read: Read::Trimmed,
     parse: |v| Ok(Some(v.into())),
     show: |p| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+    check: |_| Ok(()),
 };
 const SENTINELS: Codec<Vec<HostPort>> = Codec {
     values: "`host:port,host:port` (port 26379 if absent; IPv6 as `[::1]:26379`)",
     read: Read::Trimmed,
     parse: |v| host_list(v, 26379),
     show: |v| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+    check: |v| check_nodes(v),
 };
 const NODES: Codec<Vec<HostPort>> = Codec {
     values: "`host:port,host:port` (port 6379 if absent)",
@@ -119,22 +129,34 @@ const MASTER: Codec<Option<String>> = Codec {
         true => Err("a master name without whitespace".into()),
         false => Ok(Some(v.into())),
     },
+    check: |m| match m.as_deref() {
+        Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err("a master name, not empty, without whitespace".into())
+        }
+        _ => Ok(()),
+    },
     ..TEXT
 };
-const ID: Codec<String> = Codec::plain("id (no ':', '{', '}', whitespace or control characters)", id);
-const OPT_ID: Codec<Option<String>> = Codec { values: "id", parse: |v| Ok(Some(id(v)?)), ..TEXT };
+const ID: Codec<String> =
+    Codec::plain("id (no ':', '{', '}', whitespace or control characters)", id).checked(|v| check_id(v));
+const INSTANCE: Codec<Option<String>> =
+    Codec { values: "id", parse: |v| Ok(Some(id(v)?)), check: check_instance, ..TEXT };
 const ENCODING: Codec<Encoding> =
     Codec::plain("`msgpack` or `json`", |v| Encoding::from_name(v).ok_or(ENCODING_ALLOWED.into()));
 const VALUE_BYTES: Codec<usize> = Codec::plain("1 to 536870912 (Redis's limit)", |v| {
     let allowed = "from 1 to 536870912 bytes (Redis's limit)";
     Ok(int(v, 1, REDIS_MAX_VALUE_BYTES as u64, allowed)? as usize)
-});
+})
+.checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), "from 1 to 536870912 bytes (Redis's limit)"));
 const MICROS: Codec<Duration> = Codec {
     values: "microseconds, at most 1000000",
     read: Read::Trimmed,
     parse: |v| Ok(Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?)),
     show: |d| d.as_micros().to_string(),
+    check: |d| refuse(*d > Duration::from_secs(1), "at most 1s (100µs by default)"),
 };
+const RETAIN: Codec<Option<Duration>> =
+    SECS_OFF.checked(|d| refuse(d.is_some_and(|d| d < Duration::from_secs(1)), "None, or at least 1s"));
 const COUNT_OFF: Codec<Option<usize>> = Codec {
     values: "a count (0: keep all)",
     read: Read::Trimmed,
@@ -142,6 +164,7 @@ const COUNT_OFF: Codec<Option<usize>> = Codec {
         Ok(Some(int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")? as usize).filter(|n| *n > 0))
     },
     show: |n| n.unwrap_or(0).to_string(),
+    check: |n| refuse(*n == Some(0), "1 or more"),
 };
 
 options! {
@@ -210,7 +233,7 @@ options! {
         /// The trader id, part of every key (`trader-{trader_id}:…`): not empty, no `:`, `{`, `}`, whitespace or control characters. Defaults to `TRADER-001`.
         trader_id: String = "TRADER-001".into(); [v: impl Into<String> => v.into()] ["CACHE_TRADER_ID" ID]
         /// The instance id, added to the trader key when `use_instance_id` is on (`trader-T1:{instance_id}:…`); the same rules as the trader id. Defaults to none.
-        instance_id: Option<String> = None; [v: impl Into<String> => Some(v.into())] ["CACHE_INSTANCE_ID" OPT_ID]
+        instance_id: Option<String> = None; [v: impl Into<String> => Some(v.into())] ["CACHE_INSTANCE_ID" INSTANCE]
         /// Whether keys start with the trader key; when off they have no trader prefix at all (`positions:P-1`), one database holds one trader's state, and a cluster cannot be used. Defaults to `true`.
         use_trader_prefix: bool = true; [v: bool => v] ["CACHE_USE_TRADER_PREFIX" BOOL]
         /// Whether the trader key includes the instance id (`trader-T1:{instance_id}:…`); needs `instance_id` and the trader prefix. Defaults to `false`.
@@ -244,8 +267,6 @@ options! {
         buffer_interval: Duration = Duration::ZERO; [v: Duration => v] ["CACHE_BUFFER_INTERVAL_MS" MILLIS]
         /// How long the idle flusher sleeps between polls of the channel (zero spins); the most a write waits to be noticed, so at most 1 s. Defaults to 100 µs.
         idle_poll: Duration = Duration::from_micros(100); [v: Duration => v] ["CACHE_IDLE_POLL_US" MICROS]
-        /// After how long without writes the flusher stops polling and parks until the next write. Defaults to 1 s.
-        idle_park_after: Duration = Duration::from_secs(1); [v: Duration => v] ["CACHE_IDLE_PARK_AFTER_MS" MILLIS]
         /// How long dropping a `Cache` waits for the final flush (as `Cache::close` does with its own timeout). Defaults to 5 s.
         close_timeout: Duration = Duration::from_secs(5); [v: Duration => v] ["CACHE_CLOSE_TIMEOUT_MS" MILLIS]
         /// `Some((replicas, timeout))`: after each batch, `WAIT` until that many replicas have it (at most `timeout`, above zero and below `response_timeout`); a batch not replicated in time is retried. Defaults to `None`.
@@ -261,9 +282,9 @@ options! {
         bar_capacity: usize = 10_000; [v: usize => v] ["CACHE_BAR_CAPACITY" COUNT]
         // --- Running 24/7 ---
         /// `Some(age)`: the flusher purges closed entities older than `age` with their event logs and index entries, at open and then every `min(age, 60 s)`, as `Cache::purge_closed` does; at least 1 s. Defaults to `None`.
-        retain_closed_for: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_RETAIN_CLOSED_SECS" SECS_OFF]
+        retain_closed_for: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_RETAIN_CLOSED_SECS" RETAIN]
         /// How many closed entities one purge step deletes (one transaction between two batches of writes); at least 1. Defaults to `500`.
-        purge_batch: usize = 500; [v: usize => v] ["CACHE_PURGE_BATCH" COUNT]
+        purge_batch: usize = 500; [] []
         /// `Some(n)`: every append to an account's event log trims it to its newest `n` events, in the same transaction; at least 1. Defaults to `None` (keep all).
         max_account_events: Option<usize> = None; [v: Option<usize> => v] ["CACHE_MAX_ACCOUNT_EVENTS" COUNT_OFF]
         /// `Some(interval)`: the flusher sets `{trader}:heartbeat:{writer_id}` this often with a TTL of three intervals, so a supervisor sees it vanish when the engine hangs, dies or loses Redis; at least 1 ms. Defaults to `None`.
@@ -377,6 +398,12 @@ impl Problems {
         }
     }
 
+    /// In the order of `fields` (the option table's), others last.
+    pub(crate) fn sorted(mut self, fields: &[&str]) -> Self {
+        self.0.sort_by_key(|p| fields.iter().position(|f| *f == p.field).unwrap_or(usize::MAX));
+        self
+    }
+
     pub(crate) fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
         if self.0.is_empty() {
             Ok(ok)
@@ -455,6 +482,16 @@ impl Config {
     #[must_use]
     pub fn buffer_interval_ms(self, ms: u64) -> Self {
         self.buffer_interval(Duration::from_millis(ms))
+    }
+
+    /// Tuning that only tests turn, not a stable API: how many closed
+    /// entities one purge step deletes (one transaction between two batches
+    /// of writes); at least 1. Defaults to `500`.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn purge_batch(mut self, v: usize) -> Self {
+        self.purge_batch = v;
+        self
     }
 
     /// Tests only, not a stable API: runs the flusher as if the engine's
@@ -707,7 +744,6 @@ mod tests {
             .max_pending_events(13)
             .buffer_interval_ms(8)
             .idle_poll(ms(9))
-            .idle_park_after(ms(10))
             .close_timeout(ms(11))
             .replica_wait(Some((1, ms(12))))
             .load_chunk(14)
@@ -742,7 +778,7 @@ mod tests {
         assert_eq!((c.max_value_bytes, c.writer_id.as_str()), (10, "w2"));
         assert_eq!((c.channel_capacity, c.max_batch, c.max_pending_events), (11, 12, 13));
         assert_eq!(c.overflow, OverflowPolicy::Block { timeout: ms(7) });
-        assert_eq!((c.buffer_interval, c.idle_poll, c.idle_park_after), (ms(8), ms(9), ms(10)));
+        assert_eq!((c.buffer_interval, c.idle_poll), (ms(8), ms(9)));
         assert_eq!(c.close_timeout, ms(11));
         assert_eq!(c.replica_wait, Some((1, ms(12))));
         assert_eq!((c.load_chunk, c.strict_load), (14, true));

@@ -40,6 +40,16 @@ macro_rules! options {
 
         impl $C {
             $( options!(@setter [$(#[doc = $doc])+] $field $($set)*); )*
+
+            /// The fields, in the table's order (the order of problems).
+            pub(crate) const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Checks each value read with a [`Codec`] on its own, in the
+            /// table's order; [`Self::validate`] adds the rules that
+            /// involve several settings.
+            fn check_values(&self, p: &mut $crate::config::Problems) {
+                $( options!(@check self p $field $($env)*); )*
+            }
         }
 
         /// Every option, in the order its variables are applied.
@@ -71,6 +81,12 @@ macro_rules! options {
             },
         }]
     };
+    (@check $s:ident $p:ident $field:ident $var:literal $codec:expr $(=> $sets:ident)?) => {
+        if let Err(refused) = ($codec.check)(&$s.$field) {
+            $p.refused(stringify!($field), &($codec.show)(&$s.$field), refused);
+        }
+    };
+    (@check $s:ident $p:ident $field:ident $($rows:tt)*) => {};
     (@sets $field:ident) => { stringify!($field) };
     (@sets $field:ident $sets:ident) => { stringify!($sets) };
 }
@@ -93,23 +109,42 @@ pub(crate) struct Opt<C: 'static> {
 }
 
 /// The values of one type a variable takes: what they are (for people),
-/// how they are read, parsed and spelt.
+/// how they are read, parsed and spelt, and what `validate` allows of a
+/// value set in code (`parse` checks as much of a variable's text).
 pub(crate) struct Codec<T: 'static> {
     pub(crate) values: &'static str,
     pub(crate) read: Read,
     pub(crate) parse: fn(&str) -> Result<T, Refused>,
     pub(crate) show: fn(&T) -> String,
+    pub(crate) check: fn(&T) -> Result<(), Refused>,
 }
 
 impl<T: ToString> Codec<T> {
-    /// Values spelt with `to_string`, read trimmed.
+    /// Values spelt with `to_string`, read trimmed, any value allowed.
     pub(crate) const fn plain(values: &'static str, parse: fn(&str) -> Result<T, Refused>) -> Self {
-        Codec { values, read: Read::Trimmed, parse, show: to_text::<T> }
+        Codec { values, read: Read::Trimmed, parse, show: to_text::<T>, check: |_| Ok(()) }
+    }
+}
+
+impl<T> Codec<T> {
+    /// With `check` as what `validate` allows.
+    pub(crate) const fn checked(mut self, check: fn(&T) -> Result<(), Refused>) -> Self {
+        self.check = check;
+        self
     }
 }
 
 fn to_text<T: ToString>(v: &T) -> String {
     v.to_string()
+}
+
+/// `Err(allowed)` when `bad`.
+pub(crate) fn refuse(bad: bool, allowed: &'static str) -> Result<(), Refused> {
+    if bad {
+        Err(allowed.into())
+    } else {
+        Ok(())
+    }
 }
 
 /// How a variable's value is read.
@@ -234,34 +269,44 @@ fn or_off(d: Duration) -> Option<Duration> {
 pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", boolean);
 pub(crate) const COUNT: Codec<usize> = Codec::plain("1 or more", |v| {
     int(v, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
-});
+})
+.checked(|n| refuse(*n == 0, "1 or more"));
 pub(crate) const COUNT_U32: Codec<u32> =
-    Codec::plain("1 or more", |v| int(v, 1, u32::MAX.into(), "a whole number, 1 or more").map(|n| n as u32));
+    Codec::plain("1 or more", |v| int(v, 1, u32::MAX.into(), "a whole number, 1 or more").map(|n| n as u32))
+        .checked(|n| refuse(*n == 0, "1 or more"));
 pub(crate) const MILLIS: Codec<Duration> = Codec {
     values: "milliseconds",
     read: Read::Trimmed,
     parse: |v| millis(v, 0),
     show: |d| d.as_millis().to_string(),
+    check: |_| Ok(()),
 };
-pub(crate) const MILLIS_MIN_1: Codec<Duration> =
-    Codec { values: "milliseconds, 1 or more", parse: |v| millis(v, 1), ..MILLIS };
+pub(crate) const MILLIS_MIN_1: Codec<Duration> = Codec {
+    values: "milliseconds, 1 or more",
+    parse: |v| millis(v, 1),
+    check: |d| refuse(d.is_zero(), "a duration above zero"),
+    ..MILLIS
+};
 pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec {
     values: "milliseconds (0: off)",
     read: Read::Trimmed,
     parse: |v| millis(v, 0).map(or_off),
     show: |d| d.unwrap_or_default().as_millis().to_string(),
+    check: |d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), "None, or at least 1ms"),
 };
 pub(crate) const SECS_OFF: Codec<Option<Duration>> = Codec {
     values: "seconds (0: off)",
     read: Read::Trimmed,
     parse: |v| int(v, 0, u64::MAX, "seconds, 0 (off) or more").map(|s| or_off(Duration::from_secs(s))),
-    show: |d| d.map_or(0, |d| d.as_secs()).to_string(),
+    show: |d| d.map_or(0.0, |d| d.as_secs_f64()).to_string(),
+    check: |d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), "None, or at least 1ms"),
 };
 pub(crate) const SECONDS: Codec<Duration> = Codec {
     values: "seconds above zero, may be fractional (`0.5`)",
     read: Read::Trimmed,
     parse: seconds,
     show: |d| d.as_secs_f64().to_string(),
+    check: |d| refuse(d.is_zero(), "a duration above zero"),
 };
 
 /// Rendering the tables for people: docs/configuration.md, the tables of

@@ -1,18 +1,20 @@
-//! [`Config::validate`]: the rules that involve several settings, and the
-//! range checks of each setter's value.
+//! [`Config::validate`]: the rules that involve several settings (the
+//! values on their own are checked by their [`Codec`](super::Codec)s in
+//! the option table), and the checks the option table's values share.
 
 use std::time::Duration;
 
 use super::table::Refused;
 use super::url::host_problem;
-use super::{Config, Encoding, OverflowPolicy, Problems, PORT_ALLOWED, REDIS_MAX_VALUE_BYTES};
+use super::{Config, Encoding, HostPort, OverflowPolicy, Problems, PORT_ALLOWED};
 use crate::error::ConfigError;
 use crate::ident::{self, IdError};
 
 const ID_CHARS: &str = "ids may not contain ':', '{', '}', whitespace or control characters";
 
-/// Instance ids that would read as this trader's own keys: the key kinds
-/// and the reference model's collections.
+/// Instance ids that would read as this trader's own keys: the key kinds,
+/// the reference model's collections and the market-data series
+/// (`trader-T:quotes:{x}:events` is trader T's quote list).
 const RESERVED_INSTANCE_IDS: [&str; 11] = [
     "index",
     "writer",
@@ -22,21 +24,52 @@ const RESERVED_INSTANCE_IDS: [&str; 11] = [
     "accounts",
     "orders",
     "positions",
-    // The market-data series: `trader-T:quotes:{x}:events` is trader T's
-    // quote list; an instance `quotes` would have keys of that shape.
     "quotes",
     "trades",
     "bars",
 ];
-
-/// The longest [`Config::idle_poll`] accepted.
-const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
 
 pub(super) fn id_allowed(e: &IdError) -> String {
     match e {
         IdError::Empty => format!("a non-empty id; {ID_CHARS}"),
         IdError::TooLong { max, .. } => format!("an id of at most {max} bytes"),
         IdError::BadChar { ch, .. } => format!("an id without {ch:?}; {ID_CHARS}"),
+    }
+}
+
+/// An id (see [`crate::Ident`]).
+pub(crate) fn id(v: &str) -> Result<String, Refused> {
+    check_id(v).map(|()| v.to_string())
+}
+
+pub(super) fn check_id(v: &str) -> Result<(), Refused> {
+    ident::validate(v).map(|_| ()).map_err(|e| id_allowed(&e).into())
+}
+
+/// An instance id: an id that is not one of this trader's key kinds
+/// (`clear` tells this trader's keys from its instances' by the first part
+/// after the prefix, `Keys::owns`).
+pub(super) fn check_instance(v: &Option<String>) -> Result<(), Refused> {
+    match v.as_deref() {
+        Some(v) if RESERVED_INSTANCE_IDS.contains(&v) => {
+            Err(format!("an id other than {}", RESERVED_INSTANCE_IDS.join(", ")).into())
+        }
+        Some(v) => check_id(v),
+        None => Ok(()),
+    }
+}
+
+/// Each node is a host and a port that is not 0.
+pub(super) fn check_nodes(nodes: &[HostPort]) -> Result<(), Refused> {
+    let bad = nodes.iter().filter_map(|n| {
+        let allowed = host_problem(&n.host).or((n.port == 0).then_some(PORT_ALLOWED))?;
+        Some((Some(n.to_string()), allowed.into()))
+    });
+    let bad: Vec<_> = bad.collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Refused(bad))
     }
 }
 
@@ -70,41 +103,27 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per issue, each naming the
-    /// setter (`"port"`), the bad value (never a password) and what is
-    /// allowed. The rules: the host is a host name, IPv4 or IPv6 address;
-    /// the port is not 0; a username comes with a password; the db is 0 or
-    /// more (0 in cluster mode); timeouts, `connect_attempts`,
-    /// `channel_capacity`, `max_batch`, `max_pending_events`, `load_chunk`,
-    /// `tick_capacity`, `bar_capacity`, `purge_batch`, `stream_max_len`,
-    /// `max_account_events` and `max_value_bytes` (at most 512 MiB) are
-    /// above zero; `retain_closed_for` is at least 1 s, `heartbeat_interval`
-    /// and `stream_max_age` at least 1 ms; backoff minimums do not exceed maximums; ids
-    /// are valid (see [`crate::Ident`]); `use_instance_id` has an instance
-    /// id and the trader prefix; `timestamps_as_iso8601` goes with JSON;
-    /// TLS files need `tls` (and the `tls` feature), a certificate needs a
-    /// key and the reverse; sentinels need a master name and the reverse;
-    /// sentinels and a cluster exclude each other; a cluster needs the
-    /// trader prefix; `Block` overflow and `replica_wait` have timeouts above
-    /// zero, the latter below `response_timeout`; `idle_poll` is at most 1 s.
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per issue, in the
+    /// order of the options, each naming the setter (`"port"`), the bad
+    /// value (never a password) and what is allowed: each option's value
+    /// as its documentation says (a count of 1 or more, an id, …), and the
+    /// rules that involve several: a username comes with a password; the
+    /// db is 0 in cluster mode; TLS files need `tls` (and the `tls`
+    /// feature), a certificate needs a key and the reverse; sentinels need
+    /// a master name and the reverse; sentinels and a cluster exclude each
+    /// other; a cluster needs the trader prefix; `use_instance_id` has an
+    /// instance id and the trader prefix, and so does `flush_on_start`;
+    /// `timestamps_as_iso8601` goes with JSON; timeouts are above zero;
+    /// backoff minimums are at least 1 ms and do not exceed maximums;
+    /// `replica_wait`'s timeout is below `response_timeout`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
-        let clustered = !self.cluster_nodes.is_empty();
-        let sentinel = !self.sentinels.is_empty();
-
-        // --- connection ---
-        if let Some(allowed) = host_problem(&self.host) {
-            p.push("host", self.host.as_str(), allowed);
-        }
-        if self.port == 0 {
-            p.push("port", "0", PORT_ALLOWED);
-        }
+        self.check_values(&mut p);
+        let (clustered, sentinel) = (!self.cluster_nodes.is_empty(), !self.sentinels.is_empty());
         if let (Some(user), None) = (&self.username, &self.password) {
             p.push("username", user.as_str(), "a username only with a password");
         }
-        if self.db < 0 {
-            p.push("db", self.db.to_string(), "a database number, 0 or more");
-        } else if clustered && self.db != 0 {
+        if clustered && self.db > 0 {
             p.push("db", self.db.to_string(), "0 in cluster mode (a cluster has only db 0)");
         }
         let tls_files = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
@@ -124,38 +143,21 @@ impl Config {
             }
             _ => {}
         }
-        for (field, nodes) in [("sentinels", &self.sentinels), ("cluster_nodes", &self.cluster_nodes)] {
-            for node in nodes {
-                if let Some(allowed) = host_problem(&node.host) {
-                    p.push(field, node.to_string(), allowed);
-                } else if node.port == 0 {
-                    p.push(field, node.to_string(), PORT_ALLOWED);
-                }
-            }
-        }
         match &self.sentinel_master {
             None if sentinel => p.push("sentinel_master", "", "the name of the master the sentinels monitor"),
             Some(m) if !sentinel => {
                 p.push("sentinels", "", format!("at least one sentinel, since sentinel_master is {m:?}"))
             }
-            Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                p.push("sentinel_master", m.as_str(), "a master name, not empty, without whitespace")
-            }
             _ => {}
         }
         if sentinel && clustered {
-            p.push(
-                "cluster_nodes",
-                format!("{} node(s)", self.cluster_nodes.len()),
-                "either sentinels or cluster_nodes, not both",
-            );
+            let nodes = format!("{} node(s)", self.cluster_nodes.len());
+            p.push("cluster_nodes", nodes, "either sentinels or cluster_nodes, not both");
         }
         if clustered && !self.use_trader_prefix {
-            p.push(
-                "use_trader_prefix",
-                "false",
-                "true in cluster mode (the trader key is the hash tag that keeps a batch in one slot)",
-            );
+            let allowed =
+                "true in cluster mode (the trader key is the hash tag that keeps a batch in one slot)";
+            p.push("use_trader_prefix", "false", allowed);
         }
         for (field, d) in
             [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)]
@@ -163,9 +165,6 @@ impl Config {
             if d.is_zero() {
                 p.push(field, "0s", "a timeout above zero");
             }
-        }
-        if self.connect_attempts == 0 {
-            p.push("connect_attempts", "0", "1 or more");
         }
         for (field, min, max) in [
             ("open_backoff", self.open_backoff_min, self.open_backoff_max),
@@ -179,106 +178,29 @@ impl Config {
                 p.push(field, format!("min {min:?}"), "a minimum of at least 1ms");
             }
         }
-
-        // --- keys and values ---
-        let mut check_id = |field: &str, id: &str| {
-            if let Err(e) = ident::validate(id) {
-                p.push(field, id, id_allowed(&e));
-            }
-        };
-        check_id("trader_id", &self.trader_id);
-        check_id("writer_id", &self.writer_id);
-        if let Some(instance) = &self.instance_id {
-            check_id("instance_id", instance);
-            // `clear` tells this trader's keys from its instances' by the
-            // first part after the prefix (`Keys::owns`).
-            if RESERVED_INSTANCE_IDS.contains(&instance.as_str()) {
-                p.push(
-                    "instance_id",
-                    instance.as_str(),
-                    format!("an id other than {}", RESERVED_INSTANCE_IDS.join(", ")),
-                );
-            }
+        if self.use_instance_id && self.instance_id.is_none() {
+            p.push("instance_id", "", "an instance id, since use_instance_id is true");
         }
-        if self.use_instance_id {
-            if self.instance_id.is_none() {
-                p.push("instance_id", "", "an instance id, since use_instance_id is true");
-            }
-            if !self.use_trader_prefix {
-                p.push(
-                    "use_instance_id",
-                    "true",
-                    "false when use_trader_prefix is false (the instance id is part of the trader prefix)",
-                );
-            }
+        if self.use_instance_id && !self.use_trader_prefix {
+            let allowed =
+                "false when use_trader_prefix is false (the instance id is part of the trader prefix)";
+            p.push("use_instance_id", "true", allowed);
         }
         if self.flush_on_start && !self.use_trader_prefix {
-            p.push(
-                "flush_on_start",
-                "true",
-                "false when use_trader_prefix is false: without a prefix this cache's keys cannot be told \
-                 from other applications' (it would delete theirs)",
-            );
+            let allowed = "false when use_trader_prefix is false: without a prefix this cache's keys cannot \
+                           be told from other applications' (it would delete theirs)";
+            p.push("flush_on_start", "true", allowed);
         }
         if self.timestamps_as_iso8601 && self.encoding != Encoding::Json {
-            p.push(
-                "timestamps_as_iso8601",
-                "true",
-                "false unless encoding is Encoding::Json (msgpack stores nanoseconds)",
-            );
+            let allowed = "false unless encoding is Encoding::Json (msgpack stores nanoseconds)";
+            p.push("timestamps_as_iso8601", "true", allowed);
         }
-        if self.max_value_bytes == 0 || self.max_value_bytes > REDIS_MAX_VALUE_BYTES {
-            p.push(
-                "max_value_bytes",
-                self.max_value_bytes.to_string(),
-                "from 1 to 536870912 bytes (Redis's limit)",
-            );
+        if self.purge_batch == 0 {
+            p.push("purge_batch", "0", "1 or more");
         }
-
-        // --- pipeline, recovery, buffers ---
-        for (field, n) in [
-            ("channel_capacity", self.channel_capacity),
-            ("max_batch", self.max_batch),
-            ("max_pending_events", self.max_pending_events),
-            ("max_pending_snapshots", self.max_pending_snapshots),
-            ("max_batch_bytes", self.max_batch_bytes),
-            ("load_chunk", self.load_chunk),
-            ("tick_capacity", self.tick_capacity),
-            ("bar_capacity", self.bar_capacity),
-            ("purge_batch", self.purge_batch),
-            ("stream_max_len", self.stream_max_len),
-            ("max_account_events", self.max_account_events.unwrap_or(1)),
-        ] {
-            if n == 0 {
-                p.push(field, "0", "1 or more");
-            }
-        }
-        for (field, d, min, allowed) in [
-            ("retain_closed_for", self.retain_closed_for, Duration::from_secs(1), "None, or at least 1s"),
-            (
-                "heartbeat_interval",
-                self.heartbeat_interval,
-                Duration::from_millis(1),
-                "None, or at least 1ms",
-            ),
-            ("stream_max_age", self.stream_max_age, Duration::from_millis(1), "None, or at least 1ms"),
-        ] {
-            if let Some(d) = d.filter(|d| *d < min) {
-                p.push(field, format!("Some({d:?})"), allowed);
-            }
-        }
-        if self.idle_poll > MAX_IDLE_POLL {
-            // The flusher sleeps this long between looks at the channel.
-            p.push("idle_poll", format!("{:?}", self.idle_poll), "at most 1s (100µs by default)");
-        }
-        if let OverflowPolicy::Block { timeout } = self.overflow {
-            if timeout.is_zero() {
-                p.push(
-                    "overflow",
-                    "Block { timeout: 0s }",
-                    "a block timeout above zero (or OverflowPolicy::Reject)",
-                );
-            }
+        if self.overflow == (OverflowPolicy::Block { timeout: Duration::ZERO }) {
+            let allowed = "a block timeout above zero (or OverflowPolicy::Reject)";
+            p.push("overflow", "Block { timeout: 0s }", allowed);
         }
         if let Some((replicas, timeout)) = self.replica_wait {
             let value = format!("Some(({replicas}, {timeout:?}))");
@@ -288,31 +210,20 @@ impl Config {
             if timeout.is_zero() {
                 p.push("replica_wait", value.as_str(), "a timeout above zero (WAIT with 0 blocks forever)");
             } else if timeout >= self.response_timeout {
-                p.push(
-                    "replica_wait",
-                    value,
-                    format!(
-                        "a timeout below response_timeout ({:?}), or the reply to WAIT times out",
-                        self.response_timeout
-                    ),
-                );
+                let below = self.response_timeout;
+                let allowed =
+                    format!("a timeout below response_timeout ({below:?}), or the reply to WAIT times out");
+                p.push("replica_wait", value, allowed);
             }
         }
-        p.finish(())
-    }
-}
-
-/// An id (see [`crate::Ident`]).
-pub(crate) fn id(v: &str) -> Result<String, Refused> {
-    match ident::validate(v) {
-        Ok(_) => Ok(v.to_string()),
-        Err(e) => Err(id_allowed(&e).into()),
+        p.sorted(Config::FIELDS).finish(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
+    use super::super::REDIS_MAX_VALUE_BYTES;
     use super::*;
 
     // --- validation: one test per rule ---

@@ -327,7 +327,7 @@ impl Flusher {
     /// Returns `Wake::Tick` when idle work is due (the heartbeat, a
     /// `retain_closed_for` pass).
     fn wait_first(&mut self) -> Wake<Msg> {
-        let idle = Idle { poll: self.cfg.idle_poll, park_after: self.cfg.idle_park_after };
+        let idle = Idle { poll: self.cfg.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
         intake::wait_first(&self.rx, idle, self.idle_work_at(), || false)
     }
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::config::{apply_var, apply_vars, not_unicode, options, Codec, Config, Encoding, Problems};
-use crate::config::{int, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
-use crate::error::{ConfigError, ConfigProblem};
+use crate::config::{int, refuse, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
+use crate::error::ConfigError;
 use crate::ident;
 
 /// The namespaces with a TTL policy of their own by default, as the
@@ -25,6 +25,10 @@ const PREFIX: Codec<String> = Codec {
         false => ident::validate(v).map(|_| v.into()).map_err(|e| format!("an id, or empty ({e})").into()),
     },
     show: String::clone,
+    check: |v| match v.is_empty() {
+        true => Ok(()),
+        false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
+    },
 };
 const TTL: Codec<Option<Duration>> = Codec {
     values: "seconds, 0 = never expires",
@@ -34,7 +38,9 @@ const TTL: Codec<Option<Duration>> = Codec {
         Ok((n > 0).then(|| Duration::from_secs(n)))
     },
     show: |t| t.map_or(0, |t| t.as_secs()).to_string(),
+    check: |t| refuse(t.is_some_and(|t| t < Duration::from_millis(1)), TTL_ALLOWED),
 };
+const TTL_ALLOWED: &str = "at least 1ms, or None for never expires";
 const BYTES: Codec<usize> =
     Codec::plain("bytes", |v| Ok(int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize));
 const ENTRIES: Codec<usize> = Codec::plain("entries, 0 = off", |v| {
@@ -182,50 +188,19 @@ impl KvConfig {
     /// `channel_capacity` and `max_pending_keys` are 1 or more;
     /// `breaker_open` and `near_ttl` are above zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut p = match self.redis.validate() {
-            Ok(()) => Vec::new(),
-            Err(e) => e.problems,
-        };
-        let problem = |field: &str, value: &str, allowed: &str| ConfigProblem {
-            field: field.into(),
-            value: value.into(),
-            allowed: allowed.into(),
-        };
-        if !self.key_prefix.is_empty() {
-            if let Err(e) = ident::validate(&self.key_prefix) {
-                p.push(problem("key_prefix", &self.key_prefix, &format!("an id, or empty ({e})")));
-            }
-        }
-        let policies = std::iter::once(("default_ttl", None, self.default_ttl))
-            .chain(self.ttls.iter().map(|(ns, t)| ("ttl", Some(ns.as_str()), *t)));
-        for (field, ns, ttl) in policies {
-            if let Some(ns) = ns {
-                if let Err(e) = ident::validate(ns) {
-                    p.push(problem(field, ns, &format!("a namespace that is a valid id ({e})")));
-                }
+        let mut p = Problems::default();
+        self.check_values(&mut p);
+        for (ns, ttl) in &self.ttls {
+            if let Err(e) = ident::validate(ns) {
+                p.push("ttl", ns, format!("a namespace that is a valid id ({e})"));
             }
             if ttl.is_some_and(|t| t < Duration::from_millis(1)) {
-                let what = ns.map_or(format!("{ttl:?}"), |ns| format!("{ns}: {ttl:?}"));
-                p.push(problem(field, &what, "at least 1ms, or None for never expires"));
+                p.push("ttl", format!("{ns}: {ttl:?}"), TTL_ALLOWED);
             }
         }
-        for (field, n) in [
-            ("max_batch_size", self.max_batch_size),
-            ("max_connections", self.max_connections),
-            ("breaker_failures", self.breaker_failures as usize),
-            ("channel_capacity", self.channel_capacity),
-            ("max_pending_keys", self.max_pending_keys),
-        ] {
-            if n == 0 {
-                p.push(problem(field, "0", "1 or more"));
-            }
-        }
-        for (field, d) in [("breaker_open", self.breaker_open), ("near_ttl", self.near_ttl)] {
-            if d.is_zero() {
-                p.push(problem(field, "0s", "a duration above zero"));
-            }
-        }
-        Problems(p).finish(())
+        let mut all = Problems(self.redis.validate().err().map_or(Vec::new(), |e| e.problems));
+        all.0.extend(p.sorted(KvConfig::FIELDS).0);
+        all.finish(())
     }
 
     /// Reads the configuration from the process environment; see

@@ -232,7 +232,7 @@ impl Writer {
     /// parked thread; parks after `idle_park_after` without work. Ends
     /// early on a stop request (`close`'s deadline is in `Shared`).
     fn wait_first(&mut self) -> Wake<KvMsg> {
-        let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: self.cfg.redis.idle_park_after };
+        let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
         let shared = &self.shared;
         intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some())
     }
