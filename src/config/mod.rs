@@ -38,7 +38,7 @@ pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};
 pub(crate) use url::HostPort;
 use url::{host_list, host_problem, parse_port};
-use validate::{check_id, check_instance, check_nodes, id};
+use validate::{check_id, check_instance, check_nodes};
 
 /// What a password (or anything that may hold one) is shown as.
 pub(super) const REDACTED: &str = "<redacted>";
@@ -79,93 +79,69 @@ impl std::fmt::Debug for Secret {
 }
 
 // The values of the variables.
-const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| match host_problem(v) {
-    Some(allowed) => Err(allowed.into()),
-    None => Ok(v.into()),
-})
-.checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
+const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| Ok(v.into()))
+    .checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
 const PORT: Codec<u16> =
     Codec::plain("1 to 65535", |v| Ok(parse_port(v)?)).checked(|n| refuse(*n == 0, PORT_ALLOWED));
-const TEXT: Codec<Option<String>> = Codec {
-    values: "text",
-    read: Read::Trimmed,
-    parse: |v| Ok(Some(v.into())),
-    show: |v| v.clone().unwrap_or_default(),
-    check: |_| Ok(()),
-};
+const TEXT: Codec<Option<String>> =
+    Codec::new("text", |v| Ok(Some(v.into())), |v| v.clone().unwrap_or_default());
 const SECRET: Codec<Option<Secret>> = Codec {
-    values: "text, not trimmed",
     read: Read::Secret,
-    parse: |v| Ok(Some(Secret(v.into()))),
-    show: |_| String::new(),
-    check: |_| Ok(()),
+    ..Codec::new("text, not trimmed", |v| Ok(Some(Secret(v.into()))), |_| String::new())
 };
-const DB: Codec<i64> = Codec::plain("0 or more (0 with a cluster)", |v| {
-    Ok(int(v, 0, i64::MAX as u64, "a database number, 0 or more")? as i64)
-})
-.checked(|n| refuse(*n < 0, "a database number, 0 or more"));
-const PEM: Codec<Option<PathBuf>> = Codec {
-    values: "PEM file path",
-    read: Read::Trimmed,
-    parse: |v| Ok(Some(v.into())),
-    show: |p| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-    check: |_| Ok(()),
-};
-const SENTINELS: Codec<Vec<HostPort>> = Codec {
-    values: "`host:port,host:port` (port 26379 if absent; IPv6 as `[::1]:26379`)",
-    read: Read::Trimmed,
-    parse: |v| host_list(v, 26379),
-    show: |v| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-    check: |v| check_nodes(v),
-};
+const DB_ALLOWED: &str = "a database number, 0 or more";
+const DB: Codec<i64> =
+    Codec::plain("0 or more (0 with a cluster)", |v| Ok(int(v, 0, i64::MAX as u64, DB_ALLOWED)? as i64))
+        .checked(|n| refuse(*n < 0, DB_ALLOWED));
+const PEM: Codec<Option<PathBuf>> = Codec::new(
+    "PEM file path",
+    |v| Ok(Some(v.into())),
+    |p| p.as_ref().map_or(String::new(), |p| p.display().to_string()),
+);
+const SENTINELS: Codec<Vec<HostPort>> = Codec::new(
+    "`host:port,host:port` (port 26379 if absent; IPv6 as `[::1]:26379`)",
+    |v| host_list(v, 26379),
+    |v| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+)
+.checked(|v| check_nodes(v));
 const NODES: Codec<Vec<HostPort>> = Codec {
     values: "`host:port,host:port` (port 6379 if absent)",
     parse: |v| host_list(v, 6379),
     ..SENTINELS
 };
-const MASTER: Codec<Option<String>> = Codec {
-    values: "name",
-    parse: |v| match v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-        true => Err("a master name without whitespace".into()),
-        false => Ok(Some(v.into())),
-    },
-    check: |m| match m.as_deref() {
-        Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            Err("a master name, not empty, without whitespace".into())
-        }
-        _ => Ok(()),
-    },
-    ..TEXT
-};
+const MASTER: Codec<Option<String>> = Codec { values: "name", ..TEXT }.checked(|m| match m.as_deref() {
+    Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+        Err("a master name, not empty, without whitespace".into())
+    }
+    _ => Ok(()),
+});
 const ID: Codec<String> =
-    Codec::plain("id (no ':', '{', '}', whitespace or control characters)", id).checked(|v| check_id(v));
-const INSTANCE: Codec<Option<String>> =
-    Codec { values: "id", parse: |v| Ok(Some(id(v)?)), check: check_instance, ..TEXT };
+    Codec::plain("id (no ':', '{', '}', whitespace or control characters)", |v| Ok(v.into()))
+        .checked(|v| check_id(v));
+const INSTANCE: Codec<Option<String>> = Codec { values: "id", ..TEXT }.checked(check_instance);
 const ENCODING: Codec<Encoding> =
     Codec::plain("`msgpack` or `json`", |v| Encoding::from_name(v).ok_or(ENCODING_ALLOWED.into()));
-const VALUE_BYTES: Codec<usize> = Codec::plain("1 to 536870912 (Redis's limit)", |v| {
-    let allowed = "from 1 to 536870912 bytes (Redis's limit)";
-    Ok(int(v, 1, REDIS_MAX_VALUE_BYTES as u64, allowed)? as usize)
-})
-.checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), "from 1 to 536870912 bytes (Redis's limit)"));
-const MICROS: Codec<Duration> = Codec {
-    values: "microseconds, at most 1000000",
-    read: Read::Trimmed,
-    parse: |v| Ok(Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?)),
-    show: |d| d.as_micros().to_string(),
-    check: |d| refuse(*d > Duration::from_secs(1), "at most 1s (100µs by default)"),
-};
+const VALUE_BYTES_ALLOWED: &str = "from 1 to 536870912 bytes (Redis's limit)";
+const VALUE_BYTES: Codec<usize> =
+    Codec::plain(
+        "1 to 536870912 (Redis's limit)",
+        |v| Ok(int(v, 0, u64::MAX, VALUE_BYTES_ALLOWED)? as usize),
+    )
+    .checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), VALUE_BYTES_ALLOWED));
+/// Not checked here: a longer `idle_poll` is refused by `validate`, not by `from_vars`.
+const MICROS: Codec<Duration> = Codec::new(
+    "microseconds, at most 1000000",
+    |v| Ok(Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?)),
+    |d| d.as_micros().to_string(),
+);
 const RETAIN: Codec<Option<Duration>> =
     SECS_OFF.checked(|d| refuse(d.is_some_and(|d| d < Duration::from_secs(1)), "None, or at least 1s"));
-const COUNT_OFF: Codec<Option<usize>> = Codec {
-    values: "a count (0: keep all)",
-    read: Read::Trimmed,
-    parse: |v| {
-        Ok(Some(int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")? as usize).filter(|n| *n > 0))
-    },
-    show: |n| n.unwrap_or(0).to_string(),
-    check: |n| refuse(*n == Some(0), "1 or more"),
-};
+const COUNT_OFF: Codec<Option<usize>> = Codec::new(
+    "a count (0: keep all)",
+    |v| Ok(Some(int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")? as usize).filter(|n| *n > 0)),
+    |n| n.unwrap_or(0).to_string(),
+)
+.checked(|n| refuse(*n == Some(0), "1 or more"));
 
 options! {
     /// Everything a [`crate::Cache`] needs: where Redis is, how to log in, the
@@ -320,7 +296,7 @@ const TIMEOUT: Opt<Config> = Opt {
     read: Read::Trimmed,
     default: |c| (SECONDS.show)(&c.connect_timeout),
     apply: |c, v| {
-        let t = (SECONDS.parse)(v)?;
+        let t = SECONDS.value(v)?;
         (c.connect_timeout, c.response_timeout) = (t, t);
         Ok(())
     },
@@ -350,7 +326,7 @@ const BLOCK_TIMEOUT: Opt<Config> = Opt {
     read: Read::Trimmed,
     default: |c| (MILLIS.show)(&c.block_timeout()),
     apply: |c, v| match &mut c.overflow {
-        OverflowPolicy::Block { timeout } => (MILLIS_MIN_1.parse)(v).map(|t| *timeout = t),
+        OverflowPolicy::Block { timeout } => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         OverflowPolicy::Reject => Err("only with CACHE_OVERFLOW=block".into()),
     },
 };
@@ -376,7 +352,7 @@ const REPLICA_WAIT_TIMEOUT: Opt<Config> = Opt {
     read: Read::Trimmed,
     default: |c| (MILLIS.show)(&c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t)),
     apply: |c, v| match &mut c.replica_wait {
-        Some((_, timeout)) => (MILLIS_MIN_1.parse)(v).map(|t| *timeout = t),
+        Some((_, timeout)) => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         None => Err("only with CACHE_REPLICA_WAIT of 1 or more".into()),
     },
 };

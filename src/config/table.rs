@@ -76,7 +76,7 @@ macro_rules! options {
             read: $codec.read,
             default: |c: &$C| ($codec.show)(&c.$field),
             apply: |c: &mut $C, v| {
-                c.$field = ($codec.parse)(v)?;
+                c.$field = $codec.value(v)?;
                 Ok(())
             },
         }]
@@ -120,17 +120,32 @@ pub(crate) struct Codec<T: 'static> {
 }
 
 impl<T: ToString> Codec<T> {
-    /// Values spelt with `to_string`, read trimmed, any value allowed.
+    /// Values spelt with `to_string`.
     pub(crate) const fn plain(values: &'static str, parse: fn(&str) -> Result<T, Refused>) -> Self {
-        Codec { values, read: Read::Trimmed, parse, show: to_text::<T>, check: |_| Ok(()) }
+        Codec::new(values, parse, to_text::<T>)
     }
 }
 
 impl<T> Codec<T> {
-    /// With `check` as what `validate` allows.
+    /// Read trimmed, any value allowed.
+    pub(crate) const fn new(
+        values: &'static str,
+        parse: fn(&str) -> Result<T, Refused>,
+        show: fn(&T) -> String,
+    ) -> Self {
+        Codec { values, read: Read::Trimmed, parse, show, check: |_| Ok(()) }
+    }
+
+    /// With `check` as what a value must be (in a variable or set in code).
     pub(crate) const fn checked(mut self, check: fn(&T) -> Result<(), Refused>) -> Self {
         self.check = check;
         self
+    }
+
+    /// A variable's value: parsed, then checked.
+    pub(crate) fn value(&self, v: &str) -> Result<T, Refused> {
+        let value = (self.parse)(v)?;
+        (self.check)(&value).map(|()| value)
     }
 }
 
@@ -261,53 +276,36 @@ pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
         .ok_or_else(|| "a number of seconds above zero, such as 2 or 0.5".into())
 }
 
-/// `Some(d)` from a value, 0 for `None`.
-fn or_off(d: Duration) -> Option<Duration> {
-    (!d.is_zero()).then_some(d)
-}
+const AT_LEAST_1MS: &str = "None, or at least 1ms";
 
 pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", boolean);
-pub(crate) const COUNT: Codec<usize> = Codec::plain("1 or more", |v| {
-    int(v, 1, usize::MAX as u64, "a whole number, 1 or more").map(|n| n as usize)
-})
-.checked(|n| refuse(*n == 0, "1 or more"));
-pub(crate) const COUNT_U32: Codec<u32> =
-    Codec::plain("1 or more", |v| int(v, 1, u32::MAX.into(), "a whole number, 1 or more").map(|n| n as u32))
+pub(crate) const COUNT: Codec<usize> =
+    Codec::plain("1 or more", |v| Ok(int(v, 0, usize::MAX as u64, "a whole number, 1 or more")? as usize))
         .checked(|n| refuse(*n == 0, "1 or more"));
-pub(crate) const MILLIS: Codec<Duration> = Codec {
-    values: "milliseconds",
-    read: Read::Trimmed,
-    parse: |v| millis(v, 0),
-    show: |d| d.as_millis().to_string(),
-    check: |_| Ok(()),
-};
-pub(crate) const MILLIS_MIN_1: Codec<Duration> = Codec {
-    values: "milliseconds, 1 or more",
-    parse: |v| millis(v, 1),
-    check: |d| refuse(d.is_zero(), "a duration above zero"),
-    ..MILLIS
-};
-pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec {
-    values: "milliseconds (0: off)",
-    read: Read::Trimmed,
-    parse: |v| millis(v, 0).map(or_off),
-    show: |d| d.unwrap_or_default().as_millis().to_string(),
-    check: |d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), "None, or at least 1ms"),
-};
-pub(crate) const SECS_OFF: Codec<Option<Duration>> = Codec {
-    values: "seconds (0: off)",
-    read: Read::Trimmed,
-    parse: |v| int(v, 0, u64::MAX, "seconds, 0 (off) or more").map(|s| or_off(Duration::from_secs(s))),
-    show: |d| d.map_or(0.0, |d| d.as_secs_f64()).to_string(),
-    check: |d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), "None, or at least 1ms"),
-};
-pub(crate) const SECONDS: Codec<Duration> = Codec {
-    values: "seconds above zero, may be fractional (`0.5`)",
-    read: Read::Trimmed,
-    parse: seconds,
-    show: |d| d.as_secs_f64().to_string(),
-    check: |d| refuse(d.is_zero(), "a duration above zero"),
-};
+pub(crate) const COUNT_U32: Codec<u32> =
+    Codec::plain("1 or more", |v| Ok(int(v, 0, u32::MAX.into(), "a whole number, 1 or more")? as u32))
+        .checked(|n| refuse(*n == 0, "1 or more"));
+pub(crate) const MILLIS: Codec<Duration> =
+    Codec::new("milliseconds", |v| millis(v, 0), |d| d.as_millis().to_string());
+pub(crate) const MILLIS_MIN_1: Codec<Duration> =
+    Codec { values: "milliseconds, 1 or more", ..MILLIS }.checked(|d| refuse(d.is_zero(), "1 ms or more"));
+pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec::new(
+    "milliseconds (0: off)",
+    |v| millis(v, 0).map(|d| Some(d).filter(|d| !d.is_zero())),
+    |d| d.unwrap_or_default().as_millis().to_string(),
+)
+.checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));
+pub(crate) const SECS_OFF: Codec<Option<Duration>> = Codec::new(
+    "seconds (0: off)",
+    |v| {
+        Ok(Some(int(v, 0, u64::MAX, "seconds, 0 (off) or more")?).filter(|s| *s > 0).map(Duration::from_secs))
+    },
+    |d| d.map_or(0.0, |d| d.as_secs_f64()).to_string(),
+)
+.checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));
+pub(crate) const SECONDS: Codec<Duration> =
+    Codec::new("seconds above zero, may be fractional (`0.5`)", seconds, |d| d.as_secs_f64().to_string())
+        .checked(|d| refuse(d.is_zero(), "a duration above zero"));
 
 /// Rendering the tables for people: docs/configuration.md, the tables of
 /// `from_vars`' documentation and `.env.example` (checked by the

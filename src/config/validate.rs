@@ -38,10 +38,6 @@ pub(super) fn id_allowed(e: &IdError) -> String {
 }
 
 /// An id (see [`crate::Ident`]).
-pub(crate) fn id(v: &str) -> Result<String, Refused> {
-    check_id(v).map(|()| v.to_string())
-}
-
 pub(super) fn check_id(v: &str) -> Result<(), Refused> {
     ident::validate(v).map(|_| ()).map_err(|e| id_allowed(&e).into())
 }
@@ -194,6 +190,10 @@ impl Config {
         if self.timestamps_as_iso8601 && self.encoding != Encoding::Json {
             let allowed = "false unless encoding is Encoding::Json (msgpack stores nanoseconds)";
             p.push("timestamps_as_iso8601", "true", allowed);
+        }
+        if self.idle_poll > Duration::from_secs(1) {
+            // The flusher sleeps this long between looks at the channel.
+            p.push("idle_poll", format!("{:?}", self.idle_poll), "at most 1s (100µs by default)");
         }
         if self.purge_batch == 0 {
             p.push("purge_batch", "0", "1 or more");

@@ -18,28 +18,24 @@ const DEFAULT_POLICIES: [(&str, u64); 4] =
     [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
 
 const PREFIX: Codec<String> = Codec {
-    values: "an id, or empty for none",
     read: Read::TrimmedEmptyCounts,
-    parse: |v| match v.is_empty() {
-        true => Ok(String::new()),
-        false => ident::validate(v).map(|_| v.into()).map_err(|e| format!("an id, or empty ({e})").into()),
-    },
-    show: String::clone,
-    check: |v| match v.is_empty() {
-        true => Ok(()),
-        false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
-    },
+    ..Codec::new("an id, or empty for none", |v| Ok(v.into()), String::clone).checked(|v| {
+        match v.is_empty() {
+            true => Ok(()),
+            false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
+        }
+    })
 };
-const TTL: Codec<Option<Duration>> = Codec {
-    values: "seconds, 0 = never expires",
-    read: Read::Trimmed,
-    parse: |v| {
-        let n = int(v, 0, u64::MAX, "a whole number of seconds, 0 for never expires")?;
-        Ok((n > 0).then(|| Duration::from_secs(n)))
+const TTL: Codec<Option<Duration>> = Codec::new(
+    "seconds, 0 = never expires",
+    |v| {
+        Ok(Some(int(v, 0, u64::MAX, "a whole number of seconds, 0 for never expires")?)
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs))
     },
-    show: |t| t.map_or(0, |t| t.as_secs()).to_string(),
-    check: |t| refuse(t.is_some_and(|t| t < Duration::from_millis(1)), TTL_ALLOWED),
-};
+    |t| t.map_or(0, |t| t.as_secs()).to_string(),
+)
+.checked(|t| refuse(t.is_some_and(|t| t < Duration::from_millis(1)), TTL_ALLOWED));
 const TTL_ALLOWED: &str = "at least 1ms, or None for never expires";
 const BYTES: Codec<usize> =
     Codec::plain("bytes", |v| Ok(int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize));
@@ -264,7 +260,7 @@ impl KvConfig {
         apply_vars(KV_OPTIONS, &mut c, get, &mut problems);
         for (ns, _) in DEFAULT_POLICIES {
             apply_var(&ttl_var(ns), TTL.read, get, &mut problems, |v| {
-                (TTL.parse)(v).map(|t| c.set_policy(ns, t))
+                TTL.value(v).map(|t| c.set_policy(ns, t))
             });
         }
         problems.finish(c)
