@@ -10,7 +10,6 @@
 //! batch. When the engine hangs, dies or loses Redis, the key expires
 //! within the TTL.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use crate::net::{self, Packer};
@@ -85,8 +84,8 @@ impl Flusher {
 
     /// (acknowledged, accepted) sequence numbers, for the heartbeat.
     pub(super) fn heartbeat_seqs(&self) -> (u64, u64) {
-        let acked = self.shared.acked_seq.load(SeqCst);
-        (acked, self.shared.accepted_seq.load(SeqCst).max(self.received_seq))
+        let acked = self.shared.acked();
+        (acked, self.shared.accepted().max(self.received_seq))
     }
 
     /// The packed heartbeat `SET` when it is due, for a batch to carry.

@@ -24,8 +24,6 @@
 //! batch's transaction), so a batch after what the marker shows is not in
 //! Redis.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-
 use redis::Value;
 
 use crate::error_class::ErrorClass;
@@ -64,7 +62,7 @@ impl Flusher {
             Read::Valid(m) => (format!("batch {} of an older epoch ({})", m.batch, m.epoch), 0),
             _ => ("nothing (it is gone)".to_string(), 0),
         };
-        let acked = self.shared.acked_seq.load(SeqCst);
+        let acked = self.shared.acked();
         // The first write of the first batch the marker no longer covers;
         // the oldest remembered when it is older than that.
         let first = self
@@ -84,8 +82,7 @@ impl Flusher {
             self.epoch, self.marker_floor
         );
         log::error!("tradecache: {detail}");
-        self.shared.marker_losses.fetch_add(1, Relaxed);
-        *self.shared.marker_lost.lock() = Some(detail.clone());
+        self.shared.note_marker_lost(detail.clone());
         match affected {
             Some((from, n)) => self.shared.record_drop(from, n, key, ErrorClass::MarkerLost, detail),
             None => self.shared.count_error(ErrorClass::MarkerLost, detail),

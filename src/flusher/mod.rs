@@ -37,7 +37,6 @@ mod purge;
 mod reconnect;
 mod streams;
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,6 +47,7 @@ use crate::error::{CloseReport, Error};
 use crate::keys::Keys;
 use crate::marker::Marker;
 use crate::net::{self, Backoff, Conn, Packer};
+use crate::writer::Count;
 
 use crate::pipeline::msg::Msg;
 use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
@@ -164,8 +164,8 @@ impl Flusher {
         );
         let now = Instant::now();
         let backoff = Backoff::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max);
-        init.shared.connected.store(true, Relaxed);
-        init.shared.flusher_alive.store(true, SeqCst);
+        init.shared.set_connected(true);
+        init.shared.set_alive(true);
         Flusher {
             marker_key: marker_key.clone(),
             epoch: init.marker.epoch,
@@ -271,9 +271,9 @@ impl Flusher {
             }
             self.write_held();
         }
-        let acked = self.shared.acked_seq.load(SeqCst);
+        let acked = self.shared.acked();
         // Writes still in the channel were accepted too.
-        let accepted = self.received_seq.max(self.shared.accepted_seq.load(SeqCst));
+        let accepted = self.received_seq.max(self.shared.accepted());
         let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
         if report.unpersisted > 0 {
             log::error!(
@@ -364,13 +364,13 @@ impl Flusher {
         let seq = match msg {
             Msg::Put { seq, rec } => {
                 if self.pending.put(seq, rec) {
-                    self.shared.coalesced.fetch_add(1, Relaxed);
+                    self.shared.add(Count::Coalesced, 1);
                 }
                 seq
             }
             Msg::Delete { seq, collection, id } => {
                 let superseded = self.pending.delete(seq, collection, id);
-                self.shared.coalesced.fetch_add(superseded, Relaxed);
+                self.shared.add(Count::Coalesced, superseded);
                 seq
             }
             Msg::Append { seq, collection, id, rec } => {

@@ -7,7 +7,6 @@
 //! behind it (`guard.rs`). A batch's state (`batch::State`) moves only
 //! through this file and `link.rs`.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
 
 use redis::Value;
@@ -15,6 +14,7 @@ use redis::Value;
 use crate::error_class::ErrorClass;
 use crate::marker::{self, Marker};
 use crate::net::{self, reply_error, Action, Failure, Packer};
+use crate::writer::Count;
 use crate::writer::Shared;
 
 use super::loss::Settled;
@@ -247,7 +247,7 @@ impl Flusher {
                             record_refused(&self.shared, batch.first_seq, *weight, key, class, detail);
                         }
                     }
-                    self.shared.written.fetch_add(results.len() as u64, Relaxed);
+                    self.shared.add(Count::Written, results.len() as u64);
                     batch.exec_applied();
                 }
                 // The WATCH on the marker fired.
@@ -405,7 +405,7 @@ impl Flusher {
         let applied = read.applied_batch(epoch);
         if without_marker.is_some() || applied < batch.no {
             batch.replay();
-            self.shared.replays.fetch_add(1, Relaxed);
+            self.shared.add(Count::Replays, 1);
             return Ok(());
         }
 
@@ -493,10 +493,10 @@ impl Flusher {
         }
         self.backoff.reset();
         self.retry_at = None;
-        if self.shared.backpressure.lock().take().is_some() {
+        if self.shared.set_backpressure(None) {
             log::info!("tradecache: Redis accepts writes again");
         }
-        self.shared.batches.fetch_add(1, Relaxed);
+        self.shared.add(Count::Batches, 1);
         if self.recent.len() >= super::loss::RECENT_BATCHES {
             self.recent.pop_front();
         }
@@ -514,7 +514,7 @@ impl Flusher {
 
     pub(super) fn publish_ack(&self, seq: u64) {
         // Last: a caller woken by this sees the health that goes with it.
-        self.shared.acked_seq.store(seq, SeqCst);
+        self.shared.note_acked(seq);
         self.waiters.wake();
     }
 }

@@ -33,14 +33,13 @@
 //! steps are `purge_batch` entities, one `ZRANGEBYSCORE` and one
 //! transaction each.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use redis::Value;
 
 use crate::ident::Ident;
 use crate::marker::Marker;
 use crate::net::{self, reply_error, Action, Failure};
 use crate::pipeline::msg::{PurgeRequest, Purged};
+use crate::writer::Count;
 
 use super::Flusher;
 
@@ -148,7 +147,7 @@ impl Flusher {
         }
         // The step's place in the sequence: the last write accepted when it
         // is first tried (Acquire: its message is in the channel then).
-        let accepted = self.shared.accepted_seq.load(std::sync::atomic::Ordering::Acquire);
+        let accepted = self.shared.accepted();
         let Some(at_seq) = self.purges.front_mut().map(|j| *j.at_seq.get_or_insert(accepted)) else { return };
         if !self.absorb_until(at_seq) {
             // Writes accepted before this step are still in the channel and
@@ -257,7 +256,7 @@ impl Flusher {
                 self.indexed.remove(&(collection, id.clone()));
             }
         }
-        self.shared.purged.fetch_add(ids.len() as u64, Relaxed);
+        self.shared.add(Count::Purged, ids.len() as u64);
         // (How many keys it unlinked was in the lost reply.)
         self.advance_purge(kept, exhausted, ids, 0);
     }
@@ -371,7 +370,7 @@ impl Flusher {
                 for id in &delete {
                     self.indexed.remove(&(collection, id.clone()));
                 }
-                self.shared.purged.fetch_add(delete.len() as u64, Relaxed);
+                self.shared.add(Count::Purged, delete.len() as u64);
                 self.advance_purge(kept, exhausted, delete, unlinked);
                 Ok(())
             }

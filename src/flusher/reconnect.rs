@@ -3,9 +3,8 @@
 //! (`drop_conn`, `reconnect`, `pause`). The connection itself is the
 //! `Link` (`link.rs`).
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use crate::net::{self, Action, Failure};
+use crate::writer::Count;
 
 use super::Flusher;
 
@@ -35,7 +34,7 @@ impl Flusher {
     /// Redis refuses writes for now (OOM, MISCONF, an auth change):
     /// `health()` shows why until a batch is acknowledged again.
     fn set_backpressure(&self, f: &Failure) {
-        *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
+        self.shared.set_backpressure(Some(format!("{}: {}", f.class().name(), f.text)));
     }
 
     /// Another writer claimed the marker: stop for good. Nothing held or
@@ -52,8 +51,7 @@ impl Flusher {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
         self.fenced = true;
-        let _g = self.waiters.lock.lock();
-        self.waiters.cv.notify_all();
+        self.waiters.wake_all();
     }
 
     /// Drops the connection (remembering its client, to kill it once
@@ -63,7 +61,7 @@ impl Flusher {
         for b in self.held.iter_mut().chain(self.next.iter_mut()) {
             b.unqueued();
         }
-        self.shared.connected.store(false, Relaxed);
+        self.shared.set_connected(false);
     }
 
     pub(super) fn reconnect(&mut self) {
@@ -78,8 +76,8 @@ impl Flusher {
                 }
                 // A restarted server may have lost recent index entries.
                 self.forget_index();
-                self.shared.connected.store(true, Relaxed);
-                self.shared.reconnects.fetch_add(1, Relaxed);
+                self.shared.set_connected(true);
+                self.shared.add(Count::Reconnects, 1);
                 if let Some(b) = self.held.as_mut() {
                     // Only the replica WAIT was outstanding; after a
                     // failover the marker decides.

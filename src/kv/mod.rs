@@ -89,6 +89,7 @@ use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
+use crate::writer::Count;
 use crate::writer::{Handle, Shared, Waiters};
 use breaker::Breaker;
 use flight::Flights;
@@ -328,7 +329,7 @@ impl Kv {
             written: w.commands,
             coalesced: w.coalesced,
             dropped: w.dropped,
-            dropped_unlisted: self.writer.shared.drops_unlisted.load(Relaxed),
+            dropped_unlisted: self.writer.shared.count(Count::DropsUnlisted),
             rejected: w.rejected,
             reconnects: w.reconnects,
             read_errors: self.metrics.read_errors(),
