@@ -57,8 +57,8 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
 
+use crate::writer::Count;
 use crate::writer::{Shared, LAT_BUCKETS};
 use crate::Cache;
 
@@ -469,29 +469,29 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
             l[labels.len()] = ("version", env!("CARGO_PKG_VERSION"));
             e.sample_u64(name, &l[..=labels.len()], Some(("encoding", cfg.encoding.as_str())), 1);
         }
-        Source::Accepted => u(shared.accepted_seq.load(Relaxed)),
-        Source::Acked => u(shared.acked_seq.load(Relaxed)),
-        Source::Rejected => u(shared.rejected.load(Relaxed)),
-        Source::Coalesced => u(shared.coalesced.load(Relaxed)),
-        Source::Batches => u(shared.batches.load(Relaxed)),
-        Source::Commands => u(shared.written.load(Relaxed)),
-        Source::Reconnects => u(shared.reconnects.load(Relaxed)),
-        Source::Replays => u(shared.replays.load(Relaxed)),
-        Source::Purged => u(shared.purged.load(Relaxed)),
-        Source::MarkerLosses => u(shared.marker_losses.load(Relaxed)),
+        Source::Accepted => u(shared.accepted()),
+        Source::Acked => u(shared.acked()),
+        Source::Rejected => u(shared.count(Count::Rejected)),
+        Source::Coalesced => u(shared.count(Count::Coalesced)),
+        Source::Batches => u(shared.count(Count::Batches)),
+        Source::Commands => u(shared.count(Count::Written)),
+        Source::Reconnects => u(shared.count(Count::Reconnects)),
+        Source::Replays => u(shared.count(Count::Replays)),
+        Source::Purged => u(shared.count(Count::Purged)),
+        Source::MarkerLosses => u(shared.count(Count::MarkerLosses)),
         Source::Backlog => {
-            let acked = shared.acked_seq.load(Relaxed);
-            u(shared.accepted_seq.load(Relaxed).saturating_sub(acked))
+            let acked = shared.acked();
+            u(shared.accepted().saturating_sub(acked))
         }
-        Source::Connected => u(flag(shared.connected.load(Relaxed))),
-        Source::FlusherRunning => u(flag(shared.flusher_alive.load(Relaxed))),
+        Source::Connected => u(flag(shared.is_connected())),
+        Source::FlusherRunning => u(flag(shared.is_alive())),
         Source::Fenced => u(flag(shared.is_fenced())),
-        Source::Backpressure => u(flag(shared.backpressure.lock().is_some())),
+        Source::Backpressure => u(flag(shared.has_backpressure())),
         Source::Healthy => {
-            let healthy = shared.connected.load(Relaxed)
-                && shared.flusher_alive.load(Relaxed)
+            let healthy = shared.is_connected()
+                && shared.is_alive()
                 && !shared.is_fenced()
-                && shared.backpressure.lock().is_none();
+                && !shared.has_backpressure();
             u(flag(healthy))
         }
         Source::Dropped => {
@@ -505,7 +505,7 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
             }
         }
         Source::LastError => {
-            let at = shared.last_error.lock().as_ref().map(|l| l.at);
+            let at = shared.last_error_at();
             let secs = at
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0.0, |d| d.as_secs_f64());

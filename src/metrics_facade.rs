@@ -2,10 +2,9 @@
 //! (feature `metrics`), for applications that already export their own
 //! metrics with a `metrics` recorder (Prometheus, StatsD, …).
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit};
 
+use crate::writer::Count;
 use crate::writer::LAT_BUCKETS;
 use crate::Cache;
 
@@ -106,16 +105,16 @@ impl MetricsReporter {
         };
 
         let abs = |name: &'static str, v: u64| counter!(name, labels.iter()).absolute(v);
-        abs("tradecache_writes_accepted_total", shared.accepted_seq.load(Relaxed));
-        abs("tradecache_writes_acked_total", shared.acked_seq.load(Relaxed));
-        abs("tradecache_writes_rejected_total", shared.rejected.load(Relaxed));
-        abs("tradecache_writes_coalesced_total", shared.coalesced.load(Relaxed));
-        abs("tradecache_batches_total", shared.batches.load(Relaxed));
-        abs("tradecache_commands_total", shared.written.load(Relaxed));
-        abs("tradecache_reconnects_total", shared.reconnects.load(Relaxed));
-        abs("tradecache_replays_total", shared.replays.load(Relaxed));
-        abs("tradecache_purged_total", shared.purged.load(Relaxed));
-        abs("tradecache_marker_losses_total", shared.marker_losses.load(Relaxed));
+        abs("tradecache_writes_accepted_total", shared.accepted());
+        abs("tradecache_writes_acked_total", shared.acked());
+        abs("tradecache_writes_rejected_total", shared.count(Count::Rejected));
+        abs("tradecache_writes_coalesced_total", shared.count(Count::Coalesced));
+        abs("tradecache_batches_total", shared.count(Count::Batches));
+        abs("tradecache_commands_total", shared.count(Count::Written));
+        abs("tradecache_reconnects_total", shared.count(Count::Reconnects));
+        abs("tradecache_replays_total", shared.count(Count::Replays));
+        abs("tradecache_purged_total", shared.count(Count::Purged));
+        abs("tradecache_marker_losses_total", shared.count(Count::MarkerLosses));
         for (class, n) in shared.dropped_counts() {
             counter!("tradecache_dropped_total", with("reason", class.name())).absolute(n);
         }
@@ -132,7 +131,7 @@ impl MetricsReporter {
         set("tradecache_fenced", bit(health.fenced.is_some()));
         set("tradecache_backpressure", bit(health.backpressure.is_some()));
         set("tradecache_healthy", bit(health.is_healthy()));
-        let last = shared.last_error.lock().as_ref().map(|l| l.at);
+        let last = shared.last_error_at();
         let secs =
             last.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64());
         set("tradecache_last_error_timestamp_seconds", secs);

@@ -5,8 +5,6 @@
 //! between its round trips (`Beating`): a `clear` walks the whole
 //! database, which may take long.
 
-use std::time::Instant;
-
 use crossbeam_channel::Sender;
 use redis::Value;
 
@@ -15,17 +13,16 @@ use crate::net::{self, reply_error, Failure, Packer};
 
 use super::heartbeat::Heartbeat;
 use super::link::Link;
-use super::Flusher;
 
 /// The link as a `clear` walks the keys through it, writing the heartbeat
 /// when it is due before each round trip.
-struct Beating<'a> {
-    link: &'a mut Link,
+pub(super) struct Beating<'a> {
+    pub(super) link: &'a mut Link,
     /// `None` while shutting down (no heartbeat then).
-    heartbeat: Option<&'a mut Heartbeat>,
+    pub(super) heartbeat: Option<&'a mut Heartbeat>,
     /// (acknowledged, accepted) sequence numbers (nothing is acknowledged
     /// while a `clear` runs).
-    seqs: (u64, u64),
+    pub(super) seqs: (u64, u64),
 }
 
 impl crate::clear::Session for Beating<'_> {
@@ -50,65 +47,11 @@ pub(super) struct Barrier {
     pub(super) deleted: u64,
 }
 
-impl Flusher {
-    /// Executes a `clear` once everything before it is acknowledged: deletes
-    /// this cache's keys (`crate::clear`) in guarded transactions, then
-    /// acknowledges it.
-    pub(super) fn run_clear(&mut self) {
-        if self.barrier.is_none() {
-            return;
-        }
-        if !self.ensure_watching() {
-            return;
-        }
-        let marker_key = self.marker_key.clone();
-        let (epoch, shutdown, shared) = (self.epoch, self.shutdown, self.shared.clone());
-        let mut no = self.batch_no;
-        let (mut deleted, mut interrupted) = (0, false);
-        let seqs = self.heartbeat_seqs();
-        let heartbeat = self.shutdown.is_none().then_some(&mut self.heartbeat);
-        let mut session = Beating { link: &mut self.link, heartbeat, seqs };
-        let result =
-            crate::clear::delete_own_keys(&mut session, &self.keys, &self.collections, |session, keys| {
-                let link = &mut *session.link;
-                // (`close` leaves its deadline in `Shared` first.)
-                if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
-                    // `close` does not wait for a long clear past its deadline:
-                    // nothing is deleted once it has returned.
-                    interrupted = true;
-                    return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
-                }
-                no += 1;
-                let n = guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
-                deleted += n;
-                Ok(n)
-            });
-        self.batch_no = no;
-        if let Some(b) = self.barrier.as_mut() {
-            b.deleted += deleted;
-        }
-        match result {
-            Ok(_) => {
-                self.forget_index();
-                if let Some(b) = self.barrier.take() {
-                    self.publish_ack(b.seq);
-                    self.built_seq = b.seq;
-                    let _ = b.reply.try_send(Ok(b.deleted));
-                }
-            }
-            // The run loop stops at the deadline; the clear is answered
-            // `Closed` then.
-            Err(_) if interrupted => {}
-            Err(f) => self.fail(f),
-        }
-    }
-}
-
 /// `UNLINK` of some of this cache's keys, in a transaction the marker's
 /// `WATCH` guards (a fenced writer deletes nothing) and that moves the
 /// marker on (so a `load` running meanwhile sees that the state changed);
 /// re-arms the guard (`Link::guarded_tx`).
-fn guarded_unlink(
+pub(super) fn guarded_unlink(
     link: &mut Link,
     marker_key: &[u8],
     marker: Marker,

@@ -10,8 +10,11 @@ use redis::Value;
 use crate::marker;
 use crate::net::{self, reply_error, Failure};
 
-use super::link::GuardedReply;
-use super::Flusher;
+use crate::writer::Shared;
+
+use super::inflight::InFlight;
+use super::link::{GuardedReply, Link};
+use super::loss::Loss;
 
 /// Judges the replies to `WATCH` and `GET` of the marker (`marker_key`, on
 /// `addr`) for the writer at `epoch`: what the marker holds, or why this
@@ -45,28 +48,24 @@ pub(super) fn judge_marker(
     Ok(read)
 }
 
-impl Flusher {
+/// The connection, with what every look at the marker that does not fence
+/// this writer updates: loss detection (`loss.rs`) and what the batches in
+/// flight know of the index sets. Borrowed from the flusher for one
+/// operation (`Flusher::guard`).
+pub(super) struct Guard<'a> {
+    pub(super) link: &'a mut Link,
+    pub(super) loss: &'a mut Loss,
+    pub(super) inflight: &'a mut InFlight,
+    pub(super) shared: &'a Shared,
+}
+
+impl Guard<'_> {
     /// Reads the replies to `WATCH` and `GET` of the marker sent behind an
     /// `EXEC`: re-arms the guard, or finds this writer fenced.
     pub(super) fn read_watch(&mut self) -> Result<(), Failure> {
         let read = self.link.read_guard()?;
         self.saw_marker(&read);
         Ok(())
-    }
-
-    /// Arms the `WATCH` on the marker unless it is armed. A failure is
-    /// handled (`fail`), and `false` returned: nothing is sent then.
-    pub(super) fn ensure_watching(&mut self) -> bool {
-        if self.link.is_guarded() {
-            return true;
-        }
-        match self.watch() {
-            Ok(_) => true,
-            Err(f) => {
-                self.fail(f);
-                false
-            }
-        }
     }
 
     /// One round trip: `WATCH` and `GET` of the marker; what it holds.
@@ -81,11 +80,10 @@ impl Flusher {
     fn saw_marker(&mut self, read: &marker::Read) {
         if *read == marker::Read::Missing {
             // Someone deleted the marker (FLUSHDB, an operator): the index
-            // sets may be gone too. (Batches already built keep what they
-            // skipped: one may be queued on the server already.)
-            self.indexed.clear();
+            // sets may be gone too.
+            self.inflight.index_gone();
         }
-        self.note_marker(read);
+        self.loss.note_marker(read, self.shared);
     }
 
     /// One small transaction of `command` (packed; `commands` commands),

@@ -10,13 +10,11 @@
 //! batch. When the engine hangs, dies or loses Redis, the key expires
 //! within the TTL.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use crate::net::{self, Packer};
 
 use super::link::Link;
-use super::Flusher;
 
 /// When the heartbeat is due, and what it writes.
 pub(super) struct Heartbeat {
@@ -34,8 +32,14 @@ impl Heartbeat {
         Heartbeat { interval, next: interval.map(|_| Instant::now()), key, writer, epoch }
     }
 
-    fn due(&self) -> bool {
+    /// Whether the heartbeat is due now.
+    pub(super) fn due(&self) -> bool {
         self.next.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// When the heartbeat is due next (`None`: no heartbeat).
+    pub(super) fn next_at(&self) -> Option<Instant> {
+        self.next
     }
 
     /// The packed `SET {key} {value} PX {3 × interval}` when due (the next
@@ -65,48 +69,5 @@ impl Heartbeat {
     pub(super) fn beat(&mut self, link: &mut Link, acked: u64, accepted: u64) -> Result<(), net::Failure> {
         let Some(cmd) = self.command(acked, accepted) else { return Ok(()) };
         link.guarded_tx(&cmd.buf, 1).map(|_| ())
-    }
-}
-
-impl Flusher {
-    /// The heartbeat is due (never while shutting down).
-    pub(super) fn heartbeat_due(&self) -> bool {
-        self.shutdown.is_none() && self.heartbeat.due()
-    }
-
-    /// When idle work (the heartbeat, a `retain_closed_for` pass) is due
-    /// next.
-    pub(super) fn idle_work_at(&self) -> Option<Instant> {
-        match (self.heartbeat.next, self.next_auto_purge) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// (acknowledged, accepted) sequence numbers, for the heartbeat.
-    pub(super) fn heartbeat_seqs(&self) -> (u64, u64) {
-        let acked = self.shared.acked_seq.load(SeqCst);
-        (acked, self.shared.accepted_seq.load(SeqCst).max(self.received_seq))
-    }
-
-    /// The packed heartbeat `SET` when it is due, for a batch to carry.
-    pub(super) fn heartbeat_command(&mut self) -> Option<Packer> {
-        if self.shutdown.is_some() {
-            return None;
-        }
-        let (acked, accepted) = self.heartbeat_seqs();
-        self.heartbeat.command(acked, accepted)
-    }
-
-    /// The heartbeat on its own (idle, or before a purge step or a clear).
-    pub(super) fn idle_heartbeat(&mut self) {
-        if !self.heartbeat_due() || !self.ensure_watching() {
-            return;
-        }
-        let (acked, accepted) = self.heartbeat_seqs();
-        let result = self.heartbeat.beat(&mut self.link, acked, accepted);
-        if let Err(f) = result {
-            self.fail(f);
-        }
     }
 }

@@ -34,8 +34,8 @@
 //! The bookkeeping itself is the `Ledger` (`ledger.rs`, pure and
 //! unit-tested); a send or read it refuses is a bug of the caller, so it
 //! drops the connection too (a `Protocol` failure) and debug builds stop
-//! on it. What a failure does to the flusher (fencing, reconnecting with
-//! backoff) is in `reconnect.rs`.
+//! on it. What a failure does to the flusher (fencing, reconnecting) is
+//! in `pipeline.rs`; the backoff in `reconnect.rs`.
 
 use redis::Value;
 
@@ -83,6 +83,16 @@ impl Link {
             epoch,
             tail: Packer::default(),
         }
+    }
+
+    /// The commit marker's key (`{trader}:writer:{writer_id}`).
+    pub(super) fn marker_key(&self) -> &[u8] {
+        &self.marker_key
+    }
+
+    /// This writer's epoch (see `marker.rs`).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether there is a connection.

@@ -2,32 +2,43 @@
 //! each batch as one `MULTI … EXEC` that also sets the writer's commit
 //! marker. Owns the connection; callers never reach in here.
 //!
-//! This file is the run loop: waiting for work, draining the channel into
-//! `pending` (`absorb`, `drain`, `linger`, on the channel side the kv
-//! writer shares, `crate::writer::intake`), and shutting down. The rest, by
+//! `Flusher` is the run loop and owns one value of each sub-state; each
+//! sub-state is a type with private fields in its own file, changed only
+//! through its methods. `impl Flusher` is in two files: this one (the run
+//! loop: waiting for work, draining the channel, shutting down, and
+//! driving the heartbeat, purges and `clear` between batches) and
+//! `pipeline.rs` (the write path and what a failure does). The rest, by
 //! concern:
-//! - `pending.rs`: writes received but not yet in a batch (coalescing);
-//! - `batch.rs`: building one transaction from them (pure, unit-tested)
-//!   and the state of a batch until Redis confirms it;
+//! - `inbox.rs`: the channel, the writes taken from it, a `clear`
+//!   waiting, `close`'s deadline; `pending.rs`: writes received but not
+//!   yet in a batch (coalescing), on the channel side the kv writer
+//!   shares, `crate::writer::intake`;
+//! - `inflight.rs`: the batches built and not yet acknowledged, their
+//!   numbers, the index knowledge they were built with;
+//! - `batch.rs`: building one transaction (pure, unit-tested) and the
+//!   state of a batch until Redis confirms it;
 //! - `pipeline.rs`: sending, queueing the next batch behind the held one,
 //!   `EXEC`, settling a batch in doubt by the commit marker, acknowledging;
+//!   failures, fencing, dropping and reconnecting;
 //! - `guard.rs`: the `WATCH` on the commit marker that guards every
 //!   transaction, and what its `GET` says (fenced or not);
 //! - `link.rs`: the connection, its one owner: every send and reply read
 //!   goes through it; `ledger.rs` keeps what is true of its stream (the
 //!   replies owed, the `WATCH` state, an open `MULTI`);
-//! - `reconnect.rs`: failures, fencing, dropping and reconnecting;
+//! - `reconnect.rs`: the backoff and the time of the next attempt;
 //! - `loss.rs`: a commit marker found behind what this writer applied;
 //! - `clear.rs`: `Cache::clear`, a barrier then guarded deletes;
 //! - `index.rs`: the open and closed indexes a batch keeps;
-//! - `purge.rs`: purges taking turns with batches;
+//! - `purge.rs`: the purge scheduler, purges taking turns with batches;
 //! - `heartbeat.rs` and `streams.rs`: the heartbeat and the event streams.
 
 mod batch;
 mod clear;
 mod guard;
 mod heartbeat;
+mod inbox;
 mod index;
+mod inflight;
 mod ledger;
 mod link;
 mod loss;
@@ -37,7 +48,6 @@ mod purge;
 mod reconnect;
 mod streams;
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,20 +57,21 @@ use crate::config::Config;
 use crate::error::{CloseReport, Error};
 use crate::keys::Keys;
 use crate::marker::Marker;
-use crate::net::{self, Backoff, Conn, Packer};
-
-use crate::pipeline::msg::Msg;
+use crate::net::{self, Action, Conn, Failure, Packer};
+use crate::pipeline::msg::{Msg, PurgeRequest};
 use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
 use crate::writer::{Shared, Waiters};
-use link::Link;
 
-use batch::{Batch, Bufs};
-use clear::Barrier;
+use clear::Beating;
+use guard::Guard;
 use heartbeat::Heartbeat;
+use inbox::{Control, Inbox};
 pub(crate) use index::now_ms;
-use index::Indexed;
-use pending::Pending;
-use purge::PurgeJob;
+use inflight::InFlight;
+use link::Link;
+use loss::Loss;
+use purge::PurgeScheduler;
+use reconnect::Retry;
 
 /// The hasher of the flusher's per-key maps: every write is hashed on
 /// arrival and when its batch is built (SipHash showed in throughput
@@ -70,57 +81,24 @@ type FastState = foldhash::fast::RandomState;
 pub(crate) struct Flusher {
     cfg: Config,
     keys: Keys,
-    marker_key: Vec<u8>,
-    /// This writer's epoch (see `marker.rs`).
-    epoch: u64,
-    rx: Receiver<Msg>,
+    /// The connection, and what is true of it (`link.rs`).
+    link: Link,
+    /// The channel, the writes taken from it, a `clear` waiting, `close`'s
+    /// deadline (`inbox.rs`).
+    inbox: Inbox,
+    /// The batches built and not yet acknowledged (`inflight.rs`).
+    inflight: InFlight,
+    /// When the next attempt after a failure may start (`reconnect.rs`).
+    retry: Retry,
+    /// Purges waiting or under way (`purge.rs`).
+    purges: PurgeScheduler,
+    /// What this writer knows Redis applied (`loss.rs`).
+    loss: Loss,
+    /// When the heartbeat is written next, and what (`heartbeat.rs`).
+    heartbeat: Heartbeat,
     shared: Arc<Shared>,
     waiters: Arc<Waiters>,
     done: Sender<CloseReport>,
-    /// The connection, and what is true of it (`link.rs`).
-    link: Link,
-    /// Bumped whenever the index sets may have changed under us
-    /// (`forget_index`): a batch built for an older generation adds back
-    /// the index entries it skipped before it is sent (`Batch::reindex`).
-    generation: u64,
-    pending: Pending,
-    /// A `clear` that waits for everything before it.
-    barrier: Option<Barrier>,
-    /// The batch being written: the oldest not yet acknowledged.
-    held: Option<Batch>,
-    /// The batch after it, queued on the server behind it (`pipeline.rs`).
-    next: Option<Batch>,
-    batch_no: u64,
-    received_seq: u64,
-    /// The last sequence number packed into a batch.
-    built_seq: u64,
-    backoff: Backoff,
-    retry_at: Option<Instant>,
-    shutdown: Option<Instant>,
-    /// Another writer took over: nothing more is written.
-    fenced: bool,
-    /// Ids in the index sets once every built batch applies, open or
-    /// closed (updated as batches are built; forgotten when the connection
-    /// or the data may have changed under us).
-    indexed: Indexed,
-    /// Collections written by this flusher (for `clear`).
-    collections: Vec<&'static str>,
-    packer: Packer,
-    bufs: Bufs,
-    /// Purges waiting or under way, oldest first (`purge.rs`).
-    purges: std::collections::VecDeque<PurgeJob>,
-    /// A purge step is owed: a batch was written since the last step (so
-    /// purges and batches take turns).
-    purge_owed: bool,
-    /// When `retain_closed_for` starts its next pass.
-    next_auto_purge: Option<Instant>,
-    /// When the heartbeat is written next, and what (`heartbeat.rs`).
-    heartbeat: Heartbeat,
-    /// The last batch number this writer acknowledged (`loss.rs`): a
-    /// marker behind it means Redis lost acknowledged batches.
-    marker_floor: u64,
-    /// Recently acknowledged batches: (number, first sequence number).
-    recent: std::collections::VecDeque<(u64, u64)>,
 }
 
 pub(crate) struct FlusherInit {
@@ -140,7 +118,7 @@ impl Intake for Flusher {
     type Msg = Msg;
 
     fn channel(&self) -> &Receiver<Msg> {
-        &self.rx
+        self.inbox.rx()
     }
 
     fn receive(&mut self, msg: Msg) {
@@ -162,41 +140,20 @@ impl Flusher {
             &init.cfg.writer_id,
             init.marker.epoch,
         );
-        let now = Instant::now();
-        let backoff = Backoff::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max);
-        init.shared.connected.store(true, Relaxed);
-        init.shared.flusher_alive.store(true, SeqCst);
+        init.shared.set_connected(true);
+        init.shared.set_alive(true);
         Flusher {
-            marker_key: marker_key.clone(),
-            epoch: init.marker.epoch,
-            backoff,
+            link: Link::new(init.conn, marker_key.clone(), init.marker.epoch),
+            loss: Loss::new(marker_key, init.marker.epoch, init.marker.batch),
+            retry: Retry::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max),
             keys: init.keys,
-            rx: init.rx,
+            inbox: Inbox::new(init.rx),
             shared: init.shared,
             waiters: init.waiters,
             done: init.done,
-            link: Link::new(init.conn, marker_key, init.marker.epoch),
-            generation: 0,
-            pending: Pending::default(),
-            barrier: None,
-            held: None,
-            next: None,
-            batch_no: init.marker.batch,
-            received_seq: 0,
-            built_seq: 0,
-            retry_at: None,
-            shutdown: None,
-            fenced: false,
-            indexed: Indexed::default(),
-            collections: Vec::new(),
-            packer: Packer::default(),
-            bufs: Bufs::default(),
-            purges: std::collections::VecDeque::new(),
-            purge_owed: false,
-            next_auto_purge: init.cfg.retain_closed_for.map(|_| now),
+            inflight: InFlight::new(init.marker.batch),
+            purges: PurgeScheduler::new(init.cfg.retain_closed_for.is_some()),
             heartbeat,
-            marker_floor: init.marker.batch,
-            recent: std::collections::VecDeque::new(),
             cfg: init.cfg,
         }
     }
@@ -205,18 +162,19 @@ impl Flusher {
         let _alive = AliveGuard(self.shared.clone(), self.waiters.clone());
         loop {
             self.check_stop();
-            if self.fenced {
+            // (Only this thread fences its writer: `enter_fenced`.)
+            if self.shared.is_fenced() {
                 break;
             }
             self.start_auto_purge();
-            // (`next` is only ever set while `held` is: `ack` promotes it.)
-            let work = !self.pending.is_empty()
-                || self.held.is_some()
-                || self.barrier.is_some()
+            // (The next batch is only ever built while one is held.)
+            let work = !self.inbox.pending().is_empty()
+                || self.inflight.has_held()
+                || self.inbox.has_barrier()
                 || !self.purges.is_empty()
                 || self.heartbeat_due();
             if !work {
-                if self.shutdown.is_some() {
+                if self.inbox.shutdown().is_some() {
                     // Told to stop through `Shared` rather than by the
                     // message: writes may still be queued behind it.
                     if self.take_next() {
@@ -237,15 +195,15 @@ impl Flusher {
                 break;
             }
             self.drain();
-            if !self.link.is_up() || self.retry_at.is_some_and(|t| Instant::now() < t) {
-                self.pause();
-                if !self.link.is_up() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+            if !self.link.is_up() || self.retry.is_waiting() {
+                self.retry.pause(self.inbox.shutdown());
+                if !self.link.is_up() && !self.retry.is_waiting() {
                     self.reconnect();
                 }
                 continue;
             }
-            if self.held.is_none() {
-                if self.heartbeat_due() && (self.pending.is_empty() || self.purge_turn()) {
+            if !self.inflight.has_held() {
+                if self.heartbeat_due() && (self.inbox.pending().is_empty() || self.purge_turn()) {
                     // No batch next to carry it: the heartbeat goes on its
                     // own, before a purge step or a `clear`, so that a long
                     // purge never starves it (`heartbeat.rs`).
@@ -258,8 +216,8 @@ impl Flusher {
                     self.purge_step();
                     continue;
                 }
-                if self.pending.is_empty() {
-                    if self.barrier.is_some() {
+                if self.inbox.pending().is_empty() {
+                    if self.inbox.has_barrier() {
                         // Only a `clear` is left, and everything before it
                         // is acknowledged.
                         self.run_clear();
@@ -267,13 +225,13 @@ impl Flusher {
                     continue;
                 }
                 self.linger();
-                self.held = self.build();
+                self.build();
             }
             self.write_held();
         }
-        let acked = self.shared.acked_seq.load(SeqCst);
+        let acked = self.shared.acked();
         // Writes still in the channel were accepted too.
-        let accepted = self.received_seq.max(self.shared.accepted_seq.load(SeqCst));
+        let accepted = self.inbox.received_seq().max(self.shared.accepted());
         let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
         if report.unpersisted > 0 {
             log::error!(
@@ -281,14 +239,14 @@ impl Flusher {
                 report.unpersisted
             );
         }
-        if let Some(b) = self.barrier.take() {
+        if let Some(b) = self.inbox.take_barrier() {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
         self.abandon_purges();
         let _ = self.done.try_send(report);
     }
 
-    /// The error a `clear` left unexecuted gets.
+    /// The error a `clear` or a purge left unexecuted gets.
     fn stopped_error(&self) -> Error {
         self.shared.fence_error().unwrap_or(Error::Closed)
     }
@@ -297,7 +255,7 @@ impl Flusher {
     /// the `Shutdown` message may still be in the channel).
     fn past_deadline(&mut self) -> bool {
         self.check_stop();
-        self.shutdown.is_some_and(|d| Instant::now() >= d)
+        self.inbox.shutdown().is_some_and(|d| Instant::now() >= d)
     }
 
     /// `close`/`Drop` leave their deadline in `Shared` as well as sending
@@ -305,7 +263,7 @@ impl Flusher {
     /// pending writes, it stops draining, the channel fills, and the
     /// message would never arrive (the thread would outlive the `Cache`).
     fn check_stop(&mut self) {
-        if self.shutdown.is_none() {
+        if self.inbox.shutdown().is_none() {
             if let Some(deadline) = self.shared.stop_requested() {
                 self.begin_shutdown(deadline);
             }
@@ -313,8 +271,7 @@ impl Flusher {
     }
 
     fn begin_shutdown(&mut self, deadline: Instant) {
-        if self.shutdown.is_none() {
-            self.shutdown = Some(deadline);
+        if self.inbox.begin_shutdown(deadline) {
             // Writes are what `close` waits for; a purge is given up.
             self.abandon_purges();
         }
@@ -328,7 +285,7 @@ impl Flusher {
     /// `retain_closed_for` pass).
     fn wait_first(&mut self) -> Wake<Msg> {
         let idle = Idle { poll: self.cfg.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
-        intake::wait_first(&self.rx, idle, self.idle_work_at(), || false)
+        intake::wait_first(self.inbox.rx(), idle, self.idle_work_at(), || false)
     }
 
     /// Moves queued messages into `pending`: up to a batch while writing,
@@ -337,95 +294,255 @@ impl Flusher {
     /// `max_pending_snapshots` keys, so that an outage fills the channel
     /// and callers are told. Stops at a `clear`: what follows it waits.
     fn drain(&mut self) {
-        let writing = self.link.is_up() && self.retry_at.is_none();
+        let writing = self.link.is_up() && !self.retry.is_scheduled();
         let limit = if writing { self.cfg.max_batch } else { usize::MAX };
-        self.take_queued(|f, _| {
-            f.barrier.is_none()
-                && f.pending.len() < limit
-                && f.pending.events() < f.cfg.max_pending_events
-                && f.pending.snapshots() < f.cfg.max_pending_snapshots
-        });
+        self.take_queued(|f, _| f.inbox.has_room(limit, &f.cfg));
     }
 
     /// Keeps draining for `buffer_interval` after the first message, for
     /// users who prefer fewer, larger batches. Off (0) by default.
     fn linger(&mut self) {
-        if self.cfg.buffer_interval.is_zero() || self.shutdown.is_some() {
+        if self.cfg.buffer_interval.is_zero() || self.inbox.shutdown().is_some() {
             return;
         }
         let until = net::deadline_after(self.cfg.buffer_interval);
-        while self.pending.len() < self.cfg.max_batch && self.barrier.is_none() && Instant::now() < until {
+        while self.inbox.pending().len() < self.cfg.max_batch
+            && !self.inbox.has_barrier()
+            && Instant::now() < until
+        {
             self.drain();
             std::thread::sleep(self.cfg.idle_poll.min(until.saturating_duration_since(Instant::now())));
         }
     }
 
     fn absorb(&mut self, msg: Msg) {
-        let seq = match msg {
-            Msg::Put { seq, rec } => {
-                if self.pending.put(seq, rec) {
-                    self.shared.coalesced.fetch_add(1, Relaxed);
-                }
-                seq
-            }
-            Msg::Delete { seq, collection, id } => {
-                let superseded = self.pending.delete(seq, collection, id);
-                self.shared.coalesced.fetch_add(superseded, Relaxed);
-                seq
-            }
-            Msg::Append { seq, collection, id, rec } => {
-                self.pending.append(seq, collection, id, rec);
-                seq
-            }
-            Msg::Clear { seq, reply } => {
-                self.barrier = Some(Barrier { seq, reply, deleted: 0 });
-                seq
-            }
-            Msg::Purge(req) => {
-                // Not a write: it takes no sequence number.
-                self.queue_purge(req);
-                return;
-            }
-            Msg::Shutdown { deadline } => {
-                self.begin_shutdown(deadline);
-                return;
-            }
-        };
-        self.received_seq = seq;
+        match self.inbox.absorb(msg, &self.shared) {
+            None => {}
+            Some(Control::Purge(req)) => self.queue_purge(req),
+            Some(Control::Shutdown(deadline)) => self.begin_shutdown(deadline),
+        }
     }
 
     /// Builds the next batch from the oldest pending writes
-    /// (`batch::build`), and records the writes it could not include.
-    fn build(&mut self) -> Option<Batch> {
-        if self.pending.is_empty() {
-            return None;
+    /// (`InFlight::build`), and records the writes it could not include.
+    fn build(&mut self) {
+        if self.inbox.pending().is_empty() {
+            return;
         }
-        self.batch_no += 1;
         let heartbeat = self.heartbeat_command();
-        let spec = batch::Spec {
-            cfg: &self.cfg,
-            keys: &self.keys,
-            marker_key: &self.marker_key,
-            marker: Marker { epoch: self.epoch, batch: self.batch_no },
-            first_seq: self.built_seq + 1,
-            generation: self.generation,
-            value_limit: batch::value_limit(&self.cfg, self.link.bulk_limit()),
-            heartbeat: heartbeat.as_ref(),
-            now_ms: index::now_ms().saturating_add_signed(self.cfg.clock_skew_ms),
-            server_now_ms: self.link.server_now_ms(),
-        };
-        let work = batch::Work {
-            pending: &mut self.pending,
-            indexed: &mut self.indexed,
-            collections: &mut self.collections,
-            bufs: &mut self.bufs,
-            packer: &mut self.packer,
-        };
-        let (batch, dropped) = batch::build(&spec, work)?;
+        let dropped = self.inflight.build(
+            &self.cfg,
+            &self.keys,
+            &self.link,
+            heartbeat.as_ref(),
+            self.inbox.pending_mut(),
+        );
         for d in dropped {
             self.shared.record_drop(d.seq, d.writes, d.key, d.class, d.detail);
         }
-        self.built_seq = batch.max_seq;
-        Some(batch)
+    }
+
+    /// The heartbeat is due (never while shutting down).
+    fn heartbeat_due(&self) -> bool {
+        self.inbox.shutdown().is_none() && self.heartbeat.due()
+    }
+
+    /// When idle work (the heartbeat, a `retain_closed_for` pass) is due
+    /// next.
+    fn idle_work_at(&self) -> Option<Instant> {
+        match (self.heartbeat.next_at(), self.purges.next_auto_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// (acknowledged, accepted) sequence numbers, for the heartbeat.
+    fn heartbeat_seqs(&self) -> (u64, u64) {
+        let acked = self.shared.acked();
+        (acked, self.shared.accepted().max(self.inbox.received_seq()))
+    }
+
+    /// The packed heartbeat `SET` when it is due, for a batch to carry.
+    fn heartbeat_command(&mut self) -> Option<Packer> {
+        if self.inbox.shutdown().is_some() {
+            return None;
+        }
+        let (acked, accepted) = self.heartbeat_seqs();
+        self.heartbeat.command(acked, accepted)
+    }
+
+    /// The heartbeat on its own (idle, or before a purge step or a clear).
+    fn idle_heartbeat(&mut self) {
+        if !self.heartbeat_due() || !self.ensure_watching() {
+            return;
+        }
+        let (acked, accepted) = self.heartbeat_seqs();
+        let result = self.heartbeat.beat(&mut self.link, acked, accepted);
+        if let Err(f) = result {
+            self.fail(f);
+        }
+    }
+
+    fn queue_purge(&mut self, req: PurgeRequest) {
+        if self.shared.is_fenced() || self.inbox.shutdown().is_some() {
+            if let Some(r) = &req.reply {
+                let _ = r.try_send(Err(self.stopped_error()));
+            }
+            return;
+        }
+        self.purges.push(req);
+    }
+
+    /// The flusher is stopping: purges under way end with an error.
+    fn abandon_purges(&mut self) {
+        let shared = &self.shared;
+        self.purges.abandon(|| shared.fence_error().unwrap_or(Error::Closed));
+    }
+
+    /// A purge step may run now (nothing is in flight: the caller checks).
+    fn purge_turn(&self) -> bool {
+        self.purges.turn(self.inbox.has_barrier(), self.inbox.pending().is_empty())
+    }
+
+    /// `retain_closed_for`: starts a pass over the reference collections
+    /// and those written since `open` when one is due.
+    fn start_auto_purge(&mut self) {
+        if self.inbox.shutdown().is_some() {
+            return;
+        }
+        if let Some(req) = self.purges.auto_due(self.cfg.retain_closed_for, self.inflight.collections()) {
+            self.queue_purge(req);
+        }
+    }
+
+    /// One step of the oldest purge (`purge.rs`), once a step in doubt is
+    /// settled and every write accepted before the step is out of the
+    /// channel.
+    fn purge_step(&mut self) {
+        self.purges.begin_step();
+        if self.purges.in_doubt() {
+            let mut g = Guard {
+                link: &mut self.link,
+                loss: &mut self.loss,
+                inflight: &mut self.inflight,
+                shared: &self.shared,
+            };
+            let result = self.purges.settle(&mut g);
+            if let Err(f) = result {
+                self.fail(f);
+                return;
+            }
+            if self.purges.in_doubt() {
+                // Not settled (the marker moved under the touch): try again.
+                return;
+            }
+        }
+        // The step's place in the sequence: the last write accepted when it
+        // is first tried (`Shared::accepted`: its message is in the channel
+        // then).
+        let Some(at_seq) = self.purges.step_seq(self.shared.accepted()) else { return };
+        if !self.absorb_until(at_seq) {
+            // Writes accepted before this step are still in the channel and
+            // `pending` is full (or a `clear` came first): batches go first.
+            return;
+        }
+        if !self.ensure_watching() {
+            return;
+        }
+        let mut g = Guard {
+            link: &mut self.link,
+            loss: &mut self.loss,
+            inflight: &mut self.inflight,
+            shared: &self.shared,
+        };
+        let result = self.purges.try_step(&mut g, &self.keys, self.inbox.pending(), self.cfg.purge_batch);
+        match result {
+            Ok(()) => self.purges.finish_if_done(),
+            Err(f) if f.action() == Action::Fence => self.enter_fenced(f),
+            Err(f) if f.action() == Action::Drop => {
+                // Refused for a reason a retry will not fix (an index key
+                // of another type): this purge ends with the error; writes
+                // go on.
+                self.shared.count_error(f.class(), f.text.clone());
+                self.purges.fail_oldest(f.into_error());
+                if let Err(f) = self.guard().watch() {
+                    self.fail(f);
+                }
+            }
+            Err(f) => self.fail(f),
+        }
+    }
+
+    /// Takes the writes up to `seq` from the channel into `pending`, so
+    /// that a step sees each write accepted before it: one still queued
+    /// behind a batch's worth of others would otherwise be invisible, and
+    /// the step would delete the entity it reopened or appended to.
+    /// Writes after `seq` stay in the channel (they are after the step).
+    /// `false` when that cannot be done now: `pending` is at its bounds, or
+    /// a `clear` was met (what follows it waits for it).
+    fn absorb_until(&mut self, seq: u64) -> bool {
+        while self.inbox.received_seq() < seq {
+            if self.inbox.has_barrier() || !self.inbox.within_bounds(&self.cfg) {
+                return false;
+            }
+            match self.inbox.rx().try_recv() {
+                Ok(m) => self.absorb(m),
+                // (The store of `accepted_seq` follows its send.)
+                Err(_) => return false,
+            }
+        }
+        !self.inbox.has_barrier()
+    }
+
+    /// Executes a `clear` once everything before it is acknowledged: deletes
+    /// this cache's keys (`crate::clear`) in guarded transactions, then
+    /// acknowledges it (`clear.rs`).
+    fn run_clear(&mut self) {
+        if !self.inbox.has_barrier() {
+            return;
+        }
+        if !self.ensure_watching() {
+            return;
+        }
+        let marker_key = self.link.marker_key().to_vec();
+        let (epoch, shutdown, shared) = (self.link.epoch(), self.inbox.shutdown(), self.shared.clone());
+        let mut no = self.inflight.batch_no();
+        let (mut deleted, mut interrupted) = (0, false);
+        let seqs = self.heartbeat_seqs();
+        let heartbeat = shutdown.is_none().then_some(&mut self.heartbeat);
+        let mut session = Beating { link: &mut self.link, heartbeat, seqs };
+        let collections = self.inflight.collections();
+        let result = crate::clear::delete_own_keys(&mut session, &self.keys, collections, |session, keys| {
+            let link = &mut *session.link;
+            // (`close` leaves its deadline in `Shared` first.)
+            if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
+                // `close` does not wait for a long clear past its deadline:
+                // nothing is deleted once it has returned.
+                interrupted = true;
+                return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
+            }
+            no += 1;
+            let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
+            deleted += n;
+            Ok(n)
+        });
+        self.inflight.numbered_up_to(no);
+        if let Some(b) = self.inbox.barrier_mut() {
+            b.deleted += deleted;
+        }
+        match result {
+            Ok(_) => {
+                self.inflight.forget_index();
+                if let Some(b) = self.inbox.take_barrier() {
+                    self.publish_ack(b.seq);
+                    self.inflight.cleared(b.seq);
+                    let _ = b.reply.try_send(Ok(b.deleted));
+                }
+            }
+            // The run loop stops at the deadline; the clear is answered
+            // `Closed` then.
+            Err(_) if interrupted => {}
+            Err(f) => self.fail(f),
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! The queued-transaction pipeline: sending the held batch's transaction
 //! and `EXEC`, queueing the next batch behind it, reading what Redis did
 //! (`read_result`), settling a batch whose reply was lost by the commit
-//! marker (`resolve`, `check_refused`), and acknowledging (`ack`).
+//! marker (`resolve`, `check_refused`), and acknowledging (`ack`); and
+//! what a failure does, by its `net::Action`: fencing (`enter_fenced`),
+//! dropping the connection and reconnecting (`drop_conn`, `reconnect`;
+//! the backoff is `reconnect.rs`'s).
 //!
 //! Every `EXEC` is guarded by the `WATCH` on the commit marker, re-armed
 //! behind it (`guard.rs`). A batch's state (`batch::State`) moves only
 //! through this file and `link.rs`.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
 
 use redis::Value;
@@ -15,9 +17,11 @@ use redis::Value;
 use crate::error_class::ErrorClass;
 use crate::marker::{self, Marker};
 use crate::net::{self, reply_error, Action, Failure, Packer};
+use crate::writer::Count;
 use crate::writer::Shared;
 
-use super::loss::Settled;
+use super::guard::Guard;
+use super::loss::{self, Settled};
 use super::Flusher;
 
 /// What became of the held batch.
@@ -87,13 +91,13 @@ impl Flusher {
     /// apply strictly in order, each whole or not at all. With
     /// `replica_wait` nothing is queued behind a batch.
     pub(super) fn write_held(&mut self) {
-        let Some(batch) = self.held.as_ref() else { return };
+        let Some(batch) = self.inflight.held() else { return };
         if batch.is_in_doubt() {
             if let Err(f) = self.resolve() {
                 self.fail(f);
                 return;
             }
-            if self.held.as_ref().is_none_or(|b| b.is_in_doubt()) {
+            if self.inflight.held().is_none_or(|b| b.is_in_doubt()) {
                 return;
             }
         }
@@ -136,14 +140,14 @@ impl Flusher {
             }
             Outcome::Aborted => {
                 self.unqueue_next();
-                if let Some(b) = self.held.as_mut() {
+                if let Some(b) = self.inflight.held_mut() {
                     b.aborted();
                 }
                 log::info!("tradecache: the commit marker changed under a batch; resolving it by the marker");
-                self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+                self.retry.schedule();
             }
             Outcome::InDoubt(f) => {
-                if let Some(b) = self.held.as_mut() {
+                if let Some(b) = self.inflight.held_mut() {
                     b.lost();
                 }
                 // Whatever the error, this connection's state is unknown.
@@ -157,11 +161,9 @@ impl Flusher {
     /// replica `WAIT` once applied; then `WATCH` and `GET` of the marker,
     /// which arm the guard for the next transaction.
     fn send_exec(&mut self) -> Result<(), Failure> {
-        if let Some(b) = self.held.as_mut().filter(|b| !b.is_applied() && b.generation != self.generation) {
-            b.reindex(self.generation, &self.keys, &mut self.bufs, &mut self.packer);
-        }
+        self.inflight.reindex_held(&self.keys);
         let wait = self.cfg.replica_wait;
-        let Some(batch) = self.held.as_mut() else { return Err(Failure::not_connected()) };
+        let Some(batch) = self.inflight.held_mut() else { return Err(Failure::not_connected()) };
         let exec = !batch.is_applied();
         if batch.is_applied() || batch.is_queued() {
             self.link.send_exec(&mut Vec::new(), 0, exec, wait)
@@ -175,19 +177,20 @@ impl Flusher {
     /// Builds the next batch from what is pending and sends its `MULTI` and
     /// commands, without `EXEC`.
     fn queue_next(&mut self) -> Result<(), Failure> {
-        if self.cfg.replica_wait.is_some() || self.held.as_ref().is_some_and(|b| b.is_applied()) {
+        if self.cfg.replica_wait.is_some() || self.inflight.held().is_some_and(|b| b.is_applied()) {
             return Ok(());
         }
         if !self.purges.is_empty() {
             // A purge step goes between this batch and the next.
             return Ok(());
         }
-        if self.next.is_none() {
+        if !self.inflight.has_next() {
             self.drain();
-            self.next = self.build();
+            self.build();
         }
-        let Some(next) = self.next.as_mut() else { return Ok(()) };
-        if !self.link.is_up() || !next.is_built() || next.generation != self.generation {
+        let generation = self.inflight.generation();
+        let Some(next) = self.inflight.next_mut() else { return Ok(()) };
+        if !self.link.is_up() || !next.is_built() || next.generation != generation {
             // Not built for this connection: it goes the plain way, once it
             // is the held batch (`send_exec` re-adds its index entries).
             return Ok(());
@@ -200,7 +203,9 @@ impl Flusher {
     /// Reads the replies to what `send_exec` sent, stopping at the first I/O
     /// error.
     fn read_result(&mut self) -> Outcome {
-        let Some(batch) = self.held.as_mut() else { return Outcome::InDoubt(Failure::not_connected()) };
+        let Some(batch) = self.inflight.held_mut() else {
+            return Outcome::InDoubt(Failure::not_connected());
+        };
         let link = &mut self.link;
         let addr = link.addr().to_string();
         // What `EXEC` did: `None` while only the WAIT was outstanding.
@@ -247,7 +252,7 @@ impl Flusher {
                             record_refused(&self.shared, batch.first_seq, *weight, key, class, detail);
                         }
                     }
-                    self.shared.written.fetch_add(results.len() as u64, Relaxed);
+                    self.shared.add(Count::Written, results.len() as u64);
                     batch.exec_applied();
                 }
                 // The WATCH on the marker fired.
@@ -295,7 +300,7 @@ impl Flusher {
             }
         }
         let applied = batch.is_applied() && refused.is_none();
-        let watch = self.read_watch();
+        let watch = self.guard().read_watch();
         outcome(applied, aborted, refused, watch)
     }
 
@@ -304,7 +309,7 @@ impl Flusher {
     /// was queued. An I/O error here leaves it unapplied (its `EXEC` was
     /// never sent, and the dropped connection discards it).
     fn read_held_head(&mut self) -> Option<Failure> {
-        let batch = self.held.as_mut()?;
+        let batch = self.inflight.held_mut()?;
         if !batch.is_queued() {
             return None;
         }
@@ -323,7 +328,7 @@ impl Flusher {
     /// `DISCARD` of the held batch's queued transaction, its head replies
     /// already read (`read_held_head`): it goes out whole next time.
     fn discard_held(&mut self) {
-        let Some(held) = self.held.as_mut().filter(|b| b.is_queued()) else { return };
+        let Some(held) = self.inflight.held_mut().filter(|b| b.is_queued()) else { return };
         held.unqueued();
         if let Err(f) = self.link.discard() {
             self.shared.count_error(f.class(), f.text);
@@ -335,7 +340,7 @@ impl Flusher {
     /// it (`DISCARD`), so nothing applies out of order; it is sent again
     /// after the held one.
     fn unqueue_next(&mut self) {
-        let Some(next) = self.next.as_mut() else { return };
+        let Some(next) = self.inflight.next_mut() else { return };
         if !next.is_queued() {
             return;
         }
@@ -392,20 +397,25 @@ impl Flusher {
                     .count_error(f.class(), format!("CLIENT KILL of the dropped connection: {}", f.text));
             }
         }
-        let read = self.watch()?;
-        let epoch = self.epoch;
+        let read = self.guard().watch()?;
+        let epoch = self.link.epoch();
         // The marker gone, it cannot say (`loss.rs`).
-        let without_marker =
-            if read == marker::Read::Missing { Some(self.settle_without_marker()?) } else { None };
+        let without_marker = match self.inflight.held() {
+            Some(batch) if read == marker::Read::Missing => {
+                Some(loss::settle_without_marker(batch, &mut self.link)?)
+            }
+            None if read == marker::Read::Missing => Some(Settled::Replay),
+            _ => None,
+        };
         if without_marker == Some(Settled::Unproven) {
             self.drop_unproven();
             return Ok(());
         }
-        let Some(batch) = self.held.as_mut() else { return Ok(()) };
+        let Some(batch) = self.inflight.held_mut() else { return Ok(()) };
         let applied = read.applied_batch(epoch);
         if without_marker.is_some() || applied < batch.no {
             batch.replay();
-            self.shared.replays.fetch_add(1, Relaxed);
+            self.shared.add(Count::Replays, 1);
             return Ok(());
         }
 
@@ -421,14 +431,28 @@ impl Flusher {
         Ok(())
     }
 
+    /// The held batch was in doubt when the marker was lost, and whether
+    /// Redis applied it cannot be proven: its writes are reported dropped
+    /// (`Loss::report_unproven`), not replayed and not acknowledged as
+    /// written; the batch behind it is next.
+    fn drop_unproven(&mut self) {
+        let Some(batch) = self.inflight.take_held() else { return };
+        self.loss.report_unproven(&batch, &self.shared);
+        // Whether its index entries are in is unknown: the batches built
+        // after it add back the ones they skipped.
+        self.inflight.forget_index();
+        // Settled (reported): the writes after it go on.
+        self.publish_ack(batch.max_seq);
+    }
+
     /// Rewrites the marker with what it holds (`marker`: a write for `WAIT`
     /// to cover), guarded by the `WATCH`; re-arms it. The held batch then
     /// waits for its replicas.
     fn touch_marker(&mut self, marker: Marker) -> Result<(), Failure> {
         let mut cmd = Packer::default();
-        cmd.cmd(&[b"MSET", &self.marker_key, marker.format().as_bytes()]);
-        let exec = self.guarded_tx(&cmd.buf, 1)?.exec;
-        let Some(batch) = self.held.as_mut() else { return Ok(()) };
+        cmd.cmd(&[b"MSET", self.link.marker_key(), marker.format().as_bytes()]);
+        let exec = self.guard().guarded_tx(&cmd.buf, 1)?.exec;
+        let Some(batch) = self.inflight.held_mut() else { return Ok(()) };
         match exec {
             Value::Array(_) => batch.exec_applied(),
             // The marker moved again: decide again.
@@ -443,10 +467,9 @@ impl Flusher {
     /// (`SADD`/`SREM` on an index, `RPUSH` on a log): ask for those keys'
     /// types and record the writes of each command that must have failed.
     fn check_refused(&mut self) -> Result<(), Failure> {
-        let Some(batch) = self.held.as_ref() else { return Ok(()) };
+        let Some(batch) = self.inflight.held() else { return Ok(()) };
         let mut checks = Vec::new();
-        let p = &mut self.packer;
-        p.clear();
+        let mut p = Packer::default();
         for (i, weight) in batch.weights.iter().enumerate() {
             let Some((name, key)) = batch.command(i + 1) else { continue };
             let Some(expected) = expected_type(name) else { continue };
@@ -481,41 +504,133 @@ impl Flusher {
     /// The held batch is in Redis: publish its last sequence number, and
     /// make the batch behind it the held one.
     pub(super) fn ack(&mut self) {
-        let Some(mut batch) = self.held.take() else { return };
-        // Recycle the transaction's buffer for the next one.
-        if batch.tx.capacity() > self.packer.buf.capacity() {
-            batch.tx.clear();
-            std::mem::swap(&mut self.packer.buf, &mut batch.tx);
-        }
-        if batch.spans.capacity() > self.packer.spans.capacity() {
-            batch.spans.clear();
-            std::mem::swap(&mut self.packer.spans, &mut batch.spans);
-        }
-        self.backoff.reset();
-        self.retry_at = None;
-        if self.shared.backpressure.lock().take().is_some() {
-            log::info!("tradecache: Redis accepts writes again");
-        }
-        self.shared.batches.fetch_add(1, Relaxed);
-        if self.recent.len() >= super::loss::RECENT_BATCHES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((batch.no, batch.first_seq));
-        // Acknowledged: a marker behind it from now on is a loss
-        // (`loss.rs`). (Applied but unacknowledged, waiting for replicas,
-        // it may still be lost in a failover without anyone told wrong.)
-        self.marker_floor = self.marker_floor.max(batch.no);
-        self.purge_owed = true;
-        self.publish_ack(batch.max_seq);
         // The batch queued or built behind it is next, before anything
         // still pending (however this one was settled: reply or marker).
-        self.held = self.next.take();
+        let Some(batch) = self.inflight.take_held() else { return };
+        self.retry.reset();
+        if self.shared.set_backpressure(None) {
+            log::info!("tradecache: Redis accepts writes again");
+        }
+        self.shared.add(Count::Batches, 1);
+        // Acknowledged: a marker behind it from now on is a loss (`loss.rs`).
+        self.loss.acknowledged(batch.no, batch.first_seq);
+        self.purges.owe();
+        self.publish_ack(batch.max_seq);
+        // Recycle the transaction's buffers for the next one.
+        self.inflight.recycle(batch);
     }
 
     pub(super) fn publish_ack(&self, seq: u64) {
         // Last: a caller woken by this sees the health that goes with it.
-        self.shared.acked_seq.store(seq, SeqCst);
+        self.shared.note_acked(seq);
         self.waiters.wake();
+    }
+
+    /// The connection with what a look at the marker updates (`guard.rs`).
+    pub(super) fn guard(&mut self) -> Guard<'_> {
+        Guard {
+            link: &mut self.link,
+            loss: &mut self.loss,
+            inflight: &mut self.inflight,
+            shared: &self.shared,
+        }
+    }
+
+    /// Arms the `WATCH` on the marker unless it is armed. A failure is
+    /// handled (`fail`), and `false` returned: nothing is sent then.
+    pub(super) fn ensure_watching(&mut self) -> bool {
+        if self.link.is_guarded() {
+            return true;
+        }
+        match self.guard().watch() {
+            Ok(_) => true,
+            Err(f) => {
+                self.fail(f);
+                false
+            }
+        }
+    }
+
+    /// Counts the failure and does what its action says; the next attempt
+    /// waits for the backoff.
+    pub(super) fn fail(&mut self, f: Failure) {
+        if f.action() == Action::Fence {
+            self.enter_fenced(f);
+            return;
+        }
+        log::warn!("tradecache: {} ({}): {}", f.addr, f.class().name(), f.text);
+        self.shared.count_error(f.class(), f.text.clone());
+        match f.action() {
+            Action::Reconnect => self.drop_conn(),
+            Action::Backpressure => self.set_backpressure(&f),
+            Action::WaitRetry | Action::Drop | Action::Fence => {}
+        }
+        if !self.link.is_up() {
+            // The link dropped a connection whose stream failed (`Link::lose`):
+            // what was queued on it is gone too.
+            self.drop_conn();
+        }
+        self.retry.schedule();
+    }
+
+    /// Redis refuses writes for now (OOM, MISCONF, an auth change):
+    /// `health()` shows why until a batch is acknowledged again.
+    fn set_backpressure(&self, f: &Failure) {
+        self.shared.set_backpressure(Some(format!("{}: {}", f.class().name(), f.text)));
+    }
+
+    /// Another writer claimed the marker: stop for good. Nothing held or
+    /// pending is written; callers learn it from `wait`, `flush`, `close`,
+    /// their next write, and `health()`.
+    pub(super) fn enter_fenced(&mut self, f: Failure) {
+        log::error!("tradecache: {}", f.text);
+        self.shared.count_error(f.class(), f.text.clone());
+        self.shared.set_fenced(String::from_utf8_lossy(self.link.marker_key()).into_owned(), f.text);
+        self.inflight.discard_all();
+        self.inbox.pending_mut().discard();
+        if let Some(b) = self.inbox.take_barrier() {
+            let _ = b.reply.try_send(Err(self.stopped_error()));
+        }
+        self.waiters.wake_all();
+    }
+
+    /// Drops the connection (remembering its client, to kill it once
+    /// reconnected to the same server): whatever was queued on it is gone.
+    pub(super) fn drop_conn(&mut self) {
+        self.link.drop_conn();
+        self.inflight.unqueue_all();
+        self.shared.set_connected(false);
+    }
+
+    pub(super) fn reconnect(&mut self) {
+        let deadline = self.inbox.shutdown();
+        let name = String::from_utf8_lossy(self.link.marker_key()).into_owned();
+        match net::connect(&self.cfg, &name, deadline) {
+            Ok(c) => {
+                log::info!("tradecache: reconnected to {}", c.addr);
+                self.link.install(c);
+                // Nothing is queued on a new connection.
+                self.inflight.unqueue_all();
+                // A restarted server may have lost recent index entries.
+                self.inflight.forget_index();
+                self.shared.set_connected(true);
+                self.shared.add(Count::Reconnects, 1);
+                if let Some(b) = self.inflight.held_mut() {
+                    // Only the replica WAIT was outstanding; after a
+                    // failover the marker decides.
+                    b.reconnected();
+                }
+                self.retry.clear();
+            }
+            Err(f) => {
+                self.shared.count_error(f.class(), f.text.clone());
+                if f.action() == Action::Backpressure {
+                    self.set_backpressure(&f);
+                }
+                log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
+                self.retry.schedule();
+            }
+        }
     }
 }
 

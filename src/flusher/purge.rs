@@ -9,7 +9,7 @@
 //! - when the flusher first tries a step it fixes the step's sequence
 //!   number, the last write accepted then (`PurgeJob::at_seq`); the step
 //!   runs once every write up to it has been taken from the channel
-//!   (`absorb_until`), and batches keep going meanwhile. It never waits
+//!   (`Flusher::absorb_until`), and batches keep going meanwhile. It never waits
 //!   for writes accepted after it, so a purge finishes under any write
 //!   load, each step waiting at most for the backlog of its own moment;
 //! - it then acts at the point of the sequence the applied batches
@@ -26,26 +26,31 @@
 //!   which is then taken again), and it moves the marker on, so a `load`
 //!   running meanwhile sees that the state changed. A step whose reply was
 //!   lost is settled by the marker, and, when the marker says it did not
-//!   apply, only after the marker was moved past it (`settle_purge`), so
+//!   apply, only after the marker was moved past it (`PurgeScheduler::settle`), so
 //!   its transaction cannot land later unreported.
 //!
 //! The caller's thread only sends the request and waits for the reply;
 //! steps are `purge_batch` entities, one `ZRANGEBYSCORE` and one
 //! transaction each.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
+use crate::error::Error;
 use crate::ident::Ident;
+use crate::keys::Keys;
 use crate::marker::Marker;
-use crate::net::{self, reply_error, Action, Failure};
+use crate::net::{self, reply_error, Failure, Packer};
 use crate::pipeline::msg::{PurgeRequest, Purged};
+use crate::writer::Count;
 
-use super::Flusher;
+use super::guard::Guard;
+use super::pending::Pending;
 
 /// A purge under way.
-pub(super) struct PurgeJob {
+struct PurgeJob {
     req: PurgeRequest,
     /// The collection being purged (an index into `req.collections`).
     at: usize,
@@ -70,17 +75,33 @@ pub(super) struct PurgeJob {
 const REFERENCE: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
 
 /// How often a `retain_closed_for` pass starts, at most.
-const AUTO_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 
-impl Flusher {
-    pub(super) fn queue_purge(&mut self, req: PurgeRequest) {
-        if self.fenced || self.shutdown.is_some() {
-            if let Some(r) = &req.reply {
-                let _ = r.try_send(Err(self.stopped_error()));
-            }
-            return;
-        }
-        self.purges.push_back(PurgeJob {
+/// Purges waiting or under way, oldest first, and when they take their
+/// next step. The flusher drives them (`Flusher::purge_step`).
+pub(super) struct PurgeScheduler {
+    jobs: VecDeque<PurgeJob>,
+    /// A purge step is owed: a batch was written since the last step (so
+    /// purges and batches take turns).
+    owed: bool,
+    /// When `retain_closed_for` starts its next pass (`None`: never).
+    next_auto: Option<Instant>,
+}
+
+impl PurgeScheduler {
+    /// No purge yet; with `auto` (`retain_closed_for` set), the first
+    /// retention pass is due now.
+    pub(super) fn new(auto: bool) -> PurgeScheduler {
+        PurgeScheduler { jobs: VecDeque::new(), owed: false, next_auto: auto.then(Instant::now) }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Queues a purge behind those under way.
+    pub(super) fn push(&mut self, req: PurgeRequest) {
+        self.jobs.push_back(PurgeJob {
             req,
             at: 0,
             kept: 0,
@@ -90,117 +111,87 @@ impl Flusher {
         });
     }
 
-    /// The flusher is stopping: purges under way end with an error.
-    pub(super) fn abandon_purges(&mut self) {
-        let jobs: Vec<PurgeJob> = self.purges.drain(..).collect();
-        for job in jobs {
+    /// The flusher is stopping: purges under way end with `error()`.
+    pub(super) fn abandon(&mut self, error: impl Fn() -> Error) {
+        for job in self.jobs.drain(..) {
             if let Some(r) = &job.req.reply {
-                let _ = r.try_send(Err(self.stopped_error()));
+                let _ = r.try_send(Err(error()));
             }
         }
     }
 
-    /// A purge step may run now (the caller checks that nothing is in
-    /// flight): purges take turns with batches while writes are pending.
-    pub(super) fn purge_turn(&self) -> bool {
-        let Some(job) = self.purges.front() else { return false };
-        // A step in doubt is settled first: no batch may move the marker
-        // before it is read.
-        job.in_doubt.is_some() || (self.barrier.is_none() && (self.pending.is_empty() || self.purge_owed))
+    /// A batch was acknowledged: a purge step is owed.
+    pub(super) fn owe(&mut self) {
+        self.owed = true;
     }
 
-    /// `retain_closed_for`: starts a pass over the reference collections
-    /// and those written since `open` when one is due.
-    pub(super) fn start_auto_purge(&mut self) {
-        let (Some(retain), Some(at)) = (self.cfg.retain_closed_for, self.next_auto_purge) else { return };
-        if std::time::Instant::now() < at || self.shutdown.is_some() {
-            return;
+    /// When the next `retain_closed_for` pass is due.
+    pub(super) fn next_auto_at(&self) -> Option<Instant> {
+        self.next_auto
+    }
+
+    /// A purge step may run now (the caller checks that nothing is in
+    /// flight): purges take turns with batches while writes are pending,
+    /// and none runs while a `clear` (`barrier`) waits.
+    pub(super) fn turn(&self, barrier: bool, pending_empty: bool) -> bool {
+        let Some(job) = self.jobs.front() else { return false };
+        // A step in doubt is settled first: no batch may move the marker
+        // before it is read.
+        job.in_doubt.is_some() || (!barrier && (pending_empty || self.owed))
+    }
+
+    /// `retain_closed_for` (`retain`): the pass over the reference
+    /// collections and `collections` (those written since `open`) when
+    /// one is due and the last one has finished.
+    pub(super) fn auto_due(
+        &mut self,
+        retain: Option<Duration>,
+        collections: &[&'static str],
+    ) -> Option<PurgeRequest> {
+        let (Some(retain), Some(at)) = (retain, self.next_auto) else { return None };
+        if Instant::now() < at {
+            return None;
         }
-        self.next_auto_purge = Some(net::deadline_after(retain.min(AUTO_PURGE_EVERY)));
-        if self.purges.iter().any(|j| j.req.reply.is_none()) {
-            return; // the last pass is still going
+        self.next_auto = Some(net::deadline_after(retain.min(AUTO_PURGE_EVERY)));
+        if self.jobs.iter().any(|j| j.req.reply.is_none()) {
+            return None; // the last pass is still going
         }
-        let mut collections: Vec<&'static str> = REFERENCE.to_vec();
-        for c in &self.collections {
-            if !collections.contains(c) {
-                collections.push(c);
+        let mut all: Vec<&'static str> = REFERENCE.to_vec();
+        for c in collections {
+            if !all.contains(c) {
+                all.push(c);
             }
         }
         let retain_ms = u64::try_from(retain.as_millis()).unwrap_or(u64::MAX);
         let cutoff_ms = super::index::now_ms().saturating_sub(retain_ms);
-        self.queue_purge(PurgeRequest { collections, cutoff_ms, reply: None });
+        Some(PurgeRequest { collections: all, cutoff_ms, reply: None })
     }
 
-    /// One step of the oldest purge: reads up to `purge_batch` candidates
-    /// of its current collection and deletes those without a pending write
-    /// in one guarded transaction.
-    pub(super) fn purge_step(&mut self) {
-        self.purge_owed = false;
-        if self.purges.front().is_some_and(|j| j.in_doubt.is_some()) {
-            if let Err(f) = self.settle_purge() {
-                self.fail(f);
-                return;
-            }
-            if self.purges.front().is_some_and(|j| j.in_doubt.is_some()) {
-                // Not settled (the marker moved under the touch): try again.
-                return;
-            }
-        }
-        // The step's place in the sequence: the last write accepted when it
-        // is first tried (Acquire: its message is in the channel then).
-        let accepted = self.shared.accepted_seq.load(std::sync::atomic::Ordering::Acquire);
-        let Some(at_seq) = self.purges.front_mut().map(|j| *j.at_seq.get_or_insert(accepted)) else { return };
-        if !self.absorb_until(at_seq) {
-            // Writes accepted before this step are still in the channel and
-            // `pending` is full (or a `clear` came first): batches go first.
-            return;
-        }
-        if !self.ensure_watching() {
-            return;
-        }
-        match self.try_purge_step() {
-            Ok(()) => self.finish_purge_if_done(),
-            Err(f) if f.action() == Action::Fence => self.enter_fenced(f),
-            Err(f) if f.action() == Action::Drop => {
-                // Refused for a reason a retry will not fix (an index key
-                // of another type): this purge ends with the error; writes
-                // go on.
-                self.shared.count_error(f.class(), f.text.clone());
-                if let Some(job) = self.purges.pop_front() {
-                    if let Some(r) = &job.req.reply {
-                        let _ = r.try_send(Err(f.clone().into_error()));
-                    }
-                }
-                if let Err(f) = self.watch() {
-                    self.fail(f);
-                }
-            }
-            Err(f) => self.fail(f),
-        }
+    /// A step begins: the turn owed is taken.
+    pub(super) fn begin_step(&mut self) {
+        self.owed = false;
     }
 
-    /// Takes the writes up to `seq` from the channel into `pending`, so
-    /// that a step sees each write accepted before it: one still queued
-    /// behind a batch's worth of others would otherwise be invisible, and
-    /// the step would delete the entity it reopened or appended to.
-    /// Writes after `seq` stay in the channel (they are after the step).
-    /// `false` when that cannot be done now: `pending` is at its bounds, or
-    /// a `clear` was met (what follows it waits for it).
-    fn absorb_until(&mut self, seq: u64) -> bool {
-        while self.received_seq < seq {
-            if self.barrier.is_some()
-                || self.pending.events() >= self.cfg.max_pending_events
-                || self.pending.snapshots() >= self.cfg.max_pending_snapshots
-            {
-                return false;
-            }
-            match self.rx.try_recv() {
-                Ok(m) => self.absorb(m),
-                // (The store of `accepted_seq` follows its send.)
-                Err(_) => return false,
+    /// Whether the oldest purge's last step is in doubt (its reply lost).
+    pub(super) fn in_doubt(&self) -> bool {
+        self.jobs.front().is_some_and(|j| j.in_doubt.is_some())
+    }
+
+    /// The sequence number of the oldest purge's step under way: fixed
+    /// the first time it is asked, at `accepted` (the last write accepted
+    /// then). `None` when no purge is waiting.
+    pub(super) fn step_seq(&mut self, accepted: u64) -> Option<u64> {
+        self.jobs.front_mut().map(|j| *j.at_seq.get_or_insert(accepted))
+    }
+
+    /// The oldest purge ends with `error` (refused for a reason a retry
+    /// will not fix); writes go on.
+    pub(super) fn fail_oldest(&mut self, error: Error) {
+        if let Some(job) = self.jobs.pop_front() {
+            if let Some(r) = &job.req.reply {
+                let _ = r.try_send(Err(error));
             }
         }
-        self.barrier.is_none()
     }
 
     /// A step whose reply was lost: applied if the marker reached its batch
@@ -209,30 +200,30 @@ impl Flusher {
     /// `MSET`: the late transaction, guarded by the same key, can no longer
     /// apply); if the marker moved under that touch, it is read again: the
     /// late transaction may have landed. Only then is the step taken again.
-    fn settle_purge(&mut self) -> Result<(), Failure> {
-        let Some(no) = self.purges.front().and_then(|j| j.in_doubt.as_ref()).map(|d| d.0) else {
+    pub(super) fn settle(&mut self, g: &mut Guard<'_>) -> Result<(), Failure> {
+        let Some(no) = self.jobs.front().and_then(|j| j.in_doubt.as_ref()).map(|d| d.0) else {
             return Ok(());
         };
-        let read = self.watch()?;
-        if read.applied_batch(self.epoch) >= no {
-            self.purge_applied_late();
+        let epoch = g.link.epoch();
+        let read = g.watch()?;
+        if read.applied_batch(epoch) >= no {
+            self.applied_late(g);
             return Ok(());
         }
-        let touch = self.batch_no + 1;
-        let mut cmd = crate::net::Packer::default();
-        cmd.cmd(&[b"MSET", &self.marker_key, Marker { epoch: self.epoch, batch: touch }.format().as_bytes()]);
-        self.batch_no = touch;
-        let reply = self.guarded_tx(&cmd.buf, 1)?;
+        let touch = g.inflight.next_no();
+        let mut cmd = Packer::default();
+        cmd.cmd(&[b"MSET", g.link.marker_key(), Marker { epoch, batch: touch }.format().as_bytes()]);
+        let reply = g.guarded_tx(&cmd.buf, 1)?;
         match reply.exec {
             // Moved past it: it never applies. The step is taken again.
             Value::Array(_) => {
-                if let Some(job) = self.purges.front_mut() {
+                if let Some(job) = self.jobs.front_mut() {
                     job.in_doubt = None;
                 }
             }
             // The marker moved since the WATCH: the late step, or another
             // writer (then the GET behind it fenced this one).
-            Value::Nil if reply.read.applied_batch(self.epoch) >= no => self.purge_applied_late(),
+            Value::Nil if reply.read.applied_batch(epoch) >= no => self.applied_late(g),
             Value::Nil => {}
             other => {
                 let (code, text) = reply_error(&other)
@@ -240,7 +231,7 @@ impl Flusher {
                     .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
                 return Err(net::Failure::new(
                     net::Cause::of_exec_error(&code, &text),
-                    self.link.addr(),
+                    g.link.addr(),
                     format!("purge, settling a step: {text}"),
                 ));
             }
@@ -249,29 +240,37 @@ impl Flusher {
     }
 
     /// The step in doubt applied: what it deleted is removed.
-    fn purge_applied_late(&mut self) {
-        let Some(job) = self.purges.front_mut() else { return };
+    fn applied_late(&mut self, g: &mut Guard<'_>) {
+        let Some(job) = self.jobs.front_mut() else { return };
         let Some((_, ids, kept, exhausted)) = job.in_doubt.take() else { return };
         if let Some(&collection) = job.req.collections.get(job.at) {
             for id in &ids {
-                self.indexed.remove(&(collection, id.clone()));
+                g.inflight.unindex(collection, id);
             }
         }
-        self.shared.purged.fetch_add(ids.len() as u64, Relaxed);
+        g.shared.add(Count::Purged, ids.len() as u64);
         // (How many keys it unlinked was in the lost reply.)
-        self.advance_purge(kept, exhausted, ids, 0);
+        self.advance(kept, exhausted, ids, 0);
     }
 
-    fn try_purge_step(&mut self) -> Result<(), Failure> {
-        let Some(job) = self.purges.front() else { return Ok(()) };
+    /// One step of the oldest purge: reads up to `purge_batch` candidates
+    /// of its current collection and deletes, in one guarded transaction,
+    /// those without a write in `pending`.
+    pub(super) fn try_step(
+        &mut self,
+        g: &mut Guard<'_>,
+        keys: &Keys,
+        pending: &Pending,
+        purge_batch: usize,
+    ) -> Result<(), Failure> {
+        let Some(job) = self.jobs.front() else { return Ok(()) };
         let Some(&collection) = job.req.collections.get(job.at) else { return Ok(()) };
-        let (cutoff, kept_before, n) = (job.req.cutoff_ms, job.kept, self.cfg.purge_batch);
+        let (cutoff, kept_before, n) = (job.req.cutoff_ms, job.kept, purge_batch);
         let ask = kept_before.saturating_add(n);
-        let closed_key = self.keys.closed_index(collection);
+        let closed_key = keys.closed_index(collection);
 
         // 1. The oldest candidates, with a WATCH on the closed index.
-        let p = &mut self.packer;
-        p.clear();
+        let mut p = Packer::default();
         p.cmd(&[
             b"ZRANGEBYSCORE",
             closed_key.as_bytes(),
@@ -283,8 +282,8 @@ impl Flusher {
         ]);
         // The WATCH on the closed index stays armed until the EXEC or
         // the UNWATCH below.
-        let [watch, range] = self.link.watch_also(closed_key.as_bytes(), &p.buf)?;
-        let addr = self.link.addr().to_string();
+        let [watch, range] = g.link.watch_also(closed_key.as_bytes(), &p.buf)?;
+        let addr = g.link.addr().to_string();
         let server_error = |what: &str, v: &Value| {
             reply_error(v).map(|(code, text)| {
                 net::Failure::new(net::Cause::of_code(&code), addr.clone(), format!("purge, {what}: {text}"))
@@ -298,7 +297,7 @@ impl Flusher {
             _ => Vec::new(),
         };
         let exhausted = members.len() < ask;
-        let touched = self.pending.touched(collection);
+        let touched = pending.touched(collection);
         let (mut delete, mut kept) = (Vec::new(), 0usize);
         for m in members {
             let id = match &m {
@@ -318,27 +317,26 @@ impl Flusher {
 
         if delete.is_empty() {
             // Nothing to delete: drop the index's WATCH, keep the marker's.
-            self.watch()?;
-            self.advance_purge(kept, exhausted, Vec::new(), 0);
+            g.watch()?;
+            self.advance(kept, exhausted, Vec::new(), 0);
             return Ok(());
         }
 
         // 2. One transaction: the entities, their logs, their index entries.
-        let no = self.batch_no + 1;
-        let marker = Marker { epoch: self.epoch, batch: no }.format();
-        let p = &mut self.packer;
+        let no = g.inflight.next_no();
+        let marker = Marker { epoch: g.link.epoch(), batch: no }.format();
         p.clear();
         p.array(1 + 2 * delete.len());
         p.bulk(b"UNLINK");
         let mut key = Vec::new();
         for id in &delete {
             key.clear();
-            self.keys.write_entity(&mut key, collection, id);
+            keys.write_entity(&mut key, collection, id);
             p.bulk(&key);
             key.extend_from_slice(b":events");
             p.bulk(&key);
         }
-        let (index_key, open_key) = (self.keys.index(collection), self.keys.open_index(collection));
+        let (index_key, open_key) = (keys.index(collection), keys.open_index(collection));
         for (cmd, k) in [(&b"SREM"[..], &index_key), (b"SREM", &open_key), (b"ZREM", &closed_key)] {
             p.array(2 + delete.len());
             p.bulk(cmd);
@@ -347,18 +345,14 @@ impl Flusher {
                 p.bulk(id.as_bytes());
             }
         }
-        p.cmd(&[b"MSET", &self.marker_key, marker.as_bytes()]);
-        self.batch_no = no;
-        if let Some(job) = self.purges.front_mut() {
+        p.cmd(&[b"MSET", g.link.marker_key(), marker.as_bytes()]);
+        if let Some(job) = self.jobs.front_mut() {
             job.in_doubt = Some((no, delete.clone(), kept, exhausted));
         }
         // UNLINK, 3 × SREM/ZREM, MSET: guarded by the marker's WATCH and
         // the closed index's.
-        let cmd = std::mem::take(&mut self.packer.buf);
-        let reply = self.guarded_tx(&cmd, 5);
-        self.packer.buf = cmd;
-        let reply = reply?;
-        if let Some(job) = self.purges.front_mut() {
+        let reply = g.guarded_tx(&p.buf, 5)?;
+        if let Some(job) = self.jobs.front_mut() {
             job.in_doubt = None;
         }
         let head = reply.head;
@@ -369,10 +363,10 @@ impl Flusher {
                     _ => 0,
                 };
                 for id in &delete {
-                    self.indexed.remove(&(collection, id.clone()));
+                    g.inflight.unindex(collection, id);
                 }
-                self.shared.purged.fetch_add(delete.len() as u64, Relaxed);
-                self.advance_purge(kept, exhausted, delete, unlinked);
+                g.shared.add(Count::Purged, delete.len() as u64);
+                self.advance(kept, exhausted, delete, unlinked);
                 Ok(())
             }
             // The closed index (or the marker) changed between the read and
@@ -384,7 +378,7 @@ impl Flusher {
                     .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
                 Err(net::Failure::new(
                     net::Cause::of_exec_error(&code, &text),
-                    self.link.addr(),
+                    g.link.addr(),
                     format!("purge: {text}"),
                 ))
             }
@@ -394,8 +388,8 @@ impl Flusher {
     /// Records a step's outcome and moves to the next collection when the
     /// current one has no candidates left (those still kept then are the
     /// purge's `skipped`).
-    fn advance_purge(&mut self, kept: usize, exhausted: bool, deleted: Vec<Ident>, unlinked: u64) {
-        let Some(job) = self.purges.front_mut() else { return };
+    fn advance(&mut self, kept: usize, exhausted: bool, deleted: Vec<Ident>, unlinked: u64) {
+        let Some(job) = self.jobs.front_mut() else { return };
         job.result.steps += 1;
         job.result.keys += unlinked;
         job.result.removed.extend(deleted);
@@ -408,12 +402,13 @@ impl Flusher {
         }
     }
 
-    fn finish_purge_if_done(&mut self) {
-        let done = self.purges.front().is_some_and(|j| j.at >= j.req.collections.len());
+    /// Answers the oldest purge once it has gone through its collections.
+    pub(super) fn finish_if_done(&mut self) {
+        let done = self.jobs.front().is_some_and(|j| j.at >= j.req.collections.len());
         if !done {
             return;
         }
-        let Some(job) = self.purges.pop_front() else { return };
+        let Some(job) = self.jobs.pop_front() else { return };
         match job.req.reply {
             Some(r) => {
                 let _ = r.try_send(Ok(job.result));

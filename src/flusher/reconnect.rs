@@ -1,115 +1,55 @@
-//! What a failure does to the flusher, by its `net::Action`: fencing
-//! (`enter_fenced`), dropping the connection and reconnecting with backoff
-//! (`drop_conn`, `reconnect`, `pause`). The connection itself is the
-//! `Link` (`link.rs`).
+//! When the flusher writes or reconnects next after a failure: capped
+//! exponential backoff with jitter (`net::Backoff`) and the time of the
+//! next attempt. `Retry` is their one owner. What a failure does (fencing,
+//! dropping the connection, reconnecting) is the write path's
+//! (`Flusher::fail`, `Flusher::reconnect` in `pipeline.rs`); the
+//! connection itself is the `Link` (`link.rs`).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
-use crate::net::{self, Action, Failure};
+use crate::net::{self, Backoff};
 
-use super::Flusher;
+/// The backoff between attempts, and when the next one may start.
+pub(super) struct Retry {
+    backoff: Backoff,
+    at: Option<Instant>,
+}
 
-impl Flusher {
-    /// Counts the failure and does what its action says; the next attempt
-    /// waits for the backoff.
-    pub(super) fn fail(&mut self, f: Failure) {
-        if f.action() == Action::Fence {
-            self.enter_fenced(f);
-            return;
-        }
-        log::warn!("tradecache: {} ({}): {}", f.addr, f.class().name(), f.text);
-        self.shared.count_error(f.class(), f.text.clone());
-        match f.action() {
-            Action::Reconnect => self.drop_conn(),
-            Action::Backpressure => self.set_backpressure(&f),
-            Action::WaitRetry | Action::Drop | Action::Fence => {}
-        }
-        if !self.link.is_up() {
-            // The link dropped a connection whose stream failed (`Link::lose`):
-            // what was queued on it is gone too.
-            self.drop_conn();
-        }
-        self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+impl Retry {
+    pub(super) fn new(min: Duration, max: Duration) -> Retry {
+        Retry { backoff: Backoff::new(min, max), at: None }
     }
 
-    /// Redis refuses writes for now (OOM, MISCONF, an auth change):
-    /// `health()` shows why until a batch is acknowledged again.
-    fn set_backpressure(&self, f: &Failure) {
-        *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
+    /// The next attempt waits for the backoff's next delay.
+    pub(super) fn schedule(&mut self) {
+        self.at = Some(net::deadline_after(self.backoff.next_delay()));
     }
 
-    /// Another writer claimed the marker: stop for good. Nothing held or
-    /// pending is written; callers learn it from `wait`, `flush`, `close`,
-    /// their next write, and `health()`.
-    pub(super) fn enter_fenced(&mut self, f: Failure) {
-        log::error!("tradecache: {}", f.text);
-        self.shared.count_error(f.class(), f.text.clone());
-        self.shared.set_fenced(String::from_utf8_lossy(&self.marker_key).into_owned(), f.text);
-        self.held = None;
-        self.next = None;
-        self.pending.discard();
-        if let Some(b) = self.barrier.take() {
-            let _ = b.reply.try_send(Err(self.stopped_error()));
-        }
-        self.fenced = true;
-        let _g = self.waiters.lock.lock();
-        self.waiters.cv.notify_all();
+    /// The next attempt may start now (a reconnect succeeded); the
+    /// backoff keeps growing until a batch is acknowledged.
+    pub(super) fn clear(&mut self) {
+        self.at = None;
     }
 
-    /// Drops the connection (remembering its client, to kill it once
-    /// reconnected to the same server): whatever was queued on it is gone.
-    pub(super) fn drop_conn(&mut self) {
-        self.link.drop_conn();
-        for b in self.held.iter_mut().chain(self.next.iter_mut()) {
-            b.unqueued();
-        }
-        self.shared.connected.store(false, Relaxed);
+    /// A batch was acknowledged: the backoff starts from its minimum again.
+    pub(super) fn reset(&mut self) {
+        self.backoff.reset();
+        self.at = None;
     }
 
-    pub(super) fn reconnect(&mut self) {
-        let deadline = self.shutdown;
-        match net::connect(&self.cfg, &String::from_utf8_lossy(&self.marker_key), deadline) {
-            Ok(c) => {
-                log::info!("tradecache: reconnected to {}", c.addr);
-                self.link.install(c);
-                // Nothing is queued on a new connection.
-                for b in self.held.iter_mut().chain(self.next.iter_mut()) {
-                    b.unqueued();
-                }
-                // A restarted server may have lost recent index entries.
-                self.forget_index();
-                self.shared.connected.store(true, Relaxed);
-                self.shared.reconnects.fetch_add(1, Relaxed);
-                if let Some(b) = self.held.as_mut() {
-                    // Only the replica WAIT was outstanding; after a
-                    // failover the marker decides.
-                    b.reconnected();
-                }
-                self.retry_at = None;
-            }
-            Err(f) => {
-                self.shared.count_error(f.class(), f.text.clone());
-                if f.action() == Action::Backpressure {
-                    self.set_backpressure(&f);
-                }
-                log::debug!("tradecache: reconnect to {} failed: {}", f.addr, f.text);
-                self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
-            }
-        }
+    /// Whether an attempt is scheduled (passed or not).
+    pub(super) fn is_scheduled(&self) -> bool {
+        self.at.is_some()
     }
 
-    /// The index sets may have changed under us (a reconnect: a restarted
-    /// server; a `clear`): forget what is known to be indexed, and make
-    /// batches already built, none of them queued on a connection, add back
-    /// the entries they skipped.
-    pub(super) fn forget_index(&mut self) {
-        self.indexed.clear();
-        self.generation += 1;
+    /// Whether the next attempt is scheduled for later than now.
+    pub(super) fn is_waiting(&self) -> bool {
+        self.at.is_some_and(|t| Instant::now() < t)
     }
 
     /// Sleeps a little while waiting to retry, bounded by the retry time and
     /// the shutdown deadline, so the channel keeps being drained.
-    pub(super) fn pause(&mut self) {
-        net::pause(self.retry_at, self.shutdown);
+    pub(super) fn pause(&self, shutdown: Option<Instant>) {
+        net::pause(self.at, shutdown);
     }
 }

@@ -2,7 +2,7 @@
 //! the near cache, then Redis through the circuit breaker and the read
 //! pool; compute on miss with single flight.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -144,7 +144,7 @@ impl Kv {
         self.keys.write(&mut full, namespace, key);
         // The near cache before the queued writes, as in `local`.
         let near = self.near.as_ref().map(|n| n.get(&full));
-        let found = match self.overlay.lookup(&full, self.writer.shared.acked_seq.load(SeqCst)) {
+        let found = match self.overlay.lookup(&full, self.writer.shared.acked()) {
             Found::Value(_) => true,
             Found::Absent => false,
             Found::Unknown => match near {
@@ -254,9 +254,7 @@ impl Kv {
             }
             Role::Leader(leader) => {
                 // A caller that finished just before us may have cached it.
-                if let Found::Value(queued) =
-                    self.overlay.lookup(&full, self.writer.shared.acked_seq.load(SeqCst))
-                {
+                if let Found::Value(queued) = self.overlay.lookup(&full, self.writer.shared.acked()) {
                     if let Ok(v) = decode_value::<T>(&*queued, enc) {
                         leader.publish(Some(queued));
                         self.count(true);
@@ -315,7 +313,7 @@ impl Kv {
     /// Redis be kept, and served after the write was settled.
     fn local(&self, key: &[u8]) -> std::result::Result<Found2, Option<near::Ticket>> {
         let near = self.near.as_ref().map(|n| n.get(key));
-        match self.overlay.lookup(key, self.writer.shared.acked_seq.load(SeqCst)) {
+        match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
                 self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
                 return Ok(Found2::Hit(Body::Queued(item), self.cfg.encoding()));

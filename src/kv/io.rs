@@ -13,7 +13,6 @@
 //! the next), so batches still apply in order.
 
 use std::ops::Range;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -157,7 +156,7 @@ impl IoThread {
         }
         if let Some(e) = io {
             self.drop_link(&Node::Main);
-            self.shared.connected.store(false, Relaxed);
+            self.shared.set_connected(false);
             return Err(Failure::of(&e, &addr));
         }
         Ok((out, addr))

@@ -88,6 +88,7 @@ use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
+use crate::writer::Count;
 use crate::writer::{Handle, Shared, Waiters};
 use breaker::Breaker;
 use flight::Flights;
@@ -327,7 +328,7 @@ impl Kv {
             written: w.commands,
             coalesced: w.coalesced,
             dropped: w.dropped,
-            dropped_unlisted: self.writer.shared.drops_unlisted.load(Relaxed),
+            dropped_unlisted: self.writer.shared.count(Count::DropsUnlisted),
             rejected: w.rejected,
             reconnects: w.reconnects,
             read_errors: self.metrics.read_errors(),

@@ -2,7 +2,6 @@
 //! writer thread (with its sequence number, recorded for read-your-writes),
 //! return. No I/O and no encoding here.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use super::op::{self, Item, KvMsg};
 use super::{check, with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
 use crate::seq::Seq;
+use crate::writer::Count;
 
 impl Kv {
     /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks
@@ -134,21 +134,21 @@ impl Kv {
         }
         let seq = p.next_seq + 1;
         let item = op.item().clone();
-        let undo = self.overlay.record(seq, &op, || self.writer.shared.acked_seq.load(SeqCst));
+        let undo = self.overlay.record(seq, &op, || self.writer.shared.acked());
         if let Some(near) = &self.near {
             near.evict(item.key());
         }
         match p.tx.try_send(KvMsg::Write { seq, op }) {
             Ok(()) => {
                 p.next_seq = seq;
-                self.writer.shared.accepted_seq.store(seq, Relaxed);
+                self.writer.shared.note_accepted(seq);
                 Ok(Seq::new(seq))
             }
             Err(e) => {
                 self.overlay.undo(seq, &item, undo);
                 match e {
                     TrySendError::Full(_) => {
-                        self.writer.shared.rejected.fetch_add(1, Relaxed);
+                        self.writer.shared.add(Count::Rejected, 1);
                         Err(Error::Unavailable(format!(
                             "the kv writer's channel is full ({} writes queued): write to {} not queued",
                             self.cfg.channel_capacity,

@@ -40,7 +40,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +55,7 @@ use super::value;
 use crate::error::CloseReport;
 use crate::error_class::ErrorClass;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
+use crate::writer::Count;
 
 /// The batch the I/O thread is writing.
 struct InFlight {
@@ -139,9 +139,9 @@ impl Writer {
             Backoff::new(init.cfg.redis.reconnect_backoff_min, init.cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
-        init.shared.connected.store(true, Relaxed);
+        init.shared.set_connected(true);
         let io = io::spawn(init.topo.clone(), init.links, init.shared.clone())?;
-        init.shared.flusher_alive.store(true, SeqCst);
+        init.shared.set_alive(true);
         Ok(Writer {
             backoff,
             topo: init.topo,
@@ -210,8 +210,8 @@ impl Writer {
         if let Some(io) = self.io.take() {
             io.stop(self.shutdown.unwrap_or_else(Instant::now));
         }
-        let acked = self.shared.acked_seq.load(SeqCst);
-        let accepted = self.received_seq.max(self.shared.accepted_seq.load(SeqCst));
+        let acked = self.shared.acked();
+        let accepted = self.received_seq.max(self.shared.accepted());
         let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
         if report.unpersisted > 0 {
             log::warn!(
@@ -283,7 +283,7 @@ impl Writer {
                 cur.first_seq = cur.first_seq.min(p.first_seq);
                 cur.seq = cur.seq.max(p.seq);
                 if !older {
-                    self.shared.coalesced.fetch_add(1, Relaxed);
+                    self.shared.add(Count::Coalesced, 1);
                 }
             }
             Entry::Vacant(e) if !full => {
@@ -314,8 +314,8 @@ impl Writer {
             Some(first) => first - 1,
             None => self.received_seq,
         };
-        if upto > self.shared.acked_seq.load(SeqCst) {
-            self.shared.acked_seq.store(upto, SeqCst);
+        if upto > self.shared.acked() {
+            self.shared.note_acked(upto);
             self.waiters.wake();
         }
     }
@@ -384,10 +384,10 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.shared.record_batch_latency(started.elapsed());
-                self.shared.batches.fetch_add(1, Relaxed);
+                self.shared.add(Count::Batches, 1);
                 self.backoff.reset();
                 self.retry_at = None;
-                if self.shared.backpressure.lock().take().is_some() {
+                if self.shared.set_backpressure(None) {
                     log::info!("tradecache::kv: Redis accepts writes again");
                 }
                 self.advance();
@@ -517,7 +517,7 @@ impl Writer {
                         self.drop_write(&p, key, class, format!("refused: {text}"));
                     }
                 }
-                self.shared.written.fetch_add(results.len() as u64, Relaxed);
+                self.shared.add(Count::Written, results.len() as u64);
                 Ok(())
             }
             other => {
@@ -562,7 +562,7 @@ impl Writer {
             };
             match reply_error(&v) {
                 None => {
-                    self.shared.written.fetch_add(1, Relaxed);
+                    self.shared.add(Count::Written, 1);
                 }
                 Some((code, text)) => {
                     let cause = net::Cause::of_code(&code);
@@ -598,8 +598,8 @@ impl Writer {
     }
 
     fn note_connected(&mut self) {
-        if !self.shared.connected.swap(true, Relaxed) {
-            self.shared.reconnects.fetch_add(1, Relaxed);
+        if !self.shared.set_connected(true) {
+            self.shared.add(Count::Reconnects, 1);
             log::info!("tradecache::kv: writer connected again");
         }
     }
@@ -611,10 +611,10 @@ impl Writer {
         match f.action() {
             Action::Reconnect => {
                 self.reset = true;
-                self.shared.connected.store(false, Relaxed);
+                self.shared.set_connected(false);
             }
             Action::Backpressure => {
-                *self.shared.backpressure.lock() = Some(format!("{}: {}", f.class().name(), f.text));
+                self.shared.set_backpressure(Some(format!("{}: {}", f.class().name(), f.text)));
             }
             // WaitRetry, Drop (and any action the state writer adds, such
             // as its fencing, which a cache never meets): back off, retry.

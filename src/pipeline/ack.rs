@@ -3,7 +3,6 @@
 //! the state shared with the flusher (`crate::writer`, where the logic of
 //! `wait`, `flush` and `take_dropped` is, shared with `Kv`); nothing does I/O.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -221,8 +220,8 @@ impl Cache {
     /// [`Error::WaitTimeout`] after `timeout`; [`Error::Closed`] when the
     /// flusher has stopped.
     pub(crate) fn settle_reads(&self, timeout: Duration) -> Result<()> {
-        let accepted = self.writer.shared.accepted_seq.load(SeqCst);
-        if self.writer.shared.acked_seq.load(SeqCst) >= accepted {
+        let accepted = self.writer.shared.accepted();
+        if self.writer.shared.acked() >= accepted {
             return Ok(());
         }
         match self.wait(Seq::new(accepted), timeout) {

@@ -1,7 +1,6 @@
 //! The public handle: what trading threads call. Never reaches into the
 //! flusher's state: it talks to it through the channel and a few atomics.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use crate::keys::Keys;
 use crate::net;
 use crate::pipeline::msg::Msg;
 use crate::seq::Seq;
+use crate::writer::Count;
 use crate::writer::{Handle, Shared, Waiters};
 
 pub(super) struct Producer {
@@ -303,7 +303,7 @@ impl Cache {
                     // Release: a flusher that reads `seq` here finds the
                     // message in the channel (a purge step takes every
                     // accepted write).
-                    self.writer.shared.accepted_seq.store(seq, std::sync::atomic::Ordering::Release);
+                    self.writer.shared.note_accepted(seq);
                     break Ok(Seq::new(seq));
                 }
                 Err(TrySendError::Disconnected(_)) => break Err(true),
@@ -325,7 +325,7 @@ impl Cache {
                 } else if closed || self.writer.is_closed() {
                     Err(PushError::Closed(back()))
                 } else {
-                    self.writer.shared.rejected.fetch_add(1, Relaxed);
+                    self.writer.shared.add(Count::Rejected, 1);
                     Err(PushError::Full(back()))
                 }
             }

@@ -8,7 +8,6 @@
 //! a batch stay with the thread (`crate::flusher`, `crate::kv`); the
 //! reconnect backoff and the pause between retries are `crate::net`'s.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,10 +128,9 @@ pub(crate) struct AliveGuard(pub(crate) Arc<Shared>, pub(crate) Arc<Waiters>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
-        self.0.flusher_alive.store(false, SeqCst);
-        self.0.connected.store(false, Relaxed);
-        let _g = self.1.lock.lock();
-        self.1.cv.notify_all();
+        self.0.set_alive(false);
+        self.0.set_connected(false);
+        self.1.wake_all();
     }
 }
 

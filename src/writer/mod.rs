@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
-pub(crate) use shared::{Shared, Waiters, LAT_BUCKETS};
+pub(crate) use shared::{Count, Shared, Waiters, LAT_BUCKETS};
 
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::seq::Seq;
@@ -63,12 +63,12 @@ impl Handle {
 
     /// The last sequence number handed out (0 before the first write).
     pub(crate) fn last_seq(&self) -> Seq {
-        Seq::new(self.shared.accepted_seq.load(SeqCst))
+        Seq::new(self.shared.accepted())
     }
 
     /// The last sequence number the writer thread has acknowledged.
     pub(crate) fn acked_seq(&self) -> Seq {
-        Seq::new(self.shared.acked_seq.load(SeqCst))
+        Seq::new(self.shared.acked())
     }
 
     /// Blocks until write `seq` is acknowledged, the writer is fenced or
@@ -102,7 +102,7 @@ impl Handle {
         send: impl FnOnce(Instant),
     ) -> CloseReport {
         if self.closed.swap(true, SeqCst) {
-            return CloseReport { acked_seq: self.shared.acked_seq.load(SeqCst), unpersisted: 0 };
+            return CloseReport { acked_seq: self.shared.acked(), unpersisted: 0 };
         }
         before();
         let deadline = crate::net::deadline_after(timeout);

@@ -4,7 +4,9 @@
 //! batch latency histogram), the stop request, the fence and the drop log;
 //! `Waiters` lets `wait`/`flush` sleep until `acked_seq` moves.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -18,37 +20,57 @@ use crate::stats::{Health, Stats};
 /// Buckets of the batch latency histogram (powers of two, in µs).
 pub(crate) const LAT_BUCKETS: usize = 32;
 
-/// State shared by the handle and the flusher. Callers only ever touch
-/// `accepted_seq` (their own cache line) and, when rejected, `rejected`.
+/// A counter of [`Shared`]: statistics behind `stats()` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// Writes refused because the channel was full.
+    Rejected,
+    /// Batches acknowledged.
+    Batches,
+    /// Commands Redis executed.
+    Written,
+    /// Writes superseded before they were written.
+    Coalesced,
+    Reconnects,
+    /// Batches in doubt replayed after a reconnect.
+    Replays,
+    /// Entities deleted by purges.
+    Purged,
+    /// Commit-marker losses seen by the writer thread.
+    MarkerLosses,
+    /// Writes dropped (`record_drop`).
+    Dropped,
+    /// Dropped writes left out of the drop log because it was full.
+    DropsUnlisted,
+}
+
+impl Count {
+    const N: usize = 10;
+}
+
+/// State shared by the handle and the flusher (or the kv writer). Every
+/// field is private: each is read and written through one method pair,
+/// which documents its one memory ordering. Callers only ever touch
+/// `accepted_seq` (their own cache line) and, when rejected, a counter.
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub(crate) accepted_seq: CachePadded<AtomicU64>,
-    pub(crate) acked_seq: CachePadded<AtomicU64>,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) written: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) replays: AtomicU64,
-    pub(crate) purged: AtomicU64,
-    /// Commit-marker losses seen by the flusher, and the last one.
-    pub(crate) marker_losses: AtomicU64,
-    pub(crate) marker_lost: Mutex<Option<String>>,
-    pub(crate) connected: AtomicBool,
-    pub(crate) flusher_alive: AtomicBool,
+    accepted_seq: CachePadded<AtomicU64>,
+    acked_seq: CachePadded<AtomicU64>,
+    counts: [AtomicU64; Count::N],
+    /// The last commit-marker loss seen, as reported.
+    marker_lost: Mutex<Option<String>>,
+    connected: AtomicBool,
+    alive: AtomicBool,
     errors: [AtomicU64; ErrorClass::COUNT],
     /// Dropped writes by the class of the reason (`Stats::dropped` split).
     dropped_by: [AtomicU64; ErrorClass::COUNT],
     lat_us: [AtomicU64; LAT_BUCKETS],
     /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
     lat_sum_us: AtomicU64,
-    pub(crate) last_error: Mutex<Option<LastError>>,
-    pub(crate) backpressure: Mutex<Option<String>>,
+    last_error: Mutex<Option<LastError>>,
+    backpressure: Mutex<Option<String>>,
     /// Dropped writes not yet collected by `Cache::take_dropped`.
     drop_log: Mutex<DropLog>,
-    /// Dropped writes left out of `drop_log` because it was full.
-    pub(crate) drops_unlisted: AtomicU64,
     /// The lowest sequence number in `drop_log` (0: none), so that `wait`
     /// checks for drops with one atomic load.
     first_untaken_drop: AtomicU64,
@@ -76,46 +98,56 @@ struct DropLog {
 
 /// The last error the flusher met.
 #[derive(Debug, Clone)]
-pub(crate) struct LastError {
-    pub(crate) class: ErrorClass,
-    pub(crate) text: String,
-    pub(crate) at: std::time::SystemTime,
+struct LastError {
+    class: ErrorClass,
+    text: String,
+    at: std::time::SystemTime,
 }
 
 /// Lets `wait`/`flush` (of a `Cache` or a `Kv`) sleep until `acked_seq`
 /// moves; the writer thread wakes them only when someone waits.
 #[derive(Default)]
 pub(crate) struct Waiters {
-    pub(crate) count: std::sync::atomic::AtomicUsize,
-    pub(crate) lock: Mutex<()>,
-    pub(crate) cv: parking_lot::Condvar,
+    count: std::sync::atomic::AtomicUsize,
+    lock: Mutex<()>,
+    cv: parking_lot::Condvar,
 }
 
 impl Waiters {
+    /// Wakes the waiters after `acked_seq` moved, when there are any.
+    /// SeqCst: with the `SeqCst` store of `acked_seq` before it, either
+    /// this load sees a waiter's increment or that waiter's `SeqCst` load
+    /// of `acked_seq` sees the new value (no wake-up is missed).
     pub(crate) fn wake(&self) {
         if self.count.load(SeqCst) > 0 {
-            let _g = self.lock.lock();
-            self.cv.notify_all();
+            self.wake_all();
         }
+    }
+
+    /// Wakes every waiter, counted or not (the writer stopped or was
+    /// fenced).
+    pub(crate) fn wake_all(&self) {
+        let _g = self.lock.lock();
+        self.cv.notify_all();
     }
 
     /// Blocks until write `seq` is acknowledged in `shared`, the writer is
     /// fenced or stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
     pub(crate) fn wait(&self, shared: &Shared, seq: u64, timeout: Duration) -> Result<(), Error> {
-        if shared.acked_seq.load(SeqCst) >= seq {
+        if shared.acked() >= seq {
             return shared.drop_error(seq).map_or(Ok(()), Err);
         }
         let deadline = crate::net::deadline_after(timeout);
         self.count.fetch_add(1, SeqCst);
         let mut guard = self.lock.lock();
         let result = loop {
-            if shared.acked_seq.load(SeqCst) >= seq {
+            if shared.acked() >= seq {
                 break shared.drop_error(seq).map_or(Ok(()), Err);
             }
             if let Some(e) = shared.fence_error() {
                 break Err(e);
             }
-            if !shared.flusher_alive.load(SeqCst) {
+            if !shared.is_alive() {
                 break Err(Error::Closed);
             }
             let now = std::time::Instant::now();
@@ -133,6 +165,100 @@ impl Waiters {
 }
 
 impl Shared {
+    /// A caller's write `seq` is in the channel (the hot path).
+    /// Release: a writer thread that reads `seq` with [`Shared::accepted`]
+    /// finds that message in its channel (a purge step takes every write
+    /// accepted before it). On x86 it is a plain store, like `Relaxed`.
+    #[inline]
+    pub(crate) fn note_accepted(&self, seq: u64) {
+        self.accepted_seq.store(seq, Release);
+    }
+
+    /// The last sequence number accepted. Acquire: pairs with
+    /// [`Shared::note_accepted`].
+    #[inline]
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted_seq.load(Acquire)
+    }
+
+    /// The writer thread acknowledged every write up to `seq` (stored
+    /// before [`Waiters::wake`]). SeqCst: a waiter counts itself in
+    /// `Waiters` and then reads `acked_seq`; the writer stores it and then
+    /// reads the count. Only a single total order guarantees that one of
+    /// them sees the other.
+    pub(crate) fn note_acked(&self, seq: u64) {
+        self.acked_seq.store(seq, SeqCst);
+    }
+
+    /// The last sequence number acknowledged. SeqCst: pairs with
+    /// [`Shared::note_acked`] (on x86 a plain load, like `Acquire`).
+    #[inline]
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked_seq.load(SeqCst)
+    }
+
+    /// Adds `n` to counter `c`. Relaxed: a statistic, read on its own;
+    /// no other memory is published through it.
+    #[inline]
+    pub(crate) fn add(&self, c: Count, n: u64) {
+        self.counts[c as usize].fetch_add(n, Relaxed);
+    }
+
+    /// The value of counter `c`. Relaxed: see [`Shared::add`].
+    pub(crate) fn count(&self, c: Count) -> u64 {
+        self.counts[c as usize].load(Relaxed)
+    }
+
+    /// Records whether the writer thread holds a working connection, and
+    /// returns what was recorded before. Relaxed: a health flag, read on
+    /// its own.
+    pub(crate) fn set_connected(&self, up: bool) -> bool {
+        self.connected.swap(up, Relaxed)
+    }
+
+    /// Whether the writer thread holds a working connection. Relaxed: see
+    /// [`Shared::set_connected`].
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    /// Records whether the writer thread runs (set when it starts, cleared
+    /// by its guard however it ends). SeqCst, as `acked_seq` beside which
+    /// `Waiters::wait` reads it; never on a hot path.
+    pub(crate) fn set_alive(&self, alive: bool) {
+        self.alive.store(alive, SeqCst);
+    }
+
+    /// Whether the writer thread runs. SeqCst: see [`Shared::set_alive`].
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(SeqCst)
+    }
+
+    /// Redis refuses writes for now (`Some(why)`), shown by `health()`;
+    /// `None` once a batch is acknowledged again. Returns whether
+    /// backpressure was shown before. (A lock: the text goes with it.)
+    pub(crate) fn set_backpressure(&self, why: Option<String>) -> bool {
+        std::mem::replace(&mut *self.backpressure.lock(), why).is_some()
+    }
+
+    /// Whether Redis refuses writes for now (see
+    /// [`Shared::set_backpressure`]).
+    pub(crate) fn has_backpressure(&self) -> bool {
+        self.backpressure.lock().is_some()
+    }
+
+    /// Records a commit-marker loss (`detail`, shown by `health()`) and
+    /// counts it.
+    pub(crate) fn note_marker_lost(&self, detail: String) {
+        self.add(Count::MarkerLosses, 1);
+        *self.marker_lost.lock() = Some(detail);
+    }
+
+    /// When the last error was met, if any.
+    pub(crate) fn last_error_at(&self) -> Option<std::time::SystemTime> {
+        self.last_error.lock().as_ref().map(|l| l.at)
+    }
+
     /// The end of a writer thread's life (the flusher's, or the kv
     /// writer's), once it was asked to stop by `deadline`: waits for its
     /// own report and joins it. It stops at `deadline` at the latest (its
@@ -154,22 +280,25 @@ impl Shared {
                 report
             }
             Err(_) => {
-                let acked = self.acked_seq.load(SeqCst);
+                let acked = self.acked();
                 crate::error::CloseReport {
                     acked_seq: acked,
-                    unpersisted: self.accepted_seq.load(SeqCst).saturating_sub(acked),
+                    unpersisted: self.accepted().saturating_sub(acked),
                 }
             }
         }
     }
 
     /// Asks the flusher to stop by `deadline`, however full the channel is.
+    /// SeqCst (the deadline is set under its lock first); read between
+    /// batches, never on a hot path.
     pub(crate) fn request_stop(&self, deadline: std::time::Instant) {
         *self.stop_at.lock() = Some(deadline);
         self.stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The deadline set by [`Shared::request_stop`], if any.
+    /// The deadline set by [`Shared::request_stop`], if any. SeqCst: pairs
+    /// with it.
     pub(crate) fn stop_requested(&self) -> Option<std::time::Instant> {
         if self.stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
             *self.stop_at.lock()
@@ -179,19 +308,23 @@ impl Shared {
     }
 
     /// Records that another writer took over (`writer_key`, and what was
-    /// found).
+    /// found). SeqCst, after the detail is set under its lock: whoever sees
+    /// the flag through [`Shared::fence_error`] finds the detail.
     pub(crate) fn set_fenced(&self, writer_key: String, detail: String) {
         *self.fence.lock() = Some((writer_key, detail));
         self.fenced.store(true, SeqCst);
     }
 
     /// Whether another writer took over (one load, for the hot path).
+    /// Relaxed: a hint that decides only which error a refused write gets;
+    /// the detail is read through [`Shared::fence_error`].
     #[inline]
     pub(crate) fn is_fenced(&self) -> bool {
         self.fenced.load(Relaxed)
     }
 
-    /// `Error::Fenced` once this writer has been fenced.
+    /// `Error::Fenced` once this writer has been fenced. SeqCst: pairs with
+    /// [`Shared::set_fenced`].
     pub(crate) fn fence_error(&self) -> Option<Error> {
         if !self.fenced.load(SeqCst) {
             return None;
@@ -205,7 +338,7 @@ impl Shared {
     /// `writes` is how many writes the entry stands for (more than one
     /// for a command, refused inside a transaction, that carried several).
     pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
-        self.dropped.fetch_add(writes, Relaxed);
+        self.add(Count::Dropped, writes);
         self.dropped_by[class.index()].fetch_add(writes, Relaxed);
         self.count_error(class, format!("{writes} write(s) from seq {seq} to {key} dropped: {detail}"));
         let mut log = self.drop_log.lock();
@@ -213,7 +346,7 @@ impl Shared {
         if log.writes.len() < DROP_LOG_CAPACITY {
             log.writes.push(DroppedWrite { seq: Seq::new(seq), writes, key, class, detail });
         } else {
-            self.drops_unlisted.fetch_add(writes, Relaxed);
+            self.add(Count::DropsUnlisted, writes);
         }
         let first = self.first_untaken_drop.load(SeqCst);
         if first == 0 || seq < first {
@@ -299,21 +432,21 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let accepted = self.accepted_seq.load(Relaxed);
-        let acked = self.acked_seq.load(Relaxed);
+        let accepted = self.accepted();
+        let acked = self.acked();
         Stats {
             accepted,
             acked,
             backlog: accepted.saturating_sub(acked),
-            rejected: self.rejected.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            commands: self.written.load(Relaxed),
-            coalesced: self.coalesced.load(Relaxed),
-            reconnects: self.reconnects.load(Relaxed),
-            replays: self.replays.load(Relaxed),
-            purged: self.purged.load(Relaxed),
-            marker_losses: self.marker_losses.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
+            rejected: self.count(Count::Rejected),
+            batches: self.count(Count::Batches),
+            commands: self.count(Count::Written),
+            coalesced: self.count(Count::Coalesced),
+            reconnects: self.count(Count::Reconnects),
+            replays: self.count(Count::Replays),
+            purged: self.count(Count::Purged),
+            marker_losses: self.count(Count::MarkerLosses),
+            dropped: self.count(Count::Dropped),
             errors: ErrorClass::ALL
                 .iter()
                 .zip(self.errors.iter())
@@ -326,14 +459,14 @@ impl Shared {
     }
 
     pub(crate) fn health(&self) -> Health {
-        let accepted = self.accepted_seq.load(Relaxed);
-        let acked = self.acked_seq.load(Relaxed);
+        let accepted = self.accepted();
+        let acked = self.acked();
         let last = self.last_error.lock().clone();
         Health {
-            connected: self.connected.load(Relaxed),
-            flusher_running: self.flusher_alive.load(Relaxed),
+            connected: self.is_connected(),
+            flusher_running: self.is_alive(),
             backlog: accepted.saturating_sub(acked),
-            reconnects: self.reconnects.load(Relaxed),
+            reconnects: self.count(Count::Reconnects),
             last_error: last.as_ref().map(|e| format!("{}: {}", e.class.name(), e.text)),
             last_error_class: last.as_ref().map(|e| e.class),
             last_error_age: last.and_then(|e| e.at.elapsed().ok()),

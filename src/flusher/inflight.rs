@@ -1,0 +1,223 @@
+//! The batches between `pending` and Redis: the held batch (the oldest not
+//! yet acknowledged) and the one queued behind it (`pipeline.rs`), how
+//! batches are numbered, the last sequence number built, and what the
+//! built batches know of the index sets (`index.rs`). `InFlight` is their
+//! one owner; the write path (`pipeline.rs`) moves batches through its
+//! methods.
+
+use crate::config::Config;
+use crate::ident::Ident;
+use crate::keys::Keys;
+use crate::marker::Marker;
+use crate::net::Packer;
+
+use super::batch::{self, Batch, Bufs, Dropped};
+use super::index::{self, Indexed};
+use super::link::Link;
+use super::pending::Pending;
+
+/// The batches built and not yet acknowledged, and what they were built
+/// with.
+pub(super) struct InFlight {
+    /// The batch being written: the oldest not yet acknowledged.
+    held: Option<Batch>,
+    /// The batch after it, queued on the server behind it (`pipeline.rs`).
+    /// Only ever set while `held` is: `take_held` promotes it.
+    next: Option<Batch>,
+    /// The last batch number used (by a batch, or by a control
+    /// transaction: a purge step, a `clear`, a marker touch).
+    batch_no: u64,
+    /// The last sequence number packed into a batch.
+    built_seq: u64,
+    /// Bumped whenever the index sets may have changed under us
+    /// (`forget_index`): a batch built for an older generation adds back
+    /// the index entries it skipped before it is sent (`Batch::reindex`).
+    generation: u64,
+    /// Ids in the index sets once every built batch applies, open or
+    /// closed (updated as batches are built; forgotten when the connection
+    /// or the data may have changed under us).
+    indexed: Indexed,
+    /// Collections written by this flusher (for `clear` and retention).
+    collections: Vec<&'static str>,
+    packer: Packer,
+    bufs: Bufs,
+}
+
+impl InFlight {
+    /// Nothing built yet; the last batch number is `batch_no` (the
+    /// marker's, as claimed at `open`).
+    pub(super) fn new(batch_no: u64) -> InFlight {
+        InFlight {
+            held: None,
+            next: None,
+            batch_no,
+            built_seq: 0,
+            generation: 0,
+            indexed: Indexed::default(),
+            collections: Vec::new(),
+            packer: Packer::default(),
+            bufs: Bufs::default(),
+        }
+    }
+
+    pub(super) fn has_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    pub(super) fn held(&self) -> Option<&Batch> {
+        self.held.as_ref()
+    }
+
+    pub(super) fn held_mut(&mut self) -> Option<&mut Batch> {
+        self.held.as_mut()
+    }
+
+    pub(super) fn has_next(&self) -> bool {
+        self.next.is_some()
+    }
+
+    pub(super) fn next_mut(&mut self) -> Option<&mut Batch> {
+        self.next.as_mut()
+    }
+
+    /// The current index generation (see `forget_index`).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Collections written by this flusher so far.
+    pub(super) fn collections(&self) -> &[&'static str] {
+        &self.collections
+    }
+
+    /// Builds the next batch from the oldest pending writes
+    /// (`batch::build`) into the first free place (held, else next), and
+    /// returns the writes it could not include.
+    pub(super) fn build(
+        &mut self,
+        cfg: &Config,
+        keys: &Keys,
+        link: &Link,
+        heartbeat: Option<&Packer>,
+        pending: &mut Pending,
+    ) -> Vec<Dropped> {
+        self.batch_no += 1;
+        let spec = batch::Spec {
+            cfg,
+            keys,
+            marker_key: link.marker_key(),
+            marker: Marker { epoch: link.epoch(), batch: self.batch_no },
+            first_seq: self.built_seq + 1,
+            generation: self.generation,
+            value_limit: batch::value_limit(cfg, link.bulk_limit()),
+            heartbeat,
+            now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_ms),
+            server_now_ms: link.server_now_ms(),
+        };
+        let work = batch::Work {
+            pending,
+            indexed: &mut self.indexed,
+            collections: &mut self.collections,
+            bufs: &mut self.bufs,
+            packer: &mut self.packer,
+        };
+        let Some((batch, dropped)) = batch::build(&spec, work) else { return Vec::new() };
+        self.built_seq = batch.max_seq;
+        if self.held.is_none() {
+            self.held = Some(batch);
+        } else {
+            self.next = Some(batch);
+        }
+        dropped
+    }
+
+    /// The held batch, not applied, was built for an older index
+    /// generation: it adds back the index entries it skipped.
+    pub(super) fn reindex_held(&mut self, keys: &Keys) {
+        let generation = self.generation;
+        if let Some(b) = self.held.as_mut().filter(|b| !b.is_applied() && b.generation != generation) {
+            b.reindex(generation, keys, &mut self.bufs, &mut self.packer);
+        }
+    }
+
+    /// Takes the held batch out (settled: acknowledged, or reported) and
+    /// makes the batch behind it the held one, before anything still
+    /// pending.
+    pub(super) fn take_held(&mut self) -> Option<Batch> {
+        let batch = self.held.take();
+        if batch.is_some() {
+            self.held = self.next.take();
+        }
+        batch
+    }
+
+    /// Keeps the buffers of an acknowledged batch for the next one.
+    pub(super) fn recycle(&mut self, mut batch: Batch) {
+        if batch.tx.capacity() > self.packer.buf.capacity() {
+            batch.tx.clear();
+            std::mem::swap(&mut self.packer.buf, &mut batch.tx);
+        }
+        if batch.spans.capacity() > self.packer.spans.capacity() {
+            batch.spans.clear();
+            std::mem::swap(&mut self.packer.spans, &mut batch.spans);
+        }
+    }
+
+    /// Nothing is queued on the connection any more (it was dropped, or
+    /// is new).
+    pub(super) fn unqueue_all(&mut self) {
+        for b in self.held.iter_mut().chain(self.next.iter_mut()) {
+            b.unqueued();
+        }
+    }
+
+    /// Fenced: nothing built is written.
+    pub(super) fn discard_all(&mut self) {
+        self.held = None;
+        self.next = None;
+    }
+
+    /// The index sets may have changed under us (a reconnect: a restarted
+    /// server; a `clear`): forget what is known to be indexed, and make
+    /// batches already built, none of them queued on a connection, add back
+    /// the entries they skipped.
+    pub(super) fn forget_index(&mut self) {
+        self.indexed.clear();
+        self.generation += 1;
+    }
+
+    /// The marker was found deleted: the index sets may be gone too.
+    /// (Batches already built keep what they skipped: one may be queued on
+    /// the server already.)
+    pub(super) fn index_gone(&mut self) {
+        self.indexed.clear();
+    }
+
+    /// `id` of `collection` was deleted by a purge.
+    pub(super) fn unindex(&mut self, collection: &'static str, id: &Ident) {
+        self.indexed.remove(&(collection, id.clone()));
+    }
+
+    /// The next batch number, for a control transaction (a purge step, a
+    /// marker touch).
+    pub(super) fn next_no(&mut self) -> u64 {
+        self.batch_no += 1;
+        self.batch_no
+    }
+
+    /// The last batch number used.
+    pub(super) fn batch_no(&self) -> u64 {
+        self.batch_no
+    }
+
+    /// A `clear` used the batch numbers up to `no`.
+    pub(super) fn numbered_up_to(&mut self, no: u64) {
+        self.batch_no = no;
+    }
+
+    /// A `clear` at `seq` was acknowledged: the next batch starts after
+    /// it.
+    pub(super) fn cleared(&mut self, seq: u64) {
+        self.built_seq = seq;
+    }
+}
