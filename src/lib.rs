@@ -80,7 +80,6 @@ pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{
     CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result, SourceError,
 };
-pub use error_class::ErrorClass;
 pub use ident::{IdError, Ident};
 pub use load::{LoadIssue, LoadReport, Snapshot};
 #[cfg(feature = "metrics")]
