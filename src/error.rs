@@ -3,7 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error_class::ErrorClass;
 use crate::ident::IdError;
 use crate::seq::Seq;
 
@@ -71,40 +70,147 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// What kind of failure an [`Error`] is; stable for matching.
+/// What kind of failure an error is: the crate's one classification, stable
+/// for matching.
+///
+/// [`Error::kind`] says what a call that failed met; [`crate::Stats::errors`]
+/// (by [`ErrorKind::name`]), [`crate::Health::last_error_class`] and
+/// [`DroppedWrite::class`] say what the flusher met. The flusher counts
+/// finer than a returned error tells: a server's error reply is
+/// [`ErrorKind::Server`] for the caller but is counted by its code
+/// ([`ErrorKind::Busy`], [`ErrorKind::ReadOnly`], [`ErrorKind::Oom`],
+/// [`ErrorKind::Misconf`], [`ErrorKind::Command`], [`ErrorKind::Other`]), and
+/// a refused connection and a TLS failure are counted as [`ErrorKind::Io`].
+/// Each variant says which of the two reports it.
+///
+/// ```
+/// use tradecache::ErrorKind;
+///
+/// assert_eq!(ErrorKind::Oom.name(), "oom");
+/// assert_eq!(ErrorKind::ConnectionRefused.name(), "connection_refused");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The configuration is invalid.
+    /// The configuration is invalid. Returned.
     Config,
-    /// The TCP connection was refused.
+    /// The TCP connection was refused. Returned (counted as [`ErrorKind::Io`]).
     ConnectionRefused,
-    /// Connecting or waiting for a reply timed out.
+    /// Connecting or waiting for a reply timed out. Returned and counted.
     Timeout,
     /// The server refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+    /// Returned and counted.
     Auth,
-    /// TLS handshake or certificate failure.
+    /// TLS handshake or certificate failure. Returned (counted as
+    /// [`ErrorKind::Io`]).
     Tls,
-    /// Another I/O failure.
+    /// Connection refused, reset or closed, or another I/O failure.
+    /// Returned and counted.
     Io,
-    /// The server answered with an error.
+    /// The server answered with an error. Returned (counted by its code).
     Server,
-    /// A value could not be encoded or decoded.
+    /// A value could not be encoded or decoded. Returned (an encode failure
+    /// on the flusher is counted as [`ErrorKind::Encode`]).
     Codec,
-    /// An id is invalid.
+    /// An id is invalid. Returned.
     InvalidId,
-    /// A value is larger than the configured maximum.
+    /// A value is larger than the configured maximum (`max_value_bytes`).
+    /// Returned and counted.
     TooLarge,
-    /// The cache is closed, or its flusher thread has stopped.
+    /// The cache is closed, or its flusher thread has stopped. Returned.
     Closed,
-    /// Sentinel or cluster discovery failed.
+    /// Sentinel or cluster discovery failed. Returned (counted by its cause).
     Discovery,
     /// Another writer opened as this one (same trader, instance and
-    /// `writer_id`) and took over; this cache writes nothing more.
+    /// `writer_id`) and took over; this cache writes nothing more. Returned
+    /// and counted.
     Fenced,
     /// The caching layer ([`crate::kv`]) answered without Redis: its
-    /// circuit breaker is open, or its writer's channel is full.
+    /// circuit breaker is open, or its writer's channel is full. Returned.
     Unavailable,
+    /// `LOADING`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`,
+    /// `BUSY`, and `ASK` (the trader's cluster slot is being migrated).
+    /// Counted.
+    Busy,
+    /// `READONLY` or `MOVED`: the server is a replica (a failover), or no
+    /// longer owns the trader's cluster slot. Counted.
+    ReadOnly,
+    /// `OOM`: `maxmemory` reached under `noeviction`. Counted.
+    Oom,
+    /// `MISCONF`: the server cannot persist. Counted.
+    Misconf,
+    /// A value could not be encoded (on the flusher). Counted.
+    Encode,
+    /// A command inside an applied transaction failed (e.g. `WRONGTYPE`).
+    /// Counted.
+    Command,
+    /// The commit marker is missing or behind what this writer had
+    /// acknowledged: Redis lost acknowledged batches (AOF `everysec` loss,
+    /// a failover to a lagging replica, a restore) or someone deleted it.
+    /// The writes that may be gone are listed by
+    /// [`crate::Cache::take_dropped`], and so are those of a batch in
+    /// doubt at that moment that could not be proven applied. Counted.
+    MarkerLost,
+    /// Any other server error. Counted.
+    Other,
+}
+
+impl ErrorKind {
+    /// How many kinds the flusher counts.
+    pub(crate) const COUNT: usize = 13;
+
+    /// The kinds the flusher counts, in the order they are reported.
+    pub(crate) const ALL: [ErrorKind; ErrorKind::COUNT] = [
+        ErrorKind::Io,
+        ErrorKind::Timeout,
+        ErrorKind::Busy,
+        ErrorKind::ReadOnly,
+        ErrorKind::Oom,
+        ErrorKind::Misconf,
+        ErrorKind::Auth,
+        ErrorKind::Encode,
+        ErrorKind::TooLarge,
+        ErrorKind::Command,
+        ErrorKind::Fenced,
+        ErrorKind::MarkerLost,
+        ErrorKind::Other,
+    ];
+
+    /// Its position in [`ErrorKind::ALL`] (for arrays of counters); a kind
+    /// that is not counted as itself goes to [`ErrorKind::Other`].
+    pub(crate) fn index(self) -> usize {
+        ErrorKind::ALL.iter().position(|c| *c == self).unwrap_or(ErrorKind::COUNT - 1)
+    }
+
+    /// A short lowercase name: `"oom"`, `"timeout"`, … (the keys of
+    /// [`crate::Stats::errors`] and the `class` and `reason` labels of the
+    /// Prometheus text).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Io => "io",
+            ErrorKind::Server => "server",
+            ErrorKind::Codec => "codec",
+            ErrorKind::InvalidId => "invalid_id",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Discovery => "discovery",
+            ErrorKind::Fenced => "fenced",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Busy => "busy",
+            ErrorKind::ReadOnly => "readonly",
+            ErrorKind::Oom => "oom",
+            ErrorKind::Misconf => "misconf",
+            ErrorKind::Encode => "encode",
+            ErrorKind::Command => "command",
+            ErrorKind::MarkerLost => "marker_lost",
+            ErrorKind::Other => "other",
+        }
+    }
 }
 
 /// An error from a [`crate::Cache`] operation.
@@ -218,6 +324,14 @@ fn kind_text(kind: ErrorKind) -> &'static str {
         ErrorKind::Discovery => "discovery failed",
         ErrorKind::Fenced => "fenced by a newer writer",
         ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Busy
+        | ErrorKind::ReadOnly
+        | ErrorKind::Oom
+        | ErrorKind::Misconf
+        | ErrorKind::Command
+        | ErrorKind::MarkerLost
+        | ErrorKind::Other => "server error",
+        ErrorKind::Encode => "codec error",
     }
 }
 
@@ -234,8 +348,8 @@ impl Error {
             Error::Closed | Error::Unpersisted(_) => ErrorKind::Closed,
             Error::Fenced { .. } => ErrorKind::Fenced,
             Error::Dropped { first, .. } => match first.class {
-                ErrorClass::TooLarge => ErrorKind::TooLarge,
-                ErrorClass::Encode => ErrorKind::Codec,
+                ErrorKind::TooLarge => ErrorKind::TooLarge,
+                ErrorKind::Encode => ErrorKind::Codec,
                 _ => ErrorKind::Server,
             },
         }
@@ -328,10 +442,10 @@ impl<T> fmt::Debug for PushError<T> {
 /// [`Error::Dropped`].
 ///
 /// ```
-/// # use tradecache::{DroppedWrite, ErrorClass};
+/// # use tradecache::{DroppedWrite, ErrorKind};
 /// fn alert(d: &DroppedWrite) -> String {
 ///     match d.class {
-///         ErrorClass::TooLarge => format!("raise max_value_bytes or shrink {}", d.key),
+///         ErrorKind::TooLarge => format!("raise max_value_bytes or shrink {}", d.key),
 ///         _ => d.to_string(),
 ///     }
 /// }
@@ -345,15 +459,15 @@ pub struct DroppedWrite {
     pub seq: Seq,
     /// How many writes this entry stands for: 1, or for a refused command
     /// the writes it carried (the batch's appends to one log, say); for
-    /// [`ErrorClass::MarkerLost`], the sequence numbers from `seq` on
+    /// [`ErrorKind::MarkerLost`], the sequence numbers from `seq` on
     /// (`seq` to `seq + writes - 1`) that may not be in Redis.
     pub writes: u64,
     /// The Redis key it was for (`…:events` for an event append; the
     /// commit marker or a log of the batch for a marker loss).
     pub key: String,
-    /// [`ErrorClass::TooLarge`], [`ErrorClass::Encode`],
-    /// [`ErrorClass::Command`] or [`ErrorClass::MarkerLost`].
-    pub class: ErrorClass,
+    /// [`ErrorKind::TooLarge`], [`ErrorKind::Encode`],
+    /// [`ErrorKind::Command`] or [`ErrorKind::MarkerLost`].
+    pub class: ErrorKind,
     /// What went wrong, for example `the value is 600000 bytes;
     /// max_value_bytes is 524288`.
     pub detail: String,

@@ -18,9 +18,9 @@
 //! ```
 //!
 //! [`Cache`] is the write path and its reads; [`kv`] is a general caching
-//! layer (namespaced TTL key-value caching) that shares its connection code;
-//! [`admin`] is what an operator's tool (the `tradecache` CLI) reads and
-//! repairs the stored state with.
+//! layer (namespaced TTL key-value caching) that shares its connection code.
+//! The operator's tool, the `tradecache` CLI (feature `cli`), reads and
+//! repairs the stored state.
 //! [`Cache::health`] and [`Cache::stats`] print for a person (`{}`) and for
 //! a program (`{:?}`, or their fields).
 //!
@@ -44,8 +44,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod admin;
 mod clear;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+#[path = "bin/tradecache/cli.rs"]
+pub mod cli;
 mod codec;
 mod config;
 mod encoding;
@@ -77,7 +80,6 @@ pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{
     CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result, SourceError,
 };
-pub use error_class::ErrorClass;
 pub use ident::{IdError, Ident};
 pub use load::{LoadIssue, LoadReport, Snapshot};
 #[cfg(feature = "metrics")]

@@ -1,12 +1,12 @@
 //! The public `Stats` and `Health` views of the counters the flusher keeps
-//! in `writer/shared.rs` (a leaf apart from [`ErrorClass`]), and how they
+//! in `writer/shared.rs` (a leaf apart from [`ErrorKind`]), and how they
 //! print for a person: `Display`, with durations in readable units and the
 //! latency percentiles at their true resolution (power-of-two buckets).
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::error_class::ErrorClass;
+use crate::error::ErrorKind;
 
 /// Counters since the cache was opened. See [`crate::Cache::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,7 +43,8 @@ pub struct Stats {
     /// large, or a command error inside the transaction); see `errors`, and
     /// [`crate::Cache::take_dropped`] for which ones.
     pub dropped: u64,
-    /// Errors by class name (`"io"`, `"timeout"`, `"oom"`, …), non-zero only.
+    /// Errors the flusher met, by [`ErrorKind::name`] (`"io"`, `"timeout"`,
+    /// `"oom"`, …), non-zero only.
     pub errors: Vec<(&'static str, u64)>,
     /// Median round trip of one transaction, in µs: the upper end of a
     /// power-of-two bucket (`16383` stands for 8,192 to 16,383 µs; the
@@ -55,7 +56,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The count for one error class name (`"oom"`), 0 when none.
+    /// The count for one [`ErrorKind::name`] (`"oom"`), 0 when none.
     pub fn error_count(&self, class: &str) -> u64 {
         self.errors.iter().find(|(n, _)| *n == class).map_or(0, |(_, c)| *c)
     }
@@ -75,8 +76,8 @@ pub struct Health {
     pub reconnects: u64,
     /// The last error met, as `"class: text"` (never a password).
     pub last_error: Option<String>,
-    /// The class of the last error.
-    pub last_error_class: Option<ErrorClass>,
+    /// The kind the last error is counted under in [`Stats::errors`].
+    pub last_error_class: Option<ErrorKind>,
     /// How long ago the last error happened.
     pub last_error_age: Option<Duration>,
     /// Why the server currently refuses writes (`OOM`, `MISCONF`, …), while
@@ -314,7 +315,7 @@ mod tests {
             backlog: 299,
             reconnects: 2,
             last_error: Some("io: connection refused".into()),
-            last_error_class: Some(ErrorClass::Io),
+            last_error_class: Some(ErrorKind::Io),
             last_error_age: Some(Duration::from_millis(1_300)),
             ..healthy()
         };

@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tradecache::{Error, ErrorKind, PushError};
 
-/// The name of the Python class for an `ErrorKind`.
+/// The name of the Python class for an `ErrorKind` a call returns. The
+/// kinds only the flusher's counters use (`Oom`, `MarkerLost`, …) are never
+/// returned by `Error::kind`; they get their returned kind's class.
 pub fn kind_class(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Config => "ConfigError",
@@ -25,6 +27,14 @@ pub fn kind_class(kind: ErrorKind) -> &'static str {
         ErrorKind::Discovery => "DiscoveryError",
         ErrorKind::Fenced => "Fenced",
         ErrorKind::Unavailable => "Unavailable",
+        ErrorKind::Busy
+        | ErrorKind::ReadOnly
+        | ErrorKind::Oom
+        | ErrorKind::Misconf
+        | ErrorKind::Command
+        | ErrorKind::MarkerLost
+        | ErrorKind::Other => "ServerError",
+        ErrorKind::Encode => "CodecError",
         _ => "Error",
     }
 }

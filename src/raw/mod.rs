@@ -9,7 +9,8 @@
 //!   a `&'static str` through the channel like typed ones and the flusher
 //!   treats them alike;
 //! - [`RawValue`]: bytes checked to be exactly one value in an
-//!   [`Encoding`] (self-describing MessagePack, or JSON);
+//!   [`Encoding`] (self-describing MessagePack, or JSON), and [`decode`]:
+//!   stored bytes decoded as the typed reads decode them;
 //! - on [`Cache`]: [`Cache::put_raw`], [`Cache::append_raw`],
 //!   [`Cache::delete_raw`] (the write path, no I/O), [`Cache::get_raw`],
 //!   [`Cache::get_events_raw`], [`Cache::load_raw`] and
@@ -42,7 +43,7 @@ use crate::Cache;
 mod reads;
 mod value;
 
-pub use value::RawValue;
+pub use value::{decode, RawValue};
 
 /// A collection name checked at run time: what [`crate::Entity::COLLECTION`]
 /// is for a Rust type, for writes and reads whose collection is data.

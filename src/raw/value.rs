@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::encoding::Encoding;
@@ -111,6 +112,33 @@ impl RawValue {
     pub fn encoding(&self) -> Encoding {
         self.encoding
     }
+}
+
+/// Decodes a stored value as the typed reads ([`crate::Cache::get`],
+/// `load`) do, for bytes read with [`crate::Cache::get_raw`],
+/// [`crate::Cache::get_events_raw`] or [`crate::Cache::load_raw`]. A first
+/// byte at `0x80` or above is MessagePack (nothing may follow the value), a
+/// longer value starting below is JSON, and a single byte is read in
+/// `preferred` (the configured [`Encoding`]), then in the other.
+///
+/// ```
+/// use tradecache::raw::{self, RawValue};
+/// use tradecache::Encoding;
+///
+/// let v = RawValue::encode(&("BTC", 2u8), Encoding::MsgPack)?;
+/// let back: (String, u8) = raw::decode(v.as_bytes(), Encoding::Json)?;
+/// assert_eq!(back, ("BTC".to_string(), 2));
+/// assert!(raw::decode::<u8>(&[0x01, 0x02], Encoding::MsgPack).is_err());
+/// # Ok::<(), tradecache::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Codec`] saying why `bytes` is not a `T` in either encoding.
+/// Never panics.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T> {
+    crate::codec::decode(bytes, preferred)
+        .map_err(|e| Error::Codec { key: "(a raw value)".into(), detail: e.to_string() })
 }
 
 /// Checks that `b` is exactly one MessagePack value. Iterative (a count of

@@ -126,7 +126,7 @@ fn a_refused_wait_is_reported_by_its_cause() {
     });
     assert!(cache.wait(seq, ms(100)).is_err(), "not acknowledged without the replica WAIT");
     let health = cache.health();
-    assert_eq!(health.last_error_class, Some(tradecache::ErrorClass::Auth), "{health:?}");
+    assert_eq!(health.last_error_class, Some(tradecache::ErrorKind::Auth), "{health:?}");
     assert!(health.backpressure.as_deref().is_some_and(|b| b.contains("WAIT")), "{health:?}");
     assert_eq!(cache.stats().error_count("busy"), 0, "{:?}", cache.stats());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::harness::*;
 use serde::{Deserialize, Serialize};
 use tradecache::model::{Order, OrderEvent, OrderEventKind, Position, UnixNanos};
-use tradecache::{Cache, Config, Entity, Error, ErrorClass, ErrorKind, Event, IdError, PushError};
+use tradecache::{Cache, Config, Entity, Error, ErrorKind, Event, IdError, PushError};
 
 /// A user entity whose size the test chooses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,7 +155,7 @@ fn too_large_values_are_reported_to_the_caller() {
     assert_eq!((dropped[0].seq, dropped[0].key.as_str()), (big, "trader-T1:blobs:big"));
     assert_eq!((dropped[1].seq, dropped[1].key.as_str()), (ev_big, "trader-T1:blobs:small:events"));
     for d in &dropped {
-        assert_eq!((d.class, d.writes), (ErrorClass::TooLarge, 1), "{d}");
+        assert_eq!((d.class, d.writes), (ErrorKind::TooLarge, 1), "{d}");
         assert!(d.detail.contains("max_value_bytes is 1000"), "{d}");
     }
     assert!(cache.take_dropped().is_empty(), "taken once");
@@ -165,7 +165,7 @@ fn too_large_values_are_reported_to_the_caller() {
     let stats = cache.stats();
     assert_eq!((stats.dropped, stats.error_count("too_large")), (2, 2), "{stats:?}");
     let health = cache.health();
-    assert_eq!(health.last_error_class, Some(ErrorClass::TooLarge), "{health:?}");
+    assert_eq!(health.last_error_class, Some(ErrorKind::TooLarge), "{health:?}");
     assert!(health.is_healthy(), "a dropped value is not a connection problem: {health:?}");
 
     let mut con = server.client();
@@ -188,7 +188,7 @@ fn unencodable_values_are_reported() {
     assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
     let dropped = cache.take_dropped();
     assert_eq!(dropped.len(), 1);
-    assert_eq!((dropped[0].seq, dropped[0].class), (seq, ErrorClass::Encode));
+    assert_eq!((dropped[0].seq, dropped[0].class), (seq, ErrorKind::Encode));
     assert_eq!(dropped[0].key, "trader-T1:unencodables:U-1");
     assert!(dropped[0].detail.contains("refuses to be serialized"), "{}", dropped[0]);
     cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
@@ -214,7 +214,7 @@ fn wrong_type_key_in_the_write_path_is_reported() {
     let dropped = cache.take_dropped();
     assert_eq!(dropped.iter().map(|d| d.writes).sum::<u64>(), 2, "{dropped:?}");
     for d in &dropped {
-        assert_eq!((d.class, d.key.as_str()), (ErrorClass::Command, "trader-T1:counters:A:events"), "{d}");
+        assert_eq!((d.class, d.key.as_str()), (ErrorKind::Command, "trader-T1:counters:A:events"), "{d}");
         assert!(d.detail.contains("WRONGTYPE") || d.detail.to_lowercase().contains("wrong kind"), "{d}");
         assert!(d.seq <= first, "recorded at or before the writes: {d}");
     }
@@ -529,7 +529,7 @@ fn a_delete_folded_into_a_dropped_put_still_applies() {
     assert!(members.is_empty(), "{members:?}");
     let dropped = cache.take_dropped();
     assert_eq!(dropped.len(), 1, "{dropped:?}");
-    assert_eq!(dropped[0].class, ErrorClass::TooLarge);
+    assert_eq!(dropped[0].class, ErrorKind::TooLarge);
 }
 
 /// Two puts of one key folded together, the later one too large: the

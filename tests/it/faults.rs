@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::harness::*;
-use tradecache::{Cache, ErrorClass};
+use tradecache::{Cache, ErrorKind};
 
 /// Writing goes on after the fault without the caller doing anything.
 fn assert_resumes(cache: &Cache) {
@@ -67,7 +67,7 @@ fn out_of_memory_is_backpressure_then_resumes() {
         cache.append("A", &Tick { n: i }).unwrap();
     }
     wait_until("OOM in health()", Duration::from_secs(10), || {
-        cache.health().last_error_class == Some(ErrorClass::Oom)
+        cache.health().last_error_class == Some(ErrorKind::Oom)
     });
     let health = cache.health();
     assert!(health.backpressure.as_deref().unwrap_or("").contains("oom"), "{health:?}");
@@ -128,7 +128,7 @@ fn out_of_memory_with_replica_wait_then_resumes() {
         cache.put(&Counter { id: "A".into(), value: i }).unwrap();
     }
     wait_until("OOM in health()", Duration::from_secs(10), || {
-        cache.health().last_error_class == Some(ErrorClass::Oom)
+        cache.health().last_error_class == Some(ErrorKind::Oom)
     });
     // A few refused retries, each with its WAIT reply behind it.
     wait_until("several OOM retries", Duration::from_secs(10), || cache.stats().error_count("oom") >= 3);
@@ -170,7 +170,7 @@ fn password_changed_at_run_time() {
         cache.append("A", &Tick { n: i }).unwrap();
     }
     wait_until("auth failure in health()", Duration::from_secs(10), || {
-        cache.health().last_error_class == Some(ErrorClass::Auth)
+        cache.health().last_error_class == Some(ErrorKind::Auth)
     });
     let during = cache.health();
     assert!(during.backpressure.as_deref().unwrap_or("").starts_with("auth"), "{during:?}");
@@ -271,7 +271,7 @@ fn readonly_after_replicaof_then_back() {
         cache.append("A", &Tick { n: i }).unwrap();
     }
     wait_until("READONLY in health()", Duration::from_secs(10), || {
-        cache.health().last_error_class == Some(ErrorClass::ReadOnly)
+        cache.health().last_error_class == Some(ErrorKind::ReadOnly)
     });
     let during = cache.health();
     assert!(during.backlog > 0, "{during:?}");
@@ -323,7 +323,7 @@ fn misconf_when_persistence_fails_then_resumes() {
         cache.append("A", &Tick { n: i }).unwrap();
     }
     wait_until("MISCONF in health()", Duration::from_secs(10), || {
-        cache.health().last_error_class == Some(ErrorClass::Misconf)
+        cache.health().last_error_class == Some(ErrorKind::Misconf)
     });
     let during = cache.health();
     assert!(during.backpressure.as_deref().unwrap_or("").starts_with("misconf"), "{during:?}");
@@ -374,7 +374,7 @@ fn redis_gone_after_open_then_back() {
         !h.connected && h.last_error_class.is_some()
     });
     let during = cache.health();
-    assert!(matches!(during.last_error_class, Some(ErrorClass::Io | ErrorClass::Timeout)), "{during:?}");
+    assert!(matches!(during.last_error_class, Some(ErrorKind::Io | ErrorKind::Timeout)), "{during:?}");
     assert_eq!(during.backlog, 299, "{during:?}");
     assert!(during.flusher_running && !during.is_healthy());
     server.restart();

@@ -24,9 +24,9 @@
 //! below as named regression tests.
 //!
 //! Values are decoded and encoded by the crate itself
-//! (`tradecache::admin::decode_value`/`encode_value`, the helpers over the
-//! codec `load` and the flusher use), so the targets exercise the rule the
-//! crate applies, not a copy of it.
+//! ([`tradecache::raw::decode`] and [`tradecache::raw::RawValue::encode`],
+//! over the codec `load` and the flusher use), so the targets exercise the
+//! rule the crate applies, not a copy of it.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tradecache::model::*;
-use tradecache::{admin, Config, ConfigError, Encoding, Ident};
+use tradecache::raw::{self, RawValue};
+use tradecache::{Config, ConfigError, Encoding, Ident};
 
 // ---------------------------------------------------------------------------
 // Runners
@@ -89,14 +90,16 @@ where
 /// `bytes` decoded as `load` decodes them, `enc` being the configured
 /// encoding (which decides a one-byte value).
 fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, String> {
-    admin::decode_value(bytes, enc)
+    raw::decode(bytes, enc).map_err(|e| e.to_string())
 }
 
 /// What the flusher writes: MessagePack maps with field names, or JSON;
 /// each with the reader configured the same way.
 fn encodings<T: Serialize>(v: &T) -> Result<[(Vec<u8>, Encoding); 2], TestCaseError> {
     let enc = |e: Encoding| {
-        admin::encode_value(v, e).map_err(|err| TestCaseError::fail(format!("{e:?} encode: {err}")))
+        RawValue::encode(v, e)
+            .map(|r| r.as_bytes().to_vec())
+            .map_err(|err| TestCaseError::fail(format!("{e:?} encode: {err}")))
     };
     Ok([(enc(Encoding::MsgPack)?, Encoding::MsgPack), (enc(Encoding::Json)?, Encoding::Json)])
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::harness::*;
-use tradecache::{Cache, Error, ErrorClass, ErrorKind, OverflowPolicy};
+use tradecache::{Cache, Error, ErrorKind, OverflowPolicy};
 
 fn through(proxy: &Proxy) -> tradecache::Config {
     config(proxy.port(), "T1")
@@ -183,7 +183,7 @@ fn a_refused_command_in_a_batch_settled_by_the_marker_is_reported() {
         "{err}"
     );
     let dropped = cache.take_dropped();
-    assert_eq!(dropped[0].class, ErrorClass::Command, "{dropped:?}");
+    assert_eq!(dropped[0].class, ErrorKind::Command, "{dropped:?}");
     assert!(dropped[0].seq <= append);
     cache.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(counter(&mut con, "T1", "C").unwrap().value, 1);
@@ -253,7 +253,7 @@ fn a_marker_lost_while_a_batch_is_in_doubt_is_reported_not_replayed() {
     // `flush` tells of the writes the loss may have taken.
     match cache.flush(Duration::from_secs(30)) {
         Ok(()) => {}
-        Err(Error::Dropped { first, .. }) => assert_eq!(first.class, ErrorClass::MarkerLost, "{first:?}"),
+        Err(Error::Dropped { first, .. }) => assert_eq!(first.class, ErrorKind::MarkerLost, "{first:?}"),
         Err(e) => panic!("{e}"),
     }
     let got = ticks(&mut admin, "T1", "A");
@@ -263,7 +263,7 @@ fn a_marker_lost_while_a_batch_is_in_doubt_is_reported_not_replayed() {
     let health = cache.health();
     assert!(health.marker_lost.as_deref().is_some_and(|m| m.contains("writer:main")), "{health:?}");
     let dropped = cache.take_dropped();
-    assert!(dropped.iter().any(|d| d.class == ErrorClass::MarkerLost), "{dropped:?}");
+    assert!(dropped.iter().any(|d| d.class == ErrorKind::MarkerLost), "{dropped:?}");
     // The batch in doubt (from seq 101) is reported, not acknowledged as written.
     assert!(dropped.iter().any(|d| d.seq.get() > 100), "{dropped:?}");
 }
@@ -286,7 +286,7 @@ fn a_regressed_marker_is_reported() {
     cache.put(&counter_v("X", 6)).unwrap();
     match cache.flush(Duration::from_secs(10)) {
         Ok(()) => {}
-        Err(Error::Dropped { first, .. }) => assert_eq!(first.class, ErrorClass::MarkerLost, "{first:?}"),
+        Err(Error::Dropped { first, .. }) => assert_eq!(first.class, ErrorKind::MarkerLost, "{first:?}"),
         Err(e) => panic!("{e}"),
     }
     assert_eq!(counter(&mut admin, "T1", "X").unwrap().value, 6);
@@ -320,7 +320,7 @@ fn an_identical_event_in_doubt_with_the_marker_gone_is_reported_not_acknowledged
     proxy.cut_after_upstream_bytes(0);
     let second = cache.append_raw(fills, "F-1", event.clone()).unwrap();
     let err = cache.flush(Duration::from_secs(30)).expect_err("the second event is not proven written");
-    assert!(matches!(&err, Error::Dropped { first, .. } if first.class == ErrorClass::MarkerLost), "{err}");
+    assert!(matches!(&err, Error::Dropped { first, .. } if first.class == ErrorKind::MarkerLost), "{err}");
     let dropped = cache.take_dropped();
     assert!(
         dropped.iter().any(|d| d.seq <= second && second.get() < d.seq.get() + d.writes),

@@ -10,7 +10,6 @@ mod harness;
 
 mod acl;
 mod bad_input;
-mod bad_input_collections;
 mod clear;
 // Runs the `tradecache` binary (`CARGO_BIN_EXE_tradecache`), which is only
 // built with the feature.

@@ -817,7 +817,7 @@ fn check_loss(
     }
     let dropped = cache.take_dropped();
     for d in &dropped {
-        prop_assert_eq!(d.class, tradecache::ErrorClass::MarkerLost, "{:?}", d);
+        prop_assert_eq!(d.class, tradecache::ErrorKind::MarkerLost, "{:?}", d);
     }
     let droppable =
         |seq: u64| seq != 0 && dropped.iter().any(|d| d.seq.get() <= seq && seq < d.seq.get() + d.writes);

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use tradecache::admin::{self, Admin as Conn, Command, Reply};
+use super::admin::{self, Admin as Conn, Reply};
 
-use crate::util::{self, bytes, err, text, CliError};
-use crate::Setup;
+use super::util::{self, bytes, err, text, CliError};
+use super::Setup;
 
 #[derive(Args, Debug)]
 pub(crate) struct InspectArgs {
@@ -77,7 +77,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     let with_events = a.id.is_some();
     for id in ids {
         let key = layout.entity(&collection, id);
-        let mut c = Command::new("GET");
+        let mut c = redis::cmd("GET");
         c.arg(&key);
         match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
             Some(Reply::BulkString(b)) => match admin::entity_to_json(&collection, id, &b, enc) {
@@ -90,7 +90,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
         }
         if with_events {
             let key = layout.events(&collection, id);
-            let mut c = Command::new("LRANGE");
+            let mut c = redis::cmd("LRANGE");
             c.arg(&key).arg(0).arg(-1);
             match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
                 Some(Reply::Array(items)) => {

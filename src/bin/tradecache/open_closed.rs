@@ -9,11 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
-use tradecache::Encoding;
+use super::admin::{self, Admin as Conn, Layout, Reply};
+use crate::Encoding;
 
-use crate::util::{self, bytes, text, CliError, Survey};
-use crate::verify::{watched, Finding, Kind};
+use super::util::{self, bytes, text, CliError, Survey};
+use super::verify::{watched, Finding, Kind};
 
 /// One collection's open and closed members.
 #[derive(Default)]
@@ -50,9 +50,9 @@ pub(crate) fn check(
     );
     let mut cmds = Vec::new();
     for c in &collections {
-        let mut open = Command::new("SMEMBERS");
+        let mut open = redis::cmd("SMEMBERS");
         open.arg(layout.open_index(c));
-        let mut closed = Command::new("ZRANGE");
+        let mut closed = redis::cmd("ZRANGE");
         closed.arg(layout.closed_index(c)).arg(0).arg(-1);
         cmds.extend([open, closed]);
     }
@@ -92,10 +92,10 @@ pub(crate) fn check(
     // Each snapshot in the index its state says.
     let targets: Vec<&(String, String)> =
         survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
-    let gets: Vec<Command> = targets
+    let gets: Vec<redis::Cmd> = targets
         .iter()
         .map(|(c, id)| {
-            let mut g = Command::new("GET");
+            let mut g = redis::cmd("GET");
             g.arg(layout.entity(c, id));
             g
         })
@@ -136,12 +136,12 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
     let watch = [entity.clone(), open.clone(), closed.clone()];
     match f.kind {
         Kind::OpenClosedWithoutValue => watched(conn, &watch, |conn| {
-            let mut e = Command::new("EXISTS");
+            let mut e = redis::cmd("EXISTS");
             e.arg(&entity);
             Ok((util::query(conn, &e)? == Reply::Int(0)).then(|| {
-                let mut srem = Command::new("SREM");
+                let mut srem = redis::cmd("SREM");
                 srem.arg(&open).arg(id);
-                let mut zrem = Command::new("ZREM");
+                let mut zrem = redis::cmd("ZREM");
                 zrem.arg(&closed).arg(id);
                 vec![srem, zrem]
             }))
@@ -150,7 +150,7 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
         | Kind::ClosedNotInClosedIndex
         | Kind::OpenInClosedIndex
         | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
-            let mut g = Command::new("GET");
+            let mut g = redis::cmd("GET");
             g.arg(&entity);
             let Reply::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
             let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
@@ -158,15 +158,15 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
             };
             Ok(Some(if is_closed {
                 let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
-                let mut zadd = Command::new("ZADD");
+                let mut zadd = redis::cmd("ZADD");
                 zadd.arg(&closed).arg("NX").arg(score).arg(id);
-                let mut srem = Command::new("SREM");
+                let mut srem = redis::cmd("SREM");
                 srem.arg(&open).arg(id);
                 vec![zadd, srem]
             } else {
-                let mut sadd = Command::new("SADD");
+                let mut sadd = redis::cmd("SADD");
                 sadd.arg(&open).arg(id);
-                let mut zrem = Command::new("ZREM");
+                let mut zrem = redis::cmd("ZREM");
                 zrem.arg(&closed).arg(id);
                 vec![sadd, zrem]
             }))

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
+use super::admin::{self, Admin as Conn, Layout, Reply};
 
-use crate::util::{self, human, CliError, Progress};
-use crate::Setup;
+use super::util::{self, human, CliError, Progress};
+use super::Setup;
 
 #[derive(Args, Debug)]
 pub(crate) struct PurgeArgs {
@@ -58,10 +58,10 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
 
     let survey = util::survey_existing(&mut conn, &layout)?;
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
-    let cmds: Vec<Command> = targets
+    let cmds: Vec<redis::Cmd> = targets
         .iter()
         .map(|(c, id)| {
-            let mut g = Command::new("GET");
+            let mut g = redis::cmd("GET");
             g.arg(layout.entity(c, id));
             g
         })
@@ -155,7 +155,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
 fn purge_batch(
     conn: &mut Conn,
     layout: &Layout,
-    enc: tradecache::Encoding,
+    enc: crate::Encoding,
     cutoff: u64,
     chunk: &[(String, String, u64)],
 ) -> Result<(usize, usize), CliError> {
@@ -169,21 +169,21 @@ fn purge_batch(
             }
             return Ok((d, k));
         }
-        let mut watch = Command::new("WATCH");
+        let mut watch = redis::cmd("WATCH");
         for (c, id, _) in chunk {
             watch.arg(layout.entity(c, id));
         }
         util::query(conn, &watch)?;
-        let gets: Vec<Command> = chunk
+        let gets: Vec<redis::Cmd> = chunk
             .iter()
             .map(|(c, id, _)| {
-                let mut g = Command::new("GET");
+                let mut g = redis::cmd("GET");
                 g.arg(layout.entity(c, id));
                 g
             })
             .collect();
         let values = util::pipeline(conn, &gets, gets.len(), None)?;
-        let mut cmds = vec![Command::new("MULTI")];
+        let mut cmds = vec![redis::cmd("MULTI")];
         let mut deleting = 0;
         for ((c, id, _), v) in chunk.iter().zip(values) {
             let still = match v {
@@ -193,23 +193,23 @@ fn purge_batch(
             if !still {
                 continue;
             }
-            let mut del = Command::new("DEL");
+            let mut del = redis::cmd("DEL");
             del.arg(layout.entity(c, id)).arg(layout.events(c, id));
-            let mut srem = Command::new("SREM");
+            let mut srem = redis::cmd("SREM");
             srem.arg(layout.index(c)).arg(id);
             // The open/closed indexes the flusher keeps.
-            let mut srem_open = Command::new("SREM");
+            let mut srem_open = redis::cmd("SREM");
             srem_open.arg(layout.open_index(c)).arg(id);
-            let mut zrem = Command::new("ZREM");
+            let mut zrem = redis::cmd("ZREM");
             zrem.arg(layout.closed_index(c)).arg(id);
             cmds.extend([del, srem, srem_open, zrem]);
             deleting += 1;
         }
         if deleting == 0 {
-            util::query(conn, &Command::new("UNWATCH"))?;
+            util::query(conn, &redis::cmd("UNWATCH"))?;
             return Ok((0, chunk.len()));
         }
-        cmds.push(Command::new("EXEC"));
+        cmds.push(redis::cmd("EXEC"));
         let replies = util::pipeline(conn, &cmds, cmds.len(), None)?;
         match replies.last() {
             Some(Reply::Array(r)) => {

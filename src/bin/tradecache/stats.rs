@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::admin::{self, Admin as Conn, Layout, Reply};
 use serde_json::{json, Value as Json};
-use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
-use crate::util::{self, bytes, err, human, text, CliError, Survey};
-use crate::Setup;
+use super::util::{self, bytes, err, human, text, CliError, Survey};
+use super::Setup;
 
 #[derive(Args, Debug)]
 pub(crate) struct StatsArgs {
@@ -58,7 +58,7 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let mut c = Command::new("INFO");
+    let mut c = redis::cmd("INFO");
     c.arg(section);
     let v = util::query(conn, &c)?;
     let body = match v {
@@ -79,12 +79,12 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
         return Ok((0, 0));
     }
     let step = (keys.len() / n).max(1);
-    let cmds: Vec<Command> = keys
+    let cmds: Vec<redis::Cmd> = keys
         .iter()
         .step_by(step)
         .take(n)
         .map(|k| {
-            let mut c = Command::new("MEMORY");
+            let mut c = redis::cmd("MEMORY");
             c.arg("USAGE").arg(k);
             c
         })
@@ -143,11 +143,11 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Idle times first: reading a marker resets its own. The flusher reads
     // it after every transaction, so this is the time since its last batch.
     // Not available under an LFU maxmemory-policy, or to an ACL without it.
-    let idle_cmds: Vec<Command> = survey
+    let idle_cmds: Vec<redis::Cmd> = survey
         .writers
         .iter()
         .map(|w| {
-            let mut c = Command::new("OBJECT");
+            let mut c = redis::cmd("OBJECT");
             c.arg("IDLETIME").arg(layout.writer(w));
             c
         })
@@ -206,7 +206,7 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
             redis.insert(k.into(), json!(v));
         }
     }
-    let mut fsync = Command::new("CONFIG");
+    let mut fsync = redis::cmd("CONFIG");
     fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.
     let fsync_value = match util::pipeline(conn, &[fsync], 1, None)?.pop() {

@@ -23,11 +23,11 @@ use std::time::Instant;
 
 use clap::Args;
 
+use super::admin::{self, Admin as Conn, Layout, Reply};
 use serde_json::{json, Value as Json};
-use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
-use crate::util::{self, bytes, err, text, CliError, Progress};
-use crate::Setup;
+use super::util::{self, bytes, err, text, CliError, Progress};
+use super::Setup;
 
 const FORMAT: &str = "tradecache-export";
 const VERSION: u64 = 1;
@@ -116,9 +116,9 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     for chunk in ids.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (c, id) in chunk {
-            let mut get = Command::new("GET");
+            let mut get = redis::cmd("GET");
             get.arg(layout.entity(c, id));
-            let mut range = Command::new("LRANGE");
+            let mut range = redis::cmd("LRANGE");
             range.arg(layout.events(c, id)).arg(0).arg(-1);
             cmds.push(get);
             cmds.push(range);
@@ -232,10 +232,10 @@ fn open_closed_members(
     for (c, is_open) in &survey.open_closed {
         let mut cmd;
         if *is_open {
-            cmd = Command::new("SMEMBERS");
+            cmd = redis::cmd("SMEMBERS");
             cmd.arg(layout.open_index(c));
         } else {
-            cmd = Command::new("ZRANGE");
+            cmd = redis::cmd("ZRANGE");
             cmd.arg(layout.closed_index(c)).arg(0).arg(-1).arg("WITHSCORES");
         }
         let reply = util::query(conn, &cmd)?;
@@ -317,7 +317,7 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
         let field = |k: &str| j[k].as_str().map(str::to_string).ok_or_else(|| bad(format!("no \"{k}\"")));
         let (collection, id) = (field("collection")?, field("id")?);
         for (what, v) in [("collection", &collection), ("id", &id)] {
-            if let Err(e) = tradecache::Ident::new(v) {
+            if let Err(e) = crate::Ident::new(v) {
                 return Err(bad(format!("{what} {v:?}: {e}")));
             }
         }
@@ -375,11 +375,11 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
 }
 
 /// Runs a transaction of `cmds`; fails on a refused command.
-fn transaction(conn: &mut Conn, cmds: Vec<Command>) -> Result<(), CliError> {
+fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
     let mut all = Vec::with_capacity(cmds.len() + 2);
-    all.push(Command::new("MULTI"));
+    all.push(redis::cmd("MULTI"));
     all.extend(cmds);
-    all.push(Command::new("EXEC"));
+    all.push(redis::cmd("EXEC"));
     let replies = util::pipeline(conn, &all, all.len(), None)?;
     match replies.last() {
         Some(Reply::Array(results)) => {
@@ -441,7 +441,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             }
         }));
         for chunk in old.chunks(500) {
-            let mut u = Command::new("UNLINK");
+            let mut u = redis::cmd("UNLINK");
             for k in chunk {
                 u.arg(k);
             }
@@ -462,17 +462,17 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         let mut named: Vec<&str> = Vec::new();
         for p in chunk {
             if let Some(v) = &p.value {
-                let mut set = Command::new("SET");
+                let mut set = redis::cmd("SET");
                 set.arg(layout.entity(&p.collection, &p.id)).arg(v.as_slice());
                 cmds.push(set);
                 values += 1;
             }
             let log = layout.events(&p.collection, &p.id);
-            let mut del = Command::new("DEL");
+            let mut del = redis::cmd("DEL");
             del.arg(&log);
             cmds.push(del);
             if !p.events.is_empty() {
-                let mut push = Command::new("RPUSH");
+                let mut push = redis::cmd("RPUSH");
                 push.arg(&log);
                 for e in &p.events {
                     push.arg(e.as_slice());
@@ -481,7 +481,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 events += p.events.len() as u64;
             }
             if p.indexed {
-                let mut add = Command::new("SADD");
+                let mut add = redis::cmd("SADD");
                 add.arg(layout.index(&p.collection)).arg(&p.id);
                 cmds.push(add);
             }
@@ -490,18 +490,18 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 named.push(&p.collection);
             }
             if p.open {
-                let mut add = Command::new("SADD");
+                let mut add = redis::cmd("SADD");
                 add.arg(layout.open_index(&p.collection)).arg(&p.id);
                 cmds.push(add);
             }
             if let Some(score) = &p.closed {
-                let mut add = Command::new("ZADD");
+                let mut add = redis::cmd("ZADD");
                 add.arg(layout.closed_index(&p.collection)).arg(score).arg(&p.id);
                 cmds.push(add);
             }
         }
         if let (Some(r), false) = (&registry, named.is_empty()) {
-            let mut add = Command::new("SADD");
+            let mut add = redis::cmd("SADD");
             add.arg(r);
             for c in &named {
                 add.arg(*c);
@@ -516,7 +516,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     // complete. Its empty member says so, so that readers trust it rather
     // than scan the keyspace (as they did after a restore before).
     if let Some(r) = &registry {
-        let mut add = Command::new("SADD");
+        let mut add = redis::cmd("SADD");
         add.arg(r).arg("");
         util::query(&mut conn, &add)?;
     }

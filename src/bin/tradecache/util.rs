@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use tradecache::admin::{self, Admin as Conn, Command, KeyKind, Layout, Reply};
+use super::admin::{self, Admin as Conn, KeyKind, Layout, Reply};
 
-use crate::Setup;
+use super::Setup;
 
 /// A failure the CLI reports (exit status 2).
 #[derive(Debug)]
@@ -19,14 +19,14 @@ impl std::fmt::Display for CliError {
     }
 }
 
-impl From<tradecache::Error> for CliError {
-    fn from(e: tradecache::Error) -> Self {
+impl From<crate::Error> for CliError {
+    fn from(e: crate::Error) -> Self {
         CliError(e.to_string())
     }
 }
 
-impl From<tradecache::ConfigError> for CliError {
-    fn from(e: tradecache::ConfigError) -> Self {
+impl From<crate::ConfigError> for CliError {
+    fn from(e: crate::ConfigError) -> Self {
         CliError(e.to_string())
     }
 }
@@ -51,7 +51,7 @@ pub(crate) fn connect(setup: &Setup) -> Result<Conn, CliError> {
 /// pipeline).
 pub(crate) fn pipeline(
     conn: &mut Conn,
-    cmds: &[Command],
+    cmds: &[redis::Cmd],
     chunk: usize,
     mut progress: Option<&mut Progress>,
 ) -> Result<Vec<Reply>, CliError> {
@@ -69,7 +69,7 @@ pub(crate) fn pipeline(
 }
 
 /// One command; a server error reply is an error.
-pub(crate) fn query(conn: &mut Conn, cmd: &Command) -> Result<Reply, CliError> {
+pub(crate) fn query(conn: &mut Conn, cmd: &redis::Cmd) -> Result<Reply, CliError> {
     match conn.query(cmd)? {
         Reply::ServerError(e) => Err(err(format!("{}: {e}", conn.addr()))),
         v => Ok(v),
@@ -153,7 +153,7 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
         .map(|c| c.as_bytes().to_vec())
         .collect();
     for k in &keys {
-        if let Some(KeyKind::Index { collection }) = layout.classify(k, &[]) {
+        if let Some(KeyKind::Index { collection }) = admin::classify(layout, k, &[]) {
             known.insert(collection.into_bytes());
         }
     }
@@ -163,7 +163,7 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     let known: Vec<&[u8]> = known.iter().map(Vec::as_slice).collect();
     let mut s = Survey::default();
     for k in &keys {
-        match layout.classify(k, &known) {
+        match admin::classify(layout, k, &known) {
             Some(KeyKind::Entity { collection, id }) => {
                 s.entities.insert((collection, id));
             }
@@ -192,7 +192,7 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
 /// would go unseen.
 fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError> {
     let Some(key) = layout.registry() else { return Ok(Vec::new()) };
-    let mut cmd = Command::new("SMEMBERS");
+    let mut cmd = redis::cmd("SMEMBERS");
     cmd.arg(&key);
     match conn.query(&cmd)? {
         Reply::Array(v) | Reply::Set(v) => {
@@ -225,11 +225,11 @@ pub(crate) fn index_members(
     layout: &Layout,
     survey: &Survey,
 ) -> Result<BTreeMap<String, Result<BTreeSet<String>, String>>, CliError> {
-    let cmds: Vec<Command> = survey
+    let cmds: Vec<redis::Cmd> = survey
         .indexes
         .iter()
         .map(|c| {
-            let mut cmd = Command::new("SMEMBERS");
+            let mut cmd = redis::cmd("SMEMBERS");
             cmd.arg(layout.index(c));
             cmd
         })
@@ -261,18 +261,18 @@ pub(crate) fn delete_orphan_log(
     id: &str,
 ) -> Result<bool, CliError> {
     let entity = layout.entity(collection, id);
-    let mut watch = Command::new("WATCH");
+    let mut watch = redis::cmd("WATCH");
     watch.arg(&entity);
     query(conn, &watch)?;
-    let mut exists = Command::new("EXISTS");
+    let mut exists = redis::cmd("EXISTS");
     exists.arg(&entity);
     if query(conn, &exists)? != Reply::Int(0) {
-        query(conn, &Command::new("UNWATCH"))?;
+        query(conn, &redis::cmd("UNWATCH"))?;
         return Ok(false);
     }
-    let mut unlink = Command::new("UNLINK");
+    let mut unlink = redis::cmd("UNLINK");
     unlink.arg(layout.events(collection, id));
-    let cmds = [Command::new("MULTI"), unlink, Command::new("EXEC")];
+    let cmds = [redis::cmd("MULTI"), unlink, redis::cmd("EXEC")];
     match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
         Some(Reply::Array(r)) => match r.first() {
             Some(Reply::Int(n)) => Ok(*n > 0),
@@ -290,11 +290,11 @@ pub(crate) type Marker = (String, Option<Vec<u8>>);
 
 /// The writers' markers.
 pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Result<Vec<Marker>, CliError> {
-    let cmds: Vec<Command> = survey
+    let cmds: Vec<redis::Cmd> = survey
         .writers
         .iter()
         .map(|w| {
-            let mut c = Command::new("GET");
+            let mut c = redis::cmd("GET");
             c.arg(layout.writer(w));
             c
         })

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::admin::{self, Admin as Conn, Layout, Reply};
 use serde_json::json;
-use tradecache::admin::{self, Admin as Conn, Command, Layout, Reply};
 
-use crate::util::{self, bytes, err, CliError, Progress};
-use crate::Setup;
+use super::util::{self, bytes, err, CliError, Progress};
+use super::Setup;
 
 #[derive(Args, Debug)]
 pub(crate) struct VerifyArgs {
@@ -123,7 +123,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             Ok(ids) => {
                 let set = indexed.entry(c.as_str()).or_default();
                 for id in ids {
-                    if tradecache::Ident::new(id).is_err() {
+                    if crate::Ident::new(id).is_err() {
                         findings.push(Finding {
                             kind: Kind::InvalidIndexEntry,
                             key: layout.index(c),
@@ -155,7 +155,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     // The registry of collections: when complete, it names every index set
     // (`load()` of every collection reads the ones it names).
     if let Some(registry) = layout.registry() {
-        let mut m = Command::new("SMEMBERS");
+        let mut m = redis::cmd("SMEMBERS");
         m.arg(&registry);
         let reply = util::query(&mut conn, &m);
         if let Err(e) = &reply {
@@ -189,10 +189,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
 
     // Values: decodable, of the right type, indexed.
     let entities: Vec<&(String, String)> = survey.entities.iter().collect();
-    let cmds: Vec<Command> = entities
+    let cmds: Vec<redis::Cmd> = entities
         .iter()
         .map(|(c, id)| {
-            let mut cmd = Command::new("GET");
+            let mut cmd = redis::cmd("GET");
             cmd.arg(layout.entity(c, id));
             cmd
         })
@@ -242,10 +242,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
 
     // Event logs.
     let logs: Vec<&(String, String)> = survey.logs.iter().collect();
-    let cmds: Vec<Command> = logs
+    let cmds: Vec<redis::Cmd> = logs
         .iter()
         .map(|(c, id)| {
-            let mut cmd = Command::new("LRANGE");
+            let mut cmd = redis::cmd("LRANGE");
             cmd.arg(layout.events(c, id)).arg(0).arg(-1);
             cmd
         })
@@ -341,7 +341,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     }
 
-    crate::open_closed::check(&mut conn, &layout, enc, &survey, &mut findings)?;
+    super::open_closed::check(&mut conn, &layout, enc, &survey, &mut findings)?;
 
     // A batch landing during the scan can make an entity and its index
     // disagree for a moment: keep only what a second look confirms.
@@ -398,9 +398,9 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
     let mut cmds = Vec::new();
     for i in &idx {
         let (c, id) = &findings[*i].target;
-        let mut m = Command::new("SISMEMBER");
+        let mut m = redis::cmd("SISMEMBER");
         m.arg(layout.index(c)).arg(id);
-        let mut e = Command::new("EXISTS");
+        let mut e = redis::cmd("EXISTS");
         e.arg(layout.entity(c, id));
         cmds.push(m);
         cmds.push(e);
@@ -436,20 +436,20 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
 pub(crate) fn watched(
     conn: &mut Conn,
     watch: &[String],
-    check: impl FnOnce(&mut Conn) -> Result<Option<Vec<Command>>, CliError>,
+    check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
 ) -> Result<bool, CliError> {
-    let mut w = Command::new("WATCH");
+    let mut w = redis::cmd("WATCH");
     for k in watch {
         w.arg(k);
     }
     util::query(conn, &w)?;
     let Some(cmds) = check(conn)? else {
-        util::query(conn, &Command::new("UNWATCH"))?;
+        util::query(conn, &redis::cmd("UNWATCH"))?;
         return Ok(false);
     };
-    let mut all = vec![Command::new("MULTI")];
+    let mut all = vec![redis::cmd("MULTI")];
     all.extend(cmds);
-    all.push(Command::new("EXEC"));
+    all.push(redis::cmd("EXEC"));
     let replies = util::pipeline(conn, &all, all.len(), None)?;
     Ok(matches!(replies.last(), Some(Reply::Array(_))))
 }
@@ -457,7 +457,7 @@ pub(crate) fn watched(
 fn repair(
     conn: &mut Conn,
     layout: &Layout,
-    enc: tradecache::Encoding,
+    enc: crate::Encoding,
     findings: &[Finding],
 ) -> Result<usize, CliError> {
     let mut fixed = 0;
@@ -466,30 +466,30 @@ fn repair(
         let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
         let done = match f.kind {
             Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                let mut e = Command::new("EXISTS");
+                let mut e = redis::cmd("EXISTS");
                 e.arg(&entity);
                 Ok((util::query(conn, &e)? == Reply::Int(0)).then(|| {
-                    let mut s = Command::new("SREM");
+                    let mut s = redis::cmd("SREM");
                     s.arg(&index).arg(id);
                     vec![s]
                 }))
             })?,
             Kind::InvalidIndexEntry => watched(conn, std::slice::from_ref(&index), |_| {
-                let mut s = Command::new("SREM");
+                let mut s = redis::cmd("SREM");
                 s.arg(&index).arg(id);
                 Ok(Some(vec![s]))
             })?,
             Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                let mut e = Command::new("EXISTS");
+                let mut e = redis::cmd("EXISTS");
                 e.arg(&entity);
                 Ok((util::query(conn, &e)? == Reply::Int(1)).then(|| {
-                    let mut s = Command::new("SADD");
+                    let mut s = redis::cmd("SADD");
                     s.arg(&index).arg(id);
                     vec![s]
                 }))
             })?,
             Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
-                let mut r = Command::new("LRANGE");
+                let mut r = redis::cmd("LRANGE");
                 r.arg(&events).arg(0).arg(-1);
                 let Reply::Array(items) = util::query(conn, &r)? else { return Ok(None) };
                 let mut seen = HashSet::new();
@@ -503,11 +503,11 @@ fn repair(
                         keep.push(item);
                     }
                 }
-                let mut del = Command::new("DEL");
+                let mut del = redis::cmd("DEL");
                 del.arg(&events);
                 let mut cmds = vec![del];
                 if !keep.is_empty() {
-                    let mut push = Command::new("RPUSH");
+                    let mut push = redis::cmd("RPUSH");
                     push.arg(&events);
                     for k in &keep {
                         push.arg(k.as_slice());
@@ -519,7 +519,7 @@ fn repair(
             Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
             Kind::NotRegistered => match layout.registry() {
                 Some(r) => watched(conn, std::slice::from_ref(&r), |_| {
-                    let mut s = Command::new("SADD");
+                    let mut s = redis::cmd("SADD");
                     s.arg(&r).arg(c);
                     Ok(Some(vec![s]))
                 })?,
@@ -529,7 +529,7 @@ fn repair(
             | Kind::ClosedInOpenIndex
             | Kind::OpenNotInOpenIndex
             | Kind::OpenInClosedIndex
-            | Kind::OpenClosedWithoutValue => crate::open_closed::repair(conn, layout, enc, f)?,
+            | Kind::OpenClosedWithoutValue => super::open_closed::repair(conn, layout, enc, f)?,
             // Two versions of the data, none readable, or a state only the
             // engine's type knows: an operator decides (docs/recovery.md).
             _ => false,

@@ -1,48 +1,21 @@
-//! Administration: what an operator's tool (the `tradecache` CLI, feature
-//! `cli`, or one of your own) needs to read and repair the state a
-//! [`Cache`](crate::Cache) keeps, with tradecache's own types only.
+//! What the CLI reads and repairs the stored state with, using the crate's
+//! own connection code, key layout and decoders (this module is compiled
+//! into the library's hidden `cli` module, so none of it is public).
 //!
 //! - [`Admin`]: one connection, made as [`Cache::open`](crate::Cache::open)
 //!   makes its own (Sentinel, Cluster slot owner, TLS, ACL, timeouts), with
-//!   point reads ([`Admin::scan`], [`Admin::get`], [`Admin::key_type`],
-//!   [`Admin::list`], [`Admin::members`]), any command ([`Admin::query`],
-//!   pipelined with [`Admin::send`] and [`Admin::read_reply`]) and fencing
-//!   a writer ([`Admin::fence`]).
-//! - [`Command`] and [`Reply`]: a command and what the server answered.
+//!   `SCAN`, any command (pipelined with [`Admin::send`] and
+//!   [`Admin::read_reply`]) and fencing a writer ([`Admin::fence`]).
+//! - [`Reply`]: what the server answered a command.
 //! - [`Layout`] and [`KeyKind`]: where a trader's state lives, and what a
 //!   key under its prefix is.
-//! - The crate's own decoding and encoding of stored values:
-//!   [`entity_to_json`], [`event_to_json`], [`entity_from_json`],
-//!   [`event_from_json`], [`decode_value`], [`encode_value`], and the
-//!   rules an import checks ([`stored_collection_problem`], …).
+//! - The crate's own decoding and encoding of stored values as JSON
+//!   ([`entity_to_json`], [`event_to_json`], [`entity_from_json`],
+//!   [`event_from_json`]) and the rules an import checks
+//!   ([`stored_collection_problem`], …).
 //!
 //! The connection is never the flusher's: an `Admin` is a client of its
 //! own, and nothing it does goes through a `Cache`.
-//!
-//! # Example
-//!
-//! ```no_run
-//! use tradecache::admin::{self, Admin, KeyKind};
-//! use tradecache::Config;
-//!
-//! # fn main() -> Result<(), tradecache::Error> {
-//! let config = Config::default().trader_id("T1");
-//! let layout = admin::layout(&config);
-//! let mut conn = Admin::connect(&config)?;
-//! let pattern = layout.pattern().expect("a trader prefix");
-//! for key in conn.scan(&pattern)? {
-//!     if let Some(KeyKind::Entity { collection, id }) =
-//!         layout.classify(&key, &[b"orders".as_slice()])
-//!     {
-//!         if let Some(bytes) = conn.get(&key)? {
-//!             let json = admin::entity_to_json(&collection, &id, &bytes, admin::encoding(&config));
-//!             println!("{collection}/{id}: {json:?}");
-//!         }
-//!     }
-//! }
-//! # Ok(())
-//! # }
-//! ```
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -53,35 +26,28 @@ use crate::config::Config;
 use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
 use crate::error::Result;
-use crate::keys::Keys;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
 };
 use crate::net;
 
 /// The collections of the reference model, in the order they are loaded.
-pub const REFERENCE_COLLECTIONS: [&str; 4] = crate::keys::ENTITY_COLLECTIONS;
+pub(crate) const REFERENCE_COLLECTIONS: [&str; 4] = crate::keys::ENTITY_COLLECTIONS;
 
 /// The collections of the crate's market-data series (`quotes`, `trades`,
 /// `bars`): lists without snapshots.
-pub const MARKET_DATA_COLLECTIONS: [&str; 3] = crate::keys::MARKET_DATA_COLLECTIONS;
+pub(crate) const MARKET_DATA_COLLECTIONS: [&str; 3] = crate::keys::MARKET_DATA_COLLECTIONS;
 
 /// Why `name` cannot be an [`Entity`]'s collection (the rule of
 /// [`Entity::COLLECTION`], which the compiler applies to types), or `None`.
-pub fn entity_collection_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn entity_collection_problem(name: &str) -> Option<&'static str> {
     crate::entity::collection_problem(name, crate::entity::CollectionOf::Entity)
-}
-
-/// Why `name` cannot be the collection of a [`crate::MarketData`] type of
-/// the user's, or `None`.
-pub fn series_collection_problem(name: &str) -> Option<&'static str> {
-    crate::entity::collection_problem(name, crate::entity::CollectionOf::Series)
 }
 
 /// Why `name` cannot be a collection of the stored state at all (an
 /// entity's, or one of the crate's market-data series), or `None`: what
 /// `import` accepts.
-pub fn stored_collection_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn stored_collection_problem(name: &str) -> Option<&'static str> {
     let entity = entity_collection_problem(name);
     let series = crate::entity::collection_problem(name, crate::entity::CollectionOf::CrateSeries);
     entity.and(series)
@@ -91,7 +57,7 @@ pub fn stored_collection_problem(name: &str) -> Option<&'static str> {
 /// [`Cache::open`](crate::Cache::open) makes its own (Sentinel, Cluster
 /// slot owner, TLS, ACL, timeouts), in one attempt. A client of its own:
 /// never a `Cache`'s connection.
-pub struct Admin {
+pub(crate) struct Admin {
     conn: net::Conn,
 }
 
@@ -111,16 +77,16 @@ impl Admin {
     /// configuration, [`Error::Redis`](crate::Error::Redis) naming the
     /// address and cause when the server cannot be reached or refuses the
     /// connection.
-    pub fn connect(cfg: &Config) -> Result<Admin> {
+    pub(crate) fn connect(cfg: &Config) -> Result<Admin> {
         cfg.validate()?;
         cfg.check_files()?;
         let keys = layout(cfg);
-        let marker = keys.keys.writer(&cfg.writer_id);
+        let marker = keys.writer(&cfg.writer_id);
         net::connect(cfg, &marker, None).map(|conn| Admin { conn }).map_err(|f| f.into_error())
     }
 
     /// `host:port` of the server (never credentials).
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.conn.addr
     }
 
@@ -134,13 +100,9 @@ impl Admin {
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) when the write fails.
-    pub fn send(&mut self, cmds: &[Command]) -> Result<()> {
-        let mut p = net::Packer::default();
-        for c in cmds {
-            let args: Vec<&[u8]> = c.args.iter().map(Vec::as_slice).collect();
-            p.cmd(&args);
-        }
-        let r = self.conn.con.send_packed_command(&p.buf);
+    pub(crate) fn send(&mut self, cmds: &[redis::Cmd]) -> Result<()> {
+        let packed: Vec<u8> = cmds.iter().flat_map(redis::Cmd::get_packed_command).collect();
+        let r = self.conn.con.send_packed_command(&packed);
         r.map_err(|e| self.failed(&e))
     }
 
@@ -151,7 +113,7 @@ impl Admin {
     ///
     /// [`Error::Redis`](crate::Error::Redis) when the read fails (timeout,
     /// connection lost, a reply that is not RESP).
-    pub fn read_reply(&mut self) -> Result<Reply> {
+    pub(crate) fn read_reply(&mut self) -> Result<Reply> {
         let r = self.conn.con.recv_response();
         r.map(reply).map_err(|e| self.failed(&e))
     }
@@ -162,13 +124,13 @@ impl Admin {
     /// # Errors
     ///
     /// As [`Admin::send`] and [`Admin::read_reply`].
-    pub fn query(&mut self, cmd: &Command) -> Result<Reply> {
+    pub(crate) fn query(&mut self, cmd: &redis::Cmd) -> Result<Reply> {
         self.send(std::slice::from_ref(cmd))?;
         self.read_reply()
     }
 
     /// [`Admin::query`], with a server's error reply as an `Err`.
-    fn checked(&mut self, cmd: &Command) -> Result<Reply> {
+    fn checked(&mut self, cmd: &redis::Cmd) -> Result<Reply> {
         match self.query(cmd)? {
             Reply::ServerError(e) => {
                 let code = e.split_whitespace().next().unwrap_or("");
@@ -192,11 +154,11 @@ impl Admin {
     ///
     /// [`Error::Redis`](crate::Error::Redis) when a `SCAN` fails or its
     /// reply is not a cursor and keys.
-    pub fn scan(&mut self, pattern: &str) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn scan(&mut self, pattern: &str) -> Result<Vec<Vec<u8>>> {
         let mut cursor = b"0".to_vec();
         let mut keys = Vec::new();
         loop {
-            let mut c = Command::new("SCAN");
+            let mut c = redis::cmd("SCAN");
             c.arg(&cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
             match self.checked(&c)? {
                 Reply::Array(mut parts) if parts.len() == 2 => {
@@ -216,59 +178,6 @@ impl Admin {
         Ok(keys)
     }
 
-    /// The value of the string `key` (`GET`), `None` if there is none.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`](crate::Error::Redis) when the command fails (for
-    /// example `WRONGTYPE`: `key` is not a string).
-    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        let mut c = Command::new("GET");
-        c.arg(key.as_ref());
-        Ok(self.checked(&c)?.into_bytes())
-    }
-
-    /// What `key` holds (`TYPE`): `string`, `list`, `set`, `zset`, `hash`,
-    /// `stream`, or `none`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`](crate::Error::Redis) when the command fails.
-    pub fn key_type(&mut self, key: impl AsRef<[u8]>) -> Result<String> {
-        let mut c = Command::new("TYPE");
-        c.arg(key.as_ref());
-        let r = self.checked(&c)?;
-        match r.as_text() {
-            Some(t) => Ok(t),
-            None => Err(self.unexpected("TYPE", &r)),
-        }
-    }
-
-    /// Every item of the list `key` (`LRANGE key 0 -1`), such as an event
-    /// log.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`](crate::Error::Redis) when the command fails.
-    pub fn list(&mut self, key: impl AsRef<[u8]>) -> Result<Vec<Vec<u8>>> {
-        let mut c = Command::new("LRANGE");
-        c.arg(key.as_ref()).arg(0).arg(-1);
-        let r = self.checked(&c)?;
-        r.clone().into_items().ok_or_else(|| self.unexpected("LRANGE", &r))
-    }
-
-    /// The members of the set `key` (`SMEMBERS`), such as an index.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`](crate::Error::Redis) when the command fails.
-    pub fn members(&mut self, key: impl AsRef<[u8]>) -> Result<Vec<Vec<u8>>> {
-        let mut c = Command::new("SMEMBERS");
-        c.arg(key.as_ref());
-        let r = self.checked(&c)?;
-        r.clone().into_items().ok_or_else(|| self.unexpected("SMEMBERS", &r))
-    }
-
     /// Claims the commit marker `key` with a new epoch, as
     /// [`Cache::open`](crate::Cache::open) does, so that the writer holding
     /// it stops writing (its next transaction is aborted by Redis and it
@@ -279,91 +188,15 @@ impl Admin {
     ///
     /// As `Cache::open`'s claim: a marker this crate did not write, or a
     /// failed command.
-    pub fn fence(&mut self, key: &str) -> Result<(u64, u64)> {
+    pub(crate) fn fence(&mut self, key: &str) -> Result<(u64, u64)> {
         let m = crate::marker::claim(&mut self.conn, key, false)?;
         Ok((m.epoch, m.batch))
     }
 }
 
-/// One command for [`Admin::query`] or [`Admin::send`]: a name and its
-/// arguments, each sent as one bulk string.
-///
-/// ```
-/// use tradecache::admin::Command;
-///
-/// let mut c = Command::new("LRANGE");
-/// c.arg("trader-T1:orders:O-1:events").arg(0).arg(-1);
-/// assert_eq!(c.name(), "LRANGE");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    args: Vec<Vec<u8>>,
-}
-
-impl Command {
-    /// A command `name` (`GET`, `SCAN`, `MULTI`, …) without arguments yet.
-    pub fn new(name: &str) -> Command {
-        Command { args: vec![name.as_bytes().to_vec()] }
-    }
-
-    /// Adds one argument: a string, bytes, or an integer (sent in decimal).
-    pub fn arg<A: Arg>(&mut self, a: A) -> &mut Command {
-        self.args.push(a.to_arg());
-        self
-    }
-
-    /// The command's name, as given to [`Command::new`].
-    pub fn name(&self) -> &str {
-        std::str::from_utf8(&self.args[0]).unwrap_or("")
-    }
-}
-
-mod sealed {
-    /// What makes an [`super::Arg`]: its bytes on the wire.
-    pub trait Sealed {
-        fn to_arg(&self) -> Vec<u8>;
-    }
-}
-
-/// A value that can be one argument of a [`Command`]: `str`, `String`,
-/// byte slices and vectors, integers, and references to them. Sealed: the
-/// crate decides how each is written.
-pub trait Arg: sealed::Sealed {}
-
-impl<T: Arg + ?Sized> sealed::Sealed for &T {
-    fn to_arg(&self) -> Vec<u8> {
-        (**self).to_arg()
-    }
-}
-impl<T: Arg + ?Sized> Arg for &T {}
-
-macro_rules! bytes_arg {
-    ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {
-            fn to_arg(&self) -> Vec<u8> {
-                AsRef::<[u8]>::as_ref(self).to_vec()
-            }
-        }
-        impl Arg for $t {}
-    )*};
-}
-bytes_arg!(str, String, [u8], Vec<u8>);
-
-macro_rules! int_arg {
-    ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {
-            fn to_arg(&self) -> Vec<u8> {
-                self.to_string().into_bytes()
-            }
-        }
-        impl Arg for $t {}
-    )*};
-}
-int_arg!(i32, i64, u32, u64, usize);
-
 /// A server's reply (RESP2 and RESP3 types).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// No value (a missing key, an aborted `EXEC`).
     Nil,
     /// An integer.
@@ -398,7 +231,7 @@ pub enum Reply {
 
 impl Reply {
     /// The bytes of a bulk string or a status, `None` for other replies.
-    pub fn into_bytes(self) -> Option<Vec<u8>> {
+    pub(crate) fn into_bytes(self) -> Option<Vec<u8>> {
         match self {
             Reply::BulkString(b) => Some(b),
             Reply::SimpleString(s) => Some(s.into_bytes()),
@@ -407,23 +240,9 @@ impl Reply {
             _ => None,
         }
     }
-
-    /// The bytes of each item of an array or set of strings, `None` for
-    /// other replies (items that are not strings are left out).
-    pub fn into_items(self) -> Option<Vec<Vec<u8>>> {
-        match self {
-            Reply::Array(v) | Reply::Set(v) => Some(v.into_iter().filter_map(Reply::into_bytes).collect()),
-            _ => None,
-        }
-    }
-
-    /// A string or status as text (lossy UTF-8), `None` for other replies.
-    pub fn as_text(&self) -> Option<String> {
-        self.clone().into_bytes().map(|b| String::from_utf8_lossy(&b).into_owned())
-    }
 }
 
-/// The crate's reply from redis-rs's (kept out of the public API).
+/// The CLI's reply from redis-rs's (kept out of the public API).
 fn reply(v: redis::Value) -> Reply {
     use redis::Value as V;
     match v {
@@ -445,44 +264,28 @@ fn reply(v: redis::Value) -> Reply {
         other => Reply::ServerError(format!("unsupported reply {other:?}")),
     }
 }
-/// The trader id `cfg` writes for.
-pub fn trader_id(cfg: &Config) -> &str {
-    &cfg.trader_id
-}
-
-/// The instance id, when `use_instance_id` is on and one is set.
-pub fn instance_id(cfg: &Config) -> Option<&str> {
-    if cfg.use_instance_id {
-        cfg.instance_id.as_deref()
-    } else {
-        None
-    }
-}
 
 /// The configured value encoding.
-pub fn encoding(cfg: &Config) -> Encoding {
+pub(crate) fn encoding(cfg: &Config) -> Encoding {
     cfg.encoding
 }
 
 /// Whether `cfg` is for a Redis Cluster.
-pub fn is_cluster(cfg: &Config) -> bool {
+pub(crate) fn is_cluster(cfg: &Config) -> bool {
     !cfg.cluster_nodes.is_empty()
 }
 
-/// The key layout of one trader (and instance).
-#[derive(Debug, Clone)]
-pub struct Layout {
-    keys: Keys,
-}
+/// The key layout of one trader (and instance): the flusher's own.
+pub(crate) use crate::keys::Keys as Layout;
 
 /// The layout `cfg` writes with.
-pub fn layout(cfg: &Config) -> Layout {
-    Layout { keys: Keys::new(&cfg.trader_key(), is_cluster(cfg)) }
+pub(crate) fn layout(cfg: &Config) -> Layout {
+    Layout::new(&cfg.trader_key(), is_cluster(cfg))
 }
 
 /// What a key under a trader's prefix is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// `{prefix}:{collection}:{id}`: a snapshot (a string).
     Entity {
         /// The collection.
@@ -520,85 +323,32 @@ pub enum KeyKind {
     Live,
 }
 
-impl Layout {
-    /// The prefix (`trader-T1`, `trader-T1:I1`, `{trader-T1}`).
-    pub fn prefix(&self) -> &str {
-        self.keys.prefix()
-    }
-
-    /// `{prefix}:{collection}:{id}`.
-    pub fn entity(&self, collection: &str, id: &str) -> String {
-        self.keys.entity(collection, id)
-    }
-
-    /// `{prefix}:{collection}:{id}:events`.
-    pub fn events(&self, collection: &str, id: &str) -> String {
-        self.keys.events(collection, id)
-    }
-
-    /// `{prefix}:index:{collection}`.
-    pub fn index(&self, collection: &str) -> String {
-        self.keys.index(collection)
-    }
-
-    /// `{prefix}:index:`: the registry of collections, a set of the names
-    /// of the collections with an index set, and the empty member once it
-    /// is complete (docs/usage.md, "Keys"). `None` without a trader prefix.
-    pub fn registry(&self) -> Option<String> {
-        self.keys.registry()
-    }
-
-    /// `{prefix}:writer:{writer_id}`.
-    pub fn writer(&self, writer_id: &str) -> String {
-        self.keys.writer(writer_id)
-    }
-
-    /// `{prefix}:index:{collection}:open`.
-    pub fn open_index(&self, collection: &str) -> String {
-        self.keys.open_index(collection)
-    }
-
-    /// `{prefix}:index:{collection}:closed`.
-    pub fn closed_index(&self, collection: &str) -> String {
-        self.keys.closed_index(collection)
-    }
-
-    /// The `SCAN` pattern of every key under the prefix (instances' keys
-    /// included when there is no instance: [`Layout::classify`] tells).
-    /// `None` without a trader prefix.
-    pub fn pattern(&self) -> Option<String> {
-        self.keys.pattern()
-    }
-
-    /// What `key` is, if it is this trader's (and instance's): `None` for
-    /// another trader's, an instance's (when this layout has none), or a
-    /// key of another shape. `collections` are the collections known to
-    /// exist (those with an index set, plus the reference ones): they tell
-    /// `{collection}:{id}:events` from an instance's `{instance}:{c}:{id}`.
-    pub fn classify(&self, key: &[u8], collections: &[&[u8]]) -> Option<KeyKind> {
-        let prefix = self.keys.prefix().as_bytes();
-        let rest = key.strip_prefix(prefix)?.strip_prefix(b":")?;
-        let rest = std::str::from_utf8(rest).ok()?;
-        let parts: Vec<&str> = rest.split(':').collect();
-        match parts.as_slice() {
-            ["writer", w] => return Some(KeyKind::Writer { writer_id: (*w).to_string() }),
-            ["heartbeat", _] | ["stream", _] => return Some(KeyKind::Live),
-            ["index", c, which @ ("open" | "closed")] => {
-                return Some(KeyKind::OpenClosed { collection: (*c).to_string(), open: *which == "open" })
-            }
-            _ => {}
+/// What `key` is, if it is this trader's (and instance's): `None` for
+/// another trader's, an instance's (when this layout has none), or a
+/// key of another shape. `collections` are the collections known to
+/// exist (those with an index set, plus the reference ones): they tell
+/// `{collection}:{id}:events` from an instance's `{instance}:{c}:{id}`.
+pub(crate) fn classify(layout: &Layout, key: &[u8], collections: &[&[u8]]) -> Option<KeyKind> {
+    let prefix = layout.prefix().as_bytes();
+    let rest = key.strip_prefix(prefix)?.strip_prefix(b":")?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    match parts.as_slice() {
+        ["writer", w] => return Some(KeyKind::Writer { writer_id: (*w).to_string() }),
+        ["heartbeat", _] | ["stream", _] => return Some(KeyKind::Live),
+        ["index", c, which @ ("open" | "closed")] => {
+            return Some(KeyKind::OpenClosed { collection: (*c).to_string(), open: *which == "open" })
         }
-        if !self.keys.owns(key, collections) {
-            return None;
-        }
-        match parts.as_slice() {
-            ["index", c] => Some(KeyKind::Index { collection: (*c).to_string() }),
-            [c, id] => Some(KeyKind::Entity { collection: (*c).to_string(), id: (*id).to_string() }),
-            [c, id, "events"] => {
-                Some(KeyKind::Events { collection: (*c).to_string(), id: (*id).to_string() })
-            }
-            _ => None,
-        }
+        _ => {}
+    }
+    if !layout.owns(key, collections) {
+        return None;
+    }
+    match parts.as_slice() {
+        ["index", c] => Some(KeyKind::Index { collection: (*c).to_string() }),
+        [c, id] => Some(KeyKind::Entity { collection: (*c).to_string(), id: (*id).to_string() }),
+        [c, id, "events"] => Some(KeyKind::Events { collection: (*c).to_string(), id: (*id).to_string() }),
+        _ => None,
     }
 }
 
@@ -626,7 +376,7 @@ fn typed_entity<T: Entity>(bytes: &[u8], enc: Encoding, id: &str) -> std::result
 /// # Errors
 ///
 /// A description of why the value cannot be decoded.
-pub fn entity_to_json(
+pub(crate) fn entity_to_json(
     collection: &str,
     id: &str,
     bytes: &[u8],
@@ -649,7 +399,7 @@ pub fn entity_to_json(
 /// # Errors
 ///
 /// A description of why the value cannot be decoded.
-pub fn event_to_json(
+pub(crate) fn event_to_json(
     collection: &str,
     bytes: &[u8],
     enc: Encoding,
@@ -688,7 +438,7 @@ fn encode_json<T: DeserializeOwned + Serialize>(
 /// 8601 strings with JSON and `timestamps_as_iso8601`) while the returned
 /// guard lives.
 #[must_use]
-pub fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
+pub(crate) fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
     codec::IsoScope::enter(cfg.timestamps_as_iso8601 && cfg.encoding == Encoding::Json)
 }
 
@@ -700,7 +450,7 @@ pub fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
 ///
 /// A description of why the value is not a valid `collection` value, or
 /// its id differs from `id`.
-pub fn entity_from_json(
+pub(crate) fn entity_from_json(
     collection: &str,
     id: &str,
     json: &Json,
@@ -729,7 +479,11 @@ pub fn entity_from_json(
 /// # Errors
 ///
 /// A description of why the value is not a valid event.
-pub fn event_from_json(collection: &str, json: &Json, enc: Encoding) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn event_from_json(
+    collection: &str,
+    json: &Json,
+    enc: Encoding,
+) -> std::result::Result<Vec<u8>, String> {
     match collection {
         "orders" => encode_json::<OrderEvent>(json, enc),
         "accounts" => encode_json::<AccountEvent>(json, enc),
@@ -748,7 +502,11 @@ pub fn event_from_json(collection: &str, json: &Json, enc: Encoding) -> std::res
 /// # Errors
 ///
 /// A description of why the value cannot be decoded.
-pub fn closed_at(collection: &str, bytes: &[u8], enc: Encoding) -> std::result::Result<Option<u64>, String> {
+pub(crate) fn closed_at(
+    collection: &str,
+    bytes: &[u8],
+    enc: Encoding,
+) -> std::result::Result<Option<u64>, String> {
     match collection {
         "orders" => {
             let o: Order = decode(bytes, enc)?;
@@ -772,7 +530,7 @@ pub fn closed_at(collection: &str, bytes: &[u8], enc: Encoding) -> std::result::
 /// # Errors
 ///
 /// A description of why the value cannot be decoded.
-pub fn open_closed_state(
+pub(crate) fn open_closed_state(
     collection: &str,
     bytes: &[u8],
     enc: Encoding,
@@ -794,32 +552,6 @@ pub fn open_closed_state(
 }
 
 /// A commit marker's `(epoch, batch)`, if `bytes` is one.
-pub fn parse_marker(bytes: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn parse_marker(bytes: &[u8]) -> Option<(u64, u64)> {
     crate::marker::Marker::parse(bytes).map(|m| (m.epoch, m.batch))
-}
-
-/// Decodes a stored value exactly as `load` does, with the crate's one
-/// decode rule: a first byte at `0x80` or above is MessagePack (nothing may
-/// follow the value), a longer value starting below is JSON, and a single
-/// byte is read in `enc`, the configured encoding, then in the other. For
-/// the fuzz tests and `examples/inspect.rs`, so that neither keeps a copy
-/// of the rule.
-///
-/// # Errors
-///
-/// A description of why `bytes` is not a `T` in either encoding.
-pub fn decode_value<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> std::result::Result<T, String> {
-    decode(bytes, enc)
-}
-
-/// Encodes `value` as the flusher stores it in `enc` (MessagePack maps
-/// with field names, or JSON).
-///
-/// # Errors
-///
-/// A description of why `value` cannot be encoded.
-pub fn encode_value<T: Serialize>(value: &T, enc: Encoding) -> std::result::Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    codec::encode(value, enc, &mut out).map_err(|e| e.to_string())?;
-    Ok(out)
 }
