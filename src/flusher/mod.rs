@@ -60,7 +60,7 @@ use crate::marker::Marker;
 use crate::net::{self, Action, Conn, Failure, Packer};
 use crate::pipeline::msg::{Msg, PurgeRequest};
 use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::writer::{Shared, Waiters};
+use crate::writer::Shared;
 
 use clear::Beating;
 use guard::Guard;
@@ -97,7 +97,6 @@ pub(crate) struct Flusher {
     /// When the heartbeat is written next, and what (`heartbeat.rs`).
     heartbeat: Heartbeat,
     shared: Arc<Shared>,
-    waiters: Arc<Waiters>,
     done: Sender<CloseReport>,
 }
 
@@ -106,7 +105,6 @@ pub(crate) struct FlusherInit {
     pub(crate) keys: Keys,
     pub(crate) rx: Receiver<Msg>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) waiters: Arc<Waiters>,
     pub(crate) done: Sender<CloseReport>,
     pub(crate) conn: Conn,
     /// The marker as claimed at `open`: this writer's epoch and the last
@@ -149,7 +147,6 @@ impl Flusher {
             keys: init.keys,
             inbox: Inbox::new(init.rx),
             shared: init.shared,
-            waiters: init.waiters,
             done: init.done,
             inflight: InFlight::new(init.marker.batch),
             purges: PurgeScheduler::new(init.cfg.retain_closed_for.is_some()),
@@ -159,7 +156,7 @@ impl Flusher {
     }
 
     pub(crate) fn run(mut self) {
-        let _alive = AliveGuard(self.shared.clone(), self.waiters.clone());
+        let _alive = AliveGuard(self.shared.clone());
         loop {
             self.check_stop();
             // (Only this thread fences its writer: `enter_fenced`.)
