@@ -503,27 +503,27 @@ impl Flusher {
         }
         let marker_key = self.link.marker_key().to_vec();
         let (epoch, shutdown, shared) = (self.link.epoch(), self.inbox.shutdown(), self.shared.clone());
-        let mut no = self.inflight.batch_no();
         let (mut deleted, mut interrupted) = (0, false);
         let seqs = self.heartbeat_seqs();
         let heartbeat = shutdown.is_none().then_some(&mut self.heartbeat);
         let mut session = Beating { link: &mut self.link, heartbeat, seqs };
-        let collections = self.inflight.collections();
-        let result = crate::clear::delete_own_keys(&mut session, &self.keys, collections, |session, keys| {
-            let link = &mut *session.link;
-            // (`close` leaves its deadline in `Shared` first.)
-            if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
-                // `close` does not wait for a long clear past its deadline:
-                // nothing is deleted once it has returned.
-                interrupted = true;
-                return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
-            }
-            no += 1;
-            let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
-            deleted += n;
-            Ok(n)
-        });
-        self.inflight.numbered_up_to(no);
+        let collections = self.inflight.collections().to_vec();
+        let inflight = &mut self.inflight;
+        let result =
+            crate::clear::delete_own_keys(&mut session, &self.keys, &collections, |session, keys| {
+                let link = &mut *session.link;
+                // (`close` leaves its deadline in `Shared` first.)
+                if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
+                    // `close` does not wait for a long clear past its deadline:
+                    // nothing is deleted once it has returned.
+                    interrupted = true;
+                    return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
+                }
+                let no = inflight.next_no();
+                let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
+                deleted += n;
+                Ok(n)
+            });
         if let Some(b) = self.inbox.barrier_mut() {
             b.deleted += deleted;
         }

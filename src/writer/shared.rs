@@ -45,7 +45,8 @@ pub(crate) enum Count {
 }
 
 impl Count {
-    const N: usize = 10;
+    /// How many counters there are (`DropsUnlisted` is the last variant).
+    const N: usize = Count::DropsUnlisted as usize + 1;
 }
 
 /// State shared by the handle and the flusher (or the kv writer). Every
