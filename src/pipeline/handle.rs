@@ -298,9 +298,7 @@ impl Cache {
             match p.tx.try_send(msg) {
                 Ok(()) => {
                     p.next_seq = seq;
-                    // Release: a flusher that reads `seq` here finds the
-                    // message in the channel (a purge step takes every
-                    // accepted write).
+                    // (After the send: see `Shared::note_accepted`.)
                     self.writer.shared.note_accepted(seq);
                     break Ok(Seq::new(seq));
                 }
