@@ -51,7 +51,8 @@ pub(super) fn judge_marker(
 /// The connection, with what every look at the marker that does not fence
 /// this writer updates: loss detection (`loss.rs`) and what the batches in
 /// flight know of the index sets. Borrowed from the flusher for one
-/// operation (`Flusher::guard`).
+/// operation (`Flusher::guard`; field by field where a purge step borrows
+/// the inbox beside it).
 pub(super) struct Guard<'a> {
     pub(super) link: &'a mut Link,
     pub(super) loss: &'a mut Loss,

@@ -199,20 +199,10 @@ impl InFlight {
     }
 
     /// The next batch number, for a control transaction (a purge step, a
-    /// marker touch).
+    /// `clear`'s deletes, a marker touch).
     pub(super) fn next_no(&mut self) -> u64 {
         self.batch_no += 1;
         self.batch_no
-    }
-
-    /// The last batch number used.
-    pub(super) fn batch_no(&self) -> u64 {
-        self.batch_no
-    }
-
-    /// A `clear` used the batch numbers up to `no`.
-    pub(super) fn numbered_up_to(&mut self, no: u64) {
-        self.batch_no = no;
     }
 
     /// A `clear` at `seq` was acknowledged: the next batch starts after

@@ -60,7 +60,7 @@ use crate::marker::Marker;
 use crate::net::{self, Action, Conn, Failure, Packer};
 use crate::pipeline::msg::{Msg, PurgeRequest};
 use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::writer::{Shared, Waiters};
+use crate::writer::Shared;
 
 use clear::Beating;
 use guard::Guard;
@@ -97,7 +97,6 @@ pub(crate) struct Flusher {
     /// When the heartbeat is written next, and what (`heartbeat.rs`).
     heartbeat: Heartbeat,
     shared: Arc<Shared>,
-    waiters: Arc<Waiters>,
     done: Sender<CloseReport>,
 }
 
@@ -106,7 +105,6 @@ pub(crate) struct FlusherInit {
     pub(crate) keys: Keys,
     pub(crate) rx: Receiver<Msg>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) waiters: Arc<Waiters>,
     pub(crate) done: Sender<CloseReport>,
     pub(crate) conn: Conn,
     /// The marker as claimed at `open`: this writer's epoch and the last
@@ -149,7 +147,6 @@ impl Flusher {
             keys: init.keys,
             inbox: Inbox::new(init.rx),
             shared: init.shared,
-            waiters: init.waiters,
             done: init.done,
             inflight: InFlight::new(init.marker.batch),
             purges: PurgeScheduler::new(init.cfg.retain_closed_for.is_some()),
@@ -159,7 +156,7 @@ impl Flusher {
     }
 
     pub(crate) fn run(mut self) {
-        let _alive = AliveGuard(self.shared.clone(), self.waiters.clone());
+        let _alive = AliveGuard(self.shared.clone());
         loop {
             self.check_stop();
             // (Only this thread fences its writer: `enter_fenced`.)
@@ -506,27 +503,27 @@ impl Flusher {
         }
         let marker_key = self.link.marker_key().to_vec();
         let (epoch, shutdown, shared) = (self.link.epoch(), self.inbox.shutdown(), self.shared.clone());
-        let mut no = self.inflight.batch_no();
         let (mut deleted, mut interrupted) = (0, false);
         let seqs = self.heartbeat_seqs();
         let heartbeat = shutdown.is_none().then_some(&mut self.heartbeat);
         let mut session = Beating { link: &mut self.link, heartbeat, seqs };
-        let collections = self.inflight.collections();
-        let result = crate::clear::delete_own_keys(&mut session, &self.keys, collections, |session, keys| {
-            let link = &mut *session.link;
-            // (`close` leaves its deadline in `Shared` first.)
-            if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
-                // `close` does not wait for a long clear past its deadline:
-                // nothing is deleted once it has returned.
-                interrupted = true;
-                return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
-            }
-            no += 1;
-            let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
-            deleted += n;
-            Ok(n)
-        });
-        self.inflight.numbered_up_to(no);
+        let collections = self.inflight.collections().to_vec();
+        let inflight = &mut self.inflight;
+        let result =
+            crate::clear::delete_own_keys(&mut session, &self.keys, &collections, |session, keys| {
+                let link = &mut *session.link;
+                // (`close` leaves its deadline in `Shared` first.)
+                if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
+                    // `close` does not wait for a long clear past its deadline:
+                    // nothing is deleted once it has returned.
+                    interrupted = true;
+                    return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
+                }
+                let no = inflight.next_no();
+                let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
+                deleted += n;
+                Ok(n)
+            });
         if let Some(b) = self.inbox.barrier_mut() {
             b.deleted += deleted;
         }

@@ -523,7 +523,6 @@ impl Flusher {
     pub(super) fn publish_ack(&self, seq: u64) {
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.note_acked(seq);
-        self.waiters.wake();
     }
 
     /// The connection with what a look at the marker updates (`guard.rs`).
@@ -591,7 +590,7 @@ impl Flusher {
         if let Some(b) = self.inbox.take_barrier() {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
-        self.waiters.wake_all();
+        self.shared.wake_all();
     }
 
     /// Drops the connection (remembering its client, to kill it once

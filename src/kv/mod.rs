@@ -89,7 +89,7 @@ use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
 use crate::writer::Count;
-use crate::writer::{Handle, Shared, Waiters};
+use crate::writer::{Handle, Shared};
 use breaker::Breaker;
 use flight::Flights;
 use keys::KeySpace;
@@ -212,7 +212,6 @@ impl Kv {
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
-        let waiters = Arc::new(Waiters::default());
         let overlay = Arc::new(Overlay::new());
         let spawn_error = |e: std::io::Error| Error::Redis {
             addr: config.redis.redacted_url(),
@@ -225,7 +224,6 @@ impl Kv {
             topo: topo.clone(),
             rx,
             shared: shared.clone(),
-            waiters: waiters.clone(),
             overlay: overlay.clone(),
             done: done_tx,
             links,
@@ -250,7 +248,7 @@ impl Kv {
         Ok(Kv {
             keys,
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
-            writer: Handle::new(shared, waiters, done_rx, writer),
+            writer: Handle::new(shared, done_rx, writer),
             overlay,
             near,
             pool,

@@ -67,7 +67,7 @@ fn io_gone() -> Failure {
     Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
 }
 use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::writer::{Shared, Waiters};
+use crate::writer::Shared;
 
 /// The newest pending write of one key.
 struct Pend {
@@ -83,7 +83,6 @@ pub(crate) struct WriterInit {
     pub(crate) topo: Arc<Topology>,
     pub(crate) rx: Receiver<KvMsg>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) waiters: Arc<Waiters>,
     pub(crate) overlay: Arc<Overlay>,
     pub(crate) done: Sender<CloseReport>,
     pub(crate) links: Links,
@@ -94,7 +93,6 @@ pub(crate) struct Writer {
     topo: Arc<Topology>,
     rx: Receiver<KvMsg>,
     shared: Arc<Shared>,
-    waiters: Arc<Waiters>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
     /// The I/O thread (`None` once stopped).
@@ -147,7 +145,6 @@ impl Writer {
             topo: init.topo,
             rx: init.rx,
             shared: init.shared,
-            waiters: init.waiters,
             overlay: init.overlay,
             done: init.done,
             io: Some(io),
@@ -166,7 +163,7 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self) {
-        let _alive = AliveGuard(self.shared.clone(), self.waiters.clone());
+        let _alive = AliveGuard(self.shared.clone());
         loop {
             if self.shutdown.is_none() {
                 if let Some(deadline) = self.shared.stop_requested() {
@@ -316,7 +313,6 @@ impl Writer {
         };
         if upto > self.shared.acked() {
             self.shared.note_acked(upto);
-            self.waiters.wake();
         }
     }
 

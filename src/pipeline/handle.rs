@@ -17,7 +17,7 @@ use crate::net;
 use crate::pipeline::msg::Msg;
 use crate::seq::Seq;
 use crate::writer::Count;
-use crate::writer::{Handle, Shared, Waiters};
+use crate::writer::{Handle, Shared};
 
 pub(super) struct Producer {
     pub(super) tx: Sender<Msg>,
@@ -102,13 +102,11 @@ impl Cache {
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
-        let waiters = Arc::new(Waiters::default());
         let flusher = Flusher::new(FlusherInit {
             cfg: config.clone(),
             keys: keys.clone(),
             rx,
             shared: shared.clone(),
-            waiters: waiters.clone(),
             done: done_tx,
             conn,
             marker,
@@ -124,7 +122,7 @@ impl Cache {
             })?;
         Ok(Cache {
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
-            writer: Handle::new(shared, waiters, done_rx, thread),
+            writer: Handle::new(shared, done_rx, thread),
             cfg: config,
             keys,
             reads: crate::net::read_link::ReadLink::default(),
@@ -300,9 +298,7 @@ impl Cache {
             match p.tx.try_send(msg) {
                 Ok(()) => {
                     p.next_seq = seq;
-                    // Release: a flusher that reads `seq` here finds the
-                    // message in the channel (a purge step takes every
-                    // accepted write).
+                    // (After the send: see `Shared::note_accepted`.)
                     self.writer.shared.note_accepted(seq);
                     break Ok(Seq::new(seq));
                 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use super::{Shared, Waiters};
+use super::Shared;
 
 /// How long a parked writer thread sleeps at most before it looks again
 /// (for a stop request, or idle work coming due).
@@ -124,13 +124,13 @@ pub(crate) fn wait_first<M>(
 
 /// Marks the writer thread dead (and disconnected) and wakes every
 /// `wait`/`flush`, however the thread ends, a panic included.
-pub(crate) struct AliveGuard(pub(crate) Arc<Shared>, pub(crate) Arc<Waiters>);
+pub(crate) struct AliveGuard(pub(crate) Arc<Shared>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.set_alive(false);
         self.0.set_connected(false);
-        self.1.wake_all();
+        self.0.wake_all();
     }
 }
 

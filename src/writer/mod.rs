@@ -4,8 +4,8 @@
 //! - `shared.rs`: `Shared`, the state both sides of the thread boundary
 //!   read and write (sequence numbers accepted and acknowledged, counters,
 //!   error counts by class, the batch latency histogram, the stop request,
-//!   the fence, the drop log), and `Waiters`, which lets `wait`/`flush`
-//!   sleep until the acknowledged sequence number moves;
+//!   the fence, the drop log, and the callers asleep in `wait`/`flush`
+//!   until the acknowledged sequence number moves);
 //! - `intake.rs`: the channel side of the threads' run loops: taking
 //!   queued messages, waiting for the first one (poll, then park), and
 //!   the guard that marks a thread dead however it ends;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
-pub(crate) use shared::{Count, Shared, Waiters, LAT_BUCKETS};
+pub(crate) use shared::{Count, Shared, LAT_BUCKETS};
 
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::seq::Seq;
@@ -37,7 +37,6 @@ use crate::seq::Seq;
 /// it reports its end, its thread, and whether it was closed.
 pub(crate) struct Handle {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) waiters: Arc<Waiters>,
     done: Receiver<CloseReport>,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
@@ -46,13 +45,8 @@ pub(crate) struct Handle {
 impl Handle {
     /// The handle on a started thread that sends its `CloseReport` on
     /// `done` when it ends.
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        waiters: Arc<Waiters>,
-        done: Receiver<CloseReport>,
-        thread: JoinHandle<()>,
-    ) -> Handle {
-        Handle { shared, waiters, done, thread: Mutex::new(Some(thread)), closed: AtomicBool::new(false) }
+    pub(crate) fn new(shared: Arc<Shared>, done: Receiver<CloseReport>, thread: JoinHandle<()>) -> Handle {
+        Handle { shared, done, thread: Mutex::new(Some(thread)), closed: AtomicBool::new(false) }
     }
 
     /// Whether `close` (or `Drop`) has begun: no write is accepted after.
@@ -75,7 +69,7 @@ impl Handle {
     /// stopped, or `timeout` passes (the errors `Cache::wait` and
     /// `Kv::wait` document).
     pub(crate) fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.waiters.wait(&self.shared, seq.get(), timeout)
+        self.shared.wait(seq.get(), timeout)
     }
 
     /// `Handle::wait` for the last write accepted so far.

@@ -1,8 +1,8 @@
 //! The state a writer thread (the `Cache`'s flusher, or the kv writer)
 //! shares with its callers. `Shared` holds the sequence numbers, the
 //! counters behind `stats()` and `health()` (error counts by class, the
-//! batch latency histogram), the stop request, the fence and the drop log;
-//! `Waiters` lets `wait`/`flush` sleep until `acked_seq` moves.
+//! batch latency histogram), the stop request, the fence and the drop log,
+//! and the callers asleep in `wait`/`flush` until `acked_seq` moves.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
@@ -45,7 +45,8 @@ pub(crate) enum Count {
 }
 
 impl Count {
-    const N: usize = 10;
+    /// How many counters there are (`DropsUnlisted` is the last variant).
+    const N: usize = Count::DropsUnlisted as usize + 1;
 }
 
 /// State shared by the handle and the flusher (or the kv writer). Every
@@ -82,6 +83,8 @@ pub(crate) struct Shared {
     /// reads it), with the writer key and what the flusher found.
     fenced: CachePadded<AtomicBool>,
     fence: Mutex<Option<(String, String)>>,
+    /// Callers of `wait`/`flush` asleep until `acked_seq` moves.
+    waiters: Waiters,
 }
 
 /// How many dropped-write entries are kept for
@@ -107,7 +110,7 @@ struct LastError {
 /// Lets `wait`/`flush` (of a `Cache` or a `Kv`) sleep until `acked_seq`
 /// moves; the writer thread wakes them only when someone waits.
 #[derive(Default)]
-pub(crate) struct Waiters {
+struct Waiters {
     count: std::sync::atomic::AtomicUsize,
     lock: Mutex<()>,
     cv: parking_lot::Condvar,
@@ -118,7 +121,7 @@ impl Waiters {
     /// SeqCst: with the `SeqCst` store of `acked_seq` before it, either
     /// this load sees a waiter's increment or that waiter's `SeqCst` load
     /// of `acked_seq` sees the new value (no wake-up is missed).
-    pub(crate) fn wake(&self) {
+    fn wake(&self) {
         if self.count.load(SeqCst) > 0 {
             self.wake_all();
         }
@@ -126,14 +129,14 @@ impl Waiters {
 
     /// Wakes every waiter, counted or not (the writer stopped or was
     /// fenced).
-    pub(crate) fn wake_all(&self) {
+    fn wake_all(&self) {
         let _g = self.lock.lock();
         self.cv.notify_all();
     }
 
     /// Blocks until write `seq` is acknowledged in `shared`, the writer is
     /// fenced or stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
-    pub(crate) fn wait(&self, shared: &Shared, seq: u64, timeout: Duration) -> Result<(), Error> {
+    fn wait(&self, shared: &Shared, seq: u64, timeout: Duration) -> Result<(), Error> {
         if shared.acked() >= seq {
             return shared.drop_error(seq).map_or(Ok(()), Err);
         }
@@ -181,13 +184,26 @@ impl Shared {
         self.accepted_seq.load(Acquire)
     }
 
-    /// The writer thread acknowledged every write up to `seq` (stored
-    /// before [`Waiters::wake`]). SeqCst: a waiter counts itself in
-    /// `Waiters` and then reads `acked_seq`; the writer stores it and then
-    /// reads the count. Only a single total order guarantees that one of
-    /// them sees the other.
+    /// The writer thread acknowledged every write up to `seq`: stores it
+    /// and wakes the callers waiting for it (`Shared::wait`). SeqCst: a
+    /// waiter counts itself in `Waiters` and then reads `acked_seq`; the
+    /// writer stores it and then reads the count. Only a single total order
+    /// guarantees that one of them sees the other.
     pub(crate) fn note_acked(&self, seq: u64) {
         self.acked_seq.store(seq, SeqCst);
+        self.waiters.wake();
+    }
+
+    /// Blocks until write `seq` is acknowledged, the writer is fenced or
+    /// stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
+    pub(crate) fn wait(&self, seq: u64, timeout: Duration) -> Result<(), Error> {
+        self.waiters.wait(self, seq, timeout)
+    }
+
+    /// Wakes every caller in `wait`, whatever it waits for (the writer
+    /// stopped or was fenced).
+    pub(crate) fn wake_all(&self) {
+        self.waiters.wake_all();
     }
 
     /// The last sequence number acknowledged. SeqCst: pairs with
