@@ -135,9 +135,8 @@ impl Admin {
     fn checked(&mut self, cmd: &redis::Cmd) -> Result<Value> {
         match self.query(cmd)? {
             Value::ServerError(e) => {
-                let text = e.to_string();
-                let cause = net::Cause::of_code(text.split_whitespace().next().unwrap_or(""));
-                Err(net::Failure::new(cause, self.conn.addr.clone(), text).into_error())
+                let cause = net::Cause::of_code(e.code());
+                Err(net::Failure::new(cause, self.conn.addr.clone(), e.to_string()).into_error())
             }
             r => Ok(r),
         }

@@ -77,7 +77,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
             Value::BulkString(b) => b,
             // Refused: not "nothing to purge". (A key of another type is
             // not a snapshot; `verify` reports it.)
-            Value::ServerError(e) if !e.to_string().starts_with("WRONGTYPE") => {
+            Value::ServerError(e) if e.code() != "WRONGTYPE" => {
                 return Err(util::err(format!("{}: {e}", layout.entity(c, id))))
             }
             _ => continue,

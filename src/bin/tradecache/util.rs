@@ -199,7 +199,7 @@ fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError
         Value::Array(v) | Value::Set(v) => {
             Ok(v.into_iter().filter_map(bytes).filter(|c| !c.is_empty()).collect())
         }
-        Value::ServerError(e) if e.to_string().starts_with("WRONGTYPE") => Ok(Vec::new()),
+        Value::ServerError(e) if e.code() == "WRONGTYPE" => Ok(Vec::new()),
         Value::ServerError(e) => Err(err(format!("{}: SMEMBERS {key}: {e}", conn.addr()))),
         other => Err(err(format!("SMEMBERS {key}: unexpected {other:?}"))),
     }
