@@ -3,7 +3,8 @@
 //! `cache.put(&position)` against a private `redis-server` (never one on
 //! 6379), with a big channel; puts are timed in chunks and the cache is
 //! drained (flushed) between chunks, outside the timed region, so the
-//! channel never fills. Plus `Ident::new` on valid and invalid ids.
+//! channel never fills. Plus `Ident::new` on valid and invalid ids, and one
+//! Prometheus scrape (`write_prometheus`) of a cache that has written.
 //!
 //! Then, outside criterion, per-call `put` latency with one producer thread
 //! and with two producer threads putting at once (issue 19): each thread
@@ -86,6 +87,36 @@ fn bench_ident(c: &mut Criterion) {
     group.finish();
 }
 
+/// One Prometheus scrape (`Cache::write_prometheus`) of a cache that has
+/// written: every family, the 13 error classes and 13 drop reasons, the
+/// 32-bucket latency histogram with several buckets filled (about 120
+/// lines), rendered into a `String` reused between scrapes, as a server
+/// does.
+fn bench_scrape(c: &mut Criterion) {
+    let server = harness::RedisServer::start();
+    let config = Config::builder().host("127.0.0.1").port(server.port()).trader_id("BENCH-SCRAPE");
+    let cache = Cache::open(config).expect("open the cache");
+    for i in 0..2_000 {
+        cache.put(&Position::example(&format!("P-{}", i % 100))).expect("put");
+        if i % 100 == 0 {
+            cache.flush(Duration::from_secs(10)).expect("flush");
+        }
+    }
+    cache.flush(Duration::from_secs(10)).expect("flush");
+    let mut body = String::with_capacity(64 * 1024);
+    let mut group = c.benchmark_group("scrape");
+    group.bench_function("write_prometheus", |b| {
+        b.iter(|| {
+            body.clear();
+            cache.write_prometheus(&mut body);
+            black_box(body.len())
+        })
+    });
+    group.finish();
+    cache.close(Duration::from_secs(10)).expect("close");
+    drop(server);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -96,7 +127,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_put, bench_ident
+    targets = bench_put, bench_ident, bench_scrape
 }
 
 /// Puts offered per second in total, whatever the number of producers (as

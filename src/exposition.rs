@@ -1,62 +1,28 @@
 //! Prometheus text exposition (format 0.0.4) of a [`Cache`]'s counters and
-//! health, and the small writer it is built with.
+//! health.
 //!
 //! [`Cache::write_prometheus`] appends every metric of one cache to a
 //! `String`; [`write_caches`] does the same for several caches (one per
 //! trader, say) so that each metric family stays one block, as the format
 //! requires. Any other source (the `kv` layer, an application's own
-//! metrics) renders into the same `String` with an [`Exposition`] after
-//! them, as long as its family names differ.
+//! metrics) appends its families to the same `String` after them, as long
+//! as their names differ.
 //!
-//! Rendering reads the counters the flusher maintains (atomics, and the
-//! flusher's last-error lock for a moment); it takes nothing the writing
-//! threads use, and into a `String` with room to spare it allocates
-//! nothing (`tests/it/metrics.rs` checks both).
-//!
-//! Why a writer of its own rather than `prometheus-client` (the Prometheus
-//! project's crate), measured on 2026-12-02 in one run, alternating, on
-//! the same families, labels and values (this crate's 21 families, 13
-//! error classes and 13 drop reasons, the 32-bucket histogram: 120 lines,
-//! 9.9 kB), 20 rounds of 2,000 renders each, release build:
-//! - the format: `prometheus-client` writes OpenMetrics text only. Counter
-//!   families lose `_total` on their `# HELP`/`# TYPE` lines
-//!   (`# TYPE tradecache_writes_accepted counter`), which a parser of the
-//!   0.0.4 text format this crate serves (`text/plain; version=0.0.4`)
-//!   reads as untyped samples, and a body must end in one `# EOF`, so
-//!   `write_prometheus` could no longer append into a body that several
-//!   caches, a `Kv` and the application's own families share. Serving it
-//!   would change what every scrape config and dashboard sees;
-//! - render time: 8.2 µs per render here against 9.3 µs (medians, quiet
-//!   machine; 12.2–12.5 against 13.5–13.8 µs under other builds), with 0
-//!   allocations per render against 2: no reason either way at one scrape
-//!   every few seconds;
-//! - dependencies: three crates more in the core's tree
-//!   (`prometheus-client`, its derive macro, `dtoa`; the rest is already
-//!   there), 1.0 s of compile time in debug and 1.3 s in release: small,
-//!   but the core's list is kept to what it needs.
+//! The text is written with `write!` into the caller's `String`: rendering
+//! reads the counters the flusher maintains (atomics, and the flusher's
+//! last-error lock for a moment), takes nothing the writing threads use,
+//! and into a `String` with room to spare allocates nothing
+//! (`tests/it/metrics.rs` checks both). It is not `prometheus-client`'s
+//! because that crate writes OpenMetrics text only (counter families
+//! without `_total` on their `# TYPE` lines, one `# EOF` per body), which
+//! would change what every scrape config and dashboard reads; the render
+//! time is in docs/performance.md.
 //!
 //! An application that prefers a library exporter has one: feature
 //! `metrics` hands the same counters to any `metrics` recorder
 //! (`MetricsReporter`).
-//!
-//! ```
-//! use tradecache::exposition::{Exposition, MetricType};
-//!
-//! let mut out = String::new();
-//! let mut e = Exposition::new(&mut out);
-//! e.family("myapp_orders_total", MetricType::Counter, "Orders sent.");
-//! e.sample_u64("myapp_orders_total", &[("venue", "BINANCE")], None, 42);
-//! assert_eq!(
-//!     out,
-//!     concat!(
-//!         "# HELP myapp_orders_total Orders sent.\n",
-//!         "# TYPE myapp_orders_total counter\n",
-//!         "myapp_orders_total{venue=\"BINANCE\"} 42\n",
-//!     )
-//! );
-//! ```
 
-use std::fmt::Write as _;
+use std::fmt::{self, Display, Write as _};
 
 use crate::writer::Count;
 use crate::writer::{Shared, LAT_BUCKETS};
@@ -64,7 +30,7 @@ use crate::Cache;
 
 /// The type of a metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricType {
+pub(crate) enum MetricType {
     /// A value that only goes up (names end in `_total`).
     Counter,
     /// A value that goes up and down.
@@ -73,209 +39,146 @@ pub enum MetricType {
     Histogram,
 }
 
-impl MetricType {
-    fn as_str(self) -> &'static str {
-        match self {
-            MetricType::Counter => "counter",
-            MetricType::Gauge => "gauge",
-            MetricType::Histogram => "histogram",
-        }
-    }
-}
-
-/// Appends Prometheus text exposition lines to a `String`.
-///
-/// Write a family's `# HELP`/`# TYPE` header with [`Exposition::family`],
-/// then all of its samples, before the next family: the format wants each
-/// family in one block. Label values are escaped (`\`, `"`, newline); names
-/// are written as given (`[a-zA-Z_:][a-zA-Z0-9_:]*`, the caller's
-/// responsibility). Nothing is allocated beyond the `String`'s growth.
-#[derive(Debug)]
-pub struct Exposition<'a> {
+/// Appends what is written through it to a `String`, escaped as the format
+/// wants help text (`\`, newline) or, with `quotes`, a label value (`"`
+/// too).
+struct Escaped<'a> {
     out: &'a mut String,
+    quotes: bool,
 }
 
-impl<'a> Exposition<'a> {
-    /// A writer appending to `out` (which may already hold other families).
-    pub fn new(out: &'a mut String) -> Self {
-        Exposition { out }
-    }
-
-    /// Writes a family's `# HELP` and `# TYPE` lines. `help` is one line of
-    /// text (`\` and newlines are escaped).
-    pub fn family(&mut self, name: &str, kind: MetricType, help: &str) {
-        self.out.push_str("# HELP ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        for c in help.chars() {
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
             match c {
                 '\\' => self.out.push_str("\\\\"),
+                '"' if self.quotes => self.out.push_str("\\\""),
                 '\n' => self.out.push_str("\\n"),
                 c => self.out.push(c),
             }
         }
-        self.out.push_str("\n# TYPE ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        self.out.push_str(kind.as_str());
-        self.out.push('\n');
-    }
-
-    fn labels(&mut self, labels: &[(&str, &str)], extra: Option<(&str, &str)>) {
-        if labels.is_empty() && extra.is_none() {
-            return;
-        }
-        self.out.push('{');
-        let mut first = true;
-        for (k, v) in labels.iter().copied().chain(extra) {
-            if !first {
-                self.out.push(',');
-            }
-            first = false;
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            for c in v.chars() {
-                match c {
-                    '\\' => self.out.push_str("\\\\"),
-                    '"' => self.out.push_str("\\\""),
-                    '\n' => self.out.push_str("\\n"),
-                    c => self.out.push(c),
-                }
-            }
-            self.out.push('"');
-        }
-        self.out.push('}');
-    }
-
-    /// Writes one sample with an integer value: `name{labels,extra} value`.
-    /// `extra` is one more label (a histogram's `le`, a `reason`, …)
-    /// written after `labels`.
-    pub fn sample_u64(&mut self, name: &str, labels: &[(&str, &str)], extra: Option<(&str, &str)>, v: u64) {
-        self.out.push_str(name);
-        self.labels(labels, extra);
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.out, " {v}");
-    }
-
-    /// Writes one sample with a floating-point value (`NaN`, `+Inf` and
-    /// `-Inf` as the format spells them).
-    pub fn sample_f64(&mut self, name: &str, labels: &[(&str, &str)], extra: Option<(&str, &str)>, v: f64) {
-        self.out.push_str(name);
-        self.labels(labels, extra);
-        let _ = if v.is_nan() {
-            writeln!(self.out, " NaN")
-        } else if v.is_infinite() {
-            writeln!(self.out, " {}Inf", if v > 0.0 { '+' } else { '-' })
-        } else {
-            writeln!(self.out, " {v}")
-        };
-    }
-
-    /// Writes the samples of a histogram whose bucket `i` counts
-    /// observations of `2^i` to `2^(i+1)` units (the first also those
-    /// below, the last also those above), `units_per_second` of them in a
-    /// second (`1e6` for µs): cumulative `_bucket`s with `le` upper bounds
-    /// in seconds (`2^(i+1) / units_per_second`), `+Inf`, `_sum` (`sum /
-    /// units_per_second`) and `_count`. `name` is the family name, without
-    /// the suffixes.
-    pub fn pow2_histogram(
-        &mut self,
-        name: &str,
-        labels: &[(&str, &str)],
-        counts: &[u64],
-        sum: u64,
-        units_per_second: f64,
-    ) {
-        let mut bucket = NameBuf::new(name, "_bucket");
-        let mut cumulative = 0u64;
-        let mut le = LeBuf::default();
-        let finite = counts.len().saturating_sub(1);
-        for (i, c) in counts.iter().enumerate().take(finite) {
-            cumulative += c;
-            let bound = (2u64 << i) as f64 / units_per_second;
-            self.sample_u64(bucket.get(), labels, Some(("le", le.format(bound))), cumulative);
-        }
-        cumulative += counts.get(finite).copied().unwrap_or(0);
-        self.sample_u64(bucket.get(), labels, Some(("le", "+Inf")), cumulative);
-        bucket.set(name, "_sum");
-        self.sample_f64(bucket.get(), labels, None, sum as f64 / units_per_second);
-        bucket.set(name, "_count");
-        self.sample_u64(bucket.get(), labels, None, cumulative);
-    }
-}
-
-/// A metric name with a suffix, on the stack (no allocation).
-struct NameBuf {
-    buf: [u8; 128],
-    len: usize,
-}
-
-impl NameBuf {
-    fn new(name: &str, suffix: &str) -> Self {
-        let mut b = NameBuf { buf: [0; 128], len: 0 };
-        b.set(name, suffix);
-        b
-    }
-
-    fn set(&mut self, name: &str, suffix: &str) {
-        self.len = 0;
-        for part in [name, suffix] {
-            let n = part.len().min(self.buf.len() - self.len);
-            self.buf[self.len..self.len + n].copy_from_slice(&part.as_bytes()[..n]);
-            self.len += n;
-        }
-    }
-
-    fn get(&self) -> &str {
-        // Names are ASCII; a cut in the middle of a character cannot happen
-        // for them, and yields "" rather than a panic otherwise.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-/// Formats an `le` bound on the stack.
-#[derive(Default)]
-struct LeBuf {
-    buf: StackStr<32>,
-}
-
-impl LeBuf {
-    fn format(&mut self, v: f64) -> &str {
-        self.buf.len = 0;
-        let _ = write!(self.buf, "{v}");
-        self.buf.as_str()
-    }
-}
-
-struct StackStr<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> Default for StackStr<N> {
-    fn default() -> Self {
-        StackStr { buf: [0; N], len: 0 }
-    }
-}
-
-impl<const N: usize> StackStr<N> {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl<const N: usize> std::fmt::Write for StackStr<N> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > N {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
         Ok(())
     }
 }
 
+/// A sample value as the format spells it (`NaN`, `+Inf`, `-Inf`).
+struct Float(f64);
+
+impl Display for Float {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            v if v.is_nan() => f.write_str("NaN"),
+            v if v.is_infinite() => f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" }),
+            v => write!(f, "{v}"),
+        }
+    }
+}
+
+// Writing to a `String` cannot fail: the results of `write!` below are
+// ignored for that reason.
+
+/// Writes a family's `# HELP` and `# TYPE` lines. `help` is one line of
+/// text (`\` and newlines are escaped). Write all of a family's samples
+/// before the next family: the format wants each family in one block.
+pub(crate) fn family(out: &mut String, name: &str, kind: MetricType, help: &str) {
+    let _ = write!(out, "# HELP {name} ");
+    let _ = Escaped { out: &mut *out, quotes: false }.write_str(help);
+    let kind = match kind {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+    };
+    let _ = writeln!(out, "\n# TYPE {name} {kind}");
+}
+
+/// Writes `{sep}{k}="` (`sep`: `{` before the first label, `,` after),
+/// and returns the separator of the next label.
+fn label(out: &mut String, sep: char, k: &str) -> char {
+    out.push(sep);
+    out.push_str(k);
+    out.push_str("=\"");
+    ','
+}
+
+/// Writes one sample, `{name}{suffix}{labels,extra} value`: label values
+/// escaped, names as given (`[a-zA-Z_:][a-zA-Z0-9_:]*`, the caller's
+/// responsibility). `extra` is one more label (a histogram's `le`, a
+/// `reason`, …) written after `labels`.
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    extra: Option<(&str, &dyn Display)>,
+    value: &dyn Display,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    let mut sep = '{';
+    for (k, v) in labels {
+        sep = label(out, sep, k);
+        let _ = Escaped { out: &mut *out, quotes: true }.write_str(v);
+        out.push('"');
+    }
+    if let Some((k, v)) = extra {
+        sep = label(out, sep, k);
+        let _ = write!(Escaped { out: &mut *out, quotes: true }, "{v}");
+        out.push('"');
+    }
+    if sep == ',' {
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// Writes one sample with an integer value: `name{labels,extra} value`.
+pub(crate) fn sample_u64(
+    out: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    extra: Option<(&str, &str)>,
+    v: u64,
+) {
+    write_sample(out, name, "", labels, extra.as_ref().map(|(k, v)| (*k, v as &dyn Display)), &v);
+}
+
+/// Writes one sample with a floating-point value.
+pub(crate) fn sample_f64(
+    out: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    extra: Option<(&str, &str)>,
+    v: f64,
+) {
+    write_sample(out, name, "", labels, extra.as_ref().map(|(k, v)| (*k, v as &dyn Display)), &Float(v));
+}
+
+/// Writes the samples of a histogram whose bucket `i` counts observations
+/// of `2^i` to `2^(i+1)` units (the first also those below, the last also
+/// those above), `units_per_second` of them in a second (`1e6` for µs):
+/// cumulative `_bucket`s with `le` upper bounds in seconds (`2^(i+1) /
+/// units_per_second`), `+Inf`, `_sum` (`sum / units_per_second`) and
+/// `_count`. `name` is the family name, without the suffixes.
+fn pow2_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    counts: &[u64],
+    sum: u64,
+    units_per_second: f64,
+) {
+    let mut cumulative = 0u64;
+    let finite = counts.len().saturating_sub(1);
+    for (i, c) in counts.iter().enumerate().take(finite) {
+        cumulative += c;
+        let bound = (2u64 << i) as f64 / units_per_second;
+        write_sample(out, name, "_bucket", labels, Some(("le", &bound)), &cumulative);
+    }
+    cumulative += counts.get(finite).copied().unwrap_or(0);
+    write_sample(out, name, "_bucket", labels, Some(("le", &"+Inf")), &cumulative);
+    write_sample(out, name, "_sum", labels, None, &Float(sum as f64 / units_per_second));
+    write_sample(out, name, "_count", labels, None, &cumulative);
+}
 /// How one family reads its value(s) from a cache.
 #[derive(Clone, Copy)]
 enum Source {
@@ -442,7 +345,7 @@ fn flag(b: bool) -> u64 {
 }
 
 /// Writes one family's samples for one cache.
-fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cache) {
+fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
     let shared: &Shared = cache.shared();
     let cfg = cache.config();
     let instance = if cfg.use_instance_id { cfg.instance_id.as_deref() } else { None };
@@ -461,13 +364,13 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
             &without
         }
     };
-    let mut u = |v: u64| e.sample_u64(name, labels, None, v);
+    let mut u = |v: u64| sample_u64(out, name, labels, None, v);
     match source {
         Source::Info => {
             let mut l = [("", ""); 5];
             l[..labels.len()].copy_from_slice(labels);
             l[labels.len()] = ("version", env!("CARGO_PKG_VERSION"));
-            e.sample_u64(name, &l[..=labels.len()], Some(("encoding", cfg.encoding.as_str())), 1);
+            sample_u64(out, name, &l[..=labels.len()], Some(("encoding", cfg.encoding.as_str())), 1);
         }
         Source::Accepted => u(shared.accepted()),
         Source::Acked => u(shared.acked()),
@@ -496,12 +399,12 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
         }
         Source::Dropped => {
             for (class, n) in shared.dropped_counts() {
-                e.sample_u64(name, labels, Some(("reason", class.name())), n);
+                sample_u64(out, name, labels, Some(("reason", class.name())), n);
             }
         }
         Source::Errors => {
             for (class, n) in shared.error_counts() {
-                e.sample_u64(name, labels, Some(("class", class.name())), n);
+                sample_u64(out, name, labels, Some(("class", class.name())), n);
             }
         }
         Source::LastError => {
@@ -509,11 +412,11 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
             let secs = at
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0.0, |d| d.as_secs_f64());
-            e.sample_f64(name, labels, None, secs);
+            sample_f64(out, name, labels, None, secs);
         }
         Source::AckLatency => {
             let (counts, sum_us) = shared.latency_histogram();
-            e.pow2_histogram(name, labels, &counts[..LAT_BUCKETS], sum_us, 1e6);
+            pow2_histogram(out, name, labels, &counts[..LAT_BUCKETS], sum_us, 1e6);
         }
     }
 }
@@ -525,11 +428,10 @@ fn write_source(e: &mut Exposition<'_>, name: &str, source: Source, cache: &Cach
 ///
 /// See [`Cache::write_prometheus`] for the families.
 pub fn write_caches(out: &mut String, caches: &[&Cache]) {
-    let mut e = Exposition::new(out);
     for (name, kind, help, source) in FAMILIES {
-        e.family(name, *kind, help);
+        family(out, name, *kind, help);
         for cache in caches {
-            write_source(&mut e, name, *source, cache);
+            write_source(out, name, *source, cache);
         }
     }
 }
@@ -590,12 +492,11 @@ mod tests {
     #[test]
     fn escapes_label_values_and_help() {
         let mut out = String::new();
-        let mut e = Exposition::new(&mut out);
-        e.family("x_total", MetricType::Counter, "a \\ b\nc");
-        e.sample_u64("x_total", &[("t", "a\"b\\c\nd")], Some(("k", "v")), 3);
-        e.sample_f64("y", &[], None, f64::NAN);
-        e.sample_f64("y", &[], None, f64::INFINITY);
-        e.sample_f64("y", &[], None, 0.5);
+        family(&mut out, "x_total", MetricType::Counter, "a \\ b\nc");
+        sample_u64(&mut out, "x_total", &[("t", "a\"b\\c\nd")], Some(("k", "v")), 3);
+        sample_f64(&mut out, "y", &[], None, f64::NAN);
+        sample_f64(&mut out, "y", &[], None, f64::INFINITY);
+        sample_f64(&mut out, "y", &[], None, 0.5);
         assert_eq!(
             out,
             "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\n\
@@ -606,7 +507,7 @@ mod tests {
     #[test]
     fn pow2_histogram_is_cumulative() {
         let mut out = String::new();
-        Exposition::new(&mut out).pow2_histogram("h_seconds", &[("a", "b")], &[1, 0, 2, 5], 40, 1e6);
+        pow2_histogram(&mut out, "h_seconds", &[("a", "b")], &[1, 0, 2, 5], 40, 1e6);
         assert_eq!(
             out,
             "h_seconds_bucket{a=\"b\",le=\"0.000002\"} 1\n\

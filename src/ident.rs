@@ -7,10 +7,10 @@ use std::ops::Deref;
 
 /// Identifiers up to this many bytes are stored inline, without a heap
 /// allocation, so that moving them through the channel costs a `memcpy`.
-pub const INLINE_CAPACITY: usize = 46;
+pub(crate) const INLINE_CAPACITY: usize = 46;
 
 /// The longest identifier accepted, in bytes.
-pub const MAX_LEN: usize = 256;
+pub(crate) const MAX_LEN: usize = 256;
 
 /// A validated identifier: an entity id such as a client order id, a
 /// position id or an instrument id.
@@ -68,7 +68,7 @@ pub enum IdError {
 /// # Errors
 ///
 /// Returns the first problem found.
-pub fn validate(s: &str) -> Result<(), IdError> {
+pub(crate) fn validate(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty);
     }

@@ -1,10 +1,8 @@
-//! The caching layer's counters in the Prometheus text format, written with
-//! the crate's [`Exposition`] writer, so a process can serve its caches'
+//! The caching layer's counters in the Prometheus text format, written as
+//! `crate::exposition` writes a cache's, so a process can serve its caches'
 //! and its `Kv`'s families in one body.
-//! (Why that writer rather than `prometheus-client`, with the figures:
-//! `crate::exposition`'s top comment.)
 
-use crate::exposition::{Exposition, MetricType};
+use crate::exposition::{family, sample_f64, sample_u64, MetricType};
 
 use super::breaker::BreakerState;
 use super::Kv;
@@ -75,7 +73,6 @@ impl Kv {
         let h = self.health();
         let prefix = self.config().key_prefix.as_str();
         let labels = [("key_prefix", prefix)];
-        let mut e = Exposition::new(out);
         let counters: [(&str, &str, u64); 15] = [
             ("tradecache_kv_hits_total", "lookups answered with a cached value", s.hits),
             ("tradecache_kv_misses_total", "lookups answered without a cached value", s.misses),
@@ -114,14 +111,19 @@ impl Kv {
             ),
         ];
         for (name, help, v) in counters {
-            e.family(name, MetricType::Counter, help);
-            e.sample_u64(name, &labels, None, v);
+            family(out, name, MetricType::Counter, help);
+            sample_u64(out, name, &labels, None, v);
         }
-        e.family("tradecache_kv_errors_total", MetricType::Counter, "errors by side (read, write) and class");
+        family(
+            out,
+            "tradecache_kv_errors_total",
+            MetricType::Counter,
+            "errors by side (read, write) and class",
+        );
         for (side, errors) in [("read", &s.read_errors), ("write", &s.write_errors)] {
             for (class, n) in errors {
                 let l = [("key_prefix", prefix), ("side", side)];
-                e.sample_u64("tradecache_kv_errors_total", &l, Some(("class", class)), *n);
+                sample_u64(out, "tradecache_kv_errors_total", &l, Some(("class", class)), *n);
             }
         }
         let breaker = match s.breaker {
@@ -140,14 +142,14 @@ impl Kv {
             ),
         ];
         for (name, help, v) in gauges {
-            e.family(name, MetricType::Gauge, help);
-            e.sample_u64(name, &labels, None, v);
+            family(out, name, MetricType::Gauge, help);
+            sample_u64(out, name, &labels, None, v);
         }
-        e.family("tradecache_kv_latency_seconds", MetricType::Gauge, "latency percentiles per operation");
+        family(out, "tradecache_kv_latency_seconds", MetricType::Gauge, "latency percentiles per operation");
         for (op, lat) in &s.latency {
             for (q, d) in [("0.5", lat.p50), ("0.99", lat.p99), ("0.999", lat.p999)] {
                 let l = [("key_prefix", prefix), ("op", op.name())];
-                e.sample_f64("tradecache_kv_latency_seconds", &l, Some(("quantile", q)), d.as_secs_f64());
+                sample_f64(out, "tradecache_kv_latency_seconds", &l, Some(("quantile", q)), d.as_secs_f64());
             }
         }
     }

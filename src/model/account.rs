@@ -257,7 +257,7 @@ impl AccountEvent {
 mod slots {
     use super::*;
 
-    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
+    pub(super) fn serialize<S: Serializer, T: Serialize, const N: usize>(
         v: &[Option<T>; N],
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -269,7 +269,7 @@ mod slots {
         seq.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
         d: D,
     ) -> Result<[Option<T>; N], D::Error> {
         struct V<T, const N: usize>(PhantomData<T>);

@@ -331,3 +331,57 @@ fn cli_a_refused_read_fails_the_command() {
     }
     assert!(wrong.is_empty(), "not refused:\n{}", wrong.join("\n"));
 }
+
+/// A snapshot key that holds another type (a list where `orders:{id}`
+/// should be a string) is not a snapshot: `purge` skips it (`verify`
+/// reports it) and purges the rest, rather than failing on the `GET`'s
+/// `WRONGTYPE`.
+#[test]
+fn cli_purge_skips_a_snapshot_key_of_another_type() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(&cache, &[order("O-OLD", OrderStatus::Filled, 1_000_000_000_000_000_000, 2)]);
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let _: () =
+        redis::cmd("RPUSH").arg("trader-T1:orders:O-LIST").arg("x").query(&mut server.client()).unwrap();
+
+    let o = ok(run(&server, &["-t", "T1", "purge", "--older-than", "30d", "--execute"]));
+    assert!(stdout(&o).contains("1 entities"), "{}", stdout(&o));
+    let after = dump(&server, "trader-T1:*");
+    assert!(!after.contains_key(&b"trader-T1:orders:O-OLD"[..]), "purged");
+    assert!(after.contains_key(&b"trader-T1:orders:O-LIST"[..]), "left for verify to report");
+    cache.close(Duration::from_secs(5)).unwrap();
+}
+
+/// The registry of collections (`{prefix}:index:`) holding another type is
+/// read as no registry (`verify` reports it), not as a refused read.
+#[test]
+fn cli_a_registry_of_another_type_is_no_registry() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Filled, NOW_NS, 1)]);
+    cache.close(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    let _: () = redis::cmd("DEL").arg("trader-T1:index:").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET").arg("trader-T1:index:").arg("x").query(&mut con).unwrap();
+
+    let o = ok(run(&server, &["-t", "T1", "purge", "--older-than", "30d"]));
+    assert!(stdout(&o).contains("dry run"), "{}", stdout(&o));
+}
+
+/// A server's refusal of the CLI's own commands is classified by its code,
+/// as the library's are: `SCAN` refused by the ACL is an authentication
+/// failure, not some server error.
+#[test]
+fn cli_a_refused_scan_is_an_auth_failure() {
+    let server = RedisServer::start();
+    crate::harness::topology::acl_setuser(server.port(), "no-scan", "on >pw-no-scan ~* +@all -scan");
+    let url = format!("redis://no-scan:pw-no-scan@127.0.0.1:{}/", server.port());
+    let o = crate::cli::run_env(&server, &[("REDIS_URL", url.as_str())], &["-t", "T1", "inspect"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("authentication failed") && stderr(&o).contains("no permissions"),
+        "{}",
+        stderr(&o)
+    );
+}

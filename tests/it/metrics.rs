@@ -276,9 +276,7 @@ fn several_caches_share_one_exposition() {
     let text = render(&[&a, &b]);
     // A second source appends its own families to the same text.
     let mut text2 = text.clone();
-    let mut e = exposition::Exposition::new(&mut text2);
-    e.family("myapp_up", exposition::MetricType::Gauge, "The application is up.");
-    e.sample_u64("myapp_up", &[], None, 1);
+    text2.push_str("# HELP myapp_up The application is up.\n# TYPE myapp_up gauge\nmyapp_up 1\n");
     let s = parse_strict(&text2);
     assert_eq!(value(&s, "tradecache_writes_acked_total", &[("trader_id", "A")]), Some(1.0));
     assert_eq!(

@@ -6,7 +6,6 @@
 //!   makes its own (Sentinel, Cluster slot owner, TLS, ACL, timeouts), with
 //!   `SCAN`, any command (pipelined with [`Admin::send`] and
 //!   [`Admin::read_reply`]) and fencing a writer ([`Admin::fence`]).
-//! - [`Reply`]: what the server answered a command.
 //! - [`Layout`] and [`KeyKind`]: where a trader's state lives, and what a
 //!   key under its prefix is.
 //! - The crate's own decoding and encoding of stored values as JSON
@@ -30,6 +29,9 @@ use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
 };
 use crate::net;
+use redis::Value;
+
+use super::util::bytes;
 
 /// The collections of the reference model, in the order they are loaded.
 pub(crate) const REFERENCE_COLLECTIONS: [&str; 4] = crate::keys::ENTITY_COLLECTIONS;
@@ -107,41 +109,40 @@ impl Admin {
     }
 
     /// Reads the reply to the oldest command sent and not yet answered. A
-    /// server's error reply is a [`Reply::ServerError`], not an `Err`.
+    /// server's error reply is a `Value::ServerError`, not an `Err`.
     ///
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) when the read fails (timeout,
     /// connection lost, a reply that is not RESP).
-    pub(crate) fn read_reply(&mut self) -> Result<Reply> {
+    pub(crate) fn read_reply(&mut self) -> Result<Value> {
         let r = self.conn.con.recv_response();
-        r.map(reply).map_err(|e| self.failed(&e))
+        r.map_err(|e| self.failed(&e))
     }
 
     /// Sends `cmd` and reads its reply (a server's error reply is a
-    /// [`Reply::ServerError`]).
+    /// `Value::ServerError`).
     ///
     /// # Errors
     ///
     /// As [`Admin::send`] and [`Admin::read_reply`].
-    pub(crate) fn query(&mut self, cmd: &redis::Cmd) -> Result<Reply> {
+    pub(crate) fn query(&mut self, cmd: &redis::Cmd) -> Result<Value> {
         self.send(std::slice::from_ref(cmd))?;
         self.read_reply()
     }
 
     /// [`Admin::query`], with a server's error reply as an `Err`.
-    fn checked(&mut self, cmd: &redis::Cmd) -> Result<Reply> {
+    fn checked(&mut self, cmd: &redis::Cmd) -> Result<Value> {
         match self.query(cmd)? {
-            Reply::ServerError(e) => {
-                let code = e.split_whitespace().next().unwrap_or("");
-                let cause = net::Cause::of_code(code);
-                Err(net::Failure::new(cause, self.conn.addr.clone(), e).into_error())
+            Value::ServerError(e) => {
+                let cause = net::Cause::of_code(e.code());
+                Err(net::Failure::new(cause, self.conn.addr.clone(), e.to_string()).into_error())
             }
             r => Ok(r),
         }
     }
 
-    fn unexpected(&self, what: &str, r: &Reply) -> crate::Error {
+    fn unexpected(&self, what: &str, r: &Value) -> crate::Error {
         let text = format!("unexpected {what} reply {r:?}");
         net::Failure::new(net::Cause::Command, self.conn.addr.clone(), text).into_error()
     }
@@ -161,11 +162,11 @@ impl Admin {
             let mut c = redis::cmd("SCAN");
             c.arg(&cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
             match self.checked(&c)? {
-                Reply::Array(mut parts) if parts.len() == 2 => {
-                    if let Some(Reply::Array(found)) = parts.pop() {
-                        keys.extend(found.into_iter().filter_map(Reply::into_bytes));
+                Value::Array(mut parts) if parts.len() == 2 => {
+                    if let Some(Value::Array(found)) = parts.pop() {
+                        keys.extend(found.into_iter().filter_map(bytes));
                     }
-                    cursor = parts.pop().and_then(Reply::into_bytes).unwrap_or_else(|| b"0".to_vec());
+                    cursor = parts.pop().and_then(bytes).unwrap_or_else(|| b"0".to_vec());
                 }
                 other => return Err(self.unexpected("SCAN", &other)),
             }
@@ -191,77 +192,6 @@ impl Admin {
     pub(crate) fn fence(&mut self, key: &str) -> Result<(u64, u64)> {
         let m = crate::marker::claim(&mut self.conn, key, false)?;
         Ok((m.epoch, m.batch))
-    }
-}
-
-/// A server's reply (RESP2 and RESP3 types).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Reply {
-    /// No value (a missing key, an aborted `EXEC`).
-    Nil,
-    /// An integer.
-    Int(i64),
-    /// A bulk string: a stored value, a key.
-    BulkString(Vec<u8>),
-    /// A status line other than `OK`.
-    SimpleString(String),
-    /// The status `OK`.
-    Okay,
-    /// An array, such as `LRANGE`'s or `EXEC`'s.
-    Array(Vec<Reply>),
-    /// A set (RESP3).
-    Set(Vec<Reply>),
-    /// A map (RESP3), as pairs in the server's order.
-    Map(Vec<(Reply, Reply)>),
-    /// A double (RESP3).
-    Double(f64),
-    /// A boolean (RESP3).
-    Boolean(bool),
-    /// Verbatim text (RESP3), such as `INFO`'s.
-    VerbatimString {
-        /// The text.
-        text: String,
-    },
-    /// A number too large for an integer (RESP3), as the server sent it.
-    BigNumber(String),
-    /// The server refused the command: its error reply (code and message,
-    /// `WRONGTYPE Operation against a key …`).
-    ServerError(String),
-}
-
-impl Reply {
-    /// The bytes of a bulk string or a status, `None` for other replies.
-    pub(crate) fn into_bytes(self) -> Option<Vec<u8>> {
-        match self {
-            Reply::BulkString(b) => Some(b),
-            Reply::SimpleString(s) => Some(s.into_bytes()),
-            Reply::Okay => Some(b"OK".to_vec()),
-            Reply::VerbatimString { text } => Some(text.into_bytes()),
-            _ => None,
-        }
-    }
-}
-
-/// The CLI's reply from redis-rs's (kept out of the public API).
-fn reply(v: redis::Value) -> Reply {
-    use redis::Value as V;
-    match v {
-        V::Nil => Reply::Nil,
-        V::Int(n) => Reply::Int(n),
-        V::BulkString(b) => Reply::BulkString(b),
-        V::SimpleString(s) => Reply::SimpleString(s),
-        V::Okay => Reply::Okay,
-        V::Array(v) => Reply::Array(v.into_iter().map(reply).collect()),
-        V::Set(v) => Reply::Set(v.into_iter().map(reply).collect()),
-        V::Map(m) => Reply::Map(m.into_iter().map(|(k, v)| (reply(k), reply(v))).collect()),
-        V::Attribute { data, .. } => reply(*data),
-        V::Double(d) => Reply::Double(d),
-        V::Boolean(b) => Reply::Boolean(b),
-        V::VerbatimString { text, .. } => Reply::VerbatimString { text },
-        V::BigNumber(n) => Reply::BigNumber(format!("{n:?}")),
-        V::Push { data, .. } => Reply::Array(data.into_iter().map(reply).collect()),
-        V::ServerError(e) => Reply::ServerError(e.to_string()),
-        other => Reply::ServerError(format!("unsupported reply {other:?}")),
     }
 }
 

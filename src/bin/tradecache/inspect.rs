@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Reply};
+use super::admin::{self, Admin as Conn};
+use redis::Value;
 
 use super::util::{self, bytes, err, text, CliError};
 use super::Setup;
@@ -80,11 +81,11 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
         let mut c = redis::cmd("GET");
         c.arg(&key);
         match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
-            Some(Reply::BulkString(b)) => match admin::entity_to_json(&collection, id, &b, enc) {
+            Some(Value::BulkString(b)) => match admin::entity_to_json(&collection, id, &b, enc) {
                 Ok(j) => println!("{key} = {j}"),
                 Err(e) => println!("{key}: undecodable ({e}; {} bytes)", b.len()),
             },
-            Some(Reply::Nil) => println!("{key}: no value"),
+            Some(Value::Nil) => println!("{key}: no value"),
             Some(other) => println!("{key}: {other:?}"),
             None => {}
         }
@@ -93,7 +94,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
             let mut c = redis::cmd("LRANGE");
             c.arg(&key).arg(0).arg(-1);
             match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
-                Some(Reply::Array(items)) => {
+                Some(Value::Array(items)) => {
                     println!("{key} ({} events)", items.len());
                     for (i, v) in items.into_iter().enumerate() {
                         match bytes(v) {
@@ -105,7 +106,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
                         }
                     }
                 }
-                Some(Reply::Nil) | None => {}
+                Some(Value::Nil) | None => {}
                 // Refused, or another type: said, never shown as no events.
                 Some(other) => println!("{key}: {other:?}"),
             }

@@ -9,8 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::admin::{self, Admin as Conn, Layout, Reply};
+use super::admin::{self, Admin as Conn, Layout};
 use crate::Encoding;
+use redis::Value;
 
 use super::util::{self, bytes, text, CliError, Survey};
 use super::verify::{watched, Finding, Kind};
@@ -22,11 +23,11 @@ struct Members {
     closed: BTreeSet<String>,
 }
 
-fn members(reply: Reply) -> Result<BTreeSet<String>, String> {
+fn members(reply: Value) -> Result<BTreeSet<String>, String> {
     match reply {
-        Reply::Array(v) | Reply::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
-        Reply::Nil => Ok(BTreeSet::new()),
-        Reply::ServerError(e) => Err(e.to_string()),
+        Value::Array(v) | Value::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
+        Value::Nil => Ok(BTreeSet::new()),
+        Value::ServerError(e) => Err(e.to_string()),
         other => Err(format!("unexpected reply {other:?}")),
     }
 }
@@ -61,7 +62,7 @@ pub(crate) fn check(
     for c in &collections {
         let mut m = Members::default();
         for (open, reply) in [(true, replies.next()), (false, replies.next())] {
-            match members(reply.unwrap_or(Reply::Nil)) {
+            match members(reply.unwrap_or(Value::Nil)) {
                 Ok(ids) if open => m.open = ids,
                 Ok(ids) => m.closed = ids,
                 Err(e) => findings.push(Finding {
@@ -104,7 +105,7 @@ pub(crate) fn check(
     for ((c, id), v) in targets.into_iter().zip(values) {
         let Some(m) = by_collection.get(c) else { continue };
         let (in_open, in_closed) = (m.open.contains(id), m.closed.contains(id));
-        let Reply::BulkString(b) = v else { continue }; // gone, or reported by verify
+        let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
         let kind = match admin::open_closed_state(c, &b, enc) {
             Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
             Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
@@ -138,7 +139,7 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
         Kind::OpenClosedWithoutValue => watched(conn, &watch, |conn| {
             let mut e = redis::cmd("EXISTS");
             e.arg(&entity);
-            Ok((util::query(conn, &e)? == Reply::Int(0)).then(|| {
+            Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
                 let mut srem = redis::cmd("SREM");
                 srem.arg(&open).arg(id);
                 let mut zrem = redis::cmd("ZREM");
@@ -152,7 +153,7 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
         | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
             let mut g = redis::cmd("GET");
             g.arg(&entity);
-            let Reply::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
+            let Value::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
             let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
                 return Ok(None);
             };

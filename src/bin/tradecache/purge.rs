@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Layout, Reply};
+use super::admin::{self, Admin as Conn, Layout};
+use redis::Value;
 
 use super::util::{self, human, CliError, Progress};
 use super::Setup;
@@ -73,10 +74,10 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let mut undecodable = 0;
     for ((c, id), reply) in targets.iter().zip(replies) {
         let b = match reply {
-            Reply::BulkString(b) => b,
+            Value::BulkString(b) => b,
             // Refused: not "nothing to purge". (A key of another type is
             // not a snapshot; `verify` reports it.)
-            Reply::ServerError(e) if !e.starts_with("WRONGTYPE") => {
+            Value::ServerError(e) if e.code() != "WRONGTYPE" => {
                 return Err(util::err(format!("{}: {e}", layout.entity(c, id))))
             }
             _ => continue,
@@ -187,7 +188,7 @@ fn purge_batch(
         let mut deleting = 0;
         for ((c, id, _), v) in chunk.iter().zip(values) {
             let still = match v {
-                Reply::BulkString(b) => matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff),
+                Value::BulkString(b) => matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff),
                 _ => false,
             };
             if !still {
@@ -212,14 +213,14 @@ fn purge_batch(
         cmds.push(redis::cmd("EXEC"));
         let replies = util::pipeline(conn, &cmds, cmds.len(), None)?;
         match replies.last() {
-            Some(Reply::Array(r)) => {
-                if let Some(Reply::ServerError(e)) = r.iter().find(|x| matches!(x, Reply::ServerError(_))) {
+            Some(Value::Array(r)) => {
+                if let Some(Value::ServerError(e)) = r.iter().find(|x| matches!(x, Value::ServerError(_))) {
                     return Err(util::err(format!("a delete was refused: {e}")));
                 }
                 return Ok((deleting, chunk.len() - deleting));
             }
             // Nil: a watched value changed; retry.
-            Some(Reply::Nil) => continue,
+            Some(Value::Nil) => continue,
             other => return Err(util::err(format!("purge transaction: unexpected {other:?}"))),
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Layout, Reply};
+use super::admin::{self, Admin as Conn, Layout};
+use redis::Value;
 use serde_json::{json, Value as Json};
 
 use super::util::{self, bytes, err, human, text, CliError, Survey};
@@ -62,8 +63,8 @@ fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliE
     c.arg(section);
     let v = util::query(conn, &c)?;
     let body = match v {
-        Reply::BulkString(b) => text(&b),
-        Reply::VerbatimString { text, .. } => text,
+        Value::BulkString(b) => text(&b),
+        Value::VerbatimString { text, .. } => text,
         other => return Err(err(format!("unexpected INFO reply {other:?}"))),
     };
     Ok(body
@@ -92,7 +93,7 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
     let mut total = 0;
     let mut sampled = 0;
     for v in util::pipeline(conn, &cmds, 500, None)? {
-        if let Reply::Int(b) = v {
+        if let Value::Int(b) = v {
             total += u64::try_from(b).unwrap_or(0);
             sampled += 1;
         }
@@ -156,7 +157,7 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);
         let idle_s = match idle {
-            Reply::Int(s) => Some(s),
+            Value::Int(s) => Some(s),
             _ => None,
         };
         let parsed = raw.as_deref().and_then(admin::parse_marker);
@@ -210,8 +211,8 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.
     let fsync_value = match util::pipeline(conn, &[fsync], 1, None)?.pop() {
-        Some(Reply::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
-        Some(Reply::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
+        Some(Value::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
+        Some(Value::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
     };
     if let Some(v) = fsync_value {

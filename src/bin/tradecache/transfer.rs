@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Layout, Reply};
+use super::admin::{self, Admin as Conn, Layout};
+use redis::Value;
 use serde_json::{json, Value as Json};
 
 use super::util::{self, bytes, err, text, CliError, Progress};
@@ -126,12 +127,12 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
         let replies = util::pipeline(&mut conn, &cmds, cmds.len(), None)?;
         let mut it = replies.into_iter();
         for (c, id) in chunk {
-            let (value, log) = (it.next().unwrap_or(Reply::Nil), it.next().unwrap_or(Reply::Nil));
+            let (value, log) = (it.next().unwrap_or(Value::Nil), it.next().unwrap_or(Value::Nil));
             let mut line = serde_json::Map::new();
             line.insert("collection".into(), json!(c));
             line.insert("id".into(), json!(id));
             match value {
-                Reply::BulkString(b) => match admin::entity_to_json(c, id, &b, enc) {
+                Value::BulkString(b) => match admin::entity_to_json(c, id, &b, enc) {
                     Ok(j) => {
                         line.insert("value".into(), j);
                         if !indexed(c, id) {
@@ -156,14 +157,14 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                         )))
                     }
                 },
-                Reply::Nil => {}
-                Reply::ServerError(e) => {
+                Value::Nil => {}
+                Value::ServerError(e) => {
                     return Err(err(format!("{}: {e} (not a tradecache value)", layout.entity(c, id))));
                 }
                 other => return Err(err(format!("{}: unexpected {other:?}", layout.entity(c, id)))),
             }
             match log {
-                Reply::Array(items) if !items.is_empty() => {
+                Value::Array(items) if !items.is_empty() => {
                     let mut list = Vec::with_capacity(items.len());
                     for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
                         match admin::event_to_json(c, &item, enc) {
@@ -183,8 +184,8 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                     events += list.len() as u64;
                     line.insert("events".into(), Json::Array(list));
                 }
-                Reply::Array(_) | Reply::Nil => {}
-                Reply::ServerError(e) => {
+                Value::Array(_) | Value::Nil => {}
+                Value::ServerError(e) => {
                     return Err(err(format!("{}: {e} (not an event log)", layout.events(c, id))));
                 }
                 other => return Err(err(format!("{}: unexpected {other:?}", layout.events(c, id)))),
@@ -240,12 +241,12 @@ fn open_closed_members(
         }
         let reply = util::query(conn, &cmd)?;
         let items: Vec<String> = match reply {
-            Reply::Array(v) | Reply::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
-            Reply::Map(kv) => kv
+            Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
+            Value::Map(kv) => kv
                 .into_iter()
                 .flat_map(|(k, v)| [k, v])
                 .map(|v| match v {
-                    Reply::Double(d) => d.to_string(),
+                    Value::Double(d) => d.to_string(),
                     other => bytes(other).map(|b| text(&b)).unwrap_or_default(),
                 })
                 .collect(),
@@ -382,13 +383,13 @@ fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
     all.push(redis::cmd("EXEC"));
     let replies = util::pipeline(conn, &all, all.len(), None)?;
     match replies.last() {
-        Some(Reply::Array(results)) => {
-            if let Some(Reply::ServerError(e)) = results.iter().find(|r| matches!(r, Reply::ServerError(_))) {
+        Some(Value::Array(results)) => {
+            if let Some(Value::ServerError(e)) = results.iter().find(|r| matches!(r, Value::ServerError(_))) {
                 return Err(err(format!("a write was refused: {e}")));
             }
             Ok(())
         }
-        Some(Reply::ServerError(e)) => Err(err(format!("transaction refused: {e}"))),
+        Some(Value::ServerError(e)) => Err(err(format!("transaction refused: {e}"))),
         other => Err(err(format!("transaction not applied: {other:?}"))),
     }
 }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use super::admin::{self, Admin as Conn, KeyKind, Layout, Reply};
+use super::admin::{self, Admin as Conn, KeyKind, Layout};
+use redis::Value;
 
 use super::Setup;
 
@@ -47,14 +48,14 @@ pub(crate) fn connect(setup: &Setup) -> Result<Conn, CliError> {
 }
 
 /// Sends `cmds` in pipelines of `chunk` and returns one reply per command,
-/// server errors as `Reply::ServerError` (never a failure of the whole
+/// server errors as `Value::ServerError` (never a failure of the whole
 /// pipeline).
 pub(crate) fn pipeline(
     conn: &mut Conn,
     cmds: &[redis::Cmd],
     chunk: usize,
     mut progress: Option<&mut Progress>,
-) -> Result<Vec<Reply>, CliError> {
+) -> Result<Vec<Value>, CliError> {
     let mut out = Vec::with_capacity(cmds.len());
     for part in cmds.chunks(chunk.max(1)) {
         conn.send(part)?;
@@ -69,9 +70,9 @@ pub(crate) fn pipeline(
 }
 
 /// One command; a server error reply is an error.
-pub(crate) fn query(conn: &mut Conn, cmd: &redis::Cmd) -> Result<Reply, CliError> {
+pub(crate) fn query(conn: &mut Conn, cmd: &redis::Cmd) -> Result<Value, CliError> {
     match conn.query(cmd)? {
-        Reply::ServerError(e) => Err(err(format!("{}: {e}", conn.addr()))),
+        Value::ServerError(e) => Err(err(format!("{}: {e}", conn.addr()))),
         v => Ok(v),
     }
 }
@@ -81,10 +82,10 @@ pub(crate) fn scan(conn: &mut Conn, pattern: &str) -> Result<Vec<Vec<u8>>, CliEr
     Ok(conn.scan(pattern)?)
 }
 
-pub(crate) fn bytes(v: Reply) -> Option<Vec<u8>> {
+pub(crate) fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
-        Reply::BulkString(b) => Some(b),
-        Reply::SimpleString(s) => Some(s.into_bytes()),
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     }
 }
@@ -195,11 +196,11 @@ fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError
     let mut cmd = redis::cmd("SMEMBERS");
     cmd.arg(&key);
     match conn.query(&cmd)? {
-        Reply::Array(v) | Reply::Set(v) => {
+        Value::Array(v) | Value::Set(v) => {
             Ok(v.into_iter().filter_map(bytes).filter(|c| !c.is_empty()).collect())
         }
-        Reply::ServerError(e) if e.starts_with("WRONGTYPE") => Ok(Vec::new()),
-        Reply::ServerError(e) => Err(err(format!("{}: SMEMBERS {key}: {e}", conn.addr()))),
+        Value::ServerError(e) if e.code() == "WRONGTYPE" => Ok(Vec::new()),
+        Value::ServerError(e) => Err(err(format!("{}: SMEMBERS {key}: {e}", conn.addr()))),
         other => Err(err(format!("SMEMBERS {key}: unexpected {other:?}"))),
     }
 }
@@ -238,10 +239,10 @@ pub(crate) fn index_members(
     let mut out = BTreeMap::new();
     for (c, reply) in survey.indexes.iter().zip(replies) {
         let members = match reply {
-            Reply::Array(v) | Reply::Set(v) => {
+            Value::Array(v) | Value::Set(v) => {
                 Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect())
             }
-            Reply::ServerError(e) => Err(e.to_string()),
+            Value::ServerError(e) => Err(e.to_string()),
             other => Err(format!("unexpected reply {other:?}")),
         };
         out.insert(c.clone(), members);
@@ -266,7 +267,7 @@ pub(crate) fn delete_orphan_log(
     query(conn, &watch)?;
     let mut exists = redis::cmd("EXISTS");
     exists.arg(&entity);
-    if query(conn, &exists)? != Reply::Int(0) {
+    if query(conn, &exists)? != Value::Int(0) {
         query(conn, &redis::cmd("UNWATCH"))?;
         return Ok(false);
     }
@@ -274,13 +275,13 @@ pub(crate) fn delete_orphan_log(
     unlink.arg(layout.events(collection, id));
     let cmds = [redis::cmd("MULTI"), unlink, redis::cmd("EXEC")];
     match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
-        Some(Reply::Array(r)) => match r.first() {
-            Some(Reply::Int(n)) => Ok(*n > 0),
-            Some(Reply::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
+        Some(Value::Array(r)) => match r.first() {
+            Some(Value::Int(n)) => Ok(*n > 0),
+            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
             _ => Ok(false),
         },
         // Nil: the snapshot was written meanwhile; the log is its own now.
-        Some(Reply::Nil) => Ok(false),
+        Some(Value::Nil) => Ok(false),
         other => Err(err(format!("orphan log transaction: unexpected {other:?}"))),
     }
 }
@@ -304,7 +305,7 @@ pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Resu
     for (w, reply) in survey.writers.iter().zip(replies) {
         match reply {
             // A refused read is not "gone since the scan".
-            Reply::ServerError(e) => return Err(err(format!("{}: {e}", layout.writer(w)))),
+            Value::ServerError(e) => return Err(err(format!("{}: {e}", layout.writer(w)))),
             r => out.push((w.clone(), bytes(r))),
         }
     }

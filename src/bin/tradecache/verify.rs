@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Layout, Reply};
+use super::admin::{self, Admin as Conn, Layout};
+use redis::Value;
 use serde_json::json;
 
 use super::util::{self, bytes, err, CliError, Progress};
@@ -166,7 +167,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
                 target: (String::new(), String::new()),
             });
         }
-        if let Ok(Reply::Array(names) | Reply::Set(names)) = reply {
+        if let Ok(Value::Array(names) | Value::Set(names)) = reply {
             let names: BTreeSet<Vec<u8>> = names.into_iter().filter_map(bytes).collect();
             if names.contains(&b""[..]) {
                 for c in &survey.indexes {
@@ -204,7 +205,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         let key = layout.entity(c, id);
         let target = (c.clone(), id.clone());
         match reply {
-            Reply::BulkString(b) => {
+            Value::BulkString(b) => {
                 if let Err(e) = admin::entity_to_json(c, id, &b, enc) {
                     findings.push(Finding {
                         kind: Kind::Undecodable,
@@ -214,8 +215,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
                     });
                 }
             }
-            Reply::Nil => continue, // deleted since the scan
-            Reply::ServerError(e) => {
+            Value::Nil => continue, // deleted since the scan
+            Value::ServerError(e) => {
                 findings.push(Finding {
                     kind: Kind::WrongType,
                     key: key.clone(),
@@ -282,9 +283,9 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             });
         }
         let items = match reply {
-            Reply::Array(items) => items,
-            Reply::Nil => continue,
-            Reply::ServerError(e) => {
+            Value::Array(items) => items,
+            Value::Nil => continue,
+            Value::ServerError(e) => {
                 findings.push(Finding { kind: Kind::WrongType, key, detail: e.to_string(), target });
                 continue;
             }
@@ -407,13 +408,13 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
     }
     let replies = util::pipeline(conn, &cmds, 1000, None)?;
     // A refused check is not "fixed since": it would drop the finding.
-    if let Some(Reply::ServerError(e)) = replies.iter().find(|r| matches!(r, Reply::ServerError(_))) {
+    if let Some(Value::ServerError(e)) = replies.iter().find(|r| matches!(r, Value::ServerError(_))) {
         return Err(err(format!("checking the findings again: {e}")));
     }
     let mut drop = HashSet::new();
     for (n, i) in idx.iter().enumerate() {
-        let member = matches!(replies.get(2 * n), Some(Reply::Int(1)) | Some(Reply::Boolean(true)));
-        let exists = matches!(replies.get(2 * n + 1), Some(Reply::Int(1)));
+        let member = matches!(replies.get(2 * n), Some(Value::Int(1)) | Some(Value::Boolean(true)));
+        let exists = matches!(replies.get(2 * n + 1), Some(Value::Int(1)));
         let still = match findings[*i].kind {
             Kind::IndexWithoutValue => member && !exists,
             Kind::OrphanLog => !exists,
@@ -451,7 +452,7 @@ pub(crate) fn watched(
     all.extend(cmds);
     all.push(redis::cmd("EXEC"));
     let replies = util::pipeline(conn, &all, all.len(), None)?;
-    Ok(matches!(replies.last(), Some(Reply::Array(_))))
+    Ok(matches!(replies.last(), Some(Value::Array(_))))
 }
 
 fn repair(
@@ -468,7 +469,7 @@ fn repair(
             Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
                 let mut e = redis::cmd("EXISTS");
                 e.arg(&entity);
-                Ok((util::query(conn, &e)? == Reply::Int(0)).then(|| {
+                Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
                     let mut s = redis::cmd("SREM");
                     s.arg(&index).arg(id);
                     vec![s]
@@ -482,7 +483,7 @@ fn repair(
             Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
                 let mut e = redis::cmd("EXISTS");
                 e.arg(&entity);
-                Ok((util::query(conn, &e)? == Reply::Int(1)).then(|| {
+                Ok((util::query(conn, &e)? == Value::Int(1)).then(|| {
                     let mut s = redis::cmd("SADD");
                     s.arg(&index).arg(id);
                     vec![s]
@@ -491,7 +492,7 @@ fn repair(
             Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
                 let mut r = redis::cmd("LRANGE");
                 r.arg(&events).arg(0).arg(-1);
-                let Reply::Array(items) = util::query(conn, &r)? else { return Ok(None) };
+                let Value::Array(items) = util::query(conn, &r)? else { return Ok(None) };
                 let mut seen = HashSet::new();
                 let mut keep = Vec::new();
                 for item in items.into_iter().filter_map(bytes) {
