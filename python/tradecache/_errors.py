@@ -1,7 +1,7 @@
-"""The exceptions of tradecache: one class per ``tradecache::ErrorKind``
-under :class:`Error`, with the builtin base a Python caller would catch
-(``InvalidId`` is a ``ValueError``, ``WaitTimeout`` a ``TimeoutError``, the
-connection errors ``ConnectionError``s).
+"""The exceptions of tradecache: one class per ``tradecache::ErrorKind`` a
+call can return, under :class:`Error`, with the builtin base a Python
+caller would catch (``InvalidId`` is a ``ValueError``, ``WaitTimeout`` a
+``TimeoutError``, the connection errors ``ConnectionError``s).
 
 Every instance has ``kind``: the core's ``ErrorKind`` name (``"Fenced"``,
 ``"Timeout"``, ...); ``Full``/``Closed``/``Forked``/``Fenced`` raised by a
