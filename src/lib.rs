@@ -54,7 +54,6 @@ mod config;
 mod encoding;
 mod entity;
 mod error;
-mod error_class;
 pub mod exposition;
 mod flusher;
 mod ident;

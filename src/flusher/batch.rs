@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use crate::codec;
 use crate::config::Config;
-use crate::error_class::ErrorClass;
 use crate::ident::Ident;
 use crate::keys::Keys;
 use crate::marker::Marker;
 use crate::net::{Args, Packer, Span};
+use crate::ErrorKind;
 
 use super::index::{self, add_member, Indexed, Skipped, StateBufs};
 use super::pending::{Item, Pending, Snap};
@@ -335,7 +335,7 @@ pub(super) struct Dropped {
     pub(super) seq: u64,
     pub(super) writes: u64,
     pub(super) key: String,
-    pub(super) class: ErrorClass,
+    pub(super) class: ErrorKind,
     pub(super) detail: String,
 }
 
@@ -607,11 +607,11 @@ fn drop_reason(
     len: usize,
     limit: usize,
     limit_name: &str,
-) -> Option<(ErrorClass, String)> {
+) -> Option<(ErrorKind, String)> {
     match r {
-        Err(e) => Some((ErrorClass::Encode, format!("cannot encode the value: {e}"))),
+        Err(e) => Some((ErrorKind::Encode, format!("cannot encode the value: {e}"))),
         Ok(()) if len > limit => {
-            Some((ErrorClass::TooLarge, format!("the value is {len} bytes; {limit_name} is {limit}")))
+            Some((ErrorKind::TooLarge, format!("the value is {len} bytes; {limit_name} is {limit}")))
         }
         Ok(()) => None,
     }
@@ -991,8 +991,8 @@ mod tests {
         assert_eq!(
             dropped.iter().map(|d| (d.seq, d.writes, d.key.as_str(), d.class)).collect::<Vec<_>>(),
             [
-                (1, 1, "trader-T:positions:P-1", ErrorClass::TooLarge),
-                (4, 1, "trader-T:positions:P-2", ErrorClass::TooLarge)
+                (1, 1, "trader-T:positions:P-1", ErrorKind::TooLarge),
+                (4, 1, "trader-T:positions:P-2", ErrorKind::TooLarge)
             ]
         );
         assert_eq!(

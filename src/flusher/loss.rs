@@ -28,10 +28,10 @@ use std::collections::VecDeque;
 
 use redis::Value;
 
-use crate::error_class::ErrorClass;
 use crate::marker::{Marker, Read};
 use crate::net::{Failure, Packer};
 use crate::writer::Shared;
+use crate::ErrorKind;
 
 use super::batch::Batch;
 use super::link::Link;
@@ -119,8 +119,8 @@ impl Loss {
         log::error!("tradecache: {detail}");
         shared.note_marker_lost(detail.clone());
         match affected {
-            Some((from, n)) => shared.record_drop(from, n, key, ErrorClass::MarkerLost, detail),
-            None => shared.count_error(ErrorClass::MarkerLost, detail),
+            Some((from, n)) => shared.record_drop(from, n, key, ErrorKind::MarkerLost, detail),
+            None => shared.count_error(ErrorKind::MarkerLost, detail),
         }
         self.floor = back_to;
     }
@@ -142,7 +142,7 @@ impl Loss {
             batch.no, batch.first_seq, batch.max_seq
         );
         log::error!("tradecache: {detail}");
-        shared.record_drop(batch.first_seq, writes, key, ErrorClass::MarkerLost, detail);
+        shared.record_drop(batch.first_seq, writes, key, ErrorKind::MarkerLost, detail);
     }
 }
 

@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use redis::Value;
 
-use crate::error_class::ErrorClass;
 use crate::marker::{self, Marker};
 use crate::net::{self, reply_error, Action, Failure, Packer};
 use crate::writer::Count;
 use crate::writer::Shared;
+use crate::ErrorKind;
 
 use super::guard::Guard;
 use super::loss::{self, Settled};
@@ -75,7 +75,7 @@ fn expected_type(name: &[u8]) -> Option<&'static str> {
 /// A command of an applied batch that Redis refused: the writes it
 /// carried are dropped (`wait` reports them); one that carries none (the
 /// registry's `SADD`, weight 0) is counted as an error only.
-fn record_refused(shared: &Shared, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
+fn record_refused(shared: &Shared, seq: u64, writes: u64, key: String, class: ErrorKind, detail: String) {
     if writes == 0 {
         shared.count_error(class, format!("{key}: {detail}"));
     } else {
@@ -495,7 +495,7 @@ impl Flusher {
                     batch.no
                 );
                 let key = String::from_utf8_lossy(&key).into_owned();
-                record_refused(&self.shared, batch.first_seq, weight, key, ErrorClass::Command, detail);
+                record_refused(&self.shared, batch.first_seq, weight, key, ErrorKind::Command, detail);
             }
         }
         Ok(())

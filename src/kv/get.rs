@@ -18,9 +18,9 @@ use super::stats::Op;
 use super::value;
 use super::{check, with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
-use crate::error_class::ErrorClass;
 use crate::ident;
 use crate::net::Failure;
+use crate::ErrorKind;
 
 /// The bytes of a value found by a lookup.
 enum Body {
@@ -395,7 +395,7 @@ impl Kv {
             }
             Err(mut fail) => {
                 self.metrics.read_error(fail.class());
-                if fail.class() == ErrorClass::Command {
+                if fail.class() == ErrorKind::Command {
                     self.breaker.release(permit);
                 } else {
                     self.breaker.failure(permit);

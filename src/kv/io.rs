@@ -22,9 +22,9 @@ use redis::Value;
 
 use super::link::WriterLinks;
 use super::route::{self, Links, Node, Topology};
-use crate::error_class::ErrorClass;
 use crate::net::{self, reply_error, Action, Failure};
 use crate::writer::Shared;
+use crate::ErrorKind;
 
 /// What to send.
 pub(crate) enum Work {
@@ -135,7 +135,7 @@ impl IoThread {
             "more dropped writer connections than the writer remembers: the oldest will not be killed, so \
                     its late writes, if any reach Redis, may replace newer ones";
         log::warn!("tradecache::kv: {text}");
-        self.shared.count_error(ErrorClass::Other, text.into());
+        self.shared.count_error(ErrorKind::Other, text.into());
     }
 
     fn single(&mut self, buf: &[u8], replies: usize) -> Result<(Vec<Value>, String), Failure> {

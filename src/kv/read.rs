@@ -13,8 +13,8 @@ use parking_lot::{Mutex, MutexGuard};
 use redis::Value;
 
 use super::route::{self, Links, Node, Topology};
-use crate::error_class::ErrorClass;
 use crate::net::{self, reply_error, Action, Failure, Packer};
+use crate::ErrorKind;
 
 pub(crate) struct Pool {
     topo: Arc<Topology>,
@@ -89,7 +89,7 @@ impl Pool {
             // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
             // (Busy) or a lost node: the slot table may be out of date.
             let stale = self.topo.clustered()
-                && (matches!(e.class(), ErrorClass::ReadOnly | ErrorClass::Busy)
+                && (matches!(e.class(), ErrorKind::ReadOnly | ErrorKind::Busy)
                     || e.action() == Action::Reconnect);
             if stale {
                 self.topo.invalidate();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::breaker::BreakerState;
-use crate::error_class::ErrorClass;
+use crate::ErrorKind;
 
 /// The operations timed separately in [`KvStats::latency`]: those that
 /// answer from Redis on the calling thread. (The writes only queue: their
@@ -135,7 +135,7 @@ pub(crate) struct Counters {
     pub(crate) computed: AtomicU64,
     pub(crate) flight_waits: AtomicU64,
     pub(crate) slow_ops: AtomicU64,
-    pub(crate) read_errors: [AtomicU64; ErrorClass::COUNT],
+    pub(crate) read_errors: [AtomicU64; ErrorKind::COUNT],
 }
 
 pub(crate) struct Metrics {
@@ -160,7 +160,7 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn read_error(&self, class: ErrorClass) {
+    pub(crate) fn read_error(&self, class: ErrorKind) {
         self.c.read_errors[class.index()].fetch_add(1, Relaxed);
     }
 
@@ -169,7 +169,7 @@ impl Metrics {
     }
 
     pub(crate) fn read_errors(&self) -> Vec<(&'static str, u64)> {
-        ErrorClass::ALL
+        ErrorKind::ALL
             .iter()
             .zip(&self.c.read_errors)
             .map(|(c, n)| (c.name(), n.load(Relaxed)))

@@ -53,9 +53,9 @@ use super::overlay::Overlay;
 use super::route::{Links, Topology};
 use super::value;
 use crate::error::CloseReport;
-use crate::error_class::ErrorClass;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
 use crate::writer::Count;
+use crate::ErrorKind;
 
 /// The batch the I/O thread is writing.
 struct InFlight {
@@ -107,7 +107,7 @@ pub(crate) struct Writer {
     shutdown: Option<Instant>,
     /// The class of the last failure: what a write dropped in an outage is
     /// counted under.
-    last_class: ErrorClass,
+    last_class: ErrorKind,
     packer: Packer,
     /// A value as encoded, then as stored (header, maybe compressed).
     raw: Vec<u8>,
@@ -154,7 +154,7 @@ impl Writer {
             received_seq: 0,
             retry_at: None,
             shutdown: None,
-            last_class: ErrorClass::Io,
+            last_class: ErrorKind::Io,
             packer: Packer::default(),
             raw: Vec::new(),
             framed: Vec::new(),
@@ -298,7 +298,7 @@ impl Writer {
         }
     }
 
-    fn drop_write(&mut self, p: &Pend, key: String, class: ErrorClass, detail: String) {
+    fn drop_write(&mut self, p: &Pend, key: String, class: ErrorKind, detail: String) {
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
         self.overlay.forget(p.op.item().key(), p.seq);
     }
@@ -396,7 +396,7 @@ impl Writer {
     /// calling thread did not), frames it (compressing above the
     /// threshold), and turns a deadline into `PX`. A value that cannot be
     /// encoded or is too large is not packed: the error says why.
-    fn pack(&mut self, op: &Op) -> Result<(), (ErrorClass, String)> {
+    fn pack(&mut self, op: &Op) -> Result<(), (ErrorKind, String)> {
         let now = Instant::now();
         match op {
             Op::Set { item, value, expires } => {
@@ -413,11 +413,11 @@ impl Writer {
                 self.raw.clear();
                 value
                     .encode(self.cfg.encoding(), &mut self.raw)
-                    .map_err(|e| (ErrorClass::Encode, format!("cannot encode the value: {e}")))?;
+                    .map_err(|e| (ErrorKind::Encode, format!("cannot encode the value: {e}")))?;
                 let max = self.cfg.redis.max_value_bytes;
                 if self.raw.len() > max {
                     let detail = format!("the value is {} bytes; max_value_bytes is {max}", self.raw.len());
-                    return Err((ErrorClass::TooLarge, detail));
+                    return Err((ErrorKind::TooLarge, detail));
                 }
                 self.framed.clear();
                 value::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);

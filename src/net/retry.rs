@@ -1,7 +1,7 @@
 //! The one failure model. Every error met on a connection becomes a
 //! [`Failure`]: a [`Cause`] with the address and a text. Everything else is
 //! a pure function of the cause: the public [`ErrorKind`], the class
-//! counted in `stats()`/`health()` ([`ErrorClass`]), and what the writer
+//! counted in `stats()`/`health()` ([`ErrorKind`]), and what the writer
 //! threads do about it ([`Action`]). Nothing reads a failure's text to
 //! decide anything. Also the capped backoff between retries.
 
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use crate::error::{Error, ErrorKind, SourceError};
-use crate::error_class::ErrorClass;
 
 /// Why something failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,19 +148,19 @@ impl Cause {
     }
 
     /// The class it is counted under in `stats()` and shown in `health()`.
-    pub(crate) fn class(&self) -> ErrorClass {
+    pub(crate) fn class(&self) -> ErrorKind {
         match self {
-            Cause::Refused | Cause::Io | Cause::Tls => ErrorClass::Io,
-            Cause::Timeout => ErrorClass::Timeout,
-            Cause::Auth => ErrorClass::Auth,
-            Cause::Busy => ErrorClass::Busy,
-            Cause::ReadOnly => ErrorClass::ReadOnly,
-            Cause::Oom => ErrorClass::Oom,
-            Cause::Misconf => ErrorClass::Misconf,
-            Cause::Command => ErrorClass::Command,
-            Cause::ExecAbort | Cause::UnknownMaster | Cause::Protocol => ErrorClass::Other,
+            Cause::Refused | Cause::Io | Cause::Tls => ErrorKind::Io,
+            Cause::Timeout => ErrorKind::Timeout,
+            Cause::Auth => ErrorKind::Auth,
+            Cause::Busy => ErrorKind::Busy,
+            Cause::ReadOnly => ErrorKind::ReadOnly,
+            Cause::Oom => ErrorKind::Oom,
+            Cause::Misconf => ErrorKind::Misconf,
+            Cause::Command => ErrorKind::Command,
+            Cause::ExecAbort | Cause::UnknownMaster | Cause::Protocol => ErrorKind::Other,
             Cause::Discovery(c) | Cause::Unsettled(c) => c.class(),
-            Cause::Fenced => ErrorClass::Fenced,
+            Cause::Fenced => ErrorKind::Fenced,
         }
     }
 
@@ -232,7 +231,7 @@ impl Failure {
         self.cause.kind()
     }
 
-    pub(crate) fn class(&self) -> ErrorClass {
+    pub(crate) fn class(&self) -> ErrorKind {
         self.cause.class()
     }
 
@@ -426,12 +425,12 @@ mod tests {
         assert_eq!(chain(&reply)[1], "WRONGTYPE wrong kind");
     }
 
-    fn classify_code(code: &str) -> (ErrorClass, Action) {
+    fn classify_code(code: &str) -> (ErrorKind, Action) {
         let c = Cause::of_code(code);
         (c.class(), c.action())
     }
 
-    fn classify(err: &redis::RedisError) -> (ErrorClass, Action) {
+    fn classify(err: &redis::RedisError) -> (ErrorKind, Action) {
         let c = Cause::of(err);
         (c.class(), c.action())
     }
@@ -443,7 +442,7 @@ mod tests {
     #[test]
     fn classification_per_code() {
         use Action::*;
-        use ErrorClass as C;
+        use ErrorKind as C;
         let table = [
             ("LOADING", C::Busy, WaitRetry),
             ("MASTERDOWN", C::Busy, WaitRetry),
@@ -482,9 +481,9 @@ mod tests {
             assert_eq!(exec_abort_cause("EXECABORT", text), Cause::of_code(cause), "{text}");
         }
         let oom = exec_abort_cause("EXECABORT", cases[0].0);
-        assert_eq!((oom.class(), oom.action()), (ErrorClass::Oom, Action::Backpressure));
+        assert_eq!((oom.class(), oom.action()), (ErrorKind::Oom, Action::Backpressure));
         let readonly = exec_abort_cause("EXECABORT", cases[1].0);
-        assert_eq!((readonly.class(), readonly.action()), (ErrorClass::ReadOnly, Action::Reconnect));
+        assert_eq!((readonly.class(), readonly.action()), (ErrorKind::ReadOnly, Action::Reconnect));
         assert_eq!(exec_abort_cause("OOM", "OOM because of: READONLY"), Cause::Oom);
     }
 
@@ -493,30 +492,30 @@ mod tests {
         for (reply, class, action) in [
             (
                 &b"-READONLY You can't write against a read only replica.\r\n"[..],
-                ErrorClass::ReadOnly,
+                ErrorKind::ReadOnly,
                 Action::Reconnect,
             ),
-            (b"-LOADING Redis is loading the dataset in memory\r\n", ErrorClass::Busy, Action::WaitRetry),
-            (b"-MASTERDOWN Link with MASTER is down\r\n", ErrorClass::Busy, Action::WaitRetry),
+            (b"-LOADING Redis is loading the dataset in memory\r\n", ErrorKind::Busy, Action::WaitRetry),
+            (b"-MASTERDOWN Link with MASTER is down\r\n", ErrorKind::Busy, Action::WaitRetry),
             (
                 b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
-                ErrorClass::Oom,
+                ErrorKind::Oom,
                 Action::Backpressure,
             ),
             (
                 b"-MISCONF Errors writing to the AOF file: No space left on device\r\n",
-                ErrorClass::Misconf,
+                ErrorKind::Misconf,
                 Action::Backpressure,
             ),
-            (b"-NOPERM this user has no permissions\r\n", ErrorClass::Auth, Action::Backpressure),
+            (b"-NOPERM this user has no permissions\r\n", ErrorKind::Auth, Action::Backpressure),
             (
                 b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
-                ErrorClass::Command,
+                ErrorKind::Command,
                 Action::Drop,
             ),
             (
                 b"-EXECABORT Transaction discarded because of previous errors.\r\n",
-                ErrorClass::Other,
+                ErrorKind::Other,
                 Action::WaitRetry,
             ),
         ] {
@@ -533,16 +532,16 @@ mod tests {
     fn classification_of_client_errors() {
         use std::io;
         let timeout = redis::RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
-        assert_eq!(classify(&timeout), (ErrorClass::Timeout, Action::Reconnect));
+        assert_eq!(classify(&timeout), (ErrorKind::Timeout, Action::Reconnect));
         let would_block = redis::RedisError::from(io::Error::from(io::ErrorKind::WouldBlock));
-        assert_eq!(classify(&would_block), (ErrorClass::Timeout, Action::Reconnect));
+        assert_eq!(classify(&would_block), (ErrorKind::Timeout, Action::Reconnect));
         let refused = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
-        assert_eq!(classify(&refused), (ErrorClass::Io, Action::Reconnect));
+        assert_eq!(classify(&refused), (ErrorKind::Io, Action::Reconnect));
         assert_eq!(Failure::of(&refused, "h:1").kind(), ErrorKind::ConnectionRefused);
         let reset = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset));
-        assert_eq!(classify(&reset), (ErrorClass::Io, Action::Reconnect));
+        assert_eq!(classify(&reset), (ErrorKind::Io, Action::Reconnect));
         let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "invalid password"));
-        assert_eq!(classify(&auth), (ErrorClass::Auth, Action::Backpressure));
+        assert_eq!(classify(&auth), (ErrorKind::Auth, Action::Backpressure));
         assert_eq!(Failure::of(&auth, "h:1").kind(), ErrorKind::Auth);
     }
 
@@ -582,13 +581,10 @@ mod tests {
         let d = Cause::Discovery(Box::new(Cause::Busy));
         assert_eq!(
             (d.kind(), d.class(), d.action()),
-            (ErrorKind::Discovery, ErrorClass::Busy, Action::WaitRetry)
+            (ErrorKind::Discovery, ErrorKind::Busy, Action::WaitRetry)
         );
         let u = Failure::new(Cause::Oom, "h:1", "x").unsettled();
-        assert_eq!(
-            (u.kind(), u.class(), u.action()),
-            (ErrorKind::Server, ErrorClass::Oom, Action::Reconnect)
-        );
+        assert_eq!((u.kind(), u.class(), u.action()), (ErrorKind::Server, ErrorKind::Oom, Action::Reconnect));
         assert_eq!(Failure::new(Cause::Fenced, "h:1", "x").unsettled().action(), Action::Fence);
         assert!(Cause::Discovery(Box::new(Cause::Tls)).is_permanent());
         assert!(!Cause::Discovery(Box::new(Cause::Refused)).is_permanent());

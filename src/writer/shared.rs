@@ -13,9 +13,9 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::error::{DroppedWrite, Error};
-use crate::error_class::ErrorClass;
 use crate::seq::Seq;
 use crate::stats::{Health, Stats};
+use crate::ErrorKind;
 
 /// Buckets of the batch latency histogram (powers of two, in µs).
 pub(crate) const LAT_BUCKETS: usize = 32;
@@ -62,9 +62,9 @@ pub(crate) struct Shared {
     marker_lost: Mutex<Option<String>>,
     connected: AtomicBool,
     alive: AtomicBool,
-    errors: [AtomicU64; ErrorClass::COUNT],
+    errors: [AtomicU64; ErrorKind::COUNT],
     /// Dropped writes by the class of the reason (`Stats::dropped` split).
-    dropped_by: [AtomicU64; ErrorClass::COUNT],
+    dropped_by: [AtomicU64; ErrorKind::COUNT],
     lat_us: [AtomicU64; LAT_BUCKETS],
     /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
     lat_sum_us: AtomicU64,
@@ -102,7 +102,7 @@ struct DropLog {
 /// The last error the flusher met.
 #[derive(Debug, Clone)]
 struct LastError {
-    class: ErrorClass,
+    class: ErrorKind,
     text: String,
     at: std::time::SystemTime,
 }
@@ -353,7 +353,7 @@ impl Shared {
     /// `take_dropped` and `wait`.
     /// `writes` is how many writes the entry stands for (more than one
     /// for a command, refused inside a transaction, that carried several).
-    pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorClass, detail: String) {
+    pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorKind, detail: String) {
         self.add(Count::Dropped, writes);
         self.dropped_by[class.index()].fetch_add(writes, Relaxed);
         self.count_error(class, format!("{writes} write(s) from seq {seq} to {key} dropped: {detail}"));
@@ -394,7 +394,7 @@ impl Shared {
         Some(Error::Dropped { count: log.untaken, first: Box::new(earliest.clone()) })
     }
 
-    pub(crate) fn count_error(&self, class: ErrorClass, text: String) {
+    pub(crate) fn count_error(&self, class: ErrorKind, text: String) {
         self.errors[class.index()].fetch_add(1, Relaxed);
         *self.last_error.lock() = Some(LastError { class, text, at: std::time::SystemTime::now() });
     }
@@ -408,14 +408,14 @@ impl Shared {
 
     /// Read by the metrics exposition (`src/metrics.rs`), which must not
     /// allocate: every error class with its count (zeros included), in
-    /// [`ErrorClass::ALL`] order.
-    pub(crate) fn error_counts(&self) -> impl Iterator<Item = (ErrorClass, u64)> + '_ {
-        ErrorClass::ALL.iter().zip(self.errors.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
+    /// [`ErrorKind::ALL`] order.
+    pub(crate) fn error_counts(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL.iter().zip(self.errors.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
     }
 
     /// Dropped writes by the class of the reason, zeros included.
-    pub(crate) fn dropped_counts(&self) -> impl Iterator<Item = (ErrorClass, u64)> + '_ {
-        ErrorClass::ALL.iter().zip(self.dropped_by.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
+    pub(crate) fn dropped_counts(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL.iter().zip(self.dropped_by.iter()).map(|(c, n)| (*c, n.load(Relaxed)))
     }
 
     /// The batch latency histogram: the count in each power-of-two bucket
@@ -463,7 +463,7 @@ impl Shared {
             purged: self.count(Count::Purged),
             marker_losses: self.count(Count::MarkerLosses),
             dropped: self.count(Count::Dropped),
-            errors: ErrorClass::ALL
+            errors: ErrorKind::ALL
                 .iter()
                 .zip(self.errors.iter())
                 .map(|(c, n)| (c.name(), n.load(Relaxed)))
