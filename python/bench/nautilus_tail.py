@@ -15,7 +15,8 @@ Variants (``NTAIL_VARIANTS``, comma-separated):
 - ``nautilus``: Nautilus's ``CacheDatabaseAdapter``;
 - ``tradecache``: ``tradecache.nautilus.TradecacheDatabase``;
 - ``noop``: the same facade with its writes made no-ops (``to_dict`` and
-  the facade's own bookkeeping, no packing, no channel push);
+  the facade's own bookkeeping, no packing, no channel push; its flusher
+  idle);
 - ``pack``: the facade with each write packed (``tradecache.packb``) and
   dropped (everything but the push);
 - ``tradecache-other``: the facade with its flusher thread put back under
@@ -157,10 +158,12 @@ def variant(server, name: str, n: int, warmup: int = 500) -> dict:
         if base == "noop":
             db._put = lambda *a: 0
             db._append = lambda *a: 0
+            db._cache.delete = lambda *a: 0
         elif base == "pack":
             packb = tradecache.packb
             db._put = lambda c, i, v, closed=False: packb(v)
             db._append = lambda c, i, v: packb(v)
+            db._cache.delete = lambda *a: 0
     w = nb.Workload()
     w.setup(cache)
     for _name, fn, args, _o in w.calls(cache, 0, warmup):
