@@ -631,6 +631,13 @@ def test_the_flusher_runs_as_a_background_thread_and_the_caller_keeps_its_policy
     c.put("orders", "O-1", {"a": 1})
     assert c.get("orders", "O-1") == {"a": 1}
 
+    # A cache that fails to open gives the caller its policy back too.
+    from conftest import free_port
+
+    with pytest.raises(tradecache.ConnectionRefused):
+        Cache(env=False, url=f"redis://127.0.0.1:{free_port()}/0", connect_attempts=1)
+    assert os.sched_getscheduler(0) == mine
+
     # A caller that chose another policy keeps it, and so does its flusher.
     got: dict = {}
 
