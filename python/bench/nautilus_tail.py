@@ -22,6 +22,7 @@ Variants (``NTAIL_VARIANTS``, comma-separated):
 - ``tradecache-other``: the facade with its flusher thread put back under
   the default scheduling policy (``SCHED_OTHER``), as it was before the
   bindings started it as ``SCHED_BATCH``;
+- ``tradecache-nice5`` (any N): the flusher also at nice N;
 - ``tradecache-gcoff``, ``nautilus-gcoff``, ``none-gcoff``: the
   collector disabled during the timed calls (an experiment only: it is not
   something the adapter does to a node).
@@ -153,6 +154,12 @@ def variant(server, name: str, n: int, warmup: int = 500) -> dict:
         db, cache = ours(trader, config)
         for tid in flushers(wait_for_new=before) - before:
             os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    elif mode.startswith("nice"):
+        # Experiment: the flusher at a lower priority (nice N) as well.
+        before = flushers()
+        db, cache = ours(trader, config)
+        for tid in flushers(wait_for_new=before) - before:
+            os.setpriority(os.PRIO_PROCESS, tid, int(mode[4:]))
     else:
         db, cache = ours(trader, config)
         if base == "noop":
