@@ -68,10 +68,114 @@ impl Drop for GcPause {
     }
 }
 
+/// The most a thread's packing buffer keeps between writes (a larger value
+/// is packed, then the buffer shrinks back to this).
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's buffer for packing a value: a write packs into it and
+    /// hands the core one allocation of the value's exact size, instead of
+    /// a fresh buffer that grows (reallocates) as the walk fills it. The
+    /// flusher thread frees what a write allocated, and with glibc every
+    /// such allocation and free takes the same arena lock: the fewer a
+    /// write makes, the less often the calling thread meets the flusher on
+    /// that lock (a futex wait or wake on the calling thread).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The flusher thread started as a background thread (Linux): while the
+/// core opens the cache, the calling thread runs under `SCHED_BATCH`, which
+/// the flusher it starts inherits, and then gets its own policy back.
+///
+/// Why: a `SCHED_BATCH` thread never preempts another thread when it wakes
+/// up (it runs on an idle CPU, or when the running thread's time slice
+/// ends), and otherwise gets its fair share of the CPU as before. Without
+/// it, the flusher woken by Redis's reply (or by its poll) took the CPU
+/// from the thread that writes, in the middle of a call: on two busy
+/// cores, 96% of that thread's preemptions during a burst of Nautilus
+/// `Cache` calls were by the flusher, ~100 µs each, which made the calls'
+/// p99 (python/bench/README.md, "Where the calling thread's p99 went").
+///
+/// Only a thread under the default policy (`SCHED_OTHER`) is switched (a
+/// real-time or already-background caller, and its flusher, stay as they
+/// are), and only where the system lets it (`os.sched_setscheduler`; not
+/// on other systems, nor where a sandbox refuses it: the flusher then
+/// runs as before).
+struct Background {
+    /// `os` and the caller's policy, while the calling thread runs as
+    /// `SCHED_BATCH`.
+    switched: Option<(Py<PyModule>, PyObject)>,
+}
+
+impl Background {
+    fn start(py: Python<'_>) -> Self {
+        let switch = || -> PyResult<Option<(Py<PyModule>, PyObject)>> {
+            let os = py.import("os")?;
+            let (Ok(batch), Ok(other)) = (os.getattr("SCHED_BATCH"), os.getattr("SCHED_OTHER")) else {
+                return Ok(None);
+            };
+            let policy = os.call_method1("sched_getscheduler", (0,))?;
+            if !policy.eq(&other)? {
+                return Ok(None);
+            }
+            let param = os.getattr("sched_param")?.call1((0,))?;
+            os.call_method1("sched_setscheduler", (0, batch, param))?;
+            Ok(Some((os.unbind(), policy.unbind())))
+        };
+        // Not switched (refused, or no such call here): the flusher
+        // starts under the caller's policy, as it always did.
+        Background { switched: switch().ok().flatten() }
+    }
+
+    /// Gives the calling thread its policy back.
+    fn end(mut self, py: Python<'_>) -> PyResult<()> {
+        match self.switched.take() {
+            Some((os, policy)) => Self::restore(py, &os, &policy),
+            None => Ok(()),
+        }
+    }
+
+    fn restore(py: Python<'_>, os: &Py<PyModule>, policy: &PyObject) -> PyResult<()> {
+        let os = os.bind(py);
+        let param = os.getattr("sched_param")?.call1((0,))?;
+        os.call_method1("sched_setscheduler", (0, policy, param))?;
+        Ok(())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some((os, policy)) = self.switched.take() {
+            // Only on an early return (`end` restores otherwise); the GIL
+            // is held there.
+            Python::with_gil(|py| {
+                if let Err(e) = Self::restore(py, &os, &policy) {
+                    e.write_unraisable(py, None);
+                }
+            });
+        }
+    }
+}
+
 /// Encodes a Python value as the `RawValue` the core stores.
 fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
-    let mut out = Vec::with_capacity(64);
-    pack::pack(v, &mut out)?;
+    let out = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let packed = pack::pack(v, &mut buf).map(|()| buf.to_vec());
+            if buf.capacity() > SCRATCH_KEEP {
+                buf.clear();
+                buf.shrink_to(SCRATCH_KEEP);
+            }
+            packed
+        }
+        // A write made by Python code the walk runs (a `Decimal`
+        // subclass's `__str__`) while this thread's buffer is in use.
+        Err(_) => {
+            let mut own = Vec::new();
+            pack::pack(v, &mut own).map(|()| own)
+        }
+    })?;
     RawValue::msgpack(out).map_err(|e| errors::encode_error(py, e.to_string()))
 }
 
@@ -255,7 +359,12 @@ impl PyCache {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(5));
-        let cache = py.allow_threads(|| Cache::open(config)).map_err(|e| errors::from_core(py, e))?;
+        let background = Background::start(py);
+        let cache = py.allow_threads(|| Cache::open(config));
+        // Back to the caller's policy (before the cache is returned or its
+        // error raised).
+        background.end(py)?;
+        let cache = cache.map_err(|e| errors::from_core(py, e))?;
         let block = vars.set("CACHE_OVERFLOW").is_some_and(|o| o.trim().eq_ignore_ascii_case("block"));
         let key_prefix = cache.key_prefix().to_string();
         Ok(PyCache { inner: Handle::new(cache, "cache"), key_prefix, close_timeout, block })

@@ -559,3 +559,120 @@ def test_a_cache_dropped_without_close_lets_other_threads_run(own_server, trader
     assert state["ran during the drop"] is True
     got = own_server.client().get(f"trader-{trader}:positions:P-1")
     assert got is not None and tradecache.unpackb(got) == "pending"
+
+
+def _flusher_threads() -> set:
+    """The native ids of this process's flusher threads."""
+    import os
+
+    out = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("tradecache-flus"):
+                    out.add(int(tid))
+        except OSError:
+            pass
+    return out
+
+
+def _new_flushers(before: set) -> set:
+    """The flusher threads not in `before`, once there is one (a new
+    thread names itself once it runs; 5 s at most)."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while not (_flusher_threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _flusher_threads() - before
+
+
+def _can_run_as_batch() -> bool:
+    """Whether this system lets a thread switch itself to SCHED_BATCH (and
+    back): Linux, no sandbox refusing it."""
+    import os
+    import threading
+
+    if not hasattr(os, "SCHED_BATCH") or not os.path.isdir("/proc/self/task"):
+        return False
+    ok: list = []
+
+    def probe():
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return bool(ok)
+
+
+@pytest.mark.skipif(not _can_run_as_batch(), reason="needs Linux's SCHED_BATCH (os.sched_setscheduler)")
+def test_the_flusher_runs_as_a_background_thread_and_the_caller_keeps_its_policy(open_cache, server, trader):
+    """The flusher never preempts the thread that writes when it wakes up
+    (SCHED_BATCH, inherited while the cache opens); the thread that opened
+    the cache gets its own policy back, and one not under the default
+    policy is left as it is (its flusher too)."""
+    import os
+    import threading
+
+    before = _flusher_threads()
+    mine = os.sched_getscheduler(0)
+    assert mine == os.SCHED_OTHER
+    c = open_cache()
+    flushers = _new_flushers(before)
+    assert len(flushers) == 1
+    assert [os.sched_getscheduler(t) for t in flushers] == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) == mine
+    c.put("orders", "O-1", {"a": 1})
+    assert c.get("orders", "O-1") == {"a": 1}
+
+    # A cache that fails to open gives the caller its policy back too.
+    from conftest import free_port
+
+    with pytest.raises(tradecache.ConnectionRefused):
+        Cache(env=False, url=f"redis://127.0.0.1:{free_port()}/0", connect_attempts=1)
+    assert os.sched_getscheduler(0) == mine
+
+    # A caller that chose another policy keeps it, and so does its flusher.
+    got: dict = {}
+
+    def idle_caller():
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        seen = _flusher_threads()
+        other = Cache(env=False, url=server.url, trader_id=trader + "-idle")
+        try:
+            got["flushers"] = [os.sched_getscheduler(t) for t in _new_flushers(seen)]
+            got["caller"] = os.sched_getscheduler(0)
+        finally:
+            other.close()
+
+    t = threading.Thread(target=idle_caller)
+    t.start()
+    t.join()
+    assert got == {"flushers": [os.SCHED_IDLE], "caller": os.SCHED_IDLE}
+
+
+def test_a_write_made_while_a_value_is_packed_is_stored_too(open_cache):
+    """Packing a value may run Python code (a Decimal subclass's __str__)
+    that writes to the cache on the same thread: both writes are stored
+    whole (the thread's packing buffer is in use by the outer one)."""
+    c = open_cache()
+
+    class Noisy(Decimal):
+        def __str__(self) -> str:
+            c.put("orders", "O-inner", {"inner": ["x" * 300, 1]})
+            return super().__str__()
+
+    outer = {"px": Noisy("1.5"), "pad": "y" * 500, "n": list(range(40))}
+    c.put("orders", "O-outer", outer)
+    assert c.get("orders", "O-inner") == {"inner": ["x" * 300, 1]}
+    assert c.get("orders", "O-outer") == {"px": Decimal("1.5"), "pad": "y" * 500, "n": list(range(40))}
+    big = {"blob": b"z" * 200_000}  # beyond what the buffer keeps
+    c.put("orders", "O-big", big)
+    c.put("orders", "O-small", {"s": 1})
+    assert c.get("orders", "O-big") == big and c.get("orders", "O-small") == {"s": 1}
