@@ -202,26 +202,22 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
             false
         }
     };
-    let username = match percent_decode(url.username()) {
-        Some(u) => Some(u).filter(|u| !u.is_empty()),
-        None => {
-            bad("a percent-encoded user name (%XX with two hex digits, valid UTF-8)");
-            None
-        }
+    let mut decoded = |text: &str, allowed: &'static str| {
+        Some(percent_decode(text).unwrap_or_else(|| {
+            bad(allowed);
+            String::new()
+        }))
+        .filter(|v| !v.is_empty())
     };
-    let password = match url.password().map(percent_decode) {
-        None => None,
-        Some(Some(p)) => Some(p).filter(|p| !p.is_empty()),
-        Some(None) => {
-            bad("a percent-encoded password (%XX with two hex digits, valid UTF-8)");
-            None
-        }
-    };
+    let username =
+        decoded(url.username(), "a percent-encoded user name (%XX with two hex digits, valid UTF-8)");
+    let password = url
+        .password()
+        .and_then(|p| decoded(p, "a percent-encoded password (%XX with two hex digits, valid UTF-8)"));
+    // An IPv6 address without the brackets of its `Display`.
     let host = match url.host() {
-        Some(Host::Domain(name)) => name.to_string(),
-        Some(Host::Ipv4(addr)) => addr.to_string(),
         Some(Host::Ipv6(addr)) => addr.to_string(),
-        None => String::new(),
+        host => host.map_or(String::new(), |h| h.to_string()),
     };
     if host.is_empty() {
         bad(HOST);
@@ -236,15 +232,12 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
         bad("no query string or fragment (put the database in the path: /0)");
     }
     let db_text = url.path().strip_prefix('/').unwrap_or(url.path());
-    let db = if db_text.is_empty() {
-        0
-    } else {
-        match db_text.parse::<i64>() {
-            Ok(db) if db >= 0 => db,
-            _ => {
-                bad("a database number (0 or more) as the path: /0");
-                0
-            }
+    let db = match db_text.parse::<i64>() {
+        _ if db_text.is_empty() => 0,
+        Ok(db) if db >= 0 => db,
+        _ => {
+            bad("a database number (0 or more) as the path: /0");
+            0
         }
     };
 

@@ -153,10 +153,6 @@ impl KvConfig {
     /// The TTL that [`crate::kv::Ttl::Policy`] gives keys of `namespace`
     /// (its own policy, or the default one); `None` when they never expire.
     pub fn ttl_of(&self, namespace: &str) -> Option<Duration> {
-        self.policy(namespace)
-    }
-
-    pub(crate) fn policy(&self, namespace: &str) -> Option<Duration> {
         self.ttls.iter().find(|(ns, _)| ns == namespace).map_or(self.default_ttl, |(_, t)| *t)
     }
 
@@ -207,11 +203,15 @@ impl KvConfig {
     /// [`ConfigError`] listing every variable that cannot be used.
     pub fn from_env() -> Result<KvConfig, ConfigError> {
         let mut problems = Problems::default();
-        let ttl_vars: Vec<String> = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns)).collect();
-        let kv_vars = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
-        not_unicode(kv_vars.chain(ttl_vars.iter().map(String::as_str)), &mut problems);
-        let redis = Config::from_env();
-        KvConfig::from_kv_vars(redis, &|name| std::env::var(name).ok(), problems)
+        not_unicode(own_vars().iter().map(String::as_str), &mut problems);
+        KvConfig::from_kv_vars(Config::from_env(), &|name| std::env::var(name).ok(), problems)
+    }
+
+    /// Every variable [`KvConfig::from_vars`] reads, those of
+    /// [`Config::from_vars`] first (for the Python bindings).
+    #[doc(hidden)]
+    pub fn var_names() -> Vec<String> {
+        Config::rows().map(|o| o.var.to_string()).chain(own_vars()).collect()
     }
 
     /// Builds a configuration from variables looked up by `get`: the
@@ -267,6 +267,12 @@ impl KvConfig {
     }
 }
 
+/// The caching layer's own variables.
+fn own_vars() -> Vec<String> {
+    let rows = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var.to_string()));
+    rows.chain(DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns))).collect()
+}
+
 /// `CACHE_{NAMESPACE}_TTL`.
 fn ttl_var(namespace: &str) -> String {
     format!("CACHE_{}_TTL", namespace.to_ascii_uppercase())
@@ -285,7 +291,7 @@ mod tests {
             lines.extend(DEFAULT_POLICIES.iter().map(|(ns, _)| Line {
                 var: ttl_var(ns),
                 sets: "ttl",
-                default: (TTL.show)(&d.policy(ns)),
+                default: (TTL.show)(&d.ttl_of(ns)),
                 values: TTL.values,
                 doc: format!("TTL policy of the `{ns}` namespace."),
             }));
@@ -305,11 +311,11 @@ mod tests {
     fn defaults_are_the_spec() {
         let c = KvConfig::default();
         assert!(c.validate().is_ok());
-        assert_eq!(c.policy("market_data"), Some(Duration::from_secs(60)));
-        assert_eq!(c.policy("portfolio"), Some(Duration::from_secs(300)));
-        assert_eq!(c.policy("risk"), Some(Duration::from_secs(180)));
-        assert_eq!(c.policy("session"), Some(Duration::from_secs(1800)));
-        assert_eq!(c.policy("other"), Some(Duration::from_secs(3600)));
+        assert_eq!(c.ttl_of("market_data"), Some(Duration::from_secs(60)));
+        assert_eq!(c.ttl_of("portfolio"), Some(Duration::from_secs(300)));
+        assert_eq!(c.ttl_of("risk"), Some(Duration::from_secs(180)));
+        assert_eq!(c.ttl_of("session"), Some(Duration::from_secs(1800)));
+        assert_eq!(c.ttl_of("other"), Some(Duration::from_secs(3600)));
         assert_eq!((c.compress_threshold, c.max_batch_size), (1024, 100));
         assert_eq!(c.slow_op_threshold, Duration::from_millis(100));
         assert_eq!((c.breaker_failures, c.breaker_open), (5, Duration::from_secs(60)));
@@ -344,10 +350,10 @@ mod tests {
         assert_eq!(c.default_ttl, None);
         let s = Duration::from_secs;
         assert_eq!(
-            [c.policy("market_data"), c.policy("portfolio"), c.policy("risk"), c.policy("session")],
+            [c.ttl_of("market_data"), c.ttl_of("portfolio"), c.ttl_of("risk"), c.ttl_of("session")],
             [Some(s(1)), Some(s(2)), Some(s(3)), Some(s(4))]
         );
-        assert_eq!(c.policy("x"), None);
+        assert_eq!(c.ttl_of("x"), None);
         assert_eq!((c.compress_threshold, c.max_batch_size), (5, 6));
         assert!(!c.enable_metrics && !c.log_slow_ops && !c.near_tracking);
         assert_eq!(c.slow_op_threshold, Duration::from_millis(7));
