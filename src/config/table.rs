@@ -178,14 +178,6 @@ pub(crate) enum Read {
 #[derive(Debug)]
 pub(crate) struct Refused(pub(crate) Vec<(Option<String>, Cow<'static, str>)>);
 
-impl Refused {
-    /// A problem with part of the value (one item of a list), or with a
-    /// value that must not be echoed as given (a URL).
-    pub(crate) fn showing(value: impl Into<String>, allowed: impl Into<Cow<'static, str>>) -> Refused {
-        Refused(vec![(Some(value.into()), allowed.into())])
-    }
-}
-
 impl From<&'static str> for Refused {
     fn from(allowed: &'static str) -> Refused {
         Refused(vec![(None, allowed.into())])
@@ -258,12 +250,9 @@ pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<
     }
 }
 
-/// Milliseconds, at least `min`.
-pub(crate) fn millis(v: &str, min: u64) -> Result<Duration, Refused> {
-    match v.parse::<u64>() {
-        Ok(n) if n >= min => Ok(Duration::from_millis(n)),
-        _ => Err(format!("a whole number of milliseconds, {min} or more").into()),
-    }
+/// Milliseconds.
+fn millis(v: &str) -> Result<Duration, Refused> {
+    int(v, 0, u64::MAX, "a whole number of milliseconds, 0 or more").map(Duration::from_millis)
 }
 
 /// Seconds above zero, possibly fractional.
@@ -285,13 +274,12 @@ pub(crate) const COUNT: Codec<usize> =
 pub(crate) const COUNT_U32: Codec<u32> =
     Codec::plain("1 or more", |v| Ok(int(v, 0, u32::MAX.into(), "a whole number, 1 or more")? as u32))
         .checked(|n| refuse(*n == 0, "1 or more"));
-pub(crate) const MILLIS: Codec<Duration> =
-    Codec::new("milliseconds", |v| millis(v, 0), |d| d.as_millis().to_string());
+pub(crate) const MILLIS: Codec<Duration> = Codec::new("milliseconds", millis, |d| d.as_millis().to_string());
 pub(crate) const MILLIS_MIN_1: Codec<Duration> =
     Codec { values: "milliseconds, 1 or more", ..MILLIS }.checked(|d| refuse(d.is_zero(), "1 ms or more"));
 pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec::new(
     "milliseconds (0: off)",
-    |v| millis(v, 0).map(|d| Some(d).filter(|d| !d.is_zero())),
+    |v| millis(v).map(|d| Some(d).filter(|d| !d.is_zero())),
     |d| d.unwrap_or_default().as_millis().to_string(),
 )
 .checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));

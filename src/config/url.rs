@@ -13,8 +13,6 @@ use super::table::Refused;
 use super::{Config, Problems, Secret, PORT_ALLOWED, REDACTED};
 use crate::error::ConfigError;
 
-/// The port of a `redis://` URL without one.
-pub(super) const DEFAULT_PORT: u16 = 6379;
 /// What a URL that cannot be shown safely is shown as: one that does not
 /// parse, or whose password was split by an unencoded `/`, `?` or `#`.
 /// Never the text itself.
@@ -189,7 +187,7 @@ fn shown(url: &Url) -> String {
 /// Parses `text` as a URL and applies it to `c`; on any problem, `c` is
 /// left unchanged.
 pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
-    let url = parse(text).map_err(|allowed| Refused::showing(UNPARSEABLE, allowed))?;
+    let url = parse(text).map_err(|allowed| Refused(vec![(Some(UNPARSEABLE.into()), allowed.into())]))?;
     let shown = shown(&url);
     let mut refused = Refused(Vec::new());
     let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
@@ -224,7 +222,7 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
     } else if let Some(allowed) = host_problem(&host) {
         bad(allowed);
     }
-    let port = url.port().unwrap_or(DEFAULT_PORT);
+    let port = url.port().unwrap_or(6379);
     if port == 0 {
         bad(PORT_ALLOWED);
     }
@@ -274,42 +272,24 @@ pub(super) fn parse_port(text: &str) -> Result<u16, &'static str> {
 }
 
 /// `host`, `host:port`, `[ipv6]` or `[ipv6]:port`; every problem found.
-pub(super) fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'static str>> {
-    let (host, port) = if let Some(rest) = item.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(vec![IPV6]);
-        };
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(vec![IPV6]);
+fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'static str>> {
+    let (host, port) = match item.strip_prefix('[').map(|rest| rest.split_once(']')) {
+        Some(None) => return Err(vec![IPV6]),
+        Some(Some((host, _))) if host.parse::<Ipv6Addr>().is_err() => return Err(vec![IPV6]),
+        Some(Some((host, ""))) => (host, None),
+        Some(Some((host, after))) => match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None => return Err(vec!["host:port, or [ipv6]:port"]),
+        },
+        None if item.matches(':').count() > 1 => {
+            return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"])
         }
-        match (after, after.strip_prefix(':')) {
-            ("", _) => (host, None),
-            (_, Some(port)) => (host, Some(port)),
-            (_, None) => return Err(vec!["host:port, or [ipv6]:port"]),
-        }
-    } else if item.matches(':').count() > 1 {
-        return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"]);
-    } else {
-        match item.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (item, None),
-        }
+        None => item.split_once(':').map_or((item, None), |(host, port)| (host, Some(port))),
     };
-    let mut problems = Vec::new();
-    if let Some(allowed) = host_problem(host) {
-        problems.push(allowed);
-    }
-    let port = match port {
-        None | Some("") => default_port,
-        Some(p) => parse_port(p).unwrap_or_else(|allowed| {
-            problems.push(allowed);
-            0
-        }),
-    };
-    if problems.is_empty() {
-        Ok(HostPort { host: host.to_string(), port })
-    } else {
-        Err(problems)
+    let port = port.filter(|p| !p.is_empty()).map_or(Ok(default_port), parse_port);
+    match (host_problem(host), port) {
+        (None, Ok(port)) => Ok(HostPort { host: host.to_string(), port }),
+        (host, port) => Err(host.into_iter().chain(port.err()).collect()),
     }
 }
 
