@@ -32,7 +32,7 @@ mod url;
 mod validate;
 
 pub use crate::encoding::Encoding;
-pub(crate) use table::{apply_var, apply_vars, not_unicode, options};
+pub(crate) use table::{apply_var, apply_vars, options, read_env};
 pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};

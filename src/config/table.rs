@@ -6,9 +6,11 @@
 //! `.env.example`.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::Duration;
 
 use super::{Problems, REDACTED};
+use crate::error::ConfigError;
 
 /// Declares a configuration struct from one entry per option:
 ///
@@ -221,12 +223,26 @@ pub(crate) fn apply_vars<C>(
     }
 }
 
-/// Records each of `names` whose value in the process environment is not
-/// valid UTF-8.
-pub(crate) fn not_unicode<'a>(names: impl IntoIterator<Item = &'a str>, problems: &mut Problems) {
-    for name in names {
-        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-            problems.push(name, "<not valid UTF-8>", "valid UTF-8 text");
+/// `from_vars` on the process environment; a variable whose value is not
+/// valid UTF-8 is a problem (listed first).
+pub(crate) fn read_env<T: Default>(
+    from_vars: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let problems = RefCell::new(Problems::default());
+    let get = |name: &str| match std::env::var(name) {
+        Err(std::env::VarError::NotUnicode(_)) => {
+            problems.borrow_mut().push(name, "<not valid UTF-8>", "valid UTF-8 text");
+            None
+        }
+        value => value.ok(),
+    };
+    let built = from_vars(&get);
+    let mut problems = problems.into_inner();
+    match built {
+        Ok(c) => problems.finish(c),
+        Err(e) => {
+            problems.0.extend(e.problems);
+            problems.finish(T::default())
         }
     }
 }

@@ -150,38 +150,21 @@ fn parse_error_allowed(e: url::ParseError) -> &'static str {
 /// it may be a password (`user://pass@host` is `user:` and the password
 /// `//pass` with the scheme forgotten).
 fn shown(url: &Url) -> String {
-    let mut out = format!("{}://", url.scheme());
-    let ours = matches!(url.scheme(), "redis" | "rediss");
-    let (user, has_password) = (url.username(), url.password().is_some());
-    if !ours && (has_password || !user.is_empty()) {
-        out.push_str(&format!("{REDACTED}@"));
-    } else if has_password {
-        out.push_str(&format!("{user}:{REDACTED}@"));
-    } else if !user.is_empty() {
-        out.push_str(&format!("{user}@"));
-    }
-    out.push_str(url.host_str().unwrap_or_default());
-    if let Some(port) = url.port() {
-        out.push_str(&format!(":{port}"));
-    }
+    let userinfo = match (url.username(), url.password()) {
+        ("", None) => String::new(),
+        _ if !matches!(url.scheme(), "redis" | "rediss") => format!("{REDACTED}@"),
+        (user, None) => format!("{user}@"),
+        (user, Some(_)) => format!("{user}:{REDACTED}@"),
+    };
+    let port = url.port().map_or(String::new(), |port| format!(":{port}"));
     let path = url.path();
     let db_like =
         path.strip_prefix('/').is_some_and(|db| db.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
-    if path.is_empty() || db_like {
-        out.push_str(path);
-    } else {
-        out.push('/');
-        out.push_str(REDACTED);
-    }
-    if url.query().is_some() {
-        out.push('?');
-        out.push_str(REDACTED);
-    }
-    if url.fragment().is_some() {
-        out.push('#');
-        out.push_str(REDACTED);
-    }
-    out
+    let path = if path.is_empty() || db_like { path.to_string() } else { format!("/{REDACTED}") };
+    let query = url.query().map_or(String::new(), |_| format!("?{REDACTED}"));
+    let fragment = url.fragment().map_or(String::new(), |_| format!("#{REDACTED}"));
+    let host = url.host_str().unwrap_or_default();
+    format!("{}://{userinfo}{host}{port}{path}{query}{fragment}", url.scheme())
 }
 
 /// Parses `text` as a URL and applies it to `c`; on any problem, `c` is

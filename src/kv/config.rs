@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::config::{apply_var, apply_vars, not_unicode, options, Codec, Config, Encoding, Problems};
+use crate::config::{apply_var, apply_vars, options, read_env, Codec, Config, Encoding, Problems};
 use crate::config::{int, refuse, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
 use crate::error::ConfigError;
 use crate::ident;
@@ -202,16 +202,16 @@ impl KvConfig {
     ///
     /// [`ConfigError`] listing every variable that cannot be used.
     pub fn from_env() -> Result<KvConfig, ConfigError> {
-        let mut problems = Problems::default();
-        not_unicode(own_vars().iter().map(String::as_str), &mut problems);
-        KvConfig::from_kv_vars(Config::from_env(), &|name| std::env::var(name).ok(), problems)
+        read_env(|get| KvConfig::from_vars(get))
     }
 
     /// Every variable [`KvConfig::from_vars`] reads, those of
     /// [`Config::from_vars`] first (for the Python bindings).
     #[doc(hidden)]
     pub fn var_names() -> Vec<String> {
-        Config::rows().map(|o| o.var.to_string()).chain(own_vars()).collect()
+        let kv = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
+        let ttls = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns));
+        Config::rows().map(|o| o.var).chain(kv).map(String::from).chain(ttls).collect()
     }
 
     /// Builds a configuration from variables looked up by `get`: the
@@ -243,34 +243,19 @@ impl KvConfig {
     /// [`ConfigError`] with every problem of both parts, each naming the
     /// variable, the bad value (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
-        KvConfig::from_kv_vars(Config::from_vars(&get), &get, Problems::default())
-    }
-
-    /// The caching layer's own variables onto the defaults, with `redis`.
-    fn from_kv_vars(
-        redis: Result<Config, ConfigError>,
-        get: &dyn Fn(&str) -> Option<String>,
-        mut problems: Problems,
-    ) -> Result<KvConfig, ConfigError> {
-        let mut c = KvConfig::default();
-        match redis {
+        let (mut problems, mut c) = (Problems::default(), KvConfig::default());
+        match Config::from_vars(&get) {
             Ok(r) => c.redis = r,
             Err(e) => problems.0.extend(e.problems),
         }
-        apply_vars(KV_OPTIONS, &mut c, get, &mut problems);
+        apply_vars(KV_OPTIONS, &mut c, &get, &mut problems);
         for (ns, _) in DEFAULT_POLICIES {
-            apply_var(&ttl_var(ns), TTL.read, get, &mut problems, |v| {
+            apply_var(&ttl_var(ns), TTL.read, &get, &mut problems, |v| {
                 TTL.value(v).map(|t| c.set_policy(ns, t))
             });
         }
         problems.finish(c)
     }
-}
-
-/// The caching layer's own variables.
-fn own_vars() -> Vec<String> {
-    let rows = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var.to_string()));
-    rows.chain(DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns))).collect()
 }
 
 /// `CACHE_{NAMESPACE}_TTL`.
