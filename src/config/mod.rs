@@ -37,7 +37,7 @@ pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUN
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};
 pub(crate) use url::HostPort;
-use url::{host_list, host_problem, parse_port};
+use url::{host_list, host_problem};
 use validate::{check_id, check_instance, check_nodes};
 
 /// What a password (or anything that may hold one) is shown as.
@@ -81,8 +81,8 @@ impl std::fmt::Debug for Secret {
 // The values of the variables.
 const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| Ok(v.into()))
     .checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
-const PORT: Codec<u16> =
-    Codec::plain("1 to 65535", |v| Ok(parse_port(v)?)).checked(|n| refuse(*n == 0, PORT_ALLOWED));
+const PORT: Codec<u16> = Codec::plain("1 to 65535", |v| Ok(int(v, 1, 65535, PORT_ALLOWED)? as u16))
+    .checked(|n| refuse(*n == 0, PORT_ALLOWED));
 const TEXT: Codec<Option<String>> =
     Codec::new("text", |v| Ok(Some(v.into())), |v| v.clone().unwrap_or_default());
 const SECRET: Codec<Option<Secret>> = Codec {

@@ -392,3 +392,29 @@ pub(crate) mod render {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    /// `from_env`: a variable whose value is not UTF-8 is a problem, and
+    /// unset for `from_vars` (a variable of its own, so that no other test
+    /// sees it).
+    #[test]
+    fn read_env_refuses_values_that_are_not_utf8() {
+        let name = "TRADECACHE_TEST_NOT_UTF8";
+        std::env::set_var(name, std::ffi::OsStr::from_bytes(b"ab\xffc"));
+        let e = read_env(|get| {
+            assert_eq!(get(name), None);
+            Problems::default().finish(())
+        })
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!((e.problems[0].field.as_str(), e.problems[0].value.as_str()), (name, "<not valid UTF-8>"));
+        let e = read_env(|_| Err::<(), _>(ConfigError::one("x", "1", "2"))).unwrap_err();
+        assert_eq!(e.problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(), ["x"]);
+        std::env::remove_var(name);
+    }
+}

@@ -247,13 +247,6 @@ fn percent_decode(s: &str) -> Option<String> {
     percent_decode_str(s).decode_utf8().ok().map(|s| s.into_owned())
 }
 
-pub(super) fn parse_port(text: &str) -> Result<u16, &'static str> {
-    match text.parse::<u64>() {
-        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        _ => Err(PORT_ALLOWED),
-    }
-}
-
 /// `host`, `host:port`, `[ipv6]` or `[ipv6]:port`; every problem found.
 fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'static str>> {
     let (host, port) = match item.strip_prefix('[').map(|rest| rest.split_once(']')) {
@@ -269,7 +262,9 @@ fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'stat
         }
         None => item.split_once(':').map_or((item, None), |(host, port)| (host, Some(port))),
     };
-    let port = port.filter(|p| !p.is_empty()).map_or(Ok(default_port), parse_port);
+    let port = port
+        .filter(|p| !p.is_empty())
+        .map_or(Ok(default_port), |p| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(PORT_ALLOWED));
     match (host_problem(host), port) {
         (None, Ok(port)) => Ok(HostPort { host: host.to_string(), port }),
         (host, port) => Err(host.into_iter().chain(port.err()).collect()),
