@@ -124,7 +124,7 @@ pub(crate) struct Codec<T: 'static> {
 impl<T: ToString> Codec<T> {
     /// Values spelt with `to_string`.
     pub(crate) const fn plain(values: &'static str, parse: fn(&str) -> Result<T, Refused>) -> Self {
-        Codec::new(values, parse, to_text::<T>)
+        Codec::new(values, parse, T::to_string)
     }
 }
 
@@ -149,10 +149,6 @@ impl<T> Codec<T> {
         let value = (self.parse)(v)?;
         (self.check)(&value).map(|()| value)
     }
-}
-
-fn to_text<T: ToString>(v: &T) -> String {
-    v.to_string()
 }
 
 /// `Err(allowed)` when `bad`.
