@@ -151,12 +151,10 @@ impl Config {
                 "true in cluster mode (the trader key is the hash tag that keeps a batch in one slot)";
             p.push("use_trader_prefix", "false", allowed);
         }
-        for (field, d) in
-            [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)]
-        {
-            if d.is_zero() {
-                p.push(field, "0s", "a timeout above zero");
-            }
+        let timeouts =
+            [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)];
+        for (field, _) in timeouts.into_iter().filter(|(_, d)| d.is_zero()) {
+            p.push(field, "0s", "a timeout above zero");
         }
         for (field, min, max) in [
             ("open_backoff", self.open_backoff_min, self.open_backoff_max),
