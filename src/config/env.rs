@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use super::table::{apply_vars, not_unicode};
+use super::table::{apply_vars, read_env};
 use super::{Config, Encoding, Problems, ENCODING_ALLOWED, OPTIONS, URL};
 use crate::error::ConfigError;
 
@@ -32,15 +32,7 @@ impl Config {
     /// [`ConfigError`] listing every variable that cannot be used (including
     /// values that are not valid UTF-8), with what is allowed.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let mut problems = Problems::default();
-        not_unicode(Config::rows().map(|o| o.var), &mut problems);
-        match Config::from_vars(|name| std::env::var(name).ok()) {
-            Ok(config) => problems.finish(config),
-            Err(e) => {
-                problems.0.extend(e.problems);
-                problems.finish(Config::default())
-            }
-        }
+        read_env(|get| Config::from_vars(get))
     }
 
     /// Builds a configuration from variables looked up by `get` (for

@@ -32,12 +32,12 @@ mod url;
 mod validate;
 
 pub use crate::encoding::Encoding;
-pub(crate) use table::{apply_var, apply_vars, not_unicode, options};
+pub(crate) use table::{apply_var, apply_vars, options, read_env};
 pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};
 pub(crate) use url::HostPort;
-use url::{host_list, host_problem, parse_port};
+use url::{host_list, host_problem};
 use validate::{check_id, check_instance, check_nodes};
 
 /// What a password (or anything that may hold one) is shown as.
@@ -81,8 +81,8 @@ impl std::fmt::Debug for Secret {
 // The values of the variables.
 const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| Ok(v.into()))
     .checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
-const PORT: Codec<u16> =
-    Codec::plain("1 to 65535", |v| Ok(parse_port(v)?)).checked(|n| refuse(*n == 0, PORT_ALLOWED));
+const PORT: Codec<u16> = Codec::plain("1 to 65535", |v| Ok(int(v, 1, 65535, PORT_ALLOWED)? as u16))
+    .checked(|n| refuse(*n == 0, PORT_ALLOWED));
 const TEXT: Codec<Option<String>> =
     Codec::new("text", |v| Ok(Some(v.into())), |v| v.clone().unwrap_or_default());
 const SECRET: Codec<Option<Secret>> = Codec {
@@ -185,11 +185,11 @@ options! {
         /// The PEM private key of `tls_cert` (only with `tls`). Defaults to none.
         tls_key: Option<PathBuf> = None; [v: impl Into<PathBuf> => Some(v.into())] ["REDIS_TLS_KEY" PEM]
         /// Sentinels to ask for the current master (with `sentinel_master`); when set, `host` and `port` are not used. Defaults to none.
-        sentinels: Vec<HostPort> = Vec::new(); [] ["REDIS_SENTINELS" SENTINELS => sentinels]
+        sentinels: Vec<HostPort> = Vec::new(); [v: impl IntoIterator<Item = (impl Into<String>, u16)> => nodes(v)] ["REDIS_SENTINELS" SENTINELS]
         /// The name of the master the sentinels monitor; both or neither. Defaults to none.
         sentinel_master: Option<String> = None; [v: impl Into<String> => Some(v.into())] ["REDIS_SENTINEL_MASTER" MASTER]
         /// Seed nodes of a Redis Cluster (not with sentinels); the trader key then becomes a hash tag (`{trader-T1}:…`) so that one trader's keys share a slot. Defaults to none.
-        cluster_nodes: Vec<HostPort> = Vec::new(); [] ["REDIS_CLUSTER" NODES => cluster_nodes]
+        cluster_nodes: Vec<HostPort> = Vec::new(); [v: impl IntoIterator<Item = (impl Into<String>, u16)> => nodes(v)] ["REDIS_CLUSTER" NODES]
         /// The longest one connection attempt may take. Defaults to 2 s.
         connect_timeout: Duration = Duration::from_secs(2); [v: Duration => v] [rows TIMEOUT]
         /// The longest to wait for a reply on an established connection (the socket's read and write timeouts). Defaults to 2 s.
@@ -274,6 +274,11 @@ options! {
         /// Tests only: added to the flusher's wall clock (`clock_skew_for_tests`).
         clock_skew_ms: i64 = 0; [] []
     }
+}
+
+/// The nodes a setter is given.
+fn nodes(v: impl IntoIterator<Item = (impl Into<String>, u16)>) -> Vec<HostPort> {
+    v.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect()
 }
 
 // Variables that are not one option's.
@@ -416,23 +421,6 @@ impl Config {
             OverflowPolicy::Block { timeout } => timeout,
             OverflowPolicy::Reject => DEFAULT_BLOCK_TIMEOUT,
         }
-    }
-
-    /// Sentinels to ask for the current master (with
-    /// [`Config::sentinel_master`]), replacing any set before. Defaults to none.
-    #[must_use]
-    pub fn sentinels<I: IntoIterator<Item = (H, u16)>, H: Into<String>>(mut self, nodes: I) -> Self {
-        self.sentinels = nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect();
-        self
-    }
-
-    /// Seed nodes of a Redis Cluster, replacing any set before; see
-    /// `REDIS_CLUSTER` in [`Config::from_vars`]. Defaults to none.
-    #[must_use]
-    pub fn cluster_nodes<I: IntoIterator<Item = (H, u16)>, H: Into<String>>(mut self, nodes: I) -> Self {
-        self.cluster_nodes =
-            nodes.into_iter().map(|(host, port)| HostPort { host: host.into(), port }).collect();
-        self
     }
 
     /// The bounds of the exponential backoff (with jitter) between connection

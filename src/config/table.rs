@@ -6,9 +6,11 @@
 //! `.env.example`.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::Duration;
 
 use super::{Problems, REDACTED};
+use crate::error::ConfigError;
 
 /// Declares a configuration struct from one entry per option:
 ///
@@ -122,7 +124,7 @@ pub(crate) struct Codec<T: 'static> {
 impl<T: ToString> Codec<T> {
     /// Values spelt with `to_string`.
     pub(crate) const fn plain(values: &'static str, parse: fn(&str) -> Result<T, Refused>) -> Self {
-        Codec::new(values, parse, to_text::<T>)
+        Codec::new(values, parse, T::to_string)
     }
 }
 
@@ -149,10 +151,6 @@ impl<T> Codec<T> {
     }
 }
 
-fn to_text<T: ToString>(v: &T) -> String {
-    v.to_string()
-}
-
 /// `Err(allowed)` when `bad`.
 pub(crate) fn refuse(bad: bool, allowed: &'static str) -> Result<(), Refused> {
     if bad {
@@ -177,14 +175,6 @@ pub(crate) enum Read {
 /// the value to show (`None`: the variable's text) and what is allowed.
 #[derive(Debug)]
 pub(crate) struct Refused(pub(crate) Vec<(Option<String>, Cow<'static, str>)>);
-
-impl Refused {
-    /// A problem with part of the value (one item of a list), or with a
-    /// value that must not be echoed as given (a URL).
-    pub(crate) fn showing(value: impl Into<String>, allowed: impl Into<Cow<'static, str>>) -> Refused {
-        Refused(vec![(Some(value.into()), allowed.into())])
-    }
-}
 
 impl From<&'static str> for Refused {
     fn from(allowed: &'static str) -> Refused {
@@ -229,12 +219,26 @@ pub(crate) fn apply_vars<C>(
     }
 }
 
-/// Records each of `names` whose value in the process environment is not
-/// valid UTF-8.
-pub(crate) fn not_unicode<'a>(names: impl IntoIterator<Item = &'a str>, problems: &mut Problems) {
-    for name in names {
-        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-            problems.push(name, "<not valid UTF-8>", "valid UTF-8 text");
+/// `from_vars` on the process environment; a variable whose value is not
+/// valid UTF-8 is a problem (listed first).
+pub(crate) fn read_env<T: Default>(
+    from_vars: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let problems = RefCell::new(Problems::default());
+    let get = |name: &str| match std::env::var(name) {
+        Err(std::env::VarError::NotUnicode(_)) => {
+            problems.borrow_mut().push(name, "<not valid UTF-8>", "valid UTF-8 text");
+            None
+        }
+        value => value.ok(),
+    };
+    let built = from_vars(&get);
+    let mut problems = problems.into_inner();
+    match built {
+        Ok(c) => problems.finish(c),
+        Err(e) => {
+            problems.0.extend(e.problems);
+            problems.finish(T::default())
         }
     }
 }
@@ -258,12 +262,9 @@ pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<
     }
 }
 
-/// Milliseconds, at least `min`.
-pub(crate) fn millis(v: &str, min: u64) -> Result<Duration, Refused> {
-    match v.parse::<u64>() {
-        Ok(n) if n >= min => Ok(Duration::from_millis(n)),
-        _ => Err(format!("a whole number of milliseconds, {min} or more").into()),
-    }
+/// Milliseconds.
+fn millis(v: &str) -> Result<Duration, Refused> {
+    int(v, 0, u64::MAX, "a whole number of milliseconds, 0 or more").map(Duration::from_millis)
 }
 
 /// Seconds above zero, possibly fractional.
@@ -285,13 +286,12 @@ pub(crate) const COUNT: Codec<usize> =
 pub(crate) const COUNT_U32: Codec<u32> =
     Codec::plain("1 or more", |v| Ok(int(v, 0, u32::MAX.into(), "a whole number, 1 or more")? as u32))
         .checked(|n| refuse(*n == 0, "1 or more"));
-pub(crate) const MILLIS: Codec<Duration> =
-    Codec::new("milliseconds", |v| millis(v, 0), |d| d.as_millis().to_string());
+pub(crate) const MILLIS: Codec<Duration> = Codec::new("milliseconds", millis, |d| d.as_millis().to_string());
 pub(crate) const MILLIS_MIN_1: Codec<Duration> =
     Codec { values: "milliseconds, 1 or more", ..MILLIS }.checked(|d| refuse(d.is_zero(), "1 ms or more"));
 pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec::new(
     "milliseconds (0: off)",
-    |v| millis(v, 0).map(|d| Some(d).filter(|d| !d.is_zero())),
+    |v| millis(v).map(|d| Some(d).filter(|d| !d.is_zero())),
     |d| d.unwrap_or_default().as_millis().to_string(),
 )
 .checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));
@@ -386,5 +386,31 @@ pub(crate) mod render {
             out.push_str(&format!("# {line}\n# {}={}\n\n", l.var, l.default));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    /// `from_env`: a variable whose value is not UTF-8 is a problem, and
+    /// unset for `from_vars` (a variable of its own, so that no other test
+    /// sees it).
+    #[test]
+    fn read_env_refuses_values_that_are_not_utf8() {
+        let name = "TRADECACHE_TEST_NOT_UTF8";
+        std::env::set_var(name, std::ffi::OsStr::from_bytes(b"ab\xffc"));
+        let e = read_env(|get| {
+            assert_eq!(get(name), None);
+            Problems::default().finish(())
+        })
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!((e.problems[0].field.as_str(), e.problems[0].value.as_str()), (name, "<not valid UTF-8>"));
+        let e = read_env(|_| Err::<(), _>(ConfigError::one("x", "1", "2"))).unwrap_err();
+        assert_eq!(e.problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(), ["x"]);
+        std::env::remove_var(name);
     }
 }

@@ -13,8 +13,6 @@ use super::table::Refused;
 use super::{Config, Problems, Secret, PORT_ALLOWED, REDACTED};
 use crate::error::ConfigError;
 
-/// The port of a `redis://` URL without one.
-pub(super) const DEFAULT_PORT: u16 = 6379;
 /// What a URL that cannot be shown safely is shown as: one that does not
 /// parse, or whose password was split by an unencoded `/`, `?` or `#`.
 /// Never the text itself.
@@ -152,44 +150,27 @@ fn parse_error_allowed(e: url::ParseError) -> &'static str {
 /// it may be a password (`user://pass@host` is `user:` and the password
 /// `//pass` with the scheme forgotten).
 fn shown(url: &Url) -> String {
-    let mut out = format!("{}://", url.scheme());
-    let ours = matches!(url.scheme(), "redis" | "rediss");
-    let (user, has_password) = (url.username(), url.password().is_some());
-    if !ours && (has_password || !user.is_empty()) {
-        out.push_str(&format!("{REDACTED}@"));
-    } else if has_password {
-        out.push_str(&format!("{user}:{REDACTED}@"));
-    } else if !user.is_empty() {
-        out.push_str(&format!("{user}@"));
-    }
-    out.push_str(url.host_str().unwrap_or_default());
-    if let Some(port) = url.port() {
-        out.push_str(&format!(":{port}"));
-    }
+    let userinfo = match (url.username(), url.password()) {
+        ("", None) => String::new(),
+        _ if !matches!(url.scheme(), "redis" | "rediss") => format!("{REDACTED}@"),
+        (user, None) => format!("{user}@"),
+        (user, Some(_)) => format!("{user}:{REDACTED}@"),
+    };
+    let port = url.port().map_or(String::new(), |port| format!(":{port}"));
     let path = url.path();
     let db_like =
         path.strip_prefix('/').is_some_and(|db| db.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
-    if path.is_empty() || db_like {
-        out.push_str(path);
-    } else {
-        out.push('/');
-        out.push_str(REDACTED);
-    }
-    if url.query().is_some() {
-        out.push('?');
-        out.push_str(REDACTED);
-    }
-    if url.fragment().is_some() {
-        out.push('#');
-        out.push_str(REDACTED);
-    }
-    out
+    let path = if path.is_empty() || db_like { path.to_string() } else { format!("/{REDACTED}") };
+    let query = url.query().map_or(String::new(), |_| format!("?{REDACTED}"));
+    let fragment = url.fragment().map_or(String::new(), |_| format!("#{REDACTED}"));
+    let host = url.host_str().unwrap_or_default();
+    format!("{}://{userinfo}{host}{port}{path}{query}{fragment}", url.scheme())
 }
 
 /// Parses `text` as a URL and applies it to `c`; on any problem, `c` is
 /// left unchanged.
 pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
-    let url = parse(text).map_err(|allowed| Refused::showing(UNPARSEABLE, allowed))?;
+    let url = parse(text).map_err(|allowed| Refused(vec![(Some(UNPARSEABLE.into()), allowed.into())]))?;
     let shown = shown(&url);
     let mut refused = Refused(Vec::new());
     let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
@@ -202,33 +183,29 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
             false
         }
     };
-    let username = match percent_decode(url.username()) {
-        Some(u) => Some(u).filter(|u| !u.is_empty()),
-        None => {
-            bad("a percent-encoded user name (%XX with two hex digits, valid UTF-8)");
-            None
-        }
+    let mut decoded = |text: &str, allowed: &'static str| {
+        Some(percent_decode(text).unwrap_or_else(|| {
+            bad(allowed);
+            String::new()
+        }))
+        .filter(|v| !v.is_empty())
     };
-    let password = match url.password().map(percent_decode) {
-        None => None,
-        Some(Some(p)) => Some(p).filter(|p| !p.is_empty()),
-        Some(None) => {
-            bad("a percent-encoded password (%XX with two hex digits, valid UTF-8)");
-            None
-        }
-    };
+    let username =
+        decoded(url.username(), "a percent-encoded user name (%XX with two hex digits, valid UTF-8)");
+    let password = url
+        .password()
+        .and_then(|p| decoded(p, "a percent-encoded password (%XX with two hex digits, valid UTF-8)"));
+    // An IPv6 address without the brackets of its `Display`.
     let host = match url.host() {
-        Some(Host::Domain(name)) => name.to_string(),
-        Some(Host::Ipv4(addr)) => addr.to_string(),
         Some(Host::Ipv6(addr)) => addr.to_string(),
-        None => String::new(),
+        host => host.map_or(String::new(), |h| h.to_string()),
     };
     if host.is_empty() {
         bad(HOST);
     } else if let Some(allowed) = host_problem(&host) {
         bad(allowed);
     }
-    let port = url.port().unwrap_or(DEFAULT_PORT);
+    let port = url.port().unwrap_or(6379);
     if port == 0 {
         bad(PORT_ALLOWED);
     }
@@ -236,15 +213,12 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
         bad("no query string or fragment (put the database in the path: /0)");
     }
     let db_text = url.path().strip_prefix('/').unwrap_or(url.path());
-    let db = if db_text.is_empty() {
-        0
-    } else {
-        match db_text.parse::<i64>() {
-            Ok(db) if db >= 0 => db,
-            _ => {
-                bad("a database number (0 or more) as the path: /0");
-                0
-            }
+    let db = match db_text.parse::<i64>() {
+        _ if db_text.is_empty() => 0,
+        Ok(db) if db >= 0 => db,
+        _ => {
+            bad("a database number (0 or more) as the path: /0");
+            0
         }
     };
 
@@ -273,50 +247,27 @@ fn percent_decode(s: &str) -> Option<String> {
     percent_decode_str(s).decode_utf8().ok().map(|s| s.into_owned())
 }
 
-pub(super) fn parse_port(text: &str) -> Result<u16, &'static str> {
-    match text.parse::<u64>() {
-        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        _ => Err(PORT_ALLOWED),
-    }
-}
-
 /// `host`, `host:port`, `[ipv6]` or `[ipv6]:port`; every problem found.
-pub(super) fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'static str>> {
-    let (host, port) = if let Some(rest) = item.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(vec![IPV6]);
-        };
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(vec![IPV6]);
+fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'static str>> {
+    let (host, port) = match item.strip_prefix('[').map(|rest| rest.split_once(']')) {
+        Some(None) => return Err(vec![IPV6]),
+        Some(Some((host, _))) if host.parse::<Ipv6Addr>().is_err() => return Err(vec![IPV6]),
+        Some(Some((host, ""))) => (host, None),
+        Some(Some((host, after))) => match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None => return Err(vec!["host:port, or [ipv6]:port"]),
+        },
+        None if item.matches(':').count() > 1 => {
+            return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"])
         }
-        match (after, after.strip_prefix(':')) {
-            ("", _) => (host, None),
-            (_, Some(port)) => (host, Some(port)),
-            (_, None) => return Err(vec!["host:port, or [ipv6]:port"]),
-        }
-    } else if item.matches(':').count() > 1 {
-        return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"]);
-    } else {
-        match item.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (item, None),
-        }
+        None => item.split_once(':').map_or((item, None), |(host, port)| (host, Some(port))),
     };
-    let mut problems = Vec::new();
-    if let Some(allowed) = host_problem(host) {
-        problems.push(allowed);
-    }
-    let port = match port {
-        None | Some("") => default_port,
-        Some(p) => parse_port(p).unwrap_or_else(|allowed| {
-            problems.push(allowed);
-            0
-        }),
-    };
-    if problems.is_empty() {
-        Ok(HostPort { host: host.to_string(), port })
-    } else {
-        Err(problems)
+    let port = port
+        .filter(|p| !p.is_empty())
+        .map_or(Ok(default_port), |p| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(PORT_ALLOWED));
+    match (host_problem(host), port) {
+        (None, Ok(port)) => Ok(HostPort { host: host.to_string(), port }),
+        (host, port) => Err(host.into_iter().chain(port.err()).collect()),
     }
 }
 

@@ -29,17 +29,13 @@ const RESERVED_INSTANCE_IDS: [&str; 11] = [
     "bars",
 ];
 
-pub(super) fn id_allowed(e: &IdError) -> String {
-    match e {
-        IdError::Empty => format!("a non-empty id; {ID_CHARS}"),
-        IdError::TooLong { max, .. } => format!("an id of at most {max} bytes"),
-        IdError::BadChar { ch, .. } => format!("an id without {ch:?}; {ID_CHARS}"),
-    }
-}
-
 /// An id (see [`crate::Ident`]).
 pub(super) fn check_id(v: &str) -> Result<(), Refused> {
-    ident::validate(v).map(|_| ()).map_err(|e| id_allowed(&e).into())
+    ident::validate(v).map(|_| ()).map_err(|e| match e {
+        IdError::Empty => format!("a non-empty id; {ID_CHARS}").into(),
+        IdError::TooLong { max, .. } => format!("an id of at most {max} bytes").into(),
+        IdError::BadChar { ch, .. } => format!("an id without {ch:?}; {ID_CHARS}").into(),
+    })
 }
 
 /// An instance id: an id that is not one of this trader's key kinds
@@ -155,12 +151,10 @@ impl Config {
                 "true in cluster mode (the trader key is the hash tag that keeps a batch in one slot)";
             p.push("use_trader_prefix", "false", allowed);
         }
-        for (field, d) in
-            [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)]
-        {
-            if d.is_zero() {
-                p.push(field, "0s", "a timeout above zero");
-            }
+        let timeouts =
+            [("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)];
+        for (field, _) in timeouts.into_iter().filter(|(_, d)| d.is_zero()) {
+            p.push(field, "0s", "a timeout above zero");
         }
         for (field, min, max) in [
             ("open_backoff", self.open_backoff_min, self.open_backoff_max),

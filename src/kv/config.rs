@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::config::{apply_var, apply_vars, not_unicode, options, Codec, Config, Encoding, Problems};
+use crate::config::{apply_var, apply_vars, options, read_env, Codec, Config, Encoding, Problems};
 use crate::config::{int, refuse, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
 use crate::error::ConfigError;
 use crate::ident;
@@ -153,10 +153,6 @@ impl KvConfig {
     /// The TTL that [`crate::kv::Ttl::Policy`] gives keys of `namespace`
     /// (its own policy, or the default one); `None` when they never expire.
     pub fn ttl_of(&self, namespace: &str) -> Option<Duration> {
-        self.policy(namespace)
-    }
-
-    pub(crate) fn policy(&self, namespace: &str) -> Option<Duration> {
         self.ttls.iter().find(|(ns, _)| ns == namespace).map_or(self.default_ttl, |(_, t)| *t)
     }
 
@@ -206,12 +202,16 @@ impl KvConfig {
     ///
     /// [`ConfigError`] listing every variable that cannot be used.
     pub fn from_env() -> Result<KvConfig, ConfigError> {
-        let mut problems = Problems::default();
-        let ttl_vars: Vec<String> = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns)).collect();
-        let kv_vars = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
-        not_unicode(kv_vars.chain(ttl_vars.iter().map(String::as_str)), &mut problems);
-        let redis = Config::from_env();
-        KvConfig::from_kv_vars(redis, &|name| std::env::var(name).ok(), problems)
+        read_env(|get| KvConfig::from_vars(get))
+    }
+
+    /// Every variable [`KvConfig::from_vars`] reads, those of
+    /// [`Config::from_vars`] first (for the Python bindings).
+    #[doc(hidden)]
+    pub fn var_names() -> Vec<String> {
+        let kv = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
+        let ttls = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns));
+        Config::rows().map(|o| o.var).chain(kv).map(String::from).chain(ttls).collect()
     }
 
     /// Builds a configuration from variables looked up by `get`: the
@@ -243,23 +243,14 @@ impl KvConfig {
     /// [`ConfigError`] with every problem of both parts, each naming the
     /// variable, the bad value (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
-        KvConfig::from_kv_vars(Config::from_vars(&get), &get, Problems::default())
-    }
-
-    /// The caching layer's own variables onto the defaults, with `redis`.
-    fn from_kv_vars(
-        redis: Result<Config, ConfigError>,
-        get: &dyn Fn(&str) -> Option<String>,
-        mut problems: Problems,
-    ) -> Result<KvConfig, ConfigError> {
-        let mut c = KvConfig::default();
-        match redis {
+        let (mut problems, mut c) = (Problems::default(), KvConfig::default());
+        match Config::from_vars(&get) {
             Ok(r) => c.redis = r,
             Err(e) => problems.0.extend(e.problems),
         }
-        apply_vars(KV_OPTIONS, &mut c, get, &mut problems);
+        apply_vars(KV_OPTIONS, &mut c, &get, &mut problems);
         for (ns, _) in DEFAULT_POLICIES {
-            apply_var(&ttl_var(ns), TTL.read, get, &mut problems, |v| {
+            apply_var(&ttl_var(ns), TTL.read, &get, &mut problems, |v| {
                 TTL.value(v).map(|t| c.set_policy(ns, t))
             });
         }
@@ -285,7 +276,7 @@ mod tests {
             lines.extend(DEFAULT_POLICIES.iter().map(|(ns, _)| Line {
                 var: ttl_var(ns),
                 sets: "ttl",
-                default: (TTL.show)(&d.policy(ns)),
+                default: (TTL.show)(&d.ttl_of(ns)),
                 values: TTL.values,
                 doc: format!("TTL policy of the `{ns}` namespace."),
             }));
@@ -305,11 +296,11 @@ mod tests {
     fn defaults_are_the_spec() {
         let c = KvConfig::default();
         assert!(c.validate().is_ok());
-        assert_eq!(c.policy("market_data"), Some(Duration::from_secs(60)));
-        assert_eq!(c.policy("portfolio"), Some(Duration::from_secs(300)));
-        assert_eq!(c.policy("risk"), Some(Duration::from_secs(180)));
-        assert_eq!(c.policy("session"), Some(Duration::from_secs(1800)));
-        assert_eq!(c.policy("other"), Some(Duration::from_secs(3600)));
+        assert_eq!(c.ttl_of("market_data"), Some(Duration::from_secs(60)));
+        assert_eq!(c.ttl_of("portfolio"), Some(Duration::from_secs(300)));
+        assert_eq!(c.ttl_of("risk"), Some(Duration::from_secs(180)));
+        assert_eq!(c.ttl_of("session"), Some(Duration::from_secs(1800)));
+        assert_eq!(c.ttl_of("other"), Some(Duration::from_secs(3600)));
         assert_eq!((c.compress_threshold, c.max_batch_size), (1024, 100));
         assert_eq!(c.slow_op_threshold, Duration::from_millis(100));
         assert_eq!((c.breaker_failures, c.breaker_open), (5, Duration::from_secs(60)));
@@ -344,10 +335,10 @@ mod tests {
         assert_eq!(c.default_ttl, None);
         let s = Duration::from_secs;
         assert_eq!(
-            [c.policy("market_data"), c.policy("portfolio"), c.policy("risk"), c.policy("session")],
+            [c.ttl_of("market_data"), c.ttl_of("portfolio"), c.ttl_of("risk"), c.ttl_of("session")],
             [Some(s(1)), Some(s(2)), Some(s(3)), Some(s(4))]
         );
-        assert_eq!(c.policy("x"), None);
+        assert_eq!(c.ttl_of("x"), None);
         assert_eq!((c.compress_threshold, c.max_batch_size), (5, 6));
         assert!(!c.enable_metrics && !c.log_slow_ops && !c.near_tracking);
         assert_eq!(c.slow_op_threshold, Duration::from_millis(7));

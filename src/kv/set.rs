@@ -104,7 +104,7 @@ impl Kv {
     /// When a write made now expires.
     pub(super) fn expires_at(&self, namespace: &str, ttl: Ttl) -> Result<Option<Instant>> {
         let d = match ttl {
-            Ttl::Policy => self.cfg.policy(namespace),
+            Ttl::Policy => self.cfg.ttl_of(namespace),
             Ttl::After(d) => Some(d),
             Ttl::Never => None,
         };
