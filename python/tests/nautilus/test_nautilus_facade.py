@@ -243,6 +243,39 @@ def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
     r.delete("not-nautilus")
 
 
+def test_the_accounts_next_state_after_flush_is_written(make_cache):
+    """After flush() the node's next update_account is written (before:
+    it raised AttributeError, Nautilus's ``UUID4 == None``, since flush
+    forgets the last state written per account)."""
+    a, db = make_cache()
+    run_workload(a, pairs=1)
+    db.flush()
+    account = a.account(ACCOUNT_ID)
+    state = account_state(2_000_000, 10**18)
+    account.apply(state)
+    a.update_account(account)
+    db.wait(5.0)
+    events = db.cache.get_events(tn.COLLECTIONS["accounts"], tn.escape_id(ACCOUNT_ID.value))
+    assert [e["event_id"] for e in events] == [state.id.value]
+
+
+def test_the_caches_add_order_writes_the_order_position_pair_once(make_cache):
+    """Cache.add_order(order, position_id) indexes the pair itself
+    (index_order_position), then hands it to add_order: the pair is
+    queued once (before: twice, packed and written again)."""
+    a, db = make_cache()
+    run_workload(a, pairs=1)
+    order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-once"))
+    before = db.cache.last_seq()
+    a.add_order(order, PositionId("P-once"))
+    assert db.cache.last_seq() - before == 2  # the order's initialization, the pair
+    db.wait(5.0)
+    b, db2 = make_cache()
+    start_like_a_node(b)
+    assert b.position_id(order.client_order_id) == PositionId("P-once")
+    assert db2.load_issues() == []
+
+
 def test_a_value_that_no_longer_decodes_is_reported_and_skipped(make_cache, server):
     a, db = make_cache()
     run_workload(a, pairs=2)

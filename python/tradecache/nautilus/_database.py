@@ -130,9 +130,12 @@ def _escape_char(m: "re.Match[str]") -> str:
     return "".join(f"%{b:02X}" for b in m.group(0).encode())
 
 
+@functools.lru_cache(maxsize=4096)
 def escape_id(s: str) -> str:
     """A Nautilus id as a tradecache id: ``%``, ``:``, ``{``, ``}``,
-    whitespace and control characters as ``%XX`` (injective)."""
+    whitespace and control characters as ``%XX`` (injective). Memoized
+    (the last 4,096 ids): every write of an order, position or account
+    escapes its id again, and a hit costs a fraction of the search."""
     if _UNSAFE.search(s) is None:
         return s
     return _UNSAFE.sub(_escape_char, s)
@@ -227,6 +230,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
         # last state written: a call with nothing new writes nothing.
         self._position_events: Dict[str, int] = {}
         self._account_last: Dict[str, Any] = {}
+        # The last [client order id, position id] pair indexed: the Cache's
+        # add_order indexes it (index_order_position) right before it
+        # calls add_order with the same pair, which then writes nothing.
+        self._last_order_position: Optional[tuple] = None
         self._issues: List[tuple] = []
         self._unreadable: set = set()
         self._decoder = Decoder(_FROM_NATIVE)
@@ -294,6 +301,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._order_events.clear()
         self._position_events.clear()
         self._account_last.clear()
+        self._last_order_position = None
         self._log.info(f"Flushed {n} key(s) of this trader")
 
     @_gc_paused
@@ -348,17 +356,20 @@ class TradecacheDatabase(CacheDatabaseFacade):
         """Appends the account's last state (``persist_account_events``);
         without it, the last state replaces the stored one."""
         state = account.last_event
-        if self._account_last.get(account.id.value) == state.id:
-            return  # written already
+        aid = account.id.value
+        state_id = state.id
+        last = self._account_last.get(aid)
+        if last is not None and last == state_id:
+            return  # written already (None: Nautilus's UUID4 == None raises)
         to = self._to.get(type(state))
         event = to(state) if to is not None else self._pack(state)
         if self._persist_account_events:
-            self._append(_ACCOUNTS, escape_id(account.id.value), event)
+            self._append(_ACCOUNTS, escape_id(aid), event)
         else:
-            id_ = escape_id(account.id.value)
+            id_ = escape_id(aid)
             self._cache.delete(_ACCOUNTS, id_)
             self._put(_ACCOUNTS, id_, event)
-        self._account_last[account.id.value] = state.id
+        self._account_last[aid] = state_id
 
     def delete_account_event(self, account_id: Any, event_id: str) -> None:
         """Records the event id as deleted: loads leave that state out."""
@@ -374,7 +385,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
         id_ = escape_id(coid)
         self._write_order(coid, id_, order)
         if position_id is not None:
-            self._put(_ORDER_POSITIONS, id_, [coid, position_id.value])
+            pair = (coid, position_id.value)
+            if pair != self._last_order_position:
+                self._put(_ORDER_POSITIONS, id_, list(pair))
+                self._last_order_position = pair
         if client_id is not None:
             self._put(_ORDER_CLIENTS, id_, [coid, client_id.value])
         venue_order_id = order.venue_order_id
@@ -388,7 +402,15 @@ class TradecacheDatabase(CacheDatabaseFacade):
         order id is indexed."""
         coid = order.client_order_id.value
         id_ = escape_id(coid)
-        self._write_order(coid, id_, order)
+        written = self._order_events.get(coid)
+        if written is not None and order.event_count == written + 1:
+            # The usual case, inline: one new event.
+            event = order.last_event
+            to = self._to.get(type(event))
+            self._append(_ORDERS, id_, to(event) if to is not None else self._serialize(event))
+            self._order_events[coid] = written + 1
+        else:
+            self._write_order(coid, id_, order)
         venue_order_id = order.venue_order_id
         if venue_order_id is not None and self._venue_ids.get(coid) != venue_order_id.value:
             self.index_venue_order_id(order.client_order_id, venue_order_id)
@@ -428,7 +450,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
 
     def index_order_position(self, client_order_id: Any, position_id: Any) -> None:
         coid = client_order_id.value
-        self._put(_ORDER_POSITIONS, escape_id(coid), [coid, position_id.value])
+        pid = position_id.value
+        self._put(_ORDER_POSITIONS, escape_id(coid), [coid, pid])
+        self._last_order_position = (coid, pid)
 
     def add_position(self, position: Any) -> None:
         """The position as it is (its log written anew)."""
@@ -454,7 +478,14 @@ class TradecacheDatabase(CacheDatabaseFacade):
         if written is None or count == 1 or count < written:
             self._write_position(id_, position)
             return
-        self._append_past(_POSITIONS, id_, position, self._position_events, pid, written)
+        if count == written + 1:
+            # The usual case, inline: one new fill.
+            event = position.last_event
+            to = self._to.get(type(event))
+            self._append(_POSITIONS, id_, to(event) if to is not None else self._serialize(event))
+            self._position_events[pid] = count
+        else:
+            self._append_past(_POSITIONS, id_, position, self._position_events, pid, written)
         if position.is_closed:
             self._put(_POSITIONS, id_, self._pack(position.events[0]), True)
 
@@ -485,6 +516,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         id_ = escape_id(coid)
         self._venue_ids.pop(coid, None)
         self._order_events.pop(coid, None)
+        self._last_order_position = None
         for coll in (_ORDERS, _ORDER_POSITIONS, _ORDER_CLIENTS, _VENUE_ORDER_IDS, _ORDER_SNAPSHOTS):
             self._cache.delete(coll, id_)
 
