@@ -244,9 +244,12 @@ def test_flush_deletes_this_traders_keys_only(make_cache, make_db, server):
 
 
 def test_the_accounts_next_state_after_flush_is_written(make_cache):
-    """After flush() the node's next update_account is written (before:
-    it raised AttributeError, Nautilus's ``UUID4 == None``, since flush
-    forgets the last state written per account)."""
+    """After flush() the node's next update_account is written, as the
+    account's first state (flush deleted the stored one): a node started
+    afterwards gets the account back with that state. Before: it raised
+    AttributeError (Nautilus's ``UUID4 == None``, flush forgets the last
+    state written per account), then it appended the state to a log with
+    no stored account, which a load skipped."""
     a, db = make_cache()
     run_workload(a, pairs=1)
     db.flush()
@@ -255,8 +258,13 @@ def test_the_accounts_next_state_after_flush_is_written(make_cache):
     account.apply(state)
     a.update_account(account)
     db.wait(5.0)
-    events = db.cache.get_events(tn.COLLECTIONS["accounts"], tn.escape_id(ACCOUNT_ID.value))
-    assert [e["event_id"] for e in events] == [state.id.value]
+    b, db2 = make_cache()
+    start_like_a_node(b)
+    loaded = b.account(ACCOUNT_ID)
+    assert loaded is not None
+    assert [s.id for s in loaded.events] == [state.id]
+    assert loaded.balance_total(USD) == Money(2_000_000, USD)
+    assert db2.load_issues() == []
 
 
 def test_the_caches_add_order_writes_the_order_position_pair_once(make_cache):

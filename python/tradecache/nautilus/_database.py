@@ -230,6 +230,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
         # last state written: a call with nothing new writes nothing.
         self._position_events: Dict[str, int] = {}
         self._account_last: Dict[str, Any] = {}
+        # flush() deleted every stored account: an account not written
+        # since starts again with its next state, as after add_account.
+        self._flushed = False
         # The last [client order id, position id] pair indexed: the Cache's
         # add_order indexes it (index_order_position) right before it
         # calls add_order with the same pair, which then writes nothing.
@@ -301,6 +304,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._order_events.clear()
         self._position_events.clear()
         self._account_last.clear()
+        self._flushed = True
         self._last_order_position = None
         self._log.info(f"Flushed {n} key(s) of this trader")
 
@@ -359,6 +363,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
         aid = account.id.value
         state_id = state.id
         last = self._account_last.get(aid)
+        if last is None and self._flushed:
+            # Its stored value went with flush(): this state is its first.
+            self.add_account(account)
+            return
         if last is not None and last == state_id:
             return  # written already (None: Nautilus's UUID4 == None raises)
         to = self._to.get(type(state))
