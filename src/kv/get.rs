@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::breaker::{BreakerState, Permit};
+use super::counters::Op;
 use super::flight::Role;
 use super::near;
 use super::op::{self, DynValue};
 use super::overlay::Found;
-use super::read::Reply;
-use super::stats::Op;
+use super::pool::Reply;
 use super::value;
 use super::{check, with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};

@@ -22,8 +22,8 @@ use redis::Value;
 
 use super::link::WriterLinks;
 use super::route::{self, Links, Node, Topology};
+use crate::channel::Shared;
 use crate::net::{self, reply_error, Action, Failure};
-use crate::writer::Shared;
 use crate::ErrorKind;
 
 /// What to send.

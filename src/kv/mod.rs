@@ -53,8 +53,9 @@
 // (value), keys, config, stats.
 mod breaker;
 mod config;
-mod exposition;
-pub use exposition::metric_families;
+mod prometheus;
+pub use prometheus::metric_families;
+mod counters;
 mod flight;
 mod get;
 mod io;
@@ -63,10 +64,9 @@ mod link;
 mod near;
 mod op;
 mod overlay;
-mod read;
+mod pool;
 mod route;
 mod set;
-mod stats;
 mod value;
 mod writer;
 
@@ -81,24 +81,24 @@ use parking_lot::Mutex;
 
 pub use breaker::BreakerState;
 pub use config::KvConfig;
-pub use stats::{KvHealth, KvStats, Latency, Op};
+pub use counters::{KvHealth, KvStats, Latency, Op};
 pub use value::{decode, encode};
 
+use crate::channel::Count;
+use crate::channel::{Handle, Shared};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
-use crate::writer::Count;
-use crate::writer::{Handle, Shared};
 use breaker::Breaker;
+use counters::Metrics;
 use flight::Flights;
 use keys::KeySpace;
 use near::Near;
 use op::KvMsg;
 use overlay::Overlay;
-use read::Pool;
+use pool::Pool;
 use route::{Links, Node, Topology};
-use stats::Metrics;
 use writer::{Writer, WriterInit};
 
 /// How long a key lives.

@@ -4,7 +4,7 @@
 use serde::de::{Deserialize, DeserializeOwned};
 use serde::Serialize;
 
-use crate::encoding::Encoding;
+use crate::store::encoding::Encoding;
 
 /// Why a value could not be encoded.
 #[derive(Debug, thiserror::Error)]
