@@ -78,4 +78,4 @@ pub use metrics::facade::MetricsReporter;
 pub use metrics::stats::{Health, Stats};
 pub use read::{LoadIssue, LoadReport, Snapshot};
 pub use seq::Seq;
-pub use store::encoding::Encoding;
+pub use store::codec::Encoding;

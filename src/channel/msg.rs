@@ -12,8 +12,8 @@ use crate::ident::Ident;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick, UnixNanos,
 };
+use crate::store::codec::Encoding;
 use crate::store::codec::{self, EncodeError};
-use crate::store::encoding::Encoding;
 
 /// Which configured capacity bounds a market-data series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -57,18 +57,18 @@ mod prometheus;
 pub use prometheus::metric_families;
 mod counters;
 mod flight;
+mod frame;
 mod get;
 mod io;
-mod keys;
-mod link;
+mod keyspace;
 mod near;
 mod op;
 mod overlay;
 mod pool;
 mod route;
 mod set;
-mod value;
 mod writer;
+mod writer_links;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -82,7 +82,7 @@ use parking_lot::Mutex;
 pub use breaker::BreakerState;
 pub use config::KvConfig;
 pub use counters::{KvHealth, KvStats, Latency, Op};
-pub use value::{decode, encode};
+pub use frame::{decode, encode};
 
 use crate::channel::Count;
 use crate::channel::{Handle, Shared};
@@ -93,7 +93,7 @@ use crate::seq::Seq;
 use breaker::Breaker;
 use counters::Metrics;
 use flight::Flights;
-use keys::KeySpace;
+use keyspace::KeySpace;
 use near::Near;
 use op::KvMsg;
 use overlay::Overlay;
@@ -415,7 +415,7 @@ impl Drop for Kv {
 /// Checks a namespace and a key (see the module docs for the rules).
 fn check(namespace: &str, key: &str) -> Result<()> {
     ident::validate(namespace)?;
-    keys::validate_key(key)?;
+    keyspace::validate_key(key)?;
     Ok(())
 }
 

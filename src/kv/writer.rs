@@ -16,7 +16,7 @@
 //! for the key is sent after it), and routes each key to its own master in
 //! a cluster, where a batch cannot be one transaction. A connection given
 //! up on is killed on its server before anything is written there again
-//! (`link.rs`), so its bytes, if they arrive late, never apply after newer
+//! (`writer_links.rs`), so its bytes, if they arrive late, never apply after newer
 //! writes.
 //!
 //! What it shares with the flusher is written once: the callers' side
@@ -47,11 +47,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
 use super::config::KvConfig;
+use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
 use super::op::{ItemKey, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
-use super::value;
 use crate::channel::Count;
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
@@ -420,7 +420,7 @@ impl Writer {
                     return Err((ErrorKind::TooLarge, detail));
                 }
                 self.framed.clear();
-                value::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
+                frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
                 let p = &mut self.packer;
                 match ms {
                     Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),

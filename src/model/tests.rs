@@ -448,7 +448,7 @@ fn position_rounding_and_precision() {
 /// not produced by this code. They must keep decoding.
 mod old_format {
     use super::*;
-    use crate::store::encoding::Encoding;
+    use crate::store::codec::Encoding;
 
     fn old<T: DeserializeOwned>(hex: &str) -> T {
         let hex: String = hex.split_whitespace().collect();

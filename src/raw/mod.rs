@@ -37,12 +37,12 @@ use crate::model::UnixNanos;
 use crate::read::{LoadEvent, LoadItem, LoadReport};
 use crate::seq::Seq;
 use crate::store::codec::EncodeError;
-use crate::store::encoding::Encoding;
+use crate::store::codec::Encoding;
 use crate::Cache;
 
-mod value;
+mod raw_value;
 
-pub use value::{decode, RawValue};
+pub use raw_value::{decode, RawValue};
 
 /// A collection name checked at run time: what [`crate::Entity::COLLECTION`]
 /// is for a Rust type, for writes and reads whose collection is data.
@@ -474,7 +474,7 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
-    use super::value::check_msgpack;
+    use super::raw_value::check_msgpack;
     use super::*;
 
     #[test]

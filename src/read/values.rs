@@ -9,7 +9,7 @@ use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::ident::Ident;
 use crate::store::codec;
-use crate::store::encoding::Encoding;
+use crate::store::codec::Encoding;
 use crate::store::keys::Keys;
 use redis::Value;
 

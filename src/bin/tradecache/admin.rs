@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::net;
 use crate::store::codec;
-use crate::store::encoding::Encoding;
+use crate::store::codec::Encoding;
 use redis::Value;
 
 use super::util::bytes;

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::encoding::Encoding;
+use crate::store::codec::Encoding;
 
 /// Exactly one encoded value, checked: what [`crate::Cache::put_raw`] stores as an
 /// entity's value and [`crate::Cache::append_raw`] appends to its log, byte for
