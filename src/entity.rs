@@ -1,19 +1,19 @@
 //! The traits that make a type persistable, and their implementations for
 //! the reference model (which itself knows nothing of persistence). The
-//! channel payloads they turn into are in `pipeline/msg.rs`.
+//! channel payloads they turn into are in `channel/msg.rs`.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{self, EncodeError};
-use crate::encoding::Encoding;
-use crate::keys;
+pub use crate::channel::msg::SeriesCapacity;
+use crate::channel::msg::{DynEntity, DynEvent, DynSeries, EventRecord, Record};
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
     UnixNanos,
 };
-pub use crate::pipeline::msg::SeriesCapacity;
-use crate::pipeline::msg::{DynEntity, DynEvent, DynSeries, EventRecord, Record};
+use crate::store::codec::Encoding;
+use crate::store::codec::{self, EncodeError};
+use crate::store::keys;
 
 /// A type whose latest state is kept as one Redis string
 /// (`{trader}:{COLLECTION}:{id}`) and listed in `{trader}:index:{COLLECTION}`.
@@ -389,7 +389,7 @@ impl<D: MarketData> Checked<D> {
     ));
 }
 
-// The object-safe views the channel payloads use (`pipeline/msg.rs`).
+// The object-safe views the channel payloads use (`channel/msg.rs`).
 
 impl<T: Entity> DynEntity for T {
     fn collection(&self) -> &'static str {
@@ -491,7 +491,7 @@ refused! {
 #[cfg(test)]
 mod collection_rule {
     use super::{collection_problem, CollectionOf};
-    use crate::keys;
+    use crate::store::keys;
 
     /// What `import` accepts: an entity's collection or one of the crate's
     /// series (the CLI's `stored_collection_problem`).

@@ -44,46 +44,38 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod clear;
+mod caller;
+mod channel;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 #[path = "bin/tradecache/cli.rs"]
 pub mod cli;
-mod codec;
 mod config;
-mod encoding;
 mod entity;
 mod error;
-pub mod exposition;
 mod flusher;
 mod ident;
-mod keys;
 pub mod kv;
-mod load;
-mod marker;
-#[cfg(feature = "metrics")]
-mod metrics_facade;
+mod metrics;
 pub mod model;
 mod net;
-mod pipeline;
 pub mod raw;
-mod registry;
-mod retention;
+mod read;
 mod seq;
-mod stats;
-mod writer;
+mod store;
 
+pub use caller::cache::Cache;
+pub use channel::msg::Purged;
 pub use config::{Config, OverflowPolicy};
-pub use encoding::Encoding;
 pub use entity::{Entity, Event, MarketData, SeriesCapacity};
 pub use error::{
     CloseReport, ConfigError, ConfigProblem, DroppedWrite, Error, ErrorKind, PushError, Result, SourceError,
 };
 pub use ident::{IdError, Ident};
-pub use load::{LoadIssue, LoadReport, Snapshot};
+pub use metrics::exposition;
 #[cfg(feature = "metrics")]
-pub use metrics_facade::MetricsReporter;
-pub use pipeline::handle::Cache;
-pub use pipeline::msg::Purged;
+pub use metrics::facade::MetricsReporter;
+pub use metrics::stats::{Health, Stats};
+pub use read::{LoadIssue, LoadReport, Snapshot};
 pub use seq::Seq;
-pub use stats::{Health, Stats};
+pub use store::codec::Encoding;

@@ -31,7 +31,7 @@ mod table;
 mod url;
 mod validate;
 
-pub use crate::encoding::Encoding;
+pub use crate::store::codec::Encoding;
 pub(crate) use table::{apply_var, apply_vars, options, read_env};
 pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};

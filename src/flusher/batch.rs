@@ -4,19 +4,19 @@
 //! Building is pure: [`build`] takes the pending writes, the configuration,
 //! the keys, what is known to be indexed and the reused buffers, and
 //! returns the packed `MULTI` and commands (`EXEC` is sent separately, see
-//! `pipeline.rs`) with what the flusher needs to settle it, and the writes
+//! `commit.rs`) with what the flusher needs to settle it, and the writes
 //! it could not include. It reads nothing from Redis and touches no state
 //! shared with the callers, so the tests below check the RESP it produces
 //! without a server.
 
 use std::time::Duration;
 
-use crate::codec;
 use crate::config::Config;
 use crate::ident::Ident;
-use crate::keys::Keys;
-use crate::marker::Marker;
 use crate::net::{Args, Packer, Span};
+use crate::store::codec;
+use crate::store::keys::Keys;
+use crate::store::marker::Marker;
 use crate::ErrorKind;
 
 use super::index::{self, add_member, Indexed, Skipped, StateBufs};
@@ -254,7 +254,7 @@ pub(super) struct Bufs {
     event_bytes: Vec<u8>,
     /// One log's events, for its `RPUSH`.
     log: Args,
-    /// The collections added to the registry (`crate::registry`).
+    /// The collections added to the registry (`crate::store::registry`).
     names: Args,
     /// Collections this flusher writes for the first time in this batch.
     new: Vec<&'static str>,
@@ -339,7 +339,7 @@ pub(super) struct Dropped {
     pub(super) detail: String,
 }
 
-/// `SADD` to the registry of collections (`crate::registry`) of every
+/// `SADD` to the registry of collections (`crate::store::registry`) of every
 /// collection `sadd` adds ids to, and of the collections `new` that this
 /// flusher writes for the first time (an event-only collection has no
 /// index set, but its logs are the cache's own: `clear`, `flush_on_start`
@@ -489,7 +489,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                     collections.push(ev.collection);
                     // The crate's market-data series are found by name
                     // (`Keys::owns`), and are no collection of the registry.
-                    if !crate::keys::MARKET_DATA_COLLECTIONS.contains(&ev.collection) {
+                    if !crate::store::keys::MARKET_DATA_COLLECTIONS.contains(&ev.collection) {
                         b.new.push(ev.collection);
                     }
                 }
@@ -627,8 +627,8 @@ pub(super) fn push_wait(p: &mut Packer, wait: Option<(u32, Duration)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::msg::{EventRecord, Record};
     use crate::model::{OrderEvent, OrderEventKind, Position, PositionSide, QuoteTick, UnixNanos};
-    use crate::pipeline::msg::{EventRecord, Record};
 
     const MARKER_KEY: &str = "trader-T:writer:main";
 

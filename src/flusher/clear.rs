@@ -1,6 +1,6 @@
 //! `Cache::clear` on the flusher: a barrier that waits for every write
 //! before it to be acknowledged, then deletes this cache's keys
-//! (`crate::clear` finds them) in transactions guarded by the marker's
+//! (`crate::store::own_keys` finds them) in transactions guarded by the marker's
 //! `WATCH`, then acknowledges the `clear` itself. The heartbeat goes on
 //! between its round trips (`Beating`): a `clear` walks the whole
 //! database, which may take long.
@@ -8,8 +8,8 @@
 use crossbeam_channel::Sender;
 use redis::Value;
 
-use crate::marker::Marker;
 use crate::net::{self, reply_error, Failure, Packer};
+use crate::store::marker::Marker;
 
 use super::heartbeat::Heartbeat;
 use super::link::Link;
@@ -25,12 +25,12 @@ pub(super) struct Beating<'a> {
     pub(super) seqs: (u64, u64),
 }
 
-impl crate::clear::Session for Beating<'_> {
+impl crate::store::own_keys::Session for Beating<'_> {
     fn query(&mut self, packed: &[u8]) -> Result<Value, Failure> {
         if let Some(heartbeat) = self.heartbeat.as_deref_mut() {
             heartbeat.beat(self.link, self.seqs.0, self.seqs.1)?;
         }
-        crate::clear::Session::query(self.link, packed)
+        crate::store::own_keys::Session::query(self.link, packed)
     }
 
     fn addr(&self) -> &str {

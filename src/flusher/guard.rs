@@ -7,10 +7,10 @@
 
 use redis::Value;
 
-use crate::marker;
 use crate::net::{self, reply_error, Failure};
+use crate::store::marker;
 
-use crate::writer::Shared;
+use crate::channel::Shared;
 
 use super::inflight::InFlight;
 use super::link::{GuardedReply, Link};

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
+use crate::channel::msg::{Msg, PurgeRequest};
+use crate::channel::{Count, Shared};
 use crate::config::Config;
-use crate::pipeline::msg::{Msg, PurgeRequest};
-use crate::writer::{Count, Shared};
 
 use super::clear::Barrier;
 use super::pending::Pending;

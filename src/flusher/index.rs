@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 
 use crate::ident::Ident;
-use crate::keys::Keys;
 use crate::net::{Args, Packer};
+use crate::store::keys::Keys;
 
 use super::pending::Key;
 use super::FastState;

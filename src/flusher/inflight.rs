@@ -1,15 +1,15 @@
 //! The batches between `pending` and Redis: the held batch (the oldest not
-//! yet acknowledged) and the one queued behind it (`pipeline.rs`), how
+//! yet acknowledged) and the one queued behind it (`commit.rs`), how
 //! batches are numbered, the last sequence number built, and what the
 //! built batches know of the index sets (`index.rs`). `InFlight` is their
-//! one owner; the write path (`pipeline.rs`) moves batches through its
+//! one owner; the write path (`commit.rs`) moves batches through its
 //! methods.
 
 use crate::config::Config;
 use crate::ident::Ident;
-use crate::keys::Keys;
-use crate::marker::Marker;
 use crate::net::Packer;
+use crate::store::keys::Keys;
+use crate::store::marker::Marker;
 
 use super::batch::{self, Batch, Bufs, Dropped};
 use super::index::{self, Indexed};
@@ -21,7 +21,7 @@ use super::pending::Pending;
 pub(super) struct InFlight {
     /// The batch being written: the oldest not yet acknowledged.
     held: Option<Batch>,
-    /// The batch after it, queued on the server behind it (`pipeline.rs`).
+    /// The batch after it, queued on the server behind it (`commit.rs`).
     /// Only ever set while `held` is: `take_held` promotes it.
     next: Option<Batch>,
     /// The last batch number used (by a batch, or by a control

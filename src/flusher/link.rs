@@ -35,12 +35,12 @@
 //! unit-tested); a send or read it refuses is a bug of the caller, so it
 //! drops the connection too (a `Protocol` failure) and debug builds stop
 //! on it. What a failure does to the flusher (fencing, reconnecting) is
-//! in `pipeline.rs`; the backoff in `reconnect.rs`.
+//! in `commit.rs`; the backoff in `reconnect.rs`.
 
 use redis::Value;
 
-use crate::marker;
 use crate::net::{self, Action, ClientIdentity, Conn, Failure, Packer};
+use crate::store::marker;
 
 use super::guard::judge_marker;
 use super::ledger::{Ledger, Refusal};
@@ -380,9 +380,9 @@ impl Link {
     }
 }
 
-/// `crate::clear` walks and deletes keys through the link: its round
+/// `crate::store::own_keys` walks and deletes keys through the link: its round
 /// trips keep the stream in step like any other.
-impl crate::clear::Session for Link {
+impl crate::store::own_keys::Session for Link {
     fn query(&mut self, packed: &[u8]) -> Result<Value, Failure> {
         let [reply] = self.round_trip::<1>(packed)?;
         Ok(reply)

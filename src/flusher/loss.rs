@@ -28,9 +28,9 @@ use std::collections::VecDeque;
 
 use redis::Value;
 
-use crate::marker::{Marker, Read};
+use crate::channel::Shared;
 use crate::net::{Failure, Packer};
-use crate::writer::Shared;
+use crate::store::marker::{Marker, Read};
 use crate::ErrorKind;
 
 use super::batch::Batch;

@@ -7,17 +7,17 @@
 //! through its methods. `impl Flusher` is in two files: this one (the run
 //! loop: waiting for work, draining the channel, shutting down, and
 //! driving the heartbeat, purges and `clear` between batches) and
-//! `pipeline.rs` (the write path and what a failure does). The rest, by
+//! `commit.rs` (the write path and what a failure does). The rest, by
 //! concern:
 //! - `inbox.rs`: the channel, the writes taken from it, a `clear`
 //!   waiting, `close`'s deadline; `pending.rs`: writes received but not
 //!   yet in a batch (coalescing), on the channel side the kv writer
-//!   shares, `crate::writer::intake`;
+//!   shares, `crate::channel::intake`;
 //! - `inflight.rs`: the batches built and not yet acknowledged, their
 //!   numbers, the index knowledge they were built with;
 //! - `batch.rs`: building one transaction (pure, unit-tested) and the
 //!   state of a batch until Redis confirms it;
-//! - `pipeline.rs`: sending, queueing the next batch behind the held one,
+//! - `commit.rs`: sending, queueing the next batch behind the held one,
 //!   `EXEC`, settling a batch in doubt by the commit marker, acknowledging;
 //!   failures, fencing, dropping and reconnecting;
 //! - `guard.rs`: the `WATCH` on the commit marker that guards every
@@ -34,6 +34,7 @@
 
 mod batch;
 mod clear;
+mod commit;
 mod guard;
 mod heartbeat;
 mod inbox;
@@ -43,7 +44,6 @@ mod ledger;
 mod link;
 mod loss;
 mod pending;
-mod pipeline;
 mod purge;
 mod reconnect;
 mod streams;
@@ -53,14 +53,14 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::msg::{Msg, PurgeRequest};
+use crate::channel::Shared;
 use crate::config::Config;
 use crate::error::{CloseReport, Error};
-use crate::keys::Keys;
-use crate::marker::Marker;
 use crate::net::{self, Action, Conn, Failure, Packer};
-use crate::pipeline::msg::{Msg, PurgeRequest};
-use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::writer::Shared;
+use crate::store::keys::Keys;
+use crate::store::marker::Marker;
 
 use clear::Beating;
 use guard::Guard;
@@ -492,7 +492,7 @@ impl Flusher {
     }
 
     /// Executes a `clear` once everything before it is acknowledged: deletes
-    /// this cache's keys (`crate::clear`) in guarded transactions, then
+    /// this cache's keys (`crate::store::own_keys`) in guarded transactions, then
     /// acknowledges it (`clear.rs`).
     fn run_clear(&mut self) {
         if !self.inbox.has_barrier() {
@@ -509,8 +509,11 @@ impl Flusher {
         let mut session = Beating { link: &mut self.link, heartbeat, seqs };
         let collections = self.inflight.collections().to_vec();
         let inflight = &mut self.inflight;
-        let result =
-            crate::clear::delete_own_keys(&mut session, &self.keys, &collections, |session, keys| {
+        let result = crate::store::own_keys::delete_own_keys(
+            &mut session,
+            &self.keys,
+            &collections,
+            |session, keys| {
                 let link = &mut *session.link;
                 // (`close` leaves its deadline in `Shared` first.)
                 if shutdown.or_else(|| shared.stop_requested()).is_some_and(|d| Instant::now() >= d) {
@@ -523,7 +526,8 @@ impl Flusher {
                 let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
                 deleted += n;
                 Ok(n)
-            });
+            },
+        );
         if let Some(b) = self.inbox.barrier_mut() {
             b.deleted += deleted;
         }

@@ -17,8 +17,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
+use crate::channel::msg::{EventRecord, Record};
 use crate::ident::Ident;
-use crate::pipeline::msg::{EventRecord, Record};
 
 use super::FastState;
 

@@ -38,13 +38,13 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
+use crate::channel::msg::{PurgeRequest, Purged};
+use crate::channel::Count;
 use crate::error::Error;
 use crate::ident::Ident;
-use crate::keys::Keys;
-use crate::marker::Marker;
 use crate::net::{self, reply_error, Failure, Packer};
-use crate::pipeline::msg::{PurgeRequest, Purged};
-use crate::writer::Count;
+use crate::store::keys::Keys;
+use crate::store::marker::Marker;
 
 use super::guard::Guard;
 use super::pending::Pending;

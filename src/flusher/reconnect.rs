@@ -2,7 +2,7 @@
 //! exponential backoff with jitter (`net::Backoff`) and the time of the
 //! next attempt. `Retry` is their one owner. What a failure does (fencing,
 //! dropping the connection, reconnecting) is the write path's
-//! (`Flusher::fail`, `Flusher::reconnect` in `pipeline.rs`); the
+//! (`Flusher::fail`, `Flusher::reconnect` in `commit.rs`); the
 //! connection itself is the `Link` (`link.rs`).
 
 use std::time::{Duration, Instant};

@@ -16,8 +16,8 @@
 //! acknowledged event once, in order, across reconnects and replays.
 
 use crate::config::Config;
-use crate::keys::Keys;
 use crate::net::Packer;
+use crate::store::keys::Keys;
 
 use crate::ident::Ident;
 

@@ -9,13 +9,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::breaker::{BreakerState, Permit};
+use super::counters::Op;
 use super::flight::Role;
+use super::frame;
 use super::near;
 use super::op::{self, DynValue};
 use super::overlay::Found;
-use super::read::Reply;
-use super::stats::Op;
-use super::value;
+use super::pool::Reply;
 use super::{check, with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
 use crate::ident;
@@ -33,7 +33,7 @@ enum Body {
 impl Body {
     fn decode<T: DeserializeOwned>(&self, enc: crate::Encoding) -> std::result::Result<T, String> {
         match self {
-            Body::Shared(b) => value::decode_body(b, enc),
+            Body::Shared(b) => frame::decode_body(b, enc),
             Body::Queued(v) => decode_value(&**v, enc),
         }
     }
@@ -46,7 +46,7 @@ fn decode_value<T: DeserializeOwned>(
 ) -> std::result::Result<T, String> {
     with_scratch(|s| {
         v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
-        value::decode_body(s, enc)
+        frame::decode_body(s, enc)
     })
 }
 
@@ -338,7 +338,7 @@ impl Kv {
                 self.corrupt(key, &text);
                 Found2::Miss
             }
-            Reply::Value(stored) => match value::unframe(&stored, self.cfg.redis.max_value_bytes) {
+            Reply::Value(stored) => match frame::unframe(&stored, self.cfg.redis.max_value_bytes) {
                 Ok((enc, body)) => {
                     let body: Arc<[u8]> = Arc::from(&body[..]);
                     if let (Some(near), Some(t)) = (&self.near, ticket) {

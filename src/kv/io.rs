@@ -1,7 +1,7 @@
 //! The kv writer's I/O thread, `tradecache-kv-writer-io`: the one owner of
 //! the writer's connections. It sends the batches the writer packed and
 //! reads their replies; connecting, handshakes, the guard against a dropped
-//! connection (`link.rs`) and reply timeouts all block here, not on the
+//! connection (`writer_links.rs`) and reply timeouts all block here, not on the
 //! writer thread.
 //!
 //! Why a thread of its own: against a frozen or unreachable server each of
@@ -20,10 +20,10 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
-use super::link::WriterLinks;
 use super::route::{self, Links, Node, Topology};
+use super::writer_links::WriterLinks;
+use crate::channel::Shared;
 use crate::net::{self, reply_error, Action, Failure};
-use crate::writer::Shared;
 use crate::ErrorKind;
 
 /// What to send.

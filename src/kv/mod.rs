@@ -53,22 +53,22 @@
 // (value), keys, config, stats.
 mod breaker;
 mod config;
-mod exposition;
-pub use exposition::metric_families;
+mod prometheus;
+pub use prometheus::metric_families;
+mod counters;
 mod flight;
+mod frame;
 mod get;
 mod io;
-mod keys;
-mod link;
+mod keyspace;
 mod near;
 mod op;
 mod overlay;
-mod read;
+mod pool;
 mod route;
 mod set;
-mod stats;
-mod value;
 mod writer;
+mod writer_links;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -81,24 +81,24 @@ use parking_lot::Mutex;
 
 pub use breaker::BreakerState;
 pub use config::KvConfig;
-pub use stats::{KvHealth, KvStats, Latency, Op};
-pub use value::{decode, encode};
+pub use counters::{KvHealth, KvStats, Latency, Op};
+pub use frame::{decode, encode};
 
+use crate::channel::Count;
+use crate::channel::{Handle, Shared};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
-use crate::writer::Count;
-use crate::writer::{Handle, Shared};
 use breaker::Breaker;
+use counters::Metrics;
 use flight::Flights;
-use keys::KeySpace;
+use keyspace::KeySpace;
 use near::Near;
 use op::KvMsg;
 use overlay::Overlay;
-use read::Pool;
+use pool::Pool;
 use route::{Links, Node, Topology};
-use stats::Metrics;
 use writer::{Writer, WriterInit};
 
 /// How long a key lives.
@@ -415,7 +415,7 @@ impl Drop for Kv {
 /// Checks a namespace and a key (see the module docs for the rules).
 fn check(namespace: &str, key: &str) -> Result<()> {
     ident::validate(namespace)?;
-    keys::validate_key(key)?;
+    keyspace::validate_key(key)?;
     Ok(())
 }
 

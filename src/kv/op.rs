@@ -75,12 +75,20 @@ pub(crate) type KeyHash = foldhash::fast::RandomState;
 /// A value to cache, encoded on the writer thread (and, for a `get` that
 /// finds it queued, on the reading thread).
 pub(crate) trait DynValue: Send + Sync {
-    fn encode(&self, encoding: crate::Encoding, out: &mut Vec<u8>) -> Result<(), crate::codec::EncodeError>;
+    fn encode(
+        &self,
+        encoding: crate::Encoding,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::store::codec::EncodeError>;
 }
 
 impl<T: serde::Serialize + Send + Sync> DynValue for T {
-    fn encode(&self, encoding: crate::Encoding, out: &mut Vec<u8>) -> Result<(), crate::codec::EncodeError> {
-        crate::codec::encode(self, encoding, out)
+    fn encode(
+        &self,
+        encoding: crate::Encoding,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::store::codec::EncodeError> {
+        crate::store::codec::encode(self, encoding, out)
     }
 }
 

@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::op::{self, Item, KvMsg};
 use super::{check, with_scratch, Kv, Ttl};
+use crate::channel::Count;
 use crate::error::{Error, Result};
 use crate::seq::Seq;
-use crate::writer::Count;
 
 impl Kv {
     /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks

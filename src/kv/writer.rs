@@ -16,14 +16,14 @@
 //! for the key is sent after it), and routes each key to its own master in
 //! a cluster, where a batch cannot be one transaction. A connection given
 //! up on is killed on its server before anything is written there again
-//! (`link.rs`), so its bytes, if they arrive late, never apply after newer
+//! (`writer_links.rs`), so its bytes, if they arrive late, never apply after newer
 //! writes.
 //!
 //! What it shares with the flusher is written once: the callers' side
 //! (a bounded crossbeam channel, sequence numbers with `acked_seq` for
-//! `wait`/`flush`, shutdown through the channel: `crate::writer`), taking
+//! `wait`/`flush`, shutdown through the channel: `crate::channel`), taking
 //! queued messages, poll-then-park when idle and the guard that marks the
-//! thread dead (`crate::writer::intake`), reconnecting with capped,
+//! thread dead (`crate::channel::intake`), reconnecting with capped,
 //! jittered backoff (`crate::net::Backoff`, `crate::net::pause`).
 //! TTLs are turned into `PX` at send time from the deadline the call set,
 //! so a value held through an outage does not outlive its TTL (and one that
@@ -47,14 +47,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
 use super::config::KvConfig;
+use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
 use super::op::{ItemKey, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
-use super::value;
+use crate::channel::Count;
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
-use crate::writer::Count;
 use crate::ErrorKind;
 
 /// The batch the I/O thread is writing.
@@ -66,8 +66,8 @@ struct InFlight {
 fn io_gone() -> Failure {
     Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
 }
-use crate::writer::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::writer::Shared;
+use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::Shared;
 
 /// The newest pending write of one key.
 struct Pend {
@@ -420,7 +420,7 @@ impl Writer {
                     return Err((ErrorKind::TooLarge, detail));
                 }
                 self.framed.clear();
-                value::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
+                frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
                 let p = &mut self.packer;
                 match ms {
                     Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),

@@ -2,8 +2,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
+use crate::channel::msg::{EventRecord, Record};
 use crate::entity::Entity;
-use crate::pipeline::msg::{EventRecord, Record};
 
 fn id(s: &str) -> Ident {
     Ident::new(s).unwrap()
@@ -171,8 +171,8 @@ fn sizes() {
         ("QuoteTick", std::mem::size_of::<QuoteTick>()),
         ("TradeTick", std::mem::size_of::<TradeTick>()),
         ("Bar", std::mem::size_of::<Bar>()),
-        ("EventRecord", std::mem::size_of::<crate::pipeline::msg::EventRecord>()),
-        ("Msg", std::mem::size_of::<crate::pipeline::msg::Msg>()),
+        ("EventRecord", std::mem::size_of::<crate::channel::msg::EventRecord>()),
+        ("Msg", std::mem::size_of::<crate::channel::msg::Msg>()),
         ("Ident", std::mem::size_of::<Ident>()),
         ("Price", std::mem::size_of::<Price>()),
         ("Quantity", std::mem::size_of::<Quantity>()),
@@ -448,13 +448,13 @@ fn position_rounding_and_precision() {
 /// not produced by this code. They must keep decoding.
 mod old_format {
     use super::*;
-    use crate::encoding::Encoding;
+    use crate::store::codec::Encoding;
 
     fn old<T: DeserializeOwned>(hex: &str) -> T {
         let hex: String = hex.split_whitespace().collect();
         let bytes: Vec<u8> =
             (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-        crate::codec::decode(&bytes, Encoding::MsgPack).unwrap()
+        crate::store::codec::decode(&bytes, Encoding::MsgPack).unwrap()
     }
     const POSITION_EXAMPLE: &str =
         "8ba26964a3502d31ad696e737472756d656e745f6964b4425443555344542d504552502e42494e414e4345aa61 \

@@ -29,21 +29,20 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
-use crate::codec::EncodeError;
-use crate::encoding::Encoding;
+use crate::channel::msg::{DynEntity, DynEvent, EventRecord, Msg, Record};
 use crate::entity::{collection_problem, CollectionOf};
 use crate::error::{ConfigError, Error, PushError, Result};
 use crate::ident::Ident;
-use crate::load::{LoadEvent, LoadItem, LoadReport};
 use crate::model::UnixNanos;
-use crate::pipeline::msg::{DynEntity, DynEvent, EventRecord, Msg, Record};
+use crate::read::{LoadEvent, LoadItem, LoadReport};
 use crate::seq::Seq;
+use crate::store::codec::EncodeError;
+use crate::store::codec::Encoding;
 use crate::Cache;
 
-mod reads;
-mod value;
+mod raw_value;
 
-pub use value::{decode, RawValue};
+pub use raw_value::{decode, RawValue};
 
 /// A collection name checked at run time: what [`crate::Entity::COLLECTION`]
 /// is for a Rust type, for writes and reads whose collection is data.
@@ -255,7 +254,7 @@ pub struct RawSnapshot {
 }
 
 /// A stored value, as a load item: the bytes, with the id of its key.
-pub(crate) struct RawItem(Ident, Vec<u8>);
+pub(crate) struct RawItem(pub(crate) Ident, pub(crate) Vec<u8>);
 
 impl LoadItem for RawItem {
     fn decode_item(bytes: Vec<u8>, id: &Ident, _: Encoding) -> std::result::Result<Self, String> {
@@ -271,7 +270,7 @@ impl LoadItem for RawItem {
 
 /// A stored event, as a load event: the bytes, kept as stored (no id to
 /// drop repeats by: a raw log is what was appended, exactly once).
-pub(crate) struct RawEntry(Vec<u8>);
+pub(crate) struct RawEntry(pub(crate) Vec<u8>);
 
 impl LoadEvent for RawEntry {
     fn decode_event(bytes: Vec<u8>, _: Encoding) -> std::result::Result<Self, String> {
@@ -475,7 +474,7 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
-    use super::value::check_msgpack;
+    use super::raw_value::check_msgpack;
     use super::*;
 
     #[test]

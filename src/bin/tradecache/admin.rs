@@ -20,25 +20,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::codec;
 use crate::config::Config;
-use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
 use crate::error::Result;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
 };
 use crate::net;
+use crate::store::codec;
+use crate::store::codec::Encoding;
 use redis::Value;
 
 use super::util::bytes;
 
 /// The collections of the reference model, in the order they are loaded.
-pub(crate) const REFERENCE_COLLECTIONS: [&str; 4] = crate::keys::ENTITY_COLLECTIONS;
+pub(crate) const REFERENCE_COLLECTIONS: [&str; 4] = crate::store::keys::ENTITY_COLLECTIONS;
 
 /// The collections of the crate's market-data series (`quotes`, `trades`,
 /// `bars`): lists without snapshots.
-pub(crate) const MARKET_DATA_COLLECTIONS: [&str; 3] = crate::keys::MARKET_DATA_COLLECTIONS;
+pub(crate) const MARKET_DATA_COLLECTIONS: [&str; 3] = crate::store::keys::MARKET_DATA_COLLECTIONS;
 
 /// Why `name` cannot be an [`Entity`]'s collection (the rule of
 /// [`Entity::COLLECTION`], which the compiler applies to types), or `None`.
@@ -190,7 +190,7 @@ impl Admin {
     /// As `Cache::open`'s claim: a marker this crate did not write, or a
     /// failed command.
     pub(crate) fn fence(&mut self, key: &str) -> Result<(u64, u64)> {
-        let m = crate::marker::claim(&mut self.conn, key, false)?;
+        let m = crate::store::marker::claim(&mut self.conn, key, false)?;
         Ok((m.epoch, m.batch))
     }
 }
@@ -206,7 +206,7 @@ pub(crate) fn is_cluster(cfg: &Config) -> bool {
 }
 
 /// The key layout of one trader (and instance): the flusher's own.
-pub(crate) use crate::keys::Keys as Layout;
+pub(crate) use crate::store::keys::Keys as Layout;
 
 /// The layout `cfg` writes with.
 pub(crate) fn layout(cfg: &Config) -> Layout {
@@ -483,5 +483,5 @@ pub(crate) fn open_closed_state(
 
 /// A commit marker's `(epoch, batch)`, if `bytes` is one.
 pub(crate) fn parse_marker(bytes: &[u8]) -> Option<(u64, u64)> {
-    crate::marker::Marker::parse(bytes).map(|m| (m.epoch, m.batch))
+    crate::store::marker::Marker::parse(bytes).map(|m| (m.epoch, m.batch))
 }

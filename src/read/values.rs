@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 
 use super::{LoadIssue, LoadReport};
-use crate::codec;
-use crate::encoding::Encoding;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::ident::Ident;
-use crate::keys::Keys;
+use crate::store::codec;
+use crate::store::codec::Encoding;
+use crate::store::keys::Keys;
 use redis::Value;
 
 /// One chunk of a load, decoded by a worker.

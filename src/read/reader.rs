@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::ident::Ident;
-use crate::keys::Keys;
 use crate::net::{self, Conn, Packer};
+use crate::store::keys::Keys;
 use redis::Value;
 
 /// Where [`Reader::load_in`] hands each chunk, in id order: its items, the

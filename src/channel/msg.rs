@@ -7,13 +7,13 @@
 //! `Dyn*` views below; `entity.rs` implements them for every `Entity`,
 //! `Event` and `MarketData` (so the two files do not import each other).
 
-use crate::codec::{self, EncodeError};
-use crate::encoding::Encoding;
 use crate::error::Result;
 use crate::ident::Ident;
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, QuoteTick, TradeTick, UnixNanos,
 };
+use crate::store::codec::Encoding;
+use crate::store::codec::{self, EncodeError};
 
 /// Which configured capacity bounds a market-data series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -214,7 +214,7 @@ impl Keys {
     /// Whether `clear`/`flush_on_start` delete `key`: one of this cache's
     /// keys, and not a writer's commit marker (which carries the fencing
     /// epoch, so it is kept), heartbeat (which expires by itself) or the
-    /// registry of collections (complete once seeded: `crate::registry`).
+    /// registry of collections (complete once seeded: `crate::store::registry`).
     ///
     /// Without an instance id, `trader-T1:*` also matches the keys of the
     /// trader's instances (`trader-T1:I1:orders:O-1`). The key shapes tell

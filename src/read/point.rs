@@ -15,9 +15,9 @@ use redis::Value;
 
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
-use crate::load::{decode_events, LoadIssue, LoadReport};
 use crate::model::Bar;
 use crate::net::Packer;
+use crate::read::{decode_events, LoadIssue, LoadReport};
 use crate::Cache;
 
 impl Cache {
@@ -83,7 +83,7 @@ impl Cache {
         match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
             Value::Nil => Ok(None),
             Value::BulkString(b) => {
-                let v: T = crate::codec::decode(&b, self.config().encoding)
+                let v: T = crate::store::codec::decode(&b, self.config().encoding)
                     .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
                 if v.id() != id {
                     return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
@@ -199,7 +199,7 @@ impl Cache {
                 });
                 continue;
             };
-            match crate::codec::decode::<D>(&b, self.config().encoding) {
+            match crate::store::codec::decode::<D>(&b, self.config().encoding) {
                 Ok(v) => out.push(v),
                 Err(e) => report.issues.push(LoadIssue {
                     key: format!("{key}[{i} of the newest {len}]"),
@@ -208,7 +208,7 @@ impl Cache {
             }
         }
         report.elapsed = start.elapsed();
-        crate::load::check_strict(self.config(), &report)?;
+        crate::read::check_strict(self.config(), &report)?;
         Ok((out, report))
     }
 

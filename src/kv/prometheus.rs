@@ -1,8 +1,8 @@
 //! The caching layer's counters in the Prometheus text format, written as
-//! `crate::exposition` writes a cache's, so a process can serve its caches'
+//! `crate::metrics::exposition` writes a cache's, so a process can serve its caches'
 //! and its `Kv`'s families in one body.
 
-use crate::exposition::{family, sample_f64, sample_u64, MetricType};
+use crate::metrics::exposition::{family, sample_f64, sample_u64, MetricType};
 
 use super::breaker::BreakerState;
 use super::Kv;

@@ -1,3 +1,4 @@
+//! The reads, on connections of their own (never the flusher's).
 //! Loading a trader's state back: ids from the index sets, values from
 //! pipelined reads in chunks on parallel workers, long event logs in
 //! slices, decode problems reported by key.
@@ -5,7 +6,8 @@
 //! This file: the public surface (`Cache::load`, `load_open`, `load_all`,
 //! `load_events`) and the consistent-cut retries. `reader.rs`: the
 //! parallel workers; `values.rs`: replies into values; `report.rs`: what a
-//! load returns; `reads.rs`: point reads and market-data series. Values
+//! load returns; `point.rs`: point reads and market-data series;
+//! `raw.rs`: the reads of `crate::raw` (`get_raw`, `load_raw`, …). Values
 //! decode through serde (`codec::decode`): a hand-written decoder of the
 //! hot model types saved 14.5% of `load()` at 100,000 orders and 12.6% at
 //! 1,000,000 in an A/B on the same data (docs/performance.md), under the
@@ -20,8 +22,9 @@ use crate::error::{Error, Result};
 use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position};
 use crate::Cache;
 
+pub(crate) mod point;
+mod raw;
 mod reader;
-pub(crate) mod reads;
 mod report;
 mod values;
 

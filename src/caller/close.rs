@@ -1,13 +1,13 @@
 //! Closing: `close(timeout)` and `Drop` send `Shutdown` through the channel
 //! (so it arrives after every accepted write), let the flusher write what
 //! it can until the deadline, and join it (the end of life is
-//! `crate::writer::Handle::shutdown`, shared with `Kv`).
+//! `crate::channel::Handle::shutdown`, shared with `Kv`).
 
 use std::time::Duration;
 
+use crate::caller::cache::Cache;
+use crate::channel::msg::Msg;
 use crate::error::{CloseReport, Result};
-use crate::pipeline::handle::Cache;
-use crate::pipeline::msg::Msg;
 
 impl Cache {
     /// Sends shutdown through the channel (after every accepted write),

@@ -24,8 +24,8 @@
 
 use std::fmt::{self, Display, Write as _};
 
-use crate::writer::Count;
-use crate::writer::{Shared, LAT_BUCKETS};
+use crate::channel::Count;
+use crate::channel::{Shared, LAT_BUCKETS};
 use crate::Cache;
 
 /// The type of a metric family, as written on its `# TYPE` line.
@@ -481,7 +481,7 @@ impl Cache {
 }
 
 /// The Rust in docs/monitoring.md, compiled by `cargo test --doc`.
-#[doc = include_str!("../docs/monitoring.md")]
+#[doc = include_str!("../../docs/monitoring.md")]
 #[cfg(doctest)]
 pub struct MonitoringGuide;
 

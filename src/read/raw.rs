@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use redis::Value;
 
-use super::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
 use crate::error::{Error, Result};
 use crate::ident::{self, Ident};
-use crate::load::{check_strict, decode_events, LoadReport, Reader};
+use crate::raw::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
+use crate::read::{check_strict, decode_events, LoadReport, Reader};
 use crate::Cache;
 
 /// How many times `load_raw` reads while batches keep landing (as `load`).
@@ -32,12 +32,12 @@ impl Cache {
     /// See [`Cache::put_raw`].
     pub fn get_raw(&self, collection: Collection, id: &str) -> Result<Option<Vec<u8>>> {
         ident::validate(id)?;
-        self.settle_reads(crate::load::reads::settle_timeout(self))?;
-        let key = self.keys().entity(collection.0, id);
+        self.settle_reads(crate::read::point::settle_timeout(self))?;
+        let key = self.keys().entity(collection.as_str(), id);
         match self.raw_read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
             Value::Nil => Ok(None),
             Value::BulkString(b) => Ok(Some(b)),
-            Value::ServerError(e) => Err(crate::load::reads::server_error(self, &key, &e)),
+            Value::ServerError(e) => Err(crate::read::point::server_error(self, &key, &e)),
             other => Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
         }
     }
@@ -55,11 +55,11 @@ impl Cache {
     /// See [`Cache::append_raw`].
     pub fn get_events_raw(&self, collection: Collection, id: &str) -> Result<Vec<Vec<u8>>> {
         ident::validate(id)?;
-        self.settle_reads(crate::load::reads::settle_timeout(self))?;
-        let key = self.keys().events(collection.0, id);
+        self.settle_reads(crate::read::point::settle_timeout(self))?;
+        let key = self.keys().events(collection.as_str(), id);
         let reply = self.raw_read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
         if let Value::ServerError(e) = &reply {
-            return Err(crate::load::reads::server_error(self, &key, e));
+            return Err(crate::read::point::server_error(self, &key, e));
         }
         let mut report = LoadReport::default();
         let entries = decode_events::<RawEntry>(reply, &key, self.config().encoding, &mut report);
@@ -237,7 +237,8 @@ impl Cache {
                         stopped = flow.is_break();
                         flow
                     };
-                let mut loaded = r.load_in::<RawItem, RawEntry>(c.0, with_events, false, Some(&mut sink))?;
+                let mut loaded =
+                    r.load_in::<RawItem, RawEntry>(c.as_str(), with_events, false, Some(&mut sink))?;
                 if !held.is_empty() && !stopped {
                     part.entities.clear();
                     for RawItem(id, value) in held {
@@ -286,13 +287,13 @@ impl Cache {
     /// [`Collection::MAX_NAMES`] names interned in this process, or a name
     /// against the rule): a collection is never left out silently.
     pub fn collections(&self) -> Result<Vec<Collection>> {
-        self.settle_reads(crate::load::reads::settle_timeout(self))?;
+        self.settle_reads(crate::read::point::settle_timeout(self))?;
         if let Some(registry) = self.keys().registry() {
             let reply = self.raw_read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
             // Refused, it is an error (a `SCAN` would need more rights
             // still); of another type, the index sets are scanned.
-            crate::load::check_reply(&reply, || registry.clone(), &self.config().redacted_url())?;
-            if let Some(names) = crate::registry::members(reply) {
+            crate::read::check_reply(&reply, || registry.clone(), &self.config().redacted_url())?;
+            if let Some(names) = crate::store::registry::members(reply) {
                 return self.registered(&names);
             }
         }
@@ -309,7 +310,7 @@ impl Cache {
                     let keys = v.pop();
                     (v.pop(), keys)
                 }
-                Value::ServerError(e) => return Err(crate::load::reads::server_error(self, &pattern, &e)),
+                Value::ServerError(e) => return Err(crate::read::point::server_error(self, &pattern, &e)),
                 other => {
                     return Err(Error::Codec { key: pattern, detail: format!("unexpected reply {other:?}") })
                 }
@@ -331,7 +332,7 @@ impl Cache {
                 _ => break,
             }
         }
-        found.sort_unstable_by_key(|c| c.0);
+        found.sort_unstable_by_key(|c| c.as_str());
         found.dedup();
         Ok(found)
     }
@@ -359,14 +360,14 @@ impl Cache {
         let mut found = Vec::new();
         for (name, t) in names.iter().zip(&types) {
             if let Value::ServerError(e) = t {
-                return Err(crate::load::reads::server_error(self, &String::from_utf8_lossy(name), e));
+                return Err(crate::read::point::server_error(self, &String::from_utf8_lossy(name), e));
             }
-            if crate::registry::type_name(t) != Some("set") {
+            if crate::store::registry::type_name(t) != Some("set") {
                 continue;
             }
             found.push(found_collection(name)?);
         }
-        found.sort_unstable_by_key(|c| c.0);
+        found.sort_unstable_by_key(|c| c.as_str());
         found.dedup();
         Ok(found)
     }

@@ -1,17 +1,17 @@
 //! Acknowledgements and what the callers can observe: sequence numbers,
 //! `wait`, `flush`, dropped writes, `health`, `stats`. Everything here reads
-//! the state shared with the flusher (`crate::writer`, where the logic of
+//! the state shared with the flusher (`crate::channel`, where the logic of
 //! `wait`, `flush` and `take_dropped` is, shared with `Kv`); nothing does I/O.
 
 use std::time::Duration;
 
+use crate::caller::cache::Cache;
+use crate::channel::Shared;
 use crate::config::Config;
 use crate::error::{DroppedWrite, Error, Result};
-use crate::keys::Keys;
-use crate::pipeline::handle::Cache;
+use crate::metrics::stats::{Health, Stats};
 use crate::seq::Seq;
-use crate::stats::{Health, Stats};
-use crate::writer::Shared;
+use crate::store::keys::Keys;
 
 impl Cache {
     /// The last sequence number handed out (0 before the first write).

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use redis::Value;
 
-use crate::marker::{self, Marker};
+use crate::channel::Count;
+use crate::channel::Shared;
 use crate::net::{self, reply_error, Action, Failure, Packer};
-use crate::writer::Count;
-use crate::writer::Shared;
+use crate::store::marker::{self, Marker};
 use crate::ErrorKind;
 
 use super::guard::Guard;

@@ -20,8 +20,8 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec;
 use crate::config::Encoding;
+use crate::store::codec;
 
 const MAGIC: u8 = 0xA0;
 const MASK: u8 = 0xFC;

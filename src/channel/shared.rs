@@ -13,8 +13,8 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::error::{DroppedWrite, Error};
+use crate::metrics::stats::{Health, Stats};
 use crate::seq::Seq;
-use crate::stats::{Health, Stats};
 use crate::ErrorKind;
 
 /// Buckets of the batch latency histogram (powers of two, in µs).

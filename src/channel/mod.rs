@@ -1,6 +1,9 @@
-//! What a writer thread and the callers that feed it share: the `Cache`'s
-//! flusher (`crate::flusher`) and the kv writer (`crate::kv`) both use it.
+//! The channel between the callers and a writer thread, and what the two
+//! sides share: the `Cache`'s flusher (`crate::flusher`) and the kv writer
+//! (`crate::kv`) both use it.
 //!
+//! - `msg.rs`: what travels through the channel to the flusher thread
+//!   (`Msg`, and the `Record`/`EventRecord` write payloads);
 //! - `shared.rs`: `Shared`, the state both sides of the thread boundary
 //!   read and write (sequence numbers accepted and acknowledged, counters,
 //!   error counts by class, the batch latency histogram, the stop request,
@@ -18,6 +21,7 @@
 //! their connections; the public calls stay on `Cache` and `Kv`.
 
 pub(crate) mod intake;
+pub(crate) mod msg;
 pub(crate) mod shared;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};

@@ -5,9 +5,9 @@
 use redis::Value;
 
 use crate::entity::Entity;
-use crate::keys::Keys;
 use crate::model::{Account, Instrument, Order, Position};
 use crate::net::{self, Conn, Failure, Packer};
+use crate::store::keys::Keys;
 
 /// Where `delete_own_keys` sends its reads: a plain connection (at
 /// `open`), or the flusher's, whose round trips keep its reply stream in
@@ -93,7 +93,7 @@ pub(crate) fn index_collections<S: Session>(
 }
 
 /// Adds to `found` the collections the registry of collections names
-/// (`crate::registry`), each once. A registry of another type names none
+/// (`crate::store::registry`), each once. A registry of another type names none
 /// (`open` logged it); a refused `SMEMBERS` is an error.
 fn registry_collections<S: Session>(
     conn: &mut S,

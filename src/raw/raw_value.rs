@@ -5,8 +5,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::encoding::Encoding;
 use crate::error::{Error, Result};
+use crate::store::codec::Encoding;
 
 /// Exactly one encoded value, checked: what [`crate::Cache::put_raw`] stores as an
 /// entity's value and [`crate::Cache::append_raw`] appends to its log, byte for
@@ -98,7 +98,7 @@ impl RawValue {
     /// keys in JSON, say).
     pub fn encode<T: Serialize + ?Sized>(value: &T, encoding: Encoding) -> Result<RawValue> {
         let mut out = Vec::new();
-        crate::codec::encode(value, encoding, &mut out)
+        crate::store::codec::encode(value, encoding, &mut out)
             .map_err(|e| Error::Codec { key: "(a raw value)".into(), detail: e.to_string() })?;
         Ok(RawValue { bytes: out.into(), encoding })
     }
@@ -137,7 +137,7 @@ impl RawValue {
 /// [`Error::Codec`] saying why `bytes` is not a `T` in either encoding.
 /// Never panics.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T> {
-    crate::codec::decode(bytes, preferred)
+    crate::store::codec::decode(bytes, preferred)
         .map_err(|e| Error::Codec { key: "(a raw value)".into(), detail: e.to_string() })
 }
 

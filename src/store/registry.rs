@@ -28,8 +28,8 @@
 
 use redis::Value;
 
-use crate::keys::Keys;
 use crate::net::{self, reply_error, Conn, Failure, Packer};
+use crate::store::keys::Keys;
 
 /// The member that says the registry is complete (no collection is named
 /// with the empty string).
@@ -81,7 +81,7 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     // Not complete: seed it with every index set there is.
     let mut found: Vec<Vec<u8>> = Vec::new();
     if let Some(pattern) = keys.index_pattern() {
-        crate::clear::index_collections(conn, keys, &pattern, &mut found)?;
+        crate::store::own_keys::index_collections(conn, keys, &pattern, &mut found)?;
     }
     let mut args = net::Args::default();
     args.bulk(COMPLETE);

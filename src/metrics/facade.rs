@@ -4,8 +4,8 @@
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit};
 
-use crate::writer::Count;
-use crate::writer::LAT_BUCKETS;
+use crate::channel::Count;
+use crate::channel::LAT_BUCKETS;
 use crate::Cache;
 
 /// Hands a [`Cache`]'s counters, gauges and ack-latency histogram to the

@@ -1,5 +1,5 @@
 //! The public `Stats` and `Health` views of the counters the flusher keeps
-//! in `writer/shared.rs` (a leaf apart from [`ErrorKind`]), and how they
+//! in `channel/shared.rs` (a leaf apart from [`ErrorKind`]), and how they
 //! print for a person: `Display`, with durations in readable units and the
 //! latency percentiles at their true resolution (power-of-two buckets).
 
@@ -178,7 +178,7 @@ impl fmt::Display for Health {
 }
 
 /// The lower end of the last latency bucket, which also holds everything
-/// longer (`writer/shared.rs` has 32 buckets; a test checks it).
+/// longer (`channel/shared.rs` has 32 buckets; a test checks it).
 const TOP_BUCKET_US: u64 = 1 << 31;
 
 /// A percentile as [`Stats`] holds it, the inclusive upper end of a
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn top_bucket_is_the_histograms() {
-        assert_eq!(TOP_BUCKET_US, 1 << (crate::writer::LAT_BUCKETS - 1));
+        assert_eq!(TOP_BUCKET_US, 1 << (crate::channel::LAT_BUCKETS - 1));
     }
 
     #[test]

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use crate::channel::msg::{Msg, PurgeRequest, Purged};
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::model::UnixNanos;
-use crate::pipeline::msg::{Msg, PurgeRequest, Purged};
 use crate::Cache;
 
 impl Cache {

@@ -7,17 +7,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::channel::msg::Msg;
+use crate::channel::Count;
+use crate::channel::{Handle, Shared};
 use crate::config::{Config, OverflowPolicy};
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, PushError, Result};
 use crate::flusher::{Flusher, FlusherInit};
 use crate::ident::{self, Ident};
-use crate::keys::Keys;
 use crate::net;
-use crate::pipeline::msg::Msg;
 use crate::seq::Seq;
-use crate::writer::Count;
-use crate::writer::{Handle, Shared};
+use crate::store::keys::Keys;
 
 pub(super) struct Producer {
     pub(super) tx: Sender<Msg>,
@@ -91,14 +91,14 @@ impl Cache {
         let mut conn = net::connect_with_retries(&config, &marker_key)?;
         // Claimed first: once it is, an older writer's batch cannot land,
         // so nothing it writes survives the flush below.
-        let marker = crate::marker::claim(&mut conn, &marker_key, config.flush_on_start)?;
+        let marker = crate::store::marker::claim(&mut conn, &marker_key, config.flush_on_start)?;
         if config.flush_on_start {
-            crate::clear::delete_own_keys(&mut conn, &keys, &[], crate::clear::unlink)
+            crate::store::own_keys::delete_own_keys(&mut conn, &keys, &[], crate::store::own_keys::unlink)
                 .map_err(|f| f.into_error())?;
         }
         // The registry of collections, complete before the first batch
-        // adds to it (`crate::registry`).
-        crate::registry::prepare(&mut conn, &keys).map_err(|f| f.into_error())?;
+        // adds to it (`crate::store::registry`).
+        crate::store::registry::prepare(&mut conn, &keys).map_err(|f| f.into_error())?;
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
