@@ -162,7 +162,8 @@ fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
     let out = SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
-            let packed = pack::pack(v, &mut buf).map(|()| buf.to_vec());
+            // One allocation of the value's size: the shared bytes.
+            let packed = pack::pack(v, &mut buf).map(|()| std::sync::Arc::<[u8]>::from(&buf[..]));
             if buf.capacity() > SCRATCH_KEEP {
                 buf.clear();
                 buf.shrink_to(SCRATCH_KEEP);
@@ -173,7 +174,7 @@ fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
         // subclass's `__str__`) while this thread's buffer is in use.
         Err(_) => {
             let mut own = Vec::new();
-            pack::pack(v, &mut own).map(|()| own)
+            pack::pack(v, &mut own).map(|()| own.into())
         }
     })?;
     RawValue::msgpack(out).map_err(|e| errors::encode_error(py, e.to_string()))

@@ -49,7 +49,7 @@ impl RawValue {
     /// # Errors
     ///
     /// [`Error::Codec`] saying where the bytes stop being one value.
-    pub fn msgpack(bytes: Vec<u8>) -> Result<RawValue> {
+    pub fn msgpack(bytes: impl Into<Arc<[u8]>>) -> Result<RawValue> {
         RawValue::new(bytes, Encoding::MsgPack)
     }
 
@@ -58,7 +58,7 @@ impl RawValue {
     /// # Errors
     ///
     /// [`Error::Codec`] with serde_json's reason.
-    pub fn json(bytes: Vec<u8>) -> Result<RawValue> {
+    pub fn json(bytes: impl Into<Arc<[u8]>>) -> Result<RawValue> {
         RawValue::new(bytes, Encoding::Json)
     }
 
@@ -67,7 +67,12 @@ impl RawValue {
     /// # Errors
     ///
     /// As [`RawValue::msgpack`] and [`RawValue::json`].
-    pub fn new(bytes: Vec<u8>, encoding: Encoding) -> Result<RawValue> {
+    pub fn new(bytes: impl Into<Arc<[u8]>>, encoding: Encoding) -> Result<RawValue> {
+        // Copied once into the shared allocation (which holds the counts
+        // in front of the bytes), from a `Vec` or from a slice: a caller
+        // that packs into a reused buffer hands its slice and so makes one
+        // allocation per value, not two.
+        let bytes = bytes.into();
         let checked = match encoding {
             Encoding::MsgPack => check_msgpack(&bytes),
             Encoding::Json => serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
@@ -75,7 +80,7 @@ impl RawValue {
                 .map_err(|e| format!("not one JSON value: {e}")),
         };
         match checked {
-            Ok(()) => Ok(RawValue { bytes: bytes.into(), encoding }),
+            Ok(()) => Ok(RawValue { bytes, encoding }),
             Err(detail) => Err(Error::Codec { key: "(a raw value)".into(), detail }),
         }
     }
