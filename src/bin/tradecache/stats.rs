@@ -144,15 +144,8 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Idle times first: reading a marker resets its own. The flusher reads
     // it after every transaction, so this is the time since its last batch.
     // Not available under an LFU maxmemory-policy, or to an ACL without it.
-    let idle_cmds: Vec<redis::Cmd> = survey
-        .writers
-        .iter()
-        .map(|w| {
-            let mut c = redis::cmd("OBJECT");
-            c.arg("IDLETIME").arg(layout.writer(w));
-            c
-        })
-        .collect();
+    let idle_cmds: Vec<redis::Cmd> =
+        survey.writers.iter().map(|w| redis::Cmd::object_idletime(layout.writer(w))).collect();
     let idles = util::pipeline(conn, &idle_cmds, 100, None)?;
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);

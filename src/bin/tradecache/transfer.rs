@@ -117,12 +117,8 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     for chunk in ids.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (c, id) in chunk {
-            let mut get = redis::cmd("GET");
-            get.arg(layout.entity(c, id));
-            let mut range = redis::cmd("LRANGE");
-            range.arg(layout.events(c, id)).arg(0).arg(-1);
-            cmds.push(get);
-            cmds.push(range);
+            cmds.push(redis::Cmd::get(layout.entity(c, id)));
+            cmds.push(redis::Cmd::lrange(layout.events(c, id), 0, -1));
         }
         let replies = util::pipeline(&mut conn, &cmds, cmds.len(), None)?;
         let mut it = replies.into_iter();
@@ -482,18 +478,14 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 events += p.events.len() as u64;
             }
             if p.indexed {
-                let mut add = redis::cmd("SADD");
-                add.arg(layout.index(&p.collection)).arg(&p.id);
-                cmds.push(add);
+                cmds.push(redis::Cmd::sadd(layout.index(&p.collection), &p.id));
             }
             let series = admin::entity_collection_problem(&p.collection).is_some();
             if !series && !named.contains(&p.collection.as_str()) {
                 named.push(&p.collection);
             }
             if p.open {
-                let mut add = redis::cmd("SADD");
-                add.arg(layout.open_index(&p.collection)).arg(&p.id);
-                cmds.push(add);
+                cmds.push(redis::Cmd::sadd(layout.open_index(&p.collection), &p.id));
             }
             if let Some(score) = &p.closed {
                 let mut add = redis::cmd("ZADD");
@@ -517,9 +509,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     // complete. Its empty member says so, so that readers trust it rather
     // than scan the keyspace (as they did after a restore before).
     if let Some(r) = &registry {
-        let mut add = redis::cmd("SADD");
-        add.arg(r).arg("");
-        util::query(&mut conn, &add)?;
+        util::query(&mut conn, &redis::Cmd::sadd(r, ""))?;
     }
     progress.finish();
     if !setup.quiet {
