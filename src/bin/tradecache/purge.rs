@@ -43,11 +43,7 @@ pub(crate) struct PurgeArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
-    if !setup.trader_given {
-        return Err(util::err(
-            "which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them",
-        ));
-    }
+    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
     let enc = admin::encoding(&setup.config);
     let mut conn = util::connect(setup)?;

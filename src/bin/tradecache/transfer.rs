@@ -55,24 +55,13 @@ pub(crate) struct ImportArgs {
     force: bool,
 }
 
-fn require_trader(setup: &Setup) -> Result<(), CliError> {
-    if setup.trader_given {
-        Ok(())
-    } else {
-        Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"))
-    }
-}
-
 fn marker_map(conn: &mut Conn, layout: &Layout, survey: &util::Survey) -> Result<Json, CliError> {
-    let mut m = serde_json::Map::new();
-    for (w, v) in util::markers(conn, layout, survey)? {
-        m.insert(w, v.map_or(Json::Null, |b| Json::String(text(&b))));
-    }
-    Ok(Json::Object(m))
+    let markers = util::markers(conn, layout, survey)?.into_iter();
+    Ok(Json::Object(markers.map(|(w, v)| (w, v.map_or(Json::Null, |b| Json::String(text(&b))))).collect()))
 }
 
 pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError> {
-    require_trader(setup)?;
+    util::require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
     let enc = admin::encoding(&setup.config);
@@ -391,7 +380,7 @@ fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
 }
 
 pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError> {
-    require_trader(setup)?;
+    util::require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
     let input: Box<dyn BufRead> = match &a.input {

@@ -42,6 +42,16 @@ pub(crate) fn err(msg: impl Into<String>) -> CliError {
     CliError(msg.into())
 }
 
+/// Refuses to go on without a trader id (the commands that read or write
+/// one trader's keys).
+pub(crate) fn require_trader(setup: &Setup) -> Result<(), CliError> {
+    if setup.trader_given {
+        Ok(())
+    } else {
+        Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"))
+    }
+}
+
 /// Connects with the library's connection code.
 pub(crate) fn connect(setup: &Setup) -> Result<Conn, CliError> {
     Ok(Conn::connect(&setup.config)?)

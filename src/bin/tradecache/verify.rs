@@ -107,9 +107,7 @@ pub(crate) struct Finding {
 }
 
 pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
-    if !setup.trader_given {
-        return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"));
-    }
+    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
     let mut conn = util::connect(setup)?;
     let enc = admin::encoding(&setup.config);
