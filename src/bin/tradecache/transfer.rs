@@ -216,14 +216,11 @@ fn open_closed_members(
     let mut open = BTreeSet::new();
     let mut closed = std::collections::BTreeMap::new();
     for (c, is_open) in &survey.open_closed {
-        let mut cmd;
-        if *is_open {
-            cmd = redis::cmd("SMEMBERS");
-            cmd.arg(layout.open_index(c));
+        let cmd = if *is_open {
+            redis::Cmd::smembers(layout.open_index(c))
         } else {
-            cmd = redis::cmd("ZRANGE");
-            cmd.arg(layout.closed_index(c)).arg(0).arg(-1).arg("WITHSCORES");
-        }
+            redis::Cmd::zrange_withscores(layout.closed_index(c), 0, -1)
+        };
         let reply = util::query(conn, &cmd)?;
         let items: Vec<String> = match reply {
             Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
@@ -427,11 +424,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             }
         }));
         for chunk in old.chunks(500) {
-            let mut u = redis::cmd("UNLINK");
-            for k in chunk {
-                u.arg(k);
-            }
-            util::query(&mut conn, &u)?;
+            util::query(&mut conn, &redis::Cmd::unlink(chunk))?;
         }
         if !setup.quiet {
             eprintln!("import: deleted {} existing keys of {}", old.len(), layout.prefix());
@@ -448,22 +441,13 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         let mut named: Vec<&str> = Vec::new();
         for p in chunk {
             if let Some(v) = &p.value {
-                let mut set = redis::cmd("SET");
-                set.arg(layout.entity(&p.collection, &p.id)).arg(v.as_slice());
-                cmds.push(set);
+                cmds.push(redis::Cmd::set(layout.entity(&p.collection, &p.id), v.as_slice()));
                 values += 1;
             }
             let log = layout.events(&p.collection, &p.id);
-            let mut del = redis::cmd("DEL");
-            del.arg(&log);
-            cmds.push(del);
+            cmds.push(redis::Cmd::del(&log));
             if !p.events.is_empty() {
-                let mut push = redis::cmd("RPUSH");
-                push.arg(&log);
-                for e in &p.events {
-                    push.arg(e.as_slice());
-                }
-                cmds.push(push);
+                cmds.push(redis::Cmd::rpush(&log, &p.events));
                 events += p.events.len() as u64;
             }
             if p.indexed {
