@@ -76,16 +76,8 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
         return Ok((0, 0));
     }
     let step = (keys.len() / n).max(1);
-    let cmds: Vec<redis::Cmd> = keys
-        .iter()
-        .step_by(step)
-        .take(n)
-        .map(|k| {
-            let mut c = redis::cmd("MEMORY");
-            c.arg("USAGE").arg(k);
-            c
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> =
+        keys.iter().step_by(step).take(n).map(|k| redis::cmd("MEMORY").arg("USAGE").arg(k).clone()).collect();
     let mut total = 0;
     let mut sampled = 0;
     for v in util::pipeline(conn, &cmds, 500, None)? {

@@ -461,18 +461,11 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                 cmds.push(redis::Cmd::sadd(layout.open_index(&p.collection), &p.id));
             }
             if let Some(score) = &p.closed {
-                let mut add = redis::cmd("ZADD");
-                add.arg(layout.closed_index(&p.collection)).arg(score).arg(&p.id);
-                cmds.push(add);
+                cmds.push(redis::Cmd::zadd(layout.closed_index(&p.collection), &p.id, score));
             }
         }
         if let (Some(r), false) = (&registry, named.is_empty()) {
-            let mut add = redis::cmd("SADD");
-            add.arg(r);
-            for c in &named {
-                add.arg(*c);
-            }
-            cmds.push(add);
+            cmds.push(redis::Cmd::sadd(r, &named));
         }
         transaction(&mut conn, cmds)?;
         progress.add(chunk.len() as u64);
