@@ -166,11 +166,11 @@ impl Flusher {
         let Some(batch) = self.inflight.held_mut() else { return Err(Failure::not_connected()) };
         let exec = !batch.is_applied();
         if batch.is_applied() || batch.is_queued() {
-            self.link.send_exec(&mut Vec::new(), 0, exec, wait)
+            self.link.send_exec(&mut Vec::new(), 0, exec, wait, false)
         } else {
             // One write: the transaction with EXEC (and WAIT) behind it.
             let replies = batch.head_replies();
-            self.link.send_exec(&mut batch.tx, replies, exec, wait)
+            self.link.send_exec(&mut batch.tx, replies, exec, wait, false)
         }
     }
 

@@ -254,25 +254,17 @@ impl Link {
     /// with [`recv`](Self::recv), the marker's last with
     /// [`read_guard`](Self::read_guard). Allowed with replies owed (a
     /// queued batch's head replies are read after its `EXEC` is sent).
+    /// `widened`: a guard widened by more `WATCH`es (a guarded
+    /// transaction's) also counts as armed.
     pub(super) fn send_exec(
         &mut self,
         body: &mut Vec<u8>,
         body_replies: usize,
         exec: bool,
         wait: Option<(u32, std::time::Duration)>,
+        widened: bool,
     ) -> Result<(), Failure> {
-        self.check(self.ledger.can_exec(!body.is_empty(), exec, false))?;
-        self.send_tail(body, body_replies, exec, wait)
-    }
-
-    /// [`send_exec`](Self::send_exec), once checked.
-    fn send_tail(
-        &mut self,
-        body: &mut Vec<u8>,
-        body_replies: usize,
-        exec: bool,
-        wait: Option<(u32, std::time::Duration)>,
-    ) -> Result<(), Failure> {
+        self.check(self.ledger.can_exec(!body.is_empty(), exec, widened))?;
         let p = &mut self.tail;
         p.clear();
         if exec {
@@ -347,11 +339,10 @@ impl Link {
     /// which arm the guard again (or find this writer fenced).
     pub(super) fn guarded_tx(&mut self, command: &[u8], commands: usize) -> Result<GuardedReply, Failure> {
         self.check(self.ledger.fresh("a transaction", false))?;
-        self.check(self.ledger.can_exec(true, true, true))?;
         let mut body = Packer::default();
         body.cmd(&[b"MULTI"]);
         body.buf.extend_from_slice(command);
-        self.send_tail(&mut body.buf, 1 + commands, true, None)?;
+        self.send_exec(&mut body.buf, 1 + commands, true, None, true)?;
         let mut head = Vec::with_capacity(1 + commands);
         for _ in 0..=commands {
             head.push(self.recv()?);

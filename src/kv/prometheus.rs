@@ -14,31 +14,41 @@ use super::Kv;
 /// assert!(tradecache::kv::metric_families().any(|n| n == "tradecache_kv_breaker_state"));
 /// ```
 pub fn metric_families() -> impl Iterator<Item = &'static str> {
-    [
-        "tradecache_kv_hits_total",
-        "tradecache_kv_misses_total",
-        "tradecache_kv_near_hits_total",
-        "tradecache_kv_overlay_hits_total",
-        "tradecache_kv_corrupt_total",
-        "tradecache_kv_computed_total",
-        "tradecache_kv_writes_accepted_total",
-        "tradecache_kv_writes_acked_total",
-        "tradecache_kv_writes_coalesced_total",
-        "tradecache_kv_writes_dropped_total",
-        "tradecache_kv_writes_rejected_total",
-        "tradecache_kv_reconnects_total",
-        "tradecache_kv_slow_ops_total",
-        "tradecache_kv_breaker_opened_total",
-        "tradecache_kv_short_circuited_total",
-        "tradecache_kv_errors_total",
-        "tradecache_kv_breaker_state",
-        "tradecache_kv_backlog",
-        "tradecache_kv_near_entries",
-        "tradecache_kv_healthy",
-        "tradecache_kv_latency_seconds",
-    ]
-    .into_iter()
+    FAMILIES.iter().map(|f| f.0)
 }
+
+use MetricType::{Counter, Gauge};
+
+/// Every family [`Kv::write_prometheus`] writes, in order: the counters and
+/// gauges with one sample each (`write_prometheus` lists their values in the
+/// same order), then the errors and the latencies.
+const FAMILIES: [(&str, MetricType, &str); 21] = [
+    ("tradecache_kv_hits_total", Counter, "lookups answered with a cached value"),
+    ("tradecache_kv_misses_total", Counter, "lookups answered without a cached value"),
+    ("tradecache_kv_near_hits_total", Counter, "hits answered by the near cache"),
+    ("tradecache_kv_overlay_hits_total", Counter, "hits answered by this process's unacknowledged writes"),
+    ("tradecache_kv_corrupt_total", Counter, "values that did not decode (counted as misses)"),
+    ("tradecache_kv_computed_total", Counter, "computations run by get_or_compute"),
+    ("tradecache_kv_writes_accepted_total", Counter, "writes accepted by the write-behind channel"),
+    ("tradecache_kv_writes_acked_total", Counter, "writes acknowledged by Redis"),
+    ("tradecache_kv_writes_coalesced_total", Counter, "writes superseded before they were sent"),
+    ("tradecache_kv_writes_dropped_total", Counter, "accepted writes not persisted (counted, reported)"),
+    ("tradecache_kv_writes_rejected_total", Counter, "writes refused because the channel was full"),
+    ("tradecache_kv_reconnects_total", Counter, "connections of the writer re-established"),
+    ("tradecache_kv_slow_ops_total", Counter, "operations over the slow-operation threshold"),
+    ("tradecache_kv_breaker_opened_total", Counter, "times the circuit breaker opened"),
+    (
+        "tradecache_kv_short_circuited_total",
+        Counter,
+        "calls answered without Redis while the breaker was open",
+    ),
+    ("tradecache_kv_breaker_state", Gauge, "circuit breaker: 0 closed, 1 half-open, 2 open"),
+    ("tradecache_kv_backlog", Gauge, "accepted writes not yet acknowledged"),
+    ("tradecache_kv_near_entries", Gauge, "entries in the near cache"),
+    ("tradecache_kv_healthy", Gauge, "1 when the writer is connected and running and the breaker closed"),
+    ("tradecache_kv_errors_total", Counter, "errors by side (read, write) and class"),
+    ("tradecache_kv_latency_seconds", Gauge, "latency percentiles per operation"),
+];
 
 impl Kv {
     /// Appends this cache's counters, breaker state and latencies to `out`
@@ -73,83 +83,49 @@ impl Kv {
         let h = self.health();
         let prefix = self.config().key_prefix.as_str();
         let labels = [("key_prefix", prefix)];
-        let counters: [(&str, &str, u64); 15] = [
-            ("tradecache_kv_hits_total", "lookups answered with a cached value", s.hits),
-            ("tradecache_kv_misses_total", "lookups answered without a cached value", s.misses),
-            ("tradecache_kv_near_hits_total", "hits answered by the near cache", s.near_hits),
-            (
-                "tradecache_kv_overlay_hits_total",
-                "hits answered by this process's unacknowledged writes",
-                s.overlay_hits,
-            ),
-            ("tradecache_kv_corrupt_total", "values that did not decode (counted as misses)", s.corrupt),
-            ("tradecache_kv_computed_total", "computations run by get_or_compute", s.computed),
-            (
-                "tradecache_kv_writes_accepted_total",
-                "writes accepted by the write-behind channel",
-                s.accepted,
-            ),
-            ("tradecache_kv_writes_acked_total", "writes acknowledged by Redis", s.acked),
-            ("tradecache_kv_writes_coalesced_total", "writes superseded before they were sent", s.coalesced),
-            (
-                "tradecache_kv_writes_dropped_total",
-                "accepted writes not persisted (counted, reported)",
-                s.dropped,
-            ),
-            (
-                "tradecache_kv_writes_rejected_total",
-                "writes refused because the channel was full",
-                s.rejected,
-            ),
-            ("tradecache_kv_reconnects_total", "connections of the writer re-established", s.reconnects),
-            ("tradecache_kv_slow_ops_total", "operations over the slow-operation threshold", s.slow_ops),
-            ("tradecache_kv_breaker_opened_total", "times the circuit breaker opened", s.breaker_opened),
-            (
-                "tradecache_kv_short_circuited_total",
-                "calls answered without Redis while the breaker was open",
-                s.short_circuited,
-            ),
-        ];
-        for (name, help, v) in counters {
-            family(out, name, MetricType::Counter, help);
-            sample_u64(out, name, &labels, None, v);
-        }
-        family(
-            out,
-            "tradecache_kv_errors_total",
-            MetricType::Counter,
-            "errors by side (read, write) and class",
-        );
-        for (side, errors) in [("read", &s.read_errors), ("write", &s.write_errors)] {
-            for (class, n) in errors {
-                let l = [("key_prefix", prefix), ("side", side)];
-                sample_u64(out, "tradecache_kv_errors_total", &l, Some(("class", class)), *n);
-            }
-        }
         let breaker = match s.breaker {
             BreakerState::Closed => 0,
             BreakerState::HalfOpen => 1,
             BreakerState::Open { .. } => 2,
         };
-        let gauges: [(&str, &str, u64); 4] = [
-            ("tradecache_kv_breaker_state", "circuit breaker: 0 closed, 1 half-open, 2 open", breaker),
-            ("tradecache_kv_backlog", "accepted writes not yet acknowledged", h.backlog),
-            ("tradecache_kv_near_entries", "entries in the near cache", s.near_entries as u64),
-            (
-                "tradecache_kv_healthy",
-                "1 when the writer is connected and running and the breaker closed",
-                u64::from(h.is_healthy()),
-            ),
+        let values: [u64; 19] = [
+            s.hits,
+            s.misses,
+            s.near_hits,
+            s.overlay_hits,
+            s.corrupt,
+            s.computed,
+            s.accepted,
+            s.acked,
+            s.coalesced,
+            s.dropped,
+            s.rejected,
+            s.reconnects,
+            s.slow_ops,
+            s.breaker_opened,
+            s.short_circuited,
+            breaker,
+            h.backlog,
+            s.near_entries as u64,
+            u64::from(h.is_healthy()),
         ];
-        for (name, help, v) in gauges {
-            family(out, name, MetricType::Gauge, help);
+        for (&(name, kind, help), v) in FAMILIES.iter().zip(values) {
+            family(out, name, kind, help);
             sample_u64(out, name, &labels, None, v);
         }
-        family(out, "tradecache_kv_latency_seconds", MetricType::Gauge, "latency percentiles per operation");
+        let [.., (errors, errors_kind, errors_help), (latency, latency_kind, latency_help)] = FAMILIES;
+        family(out, errors, errors_kind, errors_help);
+        for (side, counts) in [("read", &s.read_errors), ("write", &s.write_errors)] {
+            for (class, n) in counts {
+                let l = [("key_prefix", prefix), ("side", side)];
+                sample_u64(out, errors, &l, Some(("class", class)), *n);
+            }
+        }
+        family(out, latency, latency_kind, latency_help);
         for (op, lat) in &s.latency {
             for (q, d) in [("0.5", lat.p50), ("0.99", lat.p99), ("0.999", lat.p999)] {
                 let l = [("key_prefix", prefix), ("op", op.name())];
-                sample_f64(out, "tradecache_kv_latency_seconds", &l, Some(("quantile", q)), d.as_secs_f64());
+                sample_f64(out, latency, &l, Some(("quantile", q)), d.as_secs_f64());
             }
         }
     }

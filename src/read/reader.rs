@@ -67,6 +67,16 @@ pub(crate) struct Reader<'a> {
 /// One decoded slice of a long log, and what its decoding found.
 pub(super) type Slice<E> = (Vec<E>, LoadReport);
 
+/// A load thread that could not be started.
+fn spawn_failed(cfg: &Config, e: &std::io::Error) -> Error {
+    Error::Redis {
+        addr: cfg.redacted_url(),
+        kind: crate::ErrorKind::Io,
+        detail: format!("cannot start a load thread: {e}"),
+        source: Some(net::source_of(e)),
+    }
+}
+
 impl<'a> Reader<'a> {
     pub(crate) fn open(cfg: &'a Config, keys: &'a Keys) -> Result<Self> {
         let conn = Self::connect(cfg, keys)?;
@@ -239,14 +249,7 @@ impl<'a> Reader<'a> {
                         read_chunks::<T, E>(conn, keys, collection, encoding, with_events, &mine, &tx, &spare)
                     },
                 );
-                if let Err(e) = spawned {
-                    return Err(Error::Redis {
-                        addr: self.cfg.redacted_url(),
-                        kind: crate::ErrorKind::Io,
-                        detail: format!("cannot start a load thread: {e}"),
-                        source: Some(net::source_of(&e)),
-                    });
-                }
+                spawned.map_err(|e| spawn_failed(self.cfg, &e))?;
             }
             drop(tx);
             // Chunks arrive in any order; they are appended in id order.
@@ -359,14 +362,7 @@ impl<'a> Reader<'a> {
                 let spawned = std::thread::Builder::new()
                     .name("tradecache-load".into())
                     .spawn_scoped(scope, move || read_slices::<E>(conn, keys, slices, &mine, encoding, &tx));
-                if let Err(e) = spawned {
-                    return Err(Error::Redis {
-                        addr: self.cfg.redacted_url(),
-                        kind: crate::ErrorKind::Io,
-                        detail: format!("cannot start a load thread: {e}"),
-                        source: Some(net::source_of(&e)),
-                    });
-                }
+                spawned.map_err(|e| spawn_failed(self.cfg, &e))?;
             }
             drop(tx);
             let mut slots: Vec<Option<Slice<E>>> = (0..slices.len()).map(|_| None).collect();

@@ -358,9 +358,12 @@ fn encode_json<T: DeserializeOwned + Serialize>(
     json: &Json,
     enc: Encoding,
 ) -> std::result::Result<Vec<u8>, String> {
-    let v = T::deserialize(json).map_err(|e| e.to_string())?;
+    encode(&T::deserialize(json).map_err(|e| e.to_string())?, enc)
+}
+
+fn encode<T: Serialize>(v: &T, enc: Encoding) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    codec::encode(&v, enc, &mut out).map_err(|e| e.to_string())?;
+    codec::encode(v, enc, &mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -391,9 +394,7 @@ pub(crate) fn entity_from_json(
         if v.id() != id {
             return Err(format!("value has id {:?}, line says {id:?}", v.id()));
         }
-        let mut out = Vec::new();
-        codec::encode(&v, enc, &mut out).map_err(|e| e.to_string())?;
-        Ok(out)
+        encode(&v, enc)
     }
     match collection {
         "instruments" => typed::<Instrument>(json, enc, id),

@@ -78,9 +78,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     let with_events = a.id.is_some();
     for id in ids {
         let key = layout.entity(&collection, id);
-        let mut c = redis::cmd("GET");
-        c.arg(&key);
-        match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
+        match util::pipeline(&mut conn, &[redis::Cmd::get(&key)], 1, None)?.pop() {
             Some(Value::BulkString(b)) => match admin::entity_to_json(&collection, id, &b, enc) {
                 Ok(j) => println!("{key} = {j}"),
                 Err(e) => println!("{key}: undecodable ({e}; {} bytes)", b.len()),
@@ -91,9 +89,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
         }
         if with_events {
             let key = layout.events(&collection, id);
-            let mut c = redis::cmd("LRANGE");
-            c.arg(&key).arg(0).arg(-1);
-            match util::pipeline(&mut conn, &[c], 1, None)?.pop() {
+            match util::pipeline(&mut conn, &[redis::Cmd::lrange(&key, 0, -1)], 1, None)?.pop() {
                 Some(Value::Array(items)) => {
                     println!("{key} ({} events)", items.len());
                     for (i, v) in items.into_iter().enumerate() {

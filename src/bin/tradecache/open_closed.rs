@@ -51,11 +51,10 @@ pub(crate) fn check(
     );
     let mut cmds = Vec::new();
     for c in &collections {
-        let mut open = redis::cmd("SMEMBERS");
-        open.arg(layout.open_index(c));
-        let mut closed = redis::cmd("ZRANGE");
-        closed.arg(layout.closed_index(c)).arg(0).arg(-1);
-        cmds.extend([open, closed]);
+        cmds.extend([
+            redis::Cmd::smembers(layout.open_index(c)),
+            redis::Cmd::zrange(layout.closed_index(c), 0, -1),
+        ]);
     }
     let mut replies = util::pipeline(conn, &cmds, 100, None)?.into_iter();
     let mut by_collection = BTreeMap::new();
@@ -93,14 +92,7 @@ pub(crate) fn check(
     // Each snapshot in the index its state says.
     let targets: Vec<&(String, String)> =
         survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
-    let gets: Vec<redis::Cmd> = targets
-        .iter()
-        .map(|(c, id)| {
-            let mut g = redis::cmd("GET");
-            g.arg(layout.entity(c, id));
-            g
-        })
-        .collect();
+    let gets: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let values = util::pipeline(conn, &gets, 1000, None)?;
     for ((c, id), v) in targets.into_iter().zip(values) {
         let Some(m) = by_collection.get(c) else { continue };
@@ -137,23 +129,14 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
     let watch = [entity.clone(), open.clone(), closed.clone()];
     match f.kind {
         Kind::OpenClosedWithoutValue => watched(conn, &watch, |conn| {
-            let mut e = redis::cmd("EXISTS");
-            e.arg(&entity);
-            Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
-                let mut srem = redis::cmd("SREM");
-                srem.arg(&open).arg(id);
-                let mut zrem = redis::cmd("ZREM");
-                zrem.arg(&closed).arg(id);
-                vec![srem, zrem]
-            }))
+            Ok((util::query(conn, &redis::Cmd::exists(&entity))? == Value::Int(0))
+                .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
         }),
         Kind::ClosedInOpenIndex
         | Kind::ClosedNotInClosedIndex
         | Kind::OpenInClosedIndex
         | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
-            let mut g = redis::cmd("GET");
-            g.arg(&entity);
-            let Value::BulkString(b) = util::query(conn, &g)? else { return Ok(None) };
+            let Value::BulkString(b) = util::query(conn, &redis::Cmd::get(&entity))? else { return Ok(None) };
             let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
                 return Ok(None);
             };
@@ -161,15 +144,9 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
                 let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
                 let mut zadd = redis::cmd("ZADD");
                 zadd.arg(&closed).arg("NX").arg(score).arg(id);
-                let mut srem = redis::cmd("SREM");
-                srem.arg(&open).arg(id);
-                vec![zadd, srem]
+                vec![zadd, redis::Cmd::srem(&open, id)]
             } else {
-                let mut sadd = redis::cmd("SADD");
-                sadd.arg(&open).arg(id);
-                let mut zrem = redis::cmd("ZREM");
-                zrem.arg(&closed).arg(id);
-                vec![sadd, zrem]
+                vec![redis::Cmd::sadd(&open, id), redis::Cmd::zrem(&closed, id)]
             }))
         }),
         _ => Ok(false),

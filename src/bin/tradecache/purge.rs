@@ -43,11 +43,7 @@ pub(crate) struct PurgeArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
-    if !setup.trader_given {
-        return Err(util::err(
-            "which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them",
-        ));
-    }
+    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
     let enc = admin::encoding(&setup.config);
     let mut conn = util::connect(setup)?;
@@ -59,14 +55,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
 
     let survey = util::survey_existing(&mut conn, &layout)?;
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
-    let cmds: Vec<redis::Cmd> = targets
-        .iter()
-        .map(|(c, id)| {
-            let mut g = redis::cmd("GET");
-            g.arg(layout.entity(c, id));
-            g
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let mut progress = Progress::new("purge scan", cmds.len() as u64, setup.quiet);
     let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
     progress.finish();
@@ -175,14 +164,8 @@ fn purge_batch(
             watch.arg(layout.entity(c, id));
         }
         util::query(conn, &watch)?;
-        let gets: Vec<redis::Cmd> = chunk
-            .iter()
-            .map(|(c, id, _)| {
-                let mut g = redis::cmd("GET");
-                g.arg(layout.entity(c, id));
-                g
-            })
-            .collect();
+        let gets: Vec<redis::Cmd> =
+            chunk.iter().map(|(c, id, _)| redis::Cmd::get(layout.entity(c, id))).collect();
         let values = util::pipeline(conn, &gets, gets.len(), None)?;
         let mut cmds = vec![redis::cmd("MULTI")];
         let mut deleting = 0;
@@ -196,14 +179,14 @@ fn purge_batch(
             }
             let mut del = redis::cmd("DEL");
             del.arg(layout.entity(c, id)).arg(layout.events(c, id));
-            let mut srem = redis::cmd("SREM");
-            srem.arg(layout.index(c)).arg(id);
+            let srem = redis::Cmd::srem(layout.index(c), id);
             // The open/closed indexes the flusher keeps.
-            let mut srem_open = redis::cmd("SREM");
-            srem_open.arg(layout.open_index(c)).arg(id);
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(layout.closed_index(c)).arg(id);
-            cmds.extend([del, srem, srem_open, zrem]);
+            cmds.extend([
+                del,
+                srem,
+                redis::Cmd::srem(layout.open_index(c), id),
+                redis::Cmd::zrem(layout.closed_index(c), id),
+            ]);
             deleting += 1;
         }
         if deleting == 0 {

@@ -31,9 +31,7 @@ pub(crate) struct StatsArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
-    if !setup.trader_given {
-        return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"));
-    }
+    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
     let mut conn = util::connect(setup)?;
     let mut shown = 0u64;
@@ -59,9 +57,7 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let mut c = redis::cmd("INFO");
-    c.arg(section);
-    let v = util::query(conn, &c)?;
+    let v = util::query(conn, redis::cmd("INFO").arg(section))?;
     let body = match v {
         Value::BulkString(b) => text(&b),
         Value::VerbatimString { text, .. } => text,
@@ -80,16 +76,8 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
         return Ok((0, 0));
     }
     let step = (keys.len() / n).max(1);
-    let cmds: Vec<redis::Cmd> = keys
-        .iter()
-        .step_by(step)
-        .take(n)
-        .map(|k| {
-            let mut c = redis::cmd("MEMORY");
-            c.arg("USAGE").arg(k);
-            c
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> =
+        keys.iter().step_by(step).take(n).map(|k| redis::cmd("MEMORY").arg("USAGE").arg(k).clone()).collect();
     let mut total = 0;
     let mut sampled = 0;
     for v in util::pipeline(conn, &cmds, 500, None)? {
@@ -144,15 +132,8 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Idle times first: reading a marker resets its own. The flusher reads
     // it after every transaction, so this is the time since its last batch.
     // Not available under an LFU maxmemory-policy, or to an ACL without it.
-    let idle_cmds: Vec<redis::Cmd> = survey
-        .writers
-        .iter()
-        .map(|w| {
-            let mut c = redis::cmd("OBJECT");
-            c.arg("IDLETIME").arg(layout.writer(w));
-            c
-        })
-        .collect();
+    let idle_cmds: Vec<redis::Cmd> =
+        survey.writers.iter().map(|w| redis::Cmd::object_idletime(layout.writer(w))).collect();
     let idles = util::pipeline(conn, &idle_cmds, 100, None)?;
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);
@@ -178,22 +159,27 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     let persistence = info(conn, "persistence")?;
     let replication = info(conn, "replication")?;
     let memory = info(conn, "memory")?;
-    for k in [
-        "aof_enabled",
-        "aof_last_write_status",
-        "aof_last_bgrewrite_status",
-        "aof_rewrite_in_progress",
-        "rdb_last_bgsave_status",
-        "rdb_changes_since_last_save",
-        "loading",
-    ] {
-        if let Some(v) = persistence.get(k) {
-            redis.insert(k.into(), json!(v));
-        }
-    }
-    for k in ["role", "connected_slaves", "master_link_status", "master_repl_offset"] {
-        if let Some(v) = replication.get(k) {
-            redis.insert(k.into(), json!(v));
+    let wanted: [(&BTreeMap<String, String>, &[&str]); 3] = [
+        (
+            &persistence,
+            &[
+                "aof_enabled",
+                "aof_last_write_status",
+                "aof_last_bgrewrite_status",
+                "aof_rewrite_in_progress",
+                "rdb_last_bgsave_status",
+                "rdb_changes_since_last_save",
+                "loading",
+            ],
+        ),
+        (&replication, &["role", "connected_slaves", "master_link_status", "master_repl_offset"]),
+        (&memory, &["used_memory", "used_memory_human", "maxmemory", "maxmemory_human", "maxmemory_policy"]),
+    ];
+    for (section, keys) in wanted {
+        for &k in keys {
+            if let Some(v) = section.get(k) {
+                redis.insert(k.into(), json!(v));
+            }
         }
     }
     let replicas: Vec<&String> = replication
@@ -202,11 +188,6 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
         .map(|(_, v)| v)
         .collect();
     redis.insert("replicas".into(), json!(replicas));
-    for k in ["used_memory", "used_memory_human", "maxmemory", "maxmemory_human", "maxmemory_policy"] {
-        if let Some(v) = memory.get(k) {
-            redis.insert(k.into(), json!(v));
-        }
-    }
     let mut fsync = redis::cmd("CONFIG");
     fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.

@@ -55,24 +55,13 @@ pub(crate) struct ImportArgs {
     force: bool,
 }
 
-fn require_trader(setup: &Setup) -> Result<(), CliError> {
-    if setup.trader_given {
-        Ok(())
-    } else {
-        Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"))
-    }
-}
-
 fn marker_map(conn: &mut Conn, layout: &Layout, survey: &util::Survey) -> Result<Json, CliError> {
-    let mut m = serde_json::Map::new();
-    for (w, v) in util::markers(conn, layout, survey)? {
-        m.insert(w, v.map_or(Json::Null, |b| Json::String(text(&b))));
-    }
-    Ok(Json::Object(m))
+    let markers = util::markers(conn, layout, survey)?.into_iter();
+    Ok(Json::Object(markers.map(|(w, v)| (w, v.map_or(Json::Null, |b| Json::String(text(&b))))).collect()))
 }
 
 pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError> {
-    require_trader(setup)?;
+    util::require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
     let enc = admin::encoding(&setup.config);
@@ -117,12 +106,8 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     for chunk in ids.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (c, id) in chunk {
-            let mut get = redis::cmd("GET");
-            get.arg(layout.entity(c, id));
-            let mut range = redis::cmd("LRANGE");
-            range.arg(layout.events(c, id)).arg(0).arg(-1);
-            cmds.push(get);
-            cmds.push(range);
+            cmds.push(redis::Cmd::get(layout.entity(c, id)));
+            cmds.push(redis::Cmd::lrange(layout.events(c, id), 0, -1));
         }
         let replies = util::pipeline(&mut conn, &cmds, cmds.len(), None)?;
         let mut it = replies.into_iter();
@@ -231,14 +216,11 @@ fn open_closed_members(
     let mut open = BTreeSet::new();
     let mut closed = std::collections::BTreeMap::new();
     for (c, is_open) in &survey.open_closed {
-        let mut cmd;
-        if *is_open {
-            cmd = redis::cmd("SMEMBERS");
-            cmd.arg(layout.open_index(c));
+        let cmd = if *is_open {
+            redis::Cmd::smembers(layout.open_index(c))
         } else {
-            cmd = redis::cmd("ZRANGE");
-            cmd.arg(layout.closed_index(c)).arg(0).arg(-1).arg("WITHSCORES");
-        }
+            redis::Cmd::zrange_withscores(layout.closed_index(c), 0, -1)
+        };
         let reply = util::query(conn, &cmd)?;
         let items: Vec<String> = match reply {
             Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
@@ -395,7 +377,7 @@ fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
 }
 
 pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError> {
-    require_trader(setup)?;
+    util::require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
     let input: Box<dyn BufRead> = match &a.input {
@@ -442,11 +424,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             }
         }));
         for chunk in old.chunks(500) {
-            let mut u = redis::cmd("UNLINK");
-            for k in chunk {
-                u.arg(k);
-            }
-            util::query(&mut conn, &u)?;
+            util::query(&mut conn, &redis::Cmd::unlink(chunk))?;
         }
         if !setup.quiet {
             eprintln!("import: deleted {} existing keys of {}", old.len(), layout.prefix());
@@ -463,51 +441,31 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         let mut named: Vec<&str> = Vec::new();
         for p in chunk {
             if let Some(v) = &p.value {
-                let mut set = redis::cmd("SET");
-                set.arg(layout.entity(&p.collection, &p.id)).arg(v.as_slice());
-                cmds.push(set);
+                cmds.push(redis::Cmd::set(layout.entity(&p.collection, &p.id), v.as_slice()));
                 values += 1;
             }
             let log = layout.events(&p.collection, &p.id);
-            let mut del = redis::cmd("DEL");
-            del.arg(&log);
-            cmds.push(del);
+            cmds.push(redis::Cmd::del(&log));
             if !p.events.is_empty() {
-                let mut push = redis::cmd("RPUSH");
-                push.arg(&log);
-                for e in &p.events {
-                    push.arg(e.as_slice());
-                }
-                cmds.push(push);
+                cmds.push(redis::Cmd::rpush(&log, &p.events));
                 events += p.events.len() as u64;
             }
             if p.indexed {
-                let mut add = redis::cmd("SADD");
-                add.arg(layout.index(&p.collection)).arg(&p.id);
-                cmds.push(add);
+                cmds.push(redis::Cmd::sadd(layout.index(&p.collection), &p.id));
             }
             let series = admin::entity_collection_problem(&p.collection).is_some();
             if !series && !named.contains(&p.collection.as_str()) {
                 named.push(&p.collection);
             }
             if p.open {
-                let mut add = redis::cmd("SADD");
-                add.arg(layout.open_index(&p.collection)).arg(&p.id);
-                cmds.push(add);
+                cmds.push(redis::Cmd::sadd(layout.open_index(&p.collection), &p.id));
             }
             if let Some(score) = &p.closed {
-                let mut add = redis::cmd("ZADD");
-                add.arg(layout.closed_index(&p.collection)).arg(score).arg(&p.id);
-                cmds.push(add);
+                cmds.push(redis::Cmd::zadd(layout.closed_index(&p.collection), &p.id, score));
             }
         }
         if let (Some(r), false) = (&registry, named.is_empty()) {
-            let mut add = redis::cmd("SADD");
-            add.arg(r);
-            for c in &named {
-                add.arg(*c);
-            }
-            cmds.push(add);
+            cmds.push(redis::Cmd::sadd(r, &named));
         }
         transaction(&mut conn, cmds)?;
         progress.add(chunk.len() as u64);
@@ -517,9 +475,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     // complete. Its empty member says so, so that readers trust it rather
     // than scan the keyspace (as they did after a restore before).
     if let Some(r) = &registry {
-        let mut add = redis::cmd("SADD");
-        add.arg(r).arg("");
-        util::query(&mut conn, &add)?;
+        util::query(&mut conn, &redis::Cmd::sadd(r, ""))?;
     }
     progress.finish();
     if !setup.quiet {

@@ -42,6 +42,16 @@ pub(crate) fn err(msg: impl Into<String>) -> CliError {
     CliError(msg.into())
 }
 
+/// Refuses to go on without a trader id (the commands that read or write
+/// one trader's keys).
+pub(crate) fn require_trader(setup: &Setup) -> Result<(), CliError> {
+    if setup.trader_given {
+        Ok(())
+    } else {
+        Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"))
+    }
+}
+
 /// Connects with the library's connection code.
 pub(crate) fn connect(setup: &Setup) -> Result<Conn, CliError> {
     Ok(Conn::connect(&setup.config)?)
@@ -193,9 +203,7 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
 /// would go unseen.
 fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError> {
     let Some(key) = layout.registry() else { return Ok(Vec::new()) };
-    let mut cmd = redis::cmd("SMEMBERS");
-    cmd.arg(&key);
-    match conn.query(&cmd)? {
+    match conn.query(&redis::Cmd::smembers(&key))? {
         Value::Array(v) | Value::Set(v) => {
             Ok(v.into_iter().filter_map(bytes).filter(|c| !c.is_empty()).collect())
         }
@@ -226,15 +234,8 @@ pub(crate) fn index_members(
     layout: &Layout,
     survey: &Survey,
 ) -> Result<BTreeMap<String, Result<BTreeSet<String>, String>>, CliError> {
-    let cmds: Vec<redis::Cmd> = survey
-        .indexes
-        .iter()
-        .map(|c| {
-            let mut cmd = redis::cmd("SMEMBERS");
-            cmd.arg(layout.index(c));
-            cmd
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> =
+        survey.indexes.iter().map(|c| redis::Cmd::smembers(layout.index(c))).collect();
     let replies = pipeline(conn, &cmds, 100, None)?;
     let mut out = BTreeMap::new();
     for (c, reply) in survey.indexes.iter().zip(replies) {
@@ -265,15 +266,11 @@ pub(crate) fn delete_orphan_log(
     let mut watch = redis::cmd("WATCH");
     watch.arg(&entity);
     query(conn, &watch)?;
-    let mut exists = redis::cmd("EXISTS");
-    exists.arg(&entity);
-    if query(conn, &exists)? != Value::Int(0) {
+    if query(conn, &redis::Cmd::exists(&entity))? != Value::Int(0) {
         query(conn, &redis::cmd("UNWATCH"))?;
         return Ok(false);
     }
-    let mut unlink = redis::cmd("UNLINK");
-    unlink.arg(layout.events(collection, id));
-    let cmds = [redis::cmd("MULTI"), unlink, redis::cmd("EXEC")];
+    let cmds = [redis::cmd("MULTI"), redis::Cmd::unlink(layout.events(collection, id)), redis::cmd("EXEC")];
     match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
         Some(Value::Array(r)) => match r.first() {
             Some(Value::Int(n)) => Ok(*n > 0),
@@ -291,15 +288,7 @@ pub(crate) type Marker = (String, Option<Vec<u8>>);
 
 /// The writers' markers.
 pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Result<Vec<Marker>, CliError> {
-    let cmds: Vec<redis::Cmd> = survey
-        .writers
-        .iter()
-        .map(|w| {
-            let mut c = redis::cmd("GET");
-            c.arg(layout.writer(w));
-            c
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> = survey.writers.iter().map(|w| redis::Cmd::get(layout.writer(w))).collect();
     let replies = pipeline(conn, &cmds, 100, None)?;
     let mut out = Vec::with_capacity(replies.len());
     for (w, reply) in survey.writers.iter().zip(replies) {

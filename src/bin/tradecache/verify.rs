@@ -107,9 +107,7 @@ pub(crate) struct Finding {
 }
 
 pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
-    if !setup.trader_given {
-        return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"));
-    }
+    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
     let mut conn = util::connect(setup)?;
     let enc = admin::encoding(&setup.config);
@@ -156,9 +154,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     // The registry of collections: when complete, it names every index set
     // (`load()` of every collection reads the ones it names).
     if let Some(registry) = layout.registry() {
-        let mut m = redis::cmd("SMEMBERS");
-        m.arg(&registry);
-        let reply = util::query(&mut conn, &m);
+        let reply = util::query(&mut conn, &redis::Cmd::smembers(&registry));
         if let Err(e) = &reply {
             findings.push(Finding {
                 kind: Kind::WrongType,
@@ -190,14 +186,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
 
     // Values: decodable, of the right type, indexed.
     let entities: Vec<&(String, String)> = survey.entities.iter().collect();
-    let cmds: Vec<redis::Cmd> = entities
-        .iter()
-        .map(|(c, id)| {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(layout.entity(c, id));
-            cmd
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> =
+        entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let total = (cmds.len() + survey.logs.len()) as u64;
     let mut progress = Progress::new("verify", total, setup.quiet);
     let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
@@ -243,14 +233,8 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
 
     // Event logs.
     let logs: Vec<&(String, String)> = survey.logs.iter().collect();
-    let cmds: Vec<redis::Cmd> = logs
-        .iter()
-        .map(|(c, id)| {
-            let mut cmd = redis::cmd("LRANGE");
-            cmd.arg(layout.events(c, id)).arg(0).arg(-1);
-            cmd
-        })
-        .collect();
+    let cmds: Vec<redis::Cmd> =
+        logs.iter().map(|(c, id)| redis::Cmd::lrange(layout.events(c, id), 0, -1)).collect();
     let replies = util::pipeline(&mut conn, &cmds, 200, Some(&mut progress))?;
     progress.finish();
     let mut events_checked = 0u64;
@@ -401,10 +385,8 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
         let (c, id) = &findings[*i].target;
         let mut m = redis::cmd("SISMEMBER");
         m.arg(layout.index(c)).arg(id);
-        let mut e = redis::cmd("EXISTS");
-        e.arg(layout.entity(c, id));
         cmds.push(m);
-        cmds.push(e);
+        cmds.push(redis::Cmd::exists(layout.entity(c, id)));
     }
     let replies = util::pipeline(conn, &cmds, 1000, None)?;
     // A refused check is not "fixed since": it would drop the finding.
@@ -467,32 +449,20 @@ fn repair(
         let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
         let done = match f.kind {
             Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                let mut e = redis::cmd("EXISTS");
-                e.arg(&entity);
-                Ok((util::query(conn, &e)? == Value::Int(0)).then(|| {
-                    let mut s = redis::cmd("SREM");
-                    s.arg(&index).arg(id);
-                    vec![s]
-                }))
+                Ok((util::query(conn, &redis::Cmd::exists(&entity))? == Value::Int(0))
+                    .then(|| vec![redis::Cmd::srem(&index, id)]))
             })?,
-            Kind::InvalidIndexEntry => watched(conn, std::slice::from_ref(&index), |_| {
-                let mut s = redis::cmd("SREM");
-                s.arg(&index).arg(id);
-                Ok(Some(vec![s]))
-            })?,
+            Kind::InvalidIndexEntry => {
+                watched(conn, std::slice::from_ref(&index), |_| Ok(Some(vec![redis::Cmd::srem(&index, id)])))?
+            }
             Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                let mut e = redis::cmd("EXISTS");
-                e.arg(&entity);
-                Ok((util::query(conn, &e)? == Value::Int(1)).then(|| {
-                    let mut s = redis::cmd("SADD");
-                    s.arg(&index).arg(id);
-                    vec![s]
-                }))
+                Ok((util::query(conn, &redis::Cmd::exists(&entity))? == Value::Int(1))
+                    .then(|| vec![redis::Cmd::sadd(&index, id)]))
             })?,
             Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
-                let mut r = redis::cmd("LRANGE");
-                r.arg(&events).arg(0).arg(-1);
-                let Value::Array(items) = util::query(conn, &r)? else { return Ok(None) };
+                let Value::Array(items) = util::query(conn, &redis::Cmd::lrange(&events, 0, -1))? else {
+                    return Ok(None);
+                };
                 let mut seen = HashSet::new();
                 let mut keep = Vec::new();
                 for item in items.into_iter().filter_map(bytes) {
@@ -519,11 +489,9 @@ fn repair(
             })?,
             Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
             Kind::NotRegistered => match layout.registry() {
-                Some(r) => watched(conn, std::slice::from_ref(&r), |_| {
-                    let mut s = redis::cmd("SADD");
-                    s.arg(&r).arg(c);
-                    Ok(Some(vec![s]))
-                })?,
+                Some(r) => {
+                    watched(conn, std::slice::from_ref(&r), |_| Ok(Some(vec![redis::Cmd::sadd(&r, c)])))?
+                }
                 None => false,
             },
             Kind::ClosedNotInClosedIndex

@@ -9,6 +9,109 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::*;
 
+/// The methods all three types share, written once: `$noun` names the value
+/// in the docs ("value" / "amount"), `$rounding` how `rescale` rounds.
+macro_rules! fixed_common {
+    ($T:ident, $raw:ty, $noun:literal, $rounding:literal) => {
+        impl $T {
+            #[doc = concat!("The same ", $noun, " with `precision` decimals, rounding ", $rounding)]
+            /// when decimals are dropped; `None` if it does not fit.
+            pub fn rescale(self, precision: u8) -> Option<$T> {
+                let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
+                let mut v = self;
+                (v.raw, v.precision) = (<$raw>::try_from(raw).ok()?, precision);
+                Some(v)
+            }
+
+            #[doc = concat!("Whether the ", $noun, " is zero.")]
+            pub const fn is_zero(self) -> bool {
+                self.raw == 0
+            }
+
+            /// As a float, for display and statistics only.
+            pub fn as_f64(self) -> f64 {
+                to_f64(i128::from(self.raw), self.precision)
+            }
+        }
+    };
+}
+
+/// What `Price` and `Quantity` share beyond `fixed_common`: construction,
+/// parsing, addition, ordering, display and the stored `[raw, precision]`.
+/// `$syntax` is the text `from_str` reads, `$range` its error for a value
+/// that does not fit, `$what` and `$expecting` name the type in decode errors.
+macro_rules! fixed_decimal {
+    ($T:ident, $raw:ty, $rounding:literal, $syntax:literal, $range:literal, $what:literal, $expecting:literal) => {
+        fixed_common!($T, $raw, "value", $rounding);
+
+        impl $T {
+            /// `raw / 10^precision`.
+            pub const fn new(raw: $raw, precision: u8) -> Self {
+                $T { raw, precision }
+            }
+
+            /// The sum at the larger precision; `None` on overflow.
+            pub fn checked_add(self, other: $T) -> Option<$T> {
+                let p = self.precision.max(other.precision);
+                let raw = i128::from(self.rescale(p)?.raw) + i128::from(other.rescale(p)?.raw);
+                Some($T::new(<$raw>::try_from(raw).ok()?, p))
+            }
+
+            /// Compares the values exactly, ignoring how many decimals each has
+            /// (`1.0` equals `1.000` here; [`Ord`] orders them by precision).
+            pub fn cmp_value(&self, other: &$T) -> Ordering {
+                cmp_values(i128::from(self.raw), self.precision, i128::from(other.raw), other.precision)
+            }
+
+            fn from_decimal(s: &str, raw: i128, precision: u8) -> Result<$T, ParseError> {
+                let raw = <$raw>::try_from(raw).map_err(|_| perr(s, $range))?;
+                Ok($T::new(raw, precision))
+            }
+        }
+
+        impl PartialOrd for $T {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $T {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.cmp_value(other).then(self.precision.cmp(&other.precision))
+            }
+        }
+
+        impl FromStr for $T {
+            type Err = ParseError;
+            #[doc = concat!("Parses `", $syntax, "`, keeping the decimals written.")]
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                let (raw, precision) = parse_decimal(s)?;
+                $T::from_decimal(s, raw, precision)
+            }
+        }
+
+        impl fmt::Display for $T {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_decimal(f, i128::from(self.raw), self.precision)
+            }
+        }
+
+        /// Stored as `[raw, precision]`.
+        impl Serialize for $T {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                (self.raw, self.precision).serialize(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $T {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let f = deserialize_fixed(d, $expecting, false)?;
+                Ok($T::new(fixed_range(f.raw, $what)?, f.precision))
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------
 // Price
 
@@ -36,12 +139,17 @@ pub struct Price {
     pub precision: u8,
 }
 
-impl Price {
-    /// `raw / 10^precision`.
-    pub const fn new(raw: i64, precision: u8) -> Self {
-        Price { raw, precision }
-    }
+fixed_decimal!(
+    Price,
+    i64,
+    "half away from zero",
+    "[+-]digits[.digits]",
+    "out of range for a price",
+    "a price",
+    "a price as [raw, precision]"
+);
 
+impl Price {
     /// Parses decimal text and aligns it to exactly `precision` decimals
     /// (`"1.5"` at 2 is `Price::new(150, 2)`).
     ///
@@ -50,74 +158,12 @@ impl Price {
     /// When the text is not a decimal number, has more decimal places than
     /// `precision`, or does not fit.
     pub fn from_str_with_precision(s: &str, precision: u8) -> Result<Price, ParseError> {
-        let raw = parse_decimal_at(s, precision)?;
-        let raw = i64::try_from(raw).map_err(|_| perr(s, "out of range for a price"))?;
-        Ok(Price::new(raw, precision))
-    }
-
-    /// The same value with `precision` decimals, rounding half away from
-    /// zero when decimals are dropped; `None` if it does not fit.
-    pub fn rescale(self, precision: u8) -> Option<Price> {
-        let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
-        Some(Price::new(i64::try_from(raw).ok()?, precision))
-    }
-
-    /// The sum at the larger precision; `None` on overflow.
-    pub fn checked_add(self, other: Price) -> Option<Price> {
-        let p = self.precision.max(other.precision);
-        let raw = i128::from(self.rescale(p)?.raw) + i128::from(other.rescale(p)?.raw);
-        Some(Price::new(i64::try_from(raw).ok()?, p))
+        Price::from_decimal(s, parse_decimal_at(s, precision)?, precision)
     }
 
     /// The difference at the larger precision; `None` on overflow.
     pub fn checked_sub(self, other: Price) -> Option<Price> {
         self.checked_add(Price::new(other.raw.checked_neg()?, other.precision))
-    }
-
-    /// Whether the value is zero.
-    pub const fn is_zero(self) -> bool {
-        self.raw == 0
-    }
-
-    /// As a float, for display and statistics only.
-    pub fn as_f64(self) -> f64 {
-        to_f64(i128::from(self.raw), self.precision)
-    }
-}
-
-impl Price {
-    /// Compares the values exactly, ignoring how many decimals each has
-    /// (`1.0` equals `1.000` here; [`Ord`] orders them by precision).
-    pub fn cmp_value(&self, other: &Price) -> Ordering {
-        cmp_values(i128::from(self.raw), self.precision, i128::from(other.raw), other.precision)
-    }
-}
-
-impl PartialOrd for Price {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Price {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.cmp_value(other).then(self.precision.cmp(&other.precision))
-    }
-}
-
-impl FromStr for Price {
-    type Err = ParseError;
-    /// Parses `[+-]digits[.digits]`, keeping the decimals written.
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let (raw, precision) = parse_decimal(s)?;
-        let raw = i64::try_from(raw).map_err(|_| perr(s, "out of range for a price"))?;
-        Ok(Price::new(raw, precision))
-    }
-}
-
-impl fmt::Display for Price {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_decimal(f, i128::from(self.raw), self.precision)
     }
 }
 
@@ -146,12 +192,17 @@ pub struct Quantity {
     pub precision: u8,
 }
 
-impl Quantity {
-    /// `raw / 10^precision`.
-    pub const fn new(raw: u64, precision: u8) -> Self {
-        Quantity { raw, precision }
-    }
+fixed_decimal!(
+    Quantity,
+    u64,
+    "half up",
+    "digits[.digits]",
+    "negative or out of range for a quantity",
+    "a quantity (non-negative)",
+    "a quantity as [raw, precision]"
+);
 
+impl Quantity {
     /// Zero with `precision` decimals.
     pub const fn zero(precision: u8) -> Self {
         Quantity { raw: 0, precision }
@@ -164,22 +215,7 @@ impl Quantity {
     /// When the text is not a non-negative decimal number, has more decimal
     /// places than `precision`, or does not fit.
     pub fn from_str_with_precision(s: &str, precision: u8) -> Result<Quantity, ParseError> {
-        let raw = parse_decimal_at(s, precision)?;
-        let raw = u64::try_from(raw).map_err(|_| perr(s, "negative or out of range for a quantity"))?;
-        Ok(Quantity::new(raw, precision))
-    }
-
-    /// The same value with `precision` decimals, rounding half up when
-    /// decimals are dropped; `None` if it does not fit.
-    pub fn rescale(self, precision: u8) -> Option<Quantity> {
-        let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
-        Some(Quantity::new(u64::try_from(raw).ok()?, precision))
-    }
-
-    /// The sum at the larger precision; `None` on overflow.
-    pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
-        let p = self.precision.max(other.precision);
-        self.rescale(p)?.raw.checked_add(other.rescale(p)?.raw).map(|r| Quantity::new(r, p))
+        Quantity::from_decimal(s, parse_decimal_at(s, precision)?, precision)
     }
 
     /// The difference at the larger precision; `None` if it would be
@@ -188,55 +224,8 @@ impl Quantity {
         let p = self.precision.max(other.precision);
         self.rescale(p)?.raw.checked_sub(other.rescale(p)?.raw).map(|r| Quantity::new(r, p))
     }
-
-    /// Whether the value is zero.
-    pub const fn is_zero(self) -> bool {
-        self.raw == 0
-    }
-
-    /// As a float, for display and statistics only.
-    pub fn as_f64(self) -> f64 {
-        to_f64(i128::from(self.raw), self.precision)
-    }
 }
 
-impl Quantity {
-    /// Compares the values exactly, ignoring how many decimals each has
-    /// (`1.0` equals `1.000` here; [`Ord`] orders them by precision).
-    pub fn cmp_value(&self, other: &Quantity) -> Ordering {
-        cmp_values(i128::from(self.raw), self.precision, i128::from(other.raw), other.precision)
-    }
-}
-
-impl PartialOrd for Quantity {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Quantity {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.cmp_value(other).then(self.precision.cmp(&other.precision))
-    }
-}
-
-impl FromStr for Quantity {
-    type Err = ParseError;
-    /// Parses `digits[.digits]`, keeping the decimals written.
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let (raw, precision) = parse_decimal(s)?;
-        let raw = u64::try_from(raw).map_err(|_| perr(s, "negative or out of range for a quantity"))?;
-        Ok(Quantity::new(raw, precision))
-    }
-}
-
-impl fmt::Display for Quantity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_decimal(f, i128::from(self.raw), self.precision)
-    }
-}
-
-// ---------------------------------------------------------------------------
 // ---------------------------------------------------------------------------
 // Money
 
@@ -264,6 +253,8 @@ pub struct Money {
     pub currency: Currency,
 }
 
+fixed_common!(Money, i64, "amount", "half away from zero");
+
 impl Money {
     /// `raw / 10^precision` in `currency`.
     pub const fn new(raw: i64, precision: u8, currency: Currency) -> Self {
@@ -273,13 +264,6 @@ impl Money {
     /// Zero in `currency` with `precision` decimals.
     pub const fn zero(precision: u8, currency: Currency) -> Self {
         Money { raw: 0, precision, currency }
-    }
-
-    /// The same amount with `precision` decimals, rounding half away from
-    /// zero when decimals are dropped; `None` if it does not fit.
-    pub fn rescale(self, precision: u8) -> Option<Money> {
-        let raw = rescale_round(i128::from(self.raw), self.precision, precision)?;
-        Some(Money::new(i64::try_from(raw).ok()?, precision, self.currency))
     }
 
     /// The sum at the larger precision; `None` if the currencies differ or
@@ -297,16 +281,6 @@ impl Money {
     /// differ or on overflow.
     pub fn checked_sub(self, other: Money) -> Option<Money> {
         self.checked_add(Money::new(other.raw.checked_neg()?, other.precision, other.currency))
-    }
-
-    /// Whether the amount is zero.
-    pub const fn is_zero(self) -> bool {
-        self.raw == 0
-    }
-
-    /// As a float, for display and statistics only.
-    pub fn as_f64(self) -> f64 {
-        to_f64(i128::from(self.raw), self.precision)
     }
 }
 
@@ -439,51 +413,10 @@ fn fixed_range<E: serde::de::Error, T: TryFrom<i128>>(raw: i128, what: &str) -> 
     T::try_from(raw).map_err(|_| E::custom(format_args!("{raw} is out of range for {what}")))
 }
 
-/// Stored as `[raw, precision]`.
-impl Serialize for Price {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&self.raw)?;
-        t.serialize_element(&self.precision)?;
-        t.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Price {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f = deserialize_fixed(d, "a price as [raw, precision]", false)?;
-        Ok(Price::new(fixed_range(f.raw, "a price")?, f.precision))
-    }
-}
-
-/// Stored as `[raw, precision]`.
-impl Serialize for Quantity {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&self.raw)?;
-        t.serialize_element(&self.precision)?;
-        t.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Quantity {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f = deserialize_fixed(d, "a quantity as [raw, precision]", false)?;
-        Ok(Quantity::new(fixed_range(f.raw, "a quantity (non-negative)")?, f.precision))
-    }
-}
-
 /// Stored as `[raw, precision, "CCY"]`.
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(3)?;
-        t.serialize_element(&self.raw)?;
-        t.serialize_element(&self.precision)?;
-        t.serialize_element(&self.currency)?;
-        t.end()
+        (self.raw, self.precision, &self.currency).serialize(s)
     }
 }
 
