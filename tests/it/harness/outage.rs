@@ -31,8 +31,9 @@ pub struct OutageParams {
     /// At most this many event appends are attempted.
     pub max_events: u64,
     /// Event appends stop once this many in a row were rejected, each
-    /// after a 1 ms pause: the flusher holds `max_pending_events` and the
-    /// channel is full, for good.
+    /// after a pause that doubles from 2 ms up to 64 ms (about a second in
+    /// all at 20): the flusher holds `max_pending_events` and the channel
+    /// is full, for good, not only behind on a loaded machine.
     pub full_for: u32,
     /// Passed to [`Config::channel_capacity`]; `None` keeps the default.
     pub channel_capacity: Option<usize>,
@@ -198,7 +199,7 @@ pub fn run_outage(params: &OutageParams) -> OutageReport {
                     break;
                 }
                 // Give a flusher that is only behind the time to drain.
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1 << in_a_row.min(6)));
             }
             Err(e) => panic!("unexpected {e}"),
         }
