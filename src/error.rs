@@ -10,7 +10,8 @@ use crate::seq::Seq;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One problem found while validating a [`crate::Config`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value:?}: {allowed}")]
 pub struct ConfigProblem {
     /// The field or environment variable at fault (`"port"`, `"REDIS_PORT"`).
     pub field: String,
@@ -20,33 +21,19 @@ pub struct ConfigProblem {
     pub allowed: String,
 }
 
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {:?}: {}", self.field, self.value, self.allowed)
-    }
-}
-
 /// A configuration that cannot be used, with every problem found (not just
 /// the first).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ConfigError {
     /// One entry per problem.
     pub problems: Vec<ConfigProblem>,
 }
 
 impl ConfigError {
-    pub(crate) fn one(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        allowed: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            problems: vec![ConfigProblem {
-                field: field.into(),
-                value: value.into(),
-                allowed: allowed.into(),
-            }],
-        }
+    pub(crate) fn one(field: &str, value: impl Into<String>, allowed: impl Into<String>) -> Self {
+        let problem = ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() };
+        ConfigError { problems: vec![problem] }
     }
 
     /// Whether some problem concerns `field`.
@@ -54,21 +41,6 @@ impl ConfigError {
         self.problems.iter().any(|p| p.field == field)
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: ")?;
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// What kind of failure an error is: the crate's one classification, stable
 /// for matching.

@@ -55,16 +55,13 @@ impl Keys {
         &self.prefix
     }
 
-    fn push_prefix(&self, out: &mut Vec<u8>) {
+    /// Appends `{prefix}:{collection}:{id}` to `out` (`{collection}:{id}`
+    /// without a prefix).
+    pub(crate) fn write_entity(&self, out: &mut Vec<u8>, collection: &str, id: &str) {
         if !self.prefix.is_empty() {
             out.extend_from_slice(self.prefix.as_bytes());
             out.push(b':');
         }
-    }
-
-    /// Appends `{prefix}:{collection}:{id}` to `out`.
-    pub(crate) fn write_entity(&self, out: &mut Vec<u8>, collection: &str, id: &str) {
-        self.push_prefix(out);
         out.extend_from_slice(collection.as_bytes());
         out.push(b':');
         out.extend_from_slice(id.as_bytes());
@@ -78,9 +75,7 @@ impl Keys {
 
     /// Appends `{prefix}:index:{collection}` to `out`.
     pub(crate) fn write_index(&self, out: &mut Vec<u8>, collection: &str) {
-        self.push_prefix(out);
-        out.extend_from_slice(b"index:");
-        out.extend_from_slice(collection.as_bytes());
+        self.write_entity(out, "index", collection);
     }
 
     /// The registry of collections, `{prefix}:index:` (the index key of no
@@ -120,57 +115,37 @@ impl Keys {
 
     /// Appends `{prefix}:stream:{collection}` (published events).
     pub(crate) fn write_stream(&self, out: &mut Vec<u8>, collection: &str) {
-        self.push_prefix(out);
-        out.extend_from_slice(b"stream:");
-        out.extend_from_slice(collection.as_bytes());
+        self.write_entity(out, "stream", collection);
     }
 
     pub(crate) fn open_index(&self, collection: &str) -> String {
-        let mut v = Vec::new();
-        self.write_open_index(&mut v, collection);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_open_index(v, collection))
     }
 
     pub(crate) fn closed_index(&self, collection: &str) -> String {
-        let mut v = Vec::new();
-        self.write_closed_index(&mut v, collection);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_closed_index(v, collection))
     }
 
     /// The writer's heartbeat (`Config::heartbeat_interval`).
     pub(crate) fn heartbeat(&self, writer_id: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("heartbeat:{writer_id}")
-        } else {
-            format!("{}:heartbeat:{writer_id}", self.prefix)
-        }
+        self.entity("heartbeat", writer_id)
     }
 
     pub(crate) fn entity(&self, collection: &str, id: &str) -> String {
-        let mut v = Vec::new();
-        self.write_entity(&mut v, collection, id);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_entity(v, collection, id))
     }
 
     pub(crate) fn events(&self, collection: &str, id: &str) -> String {
-        let mut v = Vec::new();
-        self.write_events(&mut v, collection, id);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_events(v, collection, id))
     }
 
     pub(crate) fn index(&self, collection: &str) -> String {
-        let mut v = Vec::new();
-        self.write_index(&mut v, collection);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_index(v, collection))
     }
 
     /// The writer's commit marker: the number of its last applied batch.
     pub(crate) fn writer(&self, writer_id: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("writer:{writer_id}")
-        } else {
-            format!("{}:writer:{writer_id}", self.prefix)
-        }
+        self.entity("writer", writer_id)
     }
 
     /// The prefix with glob metacharacters escaped, for `SCAN … MATCH`.
@@ -256,6 +231,13 @@ impl Keys {
             _ => false,
         }
     }
+}
+
+/// The key `write` appends, as text (keys are built from `&str`s).
+fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut v = Vec::new();
+    write(&mut v);
+    String::from_utf8(v).unwrap_or_default()
 }
 
 #[cfg(test)]

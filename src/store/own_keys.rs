@@ -4,10 +4,8 @@
 
 use redis::Value;
 
-use crate::entity::Entity;
-use crate::model::{Account, Instrument, Order, Position};
 use crate::net::{self, Conn, Failure, Packer};
-use crate::store::keys::Keys;
+use crate::store::keys::{Keys, ENTITY_COLLECTIONS};
 
 /// Where `delete_own_keys` sends its reads: a plain connection (at
 /// `open`), or the flusher's, whose round trips keep its reply stream in
@@ -29,10 +27,6 @@ impl Session for Conn {
         &self.addr
     }
 }
-
-/// The reference model's collections.
-const REFERENCE: [&str; 4] =
-    [Instrument::COLLECTION, Account::COLLECTION, Order::COLLECTION, Position::COLLECTION];
 
 /// Deletes this cache's keys, except writers' commit markers, handing each
 /// `SCAN` page's keys to `unlink` (which returns how many it deleted).
@@ -57,7 +51,7 @@ pub(crate) fn delete_own_keys<S: Session>(
         return Ok(0);
     };
     let mut collections: Vec<Vec<u8>> =
-        REFERENCE.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
+        ENTITY_COLLECTIONS.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
     index_collections(conn, keys, &index_pattern, &mut collections)?;
     registry_collections(conn, keys, &mut collections)?;
     let known: Vec<&[u8]> = collections.iter().map(Vec::as_slice).collect();
