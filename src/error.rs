@@ -158,29 +158,34 @@ impl ErrorKind {
     /// [`crate::Stats::errors`] and the `class` and `reason` labels of the
     /// Prometheus text).
     pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// [`ErrorKind::name`], and the words the messages of [`Error`] use.
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            ErrorKind::Config => "config",
-            ErrorKind::ConnectionRefused => "connection_refused",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Auth => "auth",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Io => "io",
-            ErrorKind::Server => "server",
-            ErrorKind::Codec => "codec",
-            ErrorKind::InvalidId => "invalid_id",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::Closed => "closed",
-            ErrorKind::Discovery => "discovery",
-            ErrorKind::Fenced => "fenced",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Busy => "busy",
-            ErrorKind::ReadOnly => "readonly",
-            ErrorKind::Oom => "oom",
-            ErrorKind::Misconf => "misconf",
-            ErrorKind::Encode => "encode",
-            ErrorKind::Command => "command",
-            ErrorKind::MarkerLost => "marker_lost",
-            ErrorKind::Other => "other",
+            ErrorKind::Config => ("config", "configuration"),
+            ErrorKind::ConnectionRefused => ("connection_refused", "connection refused"),
+            ErrorKind::Timeout => ("timeout", "timed out"),
+            ErrorKind::Auth => ("auth", "authentication failed"),
+            ErrorKind::Tls => ("tls", "TLS failure"),
+            ErrorKind::Io => ("io", "I/O error"),
+            ErrorKind::Server => ("server", "server error"),
+            ErrorKind::Codec => ("codec", "codec error"),
+            ErrorKind::InvalidId => ("invalid_id", "invalid id"),
+            ErrorKind::TooLarge => ("too_large", "value too large"),
+            ErrorKind::Closed => ("closed", "closed"),
+            ErrorKind::Discovery => ("discovery", "discovery failed"),
+            ErrorKind::Fenced => ("fenced", "fenced by a newer writer"),
+            ErrorKind::Unavailable => ("unavailable", "unavailable"),
+            ErrorKind::Busy => ("busy", "server error"),
+            ErrorKind::ReadOnly => ("readonly", "server error"),
+            ErrorKind::Oom => ("oom", "server error"),
+            ErrorKind::Misconf => ("misconf", "server error"),
+            ErrorKind::Encode => ("encode", "codec error"),
+            ErrorKind::Command => ("command", "server error"),
+            ErrorKind::MarkerLost => ("marker_lost", "server error"),
+            ErrorKind::Other => ("other", "server error"),
         }
     }
 }
@@ -196,7 +201,7 @@ pub enum Error {
     #[error("invalid id: {0}")]
     InvalidId(#[from] IdError),
     /// Connecting to Redis failed after every allowed attempt.
-    #[error("cannot connect to Redis at {addr} after {attempts} attempt(s): {kind_text}: {detail}", kind_text = kind_text(*.kind))]
+    #[error("cannot connect to Redis at {addr} after {attempts} attempt(s): {kind_text}: {detail}", kind_text = .kind.names().1)]
     Connect {
         /// `host:port` that was tried (never credentials).
         addr: String,
@@ -211,7 +216,7 @@ pub enum Error {
         source: Option<SourceError>,
     },
     /// A command failed on an established connection.
-    #[error("redis error ({kind_text}) at {addr}: {detail}", kind_text = kind_text(*.kind))]
+    #[error("redis error ({kind_text}) at {addr}: {detail}", kind_text = .kind.names().1)]
     Redis {
         /// `host:port` of the server.
         addr: String,
@@ -278,33 +283,6 @@ pub enum Error {
     /// `close` returned before every accepted write was persisted.
     #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
     Unpersisted(CloseReport),
-}
-
-fn kind_text(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Config => "configuration",
-        ErrorKind::ConnectionRefused => "connection refused",
-        ErrorKind::Timeout => "timed out",
-        ErrorKind::Auth => "authentication failed",
-        ErrorKind::Tls => "TLS failure",
-        ErrorKind::Io => "I/O error",
-        ErrorKind::Server => "server error",
-        ErrorKind::Codec => "codec error",
-        ErrorKind::InvalidId => "invalid id",
-        ErrorKind::TooLarge => "value too large",
-        ErrorKind::Closed => "closed",
-        ErrorKind::Discovery => "discovery failed",
-        ErrorKind::Fenced => "fenced by a newer writer",
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Busy
-        | ErrorKind::ReadOnly
-        | ErrorKind::Oom
-        | ErrorKind::Misconf
-        | ErrorKind::Command
-        | ErrorKind::MarkerLost
-        | ErrorKind::Other => "server error",
-        ErrorKind::Encode => "codec error",
-    }
 }
 
 impl Error {

@@ -12,10 +12,9 @@ use super::retry::{Cause, Failure};
 use crate::config::{Config, HostPort};
 
 /// Asks each sentinel in turn for the master's address (each step bounded
-/// by the connect and response timeouts: redis-rs's own sync Sentinel
-/// client has none), connects to it and checks with `ROLE` that it is a
-/// master, since a sentinel may not have caught up with a failover yet.
-/// Called again on every reconnect, so a failover is followed.
+/// by our timeouts: redis-rs's sync Sentinel client has none), connects to
+/// it and checks with `ROLE` that it is a master, since a sentinel may not
+/// have caught up with a failover yet.
 pub(crate) fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Result<Conn, Failure> {
     let master = cfg.sentinel_master.clone().unwrap_or_default();
     // Sentinels usually have no password (or another one than the data
@@ -102,8 +101,7 @@ fn discovery_failure(nodes: &[HostPort], what: &str, role: &str, tried: Vec<(Str
 }
 
 /// Asks the seed nodes in turn which master owns the trader's slot and
-/// connects to it (once per reconnect, so `MOVED` after a resharding or a
-/// cluster failover is followed).
+/// connects to it.
 pub(crate) fn connect_cluster(
     cfg: &Config,
     slot_key: &str,

@@ -1,11 +1,4 @@
-//! The key layout (docs/usage.md, "Keys"):
-//! `{trader_key}:{collection}:{id}`, `…:{id}:events`, `…:index:{collection}`
-//! (with `…:index:{collection}:open`, a set, and `…:index:{collection}:closed`,
-//! a sorted set by last update), `…:stream:{collection}`, the writer's
-//! commit marker `…:writer:{writer_id}` and its heartbeat
-//! `…:heartbeat:{writer_id}`, and the registry of collections `…:index:`
-//! (a set of the collection names that have an index set, with the empty
-//! member once it is complete: [`Keys::registry`]).
+//! The key layout (docs/usage.md, "Keys"), one method a kind of key.
 //!
 //! Collection names are part of this layout, so the names it uses itself
 //! are reserved: [`LAYOUT_NAMES`] for every type, [`MARKET_DATA_COLLECTIONS`]
@@ -49,8 +42,7 @@ impl Keys {
         Keys { prefix, exclusive }
     }
 
-    /// The prefix of every key (`trader-T1`, `{trader-T1}` in cluster
-    /// mode), empty without a trader prefix.
+    /// The prefix of every key: `trader-T1`, `{trader-T1}`, or empty.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -79,13 +71,9 @@ impl Keys {
     }
 
     /// The registry of collections, `{prefix}:index:` (the index key of no
-    /// collection): a set of the names of the collections that have an
-    /// index set. Every batch that adds to `index:{c}` adds `c` to it in
-    /// the same transaction; the empty member says it is complete (it was
-    /// seeded from a `SCAN` of the index sets, or everything was cleared),
-    /// and a registry without it is not trusted (`collections()` scans).
-    /// `None` without a trader prefix, where a bare `index:` key could be
-    /// an application's.
+    /// collection; `crate::store::registry` says how it stays true). `None`
+    /// without a trader prefix, where a bare `index:` key could be an
+    /// application's.
     pub(crate) fn registry(&self) -> Option<String> {
         (!self.prefix.is_empty()).then(|| format!("{}:index:", self.prefix))
     }

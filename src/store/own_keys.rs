@@ -32,10 +32,8 @@ impl Session for Conn {
 /// `SCAN` page's keys to `unlink` (which returns how many it deleted).
 /// The event logs of a collection are recognised when it is a reference
 /// collection, has an index set, is named by the registry of collections
-/// (which every batch that first writes a collection adds it to, so a
-/// collection written only with `append` is found too), or is in
-/// `written` (collections this flusher wrote). Returns how many keys were
-/// deleted.
+/// (so an event-only collection is found too), or is in `written`
+/// (collections this flusher wrote). Returns how many keys were deleted.
 ///
 /// Keys written while the scan runs may or may not be deleted (`SCAN`'s
 /// guarantee); the flusher runs it with nothing of its own in flight.
