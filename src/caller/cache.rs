@@ -370,15 +370,13 @@ impl Cache {
         let policy = OverflowPolicy::Block { timeout };
         self.push_with(policy, |seq| Msg::Clear { seq, reply }, || ()).map_err(|e| match e {
             PushError::Full(()) => Error::WaitTimeout(timeout),
-            PushError::Fenced(()) => self.writer.shared.fence_error().unwrap_or(Error::Closed),
+            PushError::Fenced(()) => self.stopped(),
             _ => Error::Closed,
         })?;
         match done.recv_timeout(timeout) {
             Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::WaitTimeout(timeout)),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Err(self.writer.shared.fence_error().unwrap_or(Error::Closed))
-            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
         }
     }
 
@@ -402,7 +400,7 @@ impl Cache {
         match block_send(&tx, msg, timeout) {
             Ok(()) => Ok(()),
             Err(false) => Err(Error::WaitTimeout(timeout)),
-            Err(true) => Err(self.writer.shared.fence_error().unwrap_or(Error::Closed)),
+            Err(true) => Err(self.stopped()),
         }
     }
 

@@ -378,13 +378,6 @@ impl Problems {
 }
 
 impl Config {
-    /// The defaults, to be changed with the setters; the same as
-    /// [`Config::default()`].
-    #[must_use]
-    pub fn builder() -> Config {
-        Config::default()
-    }
-
     /// A preset for debugging: values are written as JSON
     /// ([`Encoding::Json`]) with timestamps as ISO 8601 strings, so that
     /// `redis-cli GET` shows them readably. Everything else is the default.

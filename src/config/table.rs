@@ -21,7 +21,8 @@ use crate::error::ConfigError;
 /// the second the environment variable read with a [`Codec`] (`[]`: none;
 /// `[VAR CODEC as setter]` names the setter that covers it; `[rows …]`
 /// lists [`Opt`] rows written by hand). Yields the struct (the doc on
-/// each field), `Default`, the setters and `$table`, the rows in order.
+/// each field), `Default`, `builder()`, the setters and `$table`, the rows
+/// in order.
 macro_rules! options {
     (
         $(#[$meta:meta])*
@@ -39,6 +40,13 @@ macro_rules! options {
         }
 
         impl $C {
+            /// The defaults, to be changed with the setters; the same as
+            /// `default()`.
+            #[must_use]
+            pub fn builder() -> Self {
+                Self::default()
+            }
+
             $( options!(@setter [$(#[doc = $doc])+] $field $($set)*); )*
 
             /// The fields, in the table's order (the order of problems).

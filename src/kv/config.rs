@@ -110,13 +110,6 @@ options! {
 }
 
 impl KvConfig {
-    /// The defaults, to be changed with the setters; the same as
-    /// [`KvConfig::default()`].
-    #[must_use]
-    pub fn builder() -> KvConfig {
-        KvConfig::default()
-    }
-
     /// A preset for debugging: values are written as JSON
     /// ([`Encoding::Json`]), so that `redis-cli GET` shows them after the
     /// one header byte (below the compression threshold).

@@ -45,11 +45,6 @@ fn master_from_sentinel(
     let reply = sc
         .query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master))
         .map_err(|e| Failure::of(&e, &addr))?;
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
     let (host, port) = match reply {
         Value::Array(items) if items.len() == 2 => {
             match (text(&items[0]), text(&items[1]).and_then(|p| p.parse::<u16>().ok())) {
@@ -168,11 +163,7 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
             continue;
         };
         if (*lo..=*hi).contains(&slot) {
-            let host = match master.first() {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(Value::SimpleString(s)) => s.clone(),
-                _ => continue,
-            };
+            let Some(host) = master.first().and_then(text) else { continue };
             let host = if host.is_empty() {
                 seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string())
             } else {
@@ -185,6 +176,15 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
     }
     // What a node answers while a slot has no owner: CLUSTERDOWN.
     Err(Failure::new(Cause::Busy, addr, format!("no master owns slot {slot}")))
+}
+
+/// A bulk or simple string reply as text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// A reply of a shape we did not expect.
