@@ -132,21 +132,13 @@ impl ErrorKind {
     pub(crate) const COUNT: usize = 13;
 
     /// The kinds the flusher counts, in the order they are reported.
-    pub(crate) const ALL: [ErrorKind; ErrorKind::COUNT] = [
-        ErrorKind::Io,
-        ErrorKind::Timeout,
-        ErrorKind::Busy,
-        ErrorKind::ReadOnly,
-        ErrorKind::Oom,
-        ErrorKind::Misconf,
-        ErrorKind::Auth,
-        ErrorKind::Encode,
-        ErrorKind::TooLarge,
-        ErrorKind::Command,
-        ErrorKind::Fenced,
-        ErrorKind::MarkerLost,
-        ErrorKind::Other,
-    ];
+    pub(crate) const ALL: [ErrorKind; ErrorKind::COUNT] = {
+        use ErrorKind::*;
+        [
+            Io, Timeout, Busy, ReadOnly, Oom, Misconf, Auth, Encode, TooLarge, Command, Fenced, MarkerLost,
+            Other,
+        ]
+    };
 
     /// Its position in [`ErrorKind::ALL`] (for arrays of counters); a kind
     /// that is not counted as itself goes to [`ErrorKind::Other`].
