@@ -1,7 +1,7 @@
 //! Error types.
 
-use std::fmt;
 use std::time::Duration;
+use std::{fmt, io};
 
 use crate::ident::IdError;
 use crate::seq::Seq;
@@ -453,23 +453,19 @@ impl fmt::Display for DroppedWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceError {
     text: String,
-    io_kind: Option<std::io::ErrorKind>,
+    io_kind: Option<io::ErrorKind>,
     source: Option<Box<SourceError>>,
 }
 
 impl SourceError {
     /// A level of a chain: its (scrubbed) text, its I/O kind, what caused it.
-    pub(crate) fn new(
-        text: String,
-        io_kind: Option<std::io::ErrorKind>,
-        source: Option<SourceError>,
-    ) -> Self {
+    pub(crate) fn new(text: String, io_kind: Option<io::ErrorKind>, source: Option<SourceError>) -> Self {
         SourceError { text, io_kind, source: source.map(Box::new) }
     }
 
     /// The operating system's error kind, when this level is an I/O error
     /// (`ConnectionRefused`, `TimedOut`, …).
-    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
         self.io_kind
     }
 }

@@ -115,8 +115,7 @@ impl KvConfig {
     /// one header byte (below the compression threshold).
     #[must_use]
     pub fn debug() -> KvConfig {
-        let redis = Config::default().encoding(Encoding::Json);
-        KvConfig { redis, ..KvConfig::default() }
+        KvConfig::default().redis(Config::default().encoding(Encoding::Json))
     }
 
     /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]
