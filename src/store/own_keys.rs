@@ -117,11 +117,7 @@ fn registry_collections<S: Session>(
 /// A plain `UNLINK` (at `open`, before the flusher exists; the marker was
 /// claimed just before, so a fenced writer cannot write behind it).
 pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> {
-    let mut cmd = redis::cmd("UNLINK");
-    for k in keys {
-        cmd.arg(&k[..]);
-    }
-    match conn.query(&cmd) {
+    match conn.query(redis::cmd("UNLINK").arg(keys)) {
         Ok(Value::Int(n)) => Ok(n as u64),
         Ok(_) => Ok(0),
         Err(e) => Err(net::Failure::of(&e, &conn.addr)),
