@@ -1,7 +1,7 @@
 //! Error types.
 
-use std::fmt;
 use std::time::Duration;
+use std::{fmt, io};
 
 use crate::ident::IdError;
 use crate::seq::Seq;
@@ -10,7 +10,8 @@ use crate::seq::Seq;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One problem found while validating a [`crate::Config`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value:?}: {allowed}")]
 pub struct ConfigProblem {
     /// The field or environment variable at fault (`"port"`, `"REDIS_PORT"`).
     pub field: String,
@@ -20,33 +21,19 @@ pub struct ConfigProblem {
     pub allowed: String,
 }
 
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {:?}: {}", self.field, self.value, self.allowed)
-    }
-}
-
 /// A configuration that cannot be used, with every problem found (not just
 /// the first).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ConfigError {
     /// One entry per problem.
     pub problems: Vec<ConfigProblem>,
 }
 
 impl ConfigError {
-    pub(crate) fn one(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        allowed: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            problems: vec![ConfigProblem {
-                field: field.into(),
-                value: value.into(),
-                allowed: allowed.into(),
-            }],
-        }
+    pub(crate) fn one(field: &str, value: impl Into<String>, allowed: impl Into<String>) -> Self {
+        let problem = ConfigProblem { field: field.into(), value: value.into(), allowed: allowed.into() };
+        ConfigError { problems: vec![problem] }
     }
 
     /// Whether some problem concerns `field`.
@@ -54,21 +41,6 @@ impl ConfigError {
         self.problems.iter().any(|p| p.field == field)
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: ")?;
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// What kind of failure an error is: the crate's one classification, stable
 /// for matching.
@@ -160,21 +132,13 @@ impl ErrorKind {
     pub(crate) const COUNT: usize = 13;
 
     /// The kinds the flusher counts, in the order they are reported.
-    pub(crate) const ALL: [ErrorKind; ErrorKind::COUNT] = [
-        ErrorKind::Io,
-        ErrorKind::Timeout,
-        ErrorKind::Busy,
-        ErrorKind::ReadOnly,
-        ErrorKind::Oom,
-        ErrorKind::Misconf,
-        ErrorKind::Auth,
-        ErrorKind::Encode,
-        ErrorKind::TooLarge,
-        ErrorKind::Command,
-        ErrorKind::Fenced,
-        ErrorKind::MarkerLost,
-        ErrorKind::Other,
-    ];
+    pub(crate) const ALL: [ErrorKind; ErrorKind::COUNT] = {
+        use ErrorKind::*;
+        [
+            Io, Timeout, Busy, ReadOnly, Oom, Misconf, Auth, Encode, TooLarge, Command, Fenced, MarkerLost,
+            Other,
+        ]
+    };
 
     /// Its position in [`ErrorKind::ALL`] (for arrays of counters); a kind
     /// that is not counted as itself goes to [`ErrorKind::Other`].
@@ -186,29 +150,34 @@ impl ErrorKind {
     /// [`crate::Stats::errors`] and the `class` and `reason` labels of the
     /// Prometheus text).
     pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// [`ErrorKind::name`], and the words the messages of [`Error`] use.
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            ErrorKind::Config => "config",
-            ErrorKind::ConnectionRefused => "connection_refused",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Auth => "auth",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Io => "io",
-            ErrorKind::Server => "server",
-            ErrorKind::Codec => "codec",
-            ErrorKind::InvalidId => "invalid_id",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::Closed => "closed",
-            ErrorKind::Discovery => "discovery",
-            ErrorKind::Fenced => "fenced",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Busy => "busy",
-            ErrorKind::ReadOnly => "readonly",
-            ErrorKind::Oom => "oom",
-            ErrorKind::Misconf => "misconf",
-            ErrorKind::Encode => "encode",
-            ErrorKind::Command => "command",
-            ErrorKind::MarkerLost => "marker_lost",
-            ErrorKind::Other => "other",
+            ErrorKind::Config => ("config", "configuration"),
+            ErrorKind::ConnectionRefused => ("connection_refused", "connection refused"),
+            ErrorKind::Timeout => ("timeout", "timed out"),
+            ErrorKind::Auth => ("auth", "authentication failed"),
+            ErrorKind::Tls => ("tls", "TLS failure"),
+            ErrorKind::Io => ("io", "I/O error"),
+            ErrorKind::Server => ("server", "server error"),
+            ErrorKind::Codec => ("codec", "codec error"),
+            ErrorKind::InvalidId => ("invalid_id", "invalid id"),
+            ErrorKind::TooLarge => ("too_large", "value too large"),
+            ErrorKind::Closed => ("closed", "closed"),
+            ErrorKind::Discovery => ("discovery", "discovery failed"),
+            ErrorKind::Fenced => ("fenced", "fenced by a newer writer"),
+            ErrorKind::Unavailable => ("unavailable", "unavailable"),
+            ErrorKind::Busy => ("busy", "server error"),
+            ErrorKind::ReadOnly => ("readonly", "server error"),
+            ErrorKind::Oom => ("oom", "server error"),
+            ErrorKind::Misconf => ("misconf", "server error"),
+            ErrorKind::Encode => ("encode", "codec error"),
+            ErrorKind::Command => ("command", "server error"),
+            ErrorKind::MarkerLost => ("marker_lost", "server error"),
+            ErrorKind::Other => ("other", "server error"),
         }
     }
 }
@@ -224,7 +193,7 @@ pub enum Error {
     #[error("invalid id: {0}")]
     InvalidId(#[from] IdError),
     /// Connecting to Redis failed after every allowed attempt.
-    #[error("cannot connect to Redis at {addr} after {attempts} attempt(s): {kind_text}: {detail}", kind_text = kind_text(*.kind))]
+    #[error("cannot connect to Redis at {addr} after {attempts} attempt(s): {kind_text}: {detail}", kind_text = .kind.names().1)]
     Connect {
         /// `host:port` that was tried (never credentials).
         addr: String,
@@ -239,7 +208,7 @@ pub enum Error {
         source: Option<SourceError>,
     },
     /// A command failed on an established connection.
-    #[error("redis error ({kind_text}) at {addr}: {detail}", kind_text = kind_text(*.kind))]
+    #[error("redis error ({kind_text}) at {addr}: {detail}", kind_text = .kind.names().1)]
     Redis {
         /// `host:port` of the server.
         addr: String,
@@ -306,33 +275,6 @@ pub enum Error {
     /// `close` returned before every accepted write was persisted.
     #[error("closed with {} accepted write(s) not persisted (acked up to seq {})", .0.unpersisted, .0.acked_seq)]
     Unpersisted(CloseReport),
-}
-
-fn kind_text(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Config => "configuration",
-        ErrorKind::ConnectionRefused => "connection refused",
-        ErrorKind::Timeout => "timed out",
-        ErrorKind::Auth => "authentication failed",
-        ErrorKind::Tls => "TLS failure",
-        ErrorKind::Io => "I/O error",
-        ErrorKind::Server => "server error",
-        ErrorKind::Codec => "codec error",
-        ErrorKind::InvalidId => "invalid id",
-        ErrorKind::TooLarge => "value too large",
-        ErrorKind::Closed => "closed",
-        ErrorKind::Discovery => "discovery failed",
-        ErrorKind::Fenced => "fenced by a newer writer",
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Busy
-        | ErrorKind::ReadOnly
-        | ErrorKind::Oom
-        | ErrorKind::Misconf
-        | ErrorKind::Command
-        | ErrorKind::MarkerLost
-        | ErrorKind::Other => "server error",
-        ErrorKind::Encode => "codec error",
-    }
 }
 
 impl Error {
@@ -511,23 +453,19 @@ impl fmt::Display for DroppedWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceError {
     text: String,
-    io_kind: Option<std::io::ErrorKind>,
+    io_kind: Option<io::ErrorKind>,
     source: Option<Box<SourceError>>,
 }
 
 impl SourceError {
     /// A level of a chain: its (scrubbed) text, its I/O kind, what caused it.
-    pub(crate) fn new(
-        text: String,
-        io_kind: Option<std::io::ErrorKind>,
-        source: Option<SourceError>,
-    ) -> Self {
+    pub(crate) fn new(text: String, io_kind: Option<io::ErrorKind>, source: Option<SourceError>) -> Self {
         SourceError { text, io_kind, source: source.map(Box::new) }
     }
 
     /// The operating system's error kind, when this level is an I/O error
     /// (`ConnectionRefused`, `TimedOut`, …).
-    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
         self.io_kind
     }
 }

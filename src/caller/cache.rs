@@ -312,19 +312,18 @@ impl Cache {
                 break Err(false);
             }
         };
-        match sent {
-            Ok(seq) => Ok(seq),
-            Err(closed) => {
-                if closed && self.writer.shared.is_fenced() {
-                    // The flusher stopped because a newer writer took over.
-                    Err(PushError::Fenced(back()))
-                } else if closed || self.writer.is_closed() {
-                    Err(PushError::Closed(back()))
-                } else {
-                    self.writer.shared.add(Count::Rejected, 1);
-                    Err(PushError::Full(back()))
-                }
-            }
+        let closed = match sent {
+            Ok(seq) => return Ok(seq),
+            Err(closed) => closed,
+        };
+        if closed && self.writer.shared.is_fenced() {
+            // The flusher stopped because a newer writer took over.
+            Err(PushError::Fenced(back()))
+        } else if closed || self.writer.is_closed() {
+            Err(PushError::Closed(back()))
+        } else {
+            self.writer.shared.add(Count::Rejected, 1);
+            Err(PushError::Full(back()))
         }
     }
 
@@ -370,15 +369,13 @@ impl Cache {
         let policy = OverflowPolicy::Block { timeout };
         self.push_with(policy, |seq| Msg::Clear { seq, reply }, || ()).map_err(|e| match e {
             PushError::Full(()) => Error::WaitTimeout(timeout),
-            PushError::Fenced(()) => self.writer.shared.fence_error().unwrap_or(Error::Closed),
+            PushError::Fenced(()) => self.stopped(),
             _ => Error::Closed,
         })?;
         match done.recv_timeout(timeout) {
             Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::WaitTimeout(timeout)),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Err(self.writer.shared.fence_error().unwrap_or(Error::Closed))
-            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
         }
     }
 
@@ -389,7 +386,7 @@ impl Cache {
     ///
     /// [`Error::WaitTimeout`] when the channel stayed full; [`Error::Fenced`]
     /// or [`Error::Closed`] when the flusher has stopped.
-    pub(crate) fn send_request(&self, msg: Msg, timeout: Duration) -> Result<()> {
+    pub(crate) fn send_request(&self, mut msg: Msg, timeout: Duration) -> Result<()> {
         if let Some(e) = self.writer.shared.fence_error() {
             return Err(e);
         }
@@ -399,10 +396,17 @@ impl Cache {
         // Not a write: no sequence number to order, so no producer lock
         // (a request waiting for room never holds up a write).
         let tx = self.producer.lock().tx.clone();
-        match block_send(&tx, msg, timeout) {
-            Ok(()) => Ok(()),
-            Err(false) => Err(Error::WaitTimeout(timeout)),
-            Err(true) => Err(self.writer.shared.fence_error().unwrap_or(Error::Closed)),
+        let mut waited: Option<(Instant, u32)> = None;
+        loop {
+            msg = match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
+                Err(TrySendError::Full(m)) => m,
+            };
+            let (deadline, spins) = waited.get_or_insert_with(|| (net::deadline_after(timeout), 0));
+            if !pause_before_retry(*deadline, spins) {
+                return Err(Error::WaitTimeout(timeout));
+            }
         }
     }
 
@@ -412,28 +416,11 @@ impl Cache {
     }
 }
 
-/// `OverflowPolicy::Block` and requests: waits for room by polling with
-/// short sleeps rather than parking in crossbeam's blocking send, which
+/// One pause of a wait for room in the channel (`OverflowPolicy::Block`
+/// and requests): a few spins, then 50 µs sleeps; `false` once `deadline`
+/// has passed. Polling, not parking in crossbeam's blocking send, which
 /// would make the flusher wake the sender (a futex call) for every message
-/// it takes off a full channel. `Err(true)` when the flusher is gone,
-/// `Err(false)` when the channel stayed full for `timeout`.
-fn block_send(tx: &Sender<Msg>, mut msg: Msg, timeout: Duration) -> std::result::Result<(), bool> {
-    let mut waited: Option<(Instant, u32)> = None;
-    loop {
-        msg = match tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Disconnected(_)) => return Err(true),
-            Err(TrySendError::Full(m)) => m,
-        };
-        let (deadline, spins) = waited.get_or_insert_with(|| (net::deadline_after(timeout), 0));
-        if !pause_before_retry(*deadline, spins) {
-            return Err(false);
-        }
-    }
-}
-
-/// One pause of a wait for room in the channel: a few spins, then 50 µs
-/// sleeps; `false` once `deadline` has passed.
+/// it takes off a full channel.
 fn pause_before_retry(deadline: Instant, spins: &mut u32) -> bool {
     let now = Instant::now();
     if now >= deadline {

@@ -1,25 +1,8 @@
-//! Configuration: [`Config`], declared option by option in one table.
-//!
-//! A [`Config`] is built in one of three ways, which can be combined:
-//!
-//! - [`Config::builder()`] (the defaults) and its setters, ureq style:
-//!   `Config::builder().host("redis-1").port(6380).trader_id("T1")`;
-//! - [`Config::from_env()`], which reads `REDIS_*` and `CACHE_*` variables
-//!   (see [`Config::from_vars`] for the list);
-//! - [`Config::from_url`], which applies a `redis://` or `rediss://` URL.
-//!
-//! Parsing reports problems with single values (a port that is not a
-//! number, an id with a `:`); [`Config::validate`], which
-//! `Cache::open` calls, reports the rest, such as a username without
-//! a password. Both list every problem found, never just the first, and
-//! never show a password.
-//!
-//! Each option is written once, below: its doc, type, default, setter and
-//! environment variable; the struct, `Default`, the setters, `from_vars`
-//! and the tables of docs/configuration.md and `.env.example` come from it
-//! (`table.rs` holds the mechanism). `env.rs` reads the environment,
-//! `url.rs` parses and redacts URLs, `validate.rs` holds the rules of
-//! [`Config::validate`].
+//! Configuration: [`Config`], built with [`Config::builder()`] and its
+//! setters, [`Config::from_env()`] or [`Config::from_url`] (combinable),
+//! and checked by [`Config::validate`], which lists every problem and
+//! never shows a password. Each option is written once, in the table
+//! below (`table.rs` holds the mechanism).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -395,13 +378,6 @@ impl Problems {
 }
 
 impl Config {
-    /// The defaults, to be changed with the setters; the same as
-    /// [`Config::default()`].
-    #[must_use]
-    pub fn builder() -> Config {
-        Config::default()
-    }
-
     /// A preset for debugging: values are written as JSON
     /// ([`Encoding::Json`]) with timestamps as ISO 8601 strings, so that
     /// `redis-cli GET` shows them readably. Everything else is the default.

@@ -1,9 +1,7 @@
 //! The mechanism behind the option tables of `Config` and `KvConfig`: the
-//! [`options!`] macro that declares each option once, the [`Opt`] rows it
-//! yields (one per environment variable), the value types ([`Codec`]) the
-//! rows share, applying rows to variables, and rendering them into the
-//! tables of docs/configuration.md, of `from_vars`' documentation and
-//! `.env.example`.
+//! [`options!`] macro, the [`Opt`] rows it yields (one per environment
+//! variable), the value types ([`Codec`]) they share, and rendering them
+//! into docs/configuration.md, `from_vars`' documentation and `.env.example`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -23,7 +21,8 @@ use crate::error::ConfigError;
 /// the second the environment variable read with a [`Codec`] (`[]`: none;
 /// `[VAR CODEC as setter]` names the setter that covers it; `[rows …]`
 /// lists [`Opt`] rows written by hand). Yields the struct (the doc on
-/// each field), `Default`, the setters and `$table`, the rows in order.
+/// each field), `Default`, `builder()`, the setters and `$table`, the rows
+/// in order.
 macro_rules! options {
     (
         $(#[$meta:meta])*
@@ -41,6 +40,13 @@ macro_rules! options {
         }
 
         impl $C {
+            /// The defaults, to be changed with the setters; the same as
+            /// `default()`.
+            #[must_use]
+            pub fn builder() -> Self {
+                Self::default()
+            }
+
             $( options!(@setter [$(#[doc = $doc])+] $field $($set)*); )*
 
             /// The fields, in the table's order (the order of problems).
@@ -95,9 +101,8 @@ macro_rules! options {
 pub(crate) use options;
 
 /// One environment variable: its name, the setters it stands for, what it
-/// does, the values it takes, how it is read, its default (as it would be
-/// spelt, from `C::default()`; empty for none) and how a value is applied.
-/// (Only the docs check reads `sets`, `doc`, `values` and `default`.)
+/// does, the values it takes, how it is read, its default as spelt (empty
+/// for none; only the docs check reads these four) and how it is applied.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Opt<C: 'static> {
     pub(crate) var: &'static str,
@@ -176,14 +181,8 @@ pub(crate) enum Read {
 #[derive(Debug)]
 pub(crate) struct Refused(pub(crate) Vec<(Option<String>, Cow<'static, str>)>);
 
-impl From<&'static str> for Refused {
-    fn from(allowed: &'static str) -> Refused {
-        Refused(vec![(None, allowed.into())])
-    }
-}
-
-impl From<String> for Refused {
-    fn from(allowed: String) -> Refused {
+impl<S: Into<Cow<'static, str>>> From<S> for Refused {
+    fn from(allowed: S) -> Refused {
         Refused(vec![(None, allowed.into())])
     }
 }
@@ -219,8 +218,8 @@ pub(crate) fn apply_vars<C>(
     }
 }
 
-/// `from_vars` on the process environment; a variable whose value is not
-/// valid UTF-8 is a problem (listed first).
+/// `from_vars` on the process environment; a value that is not UTF-8 is a
+/// problem (listed first).
 pub(crate) fn read_env<T: Default>(
     from_vars: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigError>,
 ) -> Result<T, ConfigError> {

@@ -9,25 +9,9 @@ use super::url::host_problem;
 use super::{Config, Encoding, HostPort, OverflowPolicy, Problems, PORT_ALLOWED};
 use crate::error::ConfigError;
 use crate::ident::{self, IdError};
+use crate::store::keys::{ENTITY_COLLECTIONS, LAYOUT_NAMES, MARKET_DATA_COLLECTIONS};
 
 const ID_CHARS: &str = "ids may not contain ':', '{', '}', whitespace or control characters";
-
-/// Instance ids that would read as this trader's own keys: the key kinds,
-/// the reference model's collections and the market-data series
-/// (`trader-T:quotes:{x}:events` is trader T's quote list).
-const RESERVED_INSTANCE_IDS: [&str; 11] = [
-    "index",
-    "writer",
-    "stream",
-    "heartbeat",
-    "instruments",
-    "accounts",
-    "orders",
-    "positions",
-    "quotes",
-    "trades",
-    "bars",
-];
 
 /// An id (see [`crate::Ident`]).
 pub(super) fn check_id(v: &str) -> Result<(), Refused> {
@@ -38,13 +22,16 @@ pub(super) fn check_id(v: &str) -> Result<(), Refused> {
     })
 }
 
-/// An instance id: an id that is not one of this trader's key kinds
-/// (`clear` tells this trader's keys from its instances' by the first part
-/// after the prefix, `Keys::owns`).
+/// An instance id: an id that would not read as this trader's own keys
+/// (`trader-T:quotes:{x}:events` is trader T's quote list; `clear` tells
+/// this trader's keys from its instances' by the first part after the
+/// prefix, `Keys::owns`): not a layout name, reference collection or
+/// market-data series.
 pub(super) fn check_instance(v: &Option<String>) -> Result<(), Refused> {
+    let reserved = || LAYOUT_NAMES.iter().chain(&ENTITY_COLLECTIONS).chain(&MARKET_DATA_COLLECTIONS);
     match v.as_deref() {
-        Some(v) if RESERVED_INSTANCE_IDS.contains(&v) => {
-            Err(format!("an id other than {}", RESERVED_INSTANCE_IDS.join(", ")).into())
+        Some(v) if reserved().any(|r| *r == v) => {
+            Err(format!("an id other than {}", reserved().copied().collect::<Vec<_>>().join(", ")).into())
         }
         Some(v) => check_id(v),
         None => Ok(()),

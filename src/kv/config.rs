@@ -110,20 +110,12 @@ options! {
 }
 
 impl KvConfig {
-    /// The defaults, to be changed with the setters; the same as
-    /// [`KvConfig::default()`].
-    #[must_use]
-    pub fn builder() -> KvConfig {
-        KvConfig::default()
-    }
-
     /// A preset for debugging: values are written as JSON
     /// ([`Encoding::Json`]), so that `redis-cli GET` shows them after the
     /// one header byte (below the compression threshold).
     #[must_use]
     pub fn debug() -> KvConfig {
-        let redis = Config::default().encoding(Encoding::Json);
-        KvConfig { redis, ..KvConfig::default() }
+        KvConfig::default().redis(Config::default().encoding(Encoding::Json))
     }
 
     /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]

@@ -14,19 +14,16 @@ pub(crate) struct Conn {
     pub(crate) con: redis::Connection,
     /// `host:port` it is connected to (never credentials).
     pub(crate) addr: String,
-    /// This connection as the server sees it (`CLIENT INFO`: id and the
-    /// client's address), used to make sure a dropped connection can no
-    /// longer apply a batch (see `Flusher::resolve`).
+    /// This connection as the server sees it (`CLIENT INFO`), so that a
+    /// dropped connection can be killed before a batch is settled.
     pub(crate) client: Option<ClientIdentity>,
     /// The largest bulk string the server accepts (`proto-max-bulk-len`),
     /// when `CONFIG GET` is allowed: a larger value would make it close
     /// the connection, and the batch carrying it would be retried forever.
     pub(crate) bulk_limit: Option<usize>,
-    /// The server's clock, read (`TIME`) when the connection opened, when
-    /// it is needed (`stream_max_age`) and allowed: stream ids are the
-    /// server's milliseconds, so age trims go by its clock, not the
-    /// engine's. Read again on each new connection: a
-    /// failover or a restart may bring a server with another clock.
+    /// The server's clock (`TIME`), read on each new connection when
+    /// `stream_max_age` needs it and it is allowed: stream ids are the
+    /// server's milliseconds, so age trims go by its clock.
     pub(crate) server_clock: Option<ServerClock>,
 }
 
@@ -58,8 +55,7 @@ impl ServerClock {
     }
 }
 
-/// Opens one connection to `host:port` with the configured credentials,
-/// TLS, `TCP_NODELAY`, and read/write timeouts.
+/// Opens one [`Conn`] to `host:port`.
 pub(crate) fn connect_to(
     cfg: &Config,
     host: &str,

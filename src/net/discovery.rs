@@ -12,10 +12,9 @@ use super::retry::{Cause, Failure};
 use crate::config::{Config, HostPort};
 
 /// Asks each sentinel in turn for the master's address (each step bounded
-/// by the connect and response timeouts: redis-rs's own sync Sentinel
-/// client has none), connects to it and checks with `ROLE` that it is a
-/// master, since a sentinel may not have caught up with a failover yet.
-/// Called again on every reconnect, so a failover is followed.
+/// by our timeouts: redis-rs's sync Sentinel client has none), connects to
+/// it and checks with `ROLE` that it is a master, since a sentinel may not
+/// have caught up with a failover yet.
 pub(crate) fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Result<Conn, Failure> {
     let master = cfg.sentinel_master.clone().unwrap_or_default();
     // Sentinels usually have no password (or another one than the data
@@ -46,11 +45,6 @@ fn master_from_sentinel(
     let reply = sc
         .query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master))
         .map_err(|e| Failure::of(&e, &addr))?;
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
     let (host, port) = match reply {
         Value::Array(items) if items.len() == 2 => {
             match (text(&items[0]), text(&items[1]).and_then(|p| p.parse::<u16>().ok())) {
@@ -102,8 +96,7 @@ fn discovery_failure(nodes: &[HostPort], what: &str, role: &str, tried: Vec<(Str
 }
 
 /// Asks the seed nodes in turn which master owns the trader's slot and
-/// connects to it (once per reconnect, so `MOVED` after a resharding or a
-/// cluster failover is followed).
+/// connects to it.
 pub(crate) fn connect_cluster(
     cfg: &Config,
     slot_key: &str,
@@ -170,11 +163,7 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
             continue;
         };
         if (*lo..=*hi).contains(&slot) {
-            let host = match master.first() {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(Value::SimpleString(s)) => s.clone(),
-                _ => continue,
-            };
+            let Some(host) = master.first().and_then(text) else { continue };
             let host = if host.is_empty() {
                 seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string())
             } else {
@@ -187,6 +176,15 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
     }
     // What a node answers while a slot has no owner: CLUSTERDOWN.
     Err(Failure::new(Cause::Busy, addr, format!("no master owns slot {slot}")))
+}
+
+/// A bulk or simple string reply as text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// A reply of a shape we did not expect.

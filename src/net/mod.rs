@@ -1,15 +1,6 @@
-//! Talking to Redis: everything below the flusher and the readers.
-//!
-//! - this file: `connect` by deployment mode (standalone, Sentinel,
-//!   Cluster) and `open`'s bounded retries;
-//! - `connect.rs`: one connection with credentials, TLS and timeouts;
-//! - `discovery.rs`: finding the master through Sentinel, or the trader's
-//!   slot owner in a Cluster;
-//! - `retry.rs`: the one failure model (`Cause`, `Failure`), what to do
-//!   about each, and the backoff;
-//! - `resp.rs`: packing commands in RESP into reused buffers;
-//! - `read_link.rs`: the lazily opened connection reads use;
-//! - `tls.rs` (feature `tls`): the rustls client and TLS error hints.
+//! Talking to Redis: everything below the flusher and the readers. This
+//! file connects by deployment mode (standalone, Sentinel, Cluster), with
+//! `open`'s bounded retries.
 
 pub(crate) mod connect;
 pub(crate) mod discovery;
@@ -40,8 +31,7 @@ pub(crate) fn connect(cfg: &Config, slot_key: &str, deadline: Option<Instant>) -
     } else if !cfg.cluster_nodes.is_empty() {
         discovery::connect_cluster(cfg, slot_key, deadline)
     } else {
-        let conn = connect_to(cfg, &cfg.host, cfg.port, deadline)?;
-        Ok(conn)
+        connect_to(cfg, &cfg.host, cfg.port, deadline)
     }
 }
 

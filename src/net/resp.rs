@@ -1,6 +1,7 @@
 //! Packing commands in RESP into reused buffers (no allocation once warm),
 //! with where each command's name and key stand in the buffer.
 
+use std::io::Write;
 use std::ops::Range;
 
 /// Where one packed command's name and key (its first two arguments)
@@ -45,9 +46,8 @@ impl Packer {
         self.commands += 1;
         self.spans.push(Span::default());
         self.arg = 0;
-        self.buf.push(b'*');
-        push_int(&mut self.buf, n);
-        self.buf.extend_from_slice(b"\r\n");
+        // Writing to a `Vec` cannot fail.
+        let _ = write!(self.buf, "*{n}\r\n");
     }
 
     pub(crate) fn bulk(&mut self, b: &[u8]) {
@@ -139,26 +139,9 @@ impl Args {
 
 /// One RESP bulk string: `$len\r\nbytes\r\n`.
 fn push_bulk(buf: &mut Vec<u8>, b: &[u8]) {
-    buf.push(b'$');
-    push_int(buf, b.len());
-    buf.extend_from_slice(b"\r\n");
+    let _ = write!(buf, "${}\r\n", b.len());
     buf.extend_from_slice(b);
     buf.extend_from_slice(b"\r\n");
-}
-
-fn push_int(buf: &mut Vec<u8>, n: usize) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
 }
 
 #[cfg(test)]

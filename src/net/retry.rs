@@ -227,10 +227,6 @@ impl Failure {
         Failure::new(Cause::Io, "", "not connected")
     }
 
-    pub(crate) fn kind(&self) -> ErrorKind {
-        self.cause.kind()
-    }
-
     pub(crate) fn class(&self) -> ErrorKind {
         self.cause.class()
     }
@@ -250,13 +246,13 @@ impl Failure {
     }
 
     pub(crate) fn into_error(self) -> Error {
-        Error::Redis { kind: self.kind(), addr: self.addr, detail: self.text, source: self.source }
+        Error::Redis { kind: self.cause.kind(), addr: self.addr, detail: self.text, source: self.source }
     }
 
     /// The error `open` returns after `attempts` tries that ended in this.
     pub(crate) fn into_connect_error(self, attempts: u32) -> Error {
         Error::Connect {
-            kind: self.kind(),
+            kind: self.cause.kind(),
             addr: self.addr,
             attempts,
             detail: self.text,
@@ -537,12 +533,12 @@ mod tests {
         assert_eq!(classify(&would_block), (ErrorKind::Timeout, Action::Reconnect));
         let refused = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(classify(&refused), (ErrorKind::Io, Action::Reconnect));
-        assert_eq!(Failure::of(&refused, "h:1").kind(), ErrorKind::ConnectionRefused);
+        assert_eq!(Failure::of(&refused, "h:1").cause.kind(), ErrorKind::ConnectionRefused);
         let reset = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset));
         assert_eq!(classify(&reset), (ErrorKind::Io, Action::Reconnect));
         let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "invalid password"));
         assert_eq!(classify(&auth), (ErrorKind::Auth, Action::Backpressure));
-        assert_eq!(Failure::of(&auth, "h:1").kind(), ErrorKind::Auth);
+        assert_eq!(Failure::of(&auth, "h:1").cause.kind(), ErrorKind::Auth);
     }
 
     #[test]
@@ -584,7 +580,10 @@ mod tests {
             (ErrorKind::Discovery, ErrorKind::Busy, Action::WaitRetry)
         );
         let u = Failure::new(Cause::Oom, "h:1", "x").unsettled();
-        assert_eq!((u.kind(), u.class(), u.action()), (ErrorKind::Server, ErrorKind::Oom, Action::Reconnect));
+        assert_eq!(
+            (u.cause.kind(), u.class(), u.action()),
+            (ErrorKind::Server, ErrorKind::Oom, Action::Reconnect)
+        );
         assert_eq!(Failure::new(Cause::Fenced, "h:1", "x").unsettled().action(), Action::Fence);
         assert!(Cause::Discovery(Box::new(Cause::Tls)).is_permanent());
         assert!(!Cause::Discovery(Box::new(Cause::Refused)).is_permanent());

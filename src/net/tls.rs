@@ -9,14 +9,10 @@ use crate::config::Config;
 static PROVIDER: Once = Once::new();
 
 /// rustls needs a process-wide crypto provider; install ring's unless the
-/// application installed one already.
-///
-/// rustls 0.23.48 deprecates ring's provider because it has no
-/// post-quantum key exchange. It stays the one installed here: the other
-/// built-in provider, aws-lc-rs, is a large C library to build, a
-/// dependency decision of its own. An application that wants post-quantum
-/// key exchange installs aws-lc-rs's provider before opening, and it is
-/// kept (docs/deployment.md, TLS).
+/// application installed one already. rustls 0.23.48 deprecates ring's
+/// (no post-quantum key exchange), but the other, aws-lc-rs, is a large C
+/// library to build: an application that wants it installs it before
+/// opening, and it is kept (docs/deployment.md, TLS).
 fn install_provider() {
     PROVIDER.call_once(|| {
         #[allow(deprecated)]

@@ -1,7 +1,5 @@
 //! How values are written to Redis: [`Encoding`], and MessagePack (default)
 //! and JSON encoding of values, on the flusher thread and in recovery.
-//! Parsing an encoding from text, which reports a [`crate::ConfigError`],
-//! lives with the configuration (src/config/env.rs).
 
 use std::fmt;
 
@@ -42,13 +40,10 @@ impl Encoding {
     /// `msgpack` (or `messagepack`) or `json`, ignoring case and surrounding
     /// whitespace; `None` for anything else.
     pub(crate) fn from_name(s: &str) -> Option<Encoding> {
-        let t = s.trim();
-        if t.eq_ignore_ascii_case("msgpack") || t.eq_ignore_ascii_case("messagepack") {
-            Some(Encoding::MsgPack)
-        } else if t.eq_ignore_ascii_case("json") {
-            Some(Encoding::Json)
-        } else {
-            None
+        match s.trim().to_ascii_lowercase().as_str() {
+            "msgpack" | "messagepack" => Some(Encoding::MsgPack),
+            "json" => Some(Encoding::Json),
+            _ => None,
         }
     }
 }

@@ -1,11 +1,4 @@
-//! The key layout (docs/usage.md, "Keys"):
-//! `{trader_key}:{collection}:{id}`, `…:{id}:events`, `…:index:{collection}`
-//! (with `…:index:{collection}:open`, a set, and `…:index:{collection}:closed`,
-//! a sorted set by last update), `…:stream:{collection}`, the writer's
-//! commit marker `…:writer:{writer_id}` and its heartbeat
-//! `…:heartbeat:{writer_id}`, and the registry of collections `…:index:`
-//! (a set of the collection names that have an index set, with the empty
-//! member once it is complete: [`Keys::registry`]).
+//! The key layout (docs/usage.md, "Keys"), one method a kind of key.
 //!
 //! Collection names are part of this layout, so the names it uses itself
 //! are reserved: [`LAYOUT_NAMES`] for every type, [`MARKET_DATA_COLLECTIONS`]
@@ -49,22 +42,18 @@ impl Keys {
         Keys { prefix, exclusive }
     }
 
-    /// The prefix of every key (`trader-T1`, `{trader-T1}` in cluster
-    /// mode), empty without a trader prefix.
+    /// The prefix of every key: `trader-T1`, `{trader-T1}`, or empty.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    fn push_prefix(&self, out: &mut Vec<u8>) {
+    /// Appends `{prefix}:{collection}:{id}` to `out` (`{collection}:{id}`
+    /// without a prefix).
+    pub(crate) fn write_entity(&self, out: &mut Vec<u8>, collection: &str, id: &str) {
         if !self.prefix.is_empty() {
             out.extend_from_slice(self.prefix.as_bytes());
             out.push(b':');
         }
-    }
-
-    /// Appends `{prefix}:{collection}:{id}` to `out`.
-    pub(crate) fn write_entity(&self, out: &mut Vec<u8>, collection: &str, id: &str) {
-        self.push_prefix(out);
         out.extend_from_slice(collection.as_bytes());
         out.push(b':');
         out.extend_from_slice(id.as_bytes());
@@ -78,19 +67,13 @@ impl Keys {
 
     /// Appends `{prefix}:index:{collection}` to `out`.
     pub(crate) fn write_index(&self, out: &mut Vec<u8>, collection: &str) {
-        self.push_prefix(out);
-        out.extend_from_slice(b"index:");
-        out.extend_from_slice(collection.as_bytes());
+        self.write_entity(out, "index", collection);
     }
 
     /// The registry of collections, `{prefix}:index:` (the index key of no
-    /// collection): a set of the names of the collections that have an
-    /// index set. Every batch that adds to `index:{c}` adds `c` to it in
-    /// the same transaction; the empty member says it is complete (it was
-    /// seeded from a `SCAN` of the index sets, or everything was cleared),
-    /// and a registry without it is not trusted (`collections()` scans).
-    /// `None` without a trader prefix, where a bare `index:` key could be
-    /// an application's.
+    /// collection; `crate::store::registry` says how it stays true). `None`
+    /// without a trader prefix, where a bare `index:` key could be an
+    /// application's.
     pub(crate) fn registry(&self) -> Option<String> {
         (!self.prefix.is_empty()).then(|| format!("{}:index:", self.prefix))
     }
@@ -120,57 +103,37 @@ impl Keys {
 
     /// Appends `{prefix}:stream:{collection}` (published events).
     pub(crate) fn write_stream(&self, out: &mut Vec<u8>, collection: &str) {
-        self.push_prefix(out);
-        out.extend_from_slice(b"stream:");
-        out.extend_from_slice(collection.as_bytes());
+        self.write_entity(out, "stream", collection);
     }
 
     pub(crate) fn open_index(&self, collection: &str) -> String {
-        let mut v = Vec::new();
-        self.write_open_index(&mut v, collection);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_open_index(v, collection))
     }
 
     pub(crate) fn closed_index(&self, collection: &str) -> String {
-        let mut v = Vec::new();
-        self.write_closed_index(&mut v, collection);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_closed_index(v, collection))
     }
 
     /// The writer's heartbeat (`Config::heartbeat_interval`).
     pub(crate) fn heartbeat(&self, writer_id: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("heartbeat:{writer_id}")
-        } else {
-            format!("{}:heartbeat:{writer_id}", self.prefix)
-        }
+        self.entity("heartbeat", writer_id)
     }
 
     pub(crate) fn entity(&self, collection: &str, id: &str) -> String {
-        let mut v = Vec::new();
-        self.write_entity(&mut v, collection, id);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_entity(v, collection, id))
     }
 
     pub(crate) fn events(&self, collection: &str, id: &str) -> String {
-        let mut v = Vec::new();
-        self.write_events(&mut v, collection, id);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_events(v, collection, id))
     }
 
     pub(crate) fn index(&self, collection: &str) -> String {
-        let mut v = Vec::new();
-        self.write_index(&mut v, collection);
-        String::from_utf8(v).unwrap_or_default()
+        text(|v| self.write_index(v, collection))
     }
 
     /// The writer's commit marker: the number of its last applied batch.
     pub(crate) fn writer(&self, writer_id: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("writer:{writer_id}")
-        } else {
-            format!("{}:writer:{writer_id}", self.prefix)
-        }
+        self.entity("writer", writer_id)
     }
 
     /// The prefix with glob metacharacters escaped, for `SCAN … MATCH`.
@@ -256,6 +219,13 @@ impl Keys {
             _ => false,
         }
     }
+}
+
+/// The key `write` appends, as text (keys are built from `&str`s).
+fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut v = Vec::new();
+    write(&mut v);
+    String::from_utf8(v).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use redis::Value;
 
 use crate::error::{Error, Result};
-use crate::net::Conn;
+use crate::net::{Conn, Failure};
 
 /// The content of a commit marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,11 +126,11 @@ fn next_epoch(previous: u64) -> u64 {
 /// [`Error::Codec`] naming the key for a foreign marker; [`Error::Redis`]
 /// when a command fails or the claim keeps racing with other opens.
 pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Result<Marker> {
-    let redis_err = |conn: &Conn, e: &redis::RedisError| {
-        let mut f = crate::net::Failure::of(e, &conn.addr);
+    let fail = |mut f: Failure| {
         f.text = format!("claiming the commit marker {key}: {}", f.text);
         f.into_error()
     };
+    let redis_err = |conn: &Conn, e: &redis::RedisError| fail(Failure::of(e, &conn.addr));
     // Another open racing for the same marker makes `EXEC` return nil:
     // read again and retry; a handful of rounds settles any real race.
     for _ in 0..16 {
@@ -166,18 +166,13 @@ pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Resu
         p.cmd(&[b"MULTI"]);
         p.cmd(&[b"MSET", key.as_bytes(), mine.format().as_bytes()]);
         p.cmd(&[b"EXEC"]);
-        conn.con.send_packed_command(&p.buf).map_err(|e| redis_err(conn, &e))?;
-        let mut exec = Value::Nil;
-        for _ in 0..3 {
-            exec = conn.con.recv_response().map_err(|e| redis_err(conn, &e))?;
-            if let Value::ServerError(e) = &exec {
-                let e = redis::RedisError::from(e.clone());
-                return Err(redis_err(conn, &e));
-            }
+        let replies = conn.round_trip(&p).map_err(fail)?;
+        if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+            return Err(redis_err(conn, &e.clone().into()));
         }
-        match exec {
+        match replies.last() {
             // The marker changed since WATCH: another open raced us.
-            Value::Nil => continue,
+            Some(Value::Nil) => continue,
             _ => return Ok(mine),
         }
     }

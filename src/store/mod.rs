@@ -1,9 +1,6 @@
 //! What the cache keeps in Redis, as both sides of the boundary and the
-//! reads see it: the key layout (`keys.rs`), how values are encoded
-//! (`codec.rs`: [`crate::Encoding`], MessagePack/JSON), the
-//! writer's commit marker (`marker.rs`), the registry of collections
-//! (`registry.rs`), and finding and deleting this cache's own keys for
-//! `clear` and `flush_on_start` (`own_keys.rs`).
+//! reads see it: key layout, encoding, commit marker, registry of
+//! collections, and deleting this cache's own keys.
 
 pub(crate) mod codec;
 pub(crate) mod keys;

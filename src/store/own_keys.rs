@@ -4,10 +4,8 @@
 
 use redis::Value;
 
-use crate::entity::Entity;
-use crate::model::{Account, Instrument, Order, Position};
 use crate::net::{self, Conn, Failure, Packer};
-use crate::store::keys::Keys;
+use crate::store::keys::{Keys, ENTITY_COLLECTIONS};
 
 /// Where `delete_own_keys` sends its reads: a plain connection (at
 /// `open`), or the flusher's, whose round trips keep its reply stream in
@@ -30,18 +28,12 @@ impl Session for Conn {
     }
 }
 
-/// The reference model's collections.
-const REFERENCE: [&str; 4] =
-    [Instrument::COLLECTION, Account::COLLECTION, Order::COLLECTION, Position::COLLECTION];
-
 /// Deletes this cache's keys, except writers' commit markers, handing each
 /// `SCAN` page's keys to `unlink` (which returns how many it deleted).
 /// The event logs of a collection are recognised when it is a reference
 /// collection, has an index set, is named by the registry of collections
-/// (which every batch that first writes a collection adds it to, so a
-/// collection written only with `append` is found too), or is in
-/// `written` (collections this flusher wrote). Returns how many keys were
-/// deleted.
+/// (so an event-only collection is found too), or is in `written`
+/// (collections this flusher wrote). Returns how many keys were deleted.
 ///
 /// Keys written while the scan runs may or may not be deleted (`SCAN`'s
 /// guarantee); the flusher runs it with nothing of its own in flight.
@@ -57,7 +49,7 @@ pub(crate) fn delete_own_keys<S: Session>(
         return Ok(0);
     };
     let mut collections: Vec<Vec<u8>> =
-        REFERENCE.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
+        ENTITY_COLLECTIONS.iter().chain(written).map(|c| c.as_bytes().to_vec()).collect();
     index_collections(conn, keys, &index_pattern, &mut collections)?;
     registry_collections(conn, keys, &mut collections)?;
     let known: Vec<&[u8]> = collections.iter().map(Vec::as_slice).collect();
@@ -125,11 +117,7 @@ fn registry_collections<S: Session>(
 /// A plain `UNLINK` (at `open`, before the flusher exists; the marker was
 /// claimed just before, so a fenced writer cannot write behind it).
 pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> {
-    let mut cmd = redis::cmd("UNLINK");
-    for k in keys {
-        cmd.arg(&k[..]);
-    }
-    match conn.query(&cmd) {
+    match conn.query(redis::cmd("UNLINK").arg(keys)) {
         Ok(Value::Int(n)) => Ok(n as u64),
         Ok(_) => Ok(0),
         Err(e) => Err(net::Failure::of(&e, &conn.addr)),

@@ -1,9 +1,7 @@
 //! The registry of collections, `{prefix}:index:` ([`Keys::registry`]): a
 //! set of the names of the collections that have an index set, so that
-//! [`crate::Cache::collections`] (and with it every load of "all
-//! collections", the Python `load()`) costs two round trips whatever else
-//! the database holds, where a `SCAN` of the whole keyspace took time in
-//! proportion to every key of every application in it.
+//! [`crate::Cache::collections`] costs two round trips, not a `SCAN` of
+//! the whole keyspace.
 //!
 //! How it stays true:
 //! - every batch that adds ids to `index:{c}` adds `c` to the registry in
@@ -36,15 +34,9 @@ use crate::store::keys::Keys;
 pub(crate) const COMPLETE: &[u8] = b"";
 
 /// At `open`, once the marker is claimed: makes the registry complete if
-/// it is not (seeded from a `SCAN` of the index sets, then marked).
-/// Nothing without a trader prefix, or when the key holds something else
-/// than a set (logged; the readers then scan, as before registries
-/// existed, and each batch's `SADD` to it is counted as an error).
-///
-/// # Errors
-///
-/// Connection failures, and a refused `TYPE`, `SMEMBERS`, `SCAN` or
-/// `SADD`.
+/// it is not. Nothing without a trader prefix, or when the key holds
+/// something else than a set (logged; the readers then scan, and each
+/// batch's `SADD` to it is counted as an error).
 pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     let Some(key) = keys.registry() else { return Ok(()) };
     let mut p = Packer::default();
@@ -58,25 +50,19 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     if type_name(&type_reply) == Some("set") && members(members_reply.clone()).is_some() {
         return Ok(());
     }
-    match [type_reply, members_reply].as_slice() {
-        [t, _] if type_name(t).is_some_and(|t| t != "set" && t != "none") => {
-            log::warn!(
-                "tradecache: {key} holds a {}, not the registry of collections: collections() scans \
-                 the index sets instead",
-                type_name(t).unwrap_or_default()
-            );
-            return Ok(());
-        }
-        [a, b] => {
-            if let Some((code, text)) = reply_error(a).or_else(|| reply_error(b)) {
-                return Err(Failure::new(
-                    net::Cause::of_code(&code),
-                    conn.addr.clone(),
-                    format!("{key}: {text}"),
-                ));
-            }
-        }
-        _ => {}
+    if let Some(t) = type_name(&type_reply).filter(|t| *t != "set" && *t != "none") {
+        log::warn!(
+            "tradecache: {key} holds a {t}, not the registry of collections: collections() scans the \
+             index sets instead"
+        );
+        return Ok(());
+    }
+    let addr = conn.addr.clone();
+    let refused = |(code, text): (String, String), cmd: &str| {
+        Failure::new(net::Cause::of_code(&code), addr.as_str(), format!("{cmd}{key}: {text}"))
+    };
+    if let Some(e) = reply_error(&type_reply).or_else(|| reply_error(&members_reply)) {
+        return Err(refused(e, ""));
     }
     // Not complete: seed it with every index set there is.
     let mut found: Vec<Vec<u8>> = Vec::new();
@@ -91,14 +77,7 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     p.clear();
     p.cmd_args(&[b"SADD", key.as_bytes()], &args);
     let reply = conn.round_trip(&p)?.pop().unwrap_or(Value::Nil);
-    if let Some((code, text)) = reply_error(&reply) {
-        return Err(Failure::new(
-            net::Cause::of_code(&code),
-            conn.addr.clone(),
-            format!("SADD {key}: {text}"),
-        ));
-    }
-    Ok(())
+    reply_error(&reply).map_or(Ok(()), |e| Err(refused(e, "SADD ")))
 }
 
 /// The collection names a registry's `SMEMBERS` reply lists, when it is
