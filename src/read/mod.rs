@@ -8,18 +8,15 @@
 //! parallel workers; `values.rs`: replies into values; `report.rs`: what a
 //! load returns; `point.rs`: point reads and market-data series;
 //! `raw.rs`: the reads of `crate::raw` (`get_raw`, `load_raw`, …). Values
-//! decode through serde (`codec::decode`): a hand-written decoder of the
-//! hot model types saved 14.5% of `load()` at 100,000 orders and 12.6% at
-//! 1,000,000 in an A/B on the same data (docs/performance.md), under the
-//! 15% that would pay for a second copy of the stored schema, so it was
-//! removed.
+//! decode through serde (`codec::decode`; docs/performance.md weighs a
+//! hand-written decoder).
 
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
-use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position};
+use crate::model::{Instrument, Position};
 use crate::Cache;
 
 pub(crate) mod point;
@@ -105,48 +102,64 @@ impl Cache {
     }
 
     fn load_with(&self, open_only: bool) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        snap.report = self.read_consistent(|r, _| {
+            let mut report = LoadReport::default();
+            (snap.instruments, _) = r.load::<_, NoEvent<Instrument>>(false, open_only, &mut report)?;
+            (snap.accounts, snap.account_events) = r.load(true, open_only, &mut report)?;
+            (snap.orders, snap.order_events) = r.load(true, open_only, &mut report)?;
+            (snap.positions, _) = r.load::<_, NoEvent<Position>>(false, open_only, &mut report)?;
+            Ok((report, false))
+        })?;
+        Ok(snap)
+    }
+
+    /// Reads with `read` (given the attempt, from 1) until no batch of this
+    /// writer landed meanwhile (its commit marker is the same before and
+    /// after: a consistent cut), [`LOAD_ATTEMPTS`] times at most or until
+    /// `read` says stop; then fills the report's `consistent`, `attempts`
+    /// and `elapsed`, and applies `strict_load`.
+    pub(super) fn read_consistent(
+        &self,
+        mut read: impl FnMut(&mut Reader<'_>, u32) -> Result<(LoadReport, bool)>,
+    ) -> Result<LoadReport> {
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
         let marker = self.keys().writer(&self.config().writer_id);
         let mut attempts = 0;
-        let mut snap = loop {
+        let mut report = loop {
             attempts += 1;
             let before = r.marker(&marker)?;
-            let mut snap = load_state(&mut r, open_only)?;
-            snap.report.consistent = r.marker(&marker)? == before;
-            if snap.report.consistent || attempts == LOAD_ATTEMPTS {
-                break snap;
+            let (mut report, stop) = read(&mut r, attempts)?;
+            report.consistent = r.marker(&marker)? == before;
+            if report.consistent || attempts == LOAD_ATTEMPTS || stop {
+                break report;
             }
         };
-        snap.report.attempts = attempts;
-        snap.report.elapsed = start.elapsed();
-        check_strict(self.config(), &snap.report)?;
-        Ok(snap)
+        report.attempts = attempts;
+        report.elapsed = start.elapsed();
+        check_strict(self.config(), &report)?;
+        Ok(report)
+    }
+
+    /// One read with `read` on a reader of its own: times it and applies
+    /// `strict_load`.
+    fn read_once<T>(
+        &self,
+        read: impl FnOnce(&mut Reader<'_>, &mut LoadReport) -> Result<T>,
+    ) -> Result<(T, LoadReport)> {
+        let start = Instant::now();
+        let mut r = Reader::open(self.config(), self.keys())?;
+        let mut report = LoadReport::default();
+        let out = read(&mut r, &mut report)?;
+        report.elapsed = start.elapsed();
+        check_strict(self.config(), &report)?;
+        Ok((out, report))
     }
 }
 
-/// How many times `Cache::load` reads while batches keep landing.
+/// How many times a load reads while batches keep landing.
 const LOAD_ATTEMPTS: u32 = 3;
-
-/// One read of the whole state (or of its open entities).
-fn load_state(r: &mut Reader<'_>, open_only: bool) -> Result<Snapshot> {
-    let mut snap = Snapshot::default();
-    let inst = r.load::<Instrument, OrderEvent>(false, open_only)?;
-    snap.instruments = inst.items;
-    snap.report.merge(inst.report);
-    let acc = r.load::<Account, AccountEvent>(true, open_only)?;
-    snap.accounts = acc.items;
-    snap.account_events = acc.events;
-    snap.report.merge(acc.report);
-    let ord = r.load::<Order, OrderEvent>(true, open_only)?;
-    snap.orders = ord.items;
-    snap.order_events = ord.events;
-    snap.report.merge(ord.report);
-    let pos = r.load::<Position, OrderEvent>(false, open_only)?;
-    snap.positions = pos.items;
-    snap.report.merge(pos.report);
-    Ok(snap)
-}
 
 impl Cache {
     /// Loads every entity of one type (any [`Entity`], including your own),
@@ -172,12 +185,9 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn load_all<T: Entity>(&self) -> Result<(Vec<T>, LoadReport)> {
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let mut loaded = r.load::<T, NoEvent<T>>(false, false)?;
-        loaded.report.elapsed = start.elapsed();
-        check_strict(self.config(), &loaded.report)?;
-        Ok((loaded.items, loaded.report))
+        let ((items, _), report) =
+            self.read_once(|r, report| r.load::<T, NoEvent<T>>(false, false, report))?;
+        Ok((items, report))
     }
 
     /// Loads every entity of one type with its event log (`E`, the events
@@ -221,12 +231,9 @@ impl Cache {
         &self,
     ) -> Result<(Vec<E::Of>, std::collections::HashMap<crate::Ident, Vec<E>>, LoadReport)> {
         let () = crate::entity::Checked::<E::Of>::ENTITY;
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let mut loaded = r.load::<E::Of, E>(true, false)?;
-        loaded.report.elapsed = start.elapsed();
-        check_strict(self.config(), &loaded.report)?;
-        Ok((loaded.items, loaded.events, loaded.report))
+        let ((items, events), report) =
+            self.read_once(|r, report| r.load::<E::Of, E>(true, false, report))?;
+        Ok((items, events, report))
     }
 
     /// Loads one entity's event log, in append order, duplicates dropped.
@@ -261,13 +268,7 @@ impl Cache {
     pub fn load_events<E: Event>(&self, id: &str) -> Result<(Vec<E>, LoadReport)> {
         let () = crate::entity::Checked::<E::Of>::ENTITY;
         crate::ident::validate(id)?;
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let mut report = LoadReport::default();
-        let events = r.events::<E>(id, &mut report)?;
-        report.elapsed = start.elapsed();
-        check_strict(self.config(), &report)?;
-        Ok((events, report))
+        self.read_once(|r, report| r.events::<E>(id, report))
     }
 }
 

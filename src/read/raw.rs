@@ -2,18 +2,15 @@
 //! on the cache's read connections and the core's loader.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
 
 use redis::Value;
 
+use super::point::{server_error, settle_timeout};
 use crate::error::{Error, Result};
 use crate::ident::{self, Ident};
 use crate::raw::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
-use crate::read::{check_strict, decode_events, LoadReport, Reader};
+use crate::read::LoadReport;
 use crate::Cache;
-
-/// How many times `load_raw` reads while batches keep landing (as `load`).
-const LOAD_ATTEMPTS: u32 = 3;
 
 impl Cache {
     /// The stored bytes of entity `id` of `collection`, or `None`. One
@@ -32,14 +29,7 @@ impl Cache {
     /// See [`Cache::put_raw`].
     pub fn get_raw(&self, collection: Collection, id: &str) -> Result<Option<Vec<u8>>> {
         ident::validate(id)?;
-        self.settle_reads(crate::read::point::settle_timeout(self))?;
-        let key = self.keys().entity(collection.as_str(), id);
-        match self.raw_read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
-            Value::Nil => Ok(None),
-            Value::BulkString(b) => Ok(Some(b)),
-            Value::ServerError(e) => Err(crate::read::point::server_error(self, &key, &e)),
-            other => Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
-        }
+        self.get_bytes(&self.keys().entity(collection.as_str(), id))
     }
 
     /// The stored entries of the event log of entity `id` of `collection`,
@@ -55,18 +45,8 @@ impl Cache {
     /// See [`Cache::append_raw`].
     pub fn get_events_raw(&self, collection: Collection, id: &str) -> Result<Vec<Vec<u8>>> {
         ident::validate(id)?;
-        self.settle_reads(crate::read::point::settle_timeout(self))?;
-        let key = self.keys().events(collection.as_str(), id);
-        let reply = self.raw_read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
-        if let Value::ServerError(e) = &reply {
-            return Err(crate::read::point::server_error(self, &key, e));
-        }
-        let mut report = LoadReport::default();
-        let entries = decode_events::<RawEntry>(reply, &key, self.config().encoding, &mut report);
-        match report.issues.into_iter().next() {
-            None => Ok(entries.into_iter().map(|e| e.0).collect()),
-            Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
-        }
+        let entries = self.get_log::<RawEntry>(&self.keys().events(collection.as_str(), id))?;
+        Ok(entries.into_iter().map(|e| e.0).collect())
     }
 
     /// Loads every entity of `collections` (with `with_events`, their event
@@ -107,44 +87,35 @@ impl Cache {
     /// Connection failures; with `strict_load`, [`Error::Load`] when any
     /// issue was found.
     pub fn load_raw(&self, collections: &[Collection], with_events: bool) -> Result<RawSnapshot> {
-        let mut snap = RawSnapshot::default();
+        let mut got: Vec<(Collection, Vec<RawEntity>)> = Vec::new();
         let mut attempt = 0;
         let report = self.load_raw_each(collections, with_events, |part| {
             if part.attempt != attempt {
                 // Read again: what the earlier attempt gave is dropped.
                 attempt = part.attempt;
-                snap.collections.clear();
+                got.clear();
             }
-            match snap.collections.last_mut() {
-                Some((c, list)) if *c == part.collection => list.append(&mut part.entities),
-                _ => snap.collections.push((part.collection, std::mem::take(&mut part.entities))),
-            }
+            got.push((part.collection, std::mem::take(&mut part.entities)));
             ControlFlow::Continue(())
         })?;
         if attempt != report.attempts {
             // The last read found nothing: what an earlier one gave goes.
-            snap.collections.clear();
+            got.clear();
         }
         // Collections with no entity still get their (empty) entry, in
         // the order asked; entities with long logs came last: sorted.
-        let mut by: Vec<(Collection, Vec<RawEntity>)> = Vec::with_capacity(collections.len());
+        let mut snap = RawSnapshot { collections: Vec::with_capacity(collections.len()), report };
         for &c in collections {
-            if by.iter().any(|(b, _)| *b == c) {
+            if snap.collections.iter().any(|(b, _)| *b == c) {
                 continue;
             }
-            let mut list: Vec<RawEntity> = Vec::new();
-            for (got, l) in snap.collections.iter_mut() {
-                if *got == c {
-                    list.append(l);
-                }
-            }
+            let mut list: Vec<RawEntity> =
+                got.iter_mut().filter(|(g, _)| *g == c).flat_map(|(_, l)| std::mem::take(l)).collect();
             if !list.is_sorted_by(|a, b| a.id <= b.id) {
                 list.sort_by(|a, b| a.id.cmp(&b.id));
             }
-            by.push((c, list));
+            snap.collections.push((c, list));
         }
-        snap.collections = by;
-        snap.report = report;
         Ok(snap)
     }
 
@@ -190,7 +161,6 @@ impl Cache {
         with_events: bool,
         mut each: impl FnMut(&mut RawPart) -> ControlFlow<()>,
     ) -> Result<LoadReport> {
-        let start = Instant::now();
         // Each collection once, in the order first named.
         let mut unique: Vec<Collection> = Vec::with_capacity(collections.len());
         for &c in collections {
@@ -198,18 +168,13 @@ impl Cache {
                 unique.push(c);
             }
         }
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let marker = self.keys().writer(&self.config().writer_id);
-        let mut attempts = 0;
         let mut stopped = false;
         let mut part =
             RawPart { attempt: 0, collection: Collection::new_unchecked("-"), entities: Vec::new() };
-        let mut report = loop {
-            attempts += 1;
-            let before = r.marker(&marker)?;
+        self.read_consistent(|r, attempt| {
             let mut report = LoadReport::default();
             for &c in &unique {
-                part.attempt = attempts;
+                part.attempt = attempt;
                 part.collection = c;
                 let mut held: Vec<RawItem> = Vec::new();
                 let mut sink =
@@ -219,7 +184,7 @@ impl Cache {
                         // Both in id order: a merge.
                         let mut evs = events.drain(..).peekable();
                         for RawItem(id, value) in items.drain(..) {
-                            if !long.is_empty() && long.contains(&id) {
+                            if long.contains(&id) {
                                 held.push(RawItem(id, value));
                                 continue;
                             }
@@ -249,15 +214,8 @@ impl Cache {
                 }
                 report.merge(loaded.report);
             }
-            report.consistent = r.marker(&marker)? == before;
-            if report.consistent || attempts == LOAD_ATTEMPTS || stopped {
-                break report;
-            }
-        };
-        report.attempts = attempts;
-        report.elapsed = start.elapsed();
-        check_strict(self.config(), &report)?;
-        Ok(report)
+            Ok((report, stopped))
+        })
     }
 
     /// The collections of this cache that have an index set
@@ -287,9 +245,9 @@ impl Cache {
     /// [`Collection::MAX_NAMES`] names interned in this process, or a name
     /// against the rule): a collection is never left out silently.
     pub fn collections(&self) -> Result<Vec<Collection>> {
-        self.settle_reads(crate::read::point::settle_timeout(self))?;
+        self.settle_reads(settle_timeout(self))?;
         if let Some(registry) = self.keys().registry() {
-            let reply = self.raw_read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
+            let reply = self.read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
             // Refused, it is an error (a `SCAN` would need more rights
             // still); of another type, the index sets are scanned.
             crate::read::check_reply(&reply, || registry.clone(), &self.config().redacted_url())?;
@@ -302,7 +260,7 @@ impl Cache {
         let mut cursor = b"0".to_vec();
         let mut found = Vec::new();
         loop {
-            let reply = self.raw_read(|p| {
+            let reply = self.read(|p| {
                 p.cmd(&[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000", b"TYPE", b"set"])
             })?;
             let (next, keys) = match reply {
@@ -310,7 +268,7 @@ impl Cache {
                     let keys = v.pop();
                     (v.pop(), keys)
                 }
-                Value::ServerError(e) => return Err(crate::read::point::server_error(self, &pattern, &e)),
+                Value::ServerError(e) => return Err(server_error(self, &pattern, &e)),
                 other => {
                     return Err(Error::Codec { key: pattern, detail: format!("unexpected reply {other:?}") })
                 }
@@ -345,22 +303,16 @@ impl Cache {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let indexes: Vec<Vec<u8>> = names
-            .iter()
-            .map(|n| {
-                let mut k = Vec::new();
-                self.keys().write_index(&mut k, &String::from_utf8_lossy(n));
-                k
-            })
-            .collect();
+        let indexes: Vec<String> =
+            names.iter().map(|n| self.keys().index(&String::from_utf8_lossy(n))).collect();
         let slot_key = || self.keys().writer(&self.config().writer_id);
-        let types = self
-            .read_link()
-            .pipeline(self.config(), slot_key, |p| indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k])))?;
+        let types = self.read_link().pipeline(self.config(), slot_key, |p| {
+            indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k.as_bytes()]))
+        })?;
         let mut found = Vec::new();
         for (name, t) in names.iter().zip(&types) {
             if let Value::ServerError(e) = t {
-                return Err(crate::read::point::server_error(self, &String::from_utf8_lossy(name), e));
+                return Err(server_error(self, &String::from_utf8_lossy(name), e));
             }
             if crate::store::registry::type_name(t) != Some("set") {
                 continue;
@@ -370,11 +322,6 @@ impl Cache {
         found.sort_unstable_by_key(|c| c.as_str());
         found.dedup();
         Ok(found)
-    }
-
-    fn raw_read(&self, pack: impl Fn(&mut crate::net::Packer)) -> Result<Value> {
-        let slot_key = || self.keys().writer(&self.config().writer_id);
-        self.read_link().round_trip(self.config(), slot_key, pack)
     }
 }
 
