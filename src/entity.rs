@@ -242,25 +242,22 @@ entity!(
 // Accounts are large (fixed slots) and rarely written: boxed on the channel.
 entity!(Account, "accounts", id, |a| Record::Account(Box::new(a)));
 
-impl Event for OrderEvent {
-    type Of = Order;
-    fn event_id(&self) -> u64 {
-        self.event_id
-    }
-    fn to_record(&self) -> EventRecord {
-        EventRecord::Order(self.clone())
-    }
+macro_rules! event {
+    ($t:ty, $of:ty, $rec:expr) => {
+        impl Event for $t {
+            type Of = $of;
+            fn event_id(&self) -> u64 {
+                self.event_id
+            }
+            fn to_record(&self) -> EventRecord {
+                $rec(self.clone())
+            }
+        }
+    };
 }
 
-impl Event for AccountEvent {
-    type Of = Account;
-    fn event_id(&self) -> u64 {
-        self.event_id
-    }
-    fn to_record(&self) -> EventRecord {
-        EventRecord::Account(Box::new(self.clone()))
-    }
-}
+event!(OrderEvent, Order, EventRecord::Order);
+event!(AccountEvent, Account, |e| EventRecord::Account(Box::new(e)));
 
 macro_rules! market_data {
     ($t:ty, $coll:literal, $cap:expr, $field:ident, $rec:expr) => {

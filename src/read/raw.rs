@@ -50,18 +50,11 @@ impl Cache {
     }
 
     /// Loads every entity of `collections` (with `with_events`, their event
-    /// logs too) as stored bytes: the parallel, pipelined reads of
-    /// [`Cache::load`] (ids from the index sets, sorted, in chunks of
-    /// `load_chunk` on up to four connections of their own, long logs in
-    /// slices), and its consistent cut: the commit marker is read before
-    /// and after, and everything read again (three times at most) when a
-    /// batch landed in between ([`LoadReport::consistent`],
-    /// [`LoadReport::attempts`]). Connections are made as [`Cache::open`]
-    /// makes them: TLS, Sentinel and Cluster alike.
-    ///
-    /// Entities listed in an index without a value are reported in
-    /// [`LoadReport::issues`] and left out; the bytes themselves are not
-    /// checked.
+    /// logs too) as stored bytes, with the parallel, pipelined reads and
+    /// the consistent cut of [`Cache::load`] ([`LoadReport::consistent`],
+    /// [`LoadReport::attempts`]), on connections made as [`Cache::open`]
+    /// makes them. Entities listed in an index without a value are reported
+    /// in [`LoadReport::issues`] and left out; the bytes are not checked.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -122,15 +115,12 @@ impl Cache {
     /// As [`Cache::load_raw`], handing the entities to `each` as they
     /// arrive instead of collecting them: one [`RawPart`] per chunk of
     /// `load_chunk` ids, in id order (entities whose log holds more than
-    /// 4,096 events, read on in slices, come after their collection's
-    /// chunks), called on this thread while the workers read the next
-    /// chunks, so that a caller's own work on a part (decoding it, say)
-    /// overlaps with the reading. Returns the load's report.
+    /// 4,096 events come after their collection's chunks), on this thread
+    /// while the workers read on. Returns the load's report.
     ///
-    /// When a batch landed while reading, the state is read again (three
-    /// times at most, as [`Cache::load`]): the parts of the new read carry
-    /// the next [`RawPart::attempt`], and what the earlier parts gave is
-    /// to be dropped. `each` returning [`ControlFlow::Break`] stops the
+    /// When the state is read again (a batch landed meanwhile), the parts
+    /// carry the next [`RawPart::attempt`] and what the earlier parts gave
+    /// is to be dropped. `each` returning [`ControlFlow::Break`] stops the
     /// calls (the read in progress completes, uncalled).
     ///
     /// ```no_run

@@ -273,12 +273,9 @@ impl<'a> Reader<'a> {
         self.explain_missing(&mut report)?;
         if filter {
             // Unclassified ids were read too: keep the open ones.
-            let closed: HashSet<Ident> = items
-                .iter()
-                .filter(|t| t.item_closed())
-                .filter_map(|t| Ident::new(t.item_id()).ok())
-                .collect();
-            items.retain(|t| !t.item_closed());
+            let closed: HashSet<Ident> =
+                items.iter().filter_map(|t| Ident::new(t.closed_id()?).ok()).collect();
+            items.retain(|t| t.closed_id().is_none());
             events.retain(|id, _| !closed.contains(id));
         }
         Ok(Loaded { items, events, report })

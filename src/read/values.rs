@@ -32,10 +32,11 @@ pub(super) const LOG_SLICE: usize = 4096;
 pub(crate) trait LoadItem: Send + Sized {
     /// The value of the key of entity `id`, or why it cannot be used.
     fn decode_item(bytes: Vec<u8>, id: &Ident, encoding: Encoding) -> Result<Self, String>;
-    /// [`Entity::is_closed`] (`load_open`'s filter).
-    fn item_closed(&self) -> bool;
-    /// The entity's id.
-    fn item_id(&self) -> &str;
+    /// The entity's id when it is closed ([`Entity::is_closed`],
+    /// `load_open`'s filter).
+    fn closed_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<T: Entity> LoadItem for T {
@@ -46,11 +47,8 @@ impl<T: Entity> LoadItem for T {
             Err(e) => Err(e.to_string()),
         }
     }
-    fn item_closed(&self) -> bool {
-        self.is_closed()
-    }
-    fn item_id(&self) -> &str {
-        self.id()
+    fn closed_id(&self) -> Option<&str> {
+        self.is_closed().then(|| self.id())
     }
 }
 

@@ -105,7 +105,7 @@ macro_rules! fixed_decimal {
 
         impl<'de> Deserialize<'de> for $T {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let f = deserialize_fixed(d, $expecting, false)?;
+                let f = d.deserialize_any(FixedVisitor { expecting: $expecting, with_currency: false })?;
                 Ok($T::new(fixed_range(f.raw, $what)?, f.precision))
             }
         }
@@ -401,14 +401,6 @@ impl<'de> serde::de::Visitor<'de> for FixedVisitor {
     }
 }
 
-fn deserialize_fixed<'de, D: Deserializer<'de>>(
-    d: D,
-    expecting: &'static str,
-    with_currency: bool,
-) -> Result<Fixed, D::Error> {
-    d.deserialize_any(FixedVisitor { expecting, with_currency })
-}
-
 fn fixed_range<E: serde::de::Error, T: TryFrom<i128>>(raw: i128, what: &str) -> Result<T, E> {
     T::try_from(raw).map_err(|_| E::custom(format_args!("{raw} is out of range for {what}")))
 }
@@ -422,10 +414,9 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f = deserialize_fixed(d, "an amount as [raw, precision, \"CCY\"]", true)?;
+        let expecting = "an amount as [raw, precision, \"CCY\"]";
+        let f = d.deserialize_any(FixedVisitor { expecting, with_currency: true })?;
         let currency = f.currency.ok_or_else(|| <D::Error as serde::de::Error>::missing_field("currency"))?;
         Ok(Money::new(fixed_range(f.raw, "an amount")?, f.precision, currency))
     }
 }
-
-// ---------------------------------------------------------------------------
