@@ -42,10 +42,8 @@ impl Cache {
     ///
     /// The result is a consistent cut (what some prefix of this writer's
     /// acknowledged batches produced) when [`LoadReport::consistent`] says
-    /// so: the commit marker is read before and after, and the state read
-    /// again (up to three times in all) when a batch landed in between. At
-    /// startup, before writing, the first read is consistent. Writes of
-    /// other writer ids to the same trader are not watched.
+    /// so: the state is read again (three times at most) when a batch
+    /// landed while reading. Writes of other writer ids are not watched.
     ///
     /// # Errors
     ///
@@ -73,17 +71,12 @@ impl Cache {
     }
 
     /// As [`Cache::load`], but only the open entities ([`Entity::is_closed`]
-    /// is `false`) with their event logs: orders that are still working,
-    /// positions that are not flat, and every instrument and account
-    /// (which never close). The ids come from `index:{collection}:open`,
-    /// which every batch keeps in step with its writes, so a restart reads
-    /// live state, not history: 1,000 open orders next to 100,000 closed
-    /// ones cost what 1,000 orders cost.
-    ///
-    /// Entities written before the open index existed (in
-    /// `index:{collection}` but in neither `…:open` nor `…:closed`) are
-    /// read in full and kept when open; [`LoadReport::unclassified`] counts
-    /// them (their next write classifies them).
+    /// is `false`) with their event logs: working orders, positions that
+    /// are not flat, every instrument and account. The ids come from
+    /// `index:{collection}:open`, so 1,000 open orders next to 100,000
+    /// closed ones cost what 1,000 orders cost. Entities in neither the
+    /// open nor the closed index (written before those existed) are read
+    /// and kept when open ([`LoadReport::unclassified`] counts them).
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};
@@ -191,12 +184,10 @@ impl Cache {
     }
 
     /// Loads every entity of one type with its event log (`E`, the events
-    /// of `E::Of`: any [`Entity`] and [`Event`], including your own), in the
-    /// parallel, pipelined reads of [`Cache::load`]: entities sorted by id,
-    /// each log in append order with duplicates dropped, keyed by entity
-    /// id (an entity without events has no entry). What [`Cache::load`]
-    /// does for orders, for a type of your own: one call instead of a
-    /// round trip per log.
+    /// of `E::Of`, including types of your own), in the parallel, pipelined
+    /// reads of [`Cache::load`]: entities sorted by id, each log in append
+    /// order with duplicates dropped, keyed by entity id (an entity without
+    /// events has no entry).
     ///
     /// # Errors
     ///

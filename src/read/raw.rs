@@ -20,9 +20,7 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// As [`Cache::get`] ([`Error::InvalidId`], [`Error::WaitTimeout`],
-    /// [`Error::Closed`], connection failures, [`Error::Redis`] for a key
-    /// of another type).
+    /// As [`Cache::get`].
     ///
     /// # Example
     ///
@@ -192,17 +190,16 @@ impl Cache {
                         stopped = flow.is_break();
                         flow
                     };
-                let mut loaded =
-                    r.load_in::<RawItem, RawEntry>(c.as_str(), with_events, false, Some(&mut sink))?;
+                let (_, mut logs) =
+                    r.load_in(c.as_str(), with_events, false, Some(&mut sink), &mut report)?;
                 if !held.is_empty() && !stopped {
                     part.entities.clear();
                     for RawItem(id, value) in held {
-                        let events = loaded.events.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
+                        let events = logs.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
                         part.entities.push(RawEntity { id, value, events: events.unwrap_or_default() });
                     }
                     stopped = each(&mut part).is_break();
                 }
-                report.merge(loaded.report);
             }
             Ok((report, stopped))
         })
@@ -211,12 +208,10 @@ impl Cache {
     /// The collections of this cache that have an index set
     /// (`{trader}:index:{collection}`), sorted: every collection written
     /// through either API (and not since emptied by deletes). Two round
-    /// trips on a read connection, whatever else the database holds: the
-    /// registry of collections (`{trader}:index:`, docs/usage.md "Keys"),
-    /// then the type of each index set it names. When the registry is not
-    /// complete (it lacks its empty member: edited by hand, or not seeded
-    /// yet because no `Cache` of this version opened since the data was
-    /// written), one `SCAN` of this trader's index keys instead.
+    /// trips, whatever else the database holds: the registry of
+    /// collections (`{trader}:index:`, docs/usage.md "Keys"), then the type
+    /// of each index set it names; one `SCAN` of this trader's index keys
+    /// when the registry is not complete (it lacks its empty member).
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};
@@ -254,10 +249,7 @@ impl Cache {
                 p.cmd(&[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000", b"TYPE", b"set"])
             })?;
             let (next, keys) = match reply {
-                Value::Array(mut v) if v.len() == 2 => {
-                    let keys = v.pop();
-                    (v.pop(), keys)
-                }
+                Value::Array(mut v) if v.len() == 2 => (v.swap_remove(0), v.pop()),
                 Value::ServerError(e) => return Err(server_error(self, &pattern, &e)),
                 other => {
                     return Err(Error::Codec { key: pattern, detail: format!("unexpected reply {other:?}") })
@@ -276,7 +268,7 @@ impl Cache {
                 }
             }
             match next {
-                Some(Value::BulkString(c)) if c != b"0" => cursor = c,
+                Value::BulkString(c) if c != b"0" => cursor = c,
                 _ => break,
             }
         }

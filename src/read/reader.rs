@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::values::{
-    check_reply, decode_chunk, decode_events, members_to_ids, ChunkOut, LoadEvent, LoadItem, LOG_SLICE,
-    NO_VALUE,
+    check_reply, decode_chunk, decode_events, members_to_ids, reply_error, ChunkOut, LoadEvent, LoadItem,
+    LOG_SLICE, NO_VALUE,
 };
 use super::{LoadIssue, LoadReport};
 use crate::config::Config;
@@ -22,12 +22,8 @@ use redis::Value;
 pub(crate) type Sink<'s, T, E> =
     &'s mut dyn FnMut(&mut Vec<T>, &mut Vec<(Ident, Vec<E>)>, &[Ident]) -> std::ops::ControlFlow<()>;
 
-/// Entities of one collection with their (optional) event logs.
-pub(crate) struct Loaded<T, E> {
-    pub(crate) items: Vec<T>,
-    pub(crate) events: HashMap<Ident, Vec<E>>,
-    pub(crate) report: LoadReport,
-}
+/// Entities of one collection, and their event logs by id.
+pub(crate) type Loaded<T, E> = (Vec<T>, HashMap<Ident, Vec<E>>);
 
 /// At most this many connections (each with its own thread) read one
 /// collection in parallel during a load.
@@ -169,29 +165,27 @@ impl<'a> Reader<'a> {
 
     /// Loads every entity of `T` (see [`Reader::load_in`]), and with `E`
     /// their event logs; the load's report is merged into `report`.
-    #[allow(clippy::type_complexity)]
     pub(crate) fn load<T: Entity, E: Event>(
         &mut self,
         with_events: bool,
         open_only: bool,
         report: &mut LoadReport,
-    ) -> Result<(Vec<T>, HashMap<Ident, Vec<E>>)> {
-        let loaded = self.load_in::<T, E>(T::COLLECTION, with_events, open_only, None)?;
-        report.merge(loaded.report);
-        Ok((loaded.items, loaded.events))
+    ) -> Result<Loaded<T, E>> {
+        self.load_in::<T, E>(T::COLLECTION, with_events, open_only, None, report)
     }
 
     /// Loads every entity of `collection` (only the open ones with
     /// `open_only`, see [`Reader::open_ids`]; the caller has checked the
-    /// name), with their event logs when `with_events`.
+    /// name), with their event logs when `with_events`; the load's report
+    /// is merged into `into`.
     ///
     /// With a `sink`, each chunk is handed to it on the calling thread as
     /// soon as it and every chunk before it have arrived (while the
     /// workers read the next ones), instead of being collected: its items
     /// (drained by the sink) and the event logs of the chunk, except those
     /// that filled their first slice (the `long` ids, also given), whose
-    /// logs are completed afterwards and returned in [`Loaded::events`].
-    /// [`Loaded::items`] is then empty, `open_only` must be false, and a
+    /// logs are completed afterwards and returned with the (then empty)
+    /// items. `open_only` must be false, and a
     /// sink that breaks is not called again (the load still completes).
     pub(crate) fn load_in<T: LoadItem, E: LoadEvent>(
         &mut self,
@@ -199,6 +193,7 @@ impl<'a> Reader<'a> {
         with_events: bool,
         open_only: bool,
         mut sink: Option<Sink<'_, T, E>>,
+        into: &mut LoadReport,
     ) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let (ids, filter) = if open_only {
@@ -247,18 +242,11 @@ impl<'a> Reader<'a> {
                     items.append(&mut out.items);
                     events.extend(out.events.drain(..));
                 }
-                Some(_) if broken => {
-                    out.items.clear();
-                    out.events.clear();
-                }
                 Some(f) => {
-                    if !out.long.is_empty() {
-                        let (tails, short): (Vec<_>, Vec<_>) =
-                            out.events.drain(..).partition(|(id, _)| out.long.contains(id));
-                        events.extend(tails);
-                        out.events.extend(short);
+                    events.extend(out.events.extract_if(.., |(id, _)| out.long.contains(id)));
+                    if !broken {
+                        broken = f(&mut out.items, &mut out.events, &out.long).is_break();
                     }
-                    broken = f(&mut out.items, &mut out.events, &out.long).is_break();
                     out.items.clear();
                     out.events.clear();
                 }
@@ -278,7 +266,8 @@ impl<'a> Reader<'a> {
             items.retain(|t| t.closed_id().is_none());
             events.retain(|id, _| !closed.contains(id));
         }
-        Ok(Loaded { items, events, report })
+        into.merge(report);
+        Ok((items, events))
     }
 
     /// Runs `jobs` jobs on up to [`load_connections`] workers, one thread
@@ -446,12 +435,15 @@ impl<'a> Reader<'a> {
             Some(Value::BulkString(b)) => Ok(Some(b)),
             // A refused read is not "no marker": two refusals would compare
             // equal and call any read a consistent cut.
-            Some(Value::ServerError(e)) => Err(Error::Redis {
-                addr: self.cfg.redacted_url(),
-                kind: crate::net::Cause::of_code(e.code()).kind(),
-                detail: format!("reading the commit marker {key}: {e}"),
-                source: Some(net::reply_source(&e)),
-            }),
+            Some(Value::ServerError(e)) => {
+                let kind = crate::net::Cause::of_code(e.code()).kind();
+                Err(reply_error(
+                    &self.cfg.redacted_url(),
+                    kind,
+                    &format!("reading the commit marker {key}"),
+                    &e,
+                ))
+            }
             Some(Value::Nil) => Ok(None),
             other => {
                 Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") })
