@@ -136,17 +136,16 @@ pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
     for id in ids {
         if let Some(value) = values.next() {
             report.keys_read += 1;
-            match value {
-                Value::BulkString(b) => match T::decode_item(b, id, encoding) {
-                    Ok(v) => items.push(v),
-                    Err(problem) => report.issues.push(LoadIssue { key: key(id), problem }),
-                },
+            let decoded = match value {
+                Value::BulkString(b) => T::decode_item(b, id, encoding),
                 // `MGET` answers nil for a missing key and for a key of
-                // another type alike: `explain_nil` tells them apart.
-                Value::Nil => report.issues.push(LoadIssue { key: key(id), problem: NO_VALUE.into() }),
-                other => report
-                    .issues
-                    .push(LoadIssue { key: key(id), problem: format!("unexpected reply {other:?}") }),
+                // another type alike: `explain_missing` tells them apart.
+                Value::Nil => Err(NO_VALUE.into()),
+                other => Err(format!("unexpected reply {other:?}")),
+            };
+            match decoded {
+                Ok(v) => items.push(v),
+                Err(problem) => report.issues.push(LoadIssue { key: key(id), problem }),
             }
         }
         if let Some(reply) = logs.next() {

@@ -112,9 +112,6 @@ macro_rules! fixed_decimal {
     };
 }
 
-// ---------------------------------------------------------------------------
-// Price
-
 /// A price: `raw / 10^precision`, signed (spreads and some futures trade
 /// below zero). Equality is structural (`1.0` and `1.00` differ); ordering
 /// compares values exactly, ties broken by precision.
@@ -166,9 +163,6 @@ impl Price {
         self.checked_add(Price::new(other.raw.checked_neg()?, other.precision))
     }
 }
-
-// ---------------------------------------------------------------------------
-// Quantity
 
 /// A non-negative quantity: `raw / 10^precision`. Equality is structural;
 /// ordering compares values exactly, ties broken by precision.
@@ -225,9 +219,6 @@ impl Quantity {
         self.rescale(p)?.raw.checked_sub(other.rescale(p)?.raw).map(|r| Quantity::new(r, p))
     }
 }
-
-// ---------------------------------------------------------------------------
-// Money
 
 /// An amount of money: `raw / 10^precision` in `currency`, signed.
 ///
@@ -303,7 +294,6 @@ impl fmt::Display for Money {
     }
 }
 
-// ---------------------------------------------------------------------------
 // Stored form of the fixed-point types
 //
 // `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for

@@ -8,8 +8,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::*;
 use crate::ident::StrVisitor;
 
-// Currency
-
 /// A currency code of 1 to 8 ASCII uppercase letters or digits (`USDT`),
 /// stored inline (`Copy`, 9 bytes). Serialized as a string.
 ///
@@ -84,8 +82,6 @@ impl FromStr for Currency {
         Currency::new(s)
     }
 }
-
-// ReasonText
 
 /// Capacity of a [`ReasonText`], in bytes.
 pub const REASON_CAPACITY: usize = 64;
