@@ -292,24 +292,16 @@ pub(crate) enum CollectionOf {
     CrateSeries,
 }
 
-const fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
+/// Whether `name` is one of `names` (loops: `==` on slices is not `const`).
 const fn one_of(name: &[u8], names: &[&str]) -> bool {
     let mut i = 0;
     while i < names.len() {
-        if same(name, names[i].as_bytes()) {
+        let n = names[i].as_bytes();
+        let mut j = 0;
+        while j < n.len() && n.len() == name.len() && n[j] == name[j] {
+            j += 1;
+        }
+        if j == n.len() && n.len() == name.len() {
             return true;
         }
         i += 1;
