@@ -122,8 +122,7 @@ struct RawRecord {
     collection: &'static str,
     id: Ident,
     value: RawValue,
-    closed: bool,
-    last_updated: Option<UnixNanos>,
+    state: RawState,
 }
 
 fn copy_in(value: &RawValue, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
@@ -145,10 +144,10 @@ impl DynEntity for RawRecord {
         self.id.as_str()
     }
     fn is_closed(&self) -> bool {
-        self.closed
+        self.state.closed
     }
     fn last_updated(&self) -> Option<UnixNanos> {
-        self.last_updated
+        self.state.last_updated
     }
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
         copy_in(&self.value, encoding, out)
@@ -320,13 +319,7 @@ impl Cache {
             return Err(PushError::WrongEncoding(value));
         }
         let back = value.clone();
-        let rec = Record::Dyn(Box::new(RawRecord {
-            collection: collection.0,
-            id,
-            value,
-            closed: state.closed,
-            last_updated: state.last_updated,
-        }));
+        let rec = Record::Dyn(Box::new(RawRecord { collection: collection.0, id, value, state }));
         self.push(|seq| Msg::Put { seq, rec }, move || back)
     }
 
