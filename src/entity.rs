@@ -242,25 +242,22 @@ entity!(
 // Accounts are large (fixed slots) and rarely written: boxed on the channel.
 entity!(Account, "accounts", id, |a| Record::Account(Box::new(a)));
 
-impl Event for OrderEvent {
-    type Of = Order;
-    fn event_id(&self) -> u64 {
-        self.event_id
-    }
-    fn to_record(&self) -> EventRecord {
-        EventRecord::Order(self.clone())
-    }
+macro_rules! event {
+    ($t:ty, $of:ty, $rec:expr) => {
+        impl Event for $t {
+            type Of = $of;
+            fn event_id(&self) -> u64 {
+                self.event_id
+            }
+            fn to_record(&self) -> EventRecord {
+                $rec(self.clone())
+            }
+        }
+    };
 }
 
-impl Event for AccountEvent {
-    type Of = Account;
-    fn event_id(&self) -> u64 {
-        self.event_id
-    }
-    fn to_record(&self) -> EventRecord {
-        EventRecord::Account(Box::new(self.clone()))
-    }
-}
+event!(OrderEvent, Order, EventRecord::Order);
+event!(AccountEvent, Account, |e| EventRecord::Account(Box::new(e)));
 
 macro_rules! market_data {
     ($t:ty, $coll:literal, $cap:expr, $field:ident, $rec:expr) => {
@@ -295,24 +292,16 @@ pub(crate) enum CollectionOf {
     CrateSeries,
 }
 
-const fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
+/// Whether `name` is one of `names` (loops: `==` on slices is not `const`).
 const fn one_of(name: &[u8], names: &[&str]) -> bool {
     let mut i = 0;
     while i < names.len() {
-        if same(name, names[i].as_bytes()) {
+        let n = names[i].as_bytes();
+        let mut j = 0;
+        while j < n.len() && n.len() == name.len() && n[j] == name[j] {
+            j += 1;
+        }
+        if j == n.len() && n.len() == name.len() {
             return true;
         }
         i += 1;

@@ -246,21 +246,27 @@ impl serde::Serialize for Ident {
 
 impl<'de> serde::Deserialize<'de> for Ident {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Ident;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an identifier string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ident, E> {
-                Ident::new(v).map_err(E::custom)
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Ident, E> {
-                let s = std::str::from_utf8(v).map_err(E::custom)?;
-                Ident::new(s).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
+        d.deserialize_str(StrVisitor("an identifier string", Ident::new))
+    }
+}
+
+/// Deserializes a string without allocating, through a parser.
+pub(crate) struct StrVisitor<T, E: fmt::Display>(
+    pub(crate) &'static str,
+    pub(crate) fn(&str) -> Result<T, E>,
+);
+
+impl<T, E: fmt::Display> serde::de::Visitor<'_> for StrVisitor<T, E> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<T, Er> {
+        (self.1)(v).map_err(Er::custom)
+    }
+    fn visit_bytes<Er: serde::de::Error>(self, v: &[u8]) -> Result<T, Er> {
+        let s = std::str::from_utf8(v).map_err(Er::custom)?;
+        (self.1)(s).map_err(Er::custom)
     }
 }
 

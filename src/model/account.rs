@@ -121,17 +121,7 @@ impl Account {
             id: example_id(account_id),
             kind: AccountKind::Margin,
             base_currency: Some(Currency::USDT),
-            balances: [
-                Some(AccountBalance {
-                    currency: Currency::USDT,
-                    total: m(10_000_000),
-                    locked: m(0),
-                    free: m(10_000_000),
-                }),
-                None,
-                None,
-                None,
-            ],
+            balances: [AccountBalance::new(m(10_000_000), m(0)), None, None, None],
             margins: [None, None, None, None],
             ts_event: UnixNanos(1_700_000_000_000_000_000),
         }
@@ -159,13 +149,7 @@ impl Account {
     /// [`CapacityError`] when the currency is new and all
     /// [`MAX_BALANCES`] slots are used.
     pub fn set_balance(&mut self, balance: AccountBalance) -> Result<(), CapacityError> {
-        let slot = match self.balances.iter().position(|b| b.is_some_and(|b| b.currency == balance.currency))
-        {
-            Some(i) => i,
-            None => self.balances.iter().position(Option::is_none).ok_or(CapacityError)?,
-        };
-        self.balances[slot] = Some(balance);
-        Ok(())
+        set_slot(&mut self.balances, |b| b.currency == balance.currency, balance)
     }
 
     /// Replaces the margin for the same instrument (or the account-wide
@@ -176,14 +160,8 @@ impl Account {
     /// [`CapacityError`] when the margin is new and all
     /// [`MAX_BALANCES`] slots are used.
     pub fn set_margin(&mut self, margin: MarginBalance) -> Result<(), CapacityError> {
-        let same =
-            |m: &Option<MarginBalance>| m.as_ref().is_some_and(|m| m.instrument_id == margin.instrument_id);
-        let slot = match self.margins.iter().position(same) {
-            Some(i) => i,
-            None => self.margins.iter().position(Option::is_none).ok_or(CapacityError)?,
-        };
-        self.margins[slot] = Some(margin);
-        Ok(())
+        let id = margin.instrument_id.clone();
+        set_slot(&mut self.margins, |m| m.instrument_id == id, margin)
     }
 
     /// Applies a balance event: the account takes its balances, margins and
@@ -196,6 +174,16 @@ impl Account {
         self.margins = event.margins.clone();
         self.ts_event = event.ts_event;
     }
+}
+
+/// Puts `v` in the slot whose entry is `same`, or else in a free one.
+fn set_slot<T>(slots: &mut [Option<T>], same: impl Fn(&T) -> bool, v: T) -> Result<(), CapacityError> {
+    let slot = match slots.iter().position(|s| s.as_ref().is_some_and(&same)) {
+        Some(i) => i,
+        None => slots.iter().position(Option::is_none).ok_or(CapacityError)?,
+    };
+    slots[slot] = Some(v);
+    Ok(())
 }
 
 /// A balance/margin update appended to `accounts:{id}:events` (when

@@ -238,12 +238,8 @@ impl Order {
 
     /// The quantity still to fill (zero once closed or overfilled).
     pub fn leaves_qty(&self) -> Quantity {
-        if self.status.is_closed() {
-            return Quantity::zero(self.quantity.precision.max(self.filled_qty.precision));
-        }
-        self.quantity
-            .checked_sub(self.filled_qty)
-            .unwrap_or(Quantity::zero(self.quantity.precision.max(self.filled_qty.precision)))
+        let open = self.quantity.checked_sub(self.filled_qty).filter(|_| !self.status.is_closed());
+        open.unwrap_or(Quantity::zero(self.quantity.precision.max(self.filled_qty.precision)))
     }
 
     /// Applies an event strictly: checks that it belongs to this order and
@@ -294,6 +290,8 @@ impl Order {
         }
         let status = self.status;
         let refuse = || OrderError::InvalidTransition { status, event: event.kind.name() };
+        // The status an allowed transition leads `to`.
+        let to = |allowed: bool, to| if allowed { Ok(to) } else { Err(refuse()) };
         // Work on a copy of the mutable scalars, commit at the end.
         let mut next = self.status;
         match &event.kind {
@@ -307,12 +305,7 @@ impl Order {
                 self.price = *price;
                 self.time_in_force = *time_in_force;
             }
-            OrderEventKind::Submitted { .. } => {
-                if status != S::Initialized {
-                    return Err(refuse());
-                }
-                next = S::Submitted;
-            }
+            OrderEventKind::Submitted { .. } => next = to(status == S::Initialized, S::Submitted)?,
             OrderEventKind::Accepted { venue_order_id } => {
                 match status {
                     S::Initialized | S::Submitted => next = S::Accepted,
@@ -322,23 +315,10 @@ impl Order {
                 self.venue_order_id = Some(venue_order_id.clone());
             }
             OrderEventKind::Rejected { .. } => {
-                if !matches!(status, S::Initialized | S::Submitted) {
-                    return Err(refuse());
-                }
-                next = S::Rejected;
+                next = to(matches!(status, S::Initialized | S::Submitted), S::Rejected)?;
             }
-            OrderEventKind::Canceled => {
-                if !(status == S::Initialized || status.is_open()) {
-                    return Err(refuse());
-                }
-                next = S::Canceled;
-            }
-            OrderEventKind::Expired => {
-                if !status.is_open() {
-                    return Err(refuse());
-                }
-                next = S::Expired;
-            }
+            OrderEventKind::Canceled => next = to(status == S::Initialized || status.is_open(), S::Canceled)?,
+            OrderEventKind::Expired => next = to(status.is_open(), S::Expired)?,
             OrderEventKind::Updated { quantity, price, trigger_price } => {
                 if !(status == S::Initialized || status.is_open()) {
                     return Err(refuse());

@@ -185,13 +185,16 @@ impl Position {
             Some(Quantity::new(u64::try_from(raw.unsigned_abs()).ok()?, qp))
         };
 
+        // (Re)opening, or the remainder of a flip opening at the fill price.
+        let reopen = |p: &mut Position| {
+            p.avg_px_open = px;
+            p.avg_px_close = None;
+            p.closed_qty = Quantity::zero(qp);
+            p.ts_opened = ts;
+            p.ts_closed = None;
+        };
         if before == 0 {
-            // (Re)opening.
-            self.avg_px_open = px;
-            self.avg_px_close = None;
-            self.closed_qty = Quantity::zero(qp);
-            self.ts_opened = ts;
-            self.ts_closed = None;
+            reopen(self);
         } else if (before > 0) == (delta > 0) || delta == 0 {
             // Adding.
             let avg = weighted_avg(Price::new(i64::try_from(open).ok()?, pp), qty(before)?, px, qty(delta)?)?;
@@ -219,12 +222,7 @@ impl Position {
             if after == 0 {
                 self.ts_closed = Some(ts);
             } else if after.signum() != before.signum() {
-                // Flipped: the remainder opens a new position at the fill price.
-                self.avg_px_open = px;
-                self.avg_px_close = None;
-                self.closed_qty = Quantity::zero(qp);
-                self.ts_opened = ts;
-                self.ts_closed = None;
+                reopen(self);
             }
         }
         self.side = match after.signum() {

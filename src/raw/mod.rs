@@ -1,31 +1,17 @@
 //! The runtime-collection API: entities and events whose collection is
 //! named at run time and whose values arrive already encoded, for callers
 //! that are not Rust types (the Python bindings, a gateway relaying another
-//! language's state) and for tools that copy values without decoding them.
+//! language's state) and for tools that copy values without decoding them:
+//! a [`Collection`] names the collection, a [`RawValue`] holds the bytes,
+//! and [`Cache::put_raw`], [`Cache::append_raw`], [`Cache::delete_raw`],
+//! [`Cache::get_raw`], [`Cache::load_raw`] and [`Cache::collections`] write
+//! and read them like the typed API (the flusher treats both alike).
 //!
-//! - [`Collection`]: a collection name checked at run time by the rule of
-//!   [`crate::Entity::COLLECTION`] and interned (at most
-//!   [`Collection::MAX_NAMES`] distinct names per process), so writes carry
-//!   a `&'static str` through the channel like typed ones and the flusher
-//!   treats them alike;
-//! - [`RawValue`]: bytes checked to be exactly one value in an
-//!   [`Encoding`] (self-describing MessagePack, or JSON), and [`decode`]:
-//!   stored bytes decoded as the typed reads decode them;
-//! - on [`Cache`]: [`Cache::put_raw`], [`Cache::append_raw`],
-//!   [`Cache::delete_raw`] (the write path, no I/O), [`Cache::get_raw`],
-//!   [`Cache::get_events_raw`], [`Cache::load_raw`] and
-//!   [`Cache::collections`] (reads on the cache's own read connections,
-//!   whatever the deployment: TLS, Sentinel, Cluster).
-//!
-//! Keys are the typed API's (docs/usage.md, "Keys"): `{trader}:{collection}:{id}`
-//! holds the value's bytes as given, `{trader}:{collection}:{id}:events` is
-//! a list of the events' bytes in append order, `{trader}:index:{collection}`
-//! (and its `:open` / `:closed` companions) lists the ids. A raw value and a
-//! typed one of the same collection share keys: a typed read of a raw
+//! Keys are the typed API's (docs/usage.md, "Keys"): a raw value and a
+//! typed one of the same collection share keys, so a typed read of a raw
 //! value decodes it with serde like any stored value.
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
 
 use parking_lot::Mutex;
 
@@ -64,14 +50,8 @@ pub use raw_value::{decode, RawValue};
 /// assert!(Collection::new("a:b").is_err());            // part of every key
 /// # Ok::<(), tradecache::Error>(())
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Collection(&'static str);
-
-impl std::fmt::Debug for Collection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Collection({:?})", self.0)
-    }
-}
 
 impl std::fmt::Display for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,10 +60,7 @@ impl std::fmt::Display for Collection {
 }
 
 /// The interned names (leaked once each; bounded by `MAX_NAMES`).
-fn names() -> &'static Mutex<HashSet<&'static str>> {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    NAMES.get_or_init(|| Mutex::new(HashSet::new()))
-}
+static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
 
 impl Collection {
     /// The most distinct names a process may intern (each is kept for the
@@ -101,7 +78,7 @@ impl Collection {
         if let Some(why) = collection_problem(name, CollectionOf::Entity) {
             return Err(Error::Config(ConfigError::one("collection", shown(name), why)));
         }
-        let mut set = names().lock();
+        let mut set = NAMES.lock();
         if let Some(&known) = set.get(name) {
             return Ok(Collection(known));
         }
@@ -145,8 +122,7 @@ struct RawRecord {
     collection: &'static str,
     id: Ident,
     value: RawValue,
-    closed: bool,
-    last_updated: Option<UnixNanos>,
+    state: RawState,
 }
 
 fn copy_in(value: &RawValue, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
@@ -168,10 +144,10 @@ impl DynEntity for RawRecord {
         self.id.as_str()
     }
     fn is_closed(&self) -> bool {
-        self.closed
+        self.state.closed
     }
     fn last_updated(&self) -> Option<UnixNanos> {
-        self.last_updated
+        self.state.last_updated
     }
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
         copy_in(&self.value, encoding, out)
@@ -260,12 +236,6 @@ impl LoadItem for RawItem {
     fn decode_item(bytes: Vec<u8>, id: &Ident, _: Encoding) -> std::result::Result<Self, String> {
         Ok(RawItem(id.clone(), bytes))
     }
-    fn item_closed(&self) -> bool {
-        false
-    }
-    fn item_id(&self) -> &str {
-        self.0.as_str()
-    }
 }
 
 /// A stored event, as a load event: the bytes, kept as stored (no id to
@@ -349,13 +319,7 @@ impl Cache {
             return Err(PushError::WrongEncoding(value));
         }
         let back = value.clone();
-        let rec = Record::Dyn(Box::new(RawRecord {
-            collection: collection.0,
-            id,
-            value,
-            closed: state.closed,
-            last_updated: state.last_updated,
-        }));
+        let rec = Record::Dyn(Box::new(RawRecord { collection: collection.0, id, value, state }));
         self.push(|seq| Msg::Put { seq, rec }, move || back)
     }
 

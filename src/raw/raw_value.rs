@@ -164,39 +164,33 @@ pub(super) fn check_msgpack(b: &[u8]) -> std::result::Result<(), String> {
         let m = b[at];
         at += 1;
         owed -= 1;
-        // (length bytes, then: payload bytes | child values)
-        let (payload, children, utf8) = match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, false),
-            0x80..=0x8f => (0, 2 * u64::from(m & 0x0f), false),
-            0x90..=0x9f => (0, u64::from(m & 0x0f), false),
-            0xa0..=0xbf => (usize::from(m & 0x1f), 0, true),
+        // (length bytes, payload bytes, child values, UTF-8 payload); the
+        // length read from the length bytes adds to the payload (str, bin,
+        // ext) or, of an array or map, to the child values.
+        let (n, payload, children, utf8) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0, false),
+            0x80..=0x8f => (0, 0, 2 * u64::from(m & 0x0f), false),
+            0x90..=0x9f => (0, 0, u64::from(m & 0x0f), false),
+            0xa0..=0xbf => (0, usize::from(m & 0x1f), 0, true),
             0xc1 => return Err(format!("reserved MessagePack marker 0xc1 at offset {}", at - 1)),
-            0xc4..=0xc6 | 0xd9..=0xdb => {
-                let n = 1usize << (if m <= 0xc6 { m - 0xc4 } else { m - 0xd9 });
-                need(at, n)?;
-                let len = be(at, n);
-                at += n;
-                (usize::try_from(len).map_err(|_| "length too large".to_string())?, 0, m >= 0xd9)
-            }
-            0xc7..=0xc9 => {
-                let n = 1usize << (m - 0xc7);
-                need(at, n)?;
-                let len = be(at, n);
-                at += n;
-                (usize::try_from(len).map_err(|_| "length too large".to_string())? + 1, 0, false)
-            }
-            0xca => (4, 0, false),
-            0xcb => (8, 0, false),
-            0xcc..=0xcf => (1usize << (m - 0xcc), 0, false),
-            0xd0..=0xd3 => (1usize << (m - 0xd0), 0, false),
-            0xd4..=0xd8 => ((1usize << (m - 0xd4)) + 1, 0, false),
-            0xdc..=0xdf => {
-                let n = if m & 1 == 0 { 2 } else { 4 };
-                need(at, n)?;
-                let len = be(at, n);
-                at += n;
-                (0, if m >= 0xde { 2 * len } else { len }, false)
-            }
+            0xc4..=0xc6 => (1usize << (m - 0xc4), 0, 0, false),
+            0xc7..=0xc9 => (1usize << (m - 0xc7), 1, 0, false),
+            0xca => (0, 4, 0, false),
+            0xcb => (0, 8, 0, false),
+            0xcc..=0xcf => (0, 1usize << (m - 0xcc), 0, false),
+            0xd0..=0xd3 => (0, 1usize << (m - 0xd0), 0, false),
+            0xd4..=0xd8 => (0, (1usize << (m - 0xd4)) + 1, 0, false),
+            0xd9..=0xdb => (1usize << (m - 0xd9), 0, 0, true),
+            0xdc | 0xde => (2, 0, 0, false),
+            0xdd | 0xdf => (4, 0, 0, false),
+        };
+        need(at, n)?;
+        let len = be(at, n);
+        at += n;
+        let (payload, children) = match m {
+            0xdc | 0xdd => (payload, len),
+            0xde | 0xdf => (payload, 2 * len),
+            _ => (payload + usize::try_from(len).map_err(|_| "length too large".to_string())?, children),
         };
         need(at, payload)?;
         if utf8 && std::str::from_utf8(&b[at..at + payload]).is_err() {

@@ -8,18 +8,15 @@
 //! parallel workers; `values.rs`: replies into values; `report.rs`: what a
 //! load returns; `point.rs`: point reads and market-data series;
 //! `raw.rs`: the reads of `crate::raw` (`get_raw`, `load_raw`, …). Values
-//! decode through serde (`codec::decode`): a hand-written decoder of the
-//! hot model types saved 14.5% of `load()` at 100,000 orders and 12.6% at
-//! 1,000,000 in an A/B on the same data (docs/performance.md), under the
-//! 15% that would pay for a second copy of the stored schema, so it was
-//! removed.
+//! decode through serde (`codec::decode`; docs/performance.md weighs a
+//! hand-written decoder).
 
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
-use crate::model::{Account, AccountEvent, Instrument, Order, OrderEvent, Position};
+use crate::model::{Instrument, Position};
 use crate::Cache;
 
 pub(crate) mod point;
@@ -45,10 +42,8 @@ impl Cache {
     ///
     /// The result is a consistent cut (what some prefix of this writer's
     /// acknowledged batches produced) when [`LoadReport::consistent`] says
-    /// so: the commit marker is read before and after, and the state read
-    /// again (up to three times in all) when a batch landed in between. At
-    /// startup, before writing, the first read is consistent. Writes of
-    /// other writer ids to the same trader are not watched.
+    /// so: the state is read again (three times at most) when a batch
+    /// landed while reading. Writes of other writer ids are not watched.
     ///
     /// # Errors
     ///
@@ -76,17 +71,12 @@ impl Cache {
     }
 
     /// As [`Cache::load`], but only the open entities ([`Entity::is_closed`]
-    /// is `false`) with their event logs: orders that are still working,
-    /// positions that are not flat, and every instrument and account
-    /// (which never close). The ids come from `index:{collection}:open`,
-    /// which every batch keeps in step with its writes, so a restart reads
-    /// live state, not history: 1,000 open orders next to 100,000 closed
-    /// ones cost what 1,000 orders cost.
-    ///
-    /// Entities written before the open index existed (in
-    /// `index:{collection}` but in neither `…:open` nor `…:closed`) are
-    /// read in full and kept when open; [`LoadReport::unclassified`] counts
-    /// them (their next write classifies them).
+    /// is `false`) with their event logs: working orders, positions that
+    /// are not flat, every instrument and account. The ids come from
+    /// `index:{collection}:open`, so 1,000 open orders next to 100,000
+    /// closed ones cost what 1,000 orders cost. Entities in neither the
+    /// open nor the closed index (written before those existed) are read
+    /// and kept when open ([`LoadReport::unclassified`] counts them).
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};
@@ -105,48 +95,64 @@ impl Cache {
     }
 
     fn load_with(&self, open_only: bool) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        snap.report = self.read_consistent(|r, _| {
+            let mut report = LoadReport::default();
+            (snap.instruments, _) = r.load::<_, NoEvent<Instrument>>(false, open_only, &mut report)?;
+            (snap.accounts, snap.account_events) = r.load(true, open_only, &mut report)?;
+            (snap.orders, snap.order_events) = r.load(true, open_only, &mut report)?;
+            (snap.positions, _) = r.load::<_, NoEvent<Position>>(false, open_only, &mut report)?;
+            Ok((report, false))
+        })?;
+        Ok(snap)
+    }
+
+    /// Reads with `read` (given the attempt, from 1) until no batch of this
+    /// writer landed meanwhile (its commit marker is the same before and
+    /// after: a consistent cut), [`LOAD_ATTEMPTS`] times at most or until
+    /// `read` says stop; then fills the report's `consistent`, `attempts`
+    /// and `elapsed`, and applies `strict_load`.
+    pub(super) fn read_consistent(
+        &self,
+        mut read: impl FnMut(&mut Reader<'_>, u32) -> Result<(LoadReport, bool)>,
+    ) -> Result<LoadReport> {
         let start = Instant::now();
         let mut r = Reader::open(self.config(), self.keys())?;
         let marker = self.keys().writer(&self.config().writer_id);
         let mut attempts = 0;
-        let mut snap = loop {
+        let mut report = loop {
             attempts += 1;
             let before = r.marker(&marker)?;
-            let mut snap = load_state(&mut r, open_only)?;
-            snap.report.consistent = r.marker(&marker)? == before;
-            if snap.report.consistent || attempts == LOAD_ATTEMPTS {
-                break snap;
+            let (mut report, stop) = read(&mut r, attempts)?;
+            report.consistent = r.marker(&marker)? == before;
+            if report.consistent || attempts == LOAD_ATTEMPTS || stop {
+                break report;
             }
         };
-        snap.report.attempts = attempts;
-        snap.report.elapsed = start.elapsed();
-        check_strict(self.config(), &snap.report)?;
-        Ok(snap)
+        report.attempts = attempts;
+        report.elapsed = start.elapsed();
+        check_strict(self.config(), &report)?;
+        Ok(report)
+    }
+
+    /// One read with `read` on a reader of its own: times it and applies
+    /// `strict_load`.
+    fn read_once<T>(
+        &self,
+        read: impl FnOnce(&mut Reader<'_>, &mut LoadReport) -> Result<T>,
+    ) -> Result<(T, LoadReport)> {
+        let start = Instant::now();
+        let mut r = Reader::open(self.config(), self.keys())?;
+        let mut report = LoadReport::default();
+        let out = read(&mut r, &mut report)?;
+        report.elapsed = start.elapsed();
+        check_strict(self.config(), &report)?;
+        Ok((out, report))
     }
 }
 
-/// How many times `Cache::load` reads while batches keep landing.
+/// How many times a load reads while batches keep landing.
 const LOAD_ATTEMPTS: u32 = 3;
-
-/// One read of the whole state (or of its open entities).
-fn load_state(r: &mut Reader<'_>, open_only: bool) -> Result<Snapshot> {
-    let mut snap = Snapshot::default();
-    let inst = r.load::<Instrument, OrderEvent>(false, open_only)?;
-    snap.instruments = inst.items;
-    snap.report.merge(inst.report);
-    let acc = r.load::<Account, AccountEvent>(true, open_only)?;
-    snap.accounts = acc.items;
-    snap.account_events = acc.events;
-    snap.report.merge(acc.report);
-    let ord = r.load::<Order, OrderEvent>(true, open_only)?;
-    snap.orders = ord.items;
-    snap.order_events = ord.events;
-    snap.report.merge(ord.report);
-    let pos = r.load::<Position, OrderEvent>(false, open_only)?;
-    snap.positions = pos.items;
-    snap.report.merge(pos.report);
-    Ok(snap)
-}
 
 impl Cache {
     /// Loads every entity of one type (any [`Entity`], including your own),
@@ -172,21 +178,16 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn load_all<T: Entity>(&self) -> Result<(Vec<T>, LoadReport)> {
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let mut loaded = r.load::<T, NoEvent<T>>(false, false)?;
-        loaded.report.elapsed = start.elapsed();
-        check_strict(self.config(), &loaded.report)?;
-        Ok((loaded.items, loaded.report))
+        let ((items, _), report) =
+            self.read_once(|r, report| r.load::<T, NoEvent<T>>(false, false, report))?;
+        Ok((items, report))
     }
 
     /// Loads every entity of one type with its event log (`E`, the events
-    /// of `E::Of`: any [`Entity`] and [`Event`], including your own), in the
-    /// parallel, pipelined reads of [`Cache::load`]: entities sorted by id,
-    /// each log in append order with duplicates dropped, keyed by entity
-    /// id (an entity without events has no entry). What [`Cache::load`]
-    /// does for orders, for a type of your own: one call instead of a
-    /// round trip per log.
+    /// of `E::Of`, including types of your own), in the parallel, pipelined
+    /// reads of [`Cache::load`]: entities sorted by id, each log in append
+    /// order with duplicates dropped, keyed by entity id (an entity without
+    /// events has no entry).
     ///
     /// # Errors
     ///
@@ -221,12 +222,9 @@ impl Cache {
         &self,
     ) -> Result<(Vec<E::Of>, std::collections::HashMap<crate::Ident, Vec<E>>, LoadReport)> {
         let () = crate::entity::Checked::<E::Of>::ENTITY;
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let mut loaded = r.load::<E::Of, E>(true, false)?;
-        loaded.report.elapsed = start.elapsed();
-        check_strict(self.config(), &loaded.report)?;
-        Ok((loaded.items, loaded.events, loaded.report))
+        let ((items, events), report) =
+            self.read_once(|r, report| r.load::<E::Of, E>(true, false, report))?;
+        Ok((items, events, report))
     }
 
     /// Loads one entity's event log, in append order, duplicates dropped.
@@ -261,13 +259,7 @@ impl Cache {
     pub fn load_events<E: Event>(&self, id: &str) -> Result<(Vec<E>, LoadReport)> {
         let () = crate::entity::Checked::<E::Of>::ENTITY;
         crate::ident::validate(id)?;
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let mut report = LoadReport::default();
-        let events = r.events::<E>(id, &mut report)?;
-        report.elapsed = start.elapsed();
-        check_strict(self.config(), &report)?;
-        Ok((events, report))
+        self.read_once(|r, report| r.events::<E>(id, report))
     }
 }
 

@@ -1,13 +1,8 @@
 //! Point reads: `get`, `get_events`, and the newest market data
 //! (`load_ticks`, `load_bars`), each one round trip on a read connection of
-//! the cache's own (never the flusher's).
-//!
-//! Read-your-writes: a read first makes sure every write accepted before it
-//! is acknowledged (`Cache::settle_reads`): nothing pending, nothing to
-//! wait for; otherwise it waits for the flusher's acknowledgement, which
-//! it publishes anyway. The write path is untouched: no per-write
-//! bookkeeping on the calling thread, no map of pending values to keep in
-//! sync with the flusher.
+//! the cache's own (never the flusher's). Read-your-writes: a read first
+//! waits until every write accepted before it is acknowledged
+//! (`Cache::settle_reads`), with no bookkeeping on the write path.
 
 use std::time::{Duration, Instant};
 
@@ -17,14 +12,43 @@ use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
 use crate::model::Bar;
 use crate::net::Packer;
-use crate::read::{decode_events, LoadIssue, LoadReport};
+use crate::read::{decode_events, reply_error, LoadEvent, LoadIssue, LoadReport};
 use crate::Cache;
 
 impl Cache {
     /// One round trip on the read connection (`net/read_link.rs`).
-    fn read(&self, pack: impl Fn(&mut Packer)) -> Result<Value> {
+    pub(super) fn read(&self, pack: impl Fn(&mut Packer)) -> Result<Value> {
         let slot_key = || self.keys().writer(&self.config().writer_id);
         self.read_link().round_trip(self.config(), slot_key, pack)
+    }
+
+    /// The value of `key` (one `GET`, read-your-writes), or `None`.
+    pub(super) fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.settle_reads(settle_timeout(self))?;
+        match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) => Ok(Some(b)),
+            Value::ServerError(e) => Err(server_error(self, key, &e)),
+            other => {
+                Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") })
+            }
+        }
+    }
+
+    /// The log at `key` (one `LRANGE`, read-your-writes), decoded;
+    /// [`Error::Codec`] names the first entry that does not decode.
+    pub(super) fn get_log<E: LoadEvent>(&self, key: &str) -> Result<Vec<E>> {
+        self.settle_reads(settle_timeout(self))?;
+        let reply = self.read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
+        if let Value::ServerError(e) = &reply {
+            return Err(server_error(self, key, e));
+        }
+        let mut report = LoadReport::default();
+        let events = decode_events::<E>(reply, key, 0, self.config().encoding, &mut report);
+        match report.issues.into_iter().next() {
+            None => Ok(events),
+            Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
+        }
     }
 }
 
@@ -34,13 +58,9 @@ pub(crate) fn settle_timeout(cache: &Cache) -> Duration {
     cache.config().response_timeout + cache.config().reconnect_backoff_max
 }
 
-pub(crate) fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
-    Error::Redis {
-        addr: cache.config().redacted_url(),
-        kind: crate::ErrorKind::Server,
-        detail: format!("{key}: {e}"),
-        source: Some(crate::net::reply_source(e)),
-    }
+/// A server's error reply to a read of `key`.
+pub(super) fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
+    reply_error(&cache.config().redacted_url(), crate::ErrorKind::Server, key, e)
 }
 
 impl Cache {
@@ -78,21 +98,14 @@ impl Cache {
     pub fn get<T: Entity>(&self, id: &str) -> Result<Option<T>> {
         let () = crate::entity::Checked::<T>::ENTITY;
         crate::ident::validate(id)?;
-        self.settle_reads(settle_timeout(self))?;
         let key = self.keys().entity(T::COLLECTION, id);
-        match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
-            Value::Nil => Ok(None),
-            Value::BulkString(b) => {
-                let v: T = crate::store::codec::decode(&b, self.config().encoding)
-                    .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
-                if v.id() != id {
-                    return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
-                }
-                Ok(Some(v))
-            }
-            Value::ServerError(e) => Err(server_error(self, &key, &e)),
-            other => Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
+        let Some(b) = self.get_bytes(&key)? else { return Ok(None) };
+        let v: T = crate::store::codec::decode(&b, self.config().encoding)
+            .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
+        if v.id() != id {
+            return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
         }
+        Ok(Some(v))
     }
 
     /// The event log of entity `id` (`E::Of`'s collection), in append
@@ -131,18 +144,7 @@ impl Cache {
     pub fn get_events<E: Event>(&self, id: &str) -> Result<Vec<E>> {
         let () = crate::entity::Checked::<E::Of>::ENTITY;
         crate::ident::validate(id)?;
-        self.settle_reads(settle_timeout(self))?;
-        let key = self.keys().events(<E::Of as Entity>::COLLECTION, id);
-        let reply = self.read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
-        if let Value::ServerError(e) = &reply {
-            return Err(server_error(self, &key, e));
-        }
-        let mut report = LoadReport::default();
-        let events = decode_events::<E>(reply, &key, self.config().encoding, &mut report);
-        match report.issues.into_iter().next() {
-            None => Ok(events),
-            Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
-        }
+        self.get_log(&self.keys().events(<E::Of as Entity>::COLLECTION, id))
     }
 
     /// The newest `n` entries of a market-data series (quote or trade
@@ -192,19 +194,17 @@ impl Cache {
         let mut out = Vec::with_capacity(items.len());
         let len = items.len();
         for (i, item) in items.into_iter().enumerate() {
-            let Value::BulkString(b) = item else {
-                report.issues.push(LoadIssue {
-                    key: format!("{key}[{i} of the newest {len}]"),
-                    problem: format!("unexpected entry {item:?}"),
-                });
-                continue;
+            let decoded = match item {
+                Value::BulkString(b) => {
+                    crate::store::codec::decode::<D>(&b, self.config().encoding).map_err(|e| e.to_string())
+                }
+                item => Err(format!("unexpected entry {item:?}")),
             };
-            match crate::store::codec::decode::<D>(&b, self.config().encoding) {
+            match decoded {
                 Ok(v) => out.push(v),
-                Err(e) => report.issues.push(LoadIssue {
-                    key: format!("{key}[{i} of the newest {len}]"),
-                    problem: e.to_string(),
-                }),
+                Err(problem) => {
+                    report.issues.push(LoadIssue { key: format!("{key}[{i} of the newest {len}]"), problem })
+                }
             }
         }
         report.elapsed = start.elapsed();

@@ -2,18 +2,15 @@
 //! on the cache's read connections and the core's loader.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
 
 use redis::Value;
 
+use super::point::{server_error, settle_timeout};
 use crate::error::{Error, Result};
 use crate::ident::{self, Ident};
 use crate::raw::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
-use crate::read::{check_strict, decode_events, LoadReport, Reader};
+use crate::read::LoadReport;
 use crate::Cache;
-
-/// How many times `load_raw` reads while batches keep landing (as `load`).
-const LOAD_ATTEMPTS: u32 = 3;
 
 impl Cache {
     /// The stored bytes of entity `id` of `collection`, or `None`. One
@@ -23,23 +20,14 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// As [`Cache::get`] ([`Error::InvalidId`], [`Error::WaitTimeout`],
-    /// [`Error::Closed`], connection failures, [`Error::Redis`] for a key
-    /// of another type).
+    /// As [`Cache::get`].
     ///
     /// # Example
     ///
     /// See [`Cache::put_raw`].
     pub fn get_raw(&self, collection: Collection, id: &str) -> Result<Option<Vec<u8>>> {
         ident::validate(id)?;
-        self.settle_reads(crate::read::point::settle_timeout(self))?;
-        let key = self.keys().entity(collection.as_str(), id);
-        match self.raw_read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
-            Value::Nil => Ok(None),
-            Value::BulkString(b) => Ok(Some(b)),
-            Value::ServerError(e) => Err(crate::read::point::server_error(self, &key, &e)),
-            other => Err(Error::Codec { key, detail: format!("unexpected reply {other:?}") }),
-        }
+        self.get_bytes(&self.keys().entity(collection.as_str(), id))
     }
 
     /// The stored entries of the event log of entity `id` of `collection`,
@@ -55,33 +43,16 @@ impl Cache {
     /// See [`Cache::append_raw`].
     pub fn get_events_raw(&self, collection: Collection, id: &str) -> Result<Vec<Vec<u8>>> {
         ident::validate(id)?;
-        self.settle_reads(crate::read::point::settle_timeout(self))?;
-        let key = self.keys().events(collection.as_str(), id);
-        let reply = self.raw_read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
-        if let Value::ServerError(e) = &reply {
-            return Err(crate::read::point::server_error(self, &key, e));
-        }
-        let mut report = LoadReport::default();
-        let entries = decode_events::<RawEntry>(reply, &key, self.config().encoding, &mut report);
-        match report.issues.into_iter().next() {
-            None => Ok(entries.into_iter().map(|e| e.0).collect()),
-            Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
-        }
+        let entries = self.get_log::<RawEntry>(&self.keys().events(collection.as_str(), id))?;
+        Ok(entries.into_iter().map(|e| e.0).collect())
     }
 
     /// Loads every entity of `collections` (with `with_events`, their event
-    /// logs too) as stored bytes: the parallel, pipelined reads of
-    /// [`Cache::load`] (ids from the index sets, sorted, in chunks of
-    /// `load_chunk` on up to four connections of their own, long logs in
-    /// slices), and its consistent cut: the commit marker is read before
-    /// and after, and everything read again (three times at most) when a
-    /// batch landed in between ([`LoadReport::consistent`],
-    /// [`LoadReport::attempts`]). Connections are made as [`Cache::open`]
-    /// makes them: TLS, Sentinel and Cluster alike.
-    ///
-    /// Entities listed in an index without a value are reported in
-    /// [`LoadReport::issues`] and left out; the bytes themselves are not
-    /// checked.
+    /// logs too) as stored bytes, with the parallel, pipelined reads and
+    /// the consistent cut of [`Cache::load`] ([`LoadReport::consistent`],
+    /// [`LoadReport::attempts`]), on connections made as [`Cache::open`]
+    /// makes them. Entities listed in an index without a value are reported
+    /// in [`LoadReport::issues`] and left out; the bytes are not checked.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -107,59 +78,47 @@ impl Cache {
     /// Connection failures; with `strict_load`, [`Error::Load`] when any
     /// issue was found.
     pub fn load_raw(&self, collections: &[Collection], with_events: bool) -> Result<RawSnapshot> {
-        let mut snap = RawSnapshot::default();
+        let mut got: Vec<(Collection, Vec<RawEntity>)> = Vec::new();
         let mut attempt = 0;
         let report = self.load_raw_each(collections, with_events, |part| {
             if part.attempt != attempt {
                 // Read again: what the earlier attempt gave is dropped.
                 attempt = part.attempt;
-                snap.collections.clear();
+                got.clear();
             }
-            match snap.collections.last_mut() {
-                Some((c, list)) if *c == part.collection => list.append(&mut part.entities),
-                _ => snap.collections.push((part.collection, std::mem::take(&mut part.entities))),
-            }
+            got.push((part.collection, std::mem::take(&mut part.entities)));
             ControlFlow::Continue(())
         })?;
         if attempt != report.attempts {
             // The last read found nothing: what an earlier one gave goes.
-            snap.collections.clear();
+            got.clear();
         }
         // Collections with no entity still get their (empty) entry, in
         // the order asked; entities with long logs came last: sorted.
-        let mut by: Vec<(Collection, Vec<RawEntity>)> = Vec::with_capacity(collections.len());
+        let mut snap = RawSnapshot { collections: Vec::with_capacity(collections.len()), report };
         for &c in collections {
-            if by.iter().any(|(b, _)| *b == c) {
+            if snap.collections.iter().any(|(b, _)| *b == c) {
                 continue;
             }
-            let mut list: Vec<RawEntity> = Vec::new();
-            for (got, l) in snap.collections.iter_mut() {
-                if *got == c {
-                    list.append(l);
-                }
-            }
+            let mut list: Vec<RawEntity> =
+                got.iter_mut().filter(|(g, _)| *g == c).flat_map(|(_, l)| std::mem::take(l)).collect();
             if !list.is_sorted_by(|a, b| a.id <= b.id) {
                 list.sort_by(|a, b| a.id.cmp(&b.id));
             }
-            by.push((c, list));
+            snap.collections.push((c, list));
         }
-        snap.collections = by;
-        snap.report = report;
         Ok(snap)
     }
 
     /// As [`Cache::load_raw`], handing the entities to `each` as they
     /// arrive instead of collecting them: one [`RawPart`] per chunk of
     /// `load_chunk` ids, in id order (entities whose log holds more than
-    /// 4,096 events, read on in slices, come after their collection's
-    /// chunks), called on this thread while the workers read the next
-    /// chunks, so that a caller's own work on a part (decoding it, say)
-    /// overlaps with the reading. Returns the load's report.
+    /// 4,096 events come after their collection's chunks), on this thread
+    /// while the workers read on. Returns the load's report.
     ///
-    /// When a batch landed while reading, the state is read again (three
-    /// times at most, as [`Cache::load`]): the parts of the new read carry
-    /// the next [`RawPart::attempt`], and what the earlier parts gave is
-    /// to be dropped. `each` returning [`ControlFlow::Break`] stops the
+    /// When the state is read again (a batch landed meanwhile), the parts
+    /// carry the next [`RawPart::attempt`] and what the earlier parts gave
+    /// is to be dropped. `each` returning [`ControlFlow::Break`] stops the
     /// calls (the read in progress completes, uncalled).
     ///
     /// ```no_run
@@ -190,7 +149,6 @@ impl Cache {
         with_events: bool,
         mut each: impl FnMut(&mut RawPart) -> ControlFlow<()>,
     ) -> Result<LoadReport> {
-        let start = Instant::now();
         // Each collection once, in the order first named.
         let mut unique: Vec<Collection> = Vec::with_capacity(collections.len());
         for &c in collections {
@@ -198,18 +156,13 @@ impl Cache {
                 unique.push(c);
             }
         }
-        let mut r = Reader::open(self.config(), self.keys())?;
-        let marker = self.keys().writer(&self.config().writer_id);
-        let mut attempts = 0;
         let mut stopped = false;
         let mut part =
             RawPart { attempt: 0, collection: Collection::new_unchecked("-"), entities: Vec::new() };
-        let mut report = loop {
-            attempts += 1;
-            let before = r.marker(&marker)?;
+        self.read_consistent(|r, attempt| {
             let mut report = LoadReport::default();
             for &c in &unique {
-                part.attempt = attempts;
+                part.attempt = attempt;
                 part.collection = c;
                 let mut held: Vec<RawItem> = Vec::new();
                 let mut sink =
@@ -219,7 +172,7 @@ impl Cache {
                         // Both in id order: a merge.
                         let mut evs = events.drain(..).peekable();
                         for RawItem(id, value) in items.drain(..) {
-                            if !long.is_empty() && long.contains(&id) {
+                            if long.contains(&id) {
                                 held.push(RawItem(id, value));
                                 continue;
                             }
@@ -237,38 +190,28 @@ impl Cache {
                         stopped = flow.is_break();
                         flow
                     };
-                let mut loaded =
-                    r.load_in::<RawItem, RawEntry>(c.as_str(), with_events, false, Some(&mut sink))?;
+                let (_, mut logs) =
+                    r.load_in(c.as_str(), with_events, false, Some(&mut sink), &mut report)?;
                 if !held.is_empty() && !stopped {
                     part.entities.clear();
                     for RawItem(id, value) in held {
-                        let events = loaded.events.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
+                        let events = logs.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
                         part.entities.push(RawEntity { id, value, events: events.unwrap_or_default() });
                     }
                     stopped = each(&mut part).is_break();
                 }
-                report.merge(loaded.report);
             }
-            report.consistent = r.marker(&marker)? == before;
-            if report.consistent || attempts == LOAD_ATTEMPTS || stopped {
-                break report;
-            }
-        };
-        report.attempts = attempts;
-        report.elapsed = start.elapsed();
-        check_strict(self.config(), &report)?;
-        Ok(report)
+            Ok((report, stopped))
+        })
     }
 
     /// The collections of this cache that have an index set
     /// (`{trader}:index:{collection}`), sorted: every collection written
     /// through either API (and not since emptied by deletes). Two round
-    /// trips on a read connection, whatever else the database holds: the
-    /// registry of collections (`{trader}:index:`, docs/usage.md "Keys"),
-    /// then the type of each index set it names. When the registry is not
-    /// complete (it lacks its empty member: edited by hand, or not seeded
-    /// yet because no `Cache` of this version opened since the data was
-    /// written), one `SCAN` of this trader's index keys instead.
+    /// trips, whatever else the database holds: the registry of
+    /// collections (`{trader}:index:`, docs/usage.md "Keys"), then the type
+    /// of each index set it names; one `SCAN` of this trader's index keys
+    /// when the registry is not complete (it lacks its empty member).
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};
@@ -287,9 +230,9 @@ impl Cache {
     /// [`Collection::MAX_NAMES`] names interned in this process, or a name
     /// against the rule): a collection is never left out silently.
     pub fn collections(&self) -> Result<Vec<Collection>> {
-        self.settle_reads(crate::read::point::settle_timeout(self))?;
+        self.settle_reads(settle_timeout(self))?;
         if let Some(registry) = self.keys().registry() {
-            let reply = self.raw_read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
+            let reply = self.read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
             // Refused, it is an error (a `SCAN` would need more rights
             // still); of another type, the index sets are scanned.
             crate::read::check_reply(&reply, || registry.clone(), &self.config().redacted_url())?;
@@ -302,15 +245,12 @@ impl Cache {
         let mut cursor = b"0".to_vec();
         let mut found = Vec::new();
         loop {
-            let reply = self.raw_read(|p| {
+            let reply = self.read(|p| {
                 p.cmd(&[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000", b"TYPE", b"set"])
             })?;
             let (next, keys) = match reply {
-                Value::Array(mut v) if v.len() == 2 => {
-                    let keys = v.pop();
-                    (v.pop(), keys)
-                }
-                Value::ServerError(e) => return Err(crate::read::point::server_error(self, &pattern, &e)),
+                Value::Array(mut v) if v.len() == 2 => (v.swap_remove(0), v.pop()),
+                Value::ServerError(e) => return Err(server_error(self, &pattern, &e)),
                 other => {
                     return Err(Error::Codec { key: pattern, detail: format!("unexpected reply {other:?}") })
                 }
@@ -328,7 +268,7 @@ impl Cache {
                 }
             }
             match next {
-                Some(Value::BulkString(c)) if c != b"0" => cursor = c,
+                Value::BulkString(c) if c != b"0" => cursor = c,
                 _ => break,
             }
         }
@@ -345,22 +285,16 @@ impl Cache {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let indexes: Vec<Vec<u8>> = names
-            .iter()
-            .map(|n| {
-                let mut k = Vec::new();
-                self.keys().write_index(&mut k, &String::from_utf8_lossy(n));
-                k
-            })
-            .collect();
+        let indexes: Vec<String> =
+            names.iter().map(|n| self.keys().index(&String::from_utf8_lossy(n))).collect();
         let slot_key = || self.keys().writer(&self.config().writer_id);
-        let types = self
-            .read_link()
-            .pipeline(self.config(), slot_key, |p| indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k])))?;
+        let types = self.read_link().pipeline(self.config(), slot_key, |p| {
+            indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k.as_bytes()]))
+        })?;
         let mut found = Vec::new();
         for (name, t) in names.iter().zip(&types) {
             if let Value::ServerError(e) = t {
-                return Err(crate::read::point::server_error(self, &String::from_utf8_lossy(name), e));
+                return Err(server_error(self, &String::from_utf8_lossy(name), e));
             }
             if crate::store::registry::type_name(t) != Some("set") {
                 continue;
@@ -370,11 +304,6 @@ impl Cache {
         found.sort_unstable_by_key(|c| c.as_str());
         found.dedup();
         Ok(found)
-    }
-
-    fn raw_read(&self, pack: impl Fn(&mut crate::net::Packer)) -> Result<Value> {
-        let slot_key = || self.keys().writer(&self.config().writer_id);
-        self.read_link().round_trip(self.config(), slot_key, pack)
     }
 }
 

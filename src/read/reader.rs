@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::values::{
-    check_reply, decode_chunk, decode_events, decode_events_from, members_to_ids, ChunkOut, LoadEvent,
-    LoadItem, LOG_SLICE, NO_VALUE,
+    check_reply, decode_chunk, decode_events, members_to_ids, reply_error, ChunkOut, LoadEvent, LoadItem,
+    LOG_SLICE, NO_VALUE,
 };
 use super::{LoadIssue, LoadReport};
 use crate::config::Config;
@@ -22,59 +22,37 @@ use redis::Value;
 pub(crate) type Sink<'s, T, E> =
     &'s mut dyn FnMut(&mut Vec<T>, &mut Vec<(Ident, Vec<E>)>, &[Ident]) -> std::ops::ControlFlow<()>;
 
-/// Entities of one collection with their (optional) event logs.
-pub(crate) struct Loaded<T, E> {
-    pub(crate) items: Vec<T>,
-    pub(crate) events: HashMap<Ident, Vec<E>>,
-    pub(crate) report: LoadReport,
-}
+/// Entities of one collection, and their event logs by id.
+pub(crate) type Loaded<T, E> = (Vec<T>, HashMap<Ident, Vec<E>>);
 
 /// At most this many connections (each with its own thread) read one
 /// collection in parallel during a load.
-pub(super) const MAX_LOAD_CONNECTIONS: usize = 4;
+const MAX_LOAD_CONNECTIONS: usize = 4;
 
 /// How many connections a load reads on: one per core, at least two (so
 /// that Redis always has a request queued while a worker decodes) and at
 /// most [`MAX_LOAD_CONNECTIONS`].
-pub(super) fn load_connections() -> usize {
+fn load_connections() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_LOAD_CONNECTIONS)
 }
 
 /// A short-lived reader on connections of its own (the flusher's stays
 /// free).
 ///
-/// `load` splits the sorted ids into chunks of `load_chunk` and hands
-/// them round-robin to workers, one thread and one connection each. A
-/// worker asks for a chunk with one `MGET` of the snapshots and one
-/// `LRANGE` per event log, keeps its next chunk's request in flight while
-/// it reads and decodes the current one, and passes the decoded chunk to
-/// the calling thread, which appends the chunks in id order and fills the
-/// event map. Redis, the reply parsing and the decoding all run at once.
+/// `load_in` splits the sorted ids into chunks of `load_chunk`, which
+/// workers read in parallel ([`Reader::parallel`]): one `MGET` of the
+/// snapshots and one `LRANGE` per event log, the next chunks' requests in
+/// flight while a worker decodes; the calling thread appends the chunks in
+/// id order. Redis, the reply parsing and the decoding all run at once.
 pub(crate) struct Reader<'a> {
-    pub(crate) conn: Conn,
+    conn: Conn,
     /// The other workers' connections, opened at the first large load and
     /// reused by the next.
-    pub(super) extra: Vec<Conn>,
-    pub(super) cfg: &'a Config,
-    /// The configured encoding, which decides the rare value that reads as
-    /// either (see `codec::decode`).
-    pub(super) encoding: crate::config::Encoding,
-    pub(super) keys: &'a Keys,
-    pub(super) chunk: usize,
-    pub(super) packer: Packer,
-}
-
-/// One decoded slice of a long log, and what its decoding found.
-pub(super) type Slice<E> = (Vec<E>, LoadReport);
-
-/// A load thread that could not be started.
-fn spawn_failed(cfg: &Config, e: &std::io::Error) -> Error {
-    Error::Redis {
-        addr: cfg.redacted_url(),
-        kind: crate::ErrorKind::Io,
-        detail: format!("cannot start a load thread: {e}"),
-        source: Some(net::source_of(e)),
-    }
+    extra: Vec<Conn>,
+    cfg: &'a Config,
+    keys: &'a Keys,
+    chunk: usize,
+    packer: Packer,
 }
 
 impl<'a> Reader<'a> {
@@ -84,7 +62,6 @@ impl<'a> Reader<'a> {
             conn,
             extra: Vec::new(),
             cfg,
-            encoding: cfg.encoding,
             keys,
             chunk: cfg.load_chunk.max(1),
             packer: Packer::default(),
@@ -186,26 +163,29 @@ impl<'a> Reader<'a> {
         Ok((ids, unclassified))
     }
 
-    /// Loads every entity of `T` (only the open ones with `open_only`, see
-    /// [`Reader::open_ids`]), and with `E` their event logs.
+    /// Loads every entity of `T` (see [`Reader::load_in`]), and with `E`
+    /// their event logs; the load's report is merged into `report`.
     pub(crate) fn load<T: Entity, E: Event>(
         &mut self,
         with_events: bool,
         open_only: bool,
+        report: &mut LoadReport,
     ) -> Result<Loaded<T, E>> {
-        self.load_in::<T, E>(T::COLLECTION, with_events, open_only, None)
+        self.load_in::<T, E>(T::COLLECTION, with_events, open_only, None, report)
     }
 
-    /// As [`Reader::load`], for the collection named `collection` (whose
-    /// name the caller has checked), into items of any [`LoadItem`].
+    /// Loads every entity of `collection` (only the open ones with
+    /// `open_only`, see [`Reader::open_ids`]; the caller has checked the
+    /// name), with their event logs when `with_events`; the load's report
+    /// is merged into `into`.
     ///
     /// With a `sink`, each chunk is handed to it on the calling thread as
     /// soon as it and every chunk before it have arrived (while the
     /// workers read the next ones), instead of being collected: its items
     /// (drained by the sink) and the event logs of the chunk, except those
     /// that filled their first slice (the `long` ids, also given), whose
-    /// logs are completed afterwards and returned in [`Loaded::events`].
-    /// [`Loaded::items`] is then empty, `open_only` must be false, and a
+    /// logs are completed afterwards and returned with the (then empty)
+    /// items. `open_only` must be false, and a
     /// sink that breaks is not called again (the load still completes).
     pub(crate) fn load_in<T: LoadItem, E: LoadEvent>(
         &mut self,
@@ -213,6 +193,7 @@ impl<'a> Reader<'a> {
         with_events: bool,
         open_only: bool,
         mut sink: Option<Sink<'_, T, E>>,
+        into: &mut LoadReport,
     ) -> Result<Loaded<T, E>> {
         let mut report = LoadReport::default();
         let (ids, filter) = if open_only {
@@ -221,72 +202,58 @@ impl<'a> Reader<'a> {
             (self.ids(collection, &mut report)?, false)
         };
         let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
-        // Small collections stay on the one connection; larger ones get
-        // their workers (connections opened once, reused by later loads).
-        let workers = load_connections().min(chunks.len()).max(1);
-        while self.extra.len() + 1 < workers {
-            self.extra.push(Self::connect(self.cfg, self.keys)?);
-        }
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
         let mut long = Vec::new();
         // A sink that broke: what is read from then on is dropped.
         let mut broken = false;
-        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<ChunkOut<T, E>>)>();
         // Emptied chunk buffers go back to the workers: fresh memory for
         // every chunk (then freed) cost page faults at a million orders.
-        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<ChunkOut<T, E>>(2 * workers);
-        let (keys, encoding) = (self.keys, self.encoding);
-        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
-        std::thread::scope(|scope| -> Result<()> {
-            for (w, conn) in conns.enumerate() {
-                let (tx, spare) = (tx.clone(), spare_rx.clone());
-                let mine: Vec<(usize, &[Ident])> =
-                    chunks.iter().copied().enumerate().skip(w).step_by(workers).collect();
-                let spawned = std::thread::Builder::new().name("tradecache-load".into()).spawn_scoped(
-                    scope,
-                    move || {
-                        read_chunks::<T, E>(conn, keys, collection, encoding, with_events, &mine, &tx, &spare)
-                    },
-                );
-                spawned.map_err(|e| spawn_failed(self.cfg, &e))?;
-            }
-            drop(tx);
-            // Chunks arrive in any order; they are appended in id order.
-            let mut slots: Vec<Option<ChunkOut<T, E>>> = (0..chunks.len()).map(|_| None).collect();
-            let mut next = 0;
-            while next < chunks.len() {
-                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
-                slots[i] = Some(out?);
-                while let Some(mut out) = slots.get_mut(next).and_then(Option::take) {
-                    match sink.as_mut() {
-                        None => {
-                            items.append(&mut out.items);
-                            events.extend(out.events.drain(..));
-                        }
-                        Some(_) if broken => {
-                            out.items.clear();
-                            out.events.clear();
-                        }
-                        Some(f) => {
-                            if !out.long.is_empty() {
-                                let (tails, short): (Vec<_>, Vec<_>) =
-                                    out.events.drain(..).partition(|(id, _)| out.long.contains(id));
-                                events.extend(tails);
-                                out.events.extend(short);
-                            }
-                            broken = f(&mut out.items, &mut out.events, &out.long).is_break();
-                            out.items.clear();
-                            out.events.clear();
-                        }
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<ChunkOut<T, E>>(2 * MAX_LOAD_CONNECTIONS);
+        let (keys, encoding, chunks) = (self.keys, self.cfg.encoding, &chunks);
+        let slice_last = (LOG_SLICE - 1).to_string();
+        let work = |conn: &mut Conn, mine: &[usize], tx: &Sender<ChunkOut<T, E>>| {
+            let (addr, mut key) = (conn.addr.clone(), Vec::new());
+            let pack = |p: &mut Packer, c: usize| {
+                p.array(chunks[c].len() + 1);
+                p.bulk(b"MGET");
+                for id in chunks[c] {
+                    key.clear();
+                    keys.write_entity(&mut key, collection, id);
+                    p.bulk(&key);
+                }
+                for id in chunks[c].iter().filter(|_| with_events) {
+                    key.clear();
+                    keys.write_events(&mut key, collection, id);
+                    p.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
+                }
+            };
+            let replies = |c: usize| 1 + if with_events { chunks[c].len() } else { 0 };
+            pipeline(conn, mine, tx, pack, replies, |c, mut replies| {
+                let logs = replies.split_off(1);
+                let snapshots = replies.pop().unwrap_or(Value::Nil);
+                let spare = spare_rx.try_recv().ok();
+                decode_chunk(keys, collection, encoding, &addr, chunks[c], snapshots, logs, spare)
+            });
+        };
+        self.parallel(chunks.len(), work, |_, mut out| {
+            match sink.as_mut() {
+                None => {
+                    items.append(&mut out.items);
+                    events.extend(out.events.drain(..));
+                }
+                Some(f) => {
+                    events.extend(out.events.extract_if(.., |(id, _)| out.long.contains(id)));
+                    if !broken {
+                        broken = f(&mut out.items, &mut out.events, &out.long).is_break();
                     }
-                    long.append(&mut out.long);
-                    report.merge(std::mem::take(&mut out.report));
-                    let _ = spare_tx.try_send(out);
-                    next += 1;
+                    out.items.clear();
+                    out.events.clear();
                 }
             }
-            Ok(())
+            long.append(&mut out.long);
+            report.merge(std::mem::take(&mut out.report));
+            let _ = spare_tx.try_send(out);
         })?;
         if !long.is_empty() {
             self.load_tails::<E>(collection, &long, &mut events, &mut report)?;
@@ -294,15 +261,61 @@ impl<'a> Reader<'a> {
         self.explain_missing(&mut report)?;
         if filter {
             // Unclassified ids were read too: keep the open ones.
-            let closed: HashSet<Ident> = items
-                .iter()
-                .filter(|t| t.item_closed())
-                .filter_map(|t| Ident::new(t.item_id()).ok())
-                .collect();
-            items.retain(|t| !t.item_closed());
+            let closed: HashSet<Ident> =
+                items.iter().filter_map(|t| Ident::new(t.closed_id()?).ok()).collect();
+            items.retain(|t| t.closed_id().is_none());
             events.retain(|id, _| !closed.contains(id));
         }
-        Ok(Loaded { items, events, report })
+        into.merge(report);
+        Ok((items, events))
+    }
+
+    /// Runs `jobs` jobs on up to [`load_connections`] workers, one thread
+    /// and connection each (opened once, reused by later loads): worker
+    /// `w` runs `work` on jobs `w`, `w + workers`, …, and `take` gets the
+    /// results on the calling thread in job order, whatever order they
+    /// arrive in. The first error ends the run.
+    fn parallel<O: Send>(
+        &mut self,
+        jobs: usize,
+        work: impl Fn(&mut Conn, &[usize], &Sender<O>) + Sync,
+        mut take: impl FnMut(usize, O),
+    ) -> Result<()> {
+        // Small collections stay on the one connection.
+        let workers = load_connections().min(jobs).max(1);
+        while self.extra.len() + 1 < workers {
+            self.extra.push(Self::connect(self.cfg, self.keys)?);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<O>)>();
+        let (cfg, work) = (self.cfg, &work);
+        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
+        std::thread::scope(|scope| -> Result<()> {
+            for (w, conn) in conns.enumerate() {
+                let tx = tx.clone();
+                let mine: Vec<usize> = (w..jobs).step_by(workers).collect();
+                let spawned = std::thread::Builder::new()
+                    .name("tradecache-load".into())
+                    .spawn_scoped(scope, move || work(conn, &mine, &tx));
+                spawned.map_err(|e| Error::Redis {
+                    addr: cfg.redacted_url(),
+                    kind: crate::ErrorKind::Io,
+                    detail: format!("cannot start a load thread: {e}"),
+                    source: Some(net::source_of(&e)),
+                })?;
+            }
+            drop(tx);
+            let mut slots: Vec<Option<O>> = (0..jobs).map(|_| None).collect();
+            let mut next = 0;
+            while next < jobs {
+                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
+                slots[i] = Some(out?);
+                while let Some(out) = slots.get_mut(next).and_then(Option::take) {
+                    take(next, out);
+                    next += 1;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// The rest of the logs that filled their first slice: their lengths
@@ -347,49 +360,45 @@ impl<'a> Reader<'a> {
         if slices.is_empty() {
             return Ok(());
         }
-        let workers = load_connections().min(slices.len());
-        while self.extra.len() + 1 < workers {
-            self.extra.push(Self::connect(self.cfg, self.keys)?);
-        }
-        let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Slice<E>>)>();
-        let encoding = self.encoding;
-        let (keys, slices) = (&keys, &slices);
-        let conns = std::iter::once(&mut self.conn).chain(self.extra.iter_mut()).take(workers);
-        std::thread::scope(|scope| -> Result<()> {
-            for (w, conn) in conns.enumerate() {
-                let tx = tx.clone();
-                let mine: Vec<usize> = (w..slices.len()).step_by(workers).collect();
-                let spawned = std::thread::Builder::new()
-                    .name("tradecache-load".into())
-                    .spawn_scoped(scope, move || read_slices::<E>(conn, keys, slices, &mine, encoding, &tx));
-                spawned.map_err(|e| spawn_failed(self.cfg, &e))?;
-            }
-            drop(tx);
-            let mut slots: Vec<Option<Slice<E>>> = (0..slices.len()).map(|_| None).collect();
-            let mut seen: HashMap<usize, HashSet<u64>> = HashMap::new();
-            let mut next = 0;
-            while next < slices.len() {
-                let (i, out) = rx.recv().map_err(|_| Error::Closed)?;
-                slots[i] = Some(out?);
-                while let Some((list, mut slice_report)) = slots.get_mut(next).and_then(Option::take) {
-                    let log = slices[next].0;
-                    let all = events.entry(long[log].clone()).or_default();
-                    let seen =
-                        seen.entry(log).or_insert_with(|| all.iter().filter_map(E::dedup_id).collect());
-                    for ev in list {
-                        if ev.dedup_id().is_none_or(|id| seen.insert(id)) {
-                            all.push(ev);
-                        } else {
-                            slice_report.duplicate_events += 1;
-                        }
-                    }
-                    // The log was counted once, with its first slice.
-                    slice_report.keys_read = 0;
-                    report.merge(slice_report);
-                    next += 1;
+        let (encoding, keys, slices) = (self.cfg.encoding, &keys, &slices);
+        let work = |conn: &mut Conn, mine: &[usize], tx: &Sender<(Vec<E>, LoadReport)>| {
+            let addr = conn.addr.clone();
+            let pack = |p: &mut Packer, s: usize| {
+                let (log, first, last) = slices[s];
+                let (first, last) = (first.to_string(), last.to_string());
+                p.cmd(&[b"LRANGE", keys[log].as_bytes(), first.as_bytes(), last.as_bytes()]);
+            };
+            pipeline(
+                conn,
+                mine,
+                tx,
+                pack,
+                |_| 1,
+                |s, mut replies| {
+                    let reply = replies.pop().unwrap_or(Value::Nil);
+                    let (log, first, _) = slices[s];
+                    check_reply(&reply, || keys[log].clone(), &addr)?;
+                    let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
+                    let list = decode_events::<E>(reply, &keys[log], first, encoding, &mut report);
+                    Ok((list, report))
+                },
+            );
+        };
+        let mut seen: HashMap<usize, HashSet<u64>> = HashMap::new();
+        self.parallel(slices.len(), work, |s, (list, mut slice_report)| {
+            let log = slices[s].0;
+            let all = events.entry(long[log].clone()).or_default();
+            let seen = seen.entry(log).or_insert_with(|| all.iter().filter_map(E::dedup_id).collect());
+            for ev in list {
+                if ev.dedup_id().is_none_or(|id| seen.insert(id)) {
+                    all.push(ev);
+                } else {
+                    slice_report.duplicate_events += 1;
                 }
             }
-            Ok(())
+            // The log was counted once, with its first slice.
+            slice_report.keys_read = 0;
+            report.merge(slice_report);
         })
     }
 
@@ -426,12 +435,15 @@ impl<'a> Reader<'a> {
             Some(Value::BulkString(b)) => Ok(Some(b)),
             // A refused read is not "no marker": two refusals would compare
             // equal and call any read a consistent cut.
-            Some(Value::ServerError(e)) => Err(Error::Redis {
-                addr: self.cfg.redacted_url(),
-                kind: crate::net::Cause::of_code(e.code()).kind(),
-                detail: format!("reading the commit marker {key}: {e}"),
-                source: Some(net::reply_source(&e)),
-            }),
+            Some(Value::ServerError(e)) => {
+                let kind = crate::net::Cause::of_code(e.code()).kind();
+                Err(reply_error(
+                    &self.cfg.redacted_url(),
+                    kind,
+                    &format!("reading the commit marker {key}"),
+                    &e,
+                ))
+            }
             Some(Value::Nil) => Ok(None),
             other => {
                 Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") })
@@ -445,120 +457,44 @@ impl<'a> Reader<'a> {
         self.packer.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]);
         let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
         self.check(&reply, || key.clone())?;
-        Ok(decode_events::<E>(reply, &key, self.encoding, report))
+        Ok(decode_events::<E>(reply, &key, 0, self.cfg.encoding, report))
     }
 }
 
-/// A worker of `Reader::load`: requests its chunks on `conn`, one ahead of
-/// the one it reads, decodes each and sends it to the calling thread.
-/// Stops at the first connection error (sent as the chunk's result) or
-/// when the calling thread has gone.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn read_chunks<T: LoadItem, E: LoadEvent>(
-    conn: &mut Conn,
-    keys: &Keys,
-    collection: &str,
-    encoding: crate::config::Encoding,
-    with_events: bool,
-    chunks: &[(usize, &[Ident])],
-    tx: &crossbeam_channel::Sender<(usize, Result<ChunkOut<T, E>>)>,
-    spare: &crossbeam_channel::Receiver<ChunkOut<T, E>>,
-) {
-    let addr = conn.addr.clone();
-    let fail = |e: &redis::RedisError| net::Failure::of(e, &addr).into_error();
-    let mut packer = Packer::default();
-    let mut key = Vec::new();
-    let slice_last = (LOG_SLICE - 1).to_string();
-    let mut send = |conn: &mut Conn, ids: &[Ident]| -> redis::RedisResult<()> {
-        packer.clear();
-        packer.array(ids.len() + 1);
-        packer.bulk(b"MGET");
-        for id in ids {
-            key.clear();
-            keys.write_entity(&mut key, collection, id);
-            packer.bulk(&key);
-        }
-        if with_events {
-            for id in ids {
-                key.clear();
-                keys.write_events(&mut key, collection, id);
-                packer.cmd(&[b"LRANGE", &key, b"0", slice_last.as_bytes()]);
-            }
-        }
-        conn.con.send_packed_command(&packer.buf)
-    };
-    let mut sent = 0;
-    for (i, &(index, ids)) in chunks.iter().enumerate() {
-        let mut result = Ok(());
-        while result.is_ok() && sent < chunks.len() && sent <= i + 2 {
-            result = send(conn, chunks[sent].1);
-            sent += 1;
-        }
-        let out = result.map_err(|e| fail(&e)).and_then(|()| {
-            let snapshots = conn.con.recv_response().map_err(|e| fail(&e))?;
-            let mut logs = Vec::with_capacity(if with_events { ids.len() } else { 0 });
-            for _ in 0..logs.capacity() {
-                logs.push(conn.con.recv_response().map_err(|e| fail(&e))?);
-            }
-            decode_chunk::<T, E>(
-                keys,
-                collection,
-                encoding,
-                &addr,
-                ids,
-                snapshots,
-                logs,
-                spare.try_recv().ok(),
-            )
-        });
-        let failed = out.is_err();
-        if tx.send((index, out)).is_err() || failed {
-            return;
-        }
-    }
-}
+/// Where a worker sends each job's result, by job index.
+type Sender<O> = crossbeam_channel::Sender<(usize, Result<O>)>;
 
-/// A worker of `Reader::load_tails`: reads its slices (`mine`, indexes
-/// into `slices`) with one request ahead, decodes each and sends it back.
-pub(super) fn read_slices<E: LoadEvent>(
+/// A worker of [`Reader::parallel`]: requests its jobs (`mine`) on `conn`,
+/// up to two ahead of the one it reads (`pack` packs a job's commands,
+/// `replies` counts their replies), hands each job's replies to `decode`
+/// and sends the result. Stops at the first error (sent as the job's
+/// result) or when the calling thread has gone.
+fn pipeline<O>(
     conn: &mut Conn,
-    keys: &[String],
-    slices: &[(usize, usize, usize)],
     mine: &[usize],
-    encoding: crate::config::Encoding,
-    tx: &crossbeam_channel::Sender<(usize, Result<Slice<E>>)>,
+    tx: &Sender<O>,
+    mut pack: impl FnMut(&mut Packer, usize),
+    replies: impl Fn(usize) -> usize,
+    mut decode: impl FnMut(usize, Vec<Value>) -> Result<O>,
 ) {
     let addr = conn.addr.clone();
-    let fail = |e: &redis::RedisError| net::Failure::of(e, &addr).into_error();
+    let fail = |e: redis::RedisError| net::Failure::of(&e, &addr).into_error();
     let mut packer = Packer::default();
-    let mut send = |conn: &mut Conn, slice: usize| -> redis::RedisResult<()> {
-        let (log, first, last) = slices[slice];
-        packer.clear();
-        packer.cmd(&[
-            b"LRANGE",
-            keys[log].as_bytes(),
-            first.to_string().as_bytes(),
-            last.to_string().as_bytes(),
-        ]);
-        conn.con.send_packed_command(&packer.buf)
-    };
     let mut sent = 0;
-    for (i, &slice) in mine.iter().enumerate() {
+    for (i, &job) in mine.iter().enumerate() {
         let mut result = Ok(());
         while result.is_ok() && sent < mine.len() && sent <= i + 2 {
-            result = send(conn, mine[sent]);
+            packer.clear();
+            pack(&mut packer, mine[sent]);
+            result = conn.con.send_packed_command(&packer.buf);
             sent += 1;
         }
-        let out = result.map_err(|e| fail(&e)).and_then(|()| {
-            let reply = conn.con.recv_response().map_err(|e| fail(&e))?;
-            let (log, first, _) = slices[slice];
-            check_reply(&reply, || keys[log].clone(), &addr)?;
-            let mut report = LoadReport { round_trips: 1, ..LoadReport::default() };
-            let list = decode_events_from::<E>(reply, &keys[log], first, encoding, &mut report);
-            Ok((list, report))
+        let out = result.map_err(fail).and_then(|()| {
+            let got = (0..replies(job)).map(|_| conn.con.recv_response().map_err(fail));
+            decode(job, got.collect::<Result<_>>()?)
         });
         let failed = out.is_err();
-        if tx.send((slice, out)).is_err() || failed {
+        if tx.send((job, out)).is_err() || failed {
             return;
         }
     }

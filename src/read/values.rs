@@ -32,10 +32,11 @@ pub(super) const LOG_SLICE: usize = 4096;
 pub(crate) trait LoadItem: Send + Sized {
     /// The value of the key of entity `id`, or why it cannot be used.
     fn decode_item(bytes: Vec<u8>, id: &Ident, encoding: Encoding) -> Result<Self, String>;
-    /// [`Entity::is_closed`] (`load_open`'s filter).
-    fn item_closed(&self) -> bool;
-    /// The entity's id.
-    fn item_id(&self) -> &str;
+    /// The entity's id when it is closed ([`Entity::is_closed`],
+    /// `load_open`'s filter).
+    fn closed_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<T: Entity> LoadItem for T {
@@ -46,11 +47,8 @@ impl<T: Entity> LoadItem for T {
             Err(e) => Err(e.to_string()),
         }
     }
-    fn item_closed(&self) -> bool {
-        self.is_closed()
-    }
-    fn item_id(&self) -> &str {
-        self.id()
+    fn closed_id(&self) -> Option<&str> {
+        self.is_closed().then(|| self.id())
     }
 }
 
@@ -80,14 +78,18 @@ impl<E: Event> LoadEvent for E {
 /// `key` names what was read (made only for the error).
 pub(crate) fn check_reply(reply: &Value, key: impl FnOnce() -> String, addr: &str) -> Result<()> {
     match reply {
-        Value::ServerError(e) if e.code() != "WRONGTYPE" => Err(Error::Redis {
-            addr: addr.to_string(),
-            kind: crate::net::Cause::of_code(e.code()).kind(),
-            detail: format!("{}: {e}", key()),
-            source: Some(crate::net::reply_source(e)),
-        }),
+        Value::ServerError(e) if e.code() != "WRONGTYPE" => {
+            Err(reply_error(addr, crate::net::Cause::of_code(e.code()).kind(), &key(), e))
+        }
         _ => Ok(()),
     }
+}
+
+/// The error reply `e` to a read of `what` from the server at `addr`.
+pub(crate) fn reply_error(addr: &str, kind: crate::ErrorKind, what: &str, e: &redis::ServerError) -> Error {
+    let (addr, detail, source) =
+        (addr.to_string(), format!("{what}: {e}"), Some(crate::net::reply_source(e)));
+    Error::Redis { addr, kind, detail, source }
 }
 
 /// Decodes one chunk's replies: the `MGET` of the snapshots and, with
@@ -120,13 +122,11 @@ pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
     let key = |id: &Ident| keys.entity(collection, id);
     let values = match snapshots {
         Value::Array(v) if v.len() == ids.len() => v,
-        Value::ServerError(e) => {
-            let problem = format!("MGET of {} snapshots failed: {e}", ids.len());
-            report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
-            Vec::new()
-        }
         other => {
-            let problem = format!("unexpected reply to MGET: {other:?}");
+            let problem = match other {
+                Value::ServerError(e) => format!("MGET of {} snapshots failed: {e}", ids.len()),
+                other => format!("unexpected reply to MGET: {other:?}"),
+            };
             report.issues.extend(ids.iter().map(|id| LoadIssue { key: key(id), problem: problem.clone() }));
             Vec::new()
         }
@@ -136,17 +136,16 @@ pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
     for id in ids {
         if let Some(value) = values.next() {
             report.keys_read += 1;
-            match value {
-                Value::BulkString(b) => match T::decode_item(b, id, encoding) {
-                    Ok(v) => items.push(v),
-                    Err(problem) => report.issues.push(LoadIssue { key: key(id), problem }),
-                },
+            let decoded = match value {
+                Value::BulkString(b) => T::decode_item(b, id, encoding),
                 // `MGET` answers nil for a missing key and for a key of
-                // another type alike: `explain_nil` tells them apart.
-                Value::Nil => report.issues.push(LoadIssue { key: key(id), problem: NO_VALUE.into() }),
-                other => report
-                    .issues
-                    .push(LoadIssue { key: key(id), problem: format!("unexpected reply {other:?}") }),
+                // another type alike: `explain_missing` tells them apart.
+                Value::Nil => Err(NO_VALUE.into()),
+                other => Err(format!("unexpected reply {other:?}")),
+            };
+            match decoded {
+                Ok(v) => items.push(v),
+                Err(problem) => report.issues.push(LoadIssue { key: key(id), problem }),
             }
         }
         if let Some(reply) = logs.next() {
@@ -154,7 +153,7 @@ pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
                 long.push(id.clone());
             }
             let key = keys.events(collection, id);
-            let list = decode_events::<E>(reply, &key, encoding, &mut report);
+            let list = decode_events::<E>(reply, &key, 0, encoding, &mut report);
             if !list.is_empty() {
                 events.push((id.clone(), list));
             }
@@ -165,88 +164,62 @@ pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
 
 pub(super) const NO_VALUE: &str = "in the index but has no value";
 
+/// The entries of a list reply (`SMEMBERS`, `ZDIFF`, `LRANGE`; nil is
+/// empty), or `None` with the problem reported against `key`.
+fn entries(reply: Value, key: &str, report: &mut LoadReport) -> Option<Vec<Value>> {
+    let problem = match reply {
+        Value::Array(v) | Value::Set(v) => return Some(v),
+        Value::Nil => return Some(Vec::new()),
+        Value::ServerError(e) => e.to_string(),
+        other => format!("unexpected reply {other:?}"),
+    };
+    report.issues.push(LoadIssue { key: key.to_string(), problem });
+    None
+}
+
 /// The ids in a reply listing an index's members (`SMEMBERS`, `ZDIFF`);
 /// errors and invalid ids are reported against `index`.
 pub(super) fn members_to_ids(reply: Value, index: &str, report: &mut LoadReport) -> Vec<Ident> {
-    let members = match reply {
-        Value::Array(v) | Value::Set(v) => v,
-        Value::Nil => Vec::new(),
-        Value::ServerError(e) => {
-            report.issues.push(LoadIssue { key: index.to_string(), problem: e.to_string() });
-            return Vec::new();
-        }
-        other => {
-            report
-                .issues
-                .push(LoadIssue { key: index.to_string(), problem: format!("unexpected reply {other:?}") });
-            return Vec::new();
-        }
-    };
+    let members = entries(reply, index, report).unwrap_or_default();
     let mut ids = Vec::with_capacity(members.len());
     for m in members {
-        let Value::BulkString(b) = m else {
-            report
-                .issues
-                .push(LoadIssue { key: index.to_string(), problem: format!("unexpected member {m:?}") });
-            continue;
+        let problem = match &m {
+            Value::BulkString(b) => match std::str::from_utf8(b).ok().map(Ident::new) {
+                Some(Ok(id)) => {
+                    ids.push(id);
+                    continue;
+                }
+                _ => format!("invalid id {:?} in index", String::from_utf8_lossy(b)),
+            },
+            m => format!("unexpected member {m:?}"),
         };
-        match std::str::from_utf8(&b).ok().map(Ident::new) {
-            Some(Ok(id)) => ids.push(id),
-            _ => report.issues.push(LoadIssue {
-                key: index.to_string(),
-                problem: format!("invalid id {:?} in index", String::from_utf8_lossy(&b)),
-            }),
-        }
+        report.issues.push(LoadIssue { key: index.to_string(), problem });
     }
     ids
 }
 
+/// The entries of a log (or of a slice of it that starts at entry
+/// `offset`, which names entries in issues), decoded; repeated event ids
+/// are dropped and counted, problems reported.
 pub(crate) fn decode_events<E: LoadEvent>(
-    reply: Value,
-    key: &str,
-    encoding: crate::config::Encoding,
-    report: &mut LoadReport,
-) -> Vec<E> {
-    decode_events_from(reply, key, 0, encoding, report)
-}
-
-/// As [`decode_events`] for a slice of a log that starts at entry
-/// `offset` (which names entries in issues).
-pub(super) fn decode_events_from<E: LoadEvent>(
     reply: Value,
     key: &str,
     offset: usize,
     encoding: crate::config::Encoding,
     report: &mut LoadReport,
 ) -> Vec<E> {
-    let items = match reply {
-        Value::Array(v) => v,
-        Value::Nil => Vec::new(),
-        Value::ServerError(e) => {
-            report.issues.push(LoadIssue { key: key.to_string(), problem: e.to_string() });
-            return Vec::new();
-        }
-        other => {
-            report
-                .issues
-                .push(LoadIssue { key: key.to_string(), problem: format!("unexpected reply {other:?}") });
-            return Vec::new();
-        }
-    };
+    let Some(items) = entries(reply, key, report) else { return Vec::new() };
     report.keys_read += 1;
     // Repeated event ids are dropped: a short log is searched, a long one
     // hashed.
     let mut seen = (items.len() > 16).then(|| HashSet::with_capacity(items.len()));
     let mut out: Vec<E> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let Value::BulkString(b) = item else {
-            report.issues.push(LoadIssue {
-                key: format!("{key}[{}]", offset + i),
-                problem: format!("unexpected entry {item:?}"),
-            });
-            continue;
+        let decoded = match item {
+            Value::BulkString(b) => E::decode_event(b, encoding),
+            item => Err(format!("unexpected entry {item:?}")),
         };
-        match E::decode_event(b, encoding) {
+        match decoded {
             Ok(ev) => {
                 let new = match (ev.dedup_id(), seen.as_mut()) {
                     (None, _) => true,
@@ -259,7 +232,7 @@ pub(super) fn decode_events_from<E: LoadEvent>(
                     report.duplicate_events += 1;
                 }
             }
-            Err(e) => report.issues.push(LoadIssue { key: format!("{key}[{}]", offset + i), problem: e }),
+            Err(problem) => report.issues.push(LoadIssue { key: format!("{key}[{}]", offset + i), problem }),
         }
     }
     out

@@ -105,15 +105,12 @@ macro_rules! fixed_decimal {
 
         impl<'de> Deserialize<'de> for $T {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let f = deserialize_fixed(d, $expecting, false)?;
+                let f = d.deserialize_any(FixedVisitor { expecting: $expecting, with_currency: false })?;
                 Ok($T::new(fixed_range(f.raw, $what)?, f.precision))
             }
         }
     };
 }
-
-// ---------------------------------------------------------------------------
-// Price
 
 /// A price: `raw / 10^precision`, signed (spreads and some futures trade
 /// below zero). Equality is structural (`1.0` and `1.00` differ); ordering
@@ -166,9 +163,6 @@ impl Price {
         self.checked_add(Price::new(other.raw.checked_neg()?, other.precision))
     }
 }
-
-// ---------------------------------------------------------------------------
-// Quantity
 
 /// A non-negative quantity: `raw / 10^precision`. Equality is structural;
 /// ordering compares values exactly, ties broken by precision.
@@ -225,9 +219,6 @@ impl Quantity {
         self.rescale(p)?.raw.checked_sub(other.rescale(p)?.raw).map(|r| Quantity::new(r, p))
     }
 }
-
-// ---------------------------------------------------------------------------
-// Money
 
 /// An amount of money: `raw / 10^precision` in `currency`, signed.
 ///
@@ -303,7 +294,6 @@ impl fmt::Display for Money {
     }
 }
 
-// ---------------------------------------------------------------------------
 // Stored form of the fixed-point types
 //
 // `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for
@@ -401,14 +391,6 @@ impl<'de> serde::de::Visitor<'de> for FixedVisitor {
     }
 }
 
-fn deserialize_fixed<'de, D: Deserializer<'de>>(
-    d: D,
-    expecting: &'static str,
-    with_currency: bool,
-) -> Result<Fixed, D::Error> {
-    d.deserialize_any(FixedVisitor { expecting, with_currency })
-}
-
 fn fixed_range<E: serde::de::Error, T: TryFrom<i128>>(raw: i128, what: &str) -> Result<T, E> {
     T::try_from(raw).map_err(|_| E::custom(format_args!("{raw} is out of range for {what}")))
 }
@@ -422,10 +404,9 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f = deserialize_fixed(d, "an amount as [raw, precision, \"CCY\"]", true)?;
+        let expecting = "an amount as [raw, precision, \"CCY\"]";
+        let f = d.deserialize_any(FixedVisitor { expecting, with_currency: true })?;
         let currency = f.currency.ok_or_else(|| <D::Error as serde::de::Error>::missing_field("currency"))?;
         Ok(Money::new(fixed_range(f.raw, "an amount")?, f.precision, currency))
     }
 }
-
-// ---------------------------------------------------------------------------

@@ -6,8 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::*;
-
-// Currency
+use crate::ident::StrVisitor;
 
 /// A currency code of 1 to 8 ASCII uppercase letters or digits (`USDT`),
 /// stored inline (`Copy`, 9 bytes). Serialized as a string.
@@ -83,49 +82,6 @@ impl FromStr for Currency {
         Currency::new(s)
     }
 }
-
-impl fmt::Debug for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl Serialize for Currency {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Currency {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor("a currency code such as \"USDT\"", Currency::new))
-    }
-}
-
-/// Deserializes a string without allocating, through a parser.
-struct StrVisitor<T, E: fmt::Display>(&'static str, fn(&str) -> Result<T, E>);
-
-impl<T, E: fmt::Display> serde::de::Visitor<'_> for StrVisitor<T, E> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-    fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<T, Er> {
-        (self.1)(v).map_err(Er::custom)
-    }
-    fn visit_bytes<Er: serde::de::Error>(self, v: &[u8]) -> Result<T, Er> {
-        let s = std::str::from_utf8(v).map_err(Er::custom)?;
-        (self.1)(s).map_err(Er::custom)
-    }
-}
-
-// ReasonText
 
 /// Capacity of a [`ReasonText`], in bytes.
 pub const REASON_CAPACITY: usize = 64;
@@ -210,31 +166,37 @@ impl From<&str> for ReasonText {
     }
 }
 
-impl fmt::Debug for ReasonText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for ReasonText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl Serialize for ReasonText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for ReasonText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        fn parse(s: &str) -> Result<ReasonText, std::convert::Infallible> {
-            Ok(ReasonText::new(s))
+/// `Debug` and `Display` (padded) as the text, stored as a string and read
+/// through `parse` (`expecting` names it in decode errors).
+macro_rules! as_text {
+    ($($t:ty: $expecting:literal, $parse:expr;)*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.as_str(), f)
+            }
         }
-        d.deserialize_str(StrVisitor("a reason text", parse))
-    }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(StrVisitor($expecting, $parse))
+            }
+        }
+    )*};
 }
 
-// ---------------------------------------------------------------------------
+as_text! {
+    Currency: "a currency code such as \"USDT\"", Currency::new;
+    ReasonText: "a reason text", |s| Ok::<_, std::convert::Infallible>(ReasonText::new(s));
+}

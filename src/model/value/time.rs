@@ -112,17 +112,11 @@ impl UnixNanos {
         let offset_secs: i64 = match &b[i..] {
             [b'Z' | b'z'] => 0,
             [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-                let oh = num(i + 1..i + 3)?;
-                let om = num(i + 4..i + 6)?;
+                let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
                 if oh > 23 || om > 59 {
                     return Err(bad("bad UTC offset"));
                 }
-                let o = (oh * 3600 + om * 60) as i64;
-                if *sign == b'-' {
-                    -o
-                } else {
-                    o
-                }
+                (oh * 3600 + om * 60) as i64 * if *sign == b'-' { -1 } else { 1 }
             }
             _ => return Err(bad("expected 'Z' or a ±HH:MM offset at the end")),
         };
