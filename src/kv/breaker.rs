@@ -1,12 +1,8 @@
 //! The circuit breaker in front of the calling threads' Redis calls: after
-//! `breaker_failures` consecutive failures it opens for `breaker_open`,
-//! during which calls do not go to Redis at all (a `get` is a miss at
-//! once: no connect attempt, no timeout on the calling thread). Then one
-//! call is let through as a probe (half-open): its success closes the
-//! breaker, its failure opens it again.
-//!
-//! One atomic word holds the state, so a closed breaker costs a load per
-//! call.
+//! `breaker_failures` consecutive failures it opens for `breaker_open` (calls
+//! skip Redis: no connect, no timeout on the calling thread); then one call
+//! is let through as a probe, whose success closes it and failure reopens
+//! it. One atomic word holds the state: a closed breaker costs one load.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ use super::counters::Op;
 use super::flight::Role;
 use super::frame;
 use super::near;
-use super::op::{self, DynValue};
+use super::op::{self, DynValue, Item};
 use super::overlay::Found;
 use super::pool::Reply;
 use super::{check, with_scratch, Kv, Ttl};
@@ -21,23 +21,6 @@ use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
 use crate::ErrorKind;
-
-/// The bytes of a value found by a lookup.
-enum Body {
-    /// Queued, not encoded yet.
-    Queued(op::Value),
-    /// As stored (decompressed, without the header).
-    Shared(Arc<[u8]>),
-}
-
-impl Body {
-    fn decode<T: DeserializeOwned>(&self, enc: crate::Encoding) -> std::result::Result<T, String> {
-        match self {
-            Body::Shared(b) => frame::decode_body(b, enc),
-            Body::Queued(v) => decode_value(&**v, enc),
-        }
-    }
-}
 
 /// A value as a `get` would read it back: encoded, then decoded as `T`.
 fn decode_value<T: DeserializeOwned>(
@@ -51,11 +34,21 @@ fn decode_value<T: DeserializeOwned>(
 }
 
 /// What a lookup found.
-enum Found2 {
-    Hit(Body, crate::Encoding),
+enum Found2<T> {
+    Hit(T),
+    /// Absent, expired or corrupt.
     Miss,
     /// The breaker kept the call away from Redis.
     Skipped,
+}
+
+impl<T> Found2<T> {
+    fn hit(self) -> Option<T> {
+        match self {
+            Found2::Hit(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Kv {
@@ -72,11 +65,7 @@ impl Kv {
     /// [`crate::ErrorKind::Timeout`], …) when Redis cannot answer.
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
         let t0 = self.clock();
-        check(namespace, key)?;
-        let mut full = Vec::with_capacity(self.keys.head().len() + namespace.len() + key.len() + 1);
-        self.keys.write(&mut full, namespace, key);
-        let found = self.lookup(&full)?;
-        let out = self.decode_found(&full, found);
+        let out = self.lookup(&self.full_key(namespace, key)?)?.hit();
         self.count(out.is_some());
         self.timed(Op::Get, t0, namespace, key);
         Ok(out)
@@ -92,34 +81,24 @@ impl Kv {
     /// As [`Kv::get`], for any key.
     pub fn get_many<T: DeserializeOwned>(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<T>>> {
         let t0 = self.clock();
-        let mut full = Vec::with_capacity(keys.len());
-        for key in keys {
-            check(namespace, key)?;
-            let mut k = Vec::new();
-            self.keys.write(&mut k, namespace, key);
-            full.push(k);
-        }
+        let full = keys.iter().map(|key| self.full_key(namespace, key)).collect::<Result<Vec<_>>>()?;
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
-        let mut remote: Vec<usize> = Vec::new();
-        let mut tickets = Vec::new();
+        // The keys Redis must be asked for: their index and near-cache ticket.
+        let mut remote = Vec::new();
         for (i, k) in full.iter().enumerate() {
-            match self.local(k) {
-                Ok(found) => out.push(self.decode_found(k, found)),
-                Err(ticket) => {
-                    out.push(None);
-                    remote.push(i);
-                    tickets.push(ticket);
-                }
-            }
+            let found = self.local(k).unwrap_or_else(|ticket| {
+                remote.push((i, ticket));
+                Found2::Miss
+            });
+            out.push(found.hit());
         }
         if !remote.is_empty() {
             let permit = self.breaker.permit();
             if permit != Permit::Deny {
-                let ask: Vec<Vec<u8>> = remote.iter().map(|&i| full[i].clone()).collect();
+                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].clone()).collect();
                 let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
-                for ((i, reply), ticket) in remote.into_iter().zip(replies).zip(tickets) {
-                    let found = self.found_in(&full[i], reply, ticket);
-                    out[i] = self.decode_found(&full[i], found);
+                for ((i, ticket), reply) in remote.into_iter().zip(replies) {
+                    out[i] = self.found_in(&full[i], reply, ticket).hit();
                 }
             }
         }
@@ -139,9 +118,7 @@ impl Kv {
     /// As [`Kv::get`].
     pub fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
         let t0 = self.clock();
-        check(namespace, key)?;
-        let mut full = Vec::new();
-        self.keys.write(&mut full, namespace, key);
+        let full = self.full_key(namespace, key)?;
         // The near cache before the queued writes, as in `local`.
         let near = self.near.as_ref().map(|n| n.get(&full));
         let found = match self.overlay.lookup(&full, self.writer.shared.acked()) {
@@ -224,21 +201,17 @@ impl Kv {
         F: FnOnce() -> T,
     {
         let t0 = self.clock();
-        check(namespace, key)?;
+        let full = self.full_key(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        let mut full = Vec::new();
-        self.keys.write(&mut full, namespace, key);
+        let finish = |v: T, hit: bool| {
+            self.count(hit);
+            self.timed(Op::GetOrCompute, t0, namespace, key);
+            Ok(v)
+        };
         let cacheable = match self.lookup(&full) {
             Ok(Found2::Skipped) | Err(_) => false,
             Ok(Found2::Miss) => true,
-            Ok(found @ Found2::Hit(..)) => match self.decode_found::<T>(&full, found) {
-                Some(v) => {
-                    self.count(true);
-                    self.timed(Op::GetOrCompute, t0, namespace, key);
-                    return Ok(v);
-                }
-                None => true,
-            },
+            Ok(Found2::Hit(v)) => return finish(v, true),
         };
         let enc = self.cfg.encoding();
         // From here on the call returns a computed value (its own or,
@@ -257,15 +230,13 @@ impl Kv {
                 if let Found::Value(queued) = self.overlay.lookup(&full, self.writer.shared.acked()) {
                     if let Ok(v) = decode_value::<T>(&*queued, enc) {
                         leader.publish(Some(queued));
-                        self.count(true);
-                        self.timed(Op::GetOrCompute, t0, namespace, key);
-                        return Ok(v);
+                        return finish(v, true);
                     }
                 }
                 let v = self.compute(compute);
                 let shared: op::Value = Arc::new(v.clone());
                 if cacheable {
-                    let item = self.key_item(namespace, key);
+                    let item = Item::from_bytes(&full);
                     if let Err(e) = self.push(op::Op::Set { item, value: shared.clone(), expires }) {
                         log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                     }
@@ -274,9 +245,7 @@ impl Kv {
                 v
             }
         };
-        self.count(false);
-        self.timed(Op::GetOrCompute, t0, namespace, key);
-        Ok(value)
+        finish(value, false)
     }
 
     fn compute<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -284,8 +253,16 @@ impl Kv {
         f()
     }
 
+    /// `{prefix}:{namespace}:{key}`, checked.
+    fn full_key(&self, namespace: &str, key: &str) -> Result<Vec<u8>> {
+        check(namespace, key)?;
+        let mut full = Vec::with_capacity(self.keys.head().len() + namespace.len() + key.len() + 1);
+        self.keys.write(&mut full, namespace, key);
+        Ok(full)
+    }
+
     /// The local layers, then Redis (through the breaker).
-    fn lookup(&self, key: &[u8]) -> Result<Found2> {
+    fn lookup<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Found2<T>> {
         let ticket = match self.local(key) {
             Ok(found) => return Ok(found),
             Err(t) => t,
@@ -311,12 +288,12 @@ impl Kv {
     /// ticket is refused by `fill`. Asked the other way round, a write
     /// between the overlay check and the ticket let an older value from
     /// Redis be kept, and served after the write was settled.
-    fn local(&self, key: &[u8]) -> std::result::Result<Found2, Option<near::Ticket>> {
+    fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<near::Ticket>> {
         let near = self.near.as_ref().map(|n| n.get(key));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
                 self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
-                return Ok(Found2::Hit(Body::Queued(item), self.cfg.encoding()));
+                return Ok(self.decoded(key, decode_value(&*item, self.cfg.encoding())));
             }
             Found::Absent => return Ok(Found2::Miss),
             Found::Unknown => {}
@@ -324,14 +301,19 @@ impl Kv {
         match (near, &self.near) {
             (Some(Ok((body, enc))), Some(n)) => {
                 n.hits.fetch_add(1, Relaxed);
-                Ok(Found2::Hit(Body::Shared(body), enc))
+                Ok(self.decoded(key, frame::decode_body(&body, enc)))
             }
             (Some(Err(ticket)), _) => Err(Some(ticket)),
             _ => Err(None),
         }
     }
 
-    fn found_in(&self, key: &[u8], reply: Reply, ticket: Option<near::Ticket>) -> Found2 {
+    fn found_in<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        reply: Reply,
+        ticket: Option<near::Ticket>,
+    ) -> Found2<T> {
         match reply {
             Reply::Nil => Found2::Miss,
             Reply::Refused(text) => {
@@ -340,11 +322,10 @@ impl Kv {
             }
             Reply::Value(stored) => match frame::unframe(&stored, self.cfg.redis.max_value_bytes) {
                 Ok((enc, body)) => {
-                    let body: Arc<[u8]> = Arc::from(&body[..]);
                     if let (Some(near), Some(t)) = (&self.near, ticket) {
-                        near.fill(t, key, body.clone(), enc);
+                        near.fill(t, key, Arc::from(&body[..]), enc);
                     }
-                    Found2::Hit(Body::Shared(body), enc)
+                    self.decoded(key, frame::decode_body(&body, enc))
                 }
                 Err(text) => {
                     self.corrupt(key, &text);
@@ -354,20 +335,17 @@ impl Kv {
         }
     }
 
-    /// Decodes a lookup's value; a miss or an undecodable value is `None`
-    /// (the latter counted as corrupt and logged). Hits and misses are
-    /// counted by the calls, once per key looked up ([`Kv::count`]).
-    fn decode_found<T: DeserializeOwned>(&self, key: &[u8], found: Found2) -> Option<T> {
-        match found {
-            Found2::Hit(body, enc) => match body.decode::<T>(enc) {
-                Ok(v) => Some(v),
-                Err(text) => {
-                    self.corrupt(key, &text);
-                    None
-                }
+    /// A decoded value's lookup: an undecodable value is a miss, counted as
+    /// corrupt and logged. (Hits and misses are counted by the calls, once
+    /// per key looked up: [`Kv::count`].)
+    fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
+        r.map_or_else(
+            |text| {
+                self.corrupt(key, &text);
+                Found2::Miss
             },
-            Found2::Miss | Found2::Skipped => None,
-        }
+            Found2::Hit,
+        )
     }
 
     /// Counts one lookup of one key: a hit when it returned a cached

@@ -1,16 +1,9 @@
 //! The kv writer's I/O thread, `tradecache-kv-writer-io`: the one owner of
-//! the writer's connections. It sends the batches the writer packed and
-//! reads their replies; connecting, handshakes, the guard against a dropped
-//! connection (`writer_links.rs`) and reply timeouts all block here, not on the
-//! writer thread.
-//!
-//! Why a thread of its own: against a frozen or unreachable server each of
-//! those calls blocks up to a timeout (a second by default). The writer
-//! thread meanwhile keeps taking writes from the channel into its pending
-//! set, coalesced per key, so a burst while Redis is away is held, not
-//! refused because the channel filled behind a blocked thread. One batch
-//! is in flight at a time (the writer waits for its outcome before sending
-//! the next), so batches still apply in order.
+//! the writer's connections. Connecting, handshakes, the guard against a
+//! dropped connection (`writer_links.rs`) and replies block here, up to a
+//! timeout each against a frozen server, while the writer thread keeps
+//! taking writes from the channel (a burst is held, coalesced, not refused).
+//! One batch is in flight at a time, so batches apply in order.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,6 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
+use super::pool;
 use super::route::{self, Links, Node, Topology};
 use super::writer_links::WriterLinks;
 use crate::channel::Shared;
@@ -28,11 +22,10 @@ use crate::ErrorKind;
 
 /// What to send.
 pub(crate) enum Work {
-    /// Standalone and Sentinel: one `MULTI … EXEC` expecting `replies`
-    /// replies (`MULTI`, one per command, `EXEC`).
+    /// Standalone and Sentinel: one `MULTI … EXEC` with this many replies.
     Single { replies: usize },
-    /// Cluster: one command per entry (the key it routes by, and its bytes
-    /// in the buffer), sent as a pipeline per master.
+    /// Cluster: per command, the key it routes by and its bytes in the
+    /// buffer; sent as a pipeline per master.
     Cluster { cmds: Vec<(Vec<u8>, Range<usize>)> },
 }
 
@@ -48,11 +41,11 @@ pub(crate) type Reply = Option<(Value, Arc<str>)>;
 
 /// What came of a job.
 pub(crate) enum Outcome {
-    /// Every reply, and the server's address; or why they are not all
-    /// there (the connection is dropped then).
+    /// Every reply and the server's address, or why not (the connection is
+    /// dropped then).
     Single(Result<(Vec<Value>, String), Failure>),
-    /// Per command: its reply and the server's address, or `None` when it
-    /// was not sent or its reply was lost; and the last failure met.
+    /// Per command its reply (`None`: not sent, or lost), and the last
+    /// failure met.
     Cluster(Vec<Reply>, Option<Failure>),
 }
 
@@ -95,9 +88,8 @@ pub(crate) fn spawn(topo: Arc<Topology>, links: Links, shared: Arc<Shared>) -> s
 }
 
 impl Io {
-    /// Ends the thread: it finishes what it is doing (bounded by the
-    /// connect and response timeouts) and is joined if it ends by
-    /// `deadline`; otherwise it ends by itself.
+    /// Ends the thread: joined if it finishes its job by `deadline`, else
+    /// left to end by itself (bounded by the timeouts).
     pub(crate) fn stop(self, deadline: Instant) {
         let Io { jobs, done, exited, thread } = self;
         drop(jobs);
@@ -115,10 +107,7 @@ impl IoThread {
         }
         let outcome = match &job.work {
             Work::Single { replies } => Outcome::Single(self.single(&job.buf, *replies)),
-            Work::Cluster { cmds } => {
-                let (out, failure) = self.cluster(&job.buf, cmds);
-                Outcome::Cluster(out, failure)
-            }
+            Work::Cluster { cmds } => self.cluster(&job.buf, cmds),
         };
         Done { buf: job.buf, outcome }
     }
@@ -141,32 +130,20 @@ impl IoThread {
     fn single(&mut self, buf: &[u8], replies: usize) -> Result<(Vec<Value>, String), Failure> {
         let conn = self.links.get(&self.topo, &Node::Main)?;
         let addr = conn.addr.clone();
-        let mut out = Vec::with_capacity(replies);
-        let mut io = conn.con.send_packed_command(buf).err();
-        if io.is_none() {
-            for _ in 0..replies {
-                match conn.con.recv_response() {
-                    Ok(v) => out.push(v),
-                    Err(e) => {
-                        io = Some(e);
-                        break;
-                    }
-                }
+        match pool::exchange(conn, buf, replies) {
+            (out, None) => Ok((out, addr)),
+            (_, Some(f)) => {
+                self.drop_link(&Node::Main);
+                self.shared.set_connected(false);
+                Err(f)
             }
         }
-        if let Some(e) = io {
-            self.drop_link(&Node::Main);
-            self.shared.set_connected(false);
-            return Err(Failure::of(&e, &addr));
-        }
-        Ok((out, addr))
     }
 
-    /// Routes each command to its master and sends each master its
-    /// commands as one pipeline. A `MOVED`/`ASK` reply or a failure makes
-    /// the slot table be read again; a reply that asks to reconnect, or a
-    /// lost connection, drops that master's connection.
-    fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> (Vec<Reply>, Option<Failure>) {
+    /// Sends each master its commands as one pipeline. `MOVED`/`ASK` or a
+    /// failure makes the slot table be read again; a reply that asks to
+    /// reconnect, or a lost connection, drops that master's connection.
+    fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> Outcome {
         let mut out: Vec<Reply> = vec![None; cmds.len()];
         let mut failure = None;
         let mut groups: Vec<(Node, Vec<usize>)> = Vec::new();
@@ -196,17 +173,9 @@ impl IoThread {
                 }
             };
             let addr: Arc<str> = conn.addr.as_str().into();
-            let mut io = conn.con.send_packed_command(&packed).err();
-            if io.is_none() {
-                for &i in &group {
-                    match conn.con.recv_response() {
-                        Ok(v) => out[i] = Some((v, addr.clone())),
-                        Err(e) => {
-                            io = Some(e);
-                            break;
-                        }
-                    }
-                }
+            let (replies, io) = pool::exchange(conn, &packed, group.len());
+            for (&i, v) in group.iter().zip(replies) {
+                out[i] = Some((v, addr.clone()));
             }
             let mut reconnect = false;
             for &i in &group {
@@ -217,15 +186,15 @@ impl IoThread {
                     reconnect |= net::Cause::of_code(&code).action() == Action::Reconnect;
                 }
             }
-            if let Some(e) = io {
+            if let Some(f) = io {
                 reconnect = true;
                 self.topo.invalidate();
-                failure = Some(Failure::of(&e, &addr));
+                failure = Some(f);
             }
             if reconnect {
                 self.drop_link(&node);
             }
         }
-        (out, failure)
+        Outcome::Cluster(out, failure)
     }
 }

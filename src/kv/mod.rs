@@ -99,7 +99,7 @@ use op::KvMsg;
 use overlay::Overlay;
 use pool::Pool;
 use route::{Links, Node, Topology};
-use writer::{Writer, WriterInit};
+use writer::Writer;
 
 /// How long a key lives.
 ///
@@ -219,16 +219,9 @@ impl Kv {
             detail: format!("cannot start a kv thread: {e}"),
             source: Some(crate::net::source_of(&e)),
         };
-        let writer = Writer::new(WriterInit {
-            cfg: config.clone(),
-            topo: topo.clone(),
-            rx,
-            shared: shared.clone(),
-            overlay: overlay.clone(),
-            done: done_tx,
-            links,
-        })
-        .map_err(spawn_error)?;
+        let writer =
+            Writer::new(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
+                .map_err(spawn_error)?;
         let writer = std::thread::Builder::new()
             .name("tradecache-kv-writer".into())
             .spawn(move || writer.run())

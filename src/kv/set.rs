@@ -36,9 +36,8 @@ impl Kv {
     where
         T: Serialize + Clone + Send + Sync + 'static,
     {
-        check(namespace, key)?;
+        let item = self.item(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        let item = self.key_item(namespace, key);
         self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })
     }
 
@@ -56,13 +55,11 @@ impl Kv {
         T: Serialize + Clone + Send + Sync + 'static,
     {
         let expires = self.expires_at(namespace, ttl)?;
-        for (key, _) in items {
-            check(namespace, key)?;
-        }
+        let items =
+            items.iter().map(|(key, v)| Ok((self.item(namespace, key)?, *v))).collect::<Result<Vec<_>>>()?;
         let mut last = self.last_seq();
-        for (key, value) in items {
-            let item = self.key_item(namespace, key);
-            last = self.push(op::Op::Set { item, value: Arc::new((*value).clone()), expires })?;
+        for (item, value) in items {
+            last = self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })?;
         }
         Ok(last)
     }
@@ -75,9 +72,7 @@ impl Kv {
     /// [`Error::InvalidId`], [`Error::Unavailable`], [`Error::Closed`] as
     /// for [`Kv::set`].
     pub fn delete(&self, namespace: &str, key: &str) -> Result<Seq> {
-        check(namespace, key)?;
-        let item = self.key_item(namespace, key);
-        self.push(op::Op::Del { key: item })
+        self.push(op::Op::Del { key: self.item(namespace, key)? })
     }
 
     /// Gives an existing key a new TTL from now (`PEXPIRE`, or `PERSIST`
@@ -88,17 +83,18 @@ impl Kv {
     ///
     /// As [`Kv::delete`], and [`Error::Config`] for a TTL under 1 ms.
     pub fn touch(&self, namespace: &str, key: &str, ttl: Ttl) -> Result<Seq> {
-        check(namespace, key)?;
+        let key = self.item(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        let item = self.key_item(namespace, key);
-        self.push(op::Op::Expire { key: item, expires })
+        self.push(op::Op::Expire { key, expires })
     }
 
-    pub(super) fn key_item(&self, namespace: &str, key: &str) -> Item {
-        with_scratch(|s| {
+    /// The full key, checked.
+    pub(super) fn item(&self, namespace: &str, key: &str) -> Result<Item> {
+        check(namespace, key)?;
+        Ok(with_scratch(|s| {
             self.keys.write(s, namespace, key);
             Item::from_bytes(s)
-        })
+        }))
     }
 
     /// When a write made now expires.

@@ -1,42 +1,23 @@
 //! The kv writer thread: drains the channel, coalesces per key, and writes
-//! `SET key value PX ms` / `DEL` / `PEXPIRE` / `PERSIST` in batches, one
-//! `MULTI … EXEC` each (outside a cluster), over its own connection(s).
+//! `SET key value PX ms` / `DEL` / `PEXPIRE` / `PERSIST` in batches (one
+//! `MULTI … EXEC` each outside a cluster, per-master pipelines in one),
+//! handed to its I/O thread (`io.rs`) so that this thread keeps draining
+//! the channel while a batch waits for Redis.
 //!
-//! Why kv does not use the `Cache` flusher: the guarantees differ. The
-//! flusher carries state: every accepted write is applied exactly once and
-//! in order, so it keeps a commit marker to settle in-doubt batches, holds
-//! every event through an outage and, when it cannot hold more, stops
-//! draining so the channel fills and callers are refused. A cache is not
-//! state: a write may be replaced by a newer one or lost without harm
-//! beyond a miss, and a cache must never push back on a trading loop. So
-//! this writer keeps one pending write per key (the newest), always drains
-//! the channel, drops (and counts) writes to new keys past
-//! `max_pending_keys`, resends a batch whose reply was lost (`SET`, `DEL`
-//! and `PEXPIRE` with the same arguments are idempotent, and anything newer
-//! for the key is sent after it), and routes each key to its own master in
-//! a cluster, where a batch cannot be one transaction. A connection given
-//! up on is killed on its server before anything is written there again
-//! (`writer_links.rs`), so its bytes, if they arrive late, never apply after newer
-//! writes.
+//! Why not the `Cache` flusher: state must apply exactly once and in
+//! order, so the flusher keeps a commit marker, holds every event through
+//! an outage and stops draining when it cannot hold more (callers are
+//! refused). A cache may lose or replace a write at the cost of a miss, and
+//! must never push back on a trading loop. So this writer keeps the newest
+//! write per key, always drains, drops (and counts) writes to new keys past
+//! `max_pending_keys`, and resends a batch whose reply was lost (its
+//! commands are idempotent; anything newer for the key is sent after it).
+//! The callers' side, the intake loop and the backoff are the flusher's
+//! (`crate::channel`, `crate::channel::intake`, `crate::net::Backoff`).
 //!
-//! What it shares with the flusher is written once: the callers' side
-//! (a bounded crossbeam channel, sequence numbers with `acked_seq` for
-//! `wait`/`flush`, shutdown through the channel: `crate::channel`), taking
-//! queued messages, poll-then-park when idle and the guard that marks the
-//! thread dead (`crate::channel::intake`), reconnecting with capped,
-//! jittered backoff (`crate::net::Backoff`, `crate::net::pause`).
-//! TTLs are turned into `PX` at send time from the deadline the call set,
-//! so a value held through an outage does not outlive its TTL (and one that
-//! expired meanwhile is sent as a `DEL`).
-//!
-//! The sending itself (connections, replies, the guard against a dropped
-//! connection) runs on the writer's I/O thread (`io.rs`), so that this
-//! thread keeps taking writes from the channel while a batch waits for
-//! Redis.
-//!
-//! (Over 600 lines: one thread's loop with its two ways of packing and
-//! settling a batch, one transaction or per-master pipelines, kept
-//! together like the flusher.)
+//! TTLs become `PX` at send time from the call's deadline, so a value held
+//! through an outage does not outlive its TTL (one that expired meanwhile
+//! is sent as a `DEL`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -49,10 +30,11 @@ use redis::Value;
 use super::config::KvConfig;
 use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
-use super::op::{ItemKey, KeyHash, KvMsg, Op};
+use super::op::{Item, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
-use crate::channel::Count;
+use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::{Count, Shared};
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
 use crate::ErrorKind;
@@ -63,12 +45,6 @@ struct InFlight {
     started: Instant,
 }
 
-fn io_gone() -> Failure {
-    Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
-}
-use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::channel::Shared;
-
 /// The newest pending write of one key.
 struct Pend {
     /// The oldest write merged into it (none of them is applied yet).
@@ -76,16 +52,6 @@ struct Pend {
     /// The newest: what the overlay entry carries.
     seq: u64,
     op: Op,
-}
-
-pub(crate) struct WriterInit {
-    pub(crate) cfg: KvConfig,
-    pub(crate) topo: Arc<Topology>,
-    pub(crate) rx: Receiver<KvMsg>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) overlay: Arc<Overlay>,
-    pub(crate) done: Sender<CloseReport>,
-    pub(crate) links: Links,
 }
 
 pub(crate) struct Writer {
@@ -100,7 +66,7 @@ pub(crate) struct Writer {
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
     reset: bool,
-    pending: HashMap<ItemKey, Pend, KeyHash>,
+    pending: HashMap<Item, Pend, KeyHash>,
     received_seq: u64,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -126,27 +92,34 @@ impl Intake for Writer {
     }
 
     fn senders_gone(&mut self) {
-        self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout));
+        let _ = self.shutdown.get_or_insert(net::deadline_after(self.cfg.redis.close_timeout));
     }
 }
 
 impl Writer {
     /// The writer, with its I/O thread started.
-    pub(crate) fn new(init: WriterInit) -> std::io::Result<Self> {
-        let backoff =
-            Backoff::new(init.cfg.redis.reconnect_backoff_min, init.cfg.redis.reconnect_backoff_max);
+    pub(crate) fn new(
+        cfg: KvConfig,
+        topo: Arc<Topology>,
+        rx: Receiver<KvMsg>,
+        shared: Arc<Shared>,
+        overlay: Arc<Overlay>,
+        done: Sender<CloseReport>,
+        links: Links,
+    ) -> std::io::Result<Self> {
+        let backoff = Backoff::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
-        init.shared.set_connected(true);
-        let io = io::spawn(init.topo.clone(), init.links, init.shared.clone())?;
-        init.shared.set_alive(true);
+        shared.set_connected(true);
+        let io = io::spawn(topo.clone(), links, shared.clone())?;
+        shared.set_alive(true);
         Ok(Writer {
             backoff,
-            topo: init.topo,
-            rx: init.rx,
-            shared: init.shared,
-            overlay: init.overlay,
-            done: init.done,
+            topo,
+            rx,
+            shared,
+            overlay,
+            done,
             io: Some(io),
             in_flight: None,
             reset: false,
@@ -158,7 +131,7 @@ impl Writer {
             packer: Packer::default(),
             raw: Vec::new(),
             framed: Vec::new(),
-            cfg: init.cfg,
+            cfg,
         })
     }
 
@@ -166,9 +139,7 @@ impl Writer {
         let _alive = AliveGuard(self.shared.clone());
         loop {
             if self.shutdown.is_none() {
-                if let Some(deadline) = self.shared.stop_requested() {
-                    self.shutdown = Some(deadline);
-                }
+                self.shutdown = self.shared.stop_requested();
             }
             if self.pending.is_empty() && self.in_flight.is_none() {
                 self.advance();
@@ -182,9 +153,7 @@ impl Writer {
                 // where the thread yields.
                 match self.wait_first() {
                     Wake::Msg(msg) => self.absorb(msg),
-                    Wake::Stop | Wake::Closed => {
-                        self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout))
-                    }
+                    Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
                     Wake::Tick => {}
                 }
@@ -199,7 +168,7 @@ impl Writer {
             }
             self.drain();
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                self.pause();
+                net::pause(self.retry_at, self.shutdown);
                 continue;
             }
             self.write_batch();
@@ -219,15 +188,8 @@ impl Writer {
         let _ = self.done.try_send(report);
     }
 
-    fn begin_shutdown(&mut self, deadline: Instant) {
-        if self.shutdown.is_none() {
-            self.shutdown = Some(deadline);
-        }
-    }
-
-    /// Polls with a short sleep so a caller's push does not have to wake a
-    /// parked thread; parks after `idle_park_after` without work. Ends
-    /// early on a stop request (`close`'s deadline is in `Shared`).
+    /// Polls, then parks after `idle_park_after` without work (as the
+    /// flusher); ends early on a stop request.
     fn wait_first(&mut self) -> Wake<KvMsg> {
         let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
         let shared = &self.shared;
@@ -235,28 +197,23 @@ impl Writer {
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
-    /// waiting to retry (coalescing keeps one write per key, and keys past
-    /// `max_pending_keys` are dropped), so the channel never fills because
-    /// Redis is away.
+    /// waiting to retry (coalesced, and past `max_pending_keys` dropped), so
+    /// the channel never fills because Redis is away.
     fn drain(&mut self) {
         let waiting = self.retry_at.is_some();
         let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
-        // While writing, what does not fit waits in the channel; only an
-        // outage drops writes (`queue`).
         self.take_queued(|w, n| n < limit && (waiting || w.held() < w.cfg.max_pending_keys));
     }
 
-    /// The keys the writer holds: pending, and in the batch on its way.
-    /// At most `max_pending_keys`, so that a batch that fails always fits
-    /// back into `pending`: a write taken in is kept until it is written
-    /// (or its value is refused), and read back meanwhile.
+    /// The keys held, pending and in flight: at most `max_pending_keys`, so
+    /// a failed batch always fits back into `pending`.
     fn held(&self) -> usize {
         self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.batch.len())
     }
 
     fn absorb(&mut self, msg: KvMsg) {
         match msg {
-            KvMsg::Shutdown { deadline } => self.begin_shutdown(deadline),
+            KvMsg::Shutdown { deadline } => _ = self.shutdown.get_or_insert(deadline),
             KvMsg::Write { seq, op } => {
                 self.received_seq = seq;
                 self.queue(Pend { first_seq: seq, seq, op }, false);
@@ -265,14 +222,12 @@ impl Writer {
     }
 
     /// Adds a write to `pending`, merged with the one there. `older`: it
-    /// comes back from a failed batch, so what is pending is newer; it was
-    /// held all along, so it always finds room. A write that arrives while
-    /// the writer holds `max_pending_keys` other keys is dropped (`drain`
-    /// takes one in then only in an outage).
+    /// comes back from a failed batch (what is pending is newer; it always
+    /// finds room). A new key past `max_pending_keys` is dropped.
     fn queue(&mut self, p: Pend, older: bool) {
         use std::collections::hash_map::Entry;
         let full = !older && self.held() >= self.cfg.max_pending_keys;
-        match self.pending.entry(ItemKey(p.op.item().clone())) {
+        match self.pending.entry(p.op.item().clone()) {
             Entry::Occupied(mut e) => {
                 let cur = e.get_mut();
                 let (first, last) = if older { (p.op, cur.op.clone()) } else { (cur.op.clone(), p.op) };
@@ -287,24 +242,23 @@ impl Writer {
                 e.insert(p);
             }
             Entry::Vacant(_) => {
-                let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
                 let detail = format!(
                     "Redis is unavailable and {} keys are already pending (max_pending_keys): a cache \
                      drops rather than grow",
                     self.held(),
                 );
-                self.drop_write(&p, key, self.last_class, detail);
+                self.drop_write(&p, self.last_class, detail);
             }
         }
     }
 
-    fn drop_write(&mut self, p: &Pend, key: String, class: ErrorKind, detail: String) {
+    fn drop_write(&mut self, p: &Pend, class: ErrorKind, detail: String) {
+        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
         self.overlay.forget(p.op.item().key(), p.seq);
     }
 
-    /// Publishes how far every write is settled: up to just before the
-    /// oldest write still pending.
+    /// Publishes how far writes are settled: up to the oldest one held.
     fn advance(&mut self) {
         let in_flight = self.in_flight.iter().flat_map(|f| f.batch.iter());
         let upto = match self.pending.values().chain(in_flight).map(|p| p.first_seq).min() {
@@ -328,8 +282,7 @@ impl Writer {
             .collect()
     }
 
-    /// Packs the next batch and hands it to the I/O thread; its outcome
-    /// is settled by [`Writer::finish`].
+    /// Packs the next batch and hands it to the I/O thread.
     fn write_batch(&mut self) {
         let batch = self.take_batch();
         let work = if self.topo.clustered() { self.pack_cluster(batch) } else { self.pack_single(batch) };
@@ -348,8 +301,7 @@ impl Writer {
         }
     }
 
-    /// Waits a little for the batch in flight, taking writes from the
-    /// channel meanwhile (as far as `drain` takes them).
+    /// Waits a little for the batch in flight, draining meanwhile.
     fn await_io(&mut self) {
         let got = match &self.io {
             Some(io) => io.done.recv_timeout(self.cfg.redis.idle_poll.max(Duration::from_micros(50))),
@@ -392,10 +344,9 @@ impl Writer {
         }
     }
 
-    /// Appends one op's command to the packer: encodes a value (the
-    /// calling thread did not), frames it (compressing above the
-    /// threshold), and turns a deadline into `PX`. A value that cannot be
-    /// encoded or is too large is not packed: the error says why.
+    /// Appends one op's command to the packer: encodes and frames a value,
+    /// turns a deadline into `PX`. `Err`: the value is unencodable or too
+    /// large.
     fn pack(&mut self, op: &Op) -> Result<(), (ErrorKind, String)> {
         let now = Instant::now();
         match op {
@@ -437,9 +388,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Packs every op of `batch` onto the packer; returns those packed,
-    /// in order, with where each one's command is. The others are dropped
-    /// and recorded (`take_dropped`, `flush`).
+    /// Packs every op of `batch`; returns those packed, with where each
+    /// one's command is. The others are dropped.
     fn pack_batch(&mut self, batch: Vec<Pend>) -> (Vec<Pend>, Vec<Range<usize>>) {
         let mut packed = Vec::with_capacity(batch.len());
         let mut at = Vec::with_capacity(batch.len());
@@ -452,8 +402,7 @@ impl Writer {
                 }
                 Err((class, detail)) => {
                     self.packer.buf.truncate(start);
-                    let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                    self.drop_write(&p, key, class, detail);
+                    self.drop_write(&p, class, detail);
                 }
             }
         }
@@ -472,8 +421,7 @@ impl Writer {
         Some((Work::Single { replies: batch.len() + 2 }, batch))
     }
 
-    /// Cluster: each command on its own, routed by the I/O thread (keys in
-    /// different slots cannot share a transaction).
+    /// Cluster: each command on its own, routed by the I/O thread.
     fn pack_cluster(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
         self.packer.clear();
         let (batch, at) = self.pack_batch(batch);
@@ -484,8 +432,8 @@ impl Writer {
         Some((Work::Cluster { cmds }, batch))
     }
 
-    /// The replies to a `MULTI … EXEC`: each refused command is dropped;
-    /// an aborted transaction is retried without the command at fault, or
+    /// The replies to a `MULTI … EXEC`: a refused command is dropped; an
+    /// aborted transaction is retried without the command at fault, or
     /// requeued whole.
     fn settle_single(
         &mut self,
@@ -509,8 +457,7 @@ impl Writer {
                 for (r, p) in results.iter().zip(batch) {
                     if let Some((code, text)) = reply_error(r) {
                         let class = net::Cause::of_code(&code).class();
-                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                        self.drop_write(&p, key, class, format!("refused: {text}"));
+                        self.drop_write(&p, class, format!("refused: {text}"));
                     }
                 }
                 self.shared.add(Count::Written, results.len() as u64);
@@ -528,8 +475,7 @@ impl Writer {
                     let mut batch = batch;
                     if at < batch.len() {
                         let p = batch.swap_remove(at);
-                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                        self.drop_write(&p, key, class, format!("refused: {text}"));
+                        self.drop_write(&p, class, format!("refused: {text}"));
                     }
                     for p in batch {
                         self.queue(p, true);
@@ -541,9 +487,9 @@ impl Writer {
         }
     }
 
-    /// The replies of the per-master pipelines: a write without a reply is
-    /// requeued, a refused one dropped (or requeued, when the refusal asks
-    /// to wait or reconnect).
+    /// The replies of the per-master pipelines: a write without a reply, or
+    /// refused with a wait or reconnect, is requeued; else a refused one is
+    /// dropped.
     fn settle_cluster(
         &mut self,
         batch: Vec<Pend>,
@@ -563,8 +509,7 @@ impl Writer {
                 Some((code, text)) => {
                     let cause = net::Cause::of_code(&code);
                     if cause.action() == Action::Drop {
-                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                        self.drop_write(&p, key, cause.class(), format!("refused: {text}"));
+                        self.drop_write(&p, cause.class(), format!("refused: {text}"));
                     } else {
                         failure = Some(Failure::new(cause, addr.to_string(), text));
                         rest.push(p);
@@ -584,8 +529,8 @@ impl Writer {
         }
     }
 
-    /// Puts a batch that was not (or may not have been) applied back into
-    /// `pending`, behind nothing: anything newer for its keys stays newer.
+    /// Puts a batch that may not have been applied back into `pending`
+    /// (anything newer for its keys stays newer).
     fn requeue(&mut self, batch: Vec<Pend>, f: Failure) -> Failure {
         for p in batch {
             self.queue(p, true);
@@ -612,18 +557,15 @@ impl Writer {
             Action::Backpressure => {
                 self.shared.set_backpressure(Some(format!("{}: {}", f.class().name(), f.text)));
             }
-            // WaitRetry, Drop (and any action the state writer adds, such
-            // as its fencing, which a cache never meets): back off, retry.
+            // WaitRetry, Drop (and fencing, which a cache never meets).
             _ => {}
         }
         self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }
+}
 
-    /// Sleeps a little while waiting to retry (so the channel keeps being
-    /// drained), bounded by the retry time and the shutdown deadline.
-    fn pause(&mut self) {
-        net::pause(self.retry_at, self.shutdown);
-    }
+fn io_gone() -> Failure {
+    Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
 }
 
 /// Milliseconds from `now` to `t`, rounded up; `None` once `t` has passed.

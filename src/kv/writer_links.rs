@@ -1,25 +1,20 @@
 //! The kv writer's connections (one per node), and the guard that keeps a
 //! connection it gave up on from applying anything later.
 //!
-//! A write batch whose reply does not come in time is sent again on a new
-//! connection, and newer writes follow it there. The old connection's
-//! bytes may still be on their way (a stalled network, a frozen proxy): if
-//! they reached Redis after the newer writes, an old `SET` would replace a
-//! newer value or bring back a deleted key, for good. So before anything
-//! is written on a new connection to a server, every connection to that
-//! server that carried writes and was dropped is killed there with
-//! `CLIENT KILL ID … ADDR …` (the id and the client address together: a
-//! restarted server numbers its clients from 1 again). Redis runs one
-//! command at a time, so once the kill has answered, the old connection
-//! has either applied its bytes (before anything sent on the new one) or
-//! never will: a killed client's unread bytes are discarded with it. A
-//! reply of 0 (no such client) means the same: it is gone already.
+//! A batch whose reply does not come in time is sent again on a new
+//! connection, newer writes after it; the old connection's bytes may still
+//! be on their way (a stalled network or proxy), and an old `SET` applied
+//! after them would replace a newer value for good. So before anything is
+//! written on a new connection to a server, every dropped connection to it
+//! that carried writes is killed there with `CLIENT KILL ID … ADDR …` (both:
+//! a restarted server numbers its clients from 1 again). Redis runs one
+//! command at a time, so once the kill has answered (0 included: gone
+//! already), the old connection has applied its bytes or never will.
 //!
-//! A connection that cannot be named (`CLIENT INFO` refused) is not
-//! written on, and a refused kill (`NOPERM`: the ACL lacks
-//! `+client|kill`) stops the writer from writing to that server: both are
-//! failures of the writer, counted and shown in `health()`, so that the
-//! guard is never skipped silently.
+//! A connection that cannot be named (`CLIENT INFO` refused) is not written
+//! on, and a refused kill (`NOPERM`) stops writes to that server: failures
+//! of the writer, counted and shown in `health()`, so that the guard is
+//! never skipped silently.
 
 use std::collections::HashSet;
 
@@ -28,9 +23,8 @@ use redis::Value;
 use super::route::{Links, Node, Topology};
 use crate::net::{self, reply_error, ClientIdentity, Conn, Failure};
 
-/// At most this many dropped connections are remembered for killing; past
-/// it the oldest is forgotten (and the loss counted by the caller): a
-/// bound for a cluster whose nodes come and go.
+/// At most this many dropped connections are remembered for killing (the
+/// oldest is forgotten, the loss counted by the caller).
 const MAX_SUSPECTS: usize = 64;
 
 #[derive(Default)]
@@ -38,8 +32,7 @@ pub(crate) struct WriterLinks {
     links: Links,
     /// Nodes whose current connection has carried writes.
     used: HashSet<Node>,
-    /// Dropped connections that carried writes, with the server
-    /// (`host:port`) they were on: to be killed before writing there again.
+    /// Dropped connections that carried writes, and their `host:port`.
     suspects: Vec<(String, ClientIdentity)>,
 }
 
@@ -48,9 +41,8 @@ impl WriterLinks {
         WriterLinks { links, ..WriterLinks::default() }
     }
 
-    /// The connection to `node` (connecting if there is none), ready to
-    /// write on: no connection dropped before it can apply anything after
-    /// this returns.
+    /// The connection to `node`, ready to write on: no connection dropped
+    /// before it can apply anything after this returns.
     pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<&mut Conn, Failure> {
         let WriterLinks { links, used, suspects } = self;
         let conn = links.get(topo, node)?;
@@ -94,12 +86,12 @@ impl WriterLinks {
         links.get(topo, node)
     }
 
-    /// Drops the connection to `node`; if it carried writes, it is killed
-    /// before the next write to its server.
+    /// Drops the connection to `node` (killed before the next write to its
+    /// server if it carried writes); `true` when a suspect was forgotten.
     pub(crate) fn drop_node(&mut self, node: &Node) -> bool {
         let carried = self.used.remove(node);
         let mut lost = false;
-        if let Some(conn) = self.links.take(node) {
+        if let Some(conn) = self.links.drop_node(node) {
             if let (true, Some(id)) = (carried, conn.client) {
                 if self.suspects.len() >= MAX_SUSPECTS {
                     self.suspects.remove(0);
@@ -111,8 +103,7 @@ impl WriterLinks {
         lost
     }
 
-    /// Drops every connection (see [`WriterLinks::drop_node`]); `true` when
-    /// a dropped connection had to be forgotten unkilled.
+    /// Drops every connection, as [`WriterLinks::drop_node`].
     pub(crate) fn clear(&mut self) -> bool {
         let mut lost = false;
         for node in self.links.nodes() {
