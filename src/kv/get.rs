@@ -278,16 +278,13 @@ impl Kv {
     /// The queued writes, then the near cache; `Err` with the near cache's
     /// ticket when Redis must be asked.
     ///
-    /// The near cache is asked first and the queued writes after, so that
-    /// no write falls between the two: a write records itself in the
-    /// overlay and only then evicts the key here (bumping the ticket's
-    /// epoch), both before `set` returns. So either this lookup's near
-    /// answer or ticket comes after that eviction, and then the overlay
-    /// check below sees the write (or it is settled, and Redis holds it or
-    /// newer); or it comes before, and a value read from Redis on that
-    /// ticket is refused by `fill`. Asked the other way round, a write
-    /// between the overlay check and the ticket let an older value from
-    /// Redis be kept, and served after the write was settled.
+    /// The near cache is asked first: a write records itself in the overlay
+    /// and then evicts the key there (bumping the ticket's epoch), both
+    /// before `set` returns. So either the near answer or ticket comes after
+    /// that eviction, and the overlay check sees the write (or it is settled:
+    /// Redis holds it or newer); or before, and `fill` refuses a value read
+    /// from Redis on that ticket. The other way round, a write between the
+    /// two let an older value from Redis be kept and served once settled.
     fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<near::Ticket>> {
         let near = self.near.as_ref().map(|n| n.get(key));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
@@ -314,30 +311,23 @@ impl Kv {
         reply: Reply,
         ticket: Option<near::Ticket>,
     ) -> Found2<T> {
-        match reply {
-            Reply::Nil => Found2::Miss,
-            Reply::Refused(text) => {
-                self.corrupt(key, &text);
-                Found2::Miss
-            }
-            Reply::Value(stored) => match frame::unframe(&stored, self.cfg.redis.max_value_bytes) {
-                Ok((enc, body)) => {
+        let value = match reply {
+            Reply::Nil => return Found2::Miss,
+            Reply::Refused(text) => Err(text),
+            Reply::Value(stored) => {
+                frame::unframe(&stored, self.cfg.redis.max_value_bytes).and_then(|(enc, body)| {
                     if let (Some(near), Some(t)) = (&self.near, ticket) {
                         near.fill(t, key, Arc::from(&body[..]), enc);
                     }
-                    self.decoded(key, frame::decode_body(&body, enc))
-                }
-                Err(text) => {
-                    self.corrupt(key, &text);
-                    Found2::Miss
-                }
-            },
-        }
+                    frame::decode_body(&body, enc)
+                })
+            }
+        };
+        self.decoded(key, value)
     }
 
-    /// A decoded value's lookup: an undecodable value is a miss, counted as
-    /// corrupt and logged. (Hits and misses are counted by the calls, once
-    /// per key looked up: [`Kv::count`].)
+    /// A decoded value is a hit; an undecodable one a miss, counted as
+    /// corrupt and logged.
     fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
         r.map_or_else(
             |text| {
@@ -348,9 +338,7 @@ impl Kv {
         )
     }
 
-    /// Counts one lookup of one key: a hit when it returned a cached
-    /// value, else a miss (absent, expired, corrupt, skipped by the
-    /// breaker, or computed by `get_or_compute`).
+    /// Counts one lookup of one key (see [`super::KvStats::misses`]).
     fn count(&self, hit: bool) {
         let c = &self.metrics.c;
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);

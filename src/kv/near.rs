@@ -57,6 +57,8 @@ pub(crate) struct Near {
     pub(crate) invalidations: AtomicU64,
     /// The tracking listener is subscribed (when tracking is on).
     pub(crate) tracking: AtomicBool,
+    /// Set to stop the tracking listener.
+    pub(crate) stop: AtomicBool,
 }
 
 /// What a read that may fill the near cache saw before going to Redis.
@@ -73,6 +75,7 @@ impl Near {
             hits: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             tracking: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
         }
     }
 
@@ -145,24 +148,23 @@ impl Near {
     }
 }
 
-/// The tracking listener thread; stops when `stop` is set.
+/// The tracking listener thread; stops when `near.stop` is set.
 pub(crate) fn spawn_tracking(
     topo: Arc<Topology>,
     near: Arc<Near>,
     prefix: Vec<u8>,
-    stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("tradecache-kv-tracking".into()).spawn(move || {
         let mut backoff = Backoff::new(topo.cfg.reconnect_backoff_min, topo.cfg.reconnect_backoff_max);
-        while !stop.load(SeqCst) {
-            let result = listen(&topo, &near, &prefix, &stop);
+        while !near.stop.load(SeqCst) {
+            let result = listen(&topo, &near, &prefix);
             near.tracking.store(false, SeqCst);
             // Invalidations may have been missed while not listening.
             near.clear(b"");
             if let Err(text) = result {
                 log::debug!("tradecache::kv: near-cache invalidation: {text}");
                 let until = net::deadline_after(backoff.next_delay());
-                while !stop.load(SeqCst) && Instant::now() < until {
+                while !near.stop.load(SeqCst) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             } else {
@@ -173,7 +175,7 @@ pub(crate) fn spawn_tracking(
 }
 
 /// One session: subscribe, enable tracking, evict what the server names.
-fn listen(topo: &Topology, near: &Near, prefix: &[u8], stop: &AtomicBool) -> Result<(), String> {
+fn listen(topo: &Topology, near: &Near, prefix: &[u8]) -> Result<(), String> {
     let mut listener = topo.connect(&Node::Main, None).map_err(|f| f.text)?;
     let id = match listener.query(redis::cmd("CLIENT").arg("ID")) {
         Ok(Value::Int(id)) => id,
@@ -193,7 +195,7 @@ fn listen(topo: &Topology, near: &Near, prefix: &[u8], stop: &AtomicBool) -> Res
     near.tracking.store(true, SeqCst);
     ps.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
     let mut last_ping = Instant::now();
-    while !stop.load(SeqCst) {
+    while !near.stop.load(SeqCst) {
         match ps.get_message() {
             Ok(msg) => match msg.get_payload::<Value>() {
                 Ok(Value::Array(keys)) => {

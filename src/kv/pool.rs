@@ -1,12 +1,9 @@
 //! The read pool: up to `max_connections` blocking connections (opened on
-//! demand, separate from the writer's) for the calls that need an answer
-//! on the calling thread: `GET`, pipelined `MGET`s, `EXISTS`, and
-//! `SCAN`/`UNLINK` for `clear_namespace`. A caller takes a free connection
-//! (trying each once before waiting for one). Any I/O error or timeout
-//! drops the connection (redis-rs keeps reading the replies of a
-//! pipeline after a failure, each up to the timeout).
+//! demand, not the writer's) for the calls answered on the calling thread:
+//! `GET`, pipelined `MGET`s, `EXISTS`, `SCAN`/`UNLINK`. A caller takes a
+//! free connection (trying each once before waiting for one). A failure
+//! drops the connection (replies of a pipeline may be left unread).
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -27,15 +24,6 @@ struct Slot {
     packer: Packer,
 }
 
-thread_local! {
-    /// Where this thread starts looking for a free connection, so threads
-    /// spread over the pool.
-    static START: Cell<usize> = Cell::new({
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(std::thread::current().id()) as usize
-    });
-}
-
 /// A reply to one key.
 pub(crate) enum Reply {
     Value(Vec<u8>),
@@ -51,7 +39,7 @@ impl Pool {
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
         let n = self.slots.len();
-        let start = START.with(Cell::get) % n;
+        let start = super::THREAD_HASH.with(|h| *h) % n;
         for i in 0..n {
             if let Some(g) = self.slots[(start + i) % n].try_lock() {
                 return g;

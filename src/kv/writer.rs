@@ -270,34 +270,38 @@ impl Writer {
         }
     }
 
-    fn take_batch(&mut self) -> Vec<Pend> {
-        let mut n = 0;
-        let max = self.cfg.redis.max_batch;
-        self.pending
-            .extract_if(|_, _| {
-                n += 1;
-                n <= max
-            })
-            .map(|(_, p)| p)
-            .collect()
-    }
-
-    /// Packs the next batch and hands it to the I/O thread.
+    /// Packs the next batch and hands it to the I/O thread: one `MULTI …
+    /// EXEC` (standalone, Sentinel), or each command on its own (cluster).
     fn write_batch(&mut self) {
-        let batch = self.take_batch();
-        let work = if self.topo.clustered() { self.pack_cluster(batch) } else { self.pack_single(batch) };
-        let Some((work, batch)) = work else {
+        let (max, mut n) = (self.cfg.redis.max_batch, 0);
+        let taken = self.pending.extract_if(|_, _| {
+            n += 1;
+            n <= max
+        });
+        let batch = taken.map(|(_, p)| p).collect();
+        let single = !self.topo.clustered();
+        self.packer.clear();
+        if single {
+            self.packer.cmd(&[b"MULTI"]);
+        }
+        let (batch, at) = self.pack_batch(batch);
+        if batch.is_empty() {
             self.advance();
             return;
+        }
+        let work = if single {
+            self.packer.cmd(&[b"EXEC"]);
+            Work::Single { replies: batch.len() + 2 }
+        } else {
+            Work::Cluster {
+                cmds: batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect(),
+            }
         };
         let job =
             Job { buf: std::mem::take(&mut self.packer.buf), work, reset: std::mem::take(&mut self.reset) };
         match self.io.as_ref().map(|io| io.jobs.send(job)) {
             Some(Ok(())) => self.in_flight = Some(InFlight { batch, started: Instant::now() }),
-            _ => {
-                let f = self.requeue(batch, io_gone());
-                self.fail(f);
-            }
+            _ => self.io_lost(batch),
         }
     }
 
@@ -312,8 +316,7 @@ impl Writer {
             Err(RecvTimeoutError::Timeout) => self.drain(),
             Err(RecvTimeoutError::Disconnected) => {
                 if let Some(flight) = self.in_flight.take() {
-                    let f = self.requeue(flight.batch, io_gone());
-                    self.fail(f);
+                    self.io_lost(flight.batch);
                 }
             }
         }
@@ -322,9 +325,7 @@ impl Writer {
     /// Settles the batch in flight with what the I/O thread reports.
     fn finish(&mut self, done: Done) {
         let Some(InFlight { batch, started }) = self.in_flight.take() else { return };
-        let mut buf = done.buf;
-        buf.clear();
-        self.packer.buf = buf;
+        self.packer.buf = done.buf; // for reuse
         let outcome = match done.outcome {
             Outcome::Single(r) => self.settle_single(batch, r),
             Outcome::Cluster(replies, failure) => self.settle_cluster(batch, replies, failure),
@@ -351,16 +352,11 @@ impl Writer {
         let now = Instant::now();
         match op {
             Op::Set { item, value, expires } => {
-                let ms = match expires {
-                    Some(t) => match remaining_ms(*t, now) {
-                        Some(ms) => Some(ms),
-                        None => {
-                            self.packer.cmd(&[b"DEL", item.key()]);
-                            return Ok(());
-                        }
-                    },
-                    None => None,
-                };
+                let ms = expires.map(|t| remaining_ms(t, now));
+                if ms == Some(None) {
+                    self.packer.cmd(&[b"DEL", item.key()]);
+                    return Ok(());
+                }
                 self.raw.clear();
                 value
                     .encode(self.cfg.encoding(), &mut self.raw)
@@ -373,7 +369,7 @@ impl Writer {
                 self.framed.clear();
                 frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
                 let p = &mut self.packer;
-                match ms {
+                match ms.flatten() {
                     Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),
                     None => p.cmd(&[b"SET", item.key(), &self.framed]),
                 }
@@ -409,49 +405,20 @@ impl Writer {
         (packed, at)
     }
 
-    /// Standalone and Sentinel: the batch as one `MULTI … EXEC`.
-    fn pack_single(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
-        self.packer.clear();
-        self.packer.cmd(&[b"MULTI"]);
-        let (batch, _) = self.pack_batch(batch);
-        if batch.is_empty() {
-            return None;
-        }
-        self.packer.cmd(&[b"EXEC"]);
-        Some((Work::Single { replies: batch.len() + 2 }, batch))
-    }
-
-    /// Cluster: each command on its own, routed by the I/O thread.
-    fn pack_cluster(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
-        self.packer.clear();
-        let (batch, at) = self.pack_batch(batch);
-        if batch.is_empty() {
-            return None;
-        }
-        let cmds = batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect();
-        Some((Work::Cluster { cmds }, batch))
-    }
-
     /// The replies to a `MULTI … EXEC`: a refused command is dropped; an
     /// aborted transaction is retried without the command at fault, or
     /// requeued whole.
     fn settle_single(
         &mut self,
-        batch: Vec<Pend>,
+        mut batch: Vec<Pend>,
         r: Result<(Vec<Value>, String), Failure>,
     ) -> Result<(), Failure> {
         let (replies, addr) = match r {
             Ok(r) => r,
-            Err(f) => return Err(self.requeue(batch, f)),
+            Err(f) => return self.requeue(batch, Some(f)),
         };
         self.note_connected();
-        let mut queued_error: Option<(usize, String, String)> = None;
         // Reply 0 answers MULTI; reply i the i-th op; the last, EXEC.
-        for (i, v) in replies.iter().take(batch.len() + 1).enumerate() {
-            if let (None, Some((code, text))) = (&queued_error, reply_error(v)) {
-                queued_error = Some((i.saturating_sub(1), code, text));
-            }
-        }
         match replies.get(batch.len() + 1) {
             Some(Value::Array(results)) => {
                 for (r, p) in results.iter().zip(batch) {
@@ -465,24 +432,23 @@ impl Writer {
             }
             other => {
                 // Aborted: a command was refused when queued (`OOM`, …).
+                let queued_error =
+                    replies.iter().take(batch.len() + 1).enumerate().find_map(|(i, v)| {
+                        reply_error(v).map(|(code, text)| (i.saturating_sub(1), code, text))
+                    });
                 let (at, code, text) = queued_error.unwrap_or_else(|| {
                     (usize::MAX, "EXECABORT".into(), format!("unexpected EXEC reply {other:?}"))
                 });
                 let cause = net::Cause::of_code(&code);
-                let class = cause.class();
-                if cause.action() == Action::Drop {
-                    // That one command is at fault: drop it, retry the rest.
-                    let mut batch = batch;
-                    if at < batch.len() {
-                        let p = batch.swap_remove(at);
-                        self.drop_write(&p, class, format!("refused: {text}"));
-                    }
-                    for p in batch {
-                        self.queue(p, true);
-                    }
-                    return Ok(());
+                if cause.action() != Action::Drop {
+                    return self.requeue(batch, Some(Failure::new(cause, addr, text)));
                 }
-                Err(self.requeue(batch, Failure::new(cause, addr, text)))
+                // That one command is at fault: drop it, retry the rest.
+                if at < batch.len() {
+                    let p = batch.swap_remove(at);
+                    self.drop_write(&p, cause.class(), format!("refused: {text}"));
+                }
+                self.requeue(batch, None)
             }
         }
     }
@@ -517,25 +483,26 @@ impl Writer {
                 }
             }
         }
-        for p in rest {
-            self.queue(p, true);
+        if failure.is_none() {
+            self.note_connected();
         }
-        match failure {
-            Some(f) => Err(f),
-            None => {
-                self.note_connected();
-                Ok(())
-            }
-        }
+        self.requeue(rest, failure)
     }
 
-    /// Puts a batch that may not have been applied back into `pending`
-    /// (anything newer for its keys stays newer).
-    fn requeue(&mut self, batch: Vec<Pend>, f: Failure) -> Failure {
+    /// Puts writes that may not have been applied back into `pending`
+    /// (anything newer for their keys stays newer); `Err` with `failure`.
+    fn requeue(&mut self, batch: Vec<Pend>, failure: Option<Failure>) -> Result<(), Failure> {
         for p in batch {
             self.queue(p, true);
         }
-        f
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The I/O thread has stopped: the batch goes back, as after a failure.
+    fn io_lost(&mut self, batch: Vec<Pend>) {
+        let f = Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped");
+        let _ = self.requeue(batch, None);
+        self.fail(f);
     }
 
     fn note_connected(&mut self) {
@@ -562,10 +529,6 @@ impl Writer {
         }
         self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
     }
-}
-
-fn io_gone() -> Failure {
-    Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
 }
 
 /// Milliseconds from `now` to `t`, rounded up; `None` once `t` has passed.
