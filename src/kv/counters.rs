@@ -30,13 +30,7 @@ impl Op {
 
     /// A short name: `"get"`, `"get_many"`, …
     pub fn name(self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::GetMany => "get_many",
-            Op::Exists => "exists",
-            Op::ClearNamespace => "clear_namespace",
-            Op::GetOrCompute => "get_or_compute",
-        }
+        ["get", "get_many", "exists", "clear_namespace", "get_or_compute"][self as usize]
     }
 }
 

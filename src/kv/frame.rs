@@ -30,14 +30,8 @@ const MAX_RATIO: usize = 256;
 
 /// The header byte of a value in `encoding`.
 pub(crate) fn header(encoding: Encoding, compressed: bool) -> u8 {
-    let mut h = MAGIC;
-    if encoding == Encoding::Json {
-        h |= JSON;
-    }
-    if compressed {
-        h |= LZ4;
-    }
-    h
+    let json = if encoding == Encoding::Json { JSON } else { 0 };
+    MAGIC | json | if compressed { LZ4 } else { 0 }
 }
 
 /// Appends the stored form of `raw` (an encoded value) to `out`, compressed

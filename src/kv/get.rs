@@ -13,10 +13,10 @@ use super::counters::Op;
 use super::flight::Role;
 use super::frame;
 use super::near;
-use super::op::{self, DynValue, Item};
+use super::op::{self, DynValue};
 use super::overlay::Found;
 use super::pool::Reply;
-use super::{check, with_scratch, Kv, Ttl};
+use super::{with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
@@ -65,7 +65,7 @@ impl Kv {
     /// [`crate::ErrorKind::Timeout`], …) when Redis cannot answer.
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
         let t0 = self.clock();
-        let out = self.lookup(&self.full_key(namespace, key)?)?.hit();
+        let out = self.lookup(self.item(namespace, key)?.key())?.hit();
         self.count(out.is_some());
         self.timed(Op::Get, t0, namespace, key);
         Ok(out)
@@ -81,12 +81,12 @@ impl Kv {
     /// As [`Kv::get`], for any key.
     pub fn get_many<T: DeserializeOwned>(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<T>>> {
         let t0 = self.clock();
-        let full = keys.iter().map(|key| self.full_key(namespace, key)).collect::<Result<Vec<_>>>()?;
+        let full = keys.iter().map(|key| self.item(namespace, key)).collect::<Result<Vec<_>>>()?;
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
         // The keys Redis must be asked for: their index and near-cache ticket.
         let mut remote = Vec::new();
         for (i, k) in full.iter().enumerate() {
-            let found = self.local(k).unwrap_or_else(|ticket| {
+            let found = self.local(k.key()).unwrap_or_else(|ticket| {
                 remote.push((i, ticket));
                 Found2::Miss
             });
@@ -95,10 +95,10 @@ impl Kv {
         if !remote.is_empty() {
             let permit = self.breaker.permit();
             if permit != Permit::Deny {
-                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].clone()).collect();
+                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].key().to_vec()).collect();
                 let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
                 for ((i, ticket), reply) in remote.into_iter().zip(replies) {
-                    out[i] = self.found_in(&full[i], reply, ticket).hit();
+                    out[i] = self.found_in(full[i].key(), reply, ticket).hit();
                 }
             }
         }
@@ -118,10 +118,11 @@ impl Kv {
     /// As [`Kv::get`].
     pub fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
         let t0 = self.clock();
-        let full = self.full_key(namespace, key)?;
+        let item = self.item(namespace, key)?;
+        let full = item.key();
         // The near cache before the queued writes, as in `local`.
-        let near = self.near.as_ref().map(|n| n.get(&full));
-        let found = match self.overlay.lookup(&full, self.writer.shared.acked()) {
+        let near = self.near.as_ref().map(|n| n.get(full));
+        let found = match self.overlay.lookup(full, self.writer.shared.acked()) {
             Found::Value(_) => true,
             Found::Absent => false,
             Found::Unknown => match near {
@@ -131,7 +132,7 @@ impl Kv {
                     if permit == Permit::Deny {
                         false
                     } else {
-                        self.call(permit, || self.pool.exists(&full))?
+                        self.call(permit, || self.pool.exists(full))?
                     }
                 }
             },
@@ -201,14 +202,15 @@ impl Kv {
         F: FnOnce() -> T,
     {
         let t0 = self.clock();
-        let full = self.full_key(namespace, key)?;
+        let item = self.item(namespace, key)?;
+        let full = item.key();
         let expires = self.expires_at(namespace, ttl)?;
         let finish = |v: T, hit: bool| {
             self.count(hit);
             self.timed(Op::GetOrCompute, t0, namespace, key);
             Ok(v)
         };
-        let cacheable = match self.lookup(&full) {
+        let cacheable = match self.lookup(full) {
             Ok(Found2::Skipped) | Err(_) => false,
             Ok(Found2::Miss) => true,
             Ok(Found2::Hit(v)) => return finish(v, true),
@@ -217,7 +219,7 @@ impl Kv {
         // From here on the call returns a computed value (its own or,
         // waiting, another caller's): a miss, unless the re-check below
         // finds the value cached after all.
-        let value = match self.flights.join(&full) {
+        let value = match self.flights.join(full) {
             Role::Follower(shared) => {
                 self.metrics.c.flight_waits.fetch_add(1, Relaxed);
                 match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
@@ -227,7 +229,7 @@ impl Kv {
             }
             Role::Leader(leader) => {
                 // A caller that finished just before us may have cached it.
-                if let Found::Value(queued) = self.overlay.lookup(&full, self.writer.shared.acked()) {
+                if let Found::Value(queued) = self.overlay.lookup(full, self.writer.shared.acked()) {
                     if let Ok(v) = decode_value::<T>(&*queued, enc) {
                         leader.publish(Some(queued));
                         return finish(v, true);
@@ -236,8 +238,9 @@ impl Kv {
                 let v = self.compute(compute);
                 let shared: op::Value = Arc::new(v.clone());
                 if cacheable {
-                    let item = Item::from_bytes(&full);
-                    if let Err(e) = self.push(op::Op::Set { item, value: shared.clone(), expires }) {
+                    if let Err(e) =
+                        self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires })
+                    {
                         log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                     }
                 }
@@ -251,14 +254,6 @@ impl Kv {
     fn compute<T>(&self, f: impl FnOnce() -> T) -> T {
         self.metrics.c.computed.fetch_add(1, Relaxed);
         f()
-    }
-
-    /// `{prefix}:{namespace}:{key}`, checked.
-    fn full_key(&self, namespace: &str, key: &str) -> Result<Vec<u8>> {
-        check(namespace, key)?;
-        let mut full = Vec::with_capacity(self.keys.head().len() + namespace.len() + key.len() + 1);
-        self.keys.write(&mut full, namespace, key);
-        Ok(full)
     }
 
     /// The local layers, then Redis (through the breaker).

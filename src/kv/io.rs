@@ -174,17 +174,15 @@ impl IoThread {
             };
             let addr: Arc<str> = conn.addr.as_str().into();
             let (replies, io) = pool::exchange(conn, &packed, group.len());
-            for (&i, v) in group.iter().zip(replies) {
-                out[i] = Some((v, addr.clone()));
-            }
             let mut reconnect = false;
-            for &i in &group {
-                if let Some((code, _)) = out[i].as_ref().and_then(|(v, _)| reply_error(v)) {
+            for (&i, v) in group.iter().zip(replies) {
+                if let Some((code, _)) = reply_error(&v) {
                     if route::is_redirect(&code) {
                         self.topo.invalidate();
                     }
                     reconnect |= net::Cause::of_code(&code).action() == Action::Reconnect;
                 }
+                out[i] = Some((v, addr.clone()));
             }
             if let Some(f) = io {
                 reconnect = true;

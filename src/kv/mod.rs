@@ -82,7 +82,6 @@ pub use frame::{decode, encode};
 use crate::channel::Count;
 use crate::channel::{Handle, Shared};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
-use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
 use breaker::Breaker;
@@ -387,13 +386,6 @@ impl Drop for Kv {
             log::warn!("tradecache::kv: dropped with {} cache write(s) not written", report.unpersisted);
         }
     }
-}
-
-/// Checks a namespace and a key (see the module docs for the rules).
-fn check(namespace: &str, key: &str) -> Result<()> {
-    ident::validate(namespace)?;
-    keyspace::validate_key(key)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl Pool {
             attempt += 1;
             let node = self.topo.route(key)?;
             let mut reused = false;
-            let result = links.get_fresh(&self.topo, &node).and_then(|(c, fresh)| {
+            let result = links.get(&self.topo, &node).and_then(|(c, fresh)| {
                 reused = !fresh;
                 f(c, packer)
             });
@@ -168,7 +168,7 @@ impl Pool {
         for node in self.topo.masters()? {
             let mut slot = self.slot();
             let Slot { links, .. } = &mut *slot;
-            let c = links.get(&self.topo, &node)?;
+            let c = links.get(&self.topo, &node)?.0;
             match scan_unlink_on(c, pattern, self.topo.clustered()) {
                 Ok(n) => deleted += n,
                 Err(f) => {

@@ -156,14 +156,9 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// The connection to `node`, connecting if there is none.
-    pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<&mut Conn, Failure> {
-        self.get_fresh(topo, node).map(|(c, _)| c)
-    }
-
-    /// As [`Links::get`], and whether the connection was opened just now
-    /// (a reused one may have died while idle: worth one retry).
-    pub(crate) fn get_fresh(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
+    /// The connection to `node`, connecting if there is none, and whether
+    /// it was opened just now (a reused one may have died while idle).
+    pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
         let fresh = !self.conns.contains_key(node);
         if fresh {
             let c = topo.connect(node, None)?;

@@ -9,22 +9,19 @@ use crossbeam_channel::TrySendError;
 use serde::Serialize;
 
 use super::op::{self, Item, KvMsg};
-use super::{check, with_scratch, Kv, Ttl};
+use super::{with_scratch, Kv, Ttl};
 use crate::channel::Count;
 use crate::error::{Error, Result};
 use crate::seq::Seq;
 
 impl Kv {
     /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks
-    /// the key, clones the value behind an `Arc` and queues it, with no
-    /// I/O and no encoding; the writer thread encodes it and sends
-    /// `SET key value PX ttl`. A `get` in this process returns it at once.
-    ///
-    /// A value that turns out not to be encodable, or larger than
-    /// `max_value_bytes` once encoded, is found by the writer (encoding
-    /// stays off the calling thread, as for [`crate::Cache::put`]): it is
-    /// dropped, counted in [`super::KvStats::dropped`] and reported by
-    /// [`Kv::take_dropped`] and by `wait`/`flush` ([`Error::Dropped`]).
+    /// the key and queues a clone behind an `Arc` (no I/O, no encoding); the
+    /// writer thread encodes it and sends `SET key value PX ttl`. A `get` in
+    /// this process returns it at once. A value that is not encodable, or
+    /// over `max_value_bytes` encoded, is dropped by the writer, counted in
+    /// [`super::KvStats::dropped`] and reported by [`Kv::take_dropped`] and
+    /// `wait`/`flush` ([`Error::Dropped`]).
     ///
     /// # Errors
     ///
@@ -88,9 +85,10 @@ impl Kv {
         self.push(op::Op::Expire { key, expires })
     }
 
-    /// The full key, checked.
+    /// The full key, checked (see the module docs for the rules).
     pub(super) fn item(&self, namespace: &str, key: &str) -> Result<Item> {
-        check(namespace, key)?;
+        crate::ident::validate(namespace)?;
+        super::keyspace::validate_key(key)?;
         Ok(with_scratch(|s| {
             self.keys.write(s, namespace, key);
             Item::from_bytes(s)
@@ -142,17 +140,15 @@ impl Kv {
             }
             Err(e) => {
                 self.overlay.undo(seq, &item, undo);
-                match e {
-                    TrySendError::Full(_) => {
-                        self.writer.shared.add(Count::Rejected, 1);
-                        Err(Error::Unavailable(format!(
-                            "the kv writer's channel is full ({} writes queued): write to {} not queued",
-                            self.cfg.channel_capacity,
-                            String::from_utf8_lossy(item.key())
-                        )))
-                    }
-                    TrySendError::Disconnected(_) => Err(Error::Closed),
+                if let TrySendError::Disconnected(_) = e {
+                    return Err(Error::Closed);
                 }
+                self.writer.shared.add(Count::Rejected, 1);
+                Err(Error::Unavailable(format!(
+                    "the kv writer's channel is full ({} writes queued): write to {} not queued",
+                    self.cfg.channel_capacity,
+                    String::from_utf8_lossy(item.key())
+                )))
             }
         }
     }

@@ -88,7 +88,13 @@ impl Intake for Writer {
     }
 
     fn receive(&mut self, msg: KvMsg) {
-        self.absorb(msg);
+        match msg {
+            KvMsg::Shutdown { deadline } => _ = self.shutdown.get_or_insert(deadline),
+            KvMsg::Write { seq, op } => {
+                self.received_seq = seq;
+                self.queue(Pend { first_seq: seq, seq, op }, false);
+            }
+        }
     }
 
     fn senders_gone(&mut self) {
@@ -152,7 +158,7 @@ impl Writer {
                 // Nothing to write: wait for the next message. This is
                 // where the thread yields.
                 match self.wait_first() {
-                    Wake::Msg(msg) => self.absorb(msg),
+                    Wake::Msg(msg) => self.receive(msg),
                     Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
                     Wake::Tick => {}
@@ -209,16 +215,6 @@ impl Writer {
     /// a failed batch always fits back into `pending`.
     fn held(&self) -> usize {
         self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.batch.len())
-    }
-
-    fn absorb(&mut self, msg: KvMsg) {
-        match msg {
-            KvMsg::Shutdown { deadline } => _ = self.shutdown.get_or_insert(deadline),
-            KvMsg::Write { seq, op } => {
-                self.received_seq = seq;
-                self.queue(Pend { first_seq: seq, seq, op }, false);
-            }
-        }
     }
 
     /// Adds a write to `pending`, merged with the one there. `older`: it

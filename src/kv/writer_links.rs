@@ -45,7 +45,7 @@ impl WriterLinks {
     /// before it can apply anything after this returns.
     pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<&mut Conn, Failure> {
         let WriterLinks { links, used, suspects } = self;
-        let conn = links.get(topo, node)?;
+        let conn = links.get(topo, node)?.0;
         if conn.client.is_none() {
             let text = "the kv writer cannot name its connection (CLIENT INFO refused), so it could not keep a \
                         dropped connection's late writes out: it needs +client|info and +client|kill (docs/kv.md, \
@@ -54,12 +54,7 @@ impl WriterLinks {
             links.drop_node(node);
             return Err(f);
         }
-        let mut i = 0;
-        while i < suspects.len() {
-            if suspects[i].0 != conn.addr {
-                i += 1;
-                continue;
-            }
+        while let Some(i) = suspects.iter().position(|(addr, _)| *addr == conn.addr) {
             let old = &suspects[i].1;
             match conn.query(&old.kill_cmd()) {
                 Ok(Value::Int(_)) => {
@@ -83,7 +78,7 @@ impl WriterLinks {
             }
         }
         used.insert(node.clone());
-        links.get(topo, node)
+        links.get(topo, node).map(|(c, _)| c)
     }
 
     /// Drops the connection to `node` (killed before the next write to its
