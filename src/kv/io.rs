@@ -1,10 +1,27 @@
 //! The kv writer's I/O thread, `tradecache-kv-writer-io`: the one owner of
-//! the writer's connections. Connecting, handshakes, the guard against a
-//! dropped connection (`writer_links.rs`) and replies block here, up to a
-//! timeout each against a frozen server, while the writer thread keeps
-//! taking writes from the channel (a burst is held, coalesced, not refused).
-//! One batch is in flight at a time, so batches apply in order.
+//! the writer's connections (one per node). Connecting, handshakes, the
+//! guard below and replies block here, up to a timeout each against a
+//! frozen server, while the writer thread keeps taking writes from the
+//! channel (a burst is held, coalesced, not refused). One batch is in
+//! flight at a time, so batches apply in order.
+//!
+//! The guard keeps a connection given up on from applying anything later.
+//! A batch whose reply does not come in time is sent again on a new
+//! connection, newer writes after it; the old connection's bytes may still
+//! be on their way (a stalled network or proxy), and an old `SET` applied
+//! after them would replace a newer value for good. So before anything is
+//! written on a new connection to a server, every dropped connection to it
+//! that carried writes is killed there with `CLIENT KILL ID … ADDR …` (both:
+//! a restarted server numbers its clients from 1 again). Redis runs one
+//! command at a time, so once the kill has answered (0 included: gone
+//! already), the old connection has applied its bytes or never will.
+//!
+//! A connection that cannot be named (`CLIENT INFO` refused) is not written
+//! on, and a refused kill (`NOPERM`) stops writes to that server: failures
+//! of the writer, counted and shown in `health()`, so that the guard is
+//! never skipped silently.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,9 +32,8 @@ use redis::Value;
 
 use super::pool;
 use super::route::{self, Links, Node, Topology};
-use super::writer_links::WriterLinks;
 use crate::channel::Shared;
-use crate::net::{self, reply_error, Action, Failure};
+use crate::net::{self, reply_error, Action, ClientIdentity, Conn, Failure};
 use crate::ErrorKind;
 
 /// What to send.
@@ -64,9 +80,17 @@ pub(crate) struct Io {
     thread: JoinHandle<()>,
 }
 
+/// At most this many dropped connections are remembered for killing (the
+/// oldest is forgotten, and the loss counted).
+const MAX_SUSPECTS: usize = 64;
+
 struct IoThread {
     topo: Arc<Topology>,
-    links: WriterLinks,
+    links: Links,
+    /// Nodes whose current connection has carried writes.
+    used: HashSet<Node>,
+    /// Dropped connections that carried writes, and their `host:port`.
+    suspects: Vec<(String, ClientIdentity)>,
     shared: Arc<Shared>,
 }
 
@@ -74,7 +98,7 @@ pub(crate) fn spawn(topo: Arc<Topology>, links: Links, shared: Arc<Shared>) -> s
     let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(1);
     let (done_tx, done) = crossbeam_channel::bounded::<Done>(1);
     let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
-    let mut t = IoThread { topo, links: WriterLinks::new(links), shared };
+    let mut t = IoThread { topo, links, used: HashSet::new(), suspects: Vec::new(), shared };
     let thread = std::thread::Builder::new().name("tradecache-kv-writer-io".into()).spawn(move || {
         let _exit = exit_tx;
         while let Ok(job) = job_rx.recv() {
@@ -102,8 +126,14 @@ impl Io {
 
 impl IoThread {
     fn run(&mut self, job: Job) -> Done {
-        if job.reset && self.links.clear() {
-            self.unguarded();
+        if job.reset {
+            let mut lost = false;
+            for node in self.links.nodes() {
+                lost |= self.forget(&node);
+            }
+            if lost {
+                self.unguarded();
+            }
         }
         let outcome = match &job.work {
             Work::Single { replies } => Outcome::Single(self.single(&job.buf, *replies)),
@@ -113,9 +143,66 @@ impl IoThread {
     }
 
     fn drop_link(&mut self, node: &Node) {
-        if self.links.drop_node(node) {
+        if self.forget(node) {
             self.unguarded();
         }
+    }
+
+    /// Drops the connection to `node` (killed before the next write to its
+    /// server if it carried writes); `true` when a suspect was forgotten.
+    fn forget(&mut self, node: &Node) -> bool {
+        let carried = self.used.remove(node);
+        let mut lost = false;
+        if let Some(conn) = self.links.drop_node(node) {
+            if let (true, Some(id)) = (carried, conn.client) {
+                if self.suspects.len() >= MAX_SUSPECTS {
+                    self.suspects.remove(0);
+                    lost = true;
+                }
+                self.suspects.push((conn.addr, id));
+            }
+        }
+        lost
+    }
+
+    /// The connection to `node`, ready to write on: no connection dropped
+    /// before it can apply anything after this returns.
+    fn link(&mut self, node: &Node) -> Result<&mut Conn, Failure> {
+        let IoThread { topo, links, used, suspects, .. } = self;
+        let conn = links.get(topo, node)?.0;
+        if conn.client.is_none() {
+            let text = "the kv writer cannot name its connection (CLIENT INFO refused), so it could not keep a \
+                        dropped connection's late writes out: it needs +client|info and +client|kill (docs/kv.md, \
+                        the kv ACL)";
+            let f = Failure::new(net::Cause::Auth, conn.addr.clone(), text);
+            links.drop_node(node);
+            return Err(f);
+        }
+        while let Some(i) = suspects.iter().position(|(addr, _)| *addr == conn.addr) {
+            let old = &suspects[i].1;
+            match conn.query(&old.kill_cmd()) {
+                Ok(Value::Int(_)) => {
+                    log::debug!("tradecache::kv: killed dropped writer connection {} ({})", old.id, old.addr);
+                    suspects.swap_remove(i);
+                }
+                Ok(v) => {
+                    let (code, text) = reply_error(&v).unwrap_or_else(|| ("ERR".into(), format!("{v:?}")));
+                    let text = format!(
+                        "CLIENT KILL of a dropped writer connection (needed before writing again, so that its \
+                         late writes cannot replace newer ones): {text}"
+                    );
+                    return Err(Failure::new(net::Cause::of_code(&code), conn.addr.clone(), text));
+                }
+                Err(e) => {
+                    let f = Failure::of(&e, &conn.addr);
+                    // This one carried no write: nothing to kill later.
+                    links.drop_node(node);
+                    return Err(f);
+                }
+            }
+        }
+        used.insert(node.clone());
+        links.get(topo, node).map(|(c, _)| c)
     }
 
     /// A dropped connection had to be forgotten without being killed.
@@ -128,7 +215,7 @@ impl IoThread {
     }
 
     fn single(&mut self, buf: &[u8], replies: usize) -> Result<(Vec<Value>, String), Failure> {
-        let conn = self.links.get(&self.topo, &Node::Main)?;
+        let conn = self.link(&Node::Main)?;
         let addr = conn.addr.clone();
         match pool::exchange(conn, buf, replies) {
             (out, None) => Ok((out, addr)),
@@ -164,7 +251,7 @@ impl IoThread {
                     packed.extend_from_slice(bytes);
                 }
             }
-            let conn = match self.links.get(&self.topo, &node) {
+            let conn = match self.link(&node) {
                 Ok(c) => c,
                 Err(f) => {
                     self.topo.invalidate();

@@ -62,7 +62,6 @@ mod pool;
 mod route;
 mod set;
 mod writer;
-mod writer_links;
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};

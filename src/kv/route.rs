@@ -51,13 +51,10 @@ impl Slots {
             let host = if host.is_empty() { seed_host.to_string() } else { host };
             let Some(Value::Int(port)) = m.get(1) else { continue };
             let node = Node::At(host.into(), *port as u16);
-            let i = match masters.iter().position(|n| *n == node) {
-                Some(i) => i,
-                None => {
-                    masters.push(node);
-                    masters.len() - 1
-                }
-            };
+            let i = masters.iter().position(|n| *n == node).unwrap_or_else(|| {
+                masters.push(node);
+                masters.len() - 1
+            });
             let (lo, hi) = ((*lo).clamp(0, 16383) as usize, (*hi).clamp(0, 16383) as usize);
             for slot in owner.iter_mut().take(hi + 1).skip(lo) {
                 *slot = i as u16;
