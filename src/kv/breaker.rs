@@ -66,20 +66,16 @@ impl Breaker {
     }
 
     pub(crate) fn permit(&self) -> Permit {
-        let s = self.state.load(Relaxed);
-        match s {
+        match self.state.load(Relaxed) {
             CLOSED => Permit::Go,
             HALF_OPEN => self.deny(),
             until => {
-                if self.now_ns() < until - OPEN_BASE {
-                    return self.deny();
+                // Once the open period is over, the first caller here probes.
+                let over = self.now_ns() >= until - OPEN_BASE;
+                if over && self.state.compare_exchange(until, HALF_OPEN, SeqCst, Relaxed).is_ok() {
+                    return Permit::Probe;
                 }
-                // The open period is over: the first caller to get here
-                // is the probe.
-                match self.state.compare_exchange(until, HALF_OPEN, SeqCst, Relaxed) {
-                    Ok(_) => Permit::Probe,
-                    Err(_) => self.deny(),
-                }
+                self.deny()
             }
         }
     }

@@ -33,7 +33,6 @@ pub(crate) enum Found {
     Unknown,
 }
 
-#[derive(Clone)]
 enum State {
     Value {
         value: Value,
@@ -88,17 +87,12 @@ impl Overlay {
             Op::Del { .. } => State::Deleted,
             Op::Expire { expires, .. } => {
                 let acked = acked();
-                match s.map.get_mut(key).filter(|e| e.seq > acked) {
-                    Some(e) => {
-                        let old = Entry { seq: e.seq, state: e.state.clone() };
-                        e.seq = seq;
-                        match &mut e.state {
-                            State::Value { expires: x, .. } | State::Expires(x) => *x = *expires,
-                            State::Deleted => {}
-                        }
-                        return Undo(Some(old));
+                match s.map.get(key).filter(|e| e.seq > acked).map(|e| &e.state) {
+                    Some(State::Value { value, .. }) => {
+                        State::Value { value: value.clone(), expires: *expires }
                     }
-                    None => State::Expires(*expires),
+                    Some(State::Deleted) => State::Deleted,
+                    _ => State::Expires(*expires),
                 }
             }
         };

@@ -61,8 +61,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
-    /// The I/O thread (`None` once stopped).
-    io: Option<Io>,
+    /// The I/O thread.
+    io: Io,
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
     reset: bool,
@@ -126,7 +126,7 @@ impl Writer {
             shared,
             overlay,
             done,
-            io: Some(io),
+            io,
             in_flight: None,
             reset: false,
             pending: HashMap::default(),
@@ -179,9 +179,7 @@ impl Writer {
             }
             self.write_batch();
         }
-        if let Some(io) = self.io.take() {
-            io.stop(self.shutdown.unwrap_or_else(Instant::now));
-        }
+        self.io.stop(self.shutdown.unwrap_or_else(Instant::now));
         let acked = self.shared.acked();
         let accepted = self.received_seq.max(self.shared.accepted());
         let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
@@ -295,19 +293,15 @@ impl Writer {
         };
         let job =
             Job { buf: std::mem::take(&mut self.packer.buf), work, reset: std::mem::take(&mut self.reset) };
-        match self.io.as_ref().map(|io| io.jobs.send(job)) {
-            Some(Ok(())) => self.in_flight = Some(InFlight { batch, started: Instant::now() }),
-            _ => self.io_lost(batch),
+        match self.io.jobs.send(job) {
+            Ok(()) => self.in_flight = Some(InFlight { batch, started: Instant::now() }),
+            Err(_) => self.io_lost(batch),
         }
     }
 
     /// Waits a little for the batch in flight, draining meanwhile.
     fn await_io(&mut self) {
-        let got = match &self.io {
-            Some(io) => io.done.recv_timeout(self.cfg.redis.idle_poll.max(Duration::from_micros(50))),
-            None => Err(RecvTimeoutError::Disconnected),
-        };
-        match got {
+        match self.io.done.recv_timeout(self.cfg.redis.idle_poll.max(Duration::from_micros(50))) {
             Ok(done) => self.finish(done),
             Err(RecvTimeoutError::Timeout) => self.drain(),
             Err(RecvTimeoutError::Disconnected) => {
