@@ -12,7 +12,7 @@ use super::breaker::{BreakerState, Permit};
 use super::counters::Op;
 use super::flight::Role;
 use super::frame;
-use super::near;
+use super::near::Ticket;
 use super::op::{self, DynValue};
 use super::overlay::Found;
 use super::pool::Reply;
@@ -20,13 +20,10 @@ use super::{with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
-use crate::ErrorKind;
+use crate::{Encoding, ErrorKind};
 
 /// A value as a `get` would read it back: encoded, then decoded as `T`.
-fn decode_value<T: DeserializeOwned>(
-    v: &dyn DynValue,
-    enc: crate::Encoding,
-) -> std::result::Result<T, String> {
+fn decode_value<T: DeserializeOwned>(v: &dyn DynValue, enc: Encoding) -> std::result::Result<T, String> {
     with_scratch(|s| {
         v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
         frame::decode_body(s, enc)
@@ -280,7 +277,7 @@ impl Kv {
     /// Redis holds it or newer); or before, and `fill` refuses a value read
     /// from Redis on that ticket. The other way round, a write between the
     /// two let an older value from Redis be kept and served once settled.
-    fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<near::Ticket>> {
+    fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<Ticket>> {
         let near = self.near.as_ref().map(|n| n.get(key));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
@@ -300,12 +297,7 @@ impl Kv {
         }
     }
 
-    fn found_in<T: DeserializeOwned>(
-        &self,
-        key: &[u8],
-        reply: Reply,
-        ticket: Option<near::Ticket>,
-    ) -> Found2<T> {
+    fn found_in<T: DeserializeOwned>(&self, key: &[u8], reply: Reply, ticket: Option<Ticket>) -> Found2<T> {
         let value = match reply {
             Reply::Nil => return Found2::Miss,
             Reply::Refused(text) => Err(text),
