@@ -112,8 +112,10 @@ pub struct Latency {
     pub p999: Duration,
 }
 
+/// The calling threads' counters, and the latency histograms (with
+/// `enable_metrics`).
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct Metrics {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) overlay_hits: AtomicU64,
@@ -122,21 +124,14 @@ pub(crate) struct Counters {
     pub(crate) flight_waits: AtomicU64,
     pub(crate) slow_ops: AtomicU64,
     pub(crate) read_errors: [AtomicU64; ErrorKind::COUNT],
-}
-
-pub(crate) struct Metrics {
-    pub(crate) c: Counters,
     hist: Vec<Histogram>,
     pub(crate) enabled: bool,
 }
 
 impl Metrics {
     pub(crate) fn new(enabled: bool) -> Self {
-        Metrics {
-            c: Counters::default(),
-            hist: if enabled { Op::ALL.iter().map(|_| Histogram::new()).collect() } else { Vec::new() },
-            enabled,
-        }
+        let hist = if enabled { Op::ALL.iter().map(|_| Histogram::new()).collect() } else { Vec::new() };
+        Metrics { hist, enabled, ..Metrics::default() }
     }
 
     #[inline]
@@ -147,7 +142,7 @@ impl Metrics {
     }
 
     pub(crate) fn read_error(&self, class: ErrorKind) {
-        self.c.read_errors[class.index()].fetch_add(1, Relaxed);
+        self.read_errors[class.index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn latency(&self) -> Vec<(Op, Latency)> {
@@ -157,7 +152,7 @@ impl Metrics {
     pub(crate) fn read_errors(&self) -> Vec<(&'static str, u64)> {
         ErrorKind::ALL
             .iter()
-            .zip(&self.c.read_errors)
+            .zip(&self.read_errors)
             .map(|(c, n)| (c.name(), n.load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()

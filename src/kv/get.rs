@@ -218,7 +218,7 @@ impl Kv {
         // finds the value cached after all.
         let value = match self.flights.join(full) {
             Role::Follower(shared) => {
-                self.metrics.c.flight_waits.fetch_add(1, Relaxed);
+                self.metrics.flight_waits.fetch_add(1, Relaxed);
                 match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
                     Some(v) => v,
                     None => self.compute(compute),
@@ -249,7 +249,7 @@ impl Kv {
     }
 
     fn compute<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.metrics.c.computed.fetch_add(1, Relaxed);
+        self.metrics.computed.fetch_add(1, Relaxed);
         f()
     }
 
@@ -281,7 +281,7 @@ impl Kv {
         let near = self.near.as_ref().map(|n| n.get(key));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
-                self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
+                self.metrics.overlay_hits.fetch_add(1, Relaxed);
                 return Ok(self.decoded(key, decode_value(&*item, self.cfg.encoding())));
             }
             Found::Absent => return Ok(Found2::Miss),
@@ -327,12 +327,12 @@ impl Kv {
 
     /// Counts one lookup of one key (see [`super::KvStats::misses`]).
     fn count(&self, hit: bool) {
-        let c = &self.metrics.c;
+        let c = &self.metrics;
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
     }
 
     fn corrupt(&self, key: &[u8], text: &str) {
-        self.metrics.c.corrupt.fetch_add(1, Relaxed);
+        self.metrics.corrupt.fetch_add(1, Relaxed);
         log::warn!(
             "tradecache::kv: unusable value at {} (counted as a miss): {text}",
             String::from_utf8_lossy(key)

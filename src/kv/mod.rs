@@ -286,7 +286,7 @@ impl Kv {
 
     /// Counters, breaker state and per-operation latencies.
     pub fn stats(&self) -> KvStats {
-        let c = &self.metrics.c;
+        let c = &self.metrics;
         let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
         let w = self.writer.shared.stats();
         KvStats {
@@ -372,7 +372,7 @@ impl Kv {
         let d = t0.elapsed();
         self.metrics.time(op, d);
         if self.cfg.log_slow_ops && d > self.cfg.slow_op_threshold {
-            self.metrics.c.slow_ops.fetch_add(1, Relaxed);
+            self.metrics.slow_ops.fetch_add(1, Relaxed);
             log::warn!("tradecache::kv: slow {}: {namespace}:{key} took {d:?}", op.name());
         }
     }
