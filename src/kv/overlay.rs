@@ -114,13 +114,9 @@ impl Overlay {
         let mut s = self.shard(key).lock();
         if s.map.get(key).is_some_and(|e| e.seq == seq) {
             match undo.0 {
-                Some(old) => {
-                    s.map.insert(item.clone(), old);
-                }
-                None => {
-                    s.map.remove(key);
-                }
-            }
+                Some(old) => s.map.insert(item.clone(), old),
+                None => s.map.remove(key),
+            };
         }
     }
 

@@ -141,7 +141,7 @@ impl Pool {
                 None => by_node.push((node, vec![i])),
             }
         }
-        let mut out: Vec<Option<Reply>> = keys.iter().map(|_| None).collect();
+        let mut out: Vec<Reply> = keys.iter().map(|_| Reply::Nil).collect();
         for (_, idx) in by_node {
             let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
@@ -155,10 +155,10 @@ impl Pool {
                 Ok(vs.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)).collect::<Vec<_>>())
             })?;
             for (i, r) in idx.into_iter().zip(replies) {
-                out[i] = Some(r);
+                out[i] = r;
             }
         }
-        Ok(out.into_iter().map(|r| r.unwrap_or(Reply::Nil)).collect())
+        Ok(out)
     }
 
     /// Deletes every key matching `pattern` on every master (`SCAN` +

@@ -255,10 +255,8 @@ impl Writer {
     /// Publishes how far writes are settled: up to the oldest one held.
     fn advance(&mut self) {
         let in_flight = self.in_flight.iter().flat_map(|f| f.batch.iter());
-        let upto = match self.pending.values().chain(in_flight).map(|p| p.first_seq).min() {
-            Some(first) => first - 1,
-            None => self.received_seq,
-        };
+        let oldest = self.pending.values().chain(in_flight).map(|p| p.first_seq).min();
+        let upto = oldest.map_or(self.received_seq, |first| first - 1);
         if upto > self.shared.acked() {
             self.shared.note_acked(upto);
         }
