@@ -1,12 +1,8 @@
 //! The circuit breaker in front of the calling threads' Redis calls: after
-//! `breaker_failures` consecutive failures it opens for `breaker_open`,
-//! during which calls do not go to Redis at all (a `get` is a miss at
-//! once: no connect attempt, no timeout on the calling thread). Then one
-//! call is let through as a probe (half-open): its success closes the
-//! breaker, its failure opens it again.
-//!
-//! One atomic word holds the state, so a closed breaker costs a load per
-//! call.
+//! `breaker_failures` consecutive failures it opens for `breaker_open` (calls
+//! skip Redis: no connect, no timeout on the calling thread); then one call
+//! is let through as a probe, whose success closes it and failure reopens
+//! it. One atomic word holds the state: a closed breaker costs one load.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -70,20 +66,16 @@ impl Breaker {
     }
 
     pub(crate) fn permit(&self) -> Permit {
-        let s = self.state.load(Relaxed);
-        match s {
+        match self.state.load(Relaxed) {
             CLOSED => Permit::Go,
             HALF_OPEN => self.deny(),
             until => {
-                if self.now_ns() < until - OPEN_BASE {
-                    return self.deny();
+                // Once the open period is over, the first caller here probes.
+                let over = self.now_ns() >= until - OPEN_BASE;
+                if over && self.state.compare_exchange(until, HALF_OPEN, SeqCst, Relaxed).is_ok() {
+                    return Permit::Probe;
                 }
-                // The open period is over: the first caller to get here
-                // is the probe.
-                match self.state.compare_exchange(until, HALF_OPEN, SeqCst, Relaxed) {
-                    Ok(_) => Permit::Probe,
-                    Err(_) => self.deny(),
-                }
+                self.deny()
             }
         }
     }

@@ -7,10 +7,9 @@ use std::time::Duration;
 use super::breaker::BreakerState;
 use crate::ErrorKind;
 
-/// The operations timed separately in [`KvStats::latency`]: those that
-/// answer from Redis on the calling thread. (The writes only queue: their
-/// round trip is the writer's, in [`KvStats::write_batch_p99_us`]; timing
-/// the call would cost more than the call.)
+/// The operations timed in [`KvStats::latency`]: those that answer from
+/// Redis on the calling thread (a write only queues: its round trip is in
+/// [`KvStats::write_batch_p99_us`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Op {
@@ -31,21 +30,14 @@ impl Op {
 
     /// A short name: `"get"`, `"get_many"`, …
     pub fn name(self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::GetMany => "get_many",
-            Op::Exists => "exists",
-            Op::ClearNamespace => "clear_namespace",
-            Op::GetOrCompute => "get_or_compute",
-        }
+        ["get", "get_many", "exists", "clear_namespace", "get_or_compute"][self as usize]
     }
 }
 
 /// Sub-buckets per power of two: bucket bounds are within 19 % of a value.
 const SUB: usize = 4;
 const BUCKETS: usize = 64 * SUB;
-/// Stripes per histogram, so threads timing one operation rarely share a
-/// cache line.
+/// Stripes per histogram, so threads rarely share a cache line.
 const STRIPES: usize = 4;
 
 struct Histogram {
@@ -76,13 +68,7 @@ impl Histogram {
     }
 
     fn record(&self, ns: u64) {
-        thread_local! {
-            static STRIPE: usize = {
-                use std::hash::{BuildHasher, RandomState};
-                RandomState::new().hash_one(std::thread::current().id()) as usize % STRIPES
-            };
-        }
-        let s = STRIPE.with(|s| *s);
+        let s = super::THREAD_HASH.with(|h| *h) % STRIPES;
         self.stripes[s][Self::bucket(ns)].fetch_add(1, Relaxed);
     }
 
@@ -126,8 +112,10 @@ pub struct Latency {
     pub p999: Duration,
 }
 
+/// The calling threads' counters, and the latency histograms (with
+/// `enable_metrics`).
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct Metrics {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) overlay_hits: AtomicU64,
@@ -136,21 +124,14 @@ pub(crate) struct Counters {
     pub(crate) flight_waits: AtomicU64,
     pub(crate) slow_ops: AtomicU64,
     pub(crate) read_errors: [AtomicU64; ErrorKind::COUNT],
-}
-
-pub(crate) struct Metrics {
-    pub(crate) c: Counters,
     hist: Vec<Histogram>,
     pub(crate) enabled: bool,
 }
 
 impl Metrics {
     pub(crate) fn new(enabled: bool) -> Self {
-        Metrics {
-            c: Counters::default(),
-            hist: if enabled { Op::ALL.iter().map(|_| Histogram::new()).collect() } else { Vec::new() },
-            enabled,
-        }
+        let hist = if enabled { Op::ALL.iter().map(|_| Histogram::new()).collect() } else { Vec::new() };
+        Metrics { hist, enabled, ..Metrics::default() }
     }
 
     #[inline]
@@ -161,7 +142,7 @@ impl Metrics {
     }
 
     pub(crate) fn read_error(&self, class: ErrorKind) {
-        self.c.read_errors[class.index()].fetch_add(1, Relaxed);
+        self.read_errors[class.index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn latency(&self) -> Vec<(Op, Latency)> {
@@ -171,7 +152,7 @@ impl Metrics {
     pub(crate) fn read_errors(&self) -> Vec<(&'static str, u64)> {
         ErrorKind::ALL
             .iter()
-            .zip(&self.c.read_errors)
+            .zip(&self.read_errors)
             .map(|(c, n)| (c.name(), n.load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()
@@ -184,15 +165,13 @@ impl Metrics {
 #[non_exhaustive]
 pub struct KvStats {
     /// Lookups (`get`, each key of `get_many`, `get_or_compute`) that
-    /// returned a cached value: from Redis, the near cache or this
-    /// process's queued writes. Every lookup is one hit or one miss; a
-    /// lookup that fails with an error (`get` with Redis down) is neither,
-    /// and is counted in `read_errors`.
+    /// returned a cached value (from Redis, the near cache or the queued
+    /// writes). A lookup that fails with an error is neither a hit nor a
+    /// miss, and is counted in `read_errors`.
     pub hits: u64,
-    /// Lookups that returned no cached value: absent, expired, corrupt
-    /// (also counted in `corrupt`), skipped while the breaker was open, and
-    /// every `get_or_compute` that returned a computed value (also when
-    /// Redis could not be asked).
+    /// Lookups that returned no cached value: absent, expired, corrupt,
+    /// skipped while the breaker was open, and every `get_or_compute` that
+    /// returned a computed value.
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 before any lookup.
     pub hit_rate: f64,
@@ -200,13 +179,11 @@ pub struct KvStats {
     pub near_hits: u64,
     /// Hits served by this process's queued writes (read-your-writes).
     pub overlay_hits: u64,
-    /// Values found in Redis that could not be decoded (counted as misses
-    /// and logged with `log::warn`).
+    /// Values that could not be decoded (misses, logged with `log::warn`).
     pub corrupt: u64,
     /// Values computed by `get_or_compute`.
     pub computed: u64,
-    /// `get_or_compute` calls that waited for another thread computing the
-    /// same key (single flight) instead of computing.
+    /// `get_or_compute` calls that waited for another thread's computation.
     pub flight_waits: u64,
     /// Writes accepted (the last sequence number handed out).
     pub accepted: u64,
@@ -220,9 +197,8 @@ pub struct KvStats {
     /// Writes dropped: past `max_pending_keys` in an outage, or refused by
     /// Redis. Collect them with [`crate::kv::Kv::take_dropped`].
     pub dropped: u64,
-    /// Dropped writes left out of [`crate::kv::Kv::take_dropped`]'s list,
-    /// which keeps the first 1,024 between two calls (counted in
-    /// `dropped` too).
+    /// Dropped writes left out of [`crate::kv::Kv::take_dropped`]'s list
+    /// (the first 1,024 between two calls are kept).
     pub dropped_unlisted: u64,
     /// Writes refused at the call because the writer's channel was full.
     pub rejected: u64,
@@ -245,13 +221,11 @@ pub struct KvStats {
     pub near_entries: usize,
     /// Near-cache entries evicted by server-assisted invalidation.
     pub near_invalidations: u64,
-    /// Latency percentiles per operation (with `enable_metrics`), for those
-    /// called at least once.
+    /// Latency percentiles per operation called (with `enable_metrics`).
     pub latency: Vec<(Op, Latency)>,
-    /// Median round trip of one batch of the writer, in µs (power-of-two
-    /// bucket).
+    /// Median round trip of a writer batch, in µs (power-of-two bucket).
     pub write_batch_p50_us: Option<u64>,
-    /// 99th percentile round trip of one batch of the writer, in µs.
+    /// 99th percentile round trip of a writer batch, in µs.
     pub write_batch_p99_us: Option<u64>,
 }
 
@@ -275,8 +249,7 @@ pub struct KvHealth {
     pub backlog: u64,
     /// The circuit breaker in front of the calling threads' calls.
     pub breaker: BreakerState,
-    /// The near cache is subscribed to server-assisted invalidation
-    /// (`None` when the near cache or tracking is off).
+    /// The near cache's invalidation listener is subscribed (`None`: off).
     pub near_tracking: Option<bool>,
     /// The last error the writer met, as `"class: text"`.
     pub last_error: Option<String>,

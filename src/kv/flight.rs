@@ -59,12 +59,9 @@ impl Flights {
 }
 
 impl Leader<'_> {
-    /// Hands the result to the waiting callers and ends the flight.
-    pub(crate) fn publish(self, value: Option<Value>) {
-        self.finish(value);
-    }
-
-    fn finish(&self, value: Option<Value>) {
+    /// Hands the result to the waiting callers and ends the flight (the
+    /// first call only).
+    pub(crate) fn publish(&self, value: Option<Value>) {
         let mut result = self.flight.result.lock();
         if result.is_none() {
             *result = Some(value);
@@ -81,7 +78,7 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     /// A leader whose computation panicked still releases its followers.
     fn drop(&mut self) {
-        self.finish(None);
+        self.publish(None);
     }
 }
 

@@ -7,13 +7,9 @@
 //!        └──── J = 1: JSON, 0: MessagePack
 //! ```
 //!
-//! The header makes plain and compressed values coexist (a threshold can be
-//! changed without rewriting anything), says how to decode without
-//! guessing, and lets a reader refuse bytes that are not a kv value (a
-//! `0xA?` byte is also where the codec's own detection would see a
-//! MessagePack string, so a value written by another tool is refused here
-//! rather than misread). Bits 2 and 3 must be zero: room for a later
-//! version.
+//! The header lets plain and compressed values coexist, says how to decode,
+//! and refuses bytes that are not a kv value (rather than misread a value
+//! another tool wrote). Bits 2 and 3 must be zero: room for a later version.
 
 use std::borrow::Cow;
 
@@ -28,26 +24,18 @@ const MASK: u8 = 0xFC;
 const LZ4: u8 = 0x01;
 const JSON: u8 = 0x02;
 
-/// LZ4 cannot expand data by more than about 255 times (a match length
-/// grows by 255 per extra byte), so an original length claiming more than
-/// this per compressed byte is corrupt: checked before allocating for it.
+/// LZ4 expands data at most about 255 times, so an original length claiming
+/// more per compressed byte is corrupt: checked before allocating for it.
 const MAX_RATIO: usize = 256;
 
 /// The header byte of a value in `encoding`.
 pub(crate) fn header(encoding: Encoding, compressed: bool) -> u8 {
-    let mut h = MAGIC;
-    if encoding == Encoding::Json {
-        h |= JSON;
-    }
-    if compressed {
-        h |= LZ4;
-    }
-    h
+    let json = if encoding == Encoding::Json { JSON } else { 0 };
+    MAGIC | json | if compressed { LZ4 } else { 0 }
 }
 
-/// Appends the stored form of `raw` (an encoded value) to `out`:
-/// compressed when it is longer than `threshold` and compression makes it
-/// smaller. Returns whether it was compressed.
+/// Appends the stored form of `raw` (an encoded value) to `out`, compressed
+/// when longer than `threshold` and smaller so. Returns whether it was.
 pub(crate) fn frame(raw: &[u8], encoding: Encoding, threshold: usize, out: &mut Vec<u8>) -> bool {
     if raw.len() > threshold && raw.len() <= u32::MAX as usize {
         let start = out.len();
@@ -68,8 +56,8 @@ pub(crate) fn frame(raw: &[u8], encoding: Encoding, threshold: usize, out: &mut 
     false
 }
 
-/// The encoded value inside a stored one, decompressed if need be, and its
-/// encoding. `max_len` bounds the original length of a compressed value.
+/// The encoded value inside a stored one, decompressed, and its encoding.
+/// `max_len` bounds the original length of a compressed value.
 pub(crate) fn unframe(stored: &[u8], max_len: usize) -> Result<(Encoding, Cow<'_, [u8]>), String> {
     let Some((&h, body)) = stored.split_first() else {
         return Err("empty value (no header byte)".into());

@@ -12,38 +12,18 @@ use super::breaker::{BreakerState, Permit};
 use super::counters::Op;
 use super::flight::Role;
 use super::frame;
-use super::near;
+use super::near::Ticket;
 use super::op::{self, DynValue};
 use super::overlay::Found;
 use super::pool::Reply;
-use super::{check, with_scratch, Kv, Ttl};
+use super::{with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
-use crate::ErrorKind;
-
-/// The bytes of a value found by a lookup.
-enum Body {
-    /// Queued, not encoded yet.
-    Queued(op::Value),
-    /// As stored (decompressed, without the header).
-    Shared(Arc<[u8]>),
-}
-
-impl Body {
-    fn decode<T: DeserializeOwned>(&self, enc: crate::Encoding) -> std::result::Result<T, String> {
-        match self {
-            Body::Shared(b) => frame::decode_body(b, enc),
-            Body::Queued(v) => decode_value(&**v, enc),
-        }
-    }
-}
+use crate::{Encoding, ErrorKind};
 
 /// A value as a `get` would read it back: encoded, then decoded as `T`.
-fn decode_value<T: DeserializeOwned>(
-    v: &dyn DynValue,
-    enc: crate::Encoding,
-) -> std::result::Result<T, String> {
+fn decode_value<T: DeserializeOwned>(v: &dyn DynValue, enc: Encoding) -> std::result::Result<T, String> {
     with_scratch(|s| {
         v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
         frame::decode_body(s, enc)
@@ -51,11 +31,21 @@ fn decode_value<T: DeserializeOwned>(
 }
 
 /// What a lookup found.
-enum Found2 {
-    Hit(Body, crate::Encoding),
+enum Found2<T> {
+    Hit(T),
+    /// Absent, expired or corrupt.
     Miss,
     /// The breaker kept the call away from Redis.
     Skipped,
+}
+
+impl<T> Found2<T> {
+    fn hit(self) -> Option<T> {
+        match self {
+            Found2::Hit(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Kv {
@@ -72,11 +62,7 @@ impl Kv {
     /// [`crate::ErrorKind::Timeout`], …) when Redis cannot answer.
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
         let t0 = self.clock();
-        check(namespace, key)?;
-        let mut full = Vec::with_capacity(self.keys.head().len() + namespace.len() + key.len() + 1);
-        self.keys.write(&mut full, namespace, key);
-        let found = self.lookup(&full)?;
-        let out = self.decode_found(&full, found);
+        let out = self.lookup(self.item(namespace, key)?.key())?.hit();
         self.count(out.is_some());
         self.timed(Op::Get, t0, namespace, key);
         Ok(out)
@@ -92,34 +78,24 @@ impl Kv {
     /// As [`Kv::get`], for any key.
     pub fn get_many<T: DeserializeOwned>(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<T>>> {
         let t0 = self.clock();
-        let mut full = Vec::with_capacity(keys.len());
-        for key in keys {
-            check(namespace, key)?;
-            let mut k = Vec::new();
-            self.keys.write(&mut k, namespace, key);
-            full.push(k);
-        }
+        let full = keys.iter().map(|key| self.item(namespace, key)).collect::<Result<Vec<_>>>()?;
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
-        let mut remote: Vec<usize> = Vec::new();
-        let mut tickets = Vec::new();
+        // The keys Redis must be asked for: their index and near-cache ticket.
+        let mut remote = Vec::new();
         for (i, k) in full.iter().enumerate() {
-            match self.local(k) {
-                Ok(found) => out.push(self.decode_found(k, found)),
-                Err(ticket) => {
-                    out.push(None);
-                    remote.push(i);
-                    tickets.push(ticket);
-                }
-            }
+            let found = self.local(k.key()).unwrap_or_else(|ticket| {
+                remote.push((i, ticket));
+                Found2::Miss
+            });
+            out.push(found.hit());
         }
         if !remote.is_empty() {
             let permit = self.breaker.permit();
             if permit != Permit::Deny {
-                let ask: Vec<Vec<u8>> = remote.iter().map(|&i| full[i].clone()).collect();
+                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].key().to_vec()).collect();
                 let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
-                for ((i, reply), ticket) in remote.into_iter().zip(replies).zip(tickets) {
-                    let found = self.found_in(&full[i], reply, ticket);
-                    out[i] = self.decode_found(&full[i], found);
+                for ((i, ticket), reply) in remote.into_iter().zip(replies) {
+                    out[i] = self.found_in(full[i].key(), reply, ticket).hit();
                 }
             }
         }
@@ -139,12 +115,11 @@ impl Kv {
     /// As [`Kv::get`].
     pub fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
         let t0 = self.clock();
-        check(namespace, key)?;
-        let mut full = Vec::new();
-        self.keys.write(&mut full, namespace, key);
+        let item = self.item(namespace, key)?;
+        let full = item.key();
         // The near cache before the queued writes, as in `local`.
-        let near = self.near.as_ref().map(|n| n.get(&full));
-        let found = match self.overlay.lookup(&full, self.writer.shared.acked()) {
+        let near = self.near.as_ref().map(|n| n.get(full));
+        let found = match self.overlay.lookup(full, self.writer.shared.acked()) {
             Found::Value(_) => true,
             Found::Absent => false,
             Found::Unknown => match near {
@@ -154,7 +129,7 @@ impl Kv {
                     if permit == Permit::Deny {
                         false
                     } else {
-                        self.call(permit, || self.pool.exists(&full))?
+                        self.call(permit, || self.pool.exists(full))?
                     }
                 }
             },
@@ -224,29 +199,26 @@ impl Kv {
         F: FnOnce() -> T,
     {
         let t0 = self.clock();
-        check(namespace, key)?;
+        let item = self.item(namespace, key)?;
+        let full = item.key();
         let expires = self.expires_at(namespace, ttl)?;
-        let mut full = Vec::new();
-        self.keys.write(&mut full, namespace, key);
-        let cacheable = match self.lookup(&full) {
+        let finish = |v: T, hit: bool| {
+            self.count(hit);
+            self.timed(Op::GetOrCompute, t0, namespace, key);
+            Ok(v)
+        };
+        let cacheable = match self.lookup(full) {
             Ok(Found2::Skipped) | Err(_) => false,
             Ok(Found2::Miss) => true,
-            Ok(found @ Found2::Hit(..)) => match self.decode_found::<T>(&full, found) {
-                Some(v) => {
-                    self.count(true);
-                    self.timed(Op::GetOrCompute, t0, namespace, key);
-                    return Ok(v);
-                }
-                None => true,
-            },
+            Ok(Found2::Hit(v)) => return finish(v, true),
         };
         let enc = self.cfg.encoding();
         // From here on the call returns a computed value (its own or,
         // waiting, another caller's): a miss, unless the re-check below
         // finds the value cached after all.
-        let value = match self.flights.join(&full) {
+        let value = match self.flights.join(full) {
             Role::Follower(shared) => {
-                self.metrics.c.flight_waits.fetch_add(1, Relaxed);
+                self.metrics.flight_waits.fetch_add(1, Relaxed);
                 match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
                     Some(v) => v,
                     None => self.compute(compute),
@@ -254,19 +226,18 @@ impl Kv {
             }
             Role::Leader(leader) => {
                 // A caller that finished just before us may have cached it.
-                if let Found::Value(queued) = self.overlay.lookup(&full, self.writer.shared.acked()) {
+                if let Found::Value(queued) = self.overlay.lookup(full, self.writer.shared.acked()) {
                     if let Ok(v) = decode_value::<T>(&*queued, enc) {
                         leader.publish(Some(queued));
-                        self.count(true);
-                        self.timed(Op::GetOrCompute, t0, namespace, key);
-                        return Ok(v);
+                        return finish(v, true);
                     }
                 }
                 let v = self.compute(compute);
                 let shared: op::Value = Arc::new(v.clone());
                 if cacheable {
-                    let item = self.key_item(namespace, key);
-                    if let Err(e) = self.push(op::Op::Set { item, value: shared.clone(), expires }) {
+                    if let Err(e) =
+                        self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires })
+                    {
                         log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                     }
                 }
@@ -274,18 +245,16 @@ impl Kv {
                 v
             }
         };
-        self.count(false);
-        self.timed(Op::GetOrCompute, t0, namespace, key);
-        Ok(value)
+        finish(value, false)
     }
 
     fn compute<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.metrics.c.computed.fetch_add(1, Relaxed);
+        self.metrics.computed.fetch_add(1, Relaxed);
         f()
     }
 
     /// The local layers, then Redis (through the breaker).
-    fn lookup(&self, key: &[u8]) -> Result<Found2> {
+    fn lookup<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Found2<T>> {
         let ticket = match self.local(key) {
             Ok(found) => return Ok(found),
             Err(t) => t,
@@ -301,22 +270,19 @@ impl Kv {
     /// The queued writes, then the near cache; `Err` with the near cache's
     /// ticket when Redis must be asked.
     ///
-    /// The near cache is asked first and the queued writes after, so that
-    /// no write falls between the two: a write records itself in the
-    /// overlay and only then evicts the key here (bumping the ticket's
-    /// epoch), both before `set` returns. So either this lookup's near
-    /// answer or ticket comes after that eviction, and then the overlay
-    /// check below sees the write (or it is settled, and Redis holds it or
-    /// newer); or it comes before, and a value read from Redis on that
-    /// ticket is refused by `fill`. Asked the other way round, a write
-    /// between the overlay check and the ticket let an older value from
-    /// Redis be kept, and served after the write was settled.
-    fn local(&self, key: &[u8]) -> std::result::Result<Found2, Option<near::Ticket>> {
+    /// The near cache is asked first: a write records itself in the overlay
+    /// and then evicts the key there (bumping the ticket's epoch), both
+    /// before `set` returns. So either the near answer or ticket comes after
+    /// that eviction, and the overlay check sees the write (or it is settled:
+    /// Redis holds it or newer); or before, and `fill` refuses a value read
+    /// from Redis on that ticket. The other way round, a write between the
+    /// two let an older value from Redis be kept and served once settled.
+    fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<Ticket>> {
         let near = self.near.as_ref().map(|n| n.get(key));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
-                self.metrics.c.overlay_hits.fetch_add(1, Relaxed);
-                return Ok(Found2::Hit(Body::Queued(item), self.cfg.encoding()));
+                self.metrics.overlay_hits.fetch_add(1, Relaxed);
+                return Ok(self.decoded(key, decode_value(&*item, self.cfg.encoding())));
             }
             Found::Absent => return Ok(Found2::Miss),
             Found::Unknown => {}
@@ -324,62 +290,49 @@ impl Kv {
         match (near, &self.near) {
             (Some(Ok((body, enc))), Some(n)) => {
                 n.hits.fetch_add(1, Relaxed);
-                Ok(Found2::Hit(Body::Shared(body), enc))
+                Ok(self.decoded(key, frame::decode_body(&body, enc)))
             }
             (Some(Err(ticket)), _) => Err(Some(ticket)),
             _ => Err(None),
         }
     }
 
-    fn found_in(&self, key: &[u8], reply: Reply, ticket: Option<near::Ticket>) -> Found2 {
-        match reply {
-            Reply::Nil => Found2::Miss,
-            Reply::Refused(text) => {
+    fn found_in<T: DeserializeOwned>(&self, key: &[u8], reply: Reply, ticket: Option<Ticket>) -> Found2<T> {
+        let value = match reply {
+            Reply::Nil => return Found2::Miss,
+            Reply::Refused(text) => Err(text),
+            Reply::Value(stored) => {
+                frame::unframe(&stored, self.cfg.redis.max_value_bytes).and_then(|(enc, body)| {
+                    if let (Some(near), Some(t)) = (&self.near, ticket) {
+                        near.fill(t, key, Arc::from(&body[..]), enc);
+                    }
+                    frame::decode_body(&body, enc)
+                })
+            }
+        };
+        self.decoded(key, value)
+    }
+
+    /// A decoded value is a hit; an undecodable one a miss, counted as
+    /// corrupt and logged.
+    fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
+        r.map_or_else(
+            |text| {
                 self.corrupt(key, &text);
                 Found2::Miss
-            }
-            Reply::Value(stored) => match frame::unframe(&stored, self.cfg.redis.max_value_bytes) {
-                Ok((enc, body)) => {
-                    let body: Arc<[u8]> = Arc::from(&body[..]);
-                    if let (Some(near), Some(t)) = (&self.near, ticket) {
-                        near.fill(t, key, body.clone(), enc);
-                    }
-                    Found2::Hit(Body::Shared(body), enc)
-                }
-                Err(text) => {
-                    self.corrupt(key, &text);
-                    Found2::Miss
-                }
             },
-        }
+            Found2::Hit,
+        )
     }
 
-    /// Decodes a lookup's value; a miss or an undecodable value is `None`
-    /// (the latter counted as corrupt and logged). Hits and misses are
-    /// counted by the calls, once per key looked up ([`Kv::count`]).
-    fn decode_found<T: DeserializeOwned>(&self, key: &[u8], found: Found2) -> Option<T> {
-        match found {
-            Found2::Hit(body, enc) => match body.decode::<T>(enc) {
-                Ok(v) => Some(v),
-                Err(text) => {
-                    self.corrupt(key, &text);
-                    None
-                }
-            },
-            Found2::Miss | Found2::Skipped => None,
-        }
-    }
-
-    /// Counts one lookup of one key: a hit when it returned a cached
-    /// value, else a miss (absent, expired, corrupt, skipped by the
-    /// breaker, or computed by `get_or_compute`).
+    /// Counts one lookup of one key (see [`super::KvStats::misses`]).
     fn count(&self, hit: bool) {
-        let c = &self.metrics.c;
+        let c = &self.metrics;
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
     }
 
     fn corrupt(&self, key: &[u8], text: &str) {
-        self.metrics.c.corrupt.fetch_add(1, Relaxed);
+        self.metrics.corrupt.fetch_add(1, Relaxed);
         log::warn!(
             "tradecache::kv: unusable value at {} (counted as a miss): {text}",
             String::from_utf8_lossy(key)

@@ -1,17 +1,27 @@
 //! The kv writer's I/O thread, `tradecache-kv-writer-io`: the one owner of
-//! the writer's connections. It sends the batches the writer packed and
-//! reads their replies; connecting, handshakes, the guard against a dropped
-//! connection (`writer_links.rs`) and reply timeouts all block here, not on the
-//! writer thread.
+//! the writer's connections (one per node). Connecting, handshakes, the
+//! guard below and replies block here, up to a timeout each against a
+//! frozen server, while the writer thread keeps taking writes from the
+//! channel (a burst is held, coalesced, not refused). One batch is in
+//! flight at a time, so batches apply in order.
 //!
-//! Why a thread of its own: against a frozen or unreachable server each of
-//! those calls blocks up to a timeout (a second by default). The writer
-//! thread meanwhile keeps taking writes from the channel into its pending
-//! set, coalesced per key, so a burst while Redis is away is held, not
-//! refused because the channel filled behind a blocked thread. One batch
-//! is in flight at a time (the writer waits for its outcome before sending
-//! the next), so batches still apply in order.
+//! The guard keeps a connection given up on from applying anything later.
+//! A batch whose reply does not come in time is sent again on a new
+//! connection, newer writes after it; the old connection's bytes may still
+//! be on their way (a stalled network or proxy), and an old `SET` applied
+//! after them would replace a newer value for good. So before anything is
+//! written on a new connection to a server, every dropped connection to it
+//! that carried writes is killed there with `CLIENT KILL ID … ADDR …` (both:
+//! a restarted server numbers its clients from 1 again). Redis runs one
+//! command at a time, so once the kill has answered (0 included: gone
+//! already), the old connection has applied its bytes or never will.
+//!
+//! A connection that cannot be named (`CLIENT INFO` refused) is not written
+//! on, and a refused kill (`NOPERM`) stops writes to that server: failures
+//! of the writer, counted and shown in `health()`, so that the guard is
+//! never skipped silently.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,19 +30,18 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
+use super::pool;
 use super::route::{self, Links, Node, Topology};
-use super::writer_links::WriterLinks;
 use crate::channel::Shared;
-use crate::net::{self, reply_error, Action, Failure};
+use crate::net::{self, reply_error, Action, ClientIdentity, Conn, Failure};
 use crate::ErrorKind;
 
 /// What to send.
 pub(crate) enum Work {
-    /// Standalone and Sentinel: one `MULTI … EXEC` expecting `replies`
-    /// replies (`MULTI`, one per command, `EXEC`).
+    /// Standalone and Sentinel: one `MULTI … EXEC` with this many replies.
     Single { replies: usize },
-    /// Cluster: one command per entry (the key it routes by, and its bytes
-    /// in the buffer), sent as a pipeline per master.
+    /// Cluster: per command, the key it routes by and its bytes in the
+    /// buffer; sent as a pipeline per master.
     Cluster { cmds: Vec<(Vec<u8>, Range<usize>)> },
 }
 
@@ -48,11 +57,11 @@ pub(crate) type Reply = Option<(Value, Arc<str>)>;
 
 /// What came of a job.
 pub(crate) enum Outcome {
-    /// Every reply, and the server's address; or why they are not all
-    /// there (the connection is dropped then).
+    /// Every reply and the server's address, or why not (the connection is
+    /// dropped then).
     Single(Result<(Vec<Value>, String), Failure>),
-    /// Per command: its reply and the server's address, or `None` when it
-    /// was not sent or its reply was lost; and the last failure met.
+    /// Per command its reply (`None`: not sent, or lost), and the last
+    /// failure met.
     Cluster(Vec<Reply>, Option<Failure>),
 }
 
@@ -71,9 +80,17 @@ pub(crate) struct Io {
     thread: JoinHandle<()>,
 }
 
+/// At most this many dropped connections are remembered for killing (the
+/// oldest is forgotten, and the loss counted).
+const MAX_SUSPECTS: usize = 64;
+
 struct IoThread {
     topo: Arc<Topology>,
-    links: WriterLinks,
+    links: Links,
+    /// Nodes whose current connection has carried writes.
+    used: HashSet<Node>,
+    /// Dropped connections that carried writes, and their `host:port`.
+    suspects: Vec<(String, ClientIdentity)>,
     shared: Arc<Shared>,
 }
 
@@ -81,7 +98,7 @@ pub(crate) fn spawn(topo: Arc<Topology>, links: Links, shared: Arc<Shared>) -> s
     let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(1);
     let (done_tx, done) = crossbeam_channel::bounded::<Done>(1);
     let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
-    let mut t = IoThread { topo, links: WriterLinks::new(links), shared };
+    let mut t = IoThread { topo, links, used: HashSet::new(), suspects: Vec::new(), shared };
     let thread = std::thread::Builder::new().name("tradecache-kv-writer-io".into()).spawn(move || {
         let _exit = exit_tx;
         while let Ok(job) = job_rx.recv() {
@@ -95,9 +112,8 @@ pub(crate) fn spawn(topo: Arc<Topology>, links: Links, shared: Arc<Shared>) -> s
 }
 
 impl Io {
-    /// Ends the thread: it finishes what it is doing (bounded by the
-    /// connect and response timeouts) and is joined if it ends by
-    /// `deadline`; otherwise it ends by itself.
+    /// Ends the thread: joined if it finishes its job by `deadline`, else
+    /// left to end by itself (bounded by the timeouts).
     pub(crate) fn stop(self, deadline: Instant) {
         let Io { jobs, done, exited, thread } = self;
         drop(jobs);
@@ -110,23 +126,83 @@ impl Io {
 
 impl IoThread {
     fn run(&mut self, job: Job) -> Done {
-        if job.reset && self.links.clear() {
-            self.unguarded();
+        if job.reset {
+            let mut lost = false;
+            for node in self.links.nodes() {
+                lost |= self.forget(&node);
+            }
+            if lost {
+                self.unguarded();
+            }
         }
         let outcome = match &job.work {
             Work::Single { replies } => Outcome::Single(self.single(&job.buf, *replies)),
-            Work::Cluster { cmds } => {
-                let (out, failure) = self.cluster(&job.buf, cmds);
-                Outcome::Cluster(out, failure)
-            }
+            Work::Cluster { cmds } => self.cluster(&job.buf, cmds),
         };
         Done { buf: job.buf, outcome }
     }
 
     fn drop_link(&mut self, node: &Node) {
-        if self.links.drop_node(node) {
+        if self.forget(node) {
             self.unguarded();
         }
+    }
+
+    /// Drops the connection to `node` (killed before the next write to its
+    /// server if it carried writes); `true` when a suspect was forgotten.
+    fn forget(&mut self, node: &Node) -> bool {
+        let carried = self.used.remove(node);
+        let mut lost = false;
+        if let Some(conn) = self.links.drop_node(node) {
+            if let (true, Some(id)) = (carried, conn.client) {
+                if self.suspects.len() >= MAX_SUSPECTS {
+                    self.suspects.remove(0);
+                    lost = true;
+                }
+                self.suspects.push((conn.addr, id));
+            }
+        }
+        lost
+    }
+
+    /// The connection to `node`, ready to write on: no connection dropped
+    /// before it can apply anything after this returns.
+    fn link(&mut self, node: &Node) -> Result<&mut Conn, Failure> {
+        let IoThread { topo, links, used, suspects, .. } = self;
+        let conn = links.get(topo, node)?.0;
+        if conn.client.is_none() {
+            let text = "the kv writer cannot name its connection (CLIENT INFO refused), so it could not keep a \
+                        dropped connection's late writes out: it needs +client|info and +client|kill (docs/kv.md, \
+                        the kv ACL)";
+            let f = Failure::new(net::Cause::Auth, conn.addr.clone(), text);
+            links.drop_node(node);
+            return Err(f);
+        }
+        while let Some(i) = suspects.iter().position(|(addr, _)| *addr == conn.addr) {
+            let old = &suspects[i].1;
+            match conn.query(&old.kill_cmd()) {
+                Ok(Value::Int(_)) => {
+                    log::debug!("tradecache::kv: killed dropped writer connection {} ({})", old.id, old.addr);
+                    suspects.swap_remove(i);
+                }
+                Ok(v) => {
+                    let (code, text) = reply_error(&v).unwrap_or_else(|| ("ERR".into(), format!("{v:?}")));
+                    let text = format!(
+                        "CLIENT KILL of a dropped writer connection (needed before writing again, so that its \
+                         late writes cannot replace newer ones): {text}"
+                    );
+                    return Err(Failure::new(net::Cause::of_code(&code), conn.addr.clone(), text));
+                }
+                Err(e) => {
+                    let f = Failure::of(&e, &conn.addr);
+                    // This one carried no write: nothing to kill later.
+                    links.drop_node(node);
+                    return Err(f);
+                }
+            }
+        }
+        used.insert(node.clone());
+        links.get(topo, node).map(|(c, _)| c)
     }
 
     /// A dropped connection had to be forgotten without being killed.
@@ -139,34 +215,22 @@ impl IoThread {
     }
 
     fn single(&mut self, buf: &[u8], replies: usize) -> Result<(Vec<Value>, String), Failure> {
-        let conn = self.links.get(&self.topo, &Node::Main)?;
+        let conn = self.link(&Node::Main)?;
         let addr = conn.addr.clone();
-        let mut out = Vec::with_capacity(replies);
-        let mut io = conn.con.send_packed_command(buf).err();
-        if io.is_none() {
-            for _ in 0..replies {
-                match conn.con.recv_response() {
-                    Ok(v) => out.push(v),
-                    Err(e) => {
-                        io = Some(e);
-                        break;
-                    }
-                }
+        match pool::exchange(conn, buf, replies) {
+            (out, None) => Ok((out, addr)),
+            (_, Some(f)) => {
+                self.drop_link(&Node::Main);
+                self.shared.set_connected(false);
+                Err(f)
             }
         }
-        if let Some(e) = io {
-            self.drop_link(&Node::Main);
-            self.shared.set_connected(false);
-            return Err(Failure::of(&e, &addr));
-        }
-        Ok((out, addr))
     }
 
-    /// Routes each command to its master and sends each master its
-    /// commands as one pipeline. A `MOVED`/`ASK` reply or a failure makes
-    /// the slot table be read again; a reply that asks to reconnect, or a
-    /// lost connection, drops that master's connection.
-    fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> (Vec<Reply>, Option<Failure>) {
+    /// Sends each master its commands as one pipeline. `MOVED`/`ASK` or a
+    /// failure makes the slot table be read again; a reply that asks to
+    /// reconnect, or a lost connection, drops that master's connection.
+    fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> Outcome {
         let mut out: Vec<Reply> = vec![None; cmds.len()];
         let mut failure = None;
         let mut groups: Vec<(Node, Vec<usize>)> = Vec::new();
@@ -187,7 +251,7 @@ impl IoThread {
                     packed.extend_from_slice(bytes);
                 }
             }
-            let conn = match self.links.get(&self.topo, &node) {
+            let conn = match self.link(&node) {
                 Ok(c) => c,
                 Err(f) => {
                     self.topo.invalidate();
@@ -196,36 +260,26 @@ impl IoThread {
                 }
             };
             let addr: Arc<str> = conn.addr.as_str().into();
-            let mut io = conn.con.send_packed_command(&packed).err();
-            if io.is_none() {
-                for &i in &group {
-                    match conn.con.recv_response() {
-                        Ok(v) => out[i] = Some((v, addr.clone())),
-                        Err(e) => {
-                            io = Some(e);
-                            break;
-                        }
-                    }
-                }
-            }
+            let (replies, io) = pool::exchange(conn, &packed, group.len());
             let mut reconnect = false;
-            for &i in &group {
-                if let Some((code, _)) = out[i].as_ref().and_then(|(v, _)| reply_error(v)) {
+            for (&i, v) in group.iter().zip(replies) {
+                if let Some((code, _)) = reply_error(&v) {
                     if route::is_redirect(&code) {
                         self.topo.invalidate();
                     }
                     reconnect |= net::Cause::of_code(&code).action() == Action::Reconnect;
                 }
+                out[i] = Some((v, addr.clone()));
             }
-            if let Some(e) = io {
+            if let Some(f) = io {
                 reconnect = true;
                 self.topo.invalidate();
-                failure = Some(Failure::of(&e, &addr));
+                failure = Some(f);
             }
             if reconnect {
                 self.drop_link(&node);
             }
         }
-        (out, failure)
+        Outcome::Cluster(out, failure)
     }
 }

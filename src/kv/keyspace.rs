@@ -1,11 +1,8 @@
-//! The kv key layout: `{key_prefix}:{namespace}:{key}`.
-//!
-//! The prefix and the namespace are [`crate::Ident`]s (no `:`), so
-//! `{key_prefix}:{namespace}:` is an unambiguous prefix: `SCAN MATCH
+//! The kv key layout: `{key_prefix}:{namespace}:{key}`. The prefix and the
+//! namespace are [`crate::Ident`]s (no `:`), so `SCAN MATCH
 //! {prefix}:{namespace}:*` finds one namespace and nothing else. A key is
-//! one or more ids joined by `:` (`AAPL:quote`, `P-123:value`), as the
-//! specification's examples have them; no `{`/`}`, so no key chooses its
-//! own cluster slot.
+//! one or more ids joined by `:` (`AAPL:quote`); no `{`/`}`, so no key
+//! chooses its own cluster slot.
 
 use crate::ident::{self, IdError};
 
@@ -71,14 +68,12 @@ impl KeySpace {
         v
     }
 
-    /// `"{prefix}:"` (empty when there is no prefix): what server-assisted
-    /// invalidation subscribes to.
+    /// `"{prefix}:"`, or empty: what server-assisted invalidation tracks.
     pub(crate) fn head(&self) -> &[u8] {
         &self.head
     }
 
-    /// A `SCAN MATCH` pattern for every key of `namespace`, with glob
-    /// characters (which ids may contain) escaped.
+    /// A `SCAN MATCH` pattern for every key of `namespace` (globs escaped).
     pub(crate) fn namespace_pattern(&self, namespace: &str) -> Vec<u8> {
         let mut p = Vec::new();
         for &b in self.namespace_head(namespace).iter() {

@@ -1,7 +1,7 @@
 //! The general caching layer: a namespaced key-value cache with TTLs per
-//! kind of data, for market data, portfolio calculations, risk metrics and
-//! sessions, in the crate's style (synchronous; nothing on the calling
-//! thread that a trading loop cannot afford).
+//! kind of data (market data, portfolio calculations, risk metrics,
+//! sessions), synchronous, with nothing on the calling thread that a
+//! trading loop cannot afford.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,18 +24,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - **Keys** are `{key_prefix}:{namespace}:{key}`; the namespace's TTL
-//!   policy applies with [`Ttl::Policy`] (defaults: 3600 s; `market_data`
-//!   60 s, `portfolio` 300 s, `risk` 180 s, `session` 1800 s).
+//! - **Keys** are `{key_prefix}:{namespace}:{key}`; [`Ttl::Policy`] applies
+//!   the namespace's TTL (defaults: 3600 s; `market_data` 60 s, `portfolio`
+//!   300 s, `risk` 180 s, `session` 1800 s).
 //! - **Writes** (`set`, `set_many`, `delete`, `touch`) check the key and
-//!   queue the value as given (behind an `Arc`: no encoding and no I/O on
-//!   the calling thread; a `get` reads it back at once) for the writer
-//!   thread, which encodes it and sends `SET … PX` (the TTL with the value,
-//!   atomically) in batches. A value that cannot be encoded or is too
-//!   large is found there: dropped and reported (`take_dropped`, `flush`). `flush`/`wait` block until written, as for
-//!   [`crate::Cache`]. A cache is not state: in an outage writes are
-//!   coalesced per key and, past `max_pending_keys`, dropped and counted
-//!   (see `writer.rs` for why kv has its own writer).
+//!   queue the value behind an `Arc` (no encoding, no I/O; a `get` reads it
+//!   back at once); the writer thread encodes it and sends `SET … PX` (the
+//!   TTL with the value, atomically) in batches. A value that cannot be
+//!   encoded or is too large is dropped there and reported (`take_dropped`,
+//!   `flush`). `flush`/`wait` block until written, as for [`crate::Cache`].
+//!   A cache is not state: in an outage writes are coalesced per key and,
+//!   past `max_pending_keys`, dropped and counted.
 //! - **Reads** go to the queued writes first (read-your-writes), then the
 //!   near cache if on, then Redis over a small pool of blocking
 //!   connections; `get_many` sends one `MGET` per `max_batch_size` keys,
@@ -46,11 +45,6 @@
 //! - **Circuit breaker**: after `breaker_failures` consecutive failures,
 //!   calls skip Redis for `breaker_open` (a `get` is a miss at once).
 
-// The calling threads' side: the calls (set.rs: writes, get.rs: reads),
-// the queued writes they read back (overlay), the near cache, the read
-// pool, the breaker, single flight. The writer thread's side: writer.rs.
-// Shared by both: the message (op), routing (route), the value format
-// (value), keys, config, stats.
 mod breaker;
 mod config;
 mod prometheus;
@@ -68,10 +62,10 @@ mod pool;
 mod route;
 mod set;
 mod writer;
-mod writer_links;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -87,7 +81,6 @@ pub use frame::{decode, encode};
 use crate::channel::Count;
 use crate::channel::{Handle, Shared};
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
-use crate::ident;
 use crate::net::{self, Failure};
 use crate::seq::Seq;
 use breaker::Breaker;
@@ -99,7 +92,7 @@ use op::KvMsg;
 use overlay::Overlay;
 use pool::Pool;
 use route::{Links, Node, Topology};
-use writer::{Writer, WriterInit};
+use writer::Writer;
 
 /// How long a key lives.
 ///
@@ -118,12 +111,6 @@ pub enum Ttl {
     After(Duration),
     /// No expiry.
     Never,
-}
-
-/// The invalidation listener: its stop flag and thread.
-struct Tracking {
-    stop: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Producer {
@@ -146,7 +133,8 @@ pub struct Kv {
     breaker: Breaker,
     metrics: Metrics,
     flights: Flights,
-    tracking: Option<Tracking>,
+    /// The invalidation listener (with `near_tracking`).
+    tracking: Option<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Kv {
@@ -163,6 +151,9 @@ thread_local! {
     /// Where the calling thread builds keys and encodes values: reused, so
     /// a call allocates only the message it sends.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread's id, hashed: where it starts looking for a free pool
+    /// connection and which histogram stripe it counts in, so threads spread.
+    static THREAD_HASH: usize = RandomState::new().hash_one(std::thread::current().id()) as usize;
 }
 
 /// Runs `f` with the thread's scratch buffer (cleared), or a fresh one if
@@ -219,16 +210,9 @@ impl Kv {
             detail: format!("cannot start a kv thread: {e}"),
             source: Some(crate::net::source_of(&e)),
         };
-        let writer = Writer::new(WriterInit {
-            cfg: config.clone(),
-            topo: topo.clone(),
-            rx,
-            shared: shared.clone(),
-            overlay: overlay.clone(),
-            done: done_tx,
-            links,
-        })
-        .map_err(spawn_error)?;
+        let writer =
+            Writer::new(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
+                .map_err(spawn_error)?;
         let writer = std::thread::Builder::new()
             .name("tradecache-kv-writer".into())
             .spawn(move || writer.run())
@@ -238,10 +222,8 @@ impl Kv {
             (config.near_capacity > 0).then(|| Arc::new(Near::new(config.near_capacity, config.near_ttl)));
         let tracking = match &near {
             Some(near) if config.near_tracking && !topo.clustered() => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let t = near::spawn_tracking(topo.clone(), near.clone(), keys.head().to_vec(), stop.clone())
-                    .map_err(spawn_error)?;
-                Some(Tracking { stop, thread: Mutex::new(Some(t)) })
+                let t = near::spawn_tracking(topo.clone(), near.clone(), keys.head().to_vec());
+                Some(Mutex::new(Some(t.map_err(spawn_error)?)))
             }
             _ => None,
         };
@@ -264,8 +246,6 @@ impl Kv {
     pub fn config(&self) -> &KvConfig {
         &self.cfg
     }
-
-    // --- waiting, stats, closing -----------------------------------------
 
     /// The last sequence number handed out (0 before the first write).
     pub fn last_seq(&self) -> Seq {
@@ -297,19 +277,16 @@ impl Kv {
     /// Hands over the writes dropped since the last call (past
     /// `max_pending_keys` in an outage, not encodable, too large, or
     /// refused by Redis), oldest first, and clears the record, so
-    /// `wait`/`flush` stop reporting them.
-    ///
-    /// At most the first 1,024 drops between two calls are listed (a
-    /// record that stays bounded however long an outage lasts); every drop
-    /// is counted in [`KvStats::dropped`], and those left out of the list
-    /// in [`KvStats::dropped_unlisted`].
+    /// `wait`/`flush` stop reporting them. At most the first 1,024 drops
+    /// between two calls are listed; every drop is counted in
+    /// [`KvStats::dropped`], those left out in [`KvStats::dropped_unlisted`].
     pub fn take_dropped(&self) -> Vec<DroppedWrite> {
         self.writer.take_dropped()
     }
 
     /// Counters, breaker state and per-operation latencies.
     pub fn stats(&self) -> KvStats {
-        let c = &self.metrics.c;
+        let c = &self.metrics;
         let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
         let w = self.writer.shared.stats();
         KvStats {
@@ -372,9 +349,9 @@ impl Kv {
 
     fn shutdown(&self, timeout: Duration) -> CloseReport {
         let stop_tracking = || {
-            if let Some(tracking) = &self.tracking {
-                tracking.stop.store(true, SeqCst);
-                if let Some(t) = tracking.thread.lock().take() {
+            if let (Some(near), Some(tracking)) = (&self.near, &self.tracking) {
+                near.stop.store(true, SeqCst);
+                if let Some(t) = tracking.lock().take() {
                     let _ = t.join();
                 }
             }
@@ -383,8 +360,6 @@ impl Kv {
             let _ = self.producer.lock().tx.try_send(KvMsg::Shutdown { deadline });
         })
     }
-
-    // --- timing ----------------------------------------------------------
 
     #[inline]
     fn clock(&self) -> Option<Instant> {
@@ -397,7 +372,7 @@ impl Kv {
         let d = t0.elapsed();
         self.metrics.time(op, d);
         if self.cfg.log_slow_ops && d > self.cfg.slow_op_threshold {
-            self.metrics.c.slow_ops.fetch_add(1, Relaxed);
+            self.metrics.slow_ops.fetch_add(1, Relaxed);
             log::warn!("tradecache::kv: slow {}: {namespace}:{key} took {d:?}", op.name());
         }
     }
@@ -410,13 +385,6 @@ impl Drop for Kv {
             log::warn!("tradecache::kv: dropped with {} cache write(s) not written", report.unpersisted);
         }
     }
-}
-
-/// Checks a namespace and a key (see the module docs for the rules).
-fn check(namespace: &str, key: &str) -> Result<()> {
-    ident::validate(namespace)?;
-    keyspace::validate_key(key)?;
-    Ok(())
 }
 
 #[cfg(test)]

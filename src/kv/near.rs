@@ -1,27 +1,22 @@
 //! The near cache (opt-in): values read from Redis kept in process for
-//! `near_ttl`, so a hot `get` costs no round trip. Bounded by
-//! `near_capacity` (split over shards; a full shard evicts an expired entry,
-//! or else an arbitrary one, rather than keep LRU order on every hit).
+//! `near_ttl`, bounded by `near_capacity` (split over shards; a full shard
+//! evicts an expired entry, or else an arbitrary one: no LRU upkeep on
+//! every hit).
 //!
-//! Staleness against other processes is bounded by `near_ttl`; with
-//! `near_tracking` (standalone and Sentinel) the server tells us sooner:
-//! a listener thread holds a connection subscribed to
-//! `__redis__:invalidate` and another with `CLIENT TRACKING on REDIRECT
-//! <listener> BCAST PREFIX <key_prefix>:`, so every change to a cache key,
-//! by anyone, evicts it here. This is the RESP2 two-connection form of
-//! client-side caching: redis-rs's blocking `Connection` only surfaces
-//! RESP3 push messages while a reply is being read, so a connection that
-//! only waits for invalidations could not get them without polling, while
-//! a pubsub connection's `get_message` blocks on exactly that. When either
-//! connection is lost, the near cache is emptied (invalidations may have
-//! been missed) and both are set up again.
+//! With `near_tracking` (standalone and Sentinel) the server evicts sooner:
+//! a listener thread subscribes one connection to `__redis__:invalidate`
+//! and turns on `CLIENT TRACKING … REDIRECT <listener> BCAST PREFIX
+//! <key_prefix>:` on another (the RESP2 two-connection form: redis-rs's
+//! blocking `Connection` surfaces RESP3 pushes only while reading a reply,
+//! while a pubsub connection's `get_message` blocks on exactly that). When
+//! either connection is lost, the near cache is emptied and both are set
+//! up again.
 //!
-//! Writes from this process record themselves in the overlay and then evict
-//! their key here, at the call; a lookup takes its ticket here before it
-//! looks at the queued writes (see `Kv::local` for why that order), and a
-//! value read from Redis is kept only if no write or invalidation touched
-//! its shard since the ticket, so a `get` never brings back a value older
-//! than one this process wrote.
+//! A write evicts its key here after recording itself in the overlay; a
+//! lookup takes its ticket here before it looks at the overlay (see
+//! `Kv::local`), and a value read from Redis is kept only if nothing
+//! evicted in its shard since the ticket, so a `get` never brings back a
+//! value older than one this process wrote.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -59,10 +54,11 @@ pub(crate) struct Near {
     per_shard: usize,
     ttl: Duration,
     pub(crate) hits: AtomicU64,
-    pub(crate) evictions: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     /// The tracking listener is subscribed (when tracking is on).
     pub(crate) tracking: AtomicBool,
+    /// Set to stop the tracking listener.
+    pub(crate) stop: AtomicBool,
 }
 
 /// What a read that may fill the near cache saw before going to Redis.
@@ -77,9 +73,9 @@ impl Near {
             per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl,
             hits: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             tracking: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
         }
     }
 
@@ -120,7 +116,6 @@ impl Near {
                 .map(|(k, _)| k.clone());
             if let Some(k) = victim {
                 s.map.remove(&k);
-                self.evictions.fetch_add(1, Relaxed);
             }
         }
         let until = net::deadline_after(self.ttl);
@@ -153,24 +148,23 @@ impl Near {
     }
 }
 
-/// The tracking listener thread; stops when `stop` is set.
+/// The tracking listener thread; stops when `near.stop` is set.
 pub(crate) fn spawn_tracking(
     topo: Arc<Topology>,
     near: Arc<Near>,
     prefix: Vec<u8>,
-    stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("tradecache-kv-tracking".into()).spawn(move || {
         let mut backoff = Backoff::new(topo.cfg.reconnect_backoff_min, topo.cfg.reconnect_backoff_max);
-        while !stop.load(SeqCst) {
-            let result = listen(&topo, &near, &prefix, &stop);
+        while !near.stop.load(SeqCst) {
+            let result = listen(&topo, &near, &prefix);
             near.tracking.store(false, SeqCst);
             // Invalidations may have been missed while not listening.
             near.clear(b"");
             if let Err(text) = result {
                 log::debug!("tradecache::kv: near-cache invalidation: {text}");
                 let until = net::deadline_after(backoff.next_delay());
-                while !stop.load(SeqCst) && Instant::now() < until {
+                while !near.stop.load(SeqCst) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             } else {
@@ -181,7 +175,7 @@ pub(crate) fn spawn_tracking(
 }
 
 /// One session: subscribe, enable tracking, evict what the server names.
-fn listen(topo: &Topology, near: &Near, prefix: &[u8], stop: &AtomicBool) -> Result<(), String> {
+fn listen(topo: &Topology, near: &Near, prefix: &[u8]) -> Result<(), String> {
     let mut listener = topo.connect(&Node::Main, None).map_err(|f| f.text)?;
     let id = match listener.query(redis::cmd("CLIENT").arg("ID")) {
         Ok(Value::Int(id)) => id,
@@ -201,7 +195,7 @@ fn listen(topo: &Topology, near: &Near, prefix: &[u8], stop: &AtomicBool) -> Res
     near.tracking.store(true, SeqCst);
     ps.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
     let mut last_ping = Instant::now();
-    while !stop.load(SeqCst) {
+    while !near.stop.load(SeqCst) {
         match ps.get_message() {
             Ok(msg) => match msg.get_payload::<Value>() {
                 Ok(Value::Array(keys)) => {

@@ -1,38 +1,27 @@
-//! What a kv write carries from the calling thread to the writer thread.
-//!
-//! A value travels as it was given, behind an `Arc` (one allocation, the
-//! clone the caller's `set` makes), and is encoded on the writer thread, as
-//! `Cache` does with user types: encoding is the largest cost a call would
-//! otherwise pay. The overlay shares the same `Arc` for read-your-writes.
-//! The key travels inline.
+//! What a kv write carries from the calling thread to the writer thread:
+//! the key inline, the value as given behind an `Arc` (shared with the
+//! overlay), encoded on the writer thread, as `Cache` does with user types:
+//! encoding is the largest cost a call would otherwise pay.
 
 use std::borrow::Borrow;
-
-use crate::ident::Ident;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A full key (`{prefix}:{namespace}:{key}`), as the message, the
-/// read-your-writes overlay and the writer carry it: an [`Ident`], so a key
-/// of up to 46 bytes is stored inline and copying it never allocates (the
-/// message is moved by value, as `Cache` moves its model types).
+use crate::ident::Ident;
+use crate::store::codec::{self, EncodeError};
+use crate::Encoding;
+
+/// A full key (`{prefix}:{namespace}:{key}`): an [`Ident`], so a key of up
+/// to 46 bytes is stored inline and copying it never allocates.
 #[derive(Clone)]
 pub(crate) struct Item(Ident);
 
 impl Item {
-    /// A key built by the calling thread from checked parts.
+    /// A key built by the calling thread from checked parts (UTF-8: joined
+    /// from `&str`s).
     pub(crate) fn from_bytes(bytes: &[u8]) -> Item {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Item(Ident::new_unchecked(s)),
-            // Not reachable: keys are joined from `&str`s.
-            Err(_) => Item(Ident::new_unchecked(&String::from_utf8_lossy(bytes))),
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn new(bytes: &[u8], _klen: usize) -> Item {
-        Item::from_bytes(bytes)
+        Item(Ident::new_unchecked(&String::from_utf8_lossy(bytes)))
     }
 
     #[inline]
@@ -41,30 +30,27 @@ impl Item {
     }
 }
 
-/// An [`Item`] as a map key: hashed and compared by its key bytes, and
-/// looked up with a `&[u8]`, so the maps of the overlay and the writer
-/// share the item's allocation instead of copying the key.
-#[derive(Clone)]
-pub(crate) struct ItemKey(pub(crate) Item);
-
-impl Hash for ItemKey {
+// As a map key, an item is hashed and compared by its key bytes, and looked
+// up with a `&[u8]`: the maps of the overlay and the writer share the item
+// instead of copying the key.
+impl Hash for Item {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // Exactly what `[u8]` does, as `Borrow<[u8]>` requires.
-        self.0.key().hash(state);
+        self.key().hash(state);
     }
 }
 
-impl PartialEq for ItemKey {
+impl PartialEq for Item {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key() == other.0.key()
+        self.key() == other.key()
     }
 }
 
-impl Eq for ItemKey {}
+impl Eq for Item {}
 
-impl Borrow<[u8]> for ItemKey {
+impl Borrow<[u8]> for Item {
     fn borrow(&self) -> &[u8] {
-        self.0.key()
+        self.key()
     }
 }
 
@@ -75,20 +61,12 @@ pub(crate) type KeyHash = foldhash::fast::RandomState;
 /// A value to cache, encoded on the writer thread (and, for a `get` that
 /// finds it queued, on the reading thread).
 pub(crate) trait DynValue: Send + Sync {
-    fn encode(
-        &self,
-        encoding: crate::Encoding,
-        out: &mut Vec<u8>,
-    ) -> Result<(), crate::store::codec::EncodeError>;
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 }
 
 impl<T: serde::Serialize + Send + Sync> DynValue for T {
-    fn encode(
-        &self,
-        encoding: crate::Encoding,
-        out: &mut Vec<u8>,
-    ) -> Result<(), crate::store::codec::EncodeError> {
-        crate::store::codec::encode(self, encoding, out)
+    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        codec::encode(self, encoding, out)
     }
 }
 
@@ -137,7 +115,7 @@ mod tests {
 
     #[test]
     fn coalescing() {
-        let k = Item::new(b"k", 1);
+        let k = Item::from_bytes(b"k");
         let v: Value = Arc::new(7u32);
         let t = Some(Instant::now());
         let set = || Op::Set { item: k.clone(), value: v.clone(), expires: None };

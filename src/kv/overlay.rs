@@ -1,20 +1,14 @@
 //! Read-your-writes: the writes this process has queued and Redis may not
-//! have applied yet, by key. `get` looks here first, so it returns the new
-//! value (or the deletion) even before the writer has sent it.
+//! have applied yet, by key, which `get` looks at first.
 //!
-//! An entry carries the sequence number of the latest write to its key.
-//! The calling thread inserts it before the write enters the channel (under
-//! the producer lock, so entries follow channel order). An entry counts
-//! only while its write is not settled (`seq > acked_seq`): once the writer
-//! has applied everything up to it, Redis holds that value or a newer one,
-//! and the entry is ignored and swept away by later inserts. So the writer
-//! never touches the overlay on the hot path (cross-core cache traffic on
+//! An entry carries the sequence number of the latest write to its key,
+//! inserted by the calling thread before the write enters the channel
+//! (under the producer lock, so entries follow channel order). It counts
+//! only while its write is not settled (`seq > acked_seq`): after that Redis
+//! holds that value or a newer one, and later inserts sweep it away. So the
+//! writer never touches the overlay on the hot path (cross-core traffic on
 //! every write was most of `set`'s cost); it only removes the entry of a
 //! write it drops, so that a dropped value is not read back.
-//!
-//! A `touch` of a key whose value is not queued here records the new TTL
-//! alone: once it has passed, the key reads as gone, even while Redis,
-//! not yet told, still holds it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -22,11 +16,11 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::op::{Item, ItemKey, KeyHash, Op, Value};
+use super::op::{Item, KeyHash, Op, Value};
 
 const SHARDS: usize = 64;
-/// A shard is swept of settled entries when it grows past this (and then
-/// past twice what the last sweep left), so sweeping costs O(1) per write.
+/// A shard is swept of settled entries past this size (then past twice what
+/// the last sweep left): O(1) per write.
 const SWEEP_AT: usize = 256;
 
 /// What the overlay knows about a key.
@@ -39,16 +33,15 @@ pub(crate) enum Found {
     Unknown,
 }
 
-#[derive(Clone)]
 enum State {
     Value {
         value: Value,
         expires: Option<Instant>,
     },
     Deleted,
-    /// A new TTL (`touch`) for a key whose value is not queued here (it
-    /// is in Redis, or nowhere): gone for this process once it passes,
-    /// whether or not the writer has sent it; until then, Redis answers.
+    /// A new TTL (`touch`) for a key whose value is not queued here: gone
+    /// for this process once it passes, sent or not; until then Redis
+    /// answers.
     Expires(Option<Instant>),
 }
 
@@ -61,7 +54,7 @@ struct Entry {
 pub(crate) struct Undo(Option<Entry>);
 
 struct ShardMap {
-    map: HashMap<ItemKey, Entry, KeyHash>,
+    map: HashMap<Item, Entry, KeyHash>,
     sweep_at: usize,
 }
 
@@ -85,8 +78,7 @@ impl Overlay {
     }
 
     /// Records write `seq`; `acked` is how far writes are settled. A
-    /// `touch` (`Expire`) gives an unsettled entry its new TTL, or else
-    /// records the TTL alone (the value is in Redis, if anywhere).
+    /// `touch` gives an unsettled entry its new TTL, or records it alone.
     pub(crate) fn record(&self, seq: u64, op: &Op, acked: impl Fn() -> u64) -> Undo {
         let key = op.item().key();
         let mut s = self.shard(key).lock();
@@ -95,24 +87,19 @@ impl Overlay {
             Op::Del { .. } => State::Deleted,
             Op::Expire { expires, .. } => {
                 let acked = acked();
-                match s.map.get_mut(key).filter(|e| e.seq > acked) {
-                    Some(e) => {
-                        let old = Entry { seq: e.seq, state: e.state.clone() };
-                        e.seq = seq;
-                        match &mut e.state {
-                            State::Value { expires: x, .. } | State::Expires(x) => *x = *expires,
-                            State::Deleted => {}
-                        }
-                        return Undo(Some(old));
+                match s.map.get(key).filter(|e| e.seq > acked).map(|e| &e.state) {
+                    Some(State::Value { value, .. }) => {
+                        State::Value { value: value.clone(), expires: *expires }
                     }
-                    None => State::Expires(*expires),
+                    Some(State::Deleted) => State::Deleted,
+                    _ => State::Expires(*expires),
                 }
             }
         };
         if let Some(e) = s.map.get_mut(key) {
             return Undo(Some(std::mem::replace(e, Entry { seq, state })));
         }
-        s.map.insert(ItemKey(op.item().clone()), Entry { seq, state });
+        s.map.insert(op.item().clone(), Entry { seq, state });
         if s.map.len() > s.sweep_at {
             let acked = acked();
             s.map.retain(|_, e| e.seq > acked);
@@ -127,13 +114,9 @@ impl Overlay {
         let mut s = self.shard(key).lock();
         if s.map.get(key).is_some_and(|e| e.seq == seq) {
             match undo.0 {
-                Some(old) => {
-                    s.map.insert(ItemKey(item.clone()), old);
-                }
-                None => {
-                    s.map.remove(key);
-                }
-            }
+                Some(old) => s.map.insert(item.clone(), old),
+                None => s.map.remove(key),
+            };
         }
     }
 
@@ -162,11 +145,10 @@ impl Overlay {
         }
     }
 
-    /// Forgets every entry whose key starts with `head` (`clear_namespace`,
-    /// after the writer has applied everything queued before it).
+    /// Forgets every entry whose key starts with `head` (`clear_namespace`).
     pub(crate) fn forget_prefix(&self, head: &[u8]) {
         for s in self.shards.iter() {
-            s.lock().map.retain(|k, _| !k.0.key().starts_with(head));
+            s.lock().map.retain(|k, _| !k.key().starts_with(head));
         }
     }
 
@@ -182,7 +164,7 @@ mod tests {
 
     fn set(key: &[u8], value: &[u8]) -> Op {
         let v: Value = std::sync::Arc::new(value.to_vec());
-        Op::Set { item: Item::new(key, key.len()), value: v, expires: None }
+        Op::Set { item: Item::from_bytes(key), value: v, expires: None }
     }
 
     fn value(o: &Overlay, key: &[u8], acked: u64) -> Option<Vec<u8>> {
@@ -204,7 +186,7 @@ mod tests {
         o.record(2, &set(b"k", b"b"), || 0);
         assert_eq!(value(&o, b"k", 1), Some(b"b".to_vec()), "write 1 settled, 2 not");
         assert_eq!(value(&o, b"k", 2), None, "settled: Redis answers");
-        o.record(3, &Op::Del { key: Item::new(b"k", 1) }, || 2);
+        o.record(3, &Op::Del { key: Item::from_bytes(b"k") }, || 2);
         assert_eq!(value(&o, b"k", 2), Some(vec![]));
         // A dropped write is forgotten, unless a newer one is queued.
         o.record(4, &set(b"j", b"c"), || 2);
@@ -219,24 +201,24 @@ mod tests {
         let o = Overlay::new();
         o.record(1, &set(b"k", b"a"), || 0);
         let u = o.record(2, &set(b"k", b"b"), || 0);
-        o.undo(2, &Item::new(b"k", 1), u);
+        o.undo(2, &Item::from_bytes(b"k"), u);
         assert_eq!(value(&o, b"k", 0), Some(b"a".to_vec()));
         let u = o.record(3, &set(b"j", b"c"), || 0);
-        o.undo(3, &Item::new(b"j", 1), u);
+        o.undo(3, &Item::from_bytes(b"j"), u);
         assert_eq!(value(&o, b"j", 0), None);
         // A touch of a key with no queued value: Redis answers until the
         // new TTL passes, then the key is gone here, written or not.
         let past = Some(Instant::now());
         let later = Instant::now().checked_add(std::time::Duration::from_secs(60));
-        o.record(4, &Op::Expire { key: Item::new(b"x", 1), expires: later }, || 0);
+        o.record(4, &Op::Expire { key: Item::from_bytes(b"x"), expires: later }, || 0);
         assert_eq!(value(&o, b"x", 0), None, "not expired: ask Redis");
-        o.record(5, &Op::Expire { key: Item::new(b"x", 1), expires: past }, || 0);
+        o.record(5, &Op::Expire { key: Item::from_bytes(b"x"), expires: past }, || 0);
         assert_eq!(value(&o, b"x", 0), Some(vec![]), "expired");
         assert_eq!(value(&o, b"x", 5), None, "settled: Redis answers");
         // A touch of a queued value changes its TTL.
-        let u = o.record(6, &Op::Expire { key: Item::new(b"k", 1), expires: past }, || 0);
+        let u = o.record(6, &Op::Expire { key: Item::from_bytes(b"k"), expires: past }, || 0);
         assert_eq!(value(&o, b"k", 0), Some(vec![]), "expired");
-        o.undo(6, &Item::new(b"k", 1), u);
+        o.undo(6, &Item::from_bytes(b"k"), u);
         assert_eq!(value(&o, b"k", 0), Some(b"a".to_vec()), "undone");
         assert_eq!(o.len(), 2);
         o.forget_prefix(b"k");

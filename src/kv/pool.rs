@@ -1,12 +1,9 @@
 //! The read pool: up to `max_connections` blocking connections (opened on
-//! demand, separate from the writer's) for the calls that need an answer
-//! on the calling thread: `GET`, pipelined `MGET`s, `EXISTS`, and
-//! `SCAN`/`UNLINK` for `clear_namespace`. A caller takes a free connection
-//! (trying each once before waiting for one). Any I/O error or timeout
-//! drops the connection (redis-rs keeps reading the replies of a
-//! pipeline after a failure, each up to the timeout).
+//! demand, not the writer's) for the calls answered on the calling thread:
+//! `GET`, pipelined `MGET`s, `EXISTS`, `SCAN`/`UNLINK`. A caller takes a
+//! free connection (trying each once before waiting for one). A failure
+//! drops the connection (replies of a pipeline may be left unread).
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -27,15 +24,6 @@ struct Slot {
     packer: Packer,
 }
 
-thread_local! {
-    /// Where this thread starts looking for a free connection, so threads
-    /// spread over the pool.
-    static START: Cell<usize> = Cell::new({
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(std::thread::current().id()) as usize
-    });
-}
-
 /// A reply to one key.
 pub(crate) enum Reply {
     Value(Vec<u8>),
@@ -51,7 +39,7 @@ impl Pool {
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
         let n = self.slots.len();
-        let start = START.with(Cell::get) % n;
+        let start = super::THREAD_HASH.with(|h| *h) % n;
         for i in 0..n {
             if let Some(g) = self.slots[(start + i) % n].try_lock() {
                 return g;
@@ -76,7 +64,7 @@ impl Pool {
             attempt += 1;
             let node = self.topo.route(key)?;
             let mut reused = false;
-            let result = links.get_fresh(&self.topo, &node).and_then(|(c, fresh)| {
+            let result = links.get(&self.topo, &node).and_then(|(c, fresh)| {
                 reused = !fresh;
                 f(c, packer)
             });
@@ -103,23 +91,14 @@ impl Pool {
 
     /// `GET key`.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Reply, Failure> {
-        self.with_node(key, |c, p| {
-            p.clear();
-            p.cmd(&[b"GET", key]);
-            let v = roundtrip(c, &p.buf)?;
-            one_reply(v)
-        })
+        self.with_node(key, |c, p| one_reply(roundtrip(c, p, &[b"GET", key])?))
     }
 
     /// `EXISTS key`.
     pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, Failure> {
-        self.with_node(key, |c, p| {
-            p.clear();
-            p.cmd(&[b"EXISTS", key]);
-            match roundtrip(c, &p.buf)? {
-                Value::Int(n) => Ok(n > 0),
-                v => Err(server_failure(c, &v)),
-            }
+        self.with_node(key, |c, p| match roundtrip(c, p, &[b"EXISTS", key])? {
+            Value::Int(n) => Ok(n > 0),
+            v => Err(server_failure(c, &v)),
         })
     }
 
@@ -138,14 +117,10 @@ impl Pool {
             for part in keys.chunks(chunk.max(1)) {
                 p.array(part.len() + 1);
                 p.bulk(b"MGET");
-                for k in part {
-                    p.bulk(k);
-                }
+                part.iter().for_each(|k| p.bulk(k));
             }
-            c.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
             let mut out = Vec::with_capacity(keys.len());
-            for part in keys.chunks(chunk.max(1)) {
-                let v = c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))?;
+            for (v, part) in replies(c, &p.buf, p.commands)?.into_iter().zip(keys.chunks(chunk.max(1))) {
                 match v {
                     Value::Array(items) if items.len() == part.len() => {
                         out.extend(items.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)))
@@ -166,30 +141,24 @@ impl Pool {
                 None => by_node.push((node, vec![i])),
             }
         }
-        let mut out: Vec<Option<Reply>> = keys.iter().map(|_| None).collect();
+        let mut out: Vec<Reply> = keys.iter().map(|_| Reply::Nil).collect();
         for (_, idx) in by_node {
-            let first = &keys[idx[0]];
-            let replies = self.with_node(first, |c, p| {
+            let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
-                for &i in &idx {
-                    p.cmd(&[b"GET", &keys[i]]);
+                idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));
+                let vs = replies(c, &p.buf, idx.len())?;
+                if let Some(v) =
+                    vs.iter().find(|v| reply_error(v).is_some_and(|(code, _)| route::is_redirect(&code)))
+                {
+                    return Err(server_failure(c, v));
                 }
-                c.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
-                let mut r = Vec::with_capacity(idx.len());
-                for _ in &idx {
-                    let v = c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))?;
-                    if reply_error(&v).is_some_and(|(code, _)| route::is_redirect(&code)) {
-                        return Err(server_failure(c, &v));
-                    }
-                    r.push(one_reply(v).unwrap_or(Reply::Nil));
-                }
-                Ok(r)
+                Ok(vs.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)).collect::<Vec<_>>())
             })?;
             for (i, r) in idx.into_iter().zip(replies) {
-                out[i] = Some(r);
+                out[i] = r;
             }
         }
-        Ok(out.into_iter().map(|r| r.unwrap_or(Reply::Nil)).collect())
+        Ok(out)
     }
 
     /// Deletes every key matching `pattern` on every master (`SCAN` +
@@ -199,42 +168,12 @@ impl Pool {
         for node in self.topo.masters()? {
             let mut slot = self.slot();
             let Slot { links, .. } = &mut *slot;
-            let c = links.get(&self.topo, &node)?;
-            let mut cursor = b"0".to_vec();
-            loop {
-                let reply = c
-                    .query(
-                        redis::cmd("SCAN").arg(&cursor[..]).arg("MATCH").arg(pattern).arg("COUNT").arg(1000),
-                    )
-                    .map_err(|e| net::Failure::of(&e, &c.addr));
-                let reply = match reply {
-                    Ok(r) => r,
-                    Err(f) => {
-                        links.drop_node(&node);
-                        return Err(f);
-                    }
-                };
-                let Value::Array(mut parts) = reply else { return Err(server_failure(c, &reply)) };
-                let keys = match parts.pop() {
-                    Some(Value::Array(keys)) => keys,
-                    other => return Err(server_failure(c, &other.unwrap_or(Value::Nil))),
-                };
-                cursor = match parts.pop() {
-                    Some(Value::BulkString(b)) => b,
-                    Some(Value::SimpleString(s)) => s.into_bytes(),
-                    other => return Err(server_failure(c, &other.unwrap_or(Value::Nil))),
-                };
-                if !keys.is_empty() {
-                    match unlink(c, &keys, self.topo.clustered()) {
-                        Ok(n) => deleted += n,
-                        Err(f) => {
-                            links.drop_node(&node);
-                            return Err(f);
-                        }
-                    }
-                }
-                if cursor == b"0" {
-                    break;
+            let c = links.get(&self.topo, &node)?.0;
+            match scan_unlink_on(c, pattern, self.topo.clustered()) {
+                Ok(n) => deleted += n,
+                Err(f) => {
+                    links.drop_node(&node);
+                    return Err(f);
                 }
             }
         }
@@ -248,43 +187,66 @@ impl Pool {
     }
 }
 
-/// `UNLINK` of `keys` found by one `SCAN` step: one command, or in a
-/// cluster one per key, pipelined (keys of several slots cannot share a
-/// command).
-fn unlink(c: &mut net::Conn, keys: &[Value], per_key: bool) -> Result<u64, Failure> {
-    let keys: Vec<&[u8]> = keys
-        .iter()
-        .filter_map(|k| match k {
-            Value::BulkString(k) => Some(&k[..]),
-            _ => None,
-        })
-        .collect();
-    let mut p = Packer::default();
-    if per_key {
-        for k in &keys {
-            p.cmd(&[b"UNLINK", k]);
+/// `SCAN` + `UNLINK` on one node: each step's keys with one `UNLINK`, or
+/// in a cluster one per key, pipelined (keys of several slots cannot share
+/// a command).
+fn scan_unlink_on(c: &mut net::Conn, pattern: &[u8], per_key: bool) -> Result<u64, Failure> {
+    let (mut cursor, mut deleted) = (String::from("0"), 0);
+    loop {
+        let scan = redis::cmd("SCAN").arg(&cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).clone();
+        let reply = c.query(&scan).map_err(|e| Failure::of(&e, &c.addr))?;
+        let keys: Vec<Vec<u8>>;
+        (cursor, keys) = redis::from_redis_value_ref(&reply).map_err(|_| server_failure(c, &reply))?;
+        if !keys.is_empty() {
+            let mut p = Packer::default();
+            if per_key {
+                keys.iter().for_each(|k| p.cmd(&[b"UNLINK", k]));
+            } else {
+                p.array(keys.len() + 1);
+                p.bulk(b"UNLINK");
+                keys.iter().for_each(|k| p.bulk(k));
+            }
+            for v in replies(c, &p.buf, p.commands)? {
+                match v {
+                    Value::Int(n) => deleted += n.max(0) as u64,
+                    v => return Err(server_failure(c, &v)),
+                }
+            }
         }
-    } else {
-        p.array(keys.len() + 1);
-        p.bulk(b"UNLINK");
-        for k in &keys {
-            p.bulk(k);
+        if cursor == "0" {
+            return Ok(deleted);
         }
     }
-    c.con.send_packed_command(&p.buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
-    let mut deleted = 0;
-    for _ in 0..p.commands {
-        match c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))? {
-            Value::Int(n) => deleted += n.max(0) as u64,
-            v => return Err(server_failure(c, &v)),
-        }
-    }
-    Ok(deleted)
 }
 
-fn roundtrip(c: &mut net::Conn, buf: &[u8]) -> Result<Value, Failure> {
-    c.con.send_packed_command(buf).map_err(|e| net::Failure::of(&e, &c.addr))?;
-    c.con.recv_response().map_err(|e| net::Failure::of(&e, &c.addr))
+/// Sends `buf` and reads `n` replies: those read, and the failure that
+/// stopped it, if any (the connection must be dropped then).
+pub(crate) fn exchange(c: &mut net::Conn, buf: &[u8], n: usize) -> (Vec<Value>, Option<Failure>) {
+    let mut out = Vec::with_capacity(n);
+    if let Err(e) = c.con.send_packed_command(buf) {
+        return (out, Some(Failure::of(&e, &c.addr)));
+    }
+    for _ in 0..n {
+        match c.con.recv_response() {
+            Ok(v) => out.push(v),
+            Err(e) => return (out, Some(Failure::of(&e, &c.addr))),
+        }
+    }
+    (out, None)
+}
+
+fn replies(c: &mut net::Conn, buf: &[u8], n: usize) -> Result<Vec<Value>, Failure> {
+    match exchange(c, buf, n) {
+        (v, None) => Ok(v),
+        (_, Some(f)) => Err(f),
+    }
+}
+
+/// One command's reply.
+fn roundtrip(c: &mut net::Conn, p: &mut Packer, cmd: &[&[u8]]) -> Result<Value, Failure> {
+    p.clear();
+    p.cmd(cmd);
+    Ok(replies(c, &p.buf, 1)?.pop().unwrap_or(Value::Nil))
 }
 
 fn one_reply(v: Value) -> Result<Reply, Failure> {

@@ -1,12 +1,8 @@
-//! Where a key lives, and connections to it.
-//!
-//! Standalone and Sentinel: one master (Sentinel re-resolved on every
-//! connect, so a failover is followed). Cluster: unlike the trader state,
-//! which shares one hash-tag slot, cache keys spread over every master (a
-//! cache is what a cluster scales out), so each key is routed by its slot
-//! with the table from `CLUSTER SLOTS`, refreshed on `MOVED`/`ASK` or a
-//! failed connect. Connecting itself is the crate's (`connection`): the
-//! same ACL, TLS, timeouts and error classes as `Cache`.
+//! Where a key lives, and connections to it. Standalone and Sentinel: one
+//! master (Sentinel re-resolved on every connect). Cluster: unlike the
+//! trader state (one hash-tag slot), cache keys spread over every master,
+//! each routed by its slot with the table from `CLUSTER SLOTS`, read again
+//! after `MOVED`/`ASK` or a failure. Connecting is `crate::net`'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,13 +51,10 @@ impl Slots {
             let host = if host.is_empty() { seed_host.to_string() } else { host };
             let Some(Value::Int(port)) = m.get(1) else { continue };
             let node = Node::At(host.into(), *port as u16);
-            let i = match masters.iter().position(|n| *n == node) {
-                Some(i) => i,
-                None => {
-                    masters.push(node);
-                    masters.len() - 1
-                }
-            };
+            let i = masters.iter().position(|n| *n == node).unwrap_or_else(|| {
+                masters.push(node);
+                masters.len() - 1
+            });
             let (lo, hi) = ((*lo).clamp(0, 16383) as usize, (*hi).clamp(0, 16383) as usize);
             for slot in owner.iter_mut().take(hi + 1).skip(lo) {
                 *slot = i as u16;
@@ -160,32 +153,24 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// The connection to `node`, connecting if there is none.
-    pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<&mut Conn, Failure> {
-        self.get_fresh(topo, node).map(|(c, _)| c)
-    }
-
-    /// As [`Links::get`], and whether the connection was opened just now
-    /// (a reused one may have died while idle: worth one retry).
-    pub(crate) fn get_fresh(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
+    /// The connection to `node`, connecting if there is none, and whether
+    /// it was opened just now (a reused one may have died while idle).
+    pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
         let fresh = !self.conns.contains_key(node);
         if fresh {
             let c = topo.connect(node, None)?;
             self.conns.insert(node.clone(), c);
         }
-        self.conns.get_mut(node).map(|c| (c, fresh)).ok_or_else(unreachable_failure)
+        let no_conn = || Failure::new(net::Cause::Protocol, "", "no connection");
+        self.conns.get_mut(node).map(|c| (c, fresh)).ok_or_else(no_conn)
     }
 
     pub(crate) fn insert(&mut self, node: Node, conn: Conn) {
         self.conns.insert(node, conn);
     }
 
-    pub(crate) fn drop_node(&mut self, node: &Node) {
-        self.conns.remove(node);
-    }
-
     /// Removes the connection to `node` and hands it over.
-    pub(crate) fn take(&mut self, node: &Node) -> Option<Conn> {
+    pub(crate) fn drop_node(&mut self, node: &Node) -> Option<Conn> {
         self.conns.remove(node)
     }
 
@@ -193,10 +178,6 @@ impl Links {
     pub(crate) fn nodes(&self) -> Vec<Node> {
         self.conns.keys().cloned().collect()
     }
-}
-
-fn unreachable_failure() -> Failure {
-    Failure::new(net::Cause::Protocol, "", "no connection")
 }
 
 /// What a reply error asks of the router: `MOVED`/`ASK` mean the slot

@@ -9,22 +9,19 @@ use crossbeam_channel::TrySendError;
 use serde::Serialize;
 
 use super::op::{self, Item, KvMsg};
-use super::{check, with_scratch, Kv, Ttl};
+use super::{with_scratch, Kv, Ttl};
 use crate::channel::Count;
 use crate::error::{Error, Result};
 use crate::seq::Seq;
 
 impl Kv {
     /// Caches `value` under `namespace`/`key` for `ttl`. Hot path: checks
-    /// the key, clones the value behind an `Arc` and queues it, with no
-    /// I/O and no encoding; the writer thread encodes it and sends
-    /// `SET key value PX ttl`. A `get` in this process returns it at once.
-    ///
-    /// A value that turns out not to be encodable, or larger than
-    /// `max_value_bytes` once encoded, is found by the writer (encoding
-    /// stays off the calling thread, as for [`crate::Cache::put`]): it is
-    /// dropped, counted in [`super::KvStats::dropped`] and reported by
-    /// [`Kv::take_dropped`] and by `wait`/`flush` ([`Error::Dropped`]).
+    /// the key and queues a clone behind an `Arc` (no I/O, no encoding); the
+    /// writer thread encodes it and sends `SET key value PX ttl`. A `get` in
+    /// this process returns it at once. A value that is not encodable, or
+    /// over `max_value_bytes` encoded, is dropped by the writer, counted in
+    /// [`super::KvStats::dropped`] and reported by [`Kv::take_dropped`] and
+    /// `wait`/`flush` ([`Error::Dropped`]).
     ///
     /// # Errors
     ///
@@ -36,9 +33,8 @@ impl Kv {
     where
         T: Serialize + Clone + Send + Sync + 'static,
     {
-        check(namespace, key)?;
+        let item = self.item(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        let item = self.key_item(namespace, key);
         self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })
     }
 
@@ -56,13 +52,11 @@ impl Kv {
         T: Serialize + Clone + Send + Sync + 'static,
     {
         let expires = self.expires_at(namespace, ttl)?;
-        for (key, _) in items {
-            check(namespace, key)?;
-        }
+        let items =
+            items.iter().map(|(key, v)| Ok((self.item(namespace, key)?, *v))).collect::<Result<Vec<_>>>()?;
         let mut last = self.last_seq();
-        for (key, value) in items {
-            let item = self.key_item(namespace, key);
-            last = self.push(op::Op::Set { item, value: Arc::new((*value).clone()), expires })?;
+        for (item, value) in items {
+            last = self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })?;
         }
         Ok(last)
     }
@@ -75,9 +69,7 @@ impl Kv {
     /// [`Error::InvalidId`], [`Error::Unavailable`], [`Error::Closed`] as
     /// for [`Kv::set`].
     pub fn delete(&self, namespace: &str, key: &str) -> Result<Seq> {
-        check(namespace, key)?;
-        let item = self.key_item(namespace, key);
-        self.push(op::Op::Del { key: item })
+        self.push(op::Op::Del { key: self.item(namespace, key)? })
     }
 
     /// Gives an existing key a new TTL from now (`PEXPIRE`, or `PERSIST`
@@ -88,17 +80,19 @@ impl Kv {
     ///
     /// As [`Kv::delete`], and [`Error::Config`] for a TTL under 1 ms.
     pub fn touch(&self, namespace: &str, key: &str, ttl: Ttl) -> Result<Seq> {
-        check(namespace, key)?;
+        let key = self.item(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        let item = self.key_item(namespace, key);
-        self.push(op::Op::Expire { key: item, expires })
+        self.push(op::Op::Expire { key, expires })
     }
 
-    pub(super) fn key_item(&self, namespace: &str, key: &str) -> Item {
-        with_scratch(|s| {
+    /// The full key, checked (see the module docs for the rules).
+    pub(super) fn item(&self, namespace: &str, key: &str) -> Result<Item> {
+        crate::ident::validate(namespace)?;
+        super::keyspace::validate_key(key)?;
+        Ok(with_scratch(|s| {
             self.keys.write(s, namespace, key);
             Item::from_bytes(s)
-        })
+        }))
     }
 
     /// When a write made now expires.
@@ -146,17 +140,15 @@ impl Kv {
             }
             Err(e) => {
                 self.overlay.undo(seq, &item, undo);
-                match e {
-                    TrySendError::Full(_) => {
-                        self.writer.shared.add(Count::Rejected, 1);
-                        Err(Error::Unavailable(format!(
-                            "the kv writer's channel is full ({} writes queued): write to {} not queued",
-                            self.cfg.channel_capacity,
-                            String::from_utf8_lossy(item.key())
-                        )))
-                    }
-                    TrySendError::Disconnected(_) => Err(Error::Closed),
+                if let TrySendError::Disconnected(_) = e {
+                    return Err(Error::Closed);
                 }
+                self.writer.shared.add(Count::Rejected, 1);
+                Err(Error::Unavailable(format!(
+                    "the kv writer's channel is full ({} writes queued): write to {} not queued",
+                    self.cfg.channel_capacity,
+                    String::from_utf8_lossy(item.key())
+                )))
             }
         }
     }

@@ -1,42 +1,23 @@
 //! The kv writer thread: drains the channel, coalesces per key, and writes
-//! `SET key value PX ms` / `DEL` / `PEXPIRE` / `PERSIST` in batches, one
-//! `MULTI … EXEC` each (outside a cluster), over its own connection(s).
+//! `SET key value PX ms` / `DEL` / `PEXPIRE` / `PERSIST` in batches (one
+//! `MULTI … EXEC` each outside a cluster, per-master pipelines in one),
+//! handed to its I/O thread (`io.rs`) so that this thread keeps draining
+//! the channel while a batch waits for Redis.
 //!
-//! Why kv does not use the `Cache` flusher: the guarantees differ. The
-//! flusher carries state: every accepted write is applied exactly once and
-//! in order, so it keeps a commit marker to settle in-doubt batches, holds
-//! every event through an outage and, when it cannot hold more, stops
-//! draining so the channel fills and callers are refused. A cache is not
-//! state: a write may be replaced by a newer one or lost without harm
-//! beyond a miss, and a cache must never push back on a trading loop. So
-//! this writer keeps one pending write per key (the newest), always drains
-//! the channel, drops (and counts) writes to new keys past
-//! `max_pending_keys`, resends a batch whose reply was lost (`SET`, `DEL`
-//! and `PEXPIRE` with the same arguments are idempotent, and anything newer
-//! for the key is sent after it), and routes each key to its own master in
-//! a cluster, where a batch cannot be one transaction. A connection given
-//! up on is killed on its server before anything is written there again
-//! (`writer_links.rs`), so its bytes, if they arrive late, never apply after newer
-//! writes.
+//! Why not the `Cache` flusher: state must apply exactly once and in
+//! order, so the flusher keeps a commit marker, holds every event through
+//! an outage and stops draining when it cannot hold more (callers are
+//! refused). A cache may lose or replace a write at the cost of a miss, and
+//! must never push back on a trading loop. So this writer keeps the newest
+//! write per key, always drains, drops (and counts) writes to new keys past
+//! `max_pending_keys`, and resends a batch whose reply was lost (its
+//! commands are idempotent; anything newer for the key is sent after it).
+//! The callers' side, the intake loop and the backoff are the flusher's
+//! (`crate::channel`, `crate::channel::intake`, `crate::net::Backoff`).
 //!
-//! What it shares with the flusher is written once: the callers' side
-//! (a bounded crossbeam channel, sequence numbers with `acked_seq` for
-//! `wait`/`flush`, shutdown through the channel: `crate::channel`), taking
-//! queued messages, poll-then-park when idle and the guard that marks the
-//! thread dead (`crate::channel::intake`), reconnecting with capped,
-//! jittered backoff (`crate::net::Backoff`, `crate::net::pause`).
-//! TTLs are turned into `PX` at send time from the deadline the call set,
-//! so a value held through an outage does not outlive its TTL (and one that
-//! expired meanwhile is sent as a `DEL`).
-//!
-//! The sending itself (connections, replies, the guard against a dropped
-//! connection) runs on the writer's I/O thread (`io.rs`), so that this
-//! thread keeps taking writes from the channel while a batch waits for
-//! Redis.
-//!
-//! (Over 600 lines: one thread's loop with its two ways of packing and
-//! settling a batch, one transaction or per-master pipelines, kept
-//! together like the flusher.)
+//! TTLs become `PX` at send time from the call's deadline, so a value held
+//! through an outage does not outlive its TTL (one that expired meanwhile
+//! is sent as a `DEL`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -49,10 +30,11 @@ use redis::Value;
 use super::config::KvConfig;
 use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
-use super::op::{ItemKey, KeyHash, KvMsg, Op};
+use super::op::{Item, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
-use crate::channel::Count;
+use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::{Count, Shared};
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
 use crate::ErrorKind;
@@ -63,12 +45,6 @@ struct InFlight {
     started: Instant,
 }
 
-fn io_gone() -> Failure {
-    Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped")
-}
-use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
-use crate::channel::Shared;
-
 /// The newest pending write of one key.
 struct Pend {
     /// The oldest write merged into it (none of them is applied yet).
@@ -78,16 +54,6 @@ struct Pend {
     op: Op,
 }
 
-pub(crate) struct WriterInit {
-    pub(crate) cfg: KvConfig,
-    pub(crate) topo: Arc<Topology>,
-    pub(crate) rx: Receiver<KvMsg>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) overlay: Arc<Overlay>,
-    pub(crate) done: Sender<CloseReport>,
-    pub(crate) links: Links,
-}
-
 pub(crate) struct Writer {
     cfg: KvConfig,
     topo: Arc<Topology>,
@@ -95,12 +61,12 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
-    /// The I/O thread (`None` once stopped).
-    io: Option<Io>,
+    /// The I/O thread.
+    io: Io,
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
     reset: bool,
-    pending: HashMap<ItemKey, Pend, KeyHash>,
+    pending: HashMap<Item, Pend, KeyHash>,
     received_seq: u64,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -122,32 +88,45 @@ impl Intake for Writer {
     }
 
     fn receive(&mut self, msg: KvMsg) {
-        self.absorb(msg);
+        match msg {
+            KvMsg::Shutdown { deadline } => _ = self.shutdown.get_or_insert(deadline),
+            KvMsg::Write { seq, op } => {
+                self.received_seq = seq;
+                self.queue(Pend { first_seq: seq, seq, op }, false);
+            }
+        }
     }
 
     fn senders_gone(&mut self) {
-        self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout));
+        let _ = self.shutdown.get_or_insert(net::deadline_after(self.cfg.redis.close_timeout));
     }
 }
 
 impl Writer {
     /// The writer, with its I/O thread started.
-    pub(crate) fn new(init: WriterInit) -> std::io::Result<Self> {
-        let backoff =
-            Backoff::new(init.cfg.redis.reconnect_backoff_min, init.cfg.redis.reconnect_backoff_max);
+    pub(crate) fn new(
+        cfg: KvConfig,
+        topo: Arc<Topology>,
+        rx: Receiver<KvMsg>,
+        shared: Arc<Shared>,
+        overlay: Arc<Overlay>,
+        done: Sender<CloseReport>,
+        links: Links,
+    ) -> std::io::Result<Self> {
+        let backoff = Backoff::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
-        init.shared.set_connected(true);
-        let io = io::spawn(init.topo.clone(), init.links, init.shared.clone())?;
-        init.shared.set_alive(true);
+        shared.set_connected(true);
+        let io = io::spawn(topo.clone(), links, shared.clone())?;
+        shared.set_alive(true);
         Ok(Writer {
             backoff,
-            topo: init.topo,
-            rx: init.rx,
-            shared: init.shared,
-            overlay: init.overlay,
-            done: init.done,
-            io: Some(io),
+            topo,
+            rx,
+            shared,
+            overlay,
+            done,
+            io,
             in_flight: None,
             reset: false,
             pending: HashMap::default(),
@@ -158,7 +137,7 @@ impl Writer {
             packer: Packer::default(),
             raw: Vec::new(),
             framed: Vec::new(),
-            cfg: init.cfg,
+            cfg,
         })
     }
 
@@ -166,9 +145,7 @@ impl Writer {
         let _alive = AliveGuard(self.shared.clone());
         loop {
             if self.shutdown.is_none() {
-                if let Some(deadline) = self.shared.stop_requested() {
-                    self.shutdown = Some(deadline);
-                }
+                self.shutdown = self.shared.stop_requested();
             }
             if self.pending.is_empty() && self.in_flight.is_none() {
                 self.advance();
@@ -181,10 +158,8 @@ impl Writer {
                 // Nothing to write: wait for the next message. This is
                 // where the thread yields.
                 match self.wait_first() {
-                    Wake::Msg(msg) => self.absorb(msg),
-                    Wake::Stop | Wake::Closed => {
-                        self.begin_shutdown(net::deadline_after(self.cfg.redis.close_timeout))
-                    }
+                    Wake::Msg(msg) => self.receive(msg),
+                    Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
                     Wake::Tick => {}
                 }
@@ -199,14 +174,12 @@ impl Writer {
             }
             self.drain();
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                self.pause();
+                net::pause(self.retry_at, self.shutdown);
                 continue;
             }
             self.write_batch();
         }
-        if let Some(io) = self.io.take() {
-            io.stop(self.shutdown.unwrap_or_else(Instant::now));
-        }
+        self.io.stop(self.shutdown.unwrap_or_else(Instant::now));
         let acked = self.shared.acked();
         let accepted = self.received_seq.max(self.shared.accepted());
         let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
@@ -219,15 +192,8 @@ impl Writer {
         let _ = self.done.try_send(report);
     }
 
-    fn begin_shutdown(&mut self, deadline: Instant) {
-        if self.shutdown.is_none() {
-            self.shutdown = Some(deadline);
-        }
-    }
-
-    /// Polls with a short sleep so a caller's push does not have to wake a
-    /// parked thread; parks after `idle_park_after` without work. Ends
-    /// early on a stop request (`close`'s deadline is in `Shared`).
+    /// Polls, then parks after `idle_park_after` without work (as the
+    /// flusher); ends early on a stop request.
     fn wait_first(&mut self) -> Wake<KvMsg> {
         let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
         let shared = &self.shared;
@@ -235,44 +201,27 @@ impl Writer {
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
-    /// waiting to retry (coalescing keeps one write per key, and keys past
-    /// `max_pending_keys` are dropped), so the channel never fills because
-    /// Redis is away.
+    /// waiting to retry (coalesced, and past `max_pending_keys` dropped), so
+    /// the channel never fills because Redis is away.
     fn drain(&mut self) {
         let waiting = self.retry_at.is_some();
         let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
-        // While writing, what does not fit waits in the channel; only an
-        // outage drops writes (`queue`).
         self.take_queued(|w, n| n < limit && (waiting || w.held() < w.cfg.max_pending_keys));
     }
 
-    /// The keys the writer holds: pending, and in the batch on its way.
-    /// At most `max_pending_keys`, so that a batch that fails always fits
-    /// back into `pending`: a write taken in is kept until it is written
-    /// (or its value is refused), and read back meanwhile.
+    /// The keys held, pending and in flight: at most `max_pending_keys`, so
+    /// a failed batch always fits back into `pending`.
     fn held(&self) -> usize {
         self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.batch.len())
     }
 
-    fn absorb(&mut self, msg: KvMsg) {
-        match msg {
-            KvMsg::Shutdown { deadline } => self.begin_shutdown(deadline),
-            KvMsg::Write { seq, op } => {
-                self.received_seq = seq;
-                self.queue(Pend { first_seq: seq, seq, op }, false);
-            }
-        }
-    }
-
     /// Adds a write to `pending`, merged with the one there. `older`: it
-    /// comes back from a failed batch, so what is pending is newer; it was
-    /// held all along, so it always finds room. A write that arrives while
-    /// the writer holds `max_pending_keys` other keys is dropped (`drain`
-    /// takes one in then only in an outage).
+    /// comes back from a failed batch (what is pending is newer; it always
+    /// finds room). A new key past `max_pending_keys` is dropped.
     fn queue(&mut self, p: Pend, older: bool) {
         use std::collections::hash_map::Entry;
         let full = !older && self.held() >= self.cfg.max_pending_keys;
-        match self.pending.entry(ItemKey(p.op.item().clone())) {
+        match self.pending.entry(p.op.item().clone()) {
             Entry::Occupied(mut e) => {
                 let cur = e.get_mut();
                 let (first, last) = if older { (p.op, cur.op.clone()) } else { (cur.op.clone(), p.op) };
@@ -287,81 +236,75 @@ impl Writer {
                 e.insert(p);
             }
             Entry::Vacant(_) => {
-                let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
                 let detail = format!(
                     "Redis is unavailable and {} keys are already pending (max_pending_keys): a cache \
                      drops rather than grow",
                     self.held(),
                 );
-                self.drop_write(&p, key, self.last_class, detail);
+                self.drop_write(&p, self.last_class, detail);
             }
         }
     }
 
-    fn drop_write(&mut self, p: &Pend, key: String, class: ErrorKind, detail: String) {
+    fn drop_write(&mut self, p: &Pend, class: ErrorKind, detail: String) {
+        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
         self.overlay.forget(p.op.item().key(), p.seq);
     }
 
-    /// Publishes how far every write is settled: up to just before the
-    /// oldest write still pending.
+    /// Publishes how far writes are settled: up to the oldest one held.
     fn advance(&mut self) {
         let in_flight = self.in_flight.iter().flat_map(|f| f.batch.iter());
-        let upto = match self.pending.values().chain(in_flight).map(|p| p.first_seq).min() {
-            Some(first) => first - 1,
-            None => self.received_seq,
-        };
+        let oldest = self.pending.values().chain(in_flight).map(|p| p.first_seq).min();
+        let upto = oldest.map_or(self.received_seq, |first| first - 1);
         if upto > self.shared.acked() {
             self.shared.note_acked(upto);
         }
     }
 
-    fn take_batch(&mut self) -> Vec<Pend> {
-        let mut n = 0;
-        let max = self.cfg.redis.max_batch;
-        self.pending
-            .extract_if(|_, _| {
-                n += 1;
-                n <= max
-            })
-            .map(|(_, p)| p)
-            .collect()
-    }
-
-    /// Packs the next batch and hands it to the I/O thread; its outcome
-    /// is settled by [`Writer::finish`].
+    /// Packs the next batch and hands it to the I/O thread: one `MULTI …
+    /// EXEC` (standalone, Sentinel), or each command on its own (cluster).
     fn write_batch(&mut self) {
-        let batch = self.take_batch();
-        let work = if self.topo.clustered() { self.pack_cluster(batch) } else { self.pack_single(batch) };
-        let Some((work, batch)) = work else {
+        let (max, mut n) = (self.cfg.redis.max_batch, 0);
+        let taken = self.pending.extract_if(|_, _| {
+            n += 1;
+            n <= max
+        });
+        let batch = taken.map(|(_, p)| p).collect();
+        let single = !self.topo.clustered();
+        self.packer.clear();
+        if single {
+            self.packer.cmd(&[b"MULTI"]);
+        }
+        let (batch, at) = self.pack_batch(batch);
+        if batch.is_empty() {
             self.advance();
             return;
+        }
+        let work = if single {
+            self.packer.cmd(&[b"EXEC"]);
+            Work::Single { replies: batch.len() + 2 }
+        } else {
+            Work::Cluster {
+                cmds: batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect(),
+            }
         };
         let job =
             Job { buf: std::mem::take(&mut self.packer.buf), work, reset: std::mem::take(&mut self.reset) };
-        match self.io.as_ref().map(|io| io.jobs.send(job)) {
-            Some(Ok(())) => self.in_flight = Some(InFlight { batch, started: Instant::now() }),
-            _ => {
-                let f = self.requeue(batch, io_gone());
-                self.fail(f);
-            }
+        match self.io.jobs.send(job) {
+            Ok(()) => self.in_flight = Some(InFlight { batch, started: Instant::now() }),
+            Err(_) => self.io_lost(batch),
         }
     }
 
-    /// Waits a little for the batch in flight, taking writes from the
-    /// channel meanwhile (as far as `drain` takes them).
+    /// Waits a little for the batch in flight, draining meanwhile.
     fn await_io(&mut self) {
-        let got = match &self.io {
-            Some(io) => io.done.recv_timeout(self.cfg.redis.idle_poll.max(Duration::from_micros(50))),
-            None => Err(RecvTimeoutError::Disconnected),
-        };
-        match got {
+        match self.io.done.recv_timeout(self.cfg.redis.idle_poll.max(Duration::from_micros(50))) {
             Ok(done) => self.finish(done),
             Err(RecvTimeoutError::Timeout) => self.drain(),
             Err(RecvTimeoutError::Disconnected) => {
                 if let Some(flight) = self.in_flight.take() {
-                    let f = self.requeue(flight.batch, io_gone());
-                    self.fail(f);
+                    self.io_lost(flight.batch);
                 }
             }
         }
@@ -370,9 +313,7 @@ impl Writer {
     /// Settles the batch in flight with what the I/O thread reports.
     fn finish(&mut self, done: Done) {
         let Some(InFlight { batch, started }) = self.in_flight.take() else { return };
-        let mut buf = done.buf;
-        buf.clear();
-        self.packer.buf = buf;
+        self.packer.buf = done.buf; // for reuse
         let outcome = match done.outcome {
             Outcome::Single(r) => self.settle_single(batch, r),
             Outcome::Cluster(replies, failure) => self.settle_cluster(batch, replies, failure),
@@ -392,24 +333,18 @@ impl Writer {
         }
     }
 
-    /// Appends one op's command to the packer: encodes a value (the
-    /// calling thread did not), frames it (compressing above the
-    /// threshold), and turns a deadline into `PX`. A value that cannot be
-    /// encoded or is too large is not packed: the error says why.
+    /// Appends one op's command to the packer: encodes and frames a value,
+    /// turns a deadline into `PX`. `Err`: the value is unencodable or too
+    /// large.
     fn pack(&mut self, op: &Op) -> Result<(), (ErrorKind, String)> {
         let now = Instant::now();
         match op {
             Op::Set { item, value, expires } => {
-                let ms = match expires {
-                    Some(t) => match remaining_ms(*t, now) {
-                        Some(ms) => Some(ms),
-                        None => {
-                            self.packer.cmd(&[b"DEL", item.key()]);
-                            return Ok(());
-                        }
-                    },
-                    None => None,
-                };
+                let ms = expires.map(|t| remaining_ms(t, now));
+                if ms == Some(None) {
+                    self.packer.cmd(&[b"DEL", item.key()]);
+                    return Ok(());
+                }
                 self.raw.clear();
                 value
                     .encode(self.cfg.encoding(), &mut self.raw)
@@ -422,7 +357,7 @@ impl Writer {
                 self.framed.clear();
                 frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
                 let p = &mut self.packer;
-                match ms {
+                match ms.flatten() {
                     Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),
                     None => p.cmd(&[b"SET", item.key(), &self.framed]),
                 }
@@ -437,9 +372,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Packs every op of `batch` onto the packer; returns those packed,
-    /// in order, with where each one's command is. The others are dropped
-    /// and recorded (`take_dropped`, `flush`).
+    /// Packs every op of `batch`; returns those packed, with where each
+    /// one's command is. The others are dropped.
     fn pack_batch(&mut self, batch: Vec<Pend>) -> (Vec<Pend>, Vec<Range<usize>>) {
         let mut packed = Vec::with_capacity(batch.len());
         let mut at = Vec::with_capacity(batch.len());
@@ -452,65 +386,33 @@ impl Writer {
                 }
                 Err((class, detail)) => {
                     self.packer.buf.truncate(start);
-                    let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                    self.drop_write(&p, key, class, detail);
+                    self.drop_write(&p, class, detail);
                 }
             }
         }
         (packed, at)
     }
 
-    /// Standalone and Sentinel: the batch as one `MULTI … EXEC`.
-    fn pack_single(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
-        self.packer.clear();
-        self.packer.cmd(&[b"MULTI"]);
-        let (batch, _) = self.pack_batch(batch);
-        if batch.is_empty() {
-            return None;
-        }
-        self.packer.cmd(&[b"EXEC"]);
-        Some((Work::Single { replies: batch.len() + 2 }, batch))
-    }
-
-    /// Cluster: each command on its own, routed by the I/O thread (keys in
-    /// different slots cannot share a transaction).
-    fn pack_cluster(&mut self, batch: Vec<Pend>) -> Option<(Work, Vec<Pend>)> {
-        self.packer.clear();
-        let (batch, at) = self.pack_batch(batch);
-        if batch.is_empty() {
-            return None;
-        }
-        let cmds = batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect();
-        Some((Work::Cluster { cmds }, batch))
-    }
-
-    /// The replies to a `MULTI … EXEC`: each refused command is dropped;
-    /// an aborted transaction is retried without the command at fault, or
+    /// The replies to a `MULTI … EXEC`: a refused command is dropped; an
+    /// aborted transaction is retried without the command at fault, or
     /// requeued whole.
     fn settle_single(
         &mut self,
-        batch: Vec<Pend>,
+        mut batch: Vec<Pend>,
         r: Result<(Vec<Value>, String), Failure>,
     ) -> Result<(), Failure> {
         let (replies, addr) = match r {
             Ok(r) => r,
-            Err(f) => return Err(self.requeue(batch, f)),
+            Err(f) => return self.requeue(batch, Some(f)),
         };
         self.note_connected();
-        let mut queued_error: Option<(usize, String, String)> = None;
         // Reply 0 answers MULTI; reply i the i-th op; the last, EXEC.
-        for (i, v) in replies.iter().take(batch.len() + 1).enumerate() {
-            if let (None, Some((code, text))) = (&queued_error, reply_error(v)) {
-                queued_error = Some((i.saturating_sub(1), code, text));
-            }
-        }
         match replies.get(batch.len() + 1) {
             Some(Value::Array(results)) => {
                 for (r, p) in results.iter().zip(batch) {
                     if let Some((code, text)) = reply_error(r) {
                         let class = net::Cause::of_code(&code).class();
-                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                        self.drop_write(&p, key, class, format!("refused: {text}"));
+                        self.drop_write(&p, class, format!("refused: {text}"));
                     }
                 }
                 self.shared.add(Count::Written, results.len() as u64);
@@ -518,32 +420,30 @@ impl Writer {
             }
             other => {
                 // Aborted: a command was refused when queued (`OOM`, …).
+                let queued_error =
+                    replies.iter().take(batch.len() + 1).enumerate().find_map(|(i, v)| {
+                        reply_error(v).map(|(code, text)| (i.saturating_sub(1), code, text))
+                    });
                 let (at, code, text) = queued_error.unwrap_or_else(|| {
                     (usize::MAX, "EXECABORT".into(), format!("unexpected EXEC reply {other:?}"))
                 });
                 let cause = net::Cause::of_code(&code);
-                let class = cause.class();
-                if cause.action() == Action::Drop {
-                    // That one command is at fault: drop it, retry the rest.
-                    let mut batch = batch;
-                    if at < batch.len() {
-                        let p = batch.swap_remove(at);
-                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                        self.drop_write(&p, key, class, format!("refused: {text}"));
-                    }
-                    for p in batch {
-                        self.queue(p, true);
-                    }
-                    return Ok(());
+                if cause.action() != Action::Drop {
+                    return self.requeue(batch, Some(Failure::new(cause, addr, text)));
                 }
-                Err(self.requeue(batch, Failure::new(cause, addr, text)))
+                // That one command is at fault: drop it, retry the rest.
+                if at < batch.len() {
+                    let p = batch.swap_remove(at);
+                    self.drop_write(&p, cause.class(), format!("refused: {text}"));
+                }
+                self.requeue(batch, None)
             }
         }
     }
 
-    /// The replies of the per-master pipelines: a write without a reply is
-    /// requeued, a refused one dropped (or requeued, when the refusal asks
-    /// to wait or reconnect).
+    /// The replies of the per-master pipelines: a write without a reply, or
+    /// refused with a wait or reconnect, is requeued; else a refused one is
+    /// dropped.
     fn settle_cluster(
         &mut self,
         batch: Vec<Pend>,
@@ -563,8 +463,7 @@ impl Writer {
                 Some((code, text)) => {
                     let cause = net::Cause::of_code(&code);
                     if cause.action() == Action::Drop {
-                        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
-                        self.drop_write(&p, key, cause.class(), format!("refused: {text}"));
+                        self.drop_write(&p, cause.class(), format!("refused: {text}"));
                     } else {
                         failure = Some(Failure::new(cause, addr.to_string(), text));
                         rest.push(p);
@@ -572,25 +471,26 @@ impl Writer {
                 }
             }
         }
-        for p in rest {
-            self.queue(p, true);
+        if failure.is_none() {
+            self.note_connected();
         }
-        match failure {
-            Some(f) => Err(f),
-            None => {
-                self.note_connected();
-                Ok(())
-            }
-        }
+        self.requeue(rest, failure)
     }
 
-    /// Puts a batch that was not (or may not have been) applied back into
-    /// `pending`, behind nothing: anything newer for its keys stays newer.
-    fn requeue(&mut self, batch: Vec<Pend>, f: Failure) -> Failure {
+    /// Puts writes that may not have been applied back into `pending`
+    /// (anything newer for their keys stays newer); `Err` with `failure`.
+    fn requeue(&mut self, batch: Vec<Pend>, failure: Option<Failure>) -> Result<(), Failure> {
         for p in batch {
             self.queue(p, true);
         }
-        f
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The I/O thread has stopped: the batch goes back, as after a failure.
+    fn io_lost(&mut self, batch: Vec<Pend>) {
+        let f = Failure::new(net::Cause::Protocol, "", "the kv writer's I/O thread has stopped");
+        let _ = self.requeue(batch, None);
+        self.fail(f);
     }
 
     fn note_connected(&mut self) {
@@ -612,17 +512,10 @@ impl Writer {
             Action::Backpressure => {
                 self.shared.set_backpressure(Some(format!("{}: {}", f.class().name(), f.text)));
             }
-            // WaitRetry, Drop (and any action the state writer adds, such
-            // as its fencing, which a cache never meets): back off, retry.
+            // WaitRetry, Drop (and fencing, which a cache never meets).
             _ => {}
         }
         self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
-    }
-
-    /// Sleeps a little while waiting to retry (so the channel keeps being
-    /// drained), bounded by the retry time and the shutdown deadline.
-    fn pause(&mut self) {
-        net::pause(self.retry_at, self.shutdown);
     }
 }
 
