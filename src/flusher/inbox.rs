@@ -1,7 +1,7 @@
 //! What the callers asked of the flusher and it has not yet put in a
 //! batch: the channel, the writes taken from it (`pending`, coalesced), a
 //! `clear` waiting for everything before it, the last sequence number
-//! received, and `close`'s deadline. `Inbox` is their one owner.
+//! received, and `close`'s deadline.
 
 use std::time::Instant;
 
@@ -16,14 +16,14 @@ use super::pending::Pending;
 
 /// The flusher's side of the channel, and what it received.
 pub(super) struct Inbox {
-    rx: Receiver<Msg>,
-    pending: Pending,
+    pub(super) rx: Receiver<Msg>,
+    pub(super) pending: Pending,
     /// A `clear` that waits for everything before it.
-    barrier: Option<Barrier>,
+    pub(super) barrier: Option<Barrier>,
     /// The sequence number of the last write taken from the channel.
-    received_seq: u64,
+    pub(super) received_seq: u64,
     /// `close`'s deadline, once it asked (by message or through `Shared`).
-    shutdown: Option<Instant>,
+    pub(super) shutdown: Option<Instant>,
 }
 
 /// A message that is not a write: the flusher acts on it.
@@ -35,10 +35,6 @@ pub(super) enum Control {
 impl Inbox {
     pub(super) fn new(rx: Receiver<Msg>) -> Inbox {
         Inbox { rx, pending: Pending::default(), barrier: None, received_seq: 0, shutdown: None }
-    }
-
-    pub(super) fn rx(&self) -> &Receiver<Msg> {
-        &self.rx
     }
 
     /// Takes one message in: a write joins `pending` (counting what it
@@ -73,22 +69,9 @@ impl Inbox {
         None
     }
 
-    pub(super) fn pending(&self) -> &Pending {
-        &self.pending
-    }
-
-    pub(super) fn pending_mut(&mut self) -> &mut Pending {
-        &mut self.pending
-    }
-
-    /// The sequence number of the last write taken from the channel.
-    pub(super) fn received_seq(&self) -> u64 {
-        self.received_seq
-    }
-
     /// Whether more may be taken from the channel: no `clear` waits,
     /// `pending` holds fewer than `limit` items and is within the
-    /// configured bounds (`max_pending_events`, `max_pending_snapshots`).
+    /// configured bounds.
     pub(super) fn has_room(&self, limit: usize, cfg: &Config) -> bool {
         self.barrier.is_none() && self.pending.len() < limit && self.within_bounds(cfg)
     }
@@ -97,31 +80,5 @@ impl Inbox {
     /// `max_pending_snapshots`.
     pub(super) fn within_bounds(&self, cfg: &Config) -> bool {
         self.pending.events() < cfg.max_pending_events && self.pending.snapshots() < cfg.max_pending_snapshots
-    }
-
-    pub(super) fn has_barrier(&self) -> bool {
-        self.barrier.is_some()
-    }
-
-    pub(super) fn barrier_mut(&mut self) -> Option<&mut Barrier> {
-        self.barrier.as_mut()
-    }
-
-    pub(super) fn take_barrier(&mut self) -> Option<Barrier> {
-        self.barrier.take()
-    }
-
-    /// `close`'s deadline, once it asked.
-    pub(super) fn shutdown(&self) -> Option<Instant> {
-        self.shutdown
-    }
-
-    /// Records `close`'s deadline; `false` when one was recorded before.
-    pub(super) fn begin_shutdown(&mut self, deadline: Instant) -> bool {
-        if self.shutdown.is_some() {
-            return false;
-        }
-        self.shutdown = Some(deadline);
-        true
     }
 }

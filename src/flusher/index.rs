@@ -1,17 +1,13 @@
-//! Open and closed entities: besides `index:{collection}` (every
-//! id with a snapshot), each batch keeps `index:{collection}:open` (a set
-//! of the open ids) and `index:{collection}:closed` (a sorted set of the
-//! closed ids, scored by last update in milliseconds since the epoch) in
-//! step with its writes, in the same transaction, without reading
-//! anything: whether a put is open or closed is asked of the record on
-//! the flusher thread ([`crate::Entity::is_closed`]) when it builds the
-//! batch.
+//! Open and closed entities: besides `index:{collection}` (every id with a
+//! snapshot), each batch keeps `index:{collection}:open` (a set) and
+//! `index:{collection}:closed` (a sorted set scored by last update, in ms)
+//! in step with its writes, in the same transaction, asking the record
+//! ([`crate::Entity::is_closed`]) as it builds the batch.
 //!
-//! What the flusher knows to be indexed (`Indexed`) lets it skip the
-//! commands of an id whose state did not change (a position updated while
-//! open); the batch keeps those ids (`Skipped`) so that, if the connection
-//! changes before it is sent (a restarted server may have lost entries),
-//! the commands are added back at its front (`pack_reindex`).
+//! What is known to be indexed (`Indexed`) lets a batch skip the commands
+//! of an id whose state did not change; it keeps those ids (`Skipped`) to
+//! add them back at its front if the connection changes before it is
+//! sent (a restarted server may have lost entries, `pack_reindex`).
 
 use std::collections::HashMap;
 
@@ -59,11 +55,6 @@ impl StateBufs {
         add_member(&mut self.open_rem, collection, id.as_bytes());
     }
 
-    fn score(&mut self, collection: &'static str, id: &Ident, score_ms: u64) {
-        add_member(&mut self.closed_add, collection, score_ms.to_string().as_bytes());
-        add_member(&mut self.closed_add, collection, id.as_bytes());
-    }
-
     /// A put of `key`, open or closed (last updated at `score_ms`): adds the
     /// commands that keep the indexes in step to this batch, and to `sadd`
     /// (the `index:{collection}` members) when the id is not known to be
@@ -80,7 +71,8 @@ impl StateBufs {
         let collection = key.0;
         if !open {
             // The last update moves with every put of a closed entity.
-            self.score(collection, &key.1, score_ms);
+            add_member(&mut self.closed_add, collection, score_ms.to_string().as_bytes());
+            add_member(&mut self.closed_add, collection, key.1.as_bytes());
         }
         if indexed.get(&key) == Some(&open) {
             return Some((key, open));

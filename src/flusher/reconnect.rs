@@ -1,9 +1,6 @@
 //! When the flusher writes or reconnects next after a failure: capped
 //! exponential backoff with jitter (`net::Backoff`) and the time of the
-//! next attempt. `Retry` is their one owner. What a failure does (fencing,
-//! dropping the connection, reconnecting) is the write path's
-//! (`Flusher::fail`, `Flusher::reconnect` in `commit.rs`); the
-//! connection itself is the `Link` (`link.rs`).
+//! next attempt. What a failure does is `commit.rs`'s.
 
 use std::time::{Duration, Instant};
 
@@ -47,8 +44,7 @@ impl Retry {
         self.at.is_some_and(|t| Instant::now() < t)
     }
 
-    /// Sleeps a little while waiting to retry, bounded by the retry time and
-    /// the shutdown deadline, so the channel keeps being drained.
+    /// Sleeps a little while waiting to retry (`net::pause`).
     pub(super) fn pause(&self, shutdown: Option<Instant>) {
         net::pause(self.at, shutdown);
     }
