@@ -1,7 +1,6 @@
 //! The state a writer thread (the `Cache`'s flusher, or the kv writer)
-//! shares with its callers. `Shared` holds the sequence numbers, the
-//! counters behind `stats()` and `health()` (error counts by class, the
-//! batch latency histogram), the stop request, the fence and the drop log,
+//! shares with its callers: the sequence numbers, the counters behind
+//! `stats()` and `health()`, the stop request, the fence, the drop log,
 //! and the callers asleep in `wait`/`flush` until `acked_seq` moves.
 
 use std::sync::atomic::{
@@ -25,7 +24,6 @@ pub(crate) const LAT_BUCKETS: usize = 32;
 pub(crate) enum Count {
     /// Writes refused because the channel was full.
     Rejected,
-    /// Batches acknowledged.
     Batches,
     /// Commands Redis executed.
     Written,
@@ -34,11 +32,8 @@ pub(crate) enum Count {
     Reconnects,
     /// Batches in doubt replayed after a reconnect.
     Replays,
-    /// Entities deleted by purges.
     Purged,
-    /// Commit-marker losses seen by the writer thread.
     MarkerLosses,
-    /// Writes dropped (`record_drop`).
     Dropped,
     /// Dropped writes left out of the drop log because it was full.
     DropsUnlisted,
@@ -58,19 +53,16 @@ pub(crate) struct Shared {
     accepted_seq: CachePadded<AtomicU64>,
     acked_seq: CachePadded<AtomicU64>,
     counts: [AtomicU64; Count::N],
-    /// The last commit-marker loss seen, as reported.
     marker_lost: Mutex<Option<String>>,
     connected: AtomicBool,
     alive: AtomicBool,
     errors: [AtomicU64; ErrorKind::COUNT],
-    /// Dropped writes by the class of the reason (`Stats::dropped` split).
     dropped_by: [AtomicU64; ErrorKind::COUNT],
     lat_us: [AtomicU64; LAT_BUCKETS],
     /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
     lat_sum_us: AtomicU64,
     last_error: Mutex<Option<LastError>>,
     backpressure: Mutex<Option<String>>,
-    /// Dropped writes not yet collected by `Cache::take_dropped`.
     drop_log: Mutex<DropLog>,
     /// The lowest sequence number in `drop_log` (0: none), so that `wait`
     /// checks for drops with one atomic load.
@@ -83,7 +75,6 @@ pub(crate) struct Shared {
     /// reads it), with the writer key and what the flusher found.
     fenced: CachePadded<AtomicBool>,
     fence: Mutex<Option<(String, String)>>,
-    /// Callers of `wait`/`flush` asleep until `acked_seq` moves.
     waiters: Waiters,
 }
 
@@ -99,7 +90,6 @@ struct DropLog {
     untaken: u64,
 }
 
-/// The last error the flusher met.
 #[derive(Debug, Clone)]
 struct LastError {
     class: ErrorKind,
@@ -178,8 +168,7 @@ impl Shared {
         result
     }
 
-    /// Wakes every caller in `wait`, whatever it waits for (the writer
-    /// stopped or was fenced).
+    /// Wakes every caller in `wait` (the writer stopped or was fenced).
     pub(crate) fn wake_all(&self) {
         let _g = self.waiters.lock.lock();
         self.waiters.cv.notify_all();
@@ -236,14 +225,12 @@ impl Shared {
         std::mem::replace(&mut *self.backpressure.lock(), why).is_some()
     }
 
-    /// Whether Redis refuses writes for now (see
-    /// [`Shared::set_backpressure`]).
+    /// Whether Redis refuses writes for now.
     pub(crate) fn has_backpressure(&self) -> bool {
         self.backpressure.lock().is_some()
     }
 
-    /// Records a commit-marker loss (`detail`, shown by `health()`) and
-    /// counts it.
+    /// Records a commit-marker loss (shown by `health()`) and counts it.
     pub(crate) fn note_marker_lost(&self, detail: String) {
         self.add(Count::MarkerLosses, 1);
         *self.marker_lost.lock() = Some(detail);
@@ -298,10 +285,9 @@ impl Shared {
         Some(Error::Fenced { writer_key, detail })
     }
 
-    /// Counts a write the flusher could not persist and records it for
+    /// Counts `writes` writes the flusher could not persist (more than one
+    /// for a refused command that carried several) and records them for
     /// `take_dropped` and `wait`.
-    /// `writes` is how many writes the entry stands for (more than one
-    /// for a command, refused inside a transaction, that carried several).
     pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorKind, detail: String) {
         self.add(Count::Dropped, writes);
         self.dropped_by[class.index()].fetch_add(writes, Relaxed);

@@ -394,47 +394,38 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                     collections.push(collection);
                     b.new.push(collection);
                 }
-                match entry.snap {
-                    Snap::Put { rec, after_delete, since, puts } => {
-                        b.value.clear();
-                        let r = rec.as_dyn().encode(enc, &mut b.value);
-                        match drop_reason(r, b.value.len(), limit, limit_name) {
-                            None => {
-                                b.key.clear();
-                                keys.write_entity(&mut b.key, collection, &key.1);
-                                bytes += b.key.len() + b.value.len();
-                                b.mset.bulk(&b.key);
-                                b.mset.bulk(&b.value);
-                                b.puts += 1;
-                                if after_delete {
-                                    b.key.extend_from_slice(b":events");
-                                    b.del.bulk(&b.key);
-                                }
-                                // Open or closed: asked of the record
-                                // here, on the flusher thread.
-                                let open = !rec.as_dyn().is_closed();
-                                let score =
-                                    rec.as_dyn().last_updated().map_or(spec.now_ms, |t| t.0 / 1_000_000);
-                                let skipped = b.state.put(&mut b.sadd, indexed, key, open, score);
-                                batch.unindexed.extend(skipped);
-                                continue;
-                            }
-                            Some((class, detail)) => {
-                                // The value is lost (the caller is told);
-                                // a delete folded into it is not.
-                                let key = keys.entity(collection, &key.1);
-                                dropped.push(Dropped { seq: since, writes: puts, key, class, detail });
-                                if !after_delete {
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    Snap::Delete => {}
-                }
-                // A delete (or a put after one that cannot be written).
                 b.key.clear();
                 keys.write_entity(&mut b.key, collection, &key.1);
+                if let Snap::Put { rec, after_delete, since, puts } = entry.snap {
+                    b.value.clear();
+                    let r = rec.as_dyn().encode(enc, &mut b.value);
+                    if let Some((class, detail)) = drop_reason(r, b.value.len(), limit, limit_name) {
+                        // The value is lost (the caller is told); a delete
+                        // folded into it is not.
+                        let key = keys.entity(collection, &key.1);
+                        dropped.push(Dropped { seq: since, writes: puts, key, class, detail });
+                        if !after_delete {
+                            continue;
+                        }
+                    } else {
+                        bytes += b.key.len() + b.value.len();
+                        b.mset.bulk(&b.key);
+                        b.mset.bulk(&b.value);
+                        b.puts += 1;
+                        if after_delete {
+                            b.key.extend_from_slice(b":events");
+                            b.del.bulk(&b.key);
+                        }
+                        // Open or closed: asked of the record here, on the
+                        // flusher thread.
+                        let open = !rec.as_dyn().is_closed();
+                        let score = rec.as_dyn().last_updated().map_or(spec.now_ms, |t| t.0 / 1_000_000);
+                        let skipped = b.state.put(&mut b.sadd, indexed, key, open, score);
+                        batch.unindexed.extend(skipped);
+                        continue;
+                    }
+                }
+                // A delete (or a put after one that cannot be written).
                 b.del.bulk(&b.key);
                 b.key.extend_from_slice(b":events");
                 b.del.bulk(&b.key);

@@ -368,13 +368,8 @@ impl Flusher {
         let read = guard!(self).watch()?;
         let epoch = self.link.epoch();
         // The marker gone, it cannot say (`loss.rs`).
-        let without_marker = match self.inflight.held.as_ref() {
-            Some(batch) if read == marker::Read::Missing => {
-                Some(loss::settle_without_marker(batch, &mut self.link)?)
-            }
-            None if read == marker::Read::Missing => Some(Settled::Replay),
-            _ => None,
-        };
+        let held = self.inflight.held.as_ref().filter(|_| read == marker::Read::Missing);
+        let without_marker = held.map(|b| loss::settle_without_marker(b, &mut self.link)).transpose()?;
         if without_marker == Some(Settled::Unproven) {
             self.drop_unproven();
             return Ok(());
@@ -478,7 +473,7 @@ impl Flusher {
         self.shared.add(Count::Batches, 1);
         // Acknowledged: a marker behind it from now on is a loss (`loss.rs`).
         self.loss.acknowledged(batch.no, batch.first_seq);
-        self.purges.owe();
+        self.purges.owed = true;
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.note_acked(batch.max_seq);
         // Recycle the transaction's buffers for the next one.
@@ -491,13 +486,9 @@ impl Flusher {
         if self.link.is_guarded() {
             return true;
         }
-        match guard!(self).watch() {
-            Ok(_) => true,
-            Err(f) => {
-                self.fail(f);
-                false
-            }
-        }
+        let Err(f) = guard!(self).watch() else { return true };
+        self.fail(f);
+        false
     }
 
     /// Counts the failure and does what its action says; the next attempt
@@ -567,7 +558,8 @@ impl Flusher {
                     // failover the marker decides.
                     b.reconnected();
                 }
-                self.retry.clear();
+                // The backoff keeps growing until a batch is acknowledged.
+                self.retry.at = None;
             }
             Err(f) => {
                 self.shared.count_error(f.class(), f.text.clone());

@@ -72,7 +72,7 @@ impl InFlight {
             marker: Marker { epoch: link.epoch(), batch: self.batch_no },
             first_seq: self.built_seq + 1,
             generation: self.generation,
-            value_limit: batch::value_limit(cfg, link.bulk_limit()),
+            value_limit: batch::value_limit(cfg, link.bulk_limit),
             heartbeat,
             now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_ms),
             server_now_ms: link.server_now_ms(),

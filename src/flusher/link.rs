@@ -31,13 +31,12 @@ use super::ledger::{Ledger, Refusal};
 
 pub(super) struct Link {
     conn: Option<Conn>,
-    /// What is true of its stream.
     ledger: Ledger,
     /// The last dropped connection, and the server (`host:port`) it was on.
     dead_client: Option<(ClientIdentity, String)>,
     /// The largest value the server takes (`proto-max-bulk-len`), when the
     /// last connection said; kept while disconnected, for building batches.
-    bulk_limit: Option<usize>,
+    pub(super) bulk_limit: Option<usize>,
     marker_key: Vec<u8>,
     epoch: u64,
     /// The commands the link appends itself (`EXEC`, `WATCH`, `GET`, …).
@@ -104,10 +103,6 @@ impl Link {
         self.conn.as_ref().map_or("", |c| c.addr.as_str())
     }
 
-    pub(super) fn bulk_limit(&self) -> Option<usize> {
-        self.bulk_limit
-    }
-
     pub(super) fn server_now_ms(&self) -> Option<u64> {
         self.conn.as_ref().and_then(|c| c.server_clock).map(|c| c.now_ms())
     }
@@ -125,12 +120,11 @@ impl Link {
 
     /// Drops the connection (remembering its client, to kill it once
     /// reconnected to the same server): whatever was queued on it is gone.
-    /// `false` when there was none.
-    pub(super) fn drop_conn(&mut self) -> bool {
+    pub(super) fn drop_conn(&mut self) {
         self.ledger = Ledger::default();
-        let Some(c) = self.conn.take() else { return false };
-        self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
-        true
+        if let Some(c) = self.conn.take() {
+            self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
+        }
     }
 
     /// The dropped connection to kill, when it was on the server this one
@@ -175,13 +169,8 @@ impl Link {
     /// Writes packed commands; a failure drops the connection.
     fn write(&mut self, buf: &[u8]) -> Result<(), Failure> {
         let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
-        match conn.con.send_packed_command(buf) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let f = Failure::of(&e, &conn.addr);
-                Err(self.lose(f))
-            }
-        }
+        let sent = conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr));
+        sent.map_err(|f| self.lose(f))
     }
 
     /// Sends a transaction without its `EXEC` (`tx`: `MULTI` and the
@@ -207,16 +196,10 @@ impl Link {
     pub(super) fn recv(&mut self) -> Result<Value, Failure> {
         self.check(self.ledger.can_recv())?;
         let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
-        match conn.con.recv_response() {
-            Ok(v) => {
-                self.ledger.received();
-                Ok(v)
-            }
-            Err(e) => {
-                let f = Failure::of(&e, &conn.addr);
-                Err(self.lose(f))
-            }
-        }
+        let reply = conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr));
+        let reply = reply.map_err(|f| self.lose(f))?;
+        self.ledger.received();
+        Ok(reply)
     }
 
     /// Reads `N` replies owed, stopping at the first failure.
@@ -228,8 +211,7 @@ impl Link {
         Ok(replies)
     }
 
-    /// Sends packed commands that leave the `WATCH` as it is and reads
-    /// their `N` replies.
+    /// `send_reads`, then reads the `N` replies.
     pub(super) fn round_trip<const N: usize>(&mut self, buf: &[u8]) -> Result<[Value; N], Failure> {
         self.send_reads(buf, N)?;
         self.recv_n()
@@ -304,8 +286,7 @@ impl Link {
 
     /// `WATCH` of `key` as well as the marker, and `then` (one packed read
     /// command) in the same round trip: their replies. The next
-    /// transaction is then guarded by both (a purge step), or the extra
-    /// `WATCH` is dropped by [`watch`](Self::watch).
+    /// transaction is guarded by both, or `watch` drops the extra one.
     pub(super) fn watch_also(&mut self, key: &[u8], then: &[u8]) -> Result<[Value; 2], Failure> {
         self.check(self.ledger.fresh("a WATCH", false))?;
         let p = &mut self.tail;

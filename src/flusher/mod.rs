@@ -163,7 +163,8 @@ impl Flusher {
             }
             self.drain();
             if !self.link.is_up() || self.retry.is_waiting() {
-                self.retry.pause(self.inbox.shutdown);
+                // A short sleep, so the channel keeps being drained.
+                net::pause(self.retry.at, self.inbox.shutdown);
                 if !self.link.is_up() && !self.retry.is_waiting() {
                     self.reconnect();
                 }
@@ -255,7 +256,7 @@ impl Flusher {
     /// key), within the `max_pending_*` bounds, so that an outage fills the
     /// channel and callers are told. Stops at a `clear`.
     fn drain(&mut self) {
-        let writing = self.link.is_up() && !self.retry.is_scheduled();
+        let writing = self.link.is_up() && self.retry.at.is_none();
         let limit = if writing { self.cfg.max_batch } else { usize::MAX };
         self.take_queued(|f, _| f.inbox.has_room(limit, &f.cfg));
     }
@@ -324,8 +325,7 @@ impl Flusher {
             return;
         }
         let (acked, accepted) = self.heartbeat_seqs();
-        let result = self.heartbeat.beat(&mut self.link, acked, accepted);
-        if let Err(f) = result {
+        if let Err(f) = self.heartbeat.beat(&mut self.link, acked, accepted) {
             self.fail(f);
         }
     }
@@ -342,8 +342,7 @@ impl Flusher {
 
     /// The flusher is stopping: purges under way end with an error.
     fn abandon_purges(&mut self) {
-        let shared = &self.shared;
-        self.purges.abandon(|| shared.fence_error().unwrap_or(Error::Closed));
+        self.purges.abandon(|| self.shared.fence_error().unwrap_or(Error::Closed));
     }
 
     /// A purge step may run now (nothing is in flight: the caller checks).
@@ -365,7 +364,8 @@ impl Flusher {
     /// One step of the oldest purge, once a step in doubt is settled and
     /// every write accepted before the step is out of the channel.
     fn purge_step(&mut self) {
-        self.purges.begin_step();
+        // The turn owed is taken.
+        self.purges.owed = false;
         if self.purges.in_doubt() {
             if let Err(f) = self.purges.settle(&mut guard!(self)) {
                 self.fail(f);

@@ -59,13 +59,12 @@ const REFERENCE: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
 /// How often a `retain_closed_for` pass starts, at most.
 const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Purges waiting or under way, oldest first, and when they take their
-/// next step. The flusher drives them (`Flusher::purge_step`).
+/// Purges waiting or under way, oldest first (`Flusher::purge_step`).
 pub(super) struct PurgeScheduler {
     jobs: VecDeque<PurgeJob>,
     /// A purge step is owed: a batch was written since the last step (so
     /// purges and batches take turns).
-    owed: bool,
+    pub(super) owed: bool,
     /// When `retain_closed_for` starts its next pass (`None`: never).
     pub(super) next_auto: Option<Instant>,
 }
@@ -95,16 +94,9 @@ impl PurgeScheduler {
 
     /// The flusher is stopping: purges under way end with `error()`.
     pub(super) fn abandon(&mut self, error: impl Fn() -> Error) {
-        for job in self.jobs.drain(..) {
-            if let Some(r) = &job.req.reply {
-                let _ = r.try_send(Err(error()));
-            }
+        for r in self.jobs.drain(..).filter_map(|j| j.req.reply) {
+            let _ = r.try_send(Err(error()));
         }
-    }
-
-    /// A batch was acknowledged: a purge step is owed.
-    pub(super) fn owe(&mut self) {
-        self.owed = true;
     }
 
     /// A purge step may run now (the caller checks that nothing is in
@@ -144,11 +136,6 @@ impl PurgeScheduler {
         Some(PurgeRequest { collections: all, cutoff_ms, reply: None })
     }
 
-    /// A step begins: the turn owed is taken.
-    pub(super) fn begin_step(&mut self) {
-        self.owed = false;
-    }
-
     /// Whether the oldest purge's last step is in doubt (its reply lost).
     pub(super) fn in_doubt(&self) -> bool {
         self.jobs.front().is_some_and(|j| j.in_doubt.is_some())
@@ -164,10 +151,8 @@ impl PurgeScheduler {
     /// The oldest purge ends with `error` (refused for a reason a retry
     /// will not fix); writes go on.
     pub(super) fn fail_oldest(&mut self, error: Error) {
-        if let Some(job) = self.jobs.pop_front() {
-            if let Some(r) = &job.req.reply {
-                let _ = r.try_send(Err(error));
-            }
+        if let Some(r) = self.jobs.pop_front().and_then(|j| j.req.reply) {
+            let _ = r.try_send(Err(error));
         }
     }
 
@@ -208,16 +193,11 @@ impl PurgeScheduler {
 
     /// The step in doubt applied: what it deleted is removed.
     fn applied_late(&mut self, g: &mut Guard<'_>) {
-        let Some(job) = self.jobs.front_mut() else { return };
-        let Some((_, ids, kept, exhausted)) = job.in_doubt.take() else { return };
-        if let Some(&collection) = job.req.collections.get(job.at) {
-            for id in &ids {
-                g.inflight.unindex(collection, id);
-            }
-        }
-        g.shared.add(Count::Purged, ids.len() as u64);
+        let Some((_, ids, kept, exhausted)) = self.jobs.front_mut().and_then(|j| j.in_doubt.take()) else {
+            return;
+        };
         // (How many keys it unlinked was in the lost reply.)
-        self.advance(kept, exhausted, ids, 0);
+        self.advance(g, kept, exhausted, ids, 0);
     }
 
     /// One step of the oldest purge: reads up to `purge_batch` candidates
@@ -285,7 +265,7 @@ impl PurgeScheduler {
         if delete.is_empty() {
             // Nothing to delete: drop the index's WATCH, keep the marker's.
             g.watch()?;
-            self.advance(kept, exhausted, Vec::new(), 0);
+            self.advance(g, kept, exhausted, Vec::new(), 0);
             return Ok(());
         }
 
@@ -327,11 +307,7 @@ impl PurgeScheduler {
                     Some(Value::Int(k)) => u64::try_from(*k).unwrap_or(0),
                     _ => 0,
                 };
-                for id in &delete {
-                    g.inflight.unindex(collection, id);
-                }
-                g.shared.add(Count::Purged, delete.len() as u64);
-                self.advance(kept, exhausted, delete, unlinked);
+                self.advance(g, kept, exhausted, delete, unlinked);
                 Ok(())
             }
             // The closed index (or the marker) changed between the read and
@@ -341,11 +317,24 @@ impl PurgeScheduler {
         }
     }
 
-    /// Records a step's outcome and moves to the next collection when the
-    /// current one has no candidates left (those still kept then are the
-    /// purge's `skipped`).
-    fn advance(&mut self, kept: usize, exhausted: bool, deleted: Vec<Ident>, unlinked: u64) {
+    /// Records a step's outcome (what it deleted unindexed and counted) and
+    /// moves to the next collection when the current one has no candidates
+    /// left (those still kept then are the purge's `skipped`).
+    fn advance(
+        &mut self,
+        g: &mut Guard<'_>,
+        kept: usize,
+        exhausted: bool,
+        deleted: Vec<Ident>,
+        unlinked: u64,
+    ) {
         let Some(job) = self.jobs.front_mut() else { return };
+        if let Some(&collection) = job.req.collections.get(job.at) {
+            for id in &deleted {
+                g.inflight.unindex(collection, id);
+            }
+        }
+        g.shared.add(Count::Purged, deleted.len() as u64);
         job.result.steps += 1;
         job.result.keys += unlinked;
         job.result.removed.extend(deleted);

@@ -9,7 +9,8 @@ use crate::net::{self, Backoff};
 /// The backoff between attempts, and when the next one may start.
 pub(super) struct Retry {
     backoff: Backoff,
-    at: Option<Instant>,
+    /// When the next attempt may start (passed or not; `None`: now).
+    pub(super) at: Option<Instant>,
 }
 
 impl Retry {
@@ -22,30 +23,14 @@ impl Retry {
         self.at = Some(net::deadline_after(self.backoff.next_delay()));
     }
 
-    /// The next attempt may start now (a reconnect succeeded); the
-    /// backoff keeps growing until a batch is acknowledged.
-    pub(super) fn clear(&mut self) {
-        self.at = None;
-    }
-
     /// A batch was acknowledged: the backoff starts from its minimum again.
     pub(super) fn reset(&mut self) {
         self.backoff.reset();
         self.at = None;
     }
 
-    /// Whether an attempt is scheduled (passed or not).
-    pub(super) fn is_scheduled(&self) -> bool {
-        self.at.is_some()
-    }
-
     /// Whether the next attempt is scheduled for later than now.
     pub(super) fn is_waiting(&self) -> bool {
         self.at.is_some_and(|t| Instant::now() < t)
-    }
-
-    /// Sleeps a little while waiting to retry (`net::pause`).
-    pub(super) fn pause(&self, shutdown: Option<Instant>) {
-        net::pause(self.at, shutdown);
     }
 }
