@@ -92,21 +92,15 @@ impl Flusher {
                 return;
             }
         }
-        if !self.ensure_watching() {
-            return;
-        }
         // `close`: nothing is sent once its deadline has passed.
-        if self.past_deadline() {
+        if !self.ensure_watching() || self.past_deadline() {
             return;
         }
         let start = Instant::now();
-        let outcome = match self.send_exec() {
+        // Once the held batch went out, applied or not is unknown.
+        let outcome = match self.send_exec().and_then(|()| self.queue_next()) {
             Err(f) => Outcome::InDoubt(f),
-            Ok(()) => match self.queue_next() {
-                // The held batch went out: applied or not, unknown.
-                Err(f) => Outcome::InDoubt(f),
-                Ok(()) => self.read_result(),
-            },
+            Ok(()) => self.read_result(),
         };
         match outcome {
             Outcome::Applied(after) => {
@@ -167,11 +161,9 @@ impl Flusher {
     /// Builds the next batch from what is pending and sends its `MULTI` and
     /// commands, without `EXEC`.
     fn queue_next(&mut self) -> Result<(), Failure> {
-        if self.cfg.replica_wait.is_some() || self.inflight.held.as_ref().is_some_and(|b| b.is_applied()) {
-            return Ok(());
-        }
-        if !self.purges.is_empty() {
-            // A purge step goes between this batch and the next.
+        // (With a purge waiting, a step goes between this batch and the next.)
+        let applied = self.inflight.held.as_ref().is_some_and(|b| b.is_applied());
+        if self.cfg.replica_wait.is_some() || applied || !self.purges.is_empty() {
             return Ok(());
         }
         if self.inflight.next.is_none() {
@@ -323,10 +315,7 @@ impl Flusher {
     /// it (`DISCARD`), so nothing applies out of order; it is sent again
     /// after the held one.
     fn unqueue_next(&mut self) {
-        let Some(next) = self.inflight.next.as_mut() else { return };
-        if !next.is_queued() {
-            return;
-        }
+        let Some(next) = self.inflight.next.as_mut().filter(|b| b.is_queued()) else { return };
         next.unqueued();
         if !self.link.is_up() {
             return;

@@ -51,11 +51,8 @@ impl Heartbeat {
         Some(p)
     }
 
-    /// The heartbeat on its own when due, on `link` (its `WATCH` on the
-    /// marker armed): `MULTI`, `SET … PX`, `EXEC`, then `WATCH` and `GET`
-    /// of the marker (re-armed as after a batch). An aborted `EXEC` (the
-    /// marker moved) only skips this beat; the `GET` says whether this
-    /// writer was fenced (an error then).
+    /// The heartbeat on its own when due, a guarded transaction on `link`:
+    /// an aborted `EXEC` (the marker moved) only skips this beat.
     pub(super) fn beat(&mut self, link: &mut Link, acked: u64, accepted: u64) -> Result<(), net::Failure> {
         let Some(cmd) = self.command(link.epoch(), acked, accepted) else { return Ok(()) };
         link.guarded_tx(&cmd.buf, 1).map(|_| ())

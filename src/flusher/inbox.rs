@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::channel::msg::{Msg, PurgeRequest};
+use crate::channel::msg::Msg;
 use crate::channel::{Count, Shared};
 use crate::config::Config;
 
@@ -26,12 +26,6 @@ pub(super) struct Inbox {
     pub(super) shutdown: Option<Instant>,
 }
 
-/// A message that is not a write: the flusher acts on it.
-pub(super) enum Control {
-    Purge(PurgeRequest),
-    Shutdown(Instant),
-}
-
 impl Inbox {
     pub(super) fn new(rx: Receiver<Msg>) -> Inbox {
         Inbox { rx, pending: Pending::default(), barrier: None, received_seq: 0, shutdown: None }
@@ -39,8 +33,8 @@ impl Inbox {
 
     /// Takes one message in: a write joins `pending` (counting what it
     /// superseded in `shared`), a `clear` becomes the barrier; anything
-    /// else is returned to the flusher.
-    pub(super) fn absorb(&mut self, msg: Msg, shared: &Shared) -> Option<Control> {
+    /// else (a purge, `Shutdown`) is returned to the flusher.
+    pub(super) fn absorb(&mut self, msg: Msg, shared: &Shared) -> Option<Msg> {
         let seq = match msg {
             Msg::Put { seq, rec } => {
                 if self.pending.put(seq, rec) {
@@ -62,8 +56,7 @@ impl Inbox {
                 seq
             }
             // Not a write: it takes no sequence number.
-            Msg::Purge(req) => return Some(Control::Purge(req)),
-            Msg::Shutdown { deadline } => return Some(Control::Shutdown(deadline)),
+            other @ (Msg::Purge(_) | Msg::Shutdown { .. }) => return Some(other),
         };
         self.received_seq = seq;
         None

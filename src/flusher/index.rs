@@ -46,13 +46,15 @@ impl StateBufs {
         }
     }
 
-    fn open(&mut self, collection: &'static str, id: &Ident) {
-        add_member(&mut self.open_add, collection, id.as_bytes());
-        add_member(&mut self.closed_rem, collection, id.as_bytes());
-    }
-
-    fn closed(&mut self, collection: &'static str, id: &Ident) {
-        add_member(&mut self.open_rem, collection, id.as_bytes());
+    /// `id` is open (into `…:open`, out of `…:closed`) or closed (out of
+    /// `…:open`; its score goes into `…:closed` apart).
+    fn set_state(&mut self, collection: &'static str, id: &Ident, open: bool) {
+        if open {
+            add_member(&mut self.open_add, collection, id.as_bytes());
+            add_member(&mut self.closed_rem, collection, id.as_bytes());
+        } else {
+            add_member(&mut self.open_rem, collection, id.as_bytes());
+        }
     }
 
     /// A put of `key`, open or closed (last updated at `score_ms`): adds the
@@ -78,11 +80,7 @@ impl StateBufs {
             return Some((key, open));
         }
         add_member(sadd, collection, key.1.as_bytes());
-        if open {
-            self.open(collection, &key.1);
-        } else {
-            self.closed(collection, &key.1);
-        }
+        self.set_state(collection, &key.1, open);
         indexed.insert(key, open);
         None
     }
@@ -133,11 +131,7 @@ pub(super) fn pack_reindex(
     state.clear();
     for ((collection, id), open) in skipped {
         add_member(sadd, collection, id.as_bytes());
-        if *open {
-            state.open(collection, id);
-        } else {
-            state.closed(collection, id);
-        }
+        state.set_state(collection, id, *open);
     }
     let mut weights = Vec::new();
     for (collection, ids) in sadd.iter().filter(|(_, a)| !a.is_empty()) {

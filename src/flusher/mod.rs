@@ -49,7 +49,7 @@ use crate::store::marker::Marker;
 use clear::Beating;
 use guard::Guard;
 use heartbeat::Heartbeat;
-use inbox::{Control, Inbox};
+use inbox::Inbox;
 pub(crate) use index::now_ms;
 use inflight::InFlight;
 use link::Link;
@@ -279,9 +279,10 @@ impl Flusher {
 
     fn absorb(&mut self, msg: Msg) {
         match self.inbox.absorb(msg, &self.shared) {
-            None => {}
-            Some(Control::Purge(req)) => self.queue_purge(req),
-            Some(Control::Shutdown(deadline)) => self.begin_shutdown(deadline),
+            Some(Msg::Purge(req)) => self.queue_purge(req),
+            Some(Msg::Shutdown { deadline }) => self.begin_shutdown(deadline),
+            // (Writes and `clear` stay in the inbox.)
+            _ => {}
         }
     }
 
@@ -379,12 +380,9 @@ impl Flusher {
         // The step's place in the sequence: the last write accepted when it
         // is first tried (its message is in the channel then).
         let Some(at_seq) = self.purges.step_seq(self.shared.accepted()) else { return };
-        if !self.absorb_until(at_seq) {
-            // Writes accepted before this step are still in the channel and
-            // `pending` is full (or a `clear` came first): batches go first.
-            return;
-        }
-        if !self.ensure_watching() {
+        // Writes accepted before this step still in the channel and
+        // `pending` full (or a `clear` first): batches go first.
+        if !self.absorb_until(at_seq) || !self.ensure_watching() {
             return;
         }
         match self.purges.try_step(&mut guard!(self), &self.keys, &self.inbox.pending, self.cfg.purge_batch) {
@@ -424,10 +422,7 @@ impl Flusher {
     /// Executes a `clear` once everything before it is acknowledged
     /// (`clear.rs`).
     fn run_clear(&mut self) {
-        if self.inbox.barrier.is_none() {
-            return;
-        }
-        if !self.ensure_watching() {
+        if self.inbox.barrier.is_none() || !self.ensure_watching() {
             return;
         }
         let (shutdown, shared) = (self.inbox.shutdown, self.shared.clone());

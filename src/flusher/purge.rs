@@ -349,8 +349,7 @@ impl PurgeScheduler {
 
     /// Answers the oldest purge once it has gone through its collections.
     pub(super) fn finish_if_done(&mut self) {
-        let done = self.jobs.front().is_some_and(|j| j.at >= j.req.collections.len());
-        if !done {
+        if self.jobs.front().is_none_or(|j| j.at < j.req.collections.len()) {
             return;
         }
         let Some(job) = self.jobs.pop_front() else { return };
