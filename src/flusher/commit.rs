@@ -82,13 +82,13 @@ impl Flusher {
     /// apply strictly in order, each whole or not at all. With
     /// `replica_wait` nothing is queued behind a batch.
     pub(super) fn write_held(&mut self) {
-        let Some(batch) = self.inflight.held.as_ref() else { return };
+        let Some(batch) = self.inflight.held() else { return };
         if batch.is_in_doubt() {
             if let Err(f) = self.resolve() {
                 self.fail(f);
                 return;
             }
-            if self.inflight.held.as_ref().is_none_or(|b| b.is_in_doubt()) {
+            if self.inflight.held().is_none_or(|b| b.is_in_doubt()) {
                 return;
             }
         }
@@ -125,14 +125,14 @@ impl Flusher {
             }
             Outcome::Aborted => {
                 self.unqueue_next();
-                if let Some(b) = self.inflight.held.as_mut() {
+                if let Some(b) = self.inflight.held_mut() {
                     b.aborted();
                 }
                 log::info!("tradecache: the commit marker changed under a batch; resolving it by the marker");
                 self.retry.schedule();
             }
             Outcome::InDoubt(f) => {
-                if let Some(b) = self.inflight.held.as_mut() {
+                if let Some(b) = self.inflight.held_mut() {
                     b.lost();
                 }
                 // Whatever the error, this connection's state is unknown.
@@ -147,7 +147,7 @@ impl Flusher {
     fn send_exec(&mut self) -> Result<(), Failure> {
         self.inflight.reindex_held(&self.keys);
         let wait = self.cfg.replica_wait;
-        let Some(batch) = self.inflight.held.as_mut() else { return Err(Failure::not_connected()) };
+        let Some(batch) = self.inflight.held_mut() else { return Err(Failure::not_connected()) };
         let exec = !batch.is_applied();
         if batch.is_applied() || batch.is_queued() {
             self.link.send_exec(&mut Vec::new(), 0, exec, wait, false)
@@ -162,21 +162,15 @@ impl Flusher {
     /// commands, without `EXEC`.
     fn queue_next(&mut self) -> Result<(), Failure> {
         // (With a purge waiting, a step goes between this batch and the next.)
-        let applied = self.inflight.held.as_ref().is_some_and(|b| b.is_applied());
+        let applied = self.inflight.held().is_some_and(|b| b.is_applied());
         if self.cfg.replica_wait.is_some() || applied || !self.purges.is_empty() {
             return Ok(());
         }
-        if self.inflight.next.is_none() {
+        if self.inflight.next_mut().is_none() {
             self.drain();
             self.build();
         }
-        let generation = self.inflight.generation;
-        let Some(next) = self.inflight.next.as_mut() else { return Ok(()) };
-        if !self.link.is_up() || !next.is_built() || next.generation != generation {
-            // Not built for this connection: it goes the plain way, once it
-            // is the held batch (`send_exec` re-adds its index entries).
-            return Ok(());
-        }
+        let Some(next) = self.inflight.next_to_queue().filter(|_| self.link.is_up()) else { return Ok(()) };
         self.link.send_queued(&next.tx, next.head_replies())?;
         next.sent_queued();
         Ok(())
@@ -184,7 +178,7 @@ impl Flusher {
 
     /// Reads the replies to what `send_exec` sent, up to the first I/O error.
     fn read_result(&mut self) -> Outcome {
-        let Some(batch) = self.inflight.held.as_mut() else {
+        let Some(batch) = self.inflight.held_mut() else {
             return Outcome::InDoubt(Failure::not_connected());
         };
         let link = &mut self.link;
@@ -284,7 +278,7 @@ impl Flusher {
     /// its `MULTI` and commands, if it was queued. An I/O error leaves it
     /// unapplied (its `EXEC` was never sent).
     fn read_held_head(&mut self) -> Option<Failure> {
-        let batch = self.inflight.held.as_mut()?;
+        let batch = self.inflight.held_mut()?;
         if !batch.is_queued() {
             return None;
         }
@@ -303,7 +297,7 @@ impl Flusher {
     /// `DISCARD` of the held batch's queued transaction, its head replies
     /// already read (`read_held_head`): it goes out whole next time.
     fn discard_held(&mut self) {
-        let Some(held) = self.inflight.held.as_mut().filter(|b| b.is_queued()) else { return };
+        let Some(held) = self.inflight.held_mut().filter(|b| b.is_queued()) else { return };
         held.unqueued();
         if let Err(f) = self.link.discard() {
             self.shared.count_error(f.class(), f.text);
@@ -315,7 +309,7 @@ impl Flusher {
     /// it (`DISCARD`), so nothing applies out of order; it is sent again
     /// after the held one.
     fn unqueue_next(&mut self) {
-        let Some(next) = self.inflight.next.as_mut().filter(|b| b.is_queued()) else { return };
+        let Some(next) = self.inflight.next_mut().filter(|b| b.is_queued()) else { return };
         next.unqueued();
         if !self.link.is_up() {
             return;
@@ -357,13 +351,13 @@ impl Flusher {
         let read = guard!(self).watch()?;
         let epoch = self.link.epoch();
         // The marker gone, it cannot say (`loss.rs`).
-        let held = self.inflight.held.as_ref().filter(|_| read == marker::Read::Missing);
+        let held = self.inflight.held().filter(|_| read == marker::Read::Missing);
         let without_marker = held.map(|b| loss::settle_without_marker(b, &mut self.link)).transpose()?;
         if without_marker == Some(Settled::Unproven) {
             self.drop_unproven();
             return Ok(());
         }
-        let Some(batch) = self.inflight.held.as_mut() else { return Ok(()) };
+        let Some(batch) = self.inflight.held_mut() else { return Ok(()) };
         let applied = read.applied_batch(epoch);
         if without_marker.is_some() || applied < batch.no {
             batch.replay();
@@ -403,7 +397,7 @@ impl Flusher {
         let mut cmd = Packer::default();
         self.link.set_marker(&mut cmd, batch);
         let exec = guard!(self).guarded_tx(&cmd.buf, 1)?.exec;
-        let Some(batch) = self.inflight.held.as_mut() else { return Ok(()) };
+        let Some(batch) = self.inflight.held_mut() else { return Ok(()) };
         match exec {
             Value::Array(_) => batch.exec_applied(),
             // The marker moved again: decide again.
@@ -417,7 +411,7 @@ impl Flusher {
     /// type, so those keys' types are asked and the writes of each command
     /// that must have failed recorded.
     fn check_refused(&mut self) -> Result<(), Failure> {
-        let Some(batch) = self.inflight.held.as_ref() else { return Ok(()) };
+        let Some(batch) = self.inflight.held() else { return Ok(()) };
         let mut checks = Vec::new();
         let mut p = Packer::default();
         for (i, weight) in batch.weights.iter().enumerate() {
@@ -462,7 +456,7 @@ impl Flusher {
         self.shared.add(Count::Batches, 1);
         // Acknowledged: a marker behind it from now on is a loss (`loss.rs`).
         self.loss.acknowledged(batch.no, batch.first_seq);
-        self.purges.owed = true;
+        self.purges.owe_turn();
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.note_acked(batch.max_seq);
         // Recycle the transaction's buffers for the next one.
@@ -514,9 +508,8 @@ impl Flusher {
         log::error!("tradecache: {}", f.text);
         self.shared.count_error(f.class(), f.text.clone());
         self.shared.set_fenced(String::from_utf8_lossy(self.link.marker_key()).into_owned(), f.text);
-        (self.inflight.held, self.inflight.next) = (None, None);
-        self.inbox.pending.discard();
-        if let Some(b) = self.inbox.barrier.take() {
+        self.inflight.drop_all();
+        if let Some(b) = self.inbox.discard() {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
         self.shared.wake_all();
@@ -530,7 +523,7 @@ impl Flusher {
     }
 
     pub(super) fn reconnect(&mut self) {
-        let deadline = self.inbox.shutdown;
+        let deadline = self.inbox.shutdown();
         let name = String::from_utf8_lossy(self.link.marker_key()).into_owned();
         match net::connect(&self.cfg, &name, deadline) {
             Ok(c) => {
@@ -542,13 +535,13 @@ impl Flusher {
                 self.inflight.forget_index();
                 self.shared.set_connected(true);
                 self.shared.add(Count::Reconnects, 1);
-                if let Some(b) = self.inflight.held.as_mut() {
+                if let Some(b) = self.inflight.held_mut() {
                     // Only the replica WAIT was outstanding; after a
                     // failover the marker decides.
                     b.reconnected();
                 }
                 // The backoff keeps growing until a batch is acknowledged.
-                self.retry.at = None;
+                self.retry.reconnected();
             }
             Err(f) => {
                 self.shared.count_error(f.class(), f.text.clone());

@@ -16,7 +16,7 @@ use super::link::Link;
 pub(super) struct Heartbeat {
     interval: Option<Duration>,
     /// When it is due next (`None`: no heartbeat).
-    pub(super) next: Option<Instant>,
+    next: Option<Instant>,
     key: Vec<u8>,
     /// The writer id, as a JSON string.
     writer: String,
@@ -26,6 +26,11 @@ impl Heartbeat {
     pub(super) fn new(interval: Option<Duration>, key: Vec<u8>, writer_id: &str) -> Heartbeat {
         let writer = serde_json::Value::from(writer_id).to_string();
         Heartbeat { interval, next: interval.map(|_| Instant::now()), key, writer }
+    }
+
+    #[inline]
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.next
     }
 
     /// Whether the heartbeat is due now.

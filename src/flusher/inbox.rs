@@ -16,14 +16,14 @@ use super::pending::Pending;
 
 /// The flusher's side of the channel, and what it received.
 pub(super) struct Inbox {
-    pub(super) rx: Receiver<Msg>,
-    pub(super) pending: Pending,
+    rx: Receiver<Msg>,
+    pending: Pending,
     /// A `clear` that waits for everything before it.
-    pub(super) barrier: Option<Barrier>,
+    barrier: Option<Barrier>,
     /// The sequence number of the last write taken from the channel.
-    pub(super) received_seq: u64,
+    received_seq: u64,
     /// `close`'s deadline, once it asked (by message or through `Shared`).
-    pub(super) shutdown: Option<Instant>,
+    shutdown: Option<Instant>,
 }
 
 impl Inbox {
@@ -63,15 +63,68 @@ impl Inbox {
     }
 
     /// Whether more may be taken from the channel: no `clear` waits,
-    /// `pending` holds fewer than `limit` items and is within the
-    /// configured bounds.
+    /// `pending` holds fewer than `limit` items and fewer events and
+    /// snapshots than `max_pending_events` and `max_pending_snapshots`.
     pub(super) fn has_room(&self, limit: usize, cfg: &Config) -> bool {
-        self.barrier.is_none() && self.pending.len() < limit && self.within_bounds(cfg)
+        self.barrier.is_none()
+            && self.pending.len() < limit
+            && self.pending.events() < cfg.max_pending_events
+            && self.pending.snapshots() < cfg.max_pending_snapshots
     }
 
-    /// Whether `pending` is within `max_pending_events` and
-    /// `max_pending_snapshots`.
-    pub(super) fn within_bounds(&self, cfg: &Config) -> bool {
-        self.pending.events() < cfg.max_pending_events && self.pending.snapshots() < cfg.max_pending_snapshots
+    #[inline]
+    pub(super) fn rx(&self) -> &Receiver<Msg> {
+        &self.rx
+    }
+
+    #[inline]
+    pub(super) fn pending(&self) -> &Pending {
+        &self.pending
+    }
+
+    /// The pending writes, for the next batch to take the oldest
+    /// (`InFlight::build`).
+    pub(super) fn for_batch(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    #[inline]
+    pub(super) fn received_seq(&self) -> u64 {
+        self.received_seq
+    }
+
+    pub(super) fn has_barrier(&self) -> bool {
+        self.barrier.is_some()
+    }
+
+    /// Counts keys the waiting `clear` deleted.
+    pub(super) fn count_cleared(&mut self, deleted: u64) {
+        if let Some(b) = self.barrier.as_mut() {
+            b.deleted += deleted;
+        }
+    }
+
+    /// The waiting `clear`, to answer.
+    pub(super) fn take_barrier(&mut self) -> Option<Barrier> {
+        self.barrier.take()
+    }
+
+    /// Fenced: nothing pending is written; the waiting `clear` is returned
+    /// to be answered.
+    pub(super) fn discard(&mut self) -> Option<Barrier> {
+        self.pending.discard();
+        self.barrier.take()
+    }
+
+    #[inline]
+    pub(super) fn shutdown(&self) -> Option<Instant> {
+        self.shutdown
+    }
+
+    /// `close` asked to stop by `deadline`; `false` when it already had.
+    pub(super) fn begin_shutdown(&mut self, deadline: Instant) -> bool {
+        let first = self.shutdown.is_none();
+        self.shutdown.get_or_insert(deadline);
+        first
     }
 }

@@ -17,10 +17,10 @@ use super::pending::Pending;
 /// The batches built and not yet acknowledged, and what they were built with.
 pub(super) struct InFlight {
     /// The batch being written: the oldest not yet acknowledged.
-    pub(super) held: Option<Batch>,
+    held: Option<Batch>,
     /// The batch after it, queued on the server behind it (`commit.rs`).
     /// Only ever set while `held` is: `take_held` promotes it.
-    pub(super) next: Option<Batch>,
+    next: Option<Batch>,
     /// The last batch number used (by a batch, or by a control
     /// transaction: a purge step, a `clear`, a marker touch).
     batch_no: u64,
@@ -28,11 +28,11 @@ pub(super) struct InFlight {
     built_seq: u64,
     /// Bumped whenever the index sets may have changed under us: a batch
     /// built for an older generation adds back the entries it skipped.
-    pub(super) generation: u64,
+    generation: u64,
     /// Ids in the index sets once every built batch applies (`index.rs`).
     indexed: Indexed,
     /// Collections written by this flusher (for `clear` and retention).
-    pub(super) collections: Vec<&'static str>,
+    collections: Vec<&'static str>,
     packer: Packer,
     bufs: Bufs,
 }
@@ -72,7 +72,7 @@ impl InFlight {
             marker: Marker { epoch: link.epoch(), batch: self.batch_no },
             first_seq: self.built_seq + 1,
             generation: self.generation,
-            value_limit: batch::value_limit(cfg, link.bulk_limit),
+            value_limit: batch::value_limit(cfg, link.bulk_limit()),
             heartbeat,
             now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_ms),
             server_now_ms: link.server_now_ms(),
@@ -101,6 +101,37 @@ impl InFlight {
         if let Some(b) = self.held.as_mut().filter(|b| !b.is_applied() && b.generation != generation) {
             b.reindex(generation, keys, &mut self.bufs, &mut self.packer);
         }
+    }
+
+    pub(super) fn held(&self) -> Option<&Batch> {
+        self.held.as_ref()
+    }
+
+    pub(super) fn held_mut(&mut self) -> Option<&mut Batch> {
+        self.held.as_mut()
+    }
+
+    /// The batch behind the held one.
+    pub(super) fn next_mut(&mut self) -> Option<&mut Batch> {
+        self.next.as_mut()
+    }
+
+    /// The batch behind the held one when it may be queued behind it: built
+    /// for the current index generation (else it goes the plain way once
+    /// held, adding back its index entries).
+    pub(super) fn next_to_queue(&mut self) -> Option<&mut Batch> {
+        self.next.as_mut().filter(|b| b.is_built() && b.generation == self.generation)
+    }
+
+    /// Fenced: nothing built is written.
+    pub(super) fn drop_all(&mut self) {
+        (self.held, self.next) = (None, None);
+    }
+
+    /// Collections written by this flusher.
+    #[inline]
+    pub(super) fn collections(&self) -> &[&'static str] {
+        &self.collections
     }
 
     /// Takes the held batch out (settled) and makes the batch behind it the

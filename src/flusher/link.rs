@@ -36,7 +36,7 @@ pub(super) struct Link {
     dead_client: Option<(ClientIdentity, String)>,
     /// The largest value the server takes (`proto-max-bulk-len`), when the
     /// last connection said; kept while disconnected, for building batches.
-    pub(super) bulk_limit: Option<usize>,
+    bulk_limit: Option<usize>,
     marker_key: Vec<u8>,
     epoch: u64,
     /// The commands the link appends itself (`EXEC`, `WATCH`, `GET`, …).
@@ -101,6 +101,11 @@ impl Link {
     /// The address of the connection (empty when there is none).
     pub(super) fn addr(&self) -> &str {
         self.conn.as_ref().map_or("", |c| c.addr.as_str())
+    }
+
+    #[inline]
+    pub(super) fn bulk_limit(&self) -> Option<usize> {
+        self.bulk_limit
     }
 
     pub(super) fn server_now_ms(&self) -> Option<u64> {

@@ -92,7 +92,7 @@ impl Intake for Flusher {
     type Msg = Msg;
 
     fn channel(&self) -> &Receiver<Msg> {
-        &self.inbox.rx
+        self.inbox.rx()
     }
 
     fn receive(&mut self, msg: Msg) {
@@ -136,13 +136,13 @@ impl Flusher {
             }
             self.start_auto_purge();
             // (The next batch is only ever built while one is held.)
-            let work = !self.inbox.pending.is_empty()
-                || self.inflight.held.is_some()
-                || self.inbox.barrier.is_some()
+            let work = !self.inbox.pending().is_empty()
+                || self.inflight.held().is_some()
+                || self.inbox.has_barrier()
                 || !self.purges.is_empty()
                 || self.heartbeat_due();
             if !work {
-                if self.inbox.shutdown.is_some() {
+                if self.inbox.shutdown().is_some() {
                     // Told to stop through `Shared` rather than by the
                     // message: writes may still be queued behind it.
                     if self.take_next() {
@@ -164,14 +164,14 @@ impl Flusher {
             self.drain();
             if !self.link.is_up() || self.retry.is_waiting() {
                 // A short sleep, so the channel keeps being drained.
-                net::pause(self.retry.at, self.inbox.shutdown);
+                self.retry.pause(self.inbox.shutdown());
                 if !self.link.is_up() && !self.retry.is_waiting() {
                     self.reconnect();
                 }
                 continue;
             }
-            if self.inflight.held.is_none() {
-                if self.heartbeat_due() && (self.inbox.pending.is_empty() || self.purge_turn()) {
+            if self.inflight.held().is_none() {
+                if self.heartbeat_due() && (self.inbox.pending().is_empty() || self.purge_turn()) {
                     // No batch to carry it: the heartbeat goes on its own,
                     // before a purge step or a `clear` (never starved).
                     self.idle_heartbeat();
@@ -182,8 +182,8 @@ impl Flusher {
                     self.purge_step();
                     continue;
                 }
-                if self.inbox.pending.is_empty() {
-                    if self.inbox.barrier.is_some() {
+                if self.inbox.pending().is_empty() {
+                    if self.inbox.has_barrier() {
                         // Only a `clear` is left, and everything before it
                         // is acknowledged.
                         self.run_clear();
@@ -197,7 +197,7 @@ impl Flusher {
         }
         let acked = self.shared.acked();
         // Writes still in the channel were accepted too.
-        let accepted = self.inbox.received_seq.max(self.shared.accepted());
+        let accepted = self.inbox.received_seq().max(self.shared.accepted());
         let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
         if report.unpersisted > 0 {
             log::error!(
@@ -205,7 +205,7 @@ impl Flusher {
                 report.unpersisted
             );
         }
-        if let Some(b) = self.inbox.barrier.take() {
+        if let Some(b) = self.inbox.take_barrier() {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
         self.abandon_purges();
@@ -221,13 +221,13 @@ impl Flusher {
     /// the `Shutdown` message may still be in the channel).
     fn past_deadline(&mut self) -> bool {
         self.check_stop();
-        self.inbox.shutdown.is_some_and(|d| Instant::now() >= d)
+        self.inbox.shutdown().is_some_and(|d| Instant::now() >= d)
     }
 
     /// `close`/`Drop` leave their deadline in `Shared` too: with Redis down
     /// and `pending` full, the `Shutdown` message may never arrive.
     fn check_stop(&mut self) {
-        if self.inbox.shutdown.is_none() {
+        if self.inbox.shutdown().is_none() {
             if let Some(deadline) = self.shared.stop_requested() {
                 self.begin_shutdown(deadline);
             }
@@ -235,8 +235,7 @@ impl Flusher {
     }
 
     fn begin_shutdown(&mut self, deadline: Instant) {
-        if self.inbox.shutdown.is_none() {
-            self.inbox.shutdown = Some(deadline);
+        if self.inbox.begin_shutdown(deadline) {
             // Writes are what `close` waits for; a purge is given up.
             self.abandon_purges();
         }
@@ -247,8 +246,8 @@ impl Flusher {
     /// `retain_closed_for` pass).
     fn wait_first(&mut self) -> Wake<Msg> {
         let idle = Idle { poll: self.cfg.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
-        let due = [self.heartbeat.next, self.purges.next_auto].into_iter().flatten().min();
-        intake::wait_first(&self.inbox.rx, idle, due, || false)
+        let due = [self.heartbeat.next_due(), self.purges.next_auto()].into_iter().flatten().min();
+        intake::wait_first(self.inbox.rx(), idle, due, || false)
     }
 
     /// Moves queued messages into `pending`: up to a batch while writing,
@@ -256,7 +255,7 @@ impl Flusher {
     /// key), within the `max_pending_*` bounds, so that an outage fills the
     /// channel and callers are told. Stops at a `clear`.
     fn drain(&mut self) {
-        let writing = self.link.is_up() && self.retry.at.is_none();
+        let writing = self.link.is_up() && !self.retry.is_scheduled();
         let limit = if writing { self.cfg.max_batch } else { usize::MAX };
         self.take_queued(|f, _| f.inbox.has_room(limit, &f.cfg));
     }
@@ -264,12 +263,12 @@ impl Flusher {
     /// Keeps draining for `buffer_interval` after the first message (fewer,
     /// larger batches; off by default).
     fn linger(&mut self) {
-        if self.cfg.buffer_interval.is_zero() || self.inbox.shutdown.is_some() {
+        if self.cfg.buffer_interval.is_zero() || self.inbox.shutdown().is_some() {
             return;
         }
         let until = net::deadline_after(self.cfg.buffer_interval);
-        while self.inbox.pending.len() < self.cfg.max_batch
-            && self.inbox.barrier.is_none()
+        while self.inbox.pending().len() < self.cfg.max_batch
+            && !self.inbox.has_barrier()
             && Instant::now() < until
         {
             self.drain();
@@ -289,7 +288,7 @@ impl Flusher {
     /// Builds the next batch from the oldest pending writes, with the
     /// heartbeat when due, and records the writes it could not include.
     fn build(&mut self) {
-        if self.inbox.pending.is_empty() {
+        if self.inbox.pending().is_empty() {
             return;
         }
         let (acked, accepted) = self.heartbeat_seqs();
@@ -302,7 +301,7 @@ impl Flusher {
             &self.keys,
             &self.link,
             heartbeat.as_ref(),
-            &mut self.inbox.pending,
+            self.inbox.for_batch(),
         );
         for d in dropped {
             self.shared.record_drop(d.seq, d.writes, d.key, d.class, d.detail);
@@ -311,13 +310,13 @@ impl Flusher {
 
     /// The heartbeat is due (never while shutting down).
     fn heartbeat_due(&self) -> bool {
-        self.inbox.shutdown.is_none() && self.heartbeat.due()
+        self.inbox.shutdown().is_none() && self.heartbeat.due()
     }
 
     /// (acknowledged, accepted) sequence numbers, for the heartbeat.
     fn heartbeat_seqs(&self) -> (u64, u64) {
         let acked = self.shared.acked();
-        (acked, self.shared.accepted().max(self.inbox.received_seq))
+        (acked, self.shared.accepted().max(self.inbox.received_seq()))
     }
 
     /// The heartbeat on its own (idle, or before a purge step or a clear).
@@ -332,7 +331,7 @@ impl Flusher {
     }
 
     fn queue_purge(&mut self, req: PurgeRequest) {
-        if self.shared.is_fenced() || self.inbox.shutdown.is_some() {
+        if self.shared.is_fenced() || self.inbox.shutdown().is_some() {
             if let Some(r) = &req.reply {
                 let _ = r.try_send(Err(self.stopped_error()));
             }
@@ -348,16 +347,16 @@ impl Flusher {
 
     /// A purge step may run now (nothing is in flight: the caller checks).
     fn purge_turn(&self) -> bool {
-        self.purges.turn(self.inbox.barrier.is_some(), self.inbox.pending.is_empty())
+        self.purges.turn(self.inbox.has_barrier(), self.inbox.pending().is_empty())
     }
 
     /// `retain_closed_for`: starts a pass over the reference collections
     /// and those written since `open` when one is due.
     fn start_auto_purge(&mut self) {
-        if self.inbox.shutdown.is_some() {
+        if self.inbox.shutdown().is_some() {
             return;
         }
-        if let Some(req) = self.purges.auto_due(self.cfg.retain_closed_for, &self.inflight.collections) {
+        if let Some(req) = self.purges.auto_due(self.cfg.retain_closed_for, self.inflight.collections()) {
             self.queue_purge(req);
         }
     }
@@ -366,7 +365,7 @@ impl Flusher {
     /// every write accepted before the step is out of the channel.
     fn purge_step(&mut self) {
         // The turn owed is taken.
-        self.purges.owed = false;
+        self.purges.take_turn();
         if self.purges.in_doubt() {
             if let Err(f) = self.purges.settle(&mut guard!(self)) {
                 self.fail(f);
@@ -385,7 +384,8 @@ impl Flusher {
         if !self.absorb_until(at_seq) || !self.ensure_watching() {
             return;
         }
-        match self.purges.try_step(&mut guard!(self), &self.keys, &self.inbox.pending, self.cfg.purge_batch) {
+        match self.purges.try_step(&mut guard!(self), &self.keys, self.inbox.pending(), self.cfg.purge_batch)
+        {
             Ok(()) => self.purges.finish_if_done(),
             Err(f) if f.action() == Action::Fence => self.enter_fenced(f),
             Err(f) if f.action() == Action::Drop => {
@@ -406,31 +406,31 @@ impl Flusher {
     /// delete an entity one of them reopened); later writes stay in the
     /// channel. `false` when `pending` is at its bounds or a `clear` was met.
     fn absorb_until(&mut self, seq: u64) -> bool {
-        while self.inbox.received_seq < seq {
-            if self.inbox.barrier.is_some() || !self.inbox.within_bounds(&self.cfg) {
+        while self.inbox.received_seq() < seq {
+            if !self.inbox.has_room(usize::MAX, &self.cfg) {
                 return false;
             }
-            match self.inbox.rx.try_recv() {
+            match self.inbox.rx().try_recv() {
                 Ok(m) => self.absorb(m),
                 // (The store of `accepted_seq` follows its send.)
                 Err(_) => return false,
             }
         }
-        self.inbox.barrier.is_none()
+        !self.inbox.has_barrier()
     }
 
     /// Executes a `clear` once everything before it is acknowledged
     /// (`clear.rs`).
     fn run_clear(&mut self) {
-        if self.inbox.barrier.is_none() || !self.ensure_watching() {
+        if !self.inbox.has_barrier() || !self.ensure_watching() {
             return;
         }
-        let (shutdown, shared) = (self.inbox.shutdown, self.shared.clone());
+        let (shutdown, shared) = (self.inbox.shutdown(), self.shared.clone());
         let (mut deleted, mut interrupted) = (0, false);
         let seqs = self.heartbeat_seqs();
         let heartbeat = shutdown.is_none().then_some(&mut self.heartbeat);
         let mut session = Beating { link: &mut self.link, heartbeat, seqs };
-        let collections = self.inflight.collections.to_vec();
+        let collections = self.inflight.collections().to_vec();
         let inflight = &mut self.inflight;
         let result = crate::store::own_keys::delete_own_keys(
             &mut session,
@@ -450,13 +450,11 @@ impl Flusher {
                 Ok(n)
             },
         );
-        if let Some(b) = self.inbox.barrier.as_mut() {
-            b.deleted += deleted;
-        }
+        self.inbox.count_cleared(deleted);
         match result {
             Ok(_) => {
                 self.inflight.forget_index();
-                if let Some(b) = self.inbox.barrier.take() {
+                if let Some(b) = self.inbox.take_barrier() {
                     self.shared.note_acked(b.seq);
                     self.inflight.cleared(b.seq);
                     let _ = b.reply.try_send(Ok(b.deleted));

@@ -64,9 +64,9 @@ pub(super) struct PurgeScheduler {
     jobs: VecDeque<PurgeJob>,
     /// A purge step is owed: a batch was written since the last step (so
     /// purges and batches take turns).
-    pub(super) owed: bool,
+    owed: bool,
     /// When `retain_closed_for` starts its next pass (`None`: never).
-    pub(super) next_auto: Option<Instant>,
+    next_auto: Option<Instant>,
 }
 
 impl PurgeScheduler {
@@ -78,6 +78,22 @@ impl PurgeScheduler {
 
     pub(super) fn is_empty(&self) -> bool {
         self.jobs.is_empty()
+    }
+
+    /// A batch was acknowledged: a purge step is owed.
+    pub(super) fn owe_turn(&mut self) {
+        self.owed = true;
+    }
+
+    /// A purge step takes the turn owed.
+    pub(super) fn take_turn(&mut self) {
+        self.owed = false;
+    }
+
+    /// When the next `retain_closed_for` pass is due.
+    #[inline]
+    pub(super) fn next_auto(&self) -> Option<Instant> {
+        self.next_auto
     }
 
     /// Queues a purge behind those under way.

@@ -10,7 +10,7 @@ use crate::net::{self, Backoff};
 pub(super) struct Retry {
     backoff: Backoff,
     /// When the next attempt may start (passed or not; `None`: now).
-    pub(super) at: Option<Instant>,
+    at: Option<Instant>,
 }
 
 impl Retry {
@@ -27,6 +27,22 @@ impl Retry {
     pub(super) fn reset(&mut self) {
         self.backoff.reset();
         self.at = None;
+    }
+
+    /// Reconnected: the next attempt may start now (the backoff keeps
+    /// growing until a batch is acknowledged).
+    pub(super) fn reconnected(&mut self) {
+        self.at = None;
+    }
+
+    /// Whether an attempt waits for the backoff (its time passed or not).
+    pub(super) fn is_scheduled(&self) -> bool {
+        self.at.is_some()
+    }
+
+    /// A short sleep, until the next attempt or `shutdown` at the latest.
+    pub(super) fn pause(&self, shutdown: Option<Instant>) {
+        net::pause(self.at, shutdown);
     }
 
     /// Whether the next attempt is scheduled for later than now.
