@@ -1,12 +1,8 @@
 //! The channel side of a writer thread's run loop, written once for the
 //! `Cache`'s flusher and the kv writer: taking what is queued without
-//! waiting ([`Intake`]), waiting for the first message of a batch by
-//! polling, then parking ([`wait_first`]), and the guard that marks the
-//! thread dead however it ends ([`AliveGuard`]).
-//!
-//! What each loop does with a message, when it writes and how it settles
-//! a batch stay with the thread (`crate::flusher`, `crate::kv`); the
-//! reconnect backoff and the pause between retries are `crate::net`'s.
+//! waiting ([`Intake`]), waiting for the first message of a batch
+//! ([`wait_first`]), and the guard that marks the thread dead however it
+//! ends ([`AliveGuard`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +30,7 @@ pub(crate) trait Intake {
     fn senders_gone(&mut self);
 
     /// Takes queued messages in, without waiting, while `more` (given the
-    /// thread and how many were taken so far) holds; stops when the
-    /// channel is empty, or once every sender is gone.
+    /// thread and how many were taken so far) holds and the channel has any.
     fn take_queued(&mut self, more: impl Fn(&Self, usize) -> bool) {
         let mut taken = 0;
         while more(self, taken) {
@@ -52,8 +47,7 @@ pub(crate) trait Intake {
     }
 
     /// While shutting down with nothing left to write: takes one more
-    /// message if one is queued (`true`), or says there is none (`false`:
-    /// the thread may end).
+    /// message if one is queued (`false`: none, the thread may end).
     fn take_next(&mut self) -> bool {
         match self.channel().try_recv() {
             Ok(m) => {
@@ -85,10 +79,9 @@ pub(crate) struct Idle {
     pub(crate) park_after: Duration,
 }
 
-/// Waits for the first message of a batch on `rx`, as `idle` says.
-/// Returns [`Wake::Tick`] once `due` (the thread's next idle work, if it
-/// has any) has come, and [`Wake::Stop`] as soon as `stop` holds, looked
-/// at between polls and at least every 200 ms while parked.
+/// Waits for the first message of a batch on `rx`, as `idle` says;
+/// [`Wake::Tick`] once `due` (the next idle work) has come, [`Wake::Stop`]
+/// as soon as `stop` holds (looked at least every 200 ms while parked).
 pub(crate) fn wait_first<M>(
     rx: &Receiver<M>,
     idle: Idle,

@@ -133,55 +133,15 @@ pub enum Record {
 }
 
 impl Record {
-    pub(crate) fn collection(&self) -> &'static str {
+    /// The entity, asked on the flusher thread (collection, id, whether
+    /// closed, last update) and encoded there.
+    pub(crate) fn as_dyn(&self) -> &dyn DynEntity {
         match self {
-            Record::Instrument(v) => DynEntity::collection(v),
-            Record::Account(v) => DynEntity::collection(v.as_ref()),
-            Record::Order(v) => DynEntity::collection(v),
-            Record::Position(v) => DynEntity::collection(v),
-            Record::Dyn(d) => d.collection(),
-        }
-    }
-
-    pub(crate) fn id(&self) -> &str {
-        match self {
-            Record::Instrument(v) => DynEntity::id(v),
-            Record::Account(v) => DynEntity::id(v.as_ref()),
-            Record::Order(v) => DynEntity::id(v),
-            Record::Position(v) => DynEntity::id(v),
-            Record::Dyn(d) => d.id(),
-        }
-    }
-
-    /// [`Entity::is_closed`], asked on the flusher thread.
-    pub(crate) fn is_closed(&self) -> bool {
-        match self {
-            Record::Instrument(v) => DynEntity::is_closed(v),
-            Record::Account(v) => DynEntity::is_closed(v.as_ref()),
-            Record::Order(v) => DynEntity::is_closed(v),
-            Record::Position(v) => DynEntity::is_closed(v),
-            Record::Dyn(d) => d.is_closed(),
-        }
-    }
-
-    /// [`Entity::last_updated`], asked on the flusher thread.
-    pub(crate) fn last_updated(&self) -> Option<UnixNanos> {
-        match self {
-            Record::Instrument(v) => DynEntity::last_updated(v),
-            Record::Account(v) => DynEntity::last_updated(v.as_ref()),
-            Record::Order(v) => DynEntity::last_updated(v),
-            Record::Position(v) => DynEntity::last_updated(v),
-            Record::Dyn(d) => d.last_updated(),
-        }
-    }
-
-    pub(crate) fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        match self {
-            Record::Instrument(v) => codec::encode(v, encoding, out),
-            Record::Account(v) => codec::encode(v, encoding, out),
-            Record::Order(v) => codec::encode(v, encoding, out),
-            Record::Position(v) => codec::encode(v, encoding, out),
-            Record::Dyn(d) => d.encode(encoding, out),
+            Record::Instrument(v) => v,
+            Record::Account(v) => v.as_ref(),
+            Record::Order(v) => v,
+            Record::Position(v) => v,
+            Record::Dyn(d) => d.as_ref(),
         }
     }
 }

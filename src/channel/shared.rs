@@ -1,7 +1,6 @@
 //! The state a writer thread (the `Cache`'s flusher, or the kv writer)
-//! shares with its callers. `Shared` holds the sequence numbers, the
-//! counters behind `stats()` and `health()` (error counts by class, the
-//! batch latency histogram), the stop request, the fence and the drop log,
+//! shares with its callers: the sequence numbers, the counters behind
+//! `stats()` and `health()`, the stop request, the fence, the drop log,
 //! and the callers asleep in `wait`/`flush` until `acked_seq` moves.
 
 use std::sync::atomic::{
@@ -25,7 +24,6 @@ pub(crate) const LAT_BUCKETS: usize = 32;
 pub(crate) enum Count {
     /// Writes refused because the channel was full.
     Rejected,
-    /// Batches acknowledged.
     Batches,
     /// Commands Redis executed.
     Written,
@@ -34,11 +32,8 @@ pub(crate) enum Count {
     Reconnects,
     /// Batches in doubt replayed after a reconnect.
     Replays,
-    /// Entities deleted by purges.
     Purged,
-    /// Commit-marker losses seen by the writer thread.
     MarkerLosses,
-    /// Writes dropped (`record_drop`).
     Dropped,
     /// Dropped writes left out of the drop log because it was full.
     DropsUnlisted,
@@ -58,19 +53,16 @@ pub(crate) struct Shared {
     accepted_seq: CachePadded<AtomicU64>,
     acked_seq: CachePadded<AtomicU64>,
     counts: [AtomicU64; Count::N],
-    /// The last commit-marker loss seen, as reported.
     marker_lost: Mutex<Option<String>>,
     connected: AtomicBool,
     alive: AtomicBool,
     errors: [AtomicU64; ErrorKind::COUNT],
-    /// Dropped writes by the class of the reason (`Stats::dropped` split).
     dropped_by: [AtomicU64; ErrorKind::COUNT],
     lat_us: [AtomicU64; LAT_BUCKETS],
     /// The sum of the recorded batch latencies, in µs (a histogram's `_sum`).
     lat_sum_us: AtomicU64,
     last_error: Mutex<Option<LastError>>,
     backpressure: Mutex<Option<String>>,
-    /// Dropped writes not yet collected by `Cache::take_dropped`.
     drop_log: Mutex<DropLog>,
     /// The lowest sequence number in `drop_log` (0: none), so that `wait`
     /// checks for drops with one atomic load.
@@ -83,7 +75,6 @@ pub(crate) struct Shared {
     /// reads it), with the writer key and what the flusher found.
     fenced: CachePadded<AtomicBool>,
     fence: Mutex<Option<(String, String)>>,
-    /// Callers of `wait`/`flush` asleep until `acked_seq` moves.
     waiters: Waiters,
 }
 
@@ -99,7 +90,6 @@ struct DropLog {
     untaken: u64,
 }
 
-/// The last error the flusher met.
 #[derive(Debug, Clone)]
 struct LastError {
     class: ErrorKind,
@@ -108,63 +98,12 @@ struct LastError {
 }
 
 /// Lets `wait`/`flush` (of a `Cache` or a `Kv`) sleep until `acked_seq`
-/// moves; the writer thread wakes them only when someone waits.
+/// moves; the writer thread wakes them only when someone waits (`count`).
 #[derive(Default)]
 struct Waiters {
     count: std::sync::atomic::AtomicUsize,
     lock: Mutex<()>,
     cv: parking_lot::Condvar,
-}
-
-impl Waiters {
-    /// Wakes the waiters after `acked_seq` moved, when there are any.
-    /// SeqCst: with the `SeqCst` store of `acked_seq` before it, either
-    /// this load sees a waiter's increment or that waiter's `SeqCst` load
-    /// of `acked_seq` sees the new value (no wake-up is missed).
-    fn wake(&self) {
-        if self.count.load(SeqCst) > 0 {
-            self.wake_all();
-        }
-    }
-
-    /// Wakes every waiter, counted or not (the writer stopped or was
-    /// fenced).
-    fn wake_all(&self) {
-        let _g = self.lock.lock();
-        self.cv.notify_all();
-    }
-
-    /// Blocks until write `seq` is acknowledged in `shared`, the writer is
-    /// fenced or stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
-    fn wait(&self, shared: &Shared, seq: u64, timeout: Duration) -> Result<(), Error> {
-        if shared.acked() >= seq {
-            return shared.drop_error(seq).map_or(Ok(()), Err);
-        }
-        let deadline = crate::net::deadline_after(timeout);
-        self.count.fetch_add(1, SeqCst);
-        let mut guard = self.lock.lock();
-        let result = loop {
-            if shared.acked() >= seq {
-                break shared.drop_error(seq).map_or(Ok(()), Err);
-            }
-            if let Some(e) = shared.fence_error() {
-                break Err(e);
-            }
-            if !shared.is_alive() {
-                break Err(Error::Closed);
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                break Err(Error::WaitTimeout(timeout));
-            }
-            // Bounded slices: a safety net, not the wake-up mechanism.
-            let slice = (deadline - now).min(Duration::from_millis(20));
-            self.cv.wait_for(&mut guard, slice);
-        };
-        drop(guard);
-        self.count.fetch_sub(1, SeqCst);
-        result
-    }
 }
 
 impl Shared {
@@ -191,19 +130,48 @@ impl Shared {
     /// guarantees that one of them sees the other.
     pub(crate) fn note_acked(&self, seq: u64) {
         self.acked_seq.store(seq, SeqCst);
-        self.waiters.wake();
+        if self.waiters.count.load(SeqCst) > 0 {
+            self.wake_all();
+        }
     }
 
     /// Blocks until write `seq` is acknowledged, the writer is fenced or
     /// stopped, or `timeout` passes (`Cache::wait`, `Kv::wait`).
     pub(crate) fn wait(&self, seq: u64, timeout: Duration) -> Result<(), Error> {
-        self.waiters.wait(self, seq, timeout)
+        if self.acked() >= seq {
+            return self.drop_error(seq).map_or(Ok(()), Err);
+        }
+        let deadline = crate::net::deadline_after(timeout);
+        let w = &self.waiters;
+        w.count.fetch_add(1, SeqCst);
+        let mut guard = w.lock.lock();
+        let result = loop {
+            if self.acked() >= seq {
+                break self.drop_error(seq).map_or(Ok(()), Err);
+            }
+            if let Some(e) = self.fence_error() {
+                break Err(e);
+            }
+            if !self.is_alive() {
+                break Err(Error::Closed);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break Err(Error::WaitTimeout(timeout));
+            }
+            // Bounded slices: a safety net, not the wake-up mechanism.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            w.cv.wait_for(&mut guard, slice);
+        };
+        drop(guard);
+        w.count.fetch_sub(1, SeqCst);
+        result
     }
 
-    /// Wakes every caller in `wait`, whatever it waits for (the writer
-    /// stopped or was fenced).
+    /// Wakes every caller in `wait` (the writer stopped or was fenced).
     pub(crate) fn wake_all(&self) {
-        self.waiters.wake_all();
+        let _g = self.waiters.lock.lock();
+        self.waiters.cv.notify_all();
     }
 
     /// The last sequence number acknowledged. SeqCst: pairs with
@@ -240,7 +208,7 @@ impl Shared {
 
     /// Records whether the writer thread runs (set when it starts, cleared
     /// by its guard however it ends). SeqCst, as `acked_seq` beside which
-    /// `Waiters::wait` reads it; never on a hot path.
+    /// `Shared::wait` reads it; never on a hot path.
     pub(crate) fn set_alive(&self, alive: bool) {
         self.alive.store(alive, SeqCst);
     }
@@ -257,14 +225,12 @@ impl Shared {
         std::mem::replace(&mut *self.backpressure.lock(), why).is_some()
     }
 
-    /// Whether Redis refuses writes for now (see
-    /// [`Shared::set_backpressure`]).
+    /// Whether Redis refuses writes for now.
     pub(crate) fn has_backpressure(&self) -> bool {
         self.backpressure.lock().is_some()
     }
 
-    /// Records a commit-marker loss (`detail`, shown by `health()`) and
-    /// counts it.
+    /// Records a commit-marker loss (shown by `health()`) and counts it.
     pub(crate) fn note_marker_lost(&self, detail: String) {
         self.add(Count::MarkerLosses, 1);
         *self.marker_lost.lock() = Some(detail);
@@ -273,36 +239,6 @@ impl Shared {
     /// When the last error was met, if any.
     pub(crate) fn last_error_at(&self) -> Option<std::time::SystemTime> {
         self.last_error.lock().as_ref().map(|l| l.at)
-    }
-
-    /// The end of a writer thread's life (the flusher's, or the kv
-    /// writer's), once it was asked to stop by `deadline`: waits for its
-    /// own report and joins it. It stops at `deadline` at the latest (its
-    /// longest blocking call is bounded by the connect/response timeouts,
-    /// hence a little slack); if it does not report by then, what is still
-    /// unacknowledged is counted from the sequence numbers.
-    pub(crate) fn await_writer(
-        &self,
-        done: &crossbeam_channel::Receiver<crate::error::CloseReport>,
-        thread: &Mutex<Option<std::thread::JoinHandle<()>>>,
-        deadline: std::time::Instant,
-    ) -> crate::error::CloseReport {
-        let slack = Duration::from_millis(250);
-        match done.recv_deadline(deadline.checked_add(slack).unwrap_or(deadline)) {
-            Ok(report) => {
-                if let Some(t) = thread.lock().take() {
-                    let _ = t.join();
-                }
-                report
-            }
-            Err(_) => {
-                let acked = self.acked();
-                crate::error::CloseReport {
-                    acked_seq: acked,
-                    unpersisted: self.accepted().saturating_sub(acked),
-                }
-            }
-        }
     }
 
     /// Asks the flusher to stop by `deadline`, however full the channel is.
@@ -349,10 +285,9 @@ impl Shared {
         Some(Error::Fenced { writer_key, detail })
     }
 
-    /// Counts a write the flusher could not persist and records it for
+    /// Counts `writes` writes the flusher could not persist (more than one
+    /// for a refused command that carried several) and records them for
     /// `take_dropped` and `wait`.
-    /// `writes` is how many writes the entry stands for (more than one
-    /// for a command, refused inside a transaction, that carried several).
     pub(crate) fn record_drop(&self, seq: u64, writes: u64, key: String, class: ErrorKind, detail: String) {
         self.add(Count::Dropped, writes);
         self.dropped_by[class.index()].fetch_add(writes, Relaxed);
@@ -430,7 +365,7 @@ impl Shared {
     }
 
     fn percentile_us(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self.lat_us.iter().map(|c| c.load(Relaxed)).collect();
+        let (counts, _) = self.latency_histogram();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -463,12 +398,7 @@ impl Shared {
             purged: self.count(Count::Purged),
             marker_losses: self.count(Count::MarkerLosses),
             dropped: self.count(Count::Dropped),
-            errors: ErrorKind::ALL
-                .iter()
-                .zip(self.errors.iter())
-                .map(|(c, n)| (c.name(), n.load(Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
+            errors: self.error_counts().filter(|(_, n)| *n > 0).map(|(c, n)| (c.name(), n)).collect(),
             batch_latency_p50_us: self.percentile_us(0.50),
             batch_latency_p99_us: self.percentile_us(0.99),
         }

@@ -1,13 +1,7 @@
 //! One batch: building its transaction from pending writes, and the state
-//! it is in until Redis confirms it.
-//!
-//! Building is pure: [`build`] takes the pending writes, the configuration,
-//! the keys, what is known to be indexed and the reused buffers, and
-//! returns the packed `MULTI` and commands (`EXEC` is sent separately, see
-//! `commit.rs`) with what the flusher needs to settle it, and the writes
-//! it could not include. It reads nothing from Redis and touches no state
-//! shared with the callers, so the tests below check the RESP it produces
-//! without a server.
+//! it is in until Redis confirms it. Building is pure (it reads nothing
+//! from Redis), so the tests below check the RESP it produces without a
+//! server.
 
 use std::time::Duration;
 
@@ -29,39 +23,31 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 /// A packed transaction, kept until Redis confirms it.
 pub(super) struct Batch {
     pub(super) no: u64,
-    /// `MULTI` and the commands, packed once and sent as they are; `EXEC`
-    /// (and `WAIT`) go after them (see `send_exec`).
+    /// `MULTI` and the commands, packed once; `EXEC` (and `WAIT`) go after.
     pub(super) tx: Vec<u8>,
-    /// Where each command's name and key stand in `tx`, one a command
-    /// from `MULTI` on: what a refused command is reported by, and what
-    /// is checked after a lost reply.
+    /// Where each command's name and key stand in `tx` (0 is `MULTI`):
+    /// what a refused command is reported by, and checked by.
     pub(super) spans: Vec<Span>,
     /// How many writes each command between `MULTI` and `EXEC` carries, in
     /// order: what a command that fails inside the transaction drops.
     pub(super) weights: Vec<u64>,
-    /// Puts whose index commands were skipped because the id was known to
-    /// be indexed in the same state, open or closed (once the batches
-    /// before this one apply), on the connection the batch was built for.
+    /// Puts whose index commands were skipped, the id known indexed in the
+    /// same state on the connection it was built for (`index.rs`).
     pub(super) unindexed: Vec<Skipped>,
-    /// The sequence numbers this batch covers: acknowledging it
-    /// acknowledges every write up to `max_seq`.
+    /// The sequence numbers this batch covers.
     pub(super) first_seq: u64,
     pub(super) max_seq: u64,
     /// The connection generation `tx` was built for.
     pub(super) generation: u64,
-    /// What may show that the batch is not in Redis when the commit
-    /// marker cannot (it is gone): the last log it appends to and the
-    /// entries it leaves at that log's tail (a log that does not end with
-    /// them never got them; one that does may have had them already:
-    /// identical events are normal). `None` when it appends nothing, and
-    /// replaying it is harmless (snapshots, deletes and index entries are
-    /// the same written twice).
+    /// What may show that the batch is not in Redis when the marker cannot
+    /// (it is gone, `loss.rs`): its last log and the entries it leaves at
+    /// that log's tail. `None` when it appends nothing (replaying it is
+    /// harmless).
     pub(super) probe: Option<Probe>,
     state: State,
-    /// Its `EXEC` may have applied on a connection whose reply was lost
-    /// (or it did, and only the replica `WAIT` was lost): set by `lost`
-    /// and `reconnected`, never cleared. A batch only ever aborted by the
-    /// marker's `WATCH` is known not to be in Redis.
+    /// Its `EXEC` may have applied (a lost reply, or a lost replica
+    /// `WAIT`): set by `lost` and `reconnected`, never cleared. A batch only
+    /// ever aborted by the marker's `WATCH` is known not to be in Redis.
     maybe_applied: bool,
 }
 
@@ -75,8 +61,8 @@ pub(super) struct Probe {
 /// after the event that moves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum State {
-    /// Not sent on the current connection (or sent on one since dropped,
-    /// or refused): its whole transaction goes out next time.
+    /// Not sent on the current connection (or refused): its whole
+    /// transaction goes out next time.
     Built,
     /// `MULTI` and its commands sent on the current connection; `EXEC` is
     /// held back until the batch before it is confirmed. `error`: the first
@@ -111,8 +97,7 @@ impl Batch {
         &self.state
     }
 
-    /// The name and the key of command `i` of `tx` (0 is `MULTI`), if it
-    /// has a key.
+    /// The name and the key of command `i` of `tx` (0 is `MULTI`).
     pub(super) fn command(&self, i: usize) -> Option<(&[u8], &[u8])> {
         self.spans.get(i)?.name_key(&self.tx)
     }
@@ -161,17 +146,16 @@ impl Batch {
         }
     }
 
-    /// What was queued on the connection is gone (the connection dropped, a
-    /// `DISCARD`, a refused or aborted `EXEC`): Queued → Built. Other
-    /// states stay.
+    /// What was queued on the connection is gone (dropped, `DISCARD`, a
+    /// refused or aborted `EXEC`): Queued → Built; other states stay.
     pub(super) fn unqueued(&mut self) {
         if self.is_queued() {
             self.state = State::Built;
         }
     }
 
-    /// Its `EXEC` succeeded (or the marker showed it applied and was
-    /// rewritten for the replica `WAIT`): → Applied.
+    /// Its `EXEC` succeeded (or the marker was rewritten for the replica
+    /// `WAIT`): → Applied.
     pub(super) fn exec_applied(&mut self) {
         self.state = State::Applied;
     }
@@ -183,9 +167,8 @@ impl Batch {
         self.maybe_applied = true;
     }
 
-    /// The `WATCH` on the marker aborted its `EXEC`: not applied by this
-    /// one, but an earlier connection's may have been (the marker
-    /// decides): → InDoubt.
+    /// The `WATCH` on the marker aborted its `EXEC`: an earlier
+    /// connection's may have applied (the marker decides): → InDoubt.
     pub(super) fn aborted(&mut self) {
         self.state = State::InDoubt;
     }
@@ -195,24 +178,21 @@ impl Batch {
         self.maybe_applied
     }
 
-    /// A new connection: a batch waiting only for its replicas may have
-    /// lost them in a failover, so the marker decides again
-    /// (Applied → InDoubt).
+    /// A new connection: a batch waiting for its replicas may have lost
+    /// them in a failover, so the marker decides again (Applied → InDoubt).
     pub(super) fn reconnected(&mut self) {
         if self.is_applied() {
             self.lost();
         }
     }
 
-    /// The marker shows it was not applied: it is sent again
-    /// (InDoubt → Built).
+    /// The marker shows it was not applied: InDoubt → Built.
     pub(super) fn replay(&mut self) {
         self.state = State::Built;
     }
 
     /// The connection changed since it was built: the index commands it
-    /// skipped may be missing (a restarted server), so they are added
-    /// inside the transaction, right after `MULTI`.
+    /// skipped (maybe missing now) are added right after `MULTI`.
     pub(super) fn reindex(&mut self, generation: u64, keys: &Keys, b: &mut Bufs, p: &mut Packer) {
         self.generation = generation;
         if self.unindexed.is_empty() {
@@ -234,8 +214,7 @@ impl Batch {
 }
 
 /// Reused buffers for packing a batch: one variadic command per kind of
-/// change (a few large commands are cheaper for Redis to apply than many
-/// small ones).
+/// change (cheaper for Redis than many small ones).
 #[derive(Default)]
 pub(super) struct Bufs {
     /// `MSET` pairs of every snapshot put, and the commit marker.
@@ -282,8 +261,7 @@ pub(super) struct BatchEvent {
     pub(super) id: Ident,
     /// End offset in `event_bytes` (it starts where the one before ends).
     pub(super) end: usize,
-    /// How many entries the list keeps (market data, account events with
-    /// `max_account_events`): `LTRIM` after the `RPUSH`.
+    /// How many entries the list keeps (`LTRIM` after the `RPUSH`).
     cap: Option<usize>,
     /// Also added to the collection's stream (`publish_events`).
     publish: bool,
@@ -294,8 +272,7 @@ pub(super) struct Spec<'a> {
     pub(super) cfg: &'a Config,
     pub(super) keys: &'a Keys,
     pub(super) marker_key: &'a [u8],
-    /// The commit marker the batch sets: this writer's epoch and the
-    /// batch's number.
+    /// The commit marker the batch sets (its number).
     pub(super) marker: Marker,
     /// The first sequence number it covers (the one after the last built).
     pub(super) first_seq: u64,
@@ -306,12 +283,9 @@ pub(super) struct Spec<'a> {
     pub(super) value_limit: (usize, &'static str),
     /// The packed heartbeat `SET`, when one is due (`heartbeat.rs`).
     pub(super) heartbeat: Option<&'a Packer>,
-    /// The engine's clock: the score of closed entities without a last
-    /// update.
+    /// The score of closed entities without a last update.
     pub(super) now_ms: u64,
-    /// The server's clock (`Conn::server_clock`), the one stream trims by
-    /// age go by: stream ids are its milliseconds. `None` (`TIME` refused):
-    /// no trim by age.
+    /// The server's clock, which stream trims by age go by (`streams.rs`).
     pub(super) server_now_ms: Option<u64>,
 }
 
@@ -326,9 +300,8 @@ pub(super) struct Work<'a> {
     pub(super) packer: &'a mut Packer,
 }
 
-/// Writes taken from pending that cannot be written: they did not encode,
-/// or are larger than the value limit. The caller records them
-/// (`Shared::record_drop`), so that the callers learn it.
+/// Writes taken from pending that cannot be written (they did not encode,
+/// or are too large), for `Shared::record_drop`.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Dropped {
     /// The first write lost, and how many.
@@ -339,14 +312,11 @@ pub(super) struct Dropped {
     pub(super) detail: String,
 }
 
-/// `SADD` to the registry of collections (`crate::store::registry`) of every
-/// collection `sadd` adds ids to, and of the collections `new` that this
-/// flusher writes for the first time (an event-only collection has no
-/// index set, but its logs are the cache's own: `clear`, `flush_on_start`
-/// and the CLI find them through the registry): in the transaction that
-/// creates an index set or a collection's first key, its name is
-/// registered too. It carries no write of its own (weight 0: refused, it
-/// is counted as an error, not as dropped writes).
+/// `SADD` to the registry of collections (`crate::store::registry`) of
+/// every collection `sadd` adds ids to and of those in `new` (written for
+/// the first time: an event-only collection's logs are found through the
+/// registry too), in the transaction that creates their first key. Weight
+/// 0: refused, it is counted as an error, not as dropped writes.
 pub(super) fn registry_add(
     p: &mut Packer,
     keys: &Keys,
@@ -382,23 +352,14 @@ pub(super) fn value_limit(cfg: &Config, server_bulk_limit: Option<usize>) -> (us
 }
 
 /// Encodes the oldest pending writes into one transaction: at most
-/// `max_batch` entries and about `max_batch_bytes`, taken in sequence
-/// order (see `pending.rs`), and always exactly the writes of a sequence
-/// range: when a taken entry folded a later write (a put coalesced into
-/// an earlier slot, a delete that superseded an earlier event), the batch
-/// grows past those bounds to include every write up to it. An outage's
-/// backlog of a key updated all along can so become one large batch; the
-/// `max_pending_*` bounds still cap it. `MULTI`, one `MSET` of every snapshot and
-/// the commit marker, one `DEL` of deleted keys and restarted logs,
-/// one `SADD`/`SREM` per index (and per open/closed index, `index.rs`),
-/// one `RPUSH` per run of appends to the same log (in order; with its
-/// `LTRIM` for capped lists and its `XADD`s with `publish_events`,
-/// `streams.rs`), and the heartbeat when due (`heartbeat.rs`); `EXEC`
-/// is sent separately. Snapshots come before events: a log restarted
-/// by a delete gets the events that followed the delete. Nothing is
-/// read from Redis to build it.
-///
-/// `None` when nothing is pending.
+/// `max_batch` entries and about `max_batch_bytes`, in sequence order,
+/// and always exactly the writes of a sequence range (it grows past those
+/// bounds to take every write a taken entry folded, `pending.rs`).
+/// `MULTI`, one `MSET` of every snapshot and the marker, one `DEL`, one
+/// `SADD`/`SREM` per index (`index.rs`), one `RPUSH` per run of appends to
+/// one log (with its `LTRIM` and `XADD`s), and the heartbeat when due.
+/// Snapshots come before events: a log restarted by a delete gets the
+/// events that followed it. `None` when nothing is pending.
 pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>)> {
     let Work { pending, indexed, collections, bufs: b, packer: p } = w;
     if pending.is_empty() {
@@ -433,46 +394,38 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                     collections.push(collection);
                     b.new.push(collection);
                 }
-                match entry.snap {
-                    Snap::Put { rec, after_delete, since, puts } => {
-                        b.value.clear();
-                        let r = rec.encode(enc, &mut b.value);
-                        match drop_reason(r, b.value.len(), limit, limit_name) {
-                            None => {
-                                b.key.clear();
-                                keys.write_entity(&mut b.key, collection, &key.1);
-                                bytes += b.key.len() + b.value.len();
-                                b.mset.bulk(&b.key);
-                                b.mset.bulk(&b.value);
-                                b.puts += 1;
-                                if after_delete {
-                                    b.key.extend_from_slice(b":events");
-                                    b.del.bulk(&b.key);
-                                }
-                                // Open or closed: asked of the record
-                                // here, on the flusher thread.
-                                let open = !rec.is_closed();
-                                let score = rec.last_updated().map_or(spec.now_ms, |t| t.0 / 1_000_000);
-                                let skipped = b.state.put(&mut b.sadd, indexed, key, open, score);
-                                batch.unindexed.extend(skipped);
-                                continue;
-                            }
-                            Some((class, detail)) => {
-                                // The value is lost (the caller is told);
-                                // a delete folded into it is not.
-                                let key = keys.entity(collection, &key.1);
-                                dropped.push(Dropped { seq: since, writes: puts, key, class, detail });
-                                if !after_delete {
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    Snap::Delete => {}
-                }
-                // A delete (or a put after one that cannot be written).
                 b.key.clear();
                 keys.write_entity(&mut b.key, collection, &key.1);
+                if let Snap::Put { rec, after_delete, since, puts } = entry.snap {
+                    b.value.clear();
+                    let r = rec.as_dyn().encode(enc, &mut b.value);
+                    if let Some((class, detail)) = drop_reason(r, b.value.len(), limit, limit_name) {
+                        // The value is lost (the caller is told); a delete
+                        // folded into it is not.
+                        let key = keys.entity(collection, &key.1);
+                        dropped.push(Dropped { seq: since, writes: puts, key, class, detail });
+                        if !after_delete {
+                            continue;
+                        }
+                    } else {
+                        bytes += b.key.len() + b.value.len();
+                        b.mset.bulk(&b.key);
+                        b.mset.bulk(&b.value);
+                        b.puts += 1;
+                        if after_delete {
+                            b.key.extend_from_slice(b":events");
+                            b.del.bulk(&b.key);
+                        }
+                        // Open or closed: asked of the record here, on the
+                        // flusher thread.
+                        let open = !rec.as_dyn().is_closed();
+                        let score = rec.as_dyn().last_updated().map_or(spec.now_ms, |t| t.0 / 1_000_000);
+                        let skipped = b.state.put(&mut b.sadd, indexed, key, open, score);
+                        batch.unindexed.extend(skipped);
+                        continue;
+                    }
+                }
+                // A delete (or a put after one that cannot be written).
                 b.del.bulk(&b.key);
                 b.key.extend_from_slice(b":events");
                 b.del.bulk(&b.key);
@@ -540,48 +493,32 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
     let mut start = 0;
     let mut streams = Streams::default();
     for run in b.events.chunk_by(|a, b| a.collection == b.collection && a.id == b.id) {
-        let Some(first) = run.first() else { continue };
+        let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
+        let events = || run_events(&b.event_bytes, start, run);
         b.log.clear();
-        let run_start = start;
-        for ev in run {
-            b.log.bulk(event_bytes(&b.event_bytes, start, ev.end));
-            start = ev.end;
-        }
+        events().for_each(|e| b.log.bulk(e));
         b.key.clear();
         keys.write_events(&mut b.key, first.collection, &first.id);
         p.cmd_args(&[b"RPUSH", &b.key], &b.log);
         batch.weights.push(b.log.n as u64);
-        if start == b.event_bytes.len() {
+        if last.end == b.event_bytes.len() {
             // The batch's last log: the tail it leaves there (at most `cap`).
             let keep = first.cap.unwrap_or(usize::MAX).min(run.len());
-            let mut at = run_start;
-            let mut tail = Vec::with_capacity(keep);
-            for (i, ev) in run.iter().enumerate() {
-                if i >= run.len() - keep {
-                    tail.push(event_bytes(&b.event_bytes, at, ev.end).to_vec());
-                }
-                at = ev.end;
-            }
+            let tail = events().skip(run.len() - keep).map(<[u8]>::to_vec).collect();
             batch.probe = Some(Probe { key: b.key.clone(), tail });
         }
-        // Market data and account events with
-        // `max_account_events`: a capped list keeps its
-        // newest `cap` entries, trimmed in the same transaction.
+        // Market data and account events with `max_account_events`: a capped
+        // list keeps its newest `cap` entries, trimmed in the same transaction.
         if let Some(cap) = first.cap {
             let start = format!("-{cap}");
             p.cmd(&[b"LTRIM", &b.key, start.as_bytes(), b"-1"]);
             batch.weights.push(0);
         }
         if first.publish {
-            let bytes = &b.event_bytes;
-            let events = run.iter().scan(run_start, |start, ev| {
-                let e = event_bytes(bytes, *start, ev.end);
-                *start = ev.end;
-                Some(e)
-            });
-            streams.publish(p, keys, first.collection, &first.id, events);
+            streams.publish(p, keys, first.collection, &first.id, events());
             batch.weights.extend(std::iter::repeat_n(0, run.len()));
         }
+        start = last.end;
     }
     streams.trim(p, cfg, keys, spec.server_now_ms, &mut batch.weights);
     if let Some(cmd) = spec.heartbeat {
@@ -593,11 +530,14 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
     Some((batch, dropped))
 }
 
-/// The bytes of one encoded event, from `start` to `end` in `bytes`.
-/// (The offsets are where encoding it started and ended, so the range is
-/// always there; an empty slice otherwise rather than a panic.)
-pub(super) fn event_bytes(bytes: &[u8], start: usize, end: usize) -> &[u8] {
-    bytes.get(start..end).unwrap_or_default()
+/// The encoded events of `run`, the first starting at `start` in `bytes`
+/// (empty rather than a panic were a range not there).
+fn run_events<'a>(bytes: &'a [u8], start: usize, run: &'a [BatchEvent]) -> impl Iterator<Item = &'a [u8]> {
+    run.iter().scan(start, move |at, ev| {
+        let e = bytes.get(*at..ev.end).unwrap_or_default();
+        *at = ev.end;
+        Some(e)
+    })
 }
 
 /// Why a value cannot be written, if it cannot: it did not encode, or it
@@ -749,7 +689,7 @@ mod tests {
 
     fn encoded(p: &Position) -> Vec<u8> {
         let mut out = Vec::new();
-        Record::Position(p.clone()).encode(crate::Encoding::MsgPack, &mut out).expect("encodes");
+        Record::Position(p.clone()).as_dyn().encode(crate::Encoding::MsgPack, &mut out).expect("encodes");
         out
     }
 

@@ -1,15 +1,13 @@
 //! `Cache::clear` on the flusher: a barrier that waits for every write
 //! before it to be acknowledged, then deletes this cache's keys
-//! (`crate::store::own_keys` finds them) in transactions guarded by the marker's
-//! `WATCH`, then acknowledges the `clear` itself. The heartbeat goes on
-//! between its round trips (`Beating`): a `clear` walks the whole
-//! database, which may take long.
+//! (`crate::store::own_keys` finds them) in guarded transactions, then
+//! acknowledges the `clear` itself. The heartbeat goes on between its
+//! round trips (`Beating`): a `clear` walks the whole database.
 
 use crossbeam_channel::Sender;
 use redis::Value;
 
-use crate::net::{self, reply_error, Failure, Packer};
-use crate::store::marker::Marker;
+use crate::net::{self, Failure, Packer};
 
 use super::heartbeat::Heartbeat;
 use super::link::Link;
@@ -47,23 +45,17 @@ pub(super) struct Barrier {
     pub(super) deleted: u64,
 }
 
-/// `UNLINK` of some of this cache's keys, in a transaction the marker's
+/// `UNLINK` of some of this cache's keys in a transaction the marker's
 /// `WATCH` guards (a fenced writer deletes nothing) and that moves the
-/// marker on (so a `load` running meanwhile sees that the state changed);
-/// re-arms the guard (`Link::guarded_tx`).
-pub(super) fn guarded_unlink(
-    link: &mut Link,
-    marker_key: &[u8],
-    marker: Marker,
-    keys: &[Vec<u8>],
-) -> Result<u64, Failure> {
+/// marker to `batch` (a `load` running meanwhile sees the change).
+pub(super) fn guarded_unlink(link: &mut Link, batch: u64, keys: &[Vec<u8>]) -> Result<u64, Failure> {
     let mut p = Packer::default();
     p.array(keys.len() + 1);
     p.bulk(b"UNLINK");
     for k in keys {
         p.bulk(k);
     }
-    p.cmd(&[b"MSET", marker_key, marker.format().as_bytes()]);
+    link.set_marker(&mut p, batch);
     // A refused WATCH or a newer writer behind it is a failure, as after
     // any other `EXEC`.
     let reply = link.guarded_tx(&p.buf, 2)?;
@@ -76,20 +68,11 @@ pub(super) fn guarded_unlink(
         // writer): nothing was deleted, and the scan cursor has moved past
         // these keys, so the whole `clear` starts again (it is idempotent)
         // rather than report keys it never deleted.
-        Value::Nil => Err(net::Failure::new(
+        Value::Nil => Err(Failure::new(
             net::Cause::ExecAbort,
             link.addr(),
             "clear: the commit marker was written while deleting; clear starts again",
         )),
-        other => {
-            let (code, text) = reply_error(other)
-                .or_else(|| reply.head.iter().find_map(reply_error))
-                .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
-            Err(net::Failure::new(
-                net::Cause::of_exec_error(&code, &text),
-                link.addr(),
-                format!("clear: {text}"),
-            ))
-        }
+        _ => Err(reply.refused(link.addr(), "clear")),
     }
 }

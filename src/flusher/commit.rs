@@ -1,14 +1,9 @@
-//! The queued-transaction pipeline: sending the held batch's transaction
-//! and `EXEC`, queueing the next batch behind it, reading what Redis did
-//! (`read_result`), settling a batch whose reply was lost by the commit
-//! marker (`resolve`, `check_refused`), and acknowledging (`ack`); and
-//! what a failure does, by its `net::Action`: fencing (`enter_fenced`),
-//! dropping the connection and reconnecting (`drop_conn`, `reconnect`;
-//! the backoff is `reconnect.rs`'s).
-//!
-//! Every `EXEC` is guarded by the `WATCH` on the commit marker, re-armed
-//! behind it (`guard.rs`). A batch's state (`batch::State`) moves only
-//! through this file and `link.rs`.
+//! The write path: sending the held batch and `EXEC`, queueing the next
+//! batch behind it, reading what Redis did, settling a batch whose reply
+//! was lost by the commit marker, and acknowledging; and what a failure
+//! does, by its `net::Action`: fencing, or dropping the connection and
+//! reconnecting. Every `EXEC` is guarded by the `WATCH` on the marker,
+//! re-armed behind it (`guard.rs`).
 
 use std::time::Instant;
 
@@ -17,11 +12,11 @@ use redis::Value;
 use crate::channel::Count;
 use crate::channel::Shared;
 use crate::net::{self, reply_error, Action, Failure, Packer};
-use crate::store::marker::{self, Marker};
+use crate::store::marker;
 use crate::ErrorKind;
 
 use super::guard::Guard;
-use super::loss::{self, Settled};
+use super::loss::{self, Loss, Settled};
 use super::Flusher;
 
 /// What became of the held batch.
@@ -40,10 +35,8 @@ pub(super) enum Outcome {
     InDoubt(Failure),
 }
 
-/// What became of the held batch, from what its replies showed: whether
-/// it applied (`EXEC`, and enough replicas when `replica_wait` asks),
-/// whether the `WATCH` on the marker aborted it, why it was refused, and
-/// how reading the marker behind it went.
+/// What became of the held batch, from its replies: applied (with enough
+/// replicas), aborted by the `WATCH`, refused, and the marker read behind.
 fn outcome(applied: bool, aborted: bool, refused: Option<Failure>, watch: Result<(), Failure>) -> Outcome {
     match (applied, aborted, refused, watch) {
         (true, _, _, Ok(())) => Outcome::Applied(None),
@@ -60,8 +53,7 @@ fn outcome(applied: bool, aborted: bool, refused: Option<Failure>, watch: Result
 }
 
 /// The type a key must hold for a batch's command `name` to apply, for the
-/// commands Redis refuses inside a transaction when it does not (found
-/// with `TYPE` after a batch's reply was lost, `check_refused`).
+/// commands Redis refuses inside a transaction when it does not.
 fn expected_type(name: &[u8]) -> Option<&'static str> {
     match name {
         b"SADD" | b"SREM" => Some("set"),
@@ -85,9 +77,8 @@ fn record_refused(shared: &Shared, seq: u64, writes: u64, key: String, class: Er
 
 impl Flusher {
     /// Writes the held batch and, while Redis executes it, encodes the next
-    /// one and queues it behind: `MULTI` and its commands are sent, but its
-    /// `EXEC` only once the held batch is confirmed (`DISCARD` if it is
-    /// not). Redis never waits for the flusher to encode, and batches still
+    /// one and queues it behind (`MULTI` and its commands; its `EXEC` only
+    /// once the held batch is confirmed, else `DISCARD`): batches still
     /// apply strictly in order, each whole or not at all. With
     /// `replica_wait` nothing is queued behind a batch.
     pub(super) fn write_held(&mut self) {
@@ -101,21 +92,15 @@ impl Flusher {
                 return;
             }
         }
-        if !self.ensure_watching() {
-            return;
-        }
         // `close`: nothing is sent once its deadline has passed.
-        if self.past_deadline() {
+        if !self.ensure_watching() || self.past_deadline() {
             return;
         }
         let start = Instant::now();
-        let outcome = match self.send_exec() {
+        // Once the held batch went out, applied or not is unknown.
+        let outcome = match self.send_exec().and_then(|()| self.queue_next()) {
             Err(f) => Outcome::InDoubt(f),
-            Ok(()) => match self.queue_next() {
-                // The held batch went out: applied or not, unknown.
-                Err(f) => Outcome::InDoubt(f),
-                Ok(()) => self.read_result(),
-            },
+            Ok(()) => self.read_result(),
         };
         match outcome {
             Outcome::Applied(after) => {
@@ -156,10 +141,9 @@ impl Flusher {
         }
     }
 
-    /// Sends what the held batch still needs to be applied: its whole
-    /// transaction, or only `EXEC` when it is already queued, or only the
-    /// replica `WAIT` once applied; then `WATCH` and `GET` of the marker,
-    /// which arm the guard for the next transaction.
+    /// Sends what the held batch still needs: its whole transaction, or
+    /// only `EXEC` (queued), or only the replica `WAIT` (applied); then
+    /// `WATCH` and `GET` of the marker.
     fn send_exec(&mut self) -> Result<(), Failure> {
         self.inflight.reindex_held(&self.keys);
         let wait = self.cfg.replica_wait;
@@ -177,31 +161,22 @@ impl Flusher {
     /// Builds the next batch from what is pending and sends its `MULTI` and
     /// commands, without `EXEC`.
     fn queue_next(&mut self) -> Result<(), Failure> {
-        if self.cfg.replica_wait.is_some() || self.inflight.held().is_some_and(|b| b.is_applied()) {
+        // (With a purge waiting, a step goes between this batch and the next.)
+        let applied = self.inflight.held().is_some_and(|b| b.is_applied());
+        if self.cfg.replica_wait.is_some() || applied || !self.purges.is_empty() {
             return Ok(());
         }
-        if !self.purges.is_empty() {
-            // A purge step goes between this batch and the next.
-            return Ok(());
-        }
-        if !self.inflight.has_next() {
+        if self.inflight.next_mut().is_none() {
             self.drain();
             self.build();
         }
-        let generation = self.inflight.generation();
-        let Some(next) = self.inflight.next_mut() else { return Ok(()) };
-        if !self.link.is_up() || !next.is_built() || next.generation != generation {
-            // Not built for this connection: it goes the plain way, once it
-            // is the held batch (`send_exec` re-adds its index entries).
-            return Ok(());
-        }
+        let Some(next) = self.inflight.next_to_queue().filter(|_| self.link.is_up()) else { return Ok(()) };
         self.link.send_queued(&next.tx, next.head_replies())?;
         next.sent_queued();
         Ok(())
     }
 
-    /// Reads the replies to what `send_exec` sent, stopping at the first I/O
-    /// error.
+    /// Reads the replies to what `send_exec` sent, up to the first I/O error.
     fn read_result(&mut self) -> Outcome {
         let Some(batch) = self.inflight.held_mut() else {
             return Outcome::InDoubt(Failure::not_connected());
@@ -218,14 +193,11 @@ impl Flusher {
             if batch.is_built() {
                 // The transaction's own replies: OK, QUEUED… (or errors).
                 for _ in 0..batch.head_replies() {
-                    match link.recv() {
-                        Ok(v) => {
-                            if queued_error.is_none() {
-                                queued_error = reply_error(&v);
-                            }
-                        }
+                    let v = match link.recv() {
+                        Ok(v) => v,
                         Err(f) => return Outcome::InDoubt(f),
-                    }
+                    };
+                    queued_error = queued_error.or_else(|| reply_error(&v));
                 }
             }
             let exec = match link.recv() {
@@ -234,12 +206,10 @@ impl Flusher {
             };
             match exec {
                 Value::Array(results) => {
-                    // The batch applied, but a command in it failed (a key
-                    // of the wrong type, say): the writes it carried are
-                    // dropped. Which writes is not tracked per command, so
-                    // they are recorded at the batch's first sequence
-                    // number, where `wait` on any write of the batch sees
-                    // them; the key is the one recorded when the command was packed.
+                    // Applied, but a command in it failed (a key of the
+                    // wrong type, say): its writes are dropped, recorded at
+                    // the batch's first sequence number (where `wait` on
+                    // any write of the batch sees them).
                     for (i, (r, weight)) in results.iter().zip(&batch.weights).enumerate() {
                         if let Some((code, text)) = reply_error(r) {
                             let class = net::Cause::of_code(&code).class();
@@ -300,14 +270,13 @@ impl Flusher {
             }
         }
         let applied = batch.is_applied() && refused.is_none();
-        let watch = self.guard().read_watch();
+        let watch = guard!(self).read_watch();
         outcome(applied, aborted, refused, watch)
     }
 
-    /// After the held batch was acknowledged (and `ack` made the next one
-    /// the held one): reads the replies to its `MULTI` and commands, if it
-    /// was queued. An I/O error here leaves it unapplied (its `EXEC` was
-    /// never sent, and the dropped connection discards it).
+    /// Once `ack` made the next batch the held one: reads the replies to
+    /// its `MULTI` and commands, if it was queued. An I/O error leaves it
+    /// unapplied (its `EXEC` was never sent).
     fn read_held_head(&mut self) -> Option<Failure> {
         let batch = self.inflight.held_mut()?;
         if !batch.is_queued() {
@@ -340,41 +309,27 @@ impl Flusher {
     /// it (`DISCARD`), so nothing applies out of order; it is sent again
     /// after the held one.
     fn unqueue_next(&mut self) {
-        let Some(next) = self.inflight.next_mut() else { return };
-        if !next.is_queued() {
-            return;
-        }
+        let Some(next) = self.inflight.next_mut().filter(|b| b.is_queued()) else { return };
         next.unqueued();
         if !self.link.is_up() {
             return;
         }
-        let mut ok = true;
-        for _ in 0..next.head_replies() {
-            if self.link.recv().is_err() {
-                ok = false;
-                break;
-            }
-        }
-        let discarded = if ok { self.link.discard() } else { Ok(()) };
-        if let Err(f) = &discarded {
-            self.shared.count_error(f.class(), f.text.clone());
-            ok = false;
-        }
-        if !ok {
+        let replies = next.head_replies();
+        if (0..replies).any(|_| self.link.recv().is_err()) {
             // Unsure what the connection holds now: start afresh.
+            self.drop_conn();
+        } else if let Err(f) = self.link.discard() {
+            self.shared.count_error(f.class(), f.text);
             self.drop_conn();
         }
     }
 
     /// After a reconnect (or an aborted `EXEC`): settles an in-doubt batch
-    /// with the commit marker, under a fresh `WATCH`, so that a batch still
-    /// on its way on a dropped connection cannot apply after the decision.
-    ///
-    /// The batch stays in doubt until it is settled: replayed (the marker
-    /// is behind it), or, when the marker shows it applied, its refused
-    /// commands checked and it acknowledged (or rewritten for the replica
-    /// `WAIT`). A failure on the way leaves it in doubt, to be settled
-    /// again on the next connection.
+    /// by the commit marker, under a fresh `WATCH` (a batch still on its
+    /// way on a dropped connection cannot apply after the decision):
+    /// replayed when the marker is behind it, else its refused commands
+    /// checked and it acknowledged (or rewritten for the replica `WAIT`).
+    /// A failure on the way leaves it in doubt.
     fn resolve(&mut self) -> Result<(), Failure> {
         if let Some(old) = self.link.take_dead_client() {
             // Not needed for correctness (the WATCH aborts a late EXEC of
@@ -387,26 +342,17 @@ impl Flusher {
                 old.addr,
                 self.link.addr()
             );
-            let refused = match self.link.round_trip::<1>(&old.kill_cmd().get_packed_command()) {
-                Ok([reply]) => reply_error(&reply)
-                    .map(|(code, text)| Failure::new(net::Cause::of_code(&code), self.link.addr(), text)),
-                Err(f) => return Err(f),
-            };
-            if let Some(f) = refused {
-                self.shared
-                    .count_error(f.class(), format!("CLIENT KILL of the dropped connection: {}", f.text));
+            let [reply] = self.link.round_trip::<1>(&old.kill_cmd().get_packed_command())?;
+            if let Some((code, text)) = reply_error(&reply) {
+                let class = net::Cause::of_code(&code).class();
+                self.shared.count_error(class, format!("CLIENT KILL of the dropped connection: {text}"));
             }
         }
-        let read = self.guard().watch()?;
+        let read = guard!(self).watch()?;
         let epoch = self.link.epoch();
         // The marker gone, it cannot say (`loss.rs`).
-        let without_marker = match self.inflight.held() {
-            Some(batch) if read == marker::Read::Missing => {
-                Some(loss::settle_without_marker(batch, &mut self.link)?)
-            }
-            None if read == marker::Read::Missing => Some(Settled::Replay),
-            _ => None,
-        };
+        let held = self.inflight.held().filter(|_| read == marker::Read::Missing);
+        let without_marker = held.map(|b| loss::settle_without_marker(b, &mut self.link)).transpose()?;
         if without_marker == Some(Settled::Unproven) {
             self.drop_unproven();
             return Ok(());
@@ -424,34 +370,33 @@ impl Flusher {
             // This connection has written nothing yet, so a bare WAIT
             // would return at once: write the marker again, behind the
             // batch in the replication stream, and WAIT for that.
-            self.touch_marker(Marker { epoch, batch: applied })?;
+            self.touch_marker(applied)?;
         } else {
             self.ack();
         }
         Ok(())
     }
 
-    /// The held batch was in doubt when the marker was lost, and whether
-    /// Redis applied it cannot be proven: its writes are reported dropped
-    /// (`Loss::report_unproven`), not replayed and not acknowledged as
-    /// written; the batch behind it is next.
+    /// The held batch was in doubt when the marker was lost, and cannot be
+    /// proven applied: its writes are reported dropped, and the batch
+    /// behind it is next.
     fn drop_unproven(&mut self) {
         let Some(batch) = self.inflight.take_held() else { return };
-        self.loss.report_unproven(&batch, &self.shared);
+        Loss::report_unproven(&batch, &self.link, &self.shared);
         // Whether its index entries are in is unknown: the batches built
         // after it add back the ones they skipped.
         self.inflight.forget_index();
         // Settled (reported): the writes after it go on.
-        self.publish_ack(batch.max_seq);
+        self.shared.note_acked(batch.max_seq);
     }
 
-    /// Rewrites the marker with what it holds (`marker`: a write for `WAIT`
+    /// Rewrites the marker with what it holds (`batch`: a write for `WAIT`
     /// to cover), guarded by the `WATCH`; re-arms it. The held batch then
     /// waits for its replicas.
-    fn touch_marker(&mut self, marker: Marker) -> Result<(), Failure> {
+    fn touch_marker(&mut self, batch: u64) -> Result<(), Failure> {
         let mut cmd = Packer::default();
-        cmd.cmd(&[b"MSET", self.link.marker_key(), marker.format().as_bytes()]);
-        let exec = self.guard().guarded_tx(&cmd.buf, 1)?.exec;
+        self.link.set_marker(&mut cmd, batch);
+        let exec = guard!(self).guarded_tx(&cmd.buf, 1)?.exec;
         let Some(batch) = self.inflight.held_mut() else { return Ok(()) };
         match exec {
             Value::Array(_) => batch.exec_applied(),
@@ -461,11 +406,10 @@ impl Flusher {
         Ok(())
     }
 
-    /// A batch settled as applied by the marker: its `EXEC` reply, with the
-    /// result of each command, was lost. The only commands of a batch that
-    /// Redis can refuse once queued are those on a key of the wrong type
-    /// (`SADD`/`SREM` on an index, `RPUSH` on a log): ask for those keys'
-    /// types and record the writes of each command that must have failed.
+    /// A batch settled as applied by the marker, its `EXEC` reply lost: the
+    /// only commands Redis can refuse once queued are on a key of the wrong
+    /// type, so those keys' types are asked and the writes of each command
+    /// that must have failed recorded.
     fn check_refused(&mut self) -> Result<(), Failure> {
         let Some(batch) = self.inflight.held() else { return Ok(()) };
         let mut checks = Vec::new();
@@ -502,10 +446,8 @@ impl Flusher {
     }
 
     /// The held batch is in Redis: publish its last sequence number, and
-    /// make the batch behind it the held one.
+    /// make the batch behind it (queued or built) the held one.
     pub(super) fn ack(&mut self) {
-        // The batch queued or built behind it is next, before anything
-        // still pending (however this one was settled: reply or marker).
         let Some(batch) = self.inflight.take_held() else { return };
         self.retry.reset();
         if self.shared.set_backpressure(None) {
@@ -514,25 +456,11 @@ impl Flusher {
         self.shared.add(Count::Batches, 1);
         // Acknowledged: a marker behind it from now on is a loss (`loss.rs`).
         self.loss.acknowledged(batch.no, batch.first_seq);
-        self.purges.owe();
-        self.publish_ack(batch.max_seq);
+        self.purges.owe_turn();
+        // Last: a caller woken by this sees the health that goes with it.
+        self.shared.note_acked(batch.max_seq);
         // Recycle the transaction's buffers for the next one.
         self.inflight.recycle(batch);
-    }
-
-    pub(super) fn publish_ack(&self, seq: u64) {
-        // Last: a caller woken by this sees the health that goes with it.
-        self.shared.note_acked(seq);
-    }
-
-    /// The connection with what a look at the marker updates (`guard.rs`).
-    pub(super) fn guard(&mut self) -> Guard<'_> {
-        Guard {
-            link: &mut self.link,
-            loss: &mut self.loss,
-            inflight: &mut self.inflight,
-            shared: &self.shared,
-        }
     }
 
     /// Arms the `WATCH` on the marker unless it is armed. A failure is
@@ -541,13 +469,9 @@ impl Flusher {
         if self.link.is_guarded() {
             return true;
         }
-        match self.guard().watch() {
-            Ok(_) => true,
-            Err(f) => {
-                self.fail(f);
-                false
-            }
-        }
+        let Err(f) = guard!(self).watch() else { return true };
+        self.fail(f);
+        false
     }
 
     /// Counts the failure and does what its action says; the next attempt
@@ -579,22 +503,19 @@ impl Flusher {
     }
 
     /// Another writer claimed the marker: stop for good. Nothing held or
-    /// pending is written; callers learn it from `wait`, `flush`, `close`,
-    /// their next write, and `health()`.
+    /// pending is written.
     pub(super) fn enter_fenced(&mut self, f: Failure) {
         log::error!("tradecache: {}", f.text);
         self.shared.count_error(f.class(), f.text.clone());
         self.shared.set_fenced(String::from_utf8_lossy(self.link.marker_key()).into_owned(), f.text);
-        self.inflight.discard_all();
-        self.inbox.pending_mut().discard();
-        if let Some(b) = self.inbox.take_barrier() {
+        self.inflight.drop_all();
+        if let Some(b) = self.inbox.discard() {
             let _ = b.reply.try_send(Err(self.stopped_error()));
         }
         self.shared.wake_all();
     }
 
-    /// Drops the connection (remembering its client, to kill it once
-    /// reconnected to the same server): whatever was queued on it is gone.
+    /// Drops the connection: whatever was queued on it is gone.
     pub(super) fn drop_conn(&mut self) {
         self.link.drop_conn();
         self.inflight.unqueue_all();
@@ -619,7 +540,8 @@ impl Flusher {
                     // failover the marker decides.
                     b.reconnected();
                 }
-                self.retry.clear();
+                // The backoff keeps growing until a batch is acknowledged.
+                self.retry.reconnected();
             }
             Err(f) => {
                 self.shared.count_error(f.class(), f.text.clone());

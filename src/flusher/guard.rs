@@ -49,10 +49,8 @@ pub(super) fn judge_marker(
 }
 
 /// The connection, with what every look at the marker that does not fence
-/// this writer updates: loss detection (`loss.rs`) and what the batches in
-/// flight know of the index sets. Borrowed from the flusher for one
-/// operation (`Flusher::guard`; field by field where a purge step borrows
-/// the inbox beside it).
+/// this writer updates: loss detection and what the batches in flight
+/// know of the index sets. Borrowed for one operation (`guard!`).
 pub(super) struct Guard<'a> {
     pub(super) link: &'a mut Link,
     pub(super) loss: &'a mut Loss,
@@ -76,22 +74,19 @@ impl Guard<'_> {
         Ok(read)
     }
 
-    /// What every look at the marker that does not fence this writer
-    /// tells the flusher (the link has judged it and armed the guard).
+    /// What every look at the marker that does not fence this writer tells.
     fn saw_marker(&mut self, read: &marker::Read) {
         if *read == marker::Read::Missing {
             // Someone deleted the marker (FLUSHDB, an operator): the index
             // sets may be gone too.
             self.inflight.index_gone();
         }
-        self.loss.note_marker(read, self.shared);
+        self.loss.note_marker(read, self.link, self.shared);
     }
 
     /// One small transaction of `command` (packed; `commands` commands),
-    /// guarded by the marker's `WATCH` (a fenced writer writes nothing),
-    /// then `WATCH` and `GET` of the marker, which re-arm the guard (or
-    /// find this writer fenced). Returns the transaction's replies; `EXEC`'s
-    /// is `Nil` when the marker moved since the last look.
+    /// guarded by the marker's `WATCH`, which is re-armed behind it
+    /// (`Link::guarded_tx`); `EXEC`'s reply is `Nil` when the marker moved.
     pub(super) fn guarded_tx(&mut self, command: &[u8], commands: usize) -> Result<GuardedReply, Failure> {
         let reply = self.link.guarded_tx(command, commands)?;
         self.saw_marker(&reply.read);

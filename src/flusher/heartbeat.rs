@@ -1,14 +1,10 @@
-//! The heartbeat (`heartbeat_interval`): the flusher sets
-//! `{trader}:heartbeat:{writer_id}` to
-//! `{"writer":…,"epoch":…,"ts_ms":…,"acked_seq":…,"backlog":…}` with a TTL
-//! of three intervals. While writes flow it rides inside a batch's
-//! transaction (one more command, no round trip of its own); otherwise it
-//! is a small transaction of its own, guarded by the marker's `WATCH` like
-//! a batch (so a fenced writer cannot keep it alive): when idle, before a
-//! purge step whenever one is due (a long purge never starves it), and
-//! between the pages of a long `clear` (`clear.rs`). It never delays a
-//! batch. When the engine hangs, dies or loses Redis, the key expires
-//! within the TTL.
+//! The heartbeat (`heartbeat_interval`): `{trader}:heartbeat:{writer_id}`
+//! set to `{"writer":…,"epoch":…,"ts_ms":…,"acked_seq":…,"backlog":…}`
+//! with a TTL of three intervals. It rides inside a batch's transaction
+//! while writes flow; otherwise it is a small transaction of its own,
+//! guarded by the marker's `WATCH` (a fenced writer cannot keep it alive):
+//! when idle, before a purge step when due (a long purge never starves
+//! it), and between the pages of a long `clear`. It never delays a batch.
 
 use std::time::{Duration, Instant};
 
@@ -19,17 +15,22 @@ use super::link::Link;
 /// When the heartbeat is due, and what it writes.
 pub(super) struct Heartbeat {
     interval: Option<Duration>,
+    /// When it is due next (`None`: no heartbeat).
     next: Option<Instant>,
     key: Vec<u8>,
     /// The writer id, as a JSON string.
     writer: String,
-    epoch: u64,
 }
 
 impl Heartbeat {
-    pub(super) fn new(interval: Option<Duration>, key: Vec<u8>, writer_id: &str, epoch: u64) -> Heartbeat {
+    pub(super) fn new(interval: Option<Duration>, key: Vec<u8>, writer_id: &str) -> Heartbeat {
         let writer = serde_json::Value::from(writer_id).to_string();
-        Heartbeat { interval, next: interval.map(|_| Instant::now()), key, writer, epoch }
+        Heartbeat { interval, next: interval.map(|_| Instant::now()), key, writer }
+    }
+
+    #[inline]
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.next
     }
 
     /// Whether the heartbeat is due now.
@@ -37,21 +38,15 @@ impl Heartbeat {
         self.next.is_some_and(|t| Instant::now() >= t)
     }
 
-    /// When the heartbeat is due next (`None`: no heartbeat).
-    pub(super) fn next_at(&self) -> Option<Instant> {
-        self.next
-    }
-
     /// The packed `SET {key} {value} PX {3 × interval}` when due (the next
-    /// one scheduled), for a writer that has acknowledged `acked` of
-    /// `accepted` writes.
-    pub(super) fn command(&mut self, acked: u64, accepted: u64) -> Option<Packer> {
+    /// one scheduled), for the writer at `epoch` that has acknowledged
+    /// `acked` of `accepted` writes.
+    pub(super) fn command(&mut self, epoch: u64, acked: u64, accepted: u64) -> Option<Packer> {
         let interval = self.interval.filter(|_| self.due())?;
         self.next = Some(net::deadline_after(interval));
         let value = format!(
-            "{{\"writer\":{},\"epoch\":{},\"ts_ms\":{},\"acked_seq\":{acked},\"backlog\":{}}}",
+            "{{\"writer\":{},\"epoch\":{epoch},\"ts_ms\":{},\"acked_seq\":{acked},\"backlog\":{}}}",
             self.writer,
-            self.epoch,
             super::index::now_ms(),
             accepted.saturating_sub(acked)
         );
@@ -61,13 +56,10 @@ impl Heartbeat {
         Some(p)
     }
 
-    /// The heartbeat on its own when due, on `link` (its `WATCH` on the
-    /// marker armed): `MULTI`, `SET … PX`, `EXEC`, then `WATCH` and `GET`
-    /// of the marker (re-armed as after a batch). An aborted `EXEC` (the
-    /// marker moved) only skips this beat; the `GET` says whether this
-    /// writer was fenced (an error then).
+    /// The heartbeat on its own when due, a guarded transaction on `link`:
+    /// an aborted `EXEC` (the marker moved) only skips this beat.
     pub(super) fn beat(&mut self, link: &mut Link, acked: u64, accepted: u64) -> Result<(), net::Failure> {
-        let Some(cmd) = self.command(acked, accepted) else { return Ok(()) };
+        let Some(cmd) = self.command(link.epoch(), acked, accepted) else { return Ok(()) };
         link.guarded_tx(&cmd.buf, 1).map(|_| ())
     }
 }

@@ -1,13 +1,13 @@
 //! What the callers asked of the flusher and it has not yet put in a
 //! batch: the channel, the writes taken from it (`pending`, coalesced), a
 //! `clear` waiting for everything before it, the last sequence number
-//! received, and `close`'s deadline. `Inbox` is their one owner.
+//! received, and `close`'s deadline.
 
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::channel::msg::{Msg, PurgeRequest};
+use crate::channel::msg::Msg;
 use crate::channel::{Count, Shared};
 use crate::config::Config;
 
@@ -26,25 +26,15 @@ pub(super) struct Inbox {
     shutdown: Option<Instant>,
 }
 
-/// A message that is not a write: the flusher acts on it.
-pub(super) enum Control {
-    Purge(PurgeRequest),
-    Shutdown(Instant),
-}
-
 impl Inbox {
     pub(super) fn new(rx: Receiver<Msg>) -> Inbox {
         Inbox { rx, pending: Pending::default(), barrier: None, received_seq: 0, shutdown: None }
     }
 
-    pub(super) fn rx(&self) -> &Receiver<Msg> {
-        &self.rx
-    }
-
     /// Takes one message in: a write joins `pending` (counting what it
     /// superseded in `shared`), a `clear` becomes the barrier; anything
-    /// else is returned to the flusher.
-    pub(super) fn absorb(&mut self, msg: Msg, shared: &Shared) -> Option<Control> {
+    /// else (a purge, `Shutdown`) is returned to the flusher.
+    pub(super) fn absorb(&mut self, msg: Msg, shared: &Shared) -> Option<Msg> {
         let seq = match msg {
             Msg::Put { seq, rec } => {
                 if self.pending.put(seq, rec) {
@@ -66,62 +56,75 @@ impl Inbox {
                 seq
             }
             // Not a write: it takes no sequence number.
-            Msg::Purge(req) => return Some(Control::Purge(req)),
-            Msg::Shutdown { deadline } => return Some(Control::Shutdown(deadline)),
+            other @ (Msg::Purge(_) | Msg::Shutdown { .. }) => return Some(other),
         };
         self.received_seq = seq;
         None
     }
 
+    /// Whether more may be taken from the channel: no `clear` waits,
+    /// `pending` holds fewer than `limit` items and fewer events and
+    /// snapshots than `max_pending_events` and `max_pending_snapshots`.
+    pub(super) fn has_room(&self, limit: usize, cfg: &Config) -> bool {
+        self.barrier.is_none()
+            && self.pending.len() < limit
+            && self.pending.events() < cfg.max_pending_events
+            && self.pending.snapshots() < cfg.max_pending_snapshots
+    }
+
+    #[inline]
+    pub(super) fn rx(&self) -> &Receiver<Msg> {
+        &self.rx
+    }
+
+    #[inline]
     pub(super) fn pending(&self) -> &Pending {
         &self.pending
     }
 
-    pub(super) fn pending_mut(&mut self) -> &mut Pending {
+    /// The pending writes, for the next batch to take the oldest
+    /// (`InFlight::build`).
+    pub(super) fn for_batch(&mut self) -> &mut Pending {
         &mut self.pending
     }
 
-    /// The sequence number of the last write taken from the channel.
+    #[inline]
     pub(super) fn received_seq(&self) -> u64 {
         self.received_seq
-    }
-
-    /// Whether more may be taken from the channel: no `clear` waits,
-    /// `pending` holds fewer than `limit` items and is within the
-    /// configured bounds (`max_pending_events`, `max_pending_snapshots`).
-    pub(super) fn has_room(&self, limit: usize, cfg: &Config) -> bool {
-        self.barrier.is_none() && self.pending.len() < limit && self.within_bounds(cfg)
-    }
-
-    /// Whether `pending` is within `max_pending_events` and
-    /// `max_pending_snapshots`.
-    pub(super) fn within_bounds(&self, cfg: &Config) -> bool {
-        self.pending.events() < cfg.max_pending_events && self.pending.snapshots() < cfg.max_pending_snapshots
     }
 
     pub(super) fn has_barrier(&self) -> bool {
         self.barrier.is_some()
     }
 
-    pub(super) fn barrier_mut(&mut self) -> Option<&mut Barrier> {
-        self.barrier.as_mut()
+    /// Counts keys the waiting `clear` deleted.
+    pub(super) fn count_cleared(&mut self, deleted: u64) {
+        if let Some(b) = self.barrier.as_mut() {
+            b.deleted += deleted;
+        }
     }
 
+    /// The waiting `clear`, to answer.
     pub(super) fn take_barrier(&mut self) -> Option<Barrier> {
         self.barrier.take()
     }
 
-    /// `close`'s deadline, once it asked.
+    /// Fenced: nothing pending is written; the waiting `clear` is returned
+    /// to be answered.
+    pub(super) fn discard(&mut self) -> Option<Barrier> {
+        self.pending.discard();
+        self.barrier.take()
+    }
+
+    #[inline]
     pub(super) fn shutdown(&self) -> Option<Instant> {
         self.shutdown
     }
 
-    /// Records `close`'s deadline; `false` when one was recorded before.
+    /// `close` asked to stop by `deadline`; `false` when it already had.
     pub(super) fn begin_shutdown(&mut self, deadline: Instant) -> bool {
-        if self.shutdown.is_some() {
-            return false;
-        }
-        self.shutdown = Some(deadline);
-        true
+        let first = self.shutdown.is_none();
+        self.shutdown.get_or_insert(deadline);
+        first
     }
 }

@@ -1,17 +1,13 @@
-//! Open and closed entities: besides `index:{collection}` (every
-//! id with a snapshot), each batch keeps `index:{collection}:open` (a set
-//! of the open ids) and `index:{collection}:closed` (a sorted set of the
-//! closed ids, scored by last update in milliseconds since the epoch) in
-//! step with its writes, in the same transaction, without reading
-//! anything: whether a put is open or closed is asked of the record on
-//! the flusher thread ([`crate::Entity::is_closed`]) when it builds the
-//! batch.
+//! Open and closed entities: besides `index:{collection}` (every id with a
+//! snapshot), each batch keeps `index:{collection}:open` (a set) and
+//! `index:{collection}:closed` (a sorted set scored by last update, in ms)
+//! in step with its writes, in the same transaction, asking the record
+//! ([`crate::Entity::is_closed`]) as it builds the batch.
 //!
-//! What the flusher knows to be indexed (`Indexed`) lets it skip the
-//! commands of an id whose state did not change (a position updated while
-//! open); the batch keeps those ids (`Skipped`) so that, if the connection
-//! changes before it is sent (a restarted server may have lost entries),
-//! the commands are added back at its front (`pack_reindex`).
+//! What is known to be indexed (`Indexed`) lets a batch skip the commands
+//! of an id whose state did not change; it keeps those ids (`Skipped`) to
+//! add them back at its front if the connection changes before it is
+//! sent (a restarted server may have lost entries, `pack_reindex`).
 
 use std::collections::HashMap;
 
@@ -50,18 +46,15 @@ impl StateBufs {
         }
     }
 
-    fn open(&mut self, collection: &'static str, id: &Ident) {
-        add_member(&mut self.open_add, collection, id.as_bytes());
-        add_member(&mut self.closed_rem, collection, id.as_bytes());
-    }
-
-    fn closed(&mut self, collection: &'static str, id: &Ident) {
-        add_member(&mut self.open_rem, collection, id.as_bytes());
-    }
-
-    fn score(&mut self, collection: &'static str, id: &Ident, score_ms: u64) {
-        add_member(&mut self.closed_add, collection, score_ms.to_string().as_bytes());
-        add_member(&mut self.closed_add, collection, id.as_bytes());
+    /// `id` is open (into `…:open`, out of `…:closed`) or closed (out of
+    /// `…:open`; its score goes into `…:closed` apart).
+    fn set_state(&mut self, collection: &'static str, id: &Ident, open: bool) {
+        if open {
+            add_member(&mut self.open_add, collection, id.as_bytes());
+            add_member(&mut self.closed_rem, collection, id.as_bytes());
+        } else {
+            add_member(&mut self.open_rem, collection, id.as_bytes());
+        }
     }
 
     /// A put of `key`, open or closed (last updated at `score_ms`): adds the
@@ -80,17 +73,14 @@ impl StateBufs {
         let collection = key.0;
         if !open {
             // The last update moves with every put of a closed entity.
-            self.score(collection, &key.1, score_ms);
+            add_member(&mut self.closed_add, collection, score_ms.to_string().as_bytes());
+            add_member(&mut self.closed_add, collection, key.1.as_bytes());
         }
         if indexed.get(&key) == Some(&open) {
             return Some((key, open));
         }
         add_member(sadd, collection, key.1.as_bytes());
-        if open {
-            self.open(collection, &key.1);
-        } else {
-            self.closed(collection, &key.1);
-        }
+        self.set_state(collection, &key.1, open);
         indexed.insert(key, open);
         None
     }
@@ -141,11 +131,7 @@ pub(super) fn pack_reindex(
     state.clear();
     for ((collection, id), open) in skipped {
         add_member(sadd, collection, id.as_bytes());
-        if *open {
-            state.open(collection, id);
-        } else {
-            state.closed(collection, id);
-        }
+        state.set_state(collection, id, *open);
     }
     let mut weights = Vec::new();
     for (collection, ids) in sadd.iter().filter(|(_, a)| !a.is_empty()) {

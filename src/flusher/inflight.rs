@@ -1,9 +1,7 @@
 //! The batches between `pending` and Redis: the held batch (the oldest not
 //! yet acknowledged) and the one queued behind it (`commit.rs`), how
 //! batches are numbered, the last sequence number built, and what the
-//! built batches know of the index sets (`index.rs`). `InFlight` is their
-//! one owner; the write path (`commit.rs`) moves batches through its
-//! methods.
+//! built batches know of the index sets (`index.rs`).
 
 use crate::config::Config;
 use crate::ident::Ident;
@@ -16,8 +14,7 @@ use super::index::{self, Indexed};
 use super::link::Link;
 use super::pending::Pending;
 
-/// The batches built and not yet acknowledged, and what they were built
-/// with.
+/// The batches built and not yet acknowledged, and what they were built with.
 pub(super) struct InFlight {
     /// The batch being written: the oldest not yet acknowledged.
     held: Option<Batch>,
@@ -29,13 +26,10 @@ pub(super) struct InFlight {
     batch_no: u64,
     /// The last sequence number packed into a batch.
     built_seq: u64,
-    /// Bumped whenever the index sets may have changed under us
-    /// (`forget_index`): a batch built for an older generation adds back
-    /// the index entries it skipped before it is sent (`Batch::reindex`).
+    /// Bumped whenever the index sets may have changed under us: a batch
+    /// built for an older generation adds back the entries it skipped.
     generation: u64,
-    /// Ids in the index sets once every built batch applies, open or
-    /// closed (updated as batches are built; forgotten when the connection
-    /// or the data may have changed under us).
+    /// Ids in the index sets once every built batch applies (`index.rs`).
     indexed: Indexed,
     /// Collections written by this flusher (for `clear` and retention).
     collections: Vec<&'static str>,
@@ -60,39 +54,8 @@ impl InFlight {
         }
     }
 
-    pub(super) fn has_held(&self) -> bool {
-        self.held.is_some()
-    }
-
-    pub(super) fn held(&self) -> Option<&Batch> {
-        self.held.as_ref()
-    }
-
-    pub(super) fn held_mut(&mut self) -> Option<&mut Batch> {
-        self.held.as_mut()
-    }
-
-    pub(super) fn has_next(&self) -> bool {
-        self.next.is_some()
-    }
-
-    pub(super) fn next_mut(&mut self) -> Option<&mut Batch> {
-        self.next.as_mut()
-    }
-
-    /// The current index generation (see `forget_index`).
-    pub(super) fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Collections written by this flusher so far.
-    pub(super) fn collections(&self) -> &[&'static str] {
-        &self.collections
-    }
-
-    /// Builds the next batch from the oldest pending writes
-    /// (`batch::build`) into the first free place (held, else next), and
-    /// returns the writes it could not include.
+    /// Builds the next batch from the oldest pending writes into the first
+    /// free place (held, else next); returns the writes it could not include.
     pub(super) fn build(
         &mut self,
         cfg: &Config,
@@ -140,9 +103,39 @@ impl InFlight {
         }
     }
 
-    /// Takes the held batch out (settled: acknowledged, or reported) and
-    /// makes the batch behind it the held one, before anything still
-    /// pending.
+    pub(super) fn held(&self) -> Option<&Batch> {
+        self.held.as_ref()
+    }
+
+    pub(super) fn held_mut(&mut self) -> Option<&mut Batch> {
+        self.held.as_mut()
+    }
+
+    /// The batch behind the held one.
+    pub(super) fn next_mut(&mut self) -> Option<&mut Batch> {
+        self.next.as_mut()
+    }
+
+    /// The batch behind the held one when it may be queued behind it: built
+    /// for the current index generation (else it goes the plain way once
+    /// held, adding back its index entries).
+    pub(super) fn next_to_queue(&mut self) -> Option<&mut Batch> {
+        self.next.as_mut().filter(|b| b.is_built() && b.generation == self.generation)
+    }
+
+    /// Fenced: nothing built is written.
+    pub(super) fn drop_all(&mut self) {
+        (self.held, self.next) = (None, None);
+    }
+
+    /// Collections written by this flusher.
+    #[inline]
+    pub(super) fn collections(&self) -> &[&'static str] {
+        &self.collections
+    }
+
+    /// Takes the held batch out (settled) and makes the batch behind it the
+    /// held one.
     pub(super) fn take_held(&mut self) -> Option<Batch> {
         let batch = self.held.take();
         if batch.is_some() {
@@ -163,32 +156,23 @@ impl InFlight {
         }
     }
 
-    /// Nothing is queued on the connection any more (it was dropped, or
-    /// is new).
+    /// Nothing is queued on the connection any more (dropped, or new).
     pub(super) fn unqueue_all(&mut self) {
         for b in self.held.iter_mut().chain(self.next.iter_mut()) {
             b.unqueued();
         }
     }
 
-    /// Fenced: nothing built is written.
-    pub(super) fn discard_all(&mut self) {
-        self.held = None;
-        self.next = None;
-    }
-
-    /// The index sets may have changed under us (a reconnect: a restarted
-    /// server; a `clear`): forget what is known to be indexed, and make
-    /// batches already built, none of them queued on a connection, add back
-    /// the entries they skipped.
+    /// The index sets may have changed under us (a reconnect, a `clear`):
+    /// forget what is known indexed, and make batches already built (none
+    /// queued on a connection) add back the entries they skipped.
     pub(super) fn forget_index(&mut self) {
         self.indexed.clear();
         self.generation += 1;
     }
 
-    /// The marker was found deleted: the index sets may be gone too.
-    /// (Batches already built keep what they skipped: one may be queued on
-    /// the server already.)
+    /// The marker was found deleted: the index sets may be gone too (built
+    /// batches keep what they skipped: one may be queued already).
     pub(super) fn index_gone(&mut self) {
         self.indexed.clear();
     }
@@ -205,8 +189,7 @@ impl InFlight {
         self.batch_no
     }
 
-    /// A `clear` at `seq` was acknowledged: the next batch starts after
-    /// it.
+    /// A `clear` at `seq` was acknowledged: the next batch starts after it.
     pub(super) fn cleared(&mut self, seq: u64) {
         self.built_seq = seq;
     }

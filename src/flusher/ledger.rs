@@ -1,16 +1,15 @@
 //! What is true of the flusher's connection stream, kept by the `Link`
-//! (`link.rs`) and nowhere else: the replies owed, whether the `WATCH` on
-//! the commit marker guards the next transaction, and whether a `MULTI`
-//! is open. (A stream that failed is not here: the link drops it, so
-//! there is nothing left to read.) Pure: every send and read of the
-//! link asks it first and tells it after, and it refuses what would put
-//! the stream out of step (unit-tested below, without Redis).
+//! and nowhere else: the replies owed, whether the `WATCH` on the commit
+//! marker guards the next transaction, and whether a `MULTI` is open.
+//! Pure: every send and read of the link asks it first and tells it
+//! after, and it refuses what would put the stream out of step.
 
 /// The state of the `WATCH` on the commit marker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Guard {
     /// Not known to be armed: none yet on this connection, or an `EXEC`,
     /// `DISCARD` or `UNWATCH` was sent since the last look at the marker.
+    #[default]
     Off,
     /// Armed, and the last `GET` of the marker showed no newer writer:
     /// the next transaction is guarded.
@@ -22,7 +21,7 @@ enum Guard {
 }
 
 /// What the link may do next, and what it did (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Ledger {
     /// Replies asked for and not yet read.
     owed: usize,
@@ -38,22 +37,14 @@ pub(super) struct Ledger {
 /// state of Redis.
 pub(super) type Refusal = String;
 
-impl Default for Ledger {
-    fn default() -> Self {
-        Ledger { owed: 0, guard: Guard::Off, arming: false, multi_open: false }
-    }
-}
-
 impl Ledger {
     /// Whether the marker's `WATCH` guards the next transaction.
     pub(super) fn is_guarded(&self) -> bool {
         self.guard == Guard::Armed
     }
 
-    /// A fresh round trip (or a pipeline of reads) may start: nothing is
-    /// owed (it would be read as its own), and a `MULTI` is open exactly
-    /// when `multi` (a `DISCARD`; anything else inside one would be queued,
-    /// not run).
+    /// A fresh round trip may start: nothing is owed (it would be read as
+    /// its own), and a `MULTI` is open exactly when `multi` (a `DISCARD`).
     pub(super) fn fresh(&self, what: &str, multi: bool) -> Result<(), Refusal> {
         if self.owed == 0 && self.multi_open == multi {
             return Ok(());
@@ -62,8 +53,7 @@ impl Ledger {
         Err(format!("{what} {state}, with {} reply(ies) unread", self.owed))
     }
 
-    /// A transaction may be queued: none is open (allowed with replies
-    /// owed: it goes behind a batch whose replies are on their way).
+    /// A transaction may be queued: none is open (replies may be owed).
     pub(super) fn can_queue(&self) -> Result<(), Refusal> {
         if self.multi_open {
             return Err("a MULTI inside an open MULTI".into());
@@ -102,8 +92,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commands that leave the `WATCH` and the `MULTI` as they are went
-    /// out.
+    /// Commands that leave the `WATCH` and the `MULTI` as they are went out.
     pub(super) fn sent(&mut self, replies: usize) {
         self.owed += replies;
     }
@@ -114,8 +103,7 @@ impl Ledger {
         self.multi_open = true;
     }
 
-    /// What applies a transaction went out, then `WATCH` and `GET` of the
-    /// marker.
+    /// What applies a transaction went out, then `WATCH` and `GET` of it.
     pub(super) fn sent_exec(&mut self, replies: usize) {
         self.unwatching();
         self.owed += replies;
@@ -123,17 +111,14 @@ impl Ledger {
         self.arming = true;
     }
 
-    /// `WATCH` and `GET` of the marker went out (after an `UNWATCH`, or
-    /// alone: the marker's `WATCH` is armed again, other keys' only when
-    /// they are watched anew).
+    /// `WATCH` and `GET` of the marker went out (perhaps after `UNWATCH`).
     pub(super) fn sent_watch(&mut self, replies: usize) {
         self.unwatching();
         self.owed += replies;
         self.arming = true;
     }
 
-    /// A `WATCH` of other keys went out: the next transaction is guarded
-    /// by them too.
+    /// A `WATCH` of other keys went out: they guard the next transaction too.
     pub(super) fn sent_watch_also(&mut self, replies: usize) {
         if self.guard == Guard::Armed {
             self.guard = Guard::Widened;
@@ -166,8 +151,8 @@ impl Ledger {
 
     /// The `GET` of the marker sent with the last `WATCH` was read: when
     /// it showed no newer writer (`ok`), the guard is armed, unless
-    /// something ended that `WATCH` since it was sent. (A `MULTI` may have
-    /// been queued behind it: that is what it guards.)
+    /// something ended that `WATCH` since (a `MULTI` queued behind it is
+    /// what it guards).
     pub(super) fn marker_read(&mut self, ok: bool) {
         if std::mem::take(&mut self.arming) && ok {
             self.guard = Guard::Armed;

@@ -1,41 +1,25 @@
 //! The flusher's connection, with everything that is true of it, in one
-//! owner: the connection itself, the replies owed on it, whether the
-//! `WATCH` on the commit marker guards the next transaction, and the last
-//! dropped connection (to kill it once reconnected).
-//!
-//! Every byte the flusher sends and every reply it reads goes through a
-//! [`Link`]. Two invariants are facts of this type rather than of its
-//! callers:
+//! owner: every byte the flusher sends and every reply it reads goes
+//! through a [`Link`]. Three invariants are facts of this type rather
+//! than of its callers:
 //!
 //! - **The reply stream stays in step.** Each send says how many replies
-//!   it asks for and each read takes one; a fresh round trip (`watch`,
-//!   `guarded_tx`, `discard`, `round_trip`) starts only when nothing is
-//!   owed. A caller that forgot replies (a batch queued behind an `EXEC`
-//!   whose `QUEUED`s were never read, say) cannot have them taken for the
-//!   marker: the link refuses the round trip with a failure that drops the
-//!   connection, and debug builds stop on it.
+//!   it asks for and each read takes one; a fresh round trip starts only
+//!   when nothing is owed, so forgotten replies (a queued batch's
+//!   `QUEUED`s, say) are never taken for the marker: the link refuses,
+//!   with a failure that drops the connection (debug builds stop on it).
 //! - **The guard is what was last sent and read.** Only the link sends
-//!   `WATCH`, `EXEC`, `DISCARD` and `UNWATCH`, so only it knows whether
-//!   the marker's `WATCH` is armed: anything that ends a `WATCH` turns the
-//!   guard off, and it is armed again only by reading a `GET` of the
-//!   marker, sent right after its `WATCH`, that shows no newer writer
-//!   (`judge_marker`), when nothing ended that `WATCH` since. It also
-//!   knows whether a `MULTI` is open (a batch queued behind another), so
-//!   a `WATCH` is never sent inside one, nor a `MULTI` inside another.
+//!   `WATCH`, `EXEC`, `DISCARD` and `UNWATCH`: anything that ends a
+//!   `WATCH` turns the guard off, and only reading the `GET` of the marker
+//!   sent right after its `WATCH`, showing no newer writer, with nothing
+//!   ending that `WATCH` since, arms it. It also knows whether a `MULTI`
+//!   is open, so a `WATCH` or a `MULTI` is never sent inside one.
+//! - **A failed stream is never read again.** A send or read that fails
+//!   drops the connection there and then (`lose`); whatever comes next
+//!   gets a not-connected failure, whose action is to reconnect, and the
+//!   batch in doubt is settled by the marker on the next connection.
 //!
-//! - **A failed stream is never read again.** A send or a read that
-//!   fails drops the connection there and then (`lose`): the link holds
-//!   no stream any more, so whatever a caller does next (read a queued
-//!   batch's replies, `DISCARD` it, `WATCH` again) gets a
-//!   not-connected failure, whose action is to reconnect, and the batch
-//!   in doubt is settled by the marker on the next connection. Every
-//!   failure of the stream says "reconnect", whatever its cause.
-//!
-//! The bookkeeping itself is the `Ledger` (`ledger.rs`, pure and
-//! unit-tested); a send or read it refuses is a bug of the caller, so it
-//! drops the connection too (a `Protocol` failure) and debug builds stop
-//! on it. What a failure does to the flusher (fencing, reconnecting) is
-//! in `commit.rs`; the backoff in `reconnect.rs`.
+//! The bookkeeping is the `Ledger` (`ledger.rs`, pure and unit-tested).
 
 use redis::Value;
 
@@ -45,10 +29,8 @@ use crate::store::marker;
 use super::guard::judge_marker;
 use super::ledger::{Ledger, Refusal};
 
-/// The flusher's one connection to Redis (see the module docs).
 pub(super) struct Link {
     conn: Option<Conn>,
-    /// What is true of its stream.
     ledger: Ledger,
     /// The last dropped connection, and the server (`host:port`) it was on.
     dead_client: Option<(ClientIdentity, String)>,
@@ -72,6 +54,17 @@ pub(super) struct GuardedReply {
     pub(super) read: marker::Read,
 }
 
+impl GuardedReply {
+    /// Why `EXEC`, neither applied nor aborted, refused the transaction
+    /// (`what`, on `addr`): its error, or the first queued command's.
+    pub(super) fn refused(&self, addr: &str, what: &str) -> Failure {
+        let (code, text) = net::reply_error(&self.exec)
+            .or_else(|| self.head.iter().find_map(net::reply_error))
+            .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {:?}", self.exec)));
+        Failure::new(net::Cause::of_exec_error(&code, &text), addr, format!("{what}: {text}"))
+    }
+}
+
 impl Link {
     pub(super) fn new(conn: Conn, marker_key: Vec<u8>, epoch: u64) -> Link {
         Link {
@@ -85,7 +78,7 @@ impl Link {
         }
     }
 
-    /// The commit marker's key (`{trader}:writer:{writer_id}`).
+    /// `{trader}:writer:{writer_id}`.
     pub(super) fn marker_key(&self) -> &[u8] {
         &self.marker_key
     }
@@ -95,28 +88,30 @@ impl Link {
         self.epoch
     }
 
-    /// Whether there is a connection.
+    /// Packs `MSET` of the marker to `batch` of this writer's epoch.
+    pub(super) fn set_marker(&self, p: &mut Packer, batch: u64) {
+        let marker = marker::Marker { epoch: self.epoch, batch }.format();
+        p.cmd(&[b"MSET", &self.marker_key, marker.as_bytes()]);
+    }
+
     pub(super) fn is_up(&self) -> bool {
         self.conn.is_some()
     }
 
-    /// The address of the connection (empty when there is none), for
-    /// failures.
+    /// The address of the connection (empty when there is none).
     pub(super) fn addr(&self) -> &str {
         self.conn.as_ref().map_or("", |c| c.addr.as_str())
     }
 
-    /// The largest value the server takes, when it said.
+    #[inline]
     pub(super) fn bulk_limit(&self) -> Option<usize> {
         self.bulk_limit
     }
 
-    /// The server's clock now, when the connection read it.
     pub(super) fn server_now_ms(&self) -> Option<u64> {
         self.conn.as_ref().and_then(|c| c.server_clock).map(|c| c.now_ms())
     }
 
-    /// Whether the marker's `WATCH` guards the next transaction.
     pub(super) fn is_guarded(&self) -> bool {
         self.ledger.is_guarded()
     }
@@ -130,12 +125,11 @@ impl Link {
 
     /// Drops the connection (remembering its client, to kill it once
     /// reconnected to the same server): whatever was queued on it is gone.
-    /// `false` when there was none.
-    pub(super) fn drop_conn(&mut self) -> bool {
+    pub(super) fn drop_conn(&mut self) {
         self.ledger = Ledger::default();
-        let Some(c) = self.conn.take() else { return false };
-        self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
-        true
+        if let Some(c) = self.conn.take() {
+            self.dead_client = c.client.map(|id| (id, c.addr)).or(self.dead_client.take());
+        }
     }
 
     /// The dropped connection to kill, when it was on the server this one
@@ -146,10 +140,8 @@ impl Link {
         (addr == self.addr()).then_some(old)
     }
 
-    /// The stream failed (`f`): the connection is dropped at once, so
-    /// nothing is read from it again, and the failure says to reconnect
-    /// (whatever its cause: what the server got or will answer is
-    /// unknown).
+    /// The stream failed (`f`): the connection is dropped, and the failure
+    /// says to reconnect (what the server got or will answer is unknown).
     fn lose(&mut self, f: Failure) -> Failure {
         self.drop_conn();
         if f.action() == Action::Reconnect {
@@ -171,8 +163,7 @@ impl Link {
         self.lose(f)
     }
 
-    /// Whether there is a connection, and the ledger allows what comes
-    /// next (`verdict`).
+    /// Whether there is a connection, and the ledger allows `verdict`.
     fn check(&mut self, verdict: Result<(), Refusal>) -> Result<(), Failure> {
         if self.conn.is_none() {
             return Err(Failure::not_connected());
@@ -183,20 +174,13 @@ impl Link {
     /// Writes packed commands; a failure drops the connection.
     fn write(&mut self, buf: &[u8]) -> Result<(), Failure> {
         let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
-        match conn.con.send_packed_command(buf) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let f = Failure::of(&e, &conn.addr);
-                Err(self.lose(f))
-            }
-        }
+        let sent = conn.con.send_packed_command(buf).map_err(|e| Failure::of(&e, &conn.addr));
+        sent.map_err(|f| self.lose(f))
     }
 
     /// Sends a transaction without its `EXEC` (`tx`: `MULTI` and the
-    /// commands it queues, `replies` replies), to be applied by
-    /// [`send_exec`](Self::send_exec) or thrown away by
-    /// [`discard`](Self::discard). Allowed with replies owed: it is queued
-    /// behind a batch whose replies are still on their way.
+    /// commands, `replies` replies), applied by `send_exec` or thrown away
+    /// by `discard`. Allowed with replies owed: it queues behind a batch.
     pub(super) fn send_queued(&mut self, tx: &[u8], replies: usize) -> Result<(), Failure> {
         self.check(self.ledger.can_queue())?;
         self.write(tx)?;
@@ -204,8 +188,8 @@ impl Link {
         Ok(())
     }
 
-    /// Sends packed reads (commands that leave the `WATCH` as it is),
-    /// asking for `replies` replies, read with [`recv`](Self::recv).
+    /// Sends packed reads (that leave the `WATCH` as it is), asking for
+    /// `replies` replies.
     pub(super) fn send_reads(&mut self, buf: &[u8], replies: usize) -> Result<(), Failure> {
         self.check(self.ledger.fresh("reads", false))?;
         self.write(buf)?;
@@ -213,21 +197,14 @@ impl Link {
         Ok(())
     }
 
-    /// Reads one reply owed; a failure drops the connection (later reads
-    /// get a not-connected failure).
+    /// Reads one reply owed; a failure drops the connection.
     pub(super) fn recv(&mut self) -> Result<Value, Failure> {
         self.check(self.ledger.can_recv())?;
         let conn = self.conn.as_mut().ok_or_else(Failure::not_connected)?;
-        match conn.con.recv_response() {
-            Ok(v) => {
-                self.ledger.received();
-                Ok(v)
-            }
-            Err(e) => {
-                let f = Failure::of(&e, &conn.addr);
-                Err(self.lose(f))
-            }
-        }
+        let reply = conn.con.recv_response().map_err(|e| Failure::of(&e, &conn.addr));
+        let reply = reply.map_err(|f| self.lose(f))?;
+        self.ledger.received();
+        Ok(reply)
     }
 
     /// Reads `N` replies owed, stopping at the first failure.
@@ -239,23 +216,19 @@ impl Link {
         Ok(replies)
     }
 
-    /// Sends packed commands that leave the `WATCH` as it is and reads
-    /// their `N` replies.
+    /// `send_reads`, then reads the `N` replies.
     pub(super) fn round_trip<const N: usize>(&mut self, buf: &[u8]) -> Result<[Value; N], Failure> {
         self.send_reads(buf, N)?;
         self.recv_n()
     }
 
-    /// Sends what makes a transaction apply, then what arms the guard
-    /// again: `body` (the transaction, `MULTI` first, when it is not
-    /// already queued; `body_replies` replies), `EXEC` (unless `exec` is
-    /// false: it was applied, only the replica `WAIT` is outstanding), the
-    /// `WAIT`, and `WATCH` and `GET` of the marker. Its replies are read
-    /// with [`recv`](Self::recv), the marker's last with
-    /// [`read_guard`](Self::read_guard). Allowed with replies owed (a
-    /// queued batch's head replies are read after its `EXEC` is sent).
-    /// `widened`: a guard widened by more `WATCH`es (a guarded
-    /// transaction's) also counts as armed.
+    /// Sends what makes a transaction apply, then what re-arms the guard:
+    /// `body` (`MULTI` first, unless already queued; `body_replies`
+    /// replies), `EXEC` (unless `exec` is false: applied, only the replica
+    /// `WAIT` is outstanding), the `WAIT`, and `WATCH` and `GET` of the
+    /// marker (read last, `read_guard`). Allowed with replies owed (a
+    /// queued batch's). `widened`: a guard widened by more `WATCH`es (a
+    /// guarded transaction's) counts as armed.
     pub(super) fn send_exec(
         &mut self,
         body: &mut Vec<u8>,
@@ -318,8 +291,7 @@ impl Link {
 
     /// `WATCH` of `key` as well as the marker, and `then` (one packed read
     /// command) in the same round trip: their replies. The next
-    /// transaction is then guarded by both (a purge step), or the extra
-    /// `WATCH` is dropped by [`watch`](Self::watch).
+    /// transaction is guarded by both, or `watch` drops the extra one.
     pub(super) fn watch_also(&mut self, key: &[u8], then: &[u8]) -> Result<[Value; 2], Failure> {
         self.check(self.ledger.fresh("a WATCH", false))?;
         let p = &mut self.tail;
@@ -335,8 +307,7 @@ impl Link {
     }
 
     /// One small transaction of `command` (packed; `commands` of them),
-    /// guarded by the `WATCH`s armed, then `WATCH` and `GET` of the marker,
-    /// which arm the guard again (or find this writer fenced).
+    /// guarded by the `WATCH`s armed, then `WATCH` and `GET` of the marker.
     pub(super) fn guarded_tx(&mut self, command: &[u8], commands: usize) -> Result<GuardedReply, Failure> {
         self.check(self.ledger.fresh("a transaction", false))?;
         let mut body = Packer::default();
@@ -352,10 +323,9 @@ impl Link {
         Ok(GuardedReply { head, exec, read })
     }
 
-    /// `DISCARD` of the transaction queued on the connection, its replies
-    /// read. A refusal (an ACL without `+discard`) leaves the `MULTI`
-    /// open, so it is an error, and the connection is dropped, which
-    /// discards it as surely.
+    /// `DISCARD` of the transaction queued on the connection. A refusal (an
+    /// ACL without `+discard`) leaves the `MULTI` open: the connection is
+    /// dropped, which discards it as surely.
     pub(super) fn discard(&mut self) -> Result<(), Failure> {
         self.check(self.ledger.fresh("a DISCARD", true))?;
         self.write(b"*1\r\n$7\r\nDISCARD\r\n")?;
@@ -371,8 +341,7 @@ impl Link {
     }
 }
 
-/// `crate::store::own_keys` walks and deletes keys through the link: its round
-/// trips keep the stream in step like any other.
+/// `crate::store::own_keys` walks and deletes keys through the link.
 impl crate::store::own_keys::Session for Link {
     fn query(&mut self, packed: &[u8]) -> Result<Value, Failure> {
         let [reply] = self.round_trip::<1>(packed)?;

@@ -1,28 +1,19 @@
 //! Redis losing acknowledged batches: the commit marker found missing or
 //! behind what this writer had acknowledged (an AOF `everysec` loss, a
-//! failover to a lagging replica, a restore from an old backup, an
-//! operator's `DEL`). It is reported loudly, never replayed over or
-//! ignored: counted (`Stats::marker_losses`, the `marker_lost` error
-//! class), shown in `Health::marker_lost`, logged, and the acknowledged
-//! writes that may be gone listed by `take_dropped`.
+//! failover to a lagging replica, an operator's `DEL`). It is reported
+//! loudly, never replayed over or ignored: counted, shown in
+//! `Health::marker_lost`, logged, and the writes that may be gone listed
+//! by `take_dropped`.
 //!
-//! A batch in doubt when the marker is found gone cannot be settled by it
-//! (`settle_without_marker`). It is acknowledged only when proven applied,
-//! and nothing else proves that: its events are stored as themselves, and
-//! identical events are normal, so a log that ends with what the batch
-//! appends may have ended so before. It is replayed when it is proven not
-//! applied (its only `EXEC`s were aborted by the marker's `WATCH`, or its
-//! last log does not end with what it appends), or when replaying it is
-//! harmless (it appends nothing: snapshots, deletes and index entries
-//! written twice are written once). Otherwise its writes are reported
-//! like the marker's own losses (`Loss::report_unproven`): counted, listed by
-//! `take_dropped`, `Error::Dropped` from `wait`/`flush`; never replayed
-//! (that could apply them twice) and never acknowledged as written.
-//!
-//! A marker that is there but behind settles the batch as usual: Redis
-//! loses whole transactions, as a prefix (the marker is written in every
-//! batch's transaction), so a batch after what the marker shows is not in
-//! Redis.
+//! A batch in doubt when the marker is gone is acknowledged only when
+//! proven applied, and nothing proves that (identical events are normal,
+//! so a log that ends with what the batch appends may have ended so
+//! before). It is replayed when proven not applied (only ever aborted by
+//! the `WATCH`, or its last log does not end with what it appends) or when
+//! replaying is harmless (it appends nothing); otherwise its writes are
+//! reported (`Loss::report_unproven`), never replayed nor acknowledged.
+//! A marker that is there but behind settles a batch as usual: Redis loses
+//! whole transactions, as a prefix.
 
 use std::collections::VecDeque;
 
@@ -30,7 +21,7 @@ use redis::Value;
 
 use crate::channel::Shared;
 use crate::net::{Failure, Packer};
-use crate::store::marker::{Marker, Read};
+use crate::store::marker::Read;
 use crate::ErrorKind;
 
 use super::batch::Batch;
@@ -40,12 +31,9 @@ use super::link::Link;
 /// numbers), to name the writes a regressed marker may have lost.
 const RECENT_BATCHES: usize = 4096;
 
-/// What this writer knows Redis applied: its marker and epoch, the last
-/// batch it acknowledged, and the batches acknowledged recently.
+/// What this writer knows Redis applied: the last batch it acknowledged,
+/// and the batches acknowledged recently.
 pub(super) struct Loss {
-    marker_key: Vec<u8>,
-    /// This writer's epoch (see `marker.rs`).
-    epoch: u64,
     /// The last batch number this writer acknowledged: a marker behind it
     /// means Redis lost acknowledged batches.
     floor: u64,
@@ -54,16 +42,13 @@ pub(super) struct Loss {
 }
 
 impl Loss {
-    /// For the writer at `epoch` whose marker (`marker_key`) showed batch
-    /// `floor` at `open`.
-    pub(super) fn new(marker_key: Vec<u8>, epoch: u64, floor: u64) -> Loss {
-        Loss { marker_key, epoch, floor, recent: VecDeque::new() }
+    /// For a writer whose marker showed batch `floor` at `open`.
+    pub(super) fn new(floor: u64) -> Loss {
+        Loss { floor, recent: VecDeque::new() }
     }
 
     /// Batch `no`, whose first write is `first_seq`, was acknowledged: a
-    /// marker behind it from now on is a loss. (Applied but
-    /// unacknowledged, waiting for replicas, it may still be lost in a
-    /// failover without anyone told wrong.)
+    /// marker behind it from now on is a loss.
     pub(super) fn acknowledged(&mut self, no: u64, first_seq: u64) {
         if self.recent.len() >= RECENT_BATCHES {
             self.recent.pop_front();
@@ -72,28 +57,23 @@ impl Loss {
         self.floor = self.floor.max(no);
     }
 
-    /// Whether `read` (this writer's marker, not fenced) is behind what
-    /// this writer knows was applied.
-    fn marker_regressed(&self, read: &Read) -> bool {
-        match read {
+    /// Looks at the marker of `link`'s writer just read (not fenced): when
+    /// it is behind what this writer knows was applied, reports a loss in
+    /// `shared` (once per regression; the floor drops to what it shows).
+    pub(super) fn note_marker(&mut self, read: &Read, link: &Link, shared: &Shared) {
+        let epoch = link.epoch();
+        let regressed = match read {
             Read::Missing => true,
-            Read::Valid(Marker { epoch, batch }) => {
-                *epoch < self.epoch || (*epoch == self.epoch && *batch < self.floor)
-            }
+            Read::Valid(m) => m.epoch < epoch || (m.epoch == epoch && m.batch < self.floor),
             // (Judged as fencing before this is asked.)
             Read::Foreign(_) => false,
-        }
-    }
-
-    /// Looks at a marker just read: reports a loss in `shared` (once per
-    /// regression; the floor drops to what the marker shows).
-    pub(super) fn note_marker(&mut self, read: &Read, shared: &Shared) {
-        if !self.marker_regressed(read) {
+        };
+        if !regressed {
             return;
         }
-        let key = String::from_utf8_lossy(&self.marker_key).into_owned();
+        let key = String::from_utf8_lossy(link.marker_key()).into_owned();
         let (shown, back_to) = match read {
-            Read::Valid(m) if m.epoch == self.epoch => (format!("batch {}", m.batch), m.batch),
+            Read::Valid(m) if m.epoch == epoch => (format!("batch {}", m.batch), m.batch),
             Read::Valid(m) => (format!("batch {} of an older epoch ({})", m.batch, m.epoch), 0),
             _ => ("nothing (it is gone)".to_string(), 0),
         };
@@ -114,7 +94,7 @@ impl Loss {
         let detail = format!(
             "the commit marker {key} shows {shown}, but this writer (epoch {}) had applied batch {}: \
              Redis lost acknowledged batches or the marker was deleted; {writes} (not replayed)",
-            self.epoch, self.floor
+            epoch, self.floor
         );
         log::error!("tradecache: {detail}");
         shared.note_marker_lost(detail.clone());
@@ -125,15 +105,11 @@ impl Loss {
         self.floor = back_to;
     }
 
-    /// `batch` was in doubt when the marker was lost, and whether Redis
-    /// applied it cannot be proven: its writes are reported dropped in
-    /// `shared` (class `marker_lost`), not replayed and not acknowledged
-    /// as written.
-    pub(super) fn report_unproven(&self, batch: &Batch, shared: &Shared) {
-        let key = batch.probe.as_ref().map_or_else(
-            || String::from_utf8_lossy(&self.marker_key).into_owned(),
-            |p| String::from_utf8_lossy(&p.key).into_owned(),
-        );
+    /// `batch` was in doubt when the marker was lost, and cannot be proven
+    /// applied: its writes are reported dropped (class `marker_lost`).
+    pub(super) fn report_unproven(batch: &Batch, link: &Link, shared: &Shared) {
+        let key = batch.probe.as_ref().map_or(link.marker_key(), |p| &p.key);
+        let key = String::from_utf8_lossy(key).into_owned();
         let writes = (batch.max_seq + 1).saturating_sub(batch.first_seq).max(1);
         let detail = format!(
             "batch {} (seq {} to {}) was in doubt when the commit marker was lost, and nothing proves \
@@ -146,8 +122,7 @@ impl Loss {
     }
 }
 
-/// Settles `batch`, in doubt, when the marker is gone (see the module
-/// docs), reading its probe over `link`.
+/// Settles `batch`, in doubt, when the marker is gone (module docs).
 pub(super) fn settle_without_marker(batch: &Batch, link: &mut Link) -> Result<Settled, Failure> {
     let no = batch.no;
     let settled = match &batch.probe {
@@ -186,8 +161,7 @@ pub(super) fn settle_without_marker(batch: &Batch, link: &mut Link) -> Result<Se
     Ok(settled)
 }
 
-/// How a batch in doubt with the marker gone is settled
-/// (`settle_without_marker`).
+/// How a batch in doubt with the marker gone is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Settled {
     /// Proven not applied, or harmless to apply again: sent again.

@@ -2,35 +2,19 @@
 //! each batch as one `MULTI … EXEC` that also sets the writer's commit
 //! marker. Owns the connection; callers never reach in here.
 //!
-//! `Flusher` is the run loop and owns one value of each sub-state; each
-//! sub-state is a type with private fields in its own file, changed only
-//! through its methods. `impl Flusher` is in two files: this one (the run
-//! loop: waiting for work, draining the channel, shutting down, and
-//! driving the heartbeat, purges and `clear` between batches) and
-//! `commit.rs` (the write path and what a failure does). The rest, by
-//! concern:
-//! - `inbox.rs`: the channel, the writes taken from it, a `clear`
-//!   waiting, `close`'s deadline; `pending.rs`: writes received but not
-//!   yet in a batch (coalescing), on the channel side the kv writer
-//!   shares, `crate::channel::intake`;
-//! - `inflight.rs`: the batches built and not yet acknowledged, their
-//!   numbers, the index knowledge they were built with;
-//! - `batch.rs`: building one transaction (pure, unit-tested) and the
-//!   state of a batch until Redis confirms it;
-//! - `commit.rs`: sending, queueing the next batch behind the held one,
-//!   `EXEC`, settling a batch in doubt by the commit marker, acknowledging;
-//!   failures, fencing, dropping and reconnecting;
-//! - `guard.rs`: the `WATCH` on the commit marker that guards every
-//!   transaction, and what its `GET` says (fenced or not);
-//! - `link.rs`: the connection, its one owner: every send and reply read
-//!   goes through it; `ledger.rs` keeps what is true of its stream (the
-//!   replies owed, the `WATCH` state, an open `MULTI`);
-//! - `reconnect.rs`: the backoff and the time of the next attempt;
-//! - `loss.rs`: a commit marker found behind what this writer applied;
-//! - `clear.rs`: `Cache::clear`, a barrier then guarded deletes;
-//! - `index.rs`: the open and closed indexes a batch keeps;
-//! - `purge.rs`: the purge scheduler, purges taking turns with batches;
-//! - `heartbeat.rs` and `streams.rs`: the heartbeat and the event streams.
+//! `Flusher` is the run loop (this file: waiting, draining, shutting
+//! down, and driving the heartbeat, purges and `clear` between batches)
+//! and owns one value of each sub-state, each in its own file;
+//! `commit.rs` holds the write path and what a failure does. The map of
+//! the files is in docs/architecture.md.
+
+/// The connection with what a look at the marker updates (`guard.rs`),
+/// borrowed field by field (a purge step borrows `purges` beside it).
+macro_rules! guard {
+    ($f:ident) => {
+        Guard { link: &mut $f.link, loss: &mut $f.loss, inflight: &mut $f.inflight, shared: &$f.shared }
+    };
+}
 
 mod batch;
 mod clear;
@@ -58,14 +42,14 @@ use crate::channel::msg::{Msg, PurgeRequest};
 use crate::channel::Shared;
 use crate::config::Config;
 use crate::error::{CloseReport, Error};
-use crate::net::{self, Action, Conn, Failure, Packer};
+use crate::net::{self, Action, Conn, Failure};
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
 
 use clear::Beating;
 use guard::Guard;
 use heartbeat::Heartbeat;
-use inbox::{Control, Inbox};
+use inbox::Inbox;
 pub(crate) use index::now_ms;
 use inflight::InFlight;
 use link::Link;
@@ -81,20 +65,12 @@ type FastState = foldhash::fast::RandomState;
 pub(crate) struct Flusher {
     cfg: Config,
     keys: Keys,
-    /// The connection, and what is true of it (`link.rs`).
     link: Link,
-    /// The channel, the writes taken from it, a `clear` waiting, `close`'s
-    /// deadline (`inbox.rs`).
     inbox: Inbox,
-    /// The batches built and not yet acknowledged (`inflight.rs`).
     inflight: InFlight,
-    /// When the next attempt after a failure may start (`reconnect.rs`).
     retry: Retry,
-    /// Purges waiting or under way (`purge.rs`).
     purges: PurgeScheduler,
-    /// What this writer knows Redis applied (`loss.rs`).
     loss: Loss,
-    /// When the heartbeat is written next, and what (`heartbeat.rs`).
     heartbeat: Heartbeat,
     shared: Arc<Shared>,
     done: Sender<CloseReport>,
@@ -132,17 +108,12 @@ impl Flusher {
     pub(crate) fn new(init: FlusherInit) -> Self {
         let marker_key = init.keys.writer(&init.cfg.writer_id).into_bytes();
         let heartbeat_key = init.keys.heartbeat(&init.cfg.writer_id).into_bytes();
-        let heartbeat = Heartbeat::new(
-            init.cfg.heartbeat_interval,
-            heartbeat_key,
-            &init.cfg.writer_id,
-            init.marker.epoch,
-        );
+        let heartbeat = Heartbeat::new(init.cfg.heartbeat_interval, heartbeat_key, &init.cfg.writer_id);
         init.shared.set_connected(true);
         init.shared.set_alive(true);
         Flusher {
-            link: Link::new(init.conn, marker_key.clone(), init.marker.epoch),
-            loss: Loss::new(marker_key, init.marker.epoch, init.marker.batch),
+            link: Link::new(init.conn, marker_key, init.marker.epoch),
+            loss: Loss::new(init.marker.batch),
             retry: Retry::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max),
             keys: init.keys,
             inbox: Inbox::new(init.rx),
@@ -166,7 +137,7 @@ impl Flusher {
             self.start_auto_purge();
             // (The next batch is only ever built while one is held.)
             let work = !self.inbox.pending().is_empty()
-                || self.inflight.has_held()
+                || self.inflight.held().is_some()
                 || self.inbox.has_barrier()
                 || !self.purges.is_empty()
                 || self.heartbeat_due();
@@ -179,8 +150,7 @@ impl Flusher {
                     }
                     break;
                 }
-                // Nothing to write: wait for the next message. This is
-                // where the thread yields.
+                // Nothing to write: the thread yields here.
                 match self.wait_first() {
                     Wake::Msg(msg) => self.absorb(msg),
                     Wake::Tick | Wake::Stop => {}
@@ -193,23 +163,22 @@ impl Flusher {
             }
             self.drain();
             if !self.link.is_up() || self.retry.is_waiting() {
+                // A short sleep, so the channel keeps being drained.
                 self.retry.pause(self.inbox.shutdown());
                 if !self.link.is_up() && !self.retry.is_waiting() {
                     self.reconnect();
                 }
                 continue;
             }
-            if !self.inflight.has_held() {
+            if self.inflight.held().is_none() {
                 if self.heartbeat_due() && (self.inbox.pending().is_empty() || self.purge_turn()) {
-                    // No batch next to carry it: the heartbeat goes on its
-                    // own, before a purge step or a `clear`, so that a long
-                    // purge never starves it (`heartbeat.rs`).
+                    // No batch to carry it: the heartbeat goes on its own,
+                    // before a purge step or a `clear` (never starved).
                     self.idle_heartbeat();
                     continue;
                 }
                 if self.purge_turn() {
-                    // Nothing in flight: one bounded purge step, between
-                    // two batches (`purge.rs`).
+                    // Nothing in flight: one bounded purge step.
                     self.purge_step();
                     continue;
                 }
@@ -255,10 +224,8 @@ impl Flusher {
         self.inbox.shutdown().is_some_and(|d| Instant::now() >= d)
     }
 
-    /// `close`/`Drop` leave their deadline in `Shared` as well as sending
-    /// `Shutdown`: when Redis is down and the flusher holds its maximum of
-    /// pending writes, it stops draining, the channel fills, and the
-    /// message would never arrive (the thread would outlive the `Cache`).
+    /// `close`/`Drop` leave their deadline in `Shared` too: with Redis down
+    /// and `pending` full, the `Shutdown` message may never arrive.
     fn check_stop(&mut self) {
         if self.inbox.shutdown().is_none() {
             if let Some(deadline) = self.shared.stop_requested() {
@@ -274,30 +241,27 @@ impl Flusher {
         }
     }
 
-    /// Waits for the first message of a batch: polls with a short sleep
-    /// so a producer's push does not have to wake a parked thread, and
-    /// parks only after being idle for `idle_park_after`.
-    ///
-    /// Returns `Wake::Tick` when idle work is due (the heartbeat, a
+    /// Waits for the first message of a batch (`intake::wait_first`);
+    /// `Wake::Tick` when idle work is due (the heartbeat, a
     /// `retain_closed_for` pass).
     fn wait_first(&mut self) -> Wake<Msg> {
         let idle = Idle { poll: self.cfg.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
-        intake::wait_first(self.inbox.rx(), idle, self.idle_work_at(), || false)
+        let due = [self.heartbeat.next_due(), self.purges.next_auto()].into_iter().flatten().min();
+        intake::wait_first(self.inbox.rx(), idle, due, || false)
     }
 
     /// Moves queued messages into `pending`: up to a batch while writing,
-    /// more while Redis is away or refusing (coalescing keeps that one value
-    /// per key), but never more than `max_pending_events` events or
-    /// `max_pending_snapshots` keys, so that an outage fills the channel
-    /// and callers are told. Stops at a `clear`: what follows it waits.
+    /// more while Redis is away or refusing (coalescing keeps one value per
+    /// key), within the `max_pending_*` bounds, so that an outage fills the
+    /// channel and callers are told. Stops at a `clear`.
     fn drain(&mut self) {
         let writing = self.link.is_up() && !self.retry.is_scheduled();
         let limit = if writing { self.cfg.max_batch } else { usize::MAX };
         self.take_queued(|f, _| f.inbox.has_room(limit, &f.cfg));
     }
 
-    /// Keeps draining for `buffer_interval` after the first message, for
-    /// users who prefer fewer, larger batches. Off (0) by default.
+    /// Keeps draining for `buffer_interval` after the first message (fewer,
+    /// larger batches; off by default).
     fn linger(&mut self) {
         if self.cfg.buffer_interval.is_zero() || self.inbox.shutdown().is_some() {
             return;
@@ -314,25 +278,30 @@ impl Flusher {
 
     fn absorb(&mut self, msg: Msg) {
         match self.inbox.absorb(msg, &self.shared) {
-            None => {}
-            Some(Control::Purge(req)) => self.queue_purge(req),
-            Some(Control::Shutdown(deadline)) => self.begin_shutdown(deadline),
+            Some(Msg::Purge(req)) => self.queue_purge(req),
+            Some(Msg::Shutdown { deadline }) => self.begin_shutdown(deadline),
+            // (Writes and `clear` stay in the inbox.)
+            _ => {}
         }
     }
 
-    /// Builds the next batch from the oldest pending writes
-    /// (`InFlight::build`), and records the writes it could not include.
+    /// Builds the next batch from the oldest pending writes, with the
+    /// heartbeat when due, and records the writes it could not include.
     fn build(&mut self) {
         if self.inbox.pending().is_empty() {
             return;
         }
-        let heartbeat = self.heartbeat_command();
+        let (acked, accepted) = self.heartbeat_seqs();
+        let heartbeat = self
+            .heartbeat_due()
+            .then(|| self.heartbeat.command(self.link.epoch(), acked, accepted))
+            .flatten();
         let dropped = self.inflight.build(
             &self.cfg,
             &self.keys,
             &self.link,
             heartbeat.as_ref(),
-            self.inbox.pending_mut(),
+            self.inbox.for_batch(),
         );
         for d in dropped {
             self.shared.record_drop(d.seq, d.writes, d.key, d.class, d.detail);
@@ -344,28 +313,10 @@ impl Flusher {
         self.inbox.shutdown().is_none() && self.heartbeat.due()
     }
 
-    /// When idle work (the heartbeat, a `retain_closed_for` pass) is due
-    /// next.
-    fn idle_work_at(&self) -> Option<Instant> {
-        match (self.heartbeat.next_at(), self.purges.next_auto_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// (acknowledged, accepted) sequence numbers, for the heartbeat.
     fn heartbeat_seqs(&self) -> (u64, u64) {
         let acked = self.shared.acked();
         (acked, self.shared.accepted().max(self.inbox.received_seq()))
-    }
-
-    /// The packed heartbeat `SET` when it is due, for a batch to carry.
-    fn heartbeat_command(&mut self) -> Option<Packer> {
-        if self.inbox.shutdown().is_some() {
-            return None;
-        }
-        let (acked, accepted) = self.heartbeat_seqs();
-        self.heartbeat.command(acked, accepted)
     }
 
     /// The heartbeat on its own (idle, or before a purge step or a clear).
@@ -374,8 +325,7 @@ impl Flusher {
             return;
         }
         let (acked, accepted) = self.heartbeat_seqs();
-        let result = self.heartbeat.beat(&mut self.link, acked, accepted);
-        if let Err(f) = result {
+        if let Err(f) = self.heartbeat.beat(&mut self.link, acked, accepted) {
             self.fail(f);
         }
     }
@@ -392,8 +342,7 @@ impl Flusher {
 
     /// The flusher is stopping: purges under way end with an error.
     fn abandon_purges(&mut self) {
-        let shared = &self.shared;
-        self.purges.abandon(|| shared.fence_error().unwrap_or(Error::Closed));
+        self.purges.abandon(|| self.shared.fence_error().unwrap_or(Error::Closed));
     }
 
     /// A purge step may run now (nothing is in flight: the caller checks).
@@ -412,20 +361,13 @@ impl Flusher {
         }
     }
 
-    /// One step of the oldest purge (`purge.rs`), once a step in doubt is
-    /// settled and every write accepted before the step is out of the
-    /// channel.
+    /// One step of the oldest purge, once a step in doubt is settled and
+    /// every write accepted before the step is out of the channel.
     fn purge_step(&mut self) {
-        self.purges.begin_step();
+        // The turn owed is taken.
+        self.purges.take_turn();
         if self.purges.in_doubt() {
-            let mut g = Guard {
-                link: &mut self.link,
-                loss: &mut self.loss,
-                inflight: &mut self.inflight,
-                shared: &self.shared,
-            };
-            let result = self.purges.settle(&mut g);
-            if let Err(f) = result {
+            if let Err(f) = self.purges.settle(&mut guard!(self)) {
                 self.fail(f);
                 return;
             }
@@ -435,34 +377,23 @@ impl Flusher {
             }
         }
         // The step's place in the sequence: the last write accepted when it
-        // is first tried (`Shared::accepted`: its message is in the channel
-        // then).
+        // is first tried (its message is in the channel then).
         let Some(at_seq) = self.purges.step_seq(self.shared.accepted()) else { return };
-        if !self.absorb_until(at_seq) {
-            // Writes accepted before this step are still in the channel and
-            // `pending` is full (or a `clear` came first): batches go first.
+        // Writes accepted before this step still in the channel and
+        // `pending` full (or a `clear` first): batches go first.
+        if !self.absorb_until(at_seq) || !self.ensure_watching() {
             return;
         }
-        if !self.ensure_watching() {
-            return;
-        }
-        let mut g = Guard {
-            link: &mut self.link,
-            loss: &mut self.loss,
-            inflight: &mut self.inflight,
-            shared: &self.shared,
-        };
-        let result = self.purges.try_step(&mut g, &self.keys, self.inbox.pending(), self.cfg.purge_batch);
-        match result {
+        match self.purges.try_step(&mut guard!(self), &self.keys, self.inbox.pending(), self.cfg.purge_batch)
+        {
             Ok(()) => self.purges.finish_if_done(),
             Err(f) if f.action() == Action::Fence => self.enter_fenced(f),
             Err(f) if f.action() == Action::Drop => {
-                // Refused for a reason a retry will not fix (an index key
-                // of another type): this purge ends with the error; writes
-                // go on.
+                // Refused for a reason a retry will not fix (an index key of
+                // another type): this purge ends with the error.
                 self.shared.count_error(f.class(), f.text.clone());
                 self.purges.fail_oldest(f.into_error());
-                if let Err(f) = self.guard().watch() {
+                if let Err(f) = guard!(self).watch() {
                     self.fail(f);
                 }
             }
@@ -471,15 +402,12 @@ impl Flusher {
     }
 
     /// Takes the writes up to `seq` from the channel into `pending`, so
-    /// that a step sees each write accepted before it: one still queued
-    /// behind a batch's worth of others would otherwise be invisible, and
-    /// the step would delete the entity it reopened or appended to.
-    /// Writes after `seq` stay in the channel (they are after the step).
-    /// `false` when that cannot be done now: `pending` is at its bounds, or
-    /// a `clear` was met (what follows it waits for it).
+    /// that a step sees each write accepted before it (else it could
+    /// delete an entity one of them reopened); later writes stay in the
+    /// channel. `false` when `pending` is at its bounds or a `clear` was met.
     fn absorb_until(&mut self, seq: u64) -> bool {
         while self.inbox.received_seq() < seq {
-            if self.inbox.has_barrier() || !self.inbox.within_bounds(&self.cfg) {
+            if !self.inbox.has_room(usize::MAX, &self.cfg) {
                 return false;
             }
             match self.inbox.rx().try_recv() {
@@ -491,18 +419,13 @@ impl Flusher {
         !self.inbox.has_barrier()
     }
 
-    /// Executes a `clear` once everything before it is acknowledged: deletes
-    /// this cache's keys (`crate::store::own_keys`) in guarded transactions, then
-    /// acknowledges it (`clear.rs`).
+    /// Executes a `clear` once everything before it is acknowledged
+    /// (`clear.rs`).
     fn run_clear(&mut self) {
-        if !self.inbox.has_barrier() {
+        if !self.inbox.has_barrier() || !self.ensure_watching() {
             return;
         }
-        if !self.ensure_watching() {
-            return;
-        }
-        let marker_key = self.link.marker_key().to_vec();
-        let (epoch, shutdown, shared) = (self.link.epoch(), self.inbox.shutdown(), self.shared.clone());
+        let (shutdown, shared) = (self.inbox.shutdown(), self.shared.clone());
         let (mut deleted, mut interrupted) = (0, false);
         let seqs = self.heartbeat_seqs();
         let heartbeat = shutdown.is_none().then_some(&mut self.heartbeat);
@@ -522,20 +445,17 @@ impl Flusher {
                     interrupted = true;
                     return Err(Failure::new(net::Cause::ExecAbort, link.addr(), "clear: stopped by close"));
                 }
-                let no = inflight.next_no();
-                let n = clear::guarded_unlink(link, &marker_key, Marker { epoch, batch: no }, keys)?;
+                let n = clear::guarded_unlink(link, inflight.next_no(), keys)?;
                 deleted += n;
                 Ok(n)
             },
         );
-        if let Some(b) = self.inbox.barrier_mut() {
-            b.deleted += deleted;
-        }
+        self.inbox.count_cleared(deleted);
         match result {
             Ok(_) => {
                 self.inflight.forget_index();
                 if let Some(b) = self.inbox.take_barrier() {
-                    self.publish_ack(b.seq);
+                    self.shared.note_acked(b.seq);
                     self.inflight.cleared(b.seq);
                     let _ = b.reply.try_send(Ok(b.deleted));
                 }

@@ -1,18 +1,13 @@
 //! Writes received but not yet packed into a batch: snapshots coalesced
-//! per key, kept in the order each key first arrived, and events in
-//! arrival order. A batch takes a prefix of both by sequence number, so
-//! however many batches an outage's backlog is split into, they apply in
-//! the order the writes were made, and acknowledging a batch acknowledges
-//! exactly the writes before its cut.
+//! per key, in the order each key first arrived, and events in arrival
+//! order. A batch takes a prefix of both by sequence number, so batches
+//! apply in the order the writes were made.
 //!
-//! Folding moves a write to an earlier place: a put coalesced into a
-//! key's entry is taken where the key first arrived, and a delete drops
-//! the entity's pending events. So every item also carries its *reach*,
-//! the last write it stands for (the latest put folded into an entry, the
-//! delete that superseded an event), and a batch that takes an item takes
-//! everything up to its reach ([`Pending::next_position`] tells the
-//! builder where it may stop). A batch is then exactly the writes of a
-//! sequence range, whatever was folded.
+//! Folding moves a write to an earlier place (a put coalesced into a key's
+//! entry, a delete that supersedes pending events), so every item carries
+//! its *reach*, the last write it stands for, and a batch that takes an
+//! item takes everything up to its reach: a batch is exactly the writes of
+//! a sequence range, whatever was folded.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -32,11 +27,10 @@ pub(super) enum Snap {
     Put {
         rec: Record,
         /// A delete was folded into this put: the log and the index entry
-        /// are restarted (the `DEL` is still applied if the put is dropped).
+        /// are restarted (the `DEL` applies even if the put is dropped).
         after_delete: bool,
-        /// The first put folded into this one since it stopped being a
-        /// delete, and how many there were: what is reported lost if the
-        /// value cannot be written.
+        /// The first put folded into this one since it was a delete, and
+        /// how many: what is reported lost if the value cannot be written.
         since: u64,
         puts: u64,
     },
@@ -48,8 +42,7 @@ pub(super) struct SnapEntry {
     pub(super) snap: Snap,
     /// The first write folded into this entry: entries are ordered by it.
     pub(super) first_seq: u64,
-    /// The last write folded into it: a batch that takes the entry covers
-    /// every write up to this one.
+    /// The last write folded into it (its reach).
     pub(super) last_seq: u64,
 }
 
@@ -58,8 +51,8 @@ pub(super) struct PendingEvent {
     pub(super) id: Ident,
     pub(super) rec: EventRecord,
     pub(super) seq: u64,
-    /// The delete of its entity that superseded it: it is not written,
-    /// but it keeps its place, and a batch that takes it takes the delete.
+    /// The delete of its entity that superseded it: not written, it keeps
+    /// its place, and reaches the delete.
     pub(super) superseded_by: Option<u64>,
 }
 
@@ -70,8 +63,7 @@ pub(super) enum Item {
 }
 
 impl Item {
-    /// The last write it stands for: the batch that takes it must take
-    /// every write up to this one.
+    /// The last write it stands for (see the module docs).
     pub(super) fn reach(&self) -> u64 {
         match self {
             Item::Snap(e) => e.last_seq,
@@ -111,42 +103,25 @@ impl Pending {
 
     /// Folds a put in; returns whether it superseded a pending write.
     pub(super) fn put(&mut self, seq: u64, rec: Record) -> bool {
-        self.max_seq = seq;
-        let key = (rec.collection(), Ident::new_unchecked(rec.id()));
-        match self.slots.entry(key) {
-            Entry::Occupied(e) => match slot(&mut self.snaps, self.base, *e.get()) {
-                Some(entry) => {
-                    let (after_delete, since, puts) = match &entry.snap {
-                        Snap::Put { after_delete, since, puts, .. } => (*after_delete, *since, puts + 1),
-                        Snap::Delete => (true, seq, 1),
-                    };
-                    entry.snap = Snap::Put { rec, after_delete, since, puts };
-                    entry.last_seq = seq;
-                    true
-                }
-                // (Cannot happen: every slot points into `snaps`.)
-                None => {
-                    let key = e.key().clone();
-                    let snap = Snap::Put { rec, after_delete: false, since: seq, puts: 1 };
-                    self.snaps.push_back(SnapEntry { key, snap, first_seq: seq, last_seq: seq });
-                    *e.into_mut() = self.base + self.snaps.len() as u64 - 1;
-                    false
-                }
-            },
-            Entry::Vacant(e) => {
-                let key = e.key().clone();
-                e.insert(self.base + self.snaps.len() as u64);
-                let snap = Snap::Put { rec, after_delete: false, since: seq, puts: 1 };
-                self.snaps.push_back(SnapEntry { key, snap, first_seq: seq, last_seq: seq });
-                false
+        let key = (rec.as_dyn().collection(), Ident::new_unchecked(rec.as_dyn().id()));
+        let entry = match self.entry(seq, key) {
+            Ok(entry) => entry,
+            Err(key) => {
+                self.push(seq, key, Snap::Put { rec, after_delete: false, since: seq, puts: 1 });
+                return false;
             }
-        }
+        };
+        let (after_delete, since, puts) = match &entry.snap {
+            Snap::Put { after_delete, since, puts, .. } => (*after_delete, *since, puts + 1),
+            Snap::Delete => (true, seq, 1),
+        };
+        entry.snap = Snap::Put { rec, after_delete, since, puts };
+        true
     }
 
     /// Folds a delete in; returns how many pending writes it superseded
     /// (events of that entity, and a pending put).
     pub(super) fn delete(&mut self, seq: u64, collection: &'static str, id: Ident) -> u64 {
-        self.max_seq = seq;
         let mut superseded = 0;
         for e in self.events.iter_mut().filter(|e| e.superseded_by.is_none()) {
             if e.collection == collection && e.id == id {
@@ -154,32 +129,44 @@ impl Pending {
                 superseded += 1;
             }
         }
-        match self.slots.entry((collection, id)) {
-            Entry::Occupied(e) => match slot(&mut self.snaps, self.base, *e.get()) {
+        match self.entry(seq, (collection, id)) {
+            Ok(entry) => {
+                superseded += u64::from(matches!(entry.snap, Snap::Put { .. }));
+                entry.snap = Snap::Delete;
+            }
+            Err(key) => self.push(seq, key, Snap::Delete),
+        }
+        superseded
+    }
+
+    /// The pending entry of `key`, which write `seq` now reaches; else
+    /// `Err(key)`, its slot set to the back, where `push` puts its entry.
+    fn entry(&mut self, seq: u64, key: Key) -> Result<&mut SnapEntry, Key> {
+        self.max_seq = seq;
+        let back = self.base + self.snaps.len() as u64;
+        match self.slots.entry(key) {
+            Entry::Occupied(mut e) => match slot(&mut self.snaps, self.base, *e.get()) {
                 Some(entry) => {
-                    superseded += u64::from(matches!(entry.snap, Snap::Put { .. }));
-                    entry.snap = Snap::Delete;
                     entry.last_seq = seq;
+                    Ok(entry)
                 }
                 // (Cannot happen: every slot points into `snaps`.)
                 None => {
-                    let key = e.key().clone();
-                    self.snaps.push_back(SnapEntry {
-                        key,
-                        snap: Snap::Delete,
-                        first_seq: seq,
-                        last_seq: seq,
-                    });
-                    *e.into_mut() = self.base + self.snaps.len() as u64 - 1;
+                    e.insert(back);
+                    Err(e.key().clone())
                 }
             },
             Entry::Vacant(e) => {
                 let key = e.key().clone();
-                e.insert(self.base + self.snaps.len() as u64);
-                self.snaps.push_back(SnapEntry { key, snap: Snap::Delete, first_seq: seq, last_seq: seq });
+                e.insert(back);
+                Err(key)
             }
         }
-        superseded
+    }
+
+    /// Starts `key`'s entry at the back with write `seq`.
+    fn push(&mut self, seq: u64, key: Key, snap: Snap) {
+        self.snaps.push_back(SnapEntry { key, snap, first_seq: seq, last_seq: seq });
     }
 
     pub(super) fn append(&mut self, seq: u64, collection: &'static str, id: Ident, rec: EventRecord) {
@@ -205,8 +192,8 @@ impl Pending {
     }
 
     /// The place of the next item [`Pending::take`] returns (its first
-    /// sequence number), if any: a batch may stop before it only when no
-    /// item already taken reaches that far.
+    /// sequence number): a batch may stop before it only when no item
+    /// taken reaches that far.
     pub(super) fn next_position(&self) -> Option<u64> {
         let snap = self.snaps.front().map(|e| e.first_seq);
         let event = self.events.front().map(|e| e.seq);
@@ -216,9 +203,8 @@ impl Pending {
         }
     }
 
-    /// The last sequence number covered once everything taken so far is
-    /// applied: just below the first write still pending, or the last write
-    /// absorbed when nothing is.
+    /// The last sequence number covered once everything taken is applied:
+    /// just below the first write pending, else the last write absorbed.
     pub(super) fn covered_seq(&self) -> u64 {
         self.next_position().map_or(self.max_seq, |p| p.saturating_sub(1))
     }

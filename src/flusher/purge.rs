@@ -1,37 +1,23 @@
-//! Retention: deleting closed entities whose last update is
-//! older than a cutoff, with their event logs and index entries.
+//! Retention: deleting closed entities whose last update is older than a
+//! cutoff, with their event logs and index entries, in bounded steps that
+//! take turns with the batches of writes, each only when nothing is in
+//! flight. Each step is a control operation with a place in the sequence
+//! of writes (see docs/guarantees.md, "purge_closed"):
 //!
-//! A purge runs on the flusher, in bounded steps that take turns with the
-//! batches of writes (a step, a batch, a step…), each step only when
-//! nothing is in flight (every built batch is acknowledged). Each step is
-//! a control operation with a place in the sequence of writes:
-//!
-//! - when the flusher first tries a step it fixes the step's sequence
-//!   number, the last write accepted then (`PurgeJob::at_seq`); the step
-//!   runs once every write up to it has been taken from the channel
-//!   (`Flusher::absorb_until`), and batches keep going meanwhile. It never waits
-//!   for writes accepted after it, so a purge finishes under any write
-//!   load, each step waiting at most for the backlog of its own moment;
-//! - it then acts at the point of the sequence the applied batches
-//!   reached: candidates come from `index:{collection}:closed`, which every
-//!   batch keeps in step with its writes (an entity reopened by an applied
-//!   write is no longer a candidate), and an id with a write still pending
-//!   in the flusher is kept whole (skipped), so a write accepted before the
-//!   step is never separated from its entity: applied, it goes with it;
-//!   pending, the entity stays. A write still in the channel (accepted
-//!   after the step's number) applies after it, as after a `delete`;
-//! - each step is one transaction guarded by the marker's `WATCH` (a fenced
-//!   writer deletes nothing) and by a `WATCH` on the closed index (any
-//!   other change to it, say by another `writer_id`, aborts the step,
-//!   which is then taken again), and it moves the marker on, so a `load`
-//!   running meanwhile sees that the state changed. A step whose reply was
-//!   lost is settled by the marker, and, when the marker says it did not
-//!   apply, only after the marker was moved past it (`PurgeScheduler::settle`), so
-//!   its transaction cannot land later unreported.
-//!
-//! The caller's thread only sends the request and waits for the reply;
-//! steps are `purge_batch` entities, one `ZRANGEBYSCORE` and one
-//! transaction each.
+//! - its sequence number is the last write accepted when the flusher first
+//!   tries it (`PurgeJob::at_seq`); it runs once every write up to it is
+//!   out of the channel (`Flusher::absorb_until`), never waiting for later
+//!   ones, so a purge finishes under any write load;
+//! - candidates come from `index:{collection}:closed`, which every batch
+//!   keeps in step with its writes, and an id with a write pending in the
+//!   flusher is kept whole (skipped): a write accepted before the step is
+//!   never separated from its entity;
+//! - each step is one transaction guarded by the marker's `WATCH` and by a
+//!   `WATCH` on the closed index (any other change to it aborts the step,
+//!   which is taken again), and it moves the marker on. A step whose reply
+//!   was lost is settled by the marker and, when it did not apply, only
+//!   after the marker was moved past it (`PurgeScheduler::settle`), so its
+//!   transaction cannot land later unreported.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -44,7 +30,6 @@ use crate::error::Error;
 use crate::ident::Ident;
 use crate::net::{self, reply_error, Failure, Packer};
 use crate::store::keys::Keys;
-use crate::store::marker::Marker;
 
 use super::guard::Guard;
 use super::pending::Pending;
@@ -55,18 +40,15 @@ struct PurgeJob {
     /// The collection being purged (an index into `req.collections`).
     at: usize,
     /// Candidates of this collection the last step kept (a write pending):
-    /// the next step reads them again (they may be gone, or purgeable now)
-    /// and as many more as it may delete. (Not an offset past them: one
-    /// that left the index meanwhile would make it skip a candidate.)
+    /// the next step reads them again and as many more as it may delete
+    /// (not an offset past them: one that left the index meanwhile would
+    /// make it skip a candidate).
     kept: usize,
-    /// The sequence number of the step under way, fixed when the flusher
-    /// first tried it: the step runs once every write up to it is out of
-    /// the channel (`absorb_until`), never waiting for later ones.
+    /// The sequence number of the step under way (see the module docs).
     at_seq: Option<u64>,
     result: Purged,
     /// A step's transaction sent, its reply lost: (its marker batch number,
-    /// the ids it deletes, candidates kept, collection exhausted). The
-    /// marker settles it before anything else is written.
+    /// the ids it deletes, candidates kept, collection exhausted).
     in_doubt: Option<(u64, Vec<Ident>, usize, bool)>,
 }
 
@@ -77,8 +59,7 @@ const REFERENCE: [&str; 4] = ["instruments", "accounts", "orders", "positions"];
 /// How often a `retain_closed_for` pass starts, at most.
 const AUTO_PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Purges waiting or under way, oldest first, and when they take their
-/// next step. The flusher drives them (`Flusher::purge_step`).
+/// Purges waiting or under way, oldest first (`Flusher::purge_step`).
 pub(super) struct PurgeScheduler {
     jobs: VecDeque<PurgeJob>,
     /// A purge step is owed: a batch was written since the last step (so
@@ -99,6 +80,22 @@ impl PurgeScheduler {
         self.jobs.is_empty()
     }
 
+    /// A batch was acknowledged: a purge step is owed.
+    pub(super) fn owe_turn(&mut self) {
+        self.owed = true;
+    }
+
+    /// A purge step takes the turn owed.
+    pub(super) fn take_turn(&mut self) {
+        self.owed = false;
+    }
+
+    /// When the next `retain_closed_for` pass is due.
+    #[inline]
+    pub(super) fn next_auto(&self) -> Option<Instant> {
+        self.next_auto
+    }
+
     /// Queues a purge behind those under way.
     pub(super) fn push(&mut self, req: PurgeRequest) {
         self.jobs.push_back(PurgeJob {
@@ -113,21 +110,9 @@ impl PurgeScheduler {
 
     /// The flusher is stopping: purges under way end with `error()`.
     pub(super) fn abandon(&mut self, error: impl Fn() -> Error) {
-        for job in self.jobs.drain(..) {
-            if let Some(r) = &job.req.reply {
-                let _ = r.try_send(Err(error()));
-            }
+        for r in self.jobs.drain(..).filter_map(|j| j.req.reply) {
+            let _ = r.try_send(Err(error()));
         }
-    }
-
-    /// A batch was acknowledged: a purge step is owed.
-    pub(super) fn owe(&mut self) {
-        self.owed = true;
-    }
-
-    /// When the next `retain_closed_for` pass is due.
-    pub(super) fn next_auto_at(&self) -> Option<Instant> {
-        self.next_auto
     }
 
     /// A purge step may run now (the caller checks that nothing is in
@@ -167,11 +152,6 @@ impl PurgeScheduler {
         Some(PurgeRequest { collections: all, cutoff_ms, reply: None })
     }
 
-    /// A step begins: the turn owed is taken.
-    pub(super) fn begin_step(&mut self) {
-        self.owed = false;
-    }
-
     /// Whether the oldest purge's last step is in doubt (its reply lost).
     pub(super) fn in_doubt(&self) -> bool {
         self.jobs.front().is_some_and(|j| j.in_doubt.is_some())
@@ -187,10 +167,8 @@ impl PurgeScheduler {
     /// The oldest purge ends with `error` (refused for a reason a retry
     /// will not fix); writes go on.
     pub(super) fn fail_oldest(&mut self, error: Error) {
-        if let Some(job) = self.jobs.pop_front() {
-            if let Some(r) = &job.req.reply {
-                let _ = r.try_send(Err(error));
-            }
+        if let Some(r) = self.jobs.pop_front().and_then(|j| j.req.reply) {
+            let _ = r.try_send(Err(error));
         }
     }
 
@@ -210,9 +188,8 @@ impl PurgeScheduler {
             self.applied_late(g);
             return Ok(());
         }
-        let touch = g.inflight.next_no();
         let mut cmd = Packer::default();
-        cmd.cmd(&[b"MSET", g.link.marker_key(), Marker { epoch, batch: touch }.format().as_bytes()]);
+        g.link.set_marker(&mut cmd, g.inflight.next_no());
         let reply = g.guarded_tx(&cmd.buf, 1)?;
         match reply.exec {
             // Moved past it: it never applies. The step is taken again.
@@ -225,32 +202,18 @@ impl PurgeScheduler {
             // writer (then the GET behind it fenced this one).
             Value::Nil if reply.read.applied_batch(epoch) >= no => self.applied_late(g),
             Value::Nil => {}
-            other => {
-                let (code, text) = reply_error(&other)
-                    .or_else(|| reply.head.iter().find_map(reply_error))
-                    .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
-                return Err(net::Failure::new(
-                    net::Cause::of_exec_error(&code, &text),
-                    g.link.addr(),
-                    format!("purge, settling a step: {text}"),
-                ));
-            }
+            _ => return Err(reply.refused(g.link.addr(), "purge, settling a step")),
         }
         Ok(())
     }
 
     /// The step in doubt applied: what it deleted is removed.
     fn applied_late(&mut self, g: &mut Guard<'_>) {
-        let Some(job) = self.jobs.front_mut() else { return };
-        let Some((_, ids, kept, exhausted)) = job.in_doubt.take() else { return };
-        if let Some(&collection) = job.req.collections.get(job.at) {
-            for id in &ids {
-                g.inflight.unindex(collection, id);
-            }
-        }
-        g.shared.add(Count::Purged, ids.len() as u64);
+        let Some((_, ids, kept, exhausted)) = self.jobs.front_mut().and_then(|j| j.in_doubt.take()) else {
+            return;
+        };
         // (How many keys it unlinked was in the lost reply.)
-        self.advance(kept, exhausted, ids, 0);
+        self.advance(g, kept, exhausted, ids, 0);
     }
 
     /// One step of the oldest purge: reads up to `purge_batch` candidates
@@ -318,13 +281,12 @@ impl PurgeScheduler {
         if delete.is_empty() {
             // Nothing to delete: drop the index's WATCH, keep the marker's.
             g.watch()?;
-            self.advance(kept, exhausted, Vec::new(), 0);
+            self.advance(g, kept, exhausted, Vec::new(), 0);
             return Ok(());
         }
 
         // 2. One transaction: the entities, their logs, their index entries.
         let no = g.inflight.next_no();
-        let marker = Marker { epoch: g.link.epoch(), batch: no }.format();
         p.clear();
         p.array(1 + 2 * delete.len());
         p.bulk(b"UNLINK");
@@ -345,7 +307,7 @@ impl PurgeScheduler {
                 p.bulk(id.as_bytes());
             }
         }
-        p.cmd(&[b"MSET", g.link.marker_key(), marker.as_bytes()]);
+        g.link.set_marker(&mut p, no);
         if let Some(job) = self.jobs.front_mut() {
             job.in_doubt = Some((no, delete.clone(), kept, exhausted));
         }
@@ -355,41 +317,40 @@ impl PurgeScheduler {
         if let Some(job) = self.jobs.front_mut() {
             job.in_doubt = None;
         }
-        let head = reply.head;
-        match reply.exec {
+        match &reply.exec {
             Value::Array(results) => {
                 let unlinked = match results.first() {
                     Some(Value::Int(k)) => u64::try_from(*k).unwrap_or(0),
                     _ => 0,
                 };
-                for id in &delete {
-                    g.inflight.unindex(collection, id);
-                }
-                g.shared.add(Count::Purged, delete.len() as u64);
-                self.advance(kept, exhausted, delete, unlinked);
+                self.advance(g, kept, exhausted, delete, unlinked);
                 Ok(())
             }
             // The closed index (or the marker) changed between the read and
             // the EXEC: nothing was deleted; the step is taken again.
             Value::Nil => Ok(()),
-            other => {
-                let (code, text) = reply_error(&other)
-                    .or_else(|| head.iter().find_map(reply_error))
-                    .unwrap_or_else(|| ("EXECABORT".into(), format!("unexpected reply {other:?}")));
-                Err(net::Failure::new(
-                    net::Cause::of_exec_error(&code, &text),
-                    g.link.addr(),
-                    format!("purge: {text}"),
-                ))
-            }
+            _ => Err(reply.refused(g.link.addr(), "purge")),
         }
     }
 
-    /// Records a step's outcome and moves to the next collection when the
-    /// current one has no candidates left (those still kept then are the
-    /// purge's `skipped`).
-    fn advance(&mut self, kept: usize, exhausted: bool, deleted: Vec<Ident>, unlinked: u64) {
+    /// Records a step's outcome (what it deleted unindexed and counted) and
+    /// moves to the next collection when the current one has no candidates
+    /// left (those still kept then are the purge's `skipped`).
+    fn advance(
+        &mut self,
+        g: &mut Guard<'_>,
+        kept: usize,
+        exhausted: bool,
+        deleted: Vec<Ident>,
+        unlinked: u64,
+    ) {
         let Some(job) = self.jobs.front_mut() else { return };
+        if let Some(&collection) = job.req.collections.get(job.at) {
+            for id in &deleted {
+                g.inflight.unindex(collection, id);
+            }
+        }
+        g.shared.add(Count::Purged, deleted.len() as u64);
         job.result.steps += 1;
         job.result.keys += unlinked;
         job.result.removed.extend(deleted);
@@ -404,8 +365,7 @@ impl PurgeScheduler {
 
     /// Answers the oldest purge once it has gone through its collections.
     pub(super) fn finish_if_done(&mut self) {
-        let done = self.jobs.front().is_some_and(|j| j.at >= j.req.collections.len());
-        if !done {
+        if self.jobs.front().is_none_or(|j| j.at < j.req.collections.len()) {
             return;
         }
         let Some(job) = self.jobs.pop_front() else { return };

@@ -1,19 +1,9 @@
-//! Live event streams (`publish_events`): every event appended
-//! to an entity's log is also added to `{trader}:stream:{collection}` with
-//! `XADD`, in the same transaction as its `RPUSH`, with the entity id
-//! (`id`) and the encoded event (`ev`). After the batch's last `XADD` to a
-//! stream, one `XTRIM … MAXLEN ~ stream_max_len` trims it (once per batch
-//! rather than with each `XADD`: cheaper for Redis, the same bound at the
-//! end of every transaction), and with `stream_max_age` one
-//! `XTRIM … MINID ~` by age, by the server's clock (see `trim`).
-//!
-//! Exactly once: a batch is applied whole or not at all, and a batch whose
-//! reply was lost is replayed only when the commit marker shows it was not
-//! applied; the `WATCH` on the marker aborts a late `EXEC` of a dropped
-//! connection (see `mod.rs` and `marker.rs`). So the `XADD`s of a batch
-//! land exactly once, in the batch's order, like its `RPUSH`es, and a
-//! consumer reading the stream from the last id it saw gets every
-//! acknowledged event once, in order, across reconnects and replays.
+//! Live event streams (`publish_events`): every event appended to an
+//! entity's log is also added to `{trader}:stream:{collection}` with
+//! `XADD` (`id`, `ev`), in the same transaction as its `RPUSH`, and each
+//! stream is trimmed once per batch, after its last `XADD`. The `XADD`s
+//! land exactly once, in order, like the `RPUSH`es: a batch applies whole
+//! or not at all and is replayed only when the marker shows it did not.
 
 use crate::config::Config;
 use crate::net::Packer;
@@ -30,8 +20,7 @@ pub(super) struct Streams {
 
 impl Streams {
     /// One `XADD` per event (`events`, encoded) of a run of appends to the
-    /// log of `collection`/`id`. Each `XADD` is one command of the
-    /// transaction (the caller adds its weights).
+    /// log of `collection`/`id` (the caller adds the weights).
     pub(super) fn publish<'a>(
         &mut self,
         p: &mut Packer,
@@ -51,16 +40,10 @@ impl Streams {
     }
 
     /// Per stream published to: `XTRIM … MAXLEN ~ stream_max_len`, and with
-    /// `stream_max_age` `XTRIM … MINID ~ {server_now - age}`. Pushes each
-    /// command's weight (0).
-    ///
-    /// The age cutoff goes by the server's clock (`server_now_ms`, see
-    /// `Conn::server_clock`), because stream ids (`XADD … *`) are the
-    /// server's milliseconds: a cutoff from the engine's clock, ahead of
-    /// the server's by more than the age, would trim the very events this
-    /// transaction adds. Without the server's clock there is no
-    /// age trim (the length still bounds the stream): keeping entries a
-    /// while longer is safer than trimming unread ones.
+    /// `stream_max_age` `XTRIM … MINID ~ {server_now - age}` (weight 0).
+    /// The age cutoff goes by the server's clock, as stream ids do (the
+    /// engine's, ahead, could trim the events just added); without it
+    /// there is no age trim.
     pub(super) fn trim(
         &mut self,
         p: &mut Packer,
