@@ -43,10 +43,9 @@ pub(crate) struct PurgeArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
-    let enc = admin::encoding(&setup.config);
-    let mut conn = util::connect(setup)?;
+    let enc = setup.config.encoding;
+    let mut conn = Conn::connect(&setup.config)?;
     let now = util::now_ns();
     let cutoff = now.saturating_sub(u64::try_from(a.older_than.as_nanos()).unwrap_or(u64::MAX));
     let both = a.orders == a.positions;
@@ -57,7 +56,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
     let cmds: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let mut progress = Progress::new("purge scan", cmds.len() as u64, setup.quiet);
-    let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
+    let replies = conn.pipeline(&cmds, 1000, Some(&mut progress))?;
     progress.finish();
     let mut candidates = Vec::new();
     let mut undecodable = 0;
@@ -163,10 +162,10 @@ fn purge_batch(
         for (c, id, _) in chunk {
             watch.arg(layout.entity(c, id));
         }
-        util::query(conn, &watch)?;
+        conn.query(&watch)?;
         let gets: Vec<redis::Cmd> =
             chunk.iter().map(|(c, id, _)| redis::Cmd::get(layout.entity(c, id))).collect();
-        let values = util::pipeline(conn, &gets, gets.len(), None)?;
+        let values = conn.pipeline(&gets, gets.len(), None)?;
         let mut cmds = vec![redis::cmd("MULTI")];
         let mut deleting = 0;
         for ((c, id, _), v) in chunk.iter().zip(values) {
@@ -190,11 +189,11 @@ fn purge_batch(
             deleting += 1;
         }
         if deleting == 0 {
-            util::query(conn, &redis::cmd("UNWATCH"))?;
+            conn.query(&redis::cmd("UNWATCH"))?;
             return Ok((0, chunk.len()));
         }
         cmds.push(redis::cmd("EXEC"));
-        let replies = util::pipeline(conn, &cmds, cmds.len(), None)?;
+        let replies = conn.pipeline(&cmds, cmds.len(), None)?;
         match replies.last() {
             Some(Value::Array(r)) => {
                 if let Some(Value::ServerError(e)) = r.iter().find(|x| matches!(x, Value::ServerError(_))) {

@@ -31,9 +31,8 @@ pub(crate) struct StatsArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
-    let mut conn = util::connect(setup)?;
+    let mut conn = Conn::connect(&setup.config)?;
     let mut shown = 0u64;
     loop {
         let report = collect(&mut conn, &layout, a.sample)?;
@@ -57,7 +56,7 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let v = util::query(conn, redis::cmd("INFO").arg(section))?;
+    let v = conn.query(redis::cmd("INFO").arg(section))?;
     let body = match v {
         Value::BulkString(b) => text(&b),
         Value::VerbatimString { text, .. } => text,
@@ -80,7 +79,7 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
         keys.iter().step_by(step).take(n).map(|k| redis::cmd("MEMORY").arg("USAGE").arg(k).clone()).collect();
     let mut total = 0;
     let mut sampled = 0;
-    for v in util::pipeline(conn, &cmds, 500, None)? {
+    for v in conn.pipeline(&cmds, 500, None)? {
         if let Value::Int(b) = v {
             total += u64::try_from(b).unwrap_or(0);
             sampled += 1;
@@ -134,7 +133,7 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Not available under an LFU maxmemory-policy, or to an ACL without it.
     let idle_cmds: Vec<redis::Cmd> =
         survey.writers.iter().map(|w| redis::Cmd::object_idletime(layout.writer(w))).collect();
-    let idles = util::pipeline(conn, &idle_cmds, 100, None)?;
+    let idles = conn.pipeline(&idle_cmds, 100, None)?;
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);
         let idle_s = match idle {
@@ -191,7 +190,7 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     let mut fsync = redis::cmd("CONFIG");
     fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.
-    let fsync_value = match util::pipeline(conn, &[fsync], 1, None)?.pop() {
+    let fsync_value = match conn.pipeline(&[fsync], 1, None)?.pop() {
         Some(Value::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
         Some(Value::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
