@@ -343,28 +343,18 @@ pub(crate) fn last_error_secs(shared: &Shared) -> f64 {
 fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
     let shared: &Shared = cache.shared();
     let cfg = cache.config();
-    let instance = if cfg.use_instance_id { cfg.instance_id.as_deref() } else { None };
-    let (with, without);
-    let labels: &[(&str, &str)] = match instance {
-        Some(i) => {
-            with = [
-                ("trader_id", cfg.trader_id.as_str()),
-                ("instance_id", i),
-                ("writer_id", cfg.writer_id.as_str()),
-            ];
-            &with
-        }
-        None => {
-            without = [("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str())];
-            &without
-        }
+    // trader_id, instance_id (with use_instance_id), writer_id, and room
+    // for the info family's version.
+    let (trader, writer) = (("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str()));
+    let (mut l, n) = match cfg.instance_id.as_deref().filter(|_| cfg.use_instance_id) {
+        Some(i) => ([trader, ("instance_id", i), writer, ("", "")], 3),
+        None => ([trader, writer, ("", ""), ("", "")], 2),
     };
+    let labels = &l[..n];
     match source {
         Source::Info => {
-            let mut l = [("", ""); 5];
-            l[..labels.len()].copy_from_slice(labels);
-            l[labels.len()] = ("version", env!("CARGO_PKG_VERSION"));
-            sample_u64(out, name, &l[..=labels.len()], Some(("encoding", cfg.encoding.as_str())), 1);
+            l[n] = ("version", env!("CARGO_PKG_VERSION"));
+            sample_u64(out, name, &l[..=n], Some(("encoding", cfg.encoding.as_str())), 1);
         }
         Source::Value(value) => sample_u64(out, name, labels, None, value(shared)),
         Source::Dropped => {

@@ -318,8 +318,3 @@ pub(crate) fn open_closed_state(
         _ => Ok(None),
     }
 }
-
-/// A commit marker's `(epoch, batch)`, if `bytes` is one.
-pub(crate) fn parse_marker(bytes: &[u8]) -> Option<(u64, u64)> {
-    crate::store::marker::Marker::parse(bytes).map(|m| (m.epoch, m.batch))
-}

@@ -129,7 +129,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tradecache: {e}");
+            eprintln!("tradecache: {}", e.0);
             ExitCode::from(2)
         }
     }

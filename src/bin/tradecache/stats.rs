@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Layout};
+use super::admin::{Admin as Conn, Layout};
+use crate::store::marker::Marker;
 use redis::Value;
 use serde_json::{json, Value as Json};
 
@@ -136,11 +137,8 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     let idles = conn.pipeline(&idle_cmds, 100, None)?;
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);
-        let idle_s = match idle {
-            Value::Int(s) => Some(s),
-            _ => None,
-        };
-        let parsed = raw.as_deref().and_then(admin::parse_marker);
+        let idle_s = if let Value::Int(s) = idle { Some(s) } else { None };
+        let parsed = raw.as_deref().and_then(Marker::parse).map(|m| (m.epoch, m.batch));
         writers.push(json!({
             "writer_id": w,
             "key": key,
@@ -187,12 +185,10 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
         .map(|(_, v)| v)
         .collect();
     redis.insert("replicas".into(), json!(replicas));
-    let mut fsync = redis::cmd("CONFIG");
-    fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.
-    let fsync_value = match conn.pipeline(&[fsync], 1, None)?.pop() {
-        Some(Value::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
-        Some(Value::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
+    let fsync_value = match conn.raw(redis::cmd("CONFIG").arg("GET").arg("appendfsync"))? {
+        Value::Array(kv) => kv.into_iter().nth(1).and_then(bytes),
+        Value::Map(m) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
     };
     if let Some(v) = fsync_value {

@@ -294,12 +294,8 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
         if !seen.insert((collection.clone(), id.clone())) {
             return Err(bad(format!("{collection} {id} appears twice")));
         }
-        let value = match j.get("value") {
-            Some(v) => Some(
-                admin::entity_from_json(&collection, &id, v, enc).map_err(|e| bad(format!("value: {e}")))?,
-            ),
-            None => None,
-        };
+        let value = j.get("value").map(|v| admin::entity_from_json(&collection, &id, v, enc));
+        let value = value.transpose().map_err(|e| bad(format!("value: {e}")))?;
         values += u64::from(value.is_some());
         let mut evs = Vec::new();
         if let Some(list) = j.get("events") {

@@ -14,21 +14,10 @@ use super::Setup;
 #[derive(Debug)]
 pub(crate) struct CliError(pub(crate) String);
 
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<crate::Error> for CliError {
-    fn from(e: crate::Error) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<crate::ConfigError> for CliError {
-    fn from(e: crate::ConfigError) -> Self {
-        CliError(e.to_string())
+/// The crate's errors (configuration, connection, ids) as they print.
+impl<E: Into<crate::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.into().to_string())
     }
 }
 
@@ -271,15 +260,12 @@ pub(crate) type Marker = (String, Option<Vec<u8>>);
 pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Result<Vec<Marker>, CliError> {
     let cmds: Vec<redis::Cmd> = survey.writers.iter().map(|w| redis::Cmd::get(layout.writer(w))).collect();
     let replies = conn.pipeline(&cmds, 100, None)?;
-    let mut out = Vec::with_capacity(replies.len());
-    for (w, reply) in survey.writers.iter().zip(replies) {
-        match reply {
-            // A refused read is not "gone since the scan".
-            Value::ServerError(e) => return Err(err(format!("{}: {e}", layout.writer(w)))),
-            r => out.push((w.clone(), bytes(r))),
-        }
-    }
-    Ok(out)
+    let markers = survey.writers.iter().zip(replies).map(|(w, reply)| match reply {
+        // A refused read is not "gone since the scan".
+        Value::ServerError(e) => Err(err(format!("{}: {e}", layout.writer(w)))),
+        r => Ok((w.clone(), bytes(r))),
+    });
+    markers.collect()
 }
 
 /// Progress on stderr for runs longer than a second: a bar redrawn in place

@@ -367,16 +367,11 @@ fn repair(
                     return Ok(None);
                 };
                 let mut seen = HashSet::new();
-                let mut keep = Vec::new();
-                for item in items.into_iter().filter_map(bytes) {
-                    let first = match admin::event_to_json(c, &item, enc) {
-                        Ok((_, Some(eid))) => seen.insert(eid),
-                        _ => true,
-                    };
-                    if first {
-                        keep.push(item);
-                    }
-                }
+                let first = |item: &Vec<u8>| match admin::event_to_json(c, item, enc) {
+                    Ok((_, Some(eid))) => seen.insert(eid),
+                    _ => true,
+                };
+                let keep: Vec<Vec<u8>> = items.into_iter().filter_map(bytes).filter(first).collect();
                 let mut cmds = vec![redis::Cmd::del(&events)];
                 if !keep.is_empty() {
                     cmds.push(redis::Cmd::rpush(&events, &keep));
