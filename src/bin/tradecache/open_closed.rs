@@ -25,14 +25,9 @@ pub(crate) fn check(
     survey: &Survey,
     findings: &mut Vec<Finding>,
 ) -> Result<(), CliError> {
-    let mut collections: BTreeSet<String> = survey.open_closed.iter().map(|(c, _)| c.clone()).collect();
-    collections.extend(
-        survey
-            .entities
-            .iter()
-            .map(|(c, _)| c.clone())
-            .filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str())),
-    );
+    let reference =
+        survey.entities.iter().map(|(c, _)| c).filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str()));
+    let collections: BTreeSet<&String> = survey.open_closed.iter().map(|(c, _)| c).chain(reference).collect();
     let mut cmds = Vec::new();
     for c in &collections {
         cmds.extend([
@@ -43,7 +38,7 @@ pub(crate) fn check(
     let mut replies = conn.pipeline(&cmds, 100, None)?.into_iter();
     // Each collection's open and closed members.
     let mut by_collection: BTreeMap<&String, [BTreeSet<String>; 2]> = BTreeMap::new();
-    for c in &collections {
+    for &c in &collections {
         let lists = by_collection.entry(c).or_default();
         for (list, key) in lists.iter_mut().zip([layout.open_index(c), layout.closed_index(c)]) {
             match util::members(replies.next().unwrap_or(Value::Nil)) {

@@ -103,15 +103,13 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Memory: sampled per collection and kind of key (one account's long
     // log must not stand for every order's short one), extrapolated by
     // each group's count; a group no larger than the sample is exact.
-    let mut groups: BTreeMap<(String, u8), Vec<String>> = BTreeMap::new();
-    for (c, i) in &survey.entities {
-        groups.entry((c.clone(), 0)).or_default().push(layout.entity(c, i));
-    }
-    for (c, i) in &survey.logs {
-        groups.entry((c.clone(), 1)).or_default().push(layout.events(c, i));
-    }
-    for c in &survey.indexes {
-        groups.entry((c.clone(), 2)).or_default().push(layout.index(c));
+    let entities = survey.entities.iter().map(|(c, i)| ((c, 0), layout.entity(c, i)));
+    let keys = entities
+        .chain(survey.logs.iter().map(|(c, i)| ((c, 1), layout.events(c, i))))
+        .chain(survey.indexes.iter().map(|c| ((c, 2), layout.index(c))));
+    let mut groups: BTreeMap<(&String, u8), Vec<String>> = BTreeMap::new();
+    for (group, key) in keys {
+        groups.entry(group).or_default().push(key);
     }
     let mut estimated = 0.0;
     let mut sampled_keys = 0;

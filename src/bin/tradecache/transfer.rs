@@ -95,6 +95,15 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     let ids: Vec<&(String, String)> = survey.entities.union(&survey.logs).collect();
     let mut progress = Progress::new("export", ids.len() as u64, setup.quiet);
     let (mut lines, mut values, mut events, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    // A value or event that does not decode: left out with --skip-undecodable, else an error.
+    let mut undecodable = |what: String, e: String, hint: &str| {
+        if !a.skip_undecodable {
+            return Err(err(format!("{what} does not decode ({e}); {hint}")));
+        }
+        eprintln!("export: left out {what}: {e}");
+        skipped += 1;
+        Ok(())
+    };
     for chunk in ids.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (c, id) in chunk {
@@ -122,15 +131,11 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                         }
                         values += 1;
                     }
-                    Err(e) if a.skip_undecodable => {
-                        eprintln!("export: left out {entity}: {e}");
-                        skipped += 1;
-                    }
-                    Err(e) => {
-                        return Err(err(format!(
-                            "{entity} does not decode ({e}); `tradecache verify` lists such values, --skip-undecodable leaves them out"
-                        )))
-                    }
+                    Err(e) => undecodable(
+                        entity.clone(),
+                        e,
+                        "`tradecache verify` lists such values, --skip-undecodable leaves them out",
+                    )?,
                 },
                 Value::Nil => {}
                 Value::ServerError(e) => return Err(err(format!("{entity}: {e} (not a tradecache value)"))),
@@ -143,14 +148,8 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
                     for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
                         match admin::event_to_json(c, &item, enc) {
                             Ok((j, _)) => list.push(j),
-                            Err(e) if a.skip_undecodable => {
-                                eprintln!("export: left out {log_key}[{i}]: {e}");
-                                skipped += 1;
-                            }
                             Err(e) => {
-                                return Err(err(format!(
-                                    "{log_key}[{i}] does not decode ({e}); --skip-undecodable leaves it out"
-                                )))
+                                undecodable(format!("{log_key}[{i}]"), e, "--skip-undecodable leaves it out")?
                             }
                         }
                     }
@@ -297,16 +296,14 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
         let value = j.get("value").map(|v| admin::entity_from_json(&collection, &id, v, enc));
         let value = value.transpose().map_err(|e| bad(format!("value: {e}")))?;
         values += u64::from(value.is_some());
-        let mut evs = Vec::new();
-        if let Some(list) = j.get("events") {
-            let list = list.as_array().ok_or_else(|| bad("\"events\" is not an array".into()))?;
-            for (i, e) in list.iter().enumerate() {
-                evs.push(
-                    admin::event_from_json(&collection, e, enc)
-                        .map_err(|e| bad(format!("event {i}: {e}")))?,
-                );
-            }
-        }
+        let list = match j.get("events") {
+            Some(list) => list.as_array().ok_or_else(|| bad("\"events\" is not an array".into()))?.as_slice(),
+            None => &[],
+        };
+        let evs = list.iter().enumerate().map(|(i, e)| {
+            admin::event_from_json(&collection, e, enc).map_err(|e| bad(format!("event {i}: {e}")))
+        });
+        let evs = evs.collect::<Result<Vec<_>, _>>()?;
         events += evs.len() as u64;
         let indexed = value.is_some() && j.get("indexed") != Some(&Json::Bool(false));
         let open = j.get("open") == Some(&Json::Bool(true));
