@@ -71,10 +71,8 @@ pub(crate) struct Survey {
 impl Survey {
     /// Collections that appear anywhere, sorted.
     pub(crate) fn collections(&self) -> BTreeSet<String> {
-        let mut c: BTreeSet<String> = self.indexes.iter().cloned().collect();
-        c.extend(self.entities.iter().map(|(c, _)| c.clone()));
-        c.extend(self.logs.iter().map(|(c, _)| c.clone()));
-        c
+        let named = self.entities.iter().chain(&self.logs).map(|(c, _)| c);
+        self.indexes.iter().chain(named).cloned().collect()
     }
 
     /// Whether the trader has no key at all: no marker, no index, nothing.
