@@ -156,13 +156,12 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     }
 
     // Values: decodable, of the right type, indexed.
-    let entities: Vec<&(String, String)> = survey.entities.iter().collect();
     let cmds: Vec<redis::Cmd> =
-        entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
+        survey.entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let total = (cmds.len() + survey.logs.len()) as u64;
     let mut progress = Progress::new("verify", total, setup.quiet);
     let replies = conn.pipeline(&cmds, 1000, Some(&mut progress))?;
-    for ((c, id), reply) in entities.iter().zip(replies) {
+    for ((c, id), reply) in survey.entities.iter().zip(replies) {
         let key = layout.entity(c, id);
         let problem = match reply {
             Value::BulkString(b) => {
@@ -182,13 +181,12 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     }
 
     // Event logs.
-    let logs: Vec<&(String, String)> = survey.logs.iter().collect();
     let cmds: Vec<redis::Cmd> =
-        logs.iter().map(|(c, id)| redis::Cmd::lrange(layout.events(c, id), 0, -1)).collect();
+        survey.logs.iter().map(|(c, id)| redis::Cmd::lrange(layout.events(c, id), 0, -1)).collect();
     let replies = conn.pipeline(&cmds, 200, Some(&mut progress))?;
     progress.finish();
     let mut events_checked = 0u64;
-    for ((c, id), reply) in logs.iter().zip(replies) {
+    for ((c, id), reply) in survey.logs.iter().zip(replies) {
         let key = layout.events(c, id);
         // A market-data series is a list without a snapshot by design. A
         // log of a collection with snapshots (a reference one, or one with
