@@ -27,6 +27,7 @@ use std::fmt::{self, Display, Write as _};
 use crate::channel::Count;
 use crate::channel::{Shared, LAT_BUCKETS};
 use crate::Cache;
+use MetricType::{Counter, Gauge, Histogram};
 
 /// The type of a metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,153 +180,145 @@ fn pow2_histogram(
     write_sample(out, name, "_sum", labels, None, &Float(sum as f64 / units_per_second));
     write_sample(out, name, "_count", labels, None, &cumulative);
 }
-/// How one family reads its value(s) from a cache.
+/// How a family reads its sample(s) from a cache's counters.
 #[derive(Clone, Copy)]
-enum Source {
+pub(crate) enum Source {
+    /// Always 1; labels: crate version and value encoding.
     Info,
-    Accepted,
-    Acked,
-    Rejected,
-    Coalesced,
+    /// One value.
+    Value(fn(&Shared) -> u64),
+    /// One value per reason a write was dropped (label `reason`).
     Dropped,
+    /// One value per class of error (label `class`).
     Errors,
-    Batches,
-    Commands,
-    Reconnects,
-    Replays,
-    Purged,
-    MarkerLosses,
-    Backlog,
-    Connected,
-    FlusherRunning,
-    Fenced,
-    Backpressure,
-    Healthy,
+    /// The Unix time of the last error, 0 if none.
     LastError,
+    /// The ack latency histogram.
     AckLatency,
 }
 
-/// Every family a cache exports: name, type, help, source. The names are
-/// this crate's interface with dashboards and `docs/alerts.yml`: keep them.
-const FAMILIES: &[(&str, MetricType, &str, Source)] = &[
-    (
-        "tradecache_info",
-        MetricType::Gauge,
-        "Always 1; labels: crate version and value encoding.",
-        Source::Info,
-    ),
+/// Every family a cache exports: name, type, help, source (also what
+/// `MetricsReporter` hands to a `metrics` recorder). The names are this
+/// crate's interface with dashboards and `docs/alerts.yml`: keep them.
+pub(crate) const FAMILIES: &[(&str, MetricType, &str, Source)] = &[
+    ("tradecache_info", Gauge, "Always 1; labels: crate version and value encoding.", Source::Info),
     (
         "tradecache_writes_accepted_total",
-        MetricType::Counter,
+        Counter,
         "Writes accepted into the channel (put, append, delete, clear).",
-        Source::Accepted,
+        Source::Value(Shared::accepted),
     ),
     (
         "tradecache_writes_acked_total",
-        MetricType::Counter,
+        Counter,
         "Writes acknowledged by Redis (the last acknowledged sequence number).",
-        Source::Acked,
+        Source::Value(Shared::acked),
     ),
     (
         "tradecache_writes_rejected_total",
-        MetricType::Counter,
+        Counter,
         "Writes refused at the call because the channel was full (the value was handed back).",
-        Source::Rejected,
+        Source::Value(|s| s.count(Count::Rejected)),
     ),
     (
         "tradecache_writes_coalesced_total",
-        MetricType::Counter,
+        Counter,
         "Snapshot writes superseded by a later write to the same key before they were sent.",
-        Source::Coalesced,
+        Source::Value(|s| s.count(Count::Coalesced)),
     ),
     (
         "tradecache_dropped_total",
-        MetricType::Counter,
+        Counter,
         "Accepted writes that could not be persisted, by reason (see Cache::take_dropped).",
         Source::Dropped,
     ),
-    ("tradecache_errors_total", MetricType::Counter, "Errors met by the flusher, by class.", Source::Errors),
+    ("tradecache_errors_total", Counter, "Errors met by the flusher, by class.", Source::Errors),
     (
         "tradecache_batches_total",
-        MetricType::Counter,
+        Counter,
         "Transactions (MULTI ... EXEC) applied.",
-        Source::Batches,
+        Source::Value(|s| s.count(Count::Batches)),
     ),
     (
         "tradecache_commands_total",
-        MetricType::Counter,
+        Counter,
         "Redis commands sent inside applied transactions.",
-        Source::Commands,
+        Source::Value(|s| s.count(Count::Written)),
     ),
     (
         "tradecache_reconnects_total",
-        MetricType::Counter,
+        Counter,
         "Connections re-established after a failure.",
-        Source::Reconnects,
+        Source::Value(|s| s.count(Count::Reconnects)),
     ),
     (
         "tradecache_replays_total",
-        MetricType::Counter,
+        Counter,
         "In-doubt transactions resent after a reconnect (the commit marker showed them not applied).",
-        Source::Replays,
+        Source::Value(|s| s.count(Count::Replays)),
     ),
     (
         "tradecache_purged_total",
-        MetricType::Counter,
+        Counter,
         "Closed entities deleted by purges (Cache::purge_closed and the retain_closed_for policy).",
-        Source::Purged,
+        Source::Value(|s| s.count(Count::Purged)),
     ),
     (
         "tradecache_marker_losses_total",
-        MetricType::Counter,
+        Counter,
         "Times the commit marker was missing or behind what this writer had acknowledged (Redis may have lost acknowledged writes).",
-        Source::MarkerLosses,
+        Source::Value(|s| s.count(Count::MarkerLosses)),
     ),
     (
         "tradecache_backlog",
-        MetricType::Gauge,
+        Gauge,
         "Accepted writes not yet acknowledged by Redis.",
-        Source::Backlog,
+        Source::Value(|s| {
+            let acked = s.acked();
+            s.accepted().saturating_sub(acked)
+        }),
     ),
     (
         "tradecache_connected",
-        MetricType::Gauge,
+        Gauge,
         "1 while the flusher holds a working connection.",
-        Source::Connected,
+        Source::Value(|s| u64::from(s.is_connected())),
     ),
     (
         "tradecache_flusher_running",
-        MetricType::Gauge,
+        Gauge,
         "1 while the flusher thread runs.",
-        Source::FlusherRunning,
+        Source::Value(|s| u64::from(s.is_alive())),
     ),
     (
         "tradecache_fenced",
-        MetricType::Gauge,
+        Gauge,
         "1 once another writer opened as this one and took over: this cache writes nothing more.",
-        Source::Fenced,
+        Source::Value(|s| u64::from(s.is_fenced())),
     ),
     (
         "tradecache_backpressure",
-        MetricType::Gauge,
+        Gauge,
         "1 while the server refuses writes (OOM, MISCONF, auth); the backlog grows meanwhile.",
-        Source::Backpressure,
+        Source::Value(|s| u64::from(s.has_backpressure())),
     ),
     (
         "tradecache_healthy",
-        MetricType::Gauge,
+        Gauge,
         "1 when connected, the flusher runs, not fenced and no backpressure (Health::is_healthy).",
-        Source::Healthy,
+        Source::Value(|s| {
+            u64::from(s.is_connected() && s.is_alive() && !s.is_fenced() && !s.has_backpressure())
+        }),
     ),
     (
         "tradecache_last_error_timestamp_seconds",
-        MetricType::Gauge,
+        Gauge,
         "Unix time of the last error the flusher met; 0 if none.",
         Source::LastError,
     ),
     (
         "tradecache_ack_latency_seconds",
-        MetricType::Histogram,
+        Histogram,
         "Round trip of one transaction, from sending it to its EXEC reply (power-of-two buckets).",
         Source::AckLatency,
     ),
@@ -340,63 +333,30 @@ pub fn family_names() -> impl Iterator<Item = &'static str> {
     FAMILIES.iter().map(|f| f.0)
 }
 
-fn flag(b: bool) -> u64 {
-    u64::from(b)
+/// The Unix time of the last error the flusher met, in seconds; 0 if none.
+pub(crate) fn last_error_secs(shared: &Shared) -> f64 {
+    let at = shared.last_error_at();
+    at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Writes one family's samples for one cache.
 fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
     let shared: &Shared = cache.shared();
     let cfg = cache.config();
-    let instance = if cfg.use_instance_id { cfg.instance_id.as_deref() } else { None };
-    let (with, without);
-    let labels: &[(&str, &str)] = match instance {
-        Some(i) => {
-            with = [
-                ("trader_id", cfg.trader_id.as_str()),
-                ("instance_id", i),
-                ("writer_id", cfg.writer_id.as_str()),
-            ];
-            &with
-        }
-        None => {
-            without = [("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str())];
-            &without
-        }
+    // trader_id, instance_id (with use_instance_id), writer_id, and room
+    // for the info family's version.
+    let (trader, writer) = (("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str()));
+    let (mut l, n) = match cfg.instance_id.as_deref().filter(|_| cfg.use_instance_id) {
+        Some(i) => ([trader, ("instance_id", i), writer, ("", "")], 3),
+        None => ([trader, writer, ("", ""), ("", "")], 2),
     };
-    let mut u = |v: u64| sample_u64(out, name, labels, None, v);
+    let labels = &l[..n];
     match source {
         Source::Info => {
-            let mut l = [("", ""); 5];
-            l[..labels.len()].copy_from_slice(labels);
-            l[labels.len()] = ("version", env!("CARGO_PKG_VERSION"));
-            sample_u64(out, name, &l[..=labels.len()], Some(("encoding", cfg.encoding.as_str())), 1);
+            l[n] = ("version", env!("CARGO_PKG_VERSION"));
+            sample_u64(out, name, &l[..=n], Some(("encoding", cfg.encoding.as_str())), 1);
         }
-        Source::Accepted => u(shared.accepted()),
-        Source::Acked => u(shared.acked()),
-        Source::Rejected => u(shared.count(Count::Rejected)),
-        Source::Coalesced => u(shared.count(Count::Coalesced)),
-        Source::Batches => u(shared.count(Count::Batches)),
-        Source::Commands => u(shared.count(Count::Written)),
-        Source::Reconnects => u(shared.count(Count::Reconnects)),
-        Source::Replays => u(shared.count(Count::Replays)),
-        Source::Purged => u(shared.count(Count::Purged)),
-        Source::MarkerLosses => u(shared.count(Count::MarkerLosses)),
-        Source::Backlog => {
-            let acked = shared.acked();
-            u(shared.accepted().saturating_sub(acked))
-        }
-        Source::Connected => u(flag(shared.is_connected())),
-        Source::FlusherRunning => u(flag(shared.is_alive())),
-        Source::Fenced => u(flag(shared.is_fenced())),
-        Source::Backpressure => u(flag(shared.has_backpressure())),
-        Source::Healthy => {
-            let healthy = shared.is_connected()
-                && shared.is_alive()
-                && !shared.is_fenced()
-                && !shared.has_backpressure();
-            u(flag(healthy))
-        }
+        Source::Value(value) => sample_u64(out, name, labels, None, value(shared)),
         Source::Dropped => {
             for (class, n) in shared.dropped_counts() {
                 sample_u64(out, name, labels, Some(("reason", class.name())), n);
@@ -407,13 +367,7 @@ fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
                 sample_u64(out, name, labels, Some(("class", class.name())), n);
             }
         }
-        Source::LastError => {
-            let at = shared.last_error_at();
-            let secs = at
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0.0, |d| d.as_secs_f64());
-            sample_f64(out, name, labels, None, secs);
-        }
+        Source::LastError => sample_f64(out, name, labels, None, last_error_secs(shared)),
         Source::AckLatency => {
             let (counts, sum_us) = shared.latency_histogram();
             pow2_histogram(out, name, labels, &counts[..LAT_BUCKETS], sum_us, 1e6);

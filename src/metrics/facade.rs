@@ -4,8 +4,8 @@
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit};
 
-use crate::channel::Count;
-use crate::channel::LAT_BUCKETS;
+use super::exposition::{last_error_secs, MetricType, Source, FAMILIES};
+use crate::channel::{Shared, LAT_BUCKETS};
 use crate::Cache;
 
 /// Hands a [`Cache`]'s counters, gauges and ack-latency histogram to the
@@ -42,48 +42,16 @@ impl Default for MetricsReporter {
     }
 }
 
-const COUNTERS: &[(&str, &str)] = &[
-    ("tradecache_writes_accepted_total", "Writes accepted into the channel."),
-    ("tradecache_writes_acked_total", "Writes acknowledged by Redis."),
-    ("tradecache_writes_rejected_total", "Writes refused at the call because the channel was full."),
-    ("tradecache_writes_coalesced_total", "Snapshot writes superseded before they were sent."),
-    ("tradecache_dropped_total", "Accepted writes that could not be persisted, by reason."),
-    ("tradecache_errors_total", "Errors met by the flusher, by class."),
-    ("tradecache_batches_total", "Transactions applied."),
-    ("tradecache_commands_total", "Redis commands sent inside applied transactions."),
-    ("tradecache_reconnects_total", "Connections re-established after a failure."),
-    ("tradecache_replays_total", "In-doubt transactions resent after a reconnect."),
-    ("tradecache_purged_total", "Closed entities deleted by purges."),
-    (
-        "tradecache_marker_losses_total",
-        "Times the commit marker was missing or behind what was acknowledged.",
-    ),
-];
-
-const GAUGES: &[(&str, &str)] = &[
-    ("tradecache_backlog", "Accepted writes not yet acknowledged."),
-    ("tradecache_connected", "1 while the flusher holds a working connection."),
-    ("tradecache_flusher_running", "1 while the flusher thread runs."),
-    ("tradecache_fenced", "1 once another writer took over."),
-    ("tradecache_backpressure", "1 while the server refuses writes."),
-    ("tradecache_healthy", "1 when Health::is_healthy."),
-    ("tradecache_last_error_timestamp_seconds", "Unix time of the last error; 0 if none."),
-];
-
 impl MetricsReporter {
     /// A reporter; describes the metrics to the installed recorder.
     pub fn new() -> Self {
-        for (name, help) in COUNTERS {
-            describe_counter!(*name, Unit::Count, *help);
+        for (name, kind, help, _) in FAMILIES {
+            match kind {
+                MetricType::Counter => describe_counter!(*name, Unit::Count, *help),
+                MetricType::Gauge => describe_gauge!(*name, *help),
+                MetricType::Histogram => describe_histogram!(*name, Unit::Seconds, *help),
+            }
         }
-        for (name, help) in GAUGES {
-            describe_gauge!(*name, *help);
-        }
-        describe_histogram!(
-            "tradecache_ack_latency_seconds",
-            Unit::Seconds,
-            "Round trip of one transaction, from sending it to its EXEC reply."
-        );
         MetricsReporter { seen_buckets: [0; LAT_BUCKETS] }
     }
 
@@ -103,41 +71,33 @@ impl MetricsReporter {
             l.push(Label::new(k, v));
             l
         };
-
-        let abs = |name: &'static str, v: u64| counter!(name, labels.iter()).absolute(v);
-        abs("tradecache_writes_accepted_total", shared.accepted());
-        abs("tradecache_writes_acked_total", shared.acked());
-        abs("tradecache_writes_rejected_total", shared.count(Count::Rejected));
-        abs("tradecache_writes_coalesced_total", shared.count(Count::Coalesced));
-        abs("tradecache_batches_total", shared.count(Count::Batches));
-        abs("tradecache_commands_total", shared.count(Count::Written));
-        abs("tradecache_reconnects_total", shared.count(Count::Reconnects));
-        abs("tradecache_replays_total", shared.count(Count::Replays));
-        abs("tradecache_purged_total", shared.count(Count::Purged));
-        abs("tradecache_marker_losses_total", shared.count(Count::MarkerLosses));
-        for (class, n) in shared.dropped_counts() {
-            counter!("tradecache_dropped_total", with("reason", class.name())).absolute(n);
+        for &(name, kind, _, source) in FAMILIES {
+            match source {
+                Source::Value(v) if kind == MetricType::Counter => {
+                    counter!(name, labels.iter()).absolute(v(shared))
+                }
+                Source::Value(v) => gauge!(name, labels.iter()).set(v(shared) as f64),
+                Source::Dropped => {
+                    for (class, n) in shared.dropped_counts() {
+                        counter!(name, with("reason", class.name())).absolute(n);
+                    }
+                }
+                Source::Errors => {
+                    for (class, n) in shared.error_counts() {
+                        counter!(name, with("class", class.name())).absolute(n);
+                    }
+                }
+                Source::LastError => gauge!(name, labels.iter()).set(last_error_secs(shared)),
+                Source::AckLatency => self.record_latency(name, shared, &labels),
+                Source::Info => {}
+            }
         }
-        for (class, n) in shared.error_counts() {
-            counter!("tradecache_errors_total", with("class", class.name())).absolute(n);
-        }
+    }
 
-        let health = cache.health();
-        let set = |name: &'static str, v: f64| gauge!(name, labels.iter()).set(v);
-        let bit = |b: bool| if b { 1.0 } else { 0.0 };
-        set("tradecache_backlog", health.backlog as f64);
-        set("tradecache_connected", bit(health.connected));
-        set("tradecache_flusher_running", bit(health.flusher_running));
-        set("tradecache_fenced", bit(health.fenced.is_some()));
-        set("tradecache_backpressure", bit(health.backpressure.is_some()));
-        set("tradecache_healthy", bit(health.is_healthy()));
-        let last = shared.last_error_at();
-        let secs =
-            last.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64());
-        set("tradecache_last_error_timestamp_seconds", secs);
-
+    /// Records the latency observations made since the previous call.
+    fn record_latency(&mut self, name: &'static str, shared: &Shared, labels: &[Label]) {
         let (counts, _) = shared.latency_histogram();
-        let h = histogram!("tradecache_ack_latency_seconds", labels.iter());
+        let h = histogram!(name, labels.iter());
         for (i, (now, seen)) in counts.iter().zip(self.seen_buckets.iter_mut()).enumerate() {
             let new = now.saturating_sub(*seen);
             *seen = *now;

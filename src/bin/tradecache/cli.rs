@@ -125,12 +125,8 @@ fn run(cli: Cli) -> Result<ExitCode, util::CliError> {
 /// The `tradecache` binary: parses the arguments, runs the subcommand,
 /// and prints an error on stderr (exit status 2).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tradecache: {e}");
-            ExitCode::from(2)
-        }
-    }
+    run(Cli::parse()).unwrap_or_else(|e| {
+        eprintln!("tradecache: {}", e.0);
+        ExitCode::from(2)
+    })
 }

@@ -1,6 +1,6 @@
 //! `inspect`: traders present, a trader's keys by collection, values as JSON.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -24,7 +24,7 @@ pub(crate) struct InspectArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
-    let mut conn = util::connect(setup)?;
+    let mut conn = Conn::connect(&setup.config)?;
     if a.all || !setup.trader_given {
         if a.collection.is_some() && !setup.trader_given {
             return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID)"));
@@ -34,7 +34,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     }
     let layout = util::layout(setup)?;
     let survey = util::survey(&mut conn, &layout)?;
-    let enc = admin::encoding(&setup.config);
+    let enc = setup.config.encoding;
     let Some(collection) = a.collection else {
         println!(
             "{} {}: {} keys",
@@ -61,12 +61,9 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     };
     let ids: Vec<&String> = survey
         .entities
-        .iter()
-        .chain(survey.logs.iter())
+        .union(&survey.logs)
         .filter(|(c, id)| *c == collection && a.id.as_ref().is_none_or(|want| want == id))
         .map(|(_, id)| id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
     if ids.is_empty() {
         return Err(err(format!(
@@ -78,19 +75,18 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
     let with_events = a.id.is_some();
     for id in ids {
         let key = layout.entity(&collection, id);
-        match util::pipeline(&mut conn, &[redis::Cmd::get(&key)], 1, None)?.pop() {
-            Some(Value::BulkString(b)) => match admin::entity_to_json(&collection, id, &b, enc) {
+        match conn.raw(&redis::Cmd::get(&key))? {
+            Value::BulkString(b) => match admin::entity_to_json(&collection, id, &b, enc) {
                 Ok(j) => println!("{key} = {j}"),
                 Err(e) => println!("{key}: undecodable ({e}; {} bytes)", b.len()),
             },
-            Some(Value::Nil) => println!("{key}: no value"),
-            Some(other) => println!("{key}: {other:?}"),
-            None => {}
+            Value::Nil => println!("{key}: no value"),
+            other => println!("{key}: {other:?}"),
         }
         if with_events {
             let key = layout.events(&collection, id);
-            match util::pipeline(&mut conn, &[redis::Cmd::lrange(&key, 0, -1)], 1, None)?.pop() {
-                Some(Value::Array(items)) => {
+            match conn.raw(&redis::Cmd::lrange(&key, 0, -1))? {
+                Value::Array(items) => {
                     println!("{key} ({} events)", items.len());
                     for (i, v) in items.into_iter().enumerate() {
                         match bytes(v) {
@@ -102,9 +98,9 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
                         }
                     }
                 }
-                Some(Value::Nil) | None => {}
+                Value::Nil => {}
                 // Refused, or another type: said, never shown as no events.
-                Some(other) => println!("{key}: {other:?}"),
+                other => println!("{key}: {other:?}"),
             }
         }
     }
@@ -166,14 +162,14 @@ fn kind(rest: &str) -> String {
 }
 
 fn list_traders(setup: &Setup, conn: &mut Conn) -> Result<(), CliError> {
-    if admin::is_cluster(&setup.config) {
+    if !setup.config.cluster_nodes.is_empty() {
         return Err(err(
             "listing traders scans one node, and a cluster spreads traders over several: give --trader",
         ));
     }
     let mut all: BTreeMap<(String, Option<String>), Tally> = BTreeMap::new();
     for pattern in ["trader-*", "{trader-*"] {
-        for k in util::scan(conn, pattern)? {
+        for k in conn.scan(pattern)? {
             let k = text(&k);
             if let Some((t, i, what)) = owner(&k) {
                 let tally = all.entry((t, i)).or_default();

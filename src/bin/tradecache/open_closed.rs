@@ -13,24 +13,8 @@ use super::admin::{self, Admin as Conn, Layout};
 use crate::Encoding;
 use redis::Value;
 
-use super::util::{self, bytes, text, CliError, Survey};
+use super::util::{self, CliError, Survey};
 use super::verify::{watched, Finding, Kind};
-
-/// One collection's open and closed members.
-#[derive(Default)]
-struct Members {
-    open: BTreeSet<String>,
-    closed: BTreeSet<String>,
-}
-
-fn members(reply: Value) -> Result<BTreeSet<String>, String> {
-    match reply {
-        Value::Array(v) | Value::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
-        Value::Nil => Ok(BTreeSet::new()),
-        Value::ServerError(e) => Err(e.to_string()),
-        other => Err(format!("unexpected reply {other:?}")),
-    }
-}
 
 /// Adds the open/closed findings of every collection that has snapshots
 /// and either is a reference collection or has an open or closed index.
@@ -41,14 +25,9 @@ pub(crate) fn check(
     survey: &Survey,
     findings: &mut Vec<Finding>,
 ) -> Result<(), CliError> {
-    let mut collections: BTreeSet<String> = survey.open_closed.iter().map(|(c, _)| c.clone()).collect();
-    collections.extend(
-        survey
-            .entities
-            .iter()
-            .map(|(c, _)| c.clone())
-            .filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str())),
-    );
+    let reference =
+        survey.entities.iter().map(|(c, _)| c).filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str()));
+    let collections: BTreeSet<&String> = survey.open_closed.iter().map(|(c, _)| c).chain(reference).collect();
     let mut cmds = Vec::new();
     for c in &collections {
         cmds.extend([
@@ -56,35 +35,25 @@ pub(crate) fn check(
             redis::Cmd::zrange(layout.closed_index(c), 0, -1),
         ]);
     }
-    let mut replies = util::pipeline(conn, &cmds, 100, None)?.into_iter();
-    let mut by_collection = BTreeMap::new();
-    for c in &collections {
-        let mut m = Members::default();
-        for (open, reply) in [(true, replies.next()), (false, replies.next())] {
-            match members(reply.unwrap_or(Value::Nil)) {
-                Ok(ids) if open => m.open = ids,
-                Ok(ids) => m.closed = ids,
-                Err(e) => findings.push(Finding {
-                    kind: Kind::WrongType,
-                    key: if open { layout.open_index(c) } else { layout.closed_index(c) },
-                    detail: e,
-                    target: (c.clone(), String::new()),
-                }),
+    let mut replies = conn.pipeline(&cmds, 100, None)?.into_iter();
+    // Each collection's open and closed members.
+    let mut by_collection: BTreeMap<&String, [BTreeSet<String>; 2]> = BTreeMap::new();
+    for &c in &collections {
+        let lists = by_collection.entry(c).or_default();
+        for (list, key) in lists.iter_mut().zip([layout.open_index(c), layout.closed_index(c)]) {
+            match util::members(replies.next().unwrap_or(Value::Nil)) {
+                Ok(ids) => *list = ids,
+                Err(e) => findings.push(Finding::new(Kind::WrongType, key, e, c, "")),
             }
         }
-        by_collection.insert(c.clone(), m);
     }
 
     // Entries whose snapshot is gone.
-    for (c, m) in &by_collection {
-        for (open, ids) in [(true, &m.open), (false, &m.closed)] {
-            for id in ids.iter().filter(|id| !survey.entities.contains(&(c.clone(), (*id).clone()))) {
-                findings.push(Finding {
-                    kind: Kind::OpenClosedWithoutValue,
-                    key: if open { layout.open_index(c) } else { layout.closed_index(c) },
-                    detail: format!("{id} is listed but {} does not exist", layout.entity(c, id)),
-                    target: (c.clone(), id.clone()),
-                });
+    for (c, lists) in &by_collection {
+        for (ids, key) in lists.iter().zip([layout.open_index(c), layout.closed_index(c)]) {
+            for id in ids.iter().filter(|id| !survey.entities.contains(&((*c).clone(), (*id).clone()))) {
+                let detail = format!("{id} is listed but {} does not exist", layout.entity(c, id));
+                findings.push(Finding::new(Kind::OpenClosedEntryWithoutValue, key.clone(), detail, c, id));
             }
         }
     }
@@ -93,27 +62,23 @@ pub(crate) fn check(
     let targets: Vec<&(String, String)> =
         survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
     let gets: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
-    let values = util::pipeline(conn, &gets, 1000, None)?;
+    let values = conn.pipeline(&gets, 1000, None)?;
     for ((c, id), v) in targets.into_iter().zip(values) {
         let Some(m) = by_collection.get(c) else { continue };
-        let (in_open, in_closed) = (m.open.contains(id), m.closed.contains(id));
+        let (in_open, in_closed) = (m[0].contains(id), m[1].contains(id));
         let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
         let kind = match admin::open_closed_state(c, &b, enc) {
             Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
             Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
             Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
             Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
-            Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosed),
-            Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosed),
+            Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
+            Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
             _ => None, // consistent, or undecodable (verify reports it)
         };
         if let Some(kind) = kind {
-            findings.push(Finding {
-                kind,
-                key: layout.entity(c, id),
-                detail: kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c)),
-                target: (c.clone(), id.clone()),
-            });
+            let detail = kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c));
+            findings.push(Finding::new(kind, layout.entity(c, id), detail, c, id));
         }
     }
     Ok(())
@@ -128,15 +93,15 @@ pub(crate) fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Findin
     let (entity, open, closed) = (layout.entity(c, id), layout.open_index(c), layout.closed_index(c));
     let watch = [entity.clone(), open.clone(), closed.clone()];
     match f.kind {
-        Kind::OpenClosedWithoutValue => watched(conn, &watch, |conn| {
-            Ok((util::query(conn, &redis::Cmd::exists(&entity))? == Value::Int(0))
+        Kind::OpenClosedEntryWithoutValue => watched(conn, &watch, |conn| {
+            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
                 .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
         }),
         Kind::ClosedInOpenIndex
         | Kind::ClosedNotInClosedIndex
         | Kind::OpenInClosedIndex
         | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
-            let Value::BulkString(b) = util::query(conn, &redis::Cmd::get(&entity))? else { return Ok(None) };
+            let Value::BulkString(b) = conn.query(&redis::Cmd::get(&entity))? else { return Ok(None) };
             let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
                 return Ok(None);
             };

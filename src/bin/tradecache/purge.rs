@@ -43,10 +43,9 @@ pub(crate) struct PurgeArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
-    let enc = admin::encoding(&setup.config);
-    let mut conn = util::connect(setup)?;
+    let enc = setup.config.encoding;
+    let mut conn = Conn::connect(&setup.config)?;
     let now = util::now_ns();
     let cutoff = now.saturating_sub(u64::try_from(a.older_than.as_nanos()).unwrap_or(u64::MAX));
     let both = a.orders == a.positions;
@@ -57,7 +56,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let targets: Vec<&(String, String)> = survey.entities.iter().filter(|(c, _)| wanted(c)).collect();
     let cmds: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let mut progress = Progress::new("purge scan", cmds.len() as u64, setup.quiet);
-    let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
+    let replies = conn.pipeline(&cmds, 1000, Some(&mut progress))?;
     progress.finish();
     let mut candidates = Vec::new();
     let mut undecodable = 0;
@@ -121,9 +120,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
         }
         let mut orphans_deleted = 0usize;
         for (c, id) in &orphans {
-            if util::delete_orphan_log(&mut conn, &layout, c, id)? {
-                orphans_deleted += 1;
-            }
+            orphans_deleted += usize::from(util::delete_orphan_log(&mut conn, &layout, c, id)?);
         }
         progress.finish();
         println!(
@@ -159,52 +156,39 @@ fn purge_batch(
             }
             return Ok((d, k));
         }
-        let mut watch = redis::cmd("WATCH");
-        for (c, id, _) in chunk {
-            watch.arg(layout.entity(c, id));
-        }
-        util::query(conn, &watch)?;
-        let gets: Vec<redis::Cmd> =
-            chunk.iter().map(|(c, id, _)| redis::Cmd::get(layout.entity(c, id))).collect();
-        let values = util::pipeline(conn, &gets, gets.len(), None)?;
-        let mut cmds = vec![redis::cmd("MULTI")];
-        let mut deleting = 0;
+        let keys: Vec<String> = chunk.iter().map(|(c, id, _)| layout.entity(c, id)).collect();
+        conn.query(redis::cmd("WATCH").arg(&keys))?;
+        let gets: Vec<redis::Cmd> = keys.iter().map(redis::Cmd::get).collect();
+        let values = conn.pipeline(&gets, gets.len(), None)?;
+        let (mut cmds, mut deleting) = (Vec::new(), 0);
         for ((c, id, _), v) in chunk.iter().zip(values) {
-            let still = match v {
-                Value::BulkString(b) => matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff),
-                _ => false,
-            };
-            if !still {
-                continue;
+            if let Value::BulkString(b) = v {
+                if matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff) {
+                    // With the open/closed indexes the flusher keeps.
+                    cmds.extend([
+                        redis::Cmd::del(&[layout.entity(c, id), layout.events(c, id)]),
+                        redis::Cmd::srem(layout.index(c), id),
+                        redis::Cmd::srem(layout.open_index(c), id),
+                        redis::Cmd::zrem(layout.closed_index(c), id),
+                    ]);
+                    deleting += 1;
+                }
             }
-            let mut del = redis::cmd("DEL");
-            del.arg(layout.entity(c, id)).arg(layout.events(c, id));
-            let srem = redis::Cmd::srem(layout.index(c), id);
-            // The open/closed indexes the flusher keeps.
-            cmds.extend([
-                del,
-                srem,
-                redis::Cmd::srem(layout.open_index(c), id),
-                redis::Cmd::zrem(layout.closed_index(c), id),
-            ]);
-            deleting += 1;
         }
         if deleting == 0 {
-            util::query(conn, &redis::cmd("UNWATCH"))?;
+            conn.query(&redis::cmd("UNWATCH"))?;
             return Ok((0, chunk.len()));
         }
-        cmds.push(redis::cmd("EXEC"));
-        let replies = util::pipeline(conn, &cmds, cmds.len(), None)?;
-        match replies.last() {
-            Some(Value::Array(r)) => {
-                if let Some(Value::ServerError(e)) = r.iter().find(|x| matches!(x, Value::ServerError(_))) {
+        match conn.exec(cmds)? {
+            Value::Array(r) => {
+                if let Some(e) = util::refused(&r) {
                     return Err(util::err(format!("a delete was refused: {e}")));
                 }
                 return Ok((deleting, chunk.len() - deleting));
             }
             // Nil: a watched value changed; retry.
-            Some(Value::Nil) => continue,
-            other => return Err(util::err(format!("purge transaction: unexpected {other:?}"))),
+            Value::Nil => continue,
+            other => return Err(util::err(format!("purge transaction: unexpected {:?}", Some(&other)))),
         }
     }
     Ok((0, chunk.len()))

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::admin::{self, Admin as Conn, Layout};
+use super::admin::{Admin as Conn, Layout};
+use crate::store::marker::Marker;
 use redis::Value;
 use serde_json::{json, Value as Json};
 
@@ -31,9 +32,8 @@ pub(crate) struct StatsArgs {
 }
 
 pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
-    let mut conn = util::connect(setup)?;
+    let mut conn = Conn::connect(&setup.config)?;
     let mut shown = 0u64;
     loop {
         let report = collect(&mut conn, &layout, a.sample)?;
@@ -57,7 +57,7 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let v = util::query(conn, redis::cmd("INFO").arg(section))?;
+    let v = conn.query(redis::cmd("INFO").arg(section))?;
     let body = match v {
         Value::BulkString(b) => text(&b),
         Value::VerbatimString { text, .. } => text,
@@ -80,7 +80,7 @@ fn sample_memory(conn: &mut Conn, keys: &[String], n: usize) -> Result<(usize, u
         keys.iter().step_by(step).take(n).map(|k| redis::cmd("MEMORY").arg("USAGE").arg(k).clone()).collect();
     let mut total = 0;
     let mut sampled = 0;
-    for v in util::pipeline(conn, &cmds, 500, None)? {
+    for v in conn.pipeline(&cmds, 500, None)? {
         if let Value::Int(b) = v {
             total += u64::try_from(b).unwrap_or(0);
             sampled += 1;
@@ -103,15 +103,13 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Memory: sampled per collection and kind of key (one account's long
     // log must not stand for every order's short one), extrapolated by
     // each group's count; a group no larger than the sample is exact.
-    let mut groups: BTreeMap<(String, u8), Vec<String>> = BTreeMap::new();
-    for (c, i) in &survey.entities {
-        groups.entry((c.clone(), 0)).or_default().push(layout.entity(c, i));
-    }
-    for (c, i) in &survey.logs {
-        groups.entry((c.clone(), 1)).or_default().push(layout.events(c, i));
-    }
-    for c in &survey.indexes {
-        groups.entry((c.clone(), 2)).or_default().push(layout.index(c));
+    let entities = survey.entities.iter().map(|(c, i)| ((c, 0), layout.entity(c, i)));
+    let keys = entities
+        .chain(survey.logs.iter().map(|(c, i)| ((c, 1), layout.events(c, i))))
+        .chain(survey.indexes.iter().map(|c| ((c, 2), layout.index(c))));
+    let mut groups: BTreeMap<(&String, u8), Vec<String>> = BTreeMap::new();
+    for (group, key) in keys {
+        groups.entry(group).or_default().push(key);
     }
     let mut estimated = 0.0;
     let mut sampled_keys = 0;
@@ -134,14 +132,11 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Not available under an LFU maxmemory-policy, or to an ACL without it.
     let idle_cmds: Vec<redis::Cmd> =
         survey.writers.iter().map(|w| redis::Cmd::object_idletime(layout.writer(w))).collect();
-    let idles = util::pipeline(conn, &idle_cmds, 100, None)?;
+    let idles = conn.pipeline(&idle_cmds, 100, None)?;
     for ((w, raw), idle) in util::markers(conn, layout, &survey)?.into_iter().zip(idles) {
         let key = layout.writer(&w);
-        let idle_s = match idle {
-            Value::Int(s) => Some(s),
-            _ => None,
-        };
-        let parsed = raw.as_deref().and_then(admin::parse_marker);
+        let idle_s = if let Value::Int(s) = idle { Some(s) } else { None };
+        let parsed = raw.as_deref().and_then(Marker::parse).map(|m| (m.epoch, m.batch));
         writers.push(json!({
             "writer_id": w,
             "key": key,
@@ -188,12 +183,10 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
         .map(|(_, v)| v)
         .collect();
     redis.insert("replicas".into(), json!(replicas));
-    let mut fsync = redis::cmd("CONFIG");
-    fsync.arg("GET").arg("appendfsync");
     // Refused by an ACL without +config|get: then left out.
-    let fsync_value = match util::pipeline(conn, &[fsync], 1, None)?.pop() {
-        Some(Value::Array(kv)) => kv.into_iter().nth(1).and_then(bytes),
-        Some(Value::Map(m)) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
+    let fsync_value = match conn.raw(redis::cmd("CONFIG").arg("GET").arg("appendfsync"))? {
+        Value::Array(kv) => kv.into_iter().nth(1).and_then(bytes),
+        Value::Map(m) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
     };
     if let Some(v) = fsync_value {

@@ -15,7 +15,7 @@
 //! the engine would have written; the footer lets `import` refuse a
 //! truncated file before touching Redis.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,11 +61,10 @@ fn marker_map(conn: &mut Conn, layout: &Layout, survey: &util::Survey) -> Result
 }
 
 pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
-    let enc = admin::encoding(&setup.config);
-    let mut conn = util::connect(setup)?;
+    let enc = setup.config.encoding;
+    let mut conn = Conn::connect(&setup.config)?;
     let survey = util::survey_existing(&mut conn, &layout)?;
     let markers_before = marker_map(&mut conn, &layout, &survey)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
@@ -93,90 +92,76 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
     });
     writeln!(out, "{header}")?;
 
-    let ids: Vec<(String, String)> = survey
-        .entities
-        .iter()
-        .chain(survey.logs.iter())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let ids: Vec<&(String, String)> = survey.entities.union(&survey.logs).collect();
     let mut progress = Progress::new("export", ids.len() as u64, setup.quiet);
     let (mut lines, mut values, mut events, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    // A value or event that does not decode: left out with --skip-undecodable, else an error.
+    let mut undecodable = |what: String, e: String, hint: &str| {
+        if !a.skip_undecodable {
+            return Err(err(format!("{what} does not decode ({e}); {hint}")));
+        }
+        eprintln!("export: left out {what}: {e}");
+        skipped += 1;
+        Ok(())
+    };
     for chunk in ids.chunks(500) {
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (c, id) in chunk {
             cmds.push(redis::Cmd::get(layout.entity(c, id)));
             cmds.push(redis::Cmd::lrange(layout.events(c, id), 0, -1));
         }
-        let replies = util::pipeline(&mut conn, &cmds, cmds.len(), None)?;
+        let replies = conn.pipeline(&cmds, cmds.len(), None)?;
         let mut it = replies.into_iter();
-        for (c, id) in chunk {
+        for &(c, id) in chunk {
             let (value, log) = (it.next().unwrap_or(Value::Nil), it.next().unwrap_or(Value::Nil));
-            let mut line = serde_json::Map::new();
-            line.insert("collection".into(), json!(c));
-            line.insert("id".into(), json!(id));
+            let mut line = json!({ "collection": c, "id": id });
+            let entity = layout.entity(c, id);
             match value {
                 Value::BulkString(b) => match admin::entity_to_json(c, id, &b, enc) {
                     Ok(j) => {
-                        line.insert("value".into(), j);
+                        line["value"] = j;
                         if !indexed(c, id) {
-                            line.insert("indexed".into(), json!(false));
+                            line["indexed"] = json!(false);
                         }
                         if open.contains(&(c.clone(), id.clone())) {
-                            line.insert("open".into(), json!(true));
+                            line["open"] = json!(true);
                         }
                         if let Some(score) = closed.get(&(c.clone(), id.clone())) {
-                            line.insert("closed".into(), json!(score));
+                            line["closed"] = json!(score);
                         }
                         values += 1;
                     }
-                    Err(e) if a.skip_undecodable => {
-                        eprintln!("export: left out {}: {e}", layout.entity(c, id));
-                        skipped += 1;
-                    }
-                    Err(e) => {
-                        return Err(err(format!(
-                            "{} does not decode ({e}); `tradecache verify` lists such values, --skip-undecodable leaves them out",
-                            layout.entity(c, id)
-                        )))
-                    }
+                    Err(e) => undecodable(
+                        entity.clone(),
+                        e,
+                        "`tradecache verify` lists such values, --skip-undecodable leaves them out",
+                    )?,
                 },
                 Value::Nil => {}
-                Value::ServerError(e) => {
-                    return Err(err(format!("{}: {e} (not a tradecache value)", layout.entity(c, id))));
-                }
-                other => return Err(err(format!("{}: unexpected {other:?}", layout.entity(c, id)))),
+                Value::ServerError(e) => return Err(err(format!("{entity}: {e} (not a tradecache value)"))),
+                other => return Err(err(format!("{entity}: unexpected {other:?}"))),
             }
+            let log_key = layout.events(c, id);
             match log {
                 Value::Array(items) if !items.is_empty() => {
                     let mut list = Vec::with_capacity(items.len());
                     for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
                         match admin::event_to_json(c, &item, enc) {
                             Ok((j, _)) => list.push(j),
-                            Err(e) if a.skip_undecodable => {
-                                eprintln!("export: left out {}[{i}]: {e}", layout.events(c, id));
-                                skipped += 1;
-                            }
                             Err(e) => {
-                                return Err(err(format!(
-                                    "{}[{i}] does not decode ({e}); --skip-undecodable leaves it out",
-                                    layout.events(c, id)
-                                )))
+                                undecodable(format!("{log_key}[{i}]"), e, "--skip-undecodable leaves it out")?
                             }
                         }
                     }
                     events += list.len() as u64;
-                    line.insert("events".into(), Json::Array(list));
+                    line["events"] = Json::Array(list);
                 }
                 Value::Array(_) | Value::Nil => {}
-                Value::ServerError(e) => {
-                    return Err(err(format!("{}: {e} (not an event log)", layout.events(c, id))));
-                }
-                other => return Err(err(format!("{}: unexpected {other:?}", layout.events(c, id)))),
+                Value::ServerError(e) => return Err(err(format!("{log_key}: {e} (not an event log)"))),
+                other => return Err(err(format!("{log_key}: unexpected {other:?}"))),
             }
-            if line.contains_key("value") || line.contains_key("events") {
-                writeln!(out, "{}", Json::Object(line))?;
+            if line.get("value").is_some() || line.get("events").is_some() {
+                writeln!(out, "{line}")?;
                 lines += 1;
             }
         }
@@ -207,22 +192,21 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
 
 /// The members of the open indexes, and of the closed ones with their
 /// scores (as Redis prints them, so they come back exactly).
-#[allow(clippy::type_complexity)]
+type OpenClosed = (BTreeSet<(String, String)>, BTreeMap<(String, String), String>);
+
 fn open_closed_members(
     conn: &mut Conn,
     layout: &Layout,
     survey: &util::Survey,
-) -> Result<(BTreeSet<(String, String)>, std::collections::BTreeMap<(String, String), String>), CliError> {
-    let mut open = BTreeSet::new();
-    let mut closed = std::collections::BTreeMap::new();
+) -> Result<OpenClosed, CliError> {
+    let (mut open, mut closed) = (BTreeSet::new(), BTreeMap::new());
     for (c, is_open) in &survey.open_closed {
         let cmd = if *is_open {
             redis::Cmd::smembers(layout.open_index(c))
         } else {
             redis::Cmd::zrange_withscores(layout.closed_index(c), 0, -1)
         };
-        let reply = util::query(conn, &cmd)?;
-        let items: Vec<String> = match reply {
+        let items: Vec<String> = match conn.query(&cmd)? {
             Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
             Value::Map(kv) => kv
                 .into_iter()
@@ -237,11 +221,7 @@ fn open_closed_members(
         if *is_open {
             open.extend(items.into_iter().map(|id| (c.clone(), id)));
         } else {
-            for pair in items.chunks(2) {
-                if let [id, score] = pair {
-                    closed.insert((c.clone(), id.clone()), score.clone());
-                }
-            }
+            closed.extend(items.chunks_exact(2).map(|p| ((c.clone(), p[0].clone()), p[1].clone())));
         }
     }
     Ok((open, closed))
@@ -260,7 +240,7 @@ struct Prepared {
 }
 
 fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>), CliError> {
-    let enc = admin::encoding(&setup.config);
+    let enc = setup.config.encoding;
     let _timestamps = admin::use_timestamp_format_of(&setup.config);
     let mut header = None;
     let mut footer = None;
@@ -313,23 +293,17 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
         if !seen.insert((collection.clone(), id.clone())) {
             return Err(bad(format!("{collection} {id} appears twice")));
         }
-        let value = match j.get("value") {
-            Some(v) => Some(
-                admin::entity_from_json(&collection, &id, v, enc).map_err(|e| bad(format!("value: {e}")))?,
-            ),
-            None => None,
-        };
+        let value = j.get("value").map(|v| admin::entity_from_json(&collection, &id, v, enc));
+        let value = value.transpose().map_err(|e| bad(format!("value: {e}")))?;
         values += u64::from(value.is_some());
-        let mut evs = Vec::new();
-        if let Some(list) = j.get("events") {
-            let list = list.as_array().ok_or_else(|| bad("\"events\" is not an array".into()))?;
-            for (i, e) in list.iter().enumerate() {
-                evs.push(
-                    admin::event_from_json(&collection, e, enc)
-                        .map_err(|e| bad(format!("event {i}: {e}")))?,
-                );
-            }
-        }
+        let list = match j.get("events") {
+            Some(list) => list.as_array().ok_or_else(|| bad("\"events\" is not an array".into()))?.as_slice(),
+            None => &[],
+        };
+        let evs = list.iter().enumerate().map(|(i, e)| {
+            admin::event_from_json(&collection, e, enc).map_err(|e| bad(format!("event {i}: {e}")))
+        });
+        let evs = evs.collect::<Result<Vec<_>, _>>()?;
         events += evs.len() as u64;
         let indexed = value.is_some() && j.get("indexed") != Some(&Json::Bool(false));
         let open = j.get("open") == Some(&Json::Bool(true));
@@ -359,25 +333,17 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
 
 /// Runs a transaction of `cmds`; fails on a refused command.
 fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
-    let mut all = Vec::with_capacity(cmds.len() + 2);
-    all.push(redis::cmd("MULTI"));
-    all.extend(cmds);
-    all.push(redis::cmd("EXEC"));
-    let replies = util::pipeline(conn, &all, all.len(), None)?;
-    match replies.last() {
-        Some(Value::Array(results)) => {
-            if let Some(Value::ServerError(e)) = results.iter().find(|r| matches!(r, Value::ServerError(_))) {
-                return Err(err(format!("a write was refused: {e}")));
-            }
-            Ok(())
-        }
-        Some(Value::ServerError(e)) => Err(err(format!("transaction refused: {e}"))),
-        other => Err(err(format!("transaction not applied: {other:?}"))),
+    match conn.exec(cmds)? {
+        Value::Array(results) => match util::refused(&results) {
+            Some(e) => Err(err(format!("a write was refused: {e}"))),
+            None => Ok(()),
+        },
+        Value::ServerError(e) => Err(err(format!("transaction refused: {e}"))),
+        other => Err(err(format!("transaction not applied: {:?}", Some(&other)))),
     }
 }
 
 pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let start = Instant::now();
     let layout = util::layout(setup)?;
     let input: Box<dyn BufRead> = match &a.input {
@@ -389,7 +355,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     };
     // Everything is read, checked and encoded before Redis is touched.
     let (header, items) = parse(setup, input)?;
-    let mut conn = util::connect(setup)?;
+    let mut conn = Conn::connect(&setup.config)?;
     let survey = util::survey(&mut conn, &layout)?;
     if survey.state_keys() > 0 && !a.force {
         return Err(err(format!(
@@ -407,7 +373,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     // state: claim its marker so that its next transaction is refused.
     for w in &survey.writers {
         let key = layout.writer(w);
-        let (epoch, _) = conn.fence(&key)?;
+        let epoch = conn.fence(&key)?;
         if !setup.quiet {
             eprintln!("import: fenced writer {key} (new epoch {epoch}); restart the engine after the import");
         }
@@ -424,7 +390,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             }
         }));
         for chunk in old.chunks(500) {
-            util::query(&mut conn, &redis::Cmd::unlink(chunk))?;
+            conn.query(&redis::Cmd::unlink(chunk))?;
         }
         if !setup.quiet {
             eprintln!("import: deleted {} existing keys of {}", old.len(), layout.prefix());
@@ -475,7 +441,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
     // complete. Its empty member says so, so that readers trust it rather
     // than scan the keyspace (as they did after a restore before).
     if let Some(r) = &registry {
-        util::query(&mut conn, &redis::Cmd::sadd(r, ""))?;
+        conn.query(&redis::Cmd::sadd(r, ""))?;
     }
     progress.finish();
     if !setup.quiet {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use super::admin::{self, Admin as Conn, KeyKind, Layout};
+use super::admin::{self, Admin as Conn, Layout};
 use redis::Value;
 
 use super::Setup;
@@ -14,21 +14,10 @@ use super::Setup;
 #[derive(Debug)]
 pub(crate) struct CliError(pub(crate) String);
 
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<crate::Error> for CliError {
-    fn from(e: crate::Error) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<crate::ConfigError> for CliError {
-    fn from(e: crate::ConfigError) -> Self {
-        CliError(e.to_string())
+/// The crate's errors (configuration, connection, ids) as they print.
+impl<E: Into<crate::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.into().to_string())
     }
 }
 
@@ -42,62 +31,20 @@ pub(crate) fn err(msg: impl Into<String>) -> CliError {
     CliError(msg.into())
 }
 
-/// Refuses to go on without a trader id (the commands that read or write
-/// one trader's keys).
-pub(crate) fn require_trader(setup: &Setup) -> Result<(), CliError> {
-    if setup.trader_given {
-        Ok(())
-    } else {
-        Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"))
-    }
-}
-
-/// Connects with the library's connection code.
-pub(crate) fn connect(setup: &Setup) -> Result<Conn, CliError> {
-    Ok(Conn::connect(&setup.config)?)
-}
-
-/// Sends `cmds` in pipelines of `chunk` and returns one reply per command,
-/// server errors as `Value::ServerError` (never a failure of the whole
-/// pipeline).
-pub(crate) fn pipeline(
-    conn: &mut Conn,
-    cmds: &[redis::Cmd],
-    chunk: usize,
-    mut progress: Option<&mut Progress>,
-) -> Result<Vec<Value>, CliError> {
-    let mut out = Vec::with_capacity(cmds.len());
-    for part in cmds.chunks(chunk.max(1)) {
-        conn.send(part)?;
-        for _ in part {
-            out.push(conn.read_reply()?);
-        }
-        if let Some(p) = progress.as_deref_mut() {
-            p.add(part.len() as u64);
-        }
-    }
-    Ok(out)
-}
-
-/// One command; a server error reply is an error.
-pub(crate) fn query(conn: &mut Conn, cmd: &redis::Cmd) -> Result<Value, CliError> {
-    match conn.query(cmd)? {
-        Value::ServerError(e) => Err(err(format!("{}: {e}", conn.addr()))),
-        v => Ok(v),
-    }
-}
-
-/// Every key matching `pattern`, by `SCAN`, sorted, without duplicates.
-pub(crate) fn scan(conn: &mut Conn, pattern: &str) -> Result<Vec<Vec<u8>>, CliError> {
-    Ok(conn.scan(pattern)?)
-}
-
 pub(crate) fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     }
+}
+
+/// The first server error among `replies`.
+pub(crate) fn refused(replies: &[Value]) -> Option<&redis::ServerError> {
+    replies.iter().find_map(|r| match r {
+        Value::ServerError(e) => Some(e),
+        _ => None,
+    })
 }
 
 pub(crate) fn text(v: &[u8]) -> String {
@@ -124,10 +71,8 @@ pub(crate) struct Survey {
 impl Survey {
     /// Collections that appear anywhere, sorted.
     pub(crate) fn collections(&self) -> BTreeSet<String> {
-        let mut c: BTreeSet<String> = self.indexes.iter().cloned().collect();
-        c.extend(self.entities.iter().map(|(c, _)| c.clone()));
-        c.extend(self.logs.iter().map(|(c, _)| c.clone()));
-        c
+        let named = self.entities.iter().chain(&self.logs).map(|(c, _)| c);
+        self.indexes.iter().chain(named).cloned().collect()
     }
 
     /// Whether the trader has no key at all: no marker, no index, nothing.
@@ -141,9 +86,12 @@ impl Survey {
     }
 }
 
-/// The layout of the configured trader; refuses a configuration without a
-/// trader prefix (nothing tells its keys from others').
+/// The layout of the configured trader; refuses to go on without a trader
+/// id, or without a trader prefix (nothing tells its keys from others').
 pub(crate) fn layout(setup: &Setup) -> Result<Layout, CliError> {
+    if !setup.trader_given {
+        return Err(err("which trader? give --trader ID (or set CACHE_TRADER_ID); `inspect` lists them"));
+    }
     let layout = admin::layout(&setup.config);
     if layout.pattern().is_none() {
         return Err(err(
@@ -153,45 +101,55 @@ pub(crate) fn layout(setup: &Setup) -> Result<Layout, CliError> {
     Ok(layout)
 }
 
-/// Scans and classifies the trader's keys.
+/// Scans and classifies the trader's keys: those of another trader, of an
+/// instance (when this layout has none) or of another shape are left out.
 pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliError> {
     let pattern = layout.pattern().ok_or_else(|| err("no trader prefix"))?;
-    let keys = scan(conn, &pattern)?;
-    // Index sets first: their collections tell a log from an instance's key.
+    let keys = conn.scan(&pattern)?;
+    let prefix = format!("{}:", layout.prefix());
+    let parts = |key: &[u8]| -> Vec<String> {
+        let rest = key.strip_prefix(prefix.as_bytes()).and_then(|r| std::str::from_utf8(r).ok());
+        rest.map(|r| r.split(':').map(str::to_string).collect()).unwrap_or_default()
+    };
+    // The collections known to exist tell `{collection}:{id}:events` from an
+    // instance's `{instance}:{c}:{id}`: the reference ones, those with an
+    // index set, and the registry's (a collection written only with
+    // `append` has no index set, but its logs are the trader's).
     let mut known: BTreeSet<Vec<u8>> = admin::REFERENCE_COLLECTIONS
         .iter()
         .chain(admin::MARKET_DATA_COLLECTIONS.iter())
         .map(|c| c.as_bytes().to_vec())
         .collect();
-    for k in &keys {
-        if let Some(KeyKind::Index { collection }) = admin::classify(layout, k, &[]) {
-            known.insert(collection.into_bytes());
+    for k in keys.iter().filter(|k| layout.owns(k, &[])) {
+        if let [index, c] = parts(k).as_slice() {
+            if index == "index" {
+                known.insert(c.clone().into_bytes());
+            }
         }
     }
-    // And the registry's: a collection written only with `append` has no
-    // index set, but its logs are the trader's.
     known.extend(registered(conn, layout)?);
     let known: Vec<&[u8]> = known.iter().map(Vec::as_slice).collect();
     let mut s = Survey::default();
     for k in &keys {
-        match admin::classify(layout, k, &known) {
-            Some(KeyKind::Entity { collection, id }) => {
-                s.entities.insert((collection, id));
+        match parts(k).as_slice() {
+            [w, id] if w == "writer" => {
+                s.writers.insert(id.clone());
             }
-            Some(KeyKind::Events { collection, id }) => {
-                s.logs.insert((collection, id));
+            [kind, _] if kind == "heartbeat" || kind == "stream" => s.live += 1,
+            [index, c, which] if index == "index" && (which == "open" || which == "closed") => {
+                s.open_closed.insert((c.clone(), which == "open"));
             }
-            Some(KeyKind::Index { collection }) => {
-                s.indexes.insert(collection);
+            _ if !layout.owns(k, &known) => {}
+            [index, c] if index == "index" => {
+                s.indexes.insert(c.clone());
             }
-            Some(KeyKind::Writer { writer_id }) => {
-                s.writers.insert(writer_id);
+            [c, id] => {
+                s.entities.insert((c.clone(), id.clone()));
             }
-            Some(KeyKind::OpenClosed { collection, open }) => {
-                s.open_closed.insert((collection, open));
+            [c, id, events] if events == "events" => {
+                s.logs.insert((c.clone(), id.clone()));
             }
-            Some(KeyKind::Live) => s.live += 1,
-            None => {}
+            _ => {}
         }
     }
     Ok(s)
@@ -203,7 +161,7 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
 /// would go unseen.
 fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError> {
     let Some(key) = layout.registry() else { return Ok(Vec::new()) };
-    match conn.query(&redis::Cmd::smembers(&key))? {
+    match conn.raw(&redis::Cmd::smembers(&key))? {
         Value::Array(v) | Value::Set(v) => {
             Ok(v.into_iter().filter_map(bytes).filter(|c| !c.is_empty()).collect())
         }
@@ -236,49 +194,59 @@ pub(crate) fn index_members(
 ) -> Result<BTreeMap<String, Result<BTreeSet<String>, String>>, CliError> {
     let cmds: Vec<redis::Cmd> =
         survey.indexes.iter().map(|c| redis::Cmd::smembers(layout.index(c))).collect();
-    let replies = pipeline(conn, &cmds, 100, None)?;
-    let mut out = BTreeMap::new();
-    for (c, reply) in survey.indexes.iter().zip(replies) {
-        let members = match reply {
-            Value::Array(v) | Value::Set(v) => {
-                Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect())
-            }
-            Value::ServerError(e) => Err(e.to_string()),
-            other => Err(format!("unexpected reply {other:?}")),
-        };
-        out.insert(c.clone(), members);
+    let replies = conn.pipeline(&cmds, 100, None)?;
+    Ok(survey.indexes.iter().cloned().zip(replies.into_iter().map(members)).collect())
+}
+
+/// The members of a set (or the ids of a sorted set) as text; the error
+/// says why the reply is not one.
+pub(crate) fn members(reply: Value) -> Result<BTreeSet<String>, String> {
+    match reply {
+        Value::Array(v) | Value::Set(v) => Ok(v.into_iter().filter_map(bytes).map(|b| text(&b)).collect()),
+        Value::Nil => Ok(BTreeSet::new()),
+        Value::ServerError(e) => Err(e.to_string()),
+        other => Err(format!("unexpected reply {other:?}")),
     }
-    Ok(out)
+}
+
+/// `WATCH`es `keys`, then runs the commands `check` gives on a fresh read
+/// in `MULTI`/`EXEC` and returns the `EXEC` reply (`Nil`: a watched key
+/// changed meanwhile), or `UNWATCH`es and returns `None` when it gives none.
+pub(crate) fn watched(
+    conn: &mut Conn,
+    keys: &[String],
+    check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
+) -> Result<Option<Value>, CliError> {
+    conn.query(redis::cmd("WATCH").arg(keys))?;
+    match check(conn)? {
+        Some(cmds) => Ok(Some(conn.exec(cmds)?)),
+        None => conn.query(&redis::cmd("UNWATCH")).map(|_| None),
+    }
 }
 
 /// Deletes the orphan event log of `collection`/`id` (a log whose id has
 /// no snapshot), guarded so that a snapshot appearing meanwhile keeps it:
-/// `WATCH` the snapshot key, check it is absent, `UNLINK` the log in
-/// `MULTI`/`EXEC` (aborted by Redis if the snapshot was written since the
-/// `WATCH`). Returns whether the log was deleted.
+/// the log is deleted under a `WATCH` of the snapshot, while it is absent.
+/// Returns whether the log was deleted.
 pub(crate) fn delete_orphan_log(
     conn: &mut Conn,
     layout: &Layout,
     collection: &str,
     id: &str,
 ) -> Result<bool, CliError> {
-    let entity = layout.entity(collection, id);
-    let mut watch = redis::cmd("WATCH");
-    watch.arg(&entity);
-    query(conn, &watch)?;
-    if query(conn, &redis::Cmd::exists(&entity))? != Value::Int(0) {
-        query(conn, &redis::cmd("UNWATCH"))?;
-        return Ok(false);
-    }
-    let cmds = [redis::cmd("MULTI"), redis::Cmd::unlink(layout.events(collection, id)), redis::cmd("EXEC")];
-    match pipeline(conn, &cmds, cmds.len(), None)?.pop() {
+    let (entity, log) = (layout.entity(collection, id), layout.events(collection, id));
+    let absent = |conn: &mut Conn| {
+        Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
+            .then(|| vec![redis::Cmd::unlink(&log)]))
+    };
+    match watched(conn, std::slice::from_ref(&entity), absent)? {
         Some(Value::Array(r)) => match r.first() {
             Some(Value::Int(n)) => Ok(*n > 0),
-            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {}: {e}", layout.events(collection, id)))),
+            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {log}: {e}"))),
             _ => Ok(false),
         },
-        // Nil: the snapshot was written meanwhile; the log is its own now.
-        Some(Value::Nil) => Ok(false),
+        // The snapshot exists, or was written meanwhile (Nil): the log is its own now.
+        None | Some(Value::Nil) => Ok(false),
         other => Err(err(format!("orphan log transaction: unexpected {other:?}"))),
     }
 }
@@ -289,16 +257,13 @@ pub(crate) type Marker = (String, Option<Vec<u8>>);
 /// The writers' markers.
 pub(crate) fn markers(conn: &mut Conn, layout: &Layout, survey: &Survey) -> Result<Vec<Marker>, CliError> {
     let cmds: Vec<redis::Cmd> = survey.writers.iter().map(|w| redis::Cmd::get(layout.writer(w))).collect();
-    let replies = pipeline(conn, &cmds, 100, None)?;
-    let mut out = Vec::with_capacity(replies.len());
-    for (w, reply) in survey.writers.iter().zip(replies) {
-        match reply {
-            // A refused read is not "gone since the scan".
-            Value::ServerError(e) => return Err(err(format!("{}: {e}", layout.writer(w)))),
-            r => out.push((w.clone(), bytes(r))),
-        }
-    }
-    Ok(out)
+    let replies = conn.pipeline(&cmds, 100, None)?;
+    let markers = survey.writers.iter().zip(replies).map(|(w, reply)| match reply {
+        // A refused read is not "gone since the scan".
+        Value::ServerError(e) => Err(err(format!("{}: {e}", layout.writer(w)))),
+        r => Ok((w.clone(), bytes(r))),
+    });
+    markers.collect()
 }
 
 /// Progress on stderr for runs longer than a second: a bar redrawn in place

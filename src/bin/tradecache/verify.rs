@@ -29,7 +29,8 @@ pub(crate) struct VerifyArgs {
     repair: bool,
 }
 
-/// What a finding is about; the names are in docs/recovery.md.
+/// What a finding is about; its name (the variant's, in kebab case) is in
+/// docs/recovery.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
     IndexWithoutValue,
@@ -46,34 +47,22 @@ pub(crate) enum Kind {
     ClosedInOpenIndex,
     OpenNotInOpenIndex,
     OpenInClosedIndex,
-    InOpenAndClosed,
-    InNeitherOpenNorClosed,
-    OpenClosedWithoutValue,
-    NotRegistered,
+    InOpenAndClosedIndex,
+    InNeitherOpenNorClosedIndex,
+    OpenClosedEntryWithoutValue,
+    IndexNotInRegistry,
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::IndexWithoutValue => "index-without-value",
-            Kind::ValueWithoutIndex => "value-without-index",
-            Kind::InvalidIndexEntry => "invalid-index-entry",
-            Kind::WrongType => "wrong-type",
-            Kind::Undecodable => "undecodable",
-            Kind::UndecodableEvent => "undecodable-event",
-            Kind::DuplicateEvent => "duplicate-event",
-            Kind::OutOfOrderEvent => "out-of-order-event",
-            Kind::LogWithoutValue => "log-without-value",
-            Kind::OrphanLog => "orphan-log",
-            Kind::ClosedNotInClosedIndex => "closed-not-in-closed-index",
-            Kind::ClosedInOpenIndex => "closed-in-open-index",
-            Kind::OpenNotInOpenIndex => "open-not-in-open-index",
-            Kind::OpenInClosedIndex => "open-in-closed-index",
-            Kind::InOpenAndClosed => "in-open-and-closed-index",
-            Kind::InNeitherOpenNorClosed => "in-neither-open-nor-closed-index",
-            Kind::OpenClosedWithoutValue => "open-closed-entry-without-value",
-            Kind::NotRegistered => "index-not-in-registry",
+    fn name(self) -> String {
+        let mut name = String::new();
+        for c in format!("{self:?}").chars() {
+            if c.is_ascii_uppercase() && !name.is_empty() {
+                name.push('-');
+            }
+            name.push(c.to_ascii_lowercase());
         }
+        name
     }
 
     /// What an open/closed finding means, for its detail.
@@ -83,8 +72,8 @@ impl Kind {
             Kind::ClosedInOpenIndex => format!("closed, but in {open}: load_open() loads it"),
             Kind::OpenNotInOpenIndex => format!("open, but not in {open}: load_open() does not load it"),
             Kind::OpenInClosedIndex => format!("open, but in {closed}: a purge may delete it"),
-            Kind::InOpenAndClosed => format!("in both {open} and {closed}"),
-            Kind::InNeitherOpenNorClosed => {
+            Kind::InOpenAndClosedIndex => format!("in both {open} and {closed}"),
+            Kind::InNeitherOpenNorClosedIndex => {
                 format!("in neither {open} nor {closed}: load_open() and purges do not see it")
             }
             _ => String::new(),
@@ -106,11 +95,16 @@ pub(crate) struct Finding {
     pub(crate) target: (String, String),
 }
 
+impl Finding {
+    pub(crate) fn new(kind: Kind, key: String, detail: impl Into<String>, c: &str, id: &str) -> Finding {
+        Finding { kind, key, detail: detail.into(), target: (c.to_string(), id.to_string()) }
+    }
+}
+
 pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
-    util::require_trader(setup)?;
     let layout = util::layout(setup)?;
-    let mut conn = util::connect(setup)?;
-    let enc = admin::encoding(&setup.config);
+    let mut conn = Conn::connect(&setup.config)?;
+    let enc = setup.config.encoding;
     let survey = util::survey_existing(&mut conn, &layout)?;
     let members = util::index_members(&mut conn, &layout, &survey)?;
     let mut findings = Vec::new();
@@ -118,168 +112,113 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     // Index sets: readable, valid ids, each with a value.
     let mut indexed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (c, m) in &members {
-        match m {
-            Ok(ids) => {
-                let set = indexed.entry(c.as_str()).or_default();
-                for id in ids {
-                    if crate::Ident::new(id).is_err() {
-                        findings.push(Finding {
-                            kind: Kind::InvalidIndexEntry,
-                            key: layout.index(c),
-                            detail: format!("member {id:?} is not a valid id"),
-                            target: (c.clone(), id.clone()),
-                        });
-                        continue;
-                    }
-                    set.insert(id.as_str());
-                    if !survey.entities.contains(&(c.clone(), id.clone())) {
-                        findings.push(Finding {
-                            kind: Kind::IndexWithoutValue,
-                            key: layout.index(c),
-                            detail: format!("{id} is indexed but {} does not exist", layout.entity(c, id)),
-                            target: (c.clone(), id.clone()),
-                        });
-                    }
-                }
+        let ids = match m {
+            Ok(ids) => ids,
+            Err(e) => {
+                findings.push(Finding::new(Kind::WrongType, layout.index(c), e, c, ""));
+                continue;
             }
-            Err(e) => findings.push(Finding {
-                kind: Kind::WrongType,
-                key: layout.index(c),
-                detail: e.clone(),
-                target: (c.clone(), String::new()),
-            }),
+        };
+        let set = indexed.entry(c.as_str()).or_default();
+        for id in ids {
+            if crate::Ident::new(id).is_err() {
+                let detail = format!("member {id:?} is not a valid id");
+                findings.push(Finding::new(Kind::InvalidIndexEntry, layout.index(c), detail, c, id));
+                continue;
+            }
+            set.insert(id.as_str());
+            if !survey.entities.contains(&(c.clone(), id.clone())) {
+                let detail = format!("{id} is indexed but {} does not exist", layout.entity(c, id));
+                findings.push(Finding::new(Kind::IndexWithoutValue, layout.index(c), detail, c, id));
+            }
         }
     }
 
     // The registry of collections: when complete, it names every index set
     // (`load()` of every collection reads the ones it names).
     if let Some(registry) = layout.registry() {
-        let reply = util::query(&mut conn, &redis::Cmd::smembers(&registry));
-        if let Err(e) = &reply {
-            findings.push(Finding {
-                kind: Kind::WrongType,
-                key: registry.clone(),
-                detail: e.to_string(),
-                target: (String::new(), String::new()),
-            });
-        }
-        if let Ok(Value::Array(names) | Value::Set(names)) = reply {
-            let names: BTreeSet<Vec<u8>> = names.into_iter().filter_map(bytes).collect();
-            if names.contains(&b""[..]) {
-                for c in &survey.indexes {
-                    if !names.contains(c.as_bytes()) {
-                        findings.push(Finding {
-                            kind: Kind::NotRegistered,
-                            key: registry.clone(),
-                            detail: format!(
-                                "{} exists but {c:?} is not in {registry}: collections() and a load of every \
-                                 collection do not see it",
-                                layout.index(c)
-                            ),
-                            target: (c.clone(), String::new()),
-                        });
-                    }
+        match conn.query(&redis::Cmd::smembers(&registry)) {
+            Err(e) => findings.push(Finding::new(Kind::WrongType, registry.clone(), e.0, "", "")),
+            Ok(Value::Array(names) | Value::Set(names)) => {
+                let names: BTreeSet<Vec<u8>> = names.into_iter().filter_map(bytes).collect();
+                let complete = names.contains(&b""[..]);
+                for c in survey.indexes.iter().filter(|c| complete && !names.contains(c.as_bytes())) {
+                    let detail = format!(
+                        "{} exists but {c:?} is not in {registry}: collections() and a load of every \
+                         collection do not see it",
+                        layout.index(c)
+                    );
+                    findings.push(Finding::new(Kind::IndexNotInRegistry, registry.clone(), detail, c, ""));
                 }
             }
+            Ok(_) => {}
         }
     }
 
     // Values: decodable, of the right type, indexed.
-    let entities: Vec<&(String, String)> = survey.entities.iter().collect();
     let cmds: Vec<redis::Cmd> =
-        entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
+        survey.entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let total = (cmds.len() + survey.logs.len()) as u64;
     let mut progress = Progress::new("verify", total, setup.quiet);
-    let replies = util::pipeline(&mut conn, &cmds, 1000, Some(&mut progress))?;
-    for ((c, id), reply) in entities.iter().zip(replies) {
+    let replies = conn.pipeline(&cmds, 1000, Some(&mut progress))?;
+    for ((c, id), reply) in survey.entities.iter().zip(replies) {
         let key = layout.entity(c, id);
-        let target = (c.clone(), id.clone());
-        match reply {
+        let problem = match reply {
             Value::BulkString(b) => {
-                if let Err(e) = admin::entity_to_json(c, id, &b, enc) {
-                    findings.push(Finding {
-                        kind: Kind::Undecodable,
-                        key: key.clone(),
-                        detail: e,
-                        target: target.clone(),
-                    });
-                }
+                admin::entity_to_json(c, id, &b, enc).err().map(|e| (Kind::Undecodable, e))
             }
             Value::Nil => continue, // deleted since the scan
-            Value::ServerError(e) => {
-                findings.push(Finding {
-                    kind: Kind::WrongType,
-                    key: key.clone(),
-                    detail: e.to_string(),
-                    target: target.clone(),
-                });
-            }
-            other => findings.push(Finding {
-                kind: Kind::WrongType,
-                key: key.clone(),
-                detail: format!("unexpected reply {other:?}"),
-                target: target.clone(),
-            }),
+            Value::ServerError(e) => Some((Kind::WrongType, e.to_string())),
+            other => Some((Kind::WrongType, format!("unexpected reply {other:?}"))),
+        };
+        if let Some((kind, detail)) = problem {
+            findings.push(Finding::new(kind, key.clone(), detail, c, id));
         }
         if !indexed.get(c.as_str()).is_some_and(|s| s.contains(id.as_str())) {
-            findings.push(Finding {
-                kind: Kind::ValueWithoutIndex,
-                key: key.clone(),
-                detail: format!("{id} is not in {}: load() does not see it", layout.index(c)),
-                target,
-            });
+            let detail = format!("{id} is not in {}: load() does not see it", layout.index(c));
+            findings.push(Finding::new(Kind::ValueWithoutIndex, key, detail, c, id));
         }
     }
 
     // Event logs.
-    let logs: Vec<&(String, String)> = survey.logs.iter().collect();
     let cmds: Vec<redis::Cmd> =
-        logs.iter().map(|(c, id)| redis::Cmd::lrange(layout.events(c, id), 0, -1)).collect();
-    let replies = util::pipeline(&mut conn, &cmds, 200, Some(&mut progress))?;
+        survey.logs.iter().map(|(c, id)| redis::Cmd::lrange(layout.events(c, id), 0, -1)).collect();
+    let replies = conn.pipeline(&cmds, 200, Some(&mut progress))?;
     progress.finish();
     let mut events_checked = 0u64;
-    for ((c, id), reply) in logs.iter().zip(replies) {
+    for ((c, id), reply) in survey.logs.iter().zip(replies) {
         let key = layout.events(c, id);
-        let target = (c.clone(), id.clone());
         // A market-data series is a list without a snapshot by design. A
         // log of a collection with snapshots (a reference one, or one with
         // an index set) whose id has none is an orphan: load() attaches it
         // to nothing, and an entity written later under the id inherits it.
         // Elsewhere the collection may be a series of the user's: a warning.
         let series = admin::MARKET_DATA_COLLECTIONS.contains(&c.as_str());
-        if !series && !survey.entities.contains(&target) {
-            let entities =
-                admin::REFERENCE_COLLECTIONS.contains(&c.as_str()) || survey.indexes.contains(c.as_str());
-            findings.push(Finding {
-                kind: if entities { Kind::OrphanLog } else { Kind::LogWithoutValue },
-                key: key.clone(),
-                detail: if entities {
-                    format!(
-                        "orphan: no {} (not in {}); load() attaches it to nothing and an entity written \
-                         later as {id} would inherit it; --repair deletes it",
-                        layout.entity(c, id),
-                        layout.index(c)
-                    )
-                } else {
-                    format!("no {}: load() does not read this log", layout.entity(c, id))
-                },
-                target: target.clone(),
-            });
+        if !series && !survey.entities.contains(&(c.clone(), id.clone())) {
+            let entity = layout.entity(c, id);
+            let finding = if admin::REFERENCE_COLLECTIONS.contains(&c.as_str()) || survey.indexes.contains(c)
+            {
+                let detail = format!(
+                    "orphan: no {entity} (not in {}); load() attaches it to nothing and an entity written \
+                     later as {id} would inherit it; --repair deletes it",
+                    layout.index(c)
+                );
+                Finding::new(Kind::OrphanLog, key.clone(), detail, c, id)
+            } else {
+                let detail = format!("no {entity}: load() does not read this log");
+                Finding::new(Kind::LogWithoutValue, key.clone(), detail, c, id)
+            };
+            findings.push(finding);
         }
         let items = match reply {
             Value::Array(items) => items,
             Value::Nil => continue,
             Value::ServerError(e) => {
-                findings.push(Finding { kind: Kind::WrongType, key, detail: e.to_string(), target });
+                findings.push(Finding::new(Kind::WrongType, key, e.to_string(), c, id));
                 continue;
             }
             other => {
-                findings.push(Finding {
-                    kind: Kind::WrongType,
-                    key,
-                    detail: format!("unexpected {other:?}"),
-                    target,
-                });
+                findings.push(Finding::new(Kind::WrongType, key, format!("unexpected {other:?}"), c, id));
                 continue;
             }
         };
@@ -297,32 +236,19 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
                     last = Some(last.map_or(eid, |l| l.max(eid)));
                 }
                 Ok((_, None)) => {}
-                Err(e) => findings.push(Finding {
-                    kind: Kind::UndecodableEvent,
-                    key: format!("{key}[{i}]"),
-                    detail: e,
-                    target: target.clone(),
-                }),
+                Err(e) => {
+                    findings.push(Finding::new(Kind::UndecodableEvent, format!("{key}[{i}]"), e, c, id))
+                }
             }
         }
         if !dups.is_empty() {
-            findings.push(Finding {
-                kind: Kind::DuplicateEvent,
-                key: key.clone(),
-                detail: format!("event id(s) {} repeated (load() keeps the first)", list(&dups)),
-                target: target.clone(),
-            });
+            let detail = format!("event id(s) {} repeated (load() keeps the first)", list(&dups));
+            findings.push(Finding::new(Kind::DuplicateEvent, key.clone(), detail, c, id));
         }
         if let Some((i, eid, before)) = disorder.first() {
-            findings.push(Finding {
-                kind: Kind::OutOfOrderEvent,
-                key: key.clone(),
-                detail: format!(
-                    "{} event(s) out of order; first: [{i}] id {eid} after id {before}",
-                    disorder.len()
-                ),
-                target: target.clone(),
-            });
+            let n = disorder.len();
+            let detail = format!("{n} event(s) out of order; first: [{i}] id {eid} after id {before}");
+            findings.push(Finding::new(Kind::OutOfOrderEvent, key, detail, c, id));
         }
     }
 
@@ -375,66 +301,41 @@ fn list(ids: &[u64]) -> String {
 
 /// Re-reads index membership and existence for the index findings.
 fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Result<(), CliError> {
-    let idx: Vec<usize> = (0..findings.len())
-        .filter(|i| {
-            matches!(findings[*i].kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex | Kind::OrphanLog)
-        })
-        .collect();
+    let rechecked =
+        |f: &Finding| matches!(f.kind, Kind::IndexWithoutValue | Kind::ValueWithoutIndex | Kind::OrphanLog);
     let mut cmds = Vec::new();
-    for i in &idx {
-        let (c, id) = &findings[*i].target;
-        let mut m = redis::cmd("SISMEMBER");
-        m.arg(layout.index(c)).arg(id);
-        cmds.push(m);
-        cmds.push(redis::Cmd::exists(layout.entity(c, id)));
+    for (c, id) in findings.iter().filter(|f| rechecked(f)).map(|f| &f.target) {
+        cmds.extend([redis::Cmd::sismember(layout.index(c), id), redis::Cmd::exists(layout.entity(c, id))]);
     }
-    let replies = util::pipeline(conn, &cmds, 1000, None)?;
+    let replies = conn.pipeline(&cmds, 1000, None)?;
     // A refused check is not "fixed since": it would drop the finding.
-    if let Some(Value::ServerError(e)) = replies.iter().find(|r| matches!(r, Value::ServerError(_))) {
+    if let Some(e) = util::refused(&replies) {
         return Err(err(format!("checking the findings again: {e}")));
     }
-    let mut drop = HashSet::new();
-    for (n, i) in idx.iter().enumerate() {
-        let member = matches!(replies.get(2 * n), Some(Value::Int(1)) | Some(Value::Boolean(true)));
-        let exists = matches!(replies.get(2 * n + 1), Some(Value::Int(1)));
-        let still = match findings[*i].kind {
+    let mut replies = replies.chunks(2);
+    findings.retain(|f| {
+        if !rechecked(f) {
+            return true;
+        }
+        let r = replies.next().unwrap_or_default();
+        let member = matches!(r.first(), Some(Value::Int(1)) | Some(Value::Boolean(true)));
+        let exists = matches!(r.get(1), Some(Value::Int(1)));
+        match f.kind {
             Kind::IndexWithoutValue => member && !exists,
             Kind::OrphanLog => !exists,
             _ => exists && !member,
-        };
-        if !still {
-            drop.insert(*i);
         }
-    }
-    let mut n = 0;
-    findings.retain(|_| {
-        n += 1;
-        !drop.contains(&(n - 1))
     });
     Ok(())
 }
 
-/// Runs `MULTI`, the commands, `EXEC` after `WATCH keys`, if `still` holds
-/// on a fresh read; returns whether it applied.
+/// [`util::watched`], applied or not.
 pub(crate) fn watched(
     conn: &mut Conn,
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
 ) -> Result<bool, CliError> {
-    let mut w = redis::cmd("WATCH");
-    for k in watch {
-        w.arg(k);
-    }
-    util::query(conn, &w)?;
-    let Some(cmds) = check(conn)? else {
-        util::query(conn, &redis::cmd("UNWATCH"))?;
-        return Ok(false);
-    };
-    let mut all = vec![redis::cmd("MULTI")];
-    all.extend(cmds);
-    all.push(redis::cmd("EXEC"));
-    let replies = util::pipeline(conn, &all, all.len(), None)?;
-    Ok(matches!(replies.last(), Some(Value::Array(_))))
+    Ok(matches!(util::watched(conn, watch, check)?, Some(Value::Array(_))))
 }
 
 fn repair(
@@ -449,46 +350,34 @@ fn repair(
         let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
         let done = match f.kind {
             Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                Ok((util::query(conn, &redis::Cmd::exists(&entity))? == Value::Int(0))
+                Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
                     .then(|| vec![redis::Cmd::srem(&index, id)]))
             })?,
             Kind::InvalidIndexEntry => {
                 watched(conn, std::slice::from_ref(&index), |_| Ok(Some(vec![redis::Cmd::srem(&index, id)])))?
             }
             Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                Ok((util::query(conn, &redis::Cmd::exists(&entity))? == Value::Int(1))
+                Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(1))
                     .then(|| vec![redis::Cmd::sadd(&index, id)]))
             })?,
             Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
-                let Value::Array(items) = util::query(conn, &redis::Cmd::lrange(&events, 0, -1))? else {
+                let Value::Array(items) = conn.query(&redis::Cmd::lrange(&events, 0, -1))? else {
                     return Ok(None);
                 };
                 let mut seen = HashSet::new();
-                let mut keep = Vec::new();
-                for item in items.into_iter().filter_map(bytes) {
-                    let first = match admin::event_to_json(c, &item, enc) {
-                        Ok((_, Some(eid))) => seen.insert(eid),
-                        _ => true,
-                    };
-                    if first {
-                        keep.push(item);
-                    }
-                }
-                let mut del = redis::cmd("DEL");
-                del.arg(&events);
-                let mut cmds = vec![del];
+                let first = |item: &Vec<u8>| match admin::event_to_json(c, item, enc) {
+                    Ok((_, Some(eid))) => seen.insert(eid),
+                    _ => true,
+                };
+                let keep: Vec<Vec<u8>> = items.into_iter().filter_map(bytes).filter(first).collect();
+                let mut cmds = vec![redis::Cmd::del(&events)];
                 if !keep.is_empty() {
-                    let mut push = redis::cmd("RPUSH");
-                    push.arg(&events);
-                    for k in &keep {
-                        push.arg(k.as_slice());
-                    }
-                    cmds.push(push);
+                    cmds.push(redis::Cmd::rpush(&events, &keep));
                 }
                 Ok(Some(cmds))
             })?,
             Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
-            Kind::NotRegistered => match layout.registry() {
+            Kind::IndexNotInRegistry => match layout.registry() {
                 Some(r) => {
                     watched(conn, std::slice::from_ref(&r), |_| Ok(Some(vec![redis::Cmd::sadd(&r, c)])))?
                 }
@@ -498,7 +387,7 @@ fn repair(
             | Kind::ClosedInOpenIndex
             | Kind::OpenNotInOpenIndex
             | Kind::OpenInClosedIndex
-            | Kind::OpenClosedWithoutValue => super::open_closed::repair(conn, layout, enc, f)?,
+            | Kind::OpenClosedEntryWithoutValue => super::open_closed::repair(conn, layout, enc, f)?,
             // Two versions of the data, none readable, or a state only the
             // engine's type knows: an operator decides (docs/recovery.md).
             _ => false,
