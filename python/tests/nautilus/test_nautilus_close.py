@@ -250,3 +250,35 @@ def test_an_order_and_a_position_closed_after_flush_are_written_whole(make_cache
     got = b.position(position.id)
     assert [e.trade_id for e in got.events] == [e.trade_id for e in position.events]
     assert got.is_closed
+
+
+def test_an_order_added_already_closed_is_in_the_closed_index(make_cache, server):
+    """An order that reaches add_order already closed (one rebuilt filled
+    from a venue's report, say): its value is its OrderInitialized packed,
+    it is in tradecache's closed index and not the open one (so a purge of
+    closed orders reaches it and a read of the open ones leaves it out),
+    nothing is kept for it, and a node start gets it back with every
+    event. (Before: it stayed in the open index.)"""
+    a, db = make_cache()
+    a.add_currency(AUD)
+    a.add_currency(USD)
+    a.add_instrument(AUDUSD)
+    order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-closed-at-add"))
+    order.apply(TestEventStubs.order_submitted(order, account_id=ACCOUNT_ID))
+    order.apply(TestEventStubs.order_accepted(order, account_id=ACCOUNT_ID, venue_order_id=VenueOrderId("V-1")))
+    order.apply(TestEventStubs.order_filled(order, AUDUSD, account_id=ACCOUNT_ID, last_px=AUDUSD.make_price(0.7)))
+    assert order.is_closed
+    a.add_order(order)
+    db.wait(5.0)
+    oid = tn.escape_id(order.client_order_id.value)
+    stored = _stored(server.client(), db, _ORDERS)
+    assert stored == dict(values={oid: _packed(order.init_event)}, open=set(), closed={oid})
+    assert db._order_first == {}
+    b, db2 = make_cache()
+    b.cache_currencies()
+    b.cache_instruments()
+    b.cache_orders()
+    assert db2.load_issues() == []
+    got = b.order(order.client_order_id)
+    assert got.is_closed
+    assert [e.id for e in got.events] == [e.id for e in order.events]

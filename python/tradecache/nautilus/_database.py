@@ -405,8 +405,6 @@ class TradecacheDatabase(CacheDatabaseFacade):
         coid = order.client_order_id.value
         id_ = escape_id(coid)
         self._write_order(coid, id_, order)
-        if order.is_closed:
-            self._order_first.pop(coid, None)  # no close put follows
         if position_id is not None:
             pair = (coid, position_id.value)
             if pair != self._last_order_position:
@@ -450,8 +448,12 @@ class TradecacheDatabase(CacheDatabaseFacade):
         if written is None:
             init = order.init_event
             first = Packed(self._pack(init))
-            self._put(_ORDERS, id_, first)
-            self._order_first[coid] = (init, first)
+            # An order written closed (added closed, say) goes to the
+            # closed index at once; nothing is kept for a close to come.
+            closed = order.is_closed
+            self._put(_ORDERS, id_, first, closed)
+            if not closed:
+                self._order_first[coid] = (init, first)
             self._order_events[coid] = written = 1
         self._append_past(_ORDERS, id_, order, self._order_events, coid, written)
 
