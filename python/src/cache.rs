@@ -157,8 +157,40 @@ impl Drop for Background {
     }
 }
 
-/// Encodes a Python value as the `RawValue` the core stores.
+/// A value packed once (`tradecache.Packed(value)`, the bytes `packb`
+/// gives): `Cache.put` and `Cache.append` store its bytes as they are, with
+/// no packing or checking again, so a value written more than once (an
+/// entity's value put again with `closed=True`) costs its packing once.
+/// Immutable; `bytes(p)` gives the bytes, `len(p)` their length.
+#[pyclass(module = "tradecache._tradecache", name = "Packed", frozen)]
+pub struct Packed(RawValue);
+
+#[pymethods]
+impl Packed {
+    #[new]
+    fn new(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        raw_value(py, value).map(Packed)
+    }
+
+    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, self.0.as_bytes())
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.as_bytes().len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Packed(<{} bytes>)", self.0.as_bytes().len())
+    }
+}
+
+/// Encodes a Python value as the `RawValue` the core stores (a `Packed`'s
+/// as it is: its bytes are shared, not copied).
 fn raw_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<RawValue> {
+    if let Ok(p) = v.downcast::<Packed>() {
+        return Ok(p.get().0.clone());
+    }
     let out = SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();

@@ -45,6 +45,7 @@ fn unpackb(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyObject> {
 #[pymodule]
 fn _tradecache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::PyCache>()?;
+    m.add_class::<cache::Packed>()?;
     m.add_class::<kv::PyKv>()?;
     m.add_function(wrap_pyfunction!(packb, m)?)?;
     m.add_function(wrap_pyfunction!(unpackb, m)?)?;

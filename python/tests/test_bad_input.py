@@ -282,6 +282,7 @@ def test_module_functions_with_every_bad_argument():
     run_cases(
         [
             ("packb", tradecache.packb, dict(value=1), dict(value="value")),
+            ("Packed", tradecache.Packed, dict(value=1), dict(value="value")),
             ("unpackb", tradecache.unpackb, dict(data=b"\x01"), dict(data="data")),
         ],
         lambda i: None,

@@ -389,6 +389,49 @@ def test_exception_hierarchy():
     assert issubclass(tradecache.Error, Exception)
 
 
+def test_a_packed_value_is_stored_byte_for_byte(open_cache, server):
+    """tradecache.Packed(value) packs once: put and append store its bytes
+    as they are, the same bytes as the value itself, closed or not; a
+    value that cannot be packed raises EncodeError at Packed(); a Packed
+    refused by a full channel is handed back as it is."""
+    c = open_cache()
+    p = tradecache.Packed(VALUE)
+    assert bytes(p) == tradecache.packb(VALUE) and len(p) == len(bytes(p))
+    assert tradecache.Packed(p) is not p and bytes(tradecache.Packed(p)) == bytes(p)
+    c.put("orders", "plain", VALUE)
+    c.put("orders", "packed", p)
+    c.put("orders", "closed", p, closed=True)
+    c.append("orders", "packed", p)
+    c.append("orders", "packed", VALUE)
+    c.flush()
+    r = server.client()
+    raw = {k: r.get(f"{c.key_prefix}:orders:{k}") for k in ("plain", "packed", "closed")}
+    assert raw == {k: tradecache.packb(VALUE) for k in raw}
+    assert r.lrange(f"{c.key_prefix}:orders:packed:events", 0, -1) == [tradecache.packb(VALUE)] * 2
+    assert {m.decode() for m in r.smembers(f"{c.key_prefix}:index:orders:open")} == {"plain", "packed"}
+    assert [m.decode() for m in r.zrange(f"{c.key_prefix}:index:orders:closed", 0, -1)] == ["closed"]
+    assert c.get("orders", "packed") == VALUE
+    with pytest.raises(tradecache.EncodeError):
+        tradecache.Packed(object())
+    with pytest.raises(tradecache.EncodeError):
+        c.put("orders", "nested", {"p": p})  # only a whole value
+
+
+def test_a_packed_value_refused_is_handed_back(open_cache, own_server):
+    c = open_cache(own_server, channel_capacity=4, max_pending_snapshots=4, timeout=5)
+    p = tradecache.Packed({"i": 1})
+    own_server.pause()
+    try:
+        with pytest.raises(tradecache.Full) as e:
+            for i in range(1_000_000):
+                c.put("positions", f"P-{i}", p)
+        assert e.value.value is p
+    finally:
+        own_server.resume()
+    c.flush(timeout=30)
+    assert c.get("positions", "P-0") == {"i": 1}
+
+
 def test_packb_unpackb_and_ext_type():
     v = {"d": Decimal("NaN"), "x": tradecache.ExtType(42, b"abc")}
     back = tradecache.unpackb(tradecache.packb(v))

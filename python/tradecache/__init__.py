@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from . import _errors
 from ._errors import *  # noqa: F401,F403
 from ._errors import __all__ as _error_names
-from ._tradecache import packb, unpackb
+from ._tradecache import Packed, packb, unpackb
 from ._tradecache import Cache as _Cache
 from ._types import ExtType
 
@@ -152,6 +152,7 @@ __all__ = [
     "Stats",
     "Snapshot",
     "ExtType",
+    "Packed",
     "packb",
     "unpackb",
     *_error_names,

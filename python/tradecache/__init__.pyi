@@ -44,6 +44,14 @@ def packb(value: Value) -> bytes:
 def unpackb(data: bytes) -> Value:
     """Decodes MessagePack bytes as the bindings read them."""
 
+class Packed:
+    """``value`` packed once (the bytes ``packb`` gives): ``Cache.put`` and
+    ``Cache.append`` store them as they are, without packing again."""
+
+    def __init__(self, value: Value) -> None: ...
+    def __bytes__(self) -> bytes: ...
+    def __len__(self) -> int: ...
+
 class Health:
     connected: bool
     flusher_running: bool
