@@ -19,6 +19,10 @@ Variants (``NTAIL_VARIANTS``, comma-separated):
   idle);
 - ``pack``: the facade with each write packed (``tradecache.packb``) and
   dropped (everything but the push);
+- ``floor``: the least an adapter that stores Nautilus's ``to_dict`` must
+  do on the calling thread: each new event's ``to_dict`` and nothing else
+  (no bookkeeping, no packing, no push, no index writes); a bound for the
+  facade, not an adapter;
 - ``tradecache-other``: the facade with its flusher thread put back under
   the default scheduling policy (``SCHED_OTHER``), as it was before the
   bindings started it as ``SCHED_BATCH``;
@@ -151,6 +155,8 @@ def variant(server, name: str, n: int, warmup: int = 500) -> dict:
         cache = Cache(database=None, config=config)
     elif base == "nautilus":
         db, cache = nb.node_cache(nb.Theirs(), trader, config)
+    elif base == "floor":
+        db, cache = ours(trader, config, cls=_floor_class())
     elif mode == "other":
         # Experiment: the flusher put back under the default policy
         # (SCHED_OTHER), as before the bindings started it as SCHED_BATCH.
@@ -223,6 +229,33 @@ def variant(server, name: str, n: int, warmup: int = 500) -> dict:
     return out
 
 
+def _floor_class():
+    from tradecache.nautilus import TradecacheDatabase
+
+    class Floor(TradecacheDatabase):
+        """``floor``: each write call converts its new event and drops it."""
+
+        def add_order(self, order, position_id=None, client_id=None):
+            order.init_event.to_dict(order.init_event)
+
+        def update_order(self, order):
+            order.last_event.to_dict(order.last_event)
+
+        def add_position(self, position):
+            position.last_event.to_dict(position.last_event)
+
+        def update_position(self, position):
+            position.last_event.to_dict(position.last_event)
+
+        def update_account(self, account):
+            account.last_event.to_dict(account.last_event)
+
+        def index_order_position(self, client_order_id, position_id):
+            pass
+
+    return Floor
+
+
 class _Forgetful(dict):
     """A dict that stores nothing (``tradecache-reclose``)."""
 
@@ -275,12 +308,13 @@ def attribute(rows: list) -> dict:
     }
 
 
-def ours(trader, config):
+def ours(trader, config, cls=None):
     from nautilus_trader.model.identifiers import TraderId
     from nautilus_trader.core.uuid import UUID4
     from tradecache.nautilus import TradecacheDatabase
 
-    db = TradecacheDatabase(TraderId(trader), UUID4(), nb.kernel_serializer(config), config, env=False, **opts())
+    cls = cls or TradecacheDatabase
+    db = cls(TraderId(trader), UUID4(), nb.kernel_serializer(config), config, env=False, **opts())
     return db, Cache(database=db, config=config)
 
 

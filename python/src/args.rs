@@ -24,10 +24,15 @@ use tradecache::raw::Collection;
 
 use crate::errors;
 
+/// The name of `obj`'s type, for a message.
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
 /// A short description of a bad argument for a message: its repr (at
 /// most 60 characters) and its type.
 fn show(obj: &Bound<'_, PyAny>) -> String {
-    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    let ty = type_name(obj);
     let repr = obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
     let repr: String =
         if repr.chars().count() > 60 { repr.chars().take(57).chain("...".chars()).collect() } else { repr };

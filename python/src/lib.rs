@@ -38,7 +38,7 @@ fn unpackb(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyObject> {
     if let Ok(b) = data.downcast::<pyo3::types::PyByteArray>() {
         return value::decode(py, &b.to_vec());
     }
-    let ty = data.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    let ty = args::type_name(data);
     Err(errors::decode_error(py, format!("unpackb takes bytes or a bytearray, got {ty}")))
 }
 

@@ -441,7 +441,7 @@ fn walk<S: Sink>(obj: &Bound<'_, PyAny>, out: &mut S, depth: usize) -> PyResult<
     if let Ok(t) = obj.downcast::<PyTuple>() {
         return walk_tuple(t, out, depth);
     }
-    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    let ty = crate::args::type_name(obj);
     Err(errors::encode_error(
         py,
         format!(
