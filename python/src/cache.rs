@@ -181,7 +181,10 @@ impl Packed {
     #[staticmethod]
     fn from_msgpack(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
         let bytes = data.downcast::<pyo3::types::PyBytes>().map_err(|_| {
-            errors::encode_error(py, format!("Packed.from_msgpack takes bytes, got {}", args::type_name(data)))
+            errors::encode_error(
+                py,
+                format!("Packed.from_msgpack takes bytes, got {}", args::type_name(data)),
+            )
         })?;
         RawValue::msgpack(bytes.as_bytes()).map(Packed).map_err(|e| errors::encode_error(py, e.to_string()))
     }
