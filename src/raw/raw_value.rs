@@ -164,6 +164,19 @@ pub(super) fn check_msgpack(b: &[u8]) -> std::result::Result<(), String> {
         let m = b[at];
         at += 1;
         owed -= 1;
+        // What most values are made of (ints, nil, bools, short strs),
+        // without the general path below.
+        match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => continue,
+            0xa0..=0xbf => {
+                let n = usize::from(m & 0x1f);
+                need(at, n)?;
+                check_utf8(&b[at..at + n], at)?;
+                at += n;
+                continue;
+            }
+            _ => {}
+        }
         // (length bytes, payload bytes, child values, UTF-8 payload); the
         // length read from the length bytes adds to the payload (str, bin,
         // ext) or, of an array or map, to the child values.
@@ -193,8 +206,8 @@ pub(super) fn check_msgpack(b: &[u8]) -> std::result::Result<(), String> {
             _ => (payload + usize::try_from(len).map_err(|_| "length too large".to_string())?, children),
         };
         need(at, payload)?;
-        if utf8 && std::str::from_utf8(&b[at..at + payload]).is_err() {
-            return Err(format!("MessagePack str at offset {at} is not UTF-8"));
+        if utf8 {
+            check_utf8(&b[at..at + payload], at)?;
         }
         at += payload;
         // Every value owed takes at least a byte: more than the bytes left
@@ -211,4 +224,14 @@ pub(super) fn check_msgpack(b: &[u8]) -> std::result::Result<(), String> {
         return Err(format!("{} byte(s) after the MessagePack value", b.len() - at));
     }
     Ok(())
+}
+
+/// A str's payload, at offset `at`, is UTF-8 (ASCII checked first: the
+/// common case, word by word).
+fn check_utf8(text: &[u8], at: usize) -> std::result::Result<(), String> {
+    if text.is_ascii() || std::str::from_utf8(text).is_ok() {
+        Ok(())
+    } else {
+        Err(format!("MessagePack str at offset {at} is not UTF-8"))
+    }
 }

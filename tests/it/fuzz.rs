@@ -9,6 +9,8 @@
 //! - `config_env`: [`Config::from_vars`] on arbitrary variable sets;
 //! - `config_url`: [`Config::from_url`] on arbitrary and URL-shaped text;
 //! - `ident`: [`Ident::new`] on arbitrary text;
+//! - `raw_msgpack`: [`RawValue::msgpack`]'s check of one MessagePack value
+//!   against the grammar written plainly, on arbitrary and mutated bytes;
 //! - `kv_value`: [`tradecache::kv::decode`] (the kv value header, LZ4 and
 //!   the codec) on arbitrary bytes, every header byte, and stored values
 //!   cut or with a byte changed.
@@ -509,6 +511,78 @@ fn decode_model_case(input: Input) -> Result<(), TestCaseError> {
 #[test]
 fn decode_model() {
     short("decode_model", 3_000, input(), decode_model_case);
+}
+
+/// MessagePack's grammar written plainly (recursively, one arm per
+/// marker): the reference `RawValue::msgpack`'s iterative check, with its
+/// fast path for the common markers, is compared with. Exactly one value,
+/// every length within the bytes, every str UTF-8, no 0xc1.
+fn reference_msgpack(b: &[u8]) -> bool {
+    fn take<'a>(b: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
+        let s = b.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(s)
+    }
+    fn len(b: &[u8], at: &mut usize, n: usize) -> Option<usize> {
+        take(b, at, n).map(|s| s.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x)))
+    }
+    fn value(b: &[u8], at: &mut usize) -> Option<()> {
+        let m = *take(b, at, 1)?.first()?;
+        let (payload, items, utf8) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => return Some(()),
+            0xc1 => return None,
+            0x80..=0x8f => (0, 2 * usize::from(m & 0x0f), false),
+            0x90..=0x9f => (0, usize::from(m & 0x0f), false),
+            0xa0..=0xbf => (usize::from(m & 0x1f), 0, true),
+            0xd9 => (len(b, at, 1)?, 0, true),
+            0xda => (len(b, at, 2)?, 0, true),
+            0xdb => (len(b, at, 4)?, 0, true),
+            0xc4 => (len(b, at, 1)?, 0, false),
+            0xc5 => (len(b, at, 2)?, 0, false),
+            0xc6 => (len(b, at, 4)?, 0, false),
+            0xc7 => (len(b, at, 1)?.checked_add(1)?, 0, false),
+            0xc8 => (len(b, at, 2)?.checked_add(1)?, 0, false),
+            0xc9 => (len(b, at, 4)?.checked_add(1)?, 0, false),
+            0xca => (4, 0, false),
+            0xcb => (8, 0, false),
+            0xcc | 0xd0 => (1, 0, false),
+            0xcd | 0xd1 => (2, 0, false),
+            0xce | 0xd2 => (4, 0, false),
+            0xcf | 0xd3 => (8, 0, false),
+            0xd4 => (2, 0, false),
+            0xd5 => (3, 0, false),
+            0xd6 => (5, 0, false),
+            0xd7 => (9, 0, false),
+            0xd8 => (17, 0, false),
+            0xdc => (0, len(b, at, 2)?, false),
+            0xdd => (0, len(b, at, 4)?, false),
+            0xde => (0, 2 * len(b, at, 2)?, false),
+            0xdf => (0, 2 * len(b, at, 4)?, false),
+        };
+        let bytes = take(b, at, payload)?;
+        if utf8 && std::str::from_utf8(bytes).is_err() {
+            return None;
+        }
+        for _ in 0..items {
+            value(b, at)?;
+        }
+        Some(())
+    }
+    let mut at = 0;
+    value(b, &mut at).is_some() && at == b.len()
+}
+
+/// `RawValue::msgpack` accepts exactly what the reference grammar accepts,
+/// on arbitrary bytes, real encodings and their mutations.
+fn raw_msgpack_case(input: Input) -> Result<(), TestCaseError> {
+    let bytes = bytes_of(&input, &seeds());
+    prop_assert_eq!(RawValue::msgpack(bytes.clone()).is_ok(), reference_msgpack(&bytes), "{:x?}", bytes);
+    Ok(())
+}
+
+#[test]
+fn raw_msgpack() {
+    short("raw_msgpack", 3_000, input(), raw_msgpack_case);
 }
 
 /// Decoded entities fed decoded events: the state machines must never
