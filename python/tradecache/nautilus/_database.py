@@ -474,7 +474,8 @@ class TradecacheDatabase(CacheDatabaseFacade):
         written = self._order_events.get(coid)
         if written is None:
             init = order.init_event
-            first = _packed(self._pack(init))
+            to = self._to.get(type(init))
+            first = to(init) if to is not None else _packed(self._pack(init))
             # An order written closed (added closed, say) goes to the
             # closed index at once; nothing is kept for a close to come.
             closed = order.is_closed
@@ -482,6 +483,8 @@ class TradecacheDatabase(CacheDatabaseFacade):
             if not closed:
                 self._order_first[coid] = (init, first)
             self._order_events[coid] = written = 1
+            if order.event_count == 1:
+                return  # (the usual case: a new order)
         self._append_past(_ORDERS, id_, order, self._order_events, coid, written)
 
     def _append_past(self, coll: str, id_: str, entity: Any, counts: Dict[str, int], key: str, written: int) -> None:
