@@ -131,15 +131,12 @@ fn pow2_histogram(out: &mut String, name: &str, labels: &[(&str, &str)], counts:
 pub(crate) enum Source {
     /// Always 1; labels: crate version and value encoding.
     Info,
-    /// One value.
     Value(fn(&Shared) -> u64),
     /// One value per reason a write was dropped (label `reason`).
     Dropped,
     /// One value per class of error (label `class`).
     Errors,
-    /// The Unix time of the last error, 0 if none.
     LastError,
-    /// The ack latency histogram.
     AckLatency,
 }
 

@@ -150,6 +150,20 @@ pub(crate) fn layout(cfg: &Config) -> Layout {
     Layout::new(&cfg.trader_key(), !cfg.cluster_nodes.is_empty())
 }
 
+/// `$f::<T>(…)` with `T` the type of the reference collection `$c`, else
+/// `$other`.
+macro_rules! by_type {
+    ($c:expr, $f:ident($($a:expr),*), $other:expr) => {
+        match $c {
+            "instruments" => $f::<Instrument>($($a),*),
+            "accounts" => $f::<Account>($($a),*),
+            "orders" => $f::<Order>($($a),*),
+            "positions" => $f::<Position>($($a),*),
+            _ => $other,
+        }
+    };
+}
+
 fn to_json<T: Serialize>(v: &T) -> Result<Json, String> {
     serde_json::to_value(v).map_err(|e| format!("to JSON: {e}"))
 }
@@ -174,13 +188,7 @@ pub(crate) fn entity_to_json(
         }
         to_json(&v)
     }
-    match collection {
-        "instruments" => typed::<Instrument>(bytes, enc, id),
-        "accounts" => typed::<Account>(bytes, enc, id),
-        "orders" => typed::<Order>(bytes, enc, id),
-        "positions" => typed::<Position>(bytes, enc, id),
-        _ => decode::<Json>(bytes, enc),
-    }
+    by_type!(collection, typed(bytes, enc, id), decode::<Json>(bytes, enc))
 }
 
 /// Decodes a stored event of `collection`'s log as JSON, with its event id
@@ -246,13 +254,7 @@ pub(crate) fn entity_from_json(
         }
         encode(&v, enc)
     }
-    match collection {
-        "instruments" => typed::<Instrument>(json, enc, id),
-        "accounts" => typed::<Account>(json, enc, id),
-        "orders" => typed::<Order>(json, enc, id),
-        "positions" => typed::<Position>(json, enc, id),
-        _ => encode_json::<Json>(json, enc),
-    }
+    by_type!(collection, typed(json, enc, id), encode_json::<Json>(json, enc))
 }
 
 /// Encodes an event given as JSON for `collection`'s log.
@@ -298,11 +300,5 @@ pub(crate) fn open_closed_state(
         let v: T = decode(bytes, enc)?;
         Ok(Some((v.is_closed(), v.last_updated().map(|t| t.0 / 1_000_000))))
     }
-    match collection {
-        "instruments" => state::<Instrument>(bytes, enc),
-        "accounts" => state::<Account>(bytes, enc),
-        "orders" => state::<Order>(bytes, enc),
-        "positions" => state::<Position>(bytes, enc),
-        _ => Ok(None),
-    }
+    by_type!(collection, state(bytes, enc), Ok(None))
 }
