@@ -2,7 +2,7 @@
 //! `crate::metrics::exposition` writes a cache's, so a process can serve its caches'
 //! and its `Kv`'s families in one body.
 
-use crate::metrics::exposition::{family, sample_f64, sample_u64, MetricType};
+use crate::metrics::exposition::{family, sample, Float, MetricType};
 
 use super::breaker::BreakerState;
 use super::Kv;
@@ -111,21 +111,21 @@ impl Kv {
         ];
         for (&(name, kind, help), v) in FAMILIES.iter().zip(values) {
             family(out, name, kind, help);
-            sample_u64(out, name, &labels, None, v);
+            sample(out, name, "", &labels, None, &v);
         }
         let [.., (errors, errors_kind, errors_help), (latency, latency_kind, latency_help)] = FAMILIES;
         family(out, errors, errors_kind, errors_help);
         for (side, counts) in [("read", &s.read_errors), ("write", &s.write_errors)] {
             for (class, n) in counts {
                 let l = [("key_prefix", prefix), ("side", side)];
-                sample_u64(out, errors, &l, Some(("class", class)), *n);
+                sample(out, errors, "", &l, Some(("class", class)), n);
             }
         }
         family(out, latency, latency_kind, latency_help);
         for (op, lat) in &s.latency {
             for (q, d) in [("0.5", lat.p50), ("0.99", lat.p99), ("0.999", lat.p999)] {
                 let l = [("key_prefix", prefix), ("op", op.name())];
-                sample_f64(out, latency, &l, Some(("quantile", q)), d.as_secs_f64());
+                sample(out, latency, "", &l, Some(("quantile", &q)), &Float(d.as_secs_f64()));
             }
         }
     }

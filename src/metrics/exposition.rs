@@ -1,24 +1,14 @@
 //! Prometheus text exposition (format 0.0.4) of a [`Cache`]'s counters and
-//! health.
+//! health: [`Cache::write_prometheus`] for one cache, [`write_caches`] for
+//! several (each family stays one block, as the format requires). Other
+//! sources (the `kv` layer, an application's own metrics) append their
+//! families to the same `String` after them, under other names.
 //!
-//! [`Cache::write_prometheus`] appends every metric of one cache to a
-//! `String`; [`write_caches`] does the same for several caches (one per
-//! trader, say) so that each metric family stays one block, as the format
-//! requires. Any other source (the `kv` layer, an application's own
-//! metrics) appends its families to the same `String` after them, as long
-//! as their names differ.
-//!
-//! The text is written with `write!` into the caller's `String`: rendering
-//! reads the counters the flusher maintains (atomics, and the flusher's
-//! last-error lock for a moment), takes nothing the writing threads use,
-//! and into a `String` with room to spare allocates nothing
-//! (`tests/it/metrics.rs` checks both). It is not `prometheus-client`'s
-//! because that crate writes OpenMetrics text only (counter families
-//! without `_total` on their `# TYPE` lines, one `# EOF` per body), which
-//! would change what every scrape config and dashboard reads; the render
-//! time is in docs/performance.md.
-//!
-//! An application that prefers a library exporter has one: feature
+//! Rendering reads the flusher's counters (atomics, and its last-error lock
+//! for a moment), takes nothing the writing threads use, and into a
+//! `String` with room to spare allocates nothing (`tests/it/metrics.rs`).
+//! Not `prometheus-client`'s: that crate writes OpenMetrics text only,
+//! which would change what every scrape config and dashboard reads. Feature
 //! `metrics` hands the same counters to any `metrics` recorder
 //! (`MetricsReporter`).
 
@@ -63,7 +53,7 @@ impl fmt::Write for Escaped<'_> {
 }
 
 /// A sample value as the format spells it (`NaN`, `+Inf`, `-Inf`).
-struct Float(f64);
+pub(crate) struct Float(pub(crate) f64);
 
 impl Display for Float {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,20 +82,11 @@ pub(crate) fn family(out: &mut String, name: &str, kind: MetricType, help: &str)
     let _ = writeln!(out, "\n# TYPE {name} {kind}");
 }
 
-/// Writes `{sep}{k}="` (`sep`: `{` before the first label, `,` after),
-/// and returns the separator of the next label.
-fn label(out: &mut String, sep: char, k: &str) -> char {
-    out.push(sep);
-    out.push_str(k);
-    out.push_str("=\"");
-    ','
-}
-
 /// Writes one sample, `{name}{suffix}{labels,extra} value`: label values
 /// escaped, names as given (`[a-zA-Z_:][a-zA-Z0-9_:]*`, the caller's
 /// responsibility). `extra` is one more label (a histogram's `le`, a
-/// `reason`, …) written after `labels`.
-fn write_sample(
+/// `reason`, …) written after `labels`; a float value goes in a [`Float`].
+pub(crate) fn sample(
     out: &mut String,
     name: &str,
     suffix: &str,
@@ -116,15 +97,11 @@ fn write_sample(
     out.push_str(name);
     out.push_str(suffix);
     let mut sep = '{';
-    for (k, v) in labels {
-        sep = label(out, sep, k);
-        let _ = Escaped { out: &mut *out, quotes: true }.write_str(v);
-        out.push('"');
-    }
-    if let Some((k, v)) = extra {
-        sep = label(out, sep, k);
+    for (k, v) in labels.iter().map(|(k, v)| (*k, v as &dyn Display)).chain(extra) {
+        let _ = write!(out, "{sep}{k}=\"");
         let _ = write!(Escaped { out: &mut *out, quotes: true }, "{v}");
         out.push('"');
+        sep = ',';
     }
     if sep == ',' {
         out.push('}');
@@ -132,68 +109,34 @@ fn write_sample(
     let _ = writeln!(out, " {value}");
 }
 
-/// Writes one sample with an integer value: `name{labels,extra} value`.
-pub(crate) fn sample_u64(
-    out: &mut String,
-    name: &str,
-    labels: &[(&str, &str)],
-    extra: Option<(&str, &str)>,
-    v: u64,
-) {
-    write_sample(out, name, "", labels, extra.as_ref().map(|(k, v)| (*k, v as &dyn Display)), &v);
-}
-
-/// Writes one sample with a floating-point value.
-pub(crate) fn sample_f64(
-    out: &mut String,
-    name: &str,
-    labels: &[(&str, &str)],
-    extra: Option<(&str, &str)>,
-    v: f64,
-) {
-    write_sample(out, name, "", labels, extra.as_ref().map(|(k, v)| (*k, v as &dyn Display)), &Float(v));
-}
-
 /// Writes the samples of a histogram whose bucket `i` counts observations
-/// of `2^i` to `2^(i+1)` units (the first also those below, the last also
-/// those above), `units_per_second` of them in a second (`1e6` for µs):
-/// cumulative `_bucket`s with `le` upper bounds in seconds (`2^(i+1) /
-/// units_per_second`), `+Inf`, `_sum` (`sum / units_per_second`) and
-/// `_count`. `name` is the family name, without the suffixes.
-fn pow2_histogram(
-    out: &mut String,
-    name: &str,
-    labels: &[(&str, &str)],
-    counts: &[u64],
-    sum: u64,
-    units_per_second: f64,
-) {
+/// of `2^i` to `2^(i+1)` µs (the first also those below, the last also
+/// those above): cumulative `_bucket`s with `le` upper bounds in seconds,
+/// `+Inf`, `_sum` (`sum_us` in seconds) and `_count`.
+fn pow2_histogram(out: &mut String, name: &str, labels: &[(&str, &str)], counts: &[u64], sum_us: u64) {
     let mut cumulative = 0u64;
     let finite = counts.len().saturating_sub(1);
     for (i, c) in counts.iter().enumerate().take(finite) {
         cumulative += c;
-        let bound = (2u64 << i) as f64 / units_per_second;
-        write_sample(out, name, "_bucket", labels, Some(("le", &bound)), &cumulative);
+        let bound = (2u64 << i) as f64 / 1e6;
+        sample(out, name, "_bucket", labels, Some(("le", &bound)), &cumulative);
     }
     cumulative += counts.get(finite).copied().unwrap_or(0);
-    write_sample(out, name, "_bucket", labels, Some(("le", &"+Inf")), &cumulative);
-    write_sample(out, name, "_sum", labels, None, &Float(sum as f64 / units_per_second));
-    write_sample(out, name, "_count", labels, None, &cumulative);
+    sample(out, name, "_bucket", labels, Some(("le", &"+Inf")), &cumulative);
+    sample(out, name, "_sum", labels, None, &Float(sum_us as f64 / 1e6));
+    sample(out, name, "_count", labels, None, &cumulative);
 }
 /// How a family reads its sample(s) from a cache's counters.
 #[derive(Clone, Copy)]
 pub(crate) enum Source {
     /// Always 1; labels: crate version and value encoding.
     Info,
-    /// One value.
     Value(fn(&Shared) -> u64),
     /// One value per reason a write was dropped (label `reason`).
     Dropped,
     /// One value per class of error (label `class`).
     Errors,
-    /// The Unix time of the last error, 0 if none.
     LastError,
-    /// The ack latency histogram.
     AckLatency,
 }
 
@@ -354,23 +297,23 @@ fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
     match source {
         Source::Info => {
             l[n] = ("version", env!("CARGO_PKG_VERSION"));
-            sample_u64(out, name, &l[..=n], Some(("encoding", cfg.encoding.as_str())), 1);
+            sample(out, name, "", &l[..=n], Some(("encoding", &cfg.encoding.as_str())), &1);
         }
-        Source::Value(value) => sample_u64(out, name, labels, None, value(shared)),
+        Source::Value(value) => sample(out, name, "", labels, None, &value(shared)),
         Source::Dropped => {
             for (class, n) in shared.dropped_counts() {
-                sample_u64(out, name, labels, Some(("reason", class.name())), n);
+                sample(out, name, "", labels, Some(("reason", &class.name())), &n);
             }
         }
         Source::Errors => {
             for (class, n) in shared.error_counts() {
-                sample_u64(out, name, labels, Some(("class", class.name())), n);
+                sample(out, name, "", labels, Some(("class", &class.name())), &n);
             }
         }
-        Source::LastError => sample_f64(out, name, labels, None, last_error_secs(shared)),
+        Source::LastError => sample(out, name, "", labels, None, &Float(last_error_secs(shared))),
         Source::AckLatency => {
             let (counts, sum_us) = shared.latency_histogram();
-            pow2_histogram(out, name, labels, &counts[..LAT_BUCKETS], sum_us, 1e6);
+            pow2_histogram(out, name, labels, &counts[..LAT_BUCKETS], sum_us);
         }
     }
 }
@@ -447,10 +390,10 @@ mod tests {
     fn escapes_label_values_and_help() {
         let mut out = String::new();
         family(&mut out, "x_total", MetricType::Counter, "a \\ b\nc");
-        sample_u64(&mut out, "x_total", &[("t", "a\"b\\c\nd")], Some(("k", "v")), 3);
-        sample_f64(&mut out, "y", &[], None, f64::NAN);
-        sample_f64(&mut out, "y", &[], None, f64::INFINITY);
-        sample_f64(&mut out, "y", &[], None, 0.5);
+        sample(&mut out, "x_total", "", &[("t", "a\"b\\c\nd")], Some(("k", &"v")), &3);
+        sample(&mut out, "y", "", &[], None, &Float(f64::NAN));
+        sample(&mut out, "y", "", &[], None, &Float(f64::INFINITY));
+        sample(&mut out, "y", "", &[], None, &Float(0.5));
         assert_eq!(
             out,
             "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\n\
@@ -461,7 +404,7 @@ mod tests {
     #[test]
     fn pow2_histogram_is_cumulative() {
         let mut out = String::new();
-        pow2_histogram(&mut out, "h_seconds", &[("a", "b")], &[1, 0, 2, 5], 40, 1e6);
+        pow2_histogram(&mut out, "h_seconds", &[("a", "b")], &[1, 0, 2, 5], 40);
         assert_eq!(
             out,
             "h_seconds_bucket{a=\"b\",le=\"0.000002\"} 1\n\

@@ -1,9 +1,6 @@
-//! What the CLI reads and repairs the stored state with, using the crate's
-//! own connection code, key layout and decoders (this module is compiled
-//! into the library's hidden `cli` module, so none of it is public):
-//! [`Admin`], a connection; [`Layout`], where a trader's state lives; the
-//! crate's decoding and encoding of stored values as JSON, and the rules
-//! an import checks.
+//! The crate's own connection ([`Admin`]), key layout ([`Layout`]) and
+//! codecs, as the CLI reads and repairs the stored state with them: values
+//! to and from JSON, and the rules an import checks.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,9 +25,8 @@ pub(crate) fn entity_collection_problem(name: &str) -> Option<&'static str> {
     crate::entity::collection_problem(name, CollectionOf::Entity)
 }
 
-/// Why `name` cannot be a collection of the stored state at all (an
-/// entity's, or one of the crate's market-data series), or `None`: what
-/// `import` accepts.
+/// Why `name` is neither an entity's collection nor one of the crate's
+/// market-data series, or `None`: what `import` accepts.
 pub(crate) fn stored_collection_problem(name: &str) -> Option<&'static str> {
     entity_collection_problem(name).and(crate::entity::collection_problem(name, CollectionOf::CrateSeries))
 }
@@ -106,10 +102,9 @@ impl Admin {
         Ok(self.pipeline(&all, all.len(), None)?.pop().unwrap_or(Value::Nil))
     }
 
-    /// Every key matching `pattern` (such as [`Layout::pattern`]), by
-    /// `SCAN` (never `KEYS`, which would block the server for the whole
-    /// keyspace), sorted, without duplicates. A refused `SCAN` is
-    /// classified by its code, as the library's commands are.
+    /// Every key matching `pattern`, sorted, without duplicates, by `SCAN`
+    /// (`KEYS` would block the server). A refused `SCAN` is classified by
+    /// its code, as the library's commands are.
     pub(crate) fn scan(&mut self, pattern: &str) -> Result<Vec<Vec<u8>>, CliError> {
         let mut cursor = b"0".to_vec();
         let mut keys = Vec::new();
@@ -141,9 +136,7 @@ impl Admin {
 
     /// Claims the commit marker `key` with a new epoch, as
     /// [`Cache::open`](crate::Cache::open) does, so that the writer holding
-    /// it stops writing (its next transaction is aborted by Redis and it
-    /// reports [`ErrorKind::Fenced`](crate::ErrorKind::Fenced)). Returns
-    /// the new epoch; fails as `Cache::open`'s claim does.
+    /// it is fenced. Returns the new epoch.
     pub(crate) fn fence(&mut self, key: &str) -> Result<u64, CliError> {
         Ok(crate::store::marker::claim(&mut self.conn, key, false)?.epoch)
     }
@@ -157,6 +150,20 @@ pub(crate) fn layout(cfg: &Config) -> Layout {
     Layout::new(&cfg.trader_key(), !cfg.cluster_nodes.is_empty())
 }
 
+/// `$f::<T>(…)` with `T` the type of the reference collection `$c`, else
+/// `$other`.
+macro_rules! by_type {
+    ($c:expr, $f:ident($($a:expr),*), $other:expr) => {
+        match $c {
+            "instruments" => $f::<Instrument>($($a),*),
+            "accounts" => $f::<Account>($($a),*),
+            "orders" => $f::<Order>($($a),*),
+            "positions" => $f::<Position>($($a),*),
+            _ => $other,
+        }
+    };
+}
+
 fn to_json<T: Serialize>(v: &T) -> Result<Json, String> {
     serde_json::to_value(v).map_err(|e| format!("to JSON: {e}"))
 }
@@ -165,10 +172,9 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, String>
     codec::decode::<T>(bytes, enc).map_err(|e| e.to_string())
 }
 
-/// Decodes a stored snapshot of `collection` with the crate's own decoder,
-/// as JSON. Reference collections are decoded into their types (so a value
-/// they would not load is an error, and the id must match `id`); others as
-/// schemaless values. The error says why the value does not decode.
+/// Decodes a stored snapshot of `collection` as JSON: reference collections
+/// through their types (a value they would not load, or whose id is not
+/// `id`, is an error), others as schemaless values.
 pub(crate) fn entity_to_json(
     collection: &str,
     id: &str,
@@ -182,13 +188,7 @@ pub(crate) fn entity_to_json(
         }
         to_json(&v)
     }
-    match collection {
-        "instruments" => typed::<Instrument>(bytes, enc, id),
-        "accounts" => typed::<Account>(bytes, enc, id),
-        "orders" => typed::<Order>(bytes, enc, id),
-        "positions" => typed::<Position>(bytes, enc, id),
-        _ => decode::<Json>(bytes, enc),
-    }
+    by_type!(collection, typed(bytes, enc, id), decode::<Json>(bytes, enc))
 }
 
 /// Decodes a stored event of `collection`'s log as JSON, with its event id
@@ -239,10 +239,8 @@ pub(crate) fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
 }
 
 /// Encodes a snapshot given as JSON (as [`entity_to_json`] returns it) the
-/// way the flusher would store it. Reference collections go through their
-/// types, so what is written is what the engine would have written; the
-/// error says why the value is not one of `collection`, or that its id is
-/// not `id`.
+/// way the flusher would store it, reference collections through their
+/// types (checking the id against `id`).
 pub(crate) fn entity_from_json(
     collection: &str,
     id: &str,
@@ -256,13 +254,7 @@ pub(crate) fn entity_from_json(
         }
         encode(&v, enc)
     }
-    match collection {
-        "instruments" => typed::<Instrument>(json, enc, id),
-        "accounts" => typed::<Account>(json, enc, id),
-        "orders" => typed::<Order>(json, enc, id),
-        "positions" => typed::<Position>(json, enc, id),
-        _ => encode_json::<Json>(json, enc),
-    }
+    by_type!(collection, typed(json, enc, id), encode_json::<Json>(json, enc))
 }
 
 /// Encodes an event given as JSON for `collection`'s log.
@@ -296,11 +288,9 @@ pub(crate) fn closed_at(collection: &str, bytes: &[u8], enc: Encoding) -> Result
 }
 
 /// For `verify`: whether a stored snapshot of a reference collection is
-/// closed ([`Entity::is_closed`], which decides whether the flusher lists
-/// it in `index:{collection}:open` or `…:closed`) and its last update in
-/// milliseconds since the epoch ([`Entity::last_updated`], the closed
-/// index's score), if it has one. `Ok(None)` for other collections, whose
-/// rule only their own type knows.
+/// closed ([`Entity::is_closed`]: which of the open/closed indexes lists it)
+/// and its last update in ms since the epoch (the closed index's score).
+/// `Ok(None)` for other collections, whose rule only their type knows.
 pub(crate) fn open_closed_state(
     collection: &str,
     bytes: &[u8],
@@ -310,11 +300,5 @@ pub(crate) fn open_closed_state(
         let v: T = decode(bytes, enc)?;
         Ok(Some((v.is_closed(), v.last_updated().map(|t| t.0 / 1_000_000))))
     }
-    match collection {
-        "instruments" => state::<Instrument>(bytes, enc),
-        "accounts" => state::<Account>(bytes, enc),
-        "orders" => state::<Order>(bytes, enc),
-        "positions" => state::<Position>(bytes, enc),
-        _ => Ok(None),
-    }
+    by_type!(collection, state(bytes, enc), Ok(None))
 }

@@ -1,13 +1,7 @@
-//! `tradecache`: the operator's command-line tool (feature `cli`; the binary
-//! is `main.rs` beside this file, which only calls [`main`]).
-//!
-//! Reads a trader's state the way the library stores it, with the
-//! library's own configuration (`REDIS_URL`, `REDIS_*`, `CACHE_*`):
-//! `inspect`, `stats`, `verify`, `export`, `import`, `purge`. See
-//! `tradecache --help` and docs/recovery.md.
-//!
-//! Compiled into the library (`tradecache::cli`, hidden from its docs) so
-//! that it uses the crate's own connection code, key layout and decoders
+//! `tradecache`, the operator's command-line tool (feature `cli`; `main.rs`
+//! beside this file only calls [`main`]); see `tradecache --help` and
+//! docs/recovery.md. Compiled into the library as its hidden `cli` module
+//! so that it uses the crate's own connection, key layout and decoders
 //! (`admin.rs`) without their being public.
 
 use std::process::ExitCode;
@@ -17,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 
 mod admin;
 mod inspect;
-mod open_closed;
 mod purge;
 mod stats;
 mod transfer;
@@ -87,7 +80,7 @@ enum Command {
 }
 
 /// The configuration every subcommand starts from, and whether a trader id
-/// was given at all (on the command line or in the environment).
+/// was given at all (argument or environment).
 pub(crate) struct Setup {
     pub(crate) config: Config,
     pub(crate) trader_given: bool,

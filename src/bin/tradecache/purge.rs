@@ -1,12 +1,8 @@
 //! `purge`: closed orders and flat positions older than an age, with their
-//! event logs and index entries, and the orphan event logs of those
-//! collections (a log whose id has no snapshot, each deleted only while its
-//! snapshot is absent: `util::delete_orphan_log`). A dry run unless
-//! `--execute`.
-//!
-//! Each entity goes in one `WATCH`/`MULTI`/`EXEC` (in batches): its value is
-//! read again under the `WATCH` and deleted only if it is still closed and
-//! old enough, so a write that lands meanwhile wins and the entity stays.
+//! event logs and index entries, and those collections' orphan event logs
+//! (`util::delete_orphan_log`); a dry run unless `--execute`. Each value is
+//! read again under a `WATCH` and deleted only if still closed and old
+//! enough, so a write that lands meanwhile wins and the entity stays.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -331,18 +331,6 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
     Ok((header, items))
 }
 
-/// Runs a transaction of `cmds`; fails on a refused command.
-fn transaction(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<(), CliError> {
-    match conn.exec(cmds)? {
-        Value::Array(results) => match util::refused(&results) {
-            Some(e) => Err(err(format!("a write was refused: {e}"))),
-            None => Ok(()),
-        },
-        Value::ServerError(e) => Err(err(format!("transaction refused: {e}"))),
-        other => Err(err(format!("transaction not applied: {:?}", Some(&other)))),
-    }
-}
-
 pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError> {
     let start = Instant::now();
     let layout = util::layout(setup)?;
@@ -433,13 +421,20 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         if let (Some(r), false) = (&registry, named.is_empty()) {
             cmds.push(redis::Cmd::sadd(r, &named));
         }
-        transaction(&mut conn, cmds)?;
+        match conn.exec(cmds)? {
+            Value::Array(results) => {
+                if let Some(e) = util::refused(&results) {
+                    return Err(err(format!("a write was refused: {e}")));
+                }
+            }
+            Value::ServerError(e) => return Err(err(format!("transaction refused: {e}"))),
+            other => return Err(err(format!("transaction not applied: {:?}", Some(&other)))),
+        }
         progress.add(chunk.len() as u64);
     }
     // Every collection imported is registered, and the trader holds no
-    // other state (refused, or deleted with --force): the registry is
-    // complete. Its empty member says so, so that readers trust it rather
-    // than scan the keyspace (as they did after a restore before).
+    // other state (refused, or deleted with --force): the registry's empty
+    // member says it is complete, so that readers trust it.
     if let Some(r) = &registry {
         conn.query(&redis::Cmd::sadd(r, ""))?;
     }

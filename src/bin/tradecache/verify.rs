@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::admin::{self, Admin as Conn, Layout};
+use crate::Encoding;
 use redis::Value;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{json, Value as Json};
 
-use super::util::{self, bytes, err, CliError, Progress};
+use super::util::{self, bytes, err, CliError, Progress, Survey};
 use super::Setup;
 
 #[derive(Args, Debug)]
@@ -31,8 +33,9 @@ pub(crate) struct VerifyArgs {
 
 /// What a finding is about; its name (the variant's, in kebab case) is in
 /// docs/recovery.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Kind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Kind {
     IndexWithoutValue,
     ValueWithoutIndex,
     InvalidIndexEntry,
@@ -55,18 +58,14 @@ pub(crate) enum Kind {
 
 impl Kind {
     fn name(self) -> String {
-        let mut name = String::new();
-        for c in format!("{self:?}").chars() {
-            if c.is_ascii_uppercase() && !name.is_empty() {
-                name.push('-');
-            }
-            name.push(c.to_ascii_lowercase());
+        match json!(self) {
+            Json::String(name) => name,
+            _ => String::new(),
         }
-        name
     }
 
     /// What an open/closed finding means, for its detail.
-    pub(crate) fn open_closed_detail(self, open: &str, closed: &str) -> String {
+    fn open_closed_detail(self, open: &str, closed: &str) -> String {
         match self {
             Kind::ClosedNotInClosedIndex => format!("closed, but not in {closed}: purges never see it"),
             Kind::ClosedInOpenIndex => format!("closed, but in {open}: load_open() loads it"),
@@ -87,16 +86,16 @@ impl Kind {
 }
 
 #[derive(Debug)]
-pub(crate) struct Finding {
-    pub(crate) kind: Kind,
-    pub(crate) key: String,
-    pub(crate) detail: String,
+struct Finding {
+    kind: Kind,
+    key: String,
+    detail: String,
     /// (collection, id) for the fixes.
-    pub(crate) target: (String, String),
+    target: (String, String),
 }
 
 impl Finding {
-    pub(crate) fn new(kind: Kind, key: String, detail: impl Into<String>, c: &str, id: &str) -> Finding {
+    fn new(kind: Kind, key: String, detail: impl Into<String>, c: &str, id: &str) -> Finding {
         Finding { kind, key, detail: detail.into(), target: (c.to_string(), id.to_string()) }
     }
 }
@@ -242,7 +241,9 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             }
         }
         if !dups.is_empty() {
-            let detail = format!("event id(s) {} repeated (load() keeps the first)", list(&dups));
+            let shown: Vec<String> = dups.iter().take(10).map(u64::to_string).collect();
+            let more = if dups.len() > 10 { format!(" and {} more", dups.len() - 10) } else { String::new() };
+            let detail = format!("event id(s) {}{more} repeated (load() keeps the first)", shown.join(", "));
             findings.push(Finding::new(Kind::DuplicateEvent, key.clone(), detail, c, id));
         }
         if let Some((i, eid, before)) = disorder.first() {
@@ -252,7 +253,7 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     }
 
-    super::open_closed::check(&mut conn, &layout, enc, &survey, &mut findings)?;
+    check_open_closed(&mut conn, &layout, enc, &survey, &mut findings)?;
 
     // A batch landing during the scan can make an entity and its index
     // disagree for a moment: keep only what a second look confirms.
@@ -293,12 +294,6 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
     Ok(if problems > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn list(ids: &[u64]) -> String {
-    let shown: Vec<String> = ids.iter().take(10).map(u64::to_string).collect();
-    let more = if ids.len() > 10 { format!(" and {} more", ids.len() - 10) } else { String::new() };
-    shown.join(", ") + &more
-}
-
 /// Re-reads index membership and existence for the index findings.
 fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Result<(), CliError> {
     let rechecked =
@@ -330,7 +325,7 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
 }
 
 /// [`util::watched`], applied or not.
-pub(crate) fn watched(
+fn watched(
     conn: &mut Conn,
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
@@ -338,12 +333,7 @@ pub(crate) fn watched(
     Ok(matches!(util::watched(conn, watch, check)?, Some(Value::Array(_))))
 }
 
-fn repair(
-    conn: &mut Conn,
-    layout: &Layout,
-    enc: crate::Encoding,
-    findings: &[Finding],
-) -> Result<usize, CliError> {
+fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, findings: &[Finding]) -> Result<usize, CliError> {
     let mut fixed = 0;
     for f in findings {
         let (c, id) = &f.target;
@@ -387,7 +377,7 @@ fn repair(
             | Kind::ClosedInOpenIndex
             | Kind::OpenNotInOpenIndex
             | Kind::OpenInClosedIndex
-            | Kind::OpenClosedEntryWithoutValue => super::open_closed::repair(conn, layout, enc, f)?,
+            | Kind::OpenClosedEntryWithoutValue => repair_open_closed(conn, layout, enc, f)?,
             // Two versions of the data, none readable, or a state only the
             // engine's type knows: an operator decides (docs/recovery.md).
             _ => false,
@@ -398,4 +388,116 @@ fn repair(
         }
     }
     Ok(fixed)
+}
+
+/// The open/closed indexes of every collection that has snapshots and is a
+/// reference one or has such an index: each snapshot is in exactly one of
+/// `index:{c}:open` (a set, what `load_open` reads) and `index:{c}:closed`
+/// (sorted by last update, what purges read), the one its state says. The
+/// reference collections' state is decoded from the value (`--repair` puts
+/// the entry back); others' only their type knows, so an id in both or in
+/// neither is reported and left to the operator.
+fn check_open_closed(
+    conn: &mut Conn,
+    layout: &Layout,
+    enc: Encoding,
+    survey: &Survey,
+    findings: &mut Vec<Finding>,
+) -> Result<(), CliError> {
+    let reference =
+        survey.entities.iter().map(|(c, _)| c).filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str()));
+    let collections: BTreeSet<&String> = survey.open_closed.iter().map(|(c, _)| c).chain(reference).collect();
+    let mut cmds = Vec::new();
+    for c in &collections {
+        cmds.extend([
+            redis::Cmd::smembers(layout.open_index(c)),
+            redis::Cmd::zrange(layout.closed_index(c), 0, -1),
+        ]);
+    }
+    let mut replies = conn.pipeline(&cmds, 100, None)?.into_iter();
+    // Each collection's open and closed members.
+    let mut by_collection: BTreeMap<&String, [BTreeSet<String>; 2]> = BTreeMap::new();
+    for &c in &collections {
+        let lists = by_collection.entry(c).or_default();
+        for (list, key) in lists.iter_mut().zip([layout.open_index(c), layout.closed_index(c)]) {
+            match util::members(replies.next().unwrap_or(Value::Nil)) {
+                Ok(ids) => *list = ids,
+                Err(e) => findings.push(Finding::new(Kind::WrongType, key, e, c, "")),
+            }
+        }
+    }
+
+    // Entries whose snapshot is gone.
+    for (c, lists) in &by_collection {
+        for (ids, key) in lists.iter().zip([layout.open_index(c), layout.closed_index(c)]) {
+            for id in ids.iter().filter(|id| !survey.entities.contains(&((*c).clone(), (*id).clone()))) {
+                let detail = format!("{id} is listed but {} does not exist", layout.entity(c, id));
+                findings.push(Finding::new(Kind::OpenClosedEntryWithoutValue, key.clone(), detail, c, id));
+            }
+        }
+    }
+
+    // Each snapshot in the index its state says.
+    let targets: Vec<&(String, String)> =
+        survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
+    let gets: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
+    let values = conn.pipeline(&gets, 1000, None)?;
+    for ((c, id), v) in targets.into_iter().zip(values) {
+        let Some(m) = by_collection.get(c) else { continue };
+        let (in_open, in_closed) = (m[0].contains(id), m[1].contains(id));
+        let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
+        let kind = match admin::open_closed_state(c, &b, enc) {
+            Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
+            Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
+            Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
+            Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
+            Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
+            Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
+            _ => None, // consistent, or undecodable (verify reports it)
+        };
+        if let Some(kind) = kind {
+            let detail = kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c));
+            findings.push(Finding::new(kind, layout.entity(c, id), detail, c, id));
+        }
+    }
+    Ok(())
+}
+
+/// Repairs one open/closed finding under a `WATCH` of the value and both
+/// indexes: the state is read again and the entry put where it says (a
+/// closed entry keeps its score; a new one is scored by the value's last
+/// update, or now). Returns whether it applied.
+fn repair_open_closed(
+    conn: &mut Conn,
+    layout: &Layout,
+    enc: Encoding,
+    f: &Finding,
+) -> Result<bool, CliError> {
+    let (c, id) = &f.target;
+    let (entity, open, closed) = (layout.entity(c, id), layout.open_index(c), layout.closed_index(c));
+    let watch = [entity.clone(), open.clone(), closed.clone()];
+    match f.kind {
+        Kind::OpenClosedEntryWithoutValue => watched(conn, &watch, |conn| {
+            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
+                .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
+        }),
+        Kind::ClosedInOpenIndex
+        | Kind::ClosedNotInClosedIndex
+        | Kind::OpenInClosedIndex
+        | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
+            let Value::BulkString(b) = conn.query(&redis::Cmd::get(&entity))? else { return Ok(None) };
+            let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
+                return Ok(None);
+            };
+            Ok(Some(if is_closed {
+                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(&closed).arg("NX").arg(score).arg(id);
+                vec![zadd, redis::Cmd::srem(&open, id)]
+            } else {
+                vec![redis::Cmd::sadd(&open, id), redis::Cmd::zrem(&closed, id)]
+            }))
+        }),
+        _ => Ok(false),
+    }
 }
