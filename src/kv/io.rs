@@ -128,7 +128,7 @@ impl IoThread {
     fn run(&mut self, job: Job) -> Done {
         if job.reset {
             let mut lost = false;
-            for node in self.links.nodes() {
+            for node in self.links.keys().cloned().collect::<Vec<_>>() {
                 lost |= self.forget(&node);
             }
             if lost {
@@ -153,7 +153,7 @@ impl IoThread {
     fn forget(&mut self, node: &Node) -> bool {
         let carried = self.used.remove(node);
         let mut lost = false;
-        if let Some(conn) = self.links.drop_node(node) {
+        if let Some(conn) = self.links.remove(node) {
             if let (true, Some(id)) = (carried, conn.client) {
                 if self.suspects.len() >= MAX_SUSPECTS {
                     self.suspects.remove(0);
@@ -169,13 +169,13 @@ impl IoThread {
     /// before it can apply anything after this returns.
     fn link(&mut self, node: &Node) -> Result<&mut Conn, Failure> {
         let IoThread { topo, links, used, suspects, .. } = self;
-        let conn = links.get(topo, node)?.0;
+        let conn = topo.link(links, node)?.0;
         if conn.client.is_none() {
             let text = "the kv writer cannot name its connection (CLIENT INFO refused), so it could not keep a \
                         dropped connection's late writes out: it needs +client|info and +client|kill (docs/kv.md, \
                         the kv ACL)";
             let f = Failure::new(net::Cause::Auth, conn.addr.clone(), text);
-            links.drop_node(node);
+            links.remove(node);
             return Err(f);
         }
         while let Some(i) = suspects.iter().position(|(addr, _)| *addr == conn.addr) {
@@ -196,13 +196,13 @@ impl IoThread {
                 Err(e) => {
                     let f = Failure::of(&e, &conn.addr);
                     // This one carried no write: nothing to kill later.
-                    links.drop_node(node);
+                    links.remove(node);
                     return Err(f);
                 }
             }
         }
         used.insert(node.clone());
-        links.get(topo, node).map(|(c, _)| c)
+        topo.link(links, node).map(|(c, _)| c)
     }
 
     /// A dropped connection had to be forgotten without being killed.
@@ -233,16 +233,10 @@ impl IoThread {
     fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> Outcome {
         let mut out: Vec<Reply> = vec![None; cmds.len()];
         let mut failure = None;
-        let mut groups: Vec<(Node, Vec<usize>)> = Vec::new();
-        for (i, (key, _)) in cmds.iter().enumerate() {
-            match self.topo.route(key) {
-                Ok(node) => match groups.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, g)) => g.push(i),
-                    None => groups.push((node, vec![i])),
-                },
-                Err(f) => failure = Some(f),
-            }
-        }
+        let groups = match self.topo.by_node(cmds.iter().map(|(key, _)| &key[..])) {
+            Ok(groups) => groups,
+            Err(f) => return Outcome::Cluster(out, Some(f)),
+        };
         let mut packed = Vec::new();
         for (node, group) in groups {
             packed.clear();

@@ -64,7 +64,7 @@ impl Pool {
             attempt += 1;
             let node = self.topo.route(key)?;
             let mut reused = false;
-            let result = links.get(&self.topo, &node).and_then(|(c, fresh)| {
+            let result = self.topo.link(links, &node).and_then(|(c, fresh)| {
                 reused = !fresh;
                 f(c, packer)
             });
@@ -73,7 +73,7 @@ impl Pool {
                 Err(e) => e,
             };
             // Replies may be left unread after an error: never reuse it.
-            links.drop_node(&node);
+            links.remove(&node);
             // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
             // (Busy) or a lost node: the slot table may be out of date.
             let stale = self.topo.clustered()
@@ -133,16 +133,8 @@ impl Pool {
     }
 
     fn mget_cluster(&self, keys: &[Vec<u8>]) -> Result<Vec<Reply>, Failure> {
-        let mut by_node: Vec<(Node, Vec<usize>)> = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let node = self.topo.route(k)?;
-            match by_node.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, v)) => v.push(i),
-                None => by_node.push((node, vec![i])),
-            }
-        }
         let mut out: Vec<Reply> = keys.iter().map(|_| Reply::Nil).collect();
-        for (_, idx) in by_node {
+        for (_, idx) in self.topo.by_node(keys.iter().map(|k| &k[..]))? {
             let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
                 idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));
@@ -168,11 +160,11 @@ impl Pool {
         for node in self.topo.masters()? {
             let mut slot = self.slot();
             let Slot { links, .. } = &mut *slot;
-            let c = links.get(&self.topo, &node)?.0;
+            let c = self.topo.link(links, &node)?.0;
             match scan_unlink_on(c, pattern, self.topo.clustered()) {
                 Ok(n) => deleted += n,
                 Err(f) => {
-                    links.drop_node(&node);
+                    links.remove(&node);
                     return Err(f);
                 }
             }
