@@ -305,7 +305,9 @@ impl Kv {
     fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
         r.map_or_else(
             |text| {
-                self.corrupt(key, &text);
+                self.metrics.corrupt.fetch_add(1, Relaxed);
+                let key = String::from_utf8_lossy(key);
+                log::warn!("tradecache::kv: unusable value at {key} (counted as a miss): {text}");
                 Found2::Miss
             },
             Found2::Hit,
@@ -316,14 +318,6 @@ impl Kv {
     fn count(&self, hit: bool) {
         let c = &self.metrics;
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
-    }
-
-    fn corrupt(&self, key: &[u8], text: &str) {
-        self.metrics.corrupt.fetch_add(1, Relaxed);
-        log::warn!(
-            "tradecache::kv: unusable value at {} (counted as a miss): {text}",
-            String::from_utf8_lossy(key)
-        );
     }
 
     /// Runs a Redis call under the breaker, counting its outcome; `None`

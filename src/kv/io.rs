@@ -30,7 +30,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
-use super::pool;
 use super::route::{self, Links, Node, Topology};
 use crate::channel::Shared;
 use crate::net::{self, reply_error, Action, ClientIdentity, Conn, Failure};
@@ -217,7 +216,7 @@ impl IoThread {
     fn single(&mut self, buf: &[u8], replies: usize) -> Result<(Vec<Value>, String), Failure> {
         let conn = self.link(&Node::Main)?;
         let addr = conn.addr.clone();
-        match pool::exchange(conn, buf, replies) {
+        match exchange(conn, buf, replies) {
             (out, None) => Ok((out, addr)),
             (_, Some(f)) => {
                 self.drop_link(&Node::Main);
@@ -254,7 +253,7 @@ impl IoThread {
                 }
             };
             let addr: Arc<str> = conn.addr.as_str().into();
-            let (replies, io) = pool::exchange(conn, &packed, group.len());
+            let (replies, io) = exchange(conn, &packed, group.len());
             let mut reconnect = false;
             for (&i, v) in group.iter().zip(replies) {
                 if let Some((code, _)) = reply_error(&v) {
@@ -276,4 +275,20 @@ impl IoThread {
         }
         Outcome::Cluster(out, failure)
     }
+}
+
+/// Sends `buf` and reads `n` replies: those read, and the failure that
+/// stopped it, if any (the connection must be dropped then).
+fn exchange(c: &mut net::Conn, buf: &[u8], n: usize) -> (Vec<Value>, Option<Failure>) {
+    let mut out = Vec::with_capacity(n);
+    if let Err(e) = c.con.send_packed_command(buf) {
+        return (out, Some(Failure::of(&e, &c.addr)));
+    }
+    for _ in 0..n {
+        match c.con.recv_response() {
+            Ok(v) => out.push(v),
+            Err(e) => return (out, Some(Failure::of(&e, &c.addr))),
+        }
+    }
+    (out, None)
 }

@@ -12,11 +12,8 @@
 //! either connection is lost, the near cache is emptied and both are set
 //! up again.
 //!
-//! A write evicts its key here after recording itself in the overlay; a
-//! lookup takes its ticket here before it looks at the overlay (see
-//! `Kv::local`), and a value read from Redis is kept only if nothing
-//! evicted in its shard since the ticket, so a `get` never brings back a
-//! value older than one this process wrote.
+//! How writes, lookups and fills are ordered so that a `get` never brings
+//! back a value older than one this process wrote: `Kv::local`.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -48,6 +45,7 @@ struct Shard {
     epoch: u64,
 }
 
+#[derive(Default)]
 pub(crate) struct Near {
     hasher: KeyHash,
     shards: Box<[Mutex<Shard>]>,
@@ -67,16 +65,8 @@ pub(crate) struct Ticket(u64);
 
 impl Near {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
-        Near {
-            hasher: KeyHash::default(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
-            ttl,
-            hits: AtomicU64::new(0),
-            invalidations: AtomicU64::new(0),
-            tracking: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        }
+        let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
+        Near { shards, per_shard: capacity.div_ceil(SHARDS).max(1), ttl, ..Near::default() }
     }
 
     #[inline]

@@ -120,7 +120,7 @@ impl Pool {
                 part.iter().for_each(|k| p.bulk(k));
             }
             let mut out = Vec::with_capacity(keys.len());
-            for (v, part) in replies(c, &p.buf, p.commands)?.into_iter().zip(keys.chunks(chunk.max(1))) {
+            for (v, part) in c.round_trip(p)?.into_iter().zip(keys.chunks(chunk.max(1))) {
                 match v {
                     Value::Array(items) if items.len() == part.len() => {
                         out.extend(items.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)))
@@ -138,7 +138,7 @@ impl Pool {
             let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
                 idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));
-                let vs = replies(c, &p.buf, idx.len())?;
+                let vs = c.round_trip(p)?;
                 if let Some(v) =
                     vs.iter().find(|v| reply_error(v).is_some_and(|(code, _)| route::is_redirect(&code)))
                 {
@@ -198,7 +198,7 @@ fn scan_unlink_on(c: &mut net::Conn, pattern: &[u8], per_key: bool) -> Result<u6
                 p.bulk(b"UNLINK");
                 keys.iter().for_each(|k| p.bulk(k));
             }
-            for v in replies(c, &p.buf, p.commands)? {
+            for v in c.round_trip(&p)? {
                 match v {
                     Value::Int(n) => deleted += n.max(0) as u64,
                     v => return Err(server_failure(c, &v)),
@@ -211,34 +211,11 @@ fn scan_unlink_on(c: &mut net::Conn, pattern: &[u8], per_key: bool) -> Result<u6
     }
 }
 
-/// Sends `buf` and reads `n` replies: those read, and the failure that
-/// stopped it, if any (the connection must be dropped then).
-pub(crate) fn exchange(c: &mut net::Conn, buf: &[u8], n: usize) -> (Vec<Value>, Option<Failure>) {
-    let mut out = Vec::with_capacity(n);
-    if let Err(e) = c.con.send_packed_command(buf) {
-        return (out, Some(Failure::of(&e, &c.addr)));
-    }
-    for _ in 0..n {
-        match c.con.recv_response() {
-            Ok(v) => out.push(v),
-            Err(e) => return (out, Some(Failure::of(&e, &c.addr))),
-        }
-    }
-    (out, None)
-}
-
-fn replies(c: &mut net::Conn, buf: &[u8], n: usize) -> Result<Vec<Value>, Failure> {
-    match exchange(c, buf, n) {
-        (v, None) => Ok(v),
-        (_, Some(f)) => Err(f),
-    }
-}
-
 /// One command's reply.
 fn roundtrip(c: &mut net::Conn, p: &mut Packer, cmd: &[&[u8]]) -> Result<Value, Failure> {
     p.clear();
     p.cmd(cmd);
-    Ok(replies(c, &p.buf, 1)?.pop().unwrap_or(Value::Nil))
+    Ok(c.round_trip(p)?.pop().unwrap_or(Value::Nil))
 }
 
 fn one_reply(v: Value) -> Result<Reply, Failure> {

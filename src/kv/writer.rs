@@ -1,23 +1,19 @@
 //! The kv writer thread: drains the channel, coalesces per key, and writes
 //! `SET key value PX ms` / `DEL` / `PEXPIRE` / `PERSIST` in batches (one
-//! `MULTI … EXEC` each outside a cluster, per-master pipelines in one),
-//! handed to its I/O thread (`io.rs`) so that this thread keeps draining
-//! the channel while a batch waits for Redis.
+//! `MULTI … EXEC` outside a cluster, per-master pipelines in one) through
+//! its I/O thread (`io.rs`), so that it keeps draining while a batch waits.
 //!
-//! Why not the `Cache` flusher: state must apply exactly once and in
-//! order, so the flusher keeps a commit marker, holds every event through
-//! an outage and stops draining when it cannot hold more (callers are
-//! refused). A cache may lose or replace a write at the cost of a miss, and
-//! must never push back on a trading loop. So this writer keeps the newest
-//! write per key, always drains, drops (and counts) writes to new keys past
-//! `max_pending_keys`, and resends a batch whose reply was lost (its
-//! commands are idempotent; anything newer for the key is sent after it).
-//! The callers' side, the intake loop and the backoff are the flusher's
-//! (`crate::channel`, `crate::channel::intake`, `crate::net::Backoff`).
+//! Why not the `Cache` flusher: state applies exactly once and in order, so
+//! the flusher holds every event through an outage and refuses callers when
+//! full. A cache may lose a write at the cost of a miss and must never push
+//! back on a trading loop: this writer keeps the newest write per key,
+//! always drains, drops (and counts) new keys past `max_pending_keys`, and
+//! resends a batch whose reply was lost (idempotent; anything newer is sent
+//! after it). The intake loop and backoff are the flusher's.
 //!
 //! TTLs become `PX` at send time from the call's deadline, so a value held
-//! through an outage does not outlive its TTL (one that expired meanwhile
-//! is sent as a `DEL`).
+//! through an outage does not outlive its TTL (one already expired is sent
+//! as a `DEL`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -155,9 +151,12 @@ impl Writer {
                     }
                     break;
                 }
-                // Nothing to write: wait for the next message. This is
-                // where the thread yields.
-                match self.wait_first() {
+                // Nothing to write: wait for the next message (polls, then
+                // parks after `IDLE_PARK_AFTER`, as the flusher).
+                let idle =
+                    Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
+                let shared = &self.shared;
+                match intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some()) {
                     Wake::Msg(msg) => self.receive(msg),
                     Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
@@ -190,14 +189,6 @@ impl Writer {
             );
         }
         let _ = self.done.try_send(report);
-    }
-
-    /// Polls, then parks after `idle_park_after` without work (as the
-    /// flusher); ends early on a stop request.
-    fn wait_first(&mut self) -> Wake<KvMsg> {
-        let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
-        let shared = &self.shared;
-        intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some())
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
