@@ -208,10 +208,7 @@ impl Kv {
         let value = match self.flights.join(full) {
             Role::Follower(shared) => {
                 self.metrics.flight_waits.fetch_add(1, Relaxed);
-                match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
-                    Some(v) => v,
-                    None => self.compute(compute),
-                }
+                shared.and_then(|v| decode_value::<T>(&*v, enc).ok()).unwrap_or_else(|| self.compute(compute))
             }
             Role::Leader(leader) => {
                 // A caller that finished just before us may have cached it.

@@ -89,12 +89,10 @@ impl Pool {
         }
     }
 
-    /// `GET key`.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Reply, Failure> {
         self.with_node(key, |c, p| one_reply(roundtrip(c, p, &[b"GET", key])?))
     }
 
-    /// `EXISTS key`.
     pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, Failure> {
         self.with_node(key, |c, p| match roundtrip(c, p, &[b"EXISTS", key])? {
             Value::Int(n) => Ok(n > 0),

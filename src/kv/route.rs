@@ -43,11 +43,7 @@ impl Slots {
             else {
                 continue;
             };
-            let host = match m.first() {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(Value::SimpleString(s)) => s.clone(),
-                _ => continue,
-            };
+            let Some(host) = m.first().and_then(net::discovery::text) else { continue };
             let host = if host.is_empty() { seed_host.to_string() } else { host };
             let Some(Value::Int(port)) = m.get(1) else { continue };
             let node = Node::At(host.into(), *port as u16);

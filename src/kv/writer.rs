@@ -57,7 +57,6 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
-    /// The I/O thread.
     io: Io,
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
