@@ -208,12 +208,8 @@ impl Kv {
             source: Some(crate::net::source_of(&e)),
         };
         let writer =
-            Writer::new(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
+            Writer::spawn(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
                 .map_err(spawn_error)?;
-        let writer = std::thread::Builder::new()
-            .name("tradecache-kv-writer".into())
-            .spawn(move || writer.run())
-            .map_err(spawn_error)?;
         let keys = KeySpace::new(&config.key_prefix);
         let near =
             (config.near_capacity > 0).then(|| Arc::new(Near::new(config.near_capacity, config.near_ttl)));

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -98,8 +99,8 @@ impl Intake for Writer {
 }
 
 impl Writer {
-    /// The writer, with its I/O thread started.
-    pub(crate) fn new(
+    /// Starts the writer thread `tradecache-kv-writer` and its I/O thread.
+    pub(crate) fn spawn(
         cfg: KvConfig,
         topo: Arc<Topology>,
         rx: Receiver<KvMsg>,
@@ -107,14 +108,14 @@ impl Writer {
         overlay: Arc<Overlay>,
         done: Sender<CloseReport>,
         links: Links,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<JoinHandle<()>> {
         let backoff = Backoff::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
         shared.set_connected(true);
         let io = io::spawn(topo.clone(), links, shared.clone())?;
         shared.set_alive(true);
-        Ok(Writer {
+        let writer = Writer {
             backoff,
             topo,
             rx,
@@ -133,10 +134,11 @@ impl Writer {
             raw: Vec::new(),
             framed: Vec::new(),
             cfg,
-        })
+        };
+        std::thread::Builder::new().name("tradecache-kv-writer".into()).spawn(move || writer.run())
     }
 
-    pub(crate) fn run(mut self) {
+    fn run(mut self) {
         let _alive = AliveGuard(self.shared.clone());
         loop {
             if self.shutdown.is_none() {
