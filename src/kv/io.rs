@@ -232,10 +232,12 @@ impl IoThread {
     fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> Outcome {
         let mut out: Vec<Reply> = vec![None; cmds.len()];
         let mut failure = None;
-        let groups = match self.topo.by_node(cmds.iter().map(|(key, _)| &key[..])) {
-            Ok(groups) => groups,
-            Err(f) => return Outcome::Cluster(out, Some(f)),
+        // A key that cannot be routed stays unsent; the others go.
+        let unrouted = |f| {
+            failure = Some(f);
+            Ok(())
         };
+        let groups = self.topo.by_node(cmds.iter().map(|(key, _)| &key[..]), unrouted).unwrap_or_default();
         let mut packed = Vec::new();
         for (node, group) in groups {
             packed.clear();

@@ -132,7 +132,7 @@ impl Pool {
 
     fn mget_cluster(&self, keys: &[Vec<u8>]) -> Result<Vec<Reply>, Failure> {
         let mut out: Vec<Reply> = keys.iter().map(|_| Reply::Nil).collect();
-        for (_, idx) in self.topo.by_node(keys.iter().map(|k| &k[..]))? {
+        for (_, idx) in self.topo.by_node(keys.iter().map(|k| &k[..]), Err)? {
             let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
                 idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));

@@ -134,14 +134,22 @@ impl Topology {
     }
 
     /// The indexes of `keys` grouped by the master owning each key, in
-    /// order of first appearance.
+    /// order of first appearance. A key that cannot be routed is left out
+    /// and its failure handed to `unrouted`, which may stop there (`Err`).
     pub(crate) fn by_node<'k>(
         &self,
         keys: impl IntoIterator<Item = &'k [u8]>,
+        mut unrouted: impl FnMut(Failure) -> Result<(), Failure>,
     ) -> Result<Vec<(Node, Vec<usize>)>, Failure> {
         let mut groups: Vec<(Node, Vec<usize>)> = Vec::new();
         for (i, key) in keys.into_iter().enumerate() {
-            let node = self.route(key)?;
+            let node = match self.route(key) {
+                Ok(node) => node,
+                Err(f) => {
+                    unrouted(f)?;
+                    continue;
+                }
+            };
             match groups.iter_mut().find(|(n, _)| *n == node) {
                 Some((_, g)) => g.push(i),
                 None => groups.push((node, vec![i])),
