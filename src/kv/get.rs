@@ -220,12 +220,9 @@ impl Kv {
                 }
                 let v = self.compute(compute);
                 let shared: op::Value = Arc::new(v.clone());
-                if cacheable {
-                    if let Err(e) =
-                        self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires })
-                    {
-                        log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
-                    }
+                let set = || self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires });
+                if let Some(Err(e)) = cacheable.then(set) {
+                    log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                 }
                 leader.publish(Some(shared));
                 v

@@ -125,14 +125,9 @@ impl Io {
 
 impl IoThread {
     fn run(&mut self, job: Job) -> Done {
-        if job.reset {
-            let mut lost = false;
-            for node in self.links.keys().cloned().collect::<Vec<_>>() {
-                lost |= self.forget(&node);
-            }
-            if lost {
-                self.unguarded();
-            }
+        let reset: Vec<Node> = if job.reset { self.links.keys().cloned().collect() } else { Vec::new() };
+        if reset.iter().fold(false, |lost, node| self.forget(node) | lost) {
+            self.unguarded();
         }
         let outcome = match &job.work {
             Work::Single { replies } => Outcome::Single(self.single(&job.buf, *replies)),

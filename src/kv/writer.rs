@@ -449,9 +449,7 @@ impl Writer {
                 continue;
             };
             match reply_error(&v) {
-                None => {
-                    self.shared.add(Count::Written, 1);
-                }
+                None => self.shared.add(Count::Written, 1),
                 Some((code, text)) => {
                     let cause = net::Cause::of_code(&code);
                     if cause.action() == Action::Drop {
