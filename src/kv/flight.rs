@@ -3,20 +3,15 @@
 //! encoded value) instead of computing it again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::op::Value;
 
-#[derive(Default)]
-struct Flight {
-    /// `None` while computing; then the value, or `Some(None)` if the
-    /// leader had none to share (its computation panicked): followers
-    /// compute for themselves.
-    result: Mutex<Option<Option<Value>>>,
-    cv: Condvar,
-}
+/// Set once by the leader: its value, or `None` if it had none to share
+/// (its computation panicked): followers compute for themselves.
+type Flight = OnceLock<Option<Value>>;
 
 #[derive(Default)]
 pub(crate) struct Flights {
@@ -39,22 +34,14 @@ pub(crate) struct Leader<'a> {
 impl Flights {
     /// Joins the flight for `key`, or starts it.
     pub(crate) fn join(&self, key: &[u8]) -> Role<'_> {
-        let flight = {
-            let mut map = self.map.lock();
-            match map.get(key) {
-                Some(f) => f.clone(),
-                None => {
-                    let flight = Arc::new(Flight::default());
-                    map.insert(key.into(), flight.clone());
-                    return Role::Leader(Leader { flights: self, key: key.into(), flight });
-                }
-            }
-        };
-        let mut result = flight.result.lock();
-        while result.is_none() {
-            flight.cv.wait(&mut result);
+        let mut map = self.map.lock();
+        if let Some(flight) = map.get(key).cloned() {
+            drop(map);
+            return Role::Follower(flight.wait().clone());
         }
-        Role::Follower(result.clone().flatten())
+        let flight = Arc::new(Flight::new());
+        map.insert(key.into(), flight.clone());
+        Role::Leader(Leader { flights: self, key: key.into(), flight })
     }
 }
 
@@ -62,12 +49,7 @@ impl Leader<'_> {
     /// Hands the result to the waiting callers and ends the flight (the
     /// first call only).
     pub(crate) fn publish(&self, value: Option<Value>) {
-        let mut result = self.flight.result.lock();
-        if result.is_none() {
-            *result = Some(value);
-            self.flight.cv.notify_all();
-        }
-        drop(result);
+        let _ = self.flight.set(value);
         let mut map = self.flights.map.lock();
         if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
             map.remove(&self.key);

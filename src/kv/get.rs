@@ -90,13 +90,12 @@ impl Kv {
             out.push(found.hit());
         }
         if !remote.is_empty() {
-            let permit = self.breaker.permit();
-            if permit != Permit::Deny {
+            let replies = self.call(|| {
                 let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].key().to_vec()).collect();
-                let replies = self.call(permit, || self.pool.mget(&ask, self.cfg.max_batch_size))?;
-                for ((i, ticket), reply) in remote.into_iter().zip(replies) {
-                    out[i] = self.found_in(full[i].key(), reply, ticket).hit();
-                }
+                self.pool.mget(&ask, self.cfg.max_batch_size)
+            })?;
+            for ((i, ticket), reply) in remote.into_iter().zip(replies.into_iter().flatten()) {
+                out[i] = self.found_in(full[i].key(), reply, ticket).hit();
             }
         }
         for v in &out {
@@ -124,14 +123,7 @@ impl Kv {
             Found::Absent => false,
             Found::Unknown => match near {
                 Some(Ok(_)) => true,
-                _ => {
-                    let permit = self.breaker.permit();
-                    if permit == Permit::Deny {
-                        false
-                    } else {
-                        self.call(permit, || self.pool.exists(full))?
-                    }
-                }
+                _ => self.call(|| self.pool.exists(full))?.unwrap_or(false),
             },
         };
         self.timed(Op::Exists, t0, namespace, key);
@@ -160,11 +152,8 @@ impl Kv {
             Ok(()) | Err(Error::Dropped { .. }) => {}
             Err(e) => log::debug!("tradecache::kv: clear_namespace({namespace}): flush: {e}"),
         }
-        let permit = self.breaker.permit();
-        if permit == Permit::Deny {
-            return Err(self.unavailable());
-        }
-        let n = self.call(permit, || self.pool.scan_unlink(&self.keys.namespace_pattern(namespace)))?;
+        let n = self.call(|| self.pool.scan_unlink(&self.keys.namespace_pattern(namespace)))?;
+        let n = n.ok_or_else(|| self.unavailable())?;
         let head = self.keys.namespace_head(namespace);
         self.overlay.forget_prefix(&head);
         if let Some(near) = &self.near {
@@ -219,10 +208,7 @@ impl Kv {
         let value = match self.flights.join(full) {
             Role::Follower(shared) => {
                 self.metrics.flight_waits.fetch_add(1, Relaxed);
-                match shared.and_then(|v| decode_value::<T>(&*v, enc).ok()) {
-                    Some(v) => v,
-                    None => self.compute(compute),
-                }
+                shared.and_then(|v| decode_value::<T>(&*v, enc).ok()).unwrap_or_else(|| self.compute(compute))
             }
             Role::Leader(leader) => {
                 // A caller that finished just before us may have cached it.
@@ -234,12 +220,9 @@ impl Kv {
                 }
                 let v = self.compute(compute);
                 let shared: op::Value = Arc::new(v.clone());
-                if cacheable {
-                    if let Err(e) =
-                        self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires })
-                    {
-                        log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
-                    }
+                let set = || self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires });
+                if let Some(Err(e)) = cacheable.then(set) {
+                    log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                 }
                 leader.publish(Some(shared));
                 v
@@ -259,12 +242,10 @@ impl Kv {
             Ok(found) => return Ok(found),
             Err(t) => t,
         };
-        let permit = self.breaker.permit();
-        if permit == Permit::Deny {
-            return Ok(Found2::Skipped);
-        }
-        let reply = self.call(permit, || self.pool.get(key))?;
-        Ok(self.found_in(key, reply, ticket))
+        Ok(match self.call(|| self.pool.get(key))? {
+            Some(reply) => self.found_in(key, reply, ticket),
+            None => Found2::Skipped,
+        })
     }
 
     /// The queued writes, then the near cache; `Err` with the near cache's
@@ -318,7 +299,9 @@ impl Kv {
     fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
         r.map_or_else(
             |text| {
-                self.corrupt(key, &text);
+                self.metrics.corrupt.fetch_add(1, Relaxed);
+                let key = String::from_utf8_lossy(key);
+                log::warn!("tradecache::kv: unusable value at {key} (counted as a miss): {text}");
                 Found2::Miss
             },
             Found2::Hit,
@@ -331,20 +314,17 @@ impl Kv {
         if hit { &c.hits } else { &c.misses }.fetch_add(1, Relaxed);
     }
 
-    fn corrupt(&self, key: &[u8], text: &str) {
-        self.metrics.corrupt.fetch_add(1, Relaxed);
-        log::warn!(
-            "tradecache::kv: unusable value at {} (counted as a miss): {text}",
-            String::from_utf8_lossy(key)
-        );
-    }
-
-    /// Runs a Redis call under the breaker, counting its outcome.
-    fn call<R>(&self, permit: Permit, f: impl FnOnce() -> std::result::Result<R, Failure>) -> Result<R> {
+    /// Runs a Redis call under the breaker, counting its outcome; `None`
+    /// when the breaker keeps it away from Redis.
+    fn call<R>(&self, f: impl FnOnce() -> std::result::Result<R, Failure>) -> Result<Option<R>> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Deny {
+            return Ok(None);
+        }
         match f() {
             Ok(r) => {
                 self.breaker.success(permit);
-                Ok(r)
+                Ok(Some(r))
             }
             Err(mut fail) => {
                 self.metrics.read_error(fail.class());

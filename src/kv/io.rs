@@ -30,7 +30,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Value;
 
-use super::pool;
 use super::route::{self, Links, Node, Topology};
 use crate::channel::Shared;
 use crate::net::{self, reply_error, Action, ClientIdentity, Conn, Failure};
@@ -126,14 +125,9 @@ impl Io {
 
 impl IoThread {
     fn run(&mut self, job: Job) -> Done {
-        if job.reset {
-            let mut lost = false;
-            for node in self.links.nodes() {
-                lost |= self.forget(&node);
-            }
-            if lost {
-                self.unguarded();
-            }
+        let reset: Vec<Node> = if job.reset { self.links.keys().cloned().collect() } else { Vec::new() };
+        if reset.iter().fold(false, |lost, node| self.forget(node) | lost) {
+            self.unguarded();
         }
         let outcome = match &job.work {
             Work::Single { replies } => Outcome::Single(self.single(&job.buf, *replies)),
@@ -153,7 +147,7 @@ impl IoThread {
     fn forget(&mut self, node: &Node) -> bool {
         let carried = self.used.remove(node);
         let mut lost = false;
-        if let Some(conn) = self.links.drop_node(node) {
+        if let Some(conn) = self.links.remove(node) {
             if let (true, Some(id)) = (carried, conn.client) {
                 if self.suspects.len() >= MAX_SUSPECTS {
                     self.suspects.remove(0);
@@ -169,13 +163,13 @@ impl IoThread {
     /// before it can apply anything after this returns.
     fn link(&mut self, node: &Node) -> Result<&mut Conn, Failure> {
         let IoThread { topo, links, used, suspects, .. } = self;
-        let conn = links.get(topo, node)?.0;
+        let conn = topo.link(links, node)?.0;
         if conn.client.is_none() {
             let text = "the kv writer cannot name its connection (CLIENT INFO refused), so it could not keep a \
                         dropped connection's late writes out: it needs +client|info and +client|kill (docs/kv.md, \
                         the kv ACL)";
             let f = Failure::new(net::Cause::Auth, conn.addr.clone(), text);
-            links.drop_node(node);
+            links.remove(node);
             return Err(f);
         }
         while let Some(i) = suspects.iter().position(|(addr, _)| *addr == conn.addr) {
@@ -196,13 +190,13 @@ impl IoThread {
                 Err(e) => {
                     let f = Failure::of(&e, &conn.addr);
                     // This one carried no write: nothing to kill later.
-                    links.drop_node(node);
+                    links.remove(node);
                     return Err(f);
                 }
             }
         }
         used.insert(node.clone());
-        links.get(topo, node).map(|(c, _)| c)
+        topo.link(links, node).map(|(c, _)| c)
     }
 
     /// A dropped connection had to be forgotten without being killed.
@@ -217,7 +211,7 @@ impl IoThread {
     fn single(&mut self, buf: &[u8], replies: usize) -> Result<(Vec<Value>, String), Failure> {
         let conn = self.link(&Node::Main)?;
         let addr = conn.addr.clone();
-        match pool::exchange(conn, buf, replies) {
+        match exchange(conn, buf, replies) {
             (out, None) => Ok((out, addr)),
             (_, Some(f)) => {
                 self.drop_link(&Node::Main);
@@ -233,16 +227,12 @@ impl IoThread {
     fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> Outcome {
         let mut out: Vec<Reply> = vec![None; cmds.len()];
         let mut failure = None;
-        let mut groups: Vec<(Node, Vec<usize>)> = Vec::new();
-        for (i, (key, _)) in cmds.iter().enumerate() {
-            match self.topo.route(key) {
-                Ok(node) => match groups.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, g)) => g.push(i),
-                    None => groups.push((node, vec![i])),
-                },
-                Err(f) => failure = Some(f),
-            }
-        }
+        // A key that cannot be routed stays unsent; the others go.
+        let unrouted = |f| {
+            failure = Some(f);
+            Ok(())
+        };
+        let groups = self.topo.by_node(cmds.iter().map(|(key, _)| &key[..]), unrouted).unwrap_or_default();
         let mut packed = Vec::new();
         for (node, group) in groups {
             packed.clear();
@@ -260,7 +250,7 @@ impl IoThread {
                 }
             };
             let addr: Arc<str> = conn.addr.as_str().into();
-            let (replies, io) = pool::exchange(conn, &packed, group.len());
+            let (replies, io) = exchange(conn, &packed, group.len());
             let mut reconnect = false;
             for (&i, v) in group.iter().zip(replies) {
                 if let Some((code, _)) = reply_error(&v) {
@@ -282,4 +272,20 @@ impl IoThread {
         }
         Outcome::Cluster(out, failure)
     }
+}
+
+/// Sends `buf` and reads `n` replies: those read, and the failure that
+/// stopped it, if any (the connection must be dropped then).
+fn exchange(c: &mut net::Conn, buf: &[u8], n: usize) -> (Vec<Value>, Option<Failure>) {
+    let mut out = Vec::with_capacity(n);
+    if let Err(e) = c.con.send_packed_command(buf) {
+        return (out, Some(Failure::of(&e, &c.addr)));
+    }
+    for _ in 0..n {
+        match c.con.recv_response() {
+            Ok(v) => out.push(v),
+            Err(e) => return (out, Some(Failure::of(&e, &c.addr))),
+        }
+    }
+    (out, None)
 }

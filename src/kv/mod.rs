@@ -65,9 +65,8 @@ mod writer;
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -133,8 +132,6 @@ pub struct Kv {
     breaker: Breaker,
     metrics: Metrics,
     flights: Flights,
-    /// The invalidation listener (with `near_tracking`).
-    tracking: Option<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Kv {
@@ -211,22 +208,14 @@ impl Kv {
             source: Some(crate::net::source_of(&e)),
         };
         let writer =
-            Writer::new(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
+            Writer::spawn(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
                 .map_err(spawn_error)?;
-        let writer = std::thread::Builder::new()
-            .name("tradecache-kv-writer".into())
-            .spawn(move || writer.run())
-            .map_err(spawn_error)?;
         let keys = KeySpace::new(&config.key_prefix);
         let near =
             (config.near_capacity > 0).then(|| Arc::new(Near::new(config.near_capacity, config.near_ttl)));
-        let tracking = match &near {
-            Some(near) if config.near_tracking && !topo.clustered() => {
-                let t = near::spawn_tracking(topo.clone(), near.clone(), keys.head().to_vec());
-                Some(Mutex::new(Some(t.map_err(spawn_error)?)))
-            }
-            _ => None,
-        };
+        if let Some(near) = near.as_ref().filter(|_| config.near_tracking && !topo.clustered()) {
+            near::spawn_tracking(topo.clone(), near, keys.head().to_vec()).map_err(spawn_error)?;
+        }
         Ok(Kv {
             keys,
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
@@ -237,7 +226,6 @@ impl Kv {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             metrics: Metrics::new(config.enable_metrics),
             flights: Flights::default(),
-            tracking,
             cfg: config,
         })
     }
@@ -328,7 +316,7 @@ impl Kv {
             writer_running: h.flusher_running,
             backlog: h.backlog,
             breaker: self.breaker.state(),
-            near_tracking: self.tracking.as_ref().and(self.near.as_ref()).map(|n| n.tracking.load(Relaxed)),
+            near_tracking: self.near.as_ref().and_then(|n| n.tracking()),
             last_error: h.last_error,
             backpressure: h.backpressure,
         }
@@ -348,14 +336,7 @@ impl Kv {
     }
 
     fn shutdown(&self, timeout: Duration) -> CloseReport {
-        let stop_tracking = || {
-            if let (Some(near), Some(tracking)) = (&self.near, &self.tracking) {
-                near.stop.store(true, SeqCst);
-                if let Some(t) = tracking.lock().take() {
-                    let _ = t.join();
-                }
-            }
-        };
+        let stop_tracking = || self.near.iter().for_each(|n| n.stop_tracking());
         self.writer.shutdown(timeout, stop_tracking, |deadline| {
             let _ = self.producer.lock().tx.try_send(KvMsg::Shutdown { deadline });
         })

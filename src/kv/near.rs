@@ -12,16 +12,14 @@
 //! either connection is lost, the near cache is emptied and both are set
 //! up again.
 //!
-//! A write evicts its key here after recording itself in the overlay; a
-//! lookup takes its ticket here before it looks at the overlay (see
-//! `Kv::local`), and a value read from Redis is kept only if nothing
-//! evicted in its shard since the ticket, so a `get` never brings back a
-//! value older than one this process wrote.
+//! How writes, lookups and fills are ordered so that a `get` never brings
+//! back a value older than one this process wrote: `Kv::local`.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -48,6 +46,7 @@ struct Shard {
     epoch: u64,
 }
 
+#[derive(Default)]
 pub(crate) struct Near {
     hasher: KeyHash,
     shards: Box<[Mutex<Shard>]>,
@@ -56,9 +55,11 @@ pub(crate) struct Near {
     pub(crate) hits: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     /// The tracking listener is subscribed (when tracking is on).
-    pub(crate) tracking: AtomicBool,
+    subscribed: AtomicBool,
     /// Set to stop the tracking listener.
-    pub(crate) stop: AtomicBool,
+    stop: AtomicBool,
+    /// The tracking listener, while it runs (with `near_tracking`).
+    listener: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What a read that may fill the near cache saw before going to Redis.
@@ -67,16 +68,8 @@ pub(crate) struct Ticket(u64);
 
 impl Near {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
-        Near {
-            hasher: KeyHash::default(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
-            ttl,
-            hits: AtomicU64::new(0),
-            invalidations: AtomicU64::new(0),
-            tracking: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        }
+        let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
+        Near { shards, per_shard: capacity.div_ceil(SHARDS).max(1), ttl, ..Near::default() }
     }
 
     #[inline]
@@ -146,19 +139,30 @@ impl Near {
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map.len()).sum()
     }
+
+    /// Whether the tracking listener is subscribed; `None` when none runs.
+    pub(crate) fn tracking(&self) -> Option<bool> {
+        self.listener.lock().is_some().then(|| self.subscribed.load(Relaxed))
+    }
+
+    /// Stops the tracking listener, if any, and joins it.
+    pub(crate) fn stop_tracking(&self) {
+        self.stop.store(true, SeqCst);
+        let listener = self.listener.lock().take();
+        if let Some(t) = listener {
+            let _ = t.join();
+        }
+    }
 }
 
-/// The tracking listener thread; stops when `near.stop` is set.
-pub(crate) fn spawn_tracking(
-    topo: Arc<Topology>,
-    near: Arc<Near>,
-    prefix: Vec<u8>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("tradecache-kv-tracking".into()).spawn(move || {
+/// Starts the tracking listener thread (until [`Near::stop_tracking`]).
+pub(crate) fn spawn_tracking(topo: Arc<Topology>, owner: &Arc<Near>, prefix: Vec<u8>) -> std::io::Result<()> {
+    let near = owner.clone();
+    let t = std::thread::Builder::new().name("tradecache-kv-tracking".into()).spawn(move || {
         let mut backoff = Backoff::new(topo.cfg.reconnect_backoff_min, topo.cfg.reconnect_backoff_max);
         while !near.stop.load(SeqCst) {
             let result = listen(&topo, &near, &prefix);
-            near.tracking.store(false, SeqCst);
+            near.subscribed.store(false, SeqCst);
             // Invalidations may have been missed while not listening.
             near.clear(b"");
             if let Err(text) = result {
@@ -171,7 +175,9 @@ pub(crate) fn spawn_tracking(
                 backoff.reset();
             }
         }
-    })
+    })?;
+    *owner.listener.lock() = Some(t);
+    Ok(())
 }
 
 /// One session: subscribe, enable tracking, evict what the server names.
@@ -192,7 +198,7 @@ fn listen(topo: &Topology, near: &Near, prefix: &[u8]) -> Result<(), String> {
     tracker.query(&cmd).map_err(|e| format!("CLIENT TRACKING: {e}"))?;
     // The near cache may hold values from before the subscription.
     near.clear(b"");
-    near.tracking.store(true, SeqCst);
+    near.subscribed.store(true, SeqCst);
     ps.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
     let mut last_ping = Instant::now();
     while !near.stop.load(SeqCst) {

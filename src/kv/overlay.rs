@@ -65,11 +65,8 @@ pub(crate) struct Overlay {
 
 impl Overlay {
     pub(crate) fn new() -> Self {
-        let hasher = KeyHash::default();
-        let shard =
-            || Mutex::new(ShardMap { map: HashMap::with_hasher(KeyHash::default()), sweep_at: SWEEP_AT });
-        let shards = (0..SHARDS).map(|_| shard()).collect();
-        Overlay { hasher, shards }
+        let shard = |_| Mutex::new(ShardMap { map: HashMap::default(), sweep_at: SWEEP_AT });
+        Overlay { hasher: KeyHash::default(), shards: (0..SHARDS).map(shard).collect() }
     }
 
     #[inline]

@@ -64,7 +64,7 @@ impl Pool {
             attempt += 1;
             let node = self.topo.route(key)?;
             let mut reused = false;
-            let result = links.get(&self.topo, &node).and_then(|(c, fresh)| {
+            let result = self.topo.link(links, &node).and_then(|(c, fresh)| {
                 reused = !fresh;
                 f(c, packer)
             });
@@ -73,7 +73,7 @@ impl Pool {
                 Err(e) => e,
             };
             // Replies may be left unread after an error: never reuse it.
-            links.drop_node(&node);
+            links.remove(&node);
             // `MOVED` (class ReadOnly), `ASK`, `CLUSTERDOWN`, `TRYAGAIN`
             // (Busy) or a lost node: the slot table may be out of date.
             let stale = self.topo.clustered()
@@ -89,12 +89,10 @@ impl Pool {
         }
     }
 
-    /// `GET key`.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Reply, Failure> {
         self.with_node(key, |c, p| one_reply(roundtrip(c, p, &[b"GET", key])?))
     }
 
-    /// `EXISTS key`.
     pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, Failure> {
         self.with_node(key, |c, p| match roundtrip(c, p, &[b"EXISTS", key])? {
             Value::Int(n) => Ok(n > 0),
@@ -120,7 +118,7 @@ impl Pool {
                 part.iter().for_each(|k| p.bulk(k));
             }
             let mut out = Vec::with_capacity(keys.len());
-            for (v, part) in replies(c, &p.buf, p.commands)?.into_iter().zip(keys.chunks(chunk.max(1))) {
+            for (v, part) in c.round_trip(p)?.into_iter().zip(keys.chunks(chunk.max(1))) {
                 match v {
                     Value::Array(items) if items.len() == part.len() => {
                         out.extend(items.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)))
@@ -133,20 +131,12 @@ impl Pool {
     }
 
     fn mget_cluster(&self, keys: &[Vec<u8>]) -> Result<Vec<Reply>, Failure> {
-        let mut by_node: Vec<(Node, Vec<usize>)> = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let node = self.topo.route(k)?;
-            match by_node.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, v)) => v.push(i),
-                None => by_node.push((node, vec![i])),
-            }
-        }
         let mut out: Vec<Reply> = keys.iter().map(|_| Reply::Nil).collect();
-        for (_, idx) in by_node {
+        for (_, idx) in self.topo.by_node(keys.iter().map(|k| &k[..]), Err)? {
             let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
                 idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));
-                let vs = replies(c, &p.buf, idx.len())?;
+                let vs = c.round_trip(p)?;
                 if let Some(v) =
                     vs.iter().find(|v| reply_error(v).is_some_and(|(code, _)| route::is_redirect(&code)))
                 {
@@ -168,11 +158,11 @@ impl Pool {
         for node in self.topo.masters()? {
             let mut slot = self.slot();
             let Slot { links, .. } = &mut *slot;
-            let c = links.get(&self.topo, &node)?.0;
+            let c = self.topo.link(links, &node)?.0;
             match scan_unlink_on(c, pattern, self.topo.clustered()) {
                 Ok(n) => deleted += n,
                 Err(f) => {
-                    links.drop_node(&node);
+                    links.remove(&node);
                     return Err(f);
                 }
             }
@@ -206,7 +196,7 @@ fn scan_unlink_on(c: &mut net::Conn, pattern: &[u8], per_key: bool) -> Result<u6
                 p.bulk(b"UNLINK");
                 keys.iter().for_each(|k| p.bulk(k));
             }
-            for v in replies(c, &p.buf, p.commands)? {
+            for v in c.round_trip(&p)? {
                 match v {
                     Value::Int(n) => deleted += n.max(0) as u64,
                     v => return Err(server_failure(c, &v)),
@@ -219,34 +209,11 @@ fn scan_unlink_on(c: &mut net::Conn, pattern: &[u8], per_key: bool) -> Result<u6
     }
 }
 
-/// Sends `buf` and reads `n` replies: those read, and the failure that
-/// stopped it, if any (the connection must be dropped then).
-pub(crate) fn exchange(c: &mut net::Conn, buf: &[u8], n: usize) -> (Vec<Value>, Option<Failure>) {
-    let mut out = Vec::with_capacity(n);
-    if let Err(e) = c.con.send_packed_command(buf) {
-        return (out, Some(Failure::of(&e, &c.addr)));
-    }
-    for _ in 0..n {
-        match c.con.recv_response() {
-            Ok(v) => out.push(v),
-            Err(e) => return (out, Some(Failure::of(&e, &c.addr))),
-        }
-    }
-    (out, None)
-}
-
-fn replies(c: &mut net::Conn, buf: &[u8], n: usize) -> Result<Vec<Value>, Failure> {
-    match exchange(c, buf, n) {
-        (v, None) => Ok(v),
-        (_, Some(f)) => Err(f),
-    }
-}
-
 /// One command's reply.
 fn roundtrip(c: &mut net::Conn, p: &mut Packer, cmd: &[&[u8]]) -> Result<Value, Failure> {
     p.clear();
     p.cmd(cmd);
-    Ok(replies(c, &p.buf, 1)?.pop().unwrap_or(Value::Nil))
+    Ok(c.round_trip(p)?.pop().unwrap_or(Value::Nil))
 }
 
 fn one_reply(v: Value) -> Result<Reply, Failure> {

@@ -4,7 +4,7 @@
 //! each routed by its slot with the table from `CLUSTER SLOTS`, read again
 //! after `MOVED`/`ASK` or a failure. Connecting is `crate::net`'s.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,11 +43,7 @@ impl Slots {
             else {
                 continue;
             };
-            let host = match m.first() {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(Value::SimpleString(s)) => s.clone(),
-                _ => continue,
-            };
+            let Some(host) = m.first().and_then(net::discovery::text) else { continue };
             let host = if host.is_empty() { seed_host.to_string() } else { host };
             let Some(Value::Int(port)) = m.get(1) else { continue };
             let node = Node::At(host.into(), *port as u16);
@@ -137,6 +133,44 @@ impl Topology {
         *self.slots.write() = None;
     }
 
+    /// The indexes of `keys` grouped by the master owning each key, in
+    /// order of first appearance. A key that cannot be routed is left out
+    /// and its failure handed to `unrouted`, which may stop there (`Err`).
+    pub(crate) fn by_node<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        mut unrouted: impl FnMut(Failure) -> Result<(), Failure>,
+    ) -> Result<Vec<(Node, Vec<usize>)>, Failure> {
+        let mut groups: Vec<(Node, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            let node = match self.route(key) {
+                Ok(node) => node,
+                Err(f) => {
+                    unrouted(f)?;
+                    continue;
+                }
+            };
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// The connection to `node` in `links`, connecting if there is none, and
+    /// whether it was opened just now (a reused one may have died while idle).
+    pub(crate) fn link<'a>(
+        &self,
+        links: &'a mut Links,
+        node: &Node,
+    ) -> Result<(&'a mut Conn, bool), Failure> {
+        match links.entry(node.clone()) {
+            Entry::Occupied(e) => Ok((e.into_mut(), false)),
+            Entry::Vacant(e) => Ok((e.insert(self.connect(node, None)?), true)),
+        }
+    }
+
     pub(crate) fn connect(&self, node: &Node, deadline: Option<Instant>) -> Result<Conn, Failure> {
         match node {
             Node::Main => net::connect(&self.cfg, "", deadline),
@@ -146,39 +180,8 @@ impl Topology {
 }
 
 /// Connections to the nodes one user (the writer, one pool slot) talks
-/// to, opened on demand.
-#[derive(Default)]
-pub(crate) struct Links {
-    conns: HashMap<Node, Conn>,
-}
-
-impl Links {
-    /// The connection to `node`, connecting if there is none, and whether
-    /// it was opened just now (a reused one may have died while idle).
-    pub(crate) fn get(&mut self, topo: &Topology, node: &Node) -> Result<(&mut Conn, bool), Failure> {
-        let fresh = !self.conns.contains_key(node);
-        if fresh {
-            let c = topo.connect(node, None)?;
-            self.conns.insert(node.clone(), c);
-        }
-        let no_conn = || Failure::new(net::Cause::Protocol, "", "no connection");
-        self.conns.get_mut(node).map(|c| (c, fresh)).ok_or_else(no_conn)
-    }
-
-    pub(crate) fn insert(&mut self, node: Node, conn: Conn) {
-        self.conns.insert(node, conn);
-    }
-
-    /// Removes the connection to `node` and hands it over.
-    pub(crate) fn drop_node(&mut self, node: &Node) -> Option<Conn> {
-        self.conns.remove(node)
-    }
-
-    /// The nodes connected to.
-    pub(crate) fn nodes(&self) -> Vec<Node> {
-        self.conns.keys().cloned().collect()
-    }
-}
+/// to, opened on demand by [`Topology::link`].
+pub(crate) type Links = HashMap<Node, Conn>;
 
 /// What a reply error asks of the router: `MOVED`/`ASK` mean the slot
 /// table is out of date.

@@ -108,12 +108,8 @@ impl Kv {
                 format!("{d:?}"),
                 "at least 1ms (Redis counts in milliseconds), or Ttl::Never",
             ))),
-            Some(d) => {
-                // Capped: a TTL of `Duration::MAX` is "very long", not a panic.
-                const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-                let now = Instant::now();
-                Ok(Some(now.checked_add(d.min(CENTURY)).unwrap_or(now)))
-            }
+            // Capped: a TTL of `Duration::MAX` is "very long", not a panic.
+            Some(d) => Ok(Some(crate::net::deadline_after(d))),
             None => Ok(None),
         }
     }

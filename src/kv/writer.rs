@@ -1,27 +1,24 @@
 //! The kv writer thread: drains the channel, coalesces per key, and writes
 //! `SET key value PX ms` / `DEL` / `PEXPIRE` / `PERSIST` in batches (one
-//! `MULTI … EXEC` each outside a cluster, per-master pipelines in one),
-//! handed to its I/O thread (`io.rs`) so that this thread keeps draining
-//! the channel while a batch waits for Redis.
+//! `MULTI … EXEC` outside a cluster, per-master pipelines in one) through
+//! its I/O thread (`io.rs`), so that it keeps draining while a batch waits.
 //!
-//! Why not the `Cache` flusher: state must apply exactly once and in
-//! order, so the flusher keeps a commit marker, holds every event through
-//! an outage and stops draining when it cannot hold more (callers are
-//! refused). A cache may lose or replace a write at the cost of a miss, and
-//! must never push back on a trading loop. So this writer keeps the newest
-//! write per key, always drains, drops (and counts) writes to new keys past
-//! `max_pending_keys`, and resends a batch whose reply was lost (its
-//! commands are idempotent; anything newer for the key is sent after it).
-//! The callers' side, the intake loop and the backoff are the flusher's
-//! (`crate::channel`, `crate::channel::intake`, `crate::net::Backoff`).
+//! Why not the `Cache` flusher: state applies exactly once and in order, so
+//! the flusher holds every event through an outage and refuses callers when
+//! full. A cache may lose a write at the cost of a miss and must never push
+//! back on a trading loop: this writer keeps the newest write per key,
+//! always drains, drops (and counts) new keys past `max_pending_keys`, and
+//! resends a batch whose reply was lost (idempotent; anything newer is sent
+//! after it). The intake loop and backoff are the flusher's.
 //!
 //! TTLs become `PX` at send time from the call's deadline, so a value held
-//! through an outage does not outlive its TTL (one that expired meanwhile
-//! is sent as a `DEL`).
+//! through an outage does not outlive its TTL (one already expired is sent
+//! as a `DEL`).
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -61,7 +58,6 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     overlay: Arc<Overlay>,
     done: Sender<CloseReport>,
-    /// The I/O thread.
     io: Io,
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
@@ -103,8 +99,8 @@ impl Intake for Writer {
 }
 
 impl Writer {
-    /// The writer, with its I/O thread started.
-    pub(crate) fn new(
+    /// Starts the writer thread `tradecache-kv-writer` and its I/O thread.
+    pub(crate) fn spawn(
         cfg: KvConfig,
         topo: Arc<Topology>,
         rx: Receiver<KvMsg>,
@@ -112,14 +108,14 @@ impl Writer {
         overlay: Arc<Overlay>,
         done: Sender<CloseReport>,
         links: Links,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<JoinHandle<()>> {
         let backoff = Backoff::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
         shared.set_connected(true);
         let io = io::spawn(topo.clone(), links, shared.clone())?;
         shared.set_alive(true);
-        Ok(Writer {
+        let writer = Writer {
             backoff,
             topo,
             rx,
@@ -138,10 +134,11 @@ impl Writer {
             raw: Vec::new(),
             framed: Vec::new(),
             cfg,
-        })
+        };
+        std::thread::Builder::new().name("tradecache-kv-writer".into()).spawn(move || writer.run())
     }
 
-    pub(crate) fn run(mut self) {
+    fn run(mut self) {
         let _alive = AliveGuard(self.shared.clone());
         loop {
             if self.shutdown.is_none() {
@@ -155,9 +152,12 @@ impl Writer {
                     }
                     break;
                 }
-                // Nothing to write: wait for the next message. This is
-                // where the thread yields.
-                match self.wait_first() {
+                // Nothing to write: wait for the next message (polls, then
+                // parks after `IDLE_PARK_AFTER`, as the flusher).
+                let idle =
+                    Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
+                let shared = &self.shared;
+                match intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some()) {
                     Wake::Msg(msg) => self.receive(msg),
                     Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
@@ -190,14 +190,6 @@ impl Writer {
             );
         }
         let _ = self.done.try_send(report);
-    }
-
-    /// Polls, then parks after `idle_park_after` without work (as the
-    /// flusher); ends early on a stop request.
-    fn wait_first(&mut self) -> Wake<KvMsg> {
-        let idle = Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
-        let shared = &self.shared;
-        intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some())
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
@@ -457,9 +449,7 @@ impl Writer {
                 continue;
             };
             match reply_error(&v) {
-                None => {
-                    self.shared.add(Count::Written, 1);
-                }
+                None => self.shared.add(Count::Written, 1),
                 Some((code, text)) => {
                     let cause = net::Cause::of_code(&code);
                     if cause.action() == Action::Drop {
