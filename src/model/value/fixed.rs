@@ -294,13 +294,9 @@ impl fmt::Display for Money {
     }
 }
 
-// Stored form of the fixed-point types
-//
-// `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for
-// any precision, and a third of the size of a map with field names (a
-// position has four of them, and stored values are kept small: docs/usage.md,
-// "Stored schema"). Reading also accepts the `{raw, precision[, currency]}`
-// map, the older stored form.
+// Stored form: `[raw, precision]` (money: `[raw, precision, "CCY"]`), exact
+// for any precision and a third of the size of a map with field names
+// (docs/usage.md, "Stored schema"); reading also accepts the older map form.
 
 /// A decoded fixed-point value before its range is checked.
 struct Fixed {
@@ -384,9 +380,6 @@ impl<'de> serde::de::Visitor<'de> for FixedVisitor {
         }
         let raw = raw.ok_or_else(|| A::Error::missing_field("raw"))?;
         let precision = precision.ok_or_else(|| A::Error::missing_field("precision"))?;
-        if self.with_currency && currency.is_none() {
-            return Err(A::Error::missing_field("currency"));
-        }
         Ok(Fixed { raw, precision, currency })
     }
 }
