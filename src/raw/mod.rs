@@ -117,17 +117,6 @@ struct RawRecord {
     state: RawState,
 }
 
-fn copy_in(value: &RawValue, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
-    if value.encoding != encoding {
-        return Err(EncodeError(format!(
-            "a raw value in {:?} given to a cache that stores {encoding:?}",
-            value.encoding
-        )));
-    }
-    out.extend_from_slice(&value.bytes);
-    Ok(())
-}
-
 impl DynEntity for RawRecord {
     fn collection(&self) -> &'static str {
         self.collection
@@ -142,16 +131,22 @@ impl DynEntity for RawRecord {
         self.state.last_updated
     }
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
-        copy_in(&self.value, encoding, out)
+        DynEvent::encode(&self.value, encoding, out)
     }
 }
 
-/// A raw event on its way to the flusher.
-struct RawEvent(RawValue);
-
-impl DynEvent for RawEvent {
+/// A raw event on its way to the flusher (and a raw entity's value): its
+/// bytes, in the cache's encoding.
+impl DynEvent for RawValue {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
-        copy_in(&self.0, encoding, out)
+        if self.encoding != encoding {
+            let stored = self.encoding;
+            return Err(EncodeError(format!(
+                "a raw value in {stored:?} given to a cache that stores {encoding:?}"
+            )));
+        }
+        out.extend_from_slice(&self.bytes);
+        Ok(())
     }
 }
 
@@ -345,7 +340,7 @@ impl Cache {
             return Err(PushError::WrongEncoding(event));
         }
         let back = event.clone();
-        let rec = EventRecord::Dyn(Box::new(RawEvent(event)));
+        let rec = EventRecord::Dyn(Box::new(event));
         self.push(|seq| Msg::Append { seq, collection: collection.0, id, rec }, move || back)
     }
 
