@@ -142,8 +142,7 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Send + 'static {
     /// Unique within one entity's log; recovery drops repeats of an id.
     fn event_id(&self) -> u64;
 
-    /// Turns a clone of the value into a channel payload. The default boxes
-    /// it; there is no need to override this.
+    /// As [`Entity::to_record`].
     #[doc(hidden)]
     fn to_record(&self) -> EventRecord {
         EventRecord::Dyn(Box::new(self.clone()))
@@ -192,8 +191,7 @@ pub trait MarketData: Serialize + DeserializeOwned + Clone + Send + 'static {
     /// validated on every append.
     fn series_id(&self) -> &str;
 
-    /// Turns a clone of the value into a channel payload. The default boxes
-    /// it; there is no need to override this.
+    /// As [`Entity::to_record`].
     #[doc(hidden)]
     fn to_record(&self) -> EventRecord {
         EventRecord::Series(Box::new(self.clone()), Self::CAPACITY)
@@ -359,10 +357,9 @@ const fn refuse(problem: Option<&'static str>) {
     }
 }
 
-/// Carries the compile-time check of a type's collection name: the calls
-/// that build keys from it refer to [`Checked::ENTITY`] or
-/// [`Checked::SERIES`], so a bad name fails the build where such a call is
-/// instantiated (a post-monomorphization error), never a key at run time.
+/// The compile-time check of a type's collection name: the calls that
+/// build keys from it refer to [`Checked::ENTITY`] or [`Checked::SERIES`],
+/// so a bad name fails the build where such a call is instantiated.
 pub(crate) struct Checked<T>(std::marker::PhantomData<T>);
 
 impl<T: Entity> Checked<T> {

@@ -63,11 +63,7 @@ pub enum IdError {
     },
 }
 
-/// Checks that `s` is a valid identifier (see [`Ident`]).
-///
-/// # Errors
-///
-/// Returns the first problem found.
+/// Checks that `s` is a valid identifier (see [`Ident`]): the first problem found.
 pub(crate) fn validate(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty);
@@ -76,22 +72,14 @@ pub(crate) fn validate(s: &str) -> Result<(), IdError> {
         return Err(IdError::TooLong { len: s.len(), max: MAX_LEN });
     }
     // Fast path: printable ASCII that is not a key separator.
-    for (at, b) in s.bytes().enumerate() {
-        if b.is_ascii_graphic() && b != b':' && b != b'{' && b != b'}' {
-            continue;
-        }
-        if b.is_ascii() {
-            return Err(bad_char(s, at));
-        }
-        // Non-ASCII: check characters properly.
-        for (at, ch) in s.char_indices() {
-            if ch == ':' || ch == '{' || ch == '}' || ch.is_whitespace() || ch.is_control() {
-                return Err(bad_char(s, at));
-            }
-        }
+    if s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b':' | b'{' | b'}')) {
         return Ok(());
     }
-    Ok(())
+    let bad = |ch: char| matches!(ch, ':' | '{' | '}') || ch.is_whitespace() || ch.is_control();
+    match s.char_indices().find(|&(_, ch)| bad(ch)) {
+        Some((at, _)) => Err(bad_char(s, at)),
+        None => Ok(()),
+    }
 }
 
 fn bad_char(s: &str, at: usize) -> IdError {

@@ -1,10 +1,5 @@
 //! Accounts, their balances and margins, and balance events.
 
-use std::fmt;
-use std::marker::PhantomData;
-
-use serde::de::{SeqAccess, Visitor};
-use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{example_id, Currency, Money, UnixNanos};
@@ -241,7 +236,7 @@ impl AccountEvent {
 }
 
 /// Serde for fixed slot arrays: a sequence up to the last used slot (empty
-/// slots before it as `null`); decoding accepts up to `N` elements.
+/// slots before it as `null`); decoding accepts up to `N` used slots.
 mod slots {
     use super::*;
 
@@ -249,40 +244,22 @@ mod slots {
         v: &[Option<T>; N],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        let used = v.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
-        let mut seq = s.serialize_seq(Some(used))?;
-        for x in &v[..used] {
-            seq.serialize_element(x)?;
-        }
-        seq.end()
+        v[..v.iter().rposition(Option::is_some).map_or(0, |i| i + 1)].serialize(s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
         d: D,
     ) -> Result<[Option<T>; N], D::Error> {
-        struct V<T, const N: usize>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
-            type Value = [Option<T>; N];
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a sequence of at most {N} entries")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
-                let mut i = 0;
-                while let Some(x) = seq.next_element::<Option<T>>()? {
-                    if i == N {
-                        // Trailing empty slots are harmless; more entries are not.
-                        if x.is_some() {
-                            return Err(serde::de::Error::invalid_length(i + 1, &self));
-                        }
-                        continue;
-                    }
-                    out[i] = x;
-                    i += 1;
-                }
-                Ok(out)
-            }
+        let v = Vec::<Option<T>>::deserialize(d)?;
+        // Trailing empty slots are harmless; more entries are not.
+        if v.iter().rposition(Option::is_some).is_some_and(|i| i >= N) {
+            let expected = format!("a sequence of at most {N} entries");
+            return Err(serde::de::Error::invalid_length(N + 1, &expected.as_str()));
         }
-        d.deserialize_seq(V::<T, N>(PhantomData))
+        let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
+        for (slot, x) in out.iter_mut().zip(v) {
+            *slot = x;
+        }
+        Ok(out)
     }
 }

@@ -112,8 +112,7 @@ impl Instrument {
     ///
     /// # Errors
     ///
-    /// When the text is not a decimal number, has more decimals than the
-    /// precision, or does not fit.
+    /// As [`Price::from_str_with_precision`].
     pub fn parse_price(&self, s: &str) -> Result<Price, super::ParseError> {
         Price::from_str_with_precision(s, self.price_precision)
     }
@@ -122,8 +121,7 @@ impl Instrument {
     ///
     /// # Errors
     ///
-    /// When the text is not a non-negative decimal number, has more decimals
-    /// than the precision, or does not fit.
+    /// As [`Quantity::from_str_with_precision`].
     pub fn parse_quantity(&self, s: &str) -> Result<Quantity, super::ParseError> {
         Quantity::from_str_with_precision(s, self.size_precision)
     }

@@ -1,15 +1,9 @@
 //! The runtime-collection API: entities and events whose collection is
-//! named at run time and whose values arrive already encoded, for callers
-//! that are not Rust types (the Python bindings, a gateway relaying another
-//! language's state) and for tools that copy values without decoding them:
-//! a [`Collection`] names the collection, a [`RawValue`] holds the bytes,
-//! and [`Cache::put_raw`], [`Cache::append_raw`], [`Cache::delete_raw`],
-//! [`Cache::get_raw`], [`Cache::load_raw`] and [`Cache::collections`] write
-//! and read them like the typed API (the flusher treats both alike).
-//!
-//! Keys are the typed API's (docs/usage.md, "Keys"): a raw value and a
-//! typed one of the same collection share keys, so a typed read of a raw
-//! value decodes it with serde like any stored value.
+//! named at run time ([`Collection`]) and whose values arrive already
+//! encoded ([`RawValue`]), for callers that are not Rust types (the Python
+//! bindings, a gateway) and for tools that copy values without decoding
+//! them. Keys are the typed API's (docs/usage.md, "Keys") and the flusher
+//! treats both alike: a typed read of a raw value decodes it with serde.
 
 use std::collections::BTreeSet;
 
@@ -33,12 +27,10 @@ pub use raw_value::{decode, RawValue};
 /// A collection name checked at run time: what [`crate::Entity::COLLECTION`]
 /// is for a Rust type, for writes and reads whose collection is data.
 ///
-/// The name follows the rule of [`crate::Entity::COLLECTION`] (1 to 256
-/// bytes of ASCII letters, digits and punctuation other than `:`, `{`, `}`;
-/// not `index`, `writer`, `stream`, `heartbeat`, `quotes`, `trades` or
-/// `bars`). Names are interned: the first use of a name keeps one copy of
-/// it for the life of the process, at most [`Collection::MAX_NAMES`] names
-/// in all, so a `Collection` is `Copy` and costs nothing on the hot path.
+/// The name follows the rule of [`crate::Entity::COLLECTION`]. Names are
+/// interned: the first use of a name keeps one copy of it for the life of
+/// the process, at most [`Collection::MAX_NAMES`] names in all, so a
+/// `Collection` is `Copy` and costs nothing on the hot path.
 ///
 /// ```
 /// use tradecache::raw::Collection;
@@ -125,17 +117,6 @@ struct RawRecord {
     state: RawState,
 }
 
-fn copy_in(value: &RawValue, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
-    if value.encoding != encoding {
-        return Err(EncodeError(format!(
-            "a raw value in {:?} given to a cache that stores {encoding:?}",
-            value.encoding
-        )));
-    }
-    out.extend_from_slice(&value.bytes);
-    Ok(())
-}
-
 impl DynEntity for RawRecord {
     fn collection(&self) -> &'static str {
         self.collection
@@ -150,16 +131,22 @@ impl DynEntity for RawRecord {
         self.state.last_updated
     }
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
-        copy_in(&self.value, encoding, out)
+        DynEvent::encode(&self.value, encoding, out)
     }
 }
 
-/// A raw event on its way to the flusher.
-struct RawEvent(RawValue);
-
-impl DynEvent for RawEvent {
+/// A raw event on its way to the flusher (and a raw entity's value): its
+/// bytes, in the cache's encoding.
+impl DynEvent for RawValue {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> std::result::Result<(), EncodeError> {
-        copy_in(&self.0, encoding, out)
+        if self.encoding != encoding {
+            let stored = self.encoding;
+            return Err(EncodeError(format!(
+                "a raw value in {stored:?} given to a cache that stores {encoding:?}"
+            )));
+        }
+        out.extend_from_slice(&self.bytes);
+        Ok(())
     }
 }
 
@@ -229,22 +216,18 @@ pub struct RawSnapshot {
     pub report: LoadReport,
 }
 
-/// A stored value, as a load item: the bytes, with the id of its key.
-pub(crate) struct RawItem(pub(crate) Ident, pub(crate) Vec<u8>);
-
-impl LoadItem for RawItem {
+/// A stored value, as a load item: the id of its key, and the bytes.
+impl LoadItem for (Ident, Vec<u8>) {
     fn decode_item(bytes: Vec<u8>, id: &Ident, _: Encoding) -> std::result::Result<Self, String> {
-        Ok(RawItem(id.clone(), bytes))
+        Ok((id.clone(), bytes))
     }
 }
 
 /// A stored event, as a load event: the bytes, kept as stored (no id to
 /// drop repeats by: a raw log is what was appended, exactly once).
-pub(crate) struct RawEntry(pub(crate) Vec<u8>);
-
-impl LoadEvent for RawEntry {
+impl LoadEvent for Vec<u8> {
     fn decode_event(bytes: Vec<u8>, _: Encoding) -> std::result::Result<Self, String> {
-        Ok(RawEntry(bytes))
+        Ok(bytes)
     }
     fn dedup_id(&self) -> Option<u64> {
         None
@@ -357,7 +340,7 @@ impl Cache {
             return Err(PushError::WrongEncoding(event));
         }
         let back = event.clone();
-        let rec = EventRecord::Dyn(Box::new(RawEvent(event)));
+        let rec = EventRecord::Dyn(Box::new(event));
         self.push(|seq| Msg::Append { seq, collection: collection.0, id, rec }, move || back)
     }
 

@@ -1,22 +1,15 @@
-//! The reads, on connections of their own (never the flusher's).
-//! Loading a trader's state back: ids from the index sets, values from
-//! pipelined reads in chunks on parallel workers, long event logs in
-//! slices, decode problems reported by key.
-//!
-//! This file: the public surface (`Cache::load`, `load_open`, `load_all`,
-//! `load_events`) and the consistent-cut retries. `reader.rs`: the
-//! parallel workers; `values.rs`: replies into values; `report.rs`: what a
-//! load returns; `point.rs`: point reads and market-data series;
-//! `raw.rs`: the reads of `crate::raw` (`get_raw`, `load_raw`, …). Values
-//! decode through serde (`codec::decode`; docs/performance.md weighs a
-//! hand-written decoder).
+//! The reads, on connections of their own (never the flusher's). This
+//! file: the loads (`Cache::load`, `load_open`, `load_all`, `load_events`)
+//! and the consistent-cut retries; `reader.rs`: the parallel workers;
+//! `values.rs`: replies into values; `point.rs`: point reads and
+//! market-data series; `raw.rs`: the reads of `crate::raw`. Values decode
+//! through serde (docs/performance.md weighs a hand-written decoder).
 
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
-use crate::model::{Instrument, Position};
 use crate::Cache;
 
 pub(crate) mod point;
@@ -98,10 +91,10 @@ impl Cache {
         let mut snap = Snapshot::default();
         snap.report = self.read_consistent(|r, _| {
             let mut report = LoadReport::default();
-            (snap.instruments, _) = r.load::<_, NoEvent<Instrument>>(false, open_only, &mut report)?;
+            (snap.instruments, _) = r.load::<_, Vec<u8>>(false, open_only, &mut report)?;
             (snap.accounts, snap.account_events) = r.load(true, open_only, &mut report)?;
             (snap.orders, snap.order_events) = r.load(true, open_only, &mut report)?;
-            (snap.positions, _) = r.load::<_, NoEvent<Position>>(false, open_only, &mut report)?;
+            (snap.positions, _) = r.load::<_, Vec<u8>>(false, open_only, &mut report)?;
             Ok((report, false))
         })?;
         Ok(snap)
@@ -109,9 +102,8 @@ impl Cache {
 
     /// Reads with `read` (given the attempt, from 1) until no batch of this
     /// writer landed meanwhile (its commit marker is the same before and
-    /// after: a consistent cut), [`LOAD_ATTEMPTS`] times at most or until
-    /// `read` says stop; then fills the report's `consistent`, `attempts`
-    /// and `elapsed`, and applies `strict_load`.
+    /// after), [`LOAD_ATTEMPTS`] times at most or until `read` says stop;
+    /// then fills in the report and applies `strict_load`.
     pub(super) fn read_consistent(
         &self,
         mut read: impl FnMut(&mut Reader<'_>, u32) -> Result<(LoadReport, bool)>,
@@ -135,8 +127,7 @@ impl Cache {
         Ok(report)
     }
 
-    /// One read with `read` on a reader of its own: times it and applies
-    /// `strict_load`.
+    /// One read with `read` on a reader of its own, timed, `strict_load` applied.
     fn read_once<T>(
         &self,
         read: impl FnOnce(&mut Reader<'_>, &mut LoadReport) -> Result<T>,
@@ -178,8 +169,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn load_all<T: Entity>(&self) -> Result<(Vec<T>, LoadReport)> {
-        let ((items, _), report) =
-            self.read_once(|r, report| r.load::<T, NoEvent<T>>(false, false, report))?;
+        let ((items, _), report) = self.read_once(|r, report| r.load::<T, Vec<u8>>(false, false, report))?;
         Ok((items, report))
     }
 
@@ -260,16 +250,5 @@ impl Cache {
         let () = crate::entity::Checked::<E::Of>::ENTITY;
         crate::ident::validate(id)?;
         self.read_once(|r, report| r.events::<E>(id, report))
-    }
-}
-
-/// A stand-in event type for loads without event logs.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct NoEvent<T>(#[serde(skip)] std::marker::PhantomData<T>);
-
-impl<T: Entity> Event for NoEvent<T> {
-    type Of = T;
-    fn event_id(&self) -> u64 {
-        0
     }
 }

@@ -12,7 +12,7 @@ use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
 use crate::model::Bar;
 use crate::net::Packer;
-use crate::read::{decode_events, reply_error, LoadEvent, LoadIssue, LoadReport};
+use crate::read::{decode_events, reply_error, LoadEvent, LoadIssue, LoadItem, LoadReport};
 use crate::Cache;
 
 impl Cache {
@@ -97,15 +97,12 @@ impl Cache {
     /// type, say).
     pub fn get<T: Entity>(&self, id: &str) -> Result<Option<T>> {
         let () = crate::entity::Checked::<T>::ENTITY;
-        crate::ident::validate(id)?;
-        let key = self.keys().entity(T::COLLECTION, id);
+        let id = crate::Ident::new(id)?;
+        let key = self.keys().entity(T::COLLECTION, &id);
         let Some(b) = self.get_bytes(&key)? else { return Ok(None) };
-        let v: T = crate::store::codec::decode(&b, self.config().encoding)
-            .map_err(|e| Error::Codec { key: key.clone(), detail: e.to_string() })?;
-        if v.id() != id {
-            return Err(Error::Codec { key, detail: format!("value has id {:?}", v.id()) });
-        }
-        Ok(Some(v))
+        T::decode_item(b, &id, self.config().encoding)
+            .map(Some)
+            .map_err(|detail| Error::Codec { key, detail })
     }
 
     /// The event log of entity `id` (`E::Of`'s collection), in append

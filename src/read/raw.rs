@@ -8,7 +8,7 @@ use redis::Value;
 use super::point::{server_error, settle_timeout};
 use crate::error::{Error, Result};
 use crate::ident::{self, Ident};
-use crate::raw::{Collection, RawEntity, RawEntry, RawItem, RawPart, RawSnapshot};
+use crate::raw::{Collection, RawEntity, RawPart, RawSnapshot};
 use crate::read::LoadReport;
 use crate::Cache;
 
@@ -43,8 +43,7 @@ impl Cache {
     /// See [`Cache::append_raw`].
     pub fn get_events_raw(&self, collection: Collection, id: &str) -> Result<Vec<Vec<u8>>> {
         ident::validate(id)?;
-        let entries = self.get_log::<RawEntry>(&self.keys().events(collection.as_str(), id))?;
-        Ok(entries.into_iter().map(|e| e.0).collect())
+        self.get_log(&self.keys().events(collection.as_str(), id))
     }
 
     /// Loads every entity of `collections` (with `with_events`, their event
@@ -164,39 +163,37 @@ impl Cache {
             for &c in &unique {
                 part.attempt = attempt;
                 part.collection = c;
-                let mut held: Vec<RawItem> = Vec::new();
-                let mut sink =
-                    |items: &mut Vec<RawItem>, events: &mut Vec<(Ident, Vec<RawEntry>)>, long: &[Ident]| {
-                        part.entities.clear();
-                        part.entities.reserve(items.len());
-                        // Both in id order: a merge.
-                        let mut evs = events.drain(..).peekable();
-                        for RawItem(id, value) in items.drain(..) {
-                            if long.contains(&id) {
-                                held.push(RawItem(id, value));
-                                continue;
-                            }
-                            while evs.next_if(|(e, _)| *e < id).is_some() {}
-                            let events = match evs.next_if(|(e, _)| *e == id) {
-                                Some((_, l)) => l.into_iter().map(|e| e.0).collect(),
-                                None => Vec::new(),
-                            };
-                            part.entities.push(RawEntity { id, value, events });
+                let mut held: Vec<(Ident, Vec<u8>)> = Vec::new();
+                let mut sink = |items: &mut Vec<(Ident, Vec<u8>)>,
+                                events: &mut Vec<(Ident, Vec<Vec<u8>>)>,
+                                long: &[Ident]| {
+                    part.entities.clear();
+                    part.entities.reserve(items.len());
+                    // Both in id order: a merge.
+                    let mut evs = events.drain(..).peekable();
+                    for (id, value) in items.drain(..) {
+                        if long.contains(&id) {
+                            held.push((id, value));
+                            continue;
                         }
-                        if stopped || part.entities.is_empty() {
-                            return ControlFlow::Continue(());
-                        }
-                        let flow = each(&mut part);
-                        stopped = flow.is_break();
-                        flow
-                    };
+                        while evs.next_if(|(e, _)| *e < id).is_some() {}
+                        let events = evs.next_if(|(e, _)| *e == id).map(|(_, l)| l).unwrap_or_default();
+                        part.entities.push(RawEntity { id, value, events });
+                    }
+                    if stopped || part.entities.is_empty() {
+                        return ControlFlow::Continue(());
+                    }
+                    let flow = each(&mut part);
+                    stopped = flow.is_break();
+                    flow
+                };
                 let (_, mut logs) =
                     r.load_in(c.as_str(), with_events, false, Some(&mut sink), &mut report)?;
                 if !held.is_empty() && !stopped {
                     part.entities.clear();
-                    for RawItem(id, value) in held {
-                        let events = logs.remove(&id).map(|l| l.into_iter().map(|e| e.0).collect());
-                        part.entities.push(RawEntity { id, value, events: events.unwrap_or_default() });
+                    for (id, value) in held {
+                        let events = logs.remove(&id).unwrap_or_default();
+                        part.entities.push(RawEntity { id, value, events });
                     }
                     stopped = each(&mut part).is_break();
                 }
@@ -277,10 +274,9 @@ impl Cache {
         Ok(found)
     }
 
-    /// The names of a complete registry whose index set exists (a set),
-    /// as collections, sorted: one `TYPE` of each index set, in one round
-    /// trip. (A name is interned only once its index set is found: the
-    /// registry may name collections emptied since.)
+    /// The names of a complete registry whose index set exists, sorted (one
+    /// `TYPE` each, one round trip); interned only then, as the registry may
+    /// name collections emptied since.
     fn registered(&self, names: &[Vec<u8>]) -> Result<Vec<Collection>> {
         if names.is_empty() {
             return Ok(Vec::new());
@@ -307,10 +303,8 @@ impl Cache {
     }
 }
 
-/// The collection of an index set found by [`Cache::collections`]: a name
-/// that cannot be one (it breaks the rule of [`Collection::new`], or
-/// [`Collection::MAX_NAMES`] names are interned already) is an error,
-/// never left out of the list.
+/// The collection of an index set found by [`Cache::collections`]; a name
+/// that cannot be one is an error, never left out of the list.
 fn found_collection(name: &[u8]) -> Result<Collection> {
     let name = std::str::from_utf8(name).map_err(|_| {
         Error::Config(crate::error::ConfigError::one(

@@ -37,17 +37,10 @@ fn load_connections() -> usize {
 }
 
 /// A short-lived reader on connections of its own (the flusher's stays
-/// free).
-///
-/// `load_in` splits the sorted ids into chunks of `load_chunk`, which
-/// workers read in parallel ([`Reader::parallel`]): one `MGET` of the
-/// snapshots and one `LRANGE` per event log, the next chunks' requests in
-/// flight while a worker decodes; the calling thread appends the chunks in
-/// id order. Redis, the reply parsing and the decoding all run at once.
+/// free); see [`Reader::load_in`].
 pub(crate) struct Reader<'a> {
     conn: Conn,
-    /// The other workers' connections, opened at the first large load and
-    /// reused by the next.
+    /// The other workers' connections, opened at the first large load.
     extra: Vec<Conn>,
     cfg: &'a Config,
     keys: &'a Keys,
@@ -98,19 +91,16 @@ impl<'a> Reader<'a> {
     }
 
     /// The ids of the open entities of `collection`, sorted: the members
-    /// of `index:{collection}:open`, plus (when the counts say some ids of
-    /// `index:{collection}` are in neither the open nor the closed index,
-    /// as ids written before those existed) those ids, found with one
-    /// `ZDIFF` (Redis 6.2+; sets are taken as sorted sets). Returns whether
-    /// such ids were added (the caller then keeps only the open ones).
+    /// of `index:{collection}:open`, plus, when the counts say some ids of
+    /// `index:{collection}` are in neither the open nor the closed index
+    /// (written before those existed), those ids, found with one `ZDIFF`
+    /// (Redis 6.2+). Returns whether such ids were added (the caller then
+    /// keeps only the open ones).
     ///
-    /// The counts are exact when the open and closed indexes are disjoint
-    /// subsets of `index:{collection}`, which every write of tradecache
-    /// keeps (a batch moves an id from one to the other in one
-    /// transaction; a delete or purge removes it from all three). Indexes
-    /// edited by hand can balance the counts with an unclassified id
-    /// missed (one id in both, another in neither): `tradecache verify`
-    /// reports both, and `load()` reads every id whatever the counts.
+    /// The counts are exact while the open and closed indexes are disjoint
+    /// subsets of `index:{collection}`, as every write of tradecache keeps
+    /// them; indexes edited by hand can hide an unclassified id (one id in
+    /// both, another in neither), which `tradecache verify` reports.
     pub(crate) fn open_ids(
         &mut self,
         collection: &str,
@@ -163,9 +153,9 @@ impl<'a> Reader<'a> {
         Ok((ids, unclassified))
     }
 
-    /// Loads every entity of `T` (see [`Reader::load_in`]), and with `E`
-    /// their event logs; the load's report is merged into `report`.
-    pub(crate) fn load<T: Entity, E: Event>(
+    /// Loads every entity of `T` (see [`Reader::load_in`]), and with
+    /// `with_events` their logs as `E` (any `E`, such as `Vec<u8>`, without).
+    pub(crate) fn load<T: Entity, E: LoadEvent>(
         &mut self,
         with_events: bool,
         open_only: bool,
@@ -175,18 +165,17 @@ impl<'a> Reader<'a> {
     }
 
     /// Loads every entity of `collection` (only the open ones with
-    /// `open_only`, see [`Reader::open_ids`]; the caller has checked the
-    /// name), with their event logs when `with_events`; the load's report
-    /// is merged into `into`.
+    /// `open_only`; the caller has checked the name), with their event logs
+    /// when `with_events`, merging the load's report into `into`. The
+    /// sorted ids are read in chunks of `load_chunk` by [`Reader::parallel`]
+    /// (one `MGET` of the snapshots and one `LRANGE` per log each), and
+    /// appended in id order.
     ///
-    /// With a `sink`, each chunk is handed to it on the calling thread as
-    /// soon as it and every chunk before it have arrived (while the
-    /// workers read the next ones), instead of being collected: its items
-    /// (drained by the sink) and the event logs of the chunk, except those
-    /// that filled their first slice (the `long` ids, also given), whose
-    /// logs are completed afterwards and returned with the (then empty)
-    /// items. `open_only` must be false, and a
-    /// sink that breaks is not called again (the load still completes).
+    /// With a `sink` (and not `open_only`), each chunk is handed to it in
+    /// id order instead of collected: its items (drained by the sink) and
+    /// logs, except the logs that filled their first slice (the `long` ids,
+    /// also given), which are completed afterwards and returned. A sink that
+    /// breaks is not called again (the load still completes).
     pub(crate) fn load_in<T: LoadItem, E: LoadEvent>(
         &mut self,
         collection: &str,

@@ -1,6 +1,5 @@
-//! Turning replies into values: decoding a chunk's snapshots and logs,
-//! index members into ids, and recording what could not be used in the
-//! report.
+//! Turning replies into values (snapshots, logs, index members), and what
+//! could not be used into the report.
 
 use std::collections::HashSet;
 
@@ -23,8 +22,7 @@ pub(super) struct ChunkOut<T, E> {
 }
 
 /// A load reads event logs in slices of this many entries: the first with
-/// the log's chunk, the rest (of long logs, such as an account's balance
-/// events) spread over the workers afterwards.
+/// the log's chunk, the rest spread over the workers afterwards.
 pub(super) const LOG_SLICE: usize = 4096;
 
 /// What a load decodes a snapshot into: an [`Entity`] (through serde), or
@@ -70,11 +68,9 @@ impl<E: Event> LoadEvent for E {
     }
 }
 
-/// A reply a load cannot go on past: a server error other than
-/// `WRONGTYPE`, such as a command the ACL refuses (`NOPERM`) or a server
-/// still loading, is an error of the whole load (read as empty, it would
-/// give a shorter result); `WRONGTYPE` (a key of another type) is a
-/// problem of that key, which the caller reports against it.
+/// A server error other than `WRONGTYPE` (`NOPERM`, a server still
+/// loading) fails the whole load: read as empty, it would give a shorter
+/// result. `WRONGTYPE` is a problem of that key, which the caller reports.
 /// `key` names what was read (made only for the error).
 pub(crate) fn check_reply(reply: &Value, key: impl FnOnce() -> String, addr: &str) -> Result<()> {
     match reply {
@@ -93,9 +89,7 @@ pub(crate) fn reply_error(addr: &str, kind: crate::ErrorKind, what: &str, e: &re
 }
 
 /// Decodes one chunk's replies: the `MGET` of the snapshots and, with
-/// events, one `LRANGE` reply per id. Problems are reported by key in id
-/// order (a snapshot before its log); a refused command fails the chunk
-/// ([`check_reply`]).
+/// events, one `LRANGE` reply per id; problems reported by key in id order.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decode_chunk<T: LoadItem, E: LoadEvent>(
     keys: &Keys,

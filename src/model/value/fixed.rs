@@ -39,9 +39,9 @@ macro_rules! fixed_common {
 /// What `Price` and `Quantity` share beyond `fixed_common`: construction,
 /// parsing, addition, ordering, display and the stored `[raw, precision]`.
 /// `$syntax` is the text `from_str` reads, `$range` its error for a value
-/// that does not fit, `$what` and `$expecting` name the type in decode errors.
+/// that does not fit, `$what` names the type in decode errors.
 macro_rules! fixed_decimal {
-    ($T:ident, $raw:ty, $rounding:literal, $syntax:literal, $range:literal, $what:literal, $expecting:literal) => {
+    ($T:ident, $raw:ty, $rounding:literal, $syntax:literal, $range:literal, $what:literal) => {
         fixed_common!($T, $raw, "value", $rounding);
 
         impl $T {
@@ -105,8 +105,8 @@ macro_rules! fixed_decimal {
 
         impl<'de> Deserialize<'de> for $T {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let f = d.deserialize_any(FixedVisitor { expecting: $expecting, with_currency: false })?;
-                Ok($T::new(fixed_range(f.raw, $what)?, f.precision))
+                let f = Fixed::deserialize(d)?;
+                Ok($T::new(fixed_range(f.raw.0, $what)?, f.precision))
             }
         }
     };
@@ -142,8 +142,7 @@ fixed_decimal!(
     "half away from zero",
     "[+-]digits[.digits]",
     "out of range for a price",
-    "a price",
-    "a price as [raw, precision]"
+    "a price"
 );
 
 impl Price {
@@ -192,8 +191,7 @@ fixed_decimal!(
     "half up",
     "digits[.digits]",
     "negative or out of range for a quantity",
-    "a quantity (non-negative)",
-    "a quantity as [raw, precision]"
+    "a quantity (non-negative)"
 );
 
 impl Quantity {
@@ -294,19 +292,26 @@ impl fmt::Display for Money {
     }
 }
 
-// Stored form of the fixed-point types
-//
-// `[raw, precision]` (money: `[raw, precision, "CCY"]`): integers, exact for
-// any precision, and a third of the size of a map with field names (a
-// position has four of them, and stored values are kept small: docs/usage.md,
-// "Stored schema"). Reading also accepts the `{raw, precision[, currency]}`
-// map, the older stored form.
+// Stored form: `[raw, precision]` (money: `[raw, precision, "CCY"]`), exact
+// for any precision and a third of the size of a map with field names
+// (docs/usage.md, "Stored schema"); reading also accepts the older map form.
 
-/// A decoded fixed-point value before its range is checked.
+/// A decoded `Price` or `Quantity` before its range is checked (serde's
+/// derive reads both the sequence and the map form).
+#[derive(Deserialize)]
+#[serde(expecting = "a fixed-point value as [raw, precision]")]
 struct Fixed {
-    raw: i128,
+    raw: AnyInt,
     precision: u8,
-    currency: Option<Currency>,
+}
+
+/// A decoded `Money` before its range is checked.
+#[derive(Deserialize)]
+#[serde(expecting = "an amount as [raw, precision, \"CCY\"]")]
+struct FixedMoney {
+    raw: AnyInt,
+    precision: u8,
+    currency: Currency,
 }
 
 /// An integer of either sign, as the first element of a stored value.
@@ -331,66 +336,6 @@ impl<'de> Deserialize<'de> for AnyInt {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
-enum FixedField {
-    Raw,
-    Precision,
-    Currency,
-    #[serde(other)]
-    Other,
-}
-
-struct FixedVisitor {
-    expecting: &'static str,
-    with_currency: bool,
-}
-
-impl<'de> serde::de::Visitor<'de> for FixedVisitor {
-    type Value = Fixed;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expecting)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Fixed, A::Error> {
-        use serde::de::Error;
-        let n = 2 + usize::from(self.with_currency);
-        let raw = seq.next_element::<AnyInt>()?.ok_or_else(|| A::Error::invalid_length(0, &self))?.0;
-        let precision = seq.next_element::<u8>()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
-        let currency = if self.with_currency {
-            Some(seq.next_element::<Currency>()?.ok_or_else(|| A::Error::invalid_length(2, &self))?)
-        } else {
-            None
-        };
-        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-            return Err(A::Error::invalid_length(n + 1, &self));
-        }
-        Ok(Fixed { raw, precision, currency })
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fixed, A::Error> {
-        use serde::de::Error;
-        let (mut raw, mut precision, mut currency) = (None, None, None);
-        while let Some(k) = map.next_key::<FixedField>()? {
-            match k {
-                FixedField::Raw => raw = Some(map.next_value::<AnyInt>()?.0),
-                FixedField::Precision => precision = Some(map.next_value::<u8>()?),
-                FixedField::Currency => currency = Some(map.next_value::<Currency>()?),
-                FixedField::Other => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        let raw = raw.ok_or_else(|| A::Error::missing_field("raw"))?;
-        let precision = precision.ok_or_else(|| A::Error::missing_field("precision"))?;
-        if self.with_currency && currency.is_none() {
-            return Err(A::Error::missing_field("currency"));
-        }
-        Ok(Fixed { raw, precision, currency })
-    }
-}
-
 fn fixed_range<E: serde::de::Error, T: TryFrom<i128>>(raw: i128, what: &str) -> Result<T, E> {
     T::try_from(raw).map_err(|_| E::custom(format_args!("{raw} is out of range for {what}")))
 }
@@ -404,9 +349,7 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let expecting = "an amount as [raw, precision, \"CCY\"]";
-        let f = d.deserialize_any(FixedVisitor { expecting, with_currency: true })?;
-        let currency = f.currency.ok_or_else(|| <D::Error as serde::de::Error>::missing_field("currency"))?;
-        Ok(Money::new(fixed_range(f.raw, "an amount")?, f.precision, currency))
+        let f = FixedMoney::deserialize(d)?;
+        Ok(Money::new(fixed_range(f.raw.0, "an amount")?, f.precision, f.currency))
     }
 }
