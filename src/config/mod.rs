@@ -16,7 +16,7 @@ mod validate;
 
 pub use crate::store::codec::Encoding;
 pub(crate) use table::{apply_var, apply_vars, options, read_env};
-pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
+pub(crate) use table::{refuse, whole, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};
 pub(crate) use url::HostPort;
@@ -64,8 +64,8 @@ impl std::fmt::Debug for Secret {
 // The values of the variables.
 const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| Ok(v.into()))
     .checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
-const PORT: Codec<u16> = Codec::plain("1 to 65535", |v| Ok(int(v, 1, 65535, PORT_ALLOWED)? as u16))
-    .checked(|n| refuse(*n == 0, PORT_ALLOWED));
+const PORT: Codec<u16> =
+    Codec::plain("1 to 65535", |v| whole(v, PORT_ALLOWED)).checked(|n| refuse(*n == 0, PORT_ALLOWED));
 const TEXT: Codec<Option<String>> =
     Codec::new("text", |v| Ok(Some(v.into())), |v| v.clone().unwrap_or_default());
 const SECRET: Codec<Option<Secret>> = Codec {
@@ -73,9 +73,8 @@ const SECRET: Codec<Option<Secret>> = Codec {
     ..Codec::new("text, not trimmed", |v| Ok(Some(Secret(v.into()))), |_| String::new())
 };
 const DB_ALLOWED: &str = "a database number, 0 or more";
-const DB: Codec<i64> =
-    Codec::plain("0 or more (0 with a cluster)", |v| Ok(int(v, 0, i64::MAX as u64, DB_ALLOWED)? as i64))
-        .checked(|n| refuse(*n < 0, DB_ALLOWED));
+const DB: Codec<i64> = Codec::plain("0 or more (0 with a cluster)", |v| whole(v, DB_ALLOWED))
+    .checked(|n| refuse(*n < 0, DB_ALLOWED));
 const PEM: Codec<Option<PathBuf>> = Codec::new(
     "PEM file path",
     |v| Ok(Some(v.into())),
@@ -106,25 +105,39 @@ const ENCODING: Codec<Encoding> =
     Codec::plain("`msgpack` or `json`", |v| Encoding::from_name(v).ok_or(ENCODING_ALLOWED.into()));
 const VALUE_BYTES_ALLOWED: &str = "from 1 to 536870912 bytes (Redis's limit)";
 const VALUE_BYTES: Codec<usize> =
-    Codec::plain(
-        "1 to 536870912 (Redis's limit)",
-        |v| Ok(int(v, 0, u64::MAX, VALUE_BYTES_ALLOWED)? as usize),
-    )
-    .checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), VALUE_BYTES_ALLOWED));
+    Codec::plain("1 to 536870912 (Redis's limit)", |v| whole(v, VALUE_BYTES_ALLOWED))
+        .checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), VALUE_BYTES_ALLOWED));
 /// Not checked here: a longer `idle_poll` is refused by `validate`, not by `from_vars`.
 const MICROS: Codec<Duration> = Codec::new(
     "microseconds, at most 1000000",
-    |v| Ok(Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?)),
+    |v| whole(v, "microseconds, 0 or more").map(Duration::from_micros),
     |d| d.as_micros().to_string(),
 );
 const RETAIN: Codec<Option<Duration>> =
     SECS_OFF.checked(|d| refuse(d.is_some_and(|d| d < Duration::from_secs(1)), "None, or at least 1s"));
 const COUNT_OFF: Codec<Option<usize>> = Codec::new(
     "a count (0: keep all)",
-    |v| Ok(Some(int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")? as usize).filter(|n| *n > 0)),
+    |v| Ok(Some(whole(v, "a count, 0 (keep all) or more")?).filter(|n| *n > 0)),
     |n| n.unwrap_or(0).to_string(),
 )
 .checked(|n| refuse(*n == Some(0), "1 or more"));
+const OVERFLOW: Codec<OverflowPolicy> = Codec::new(
+    "`reject` or `block`",
+    |v| match v.to_ascii_lowercase().as_str() {
+        "reject" => Ok(OverflowPolicy::Reject),
+        "block" => Ok(OverflowPolicy::Block { timeout: DEFAULT_BLOCK_TIMEOUT }),
+        _ => Err("one of: reject, block".into()),
+    },
+    |o| if *o == OverflowPolicy::Reject { "reject" } else { "block" }.into(),
+);
+const REPLICA_WAIT: Codec<Option<(u32, Duration)>> = Codec::new(
+    "replicas (0: off)",
+    |v| {
+        let n = whole(v, "a number of replicas (0 turns waiting off)")?;
+        Ok(Some(n).filter(|n| *n > 0).map(|n| (n, DEFAULT_REPLICA_WAIT_TIMEOUT)))
+    },
+    |w| w.map_or(0, |(n, _)| n).to_string(),
+);
 
 options! {
     /// Everything a [`crate::Cache`] needs: where Redis is, how to log in, the
@@ -213,7 +226,7 @@ options! {
         /// How many writes may wait in the channel to the flusher thread; at least 1. Defaults to `65536`.
         channel_capacity: usize = 65_536; [v: usize => v] ["CACHE_CHANNEL_CAPACITY" COUNT]
         /// What a write does when the channel is full: fail at once and hand the value back, or wait for room first. Defaults to `OverflowPolicy::Reject`.
-        overflow: OverflowPolicy = OverflowPolicy::Reject; [v: OverflowPolicy => v] [rows OVERFLOW, BLOCK_TIMEOUT]
+        overflow: OverflowPolicy = OverflowPolicy::Reject; [v: OverflowPolicy => v] ["CACHE_OVERFLOW" OVERFLOW, BLOCK_TIMEOUT]
         /// The most writes in one `MULTI`/`EXEC` transaction; at least 1. Defaults to `4096`.
         max_batch: usize = 4096; [v: usize => v] ["CACHE_MAX_BATCH" COUNT]
         /// The most events the flusher holds while Redis is unreachable before it stops draining the channel (and writes start to overflow); at least 1. Defaults to `65536`.
@@ -229,7 +242,7 @@ options! {
         /// How long dropping a `Cache` waits for the final flush (as `Cache::close` does with its own timeout). Defaults to 5 s.
         close_timeout: Duration = Duration::from_secs(5); [v: Duration => v] ["CACHE_CLOSE_TIMEOUT_MS" MILLIS]
         /// `Some((replicas, timeout))`: after each batch, `WAIT` until that many replicas have it (at most `timeout`, above zero and below `response_timeout`); a batch not replicated in time is retried. Defaults to `None`.
-        replica_wait: Option<(u32, Duration)> = None; [v: Option<(u32, Duration)> => v] [rows REPLICA_WAIT, REPLICA_WAIT_TIMEOUT]
+        replica_wait: Option<(u32, Duration)> = None; [v: Option<(u32, Duration)> => v] ["CACHE_REPLICA_WAIT" REPLICA_WAIT, REPLICA_WAIT_TIMEOUT]
         // --- Recovery and buffers ---
         /// How many ids `Cache::load` reads per pipelined request (one `MGET` of their snapshots, one `LRANGE` per event log); at least 1. Defaults to `1000`.
         load_chunk: usize = 1000; [v: usize => v] ["CACHE_LOAD_CHUNK" COUNT]
@@ -289,47 +302,19 @@ const TIMEOUT: Opt<Config> = Opt {
         Ok(())
     },
 };
-const OVERFLOW: Opt<Config> = Opt {
-    var: "CACHE_OVERFLOW",
-    sets: "overflow",
-    doc: "When the channel is full: fail at once and hand the value back, or wait up to \
-          CACHE_BLOCK_TIMEOUT_MS first.",
-    values: "`reject` or `block`",
-    read: Read::Trimmed,
-    default: |c| if c.overflow == OverflowPolicy::Reject { "reject" } else { "block" }.into(),
-    apply: |c, v| {
-        c.overflow = match v.to_ascii_lowercase().as_str() {
-            "reject" => OverflowPolicy::Reject,
-            "block" => OverflowPolicy::Block { timeout: c.block_timeout() },
-            _ => return Err("one of: reject, block".into()),
-        };
-        Ok(())
-    },
-};
 const BLOCK_TIMEOUT: Opt<Config> = Opt {
     var: "CACHE_BLOCK_TIMEOUT_MS",
     sets: "overflow",
     doc: "The longest a write waits for room; only with CACHE_OVERFLOW=block.",
     values: MILLIS_MIN_1.values,
     read: Read::Trimmed,
-    default: |c| (MILLIS.show)(&c.block_timeout()),
+    default: |c| match c.overflow {
+        OverflowPolicy::Block { timeout } => (MILLIS.show)(&timeout),
+        OverflowPolicy::Reject => (MILLIS.show)(&DEFAULT_BLOCK_TIMEOUT),
+    },
     apply: |c, v| match &mut c.overflow {
         OverflowPolicy::Block { timeout } => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         OverflowPolicy::Reject => Err("only with CACHE_OVERFLOW=block".into()),
-    },
-};
-const REPLICA_WAIT: Opt<Config> = Opt {
-    var: "CACHE_REPLICA_WAIT",
-    sets: "replica_wait",
-    doc: "`WAIT` for this many replicas after each batch before acknowledging it.",
-    values: "replicas (0: off)",
-    read: Read::Trimmed,
-    default: |c| c.replica_wait.map_or(0, |(n, _)| n).to_string(),
-    apply: |c, v| {
-        let n = int(v, 0, u32::MAX.into(), "a number of replicas (0 turns waiting off)")? as u32;
-        let timeout = c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t);
-        c.replica_wait = (n > 0).then_some((n, timeout));
-        Ok(())
     },
 };
 const REPLICA_WAIT_TIMEOUT: Opt<Config> = Opt {
@@ -368,6 +353,11 @@ impl Problems {
         self
     }
 
+    /// `r`'s value, or `None` with its problems added.
+    pub(crate) fn take<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.0.extend(e.problems)).ok()
+    }
+
     pub(crate) fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
         if self.0.is_empty() {
             Ok(ok)
@@ -389,14 +379,6 @@ impl Config {
     /// Every variable [`Config::from_vars`] reads, in the order it applies them.
     pub(crate) fn rows() -> impl Iterator<Item = &'static Opt<Config>> {
         std::iter::once(&URL).chain(OPTIONS.iter().flat_map(|rows| rows.iter()))
-    }
-
-    /// The timeout of `OverflowPolicy::Block`, or the one `CACHE_OVERFLOW=block` sets.
-    fn block_timeout(&self) -> Duration {
-        match self.overflow {
-            OverflowPolicy::Block { timeout } => timeout,
-            OverflowPolicy::Reject => DEFAULT_BLOCK_TIMEOUT,
-        }
     }
 
     /// The bounds of the exponential backoff (with jitter) between connection

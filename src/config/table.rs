@@ -19,8 +19,9 @@ use crate::error::ConfigError;
 ///
 /// The first bracket is the public setter `field(v: Arg)` (`[]`: none);
 /// the second the environment variable read with a [`Codec`] (`[]`: none;
-/// `[VAR CODEC as setter]` names the setter that covers it; `[rows …]`
-/// lists [`Opt`] rows written by hand). Yields the struct (the doc on
+/// `[VAR CODEC => setter]` names the setter that covers it; `[VAR CODEC,
+/// ROW…]` adds [`Opt`] rows written by hand after it; `[rows …]` has only
+/// those). Yields the struct (the doc on
 /// each field), `Default`, `builder()`, the setters and `$table`, the rows
 /// in order.
 macro_rules! options {
@@ -75,7 +76,7 @@ macro_rules! options {
     };
     (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*]) => { &[] };
     (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] rows $($row:expr),*) => { &[$($row),*] };
-    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] $var:literal $codec:expr $(=> $sets:ident)?) => {
+    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] $var:literal $codec:expr $(=> $sets:ident)? $(, $row:expr)*) => {
         &[$crate::config::Opt {
             var: $var,
             sets: options!(@sets $field $($sets)?),
@@ -87,9 +88,9 @@ macro_rules! options {
                 c.$field = $codec.value(v)?;
                 Ok(())
             },
-        }]
+        }, $($row),*]
     };
-    (@check $s:ident $p:ident $field:ident $var:literal $codec:expr $(=> $sets:ident)?) => {
+    (@check $s:ident $p:ident $field:ident $var:literal $codec:expr $(=> $sets:ident)? $(, $row:expr)*) => {
         if let Err(refused) = ($codec.check)(&$s.$field) {
             $p.refused(stringify!($field), &($codec.show)(&$s.$field), refused);
         }
@@ -233,13 +234,8 @@ pub(crate) fn read_env<T: Default>(
     };
     let built = from_vars(&get);
     let mut problems = problems.into_inner();
-    match built {
-        Ok(c) => problems.finish(c),
-        Err(e) => {
-            problems.0.extend(e.problems);
-            problems.finish(T::default())
-        }
-    }
+    let built = problems.take(built).unwrap_or_default();
+    problems.finish(built)
 }
 
 // ---------------------------------------------------------------------------
@@ -253,17 +249,13 @@ pub(crate) fn boolean(v: &str) -> Result<bool, Refused> {
     }
 }
 
-/// A whole number from `min` to `max`.
-pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<u64, Refused> {
-    match v.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(allowed.into()),
-    }
+/// A whole number, 0 or more, that fits a `T`.
+pub(crate) fn whole<T: TryFrom<u64>>(v: &str, allowed: &'static str) -> Result<T, Refused> {
+    v.parse::<u64>().ok().and_then(|n| T::try_from(n).ok()).ok_or_else(|| allowed.into())
 }
 
-/// Milliseconds.
 fn millis(v: &str) -> Result<Duration, Refused> {
-    int(v, 0, u64::MAX, "a whole number of milliseconds, 0 or more").map(Duration::from_millis)
+    whole(v, "a whole number of milliseconds, 0 or more").map(Duration::from_millis)
 }
 
 /// Seconds above zero, possibly fractional.
@@ -279,12 +271,10 @@ pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
 const AT_LEAST_1MS: &str = "None, or at least 1ms";
 
 pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", boolean);
-pub(crate) const COUNT: Codec<usize> =
-    Codec::plain("1 or more", |v| Ok(int(v, 0, usize::MAX as u64, "a whole number, 1 or more")? as usize))
-        .checked(|n| refuse(*n == 0, "1 or more"));
-pub(crate) const COUNT_U32: Codec<u32> =
-    Codec::plain("1 or more", |v| Ok(int(v, 0, u32::MAX.into(), "a whole number, 1 or more")? as u32))
-        .checked(|n| refuse(*n == 0, "1 or more"));
+pub(crate) const COUNT: Codec<usize> = Codec::plain("1 or more", |v| whole(v, "a whole number, 1 or more"))
+    .checked(|n| refuse(*n == 0, "1 or more"));
+pub(crate) const COUNT_U32: Codec<u32> = Codec::plain("1 or more", |v| whole(v, "a whole number, 1 or more"))
+    .checked(|n| refuse(*n == 0, "1 or more"));
 pub(crate) const MILLIS: Codec<Duration> = Codec::new("milliseconds", millis, |d| d.as_millis().to_string());
 pub(crate) const MILLIS_MIN_1: Codec<Duration> =
     Codec { values: "milliseconds, 1 or more", ..MILLIS }.checked(|d| refuse(d.is_zero(), "1 ms or more"));
@@ -296,9 +286,7 @@ pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec::new(
 .checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));
 pub(crate) const SECS_OFF: Codec<Option<Duration>> = Codec::new(
     "seconds (0: off)",
-    |v| {
-        Ok(Some(int(v, 0, u64::MAX, "seconds, 0 (off) or more")?).filter(|s| *s > 0).map(Duration::from_secs))
-    },
+    |v| Ok(Some(whole(v, "seconds, 0 (off) or more")?).filter(|s| *s > 0).map(Duration::from_secs)),
     |d| d.map_or(0.0, |d| d.as_secs_f64()).to_string(),
 )
 .checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::config::{apply_var, apply_vars, options, read_env, Codec, Config, Encoding, Problems};
-use crate::config::{int, refuse, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
+use crate::config::{refuse, whole, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
 use crate::error::ConfigError;
 use crate::ident;
 
@@ -29,7 +29,7 @@ const PREFIX: Codec<String> = Codec {
 const TTL: Codec<Option<Duration>> = Codec::new(
     "seconds, 0 = never expires",
     |v| {
-        Ok(Some(int(v, 0, u64::MAX, "a whole number of seconds, 0 for never expires")?)
+        Ok(Some(whole(v, "a whole number of seconds, 0 for never expires")?)
             .filter(|n| *n > 0)
             .map(Duration::from_secs))
     },
@@ -37,11 +37,9 @@ const TTL: Codec<Option<Duration>> = Codec::new(
 )
 .checked(|t| refuse(t.is_some_and(|t| t < Duration::from_millis(1)), TTL_ALLOWED));
 const TTL_ALLOWED: &str = "at least 1ms, or None for never expires";
-const BYTES: Codec<usize> =
-    Codec::plain("bytes", |v| Ok(int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize));
-const ENTRIES: Codec<usize> = Codec::plain("entries, 0 = off", |v| {
-    Ok(int(v, 0, u64::MAX, "a number of entries, 0 turns it off")? as usize)
-});
+const BYTES: Codec<usize> = Codec::plain("bytes", |v| whole(v, "a number of bytes, 0 or more"));
+const ENTRIES: Codec<usize> =
+    Codec::plain("entries, 0 = off", |v| whole(v, "a number of entries, 0 turns it off"));
 
 options! {
     /// The configuration of a [`crate::kv::Kv`].
@@ -236,10 +234,7 @@ impl KvConfig {
     /// variable, the bad value (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
         let (mut problems, mut c) = (Problems::default(), KvConfig::default());
-        match Config::from_vars(&get) {
-            Ok(r) => c.redis = r,
-            Err(e) => problems.0.extend(e.problems),
-        }
+        c.redis = problems.take(Config::from_vars(&get)).unwrap_or_default();
         apply_vars(KV_OPTIONS, &mut c, &get, &mut problems);
         for (ns, _) in DEFAULT_POLICIES {
             apply_var(&ttl_var(ns), TTL.read, &get, &mut problems, |v| {
