@@ -5,6 +5,7 @@
 //! below (`table.rs` holds the mechanism).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigProblem};
@@ -367,7 +368,81 @@ impl Problems {
     }
 }
 
+impl FromStr for Encoding {
+    type Err = ConfigError;
+
+    /// Parses `msgpack` (or `messagepack`) or `json`, ignoring case and
+    /// surrounding whitespace.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Encoding::from_name(s).ok_or_else(|| ConfigError::one("encoding", s, ENCODING_ALLOWED))
+    }
+}
+
 impl Config {
+    /// Reads the configuration from the process environment; see
+    /// [`Config::from_vars`] for the variables and their meaning.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tradecache::ConfigError> {
+    /// let config = tradecache::Config::from_env()?.trader_id("TESTER-001");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] listing every variable that cannot be used (including
+    /// values that are not valid UTF-8), with what is allowed.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        read_env(|get| Config::from_vars(get))
+    }
+
+    /// Builds a configuration from variables looked up by `get` (for
+    /// example a `HashMap`, or `std::env::var` as [`Config::from_env`] does),
+    /// starting from the defaults. A variable that is unset or empty keeps
+    /// its default. Values are trimmed, except passwords. The variables,
+    /// in the order they are applied (the table in docs/configuration.md and
+    /// `.env.example` are rendered from the same option table):
+    ///
+    #[doc = include_str!("vars.md")]
+    ///
+    /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
+    /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
+    /// override its parts, so a password can come from its own variable:
+    /// `REDIS_URL=redis://cache-1:6379/2` with `REDIS_PASSWORD` set.
+    ///
+    /// Each variable is checked on its own here; rules that involve several
+    /// settings (a username needs a password, …) are checked by
+    /// [`Config::validate`], which [`crate::Cache::open`] calls.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use tradecache::Config;
+    ///
+    /// let vars = HashMap::from([
+    ///     ("REDIS_URL", "rediss://engine:p%40ss@redis.internal:6380/2"),
+    ///     ("CACHE_TRADER_ID", "TESTER-001"),
+    ///     ("CACHE_ENCODING", "json"),
+    /// ]);
+    /// let config = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+    /// assert_eq!(config.redacted_url(), "rediss://engine:<redacted>@redis.internal:6380/2");
+    ///
+    /// let vars = HashMap::from([("REDIS_PORT", "70000"), ("CACHE_ENCODING", "yaml")]);
+    /// let err = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_ENCODING"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per unusable variable (or
+    /// per problem in `REDIS_URL`), naming the variable, the bad value
+    /// (never a password) and what is allowed.
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+        let mut c = Config::default();
+        apply_vars(Config::rows(), &mut c, &get, &mut problems);
+        problems.finish(c)
+    }
+
     /// A preset for debugging: values are written as JSON
     /// ([`Encoding::Json`]) with timestamps as ISO 8601 strings, so that
     /// `redis-cli GET` shows them readably. Everything else is the default.
@@ -378,7 +453,7 @@ impl Config {
 
     /// Every variable [`Config::from_vars`] reads, in the order it applies them.
     pub(crate) fn rows() -> impl Iterator<Item = &'static Opt<Config>> {
-        std::iter::once(&URL).chain(OPTIONS.iter().flat_map(|rows| rows.iter()))
+        std::iter::once(&URL).chain(OPTIONS.iter().copied().flatten())
     }
 
     /// The bounds of the exponential backoff (with jitter) between connection
@@ -466,16 +541,12 @@ impl Config {
     ///
     /// It is meant to be read, not parsed back.
     pub fn redacted_url(&self) -> String {
-        let (scheme, userinfo) = (self.scheme(), self.userinfo());
         if !self.sentinels.is_empty() {
             let master = self.sentinel_master.as_deref().unwrap_or("");
-            format!(
-                "{scheme}+sentinel://{userinfo}{}/{master}/{}",
-                (SENTINELS.show)(&self.sentinels),
-                self.db
-            )
+            let sentinels = (SENTINELS.show)(&self.sentinels);
+            format!("{}{sentinels}/{master}/{}", self.url_start("+sentinel"), self.db)
         } else if !self.cluster_nodes.is_empty() {
-            format!("{scheme}://{userinfo}{}", (NODES.show)(&self.cluster_nodes))
+            format!("{}{}", self.url_start(""), (NODES.show)(&self.cluster_nodes))
         } else {
             self.server_url()
         }

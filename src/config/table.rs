@@ -207,14 +207,14 @@ pub(crate) fn apply_var(
     }
 }
 
-/// Applies each row of `table` onto `c`, in order.
-pub(crate) fn apply_vars<C>(
-    table: &[&[Opt<C>]],
+/// Applies each of `rows` onto `c`, in order.
+pub(crate) fn apply_vars<'a, C: 'static>(
+    rows: impl IntoIterator<Item = &'a Opt<C>>,
     c: &mut C,
     get: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) {
-    for opt in table.iter().flat_map(|rows| rows.iter()) {
+    for opt in rows {
         apply_var(opt.var, opt.read, get, problems, |v| (opt.apply)(c, v));
     }
 }

@@ -235,7 +235,7 @@ impl KvConfig {
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
         let (mut problems, mut c) = (Problems::default(), KvConfig::default());
         c.redis = problems.take(Config::from_vars(&get)).unwrap_or_default();
-        apply_vars(KV_OPTIONS, &mut c, &get, &mut problems);
+        apply_vars(KV_OPTIONS.iter().copied().flatten(), &mut c, &get, &mut problems);
         for (ns, _) in DEFAULT_POLICIES {
             apply_var(&ttl_var(ns), TTL.read, &get, &mut problems, |v| {
                 TTL.value(v).map(|t| c.set_policy(ns, t))
