@@ -21,9 +21,8 @@ use crate::error::ConfigError;
 /// the second the environment variable read with a [`Codec`] (`[]`: none;
 /// `[VAR CODEC => setter]` names the setter that covers it; `[VAR CODEC,
 /// ROW…]` adds [`Opt`] rows written by hand after it; `[rows …]` has only
-/// those). Yields the struct (the doc on
-/// each field), `Default`, `builder()`, the setters and `$table`, the rows
-/// in order.
+/// those). Yields the struct (the doc on each field), `Default`,
+/// `builder()`, the setters and `$table`, the rows in order.
 macro_rules! options {
     (
         $(#[$meta:meta])*
@@ -41,8 +40,7 @@ macro_rules! options {
         }
 
         impl $C {
-            /// The defaults, to be changed with the setters; the same as
-            /// `default()`.
+            /// The defaults (`default()`), to be changed with the setters.
             #[must_use]
             pub fn builder() -> Self {
                 Self::default()
@@ -53,9 +51,8 @@ macro_rules! options {
             /// The fields, in the table's order (the order of problems).
             pub(crate) const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
 
-            /// Checks each value read with a [`Codec`] on its own, in the
-            /// table's order; [`Self::validate`] adds the rules that
-            /// involve several settings.
+            /// Checks each value that has a [`Codec`], in the table's order
+            /// ([`Self::validate`] adds the rules between settings).
             fn check_values(&self, p: &mut $crate::config::Problems) {
                 $( options!(@check self p $field $($env)*); )*
             }
@@ -101,9 +98,8 @@ macro_rules! options {
 }
 pub(crate) use options;
 
-/// One environment variable: its name, the setters it stands for, what it
-/// does, the values it takes, how it is read, its default as spelt (empty
-/// for none; only the docs check reads these four) and how it is applied.
+/// One environment variable: name, setters, meaning, values and default as
+/// spelt (empty: none), which only the docs read, and how it is read and applied.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Opt<C: 'static> {
     pub(crate) var: &'static str,
@@ -116,9 +112,8 @@ pub(crate) struct Opt<C: 'static> {
     pub(crate) apply: fn(&mut C, &str) -> Result<(), Refused>,
 }
 
-/// The values of one type a variable takes: what they are (for people),
-/// how they are read, parsed and spelt, and what `validate` allows of a
-/// value set in code (`parse` checks as much of a variable's text).
+/// The values of one type: what they are (for people), how they are read,
+/// parsed and spelt, and what a value must be (`check`, also in `validate`).
 pub(crate) struct Codec<T: 'static> {
     pub(crate) values: &'static str,
     pub(crate) read: Read,

@@ -13,9 +13,8 @@ use super::table::Refused;
 use super::{Config, Problems, Secret, PORT_ALLOWED, REDACTED};
 use crate::error::ConfigError;
 
-/// What a URL that cannot be shown safely is shown as: one that does not
-/// parse, or whose password was split by an unencoded `/`, `?` or `#`.
-/// Never the text itself.
+/// What a URL that does not parse, or whose password was split by an
+/// unencoded `/`, `?` or `#`, is shown as: never the text itself.
 pub(super) const UNPARSEABLE: &str = "<unparseable URL>";
 
 const FORM: &str = "a URL of the form redis://[user[:password]@]host[:port][/db] (or rediss:// for TLS)";

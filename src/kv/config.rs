@@ -20,9 +20,9 @@ const DEFAULT_POLICIES: [(&str, u64); 4] =
 const PREFIX: Codec<String> = Codec {
     read: Read::TrimmedEmptyCounts,
     ..Codec::new("an id, or empty for none", |v| Ok(v.into()), String::clone).checked(|v| {
-        match v.is_empty() {
-            true => Ok(()),
-            false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
+        match ident::validate(v) {
+            Err(e) if !v.is_empty() => Err(format!("an id, or empty ({e})").into()),
+            _ => Ok(()),
         }
     })
 };
