@@ -309,10 +309,7 @@ const BLOCK_TIMEOUT: Opt<Config> = Opt {
     doc: "The longest a write waits for room; only with CACHE_OVERFLOW=block.",
     values: MILLIS_MIN_1.values,
     read: Read::Trimmed,
-    default: |c| match c.overflow {
-        OverflowPolicy::Block { timeout } => (MILLIS.show)(&timeout),
-        OverflowPolicy::Reject => (MILLIS.show)(&DEFAULT_BLOCK_TIMEOUT),
-    },
+    default: |_| (MILLIS.show)(&DEFAULT_BLOCK_TIMEOUT),
     apply: |c, v| match &mut c.overflow {
         OverflowPolicy::Block { timeout } => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         OverflowPolicy::Reject => Err("only with CACHE_OVERFLOW=block".into()),
@@ -324,7 +321,7 @@ const REPLICA_WAIT_TIMEOUT: Opt<Config> = Opt {
     doc: "The longest that `WAIT` waits; only with CACHE_REPLICA_WAIT of 1 or more.",
     values: "milliseconds, 1 or more, below REDIS_TIMEOUT",
     read: Read::Trimmed,
-    default: |c| (MILLIS.show)(&c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t)),
+    default: |_| (MILLIS.show)(&DEFAULT_REPLICA_WAIT_TIMEOUT),
     apply: |c, v| match &mut c.replica_wait {
         Some((_, timeout)) => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         None => Err("only with CACHE_REPLICA_WAIT of 1 or more".into()),

@@ -187,9 +187,7 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
         Some(Host::Ipv6(addr)) => addr.to_string(),
         host => host.map_or(String::new(), |h| h.to_string()),
     };
-    if host.is_empty() {
-        bad(HOST);
-    } else if let Some(allowed) = host_problem(&host) {
+    if let Some(allowed) = host_problem(&host) {
         bad(allowed);
     }
     let port = url.port().unwrap_or(6379);

@@ -1,9 +1,6 @@
-//! [`KvConfig`]: the connection part is a [`Config`] (so ACL, TLS, Sentinel
-//! and Cluster work exactly as for [`crate::Cache`]); the rest is the
-//! caching layer's own: namespaces and their TTLs, the key prefix,
-//! compression, batches, the read pool, the near cache and the breaker.
-//! Each option is written once, in the table below (the mechanism is
-//! `Config`'s, src/config/table.rs).
+//! [`KvConfig`]: a [`Config`] for the connection, and the caching layer's
+//! own options, each written once in the table below (with the mechanism
+//! of `Config`'s, src/config/table.rs).
 
 use std::time::Duration;
 
