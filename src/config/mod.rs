@@ -256,8 +256,8 @@ options! {
         // --- Running 24/7 ---
         /// `Some(age)`: the flusher purges closed entities older than `age` with their event logs and index entries, at open and then every `min(age, 60 s)`, as `Cache::purge_closed` does; at least 1 s. Defaults to `None`.
         retain_closed_for: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_RETAIN_CLOSED_SECS" RETAIN]
-        /// How many closed entities one purge step deletes (one transaction between two batches of writes); at least 1. Defaults to `500`.
-        purge_batch: usize = 500; [] []
+        /// Tuning that only tests turn, not a stable API: how many closed entities one purge step deletes (one transaction between two batches of writes); at least 1. Defaults to `500`.
+        purge_batch: usize = 500; [#[doc(hidden)] v: usize => v] []
         /// `Some(n)`: every append to an account's event log trims it to its newest `n` events, in the same transaction; at least 1. Defaults to `None` (keep all).
         max_account_events: Option<usize> = None; [v: Option<usize> => v] ["CACHE_MAX_ACCOUNT_EVENTS" COUNT_OFF]
         /// `Some(interval)`: the flusher sets `{trader}:heartbeat:{writer_id}` this often with a TTL of three intervals, so a supervisor sees it vanish when the engine hangs, dies or loses Redis; at least 1 ms. Defaults to `None`.
@@ -476,16 +476,6 @@ impl Config {
     #[must_use]
     pub fn buffer_interval_ms(self, ms: u64) -> Self {
         self.buffer_interval(Duration::from_millis(ms))
-    }
-
-    /// Tuning that only tests turn, not a stable API: how many closed
-    /// entities one purge step deletes (one transaction between two batches
-    /// of writes); at least 1. Defaults to `500`.
-    #[doc(hidden)]
-    #[must_use]
-    pub fn purge_batch(mut self, v: usize) -> Self {
-        self.purge_batch = v;
-        self
     }
 
     /// Tests only, not a stable API: runs the flusher as if the engine's

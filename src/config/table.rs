@@ -17,12 +17,12 @@ use crate::error::ConfigError;
 /// field: Type = default; [v: Arg => conversion] [VARIABLE CODEC]
 /// ```
 ///
-/// The first bracket is the public setter `field(v: Arg)` (`[]`: none);
-/// the second the environment variable read with a [`Codec`] (`[]`: none;
-/// `[VAR CODEC => setter]` names the setter that covers it; `[VAR CODEC,
-/// ROW…]` adds [`Opt`] rows written by hand after it; `[rows …]` has only
-/// those). Yields the struct (the doc on each field), `Default`,
-/// `builder()`, the setters and `$table`, the rows in order.
+/// The first bracket is the public setter `field(v: Arg)` (`[]`: none; an
+/// attribute may precede `v`); the second the environment variable read
+/// with a [`Codec`] (`[]`: none; `[VAR CODEC => setter]` names the setter
+/// that covers it; `[VAR CODEC, ROW…]` adds [`Opt`] rows written by hand
+/// after it; `[rows …]` has only those). Yields the struct (the doc on each
+/// field), `Default`, `builder()`, the setters and `$table`, the rows in order.
 macro_rules! options {
     (
         $(#[$meta:meta])*
@@ -63,8 +63,9 @@ macro_rules! options {
             &[ $( options!(@rows $C [concat!($($doc),+)] $field [$($set)*] $($env)*), )* ];
     };
     (@setter [$($doc:tt)*] $field:ident) => {};
-    (@setter [$($doc:tt)*] $field:ident $v:ident : $arg:ty => $conv:expr) => {
+    (@setter [$($doc:tt)*] $field:ident $(#[$attr:meta])* $v:ident : $arg:ty => $conv:expr) => {
         $($doc)*
+        $(#[$attr])*
         #[must_use]
         pub fn $field(mut self, $v: $arg) -> Self {
             self.$field = $conv;
