@@ -393,12 +393,11 @@ impl Config {
         read_env(|get| Config::from_vars(get))
     }
 
-    /// Builds a configuration from variables looked up by `get` (for
-    /// example a `HashMap`, or `std::env::var` as [`Config::from_env`] does),
-    /// starting from the defaults. A variable that is unset or empty keeps
-    /// its default. Values are trimmed, except passwords. The variables,
-    /// in the order they are applied (the table in docs/configuration.md and
-    /// `.env.example` are rendered from the same option table):
+    /// Builds a configuration from variables looked up by `get` (a `HashMap`,
+    /// say, or `std::env::var` as [`Config::from_env`] does), starting from
+    /// the defaults: an unset or empty variable keeps its default; values are
+    /// trimmed, except passwords. The variables, in the order they are
+    /// applied (docs/configuration.md and `.env.example` render the same table):
     ///
     #[doc = include_str!("vars.md")]
     ///

@@ -173,8 +173,8 @@ impl KvConfig {
             if let Err(e) = ident::validate(ns) {
                 p.push("ttl", ns, format!("a namespace that is a valid id ({e})"));
             }
-            if ttl.is_some_and(|t| t < Duration::from_millis(1)) {
-                p.push("ttl", format!("{ns}: {ttl:?}"), TTL_ALLOWED);
+            if let Err(refused) = (TTL.check)(ttl) {
+                p.refused("ttl", &format!("{ns}: {ttl:?}"), refused);
             }
         }
         let mut all = Problems(self.redis.validate().err().map_or(Vec::new(), |e| e.problems));
@@ -196,7 +196,7 @@ impl KvConfig {
     /// [`Config::from_vars`] first (for the Python bindings).
     #[doc(hidden)]
     pub fn var_names() -> Vec<String> {
-        let kv = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
+        let kv = KV_OPTIONS.iter().copied().flatten().map(|o| o.var);
         let ttls = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns));
         Config::rows().map(|o| o.var).chain(kv).map(String::from).chain(ttls).collect()
     }
