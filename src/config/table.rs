@@ -99,8 +99,8 @@ macro_rules! options {
 }
 pub(crate) use options;
 
-/// One environment variable: name, setters, meaning, values and default as
-/// spelt (empty: none), which only the docs read, and how it is read and applied.
+/// One environment variable: its name, how it is read and applied, and (for
+/// the docs only) its setters, meaning, values and default as spelt (empty: none).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Opt<C: 'static> {
     pub(crate) var: &'static str,
