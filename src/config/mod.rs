@@ -456,18 +456,16 @@ impl Config {
     /// attempts in `Cache::open`; `min` may not exceed `max`.
     /// Defaults to 1 s and 32 s.
     #[must_use]
-    pub fn open_backoff(mut self, min: Duration, max: Duration) -> Self {
-        (self.open_backoff_min, self.open_backoff_max) = (min, max);
-        self
+    pub fn open_backoff(self, min: Duration, max: Duration) -> Self {
+        Config { open_backoff_min: min, open_backoff_max: max, ..self }
     }
 
     /// The bounds of the exponential backoff (with jitter) between the
     /// reconnection attempts after a connection is lost; `min` may not
     /// exceed `max`. Defaults to 50 ms and 2 s.
     #[must_use]
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        (self.reconnect_backoff_min, self.reconnect_backoff_max) = (min, max);
-        self
+    pub fn reconnect_backoff(self, min: Duration, max: Duration) -> Self {
+        Config { reconnect_backoff_min: min, reconnect_backoff_max: max, ..self }
     }
 
     /// [`Config::buffer_interval`] in milliseconds (the spec's
@@ -483,9 +481,8 @@ impl Config {
     /// that [`Config::stream_max_age`] trims by the Redis server's clock.
     #[doc(hidden)]
     #[must_use]
-    pub fn clock_skew_for_tests(mut self, ms: i64) -> Self {
-        self.clock_skew_ms = ms;
-        self
+    pub fn clock_skew_for_tests(self, ms: i64) -> Self {
+        Config { clock_skew_ms: ms, ..self }
     }
 
     /// `host:port` of the configured server (`[::1]:6379` for IPv6), for

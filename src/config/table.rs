@@ -67,9 +67,8 @@ macro_rules! options {
         $($doc)*
         $(#[$attr])*
         #[must_use]
-        pub fn $field(mut self, $v: $arg) -> Self {
-            self.$field = $conv;
-            self
+        pub fn $field(self, $v: $arg) -> Self {
+            Self { $field: $conv, ..self }
         }
     };
     (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*]) => { &[] };

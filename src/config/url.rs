@@ -162,14 +162,10 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
     let mut refused = Refused(Vec::new());
     let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
 
-    let tls = match url.scheme() {
-        "redis" => false,
-        "rediss" => true,
-        _ => {
-            bad("the scheme redis:// or rediss:// (TLS)");
-            false
-        }
-    };
+    let tls = url.scheme() == "rediss";
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        bad("the scheme redis:// or rediss:// (TLS)");
+    }
     let mut decoded = |text: &str, allowed: &'static str| {
         Some(percent_decode(text).unwrap_or_else(|| {
             bad(allowed);
@@ -210,12 +206,7 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
     if !refused.0.is_empty() {
         return Err(refused);
     }
-    c.host = host;
-    c.port = port;
-    c.username = username;
-    c.password = password.map(Secret);
-    c.db = db;
-    c.tls = tls;
+    *c = Config { host, port, username, password: password.map(Secret), db, tls, ..std::mem::take(c) };
     Ok(())
 }
 
