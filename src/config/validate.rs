@@ -8,18 +8,12 @@ use super::table::Refused;
 use super::url::host_problem;
 use super::{Config, Encoding, HostPort, OverflowPolicy, Problems, PORT_ALLOWED};
 use crate::error::ConfigError;
-use crate::ident::{self, IdError};
+use crate::ident;
 use crate::store::keys::{ENTITY_COLLECTIONS, LAYOUT_NAMES, MARKET_DATA_COLLECTIONS};
-
-const ID_CHARS: &str = "ids may not contain ':', '{', '}', whitespace or control characters";
 
 /// An id (see [`crate::Ident`]).
 pub(super) fn check_id(v: &str) -> Result<(), Refused> {
-    ident::validate(v).map(|_| ()).map_err(|e| match e {
-        IdError::Empty => format!("a non-empty id; {ID_CHARS}").into(),
-        IdError::TooLong { max, .. } => format!("an id of at most {max} bytes").into(),
-        IdError::BadChar { ch, .. } => format!("an id without {ch:?}; {ID_CHARS}").into(),
-    })
+    ident::validate(v).map(|_| ()).map_err(|e| format!("an id ({e})").into())
 }
 
 /// An instance id: an id that would not read as this trader's own keys
