@@ -236,14 +236,6 @@ pub(crate) fn read_env<T: Default>(
 // ---------------------------------------------------------------------------
 // Parsers.
 
-pub(crate) fn boolean(v: &str) -> Result<bool, Refused> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err("one of: true, false, 1, 0, yes, no".into()),
-    }
-}
-
 /// A whole number, 0 or more, that fits a `T`.
 pub(crate) fn whole<T: TryFrom<u64>>(v: &str, allowed: &'static str) -> Result<T, Refused> {
     v.parse::<u64>().ok().and_then(|n| T::try_from(n).ok()).ok_or_else(|| allowed.into())
@@ -254,7 +246,7 @@ fn millis(v: &str) -> Result<Duration, Refused> {
 }
 
 /// Seconds above zero, possibly fractional.
-pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
+fn seconds(v: &str) -> Result<Duration, Refused> {
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0)
@@ -265,7 +257,11 @@ pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
 
 const AT_LEAST_1MS: &str = "None, or at least 1ms";
 
-pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", boolean);
+pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", |v| match v.to_ascii_lowercase().as_str() {
+    "true" | "1" | "yes" => Ok(true),
+    "false" | "0" | "no" => Ok(false),
+    _ => Err("one of: true, false, 1, 0, yes, no".into()),
+});
 pub(crate) const COUNT: Codec<usize> = Codec::plain("1 or more", |v| whole(v, "a whole number, 1 or more"))
     .checked(|n| refuse(*n == 0, "1 or more"));
 pub(crate) const COUNT_U32: Codec<u32> = Codec::plain("1 or more", |v| whole(v, "a whole number, 1 or more"))
