@@ -297,11 +297,7 @@ const TIMEOUT: Opt<Config> = Opt {
     values: SECONDS.values,
     read: Read::Trimmed,
     default: |c| (SECONDS.show)(&c.connect_timeout),
-    apply: |c, v| {
-        let t = SECONDS.value(v)?;
-        (c.connect_timeout, c.response_timeout) = (t, t);
-        Ok(())
-    },
+    apply: |c, v| SECONDS.value(v).map(|t| (c.connect_timeout, c.response_timeout) = (t, t)),
 };
 const BLOCK_TIMEOUT: Opt<Config> = Opt {
     var: "CACHE_BLOCK_TIMEOUT_MS",

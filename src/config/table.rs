@@ -81,10 +81,7 @@ macro_rules! options {
             values: $codec.values,
             read: $codec.read,
             default: |c: &$C| ($codec.show)(&c.$field),
-            apply: |c: &mut $C, v| {
-                c.$field = $codec.value(v)?;
-                Ok(())
-            },
+            apply: |c: &mut $C, v| $codec.value(v).map(|value| c.$field = value),
         }, $($row),*]
     };
     (@check $s:ident $p:ident $field:ident $var:literal $codec:expr $(=> $sets:ident)? $(, $row:expr)*) => {

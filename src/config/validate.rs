@@ -52,13 +52,11 @@ impl Config {
     /// every retry.
     pub(crate) fn check_files(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
-        for (field, path) in
-            [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
-        {
-            if let Some(path) = path {
-                if let Err(e) = std::fs::File::open(path) {
-                    p.push(field, path.display().to_string(), format!("a readable PEM file ({e})"));
-                }
+        let files = [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)];
+        for (field, path) in files {
+            let Some(path) = path else { continue };
+            if let Err(e) = std::fs::File::open(path) {
+                p.push(field, path.display().to_string(), format!("a readable PEM file ({e})"));
             }
         }
         p.finish(())
