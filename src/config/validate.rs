@@ -1,6 +1,5 @@
-//! [`Config::validate`]: the rules that involve several settings (the
-//! values on their own are checked by their [`Codec`](super::Codec)s in
-//! the option table), and the checks the option table's values share.
+//! [`Config::validate`]: the rules between settings (each value alone is
+//! checked by its [`Codec`](super::Codec)), and checks the codecs share.
 
 use std::time::Duration;
 
