@@ -1,89 +1,4 @@
-//! The environment: [`Config::from_env`] and [`Config::from_vars`], which
-//! apply the rows of the option table (`mod.rs`).
-
-use std::str::FromStr;
-
-use super::table::{apply_vars, read_env};
-use super::{Config, Encoding, Problems, ENCODING_ALLOWED, OPTIONS, URL};
-use crate::error::ConfigError;
-
-impl FromStr for Encoding {
-    type Err = ConfigError;
-
-    /// Parses `msgpack` (or `messagepack`) or `json`, ignoring case and
-    /// surrounding whitespace.
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        Encoding::from_name(s).ok_or_else(|| ConfigError::one("encoding", s, ENCODING_ALLOWED))
-    }
-}
-
-impl Config {
-    /// Reads the configuration from the process environment; see
-    /// [`Config::from_vars`] for the variables and their meaning.
-    ///
-    /// ```no_run
-    /// # fn main() -> Result<(), tradecache::ConfigError> {
-    /// let config = tradecache::Config::from_env()?.trader_id("TESTER-001");
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] listing every variable that cannot be used (including
-    /// values that are not valid UTF-8), with what is allowed.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        read_env(|get| Config::from_vars(get))
-    }
-
-    /// Builds a configuration from variables looked up by `get` (for
-    /// example a `HashMap`, or `std::env::var` as [`Config::from_env`] does),
-    /// starting from the defaults. A variable that is unset or empty keeps
-    /// its default. Values are trimmed, except passwords. The variables,
-    /// in the order they are applied (the table in docs/configuration.md and
-    /// `.env.example` are rendered from the same option table):
-    ///
-    #[doc = include_str!("vars.md")]
-    ///
-    /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
-    /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
-    /// override its parts, so a password can come from its own variable:
-    /// `REDIS_URL=redis://cache-1:6379/2` with `REDIS_PASSWORD` set.
-    ///
-    /// Each variable is checked on its own here; rules that involve several
-    /// settings (a username needs a password, …) are checked by
-    /// [`Config::validate`], which [`crate::Cache::open`] calls.
-    ///
-    /// ```
-    /// use std::collections::HashMap;
-    /// use tradecache::Config;
-    ///
-    /// let vars = HashMap::from([
-    ///     ("REDIS_URL", "rediss://engine:p%40ss@redis.internal:6380/2"),
-    ///     ("CACHE_TRADER_ID", "TESTER-001"),
-    ///     ("CACHE_ENCODING", "json"),
-    /// ]);
-    /// let config = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
-    /// assert_eq!(config.redacted_url(), "rediss://engine:<redacted>@redis.internal:6380/2");
-    ///
-    /// let vars = HashMap::from([("REDIS_PORT", "70000"), ("CACHE_ENCODING", "yaml")]);
-    /// let err = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
-    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_ENCODING"));
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per unusable variable (or
-    /// per problem in `REDIS_URL`), naming the variable, the bad value
-    /// (never a password) and what is allowed.
-    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
-        let mut problems = Problems::default();
-        let mut c = Config::default();
-        apply_vars(&[&[URL]], &mut c, &get, &mut problems);
-        apply_vars(OPTIONS, &mut c, &get, &mut problems);
-        problems.finish(c)
-    }
-}
-
+//! Tests of reading the environment: `Config::from_env` and `Config::from_vars`.
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -92,8 +7,8 @@ mod tests {
     use super::super::docs;
     use super::super::table::render::{env_example, lines, markdown};
     use super::super::test_util::*;
+    use super::super::*;
     use super::super::{DEFAULT_BLOCK_TIMEOUT, DEFAULT_REPLICA_WAIT_TIMEOUT};
-    use super::*;
     use crate::config::{HostPort, OverflowPolicy, Secret, PORT_ALLOWED};
 
     // --- encoding ---

@@ -5,6 +5,7 @@
 //! below (`table.rs` holds the mechanism).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigProblem};
@@ -16,7 +17,7 @@ mod validate;
 
 pub use crate::store::codec::Encoding;
 pub(crate) use table::{apply_var, apply_vars, options, read_env};
-pub(crate) use table::{int, refuse, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
+pub(crate) use table::{refuse, whole, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
 pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
 use table::{MILLIS_OFF, SECS_OFF};
 pub(crate) use url::HostPort;
@@ -64,8 +65,8 @@ impl std::fmt::Debug for Secret {
 // The values of the variables.
 const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| Ok(v.into()))
     .checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
-const PORT: Codec<u16> = Codec::plain("1 to 65535", |v| Ok(int(v, 1, 65535, PORT_ALLOWED)? as u16))
-    .checked(|n| refuse(*n == 0, PORT_ALLOWED));
+const PORT: Codec<u16> =
+    Codec::plain("1 to 65535", |v| whole(v, PORT_ALLOWED)).checked(|n| refuse(*n == 0, PORT_ALLOWED));
 const TEXT: Codec<Option<String>> =
     Codec::new("text", |v| Ok(Some(v.into())), |v| v.clone().unwrap_or_default());
 const SECRET: Codec<Option<Secret>> = Codec {
@@ -73,9 +74,8 @@ const SECRET: Codec<Option<Secret>> = Codec {
     ..Codec::new("text, not trimmed", |v| Ok(Some(Secret(v.into()))), |_| String::new())
 };
 const DB_ALLOWED: &str = "a database number, 0 or more";
-const DB: Codec<i64> =
-    Codec::plain("0 or more (0 with a cluster)", |v| Ok(int(v, 0, i64::MAX as u64, DB_ALLOWED)? as i64))
-        .checked(|n| refuse(*n < 0, DB_ALLOWED));
+const DB: Codec<i64> = Codec::plain("0 or more (0 with a cluster)", |v| whole(v, DB_ALLOWED))
+    .checked(|n| refuse(*n < 0, DB_ALLOWED));
 const PEM: Codec<Option<PathBuf>> = Codec::new(
     "PEM file path",
     |v| Ok(Some(v.into())),
@@ -106,25 +106,39 @@ const ENCODING: Codec<Encoding> =
     Codec::plain("`msgpack` or `json`", |v| Encoding::from_name(v).ok_or(ENCODING_ALLOWED.into()));
 const VALUE_BYTES_ALLOWED: &str = "from 1 to 536870912 bytes (Redis's limit)";
 const VALUE_BYTES: Codec<usize> =
-    Codec::plain(
-        "1 to 536870912 (Redis's limit)",
-        |v| Ok(int(v, 0, u64::MAX, VALUE_BYTES_ALLOWED)? as usize),
-    )
-    .checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), VALUE_BYTES_ALLOWED));
+    Codec::plain("1 to 536870912 (Redis's limit)", |v| whole(v, VALUE_BYTES_ALLOWED))
+        .checked(|n| refuse(!(1..=REDIS_MAX_VALUE_BYTES).contains(n), VALUE_BYTES_ALLOWED));
 /// Not checked here: a longer `idle_poll` is refused by `validate`, not by `from_vars`.
 const MICROS: Codec<Duration> = Codec::new(
     "microseconds, at most 1000000",
-    |v| Ok(Duration::from_micros(int(v, 0, u64::MAX, "microseconds, 0 or more")?)),
+    |v| whole(v, "microseconds, 0 or more").map(Duration::from_micros),
     |d| d.as_micros().to_string(),
 );
 const RETAIN: Codec<Option<Duration>> =
     SECS_OFF.checked(|d| refuse(d.is_some_and(|d| d < Duration::from_secs(1)), "None, or at least 1s"));
 const COUNT_OFF: Codec<Option<usize>> = Codec::new(
     "a count (0: keep all)",
-    |v| Ok(Some(int(v, 0, usize::MAX as u64, "a count, 0 (keep all) or more")? as usize).filter(|n| *n > 0)),
+    |v| Ok(Some(whole(v, "a count, 0 (keep all) or more")?).filter(|n| *n > 0)),
     |n| n.unwrap_or(0).to_string(),
 )
 .checked(|n| refuse(*n == Some(0), "1 or more"));
+const OVERFLOW: Codec<OverflowPolicy> = Codec::new(
+    "`reject` or `block`",
+    |v| match v.to_ascii_lowercase().as_str() {
+        "reject" => Ok(OverflowPolicy::Reject),
+        "block" => Ok(OverflowPolicy::Block { timeout: DEFAULT_BLOCK_TIMEOUT }),
+        _ => Err("one of: reject, block".into()),
+    },
+    |o| if *o == OverflowPolicy::Reject { "reject" } else { "block" }.into(),
+);
+const REPLICA_WAIT: Codec<Option<(u32, Duration)>> = Codec::new(
+    "replicas (0: off)",
+    |v| {
+        let n = whole(v, "a number of replicas (0 turns waiting off)")?;
+        Ok(Some(n).filter(|n| *n > 0).map(|n| (n, DEFAULT_REPLICA_WAIT_TIMEOUT)))
+    },
+    |w| w.map_or(0, |(n, _)| n).to_string(),
+);
 
 options! {
     /// Everything a [`crate::Cache`] needs: where Redis is, how to log in, the
@@ -213,7 +227,7 @@ options! {
         /// How many writes may wait in the channel to the flusher thread; at least 1. Defaults to `65536`.
         channel_capacity: usize = 65_536; [v: usize => v] ["CACHE_CHANNEL_CAPACITY" COUNT]
         /// What a write does when the channel is full: fail at once and hand the value back, or wait for room first. Defaults to `OverflowPolicy::Reject`.
-        overflow: OverflowPolicy = OverflowPolicy::Reject; [v: OverflowPolicy => v] [rows OVERFLOW, BLOCK_TIMEOUT]
+        overflow: OverflowPolicy = OverflowPolicy::Reject; [v: OverflowPolicy => v] ["CACHE_OVERFLOW" OVERFLOW, BLOCK_TIMEOUT]
         /// The most writes in one `MULTI`/`EXEC` transaction; at least 1. Defaults to `4096`.
         max_batch: usize = 4096; [v: usize => v] ["CACHE_MAX_BATCH" COUNT]
         /// The most events the flusher holds while Redis is unreachable before it stops draining the channel (and writes start to overflow); at least 1. Defaults to `65536`.
@@ -229,7 +243,7 @@ options! {
         /// How long dropping a `Cache` waits for the final flush (as `Cache::close` does with its own timeout). Defaults to 5 s.
         close_timeout: Duration = Duration::from_secs(5); [v: Duration => v] ["CACHE_CLOSE_TIMEOUT_MS" MILLIS]
         /// `Some((replicas, timeout))`: after each batch, `WAIT` until that many replicas have it (at most `timeout`, above zero and below `response_timeout`); a batch not replicated in time is retried. Defaults to `None`.
-        replica_wait: Option<(u32, Duration)> = None; [v: Option<(u32, Duration)> => v] [rows REPLICA_WAIT, REPLICA_WAIT_TIMEOUT]
+        replica_wait: Option<(u32, Duration)> = None; [v: Option<(u32, Duration)> => v] ["CACHE_REPLICA_WAIT" REPLICA_WAIT, REPLICA_WAIT_TIMEOUT]
         // --- Recovery and buffers ---
         /// How many ids `Cache::load` reads per pipelined request (one `MGET` of their snapshots, one `LRANGE` per event log); at least 1. Defaults to `1000`.
         load_chunk: usize = 1000; [v: usize => v] ["CACHE_LOAD_CHUNK" COUNT]
@@ -242,8 +256,8 @@ options! {
         // --- Running 24/7 ---
         /// `Some(age)`: the flusher purges closed entities older than `age` with their event logs and index entries, at open and then every `min(age, 60 s)`, as `Cache::purge_closed` does; at least 1 s. Defaults to `None`.
         retain_closed_for: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_RETAIN_CLOSED_SECS" RETAIN]
-        /// How many closed entities one purge step deletes (one transaction between two batches of writes); at least 1. Defaults to `500`.
-        purge_batch: usize = 500; [] []
+        /// Tuning that only tests turn, not a stable API: how many closed entities one purge step deletes (one transaction between two batches of writes); at least 1. Defaults to `500`.
+        purge_batch: usize = 500; [#[doc(hidden)] v: usize => v] []
         /// `Some(n)`: every append to an account's event log trims it to its newest `n` events, in the same transaction; at least 1. Defaults to `None` (keep all).
         max_account_events: Option<usize> = None; [v: Option<usize> => v] ["CACHE_MAX_ACCOUNT_EVENTS" COUNT_OFF]
         /// `Some(interval)`: the flusher sets `{trader}:heartbeat:{writer_id}` this often with a TTL of three intervals, so a supervisor sees it vanish when the engine hangs, dies or loses Redis; at least 1 ms. Defaults to `None`.
@@ -283,28 +297,7 @@ const TIMEOUT: Opt<Config> = Opt {
     values: SECONDS.values,
     read: Read::Trimmed,
     default: |c| (SECONDS.show)(&c.connect_timeout),
-    apply: |c, v| {
-        let t = SECONDS.value(v)?;
-        (c.connect_timeout, c.response_timeout) = (t, t);
-        Ok(())
-    },
-};
-const OVERFLOW: Opt<Config> = Opt {
-    var: "CACHE_OVERFLOW",
-    sets: "overflow",
-    doc: "When the channel is full: fail at once and hand the value back, or wait up to \
-          CACHE_BLOCK_TIMEOUT_MS first.",
-    values: "`reject` or `block`",
-    read: Read::Trimmed,
-    default: |c| if c.overflow == OverflowPolicy::Reject { "reject" } else { "block" }.into(),
-    apply: |c, v| {
-        c.overflow = match v.to_ascii_lowercase().as_str() {
-            "reject" => OverflowPolicy::Reject,
-            "block" => OverflowPolicy::Block { timeout: c.block_timeout() },
-            _ => return Err("one of: reject, block".into()),
-        };
-        Ok(())
-    },
+    apply: |c, v| SECONDS.value(v).map(|t| (c.connect_timeout, c.response_timeout) = (t, t)),
 };
 const BLOCK_TIMEOUT: Opt<Config> = Opt {
     var: "CACHE_BLOCK_TIMEOUT_MS",
@@ -312,24 +305,10 @@ const BLOCK_TIMEOUT: Opt<Config> = Opt {
     doc: "The longest a write waits for room; only with CACHE_OVERFLOW=block.",
     values: MILLIS_MIN_1.values,
     read: Read::Trimmed,
-    default: |c| (MILLIS.show)(&c.block_timeout()),
+    default: |_| (MILLIS.show)(&DEFAULT_BLOCK_TIMEOUT),
     apply: |c, v| match &mut c.overflow {
         OverflowPolicy::Block { timeout } => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         OverflowPolicy::Reject => Err("only with CACHE_OVERFLOW=block".into()),
-    },
-};
-const REPLICA_WAIT: Opt<Config> = Opt {
-    var: "CACHE_REPLICA_WAIT",
-    sets: "replica_wait",
-    doc: "`WAIT` for this many replicas after each batch before acknowledging it.",
-    values: "replicas (0: off)",
-    read: Read::Trimmed,
-    default: |c| c.replica_wait.map_or(0, |(n, _)| n).to_string(),
-    apply: |c, v| {
-        let n = int(v, 0, u32::MAX.into(), "a number of replicas (0 turns waiting off)")? as u32;
-        let timeout = c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t);
-        c.replica_wait = (n > 0).then_some((n, timeout));
-        Ok(())
     },
 };
 const REPLICA_WAIT_TIMEOUT: Opt<Config> = Opt {
@@ -338,7 +317,7 @@ const REPLICA_WAIT_TIMEOUT: Opt<Config> = Opt {
     doc: "The longest that `WAIT` waits; only with CACHE_REPLICA_WAIT of 1 or more.",
     values: "milliseconds, 1 or more, below REDIS_TIMEOUT",
     read: Read::Trimmed,
-    default: |c| (MILLIS.show)(&c.replica_wait.map_or(DEFAULT_REPLICA_WAIT_TIMEOUT, |(_, t)| t)),
+    default: |_| (MILLIS.show)(&DEFAULT_REPLICA_WAIT_TIMEOUT),
     apply: |c, v| match &mut c.replica_wait {
         Some((_, timeout)) => MILLIS_MIN_1.value(v).map(|t| *timeout = t),
         None => Err("only with CACHE_REPLICA_WAIT of 1 or more".into()),
@@ -368,6 +347,11 @@ impl Problems {
         self
     }
 
+    /// `r`'s value, or `None` with its problems added.
+    pub(crate) fn take<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.0.extend(e.problems)).ok()
+    }
+
     pub(crate) fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
         if self.0.is_empty() {
             Ok(ok)
@@ -377,7 +361,80 @@ impl Problems {
     }
 }
 
+impl FromStr for Encoding {
+    type Err = ConfigError;
+
+    /// Parses `msgpack` (or `messagepack`) or `json`, ignoring case and
+    /// surrounding whitespace.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Encoding::from_name(s).ok_or_else(|| ConfigError::one("encoding", s, ENCODING_ALLOWED))
+    }
+}
+
 impl Config {
+    /// Reads the configuration from the process environment; see
+    /// [`Config::from_vars`] for the variables and their meaning.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tradecache::ConfigError> {
+    /// let config = tradecache::Config::from_env()?.trader_id("TESTER-001");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] listing every variable that cannot be used (including
+    /// values that are not valid UTF-8), with what is allowed.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        read_env(|get| Config::from_vars(get))
+    }
+
+    /// Builds a configuration from variables looked up by `get` (a `HashMap`,
+    /// say, or `std::env::var` as [`Config::from_env`] does), starting from
+    /// the defaults: an unset or empty variable keeps its default; values are
+    /// trimmed, except passwords. The variables, in the order they are
+    /// applied (docs/configuration.md and `.env.example` render the same table):
+    ///
+    #[doc = include_str!("vars.md")]
+    ///
+    /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
+    /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
+    /// override its parts, so a password can come from its own variable:
+    /// `REDIS_URL=redis://cache-1:6379/2` with `REDIS_PASSWORD` set.
+    ///
+    /// Each variable is checked on its own here; rules that involve several
+    /// settings (a username needs a password, …) are checked by
+    /// [`Config::validate`], which [`crate::Cache::open`] calls.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use tradecache::Config;
+    ///
+    /// let vars = HashMap::from([
+    ///     ("REDIS_URL", "rediss://engine:p%40ss@redis.internal:6380/2"),
+    ///     ("CACHE_TRADER_ID", "TESTER-001"),
+    ///     ("CACHE_ENCODING", "json"),
+    /// ]);
+    /// let config = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+    /// assert_eq!(config.redacted_url(), "rediss://engine:<redacted>@redis.internal:6380/2");
+    ///
+    /// let vars = HashMap::from([("REDIS_PORT", "70000"), ("CACHE_ENCODING", "yaml")]);
+    /// let err = Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+    /// assert!(err.mentions("REDIS_PORT") && err.mentions("CACHE_ENCODING"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per unusable variable (or
+    /// per problem in `REDIS_URL`), naming the variable, the bad value
+    /// (never a password) and what is allowed.
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+        let mut c = Config::default();
+        apply_vars(Config::rows(), &mut c, &get, &mut problems);
+        problems.finish(c)
+    }
+
     /// A preset for debugging: values are written as JSON
     /// ([`Encoding::Json`]) with timestamps as ISO 8601 strings, so that
     /// `redis-cli GET` shows them readably. Everything else is the default.
@@ -388,33 +445,23 @@ impl Config {
 
     /// Every variable [`Config::from_vars`] reads, in the order it applies them.
     pub(crate) fn rows() -> impl Iterator<Item = &'static Opt<Config>> {
-        std::iter::once(&URL).chain(OPTIONS.iter().flat_map(|rows| rows.iter()))
-    }
-
-    /// The timeout of `OverflowPolicy::Block`, or the one `CACHE_OVERFLOW=block` sets.
-    fn block_timeout(&self) -> Duration {
-        match self.overflow {
-            OverflowPolicy::Block { timeout } => timeout,
-            OverflowPolicy::Reject => DEFAULT_BLOCK_TIMEOUT,
-        }
+        std::iter::once(&URL).chain(OPTIONS.iter().copied().flatten())
     }
 
     /// The bounds of the exponential backoff (with jitter) between connection
     /// attempts in `Cache::open`; `min` may not exceed `max`.
     /// Defaults to 1 s and 32 s.
     #[must_use]
-    pub fn open_backoff(mut self, min: Duration, max: Duration) -> Self {
-        (self.open_backoff_min, self.open_backoff_max) = (min, max);
-        self
+    pub fn open_backoff(self, min: Duration, max: Duration) -> Self {
+        Config { open_backoff_min: min, open_backoff_max: max, ..self }
     }
 
     /// The bounds of the exponential backoff (with jitter) between the
     /// reconnection attempts after a connection is lost; `min` may not
     /// exceed `max`. Defaults to 50 ms and 2 s.
     #[must_use]
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        (self.reconnect_backoff_min, self.reconnect_backoff_max) = (min, max);
-        self
+    pub fn reconnect_backoff(self, min: Duration, max: Duration) -> Self {
+        Config { reconnect_backoff_min: min, reconnect_backoff_max: max, ..self }
     }
 
     /// [`Config::buffer_interval`] in milliseconds (the spec's
@@ -424,25 +471,14 @@ impl Config {
         self.buffer_interval(Duration::from_millis(ms))
     }
 
-    /// Tuning that only tests turn, not a stable API: how many closed
-    /// entities one purge step deletes (one transaction between two batches
-    /// of writes); at least 1. Defaults to `500`.
-    #[doc(hidden)]
-    #[must_use]
-    pub fn purge_batch(mut self, v: usize) -> Self {
-        self.purge_batch = v;
-        self
-    }
-
     /// Tests only, not a stable API: runs the flusher as if the engine's
     /// wall clock were `ms` milliseconds ahead (negative: behind) of the
     /// machine's, for the clock it stamps batches with. Lets a test show
     /// that [`Config::stream_max_age`] trims by the Redis server's clock.
     #[doc(hidden)]
     #[must_use]
-    pub fn clock_skew_for_tests(mut self, ms: i64) -> Self {
-        self.clock_skew_ms = ms;
-        self
+    pub fn clock_skew_for_tests(self, ms: i64) -> Self {
+        Config { clock_skew_ms: ms, ..self }
     }
 
     /// `host:port` of the configured server (`[::1]:6379` for IPv6), for
@@ -484,16 +520,12 @@ impl Config {
     ///
     /// It is meant to be read, not parsed back.
     pub fn redacted_url(&self) -> String {
-        let (scheme, userinfo) = (self.scheme(), self.userinfo());
         if !self.sentinels.is_empty() {
             let master = self.sentinel_master.as_deref().unwrap_or("");
-            format!(
-                "{scheme}+sentinel://{userinfo}{}/{master}/{}",
-                (SENTINELS.show)(&self.sentinels),
-                self.db
-            )
+            let sentinels = (SENTINELS.show)(&self.sentinels);
+            format!("{}{sentinels}/{master}/{}", self.url_start("+sentinel"), self.db)
         } else if !self.cluster_nodes.is_empty() {
-            format!("{scheme}://{userinfo}{}", (NODES.show)(&self.cluster_nodes))
+            format!("{}{}", self.url_start(""), (NODES.show)(&self.cluster_nodes))
         } else {
             self.server_url()
         }

@@ -17,12 +17,12 @@ use crate::error::ConfigError;
 /// field: Type = default; [v: Arg => conversion] [VARIABLE CODEC]
 /// ```
 ///
-/// The first bracket is the public setter `field(v: Arg)` (`[]`: none);
-/// the second the environment variable read with a [`Codec`] (`[]`: none;
-/// `[VAR CODEC as setter]` names the setter that covers it; `[rows …]`
-/// lists [`Opt`] rows written by hand). Yields the struct (the doc on
-/// each field), `Default`, `builder()`, the setters and `$table`, the rows
-/// in order.
+/// The first bracket is the public setter `field(v: Arg)` (`[]`: none; an
+/// attribute may precede `v`); the second the environment variable read
+/// with a [`Codec`] (`[]`: none; `[VAR CODEC => setter]` names the setter
+/// that covers it; `[VAR CODEC, ROW…]` adds [`Opt`] rows written by hand
+/// after it; `[rows …]` has only those). Yields the struct (the doc on each
+/// field), `Default`, `builder()`, the setters and `$table`, the rows in order.
 macro_rules! options {
     (
         $(#[$meta:meta])*
@@ -40,8 +40,7 @@ macro_rules! options {
         }
 
         impl $C {
-            /// The defaults, to be changed with the setters; the same as
-            /// `default()`.
+            /// The defaults (`default()`), to be changed with the setters.
             #[must_use]
             pub fn builder() -> Self {
                 Self::default()
@@ -52,9 +51,8 @@ macro_rules! options {
             /// The fields, in the table's order (the order of problems).
             pub(crate) const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
 
-            /// Checks each value read with a [`Codec`] on its own, in the
-            /// table's order; [`Self::validate`] adds the rules that
-            /// involve several settings.
+            /// Checks each value that has a [`Codec`], in the table's order
+            /// ([`Self::validate`] adds the rules between settings).
             fn check_values(&self, p: &mut $crate::config::Problems) {
                 $( options!(@check self p $field $($env)*); )*
             }
@@ -65,17 +63,17 @@ macro_rules! options {
             &[ $( options!(@rows $C [concat!($($doc),+)] $field [$($set)*] $($env)*), )* ];
     };
     (@setter [$($doc:tt)*] $field:ident) => {};
-    (@setter [$($doc:tt)*] $field:ident $v:ident : $arg:ty => $conv:expr) => {
+    (@setter [$($doc:tt)*] $field:ident $(#[$attr:meta])* $v:ident : $arg:ty => $conv:expr) => {
         $($doc)*
+        $(#[$attr])*
         #[must_use]
-        pub fn $field(mut self, $v: $arg) -> Self {
-            self.$field = $conv;
-            self
+        pub fn $field(self, $v: $arg) -> Self {
+            Self { $field: $conv, ..self }
         }
     };
     (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*]) => { &[] };
     (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] rows $($row:expr),*) => { &[$($row),*] };
-    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] $var:literal $codec:expr $(=> $sets:ident)?) => {
+    (@rows $C:ident [$doc:expr] $field:ident [$($set:tt)*] $var:literal $codec:expr $(=> $sets:ident)? $(, $row:expr)*) => {
         &[$crate::config::Opt {
             var: $var,
             sets: options!(@sets $field $($sets)?),
@@ -83,13 +81,10 @@ macro_rules! options {
             values: $codec.values,
             read: $codec.read,
             default: |c: &$C| ($codec.show)(&c.$field),
-            apply: |c: &mut $C, v| {
-                c.$field = $codec.value(v)?;
-                Ok(())
-            },
-        }]
+            apply: |c: &mut $C, v| $codec.value(v).map(|value| c.$field = value),
+        }, $($row),*]
     };
-    (@check $s:ident $p:ident $field:ident $var:literal $codec:expr $(=> $sets:ident)?) => {
+    (@check $s:ident $p:ident $field:ident $var:literal $codec:expr $(=> $sets:ident)? $(, $row:expr)*) => {
         if let Err(refused) = ($codec.check)(&$s.$field) {
             $p.refused(stringify!($field), &($codec.show)(&$s.$field), refused);
         }
@@ -100,9 +95,8 @@ macro_rules! options {
 }
 pub(crate) use options;
 
-/// One environment variable: its name, the setters it stands for, what it
-/// does, the values it takes, how it is read, its default as spelt (empty
-/// for none; only the docs check reads these four) and how it is applied.
+/// One environment variable: its name, how it is read and applied, and (for
+/// the docs only) its setters, meaning, values and default as spelt (empty: none).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Opt<C: 'static> {
     pub(crate) var: &'static str,
@@ -115,9 +109,8 @@ pub(crate) struct Opt<C: 'static> {
     pub(crate) apply: fn(&mut C, &str) -> Result<(), Refused>,
 }
 
-/// The values of one type a variable takes: what they are (for people),
-/// how they are read, parsed and spelt, and what `validate` allows of a
-/// value set in code (`parse` checks as much of a variable's text).
+/// The values of one type: what they are (for people), how they are read,
+/// parsed and spelt, and what a value must be (`check`, also in `validate`).
 pub(crate) struct Codec<T: 'static> {
     pub(crate) values: &'static str,
     pub(crate) read: Read,
@@ -206,14 +199,14 @@ pub(crate) fn apply_var(
     }
 }
 
-/// Applies each row of `table` onto `c`, in order.
-pub(crate) fn apply_vars<C>(
-    table: &[&[Opt<C>]],
+/// Applies each of `rows` onto `c`, in order.
+pub(crate) fn apply_vars<'a, C: 'static>(
+    rows: impl IntoIterator<Item = &'a Opt<C>>,
     c: &mut C,
     get: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) {
-    for opt in table.iter().flat_map(|rows| rows.iter()) {
+    for opt in rows {
         apply_var(opt.var, opt.read, get, problems, |v| (opt.apply)(c, v));
     }
 }
@@ -233,41 +226,24 @@ pub(crate) fn read_env<T: Default>(
     };
     let built = from_vars(&get);
     let mut problems = problems.into_inner();
-    match built {
-        Ok(c) => problems.finish(c),
-        Err(e) => {
-            problems.0.extend(e.problems);
-            problems.finish(T::default())
-        }
-    }
+    let built = problems.take(built).unwrap_or_default();
+    problems.finish(built)
 }
 
 // ---------------------------------------------------------------------------
 // Parsers.
 
-pub(crate) fn boolean(v: &str) -> Result<bool, Refused> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err("one of: true, false, 1, 0, yes, no".into()),
-    }
+/// A whole number, 0 or more, that fits a `T`.
+pub(crate) fn whole<T: TryFrom<u64>>(v: &str, allowed: &'static str) -> Result<T, Refused> {
+    v.parse::<u64>().ok().and_then(|n| T::try_from(n).ok()).ok_or_else(|| allowed.into())
 }
 
-/// A whole number from `min` to `max`.
-pub(crate) fn int(v: &str, min: u64, max: u64, allowed: &'static str) -> Result<u64, Refused> {
-    match v.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(allowed.into()),
-    }
-}
-
-/// Milliseconds.
 fn millis(v: &str) -> Result<Duration, Refused> {
-    int(v, 0, u64::MAX, "a whole number of milliseconds, 0 or more").map(Duration::from_millis)
+    whole(v, "a whole number of milliseconds, 0 or more").map(Duration::from_millis)
 }
 
 /// Seconds above zero, possibly fractional.
-pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
+fn seconds(v: &str) -> Result<Duration, Refused> {
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0)
@@ -278,13 +254,15 @@ pub(crate) fn seconds(v: &str) -> Result<Duration, Refused> {
 
 const AT_LEAST_1MS: &str = "None, or at least 1ms";
 
-pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", boolean);
-pub(crate) const COUNT: Codec<usize> =
-    Codec::plain("1 or more", |v| Ok(int(v, 0, usize::MAX as u64, "a whole number, 1 or more")? as usize))
-        .checked(|n| refuse(*n == 0, "1 or more"));
-pub(crate) const COUNT_U32: Codec<u32> =
-    Codec::plain("1 or more", |v| Ok(int(v, 0, u32::MAX.into(), "a whole number, 1 or more")? as u32))
-        .checked(|n| refuse(*n == 0, "1 or more"));
+pub(crate) const BOOL: Codec<bool> = Codec::plain("boolean", |v| match v.to_ascii_lowercase().as_str() {
+    "true" | "1" | "yes" => Ok(true),
+    "false" | "0" | "no" => Ok(false),
+    _ => Err("one of: true, false, 1, 0, yes, no".into()),
+});
+pub(crate) const COUNT: Codec<usize> = Codec::plain("1 or more", |v| whole(v, "a whole number, 1 or more"))
+    .checked(|n| refuse(*n == 0, "1 or more"));
+pub(crate) const COUNT_U32: Codec<u32> = Codec::plain("1 or more", |v| whole(v, "a whole number, 1 or more"))
+    .checked(|n| refuse(*n == 0, "1 or more"));
 pub(crate) const MILLIS: Codec<Duration> = Codec::new("milliseconds", millis, |d| d.as_millis().to_string());
 pub(crate) const MILLIS_MIN_1: Codec<Duration> =
     Codec { values: "milliseconds, 1 or more", ..MILLIS }.checked(|d| refuse(d.is_zero(), "1 ms or more"));
@@ -296,9 +274,7 @@ pub(crate) const MILLIS_OFF: Codec<Option<Duration>> = Codec::new(
 .checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));
 pub(crate) const SECS_OFF: Codec<Option<Duration>> = Codec::new(
     "seconds (0: off)",
-    |v| {
-        Ok(Some(int(v, 0, u64::MAX, "seconds, 0 (off) or more")?).filter(|s| *s > 0).map(Duration::from_secs))
-    },
+    |v| Ok(Some(whole(v, "seconds, 0 (off) or more")?).filter(|s| *s > 0).map(Duration::from_secs)),
     |d| d.map_or(0.0, |d| d.as_secs_f64()).to_string(),
 )
 .checked(|d| refuse(d.is_some_and(|d| d < Duration::from_millis(1)), AT_LEAST_1MS));

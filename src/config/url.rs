@@ -7,15 +7,14 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use url::{Host, Url};
+use url::{Host, ParseError, Url};
 
 use super::table::Refused;
 use super::{Config, Problems, Secret, PORT_ALLOWED, REDACTED};
 use crate::error::ConfigError;
 
-/// What a URL that cannot be shown safely is shown as: one that does not
-/// parse, or whose password was split by an unencoded `/`, `?` or `#`.
-/// Never the text itself.
+/// What a URL that does not parse, or whose password was split by an
+/// unencoded `/`, `?` or `#`, is shown as: never the text itself.
 pub(super) const UNPARSEABLE: &str = "<unparseable URL>";
 
 const FORM: &str = "a URL of the form redis://[user[:password]@]host[:port][/db] (or rediss:// for TLS)";
@@ -85,27 +84,21 @@ impl Config {
     /// [`Config::redacted_url`] for a single server:
     /// `redis[s]://[user[:<redacted>]@]host:port/db`.
     pub(super) fn server_url(&self) -> String {
-        format!("{}://{}{}/{}", self.scheme(), self.userinfo(), self.addr(), self.db)
+        format!("{}{}/{}", self.url_start(""), self.addr(), self.db)
     }
 
-    /// `redis` or `rediss` (TLS).
-    pub(super) fn scheme(&self) -> &'static str {
-        if self.tls {
-            "rediss"
-        } else {
-            "redis"
-        }
-    }
-
-    /// `user:<redacted>@`, `:<redacted>@`, `user@` or nothing; the user
-    /// percent-encoded, the password never shown.
-    pub(super) fn userinfo(&self) -> String {
+    /// `redis[s]{plus}://` (`rediss` with TLS), then `user:<redacted>@`,
+    /// `:<redacted>@`, `user@` or nothing: the user percent-encoded, the
+    /// password never shown.
+    pub(super) fn url_start(&self, plus: &str) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         let user = self.username.as_deref().map(|u| utf8_percent_encode(u, USER_KEEPS).to_string());
-        match (user, &self.password) {
+        let userinfo = match (user, &self.password) {
             (user, Some(_)) => format!("{}:{REDACTED}@", user.unwrap_or_default()),
             (Some(user), None) => format!("{user}@"),
             (None, None) => String::new(),
-        }
+        };
+        format!("{scheme}{plus}://{userinfo}")
     }
 }
 
@@ -116,7 +109,15 @@ impl Config {
 /// `#` cut a password short, leaving the rest of it in the path).
 fn parse(text: &str) -> Result<Url, &'static str> {
     let text = text.trim();
-    let url = Url::parse(text).map_err(parse_error_allowed)?;
+    let url = Url::parse(text).map_err(|e| match e {
+        ParseError::EmptyHost => HOST,
+        ParseError::InvalidPort => PORT_AFTER_HOST,
+        ParseError::InvalidIpv6Address => IPV6,
+        ParseError::InvalidIpv4Address | ParseError::InvalidDomainCharacter | ParseError::IdnaError => {
+            HOST_NAME
+        }
+        _ => FORM,
+    })?;
     let written = text.get(url.scheme().len()..).is_some_and(|rest| rest.starts_with("://"));
     if !written || !url.has_host() {
         return Err(FORM);
@@ -126,17 +127,6 @@ fn parse(text: &str) -> Result<Url, &'static str> {
         return Err(SPLIT_PASSWORD);
     }
     Ok(url)
-}
-
-fn parse_error_allowed(e: url::ParseError) -> &'static str {
-    use url::ParseError as E;
-    match e {
-        E::EmptyHost => HOST,
-        E::InvalidPort => PORT_AFTER_HOST,
-        E::InvalidIpv6Address => IPV6,
-        E::InvalidIpv4Address | E::InvalidDomainCharacter | E::IdnaError => HOST_NAME,
-        _ => FORM,
-    }
 }
 
 /// `url` as it may be shown in a message: the password replaced by
@@ -172,14 +162,10 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
     let mut refused = Refused(Vec::new());
     let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
 
-    let tls = match url.scheme() {
-        "redis" => false,
-        "rediss" => true,
-        _ => {
-            bad("the scheme redis:// or rediss:// (TLS)");
-            false
-        }
-    };
+    let tls = url.scheme() == "rediss";
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        bad("the scheme redis:// or rediss:// (TLS)");
+    }
     let mut decoded = |text: &str, allowed: &'static str| {
         Some(percent_decode(text).unwrap_or_else(|| {
             bad(allowed);
@@ -197,9 +183,7 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
         Some(Host::Ipv6(addr)) => addr.to_string(),
         host => host.map_or(String::new(), |h| h.to_string()),
     };
-    if host.is_empty() {
-        bad(HOST);
-    } else if let Some(allowed) = host_problem(&host) {
+    if let Some(allowed) = host_problem(&host) {
         bad(allowed);
     }
     let port = url.port().unwrap_or(6379);
@@ -222,12 +206,7 @@ pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
     if !refused.0.is_empty() {
         return Err(refused);
     }
-    c.host = host;
-    c.port = port;
-    c.username = username;
-    c.password = password.map(Secret);
-    c.db = db;
-    c.tls = tls;
+    *c = Config { host, port, username, password: password.map(Secret), db, tls, ..std::mem::take(c) };
     Ok(())
 }
 
@@ -406,7 +385,7 @@ mod tests {
         // What does not parse is never echoed.
         let e = problems(url("redis://h:65536"));
         assert_eq!(e.problems[0].value, UNPARSEABLE);
-        assert_eq!(e.problems[0].allowed, parse_error_allowed(::url::ParseError::InvalidPort));
+        assert_eq!(e.problems[0].allowed, PORT_AFTER_HOST);
     }
 
     #[test]
@@ -478,7 +457,7 @@ mod tests {
         assert_eq!(percent_decode("%+1"), None);
         assert_eq!(percent_decode("%ff"), None);
         let c = Config::builder().username("a b:@~").password("x");
-        assert_eq!(c.userinfo(), "a%20b%3A%40~:<redacted>@");
+        assert_eq!(c.url_start(""), "redis://a%20b%3A%40~:<redacted>@");
     }
 
     /// Characters that need care in a URL's user info, and unicode.

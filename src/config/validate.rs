@@ -1,6 +1,5 @@
-//! [`Config::validate`]: the rules that involve several settings (the
-//! values on their own are checked by their [`Codec`](super::Codec)s in
-//! the option table), and the checks the option table's values share.
+//! [`Config::validate`]: the rules between settings (each value alone is
+//! checked by its [`Codec`](super::Codec)), and checks the codecs share.
 
 use std::time::Duration;
 
@@ -8,18 +7,12 @@ use super::table::Refused;
 use super::url::host_problem;
 use super::{Config, Encoding, HostPort, OverflowPolicy, Problems, PORT_ALLOWED};
 use crate::error::ConfigError;
-use crate::ident::{self, IdError};
+use crate::ident;
 use crate::store::keys::{ENTITY_COLLECTIONS, LAYOUT_NAMES, MARKET_DATA_COLLECTIONS};
-
-const ID_CHARS: &str = "ids may not contain ':', '{', '}', whitespace or control characters";
 
 /// An id (see [`crate::Ident`]).
 pub(super) fn check_id(v: &str) -> Result<(), Refused> {
-    ident::validate(v).map(|_| ()).map_err(|e| match e {
-        IdError::Empty => format!("a non-empty id; {ID_CHARS}").into(),
-        IdError::TooLong { max, .. } => format!("an id of at most {max} bytes").into(),
-        IdError::BadChar { ch, .. } => format!("an id without {ch:?}; {ID_CHARS}").into(),
-    })
+    ident::validate(v).map(|_| ()).map_err(|e| format!("an id ({e})").into())
 }
 
 /// An instance id: an id that would not read as this trader's own keys
@@ -53,19 +46,16 @@ pub(super) fn check_nodes(nodes: &[HostPort]) -> Result<(), Refused> {
 }
 
 impl Config {
-    /// At `open`: the TLS files named in the configuration can be read, so
-    /// a wrong path is a configuration error at once rather than a
-    /// connection error after every retry. (Not part of [`Config::validate`],
-    /// which checks the values alone.)
+    /// At `open`, apart from [`Config::validate`]: the TLS files named can be
+    /// read, so a wrong path fails at once, not as a connection error after
+    /// every retry.
     pub(crate) fn check_files(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
-        for (field, path) in
-            [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
-        {
-            if let Some(path) = path {
-                if let Err(e) = std::fs::File::open(path) {
-                    p.push(field, path.display().to_string(), format!("a readable PEM file ({e})"));
-                }
+        let files = [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)];
+        for (field, path) in files {
+            let Some(path) = path else { continue };
+            if let Err(e) = std::fs::File::open(path) {
+                p.push(field, path.display().to_string(), format!("a readable PEM file ({e})"));
             }
         }
         p.finish(())
@@ -86,15 +76,10 @@ impl Config {
     /// order of the options, each naming the setter (`"port"`), the bad
     /// value (never a password) and what is allowed: each option's value
     /// as its documentation says (a count of 1 or more, an id, …), and the
-    /// rules that involve several: a username comes with a password; the
-    /// db is 0 in cluster mode; TLS files need `tls` (and the `tls`
-    /// feature), a certificate needs a key and the reverse; sentinels need
-    /// a master name and the reverse; sentinels and a cluster exclude each
-    /// other; a cluster needs the trader prefix; `use_instance_id` has an
-    /// instance id and the trader prefix, and so does `flush_on_start`;
-    /// `timestamps_as_iso8601` goes with JSON; timeouts are above zero;
-    /// backoff minimums are at least 1 ms and do not exceed maximums;
-    /// `replica_wait`'s timeout is below `response_timeout`.
+    /// rules between options that it states (a username needs a password,
+    /// TLS files need `tls` and its feature, sentinels and a cluster exclude
+    /// each other, …); timeouts are above zero, backoff minimums at least
+    /// 1 ms.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
         self.check_values(&mut p);
@@ -113,21 +98,17 @@ impl Config {
         if self.tls {
             p.push("tls", "true", "false: tradecache was built without its `tls` feature");
         }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), None) => {
-                p.push("tls_key", "", format!("a key file to go with tls_cert {}", cert.display()))
-            }
-            (None, Some(key)) => {
-                p.push("tls_cert", "", format!("a certificate file to go with tls_key {}", key.display()))
-            }
-            _ => {}
+        if let (Some(cert), None) = (&self.tls_cert, &self.tls_key) {
+            p.push("tls_key", "", format!("a key file to go with tls_cert {}", cert.display()));
         }
-        match &self.sentinel_master {
-            None if sentinel => p.push("sentinel_master", "", "the name of the master the sentinels monitor"),
-            Some(m) if !sentinel => {
-                p.push("sentinels", "", format!("at least one sentinel, since sentinel_master is {m:?}"))
-            }
-            _ => {}
+        if let (None, Some(key)) = (&self.tls_cert, &self.tls_key) {
+            p.push("tls_cert", "", format!("a certificate file to go with tls_key {}", key.display()));
+        }
+        if sentinel && self.sentinel_master.is_none() {
+            p.push("sentinel_master", "", "the name of the master the sentinels monitor");
+        }
+        if let (false, Some(m)) = (sentinel, &self.sentinel_master) {
+            p.push("sentinels", "", format!("at least one sentinel, since sentinel_master is {m:?}"));
         }
         if sentinel && clustered {
             let nodes = format!("{} node(s)", self.cluster_nodes.len());

@@ -1,14 +1,11 @@
-//! [`KvConfig`]: the connection part is a [`Config`] (so ACL, TLS, Sentinel
-//! and Cluster work exactly as for [`crate::Cache`]); the rest is the
-//! caching layer's own: namespaces and their TTLs, the key prefix,
-//! compression, batches, the read pool, the near cache and the breaker.
-//! Each option is written once, in the table below (the mechanism is
-//! `Config`'s, src/config/table.rs).
+//! [`KvConfig`]: a [`Config`] for the connection, and the caching layer's
+//! own options, each written once in the table below (with the mechanism
+//! of `Config`'s, src/config/table.rs).
 
 use std::time::Duration;
 
 use crate::config::{apply_var, apply_vars, options, read_env, Codec, Config, Encoding, Problems};
-use crate::config::{int, refuse, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
+use crate::config::{refuse, whole, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
 use crate::error::ConfigError;
 use crate::ident;
 
@@ -20,16 +17,16 @@ const DEFAULT_POLICIES: [(&str, u64); 4] =
 const PREFIX: Codec<String> = Codec {
     read: Read::TrimmedEmptyCounts,
     ..Codec::new("an id, or empty for none", |v| Ok(v.into()), String::clone).checked(|v| {
-        match v.is_empty() {
-            true => Ok(()),
-            false => ident::validate(v).map(|_| ()).map_err(|e| format!("an id, or empty ({e})").into()),
+        match ident::validate(v) {
+            Err(e) if !v.is_empty() => Err(format!("an id, or empty ({e})").into()),
+            _ => Ok(()),
         }
     })
 };
 const TTL: Codec<Option<Duration>> = Codec::new(
     "seconds, 0 = never expires",
     |v| {
-        Ok(Some(int(v, 0, u64::MAX, "a whole number of seconds, 0 for never expires")?)
+        Ok(Some(whole(v, "a whole number of seconds, 0 for never expires")?)
             .filter(|n| *n > 0)
             .map(Duration::from_secs))
     },
@@ -37,11 +34,9 @@ const TTL: Codec<Option<Duration>> = Codec::new(
 )
 .checked(|t| refuse(t.is_some_and(|t| t < Duration::from_millis(1)), TTL_ALLOWED));
 const TTL_ALLOWED: &str = "at least 1ms, or None for never expires";
-const BYTES: Codec<usize> =
-    Codec::plain("bytes", |v| Ok(int(v, 0, u64::MAX, "a number of bytes, 0 or more")? as usize));
-const ENTRIES: Codec<usize> = Codec::plain("entries, 0 = off", |v| {
-    Ok(int(v, 0, u64::MAX, "a number of entries, 0 turns it off")? as usize)
-});
+const BYTES: Codec<usize> = Codec::plain("bytes", |v| whole(v, "a number of bytes, 0 or more"));
+const ENTRIES: Codec<usize> =
+    Codec::plain("entries, 0 = off", |v| whole(v, "a number of entries, 0 turns it off"));
 
 options! {
     /// The configuration of a [`crate::kv::Kv`].
@@ -178,8 +173,8 @@ impl KvConfig {
             if let Err(e) = ident::validate(ns) {
                 p.push("ttl", ns, format!("a namespace that is a valid id ({e})"));
             }
-            if ttl.is_some_and(|t| t < Duration::from_millis(1)) {
-                p.push("ttl", format!("{ns}: {ttl:?}"), TTL_ALLOWED);
+            if let Err(refused) = (TTL.check)(ttl) {
+                p.refused("ttl", &format!("{ns}: {ttl:?}"), refused);
             }
         }
         let mut all = Problems(self.redis.validate().err().map_or(Vec::new(), |e| e.problems));
@@ -201,7 +196,7 @@ impl KvConfig {
     /// [`Config::from_vars`] first (for the Python bindings).
     #[doc(hidden)]
     pub fn var_names() -> Vec<String> {
-        let kv = KV_OPTIONS.iter().flat_map(|rows| rows.iter().map(|o| o.var));
+        let kv = KV_OPTIONS.iter().copied().flatten().map(|o| o.var);
         let ttls = DEFAULT_POLICIES.iter().map(|(ns, _)| ttl_var(ns));
         Config::rows().map(|o| o.var).chain(kv).map(String::from).chain(ttls).collect()
     }
@@ -236,11 +231,8 @@ impl KvConfig {
     /// variable, the bad value (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
         let (mut problems, mut c) = (Problems::default(), KvConfig::default());
-        match Config::from_vars(&get) {
-            Ok(r) => c.redis = r,
-            Err(e) => problems.0.extend(e.problems),
-        }
-        apply_vars(KV_OPTIONS, &mut c, &get, &mut problems);
+        c.redis = problems.take(Config::from_vars(&get)).unwrap_or_default();
+        apply_vars(KV_OPTIONS.iter().copied().flatten(), &mut c, &get, &mut problems);
         for (ns, _) in DEFAULT_POLICIES {
             apply_var(&ttl_var(ns), TTL.read, &get, &mut problems, |v| {
                 TTL.value(v).map(|t| c.set_policy(ns, t))
