@@ -2,8 +2,8 @@
 ``tradecache.Cache``.
 
 Writes: the calling thread turns the object into what is stored (by
-default an event's ``to_dict`` map, packed with msgspec (the bytes tradecache
-would write, in half the time); instruments, and
+default an event's ``to_dict`` map, packed with msgspec: the bytes tradecache
+would write, in two thirds of the time; instruments, and
 everything with ``encoding="json"`` or ``timestamps_as_iso8601``, as the
 node's own serializer's bytes) and queues it with ``put``/``append`` (no
 I/O). Loads: one bulk ``Cache.load`` per call, of
@@ -114,7 +114,7 @@ def _packer(to_dict: Any) -> Any:
     """The value stored for an event of one class: its ``to_dict`` map,
     packed by msgspec's encoder (Nautilus's own dependency, about twice as
     fast as tradecache's packing of a dict, and the same bytes for these
-    maps: test_native_events_pack_to_the_same_bytes) and checked by
+    maps: test_native_events_pack_to_the_same_bytes), then checked by
     ``Packed.from_msgpack``; packed by tradecache where msgspec refuses a
     value (which then raises tradecache's ``EncodeError``, as before)."""
 
