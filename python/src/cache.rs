@@ -172,23 +172,6 @@ impl Packed {
         raw_value(py, value).map(Packed)
     }
 
-    /// A `Packed` of bytes that already hold one MessagePack value (from
-    /// another encoder, such as msgspec's): checked to be exactly one
-    /// well-formed value with UTF-8 strings, and kept as they are. What
-    /// `unpackb` makes of ext types 1, 2 and 3 (`Decimal`, `datetime`,
-    /// `date`) is not checked here: such a value that does not parse is
-    /// reported when it is read, as one written by another client would be.
-    #[staticmethod]
-    fn from_msgpack(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let bytes = data.downcast::<pyo3::types::PyBytes>().map_err(|_| {
-            errors::encode_error(
-                py,
-                format!("Packed.from_msgpack takes bytes, got {}", args::type_name(data)),
-            )
-        })?;
-        RawValue::msgpack(bytes.as_bytes()).map(Packed).map_err(|e| errors::encode_error(py, e.to_string()))
-    }
-
     fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
         pyo3::types::PyBytes::new(py, self.0.as_bytes())
     }

@@ -123,9 +123,6 @@ BAD = {
     "keys": (tradecache.InvalidId, ["k", 5, ["\ud800"], [1], ["a b"]]),
     "items": (tradecache.Error, [5, [("k",)], [("k", 1, 2)], {"\ud800": 1}, {1: 2}, {"k": {1, 2}}, [("\ud800", 1)]]),
     "data": (tradecache.DecodeError, ["str", 5, None, b"\xd4\x01x", b"\xd4\x02x", b"\xd4\x03x", b"\xc1", b"\x92\x01"]),
-    # Packed.from_msgpack: not bytes, or not exactly one well-formed value.
-    "packed": (tradecache.EncodeError, ["str", 5, None, bytearray(b"\x01"), b"", b"\xc1", b"\x92\x01", b"\x01\x02",
-                                         b"\xa1\xff", b"\xdb\xff\xff\xff\xff"]),
 }
 BAD["value"] = (tradecache.EncodeError, list(BAD_VALUES.values()))
 # close(timeout=None) is the configured close_timeout.
@@ -287,7 +284,6 @@ def test_module_functions_with_every_bad_argument():
             ("packb", tradecache.packb, dict(value=1), dict(value="value")),
             ("Packed", tradecache.Packed, dict(value=1), dict(value="value")),
             ("unpackb", tradecache.unpackb, dict(data=b"\x01"), dict(data="data")),
-            ("Packed.from_msgpack", tradecache.Packed.from_msgpack, dict(data=b"\x01"), dict(data="packed")),
         ],
         lambda i: None,
         lambda i: None,

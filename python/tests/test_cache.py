@@ -417,28 +417,6 @@ def test_a_packed_value_is_stored_byte_for_byte(open_cache, server):
         c.put("orders", "nested", {"p": p})  # only a whole value
 
 
-def test_packed_from_msgpack_stores_the_bytes_it_was_given(open_cache, server):
-    """Packed.from_msgpack(data) keeps bytes another encoder wrote (any
-    well-formed MessagePack value) and put stores them byte for byte; bytes
-    that are not exactly one value raise EncodeError (covered with every
-    bad argument in test_bad_input)."""
-    c = open_cache()
-    # A map as another encoder may write it: str8 keys, a uint64, a float32.
-    data = b"\x83\xd9\x01a\x01\xa1b\xcf\x00\x00\x00\x01\x00\x00\x00\x00\xa1c\xca\x3f\x80\x00\x00"
-    p = tradecache.Packed.from_msgpack(data)
-    assert bytes(p) == data and len(p) == len(data)
-    c.put("orders", "foreign", p)
-    c.append("orders", "foreign", tradecache.Packed.from_msgpack(tradecache.packb(VALUE)))
-    c.flush()
-    r = server.client()
-    assert r.get(f"{c.key_prefix}:orders:foreign") == data
-    assert r.lrange(f"{c.key_prefix}:orders:foreign:events", 0, -1) == [tradecache.packb(VALUE)]
-    assert c.get("orders", "foreign") == {"a": 1, "b": 2**32, "c": 1.0}
-    for bad in (data[:-1], data + b"\x00", b"\xa1\xff"):
-        with pytest.raises(tradecache.EncodeError):
-            tradecache.Packed.from_msgpack(bad)
-
-
 def test_a_packed_value_refused_is_handed_back(open_cache, own_server):
     c = open_cache(own_server, channel_capacity=4, max_pending_snapshots=4, timeout=5)
     p = tradecache.Packed({"i": 1})

@@ -49,11 +49,6 @@ class Packed:
     ``Cache.append`` store them as they are, without packing again."""
 
     def __init__(self, value: Value) -> None: ...
-    @staticmethod
-    def from_msgpack(data: bytes) -> "Packed":
-        """``data``, one MessagePack value already encoded (by msgspec,
-        say), checked and kept as it is; ``EncodeError`` if it is not
-        exactly one well-formed value."""
     def __bytes__(self) -> bytes: ...
     def __len__(self) -> int: ...
 

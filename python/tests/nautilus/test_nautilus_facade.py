@@ -532,68 +532,31 @@ def test_the_fast_decoder_equals_from_dict(make_cache):
         dec.decode(bad)
 
 
-def test_native_events_pack_to_the_same_bytes():
-    """The facade packs the events it stores as their to_dict with msgspec's
-    encoder (Packed.from_msgpack): for an event of every such class, and an
-    OrderInitialized of every order type (tags, post-only, an execution
-    algorithm with its parameters, trigger types, trailing offsets), the
-    bytes are those tradecache.packb gives the same map, as stored before."""
+def test_user_values_in_an_order_come_back_with_their_types(make_cache):
+    """An order's execution-algorithm parameters are the user's own values:
+    a Decimal, a datetime and a date among them come back as such after a
+    restart (tradecache's ext types), not as the text another encoder would
+    write for them."""
     from decimal import Decimal
 
     from nautilus_trader.common.component import TestClock
     from nautilus_trader.common.factories import OrderFactory
-    from nautilus_trader.model import events as ev
-    from nautilus_trader.model.enums import TrailingOffsetType
     from nautilus_trader.model.identifiers import ExecAlgorithmId, StrategyId
 
-    from tradecache.nautilus._database import _NATIVE, _NATIVE_CLASSES
-
-    E = TestEventStubs
-    f = OrderFactory(trader_id=TraderId("TESTER-000"), strategy_id=StrategyId("S-001"), clock=TestClock())
-    i, q, px, px2 = AUDUSD.id, AUDUSD.make_qty(100), AUDUSD.make_price(1.0), AUDUSD.make_price(1.1)
-    trail = dict(trailing_offset=Decimal("0.002"), trailing_offset_type=TrailingOffsetType.PRICE, trigger_price=px)
-    orders = [
-        f.market(i, OrderSide.BUY, q, tags=["a", "b"]),
-        f.limit(i, OrderSide.SELL, q, px, post_only=True, exec_algorithm_id=ExecAlgorithmId("TWAP"),
-                exec_algorithm_params={"horizon_secs": 20, "interval_secs": 2.5}),
-        f.stop_market(i, OrderSide.BUY, q, px, trigger_type=TriggerType.LAST_PRICE),
-        f.stop_limit(i, OrderSide.BUY, q, px, px2),
-        f.market_to_limit(i, OrderSide.BUY, q),
-        f.market_if_touched(i, OrderSide.BUY, q, px),
-        f.limit_if_touched(i, OrderSide.BUY, q, px, px2),
-        f.trailing_stop_market(i, OrderSide.BUY, q, **trail),
-        f.trailing_stop_limit(i, OrderSide.BUY, q, limit_offset=Decimal("0.001"), price=px, **trail),
-    ]
-    o = orders[1]
-    ids = dict(trader_id=o.trader_id, strategy_id=o.strategy_id, instrument_id=o.instrument_id,
-               client_order_id=o.client_order_id)
-    vid = VenueOrderId("V-1")
-    submitted = E.order_submitted(o, account_id=ACCOUNT_ID)
-    o.apply(submitted)
-    accepted = E.order_accepted(o, account_id=ACCOUNT_ID, venue_order_id=vid)
-    o.apply(accepted)
-    rejected = dict(venue_order_id=vid, account_id=ACCOUNT_ID, reason="r", event_id=UUID4(), ts_event=1, ts_init=2)
-    events = [x.init_event for x in orders] + [
-        submitted, accepted,
-        ev.OrderDenied(**ids, reason="no", event_id=UUID4(), ts_init=1),
-        ev.OrderEmulated(**ids, event_id=UUID4(), ts_init=1),
-        E.order_released(o, released_price=px),
-        E.order_rejected(o, account_id=ACCOUNT_ID),
-        E.order_triggered(o),
-        E.order_pending_update(o),
-        E.order_pending_cancel(o),
-        ev.OrderModifyRejected(**ids, **rejected),
-        ev.OrderCancelRejected(**ids, **rejected),
-        E.order_updated(o, quantity=AUDUSD.make_qty(50)),
-        E.order_canceled(o),
-        E.order_expired(o),
-        E.order_filled(o, AUDUSD, account_id=ACCOUNT_ID, position_id=None, last_qty=AUDUSD.make_qty(1)),
-        E.cash_account_state(),
-        E.margin_account_state(),
-    ]
-    assert {type(e) for e in events} == set(_NATIVE_CLASSES)
-    for e in events:
-        assert bytes(_NATIVE[type(e)](e)) == tradecache.packb(type(e).to_dict(e)), type(e).__name__
+    a, db = make_cache()
+    a.add_currency(USD)
+    a.add_currency(AUD)
+    a.add_instrument(AUDUSD)
+    params = {"size": Decimal("1.25"), "start": dt.datetime(2026, 1, 2, 3, 4, 5), "day": dt.date(2026, 1, 2), "n": 3}
+    factory = OrderFactory(trader_id=TraderId("TESTER-000"), strategy_id=StrategyId("S-001"), clock=TestClock())
+    order = factory.limit(AUDUSD.id, OrderSide.BUY, AUDUSD.make_qty(100), AUDUSD.make_price(1.0),
+                          exec_algorithm_id=ExecAlgorithmId("TWAP"), exec_algorithm_params=params)
+    a.add_order(order)
+    db.wait(5.0)
+    b, _ = make_cache()
+    start_like_a_node(b)
+    got = b.order(order.client_order_id).exec_algorithm_params
+    assert got == params and [type(v) for v in got.values()] == [type(v) for v in params.values()], got
 
 
 def test_ids_that_are_no_tradecache_ids_are_escaped(make_cache):

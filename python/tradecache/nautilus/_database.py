@@ -2,8 +2,7 @@
 ``tradecache.Cache``.
 
 Writes: the calling thread turns the object into what is stored (by
-default an event's ``to_dict`` map, packed with msgspec: the bytes tradecache
-would write, in two thirds of the time; instruments, and
+default an event's ``to_dict`` map, packed by tradecache; instruments, and
 everything with ``encoding="json"`` or ``timestamps_as_iso8601``, as the
 node's own serializer's bytes) and queues it with ``put``/``append`` (no
 I/O). Loads: one bulk ``Cache.load`` per call, of
@@ -33,7 +32,6 @@ import threading
 import weakref
 from typing import Any, Dict, List, Optional
 
-import msgspec
 import pandas as pd
 
 import tradecache
@@ -106,48 +104,23 @@ _ACTORS = _C["actors"]
 _STRATEGIES = _C["strategies"]
 _HEALTH = _C["health"]
 
-_encode = msgspec.msgpack.Encoder().encode
-_from_msgpack = Packed.from_msgpack
-
-
-def _packer(to_dict: Any) -> Any:
-    """The value stored for an event of one class: its ``to_dict`` map,
-    packed by msgspec's encoder (Nautilus's own dependency, about twice as
-    fast as tradecache's packing of a dict, and the same bytes for these
-    maps: test_native_events_pack_to_the_same_bytes), then checked by
-    ``Packed.from_msgpack``; packed by tradecache where msgspec refuses a
-    value (which then raises tradecache's ``EncodeError``, as before)."""
-
-    def pack(event: Any) -> Packed:
-        d = to_dict(event)
-        try:
-            return _from_msgpack(_encode(d))
-        except (TypeError, ValueError, OverflowError):
-            return Packed(d)
-
-    return pack
-
-
-def _packed(value: Any) -> Packed:
-    """``value`` as a ``Packed`` (as it is if it is one)."""
-    return value if type(value) is Packed else Packed(value)
-
-
 #: The events written on the hot path (orders, fills, account states),
 #: stored as their ``to_dict`` (a MessagePack map) and read back with
 #: ``from_dict``: a fifth of the serializer's time (it matches every key
 #: against a regular expression and turns timestamps into text).
-_NATIVE_CLASSES = tuple(
-    getattr(_events, name)
-    for name in (
-        "OrderInitialized", "OrderDenied", "OrderEmulated", "OrderReleased", "OrderSubmitted",
-        "OrderAccepted", "OrderRejected", "OrderCanceled", "OrderExpired", "OrderTriggered",
-        "OrderPendingUpdate", "OrderPendingCancel", "OrderModifyRejected", "OrderCancelRejected",
-        "OrderUpdated", "OrderFilled", "AccountState",
+_NATIVE = {
+    cls: cls.to_dict
+    for cls in (
+        getattr(_events, name)
+        for name in (
+            "OrderInitialized", "OrderDenied", "OrderEmulated", "OrderReleased", "OrderSubmitted",
+            "OrderAccepted", "OrderRejected", "OrderCanceled", "OrderExpired", "OrderTriggered",
+            "OrderPendingUpdate", "OrderPendingCancel", "OrderModifyRejected", "OrderCancelRejected",
+            "OrderUpdated", "OrderFilled", "AccountState",
+        )
     )
-)
-_NATIVE = {cls: _packer(cls.to_dict) for cls in _NATIVE_CLASSES}
-_FROM_NATIVE = {cls.__name__: cls.from_dict for cls in _NATIVE_CLASSES}
+}
+_FROM_NATIVE = {cls.__name__: cls.from_dict for cls in _NATIVE}
 
 _INSTRUMENT_CLASS = {_INSTRUMENTS: Instrument, _SYNTHETICS: SyntheticInstrument}
 
@@ -474,8 +447,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         written = self._order_events.get(coid)
         if written is None:
             init = order.init_event
-            to = self._to.get(type(init))
-            first = to(init) if to is not None else _packed(self._pack(init))
+            first = Packed(self._pack(init))
             # An order written closed (added closed, say) goes to the
             # closed index at once; nothing is kept for a close to come.
             closed = order.is_closed
@@ -525,7 +497,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._position_first.pop(pid, None)
         self._cache.delete(_POSITIONS, id_)
         opening = position.events[0]
-        first = _packed(self._pack(opening))
+        first = Packed(self._pack(opening))
         closed = position.is_closed
         self._put(_POSITIONS, id_, first, closed)
         if not closed:
@@ -605,9 +577,8 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._cache.delete(_STRATEGIES, escape_id(strategy_id.value))
 
     def _pack(self, obj: Any) -> Any:
-        """What is stored for ``obj``: an event's ``to_dict`` packed (a
-        ``Packed``), a dict as it is (tradecache packs it), else the
-        serializer's bytes."""
+        """What is stored for ``obj``: an event's ``to_dict`` or a dict as
+        it is (tradecache packs it), else the serializer's bytes."""
         to = self._to.get(type(obj))
         if to is not None:
             return to(obj)
