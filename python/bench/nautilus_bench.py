@@ -21,7 +21,10 @@ Figures (table printed, JSON in target/bench/nautilus_py.json):
   after its last order: ours waits for the acknowledgement after each order,
   theirs has nothing to wait on (its calls returned at least 1 s before);
 - calling-thread p50 / p99 / p99.9 of add_order, update_order, update_position,
-  update_account with buffer_interval_ms=100 (and without a database);
+  update_account with buffer_interval_ms=100 (and without a database): 5
+  rounds of 5,000 orders per side, the sides' order turned each round (the
+  shared machine's bursts of noise then fall on every side alike), the
+  percentiles of all rounds' calls together and each round's p99;
 - time until a write is in Redis at 2,000 calls/s (an independent process
   polls `LLEN` of the order's log), buffer_interval_ms 100 and unset;
 - a restart of 10,000 and 100,000 orders the node's way (cache_general,
@@ -32,6 +35,7 @@ Figures (table printed, JSON in target/bench/nautilus_py.json):
     scripts/python-test --bench-nautilus      (make bench-nautilus-py)
     NBENCH_RESTART=10000 ...                  restart sizes (default 10000,100000)
     NBENCH_RESTART_TIMEOUT=240                a restart not done by then is reported so
+    NBENCH_CALL_ROUNDS=5, NBENCH_CALL_ORDERS=5000   the calling-thread rounds
     NBENCH_SIDES=nautilus ...                 one side only
     NBENCH_PHASES=calls,restart ...           some phases only (calls, in-redis, kill,
                                               sigkill, bytes, restart, flush)
@@ -321,7 +325,8 @@ def summary(samples: list[int]) -> dict:
 
 def calling_thread(server: RedisServer, side, buffer_interval_ms, n: int, warmup: int = 500) -> dict:
     """Every call of `n` orders' lives, timed on the calling thread, as fast
-    as they come (an unpaced burst, as a busy node's)."""
+    as they come (an unpaced burst, as a busy node's): each method's samples
+    in ns, and `close_s`."""
     trader = f"CALLS{side.name.upper() if side else 'NONE'}-001"
     config = cache_config(server.port, buffer_interval_ms)
     if side is None:
@@ -337,9 +342,37 @@ def calling_thread(server: RedisServer, side, buffer_interval_ms, n: int, warmup
         t0 = ns()
         fn(*args)
         samples[name].append(ns() - t0)
-    out = {m: summary(s) for m, s in samples.items()}
+    out: dict = {"samples": samples}
     if db is not None:
         out["close_s"] = close_bounded(db)
+    return out
+
+
+def calling_thread_rounds(server: RedisServer, side_list, buffer_interval_ms, n: int, rounds: int) -> dict:
+    """`calling_thread` for no database and each side, in `rounds` rounds
+    whose side order turns each round, so that a burst of the shared
+    machine's noise lands on every side alike. Per side and method: the
+    percentiles of all rounds' samples together, and each round's p99 (the
+    spread)."""
+    entries = [None] + list(side_list)
+    pooled: dict[str, dict[str, list[int]]] = {}
+    per_round: dict[str, dict[str, list[float]]] = {}
+    closes: dict[str, list] = {}
+    for k in range(rounds):
+        turn = k % len(entries)
+        for side in entries[turn:] + entries[:turn]:
+            name = side.name if side else "none"
+            got = calling_thread(server, side, buffer_interval_ms, n)
+            for m, s in got["samples"].items():
+                pooled.setdefault(name, {}).setdefault(m, []).extend(s)
+                per_round.setdefault(name, {}).setdefault(m, []).append(pct(s, 0.99) / 1e3)
+            if "close_s" in got:
+                closes.setdefault(name, []).append(got["close_s"])
+    out: dict = {"rounds": rounds, "orders_per_round": n}
+    for name, methods in pooled.items():
+        out[name] = {m: dict(summary(s), p99_us_per_round=per_round[name][m]) for m, s in methods.items()}
+        if name in closes:
+            out[name]["close_s"] = closes[name]
     return out
 
 
@@ -746,10 +779,9 @@ def run(server: RedisServer) -> None:
     }
     if "calls" in wanted:
         calls_n = env_int("NBENCH_CALL_ORDERS", 5_000)
-        phase(f"calling thread, {calls_n:,} orders")
-        report["calling_thread_buffer_100"] = {"none": calling_thread(server, None, 100, calls_n)}
-        for s in side_list:
-            report["calling_thread_buffer_100"][s.name] = calling_thread(server, s, 100, calls_n)
+        rounds = env_int("NBENCH_CALL_ROUNDS", 5)
+        phase(f"calling thread, {rounds} rounds of {calls_n:,} orders per side")
+        report["calling_thread_buffer_100"] = calling_thread_rounds(server, side_list, 100, calls_n, rounds)
         r.flushall()
 
     if "in-redis" in wanted:
@@ -840,6 +872,9 @@ def print_table(rep: dict, side_list) -> None:
                 f"{ct[n][m]['p50_us']:.1f} / {ct[n][m]['p99_us']:.1f} / {ct[n][m]['p999_us']:.0f}" for n in names
             ] + [f"(no database: {ct['none'][m]['p50_us']:.1f} / {ct['none'][m]['p99_us']:.1f}"
                  f" / {ct['none'][m]['p999_us']:.0f})"])
+            row(f"  its p99 in each of {ct['rounds']} rounds, lowest-highest µs", [
+                f"{min(ct[n][m]['p99_us_per_round']):.0f}-{max(ct[n][m]['p99_us_per_round']):.0f}" for n in names
+            ])
     for b in ("100", "unset") if "in_redis_2000_per_s" in rep else ():
         ir = rep["in_redis_2000_per_s"]
         row(f"in Redis at 2,000 calls/s, buffer {b}: p50 / p99 ms", [

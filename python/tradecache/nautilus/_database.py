@@ -244,9 +244,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
         # flush() deleted every stored account: an account not written
         # since starts again with its next state, as after add_account.
         self._flushed = False
-        # The last [client order id, position id] pair indexed: the Cache's
-        # add_order indexes it (index_order_position) right before it
-        # calls add_order with the same pair, which then writes nothing.
+        # The last (client order id, position id, escaped id) indexed: the
+        # Cache's add_order indexes the pair (index_order_position) right
+        # before it calls add_order with it, which then writes nothing.
         self._last_order_position: Optional[tuple] = None
         self._issues: List[tuple] = []
         self._unreadable: set = set()
@@ -403,13 +403,19 @@ class TradecacheDatabase(CacheDatabaseFacade):
         applied (an order rebuilt from a report). An order already written
         (re-added transformed, or again): only its events not yet written."""
         coid = order.client_order_id.value
-        id_ = escape_id(coid)
-        self._write_order(coid, id_, order)
+        last = self._last_order_position
+        # The Cache indexed the pair just before (index_order_position):
+        # its escaped id is the one to use.
+        id_ = last[2] if last is not None and last[0] == coid else escape_id(coid)
+        if order.event_count == 1 and coid not in self._order_events:
+            self._write_new_order(coid, id_, order)  # (the usual case)
+        else:
+            self._write_order(coid, id_, order)
         if position_id is not None:
-            pair = (coid, position_id.value)
-            if pair != self._last_order_position:
-                self._put(_ORDER_POSITIONS, id_, list(pair))
-                self._last_order_position = pair
+            pid = position_id.value
+            if last is None or last[0] != coid or last[1] != pid:
+                self._put(_ORDER_POSITIONS, id_, [coid, pid])
+                self._last_order_position = (coid, pid, id_)
         if client_id is not None:
             self._put(_ORDER_CLIENTS, id_, [coid, client_id.value])
         venue_order_id = order.venue_order_id
@@ -446,18 +452,21 @@ class TradecacheDatabase(CacheDatabaseFacade):
         this adapter has not written (or whose first write was refused)."""
         written = self._order_events.get(coid)
         if written is None:
-            init = order.init_event
-            first = Packed(self._pack(init))
-            # An order written closed (added closed, say) goes to the
-            # closed index at once; nothing is kept for a close to come.
-            closed = order.is_closed
-            self._put(_ORDERS, id_, first, closed)
-            if not closed:
-                self._order_first[coid] = (init, first)
-            self._order_events[coid] = written = 1
-            if order.event_count == 1:
-                return  # (the usual case: a new order)
+            self._write_new_order(coid, id_, order)
+            written = 1
         self._append_past(_ORDERS, id_, order, self._order_events, coid, written)
+
+    def _write_new_order(self, coid: str, id_: str, order: Any) -> None:
+        """Puts the order's initialization (its first event), in the
+        closed index at once for an order written closed (added closed,
+        say); for an open one the packed value is kept for its close."""
+        init = order.init_event
+        first = Packed(self._pack(init))
+        closed = order.is_closed
+        self._put(_ORDERS, id_, first, closed)
+        if not closed:
+            self._order_first[coid] = (init, first)
+        self._order_events[coid] = 1
 
     def _append_past(self, coll: str, id_: str, entity: Any, counts: Dict[str, int], key: str, written: int) -> None:
         """Appends the events of ``entity`` (an order, a position) past
@@ -484,8 +493,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def index_order_position(self, client_order_id: Any, position_id: Any) -> None:
         coid = client_order_id.value
         pid = position_id.value
-        self._put(_ORDER_POSITIONS, escape_id(coid), [coid, pid])
-        self._last_order_position = (coid, pid)
+        id_ = escape_id(coid)
+        self._put(_ORDER_POSITIONS, id_, [coid, pid])
+        self._last_order_position = (coid, pid, id_)
 
     def add_position(self, position: Any) -> None:
         """The position as it is (its log written anew)."""
