@@ -385,3 +385,34 @@ fn cli_a_refused_scan_is_an_auth_failure() {
         stderr(&o)
     );
 }
+
+/// A repair Redis refuses is an error naming the refusal, never counted as
+/// repaired nor passed over in silence: with `SREM` forbidden to its user
+/// (an ACL rule), `verify --repair` of an index entry without its value
+/// fails with Redis's own reason, and the entry is still there.
+#[test]
+fn cli_verify_repair_refused_by_redis_is_an_error_with_its_reason() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Accepted, NOW_NS, 1)]);
+    cache.close(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    let _: () = redis::cmd("SADD").arg("trader-T1:index:orders").arg("GHOST").query(&mut con).unwrap();
+    crate::harness::topology::acl_setuser(server.port(), "fixer", "on >fixer-pw ~* &* +@all -srem");
+    let url = format!("redis://fixer:fixer-pw@127.0.0.1:{}/", server.port());
+
+    let o = crate::cli::run_env(&server, &[("REDIS_URL", url.as_str())], &["-t", "T1", "verify", "--repair"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a refused repair fails\nstdout:\n{}\nstderr:\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("repaired index-without-value"), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains("repairing index-without-value trader-T1:index:orders"), "{e}");
+    assert!(e.to_lowercase().contains("noperm") && e.contains("srem"), "{e}");
+    let members: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:orders").query(&mut con).unwrap();
+    assert!(members.contains(&"GHOST".to_string()), "{members:?}");
+}

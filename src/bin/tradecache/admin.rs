@@ -17,7 +17,7 @@ use redis::{Cmd, Value};
 
 pub(crate) use crate::store::keys::{ENTITY_COLLECTIONS as REFERENCE_COLLECTIONS, MARKET_DATA_COLLECTIONS};
 
-use super::util::{bytes, err, CliError, Progress};
+use super::util::{self, bytes, err, CliError, Progress};
 
 /// Why `name` cannot be an [`Entity`]'s collection (the rule of
 /// [`Entity::COLLECTION`]), or `None`.
@@ -94,12 +94,19 @@ impl Admin {
     }
 
     /// `cmds` in `MULTI`/`EXEC`: the `EXEC` reply (`Nil` when a watched key
-    /// changed meanwhile).
+    /// changed meanwhile; a command that failed when applied is a
+    /// `Value::ServerError` in it). A command refused when queued (an ACL
+    /// rule, a wrong argument) aborts the transaction: an error with its
+    /// own reason, not `EXECABORT`'s.
     pub(crate) fn exec(&mut self, cmds: impl IntoIterator<Item = Cmd>) -> Result<Value, CliError> {
         let mut all = vec![redis::cmd("MULTI")];
         all.extend(cmds);
         all.push(redis::cmd("EXEC"));
-        Ok(self.pipeline(&all, all.len(), None)?.pop().unwrap_or(Value::Nil))
+        let mut replies = self.pipeline(&all, all.len(), None)?;
+        if let Some(e) = util::refused(&replies) {
+            return Err(err(format!("{}: transaction refused: {e}", self.conn.addr)));
+        }
+        Ok(replies.pop().unwrap_or(Value::Nil))
     }
 
     /// Every key matching `pattern`, sorted, without duplicates, by `SCAN`

@@ -427,7 +427,6 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
                     return Err(err(format!("a write was refused: {e}")));
                 }
             }
-            Value::ServerError(e) => return Err(err(format!("transaction refused: {e}"))),
             other => return Err(err(format!("transaction not applied: {:?}", Some(&other)))),
         }
         progress.add(chunk.len() as u64);

@@ -324,70 +324,82 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
     Ok(())
 }
 
-/// [`util::watched`], applied or not.
+/// [`util::watched`], applied or not; a command Redis refused is an error.
 fn watched(
     conn: &mut Conn,
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
 ) -> Result<bool, CliError> {
-    Ok(matches!(util::watched(conn, watch, check)?, Some(Value::Array(_))))
+    match util::watched(conn, watch, check)? {
+        Some(Value::Array(r)) => match util::refused(&r) {
+            Some(e) => Err(err(format!("a repair was refused: {e}"))),
+            None => Ok(true),
+        },
+        _ => Ok(false),
+    }
 }
 
+/// Repairs what `findings` name that can be repaired; the first repair
+/// that fails is an error naming its finding.
 fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, findings: &[Finding]) -> Result<usize, CliError> {
     let mut fixed = 0;
     for f in findings {
-        let (c, id) = &f.target;
-        let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
-        let done = match f.kind {
-            Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
-                    .then(|| vec![redis::Cmd::srem(&index, id)]))
-            })?,
-            Kind::InvalidIndexEntry => {
-                watched(conn, std::slice::from_ref(&index), |_| Ok(Some(vec![redis::Cmd::srem(&index, id)])))?
-            }
-            Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
-                Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(1))
-                    .then(|| vec![redis::Cmd::sadd(&index, id)]))
-            })?,
-            Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
-                let Value::Array(items) = conn.query(&redis::Cmd::lrange(&events, 0, -1))? else {
-                    return Ok(None);
-                };
-                let mut seen = HashSet::new();
-                let first = |item: &Vec<u8>| match admin::event_to_json(c, item, enc) {
-                    Ok((_, Some(eid))) => seen.insert(eid),
-                    _ => true,
-                };
-                let keep: Vec<Vec<u8>> = items.into_iter().filter_map(bytes).filter(first).collect();
-                let mut cmds = vec![redis::Cmd::del(&events)];
-                if !keep.is_empty() {
-                    cmds.push(redis::Cmd::rpush(&events, &keep));
-                }
-                Ok(Some(cmds))
-            })?,
-            Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
-            Kind::IndexNotInRegistry => match layout.registry() {
-                Some(r) => {
-                    watched(conn, std::slice::from_ref(&r), |_| Ok(Some(vec![redis::Cmd::sadd(&r, c)])))?
-                }
-                None => false,
-            },
-            Kind::ClosedNotInClosedIndex
-            | Kind::ClosedInOpenIndex
-            | Kind::OpenNotInOpenIndex
-            | Kind::OpenInClosedIndex
-            | Kind::OpenClosedEntryWithoutValue => repair_open_closed(conn, layout, enc, f)?,
-            // Two versions of the data, none readable, or a state only the
-            // engine's type knows: an operator decides (docs/recovery.md).
-            _ => false,
-        };
+        let done = repair_one(conn, layout, enc, f)
+            .map_err(|e| err(format!("repairing {} {}: {}", f.kind.name(), f.key, e.0)))?;
         if done {
             println!("repaired {} {}", f.kind.name(), f.key);
             fixed += 1;
         }
     }
     Ok(fixed)
+}
+
+/// Repairs one finding; whether it applied.
+fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> Result<bool, CliError> {
+    let (c, id) = &f.target;
+    let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
+    Ok(match f.kind {
+        Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
+            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
+                .then(|| vec![redis::Cmd::srem(&index, id)]))
+        })?,
+        Kind::InvalidIndexEntry => {
+            watched(conn, std::slice::from_ref(&index), |_| Ok(Some(vec![redis::Cmd::srem(&index, id)])))?
+        }
+        Kind::ValueWithoutIndex => watched(conn, &[index.clone(), entity.clone()], |conn| {
+            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(1))
+                .then(|| vec![redis::Cmd::sadd(&index, id)]))
+        })?,
+        Kind::DuplicateEvent => watched(conn, std::slice::from_ref(&events), |conn| {
+            let Value::Array(items) = conn.query(&redis::Cmd::lrange(&events, 0, -1))? else {
+                return Ok(None);
+            };
+            let mut seen = HashSet::new();
+            let first = |item: &Vec<u8>| match admin::event_to_json(c, item, enc) {
+                Ok((_, Some(eid))) => seen.insert(eid),
+                _ => true,
+            };
+            let keep: Vec<Vec<u8>> = items.into_iter().filter_map(bytes).filter(first).collect();
+            let mut cmds = vec![redis::Cmd::del(&events)];
+            if !keep.is_empty() {
+                cmds.push(redis::Cmd::rpush(&events, &keep));
+            }
+            Ok(Some(cmds))
+        })?,
+        Kind::OrphanLog => util::delete_orphan_log(conn, layout, c, id)?,
+        Kind::IndexNotInRegistry => match layout.registry() {
+            Some(r) => watched(conn, std::slice::from_ref(&r), |_| Ok(Some(vec![redis::Cmd::sadd(&r, c)])))?,
+            None => false,
+        },
+        Kind::ClosedNotInClosedIndex
+        | Kind::ClosedInOpenIndex
+        | Kind::OpenNotInOpenIndex
+        | Kind::OpenInClosedIndex
+        | Kind::OpenClosedEntryWithoutValue => repair_open_closed(conn, layout, enc, f)?,
+        // Two versions of the data, none readable, or a state only the
+        // engine's type knows: an operator decides (docs/recovery.md).
+        _ => false,
+    })
 }
 
 /// The open/closed indexes of every collection that has snapshots and is a
