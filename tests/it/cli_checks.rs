@@ -416,3 +416,43 @@ fn cli_verify_repair_refused_by_redis_is_an_error_with_its_reason() {
     let members: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:orders").query(&mut con).unwrap();
     assert!(members.contains(&"GHOST".to_string()), "{members:?}");
 }
+
+/// An index key of the wrong type is a finding, not a failure of `verify`:
+/// it exits 1 naming the key as `wrong-type` (and the values it cannot
+/// index), and `--repair` leaves that key and its values to the operator
+/// instead of failing on it.
+#[test]
+fn cli_verify_reports_an_index_key_of_the_wrong_type() {
+    let server = RedisServer::start();
+    let cache = Cache::open(cfg(server.port(), "T1")).unwrap();
+    write_orders(&cache, &[order("O-1", OrderStatus::Accepted, NOW_NS, 1)]);
+    cache.close(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    let _: () = redis::cmd("DEL").arg("trader-T1:index:orders").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET").arg("trader-T1:index:orders").arg("not a set").query(&mut con).unwrap();
+
+    let o = run(&server, &["-t", "T1", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{}\nstderr:\n{}", stdout(&o), stderr(&o));
+    let f = findings(&o);
+    assert!(f.contains(&("wrong-type".to_string(), "trader-T1:index:orders".to_string())), "{f:?}");
+    let o = ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(stdout(&o).contains("repaired 0 finding(s)"), "{}", stdout(&o));
+    let kind: String = redis::cmd("TYPE").arg("trader-T1:index:orders").query(&mut con).unwrap();
+    assert_eq!(kind, "string", "the operator's to fix");
+
+    // The same for the open index.
+    let _: () = redis::cmd("SADD").arg("trader-T1:index:orders:x").arg("O-1").query(&mut con).unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg("trader-T1:index:orders:x")
+        .arg("trader-T1:index:orders")
+        .query(&mut con)
+        .unwrap();
+    let _: () =
+        redis::cmd("SET").arg("trader-T1:index:orders:open").arg("not a set").query(&mut con).unwrap();
+    let o = run(&server, &["-t", "T1", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{}\nstderr:\n{}", stdout(&o), stderr(&o));
+    let f = findings(&o);
+    assert!(f.contains(&("wrong-type".to_string(), "trader-T1:index:orders:open".to_string())), "{f:?}");
+    let o = ok(run(&server, &["-t", "T1", "verify", "--repair"]));
+    assert!(stdout(&o).contains("repaired 0 finding(s)"), "{}", stdout(&o));
+}

@@ -303,8 +303,14 @@ fn recheck(conn: &mut Conn, layout: &Layout, findings: &mut Vec<Finding>) -> Res
         cmds.extend([redis::Cmd::sismember(layout.index(c), id), redis::Cmd::exists(layout.entity(c, id))]);
     }
     let replies = conn.pipeline(&cmds, 1000, None)?;
-    // A refused check is not "fixed since": it would drop the finding.
-    if let Some(e) = util::refused(&replies) {
+    // A refused check is not "fixed since": it would drop the finding. An
+    // index key that is not a set (its own `wrong-type` finding) holds no
+    // member.
+    let refused = replies.iter().find_map(|r| match r {
+        Value::ServerError(e) if e.code() != "WRONGTYPE" => Some(e),
+        _ => None,
+    });
+    if let Some(e) = refused {
         return Err(err(format!("checking the findings again: {e}")));
     }
     let mut replies = replies.chunks(2);
@@ -339,11 +345,19 @@ fn watched(
     }
 }
 
-/// Repairs what `findings` name that can be repaired; the first repair
-/// that fails is an error naming its finding.
+/// Repairs what `findings` name that can be repaired, apart from what
+/// touches a key of the wrong type (the operator's first); the first
+/// repair that fails is an error naming its finding.
 fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, findings: &[Finding]) -> Result<usize, CliError> {
+    let wrong: HashSet<&str> =
+        findings.iter().filter(|f| f.kind == Kind::WrongType).map(|f| f.key.as_str()).collect();
     let mut fixed = 0;
     for f in findings {
+        let (c, id) = &f.target;
+        let keys = [layout.index(c), layout.open_index(c), layout.closed_index(c), layout.entity(c, id)];
+        if keys.iter().any(|k| wrong.contains(k.as_str())) {
+            continue;
+        }
         let done = repair_one(conn, layout, enc, f)
             .map_err(|e| err(format!("repairing {} {}: {}", f.kind.name(), f.key, e.0)))?;
         if done {
