@@ -1,4 +1,3 @@
-//! Tests of reading the environment: `Config::from_env` and `Config::from_vars`.
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -1,8 +1,7 @@
-//! Configuration: [`Config`], built with [`Config::builder()`] and its
-//! setters, [`Config::from_env()`] or [`Config::from_url`] (combinable),
-//! and checked by [`Config::validate`], which lists every problem and
-//! never shows a password. Each option is written once, in the table
-//! below (`table.rs` holds the mechanism).
+//! Configuration: [`Config`], built with its setters, [`Config::from_env()`]
+//! or [`Config::from_url`] (combinable), and checked by [`Config::validate`],
+//! which lists every problem and never shows a password. Each option is
+//! written once, in the table below (`table.rs` holds the mechanism).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -10,16 +9,12 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigProblem};
 
-mod env;
 mod table;
 mod url;
 mod validate;
 
 pub use crate::store::codec::Encoding;
-pub(crate) use table::{apply_var, apply_vars, options, read_env};
-pub(crate) use table::{refuse, whole, Codec, Opt, Read, Refused, BOOL, COUNT, COUNT_U32};
-pub(crate) use table::{MILLIS, MILLIS_MIN_1, SECONDS};
-use table::{MILLIS_OFF, SECS_OFF};
+pub(crate) use table::*;
 pub(crate) use url::HostPort;
 use url::{host_list, host_problem};
 use validate::{check_id, check_instance, check_nodes};
@@ -62,7 +57,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-// The values of the variables.
 const HOST: Codec<String> = Codec::plain("host name, IPv4 or IPv6 address", |v| Ok(v.into()))
     .checked(|v| host_problem(v).map_or(Ok(()), |allowed| Err(allowed.into())));
 const PORT: Codec<u16> =
@@ -92,13 +86,11 @@ const NODES: Codec<Vec<HostPort>> = Codec {
     parse: |v| host_list(v, 6379),
     ..SENTINELS
 };
-const MASTER: Codec<Option<String>> = Codec { values: "name", ..TEXT }.checked(|m| match m.as_deref() {
-    Some(m) if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-        Err("a master name, not empty, without whitespace".into())
-    }
-    _ => Ok(()),
+const MASTER: Codec<Option<String>> = Codec { values: "name", ..TEXT }.checked(|m| {
+    let bad = |m: &str| m.is_empty() || m.contains(|c: char| c.is_whitespace() || c.is_control());
+    refuse(m.as_deref().is_some_and(bad), "a master name, not empty, without whitespace")
 });
-const ID: Codec<String> =
+pub(crate) const ID: Codec<String> =
     Codec::plain("id (no ':', '{', '}', whitespace or control characters)", |v| Ok(v.into()))
         .checked(|v| check_id(v));
 const INSTANCE: Codec<Option<String>> = Codec { values: "id", ..TEXT }.checked(check_instance);
@@ -268,8 +260,8 @@ options! {
         stream_max_len: usize = 100_000; [v: usize => v] ["CACHE_STREAM_MAXLEN" COUNT]
         /// `Some(age)`: each batch that publishes also trims stream entries older than `age` by the Redis server's clock (`XTRIM … MINID ~`, Redis 6.2 or later; by length only where `TIME` is refused); at least 1 ms. Defaults to `None`.
         stream_max_age: Option<Duration> = None; [v: Option<Duration> => v] ["CACHE_STREAM_MAX_AGE_SECS" SECS_OFF]
-        /// Tests only: added to the flusher's wall clock (`clock_skew_for_tests`).
-        clock_skew_ms: i64 = 0; [] []
+        /// Tests only, not a stable API: milliseconds added to the wall clock the flusher stamps batches with (negative: behind), so that a test can show that `stream_max_age` trims by the Redis server's clock. Defaults to `0`.
+        clock_skew_for_tests: i64 = 0; [#[doc(hidden)] ms: i64 => ms] []
     }
 }
 
@@ -287,7 +279,7 @@ const URL: Opt<Config> = Opt {
           password (@ is %40).",
     values: "`redis[s]://[user[:password]@]host[:port][/db]`",
     read: Read::Trimmed,
-    default: |c| c.server_url(),
+    default: Config::redacted_url,
     apply: url::apply_url,
 };
 const TIMEOUT: Opt<Config> = Opt {
@@ -333,8 +325,7 @@ impl Problems {
         self.0.push(ConfigProblem { field: field.to_string(), value: value.into(), allowed: allowed.into() });
     }
 
-    /// Each problem of `refused`, under `field`; `text` is the value shown
-    /// where `refused` names none.
+    /// `refused`'s problems under `field`, showing `text` where they name no value.
     pub(crate) fn refused(&mut self, field: &str, text: &str, refused: Refused) {
         for (shown, allowed) in refused.0 {
             self.push(field, shown.unwrap_or_else(|| text.to_string()), allowed);
@@ -353,11 +344,7 @@ impl Problems {
     }
 
     pub(crate) fn finish<T>(self, ok: T) -> Result<T, ConfigError> {
-        if self.0.is_empty() {
-            Ok(ok)
-        } else {
-            Err(ConfigError { problems: self.0 })
-        }
+        self.0.is_empty().then_some(ok).ok_or(ConfigError { problems: self.0 })
     }
 }
 
@@ -397,9 +384,8 @@ impl Config {
     ///
     #[doc = include_str!("vars.md")]
     ///
-    /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case).
-    /// `REDIS_URL` is applied first; the other `REDIS_*` variables then
-    /// override its parts, so a password can come from its own variable:
+    /// Booleans are `true`, `false`, `1`, `0`, `yes` or `no` (any case). A
+    /// password can come from its own variable beside `REDIS_URL`:
     /// `REDIS_URL=redis://cache-1:6379/2` with `REDIS_PASSWORD` set.
     ///
     /// Each variable is checked on its own here; rules that involve several
@@ -429,8 +415,7 @@ impl Config {
     /// per problem in `REDIS_URL`), naming the variable, the bad value
     /// (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<Config, ConfigError> {
-        let mut problems = Problems::default();
-        let mut c = Config::default();
+        let (mut problems, mut c) = (Problems::default(), Config::default());
         apply_vars(Config::rows(), &mut c, &get, &mut problems);
         problems.finish(c)
     }
@@ -449,8 +434,7 @@ impl Config {
     }
 
     /// The bounds of the exponential backoff (with jitter) between connection
-    /// attempts in `Cache::open`; `min` may not exceed `max`.
-    /// Defaults to 1 s and 32 s.
+    /// attempts in `Cache::open`, `min` at most `max`. Defaults to 1 s and 32 s.
     #[must_use]
     pub fn open_backoff(self, min: Duration, max: Duration) -> Self {
         Config { open_backoff_min: min, open_backoff_max: max, ..self }
@@ -469,22 +453,6 @@ impl Config {
     #[must_use]
     pub fn buffer_interval_ms(self, ms: u64) -> Self {
         self.buffer_interval(Duration::from_millis(ms))
-    }
-
-    /// Tests only, not a stable API: runs the flusher as if the engine's
-    /// wall clock were `ms` milliseconds ahead (negative: behind) of the
-    /// machine's, for the clock it stamps batches with. Lets a test show
-    /// that [`Config::stream_max_age`] trims by the Redis server's clock.
-    #[doc(hidden)]
-    #[must_use]
-    pub fn clock_skew_for_tests(self, ms: i64) -> Self {
-        Config { clock_skew_ms: ms, ..self }
-    }
-
-    /// `host:port` of the configured server (`[::1]:6379` for IPv6), for
-    /// messages; never credentials.
-    pub(crate) fn addr(&self) -> String {
-        HostPort { host: self.host.clone(), port: self.port }.to_string()
     }
 
     /// The prefix of every key: `trader-{trader_id}`, followed by
@@ -527,13 +495,11 @@ impl Config {
         } else if !self.cluster_nodes.is_empty() {
             format!("{}{}", self.url_start(""), (NODES.show)(&self.cluster_nodes))
         } else {
-            self.server_url()
+            let addr = HostPort { host: self.host.clone(), port: self.port };
+            format!("{}{addr}/{}", self.url_start(""), self.db)
         }
     }
 }
-
-#[cfg(test)]
-pub(crate) use table::render;
 
 /// Checks that generated documentation matches what a table renders.
 #[cfg(test)]
@@ -623,6 +589,10 @@ pub(crate) mod docs {
         assert_eq!(diff("a\n", "a\n"), "");
     }
 }
+
+/// Tests of reading the environment: `Config::from_env` and `Config::from_vars`.
+#[cfg(test)]
+mod env;
 
 #[cfg(test)]
 pub(super) mod test_util {
@@ -773,8 +743,9 @@ mod tests {
         let c = c.use_instance_id(true);
         assert_eq!(c.trader_key(), "trader-TESTER-001:abc");
         assert_eq!(c.clone().use_trader_prefix(false).trader_key(), "");
-        assert_eq!(c.addr(), "127.0.0.1:6379");
-        assert_eq!(c.host("::1").port(7000).addr(), "[::1]:7000");
+        let addr = |c: Config| HostPort { host: c.host, port: c.port }.to_string();
+        assert_eq!(addr(c.clone()), "127.0.0.1:6379");
+        assert_eq!(addr(c.host("::1").port(7000)), "[::1]:7000");
     }
 
     #[test]

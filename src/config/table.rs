@@ -1,7 +1,6 @@
 //! The mechanism behind the option tables of `Config` and `KvConfig`: the
-//! [`options!`] macro, the [`Opt`] rows it yields (one per environment
-//! variable), the value types ([`Codec`]) they share, and rendering them
-//! into docs/configuration.md, `from_vars`' documentation and `.env.example`.
+//! [`options!`] macro, its [`Opt`] rows and [`Codec`]s, and rendering them
+//! into docs/configuration.md, `from_vars`' docs and `.env.example`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -51,8 +50,7 @@ macro_rules! options {
             /// The fields, in the table's order (the order of problems).
             pub(crate) const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
 
-            /// Checks each value that has a [`Codec`], in the table's order
-            /// ([`Self::validate`] adds the rules between settings).
+            /// Checks each value that has a [`Codec`] ([`Self::validate`] adds the rest).
             fn check_values(&self, p: &mut $crate::config::Problems) {
                 $( options!(@check self p $field $($env)*); )*
             }
@@ -114,48 +112,41 @@ pub(crate) struct Opt<C: 'static> {
 pub(crate) struct Codec<T: 'static> {
     pub(crate) values: &'static str,
     pub(crate) read: Read,
-    pub(crate) parse: fn(&str) -> Result<T, Refused>,
+    pub(crate) parse: Parse<T>,
     pub(crate) show: fn(&T) -> String,
     pub(crate) check: fn(&T) -> Result<(), Refused>,
 }
 
+/// How a variable's text becomes a value.
+type Parse<T> = fn(&str) -> Result<T, Refused>;
+
 impl<T: ToString> Codec<T> {
     /// Values spelt with `to_string`.
-    pub(crate) const fn plain(values: &'static str, parse: fn(&str) -> Result<T, Refused>) -> Self {
+    pub(crate) const fn plain(values: &'static str, parse: Parse<T>) -> Self {
         Codec::new(values, parse, T::to_string)
     }
 }
 
 impl<T> Codec<T> {
     /// Read trimmed, any value allowed.
-    pub(crate) const fn new(
-        values: &'static str,
-        parse: fn(&str) -> Result<T, Refused>,
-        show: fn(&T) -> String,
-    ) -> Self {
+    pub(crate) const fn new(values: &'static str, parse: Parse<T>, show: fn(&T) -> String) -> Self {
         Codec { values, read: Read::Trimmed, parse, show, check: |_| Ok(()) }
     }
 
     /// With `check` as what a value must be (in a variable or set in code).
-    pub(crate) const fn checked(mut self, check: fn(&T) -> Result<(), Refused>) -> Self {
-        self.check = check;
-        self
+    pub(crate) const fn checked(self, check: fn(&T) -> Result<(), Refused>) -> Self {
+        Codec { check, ..self }
     }
 
     /// A variable's value: parsed, then checked.
     pub(crate) fn value(&self, v: &str) -> Result<T, Refused> {
-        let value = (self.parse)(v)?;
-        (self.check)(&value).map(|()| value)
+        (self.parse)(v).and_then(|value| (self.check)(&value).map(|()| value))
     }
 }
 
 /// `Err(allowed)` when `bad`.
 pub(crate) fn refuse(bad: bool, allowed: &'static str) -> Result<(), Refused> {
-    if bad {
-        Err(allowed.into())
-    } else {
-        Ok(())
-    }
+    (!bad).then_some(()).ok_or_else(|| allowed.into())
 }
 
 /// How a variable's value is read.
@@ -230,9 +221,6 @@ pub(crate) fn read_env<T: Default>(
     problems.finish(built)
 }
 
-// ---------------------------------------------------------------------------
-// Parsers.
-
 /// A whole number, 0 or more, that fits a `T`.
 pub(crate) fn whole<T: TryFrom<u64>>(v: &str, allowed: &'static str) -> Result<T, Refused> {
     v.parse::<u64>().ok().and_then(|n| T::try_from(n).ok()).ok_or_else(|| allowed.into())
@@ -244,12 +232,8 @@ fn millis(v: &str) -> Result<Duration, Refused> {
 
 /// Seconds above zero, possibly fractional.
 fn seconds(v: &str) -> Result<Duration, Refused> {
-    v.parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| "a number of seconds above zero, such as 2 or 0.5".into())
+    let secs = v.parse().ok().and_then(|s| Duration::try_from_secs_f64(s).ok());
+    secs.filter(|d| !d.is_zero()).ok_or_else(|| "a number of seconds above zero, such as 2 or 0.5".into())
 }
 
 const AT_LEAST_1MS: &str = "None, or at least 1ms";

@@ -1,24 +1,21 @@
-//! URLs: [`Config::from_url`], and showing a URL without its password,
-//! both with the `url` crate (a WHATWG parser); the `host:port` items of
-//! `REDIS_SENTINELS` and `REDIS_CLUSTER` (`parse_host_port`); and the host
-//! and port rules that parsing and [`Config::validate`] share.
+//! URLs ([`Config::from_url`], and showing one without its password, with
+//! the `url` crate), the `host:port` lists of `REDIS_SENTINELS` and
+//! `REDIS_CLUSTER`, and the host rules that parsing and validation share.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use url::{Host, ParseError, Url};
+use url::{Host, ParseError as E, Url};
 
 use super::table::Refused;
 use super::{Config, Problems, Secret, PORT_ALLOWED, REDACTED};
 use crate::error::ConfigError;
 
-/// What a URL that does not parse, or whose password was split by an
-/// unencoded `/`, `?` or `#`, is shown as: never the text itself.
+/// Shown for a URL that does not parse or whose password was split.
 pub(super) const UNPARSEABLE: &str = "<unparseable URL>";
 
 const FORM: &str = "a URL of the form redis://[user[:password]@]host[:port][/db] (or rediss:// for TLS)";
-const HOST: &str = "a host after redis:// (a host name, IPv4 address or [IPv6] address)";
 const HOST_NAME: &str = "a host name (letters, digits, '-', '.', '_'), an IPv4 address, \
                          or an IPv6 address without brackets";
 const PORT_AFTER_HOST: &str = "a port number from 1 to 65535 after the host (and '@', '/', '?' and '#' \
@@ -27,8 +24,7 @@ const IPV6: &str = "an IPv6 address in brackets: [::1]:6379";
 const SPLIT_PASSWORD: &str = "a user and password with '@', '/', '?' and '#' percent-encoded \
                               (%40, %2F, %3F, %23): the '@' that ends them must be the last";
 
-/// What a user name keeps unescaped in [`Config::redacted_url`]: the
-/// unreserved characters of RFC 3986.
+/// RFC 3986's unreserved characters, which a user name keeps unescaped.
 const USER_KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// A `host:port` pair (sentinels, cluster seed nodes).
@@ -81,15 +77,8 @@ impl Config {
         problems.finish(self)
     }
 
-    /// [`Config::redacted_url`] for a single server:
-    /// `redis[s]://[user[:<redacted>]@]host:port/db`.
-    pub(super) fn server_url(&self) -> String {
-        format!("{}{}/{}", self.url_start(""), self.addr(), self.db)
-    }
-
-    /// `redis[s]{plus}://` (`rediss` with TLS), then `user:<redacted>@`,
-    /// `:<redacted>@`, `user@` or nothing: the user percent-encoded, the
-    /// password never shown.
+    /// `redis[s]{plus}://`, then `user:<redacted>@`, `:<redacted>@`, `user@`
+    /// or nothing (the user percent-encoded).
     pub(super) fn url_start(&self, plus: &str) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let user = self.username.as_deref().map(|u| utf8_percent_encode(u, USER_KEEPS).to_string());
@@ -110,12 +99,10 @@ impl Config {
 fn parse(text: &str) -> Result<Url, &'static str> {
     let text = text.trim();
     let url = Url::parse(text).map_err(|e| match e {
-        ParseError::EmptyHost => HOST,
-        ParseError::InvalidPort => PORT_AFTER_HOST,
-        ParseError::InvalidIpv6Address => IPV6,
-        ParseError::InvalidIpv4Address | ParseError::InvalidDomainCharacter | ParseError::IdnaError => {
-            HOST_NAME
-        }
+        E::EmptyHost => "a host after redis:// (a host name, IPv4 address or [IPv6] address)",
+        E::InvalidPort => PORT_AFTER_HOST,
+        E::InvalidIpv6Address => IPV6,
+        E::InvalidIpv4Address | E::InvalidDomainCharacter | E::IdnaError => HOST_NAME,
         _ => FORM,
     })?;
     let written = text.get(url.scheme().len()..).is_some_and(|rest| rest.starts_with("://"));
@@ -129,13 +116,10 @@ fn parse(text: &str) -> Result<Url, &'static str> {
     Ok(url)
 }
 
-/// `url` as it may be shown in a message: the password replaced by
-/// `<redacted>`, and with it anything else that might hold one (a query,
-/// a fragment, a path that is not a database number).
-///
-/// With a scheme other than `redis` or `rediss` the user is hidden too:
-/// it may be a password (`user://pass@host` is `user:` and the password
-/// `//pass` with the scheme forgotten).
+/// `url` as a message may show it: `<redacted>` for the password and for
+/// anything else that might hold one: a query, a fragment, a path that is
+/// not a database number, and the user with a scheme other than `redis[s]`
+/// (`user://pass@host` is `user:` and password `//pass`, scheme forgotten).
 fn shown(url: &Url) -> String {
     let userinfo = match (url.username(), url.password()) {
         ("", None) => String::new(),
@@ -154,73 +138,45 @@ fn shown(url: &Url) -> String {
     format!("{}://{userinfo}{host}{port}{path}{query}{fragment}", url.scheme())
 }
 
-/// Parses `text` as a URL and applies it to `c`; on any problem, `c` is
-/// left unchanged.
+/// Applies the URL `text` to `c`, which any problem leaves unchanged.
 pub(super) fn apply_url(c: &mut Config, text: &str) -> Result<(), Refused> {
     let url = parse(text).map_err(|allowed| Refused(vec![(Some(UNPARSEABLE.into()), allowed.into())]))?;
-    let shown = shown(&url);
-    let mut refused = Refused(Vec::new());
-    let mut bad = |allowed: &'static str| refused.0.push((Some(shown.clone()), allowed.into()));
-
-    let tls = url.scheme() == "rediss";
-    if !matches!(url.scheme(), "redis" | "rediss") {
-        bad("the scheme redis:// or rediss:// (TLS)");
-    }
-    let mut decoded = |text: &str, allowed: &'static str| {
-        Some(percent_decode(text).unwrap_or_else(|| {
-            bad(allowed);
-            String::new()
-        }))
-        .filter(|v| !v.is_empty())
-    };
-    let username =
-        decoded(url.username(), "a percent-encoded user name (%XX with two hex digits, valid UTF-8)");
-    let password = url
-        .password()
-        .and_then(|p| decoded(p, "a percent-encoded password (%XX with two hex digits, valid UTF-8)"));
+    let (username, password) = (percent_decode(url.username()), url.password().map(percent_decode));
     // An IPv6 address without the brackets of its `Display`.
     let host = match url.host() {
         Some(Host::Ipv6(addr)) => addr.to_string(),
         host => host.map_or(String::new(), |h| h.to_string()),
     };
-    if let Some(allowed) = host_problem(&host) {
-        bad(allowed);
-    }
     let port = url.port().unwrap_or(6379);
-    if port == 0 {
-        bad(PORT_ALLOWED);
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        bad("no query string or fragment (put the database in the path: /0)");
-    }
-    let db_text = url.path().strip_prefix('/').unwrap_or(url.path());
-    let db = match db_text.parse::<i64>() {
-        _ if db_text.is_empty() => 0,
-        Ok(db) if db >= 0 => db,
-        _ => {
-            bad("a database number (0 or more) as the path: /0");
-            0
-        }
+    let db = url.path().strip_prefix('/').unwrap_or(url.path());
+    let db = if db.is_empty() { Some(0) } else { db.parse::<i64>().ok().filter(|db| *db >= 0) };
+    let problems = [
+        (!matches!(url.scheme(), "redis" | "rediss")).then_some("the scheme redis:// or rediss:// (TLS)"),
+        username.is_none().then_some("a percent-encoded user name (%XX with two hex digits, valid UTF-8)"),
+        (password == Some(None))
+            .then_some("a percent-encoded password (%XX with two hex digits, valid UTF-8)"),
+        host_problem(&host),
+        (port == 0).then_some(PORT_ALLOWED),
+        (url.query().is_some() || url.fragment().is_some())
+            .then_some("no query string or fragment (put the database in the path: /0)"),
+        db.is_none().then_some("a database number (0 or more) as the path: /0"),
+    ];
+    let shown = shown(&url);
+    let refused: Vec<_> = problems.into_iter().flatten().map(|a| (Some(shown.clone()), a.into())).collect();
+    let (true, Some(username), Some(db)) = (refused.is_empty(), username, db) else {
+        return Err(Refused(refused));
     };
-
-    if !refused.0.is_empty() {
-        return Err(refused);
-    }
-    *c = Config { host, port, username, password: password.map(Secret), db, tls, ..std::mem::take(c) };
+    let username = Some(username).filter(|u| !u.is_empty());
+    let password = password.flatten().filter(|p| !p.is_empty()).map(Secret);
+    *c = Config { host, port, username, password, db, tls: url.scheme() == "rediss", ..std::mem::take(c) };
     Ok(())
 }
 
-/// Decodes `%XX` escapes; `None` when a `%` does not start one (two hex
-/// digits) or the result is not UTF-8.
+/// Decodes `%XX` escapes; `None` for a `%` without two hex digits, or not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let escapes_ok = s
-        .match_indices('%')
-        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
-    if !escapes_ok {
-        return None;
-    }
-    percent_decode_str(s).decode_utf8().ok().map(|s| s.into_owned())
+    let hex = |h: &str| h.get(..2).is_some_and(|h| h.as_bytes().iter().all(u8::is_ascii_hexdigit));
+    let decoded = percent_decode_str(s).decode_utf8().ok()?;
+    s.split('%').skip(1).all(hex).then(|| decoded.into())
 }
 
 /// `host`, `host:port`, `[ipv6]` or `[ipv6]:port`; every problem found.
@@ -229,10 +185,8 @@ fn parse_host_port(item: &str, default_port: u16) -> Result<HostPort, Vec<&'stat
         Some(None) => return Err(vec![IPV6]),
         Some(Some((host, _))) if host.parse::<Ipv6Addr>().is_err() => return Err(vec![IPV6]),
         Some(Some((host, ""))) => (host, None),
-        Some(Some((host, after))) => match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None => return Err(vec!["host:port, or [ipv6]:port"]),
-        },
+        Some(Some((host, after))) if after.starts_with(':') => (host, Some(&after[1..])),
+        Some(Some(_)) => return Err(vec!["host:port, or [ipv6]:port"]),
         None if item.matches(':').count() > 1 => {
             return Err(vec!["host:port, with an IPv6 address in brackets: [::1]:6379"])
         }
@@ -253,34 +207,25 @@ pub(super) fn host_problem(host: &str) -> Option<&'static str> {
     if host.is_empty() {
         return Some("a host name or IP address (not empty)");
     }
-    if host.contains(':') {
-        return host.parse::<Ipv6Addr>().is_err().then_some(HOST_NAME);
-    }
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return host.parse::<Ipv4Addr>().is_err().then_some(HOST_NAME);
-    }
-    let ok = host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        && !host.starts_with(['.', '-']);
+    let ok = if host.contains(':') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        host.parse::<IpAddr>().is_ok()
+    } else {
+        let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        host.len() <= 253 && host.bytes().all(name_byte) && !host.starts_with(['.', '-'])
+    };
     (!ok).then_some(HOST_NAME)
 }
 
-/// `host:port,host:port`; empty items are skipped; one problem per
-/// defect of each bad item.
+/// `host:port,host:port`, empty items skipped; one problem per defect.
 pub(crate) fn host_list(v: &str, default_port: u16) -> Result<Vec<HostPort>, Refused> {
-    let mut nodes = Vec::new();
-    let mut refused = Vec::new();
+    let (mut nodes, mut refused) = (Vec::new(), Vec::new());
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match parse_host_port(item, default_port) {
             Ok(node) => nodes.push(node),
             Err(all) => refused.extend(all.into_iter().map(|a| (Some(item.to_string()), a.into()))),
         }
     }
-    if refused.is_empty() {
-        Ok(nodes)
-    } else {
-        Err(Refused(refused))
-    }
+    refused.is_empty().then_some(nodes).ok_or(Refused(refused))
 }
 
 #[cfg(test)]

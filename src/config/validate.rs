@@ -1,12 +1,7 @@
 //! [`Config::validate`]: the rules between settings (each value alone is
 //! checked by its [`Codec`](super::Codec)), and checks the codecs share.
 
-use std::time::Duration;
-
-use super::table::Refused;
-use super::url::host_problem;
-use super::{Config, Encoding, HostPort, OverflowPolicy, Problems, PORT_ALLOWED};
-use crate::error::ConfigError;
+use super::*;
 use crate::ident;
 use crate::store::keys::{ENTITY_COLLECTIONS, LAYOUT_NAMES, MARKET_DATA_COLLECTIONS};
 
@@ -21,11 +16,9 @@ pub(super) fn check_id(v: &str) -> Result<(), Refused> {
 /// prefix, `Keys::owns`): not a layout name, reference collection or
 /// market-data series.
 pub(super) fn check_instance(v: &Option<String>) -> Result<(), Refused> {
-    let reserved = || LAYOUT_NAMES.iter().chain(&ENTITY_COLLECTIONS).chain(&MARKET_DATA_COLLECTIONS);
+    let reserved = [&LAYOUT_NAMES[..], &ENTITY_COLLECTIONS, &MARKET_DATA_COLLECTIONS].concat();
     match v.as_deref() {
-        Some(v) if reserved().any(|r| *r == v) => {
-            Err(format!("an id other than {}", reserved().copied().collect::<Vec<_>>().join(", ")).into())
-        }
+        Some(v) if reserved.contains(&v) => Err(format!("an id other than {}", reserved.join(", ")).into()),
         Some(v) => check_id(v),
         None => Ok(()),
     }
@@ -33,22 +26,14 @@ pub(super) fn check_instance(v: &Option<String>) -> Result<(), Refused> {
 
 /// Each node is a host and a port that is not 0.
 pub(super) fn check_nodes(nodes: &[HostPort]) -> Result<(), Refused> {
-    let bad = nodes.iter().filter_map(|n| {
-        let allowed = host_problem(&n.host).or((n.port == 0).then_some(PORT_ALLOWED))?;
-        Some((Some(n.to_string()), allowed.into()))
-    });
-    let bad: Vec<_> = bad.collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(Refused(bad))
-    }
+    let problem = |n: &HostPort| host_problem(&n.host).or((n.port == 0).then_some(PORT_ALLOWED));
+    let bad: Vec<_> = nodes.iter().filter_map(|n| Some((Some(n.to_string()), problem(n)?.into()))).collect();
+    bad.is_empty().then_some(()).ok_or(Refused(bad))
 }
 
 impl Config {
-    /// At `open`, apart from [`Config::validate`]: the TLS files named can be
-    /// read, so a wrong path fails at once, not as a connection error after
-    /// every retry.
+    /// At `open`: the TLS files named can be read, so that a wrong path fails
+    /// at once, not as a connection error after every retry.
     pub(crate) fn check_files(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
         let files = [("tls_ca", &self.tls_ca), ("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)];
@@ -74,12 +59,8 @@ impl Config {
     ///
     /// [`ConfigError`] with one [`ConfigProblem`](crate::ConfigProblem) per issue, in the
     /// order of the options, each naming the setter (`"port"`), the bad
-    /// value (never a password) and what is allowed: each option's value
-    /// as its documentation says (a count of 1 or more, an id, …), and the
-    /// rules between options that it states (a username needs a password,
-    /// TLS files need `tls` and its feature, sentinels and a cluster exclude
-    /// each other, …); timeouts are above zero, backoff minimums at least
-    /// 1 ms.
+    /// value (never a password) and what is allowed: what the options'
+    /// docs say, timeouts above zero and backoff minimums of at least 1 ms.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
         self.check_values(&mut p);
@@ -90,8 +71,7 @@ impl Config {
         if clustered && self.db > 0 {
             p.push("db", self.db.to_string(), "0 in cluster mode (a cluster has only db 0)");
         }
-        let tls_files = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
-        if tls_files && !self.tls {
+        if !self.tls && (self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some()) {
             p.push("tls", "false", "true when tls_ca, tls_cert or tls_key is set");
         }
         #[cfg(not(feature = "tls"))]

@@ -74,7 +74,7 @@ impl InFlight {
             generation: self.generation,
             value_limit: batch::value_limit(cfg, link.bulk_limit()),
             heartbeat,
-            now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_ms),
+            now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_for_tests),
             server_now_ms: link.server_now_ms(),
         };
         let work = batch::Work {

@@ -1,39 +1,23 @@
 //! [`KvConfig`]: a [`Config`] for the connection, and the caching layer's
-//! own options, each written once in the table below (with the mechanism
-//! of `Config`'s, src/config/table.rs).
+//! own options, each written once in the table below (src/config/table.rs).
 
 use std::time::Duration;
 
-use crate::config::{apply_var, apply_vars, options, read_env, Codec, Config, Encoding, Problems};
-use crate::config::{refuse, whole, Read, BOOL, COUNT, COUNT_U32, MILLIS, MILLIS_MIN_1, SECONDS};
+use crate::config::{apply_var, apply_vars, options, read_env, whole, Codec, Config, Encoding, Problems};
+use crate::config::{Read, BOOL, COUNT, COUNT_U32, ID, MILLIS, MILLIS_MIN_1, SECONDS, SECS_OFF};
 use crate::error::ConfigError;
 use crate::ident;
 
-/// The namespaces with a TTL policy of their own by default, as the
-/// specification lists them (seconds), each read from `CACHE_{NAMESPACE}_TTL`.
+/// The default TTL policies (seconds), each read from `CACHE_{NAMESPACE}_TTL`.
 const DEFAULT_POLICIES: [(&str, u64); 4] =
     [("market_data", 60), ("portfolio", 300), ("risk", 180), ("session", 1800)];
 
-const PREFIX: Codec<String> = Codec {
-    read: Read::TrimmedEmptyCounts,
-    ..Codec::new("an id, or empty for none", |v| Ok(v.into()), String::clone).checked(|v| {
-        match ident::validate(v) {
-            Err(e) if !v.is_empty() => Err(format!("an id, or empty ({e})").into()),
-            _ => Ok(()),
-        }
-    })
-};
-const TTL: Codec<Option<Duration>> = Codec::new(
-    "seconds, 0 = never expires",
-    |v| {
-        Ok(Some(whole(v, "a whole number of seconds, 0 for never expires")?)
-            .filter(|n| *n > 0)
-            .map(Duration::from_secs))
-    },
-    |t| t.map_or(0, |t| t.as_secs()).to_string(),
-)
-.checked(|t| refuse(t.is_some_and(|t| t < Duration::from_millis(1)), TTL_ALLOWED));
-const TTL_ALLOWED: &str = "at least 1ms, or None for never expires";
+const PREFIX: Codec<String> =
+    Codec { read: Read::TrimmedEmptyCounts, values: "an id, or empty for none", ..ID }.checked(|v| {
+        let bad = ident::validate(v).err().filter(|_| !v.is_empty());
+        bad.map_or(Ok(()), |e| Err(format!("an id, or empty ({e})").into()))
+    });
+const TTL: Codec<Option<Duration>> = Codec { values: "seconds, 0 = never expires", ..SECS_OFF };
 const BYTES: Codec<usize> = Codec::plain("bytes", |v| whole(v, "a number of bytes, 0 or more"));
 const ENTRIES: Codec<usize> =
     Codec::plain("entries, 0 = off", |v| whole(v, "a number of entries, 0 turns it off"));
@@ -41,12 +25,10 @@ const ENTRIES: Codec<usize> =
 options! {
     /// The configuration of a [`crate::kv::Kv`].
     ///
-    /// The connection (host, port, ACL user, password, db, TLS, Sentinel,
-    /// Cluster, timeouts, connect attempts and backoff), the encoding and the
-    /// largest value accepted come from the embedded [`Config`], read from the
-    /// same `REDIS_*` and `CACHE_*` variables; see [`KvConfig::redis`]. The
-    /// trader id and the pipeline settings of `Config` are not used by the
-    /// caching layer.
+    /// The connection, the encoding and the largest value accepted come from
+    /// the embedded [`Config`] ([`KvConfig::redis`]), read from the same
+    /// `REDIS_*` and `CACHE_*` variables; its trader id and pipeline settings
+    /// are not used.
     ///
     /// ```
     /// use std::time::Duration;
@@ -114,16 +96,14 @@ impl KvConfig {
     }
 
     /// The TTL policy of one namespace (what [`crate::kv::Ttl::Policy`]
-    /// means for it), replacing any set before. Defaults: see
-    /// `CACHE_MARKET_DATA_TTL`, `CACHE_PORTFOLIO_TTL`, `CACHE_RISK_TTL` and
-    /// `CACHE_SESSION_TTL` in [`KvConfig::from_vars`].
+    /// means for it), replacing any set before. Defaults: see the
+    /// `CACHE_*_TTL` variables of [`KvConfig::from_vars`].
     #[must_use]
     pub fn ttl(self, namespace: impl Into<String>, ttl: Duration) -> Self {
         self.ttl_policy(namespace, Some(ttl))
     }
 
-    /// Like [`KvConfig::ttl`], with `None` for a namespace whose keys never
-    /// expire.
+    /// Like [`KvConfig::ttl`]; `None` means the namespace's keys never expire.
     #[must_use]
     pub fn ttl_policy(mut self, namespace: impl Into<String>, ttl: Option<Duration>) -> Self {
         self.set_policy(&namespace.into(), ttl);
@@ -230,15 +210,13 @@ impl KvConfig {
     /// [`ConfigError`] with every problem of both parts, each naming the
     /// variable, the bad value (never a password) and what is allowed.
     pub fn from_vars<F: Fn(&str) -> Option<String>>(get: F) -> Result<KvConfig, ConfigError> {
-        let (mut problems, mut c) = (Problems::default(), KvConfig::default());
-        c.redis = problems.take(Config::from_vars(&get)).unwrap_or_default();
-        apply_vars(KV_OPTIONS.iter().copied().flatten(), &mut c, &get, &mut problems);
+        let (mut p, mut c) = (Problems::default(), KvConfig::default());
+        c.redis = p.take(Config::from_vars(&get)).unwrap_or_default();
+        apply_vars(KV_OPTIONS.iter().copied().flatten(), &mut c, &get, &mut p);
         for (ns, _) in DEFAULT_POLICIES {
-            apply_var(&ttl_var(ns), TTL.read, &get, &mut problems, |v| {
-                TTL.value(v).map(|t| c.set_policy(ns, t))
-            });
+            apply_var(&ttl_var(ns), TTL.read, &get, &mut p, |v| TTL.value(v).map(|t| c.set_policy(ns, t)));
         }
-        problems.finish(c)
+        p.finish(c)
     }
 }
 
