@@ -351,8 +351,7 @@ impl Problems {
 impl FromStr for Encoding {
     type Err = ConfigError;
 
-    /// Parses `msgpack` (or `messagepack`) or `json`, ignoring case and
-    /// surrounding whitespace.
+    /// Parses `msgpack` (or `messagepack`) or `json`, in any case, trimmed.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         Encoding::from_name(s).ok_or_else(|| ConfigError::one("encoding", s, ENCODING_ALLOWED))
     }

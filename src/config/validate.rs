@@ -10,11 +10,10 @@ pub(super) fn check_id(v: &str) -> Result<(), Refused> {
     ident::validate(v).map(|_| ()).map_err(|e| format!("an id ({e})").into())
 }
 
-/// An instance id: an id that would not read as this trader's own keys
-/// (`trader-T:quotes:{x}:events` is trader T's quote list; `clear` tells
-/// this trader's keys from its instances' by the first part after the
-/// prefix, `Keys::owns`): not a layout name, reference collection or
-/// market-data series.
+/// An instance id: an id that would not read as this trader's own keys, so
+/// not a layout name, reference collection or market-data series
+/// (`trader-T:quotes:{x}:events` is T's quote list; `clear` tells T's keys
+/// from its instances' by the part after the prefix, `Keys::owns`).
 pub(super) fn check_instance(v: &Option<String>) -> Result<(), Refused> {
     let reserved = [&LAYOUT_NAMES[..], &ENTITY_COLLECTIONS, &MARKET_DATA_COLLECTIONS].concat();
     match v.as_deref() {
