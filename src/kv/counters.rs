@@ -34,7 +34,7 @@ impl Op {
     }
 }
 
-/// Sub-buckets per power of two: bucket bounds are within 19 % of a value.
+/// Sub-buckets per power of two: a bound is at most 25 % above its values.
 const SUB: usize = 4;
 const BUCKETS: usize = 64 * SUB;
 /// Stripes per histogram, so threads rarely share a cache line.
