@@ -341,7 +341,7 @@ impl Kv {
 
     #[inline]
     fn clock(&self) -> Option<Instant> {
-        (self.metrics.enabled || self.cfg.log_slow_ops).then(Instant::now)
+        (self.cfg.enable_metrics || self.cfg.log_slow_ops).then(Instant::now)
     }
 
     #[inline]
