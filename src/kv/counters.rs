@@ -34,7 +34,7 @@ impl Op {
     }
 }
 
-/// Sub-buckets per power of two: bucket bounds are within 19 % of a value.
+/// Sub-buckets per power of two: a bound is at most 25 % above its values.
 const SUB: usize = 4;
 const BUCKETS: usize = 64 * SUB;
 /// Stripes per histogram, so threads rarely share a cache line.
@@ -125,13 +125,12 @@ pub(crate) struct Metrics {
     pub(crate) slow_ops: AtomicU64,
     pub(crate) read_errors: [AtomicU64; ErrorKind::COUNT],
     hist: Vec<Histogram>,
-    pub(crate) enabled: bool,
 }
 
 impl Metrics {
     pub(crate) fn new(enabled: bool) -> Self {
         let hist = if enabled { Op::ALL.iter().map(|_| Histogram::new()).collect() } else { Vec::new() };
-        Metrics { hist, enabled, ..Metrics::default() }
+        Metrics { hist, ..Metrics::default() }
     }
 
     #[inline]
@@ -139,10 +138,6 @@ impl Metrics {
         if let Some(h) = self.hist.get(op as usize) {
             h.record(d.as_nanos().min(u128::from(u64::MAX)) as u64);
         }
-    }
-
-    pub(crate) fn read_error(&self, class: ErrorKind) {
-        self.read_errors[class.index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn latency(&self) -> Vec<(Op, Latency)> {

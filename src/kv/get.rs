@@ -327,7 +327,7 @@ impl Kv {
                 Ok(Some(r))
             }
             Err(mut fail) => {
-                self.metrics.read_error(fail.class());
+                self.metrics.read_errors[fail.class().index()].fetch_add(1, Relaxed);
                 if fail.class() == ErrorKind::Command {
                     self.breaker.release(permit);
                 } else {

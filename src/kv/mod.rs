@@ -112,18 +112,15 @@ pub enum Ttl {
     Never,
 }
 
-struct Producer {
-    tx: Sender<KvMsg>,
-    next_seq: u64,
-}
-
 /// A namespaced, TTL-aware cache in Redis. See the [module docs](self).
 ///
 /// `Kv` is `Send + Sync`: share it between threads behind an `Arc`.
 pub struct Kv {
     cfg: KvConfig,
     keys: KeySpace,
-    producer: Mutex<Producer>,
+    /// The channel to the writer. Its lock makes sequence order, overlay
+    /// order and channel order one; the writer never takes it.
+    producer: Mutex<Sender<KvMsg>>,
     /// The writer thread: what it shares with callers, its end of life.
     writer: Handle,
     overlay: Arc<Overlay>,
@@ -218,7 +215,7 @@ impl Kv {
         }
         Ok(Kv {
             keys,
-            producer: Mutex::new(Producer { tx, next_seq: 0 }),
+            producer: Mutex::new(tx),
             writer: Handle::new(shared, done_rx, writer),
             overlay,
             near,
@@ -338,13 +335,13 @@ impl Kv {
     fn shutdown(&self, timeout: Duration) -> CloseReport {
         let stop_tracking = || self.near.iter().for_each(|n| n.stop_tracking());
         self.writer.shutdown(timeout, stop_tracking, |deadline| {
-            let _ = self.producer.lock().tx.try_send(KvMsg::Shutdown { deadline });
+            let _ = self.producer.lock().try_send(KvMsg::Shutdown { deadline });
         })
     }
 
     #[inline]
     fn clock(&self) -> Option<Instant> {
-        (self.metrics.enabled || self.cfg.log_slow_ops).then(Instant::now)
+        (self.cfg.enable_metrics || self.cfg.log_slow_ops).then(Instant::now)
     }
 
     #[inline]

@@ -116,21 +116,19 @@ impl Kv {
 
     #[inline]
     pub(super) fn push(&self, op: op::Op) -> Result<Seq> {
-        // The lock makes sequence order, overlay order and channel order
-        // one; the writer never takes it.
-        let mut p = self.producer.lock();
+        let tx = self.producer.lock();
         if self.writer.is_closed() {
             return Err(Error::Closed);
         }
-        let seq = p.next_seq + 1;
+        // Only this call, under the lock, moves `accepted`.
+        let seq = self.writer.shared.accepted() + 1;
         let item = op.item().clone();
         let undo = self.overlay.record(seq, &op, || self.writer.shared.acked());
         if let Some(near) = &self.near {
             near.evict(item.key());
         }
-        match p.tx.try_send(KvMsg::Write { seq, op }) {
+        match tx.try_send(KvMsg::Write { seq, op }) {
             Ok(()) => {
-                p.next_seq = seq;
                 self.writer.shared.note_accepted(seq);
                 Ok(Seq::new(seq))
             }

@@ -16,7 +16,6 @@
 //! as a `DEL`).
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -262,13 +261,27 @@ impl Writer {
             n += 1;
             n <= max
         });
-        let batch = taken.map(|(_, p)| p).collect();
+        let taken: Vec<Pend> = taken.map(|(_, p)| p).collect();
         let single = !self.topo.clustered();
         self.packer.clear();
         if single {
             self.packer.cmd(&[b"MULTI"]);
         }
-        let (batch, at) = self.pack_batch(batch);
+        // Each op packed, with where its command is; the others dropped.
+        let (mut batch, mut at) = (Vec::with_capacity(taken.len()), Vec::with_capacity(taken.len()));
+        for p in taken {
+            let start = self.packer.buf.len();
+            match self.pack(&p.op) {
+                Ok(()) => {
+                    at.push(start..self.packer.buf.len());
+                    batch.push(p);
+                }
+                Err((class, detail)) => {
+                    self.packer.buf.truncate(start);
+                    self.drop_write(&p, class, detail);
+                }
+            }
+        }
         if batch.is_empty() {
             self.advance();
             return;
@@ -362,27 +375,6 @@ impl Writer {
             },
         }
         Ok(())
-    }
-
-    /// Packs every op of `batch`; returns those packed, with where each
-    /// one's command is. The others are dropped.
-    fn pack_batch(&mut self, batch: Vec<Pend>) -> (Vec<Pend>, Vec<Range<usize>>) {
-        let mut packed = Vec::with_capacity(batch.len());
-        let mut at = Vec::with_capacity(batch.len());
-        for p in batch {
-            let start = self.packer.buf.len();
-            match self.pack(&p.op) {
-                Ok(()) => {
-                    at.push(start..self.packer.buf.len());
-                    packed.push(p);
-                }
-                Err((class, detail)) => {
-                    self.packer.buf.truncate(start);
-                    self.drop_write(&p, class, detail);
-                }
-            }
-        }
-        (packed, at)
     }
 
     /// The replies to a `MULTI … EXEC`: a refused command is dropped; an

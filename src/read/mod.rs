@@ -29,6 +29,9 @@ pub(crate) fn check_strict(cfg: &Config, report: &LoadReport) -> Result<()> {
     Ok(())
 }
 
+/// How many times a load reads while batches keep landing.
+const LOAD_ATTEMPTS: u32 = 3;
+
 impl Cache {
     /// Loads every instrument, account (with its events), order (with its
     /// events) and position of this trader, on a connection of its own.
@@ -140,12 +143,7 @@ impl Cache {
         check_strict(self.config(), &report)?;
         Ok((out, report))
     }
-}
 
-/// How many times a load reads while batches keep landing.
-const LOAD_ATTEMPTS: u32 = 3;
-
-impl Cache {
     /// Loads every entity of one type (any [`Entity`], including your own),
     /// sorted by id.
     ///

@@ -50,20 +50,7 @@ impl Cache {
             Some(issue) => Err(Error::Codec { key: issue.key, detail: issue.problem }),
         }
     }
-}
 
-/// The most a read waits for the writes accepted before it: one reply, or
-/// one reconnect.
-pub(crate) fn settle_timeout(cache: &Cache) -> Duration {
-    cache.config().response_timeout + cache.config().reconnect_backoff_max
-}
-
-/// A server's error reply to a read of `key`.
-pub(super) fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
-    reply_error(&cache.config().redacted_url(), crate::ErrorKind::Server, key, e)
-}
-
-impl Cache {
     /// The latest stored state of entity `id`, or `None` when it has none.
     ///
     /// One `GET` on the cache's read connection (opened at the first read,
@@ -236,4 +223,15 @@ impl Cache {
     pub fn load_bars(&self, bar_type: &str, n: usize) -> Result<(Vec<Bar>, LoadReport)> {
         self.load_ticks::<Bar>(bar_type, n)
     }
+}
+
+/// The most a read waits for the writes accepted before it: one reply, or
+/// one reconnect.
+pub(crate) fn settle_timeout(cache: &Cache) -> Duration {
+    cache.config().response_timeout + cache.config().reconnect_backoff_max
+}
+
+/// A server's error reply to a read of `key`.
+pub(super) fn server_error(cache: &Cache, key: &str, e: &redis::ServerError) -> Error {
+    reply_error(&cache.config().redacted_url(), crate::ErrorKind::Server, key, e)
 }

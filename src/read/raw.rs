@@ -78,35 +78,21 @@ impl Cache {
     /// issue was found.
     pub fn load_raw(&self, collections: &[Collection], with_events: bool) -> Result<RawSnapshot> {
         let mut got: Vec<(Collection, Vec<RawEntity>)> = Vec::new();
-        let mut attempt = 0;
-        let report = self.load_raw_each(collections, with_events, |part| {
-            if part.attempt != attempt {
-                // Read again: what the earlier attempt gave is dropped.
-                attempt = part.attempt;
-                got.clear();
-            }
-            got.push((part.collection, std::mem::take(&mut part.entities)));
-            ControlFlow::Continue(())
-        })?;
-        if attempt != report.attempts {
-            // The last read found nothing: what an earlier one gave goes.
+        let report = self.read_consistent(|r, _| {
+            // Read again: what an earlier attempt gave is dropped.
             got.clear();
-        }
-        // Collections with no entity still get their (empty) entry, in
-        // the order asked; entities with long logs came last: sorted.
-        let mut snap = RawSnapshot { collections: Vec::with_capacity(collections.len()), report };
-        for &c in collections {
-            if snap.collections.iter().any(|(b, _)| *b == c) {
-                continue;
+            let mut report = LoadReport::default();
+            for c in unique(collections) {
+                let (items, mut logs) = r.load_in(c.as_str(), with_events, false, None, &mut report)?;
+                let entities = items.into_iter().map(|(id, value): (Ident, Vec<u8>)| {
+                    let events = logs.remove(&id).unwrap_or_default();
+                    RawEntity { id, value, events }
+                });
+                got.push((c, entities.collect()));
             }
-            let mut list: Vec<RawEntity> =
-                got.iter_mut().filter(|(g, _)| *g == c).flat_map(|(_, l)| std::mem::take(l)).collect();
-            if !list.is_sorted_by(|a, b| a.id <= b.id) {
-                list.sort_by(|a, b| a.id.cmp(&b.id));
-            }
-            snap.collections.push((c, list));
-        }
-        Ok(snap)
+            Ok((report, false))
+        })?;
+        Ok(RawSnapshot { collections: got, report })
     }
 
     /// As [`Cache::load_raw`], handing the entities to `each` as they
@@ -148,13 +134,7 @@ impl Cache {
         with_events: bool,
         mut each: impl FnMut(&mut RawPart) -> ControlFlow<()>,
     ) -> Result<LoadReport> {
-        // Each collection once, in the order first named.
-        let mut unique: Vec<Collection> = Vec::with_capacity(collections.len());
-        for &c in collections {
-            if !unique.contains(&c) {
-                unique.push(c);
-            }
-        }
+        let unique = unique(collections);
         let mut stopped = false;
         let mut part =
             RawPart { attempt: 0, collection: Collection::new_unchecked("-"), entities: Vec::new() };
@@ -301,6 +281,12 @@ impl Cache {
         found.dedup();
         Ok(found)
     }
+}
+
+/// Each collection once, in the order first named.
+fn unique(collections: &[Collection]) -> Vec<Collection> {
+    let first = |(i, c): &(usize, &Collection)| !collections[..*i].contains(c);
+    collections.iter().enumerate().filter(first).map(|(_, &c)| c).collect()
 }
 
 /// The collection of an index set found by [`Cache::collections`]; a name

@@ -29,13 +29,6 @@ pub(crate) type Loaded<T, E> = (Vec<T>, HashMap<Ident, Vec<E>>);
 /// collection in parallel during a load.
 const MAX_LOAD_CONNECTIONS: usize = 4;
 
-/// How many connections a load reads on: one per core, at least two (so
-/// that Redis always has a request queued while a worker decodes) and at
-/// most [`MAX_LOAD_CONNECTIONS`].
-fn load_connections() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_LOAD_CONNECTIONS)
-}
-
 /// A short-lived reader on connections of its own (the flusher's stays
 /// free); see [`Reader::load_in`].
 pub(crate) struct Reader<'a> {
@@ -44,21 +37,13 @@ pub(crate) struct Reader<'a> {
     extra: Vec<Conn>,
     cfg: &'a Config,
     keys: &'a Keys,
-    chunk: usize,
     packer: Packer,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn open(cfg: &'a Config, keys: &'a Keys) -> Result<Self> {
         let conn = Self::connect(cfg, keys)?;
-        Ok(Reader {
-            conn,
-            extra: Vec::new(),
-            cfg,
-            keys,
-            chunk: cfg.load_chunk.max(1),
-            packer: Packer::default(),
-        })
+        Ok(Reader { conn, extra: Vec::new(), cfg, keys, packer: Packer::default() })
     }
 
     fn connect(cfg: &Config, keys: &Keys) -> Result<Conn> {
@@ -71,17 +56,17 @@ impl<'a> Reader<'a> {
         check_reply(reply, key, &self.cfg.redacted_url())
     }
 
-    /// Sends the packed commands and reads one reply per command.
+    /// Sends the packed commands and reads one reply per command; the
+    /// packer is left empty.
     fn round_trip(&mut self, report: &mut LoadReport) -> Result<Vec<Value>> {
         report.round_trips += 1;
-        let out = self.conn.round_trip(&self.packer).map_err(|f| f.into_error())?;
+        let out = self.conn.round_trip(&self.packer);
         self.packer.clear();
-        Ok(out)
+        out.map_err(|f| f.into_error())
     }
 
     pub(crate) fn ids(&mut self, collection: &str, report: &mut LoadReport) -> Result<Vec<Ident>> {
         let index = self.keys.index(collection);
-        self.packer.clear();
         self.packer.cmd(&[b"SMEMBERS", index.as_bytes()]);
         let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
         self.check(&reply, || index.clone())?;
@@ -111,7 +96,6 @@ impl<'a> Reader<'a> {
             self.keys.open_index(collection),
             self.keys.closed_index(collection),
         );
-        self.packer.clear();
         self.packer.cmd(&[b"SMEMBERS", open.as_bytes()]);
         self.packer.cmd(&[b"SCARD", index.as_bytes()]);
         self.packer.cmd(&[b"SCARD", open.as_bytes()]);
@@ -139,7 +123,6 @@ impl<'a> Reader<'a> {
         let mut unclassified = false;
         let balanced = matches!((all, open_n, closed_n), (Some(a), Some(o), Some(c)) if a == o + c);
         if !balanced {
-            self.packer.clear();
             self.packer.cmd(&[b"ZDIFF", b"3", index.as_bytes(), open.as_bytes(), closed.as_bytes()]);
             let reply = self.round_trip(report)?.pop().unwrap_or(Value::Nil);
             self.check(&reply, || format!("ZDIFF of {index}"))?;
@@ -190,7 +173,7 @@ impl<'a> Reader<'a> {
         } else {
             (self.ids(collection, &mut report)?, false)
         };
-        let chunks: Vec<&[Ident]> = ids.chunks(self.chunk).collect();
+        let chunks: Vec<&[Ident]> = ids.chunks(self.cfg.load_chunk.max(1)).collect();
         let mut items = Vec::with_capacity(ids.len());
         let mut events = HashMap::with_capacity(if with_events { ids.len() } else { 0 });
         let mut long = Vec::new();
@@ -259,19 +242,22 @@ impl<'a> Reader<'a> {
         Ok((items, events))
     }
 
-    /// Runs `jobs` jobs on up to [`load_connections`] workers, one thread
-    /// and connection each (opened once, reused by later loads): worker
-    /// `w` runs `work` on jobs `w`, `w + workers`, …, and `take` gets the
-    /// results on the calling thread in job order, whatever order they
-    /// arrive in. The first error ends the run.
+    /// Runs `jobs` jobs on workers, one thread and connection each (opened
+    /// once, reused by later loads): one per core, at least two (so that
+    /// Redis always has a request queued while a worker decodes), at most
+    /// [`MAX_LOAD_CONNECTIONS`]. Worker `w` runs `work` on jobs `w`,
+    /// `w + workers`, …, and `take` gets the results on the calling thread
+    /// in job order, whatever order they arrive in. The first error ends
+    /// the run.
     fn parallel<O: Send>(
         &mut self,
         jobs: usize,
         work: impl Fn(&mut Conn, &[usize], &Sender<O>) + Sync,
         mut take: impl FnMut(usize, O),
     ) -> Result<()> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         // Small collections stay on the one connection.
-        let workers = load_connections().min(jobs).max(1);
+        let workers = cores.clamp(2, MAX_LOAD_CONNECTIONS).min(jobs).max(1);
         while self.extra.len() + 1 < workers {
             self.extra.push(Self::connect(self.cfg, self.keys)?);
         }
@@ -319,7 +305,6 @@ impl<'a> Reader<'a> {
         report: &mut LoadReport,
     ) -> Result<()> {
         let keys: Vec<String> = long.iter().map(|id| self.keys.events(collection, id)).collect();
-        self.packer.clear();
         for key in &keys {
             self.packer.cmd(&[b"LLEN", key.as_bytes()]);
         }
@@ -400,7 +385,6 @@ impl<'a> Reader<'a> {
         if missing.is_empty() {
             return Ok(());
         }
-        self.packer.clear();
         for &i in &missing {
             self.packer.cmd(&[b"GET", report.issues[i].key.as_bytes()]);
         }
