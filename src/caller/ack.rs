@@ -206,10 +206,6 @@ impl Cache {
         &self.keys
     }
 
-    pub(crate) fn read_link(&self) -> &crate::net::read_link::ReadLink {
-        &self.reads
-    }
-
     /// Read-your-writes for the point reads: waits until every write
     /// accepted before this call is acknowledged (Redis has it, or the
     /// flusher dropped it and reported it). Free when nothing is pending;

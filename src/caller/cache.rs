@@ -36,7 +36,7 @@ pub struct Cache {
     pub(super) cfg: Config,
     pub(super) keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
-    pub(super) reads: crate::net::read_link::ReadLink,
+    pub(crate) reads: crate::net::read_link::ReadLink,
 }
 
 impl std::fmt::Debug for Cache {

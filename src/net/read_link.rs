@@ -18,22 +18,10 @@ pub(crate) struct ReadLink {
 }
 
 impl ReadLink {
-    /// Sends one command (packed by `pack`) and returns its reply. A
-    /// connection that fails on its first use after being idle is replaced
-    /// once (Redis restarted, a failover, an idle timeout): a read is safe
-    /// to repeat.
-    pub(crate) fn round_trip(
-        &self,
-        cfg: &Config,
-        slot_key: impl Fn() -> String,
-        pack: impl Fn(&mut Packer),
-    ) -> Result<Value> {
-        let mut replies = self.pipeline(cfg, slot_key, pack)?;
-        Ok(replies.pop().unwrap_or(Value::Nil))
-    }
-
     /// Sends the commands `pack` packs in one round trip and returns their
-    /// replies, in order; replaced once as [`ReadLink::round_trip`].
+    /// replies, in order. A connection that fails on its first use after
+    /// being idle is replaced once (Redis restarted, a failover, an idle
+    /// timeout): a read is safe to repeat.
     pub(crate) fn pipeline(
         &self,
         cfg: &Config,

@@ -2,7 +2,7 @@
 
 use std::sync::Once;
 
-use redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
+use redis::{ClientTlsConfig, ConnectionInfo, TlsCertificates};
 
 use crate::config::Config;
 
@@ -31,12 +31,9 @@ fn read(path: &std::path::Path, what: &str) -> redis::RedisResult<Vec<u8>> {
     })
 }
 
-pub(crate) fn make_client(
-    cfg: &Config,
-    host: &str,
-    port: u16,
-    settings: RedisConnectionInfo,
-) -> redis::RedisResult<redis::Client> {
+/// A client for `info` (a `TcpTls` address) with the configured CA and
+/// client certificate.
+pub(crate) fn make_client(cfg: &Config, info: ConnectionInfo) -> redis::RedisResult<redis::Client> {
     install_provider();
     let root_cert = cfg.tls_ca.as_deref().map(|p| read(p, "CA certificate")).transpose()?;
     let client_tls = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -46,10 +43,6 @@ pub(crate) fn make_client(
         }),
         _ => None,
     };
-    let info = ConnectionAddr::TcpTls { host: host.to_string(), port, insecure: false, tls_params: None }
-        .into_connection_info()?
-        .set_redis_settings(settings)
-        .set_tcp_settings(super::connect::tcp_settings());
     redis::Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
 }
 
