@@ -63,11 +63,9 @@ impl Cache {
     /// [`Error::WaitTimeout`] when the timeout passes first;
     /// [`Error::Fenced`] when another writer took over before `seq` was
     /// acknowledged; [`Error::Closed`] when the flusher has stopped;
-    /// [`Error::Dropped`]
-    /// when a write at or before `seq` was dropped (too large, not
-    /// encodable, refused by Redis) and not yet collected with
-    /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
-    /// until the drops are collected).
+    /// [`Error::Dropped`] when a write at or before `seq` was dropped and
+    /// not yet collected with [`Cache::take_dropped`] (the rest is
+    /// acknowledged; the error stays until the drops are collected).
     ///
     /// # Example
     ///
@@ -118,11 +116,8 @@ impl Cache {
     /// last call, oldest first, and clears the record (so [`Cache::wait`]
     /// and [`Cache::flush`] stop reporting them).
     ///
-    /// A write is dropped, never retried, when its value is larger than
-    /// `max_value_bytes` or cannot be encoded (both found on the flusher
-    /// thread, since encoding stays off the caller's hot path), or when
-    /// Redis refuses its command inside the transaction (a key of the
-    /// wrong type). Each is also counted in [`Stats::dropped`] and shown in
+    /// A write is dropped, never retried, for a reason [`DroppedWrite`]
+    /// names. Each is also counted in [`Stats::dropped`] and shown in
     /// [`Health::last_error`]. At most 1024 are kept between two calls;
     /// `stats().dropped` counts all of them.
     ///

@@ -15,7 +15,7 @@
 use redis::Value;
 
 use crate::error::{Error, Result};
-use crate::net::{Conn, Failure};
+use crate::net::{Cause, Conn, Failure};
 
 /// The content of a commit marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,12 +176,7 @@ pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Resu
             _ => return Ok(mine),
         }
     }
-    Err(Error::Redis {
-        addr: conn.addr.clone(),
-        kind: crate::ErrorKind::Server,
-        detail: format!("claiming the commit marker {key}: other writers kept claiming it at the same time"),
-        source: None,
-    })
+    Err(fail(Failure::new(Cause::Command, &conn.addr, "other writers kept claiming it at the same time")))
 }
 
 #[cfg(test)]
