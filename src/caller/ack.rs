@@ -19,7 +19,6 @@ impl Cache {
     /// # Example
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
@@ -145,7 +144,6 @@ impl Cache {
     /// # Example
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
@@ -186,7 +184,6 @@ impl Cache {
     /// # Example
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;

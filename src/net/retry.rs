@@ -261,21 +261,19 @@ impl Failure {
 pub(crate) fn source_of(err: &(dyn std::error::Error + 'static)) -> SourceError {
     fn level(e: &(dyn std::error::Error + 'static), depth: usize) -> SourceError {
         let source = e.source().filter(|_| depth < 16).map(|s| level(s, depth + 1));
-        SourceError::new(scrub(&e.to_string()), io_kind(e), source)
+        let io_kind = unshared(e).downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        SourceError::new(scrub(&e.to_string()), io_kind, source)
     }
     level(err, 1)
 }
 
-/// The I/O kind of one level of a chain: an `io::Error`, or one behind the
-/// `Arc` redis-rs keeps its I/O errors in (that level's `source()` is the
-/// I/O error's own).
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+/// `e`, or the error behind it when it is the `Arc` redis-rs keeps its
+/// causes in (whose `source()` is that error's own).
+pub(crate) fn unshared<'e>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> &'e (dyn std::error::Error + 'static) {
     type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
-    if let Some(io) = e.downcast_ref::<std::io::Error>() {
-        return Some(io.kind());
-    }
-    let inner = e.downcast_ref::<Shared>()?;
-    inner.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+    e.downcast_ref::<Shared>().map_or(e, |inner| &**inner)
 }
 
 /// The code and text of a server error reply value, if it is one.

@@ -49,13 +49,8 @@ pub(crate) fn make_client(cfg: &Config, info: ConnectionInfo) -> redis::RedisRes
 /// The `rustls::Error` behind `err`, if the TLS layer raised it.
 fn rustls_error(err: &redis::RedisError) -> Option<&rustls::Error> {
     use std::error::Error as StdError;
-    type Shared = std::sync::Arc<dyn StdError + Send + Sync>;
     let mut next: Option<&(dyn StdError + 'static)> = err.source();
-    while let Some(mut e) = next {
-        // redis-rs hands out its `Arc`-wrapped cause as the source.
-        if let Some(inner) = e.downcast_ref::<Shared>() {
-            e = &**inner;
-        }
+    while let Some(e) = next.map(super::retry::unshared) {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }

@@ -308,7 +308,6 @@ impl Cache {
     /// an entry is there once per call.
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// use tradecache::raw::{Collection, RawValue};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -117,11 +117,8 @@ fn registry_collections<S: Session>(
 /// A plain `UNLINK` (at `open`, before the flusher exists; the marker was
 /// claimed just before, so a fenced writer cannot write behind it).
 pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> {
-    match conn.query(redis::cmd("UNLINK").arg(keys)) {
-        Ok(Value::Int(n)) => Ok(n as u64),
-        Ok(_) => Ok(0),
-        Err(e) => Err(net::Failure::of(&e, &conn.addr)),
-    }
+    let deleted = conn.query(redis::cmd("UNLINK").arg(keys)).map_err(|e| Failure::of(&e, &conn.addr))?;
+    Ok(u64::from_redis_value(deleted).unwrap_or(0))
 }
 
 /// Walks `SCAN … MATCH pattern`, handing each page of keys to `page`.
