@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use crate::caller::cache::Cache;
-use crate::channel::Shared;
 use crate::config::Config;
 use crate::error::{DroppedWrite, Error, Result};
 use crate::metrics::stats::{Health, Stats};
@@ -218,10 +217,5 @@ impl Cache {
             Ok(()) | Err(Error::Dropped { .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// The counters shared with the flusher, for the metrics exposition.
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.writer.shared
     }
 }

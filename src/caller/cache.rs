@@ -32,7 +32,7 @@ pub(super) struct Producer {
 pub struct Cache {
     pub(super) producer: Mutex<Producer>,
     /// The flusher thread: what it shares with callers, its end of life.
-    pub(super) writer: Handle,
+    pub(crate) writer: Handle,
     pub(super) cfg: Config,
     pub(super) keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
