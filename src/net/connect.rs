@@ -61,10 +61,8 @@ pub(crate) fn connect_to(
     deadline_cap: Option<Instant>,
 ) -> Result<Conn, Failure> {
     let addr = format!("{host}:{port}");
-    let mut timeout = cfg.connect_timeout;
-    if let Some(d) = deadline_cap {
-        timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-    }
+    let left = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let timeout = deadline_cap.map_or(cfg.connect_timeout, |d| cfg.connect_timeout.min(left(d)));
     let client = make_client(cfg, host, port, &addr)?;
     let con = client.get_connection_with_timeout(timeout).map_err(|e| {
         let mut f = Failure::of(&e, &addr);

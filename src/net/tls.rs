@@ -6,21 +6,6 @@ use redis::{ClientTlsConfig, ConnectionInfo, TlsCertificates};
 
 use crate::config::Config;
 
-static PROVIDER: Once = Once::new();
-
-/// rustls needs a process-wide crypto provider; install ring's unless the
-/// application installed one already. rustls 0.23.48 deprecates ring's
-/// (no post-quantum key exchange), but the other, aws-lc-rs, is a large C
-/// library to build: an application that wants it installs it before
-/// opening, and it is kept (docs/deployment.md, TLS).
-fn install_provider() {
-    PROVIDER.call_once(|| {
-        #[allow(deprecated)]
-        let ring = rustls::crypto::ring::default_provider();
-        let _ = ring.install_default();
-    });
-}
-
 fn read(path: &std::path::Path, what: &str) -> redis::RedisResult<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         redis::RedisError::from((
@@ -34,7 +19,17 @@ fn read(path: &std::path::Path, what: &str) -> redis::RedisResult<Vec<u8>> {
 /// A client for `info` (a `TcpTls` address) with the configured CA and
 /// client certificate.
 pub(crate) fn make_client(cfg: &Config, info: ConnectionInfo) -> redis::RedisResult<redis::Client> {
-    install_provider();
+    // rustls needs a process-wide crypto provider; install ring's unless
+    // the application installed one already. rustls 0.23.48 deprecates
+    // ring's (no post-quantum key exchange), but the other, aws-lc-rs, is a
+    // large C library to build: an application that wants it installs it
+    // before opening, and it is kept (docs/deployment.md, TLS).
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        #[allow(deprecated)]
+        let ring = rustls::crypto::ring::default_provider();
+        let _ = ring.install_default();
+    });
     let root_cert = cfg.tls_ca.as_deref().map(|p| read(p, "CA certificate")).transpose()?;
     let client_tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(ClientTlsConfig {
