@@ -201,21 +201,20 @@ pub trait MarketData: Serialize + DeserializeOwned + Clone + Send + 'static {
 // The reference model's implementations: the hot types travel by value.
 
 macro_rules! entity {
-    ($t:ty, $coll:literal, $field:ident, $rec:expr) => {
-        entity!($t, $coll, $field, $rec, |_s: &$t| false, |_s: &$t| None);
-    };
-    ($t:ty, $coll:literal, $field:ident, $rec:expr, $closed:expr, $updated:expr) => {
+    ($t:ty, $coll:literal, $field:ident, $rec:expr $(, $closed:expr, $ts:ident)?) => {
         impl Entity for $t {
             const COLLECTION: &'static str = $coll;
             fn id(&self) -> &str {
                 &self.$field
             }
-            fn is_closed(&self) -> bool {
-                $closed(self)
-            }
-            fn last_updated(&self) -> Option<UnixNanos> {
-                $updated(self)
-            }
+            $(
+                fn is_closed(&self) -> bool {
+                    $closed(self)
+                }
+                fn last_updated(&self) -> Option<UnixNanos> {
+                    Some(self.$ts)
+                }
+            )?
             fn to_record(&self) -> Record {
                 $rec(self.clone())
             }
@@ -226,17 +225,8 @@ macro_rules! entity {
 entity!(Instrument, "instruments", id, Record::Instrument);
 // An order is closed once rejected, canceled, expired or filled; a
 // position once flat. Both changed last at `ts_last`.
-entity!(Order, "orders", client_order_id, Record::Order, |o: &Order| o.status.is_closed(), |o: &Order| Some(
-    o.ts_last
-));
-entity!(
-    Position,
-    "positions",
-    id,
-    Record::Position,
-    |p: &Position| p.side == PositionSide::Flat,
-    |p: &Position| Some(p.ts_last)
-);
+entity!(Order, "orders", client_order_id, Record::Order, |o: &Order| o.status.is_closed(), ts_last);
+entity!(Position, "positions", id, Record::Position, |p: &Position| p.side == PositionSide::Flat, ts_last);
 // Accounts are large (fixed slots) and rarely written: boxed on the channel.
 entity!(Account, "accounts", id, |a| Record::Account(Box::new(a)));
 

@@ -243,11 +243,9 @@ pub enum Error {
     /// The cache is closed or its flusher thread has stopped.
     #[error("the cache is closed")]
     Closed,
-    /// A write at or before the awaited one was accepted but dropped by the
-    /// flusher (too large, not encodable, or refused by Redis inside the
-    /// transaction), or by the kv writer, and has not been collected with
-    /// [`crate::Cache::take_dropped`] (or [`crate::kv::Kv::take_dropped`])
-    /// yet.
+    /// A write at or before the awaited one was accepted but dropped
+    /// ([`DroppedWrite`]) by the flusher or the kv writer, and not collected
+    /// with [`crate::Cache::take_dropped`] (or [`crate::kv::Kv::take_dropped`]) yet.
     #[error("{count} accepted write(s) dropped, not persisted (the first: {first}); collect them with take_dropped (Cache::take_dropped, or Kv::take_dropped for a kv::Kv)")]
     Dropped {
         /// Dropped writes not collected yet (the sum of their
@@ -278,6 +276,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// A thread of the crate's (`what`: "the flusher thread") that could
+    /// not be started.
+    pub(crate) fn no_thread(what: &str, addr: String, e: &io::Error) -> Error {
+        let source = Some(crate::net::source_of(e));
+        Error::Redis { addr, kind: ErrorKind::Io, detail: format!("cannot start {what}: {e}"), source }
+    }
+
     /// The kind of failure, for matching.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -77,13 +77,9 @@ pub(crate) fn validate(s: &str) -> Result<(), IdError> {
     }
     let bad = |ch: char| matches!(ch, ':' | '{' | '}') || ch.is_whitespace() || ch.is_control();
     match s.char_indices().find(|&(_, ch)| bad(ch)) {
-        Some((at, _)) => Err(bad_char(s, at)),
+        Some((at, ch)) => Err(IdError::BadChar { id: s.chars().take(64).collect(), ch, at }),
         None => Ok(()),
     }
-}
-
-fn bad_char(s: &str, at: usize) -> IdError {
-    IdError::BadChar { id: s.chars().take(64).collect(), ch: s[at..].chars().next().unwrap_or('?'), at }
 }
 
 impl Ident {

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use crate::caller::cache::Cache;
-use crate::channel::Shared;
 use crate::config::Config;
 use crate::error::{DroppedWrite, Error, Result};
 use crate::metrics::stats::{Health, Stats};
@@ -19,7 +18,6 @@ impl Cache {
     /// # Example
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
@@ -63,11 +61,9 @@ impl Cache {
     /// [`Error::WaitTimeout`] when the timeout passes first;
     /// [`Error::Fenced`] when another writer took over before `seq` was
     /// acknowledged; [`Error::Closed`] when the flusher has stopped;
-    /// [`Error::Dropped`]
-    /// when a write at or before `seq` was dropped (too large, not
-    /// encodable, refused by Redis) and not yet collected with
-    /// [`Cache::take_dropped`] (the rest is acknowledged; the error stays
-    /// until the drops are collected).
+    /// [`Error::Dropped`] when a write at or before `seq` was dropped and
+    /// not yet collected with [`Cache::take_dropped`] (the rest is
+    /// acknowledged; the error stays until the drops are collected).
     ///
     /// # Example
     ///
@@ -118,11 +114,8 @@ impl Cache {
     /// last call, oldest first, and clears the record (so [`Cache::wait`]
     /// and [`Cache::flush`] stop reporting them).
     ///
-    /// A write is dropped, never retried, when its value is larger than
-    /// `max_value_bytes` or cannot be encoded (both found on the flusher
-    /// thread, since encoding stays off the caller's hot path), or when
-    /// Redis refuses its command inside the transaction (a key of the
-    /// wrong type). Each is also counted in [`Stats::dropped`] and shown in
+    /// A write is dropped, never retried, for a reason [`DroppedWrite`]
+    /// names. Each is also counted in [`Stats::dropped`] and shown in
     /// [`Health::last_error`]. At most 1024 are kept between two calls;
     /// `stats().dropped` counts all of them.
     ///
@@ -150,7 +143,6 @@ impl Cache {
     /// # Example
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
@@ -191,7 +183,6 @@ impl Cache {
     /// # Example
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
@@ -204,10 +195,6 @@ impl Cache {
 
     pub(crate) fn keys(&self) -> &Keys {
         &self.keys
-    }
-
-    pub(crate) fn read_link(&self) -> &crate::net::read_link::ReadLink {
-        &self.reads
     }
 
     /// Read-your-writes for the point reads: waits until every write
@@ -230,10 +217,5 @@ impl Cache {
             Ok(()) | Err(Error::Dropped { .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// The counters shared with the flusher, for the metrics exposition.
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.writer.shared
     }
 }

@@ -32,11 +32,11 @@ pub(super) struct Producer {
 pub struct Cache {
     pub(super) producer: Mutex<Producer>,
     /// The flusher thread: what it shares with callers, its end of life.
-    pub(super) writer: Handle,
+    pub(crate) writer: Handle,
     pub(super) cfg: Config,
     pub(super) keys: Keys,
     /// The connection point reads use (`get`, `get_events`, `load_ticks`).
-    pub(super) reads: crate::net::read_link::ReadLink,
+    pub(crate) reads: crate::net::read_link::ReadLink,
 }
 
 impl std::fmt::Debug for Cache {
@@ -114,12 +114,7 @@ impl Cache {
         let thread = std::thread::Builder::new()
             .name("tradecache-flusher".into())
             .spawn(move || flusher.run())
-            .map_err(|e| Error::Redis {
-                addr: config.redacted_url(),
-                kind: crate::ErrorKind::Io,
-                detail: format!("cannot start the flusher thread: {e}"),
-                source: Some(crate::net::source_of(&e)),
-            })?;
+            .map_err(|e| Error::no_thread("the flusher thread", config.redacted_url(), &e))?;
         Ok(Cache {
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
             writer: Handle::new(shared, done_rx, thread),
@@ -287,7 +282,7 @@ impl Cache {
         // Built outside the lock; numbered inside it, right before the send.
         let mut msg = make(0);
         let mut waited: Option<(Instant, u32)> = None;
-        let sent = loop {
+        let closed = loop {
             // The lock makes sequence order equal channel order across
             // threads; it is held for one `try_send` only, never across a
             // wait (so a `Reject` call never waits behind a blocked one),
@@ -300,21 +295,17 @@ impl Cache {
                     p.next_seq = seq;
                     // (After the send: see `Shared::note_accepted`.)
                     self.writer.shared.note_accepted(seq);
-                    break Ok(Seq::new(seq));
+                    return Ok(Seq::new(seq));
                 }
-                Err(TrySendError::Disconnected(_)) => break Err(true),
+                Err(TrySendError::Disconnected(_)) => break true,
                 Err(TrySendError::Full(m)) => msg = m,
             }
             drop(p);
-            let OverflowPolicy::Block { timeout } = overflow else { break Err(false) };
+            let OverflowPolicy::Block { timeout } = overflow else { break false };
             let (deadline, spins) = waited.get_or_insert_with(|| (net::deadline_after(timeout), 0));
             if !pause_before_retry(*deadline, spins) {
-                break Err(false);
+                break false;
             }
-        };
-        let closed = match sent {
-            Ok(seq) => return Ok(seq),
-            Err(closed) => closed,
         };
         if closed && self.writer.shared.is_fenced() {
             // The flusher stopped because a newer writer took over.

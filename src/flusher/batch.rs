@@ -370,7 +370,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
     let mut batch = Batch::new(spec.marker.batch, spec.first_seq, spec.generation);
     let mut dropped = Vec::new();
     let enc = cfg.encoding;
-    let _iso = codec::IsoScope::enter(cfg.timestamps_as_iso8601 && enc == crate::Encoding::Json);
+    let _iso = crate::model::IsoScope::enter(cfg.timestamps_as_iso8601 && enc == crate::Encoding::Json);
     let (limit, limit_name) = spec.value_limit;
     b.clear();
     let mut taken = 0;

@@ -75,13 +75,7 @@ impl KeySpace {
 
     /// A `SCAN MATCH` pattern for every key of `namespace` (globs escaped).
     pub(crate) fn namespace_pattern(&self, namespace: &str) -> Vec<u8> {
-        let mut p = Vec::new();
-        for &b in self.namespace_head(namespace).iter() {
-            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-                p.push(b'\\');
-            }
-            p.push(b);
-        }
+        let mut p = crate::store::keys::escape_glob(&self.namespace_head(namespace));
         p.push(b'*');
         p
     }

@@ -198,12 +198,7 @@ impl Kv {
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
         let overlay = Arc::new(Overlay::new());
-        let spawn_error = |e: std::io::Error| Error::Redis {
-            addr: config.redis.redacted_url(),
-            kind: crate::ErrorKind::Io,
-            detail: format!("cannot start a kv thread: {e}"),
-            source: Some(crate::net::source_of(&e)),
-        };
+        let spawn_error = |e| Error::no_thread("a kv thread", config.redis.redacted_url(), &e);
         let writer =
             Writer::spawn(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
                 .map_err(spawn_error)?;

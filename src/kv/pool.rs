@@ -226,7 +226,7 @@ fn one_reply(v: Value) -> Result<Reply, Failure> {
             if cause.action() == Action::Drop {
                 Ok(Reply::Refused(e.to_string()))
             } else {
-                Err(Failure::new(cause, String::new(), e.to_string()).with_source(net::reply_source(&e)))
+                Err(Failure::new(cause, String::new(), e.to_string()).with_source(net::source_of(&e)))
             }
         }
         other => Ok(Reply::Refused(format!("unexpected reply {other:?}"))),

@@ -284,7 +284,7 @@ pub(crate) fn last_error_secs(shared: &Shared) -> f64 {
 
 /// Writes one family's samples for one cache.
 fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
-    let shared: &Shared = cache.shared();
+    let shared: &Shared = &cache.writer.shared;
     let cfg = cache.config();
     // trader_id, instance_id (with use_instance_id), writer_id, and room
     // for the info family's version.

@@ -57,7 +57,7 @@ impl MetricsReporter {
 
     /// Publishes the cache's current values to the installed recorder.
     pub fn report(&mut self, cache: &Cache) {
-        let shared = cache.shared();
+        let shared = &cache.writer.shared;
         let cfg = cache.config();
         let mut labels = vec![Label::new("trader_id", cfg.trader_id.clone())];
         if cfg.use_instance_id {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::{ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, Value};
 
 use super::retry::{Cause, Failure};
 use crate::config::Config;
@@ -48,9 +48,7 @@ impl ServerClock {
 
     /// From a `TIME` reply: seconds and microseconds, as bulk strings.
     fn parse(reply: &Value, at: Instant) -> Option<ServerClock> {
-        let Value::Array(parts) = reply else { return None };
-        let [secs, micros] = parts.as_slice() else { return None };
-        let (secs, micros) = (u64::try_from(int_of(secs)?).ok()?, u64::try_from(int_of(micros)?).ok()?);
+        let (secs, micros) = <(u64, u64)>::from_redis_value_ref(reply).ok()?;
         Some(ServerClock { server_ms: secs.checked_mul(1000)?.checked_add(micros / 1000)?, at })
     }
 }
@@ -63,10 +61,8 @@ pub(crate) fn connect_to(
     deadline_cap: Option<Instant>,
 ) -> Result<Conn, Failure> {
     let addr = format!("{host}:{port}");
-    let mut timeout = cfg.connect_timeout;
-    if let Some(d) = deadline_cap {
-        timeout = timeout.min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-    }
+    let left = |d: Instant| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let timeout = deadline_cap.map_or(cfg.connect_timeout, |d| cfg.connect_timeout.min(left(d)));
     let client = make_client(cfg, host, port, &addr)?;
     let con = client.get_connection_with_timeout(timeout).map_err(|e| {
         let mut f = Failure::of(&e, &addr);
@@ -80,18 +76,12 @@ pub(crate) fn connect_to(
     con.set_read_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
     con.set_write_timeout(Some(cfg.response_timeout)).map_err(|e| Failure::of(&e, &addr))?;
     let mut conn = Conn { con, addr, client: None, bulk_limit: None, server_clock: None };
-    conn.client = match conn.probe(redis::cmd("CLIENT").arg("INFO"))? {
-        Some(Value::BulkString(b)) => ClientIdentity::parse(&String::from_utf8_lossy(&b)),
-        Some(Value::VerbatimString { text, .. }) => ClientIdentity::parse(&text),
-        _ => None,
-    };
+    let info = conn.probe(redis::cmd("CLIENT").arg("INFO"))?.and_then(|v| String::from_redis_value(v).ok());
+    conn.client = info.as_deref().and_then(ClientIdentity::parse);
     // Refused under a strict ACL or on managed Redis: then only
     // `max_value_bytes` bounds a value (docs/guarantees.md, "Dropped writes").
-    conn.bulk_limit = match conn.probe(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len"))? {
-        Some(Value::Array(v)) => v.get(1).and_then(int_of),
-        Some(Value::Map(v)) => v.first().and_then(|(_, n)| int_of(n)),
-        _ => None,
-    };
+    let limit = conn.probe(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len"))?;
+    conn.bulk_limit = limit.and_then(|v| <(String, usize)>::from_redis_value(v).ok()).map(|(_, n)| n);
     if cfg.publish_events && cfg.stream_max_age.is_some() {
         conn.server_clock =
             conn.probe(&redis::cmd("TIME"))?.and_then(|v| ServerClock::parse(&v, Instant::now()));
@@ -107,14 +97,6 @@ pub(crate) fn connect_to(
         }
     }
     Ok(conn)
-}
-
-fn int_of(v: &Value) -> Option<usize> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::Int(n) => usize::try_from(*n).ok(),
-        _ => None,
-    }
 }
 
 /// Who a connection is on the server: its `CLIENT ID` and the client
@@ -144,40 +126,36 @@ impl ClientIdentity {
     }
 }
 
-fn redis_settings(cfg: &Config) -> RedisConnectionInfo {
-    let mut r = RedisConnectionInfo::default().set_db(cfg.db);
+fn make_client(cfg: &Config, host: &str, port: u16, addr: &str) -> Result<redis::Client, Failure> {
+    #[cfg(not(feature = "tls"))]
+    if cfg.tls {
+        let text = "TLS requested but tradecache was built without its `tls` feature";
+        return Err(Failure::new(Cause::Tls, addr, text));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let mut settings = RedisConnectionInfo::default().set_db(cfg.db).set_lib_name("tradecache", version);
     if let Some(u) = &cfg.username {
-        r = r.set_username(u);
+        settings = settings.set_username(u);
     }
     if let Some(p) = &cfg.password {
-        r = r.set_password(&p.0);
+        settings = settings.set_password(&p.0);
     }
-    r.set_lib_name("tradecache", env!("CARGO_PKG_VERSION"))
-}
-
-fn make_client(cfg: &Config, host: &str, port: u16, addr: &str) -> Result<redis::Client, Failure> {
-    if cfg.tls {
-        #[cfg(feature = "tls")]
-        return super::tls::make_client(cfg, host, port, redis_settings(cfg))
-            .map_err(|e| Failure::of(&e, addr));
-        #[cfg(not(feature = "tls"))]
-        return Err(Failure::new(
-            Cause::Tls,
-            addr,
-            "TLS requested but tradecache was built without its `tls` feature",
-        ));
-    }
-    ConnectionAddr::Tcp(host.to_string(), port)
-        .into_connection_info()
-        .map(|info| info.set_redis_settings(redis_settings(cfg)).set_tcp_settings(tcp_settings()))
-        .and_then(redis::Client::open)
-        .map_err(|e| Failure::of(&e, addr))
-}
-
-pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    let host = host.to_string();
+    let at = if cfg.tls {
+        ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    };
     // Off by default in redis-rs; a batch is one write, so Nagle only adds
     // latency.
-    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let info = at.into_connection_info().map_err(|e| Failure::of(&e, addr))?;
+    let info = info.set_redis_settings(settings).set_tcp_settings(tcp);
+    #[cfg(feature = "tls")]
+    if cfg.tls {
+        return super::tls::make_client(cfg, info).map_err(|e| Failure::of(&e, addr));
+    }
+    redis::Client::open(info).map_err(|e| Failure::of(&e, addr))
 }
 
 impl Conn {

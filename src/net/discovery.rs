@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use redis::Value;
+use redis::{FromRedisValue, Value};
 
 use super::connect::{connect_to, Conn};
 use super::retry::{Cause, Failure};
@@ -20,17 +20,9 @@ pub(crate) fn connect_sentinel(cfg: &Config, deadline: Option<Instant>) -> Resul
     // Sentinels usually have no password (or another one than the data
     // nodes): connect without credentials.
     let sentinel_cfg = Config { username: None, password: None, db: 0, ..cfg.clone() };
-    let mut tried = Vec::with_capacity(cfg.sentinels.len());
-    for s in &cfg.sentinels {
-        match master_from_sentinel(cfg, &sentinel_cfg, s, &master, deadline) {
-            Ok(conn) => return Ok(conn),
-            // The master itself refused our credentials or certificate:
-            // another sentinel will not change that.
-            Err(f) if f.cause.is_permanent() => return Err(f),
-            Err(f) => tried.push((s.to_string(), f)),
-        }
-    }
-    Err(discovery_failure(&cfg.sentinels, &format!("master {master:?}"), "sentinel", tried))
+    first_usable(&cfg.sentinels, &format!("master {master:?}"), "sentinel", |s| {
+        master_from_sentinel(cfg, &sentinel_cfg, s, &master, deadline)
+    })
 }
 
 fn master_from_sentinel(
@@ -45,54 +37,58 @@ fn master_from_sentinel(
     let reply = sc
         .query(redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master))
         .map_err(|e| Failure::of(&e, &addr))?;
-    let (host, port) = match reply {
-        Value::Array(items) if items.len() == 2 => {
-            match (text(&items[0]), text(&items[1]).and_then(|p| p.parse::<u16>().ok())) {
-                (Some(h), Some(p)) => (h, p),
-                _ => return Err(other(&addr, &format!("unexpected reply for master {master:?}: {items:?}"))),
-            }
-        }
-        Value::Nil => {
-            return Err(Failure::new(Cause::UnknownMaster, addr, format!("does not know master {master:?}")))
-        }
-        other_reply => return Err(other(&addr, &format!("unexpected reply {other_reply:?}"))),
+    if matches!(reply, Value::Nil) {
+        return Err(Failure::new(Cause::UnknownMaster, addr, format!("does not know master {master:?}")));
+    }
+    let Ok((host, port)) = <(String, u16)>::from_redis_value_ref(&reply) else {
+        return Err(other(&addr, &format!("unexpected reply for master {master:?}: {reply:?}")));
     };
     drop(sc);
-    let mut conn = connect_to(cfg, &host, port, deadline).map_err(|mut f| {
+    let its_master = |mut f: Failure| {
         f.text = format!("its master {host}:{port}: {}", f.text);
         f
-    })?;
+    };
+    let mut conn = connect_to(cfg, &host, port, deadline).map_err(its_master)?;
     match conn.query(&redis::cmd("ROLE")) {
         Ok(Value::Array(items)) if items.first().and_then(text).as_deref() == Some("master") => Ok(conn),
-        Ok(_) => {
-            // What the server would answer to a write: READONLY.
-            Err(Failure::new(
-                Cause::ReadOnly,
-                conn.addr.clone(),
-                format!("its master {} is not a master (yet)", conn.addr),
-            ))
-        }
-        Err(e) => {
-            let mut f = Failure::of(&e, &conn.addr);
-            f.text = format!("its master {}: {}", conn.addr, f.text);
-            Err(f)
-        }
+        // What the server would answer to a write: READONLY.
+        Ok(_) => Err(Failure::new(
+            Cause::ReadOnly,
+            &conn.addr,
+            format!("its master {host}:{port} is not a master (yet)"),
+        )),
+        Err(e) => Err(its_master(Failure::of(&e, &conn.addr))),
     }
 }
 
-/// One failure out of every node tried: names each with what went wrong,
-/// keeps the last one's class for counting.
-fn discovery_failure(nodes: &[HostPort], what: &str, role: &str, tried: Vec<(String, Failure)>) -> Failure {
+/// Tries `nodes` in turn until one leads to a usable master. Stops at a
+/// permanent failure (the master refused our credentials or certificate:
+/// another node will not change that); otherwise one failure names every
+/// node with what went wrong, and keeps the last one's class for counting.
+fn first_usable(
+    nodes: &[HostPort],
+    what: &str,
+    role: &str,
+    mut attempt: impl FnMut(&HostPort) -> Result<Conn, Failure>,
+) -> Result<Conn, Failure> {
+    let mut tried = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        match attempt(node) {
+            Ok(conn) => return Ok(conn),
+            Err(f) if f.cause.is_permanent() => return Err(f),
+            Err(f) => tried.push((node.to_string(), f)),
+        }
+    }
     let addr = nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let Some((_, last)) = tried.last() else {
         let cause = Cause::Discovery(Box::new(Cause::Protocol));
-        return Failure::new(cause, addr, format!("no usable master for {what}: no {role} configured"));
+        return Err(Failure::new(cause, addr, format!("no usable master for {what}: no {role} configured")));
     };
     let cause = Cause::Discovery(Box::new(last.cause.clone()));
     let detail =
         tried.iter().map(|(node, f)| format!("{role} {node}: {}", f.text)).collect::<Vec<_>>().join("; ");
     let source = last.source.clone();
-    Failure { source, ..Failure::new(cause, addr, format!("no usable master for {what} ({detail})")) }
+    Err(Failure { source, ..Failure::new(cause, addr, format!("no usable master for {what} ({detail})")) })
 }
 
 /// Asks the seed nodes in turn which master owns the trader's slot and
@@ -102,24 +98,16 @@ pub(crate) fn connect_cluster(
     slot_key: &str,
     deadline: Option<Instant>,
 ) -> Result<Conn, Failure> {
-    let mut tried = Vec::with_capacity(cfg.cluster_nodes.len());
-    for seed_addr @ HostPort { host, port } in &cfg.cluster_nodes {
-        let result = connect_to(cfg, host, *port, deadline).and_then(|mut seed| {
-            let (h, p) = cluster_owner(&mut seed, slot_key)?;
-            if h == *host && p == *port {
-                Ok(seed)
-            } else {
-                drop(seed);
-                connect_to(cfg, &h, p, deadline)
-            }
-        });
-        match result {
-            Ok(conn) => return Ok(conn),
-            Err(f) if f.cause.is_permanent() => return Err(f),
-            Err(f) => tried.push((seed_addr.to_string(), f)),
+    first_usable(&cfg.cluster_nodes, &format!("key {slot_key}"), "seed", |HostPort { host, port }| {
+        let mut seed = connect_to(cfg, host, *port, deadline)?;
+        let (h, p) = cluster_owner(&mut seed, slot_key)?;
+        if h == *host && p == *port {
+            Ok(seed)
+        } else {
+            drop(seed);
+            connect_to(cfg, &h, p, deadline)
         }
-    }
-    Err(discovery_failure(&cfg.cluster_nodes, &format!("key {slot_key}"), "seed", tried))
+    })
 }
 
 /// The cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the
@@ -178,13 +166,10 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
     Err(Failure::new(Cause::Busy, addr, format!("no master owns slot {slot}")))
 }
 
-/// A bulk or simple string reply as text.
+/// A bulk, simple or verbatim string reply as text (a `TYPE` reply's type
+/// name, a node's address).
 pub(crate) fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
+    String::from_redis_value_ref(v).ok()
 }
 
 /// A reply of a shape we did not expect.

@@ -7,7 +7,7 @@ use redis::Value;
 
 use super::{Conn, Packer};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The read connection: opened at the first read, reused, dropped after an
 /// I/O error (and opened again by the next read). Reads from several
@@ -18,22 +18,10 @@ pub(crate) struct ReadLink {
 }
 
 impl ReadLink {
-    /// Sends one command (packed by `pack`) and returns its reply. A
-    /// connection that fails on its first use after being idle is replaced
-    /// once (Redis restarted, a failover, an idle timeout): a read is safe
-    /// to repeat.
-    pub(crate) fn round_trip(
-        &self,
-        cfg: &Config,
-        slot_key: impl Fn() -> String,
-        pack: impl Fn(&mut Packer),
-    ) -> Result<Value> {
-        let mut replies = self.pipeline(cfg, slot_key, pack)?;
-        Ok(replies.pop().unwrap_or(Value::Nil))
-    }
-
     /// Sends the commands `pack` packs in one round trip and returns their
-    /// replies, in order; replaced once as [`ReadLink::round_trip`].
+    /// replies, in order. A connection that fails on its first use after
+    /// being idle is replaced once (Redis restarted, a failover, an idle
+    /// timeout): a read is safe to repeat.
     pub(crate) fn pipeline(
         &self,
         cfg: &Config,
@@ -43,7 +31,7 @@ impl ReadLink {
         let mut packer = Packer::default();
         pack(&mut packer);
         let mut guard = self.conn.lock();
-        for attempt in 0..2 {
+        loop {
             let fresh = guard.is_none();
             if fresh {
                 *guard = Some(super::connect(cfg, &slot_key(), None).map_err(|f| f.into_error())?);
@@ -52,15 +40,13 @@ impl ReadLink {
             match conn.round_trip(&packer) {
                 Ok(v) => return Ok(v),
                 Err(f) => {
-                    let err = f.into_error();
                     // Whatever the error, this connection's state is unknown.
                     *guard = None;
-                    if fresh || attempt == 1 {
-                        return Err(err);
+                    if fresh {
+                        return Err(f.into_error());
                     }
                 }
             }
         }
-        Err(Error::Closed)
     }
 }

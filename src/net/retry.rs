@@ -24,11 +24,9 @@ pub(crate) enum Cause {
     Timeout,
     /// Credentials refused: `NOAUTH`, `WRONGPASS`, `NOPERM`.
     Auth,
-    /// The server is temporarily unable: `LOADING`, `MASTERDOWN`,
-    /// `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`, `BUSY`, `ASK` (the
-    /// trader's slot is being migrated: a batch spans many keys, which the
-    /// target would refuse with `TRYAGAIN` until all have moved; the
-    /// migration ends with `MOVED`).
+    /// The server is temporarily unable. `ASK` too: a batch spans many
+    /// keys, which a migration's target refuses with `TRYAGAIN` until all
+    /// have moved; the migration ends with `MOVED`.
     Busy,
     /// `READONLY` or `MOVED`: a replica, or no longer the slot's owner.
     ReadOnly,
@@ -96,17 +94,13 @@ impl Cause {
     /// turned replica since `MULTI`) with `EXECABORT Transaction discarded
     /// because of: -OOM …`: the cause is the code after `because of:`.
     pub(crate) fn of_exec_error(code: &str, text: &str) -> Cause {
-        if code == "EXECABORT" {
-            if let Some((_, cause)) = text.split_once("because of:") {
-                let cause = cause.trim_start().trim_start_matches('-');
-                if let Some(word) = cause.split_whitespace().next() {
-                    if word.bytes().all(|b| b.is_ascii_uppercase()) {
-                        return Cause::of_code(word);
-                    }
-                }
+        let after = text.split_once("because of:").map(|(_, c)| c.trim_start().trim_start_matches('-'));
+        match after.and_then(|c| c.split_whitespace().next()) {
+            Some(word) if code == "EXECABORT" && word.bytes().all(|b| b.is_ascii_uppercase()) => {
+                Cause::of_code(word)
             }
+            _ => Cause::of_code(code),
         }
-        Cause::of_code(code)
     }
 
     /// The cause of a redis-rs error (TLS failures are told apart by
@@ -265,34 +259,21 @@ impl Failure {
 /// credentials, keeping the I/O kind of each level that is an I/O error
 /// (at most 16 levels: a chain is not expected to be longer, or to loop).
 pub(crate) fn source_of(err: &(dyn std::error::Error + 'static)) -> SourceError {
-    let mut levels = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next.filter(|_| levels.len() < 16) {
-        levels.push((scrub(&e.to_string()), io_kind(e)));
-        next = e.source();
+    fn level(e: &(dyn std::error::Error + 'static), depth: usize) -> SourceError {
+        let source = e.source().filter(|_| depth < 16).map(|s| level(s, depth + 1));
+        let io_kind = unshared(e).downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        SourceError::new(scrub(&e.to_string()), io_kind, source)
     }
-    levels
-        .into_iter()
-        .rev()
-        .fold(None, |source, (text, io_kind)| Some(SourceError::new(text, io_kind, source)))
-        .expect("at least the error itself")
+    level(err, 1)
 }
 
-/// The I/O kind of one level of a chain: an `io::Error`, or one behind the
-/// `Arc` redis-rs keeps its I/O errors in (that level's `source()` is the
-/// I/O error's own).
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+/// `e`, or the error behind it when it is the `Arc` redis-rs keeps its
+/// causes in (whose `source()` is that error's own).
+pub(crate) fn unshared<'e>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> &'e (dyn std::error::Error + 'static) {
     type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
-    if let Some(io) = e.downcast_ref::<std::io::Error>() {
-        return Some(io.kind());
-    }
-    let inner = e.downcast_ref::<Shared>()?;
-    inner.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
-}
-
-/// A server's error reply as the source of a public error.
-pub(crate) fn reply_source(e: &redis::ServerError) -> SourceError {
-    SourceError::new(scrub(&e.to_string()), None, None)
+    e.downcast_ref::<Shared>().map_or(e, |inner| &**inner)
 }
 
 /// The code and text of a server error reply value, if it is one.

@@ -2,24 +2,9 @@
 
 use std::sync::Once;
 
-use redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
+use redis::{ClientTlsConfig, ConnectionInfo, TlsCertificates};
 
 use crate::config::Config;
-
-static PROVIDER: Once = Once::new();
-
-/// rustls needs a process-wide crypto provider; install ring's unless the
-/// application installed one already. rustls 0.23.48 deprecates ring's
-/// (no post-quantum key exchange), but the other, aws-lc-rs, is a large C
-/// library to build: an application that wants it installs it before
-/// opening, and it is kept (docs/deployment.md, TLS).
-fn install_provider() {
-    PROVIDER.call_once(|| {
-        #[allow(deprecated)]
-        let ring = rustls::crypto::ring::default_provider();
-        let _ = ring.install_default();
-    });
-}
 
 fn read(path: &std::path::Path, what: &str) -> redis::RedisResult<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
@@ -31,13 +16,20 @@ fn read(path: &std::path::Path, what: &str) -> redis::RedisResult<Vec<u8>> {
     })
 }
 
-pub(crate) fn make_client(
-    cfg: &Config,
-    host: &str,
-    port: u16,
-    settings: RedisConnectionInfo,
-) -> redis::RedisResult<redis::Client> {
-    install_provider();
+/// A client for `info` (a `TcpTls` address) with the configured CA and
+/// client certificate.
+pub(crate) fn make_client(cfg: &Config, info: ConnectionInfo) -> redis::RedisResult<redis::Client> {
+    // rustls needs a process-wide crypto provider; install ring's unless
+    // the application installed one already. rustls 0.23.48 deprecates
+    // ring's (no post-quantum key exchange), but the other, aws-lc-rs, is a
+    // large C library to build: an application that wants it installs it
+    // before opening, and it is kept (docs/deployment.md, TLS).
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        #[allow(deprecated)]
+        let ring = rustls::crypto::ring::default_provider();
+        let _ = ring.install_default();
+    });
     let root_cert = cfg.tls_ca.as_deref().map(|p| read(p, "CA certificate")).transpose()?;
     let client_tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(ClientTlsConfig {
@@ -46,23 +38,14 @@ pub(crate) fn make_client(
         }),
         _ => None,
     };
-    let info = ConnectionAddr::TcpTls { host: host.to_string(), port, insecure: false, tls_params: None }
-        .into_connection_info()?
-        .set_redis_settings(settings)
-        .set_tcp_settings(super::connect::tcp_settings());
     redis::Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
 }
 
 /// The `rustls::Error` behind `err`, if the TLS layer raised it.
 fn rustls_error(err: &redis::RedisError) -> Option<&rustls::Error> {
     use std::error::Error as StdError;
-    type Shared = std::sync::Arc<dyn StdError + Send + Sync>;
     let mut next: Option<&(dyn StdError + 'static)> = err.source();
-    while let Some(mut e) = next {
-        // redis-rs hands out its `Arc`-wrapped cause as the source.
-        if let Some(inner) = e.downcast_ref::<Shared>() {
-            e = &**inner;
-        }
+    while let Some(e) = next.map(super::retry::unshared) {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }

@@ -67,21 +67,18 @@ impl Collection {
     /// the rule, or that [`Collection::MAX_NAMES`] names are interned
     /// already. Never panics.
     pub fn new(name: &str) -> Result<Collection> {
+        let refused = |why: String| Error::Config(ConfigError::one("collection", shown(name), why));
         if let Some(why) = collection_problem(name, CollectionOf::Entity) {
-            return Err(Error::Config(ConfigError::one("collection", shown(name), why)));
+            return Err(refused(why.into()));
         }
         let mut set = NAMES.lock();
         if let Some(&known) = set.get(name) {
             return Ok(Collection(known));
         }
         if set.len() >= Self::MAX_NAMES {
-            return Err(Error::Config(ConfigError::one(
-                "collection",
-                shown(name),
-                format!(
-                    "at most {} distinct collection names per process (each is kept for its life)",
-                    Self::MAX_NAMES
-                ),
+            let max = Self::MAX_NAMES;
+            return Err(refused(format!(
+                "at most {max} distinct collection names per process (each is kept for its life)"
             )));
         }
         let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
@@ -270,12 +267,9 @@ impl Cache {
         self.put_raw_with(collection, id, value, RawState::default())
     }
 
-    /// As [`Cache::put_raw`], saying whether the entity is closed (and when
-    /// it last changed), which the typed API asks of
-    /// [`crate::Entity::is_closed`] / [`crate::Entity::last_updated`]: a
-    /// closed entity leaves `index:{collection}:open` for
-    /// `index:{collection}:closed`, so [`Cache::purge_closed`] and
-    /// `retain_closed_for` may remove it.
+    /// As [`Cache::put_raw`], with the entity's [`RawState`] (whether it is
+    /// closed, when it last changed): what the typed API asks of
+    /// [`crate::Entity::is_closed`] and [`crate::Entity::last_updated`].
     ///
     /// ```no_run
     /// # use tradecache::{Cache, Config};
@@ -314,7 +308,6 @@ impl Cache {
     /// an entry is there once per call.
     ///
     /// ```no_run
-    /// # use std::time::Duration;
     /// # use tradecache::{Cache, Config};
     /// use tradecache::raw::{Collection, RawValue};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

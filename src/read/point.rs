@@ -19,7 +19,7 @@ impl Cache {
     /// One round trip on the read connection (`net/read_link.rs`).
     pub(super) fn read(&self, pack: impl Fn(&mut Packer)) -> Result<Value> {
         let slot_key = || self.keys().writer(&self.config().writer_id);
-        self.read_link().round_trip(self.config(), slot_key, pack)
+        Ok(self.reads.pipeline(self.config(), slot_key, pack)?.pop().unwrap_or(Value::Nil))
     }
 
     /// The value of `key` (one `GET`, read-your-writes), or `None`.

@@ -264,7 +264,7 @@ impl Cache {
         let indexes: Vec<String> =
             names.iter().map(|n| self.keys().index(&String::from_utf8_lossy(n))).collect();
         let slot_key = || self.keys().writer(&self.config().writer_id);
-        let types = self.read_link().pipeline(self.config(), slot_key, |p| {
+        let types = self.reads.pipeline(self.config(), slot_key, |p| {
             indexes.iter().for_each(|k| p.cmd(&[b"TYPE", k.as_bytes()]))
         })?;
         let mut found = Vec::new();
@@ -272,7 +272,7 @@ impl Cache {
             if let Value::ServerError(e) = t {
                 return Err(server_error(self, &String::from_utf8_lossy(name), e));
             }
-            if crate::store::registry::type_name(t) != Some("set") {
+            if crate::net::discovery::text(t).as_deref() != Some("set") {
                 continue;
             }
             found.push(found_collection(name)?);

@@ -83,8 +83,7 @@ pub(crate) fn check_reply(reply: &Value, key: impl FnOnce() -> String, addr: &st
 
 /// The error reply `e` to a read of `what` from the server at `addr`.
 pub(crate) fn reply_error(addr: &str, kind: crate::ErrorKind, what: &str, e: &redis::ServerError) -> Error {
-    let (addr, detail, source) =
-        (addr.to_string(), format!("{what}: {e}"), Some(crate::net::reply_source(e)));
+    let (addr, detail, source) = (addr.to_string(), format!("{what}: {e}"), Some(crate::net::source_of(e)));
     Error::Redis { addr, kind, detail, source }
 }
 

@@ -64,10 +64,6 @@ pub struct EncodeError(pub(crate) String);
 #[error("{0}")]
 pub struct DecodeError(pub(crate) String);
 
-/// The ISO 8601 timestamp mode lives with [`crate::model::UnixNanos`],
-/// which reads it; the flusher and the CLI enter it through this scope.
-pub(crate) use crate::model::IsoScope;
-
 /// Appends the encoding of `value` to `out`.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,

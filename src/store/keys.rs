@@ -136,28 +136,22 @@ impl Keys {
         self.entity("writer", writer_id)
     }
 
-    /// The prefix with glob metacharacters escaped, for `SCAN … MATCH`.
-    fn glob_prefix(&self) -> String {
-        let mut p = String::new();
-        for c in self.prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                p.push('\\');
-            }
-            p.push(c);
-        }
-        p
-    }
-
     /// A `SCAN` pattern matching every key under this trader prefix; with
     /// no instance it matches the instances' keys too (see
     /// [`Keys::owns`]). `None` without a trader prefix.
     pub(crate) fn pattern(&self) -> Option<String> {
-        (!self.prefix.is_empty()).then(|| self.glob_prefix() + ":*")
+        self.glob(":*")
     }
 
     /// A `SCAN` pattern matching this cache's index sets.
     pub(crate) fn index_pattern(&self) -> Option<String> {
-        (!self.prefix.is_empty()).then(|| self.glob_prefix() + ":index:*")
+        self.glob(":index:*")
+    }
+
+    /// The prefix, escaped, then `tail`; `None` without a trader prefix.
+    fn glob(&self, tail: &str) -> Option<String> {
+        let escaped = String::from_utf8(escape_glob(self.prefix.as_bytes())).unwrap_or_default();
+        (!self.prefix.is_empty()).then(|| escaped + tail)
     }
 
     /// The collection an index key (`{prefix}:index:{collection}`) names.
@@ -219,6 +213,19 @@ impl Keys {
             _ => false,
         }
     }
+}
+
+/// `raw` with the glob metacharacters of `SCAN … MATCH` escaped (also
+/// kv's namespace patterns).
+pub(crate) fn escape_glob(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for &b in raw {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// The key `write` appends, as text (keys are built from `&str`s).

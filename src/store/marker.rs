@@ -15,7 +15,7 @@
 use redis::Value;
 
 use crate::error::{Error, Result};
-use crate::net::{Conn, Failure};
+use crate::net::{Cause, Conn, Failure};
 
 /// The content of a commit marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,11 +31,10 @@ impl Marker {
     /// below `u64::MAX`, so they have room to grow.
     pub(crate) fn parse(b: &[u8]) -> Option<Marker> {
         let s = std::str::from_utf8(b).ok()?;
-        let num = |t: &str| -> Option<u64> {
-            if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            t.parse::<u64>().ok().filter(|n| *n < u64::MAX / 2)
+        // Digits only: `parse` alone takes a leading `+`.
+        let num = |t: &str| {
+            let n = t.parse::<u64>().ok().filter(|_| t.bytes().all(|c| c.is_ascii_digit()));
+            n.filter(|n| *n < u64::MAX / 2)
         };
         match s.split_once(':') {
             Some((e, n)) => Some(Marker { epoch: num(e)?, batch: num(n)? }),
@@ -176,12 +175,7 @@ pub(crate) fn claim(conn: &mut Conn, key: &str, overwrite_foreign: bool) -> Resu
             _ => return Ok(mine),
         }
     }
-    Err(Error::Redis {
-        addr: conn.addr.clone(),
-        kind: crate::ErrorKind::Server,
-        detail: format!("claiming the commit marker {key}: other writers kept claiming it at the same time"),
-        source: None,
-    })
+    Err(fail(Failure::new(Cause::Command, &conn.addr, "other writers kept claiming it at the same time")))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! `UNLINK` of exactly the keys [`Keys::owns`] says are this cache's, never
 //! another trader's, instance's or application's, and never `FLUSHDB`.
 
-use redis::Value;
+use redis::{FromRedisValue, Value};
 
 use crate::net::{self, Conn, Failure, Packer};
 use crate::store::keys::{Keys, ENTITY_COLLECTIONS};
@@ -117,11 +117,8 @@ fn registry_collections<S: Session>(
 /// A plain `UNLINK` (at `open`, before the flusher exists; the marker was
 /// claimed just before, so a fenced writer cannot write behind it).
 pub(crate) fn unlink(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<u64, Failure> {
-    match conn.query(redis::cmd("UNLINK").arg(keys)) {
-        Ok(Value::Int(n)) => Ok(n as u64),
-        Ok(_) => Ok(0),
-        Err(e) => Err(net::Failure::of(&e, &conn.addr)),
-    }
+    let deleted = conn.query(redis::cmd("UNLINK").arg(keys)).map_err(|e| Failure::of(&e, &conn.addr))?;
+    Ok(u64::from_redis_value(deleted).unwrap_or(0))
 }
 
 /// Walks `SCAN … MATCH pattern`, handing each page of keys to `page`.
@@ -139,26 +136,11 @@ fn scan<S: Session>(
         if let Some((code, text)) = net::reply_error(&reply) {
             return Err(Failure::new(net::Cause::of_code(&code), conn.addr(), format!("SCAN: {text}")));
         }
-        let Value::Array(mut parts) = reply else {
+        let Ok((next, keys)) = <(u64, Vec<Vec<u8>>)>::from_redis_value(reply) else {
             return Err(Failure::new(net::Cause::Protocol, conn.addr(), "unexpected SCAN reply"));
         };
-        let found = parts.pop();
-        cursor = match parts.pop() {
-            Some(Value::BulkString(b)) => {
-                std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
-            }
-            _ => 0,
-        };
-        if let Some(Value::Array(found)) = found {
-            let keys = found
-                .into_iter()
-                .filter_map(|k| match k {
-                    Value::BulkString(b) => Some(b),
-                    _ => None,
-                })
-                .collect();
-            page(conn, keys)?;
-        }
+        page(conn, keys)?;
+        cursor = next;
         if cursor == 0 {
             return Ok(());
         }

@@ -24,7 +24,7 @@
 //! otherwise: a registry deleted by hand and re-created by later batches
 //! is not complete, and is not taken for it.
 
-use redis::Value;
+use redis::{FromRedisValue, Value};
 
 use crate::net::{self, reply_error, Conn, Failure, Packer};
 use crate::store::keys::Keys;
@@ -47,10 +47,11 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
     let mut replies = conn.round_trip(&p)?;
     let members_reply = replies.pop().unwrap_or(Value::Nil);
     let type_reply = replies.pop().unwrap_or(Value::Nil);
-    if type_name(&type_reply) == Some("set") && members(members_reply.clone()).is_some() {
+    let type_name = crate::net::discovery::text(&type_reply);
+    if type_name.as_deref() == Some("set") && members(members_reply.clone()).is_some() {
         return Ok(());
     }
-    if let Some(t) = type_name(&type_reply).filter(|t| *t != "set" && *t != "none") {
+    if let Some(t) = type_name.filter(|t| t != "set" && t != "none") {
         log::warn!(
             "tradecache: {key} holds a {t}, not the registry of collections: collections() scans the \
              index sets instead"
@@ -83,28 +84,10 @@ pub(crate) fn prepare(conn: &mut Conn, keys: &Keys) -> Result<(), Failure> {
 /// The collection names a registry's `SMEMBERS` reply lists, when it is
 /// complete (holds [`COMPLETE`]); `None` when it is not, or is not a set.
 pub(crate) fn members(reply: Value) -> Option<Vec<Vec<u8>>> {
-    let (Value::Array(items) | Value::Set(items)) = reply else { return None };
-    let mut complete = false;
-    let mut names = Vec::with_capacity(items.len());
-    for v in items {
-        if let Value::BulkString(b) = v {
-            if b.is_empty() {
-                complete = true;
-            } else {
-                names.push(b);
-            }
-        }
-    }
-    complete.then_some(names)
-}
-
-/// A `TYPE` reply's type name.
-pub(crate) fn type_name(v: &Value) -> Option<&str> {
-    match v {
-        Value::SimpleString(s) => Some(s),
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        _ => None,
-    }
+    let mut names = Vec::<Vec<u8>>::from_redis_value(reply).ok()?;
+    let all = names.len();
+    names.retain(|n| n != COMPLETE);
+    (names.len() < all).then_some(names)
 }
 
 #[cfg(test)]

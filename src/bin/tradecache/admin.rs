@@ -242,7 +242,7 @@ fn encode_json<T: DeserializeOwned + Serialize>(json: &Json, enc: Encoding) -> R
 /// guard lives.
 #[must_use]
 pub(crate) fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
-    codec::IsoScope::enter(cfg.timestamps_as_iso8601 && cfg.encoding == Encoding::Json)
+    crate::model::IsoScope::enter(cfg.timestamps_as_iso8601 && cfg.encoding == Encoding::Json)
 }
 
 /// Encodes a snapshot given as JSON (as [`entity_to_json`] returns it) the
