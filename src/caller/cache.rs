@@ -13,7 +13,7 @@ use crate::channel::{Handle, Shared};
 use crate::config::{Config, OverflowPolicy};
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, PushError, Result};
-use crate::flusher::{Flusher, FlusherInit};
+use crate::flusher::Flusher;
 use crate::ident::{self, Ident};
 use crate::net;
 use crate::seq::Seq;
@@ -102,24 +102,11 @@ impl Cache {
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
-        let flusher = Flusher::new(FlusherInit {
-            cfg: config.clone(),
-            keys: keys.clone(),
-            rx,
-            shared: shared.clone(),
-            done: done_tx,
-            conn,
-            marker,
-        });
+        let flusher = Flusher::new(config.clone(), keys.clone(), rx, shared.clone(), done_tx, conn, marker);
         let thread = std::thread::Builder::new()
             .name("tradecache-flusher".into())
             .spawn(move || flusher.run())
-            .map_err(|e| Error::Redis {
-                addr: config.redacted_url(),
-                kind: crate::ErrorKind::Io,
-                detail: format!("cannot start the flusher thread: {e}"),
-                source: Some(crate::net::source_of(&e)),
-            })?;
+            .map_err(|e| crate::channel::thread_error(config.redacted_url(), "the flusher thread", &e))?;
         Ok(Cache {
             producer: Mutex::new(Producer { tx, next_seq: 0 }),
             writer: Handle::new(shared, done_rx, thread),

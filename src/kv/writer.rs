@@ -30,7 +30,7 @@ use super::io::{self, Done, Io, Job, Outcome, Work};
 use super::op::{Item, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
-use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::{Count, Shared};
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
@@ -154,10 +154,9 @@ impl Writer {
                 }
                 // Nothing to write: wait for the next message (polls, then
                 // parks after `IDLE_PARK_AFTER`, as the flusher).
-                let idle =
-                    Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
                 let shared = &self.shared;
-                match intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some()) {
+                let poll = self.cfg.redis.idle_poll;
+                match intake::wait_first(&self.rx, poll, None, || shared.stop_requested().is_some()) {
                     Wake::Msg(msg) => self.receive(msg),
                     Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
