@@ -3,8 +3,6 @@
 //! from Redis), so the tests below check the RESP it produces without a
 //! server.
 
-use std::time::Duration;
-
 use crate::config::Config;
 use crate::ident::Ident;
 use crate::net::{Args, Packer, Span};
@@ -289,17 +287,6 @@ pub(super) struct Spec<'a> {
     pub(super) server_now_ms: Option<u64>,
 }
 
-/// What building a batch takes from and updates.
-pub(super) struct Work<'a> {
-    pub(super) pending: &'a mut Pending,
-    /// What is indexed once every built batch applies (`index.rs`).
-    pub(super) indexed: &'a mut Indexed,
-    /// Collections written by this flusher (for `clear`).
-    pub(super) collections: &'a mut Vec<&'static str>,
-    pub(super) bufs: &'a mut Bufs,
-    pub(super) packer: &'a mut Packer,
-}
-
 /// Writes taken from pending that cannot be written (they did not encode,
 /// or are too large), for `Shared::record_drop`.
 #[derive(Debug, PartialEq, Eq)]
@@ -359,9 +346,16 @@ pub(super) fn value_limit(cfg: &Config, server_bulk_limit: Option<usize>) -> (us
 /// `SADD`/`SREM` per index (`index.rs`), one `RPUSH` per run of appends to
 /// one log (with its `LTRIM` and `XADD`s), and the heartbeat when due.
 /// Snapshots come before events: a log restarted by a delete gets the
-/// events that followed it. `None` when nothing is pending.
-pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>)> {
-    let Work { pending, indexed, collections, bufs: b, packer: p } = w;
+/// events that followed it. `None` when nothing is pending. Updates what
+/// is known indexed and the collections written (`InFlight`'s).
+pub(super) fn build(
+    spec: &Spec<'_>,
+    pending: &mut Pending,
+    indexed: &mut Indexed,
+    collections: &mut Vec<&'static str>,
+    b: &mut Bufs,
+    p: &mut Packer,
+) -> Option<(Batch, Vec<Dropped>)> {
     if pending.is_empty() {
         return None;
     }
@@ -557,18 +551,12 @@ fn drop_reason(
     }
 }
 
-/// `WAIT numreplicas timeout` (`replica_wait`), when configured.
-pub(super) fn push_wait(p: &mut Packer, wait: Option<(u32, Duration)>) {
-    if let Some((n, t)) = wait {
-        p.cmd(&[b"WAIT", n.to_string().as_bytes(), t.as_millis().to_string().as_bytes()]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::channel::msg::{EventRecord, Record};
     use crate::model::{OrderEvent, OrderEventKind, Position, PositionSide, QuoteTick, UnixNanos};
+    use std::time::Duration;
 
     const MARKER_KEY: &str = "trader-T:writer:main";
 
@@ -647,14 +635,14 @@ mod tests {
                 now_ms: 1_000,
                 server_now_ms: self.server_now_ms,
             };
-            let work = Work {
-                pending: &mut self.pending,
-                indexed: &mut self.indexed,
-                collections: &mut self.collections,
-                bufs: &mut self.bufs,
-                packer: &mut self.packer,
-            };
-            let built = build(&spec, work);
+            let built = build(
+                &spec,
+                &mut self.pending,
+                &mut self.indexed,
+                &mut self.collections,
+                &mut self.bufs,
+                &mut self.packer,
+            );
             if let Some((b, _)) = &built {
                 self.built_seq = b.max_seq;
                 // Every command's recorded name and key are what it packs.

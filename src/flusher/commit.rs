@@ -454,12 +454,10 @@ impl Flusher {
             log::info!("tradecache: Redis accepts writes again");
         }
         self.shared.add(Count::Batches, 1);
-        // Acknowledged: a marker behind it from now on is a loss (`loss.rs`).
         self.loss.acknowledged(batch.no, batch.first_seq);
         self.purges.owe_turn();
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.note_acked(batch.max_seq);
-        // Recycle the transaction's buffers for the next one.
         self.inflight.recycle(batch);
     }
 

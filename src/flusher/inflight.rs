@@ -77,14 +77,15 @@ impl InFlight {
             now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_ms),
             server_now_ms: link.server_now_ms(),
         };
-        let work = batch::Work {
+        let built = batch::build(
+            &spec,
             pending,
-            indexed: &mut self.indexed,
-            collections: &mut self.collections,
-            bufs: &mut self.bufs,
-            packer: &mut self.packer,
-        };
-        let Some((batch, dropped)) = batch::build(&spec, work) else { return Vec::new() };
+            &mut self.indexed,
+            &mut self.collections,
+            &mut self.bufs,
+            &mut self.packer,
+        );
+        let Some((batch, dropped)) = built else { return Vec::new() };
         self.built_seq = batch.max_seq;
         if self.held.is_none() {
             self.held = Some(batch);
@@ -128,8 +129,6 @@ impl InFlight {
         (self.held, self.next) = (None, None);
     }
 
-    /// Collections written by this flusher.
-    #[inline]
     pub(super) fn collections(&self) -> &[&'static str] {
         &self.collections
     }
