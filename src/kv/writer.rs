@@ -179,9 +179,7 @@ impl Writer {
             self.write_batch();
         }
         self.io.stop(self.shutdown.unwrap_or_else(Instant::now));
-        let acked = self.shared.acked();
-        let accepted = self.received_seq.max(self.shared.accepted());
-        let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
+        let report = self.shared.close_report(self.received_seq);
         if report.unpersisted > 0 {
             log::warn!(
                 "tradecache::kv: writer stopped with {} cache write(s) not written",

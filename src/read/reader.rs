@@ -285,12 +285,7 @@ impl<'a> Reader<'a> {
                 let spawned = std::thread::Builder::new()
                     .name("tradecache-load".into())
                     .spawn_scoped(scope, move || work(conn, &mine, &tx));
-                spawned.map_err(|e| Error::Redis {
-                    addr: cfg.redacted_url(),
-                    kind: crate::ErrorKind::Io,
-                    detail: format!("cannot start a load thread: {e}"),
-                    source: Some(net::source_of(&e)),
-                })?;
+                spawned.map_err(|e| crate::channel::thread_error(cfg.redacted_url(), "a load thread", &e))?;
             }
             drop(tx);
             let mut slots: Vec<Option<O>> = (0..jobs).map(|_| None).collect();
