@@ -4,8 +4,10 @@
 //! server.
 
 use crate::config::Config;
+use crate::error::DroppedWrite;
 use crate::ident::Ident;
 use crate::net::{Args, Packer, Span};
+use crate::seq::Seq;
 use crate::store::codec;
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
@@ -287,18 +289,6 @@ pub(super) struct Spec<'a> {
     pub(super) server_now_ms: Option<u64>,
 }
 
-/// Writes taken from pending that cannot be written (they did not encode,
-/// or are too large), for `Shared::record_drop`.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Dropped {
-    /// The first write lost, and how many.
-    pub(super) seq: u64,
-    pub(super) writes: u64,
-    pub(super) key: String,
-    pub(super) class: ErrorKind,
-    pub(super) detail: String,
-}
-
 /// `SADD` to the registry of collections (`crate::store::registry`) of
 /// every collection `sadd` adds ids to and of those in `new` (written for
 /// the first time: an event-only collection's logs are found through the
@@ -355,7 +345,7 @@ pub(super) fn build(
     collections: &mut Vec<&'static str>,
     b: &mut Bufs,
     p: &mut Packer,
-) -> Option<(Batch, Vec<Dropped>)> {
+) -> Option<(Batch, Vec<DroppedWrite>)> {
     if pending.is_empty() {
         return None;
     }
@@ -397,7 +387,7 @@ pub(super) fn build(
                         // The value is lost (the caller is told); a delete
                         // folded into it is not.
                         let key = keys.entity(collection, &key.1);
-                        dropped.push(Dropped { seq: since, writes: puts, key, class, detail });
+                        dropped.push(DroppedWrite { seq: Seq::new(since), writes: puts, key, class, detail });
                         if !after_delete {
                             continue;
                         }
@@ -446,7 +436,7 @@ pub(super) fn build(
                 if let Some((class, detail)) = drop_reason(r, len, limit, limit_name) {
                     b.event_bytes.truncate(start);
                     let key = keys.events(ev.collection, &ev.id);
-                    dropped.push(Dropped { seq: ev.seq, writes: 1, key, class, detail });
+                    dropped.push(DroppedWrite { seq: Seq::new(ev.seq), writes: 1, key, class, detail });
                     continue;
                 }
                 bytes += len;
@@ -621,7 +611,7 @@ mod tests {
             self.pending.append(seq, "orders", ident(order), order_event(order, n));
         }
 
-        fn build_with(&mut self, heartbeat: Option<&Packer>) -> Option<(Batch, Vec<Dropped>)> {
+        fn build_with(&mut self, heartbeat: Option<&Packer>) -> Option<(Batch, Vec<DroppedWrite>)> {
             self.no += 1;
             let spec = Spec {
                 cfg: &self.cfg,
@@ -651,7 +641,7 @@ mod tests {
             built
         }
 
-        fn build(&mut self) -> (Batch, Vec<Dropped>) {
+        fn build(&mut self) -> (Batch, Vec<DroppedWrite>) {
             self.build_with(None).expect("something pending")
         }
     }
@@ -917,7 +907,7 @@ mod tests {
         f.put(position("P-2", 2)); // seq 4: too large, after a delete
         let (batch, dropped) = f.build();
         assert_eq!(
-            dropped.iter().map(|d| (d.seq, d.writes, d.key.as_str(), d.class)).collect::<Vec<_>>(),
+            dropped.iter().map(|d| (d.seq.get(), d.writes, d.key.as_str(), d.class)).collect::<Vec<_>>(),
             [
                 (1, 1, "trader-T:positions:P-1", ErrorKind::TooLarge),
                 (4, 1, "trader-T:positions:P-2", ErrorKind::TooLarge)

@@ -4,12 +4,13 @@
 //! built batches know of the index sets (`index.rs`).
 
 use crate::config::Config;
+use crate::error::DroppedWrite;
 use crate::ident::Ident;
 use crate::net::Packer;
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
 
-use super::batch::{self, Batch, Bufs, Dropped};
+use super::batch::{self, Batch, Bufs};
 use super::index::{self, Indexed};
 use super::link::Link;
 use super::pending::Pending;
@@ -63,7 +64,7 @@ impl InFlight {
         link: &Link,
         heartbeat: Option<&Packer>,
         pending: &mut Pending,
-    ) -> Vec<Dropped> {
+    ) -> Vec<DroppedWrite> {
         self.batch_no += 1;
         let spec = batch::Spec {
             cfg,

@@ -286,7 +286,7 @@ impl Flusher {
             self.inbox.for_batch(),
         );
         for d in dropped {
-            self.shared.record_drop(d.seq, d.writes, d.key, d.class, d.detail);
+            self.shared.record_drop(d.seq.get(), d.writes, d.key, d.class, d.detail);
         }
     }
 
