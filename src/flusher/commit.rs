@@ -521,9 +521,8 @@ impl Flusher {
     }
 
     pub(super) fn reconnect(&mut self) {
-        let deadline = self.inbox.shutdown();
         let name = String::from_utf8_lossy(self.link.marker_key()).into_owned();
-        match net::connect(&self.cfg, &name, deadline) {
+        match net::connect(&self.cfg, &name, self.inbox.shutdown()) {
             Ok(c) => {
                 log::info!("tradecache: reconnected to {}", c.addr);
                 self.link.install(c);
