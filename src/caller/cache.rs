@@ -399,7 +399,7 @@ impl Cache {
 
     /// The error a request gets when the flusher stopped before replying.
     pub(crate) fn stopped(&self) -> Error {
-        self.writer.shared.fence_error().unwrap_or(Error::Closed)
+        self.writer.shared.stopped_error()
     }
 }
 

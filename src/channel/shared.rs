@@ -285,6 +285,12 @@ impl Shared {
         Some(Error::Fenced { writer_key, detail })
     }
 
+    /// The error of a request the writer thread left unanswered as it
+    /// stopped: `Error::Fenced` once fenced, else `Error::Closed`.
+    pub(crate) fn stopped_error(&self) -> Error {
+        self.fence_error().unwrap_or(Error::Closed)
+    }
+
     /// Counts `writes` writes the flusher could not persist (more than one
     /// for a refused command that carried several) and records them for
     /// `take_dropped` and `wait`.

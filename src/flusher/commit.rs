@@ -508,7 +508,7 @@ impl Flusher {
         self.shared.set_fenced(String::from_utf8_lossy(self.link.marker_key()).into_owned(), f.text);
         self.inflight.drop_all();
         if let Some(b) = self.inbox.discard() {
-            let _ = b.reply.try_send(Err(self.stopped_error()));
+            let _ = b.reply.try_send(Err(self.shared.stopped_error()));
         }
         self.shared.wake_all();
     }

@@ -41,7 +41,7 @@ use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::msg::{Msg, PurgeRequest};
 use crate::channel::Shared;
 use crate::config::Config;
-use crate::error::{CloseReport, Error};
+use crate::error::CloseReport;
 use crate::net::{self, Action, Conn, Failure};
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
@@ -207,15 +207,10 @@ impl Flusher {
             );
         }
         if let Some(b) = self.inbox.take_barrier() {
-            let _ = b.reply.try_send(Err(self.stopped_error()));
+            let _ = b.reply.try_send(Err(self.shared.stopped_error()));
         }
-        self.abandon_purges();
+        self.purges.abandon(|| self.shared.stopped_error());
         let _ = self.done.try_send(report);
-    }
-
-    /// The error a `clear` or a purge left unexecuted gets.
-    fn stopped_error(&self) -> Error {
-        self.shared.fence_error().unwrap_or(Error::Closed)
     }
 
     /// Whether `close`'s deadline has passed (`check_stop` first).
@@ -237,7 +232,7 @@ impl Flusher {
     fn begin_shutdown(&mut self, deadline: Instant) {
         if self.inbox.begin_shutdown(deadline) {
             // Writes are what `close` waits for; a purge is given up.
-            self.abandon_purges();
+            self.purges.abandon(|| self.shared.stopped_error());
         }
     }
 
@@ -315,16 +310,11 @@ impl Flusher {
     fn queue_purge(&mut self, req: PurgeRequest) {
         if self.shared.is_fenced() || self.inbox.shutdown().is_some() {
             if let Some(r) = &req.reply {
-                let _ = r.try_send(Err(self.stopped_error()));
+                let _ = r.try_send(Err(self.shared.stopped_error()));
             }
             return;
         }
         self.purges.push(req);
-    }
-
-    /// The flusher is stopping: purges under way end with an error.
-    fn abandon_purges(&mut self) {
-        self.purges.abandon(|| self.shared.fence_error().unwrap_or(Error::Closed));
     }
 
     /// A purge step may run now (nothing is in flight: the caller checks).
