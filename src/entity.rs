@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use crate::channel::msg::SeriesCapacity;
-use crate::channel::msg::{DynEntity, DynEvent, DynSeries, EventRecord, Record};
+use crate::channel::msg::{DynEntity, DynEvent, EventRecord, Record};
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
     UnixNanos,
@@ -385,13 +385,8 @@ impl<T: Entity> DynEntity for T {
     }
 }
 
-impl<E: Event> DynEvent for E {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
-}
-
-impl<D: MarketData> DynSeries for D {
+// (Every `Event` and `MarketData`; `RawValue`, not `Serialize`, has its own.)
+impl<T: Serialize + Send> DynEvent for T {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         codec::encode(self, encoding, out)
     }

@@ -48,7 +48,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn acked_seq(&self) -> Seq {
-        self.writer.acked_seq()
+        Seq::new(self.writer.shared.acked())
     }
 
     /// Blocks until write `seq` (and so every write before it) is
@@ -82,7 +82,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.writer.wait(seq, timeout)
+        self.writer.shared.wait(seq.get(), timeout)
     }
 
     /// Blocks until every write accepted so far is acknowledged.
@@ -135,7 +135,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn take_dropped(&self) -> Vec<DroppedWrite> {
-        self.writer.take_dropped()
+        self.writer.shared.take_drops()
     }
 
     /// Connection state, backlog, last error and reconnect count.

@@ -13,7 +13,7 @@ use crate::channel::{Handle, Shared};
 use crate::config::{Config, OverflowPolicy};
 use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, PushError, Result};
-use crate::flusher::{Flusher, FlusherInit};
+use crate::flusher::Flusher;
 use crate::ident::{self, Ident};
 use crate::net;
 use crate::seq::Seq;
@@ -102,15 +102,7 @@ impl Cache {
         let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
-        let flusher = Flusher::new(FlusherInit {
-            cfg: config.clone(),
-            keys: keys.clone(),
-            rx,
-            shared: shared.clone(),
-            done: done_tx,
-            conn,
-            marker,
-        });
+        let flusher = Flusher::new(config.clone(), keys.clone(), rx, shared.clone(), done_tx, conn, marker);
         let thread = std::thread::Builder::new()
             .name("tradecache-flusher".into())
             .spawn(move || flusher.run())
@@ -403,7 +395,7 @@ impl Cache {
 
     /// The error a request gets when the flusher stopped before replying.
     pub(crate) fn stopped(&self) -> Error {
-        self.writer.shared.fence_error().unwrap_or(Error::Closed)
+        self.writer.shared.stopped_error()
     }
 }
 

@@ -74,7 +74,7 @@ impl Drop for Cache {
             );
         }
         // Dropped writes nobody collected with `take_dropped`: say so once.
-        for d in self.writer.take_dropped() {
+        for d in self.writer.shared.take_drops() {
             log::error!("tradecache: never persisted, and not collected with take_dropped: {d}");
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::Shared;
+use crate::config::IDLE_PARK_AFTER;
 
 /// How long a parked writer thread sleeps at most before it looks again
 /// (for a stop request, or idle work coming due).
@@ -70,21 +71,14 @@ pub(crate) enum Wake<M> {
     Closed,
 }
 
-/// How a writer thread waits when it has nothing to write: it polls
-/// every `poll`, so that a caller's push does not have to wake a parked
-/// thread, and parks after `park_after` without a message.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Idle {
-    pub(crate) poll: Duration,
-    pub(crate) park_after: Duration,
-}
-
-/// Waits for the first message of a batch on `rx`, as `idle` says;
-/// [`Wake::Tick`] once `due` (the next idle work) has come, [`Wake::Stop`]
-/// as soon as `stop` holds (looked at least every 200 ms while parked).
+/// Waits for the first message of a batch on `rx`: polls every `poll`, so
+/// that a caller's push does not have to wake a parked thread, and parks
+/// after [`IDLE_PARK_AFTER`] without a message; [`Wake::Tick`] once `due`
+/// (the next idle work) has come, [`Wake::Stop`] as soon as `stop` holds
+/// (looked at least every 200 ms while parked).
 pub(crate) fn wait_first<M>(
     rx: &Receiver<M>,
-    idle: Idle,
+    poll: Duration,
     due: Option<Instant>,
     stop: impl Fn() -> bool,
 ) -> Wake<M> {
@@ -102,8 +96,8 @@ pub(crate) fn wait_first<M>(
         if due.is_some_and(|d| now >= d) {
             return Wake::Tick;
         }
-        if now.duration_since(idle_since) < idle.park_after {
-            std::thread::sleep(idle.poll);
+        if now.duration_since(idle_since) < IDLE_PARK_AFTER {
+            std::thread::sleep(poll);
         } else {
             let park = due.map_or(PARK, |d| PARK.min(d.saturating_duration_since(now)));
             match rx.recv_timeout(park) {
@@ -171,7 +165,7 @@ mod tests {
 
     #[test]
     fn wait_first_returns_a_message_a_stop_a_tick_or_the_end() {
-        let idle = Idle { poll: Duration::from_millis(1), park_after: Duration::from_millis(2) };
+        let idle = Duration::from_millis(1);
         let (tx, rx) = crossbeam_channel::unbounded();
         tx.send(7).unwrap();
         assert!(matches!(wait_first(&rx, idle, None, || false), Wake::Msg(7)));

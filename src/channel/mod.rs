@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 pub(crate) use shared::{Count, Shared, LAT_BUCKETS};
 
-use crate::error::{CloseReport, DroppedWrite, Error, Result};
+use crate::error::{CloseReport, Error, Result};
 use crate::seq::Seq;
 
 /// The callers' side of one writer thread: what they share with it, how
@@ -49,27 +49,9 @@ impl Handle {
         Seq::new(self.shared.accepted())
     }
 
-    /// The last sequence number the writer thread has acknowledged.
-    pub(crate) fn acked_seq(&self) -> Seq {
-        Seq::new(self.shared.acked())
-    }
-
-    /// Blocks until write `seq` is acknowledged, the writer is fenced or
-    /// stopped, or `timeout` passes (the errors `Cache::wait` and
-    /// `Kv::wait` document).
-    pub(crate) fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.shared.wait(seq.get(), timeout)
-    }
-
-    /// `Handle::wait` for the last write accepted so far.
+    /// [`Shared::wait`] for the last write accepted so far.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
-        self.wait(self.last_seq(), timeout)
-    }
-
-    /// Hands over the dropped writes recorded since the last call, oldest
-    /// first, and clears the record.
-    pub(crate) fn take_dropped(&self) -> Vec<DroppedWrite> {
-        self.shared.take_drops()
+        self.shared.wait(self.shared.accepted(), timeout)
     }
 
     /// Ends the writer's life once: runs `before` (what must stop first),
@@ -102,10 +84,7 @@ impl Handle {
                 }
                 report
             }
-            Err(_) => {
-                let acked = self.shared.acked();
-                CloseReport { acked_seq: acked, unpersisted: self.shared.accepted().saturating_sub(acked) }
-            }
+            Err(_) => self.shared.close_report(0),
         }
     }
 

@@ -106,17 +106,10 @@ pub trait DynEntity: Send {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 }
 
-/// Object-safe view of a user event, encoded on the flusher thread.
+/// Object-safe view of a user event or market-data value, encoded on the
+/// flusher thread.
 #[doc(hidden)]
 pub trait DynEvent: Send {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
-
-/// Object-safe view of a user market-data type, encoded on the flusher
-/// thread. (A separate trait: a type could be both an event and market
-/// data.)
-#[doc(hidden)]
-pub trait DynSeries: Send {
     fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
 }
 
@@ -155,7 +148,7 @@ pub enum EventRecord {
     Quote(QuoteTick),
     Trade(TradeTick),
     Bar(Bar),
-    Series(Box<dyn DynSeries>, SeriesCapacity),
+    Series(Box<dyn DynEvent>, SeriesCapacity),
 }
 
 impl EventRecord {
@@ -184,16 +177,13 @@ impl EventRecord {
     /// capacity for market data, `max_account_events` for account events;
     /// `None` for other event logs, which are never trimmed.
     pub(crate) fn cap(&self, cfg: &crate::config::Config) -> Option<usize> {
-        let capacity = match self {
-            EventRecord::Quote(_) | EventRecord::Trade(_) => SeriesCapacity::Ticks,
-            EventRecord::Bar(_) => SeriesCapacity::Bars,
-            EventRecord::Series(_, c) => *c,
-            EventRecord::Account(_) => return cfg.max_account_events,
-            EventRecord::Order(_) | EventRecord::Dyn(_) => return None,
-        };
-        Some(match capacity {
-            SeriesCapacity::Ticks => cfg.tick_capacity,
-            SeriesCapacity::Bars => cfg.bar_capacity,
-        })
+        match self {
+            EventRecord::Quote(_) | EventRecord::Trade(_) | EventRecord::Series(_, SeriesCapacity::Ticks) => {
+                Some(cfg.tick_capacity)
+            }
+            EventRecord::Bar(_) | EventRecord::Series(_, SeriesCapacity::Bars) => Some(cfg.bar_capacity),
+            EventRecord::Account(_) => cfg.max_account_events,
+            EventRecord::Order(_) | EventRecord::Dyn(_) => None,
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use crate::error::{DroppedWrite, Error};
+use crate::error::{CloseReport, DroppedWrite, Error};
 use crate::metrics::stats::{Health, Stats};
 use crate::seq::Seq;
 use crate::ErrorKind;
@@ -69,7 +69,6 @@ pub(crate) struct Shared {
     first_untaken_drop: AtomicU64,
     /// Set by `close`/`Drop`: the flusher's deadline, for when the
     /// `Shutdown` message cannot reach it (see `Flusher::check_stop`).
-    stop_requested: AtomicBool,
     stop_at: Mutex<Option<std::time::Instant>>,
     /// Set once another writer took over (its own cache line: every write
     /// reads it), with the writer key and what the flusher found.
@@ -242,21 +241,22 @@ impl Shared {
     }
 
     /// Asks the flusher to stop by `deadline`, however full the channel is.
-    /// SeqCst (the deadline is set under its lock first); read between
-    /// batches, never on a hot path.
+    /// A lock: read between batches, never on a hot path.
     pub(crate) fn request_stop(&self, deadline: std::time::Instant) {
         *self.stop_at.lock() = Some(deadline);
-        self.stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The deadline set by [`Shared::request_stop`], if any. SeqCst: pairs
-    /// with it.
+    /// The deadline set by [`Shared::request_stop`], if any.
     pub(crate) fn stop_requested(&self) -> Option<std::time::Instant> {
-        if self.stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
-            *self.stop_at.lock()
-        } else {
-            None
-        }
+        *self.stop_at.lock()
+    }
+
+    /// What a writer thread reports as it ends. Accepted writes include
+    /// those still in the channel, up to `received` (the last sequence
+    /// number it took in).
+    pub(crate) fn close_report(&self, received: u64) -> CloseReport {
+        let acked = self.acked();
+        CloseReport { acked_seq: acked, unpersisted: received.max(self.accepted()).saturating_sub(acked) }
     }
 
     /// Records that another writer took over (`writer_key`, and what was
@@ -283,6 +283,12 @@ impl Shared {
         }
         let (writer_key, detail) = self.fence.lock().clone()?;
         Some(Error::Fenced { writer_key, detail })
+    }
+
+    /// The error of a request the writer thread left unanswered as it
+    /// stopped: `Error::Fenced` once fenced, else `Error::Closed`.
+    pub(crate) fn stopped_error(&self) -> Error {
+        self.fence_error().unwrap_or(Error::Closed)
     }
 
     /// Counts `writes` writes the flusher could not persist (more than one

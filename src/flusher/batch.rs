@@ -3,11 +3,11 @@
 //! from Redis), so the tests below check the RESP it produces without a
 //! server.
 
-use std::time::Duration;
-
 use crate::config::Config;
+use crate::error::DroppedWrite;
 use crate::ident::Ident;
 use crate::net::{Args, Packer, Span};
+use crate::seq::Seq;
 use crate::store::codec;
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
@@ -289,29 +289,6 @@ pub(super) struct Spec<'a> {
     pub(super) server_now_ms: Option<u64>,
 }
 
-/// What building a batch takes from and updates.
-pub(super) struct Work<'a> {
-    pub(super) pending: &'a mut Pending,
-    /// What is indexed once every built batch applies (`index.rs`).
-    pub(super) indexed: &'a mut Indexed,
-    /// Collections written by this flusher (for `clear`).
-    pub(super) collections: &'a mut Vec<&'static str>,
-    pub(super) bufs: &'a mut Bufs,
-    pub(super) packer: &'a mut Packer,
-}
-
-/// Writes taken from pending that cannot be written (they did not encode,
-/// or are too large), for `Shared::record_drop`.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Dropped {
-    /// The first write lost, and how many.
-    pub(super) seq: u64,
-    pub(super) writes: u64,
-    pub(super) key: String,
-    pub(super) class: ErrorKind,
-    pub(super) detail: String,
-}
-
 /// `SADD` to the registry of collections (`crate::store::registry`) of
 /// every collection `sadd` adds ids to and of those in `new` (written for
 /// the first time: an event-only collection's logs are found through the
@@ -359,9 +336,16 @@ pub(super) fn value_limit(cfg: &Config, server_bulk_limit: Option<usize>) -> (us
 /// `SADD`/`SREM` per index (`index.rs`), one `RPUSH` per run of appends to
 /// one log (with its `LTRIM` and `XADD`s), and the heartbeat when due.
 /// Snapshots come before events: a log restarted by a delete gets the
-/// events that followed it. `None` when nothing is pending.
-pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>)> {
-    let Work { pending, indexed, collections, bufs: b, packer: p } = w;
+/// events that followed it. `None` when nothing is pending. Updates what
+/// is known indexed and the collections written (`InFlight`'s).
+pub(super) fn build(
+    spec: &Spec<'_>,
+    pending: &mut Pending,
+    indexed: &mut Indexed,
+    collections: &mut Vec<&'static str>,
+    b: &mut Bufs,
+    p: &mut Packer,
+) -> Option<(Batch, Vec<DroppedWrite>)> {
     if pending.is_empty() {
         return None;
     }
@@ -403,7 +387,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                         // The value is lost (the caller is told); a delete
                         // folded into it is not.
                         let key = keys.entity(collection, &key.1);
-                        dropped.push(Dropped { seq: since, writes: puts, key, class, detail });
+                        dropped.push(DroppedWrite { seq: Seq::new(since), writes: puts, key, class, detail });
                         if !after_delete {
                             continue;
                         }
@@ -452,7 +436,7 @@ pub(super) fn build(spec: &Spec<'_>, w: Work<'_>) -> Option<(Batch, Vec<Dropped>
                 if let Some((class, detail)) = drop_reason(r, len, limit, limit_name) {
                     b.event_bytes.truncate(start);
                     let key = keys.events(ev.collection, &ev.id);
-                    dropped.push(Dropped { seq: ev.seq, writes: 1, key, class, detail });
+                    dropped.push(DroppedWrite { seq: Seq::new(ev.seq), writes: 1, key, class, detail });
                     continue;
                 }
                 bytes += len;
@@ -557,18 +541,12 @@ fn drop_reason(
     }
 }
 
-/// `WAIT numreplicas timeout` (`replica_wait`), when configured.
-pub(super) fn push_wait(p: &mut Packer, wait: Option<(u32, Duration)>) {
-    if let Some((n, t)) = wait {
-        p.cmd(&[b"WAIT", n.to_string().as_bytes(), t.as_millis().to_string().as_bytes()]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::channel::msg::{EventRecord, Record};
     use crate::model::{OrderEvent, OrderEventKind, Position, PositionSide, QuoteTick, UnixNanos};
+    use std::time::Duration;
 
     const MARKER_KEY: &str = "trader-T:writer:main";
 
@@ -633,7 +611,7 @@ mod tests {
             self.pending.append(seq, "orders", ident(order), order_event(order, n));
         }
 
-        fn build_with(&mut self, heartbeat: Option<&Packer>) -> Option<(Batch, Vec<Dropped>)> {
+        fn build_with(&mut self, heartbeat: Option<&Packer>) -> Option<(Batch, Vec<DroppedWrite>)> {
             self.no += 1;
             let spec = Spec {
                 cfg: &self.cfg,
@@ -647,14 +625,14 @@ mod tests {
                 now_ms: 1_000,
                 server_now_ms: self.server_now_ms,
             };
-            let work = Work {
-                pending: &mut self.pending,
-                indexed: &mut self.indexed,
-                collections: &mut self.collections,
-                bufs: &mut self.bufs,
-                packer: &mut self.packer,
-            };
-            let built = build(&spec, work);
+            let built = build(
+                &spec,
+                &mut self.pending,
+                &mut self.indexed,
+                &mut self.collections,
+                &mut self.bufs,
+                &mut self.packer,
+            );
             if let Some((b, _)) = &built {
                 self.built_seq = b.max_seq;
                 // Every command's recorded name and key are what it packs.
@@ -663,7 +641,7 @@ mod tests {
             built
         }
 
-        fn build(&mut self) -> (Batch, Vec<Dropped>) {
+        fn build(&mut self) -> (Batch, Vec<DroppedWrite>) {
             self.build_with(None).expect("something pending")
         }
     }
@@ -929,7 +907,7 @@ mod tests {
         f.put(position("P-2", 2)); // seq 4: too large, after a delete
         let (batch, dropped) = f.build();
         assert_eq!(
-            dropped.iter().map(|d| (d.seq, d.writes, d.key.as_str(), d.class)).collect::<Vec<_>>(),
+            dropped.iter().map(|d| (d.seq.get(), d.writes, d.key.as_str(), d.class)).collect::<Vec<_>>(),
             [
                 (1, 1, "trader-T:positions:P-1", ErrorKind::TooLarge),
                 (4, 1, "trader-T:positions:P-2", ErrorKind::TooLarge)

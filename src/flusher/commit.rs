@@ -454,12 +454,10 @@ impl Flusher {
             log::info!("tradecache: Redis accepts writes again");
         }
         self.shared.add(Count::Batches, 1);
-        // Acknowledged: a marker behind it from now on is a loss (`loss.rs`).
         self.loss.acknowledged(batch.no, batch.first_seq);
         self.purges.owe_turn();
         // Last: a caller woken by this sees the health that goes with it.
         self.shared.note_acked(batch.max_seq);
-        // Recycle the transaction's buffers for the next one.
         self.inflight.recycle(batch);
     }
 
@@ -510,7 +508,7 @@ impl Flusher {
         self.shared.set_fenced(String::from_utf8_lossy(self.link.marker_key()).into_owned(), f.text);
         self.inflight.drop_all();
         if let Some(b) = self.inbox.discard() {
-            let _ = b.reply.try_send(Err(self.stopped_error()));
+            let _ = b.reply.try_send(Err(self.shared.stopped_error()));
         }
         self.shared.wake_all();
     }
@@ -523,9 +521,8 @@ impl Flusher {
     }
 
     pub(super) fn reconnect(&mut self) {
-        let deadline = self.inbox.shutdown();
         let name = String::from_utf8_lossy(self.link.marker_key()).into_owned();
-        match net::connect(&self.cfg, &name, deadline) {
+        match net::connect(&self.cfg, &name, self.inbox.shutdown()) {
             Ok(c) => {
                 log::info!("tradecache: reconnected to {}", c.addr);
                 self.link.install(c);

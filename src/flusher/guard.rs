@@ -84,9 +84,7 @@ impl Guard<'_> {
         self.loss.note_marker(read, self.link, self.shared);
     }
 
-    /// One small transaction of `command` (packed; `commands` commands),
-    /// guarded by the marker's `WATCH`, which is re-armed behind it
-    /// (`Link::guarded_tx`); `EXEC`'s reply is `Nil` when the marker moved.
+    /// [`Link::guarded_tx`]: `EXEC`'s reply is `Nil` when the marker moved.
     pub(super) fn guarded_tx(&mut self, command: &[u8], commands: usize) -> Result<GuardedReply, Failure> {
         let reply = self.link.guarded_tx(command, commands)?;
         self.saw_marker(&reply.read);

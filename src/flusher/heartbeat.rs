@@ -28,7 +28,6 @@ impl Heartbeat {
         Heartbeat { interval, next: interval.map(|_| Instant::now()), key, writer }
     }
 
-    #[inline]
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.next
     }

@@ -72,12 +72,10 @@ impl Inbox {
             && self.pending.snapshots() < cfg.max_pending_snapshots
     }
 
-    #[inline]
     pub(super) fn rx(&self) -> &Receiver<Msg> {
         &self.rx
     }
 
-    #[inline]
     pub(super) fn pending(&self) -> &Pending {
         &self.pending
     }
@@ -88,7 +86,6 @@ impl Inbox {
         &mut self.pending
     }
 
-    #[inline]
     pub(super) fn received_seq(&self) -> u64 {
         self.received_seq
     }
@@ -116,7 +113,6 @@ impl Inbox {
         self.barrier.take()
     }
 
-    #[inline]
     pub(super) fn shutdown(&self) -> Option<Instant> {
         self.shutdown
     }

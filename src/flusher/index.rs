@@ -26,16 +26,14 @@ pub(super) type Indexed = HashMap<Key, bool, FastState>;
 /// the same state), and whether it is open.
 pub(super) type Skipped = (Key, bool);
 
-/// One batch's commands on the open and closed indexes.
+/// One batch's commands on the open and closed indexes (`SADD`/`SREM` of
+/// `…:open`, `ZADD`/`ZREM` of `…:closed`).
 #[derive(Default)]
 pub(super) struct StateBufs {
-    /// `SADD …:open`.
     open_add: Vec<(&'static str, Args)>,
-    /// `SREM …:open`.
     open_rem: Vec<(&'static str, Args)>,
     /// `ZADD …:closed` (score, member pairs).
     closed_add: Vec<(&'static str, Args)>,
-    /// `ZREM …:closed`.
     closed_rem: Vec<(&'static str, Args)>,
 }
 

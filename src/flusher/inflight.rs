@@ -4,12 +4,13 @@
 //! built batches know of the index sets (`index.rs`).
 
 use crate::config::Config;
+use crate::error::DroppedWrite;
 use crate::ident::Ident;
 use crate::net::Packer;
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
 
-use super::batch::{self, Batch, Bufs, Dropped};
+use super::batch::{self, Batch, Bufs};
 use super::index::{self, Indexed};
 use super::link::Link;
 use super::pending::Pending;
@@ -63,7 +64,7 @@ impl InFlight {
         link: &Link,
         heartbeat: Option<&Packer>,
         pending: &mut Pending,
-    ) -> Vec<Dropped> {
+    ) -> Vec<DroppedWrite> {
         self.batch_no += 1;
         let spec = batch::Spec {
             cfg,
@@ -77,14 +78,15 @@ impl InFlight {
             now_ms: index::now_ms().saturating_add_signed(cfg.clock_skew_for_tests),
             server_now_ms: link.server_now_ms(),
         };
-        let work = batch::Work {
+        let built = batch::build(
+            &spec,
             pending,
-            indexed: &mut self.indexed,
-            collections: &mut self.collections,
-            bufs: &mut self.bufs,
-            packer: &mut self.packer,
-        };
-        let Some((batch, dropped)) = batch::build(&spec, work) else { return Vec::new() };
+            &mut self.indexed,
+            &mut self.collections,
+            &mut self.bufs,
+            &mut self.packer,
+        );
+        let Some((batch, dropped)) = built else { return Vec::new() };
         self.built_seq = batch.max_seq;
         if self.held.is_none() {
             self.held = Some(batch);
@@ -128,8 +130,6 @@ impl InFlight {
         (self.held, self.next) = (None, None);
     }
 
-    /// Collections written by this flusher.
-    #[inline]
     pub(super) fn collections(&self) -> &[&'static str] {
         &self.collections
     }

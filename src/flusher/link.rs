@@ -103,7 +103,6 @@ impl Link {
         self.conn.as_ref().map_or("", |c| c.addr.as_str())
     }
 
-    #[inline]
     pub(super) fn bulk_limit(&self) -> Option<usize> {
         self.bulk_limit
     }
@@ -243,7 +242,9 @@ impl Link {
         if exec {
             p.cmd(&[b"EXEC"]);
         }
-        super::batch::push_wait(p, wait);
+        if let Some((n, t)) = wait {
+            p.cmd(&[b"WAIT", n.to_string().as_bytes(), t.as_millis().to_string().as_bytes()]);
+        }
         p.cmd(&[b"WATCH", &self.marker_key]);
         p.cmd(&[b"GET", &self.marker_key]);
         let replies = body_replies + usize::from(exec) + usize::from(wait.is_some()) + 2;

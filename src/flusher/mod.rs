@@ -37,11 +37,11 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::msg::{Msg, PurgeRequest};
 use crate::channel::Shared;
 use crate::config::Config;
-use crate::error::{CloseReport, Error};
+use crate::error::CloseReport;
 use crate::net::{self, Action, Conn, Failure};
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
@@ -76,18 +76,6 @@ pub(crate) struct Flusher {
     done: Sender<CloseReport>,
 }
 
-pub(crate) struct FlusherInit {
-    pub(crate) cfg: Config,
-    pub(crate) keys: Keys,
-    pub(crate) rx: Receiver<Msg>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) done: Sender<CloseReport>,
-    pub(crate) conn: Conn,
-    /// The marker as claimed at `open`: this writer's epoch and the last
-    /// batch number.
-    pub(crate) marker: Marker,
-}
-
 impl Intake for Flusher {
     type Msg = Msg;
 
@@ -96,7 +84,12 @@ impl Intake for Flusher {
     }
 
     fn receive(&mut self, msg: Msg) {
-        self.absorb(msg);
+        match self.inbox.absorb(msg, &self.shared) {
+            Some(Msg::Purge(req)) => self.queue_purge(req),
+            Some(Msg::Shutdown { deadline }) => self.begin_shutdown(deadline),
+            // (Writes and `clear` stay in the inbox.)
+            _ => {}
+        }
     }
 
     fn senders_gone(&mut self) {
@@ -105,24 +98,33 @@ impl Intake for Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn new(init: FlusherInit) -> Self {
-        let marker_key = init.keys.writer(&init.cfg.writer_id).into_bytes();
-        let heartbeat_key = init.keys.heartbeat(&init.cfg.writer_id).into_bytes();
-        let heartbeat = Heartbeat::new(init.cfg.heartbeat_interval, heartbeat_key, &init.cfg.writer_id);
-        init.shared.set_connected(true);
-        init.shared.set_alive(true);
+    /// The flusher on `conn` of the writer whose `marker` `open` claimed.
+    pub(crate) fn new(
+        cfg: Config,
+        keys: Keys,
+        rx: Receiver<Msg>,
+        shared: Arc<Shared>,
+        done: Sender<CloseReport>,
+        conn: Conn,
+        marker: Marker,
+    ) -> Self {
+        let marker_key = keys.writer(&cfg.writer_id).into_bytes();
+        let heartbeat_key = keys.heartbeat(&cfg.writer_id).into_bytes();
+        let heartbeat = Heartbeat::new(cfg.heartbeat_interval, heartbeat_key, &cfg.writer_id);
+        shared.set_connected(true);
+        shared.set_alive(true);
         Flusher {
-            link: Link::new(init.conn, marker_key, init.marker.epoch),
-            loss: Loss::new(init.marker.batch),
-            retry: Retry::new(init.cfg.reconnect_backoff_min, init.cfg.reconnect_backoff_max),
-            keys: init.keys,
-            inbox: Inbox::new(init.rx),
-            shared: init.shared,
-            done: init.done,
-            inflight: InFlight::new(init.marker.batch),
-            purges: PurgeScheduler::new(init.cfg.retain_closed_for.is_some()),
+            link: Link::new(conn, marker_key, marker.epoch),
+            loss: Loss::new(marker.batch),
+            retry: Retry::new(cfg.reconnect_backoff_min, cfg.reconnect_backoff_max),
+            keys,
+            inbox: Inbox::new(rx),
+            shared,
+            done,
+            inflight: InFlight::new(marker.batch),
+            purges: PurgeScheduler::new(cfg.retain_closed_for.is_some()),
             heartbeat,
-            cfg: init.cfg,
+            cfg,
         }
     }
 
@@ -150,9 +152,11 @@ impl Flusher {
                     }
                     break;
                 }
-                // Nothing to write: the thread yields here.
-                match self.wait_first() {
-                    Wake::Msg(msg) => self.absorb(msg),
+                // Nothing to write: the thread yields here, until a
+                // message or idle work (the heartbeat, a retention pass).
+                let due = [self.heartbeat.next_due(), self.purges.next_auto()].into_iter().flatten().min();
+                match intake::wait_first(self.inbox.rx(), self.cfg.idle_poll, due, || false) {
+                    Wake::Msg(msg) => self.receive(msg),
                     Wake::Tick | Wake::Stop => {}
                     Wake::Closed => self.senders_gone(),
                 }
@@ -195,10 +199,7 @@ impl Flusher {
             }
             self.write_held();
         }
-        let acked = self.shared.acked();
-        // Writes still in the channel were accepted too.
-        let accepted = self.inbox.received_seq().max(self.shared.accepted());
-        let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
+        let report = self.shared.close_report(self.inbox.received_seq());
         if report.unpersisted > 0 {
             log::error!(
                 "tradecache: flusher stopped with {} accepted write(s) not persisted",
@@ -206,19 +207,13 @@ impl Flusher {
             );
         }
         if let Some(b) = self.inbox.take_barrier() {
-            let _ = b.reply.try_send(Err(self.stopped_error()));
+            let _ = b.reply.try_send(Err(self.shared.stopped_error()));
         }
-        self.abandon_purges();
+        self.purges.abandon(|| self.shared.stopped_error());
         let _ = self.done.try_send(report);
     }
 
-    /// The error a `clear` or a purge left unexecuted gets.
-    fn stopped_error(&self) -> Error {
-        self.shared.fence_error().unwrap_or(Error::Closed)
-    }
-
-    /// Whether `close`'s deadline has passed (asked through `Shared` too:
-    /// the `Shutdown` message may still be in the channel).
+    /// Whether `close`'s deadline has passed (`check_stop` first).
     fn past_deadline(&mut self) -> bool {
         self.check_stop();
         self.inbox.shutdown().is_some_and(|d| Instant::now() >= d)
@@ -237,17 +232,8 @@ impl Flusher {
     fn begin_shutdown(&mut self, deadline: Instant) {
         if self.inbox.begin_shutdown(deadline) {
             // Writes are what `close` waits for; a purge is given up.
-            self.abandon_purges();
+            self.purges.abandon(|| self.shared.stopped_error());
         }
-    }
-
-    /// Waits for the first message of a batch (`intake::wait_first`);
-    /// `Wake::Tick` when idle work is due (the heartbeat, a
-    /// `retain_closed_for` pass).
-    fn wait_first(&mut self) -> Wake<Msg> {
-        let idle = Idle { poll: self.cfg.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
-        let due = [self.heartbeat.next_due(), self.purges.next_auto()].into_iter().flatten().min();
-        intake::wait_first(self.inbox.rx(), idle, due, || false)
     }
 
     /// Moves queued messages into `pending`: up to a batch while writing,
@@ -276,15 +262,6 @@ impl Flusher {
         }
     }
 
-    fn absorb(&mut self, msg: Msg) {
-        match self.inbox.absorb(msg, &self.shared) {
-            Some(Msg::Purge(req)) => self.queue_purge(req),
-            Some(Msg::Shutdown { deadline }) => self.begin_shutdown(deadline),
-            // (Writes and `clear` stay in the inbox.)
-            _ => {}
-        }
-    }
-
     /// Builds the next batch from the oldest pending writes, with the
     /// heartbeat when due, and records the writes it could not include.
     fn build(&mut self) {
@@ -304,7 +281,7 @@ impl Flusher {
             self.inbox.for_batch(),
         );
         for d in dropped {
-            self.shared.record_drop(d.seq, d.writes, d.key, d.class, d.detail);
+            self.shared.record_drop(d.seq.get(), d.writes, d.key, d.class, d.detail);
         }
     }
 
@@ -333,16 +310,11 @@ impl Flusher {
     fn queue_purge(&mut self, req: PurgeRequest) {
         if self.shared.is_fenced() || self.inbox.shutdown().is_some() {
             if let Some(r) = &req.reply {
-                let _ = r.try_send(Err(self.stopped_error()));
+                let _ = r.try_send(Err(self.shared.stopped_error()));
             }
             return;
         }
         self.purges.push(req);
-    }
-
-    /// The flusher is stopping: purges under way end with an error.
-    fn abandon_purges(&mut self) {
-        self.purges.abandon(|| self.shared.fence_error().unwrap_or(Error::Closed));
     }
 
     /// A purge step may run now (nothing is in flight: the caller checks).
@@ -364,7 +336,6 @@ impl Flusher {
     /// One step of the oldest purge, once a step in doubt is settled and
     /// every write accepted before the step is out of the channel.
     fn purge_step(&mut self) {
-        // The turn owed is taken.
         self.purges.take_turn();
         if self.purges.in_doubt() {
             if let Err(f) = self.purges.settle(&mut guard!(self)) {
@@ -411,7 +382,7 @@ impl Flusher {
                 return false;
             }
             match self.inbox.rx().try_recv() {
-                Ok(m) => self.absorb(m),
+                Ok(m) => self.receive(m),
                 // (The store of `accepted_seq` follows its send.)
                 Err(_) => return false,
             }

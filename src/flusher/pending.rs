@@ -180,7 +180,6 @@ impl Pending {
         let snap = self.snaps.front().map(|e| e.first_seq);
         let event = self.events.front().map(|e| e.seq);
         match (snap, event) {
-            (None, None) => None,
             (Some(s), e) if e.is_none_or(|e| s < e) => {
                 let entry = self.snaps.pop_front()?;
                 self.slots.remove(&entry.key);
@@ -196,11 +195,7 @@ impl Pending {
     /// taken reaches that far.
     pub(super) fn next_position(&self) -> Option<u64> {
         let snap = self.snaps.front().map(|e| e.first_seq);
-        let event = self.events.front().map(|e| e.seq);
-        match (snap, event) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX))),
-        }
+        snap.into_iter().chain(self.events.front().map(|e| e.seq)).min()
     }
 
     /// The last sequence number covered once everything taken is applied:

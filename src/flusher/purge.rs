@@ -91,7 +91,6 @@ impl PurgeScheduler {
     }
 
     /// When the next `retain_closed_for` pass is due.
-    #[inline]
     pub(super) fn next_auto(&self) -> Option<Instant> {
         self.next_auto
     }
@@ -141,12 +140,8 @@ impl PurgeScheduler {
         if self.jobs.iter().any(|j| j.req.reply.is_none()) {
             return None; // the last pass is still going
         }
-        let mut all: Vec<&'static str> = REFERENCE.to_vec();
-        for c in collections {
-            if !all.contains(c) {
-                all.push(c);
-            }
-        }
+        let mut all = REFERENCE.to_vec();
+        all.extend(collections.iter().filter(|c| !REFERENCE.contains(*c)));
         let retain_ms = u64::try_from(retain.as_millis()).unwrap_or(u64::MAX);
         let cutoff_ms = super::index::now_ms().saturating_sub(retain_ms);
         Some(PurgeRequest { collections: all, cutoff_ms, reply: None })

@@ -242,7 +242,7 @@ impl Kv {
     /// stopped; [`Error::Dropped`] when a write at or before `seq` was
     /// dropped and not yet collected with [`Kv::take_dropped`].
     pub fn wait(&self, seq: Seq, timeout: Duration) -> Result<()> {
-        self.writer.wait(seq, timeout)
+        self.writer.shared.wait(seq.get(), timeout)
     }
 
     /// Blocks until every write queued so far is settled.
@@ -261,7 +261,7 @@ impl Kv {
     /// between two calls are listed; every drop is counted in
     /// [`KvStats::dropped`], those left out in [`KvStats::dropped_unlisted`].
     pub fn take_dropped(&self) -> Vec<DroppedWrite> {
-        self.writer.take_dropped()
+        self.writer.shared.take_drops()
     }
 
     /// Counters, breaker state and per-operation latencies.

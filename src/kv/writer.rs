@@ -29,7 +29,7 @@ use super::io::{self, Done, Io, Job, Outcome, Work};
 use super::op::{Item, KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
-use crate::channel::intake::{self, AliveGuard, Idle, Intake, Wake};
+use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::{Count, Shared};
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
@@ -153,10 +153,9 @@ impl Writer {
                 }
                 // Nothing to write: wait for the next message (polls, then
                 // parks after `IDLE_PARK_AFTER`, as the flusher).
-                let idle =
-                    Idle { poll: self.cfg.redis.idle_poll, park_after: crate::config::IDLE_PARK_AFTER };
                 let shared = &self.shared;
-                match intake::wait_first(&self.rx, idle, None, || shared.stop_requested().is_some()) {
+                let poll = self.cfg.redis.idle_poll;
+                match intake::wait_first(&self.rx, poll, None, || shared.stop_requested().is_some()) {
                     Wake::Msg(msg) => self.receive(msg),
                     Wake::Stop | Wake::Closed => self.senders_gone(),
                     // No idle work is given to wait for.
@@ -179,9 +178,7 @@ impl Writer {
             self.write_batch();
         }
         self.io.stop(self.shutdown.unwrap_or_else(Instant::now));
-        let acked = self.shared.acked();
-        let accepted = self.received_seq.max(self.shared.accepted());
-        let report = CloseReport { acked_seq: acked, unpersisted: accepted.saturating_sub(acked) };
+        let report = self.shared.close_report(self.received_seq);
         if report.unpersisted > 0 {
             log::warn!(
                 "tradecache::kv: writer stopped with {} cache write(s) not written",
