@@ -26,7 +26,9 @@ Figures (table printed, JSON in target/bench/nautilus_py.json):
   shared machine's bursts of noise then fall on every side alike), the
   percentiles of all rounds' calls together and each round's p99;
 - time until a write is in Redis at 2,000 calls/s (an independent process
-  polls `LLEN` of the order's log), buffer_interval_ms 100 and unset;
+  polls `LLEN` of the order's log), buffer_interval_ms 100 and unset, in 3
+  rounds with the order turned, the probes of all rounds together and each
+  round's p99;
 - a restart of 10,000 and 100,000 orders the node's way (cache_general,
   cache_currencies, cache_instruments, cache_accounts, cache_orders,
   cache_positions, build_index), with what came back;
@@ -36,6 +38,7 @@ Figures (table printed, JSON in target/bench/nautilus_py.json):
     NBENCH_RESTART=10000 ...                  restart sizes (default 10000,100000)
     NBENCH_RESTART_TIMEOUT=240                a restart not done by then is reported so
     NBENCH_CALL_ROUNDS=5, NBENCH_CALL_ORDERS=5000   the calling-thread rounds
+    NBENCH_INREDIS_ROUNDS=3                   the in-Redis rounds
     NBENCH_SIDES=nautilus ...                 one side only
     NBENCH_PHASES=calls,restart ...           some phases only (calls, in-redis, kill,
                                               sigkill, bytes, restart, flush)
@@ -323,11 +326,11 @@ def summary(samples: list[int]) -> dict:
 # ---------------------------------------------------------------- phases
 
 
-def calling_thread(server: RedisServer, side, buffer_interval_ms, n: int, warmup: int = 500) -> dict:
+def calling_thread(server: RedisServer, side, buffer_interval_ms, n: int, round_: int = 0, warmup: int = 500) -> dict:
     """Every call of `n` orders' lives, timed on the calling thread, as fast
     as they come (an unpaced burst, as a busy node's): each method's samples
     in ns, and `close_s`."""
-    trader = f"CALLS{side.name.upper() if side else 'NONE'}-001"
+    trader = f"CALLS{side.name.upper() if side else 'NONE'}-{round_ + 1:03}"
     config = cache_config(server.port, buffer_interval_ms)
     if side is None:
         db, cache = None, Cache(database=None, config=config)
@@ -362,7 +365,7 @@ def calling_thread_rounds(server: RedisServer, side_list, buffer_interval_ms, n:
         turn = k % len(entries)
         for side in entries[turn:] + entries[:turn]:
             name = side.name if side else "none"
-            got = calling_thread(server, side, buffer_interval_ms, n)
+            got = calling_thread(server, side, buffer_interval_ms, n, k)
             for m, s in got["samples"].items():
                 pooled.setdefault(name, {}).setdefault(m, []).extend(s)
                 per_round.setdefault(name, {}).setdefault(m, []).append(pct(s, 0.99) / 1e3)
@@ -451,12 +454,12 @@ def prober_main(port: int) -> None:
     print(json.dumps({"lat_ns": lat, "unresolved": len(pending)}), flush=True)
 
 
-def in_redis(server: RedisServer, side, buffer_interval_ms, rate: int, seconds: float) -> dict:
+def in_redis(server: RedisServer, side, buffer_interval_ms, rate: int, seconds: float, round_: int = 0) -> dict:
     """The workload paced at `rate` calls/s (bursts every millisecond); every
     4th order write (add_order, update_order) is probed: the time from the
     call's return until the order's log in Redis holds it, seen by an
     independent process."""
-    trader = f"INREDIS{side.name.upper()}{buffer_interval_ms or 0}-001"
+    trader = f"INREDIS{side.name.upper()}{buffer_interval_ms or 0}-{round_ + 1:03}"
     config = cache_config(server.port, buffer_interval_ms)
     prober = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--prober", str(server.port)],
@@ -482,18 +485,38 @@ def in_redis(server: RedisServer, side, buffer_interval_ms, rate: int, seconds: 
     prober.stdin.flush()
     out, _ = prober.communicate(timeout=60)
     res = json.loads(out)
-    # A write still not in Redis 10 s after the last call counts as never.
-    lat = res["lat_ns"] + [float("inf")] * res["unresolved"]
     close_bounded(db)
+    return {"lat_ns": res["lat_ns"], "unresolved": res["unresolved"], "calls": total, "elapsed_s": elapsed}
 
-    def ms(v):  # None: not in Redis 10 s after the last call
+
+def in_redis_rounds(server: RedisServer, side_list, rate: int, seconds: float, rounds: int) -> dict:
+    """`in_redis` for each side, `buffer_interval_ms` 100 and unset, in
+    `rounds` rounds whose side order turns each round: per side and
+    setting, the percentiles of all rounds' probes together (a write still
+    not in Redis 10 s after the last call counts as never: None) and each
+    round's p99."""
+    runs = [(s, b) for s in side_list for b in (100, None)]
+    got: dict[str, list[dict]] = {}
+    for k in range(rounds):
+        turn = (k * 2) % len(runs)
+        for s, b in runs[turn:] + runs[:turn]:
+            got.setdefault(f"{s.name}/{b or 'unset'}", []).append(in_redis(server, s, b, rate, seconds, k))
+
+    def ms(v):
         return None if v == float("inf") else v / 1e6
 
-    return {
-        "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99)), "max_seen_ms": ms(pct(res["lat_ns"], 1.0)),
-        "probes": len(lat), "not_in_redis_10s_after_the_last_call": res["unresolved"],
-        "calls": total, "calls_per_s": total / elapsed,
-    }
+    out: dict = {"rounds": rounds}
+    for key, rs in got.items():
+        lat = [x for r in rs for x in r["lat_ns"] + [float("inf")] * r["unresolved"]]
+        seen = [x for r in rs for x in r["lat_ns"]]
+        unresolved = sum(r["unresolved"] for r in rs)
+        out[key] = {
+            "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99)), "max_seen_ms": ms(pct(seen, 1.0)),
+            "probes": len(lat), "not_in_redis_10s_after_the_last_call": unresolved,
+            "p99_ms_per_round": [ms(pct(r["lat_ns"] + [float("inf")] * r["unresolved"], 0.99)) for r in rs],
+            "calls": sum(r["calls"] for r in rs), "calls_per_s": sum(r["calls"] for r in rs) / sum(r["elapsed_s"] for r in rs),
+        }
+    return out
 
 
 def client_kill(server: RedisServer, side, buffer_interval_ms, n: int, rate: int) -> dict:
@@ -786,10 +809,9 @@ def run(server: RedisServer) -> None:
 
     if "in-redis" in wanted:
         phase("in Redis at 2,000 calls/s")
-        report["in_redis_2000_per_s"] = {}
-        for s in side_list:
-            for b in (100, None):
-                report["in_redis_2000_per_s"][f"{s.name}/{b or 'unset'}"] = in_redis(server, s, b, 2_000, 4.0)
+        report["in_redis_2000_per_s"] = in_redis_rounds(
+            server, side_list, 2_000, 4.0, env_int("NBENCH_INREDIS_ROUNDS", 3)
+        )
         r.flushall()
 
     if "kill" in wanted:
@@ -880,6 +902,9 @@ def print_table(rep: dict, side_list) -> None:
         row(f"in Redis at 2,000 calls/s, buffer {b}: p50 / p99 ms", [
             f"{ms(ir[f'{n}/{b}']['p50_ms'])} / {ms(ir[f'{n}/{b}']['p99_ms'])}"
             f" ({ir[f'{n}/{b}']['not_in_redis_10s_after_the_last_call']} never)" for n in names
+        ])
+        row(f"  its p99 in each of {ir['rounds']} rounds, ms", [
+            ", ".join(ms(v) for v in ir[f"{n}/{b}"]["p99_ms_per_round"]) for n in names
         ])
     for size, r in rep.get("restart", {}).items():
         row(f"restart of {int(size):,} orders the node's way", [took(r[n]) for n in names])
