@@ -19,18 +19,16 @@ use crate::net;
 use crate::seq::Seq;
 use crate::store::keys::Keys;
 
-pub(super) struct Producer {
-    pub(super) tx: Sender<Msg>,
-    next_seq: u64,
-}
-
 /// A handle to the write-behind cache: cheap, non-blocking writes on the
 /// calling thread, persisted to Redis by one flusher thread.
 ///
 /// `Cache` is `Send + Sync`: share it between threads behind an `Arc`.
 /// Writes from several threads are ordered by their [`Seq`].
 pub struct Cache {
-    pub(super) producer: Mutex<Producer>,
+    /// The channel's sending end. Its lock numbers the writes: the next
+    /// sequence number is `Shared::accepted() + 1`, taken and sent under
+    /// it, so sequence order is channel order across threads.
+    pub(super) producer: Mutex<Sender<Msg>>,
     /// The flusher thread: what it shares with callers, its end of life.
     pub(crate) writer: Handle,
     pub(super) cfg: Config,
@@ -108,7 +106,7 @@ impl Cache {
             .spawn(move || flusher.run())
             .map_err(|e| Error::no_thread("the flusher thread", config.redacted_url(), &e))?;
         Ok(Cache {
-            producer: Mutex::new(Producer { tx, next_seq: 0 }),
+            producer: Mutex::new(tx),
             writer: Handle::new(shared, done_rx, thread),
             cfg: config,
             keys,
@@ -184,7 +182,7 @@ impl Cache {
         let id = Ident::new(id).map_err(PushError::InvalidId)?;
         let collection = <E::Of as Entity>::COLLECTION;
         if collection == "accounts" && !self.cfg.persist_account_events {
-            return Ok(Seq::new(self.producer.lock().next_seq));
+            return Ok(Seq::new(self.writer.shared.accepted()));
         }
         let rec = event.to_record();
         self.push(|seq| Msg::Append { seq, collection, id, rec }, || event.clone())
@@ -279,12 +277,11 @@ impl Cache {
             // threads; it is held for one `try_send` only, never across a
             // wait (so a `Reject` call never waits behind a blocked one),
             // and the flusher never takes it.
-            let mut p = self.producer.lock();
-            let seq = p.next_seq + 1;
+            let tx = self.producer.lock();
+            let seq = self.writer.shared.accepted() + 1;
             msg.set_seq(seq);
-            match p.tx.try_send(msg) {
+            match tx.try_send(msg) {
                 Ok(()) => {
-                    p.next_seq = seq;
                     // (After the send: see `Shared::note_accepted`.)
                     self.writer.shared.note_accepted(seq);
                     return Ok(Seq::new(seq));
@@ -292,7 +289,7 @@ impl Cache {
                 Err(TrySendError::Disconnected(_)) => break true,
                 Err(TrySendError::Full(m)) => msg = m,
             }
-            drop(p);
+            drop(tx);
             let OverflowPolicy::Block { timeout } = overflow else { break false };
             let (deadline, spins) = waited.get_or_insert_with(|| (net::deadline_after(timeout), 0));
             if !pause_before_retry(*deadline, spins) {
@@ -378,7 +375,7 @@ impl Cache {
         }
         // Not a write: no sequence number to order, so no producer lock
         // (a request waiting for room never holds up a write).
-        let tx = self.producer.lock().tx.clone();
+        let tx = self.producer.lock().clone();
         let mut waited: Option<(Instant, u32)> = None;
         loop {
             msg = match tx.try_send(msg) {

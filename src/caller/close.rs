@@ -57,7 +57,7 @@ impl Cache {
             timeout,
             || {},
             |deadline| {
-                let _ = self.producer.lock().tx.try_send(Msg::Shutdown { deadline });
+                let _ = self.producer.lock().try_send(Msg::Shutdown { deadline });
             },
         )
     }
