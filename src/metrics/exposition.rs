@@ -16,7 +16,7 @@ use std::fmt::{self, Display, Write as _};
 
 use crate::channel::Count;
 use crate::channel::{Shared, LAT_BUCKETS};
-use crate::Cache;
+use crate::{Cache, Config};
 use MetricType::{Counter, Gauge, Histogram};
 
 /// The type of a metric family, as written on its `# TYPE` line.
@@ -282,17 +282,22 @@ pub(crate) fn last_error_secs(shared: &Shared) -> f64 {
     at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The labels of a cache's samples, the first `n` of the array:
+/// `trader_id`, `instance_id` (with `use_instance_id`), `writer_id`; one
+/// slot more for the info family's `version`.
+pub(crate) fn cache_labels(cfg: &Config) -> ([(&'static str, &str); 4], usize) {
+    let (trader, writer) = (("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str()));
+    match cfg.instance_id.as_deref().filter(|_| cfg.use_instance_id) {
+        Some(i) => ([trader, ("instance_id", i), writer, ("", "")], 3),
+        None => ([trader, writer, ("", ""), ("", "")], 2),
+    }
+}
+
 /// Writes one family's samples for one cache.
 fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
     let shared: &Shared = &cache.writer.shared;
     let cfg = cache.config();
-    // trader_id, instance_id (with use_instance_id), writer_id, and room
-    // for the info family's version.
-    let (trader, writer) = (("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str()));
-    let (mut l, n) = match cfg.instance_id.as_deref().filter(|_| cfg.use_instance_id) {
-        Some(i) => ([trader, ("instance_id", i), writer, ("", "")], 3),
-        None => ([trader, writer, ("", ""), ("", "")], 2),
-    };
+    let (mut l, n) = cache_labels(cfg);
     let labels = &l[..n];
     match source {
         Source::Info => {

@@ -73,10 +73,7 @@ impl OrderStatus {
 
     /// Whether the order is done: rejected, canceled, expired or filled.
     pub fn is_closed(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Rejected | OrderStatus::Canceled | OrderStatus::Expired | OrderStatus::Filled
-        )
+        !self.is_open() && self != OrderStatus::Initialized
     }
 }
 
