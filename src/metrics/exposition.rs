@@ -8,9 +8,7 @@
 //! for a moment), takes nothing the writing threads use, and into a
 //! `String` with room to spare allocates nothing (`tests/it/metrics.rs`).
 //! Not `prometheus-client`'s: that crate writes OpenMetrics text only,
-//! which would change what every scrape config and dashboard reads. Feature
-//! `metrics` hands the same counters to any `metrics` recorder
-//! (`MetricsReporter`).
+//! which would change what every scrape config and dashboard reads.
 
 use std::fmt::{self, Display, Write as _};
 
@@ -58,7 +56,6 @@ pub(crate) struct Float(pub(crate) f64);
 impl Display for Float {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            v if v.is_nan() => f.write_str("NaN"),
             v if v.is_infinite() => f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" }),
             v => write!(f, "{v}"),
         }
@@ -129,7 +126,6 @@ fn pow2_histogram(out: &mut String, name: &str, labels: &[(&str, &str)], counts:
 /// How a family reads its sample(s) from a cache's counters.
 #[derive(Clone, Copy)]
 pub(crate) enum Source {
-    /// Always 1; labels: crate version and value encoding.
     Info,
     Value(fn(&Shared) -> u64),
     /// One value per reason a write was dropped (label `reason`).

@@ -317,9 +317,7 @@ impl Order {
             OrderEventKind::Canceled => next = to(status == S::Initialized || status.is_open(), S::Canceled)?,
             OrderEventKind::Expired => next = to(status.is_open(), S::Expired)?,
             OrderEventKind::Updated { quantity, price, trigger_price } => {
-                if !(status == S::Initialized || status.is_open()) {
-                    return Err(refuse());
-                }
+                next = to(status == S::Initialized || status.is_open(), status)?;
                 if quantity.cmp_value(&self.filled_qty).is_lt() {
                     return Err(OrderError::Overfill { filled: self.filled_qty, quantity: *quantity });
                 }

@@ -10,8 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::*;
 
 /// The methods all three types share, written once: `$noun` names the value
-/// in the docs ("value" / "amount"), `$rounding` how `rescale` rounds, and
-/// `$same` a field (money's currency) the two sides of a sum must share.
+/// in the docs ("value" / "amount"), `$rounding` how `rescale` rounds,
+/// `$add_none` when `checked_add` gives `None`, and `$same` a field (money's
+/// currency) the two sides of a sum must share.
 macro_rules! fixed_common {
     ($T:ident, $raw:ty, $noun:literal, $rounding:literal, $add_none:literal $(, $same:ident)?) => {
         impl $T {
@@ -49,7 +50,7 @@ macro_rules! fixed_common {
 }
 
 /// What `Price` and `Quantity` share beyond `fixed_common`: construction,
-/// parsing, addition, ordering, display and the stored `[raw, precision]`.
+/// parsing, ordering, display and the stored `[raw, precision]`.
 /// `$syntax` is the text the parsers read, `$range` its error for a value
 /// that does not fit, `$what` names the type in decode errors.
 macro_rules! fixed_decimal {
