@@ -347,7 +347,7 @@ impl Shared {
         self.lat_sum_us.fetch_add(us, Relaxed);
     }
 
-    /// Read by the metrics exposition (`src/metrics.rs`), which must not
+    /// Read by the metrics exposition (`src/metrics/exposition.rs`), which must not
     /// allocate: every error class with its count (zeros included), in
     /// [`ErrorKind::ALL`] order.
     pub(crate) fn error_counts(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {

@@ -8,15 +8,13 @@
 //! for a moment), takes nothing the writing threads use, and into a
 //! `String` with room to spare allocates nothing (`tests/it/metrics.rs`).
 //! Not `prometheus-client`'s: that crate writes OpenMetrics text only,
-//! which would change what every scrape config and dashboard reads. Feature
-//! `metrics` hands the same counters to any `metrics` recorder
-//! (`MetricsReporter`).
+//! which would change what every scrape config and dashboard reads.
 
 use std::fmt::{self, Display, Write as _};
 
 use crate::channel::Count;
 use crate::channel::{Shared, LAT_BUCKETS};
-use crate::Cache;
+use crate::{Cache, Config};
 use MetricType::{Counter, Gauge, Histogram};
 
 /// The type of a metric family, as written on its `# TYPE` line.
@@ -58,7 +56,6 @@ pub(crate) struct Float(pub(crate) f64);
 impl Display for Float {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            v if v.is_nan() => f.write_str("NaN"),
             v if v.is_infinite() => f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" }),
             v => write!(f, "{v}"),
         }
@@ -129,7 +126,6 @@ fn pow2_histogram(out: &mut String, name: &str, labels: &[(&str, &str)], counts:
 /// How a family reads its sample(s) from a cache's counters.
 #[derive(Clone, Copy)]
 pub(crate) enum Source {
-    /// Always 1; labels: crate version and value encoding.
     Info,
     Value(fn(&Shared) -> u64),
     /// One value per reason a write was dropped (label `reason`).
@@ -282,17 +278,22 @@ pub(crate) fn last_error_secs(shared: &Shared) -> f64 {
     at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The labels of a cache's samples, the first `n` of the array:
+/// `trader_id`, `instance_id` (with `use_instance_id`), `writer_id`; one
+/// slot more for the info family's `version`.
+pub(crate) fn cache_labels(cfg: &Config) -> ([(&'static str, &str); 4], usize) {
+    let (trader, writer) = (("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str()));
+    match cfg.instance_id.as_deref().filter(|_| cfg.use_instance_id) {
+        Some(i) => ([trader, ("instance_id", i), writer, ("", "")], 3),
+        None => ([trader, writer, ("", ""), ("", "")], 2),
+    }
+}
+
 /// Writes one family's samples for one cache.
 fn write_source(out: &mut String, name: &str, source: Source, cache: &Cache) {
     let shared: &Shared = &cache.writer.shared;
     let cfg = cache.config();
-    // trader_id, instance_id (with use_instance_id), writer_id, and room
-    // for the info family's version.
-    let (trader, writer) = (("trader_id", cfg.trader_id.as_str()), ("writer_id", cfg.writer_id.as_str()));
-    let (mut l, n) = match cfg.instance_id.as_deref().filter(|_| cfg.use_instance_id) {
-        Some(i) => ([trader, ("instance_id", i), writer, ("", "")], 3),
-        None => ([trader, writer, ("", ""), ("", "")], 2),
-    };
+    let (mut l, n) = cache_labels(cfg);
     let labels = &l[..n];
     match source {
         Source::Info => {

@@ -4,8 +4,8 @@
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit};
 
-use super::exposition::{last_error_secs, MetricType, Source, FAMILIES};
-use crate::channel::{Shared, LAT_BUCKETS};
+use super::exposition::{cache_labels, last_error_secs, MetricType, Source, FAMILIES};
+use crate::channel::LAT_BUCKETS;
 use crate::Cache;
 
 /// Hands a [`Cache`]'s counters, gauges and ack-latency histogram to the
@@ -58,14 +58,8 @@ impl MetricsReporter {
     /// Publishes the cache's current values to the installed recorder.
     pub fn report(&mut self, cache: &Cache) {
         let shared = &cache.writer.shared;
-        let cfg = cache.config();
-        let mut labels = vec![Label::new("trader_id", cfg.trader_id.clone())];
-        if cfg.use_instance_id {
-            if let Some(i) = &cfg.instance_id {
-                labels.push(Label::new("instance_id", i.clone()));
-            }
-        }
-        labels.push(Label::new("writer_id", cfg.writer_id.clone()));
+        let (l, n) = cache_labels(cache.config());
+        let labels: Vec<Label> = l[..n].iter().map(|&(k, v)| Label::new(k, v.to_owned())).collect();
         let with = |k: &'static str, v: &'static str| {
             let mut l = labels.clone();
             l.push(Label::new(k, v));
@@ -88,23 +82,20 @@ impl MetricsReporter {
                     }
                 }
                 Source::LastError => gauge!(name, labels.iter()).set(last_error_secs(shared)),
-                Source::AckLatency => self.record_latency(name, shared, &labels),
+                Source::AckLatency => {
+                    let h = histogram!(name, labels.iter());
+                    let (counts, _) = shared.latency_histogram();
+                    for (i, (now, seen)) in counts.iter().zip(self.seen_buckets.iter_mut()).enumerate() {
+                        let new = now.saturating_sub(*seen);
+                        *seen = *now;
+                        if new > 0 {
+                            // Bucket i holds 2^i to 2^(i+1) µs: record its middle.
+                            let mid_us = 1.5 * (1u64 << i) as f64;
+                            h.record_many(mid_us * 1e-6, usize::try_from(new).unwrap_or(usize::MAX));
+                        }
+                    }
+                }
                 Source::Info => {}
-            }
-        }
-    }
-
-    /// Records the latency observations made since the previous call.
-    fn record_latency(&mut self, name: &'static str, shared: &Shared, labels: &[Label]) {
-        let (counts, _) = shared.latency_histogram();
-        let h = histogram!(name, labels.iter());
-        for (i, (now, seen)) in counts.iter().zip(self.seen_buckets.iter_mut()).enumerate() {
-            let new = now.saturating_sub(*seen);
-            *seen = *now;
-            if new > 0 {
-                // Bucket i holds 2^i to 2^(i+1) µs: record its middle.
-                let mid_us = 1.5 * (1u64 << i) as f64;
-                h.record_many(mid_us * 1e-6, usize::try_from(new).unwrap_or(usize::MAX));
             }
         }
     }

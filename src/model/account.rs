@@ -256,10 +256,7 @@ mod slots {
             let expected = format!("a sequence of at most {N} entries");
             return Err(serde::de::Error::invalid_length(N + 1, &expected.as_str()));
         }
-        let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
-        for (slot, x) in out.iter_mut().zip(v) {
-            *slot = x;
-        }
-        Ok(out)
+        let mut v = v.into_iter();
+        Ok(std::array::from_fn(|_| v.next().flatten()))
     }
 }

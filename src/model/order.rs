@@ -73,10 +73,7 @@ impl OrderStatus {
 
     /// Whether the order is done: rejected, canceled, expired or filled.
     pub fn is_closed(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Rejected | OrderStatus::Canceled | OrderStatus::Expired | OrderStatus::Filled
-        )
+        !self.is_open() && self != OrderStatus::Initialized
     }
 }
 
@@ -320,9 +317,7 @@ impl Order {
             OrderEventKind::Canceled => next = to(status == S::Initialized || status.is_open(), S::Canceled)?,
             OrderEventKind::Expired => next = to(status.is_open(), S::Expired)?,
             OrderEventKind::Updated { quantity, price, trigger_price } => {
-                if !(status == S::Initialized || status.is_open()) {
-                    return Err(refuse());
-                }
+                next = to(status == S::Initialized || status.is_open(), status)?;
                 if quantity.cmp_value(&self.filled_qty).is_lt() {
                     return Err(OrderError::Overfill { filled: self.filled_qty, quantity: *quantity });
                 }

@@ -10,9 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::*;
 
 /// The methods all three types share, written once: `$noun` names the value
-/// in the docs ("value" / "amount"), `$rounding` how `rescale` rounds.
+/// in the docs ("value" / "amount"), `$rounding` how `rescale` rounds,
+/// `$add_none` when `checked_add` gives `None`, and `$same` a field (money's
+/// currency) the two sides of a sum must share.
 macro_rules! fixed_common {
-    ($T:ident, $raw:ty, $noun:literal, $rounding:literal) => {
+    ($T:ident, $raw:ty, $noun:literal, $rounding:literal, $add_none:literal $(, $same:ident)?) => {
         impl $T {
             #[doc = concat!("The same ", $noun, " with `precision` decimals, rounding ", $rounding)]
             /// when decimals are dropped; `None` if it does not fit.
@@ -32,17 +34,28 @@ macro_rules! fixed_common {
             pub fn as_f64(self) -> f64 {
                 to_f64(i128::from(self.raw), self.precision)
             }
+
+            #[doc = concat!("The sum at the larger precision; `None` ", $add_none, ".")]
+            pub fn checked_add(self, other: $T) -> Option<$T> {
+                $(if self.$same != other.$same {
+                    return None;
+                })?
+                let p = self.precision.max(other.precision);
+                let (mut sum, b) = (self.rescale(p)?, other.rescale(p)?);
+                sum.raw = <$raw>::try_from(i128::from(sum.raw) + i128::from(b.raw)).ok()?;
+                Some(sum)
+            }
         }
     };
 }
 
 /// What `Price` and `Quantity` share beyond `fixed_common`: construction,
-/// parsing, addition, ordering, display and the stored `[raw, precision]`.
-/// `$syntax` is the text `from_str` reads, `$range` its error for a value
+/// parsing, ordering, display and the stored `[raw, precision]`.
+/// `$syntax` is the text the parsers read, `$range` its error for a value
 /// that does not fit, `$what` names the type in decode errors.
 macro_rules! fixed_decimal {
     ($T:ident, $raw:ty, $rounding:literal, $syntax:literal, $range:literal, $what:literal) => {
-        fixed_common!($T, $raw, "value", $rounding);
+        fixed_common!($T, $raw, "value", $rounding, "on overflow");
 
         impl $T {
             /// `raw / 10^precision`.
@@ -50,17 +63,21 @@ macro_rules! fixed_decimal {
                 $T { raw, precision }
             }
 
-            /// The sum at the larger precision; `None` on overflow.
-            pub fn checked_add(self, other: $T) -> Option<$T> {
-                let p = self.precision.max(other.precision);
-                let raw = i128::from(self.rescale(p)?.raw) + i128::from(other.rescale(p)?.raw);
-                Some($T::new(<$raw>::try_from(raw).ok()?, p))
-            }
-
             /// Compares the values exactly, ignoring how many decimals each has
             /// (`1.0` equals `1.000` here; [`Ord`] orders them by precision).
             pub fn cmp_value(&self, other: &$T) -> Ordering {
                 cmp_values(i128::from(self.raw), self.precision, i128::from(other.raw), other.precision)
+            }
+
+            #[doc = concat!("Parses `", $syntax, "` aligned to exactly `precision` decimals")]
+            /// (`"1.5"` at 2 is `raw` 150).
+            ///
+            /// # Errors
+            ///
+            /// When the text is not of that form, has more decimal places
+            /// than `precision`, or does not fit.
+            pub fn from_str_with_precision(s: &str, precision: u8) -> Result<$T, ParseError> {
+                $T::from_decimal(s, parse_decimal_at(s, precision)?, precision)
             }
 
             fn from_decimal(s: &str, raw: i128, precision: u8) -> Result<$T, ParseError> {
@@ -146,17 +163,6 @@ fixed_decimal!(
 );
 
 impl Price {
-    /// Parses decimal text and aligns it to exactly `precision` decimals
-    /// (`"1.5"` at 2 is `Price::new(150, 2)`).
-    ///
-    /// # Errors
-    ///
-    /// When the text is not a decimal number, has more decimal places than
-    /// `precision`, or does not fit.
-    pub fn from_str_with_precision(s: &str, precision: u8) -> Result<Price, ParseError> {
-        Price::from_decimal(s, parse_decimal_at(s, precision)?, precision)
-    }
-
     /// The difference at the larger precision; `None` on overflow.
     pub fn checked_sub(self, other: Price) -> Option<Price> {
         self.checked_add(Price::new(other.raw.checked_neg()?, other.precision))
@@ -200,16 +206,6 @@ impl Quantity {
         Quantity { raw: 0, precision }
     }
 
-    /// Parses decimal text and aligns it to exactly `precision` decimals.
-    ///
-    /// # Errors
-    ///
-    /// When the text is not a non-negative decimal number, has more decimal
-    /// places than `precision`, or does not fit.
-    pub fn from_str_with_precision(s: &str, precision: u8) -> Result<Quantity, ParseError> {
-        Quantity::from_decimal(s, parse_decimal_at(s, precision)?, precision)
-    }
-
     /// The difference at the larger precision; `None` if it would be
     /// negative or on overflow.
     pub fn checked_sub(self, other: Quantity) -> Option<Quantity> {
@@ -242,7 +238,14 @@ pub struct Money {
     pub currency: Currency,
 }
 
-fixed_common!(Money, i64, "amount", "half away from zero");
+fixed_common!(
+    Money,
+    i64,
+    "amount",
+    "half away from zero",
+    "if the currencies differ or on overflow",
+    currency
+);
 
 impl Money {
     /// `raw / 10^precision` in `currency`.
@@ -253,17 +256,6 @@ impl Money {
     /// Zero in `currency` with `precision` decimals.
     pub const fn zero(precision: u8, currency: Currency) -> Self {
         Money { raw: 0, precision, currency }
-    }
-
-    /// The sum at the larger precision; `None` if the currencies differ or
-    /// on overflow.
-    pub fn checked_add(self, other: Money) -> Option<Money> {
-        if self.currency != other.currency {
-            return None;
-        }
-        let p = self.precision.max(other.precision);
-        let raw = i128::from(self.rescale(p)?.raw) + i128::from(other.rescale(p)?.raw);
-        Some(Money::new(i64::try_from(raw).ok()?, p, self.currency))
     }
 
     /// The difference at the larger precision; `None` if the currencies

@@ -86,7 +86,10 @@ impl UnixNanos {
         };
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo) || d == 0 || d > u64::from(days_in_month(y as i64, mo as u32)) {
+        // A date is real when it survives the round trip through its day number.
+        let date = (y as i64, mo as u32, d as u32);
+        let days = days_from_civil(date.0, date.1, date.2);
+        if civil_from_days(days) != date {
             return Err(bad("no such date"));
         }
         // Second 60 (a leap second) is read as the next second's start.
@@ -120,7 +123,6 @@ impl UnixNanos {
             }
             _ => return Err(bad("expected 'Z' or a ±HH:MM offset at the end")),
         };
-        let days = days_from_civil(y as i64, mo as u32, d as u32);
         let secs = days * 86_400 + (h * 3600 + mi * 60 + se) as i64 - offset_secs;
         u64::try_from(secs)
             .ok()
@@ -152,19 +154,6 @@ impl fmt::Display for Iso8601 {
         let (y, m, d) = civil_from_days((secs / 86_400) as i64);
         let rem = secs % 86_400;
         write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-    }
-}
-
-fn is_leap(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }
 
