@@ -178,14 +178,8 @@ impl Writer {
             self.write_batch();
         }
         self.io.stop(self.shutdown.unwrap_or_else(Instant::now));
-        let report = self.shared.close_report(self.received_seq);
-        if report.unpersisted > 0 {
-            log::warn!(
-                "tradecache::kv: writer stopped with {} cache write(s) not written",
-                report.unpersisted
-            );
-        }
-        let _ = self.done.try_send(report);
+        // What is left unwritten is `close`'s error, or `Drop`'s warning.
+        let _ = self.done.try_send(self.shared.close_report(self.received_seq));
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
