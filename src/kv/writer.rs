@@ -32,7 +32,7 @@ use super::route::{Links, Topology};
 use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::{Count, Shared};
 use crate::error::CloseReport;
-use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
+use crate::net::{self, reply_error, Action, Failure, Packer, Retry};
 use crate::ErrorKind;
 
 /// The batch the I/O thread is writing.
@@ -63,8 +63,7 @@ pub(crate) struct Writer {
     reset: bool,
     pending: HashMap<Item, Pend, KeyHash>,
     received_seq: u64,
-    backoff: Backoff,
-    retry_at: Option<Instant>,
+    retry: Retry,
     shutdown: Option<Instant>,
     /// The class of the last failure: what a write dropped in an outage is
     /// counted under.
@@ -108,14 +107,13 @@ impl Writer {
         done: Sender<CloseReport>,
         links: Links,
     ) -> std::io::Result<JoinHandle<()>> {
-        let backoff = Backoff::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
         shared.set_connected(true);
         let io = io::spawn(topo.clone(), links, shared.clone())?;
         shared.set_alive(true);
         let writer = Writer {
-            backoff,
+            retry: Retry::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max),
             topo,
             rx,
             shared,
@@ -126,7 +124,6 @@ impl Writer {
             reset: false,
             pending: HashMap::default(),
             received_seq: 0,
-            retry_at: None,
             shutdown: None,
             last_class: ErrorKind::Io,
             packer: Packer::default(),
@@ -171,8 +168,8 @@ impl Writer {
                 continue;
             }
             self.drain();
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                net::pause(self.retry_at, self.shutdown);
+            if self.retry.is_waiting() {
+                self.retry.pause(self.shutdown);
                 continue;
             }
             self.write_batch();
@@ -186,7 +183,7 @@ impl Writer {
     /// waiting to retry (coalesced, and past `max_pending_keys` dropped), so
     /// the channel never fills because Redis is away.
     fn drain(&mut self) {
-        let waiting = self.retry_at.is_some();
+        let waiting = self.retry.is_scheduled();
         let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
         self.take_queued(|w, n| n < limit && (waiting || w.held() < w.cfg.max_pending_keys));
     }
@@ -318,8 +315,7 @@ impl Writer {
             Ok(()) => {
                 self.shared.record_batch_latency(started.elapsed());
                 self.shared.add(Count::Batches, 1);
-                self.backoff.reset();
-                self.retry_at = None;
+                self.retry.reset();
                 if self.shared.set_backpressure(None) {
                     log::info!("tradecache::kv: Redis accepts writes again");
                 }
@@ -488,7 +484,7 @@ impl Writer {
             // WaitRetry, Drop (and fencing, which a cache never meets).
             _ => {}
         }
-        self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+        self.retry.schedule();
     }
 }
 
