@@ -62,7 +62,7 @@ impl Kv {
     /// [`crate::ErrorKind::Timeout`], …) when Redis cannot answer.
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
         let t0 = self.clock();
-        let out = self.lookup(self.item(namespace, key)?.key())?.hit();
+        let out = self.lookup(self.item(namespace, key)?.as_str())?.hit();
         self.count(out.is_some());
         self.timed(Op::Get, t0, namespace, key);
         Ok(out)
@@ -83,7 +83,7 @@ impl Kv {
         // The keys Redis must be asked for: their index and near-cache ticket.
         let mut remote = Vec::new();
         for (i, k) in full.iter().enumerate() {
-            let found = self.local(k.key()).unwrap_or_else(|ticket| {
+            let found = self.local(k).unwrap_or_else(|ticket| {
                 remote.push((i, ticket));
                 Found2::Miss
             });
@@ -91,11 +91,11 @@ impl Kv {
         }
         if !remote.is_empty() {
             let replies = self.call(|| {
-                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].key().to_vec()).collect();
+                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].as_bytes().to_vec()).collect();
                 self.pool.mget(&ask, self.cfg.max_batch_size)
             })?;
             for ((i, ticket), reply) in remote.into_iter().zip(replies.into_iter().flatten()) {
-                out[i] = self.found_in(full[i].key(), reply, ticket).hit();
+                out[i] = self.found_in(&full[i], reply, ticket).hit();
             }
         }
         for v in &out {
@@ -115,15 +115,15 @@ impl Kv {
     pub fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
         let t0 = self.clock();
         let item = self.item(namespace, key)?;
-        let full = item.key();
+        let full = item.as_str();
         // The near cache before the queued writes, as in `local`.
-        let near = self.near.as_ref().map(|n| n.get(full));
+        let near = self.near.as_ref().map(|n| n.get(full.as_bytes()));
         let found = match self.overlay.lookup(full, self.writer.shared.acked()) {
             Found::Value(_) => true,
             Found::Absent => false,
             Found::Unknown => match near {
                 Some(Ok(_)) => true,
-                _ => self.call(|| self.pool.exists(full))?.unwrap_or(false),
+                _ => self.call(|| self.pool.exists(full.as_bytes()))?.unwrap_or(false),
             },
         };
         self.timed(Op::Exists, t0, namespace, key);
@@ -189,7 +189,7 @@ impl Kv {
     {
         let t0 = self.clock();
         let item = self.item(namespace, key)?;
-        let full = item.key();
+        let full = item.as_str();
         let expires = self.expires_at(namespace, ttl)?;
         let finish = |v: T, hit: bool| {
             self.count(hit);
@@ -205,7 +205,7 @@ impl Kv {
         // From here on the call returns a computed value (its own or,
         // waiting, another caller's): a miss, unless the re-check below
         // finds the value cached after all.
-        let value = match self.flights.join(full) {
+        let value = match self.flights.join(full.as_bytes()) {
             Role::Follower(shared) => {
                 self.metrics.flight_waits.fetch_add(1, Relaxed);
                 shared.and_then(|v| decode_value::<T>(&*v, enc).ok()).unwrap_or_else(|| self.compute(compute))
@@ -237,12 +237,12 @@ impl Kv {
     }
 
     /// The local layers, then Redis (through the breaker).
-    fn lookup<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Found2<T>> {
+    fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Found2<T>> {
         let ticket = match self.local(key) {
             Ok(found) => return Ok(found),
             Err(t) => t,
         };
-        Ok(match self.call(|| self.pool.get(key))? {
+        Ok(match self.call(|| self.pool.get(key.as_bytes()))? {
             Some(reply) => self.found_in(key, reply, ticket),
             None => Found2::Skipped,
         })
@@ -258,8 +258,8 @@ impl Kv {
     /// Redis holds it or newer); or before, and `fill` refuses a value read
     /// from Redis on that ticket. The other way round, a write between the
     /// two let an older value from Redis be kept and served once settled.
-    fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<Ticket>> {
-        let near = self.near.as_ref().map(|n| n.get(key));
+    fn local<T: DeserializeOwned>(&self, key: &str) -> std::result::Result<Found2<T>, Option<Ticket>> {
+        let near = self.near.as_ref().map(|n| n.get(key.as_bytes()));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
                 self.metrics.overlay_hits.fetch_add(1, Relaxed);
@@ -278,14 +278,14 @@ impl Kv {
         }
     }
 
-    fn found_in<T: DeserializeOwned>(&self, key: &[u8], reply: Reply, ticket: Option<Ticket>) -> Found2<T> {
+    fn found_in<T: DeserializeOwned>(&self, key: &str, reply: Reply, ticket: Option<Ticket>) -> Found2<T> {
         let value = match reply {
             Reply::Nil => return Found2::Miss,
             Reply::Refused(text) => Err(text),
             Reply::Value(stored) => {
                 frame::unframe(&stored, self.cfg.redis.max_value_bytes).and_then(|(enc, body)| {
                     if let (Some(near), Some(t)) = (&self.near, ticket) {
-                        near.fill(t, key, Arc::from(&body[..]), enc);
+                        near.fill(t, key.as_bytes(), Arc::from(&body[..]), enc);
                     }
                     frame::decode_body(&body, enc)
                 })
@@ -296,11 +296,10 @@ impl Kv {
 
     /// A decoded value is a hit; an undecodable one a miss, counted as
     /// corrupt and logged.
-    fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
+    fn decoded<T>(&self, key: &str, r: std::result::Result<T, String>) -> Found2<T> {
         r.map_or_else(
             |text| {
                 self.metrics.corrupt.fetch_add(1, Relaxed);
-                let key = String::from_utf8_lossy(key);
                 log::warn!("tradecache::kv: unusable value at {key} (counted as a miss): {text}");
                 Found2::Miss
             },

@@ -26,7 +26,7 @@ use redis::Value;
 use super::config::KvConfig;
 use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
-use super::op::{Item, KeyHash, KvMsg, Op};
+use super::op::{KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
 use crate::channel::intake::{self, AliveGuard, Intake, Wake};
@@ -61,7 +61,7 @@ pub(crate) struct Writer {
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
     reset: bool,
-    pending: HashMap<Item, Pend, KeyHash>,
+    pending: HashMap<crate::ident::Ident, Pend, KeyHash>,
     received_seq: u64,
     retry: Retry,
     shutdown: Option<Instant>,
@@ -226,9 +226,9 @@ impl Writer {
     }
 
     fn drop_write(&mut self, p: &Pend, class: ErrorKind, detail: String) {
-        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
+        let key = p.op.item().to_string();
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
-        self.overlay.forget(p.op.item().key(), p.seq);
+        self.overlay.forget(p.op.item(), p.seq);
     }
 
     /// Publishes how far writes are settled: up to the oldest one held.
@@ -279,7 +279,7 @@ impl Writer {
             Work::Single { replies: batch.len() + 2 }
         } else {
             Work::Cluster {
-                cmds: batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect(),
+                cmds: batch.iter().zip(at).map(|(p, r)| (p.op.item().as_bytes().to_vec(), r)).collect(),
             }
         };
         let job =
@@ -334,7 +334,7 @@ impl Writer {
             Op::Set { item, value, expires } => {
                 let ms = expires.map(|t| remaining_ms(t, now));
                 if ms == Some(None) {
-                    self.packer.cmd(&[b"DEL", item.key()]);
+                    self.packer.cmd(&[b"DEL", item.as_bytes()]);
                     return Ok(());
                 }
                 self.raw.clear();
@@ -350,15 +350,17 @@ impl Writer {
                 frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
                 let p = &mut self.packer;
                 match ms.flatten() {
-                    Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),
-                    None => p.cmd(&[b"SET", item.key(), &self.framed]),
+                    Some(ms) => {
+                        p.cmd(&[b"SET", item.as_bytes(), &self.framed, b"PX", ms.to_string().as_bytes()])
+                    }
+                    None => p.cmd(&[b"SET", item.as_bytes(), &self.framed]),
                 }
             }
-            Op::Del { key } => self.packer.cmd(&[b"DEL", key.key()]),
-            Op::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.key()]),
+            Op::Del { key } => self.packer.cmd(&[b"DEL", key.as_bytes()]),
+            Op::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.as_bytes()]),
             Op::Expire { key, expires: Some(t) } => match remaining_ms(*t, now) {
-                Some(ms) => self.packer.cmd(&[b"PEXPIRE", key.key(), ms.to_string().as_bytes()]),
-                None => self.packer.cmd(&[b"DEL", key.key()]),
+                Some(ms) => self.packer.cmd(&[b"PEXPIRE", key.as_bytes(), ms.to_string().as_bytes()]),
+                None => self.packer.cmd(&[b"DEL", key.as_bytes()]),
             },
         }
         Ok(())
