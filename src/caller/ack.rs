@@ -199,18 +199,20 @@ impl Cache {
 
     /// Read-your-writes for the point reads: waits until every write
     /// accepted before this call is acknowledged (Redis has it, or the
-    /// flusher dropped it and reported it). Free when nothing is pending;
-    /// nothing is added to the write path.
+    /// flusher dropped it and reported it), for at most one reply and one
+    /// reconnect. Free when nothing is pending; nothing is added to the
+    /// write path.
     ///
     /// # Errors
     ///
-    /// [`Error::WaitTimeout`] after `timeout`; [`Error::Closed`] when the
+    /// [`Error::WaitTimeout`] after that; [`Error::Closed`] when the
     /// flusher has stopped.
-    pub(crate) fn settle_reads(&self, timeout: Duration) -> Result<()> {
+    pub(crate) fn settle_reads(&self) -> Result<()> {
         let accepted = self.writer.shared.accepted();
         if self.writer.shared.acked() >= accepted {
             return Ok(());
         }
+        let timeout = self.cfg.response_timeout + self.cfg.reconnect_backoff_max;
         match self.wait(Seq::new(accepted), timeout) {
             // Acknowledged up to `accepted`, some of it dropped: the reader
             // sees what Redis has; the drops are the caller's to collect.

@@ -29,7 +29,6 @@ mod link;
 mod loss;
 mod pending;
 mod purge;
-mod reconnect;
 mod streams;
 
 use std::sync::Arc;
@@ -42,7 +41,7 @@ use crate::channel::msg::{Msg, PurgeRequest};
 use crate::channel::Shared;
 use crate::config::Config;
 use crate::error::CloseReport;
-use crate::net::{self, Action, Conn, Failure};
+use crate::net::{self, Action, Conn, Failure, Retry};
 use crate::store::keys::Keys;
 use crate::store::marker::Marker;
 
@@ -55,7 +54,6 @@ use inflight::InFlight;
 use link::Link;
 use loss::Loss;
 use purge::PurgeScheduler;
-use reconnect::Retry;
 
 /// The hasher of the flusher's per-key maps: every write is hashed on
 /// arrival and when its batch is built (SipHash showed in throughput

@@ -30,24 +30,6 @@ fn decode_value<T: DeserializeOwned>(v: &dyn DynValue, enc: Encoding) -> std::re
     })
 }
 
-/// What a lookup found.
-enum Found2<T> {
-    Hit(T),
-    /// Absent, expired or corrupt.
-    Miss,
-    /// The breaker kept the call away from Redis.
-    Skipped,
-}
-
-impl<T> Found2<T> {
-    fn hit(self) -> Option<T> {
-        match self {
-            Found2::Hit(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
 impl Kv {
     /// The value cached under `namespace`/`key`, if any: from this
     /// process's queued writes, the near cache, or Redis. `Ok(None)` when
@@ -62,7 +44,7 @@ impl Kv {
     /// [`crate::ErrorKind::Timeout`], …) when Redis cannot answer.
     pub fn get<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
         let t0 = self.clock();
-        let out = self.lookup(self.item(namespace, key)?.key())?.hit();
+        let out = self.lookup(self.item(namespace, key)?.as_str())?.flatten();
         self.count(out.is_some());
         self.timed(Op::Get, t0, namespace, key);
         Ok(out)
@@ -83,19 +65,19 @@ impl Kv {
         // The keys Redis must be asked for: their index and near-cache ticket.
         let mut remote = Vec::new();
         for (i, k) in full.iter().enumerate() {
-            let found = self.local(k.key()).unwrap_or_else(|ticket| {
+            let found = self.local(k).unwrap_or_else(|ticket| {
                 remote.push((i, ticket));
-                Found2::Miss
+                None
             });
-            out.push(found.hit());
+            out.push(found);
         }
         if !remote.is_empty() {
             let replies = self.call(|| {
-                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].key().to_vec()).collect();
+                let ask: Vec<Vec<u8>> = remote.iter().map(|&(i, _)| full[i].as_bytes().to_vec()).collect();
                 self.pool.mget(&ask, self.cfg.max_batch_size)
             })?;
             for ((i, ticket), reply) in remote.into_iter().zip(replies.into_iter().flatten()) {
-                out[i] = self.found_in(full[i].key(), reply, ticket).hit();
+                out[i] = self.found_in(&full[i], reply, ticket);
             }
         }
         for v in &out {
@@ -115,15 +97,15 @@ impl Kv {
     pub fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
         let t0 = self.clock();
         let item = self.item(namespace, key)?;
-        let full = item.key();
+        let full = item.as_str();
         // The near cache before the queued writes, as in `local`.
-        let near = self.near.as_ref().map(|n| n.get(full));
+        let near = self.near.as_ref().map(|n| n.get(full.as_bytes()));
         let found = match self.overlay.lookup(full, self.writer.shared.acked()) {
             Found::Value(_) => true,
             Found::Absent => false,
             Found::Unknown => match near {
                 Some(Ok(_)) => true,
-                _ => self.call(|| self.pool.exists(full))?.unwrap_or(false),
+                _ => self.call(|| self.pool.exists(full.as_bytes()))?.unwrap_or(false),
             },
         };
         self.timed(Op::Exists, t0, namespace, key);
@@ -189,7 +171,7 @@ impl Kv {
     {
         let t0 = self.clock();
         let item = self.item(namespace, key)?;
-        let full = item.key();
+        let full = item.as_str();
         let expires = self.expires_at(namespace, ttl)?;
         let finish = |v: T, hit: bool| {
             self.count(hit);
@@ -197,15 +179,16 @@ impl Kv {
             Ok(v)
         };
         let cacheable = match self.lookup(full) {
-            Ok(Found2::Skipped) | Err(_) => false,
-            Ok(Found2::Miss) => true,
-            Ok(Found2::Hit(v)) => return finish(v, true),
+            Ok(Some(Some(v))) => return finish(v, true),
+            Ok(Some(None)) => true,
+            // The breaker kept the call away from Redis, or Redis failed.
+            Ok(None) | Err(_) => false,
         };
         let enc = self.cfg.encoding();
         // From here on the call returns a computed value (its own or,
         // waiting, another caller's): a miss, unless the re-check below
         // finds the value cached after all.
-        let value = match self.flights.join(full) {
+        let value = match self.flights.join(full.as_bytes()) {
             Role::Follower(shared) => {
                 self.metrics.flight_waits.fetch_add(1, Relaxed);
                 shared.and_then(|v| decode_value::<T>(&*v, enc).ok()).unwrap_or_else(|| self.compute(compute))
@@ -236,16 +219,14 @@ impl Kv {
         f()
     }
 
-    /// The local layers, then Redis (through the breaker).
-    fn lookup<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Found2<T>> {
+    /// The local layers, then Redis (through the breaker, as `call`: `None`
+    /// when it kept the call away from Redis).
+    fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Option<T>>> {
         let ticket = match self.local(key) {
-            Ok(found) => return Ok(found),
+            Ok(found) => return Ok(Some(found)),
             Err(t) => t,
         };
-        Ok(match self.call(|| self.pool.get(key))? {
-            Some(reply) => self.found_in(key, reply, ticket),
-            None => Found2::Skipped,
-        })
+        Ok(self.call(|| self.pool.get(key.as_bytes()))?.map(|reply| self.found_in(key, reply, ticket)))
     }
 
     /// The queued writes, then the near cache; `Err` with the near cache's
@@ -258,14 +239,14 @@ impl Kv {
     /// Redis holds it or newer); or before, and `fill` refuses a value read
     /// from Redis on that ticket. The other way round, a write between the
     /// two let an older value from Redis be kept and served once settled.
-    fn local<T: DeserializeOwned>(&self, key: &[u8]) -> std::result::Result<Found2<T>, Option<Ticket>> {
-        let near = self.near.as_ref().map(|n| n.get(key));
+    fn local<T: DeserializeOwned>(&self, key: &str) -> std::result::Result<Option<T>, Option<Ticket>> {
+        let near = self.near.as_ref().map(|n| n.get(key.as_bytes()));
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
                 self.metrics.overlay_hits.fetch_add(1, Relaxed);
                 return Ok(self.decoded(key, decode_value(&*item, self.cfg.encoding())));
             }
-            Found::Absent => return Ok(Found2::Miss),
+            Found::Absent => return Ok(None),
             Found::Unknown => {}
         }
         match (near, &self.near) {
@@ -278,14 +259,14 @@ impl Kv {
         }
     }
 
-    fn found_in<T: DeserializeOwned>(&self, key: &[u8], reply: Reply, ticket: Option<Ticket>) -> Found2<T> {
+    fn found_in<T: DeserializeOwned>(&self, key: &str, reply: Reply, ticket: Option<Ticket>) -> Option<T> {
         let value = match reply {
-            Reply::Nil => return Found2::Miss,
+            Reply::Nil => return None,
             Reply::Refused(text) => Err(text),
             Reply::Value(stored) => {
                 frame::unframe(&stored, self.cfg.redis.max_value_bytes).and_then(|(enc, body)| {
                     if let (Some(near), Some(t)) = (&self.near, ticket) {
-                        near.fill(t, key, Arc::from(&body[..]), enc);
+                        near.fill(t, key.as_bytes(), Arc::from(&body[..]), enc);
                     }
                     frame::decode_body(&body, enc)
                 })
@@ -296,16 +277,12 @@ impl Kv {
 
     /// A decoded value is a hit; an undecodable one a miss, counted as
     /// corrupt and logged.
-    fn decoded<T>(&self, key: &[u8], r: std::result::Result<T, String>) -> Found2<T> {
-        r.map_or_else(
-            |text| {
-                self.metrics.corrupt.fetch_add(1, Relaxed);
-                let key = String::from_utf8_lossy(key);
-                log::warn!("tradecache::kv: unusable value at {key} (counted as a miss): {text}");
-                Found2::Miss
-            },
-            Found2::Hit,
-        )
+    fn decoded<T>(&self, key: &str, r: std::result::Result<T, String>) -> Option<T> {
+        r.map_err(|text| {
+            self.metrics.corrupt.fetch_add(1, Relaxed);
+            log::warn!("tradecache::kv: unusable value at {key} (counted as a miss): {text}");
+        })
+        .ok()
     }
 
     /// Counts one lookup of one key (see [`super::KvStats::misses`]).

@@ -316,7 +316,8 @@ impl Kv {
 
     /// Writes what is queued (until `timeout`), stops the writer and the
     /// invalidation listener, and joins them. Bounded even with Redis
-    /// down.
+    /// down. Dropping a `Kv` does the same within `close_timeout` and logs
+    /// the count not written, once.
     ///
     /// # Errors
     ///

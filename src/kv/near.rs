@@ -27,7 +27,7 @@ use redis::Value;
 
 use super::op::KeyHash;
 use super::route::{Node, Topology};
-use crate::net::{self, Backoff};
+use crate::net::{self, Retry};
 
 const SHARDS: usize = 32;
 
@@ -159,7 +159,7 @@ impl Near {
 pub(crate) fn spawn_tracking(topo: Arc<Topology>, owner: &Arc<Near>, prefix: Vec<u8>) -> std::io::Result<()> {
     let near = owner.clone();
     let t = std::thread::Builder::new().name("tradecache-kv-tracking".into()).spawn(move || {
-        let mut backoff = Backoff::new(topo.cfg.reconnect_backoff_min, topo.cfg.reconnect_backoff_max);
+        let mut retry = Retry::new(topo.cfg.reconnect_backoff_min, topo.cfg.reconnect_backoff_max);
         while !near.stop.load(SeqCst) {
             let result = listen(&topo, &near, &prefix);
             near.subscribed.store(false, SeqCst);
@@ -167,12 +167,12 @@ pub(crate) fn spawn_tracking(topo: Arc<Topology>, owner: &Arc<Near>, prefix: Vec
             near.clear(b"");
             if let Err(text) = result {
                 log::debug!("tradecache::kv: near-cache invalidation: {text}");
-                let until = net::deadline_after(backoff.next_delay());
-                while !near.stop.load(SeqCst) && Instant::now() < until {
+                retry.schedule();
+                while !near.stop.load(SeqCst) && retry.is_waiting() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             } else {
-                backoff.reset();
+                retry.reset();
             }
         }
     })?;

@@ -3,56 +3,12 @@
 //! overlay), encoded on the writer thread, as `Cache` does with user types:
 //! encoding is the largest cost a call would otherwise pay.
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ident::Ident;
 use crate::store::codec::{self, EncodeError};
 use crate::Encoding;
-
-/// A full key (`{prefix}:{namespace}:{key}`): an [`Ident`], so a key of up
-/// to 46 bytes is stored inline and copying it never allocates.
-#[derive(Clone)]
-pub(crate) struct Item(Ident);
-
-impl Item {
-    /// A key built by the calling thread from checked parts (UTF-8: joined
-    /// from `&str`s).
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Item {
-        Item(Ident::new_unchecked(&String::from_utf8_lossy(bytes)))
-    }
-
-    #[inline]
-    pub(crate) fn key(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-// As a map key, an item is hashed and compared by its key bytes, and looked
-// up with a `&[u8]`: the maps of the overlay and the writer share the item
-// instead of copying the key.
-impl Hash for Item {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Exactly what `[u8]` does, as `Borrow<[u8]>` requires.
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Item {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Item {}
-
-impl Borrow<[u8]> for Item {
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
 
 /// The hasher of the kv maps (overlay, near cache, writer): keys are hashed
 /// on every call, and SipHash showed in profiles of `set`.
@@ -72,19 +28,21 @@ impl<T: serde::Serialize + Send + Sync> DynValue for T {
 
 pub(crate) type Value = Arc<dyn DynValue>;
 
-/// A change to one key. `expires: None` is "never expires".
+/// A change to one key, named by its full key (`{prefix}:{namespace}:{key}`,
+/// an [`Ident`]: up to 46 bytes inline, so copying it never allocates).
+/// `expires: None` is "never expires".
 #[derive(Clone)]
 pub(crate) enum Op {
     /// `SET key value [PX ms]`.
-    Set { item: Item, value: Value, expires: Option<Instant> },
+    Set { item: Ident, value: Value, expires: Option<Instant> },
     /// `DEL key`.
-    Del { key: Item },
+    Del { key: Ident },
     /// `PEXPIRE key ms`, or `PERSIST key` for `None`.
-    Expire { key: Item, expires: Option<Instant> },
+    Expire { key: Ident, expires: Option<Instant> },
 }
 
 impl Op {
-    pub(crate) fn item(&self) -> &Item {
+    pub(crate) fn item(&self) -> &Ident {
         match self {
             Op::Set { item, .. } | Op::Del { key: item } | Op::Expire { key: item, .. } => item,
         }
@@ -115,7 +73,7 @@ mod tests {
 
     #[test]
     fn coalescing() {
-        let k = Item::from_bytes(b"k");
+        let k = Ident::new_unchecked("k");
         let v: Value = Arc::new(7u32);
         let t = Some(Instant::now());
         let set = || Op::Set { item: k.clone(), value: v.clone(), expires: None };

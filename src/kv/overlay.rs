@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::op::{Item, KeyHash, Op, Value};
+use super::op::{KeyHash, Op, Value};
+use crate::ident::Ident;
 
 const SHARDS: usize = 64;
 /// A shard is swept of settled entries past this size (then past twice what
@@ -54,7 +55,7 @@ struct Entry {
 pub(crate) struct Undo(Option<Entry>);
 
 struct ShardMap {
-    map: HashMap<Item, Entry, KeyHash>,
+    map: HashMap<Ident, Entry, KeyHash>,
     sweep_at: usize,
 }
 
@@ -70,14 +71,14 @@ impl Overlay {
     }
 
     #[inline]
-    fn shard(&self, key: &[u8]) -> &Mutex<ShardMap> {
+    fn shard(&self, key: &str) -> &Mutex<ShardMap> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// Records write `seq`; `acked` is how far writes are settled. A
     /// `touch` gives an unsettled entry its new TTL, or records it alone.
     pub(crate) fn record(&self, seq: u64, op: &Op, acked: impl Fn() -> u64) -> Undo {
-        let key = op.item().key();
+        let key = op.item().as_str();
         let mut s = self.shard(key).lock();
         let state = match op {
             Op::Set { value, expires, .. } => State::Value { value: value.clone(), expires: *expires },
@@ -106,8 +107,8 @@ impl Overlay {
     }
 
     /// Write `seq` was not accepted: puts back what was there before it.
-    pub(crate) fn undo(&self, seq: u64, item: &Item, undo: Undo) {
-        let key = item.key();
+    pub(crate) fn undo(&self, seq: u64, item: &Ident, undo: Undo) {
+        let key = item.as_str();
         let mut s = self.shard(key).lock();
         if s.map.get(key).is_some_and(|e| e.seq == seq) {
             match undo.0 {
@@ -119,7 +120,7 @@ impl Overlay {
 
     /// Write `seq` was dropped: forget it unless a newer one to the same
     /// key is queued.
-    pub(crate) fn forget(&self, key: &[u8], seq: u64) {
+    pub(crate) fn forget(&self, key: &str, seq: u64) {
         let mut s = self.shard(key).lock();
         if s.map.get(key).is_some_and(|e| e.seq == seq) {
             s.map.remove(key);
@@ -127,7 +128,7 @@ impl Overlay {
     }
 
     /// What is queued for `key`, if its write is not settled (`acked`).
-    pub(crate) fn lookup(&self, key: &[u8], acked: u64) -> Found {
+    pub(crate) fn lookup(&self, key: &str, acked: u64) -> Found {
         let s = self.shard(key).lock();
         match s.map.get(key) {
             Some(e) if e.seq > acked => match &e.state {
@@ -145,7 +146,7 @@ impl Overlay {
     /// Forgets every entry whose key starts with `head` (`clear_namespace`).
     pub(crate) fn forget_prefix(&self, head: &[u8]) {
         for s in self.shards.iter() {
-            s.lock().map.retain(|k, _| !k.key().starts_with(head));
+            s.lock().map.retain(|k, _| !k.as_bytes().starts_with(head));
         }
     }
 
@@ -159,12 +160,12 @@ impl Overlay {
 mod tests {
     use super::*;
 
-    fn set(key: &[u8], value: &[u8]) -> Op {
+    fn set(key: &str, value: &[u8]) -> Op {
         let v: Value = std::sync::Arc::new(value.to_vec());
-        Op::Set { item: Item::from_bytes(key), value: v, expires: None }
+        Op::Set { item: Ident::new_unchecked(key), value: v, expires: None }
     }
 
-    fn value(o: &Overlay, key: &[u8], acked: u64) -> Option<Vec<u8>> {
+    fn value(o: &Overlay, key: &str, acked: u64) -> Option<Vec<u8>> {
         match o.lookup(key, acked) {
             Found::Value(v) => {
                 let mut out = Vec::new();
@@ -179,44 +180,44 @@ mod tests {
     #[test]
     fn newest_write_wins_until_it_is_settled() {
         let o = Overlay::new();
-        o.record(1, &set(b"k", b"a"), || 0);
-        o.record(2, &set(b"k", b"b"), || 0);
-        assert_eq!(value(&o, b"k", 1), Some(b"b".to_vec()), "write 1 settled, 2 not");
-        assert_eq!(value(&o, b"k", 2), None, "settled: Redis answers");
-        o.record(3, &Op::Del { key: Item::from_bytes(b"k") }, || 2);
-        assert_eq!(value(&o, b"k", 2), Some(vec![]));
+        o.record(1, &set("k", b"a"), || 0);
+        o.record(2, &set("k", b"b"), || 0);
+        assert_eq!(value(&o, "k", 1), Some(b"b".to_vec()), "write 1 settled, 2 not");
+        assert_eq!(value(&o, "k", 2), None, "settled: Redis answers");
+        o.record(3, &Op::Del { key: Ident::new_unchecked("k") }, || 2);
+        assert_eq!(value(&o, "k", 2), Some(vec![]));
         // A dropped write is forgotten, unless a newer one is queued.
-        o.record(4, &set(b"j", b"c"), || 2);
-        o.forget(b"j", 3);
-        assert_eq!(value(&o, b"j", 2), Some(b"c".to_vec()));
-        o.forget(b"j", 4);
-        assert_eq!(value(&o, b"j", 2), None);
+        o.record(4, &set("j", b"c"), || 2);
+        o.forget("j", 3);
+        assert_eq!(value(&o, "j", 2), Some(b"c".to_vec()));
+        o.forget("j", 4);
+        assert_eq!(value(&o, "j", 2), None);
     }
 
     #[test]
     fn undo_restores_the_previous_write() {
         let o = Overlay::new();
-        o.record(1, &set(b"k", b"a"), || 0);
-        let u = o.record(2, &set(b"k", b"b"), || 0);
-        o.undo(2, &Item::from_bytes(b"k"), u);
-        assert_eq!(value(&o, b"k", 0), Some(b"a".to_vec()));
-        let u = o.record(3, &set(b"j", b"c"), || 0);
-        o.undo(3, &Item::from_bytes(b"j"), u);
-        assert_eq!(value(&o, b"j", 0), None);
+        o.record(1, &set("k", b"a"), || 0);
+        let u = o.record(2, &set("k", b"b"), || 0);
+        o.undo(2, &Ident::new_unchecked("k"), u);
+        assert_eq!(value(&o, "k", 0), Some(b"a".to_vec()));
+        let u = o.record(3, &set("j", b"c"), || 0);
+        o.undo(3, &Ident::new_unchecked("j"), u);
+        assert_eq!(value(&o, "j", 0), None);
         // A touch of a key with no queued value: Redis answers until the
         // new TTL passes, then the key is gone here, written or not.
         let past = Some(Instant::now());
         let later = Instant::now().checked_add(std::time::Duration::from_secs(60));
-        o.record(4, &Op::Expire { key: Item::from_bytes(b"x"), expires: later }, || 0);
-        assert_eq!(value(&o, b"x", 0), None, "not expired: ask Redis");
-        o.record(5, &Op::Expire { key: Item::from_bytes(b"x"), expires: past }, || 0);
-        assert_eq!(value(&o, b"x", 0), Some(vec![]), "expired");
-        assert_eq!(value(&o, b"x", 5), None, "settled: Redis answers");
+        o.record(4, &Op::Expire { key: Ident::new_unchecked("x"), expires: later }, || 0);
+        assert_eq!(value(&o, "x", 0), None, "not expired: ask Redis");
+        o.record(5, &Op::Expire { key: Ident::new_unchecked("x"), expires: past }, || 0);
+        assert_eq!(value(&o, "x", 0), Some(vec![]), "expired");
+        assert_eq!(value(&o, "x", 5), None, "settled: Redis answers");
         // A touch of a queued value changes its TTL.
-        let u = o.record(6, &Op::Expire { key: Item::from_bytes(b"k"), expires: past }, || 0);
-        assert_eq!(value(&o, b"k", 0), Some(vec![]), "expired");
-        o.undo(6, &Item::from_bytes(b"k"), u);
-        assert_eq!(value(&o, b"k", 0), Some(b"a".to_vec()), "undone");
+        let u = o.record(6, &Op::Expire { key: Ident::new_unchecked("k"), expires: past }, || 0);
+        assert_eq!(value(&o, "k", 0), Some(vec![]), "expired");
+        o.undo(6, &Ident::new_unchecked("k"), u);
+        assert_eq!(value(&o, "k", 0), Some(b"a".to_vec()), "undone");
         assert_eq!(o.len(), 2);
         o.forget_prefix(b"k");
         assert_eq!(o.len(), 1);
@@ -226,13 +227,13 @@ mod tests {
     fn settled_entries_are_swept() {
         let o = Overlay::new();
         for i in 1..=100_000u64 {
-            o.record(i, &set(i.to_string().as_bytes(), b"v"), || i - 1);
+            o.record(i, &set(&i.to_string(), b"v"), || i - 1);
         }
         assert!(o.len() <= SHARDS * SWEEP_AT * 2, "{}", o.len());
         // Unsettled entries are never swept.
         let o = Overlay::new();
         for i in 1..=20_000u64 {
-            o.record(i, &set(i.to_string().as_bytes(), b"v"), || 0);
+            o.record(i, &set(&i.to_string(), b"v"), || 0);
         }
         assert_eq!(o.len(), 20_000);
     }

@@ -33,25 +33,15 @@ pub(crate) struct Slots {
 
 impl Slots {
     fn parse(reply: &Value, seed_host: &str) -> Option<Slots> {
-        let Value::Array(ranges) = reply else { return None };
         let mut owner = vec![u16::MAX; 16384];
         let mut masters: Vec<Node> = Vec::new();
-        for r in ranges {
-            let Value::Array(items) = r else { continue };
-            let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(m))) =
-                (items.first(), items.get(1), items.get(2))
-            else {
-                continue;
-            };
-            let Some(host) = m.first().and_then(net::discovery::text) else { continue };
-            let host = if host.is_empty() { seed_host.to_string() } else { host };
-            let Some(Value::Int(port)) = m.get(1) else { continue };
-            let node = Node::At(host.into(), *port as u16);
+        for (lo, hi, host, port) in net::discovery::cluster_slots(reply, seed_host)? {
+            let node = Node::At(host.into(), port);
             let i = masters.iter().position(|n| *n == node).unwrap_or_else(|| {
                 masters.push(node);
                 masters.len() - 1
             });
-            let (lo, hi) = ((*lo).clamp(0, 16383) as usize, (*hi).clamp(0, 16383) as usize);
+            let (lo, hi) = (lo.clamp(0, 16383) as usize, hi.clamp(0, 16383) as usize);
             for slot in owner.iter_mut().take(hi + 1).skip(lo) {
                 *slot = i as u16;
             }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::TrySendError;
 use serde::Serialize;
 
-use super::op::{self, Item, KvMsg};
+use super::op::{self, KvMsg};
 use super::{with_scratch, Kv, Ttl};
 use crate::channel::Count;
 use crate::error::{Error, Result};
+use crate::ident::Ident;
 use crate::seq::Seq;
 
 impl Kv {
@@ -86,12 +87,12 @@ impl Kv {
     }
 
     /// The full key, checked (see the module docs for the rules).
-    pub(super) fn item(&self, namespace: &str, key: &str) -> Result<Item> {
+    pub(super) fn item(&self, namespace: &str, key: &str) -> Result<Ident> {
         crate::ident::validate(namespace)?;
         super::keyspace::validate_key(key)?;
         Ok(with_scratch(|s| {
             self.keys.write(s, namespace, key);
-            Item::from_bytes(s)
+            Ident::new_unchecked(&String::from_utf8_lossy(s))
         }))
     }
 
@@ -125,7 +126,7 @@ impl Kv {
         let item = op.item().clone();
         let undo = self.overlay.record(seq, &op, || self.writer.shared.acked());
         if let Some(near) = &self.near {
-            near.evict(item.key());
+            near.evict(item.as_bytes());
         }
         match tx.try_send(KvMsg::Write { seq, op }) {
             Ok(()) => {
@@ -140,8 +141,7 @@ impl Kv {
                 self.writer.shared.add(Count::Rejected, 1);
                 Err(Error::Unavailable(format!(
                     "the kv writer's channel is full ({} writes queued): write to {} not queued",
-                    self.cfg.channel_capacity,
-                    String::from_utf8_lossy(item.key())
+                    self.cfg.channel_capacity, item
                 )))
             }
         }

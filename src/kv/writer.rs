@@ -26,13 +26,13 @@ use redis::Value;
 use super::config::KvConfig;
 use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
-use super::op::{Item, KeyHash, KvMsg, Op};
+use super::op::{KeyHash, KvMsg, Op};
 use super::overlay::Overlay;
 use super::route::{Links, Topology};
 use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::{Count, Shared};
 use crate::error::CloseReport;
-use crate::net::{self, reply_error, Action, Backoff, Failure, Packer};
+use crate::net::{self, reply_error, Action, Failure, Packer, Retry};
 use crate::ErrorKind;
 
 /// The batch the I/O thread is writing.
@@ -61,10 +61,9 @@ pub(crate) struct Writer {
     in_flight: Option<InFlight>,
     /// The next job drops every connection first.
     reset: bool,
-    pending: HashMap<Item, Pend, KeyHash>,
+    pending: HashMap<crate::ident::Ident, Pend, KeyHash>,
     received_seq: u64,
-    backoff: Backoff,
-    retry_at: Option<Instant>,
+    retry: Retry,
     shutdown: Option<Instant>,
     /// The class of the last failure: what a write dropped in an outage is
     /// counted under.
@@ -108,14 +107,13 @@ impl Writer {
         done: Sender<CloseReport>,
         links: Links,
     ) -> std::io::Result<JoinHandle<()>> {
-        let backoff = Backoff::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max);
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
         shared.set_connected(true);
         let io = io::spawn(topo.clone(), links, shared.clone())?;
         shared.set_alive(true);
         let writer = Writer {
-            backoff,
+            retry: Retry::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max),
             topo,
             rx,
             shared,
@@ -126,7 +124,6 @@ impl Writer {
             reset: false,
             pending: HashMap::default(),
             received_seq: 0,
-            retry_at: None,
             shutdown: None,
             last_class: ErrorKind::Io,
             packer: Packer::default(),
@@ -171,28 +168,22 @@ impl Writer {
                 continue;
             }
             self.drain();
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                net::pause(self.retry_at, self.shutdown);
+            if self.retry.is_waiting() {
+                self.retry.pause(self.shutdown);
                 continue;
             }
             self.write_batch();
         }
         self.io.stop(self.shutdown.unwrap_or_else(Instant::now));
-        let report = self.shared.close_report(self.received_seq);
-        if report.unpersisted > 0 {
-            log::warn!(
-                "tradecache::kv: writer stopped with {} cache write(s) not written",
-                report.unpersisted
-            );
-        }
-        let _ = self.done.try_send(report);
+        // What is left unwritten is `close`'s error, or `Drop`'s warning.
+        let _ = self.done.try_send(self.shared.close_report(self.received_seq));
     }
 
     /// Takes what is queued: up to a batch while writing; everything while
     /// waiting to retry (coalesced, and past `max_pending_keys` dropped), so
     /// the channel never fills because Redis is away.
     fn drain(&mut self) {
-        let waiting = self.retry_at.is_some();
+        let waiting = self.retry.is_scheduled();
         let limit = if waiting { usize::MAX } else { self.cfg.redis.max_batch };
         self.take_queued(|w, n| n < limit && (waiting || w.held() < w.cfg.max_pending_keys));
     }
@@ -235,9 +226,9 @@ impl Writer {
     }
 
     fn drop_write(&mut self, p: &Pend, class: ErrorKind, detail: String) {
-        let key = String::from_utf8_lossy(p.op.item().key()).into_owned();
+        let key = p.op.item().to_string();
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
-        self.overlay.forget(p.op.item().key(), p.seq);
+        self.overlay.forget(p.op.item(), p.seq);
     }
 
     /// Publishes how far writes are settled: up to the oldest one held.
@@ -288,7 +279,7 @@ impl Writer {
             Work::Single { replies: batch.len() + 2 }
         } else {
             Work::Cluster {
-                cmds: batch.iter().zip(at).map(|(p, r)| (p.op.item().key().to_vec(), r)).collect(),
+                cmds: batch.iter().zip(at).map(|(p, r)| (p.op.item().as_bytes().to_vec(), r)).collect(),
             }
         };
         let job =
@@ -324,8 +315,7 @@ impl Writer {
             Ok(()) => {
                 self.shared.record_batch_latency(started.elapsed());
                 self.shared.add(Count::Batches, 1);
-                self.backoff.reset();
-                self.retry_at = None;
+                self.retry.reset();
                 if self.shared.set_backpressure(None) {
                     log::info!("tradecache::kv: Redis accepts writes again");
                 }
@@ -344,7 +334,7 @@ impl Writer {
             Op::Set { item, value, expires } => {
                 let ms = expires.map(|t| remaining_ms(t, now));
                 if ms == Some(None) {
-                    self.packer.cmd(&[b"DEL", item.key()]);
+                    self.packer.cmd(&[b"DEL", item.as_bytes()]);
                     return Ok(());
                 }
                 self.raw.clear();
@@ -360,15 +350,17 @@ impl Writer {
                 frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
                 let p = &mut self.packer;
                 match ms.flatten() {
-                    Some(ms) => p.cmd(&[b"SET", item.key(), &self.framed, b"PX", ms.to_string().as_bytes()]),
-                    None => p.cmd(&[b"SET", item.key(), &self.framed]),
+                    Some(ms) => {
+                        p.cmd(&[b"SET", item.as_bytes(), &self.framed, b"PX", ms.to_string().as_bytes()])
+                    }
+                    None => p.cmd(&[b"SET", item.as_bytes(), &self.framed]),
                 }
             }
-            Op::Del { key } => self.packer.cmd(&[b"DEL", key.key()]),
-            Op::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.key()]),
+            Op::Del { key } => self.packer.cmd(&[b"DEL", key.as_bytes()]),
+            Op::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.as_bytes()]),
             Op::Expire { key, expires: Some(t) } => match remaining_ms(*t, now) {
-                Some(ms) => self.packer.cmd(&[b"PEXPIRE", key.key(), ms.to_string().as_bytes()]),
-                None => self.packer.cmd(&[b"DEL", key.key()]),
+                Some(ms) => self.packer.cmd(&[b"PEXPIRE", key.as_bytes(), ms.to_string().as_bytes()]),
+                None => self.packer.cmd(&[b"DEL", key.as_bytes()]),
             },
         }
         Ok(())
@@ -494,7 +486,7 @@ impl Writer {
             // WaitRetry, Drop (and fencing, which a cache never meets).
             _ => {}
         }
-        self.retry_at = Some(net::deadline_after(self.backoff.next_delay()));
+        self.retry.schedule();
     }
 }
 

@@ -139,31 +139,36 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
 fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
     let addr = seed.addr.clone();
     let slot = i64::from(key_slot(key.as_bytes()));
-    let slots = seed.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| Failure::of(&e, &addr))?;
-    let Value::Array(ranges) = slots else {
-        return Err(other(&addr, "unexpected CLUSTER SLOTS reply"));
-    };
-    for r in ranges {
-        let Value::Array(items) = r else { continue };
+    let reply = seed.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| Failure::of(&e, &addr))?;
+    let seed_host = addr.rsplit_once(':').map_or("", |(h, _)| h);
+    let ranges =
+        cluster_slots(&reply, seed_host).ok_or_else(|| other(&addr, "unexpected CLUSTER SLOTS reply"))?;
+    let owner = ranges.into_iter().find(|(lo, hi, ..)| (*lo..=*hi).contains(&slot));
+    // What a node answers while a slot has no owner: CLUSTERDOWN.
+    owner
+        .map(|(.., host, port)| (host, port))
+        .ok_or_else(|| Failure::new(Cause::Busy, addr, format!("no master owns slot {slot}")))
+}
+
+/// The slot ranges of a `CLUSTER SLOTS` reply, each `(first, last, host,
+/// port)` of its master (`seed_host` where the node leaves its host empty:
+/// the node asked); ranges of another shape are skipped. `None` when the
+/// reply is not a list.
+pub(crate) fn cluster_slots(reply: &Value, seed_host: &str) -> Option<Vec<(i64, i64, String, u16)>> {
+    let Value::Array(ranges) = reply else { return None };
+    let range = |r: &Value| {
+        let Value::Array(items) = r else { return None };
         let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) =
             (items.first(), items.get(1), items.get(2))
         else {
-            continue;
+            return None;
         };
-        if (*lo..=*hi).contains(&slot) {
-            let Some(host) = master.first().and_then(text) else { continue };
-            let host = if host.is_empty() {
-                seed.addr.rsplit_once(':').map_or(host, |(h, _)| h.to_string())
-            } else {
-                host
-            };
-            if let Some(Value::Int(p)) = master.get(1) {
-                return Ok((host, *p as u16));
-            }
-        }
-    }
-    // What a node answers while a slot has no owner: CLUSTERDOWN.
-    Err(Failure::new(Cause::Busy, addr, format!("no master owns slot {slot}")))
+        let host = master.first().and_then(text)?;
+        let host = if host.is_empty() { seed_host.to_string() } else { host };
+        let Some(Value::Int(port)) = master.get(1) else { return None };
+        Some((*lo, *hi, host, *port as u16))
+    };
+    Some(ranges.iter().filter_map(range).collect())
 }
 
 /// A bulk, simple or verbatim string reply as text (a `TYPE` reply's type

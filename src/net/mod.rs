@@ -19,7 +19,7 @@ pub(crate) use connect::{connect_to, ClientIdentity, Conn};
 #[cfg(test)]
 pub(crate) use resp::tests::assert_spans_match;
 pub(crate) use resp::{Args, Packer, Span};
-pub(crate) use retry::{deadline_after, pause, reply_error, source_of, Action, Backoff, Cause, Failure};
+pub(crate) use retry::{deadline_after, reply_error, source_of, Action, Backoff, Cause, Failure, Retry};
 
 /// Connects according to the configured mode, resolving the master through
 /// Sentinel or the trader's slot owner through Cluster.

@@ -341,15 +341,56 @@ impl Backoff {
     }
 }
 
-/// A writer thread waiting to retry sleeps a little, at most 5 ms and not
-/// past `retry_at` or the shutdown deadline, so it keeps draining its
-/// channel meanwhile.
-pub(crate) fn pause(retry_at: Option<Instant>, shutdown: Option<Instant>) {
-    let now = Instant::now();
-    let until = retry_at.unwrap_or(now).min(shutdown.unwrap_or(now + Duration::from_secs(3600)));
-    let slice = until.saturating_duration_since(now).min(Duration::from_millis(5));
-    if !slice.is_zero() {
-        std::thread::sleep(slice);
+/// When a writer thread (the flusher, the kv writer) tries again after a
+/// failure: the backoff between attempts, and when the next one may start.
+pub(crate) struct Retry {
+    backoff: Backoff,
+    /// When the next attempt may start (passed or not; `None`: now).
+    at: Option<Instant>,
+}
+
+impl Retry {
+    pub(crate) fn new(min: Duration, max: Duration) -> Retry {
+        Retry { backoff: Backoff::new(min, max), at: None }
+    }
+
+    /// The next attempt waits for the backoff's next delay.
+    pub(crate) fn schedule(&mut self) {
+        self.at = Some(deadline_after(self.backoff.next_delay()));
+    }
+
+    /// A write was acknowledged: the backoff starts from its minimum again.
+    pub(crate) fn reset(&mut self) {
+        self.backoff.reset();
+        self.at = None;
+    }
+
+    /// Reconnected: the next attempt may start now (the backoff keeps
+    /// growing until a write is acknowledged).
+    pub(crate) fn reconnected(&mut self) {
+        self.at = None;
+    }
+
+    /// Whether an attempt waits for the backoff (its time passed or not).
+    pub(crate) fn is_scheduled(&self) -> bool {
+        self.at.is_some()
+    }
+
+    /// Whether the next attempt is scheduled for later than now.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.at.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// A short sleep, at most 5 ms and not past the next attempt or the
+    /// `shutdown` deadline, so that the thread keeps draining its channel
+    /// meanwhile.
+    pub(crate) fn pause(&self, shutdown: Option<Instant>) {
+        let now = Instant::now();
+        let until = self.at.unwrap_or(now).min(shutdown.unwrap_or(now + Duration::from_secs(3600)));
+        let slice = until.saturating_duration_since(now).min(Duration::from_millis(5));
+        if !slice.is_zero() {
+            std::thread::sleep(slice);
+        }
     }
 }
 

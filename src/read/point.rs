@@ -4,7 +4,7 @@
 //! waits until every write accepted before it is acknowledged
 //! (`Cache::settle_reads`), with no bookkeeping on the write path.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis::Value;
 
@@ -24,7 +24,7 @@ impl Cache {
 
     /// The value of `key` (one `GET`, read-your-writes), or `None`.
     pub(super) fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.settle_reads(settle_timeout(self))?;
+        self.settle_reads()?;
         match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
             Value::Nil => Ok(None),
             Value::BulkString(b) => Ok(Some(b)),
@@ -38,7 +38,7 @@ impl Cache {
     /// The log at `key` (one `LRANGE`, read-your-writes), decoded;
     /// [`Error::Codec`] names the first entry that does not decode.
     pub(super) fn get_log<E: LoadEvent>(&self, key: &str) -> Result<Vec<E>> {
-        self.settle_reads(settle_timeout(self))?;
+        self.settle_reads()?;
         let reply = self.read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), b"0", b"-1"]))?;
         if let Value::ServerError(e) = &reply {
             return Err(server_error(self, key, e));
@@ -163,7 +163,7 @@ impl Cache {
         if n == 0 {
             return Ok((Vec::new(), report));
         }
-        self.settle_reads(settle_timeout(self))?;
+        self.settle_reads()?;
         let key = self.keys().events(D::COLLECTION, series_id);
         let from = format!("-{n}");
         let reply = self.read(|p| p.cmd(&[b"LRANGE", key.as_bytes(), from.as_bytes(), b"-1"]))?;
@@ -223,12 +223,6 @@ impl Cache {
     pub fn load_bars(&self, bar_type: &str, n: usize) -> Result<(Vec<Bar>, LoadReport)> {
         self.load_ticks::<Bar>(bar_type, n)
     }
-}
-
-/// The most a read waits for the writes accepted before it: one reply, or
-/// one reconnect.
-pub(crate) fn settle_timeout(cache: &Cache) -> Duration {
-    cache.config().response_timeout + cache.config().reconnect_backoff_max
 }
 
 /// A server's error reply to a read of `key`.

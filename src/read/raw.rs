@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use redis::Value;
 
-use super::point::{server_error, settle_timeout};
+use super::point::server_error;
 use crate::error::{Error, Result};
 use crate::ident::{self, Ident};
 use crate::raw::{Collection, RawEntity, RawPart, RawSnapshot};
@@ -207,7 +207,7 @@ impl Cache {
     /// [`Collection::MAX_NAMES`] names interned in this process, or a name
     /// against the rule): a collection is never left out silently.
     pub fn collections(&self) -> Result<Vec<Collection>> {
-        self.settle_reads(settle_timeout(self))?;
+        self.settle_reads()?;
         if let Some(registry) = self.keys().registry() {
             let reply = self.read(|p| p.cmd(&[b"SMEMBERS", registry.as_bytes()]))?;
             // Refused, it is an error (a `SCAN` would need more rights

@@ -768,6 +768,24 @@ fn close_is_bounded_with_redis_down_and_reports_what_was_not_written() {
     }
 }
 
+#[test]
+fn a_dropped_kv_logs_the_writes_it_did_not_write_once() {
+    capture_logs();
+    let mut server = RedisServer::start();
+    let redis_cfg = crate::harness::config(server.port(), "KV").close_timeout(Duration::from_millis(300));
+    let kv = Kv::open(kv_config(server.port(), "t15d").redis(redis_cfg)).unwrap();
+    server.stop();
+    // A count no other test leaves behind, so that lines of tests run in
+    // the same process (`cargo test`) are not counted.
+    for i in 0..37u32 {
+        kv.set("risk", &format!("R{i}"), &i, Ttl::Policy).unwrap();
+    }
+    drop(kv);
+    let lines: Vec<String> =
+        logged().into_iter().filter(|l| l.contains("37 cache write(s) not written")).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+}
+
 // --- deployment modes ---------------------------------------------------
 
 #[test]
