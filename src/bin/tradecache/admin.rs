@@ -17,7 +17,7 @@ use redis::{Cmd, Value};
 
 pub(crate) use crate::store::keys::{ENTITY_COLLECTIONS as REFERENCE_COLLECTIONS, MARKET_DATA_COLLECTIONS};
 
-use super::util::{self, bytes, err, CliError, Progress};
+use super::util::{bytes, err, CliError, Progress};
 
 /// Why `name` cannot be an [`Entity`]'s collection (the rule of
 /// [`Entity::COLLECTION`]), or `None`.
@@ -93,20 +93,30 @@ impl Admin {
         }
     }
 
-    /// `cmds` in `MULTI`/`EXEC`: the `EXEC` reply (`Nil` when a watched key
-    /// changed meanwhile; a command that failed when applied is a
-    /// `Value::ServerError` in it). A command refused when queued (an ACL
-    /// rule, a wrong argument) aborts the transaction: an error with its
-    /// own reason, not `EXECABORT`'s.
-    pub(crate) fn exec(&mut self, cmds: impl IntoIterator<Item = Cmd>) -> Result<Value, CliError> {
+    /// `cmds` in `MULTI`/`EXEC`: their replies (`None` when a watched key
+    /// changed meanwhile). A command refused when queued (an ACL rule, a
+    /// wrong argument) aborts the transaction: an error with its own reason,
+    /// not `EXECABORT`'s; one that failed when applied is an error `{what}: {reason}`.
+    pub(crate) fn exec(
+        &mut self,
+        cmds: impl IntoIterator<Item = Cmd>,
+        what: &str,
+    ) -> Result<Option<Vec<Value>>, CliError> {
         let mut all = vec![redis::cmd("MULTI")];
         all.extend(cmds);
         all.push(redis::cmd("EXEC"));
         let mut replies = self.pipeline(&all, all.len(), None)?;
-        if let Some(e) = util::refused(&replies) {
+        if let Some(e) = refused(&replies) {
             return Err(err(format!("{}: transaction refused: {e}", self.conn.addr)));
         }
-        Ok(replies.pop().unwrap_or(Value::Nil))
+        match replies.pop() {
+            Some(Value::Array(r)) => match refused(&r) {
+                Some(e) => Err(err(format!("{what}: {e}"))),
+                None => Ok(Some(r)),
+            },
+            Some(Value::Nil) => Ok(None),
+            other => Err(err(format!("{}: unexpected EXEC reply {other:?}", self.conn.addr))),
+        }
     }
 
     /// Every key matching `pattern`, sorted, without duplicates, by `SCAN`
@@ -147,6 +157,14 @@ impl Admin {
     pub(crate) fn fence(&mut self, key: &str) -> Result<u64, CliError> {
         Ok(crate::store::marker::claim(&mut self.conn, key, false)?.epoch)
     }
+}
+
+/// The first server error among `replies`.
+fn refused(replies: &[Value]) -> Option<&redis::ServerError> {
+    replies.iter().find_map(|r| match r {
+        Value::ServerError(e) => Some(e),
+        _ => None,
+    })
 }
 
 /// The key layout of one trader (and instance): the flusher's own.

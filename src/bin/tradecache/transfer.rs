@@ -421,14 +421,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         if let (Some(r), false) = (&registry, named.is_empty()) {
             cmds.push(redis::Cmd::sadd(r, &named));
         }
-        match conn.exec(cmds)? {
-            Value::Array(results) => {
-                if let Some(e) = util::refused(&results) {
-                    return Err(err(format!("a write was refused: {e}")));
-                }
-            }
-            other => return Err(err(format!("transaction not applied: {:?}", Some(&other)))),
-        }
+        conn.exec(cmds, "a write was refused")?.ok_or_else(|| err("transaction not applied"))?;
         progress.add(chunk.len() as u64);
     }
     // Every collection imported is registered, and the trader holds no

@@ -336,13 +336,7 @@ fn watched(
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
 ) -> Result<bool, CliError> {
-    match util::watched(conn, watch, check)? {
-        Some(Value::Array(r)) => match util::refused(&r) {
-            Some(e) => Err(err(format!("a repair was refused: {e}"))),
-            None => Ok(true),
-        },
-        _ => Ok(false),
-    }
+    Ok(util::watched(conn, watch, "a repair was refused", check)?.is_some())
 }
 
 /// Repairs what `findings` name that can be repaired, apart from what
