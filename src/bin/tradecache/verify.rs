@@ -154,7 +154,9 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     }
 
-    // Values: decodable, of the right type, indexed.
+    let open_closed = open_closed_lists(&mut conn, &layout, &survey, &mut findings)?;
+
+    // Values: decodable, of the right type, indexed, in the open/closed index their state says.
     let cmds: Vec<redis::Cmd> =
         survey.entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let total = (cmds.len() + survey.logs.len()) as u64;
@@ -164,6 +166,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         let key = layout.entity(c, id);
         let problem = match reply {
             Value::BulkString(b) => {
+                if let Some(kind) = open_closed.get(c).and_then(|lists| misplaced(lists, c, id, &b, enc)) {
+                    let detail = kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c));
+                    findings.push(Finding::new(kind, key.clone(), detail, c, id));
+                }
                 admin::entity_to_json(c, id, &b, enc).err().map(|e| (Kind::Undecodable, e))
             }
             Value::Nil => continue, // deleted since the scan
@@ -252,8 +258,6 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
             findings.push(Finding::new(Kind::OutOfOrderEvent, key, detail, c, id));
         }
     }
-
-    check_open_closed(&mut conn, &layout, enc, &survey, &mut findings)?;
 
     // A batch landing during the scan can make an entity and its index
     // disagree for a moment: keep only what a second look confirms.
@@ -413,17 +417,15 @@ fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> R
 /// The open/closed indexes of every collection that has snapshots and is a
 /// reference one or has such an index: each snapshot is in exactly one of
 /// `index:{c}:open` (a set, what `load_open` reads) and `index:{c}:closed`
-/// (sorted by last update, what purges read), the one its state says. The
-/// reference collections' state is decoded from the value (`--repair` puts
-/// the entry back); others' only their type knows, so an id in both or in
-/// neither is reported and left to the operator.
-fn check_open_closed(
+/// (sorted by last update, what purges read), the one its state says
+/// ([`misplaced`]). Returns each collection's open and closed members, after
+/// adding the findings of unreadable indexes and of entries whose snapshot is gone.
+fn open_closed_lists<'s>(
     conn: &mut Conn,
     layout: &Layout,
-    enc: Encoding,
-    survey: &Survey,
+    survey: &'s Survey,
     findings: &mut Vec<Finding>,
-) -> Result<(), CliError> {
+) -> Result<BTreeMap<&'s String, [BTreeSet<String>; 2]>, CliError> {
     let reference =
         survey.entities.iter().map(|(c, _)| c).filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str()));
     let collections: BTreeSet<&String> = survey.open_closed.iter().map(|(c, _)| c).chain(reference).collect();
@@ -435,9 +437,8 @@ fn check_open_closed(
         ]);
     }
     let mut replies = conn.pipeline(&cmds, 100, None)?.into_iter();
-    // Each collection's open and closed members.
     let mut by_collection: BTreeMap<&String, [BTreeSet<String>; 2]> = BTreeMap::new();
-    for &c in &collections {
+    for c in collections {
         let lists = by_collection.entry(c).or_default();
         for (list, key) in lists.iter_mut().zip([layout.open_index(c), layout.closed_index(c)]) {
             match util::members(replies.next().unwrap_or(Value::Nil)) {
@@ -456,31 +457,25 @@ fn check_open_closed(
             }
         }
     }
+    Ok(by_collection)
+}
 
-    // Each snapshot in the index its state says.
-    let targets: Vec<&(String, String)> =
-        survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
-    let gets: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
-    let values = conn.pipeline(&gets, 1000, None)?;
-    for ((c, id), v) in targets.into_iter().zip(values) {
-        let Some(m) = by_collection.get(c) else { continue };
-        let (in_open, in_closed) = (m[0].contains(id), m[1].contains(id));
-        let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
-        let kind = match admin::open_closed_state(c, &b, enc) {
-            Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
-            Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
-            Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
-            Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
-            Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
-            Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
-            _ => None, // consistent, or undecodable (verify reports it)
-        };
-        if let Some(kind) = kind {
-            let detail = kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c));
-            findings.push(Finding::new(kind, layout.entity(c, id), detail, c, id));
-        }
+/// What is wrong with where the snapshot `b` of `c`/`id` is listed, given its
+/// collection's open and closed members. The reference collections' state is
+/// decoded from the value (`--repair` puts the entry back); others' only their
+/// type knows, so an id in both or in neither is reported and left to the
+/// operator. `None` when consistent, or undecodable (reported as such).
+fn misplaced(lists: &[BTreeSet<String>; 2], c: &str, id: &str, b: &[u8], enc: Encoding) -> Option<Kind> {
+    let (in_open, in_closed) = (lists[0].contains(id), lists[1].contains(id));
+    match admin::open_closed_state(c, b, enc) {
+        Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
+        Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
+        Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
+        Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
+        Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
+        Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
+        _ => None,
     }
-    Ok(())
 }
 
 /// Repairs one open/closed finding under a `WATCH` of the value and both
