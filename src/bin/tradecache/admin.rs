@@ -1,13 +1,13 @@
 //! The crate's own connection ([`Admin`]), key layout ([`Layout`]) and
 //! codecs, as the CLI reads and repairs the stored state with them: values
-//! to and from JSON, and the rules an import checks.
+//! to and from JSON.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::config::Config;
-use crate::entity::{CollectionOf, Entity, Event};
+use crate::entity::{Entity, Event};
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
 };
@@ -18,18 +18,6 @@ use redis::{Cmd, Value};
 pub(crate) use crate::store::keys::{ENTITY_COLLECTIONS as REFERENCE_COLLECTIONS, MARKET_DATA_COLLECTIONS};
 
 use super::util::{bytes, err, CliError, Progress};
-
-/// Why `name` cannot be an [`Entity`]'s collection (the rule of
-/// [`Entity::COLLECTION`]), or `None`.
-pub(crate) fn entity_collection_problem(name: &str) -> Option<&'static str> {
-    crate::entity::collection_problem(name, CollectionOf::Entity)
-}
-
-/// Why `name` is neither an entity's collection nor one of the crate's
-/// market-data series, or `None`: what `import` accepts.
-pub(crate) fn stored_collection_problem(name: &str) -> Option<&'static str> {
-    entity_collection_problem(name).and(crate::entity::collection_problem(name, CollectionOf::CrateSeries))
-}
 
 /// One connection to the server a [`Config`] names, made as
 /// [`Cache::open`](crate::Cache::open) makes its own (Sentinel, Cluster
@@ -253,14 +241,6 @@ fn encode<T: Serialize>(v: &T, enc: Encoding) -> Result<Vec<u8>, String> {
 
 fn encode_json<T: DeserializeOwned + Serialize>(json: &Json, enc: Encoding) -> Result<Vec<u8>, String> {
     encode(&T::deserialize(json).map_err(|e| e.to_string())?, enc)
-}
-
-/// Encodes timestamps on this thread as the flusher does for `cfg` (ISO
-/// 8601 strings with JSON and `timestamps_as_iso8601`) while the returned
-/// guard lives.
-#[must_use]
-pub(crate) fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
-    crate::model::IsoScope::enter(cfg.timestamps_as_iso8601 && cfg.encoding == Encoding::Json)
 }
 
 /// Encodes a snapshot given as JSON (as [`entity_to_json`] returns it) the

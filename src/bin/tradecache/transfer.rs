@@ -24,6 +24,8 @@ use std::time::Instant;
 use clap::Args;
 
 use super::admin::{self, Admin as Conn, Layout};
+use crate::entity::{collection_problem, CollectionOf};
+use crate::Encoding;
 use redis::Value;
 use serde_json::{json, Value as Json};
 
@@ -241,7 +243,8 @@ struct Prepared {
 
 fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>), CliError> {
     let enc = setup.config.encoding;
-    let _timestamps = admin::use_timestamp_format_of(&setup.config);
+    // Timestamps encoded as the flusher does (ISO 8601 with JSON and `timestamps_as_iso8601`).
+    let _iso = crate::model::IsoScope::enter(setup.config.timestamps_as_iso8601 && enc == Encoding::Json);
     let mut header = None;
     let mut footer = None;
     let mut items = Vec::new();
@@ -284,10 +287,12 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
                 return Err(bad(format!("{what} {v:?}: {e}")));
             }
         }
-        if let Some(why) = admin::stored_collection_problem(&collection) {
+        // An entity's collection, or one of the crate's market-data series (without snapshots).
+        let as_entity = collection_problem(&collection, CollectionOf::Entity);
+        if let Some(why) = as_entity.and(collection_problem(&collection, CollectionOf::CrateSeries)) {
             return Err(bad(format!("collection {collection:?}: {why}")));
         }
-        if let (Some(why), Some(_)) = (admin::entity_collection_problem(&collection), j.get("value")) {
+        if let (Some(why), Some(_)) = (as_entity, j.get("value")) {
             return Err(bad(format!("collection {collection:?} has no snapshots: {why}")));
         }
         if !seen.insert((collection.clone(), id.clone())) {
@@ -407,7 +412,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             if p.indexed {
                 cmds.push(redis::Cmd::sadd(layout.index(&p.collection), &p.id));
             }
-            let series = admin::entity_collection_problem(&p.collection).is_some();
+            let series = collection_problem(&p.collection, CollectionOf::Entity).is_some();
             if !series && !named.contains(&p.collection.as_str()) {
                 named.push(&p.collection);
             }
