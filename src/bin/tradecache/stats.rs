@@ -150,34 +150,32 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
         }));
     }
 
-    let mut redis = serde_json::Map::new();
-    let persistence = info(conn, "persistence")?;
-    let replication = info(conn, "replication")?;
-    let memory = info(conn, "memory")?;
-    let wanted: [(&BTreeMap<String, String>, &[&str]); 3] = [
-        (
-            &persistence,
-            &[
-                "aof_enabled",
-                "aof_last_write_status",
-                "aof_last_bgrewrite_status",
-                "aof_rewrite_in_progress",
-                "rdb_last_bgsave_status",
-                "rdb_changes_since_last_save",
-                "loading",
-            ],
-        ),
-        (&replication, &["role", "connected_slaves", "master_link_status", "master_repl_offset"]),
-        (&memory, &["used_memory", "used_memory_human", "maxmemory", "maxmemory_human", "maxmemory_policy"]),
-    ];
-    for (section, keys) in wanted {
-        for &k in keys {
-            if let Some(v) = section.get(k) {
-                redis.insert(k.into(), json!(v));
-            }
-        }
+    let mut info_fields = BTreeMap::new();
+    for section in ["persistence", "replication", "memory"] {
+        info_fields.extend(info(conn, section)?);
     }
-    let replicas: Vec<&String> = replication
+    let mut redis: serde_json::Map<String, Json> = [
+        "aof_enabled",
+        "aof_last_write_status",
+        "aof_last_bgrewrite_status",
+        "aof_rewrite_in_progress",
+        "rdb_last_bgsave_status",
+        "rdb_changes_since_last_save",
+        "loading",
+        "role",
+        "connected_slaves",
+        "master_link_status",
+        "master_repl_offset",
+        "used_memory",
+        "used_memory_human",
+        "maxmemory",
+        "maxmemory_human",
+        "maxmemory_policy",
+    ]
+    .into_iter()
+    .filter_map(|k| Some((k.to_string(), json!(info_fields.get(k)?))))
+    .collect();
+    let replicas: Vec<&String> = info_fields
         .iter()
         .filter(|(k, _)| k.starts_with("slave") && k[5..].parse::<u32>().is_ok())
         .map(|(_, v)| v)

@@ -107,18 +107,9 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     // instance's `{instance}:{c}:{id}`: the reference ones, those with an
     // index set, and the registry's (a collection written only with
     // `append` has no index set, but its logs are the trader's).
-    let mut known: BTreeSet<Vec<u8>> = admin::REFERENCE_COLLECTIONS
-        .iter()
-        .chain(admin::MARKET_DATA_COLLECTIONS.iter())
-        .map(|c| c.as_bytes().to_vec())
-        .collect();
-    for k in keys.iter().filter(|k| layout.owns(k, &[])) {
-        if let [index, c] = parts(k).as_slice() {
-            if index == "index" {
-                known.insert(c.clone().into_bytes());
-            }
-        }
-    }
+    let mut known: BTreeSet<Vec<u8>> =
+        admin::REFERENCE_COLLECTIONS.iter().map(|c| c.as_bytes().to_vec()).collect();
+    known.extend(keys.iter().filter_map(|k| layout.index_collection(k)).map(<[u8]>::to_vec));
     known.extend(registered(conn, layout)?);
     let known: Vec<&[u8]> = known.iter().map(Vec::as_slice).collect();
     let mut s = Survey::default();

@@ -414,12 +414,9 @@ fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> R
     })
 }
 
-/// The open/closed indexes of every collection that has snapshots and is a
-/// reference one or has such an index: each snapshot is in exactly one of
-/// `index:{c}:open` (a set, what `load_open` reads) and `index:{c}:closed`
-/// (sorted by last update, what purges read), the one its state says
-/// ([`misplaced`]). Returns each collection's open and closed members, after
-/// adding the findings of unreadable indexes and of entries whose snapshot is gone.
+/// The open and closed members of every collection that has snapshots and is
+/// a reference one or has such an index, after adding the findings of
+/// unreadable indexes and of entries whose snapshot is gone.
 fn open_closed_lists<'s>(
     conn: &mut Conn,
     layout: &Layout,
@@ -460,11 +457,12 @@ fn open_closed_lists<'s>(
     Ok(by_collection)
 }
 
-/// What is wrong with where the snapshot `b` of `c`/`id` is listed, given its
-/// collection's open and closed members. The reference collections' state is
-/// decoded from the value (`--repair` puts the entry back); others' only their
-/// type knows, so an id in both or in neither is reported and left to the
-/// operator. `None` when consistent, or undecodable (reported as such).
+/// What is wrong with where the snapshot `b` of `c`/`id` is listed: each
+/// snapshot is in exactly one of `index:{c}:open` (a set, what `load_open`
+/// reads) and `index:{c}:closed` (sorted by last update, what purges read),
+/// the one its state says. Only a reference collection's state is decoded
+/// (`--repair` puts the entry back); of others, an id in both or in neither
+/// is reported and left to the operator.
 fn misplaced(lists: &[BTreeSet<String>; 2], c: &str, id: &str, b: &[u8], enc: Encoding) -> Option<Kind> {
     let (in_open, in_closed) = (lists[0].contains(id), lists[1].contains(id));
     match admin::open_closed_state(c, b, enc) {
@@ -474,7 +472,7 @@ fn misplaced(lists: &[BTreeSet<String>; 2], c: &str, id: &str, b: &[u8], enc: En
         Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
         Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
         Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
-        _ => None,
+        _ => None, // consistent, or undecodable (reported as such)
     }
 }
 
