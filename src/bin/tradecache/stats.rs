@@ -57,10 +57,8 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let v = conn.query(redis::cmd("INFO").arg(section))?;
-    let body = match v {
+    let body = match conn.query(redis::cmd("INFO").arg(section))? {
         Value::BulkString(b) => text(&b),
-        Value::VerbatimString { text, .. } => text,
         other => return Err(err(format!("unexpected INFO reply {other:?}"))),
     };
     Ok(body
@@ -184,7 +182,6 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Refused by an ACL without +config|get: then left out.
     let fsync_value = match conn.raw(redis::cmd("CONFIG").arg("GET").arg("appendfsync"))? {
         Value::Array(kv) => kv.into_iter().nth(1).and_then(bytes),
-        Value::Map(m) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
     };
     if let Some(v) = fsync_value {

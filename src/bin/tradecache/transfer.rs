@@ -210,14 +210,6 @@ fn open_closed_members(
         };
         let items: Vec<String> = match conn.query(&cmd)? {
             Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
-            Value::Map(kv) => kv
-                .into_iter()
-                .flat_map(|(k, v)| [k, v])
-                .map(|v| match v {
-                    Value::Double(d) => d.to_string(),
-                    other => bytes(other).map(|b| text(&b)).unwrap_or_default(),
-                })
-                .collect(),
             other => return Err(err(format!("index of {c}: unexpected {other:?}"))),
         };
         if *is_open {

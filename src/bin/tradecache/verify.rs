@@ -370,6 +370,9 @@ fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, findings: &[Finding])
 fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> Result<bool, CliError> {
     let (c, id) = &f.target;
     let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
+    let (open, closed) = (layout.open_index(c), layout.closed_index(c));
+    // The open/closed repairs watch the value and both indexes.
+    let open_closed = [entity.clone(), open.clone(), closed.clone()];
     Ok(match f.kind {
         Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
             Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
@@ -403,11 +406,30 @@ fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> R
             Some(r) => watched(conn, std::slice::from_ref(&r), |_| Ok(Some(vec![redis::Cmd::sadd(&r, c)])))?,
             None => false,
         },
-        Kind::ClosedNotInClosedIndex
-        | Kind::ClosedInOpenIndex
-        | Kind::OpenNotInOpenIndex
+        Kind::OpenClosedEntryWithoutValue => watched(conn, &open_closed, |conn| {
+            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
+                .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
+        })?,
+        // The state is read again and the entry put where it says (a closed
+        // entry keeps its score; a new one is scored by the value's last
+        // update, or now).
+        Kind::ClosedInOpenIndex
+        | Kind::ClosedNotInClosedIndex
         | Kind::OpenInClosedIndex
-        | Kind::OpenClosedEntryWithoutValue => repair_open_closed(conn, layout, enc, f)?,
+        | Kind::OpenNotInOpenIndex => watched(conn, &open_closed, |conn| {
+            let Value::BulkString(b) = conn.query(&redis::Cmd::get(&entity))? else { return Ok(None) };
+            let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
+                return Ok(None);
+            };
+            Ok(Some(if is_closed {
+                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(&closed).arg("NX").arg(score).arg(id);
+                vec![zadd, redis::Cmd::srem(&open, id)]
+            } else {
+                vec![redis::Cmd::sadd(&open, id), redis::Cmd::zrem(&closed, id)]
+            }))
+        })?,
         // Two versions of the data, none readable, or a state only the
         // engine's type knows: an operator decides (docs/recovery.md).
         _ => false,
@@ -473,44 +495,5 @@ fn misplaced(lists: &[BTreeSet<String>; 2], c: &str, id: &str, b: &[u8], enc: En
         Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
         Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
         _ => None, // consistent, or undecodable (reported as such)
-    }
-}
-
-/// Repairs one open/closed finding under a `WATCH` of the value and both
-/// indexes: the state is read again and the entry put where it says (a
-/// closed entry keeps its score; a new one is scored by the value's last
-/// update, or now). Returns whether it applied.
-fn repair_open_closed(
-    conn: &mut Conn,
-    layout: &Layout,
-    enc: Encoding,
-    f: &Finding,
-) -> Result<bool, CliError> {
-    let (c, id) = &f.target;
-    let (entity, open, closed) = (layout.entity(c, id), layout.open_index(c), layout.closed_index(c));
-    let watch = [entity.clone(), open.clone(), closed.clone()];
-    match f.kind {
-        Kind::OpenClosedEntryWithoutValue => watched(conn, &watch, |conn| {
-            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
-                .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
-        }),
-        Kind::ClosedInOpenIndex
-        | Kind::ClosedNotInClosedIndex
-        | Kind::OpenInClosedIndex
-        | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
-            let Value::BulkString(b) = conn.query(&redis::Cmd::get(&entity))? else { return Ok(None) };
-            let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
-                return Ok(None);
-            };
-            Ok(Some(if is_closed {
-                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
-                let mut zadd = redis::cmd("ZADD");
-                zadd.arg(&closed).arg("NX").arg(score).arg(id);
-                vec![zadd, redis::Cmd::srem(&open, id)]
-            } else {
-                vec![redis::Cmd::sadd(&open, id), redis::Cmd::zrem(&closed, id)]
-            }))
-        }),
-        _ => Ok(false),
     }
 }
