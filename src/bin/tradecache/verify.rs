@@ -12,7 +12,7 @@ use super::admin::{self, Admin as Conn, Layout};
 use crate::Encoding;
 use redis::Value;
 use serde::Serialize;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use super::util::{self, bytes, err, CliError, Progress, Survey};
 use super::Setup;
@@ -58,10 +58,7 @@ enum Kind {
 
 impl Kind {
     fn name(self) -> String {
-        match json!(self) {
-            Json::String(name) => name,
-            _ => String::new(),
-        }
+        json!(self).as_str().unwrap_or_default().to_string()
     }
 
     /// What an open/closed finding means, for its detail.
