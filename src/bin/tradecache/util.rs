@@ -138,8 +138,8 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     Ok(s)
 }
 
-/// The collections the registry of collections names (`None`: there is
-/// none, or the key holds another type, which `verify` reports). A
+/// The collections the registry of collections names (none when there is
+/// no registry, or its key holds another type, which `verify` reports). A
 /// refused `SMEMBERS` is an error: the logs of the collections it names
 /// would go unseen.
 fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError> {
