@@ -465,7 +465,7 @@ mod collection_rule {
     use crate::store::keys;
 
     /// What `import` accepts: an entity's collection or one of the crate's
-    /// series (the CLI's `stored_collection_problem`).
+    /// series (as the CLI's `transfer::parse` checks a line).
     fn stored(name: &str) -> Option<&'static str> {
         collection_problem(name, CollectionOf::Entity)
             .and(collection_problem(name, CollectionOf::CrateSeries))

@@ -1,13 +1,13 @@
 //! The crate's own connection ([`Admin`]), key layout ([`Layout`]) and
 //! codecs, as the CLI reads and repairs the stored state with them: values
-//! to and from JSON, and the rules an import checks.
+//! to and from JSON.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::config::Config;
-use crate::entity::{CollectionOf, Entity, Event};
+use crate::entity::{Entity, Event};
 use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
 };
@@ -17,19 +17,7 @@ use redis::{Cmd, Value};
 
 pub(crate) use crate::store::keys::{ENTITY_COLLECTIONS as REFERENCE_COLLECTIONS, MARKET_DATA_COLLECTIONS};
 
-use super::util::{self, bytes, err, CliError, Progress};
-
-/// Why `name` cannot be an [`Entity`]'s collection (the rule of
-/// [`Entity::COLLECTION`]), or `None`.
-pub(crate) fn entity_collection_problem(name: &str) -> Option<&'static str> {
-    crate::entity::collection_problem(name, CollectionOf::Entity)
-}
-
-/// Why `name` is neither an entity's collection nor one of the crate's
-/// market-data series, or `None`: what `import` accepts.
-pub(crate) fn stored_collection_problem(name: &str) -> Option<&'static str> {
-    entity_collection_problem(name).and(crate::entity::collection_problem(name, CollectionOf::CrateSeries))
-}
+use super::util::{bytes, err, CliError, Progress};
 
 /// One connection to the server a [`Config`] names, made as
 /// [`Cache::open`](crate::Cache::open) makes its own (Sentinel, Cluster
@@ -93,20 +81,30 @@ impl Admin {
         }
     }
 
-    /// `cmds` in `MULTI`/`EXEC`: the `EXEC` reply (`Nil` when a watched key
-    /// changed meanwhile; a command that failed when applied is a
-    /// `Value::ServerError` in it). A command refused when queued (an ACL
-    /// rule, a wrong argument) aborts the transaction: an error with its
-    /// own reason, not `EXECABORT`'s.
-    pub(crate) fn exec(&mut self, cmds: impl IntoIterator<Item = Cmd>) -> Result<Value, CliError> {
+    /// `cmds` in `MULTI`/`EXEC`: their replies (`None` when a watched key
+    /// changed meanwhile). A command refused when queued (an ACL rule, a
+    /// wrong argument) aborts the transaction: an error with its own reason,
+    /// not `EXECABORT`'s; one that failed when applied is an error `{what}: {reason}`.
+    pub(crate) fn exec(
+        &mut self,
+        cmds: impl IntoIterator<Item = Cmd>,
+        what: &str,
+    ) -> Result<Option<Vec<Value>>, CliError> {
         let mut all = vec![redis::cmd("MULTI")];
         all.extend(cmds);
         all.push(redis::cmd("EXEC"));
         let mut replies = self.pipeline(&all, all.len(), None)?;
-        if let Some(e) = util::refused(&replies) {
+        if let Some(e) = refused(&replies) {
             return Err(err(format!("{}: transaction refused: {e}", self.conn.addr)));
         }
-        Ok(replies.pop().unwrap_or(Value::Nil))
+        match replies.pop() {
+            Some(Value::Array(r)) => match refused(&r) {
+                Some(e) => Err(err(format!("{what}: {e}"))),
+                None => Ok(Some(r)),
+            },
+            Some(Value::Nil) => Ok(None),
+            other => Err(err(format!("{}: unexpected EXEC reply {other:?}", self.conn.addr))),
+        }
     }
 
     /// Every key matching `pattern`, sorted, without duplicates, by `SCAN`
@@ -147,6 +145,14 @@ impl Admin {
     pub(crate) fn fence(&mut self, key: &str) -> Result<u64, CliError> {
         Ok(crate::store::marker::claim(&mut self.conn, key, false)?.epoch)
     }
+}
+
+/// The first server error among `replies`.
+fn refused(replies: &[Value]) -> Option<&redis::ServerError> {
+    replies.iter().find_map(|r| match r {
+        Value::ServerError(e) => Some(e),
+        _ => None,
+    })
 }
 
 /// The key layout of one trader (and instance): the flusher's own.
@@ -235,14 +241,6 @@ fn encode<T: Serialize>(v: &T, enc: Encoding) -> Result<Vec<u8>, String> {
 
 fn encode_json<T: DeserializeOwned + Serialize>(json: &Json, enc: Encoding) -> Result<Vec<u8>, String> {
     encode(&T::deserialize(json).map_err(|e| e.to_string())?, enc)
-}
-
-/// Encodes timestamps on this thread as the flusher does for `cfg` (ISO
-/// 8601 strings with JSON and `timestamps_as_iso8601`) while the returned
-/// guard lives.
-#[must_use]
-pub(crate) fn use_timestamp_format_of(cfg: &Config) -> impl Drop {
-    crate::model::IsoScope::enter(cfg.timestamps_as_iso8601 && cfg.encoding == Encoding::Json)
 }
 
 /// Encodes a snapshot given as JSON (as [`entity_to_json`] returns it) the

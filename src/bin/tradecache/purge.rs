@@ -142,49 +142,39 @@ fn purge_batch(
     cutoff: u64,
     chunk: &[(String, String, u64)],
 ) -> Result<(usize, usize), CliError> {
-    for attempt in 0..2 {
-        if attempt == 1 && chunk.len() > 1 {
-            let (mut d, mut k) = (0, 0);
-            for one in chunk {
-                let (a, b) = purge_batch(conn, layout, enc, cutoff, std::slice::from_ref(one))?;
-                d += a;
-                k += b;
-            }
-            return Ok((d, k));
-        }
-        let keys: Vec<String> = chunk.iter().map(|(c, id, _)| layout.entity(c, id)).collect();
-        conn.query(redis::cmd("WATCH").arg(&keys))?;
-        let gets: Vec<redis::Cmd> = keys.iter().map(redis::Cmd::get).collect();
-        let values = conn.pipeline(&gets, gets.len(), None)?;
-        let (mut cmds, mut deleting) = (Vec::new(), 0);
-        for ((c, id, _), v) in chunk.iter().zip(values) {
-            if let Value::BulkString(b) = v {
-                if matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff) {
-                    // With the open/closed indexes the flusher keeps.
-                    cmds.extend([
-                        redis::Cmd::del(&[layout.entity(c, id), layout.events(c, id)]),
-                        redis::Cmd::srem(layout.index(c), id),
-                        redis::Cmd::srem(layout.open_index(c), id),
-                        redis::Cmd::zrem(layout.closed_index(c), id),
-                    ]);
-                    deleting += 1;
+    let keys: Vec<String> = chunk.iter().map(|(c, id, _)| layout.entity(c, id)).collect();
+    for _ in 0..2 {
+        let mut deleting = 0;
+        let still_closed = |conn: &mut Conn| {
+            let gets: Vec<redis::Cmd> = keys.iter().map(redis::Cmd::get).collect();
+            let mut cmds = Vec::new();
+            for ((c, id, _), v) in chunk.iter().zip(conn.pipeline(&gets, gets.len(), None)?) {
+                if let Value::BulkString(b) = v {
+                    if matches!(admin::closed_at(c, &b, enc), Ok(Some(at)) if at < cutoff) {
+                        // With the open/closed indexes the flusher keeps.
+                        cmds.extend([
+                            redis::Cmd::del(&[layout.entity(c, id), layout.events(c, id)]),
+                            redis::Cmd::srem(layout.index(c), id),
+                            redis::Cmd::srem(layout.open_index(c), id),
+                            redis::Cmd::zrem(layout.closed_index(c), id),
+                        ]);
+                        deleting += 1;
+                    }
                 }
             }
-        }
-        if deleting == 0 {
-            conn.query(&redis::cmd("UNWATCH"))?;
-            return Ok((0, chunk.len()));
-        }
-        match conn.exec(cmds)? {
-            Value::Array(r) => {
-                if let Some(e) = util::refused(&r) {
-                    return Err(util::err(format!("a delete was refused: {e}")));
-                }
-                return Ok((deleting, chunk.len() - deleting));
+            Ok((deleting > 0).then_some(cmds))
+        };
+        match util::watched(conn, &keys, "a delete was refused", still_closed)? {
+            Some(_) => return Ok((deleting, chunk.len() - deleting)),
+            None if deleting == 0 => return Ok((0, chunk.len())),
+            // A watched value changed: retried, a batch one entity at a time.
+            None if chunk.len() > 1 => {
+                return chunk.iter().try_fold((0, 0), |(d, k), one| {
+                    let (a, b) = purge_batch(conn, layout, enc, cutoff, std::slice::from_ref(one))?;
+                    Ok((d + a, k + b))
+                })
             }
-            // Nil: a watched value changed; retry.
-            Value::Nil => continue,
-            other => return Err(util::err(format!("purge transaction: unexpected {:?}", Some(&other)))),
+            None => {}
         }
     }
     Ok((0, chunk.len()))

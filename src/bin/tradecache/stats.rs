@@ -57,10 +57,8 @@ pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
 
 /// `INFO section` as a map.
 fn info(conn: &mut Conn, section: &str) -> Result<BTreeMap<String, String>, CliError> {
-    let v = conn.query(redis::cmd("INFO").arg(section))?;
-    let body = match v {
+    let body = match conn.query(redis::cmd("INFO").arg(section))? {
         Value::BulkString(b) => text(&b),
-        Value::VerbatimString { text, .. } => text,
         other => return Err(err(format!("unexpected INFO reply {other:?}"))),
     };
     Ok(body
@@ -150,34 +148,32 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
         }));
     }
 
-    let mut redis = serde_json::Map::new();
-    let persistence = info(conn, "persistence")?;
-    let replication = info(conn, "replication")?;
-    let memory = info(conn, "memory")?;
-    let wanted: [(&BTreeMap<String, String>, &[&str]); 3] = [
-        (
-            &persistence,
-            &[
-                "aof_enabled",
-                "aof_last_write_status",
-                "aof_last_bgrewrite_status",
-                "aof_rewrite_in_progress",
-                "rdb_last_bgsave_status",
-                "rdb_changes_since_last_save",
-                "loading",
-            ],
-        ),
-        (&replication, &["role", "connected_slaves", "master_link_status", "master_repl_offset"]),
-        (&memory, &["used_memory", "used_memory_human", "maxmemory", "maxmemory_human", "maxmemory_policy"]),
-    ];
-    for (section, keys) in wanted {
-        for &k in keys {
-            if let Some(v) = section.get(k) {
-                redis.insert(k.into(), json!(v));
-            }
-        }
+    let mut info_fields = BTreeMap::new();
+    for section in ["persistence", "replication", "memory"] {
+        info_fields.extend(info(conn, section)?);
     }
-    let replicas: Vec<&String> = replication
+    let mut redis: serde_json::Map<String, Json> = [
+        "aof_enabled",
+        "aof_last_write_status",
+        "aof_last_bgrewrite_status",
+        "aof_rewrite_in_progress",
+        "rdb_last_bgsave_status",
+        "rdb_changes_since_last_save",
+        "loading",
+        "role",
+        "connected_slaves",
+        "master_link_status",
+        "master_repl_offset",
+        "used_memory",
+        "used_memory_human",
+        "maxmemory",
+        "maxmemory_human",
+        "maxmemory_policy",
+    ]
+    .into_iter()
+    .filter_map(|k| Some((k.to_string(), json!(info_fields.get(k)?))))
+    .collect();
+    let replicas: Vec<&String> = info_fields
         .iter()
         .filter(|(k, _)| k.starts_with("slave") && k[5..].parse::<u32>().is_ok())
         .map(|(_, v)| v)
@@ -186,7 +182,6 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
     // Refused by an ACL without +config|get: then left out.
     let fsync_value = match conn.raw(redis::cmd("CONFIG").arg("GET").arg("appendfsync"))? {
         Value::Array(kv) => kv.into_iter().nth(1).and_then(bytes),
-        Value::Map(m) => m.into_iter().next().and_then(|(_, v)| bytes(v)),
         _ => None,
     };
     if let Some(v) = fsync_value {

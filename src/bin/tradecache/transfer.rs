@@ -24,6 +24,8 @@ use std::time::Instant;
 use clap::Args;
 
 use super::admin::{self, Admin as Conn, Layout};
+use crate::entity::{collection_problem, CollectionOf};
+use crate::Encoding;
 use redis::Value;
 use serde_json::{json, Value as Json};
 
@@ -208,14 +210,6 @@ fn open_closed_members(
         };
         let items: Vec<String> = match conn.query(&cmd)? {
             Value::Array(v) | Value::Set(v) => v.into_iter().filter_map(bytes).map(|b| text(&b)).collect(),
-            Value::Map(kv) => kv
-                .into_iter()
-                .flat_map(|(k, v)| [k, v])
-                .map(|v| match v {
-                    Value::Double(d) => d.to_string(),
-                    other => bytes(other).map(|b| text(&b)).unwrap_or_default(),
-                })
-                .collect(),
             other => return Err(err(format!("index of {c}: unexpected {other:?}"))),
         };
         if *is_open {
@@ -241,7 +235,8 @@ struct Prepared {
 
 fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>), CliError> {
     let enc = setup.config.encoding;
-    let _timestamps = admin::use_timestamp_format_of(&setup.config);
+    // Timestamps encoded as the flusher does (ISO 8601 with JSON and `timestamps_as_iso8601`).
+    let _iso = crate::model::IsoScope::enter(setup.config.timestamps_as_iso8601 && enc == Encoding::Json);
     let mut header = None;
     let mut footer = None;
     let mut items = Vec::new();
@@ -284,10 +279,12 @@ fn parse(setup: &Setup, input: Box<dyn BufRead>) -> Result<(Json, Vec<Prepared>)
                 return Err(bad(format!("{what} {v:?}: {e}")));
             }
         }
-        if let Some(why) = admin::stored_collection_problem(&collection) {
+        // An entity's collection, or one of the crate's market-data series (without snapshots).
+        let as_entity = collection_problem(&collection, CollectionOf::Entity);
+        if let Some(why) = as_entity.and(collection_problem(&collection, CollectionOf::CrateSeries)) {
             return Err(bad(format!("collection {collection:?}: {why}")));
         }
-        if let (Some(why), Some(_)) = (admin::entity_collection_problem(&collection), j.get("value")) {
+        if let (Some(why), Some(_)) = (as_entity, j.get("value")) {
             return Err(bad(format!("collection {collection:?} has no snapshots: {why}")));
         }
         if !seen.insert((collection.clone(), id.clone())) {
@@ -407,7 +404,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
             if p.indexed {
                 cmds.push(redis::Cmd::sadd(layout.index(&p.collection), &p.id));
             }
-            let series = admin::entity_collection_problem(&p.collection).is_some();
+            let series = collection_problem(&p.collection, CollectionOf::Entity).is_some();
             if !series && !named.contains(&p.collection.as_str()) {
                 named.push(&p.collection);
             }
@@ -421,14 +418,7 @@ pub(crate) fn import(setup: &Setup, a: ImportArgs) -> Result<ExitCode, CliError>
         if let (Some(r), false) = (&registry, named.is_empty()) {
             cmds.push(redis::Cmd::sadd(r, &named));
         }
-        match conn.exec(cmds)? {
-            Value::Array(results) => {
-                if let Some(e) = util::refused(&results) {
-                    return Err(err(format!("a write was refused: {e}")));
-                }
-            }
-            other => return Err(err(format!("transaction not applied: {:?}", Some(&other)))),
-        }
+        conn.exec(cmds, "a write was refused")?.ok_or_else(|| err("transaction not applied"))?;
         progress.add(chunk.len() as u64);
     }
     // Every collection imported is registered, and the trader holds no

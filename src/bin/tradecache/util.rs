@@ -39,14 +39,6 @@ pub(crate) fn bytes(v: Value) -> Option<Vec<u8>> {
     }
 }
 
-/// The first server error among `replies`.
-pub(crate) fn refused(replies: &[Value]) -> Option<&redis::ServerError> {
-    replies.iter().find_map(|r| match r {
-        Value::ServerError(e) => Some(e),
-        _ => None,
-    })
-}
-
 pub(crate) fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
@@ -115,18 +107,9 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     // instance's `{instance}:{c}:{id}`: the reference ones, those with an
     // index set, and the registry's (a collection written only with
     // `append` has no index set, but its logs are the trader's).
-    let mut known: BTreeSet<Vec<u8>> = admin::REFERENCE_COLLECTIONS
-        .iter()
-        .chain(admin::MARKET_DATA_COLLECTIONS.iter())
-        .map(|c| c.as_bytes().to_vec())
-        .collect();
-    for k in keys.iter().filter(|k| layout.owns(k, &[])) {
-        if let [index, c] = parts(k).as_slice() {
-            if index == "index" {
-                known.insert(c.clone().into_bytes());
-            }
-        }
-    }
+    let mut known: BTreeSet<Vec<u8>> =
+        admin::REFERENCE_COLLECTIONS.iter().map(|c| c.as_bytes().to_vec()).collect();
+    known.extend(keys.iter().filter_map(|k| layout.index_collection(k)).map(<[u8]>::to_vec));
     known.extend(registered(conn, layout)?);
     let known: Vec<&[u8]> = known.iter().map(Vec::as_slice).collect();
     let mut s = Survey::default();
@@ -155,8 +138,8 @@ pub(crate) fn survey(conn: &mut Conn, layout: &Layout) -> Result<Survey, CliErro
     Ok(s)
 }
 
-/// The collections the registry of collections names (`None`: there is
-/// none, or the key holds another type, which `verify` reports). A
+/// The collections the registry of collections names (none when there is
+/// no registry, or its key holds another type, which `verify` reports). A
 /// refused `SMEMBERS` is an error: the logs of the collections it names
 /// would go unseen.
 fn registered(conn: &mut Conn, layout: &Layout) -> Result<Vec<Vec<u8>>, CliError> {
@@ -210,16 +193,18 @@ pub(crate) fn members(reply: Value) -> Result<BTreeSet<String>, String> {
 }
 
 /// `WATCH`es `keys`, then runs the commands `check` gives on a fresh read
-/// in `MULTI`/`EXEC` and returns the `EXEC` reply (`Nil`: a watched key
-/// changed meanwhile), or `UNWATCH`es and returns `None` when it gives none.
+/// in `MULTI`/`EXEC` ([`Conn::exec`], `what` naming a refusal) and returns
+/// their replies; `None` when `check` gives none (then `UNWATCH`) or a
+/// watched key changed meanwhile.
 pub(crate) fn watched(
     conn: &mut Conn,
     keys: &[String],
+    what: &str,
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
-) -> Result<Option<Value>, CliError> {
+) -> Result<Option<Vec<Value>>, CliError> {
     conn.query(redis::cmd("WATCH").arg(keys))?;
     match check(conn)? {
-        Some(cmds) => Ok(Some(conn.exec(cmds)?)),
+        Some(cmds) => conn.exec(cmds, what),
         None => conn.query(&redis::cmd("UNWATCH")).map(|_| None),
     }
 }
@@ -239,16 +224,9 @@ pub(crate) fn delete_orphan_log(
         Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
             .then(|| vec![redis::Cmd::unlink(&log)]))
     };
-    match watched(conn, std::slice::from_ref(&entity), absent)? {
-        Some(Value::Array(r)) => match r.first() {
-            Some(Value::Int(n)) => Ok(*n > 0),
-            Some(Value::ServerError(e)) => Err(err(format!("UNLINK {log}: {e}"))),
-            _ => Ok(false),
-        },
-        // The snapshot exists, or was written meanwhile (Nil): the log is its own now.
-        None | Some(Value::Nil) => Ok(false),
-        other => Err(err(format!("orphan log transaction: unexpected {other:?}"))),
-    }
+    // `None`: the snapshot exists, or was written meanwhile: the log is its own now.
+    let unlinked = watched(conn, std::slice::from_ref(&entity), &format!("UNLINK {log}"), absent)?;
+    Ok(matches!(unlinked.as_deref(), Some([Value::Int(n), ..]) if *n > 0))
 }
 
 /// A writer id and its marker's raw value (`None`: gone since the scan).

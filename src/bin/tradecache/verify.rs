@@ -12,7 +12,7 @@ use super::admin::{self, Admin as Conn, Layout};
 use crate::Encoding;
 use redis::Value;
 use serde::Serialize;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use super::util::{self, bytes, err, CliError, Progress, Survey};
 use super::Setup;
@@ -58,10 +58,7 @@ enum Kind {
 
 impl Kind {
     fn name(self) -> String {
-        match json!(self) {
-            Json::String(name) => name,
-            _ => String::new(),
-        }
+        json!(self).as_str().unwrap_or_default().to_string()
     }
 
     /// What an open/closed finding means, for its detail.
@@ -154,7 +151,9 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     }
 
-    // Values: decodable, of the right type, indexed.
+    let open_closed = open_closed_lists(&mut conn, &layout, &survey, &mut findings)?;
+
+    // Values: decodable, of the right type, indexed, in the open/closed index their state says.
     let cmds: Vec<redis::Cmd> =
         survey.entities.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
     let total = (cmds.len() + survey.logs.len()) as u64;
@@ -164,6 +163,10 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         let key = layout.entity(c, id);
         let problem = match reply {
             Value::BulkString(b) => {
+                if let Some(kind) = open_closed.get(c).and_then(|lists| misplaced(lists, c, id, &b, enc)) {
+                    let detail = kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c));
+                    findings.push(Finding::new(kind, key.clone(), detail, c, id));
+                }
                 admin::entity_to_json(c, id, &b, enc).err().map(|e| (Kind::Undecodable, e))
             }
             Value::Nil => continue, // deleted since the scan
@@ -253,8 +256,6 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
         }
     }
 
-    check_open_closed(&mut conn, &layout, enc, &survey, &mut findings)?;
-
     // A batch landing during the scan can make an entity and its index
     // disagree for a moment: keep only what a second look confirms.
     recheck(&mut conn, &layout, &mut findings)?;
@@ -336,13 +337,7 @@ fn watched(
     watch: &[String],
     check: impl FnOnce(&mut Conn) -> Result<Option<Vec<redis::Cmd>>, CliError>,
 ) -> Result<bool, CliError> {
-    match util::watched(conn, watch, check)? {
-        Some(Value::Array(r)) => match util::refused(&r) {
-            Some(e) => Err(err(format!("a repair was refused: {e}"))),
-            None => Ok(true),
-        },
-        _ => Ok(false),
-    }
+    Ok(util::watched(conn, watch, "a repair was refused", check)?.is_some())
 }
 
 /// Repairs what `findings` name that can be repaired, apart from what
@@ -372,6 +367,9 @@ fn repair(conn: &mut Conn, layout: &Layout, enc: Encoding, findings: &[Finding])
 fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> Result<bool, CliError> {
     let (c, id) = &f.target;
     let (index, entity, events) = (layout.index(c), layout.entity(c, id), layout.events(c, id));
+    let (open, closed) = (layout.open_index(c), layout.closed_index(c));
+    // The open/closed repairs watch the value and both indexes.
+    let open_closed = [entity.clone(), open.clone(), closed.clone()];
     Ok(match f.kind {
         Kind::IndexWithoutValue => watched(conn, &[index.clone(), entity.clone()], |conn| {
             Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
@@ -405,31 +403,45 @@ fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> R
             Some(r) => watched(conn, std::slice::from_ref(&r), |_| Ok(Some(vec![redis::Cmd::sadd(&r, c)])))?,
             None => false,
         },
-        Kind::ClosedNotInClosedIndex
-        | Kind::ClosedInOpenIndex
-        | Kind::OpenNotInOpenIndex
+        Kind::OpenClosedEntryWithoutValue => watched(conn, &open_closed, |conn| {
+            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
+                .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
+        })?,
+        // The state is read again and the entry put where it says (a closed
+        // entry keeps its score; a new one is scored by the value's last
+        // update, or now).
+        Kind::ClosedInOpenIndex
+        | Kind::ClosedNotInClosedIndex
         | Kind::OpenInClosedIndex
-        | Kind::OpenClosedEntryWithoutValue => repair_open_closed(conn, layout, enc, f)?,
+        | Kind::OpenNotInOpenIndex => watched(conn, &open_closed, |conn| {
+            let Value::BulkString(b) = conn.query(&redis::Cmd::get(&entity))? else { return Ok(None) };
+            let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
+                return Ok(None);
+            };
+            Ok(Some(if is_closed {
+                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(&closed).arg("NX").arg(score).arg(id);
+                vec![zadd, redis::Cmd::srem(&open, id)]
+            } else {
+                vec![redis::Cmd::sadd(&open, id), redis::Cmd::zrem(&closed, id)]
+            }))
+        })?,
         // Two versions of the data, none readable, or a state only the
         // engine's type knows: an operator decides (docs/recovery.md).
         _ => false,
     })
 }
 
-/// The open/closed indexes of every collection that has snapshots and is a
-/// reference one or has such an index: each snapshot is in exactly one of
-/// `index:{c}:open` (a set, what `load_open` reads) and `index:{c}:closed`
-/// (sorted by last update, what purges read), the one its state says. The
-/// reference collections' state is decoded from the value (`--repair` puts
-/// the entry back); others' only their type knows, so an id in both or in
-/// neither is reported and left to the operator.
-fn check_open_closed(
+/// The open and closed members of every collection that has snapshots and is
+/// a reference one or has such an index, after adding the findings of
+/// unreadable indexes and of entries whose snapshot is gone.
+fn open_closed_lists<'s>(
     conn: &mut Conn,
     layout: &Layout,
-    enc: Encoding,
-    survey: &Survey,
+    survey: &'s Survey,
     findings: &mut Vec<Finding>,
-) -> Result<(), CliError> {
+) -> Result<BTreeMap<&'s String, [BTreeSet<String>; 2]>, CliError> {
     let reference =
         survey.entities.iter().map(|(c, _)| c).filter(|c| admin::REFERENCE_COLLECTIONS.contains(&c.as_str()));
     let collections: BTreeSet<&String> = survey.open_closed.iter().map(|(c, _)| c).chain(reference).collect();
@@ -441,9 +453,8 @@ fn check_open_closed(
         ]);
     }
     let mut replies = conn.pipeline(&cmds, 100, None)?.into_iter();
-    // Each collection's open and closed members.
     let mut by_collection: BTreeMap<&String, [BTreeSet<String>; 2]> = BTreeMap::new();
-    for &c in &collections {
+    for c in collections {
         let lists = by_collection.entry(c).or_default();
         for (list, key) in lists.iter_mut().zip([layout.open_index(c), layout.closed_index(c)]) {
             match util::members(replies.next().unwrap_or(Value::Nil)) {
@@ -462,68 +473,24 @@ fn check_open_closed(
             }
         }
     }
-
-    // Each snapshot in the index its state says.
-    let targets: Vec<&(String, String)> =
-        survey.entities.iter().filter(|(c, _)| by_collection.contains_key(c)).collect();
-    let gets: Vec<redis::Cmd> = targets.iter().map(|(c, id)| redis::Cmd::get(layout.entity(c, id))).collect();
-    let values = conn.pipeline(&gets, 1000, None)?;
-    for ((c, id), v) in targets.into_iter().zip(values) {
-        let Some(m) = by_collection.get(c) else { continue };
-        let (in_open, in_closed) = (m[0].contains(id), m[1].contains(id));
-        let Value::BulkString(b) = v else { continue }; // gone, or reported by verify
-        let kind = match admin::open_closed_state(c, &b, enc) {
-            Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
-            Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
-            Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
-            Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
-            Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
-            Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
-            _ => None, // consistent, or undecodable (verify reports it)
-        };
-        if let Some(kind) = kind {
-            let detail = kind.open_closed_detail(&layout.open_index(c), &layout.closed_index(c));
-            findings.push(Finding::new(kind, layout.entity(c, id), detail, c, id));
-        }
-    }
-    Ok(())
+    Ok(by_collection)
 }
 
-/// Repairs one open/closed finding under a `WATCH` of the value and both
-/// indexes: the state is read again and the entry put where it says (a
-/// closed entry keeps its score; a new one is scored by the value's last
-/// update, or now). Returns whether it applied.
-fn repair_open_closed(
-    conn: &mut Conn,
-    layout: &Layout,
-    enc: Encoding,
-    f: &Finding,
-) -> Result<bool, CliError> {
-    let (c, id) = &f.target;
-    let (entity, open, closed) = (layout.entity(c, id), layout.open_index(c), layout.closed_index(c));
-    let watch = [entity.clone(), open.clone(), closed.clone()];
-    match f.kind {
-        Kind::OpenClosedEntryWithoutValue => watched(conn, &watch, |conn| {
-            Ok((conn.query(&redis::Cmd::exists(&entity))? == Value::Int(0))
-                .then(|| vec![redis::Cmd::srem(&open, id), redis::Cmd::zrem(&closed, id)]))
-        }),
-        Kind::ClosedInOpenIndex
-        | Kind::ClosedNotInClosedIndex
-        | Kind::OpenInClosedIndex
-        | Kind::OpenNotInOpenIndex => watched(conn, &watch, |conn| {
-            let Value::BulkString(b) = conn.query(&redis::Cmd::get(&entity))? else { return Ok(None) };
-            let Ok(Some((is_closed, updated_ms))) = admin::open_closed_state(c, &b, enc) else {
-                return Ok(None);
-            };
-            Ok(Some(if is_closed {
-                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
-                let mut zadd = redis::cmd("ZADD");
-                zadd.arg(&closed).arg("NX").arg(score).arg(id);
-                vec![zadd, redis::Cmd::srem(&open, id)]
-            } else {
-                vec![redis::Cmd::sadd(&open, id), redis::Cmd::zrem(&closed, id)]
-            }))
-        }),
-        _ => Ok(false),
+/// What is wrong with where the snapshot `b` of `c`/`id` is listed: each
+/// snapshot is in exactly one of `index:{c}:open` (a set, what `load_open`
+/// reads) and `index:{c}:closed` (sorted by last update, what purges read),
+/// the one its state says. Only a reference collection's state is decoded
+/// (`--repair` puts the entry back); of others, an id in both or in neither
+/// is reported and left to the operator.
+fn misplaced(lists: &[BTreeSet<String>; 2], c: &str, id: &str, b: &[u8], enc: Encoding) -> Option<Kind> {
+    let (in_open, in_closed) = (lists[0].contains(id), lists[1].contains(id));
+    match admin::open_closed_state(c, b, enc) {
+        Ok(Some((true, _))) if in_open => Some(Kind::ClosedInOpenIndex),
+        Ok(Some((true, _))) if !in_closed => Some(Kind::ClosedNotInClosedIndex),
+        Ok(Some((false, _))) if in_closed => Some(Kind::OpenInClosedIndex),
+        Ok(Some((false, _))) if !in_open => Some(Kind::OpenNotInOpenIndex),
+        Ok(None) if in_open && in_closed => Some(Kind::InOpenAndClosedIndex),
+        Ok(None) if !in_open && !in_closed => Some(Kind::InNeitherOpenNorClosedIndex),
+        _ => None, // consistent, or undecodable (reported as such)
     }
 }
