@@ -197,13 +197,9 @@ impl Flusher {
             }
             self.write_held();
         }
+        // What was not persisted is reported once, by the caller's side:
+        // `close` returns it (`Error::Unpersisted`), `Drop` logs it.
         let report = self.shared.close_report(self.inbox.received_seq());
-        if report.unpersisted > 0 {
-            log::error!(
-                "tradecache: flusher stopped with {} accepted write(s) not persisted",
-                report.unpersisted
-            );
-        }
         if let Some(b) = self.inbox.take_barrier() {
             let _ = b.reply.try_send(Err(self.shared.stopped_error()));
         }

@@ -92,6 +92,26 @@ fn drop_with_redis_down_or_stalled_is_bounded() {
     stalled.resume();
 }
 
+/// A `Cache` dropped with writes Redis never got says so once: `Drop`
+/// logs the count (as `close` returns it in `Error::Unpersisted`), and the
+/// flusher, stopping, does not log it a second time.
+#[test]
+fn a_dropped_cache_logs_the_writes_it_did_not_persist_once() {
+    capture_logs();
+    let mut server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1").close_timeout(ms(300))).unwrap();
+    server.kill();
+    // A count no other test leaves behind, so that lines of tests run in
+    // the same process (`cargo test`) are not counted.
+    for i in 0..41 {
+        cache.append("A", &Tick { n: i }).unwrap();
+    }
+    drop(cache);
+    let lines: Vec<String> =
+        logged().into_iter().filter(|l| l.contains(" 41 accepted write(s) not persisted")).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+}
+
 /// Redis down and the channel full (the flusher holds `max_pending_events`
 /// and no longer drains): `close` still stops the flusher within its
 /// timeout, counts every accepted write as unpersisted, and nothing is
