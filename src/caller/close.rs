@@ -25,7 +25,8 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::Fenced`](crate::Error::Fenced) when another writer took
-    /// over (whatever this cache had not written by then is not written);
+    /// over (whatever this cache had not written by then is not written;
+    /// its text ends with how many accepted writes that was);
     /// [`Error::Unpersisted`](crate::Error::Unpersisted) with the count of
     /// accepted writes that were not acknowledged (an upper bound: a batch
     /// whose reply was under way at the deadline may still have been

@@ -89,11 +89,22 @@ impl Handle {
     }
 
     /// What `close` returns for `report`: `Error::Fenced` when another
-    /// writer took over, `Error::Unpersisted` when accepted writes were
+    /// writer took over (its text ends with how many accepted writes were
+    /// not persisted, if any), `Error::Unpersisted` when accepted writes were
     /// not acknowledged, else the report.
     pub(crate) fn close_result(&self, report: CloseReport) -> Result<CloseReport> {
         if let Some(e) = self.shared.fence_error() {
-            Err(e)
+            // Fenced wins, but the count is still the caller's to know.
+            Err(match e {
+                Error::Fenced { writer_key, detail } if report.unpersisted > 0 => Error::Fenced {
+                    writer_key,
+                    detail: format!(
+                        "{detail}; {} accepted write(s) not persisted (acked up to seq {})",
+                        report.unpersisted, report.acked_seq
+                    ),
+                },
+                e => e,
+            })
         } else if report.unpersisted > 0 {
             Err(Error::Unpersisted(report))
         } else {

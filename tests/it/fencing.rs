@@ -39,7 +39,10 @@ fn a_second_writer_fences_the_first() {
     assert!(push.is_fenced(), "{push:?}");
     assert_eq!(push.into_inner().map(|c| c.value), Some(3));
     assert_eq!(a.flush(Duration::from_secs(1)).unwrap_err().kind(), ErrorKind::Fenced);
-    assert_eq!(a.close(Duration::from_secs(1)).unwrap_err().kind(), ErrorKind::Fenced);
+    // `close` says how many accepted writes were not persisted (X = 2).
+    let closed = a.close(Duration::from_secs(1)).unwrap_err();
+    assert_eq!(closed.kind(), ErrorKind::Fenced);
+    assert!(closed.to_string().contains("1 accepted write(s) not persisted"), "{closed}");
     // B is unaffected; a third open fences B in turn (the newest wins).
     b.put(&counter_v("X", 101)).unwrap();
     b.flush(Duration::from_secs(5)).unwrap();
