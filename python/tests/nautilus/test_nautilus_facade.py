@@ -419,13 +419,18 @@ def test_every_facade_method(make_cache, make_db):
     fill = TestEventStubs.order_filled(order, inst, account_id=ACCOUNT_ID, position_id=PositionId("P-1"))
     order.apply(fill)
     call("update_order", order)
+    # A pair indexed before its order is written (as the Cache's add_order
+    # does) is written right after the order, never without it.
     call("index_order_position", ClientOrderId("O-2"), PositionId("P-2"))
+    assert ClientOrderId("O-2") not in call("load_index_order_position")
+    db.add_order(TestExecStubs.limit_order(instrument=inst, client_order_id=ClientOrderId("O-2")))
     assert call("load_order", order.client_order_id).to_dict() == order.to_dict()
     assert call("load_orders")[order.client_order_id].to_dict() == order.to_dict()
     assert call("load_index_order_position") == {
         ClientOrderId("O-1"): PositionId("P-1"),
         ClientOrderId("O-2"): PositionId("P-2"),
     }
+    db.delete_order(ClientOrderId("O-2"))
     assert call("load_index_order_client") == {ClientOrderId("O-1"): ClientId("SIM")}
     venue = db.cache.get(tn.COLLECTIONS["venue_order_ids"], "O-1")
     assert venue == ["O-1", "V-1"]

@@ -244,9 +244,16 @@ class TradecacheDatabase(CacheDatabaseFacade):
         # flush() deleted every stored account: an account not written
         # since starts again with its next state, as after add_account.
         self._flushed = False
-        # The last (client order id, position id, escaped id) indexed: the
-        # Cache's add_order indexes the pair (index_order_position) right
-        # before it calls add_order with it, which then writes nothing.
+        # The Cache's add_order indexes an order's position
+        # (index_order_position) before it hands the order to add_order. A
+        # pair indexed for an order not written yet is held here
+        # (client order id -> (position id, escaped id)) and written right
+        # after the order's first write: a crash keeps a prefix of the
+        # writes, and a pair without its order fails the node's
+        # check_integrity at its next start.
+        self._held_positions: Dict[str, tuple] = {}
+        # The last (client order id, position id) pair written: add_order
+        # does not write it again.
         self._last_order_position: Optional[tuple] = None
         self._issues: List[tuple] = []
         self._unreadable: set = set()
@@ -318,6 +325,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._position_first.clear()
         self._account_last.clear()
         self._flushed = True
+        self._held_positions.clear()
         self._last_order_position = None
         self._log.info(f"Flushed {n} key(s) of this trader")
 
@@ -403,19 +411,16 @@ class TradecacheDatabase(CacheDatabaseFacade):
         applied (an order rebuilt from a report). An order already written
         (re-added transformed, or again): only its events not yet written."""
         coid = order.client_order_id.value
-        last = self._last_order_position
         # The Cache indexed the pair just before (index_order_position):
         # its escaped id is the one to use.
-        id_ = last[2] if last is not None and last[0] == coid else escape_id(coid)
+        held = self._held_positions.get(coid) if self._held_positions else None
+        id_ = held[1] if held is not None else escape_id(coid)
         if order.event_count == 1 and coid not in self._order_events:
-            self._write_new_order(coid, id_, order)  # (the usual case)
+            self._write_new_order(coid, id_, order)  # (the usual case; writes a held pair)
         else:
             self._write_order(coid, id_, order)
-        if position_id is not None:
-            pid = position_id.value
-            if last is None or last[0] != coid or last[1] != pid:
-                self._put(_ORDER_POSITIONS, id_, [coid, pid])
-                self._last_order_position = (coid, pid, id_)
+        if position_id is not None and self._last_order_position != (coid, position_id.value):
+            self._put_order_position(coid, position_id.value, id_)
         if client_id is not None:
             self._put(_ORDER_CLIENTS, id_, [coid, client_id.value])
         venue_order_id = order.venue_order_id
@@ -467,6 +472,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
         if not closed:
             self._order_first[coid] = (init, first)
         self._order_events[coid] = 1
+        if self._held_positions:
+            held = self._held_positions.get(coid)
+            if held is not None:
+                self._put_order_position(coid, held[0], id_)
 
     def _append_past(self, coll: str, id_: str, entity: Any, counts: Dict[str, int], key: str, written: int) -> None:
         """Appends the events of ``entity`` (an order, a position) past
@@ -491,11 +500,21 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._put(_VENUE_ORDER_IDS, escape_id(coid), [coid, venue_order_id.value])
 
     def index_order_position(self, client_order_id: Any, position_id: Any) -> None:
+        """Writes the pair; for an order not written yet (the Cache's
+        add_order indexes the pair first), right after the order's first
+        write, so Redis never holds the pair without its order."""
         coid = client_order_id.value
-        pid = position_id.value
         id_ = escape_id(coid)
+        if coid in self._order_events:
+            self._put_order_position(coid, position_id.value, id_)
+        else:
+            self._held_positions[coid] = (position_id.value, id_)
+
+    def _put_order_position(self, coid: str, pid: str, id_: str) -> None:
         self._put(_ORDER_POSITIONS, id_, [coid, pid])
-        self._last_order_position = (coid, pid, id_)
+        self._last_order_position = (coid, pid)
+        if self._held_positions:
+            self._held_positions.pop(coid, None)
 
     def add_position(self, position: Any) -> None:
         """The position as it is (its log written anew)."""
@@ -569,6 +588,7 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._venue_ids.pop(coid, None)
         self._order_events.pop(coid, None)
         self._order_first.pop(coid, None)
+        self._held_positions.pop(coid, None)
         self._last_order_position = None
         for coll in (_ORDERS, _ORDER_POSITIONS, _ORDER_CLIENTS, _VENUE_ORDER_IDS, _ORDER_SNAPSHOTS):
             self._cache.delete(coll, id_)
