@@ -221,7 +221,8 @@ def test_a_node_starts_from_every_prefix_of_the_adapters_writes(make_cache, make
     replayed alone into Redis, is a state a node starts from: its
     integrity check holds, nothing is reported unreadable, and every order
     and position loaded holds a prefix of its events (a position reopened
-    by a fill after it was flat: of its events before or after). (The
+    by a fill after it was flat: of its events before or after; an order
+    or position purged: of its events before). (The
     Cache indexes an order's position before it adds the order: a pair
     written first and cut from its order failed the check.)"""
     writer, db = make_cache()
@@ -235,9 +236,16 @@ def test_a_node_starts_from_every_prefix_of_the_adapters_writes(make_cache, make
     position.apply(TestEventStubs.order_filled(buy, AUDUSD, position_id=position.id, trade_id=TradeId("E-reopen"),
                                                last_px=AUDUSD.make_price(0.7), ts_event=10**15))
     writer.update_position(position)  # its events start again: written anew
+    # A closed position and its orders purged from the database.
+    purged = {o.client_order_id.value: [e.id for e in o.events] for o in writer.orders() if o.client_order_id.value.startswith("O-1-")}
+    purged["P-1"] = [e.id for e in writer.position(PositionId("P-1")).events]
+    for coid in ("O-1-BUY", "O-1-SELL"):
+        writer.purge_order(ClientOrderId(coid), purge_from_database=True)
+    writer.purge_position(PositionId("P-1"), purge_from_database=True)
     db.wait(5.0)
     final = {o.client_order_id.value: [e.id for e in o.events] for o in writer.orders()}
     final.update({p.id.value: [e.id for e in p.events] for p in writer.positions()})
+    final.update(purged)
     assert len(final["P-0"]) == 1
     assert len(rec.calls) > 50
     for cut in range(len(rec.calls) + 1):

@@ -590,7 +590,9 @@ class TradecacheDatabase(CacheDatabaseFacade):
         self._order_first.pop(coid, None)
         self._held_positions.pop(coid, None)
         self._last_order_position = None
-        for coll in (_ORDERS, _ORDER_POSITIONS, _ORDER_CLIENTS, _VENUE_ORDER_IDS, _ORDER_SNAPSHOTS):
+        # The order last: a crash keeps a prefix of these, and an index
+        # entry left without its order fails the node's check_integrity.
+        for coll in (_ORDER_POSITIONS, _ORDER_CLIENTS, _VENUE_ORDER_IDS, _ORDER_SNAPSHOTS, _ORDERS):
             self._cache.delete(coll, id_)
 
     def delete_position(self, position_id: Any) -> None:
