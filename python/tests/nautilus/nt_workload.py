@@ -21,7 +21,7 @@ from nautilus_trader.common.config import DatabaseConfig
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.currencies import AUD, USD
 from nautilus_trader.model.enums import AccountType, OmsType, OrderSide
-from nautilus_trader.model.events import AccountState
+from nautilus_trader.model.events import AccountState, OrderInitialized
 from nautilus_trader.model.identifiers import (
     AccountId,
     ClientId,
@@ -88,6 +88,67 @@ def start_like_a_node(cache: Cache) -> None:
     cache.cache_positions()
     cache.build_index()
     assert cache.check_integrity()
+
+
+class WriteRecorder:
+    """The adapter's writes, in the order it makes them (each a call of
+    ``tradecache.Cache``'s ``put``, ``append`` or ``delete``): the
+    sequence a crash may cut anywhere, since tradecache persists a prefix
+    of it."""
+
+    def __init__(self, db):
+        self.calls = []
+        self._inner = db._cache
+        db._put = self._recording("put")
+        db._append = self._recording("append")
+        db._cache = self
+
+    def _recording(self, name):
+        method = getattr(self._inner, name)
+
+        def call(*args):
+            self.calls.append((name, args))
+            return method(*args)
+
+        return call
+
+    def delete(self, *args):
+        self.calls.append(("delete", args))
+        return self._inner.delete(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def assert_every_prefix_starts_a_node(self, make_db, trader: str, final: dict, earlier: dict | None = None) -> None:
+        """Replays each prefix of the recorded writes alone (into a trader
+        of its own) and starts a node from it: its integrity check holds,
+        nothing is reported, and every order and position loaded holds a
+        prefix of its ``final`` events (by id, ``{id: events}``; or of its
+        ``earlier`` ones, for an entity written anew since). A transformed
+        order's later ``OrderInitialized`` is compared by type: Nautilus's
+        transform, which a load replays, gives it a new id (with Nautilus's
+        own backend too)."""
+        for cut in range(len(self.calls) + 1):
+            replay = make_db(trader=f"{trader}-{cut}")
+            for name, args in self.calls[:cut]:
+                getattr(replay.cache, name)(*args)
+            replay.wait(5.0)
+            node = Cache(database=replay)
+            start_like_a_node(node)  # asserts check_integrity()
+            assert replay.load_issues() == [], cut
+            for entity in list(node.orders()) + list(node.positions()):
+                ident = (getattr(entity, "client_order_id", None) or entity.id).value
+                events = _event_keys(entity.events)
+                before = _event_keys((earlier or {}).get(ident, []))
+                assert events in (_event_keys(final[ident])[: len(events)], before[: len(events)]), (cut, ident)
+            replay.close()
+
+
+
+def _event_keys(events) -> list:
+    """Each event's id; a later ``OrderInitialized`` (a transform's) by
+    its type."""
+    return [type(e).__name__ if k and isinstance(e, OrderInitialized) else e.id for k, e in enumerate(events)]
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ from nt_workload import (  # noqa: F401 - fixtures
     spec_cache_config,
     start_like_a_node,
     state_of,
+    WriteRecorder,
 )
 from their_backend import differences, write_their_state
 
@@ -636,15 +637,17 @@ def test_the_emulators_transformed_order_is_written_once(make_db, make_cache, se
         assert _stored_event_ids(db, order) == [e.id.value for e in order.events]
 
 
-def test_each_order_event_is_written_once_whatever_the_cache_calls(make_cache):
+def test_each_order_event_is_written_once_whatever_the_cache_calls(make_cache, make_db, nt_trader):
     """Model-based: random sequences of what Nautilus's components make the
     Cache do with orders (a new event then update_order; update_order
     again with no new event; add_order(overwrite=True) of the same order;
     the emulator's transform then add_order(overwrite=True)): the stored log
     is the order's events, each once, and a node start rebuilds every
-    order with them and reports nothing."""
+    order with them and reports nothing; so does a node start from each
+    prefix of the writes (what a crash can leave)."""
     rng = random.Random(29)
     a, db = make_cache()
+    rec = WriteRecorder(db)
     ts = [1]
 
     def next_ts() -> int:
@@ -713,6 +716,8 @@ def test_each_order_event_is_written_once_whatever_the_cache_calls(make_cache):
         got = b.order(order.client_order_id)
         assert [type(e).__name__ for e in got.events] == [type(e).__name__ for e in order.events]
         assert got.status_string() == order.status_string()
+    final = {o.client_order_id.value: o.events for o in orders}
+    rec.assert_every_prefix_starts_a_node(make_db, nt_trader, final)
 
 
 def test_cache_calls_with_nothing_new_write_nothing(make_cache):

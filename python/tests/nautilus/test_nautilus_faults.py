@@ -31,6 +31,7 @@ from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 from nt_workload import (  # noqa: F401 - make_cache, make_db, nt_trader: fixtures
     AUDUSD,
     TEST_OPTIONS,
+    WriteRecorder,
     kernel_serializer,
     make_cache,
     make_db,
@@ -185,36 +186,6 @@ def test_a_node_killed_after_its_wait_returned_keeps_everything_acknowledged(own
         db.close()
 
 
-class _Recorder:
-    """The adapter's writes, in the order it makes them (each a call of
-    ``tradecache.Cache``'s ``put``, ``append`` or ``delete``): the
-    sequence a crash may cut anywhere, since tradecache persists a prefix
-    of it."""
-
-    def __init__(self, db):
-        self.calls = []
-        self._inner = db._cache
-        db._put = self._recording("put")
-        db._append = self._recording("append")
-        db._cache = self
-
-    def _recording(self, name):
-        method = getattr(self._inner, name)
-
-        def call(*args):
-            self.calls.append((name, args))
-            return method(*args)
-
-        return call
-
-    def delete(self, *args):
-        self.calls.append(("delete", args))
-        return self._inner.delete(*args)
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
 def test_a_node_starts_from_every_prefix_of_the_adapters_writes(make_cache, make_db, nt_trader):
     """A crash keeps a prefix of what the adapter wrote (batches are
     sequence prefixes), cut anywhere. Each prefix of a workload's writes,
@@ -226,42 +197,29 @@ def test_a_node_starts_from_every_prefix_of_the_adapters_writes(make_cache, make
     Cache indexes an order's position before it adds the order: a pair
     written first and cut from its order failed the check.)"""
     writer, db = make_cache()
-    rec = _Recorder(db)
+    rec = WriteRecorder(db)
     run_workload(writer, pairs=2)
     position = writer.position(PositionId("P-0"))
     assert position.is_closed
-    earlier = [e.id for e in position.events]
+    earlier = position.events
     buy = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId("O-reopen"))
     writer.add_order(buy, position_id=position.id)
     position.apply(TestEventStubs.order_filled(buy, AUDUSD, position_id=position.id, trade_id=TradeId("E-reopen"),
                                                last_px=AUDUSD.make_price(0.7), ts_event=10**15))
     writer.update_position(position)  # its events start again: written anew
     # A closed position and its orders purged from the database.
-    purged = {o.client_order_id.value: [e.id for e in o.events] for o in writer.orders() if o.client_order_id.value.startswith("O-1-")}
-    purged["P-1"] = [e.id for e in writer.position(PositionId("P-1")).events]
+    purged = {o.client_order_id.value: o.events for o in writer.orders() if o.client_order_id.value.startswith("O-1-")}
+    purged["P-1"] = writer.position(PositionId("P-1")).events
     for coid in ("O-1-BUY", "O-1-SELL"):
         writer.purge_order(ClientOrderId(coid), purge_from_database=True)
     writer.purge_position(PositionId("P-1"), purge_from_database=True)
     db.wait(5.0)
-    final = {o.client_order_id.value: [e.id for e in o.events] for o in writer.orders()}
-    final.update({p.id.value: [e.id for e in p.events] for p in writer.positions()})
+    final = {o.client_order_id.value: o.events for o in writer.orders()}
+    final.update({p.id.value: p.events for p in writer.positions()})
     final.update(purged)
     assert len(final["P-0"]) == 1
     assert len(rec.calls) > 50
-    for cut in range(len(rec.calls) + 1):
-        replay = make_db(trader=f"{nt_trader}-{cut}")
-        for name, args in rec.calls[:cut]:
-            getattr(replay.cache, name)(*args)
-        replay.wait(5.0)
-        node = Cache(database=replay)
-        start_like_a_node(node)  # asserts check_integrity()
-        assert replay.load_issues() == [], cut
-        for entity in list(node.orders()) + list(node.positions()):
-            ident = getattr(entity, "client_order_id", None) or entity.id
-            events = [e.id for e in entity.events]
-            before = earlier if ident.value == "P-0" else []
-            assert events in (final[ident.value][: len(events)], before[: len(events)]), (cut, ident)
-        replay.close()
+    rec.assert_every_prefix_starts_a_node(make_db, nt_trader, final, {"P-0": earlier})
 
 
 def _order(cache, coid):
