@@ -419,8 +419,11 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._write_new_order(coid, id_, order)  # (the usual case; writes a held pair)
         else:
             self._write_order(coid, id_, order)
-        if position_id is not None and self._last_order_position != (coid, position_id.value):
-            self._put_order_position(coid, position_id.value, id_)
+        if position_id is not None:
+            pid = position_id.value
+            # (The usual case: the pair was held, and written with the order.)
+            if (held is None or held[0] != pid) and self._last_order_position != (coid, pid):
+                self._put_order_position(coid, pid, id_)
         if client_id is not None:
             self._put(_ORDER_CLIENTS, id_, [coid, client_id.value])
         venue_order_id = order.venue_order_id
@@ -473,9 +476,10 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._order_first[coid] = (init, first)
         self._order_events[coid] = 1
         if self._held_positions:
-            held = self._held_positions.get(coid)
+            held = self._held_positions.pop(coid, None)
             if held is not None:
-                self._put_order_position(coid, held[0], id_)
+                self._put(_ORDER_POSITIONS, id_, [coid, held[0]])
+                self._last_order_position = (coid, held[0])
 
     def _append_past(self, coll: str, id_: str, entity: Any, counts: Dict[str, int], key: str, written: int) -> None:
         """Appends the events of ``entity`` (an order, a position) past
@@ -513,8 +517,6 @@ class TradecacheDatabase(CacheDatabaseFacade):
     def _put_order_position(self, coid: str, pid: str, id_: str) -> None:
         self._put(_ORDER_POSITIONS, id_, [coid, pid])
         self._last_order_position = (coid, pid)
-        if self._held_positions:
-            self._held_positions.pop(coid, None)
 
     def add_position(self, position: Any) -> None:
         """The position as it is (its log written anew)."""
