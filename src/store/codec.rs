@@ -113,6 +113,14 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> 
     match bytes {
         [] => Err(DecodeError("empty value".into())),
         [first, ..] if *first >= 0x80 => msgpack(bytes),
+        // With MessagePack configured, say why the value was read as JSON.
+        [first, rest @ ..] if !rest.is_empty() && preferred == Encoding::MsgPack => json(bytes).map_err(|e| {
+            let why = e.0.trim_start_matches("json: ");
+            DecodeError(format!(
+                "neither MessagePack (its first byte {first:#04x} is a whole value, and {} byte(s) follow) nor JSON: {why}",
+                rest.len()
+            ))
+        }),
         [_, _, ..] => json(bytes),
         [_] => match preferred {
             Encoding::Json => json(bytes).or_else(|e| msgpack(bytes).map_err(|_| e)),
@@ -156,6 +164,19 @@ mod tests {
         assert_eq!(decode::<u64>(b"5", Encoding::MsgPack).unwrap(), 53, "one byte: the configured encoding");
         assert!(decode::<u64>(b"", Encoding::Json).is_err());
         assert!(decode::<S>(b"{\"a\":", Encoding::MsgPack).is_err());
+    }
+
+    #[test]
+    fn a_value_neither_encoding_reads_says_why_under_msgpack() {
+        let e = decode::<u64>(b"garbage", Encoding::MsgPack).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "neither MessagePack (its first byte 0x67 is a whole value, and 6 byte(s) follow) nor JSON: "
+            ),
+            "{e}"
+        );
+        let e = decode::<u64>(b"garbage", Encoding::Json).unwrap_err().to_string();
+        assert!(e.starts_with("json: "), "{e}");
     }
 
     #[test]
