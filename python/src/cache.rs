@@ -408,11 +408,14 @@ impl PyCache {
     /// value is encoded to MessagePack here and written by the flusher
     /// thread. `closed=True` marks the entity done (a filled order): it
     /// leaves the open index and `purge_closed` / `retain_closed_for` may
-    /// remove it. Raises `Full` (the value handed back as `.value`) when
+    /// remove it. `restart=True`: the entity starts again, its event log
+    /// deleted by this same write (a crash keeps the old value with its
+    /// log or this one without; never neither, as a `delete` then a `put`
+    /// could). Raises `Full` (the value handed back as `.value`) when
     /// the channel is full, `InvalidId`, `EncodeError`,
     /// `UnknownCollection`, `Fenced`, `Closed` (`Forked` in a forked
     /// child; both hand the value back too).
-    #[pyo3(signature = (collection, id, value, closed = Flag(false)))]
+    #[pyo3(signature = (collection, id, value, closed = Flag(false), restart = Flag(false)))]
     fn put(
         &self,
         py: Python<'_>,
@@ -420,11 +423,13 @@ impl PyCache {
         id: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
         closed: Flag,
+        restart: Flag,
     ) -> PyResult<u64> {
         let c = args::collection(collection)?;
         let id = args::id(id)?;
         let raw = raw_value(py, value)?;
-        self.write(py, value, |cache| cache.put_raw_with(c, id, raw, RawState::closed(closed.0)))
+        let state = if restart.0 { RawState::closed(closed.0).restart() } else { RawState::closed(closed.0) };
+        self.write(py, value, |cache| cache.put_raw_with(c, id, raw, state))
     }
 
     /// Appends `event` to the event log of entity `id` in `collection`;

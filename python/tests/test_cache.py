@@ -145,6 +145,24 @@ def test_delete(open_cache):
     assert "O-4" not in c.load()["orders"]
 
 
+def test_put_with_restart_starts_the_log_again_in_one_write(open_cache, server):
+    c = open_cache()
+    c.put("positions", "P-9", {"v": 1})
+    c.append("positions", "P-9", {"fill": 1})
+    c.flush()
+    before = c.last_seq()
+    seq = c.put("positions", "P-9", {"v": 2}, True, restart=True)
+    assert seq == before + 1  # one write: no crash keeps the delete alone
+    c.append("positions", "P-9", {"fill": 2})
+    assert c.get("positions", "P-9") == {"v": 2}
+    assert c.get_events("positions", "P-9") == [{"fill": 2}]
+    c.flush()
+    r = server.client()
+    assert [m.decode() for m in r.zrange(f"{c.key_prefix}:index:positions:closed", 0, -1)] == ["P-9"]
+    with pytest.raises(tradecache.ConfigError):
+        c.put("positions", "P-9", 1, restart="yes")
+
+
 def test_wait_flush_and_seqs(open_cache):
     c = open_cache()
     assert c.last_seq() == 0

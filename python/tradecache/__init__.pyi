@@ -101,9 +101,10 @@ class Cache:
     def __init__(self, *, env: bool = True, **options: Union[str, int, float, bool, None]) -> None: ...
     def __enter__(self) -> "Cache": ...
     def __exit__(self, *exc: Any) -> None: ...
-    def put(self, collection: str, id: str, value: Value, closed: bool = False) -> int:
+    def put(self, collection: str, id: str, value: Value, closed: bool = False, restart: bool = False) -> int:
         """Queues the latest value of ``id``; returns its sequence number (no I/O).
-        ``closed=True``: the entity is done (leaves the open index; purges may remove it)."""
+        ``closed=True``: the entity is done (leaves the open index; purges may remove it).
+        ``restart=True``: its event log is deleted by the same write (never cut apart)."""
     @overload
     def append(self, collection: str, id: str, event: Value) -> int:
         """Appends ``event`` to the event log of ``id``; returns its sequence number."""

@@ -144,7 +144,38 @@ impl Cache {
         let () = crate::entity::Checked::<T>::ENTITY;
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
-        self.push(|seq| Msg::Put { seq, rec }, || entity.clone())
+        self.push(|seq| Msg::Put { seq, rec, restart: false }, || entity.clone())
+    }
+
+    /// As [`Cache::put`], and the entity starts again: its event log (and
+    /// its index entry) are deleted by the same write, so a crash leaves
+    /// the entity as it was, with its log, or as put here, with none;
+    /// never without either (a [`Cache::delete`] then a `put` may be cut
+    /// between them). For an entity whose history restarts, such as a
+    /// position reopened after it was flat.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::put`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tradecache::{Cache, Config};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cache = Cache::open(Config::from_env()?.trader_id("DOC-001"))?;
+    /// use tradecache::model::Position;
+    /// let position = Position::example("BTCUSDT-PERP.BINANCE-001");
+    /// let seq = cache.replace(&position)?;
+    /// cache.wait(seq, Duration::from_secs(1))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn replace<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
+        let () = crate::entity::Checked::<T>::ENTITY;
+        ident::validate(entity.id()).map_err(PushError::InvalidId)?;
+        let rec = entity.to_record();
+        self.push(|seq| Msg::Put { seq, rec, restart: true }, || entity.clone())
     }
 
     /// Appends an event to the log of entity `id` (for example an order's

@@ -30,6 +30,9 @@ pub(crate) enum Msg {
     Put {
         seq: u64,
         rec: Record,
+        /// The entity starts again: its event log and index entry are
+        /// deleted by this same write ([`crate::Cache::replace`]).
+        restart: bool,
     },
     Append {
         seq: u64,

@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 use crate::channel::msg::Msg;
 use crate::channel::{Count, Shared};
 use crate::config::Config;
+use crate::ident::Ident;
 
 use super::clear::Barrier;
 use super::pending::Pending;
@@ -36,10 +37,19 @@ impl Inbox {
     /// else (a purge, `Shutdown`) is returned to the flusher.
     pub(super) fn absorb(&mut self, msg: Msg, shared: &Shared) -> Option<Msg> {
         let seq = match msg {
-            Msg::Put { seq, rec } => {
+            Msg::Put { seq, rec, restart: false } => {
                 if self.pending.put(seq, rec) {
                     shared.add(Count::Coalesced, 1);
                 }
+                seq
+            }
+            // A delete and a put folded into one entry under one sequence
+            // number: no batch can hold one without the other.
+            Msg::Put { seq, rec, restart: true } => {
+                let id = Ident::new_unchecked(rec.as_dyn().id());
+                let superseded = self.pending.delete(seq, rec.as_dyn().collection(), id);
+                self.pending.put(seq, rec);
+                shared.add(Count::Coalesced, superseded);
                 seq
             }
             Msg::Delete { seq, collection, id } => {

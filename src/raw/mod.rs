@@ -157,12 +157,22 @@ pub struct RawState {
     pub closed: bool,
     /// [`crate::Entity::last_updated`]; `None`: when the flusher wrote it.
     pub last_updated: Option<UnixNanos>,
+    /// The entity starts again: its event log is deleted by the same
+    /// write, as [`Cache::replace`] does.
+    pub restart: bool,
 }
 
 impl RawState {
     /// Open (the default), or closed.
     pub fn closed(closed: bool) -> RawState {
-        RawState { closed, last_updated: None }
+        RawState { closed, last_updated: None, restart: false }
+    }
+
+    /// Starting again, as [`Cache::replace`]: the event log is deleted by
+    /// the same write.
+    pub fn restart(mut self) -> RawState {
+        self.restart = true;
+        self
     }
 
     /// With the time the entity last changed.
@@ -296,8 +306,9 @@ impl Cache {
             return Err(PushError::WrongEncoding(value));
         }
         let back = value.clone();
+        let restart = state.restart;
         let rec = Record::Dyn(Box::new(RawRecord { collection: collection.0, id, value, state }));
-        self.push(|seq| Msg::Put { seq, rec }, move || back)
+        self.push(|seq| Msg::Put { seq, rec, restart }, move || back)
     }
 
     /// Appends `event` to the log of entity `id` of `collection`

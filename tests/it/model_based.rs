@@ -110,6 +110,8 @@ impl Event for Step {
 #[derive(Debug, Clone)]
 enum Op {
     Put(usize, u64),
+    /// `Cache::replace`: the log restarts in the same write.
+    Replace(usize, u64),
     Delete(usize),
     Append(usize),
     Clear,
@@ -154,6 +156,7 @@ fn id() -> impl Strategy<Value = usize> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (id(), 0..1000u64).prop_map(|(i, v)| Op::Put(i, v)),
+        3 => (id(), 0..1000u64).prop_map(|(i, v)| Op::Replace(i, v)),
         4 => id().prop_map(Op::Delete),
         8 => id().prop_map(Op::Append),
         1 => Just(Op::Clear),
@@ -171,6 +174,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn outage_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (id(), 0..1000u64).prop_map(|(i, v)| Op::Put(i, v)),
+        3 => (id(), 0..1000u64).prop_map(|(i, v)| Op::Replace(i, v)),
         3 => id().prop_map(Op::Delete),
         8 => id().prop_map(Op::Append),
         1 => (5..60usize).prop_map(Op::Burst),
@@ -419,6 +423,14 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         match *op {
             Op::Put(i, v) => {
                 let seq = cache.put(&Job { id: IDS[i].into(), value: v }).expect("accepted");
+                model.put(IDS[i], v);
+                history.wrote(seq, &model);
+                dirty.insert(IDS[i].into());
+            }
+            Op::Replace(i, v) => {
+                let seq = cache.replace(&Job { id: IDS[i].into(), value: v }).expect("accepted");
+                // One model state: a prefix never holds the delete alone.
+                model.delete(IDS[i]);
                 model.put(IDS[i], v);
                 history.wrote(seq, &model);
                 dirty.insert(IDS[i].into());

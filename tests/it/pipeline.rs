@@ -71,6 +71,36 @@ fn delete_then_put_in_one_batch() {
     assert_eq!(ticks(&mut con, "T1", "A"), vec![2], "the log restarts after a delete");
 }
 
+/// `replace` is a put whose entity starts again: its log and index entry
+/// go in the same write (one sequence number), events appended after it
+/// stay, and a pending event of the entity before it never lands after it.
+/// (That no crash or cut leaves the delete without the put is
+/// `model_based::random_sequences_match_the_model`'s `Op::Replace`.)
+#[test]
+fn replace_restarts_the_log_in_one_write() {
+    let server = RedisServer::start();
+    let cache = Cache::open(config(server.port(), "T1").buffer_interval_ms(50)).unwrap();
+    cache.put(&Counter { id: "A".into(), value: 1 }).unwrap();
+    cache.append("A", &Tick { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    // Pending together (the linger): an event before the replace, one after.
+    cache.append("A", &Tick { n: 2 }).unwrap();
+    let before = cache.last_seq();
+    let seq = cache.replace(&Counter { id: "A".into(), value: 2 }).unwrap();
+    assert_eq!(seq.get(), before.get() + 1, "one write");
+    cache.append("A", &Tick { n: 3 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let mut con = server.client();
+    assert_eq!(counter(&mut con, "T1", "A").unwrap().value, 2);
+    assert_eq!(ticks(&mut con, "T1", "A"), vec![3], "the log restarted at the replace");
+    let index: Vec<String> = redis::cmd("SMEMBERS").arg("trader-T1:index:counters").query(&mut con).unwrap();
+    assert_eq!(index, vec!["A".to_string()]);
+    // A replace of an entity never written is a put.
+    cache.replace(&Counter { id: "B".into(), value: 5 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(counter(&mut con, "T1", "B").unwrap().value, 5);
+}
+
 #[test]
 fn wait_and_flush() {
     let server = RedisServer::start();

@@ -39,7 +39,7 @@ from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 import tradecache
-from tradecache.nautilus import TradecacheDatabase
+from tradecache.nautilus import COLLECTIONS, TradecacheDatabase, escape_id
 
 AUDUSD = TestInstrumentProvider.default_fx_ccy("AUD/USD")
 ACCOUNT_ID = AccountId("SIM-001")
@@ -127,7 +127,17 @@ class WriteRecorder:
         ``earlier`` ones, for an entity written anew since). A transformed
         order's later ``OrderInitialized`` is compared by type: Nautilus's
         transform, which a load replays, gives it a new id (with Nautilus's
-        own backend too)."""
+        own backend too). An order or position is loaded exactly when a
+        put of it is in the prefix and no delete after it, and a delete is
+        the last write of its entity: once written, an entity is absent
+        from no later prefix unless it was deleted for good."""
+        entities = (COLLECTIONS["orders"], COLLECTIONS["positions"])
+        deleted = set()
+        for name, args in self.calls:
+            key = args[:2]
+            assert key not in deleted, f"{name} of {key} after its delete"
+            if name == "delete" and key[0] in entities:
+                deleted.add(key)
         for cut in range(len(self.calls) + 1):
             replay = make_db(trader=f"{trader}-{cut}")
             for name, args in self.calls[:cut]:
@@ -136,6 +146,13 @@ class WriteRecorder:
             node = Cache(database=replay)
             start_like_a_node(node)  # asserts check_integrity()
             assert replay.load_issues() == [], cut
+            present = set()
+            for name, args in self.calls[:cut]:
+                if args[0] in entities and name in ("put", "delete"):
+                    (present.add if name == "put" else present.discard)(args[:2])
+            loaded = {(entities[0], escape_id(o.client_order_id.value)) for o in node.orders()}
+            loaded |= {(entities[1], escape_id(p.id.value)) for p in node.positions()}
+            assert loaded == present, cut
             for entity in list(node.orders()) + list(node.positions()):
                 ident = (getattr(entity, "client_order_id", None) or entity.id).value
                 events = _event_keys(entity.events)

@@ -526,11 +526,12 @@ class TradecacheDatabase(CacheDatabaseFacade):
         pid = position.id.value
         self._position_events.pop(pid, None)
         self._position_first.pop(pid, None)
-        self._cache.delete(_POSITIONS, id_)
         opening = position.events[0]
         first = Packed(self._pack(opening))
         closed = position.is_closed
-        self._put(_POSITIONS, id_, first, closed)
+        # Its old log goes in the same write (restart): a crash keeps the
+        # position as it was or as it is now, never neither.
+        self._put(_POSITIONS, id_, first, closed, True)
         if not closed:
             self._position_first[pid] = (opening, first)
         self._position_events[pid] = 1
