@@ -152,7 +152,9 @@ impl Cache {
     /// the entity as it was, with its log, or as put here, with none;
     /// never without either (a [`Cache::delete`] then a `put` may be cut
     /// between them). For an entity whose history restarts, such as a
-    /// position reopened after it was flat.
+    /// position reopened after it was flat. A value too large to write
+    /// (`max_value_bytes`) is dropped and reported as a `put`'s is, and the
+    /// deletion still applies.
     ///
     /// # Errors
     ///

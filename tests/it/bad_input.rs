@@ -532,6 +532,30 @@ fn a_delete_folded_into_a_dropped_put_still_applies() {
     assert_eq!(dropped[0].class, ErrorKind::TooLarge);
 }
 
+/// A `replace` whose value is too large: the write is reported dropped
+/// (`wait` and `take_dropped` say so) and its deletion applies, as
+/// `Cache::replace` documents.
+#[test]
+fn a_replace_too_large_is_reported_and_its_delete_applies() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let cache = Cache::open(config(server.port(), "T1").max_value_bytes(1000)).unwrap();
+    cache.put(&HugeCounter { id: "R".into(), pad: "r".into() }).unwrap();
+    cache.append("R", &HugeNote { n: 1 }).unwrap();
+    cache.flush(Duration::from_secs(5)).unwrap();
+    let seq = cache.replace(&HugeCounter { id: "R".into(), pad: "r".repeat(5000) }).unwrap();
+    let err = cache.wait(seq, Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(&err, Error::Dropped { first, .. } if first.seq == seq), "{err}");
+    let stored: Option<Vec<u8>> = redis::cmd("GET").arg("trader-T1:huge:R").query(&mut con).unwrap();
+    assert_eq!(stored, None);
+    let log: Vec<Vec<u8>> =
+        redis::cmd("LRANGE").arg("trader-T1:huge:R:events").arg(0).arg(-1).query(&mut con).unwrap();
+    assert!(log.is_empty());
+    let dropped = cache.take_dropped();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].class, ErrorKind::TooLarge);
+}
+
 /// Two puts of one key folded together, the later one too large: the
 /// earlier value was never written either, so `wait` on it fails too.
 #[test]
@@ -548,6 +572,19 @@ fn a_value_superseded_by_a_dropped_one_is_reported() {
     let err = cache.wait(first, Duration::from_secs(10)).unwrap_err();
     assert!(matches!(&err, Error::Dropped { first: d, .. } if d.seq == first && d.writes == 2), "{err}");
     assert!(second > first);
+}
+
+/// An event of a [`HugeCounter`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct HugeNote {
+    n: u64,
+}
+
+impl Event for HugeNote {
+    type Of = HugeCounter;
+    fn event_id(&self) -> u64 {
+        self.n
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
