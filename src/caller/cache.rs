@@ -144,7 +144,7 @@ impl Cache {
         let () = crate::entity::Checked::<T>::ENTITY;
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
-        self.push(|seq| Msg::Put { seq, rec, restart: false }, || entity.clone())
+        self.push(|seq| Msg::Put { seq, rec }, || entity.clone())
     }
 
     /// As [`Cache::put`], and the entity starts again: its event log (and
@@ -177,7 +177,7 @@ impl Cache {
         let () = crate::entity::Checked::<T>::ENTITY;
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
-        self.push(|seq| Msg::Put { seq, rec, restart: true }, || entity.clone())
+        self.push(|seq| Msg::Replace { seq, rec }, || entity.clone())
     }
 
     /// Appends an event to the log of entity `id` (for example an order's

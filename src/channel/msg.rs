@@ -30,9 +30,12 @@ pub(crate) enum Msg {
     Put {
         seq: u64,
         rec: Record,
-        /// The entity starts again: its event log and index entry are
-        /// deleted by this same write ([`crate::Cache::replace`]).
-        restart: bool,
+    },
+    /// A put whose entity starts again: its event log and index entry are
+    /// deleted by this same write ([`crate::Cache::replace`]).
+    Replace {
+        seq: u64,
+        rec: Record,
     },
     Append {
         seq: u64,
@@ -63,6 +66,7 @@ impl Msg {
     pub(crate) fn set_seq(&mut self, n: u64) {
         match self {
             Msg::Put { seq, .. }
+            | Msg::Replace { seq, .. }
             | Msg::Append { seq, .. }
             | Msg::Delete { seq, .. }
             | Msg::Clear { seq, .. } => *seq = n,

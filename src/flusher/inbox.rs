@@ -37,7 +37,7 @@ impl Inbox {
     /// else (a purge, `Shutdown`) is returned to the flusher.
     pub(super) fn absorb(&mut self, msg: Msg, shared: &Shared) -> Option<Msg> {
         let seq = match msg {
-            Msg::Put { seq, rec, restart: false } => {
+            Msg::Put { seq, rec } => {
                 if self.pending.put(seq, rec) {
                     shared.add(Count::Coalesced, 1);
                 }
@@ -45,7 +45,7 @@ impl Inbox {
             }
             // A delete and a put folded into one entry under one sequence
             // number: no batch can hold one without the other.
-            Msg::Put { seq, rec, restart: true } => {
+            Msg::Replace { seq, rec } => {
                 let id = Ident::new_unchecked(rec.as_dyn().id());
                 let superseded = self.pending.delete(seq, rec.as_dyn().collection(), id);
                 self.pending.put(seq, rec);

@@ -308,7 +308,7 @@ impl Cache {
         let back = value.clone();
         let restart = state.restart;
         let rec = Record::Dyn(Box::new(RawRecord { collection: collection.0, id, value, state }));
-        self.push(|seq| Msg::Put { seq, rec, restart }, move || back)
+        self.push(|seq| if restart { Msg::Replace { seq, rec } } else { Msg::Put { seq, rec } }, move || back)
     }
 
     /// Appends `event` to the log of entity `id` of `collection`
