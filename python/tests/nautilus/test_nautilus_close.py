@@ -157,9 +157,10 @@ def _fill_the_channel(db) -> None:
 def test_an_order_whose_first_put_was_refused_closes_as_written(make_cache, own_server, server):
     """Redis frozen, the channel full: add_order's put of the order is
     refused (Full). Once Redis answers, the order's updates write it whole
-    (its value, then every event) and its fill closes it: its value is its
-    OrderInitialized packed, it is in the closed index only, and a node
-    start gets it back with every event."""
+    (its value, then every event, then the position pair the Cache indexed
+    before it, held until the order is written) and its fill closes it: its
+    value is its OrderInitialized packed, it is in the closed index only,
+    and a node start gets it back with every event and its position."""
     small = dict(channel_capacity=8, max_pending_events=16, max_pending_snapshots=16)
     a, db = make_cache(srv=own_server, **small)
     for write in (lambda: a.add_currency(AUD), lambda: a.add_currency(USD), lambda: a.add_instrument(AUDUSD)):
@@ -174,7 +175,7 @@ def test_an_order_whose_first_put_was_refused_closes_as_written(make_cache, own_
             order = TestExecStubs.limit_order(instrument=AUDUSD, client_order_id=ClientOrderId(coid))
             _fill_the_channel(db)
             try:
-                a.add_order(order)
+                a.add_order(order, position_id=PositionId(f"P-{coid}"))
             except tradecache.Full:
                 break
         else:
@@ -183,6 +184,7 @@ def test_an_order_whose_first_put_was_refused_closes_as_written(make_cache, own_
         own_server.resume()
     db.wait(20.0)
     assert db._order_first.get(coid) is None
+    assert coid in db._held_positions  # not written without its order
     for event in (
         lambda: TestEventStubs.order_submitted(order, account_id=ACCOUNT_ID),
         lambda: TestEventStubs.order_accepted(order, account_id=ACCOUNT_ID, venue_order_id=VenueOrderId(f"V-{coid}")),
@@ -202,6 +204,7 @@ def test_an_order_whose_first_put_was_refused_closes_as_written(make_cache, own_
     start_like_a_node(b)
     assert db2.load_issues() == []
     assert [e.id for e in b.order(order.client_order_id).events] == [e.id for e in order.events]
+    assert b.position_id(order.client_order_id) == PositionId(f"P-{coid}")
     assert_same_state(a, b)
 
 
