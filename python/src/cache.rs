@@ -428,7 +428,8 @@ impl PyCache {
         let c = args::collection(collection)?;
         let id = args::id(id)?;
         let raw = raw_value(py, value)?;
-        let state = if restart.0 { RawState::closed(closed.0).restart() } else { RawState::closed(closed.0) };
+        let mut state = RawState::closed(closed.0);
+        state.restart = restart.0;
         self.write(py, value, |cache| cache.put_raw_with(c, id, raw, state))
     }
 

@@ -184,8 +184,8 @@ def cache_calls(c):
         return c.append(collection, id, event_id, event)
 
     return [
-        ("put", c.put, dict(collection="orders", id="O-1", value={"a": 1}, closed=False),
-         dict(collection="collection", id="id", value="value", closed="flag")),
+        ("put", c.put, dict(collection="orders", id="O-1", value={"a": 1}, closed=False, restart=False),
+         dict(collection="collection", id="id", value="value", closed="flag", restart="flag")),
         ("append", lambda collection, id, event: c.append(collection, id, event),
          dict(collection="orders", id="O-1", event={"e": 1}),
          dict(collection="collection", id="id", event="value")),

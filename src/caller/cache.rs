@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
-use crate::channel::msg::Msg;
+use crate::channel::msg::{Msg, Record};
 use crate::channel::Count;
 use crate::channel::{Handle, Shared};
 use crate::config::{Config, OverflowPolicy};
@@ -141,10 +141,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn put<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
-        let () = crate::entity::Checked::<T>::ENTITY;
-        ident::validate(entity.id()).map_err(PushError::InvalidId)?;
-        let rec = entity.to_record();
-        self.push(|seq| Msg::Put { seq, rec }, || entity.clone())
+        self.push_entity(entity, |seq, rec| Msg::Put { seq, rec })
     }
 
     /// As [`Cache::put`], and the entity starts again: its event log (and
@@ -174,10 +171,20 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn replace<T: Entity>(&self, entity: &T) -> std::result::Result<Seq, PushError<T>> {
+        self.push_entity(entity, |seq, rec| Msg::Replace { seq, rec })
+    }
+
+    /// The body of [`Cache::put`] and [`Cache::replace`].
+    #[inline]
+    fn push_entity<T: Entity>(
+        &self,
+        entity: &T,
+        msg: impl FnOnce(u64, Record) -> Msg,
+    ) -> std::result::Result<Seq, PushError<T>> {
         let () = crate::entity::Checked::<T>::ENTITY;
         ident::validate(entity.id()).map_err(PushError::InvalidId)?;
         let rec = entity.to_record();
-        self.push(|seq| Msg::Replace { seq, rec }, || entity.clone())
+        self.push(|seq| msg(seq, rec), || entity.clone())
     }
 
     /// Appends an event to the log of entity `id` (for example an order's

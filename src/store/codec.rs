@@ -113,18 +113,19 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> 
     match bytes {
         [] => Err(DecodeError("empty value".into())),
         [first, ..] if *first >= 0x80 => msgpack(bytes),
-        // With MessagePack configured, say why the value was read as JSON.
-        [first, rest @ ..] if !rest.is_empty() && preferred == Encoding::MsgPack => json(bytes).map_err(|e| {
-            let why = e.0.trim_start_matches("json: ");
-            DecodeError(format!(
-                "neither MessagePack (its first byte {first:#04x} is a whole value, and {} byte(s) follow) nor JSON: {why}",
-                rest.len()
-            ))
-        }),
-        [_, _, ..] => json(bytes),
         [_] => match preferred {
             Encoding::Json => json(bytes).or_else(|e| msgpack(bytes).map_err(|_| e)),
             Encoding::MsgPack => msgpack(bytes).or_else(|e| json(bytes).map_err(|_| e)),
+        },
+        [first, rest @ ..] => match preferred {
+            Encoding::Json => json(bytes),
+            // With MessagePack configured, say why the value was read as JSON.
+            Encoding::MsgPack => serde_json::from_slice(bytes).map_err(|e| {
+                DecodeError(format!(
+                    "neither MessagePack (its first byte {first:#04x} is a whole value, and {} byte(s) follow) nor JSON: {e}",
+                    rest.len()
+                ))
+            }),
         },
     }
 }

@@ -419,11 +419,8 @@ class TradecacheDatabase(CacheDatabaseFacade):
             self._write_new_order(coid, id_, order)  # (the usual case; writes a held pair)
         else:
             self._write_order(coid, id_, order)
-        if position_id is not None:
-            pid = position_id.value
-            # (The usual case: the pair was held, and written with the order.)
-            if (held is None or held[0] != pid) and self._last_order_position != (coid, pid):
-                self._put_order_position(coid, pid, id_)
+        if position_id is not None and self._last_order_position != (coid, position_id.value):
+            self._put_order_position(coid, position_id.value, id_)
         if client_id is not None:
             self._put(_ORDER_CLIENTS, id_, [coid, client_id.value])
         venue_order_id = order.venue_order_id
