@@ -419,7 +419,7 @@ fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> R
                 return Ok(None);
             };
             Ok(Some(if is_closed {
-                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
+                let score = updated_ms.unwrap_or(crate::model::UnixNanos::now().0 / 1_000_000);
                 let mut zadd = redis::cmd("ZADD");
                 zadd.arg(&closed).arg("NX").arg(score).arg(id);
                 vec![zadd, redis::Cmd::srem(&open, id)]
