@@ -72,7 +72,6 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
             a.id.map(|i| format!(":{i}")).unwrap_or_default()
         )));
     }
-    let with_events = a.id.is_some();
     for id in ids {
         let key = layout.entity(&collection, id);
         match conn.raw(&redis::Cmd::get(&key))? {
@@ -83,7 +82,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
             Value::Nil => println!("{key}: no value"),
             other => println!("{key}: {other:?}"),
         }
-        if with_events {
+        if a.id.is_some() {
             let key = layout.events(&collection, id);
             match conn.raw(&redis::Cmd::lrange(&key, 0, -1))? {
                 Value::Array(items) => {
