@@ -128,10 +128,8 @@ impl fmt::Display for Stats {
             (self.purged, "purged", "purged"),
             (self.marker_losses, "marker loss", "marker losses"),
         ];
-        let mut first = true;
-        for (n, one, many) in counts.into_iter().filter(|(n, _, _)| *n > 0) {
-            f.write_str(if first { sep } else { ", " })?;
-            first = false;
+        for (i, (n, one, many)) in counts.into_iter().filter(|(n, _, _)| *n > 0).enumerate() {
+            f.write_str(if i == 0 { sep } else { ", " })?;
             write!(f, "{n} {}", if n == 1 { one } else { many })?;
         }
         if let (Some(p50), Some(p99)) = (self.batch_latency_p50_us, self.batch_latency_p99_us) {
