@@ -12,8 +12,8 @@
 
 use std::fmt::{self, Display, Write as _};
 
-use crate::channel::Count;
-use crate::channel::{Shared, LAT_BUCKETS};
+use crate::channel::{Count, Shared, LAT_BUCKETS};
+use crate::metrics::stats::healthy;
 use crate::{Cache, Config};
 use MetricType::{Counter, Gauge, Histogram};
 
@@ -246,7 +246,7 @@ pub(crate) const FAMILIES: &[(&str, MetricType, &str, Source)] = &[
         Gauge,
         "1 when connected, the flusher runs, not fenced and no backpressure (Health::is_healthy).",
         Source::Value(|s| {
-            u64::from(s.is_connected() && s.is_alive() && !s.is_fenced() && !s.has_backpressure())
+            u64::from(healthy(s.is_connected(), s.is_alive(), s.is_fenced(), s.has_backpressure()))
         }),
     ),
     (

@@ -97,8 +97,15 @@ impl Health {
     /// Connected, flusher running, not fenced, and no server-side
     /// backpressure.
     pub fn is_healthy(&self) -> bool {
-        self.connected && self.flusher_running && self.backpressure.is_none() && self.fenced.is_none()
+        healthy(self.connected, self.flusher_running, self.fenced.is_some(), self.backpressure.is_some())
     }
+}
+
+/// The one definition of healthy: [`Health::is_healthy`], and the
+/// `tradecache_healthy` metric, which reads the flags without building a
+/// `Health` (a scrape allocates nothing).
+pub(crate) fn healthy(connected: bool, flusher_running: bool, fenced: bool, backpressure: bool) -> bool {
+    connected && flusher_running && !fenced && !backpressure
 }
 
 /// One line for a person (`{:#}`: one item per line), for example
@@ -121,10 +128,8 @@ impl fmt::Display for Stats {
             (self.purged, "purged", "purged"),
             (self.marker_losses, "marker loss", "marker losses"),
         ];
-        let mut first = true;
-        for (n, one, many) in counts.into_iter().filter(|(n, _, _)| *n > 0) {
-            f.write_str(if first { sep } else { ", " })?;
-            first = false;
+        for (i, (n, one, many)) in counts.into_iter().filter(|(n, _, _)| *n > 0).enumerate() {
+            f.write_str(if i == 0 { sep } else { ", " })?;
             write!(f, "{n} {}", if n == 1 { one } else { many })?;
         }
         if let (Some(p50), Some(p99)) = (self.batch_latency_p50_us, self.batch_latency_p99_us) {

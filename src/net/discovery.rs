@@ -41,7 +41,8 @@ fn master_from_sentinel(
         return Err(Failure::new(Cause::UnknownMaster, addr, format!("does not know master {master:?}")));
     }
     let Ok((host, port)) = <(String, u16)>::from_redis_value_ref(&reply) else {
-        return Err(other(&addr, &format!("unexpected reply for master {master:?}: {reply:?}")));
+        let text = format!("unexpected reply for master {master:?}: {reply:?}");
+        return Err(Failure::new(Cause::Protocol, addr, text));
     };
     drop(sc);
     let its_master = |mut f: Failure| {
@@ -141,8 +142,8 @@ fn cluster_owner(seed: &mut Conn, key: &str) -> Result<(String, u16), Failure> {
     let slot = i64::from(key_slot(key.as_bytes()));
     let reply = seed.query(redis::cmd("CLUSTER").arg("SLOTS")).map_err(|e| Failure::of(&e, &addr))?;
     let seed_host = addr.rsplit_once(':').map_or("", |(h, _)| h);
-    let ranges =
-        cluster_slots(&reply, seed_host).ok_or_else(|| other(&addr, "unexpected CLUSTER SLOTS reply"))?;
+    let ranges = cluster_slots(&reply, seed_host)
+        .ok_or_else(|| Failure::new(Cause::Protocol, &addr, "unexpected CLUSTER SLOTS reply"))?;
     let owner = ranges.into_iter().find(|(lo, hi, ..)| (*lo..=*hi).contains(&slot));
     // What a node answers while a slot has no owner: CLUSTERDOWN.
     owner
@@ -175,11 +176,6 @@ pub(crate) fn cluster_slots(reply: &Value, seed_host: &str) -> Option<Vec<(i64, 
 /// name, a node's address).
 pub(crate) fn text(v: &Value) -> Option<String> {
     String::from_redis_value_ref(v).ok()
-}
-
-/// A reply of a shape we did not expect.
-fn other(addr: &str, text: &str) -> Failure {
-    Failure::new(Cause::Protocol, addr, text)
 }
 
 #[cfg(test)]

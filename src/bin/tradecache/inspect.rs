@@ -72,7 +72,6 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
             a.id.map(|i| format!(":{i}")).unwrap_or_default()
         )));
     }
-    let with_events = a.id.is_some();
     for id in ids {
         let key = layout.entity(&collection, id);
         match conn.raw(&redis::Cmd::get(&key))? {
@@ -83,7 +82,7 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
             Value::Nil => println!("{key}: no value"),
             other => println!("{key}: {other:?}"),
         }
-        if with_events {
+        if a.id.is_some() {
             let key = layout.events(&collection, id);
             match conn.raw(&redis::Cmd::lrange(&key, 0, -1))? {
                 Value::Array(items) => {
@@ -105,12 +104,6 @@ pub(crate) fn run(setup: &Setup, a: InspectArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Default)]
-struct Tally {
-    keys: usize,
-    by: BTreeMap<String, usize>,
 }
 
 /// Splits `trader-T1:…` / `{trader-T1:I1}:…` keys into (trader, instance,
@@ -167,14 +160,12 @@ fn list_traders(setup: &Setup, conn: &mut Conn) -> Result<(), CliError> {
             "listing traders scans one node, and a cluster spreads traders over several: give --trader",
         ));
     }
-    let mut all: BTreeMap<(String, Option<String>), Tally> = BTreeMap::new();
+    // Keys by (trader, instance), by kind.
+    let mut all: BTreeMap<(String, Option<String>), BTreeMap<String, usize>> = BTreeMap::new();
     for pattern in ["trader-*", "{trader-*"] {
         for k in conn.scan(pattern)? {
-            let k = text(&k);
-            if let Some((t, i, what)) = owner(&k) {
-                let tally = all.entry((t, i)).or_default();
-                tally.keys += 1;
-                *tally.by.entry(what).or_default() += 1;
+            if let Some((t, i, what)) = owner(&text(&k)) {
+                *all.entry((t, i)).or_default().entry(what).or_default() += 1;
             }
         }
     }
@@ -184,9 +175,10 @@ fn list_traders(setup: &Setup, conn: &mut Conn) -> Result<(), CliError> {
         return Ok(());
     }
     println!("  {:<24} {:<12} {:>8}  collections", "TRADER", "INSTANCE", "KEYS");
-    for ((t, i), tally) in &all {
-        let by: Vec<String> = tally.by.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        println!("  {t:<24} {:<12} {:>8}  {}", i.as_deref().unwrap_or("-"), tally.keys, by.join(", "));
+    for ((t, i), by) in &all {
+        let keys: usize = by.values().sum();
+        let by: Vec<String> = by.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("  {t:<24} {:<12} {keys:>8}  {}", i.as_deref().unwrap_or("-"), by.join(", "));
     }
     println!("inspect one: tradecache --trader ID [--instance I] inspect [COLLECTION [ID]]");
     Ok(())

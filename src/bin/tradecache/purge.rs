@@ -42,7 +42,7 @@ pub(crate) fn run(setup: &Setup, a: PurgeArgs) -> Result<ExitCode, CliError> {
     let layout = util::layout(setup)?;
     let enc = setup.config.encoding;
     let mut conn = Conn::connect(&setup.config)?;
-    let now = util::now_ns();
+    let now = crate::model::UnixNanos::now().0;
     let cutoff = now.saturating_sub(u64::try_from(a.older_than.as_nanos()).unwrap_or(u64::MAX));
     let both = a.orders == a.positions;
     let wanted =

@@ -34,15 +34,13 @@ pub(crate) struct StatsArgs {
 pub(crate) fn run(setup: &Setup, a: StatsArgs) -> Result<ExitCode, CliError> {
     let layout = util::layout(setup)?;
     let mut conn = Conn::connect(&setup.config)?;
-    let mut shown = 0u64;
-    loop {
+    for shown in 1u64.. {
         let report = collect(&mut conn, &layout, a.sample)?;
         if a.json {
             println!("{report}");
         } else {
             print_text(setup, &layout, &report);
         }
-        shown += 1;
         let Some(every) = a.watch else { break };
         if a.count.is_some_and(|n| shown >= n) {
             break;
@@ -123,7 +121,7 @@ fn collect(conn: &mut Conn, layout: &Layout, sample: usize) -> Result<Json, CliE
         }
     }
 
-    let now_us = util::now_ns() / 1000;
+    let now_us = crate::model::UnixNanos::now().0 / 1000;
     let mut writers = Vec::new();
     // Idle times first: reading a marker resets its own. The flusher reads
     // it after every transaction, so this is the time since its last batch.

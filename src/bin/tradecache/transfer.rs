@@ -89,7 +89,7 @@ pub(crate) fn export(setup: &Setup, a: ExportArgs) -> Result<ExitCode, CliError>
         "trader_key": layout.prefix(),
         "encoding": enc.as_str(),
         "source": setup.config.redacted_url(),
-        "exported_at_ns": util::now_ns(),
+        "exported_at_ns": crate::model::UnixNanos::now().0,
         "markers": markers_before,
     });
     writeln!(out, "{header}")?;

@@ -342,13 +342,6 @@ pub(crate) fn human(d: Duration) -> String {
     }
 }
 
-/// Nanoseconds since the epoch, now.
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

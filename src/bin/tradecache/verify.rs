@@ -224,18 +224,17 @@ pub(crate) fn run(setup: &Setup, a: VerifyArgs) -> Result<ExitCode, CliError> {
                 continue;
             }
         };
-        let (mut seen, mut last, mut dups, mut disorder) =
-            (HashSet::new(), None::<u64>, Vec::new(), Vec::new());
+        let (mut seen, mut last, mut dups, mut disorder) = (HashSet::new(), 0, Vec::new(), Vec::new());
         for (i, item) in items.into_iter().filter_map(bytes).enumerate() {
             events_checked += 1;
             match admin::event_to_json(c, &item, enc) {
                 Ok((_, Some(eid))) => {
                     if !seen.insert(eid) {
                         dups.push(eid);
-                    } else if last.is_some_and(|l| eid < l) {
-                        disorder.push((i, eid, last.unwrap_or(0)));
+                    } else if eid < last {
+                        disorder.push((i, eid, last));
                     }
-                    last = Some(last.map_or(eid, |l| l.max(eid)));
+                    last = last.max(eid);
                 }
                 Ok((_, None)) => {}
                 Err(e) => {
@@ -419,7 +418,7 @@ fn repair_one(conn: &mut Conn, layout: &Layout, enc: Encoding, f: &Finding) -> R
                 return Ok(None);
             };
             Ok(Some(if is_closed {
-                let score = updated_ms.unwrap_or(util::now_ns() / 1_000_000);
+                let score = updated_ms.unwrap_or(crate::model::UnixNanos::now().0 / 1_000_000);
                 let mut zadd = redis::cmd("ZADD");
                 zadd.arg(&closed).arg("NX").arg(score).arg(id);
                 vec![zadd, redis::Cmd::srem(&open, id)]
@@ -457,20 +456,19 @@ fn open_closed_lists<'s>(
     for c in collections {
         let lists = by_collection.entry(c).or_default();
         for (list, key) in lists.iter_mut().zip([layout.open_index(c), layout.closed_index(c)]) {
-            match util::members(replies.next().unwrap_or(Value::Nil)) {
-                Ok(ids) => *list = ids,
-                Err(e) => findings.push(Finding::new(Kind::WrongType, key, e, c, "")),
-            }
-        }
-    }
-
-    // Entries whose snapshot is gone.
-    for (c, lists) in &by_collection {
-        for (ids, key) in lists.iter().zip([layout.open_index(c), layout.closed_index(c)]) {
-            for id in ids.iter().filter(|id| !survey.entities.contains(&((*c).clone(), (*id).clone()))) {
+            let ids = match util::members(replies.next().unwrap_or(Value::Nil)) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    findings.push(Finding::new(Kind::WrongType, key, e, c, ""));
+                    continue;
+                }
+            };
+            // Entries whose snapshot is gone.
+            for id in ids.iter().filter(|id| !survey.entities.contains(&(c.clone(), (*id).clone()))) {
                 let detail = format!("{id} is listed but {} does not exist", layout.entity(c, id));
                 findings.push(Finding::new(Kind::OpenClosedEntryWithoutValue, key.clone(), detail, c, id));
             }
+            *list = ids;
         }
     }
     Ok(by_collection)
