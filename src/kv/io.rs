@@ -215,7 +215,6 @@ impl IoThread {
             (out, None) => Ok((out, addr)),
             (_, Some(f)) => {
                 self.drop_link(&Node::Main);
-                self.shared.set_connected(false);
                 Err(f)
             }
         }

@@ -52,6 +52,7 @@ struct Entry {
 }
 
 /// The previous entry of a key, to put back if the write is not accepted.
+#[derive(Default)]
 pub(crate) struct Undo(Option<Entry>);
 
 struct ShardMap {
@@ -106,7 +107,9 @@ impl Overlay {
         Undo(None)
     }
 
-    /// Write `seq` was not accepted: puts back what was there before it.
+    /// Takes write `seq` back unless a newer write to its key is recorded:
+    /// puts back the entry it replaced (the channel refused it), or none
+    /// (`Undo::default()`: the writer dropped it, not to be read back).
     pub(crate) fn undo(&self, seq: u64, item: &Ident, undo: Undo) {
         let key = item.as_str();
         let mut s = self.shard(key).lock();
@@ -115,15 +118,6 @@ impl Overlay {
                 Some(old) => s.map.insert(item.clone(), old),
                 None => s.map.remove(key),
             };
-        }
-    }
-
-    /// Write `seq` was dropped: forget it unless a newer one to the same
-    /// key is queued.
-    pub(crate) fn forget(&self, key: &str, seq: u64) {
-        let mut s = self.shard(key).lock();
-        if s.map.get(key).is_some_and(|e| e.seq == seq) {
-            s.map.remove(key);
         }
     }
 
@@ -188,9 +182,9 @@ mod tests {
         assert_eq!(value(&o, "k", 2), Some(vec![]));
         // A dropped write is forgotten, unless a newer one is queued.
         o.record(4, &set("j", b"c"), || 2);
-        o.forget("j", 3);
+        o.undo(3, &Ident::new_unchecked("j"), Undo::default());
         assert_eq!(value(&o, "j", 2), Some(b"c".to_vec()));
-        o.forget("j", 4);
+        o.undo(4, &Ident::new_unchecked("j"), Undo::default());
         assert_eq!(value(&o, "j", 2), None);
     }
 

@@ -100,43 +100,35 @@ impl Pool {
         })
     }
 
-    /// The values of `keys`, in order: one `MGET` per `chunk` keys, all
-    /// sent in one write (outside a cluster); in a cluster, pipelined `GET`s
-    /// to each key's master.
+    /// The values of `keys`, in order, sent to each master in one write:
+    /// one `MGET` per `chunk` keys, or in a cluster a `GET` per key (keys
+    /// of several slots cannot share a command).
     pub(crate) fn mget(&self, keys: &[Vec<u8>], chunk: usize) -> Result<Vec<Reply>, Failure> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        if self.topo.clustered() {
-            return self.mget_cluster(keys);
-        }
-        self.with_node(b"", |c, p| {
-            p.clear();
-            for part in keys.chunks(chunk.max(1)) {
-                p.array(part.len() + 1);
-                p.bulk(b"MGET");
-                part.iter().for_each(|k| p.bulk(k));
-            }
-            let mut out = Vec::with_capacity(keys.len());
-            for (v, part) in c.round_trip(p)?.into_iter().zip(keys.chunks(chunk.max(1))) {
-                match v {
-                    Value::Array(items) if items.len() == part.len() => {
-                        out.extend(items.into_iter().map(|v| one_reply(v).unwrap_or(Reply::Nil)))
-                    }
-                    other => return Err(server_failure(c, &other)),
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    fn mget_cluster(&self, keys: &[Vec<u8>]) -> Result<Vec<Reply>, Failure> {
+        let (per_key, chunk) = (self.topo.clustered(), chunk.max(1));
         let mut out: Vec<Reply> = keys.iter().map(|_| Reply::Nil).collect();
         for (_, idx) in self.topo.by_node(keys.iter().map(|k| &k[..]), Err)? {
             let replies = self.with_node(&keys[idx[0]], |c, p| {
                 p.clear();
-                idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));
-                let vs = c.round_trip(p)?;
+                if per_key {
+                    idx.iter().for_each(|&i| p.cmd(&[b"GET", &keys[i]]));
+                } else {
+                    for part in idx.chunks(chunk) {
+                        p.array(part.len() + 1);
+                        p.bulk(b"MGET");
+                        part.iter().for_each(|&i| p.bulk(&keys[i]));
+                    }
+                }
+                let mut vs = c.round_trip(p)?;
+                if !per_key {
+                    let mut items = Vec::with_capacity(idx.len());
+                    for (v, part) in vs.into_iter().zip(idx.chunks(chunk)) {
+                        match v {
+                            Value::Array(v) if v.len() == part.len() => items.extend(v),
+                            other => return Err(server_failure(c, &other)),
+                        }
+                    }
+                    vs = items;
+                }
                 if let Some(v) =
                     vs.iter().find(|v| reply_error(v).is_some_and(|(code, _)| route::is_redirect(&code)))
                 {

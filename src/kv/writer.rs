@@ -27,7 +27,7 @@ use super::config::KvConfig;
 use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
 use super::op::{KeyHash, KvMsg, Op};
-use super::overlay::Overlay;
+use super::overlay::{Overlay, Undo};
 use super::route::{Links, Topology};
 use crate::channel::intake::{self, AliveGuard, Intake, Wake};
 use crate::channel::{Count, Shared};
@@ -228,7 +228,7 @@ impl Writer {
     fn drop_write(&mut self, p: &Pend, class: ErrorKind, detail: String) {
         let key = p.op.item().to_string();
         self.shared.record_drop(p.first_seq, 1, key, class, detail);
-        self.overlay.forget(p.op.item(), p.seq);
+        self.overlay.undo(p.seq, p.op.item(), Undo::default());
     }
 
     /// Publishes how far writes are settled: up to the oldest one held.
