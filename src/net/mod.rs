@@ -16,8 +16,6 @@ use crate::config::Config;
 use crate::error::Error;
 
 pub(crate) use connect::{connect_to, ClientIdentity, Conn};
-#[cfg(test)]
-pub(crate) use resp::tests::assert_spans_match;
 pub(crate) use resp::{Args, Packer, Span};
 pub(crate) use retry::{deadline_after, reply_error, source_of, Action, Backoff, Cause, Failure, Retry};
 
@@ -54,3 +52,6 @@ pub(crate) fn connect_with_retries(cfg: &Config, slot_key: &str) -> Result<Conn,
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) use resp::tests::assert_spans_match;
