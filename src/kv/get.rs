@@ -203,7 +203,8 @@ impl Kv {
                 }
                 let v = self.compute(compute);
                 let shared: op::Value = Arc::new(v.clone());
-                let set = || self.push(op::Op::Set { item: item.clone(), value: shared.clone(), expires });
+                let set =
+                    || self.push(op::Change::Set { item: item.clone(), value: shared.clone(), expires });
                 if let Some(Err(e)) = cacheable.then(set) {
                     log::debug!("tradecache::kv: get_or_compute did not cache {namespace}:{key}: {e}");
                 }

@@ -32,7 +32,7 @@ pub(crate) type Value = Arc<dyn DynValue>;
 /// an [`Ident`]: up to 46 bytes inline, so copying it never allocates).
 /// `expires: None` is "never expires".
 #[derive(Clone)]
-pub(crate) enum Op {
+pub(crate) enum Change {
     /// `SET key value [PX ms]`.
     Set { item: Ident, value: Value, expires: Option<Instant> },
     /// `DEL key`.
@@ -41,20 +41,22 @@ pub(crate) enum Op {
     Expire { key: Ident, expires: Option<Instant> },
 }
 
-impl Op {
+impl Change {
     pub(crate) fn item(&self) -> &Ident {
         match self {
-            Op::Set { item, .. } | Op::Del { key: item } | Op::Expire { key: item, .. } => item,
+            Change::Set { item, .. } | Change::Del { key: item } | Change::Expire { key: item, .. } => item,
         }
     }
 
     /// This op, followed by `later` on the same key, as one op.
-    pub(crate) fn then(self, later: Op) -> Op {
+    pub(crate) fn then(self, later: Change) -> Change {
         match (self, later) {
             // A new TTL for a value not written yet: write it with that TTL.
-            (Op::Set { item, value, .. }, Op::Expire { expires, .. }) => Op::Set { item, value, expires },
+            (Change::Set { item, value, .. }, Change::Expire { expires, .. }) => {
+                Change::Set { item, value, expires }
+            }
             // Nothing to expire: the key is gone.
-            (Op::Del { key }, Op::Expire { .. }) => Op::Del { key },
+            (Change::Del { key }, Change::Expire { .. }) => Change::Del { key },
             (_, later) => later,
         }
     }
@@ -63,7 +65,7 @@ impl Op {
 /// A message to the writer thread. Shutdown travels through the same
 /// channel, so it arrives after every write before it.
 pub(crate) enum KvMsg {
-    Write { seq: u64, op: Op },
+    Write { seq: u64, op: Change },
     Shutdown { deadline: Instant },
 }
 
@@ -76,13 +78,13 @@ mod tests {
         let k = Ident::new_unchecked("k");
         let v: Value = Arc::new(7u32);
         let t = Some(Instant::now());
-        let set = || Op::Set { item: k.clone(), value: v.clone(), expires: None };
-        let exp = || Op::Expire { key: k.clone(), expires: t };
-        let del = || Op::Del { key: k.clone() };
-        assert!(matches!(set().then(exp()), Op::Set { expires, .. } if expires == t));
-        assert!(matches!(del().then(exp()), Op::Del { .. }));
-        assert!(matches!(exp().then(set()), Op::Set { expires: None, .. }));
-        assert!(matches!(set().then(del()), Op::Del { .. }));
-        assert!(matches!(del().then(set()), Op::Set { .. }));
+        let set = || Change::Set { item: k.clone(), value: v.clone(), expires: None };
+        let exp = || Change::Expire { key: k.clone(), expires: t };
+        let del = || Change::Del { key: k.clone() };
+        assert!(matches!(set().then(exp()), Change::Set { expires, .. } if expires == t));
+        assert!(matches!(del().then(exp()), Change::Del { .. }));
+        assert!(matches!(exp().then(set()), Change::Set { expires: None, .. }));
+        assert!(matches!(set().then(del()), Change::Del { .. }));
+        assert!(matches!(del().then(set()), Change::Set { .. }));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::op::{KeyHash, Op, Value};
+use super::op::{Change, KeyHash, Value};
 use crate::ident::Ident;
 
 const SHARDS: usize = 64;
@@ -78,13 +78,13 @@ impl Overlay {
 
     /// Records write `seq`; `acked` is how far writes are settled. A
     /// `touch` gives an unsettled entry its new TTL, or records it alone.
-    pub(crate) fn record(&self, seq: u64, op: &Op, acked: impl Fn() -> u64) -> Undo {
+    pub(crate) fn record(&self, seq: u64, op: &Change, acked: impl Fn() -> u64) -> Undo {
         let key = op.item().as_str();
         let mut s = self.shard(key).lock();
         let state = match op {
-            Op::Set { value, expires, .. } => State::Value { value: value.clone(), expires: *expires },
-            Op::Del { .. } => State::Deleted,
-            Op::Expire { expires, .. } => {
+            Change::Set { value, expires, .. } => State::Value { value: value.clone(), expires: *expires },
+            Change::Del { .. } => State::Deleted,
+            Change::Expire { expires, .. } => {
                 let acked = acked();
                 match s.map.get(key).filter(|e| e.seq > acked).map(|e| &e.state) {
                     Some(State::Value { value, .. }) => {
@@ -154,9 +154,9 @@ impl Overlay {
 mod tests {
     use super::*;
 
-    fn set(key: &str, value: &[u8]) -> Op {
+    fn set(key: &str, value: &[u8]) -> Change {
         let v: Value = std::sync::Arc::new(value.to_vec());
-        Op::Set { item: Ident::new_unchecked(key), value: v, expires: None }
+        Change::Set { item: Ident::new_unchecked(key), value: v, expires: None }
     }
 
     fn value(o: &Overlay, key: &str, acked: u64) -> Option<Vec<u8>> {
@@ -178,7 +178,7 @@ mod tests {
         o.record(2, &set("k", b"b"), || 0);
         assert_eq!(value(&o, "k", 1), Some(b"b".to_vec()), "write 1 settled, 2 not");
         assert_eq!(value(&o, "k", 2), None, "settled: Redis answers");
-        o.record(3, &Op::Del { key: Ident::new_unchecked("k") }, || 2);
+        o.record(3, &Change::Del { key: Ident::new_unchecked("k") }, || 2);
         assert_eq!(value(&o, "k", 2), Some(vec![]));
         // A dropped write is forgotten, unless a newer one is queued.
         o.record(4, &set("j", b"c"), || 2);
@@ -202,13 +202,13 @@ mod tests {
         // new TTL passes, then the key is gone here, written or not.
         let past = Some(Instant::now());
         let later = Instant::now().checked_add(std::time::Duration::from_secs(60));
-        o.record(4, &Op::Expire { key: Ident::new_unchecked("x"), expires: later }, || 0);
+        o.record(4, &Change::Expire { key: Ident::new_unchecked("x"), expires: later }, || 0);
         assert_eq!(value(&o, "x", 0), None, "not expired: ask Redis");
-        o.record(5, &Op::Expire { key: Ident::new_unchecked("x"), expires: past }, || 0);
+        o.record(5, &Change::Expire { key: Ident::new_unchecked("x"), expires: past }, || 0);
         assert_eq!(value(&o, "x", 0), Some(vec![]), "expired");
         assert_eq!(value(&o, "x", 5), None, "settled: Redis answers");
         // A touch of a queued value changes its TTL.
-        let u = o.record(6, &Op::Expire { key: Ident::new_unchecked("k"), expires: past }, || 0);
+        let u = o.record(6, &Change::Expire { key: Ident::new_unchecked("k"), expires: past }, || 0);
         assert_eq!(value(&o, "k", 0), Some(vec![]), "expired");
         o.undo(6, &Ident::new_unchecked("k"), u);
         assert_eq!(value(&o, "k", 0), Some(b"a".to_vec()), "undone");

@@ -36,7 +36,7 @@ impl Kv {
     {
         let item = self.item(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })
+        self.push(op::Change::Set { item, value: Arc::new(value.clone()), expires })
     }
 
     /// [`Kv::set`] for several keys of one namespace; every key is checked
@@ -57,7 +57,7 @@ impl Kv {
             items.iter().map(|(key, v)| Ok((self.item(namespace, key)?, *v))).collect::<Result<Vec<_>>>()?;
         let mut last = self.last_seq();
         for (item, value) in items {
-            last = self.push(op::Op::Set { item, value: Arc::new(value.clone()), expires })?;
+            last = self.push(op::Change::Set { item, value: Arc::new(value.clone()), expires })?;
         }
         Ok(last)
     }
@@ -70,7 +70,7 @@ impl Kv {
     /// [`Error::InvalidId`], [`Error::Unavailable`], [`Error::Closed`] as
     /// for [`Kv::set`].
     pub fn delete(&self, namespace: &str, key: &str) -> Result<Seq> {
-        self.push(op::Op::Del { key: self.item(namespace, key)? })
+        self.push(op::Change::Del { key: self.item(namespace, key)? })
     }
 
     /// Gives an existing key a new TTL from now (`PEXPIRE`, or `PERSIST`
@@ -83,7 +83,7 @@ impl Kv {
     pub fn touch(&self, namespace: &str, key: &str, ttl: Ttl) -> Result<Seq> {
         let key = self.item(namespace, key)?;
         let expires = self.expires_at(namespace, ttl)?;
-        self.push(op::Op::Expire { key, expires })
+        self.push(op::Change::Expire { key, expires })
     }
 
     /// The full key, checked (see the module docs for the rules).
@@ -116,7 +116,7 @@ impl Kv {
     }
 
     #[inline]
-    pub(super) fn push(&self, op: op::Op) -> Result<Seq> {
+    pub(super) fn push(&self, op: op::Change) -> Result<Seq> {
         let tx = self.producer.lock();
         if self.writer.is_closed() {
             return Err(Error::Closed);

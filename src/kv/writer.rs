@@ -26,7 +26,7 @@ use redis::Value;
 use super::config::KvConfig;
 use super::frame;
 use super::io::{self, Done, Io, Job, Outcome, Work};
-use super::op::{KeyHash, KvMsg, Op};
+use super::op::{Change, KeyHash, KvMsg};
 use super::overlay::{Overlay, Undo};
 use super::route::{Links, Topology};
 use crate::channel::intake::{self, AliveGuard, Intake, Wake};
@@ -47,7 +47,7 @@ struct Pend {
     first_seq: u64,
     /// The newest: what the overlay entry carries.
     seq: u64,
-    op: Op,
+    op: Change,
 }
 
 pub(crate) struct Writer {
@@ -328,10 +328,10 @@ impl Writer {
     /// Appends one op's command to the packer: encodes and frames a value,
     /// turns a deadline into `PX`. `Err`: the value is unencodable or too
     /// large.
-    fn pack(&mut self, op: &Op) -> Result<(), (ErrorKind, String)> {
+    fn pack(&mut self, op: &Change) -> Result<(), (ErrorKind, String)> {
         let now = Instant::now();
         match op {
-            Op::Set { item, value, expires } => {
+            Change::Set { item, value, expires } => {
                 let ms = expires.map(|t| remaining_ms(t, now));
                 if ms == Some(None) {
                     self.packer.cmd(&[b"DEL", item.as_bytes()]);
@@ -356,9 +356,9 @@ impl Writer {
                     None => p.cmd(&[b"SET", item.as_bytes(), &self.framed]),
                 }
             }
-            Op::Del { key } => self.packer.cmd(&[b"DEL", key.as_bytes()]),
-            Op::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.as_bytes()]),
-            Op::Expire { key, expires: Some(t) } => match remaining_ms(*t, now) {
+            Change::Del { key } => self.packer.cmd(&[b"DEL", key.as_bytes()]),
+            Change::Expire { key, expires: None } => self.packer.cmd(&[b"PERSIST", key.as_bytes()]),
+            Change::Expire { key, expires: Some(t) } => match remaining_ms(*t, now) {
                 Some(ms) => self.packer.cmd(&[b"PEXPIRE", key.as_bytes(), ms.to_string().as_bytes()]),
                 None => self.packer.cmd(&[b"DEL", key.as_bytes()]),
             },
