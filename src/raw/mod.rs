@@ -16,8 +16,7 @@ use crate::ident::Ident;
 use crate::model::UnixNanos;
 use crate::read::{LoadEvent, LoadItem, LoadReport};
 use crate::seq::Seq;
-use crate::store::codec::EncodeError;
-use crate::store::codec::Encoding;
+use crate::store::codec::{EncodeError, Encoding};
 use crate::Cache;
 
 mod raw_value;

@@ -7,8 +7,7 @@ use super::{LoadIssue, LoadReport};
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::ident::Ident;
-use crate::store::codec;
-use crate::store::codec::Encoding;
+use crate::store::codec::{self, Encoding};
 use crate::store::keys::Keys;
 use redis::Value;
 
