@@ -11,8 +11,7 @@ use crate::model::{
     Account, AccountEvent, Bar, Instrument, Order, OrderEvent, Position, PositionSide, QuoteTick, TradeTick,
     UnixNanos,
 };
-use crate::store::codec::Encoding;
-use crate::store::codec::{self, EncodeError};
+use crate::store::codec::{self, EncodeError, Encoding};
 use crate::store::keys;
 
 /// A type whose latest state is kept as one Redis string

@@ -89,7 +89,7 @@ pub(crate) fn unframe(stored: &[u8], max_len: usize) -> Result<(Encoding, Cow<'_
 
 /// Decodes an encoded value (the body, after `unframe`).
 pub(crate) fn decode_body<T: DeserializeOwned>(body: &[u8], encoding: Encoding) -> Result<T, String> {
-    codec::decode(body, encoding).map_err(|e| e.to_string())
+    codec::decode(body, encoding)
 }
 
 /// Encodes `value` as [`crate::kv::Kv::set`] stores it: the header byte,

@@ -119,9 +119,14 @@ impl Position {
     /// The signed open quantity's raw value at the quantity's precision
     /// (negative when short).
     pub fn signed_qty_raw(&self) -> i128 {
+        self.signed(self.quantity)
+    }
+
+    /// `q`'s raw value with the sign of the position's side (0 when flat).
+    fn signed(&self, q: Quantity) -> i128 {
         match self.side {
-            PositionSide::Short => -i128::from(self.quantity.raw),
-            PositionSide::Long => i128::from(self.quantity.raw),
+            PositionSide::Short => -i128::from(q.raw),
+            PositionSide::Long => i128::from(q.raw),
             PositionSide::Flat => 0,
         }
     }
@@ -168,14 +173,7 @@ impl Position {
     fn fill(&mut self, side: OrderSide, last_px: Price, last_qty: Quantity, ts: UnixNanos) -> Option<()> {
         let qp = self.quantity.precision.max(last_qty.precision).max(self.closed_qty.precision);
         let pp = self.avg_px_open.precision.max(last_px.precision);
-        let before = {
-            let q = i128::from(self.quantity.rescale(qp)?.raw);
-            match self.side {
-                PositionSide::Long => q,
-                PositionSide::Short => -q,
-                PositionSide::Flat => 0,
-            }
-        };
+        let before = self.signed(self.quantity.rescale(qp)?);
         let fill_raw = i128::from(last_qty.rescale(qp)?.raw);
         let delta = if side == OrderSide::Buy { fill_raw } else { -fill_raw };
         let after = before.checked_add(delta)?;

@@ -16,8 +16,7 @@ use crate::store::codec::Encoding;
 /// it, UTF-8 of every `str`, no reserved `0xc1` marker, nothing after it);
 /// JSON to be one value (whitespace around it allowed). A value must be in
 /// the cache's [`Encoding`] (`Config::encoding`): one in the other is
-/// dropped by the flusher as unencodable (and reported by
-/// [`crate::Cache::take_dropped`]), never stored.
+/// refused by the write ([`crate::PushError::WrongEncoding`]).
 ///
 /// ```
 /// use tradecache::raw::RawValue;
@@ -143,7 +142,7 @@ impl RawValue {
 /// Never panics.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T> {
     crate::store::codec::decode(bytes, preferred)
-        .map_err(|e| Error::Codec { key: "(a raw value)".into(), detail: e.to_string() })
+        .map_err(|detail| Error::Codec { key: "(a raw value)".into(), detail })
 }
 
 /// Checks that `b` is exactly one MessagePack value. Iterative (a count of

@@ -12,7 +12,7 @@ use crate::entity::{Entity, Event, MarketData};
 use crate::error::{Error, Result};
 use crate::model::Bar;
 use crate::net::Packer;
-use crate::read::{decode_events, reply_error, LoadEvent, LoadIssue, LoadItem, LoadReport};
+use crate::read::{decode_events, get_reply, reply_error, LoadEvent, LoadIssue, LoadItem, LoadReport};
 use crate::Cache;
 
 impl Cache {
@@ -25,14 +25,8 @@ impl Cache {
     /// The value of `key` (one `GET`, read-your-writes), or `None`.
     pub(super) fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.settle_reads()?;
-        match self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))? {
-            Value::Nil => Ok(None),
-            Value::BulkString(b) => Ok(Some(b)),
-            Value::ServerError(e) => Err(server_error(self, key, &e)),
-            other => {
-                Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") })
-            }
-        }
+        let reply = self.read(|p| p.cmd(&[b"GET", key.as_bytes()]))?;
+        get_reply(reply, key, |e| server_error(self, key, e))
     }
 
     /// The log at `key` (one `LRANGE`, read-your-writes), decoded;
@@ -179,9 +173,7 @@ impl Cache {
         let len = items.len();
         for (i, item) in items.into_iter().enumerate() {
             let decoded = match item {
-                Value::BulkString(b) => {
-                    crate::store::codec::decode::<D>(&b, self.config().encoding).map_err(|e| e.to_string())
-                }
+                Value::BulkString(b) => crate::store::codec::decode::<D>(&b, self.config().encoding),
                 item => Err(format!("unexpected entry {item:?}")),
             };
             match decoded {

@@ -136,13 +136,10 @@ impl Cache {
     ) -> Result<LoadReport> {
         let unique = unique(collections);
         let mut stopped = false;
-        let mut part =
-            RawPart { attempt: 0, collection: Collection::new_unchecked("-"), entities: Vec::new() };
         self.read_consistent(|r, attempt| {
             let mut report = LoadReport::default();
             for &c in &unique {
-                part.attempt = attempt;
-                part.collection = c;
+                let mut part = RawPart { attempt, collection: c, entities: Vec::new() };
                 let mut held: Vec<(Ident, Vec<u8>)> = Vec::new();
                 let mut sink = |items: &mut Vec<(Ident, Vec<u8>)>,
                                 events: &mut Vec<(Ident, Vec<Vec<u8>>)>,

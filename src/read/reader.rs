@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::values::{
-    check_reply, decode_chunk, decode_events, members_to_ids, reply_error, ChunkOut, LoadEvent, LoadItem,
-    LOG_SLICE, NO_VALUE,
+    check_reply, decode_chunk, decode_events, get_reply, members_to_ids, reply_error, ChunkOut, LoadEvent,
+    LoadItem, LOG_SLICE, NO_VALUE,
 };
 use super::{LoadIssue, LoadReport};
 use crate::config::Config;
@@ -397,26 +397,14 @@ impl<'a> Reader<'a> {
 
     /// The commit marker's bytes (`None` when there is none).
     pub(crate) fn marker(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut report = LoadReport::default();
         self.packer.cmd(&[b"GET", key.as_bytes()]);
-        match self.round_trip(&mut report)?.pop() {
-            Some(Value::BulkString(b)) => Ok(Some(b)),
-            // A refused read is not "no marker": two refusals would compare
-            // equal and call any read a consistent cut.
-            Some(Value::ServerError(e)) => {
-                let kind = crate::net::Cause::of_code(e.code()).kind();
-                Err(reply_error(
-                    &self.cfg.redacted_url(),
-                    kind,
-                    &format!("reading the commit marker {key}"),
-                    &e,
-                ))
-            }
-            Some(Value::Nil) => Ok(None),
-            other => {
-                Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") })
-            }
-        }
+        let reply = self.round_trip(&mut LoadReport::default())?.pop().unwrap_or(Value::Nil);
+        // A refused read is not "no marker": two refusals would compare
+        // equal and call any read a consistent cut.
+        get_reply(reply, key, |e| {
+            let kind = crate::net::Cause::of_code(e.code()).kind();
+            reply_error(&self.cfg.redacted_url(), kind, &format!("reading the commit marker {key}"), e)
+        })
     }
 
     /// Loads one entity's event log.

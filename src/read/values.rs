@@ -7,8 +7,7 @@ use super::{LoadIssue, LoadReport};
 use crate::entity::{Entity, Event};
 use crate::error::{Error, Result};
 use crate::ident::Ident;
-use crate::store::codec;
-use crate::store::codec::Encoding;
+use crate::store::codec::{self, Encoding};
 use crate::store::keys::Keys;
 use redis::Value;
 
@@ -39,11 +38,11 @@ pub(crate) trait LoadItem: Send + Sized {
 
 impl<T: Entity> LoadItem for T {
     fn decode_item(bytes: Vec<u8>, id: &Ident, encoding: Encoding) -> Result<Self, String> {
-        match codec::decode::<T>(&bytes, encoding) {
-            Ok(v) if v.id() == id.as_str() => Ok(v),
-            Ok(v) => Err(format!("value has id {:?}, key says {id:?}", v.id())),
-            Err(e) => Err(e.to_string()),
+        let v = codec::decode::<T>(&bytes, encoding)?;
+        if v.id() != id.as_str() {
+            return Err(format!("value has id {:?}, key says {id:?}", v.id()));
         }
+        Ok(v)
     }
     fn closed_id(&self) -> Option<&str> {
         self.is_closed().then(|| self.id())
@@ -61,7 +60,7 @@ pub(crate) trait LoadEvent: Send + Sized {
 
 impl<E: Event> LoadEvent for E {
     fn decode_event(bytes: Vec<u8>, encoding: Encoding) -> Result<Self, String> {
-        codec::decode::<E>(&bytes, encoding).map_err(|e| e.to_string())
+        codec::decode::<E>(&bytes, encoding)
     }
     fn dedup_id(&self) -> Option<u64> {
         Some(self.event_id())
@@ -85,6 +84,21 @@ pub(crate) fn check_reply(reply: &Value, key: impl FnOnce() -> String, addr: &st
 pub(crate) fn reply_error(addr: &str, kind: crate::ErrorKind, what: &str, e: &redis::ServerError) -> Error {
     let (addr, detail, source) = (addr.to_string(), format!("{what}: {e}"), Some(crate::net::source_of(e)));
     Error::Redis { addr, kind, detail, source }
+}
+
+/// The value a `GET` answered, `None` for nil; an error reply goes through
+/// `refused`, another reply is [`Error::Codec`] naming `key`.
+pub(crate) fn get_reply(
+    reply: Value,
+    key: &str,
+    refused: impl FnOnce(&redis::ServerError) -> Error,
+) -> Result<Option<Vec<u8>>> {
+    match reply {
+        Value::BulkString(b) => Ok(Some(b)),
+        Value::Nil => Ok(None),
+        Value::ServerError(e) => Err(refused(&e)),
+        other => Err(Error::Codec { key: key.to_string(), detail: format!("unexpected reply {other:?}") }),
+    }
 }
 
 /// Decodes one chunk's replies: the `MGET` of the snapshots and, with

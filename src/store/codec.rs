@@ -59,11 +59,6 @@ impl fmt::Display for Encoding {
 #[error("{0}")]
 pub struct EncodeError(pub(crate) String);
 
-/// Why a stored value could not be decoded.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct DecodeError(pub(crate) String);
-
 /// Appends the encoding of `value` to `out`.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
@@ -79,7 +74,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     }
 }
 
-/// Decodes a stored value, whichever encoding wrote it.
+/// Decodes a stored value, whichever encoding wrote it, or says why not.
 ///
 /// In MessagePack a first byte below `0x80` is a whole value (a small
 /// integer), so a longer value that starts so is JSON (an object, array,
@@ -87,13 +82,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// `0x80` or above is MessagePack. A single byte below `0x80` is both (`5`
 /// is 5 in JSON and 53 in MessagePack): `preferred`, the configured
 /// encoding, decides, and the other is tried if it fails.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T, DecodeError> {
-    let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| DecodeError(format!("json: {e}")));
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> Result<T, String> {
+    let json = |b: &[u8]| serde_json::from_slice(b).map_err(|e| format!("json: {e}"));
     let msgpack = |b: &[u8]| {
         // Borrowing strings from the slice (no copy per string: the load
         // decodes millions of them).
         let mut de = rmp_serde::Deserializer::from_read_ref(b);
-        let v = T::deserialize(&mut de).map_err(|e| DecodeError(format!("msgpack: {e}")))?;
+        let v = T::deserialize(&mut de).map_err(|e| format!("msgpack: {e}"))?;
         // Trailing bytes mean the stored value is not what was written:
         // nothing may follow the value.
         match serde::de::IgnoredAny::deserialize(&mut de) {
@@ -106,12 +101,12 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> 
                 // Rare: count them, reading again from a shrinking slice.
                 let mut again = rmp_serde::Deserializer::new(b);
                 let n = T::deserialize(&mut again).map_or(0, |_| again.get_ref().len());
-                Err(DecodeError(format!("msgpack: {n} unexpected byte(s) after the value")))
+                Err(format!("msgpack: {n} unexpected byte(s) after the value"))
             }
         }
     };
     match bytes {
-        [] => Err(DecodeError("empty value".into())),
+        [] => Err("empty value".into()),
         [first, ..] if *first >= 0x80 => msgpack(bytes),
         [_] => match preferred {
             Encoding::Json => json(bytes).or_else(|e| msgpack(bytes).map_err(|_| e)),
@@ -121,10 +116,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], preferred: Encoding) -> 
             Encoding::Json => json(bytes),
             // With MessagePack configured, say why the value was read as JSON.
             Encoding::MsgPack => serde_json::from_slice(bytes).map_err(|e| {
-                DecodeError(format!(
+                format!(
                     "neither MessagePack (its first byte {first:#04x} is a whole value, and {} byte(s) follow) nor JSON: {e}",
                     rest.len()
-                ))
+                )
             }),
         },
     }

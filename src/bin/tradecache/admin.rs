@@ -182,7 +182,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<Json, String> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, String> {
-    codec::decode::<T>(bytes, enc).map_err(|e| e.to_string())
+    codec::decode::<T>(bytes, enc)
 }
 
 /// Decodes a stored snapshot of `collection` as JSON: reference collections

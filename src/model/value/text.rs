@@ -42,7 +42,7 @@ impl Currency {
     /// Ether.
     pub const ETH: Currency = Currency::from_static("ETH");
 
-    // Only for the constants above, checked by a test.
+    // Unchecked: for `new` and the constants above (checked by a test).
     const fn from_static(code: &str) -> Currency {
         let b = code.as_bytes();
         let mut c = [0u8; 8];
