@@ -35,8 +35,6 @@ pub use order::{
     TimeInForce,
 };
 pub use position::{Position, PositionError, PositionSide};
-#[cfg(test)]
-pub(crate) use value::set_timestamps_as_iso8601;
 pub(crate) use value::IsoScope;
 pub use value::{
     Currency, Money, ParseError, Price, Quantity, ReasonText, UnixNanos, MAX_PRECISION, REASON_CAPACITY,
@@ -48,6 +46,9 @@ use crate::ident::Ident;
 fn example_id(s: &str) -> Ident {
     Ident::new(s).unwrap_or_else(|_| Ident::new_unchecked("invalid-id"))
 }
+
+#[cfg(test)]
+pub(crate) use value::set_timestamps_as_iso8601;
 
 #[cfg(test)]
 mod tests;

@@ -16,8 +16,6 @@ mod time;
 
 pub use fixed::{Money, Price, Quantity};
 pub use text::{Currency, ReasonText, REASON_CAPACITY};
-#[cfg(test)]
-pub(crate) use time::set_timestamps_as_iso8601;
 pub(crate) use time::IsoScope;
 pub use time::UnixNanos;
 
@@ -190,6 +188,9 @@ impl DecBuf {
 fn to_f64(raw: i128, precision: u8) -> f64 {
     raw as f64 / 10f64.powi(i32::from(precision))
 }
+
+#[cfg(test)]
+pub(crate) use time::set_timestamps_as_iso8601;
 
 #[cfg(test)]
 mod tests {

@@ -192,12 +192,6 @@ pub(crate) fn timestamps_as_iso8601() -> bool {
     ISO8601.with(Cell::get)
 }
 
-/// Sets the ISO 8601 timestamp mode for encodes on the calling thread.
-#[cfg(test)]
-pub(crate) fn set_timestamps_as_iso8601(on: bool) {
-    ISO8601.with(|c| c.set(on));
-}
-
 /// ISO 8601 timestamps for the encodes made while it lives, on this thread
 /// (the flusher holds one while it builds a batch); the previous mode comes
 /// back when it is dropped.
@@ -250,4 +244,10 @@ impl<'de> Deserialize<'de> for UnixNanos {
         }
         d.deserialize_any(V)
     }
+}
+
+/// Sets the ISO 8601 timestamp mode for encodes on the calling thread.
+#[cfg(test)]
+pub(crate) fn set_timestamps_as_iso8601(on: bool) {
+    ISO8601.with(|c| c.set(on));
 }
