@@ -87,11 +87,6 @@ pub(crate) fn unframe(stored: &[u8], max_len: usize) -> Result<(Encoding, Cow<'_
     }
 }
 
-/// Decodes an encoded value (the body, after `unframe`).
-pub(crate) fn decode_body<T: DeserializeOwned>(body: &[u8], encoding: Encoding) -> Result<T, String> {
-    codec::decode(body, encoding)
-}
-
 /// Encodes `value` as [`crate::kv::Kv::set`] stores it: the header byte,
 /// then the value in `encoding`, LZ4-compressed when the encoding is longer
 /// than `compress_threshold` bytes and compression makes it smaller. For
@@ -147,7 +142,7 @@ pub fn decode<T: DeserializeOwned>(stored: &[u8]) -> crate::Result<T> {
     const REDIS_MAX: usize = 512 * 1024 * 1024;
     let corrupt = |detail: String| crate::Error::Codec { key: String::new(), detail };
     let (encoding, body) = unframe(stored, REDIS_MAX).map_err(corrupt)?;
-    decode_body(&body, encoding).map_err(corrupt)
+    codec::decode(&body, encoding).map_err(corrupt)
 }
 
 #[cfg(test)]

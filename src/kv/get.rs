@@ -20,13 +20,14 @@ use super::{with_scratch, Kv, Ttl};
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
+use crate::store::codec;
 use crate::{Encoding, ErrorKind};
 
 /// A value as a `get` would read it back: encoded, then decoded as `T`.
 fn decode_value<T: DeserializeOwned>(v: &dyn DynValue, enc: Encoding) -> std::result::Result<T, String> {
     with_scratch(|s| {
         v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
-        frame::decode_body(s, enc)
+        codec::decode(s, enc)
     })
 }
 
@@ -253,7 +254,7 @@ impl Kv {
         match (near, &self.near) {
             (Some(Ok((body, enc))), Some(n)) => {
                 n.hits.fetch_add(1, Relaxed);
-                Ok(self.decoded(key, frame::decode_body(&body, enc)))
+                Ok(self.decoded(key, codec::decode(&body, enc)))
             }
             (Some(Err(ticket)), _) => Err(Some(ticket)),
             _ => Err(None),
@@ -269,7 +270,7 @@ impl Kv {
                     if let (Some(near), Some(t)) = (&self.near, ticket) {
                         near.fill(t, key.as_bytes(), Arc::from(&body[..]), enc);
                     }
-                    frame::decode_body(&body, enc)
+                    codec::decode(&body, enc)
                 })
             }
         };

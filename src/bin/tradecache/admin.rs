@@ -181,10 +181,6 @@ fn to_json<T: Serialize>(v: &T) -> Result<Json, String> {
     serde_json::to_value(v).map_err(|e| format!("to JSON: {e}"))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, String> {
-    codec::decode::<T>(bytes, enc)
-}
-
 /// Decodes a stored snapshot of `collection` as JSON: reference collections
 /// through their types (a value they would not load, or whose id is not
 /// `id`, is an error), others as schemaless values.
@@ -195,13 +191,13 @@ pub(crate) fn entity_to_json(
     enc: Encoding,
 ) -> Result<Json, String> {
     fn typed<T: Entity>(bytes: &[u8], enc: Encoding, id: &str) -> Result<Json, String> {
-        let v: T = decode(bytes, enc)?;
+        let v: T = codec::decode(bytes, enc)?;
         if v.id() != id {
             return Err(format!("value has id {:?}, key says {id:?}", v.id()));
         }
         to_json(&v)
     }
-    by_type!(collection, typed(bytes, enc, id), decode::<Json>(bytes, enc))
+    by_type!(collection, typed(bytes, enc, id), codec::decode::<Json>(bytes, enc))
 }
 
 /// Decodes a stored event of `collection`'s log as JSON, with its event id
@@ -214,14 +210,14 @@ pub(crate) fn event_to_json(
     enc: Encoding,
 ) -> Result<(Json, Option<u64>), String> {
     fn typed<E: Event>(bytes: &[u8], enc: Encoding) -> Result<(Json, Option<u64>), String> {
-        let e: E = decode(bytes, enc)?;
+        let e: E = codec::decode(bytes, enc)?;
         Ok((to_json(&e)?, Some(e.event_id())))
     }
     fn series<D: DeserializeOwned + Serialize>(
         bytes: &[u8],
         enc: Encoding,
     ) -> Result<(Json, Option<u64>), String> {
-        Ok((to_json(&decode::<D>(bytes, enc)?)?, None))
+        Ok((to_json(&codec::decode::<D>(bytes, enc)?)?, None))
     }
     match collection {
         "orders" => typed::<OrderEvent>(bytes, enc),
@@ -229,7 +225,7 @@ pub(crate) fn event_to_json(
         "quotes" => series::<QuoteTick>(bytes, enc),
         "trades" => series::<TradeTick>(bytes, enc),
         "bars" => series::<Bar>(bytes, enc),
-        _ => Ok((decode::<Json>(bytes, enc)?, None)),
+        _ => Ok((codec::decode::<Json>(bytes, enc)?, None)),
     }
 }
 
@@ -281,11 +277,11 @@ pub(crate) fn event_from_json(collection: &str, json: &Json, enc: Encoding) -> R
 pub(crate) fn closed_at(collection: &str, bytes: &[u8], enc: Encoding) -> Result<Option<u64>, String> {
     match collection {
         "orders" => {
-            let o: Order = decode(bytes, enc)?;
+            let o: Order = codec::decode(bytes, enc)?;
             Ok(o.status.is_closed().then_some(o.ts_last.0))
         }
         "positions" => {
-            let p: Position = decode(bytes, enc)?;
+            let p: Position = codec::decode(bytes, enc)?;
             Ok(if p.side == PositionSide::Flat { p.ts_closed.map(|t| t.0) } else { None })
         }
         _ => Ok(None),
@@ -302,7 +298,7 @@ pub(crate) fn open_closed_state(
     enc: Encoding,
 ) -> Result<Option<(bool, Option<u64>)>, String> {
     fn state<T: Entity>(bytes: &[u8], enc: Encoding) -> Result<Option<(bool, Option<u64>)>, String> {
-        let v: T = decode(bytes, enc)?;
+        let v: T = codec::decode(bytes, enc)?;
         Ok(Some((v.is_closed(), v.last_updated().map(|t| t.0 / 1_000_000))))
     }
     by_type!(collection, state(bytes, enc), Ok(None))
