@@ -130,8 +130,8 @@ class WriteRecorder:
         own backend too). An order or position is loaded exactly when a
         put of it is in the prefix and no delete after it, and a delete is
         the last write of its entity: once written, an entity is absent
-        from no later prefix unless it was deleted for good."""
-        entities = (COLLECTIONS["orders"], COLLECTIONS["positions"])
+        from no later prefix unless it was deleted for good (accounts too)."""
+        entities = (COLLECTIONS["orders"], COLLECTIONS["positions"], COLLECTIONS["accounts"])
         deleted = set()
         for name, args in self.calls:
             key = args[:2]
@@ -152,6 +152,7 @@ class WriteRecorder:
                     (present.add if name == "put" else present.discard)(args[:2])
             loaded = {(entities[0], escape_id(o.client_order_id.value)) for o in node.orders()}
             loaded |= {(entities[1], escape_id(p.id.value)) for p in node.positions()}
+            loaded |= {(entities[2], escape_id(a.id.value)) for a in node.accounts()}
             assert loaded == present, cut
             for entity in list(node.orders()) + list(node.positions()):
                 ident = (getattr(entity, "client_order_id", None) or entity.id).value

@@ -23,6 +23,7 @@ import msgpack
 import redis
 
 from nautilus_trader.cache.cache import Cache
+from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import ClientOrderId, PositionId, TradeId, TraderId
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
@@ -220,6 +221,24 @@ def test_a_node_starts_from_every_prefix_of_the_adapters_writes(make_cache, make
     assert len(final["P-0"]) == 1
     assert len(rec.calls) > 50
     rec.assert_every_prefix_starts_a_node(make_db, nt_trader, final, {"P-0": earlier})
+
+
+def test_an_account_without_its_event_log_starts_a_node_from_every_prefix(make_db, nt_trader, server):
+    """An adapter configured with ``persist_account_events=False`` replaces
+    the stored account state with each new one. Every prefix of its writes
+    holds the account (in a state it had), never none: a delete then a put,
+    cut between the two, left it absent. (A Nautilus 1.221 ``Cache`` calls
+    the database's account methods only with ``persist_account_events``
+    on, so the ``Cache`` here has it on; the facade is called the same.)"""
+    db = make_db(config=spec_cache_config(server.port, persist_account_events=False))
+    writer = Cache(database=db, config=CacheConfig(persist_account_events=True))
+    rec = WriteRecorder(db)
+    run_workload(writer, pairs=2)
+    db.wait(5.0)
+    final = {o.client_order_id.value: o.events for o in writer.orders()}
+    final.update({p.id.value: p.events for p in writer.positions()})
+    assert [n for n, a in rec.calls if a[0] == COLLECTIONS["accounts"]].count("put") > 1
+    rec.assert_every_prefix_starts_a_node(make_db, nt_trader, final)
 
 
 def _order(cache, coid):

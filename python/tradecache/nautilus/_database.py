@@ -395,9 +395,8 @@ class TradecacheDatabase(CacheDatabaseFacade):
         if self._persist_account_events:
             self._append(_ACCOUNTS, escape_id(aid), event)
         else:
-            id_ = escape_id(aid)
-            self._cache.delete(_ACCOUNTS, id_)
-            self._put(_ACCOUNTS, id_, event)
+            # One write: a crash keeps the last state or this one, never neither.
+            self._put(_ACCOUNTS, escape_id(aid), event, False, True)
         self._account_last[aid] = state_id
 
     def delete_account_event(self, account_id: Any, event_id: str) -> None:
