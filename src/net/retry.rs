@@ -5,6 +5,7 @@
 //! threads do about it ([`Action`]). Nothing reads a failure's text to
 //! decide anything. Also the capped backoff between retries.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -308,16 +309,11 @@ pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
-    seed: u64,
 }
 
 impl Backoff {
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
-            | 1;
-        Backoff { min, max, next: min, seed }
+        Backoff { min, max, next: min }
     }
 
     pub(crate) fn reset(&mut self) {
@@ -330,11 +326,9 @@ impl Backoff {
         let base = self.next;
         // Saturating: a configured maximum of `Duration::MAX` must not panic.
         self.next = self.next.saturating_mul(2).min(self.max);
-        // xorshift64: jitter only, no need for a real RNG.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let frac = (self.seed % 1000) as f64 / 1000.0; // 0..1
+        // Jitter only, no need for a real RNG: std's randomly keyed hasher
+        // (each `RandomState` keyed anew).
+        let frac = (RandomState::new().hash_one(base) % 1000) as f64 / 1000.0; // 0..1
         let factor = 0.75 + frac * 0.5;
         let jittered = Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(self.max);
         jittered.min(self.max).max(Duration::from_millis(1).min(self.min))

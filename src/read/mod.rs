@@ -111,22 +111,21 @@ impl Cache {
         &self,
         mut read: impl FnMut(&mut Reader<'_>, u32) -> Result<(LoadReport, bool)>,
     ) -> Result<LoadReport> {
-        let start = Instant::now();
-        let mut r = Reader::open(self.config(), self.keys())?;
         let marker = self.keys().writer(&self.config().writer_id);
-        let mut attempts = 0;
-        let mut report = loop {
-            attempts += 1;
-            let before = r.marker(&marker)?;
-            let (mut report, stop) = read(&mut r, attempts)?;
-            report.consistent = r.marker(&marker)? == before;
-            if report.consistent || attempts == LOAD_ATTEMPTS || stop {
-                break report;
-            }
-        };
-        report.attempts = attempts;
-        report.elapsed = start.elapsed();
-        check_strict(self.config(), &report)?;
+        let ((), report) = self.read_once(|r, report| {
+            let mut attempts = 0;
+            *report = loop {
+                attempts += 1;
+                let before = r.marker(&marker)?;
+                let (mut report, stop) = read(r, attempts)?;
+                report.consistent = r.marker(&marker)? == before;
+                if report.consistent || attempts == LOAD_ATTEMPTS || stop {
+                    break report;
+                }
+            };
+            report.attempts = attempts;
+            Ok(())
+        })?;
         Ok(report)
     }
 

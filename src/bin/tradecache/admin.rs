@@ -41,10 +41,6 @@ impl Admin {
         &self.conn.addr
     }
 
-    fn failed(&self, e: &redis::RedisError) -> CliError {
-        net::Failure::of(e, &self.conn.addr).into_error().into()
-    }
-
     /// Sends `cmds` in pipelines of `chunk` and returns one reply per
     /// command, server errors as `Value::ServerError` (never a failure of
     /// the whole pipeline).
@@ -56,11 +52,10 @@ impl Admin {
     ) -> Result<Vec<Value>, CliError> {
         let mut out = Vec::with_capacity(cmds.len());
         for part in cmds.chunks(chunk.max(1)) {
-            let packed: Vec<u8> = part.iter().flat_map(Cmd::get_packed_command).collect();
-            self.conn.con.send_packed_command(&packed).map_err(|e| self.failed(&e))?;
-            for _ in part {
-                out.push(self.conn.con.recv_response().map_err(|e| self.failed(&e))?);
-            }
+            let mut packed = net::Packer::default();
+            packed.buf = part.iter().flat_map(Cmd::get_packed_command).collect();
+            packed.commands = part.len();
+            out.extend(self.conn.round_trip(&packed).map_err(net::Failure::into_error)?);
             if let Some(p) = progress.as_deref_mut() {
                 p.add(part.len() as u64);
             }
