@@ -189,49 +189,41 @@ impl Hash for Ident {
     }
 }
 
-impl fmt::Debug for Ident {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
+/// `Debug` as the text, `Display` writing it with `$display` (`pad`
+/// honours width flags), stored as a string and read through `parse`
+/// (`expecting` names it in decode errors).
+macro_rules! as_text {
+    ($($t:ty: $expecting:literal, $parse:expr, $display:ident;)*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.$display(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str($crate::ident::StrVisitor($expecting, $parse))
+            }
+        }
+    )*};
 }
 
-impl fmt::Display for Ident {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub(crate) use as_text;
 
-impl TryFrom<&str> for Ident {
-    type Error = IdError;
-    fn try_from(s: &str) -> Result<Self, IdError> {
-        Ident::new(s)
-    }
-}
-
-impl TryFrom<String> for Ident {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Ident::new(&s)
-    }
-}
-
-impl std::str::FromStr for Ident {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        Ident::new(s)
-    }
-}
-
-impl serde::Serialize for Ident {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Ident {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor("an identifier string", Ident::new))
-    }
+as_text! {
+    Ident: "an identifier string", Ident::new, write_str;
 }
 
 /// Deserializes a string without allocating, through a parser.

@@ -32,7 +32,7 @@ macro_rules! fixed_common {
 
             /// As a float, for display and statistics only.
             pub fn as_f64(self) -> f64 {
-                to_f64(i128::from(self.raw), self.precision)
+                i128::from(self.raw) as f64 / 10f64.powi(i32::from(self.precision))
             }
 
             #[doc = concat!("The sum at the larger precision; `None` ", $add_none, ".")]

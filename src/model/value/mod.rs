@@ -46,17 +46,13 @@ fn perr(input: &str, reason: &'static str) -> ParseError {
 // ---------------------------------------------------------------------------
 // Decimal core (i128 arithmetic, never panics)
 
-fn pow10(exp: u32) -> Option<i128> {
-    10i128.checked_pow(exp)
-}
-
 /// `raw / 10^from` expressed with `to` decimals; rounds half away from zero
 /// when `to < from`. `None` on overflow.
 fn rescale_round(raw: i128, from: u8, to: u8) -> Option<i128> {
     match to.cmp(&from) {
         Ordering::Equal => Some(raw),
-        Ordering::Greater => raw.checked_mul(pow10(u32::from(to - from))?),
-        Ordering::Less => match pow10(u32::from(from - to)) {
+        Ordering::Greater => raw.checked_mul(10i128.checked_pow(u32::from(to - from))?),
+        Ordering::Less => match 10i128.checked_pow(u32::from(from - to)) {
             Some(d) => Some(div_round(raw, d)),
             None => Some(0), // |raw| < 10^39 <= d: rounds to zero
         },
@@ -138,55 +134,34 @@ fn write_decimal(f: &mut fmt::Formatter<'_>, raw: i128, precision: u8) -> fmt::R
             break;
         }
     }
-    let mut out = DecBuf::default();
+    // On the stack: at most 1 + 39 + 1 + 255 bytes.
+    let (mut out, mut end) = ([0u8; 300], 0);
+    let mut push = |b: u8| {
+        if end < out.len() {
+            out[end] = b;
+            end += 1;
+        }
+    };
     if raw < 0 {
-        out.push(b'-');
+        push(b'-');
     }
     let prec = usize::from(precision);
     if len <= prec {
-        out.push(b'0');
+        push(b'0');
     } else {
         for i in (prec..len).rev() {
-            out.push(digits[i]);
+            push(digits[i]);
         }
     }
     if prec > 0 {
-        out.push(b'.');
+        push(b'.');
         for i in (0..prec).rev() {
-            out.push(if i < len { digits[i] } else { b'0' });
+            push(if i < len { digits[i] } else { b'0' });
         }
     }
-    // `pad` honours width/alignment flags such as `{:>12}`.
-    f.pad(out.as_str())
-}
-
-/// A stack buffer for formatted decimals (at most 1 + 39 + 1 + 255 bytes).
-struct DecBuf {
-    buf: [u8; 300],
-    len: usize,
-}
-
-impl Default for DecBuf {
-    fn default() -> Self {
-        DecBuf { buf: [0; 300], len: 0 }
-    }
-}
-
-impl DecBuf {
-    fn push(&mut self, b: u8) {
-        if self.len < self.buf.len() {
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-    }
-    fn as_str(&self) -> &str {
-        // Only ASCII digits, '-' and '.' are ever pushed.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-fn to_f64(raw: i128, precision: u8) -> f64 {
-    raw as f64 / 10f64.powi(i32::from(precision))
+    // `pad` honours width/alignment flags such as `{:>12}`. Only ASCII
+    // digits, '-' and '.' were pushed.
+    f.pad(std::str::from_utf8(&out[..end]).unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -1,12 +1,9 @@
 //! Inline short texts: `Currency` codes and `ReasonText`.
 
-use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::*;
-use crate::ident::StrVisitor;
+use crate::ident::as_text;
 
 /// A currency code of 1 to 8 ASCII uppercase letters or digits (`USDT`),
 /// stored inline (`Copy`, 9 bytes). Serialized as a string.
@@ -166,37 +163,7 @@ impl From<&str> for ReasonText {
     }
 }
 
-/// `Debug` and `Display` (padded) as the text, stored as a string and read
-/// through `parse` (`expecting` names it in decode errors).
-macro_rules! as_text {
-    ($($t:ty: $expecting:literal, $parse:expr;)*) => {$(
-        impl fmt::Debug for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(self.as_str(), f)
-            }
-        }
-
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_str(StrVisitor($expecting, $parse))
-            }
-        }
-    )*};
-}
-
 as_text! {
-    Currency: "a currency code such as \"USDT\"", Currency::new;
-    ReasonText: "a reason text", |s| Ok::<_, std::convert::Infallible>(ReasonText::new(s));
+    Currency: "a currency code such as \"USDT\"", Currency::new, pad;
+    ReasonText: "a reason text", |s| Ok::<_, std::convert::Infallible>(ReasonText::new(s)), pad;
 }

@@ -40,11 +40,6 @@ impl UnixNanos {
         )
     }
 
-    /// The nanoseconds.
-    pub const fn as_u64(self) -> u64 {
-        self.0
-    }
-
     /// As `2024-01-02T03:04:05.123456789Z` (always nine fraction digits).
     pub fn to_iso8601(self) -> String {
         self.iso8601().to_string()
@@ -181,15 +176,11 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 thread_local! {
+    /// Whether timestamps are written as ISO 8601 strings by encodes on this
+    /// thread: only inside an [`IsoScope`] (the flusher enters one while it
+    /// builds a batch, when the encoding is JSON and `timestamps_as_iso8601`
+    /// is on). Never set on a caller's thread.
     static ISO8601: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether timestamps are written as ISO 8601 strings by encodes on this
-/// thread: only inside an [`IsoScope`] (the flusher enters one while it
-/// builds a batch, when the encoding is JSON and `timestamps_as_iso8601`
-/// is on). Never set on a caller's thread.
-pub(crate) fn timestamps_as_iso8601() -> bool {
-    ISO8601.with(Cell::get)
 }
 
 /// ISO 8601 timestamps for the encodes made while it lives, on this thread
@@ -212,7 +203,7 @@ impl Drop for IsoScope {
 
 impl Serialize for UnixNanos {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() && timestamps_as_iso8601() {
+        if s.is_human_readable() && ISO8601.with(Cell::get) {
             s.collect_str(&Iso8601(*self))
         } else {
             s.serialize_u64(self.0)
