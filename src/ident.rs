@@ -226,6 +226,27 @@ as_text! {
     Ident: "an identifier string", Ident::new, write_str;
 }
 
+impl TryFrom<&str> for Ident {
+    type Error = IdError;
+    fn try_from(s: &str) -> Result<Self, IdError> {
+        Ident::new(s)
+    }
+}
+
+impl TryFrom<String> for Ident {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Ident::new(&s)
+    }
+}
+
+impl std::str::FromStr for Ident {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Ident::new(s)
+    }
+}
+
 /// Deserializes a string without allocating, through a parser.
 pub(crate) struct StrVisitor<T, E: fmt::Display>(
     pub(crate) &'static str,

@@ -40,6 +40,11 @@ impl UnixNanos {
         )
     }
 
+    /// The nanoseconds.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
     /// As `2024-01-02T03:04:05.123456789Z` (always nine fraction digits).
     pub fn to_iso8601(self) -> String {
         self.iso8601().to_string()
