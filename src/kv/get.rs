@@ -185,7 +185,7 @@ impl Kv {
             // The breaker kept the call away from Redis, or Redis failed.
             Ok(None) | Err(_) => false,
         };
-        let enc = self.cfg.encoding();
+        let enc = self.cfg.redis.encoding;
         // From here on the call returns a computed value (its own or,
         // waiting, another caller's): a miss, unless the re-check below
         // finds the value cached after all.
@@ -246,7 +246,7 @@ impl Kv {
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
                 self.metrics.overlay_hits.fetch_add(1, Relaxed);
-                return Ok(self.decoded(key, decode_value(&*item, self.cfg.encoding())));
+                return Ok(self.decoded(key, decode_value(&*item, self.cfg.redis.encoding)));
             }
             Found::Absent => return Ok(None),
             Found::Unknown => {}

@@ -190,7 +190,7 @@ impl Kv {
             topo.refresh().map_err(Failure::into_error)?;
         } else {
             links.insert(Node::Main, first);
-            if let Ok(c) = topo.connect(&Node::Main, None) {
+            if let Ok(c) = topo.connect(&Node::Main) {
                 pool.warm(Node::Main, c);
             }
         }
@@ -206,7 +206,7 @@ impl Kv {
         let near =
             (config.near_capacity > 0).then(|| Arc::new(Near::new(config.near_capacity, config.near_ttl)));
         if let Some(near) = near.as_ref().filter(|_| config.near_tracking && !topo.clustered()) {
-            near::spawn_tracking(topo.clone(), near, keys.head().to_vec()).map_err(spawn_error)?;
+            near::spawn_tracking(topo.clone(), near, keys.head.to_vec()).map_err(spawn_error)?;
         }
         Ok(Kv {
             keys,

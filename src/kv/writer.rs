@@ -339,7 +339,7 @@ impl Writer {
                 }
                 self.raw.clear();
                 value
-                    .encode(self.cfg.encoding(), &mut self.raw)
+                    .encode(self.cfg.redis.encoding, &mut self.raw)
                     .map_err(|e| (ErrorKind::Encode, format!("cannot encode the value: {e}")))?;
                 let max = self.cfg.redis.max_value_bytes;
                 if self.raw.len() > max {
@@ -347,7 +347,12 @@ impl Writer {
                     return Err((ErrorKind::TooLarge, detail));
                 }
                 self.framed.clear();
-                frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
+                frame::frame(
+                    &self.raw,
+                    self.cfg.redis.encoding,
+                    self.cfg.compress_threshold,
+                    &mut self.framed,
+                );
                 let p = &mut self.packer;
                 match ms.flatten() {
                     Some(ms) => {
@@ -420,7 +425,7 @@ impl Writer {
     fn settle_cluster(
         &mut self,
         batch: Vec<Pend>,
-        replies: Vec<io::Reply>,
+        replies: Vec<Option<(Value, Arc<str>)>>,
         mut failure: Option<Failure>,
     ) -> Result<(), Failure> {
         let mut rest = Vec::new();
