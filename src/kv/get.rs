@@ -13,10 +13,11 @@ use super::counters::Op;
 use super::flight::Role;
 use super::frame;
 use super::near::Ticket;
-use super::op::{self, DynValue};
+use super::op;
 use super::overlay::Found;
 use super::pool::Reply;
 use super::{with_scratch, Kv, Ttl};
+use crate::channel::msg::DynEvent;
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
@@ -24,7 +25,7 @@ use crate::store::codec;
 use crate::{Encoding, ErrorKind};
 
 /// A value as a `get` would read it back: encoded, then decoded as `T`.
-fn decode_value<T: DeserializeOwned>(v: &dyn DynValue, enc: Encoding) -> std::result::Result<T, String> {
+fn decode_value<T: DeserializeOwned>(v: &dyn DynEvent, enc: Encoding) -> std::result::Result<T, String> {
     with_scratch(|s| {
         v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
         codec::decode(s, enc)
