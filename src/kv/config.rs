@@ -123,11 +123,6 @@ impl KvConfig {
         self.ttls.iter().find(|(ns, _)| ns == namespace).map_or(self.default_ttl, |(_, t)| *t)
     }
 
-    /// The encoding of values.
-    pub(crate) fn encoding(&self) -> Encoding {
-        self.redis.encoding
-    }
-
     /// Checks the whole configuration: the embedded [`Config`] (see
     /// [`Config::validate`]) and the caching layer's settings.
     /// [`crate::kv::Kv::open`] calls it.
@@ -308,7 +303,7 @@ mod tests {
         assert_eq!(c.near_ttl, Duration::from_millis(10));
         assert_eq!((c.breaker_failures, c.breaker_open), (11, Duration::from_millis(500)));
         assert_eq!((c.channel_capacity, c.max_pending_keys), (12, 13));
-        assert_eq!(c.encoding(), Encoding::Json);
+        assert_eq!(c.redis.encoding, Encoding::Json);
         assert!(c.validate().is_ok());
     }
 

@@ -13,10 +13,11 @@ use super::counters::Op;
 use super::flight::Role;
 use super::frame;
 use super::near::Ticket;
-use super::op::{self, DynValue};
+use super::op;
 use super::overlay::Found;
 use super::pool::Reply;
 use super::{with_scratch, Kv, Ttl};
+use crate::channel::msg::DynEvent;
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::net::Failure;
@@ -24,7 +25,7 @@ use crate::store::codec;
 use crate::{Encoding, ErrorKind};
 
 /// A value as a `get` would read it back: encoded, then decoded as `T`.
-fn decode_value<T: DeserializeOwned>(v: &dyn DynValue, enc: Encoding) -> std::result::Result<T, String> {
+fn decode_value<T: DeserializeOwned>(v: &dyn DynEvent, enc: Encoding) -> std::result::Result<T, String> {
     with_scratch(|s| {
         v.encode(enc, s).map_err(|e| format!("the queued value cannot be encoded: {e}"))?;
         codec::decode(s, enc)
@@ -185,7 +186,7 @@ impl Kv {
             // The breaker kept the call away from Redis, or Redis failed.
             Ok(None) | Err(_) => false,
         };
-        let enc = self.cfg.encoding();
+        let enc = self.cfg.redis.encoding;
         // From here on the call returns a computed value (its own or,
         // waiting, another caller's): a miss, unless the re-check below
         // finds the value cached after all.
@@ -246,7 +247,7 @@ impl Kv {
         match self.overlay.lookup(key, self.writer.shared.acked()) {
             Found::Value(item) => {
                 self.metrics.overlay_hits.fetch_add(1, Relaxed);
-                return Ok(self.decoded(key, decode_value(&*item, self.cfg.encoding())));
+                return Ok(self.decoded(key, decode_value(&*item, self.cfg.redis.encoding)));
             }
             Found::Absent => return Ok(None),
             Found::Unknown => {}

@@ -51,17 +51,14 @@ pub(crate) struct Job {
     pub(crate) reset: bool,
 }
 
-/// A command's reply and the server (`host:port`) that gave it.
-pub(crate) type Reply = Option<(Value, Arc<str>)>;
-
 /// What came of a job.
 pub(crate) enum Outcome {
     /// Every reply and the server's address, or why not (the connection is
     /// dropped then).
     Single(Result<(Vec<Value>, String), Failure>),
-    /// Per command its reply (`None`: not sent, or lost), and the last
-    /// failure met.
-    Cluster(Vec<Reply>, Option<Failure>),
+    /// Per command its reply and the server (`host:port`) that gave it
+    /// (`None`: not sent, or lost), and the last failure met.
+    Cluster(Vec<Option<(Value, Arc<str>)>>, Option<Failure>),
 }
 
 pub(crate) struct Done {
@@ -224,7 +221,7 @@ impl IoThread {
     /// failure makes the slot table be read again; a reply that asks to
     /// reconnect, or a lost connection, drops that master's connection.
     fn cluster(&mut self, buf: &[u8], cmds: &[(Vec<u8>, Range<usize>)]) -> Outcome {
-        let mut out: Vec<Reply> = vec![None; cmds.len()];
+        let mut out = vec![None; cmds.len()];
         let mut failure = None;
         // A key that cannot be routed stays unsent; the others go.
         let unrouted = |f| {

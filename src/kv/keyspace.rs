@@ -41,8 +41,9 @@ fn clip(s: &str) -> String {
 /// Builds keys; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct KeySpace {
-    /// `"{key_prefix}:"`, or empty.
-    head: Box<[u8]>,
+    /// `"{key_prefix}:"`, or empty: also what server-assisted invalidation
+    /// tracks.
+    pub(crate) head: Box<[u8]>,
 }
 
 impl KeySpace {
@@ -66,11 +67,6 @@ impl KeySpace {
         v.extend_from_slice(namespace.as_bytes());
         v.push(b':');
         v
-    }
-
-    /// `"{prefix}:"`, or empty: what server-assisted invalidation tracks.
-    pub(crate) fn head(&self) -> &[u8] {
-        &self.head
     }
 
     /// A `SCAN MATCH` pattern for every key of `namespace` (globs escaped).
@@ -114,6 +110,6 @@ mod tests {
         out.clear();
         none.write(&mut out, "s", "k");
         assert_eq!(out, b"s:k");
-        assert_eq!(none.head(), b"");
+        assert_eq!(&*none.head, b"");
     }
 }

@@ -78,7 +78,7 @@ pub use counters::{KvHealth, KvStats, Latency, Op};
 pub use frame::{decode, encode};
 
 use crate::channel::Count;
-use crate::channel::{Handle, Shared};
+use crate::channel::Handle;
 use crate::error::{CloseReport, DroppedWrite, Error, Result};
 use crate::net::{self, Failure};
 use crate::seq::Seq;
@@ -190,28 +190,24 @@ impl Kv {
             topo.refresh().map_err(Failure::into_error)?;
         } else {
             links.insert(Node::Main, first);
-            if let Ok(c) = topo.connect(&Node::Main, None) {
+            if let Ok(c) = topo.connect(&Node::Main) {
                 pool.warm(Node::Main, c);
             }
         }
-        let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared::default());
         let overlay = Arc::new(Overlay::new());
         let spawn_error = |e| Error::no_thread("a kv thread", config.redis.redacted_url(), &e);
-        let writer =
-            Writer::spawn(config.clone(), topo.clone(), rx, shared.clone(), overlay.clone(), done_tx, links)
-                .map_err(spawn_error)?;
+        let (tx, writer) =
+            Writer::spawn(config.clone(), topo.clone(), overlay.clone(), links).map_err(spawn_error)?;
         let keys = KeySpace::new(&config.key_prefix);
         let near =
             (config.near_capacity > 0).then(|| Arc::new(Near::new(config.near_capacity, config.near_ttl)));
         if let Some(near) = near.as_ref().filter(|_| config.near_tracking && !topo.clustered()) {
-            near::spawn_tracking(topo.clone(), near, keys.head().to_vec()).map_err(spawn_error)?;
+            near::spawn_tracking(topo.clone(), near, keys.head.to_vec()).map_err(spawn_error)?;
         }
         Ok(Kv {
             keys,
             producer: Mutex::new(tx),
-            writer: Handle::new(shared, done_rx, writer),
+            writer,
             overlay,
             near,
             pool,

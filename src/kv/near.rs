@@ -182,12 +182,12 @@ pub(crate) fn spawn_tracking(topo: Arc<Topology>, owner: &Arc<Near>, prefix: Vec
 
 /// One session: subscribe, enable tracking, evict what the server names.
 fn listen(topo: &Topology, near: &Near, prefix: &[u8]) -> Result<(), String> {
-    let mut listener = topo.connect(&Node::Main, None).map_err(|f| f.text)?;
+    let mut listener = topo.connect(&Node::Main).map_err(|f| f.text)?;
     let id = match listener.query(redis::cmd("CLIENT").arg("ID")) {
         Ok(Value::Int(id)) => id,
         other => return Err(format!("CLIENT ID: {other:?}")),
     };
-    let mut tracker = topo.connect(&Node::Main, None).map_err(|f| f.text)?;
+    let mut tracker = topo.connect(&Node::Main).map_err(|f| f.text)?;
     let mut ps = listener.con.as_pubsub();
     ps.subscribe("__redis__:invalidate").map_err(|e| e.to_string())?;
     let mut cmd = redis::cmd("CLIENT");

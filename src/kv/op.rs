@@ -6,27 +6,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::channel::msg::DynEvent;
 use crate::ident::Ident;
-use crate::store::codec::{self, EncodeError};
-use crate::Encoding;
 
 /// The hasher of the kv maps (overlay, near cache, writer): keys are hashed
 /// on every call, and SipHash showed in profiles of `set`.
 pub(crate) type KeyHash = foldhash::fast::RandomState;
 
 /// A value to cache, encoded on the writer thread (and, for a `get` that
-/// finds it queued, on the reading thread).
-pub(crate) trait DynValue: Send + Sync {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError>;
-}
-
-impl<T: serde::Serialize + Send + Sync> DynValue for T {
-    fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        codec::encode(self, encoding, out)
-    }
-}
-
-pub(crate) type Value = Arc<dyn DynValue>;
+/// finds it queued, on the reading thread) as `Cache` encodes a user event.
+pub(crate) type Value = Arc<dyn DynEvent + Sync>;
 
 /// A change to one key, named by its full key (`{prefix}:{namespace}:{key}`,
 /// an [`Ident`]: up to 46 bytes inline, so copying it never allocates).

@@ -6,7 +6,6 @@
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::RwLock;
 use redis::Value;
@@ -157,14 +156,14 @@ impl Topology {
     ) -> Result<(&'a mut Conn, bool), Failure> {
         match links.entry(node.clone()) {
             Entry::Occupied(e) => Ok((e.into_mut(), false)),
-            Entry::Vacant(e) => Ok((e.insert(self.connect(node, None)?), true)),
+            Entry::Vacant(e) => Ok((e.insert(self.connect(node)?), true)),
         }
     }
 
-    pub(crate) fn connect(&self, node: &Node, deadline: Option<Instant>) -> Result<Conn, Failure> {
+    pub(crate) fn connect(&self, node: &Node) -> Result<Conn, Failure> {
         match node {
-            Node::Main => net::connect(&self.cfg, "", deadline),
-            Node::At(host, port) => net::connect_to(&self.cfg, host, *port, deadline),
+            Node::Main => net::connect(&self.cfg, "", None),
+            Node::At(host, port) => net::connect_to(&self.cfg, host, *port, None),
         }
     }
 }

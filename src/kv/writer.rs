@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -30,7 +29,7 @@ use super::op::{Change, KeyHash, KvMsg};
 use super::overlay::{Overlay, Undo};
 use super::route::{Links, Topology};
 use crate::channel::intake::{self, AliveGuard, Intake, Wake};
-use crate::channel::{Count, Shared};
+use crate::channel::{Count, Handle, Shared};
 use crate::error::CloseReport;
 use crate::net::{self, reply_error, Action, Failure, Packer, Retry};
 use crate::ErrorKind;
@@ -97,16 +96,17 @@ impl Intake for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread `tradecache-kv-writer` and its I/O thread.
+    /// Starts the writer thread `tradecache-kv-writer` and its I/O thread:
+    /// the channel to it, and the callers' handle on it.
     pub(crate) fn spawn(
         cfg: KvConfig,
         topo: Arc<Topology>,
-        rx: Receiver<KvMsg>,
-        shared: Arc<Shared>,
         overlay: Arc<Overlay>,
-        done: Sender<CloseReport>,
         links: Links,
-    ) -> std::io::Result<JoinHandle<()>> {
+    ) -> std::io::Result<(Sender<KvMsg>, Handle)> {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.channel_capacity);
+        let (done, done_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared::default());
         // `open` has just reached Redis (in a cluster the writer connects to
         // each master on first use).
         shared.set_connected(true);
@@ -116,7 +116,7 @@ impl Writer {
             retry: Retry::new(cfg.redis.reconnect_backoff_min, cfg.redis.reconnect_backoff_max),
             topo,
             rx,
-            shared,
+            shared: shared.clone(),
             overlay,
             done,
             io,
@@ -131,7 +131,9 @@ impl Writer {
             framed: Vec::new(),
             cfg,
         };
-        std::thread::Builder::new().name("tradecache-kv-writer".into()).spawn(move || writer.run())
+        let thread =
+            std::thread::Builder::new().name("tradecache-kv-writer".into()).spawn(move || writer.run())?;
+        Ok((tx, Handle::new(shared, done_rx, thread)))
     }
 
     fn run(mut self) {
@@ -339,7 +341,7 @@ impl Writer {
                 }
                 self.raw.clear();
                 value
-                    .encode(self.cfg.encoding(), &mut self.raw)
+                    .encode(self.cfg.redis.encoding, &mut self.raw)
                     .map_err(|e| (ErrorKind::Encode, format!("cannot encode the value: {e}")))?;
                 let max = self.cfg.redis.max_value_bytes;
                 if self.raw.len() > max {
@@ -347,7 +349,12 @@ impl Writer {
                     return Err((ErrorKind::TooLarge, detail));
                 }
                 self.framed.clear();
-                frame::frame(&self.raw, self.cfg.encoding(), self.cfg.compress_threshold, &mut self.framed);
+                frame::frame(
+                    &self.raw,
+                    self.cfg.redis.encoding,
+                    self.cfg.compress_threshold,
+                    &mut self.framed,
+                );
                 let p = &mut self.packer;
                 match ms.flatten() {
                     Some(ms) => {
@@ -420,7 +427,7 @@ impl Writer {
     fn settle_cluster(
         &mut self,
         batch: Vec<Pend>,
-        replies: Vec<io::Reply>,
+        replies: Vec<Option<(Value, Arc<str>)>>,
         mut failure: Option<Failure>,
     ) -> Result<(), Failure> {
         let mut rest = Vec::new();
