@@ -27,6 +27,11 @@ pub(crate) const MAX_LEN: usize = 256;
 /// assert_eq!(id.as_str(), "O-20240101-001");
 /// assert!(Ident::new("bad:id").is_err());
 /// assert!(Ident::new("").is_err());
+/// // The standard conversions check the same way.
+/// let parsed: Ident = "O-20240101-001".parse().unwrap();
+/// assert_eq!(parsed, id);
+/// assert!(Ident::try_from("bad:id").is_err());
+/// assert!(Ident::try_from(String::from("O-2")).is_ok());
 /// ```
 #[derive(Clone)]
 pub struct Ident(Repr);
